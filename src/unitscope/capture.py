@@ -1,0 +1,125 @@
+"""The one place that registers hooks on a user's model. Every hook is removed in ``finally``.
+
+>>> import torch, torch.nn as nn
+>>> net = nn.Sequential(nn.Linear(4, 3), nn.ReLU(), nn.Linear(3, 2))
+>>> with hooked(forward={net[1]: lambda m, args, out: out * 0}):
+...     float(net(torch.ones(1, 4)).detach().abs().sum()) == float(net[2].bias.abs().sum())
+True
+>>> len(net[1]._forward_hooks)
+0
+"""
+
+from __future__ import annotations
+
+from collections import Counter
+from contextlib import contextmanager
+from typing import Callable, Mapping, Sequence
+
+import torch
+import torch.nn as nn
+
+from .errors import UnitscopeError
+from .sites import Site
+
+__all__ = ["hooked", "Recorder"]
+
+
+@contextmanager
+def hooked(forward: Mapping[nn.Module, Callable] | None = None, pre: Mapping[nn.Module, Callable] | None = None):
+    """Register forward hooks (``fn(module, args, output)``) and pre-hooks (``fn(module, args)``) for the
+    duration of the block; they are removed on exit, also when the block raises or is interrupted."""
+    handles = []
+    try:
+        for module, fn in (forward or {}).items():
+            handles.append(module.register_forward_hook(fn))
+        for module, fn in (pre or {}).items():
+            handles.append(module.register_forward_pre_hook(fn))
+        yield handles
+    finally:
+        for handle in handles:
+            handle.remove()
+
+
+def _split(value):
+    """(list of float tensors, rebuild) for a layer's output or input args."""
+    if torch.is_tensor(value):
+        return [value], lambda parts: parts[0], False
+    if isinstance(value, tuple):
+        idx = [i for i, v in enumerate(value) if torch.is_tensor(v) and v.is_floating_point()]
+
+        def rebuild(parts):
+            out = list(value)
+            for i, p in zip(idx, parts):
+                out[i] = p
+            return type(value)(out) if not hasattr(value, "_fields") else type(value)(*out)
+
+        return [value[i] for i in idx], rebuild, True
+    return None, None, None
+
+
+class Recorder:
+    """Records what chosen sites produce in one forward pass.
+
+    With ``need_grad`` the recorded tensors are points of the autograd graph (a site that nothing
+    upstream makes differentiable becomes a leaf), so one ``torch.autograd.grad`` call returns ∂F/∂y for
+    every site at once. The tensor handed on to the rest of the model is a copy, so in-place operations
+    downstream (``ReLU(inplace=True)``) can neither corrupt the record nor break the graph.
+    ``replace`` maps a site name to ``fn(parts) -> parts`` that substitutes the values (ablation, patching).
+    """
+
+    def __init__(self, sites: Sequence[Site], need_grad: bool = False, replace: Mapping[str, Callable] | None = None):
+        self.sites = list(sites)
+        self.need_grad = need_grad
+        self.replace = dict(replace or {})
+        self.parts: dict[str, list[torch.Tensor]] = {}
+        self.is_tuple: dict[str, bool] = {}
+        self.calls: Counter = Counter()
+
+    def _record(self, site: Site, value):
+        parts, rebuild, is_tuple = _split(value)
+        where = "input" if site.use_input else "output"
+        if parts is None or (not parts):
+            raise UnitscopeError(
+                f"layer {site.name!r} has an {where} of type {type(value).__name__}; only tensors and tuples of "
+                "floating-point tensors can be scored", layer=site.name,
+                hint="pick the sub-layer that produces the tensor you want")
+        self.calls[site.name] += 1
+        if site.name in self.replace:
+            parts = list(self.replace[site.name](list(parts)))
+        kept, passed = [], []
+        for p in parts:
+            if self.need_grad and not p.requires_grad:
+                p = p.detach().requires_grad_(True)
+            kept.append(p)
+            passed.append(p.clone())
+        self.parts[site.name] = kept
+        self.is_tuple[site.name] = is_tuple
+        return rebuild(passed)
+
+    def _forward_hook(self, site):
+        return lambda module, args, output: self._record(site, output)
+
+    def _pre_hook(self, site):
+        def hook(module, args):
+            if len(args) == 1:
+                return (self._record(site, args[0]),)
+            return self._record(site, args)
+        return hook
+
+    @contextmanager
+    def active(self):
+        forward = {s.module: self._forward_hook(s) for s in self.sites if not s.use_input}
+        pre = {s.module: self._pre_hook(s) for s in self.sites if s.use_input}
+        with hooked(forward, pre):
+            yield self
+        self.check()
+
+    def check(self) -> None:
+        for s in self.sites:
+            n = self.calls[s.name]
+            if n == 0:
+                raise UnitscopeError(f"layer {s.name!r} did not run in the model's forward pass", layer=s.name,
+                                     hint="pick a layer that forward() calls")
+            if n > 1:
+                raise UnitscopeError(f"layer {s.name!r} ran {n} times in one forward pass, so its units are "
+                                     "ambiguous", layer=s.name, hint="score a module that runs once per pass")

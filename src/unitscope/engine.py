@@ -1,0 +1,324 @@
+"""The path engine: forward and backward passes over points of the straight path, shared by every layer.
+
+One call of :func:`evaluate` runs the model once on a batch of path rows and returns, for every site,
+its values and ∂F/∂(values) from a single ``torch.autograd.grad`` call. :func:`integrate` streams the
+nodes of a fixed rule through it in chunks and accumulates the integrals; :func:`integrate_adaptive`
+places nodes where the per-interval completeness gap says they are needed.
+
+Conductance on the layer's own path (Eq. 3 of Dhamdhere et al.) is estimated from consecutive nodes
+``α_k < α_{k+1}`` as
+
+* ``trapezoid`` (default): ``Σ_k ½(∂F/∂y(α_k) + ∂F/∂y(α_{k+1})) · (y(α_{k+1}) − y(α_k))`` — second order;
+  its per-interval error, summed over a layer's units, is the interval's completeness gap
+  ``ΔF_k − Σ_units ½(g_k + g_{k+1}) Δy_k``, which the adaptive rule drives down;
+* ``left`` (Captum's ``LayerConductance``): ``Σ_k ∂F/∂y(α_k) · (y(α_{k+1}) − y(α_k))`` — first order.
+"""
+
+from __future__ import annotations
+
+from dataclasses import dataclass, field
+
+import torch
+import torch.nn as nn
+from tqdm.auto import tqdm
+
+from .capture import Recorder
+from .inputs import Batch, Target
+from .sites import Site
+
+__all__ = ["Evaluation", "evaluate", "integrate", "integrate_adaptive", "PathSums"]
+
+
+@dataclass
+class Evaluation:
+    F: torch.Tensor                              # [R]
+    values: dict[str, list[torch.Tensor]]        # site -> parts, each [R, *unit_shape]
+    grads: dict[str, list[torch.Tensor]] | None  # same shapes, ∂F/∂values
+    output: object = None
+    is_tuple: dict[str, bool] = field(default_factory=dict)
+
+
+def evaluate(model: nn.Module, batch: Batch, target: Target, sites: list[Site], example: torch.Tensor,
+             alpha: torch.Tensor, *, need_grad: bool, keep_output: bool = False) -> Evaluation:
+    """One forward (and, with ``need_grad``, one backward) over the rows ``(example[r], alpha[r])``."""
+    rows = batch.path_rows(example, alpha)
+    recorder = Recorder(sites, need_grad=need_grad)
+    with torch.set_grad_enabled(need_grad), recorder.active():
+        output = model(*rows, *batch.extra_args(example))
+    F = target(output, example)
+    grads = None
+    if need_grad:
+        flat = [p for s in sites for p in recorder.parts[s.name]]
+        if F.requires_grad:
+            got = torch.autograd.grad(F.sum(), flat, allow_unused=True)
+        else:
+            got = [None] * len(flat)
+        got = [torch.zeros_like(p) if g is None else g.detach() for p, g in zip(flat, got)]
+        grads, i = {}, 0
+        for s in sites:
+            k = len(recorder.parts[s.name])
+            grads[s.name] = got[i:i + k]
+            i += k
+    values = {s.name: [p.detach() for p in recorder.parts[s.name]] for s in sites}
+    out = None
+    if keep_output and torch.is_tensor(output):
+        out = output.detach()
+    return Evaluation(F.detach(), values, grads, out, dict(recorder.is_tuple))
+
+
+@dataclass
+class PathSums:
+    """What a pass over the path accumulates, per site and part, on the model's device."""
+
+    conductance: dict[str, list[torch.Tensor]] | None = None
+    influence: dict[str, list[torch.Tensor]] | None = None
+    value_at_x: dict[str, list[torch.Tensor]] | None = None
+    grad_at_x: dict[str, list[torch.Tensor]] | None = None
+    F_x: torch.Tensor | None = None
+    F_baseline: torch.Tensor | None = None
+    n_evals: torch.Tensor | None = None
+    is_tuple: dict[str, bool] = field(default_factory=dict)
+    interval_gaps: list | None = None
+
+
+def _plan(n: int, m: int, internal_batch_size: int | None) -> tuple[int, int]:
+    """Examples per block and nodes per chunk so that one chunk holds at most ``internal_batch_size`` rows."""
+    if internal_batch_size is None or internal_batch_size >= n * m:
+        return n, m
+    if internal_batch_size < 1:
+        from .errors import UnitscopeError
+        raise UnitscopeError("internal_batch_size must be a positive integer", internal_batch_size=internal_batch_size)
+    if internal_batch_size >= m:
+        return internal_batch_size // m, m
+    return 1, internal_batch_size
+
+
+def integrate(model, batch: Batch, target: Target, sites: list[Site], alphas: torch.Tensor,
+              weights: torch.Tensor | None, *, conductance: str | None = "trapezoid",
+              need_grad: bool = True, internal_batch_size: int | None = None, progress: bool | None = None) -> PathSums:
+    """Stream the nodes ``alphas`` (sorted, [M]) for every example through the model.
+
+    Accumulates the layer-path conductance (``"trapezoid"``, ``"left"`` or ``None``), the quadrature
+    ``Σ_k w_k ∂F/∂y(α_k)`` when ``weights`` is given, values and gradients at α = 1 and F at both ends.
+    Only one node of layer values per site is carried between chunks, so memory does not grow with M.
+    """
+    n, m = batch.n, alphas.numel()
+    E, P = _plan(n, m, internal_batch_size)
+    sums = PathSums(conductance={} if conductance else None, influence={} if weights is not None else None)
+    F_x = torch.full((n,), float("nan"), dtype=torch.float64)
+    F_b = torch.full((n,), float("nan"), dtype=torch.float64)
+    value_x, grad_x = {}, {}
+    cond, infl = {}, {}
+    chunks = [(e0, p0) for e0 in range(0, n, E) for p0 in range(0, m, P)]
+    bar = tqdm(chunks, desc="path", unit="chunk", disable=True if progress is False else (None if len(chunks) > 4 else True),
+               leave=False)
+    carry = None
+    for e0, p0 in bar:
+        ex = torch.arange(e0, min(n, e0 + E))
+        al = alphas[p0:p0 + P]
+        ne, na = ex.numel(), al.numel()
+        example = ex.repeat_interleave(na)
+        alpha = al.repeat(ne)
+        ev = evaluate(model, batch, target, sites, example, alpha, need_grad=need_grad)
+        sums.is_tuple = ev.is_tuple
+        Fv = ev.F.view(ne, na).to(torch.float64).cpu()
+        at0 = torch.isclose(al, torch.zeros((), dtype=al.dtype))
+        at1 = torch.isclose(al, torch.ones((), dtype=al.dtype))
+        if at0.any():
+            F_b[ex] = Fv[:, int(at0.nonzero()[0])]
+        if at1.any():
+            F_x[ex] = Fv[:, int(at1.nonzero()[0])]
+        if p0 == 0:
+            carry = None
+        new_carry = {}
+        for s in sites:
+            ys = [v.view(ne, na, *v.shape[1:]) for v in ev.values[s.name]]
+            gs = [g.view(ne, na, *g.shape[1:]) for g in ev.grads[s.name]] if need_grad else None
+            if at1.any():
+                k = int(at1.nonzero()[0])
+                value_x.setdefault(s.name, [None] * len(ys))
+                for i, y in enumerate(ys):
+                    value_x[s.name][i] = _store(value_x[s.name][i], ex, y[:, k], n)
+                if need_grad:
+                    grad_x.setdefault(s.name, [None] * len(gs))
+                    for i, g in enumerate(gs):
+                        grad_x[s.name][i] = _store(grad_x[s.name][i], ex, g[:, k], n)
+            if weights is not None:
+                w = weights[p0:p0 + P].to(device=gs[0].device, dtype=gs[0].dtype)
+                parts = [(g * w.view(1, -1, *([1] * (g.dim() - 2)))).sum(1) for g in gs]
+                _accumulate(infl, s.name, ex, parts, n)
+            if conductance:
+                if carry is not None:
+                    ys = [torch.cat([c.unsqueeze(1), y], 1) for c, y in zip(carry[s.name][0], ys)]
+                    gs = [torch.cat([c.unsqueeze(1), g], 1) for c, g in zip(carry[s.name][1], gs)]
+                if ys[0].shape[1] > 1:
+                    parts = []
+                    for y, g in zip(ys, gs):
+                        dy = y[:, 1:] - y[:, :-1]
+                        gm = g[:, :-1] if conductance == "left" else 0.5 * (g[:, 1:] + g[:, :-1])
+                        parts.append((gm * dy).sum(1))
+                    _accumulate(cond, s.name, ex, parts, n)
+                new_carry[s.name] = ([y[:, -1] for y in ys], [g[:, -1] for g in gs])
+        carry = new_carry if conductance else None
+    sums.conductance = cond if conductance else None
+    sums.influence = infl if weights is not None else None
+    sums.value_at_x = value_x or None
+    sums.grad_at_x = grad_x or None
+    sums.F_x, sums.F_baseline = F_x, F_b
+    sums.n_evals = torch.full((n,), m, dtype=torch.long)
+    return sums
+
+
+def _store(buf, ex, value, n):
+    if buf is None:
+        buf = value.new_zeros((n, *value.shape[1:]))
+    buf[ex.to(buf.device)] = value
+    return buf
+
+
+def _accumulate(acc: dict, name: str, ex: torch.Tensor, parts: list[torch.Tensor], n: int) -> None:
+    if name not in acc:
+        acc[name] = [p.new_zeros((n, *p.shape[1:])) for p in parts]
+    idx = ex.to(parts[0].device)
+    for a, p in zip(acc[name], parts):
+        a[idx] += p
+
+
+# ----------------------------------------------------------------------------------------------------
+# adaptive placement of path points
+
+
+def integrate_adaptive(model, batch: Batch, target: Target, sites: list[Site], *, budget: int, rtol: float,
+                       internal_batch_size: int | None = None, progress: bool | None = None,
+                       initial: int | None = None) -> PathSums:
+    """Trapezoid conductance on nodes refined where the completeness gap is.
+
+    Start from ``initial`` uniform nodes (ends included); each round, per example, compute every
+    interval's gap ``ΔF_k − Σ_units ½(g_k + g_{k+1}) Δy_k`` for every layer and bisect the intervals with
+    the largest gap (up to half of them), evaluating only the new midpoints — in one batch across
+    examples. An example stops once its worst layer's summed absolute interval gap is within
+    ``rtol · |F(x) − F(x')|`` or it has used ``budget`` evaluations.
+
+    Memory: the values and gradients of every site at every node of one block of examples are kept
+    (``nodes × units × 2`` floats per example); ``internal_batch_size`` bounds the rows per pass and the
+    examples per block (``max(1, internal_batch_size // budget)``).
+    """
+    n = batch.n
+    if initial is None:
+        initial = max(3, min(budget, budget // 8 + 1))
+    initial = min(initial, budget)
+    block = n if internal_batch_size is None else max(1, internal_batch_size // budget)
+    result = PathSums(conductance={}, influence={}, value_at_x={}, grad_at_x={})
+    F_x = torch.zeros(n, dtype=torch.float64)
+    F_b = torch.zeros(n, dtype=torch.float64)
+    n_evals = torch.zeros(n, dtype=torch.long)
+    names = [s.name for s in sites]
+    for b0 in range(0, n, block):
+        ex = list(range(b0, min(n, b0 + block)))
+        nodes = {e: {"a": torch.linspace(0, 1, initial, dtype=torch.float64)} for e in ex}
+        _fill(model, batch, target, sites, nodes, {e: nodes[e]["a"] for e in ex}, internal_batch_size, result)
+        done = set()
+        bar = tqdm(total=budget * len(ex), desc="adaptive path", unit="eval", leave=False,
+                   disable=True if progress is False else None)
+        bar.update(initial * len(ex))
+        while True:
+            new = {}
+            for e in ex:
+                if e in done:
+                    continue
+                st = nodes[e]
+                gaps = _interval_gaps(st, names)  # [S, M-1]
+                dF_total = abs(float(st["F"][-1] - st["F"][0]))
+                worst = float(gaps.abs().sum(1).max())
+                used = st["a"].numel()
+                if worst <= rtol * max(dF_total, 1e-12) or used >= budget:
+                    done.add(e)
+                    continue
+                width = st["a"][1:] - st["a"][:-1]
+                score = gaps.abs().max(0).values.cpu().double()
+                score[width < 1e-9] = -1.0
+                r = min(budget - used, max(1, (width.numel() + 1) // 2))
+                pick = torch.topk(score, r).indices
+                pick = pick[score[pick] > 0]
+                if pick.numel() == 0:
+                    done.add(e)
+                    continue
+                new[e] = (st["a"][pick] + st["a"][pick + 1]) / 2
+            if not new:
+                break
+            _fill(model, batch, target, sites, nodes, new, internal_batch_size, result)
+            bar.update(sum(v.numel() for v in new.values()))
+        bar.close()
+        for e in ex:
+            st = nodes[e]
+            F_x[e], F_b[e] = float(st["F"][-1]), float(st["F"][0])
+            n_evals[e] = st["a"].numel()
+            dal = (st["a"][1:] - st["a"][:-1])
+            for name in names:
+                conds, infls, vx, gx = [], [], [], []
+                for y, g in zip(st["y"][name], st["g"][name]):
+                    gm = 0.5 * (g[1:] + g[:-1])
+                    conds.append((gm * (y[1:] - y[:-1])).sum(0))
+                    w = dal.to(device=g.device, dtype=g.dtype).view(-1, *([1] * (g.dim() - 1)))
+                    infls.append((gm * w).sum(0))
+                    vx.append(y[-1])
+                    gx.append(g[-1])
+                for acc, parts in ((result.conductance, conds), (result.influence, infls),
+                                   (result.value_at_x, vx), (result.grad_at_x, gx)):
+                    if name not in acc:
+                        acc[name] = [p.new_zeros((n, *p.shape)) for p in parts]
+                    for a, p in zip(acc[name], parts):
+                        a[e] = p
+            del nodes[e]
+    result.F_x, result.F_baseline, result.n_evals = F_x, F_b, n_evals
+    return result
+
+
+def _interval_gaps(st: dict, names: list[str]) -> torch.Tensor:
+    dF = (st["F"][1:] - st["F"][:-1])
+    rows = []
+    for name in names:
+        c = 0.0
+        for y, g in zip(st["y"][name], st["g"][name]):
+            c = c + (0.5 * (g[1:] + g[:-1]) * (y[1:] - y[:-1])).flatten(1).sum(1).double()
+        rows.append(dF.to(c.device) - c)
+    return torch.stack(rows)
+
+
+def _fill(model, batch, target, sites, nodes, new: dict, internal_batch_size, result) -> None:
+    """Evaluate the new alphas of each example and merge them, sorted, into the examples' node records."""
+    pairs_e = torch.cat([torch.full((a.numel(),), e, dtype=torch.long) for e, a in new.items()])
+    pairs_a = torch.cat([a for a in new.values()])
+    total = pairs_e.numel()
+    step = total if internal_batch_size is None else max(1, internal_batch_size)
+    got_F, got_y, got_g = [], {s.name: [] for s in sites}, {s.name: [] for s in sites}
+    for r0 in range(0, total, step):
+        ev = evaluate(model, batch, target, sites, pairs_e[r0:r0 + step], pairs_a[r0:r0 + step], need_grad=True)
+        result.is_tuple = ev.is_tuple
+        got_F.append(ev.F.double().cpu())
+        for s in sites:
+            got_y[s.name].append(ev.values[s.name])
+            got_g[s.name].append(ev.grads[s.name])
+    F = torch.cat(got_F)
+    ys = {k: [torch.cat(parts) for parts in zip(*v)] for k, v in got_y.items()}
+    gs = {k: [torch.cat(parts) for parts in zip(*v)] for k, v in got_g.items()}
+    offset = 0
+    for e, a in new.items():
+        k = a.numel()
+        sl = slice(offset, offset + k)
+        offset += k
+        st = nodes[e]
+        if "F" not in st:
+            st["F"] = F[sl]
+            st["y"] = {name: [p[sl] for p in parts] for name, parts in ys.items()}
+            st["g"] = {name: [p[sl] for p in parts] for name, parts in gs.items()}
+            continue
+        alphas = torch.cat([st["a"], a])
+        order = torch.argsort(alphas)
+        st["a"] = alphas[order]
+        st["F"] = torch.cat([st["F"], F[sl]])[order]
+        for name in ys:
+            dev_order = order.to(ys[name][0].device)
+            st["y"][name] = [torch.cat([old, p[sl]])[dev_order] for old, p in zip(st["y"][name], ys[name])]
+            st["g"][name] = [torch.cat([old, p[sl]])[dev_order] for old, p in zip(st["g"][name], gs[name])]
+

@@ -1,0 +1,83 @@
+"""Path integration rules: where on the straight path ``x' + α (x − x')`` to evaluate, with what weights.
+
+>>> alphas, weights = rule("riemann_trapezoid", 5)
+>>> alphas.tolist(), weights.tolist()
+([0.0, 0.25, 0.5, 0.75, 1.0], [0.125, 0.25, 0.25, 0.25, 0.125])
+
+Two flavours exist for every rule:
+
+* ``rule(name, n)`` — quadrature that integrates constants exactly (weights sum to 1);
+* ``captum_rule(name, n)`` — Captum's tables, kept for exact parity. They differ from ours only for
+  ``riemann_trapezoid``, whose Captum weights are ``1/n`` with halved ends: they sum to ``(n−1)/n``,
+  so an integral comes out ``1/n`` low (2 % at 50 steps).
+"""
+
+from __future__ import annotations
+
+import numpy as np
+import torch
+
+from .errors import UnitscopeError
+
+__all__ = ["RULES", "rule", "captum_rule", "path_nodes"]
+
+RULES = ("riemann_left", "riemann_right", "riemann_middle", "riemann_trapezoid", "gausslegendre")
+
+
+def _check(name: str, n: int, *, allowed=RULES) -> None:
+    if name not in allowed:
+        raise UnitscopeError(f"unknown integration method {name!r}", hint=f"choose one of {', '.join(allowed)}")
+    if not isinstance(n, int) or n < 2:
+        raise UnitscopeError("n_steps must be an integer ≥ 2", n_steps=n)
+
+
+def _alphas(name: str, n: int) -> np.ndarray:
+    if name == "riemann_left":
+        return np.linspace(0.0, 1.0 - 1.0 / n, n)
+    if name == "riemann_right":
+        return np.linspace(1.0 / n, 1.0, n)
+    if name == "riemann_middle":
+        return np.linspace(0.5 / n, 1.0 - 0.5 / n, n)
+    if name == "riemann_trapezoid":
+        return np.linspace(0.0, 1.0, n)
+    nodes, _ = np.polynomial.legendre.leggauss(n)
+    return (nodes + 1.0) / 2.0
+
+
+def rule(name: str, n: int) -> tuple[torch.Tensor, torch.Tensor]:
+    """Nodes in [0, 1] and weights summing to one for ``n`` evaluations (float64)."""
+    _check(name, n)
+    alphas = _alphas(name, n)
+    if name == "riemann_trapezoid":
+        weights = np.full(n, 1.0 / (n - 1))
+        weights[[0, -1]] /= 2
+    elif name == "gausslegendre":
+        weights = np.polynomial.legendre.leggauss(n)[1] / 2.0
+    else:
+        weights = np.full(n, 1.0 / n)
+    return torch.from_numpy(alphas), torch.from_numpy(weights)
+
+
+def captum_rule(name: str, n: int) -> tuple[torch.Tensor, torch.Tensor]:
+    """Captum's nodes and weights (``captum.attr._utils.approximation_methods``), for parity."""
+    _check(name, n)
+    alphas, weights = rule(name, n)
+    if name == "riemann_trapezoid":
+        weights = torch.full((n,), 1.0 / n, dtype=torch.float64)
+        weights[[0, -1]] /= 2
+    return alphas, weights
+
+
+def path_nodes(name: str, n: int) -> tuple[torch.Tensor, torch.Tensor]:
+    """Nodes for a conductance estimate on the layer's own path: the rule's nodes plus both end points.
+
+    Returns ``(alphas, influence_weights)`` sorted by alpha; an end point added here gets weight 0 (it
+    serves the conductance differences and F(x), F(x') but not the internal-influence quadrature).
+    """
+    alphas, weights = rule(name, n)
+    extra = [a for a in (0.0, 1.0) if not bool(torch.isclose(alphas, torch.tensor(a, dtype=alphas.dtype)).any())]
+    if extra:
+        alphas = torch.cat([alphas, torch.tensor(extra, dtype=alphas.dtype)])
+        weights = torch.cat([weights, torch.zeros(len(extra), dtype=weights.dtype)])
+    order = torch.argsort(alphas)
+    return alphas[order], weights[order]

@@ -1,0 +1,170 @@
+"""``Scores``: what an importance method returns — per layer, tensors shaped like the layer's output.
+
+>>> import torch
+>>> s = Scores("activation", {"fc": torch.tensor([[1.0, -3.0, 2.0]])})
+>>> s["fc"].tolist(), s.top("fc", 2).indices.tolist(), s.top("fc", 1, by="abs").indices.tolist()
+([[1.0, -3.0, 2.0]], [[2, 0]], [[1]])
+"""
+
+from __future__ import annotations
+
+import difflib
+from collections import namedtuple
+from collections.abc import Mapping
+
+import torch
+
+from .errors import UnitscopeError
+
+__all__ = ["Scores", "Top"]
+
+Top = namedtuple("Top", ["values", "indices"])
+
+
+def _key(names, layer) -> str:
+    if isinstance(layer, str) and layer in names:
+        return layer
+    module_names = getattr(names, "modules", {})
+    if not isinstance(layer, str) and id(layer) in module_names:
+        return module_names[id(layer)]
+    wanted = layer if isinstance(layer, str) else type(layer).__name__
+    close = difflib.get_close_matches(str(wanted), list(names), n=3, cutoff=0.0) or list(names)
+    raise UnitscopeError(f"no scores for layer {wanted!r}", layer=wanted,
+                         hint="scored layers: " + ", ".join(map(repr, close)))
+
+
+class _ByLayer(dict):
+    """A dict keyed by layer name that also accepts the module object."""
+
+    modules: dict
+
+    def __getitem__(self, layer):
+        return dict.__getitem__(self, _key(self, layer))
+
+
+class Scores(Mapping):
+    """Per-layer scores of one method for a batch of examples.
+
+    ``scores[layer]`` is a tensor ``[N, *unit_shape]`` (a tuple of them for a layer with tuple output);
+    ``scores.delta[layer]`` the completeness gap ``Σ_units − (F(x) − F(x'))`` per example (path methods
+    whose scores should sum to the output difference); ``scores.output_diff`` is ``F(x) − F(x')``;
+    ``scores.n_evals`` the path points evaluated per example. Layers may be given by name or module.
+    """
+
+    def __init__(self, method: str, values: dict, *, delta: dict | None = None, output_diff=None, n_evals=None,
+                 target=None, modules: dict | None = None, settings: dict | None = None):
+        self.method = method
+        self._values = _ByLayer(values)
+        self._values.modules = modules or {}
+        self.delta = _ByLayer(delta or {})
+        self.delta.modules = modules or {}
+        self.output_diff = output_diff
+        self.n_evals = n_evals
+        self.target = target
+        self.settings = dict(settings or {})
+
+    # Mapping protocol -------------------------------------------------------------------------------
+    def __getitem__(self, layer):
+        return self._values[layer]
+
+    def __iter__(self):
+        return iter(dict.keys(self._values))
+
+    def __len__(self):
+        return len(dict.keys(self._values))
+
+    @property
+    def layers(self) -> list[str]:
+        return list(self)
+
+    def __repr__(self) -> str:
+        shapes = ", ".join(f"{k}: {_shape(v)}" for k, v in dict.items(self._values))
+        return f"Scores(method={self.method!r}, {shapes})"
+
+    # views ------------------------------------------------------------------------------------------
+    def per_channel(self, layer):
+        """``[N, C]``: the score of each channel (dim 1), summed over the remaining dims (a filter's score)."""
+        v = self[layer]
+        if isinstance(v, tuple):
+            return tuple(_per_channel(t) for t in v)
+        return _per_channel(v)
+
+    def relative_delta(self, layer) -> torch.Tensor:
+        """``|delta| / |F(x) − F(x')|`` per example."""
+        d = self.delta[layer]
+        return d.abs() / self.output_diff.abs().clamp_min(1e-12)
+
+    def top(self, layer, k: int = 10, *, by: str = "value", channels: bool | None = None) -> Top:
+        """The ``k`` most important units per example: ``Top(values [N, k], indices [N, k])``.
+
+        ``by="value"`` ranks by signed score, ``by="abs"`` by magnitude (values keep their sign).
+        ``channels`` (default: when the layer has more than 2 dims) ranks channels; otherwise indices
+        are flat indices into the per-example unit shape (``numpy.unravel_index`` turns them into tuples).
+        """
+        v = self[layer]
+        if isinstance(v, tuple):
+            raise UnitscopeError("layer has a tuple output; pick a part first", layer=str(layer))
+        if channels is None:
+            channels = v.dim() > 2
+        flat = _per_channel(v) if channels else v.reshape(v.shape[0], -1)
+        if by not in ("value", "abs"):
+            raise UnitscopeError("by must be 'value' or 'abs'", by=by)
+        k = min(int(k), flat.shape[1])
+        key = flat if by == "value" else flat.abs()
+        idx = key.topk(k, dim=1).indices
+        return Top(flat.gather(1, idx), idx)
+
+    def to_frame(self, *, per_channel: bool = False):
+        """A tidy ``pandas.DataFrame``: one row per example × unit (or channel), with the completeness gap."""
+        import numpy as np
+        import pandas as pd
+
+        frames = []
+        for name in self:
+            value = self[name]
+            parts = value if isinstance(value, tuple) else (value,)
+            for pi, t in enumerate(parts):
+                t = _per_channel(t) if per_channel else t
+                n = t.shape[0]
+                flat = t.reshape(n, -1).numpy()
+                u = flat.shape[1]
+                unit_shape = tuple(t.shape[1:])
+                cols = {
+                    "method": self.method,
+                    "layer": name,
+                    "example": np.repeat(np.arange(n), u),
+                    "unit": np.tile(np.arange(u), n),
+                    "channel": np.tile(np.unravel_index(np.arange(u), unit_shape)[0] if unit_shape else 0, n),
+                    "value": flat.reshape(-1),
+                }
+                if isinstance(value, tuple):
+                    cols["part"] = pi
+                if name in dict.keys(self.delta):
+                    cols["delta"] = np.repeat(self.delta[name].numpy(), u)
+                frames.append(pd.DataFrame(cols))
+        return pd.concat(frames, ignore_index=True)
+
+    def summary(self, k: int = 5) -> str:
+        """A short text table: per layer, the completeness gap and the top channels of example 0."""
+        lines = [f"{self.method}: {len(self)} layers"]
+        for name in self:
+            v = self[name]
+            line = f"  {name:<24} {_shape(v):<18}"
+            if name in dict.keys(self.delta):
+                line += f" gap {100 * float(self.relative_delta(name).max()):6.2f}%"
+            if not isinstance(v, tuple):
+                top = self.top(name, k)
+                line += "  top: " + ", ".join(f"{i}({val:+.3g})" for i, val in
+                                               zip(top.indices[0].tolist(), top.values[0].tolist()))
+            lines.append(line)
+        return "\n".join(lines)
+
+
+def _per_channel(t: torch.Tensor) -> torch.Tensor:
+    return t if t.dim() <= 2 else t.flatten(2).sum(2)
+
+
+def _shape(v) -> str:
+    if isinstance(v, tuple):
+        return "(" + ", ".join(str(list(t.shape)) for t in v) + ")"
+    return str(list(v.shape))

@@ -1,0 +1,246 @@
+"""Importance of hidden units: conductance and its comparators, every requested layer in one pass.
+
+>>> import torch, torch.nn as nn
+>>> torch.manual_seed(0) and None
+>>> net = nn.Sequential(nn.Linear(4, 8), nn.ReLU(), nn.Linear(8, 3))
+>>> s = conductance(net, torch.randn(2, 4), layers=["1", "2"], target=0, n_steps=64)
+>>> s["1"].shape, bool(s.relative_delta("1").max() < 1e-3)
+(torch.Size([2, 8]), True)
+
+Argument names follow Captum's. Differences from Captum, by design:
+
+* ``conductance`` integrates on the layer's own path with the trapezoid of consecutive nodes
+  (``½(∂F/∂y_k + ∂F/∂y_{k+1}) · Δy``), on the rule's nodes plus both end points; Captum's
+  ``LayerConductance`` uses the left node's gradient only, on ``n_steps + 1`` nodes of the rule, ignoring
+  the rule's weights. ``captum_compatible=True`` reproduces Captum's estimate exactly.
+* ``internal_influence`` uses quadrature weights that sum to one; Captum's ``riemann_trapezoid`` weights
+  sum to ``(n − 1)/n``. ``captum_compatible=True`` uses Captum's.
+* ``target=None`` means the top predicted class of each example (pre-softmax), as in the papers.
+"""
+
+from __future__ import annotations
+
+import warnings
+
+import torch
+import torch.nn as nn
+
+from . import paths
+from .engine import evaluate, integrate, integrate_adaptive
+from .errors import CompletenessWarning, UnitscopeError
+from .inputs import Target, make_target, prepare
+from .results import Scores
+from .sites import resolve
+from .state import analysis_mode
+
+__all__ = ["conductance", "internal_influence", "grad_x_activation", "activation", "attribute", "METHODS"]
+
+METHODS = ("conductance", "internal_influence", "grad_x_activation", "activation")
+
+
+def _device(model: nn.Module):
+    for p in model.parameters():
+        return p.device
+    for b in model.buffers():
+        return b.device
+    return None
+
+
+def _outputs_at_x(model, batch, internal_batch_size):
+    step = batch.n if internal_batch_size is None else max(1, internal_batch_size)
+    outs = []
+    with torch.no_grad():
+        for e0 in range(0, batch.n, step):
+            ex = torch.arange(e0, min(batch.n, e0 + step))
+            out = model(*batch.path_rows(ex, torch.ones(ex.numel(), dtype=torch.float64)), *batch.extra_args(ex))
+            if not torch.is_tensor(out):
+                return None
+            outs.append(out)
+    return torch.cat(outs)
+
+
+def _endpoints(model, batch, target, internal_batch_size):
+    """F(x) and F(x') by forward passes without a graph (used only when the path lacks its end points)."""
+    n = batch.n
+    example = torch.cat([torch.arange(n), torch.arange(n)])
+    alpha = torch.cat([torch.ones(n), torch.zeros(n)]).double()
+    step = 2 * n if internal_batch_size is None else max(1, internal_batch_size)
+    Fs = []
+    for r0 in range(0, 2 * n, step):
+        ev = evaluate(model, batch, target, [], example[r0:r0 + step], alpha[r0:r0 + step], need_grad=False)
+        Fs.append(ev.F.double().cpu())
+    F = torch.cat(Fs)
+    return F[:n], F[n:]
+
+
+def _unwrap(parts_by_site, is_tuple, sites):
+    out = {}
+    for s in sites:
+        parts = [p.detach().float().cpu() if p.dtype == torch.float64 else p.detach().cpu() for p in parts_by_site[s.name]]
+        out[s.name] = tuple(parts) if is_tuple.get(s.name) else parts[0]
+    return out
+
+
+def _check_gaps(scores: Scores, threshold: float | None) -> None:
+    if threshold is None or not scores.delta:
+        return
+    for name in scores.layers:
+        rel = scores.relative_delta(name)
+        worst = int(rel.argmax())
+        if float(rel[worst]) > threshold:
+            warnings.warn(
+                f"{scores.method} of layer {name!r}: completeness gap {100 * float(rel[worst]):.1f}% of "
+                f"|F(x) − F(x')| on example {worst} (threshold {100 * threshold:.1f}%, "
+                f"{int(scores.n_evals[worst])} path points); raise n_steps or use method='adaptive'",
+                CompletenessWarning, stacklevel=3)
+
+
+def attribute(model: nn.Module, inputs, layers, methods=METHODS, baselines=None, target=None,
+              additional_forward_args=None, n_steps: int = 50, method: str = "gausslegendre",
+              internal_batch_size: int | None = None, attribute_to_layer_input: bool = False, *,
+              captum_compatible: bool = False, rtol: float = 1e-3, gap_warning: float | None = 0.05,
+              progress: bool | None = None) -> dict[str, Scores]:
+    """Several methods for several layers from one pass over the path: ``{method: Scores}``.
+
+    >>> import torch, torch.nn as nn
+    >>> net = nn.Sequential(nn.Linear(3, 4), nn.ReLU(), nn.Linear(4, 2))
+    >>> out = attribute(net, torch.ones(1, 3), ["1"], methods=["conductance", "activation"], target=1)
+    >>> sorted(out)
+    ['activation', 'conductance']
+
+    ``method`` is an integration rule (``riemann_left``, ``riemann_right``, ``riemann_middle``,
+    ``riemann_trapezoid``, ``gausslegendre``) or ``"adaptive"``: nodes are bisected where the
+    completeness gap is, until it is within ``rtol`` of ``|F(x) − F(x')|`` or ``n_steps`` evaluations
+    per example are spent (``scores.n_evals`` tells how many were used).
+    A :class:`CompletenessWarning` is issued when a conductance gap exceeds ``gap_warning`` (relative).
+    """
+    methods = [methods] if isinstance(methods, str) else list(methods)
+    unknown = [m for m in methods if m not in METHODS]
+    if unknown or not methods:
+        raise UnitscopeError(f"unknown method(s) {unknown}", hint=f"choose from {', '.join(METHODS)}")
+    if method != "adaptive" and method not in paths.RULES:
+        raise UnitscopeError(f"unknown integration method {method!r}",
+                             hint=f"choose one of {', '.join(paths.RULES + ('adaptive',))}")
+    if not isinstance(n_steps, int) or n_steps < 2:
+        raise UnitscopeError("n_steps must be an integer ≥ 2", n_steps=n_steps)
+    if captum_compatible and method == "adaptive":
+        raise UnitscopeError("captum_compatible=True needs a fixed rule, not method='adaptive'")
+    sites = resolve(model, layers, use_input=attribute_to_layer_input)
+    modules = {id(s.module): s.name for s in sites}
+    batch = prepare(inputs, baselines, additional_forward_args, device=_device(model))
+    n = batch.n
+    path_methods = [m for m in methods if m in ("conductance", "internal_influence")]
+    point_methods = [m for m in methods if m in ("grad_x_activation", "activation")]
+    settings = dict(n_steps=n_steps, method=method, captum_compatible=captum_compatible)
+    results: dict[str, Scores] = {}
+    with analysis_mode(model):
+        needs_target = bool(path_methods) or "grad_x_activation" in methods
+        if needs_target and target is None:
+            tgt = make_target(None, n, _outputs_at_x(model, batch, internal_batch_size))
+        elif needs_target:
+            tgt = make_target(target, n)
+        else:
+            tgt = Target(fn=lambda out: torch.zeros(out.shape[0], device=out.device) if torch.is_tensor(out)
+                         else torch.zeros(n))
+        target_index = tgt.index
+
+        runs = []  # (methods served, PathSums)
+        if path_methods and method == "adaptive":
+            runs.append((path_methods + point_methods,
+                         integrate_adaptive(model, batch, tgt, sites, budget=n_steps, rtol=rtol,
+                                            internal_batch_size=internal_batch_size, progress=progress)))
+        elif path_methods and captum_compatible:
+            if "conductance" in path_methods:
+                alphas, _ = paths.captum_rule(method, n_steps + 1)
+                runs.append((["conductance"], integrate(model, batch, tgt, sites, alphas, None, conductance="left",
+                                                        internal_batch_size=internal_batch_size, progress=progress)))
+            if "internal_influence" in path_methods:
+                alphas, weights = paths.captum_rule(method, n_steps)
+                runs.append((["internal_influence"], integrate(model, batch, tgt, sites, alphas, weights,
+                                                               conductance=None,
+                                                               internal_batch_size=internal_batch_size,
+                                                               progress=progress)))
+        elif path_methods:
+            alphas, weights = paths.path_nodes(method, n_steps)
+            runs.append((path_methods + point_methods,
+                         integrate(model, batch, tgt, sites, alphas, weights,
+                                   conductance="trapezoid" if "conductance" in path_methods else None,
+                                   internal_batch_size=internal_batch_size, progress=progress)))
+        served = {m for ms, _ in runs for m in ms}
+        if any(m not in served for m in point_methods):
+            runs.append((point_methods, integrate(model, batch, tgt, sites, torch.ones(1, dtype=torch.float64), None,
+                                                  conductance=None, need_grad="grad_x_activation" in methods,
+                                                  internal_batch_size=internal_batch_size, progress=progress)))
+            served = {m for ms, _ in runs for m in ms}
+
+        for served_methods, sums in runs:
+            is_tuple = sums.is_tuple
+            for m in served_methods:
+                if m in results or m not in methods:
+                    continue
+                delta = output_diff = None
+                if m == "conductance":
+                    F_x, F_b = sums.F_x, sums.F_baseline
+                    if torch.isnan(F_x).any() or torch.isnan(F_b).any():
+                        F_x, F_b = _endpoints(model, batch, tgt, internal_batch_size)
+                    output_diff = (F_x - F_b).float()
+                    values = _unwrap(sums.conductance, is_tuple, sites)
+                    delta = {s.name: sum(p.double().cpu().flatten(1).sum(1) for p in sums.conductance[s.name])
+                             .float() - output_diff for s in sites}
+                elif m == "internal_influence":
+                    values = _unwrap(sums.influence, is_tuple, sites)
+                elif m == "activation":
+                    values = _unwrap(sums.value_at_x, is_tuple, sites)
+                else:
+                    prod = {k: [v * g for v, g in zip(sums.value_at_x[k], sums.grad_at_x[k])]
+                            for k in sums.value_at_x}
+                    values = _unwrap(prod, is_tuple, sites)
+                n_evals = sums.n_evals if m in ("conductance", "internal_influence") else torch.ones(n, dtype=torch.long)
+                results[m] = Scores(m, values, delta=delta, output_diff=output_diff, n_evals=n_evals,
+                                    target=target_index, modules=modules, settings=settings)
+    if "conductance" in results:
+        _check_gaps(results["conductance"], gap_warning)
+    return {m: results[m] for m in methods}
+
+
+def conductance(model: nn.Module, inputs, layers, baselines=None, target=None, additional_forward_args=None,
+                n_steps: int = 50, method: str = "gausslegendre", internal_batch_size: int | None = None,
+                attribute_to_layer_input: bool = False, *, captum_compatible: bool = False, rtol: float = 1e-3,
+                gap_warning: float | None = 0.05, progress: bool | None = None) -> Scores:
+    """Total conductance of every unit of every layer in ``layers`` (Eq. 3), with its completeness gap.
+
+    >>> import torch, torch.nn as nn
+    >>> net = nn.Sequential(nn.Linear(2, 2), nn.ReLU(), nn.Linear(2, 1))
+    >>> s = conductance(net, torch.ones(3, 2), net[1], n_steps=32)
+    >>> s[net[1]].shape, s.delta["1"].shape
+    (torch.Size([3, 2]), torch.Size([3]))
+    """
+    return attribute(model, inputs, layers, ["conductance"], baselines, target, additional_forward_args, n_steps,
+                     method, internal_batch_size, attribute_to_layer_input, captum_compatible=captum_compatible,
+                     rtol=rtol, gap_warning=gap_warning, progress=progress)["conductance"]
+
+
+def internal_influence(model: nn.Module, inputs, layers, baselines=None, target=None, additional_forward_args=None,
+                       n_steps: int = 50, method: str = "gausslegendre", internal_batch_size: int | None = None,
+                       attribute_to_layer_input: bool = False, *, captum_compatible: bool = False,
+                       progress: bool | None = None) -> Scores:
+    """Internal influence (Datta et al. 2018): ``∫_0^1 ∂F/∂y(x_α) dα`` for every unit of ``layers``."""
+    return attribute(model, inputs, layers, ["internal_influence"], baselines, target, additional_forward_args,
+                     n_steps, method, internal_batch_size, attribute_to_layer_input,
+                     captum_compatible=captum_compatible, progress=progress)["internal_influence"]
+
+
+def grad_x_activation(model: nn.Module, inputs, layers, target=None, additional_forward_args=None,
+                      attribute_to_layer_input: bool = False, internal_batch_size: int | None = None) -> Scores:
+    """Gradient × activation ``y · ∂F/∂y`` at the input, for every unit of ``layers``."""
+    return attribute(model, inputs, layers, ["grad_x_activation"], None, target, additional_forward_args,
+                     internal_batch_size=internal_batch_size,
+                     attribute_to_layer_input=attribute_to_layer_input)["grad_x_activation"]
+
+
+def activation(model: nn.Module, inputs, layers, additional_forward_args=None, attribute_to_layer_input: bool = False,
+               internal_batch_size: int | None = None) -> Scores:
+    """The layers' activations at the input (no gradients)."""
+    return attribute(model, inputs, layers, ["activation"], None, None, additional_forward_args,
+                     internal_batch_size=internal_batch_size,
+                     attribute_to_layer_input=attribute_to_layer_input)["activation"]

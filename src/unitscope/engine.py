@@ -190,12 +190,13 @@ def _accumulate(acc: dict, name: str, ex: torch.Tensor, parts: list[torch.Tensor
 
 def integrate_adaptive(model, batch: Batch, target: Target, sites: list[Site], *, budget: int, rtol: float,
                        internal_batch_size: int | None = None, progress: bool | None = None,
-                       initial: int | None = None) -> PathSums:
+                       initial: int | None = None, focus: float = 0.8) -> PathSums:
     """Trapezoid conductance on nodes refined where the completeness gap is.
 
     Start from ``initial`` uniform nodes (ends included); each round, per example, compute every
     interval's gap ``ΔF_k − Σ_units ½(g_k + g_{k+1}) Δy_k`` for every layer and bisect the intervals with
-    the largest gap (up to half of them), evaluating only the new midpoints — in one batch across
+    the largest gap — the fewest that carry a share ``focus`` of the summed gap, at most half of them —
+    evaluating only the new midpoints — in one batch across
     examples. An example stops once its worst layer's summed absolute interval gap is within
     ``rtol · |F(x) − F(x')|`` or it has used ``budget`` evaluations.
 
@@ -237,8 +238,12 @@ def integrate_adaptive(model, batch: Batch, target: Target, sites: list[Site], *
                 width = st["a"][1:] - st["a"][:-1]
                 score = gaps.abs().max(0).values.cpu().double()
                 score[width < 1e-9] = -1.0
-                r = min(budget - used, max(1, (width.numel() + 1) // 2))
-                pick = torch.topk(score, r).indices
+                # bisect the fewest worst intervals that carry most of the gap (at most half of them)
+                ranked = torch.argsort(score, descending=True)
+                share = torch.cumsum(score[ranked].clamp_min(0), 0) / score.clamp_min(0).sum().clamp_min(1e-300)
+                r = int((share < focus).sum()) + 1
+                r = min(r, budget - used, max(1, (width.numel() + 1) // 2))
+                pick = ranked[:r]
                 pick = pick[score[pick] > 0]
                 if pick.numel() == 0:
                     done.add(e)

@@ -1,11 +1,13 @@
-"""Ready-made models and inputs: a pretrained EfficientNet-Lite0 and bundled real photos.
+"""Ready-made models and inputs: digits models trained on real data (cached), a pretrained
+EfficientNet-Lite0 and bundled real photos.
 
 >>> from unitscope.zoo import photos
 >>> list(photos())
 ['cat', 'coffee', 'astronaut', 'rocket', 'china', 'flower']
 """
 
+from .digits import DigitsCNN, digits_cnn, digits_data
 from .efficientnet import efficientnet_lite0
 from .photos import photos
 
-__all__ = ["efficientnet_lite0", "photos"]
+__all__ = ["DigitsCNN", "digits_cnn", "digits_data", "efficientnet_lite0", "photos"]

@@ -6,6 +6,7 @@
 """
 
 from .errors import CompletenessWarning, UnitscopeError
+from .neuron import neuron_conductance
 from .results import Scores
 from .scores import activation, attribute, conductance, grad_x_activation, internal_influence
 from .sites import layer_names
@@ -22,4 +23,5 @@ __all__ = [
     "grad_x_activation",
     "internal_influence",
     "layer_names",
+    "neuron_conductance",
 ]

@@ -1,0 +1,127 @@
+"""Per-input conductance through chosen units (Eq. 2 of Dhamdhere et al.), all units in batched backwards.
+
+>>> import torch, torch.nn as nn
+>>> net = nn.Sequential(nn.Linear(3, 4), nn.ReLU(), nn.Linear(4, 2))
+>>> x = torch.randn(2, 3)
+>>> a = neuron_conductance(net, x, layer="1", units=[0, 3], target=1, n_steps=64)
+>>> a.shape   # [units, N, *input_shape]
+torch.Size([2, 2, 3])
+
+For unit ``y`` and input feature ``i``: ``Cond_i^y(x) = (x_i − x'_i) ∫_0^1 ∂F/∂y(x_α) · ∂y/∂x_i(x_α) dα``.
+A channel (an ``int`` unit) is a filter: its conductance is the **sum of its units' conductances**,
+``Σ_j ∂F/∂y_j · ∂y_j/∂x_i`` — not ``(Σ_j ∂F/∂y_j)(Σ_j ∂y_j/∂x_i)``, which is what Captum's
+``NeuronConductance`` computes when its selector sums a channel. Summed over input features, a unit's
+result is its (layer) conductance.
+
+Cost: the forward pass and ∂F/∂y are shared by every unit; only the backward from the layer to the
+inputs is per unit, and those run batched (``is_grads_batched``), ``unit_batch_size`` units at a time.
+"""
+
+from __future__ import annotations
+
+import torch
+import torch.nn as nn
+
+from . import paths
+from .capture import Recorder
+from .errors import UnitscopeError
+from .inputs import make_target, prepare
+from .scores import _device, _outputs_at_x
+from .sites import resolve
+from .state import analysis_mode
+
+__all__ = ["neuron_conductance"]
+
+
+def _unit_masks(units, shape: tuple, layer: str) -> torch.Tensor:
+    """``[U, *shape]`` 0/1 masks over one example's layer output."""
+    if isinstance(units, (int, tuple)):
+        units = [units]
+    masks = torch.zeros((len(units), *shape))
+    for k, u in enumerate(units):
+        if isinstance(u, bool) or not isinstance(u, (int, tuple)):
+            raise UnitscopeError("a unit is a channel (int) or one element (tuple of ints)", layer=layer,
+                                 unit=u)
+        if isinstance(u, int):
+            if len(shape) == 0 or not 0 <= u < shape[0]:
+                raise UnitscopeError(f"channel {u} is out of range for layer {layer!r}", layer=layer,
+                                     unit_shape=shape, hint=f"channels are 0 … {shape[0] - 1 if shape else 0}")
+            masks[k, u] = 1.0
+        else:
+            if len(u) != len(shape) or any(not 0 <= i < s for i, s in zip(u, shape)):
+                raise UnitscopeError(f"unit {u} is outside layer {layer!r}", layer=layer, unit_shape=shape)
+            masks[(k, *u)] = 1.0
+    return masks
+
+
+def neuron_conductance(model: nn.Module, inputs, layer, units, baselines=None, target=None,
+                       additional_forward_args=None, n_steps: int = 50, method: str = "gausslegendre",
+                       internal_batch_size: int | None = None, unit_batch_size: int | None = 64,
+                       attribute_to_layer_input: bool = False):
+    """Input attributions through each unit of ``units``: a tensor ``[U, N, *input_shape]`` (a tuple of such
+    tensors for tuple inputs). ``units``: channel ints and/or element tuples of one layer's output."""
+    sites = resolve(model, [layer], use_input=attribute_to_layer_input)
+    if len(sites) != 1:
+        raise UnitscopeError("neuron_conductance takes one layer", layers=[s.name for s in sites])
+    site = sites[0]
+    alphas, weights = paths.rule(method, n_steps) if method != "adaptive" else (None, None)
+    if alphas is None:
+        raise UnitscopeError("neuron_conductance needs a fixed rule", hint="use gausslegendre or riemann_*")
+    batch = prepare(inputs, baselines, additional_forward_args, device=_device(model))
+    n, m = batch.n, alphas.numel()
+    with analysis_mode(model):
+        out_x = _outputs_at_x(model, batch, internal_batch_size) if target is None else None
+        tgt = make_target(target, n, out_x)
+        rows_per_chunk = n * m if internal_batch_size is None else max(1, internal_batch_size)
+        example_all = torch.arange(n).repeat_interleave(m)
+        alpha_all = alphas.repeat(n)
+        weight_all = weights.repeat(n)
+        sums = None
+        masks = None
+        for r0 in range(0, n * m, rows_per_chunk):
+            example = example_all[r0:r0 + rows_per_chunk]
+            alpha = alpha_all[r0:r0 + rows_per_chunk]
+            w = weight_all[r0:r0 + rows_per_chunk]
+            rows = tuple(r.requires_grad_(True) for r in batch.path_rows(example, alpha))
+            recorder = Recorder(sites, need_grad=True)
+            with torch.enable_grad():
+                with recorder.active():
+                    output = model(*rows, *batch.extra_args(example))
+                F = tgt(output, example)
+                parts = recorder.parts[site.name]
+                if recorder.is_tuple[site.name]:
+                    raise UnitscopeError("neuron_conductance needs a layer with one output tensor",
+                                         layer=site.name)
+                y = parts[0]
+                (g,) = torch.autograd.grad(F.sum(), y, retain_graph=True)
+                if masks is None:
+                    masks = _unit_masks(units, tuple(y.shape[1:]), site.name).to(y)
+                got = None
+                ub = masks.shape[0] if unit_batch_size is None else max(1, unit_batch_size)
+                for u0 in range(0, masks.shape[0], ub):
+                    v = masks[u0:u0 + ub].unsqueeze(1) * g.unsqueeze(0)  # [u, R, *y]
+                    last = u0 + ub >= masks.shape[0]
+                    grads = _batched_vjp(y, rows, v, retain=not last)
+                    got = grads if got is None else [torch.cat([a, b]) for a, b in zip(got, grads)]
+            if sums is None:
+                sums = [x.new_zeros((masks.shape[0], *x.shape)) for x in batch.inputs]
+            for s, gx in zip(sums, got):
+                wk = w.to(gx).view(1, -1, *([1] * (gx.dim() - 2)))
+                s.index_add_(1, example.to(gx.device), gx * wk)
+        result = tuple((s * (x - b).unsqueeze(0)).detach().cpu() for s, x, b in
+                       zip(sums, batch.inputs, batch.baselines))
+    return result if batch.is_tuple else result[0]
+
+
+def _batched_vjp(y: torch.Tensor, rows: tuple, v: torch.Tensor, retain: bool) -> list[torch.Tensor]:
+    """``[∂(v_u · y)/∂rows for u]`` in one vmapped backward; a loop if an op has no batching rule."""
+    try:
+        gs = torch.autograd.grad(y, rows, grad_outputs=v, is_grads_batched=True, retain_graph=retain,
+                                 allow_unused=True)
+        return [r.new_zeros((v.shape[0], *r.shape)) if g is None else g.detach() for r, g in zip(rows, gs)]
+    except RuntimeError:
+        out = []
+        for k in range(v.shape[0]):
+            gs = torch.autograd.grad(y, rows, grad_outputs=v[k], retain_graph=True, allow_unused=True)
+            out.append([torch.zeros_like(r) if g is None else g.detach() for r, g in zip(rows, gs)])
+        return [torch.stack(parts) for parts in zip(*out)]

@@ -2,8 +2,8 @@
 
 One call of :func:`evaluate` runs the model once on a batch of path rows and returns, for every site,
 its values and ∂F/∂(values) from a single ``torch.autograd.grad`` call. :func:`integrate` streams the
-nodes of a fixed rule through it in chunks and accumulates the integrals; :func:`integrate_adaptive`
-places nodes where the per-interval completeness gap says they are needed.
+nodes of a fixed rule through it in chunks and accumulates the integrals (``adaptive.py`` places nodes
+where the per-interval completeness gap says they are needed).
 
 Conductance on the layer's own path (Eq. 3 of Dhamdhere et al.) is estimated from consecutive nodes
 ``α_k < α_{k+1}`` as
@@ -26,7 +26,7 @@ from .capture import Recorder
 from .inputs import Batch, Target
 from .sites import Site
 
-__all__ = ["Evaluation", "evaluate", "integrate", "integrate_adaptive", "PathSums"]
+__all__ = ["Evaluation", "evaluate", "integrate", "PathSums"]
 
 
 @dataclass
@@ -182,148 +182,3 @@ def _accumulate(acc: dict, name: str, ex: torch.Tensor, parts: list[torch.Tensor
     idx = ex.to(parts[0].device)
     for a, p in zip(acc[name], parts):
         a[idx] += p
-
-
-# ----------------------------------------------------------------------------------------------------
-# adaptive placement of path points
-
-
-def integrate_adaptive(model, batch: Batch, target: Target, sites: list[Site], *, budget: int, rtol: float,
-                       internal_batch_size: int | None = None, progress: bool | None = None,
-                       initial: int | None = None, focus: float = 0.8) -> PathSums:
-    """Trapezoid conductance on nodes refined where the completeness gap is.
-
-    Start from ``initial`` uniform nodes (ends included); each round, per example, compute every
-    interval's gap ``ΔF_k − Σ_units ½(g_k + g_{k+1}) Δy_k`` for every layer and bisect the intervals with
-    the largest gap — the fewest that carry a share ``focus`` of the summed gap, at most half of them —
-    evaluating only the new midpoints — in one batch across
-    examples. An example stops once its worst layer's summed absolute interval gap is within
-    ``rtol · |F(x) − F(x')|`` or it has used ``budget`` evaluations.
-
-    Memory: the values and gradients of every site at every node of one block of examples are kept
-    (``nodes × units × 2`` floats per example); ``internal_batch_size`` bounds the rows per pass and the
-    examples per block (``max(1, internal_batch_size // budget)``).
-    """
-    n = batch.n
-    if initial is None:
-        initial = max(3, min(budget, budget // 8 + 1))
-    initial = min(initial, budget)
-    block = n if internal_batch_size is None else max(1, internal_batch_size // budget)
-    result = PathSums(conductance={}, influence={}, value_at_x={}, grad_at_x={})
-    F_x = torch.zeros(n, dtype=torch.float64)
-    F_b = torch.zeros(n, dtype=torch.float64)
-    n_evals = torch.zeros(n, dtype=torch.long)
-    names = [s.name for s in sites]
-    for b0 in range(0, n, block):
-        ex = list(range(b0, min(n, b0 + block)))
-        nodes = {e: {"a": torch.linspace(0, 1, initial, dtype=torch.float64)} for e in ex}
-        _fill(model, batch, target, sites, nodes, {e: nodes[e]["a"] for e in ex}, internal_batch_size, result)
-        done = set()
-        bar = tqdm(total=budget * len(ex), desc="adaptive path", unit="eval", leave=False,
-                   disable=True if progress is False else None)
-        bar.update(initial * len(ex))
-        while True:
-            new = {}
-            for e in ex:
-                if e in done:
-                    continue
-                st = nodes[e]
-                gaps = _interval_gaps(st, names)  # [S, M-1]
-                dF_total = abs(float(st["F"][-1] - st["F"][0]))
-                worst = float(gaps.abs().sum(1).max())
-                used = st["a"].numel()
-                if worst <= rtol * max(dF_total, 1e-12) or used >= budget:
-                    done.add(e)
-                    continue
-                width = st["a"][1:] - st["a"][:-1]
-                score = gaps.abs().max(0).values.cpu().double()
-                score[width < 1e-9] = -1.0
-                # bisect the fewest worst intervals that carry most of the gap (at most half of them)
-                ranked = torch.argsort(score, descending=True)
-                share = torch.cumsum(score[ranked].clamp_min(0), 0) / score.clamp_min(0).sum().clamp_min(1e-300)
-                r = int((share < focus).sum()) + 1
-                r = min(r, budget - used, max(1, (width.numel() + 1) // 2))
-                pick = ranked[:r]
-                pick = pick[score[pick] > 0]
-                if pick.numel() == 0:
-                    done.add(e)
-                    continue
-                new[e] = (st["a"][pick] + st["a"][pick + 1]) / 2
-            if not new:
-                break
-            _fill(model, batch, target, sites, nodes, new, internal_batch_size, result)
-            bar.update(sum(v.numel() for v in new.values()))
-        bar.close()
-        for e in ex:
-            st = nodes[e]
-            F_x[e], F_b[e] = float(st["F"][-1]), float(st["F"][0])
-            n_evals[e] = st["a"].numel()
-            dal = (st["a"][1:] - st["a"][:-1])
-            for name in names:
-                conds, infls, vx, gx = [], [], [], []
-                for y, g in zip(st["y"][name], st["g"][name]):
-                    gm = 0.5 * (g[1:] + g[:-1])
-                    conds.append((gm * (y[1:] - y[:-1])).sum(0))
-                    w = dal.to(device=g.device, dtype=g.dtype).view(-1, *([1] * (g.dim() - 1)))
-                    infls.append((gm * w).sum(0))
-                    vx.append(y[-1])
-                    gx.append(g[-1])
-                for acc, parts in ((result.conductance, conds), (result.influence, infls),
-                                   (result.value_at_x, vx), (result.grad_at_x, gx)):
-                    if name not in acc:
-                        acc[name] = [p.new_zeros((n, *p.shape)) for p in parts]
-                    for a, p in zip(acc[name], parts):
-                        a[e] = p
-            del nodes[e]
-    result.F_x, result.F_baseline, result.n_evals = F_x, F_b, n_evals
-    return result
-
-
-def _interval_gaps(st: dict, names: list[str]) -> torch.Tensor:
-    dF = (st["F"][1:] - st["F"][:-1])
-    rows = []
-    for name in names:
-        c = 0.0
-        for y, g in zip(st["y"][name], st["g"][name]):
-            c = c + (0.5 * (g[1:] + g[:-1]) * (y[1:] - y[:-1])).flatten(1).sum(1).double()
-        rows.append(dF.to(c.device) - c)
-    return torch.stack(rows)
-
-
-def _fill(model, batch, target, sites, nodes, new: dict, internal_batch_size, result) -> None:
-    """Evaluate the new alphas of each example and merge them, sorted, into the examples' node records."""
-    pairs_e = torch.cat([torch.full((a.numel(),), e, dtype=torch.long) for e, a in new.items()])
-    pairs_a = torch.cat([a for a in new.values()])
-    total = pairs_e.numel()
-    step = total if internal_batch_size is None else max(1, internal_batch_size)
-    got_F, got_y, got_g = [], {s.name: [] for s in sites}, {s.name: [] for s in sites}
-    for r0 in range(0, total, step):
-        ev = evaluate(model, batch, target, sites, pairs_e[r0:r0 + step], pairs_a[r0:r0 + step], need_grad=True)
-        result.is_tuple = ev.is_tuple
-        got_F.append(ev.F.double().cpu())
-        for s in sites:
-            got_y[s.name].append(ev.values[s.name])
-            got_g[s.name].append(ev.grads[s.name])
-    F = torch.cat(got_F)
-    ys = {k: [torch.cat(parts) for parts in zip(*v)] for k, v in got_y.items()}
-    gs = {k: [torch.cat(parts) for parts in zip(*v)] for k, v in got_g.items()}
-    offset = 0
-    for e, a in new.items():
-        k = a.numel()
-        sl = slice(offset, offset + k)
-        offset += k
-        st = nodes[e]
-        if "F" not in st:
-            st["F"] = F[sl]
-            st["y"] = {name: [p[sl] for p in parts] for name, parts in ys.items()}
-            st["g"] = {name: [p[sl] for p in parts] for name, parts in gs.items()}
-            continue
-        alphas = torch.cat([st["a"], a])
-        order = torch.argsort(alphas)
-        st["a"] = alphas[order]
-        st["F"] = torch.cat([st["F"], F[sl]])[order]
-        for name in ys:
-            dev_order = order.to(ys[name][0].device)
-            st["y"][name] = [torch.cat([old, p[sl]])[dev_order] for old, p in zip(st["y"][name], ys[name])]
-            st["g"][name] = [torch.cat([old, p[sl]])[dev_order] for old, p in zip(st["g"][name], gs[name])]
-

@@ -26,7 +26,8 @@ import torch
 import torch.nn as nn
 
 from . import paths
-from .engine import evaluate, integrate, integrate_adaptive
+from .adaptive import integrate_adaptive
+from .engine import evaluate, integrate
 from .errors import CompletenessWarning, UnitscopeError
 from .inputs import Target, make_target, prepare
 from .results import Scores

@@ -1,0 +1,234 @@
+"""unitscope vs Captum's LayerConductance, measured side by side in one run.
+
+    .venv/bin/python bench/conductance.py            # full run (a few minutes on 2 CPU cores)
+    .venv/bin/python bench/conductance.py --quick    # smoke run (smaller inputs, fewer steps)
+
+Two models: the digits CNN of the zoo (real test digits) and torchvision's ResNet-18 (random weights, seed 0,
+random 224×224 inputs). For each, five layers, one rule (riemann_trapezoid), the same n_steps and a fixed
+target class per example:
+
+* speed — our five layers in ONE call (``captum_compatible=True``) against Captum's ``LayerConductance``
+  called once per layer; both with ``internal_batch_size=None``; warm-up once, then the median of repeats
+  (taken interleaved, so drifts of the machine hit both sides alike);
+* agreement — max over layers of ``max|ours − captum| / max|captum|``;
+* accuracy — worst-layer relative completeness gap (max over examples) per rule and n_steps, for our
+  default estimate, Captum's estimate and ``adaptive``;
+* memory — peak RSS of a ResNet-18 call with ``internal_batch_size=16`` at 100 and 400 steps, each in a
+  fresh subprocess (``--peak N``).
+
+The last line printed is one JSON object with every number.
+"""
+
+from __future__ import annotations
+
+import argparse
+import json
+import resource
+import statistics
+import subprocess
+import sys
+import time
+import warnings
+
+import torch
+
+THREADS = 2
+RULES = ("riemann_left", "riemann_right", "riemann_middle", "riemann_trapezoid", "gausslegendre")
+RESNET_LAYERS = ["layer1", "layer2", "layer3", "layer4", "avgpool"]          # input → output order
+DIGITS_LAYERS = ["features.relu1", "features.relu2", "features.relu3", "features.relu4", "classifier.relu"]
+TARGETS = {"speedup_vs_captum_5_layers": (">=", 4.0), "one_call_ratio": ("<=", 1.3),
+           "max_rel_diff_vs_captum": ("<=", 1e-4)}
+
+
+# ------------------------------------------------------------------------------------------------------
+# models and inputs
+
+
+def resnet(size: int, n: int):
+    import torchvision
+
+    torch.manual_seed(0)
+    model = torchvision.models.resnet18(weights=None).eval()
+    x = torch.randn(n, 3, size, size)
+    with torch.no_grad():
+        target = model(x).argmax(1).tolist()   # a fixed class per example, handed to both sides
+    return model, x, target
+
+
+def digits(n: int):
+    from unitscope.zoo import digits_cnn, digits_data
+
+    model = digits_cnn(progress=False).model
+    _, test = digits_data()
+    return model, test.x[:n], test.y[:n].tolist()
+
+
+# ------------------------------------------------------------------------------------------------------
+# timing
+
+
+def timed(fns: dict, repeats: int) -> tuple[dict, dict]:
+    """Warm each callable up once, then run ``repeats`` interleaved rounds; median seconds and last result."""
+    results = {k: f() for k, f in fns.items()}
+    times = {k: [] for k in fns}
+    for _ in range(repeats):
+        for k, f in fns.items():
+            t0 = time.perf_counter()
+            results[k] = f()
+            times[k].append(time.perf_counter() - t0)
+    return {k: statistics.median(v) for k, v in times.items()}, results
+
+
+def compare_with_captum(model, x, layers, target, n_steps: int, repeats: int) -> dict:
+    """Our 5-layer call vs one Captum call per layer: times, ratios and agreement."""
+    import unitscope as us
+    from captum.attr import LayerConductance
+
+    def ours():
+        return us.conductance(model, x, layers, target=target, n_steps=n_steps, method="riemann_trapezoid",
+                              internal_batch_size=None, captum_compatible=True, gap_warning=None)
+
+    def captum(layer):
+        lc = LayerConductance(model, model.get_submodule(layer))
+        return lambda: lc.attribute(x, target=target, n_steps=n_steps, method="riemann_trapezoid",
+                                    internal_batch_size=None)
+
+    fns = {"ours": ours, **{layer: captum(layer) for layer in layers}}
+    t, res = timed(fns, repeats)
+    rel = {layer: float((res["ours"][layer] - res[layer]).abs().max() / res[layer].abs().max().clamp_min(1e-12))
+           for layer in layers}
+    captum_total = sum(t[layer] for layer in layers)
+    return {
+        "n_examples": x.shape[0], "n_steps": n_steps, "repeats": repeats,
+        "ours_s": t["ours"], "captum_s": {layer: t[layer] for layer in layers}, "captum_total_s": captum_total,
+        "speedup_vs_captum_5_layers": captum_total / t["ours"],
+        "one_call_ratio": t["ours"] / t[layers[0]],      # vs Captum on the lowest (costliest) layer alone
+        "rel_diff_vs_captum": rel, "max_rel_diff_vs_captum": max(rel.values()),
+    }
+
+
+# ------------------------------------------------------------------------------------------------------
+# accuracy
+
+
+def accuracy_table(model, x, layers, target, steps) -> dict:
+    """Worst-layer relative completeness gap (max over examples) and evals per example, per estimate."""
+    import unitscope as us
+
+    def worst(**kw):
+        s = us.conductance(model, x, layers, target=target, gap_warning=None, **kw)
+        return max(float(s.relative_delta(layer).max()) for layer in layers), int(s.n_evals.max())
+
+    table = {}
+    for rule in RULES:
+        table[f"{rule} ours"] = {n: worst(n_steps=n, method=rule) for n in steps}
+        table[f"{rule} captum"] = {n: worst(n_steps=n, method=rule, captum_compatible=True) for n in steps}
+    table["adaptive ours"] = {n: worst(n_steps=n, method="adaptive") for n in steps}
+    return table
+
+
+def print_table(title: str, table: dict, steps) -> None:
+    print(f"\n{title}: worst-layer relative completeness gap, max over examples (evals per example)")
+    print(f"{'estimate':<26}" + "".join(f"{f'n_steps={n}':>20}" for n in steps))
+    for row, cells in table.items():
+        print(f"{row:<26}" + "".join(f"{f'{g:.2e} ({e})':>20}" for g, e in (cells[n] for n in steps)))
+
+
+# ------------------------------------------------------------------------------------------------------
+# memory
+
+
+def peak(n_steps: int, size: int) -> None:
+    """(subprocess) Peak RSS of one ResNet-18 call, 1 input, 5 layers, internal_batch_size=16."""
+    import unitscope as us
+
+    torch.set_num_threads(THREADS)
+    model, x, target = resnet(size, 1)
+    before = resource.getrusage(resource.RUSAGE_SELF).ru_maxrss / 1024        # KiB on Linux → MiB
+    us.conductance(model, x, RESNET_LAYERS, target=target, n_steps=n_steps, method="riemann_trapezoid",
+                   internal_batch_size=16, gap_warning=None, progress=False)
+    after = resource.getrusage(resource.RUSAGE_SELF).ru_maxrss / 1024
+    print(json.dumps({"n_steps": n_steps, "peak_mib": after, "peak_before_call_mib": before}))
+
+
+def measure_peak(n_steps: int, size: int) -> dict:
+    cmd = [sys.executable, __file__, "--peak", str(n_steps), "--size", str(size)]
+    out = subprocess.run(cmd, check=True, capture_output=True, text=True).stdout
+    return json.loads(out.strip().splitlines()[-1])
+
+
+# ------------------------------------------------------------------------------------------------------
+
+
+def main() -> None:
+    ap = argparse.ArgumentParser(description=__doc__.split("\n")[0])
+    ap.add_argument("--quick", action="store_true", help="smoke run: small inputs, few steps")
+    ap.add_argument("--peak", type=int, metavar="N", help="(internal) print the peak RSS of an N-step call")
+    ap.add_argument("--size", type=int, default=224, help="(internal) ResNet input size for --peak")
+    args = ap.parse_args()
+    if args.peak:
+        return peak(args.peak, args.size)
+
+    torch.set_num_threads(THREADS)
+    warnings.filterwarnings("ignore", category=UserWarning)     # Captum's and torch's chatter
+    q = args.quick
+    cfg = dict(digits_n=8 if q else 32, digits_steps=20 if q else 50, resnet_n=1 if q else 2,
+               resnet_size=64 if q else 224, resnet_steps=8 if q else 32, repeats=3,
+               acc_steps=(10, 20) if q else (10, 20, 50, 100), resnet_acc_steps=(10,) if q else (10, 20, 50))
+    t_start = time.perf_counter()
+    print(f"torch {torch.__version__}, {torch.get_num_threads()} threads; mode {'quick' if q else 'full'}")
+
+    # (a) digits CNN, (b) ResNet-18: speed and agreement
+    d_model, d_x, d_target = digits(cfg["digits_n"])
+    r_model, r_x, r_target = resnet(cfg["resnet_size"], cfg["resnet_n"])
+    runs = {
+        "digits_cnn": compare_with_captum(d_model, d_x, DIGITS_LAYERS, d_target, cfg["digits_steps"], cfg["repeats"]),
+        "resnet18": compare_with_captum(r_model, r_x, RESNET_LAYERS, r_target, cfg["resnet_steps"], cfg["repeats"]),
+    }
+    for name, r in runs.items():
+        layers = DIGITS_LAYERS if name == "digits_cnn" else RESNET_LAYERS
+        print(f"\n{name}: {r['n_examples']} examples, n_steps={r['n_steps']}, riemann_trapezoid, "
+              f"median of {r['repeats']}")
+        print(f"  ours, 5 layers in one call (captum_compatible)  {r['ours_s']:8.3f} s")
+        for layer in layers:
+            print(f"  captum LayerConductance {layer:<22}  {r['captum_s'][layer]:8.3f} s   "
+                  f"rel diff {r['rel_diff_vs_captum'][layer]:.1e}")
+        print(f"  captum, sum of 5 calls                          {r['captum_total_s']:8.3f} s")
+        print(f"  speedup_vs_captum_5_layers {r['speedup_vs_captum_5_layers']:.2f}   "
+              f"one_call_ratio {r['one_call_ratio']:.2f}   max_rel_diff {r['max_rel_diff_vs_captum']:.1e}")
+
+    # accuracy tables
+    acc = {"digits_cnn": accuracy_table(d_model, d_x, DIGITS_LAYERS, d_target, cfg["acc_steps"])}
+    print_table(f"digits_cnn ({cfg['digits_n']} test digits)", acc["digits_cnn"], cfg["acc_steps"])
+    acc["resnet18"] = accuracy_table(r_model, r_x[:1], RESNET_LAYERS, r_target[:1], cfg["resnet_acc_steps"])
+    print_table("resnet18 (1 input)", acc["resnet18"], cfg["resnet_acc_steps"])
+
+    # peak memory, each in a fresh process
+    peaks = {n: measure_peak(n, cfg["resnet_size"]) for n in (100, 400)}
+    print(f"\npeak RSS, resnet18, 1 input of {cfg['resnet_size']}², 5 layers, internal_batch_size=16:")
+    for n, p in peaks.items():
+        print(f"  n_steps={n:<4} peak {p['peak_mib']:8.1f} MiB  (before the call {p['peak_before_call_mib']:.1f} MiB)")
+    peak_ratio = peaks[400]["peak_mib"] / peaks[100]["peak_mib"]
+    print(f"  peak_ratio_400_vs_100 {peak_ratio:.3f}")
+
+    summary = {
+        "speedup_vs_captum_5_layers": min(r["speedup_vs_captum_5_layers"] for r in runs.values()),
+        "one_call_ratio": max(r["one_call_ratio"] for r in runs.values()),
+        "max_rel_diff_vs_captum": max(r["max_rel_diff_vs_captum"] for r in runs.values()),
+        "peak_mib_100_steps": peaks[100]["peak_mib"], "peak_mib_400_steps": peaks[400]["peak_mib"],
+        "peak_ratio_400_vs_100": peak_ratio,
+    }
+    print()
+    for key, (op, bound) in TARGETS.items():
+        ok = summary[key] >= bound if op == ">=" else summary[key] <= bound
+        print(f"{'PASS' if ok else 'FAIL'}  {key} = {summary[key]:.3g} (target {op} {bound:g})")
+    total = time.perf_counter() - t_start
+    print(f"total {total:.0f} s")
+    accuracy = {m: {row: {str(n): g for n, (g, _) in cells.items()} for row, cells in t.items()}
+                for m, t in acc.items()}
+    print(json.dumps({**summary, "per_model": runs, "accuracy_worst_rel_gap": accuracy, "peaks": peaks,
+                      "config": cfg, "total_s": total, "torch": torch.__version__}))
+
+
+if __name__ == "__main__":
+    main()

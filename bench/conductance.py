@@ -138,23 +138,52 @@ def print_table(title: str, table: dict, steps) -> None:
 # memory
 
 
+def vm_hwm_mib() -> float:
+    """This process's peak resident set (VmHWM, MiB). Unlike ``ru_maxrss`` it starts afresh at exec: Linux
+    carries ``ru_maxrss`` over from the forked copy of the parent, so a child of a big parent reports the
+    parent's size."""
+    with open("/proc/self/status") as f:
+        return next(int(line.split()[1]) for line in f if line.startswith("VmHWM:")) / 1024
+
+
 def peak(n_steps: int, size: int) -> None:
     """(subprocess) Peak RSS of one ResNet-18 call, 1 input, 5 layers, internal_batch_size=16."""
     import unitscope as us
 
     torch.set_num_threads(THREADS)
     model, x, target = resnet(size, 1)
-    before = resource.getrusage(resource.RUSAGE_SELF).ru_maxrss / 1024        # KiB on Linux → MiB
+    before = vm_hwm_mib()
     us.conductance(model, x, RESNET_LAYERS, target=target, n_steps=n_steps, method="riemann_trapezoid",
                    internal_batch_size=16, gap_warning=None, progress=False)
-    after = resource.getrusage(resource.RUSAGE_SELF).ru_maxrss / 1024
-    print(json.dumps({"n_steps": n_steps, "peak_mib": after, "peak_before_call_mib": before}))
+    print(json.dumps({"n_steps": n_steps, "peak_mib": vm_hwm_mib(), "peak_before_call_mib": before,
+                      "ru_maxrss_mib": resource.getrusage(resource.RUSAGE_SELF).ru_maxrss / 1024}))
 
 
 def measure_peak(n_steps: int, size: int) -> dict:
     cmd = [sys.executable, __file__, "--peak", str(n_steps), "--size", str(size)]
     out = subprocess.run(cmd, check=True, capture_output=True, text=True).stdout
     return json.loads(out.strip().splitlines()[-1])
+
+
+def profile_digits() -> None:
+    """(--profile) Where the time of our 5-layer digits call goes, next to Captum's call on the lowest layer."""
+    import unitscope as us
+    from captum.attr import LayerConductance
+    from torch.profiler import profile
+
+    torch.set_num_threads(THREADS)
+    model, x, target = digits(32)
+    kw = dict(target=target, n_steps=50, method="riemann_trapezoid")
+    lc = LayerConductance(model, model.get_submodule(DIGITS_LAYERS[0]))
+    calls = {"ours, 5 layers": lambda: us.conductance(model, x, DIGITS_LAYERS, captum_compatible=True,
+                                                      gap_warning=None, **kw),
+             f"captum, {DIGITS_LAYERS[0]}": lambda: lc.attribute(x, **kw)}
+    for name, fn in calls.items():
+        fn()                                                      # warm-up
+        with profile() as prof:
+            fn()
+        print(f"\n{name}")
+        print(prof.key_averages().table(sort_by="self_cpu_time_total", row_limit=15))
 
 
 # ------------------------------------------------------------------------------------------------------

@@ -109,7 +109,7 @@ def _evaluate_pairs(model, batch, target, sites, pairs: dict, internal_batch_siz
 
 def integrate_adaptive(model, batch: Batch, target: Target, sites: list[Site], *, budget: int, rtol: float,
                        internal_batch_size: int | None = None, progress: bool | None = None,
-                       initial: int | None = None, focus: float = 0.8, min_new: int = 4) -> PathSums:
+                       initial: int | None = None, focus: float = 0.5, min_new: int = 4) -> PathSums:
     """Trapezoid conductance (and internal influence) on adaptively bisected path points.
 
     Each round bisects, per example, the fewest worst intervals that carry a share ``focus`` of the summed
@@ -117,7 +117,7 @@ def integrate_adaptive(model, batch: Batch, target: Target, sites: list[Site], *
     """
     n = batch.n
     if initial is None:
-        initial = max(3, min(budget, budget // 8 + 1))
+        initial = max(3, min(budget, budget // 16 + 1))
     initial = min(initial, budget)
     block = n if internal_batch_size is None else max(1, internal_batch_size // budget)
     names = [s.name for s in sites]

@@ -1,0 +1,68 @@
+"""Adaptive vs uniform path points on EfficientNet-Lite0 (ImageNet weights) and the bundled photos.
+
+Per photo: the worst block's relative completeness gap (blocks.0 … blocks.6 in one call, target = top logit,
+baseline = 0, i.e. mid-grey in the model's [-1, 1] input space) for uniform trapezoid nodes at
+64 … 1024 evaluations and for ``method="adaptive"`` at budgets 32 … 256; the evaluations each needs for a
+gap ≤ 1 %; and whether adaptive at 128 evaluations is no worse than uniform at 512.
+
+    .venv/bin/python bench/adaptive.py [--photos cat coffee] [--quick]
+
+The last line is one JSON object.
+"""
+
+from __future__ import annotations
+
+import argparse
+import json
+import time
+
+import torch
+
+import unitscope as us
+from unitscope.zoo import efficientnet_lite0, photos
+
+BLOCKS = [f"blocks.{i}" for i in range(7)]
+
+
+def worst_gap(model, x, n, method):
+    t = time.perf_counter()
+    s = us.conductance(model, x, BLOCKS, n_steps=n, method=method, rtol=1e-6, gap_warning=None,
+                       internal_batch_size=32, progress=False)
+    return max(float(s.relative_delta(b)[0]) for b in BLOCKS), int(s.n_evals[0]), time.perf_counter() - t
+
+
+def main():
+    p = argparse.ArgumentParser()
+    p.add_argument("--photos", nargs="*", default=["cat", "coffee"])
+    p.add_argument("--quick", action="store_true", help="adaptive 128 vs uniform 512 only")
+    args = p.parse_args()
+    torch.set_num_threads(2)
+    net = efficientnet_lite0()
+    out = {}
+    for name, im in photos(args.photos).items():
+        x = net.preprocess(im)[None]
+        rows = {}
+        uniform_ns = [512] if args.quick else [64, 128, 256, 512, 1024]
+        adaptive_ns = [128] if args.quick else [32, 64, 128, 256]
+        for n in uniform_ns:
+            gap, used, sec = worst_gap(net.model, x, n, "riemann_trapezoid")
+            rows[f"uniform_{n}"] = gap
+            print(f"{name:<8} uniform  {n:5d} evals  worst-block gap {100 * gap:6.2f}%  ({sec:5.1f} s)", flush=True)
+        for n in adaptive_ns:
+            gap, used, sec = worst_gap(net.model, x, n, "adaptive")
+            rows[f"adaptive_{n}"] = gap
+            print(f"{name:<8} adaptive {used:5d} evals  worst-block gap {100 * gap:6.2f}%  ({sec:5.1f} s)", flush=True)
+        need = lambda kind, ns: next((n for n in ns if rows[f"{kind}_{n}"] <= 0.01), None)  # noqa: E731
+        rows["uniform_evals_for_1pct"] = need("uniform", uniform_ns)
+        rows["adaptive_evals_for_1pct"] = need("adaptive", adaptive_ns)
+        rows["adaptive128_beats_uniform512"] = rows["adaptive_128"] <= rows["uniform_512"]
+        print(f"{name:<8} evaluations for gap ≤ 1%: uniform {rows['uniform_evals_for_1pct'] or '>' + str(uniform_ns[-1])},"
+              f" adaptive {rows['adaptive_evals_for_1pct'] or '>' + str(adaptive_ns[-1])}; adaptive@128 ≤ uniform@512: "
+              f"{'PASS' if rows['adaptive128_beats_uniform512'] else 'FAIL'}", flush=True)
+        out[name] = rows
+    print(json.dumps({"photos": out, "adaptive128_beats_uniform512_all": all(
+        r["adaptive128_beats_uniform512"] for r in out.values())}))
+
+
+if __name__ == "__main__":
+    main()

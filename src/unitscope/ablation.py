@@ -1,0 +1,183 @@
+"""Ablation: fix chosen units to a value and see what the prediction loses.
+
+>>> import torch, torch.nn as nn
+>>> net = nn.Sequential(nn.Linear(3, 4), nn.ReLU(), nn.Linear(4, 2))
+>>> x = torch.randn(5, 3)
+>>> with ablate(net, {"1": [0, 2]}):
+...     y = net(x)
+>>> len(net[1]._forward_hooks)   # restored on exit
+0
+>>> ablation_scores(net, x, "1", target=0).shape   # [N, units]: drop of F when each unit alone is ablated
+torch.Size([5, 4])
+
+The paper ablates a filter by setting its bias to −∞, i.e. its post-ReLU output to 0: ``value=0`` on a
+post-ReLU layer. ``value="mean"`` replaces a unit by its mean activation (pass ``mean=`` or a ``loader``).
+"""
+
+from __future__ import annotations
+
+from contextlib import contextmanager
+
+import torch
+import torch.nn as nn
+
+from .capture import hooked
+from .errors import UnitscopeError
+from .inputs import make_target, prepare
+from .scores import _device, _outputs_at_x
+from .sites import resolve
+from .state import analysis_mode
+
+__all__ = ["ablate", "ablation_scores", "mean_activation", "unit_mask"]
+
+
+def unit_mask(units, shape: tuple, layer: str) -> torch.Tensor:
+    """A boolean mask over one example's layer output: ints are channels (dim 1), tuples are elements."""
+    if isinstance(units, (int, tuple)):
+        units = [units]
+    mask = torch.zeros(shape, dtype=torch.bool)
+    for u in units:
+        if isinstance(u, bool) or not isinstance(u, (int, tuple)):
+            raise UnitscopeError("a unit is a channel (int) or one element (tuple of ints)", layer=layer, unit=u)
+        if isinstance(u, int):
+            if not shape or not 0 <= u < shape[0]:
+                raise UnitscopeError(f"channel {u} is out of range for layer {layer!r}", layer=layer,
+                                     unit_shape=shape)
+            mask[u] = True
+        else:
+            if len(u) != len(shape) or any(not 0 <= i < s for i, s in zip(u, shape)):
+                raise UnitscopeError(f"unit {u} is outside layer {layer!r}", layer=layer, unit_shape=shape)
+            mask[u] = True
+    return mask
+
+
+def mean_activation(model: nn.Module, loader, layer, *, max_batches: int | None = None) -> torch.Tensor:
+    """The mean of ``layer``'s output over a data loader (batches of inputs, or ``(inputs, labels)``)."""
+    from .scores import activation
+
+    total, count = None, 0
+    for i, batch in enumerate(loader):
+        if max_batches is not None and i >= max_batches:
+            break
+        x = batch[0] if isinstance(batch, (tuple, list)) else batch
+        a = activation(model, x, [layer])
+        v = a[a.layers[0]]
+        total = v.sum(0) if total is None else total + v.sum(0)
+        count += v.shape[0]
+    if not count:
+        raise UnitscopeError("the loader gave no examples", layer=str(layer))
+    return total / count
+
+
+def _replacement(value, mean, y: torch.Tensor, layer: str) -> torch.Tensor:
+    """The per-example tensor that ablated units take."""
+    if isinstance(value, str):
+        if value != "mean":
+            raise UnitscopeError(f"unknown ablation value {value!r}", hint="use a number, 'mean' or a tensor")
+        if mean is None:
+            raise UnitscopeError("value='mean' needs mean= (a tensor) or loader=", layer=layer)
+        value = mean
+    v = torch.as_tensor(value, dtype=y.dtype, device=y.device)
+    try:
+        return torch.broadcast_to(v, y.shape[1:])
+    except RuntimeError:
+        raise UnitscopeError("the ablation value does not fit the layer", layer=layer,
+                             value_shape=tuple(v.shape), unit_shape=tuple(y.shape[1:])) from None
+
+
+@contextmanager
+def ablate(model: nn.Module, units_by_layer: dict, value=0.0, *, mean=None, loader=None):
+    """Within the block, the chosen units of each layer output ``value`` (0, ``"mean"`` or a tensor).
+
+    ``units_by_layer``: ``{layer: units}`` — channels (ints) and/or elements (tuples). The model is
+    restored on exit, also on error.
+    """
+    sites = resolve(model, list(units_by_layer))
+    means = {}
+    if isinstance(value, str) and value == "mean":
+        for s, key in zip(sites, units_by_layer):
+            if isinstance(mean, dict):
+                means[s.name] = mean.get(key, mean.get(s.name))
+            elif mean is not None:
+                means[s.name] = mean
+            elif loader is not None:
+                means[s.name] = mean_activation(model, loader, s.name)
+    fns = {}
+    for s, key in zip(sites, units_by_layer):
+        units = units_by_layer[key]
+
+        def hook(module, args, out, name=s.name, units=units):
+            if not torch.is_tensor(out):
+                raise UnitscopeError("only layers with one output tensor can be ablated", layer=name)
+            mask = unit_mask(units, tuple(out.shape[1:]), name).to(out.device)
+            fill = _replacement(value, means.get(name), out, name)
+            return torch.where(mask, fill, out)
+
+        fns[s.module] = hook
+    with hooked(forward=fns):
+        yield model
+
+
+def ablation_scores(model: nn.Module, inputs, layer, units=None, target=None, value=0.0, *, mean=None,
+                    additional_forward_args=None, batch_size: int = 256) -> torch.Tensor:
+    """``[N, U]``: ``F(x) − F(x with unit u alone ablated)`` for each unit (default: every channel).
+
+    All units of one example run as rows of batched forward passes (``batch_size`` rows at a time): the layer's
+    output is computed once per example and expanded, so the part of the model below the layer is not
+    repeated (models that reuse an input below the layer fall back to repeating the inputs).
+    """
+    (site,) = resolve(model, [layer])
+    batch = prepare(inputs, None, additional_forward_args, device=_device(model))
+    n = batch.n
+    with analysis_mode(model), torch.no_grad():
+        out_x = _outputs_at_x(model, batch, None)
+        tgt = make_target(target, n, out_x)
+        base = tgt(out_x, torch.arange(n))
+        captured = {}
+
+        def grab(module, args, out):
+            captured["y"] = out
+
+        with hooked(forward={site.module: grab}):
+            model(*batch.inputs, *batch.extra_args(torch.arange(n)))
+        y = captured["y"]
+        if not torch.is_tensor(y):
+            raise UnitscopeError("only layers with one output tensor can be ablated", layer=site.name)
+        shape = tuple(y.shape[1:])
+        if units is None:
+            units = list(range(shape[0]))
+        units = [units] if isinstance(units, (int, tuple)) else list(units)
+        masks = torch.stack([unit_mask(u, shape, site.name) for u in units]).to(y.device)  # [U, *shape]
+        fill = _replacement(value, mean, y, site.name)
+        scores = torch.empty(n, len(units), dtype=torch.float64)
+        per = max(1, batch_size // max(1, len(units)))
+        for e0 in range(0, n, per):
+            ex = torch.arange(e0, min(n, e0 + per))
+            for u0 in range(0, len(units), batch_size):
+                m = masks[u0:u0 + batch_size]
+                rows = y[ex.to(y.device)].unsqueeze(1)  # [e, 1, *shape]
+                ablated = torch.where(m.unsqueeze(0), fill, rows).reshape(-1, *shape)  # [e*u, *shape]
+                example = ex.repeat_interleave(m.shape[0])
+                F = _forward_with_layer(model, batch, site, ex, example, ablated, tgt)
+                scores[ex.unsqueeze(1), torch.arange(u0, u0 + m.shape[0]).unsqueeze(0)] = \
+                    (base[example.to(base.device)] - F).double().cpu().view(len(ex), -1)
+    return scores.float()
+
+
+def _forward_with_layer(model, batch, site, ex, example, layer_rows, tgt):
+    """F of the rows whose ``site`` output is ``layer_rows``; inputs fed once per example when possible."""
+    def expand(module, args, out):
+        return layer_rows
+
+    try:
+        with hooked(forward={site.module: expand}):
+            out = model(*batch.path_rows(ex, torch.ones(ex.numel(), dtype=torch.float64)),
+                        *batch.extra_args(ex))
+        if torch.is_tensor(out) and out.shape[0] == example.numel():
+            return tgt(out, example)
+    except RuntimeError:
+        pass
+    with hooked(forward={site.module: expand}):
+        out = model(*batch.path_rows(example, torch.ones(example.numel(), dtype=torch.float64)),
+                    *batch.extra_args(example))
+    return tgt(out, example)

@@ -1,0 +1,105 @@
+"""Do importance scores agree with ablation? (Dhamdhere et al., section 5.)
+
+* ``ablation_agreement``: per input and method, the top-k channels by the method, their ablation scores,
+  and the Pearson correlation between the two;
+* ``flip_counts``: how many of the top channels (by a method) must be ablated, one more at a time,
+  before the predicted label changes.
+"""
+
+from __future__ import annotations
+
+import numpy as np
+import pandas as pd
+import torch
+from scipy import stats
+
+from ..ablation import _forward_with_layer, ablation_scores, unit_mask
+from ..inputs import make_target, prepare
+from ..scores import METHODS, _device, _outputs_at_x, attribute
+from ..sites import resolve
+from ..state import analysis_mode
+
+__all__ = ["ablation_agreement", "flip_counts", "summarize_agreement", "summarize_flips"]
+
+
+def ablation_agreement(model, inputs, layer, *, methods=METHODS, k: int = 10, n_steps: int = 50,
+                       method: str = "gausslegendre", baselines=None, additional_forward_args=None,
+                       batch_size: int = 256, scores=None) -> pd.DataFrame:
+    """One row per input × method: ``pearson`` between the method's channel scores and the ablation scores
+    of its top-``k`` channels (target: the top class; ablation sets a channel to 0).
+
+    >>> import torch, torch.nn as nn
+    >>> net = nn.Sequential(nn.Linear(4, 16), nn.ReLU(), nn.Linear(16, 3))
+    >>> df = ablation_agreement(net, torch.randn(6, 4), "1", k=5)
+    >>> sorted(df.columns)[:3], len(df)
+    (['example', 'method', 'pearson'], 24)
+    """
+    if scores is None:
+        scores = attribute(model, inputs, [layer], methods, baselines, None, additional_forward_args, n_steps,
+                           method, gap_warning=None)
+    name = next(iter(scores.values())).layers[0]
+    abl = ablation_scores(model, inputs, layer, None, None, 0.0, additional_forward_args=additional_forward_args,
+                          batch_size=batch_size)
+    rows = []
+    for m, s in scores.items():
+        ch = s.per_channel(name)
+        top = ch.topk(min(k, ch.shape[1]), dim=1).indices
+        for i in range(ch.shape[0]):
+            a, b = ch[i, top[i]].numpy(), abl[i, top[i]].numpy()
+            r = float(stats.pearsonr(a, b)[0]) if np.std(a) > 0 and np.std(b) > 0 else float("nan")
+            rows.append({"example": i, "method": m, "pearson": r, "top_units": top[i].tolist(),
+                         "method_scores": a.tolist(), "ablation_scores": b.tolist()})
+    return pd.DataFrame(rows)
+
+
+def summarize_agreement(df: pd.DataFrame) -> pd.DataFrame:
+    """Mean and quartiles of the per-input Pearson correlation, one row per method."""
+    g = df.groupby("method", sort=False)["pearson"]
+    return pd.DataFrame({"mean": g.mean(), "q25": g.quantile(0.25), "median": g.median(), "q75": g.quantile(0.75),
+                         "n": g.count()})
+
+
+def flip_counts(model, inputs, layer, order: torch.Tensor, *, max_units: int = 30, additional_forward_args=None,
+                batch_size: int = 256) -> pd.DataFrame:
+    """For each input, the smallest m such that ablating channels ``order[i, :m]`` changes the top label
+    (``flips_at``; NaN if none up to ``max_units``), and whether ablating the first 10 flips it (``flip_top10``).
+    """
+    (site,) = resolve(model, [layer])
+    batch = prepare(inputs, None, additional_forward_args, device=_device(model))
+    n = batch.n
+    rows = []
+    with analysis_mode(model), torch.no_grad():
+        out_x = _outputs_at_x(model, batch, None)
+        label = out_x.argmax(1)
+        captured = {}
+        from ..capture import hooked
+
+        with hooked(forward={site.module: lambda mod, a, out: captured.__setitem__("y", out)}):
+            model(*batch.inputs, *batch.extra_args(torch.arange(n)))
+        y = captured["y"]
+        shape = tuple(y.shape[1:])
+        m_max = min(max_units, order.shape[1])
+        argmax_target = make_target(lambda out: out.argmax(1).to(out.dtype), n)
+        for i in range(n):
+            masks = torch.stack([unit_mask([int(u) for u in order[i, :m]], shape, site.name)
+                                 for m in range(1, m_max + 1)]).to(y.device)
+            ablated = torch.where(masks, torch.zeros((), dtype=y.dtype, device=y.device), y[i:i + 1])
+            ex = torch.tensor([i])
+            labels = []
+            for r0 in range(0, m_max, batch_size):
+                part = ablated[r0:r0 + batch_size]
+                labels.append(_forward_with_layer(model, batch, site, ex, ex.repeat(part.shape[0]), part,
+                                                  argmax_target).long().cpu())
+            labels = torch.cat(labels)
+            changed = (labels != int(label[i])).nonzero()
+            rows.append({"example": i, "label": int(label[i]),
+                         "flips_at": int(changed[0]) + 1 if changed.numel() else float("nan"),
+                         "flip_top10": bool(m_max >= 10 and labels[9] != label[i])})
+    return pd.DataFrame(rows)
+
+
+def summarize_flips(df: pd.DataFrame, *, max_units: int = 30) -> dict:
+    """Mean and max of the flip counts (inputs that never flipped count as ``max_units + 1``), share > 10."""
+    counts = df["flips_at"].fillna(max_units + 1)
+    return {"mean": float(counts.mean()), "max": float(counts.max()), "over_10": float((counts > 10).mean()),
+            "never": int(df["flips_at"].isna().sum()), "n": int(len(df))}

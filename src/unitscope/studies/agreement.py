@@ -59,10 +59,11 @@ def summarize_agreement(df: pd.DataFrame) -> pd.DataFrame:
                          "n": g.count()})
 
 
-def flip_counts(model, inputs, layer, order: torch.Tensor, *, max_units: int = 30, additional_forward_args=None,
+def flip_counts(model, inputs, layer, order: torch.Tensor, *, max_units: int | None = None, additional_forward_args=None,
                 batch_size: int = 256) -> pd.DataFrame:
     """For each input, the smallest m such that ablating channels ``order[i, :m]`` changes the top label
-    (``flips_at``; NaN if none up to ``max_units``), and whether ablating the first 10 flips it (``flip_top10``).
+    (``flips_at``; NaN if none up to ``max_units``, default: every channel in ``order``), and whether ablating
+    the first 10 flips it (``flip_top10``).
     """
     (site,) = resolve(model, [layer])
     batch = prepare(inputs, None, additional_forward_args, device=_device(model))
@@ -78,7 +79,7 @@ def flip_counts(model, inputs, layer, order: torch.Tensor, *, max_units: int = 3
             model(*batch.inputs, *batch.extra_args(torch.arange(n)))
         y = captured["y"]
         shape = tuple(y.shape[1:])
-        m_max = min(max_units, order.shape[1])
+        m_max = order.shape[1] if max_units is None else min(max_units, order.shape[1])
         argmax_target = make_target(lambda out: out.argmax(1).to(out.dtype), n)
         for i in range(n):
             masks = torch.stack([unit_mask([int(u) for u in order[i, :m]], shape, site.name)
@@ -98,8 +99,11 @@ def flip_counts(model, inputs, layer, order: torch.Tensor, *, max_units: int = 3
     return pd.DataFrame(rows)
 
 
-def summarize_flips(df: pd.DataFrame, *, max_units: int = 30) -> dict:
-    """Mean and max of the flip counts (inputs that never flipped count as ``max_units + 1``), share > 10."""
-    counts = df["flips_at"].fillna(max_units + 1)
-    return {"mean": float(counts.mean()), "max": float(counts.max()), "over_10": float((counts > 10).mean()),
+def summarize_flips(df: pd.DataFrame) -> dict:
+    """Mean and max of the flip counts over the inputs that flipped, the share of all inputs that needed more
+    than 10 (never flipping counts as more), and how many never flipped."""
+    counts = df["flips_at"].dropna()
+    over = float(((df["flips_at"] > 10) | df["flips_at"].isna()).mean())
+    return {"mean": float(counts.mean()) if len(counts) else float("nan"),
+            "max": float(counts.max()) if len(counts) else float("nan"), "over_10": over,
             "never": int(df["flips_at"].isna().sum()), "n": int(len(df))}

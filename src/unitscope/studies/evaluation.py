@@ -61,7 +61,7 @@ def scatter(df: pd.DataFrame, path: str, title: str) -> str:
     return save_figure(fig, path)
 
 
-def run_model(name, model, x, layer, out, *, k=10, n_steps=50, max_units=30, echo=print) -> dict:
+def run_model(name, model, x, layer, out, *, k=10, n_steps=50, max_units=None, echo=print) -> dict:
     """Studies 1 and 2 for one model on inputs ``x`` at ``layer``."""
     t0 = time.perf_counter()
     scores = attribute(model, x, [layer], METHODS, n_steps=n_steps, gap_warning=None)
@@ -74,13 +74,14 @@ def run_model(name, model, x, layer, out, *, k=10, n_steps=50, max_units=30, ech
     infl_top = flip_counts(model, x, layer,
                            scores["internal_influence"].per_channel(layer).argsort(1, descending=True),
                            max_units=10)
-    fsum = summarize_flips(flips, max_units=max_units)
+    fsum = summarize_flips(flips)
     fsum["internal_influence_top10_flip_share"] = float(infl_top["flip_top10"].mean())
     fsum["conductance_top10_flip_share"] = float(flips["flip_top10"].mean())
     pd.DataFrame([fsum]).to_csv(os.path.join(out, f"{name}_flips.csv"), index=False)
     echo(f"[{name}] {len(x)} inputs, layer {layer} ({time.perf_counter() - t0:.0f} s)")
     echo(summary.to_string(float_format=lambda v: f"{v:.3f}"))
-    echo(f"  flips: mean {fsum['mean']:.2f}, max {fsum['max']:.0f}, share > 10: {fsum['over_10']:.2f}; "
+    echo(f"  flips: mean {fsum['mean']:.2f}, max {fsum['max']:.0f}, share > 10: {fsum['over_10']:.2f}, never: "
+         f"{fsum['never']} of {fsum['n']}; "
          f"internal influence top-10 flips {fsum['internal_influence_top10_flip_share']:.2f}")
     return {"pearson": summary["mean"].to_dict(), "flips": fsum}
 
@@ -111,7 +112,7 @@ def main(argv=None) -> dict:
         net = efficientnet_lite0()
         xs = torch.stack([net.preprocess(im) for im in photos().values()])
         results["efficientnet_lite0"] = run_model("efficientnet_lite0", net.model, xs, "blocks.5", args.out,
-                                                  n_steps=32, max_units=40)
+                                                  n_steps=32)
     rng = np.random.default_rng(args.seed)
     label_sets = [list(range(5)), list(range(5, 10))] + [sorted(rng.choice(10, 5, replace=False).tolist())
                                                        for _ in range(1 if args.quick else 3)]

@@ -43,7 +43,7 @@ def analyse_photo(net, name, image, out, *, n_steps=128, top=10, neuron_steps=32
         for u, a in zip(units, attr):
             pics.append((next(v for v, blk, uu in best if blk == b and uu == u), b, u, a[0]))
     pics.sort(key=lambda p: -p[0])
-    fig = pixel_pictures(image, [p[3] for p in pics], [f"{p[1]} #{p[2]}\ncond {p[0]:+.2f}" for p in pics],
+    fig = pixel_pictures(x[0], [p[3] for p in pics], [f"{p[1]} #{p[2]}\ncond {p[0]:+.2f}" for p in pics],
                          title=f"{name}: {net.class_names[label]} (F(x) − F(x') = {dF:.2f})")
     path = save_figure(fig, os.path.join(out, f"imagenet_{name}_top{top}.png"))
     return {"label": label, "class": net.class_names[label], "output_diff": dF, "n_evals": int(s.n_evals[0]),

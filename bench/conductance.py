@@ -1,20 +1,24 @@
 """unitscope vs Captum's LayerConductance, measured side by side in one run.
 
-    .venv/bin/python bench/conductance.py            # full run (a few minutes on 2 CPU cores)
-    .venv/bin/python bench/conductance.py --quick    # smoke run (smaller inputs, fewer steps)
+    .venv/bin/python bench/conductance.py            # full run (about 5 minutes on 2 idle CPU cores)
+    .venv/bin/python bench/conductance.py --quick    # smoke run (small inputs, few steps; seconds)
+    .venv/bin/python bench/conductance.py --profile  # torch.profiler tables: our digits call vs Captum's
 
 Two models: the digits CNN of the zoo (real test digits) and torchvision's ResNet-18 (random weights, seed 0,
 random 224×224 inputs). For each, five layers, one rule (riemann_trapezoid), the same n_steps and a fixed
-target class per example:
+target class per example (the model's prediction, passed explicitly to both sides):
 
 * speed — our five layers in ONE call (``captum_compatible=True``) against Captum's ``LayerConductance``
-  called once per layer; both with ``internal_batch_size=None``; warm-up once, then the median of repeats
-  (taken interleaved, so drifts of the machine hit both sides alike);
+  called once per layer; both with ``internal_batch_size=None``; warm-up once, then the median of repeats,
+  taken in interleaved rounds so that load from other processes hits both sides alike;
 * agreement — max over layers of ``max|ours − captum| / max|captum|``;
 * accuracy — worst-layer relative completeness gap (max over examples) per rule and n_steps, for our
-  default estimate, Captum's estimate and ``adaptive``;
-* memory — peak RSS of a ResNet-18 call with ``internal_batch_size=16`` at 100 and 400 steps, each in a
-  fresh subprocess (``--peak N``).
+  default estimate, Captum's estimate (``captum_compatible=True``) and ``adaptive``. Note: ResNet-18 at
+  initialisation has no biases before ``fc`` and identity BatchNorm, so it is positively homogeneous and,
+  from the zero baseline, every ∂F/∂y below ``avgpool`` is 0 at α = 0 (ReLU'(0) = 0); rules with a node
+  at α = 0 lose (part of) the first interval, hence gaps like exactly 1/n;
+* memory — peak resident set (VmHWM) of a ResNet-18 call, 1 input, 5 layers, ``internal_batch_size=16``,
+  at 100 and 400 steps, each in a fresh subprocess (``--peak N``).
 
 The last line printed is one JSON object with every number.
 """
@@ -207,9 +211,11 @@ def main() -> None:
     torch.set_num_threads(THREADS)
     warnings.filterwarnings("ignore", category=UserWarning)     # Captum's and torch's chatter
     q = args.quick
-    cfg = dict(digits_n=8 if q else 32, digits_steps=20 if q else 50, resnet_n=1 if q else 2,
-               resnet_size=64 if q else 224, resnet_steps=8 if q else 24, repeats=3,
-               acc_steps=(10, 20) if q else (10, 20, 50, 100), resnet_acc_steps=(10,) if q else (10, 20))
+    # repeats: more rounds where they are cheap (the digits), as other processes may share the 2 CPUs
+    cfg = dict(digits_n=8 if q else 32, digits_steps=20 if q else 50, digits_repeats=3 if q else 7,
+               resnet_n=1 if q else 2, resnet_size=64 if q else 224, resnet_steps=8 if q else 24, resnet_repeats=3,
+               digits_acc_n=8 if q else 16, acc_steps=(10, 20) if q else (10, 20, 50, 100),
+               resnet_acc_steps=(10,) if q else (10, 20))
     t_start, sections = time.perf_counter(), {}
     load = {"start": os.getloadavg()[0]}
     print(f"torch {torch.__version__}, {torch.get_num_threads()} threads, mode {'quick' if q else 'full'}, "
@@ -227,12 +233,13 @@ def main() -> None:
     print(f"  peak_ratio_400_vs_100 {peak_ratio:.3f}")
 
     # (a) digits CNN, (b) ResNet-18: speed and agreement
-    models = {"digits_cnn": (*digits(cfg["digits_n"]), DIGITS_LAYERS, cfg["digits_steps"]),
-              "resnet18": (*resnet(cfg["resnet_size"], cfg["resnet_n"]), RESNET_LAYERS, cfg["resnet_steps"])}
+    models = {"digits_cnn": (*digits(cfg["digits_n"]), DIGITS_LAYERS, cfg["digits_steps"], cfg["digits_repeats"]),
+              "resnet18": (*resnet(cfg["resnet_size"], cfg["resnet_n"]), RESNET_LAYERS, cfg["resnet_steps"],
+                           cfg["resnet_repeats"])}
     runs = {}
-    for name, (model, x, target, layers, n_steps) in models.items():
+    for name, (model, x, target, layers, n_steps, repeats) in models.items():
         t0 = time.perf_counter()
-        runs[name] = r = compare_with_captum(model, x, layers, target, n_steps, cfg["repeats"])
+        runs[name] = r = compare_with_captum(model, x, layers, target, n_steps, repeats)
         sections[f"timing_{name}"] = time.perf_counter() - t0
         print(f"\n{name}: {r['n_examples']} examples, n_steps={n_steps}, riemann_trapezoid, "
               f"median of {r['repeats']} (interleaved)")
@@ -246,11 +253,11 @@ def main() -> None:
         print(f"  (fastest rounds: speedup {r['best_speedup_vs_captum_5_layers']:.2f}, "
               f"one_call_ratio {r['best_one_call_ratio']:.2f})")
 
-    # accuracy tables (ResNet-18 on one input, fewer step counts, to stay within the time budget)
+    # accuracy tables (fewer inputs and, for ResNet-18, fewer step counts, to stay within the time budget)
     acc = {}
-    for name, n_ex, steps in (("digits_cnn", cfg["digits_n"], cfg["acc_steps"]),
+    for name, n_ex, steps in (("digits_cnn", cfg["digits_acc_n"], cfg["acc_steps"]),
                               ("resnet18", 1, cfg["resnet_acc_steps"])):
-        model, x, target, layers, _ = models[name]
+        model, x, target, layers, *_ = models[name]
         t0 = time.perf_counter()
         acc[name] = accuracy_table(model, x[:n_ex], layers, target[:n_ex], steps)
         sections[f"accuracy_{name}"] = time.perf_counter() - t0

@@ -40,6 +40,10 @@ def hooked(forward: Mapping[nn.Module, Callable] | None = None, pre: Mapping[nn.
             handle.remove()
 
 
+class _StopForward(Exception):
+    """Raised by a hook once every requested site is recorded (``stop_when_done``); caught by ``active``."""
+
+
 def _split(value):
     """(list of float tensors, rebuild) for a layer's output or input args."""
     if torch.is_tensor(value):
@@ -65,10 +69,14 @@ class Recorder:
     every site at once. The tensor handed on to the rest of the model is a copy, so in-place operations
     downstream (``ReLU(inplace=True)``) can neither corrupt the record nor break the graph.
     ``replace`` maps a site name to ``fn(parts) -> parts`` that substitutes the values (ablation, patching).
+    With ``stop_when_done`` the forward pass is cut short once every site is recorded (the model's output is
+    then not produced).
     """
 
-    def __init__(self, sites: Sequence[Site], need_grad: bool = False, replace: Mapping[str, Callable] | None = None):
+    def __init__(self, sites: Sequence[Site], need_grad: bool = False, replace: Mapping[str, Callable] | None = None,
+                 stop_when_done: bool = False):
         self.sites = list(sites)
+        self.stop_when_done = stop_when_done
         self.need_grad = need_grad
         self.replace = dict(replace or {})
         self.parts: dict[str, list[torch.Tensor]] = {}
@@ -94,6 +102,8 @@ class Recorder:
             passed.append(p.clone())
         self.parts[site.name] = kept
         self.is_tuple[site.name] = is_tuple
+        if self.stop_when_done and all(self.calls[s.name] for s in self.sites):
+            raise _StopForward  # everything asked for is recorded: the rest of the model need not run
         return rebuild(passed)
 
     def _forward_hook(self, site):
@@ -111,7 +121,10 @@ class Recorder:
         forward = {s.module: self._forward_hook(s) for s in self.sites if not s.use_input}
         pre = {s.module: self._pre_hook(s) for s in self.sites if s.use_input}
         with hooked(forward, pre):
-            yield self
+            try:
+                yield self
+            except _StopForward:
+                pass
         self.check()
 
     def check(self) -> None:

@@ -6,8 +6,8 @@ EfficientNet-Lite0 and bundled real photos.
 ['cat', 'coffee', 'astronaut', 'rocket', 'china', 'flower']
 """
 
-from .digits import DigitsCNN, digits_cnn, digits_data, digits_vgg
+from .digits import DigitsCNN, DigitsMLP, digits_cnn, digits_data, digits_mlp, digits_vgg
 from .efficientnet import efficientnet_lite0
 from .photos import photos
 
-__all__ = ["DigitsCNN", "digits_cnn", "digits_data", "digits_vgg", "efficientnet_lite0", "photos"]
+__all__ = ["DigitsCNN", "DigitsMLP", "digits_cnn", "digits_data", "digits_mlp", "digits_vgg", "efficientnet_lite0", "photos"]

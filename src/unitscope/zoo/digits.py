@@ -17,7 +17,7 @@ import torch.nn as nn
 
 from .cache import cached_state
 
-__all__ = ["DigitsSplit", "digits_data", "digits_cnn", "digits_vgg", "DigitsCNN", "Trained"]
+__all__ = ["DigitsSplit", "digits_data", "digits_cnn", "digits_vgg", "digits_mlp", "DigitsCNN", "DigitsMLP", "Trained"]
 
 
 @dataclass
@@ -75,6 +75,22 @@ class DigitsCNN(nn.Module):
 VGG_WIDTHS = (32, 32, 64, 64, 128, 128, 128, 128)
 
 
+class DigitsMLP(nn.Module):
+    """Fully connected: 64 pixels → hidden widths (ReLU after each, named ``fc1``/``relu1`` …) → 10."""
+
+    def __init__(self, widths=(128, 512, 2048, 2048)):
+        super().__init__()
+        layers, d = [("flatten", nn.Flatten())], 64
+        for i, w in enumerate(widths, start=1):
+            layers += [(f"fc{i}", nn.Linear(d, w)), (f"relu{i}", nn.ReLU())]
+            d = w
+        layers.append((f"fc{len(widths) + 1}", nn.Linear(d, 10)))
+        self.layers = nn.Sequential(OrderedDict(layers))
+
+    def forward(self, x):
+        return self.layers(x)
+
+
 def train_classifier(model: nn.Module, train: DigitsSplit, test: DigitsSplit, *, epochs: int, lr: float,
                      batch_size: int, seed: int, weight_decay: float = 0.0, progress: bool | None = None) -> dict:
     """Adam with a fixed seed; returns the test accuracy. Shared by every digits model of the zoo."""
@@ -101,20 +117,21 @@ def train_classifier(model: nn.Module, train: DigitsSplit, test: DigitsSplit, *,
     return {"test_accuracy": acc}
 
 
-def _trained(name: str, arch: dict, *, epochs: int, seed: int, progress) -> Trained:
+def _trained(name: str, arch: dict, *, epochs: int, seed: int, progress, cls=None) -> Trained:
+    cls = cls or DigitsCNN
     recipe = dict(model=name, **arch, epochs=epochs, lr=2e-3, batch_size=64, seed=seed,
                   split="stratified-0.2-seed0", version=1)
 
     def train():
         torch.manual_seed(seed)
-        model = DigitsCNN(**arch)
+        model = cls(**arch)
         tr, te = digits_data()
         info = train_classifier(model, tr, te, epochs=epochs, lr=recipe["lr"], batch_size=recipe["batch_size"],
                                 seed=seed, progress=progress)
         return model.state_dict(), info
 
     state, info, cached = cached_state(name, recipe, train)
-    model = DigitsCNN(**arch)
+    model = cls(**arch)
     model.load_state_dict(state)
     return Trained(model.eval(), info, cached)
 
@@ -130,3 +147,9 @@ def digits_vgg(*, epochs: int = 40, seed: int = 0, progress: bool | None = None)
     """A deeper VGG-style digits CNN: 8 conv layers (32, 32, pool, 64, 64, pool, 128 × 4), FC 128, FC 10."""
     return _trained("digits-vgg", dict(widths=VGG_WIDTHS, hidden=128, pool_after=(2, 4)), epochs=epochs, seed=seed,
                     progress=progress)
+
+
+def digits_mlp(*, epochs: int = 30, seed: int = 0, progress: bool | None = None) -> Trained:
+    """An MLP on the digits' 64 pixels: hidden 128, 512, 2048, 2048 (``layers.relu1`` … ``layers.relu4``)."""
+    return _trained("digits-mlp", dict(widths=(128, 512, 2048, 2048)), epochs=epochs, seed=seed, progress=progress,
+                    cls=DigitsMLP)

@@ -12,7 +12,7 @@ mean over all remaining dims (space, tokens). Class-conditional means use the re
 each class. With ``μ_max`` the largest class mean and ``μ_−max`` the mean of the other classes' means,
 ``SI = (μ_max − μ_−max) / (μ_max + μ_−max + ε)``. Intended for non-negative (post-ReLU) activations, where
 SI ∈ [0, 1]: 0 — the same mean for every class, 1 — active for one class only.
-Only per-class sums and counts are kept: never the dataset's activations.
+Only per-class sums and counts are kept (by :func:`unitscope.scan.scan`): never the dataset's activations.
 """
 
 from __future__ import annotations
@@ -21,10 +21,8 @@ from dataclasses import dataclass
 
 import torch
 import torch.nn as nn
-from tqdm.auto import tqdm
 
-from .errors import UnitscopeError
-from .scores import activation
+from .scan import scan
 
 __all__ = ["Selectivity", "class_selectivity", "channel_means"]
 
@@ -44,38 +42,8 @@ def channel_means(t: torch.Tensor) -> torch.Tensor:
 
 def class_selectivity(model: nn.Module, loader, layers, *, num_classes: int | None = None, eps: float = 1e-7,
                       progress: bool | None = None) -> dict[str, Selectivity]:
-    """Selectivity of every channel of ``layers`` from ``loader`` (batches of ``(inputs, labels)``)."""
-    sums: dict[str, torch.Tensor] = {}
-    counts = None
-    for x, y in tqdm(loader, desc="selectivity", unit="batch", leave=False,
-                     disable=True if progress is False else None):
-        y = torch.as_tensor(y).long().cpu()
-        k = int(y.max()) + 1 if num_classes is None else num_classes
-        if num_classes is not None and (y.min() < 0 or y.max() >= num_classes):
-            raise UnitscopeError("labels out of range", num_classes=num_classes, labels=sorted(set(y.tolist()))[:10])
-        acts = activation(model, x, layers)
-        if counts is None:
-            counts = torch.zeros(k, dtype=torch.float64)
-        elif counts.numel() < k:
-            counts = torch.cat([counts, counts.new_zeros(k - counts.numel())])
-        counts += torch.bincount(y, minlength=counts.numel()).double()
-        for name in acts:
-            a = channel_means(acts[name]).double()
-            s = torch.zeros(counts.numel(), a.shape[1], dtype=torch.float64).index_add_(0, y, a)
-            if name in sums and sums[name].shape[0] < s.shape[0]:
-                sums[name] = torch.cat([sums[name], sums[name].new_zeros(s.shape[0] - sums[name].shape[0],
-                                                                         s.shape[1])])
-            sums[name] = s if name not in sums else sums[name] + s[:sums[name].shape[0]]
-    if counts is None:
-        raise UnitscopeError("the loader gave no batches")
-    out = {}
-    present = counts > 0
-    for name, s in sums.items():
-        means = s[present] / counts[present].unsqueeze(1)
-        top, arg = means.max(0)
-        k = means.shape[0]
-        rest = (means.sum(0) - top) / max(k - 1, 1)
-        si = (top - rest) / (top + rest + eps)
-        classes = torch.arange(counts.numel())[present]
-        out[name] = Selectivity(si.float(), means.float(), counts[present].long(), classes[arg])
-    return out
+    """Selectivity of every channel of ``layers`` from ``loader`` (batches of ``(inputs, labels)``): one
+    :func:`unitscope.scan.scan` pass keeping per-class sums of the channels' mean activations."""
+    result = scan(model, loader, layers, ["activation"], by="class", top_k=1, num_classes=num_classes,
+                  reduce="mean", progress=progress)
+    return {name: result.selectivity(name, "activation", eps=eps) for name in result.layers}

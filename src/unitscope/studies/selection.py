@@ -15,9 +15,11 @@ from sklearn.linear_model import LogisticRegression
 from sklearn.pipeline import make_pipeline
 from sklearn.preprocessing import StandardScaler
 
-from ..scores import METHODS, activation, attribute
+from ..errors import UnitscopeError
+from ..scan import scan
+from ..scores import METHODS, activation
 
-__all__ = ["feature_selection", "channel_features"]
+__all__ = ["feature_selection", "channel_features", "class_importance"]
 
 
 def channel_features(model, x, layer, batch_size: int = 512) -> np.ndarray:
@@ -30,15 +32,17 @@ def channel_features(model, x, layer, batch_size: int = 512) -> np.ndarray:
     return torch.cat(out).numpy()
 
 
-def _importance_by_example(model, x, y, layer, methods, n_steps, batch_size):
-    """Per-channel importance of each training example for its own label: ``{method: [N, C]}``."""
-    chunks = {m: [] for m in methods}
-    for i in range(0, len(x), batch_size):
-        s = attribute(model, x[i:i + batch_size], [layer], methods, target=y[i:i + batch_size].tolist(),
-                      n_steps=n_steps, gap_warning=None, progress=False)
-        for m in methods:
-            chunks[m].append(s[m].per_channel(s[m].layers[0]))
-    return {m: torch.cat(v).numpy() for m, v in chunks.items()}
+def class_importance(model, x, y, layer, methods, n_steps: int = 20, batch_size: int = 128) -> dict:
+    """Per label, each channel's importance for that label averaged over the label's examples:
+    ``{method: {label: np.ndarray [C]}}`` — one :func:`unitscope.scan.scan` pass (target = each example's
+    label, per-class sums of the channels' summed scores), never the per-example scores."""
+    y = torch.as_tensor(y)
+    batches = [(x[i:i + batch_size], y[i:i + batch_size]) for i in range(0, len(x), batch_size)]
+    r = scan(model, batches, [layer], methods, target="label", by="class", top_k=1, reduce="sum",
+             n_steps=n_steps, progress=False)
+    name = r.layers[0]
+    labels = r.classes.tolist()
+    return {m: dict(zip(labels, r.class_means(name, m).numpy())) for m in methods}
 
 
 def feature_selection(model, train_x, train_y, test_x, test_y, layer, label_sets, *, ks=(5, 10, 15, 20),
@@ -55,18 +59,22 @@ def feature_selection(model, train_x, train_y, test_x, test_y, layer, label_sets
     ['activation', 'random']
     """
     train_y, test_y = torch.as_tensor(train_y), torch.as_tensor(test_y)
-    importance = _importance_by_example(model, train_x, train_y, layer, list(methods), n_steps, batch_size)
+    methods = list(methods)
+    importance = class_importance(model, train_x, train_y, layer, methods, n_steps, batch_size)
     f_train = channel_features(model, train_x, layer)
     f_test = channel_features(model, test_x, layer)
     rng = np.random.default_rng(seed)
     rows = []
     for set_id, labels in enumerate(label_sets):
         labels = [int(label) for label in labels]
+        missing = [label for label in labels if label not in importance[methods[0]]]
+        if missing:
+            raise UnitscopeError("labels without training examples", labels=missing, label_set=labels)
         tr = np.isin(train_y.numpy(), labels)
         te = np.isin(test_y.numpy(), labels)
         choices = {}
         for m in methods:
-            agg = np.stack([importance[m][train_y.numpy() == label].mean(0) for label in labels])  # [L, C]
+            agg = np.stack([importance[m][label] for label in labels])  # [L, C]
             best = agg.max(0)
             choices[m] = np.argsort(-best)
         n_channels = f_train.shape[1]

@@ -1,0 +1,737 @@
+"""Dataset-scale scans: one pass over a data loader that keeps, per unit, streaming statistics and the
+dataset examples that most excite it — never the dataset's activations.
+
+>>> import torch, torch.nn as nn
+>>> torch.manual_seed(0) and None
+>>> net = nn.Sequential(nn.Linear(3, 4), nn.ReLU(), nn.Linear(4, 2))
+>>> loader = [(torch.randn(5, 3), torch.tensor([0, 1, 0, 1, 1])) for _ in range(2)]
+>>> r = scan(net, loader, ["1"], methods=["activation", "conductance"], top_k=3, n_steps=8)
+>>> r.count, r.mean("1").shape, r.class_means("1").shape, r.top("1", "conductance").indices.shape
+(10, torch.Size([4]), torch.Size([2, 4]), torch.Size([4, 3]))
+
+What is kept per method × layer × unit (a unit is a channel — dim 1 of the layer output — reduced over the
+remaining dims: the **mean** for ``activation`` (Morcos et al.'s convention), the **sum** for attributions,
+i.e. a filter's conductance as in ``Scores.per_channel``; ``reduce=`` overrides it):
+count, sum, sum of squares, per-class sums with the real class counts (``by="class"``), and the ``top_k``
+examples with the largest value (their dataset indices and values; ties go to the lower index, so the
+result does not depend on batching or on the number of processes).
+
+Example indices: for a ``DataLoader`` over a map-style dataset they are the dataset's indices (the scan
+visits every example its sampler selects once, in index order — shuffling is ignored, statistics do not
+depend on order); for any other iterable of batches they are positions in the stream.
+
+Under ``torch.distributed`` (``torchrun``; gloo on CPU, nccl on GPU) each process takes every
+``world``-th batch, accumulates its shard, and at the end sums are all-reduced and top-k lists merged by
+``all_gather``: every rank returns the same result, equal to a single-process run up to float64 rounding.
+With ``checkpoint=PATH`` the accumulators are saved atomically every ``checkpoint_every`` batches (one file
+per rank); a scan killed and started again with the same arguments continues where it stopped.
+"""
+
+from __future__ import annotations
+
+import argparse
+import json
+import os
+import sys
+import time
+from dataclasses import dataclass
+from pathlib import Path
+from typing import Callable
+
+import torch
+import torch.nn as nn
+from tqdm.auto import tqdm
+
+from .errors import UnitscopeError
+from .results import Top
+from .scores import METHODS, attribute
+
+__all__ = ["scan", "ScanResult", "UnitStats", "scan_main"]
+
+_FORMAT = 1
+
+
+# ---------------------------------------------------------------------------------------------------------
+# accumulators
+
+
+@dataclass
+class UnitStats:
+    """Streaming statistics of one method on one layer: tensors over its ``U`` units (float64)."""
+
+    sum: torch.Tensor                 # [U]
+    sumsq: torch.Tensor               # [U]
+    class_sums: torch.Tensor | None   # [K, U]
+    top_values: torch.Tensor          # [U, k] descending; -inf where fewer than k examples were seen
+    top_indices: torch.Tensor         # [U, k] example indices; -1 where empty
+
+    @classmethod
+    def empty(cls, units: int, top_k: int, by_class: bool) -> "UnitStats":
+        z = torch.zeros(units, dtype=torch.float64)
+        return cls(z, z.clone(), torch.zeros(0, units, dtype=torch.float64) if by_class else None,
+                   torch.full((units, top_k), -torch.inf, dtype=torch.float64),
+                   torch.full((units, top_k), -1, dtype=torch.long))
+
+    def update(self, values: torch.Tensor, labels: torch.Tensor | None, index: torch.Tensor) -> None:
+        """Add a batch: ``values [B, U]`` (float64), ``labels [B]``, ``index [B]`` (example indices)."""
+        self.sum += values.sum(0)
+        self.sumsq += (values * values).sum(0)
+        if self.class_sums is not None:
+            k = int(labels.max()) + 1 if labels.numel() else 0
+            self.grow(k)
+            self.class_sums.index_add_(0, labels, values)
+        b = values.shape[0]
+        self.top_values, self.top_indices = merge_top(
+            torch.cat([self.top_values, values.T], 1),
+            torch.cat([self.top_indices, index.unsqueeze(0).expand(values.shape[1], b)], 1),
+            self.top_values.shape[1])
+
+    def grow(self, k: int) -> None:
+        if self.class_sums is not None and self.class_sums.shape[0] < k:
+            pad = self.class_sums.new_zeros(k - self.class_sums.shape[0], self.class_sums.shape[1])
+            self.class_sums = torch.cat([self.class_sums, pad])
+
+    def state(self) -> dict:
+        return {k: getattr(self, k) for k in ("sum", "sumsq", "class_sums", "top_values", "top_indices")}
+
+
+def merge_top(values: torch.Tensor, indices: torch.Tensor, k: int) -> tuple[torch.Tensor, torch.Tensor]:
+    """The ``k`` largest ``values`` per row with their ``indices``; ties go to the lower index.
+
+    >>> v, i = merge_top(torch.tensor([[1., 3., 3., 2.]]), torch.tensor([[7, 9, 4, 1]]), 2)
+    >>> v.tolist(), i.tolist()
+    ([[3.0, 3.0]], [[4, 9]])
+    """
+    by_index = torch.sort(indices, dim=1, stable=True).indices
+    values, indices = values.gather(1, by_index), indices.gather(1, by_index)
+    order = torch.sort(values, dim=1, descending=True, stable=True).indices[:, :k]
+    return values.gather(1, order), indices.gather(1, order)
+
+
+# ---------------------------------------------------------------------------------------------------------
+# the result
+
+
+class ScanResult:
+    """What :func:`scan` returns: ``stats[method][layer]`` (:class:`UnitStats`), ``count`` examples,
+    ``class_counts [K]`` (with ``by="class"``) and the settings of the scan."""
+
+    def __init__(self, stats: dict, count: int, class_counts: torch.Tensor | None, settings: dict):
+        self.stats = stats
+        self.count = int(count)
+        self.class_counts = class_counts
+        self.settings = dict(settings)
+
+    @property
+    def methods(self) -> list[str]:
+        return list(self.stats)
+
+    @property
+    def layers(self) -> list[str]:
+        return list(next(iter(self.stats.values()))) if self.stats else []
+
+    def __repr__(self) -> str:
+        return f"ScanResult(count={self.count}, methods={self.methods}, layers={self.layers})"
+
+    def _get(self, layer: str, method: str) -> UnitStats:
+        if method not in self.stats:
+            raise UnitscopeError(f"the scan has no method {method!r}", method=method,
+                                 hint=f"scanned methods: {', '.join(self.methods)}")
+        if layer not in self.stats[method]:
+            import difflib
+            close = difflib.get_close_matches(str(layer), self.layers, n=3, cutoff=0.0)
+            raise UnitscopeError(f"the scan has no layer {layer!r}", layer=layer,
+                                 hint="scanned layers: " + ", ".join(map(repr, close or self.layers)))
+        return self.stats[method][layer]
+
+    # views ----------------------------------------------------------------------------------------------
+    def mean(self, layer: str, method: str = "activation") -> torch.Tensor:
+        """``[U]``: each unit's mean over the scanned examples."""
+        return self._get(layer, method).sum / max(self.count, 1)
+
+    def std(self, layer: str, method: str = "activation", ddof: int = 0) -> torch.Tensor:
+        """``[U]``: each unit's standard deviation (``ddof=1`` for the sample estimate)."""
+        st = self._get(layer, method)
+        n = self.count
+        var = (st.sumsq - st.sum * st.sum / max(n, 1)).clamp_min(0) / max(n - ddof, 1)
+        return var.sqrt()
+
+    @property
+    def classes(self) -> torch.Tensor:
+        """The labels seen at least once (the rows of :meth:`class_means`)."""
+        self._need_classes()
+        return torch.nonzero(self.class_counts > 0).flatten()
+
+    def _need_classes(self):
+        if self.class_counts is None:
+            raise UnitscopeError("this scan kept no per-class sums", hint="scan with by='class'")
+
+    def class_means(self, layer: str, method: str = "activation") -> torch.Tensor:
+        """``[K, U]``: class-conditional means over the classes present (``classes`` gives their labels)."""
+        self._need_classes()
+        st = self._get(layer, method)
+        present = self.classes
+        return st.class_sums[present] / self.class_counts[present].unsqueeze(1)
+
+    def selectivity(self, layer: str, method: str = "activation", eps: float = 1e-7):
+        """Class selectivity (Morcos et al. 2018) of every unit: a :class:`unitscope.selectivity.Selectivity`."""
+        from .selectivity import Selectivity
+
+        means = self.class_means(layer, method)
+        top, arg = means.max(0)
+        k = means.shape[0]
+        rest = (means.sum(0) - top) / max(k - 1, 1)
+        index = (top - rest) / (top + rest + eps)
+        present = self.classes
+        return Selectivity(index.float(), means.float(), self.class_counts[present].long(), present[arg])
+
+    def top(self, layer: str, method: str = "activation", unit: int | None = None) -> Top:
+        """``Top(values [U, k], indices [U, k])``: the examples with the largest values per unit (best first),
+        or those of one ``unit`` (``[k]``). Fewer than ``k`` columns when fewer examples were scanned."""
+        st = self._get(layer, method)
+        k = min(st.top_indices.shape[1], self.count)
+        v, i = st.top_values[:, :k], st.top_indices[:, :k]
+        return Top(v, i) if unit is None else Top(v[unit], i[unit])
+
+    def to_frame(self):
+        """A tidy ``pandas.DataFrame``: one row per method × layer × unit with count, mean, std, the top
+        examples (space-separated indices) and, with classes, selectivity and the preferred class."""
+        import pandas as pd
+
+        rows = []
+        for m, by_layer in self.stats.items():
+            for name in by_layer:
+                mean, std = self.mean(name, m), self.std(name, m)
+                top = self.top(name, m)
+                sel = self.selectivity(name, m) if self.class_counts is not None else None
+                for u in range(mean.numel()):
+                    row = {"method": m, "layer": name, "unit": u, "count": self.count, "mean": float(mean[u]),
+                           "std": float(std[u]),
+                           "top_examples": " ".join(str(int(i)) for i in top.indices[u]),
+                           "top_values": " ".join(f"{float(v):.6g}" for v in top.values[u])}
+                    if sel is not None:
+                        row["selectivity"] = float(sel.index[u])
+                        row["preferred_class"] = int(sel.preferred[u])
+                    rows.append(row)
+        return pd.DataFrame(rows)
+
+    # persistence ----------------------------------------------------------------------------------------
+    def state_dict(self) -> dict:
+        return {"format": _FORMAT, "count": self.count, "class_counts": self.class_counts,
+                "settings": self.settings,
+                "stats": {m: {n: st.state() for n, st in d.items()} for m, d in self.stats.items()}}
+
+    @classmethod
+    def from_state(cls, state: dict) -> "ScanResult":
+        stats = {m: {n: UnitStats(**st) for n, st in d.items()} for m, d in state["stats"].items()}
+        return cls(stats, state["count"], state["class_counts"], state["settings"])
+
+    def save(self, path) -> str:
+        """Save atomically (``torch.save`` beside, then rename)."""
+        from .zoo.cache import atomic_save
+
+        path = Path(path)
+        path.parent.mkdir(parents=True, exist_ok=True)
+        atomic_save(self.state_dict(), path)
+        return str(path)
+
+    @classmethod
+    def load(cls, path) -> "ScanResult":
+        return cls.from_state(torch.load(path, map_location="cpu", weights_only=False))
+
+
+# ---------------------------------------------------------------------------------------------------------
+# batches: which examples, which shard
+
+
+def _split_batch(batch):
+    if torch.is_tensor(batch):
+        return batch, None
+    if isinstance(batch, (list, tuple)) and len(batch) >= 1:
+        return batch[0], (batch[1] if len(batch) > 1 else None)
+    if isinstance(batch, dict) and "x" in batch:
+        return batch["x"], batch.get("y")
+    raise UnitscopeError(f"cannot read inputs from a batch of type {type(batch).__name__}",
+                         hint="give batches as (inputs, labels) or pass unpack=lambda batch: (inputs, labels)")
+
+
+def _batch_len(x) -> int:
+    return int((x[0] if isinstance(x, (tuple, list)) else x).shape[0])
+
+
+@dataclass
+class _Plan:
+    batches: object               # iterable of (inputs, labels, index tensor)
+    n_batches: int | None         # in this shard, after skipping the done ones
+    total_batches: int | None     # in this shard
+    n_examples: int | None        # in the whole dataset (all shards)
+
+
+def _plan(loader, rank: int, world: int, done: int, unpack: Callable, batch_size: int) -> _Plan:
+    from torch.utils.data import DataLoader, Dataset, IterableDataset, RandomSampler, SequentialSampler
+    from torch.utils.data.distributed import DistributedSampler
+
+    if isinstance(loader, Dataset) and not isinstance(loader, IterableDataset) and hasattr(loader, "__len__"):
+        loader = DataLoader(loader, batch_size=batch_size)
+    if isinstance(loader, DataLoader) and not isinstance(loader.dataset, IterableDataset):
+        ds = loader.dataset
+        sampler = loader.sampler
+        if isinstance(sampler, (SequentialSampler, RandomSampler, DistributedSampler)):
+            order = list(range(len(ds)))
+        else:
+            order = sorted({int(i) for i in sampler})
+        bs = loader.batch_size or getattr(loader.batch_sampler, "batch_size", None) or batch_size
+        everything = [order[i:i + bs] for i in range(0, len(order), bs)]
+        mine = everything[rank::world]
+        todo = mine[done:]
+        kwargs = dict(num_workers=loader.num_workers, collate_fn=loader.collate_fn, pin_memory=loader.pin_memory,
+                      worker_init_fn=loader.worker_init_fn, timeout=loader.timeout)
+        if loader.num_workers > 0:
+            kwargs.update(prefetch_factor=loader.prefetch_factor,
+                          multiprocessing_context=loader.multiprocessing_context)
+        dl = DataLoader(ds, batch_sampler=todo, **kwargs)
+
+        def batches():
+            for idx, batch in zip(todo, dl):
+                x, y = unpack(batch)
+                yield x, y, torch.tensor(idx, dtype=torch.long)
+
+        return _Plan(batches(), len(todo), len(mine), len(order))
+
+    total = len(loader) if hasattr(loader, "__len__") else None
+    mine_total = None if total is None else len(range(rank, total, world))
+
+    def stream():
+        position, seen = 0, 0
+        for b, batch in enumerate(loader):
+            x, y = unpack(batch)
+            n = _batch_len(x)
+            if b % world == rank:
+                if seen >= done:
+                    yield x, y, torch.arange(position, position + n)
+                seen += 1
+            position += n
+
+    return _Plan(stream(), None if mine_total is None else mine_total - done, mine_total, None)
+
+
+# ---------------------------------------------------------------------------------------------------------
+# distributed
+
+
+def _dist():
+    import torch.distributed as dist
+
+    if dist.is_available() and dist.is_initialized():
+        return dist, dist.get_rank(), dist.get_world_size()
+    return None, 0, 1
+
+
+def _comm_device(dist):
+    if dist is not None and dist.get_backend() == "nccl":
+        return torch.device("cuda", torch.cuda.current_device())
+    return torch.device("cpu")
+
+
+def _all_reduce(dist, t: torch.Tensor, op=None) -> torch.Tensor:
+    dev = _comm_device(dist)
+    u = t.to(dev).clone()
+    dist.all_reduce(u, op=op or dist.ReduceOp.SUM)
+    return u.cpu()
+
+
+def _all_gather(dist, t: torch.Tensor) -> list[torch.Tensor]:
+    dev = _comm_device(dist)
+    t = t.to(dev).contiguous()
+    out = [torch.empty_like(t) for _ in range(dist.get_world_size())]
+    dist.all_gather(out, t)
+    return [o.cpu() for o in out]
+
+
+def _reduce_across(dist, stats: dict, count: int, class_counts, top_k: int):
+    """Sum every accumulator over the ranks and merge their top-k lists; every rank gets the result."""
+    count = int(_all_reduce(dist, torch.tensor([count], dtype=torch.float64))[0])
+    if class_counts is not None:
+        k = int(_all_reduce(dist, torch.tensor([class_counts.numel()], dtype=torch.float64),
+                            dist.ReduceOp.MAX)[0])
+        class_counts = torch.cat([class_counts, class_counts.new_zeros(k - class_counts.numel())])
+        class_counts = _all_reduce(dist, class_counts)
+    for by_layer in stats.values():
+        for st in by_layer.values():
+            st.sum, st.sumsq = _all_reduce(dist, st.sum), _all_reduce(dist, st.sumsq)
+            if st.class_sums is not None:
+                st.grow(class_counts.numel())
+                st.class_sums = _all_reduce(dist, st.class_sums)
+            v = torch.cat(_all_gather(dist, st.top_values), 1)
+            i = torch.cat(_all_gather(dist, st.top_indices), 1)
+            st.top_values, st.top_indices = merge_top(v, i, top_k)
+    return stats, count, class_counts
+
+
+# ---------------------------------------------------------------------------------------------------------
+# checkpoints
+
+
+def _checkpoint_path(path, rank: int, world: int) -> Path:
+    p = Path(path)
+    return p if world == 1 else p.with_name(f"{p.stem}.rank{rank}-of-{world}{p.suffix}")
+
+
+def _save_checkpoint(path: Path, fingerprint: dict, done: int, stats, count, class_counts) -> None:
+    from .zoo.cache import atomic_save
+
+    path.parent.mkdir(parents=True, exist_ok=True)
+    atomic_save({"format": _FORMAT, "fingerprint": fingerprint, "batches_done": done, "count": count,
+                 "class_counts": class_counts,
+                 "stats": {m: {n: st.state() for n, st in d.items()} for m, d in stats.items()}}, path)
+
+
+def _load_checkpoint(path: Path, fingerprint: dict):
+    blob = torch.load(path, map_location="cpu", weights_only=False)
+    if blob.get("format") != _FORMAT or blob.get("fingerprint") != fingerprint:
+        old = blob.get("fingerprint") or {}
+        differ = sorted(k for k in set(old) | set(fingerprint) if old.get(k) != fingerprint.get(k))
+        raise UnitscopeError(f"checkpoint {str(path)!r} belongs to another scan", differing=differ,
+                             hint="use the same arguments, or delete the file to start over")
+    stats = {m: {n: UnitStats(**st) for n, st in d.items()} for m, d in blob["stats"].items()}
+    return blob["batches_done"], stats, blob["count"], blob["class_counts"]
+
+
+# ---------------------------------------------------------------------------------------------------------
+# the scan
+
+
+def _reduce_units(t: torch.Tensor, how: str, layer: str) -> torch.Tensor:
+    if isinstance(t, tuple):
+        raise UnitscopeError(f"layer {layer!r} has a tuple output; scan a sub-layer that produces one tensor",
+                             layer=layer)
+    if t.dim() == 1:
+        return t.unsqueeze(1)
+    if t.dim() == 2:
+        return t
+    return t.flatten(2).mean(2) if how == "mean" else t.flatten(2).sum(2)
+
+
+def _size_hint(loader):
+    """The data set's size (or the number of batches) where it is known: part of a checkpoint's identity."""
+    ds = getattr(loader, "dataset", loader)
+    try:
+        return len(ds)
+    except TypeError:
+        return None
+
+
+def _target_repr(target) -> str:
+    if target is None or isinstance(target, (int, str)):
+        return repr(target)
+    return getattr(target, "__qualname__", type(target).__name__)
+
+
+def scan(model: nn.Module, loader, layers, methods=("activation",), *, target=None, by: str | None = "class",
+         top_k: int = 9, num_classes: int | None = None, reduce: str = "auto", n_steps: int = 20,
+         method: str = "gausslegendre", baselines=None, internal_batch_size: int | None = None,
+         batch_size: int = 256, checkpoint=None, checkpoint_every: int = 50, unpack: Callable | None = None,
+         progress: bool | None = None) -> ScanResult:
+    """Stream ``loader`` through ``model`` once and accumulate per-unit statistics of ``methods`` on ``layers``.
+
+    >>> import torch, torch.nn as nn
+    >>> net = nn.Sequential(nn.Linear(2, 2), nn.ReLU())
+    >>> with torch.no_grad():
+    ...     _ = net[0].weight.copy_(torch.eye(2)), net[0].bias.zero_()
+    >>> x = torch.tensor([[1., 0.], [3., 0.], [0., 2.]])
+    >>> r = scan(net, [(x, torch.tensor([0, 0, 1]))], ["1"], top_k=2)
+    >>> r.mean("1").tolist(), r.class_means("1").tolist(), r.top("1").indices.tolist()
+    ([1.3333333333333333, 0.6666666666666666], [[2.0, 0.0], [0.0, 2.0]], [[1, 0], [2, 0]])
+
+    - ``loader``: a ``DataLoader``, a map-style ``Dataset`` (batched by ``batch_size``) or any iterable of
+      batches; a batch is ``(inputs, labels, ...)`` or an inputs tensor, or whatever ``unpack(batch) ->
+      (inputs, labels)`` reads.
+    - ``methods``: any of ``activation``, ``conductance``, ``internal_influence``, ``grad_x_activation`` —
+      all computed from one path pass per batch (``n_steps``, ``method``, ``baselines`` as in ``attribute``).
+    - ``target``: ``None`` (the top predicted class of each example), an int, ``"label"`` (each example's
+      label — class importance), or a callable ``output -> Tensor[N]``.
+    - ``by="class"``: keep per-class sums and counts (labels must be integers ``0 … K−1``; ``num_classes``
+      checks them); ``None``: no labels needed.
+    - ``reduce``: how a channel's positions become one value: ``"auto"`` (mean for ``activation``, sum for
+      attributions), ``"mean"`` or ``"sum"``.
+    - ``checkpoint``: a file; saved atomically every ``checkpoint_every`` batches and at the end; an existing
+      checkpoint of the same scan is resumed.
+    """
+    methods = [methods] if isinstance(methods, str) else list(methods)
+    unknown = [m for m in methods if m not in METHODS]
+    if unknown or not methods:
+        raise UnitscopeError(f"unknown method(s) {unknown}", hint=f"choose from {', '.join(METHODS)}")
+    if by not in ("class", None):
+        raise UnitscopeError("by must be 'class' or None", by=by)
+    if reduce not in ("auto", "mean", "sum"):
+        raise UnitscopeError("reduce must be 'auto', 'mean' or 'sum'", reduce=reduce)
+    if not isinstance(top_k, int) or top_k < 1:
+        raise UnitscopeError("top_k must be a positive integer", top_k=top_k)
+    if checkpoint is not None and (not isinstance(checkpoint_every, int) or checkpoint_every < 1):
+        raise UnitscopeError("checkpoint_every must be a positive integer", checkpoint_every=checkpoint_every)
+    unpack = unpack or _split_batch
+    how = {m: (("mean" if m == "activation" else "sum") if reduce == "auto" else reduce) for m in methods}
+    dist, rank, world = _dist()
+    settings = dict(layers=[str(x) if isinstance(x, str) else type(x).__name__ for x in
+                            ([layers] if isinstance(layers, (str, nn.Module)) else layers)],
+                    methods=methods, target=_target_repr(target), by=by, top_k=top_k, num_classes=num_classes,
+                    reduce=how, n_steps=n_steps, method=method, world_size=world)
+    fingerprint = dict(settings, rank=rank, data_size=_size_hint(loader))
+
+    stats: dict[str, dict[str, UnitStats]] = {}
+    count, class_counts, done = 0, (torch.zeros(num_classes or 0, dtype=torch.float64) if by else None), 0
+    ck_path = None if checkpoint is None else _checkpoint_path(checkpoint, rank, world)
+    resumed_from = 0
+    if ck_path is not None and ck_path.exists():
+        done, stats, count, class_counts = _load_checkpoint(ck_path, fingerprint)
+        resumed_from = done
+    plan = _plan(loader, rank, world, done, unpack, batch_size)
+    bar = tqdm(plan.batches, total=plan.n_batches, desc=f"scan{'' if world == 1 else f' (rank 0 of {world})'}",
+               unit="batch", leave=False, disable=True if (progress is False or rank != 0) else None)
+    start = time.perf_counter()
+    for x, y, index in bar:
+        if y is not None:
+            y = torch.as_tensor(y).long().cpu()
+        if (by == "class" or target == "label") and y is None:
+            raise UnitscopeError("the batches carry no labels", hint="scan with by=None, or give (inputs, labels)")
+        if by == "class":
+            if y.numel() and (y.min() < 0 or (num_classes is not None and y.max() >= num_classes)):
+                raise UnitscopeError("labels out of range", num_classes=num_classes,
+                                     labels=sorted(set(y.tolist()))[:10])
+        tgt = y.tolist() if target == "label" else target
+        scores = attribute(model, x, layers, methods, baselines=baselines, target=tgt, n_steps=n_steps,
+                           method=method, internal_batch_size=internal_batch_size, gap_warning=None,
+                           progress=False)
+        if by == "class":
+            k = int(y.max()) + 1 if y.numel() else 0
+            if class_counts.numel() < k:
+                class_counts = torch.cat([class_counts, class_counts.new_zeros(k - class_counts.numel())])
+            class_counts += torch.bincount(y, minlength=class_counts.numel()).double()
+        for m in methods:
+            s = scores[m]
+            by_layer = stats.setdefault(m, {})
+            for name in s.layers:
+                v = _reduce_units(s[name], how[m], name).double()
+                if name not in by_layer:
+                    by_layer[name] = UnitStats.empty(v.shape[1], top_k, by == "class")
+                by_layer[name].update(v, y if by == "class" else None, index)
+        count += int(index.numel())
+        done += 1
+        if ck_path is not None and done % checkpoint_every == 0:
+            _save_checkpoint(ck_path, fingerprint, done, stats, count, class_counts)
+    seconds = time.perf_counter() - start
+    if ck_path is not None:
+        _save_checkpoint(ck_path, fingerprint, done, stats, count, class_counts)
+    if dist is not None and world > 1:
+        stats = _fill_missing(dist, stats, model, layers, methods, top_k, by)
+        stats, count, class_counts = _reduce_across(dist, stats, count, class_counts, top_k)
+    if count == 0:
+        raise UnitscopeError("the loader gave no examples")
+    if class_counts is not None:
+        for by_layer in stats.values():
+            for st in by_layer.values():
+                st.grow(class_counts.numel())
+    settings.update(examples=count, seconds=seconds, resumed_from_batch=resumed_from)
+    return ScanResult(stats, count, class_counts, settings)
+
+
+def _fill_missing(dist, stats, model, layers, methods, top_k, by):
+    """A rank whose shard was empty has no accumulators yet: give it empty ones shaped like the others'."""
+    have = torch.tensor([1.0 if stats else 0.0], dtype=torch.float64)
+    flags = _all_gather(dist, have)
+    if all(float(f) for f in flags):
+        return stats
+    owner = [i for i, f in enumerate(flags) if float(f)][0]
+    shapes = [{m: {n: st.sum.numel() for n, st in d.items()} for m, d in stats.items()}]
+    dist.broadcast_object_list(shapes, src=owner)
+    if not stats:
+        stats = {m: {n: UnitStats.empty(u, top_k, by == "class") for n, u in d.items()}
+                 for m, d in shapes[0].items()}
+    return stats
+
+
+# ---------------------------------------------------------------------------------------------------------
+# command line: python -m unitscope.scan MODEL DATA --layers ... --out DIR
+
+
+MODELS = ("digits-cnn", "digits-vgg", "digits-mlp")
+DATASETS = ("digits",)
+
+
+def _load_model(name: str):
+    from .zoo import digits_cnn, digits_mlp, digits_vgg
+
+    makers = {"digits-cnn": digits_cnn, "digits-vgg": digits_vgg, "digits-mlp": digits_mlp}
+    if name not in makers:
+        import difflib
+        raise UnitscopeError(f"unknown model {name!r}", model=name,
+                             hint="choose one of " + ", ".join(difflib.get_close_matches(name, MODELS, 3, 0.0)))
+    return makers[name]().model
+
+
+def _load_data(name: str, split: str, repeat: int):
+    from torch.utils.data import TensorDataset
+
+    from .zoo import digits_data
+
+    if name not in DATASETS:
+        raise UnitscopeError(f"unknown data set {name!r}", data=name, hint="choose one of " + ", ".join(DATASETS))
+    if split not in ("all", "train", "test"):
+        raise UnitscopeError("split must be all, train or test", split=split)
+    tr, te = digits_data()
+    parts = {"all": [tr, te], "train": [tr], "test": [te]}[split]
+    x = torch.cat([p.x for p in parts]).repeat(repeat, 1, 1, 1)
+    y = torch.cat([p.y for p in parts]).repeat(repeat)
+    return TensorDataset(x, y)
+
+
+def default_layers(model: nn.Module) -> list[str]:
+    """Every leaf layer that produces a per-example tensor worth scanning (all but flatten/dropout)."""
+    skip = (nn.Flatten, nn.Dropout, nn.Identity)
+    return [n for n, m in model.named_modules() if n and not list(m.children()) and not isinstance(m, skip)]
+
+
+def top_grid(dataset, result: ScanResult, layer: str, method: str, units, *, title: str | None = None):
+    """A figure: one row per unit, its top examples (images) left to right, each titled label · value."""
+    import matplotlib
+
+    matplotlib.use("Agg")
+    import matplotlib.pyplot as plt
+
+    top = result.top(layer, method)
+    k = top.indices.shape[1]
+    units = list(units)
+    fig, axes = plt.subplots(len(units), k, figsize=(1.05 * k + 0.8, 1.15 * len(units)), squeeze=False)
+    for r, u in enumerate(units):
+        for c in range(k):
+            ax = axes[r, c]
+            ax.set_xticks([])
+            ax.set_yticks([])
+            i = int(top.indices[u, c])
+            if i < 0:
+                ax.axis("off")
+                continue
+            x, y = dataset[i][0], dataset[i][1]
+            ax.imshow(x.squeeze().numpy(), cmap="gray_r", vmin=0, vmax=1)
+            ax.set_title(f"{int(y)} · {float(top.values[u, c]):.3g}", fontsize=6)
+            if c == 0:
+                ax.set_ylabel(f"unit {u}", fontsize=7)
+    fig.suptitle(title or f"top {k} examples per unit — {method}, {layer}", fontsize=9)
+    fig.tight_layout()
+    return fig
+
+
+def _init_distributed(backend: str | None):
+    import torch.distributed as dist
+
+    if int(os.environ.get("WORLD_SIZE", "1")) > 1 and not dist.is_initialized():
+        backend = backend or ("nccl" if torch.cuda.is_available() else "gloo")
+        if backend == "nccl":
+            torch.cuda.set_device(int(os.environ.get("LOCAL_RANK", "0")))
+        dist.init_process_group(backend)
+        return True
+    return False
+
+
+def scan_main(argv=None) -> dict:
+    """``python -m unitscope.scan MODEL DATA --layers … --out DIR``; under ``torchrun`` every process takes its
+    shard and rank 0 writes. Prints the summary as one JSON object on its last line."""
+    p = argparse.ArgumentParser(prog="python -m unitscope.scan", description=__doc__.split("\n\n")[0])
+    p.add_argument("model", help=f"zoo model: {', '.join(MODELS)}")
+    p.add_argument("data", help=f"data set: {', '.join(DATASETS)}")
+    p.add_argument("--layers", nargs="+", default=None, help="layer names (default: every leaf layer)")
+    p.add_argument("--methods", nargs="+", default=["activation", "conductance"], choices=list(METHODS))
+    p.add_argument("--target", default="predicted", help="predicted (top class), label, or a class number")
+    p.add_argument("--split", default="all", choices=["all", "train", "test"])
+    p.add_argument("--repeat", type=int, default=1, help="repeat the data set (for timing at scale)")
+    p.add_argument("--batch-size", type=int, default=256)
+    p.add_argument("--top-k", type=int, default=9)
+    p.add_argument("--n-steps", type=int, default=20)
+    p.add_argument("--units", type=int, default=12, help="units per image grid (the most selective)")
+    p.add_argument("--checkpoint", default=None)
+    p.add_argument("--checkpoint-every", type=int, default=20)
+    p.add_argument("--backend", default=None, help="torch.distributed backend under torchrun (gloo / nccl)")
+    p.add_argument("--threads", type=int, default=None, help="torch threads per process")
+    p.add_argument("--seed", type=int, default=0)
+    p.add_argument("--quick", action="store_true", help="test split, two layers, 8 path steps")
+    p.add_argument("--out", default="scan-out")
+    args = p.parse_args(argv)
+    if args.threads:
+        torch.set_num_threads(args.threads)
+    torch.manual_seed(args.seed)
+    started_group = _init_distributed(args.backend)
+    try:
+        dist, rank, world = _dist()
+        model = _load_model(args.model)
+        if dist is not None and dist.get_backend() == "nccl":
+            model = model.to(torch.device("cuda", torch.cuda.current_device()))
+        data = _load_data(args.data, "test" if args.quick else args.split, args.repeat)
+        layers = args.layers or default_layers(model)
+        if args.quick and not args.layers:
+            layers = [n for n in layers if n.endswith(("relu2", "classifier.relu"))] or layers[:2]
+        n_steps = 8 if args.quick else args.n_steps
+        target = {"predicted": None, "label": "label"}.get(args.target)
+        if target is None and args.target != "predicted":
+            target = int(args.target)
+        from torch.utils.data import DataLoader
+
+        t0 = time.perf_counter()
+        result = scan(model, DataLoader(data, batch_size=args.batch_size), layers, args.methods, target=target,
+                      by="class", top_k=args.top_k, n_steps=n_steps, checkpoint=args.checkpoint,
+                      checkpoint_every=args.checkpoint_every)
+        wall = time.perf_counter() - t0
+        summary = _write_outputs(result, data, args, layers, world, wall) if rank == 0 else {}
+        if dist is not None:
+            dist.barrier()
+    finally:
+        if started_group:
+            import torch.distributed as tdist
+            tdist.destroy_process_group()
+    if rank == 0:
+        print(json.dumps(summary, default=float))
+    return summary
+
+
+def _write_outputs(result: ScanResult, data, args, layers, world: int, wall: float) -> dict:
+    from .report.figures import save_figure
+
+    out = Path(args.out)
+    out.mkdir(parents=True, exist_ok=True)
+    files = [result.save(out / "scan.pt")]
+    frame = result.to_frame()
+    frame.to_csv(out / "units.csv", index=False)
+    files.append(str(out / "units.csv"))
+    per_layer = []
+    for m in result.methods:
+        for name in result.layers:
+            sel = result.selectivity(name, m)
+            best = int(sel.index.argmax())
+            per_layer.append({"method": m, "layer": name, "units": int(sel.index.numel()),
+                              "mean": float(result.mean(name, m).mean()),
+                              "mean_selectivity": float(sel.index.mean()),
+                              "most_selective_unit": best, "its_class": int(sel.preferred[best]),
+                              "its_top_examples": [int(i) for i in result.top(name, m, best).indices]})
+    import pandas as pd
+
+    table = pd.DataFrame(per_layer)
+    table.to_csv(out / "layers.csv", index=False)
+    (out / "layers.md").write_text(table.drop(columns=["its_top_examples"]).to_markdown(index=False) + "\n")
+    files += [str(out / "layers.csv"), str(out / "layers.md")]
+    for m in result.methods:
+        for name in result.layers:
+            sel = result.selectivity(name, "activation" if "activation" in result.methods else m)
+            units = torch.argsort(sel.index, descending=True)[:args.units].tolist()
+            fig = top_grid(data, result, name, m, units,
+                           title=f"top {args.top_k} digits per unit by {m} — {name} (most selective units)")
+            files.append(save_figure(fig, out / f"top_{m}_{name}.png"))
+    summary = {"study": "scan", "model": args.model, "data": args.data, "examples": result.count,
+               "layers": list(result.layers), "methods": result.methods, "world_size": world,
+               "seconds": wall, "examples_per_second": result.count / wall if wall > 0 else None,
+               "resumed_from_batch": result.settings.get("resumed_from_batch", 0),
+               "per_layer": per_layer, "files": [os.path.relpath(f, out) for f in files] + ["scan.json"]}
+    (out / "scan.json").write_text(json.dumps(summary, indent=2, default=float))
+    return summary
+
+
+if __name__ == "__main__":  # pragma: no cover
+    scan_main(sys.argv[1:])

@@ -1,22 +1,33 @@
-"""``python -m unitscope.studies.sentiment [--quick] [--out DIR]``: the conductance paper's sentiment-CNN study
-(Dhamdhere et al. 2018, section 6) on the real movie-review sentences of Hutto & Gilbert (2014).
+"""``python -m unitscope.studies.sentiment [--quick] [--out DIR] [--seed N]``: the conductance paper's
+sentiment-CNN study (Dhamdhere et al. 2018, section 6) on the real movie-review sentences of Hutto & Gilbert
+(2014), with the Kim (2014) CNN of :mod:`unitscope.zoo.sentiment` (trained once, then loaded from the cache).
+
+>>> import torch
+>>> ablation_ratio(torch.tensor([[1.0, 2.0, -1.0], [0.5, 0.5, 0.0]]))
+tensor([0.5000, 1.0000])
+>>> signs, table = division_of_labour(torch.tensor([[0.5, -0.2, 0.001], [-0.3, -0.1, 0.0]]), min_share=0.5)
+>>> signs.tolist(), table["both_signs"].tolist()
+([[1, -1, 0], [-1, -1, 0]], [True, False, False])
 
 1. **Agreement with ablation.** Conductance, internal influence, gradient × activation and activation of the
    256 max-pooled filters (layer ``filters``), taken from the embeddings (baseline: the zero embedding, which is
-   also the padding), target: the predicted class's logit; per test sentence, the Pearson correlation between a
-   method's scores of its top-10 filters and those filters' ablation scores — beside the paper's numbers.
+   also the padding), target: the predicted class's logit (the paper's choice); per test sentence, the Pearson
+   correlation between a method's scores of its top-10 filters and those filters' ablation scores.
 2. **How additive are ablations?** Per sentence ``|Σ_f abl_f| / Σ_f |abl_f|`` over all 256 filters (1: every
    filter's ablation pushes the same way), as a histogram.
-3. **Division of labour.** The sign of each filter's conductance (``|c| < 0.01`` → 0) on sentences from all
-   splits, for ``F = logit(positive) − logit(negative)`` (so blue = pushes towards *positive* sentiment, red =
-   towards *negative*, green = near zero), as a heat-map with rows and columns ordered by hierarchical
-   clustering; and the share of filters that take both signs on ≥ 10 % of the sentences each.
-4. **Negation filters.** Per-token conductance (Eq. 2, summed over the 50 embedding dims) through the filters
-   that carry most conductance on corpus sentences with negations, for the same ``F``; filters whose attribution
-   lands on ``not``/``n't``/``no``/``never`` are reported, with probes ("not good", "not bad", …) and highlighted
-   corpus sentences.
+3. **Division of labour.** The sign of each filter's conductance (``|c| < 0.01`` → 0) for
+   ``F = logit(positive) − logit(negative)`` (blue: pushes towards *positive* sentiment, red: towards
+   *negative*, green: near zero) on ~4,000 sentences of the corpus, as a heat-map with rows and columns ordered by
+   SciPy hierarchical clustering; and the share of filters that take both signs on ≥ 10 % of the sentences each.
+4. **Negation filters.** For "this is not good" and "this is not bad": the filters with the highest
+   conductance (for ``F = ±(logit(positive) − logit(negative))``, signed towards the predicted class) whose
+   per-token conductance (Eq. 2, summed over the 50 embedding dimensions) falls on the negated phrase — at least
+   half of its absolute per-token conductance on "not good" / "not bad", at least a fifth, positive, on "not"
+   itself; then the corpus sentences where those filters have the highest conductance (same ``F``), with the
+   tokens carrying it highlighted (``sentiment_negation.html``, ``sentiment_negation.png``).
 
-Writes CSV, Markdown and PNG to ``--out``; the last line printed is one JSON object.
+Writes CSV + Markdown tables, PNG figures, an HTML snippet and ``sentiment.json`` to ``--out``; the last line
+printed is that JSON object.
 """
 
 from __future__ import annotations
@@ -25,6 +36,7 @@ import argparse
 import json
 import os
 import time
+from dataclasses import dataclass, field
 
 import numpy as np
 import pandas as pd
@@ -35,13 +47,18 @@ from ..neuron import neuron_conductance
 from ..scores import METHODS, attribute
 from .agreement import ablation_agreement, summarize_agreement
 
-__all__ = ["main", "agreement", "ablation_ratio", "division_of_labour", "negation_filters", "PAPER_PEARSON",
-           "log_odds"]
+__all__ = ["run", "main", "agreement", "ablation_ratio", "corpus_conductance", "division_of_labour",
+           "per_token", "negation_filters", "negation_examples", "negation_html", "NegationProbe", "log_odds",
+           "PAPER_PEARSON", "NEGATION_PROBES"]
 
 PAPER_PEARSON = {"conductance": 0.88, "internal_influence": -0.43, "grad_x_activation": 0.99, "activation": 0.19}
-PROBES = ["not good", "not bad", "this movie is not good .", "this movie is not bad .", "it is never boring .",
-          "i did n't like it .", "no fun at all .", "not a bad film , not a good one either ."]
+NEGATION_PROBES = ("this is not good", "this is not bad")
 LAYER = "filters"
+#: sentences per part: agreement (None: the whole test split), corpus (conductance for the negation search;
+#: None: every sentence), division (a random subset of the corpus), examples (top sentences per negation filter)
+QUICK = {"agreement": 100, "corpus": 500, "division": 500, "examples": 5, "agreement_steps": 32, "corpus_steps": 16}
+FULL = {"agreement": None, "corpus": None, "division": 4000, "examples": 5, "agreement_steps": 50,
+        "corpus_steps": 20}
 
 
 def log_odds(out: torch.Tensor) -> torch.Tensor:
@@ -49,10 +66,25 @@ def log_odds(out: torch.Tensor) -> torch.Tensor:
     return out[:, 1] - out[:, 0]
 
 
+def _signed_log_odds(sign: int):
+    return lambda out: sign * (out[:, 1] - out[:, 0])
+
+
 def _by_length(sentences, size: int):
     """Index groups of about ``size`` sentences of similar length (less padding per batch)."""
     order = sorted(range(len(sentences)), key=lambda i: (len(sentences[i]), i))
     return [order[i:i + size] for i in range(0, len(order), size)]
+
+
+def _n_filters(net) -> int:
+    f = net.model.filters
+    return len(f.windows) * f.maps
+
+
+def _progress(total, desc):
+    from tqdm.auto import tqdm
+
+    return tqdm(total=total, desc=desc, unit="sentence", leave=False)
 
 
 def _write(df: pd.DataFrame, out: str, name: str, *, index: bool = True) -> None:
@@ -67,23 +99,27 @@ def _write(df: pd.DataFrame, out: str, name: str, *, index: bool = True) -> None
 
 # ---------------------------------------------------------------------------------------- 1 and 2 --
 def agreement(net, sentences, *, k: int = 10, n_steps: int = 50, batch: int = 100):
-    """``(per-sentence agreement rows, ablation scores [N, 256], conductance completeness gap [N])``."""
-    frames, abl, gaps = [], torch.empty(len(sentences), 256), torch.empty(len(sentences))
-    for idx in _by_length(sentences, batch):
-        _, emb = net.encode([sentences[i] for i in idx])
-        scores = attribute(net.model, emb, [LAYER], METHODS, n_steps=n_steps, gap_warning=None)
-        df = ablation_agreement(net.model, emb, LAYER, k=k, scores=scores)
-        df["example"] = [idx[i] for i in df["example"]]
-        frames.append(df)
-        abl[idx] = ablation_scores(net.model, emb, LAYER)
-        gaps[idx] = scores["conductance"].relative_delta(LAYER)
+    """``(per-sentence agreement rows, ablation scores [N, filters], conductance completeness gap [N])``; the
+    target is each sentence's predicted class."""
+    n_f = _n_filters(net)
+    frames, abl, gaps = [], torch.empty(len(sentences), n_f), torch.empty(len(sentences))
+    with _progress(len(sentences), "agreement with ablation") as bar:
+        for idx in _by_length(sentences, batch):
+            _, emb = net.encode([sentences[i] for i in idx])
+            scores = attribute(net.model, emb, [LAYER], METHODS, n_steps=n_steps, gap_warning=None)
+            df = ablation_agreement(net.model, emb, LAYER, k=k, scores=scores)
+            df["example"] = [idx[i] for i in df["example"]]
+            frames.append(df)
+            abl[idx] = ablation_scores(net.model, emb, LAYER)
+            gaps[idx] = scores["conductance"].relative_delta(LAYER)
+            bar.update(len(idx))
     df = pd.concat(frames, ignore_index=True).sort_values(["method", "example"], kind="stable")
     df["sentence"] = [sentences[i] for i in df["example"]]
     return df.reset_index(drop=True), abl, gaps
 
 
 def ablation_ratio(abl: torch.Tensor) -> torch.Tensor:
-    """``|Σ_f abl_f| / Σ_f |abl_f|`` per sentence."""
+    """``|Σ_f abl_f| / Σ_f |abl_f|`` per sentence (row)."""
     return abl.sum(1).abs() / abl.abs().sum(1).clamp_min(1e-12)
 
 
@@ -103,25 +139,33 @@ def _ratio_figure(ratio: np.ndarray, path: str) -> str:
 
 
 # ------------------------------------------------------------------------------------------------ 3 --
-def division_of_labour(net, sentences, *, n_steps: int = 20, threshold: float = 0.01, min_share: float = 0.10,
-                       batch: int = 250):
-    """``(signs [N, 256] in {−1, 0, 1}, conductance [N, 256], per-filter table, completeness gap [N])`` for
-    ``F`` = log-odds."""
-    cond, gaps = torch.empty(len(sentences), 256), torch.empty(len(sentences))
-    for idx in _by_length(sentences, batch):
-        _, emb = net.encode([sentences[i] for i in idx])
-        s = attribute(net.model, emb, [LAYER], ["conductance"], target=log_odds, n_steps=n_steps,
-                      gap_warning=None)["conductance"]
-        cond[idx] = s[LAYER]
-        gaps[idx] = s.relative_delta(LAYER)
+def corpus_conductance(net, sentences, *, n_steps: int = 20, batch: int = 250):
+    """``(conductance [N, filters], relative completeness gap [N])`` of every filter for ``F`` = log-odds."""
+    cond, gaps = torch.empty(len(sentences), _n_filters(net)), torch.empty(len(sentences))
+    with _progress(len(sentences), "filter conductance on the corpus") as bar:
+        for idx in _by_length(sentences, batch):
+            _, emb = net.encode([sentences[i] for i in idx])
+            s = attribute(net.model, emb, [LAYER], ["conductance"], target=log_odds, n_steps=n_steps,
+                          gap_warning=None)["conductance"]
+            cond[idx] = s[LAYER]
+            gaps[idx] = s.relative_delta(LAYER)
+            bar.update(len(idx))
+    return cond, gaps
+
+
+def division_of_labour(cond: torch.Tensor, *, threshold: float = 0.01, min_share: float = 0.10, windows=None):
+    """``(signs [N, filters] in {−1, 0, 1} (int8), per-filter table)`` from a conductance matrix: ``|c| <
+    threshold`` is 0; a filter takes *both signs* when each sign occurs on at least ``min_share`` of the rows."""
     signs = torch.where(cond.abs() < threshold, torch.zeros_like(cond), cond.sign()).to(torch.int8)
     pos = (signs == 1).float().mean(0)
     neg = (signs == -1).float().mean(0)
-    table = pd.DataFrame({"filter": np.arange(256), "window": np.repeat(net.model.filters.windows, 64)[:256],
-                          "positive": pos.numpy(), "negative": neg.numpy(), "zero": 1 - (pos + neg).numpy(),
-                          "mean_conductance": cond.mean(0).numpy(),
+    n_f = cond.shape[1]
+    table = pd.DataFrame({"filter": np.arange(n_f), "positive": pos.numpy(), "negative": neg.numpy(),
+                          "zero": 1 - (pos + neg).numpy(), "mean_conductance": cond.mean(0).numpy(),
                           "both_signs": ((pos >= min_share) & (neg >= min_share)).numpy()})
-    return signs, cond, table, gaps
+    if windows is not None:
+        table.insert(1, "window", np.repeat(list(windows), n_f // len(windows)))
+    return signs, table
 
 
 def _division_figure(signs: torch.Tensor, path: str, title: str) -> str:
@@ -148,210 +192,344 @@ def _division_figure(signs: torch.Tensor, path: str, title: str) -> str:
 
 
 # ------------------------------------------------------------------------------------------------ 4 --
-def per_token(net, sentences, units, *, n_steps: int = 16, batch: int = 32):
-    """Per-token conductance through each unit (``[U, N, T]``, T = longest sentence's tokens, padding cut off)
-    and each sentence's tokens, for ``F`` = log-odds."""
+def per_token(net, sentences, units, *, target=log_odds, n_steps: int = 32, batch: int = 32):
+    """Per-token conductance through each unit, ``[U, N, T]`` (Eq. 2 summed over the embedding dimensions;
+    T = the longest sentence's token count, padding cut off), and each sentence's tokens."""
     from ..zoo.sentiment import MIN_PAD, tokenize
 
     toks = [tokenize(s) for s in sentences]
-    t_max = max(len(t) for t in toks)
+    t_max = max(1, max(len(t) for t in toks))
     out = torch.zeros(len(units), len(sentences), t_max)
     for idx in _by_length(sentences, batch):
         _, emb = net.encode([sentences[i] for i in idx])
-        a = neuron_conductance(net.model, emb, LAYER, list(units), target=log_odds, n_steps=n_steps,
+        a = neuron_conductance(net.model, emb, LAYER, list(units), target=target, n_steps=n_steps,
                                internal_batch_size=16 * n_steps, unit_batch_size=32)
-        a = a.sum(-1)[:, :, MIN_PAD:]  # [U, n, T'] — sum over the embedding dims, leading padding dropped
+        a = a.sum(-1)[:, :, MIN_PAD:]  # [U, n, T'] — summed over the embedding dims, leading padding dropped
         for j, i in enumerate(idx):
             out[:, i, :len(toks[i])] = a[:, j, :len(toks[i])]
     return out, toks
 
 
-def negation_filters(net, corpus, *, candidates: int = 48, top: int = 5, n_steps: int = 16,
-                     negations=None) -> tuple[pd.DataFrame, torch.Tensor, list[list[str]], list[int]]:
-    """Rank filters by the share of their per-token attribution mass that lands on negation tokens in ``corpus``
-    (sentences with a negation). Candidates: the ``candidates`` filters with the largest mean |conductance| on
-    the corpus. Returns ``(table, per-token attributions [C, N, T], tokens, candidate filters)``."""
+@dataclass
+class NegationProbe:
+    """One probe sentence and the filters whose conductance falls on its negated phrase."""
+    probe: str
+    tokens: list[str]
+    phrase: list[int]             # token positions of the negated phrase ("not", "good")
+    predicted: str                # "positive" / "negative"
+    sign: int                     # +1: F = log-odds, −1: F = −log-odds (F points at the predicted class)
+    log_odds: float
+    table: pd.DataFrame           # the candidate filters, most conductance first
+    found: list[int]              # the filters whose per-token conductance falls on the phrase
+    attributions: dict = field(default_factory=dict)  # filter → per-token conductance on the probe
+
+
+def negation_filters(net, probe: str, *, candidates: int = 30, top: int = 3, min_phrase_share: float = 0.5,
+                     min_negation_share: float = 0.2, n_steps: int = 64) -> NegationProbe:
+    """The ``top`` filters with the highest conductance on ``probe`` (among the ``candidates`` highest) whose
+    per-token conductance falls on the negated phrase (the first negation token and the word after it): at least
+    ``min_phrase_share`` of the filter's absolute per-token conductance on the phrase, and at least
+    ``min_negation_share`` of it, positive, on the negation token. ``F`` = the log-odds signed towards the
+    predicted class."""
+    from ..errors import UnitscopeError
+    from ..zoo.sentiment import NEGATIONS, tokenize
+
+    tokens = tokenize(probe)
+    neg = next((j for j, w in enumerate(tokens) if w in NEGATIONS), None)
+    if neg is None or neg + 1 >= len(tokens):
+        raise UnitscopeError("a negation probe needs a negation followed by a word", probe=probe,
+                             negations=list(NEGATIONS))
+    phrase = [neg, neg + 1]
+    _, emb = net.encode([probe])
+    with torch.no_grad():
+        lo = float(log_odds(net.model(emb))[0])
+    sign = 1 if lo >= 0 else -1
+    target = _signed_log_odds(sign)
+    cond = attribute(net.model, emb, [LAYER], ["conductance"], target=target, n_steps=n_steps,
+                     gap_warning=None)["conductance"][LAYER][0]
+    cand = [int(f) for f in cond.topk(min(candidates, cond.numel())).indices if cond[f] > 0]
+    attr, _ = per_token(net, [probe], cand, target=target, n_steps=n_steps)
+    a = attr[:, 0, :len(tokens)]
+    mass = a.abs().sum(1).clamp_min(1e-12)
+    phrase_share = a[:, phrase].abs().sum(1) / mass
+    neg_share = a[:, neg].clamp_min(0) / mass
+    falls = (phrase_share >= min_phrase_share) & (neg_share >= min_negation_share)
+    table = pd.DataFrame({"rank": np.arange(1, len(cand) + 1), "filter": cand,
+                          "conductance": [float(cond[f]) for f in cand], "per_token_sum": a.sum(1).numpy(),
+                          "phrase_share": phrase_share.numpy(), "negation_share": neg_share.numpy(),
+                          "falls_on_phrase": falls.numpy(),
+                          "per_token": [" ".join(f"{w}[{v:+.3f}]" for w, v in zip(tokens, row.tolist()))
+                                        for row in a]})
+    found = [f for f, ok in zip(cand, falls.tolist()) if ok][:top]
+    return NegationProbe(probe, tokens, phrase, "positive" if sign > 0 else "negative", sign, lo, table, found,
+                         {f: a[cand.index(f)].tolist() for f in found})
+
+
+def negation_examples(net, sentences, cond: torch.Tensor, probe: NegationProbe, *, k: int = 5,
+                      n_steps: int = 32) -> list[dict]:
+    """For each filter found for ``probe``: the ``k`` sentences of ``sentences`` where it has the highest
+    conductance (``cond``: log-odds conductance ``[N, filters]``, signed like the probe's ``F``), with its
+    per-token conductance there and the share of it on negation tokens."""
     from ..zoo.sentiment import NEGATIONS
 
-    negations = set(negations or NEGATIONS)
-    cond = torch.empty(len(corpus), 256)
-    for idx in _by_length(corpus, 100):
-        _, emb = net.encode([corpus[i] for i in idx])
-        cond[idx] = attribute(net.model, emb, [LAYER], ["conductance"], target=log_odds, n_steps=n_steps,
-                              gap_warning=None)["conductance"][LAYER]
-    cand = cond.abs().mean(0).topk(candidates).indices.tolist()
-    attr, toks = per_token(net, corpus, cand, n_steps=n_steps)
-    is_neg = torch.zeros(attr.shape[1:], dtype=torch.bool)
-    for i, t in enumerate(toks):
-        for j, w in enumerate(t):
-            is_neg[i, j] = w in negations
-    mass = attr.abs().sum((1, 2))
-    neg_mass = (attr.abs() * is_neg).sum((1, 2))
-    neg_signed = (attr * is_neg).sum((1, 2)) / is_neg.sum().clamp_min(1)
-    hit = ((attr.abs() * is_neg).sum(2) > 0.5 * attr.abs().sum(2)).float().mean(1)  # sentences where neg. dominates
-    table = pd.DataFrame({"filter": cand, "negation_share": (neg_mass / mass.clamp_min(1e-12)).numpy(),
-                          "sentences_dominated": hit.numpy(), "mean_attr_on_negation": neg_signed.numpy(),
-                          "mean_abs_conductance": cond.abs().mean(0)[cand].numpy()})
-    table = table.sort_values("negation_share", ascending=False).reset_index(drop=True)
-    table.attrs["token_share"] = float(is_neg.sum()) / sum(len(t) for t in toks)
-    return table, attr, toks, cand
+    if not probe.found:
+        return []
+    signed = probe.sign * cond[:, probe.found]                       # [N, found]
+    picks = signed.topk(min(k, len(sentences)), dim=0).indices.T     # [found, k]
+    union = sorted(set(picks.flatten().tolist()))
+    attr, toks = per_token(net, [sentences[i] for i in union], probe.found, target=_signed_log_odds(probe.sign),
+                           n_steps=n_steps)
+    rows = []
+    for u, f in enumerate(probe.found):
+        for rank, i in enumerate(picks[u].tolist(), start=1):
+            j = union.index(i)
+            t = toks[j]
+            a = attr[u, j, :len(t)].tolist()
+            total = sum(abs(v) for v in a) or 1e-12
+            rows.append({"probe": probe.probe, "filter": f, "rank": rank, "sentence": sentences[i],
+                         "conductance": float(signed[i, u]), "tokens": t, "attributions": a,
+                         "negation_share": sum(abs(v) for w, v in zip(t, a) if w in NEGATIONS) / total,
+                         "has_negation": any(w in NEGATIONS for w in t)})
+    return rows
 
 
-def _fmt(tokens, values) -> str:
-    return " ".join(f"{w}[{v:+.2f}]" for w, v in zip(tokens, values))
+_HTML = """<div class="unitscope-sentiment-negation" style="font-family: sans-serif; font-size: 14px; line-height: 1.9">
+<p style="font-size: 12px; color: #555">Per-token conductance through each filter (F = log-odds towards the probe's
+predicted class): <span style="background: rgba(33,102,172,0.6)">&nbsp;supports&nbsp;</span>
+<span style="background: rgba(178,24,43,0.6)">&nbsp;opposes&nbsp;</span>; opacity ∝ |value| / the largest in the
+block. Hover a token for its value.</p>
+{% for p in probes %}<h3>“{{ p.probe }}” — predicted {{ p.predicted }} (log-odds {{ "%+.2f"|format(p.log_odds) }})</h3>
+{% if not p.blocks %}<p>No filter among the {{ p.n_candidates }} with the highest conductance has its per-token
+conductance on “{{ p.phrase }}”.</p>{% endif %}
+{% for b in p.blocks %}<h4>filter #{{ b.filter }} (conductance {{ "%+.3f"|format(b.conductance) }} on the probe)</h4>
+<p>{{ b.probe_html }}</p>
+<ol>{% for e in b.examples %}<li>{{ e.html }} <small style="color:#555">(conductance {{ "%+.3f"|format(e.conductance) }})</small></li>
+{% endfor %}</ol>
+{% endfor %}{% endfor %}</div>
+"""
 
 
-def _negation_figure(rows, path: str) -> str:
-    """``rows``: (title, tokens, {filter: per-token values}) — one heat strip per sentence."""
+def _tokens_html(tokens, values, scale: float) -> str:
+    from markupsafe import escape
+
+    spans = []
+    for w, v in zip(tokens, values):
+        alpha = min(1.0, abs(v) / scale) if scale > 0 else 0.0
+        rgb = "33,102,172" if v >= 0 else "178,24,43"
+        style = f"background: rgba({rgb},{alpha:.2f}); padding: 1px 2px; border-radius: 3px"
+        spans.append(f'<span style="{style}" title="{v:+.4f}">{escape(w)}</span>')
+    return " ".join(spans)
+
+
+def negation_html(probes: list[NegationProbe], examples: list[dict], path: str, *, candidates: int = 30) -> str:
+    """An HTML snippet (one ``<div>``, inline styles) with each probe and each found filter's top sentences,
+    tokens coloured by their per-token conductance."""
+    from jinja2 import Template
+    from markupsafe import Markup
+
+    out = []
+    for p in probes:
+        blocks = []
+        for f in p.found:
+            ex = [e for e in examples if e["probe"] == p.probe and e["filter"] == f]
+            scale = max([abs(v) for v in p.attributions[f]] + [abs(v) for e in ex for v in e["attributions"]]
+                        + [1e-12])
+            blocks.append({"filter": f, "conductance": float(p.table.set_index("filter").loc[f, "conductance"]),
+                           "probe_html": Markup(_tokens_html(p.tokens, p.attributions[f], scale)),
+                           "examples": [{"html": Markup(_tokens_html(e["tokens"], e["attributions"], scale)),
+                                         "conductance": e["conductance"]} for e in ex]})
+        out.append({"probe": p.probe, "predicted": p.predicted, "log_odds": p.log_odds, "blocks": blocks,
+                    "phrase": " ".join(p.tokens[i] for i in p.phrase), "n_candidates": candidates})
+    with open(path, "w") as fh:
+        fh.write(Template(_HTML).render(probes=out))
+    return path
+
+
+def _window(values, width: int = 16) -> slice:
+    """``width`` tokens around the largest |value|."""
+    peak = int(np.argmax(np.abs(values))) if len(values) else 0
+    start = max(0, min(peak - width // 2, len(values) - width))
+    return slice(start, start + width)
+
+
+def _negation_figure(probes: list[NegationProbe], examples: list[dict], path: str, per_filter: int = 2) -> str:
+    """One heat strip per probe × found filter and per top sentence (cropped around the peak), red − / blue +."""
     from ..report.figures import plt, save_figure
 
-    height = sum(0.8 + 0.25 * len(r[2]) for r in rows)
-    fig, axes = plt.subplots(len(rows), 1, figsize=(8, height), squeeze=False)
-    for ax, (title, tokens, by_filter) in zip(axes[:, 0], rows):
-        m = np.array([v[:len(tokens)] for v in by_filter.values()])
-        lim = float(np.abs(m).max()) or 1.0
-        ax.imshow(m, cmap="RdBu", vmin=-lim, vmax=lim, aspect="auto")
+    strips = []
+    for p in probes:
+        for f in p.found:
+            strips.append((f"“{p.probe}” (predicted {p.predicted}), filter #{f}", p.tokens, p.attributions[f]))
+            for e in [e for e in examples if e["probe"] == p.probe and e["filter"] == f][:per_filter]:
+                w = _window(e["attributions"])
+                strips.append((f"   #{f}, corpus top {e['rank']}: {e['sentence'][:80]}", e["tokens"][w],
+                               e["attributions"][w]))
+    if not strips:
+        strips = [("no negation filter found", ["-"], [0.0])]
+    fig, axes = plt.subplots(len(strips), 1, figsize=(8, 0.75 * len(strips) + 0.3), squeeze=False)
+    for ax, (title, tokens, values) in zip(axes[:, 0], strips):
+        v = np.asarray(values, dtype=float)[None]
+        lim = float(np.abs(v).max()) or 1.0
+        ax.imshow(v, cmap="RdBu", vmin=-lim, vmax=lim, aspect="auto")
         ax.set_xticks(range(len(tokens)))
-        ax.set_xticklabels(tokens, fontsize=6, rotation=60)
-        ax.set_yticks(range(len(by_filter)))
-        ax.set_yticklabels([f"#{f}" for f in by_filter], fontsize=6)
-        ax.set_title(title, fontsize=7, loc="left")
+        ax.set_xticklabels(tokens, fontsize=6, rotation=45, ha="right")
+        ax.set_yticks([])
+        ax.set_title(title, fontsize=6.5, loc="left")
     fig.tight_layout()
     return save_figure(fig, path, dpi=120)
 
 
-# --------------------------------------------------------------------------------------------- main --
-def main(argv=None) -> dict:
+# ------------------------------------------------------------------------------------------ entry --
+def run(out: str, quick: bool = False, seed: int = 0, *, threads: int | None = 1, net=None, data=None,
+        sizes: dict | None = None, echo=print) -> dict:
+    """Run the whole study, write its tables and figures into ``out`` and return the summary dict.
+
+    ``net``/``data``: a trained :class:`~unitscope.zoo.sentiment.TrainedSentiment` and the
+    :class:`~unitscope.zoo.sentiment.MovieReviews` (default: the cached model and the real data); ``sizes``
+    overrides entries of ``QUICK``/``FULL``; ``seed`` draws the corpus and division sentences.
+    """
+    os.makedirs(out, exist_ok=True)
+    before = torch.get_num_threads()
+    if threads:
+        torch.set_num_threads(threads)
+    try:
+        with torch.enable_grad():
+            return _run(out, quick, seed, net, data, {**(QUICK if quick else FULL), **(sizes or {})}, echo)
+    finally:
+        torch.set_num_threads(before)
+
+
+def _run(out, quick, seed, net, data, sz, echo) -> dict:
     from ..zoo.sentiment import NEGATIONS, movie_reviews, sentiment_cnn, tokenize
 
-    p = argparse.ArgumentParser(prog="python -m unitscope.studies.sentiment", description=__doc__,
-                                formatter_class=argparse.RawDescriptionHelpFormatter)
-    p.add_argument("--quick", action="store_true",
-                   help="fewer sentences (agreement 100, division 500, negation 20; full: the whole test split, "
-                        "4000, 150) and path points")
-    p.add_argument("--out", default="unitscope-out/sentiment")
-    p.add_argument("--seed", type=int, default=0)
-    p.add_argument("--threads", type=int, default=1,
-                   help="torch threads (default 1: faster than 2 for this small model on a busy machine)")
-    args = p.parse_args(argv)
-    os.makedirs(args.out, exist_ok=True)
-    if args.threads:
-        torch.set_num_threads(args.threads)
-    torch.set_grad_enabled(True)
     seconds = {}
     t0 = time.perf_counter()
-    data = movie_reviews()
-    net = sentiment_cnn()
+    data = data if data is not None else movie_reviews()
+    net = net if net is not None else sentiment_cnn()
     seconds["data_and_model"] = time.perf_counter() - t0
-    print(f"movie reviews: {data.n_total} sentences, {data.n_zero} with score 0 dropped; train/dev/test "
-          f"{len(data.train)}/{len(data.dev)}/{len(data.test)}. Sentiment CNN "
-          f"({'cached' if net.cached else 'trained'}): test accuracy {net.test_accuracy:.3f}, "
-          f"dev {net.dev_accuracy:.3f} (epoch {net.info['best_epoch']})", flush=True)
-
-    n_agree, n_div, n_neg = (100, 500, 20) if args.quick else (len(data.test), 4000, 150)
-    steps = 32 if args.quick else 50
+    echo(f"movie reviews: {data.n_total} sentences, {data.n_zero} with score 0 dropped; train/dev/test "
+         f"{len(data.train)}/{len(data.dev)}/{len(data.test)}. Sentiment CNN "
+         f"({'cached' if net.cached else 'trained'}): test accuracy {net.test_accuracy:.3f}, "
+         f"dev {net.dev_accuracy:.3f} (epoch {net.info['best_epoch']})")
 
     # 1. agreement with ablation ------------------------------------------------------------------------
     t0 = time.perf_counter()
-    sents = data.test.sentences[:n_agree]
-    agree, abl, gaps = agreement(net, sents, k=10, n_steps=steps)
+    sents = data.test.sentences[:sz["agreement"]] if sz["agreement"] else data.test.sentences
+    agree, abl, gaps = agreement(net, sents, k=10, n_steps=sz["agreement_steps"])
     summary = summarize_agreement(agree)
     summary["paper"] = [PAPER_PEARSON.get(m, float("nan")) for m in summary.index]
-    _write(summary, args.out, "sentiment_agreement")
-    agree.drop(columns=["sentence"]).to_csv(os.path.join(args.out, "sentiment_agreement_rows.csv"), index=False)
+    _write(summary, out, "sentiment_agreement")
+    agree.drop(columns=["sentence"]).to_csv(os.path.join(out, "sentiment_agreement_rows.csv"), index=False)
     seconds["agreement"] = time.perf_counter() - t0
-    print(f"\nagreement with ablation (top-10 filters, {len(sents)} test sentences, {steps} path points; conductance "
-          f"completeness gap: median {100 * float(gaps.median()):.2f}%, max {100 * float(gaps.max()):.2f}%):")
-    print(summary[["mean", "median", "paper", "n"]].to_string(float_format=lambda v: f"{v:+.3f}"), flush=True)
+    echo(f"\nagreement with ablation (top-10 filters, {len(sents)} test sentences, {sz['agreement_steps']} path "
+         f"points; conductance completeness gap: median {100 * float(gaps.median()):.2f}%, "
+         f"max {100 * float(gaps.max()):.2f}%):")
+    echo(summary[["mean", "median", "paper", "n"]].to_string(float_format=lambda v: f"{v:+.3f}"))
 
     # 2. additivity of ablations ------------------------------------------------------------------------
     ratio = ablation_ratio(abl).numpy()
     pd.DataFrame({"sentence": sents, "ratio": ratio, "sum": abl.sum(1).numpy(), "abs_sum": abl.abs().sum(1).numpy()}) \
-        .to_csv(os.path.join(args.out, "sentiment_ablation_ratio.csv"), index=False)
-    _ratio_figure(ratio, os.path.join(args.out, "sentiment_ablation_ratio.png"))
-    print(f"\n|Σ ablation| / Σ |ablation| over the 256 filters: median {np.median(ratio):.3f}, "
-          f"mean {ratio.mean():.3f}, share ≥ 0.9: {(ratio >= 0.9).mean():.2f}", flush=True)
+        .to_csv(os.path.join(out, "sentiment_ablation_ratio.csv"), index=False)
+    _ratio_figure(ratio, os.path.join(out, "sentiment_ablation_ratio.png"))
+    echo(f"\n|Σ ablation| / Σ |ablation| over the {abl.shape[1]} filters: median {np.median(ratio):.3f}, "
+         f"mean {ratio.mean():.3f}, share ≥ 0.9: {(ratio >= 0.9).mean():.2f}")
 
-    # 3. division of labour -----------------------------------------------------------------------------
+    # 3. conductance on the corpus; division of labour ---------------------------------------------------
     t0 = time.perf_counter()
     everything = data.all().sentences
-    rng = np.random.default_rng(args.seed)
-    pick = np.sort(rng.choice(len(everything), size=min(n_div, len(everything)), replace=False))
-    div_sents = [everything[i] for i in pick]
-    signs, cond, per_filter, div_gaps = division_of_labour(net, div_sents, n_steps=20)
+    rng = np.random.default_rng(seed)
+    n_corpus = min(sz["corpus"] or len(everything), len(everything))
+    pick = np.sort(rng.choice(len(everything), size=n_corpus, replace=False))
+    corpus = [everything[i] for i in pick]
+    cond, corpus_gaps = corpus_conductance(net, corpus, n_steps=sz["corpus_steps"])
+    seconds["corpus_conductance"] = time.perf_counter() - t0
+    t0 = time.perf_counter()
+    div = np.sort(rng.choice(len(corpus), size=min(sz["division"], len(corpus)), replace=False))
+    signs, per_filter = division_of_labour(cond[div], windows=net.model.filters.windows)
     both = float(per_filter["both_signs"].mean())
-    _write(per_filter, args.out, "sentiment_division", index=False)
-    _division_figure(signs, os.path.join(args.out, "sentiment_division.png"),
-                     f"sign of filter conductance for logit(pos) − logit(neg), {len(div_sents)} sentences "
+    _write(per_filter, out, "sentiment_division", index=False)
+    _division_figure(signs, os.path.join(out, "sentiment_division.png"),
+                     f"sign of filter conductance for logit(pos) − logit(neg), {len(div)} sentences "
                      f"(red −, green |c| < 0.01, blue +)")
     seconds["division"] = time.perf_counter() - t0
+    share = {k: round(float((signs == v).float().mean()), 3) for k, v in (("positive", 1), ("negative", -1),
+                                                                           ("zero", 0))}
     mostly_pos = int(((per_filter["positive"] >= 0.1) & (per_filter["negative"] < 0.1)).sum())
     mostly_neg = int(((per_filter["negative"] >= 0.1) & (per_filter["positive"] < 0.1)).sum())
     quiet = int(((per_filter["negative"] < 0.1) & (per_filter["positive"] < 0.1)).sum())
-    print(f"\ndivision of labour ({len(div_sents)} sentences, 20 path points, completeness gap median "
-          f"{100 * float(div_gaps.median()):.2f}%): {100 * both:.1f}% of the 256 filters "
-          f"take both signs on ≥ 10% of the sentences each; {mostly_pos} filters are positive-only, {mostly_neg} "
-          f"negative-only, {quiet} mostly ≈ 0 (signs: {100 * float((signs == 1).float().mean()):.1f}% +, "
-          f"{100 * float((signs == -1).float().mean()):.1f}% −, {100 * float((signs == 0).float().mean()):.1f}% ≈ 0)",
-          flush=True)
+    echo(f"\ndivision of labour ({len(div)} sentences, {sz['corpus_steps']} path points, completeness gap median "
+         f"{100 * float(corpus_gaps.median()):.2f}%): {100 * both:.1f}% of the {signs.shape[1]} filters take both "
+         f"signs on ≥ 10% of the sentences each; {mostly_pos} positive-only, {mostly_neg} negative-only, {quiet} "
+         f"mostly ≈ 0 (signs: {100 * share['positive']:.1f}% +, {100 * share['negative']:.1f}% −, "
+         f"{100 * share['zero']:.1f}% ≈ 0)")
 
-    # 4. negation filters -------------------------------------------------------------------------------
+    # 4. negation filters --------------------------------------------------------------------------------
     t0 = time.perf_counter()
-    negset = set(NEGATIONS)
-    corpus = [s for s in data.test.sentences if negset & set(tokenize(s))][:n_neg]
-    table, attr, toks, cand = negation_filters(net, corpus, candidates=32 if args.quick else 64,
-                                               n_steps=12 if args.quick else 16)
-    _write(table, args.out, "sentiment_negation", index=False)
-    top = table["filter"].head(5).tolist()
-    chance = table.attrs["token_share"]
-    print(f"\nnegation filters ({len(corpus)} test sentences with not/n't/no/never, {len(cand)} candidate filters; "
-          f"negation tokens are {100 * chance:.1f}% of their tokens):")
-    print(table.head(8).to_string(index=False, float_format=lambda v: f"{v:+.3f}"))
-    probe_attr, probe_toks = per_token(net, PROBES, top, n_steps=16)
-    with torch.no_grad():
-        probe_pred = log_odds(net.model(net.encode(PROBES)[1]))
-    lines = ["## probes (per-token conductance through the top negation filters, F = logit(pos) − logit(neg))", ""]
-    fig_rows = []
-    for i, s in enumerate(PROBES):
-        lines.append(f"- **{s}** (log-odds {float(probe_pred[i]):+.2f})")
-        for u, f in enumerate(top[:3]):
-            lines.append(f"  - #{f}: {_fmt(probe_toks[i], probe_attr[u, i].tolist())}")
-        if i < 4:
-            fig_rows.append((f"{s!r} (log-odds {float(probe_pred[i]):+.2f})", probe_toks[i],
-                             {f: probe_attr[u, i, :len(probe_toks[i])].numpy() for u, f in enumerate(top[:3])}))
-    best = table["filter"].iloc[0]
-    u0 = cand.index(best)
-    neg_mass = torch.tensor([sum(abs(float(attr[u0, i, j])) for j, w in enumerate(t) if w in negset)
-                             for i, t in enumerate(toks)])
-    lines += ["", f"## corpus sentences where filter #{best} puts most attribution on a negation", ""]
-    highlighted = []
-    for i in neg_mass.argsort(descending=True)[:3].tolist():
-        highlighted.append({"sentence": corpus[i], "filter": int(best),
-                            "tokens": {w: round(float(v), 4) for w, v in zip(toks[i], attr[u0, i].tolist())
-                                       if abs(v) > 1e-3}})
-        lines.append(f"- {corpus[i]}")
-        lines.append(f"  - #{best}: {_fmt(toks[i], attr[u0, i, :len(toks[i])].tolist())}")
-        short = toks[i][:30]
-        fig_rows.append((corpus[i][:90], short, {f: attr[cand.index(f), i, :len(short)].numpy() for f in top[:3]}))
-    with open(os.path.join(args.out, "sentiment_negation_examples.md"), "w") as fh:
-        fh.write("\n".join(lines) + "\n")
-    _negation_figure(fig_rows, os.path.join(args.out, "sentiment_negation.png"))
+    probes = [negation_filters(net, p) for p in NEGATION_PROBES]
+    examples = [e for p in probes for e in negation_examples(net, corpus, cond, p, k=sz["examples"])]
+    pd.concat([p.table.assign(probe=p.probe) for p in probes], ignore_index=True) \
+        .pipe(lambda df: _write(df, out, "sentiment_negation", index=False))
+    pd.DataFrame([{**{k: v for k, v in e.items() if k not in ("tokens", "attributions")},
+                   "per_token": " ".join(f"{w}[{v:+.3f}]" for w, v in zip(e["tokens"], e["attributions"])
+                                         if abs(v) > 1e-3)} for e in examples],
+                 columns=["probe", "filter", "rank", "sentence", "conductance", "negation_share", "has_negation",
+                          "per_token"]).to_csv(os.path.join(out, "sentiment_negation_examples.csv"), index=False)
+    negation_html(probes, examples, os.path.join(out, "sentiment_negation.html"))
+    _negation_figure(probes, examples, os.path.join(out, "sentiment_negation.png"))
     seconds["negation"] = time.perf_counter() - t0
-    print("\n".join(lines), flush=True)
-    negation = [{"filter": int(r.filter), "negation_share": round(float(r.negation_share), 3),
-                 "mean_attr_on_negation": round(float(r.mean_attr_on_negation), 4)}
-                for r in table.head(5).itertuples()]
+    neg_tokens = sum(w in NEGATIONS for s in corpus for w in tokenize(s)) / max(1, sum(len(tokenize(s))
+                                                                                        for s in corpus))
+    negation = {}
+    for p in probes:
+        echo(f"\n“{p.probe}”: predicted {p.predicted} (log-odds {p.log_odds:+.2f}); filters with the highest "
+             f"conductance whose per-token conductance falls on “{' '.join(p.tokens[i] for i in p.phrase)}”: "
+             f"{p.found or 'none'}")
+        echo(p.table.head(10).drop(columns=["rank"]).to_string(index=False, float_format=lambda v: f"{v:+.3f}"))
+        filters = []
+        for f in p.found:
+            ex = [e for e in examples if e["probe"] == p.probe and e["filter"] == f]
+            row = p.table.set_index("filter").loc[f]
+            filters.append({"filter": f, "rank_by_conductance": int(row["rank"]),
+                            "conductance": round(float(row["conductance"]), 4),
+                            "phrase_share": round(float(row["phrase_share"]), 3),
+                            "top_sentences_with_negation": round(float(np.mean([e["has_negation"] for e in ex])), 3),
+                            "top_sentences_negation_share": round(float(np.mean([e["negation_share"] for e in ex])),
+                                                                  3)})
+            for e in ex:
+                echo(f"  #{f} top {e['rank']} ({e['conductance']:+.3f}): "
+                     + " ".join(f"{w}[{v:+.2f}]" if abs(v) > 0.01 else w for w, v in
+                                zip(e["tokens"], e["attributions"])))
+        negation[p.probe] = {"predicted": p.predicted, "log_odds": round(p.log_odds, 3), "filters": filters}
 
     result = {"test_accuracy": round(net.test_accuracy, 4), "dev_accuracy": round(net.dev_accuracy, 4),
+              "quick": bool(quick), "seed": seed,
               "pearson": {m: round(float(v), 3) for m, v in summary["mean"].items()},
+              "pearson_median": {m: round(float(v), 3) for m, v in summary["median"].items()},
               "paper_pearson": PAPER_PEARSON, "n_agreement": len(sents),
               "conductance_gap_median": round(float(gaps.median()), 5),
               "ablation_ratio_median": round(float(np.median(ratio)), 3),
-              "both_signs_share": round(both, 3), "n_division": len(div_sents),
-              "negation_filters": negation, "negation_token_share": round(chance, 3),
-              "highlighted": highlighted, "seconds": {k: round(v, 1) for k, v in seconds.items()}}
-    with open(os.path.join(args.out, "sentiment.json"), "w") as fh:
+              "ablation_ratio_mean": round(float(ratio.mean()), 3),
+              "both_sign_filter_share": round(both, 3), "n_division": len(div), "sign_shares": share,
+              "negation_filters": {p.probe: p.found for p in probes}, "negation": negation,
+              "negation_token_share_in_corpus": round(neg_tokens, 4), "n_corpus": len(corpus),
+              "seconds": {k: round(v, 1) for k, v in seconds.items()}}
+    with open(os.path.join(out, "sentiment.json"), "w") as fh:
         json.dump(result, fh, indent=1)
+    return result
+
+
+def main(argv=None) -> dict:
+    p = argparse.ArgumentParser(prog="python -m unitscope.studies.sentiment", description=__doc__,
+                                formatter_class=argparse.RawDescriptionHelpFormatter)
+    p.add_argument("--quick", action="store_true",
+                   help=f"fewer sentences and path points: {QUICK} (full: {FULL}; None = all)")
+    p.add_argument("--out", default="unitscope-out/sentiment")
+    p.add_argument("--seed", type=int, default=0, help="draws the corpus and division-of-labour sentences")
+    p.add_argument("--threads", type=int, default=1,
+                   help="torch threads (default 1: faster than 2 for this small model on a busy machine)")
+    args = p.parse_args(argv)
+    result = run(args.out, quick=args.quick, seed=args.seed, threads=args.threads,
+                 echo=lambda *a: print(*a, flush=True))
     print(json.dumps(result))
     return result
 

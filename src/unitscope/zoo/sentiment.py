@@ -276,7 +276,7 @@ class Filters(nn.Module):
 
     def __init__(self, dim: int = 50, windows=(3, 4, 5, 6), maps: int = 64):
         super().__init__()
-        self.windows = tuple(windows)
+        self.windows, self.maps = tuple(windows), maps
         self.convs = nn.ModuleDict({f"w{w}": nn.Conv1d(dim, maps, w) for w in self.windows})
 
     def forward(self, emb: torch.Tensor) -> torch.Tensor:
@@ -352,17 +352,18 @@ def _accuracy(model, vocab, split: ReviewSplit) -> float:
 
 
 def sentiment_cnn(*, epochs: int = 15, lr: float = 2e-3, batch_size: int = 50, min_count: int = 2,
-                  weight_decay: float = 0.0, seed: int = 0, threads: int | None = 1,
+                  weight_decay: float = 0.0, maps: int = 64, seed: int = 0, threads: int | None = 1,
                   progress: bool | None = None) -> TrainedSentiment:
     """The sentiment CNN trained on the movie-review sentences (Adam, dropout 0.5, the weights of the epoch with
     the best dev accuracy kept); about a minute on one CPU thread the first time, then loaded from the user cache.
 
     ``threads``: torch threads while training (restored afterwards); one is the default because these small
     convolutions gain little from more, and on a busy machine two threads' barriers can make them 10–30× slower.
-    ``None`` keeps the current setting.
+    ``None`` keeps the current setting. ``maps``: feature maps per window size (the paper's 64; fewer for quick
+    tests). Every argument is part of the cache key.
     """
     recipe = dict(model="sentiment-cnn", data=SHA256, split="stratified-80/10/10-seed0", tokenizer=2,
-                  min_count=min_count, dim=50, windows=[3, 4, 5, 6], maps=64, hidden=10, dropout=0.5, epochs=epochs,
+                  min_count=min_count, dim=50, windows=[3, 4, 5, 6], maps=maps, hidden=10, dropout=0.5, epochs=epochs,
                   lr=lr, batch_size=batch_size, weight_decay=weight_decay, seed=seed, min_pad=MIN_PAD, version=1)
 
     def train():
@@ -381,7 +382,7 @@ def sentiment_cnn(*, epochs: int = 15, lr: float = 2e-3, batch_size: int = 50, m
         vocab = Vocab.build([tokenize(s) for s in data.train.sentences], min_count=min_count)
         torch.manual_seed(seed)
         g = torch.Generator().manual_seed(seed)
-        model = SentimentCNN(len(vocab))
+        model = SentimentCNN(len(vocab), maps=maps)
         ids, _ = encode(data.train.sentences, vocab)
         lengths = (ids != 0).sum(1)
         y = data.train.labels
@@ -413,6 +414,6 @@ def sentiment_cnn(*, epochs: int = 15, lr: float = 2e-3, batch_size: int = 50, m
 
     state, info, cached = cached_state("sentiment-cnn", recipe, train)
     vocab = Vocab(info["itos"])
-    model = SentimentCNN(len(vocab))
+    model = SentimentCNN(len(vocab), maps=maps)
     model.load_state_dict(state)
     return TrainedSentiment(model.eval(), vocab, info, cached)

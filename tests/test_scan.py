@@ -262,3 +262,34 @@ def test_command_line_writes_tables_grids_and_summary(tmp_path, capsys):
     assert any(f.startswith("top_conductance_") and f.endswith(".png") for f in summary["files"])
     r = ScanResult.load(tmp_path / "scan.pt")
     assert r.top("features.relu2", "activation").indices.shape == (64, 5)
+
+
+def test_top_sentences_bold_the_ngram_that_the_filter_picked():
+    import re
+
+    from unitscope.scan import SentenceBatches, top_sentences
+    from unitscope.zoo.sentiment import SentimentCNN, TrainedSentiment, Vocab, encode, tokenize
+
+    words = "a great film not bad very dull plot and the acting is fine but slow".split()
+    g = torch.Generator().manual_seed(3)
+    sentences = [" ".join(words[int(i)] for i in torch.randint(0, len(words), (int(n),), generator=g))
+                 for n in torch.randint(3, 12, (30,), generator=g)]
+    vocab = Vocab.build([tokenize(s) for s in sentences], min_count=1)
+    torch.manual_seed(0)
+    trained = TrainedSentiment(SentimentCNN(len(vocab), windows=(3, 4), maps=3).eval(), vocab, {}, False)
+    labels = torch.randint(0, 2, (30,), generator=g)
+    r = scan(trained.model, SentenceBatches(trained, sentences, labels, batch_size=8), ["filters"], top_k=3,
+             progress=False)
+    text = top_sentences(trained, sentences, labels, r, "activation", [1, 4])
+    items = [line for line in text.splitlines() if re.match(r"\d+\. ", line)]
+    assert len(items) == 6
+    for u, line in zip([1] * 3 + [4] * 3, items):
+        value = float(re.search(r", ([-\d.e]+)\)", line).group(1))
+        bold = re.findall(r"\*\*(.+?)\*\*", line)
+        w = (3, 4)[u // 3]
+        assert 1 <= len(bold) <= w
+        # the bold n-gram alone (zero-padded) reaches the filter's top value for that sentence
+        _, emb = encode([" ".join(bold)], vocab, trained.model)
+        with torch.no_grad():
+            alone = float(trained.model.filters(emb)[0, u])
+        assert alone == pytest.approx(value, rel=1e-2, abs=1e-3) or alone > value

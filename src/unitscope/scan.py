@@ -554,19 +554,39 @@ def _fill_missing(dist, stats, model, layers, methods, top_k, by):
 # command line: python -m unitscope.scan MODEL DATA --layers ... --out DIR
 
 
-MODELS = ("digits-cnn", "digits-vgg", "digits-mlp")
-DATASETS = ("digits",)
+MODELS = ("digits-cnn", "digits-vgg", "digits-mlp", "sentiment-cnn")
+DATASETS = ("digits", "movie-reviews")
 
 
 def _load_model(name: str):
     from .zoo import digits_cnn, digits_mlp, digits_vgg
 
     makers = {"digits-cnn": digits_cnn, "digits-vgg": digits_vgg, "digits-mlp": digits_mlp}
+    if name == "sentiment-cnn":
+        from .zoo.sentiment import sentiment_cnn
+
+        return sentiment_cnn()
     if name not in makers:
         import difflib
         raise UnitscopeError(f"unknown model {name!r}", model=name,
                              hint="choose one of " + ", ".join(difflib.get_close_matches(name, MODELS, 3, 0.0)))
     return makers[name]().model
+
+
+class SentenceBatches:
+    """Movie-review sentences as batches of ``(embeddings [B, T, dim], labels)``, encoded lazily (each batch
+    padded to its own longest sentence); example indices are positions in ``sentences``."""
+
+    def __init__(self, trained, sentences, labels, batch_size: int = 256):
+        self.trained, self.sentences, self.labels, self.batch_size = trained, list(sentences), labels, batch_size
+
+    def __len__(self):
+        return (len(self.sentences) + self.batch_size - 1) // self.batch_size
+
+    def __iter__(self):
+        for i in range(0, len(self.sentences), self.batch_size):
+            _, emb = self.trained.encode(self.sentences[i:i + self.batch_size])
+            yield emb, self.labels[i:i + self.batch_size]
 
 
 def _load_data(name: str, split: str, repeat: int):
@@ -578,6 +598,12 @@ def _load_data(name: str, split: str, repeat: int):
         raise UnitscopeError(f"unknown data set {name!r}", data=name, hint="choose one of " + ", ".join(DATASETS))
     if split not in ("all", "train", "test"):
         raise UnitscopeError("split must be all, train or test", split=split)
+    if name == "movie-reviews":
+        from .zoo.sentiment import movie_reviews
+
+        reviews = movie_reviews()
+        part = {"all": reviews.all(), "train": reviews.train, "test": reviews.test}[split]
+        return [s for _ in range(repeat) for s in part.sentences], part.labels.repeat(repeat)
     tr, te = digits_data()
     parts = {"all": [tr, te], "train": [tr], "test": [te]}[split]
     x = torch.cat([p.x for p in parts]).repeat(repeat, 1, 1, 1)
@@ -621,6 +647,34 @@ def top_grid(dataset, result: ScanResult, layer: str, method: str, units, *, tit
     return fig
 
 
+def top_sentences(trained, sentences, labels, result: ScanResult, method: str, units, layer: str = "filters") -> str:
+    """Markdown: per filter of the sentiment CNN, its top sentences with the n-gram that the filter's max over
+    time picked in **bold** (recomputed for those sentences only)."""
+    from .zoo.sentiment import MIN_PAD, tokenize
+
+    model = trained.model
+    filt = model.filters
+    top = result.top(layer, method)
+    lines = [f"# Top sentences per filter by {method} ({layer})", ""]
+    for u in units:
+        w = filt.windows[u // filt.maps]
+        conv = filt.convs[f"w{w}"]
+        lines.append(f"## filter {u} (window {w}, map {u % filt.maps})")
+        lines.append("")
+        for rank, (i, v) in enumerate(zip(top.indices[u].tolist(), top.values[u].tolist()), start=1):
+            if i < 0:
+                continue
+            tokens = tokenize(sentences[i])
+            _, emb = trained.encode([sentences[i]])
+            with torch.no_grad():
+                t = int(torch.relu(conv(emb.transpose(1, 2)))[0, u % filt.maps].argmax()) - MIN_PAD
+            words = [f"**{tok}**" if t <= k < t + w else tok for k, tok in enumerate(tokens)]
+            sign = "+" if int(labels[i]) == 1 else "−"
+            lines.append(f"{rank}. ({sign}, {v:.3g}) " + " ".join(words))
+        lines.append("")
+    return "\n".join(lines)
+
+
 def _init_distributed(backend: str | None):
     import torch.distributed as dist
 
@@ -662,12 +716,18 @@ def scan_main(argv=None) -> dict:
     started_group = _init_distributed(args.backend)
     try:
         dist, rank, world = _dist()
-        model = _load_model(args.model)
+        model = trained = _load_model(args.model)
+        text = args.data == "movie-reviews"
+        if text != (args.model == "sentiment-cnn"):
+            raise UnitscopeError("sentiment-cnn goes with movie-reviews, the digits models with digits",
+                                 model=args.model, data=args.data)
+        if text:
+            model = trained.model
         if dist is not None and dist.get_backend() == "nccl":
             model = model.to(torch.device("cuda", torch.cuda.current_device()))
         data = _load_data(args.data, "test" if args.quick else args.split, args.repeat)
-        layers = args.layers or default_layers(model)
-        if args.quick and not args.layers:
+        layers = args.layers or (["filters", "relu_fc"] if text else default_layers(model))
+        if args.quick and not args.layers and not text:
             layers = [n for n in layers if n.endswith(("relu2", "classifier.relu"))] or layers[:2]
         n_steps = 8 if args.quick else args.n_steps
         target = {"predicted": None, "label": "label"}.get(args.target)
@@ -676,11 +736,14 @@ def scan_main(argv=None) -> dict:
         from torch.utils.data import DataLoader
 
         t0 = time.perf_counter()
-        result = scan(model, DataLoader(data, batch_size=args.batch_size), layers, args.methods, target=target,
+        loader = (SentenceBatches(trained, data[0], data[1], args.batch_size) if text
+                  else DataLoader(data, batch_size=args.batch_size))
+        result = scan(model, loader, layers, args.methods, target=target,
                       by="class", top_k=args.top_k, n_steps=n_steps, checkpoint=args.checkpoint,
                       checkpoint_every=args.checkpoint_every)
         wall = time.perf_counter() - t0
-        summary = _write_outputs(result, data, args, layers, world, wall) if rank == 0 else {}
+        summary = _write_outputs(result, data, args, layers, world, wall, trained if text else None) \
+            if rank == 0 else {}
         if dist is not None:
             dist.barrier()
     finally:
@@ -692,7 +755,7 @@ def scan_main(argv=None) -> dict:
     return summary
 
 
-def _write_outputs(result: ScanResult, data, args, layers, world: int, wall: float) -> dict:
+def _write_outputs(result: ScanResult, data, args, layers, world: int, wall: float, trained=None) -> dict:
     from .report.figures import save_figure
 
     out = Path(args.out)
@@ -721,6 +784,12 @@ def _write_outputs(result: ScanResult, data, args, layers, world: int, wall: flo
         for name in result.layers:
             sel = result.selectivity(name, "activation" if "activation" in result.methods else m)
             units = torch.argsort(sel.index, descending=True)[:args.units].tolist()
+            if trained is not None:
+                if name == "filters":
+                    path = out / f"top_sentences_{m}_{name}.md"
+                    path.write_text(top_sentences(trained, data[0], data[1], result, m, units, name))
+                    files.append(str(path))
+                continue
             fig = top_grid(data, result, name, m, units,
                            title=f"top {args.top_k} digits per unit by {m} — {name} (most selective units)")
             files.append(save_figure(fig, out / f"top_{m}_{name}.png"))

@@ -1,8 +1,22 @@
-"""``unitscope demo``: the main job on bundled defaults — a CNN trained on real digits, and which of its
-filters carry each prediction (conductance of every layer in one call, with its completeness gap)."""
+"""``unitscope demo [--quick]``: the whole mission in one run, then one HTML report.
+
+>>> STUDY_ORDER[:3]
+('evaluation', 'imagenet', 'sentiment')
+
+First the digits job (a CNN trained on real digits, and which of its filters carry each prediction: conductance of
+five layers in one call with the completeness gap), then every study entry point that is installed
+(``python -m unitscope.studies.NAME [--quick] --out DIR/NAME --seed N``), each in its own process so that one
+failing study is reported in the report and does not stop the others. ``DIR/demo_status.json`` records each
+study's status, time, command and the end of its log (``DIR/NAME/log.txt`` keeps all of it).
+"""
 
 from __future__ import annotations
 
+import importlib.util
+import json
+import os
+import subprocess
+import sys
 import time
 
 import torch
@@ -10,11 +24,15 @@ import torch
 from .scores import conductance
 from .zoo import digits_cnn, digits_data
 
+__all__ = ["LAYERS", "STUDY_ORDER", "run", "digits_study", "run_study", "available_studies", "run_all"]
+
 LAYERS = ["features.relu1", "features.relu2", "features.relu3", "features.relu4", "classifier.relu"]
+STUDY_ORDER = ("evaluation", "imagenet", "sentiment", "substitution", "inverse", "transformer")
 
 
 def run(n_examples: int = 5, n_steps: int = 64, method: str = "adaptive", top: int = 5, seed: int = 0,
-        echo=print) -> dict:
+        echo=print, out: str | None = None) -> dict:
+    """The digits job; with ``out``, also a table of the top filters, a figure and ``digits.json`` there."""
     t0 = time.perf_counter()
     trained = digits_cnn(seed=seed)
     _, test = digits_data()
@@ -29,6 +47,7 @@ def run(n_examples: int = 5, n_steps: int = 64, method: str = "adaptive", top: i
     pred = scores.target
     echo(f"conductance of {len(LAYERS)} layers in one call ({method}, ≤{n_steps} path points per digit, "
          f"baseline = black image, target = top logit)")
+    rows = []
     for i in range(len(idx)):
         echo(f"\ndigit #{int(idx[i])}: label {int(y[i])}, predicted {int(pred[i])}, "
              f"F(x) − F(x') = {float(scores.output_diff[i]):.3f}, {int(scores.n_evals[i])} path points")
@@ -38,7 +57,149 @@ def run(n_examples: int = 5, n_steps: int = 64, method: str = "adaptive", top: i
             gap = 100 * float(scores.relative_delta(layer)[i])
             share = float(t.values[i].sum() / scores.output_diff[i])
             echo(f"  {layer:<16} gap {gap:5.2f}%  top-{top} carry {100 * share:5.1f}%  {units}")
+            rows.append({"digit": int(idx[i]), "label": int(y[i]), "predicted": int(pred[i]), "layer": layer,
+                         "gap_percent": gap, f"top{top}_share": share, "top_filters": units,
+                         "path_points": int(scores.n_evals[i])})
     elapsed = time.perf_counter() - t0
     echo(f"\ndone in {elapsed:.1f} s")
-    return {"test_accuracy": trained.info["test_accuracy"], "seconds": elapsed,
-            "max_gap": max(float(scores.relative_delta(layer).max()) for layer in LAYERS)}
+    result = {"test_accuracy": trained.info["test_accuracy"], "seconds": elapsed,
+              "max_gap": max(float(scores.relative_delta(layer).max()) for layer in LAYERS)}
+    if out is not None:
+        _digits_outputs(out, model, x, scores, rows, result, top=top)
+    return result
+
+
+def _digits_outputs(out: str, model, x, scores, rows, result, *, top: int) -> None:
+    import pandas as pd
+
+    from .neuron import neuron_conductance
+    from .report.figures import pixel_pictures, save_figure
+
+    os.makedirs(out, exist_ok=True)
+    table = pd.DataFrame(rows)
+    table.to_csv(os.path.join(out, "digits_top_filters.csv"), index=False)
+    layer = "features.relu3"
+    for i in range(min(2, len(x))):
+        t = scores.top(layer, top)
+        units = t.indices[i].tolist()
+        attr = neuron_conductance(model, x[i:i + 1], layer, units, target=int(scores.target[i]), n_steps=32)
+        fig = pixel_pictures(x[i].expand(3, -1, -1), [a[0] for a in attr],
+                             [f"{layer} #{u}\ncond {v:+.2f}" for u, v in zip(units, t.values[i].tolist())],
+                             cols=top, title=f"digit predicted {int(scores.target[i])}: what its top-{top} "
+                                             f"{layer} filters look at")
+        save_figure(fig, os.path.join(out, f"digits_example{i}_top{top}.png"))
+    summary = dict(result, layers=LAYERS, n_examples=len(x),
+                   gap_by_layer={layer: float(scores.relative_delta(layer).max()) for layer in LAYERS})
+    with open(os.path.join(out, "digits.json"), "w") as f:
+        json.dump(summary, f, indent=1)
+
+
+def digits_study(out: str, *, quick: bool, seed: int, echo=print) -> dict:
+    return run(n_examples=3 if quick else 5, n_steps=32 if quick else 64, seed=seed, echo=echo, out=out)
+
+
+# ----------------------------------------------------------------------------------------------- studies --
+def available_studies() -> list[str]:
+    """The study entry points installed in this version, in the report's order."""
+    return [n for n in STUDY_ORDER if importlib.util.find_spec(f"unitscope.studies.{n}") is not None]
+
+
+def _accepts(name: str, option: str) -> bool:
+    """Whether a study's entry point declares ``option`` (read from its source; nothing is imported)."""
+    spec = importlib.util.find_spec(f"unitscope.studies.{name}")
+    try:
+        with open(spec.origin) as f:
+            return f'"{option}"' in f.read()
+    except (AttributeError, TypeError, OSError):
+        return True
+
+
+def _tail(text: str, lines: int = 25) -> str:
+    return "\n".join(text.rstrip().splitlines()[-lines:])
+
+
+def run_study(name: str, out: str, *, quick: bool, seed: int, timeout: float | None = None,
+              python: str = sys.executable) -> dict:
+    """Run one study entry point in its own process; its output goes to ``out/NAME/log.txt``."""
+    folder = os.path.join(out, name)
+    os.makedirs(folder, exist_ok=True)
+    cmd = [python, "-m", f"unitscope.studies.{name}", *(["--quick"] if quick else []), "--out", folder]
+    if _accepts(name, "--seed"):
+        cmd += ["--seed", str(seed)]
+    env = dict(os.environ, PYTHONUNBUFFERED="1", MPLBACKEND="Agg")
+    t0 = time.perf_counter()
+    status = {"command": " ".join(["python"] + cmd[1:])}
+    log_path = os.path.join(folder, "log.txt")
+    with open(log_path, "w") as log:
+        try:
+            proc = subprocess.run(cmd, stdout=log, stderr=subprocess.STDOUT, env=env, timeout=timeout)
+            rc = proc.returncode
+        except subprocess.TimeoutExpired:
+            rc = None
+    status["seconds"] = round(time.perf_counter() - t0, 1)
+    with open(log_path, errors="replace") as f:
+        text = f.read()
+    last = text.strip().splitlines()[-1] if text.strip() else ""
+    if rc is None:
+        status.update(status="timeout", error=f"stopped after {timeout:.0f} s")
+    elif rc != 0:
+        status.update(status="failed", error=f"exit code {rc}: {last[:300]}")
+    else:
+        try:
+            status["result"] = json.loads(last)
+            status["status"] = "ok"
+        except ValueError:
+            status.update(status="incomplete", error="the last line printed is not a JSON object")
+    status["log_tail"] = _tail(text)
+    return status
+
+
+def _save_status(out: str, status: dict) -> None:
+    tmp = os.path.join(out, ".demo_status.json.tmp")
+    with open(tmp, "w") as f:
+        json.dump(status, f, indent=1, default=str)
+    os.replace(tmp, os.path.join(out, "demo_status.json"))
+
+
+def run_all(*, quick: bool = False, out: str = "unitscope-out", seed: int = 0, only=None,
+            timeout: float | None = None, echo=print) -> dict:
+    """Run the digits job and every available study into ``out``, then build ``out/report.html``."""
+    from tqdm.auto import tqdm
+
+    from .errors import UnitscopeError
+    from .report.html import build_report
+
+    t_start = time.perf_counter()
+    os.makedirs(out, exist_ok=True)
+    names = ["digits"] + available_studies()
+    if only:
+        unknown = [n for n in only if n not in ["digits", *STUDY_ORDER]]
+        if unknown:
+            raise UnitscopeError(f"unknown study {unknown[0]!r}", hint=f"choose from digits, {', '.join(STUDY_ORDER)}")
+        names = [n for n in names if n in only]
+    run_status = {"quick": quick, "seed": seed, "studies": {}}
+    for name in tqdm(names, desc="unitscope demo", unit="study", disable=None):
+        echo(f"\n=== {name} ===")
+        sys.stdout.flush()
+        if name == "digits":
+            t0 = time.perf_counter()
+            try:
+                result = digits_study(os.path.join(out, "digits"), quick=quick, seed=seed, echo=echo)
+                st = {"status": "ok", "result": {k: result[k] for k in ("test_accuracy", "max_gap")}}
+            except Exception as e:  # reported in the report; the other studies still run
+                st = {"status": "failed", "error": f"{type(e).__name__}: {e}"}
+            st["seconds"] = round(time.perf_counter() - t0, 1)
+            st["command"] = f"unitscope demo{' --quick' if quick else ''} (digits job, in-process)"
+        else:
+            st = run_study(name, out, quick=quick, seed=seed, timeout=timeout)
+            echo(f"{name}: {st['status']} in {st['seconds']:.0f} s" + (f" — {st['error']}" if st.get("error") else ""))
+        run_status["studies"][name] = st
+        _save_status(out, run_status)
+    run_status["seconds"] = round(time.perf_counter() - t_start, 1)
+    _save_status(out, run_status)
+    path = build_report(out)
+    summary = {"report": str(path), "seconds": run_status["seconds"],
+               "studies": {n: s["status"] for n, s in run_status["studies"].items()}}
+    echo(f"\nreport: {path}")
+    print(json.dumps(summary))
+    return summary

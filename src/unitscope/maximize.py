@@ -1,13 +1,18 @@
 """Activation maximization (AM), independent AM (IAM) and Representative Substitution (RS).
 
 >>> import torch, torch.nn as nn
+>>> torch.manual_seed(0) and None
 >>> net = nn.Sequential(nn.Conv2d(1, 4, 3), nn.ReLU(), nn.Flatten(), nn.Linear(144, 2))
 >>> r = independent_am(net, "1", units=range(4), shape=(1, 8, 8), steps=16)
 >>> r.images.shape, r.trace.shape, representative_substitution(r).shape
 (torch.Size([4, 1, 8, 8]), torch.Size([16, 4]), torch.Size([4]))
 
-* AM(i) = ``argmax_x a_i(x)``; IAM(i) = ``argmax_x a_i(x) − mean_{j≠i} a_j(x)`` over the same layer's units.
-* Every unit is one batch row of a single optimization: ``units`` of one layer are rendered together.
+* AM(i) = ``argmax_x a_i(x)``; IAM(i) = ``argmax_x a_i(x) − mean_{j≠i} a_j(x)`` over the same layer's units
+  (a unit is a channel, averaged over space; use a post-ReLU layer for the papers' quantities).
+* Every unit is one batch row of a single optimization: the ``units`` of one layer are rendered together.
+* Images come from a parameterization (``"pixel"`` or ``"fft"``, see :mod:`unitscope.params`) that keeps them in
+  ``value_range``; each step sees a randomly transformed copy (:class:`~unitscope.params.Augment`, seeded); the
+  final objective and activations are re-measured on the un-transformed images.
 * RS(i) = (number of units of the layer whose activation on unit i's image exceeds ``a_i``) / (units in the layer).
 """
 
@@ -19,11 +24,10 @@ import torch
 import torch.nn as nn
 from tqdm.auto import tqdm
 
-from .capture import Recorder
+from .capture import Recorder, hooked
 from .errors import UnitscopeError
-from .objectives import Objective, channel, independent
+from .objectives import Objective, _means, channel, independent
 from .params import Augment, make_param
-from .selectivity import channel_means
 from .sites import resolve
 from .state import analysis_mode
 
@@ -36,76 +40,174 @@ class Maximized:
     trace: torch.Tensor        # [steps, B] objective on the augmented images during optimization
     objective: torch.Tensor    # [B] objective re-measured on the un-augmented images
     layer: str | None = None
-    units: torch.Tensor | None = None       # [B] the unit of each row
-    activations: torch.Tensor | None = None  # [B, U] every unit of the layer on each row's image (channel means)
+    units: torch.Tensor | None = None             # [B] the unit of each row
+    activations: torch.Tensor | None = None       # [B, U] every unit of the layer on each row's final image
+    activation_trace: torch.Tensor | None = None  # [steps, B] each row's own unit a_i during optimization
+
+    @property
+    def own(self) -> torch.Tensor:
+        """``[B]``: each row's unit activation on its final (un-augmented) image."""
+        return self.activations.gather(1, self.units.view(-1, 1)).squeeze(1)
 
 
-def _forward_acts(model, sites, x) -> dict:
+def _device(model):
+    return next((p.device for p in model.parameters()), torch.device("cpu"))
+
+
+class _RedirectedReLU(torch.autograd.Function):
+    """``relu(z)`` whose gradient also reaches a unit that is off everywhere (lucid's "redirected ReLU").
+
+    The value is exactly ``relu(z)``. Backward: for each (row, channel) with some ``z > 0`` the true ReLU gradient;
+    for a (row, channel) that is off at every position, the gradient passes where it pushes ``z`` up (it is
+    dropped where it would push a negative ``z`` further down), so AM can switch on a unit that starts dead
+    instead of stalling at zero gradient.
+    """
+
+    @staticmethod
+    def forward(ctx, z):
+        ctx.save_for_backward(z)
+        return z.clamp_min(0)
+
+    @staticmethod
+    def backward(ctx, grad):
+        (z,) = ctx.saved_tensors
+        on = z > 0
+        relu_grad = torch.where(on, grad, torch.zeros_like(grad))
+        redirected = torch.where(~on & (grad > 0), torch.zeros_like(grad), grad)
+        alive = on.flatten(2).any(2) if z.dim() > 2 else on  # [B, C]: some position is on
+        alive = alive.view(*alive.shape, *([1] * (z.dim() - alive.dim())))
+        return torch.where(alive, relu_grad, redirected)
+
+
+def _redirect_hooks(sites) -> dict:
+    """Forward hooks that give the (non in-place) ``nn.ReLU`` sites a redirected gradient."""
+    return {s.module: (lambda m, args, out: _RedirectedReLU.apply(args[0]))
+            for s in sites if type(s.module) is nn.ReLU and not s.module.inplace and not s.use_input}
+
+
+def _forward_acts(model, sites, x, redirect: bool = False) -> dict:
+    """``{layer: output}`` of the sites; the forward pass stops once the deepest one has run."""
     rec = Recorder(sites, stop_when_done=True)
-    with rec.active():
+    with hooked(forward=_redirect_hooks(sites) if redirect else None), rec.active():
         model(x)
     return {s.name: rec.parts[s.name][0] for s in sites}
 
 
-def maximize(model: nn.Module, objective: Objective, *, batch: int, shape: tuple, param: str = "pixel",
+def _first_forward(model, sites, x, shape, redirect):
+    try:
+        return _forward_acts(model, sites, x, redirect)
+    except RuntimeError as e:  # shape mismatch and the like: say which input we fed
+        raise UnitscopeError(f"the model does not accept inputs of shape {tuple(x.shape)}: {e}", shape=tuple(shape),
+                             hint="pass shape=(channels, height, width) of one input example") from e
+
+
+def maximize(model: nn.Module, objective: Objective, *, batch: int, shape: tuple, param="pixel",
              value_range=(0.0, 1.0), steps: int = 128, lr: float = 0.05, augment: Augment | None | bool = True,
-             seed: int = 0, progress: bool | None = None) -> Maximized:
+             seed: int = 0, progress: bool | None = None, watch: Objective | None = None,
+             redirect_relu: bool = True) -> Maximized:
     """Maximize ``objective`` (one value per batch row) over ``batch`` images of ``shape`` ``(C, H, W)``.
 
-    The model is only read: eval mode, frozen parameters, everything restored afterwards. The forward pass stops
-    at the deepest layer the objective reads.
+    ``param``: ``"pixel"``, ``"fft"``, or a ready parameterization (callable → images, ``parameters()``).
+    ``augment``: ``True`` (default seeded :class:`Augment`), ``False``/``None`` (none), or an ``Augment``.
+    ``watch``: another objective recorded at every step (``activation_trace``), e.g. the unit's own activation.
+    ``redirect_relu``: on ``nn.ReLU`` layers the objective reads, a unit that is off at every position still gets
+    the gradient that would switch it on (values are unchanged; see :class:`_RedirectedReLU`).
+    The model is only read: eval mode, frozen parameters, hooks removed, everything restored afterwards — also on
+    error. The forward pass stops at the deepest layer the objectives read.
+
+    >>> import torch.nn as nn
+    >>> net = nn.Sequential(nn.Linear(3, 2), nn.ReLU())
+    >>> r = maximize(net, channel("1", 0) - channel("1", 1), batch=2, shape=(3,), steps=8, augment=False)
+    >>> r.images.shape, r.trace.shape
+    (torch.Size([2, 3]), torch.Size([8, 2]))
     """
-    sites = resolve(model, list(objective.layers))
-    device = next((p.device for p in model.parameters()), None)
-    p = make_param(param, batch, tuple(shape), value_range=value_range, seed=seed, device=device)
+    if steps < 1 or batch < 1:
+        raise UnitscopeError("steps and batch must be positive", steps=steps, batch=batch)
+    sites = resolve(model, list(dict.fromkeys(objective.layers + (watch.layers if watch else ()))))
+    device = _device(model)
+    if isinstance(param, str):
+        p = make_param(param, batch, tuple(shape), value_range=value_range, seed=seed, device=device)
+    else:
+        p = param
     aug = Augment(seed=seed) if augment is True else (augment or None)
+    if aug is not None and len(shape) != 3:
+        aug = None  # transforms are for images: vectors are optimized as they are
     opt = torch.optim.Adam(p.parameters(), lr=lr)
     trace = torch.empty(steps, batch)
-    with analysis_mode(model):
+    watched = torch.empty(steps, batch) if watch is not None else None
+    with analysis_mode(model), torch.enable_grad():
         for step in tqdm(range(steps), desc=f"maximize {objective.name}", unit="step", leave=False,
                          disable=True if progress is False else None):
             img = p()
             x = aug(img) if aug is not None else img
-            value = objective(_forward_acts(model, sites, x))
+            acts = _first_forward(model, sites, x, shape, redirect_relu) if step == 0 else \
+                _forward_acts(model, sites, x, redirect_relu)
+            value = objective(acts)
+            if value.shape != (batch,):
+                raise UnitscopeError("an objective must give one value per batch row", objective=objective.name,
+                                     shape=tuple(value.shape), batch=batch)
             if not value.requires_grad:
                 raise UnitscopeError("the objective does not depend on the input", objective=objective.name)
             opt.zero_grad()
             (-value.sum()).backward()
             opt.step()
             trace[step] = value.detach().cpu()
+            if watched is not None:
+                watched[step] = watch(acts).detach().cpu()
         with torch.no_grad():
             images = p().detach()
             final = objective(_forward_acts(model, sites, images)).cpu()
-    return Maximized(images.cpu(), trace, final)
+    return Maximized(images.cpu(), trace, final, activation_trace=watched)
 
 
 def _run(model, layer, units, kind, *, shape, **kw) -> Maximized:
     (site,) = resolve(model, [layer])
-    units = torch.as_tensor(list(units) if not isinstance(units, int) else [units]).long()
+    units = torch.as_tensor([units] if isinstance(units, int) else list(units)).long()
+    if units.dim() != 1 or units.numel() == 0:
+        raise UnitscopeError("units: a channel index or a non-empty list of them", layer=site.name)
     obj = channel(site.name, units) if kind == "am" else independent(site.name, units)
-    r = maximize(model, obj, batch=len(units), shape=shape, **kw)
+    r = maximize(model, obj, batch=len(units), shape=shape, watch=channel(site.name, units), **kw)
     with analysis_mode(model), torch.no_grad():
-        acts = channel_means(_forward_acts(model, [site], r.images.to(
-            next((p.device for p in model.parameters()), None)))[site.name]).cpu()
-    n = acts.shape[1]
-    if int(units.max()) >= n or int(units.min()) < 0:
-        raise UnitscopeError(f"unit out of range for layer {site.name!r}", layer=site.name, units=n)
+        acts = _means(_forward_acts(model, [site], r.images.to(_device(model)))[site.name]).cpu()
     r.layer, r.units, r.activations = site.name, units, acts
     return r
 
 
 def activation_maximization(model: nn.Module, layer, units, *, shape: tuple, **kw) -> Maximized:
-    """AM images for ``units`` (channels) of ``layer``, rendered together (one batch row per unit)."""
+    """AM images for ``units`` (channels) of ``layer``, rendered together (one batch row per unit).
+
+    Keywords as for :func:`maximize` (``param``, ``value_range``, ``steps``, ``lr``, ``augment``, ``seed``).
+    """
     return _run(model, layer, units, "am", shape=shape, **kw)
 
 
 def independent_am(model: nn.Module, layer, units, *, shape: tuple, **kw) -> Maximized:
-    """IAM images: maximize ``a_i − mean_{j≠i} a_j`` for each unit ``i`` of ``layer`` (one batch row per unit)."""
+    """IAM images: maximize ``a_i − mean_{j≠i} a_j`` for each unit ``i`` of ``layer`` (one batch row per unit).
+
+    Keywords as for :func:`maximize`.
+    """
     return _run(model, layer, units, "iam", shape=shape, **kw)
 
 
-def representative_substitution(result: Maximized) -> torch.Tensor:
-    """``[B]``: for each row's unit i, the share of the layer's units whose activation on i's image exceeds a_i."""
-    acts, units = result.activations, result.units
+def representative_substitution(result, units=None) -> torch.Tensor:
+    """``[B]``: for each row's unit i, the share of the layer's units whose activation on i's image exceeds a_i.
+
+    ``result``: a :class:`Maximized` from :func:`independent_am` / :func:`activation_maximization`, or an
+    activation table ``[B, U]`` (row b: every unit on unit ``units[b]``'s image) with ``units``.
+
+    >>> acts = torch.tensor([[3.0, 1.0, 5.0, 4.0], [0.0, 2.0, 1.0, 2.0]])
+    >>> representative_substitution(acts, units=[0, 1]).tolist()   # 2 of 4 exceed 3; none exceeds 2
+    [0.5, 0.0]
+    """
+    if isinstance(result, Maximized):
+        acts, units = result.activations, result.units
+    else:
+        acts = torch.as_tensor(result)
+        if units is None:
+            raise UnitscopeError("an activation table needs units= (the unit of each row)")
+        units = torch.as_tensor(units).long()
+    if acts.dim() != 2 or units.shape != (acts.shape[0],):
+        raise UnitscopeError("RS needs activations [B, U] and one unit per row", activations=tuple(acts.shape),
+                             units=tuple(units.shape))
     own = acts.gather(1, units.view(-1, 1))
     return (acts > own).float().sum(1) / acts.shape[1]

@@ -11,29 +11,41 @@
 [1.5, 3.5]
 
 An objective maps ``{layer: activations [B, ...]}`` to one value per batch row ``[B]``; ``layers`` says which
-activations it reads. Units: an ``int`` (or a per-row tensor of ints) is a channel, averaged over the remaining
-dims; a tuple is one element.
+activations it reads. Objectives combine with ``+``, ``-``, ``*`` and ``/`` (with each other or with numbers).
+Units: an ``int`` (or a per-row tensor of ints) is a channel (dim 1), averaged over the remaining dims (space,
+tokens); a tuple is one element of the per-example output.
 """
 
 from __future__ import annotations
 
+from numbers import Number
 from typing import Callable
 
 import torch
+
+from .errors import UnitscopeError
 
 __all__ = ["Objective", "channel", "element", "independent"]
 
 
 class Objective:
+    """``fn(acts) -> Tensor[B]`` plus the layers it reads and a readable name."""
+
     def __init__(self, fn: Callable[[dict], torch.Tensor], layers: tuple[str, ...], name: str):
         self.fn, self.layers, self.name = fn, tuple(dict.fromkeys(layers)), name
 
     def __call__(self, acts: dict) -> torch.Tensor:
+        missing = [name for name in self.layers if name not in acts]
+        if missing:
+            raise UnitscopeError("the objective reads layers that were not recorded", objective=self.name,
+                                 missing=missing, recorded=sorted(acts))
         return self.fn(acts)
 
     def __add__(self, other):
-        if isinstance(other, (int, float)):
+        if isinstance(other, Number):
             return Objective(lambda a: self(a) + other, self.layers, f"({self.name} + {other})")
+        if not isinstance(other, Objective):
+            return NotImplemented
         return Objective(lambda a: self(a) + other(a), self.layers + other.layers, f"({self.name} + {other.name})")
 
     __radd__ = __add__
@@ -42,12 +54,26 @@ class Objective:
         return Objective(lambda a: -self(a), self.layers, f"-{self.name}")
 
     def __sub__(self, other):
+        if not isinstance(other, (Number, Objective)):
+            return NotImplemented
         return self + (-other)
 
-    def __mul__(self, k: float):
+    def __rsub__(self, other):
+        return (-self) + other
+
+    def __mul__(self, k):
+        if isinstance(k, Objective):
+            return Objective(lambda a: self(a) * k(a), self.layers + k.layers, f"({self.name} * {k.name})")
+        if not isinstance(k, Number):
+            return NotImplemented
         return Objective(lambda a: k * self(a), self.layers, f"{k} * {self.name}")
 
     __rmul__ = __mul__
+
+    def __truediv__(self, k):
+        if not isinstance(k, Number):
+            return NotImplemented
+        return self * (1.0 / k)
 
     def __repr__(self):
         return f"Objective({self.name})"
@@ -57,30 +83,59 @@ def _means(t: torch.Tensor) -> torch.Tensor:
     return t if t.dim() == 2 else t.flatten(2).mean(2)
 
 
-def _rows(idx, b: int, device) -> torch.Tensor:
-    idx = torch.as_tensor(idx, device=device).long()
+def _rows(idx, b: int, n: int, layer: str) -> torch.Tensor:
+    """Unit index per batch row, checked against the ``n`` units of ``layer``."""
+    idx = torch.as_tensor(idx).long()
+    if idx.dim() > 1 or (idx.dim() == 1 and idx.numel() != b):
+        raise UnitscopeError("give one unit, or one unit per batch row", layer=layer, units=tuple(idx.shape),
+                             batch=b)
+    if idx.numel() and (int(idx.min()) < 0 or int(idx.max()) >= n):
+        raise UnitscopeError(f"unit out of range for layer {layer!r}", layer=layer, units=n,
+                             asked=sorted(set(idx.flatten().tolist()))[:10], hint=f"channels are 0 … {n - 1}")
     return idx.expand(b) if idx.dim() == 0 else idx
 
 
+def _label(unit) -> str:
+    return str(unit) if isinstance(unit, int) else "rows"
+
+
 def channel(layer: str, unit) -> Objective:
-    """Mean activation of channel ``unit`` (an int, or one per batch row)."""
+    """Mean activation of channel ``unit`` (an int, or one per batch row).
+
+    >>> channel("c", 1)({"c": torch.arange(8.0).view(1, 2, 2, 2)}).tolist()   # channel 1 averaged over space
+    [5.5]
+    """
     def fn(acts):
         m = _means(acts[layer])
-        return m.gather(1, _rows(unit, m.shape[0], m.device).view(-1, 1)).squeeze(1)
-    return Objective(fn, (layer,), f"{layer}:{unit if isinstance(unit, int) else 'rows'}")
+        return m.gather(1, _rows(unit, m.shape[0], m.shape[1], layer).to(m.device).view(-1, 1)).squeeze(1)
+    return Objective(fn, (layer,), f"{layer}:{_label(unit)}")
 
 
 def element(layer: str, index: tuple) -> Objective:
-    """One element of the per-example layer output."""
+    """One element of the per-example layer output.
+
+    >>> element("c", (1, 0, 1))({"c": torch.arange(8.0).view(1, 2, 2, 2)}).tolist()
+    [5.0]
+    """
+    index = tuple(int(i) for i in index)
+
     def fn(acts):
-        return acts[layer][(slice(None), *index)]
+        t = acts[layer]
+        shape = tuple(t.shape[1:])
+        if len(index) != len(shape) or any(not 0 <= i < s for i, s in zip(index, shape)):
+            raise UnitscopeError(f"element {index} is outside layer {layer!r}", layer=layer, unit_shape=shape)
+        return t[(slice(None), *index)]
     return Objective(fn, (layer,), f"{layer}{list(index)}")
 
 
 def independent(layer: str, unit) -> Objective:
-    """Independent activation: ``a_i − mean_{j≠i} a_j`` over the channels of the same layer."""
+    """Independent activation: ``a_i − mean_{j≠i} a_j`` over the channels of the same layer (channel means).
+
+    >>> independent("fc", 0)({"fc": torch.tensor([[4.0, 1.0, 3.0]])}).tolist()   # 4 − (1 + 3) / 2
+    [2.0]
+    """
     def fn(acts):
         m = _means(acts[layer])
-        a = m.gather(1, _rows(unit, m.shape[0], m.device).view(-1, 1)).squeeze(1)
+        a = m.gather(1, _rows(unit, m.shape[0], m.shape[1], layer).to(m.device).view(-1, 1)).squeeze(1)
         return a - (m.sum(1) - a) / max(m.shape[1] - 1, 1)
-    return Objective(fn, (layer,), f"independent {layer}:{unit if isinstance(unit, int) else 'rows'}")
+    return Objective(fn, (layer,), f"independent {layer}:{_label(unit)}")

@@ -100,9 +100,10 @@ class Augment:
     def __call__(self, img: torch.Tensor) -> torch.Tensor:
         b, c, h, w = img.shape
         p = int(round(self.pad * max(h, w)))
-        if p:
-            fill = float(img.detach().mean()) if self.fill is None else self.fill
-            img = F.pad(img, (p, p, p, p), value=fill)
+        if p:  # each image padded with its own mean (or ``fill``): rows never depend on each other
+            fill = img.detach().mean((1, 2, 3), keepdim=True) if self.fill is None else \
+                torch.full((b, 1, 1, 1), float(self.fill)).to(img)
+            img = F.pad(img - fill, (p, p, p, p), value=0.0) + fill
         u = lambda lo, hi: lo + (hi - lo) * torch.rand(b, generator=self.g)  # noqa: E731
         angle = u(-self.degrees, self.degrees) * math.pi / 180
         s = u(*self.scale)

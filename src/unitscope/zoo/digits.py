@@ -17,7 +17,8 @@ import torch.nn as nn
 
 from .cache import cached_state
 
-__all__ = ["DigitsSplit", "digits_data", "digits_cnn", "digits_vgg", "digits_mlp", "DigitsCNN", "DigitsMLP", "Trained"]
+__all__ = ["DigitsSplit", "digits_data", "digits_cnn", "digits_vgg", "digits_mlp", "digits_shallow_cnn", "DigitsCNN",
+           "DigitsMLP", "Trained"]
 
 
 @dataclass
@@ -153,3 +154,11 @@ def digits_mlp(*, epochs: int = 30, seed: int = 0, progress: bool | None = None)
     """An MLP on the digits' 64 pixels: hidden 128, 512, 2048, 2048 (``layers.relu1`` … ``layers.relu4``)."""
     return _trained("digits-mlp", dict(widths=(128, 512, 2048, 2048)), epochs=epochs, seed=seed, progress=progress,
                     cls=DigitsMLP)
+
+
+def digits_shallow_cnn(*, epochs: int = 30, seed: int = 0, progress: bool | None = None) -> Trained:
+    """The Representative Substitution paper's shallow CNN exactly as its issue states it: conv 64, 64, 128, 128
+    (3×3, stride 1, padding 1, ReLU, no pooling), then FC 128 and FC 10. ``digits_cnn`` has the same widths but
+    max-pools after conv 2 and conv 4. Layers: ``features.relu1`` … ``features.relu4``, ``classifier.relu``."""
+    return _trained("digits-shallow-cnn", dict(widths=(64, 64, 128, 128), hidden=128, pool_after=()),
+                    epochs=epochs, seed=seed, progress=progress)

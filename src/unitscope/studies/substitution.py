@@ -1,0 +1,372 @@
+"""``python -m unitscope.studies.substitution [--quick] [--out DIR] [--seed N]``: the Representative Substitution
+analyses (Chen et al., AAAI 2019 student abstract) on models trained on the real digits.
+
+Models (trained once, then loaded from the user cache): the shallow CNN of the issue (conv 64, 64, 128, 128, 3×3,
+stride 1, no pooling, FC 128, FC 10 — :func:`~unitscope.zoo.digits.digits_shallow_cnn`), the VGG-style CNN with
+8 conv layers (``digits_vgg``) and the MLP 128-512-2048-2048 (``digits_mlp``). Layers: every post-ReLU layer,
+including the fully connected layer before the classifier (``classifier.relu``).
+
+1. **Class selectivity** of every unit (channels averaged over space, post-ReLU) from the training split,
+   streamed batch by batch (:func:`~unitscope.selectivity.class_selectivity`).
+2. **AM and IAM** images of *every* unit of each layer, one batched optimization per layer and kind (pixel
+   parameterization in [0, 1], seeded transforms), and **RS** of each unit from AM and from IAM images.
+3. **Spearman ρ(RS, selectivity)** per layer, against depth (Fig. 3b of the paper), scatter plots (Fig. 1).
+   The issue's reading of the paper — other units stand in for highly selective ones — predicts ρ > 0 for IAM.
+   Dead ReLUs (0 for every training digit, so SI = 0 by convention) are left out of ρ and of the scatter plots,
+   and counted in the tables.
+4. **Ablation curves** (Morcos et al. 2018): test accuracy as a layer's units are set to 0 (post-ReLU: removed)
+   in order of selectivity — high first, low first, random (mean of several permutations); shares of the live
+   units (removing a dead ReLU changes nothing).
+5. **Pictures**: AM/IAM grids for the most and least selective units of each digits model, and AM/IAM for a few
+   EfficientNet-Lite0 units (FFT parameterization with colour decorrelation, inputs in [−1, 1]).
+
+Writes CSV + Markdown tables, PNG figures and ``substitution.json`` to ``--out``; the last printed line is the
+summary as JSON, with ``spearman_by_layer`` (model → layer → {"iam": ρ, "am": ρ}) and ``ablation_accuracy``
+(model → order → layer → accuracies at ``ablation_fractions`` of the layer's units removed).
+"""
+
+from __future__ import annotations
+
+import argparse
+import json
+import math
+import os
+import time
+
+import numpy as np
+import pandas as pd
+import torch
+from scipy.stats import spearmanr
+
+from ..ablation import ablate
+from ..maximize import activation_maximization, independent_am, representative_substitution
+from ..selectivity import class_selectivity
+from ..state import analysis_mode
+
+__all__ = ["main", "MODELS", "layer_analysis", "ablation_curves", "spearman", "batches"]
+
+# model name → (zoo function name, post-ReLU layers from input to output)
+MODELS = {
+    "shallow_cnn": ("digits_shallow_cnn", [f"features.relu{i}" for i in range(1, 5)] + ["classifier.relu"]),
+    "vgg": ("digits_vgg", [f"features.relu{i}" for i in range(1, 9)] + ["classifier.relu"]),
+    "mlp": ("digits_mlp", [f"layers.relu{i}" for i in range(1, 5)]),
+}
+ORDERS = ("high_first", "low_first", "random")
+EFFICIENTNET_LAYER = "blocks.3"
+
+
+def batches(x: torch.Tensor, y: torch.Tensor, size: int = 256):
+    """A generator loader: ``(inputs, labels)`` slices, one batch at a time."""
+    for i in range(0, len(y), size):
+        yield x[i:i + size], y[i:i + size]
+
+
+def spearman(a, b) -> float:
+    """Spearman ρ; NaN when either side is constant (no ranking to compare)."""
+    a, b = np.asarray(a, dtype=np.float64), np.asarray(b, dtype=np.float64)
+    if len(a) < 3 or np.ptp(a) == 0 or np.ptp(b) == 0:
+        return float("nan")
+    return float(spearmanr(a, b).statistic)
+
+
+def live_units(selectivity) -> torch.Tensor:
+    """``[U]`` bool: units active (> 0) on some training class; the others are dead ReLUs (SI 0 by convention)."""
+    return selectivity.class_means.max(0).values > 0
+
+
+def pick_units(selectivity, limit: int | None) -> torch.Tensor:
+    """All units, or ``limit`` live units evenly spread over the selectivity ranking (quick runs)."""
+    n = selectivity.index.numel()
+    if limit is None or limit >= n:
+        return torch.arange(n)
+    live = torch.nonzero(live_units(selectivity)).flatten()
+    ranked = live[torch.argsort(selectivity.index[live], stable=True)]
+    pos = torch.linspace(0, len(ranked) - 1, min(limit, len(ranked))).round().long()
+    return ranked[pos].sort().values
+
+
+def layer_analysis(model, layer: str, selectivity, *, steps: int, seed: int, lr: float = 0.05,
+                   limit: int | None = None) -> tuple:
+    """``(per-unit DataFrame, {"am": Maximized, "iam": Maximized})`` for the units of ``layer`` (all of them, or
+    ``limit`` live ones). RS always counts every unit of the layer."""
+    units = pick_units(selectivity, limit)
+    runs = {}
+    for kind, fn in (("am", activation_maximization), ("iam", independent_am)):
+        runs[kind] = fn(model, layer, units, shape=(1, 8, 8), param="pixel", value_range=(0.0, 1.0),
+                        steps=steps, lr=lr, seed=seed, progress=False)
+    df = pd.DataFrame({"layer": layer, "unit": units.numpy(), "selectivity": selectivity.index[units].numpy(),
+                       "preferred": selectivity.preferred[units].numpy(),
+                       "live": live_units(selectivity)[units].numpy(),
+                       "rs_am": representative_substitution(runs["am"]).numpy(),
+                       "rs_iam": representative_substitution(runs["iam"]).numpy(),
+                       "a_am": runs["am"].own.numpy(), "a_iam": runs["iam"].own.numpy(),
+                       "a_start": runs["am"].activation_trace[0].numpy()})
+    return df, runs
+
+
+def _accuracy(model, x, y) -> float:
+    with torch.no_grad():
+        return float((model(x).argmax(1) == y).float().mean())
+
+
+def ablation_curves(model, layer: str, selectivity: torch.Tensor, x, y, *, fractions, seed: int,
+                    random_repeats: int = 3, live: torch.Tensor | None = None) -> dict:
+    """``{order: [accuracy at each fraction]}``: a share of the layer's units set to 0, in order of selectivity
+    (``high_first``, ``low_first``) or at random (mean over ``random_repeats`` permutations).
+
+    With ``live`` (bool ``[U]``) only live units are ordered and counted: a dead ReLU already outputs 0, so
+    "removing" it is a no-op that would flatter whichever order reaches the dead (SI 0) units first.
+    """
+    pool = torch.arange(selectivity.numel()) if live is None else torch.nonzero(live).flatten()
+    n = pool.numel()
+    order_high = pool[torch.argsort(selectivity[pool], descending=True, stable=True)].tolist()
+    g = torch.Generator().manual_seed(seed)
+    orders = {"high_first": [order_high], "low_first": [order_high[::-1]],
+              "random": [pool[torch.randperm(n, generator=g)].tolist() for _ in range(random_repeats)]}
+    out, memo = {}, {}
+
+    def acc(units) -> float:
+        key = frozenset(units)  # the same set (k = 0, k = n) is evaluated once
+        if key not in memo:
+            if not units:
+                memo[key] = _accuracy(model, x, y)
+            else:
+                with ablate(model, {layer: list(units)}):
+                    memo[key] = _accuracy(model, x, y)
+        return memo[key]
+
+    with analysis_mode(model):
+        for name, perms in orders.items():
+            out[name] = [float(np.mean([acc(perm[:int(round(f * n))]) for perm in perms])) for f in fractions]
+    return out
+
+
+# ------------------------------------------------------------------------------------------- figures --
+def _scatter_figure(df: pd.DataFrame, layers, model: str, path: str) -> str:
+    from ..report.figures import plt, save_figure
+
+    fig, axes = plt.subplots(2, len(layers), figsize=(2.3 * len(layers), 4.6), squeeze=False)
+    for j, layer in enumerate(layers):
+        d = df[(df.layer == layer) & df.live]
+        for i, kind in enumerate(("am", "iam")):
+            ax = axes[i, j]
+            ax.scatter(d.selectivity, d[f"rs_{kind}"], s=4 if len(d) > 500 else 8, alpha=0.5,
+                       color="tab:blue" if kind == "iam" else "tab:orange")
+            rho = spearman(d[f"rs_{kind}"], d.selectivity)
+            ax.set_title(f"{layer.split('.')[-1]} {kind.upper()}  ρ={rho:+.2f}", fontsize=7)
+            ax.set_xlim(-0.02, 1.02)
+            ax.set_ylim(-0.02, 1.02)
+            ax.tick_params(labelsize=6)
+            if j == 0:
+                ax.set_ylabel(f"RS ({kind.upper()})", fontsize=7)
+            if i == 1:
+                ax.set_xlabel("class selectivity", fontsize=7)
+    fig.suptitle(f"{model}: representative substitution vs class selectivity", fontsize=9)
+    fig.tight_layout()
+    return save_figure(fig, path)
+
+
+def _depth_figure(rho: dict, path: str) -> str:
+    from ..report.figures import plt, save_figure
+
+    fig, ax = plt.subplots(figsize=(5.0, 3.4))
+    for (model, layers), color in zip(rho.items(), ("tab:blue", "tab:green", "tab:red")):
+        depth = np.arange(1, len(layers) + 1)
+        for kind, ls, marker in (("iam", "-", "o"), ("am", "--", "x")):
+            ax.plot(depth, [layers[name][kind] for name in layers], ls=ls, marker=marker, color=color,
+                    label=f"{model} {kind.upper()}", lw=1.2, ms=4)
+    ax.axhline(0, color="k", lw=0.6)
+    ax.set_xlabel("layer (post-ReLU, input → output; last = FC before the classifier for CNNs)", fontsize=7)
+    ax.set_ylabel("Spearman ρ(RS, selectivity)", fontsize=8)
+    ax.tick_params(labelsize=7)
+    ax.legend(fontsize=6, ncol=3)
+    ax.set_title("correlation of RS with class selectivity against depth", fontsize=9)
+    fig.tight_layout()
+    return save_figure(fig, path)
+
+
+def _ablation_figure(curves: dict, fractions, model: str, path: str) -> str:
+    from ..report.figures import plt, save_figure
+
+    layers = list(curves["high_first"])
+    fig, axes = plt.subplots(1, len(layers), figsize=(2.2 * len(layers), 2.5), squeeze=False, sharey=True)
+    for ax, layer in zip(axes[0], layers):
+        for order, color in zip(ORDERS, ("tab:red", "tab:blue", "0.5")):
+            ax.plot(fractions, curves[order][layer], color=color, marker=".", lw=1.1, label=order.replace("_", " "))
+        ax.set_title(layer.split(".")[-1], fontsize=7)
+        ax.set_xlabel("share of units ablated", fontsize=7)
+        ax.tick_params(labelsize=6)
+        ax.set_ylim(0, 1.02)
+    axes[0, 0].set_ylabel("test accuracy", fontsize=7)
+    axes[0, 0].legend(fontsize=6)
+    fig.suptitle(f"{model}: ablation by class selectivity", fontsize=9)
+    fig.tight_layout()
+    return save_figure(fig, path)
+
+
+def _picture_figure(runs: dict, units, labels, title: str, path: str) -> str:
+    from ..report.figures import _as_image, plt, save_figure
+
+    fig, axes = plt.subplots(2, len(units), figsize=(1.25 * len(units), 2.9), squeeze=False)
+    for i, kind in enumerate(("am", "iam")):
+        r = runs[kind]
+        row_of = {int(u): k for k, u in enumerate(r.units)}
+        for j, u in enumerate(units):
+            ax = axes[i, j]
+            img = r.images[row_of[int(u)]]
+            ax.imshow(_as_image(img) if img.shape[0] == 3 else img[0].numpy(), cmap="gray", vmin=0, vmax=1)
+            ax.set_title(f"{kind.upper()} {labels[j]}", fontsize=5)
+            ax.axis("off")
+    fig.suptitle(title, fontsize=8)
+    fig.tight_layout()
+    return save_figure(fig, path, dpi=130)
+
+
+def _efficientnet(out: str, *, quick: bool, seed: int) -> dict:
+    """AM/IAM pictures of a few EfficientNet-Lite0 units (no selectivity: no labelled ImageNet data offline)."""
+    from ..zoo import efficientnet_lite0
+
+    net = efficientnet_lite0()
+    units, steps, size = ([0, 1, 2], 12, 64) if quick else ([0, 5, 10, 20, 40, 60], 96, 128)
+    runs = {kind: fn(net.model, EFFICIENTNET_LAYER, units, shape=(3, size, size), param="fft",
+                     value_range=(-1.0, 1.0), steps=steps, lr=0.05, seed=seed, progress=False)
+            for kind, fn in (("am", activation_maximization), ("iam", independent_am))}
+    labels = [f"ch {u}" for u in units]
+    path = _picture_figure(runs, units, labels, f"EfficientNet-Lite0 {EFFICIENTNET_LAYER}: AM (top) and IAM "
+                                                f"(bottom), FFT, {steps} steps, {size}×{size}",
+                           os.path.join(out, "substitution_efficientnet.png"))
+    rs = {k: representative_substitution(r).tolist() for k, r in runs.items()}
+    return {"layer": EFFICIENTNET_LAYER, "units": units, "steps": steps, "size": size, "figure": path,
+            "rs": rs, "own_activation": {k: r.own.tolist() for k, r in runs.items()},
+            "start_activation": {k: r.activation_trace[0].tolist() for k, r in runs.items()}}
+
+
+def _write(df: pd.DataFrame, out: str, name: str, *, index: bool = False) -> list[str]:
+    df.to_csv(os.path.join(out, f"{name}.csv"), index=index)
+    try:
+        text = df.to_markdown(index=index, floatfmt=".3f")
+    except ImportError:
+        text = df.to_string(index=index)
+    with open(os.path.join(out, f"{name}.md"), "w") as f:
+        f.write(text + "\n")
+    return [f"{name}.csv", f"{name}.md"]
+
+
+def _nan_to_none(v):
+    if isinstance(v, dict):
+        return {k: _nan_to_none(x) for k, x in v.items()}
+    if isinstance(v, (list, tuple)):
+        return [_nan_to_none(x) for x in v]
+    if isinstance(v, float) and math.isnan(v):
+        return None
+    return v
+
+
+def main(argv=None) -> dict:
+    from ..zoo import digits as zoo
+
+    p = argparse.ArgumentParser(prog="python -m unitscope.studies.substitution", description=__doc__,
+                                formatter_class=argparse.RawDescriptionHelpFormatter)
+    p.add_argument("--quick", action="store_true",
+                   help="16 live units per layer (full: all), 32 optimization steps (full 256), 5 ablation points "
+                        "on 200 test digits (full 11 on all 360), 1 random order (full 5), a small EfficientNet "
+                        "picture")
+    p.add_argument("--out", default="unitscope-out/substitution")
+    p.add_argument("--seed", type=int, default=0)
+    p.add_argument("--threads", type=int, default=1, help="torch threads (default 1)")
+    p.add_argument("--no-efficientnet", action="store_true", help="skip the EfficientNet-Lite0 pictures")
+    args = p.parse_args(argv)
+    os.makedirs(args.out, exist_ok=True)
+    if args.threads:
+        torch.set_num_threads(args.threads)
+    torch.set_grad_enabled(True)
+    steps = 32 if args.quick else 256
+    limit = 16 if args.quick else None
+    fractions = [0.0, 0.25, 0.5, 0.75, 1.0] if args.quick else [round(0.1 * i, 1) for i in range(11)]
+    repeats = 1 if args.quick else 5
+    train, test = zoo.digits_data()
+    if args.quick:  # ablation accuracy on 20 test digits per class
+        keep = torch.cat([torch.nonzero(test.y == c).flatten()[:20] for c in range(10)])
+        test = zoo.DigitsSplit(test.x[keep], test.y[keep])
+    seconds, figures, tables = {}, [], []
+    models, rho, abl, rs_summary, frames = {}, {}, {}, {}, []
+    for name, (fn_name, layers) in MODELS.items():
+        t0 = time.perf_counter()
+        trained = getattr(zoo, fn_name)(progress=False)
+        model = trained.model
+        models[name] = {"zoo": fn_name, "test_accuracy": trained.info["test_accuracy"], "cached": trained.cached,
+                        "layers": layers}
+        sel = class_selectivity(model, batches(train.x, train.y), layers, num_classes=10, progress=False)
+        rho[name], rs_summary[name] = {}, {}
+        curves = {order: {} for order in ORDERS}
+        for k, layer in enumerate(layers):
+            live = live_units(sel[layer])
+            df, runs = layer_analysis(model, layer, sel[layer], steps=steps, seed=args.seed, limit=limit)
+            df.insert(0, "model", name)
+            frames.append(df)
+            d = df[df.live]  # dead ReLUs (never on for any training digit) have no selectivity to speak of
+            rho[name][layer] = {"iam": spearman(d.rs_iam, d.selectivity), "am": spearman(d.rs_am, d.selectivity)}
+            rs_summary[name][layer] = {
+                "units": int(live.numel()), "dead_units": int((~live).sum()), "rendered": len(df),
+                "mean_selectivity": float(d.selectivity.mean()),
+                "mean_rs_iam": float(d.rs_iam.mean()), "mean_rs_am": float(d.rs_am.mean()),
+                "share_rs_iam_zero": float((d.rs_iam == 0).mean()), "share_rs_am_zero": float((d.rs_am == 0).mean()),
+                "share_am_increased": float((d.a_am > d.a_start).mean()),
+                "share_am_still_off": float((d.a_am <= 0).mean())}
+            for order, accs in ablation_curves(model, layer, sel[layer].index, test.x, test.y, fractions=fractions,
+                                               seed=args.seed + k, random_repeats=repeats, live=live).items():
+                curves[order][layer] = accs
+            if k == len(layers) - 1 or (name != "mlp" and layer == layers[-2]):
+                ranked = d.sort_values("selectivity", ascending=False, kind="stable")
+                pick = ranked.unit.tolist()[:4] + ranked.unit.tolist()[-4:]
+                row = {u: r for u, r in zip(df.unit, df.itertuples())}
+                labels = [f"u{u} SI {row[u].selectivity:.2f}\nRS {row[u].rs_am:.2f}/{row[u].rs_iam:.2f}"
+                          for u in pick]
+                figures.append(_picture_figure(
+                    runs, pick, labels, f"{name} {layer}: 4 most / 4 least selective live units (RS AM/IAM)",
+                    os.path.join(args.out, f"substitution_pictures_{name}_{layer.replace('.', '_')}.png")))
+        abl[name] = curves
+        d = pd.concat([f for f in frames if f.model.iloc[0] == name])
+        figures.append(_scatter_figure(d, layers, name, os.path.join(args.out, f"substitution_scatter_{name}.png")))
+        figures.append(_ablation_figure(curves, fractions, name,
+                                        os.path.join(args.out, f"substitution_ablation_{name}.png")))
+        seconds[name] = time.perf_counter() - t0
+        print(f"{name} ({fn_name}, {'cached' if trained.cached else 'trained'}, test accuracy "
+              f"{trained.info['test_accuracy']:.3f}): " + ", ".join(
+                  f"{layer.split('.')[-1]} ρ_IAM {v['iam']:+.2f} ρ_AM {v['am']:+.2f}" for layer, v in rho[name].items())
+              + f"  [{seconds[name]:.1f} s]", flush=True)
+    figures.append(_depth_figure(rho, os.path.join(args.out, "substitution_spearman_depth.png")))
+    units = pd.concat(frames, ignore_index=True)
+    tables += _write(units, args.out, "substitution_units")
+    rows = [{"model": m, "layer": layer, "depth": i + 1, "units": rs_summary[m][layer]["units"],
+             "dead": rs_summary[m][layer]["dead_units"],
+             "rho_iam": v["iam"], "rho_am": v["am"], "mean_selectivity": rs_summary[m][layer]["mean_selectivity"],
+             "mean_rs_iam": rs_summary[m][layer]["mean_rs_iam"], "mean_rs_am": rs_summary[m][layer]["mean_rs_am"]}
+            for m in rho for i, (layer, v) in enumerate(rho[m].items())]
+    tables += _write(pd.DataFrame(rows), args.out, "substitution_spearman")
+    abl_rows = [{"model": m, "layer": layer, "order": order, **{f"{f:.2f}": a for f, a in zip(fractions, accs)}}
+                for m in abl for order in ORDERS for layer, accs in abl[m][order].items()]
+    tables += _write(pd.DataFrame(abl_rows), args.out, "substitution_ablation")
+    eff = None
+    if not args.no_efficientnet:
+        t0 = time.perf_counter()
+        try:
+            eff = _efficientnet(args.out, quick=args.quick, seed=args.seed)
+            figures.append(eff["figure"])
+        except ImportError as e:  # the vision extra is optional
+            eff = {"skipped": str(e)}
+        seconds["efficientnet"] = time.perf_counter() - t0
+    summary = _nan_to_none({
+        "study": "substitution", "quick": args.quick, "seed": args.seed, "steps": steps, "models": models,
+        "spearman_by_layer": rho, "ablation_fractions": fractions, "ablation_accuracy": abl,
+        "rs_by_layer": rs_summary, "efficientnet": eff,
+        "figures": [os.path.basename(f) for f in figures], "tables": tables,
+        "seconds": {k: round(v, 2) for k, v in seconds.items()}})
+    with open(os.path.join(args.out, "substitution.json"), "w") as f:
+        json.dump(summary, f, indent=1)
+    print(json.dumps(summary))
+    return summary
+
+
+if __name__ == "__main__":
+    main()

@@ -3,6 +3,7 @@ PYTHON ?= python3
 VENV := .venv
 PY := $(VENV)/bin/python
 STAMP := $(VENV)/.installed
+DEMO_ARGS ?=
 
 .PHONY: demo test bench clean
 
@@ -13,8 +14,10 @@ $(STAMP): pyproject.toml Makefile
 	$(PY) -m pip install -q -e ".[test]"
 	touch $(STAMP)
 
+# `make demo DEMO_ARGS=--quick` for the quick run (≤ 3 min once models are cached); the report lands in
+# unitscope-out/report.html
 demo: $(STAMP)
-	$(PY) -m unitscope demo
+	$(PY) -m unitscope demo $(DEMO_ARGS)
 
 test: $(STAMP)
 	$(PY) -m pytest

@@ -314,6 +314,9 @@ def _tokens_html(tokens, values, scale: float) -> str:
 
     spans = []
     for w, v in zip(tokens, values):
+        if abs(v) < 5e-4:  # no conductance: plain text keeps the snippet small
+            spans.append(str(escape(w)))
+            continue
         alpha = min(1.0, abs(v) / scale) if scale > 0 else 0.0
         rgb = "33,102,172" if v >= 0 else "178,24,43"
         style = f"background: rgba({rgb},{alpha:.2f}); padding: 1px 2px; border-radius: 3px"
@@ -352,30 +355,69 @@ def _window(values, width: int = 16) -> slice:
     return slice(start, start + width)
 
 
-def _negation_figure(probes: list[NegationProbe], examples: list[dict], path: str, per_filter: int = 2) -> str:
-    """One heat strip per probe × found filter and per top sentence (cropped around the peak), red − / blue +."""
+def _token_colour(v: float, scale: float):
+    alpha = min(1.0, abs(v) / scale) if scale > 0 else 0.0
+    return (33 / 255, 102 / 255, 172 / 255, alpha) if v >= 0 else (178 / 255, 24 / 255, 43 / 255, alpha)
+
+
+def _negation_figure(probes: list[NegationProbe], examples: list[dict], path: str, per_filter: int = 3,
+                     width: float = 10.0) -> str:
+    """Tokens drawn as text on coloured boxes (blue: supports the probe's prediction, red: opposes; opacity ∝
+    |per-token conductance|), one block per probe × found filter: the probe, then the filter's top corpus
+    sentences, each cropped to 24 tokens around its peak."""
     from ..report.figures import plt, save_figure
 
-    strips = []
+    lines = []  # (kind, text or (tokens, values, scale))
     for p in probes:
+        lines.append(("title", f"“{p.probe}”: predicted {p.predicted} (log-odds {p.log_odds:+.2f}); filters whose "
+                               f"conductance falls on “{' '.join(p.tokens[i] for i in p.phrase)}”: "
+                               f"{', '.join(f'#{f}' for f in p.found) or 'none'}"))
         for f in p.found:
-            strips.append((f"“{p.probe}” (predicted {p.predicted}), filter #{f}", p.tokens, p.attributions[f]))
-            for e in [e for e in examples if e["probe"] == p.probe and e["filter"] == f][:per_filter]:
-                w = _window(e["attributions"])
-                strips.append((f"   #{f}, corpus top {e['rank']}: {e['sentence'][:80]}", e["tokens"][w],
-                               e["attributions"][w]))
-    if not strips:
-        strips = [("no negation filter found", ["-"], [0.0])]
-    fig, axes = plt.subplots(len(strips), 1, figsize=(8, 0.75 * len(strips) + 0.3), squeeze=False)
-    for ax, (title, tokens, values) in zip(axes[:, 0], strips):
-        v = np.asarray(values, dtype=float)[None]
-        lim = float(np.abs(v).max()) or 1.0
-        ax.imshow(v, cmap="RdBu", vmin=-lim, vmax=lim, aspect="auto")
-        ax.set_xticks(range(len(tokens)))
-        ax.set_xticklabels(tokens, fontsize=6, rotation=45, ha="right")
-        ax.set_yticks([])
-        ax.set_title(title, fontsize=6.5, loc="left")
-    fig.tight_layout()
+            ex = [e for e in examples if e["probe"] == p.probe and e["filter"] == f][:per_filter]
+            scale = max([abs(v) for v in p.attributions[f]] + [abs(v) for e in ex for v in e["attributions"]]
+                        + [1e-12])
+            lines.append(("head", f"filter #{f} — on the probe, then its top corpus sentences by conductance"))
+            lines.append(("tokens", (p.tokens, p.attributions[f], scale)))
+            for e in ex:
+                w = _window(e["attributions"], 24)
+                pre = ["…"] if w.start > 0 else []
+                post = ["…"] if w.stop < len(e["tokens"]) else []
+                lines.append(("tokens", (pre + e["tokens"][w] + post,
+                                         [0.0] * len(pre) + e["attributions"][w] + [0.0] * len(post), scale)))
+    fig = plt.figure(figsize=(width, 1.0))
+    renderer = fig.canvas.get_renderer()
+    fs, step, gap, left = 8, 0.24, 0.05, 0.15
+
+    def measure(word):
+        t = fig.text(0, 0, word, fontsize=fs)
+        w = t.get_window_extent(renderer).width / fig.dpi
+        t.remove()
+        return w
+
+    placed, y = [], step  # (x, y from the top in inches, kind, text, colour)
+    for kind, item in lines:
+        if kind != "tokens":
+            y += 0.1 if kind == "title" and placed else 0.0
+            placed.append((left - (0.1 if kind == "title" else 0.0), y, kind, item, None))
+            y += step
+            continue
+        tokens, values, scale = item
+        x = left + 0.2
+        for w, v in zip(tokens, values):
+            wd = measure(w)
+            if x + wd > width - left:
+                x, y = left + 0.4, y + step
+            placed.append((x, y, "token", w, _token_colour(v, scale)))
+            x += wd + gap + 0.04
+        y += step
+    height = y + step
+    fig.set_size_inches(width, height)
+    for x, yy, kind, text, colour in placed:
+        kw = dict(fontsize=fs + (1 if kind == "title" else 0), va="baseline",
+                  weight="bold" if kind == "title" else "normal", style="italic" if kind == "head" else "normal")
+        if colour is not None:
+            kw["bbox"] = dict(boxstyle="square,pad=0.12", fc=colour, ec="none")
+        fig.text(x / width, 1 - yy / height, text, **kw)
     return save_figure(fig, path, dpi=120)
 
 
@@ -477,8 +519,9 @@ def _run(out, quick, seed, net, data, sz, echo) -> dict:
     negation_html(probes, examples, os.path.join(out, "sentiment_negation.html"))
     _negation_figure(probes, examples, os.path.join(out, "sentiment_negation.png"))
     seconds["negation"] = time.perf_counter() - t0
-    neg_tokens = sum(w in NEGATIONS for s in corpus for w in tokenize(s)) / max(1, sum(len(tokenize(s))
-                                                                                        for s in corpus))
+    corpus_tokens = [tokenize(s) for s in corpus]
+    neg_tokens = sum(w in NEGATIONS for t in corpus_tokens for w in t) / max(1, sum(len(t) for t in corpus_tokens))
+    neg_sentences = float(np.mean([any(w in NEGATIONS for w in t) for t in corpus_tokens]))
     negation = {}
     for p in probes:
         echo(f"\n“{p.probe}”: predicted {p.predicted} (log-odds {p.log_odds:+.2f}); filters with the highest "
@@ -500,6 +543,8 @@ def _run(out, quick, seed, net, data, sz, echo) -> dict:
                      + " ".join(f"{w}[{v:+.2f}]" if abs(v) > 0.01 else w for w, v in
                                 zip(e["tokens"], e["attributions"])))
         negation[p.probe] = {"predicted": p.predicted, "log_odds": round(p.log_odds, 3), "filters": filters}
+    echo(f"\n{100 * neg_sentences:.1f}% of the {len(corpus)} corpus sentences contain not/n't/no/never (the base "
+         f"rate for the share of a filter's top sentences that do)")
 
     result = {"test_accuracy": round(net.test_accuracy, 4), "dev_accuracy": round(net.dev_accuracy, 4),
               "quick": bool(quick), "seed": seed,
@@ -511,7 +556,8 @@ def _run(out, quick, seed, net, data, sz, echo) -> dict:
               "ablation_ratio_mean": round(float(ratio.mean()), 3),
               "both_sign_filter_share": round(both, 3), "n_division": len(div), "sign_shares": share,
               "negation_filters": {p.probe: p.found for p in probes}, "negation": negation,
-              "negation_token_share_in_corpus": round(neg_tokens, 4), "n_corpus": len(corpus),
+              "negation_token_share_in_corpus": round(neg_tokens, 4),
+              "negation_sentence_share_in_corpus": round(neg_sentences, 4), "n_corpus": len(corpus),
               "seconds": {k: round(v, 1) for k, v in seconds.items()}}
     with open(os.path.join(out, "sentiment.json"), "w") as fh:
         json.dump(result, fh, indent=1)

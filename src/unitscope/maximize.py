@@ -65,18 +65,16 @@ class _RedirectedReLU(torch.autograd.Function):
 
     @staticmethod
     def forward(ctx, z):
-        ctx.save_for_backward(z)
+        on = z > 0
+        dead = ~on.flatten(2).any(2) if z.dim() > 2 else ~on  # [B, C]: off at every position
+        ctx.save_for_backward(on, dead.view(*dead.shape, *([1] * (z.dim() - dead.dim()))))
         return z.clamp_min(0)
 
     @staticmethod
     def backward(ctx, grad):
-        (z,) = ctx.saved_tensors
-        on = z > 0
-        relu_grad = torch.where(on, grad, torch.zeros_like(grad))
-        redirected = torch.where(~on & (grad > 0), torch.zeros_like(grad), grad)
-        alive = on.flatten(2).any(2) if z.dim() > 2 else on  # [B, C]: some position is on
-        alive = alive.view(*alive.shape, *([1] * (z.dim() - alive.dim())))
-        return torch.where(alive, relu_grad, redirected)
+        on, dead = ctx.saved_tensors
+        # alive (row, channel): the ReLU gradient (where on); dead: the gradient wherever it pushes z up (≤ 0)
+        return grad * (on | (dead & (grad <= 0)))
 
 
 def _redirect_hooks(sites) -> dict:

@@ -355,8 +355,8 @@ def sentiment_cnn(*, epochs: int = 15, lr: float = 2e-3, batch_size: int = 50, m
                   weight_decay: float = 0.0, maps: int = 64, seed: int = 0, threads: int | None = 1,
                   progress: bool | None = None) -> TrainedSentiment:
     """The sentiment CNN trained on the movie-review sentences (Adam, dropout 0.5, the weights of the epoch with
-    the best dev accuracy kept); about 100 s on one CPU thread the first time (99 s measured on a busy 2-core machine), then loaded
-    from the user cache.
+    the best dev accuracy kept); about 100 s on one CPU thread the first time (99 s measured on a busy 2-core
+    machine), then loaded from the user cache.
 
     ``threads``: torch threads while training (restored afterwards); one is the default because these small
     convolutions gain little from more, and on a busy machine two threads' barriers can make them 10–30× slower.

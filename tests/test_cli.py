@@ -167,3 +167,37 @@ def test_units_ranges():
     assert cli._units(["0-3", "7,9"]) == [0, 1, 2, 3, 7, 9]
     with pytest.raises(UnitscopeError, match="integers or ranges"):
         cli._units(["a"])
+
+
+def tiny_net():
+    """A factory for ``package.module:factory`` (this test module is importable: conftest puts tests/ on the path)."""
+    torch.manual_seed(0)
+    return nn.Sequential(nn.Conv2d(1, 4, 3, padding=1), nn.ReLU(), nn.Flatten(), nn.Linear(64, 3))
+
+
+def test_visualize_and_inverse_set_on_a_factory_model(capsys, tmp_path):
+    rc, out, err = run_cli(capsys, "visualize", "test_cli:tiny_net", "--layer", "1", "--units", "0-3", "--iam",
+                           "--steps", "8", "--shape", "1", "4", "4", "--out", str(tmp_path / "vis"))
+    assert rc == 0, err
+    summary = json.loads(out.strip().splitlines()[-1])
+    assert summary["kind"] == "IAM" and summary["units"] == [0, 1, 2, 3] and len(summary["rs"]) == 4
+    assert all(0.0 <= v <= 1.0 for v in summary["rs"])
+    images = torch.load(tmp_path / "vis" / "iam_1.pt")
+    assert images.shape == (4, 1, 4, 4) and images.min() >= 0 and images.max() <= 1
+    rc, _, err = run_cli(capsys, "visualize", "test_cli:tiny_net", "--layer", "1", "--units", "0")
+    assert "image shape" in one_line_error(rc, err)
+
+    rc, out, err = run_cli(capsys, "inverse-set", "test_cli:tiny_net", "--layer", "1", "--unit", "2", "--range",
+                           "0.05", "0.3", "--n", "4", "--shape", "1", "4", "4", "--out", str(tmp_path / "inv"))
+    assert rc == 0, err
+    summary = json.loads(out.strip().splitlines()[-1])
+    blob = torch.load(tmp_path / "inv" / "inverse_set.pt")
+    # every sample's activation, measured again here, lies in the range
+    net = tiny_net()
+    with torch.no_grad():
+        acts = net[1](net[0](blob["samples"]))[:, 2].mean((1, 2))
+    assert len(acts) == summary["n"] >= 1
+    assert bool(((acts >= 0.05 - 1e-5) & (acts <= 0.3 + 1e-5)).all())
+    rc, _, err = run_cli(capsys, "inverse-set", "test_cli:tiny_net", "--layer", "1", "--unit", "2", "--range",
+                         "1", "0", "--shape", "1", "4", "4")
+    assert "A ≤ B" in one_line_error(rc, err)

@@ -14,7 +14,6 @@ from __future__ import annotations
 
 import argparse
 import importlib
-import inspect
 import json
 import os
 import sys
@@ -269,43 +268,37 @@ def _visualize(args) -> dict:
 
 
 # ------------------------------------------------------------------------------------------ inverse-set --
-def _call_with(fn, **kw):
-    """Call ``fn`` with the keyword arguments it accepts (the sampler's signature is its own module's)."""
-    params = inspect.signature(fn).parameters
-    if any(p.kind == p.VAR_KEYWORD for p in params.values()):
-        return fn(**kw)
-    return fn(**{k: v for k, v in kw.items() if k in params})
-
-
 def _inverse_set(args) -> dict:
     from .loading import load_model
 
     inverse = _lazy("unitscope.inverse", "inverse-set sampling")
-    fn = next((getattr(inverse, n) for n in ("inverse_set", "sample_inverse_set", "sample") if hasattr(inverse, n)),
-              None)
-    if fn is None:
-        raise UnitscopeError("unitscope.inverse has no inverse_set() sampler in this version")
+    generators = _lazy("unitscope.generators", "inverse-set sampling")
     a, b = args.range
     if not a <= b:
         raise UnitscopeError("--range A B needs A ≤ B", range=(a, b))
     _seed(args)
     loaded = load_model(args.model, args.device)
     loaded.require_hooks()
-    result = _call_with(fn, model=loaded.model, layer=args.layer, unit=args.unit, units=args.unit,
-                        range=(a, b), bounds=(a, b), low=a, high=b, n=args.n, n_samples=args.n,
-                        shape=loaded.image_shape, seed=args.seed, progress=True)
-    samples = getattr(result, "samples", result)
-    if isinstance(samples, dict):
-        samples = samples.get("samples")
+    shape = _image_shape(loaded, args)
+    generator = generators.FFTImageGenerator(shape, value_range=loaded.value_range)
+    encoder = generators.early_block(loaded.model) if args.encoder == "early" else None
+    result = inverse.sample_inverse_set(loaded.model, (args.layer, args.unit, a, b), generator, encoder,
+                                        n_samples=args.n, n_seeds=min(args.n, 16), seed=args.seed, progress=True)
     os.makedirs(args.out, exist_ok=True)
-    summary = {"model": args.model, "layer": args.layer, "unit": args.unit, "range": [a, b]}
-    if isinstance(samples, torch.Tensor):
-        summary["n_samples"] = int(len(samples))
-        torch.save(samples, os.path.join(args.out, "inverse_set.pt"))
-        if samples.dim() == 4 and len(samples):
-            summary["figure"] = _show_images(samples[:32], [""] * min(len(samples), 32),
-                                             os.path.join(args.out, "inverse_set.png"),
-                                             f"{args.layer} #{args.unit} in [{a}, {b}]", loaded.value_range)
+    summary = {"model": args.model, "layer": args.layer, "unit": args.unit, "range": [a, b], **result.summary()}
+    if result.report:
+        summary["report"] = result.report
+    if len(result):
+        acts = result.activations[:, 0]
+        summary["activation_min"], summary["activation_max"] = float(acts.min()), float(acts.max())
+        summary["diversity"] = inverse.diversity(result.samples, encoder)
+        torch.save({"samples": result.samples, "codes": result.codes, "activations": result.activations},
+                   os.path.join(args.out, "inverse_set.pt"))
+        k = min(len(result), 32)
+        summary["figure"] = _show_images(result.samples[:k], [f"{float(v):.2f}" for v in acts[:k]],
+                                         os.path.join(args.out, "inverse_set.png"),
+                                         f"{args.model} {args.layer} #{args.unit}: {len(result)} samples with "
+                                         f"activation in [{a}, {b}]", loaded.value_range)
     _write_json(os.path.join(args.out, "inverse_set.json"), summary)
     return _finish(summary)
 
@@ -348,7 +341,7 @@ def build_parser() -> argparse.ArgumentParser:
     p.add_argument("--seed", type=int, default=0)
     p.add_argument("--out", default="unitscope-out", help="results folder (default unitscope-out)")
     p.add_argument("--only", nargs="+", metavar="STUDY", help="run only these studies")
-    p.add_argument("--timeout", type=float, default=None, help="seconds allowed per study (default: none)")
+    p.add_argument("--timeout", type=float, default=None, help="seconds allowed per study (default 300 with --quick, else 1200)")
     p.set_defaults(func=_demo)
 
     p = sub.add_parser("layers", help="a model's addressable layers with their output shapes")
@@ -389,6 +382,9 @@ def build_parser() -> argparse.ArgumentParser:
     p.add_argument("--unit", type=int, required=True)
     p.add_argument("--range", type=float, nargs=2, required=True, metavar=("A", "B"))
     p.add_argument("--n", type=int, default=32, help="samples wanted (default 32)")
+    p.add_argument("--encoder", choices=["pixels", "early"], default="pixels",
+                   help="distances between samples in pixel space or on the model's early block")
+    p.add_argument("--shape", type=int, nargs=3, metavar=("C", "H", "W"), help="input image shape if not known")
     common(p, "unitscope-out/inverse-set")
     p.set_defaults(func=_inverse_set)
 

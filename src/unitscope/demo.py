@@ -27,6 +27,7 @@ from .zoo import digits_cnn, digits_data
 __all__ = ["LAYERS", "STUDY_ORDER", "run", "digits_study", "run_study", "available_studies", "run_all"]
 
 LAYERS = ["features.relu1", "features.relu2", "features.relu3", "features.relu4", "classifier.relu"]
+QUICK_TIMEOUT, FULL_TIMEOUT = 300.0, 1200.0   # seconds per study before it is stopped and reported as a timeout
 STUDY_ORDER = ("evaluation", "imagenet", "sentiment", "substitution", "inverse", "transformer")
 
 
@@ -170,6 +171,8 @@ def run_all(*, quick: bool = False, out: str = "unitscope-out", seed: int = 0, o
     from .report.html import build_report
 
     t_start = time.perf_counter()
+    if timeout is None:
+        timeout = QUICK_TIMEOUT if quick else FULL_TIMEOUT
     os.makedirs(out, exist_ok=True)
     names = ["digits"] + available_studies()
     if only:

@@ -8,8 +8,9 @@ including the fully connected layer before the classifier (``classifier.relu``).
 
 1. **Class selectivity** of every unit (channels averaged over space, post-ReLU) from the training split,
    streamed batch by batch (:func:`~unitscope.selectivity.class_selectivity`).
-2. **AM and IAM** images of *every* unit of each layer, one batched optimization per layer and kind (pixel
-   parameterization in [0, 1], seeded transforms), and **RS** of each unit from AM and from IAM images.
+2. **AM and IAM** images of every unit of each layer (at most 512 live units, evenly spread over the selectivity
+   ranking, for the MLP's 2048-unit layers), one batched optimization per layer and kind (pixel parameterization
+   in [0, 1], seeded transforms), and **RS** of each unit from AM and from IAM images (RS counts every unit).
 3. **Spearman ρ(RS, selectivity)** per layer, against depth (Fig. 3b of the paper), scatter plots (Fig. 1).
    The issue's reading of the paper — other units stand in for highly selective ones — predicts ρ > 0 for IAM.
    Dead ReLUs (0 for every training digit, so SI = 0 by convention) are left out of ρ and of the scatter plots,
@@ -268,7 +269,7 @@ def main(argv=None) -> dict:
     p = argparse.ArgumentParser(prog="python -m unitscope.studies.substitution", description=__doc__,
                                 formatter_class=argparse.RawDescriptionHelpFormatter)
     p.add_argument("--quick", action="store_true",
-                   help="16 live units per layer (full: all), 32 optimization steps (full 256), 5 ablation points "
+                   help="16 live units per layer (full: all, at most 512), 32 optimization steps (full 128), 5 ablation points "
                         "on 200 test digits (full 11 on all 360), 1 random order (full 5), a small EfficientNet "
                         "picture")
     p.add_argument("--out", default="unitscope-out/substitution")
@@ -280,8 +281,8 @@ def main(argv=None) -> dict:
     if args.threads:
         torch.set_num_threads(args.threads)
     torch.set_grad_enabled(True)
-    steps = 32 if args.quick else 256
-    limit = 16 if args.quick else None
+    steps = 32 if args.quick else 128
+    limit = 16 if args.quick else 512  # RS always counts every unit; this bounds the images rendered per layer
     fractions = [0.0, 0.25, 0.5, 0.75, 1.0] if args.quick else [round(0.1 * i, 1) for i in range(11)]
     repeats = 1 if args.quick else 5
     train, test = zoo.digits_data()

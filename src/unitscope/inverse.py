@@ -1,0 +1,609 @@
+"""Sampling the inverse set of a unit: many diverse inputs ``x = G(z)`` whose activation lies in ``[a, b]``.
+
+>>> import torch, torch.nn as nn
+>>> torch.manual_seed(0) and None
+>>> net = nn.Sequential(nn.Linear(2, 1))                  # f(x) = w·x + c: its inverse set is a slab
+>>> g = DecoderGenerator(nn.Identity(), latent_dim=2, code_bound=3.0)
+>>> r = sample_inverse_set(net, ("0", 0, 0.5, 1.0), g, n_samples=64, n_seeds=8, seed=0, progress=False)
+>>> len(r), bool(((r.activations >= 0.5) & (r.activations <= 1.0)).all())
+(64, True)
+
+Several constraints ``(layer, unit, a, b)`` give the intersection of their inverse sets (same or different
+layers). A unit is an ``int`` (a channel: the mean over the remaining dims) or a tuple (one element of the
+per-example output), as in :mod:`unitscope.objectives`.
+
+The sampler (Hada & Carreira-Perpiñán):
+
+1. **Seeds.** ``K`` codes maximize their spread ``Σ_{i<j} ‖E(G(z_i)) − E(G(z_j))‖²`` subject to
+   ``a ≤ f(G(z_k)) ≤ b``, by a bound-constrained augmented Lagrangian: slack ``s ∈ [a, b]`` with
+   ``f − s = 0``, ``L = −spread − Σ λ(f − s) + μ/2 Σ (f − s)²``; the slack is updated in closed form
+   (``s = clip(f − λ/μ, a, b)``) between gradient steps on ``z``; λ and μ (×``mu_factor`` while infeasible) are
+   updated every ``inner_steps``; it stops as soon as every seed is feasible.
+2. **Sampling.** From the current samples, single gradient steps of ``L`` with λ, μ fixed, where the spread now
+   also pushes away from every earlier sample; the new points that are feasible are kept (a rejected step is
+   retried from the same point with half the step), until ``n_samples``. One forward+backward per step serves
+   the feasibility check of the new batch and the gradient of the next step.
+3. **Verification.** Every returned sample is checked by a fresh forward pass (no graph, its own batches).
+
+An empty or unreachable range ends with a report (``result.ok`` is False, ``result.report`` says how close the
+best code came), never a hang; a > b is an error at once. The baselines the paper compares with are here too:
+:func:`penalized_am` (multi-start activation maximization with a penalty for leaving ``[a, b]``) and
+:func:`langevin_sampler` (PPGN-style Langevin dynamics in code space, conditioned on the range).
+"""
+
+from __future__ import annotations
+
+import math
+import time
+import warnings
+from contextlib import ExitStack
+from dataclasses import dataclass, field
+from typing import Sequence
+
+import torch
+import torch.nn as nn
+from tqdm.auto import tqdm
+
+from .capture import Recorder
+from .errors import UnitscopeError
+from .generators import DecoderGenerator, LayerEncoder, PixelEncoder
+from .objectives import channel, element
+from .sites import resolve
+from .state import analysis_mode
+
+__all__ = ["Constraint", "InverseSet", "InverseSetWarning", "sample_inverse_set", "penalized_am",
+           "langevin_sampler", "evaluate", "diversity", "DecoderGenerator"]
+
+
+class InverseSetWarning(UserWarning):
+    """The range could not be reached (no feasible sample), or fewer samples than asked for were found."""
+
+
+@dataclass(frozen=True)
+class Constraint:
+    """``a ≤ unit of layer ≤ b``; ``unit``: an int channel (mean over the other dims) or a tuple element."""
+
+    layer: str
+    unit: int | tuple
+    a: float
+    b: float
+
+    def __str__(self):
+        return f"{self.a:g} ≤ {self.layer}[{self.unit}] ≤ {self.b:g}"
+
+
+@dataclass
+class InverseSet:
+    """Samples of an inverse set and how they were obtained. Every sample passed a fresh forward check."""
+
+    samples: torch.Tensor          # [N, *x_shape]  G(codes)
+    codes: torch.Tensor            # [N, latent_dim]
+    activations: torch.Tensor      # [N, n_constraints]  from the fresh verification pass
+    constraints: list
+    method: str = "augmented_lagrangian"
+    proposed: int = 0              # candidate samples the method produced (seeds + sampling steps)
+    feasible: int = 0              # ... of which were inside every range when produced
+    verified_rate: float = 1.0     # share of kept samples that passed the fresh verification pass
+    seeds_feasible: int = 0
+    n_seeds: int = 0
+    seed_steps: int = 0            # gradient steps of the seed phase
+    sample_steps: int = 0          # gradient steps of the sampling phase
+    seed_seconds: float = 0.0
+    sample_seconds: float = 0.0
+    verify_seconds: float = 0.0
+    ok: bool = True
+    report: str = ""
+    closest: list = field(default_factory=list)   # per constraint: (min, max) activation seen on any candidate
+
+    def __len__(self):
+        return len(self.codes)
+
+    @property
+    def feasible_rate(self) -> float:
+        """Share of the candidates the method produced that were inside every range."""
+        return self.feasible / self.proposed if self.proposed else 0.0
+
+    @property
+    def seconds(self) -> float:
+        return self.seed_seconds + self.sample_seconds + self.verify_seconds
+
+    @property
+    def samples_per_second(self) -> float:
+        return len(self) / self.seconds if self.seconds > 0 else 0.0
+
+    def summary(self) -> dict:
+        return {"method": self.method, "n": len(self), "ok": self.ok, "feasible_rate": self.feasible_rate,
+                "verified_rate": self.verified_rate, "proposed": self.proposed, "seeds_feasible": self.seeds_feasible,
+                "n_seeds": self.n_seeds, "seed_steps": self.seed_steps, "sample_steps": self.sample_steps,
+                "seconds": self.seconds, "samples_per_second": self.samples_per_second}
+
+
+# --------------------------------------------------------------------------------------------------- problem set-up
+
+def _as_constraints(constraints) -> list[Constraint]:
+    if isinstance(constraints, Constraint) or (isinstance(constraints, tuple) and len(constraints) == 4
+                                               and isinstance(constraints[0], (str, nn.Module))):
+        constraints = [constraints]
+    out = []
+    for c in constraints:
+        if not isinstance(c, Constraint):
+            if len(c) != 4:
+                raise UnitscopeError("a constraint is (layer, unit, a, b)", got=c)
+            c = Constraint(*c)
+        a, b = float(c.a), float(c.b)
+        if math.isnan(a) or math.isnan(b) or not a < b:
+            raise UnitscopeError(f"empty range [{a:g}, {b:g}]: need a < b", layer=str(c.layer), unit=c.unit,
+                                 hint="use a = -inf or b = inf for a one-sided range")
+        if not isinstance(c.unit, (int, tuple)) or isinstance(c.unit, bool):
+            raise UnitscopeError("a unit is an int (channel) or a tuple (one element)", layer=str(c.layer),
+                                 got=type(c.unit).__name__)
+        out.append(Constraint(c.layer, c.unit, a, b))
+    if not out:
+        raise UnitscopeError("no constraints given", hint="pass (layer, unit, a, b) or a list of them")
+    return out
+
+
+class _Problem:
+    """One forward pass of ``G`` and the model for a batch of codes: constraint values ``[B, m]`` and, when the
+    encoder reads a layer of the same model, the encoding from the same pass."""
+
+    def __init__(self, model, constraints, generator, encoder):
+        self.model, self.generator, self.encoder = model, generator, encoder
+        sites = resolve(model, [c.layer for c in constraints])
+        by_name = {s.name: s for s in sites}
+        self.constraints = [Constraint(s.name, c.unit, c.a, c.b)
+                            for c, s in zip(constraints, [resolve(model, [c.layer])[0] for c in constraints])]
+        self.shared = isinstance(encoder, LayerEncoder) and encoder.model is model
+        if self.shared and encoder.layer not in by_name:
+            sites.append(encoder.site)
+        self.sites = sites
+        self.objectives = [channel(c.layer, c.unit) if isinstance(c.unit, int) else element(c.layer, c.unit)
+                           for c in self.constraints]
+        self.lo = torch.tensor([c.a for c in self.constraints])
+        self.hi = torch.tensor([c.b for c in self.constraints])
+        self.checked = False
+
+    def _check_units(self, acts):
+        for c in self.constraints:
+            t = acts[c.layer]
+            if isinstance(c.unit, int):
+                n = t.shape[1] if t.dim() > 1 else 0
+                if not 0 <= c.unit < n:
+                    raise UnitscopeError(f"channel {c.unit} out of range for layer {c.layer!r}", layer=c.layer,
+                                         shape=tuple(t.shape[1:]), hint=f"channels are 0 … {n - 1}")
+            else:
+                shape = tuple(t.shape[1:])
+                if len(c.unit) != len(shape) or any(not -s <= i < s for i, s in zip(c.unit, shape)):
+                    raise UnitscopeError(f"element {c.unit} does not exist in layer {c.layer!r}", layer=c.layer,
+                                         shape=shape, hint="a tuple unit indexes one element of the per-example "
+                                                           "output; an int is a channel")
+        self.checked = True
+
+    def __call__(self, z):
+        """``(x, f [B, m], h [B, D])``."""
+        x = self.generator(z)
+        rec = Recorder(self.sites, stop_when_done=True)
+        with rec.active():
+            self.model(x)
+        acts = {s.name: rec.parts[s.name][0] for s in self.sites}
+        if not self.checked:
+            self._check_units(acts)
+        f = torch.stack([o(acts) for o in self.objectives], 1)
+        h = self.encoder.features(acts) if self.shared else self.encoder(x)
+        return x, f, h.flatten(1)
+
+    def inside(self, f):
+        return ((f >= self.lo.to(f)) & (f <= self.hi.to(f))).all(1)
+
+    def violation(self, f):
+        """Per row: the largest distance outside a range, in units of that range's scale."""
+        return ((self.lo.to(f) - f).clamp(min=0) + (f - self.hi.to(f)).clamp(min=0)).div(self.scale.to(f)).amax(1)
+
+
+def _frozen(model, generator, encoder):
+    """Analysis mode for the model, the generator's modules and the encoder's model (each once)."""
+    stack = ExitStack()
+    seen = set()
+    mods = [model] + list(getattr(generator, "modules", lambda: [])()) + [getattr(encoder, "model", None)]
+    for m in mods:
+        if isinstance(m, nn.Module) and id(m) not in seen:
+            seen.add(id(m))
+            stack.enter_context(analysis_mode(m))
+    return stack
+
+
+def _project(generator, z):
+    proj = getattr(generator, "project", None)
+    return proj(z) if proj is not None else z
+
+
+def _spread(h, pool_sum=None, pool_sqsum=None, pool_n=0):
+    """Per row: mean squared distance to the other rows (+ mean squared distance to the pool of earlier
+    samples), from sums so that it costs O(B·D) per step."""
+    b = h.shape[0]
+    sq = (h * h).sum(1)
+    within = (b * sq + sq.sum() - 2 * h @ h.sum(0)) / max(b - 1, 1) if b > 1 else torch.zeros_like(sq)
+    if pool_n:
+        within = within + sq + pool_sqsum / pool_n - 2 * h @ (pool_sum / pool_n)
+    return within
+
+
+def _closest_report(constraints, fmin, fmax, best_violation):
+    lines = []
+    for c, lo, hi in zip(constraints, fmin.tolist(), fmax.tolist()):
+        lines.append(f"  {c}: activations seen on the way ranged over [{lo:.4g}, {hi:.4g}]")
+    return "\n".join(lines) + f"\n  smallest violation reached: {best_violation:.3g} (in units of the range width)"
+
+
+# --------------------------------------------------------------------------------------------------------- sampler
+
+def sample_inverse_set(model: nn.Module, constraints, generator, encoder=None, *, n_samples: int = 256,
+                       n_seeds: int = 32, seed: int = 0, diversity_weight: float = 1.0, lr: float = 0.05,
+                       max_seed_steps: int = 400, inner_steps: int = 10, mu: float = 10.0, mu_factor: float = 2.0,
+                       mu_max: float = 1e6, margin: float = 0.02, guard: float = 0.05, step_size: float = 0.1,
+                       max_sample_steps: int | None = None, patience: int = 50, on_empty: str = "warn",
+                       progress: bool | None = None) -> InverseSet:
+    """Sample ``n_samples`` inputs ``G(z)`` with every constraint ``a ≤ f ≤ b`` met (see the module docs).
+
+    ``encoder``: ``E`` for distances (default: the generator's output, flattened). ``lr``: Adam step on the codes
+    in the seed phase, in units of the codes' typical spread. ``step_size``: the length of one sampling step, as a
+    fraction of a typical code's norm. ``margin``: the slack is kept this share of the range width inside
+    ``[a, b]`` so that the last gradient step does not land on the edge; ``guard``: each sampling step is shortened
+    (or turned along the boundary) so that its first-order prediction of the activations stays this share of the
+    width inside. ``patience``: seed steps without
+    progress before the seed phase gives up. ``on_empty``: ``"warn"`` (return an empty, ``ok=False`` result
+    with its ``report``), ``"raise"`` (UnitscopeError), or ``"ignore"``.
+    """
+    if on_empty not in ("warn", "raise", "ignore"):
+        raise UnitscopeError("on_empty must be 'warn', 'raise' or 'ignore'", got=on_empty)
+    if n_samples < 1 or n_seeds < 1:
+        raise UnitscopeError("n_samples and n_seeds must be positive", n_samples=n_samples, n_seeds=n_seeds)
+    cons = _as_constraints(constraints)
+    encoder = encoder if encoder is not None else PixelEncoder()
+    prob = _Problem(model, cons, generator, encoder)
+    n_seeds = min(n_seeds, n_samples)
+    rng = torch.Generator().manual_seed(seed)
+    device = next((p.device for p in model.parameters()), torch.device("cpu"))
+    desc = " ∩ ".join(str(c) for c in prob.constraints)
+    max_sample_steps = max_sample_steps or max(50, 8 * math.ceil(n_samples / n_seeds))
+
+    with _frozen(model, generator, encoder):
+        # scales: the codes' typical spread and norm; each constraint's scale and the encoding's spread
+        z0 = generator.sample_codes(max(n_seeds, 8), generator=rng).to(device)
+        with torch.no_grad():
+            _, f0, h0 = prob(z0)
+        z = z0[:n_seeds].clone()
+        code_std = float(z0.std()) or 1.0
+        code_norm = float(z0.norm(dim=1).mean()) or 1.0
+        width = prob.hi - prob.lo
+        spread0 = f0.std(0).cpu().clamp(min=1e-6)
+        prob.scale = torch.where(torch.isfinite(width), width, spread0.clamp(min=1.0))
+        h_scale = float(_spread(h0).mean()) or 1.0
+        # the slack's box, in scaled units, with a margin inside [a, b]
+        s_lo = (prob.lo / prob.scale + margin).to(device)
+        s_hi = (prob.hi / prob.scale - margin).to(device)
+
+        # ---------------------------------------------------------------- seeds: augmented Lagrangian
+        lam = torch.zeros(n_seeds, len(cons), device=device)
+        mu_t = float(mu)
+        z.requires_grad_(True)
+        opt = torch.optim.Adam([z], lr=lr * code_std)
+        proposed = feasible = 0
+        fmin, fmax = f0.min(0).values.cpu(), f0.max(0).values.cpu()
+        best_violation, since_best = float("inf"), 0
+        t0 = time.perf_counter()
+        steps = 0
+        bar = tqdm(total=max_seed_steps, desc="inverse set: seeds", unit="step", leave=False,
+                   disable=True if progress is False else None)
+        sc = prob.scale.to(device)
+        while True:
+            x, f, h = prob(z)
+            fmin, fmax = torch.minimum(fmin, f.detach().min(0).values.cpu()), torch.maximum(fmax, f.detach().max(0).values.cpu())
+            inside = prob.inside(f.detach())
+            v = float(prob.violation(f.detach()).mean())
+            if v < best_violation - 1e-4:
+                best_violation, since_best = v, 0
+            else:
+                since_best += 1
+            if bool(inside.all()) or steps >= max_seed_steps or (since_best >= patience and (bool(inside.any()) or mu_t >= mu_max)):
+                break
+            g = f / sc
+            s = (g.detach() - lam / mu_t).clamp(min=s_lo, max=s_hi)          # closed-form slack update
+            c = g - s
+            al = (-lam * c + 0.5 * mu_t * c * c).sum()
+            div = _spread(h).sum() / h_scale
+            loss = al - diversity_weight * div
+            opt.zero_grad()
+            loss.backward()
+            opt.step()
+            with torch.no_grad():
+                z.copy_(_project(generator, z))
+            steps += 1
+            bar.update(1)
+            if steps % inner_steps == 0:                                          # multipliers and penalty
+                lam = lam - mu_t * c.detach()
+                if not bool(inside.all()):
+                    mu_t = min(mu_t * mu_factor, mu_max)
+        bar.close()
+        seed_seconds = time.perf_counter() - t0
+        keep = inside.nonzero().flatten()
+        n_feasible_seeds = len(keep)
+        proposed += n_seeds
+        feasible += n_feasible_seeds
+
+        empty = n_feasible_seeds == 0
+        if empty:
+            report = (f"no input reached {desc} in {steps} augmented-Lagrangian steps from {n_seeds} codes "
+                      f"(penalty μ = {mu_t:g}); the range looks unreachable through this generator:\n"
+                      + _closest_report(prob.constraints, fmin, fmax, best_violation))
+            res = InverseSet(torch.empty(0), torch.empty(0, z.shape[1]), torch.empty(0, len(cons)), prob.constraints,
+                             proposed=proposed, feasible=0, seeds_feasible=0, n_seeds=n_seeds, seed_steps=steps,
+                             seed_seconds=seed_seconds, ok=False, report=report,
+                             closest=list(zip(fmin.tolist(), fmax.tolist())))
+            if on_empty == "raise":
+                raise UnitscopeError(report.splitlines()[0], hint="widen [a, b] or move it towards the values seen")
+            if on_empty == "warn":
+                warnings.warn(report, InverseSetWarning, stacklevel=2)
+            return res
+
+        # ---------------------------------------------------------------- sampling: single AL steps, fixed λ, μ
+        t1 = time.perf_counter()
+        zs = z.detach()[keep].clone()
+        lam = lam[keep]
+        pool_codes = [zs.clone()]
+        with torch.no_grad():
+            h_seed = h.detach()[keep]
+        pool_sum, pool_sqsum, pool_n = h_seed.sum(0), float((h_seed * h_seed).sum()), len(keep)
+        eta0 = step_size * code_norm
+        eta = torch.full((len(zs),), eta0, device=device)
+        n_have = len(keep)
+
+        g_lo = (prob.lo / prob.scale + guard).to(device)        # the linearized step stays this far inside
+        g_hi = (prob.hi / prob.scale - guard).to(device)
+
+        def grad_at(zc, psum, psq, pn):
+            """Forward+backward at ``zc``: values, encodings, ∇_z L and ∇_z f_k (rows are independent)."""
+            zc = zc.detach().requires_grad_(True)
+            _, fc, hc = prob(zc)
+            g = fc / sc
+            s = (g.detach() - lam / mu_t).clamp(min=s_lo, max=s_hi)
+            c = g - s
+            loss = (-lam * c + 0.5 * mu_t * c * c).sum() - diversity_weight * _spread(hc, psum, psq, pn).sum() / h_scale
+            (gz,) = torch.autograd.grad(loss, zc, retain_graph=True)
+            jac = torch.stack([torch.autograd.grad(g[:, k].sum(), zc, retain_graph=k < g.shape[1] - 1)[0]
+                               for k in range(g.shape[1])])                     # [m, B, d]
+            return g.detach(), hc.detach(), gz, jac
+
+        def guarded(g, gz, jac, eta):
+            """The normalized descent step, shortened (or turned along the boundary) so that the linearized
+            constraint values stay inside the guarded box."""
+            d = -eta.view(-1, 1) * gz / gz.norm(dim=1, keepdim=True).clamp(min=1e-12)
+
+            def allowed(d):
+                delta = (jac * d.unsqueeze(0)).sum(2).T                          # [B, m] predicted change
+                up = torch.where(delta > 0, (g_hi - g) / delta, torch.full_like(delta, float("inf")))
+                down = torch.where(delta < 0, (g_lo - g) / delta, torch.full_like(delta, float("inf")))
+                return torch.minimum(up, down).amin(1).clamp(min=0.0, max=1.0)
+
+            t = allowed(d)
+            short = t < 0.5
+            if short.any():                                                       # slide along the boundary
+                for k in range(jac.shape[0]):
+                    jk = jac[k]
+                    along = (jk * d).sum(1, keepdim=True) / (jk * jk).sum(1, keepdim=True).clamp(min=1e-12)
+                    d = torch.where(short.view(-1, 1), d - along * jk, d)
+                d = eta.view(-1, 1) * d / d.norm(dim=1, keepdim=True).clamp(min=1e-12)
+                t = torch.where(short, allowed(d), t)
+            return d * t.view(-1, 1)
+
+        g_cur, _, gz, jac = grad_at(zs, pool_sum, pool_sqsum, pool_n)
+        sample_steps = 1
+        bar = tqdm(total=n_samples, initial=min(n_have, n_samples), desc="inverse set: sampling", unit="sample",
+                   leave=False, disable=True if progress is False else None)
+        while n_have < n_samples and sample_steps < max_sample_steps:
+            cand = _project(generator, zs + guarded(g_cur, gz, jac, eta))
+            stuck = (cand - zs).norm(dim=1) <= 1e-2 * eta0
+            if stuck.any():        # no feasible way further: restart near a random earlier sample, random direction
+                pool = torch.cat(pool_codes)
+                pick = pool[torch.randint(len(pool), (int(stuck.sum()),), generator=rng).to(device)]
+                jitter = torch.randn(pick.shape, generator=rng).to(pick)
+                jitter = eta0 * jitter / jitter.norm(dim=1, keepdim=True).clamp(min=1e-12)
+                cand[stuck] = _project(generator, pick + jitter)
+            moved = (cand - zs).norm(dim=1) > 1e-3 * eta0
+            gc_, hc, gzc, jacc = grad_at(cand, pool_sum, pool_sqsum, pool_n)  # checks cand + next step's gradient
+            sample_steps += 1
+            fc = gc_ * sc
+            ok = prob.inside(fc) & moved
+            fmin, fmax = torch.minimum(fmin, fc.min(0).values.cpu()), torch.maximum(fmax, fc.max(0).values.cpu())
+            proposed += int(moved.sum())
+            feasible += int(ok.sum())
+            if ok.any():
+                pool_codes.append(cand[ok].clone())
+                pool_sum = pool_sum + hc[ok].sum(0)
+                pool_sqsum += float((hc[ok] ** 2).sum())
+                pool_n += int(ok.sum())
+                n_have += int(ok.sum())
+                bar.update(min(int(ok.sum()), max(0, n_samples - bar.n)))
+            keep_row = (ok | (stuck & moved)).view(-1, 1)                      # restarted rows move on anyway
+            zs, gz, g_cur = torch.where(keep_row, cand, zs), torch.where(keep_row, gzc, gz), torch.where(keep_row, gc_, g_cur)
+            jac = torch.where(keep_row.unsqueeze(0), jacc, jac)
+            eta = torch.where(ok | ~moved, (eta * 1.2).clamp(max=eta0), (eta * 0.5).clamp(min=eta0 / 64))
+        bar.close()
+        sample_seconds = time.perf_counter() - t1
+
+        # ---------------------------------------------------------------- verification: fresh forward passes
+        t2 = time.perf_counter()
+        codes = torch.cat(pool_codes)[:n_samples]
+        xs, fs, good = [], [], []
+        with torch.no_grad():
+            for i in range(0, len(codes), 256):
+                x_i, f_i, _ = prob(codes[i:i + 256])
+                xs.append(x_i)
+                fs.append(f_i)
+                good.append(prob.inside(f_i))
+        x_all, f_all, good = torch.cat(xs), torch.cat(fs), torch.cat(good)
+        verified_rate = float(good.float().mean())
+        verify_seconds = time.perf_counter() - t2
+
+    res = InverseSet(x_all[good].cpu(), codes[good].cpu(), f_all[good].cpu(), prob.constraints, proposed=proposed,
+                     feasible=feasible, verified_rate=verified_rate, seeds_feasible=n_feasible_seeds, n_seeds=n_seeds,
+                     seed_steps=steps, sample_steps=sample_steps, seed_seconds=seed_seconds,
+                     sample_seconds=sample_seconds, verify_seconds=verify_seconds,
+                     closest=list(zip(fmin.tolist(), fmax.tolist())))
+    dropped = int((~good).sum())
+    parts = [f"{len(res)} samples of {desc}: {n_feasible_seeds}/{n_seeds} seeds feasible after {steps} steps, "
+             f"{sample_steps} sampling steps, {100 * res.feasible_rate:.1f}% of candidates feasible"]
+    if dropped:
+        parts.append(f"{dropped} samples failed the fresh verification pass and were dropped")
+    if len(res) < n_samples:
+        res.ok = False
+        parts.append(f"only {len(res)} of the {n_samples} samples asked for were found "
+                     f"(max_sample_steps={max_sample_steps})")
+        if on_empty == "warn":
+            warnings.warn("; ".join(parts), InverseSetWarning, stacklevel=2)
+    res.report = "; ".join(parts)
+    return res
+
+
+# ------------------------------------------------------------------------------------------- verification helpers
+
+def evaluate(model: nn.Module, constraints, x: torch.Tensor, batch_size: int = 256) -> tuple[torch.Tensor, torch.Tensor]:
+    """A fresh forward pass: ``(activations [N, m], inside [N])`` of ``x`` for the constraints.
+
+    >>> net = nn.Sequential(nn.Linear(2, 1))
+    >>> with torch.no_grad():
+    ...     _ = net[0].weight.fill_(1.0), net[0].bias.zero_()
+    >>> evaluate(net, ("0", 0, 0.0, 1.0), torch.tensor([[0.2, 0.3], [1.0, 1.0]]))[1].tolist()
+    [True, False]
+    """
+    cons = _as_constraints(constraints)
+    prob = _Problem(model, cons, lambda z: z, PixelEncoder())
+    fs = []
+    with analysis_mode(model), torch.no_grad():
+        for i in range(0, len(x), batch_size):
+            fs.append(prob(x[i:i + batch_size])[1])
+    f = torch.cat(fs) if fs else torch.empty(0, len(cons))
+    return f.cpu(), prob.inside(f).cpu()
+
+
+def diversity(samples: torch.Tensor, encoder=None, batch_size: int = 512) -> dict:
+    """Mean pairwise Euclidean distance of the samples in pixel space and (with ``encoder``) in ``E``-space.
+
+    >>> diversity(torch.tensor([[0.0, 0.0], [3.0, 4.0]]))["pixel"]
+    5.0
+    """
+    out = {"pixel": float(torch.pdist(samples.flatten(1).double()).mean()) if len(samples) > 1 else 0.0}
+    if encoder is not None:
+        with torch.no_grad():
+            h = torch.cat([encoder(samples[i:i + batch_size]) for i in range(0, len(samples), batch_size)])
+        out["encoder"] = float(torch.pdist(h.flatten(1).double()).mean()) if len(h) > 1 else 0.0
+    return out
+
+
+# ----------------------------------------------------------------------------------------------------- baselines
+
+def _band_penalty(prob, f, margin: float = 0.0):
+    """Squared distance (in units of each range's scale) outside ``[a, b]`` shrunk by ``margin`` each side."""
+    sc = prob.scale.to(f)
+    lo, hi = prob.lo.to(f) + margin * sc, prob.hi.to(f) - margin * sc
+    return (((lo - f).clamp(min=0) + (f - hi).clamp(min=0)) / sc).pow(2).sum(1)
+
+
+def _setup(model, constraints, generator, encoder, n, seed):
+    cons = _as_constraints(constraints)
+    prob = _Problem(model, cons, generator, encoder if encoder is not None else PixelEncoder())
+    rng = torch.Generator().manual_seed(seed)
+    device = next((p.device for p in model.parameters()), torch.device("cpu"))
+    z = generator.sample_codes(n, generator=rng).to(device)
+    with torch.no_grad():
+        _, f0, _ = prob(z)
+    width = prob.hi - prob.lo
+    prob.scale = torch.where(torch.isfinite(width), width, f0.std(0).cpu().clamp(min=1.0))
+    return cons, prob, rng, z
+
+
+def _finish(prob, method, codes, proposed, feasible, seconds, n_samples, steps):
+    t = time.perf_counter()
+    codes = codes[:n_samples]
+    with torch.no_grad():
+        x, f, _ = prob(codes) if len(codes) else (torch.empty(0), torch.empty(0, len(prob.constraints)), None)
+    good = prob.inside(f) if len(codes) else torch.zeros(0, dtype=torch.bool)
+    verify = time.perf_counter() - t
+    res = InverseSet(x[good].cpu(), codes[good].cpu(), f[good].cpu(), prob.constraints, method=method,
+                     proposed=proposed, feasible=feasible, verified_rate=float(good.float().mean()) if len(good) else 0.0,
+                     sample_steps=steps, sample_seconds=seconds, verify_seconds=verify, ok=bool(len(codes)))
+    res.report = f"{method}: {len(res)} samples, {100 * res.feasible_rate:.1f}% of candidates feasible"
+    return res
+
+
+def penalized_am(model: nn.Module, constraints, generator, encoder=None, *, n_samples: int = 256, steps: int = 100,
+                 lr: float = 0.05, penalty: float = 100.0, margin: float = 0.02, batch: int | None = None, seed: int = 0,
+                 progress: bool | None = None) -> InverseSet:
+    """Baseline: multi-start activation maximization from random codes — maximize ``Σ f/scale`` with a penalty
+    ``penalty·dist(f, [a + margin, b − margin])²`` for leaving the range (the same margin as the sampler's slack), ``steps`` Adam steps per start; the final codes that are
+    inside every range are the samples (``n_samples`` starts, run ``batch`` at a time)."""
+    batch = batch or n_samples
+    cons, prob, rng, _ = _setup(model, constraints, generator, encoder, 8, seed)
+    kept, proposed, feasible = [], 0, 0
+    t0 = time.perf_counter()
+    with _frozen(model, generator, prob.encoder):
+        for start in tqdm(range(0, n_samples, batch), desc="penalized AM", leave=False,
+                          disable=True if progress is False else None):
+            z = generator.sample_codes(min(batch, n_samples - start), generator=rng).requires_grad_(True)
+            opt = torch.optim.Adam([z], lr=lr * (float(z.detach().std()) or 1.0))
+            for _ in range(steps):
+                _, f, _ = prob(z)
+                loss = (-(f / prob.scale.to(f)).sum(1) + penalty * _band_penalty(prob, f, margin)).sum()
+                opt.zero_grad()
+                loss.backward()
+                opt.step()
+                with torch.no_grad():
+                    z.copy_(_project(generator, z))
+            with torch.no_grad():
+                _, f, _ = prob(z)
+            ok = prob.inside(f)
+            proposed += len(z)
+            feasible += int(ok.sum())
+            kept.append(z.detach()[ok])
+    return _finish(prob, "penalized_am", torch.cat(kept), proposed, feasible, time.perf_counter() - t0, n_samples,
+                   steps * math.ceil(n_samples / batch))
+
+
+def langevin_sampler(model: nn.Module, constraints, generator, encoder=None, *, n_samples: int = 256,
+                     chains: int = 32, step: float = 0.01, condition: float = 10.0, margin: float = 0.02,
+                     temperature: float = 1.0,
+                     burn_in: int = 100, thin: int = 10, max_steps: int = 5000, seed: int = 0,
+                     progress: bool | None = None) -> InverseSet:
+    """Baseline: PPGN-style Langevin dynamics in code space, conditioned on the range.
+
+    ``z ← z + step·(∇ log p(z) − condition·∇ dist(f(G(z)), [a, b])²) + √(2·step·temperature)·ε`` with the
+    standard-normal prior ``p(z)`` of the generator's codes; ``chains`` chains in parallel; after ``burn_in``
+    steps every ``thin``-th state that is inside every range is a sample."""
+    cons, prob, rng, z = _setup(model, constraints, generator, encoder, chains, seed)
+    code_std = float(z.std()) or 1.0
+    kept, n_kept, proposed, feasible, t = [], 0, 0, 0, 0
+    noise = math.sqrt(2 * step * temperature) * code_std
+    t0 = time.perf_counter()
+    with _frozen(model, generator, prob.encoder):
+        bar = tqdm(total=n_samples, desc="Langevin", unit="sample", leave=False,
+                   disable=True if progress is False else None)
+        while n_kept < n_samples and t < max_steps:
+            z = z.detach().requires_grad_(True)
+            _, f, _ = prob(z)
+            if t >= burn_in and (t - burn_in) % thin == 0:
+                ok = prob.inside(f.detach())
+                proposed += len(z)
+                feasible += int(ok.sum())
+                if ok.any():
+                    kept.append(z.detach()[ok].clone())
+                    n_kept += int(ok.sum())
+                    bar.update(int(ok.sum()))
+            energy = (0.5 * (z / code_std).pow(2).sum(1) + condition * _band_penalty(prob, f, margin)).sum()
+            (gz,) = torch.autograd.grad(energy, z)
+            with torch.no_grad():
+                z = _project(generator, z - step * code_std ** 2 * gz
+                             + noise * torch.randn(z.shape, generator=rng).to(z))
+            t += 1
+        bar.close()
+    codes = torch.cat(kept) if kept else torch.empty(0, generator.latent_dim)
+    return _finish(prob, "langevin", codes, proposed, feasible, time.perf_counter() - t0, n_samples, t)

@@ -230,6 +230,20 @@ def test_study_parts_on_the_tiny_cnn(tiny):
         st.negation_filters(net, "this is good")
 
 
+def test_negation_html_escapes_text(tmp_path):
+    table = pd.DataFrame({"filter": [4], "conductance": [0.5]})
+    probe = st.NegationProbe("<b>not</b> good", ["<b>", "not", "good"], [1, 2], "negative", -1, -1.5, table, [4],
+                             {4: [0.0, 0.3, -0.1]})
+    ex = [{"probe": probe.probe, "filter": 4, "conductance": 0.7, "tokens": ["a", "<script>", "not"],
+           "attributions": [0.0, 0.2, 0.6]}]
+    html = open(st.negation_html([probe], ex, str(tmp_path / "n.html"))).read()
+    assert "<script>" not in html and "&lt;script&gt;" in html and "<b>" not in html
+    parser = _Balanced()
+    parser.feed(html)
+    assert parser.stack == [] and parser.spans == 4  # the zero-conductance tokens are plain text
+    assert 'title="+0.6000"' in html and "rgba(178,24,43,0.17)" in html  # −0.1 / 0.6: red, opacity 0.17
+
+
 def test_study_entry_point_on_the_tiny_cnn(tiny, tmp_path, monkeypatch, capsys):
     net, data = tiny
     monkeypatch.setattr(zs, "sentiment_cnn", lambda **kw: net)

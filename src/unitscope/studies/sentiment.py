@@ -298,12 +298,14 @@ _HTML = """<div class="unitscope-sentiment-negation" style="font-family: sans-se
 predicted class): <span style="background: rgba(33,102,172,0.6)">&nbsp;supports&nbsp;</span>
 <span style="background: rgba(178,24,43,0.6)">&nbsp;opposes&nbsp;</span>; opacity ∝ |value| / the largest in the
 block. Hover a token for its value.</p>
-{% for p in probes %}<h3>“{{ p.probe }}” — predicted {{ p.predicted }} (log-odds {{ "%+.2f"|format(p.log_odds) }})</h3>
+{% for p in probes %}<h3>“{{ p.probe }}” — predicted {{ p.predicted }}
+(log-odds {{ "%+.2f"|format(p.log_odds) }})</h3>
 {% if not p.blocks %}<p>No filter among the {{ p.n_candidates }} with the highest conductance has its per-token
 conductance on “{{ p.phrase }}”.</p>{% endif %}
 {% for b in p.blocks %}<h4>filter #{{ b.filter }} (conductance {{ "%+.3f"|format(b.conductance) }} on the probe)</h4>
 <p>{{ b.probe_html }}</p>
-<ol>{% for e in b.examples %}<li>{{ e.html }} <small style="color:#555">(conductance {{ "%+.3f"|format(e.conductance) }})</small></li>
+<ol>{% for e in b.examples %}<li>{{ e.html }}
+<small style="color:#555">(conductance {{ "%+.3f"|format(e.conductance) }})</small></li>
 {% endfor %}</ol>
 {% endfor %}{% endfor %}</div>
 """
@@ -344,7 +346,7 @@ def negation_html(probes: list[NegationProbe], examples: list[dict], path: str, 
         out.append({"probe": p.probe, "predicted": p.predicted, "log_odds": p.log_odds, "blocks": blocks,
                     "phrase": " ".join(p.tokens[i] for i in p.phrase), "n_candidates": candidates})
     with open(path, "w") as fh:
-        fh.write(Template(_HTML).render(probes=out))
+        fh.write(Template(_HTML, autoescape=True).render(probes=out))
     return path
 
 

@@ -100,6 +100,7 @@ def save_figure(fig, path, *, dpi: int = 110) -> str:
     os.close(fd)
     try:
         fig.savefig(tmp, dpi=dpi, bbox_inches="tight")
+        os.chmod(tmp, 0o644)  # mkstemp makes 0600; a figure is meant to be shared
         os.replace(tmp, path)
     finally:
         plt.close(fig)

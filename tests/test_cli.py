@@ -201,3 +201,11 @@ def test_visualize_and_inverse_set_on_a_factory_model(capsys, tmp_path):
     rc, _, err = run_cli(capsys, "inverse-set", "test_cli:tiny_net", "--layer", "1", "--unit", "2", "--range",
                          "1", "0", "--shape", "1", "4", "4")
     assert "A ≤ B" in one_line_error(rc, err)
+
+
+def test_layers_notes_layers_that_forward_does_not_call(capsys):
+    rc, out, _ = run_cli(capsys, "layers", "sentiment-cnn")
+    assert rc == 0
+    rows = {ln.split()[0]: ln for ln in out.splitlines()}
+    assert rows["embedding"].endswith("(not called by forward)")   # forward() takes embeddings
+    assert rows["filters"].endswith("[256]") and rows["out"].endswith("[2]")

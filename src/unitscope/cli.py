@@ -59,20 +59,46 @@ def _finish(summary: dict) -> dict:
 
 
 # ----------------------------------------------------------------------------------------------- layers --
+def _output_shapes(loaded, names, device) -> dict:
+    """Each layer's output shape (per example) from one forward pass on the model's example input; layers the
+    forward pass does not call, or whose output is not a float tensor, say so."""
+    from .capture import Recorder
+    from .sites import resolve
+    from .state import analysis_mode
+
+    sites = resolve(loaded.model, names)
+    shapes = {}
+    while sites:
+        rec = Recorder(sites)
+        try:
+            with analysis_mode(loaded.model), torch.no_grad(), rec.active():
+                loaded.model(loaded.example[:1].to(device))
+        except UnitscopeError as e:  # a layer not called, or with a non-float output: note it, read the others again
+            bad = e.context.get("layer")
+            if bad is None or bad not in [s.name for s in sites]:
+                raise
+            shapes[bad] = "(not called by forward)" if "did not run" in str(e) else "(output is not a float tensor)"
+            sites = [s for s in sites if s.name != bad]
+            continue
+        for s in sites:
+            parts = rec.parts.get(s.name)
+            if parts is None:
+                shapes[s.name] = "(not called by forward)"
+            elif rec.is_tuple.get(s.name):
+                shapes[s.name] = [list(t.shape[1:]) for t in parts]
+            else:
+                shapes[s.name] = list(parts[0].shape[1:])
+        break
+    return shapes
+
+
 def _layers(args) -> dict:
     from .loading import load_model
     from .sites import layer_names
 
     loaded = load_model(args.model, args.device)
     names = layer_names(loaded.model)
-    shapes = {}
-    if loaded.hookable and loaded.example is not None:
-        from .scores import activation
-
-        acts = activation(loaded.model, loaded.example[:1].to(args.device), names)
-        for n in names:
-            v = acts[n]
-            shapes[n] = [list(t.shape[1:]) for t in v] if isinstance(v, tuple) else list(v.shape[1:])
+    shapes = _output_shapes(loaded, names, args.device) if loaded.hookable and loaded.example is not None else {}
     width = max((len(n) for n in names), default=10) + 2
     for n in names:
         module = dict(loaded.model.named_modules())[n]

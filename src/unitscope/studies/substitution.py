@@ -208,7 +208,7 @@ def _ablation_figure(curves: dict, fractions, model: str, path: str) -> str:
 def _picture_figure(runs: dict, units, labels, title: str, path: str) -> str:
     from ..report.figures import _as_image, plt, save_figure
 
-    fig, axes = plt.subplots(2, len(units), figsize=(1.25 * len(units), 2.9), squeeze=False)
+    fig, axes = plt.subplots(2, len(units), figsize=(1.3 * len(units), 3.5), squeeze=False)
     for i, kind in enumerate(("am", "iam")):
         r = runs[kind]
         row_of = {int(u): k for k, u in enumerate(r.units)}
@@ -269,9 +269,9 @@ def main(argv=None) -> dict:
     p = argparse.ArgumentParser(prog="python -m unitscope.studies.substitution", description=__doc__,
                                 formatter_class=argparse.RawDescriptionHelpFormatter)
     p.add_argument("--quick", action="store_true",
-                   help="16 live units per layer (full: all, at most 512), 32 optimization steps (full 128), 5 ablation points "
-                        "on 200 test digits (full 11 on all 360), 1 random order (full 5), a small EfficientNet "
-                        "picture")
+                   help="16 live units per layer (full: all, at most 512), 24 optimization steps (full 128), 5 ablation points "
+                        "on 100 test digits (full 11 on all 360), 1 random order (full 5), one picture grid per model, "
+                        "a small EfficientNet picture")
     p.add_argument("--out", default="unitscope-out/substitution")
     p.add_argument("--seed", type=int, default=0)
     p.add_argument("--threads", type=int, default=1, help="torch threads (default 1)")
@@ -281,13 +281,13 @@ def main(argv=None) -> dict:
     if args.threads:
         torch.set_num_threads(args.threads)
     torch.set_grad_enabled(True)
-    steps = 32 if args.quick else 128
+    steps = 24 if args.quick else 128
     limit = 16 if args.quick else 512  # RS always counts every unit; this bounds the images rendered per layer
     fractions = [0.0, 0.25, 0.5, 0.75, 1.0] if args.quick else [round(0.1 * i, 1) for i in range(11)]
     repeats = 1 if args.quick else 5
     train, test = zoo.digits_data()
-    if args.quick:  # ablation accuracy on 20 test digits per class
-        keep = torch.cat([torch.nonzero(test.y == c).flatten()[:20] for c in range(10)])
+    if args.quick:  # ablation accuracy on 10 test digits per class
+        keep = torch.cat([torch.nonzero(test.y == c).flatten()[:10] for c in range(10)])
         test = zoo.DigitsSplit(test.x[keep], test.y[keep])
     seconds, figures, tables = {}, [], []
     models, rho, abl, rs_summary, frames = {}, {}, {}, {}, []
@@ -317,7 +317,7 @@ def main(argv=None) -> dict:
             for order, accs in ablation_curves(model, layer, sel[layer].index, test.x, test.y, fractions=fractions,
                                                seed=args.seed + k, random_repeats=repeats, live=live).items():
                 curves[order][layer] = accs
-            if k == len(layers) - 1 or (name != "mlp" and layer == layers[-2]):
+            if k == len(layers) - 1 or (name != "mlp" and layer == layers[-2] and not args.quick):
                 ranked = d.sort_values("selectivity", ascending=False, kind="stable")
                 pick = ranked.unit.tolist()[:4] + ranked.unit.tolist()[-4:]
                 row = {u: r for u, r in zip(df.unit, df.itertuples())}

@@ -269,9 +269,9 @@ def main(argv=None) -> dict:
     p = argparse.ArgumentParser(prog="python -m unitscope.studies.substitution", description=__doc__,
                                 formatter_class=argparse.RawDescriptionHelpFormatter)
     p.add_argument("--quick", action="store_true",
-                   help="16 live units per layer (full: all, at most 512), 24 optimization steps (full 128), 5 ablation points "
-                        "on 100 test digits (full 11 on all 360), 1 random order (full 5), one picture grid per model, "
-                        "a small EfficientNet picture")
+                   help="16 live units per layer (full: all, at most 512), 24 optimization steps (full 128), "
+                        "5 ablation points on 100 test digits (full 11 on all 360), 1 random order (full 5), "
+                        "one picture grid per model, a small EfficientNet picture")
     p.add_argument("--out", default="unitscope-out/substitution")
     p.add_argument("--seed", type=int, default=0)
     p.add_argument("--threads", type=int, default=1, help="torch threads (default 1)")
@@ -334,7 +334,8 @@ def main(argv=None) -> dict:
         seconds[name] = time.perf_counter() - t0
         print(f"{name} ({fn_name}, {'cached' if trained.cached else 'trained'}, test accuracy "
               f"{trained.info['test_accuracy']:.3f}): " + ", ".join(
-                  f"{layer.split('.')[-1]} ρ_IAM {v['iam']:+.2f} ρ_AM {v['am']:+.2f}" for layer, v in rho[name].items())
+                  f"{layer.split('.')[-1]} ρ_IAM {v['iam']:+.2f} ρ_AM {v['am']:+.2f}"
+                  for layer, v in rho[name].items())
               + f"  [{seconds[name]:.1f} s]", flush=True)
     figures.append(_depth_figure(rho, os.path.join(args.out, "substitution_spearman_depth.png")))
     units = pd.concat(frames, ignore_index=True)

@@ -190,15 +190,20 @@ def _ablation_figure(curves: dict, fractions, model: str, path: str) -> str:
     from ..report.figures import plt, save_figure
 
     layers = list(curves["high_first"])
-    fig, axes = plt.subplots(1, len(layers), figsize=(2.2 * len(layers), 2.5), squeeze=False, sharey=True)
-    for ax, layer in zip(axes[0], layers):
+    cols = min(5, len(layers))
+    rows = (len(layers) + cols - 1) // cols
+    fig, axes = plt.subplots(rows, cols, figsize=(2.3 * cols, 2.5 * rows), squeeze=False, sharey=True)
+    for ax in axes.flat[len(layers):]:
+        ax.axis("off")
+    for ax, layer in zip(axes.flat, layers):
         for order, color in zip(ORDERS, ("tab:red", "tab:blue", "0.5")):
             ax.plot(fractions, curves[order][layer], color=color, marker=".", lw=1.1, label=order.replace("_", " "))
         ax.set_title(layer.split(".")[-1], fontsize=7)
-        ax.set_xlabel("share of units ablated", fontsize=7)
+        ax.set_xlabel("share of live units ablated", fontsize=7)
         ax.tick_params(labelsize=6)
         ax.set_ylim(0, 1.02)
-    axes[0, 0].set_ylabel("test accuracy", fontsize=7)
+    for row in axes:
+        row[0].set_ylabel("test accuracy", fontsize=7)
     axes[0, 0].legend(fontsize=6)
     fig.suptitle(f"{model}: ablation by class selectivity", fontsize=9)
     fig.tight_layout()

@@ -200,3 +200,18 @@ def test_digits_logit_band_with_the_vae():
         logit = model(r.samples)[:, 3]
     assert bool(((logit >= 10) & (logit <= 20)).all())
     assert r.samples.min() >= 0 and r.samples.max() <= 1
+
+
+def test_study_entry_point_contract(tmp_path, capsys):
+    import json
+
+    from unitscope.studies import inverse as study
+
+    summary = study.main(["--quick", "--out", str(tmp_path), "--seed", "0"])
+    last = capsys.readouterr().out.strip().splitlines()[-1]
+    assert json.loads(last)["feasible_rate"] == pytest.approx(summary["feasible_rate"])
+    names = {p.name for p in tmp_path.iterdir()}
+    assert {"inverse.json", "inverse_methods.csv", "inverse_methods.md", "inverse_bands.csv",
+            "inverse_logit_bands.png", "inverse_hidden_bands.png", "inverse_intersection.png"} <= names
+    assert set(summary["methods"]) == {"augmented_lagrangian", "penalized_am", "langevin"}
+    assert all(r["verified_rate"] == 1.0 for r in summary["methods"].values() if r["n"])

@@ -238,10 +238,10 @@ def _closest_report(constraints, fmin, fmax, best_violation):
 # --------------------------------------------------------------------------------------------------------- sampler
 
 def sample_inverse_set(model: nn.Module, constraints, generator, encoder=None, *, n_samples: int = 256,
-                       n_seeds: int = 32, seed: int = 0, diversity_weight: float = 1.0, lr: float = 0.05,
+                       n_seeds: int = 32, seed: int = 0, diversity_weight: float = 1.0, lr: float = 0.2,
                        max_seed_steps: int = 400, inner_steps: int = 10, mu: float = 10.0, mu_factor: float = 2.0,
-                       mu_max: float = 1e6, margin: float = 0.02, guard: float = 0.05, step_size: float = 0.1,
-                       max_sample_steps: int | None = None, patience: int = 50, on_empty: str = "warn",
+                       mu_max: float = 1e6, margin: float = 0.02, guard: float = 0.1, step_size: float = 0.1,
+                       max_sample_steps: int | None = None, patience: int = 20, on_empty: str = "warn",
                        progress: bool | None = None) -> InverseSet:
     """Sample ``n_samples`` inputs ``G(z)`` with every constraint ``a ≤ f ≤ b`` met (see the module docs).
 
@@ -407,7 +407,7 @@ def sample_inverse_set(model: nn.Module, constraints, generator, encoder=None, *
                 pool = torch.cat(pool_codes)
                 pick = pool[torch.randint(len(pool), (int(stuck.sum()),), generator=rng).to(device)]
                 jitter = torch.randn(pick.shape, generator=rng).to(pick)
-                jitter = eta0 * jitter / jitter.norm(dim=1, keepdim=True).clamp(min=1e-12)
+                jitter = 0.25 * eta0 * jitter / jitter.norm(dim=1, keepdim=True).clamp(min=1e-12)
                 cand[stuck] = _project(generator, pick + jitter)
             moved = (cand - zs).norm(dim=1) > 1e-3 * eta0
             gc_, hc, gzc, jacc = grad_at(cand, pool_sum, pool_sqsum, pool_n)  # checks cand + next step's gradient

@@ -1,0 +1,173 @@
+"""``python -m unitscope.studies.inverse [--quick] [--out DIR] [--seed N]``: sampling inverse sets on the digits CNN
+(trained on the real digits) through the digits VAE's decoder, with the CNN's early layers as the encoder.
+
+* sample grids per activation band (as in the paper's bands [1, 11], [10, 20], …) for a digit-class logit unit
+  (``classifier.fc2`` unit 3, pre-softmax) and a hidden unit (``classifier.relu`` unit 68);
+* an intersection grid: both units in a band at once;
+* a table of feasibility, diversity (E-space and pixel space, predicted classes) and speed per method — the
+  augmented-Lagrangian sampler, multi-start penalized AM and a PPGN-style Langevin sampler — in the same run.
+
+Writes PNG figures, CSV + Markdown tables and ``inverse.json`` into ``--out``; the last printed line is the summary
+as JSON.
+"""
+
+from __future__ import annotations
+
+import argparse
+import json
+import math
+import os
+import time
+import warnings
+
+import numpy as np
+import pandas as pd
+import torch
+
+from ..inverse import InverseSetWarning, diversity, langevin_sampler, penalized_am, sample_inverse_set
+
+LOGIT = ("classifier.fc2", 3)
+HIDDEN = ("classifier.relu", 68)
+BANDS = [(1.0, 11.0), (10.0, 20.0), (20.0, 30.0)]
+
+
+def _write(df: pd.DataFrame, out: str, name: str) -> None:
+    df.to_csv(os.path.join(out, f"{name}.csv"), index=False)
+    try:
+        text = df.to_markdown(index=False, floatfmt=".3f")
+    except ImportError:
+        text = df.to_string(index=False)
+    with open(os.path.join(out, f"{name}.md"), "w") as f:
+        f.write(text + "\n")
+
+
+def _classes(model, x) -> tuple[int, float]:
+    if not len(x):
+        return 0, 0.0
+    with torch.no_grad():
+        counts = np.bincount(model(x).argmax(1).numpy(), minlength=10)
+    p = counts[counts > 0] / counts.sum()
+    return int((counts > 0).sum()), float(-(p * np.log2(p)).sum()) + 0.0
+
+
+def _row(model, enc, r, **extra) -> dict:
+    div = diversity(r.samples, enc) if len(r) else {"pixel": 0.0, "encoder": 0.0}
+    k, ent = _classes(model, r.samples)
+    return dict(**extra, n=len(r), feasible_rate=r.feasible_rate, verified_rate=r.verified_rate, seconds=r.seconds,
+                samples_per_second=r.samples_per_second, diversity_encoder=div["encoder"], diversity_pixel=div["pixel"],
+                classes=k, class_entropy_bits=ent)
+
+
+def grid(rows: list[tuple[str, torch.Tensor]], path: str, title: str, cols: int = 12) -> str:
+    """One row of sample images per (label, samples [N, 1, H, W])."""
+    from ..report.figures import plt, save_figure
+
+    fig, axes = plt.subplots(len(rows), cols, figsize=(0.75 * cols, 0.85 * len(rows) + 0.4), squeeze=False)
+    for i, (label, x) in enumerate(rows):
+        for j in range(cols):
+            ax = axes[i, j]
+            ax.set_xticks([])
+            ax.set_yticks([])
+            for side in ax.spines.values():
+                side.set_visible(False)
+            if j < len(x):
+                ax.imshow(x[j, 0].numpy(), cmap="gray_r", vmin=0, vmax=1)
+        axes[i, 0].set_ylabel(label, fontsize=7, rotation=0, ha="right", va="center")
+    fig.suptitle(title, fontsize=9)
+    fig.tight_layout()
+    return save_figure(fig, path)
+
+
+def _spread_pick(r, cols: int):
+    """``cols`` samples spread over the run (not only the first seeds)."""
+    if len(r) <= cols:
+        return r.samples
+    return r.samples[torch.linspace(0, len(r) - 1, cols).long()]
+
+
+def main(argv=None) -> dict:
+    from ..zoo import digits_cnn
+    from ..zoo.digits_vae import digits_encoder, digits_generator
+
+    p = argparse.ArgumentParser(prog="python -m unitscope.studies.inverse", description=__doc__)
+    p.add_argument("--quick", action="store_true", help="fewer samples per band and per method")
+    p.add_argument("--out", default="unitscope-out/inverse")
+    p.add_argument("--seed", type=int, default=0)
+    args = p.parse_args(argv)
+    os.makedirs(args.out, exist_ok=True)
+    threads = torch.get_num_threads()
+    torch.set_num_threads(1)       # small batches: one thread is fastest on a shared machine
+    try:
+        return _run(args, digits_cnn().model, digits_generator(), digits_encoder)
+    finally:
+        torch.set_num_threads(threads)
+
+
+def _run(args, model, gen, digits_encoder) -> dict:
+    enc = digits_encoder(model)
+    n = 48 if args.quick else 256
+    t0 = time.perf_counter()
+    band_rows, figures, kept = [], [], {}
+    with warnings.catch_warnings():
+        warnings.simplefilter("ignore", InverseSetWarning)   # unreachable bands are reported in the table
+        for name, (layer, unit) in [("logit", LOGIT), ("hidden", HIDDEN)]:
+            rows = []
+            for a, b in BANDS:
+                r = sample_inverse_set(model, (layer, unit, a, b), gen, enc, n_samples=n, n_seeds=16 if args.quick
+                                       else 32, seed=args.seed, progress=False)
+                kept[(name, a)] = r
+                band_rows.append(_row(model, enc, r, unit=f"{layer}[{unit}]", band=f"[{a:g}, {b:g}]", ok=r.ok))
+                rows.append((f"[{a:g}, {b:g}]\n{len(r)} ok" if r.ok else f"[{a:g}, {b:g}]\nnone", _spread_pick(r, 12)))
+            figures.append(grid(rows, os.path.join(args.out, f"inverse_{name}_bands.png"),
+                                f"inverse sets of {layer}[{unit}] per activation band (digits VAE as G)"))
+        cons = [(*LOGIT, 10.0, 20.0), (*HIDDEN, 10.0, 20.0)]
+        inter = sample_inverse_set(model, cons, gen, enc, n_samples=n, n_seeds=16 if args.quick else 32,
+                                   seed=args.seed, progress=False)
+        band_rows.append(_row(model, enc, inter, unit=f"{LOGIT[0]}[{LOGIT[1]}] ∩ {HIDDEN[0]}[{HIDDEN[1]}]",
+                              band="[10, 20] ∩ [10, 20]", ok=inter.ok))
+        figures.append(grid([(f"logit {LOGIT[1]}\n∈ [10, 20]", _spread_pick(kept[("logit", 10.0)], 12)),
+                             (f"hidden {HIDDEN[1]}\n∈ [10, 20]", _spread_pick(kept[("hidden", 10.0)], 12)),
+                             ("both", _spread_pick(inter, 12))], os.path.join(args.out, "inverse_intersection.png"),
+                            f"intersection: {LOGIT[0]}[{LOGIT[1]}] ∈ [10, 20] and {HIDDEN[0]}[{HIDDEN[1]}] ∈ [10, 20]"))
+
+        # methods, same target, same generator, same number of samples asked
+        m = 96 if args.quick else 512
+        con = (*LOGIT, 10.0, 20.0)
+        step = 0.01
+        runs = {
+            "augmented_lagrangian": lambda: sample_inverse_set(model, con, gen, enc, n_samples=m, n_seeds=32,
+                                                               seed=args.seed, progress=False),
+            "penalized_am": lambda: penalized_am(model, con, gen, enc, n_samples=m, steps=100, batch=256,
+                                                 seed=args.seed, progress=False),
+            "langevin": lambda: langevin_sampler(model, con, gen, enc, n_samples=m, chains=32, step=step,
+                                                 burn_in=100, thin=math.ceil(1 / (2 * step)), seed=args.seed,
+                                                 progress=False),
+        }
+        method_rows = [_row(model, enc, fn(), method=name) for name, fn in runs.items()]
+    bands = pd.DataFrame(band_rows)
+    methods = pd.DataFrame(method_rows)
+    _write(bands, args.out, "inverse_bands")
+    _write(methods, args.out, "inverse_methods")
+    print(bands.to_string(index=False, float_format=lambda v: f"{v:.3f}"))
+    print(methods.to_string(index=False, float_format=lambda v: f"{v:.3f}"))
+    by = {r["method"]: r for r in method_rows}
+    ours, lang = by["augmented_lagrangian"], by["langevin"]
+    summary = {
+        "bands": {f"{r['unit']} {r['band']}": {k: r[k] for k in ("n", "ok", "feasible_rate", "diversity_encoder",
+                                                                  "classes")} for r in band_rows},
+        "methods": {r["method"]: {k: v for k, v in r.items() if k != "method"} for r in method_rows},
+        "samples_per_second_ratio_vs_langevin": ours["samples_per_second"] / max(lang["samples_per_second"], 1e-12),
+        "diversity_ratio_vs_langevin": ours["diversity_encoder"] / max(lang["diversity_encoder"], 1e-12),
+        "feasible_rate": ours["feasible_rate"],
+        "intersection_n": len(inter),
+        "figures": [os.path.basename(f) for f in figures],
+        "seconds": time.perf_counter() - t0,
+    }
+    with open(os.path.join(args.out, "inverse.json"), "w") as f:
+        json.dump(summary, f, indent=1, default=float)
+    print(json.dumps(summary, default=float))
+    return summary
+
+
+if __name__ == "__main__":
+    main()

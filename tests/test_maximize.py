@@ -50,6 +50,7 @@ def test_objective_per_row_units_element_and_independent_exact():
     rows = torch.tensor([3, 1])
     assert channel("fc", rows)(ACTS).tolist() == [6.0, 4.0]
     assert element("conv", (0, 1, 2))(ACTS).tolist() == [6.0, 6.0]
+    assert element("conv", (-1, -1, -1))(ACTS).tolist() == [15.0, 15.0]
     # a_i − mean_{j≠i} a_j: row 0, unit 3: 6 − (1+2+3)/3 = 4; row 1, unit 1: 4 − (0+1−1)/3 = 4
     assert independent("fc", rows)(ACTS).tolist() == [4.0, 4.0]
     # conv channels averaged over space: 3.5 and 11.5

@@ -112,7 +112,7 @@ def channel(layer: str, unit) -> Objective:
 
 
 def element(layer: str, index: tuple) -> Objective:
-    """One element of the per-example layer output.
+    """One element of the per-example layer output (negative indices count from the end).
 
     >>> element("c", (1, 0, 1))({"c": torch.arange(8.0).view(1, 2, 2, 2)}).tolist()
     [5.0]
@@ -122,7 +122,7 @@ def element(layer: str, index: tuple) -> Objective:
     def fn(acts):
         t = acts[layer]
         shape = tuple(t.shape[1:])
-        if len(index) != len(shape) or any(not 0 <= i < s for i, s in zip(index, shape)):
+        if len(index) != len(shape) or any(not -s <= i < s for i, s in zip(index, shape)):
             raise UnitscopeError(f"element {index} is outside layer {layer!r}", layer=layer, unit_shape=shape)
         return t[(slice(None), *index)]
     return Objective(fn, (layer,), f"{layer}{list(index)}")

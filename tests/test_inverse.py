@@ -51,6 +51,14 @@ def test_every_sample_lies_in_the_slab():
     assert len({tuple(row) for row in r.codes.tolist()}) == len(r)   # no duplicates
 
 
+def test_one_sided_ranges():
+    net = linear_net()
+    up = sample_inverse_set(net, ("0", 0, 4.0, float("inf")), IDENTITY, n_samples=32, n_seeds=8, progress=False)
+    down = sample_inverse_set(net, ("0", 0, float("-inf"), -4.0), IDENTITY, n_samples=32, n_seeds=8, progress=False)
+    assert len(up) == len(down) == 32
+    assert bool((up.samples.sum(1) >= 4).all()) and bool((down.samples.sum(1) <= -4).all())
+
+
 def test_intersection_of_units_in_different_layers():
     net = linear_net()
     cons = [Constraint("0", 0, 0.0, 1.0), ("0", 1, 0.5, 2.0), ("2", 0, 1.0, 2.5)]

@@ -71,7 +71,7 @@ def _write(df: pd.DataFrame, out: str, name: str, *, index: bool = True) -> None
 
 
 # ------------------------------------------------------------------------------------------------ scores --
-def score_sentences(lm, sentences, *, methods=METHODS, target=None, n_steps: int = 16, method: str = "gausslegendre",
+def score_sentences(lm, sentences, *, methods=METHODS, target=None, n_steps: int = 16, method: str = "adaptive",
                     batch: int = 8, per_token: bool = False, internal_batch_size: int = 96) -> dict:
     """All four methods for the 6 MLP layers, 6 attention layers and 6 residual-stream cuts, one ``attribute``
     call per batch of sentences of similar length.
@@ -138,7 +138,7 @@ def ablate_rows(model, emb, mask, layer: str, row_masks: torch.Tensor, *, chunk:
     ...         return self.net(x).sum(1)
     >>> masks = torch.zeros(2, 4, 3, dtype=torch.bool); masks[1] = True
     >>> out = ablate_rows(M(), torch.ones(1, 4, 2), torch.ones(1, 4), "net.1", masks)
-    >>> bool(torch.allclose(out[1], 4 * net[2].bias))   # every unit zeroed: only the bias is left
+    >>> bool(torch.allclose(out[1].float(), 4 * net[2].bias))   # every unit zeroed: only the bias is left
     True
     """
     module = model.get_submodule(layer)
@@ -451,7 +451,7 @@ def main(argv=None) -> dict:
     p = argparse.ArgumentParser(prog="python -m unitscope.studies.transformer", description=__doc__,
                                 formatter_class=argparse.RawDescriptionHelpFormatter)
     p.add_argument("--quick", action="store_true",
-                   help="smoke run: 6 agreement sentences (full: 120), 6 path points (full: 24), 4 negation "
+                   help="smoke run: 6 agreement sentences (full: 120), 8 path points (full: 32, adaptive), 4 negation "
                         "sentences (full: 60), no adaptive comparison")
     p.add_argument("--out", default="unitscope-out/transformer")
     p.add_argument("--seed", type=int, default=0)
@@ -473,7 +473,7 @@ def main(argv=None) -> dict:
           f"accuracy {lm.test_accuracy:.3f}, dev {lm.dev_accuracy:.3f} ({lm.info['n_train']}/{lm.info['n_dev']}/"
           f"{lm.info['n_test']} sentences)", flush=True)
 
-    n_agree, steps, n_neg, k, max_flip = (6, 8, 4, 10, 10) if args.quick else (120, 24, 60, 10, 20)
+    n_agree, steps, n_neg, k, max_flip = (6, 8, 4, 10, 10) if args.quick else (120, 32, 60, 10, 20)
     mlp, att = _layers()
 
     # 1 + 2. one call per batch: all methods, all 18 sites ----------------------------------------------------

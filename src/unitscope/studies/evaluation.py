@@ -90,15 +90,15 @@ def main(argv=None) -> dict:
     from ..zoo import digits_cnn, digits_data, digits_vgg
 
     p = argparse.ArgumentParser(prog="python -m unitscope.studies.evaluation", description=__doc__)
-    p.add_argument("--quick", action="store_true", help="fewer inputs and steps; digits only")
+    p.add_argument("--quick", action="store_true", help="40 test digits, 12 path points, 480 training digits for feature selection; digits CNN only")
     p.add_argument("--out", default="unitscope-out/evaluation")
     p.add_argument("--seed", type=int, default=0)
     args = p.parse_args(argv)
     os.makedirs(args.out, exist_ok=True)
     torch.manual_seed(args.seed)
     train, test = digits_data()
-    n_inputs = 100 if args.quick else 300
-    steps = 20 if args.quick else 50
+    n_inputs = 40 if args.quick else 300
+    steps = 12 if args.quick else 50
     results = {}
     cnn = digits_cnn().model
     results["digits_cnn"] = run_model("digits_cnn", cnn, test.x[:n_inputs], "features.relu3", args.out,
@@ -116,8 +116,9 @@ def main(argv=None) -> dict:
     rng = np.random.default_rng(args.seed)
     label_sets = [list(range(5)), list(range(5, 10))] + [sorted(rng.choice(10, 5, replace=False).tolist())
                                                        for _ in range(1 if args.quick else 3)]
-    fs = feature_selection(cnn, train.x, train.y, test.x, test.y, "features.relu4", label_sets,
-                           n_steps=10 if args.quick else 20)
+    n_train = 480 if args.quick else len(train.x)  # quick: a stratified-enough prefix of the shuffled split
+    fs = feature_selection(cnn, train.x[:n_train], train.y[:n_train], test.x, test.y, "features.relu4", label_sets,
+                           n_steps=8 if args.quick else 20)
     table = fs.pivot_table(index=["labels", "method"], columns="k", values="accuracy")
     mean = fs.groupby(["method", "k"])["accuracy"].mean().unstack("k")
     _write(table, args.out, "feature_selection_by_set")

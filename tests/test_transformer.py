@@ -72,7 +72,7 @@ def test_completeness_on_the_residual_stream_of_every_layer(lm, enc):
     for c in CUTS:
         assert float(s.relative_delta(c).max()) < 1e-2, c
     assert float(s.relative_delta(CUTS[-1]).max()) < 1e-5   # mean pooling + linear head: exact
-    coarse, fine = (_cond(model, enc, CUTS[:1], n_steps=n) for n in (12, 48))
+    coarse, fine = (_cond(model, enc, CUTS[:1], n_steps=n) for n in (16, 64))
     assert float(fine.relative_delta(CUTS[0]).max()) < 1e-2
     assert float(coarse.relative_delta(CUTS[0]).max()) > 3 * float(fine.relative_delta(CUTS[0]).max())
 

@@ -242,8 +242,8 @@ def _efficientnet(out: str, *, quick: bool, seed: int) -> dict:
                                                 f"(bottom), FFT, {steps} steps, {size}×{size}",
                            os.path.join(out, "substitution_efficientnet.png"))
     rs = {k: representative_substitution(r).tolist() for k, r in runs.items()}
-    return {"layer": EFFICIENTNET_LAYER, "units": units, "steps": steps, "size": size, "figure": path,
-            "rs": rs, "own_activation": {k: r.own.tolist() for k, r in runs.items()},
+    return {"layer": EFFICIENTNET_LAYER, "units": units, "steps": steps, "size": size,
+            "figure": os.path.basename(path), "rs": rs, "own_activation": {k: r.own.tolist() for k, r in runs.items()},
             "start_activation": {k: r.activation_trace[0].tolist() for k, r in runs.items()}}
 
 

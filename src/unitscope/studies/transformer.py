@@ -360,6 +360,11 @@ def probe_neurons(lm, probe: str, *, candidates: int = 60, top: int = 3, min_phr
             "attributions": {(int(r.layer), int(r.neuron)): r.values for r in found.itertuples()}}
 
 
+def _unit(layer: int, neuron: int) -> str:
+    """``L2:n1265``: neuron 1265 of layer 2's MLP."""
+    return f"L{layer}:n{neuron}"
+
+
 def _fmt(tokens, values) -> str:
     return " ".join(f"{w}[{v:+.3f}]" for w, v in zip(tokens, values))
 
@@ -570,13 +575,13 @@ def main(argv=None) -> dict:
     chance = table.attrs["token_share"]
     probes = [probe_neurons(lm, pr, n_steps=16 if args.quick else 32) for pr in NEGATION_PROBES]
     lines = ["## MiniLM neurons whose per-token conductance falls on the negated phrase",
-             "", "F = log-odds towards the predicted class; a neuron is `layer.index`; values are the neuron's "
+             "", "F = log-odds towards the predicted class; `L2:n1265` is neuron 1265 of layer 2's MLP; values are its "
              "conductance at each token position.", ""]
     negation, highlighted, fig_rows = [], [], []
     for pr in probes:
         lines.append(f"- **{pr['probe']}**: predicted {pr['predicted']} (log-odds {pr['log_odds']:+.2f}); neurons "
                      f"on “{' '.join(pr['tokens'][i] for i in pr['phrase'])}”: "
-                     f"{', '.join(f'{l}.{j}' for l, j in pr['found']) or 'none'} "
+                     f"{', '.join(_unit(l, j) for l, j in pr['found']) or 'none'} "
                      f"(of {len(pr['table'])} candidates)")
         t = pr["table"].set_index(["layer", "neuron"])
         for (li, j) in pr["found"]:
@@ -585,7 +590,7 @@ def main(argv=None) -> dict:
                              "conductance": round(float(r["conductance"]), 4),
                              "phrase_share": round(float(r["phrase_share"]), 3),
                              "negation_share": round(float(r["negation_share"]), 3), "per_token": r["per_token"]})
-            lines.append(f"  - {li}.{j}: {r['per_token']}")
+            lines.append(f"  - {_unit(li, j)}: {r['per_token']}")
             # the corpus sentences where this neuron's conductance (signed like the probe's F) is highest
             signed = pr["sign"] * totals[li][:, j]
             for i in signed.topk(min(2, len(corpus))).indices.tolist():
@@ -598,19 +603,21 @@ def main(argv=None) -> dict:
                                                                                         vals.tolist())]})
                 lines.append(f"    - corpus: {_fmt(neg['tokens'][i], vals.tolist())} (on negations: {share:.2f})")
         fig_rows.append((f"MiniLM: {pr['probe']!r} → {pr['predicted']} (log-odds {pr['log_odds']:+.2f})",
-                         pr["tokens"], {f"{l}.{j}": v for (l, j), v in pr["attributions"].items()}))
+                         pr["tokens"], {_unit(l, j): v for (l, j), v in pr["attributions"].items()}))
     best = table.head(5)
+    shown = best.assign(unit=[_unit(int(r.layer), int(r.neuron)) for r in best.itertuples()])
+    shown = shown[["unit"] + [c for c in best.columns if c not in ("layer", "neuron")]]
     lines += ["", f"## corpus ranking: share of per-token |conductance| on negation WordPieces ({len(corpus)} test "
               f"sentences with a negation; negations are {100 * chance:.1f}% of their tokens)", "",
-              best.to_markdown(index=False, floatfmt=".3f"), ""]
+              shown.to_markdown(index=False, floatfmt=".3f"), ""]
     for r in best.head(2).itertuples():
         li, j = int(r.layer), int(r.neuron)
         on = torch.tensor([float(v[li][negation_mask(t), j].abs().sum()) for v, t in zip(neg["per_token"],
                                                                                         neg["tokens"])])
         i = int(on.argmax())
         vals = neg["per_token"][i][li][:, j]
-        fig_rows.append((f"MiniLM {li}.{j} (corpus): {corpus[i][:80]}", neg["tokens"][i][:30],
-                         {f"{li}.{j}": vals[:30].numpy()}))
+        fig_rows.append((f"MiniLM {_unit(li, j)} (corpus): {corpus[i][:80]}", neg["tokens"][i][:30],
+                         {_unit(li, j): vals[:30].numpy()}))
 
     cnn = None
     if not args.no_cnn:
@@ -623,7 +630,7 @@ def main(argv=None) -> dict:
             side = pd.DataFrame([{
                 "probe": pr["probe"],
                 "minilm_predicted": pr["predicted"],
-                "minilm_neurons": ", ".join(f"{l}.{j}" for l, j in pr["found"]) or "none",
+                "minilm_neurons": ", ".join(_unit(l, j) for l, j in pr["found"]) or "none",
                 "cnn_predicted": c["predicted"],
                 "cnn_filters": ", ".join(f"#{f['filter']}" for f in c["filters"]) or "none"}
                 for pr, c in zip(probes, cnn_probes)])

@@ -3,25 +3,45 @@
 >>> import unitscope as us
 >>> sorted(us.__all__)[:3]
 ['CompletenessWarning', 'Scores', 'UnitscopeError']
+
+Importance (conductance and its comparators, all layers from one path pass), per-input conductance through units,
+ablation, streaming dataset scans, class selectivity, activation maximization (AM / IAM) with Representative
+Substitution, and inverse-set sampling. The papers' studies live in :mod:`unitscope.studies`, bundled models and
+data in :mod:`unitscope.zoo`.
 """
 
+from .ablation import ablate, ablation_scores
 from .errors import CompletenessWarning, UnitscopeError
+from .inverse import sample_inverse_set
+from .maximize import activation_maximization, independent_am, maximize, representative_substitution
 from .neuron import neuron_conductance
 from .results import Scores
+from .scan import ScanResult, scan
 from .scores import activation, attribute, conductance, grad_x_activation, internal_influence
+from .selectivity import class_selectivity
 from .sites import layer_names
 
 __version__ = "0.1.0"
 
 __all__ = [
     "CompletenessWarning",
+    "ScanResult",
     "Scores",
     "UnitscopeError",
+    "ablate",
+    "ablation_scores",
     "activation",
+    "activation_maximization",
     "attribute",
+    "class_selectivity",
     "conductance",
     "grad_x_activation",
+    "independent_am",
     "internal_influence",
     "layer_names",
+    "maximize",
     "neuron_conductance",
+    "representative_substitution",
+    "sample_inverse_set",
+    "scan",
 ]

@@ -25,13 +25,7 @@ def linear_net():
     return net
 
 
-@pytest.fixture(autouse=True)
-def _one_thread():
-    """Small models on a shared 2-core machine: one thread avoids oversubscription (a 15× slowdown here)."""
-    n = torch.get_num_threads()
-    torch.set_num_threads(1)
-    yield
-    torch.set_num_threads(n)
+pytestmark = pytest.mark.usefixtures("one_thread")
 
 
 IDENTITY = DecoderGenerator(nn.Identity(), latent_dim=2, code_bound=3.0)   # x = z, z ∈ [-3, 3]²

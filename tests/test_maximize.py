@@ -14,13 +14,7 @@ from unitscope.objectives import Objective, channel, element, independent
 from unitscope.params import FFT, Augment, Pixel, make_param
 from unitscope.selectivity import class_selectivity
 
-@pytest.fixture(autouse=True)
-def _one_thread():
-    """Tiny models: one thread is much faster than two on a shared 2-core machine."""
-    n = torch.get_num_threads()
-    torch.set_num_threads(1)
-    yield
-    torch.set_num_threads(n)
+pytestmark = pytest.mark.usefixtures("one_thread")
 
 
 ACTS = {"fc": torch.tensor([[1.0, 2.0, 3.0, 6.0], [0.0, 4.0, 1.0, -1.0]]),

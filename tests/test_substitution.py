@@ -13,12 +13,7 @@ from unitscope.selectivity import Selectivity
 from unitscope.studies import substitution as study
 
 
-@pytest.fixture(autouse=True)
-def _one_thread():
-    n = torch.get_num_threads()
-    torch.set_num_threads(1)
-    yield
-    torch.set_num_threads(n)
+pytestmark = pytest.mark.usefixtures("one_thread")
 
 
 def _sel(index, class_means):

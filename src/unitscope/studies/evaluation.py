@@ -19,6 +19,7 @@ import torch
 from ..scores import METHODS, attribute
 from .agreement import ablation_agreement, flip_counts, summarize_agreement, summarize_flips
 from .selection import feature_selection
+from .tables import write_table
 
 PAPER_PEARSON = {"inception": {"conductance": 0.79, "internal_influence": 0.49, "activation": 0.07,
                                "grad_x_activation": 0.92},
@@ -28,17 +29,7 @@ PAPER_FLIPS = {"mean": 3.7, "max": 16, "over_10": 0.03, "internal_influence_top1
 
 
 def _write(df: pd.DataFrame, out: str, name: str) -> None:
-    df.to_csv(os.path.join(out, f"{name}.csv"), index=True)
-    with open(os.path.join(out, f"{name}.md"), "w") as f:
-        f.write(df.to_markdown(floatfmt=".3f") if _has_tabulate() else df.to_string())
-
-
-def _has_tabulate() -> bool:
-    try:
-        import tabulate  # noqa: F401
-        return True
-    except ImportError:
-        return False
+    write_table(df, out, name, index=True)
 
 
 def scatter(df: pd.DataFrame, path: str, title: str) -> str:

@@ -25,6 +25,7 @@ import pandas as pd
 import torch
 
 from ..inverse import InverseSetWarning, diversity, langevin_sampler, penalized_am, sample_inverse_set
+from .tables import write_table
 
 LOGIT = ("classifier.fc2", 3)
 HIDDEN = ("classifier.relu", 68)
@@ -32,13 +33,7 @@ BANDS = [(1.0, 11.0), (10.0, 20.0), (20.0, 30.0)]
 
 
 def _write(df: pd.DataFrame, out: str, name: str) -> None:
-    df.to_csv(os.path.join(out, f"{name}.csv"), index=False)
-    try:
-        text = df.to_markdown(index=False, floatfmt=".3f")
-    except ImportError:
-        text = df.to_string(index=False)
-    with open(os.path.join(out, f"{name}.md"), "w") as f:
-        f.write(text + "\n")
+    write_table(df, out, name, index=False)
 
 
 def _classes(model, x) -> tuple[int, float]:

@@ -46,6 +46,7 @@ from ..ablation import ablation_scores
 from ..neuron import neuron_conductance
 from ..scores import METHODS, attribute
 from .agreement import ablation_agreement, summarize_agreement
+from .tables import write_table
 
 __all__ = ["run", "main", "agreement", "ablation_ratio", "corpus_conductance", "division_of_labour",
            "per_token", "negation_filters", "negation_examples", "negation_html", "NegationProbe", "log_odds",
@@ -88,13 +89,7 @@ def _progress(total, desc):
 
 
 def _write(df: pd.DataFrame, out: str, name: str, *, index: bool = True) -> None:
-    df.to_csv(os.path.join(out, f"{name}.csv"), index=index)
-    try:
-        text = df.to_markdown(index=index, floatfmt=".3f")
-    except ImportError:
-        text = df.to_string(index=index)
-    with open(os.path.join(out, f"{name}.md"), "w") as f:
-        f.write(text + "\n")
+    write_table(df, out, name, index=index)
 
 
 # ---------------------------------------------------------------------------------------- 1 and 2 --

@@ -43,6 +43,7 @@ from ..ablation import ablate
 from ..maximize import activation_maximization, independent_am, representative_substitution
 from ..selectivity import class_selectivity
 from ..state import analysis_mode
+from .tables import write_table
 
 __all__ = ["main", "MODELS", "layer_analysis", "ablation_curves", "spearman", "batches"]
 
@@ -248,14 +249,7 @@ def _efficientnet(out: str, *, quick: bool, seed: int) -> dict:
 
 
 def _write(df: pd.DataFrame, out: str, name: str, *, index: bool = False) -> list[str]:
-    df.to_csv(os.path.join(out, f"{name}.csv"), index=index)
-    try:
-        text = df.to_markdown(index=index, floatfmt=".3f")
-    except ImportError:
-        text = df.to_string(index=index)
-    with open(os.path.join(out, f"{name}.md"), "w") as f:
-        f.write(text + "\n")
-    return [f"{name}.csv", f"{name}.md"]
+    return write_table(df, out, name, index=index)
 
 
 def _nan_to_none(v):

@@ -42,6 +42,7 @@ import torch
 from ..capture import hooked
 from ..scores import METHODS, attribute
 from ..state import analysis_mode
+from .tables import write_table
 
 __all__ = ["main", "score_sentences", "ablate_rows", "agreement_and_flips", "both_sign_share", "negation_neurons",
            "probe_neurons", "CUTS"]
@@ -61,13 +62,7 @@ def _by_length(lengths, size: int):
 
 
 def _write(df: pd.DataFrame, out: str, name: str, *, index: bool = True) -> None:
-    df.to_csv(os.path.join(out, f"{name}.csv"), index=index)
-    try:
-        text = df.to_markdown(index=index, floatfmt=".3f")
-    except ImportError:
-        text = df.to_string(index=index)
-    with open(os.path.join(out, f"{name}.md"), "w") as f:
-        f.write(text + "\n")
+    write_table(df, out, name, index=index)
 
 
 # ------------------------------------------------------------------------------------------------ scores --

@@ -1,8 +1,9 @@
 """unitscope — which hidden units of a PyTorch model matter, and what they respond to.
 
->>> import unitscope as us
->>> sorted(us.__all__)[:3]
-['CompletenessWarning', 'Scores', 'UnitscopeError']
+>>> import torch, unitscope as us
+>>> s = us.conductance(torch.nn.Sequential(torch.nn.Linear(2, 2), torch.nn.ReLU()), torch.ones(1, 2), ["1"], target=0)
+>>> s.layers, bool(s.relative_delta("1").max() < 1e-3)
+(['1'], True)
 
 Importance (conductance and its comparators, all layers from one path pass), per-input conductance through units,
 ablation, streaming dataset scans, class selectivity, activation maximization (AM / IAM) with Representative

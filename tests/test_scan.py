@@ -293,3 +293,14 @@ def test_top_sentences_bold_the_ngram_that_the_filter_picked():
         with torch.no_grad():
             alone = float(trained.model.filters(emb)[0, u])
         assert alone == pytest.approx(value, rel=1e-2, abs=1e-3) or alone > value
+
+
+def test_scan_study_entry_point_writes_grids_and_summary(tmp_path, monkeypatch):
+    from unitscope.studies import scan as study
+
+    monkeypatch.setattr(study, "SCANS", {"digits": ["digits-cnn", "digits"]})
+    summary = study.main(["--quick", "--out", str(tmp_path)])
+    assert summary["digits"]["examples"] == 360  # the test split, each digit once
+    assert json.loads((tmp_path / "scan.json").read_text()) == json.loads(json.dumps(summary, default=float))
+    grids = sorted(p.name for p in (tmp_path / "digits").glob("top_*.png"))
+    assert len(grids) == 4 and all((tmp_path / "digits" / g).stat().st_size > 1000 for g in grids)

@@ -28,7 +28,7 @@ __all__ = ["LAYERS", "STUDY_ORDER", "run", "digits_study", "run_study", "availab
 
 LAYERS = ["features.relu1", "features.relu2", "features.relu3", "features.relu4", "classifier.relu"]
 QUICK_TIMEOUT, FULL_TIMEOUT = 300.0, 1200.0   # seconds per study before it is stopped and reported as a timeout
-STUDY_ORDER = ("evaluation", "imagenet", "sentiment", "substitution", "inverse", "transformer")
+STUDY_ORDER = ("evaluation", "imagenet", "sentiment", "substitution", "inverse", "transformer", "scan")
 
 
 def run(n_examples: int = 5, n_steps: int = 64, method: str = "adaptive", top: int = 5, seed: int = 0,

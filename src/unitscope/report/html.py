@@ -54,7 +54,10 @@ STUDIES = {  # folder name → (title, what it shows); the report keeps this ord
                 "Samples of the inverse set {x : a ≤ f(x) ≤ b} of units, drawn through a generator with an "
                 "augmented-Lagrangian sampler, and intersections of several units' sets."),
     "transformer": ("A transformer (MiniLM): important units of a language model", ""),
-    "scan": ("Dataset scan", ""),
+    "scan": ("Dataset scans: statistics and top examples per unit",
+             "One streaming pass over a data set per model (count, mean, class means, selectivity and the top "
+             "examples of every unit by activation and by conductance, never the activations themselves): image "
+             "grids of each unit's top digits, and each sentiment filter's top sentences with its n-gram in bold."),
 }
 IMAGE_TYPES = {".png": "image/png", ".jpg": "image/jpeg", ".jpeg": "image/jpeg", ".gif": "image/gif",
                ".svg": "image/svg+xml", ".webp": "image/webp"}

@@ -1,5 +1,6 @@
 """Dataset-scale scan of the digits CNN: 1 process vs 2 processes (torchrun, gloo, localhost), and the scan's
-overhead over a plain loop that calls the engine on the same batches and keeps nothing (the floor).
+overhead over a plain loop that calls the engine on the same batches and keeps nothing (the floor, measured before
+and after the 1-process scan; the faster of the two counts).
 
 The digits set (all 1,797 examples) is repeated to ≥ 20,000 examples; activation + conductance statistics
 (count, sum, sum of squares, per-class sums, top-k examples by each) for every leaf layer of the CNN. Every
@@ -111,10 +112,14 @@ def main():
     print(f"{len(data)} examples, {len(layers)} layers, methods {METHODS}, n_steps {args.n_steps}", flush=True)
     x0 = data[:args.batch_size][0]  # warm-up: first-call allocations are in neither measurement
     attribute(model, x0, layers, METHODS, n_steps=args.n_steps, gap_warning=None, progress=False)
-    eps_floor = floor(model, data, layers, args)
-    print(f"floor (engine only):  {eps_floor:8.1f} examples/s", flush=True)
+    # floor, scan, floor: the faster floor is taken, so load that comes and goes can only lower ratio_to_floor
+    floor_a = floor(model, data, layers, args)
+    print(f"floor (engine only):  {floor_a:8.1f} examples/s", flush=True)
     r1, eps1 = one_scan(model, data, layers, args)
     print(f"scan, 1 process:      {eps1:8.1f} examples/s", flush=True)
+    floor_b = floor(model, data, layers, args)
+    eps_floor = max(floor_a, floor_b)
+    print(f"floor again:          {floor_b:8.1f} examples/s (the faster of the two is the floor)", flush=True)
     with tempfile.TemporaryDirectory() as tmp:
         cmd = [str(Path(sys.executable).parent / "torchrun"), "--nnodes=1", "--nproc_per_node=2",
                "--master_addr=127.0.0.1", f"--master_port={_free_port()}", __file__, "--worker", "--out", tmp,
@@ -128,7 +133,8 @@ def main():
     diff, agree = compare(r2, r1)
     print(json.dumps({"bench": "scan", "examples": r1.count, "layers": len(layers), "methods": METHODS,
                       "n_steps": args.n_steps, "batch_size": args.batch_size, "top_k": args.top_k,
-                      "examples_per_second_floor": eps_floor, "examples_per_second_1": eps1,
+                      "examples_per_second_floor": eps_floor, "floor_runs": [floor_a, floor_b],
+                      "examples_per_second_1": eps1,
                       "examples_per_second_2": eps2, "speedup_2_vs_1": eps2 / eps1,
                       "ratio_to_floor": eps1 / eps_floor, "max_rel_diff_1_vs_2": diff,
                       "top_index_agreement": agree, "same_count": r1.count == r2.count}))

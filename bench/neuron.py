@@ -40,16 +40,7 @@ def timed(fn, repeats=1):
 
 def compare(model, x, layer, channels, target, n_steps, repeats):
     module = resolve(model, [layer])[0].module
-    with torch.no_grad():
-        unit_shape = None
-
-        def grab(m, a, out):
-            nonlocal unit_shape
-            unit_shape = tuple(out.shape[1:])
-        h = module.register_forward_hook(grab)
-        model(x[:1])
-        h.remove()
-    _, hh, ww = unit_shape
+    _, hh, ww = us.activation(model, x[:1], [layer])[layer].shape[1:]  # the layer's unit shape, hooks via unitscope
     ours, t_ours = timed(lambda: us.neuron_conductance(model, x, layer, units=list(channels), target=target,
                                                        n_steps=n_steps, method="gausslegendre",
                                                        unit_batch_size=16), repeats)

@@ -4,6 +4,8 @@ import sys
 import pytest
 import torch
 
+from unitscope.state import torch_threads
+
 sys.path.insert(0, os.path.dirname(__file__))
 torch.set_num_threads(max(1, min(2, os.cpu_count() or 1)))
 
@@ -17,7 +19,5 @@ def _seed():
 def one_thread():
     """Small models on a shared 2-core machine: one torch thread avoids oversubscription (10–50× slower with
     two when another process is busy). Restored afterwards."""
-    n = torch.get_num_threads()
-    torch.set_num_threads(1)
-    yield
-    torch.set_num_threads(n)
+    with torch_threads(1):
+        yield

@@ -105,16 +105,6 @@ def available_studies() -> list[str]:
     return [n for n in STUDY_ORDER if importlib.util.find_spec(f"unitscope.studies.{n}") is not None]
 
 
-def _accepts(name: str, option: str) -> bool:
-    """Whether a study's entry point declares ``option`` (read from its source; nothing is imported)."""
-    spec = importlib.util.find_spec(f"unitscope.studies.{name}")
-    try:
-        with open(spec.origin) as f:
-            return f'"{option}"' in f.read()
-    except (AttributeError, TypeError, OSError):
-        return True
-
-
 def _tail(text: str, lines: int = 25) -> str:
     return "\n".join(text.rstrip().splitlines()[-lines:])
 
@@ -124,9 +114,8 @@ def run_study(name: str, out: str, *, quick: bool, seed: int, timeout: float | N
     """Run one study entry point in its own process; its output goes to ``out/NAME/log.txt``."""
     folder = os.path.join(out, name)
     os.makedirs(folder, exist_ok=True)
-    cmd = [python, "-m", f"unitscope.studies.{name}", *(["--quick"] if quick else []), "--out", folder]
-    if _accepts(name, "--seed"):
-        cmd += ["--seed", str(seed)]
+    cmd = [python, "-m", f"unitscope.studies.{name}", *(["--quick"] if quick else []), "--out", folder,
+           "--seed", str(seed)]  # every study entry point takes --quick, --out and --seed (the contract)
     env = dict(os.environ, PYTHONUNBUFFERED="1", MPLBACKEND="Agg")
     t0 = time.perf_counter()
     status = {"command": " ".join(["python"] + cmd[1:])}

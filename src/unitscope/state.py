@@ -7,15 +7,23 @@
 (False, False)
 >>> net.training, net[0].weight.requires_grad
 (True, True)
+>>> import torch
+>>> n = torch.get_num_threads()
+>>> with torch_threads(1):
+...     torch.get_num_threads()
+1
+>>> torch.get_num_threads() == n
+True
 """
 
 from __future__ import annotations
 
 from contextlib import contextmanager
 
+import torch
 import torch.nn as nn
 
-__all__ = ["analysis_mode"]
+__all__ = ["analysis_mode", "torch_threads"]
 
 
 @contextmanager
@@ -40,3 +48,16 @@ def analysis_mode(model: nn.Module, *, freeze: bool = True):
         for p, flag, g in zip(params, requires, grads):
             p.requires_grad_(flag)
             p.grad = g
+
+
+@contextmanager
+def torch_threads(n: int | None):
+    """Run the block with ``n`` torch threads (``None`` or 0: leave the setting alone); the previous number is
+    restored on exit, also on error. Small models on a shared machine are often fastest on one thread."""
+    before = torch.get_num_threads()
+    if n:
+        torch.set_num_threads(n)
+    try:
+        yield
+    finally:
+        torch.set_num_threads(before)

@@ -36,7 +36,7 @@ def analyse_photo(net, name, image, out, *, n_steps=128, top=10, neuron_steps=32
         per_block[b] = {"top10_share": float(t.values.sum()) / dF, "gap": float(s.relative_delta(b)[0])}
         cands += [(float(v), b, int(i)) for v, i in zip(t.values, t.indices)]
     best = sorted(cands, reverse=True)[:top]
-    pics, labels = [], []
+    pics = []
     for b in dict.fromkeys(blk for _, blk, _ in best):
         units = [u for _, blk, u in best if blk == b]
         attr = neuron_conductance(net.model, x, b, units, target=label, n_steps=neuron_steps)

@@ -25,6 +25,7 @@ import pandas as pd
 import torch
 
 from ..inverse import InverseSetWarning, diversity, langevin_sampler, penalized_am, sample_inverse_set
+from ..state import torch_threads
 from .tables import write_table
 
 LOGIT = ("classifier.fc2", 3)
@@ -90,12 +91,8 @@ def main(argv=None) -> dict:
     p.add_argument("--seed", type=int, default=0)
     args = p.parse_args(argv)
     os.makedirs(args.out, exist_ok=True)
-    threads = torch.get_num_threads()
-    torch.set_num_threads(1)       # small batches: one thread is fastest on a shared machine
-    try:
+    with torch_threads(1):  # small batches: one thread is fastest on a shared machine
         return _run(args, digits_cnn().model, digits_generator(), digits_encoder)
-    finally:
-        torch.set_num_threads(threads)
 
 
 def _run(args, model, gen, digits_encoder) -> dict:

@@ -45,6 +45,7 @@ import torch
 from ..ablation import ablation_scores
 from ..neuron import neuron_conductance
 from ..scores import METHODS, attribute
+from ..state import torch_threads
 from .agreement import ablation_agreement, summarize_agreement
 from .tables import write_table
 
@@ -428,14 +429,8 @@ def run(out: str, quick: bool = False, seed: int = 0, *, threads: int | None = 1
     overrides entries of ``QUICK``/``FULL``; ``seed`` draws the corpus and division sentences.
     """
     os.makedirs(out, exist_ok=True)
-    before = torch.get_num_threads()
-    if threads:
-        torch.set_num_threads(threads)
-    try:
-        with torch.enable_grad():
-            return _run(out, quick, seed, net, data, {**(QUICK if quick else FULL), **(sizes or {})}, echo)
-    finally:
-        torch.set_num_threads(before)
+    with torch_threads(threads), torch.enable_grad():
+        return _run(out, quick, seed, net, data, {**(QUICK if quick else FULL), **(sizes or {})}, echo)
 
 
 def _run(out, quick, seed, net, data, sz, echo) -> dict:

@@ -31,6 +31,7 @@ import torch
 import torch.nn as nn
 
 from ..errors import UnitscopeError
+from ..state import torch_threads
 from .cache import cached_state
 
 __all__ = ["minilm", "minilm_sentiment", "MiniLM", "TrainedMiniLM", "OnEmbeddings", "Encoded", "mlp_layers",
@@ -276,13 +277,8 @@ def minilm_sentiment(*, Cs=(0.01, 0.03, 0.1, 0.3, 1.0, 3.0), seed: int = 0, thre
                   max_length=MAX_LENGTH, version=1)
 
     def train():
-        before = torch.get_num_threads()
-        if threads:
-            torch.set_num_threads(threads)
-        try:
+        with torch_threads(threads):
             return _train()
-        finally:
-            torch.set_num_threads(before)
 
     def _train():
         import numpy as np

@@ -41,6 +41,7 @@ import torch
 import torch.nn as nn
 
 from ..errors import UnitscopeError
+from ..state import torch_threads
 from .cache import cache_dir, cached_state
 
 __all__ = ["MovieReviews", "ReviewSplit", "movie_reviews", "movie_reviews_path", "tokenize", "Vocab", "Filters",
@@ -368,13 +369,8 @@ def sentiment_cnn(*, epochs: int = 15, lr: float = 2e-3, batch_size: int = 50, m
                   lr=lr, batch_size=batch_size, weight_decay=weight_decay, seed=seed, min_pad=MIN_PAD, version=1)
 
     def train():
-        before = torch.get_num_threads()
-        if threads:
-            torch.set_num_threads(threads)
-        try:
+        with torch_threads(threads):
             return _train()
-        finally:
-            torch.set_num_threads(before)
 
     def _train():
         from tqdm.auto import tqdm

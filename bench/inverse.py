@@ -3,7 +3,7 @@
 Target: a digit-class logit (``classifier.fc2`` unit 3, pre-softmax) in ``[10, 20]``; E = the CNN's early layers
 (``features.pool1``). Methods, each asked for the same number of samples from the same generator:
 
-* ``augmented_lagrangian`` — ``unitscope.inverse.sample_inverse_set`` (32 seeds, then batched sampling steps);
+* ``augmented_lagrangian`` — ``unitscope.synthesis.inverse.sample_inverse_set`` (32 seeds, then batched sampling steps);
 * ``penalized_am`` — multi-start activation maximization with a penalty for leaving the range, from random codes;
 * ``langevin`` — PPGN-style Langevin dynamics in code space conditioned on the range (32 chains, burn-in 100,
   a sample kept every ``thin`` steps; the default ``thin = 1/(2·step) = 50`` lets the noise alone diffuse one
@@ -27,7 +27,7 @@ import math
 import numpy as np
 import torch
 
-from unitscope.inverse import diversity, langevin_sampler, penalized_am, sample_inverse_set
+from unitscope.synthesis.inverse import diversity, langevin_sampler, penalized_am, sample_inverse_set
 from unitscope.zoo import digits_cnn
 from unitscope.zoo.digits_vae import digits_encoder, digits_generator
 

@@ -16,7 +16,7 @@ import time
 
 import torch
 
-from unitscope.maximize import independent_am
+from unitscope.synthesis.maximize import independent_am
 from unitscope.zoo.digits import digits_shallow_cnn
 
 

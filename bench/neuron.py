@@ -26,7 +26,7 @@ import torch
 from captum.attr import NeuronConductance
 
 import unitscope as us
-from unitscope.sites import resolve
+from unitscope.core.sites import resolve
 
 
 def timed(fn, repeats=1):

@@ -28,8 +28,9 @@ from pathlib import Path
 import torch
 from torch.utils.data import DataLoader
 
-from unitscope.scan import ScanResult, _load_data, default_layers, scan
-from unitscope.scores import attribute
+from unitscope.cli.scan import _load_data, default_layers
+from unitscope.data.scan import ScanResult, scan
+from unitscope.attribution.scores import attribute
 from unitscope.zoo import digits_cnn
 
 METHODS = ["activation", "conductance"]

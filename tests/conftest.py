@@ -4,7 +4,7 @@ import sys
 import pytest
 import torch
 
-from unitscope.state import torch_threads
+from unitscope.core.state import torch_threads
 
 sys.path.insert(0, os.path.dirname(__file__))
 torch.set_num_threads(max(1, min(2, os.cpu_count() or 1)))

@@ -4,7 +4,7 @@ import pytest
 import torch
 
 import unitscope as us
-from unitscope.ablation import ablate, ablation_scores
+from unitscope.data.ablation import ablate, ablation_scores
 from unitscope.studies import ablation_agreement, feature_selection, flip_counts, summarize_flips
 from nets import Residual, cnn, mlp
 from test_model_untouched import assert_same, snapshot

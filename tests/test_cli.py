@@ -11,8 +11,8 @@ import pytest
 import torch
 import torch.nn as nn
 
-from unitscope import cli
-from unitscope.errors import UnitscopeError
+from unitscope.cli import main as cli
+from unitscope.core.errors import UnitscopeError
 from unitscope.loading import load_inputs, load_model
 
 

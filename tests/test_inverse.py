@@ -8,9 +8,9 @@ import pytest
 import torch
 import torch.nn as nn
 
-from unitscope.errors import UnitscopeError
-from unitscope.generators import DecoderGenerator, FFTImageGenerator, LayerEncoder, early_block
-from unitscope.inverse import (Constraint, InverseSetWarning, diversity, evaluate, langevin_sampler, penalized_am,
+from unitscope.core.errors import UnitscopeError
+from unitscope.synthesis.generators import DecoderGenerator, FFTImageGenerator, LayerEncoder, early_block
+from unitscope.synthesis.inverse import (Constraint, InverseSetWarning, diversity, evaluate, langevin_sampler, penalized_am,
                                sample_inverse_set)
 
 

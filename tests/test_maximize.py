@@ -7,12 +7,12 @@ import pytest
 import torch
 import torch.nn as nn
 
-from unitscope.errors import UnitscopeError
-from unitscope.maximize import (Maximized, _RedirectedReLU, activation_maximization, independent_am, maximize,
+from unitscope.core.errors import UnitscopeError
+from unitscope.synthesis.maximize import (Maximized, _RedirectedReLU, activation_maximization, independent_am, maximize,
                                 representative_substitution)
-from unitscope.objectives import Objective, channel, element, independent
-from unitscope.params import FFT, Augment, Pixel, make_param
-from unitscope.selectivity import class_selectivity
+from unitscope.synthesis.objectives import Objective, channel, element, independent
+from unitscope.synthesis.params import FFT, Augment, Pixel, make_param
+from unitscope.data.selectivity import class_selectivity
 
 pytestmark = pytest.mark.usefixtures("one_thread")
 

@@ -17,10 +17,11 @@ import torch
 import torch.nn as nn
 from torch.utils.data import DataLoader, SubsetRandomSampler, TensorDataset
 
-from unitscope.errors import UnitscopeError
-from unitscope.scan import ScanResult, merge_top, scan, scan_main
-from unitscope.scores import attribute
-from unitscope.selectivity import class_selectivity
+from unitscope.core.errors import UnitscopeError
+from unitscope.cli.scan import scan_main
+from unitscope.data.scan import ScanResult, merge_top, scan
+from unitscope.attribution.scores import attribute
+from unitscope.data.selectivity import class_selectivity
 
 ROOT = Path(__file__).resolve().parents[1]
 
@@ -183,7 +184,7 @@ RESUMABLE = textwrap.dedent("""
     sys.path.insert(0, {tests!r})
     from torch.utils.data import DataLoader, Dataset
     from test_scan import small_cnn, small_data, LAYERS, METHODS
-    from unitscope.scan import scan
+    from unitscope.data.scan import scan
 
     torch.set_num_threads(1)
 
@@ -267,7 +268,8 @@ def test_command_line_writes_tables_grids_and_summary(tmp_path, capsys):
 def test_top_sentences_bold_the_ngram_that_the_filter_picked():
     import re
 
-    from unitscope.scan import SentenceBatches, top_sentences
+    from unitscope.cli.scan import SentenceBatches
+    from unitscope.report.scan_figures import top_sentences
     from unitscope.zoo.sentiment import SentimentCNN, TrainedSentiment, Vocab, encode, tokenize
 
     words = "a great film not bad very dull plot and the acting is fine but slow".split()

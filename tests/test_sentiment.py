@@ -13,7 +13,7 @@ import pytest
 import torch
 
 import unitscope as us
-from unitscope.errors import UnitscopeError
+from unitscope.core.errors import UnitscopeError
 from unitscope.studies import sentiment as st
 from unitscope.zoo import sentiment as zs
 from unitscope.zoo.sentiment import (FILENAME, MIN_PAD, SHA256, SentimentCNN, Vocab, encode, movie_reviews,

@@ -8,8 +8,8 @@ import pytest
 import torch
 import torch.nn as nn
 
-from unitscope.ablation import ablate
-from unitscope.selectivity import Selectivity
+from unitscope.data.ablation import ablate
+from unitscope.data.selectivity import Selectivity
 from unitscope.studies import substitution as study
 
 

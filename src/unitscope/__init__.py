@@ -11,16 +11,16 @@ Substitution, and inverse-set sampling. The papers' studies live in :mod:`unitsc
 data in :mod:`unitscope.zoo`.
 """
 
-from .ablation import ablate, ablation_scores
-from .errors import CompletenessWarning, UnitscopeError
-from .inverse import sample_inverse_set
-from .maximize import activation_maximization, independent_am, maximize, representative_substitution
-from .neuron import neuron_conductance
-from .results import Scores
-from .scan import ScanResult, scan
-from .scores import activation, attribute, conductance, grad_x_activation, internal_influence
-from .selectivity import class_selectivity
-from .sites import layer_names
+from .data.ablation import ablate, ablation_scores
+from .core.errors import CompletenessWarning, UnitscopeError
+from .synthesis.inverse import sample_inverse_set
+from .synthesis.maximize import activation_maximization, independent_am, maximize, representative_substitution
+from .attribution.neuron import neuron_conductance
+from .attribution.results import Scores
+from .data.scan import ScanResult, scan
+from .attribution.scores import activation, attribute, conductance, grad_x_activation, internal_influence
+from .data.selectivity import class_selectivity
+from .core.sites import layer_names
 
 __version__ = "0.1.0"
 

@@ -21,7 +21,7 @@ import time
 
 import torch
 
-from .scores import conductance
+from .attribution.scores import conductance
 from .zoo import digits_cnn, digits_data
 
 __all__ = ["LAYERS", "STUDY_ORDER", "run", "digits_study", "run_study", "available_studies", "run_all"]
@@ -73,7 +73,7 @@ def run(n_examples: int = 5, n_steps: int = 64, method: str = "adaptive", top: i
 def _digits_outputs(out: str, model, x, scores, rows, result, *, top: int) -> None:
     import pandas as pd
 
-    from .neuron import neuron_conductance
+    from .attribution.neuron import neuron_conductance
     from .report.figures import pixel_pictures, save_figure
 
     os.makedirs(out, exist_ok=True)
@@ -156,7 +156,7 @@ def run_all(*, quick: bool = False, out: str = "unitscope-out", seed: int = 0, o
     """Run the digits job and every available study into ``out``, then build ``out/report.html``."""
     from tqdm.auto import tqdm
 
-    from .errors import UnitscopeError
+    from .core.errors import UnitscopeError
     from .report.html import build_report
 
     t_start = time.perf_counter()

@@ -7,7 +7,7 @@
 >>> load_model("digits-cnm")
 Traceback (most recent call last):
 ...
-unitscope.errors.UnitscopeError: unknown model 'digits-cnm'; closest zoo names: 'digits-cnn', 'digits-mlp', 'digits-vgg'
+unitscope.core.errors.UnitscopeError: unknown model 'digits-cnm'; closest zoo names: 'digits-cnn', 'digits-mlp', 'digits-vgg'
 
 MODEL is one of
 
@@ -37,7 +37,7 @@ import numpy as np
 import torch
 import torch.nn as nn
 
-from .errors import UnitscopeError
+from .core.errors import UnitscopeError
 
 __all__ = ["Loaded", "Inputs", "ZOO_MODELS", "ZOO_DATA", "load_model", "load_inputs", "IMAGE_SUFFIXES"]
 

@@ -265,7 +265,7 @@ def _atomic_write(path: Path, write) -> None:
 
 def build_report(results_dir, out=None, *, title: str = "unitscope report") -> Path:
     """Render ``results_dir`` into one HTML file (default ``results_dir/report.html``); returns its path."""
-    from ..errors import UnitscopeError
+    from ..core.errors import UnitscopeError
 
     root = Path(results_dir)
     if not root.is_dir():

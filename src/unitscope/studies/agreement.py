@@ -13,11 +13,11 @@ import pandas as pd
 import torch
 from scipy import stats
 
-from ..ablation import _forward_with_layer, ablation_scores, unit_mask
-from ..inputs import make_target, prepare
-from ..scores import METHODS, _device, _outputs_at_x, attribute
-from ..sites import resolve
-from ..state import analysis_mode
+from ..data.ablation import _forward_with_layer, ablation_scores, unit_mask
+from ..core.inputs import make_target, prepare
+from ..attribution.scores import METHODS, _device, _outputs_at_x, attribute
+from ..core.sites import resolve
+from ..core.state import analysis_mode
 
 __all__ = ["ablation_agreement", "flip_counts", "summarize_agreement", "summarize_flips"]
 
@@ -73,7 +73,7 @@ def flip_counts(model, inputs, layer, order: torch.Tensor, *, max_units: int | N
         out_x = _outputs_at_x(model, batch, None)
         label = out_x.argmax(1)
         captured = {}
-        from ..capture import hooked
+        from ..core.capture import hooked
 
         with hooked(forward={site.module: lambda mod, a, out: captured.__setitem__("y", out)}):
             model(*batch.inputs, *batch.extra_args(torch.arange(n)))

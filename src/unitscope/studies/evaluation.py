@@ -16,7 +16,7 @@ import numpy as np
 import pandas as pd
 import torch
 
-from ..scores import METHODS, attribute
+from ..attribution.scores import METHODS, attribute
 from .agreement import ablation_agreement, flip_counts, summarize_agreement, summarize_flips
 from .selection import feature_selection
 from .tables import write_table

@@ -15,9 +15,9 @@ import os
 
 import torch
 
-from ..neuron import neuron_conductance
+from ..attribution.neuron import neuron_conductance
 from ..report.figures import pixel_pictures, save_figure
-from ..scores import conductance
+from ..attribution.scores import conductance
 
 BLOCKS = [f"blocks.{i}" for i in range(7)]
 

@@ -24,8 +24,8 @@ import numpy as np
 import pandas as pd
 import torch
 
-from ..inverse import InverseSetWarning, diversity, langevin_sampler, penalized_am, sample_inverse_set
-from ..state import torch_threads
+from ..synthesis.inverse import InverseSetWarning, diversity, langevin_sampler, penalized_am, sample_inverse_set
+from ..core.state import torch_threads
 from .tables import write_table
 
 LOGIT = ("classifier.fc2", 3)

@@ -1,10 +1,10 @@
 """``python -m unitscope.studies.scan [--quick] [--out DIR] [--seed N]``: dataset-scale scans for the report.
 
-Two scans with :func:`unitscope.scan.scan` (one pass over the data, streaming statistics, top examples per unit by
+Two scans with :func:`unitscope.data.scan.scan` (one pass over the data, streaming statistics, top examples per unit by
 activation and by conductance): the digits CNN over the real digits (image grids of each unit's top digits) and the
 sentiment CNN over the movie-review sentences (each filter's top sentences, the n-gram it picked in bold).
 ``--quick`` scans the test splits only. Each scan writes into its own sub-folder; ``scan.json`` here sums them up and
-is printed as the last line. Several processes: run ``torchrun … -m unitscope.scan`` directly (see the README).
+is printed as the last line. Several processes: run ``torchrun … -m unitscope.cli.scan`` directly (see the README).
 """
 
 from __future__ import annotations
@@ -13,7 +13,7 @@ import argparse
 import json
 import os
 
-from ..scan import scan_main
+from ..cli.scan import scan_main
 
 __all__ = ["main"]
 

@@ -15,9 +15,9 @@ from sklearn.linear_model import LogisticRegression
 from sklearn.pipeline import make_pipeline
 from sklearn.preprocessing import StandardScaler
 
-from ..errors import UnitscopeError
-from ..scan import scan
-from ..scores import METHODS, activation
+from ..core.errors import UnitscopeError
+from ..data.scan import scan
+from ..attribution.scores import METHODS, activation
 
 __all__ = ["feature_selection", "channel_features", "class_importance"]
 
@@ -34,7 +34,7 @@ def channel_features(model, x, layer, batch_size: int = 512) -> np.ndarray:
 
 def class_importance(model, x, y, layer, methods, n_steps: int = 20, batch_size: int = 128) -> dict:
     """Per label, each channel's importance for that label averaged over the label's examples:
-    ``{method: {label: np.ndarray [C]}}`` — one :func:`unitscope.scan.scan` pass (target = each example's
+    ``{method: {label: np.ndarray [C]}}`` — one :func:`unitscope.data.scan.scan` pass (target = each example's
     label, per-class sums of the channels' summed scores), never the per-example scores."""
     y = torch.as_tensor(y)
     batches = [(x[i:i + batch_size], y[i:i + batch_size]) for i in range(0, len(x), batch_size)]

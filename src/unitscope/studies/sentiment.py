@@ -42,10 +42,10 @@ import numpy as np
 import pandas as pd
 import torch
 
-from ..ablation import ablation_scores
-from ..neuron import neuron_conductance
-from ..scores import METHODS, attribute
-from ..state import torch_threads
+from ..data.ablation import ablation_scores
+from ..attribution.neuron import neuron_conductance
+from ..attribution.scores import METHODS, attribute
+from ..core.state import torch_threads
 from .agreement import ablation_agreement, summarize_agreement
 from .tables import write_table
 
@@ -227,7 +227,7 @@ def negation_filters(net, probe: str, *, candidates: int = 30, top: int = 3, min
     ``min_phrase_share`` of the filter's absolute per-token conductance on the phrase, and at least
     ``min_negation_share`` of it, positive, on the negation token. ``F`` = the log-odds signed towards the
     predicted class."""
-    from ..errors import UnitscopeError
+    from ..core.errors import UnitscopeError
     from ..zoo.sentiment import NEGATIONS, tokenize
 
     tokens = tokenize(probe)

@@ -39,9 +39,9 @@ import numpy as np
 import pandas as pd
 import torch
 
-from ..capture import hooked
-from ..scores import METHODS, attribute
-from ..state import analysis_mode
+from ..core.capture import hooked
+from ..attribution.scores import METHODS, attribute
+from ..core.state import analysis_mode
 from .tables import write_table
 
 __all__ = ["main", "score_sentences", "ablate_rows", "agreement_and_flips", "both_sign_share", "negation_neurons",
@@ -319,7 +319,7 @@ def probe_neurons(lm, probe: str, *, candidates: int = 60, top: int = 3, min_phr
     class), the ``top`` ones whose per-token conductance (the neuron's conductance at each token position) falls on
     the negated phrase — at least ``min_phrase_share`` of its absolute per-token conductance on the negation and
     the word after it, and at least ``min_negation_share`` of it, positive, on the negation itself."""
-    from ..errors import UnitscopeError
+    from ..core.errors import UnitscopeError
     from ..zoo.minilm import log_odds, negation_mask
 
     enc = lm.encode([probe])

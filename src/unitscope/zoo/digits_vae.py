@@ -7,7 +7,7 @@ torch.Size([3, 1, 8, 8])
 
 ``digits_vae()`` trains it once (about 20 s on 2 CPU cores), caches the weights with ``zoo.cache.cached_state``
 and returns a ``Trained`` whose ``info`` holds the held-out reconstruction error and ELBO.
-``digits_generator()`` wraps the decoder as a :class:`~unitscope.generators.DecoderGenerator` with codes kept in
+``digits_generator()`` wraps the decoder as a :class:`~unitscope.synthesis.generators.DecoderGenerator` with codes kept in
 a box of ±3 prior standard deviations.
 """
 
@@ -17,7 +17,7 @@ import torch
 import torch.nn as nn
 import torch.nn.functional as F
 
-from ..generators import DecoderGenerator, LayerEncoder
+from ..synthesis.generators import DecoderGenerator, LayerEncoder
 from .cache import cached_state
 from .digits import Trained, digits_cnn, digits_data
 

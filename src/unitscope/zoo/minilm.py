@@ -30,8 +30,8 @@ from dataclasses import dataclass
 import torch
 import torch.nn as nn
 
-from ..errors import UnitscopeError
-from ..state import torch_threads
+from ..core.errors import UnitscopeError
+from ..core.state import torch_threads
 from .cache import cached_state
 
 __all__ = ["minilm", "minilm_sentiment", "MiniLM", "TrainedMiniLM", "OnEmbeddings", "Encoded", "mlp_layers",

@@ -10,7 +10,7 @@ from collections import OrderedDict
 
 import numpy as np
 
-from ..errors import UnitscopeError
+from ..core.errors import UnitscopeError
 
 __all__ = ["PHOTO_NAMES", "photos"]
 

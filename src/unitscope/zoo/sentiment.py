@@ -40,8 +40,8 @@ import numpy as np
 import torch
 import torch.nn as nn
 
-from ..errors import UnitscopeError
-from ..state import torch_threads
+from ..core.errors import UnitscopeError
+from ..core.state import torch_threads
 from .cache import cache_dir, cached_state
 
 __all__ = ["MovieReviews", "ReviewSplit", "movie_reviews", "movie_reviews_path", "tokenize", "Vocab", "Filters",

@@ -29,10 +29,6 @@ per rank); a scan killed and started again with the same arguments continues whe
 
 from __future__ import annotations
 
-import argparse
-import json
-import os
-import sys
 import time
 from dataclasses import dataclass
 from pathlib import Path
@@ -42,11 +38,11 @@ import torch
 import torch.nn as nn
 from tqdm.auto import tqdm
 
-from .errors import UnitscopeError
-from .results import Top
-from .scores import METHODS, attribute
+from ..core.errors import UnitscopeError
+from ..attribution.results import Top
+from ..attribution.scores import METHODS, attribute
 
-__all__ = ["scan", "ScanResult", "UnitStats", "scan_main"]
+__all__ = ["scan", "ScanResult", "UnitStats"]
 
 _FORMAT = 1
 
@@ -174,7 +170,7 @@ class ScanResult:
         return st.class_sums[present] / self.class_counts[present].unsqueeze(1)
 
     def selectivity(self, layer: str, method: str = "activation", eps: float = 1e-7):
-        """Class selectivity (Morcos et al. 2018) of every unit: a :class:`unitscope.selectivity.Selectivity`."""
+        """Class selectivity (Morcos et al. 2018) of every unit: a :class:`unitscope.data.selectivity.Selectivity`."""
         from .selectivity import Selectivity
 
         means = self.class_means(layer, method)
@@ -228,7 +224,7 @@ class ScanResult:
 
     def save(self, path) -> str:
         """Save atomically (``torch.save`` beside, then rename)."""
-        from .zoo.cache import atomic_save
+        from ..zoo.cache import atomic_save
 
         path = Path(path)
         path.parent.mkdir(parents=True, exist_ok=True)
@@ -378,7 +374,7 @@ def _checkpoint_path(path, rank: int, world: int) -> Path:
 
 
 def _save_checkpoint(path: Path, fingerprint: dict, done: int, stats, count, class_counts) -> None:
-    from .zoo.cache import atomic_save
+    from ..zoo.cache import atomic_save
 
     path.parent.mkdir(parents=True, exist_ok=True)
     atomic_save({"format": _FORMAT, "fingerprint": fingerprint, "batches_done": done, "count": count,
@@ -549,258 +545,3 @@ def _fill_missing(dist, stats, model, layers, methods, top_k, by):
                  for m, d in shapes[0].items()}
     return stats
 
-
-# ---------------------------------------------------------------------------------------------------------
-# command line: python -m unitscope.scan MODEL DATA --layers ... --out DIR
-
-
-MODELS = ("digits-cnn", "digits-vgg", "digits-mlp", "sentiment-cnn")
-DATASETS = ("digits", "movie-reviews")
-
-
-def _load_model(name: str):
-    from .zoo import digits_cnn, digits_mlp, digits_vgg
-
-    makers = {"digits-cnn": digits_cnn, "digits-vgg": digits_vgg, "digits-mlp": digits_mlp}
-    if name == "sentiment-cnn":
-        from .zoo.sentiment import sentiment_cnn
-
-        return sentiment_cnn()
-    if name not in makers:
-        import difflib
-        raise UnitscopeError(f"unknown model {name!r}", model=name,
-                             hint="choose one of " + ", ".join(difflib.get_close_matches(name, MODELS, 3, 0.0)))
-    return makers[name]().model
-
-
-class SentenceBatches:
-    """Movie-review sentences as batches of ``(embeddings [B, T, dim], labels)``, encoded lazily (each batch
-    padded to its own longest sentence); example indices are positions in ``sentences``."""
-
-    def __init__(self, trained, sentences, labels, batch_size: int = 256):
-        self.trained, self.sentences, self.labels, self.batch_size = trained, list(sentences), labels, batch_size
-
-    def __len__(self):
-        return (len(self.sentences) + self.batch_size - 1) // self.batch_size
-
-    def __iter__(self):
-        for i in range(0, len(self.sentences), self.batch_size):
-            _, emb = self.trained.encode(self.sentences[i:i + self.batch_size])
-            yield emb, self.labels[i:i + self.batch_size]
-
-
-def _load_data(name: str, split: str, repeat: int):
-    from torch.utils.data import TensorDataset
-
-    from .zoo import digits_data
-
-    if name not in DATASETS:
-        raise UnitscopeError(f"unknown data set {name!r}", data=name, hint="choose one of " + ", ".join(DATASETS))
-    if split not in ("all", "train", "test"):
-        raise UnitscopeError("split must be all, train or test", split=split)
-    if name == "movie-reviews":
-        from .zoo.sentiment import movie_reviews
-
-        reviews = movie_reviews()
-        part = {"all": reviews.all(), "train": reviews.train, "test": reviews.test}[split]
-        return [s for _ in range(repeat) for s in part.sentences], part.labels.repeat(repeat)
-    tr, te = digits_data()
-    parts = {"all": [tr, te], "train": [tr], "test": [te]}[split]
-    x = torch.cat([p.x for p in parts]).repeat(repeat, 1, 1, 1)
-    y = torch.cat([p.y for p in parts]).repeat(repeat)
-    return TensorDataset(x, y)
-
-
-def default_layers(model: nn.Module) -> list[str]:
-    """Every leaf layer that produces a per-example tensor worth scanning (all but flatten/dropout)."""
-    skip = (nn.Flatten, nn.Dropout, nn.Identity)
-    return [n for n, m in model.named_modules() if n and not list(m.children()) and not isinstance(m, skip)]
-
-
-def top_grid(dataset, result: ScanResult, layer: str, method: str, units, *, title: str | None = None):
-    """A figure: one row per unit, its top examples (images) left to right, each titled label · value."""
-    import matplotlib
-
-    matplotlib.use("Agg")
-    import matplotlib.pyplot as plt
-
-    top = result.top(layer, method)
-    k = top.indices.shape[1]
-    units = list(units)
-    fig, axes = plt.subplots(len(units), k, figsize=(1.05 * k + 0.8, 1.15 * len(units)), squeeze=False)
-    for r, u in enumerate(units):
-        for c in range(k):
-            ax = axes[r, c]
-            ax.set_xticks([])
-            ax.set_yticks([])
-            i = int(top.indices[u, c])
-            if i < 0:
-                ax.axis("off")
-                continue
-            x, y = dataset[i][0], dataset[i][1]
-            ax.imshow(x.squeeze().numpy(), cmap="gray_r", vmin=0, vmax=1)
-            ax.set_title(f"{int(y)} · {float(top.values[u, c]):.3g}", fontsize=6)
-            if c == 0:
-                ax.set_ylabel(f"unit {u}", fontsize=7)
-    fig.suptitle(title or f"top {k} examples per unit — {method}, {layer}", fontsize=9)
-    fig.tight_layout()
-    return fig
-
-
-def top_sentences(trained, sentences, labels, result: ScanResult, method: str, units, layer: str = "filters") -> str:
-    """Markdown: per filter of the sentiment CNN, its top sentences with the n-gram that the filter's max over
-    time picked in **bold** (recomputed for those sentences only)."""
-    from .zoo.sentiment import MIN_PAD, tokenize
-
-    model = trained.model
-    filt = model.filters
-    top = result.top(layer, method)
-    lines = [f"# Top sentences per filter by {method} ({layer})", ""]
-    for u in units:
-        w = filt.windows[u // filt.maps]
-        conv = filt.convs[f"w{w}"]
-        lines.append(f"## filter {u} (window {w}, map {u % filt.maps})")
-        lines.append("")
-        for rank, (i, v) in enumerate(zip(top.indices[u].tolist(), top.values[u].tolist()), start=1):
-            if i < 0:
-                continue
-            tokens = tokenize(sentences[i])
-            _, emb = trained.encode([sentences[i]])
-            with torch.no_grad():
-                t = int(torch.relu(conv(emb.transpose(1, 2)))[0, u % filt.maps].argmax()) - MIN_PAD
-            words = [f"**{tok}**" if t <= k < t + w else tok for k, tok in enumerate(tokens)]
-            sign = "+" if int(labels[i]) == 1 else "−"
-            lines.append(f"{rank}. ({sign}, {v:.3g}) " + " ".join(words))
-        lines.append("")
-    return "\n".join(lines)
-
-
-def _init_distributed(backend: str | None):
-    import torch.distributed as dist
-
-    if int(os.environ.get("WORLD_SIZE", "1")) > 1 and not dist.is_initialized():
-        backend = backend or ("nccl" if torch.cuda.is_available() else "gloo")
-        if backend == "nccl":
-            torch.cuda.set_device(int(os.environ.get("LOCAL_RANK", "0")))
-        dist.init_process_group(backend)
-        return True
-    return False
-
-
-def scan_main(argv=None) -> dict:
-    """``python -m unitscope.scan MODEL DATA --layers … --out DIR``; under ``torchrun`` every process takes its
-    shard and rank 0 writes. Prints the summary as one JSON object on its last line."""
-    p = argparse.ArgumentParser(prog="python -m unitscope.scan", description=__doc__.split("\n\n")[0])
-    p.add_argument("model", help=f"zoo model: {', '.join(MODELS)}")
-    p.add_argument("data", help=f"data set: {', '.join(DATASETS)}")
-    p.add_argument("--layers", nargs="+", default=None, help="layer names (default: every leaf layer)")
-    p.add_argument("--methods", nargs="+", default=["activation", "conductance"], choices=list(METHODS))
-    p.add_argument("--target", default="predicted", help="predicted (top class), label, or a class number")
-    p.add_argument("--split", default="all", choices=["all", "train", "test"])
-    p.add_argument("--repeat", type=int, default=1, help="repeat the data set (for timing at scale)")
-    p.add_argument("--batch-size", type=int, default=256)
-    p.add_argument("--top-k", type=int, default=9)
-    p.add_argument("--n-steps", type=int, default=20)
-    p.add_argument("--units", type=int, default=12, help="units per image grid (the most selective)")
-    p.add_argument("--checkpoint", default=None)
-    p.add_argument("--checkpoint-every", type=int, default=20)
-    p.add_argument("--backend", default=None, help="torch.distributed backend under torchrun (gloo / nccl)")
-    p.add_argument("--threads", type=int, default=None, help="torch threads per process")
-    p.add_argument("--seed", type=int, default=0)
-    p.add_argument("--quick", action="store_true", help="test split, two layers, 8 path steps")
-    p.add_argument("--out", default="scan-out")
-    args = p.parse_args(argv)
-    if args.threads:
-        torch.set_num_threads(args.threads)
-    torch.manual_seed(args.seed)
-    started_group = _init_distributed(args.backend)
-    try:
-        dist, rank, world = _dist()
-        model = trained = _load_model(args.model)
-        text = args.data == "movie-reviews"
-        if text != (args.model == "sentiment-cnn"):
-            raise UnitscopeError("sentiment-cnn goes with movie-reviews, the digits models with digits",
-                                 model=args.model, data=args.data)
-        if text:
-            model = trained.model
-        if dist is not None and dist.get_backend() == "nccl":
-            model = model.to(torch.device("cuda", torch.cuda.current_device()))
-        data = _load_data(args.data, "test" if args.quick else args.split, args.repeat)
-        layers = args.layers or (["filters", "relu_fc"] if text else default_layers(model))
-        if args.quick and not args.layers and not text:
-            layers = [n for n in layers if n.endswith(("relu2", "classifier.relu"))] or layers[:2]
-        n_steps = 8 if args.quick else args.n_steps
-        target = {"predicted": None, "label": "label"}.get(args.target)
-        if target is None and args.target != "predicted":
-            target = int(args.target)
-        from torch.utils.data import DataLoader
-
-        t0 = time.perf_counter()
-        loader = (SentenceBatches(trained, data[0], data[1], args.batch_size) if text
-                  else DataLoader(data, batch_size=args.batch_size))
-        result = scan(model, loader, layers, args.methods, target=target,
-                      by="class", top_k=args.top_k, n_steps=n_steps, checkpoint=args.checkpoint,
-                      checkpoint_every=args.checkpoint_every)
-        wall = time.perf_counter() - t0
-        summary = _write_outputs(result, data, args, layers, world, wall, trained if text else None) \
-            if rank == 0 else {}
-        if dist is not None:
-            dist.barrier()
-    finally:
-        if started_group:
-            import torch.distributed as tdist
-            tdist.destroy_process_group()
-    if rank == 0:
-        print(json.dumps(summary, default=float))
-    return summary
-
-
-def _write_outputs(result: ScanResult, data, args, layers, world: int, wall: float, trained=None) -> dict:
-    from .report.figures import save_figure
-
-    out = Path(args.out)
-    out.mkdir(parents=True, exist_ok=True)
-    files = [result.save(out / "scan.pt")]
-    frame = result.to_frame()
-    frame.to_csv(out / "units.csv", index=False)
-    files.append(str(out / "units.csv"))
-    per_layer = []
-    for m in result.methods:
-        for name in result.layers:
-            sel = result.selectivity(name, m)
-            best = int(sel.index.argmax())
-            per_layer.append({"method": m, "layer": name, "units": int(sel.index.numel()),
-                              "mean": float(result.mean(name, m).mean()),
-                              "mean_selectivity": float(sel.index.mean()),
-                              "most_selective_unit": best, "its_class": int(sel.preferred[best]),
-                              "its_top_examples": [int(i) for i in result.top(name, m, best).indices]})
-    import pandas as pd
-
-    table = pd.DataFrame(per_layer)
-    table.to_csv(out / "layers.csv", index=False)
-    (out / "layers.md").write_text(table.drop(columns=["its_top_examples"]).to_markdown(index=False) + "\n")
-    files += [str(out / "layers.csv"), str(out / "layers.md")]
-    for m in result.methods:
-        for name in result.layers:
-            sel = result.selectivity(name, "activation" if "activation" in result.methods else m)
-            units = torch.argsort(sel.index, descending=True)[:args.units].tolist()
-            if trained is not None:
-                if name == "filters":
-                    path = out / f"top_sentences_{m}_{name}.md"
-                    path.write_text(top_sentences(trained, data[0], data[1], result, m, units, name))
-                    files.append(str(path))
-                continue
-            fig = top_grid(data, result, name, m, units,
-                           title=f"top {args.top_k} digits per unit by {m} — {name} (most selective units)")
-            files.append(save_figure(fig, out / f"top_{m}_{name}.png"))
-    summary = {"study": "scan", "model": args.model, "data": args.data, "examples": result.count,
-               "layers": list(result.layers), "methods": result.methods, "world_size": world,
-               "seconds": wall, "examples_per_second": result.count / wall if wall > 0 else None,
-               "resumed_from_batch": result.settings.get("resumed_from_batch", 0),
-               "per_layer": per_layer, "files": [os.path.relpath(f, out) for f in files] + ["scan.json"]}
-    (out / "scan.json").write_text(json.dumps(summary, indent=2, default=float))
-    return summary
-
-
-if __name__ == "__main__":  # pragma: no cover
-    scan_main(sys.argv[1:])

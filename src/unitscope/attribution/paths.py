@@ -17,7 +17,7 @@ from __future__ import annotations
 import numpy as np
 import torch
 
-from .errors import UnitscopeError
+from ..core.errors import UnitscopeError
 
 __all__ = ["RULES", "rule", "captum_rule", "path_nodes"]
 

@@ -28,11 +28,11 @@ import torch.nn as nn
 from . import paths
 from .adaptive import integrate_adaptive
 from .engine import evaluate, integrate
-from .errors import CompletenessWarning, UnitscopeError
-from .inputs import Target, make_target, prepare
+from ..core.errors import CompletenessWarning, UnitscopeError
+from ..core.inputs import Target, make_target, prepare
 from .results import Scores
-from .sites import resolve
-from .state import analysis_mode
+from ..core.sites import resolve
+from ..core.state import analysis_mode
 
 __all__ = ["conductance", "internal_influence", "grad_x_activation", "activation", "attribute", "METHODS"]
 

@@ -23,12 +23,12 @@ import torch
 import torch.nn as nn
 
 from . import paths
-from .capture import Recorder
-from .errors import UnitscopeError
-from .inputs import make_target, prepare
+from ..core.capture import Recorder
+from ..core.errors import UnitscopeError
+from ..core.inputs import make_target, prepare
 from .scores import _device, _outputs_at_x
-from .sites import resolve
-from .state import analysis_mode
+from ..core.sites import resolve
+from ..core.state import analysis_mode
 
 __all__ = ["neuron_conductance"]
 

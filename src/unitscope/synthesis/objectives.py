@@ -23,7 +23,7 @@ from typing import Callable
 
 import torch
 
-from .errors import UnitscopeError
+from ..core.errors import UnitscopeError
 
 __all__ = ["Objective", "channel", "element", "independent"]
 

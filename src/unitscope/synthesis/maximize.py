@@ -10,8 +10,8 @@
 * AM(i) = ``argmax_x a_i(x)``; IAM(i) = ``argmax_x a_i(x) − mean_{j≠i} a_j(x)`` over the same layer's units
   (a unit is a channel, averaged over space; use a post-ReLU layer for the papers' quantities).
 * Every unit is one batch row of a single optimization: the ``units`` of one layer are rendered together.
-* Images come from a parameterization (``"pixel"`` or ``"fft"``, see :mod:`unitscope.params`) that keeps them in
-  ``value_range``; each step sees a randomly transformed copy (:class:`~unitscope.params.Augment`, seeded); the
+* Images come from a parameterization (``"pixel"`` or ``"fft"``, see :mod:`unitscope.synthesis.params`) that keeps them in
+  ``value_range``; each step sees a randomly transformed copy (:class:`~unitscope.synthesis.params.Augment`, seeded); the
   final objective and activations are re-measured on the un-transformed images.
 * RS(i) = (number of units of the layer whose activation on unit i's image exceeds ``a_i``) / (units in the layer).
 """
@@ -24,12 +24,12 @@ import torch
 import torch.nn as nn
 from tqdm.auto import tqdm
 
-from .capture import Recorder, hooked
-from .errors import UnitscopeError
+from ..core.capture import Recorder, hooked
+from ..core.errors import UnitscopeError
 from .objectives import Objective, _means, channel, independent
 from .params import Augment, make_param
-from .sites import resolve
-from .state import analysis_mode
+from ..core.sites import resolve
+from ..core.state import analysis_mode
 
 __all__ = ["Maximized", "maximize", "activation_maximization", "independent_am", "representative_substitution"]
 

@@ -14,7 +14,7 @@ from collections.abc import Mapping
 
 import torch
 
-from .errors import UnitscopeError
+from ..core.errors import UnitscopeError
 
 __all__ = ["Scores", "Top"]
 

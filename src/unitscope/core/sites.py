@@ -7,7 +7,7 @@
 >>> resolve(net, ["O"])
 Traceback (most recent call last):
 ...
-unitscope.errors.UnitscopeError: unknown layer 'O' (layer='O'); closest valid names: '2', '1', '0'
+unitscope.core.errors.UnitscopeError: unknown layer 'O' (layer='O'); closest valid names: '2', '1', '0'
 """
 
 from __future__ import annotations

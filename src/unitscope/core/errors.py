@@ -4,7 +4,7 @@
 ...                      hint="did you mean 'features.3'?")
 Traceback (most recent call last):
 ...
-unitscope.errors.UnitscopeError: unknown layer 'feature.3' (layer='feature.3'); did you mean 'features.3'?
+unitscope.core.errors.UnitscopeError: unknown layer 'feature.3' (layer='feature.3'); did you mean 'features.3'?
 """
 
 from __future__ import annotations

@@ -26,11 +26,11 @@ from typing import Protocol, runtime_checkable
 import torch
 import torch.nn as nn
 
-from .capture import Recorder
-from .errors import UnitscopeError
+from ..core.capture import Recorder
+from ..core.errors import UnitscopeError
 from .params import FFT
-from .sites import resolve
-from .state import analysis_mode
+from ..core.sites import resolve
+from ..core.state import analysis_mode
 
 __all__ = ["Generator", "DecoderGenerator", "FFTImageGenerator", "LayerEncoder", "PixelEncoder", "early_block"]
 

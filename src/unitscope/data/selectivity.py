@@ -12,7 +12,7 @@ mean over all remaining dims (space, tokens). Class-conditional means use the re
 each class. With ``μ_max`` the largest class mean and ``μ_−max`` the mean of the other classes' means,
 ``SI = (μ_max − μ_−max) / (μ_max + μ_−max + ε)``. Intended for non-negative (post-ReLU) activations, where
 SI ∈ [0, 1]: 0 — the same mean for every class, 1 — active for one class only.
-Only per-class sums and counts are kept (by :func:`unitscope.scan.scan`): never the dataset's activations.
+Only per-class sums and counts are kept (by :func:`unitscope.data.scan.scan`): never the dataset's activations.
 """
 
 from __future__ import annotations
@@ -43,7 +43,7 @@ def channel_means(t: torch.Tensor) -> torch.Tensor:
 def class_selectivity(model: nn.Module, loader, layers, *, num_classes: int | None = None, eps: float = 1e-7,
                       progress: bool | None = None) -> dict[str, Selectivity]:
     """Selectivity of every channel of ``layers`` from ``loader`` (batches of ``(inputs, labels)``): one
-    :func:`unitscope.scan.scan` pass keeping per-class sums of the channels' mean activations."""
+    :func:`unitscope.data.scan.scan` pass keeping per-class sums of the channels' mean activations."""
     result = scan(model, loader, layers, ["activation"], by="class", top_k=1, num_classes=num_classes,
                   reduce="mean", progress=progress)
     return {name: result.selectivity(name, "activation", eps=eps) for name in result.layers}

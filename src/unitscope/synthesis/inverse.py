@@ -10,7 +10,7 @@
 
 Several constraints ``(layer, unit, a, b)`` give the intersection of their inverse sets (same or different
 layers). A unit is an ``int`` (a channel: the mean over the remaining dims) or a tuple (one element of the
-per-example output), as in :mod:`unitscope.objectives`.
+per-example output), as in :mod:`unitscope.synthesis.objectives`.
 
 The sampler (Hada & Carreira-Perpiñán):
 
@@ -44,12 +44,12 @@ import torch
 import torch.nn as nn
 from tqdm.auto import tqdm
 
-from .capture import Recorder
-from .errors import UnitscopeError
+from ..core.capture import Recorder
+from ..core.errors import UnitscopeError
 from .generators import DecoderGenerator, LayerEncoder, PixelEncoder
 from .objectives import channel, element
-from .sites import resolve
-from .state import analysis_mode
+from ..core.sites import resolve
+from ..core.state import analysis_mode
 
 __all__ = ["Constraint", "InverseSet", "InverseSetWarning", "sample_inverse_set", "penalized_am",
            "langevin_sampler", "evaluate", "diversity", "DecoderGenerator"]

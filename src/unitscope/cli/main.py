@@ -21,7 +21,7 @@ import sys
 import numpy as np
 import torch
 
-from .errors import UnitscopeError
+from ..core.errors import UnitscopeError
 
 __all__ = ["main", "build_parser"]
 
@@ -62,9 +62,9 @@ def _finish(summary: dict) -> dict:
 def _output_shapes(loaded, names, device) -> dict:
     """Each layer's output shape (per example) from one forward pass on the model's example input; layers the
     forward pass does not call, or whose output is not a float tensor, say so."""
-    from .capture import Recorder
-    from .sites import resolve
-    from .state import analysis_mode
+    from ..core.capture import Recorder
+    from ..core.sites import resolve
+    from ..core.state import analysis_mode
 
     sites = resolve(loaded.model, names)
     shapes = {}
@@ -93,8 +93,8 @@ def _output_shapes(loaded, names, device) -> dict:
 
 
 def _layers(args) -> dict:
-    from .loading import load_model
-    from .sites import layer_names
+    from ..loading import load_model
+    from ..core.sites import layer_names
 
     loaded = load_model(args.model, args.device)
     names = layer_names(loaded.model)
@@ -135,7 +135,7 @@ def _check_forward(model, x) -> None:
 
 def importance_figure(frame, layer: str, path: str, top: int = 20) -> str:
     """Mean per-channel score of the ``top`` channels (by mean |score|) of one layer, one panel per method."""
-    from .report.figures import plt, save_figure
+    from ..report.figures import plt, save_figure
 
     sub = frame[frame["layer"] == layer]
     methods = list(dict.fromkeys(sub["method"]))
@@ -157,8 +157,8 @@ def importance_figure(frame, layer: str, path: str, top: int = 20) -> str:
 
 
 def _importance(args) -> dict:
-    from .loading import load_inputs, load_model
-    from .scores import METHODS, attribute
+    from ..loading import load_inputs, load_model
+    from ..attribution.scores import METHODS, attribute
 
     _seed(args)
     unknown = [m for m in args.method if m not in METHODS]
@@ -178,7 +178,7 @@ def _importance(args) -> dict:
     _check_forward(loaded.model, x[:1])
     layers = args.layers
     if not layers:
-        from .sites import layer_names
+        from ..core.sites import layer_names
 
         raise UnitscopeError("--layers is required", hint=f"e.g. {', '.join(layer_names(loaded.model)[:4])} "
                                                           f"(unitscope layers {args.model})")
@@ -243,7 +243,7 @@ def _image_shape(loaded, args) -> tuple:
 
 
 def _show_images(images: torch.Tensor, titles, path: str, title: str, value_range) -> str:
-    from .report.figures import plt, save_figure
+    from ..report.figures import plt, save_figure
 
     n = len(images)
     cols = min(n, 8)
@@ -263,9 +263,9 @@ def _show_images(images: torch.Tensor, titles, path: str, title: str, value_rang
 
 
 def _visualize(args) -> dict:
-    from .loading import load_model
+    from ..loading import load_model
 
-    maximize = _lazy("unitscope.maximize", "activation maximization (visualize)")
+    maximize = _lazy("unitscope.synthesis.maximize", "activation maximization (visualize)")
     _seed(args)
     loaded = load_model(args.model, args.device)
     loaded.require_hooks()
@@ -295,10 +295,10 @@ def _visualize(args) -> dict:
 
 # ------------------------------------------------------------------------------------------ inverse-set --
 def _inverse_set(args) -> dict:
-    from .loading import load_model
+    from ..loading import load_model
 
-    inverse = _lazy("unitscope.inverse", "inverse-set sampling")
-    generators = _lazy("unitscope.generators", "inverse-set sampling")
+    inverse = _lazy("unitscope.synthesis.inverse", "inverse-set sampling")
+    generators = _lazy("unitscope.synthesis.generators", "inverse-set sampling")
     a, b = args.range
     if not a <= b:
         raise UnitscopeError("--range A B needs A ≤ B", range=(a, b))
@@ -331,14 +331,14 @@ def _inverse_set(args) -> dict:
 
 # --------------------------------------------------------------------------------------- scan, report, demo --
 def _scan(args) -> dict:
-    scan = _lazy("unitscope.scan", "dataset scans")
+    scan = _lazy("unitscope.cli.scan", "dataset scans")
     if not hasattr(scan, "scan_main"):
-        raise UnitscopeError("unitscope.scan has no scan_main() in this version")
+        raise UnitscopeError("unitscope.cli.scan has no scan_main() in this version")
     return scan.scan_main([args.model, args.data, *args.rest])
 
 
 def _report(args) -> dict:
-    from .report.html import build_report
+    from ..report.html import build_report
 
     path = build_report(args.results_dir, out=args.output)
     print(f"report: {path}", file=sys.stderr)
@@ -346,7 +346,7 @@ def _report(args) -> dict:
 
 
 def _demo(args) -> dict:
-    from .demo import run_all
+    from ..demo import run_all
 
     return run_all(quick=args.quick, out=args.out, seed=args.seed, only=args.only, timeout=args.timeout)
 

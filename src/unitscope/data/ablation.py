@@ -21,12 +21,12 @@ from contextlib import contextmanager
 import torch
 import torch.nn as nn
 
-from .capture import hooked
-from .errors import UnitscopeError
-from .inputs import make_target, prepare
-from .scores import _device, _outputs_at_x
-from .sites import resolve
-from .state import analysis_mode
+from ..core.capture import hooked
+from ..core.errors import UnitscopeError
+from ..core.inputs import make_target, prepare
+from ..attribution.scores import _device, _outputs_at_x
+from ..core.sites import resolve
+from ..core.state import analysis_mode
 
 __all__ = ["ablate", "ablation_scores", "mean_activation", "unit_mask"]
 
@@ -53,7 +53,7 @@ def unit_mask(units, shape: tuple, layer: str) -> torch.Tensor:
 
 def mean_activation(model: nn.Module, loader, layer, *, max_batches: int | None = None) -> torch.Tensor:
     """The mean of ``layer``'s output over a data loader (batches of inputs, or ``(inputs, labels)``)."""
-    from .scores import activation
+    from ..attribution.scores import activation
 
     total, count = None, 0
     for i, batch in enumerate(loader):

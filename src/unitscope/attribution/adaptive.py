@@ -17,8 +17,8 @@ import torch
 from tqdm.auto import tqdm
 
 from .engine import PathSums, evaluate
-from .inputs import Batch, Target
-from .sites import Site
+from ..core.inputs import Batch, Target
+from ..core.sites import Site
 
 __all__ = ["integrate_adaptive"]
 

@@ -22,9 +22,9 @@ import torch
 import torch.nn as nn
 from tqdm.auto import tqdm
 
-from .capture import Recorder
-from .inputs import Batch, Target
-from .sites import Site
+from ..core.capture import Recorder
+from ..core.inputs import Batch, Target
+from ..core.sites import Site
 
 __all__ = ["Evaluation", "evaluate", "integrate", "PathSums"]
 
@@ -86,7 +86,7 @@ def _plan(n: int, m: int, internal_batch_size: int | None) -> tuple[int, int]:
     if internal_batch_size is None or internal_batch_size >= n * m:
         return n, m
     if internal_batch_size < 1:
-        from .errors import UnitscopeError
+        from ..core.errors import UnitscopeError
         raise UnitscopeError("internal_batch_size must be a positive integer", internal_batch_size=internal_batch_size)
     if internal_batch_size >= m:
         return internal_batch_size // m, m

@@ -1,0 +1,5 @@
+"""The `unitscope` command."""
+
+from .main import main
+
+__all__ = ["main"]

@@ -16,6 +16,7 @@ Conductance on the layer's own path (Eq. 3 of Dhamdhere et al.) is estimated fro
 
 from __future__ import annotations
 
+from contextlib import contextmanager
 from dataclasses import dataclass, field
 
 import torch
@@ -23,10 +24,25 @@ import torch.nn as nn
 from tqdm.auto import tqdm
 
 from ..core.capture import Recorder
+from ..core.errors import UnitscopeError
 from ..core.inputs import Batch, Target
 from ..core.sites import Site
 
-__all__ = ["Evaluation", "evaluate", "integrate", "PathSums"]
+__all__ = ["Evaluation", "evaluate", "integrate", "PathSums", "autograd_on", "work_dtype"]
+
+
+@contextmanager
+def autograd_on():
+    """Gradients on for the block, whatever the caller's mode: inside ``torch.no_grad()`` and
+    ``torch.inference_mode()`` the numbers are the same as outside (Captum does the same). The caller's
+    mode is back on exit."""
+    with torch.inference_mode(False), torch.enable_grad():
+        yield
+
+
+def work_dtype(t: torch.Tensor) -> torch.Tensor:
+    """What path sums accumulate in: the tensor's own dtype, float32 for half precision."""
+    return t.float() if t.is_floating_point() and t.element_size() < 4 else t
 
 
 @dataclass
@@ -43,27 +59,37 @@ def evaluate(model: nn.Module, batch: Batch, target: Target, sites: list[Site], 
     """One forward (and, with ``need_grad``, one backward) over the rows ``(example[r], alpha[r])``."""
     rows = batch.path_rows(example, alpha)
     recorder = Recorder(sites, need_grad=need_grad)
-    with torch.set_grad_enabled(need_grad), recorder.active():
-        output = model(*rows, *batch.extra_args(example))
-    F = target(output, example)
-    grads = None
-    if need_grad:
-        flat = [p for s in sites for p in recorder.parts[s.name]]
-        if F.requires_grad:
+    with torch.inference_mode(False), torch.set_grad_enabled(need_grad):
+        with recorder.active():
+            output = model(*rows, *batch.extra_args(example))
+        F = target(output, example)
+        grads = None
+        if need_grad:
+            flat = [p for s in sites for p in recorder.parts[s.name]]
+            if not F.requires_grad:
+                raise UnitscopeError("the target does not depend on the scored layers through autograd, so "
+                                     "∂F/∂y cannot be had", layers=[s.name for s in sites],
+                                     hint="the model (or the target callable) detaches its output or computes "
+                                          "it without gradients; score layers the output is differentiable in")
             got = torch.autograd.grad(F.sum(), flat, allow_unused=True)
-        else:
-            got = [None] * len(flat)
-        got = [torch.zeros_like(p) if g is None else g.detach() for p, g in zip(flat, got)]
-        grads, i = {}, 0
-        for s in sites:
-            k = len(recorder.parts[s.name])
-            grads[s.name] = got[i:i + k]
-            i += k
-    values = {s.name: [p.detach() for p in recorder.parts[s.name]] for s in sites}
+            grads, i = {}, 0
+            for s in sites:
+                k = len(recorder.parts[s.name])
+                part = got[i:i + k]
+                if all(g is None for g in part):
+                    raise UnitscopeError(f"the target does not depend on layer {s.name!r} through autograd, so "
+                                         "its gradient cannot be had", layer=s.name,
+                                         hint="the layer is off the path to the output, or the model detaches "
+                                              "it; pick a layer the output is computed from")
+                # one unused part of a tuple output (e.g. attention weights nobody reads) truly has ∂F/∂y = 0
+                grads[s.name] = [work_dtype(torch.zeros_like(p) if g is None else g.detach())
+                                 for p, g in zip(recorder.parts[s.name], part)]
+                i += k
+    values = {s.name: [work_dtype(p.detach()) for p in recorder.parts[s.name]] for s in sites}
     out = None
     if keep_output and torch.is_tensor(output):
         out = output.detach()
-    return Evaluation(F.detach(), values, grads, out, dict(recorder.is_tuple))
+    return Evaluation(work_dtype(F.detach()), values, grads, out, dict(recorder.is_tuple))
 
 
 @dataclass

@@ -26,6 +26,7 @@ from . import paths
 from ..core.capture import Recorder
 from ..core.errors import UnitscopeError
 from ..core.inputs import make_target, prepare
+from .engine import autograd_on, work_dtype
 from .scores import _device, _outputs_at_x
 from ..core.sites import resolve
 from ..core.state import analysis_mode
@@ -69,7 +70,7 @@ def neuron_conductance(model: nn.Module, inputs, layer, units, baselines=None, t
         raise UnitscopeError("neuron_conductance needs a fixed rule", hint="use gausslegendre or riemann_*")
     batch = prepare(inputs, baselines, additional_forward_args, device=_device(model))
     n, m = batch.n, alphas.numel()
-    with analysis_mode(model):
+    with analysis_mode(model), autograd_on():
         out_x = _outputs_at_x(model, batch, internal_batch_size) if target is None else None
         tgt = make_target(target, n, out_x)
         rows_per_chunk = n * m if internal_batch_size is None else max(1, internal_batch_size)
@@ -103,8 +104,9 @@ def neuron_conductance(model: nn.Module, inputs, layer, units, baselines=None, t
                     last = u0 + ub >= masks.shape[0]
                     grads = _batched_vjp(y, rows, v, retain=not last)
                     got = grads if got is None else [torch.cat([a, b]) for a, b in zip(got, grads)]
+            got = [work_dtype(gx) for gx in got]
             if sums is None:
-                sums = [x.new_zeros((masks.shape[0], *x.shape)) for x in batch.inputs]
+                sums = [work_dtype(x).new_zeros((masks.shape[0], *x.shape)) for x in batch.inputs]
             for s, gx in zip(sums, got):
                 wk = w.to(gx).view(1, -1, *([1] * (gx.dim() - 2)))
                 s.index_add_(1, example.to(gx.device), gx * wk)

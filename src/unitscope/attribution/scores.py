@@ -27,7 +27,7 @@ import torch.nn as nn
 
 from . import paths
 from .adaptive import integrate_adaptive
-from .engine import evaluate, integrate
+from .engine import autograd_on, evaluate, integrate
 from ..core.errors import CompletenessWarning, UnitscopeError
 from ..core.inputs import Target, make_target, prepare
 from .results import Scores
@@ -74,12 +74,18 @@ def _endpoints(model, batch, target, internal_batch_size):
     return F[:n], F[n:]
 
 
-def _unwrap(parts_by_site, is_tuple, sites):
+def _unwrap(parts_by_site, is_tuple, sites, dtype=None):
+    """Detached CPU results in the model's dtype (float32 at least)."""
     out = {}
     for s in sites:
-        parts = [p.detach().float().cpu() if p.dtype == torch.float64 else p.detach().cpu() for p in parts_by_site[s.name]]
+        parts = [p.detach().cpu() if dtype is None else p.detach().to(dtype).cpu() for p in parts_by_site[s.name]]
         out[s.name] = tuple(parts) if is_tuple.get(s.name) else parts[0]
     return out
+
+
+def _result_dtype(values: dict) -> torch.dtype:
+    first = next(iter(values.values()))
+    return (first[0] if isinstance(first, tuple) else first).dtype
 
 
 def _check_gaps(scores: Scores, threshold: float | None) -> None:
@@ -134,7 +140,7 @@ def attribute(model: nn.Module, inputs, layers, methods=METHODS, baselines=None,
     point_methods = [m for m in methods if m in ("grad_x_activation", "activation")]
     settings = dict(n_steps=n_steps, method=method, captum_compatible=captum_compatible)
     results: dict[str, Scores] = {}
-    with analysis_mode(model):
+    with analysis_mode(model), autograd_on():
         needs_target = bool(path_methods) or "grad_x_activation" in methods
         if needs_target and target is None:
             tgt = make_target(None, n, _outputs_at_x(model, batch, internal_batch_size))
@@ -184,10 +190,11 @@ def attribute(model: nn.Module, inputs, layers, methods=METHODS, baselines=None,
                     F_x, F_b = sums.F_x, sums.F_baseline
                     if torch.isnan(F_x).any() or torch.isnan(F_b).any():
                         F_x, F_b = _endpoints(model, batch, tgt, internal_batch_size)
-                    output_diff = (F_x - F_b).float()
                     values = _unwrap(sums.conductance, is_tuple, sites)
-                    delta = {s.name: sum(p.double().cpu().flatten(1).sum(1) for p in sums.conductance[s.name])
-                             .float() - output_diff for s in sites}
+                    rdtype = _result_dtype(values)
+                    output_diff = (F_x - F_b).to(rdtype)
+                    delta = {s.name: (sum(p.double().cpu().flatten(1).sum(1) for p in sums.conductance[s.name])
+                                      - (F_x - F_b)).to(rdtype) for s in sites}
                 elif m == "internal_influence":
                     values = _unwrap(sums.influence, is_tuple, sites)
                 elif m == "activation":

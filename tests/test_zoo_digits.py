@@ -1,5 +1,6 @@
 """Digits data and models: real data, fixed split, trained weights cached by recipe."""
 
+import pytest
 import torch
 
 from unitscope.zoo import digits_cnn, digits_data
@@ -46,5 +47,6 @@ def test_cache_trains_once_per_recipe(tmp_path, monkeypatch):
     # a corrupt entry is retrained, not fatal
     path = next(tmp_path.glob("toy-*.pt"))
     path.write_bytes(b"garbage")
-    cached_state("toy", {"a": 1} if recipe_key({"a": 1}) in path.name else {"a": 2}, train)
+    with pytest.warns(RuntimeWarning, match="training it again"):
+        cached_state("toy", {"a": 1} if recipe_key({"a": 1}) in path.name else {"a": 2}, train)
     assert len(calls) == 3

@@ -224,7 +224,7 @@ class ScanResult:
 
     def save(self, path) -> str:
         """Save atomically (``torch.save`` beside, then rename)."""
-        from ..zoo.cache import atomic_save
+        from ..core.files import atomic_save
 
         path = Path(path)
         path.parent.mkdir(parents=True, exist_ok=True)
@@ -233,7 +233,15 @@ class ScanResult:
 
     @classmethod
     def load(cls, path) -> "ScanResult":
-        return cls.from_state(torch.load(path, map_location="cpu", weights_only=False))
+        """Read a file written by :meth:`save`. Plain tensors and data only (``weights_only=True``): a file that
+        holds any other Python object is refused unread (:class:`unitscope.core.files.UnsafeFileError`)."""
+        from ..core.files import DamagedFileError, safe_load
+
+        state = safe_load(path, what="scan result")
+        if not isinstance(state, dict) or "stats" not in state or "count" not in state:
+            raise DamagedFileError(f"{str(path)!r} is not a unitscope scan result",
+                                   hint="write it with ScanResult.save (or unitscope scan --out)")
+        return cls.from_state(state)
 
 
 # ---------------------------------------------------------------------------------------------------------
@@ -374,7 +382,7 @@ def _checkpoint_path(path, rank: int, world: int) -> Path:
 
 
 def _save_checkpoint(path: Path, fingerprint: dict, done: int, stats, count, class_counts) -> None:
-    from ..zoo.cache import atomic_save
+    from ..core.files import atomic_save
 
     path.parent.mkdir(parents=True, exist_ok=True)
     atomic_save({"format": _FORMAT, "fingerprint": fingerprint, "batches_done": done, "count": count,
@@ -383,7 +391,11 @@ def _save_checkpoint(path: Path, fingerprint: dict, done: int, stats, count, cla
 
 
 def _load_checkpoint(path: Path, fingerprint: dict):
-    blob = torch.load(path, map_location="cpu", weights_only=False)
+    from ..core.files import safe_load
+
+    blob = safe_load(path, what="scan checkpoint")
+    if not isinstance(blob, dict) or "stats" not in blob or "batches_done" not in blob:
+        raise UnitscopeError(f"{str(path)!r} is not a scan checkpoint", hint="delete it to start over")
     if blob.get("format") != _FORMAT or blob.get("fingerprint") != fingerprint:
         old = blob.get("fingerprint") or {}
         differ = sorted(k for k in set(old) | set(fingerprint) if old.get(k) != fingerprint.get(k))

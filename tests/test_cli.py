@@ -11,7 +11,7 @@ import pytest
 import torch
 import torch.nn as nn
 
-from unitscope.cli import main as cli
+from unitscope.cli import app as cli
 from unitscope.core.errors import UnitscopeError
 from unitscope.loading import load_inputs, load_model
 

@@ -15,7 +15,7 @@ import numpy as np
 import pytest
 from PIL import Image
 
-from unitscope.cli import main as cli
+from unitscope.cli import app as cli
 from unitscope.report import html as report_html
 from unitscope.report.html import build_report, flatten, paper_rows
 

@@ -1,5 +1,5 @@
 """The `unitscope` command."""
 
-from .main import main
+from .app import main
 
 __all__ = ["main"]

@@ -145,10 +145,12 @@ def _worker(rank, port, out):
     dist.init_process_group("gloo", init_method=f"tcp://127.0.0.1:{port}", rank=rank, world_size=2)
     try:
         model, data = small_cnn(), small_data()
-        r = scan(model, DataLoader(data, batch_size=9), LAYERS, METHODS, top_k=4, n_steps=6, progress=False)
+        world = dist.group.WORLD
+        r = scan(model, DataLoader(data, batch_size=9), LAYERS, METHODS, top_k=4, n_steps=6, progress=False,
+                 group=world)
         r.save(Path(out) / f"rank{rank}.pt")
         # one batch only: rank 1 gets an empty shard
-        r1 = scan(model, DataLoader(data, batch_size=100), ["5"], top_k=4, progress=False)
+        r1 = scan(model, DataLoader(data, batch_size=100), ["5"], top_k=4, progress=False, group=world)
         r1.save(Path(out) / f"single{rank}.pt")
     finally:
         dist.destroy_process_group()

@@ -15,7 +15,8 @@ import torch.nn as nn
 
 from ..attribution.scores import METHODS
 from ..core.errors import UnitscopeError
-from ..data.scan import ScanResult, _dist, scan
+from ..core.state import torch_threads
+from ..data.scan import ScanResult, scan
 from ..report.scan_figures import top_grid, top_sentences
 
 __all__ = ["scan_main", "default_layers", "SentenceBatches"]
@@ -49,10 +50,17 @@ class SentenceBatches:
     def __len__(self):
         return (len(self.sentences) + self.batch_size - 1) // self.batch_size
 
+    def __getitem__(self, b: int):
+        """Batch ``b`` only, encoded now: under several ranks each encodes only its own batches."""
+        if not 0 <= b < len(self):
+            raise IndexError(b)
+        i = b * self.batch_size
+        _, emb = self.trained.encode(self.sentences[i:i + self.batch_size])
+        return emb, self.labels[i:i + self.batch_size]
+
     def __iter__(self):
-        for i in range(0, len(self.sentences), self.batch_size):
-            _, emb = self.trained.encode(self.sentences[i:i + self.batch_size])
-            yield emb, self.labels[i:i + self.batch_size]
+        for b in range(len(self)):
+            yield self[b]
 
 
 def _load_data(name: str, split: str, repeat: int):
@@ -83,16 +91,23 @@ def default_layers(model: nn.Module) -> list[str]:
     return [n for n, m in model.named_modules() if n and not list(m.children()) and not isinstance(m, skip)]
 
 
-def _init_distributed(backend: str | None):
+def _init_distributed(backend: str | None, timeout: float):
+    """Under ``torchrun`` (``WORLD_SIZE`` > 1): join the process group with a collective timeout of ``timeout``
+    seconds (gloo and NCCL), so that a rank that dies or hangs ends every rank instead of blocking them.
+    ``(group or None, started_here)``."""
+    import datetime
+
     import torch.distributed as dist
 
-    if int(os.environ.get("WORLD_SIZE", "1")) > 1 and not dist.is_initialized():
-        backend = backend or ("nccl" if torch.cuda.is_available() else "gloo")
-        if backend == "nccl":
-            torch.cuda.set_device(int(os.environ.get("LOCAL_RANK", "0")))
-        dist.init_process_group(backend)
-        return True
-    return False
+    if int(os.environ.get("WORLD_SIZE", "1")) <= 1:
+        return None, False
+    if dist.is_initialized():
+        return dist.group.WORLD, False
+    backend = backend or ("nccl" if torch.cuda.is_available() else "gloo")
+    if backend == "nccl":
+        torch.cuda.set_device(int(os.environ.get("LOCAL_RANK", "0")))
+    dist.init_process_group(backend, timeout=datetime.timedelta(seconds=timeout))
+    return dist.group.WORLD, True
 
 
 def scan_main(argv=None) -> dict:
@@ -113,53 +128,68 @@ def scan_main(argv=None) -> dict:
     p.add_argument("--checkpoint", default=None)
     p.add_argument("--checkpoint-every", type=int, default=20)
     p.add_argument("--backend", default=None, help="torch.distributed backend under torchrun (gloo / nccl)")
+    p.add_argument("--timeout", type=float, default=300.0,
+                   help="seconds a rank waits for the others under torchrun before it gives up")
     p.add_argument("--threads", type=int, default=None, help="torch threads per process")
     p.add_argument("--seed", type=int, default=0)
     p.add_argument("--quick", action="store_true", help="test split, two layers, 8 path steps")
     p.add_argument("--out", default="scan-out")
     args = p.parse_args(argv)
-    if args.threads:
-        torch.set_num_threads(args.threads)
-    torch.manual_seed(args.seed)
-    started_group = _init_distributed(args.backend)
-    try:
-        dist, rank, world = _dist()
-        model = trained = _load_model(args.model)
-        text = args.data == "movie-reviews"
-        if text != (args.model == "sentiment-cnn"):
-            raise UnitscopeError("sentiment-cnn goes with movie-reviews, the digits models with digits",
-                                 model=args.model, data=args.data)
-        if text:
-            model = trained.model
-        if dist is not None and dist.get_backend() == "nccl":
-            model = model.to(torch.device("cuda", torch.cuda.current_device()))
-        data = _load_data(args.data, "test" if args.quick else args.split, args.repeat)
-        layers = args.layers or (["filters", "relu_fc"] if text else default_layers(model))
-        if args.quick and not args.layers and not text:
-            layers = [n for n in layers if n.endswith(("relu2", "classifier.relu"))] or layers[:2]
-        n_steps = 8 if args.quick else args.n_steps
-        target = {"predicted": None, "label": "label"}.get(args.target)
-        if target is None and args.target != "predicted":
-            target = int(args.target)
-        from torch.utils.data import DataLoader
+    from ..core.files import check_writable
+    from ..data.distributed import Ranks
 
-        t0 = time.perf_counter()
-        loader = (SentenceBatches(trained, data[0], data[1], args.batch_size) if text
-                  else DataLoader(data, batch_size=args.batch_size))
-        result = scan(model, loader, layers, args.methods, target=target,
-                      by="class", top_k=args.top_k, n_steps=n_steps, checkpoint=args.checkpoint,
-                      checkpoint_every=args.checkpoint_every)
-        wall = time.perf_counter() - t0
-        summary = _write_outputs(result, data, args, layers, world, wall, trained if text else None) \
-            if rank == 0 else {}
-        if dist is not None:
-            dist.barrier()
-    finally:
-        if started_group:
-            import torch.distributed as tdist
-            tdist.destroy_process_group()
+    with torch_threads(args.threads), torch.random.fork_rng(devices=[]):
+        torch.manual_seed(args.seed)
+        group, started_group = _init_distributed(args.backend, args.timeout)
+        try:
+            ranks = Ranks.of(group)
+            rank, world = ranks.rank, ranks.world
+            if rank == 0:
+                check_writable(args.out)  # before any work
+            summary = _run(args, group, ranks)
+        finally:
+            if started_group:
+                import torch.distributed as tdist
+                tdist.destroy_process_group()
     if rank == 0:
         print(json.dumps(summary, default=float))
+    return summary
+
+
+def _run(args, group, ranks) -> dict:
+    model = trained = _load_model(args.model)
+    text = args.data == "movie-reviews"
+    if text != (args.model == "sentiment-cnn"):
+        raise UnitscopeError("sentiment-cnn goes with movie-reviews, the digits models with digits",
+                             model=args.model, data=args.data)
+    if text:
+        model = trained.model
+    if group is not None and torch.distributed.get_backend(group) == "nccl":
+        model = model.to(torch.device("cuda", torch.cuda.current_device()))
+    data = _load_data(args.data, "test" if args.quick else args.split, args.repeat)
+    layers = args.layers or (["filters", "relu_fc"] if text else default_layers(model))
+    if args.quick and not args.layers and not text:
+        layers = [n for n in layers if n.endswith(("relu2", "classifier.relu"))] or layers[:2]
+    n_steps = 8 if args.quick else args.n_steps
+    target = {"predicted": None, "label": "label"}.get(args.target)
+    if target is None and args.target != "predicted":
+        target = int(args.target)
+    from torch.utils.data import DataLoader
+
+    t0 = time.perf_counter()
+    loader = (SentenceBatches(trained, data[0], data[1], args.batch_size) if text
+              else DataLoader(data, batch_size=args.batch_size))
+    result = scan(model, loader, layers, args.methods, target=target,
+                  by="class", top_k=args.top_k, n_steps=n_steps, checkpoint=args.checkpoint,
+                  checkpoint_every=args.checkpoint_every, group=group)
+    wall = time.perf_counter() - t0
+    summary, failed = {}, None
+    if ranks.rank == 0:
+        try:
+            summary = _write_outputs(result, data, args, layers, ranks.world, wall, trained if text else None)
+        except Exception as e:  # noqa: BLE001 — re-raised here, reported to the other ranks
+            failed = e
+    ranks.step(failed, False)  # the others wait for rank 0's files, or stop with its error
     return summary
 
 

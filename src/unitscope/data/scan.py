@@ -20,11 +20,13 @@ Example indices: for a ``DataLoader`` over a map-style dataset they are the data
 visits every example its sampler selects once, in index order — shuffling is ignored, statistics do not
 depend on order); for any other iterable of batches they are positions in the stream.
 
-Under ``torch.distributed`` (``torchrun``; gloo on CPU, nccl on GPU) each process takes every
-``world``-th batch, accumulates its shard, and at the end sums are all-reduced and top-k lists merged by
+With ``group=`` (a ``torch.distributed`` process group; ``torchrun``; gloo on CPU, nccl on GPU) each process takes
+every ``world``-th batch, accumulates its shard, and at the end sums are all-reduced and top-k lists merged by
 ``all_gather``: every rank returns the same result, equal to a single-process run up to float64 rounding.
 With ``checkpoint=PATH`` the accumulators are saved atomically every ``checkpoint_every`` batches (one file
-per rank); a scan killed and started again with the same arguments continues where it stopped.
+per rank); a scan killed and started again with the same model, data and arguments continues where it stopped
+(:mod:`unitscope.data.checkpoint`). Results and checkpoints hold plain tensors and data only, and load with
+``weights_only=True`` (:mod:`unitscope.core.files`).
 """
 
 from __future__ import annotations
@@ -245,167 +247,6 @@ class ScanResult:
 
 
 # ---------------------------------------------------------------------------------------------------------
-# batches: which examples, which shard
-
-
-def _split_batch(batch):
-    if torch.is_tensor(batch):
-        return batch, None
-    if isinstance(batch, (list, tuple)) and len(batch) >= 1:
-        return batch[0], (batch[1] if len(batch) > 1 else None)
-    if isinstance(batch, dict) and "x" in batch:
-        return batch["x"], batch.get("y")
-    raise UnitscopeError(f"cannot read inputs from a batch of type {type(batch).__name__}",
-                         hint="give batches as (inputs, labels) or pass unpack=lambda batch: (inputs, labels)")
-
-
-def _batch_len(x) -> int:
-    return int((x[0] if isinstance(x, (tuple, list)) else x).shape[0])
-
-
-@dataclass
-class _Plan:
-    batches: object               # iterable of (inputs, labels, index tensor)
-    n_batches: int | None         # in this shard, after skipping the done ones
-    total_batches: int | None     # in this shard
-    n_examples: int | None        # in the whole dataset (all shards)
-
-
-def _plan(loader, rank: int, world: int, done: int, unpack: Callable, batch_size: int) -> _Plan:
-    from torch.utils.data import DataLoader, Dataset, IterableDataset, RandomSampler, SequentialSampler
-    from torch.utils.data.distributed import DistributedSampler
-
-    if isinstance(loader, Dataset) and not isinstance(loader, IterableDataset) and hasattr(loader, "__len__"):
-        loader = DataLoader(loader, batch_size=batch_size)
-    if isinstance(loader, DataLoader) and not isinstance(loader.dataset, IterableDataset):
-        ds = loader.dataset
-        sampler = loader.sampler
-        if isinstance(sampler, (SequentialSampler, RandomSampler, DistributedSampler)):
-            order = list(range(len(ds)))
-        else:
-            order = sorted({int(i) for i in sampler})
-        bs = loader.batch_size or getattr(loader.batch_sampler, "batch_size", None) or batch_size
-        everything = [order[i:i + bs] for i in range(0, len(order), bs)]
-        mine = everything[rank::world]
-        todo = mine[done:]
-        kwargs = dict(num_workers=loader.num_workers, collate_fn=loader.collate_fn, pin_memory=loader.pin_memory,
-                      worker_init_fn=loader.worker_init_fn, timeout=loader.timeout)
-        if loader.num_workers > 0:
-            kwargs.update(prefetch_factor=loader.prefetch_factor,
-                          multiprocessing_context=loader.multiprocessing_context)
-        dl = DataLoader(ds, batch_sampler=todo, **kwargs)
-
-        def batches():
-            for idx, batch in zip(todo, dl):
-                x, y = unpack(batch)
-                yield x, y, torch.tensor(idx, dtype=torch.long)
-
-        return _Plan(batches(), len(todo), len(mine), len(order))
-
-    total = len(loader) if hasattr(loader, "__len__") else None
-    mine_total = None if total is None else len(range(rank, total, world))
-
-    def stream():
-        position, seen = 0, 0
-        for b, batch in enumerate(loader):
-            x, y = unpack(batch)
-            n = _batch_len(x)
-            if b % world == rank:
-                if seen >= done:
-                    yield x, y, torch.arange(position, position + n)
-                seen += 1
-            position += n
-
-    return _Plan(stream(), None if mine_total is None else mine_total - done, mine_total, None)
-
-
-# ---------------------------------------------------------------------------------------------------------
-# distributed
-
-
-def _dist():
-    import torch.distributed as dist
-
-    if dist.is_available() and dist.is_initialized():
-        return dist, dist.get_rank(), dist.get_world_size()
-    return None, 0, 1
-
-
-def _comm_device(dist):
-    if dist is not None and dist.get_backend() == "nccl":
-        return torch.device("cuda", torch.cuda.current_device())
-    return torch.device("cpu")
-
-
-def _all_reduce(dist, t: torch.Tensor, op=None) -> torch.Tensor:
-    dev = _comm_device(dist)
-    u = t.to(dev).clone()
-    dist.all_reduce(u, op=op or dist.ReduceOp.SUM)
-    return u.cpu()
-
-
-def _all_gather(dist, t: torch.Tensor) -> list[torch.Tensor]:
-    dev = _comm_device(dist)
-    t = t.to(dev).contiguous()
-    out = [torch.empty_like(t) for _ in range(dist.get_world_size())]
-    dist.all_gather(out, t)
-    return [o.cpu() for o in out]
-
-
-def _reduce_across(dist, stats: dict, count: int, class_counts, top_k: int):
-    """Sum every accumulator over the ranks and merge their top-k lists; every rank gets the result."""
-    count = int(_all_reduce(dist, torch.tensor([count], dtype=torch.float64))[0])
-    if class_counts is not None:
-        k = int(_all_reduce(dist, torch.tensor([class_counts.numel()], dtype=torch.float64),
-                            dist.ReduceOp.MAX)[0])
-        class_counts = torch.cat([class_counts, class_counts.new_zeros(k - class_counts.numel())])
-        class_counts = _all_reduce(dist, class_counts)
-    for by_layer in stats.values():
-        for st in by_layer.values():
-            st.sum, st.sumsq = _all_reduce(dist, st.sum), _all_reduce(dist, st.sumsq)
-            if st.class_sums is not None:
-                st.grow(class_counts.numel())
-                st.class_sums = _all_reduce(dist, st.class_sums)
-            v = torch.cat(_all_gather(dist, st.top_values), 1)
-            i = torch.cat(_all_gather(dist, st.top_indices), 1)
-            st.top_values, st.top_indices = merge_top(v, i, top_k)
-    return stats, count, class_counts
-
-
-# ---------------------------------------------------------------------------------------------------------
-# checkpoints
-
-
-def _checkpoint_path(path, rank: int, world: int) -> Path:
-    p = Path(path)
-    return p if world == 1 else p.with_name(f"{p.stem}.rank{rank}-of-{world}{p.suffix}")
-
-
-def _save_checkpoint(path: Path, fingerprint: dict, done: int, stats, count, class_counts) -> None:
-    from ..core.files import atomic_save
-
-    path.parent.mkdir(parents=True, exist_ok=True)
-    atomic_save({"format": _FORMAT, "fingerprint": fingerprint, "batches_done": done, "count": count,
-                 "class_counts": class_counts,
-                 "stats": {m: {n: st.state() for n, st in d.items()} for m, d in stats.items()}}, path)
-
-
-def _load_checkpoint(path: Path, fingerprint: dict):
-    from ..core.files import safe_load
-
-    blob = safe_load(path, what="scan checkpoint")
-    if not isinstance(blob, dict) or "stats" not in blob or "batches_done" not in blob:
-        raise UnitscopeError(f"{str(path)!r} is not a scan checkpoint", hint="delete it to start over")
-    if blob.get("format") != _FORMAT or blob.get("fingerprint") != fingerprint:
-        old = blob.get("fingerprint") or {}
-        differ = sorted(k for k in set(old) | set(fingerprint) if old.get(k) != fingerprint.get(k))
-        raise UnitscopeError(f"checkpoint {str(path)!r} belongs to another scan", differing=differ,
-                             hint="use the same arguments, or delete the file to start over")
-    stats = {m: {n: UnitStats(**st) for n, st in d.items()} for m, d in blob["stats"].items()}
-    return blob["batches_done"], stats, blob["count"], blob["class_counts"]
-
-
-# ---------------------------------------------------------------------------------------------------------
 # the scan
 
 
@@ -435,11 +276,51 @@ def _target_repr(target) -> str:
     return getattr(target, "__qualname__", type(target).__name__)
 
 
+class _Accumulators:
+    """Everything a scan adds up, per rank: ``stats[method][layer]``, the example count, the class counts."""
+
+    def __init__(self, methods, how, top_k, by, num_classes, target):
+        self.methods, self.how, self.top_k, self.by, self.num_classes, self.target = \
+            methods, how, top_k, by, num_classes, target
+        self.stats: dict[str, dict[str, UnitStats]] = {}
+        self.count = 0
+        self.class_counts = torch.zeros(num_classes or 0, dtype=torch.float64) if by else None
+
+    def add(self, model, x, y, index, layers, **attribute_kwargs) -> None:
+        by, num_classes = self.by, self.num_classes
+        if y is not None:
+            y = torch.as_tensor(y).long().cpu()
+        if (by == "class" or self.target == "label") and y is None:
+            raise UnitscopeError("the batches carry no labels", hint="scan with by=None, or give (inputs, labels)")
+        if by == "class":
+            if y.numel() and (y.min() < 0 or (num_classes is not None and y.max() >= num_classes)):
+                raise UnitscopeError("labels out of range", num_classes=num_classes,
+                                     labels=sorted(set(y.tolist()))[:10])
+        tgt = y.tolist() if self.target == "label" else self.target
+        scores = attribute(model, x, layers, self.methods, target=tgt, gap_warning=None, progress=False,
+                           **attribute_kwargs)
+        if by == "class":
+            k = int(y.max()) + 1 if y.numel() else 0
+            if self.class_counts.numel() < k:
+                self.class_counts = torch.cat([self.class_counts,
+                                               self.class_counts.new_zeros(k - self.class_counts.numel())])
+            self.class_counts += torch.bincount(y, minlength=self.class_counts.numel()).double()
+        for m in self.methods:
+            s = scores[m]
+            by_layer = self.stats.setdefault(m, {})
+            for name in s.layers:
+                v = _reduce_units(s[name], self.how[m], name).double()
+                if name not in by_layer:
+                    by_layer[name] = UnitStats.empty(v.shape[1], self.top_k, by == "class")
+                by_layer[name].update(v, y if by == "class" else None, index)
+        self.count += int(index.numel())
+
+
 def scan(model: nn.Module, loader, layers, methods=("activation",), *, target=None, by: str | None = "class",
          top_k: int = 9, num_classes: int | None = None, reduce: str = "auto", n_steps: int = 20,
          method: str = "gausslegendre", baselines=None, internal_batch_size: int | None = None,
          batch_size: int = 256, checkpoint=None, checkpoint_every: int = 50, unpack: Callable | None = None,
-         progress: bool | None = None) -> ScanResult:
+         group=None, progress: bool | None = None) -> ScanResult:
     """Stream ``loader`` through ``model`` once and accumulate per-unit statistics of ``methods`` on ``layers``.
 
     >>> import torch, torch.nn as nn
@@ -451,9 +332,9 @@ def scan(model: nn.Module, loader, layers, methods=("activation",), *, target=No
     >>> r.mean("1").tolist(), r.class_means("1").tolist(), r.top("1").indices.tolist()
     ([1.3333333333333333, 0.6666666666666666], [[2.0, 0.0], [0.0, 2.0]], [[1, 0], [2, 0]])
 
-    - ``loader``: a ``DataLoader``, a map-style ``Dataset`` (batched by ``batch_size``) or any iterable of
-      batches; a batch is ``(inputs, labels, ...)`` or an inputs tensor, or whatever ``unpack(batch) ->
-      (inputs, labels)`` reads.
+    - ``loader``: a ``DataLoader``, a map-style ``Dataset`` (batched by ``batch_size``), a sequence of batches or
+      any iterable of batches (see :mod:`unitscope.data.batches`); a batch is ``(inputs, labels, ...)`` or an inputs
+      tensor, or whatever ``unpack(batch) -> (inputs, labels)`` reads.
     - ``methods``: any of ``activation``, ``conductance``, ``internal_influence``, ``grad_x_activation`` —
       all computed from one path pass per batch (``n_steps``, ``method``, ``baselines`` as in ``attribute``).
     - ``target``: ``None`` (the top predicted class of each example), an int, ``"label"`` (each example's
@@ -463,8 +344,17 @@ def scan(model: nn.Module, loader, layers, methods=("activation",), *, target=No
     - ``reduce``: how a channel's positions become one value: ``"auto"`` (mean for ``activation``, sum for
       attributions), ``"mean"`` or ``"sum"``.
     - ``checkpoint``: a file; saved atomically every ``checkpoint_every`` batches and at the end; an existing
-      checkpoint of the same scan is resumed.
+      checkpoint of the same scan (same model weights, data, baselines and settings —
+      :mod:`unitscope.data.checkpoint`) is resumed, any other is refused.
+    - ``group``: ``None`` (default) — this process scans everything alone, with no collective operation (safe
+      inside anyone's DDP job); a ``torch.distributed`` process group (e.g. ``torch.distributed.group.WORLD``) —
+      every rank of it must call ``scan`` with the same arguments; each takes its shard and all return the merged
+      result. A failure on any rank stops every rank (:mod:`unitscope.data.distributed`).
     """
+    from .batches import plan_batches, split_batch
+    from .checkpoint import checkpoint_path, fingerprint, load_checkpoint, save_checkpoint
+    from .distributed import Ranks
+
     methods = [methods] if isinstance(methods, str) else list(methods)
     unknown = [m for m in methods if m not in METHODS]
     if unknown or not methods:
@@ -477,62 +367,67 @@ def scan(model: nn.Module, loader, layers, methods=("activation",), *, target=No
         raise UnitscopeError("top_k must be a positive integer", top_k=top_k)
     if checkpoint is not None and (not isinstance(checkpoint_every, int) or checkpoint_every < 1):
         raise UnitscopeError("checkpoint_every must be a positive integer", checkpoint_every=checkpoint_every)
-    unpack = unpack or _split_batch
+    unpack = unpack or split_batch
     how = {m: (("mean" if m == "activation" else "sum") if reduce == "auto" else reduce) for m in methods}
-    dist, rank, world = _dist()
+    ranks = Ranks.of(group)
+    rank, world = ranks.rank, ranks.world
     settings = dict(layers=[str(x) if isinstance(x, str) else type(x).__name__ for x in
                             ([layers] if isinstance(layers, (str, nn.Module)) else layers)],
                     methods=methods, target=_target_repr(target), by=by, top_k=top_k, num_classes=num_classes,
                     reduce=how, n_steps=n_steps, method=method, world_size=world)
-    fingerprint = dict(settings, rank=rank, data_size=_size_hint(loader))
+    acc = _Accumulators(methods, how, top_k, by, num_classes, target)
+    attribute_kwargs = dict(baselines=baselines, n_steps=n_steps, method=method,
+                            internal_batch_size=internal_batch_size)
+    done = resumed_from = 0
+    ck_path = fp = None
+    failed, batches, plan = None, iter(()), None
+    try:  # the setup: any rank's error here reaches every rank at the first step
+        plan = plan_batches(loader, rank=rank, world=world, unpack=unpack, batch_size=batch_size)
+        if checkpoint is not None:
+            from ..core.files import check_writable
 
-    stats: dict[str, dict[str, UnitStats]] = {}
-    count, class_counts, done = 0, (torch.zeros(num_classes or 0, dtype=torch.float64) if by else None), 0
-    ck_path = None if checkpoint is None else _checkpoint_path(checkpoint, rank, world)
-    resumed_from = 0
-    if ck_path is not None and ck_path.exists():
-        done, stats, count, class_counts = _load_checkpoint(ck_path, fingerprint)
-        resumed_from = done
-    plan = _plan(loader, rank, world, done, unpack, batch_size)
-    bar = tqdm(plan.batches, total=plan.n_batches, desc=f"scan{'' if world == 1 else f' (rank 0 of {world})'}",
+            ck_path = checkpoint_path(checkpoint, rank, world)
+            check_writable(ck_path.parent, what="checkpoint folder")
+            fp = fingerprint(model, dict(settings, rank=rank, batch_size=plan.batch_size,
+                                         unpack=_target_repr(unpack)),
+                             baselines=baselines, data_size=_size_hint(loader),
+                             first_batch=None if plan.first is None else plan.first())
+            if ck_path.exists():
+                done, acc.stats, acc.count, class_counts = load_checkpoint(ck_path, fp, UnitStats)
+                if by:
+                    acc.class_counts = class_counts
+                resumed_from = done
+        batches = iter(plan.batches(done))
+    except Exception as e:  # noqa: BLE001 — not handled here: re-raised on this rank, reported to the others
+        failed = e
+    more = ranks.step(failed, True)
+    bar = tqdm(total=plan.n_batches(done), desc=f"scan{'' if world == 1 else f' (rank 0 of {world})'}",
                unit="batch", leave=False, disable=True if (progress is False or rank != 0) else None)
     start = time.perf_counter()
-    for x, y, index in bar:
-        if y is not None:
-            y = torch.as_tensor(y).long().cpu()
-        if (by == "class" or target == "label") and y is None:
-            raise UnitscopeError("the batches carry no labels", hint="scan with by=None, or give (inputs, labels)")
-        if by == "class":
-            if y.numel() and (y.min() < 0 or (num_classes is not None and y.max() >= num_classes)):
-                raise UnitscopeError("labels out of range", num_classes=num_classes,
-                                     labels=sorted(set(y.tolist()))[:10])
-        tgt = y.tolist() if target == "label" else target
-        scores = attribute(model, x, layers, methods, baselines=baselines, target=tgt, n_steps=n_steps,
-                           method=method, internal_batch_size=internal_batch_size, gap_warning=None,
-                           progress=False)
-        if by == "class":
-            k = int(y.max()) + 1 if y.numel() else 0
-            if class_counts.numel() < k:
-                class_counts = torch.cat([class_counts, class_counts.new_zeros(k - class_counts.numel())])
-            class_counts += torch.bincount(y, minlength=class_counts.numel()).double()
-        for m in methods:
-            s = scores[m]
-            by_layer = stats.setdefault(m, {})
-            for name in s.layers:
-                v = _reduce_units(s[name], how[m], name).double()
-                if name not in by_layer:
-                    by_layer[name] = UnitStats.empty(v.shape[1], top_k, by == "class")
-                by_layer[name].update(v, y if by == "class" else None, index)
-        count += int(index.numel())
-        done += 1
-        if ck_path is not None and done % checkpoint_every == 0:
-            _save_checkpoint(ck_path, fingerprint, done, stats, count, class_counts)
+    try:
+        while more:
+            has = False
+            try:
+                item = next(batches, None)
+                if item is not None:
+                    has = True
+                    acc.add(model, *item, layers, **attribute_kwargs)
+                    done += 1
+                    bar.update(1)
+                    if ck_path is not None and done % checkpoint_every == 0:
+                        save_checkpoint(ck_path, fp, done, acc.stats, acc.count, acc.class_counts)
+            except Exception as e:  # noqa: BLE001 — re-raised on this rank, reported to the others
+                failed = e
+            more = ranks.step(failed, has)
+    finally:
+        bar.close()
     seconds = time.perf_counter() - start
     if ck_path is not None:
-        _save_checkpoint(ck_path, fingerprint, done, stats, count, class_counts)
-    if dist is not None and world > 1:
-        stats = _fill_missing(dist, stats, model, layers, methods, top_k, by)
-        stats, count, class_counts = _reduce_across(dist, stats, count, class_counts, top_k)
+        save_checkpoint(ck_path, fp, done, acc.stats, acc.count, acc.class_counts)
+    stats, count, class_counts = acc.stats, acc.count, acc.class_counts
+    if ranks.distributed:
+        stats, count, class_counts = ranks.reduce(stats, count, class_counts, top_k,
+                                                  lambda u: UnitStats.empty(u, top_k, by == "class"), merge_top)
     if count == 0:
         raise UnitscopeError("the loader gave no examples")
     if class_counts is not None:
@@ -541,19 +436,3 @@ def scan(model: nn.Module, loader, layers, methods=("activation",), *, target=No
                 st.grow(class_counts.numel())
     settings.update(examples=count, seconds=seconds, resumed_from_batch=resumed_from)
     return ScanResult(stats, count, class_counts, settings)
-
-
-def _fill_missing(dist, stats, model, layers, methods, top_k, by):
-    """A rank whose shard was empty has no accumulators yet: give it empty ones shaped like the others'."""
-    have = torch.tensor([1.0 if stats else 0.0], dtype=torch.float64)
-    flags = _all_gather(dist, have)
-    if all(float(f) for f in flags):
-        return stats
-    owner = [i for i, f in enumerate(flags) if float(f)][0]
-    shapes = [{m: {n: st.sum.numel() for n, st in d.items()} for m, d in stats.items()}]
-    dist.broadcast_object_list(shapes, src=owner)
-    if not stats:
-        stats = {m: {n: UnitStats.empty(u, top_k, by == "class") for n, u in d.items()}
-                 for m, d in shapes[0].items()}
-    return stats
-

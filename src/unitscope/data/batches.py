@@ -1,0 +1,156 @@
+"""Which batches a scan reads, which shard is this rank's, and how examples are numbered.
+
+>>> plan = plan_batches([torch.zeros(3, 2), torch.zeros(3, 2), torch.zeros(1, 2)], rank=1, world=2,
+...                     unpack=split_batch, batch_size=8)
+>>> [index.tolist() for _, _, index in plan.batches(0)]
+[[3, 4, 5]]
+
+- a ``DataLoader`` over a map-style dataset (or the dataset itself, batched by ``batch_size``): example indices are
+  the dataset's; rank ``r`` of ``w`` builds only batches ``r, r + w, …`` (its workers load nothing else);
+- a sequence of batches (``len`` and indexing, e.g. a list, or a lazy object that encodes a batch when indexed):
+  rank ``r`` indexes only its own batches; example indices are positions in the stream (in a list they are counted
+  from the batches' sizes, in other sequences every batch but the last must hold the same number of examples);
+- any other iterable (a generator, a ``DataLoader`` over an ``IterableDataset``): it can only be read in order, so
+  under several ranks every rank reads every batch and keeps its own (a warning says so; give a sequence instead).
+"""
+
+from __future__ import annotations
+
+import warnings
+from collections.abc import Iterator, Sequence
+from dataclasses import dataclass
+from typing import Callable
+
+import torch
+
+from ..core.errors import UnitscopeError
+
+__all__ = ["split_batch", "plan_batches", "Plan"]
+
+
+def split_batch(batch):
+    """``(inputs, labels)`` of a batch ``(inputs, labels, ...)``, ``inputs`` or ``{"x": …, "y": …}``."""
+    if torch.is_tensor(batch):
+        return batch, None
+    if isinstance(batch, (list, tuple)) and len(batch) >= 1:
+        return batch[0], (batch[1] if len(batch) > 1 else None)
+    if isinstance(batch, dict) and "x" in batch:
+        return batch["x"], batch.get("y")
+    raise UnitscopeError(f"cannot read inputs from a batch of type {type(batch).__name__}",
+                         hint="give batches as (inputs, labels) or pass unpack=lambda batch: (inputs, labels)")
+
+
+def batch_len(x) -> int:
+    return int((x[0] if isinstance(x, (tuple, list)) else x).shape[0])
+
+
+@dataclass
+class Plan:
+    batches: Callable               # done -> iterable of (inputs, labels, index tensor), skipping ``done`` batches
+    total_batches: int | None       # in this shard
+    n_examples: int | None          # in the whole data set (all shards), where known
+    first: Callable | None          # () -> the data's first (inputs, labels), without consuming anything; or None
+    batch_size: int | None          # the batches' size, where known
+
+    def n_batches(self, done: int) -> int | None:
+        return None if self.total_batches is None else max(self.total_batches - done, 0)
+
+
+def _map_style(loader, rank, world, unpack, batch_size) -> Plan:
+    from torch.utils.data import DataLoader, RandomSampler, SequentialSampler
+    from torch.utils.data.distributed import DistributedSampler
+
+    ds = loader.dataset
+    sampler = loader.sampler
+    if isinstance(sampler, (SequentialSampler, RandomSampler, DistributedSampler)):
+        order = list(range(len(ds)))
+    else:
+        order = sorted({int(i) for i in sampler})
+    bs = loader.batch_size or getattr(loader.batch_sampler, "batch_size", None) or batch_size
+    everything = [order[i:i + bs] for i in range(0, len(order), bs)]
+    mine = everything[rank::world]
+    kwargs = dict(num_workers=loader.num_workers, collate_fn=loader.collate_fn, pin_memory=loader.pin_memory,
+                  worker_init_fn=loader.worker_init_fn, timeout=loader.timeout)
+    if loader.num_workers > 0:
+        kwargs.update(prefetch_factor=loader.prefetch_factor, multiprocessing_context=loader.multiprocessing_context)
+
+    def batches(done):
+        todo = mine[done:]
+        if not todo:
+            return
+        for idx, batch in zip(todo, DataLoader(ds, batch_sampler=todo, **kwargs)):
+            x, y = unpack(batch)
+            yield x, y, torch.tensor(idx, dtype=torch.long)
+
+    first = (lambda: unpack(loader.collate_fn([ds[i] for i in everything[0]]))) if everything else None
+    return Plan(batches, len(mine), len(order), first, bs)
+
+
+def _sequence(loader, rank, world, unpack) -> Plan:
+    total = len(loader)
+    mine = range(rank, total, world)
+    sizes = None
+    if isinstance(loader, (list, tuple)):  # in memory: reading a size costs nothing
+        sizes = [batch_len(unpack(b)[0]) for b in loader]
+        starts = [0]
+        for n in sizes:
+            starts.append(starts[-1] + n)
+    size = getattr(loader, "batch_size", None)
+
+    def batches(done):
+        nonlocal size
+        for b in mine[done:]:
+            x, y = unpack(loader[b])
+            n = batch_len(x)
+            if sizes is not None:
+                start = starts[b]
+            else:
+                if size is None:
+                    size = n if b == 0 else batch_len(unpack(loader[0])[0])
+                if n != size and b != total - 1:
+                    raise UnitscopeError(f"batch {b} of the sequence holds {n} examples, the others {size}",
+                                         hint="every batch but the last must have the same size (to number the "
+                                              "examples without reading the other ranks' batches), or give a "
+                                              "DataLoader")
+                start = b * size
+            yield x, y, torch.arange(start, start + n)
+
+    first = (lambda: unpack(loader[0])) if total else None
+    return Plan(batches, len(mine), None if sizes is None else sum(sizes), first, size)
+
+
+def _stream(loader, rank, world, unpack) -> Plan:
+    total = len(loader) if hasattr(loader, "__len__") else None
+    if world > 1:
+        warnings.warn(f"rank {rank} of {world}: the loader ({type(loader).__name__}) can only be read in order, so "
+                      "every rank reads every batch and keeps its own; give a sequence of batches (len + indexing) "
+                      "or a map-style Dataset to read only this rank's shard", UserWarning, stacklevel=4)
+
+    def batches(done):
+        position, seen = 0, 0
+        for b, batch in enumerate(loader):
+            x, y = unpack(batch)
+            n = batch_len(x)
+            if b % world == rank:
+                if seen >= done:
+                    yield x, y, torch.arange(position, position + n)
+                seen += 1
+            position += n
+
+    one_shot = isinstance(loader, Iterator)
+    first = None if one_shot else (lambda: unpack(next(iter(loader))))
+    return Plan(batches, None if total is None else len(range(rank, total, world)), None, first, None)
+
+
+def plan_batches(loader, *, rank: int, world: int, unpack: Callable, batch_size: int) -> Plan:
+    """This rank's batches of ``loader`` (see the module's docstring for the kinds of loader)."""
+    from torch.utils.data import DataLoader, Dataset, IterableDataset
+
+    if isinstance(loader, Dataset) and not isinstance(loader, IterableDataset) and hasattr(loader, "__len__"):
+        loader = DataLoader(loader, batch_size=batch_size)
+    if isinstance(loader, DataLoader) and not isinstance(loader.dataset, IterableDataset):
+        return _map_style(loader, rank, world, unpack, batch_size)
+    if not isinstance(loader, (DataLoader, IterableDataset, dict)) and not torch.is_tensor(loader) and (
+            isinstance(loader, Sequence) or (hasattr(loader, "__len__") and hasattr(loader, "__getitem__"))):
+        return _sequence(loader, rank, world, unpack)
+    return _stream(loader, rank, world, unpack)

@@ -1,164 +1,77 @@
-"""One self-contained HTML report from a results folder whose sub-folders are study outputs.
+"""One self-contained HTML report from a results folder: whatever its manifests list.
 
->>> import json, os, tempfile
+>>> import os, tempfile
+>>> from unitscope.report.manifest import write_entry
 >>> root = tempfile.mkdtemp()
->>> os.makedirs(os.path.join(root, "sentiment"))
->>> json.dump({"pearson": {"conductance": 0.81}, "paper_pearson": {"conductance": 0.88}},
-...           open(os.path.join(root, "sentiment", "sentiment.json"), "w"))
+>>> _ = write_entry(os.path.join(root, "digits"), title="Digits CNN", description="What its filters carry.",
+...                 headlines=["The digits CNN labels 98.1 % of 360 held-out digits correctly."])
 >>> path = build_report(root)
 >>> os.path.basename(path), sorted(os.listdir(root))
-('report.html', ['report.html', 'report.json', 'report_summary.csv', 'sentiment'])
->>> paper_rows(flatten({"pearson": {"conductance": 0.81}, "paper_pearson": {"conductance": 0.88}}))
-[{'quantity': 'pearson.conductance', 'ours': 0.81, 'paper': 0.88, 'setting': ''}]
+('report.html', ['digits', 'report.html', 'report.json', 'report_summary.csv'])
 
-Every image is embedded (base64 ``data:`` URIs), CSV tables are rendered (and offered as ``data:`` downloads when
-small), Markdown files are rendered, ``*.html`` snippets are included as they are, and where a study's JSON summary
-holds the papers' numbers (keys named ``paper…``) they are put beside ours. Studies are shown in a fixed order
-(:data:`STUDIES`; others after them); those absent are listed as *not run*. A ``demo_status.json`` written by
-``unitscope demo`` adds each study's status, time and, for a failure, the end of its log. The file is written
-atomically: rendered into a temporary file beside the target and renamed, so an error never leaves a half-written
-report. ``report.json`` (every summary) and ``report_summary.csv`` (one row per study) are written next to it.
+Every ``manifest.json`` under the folder (any depth; hidden folders and ``_…`` skipped; see
+:mod:`unitscope.report.manifest`) is one section, ordered by its ``order`` field, then by path. A sub-folder with
+no manifest anywhere inside it is shown through the documented fallback of :mod:`unitscope.report.legacy`.
+A ``demo_status.json`` written by ``unitscope demo`` adds each study's status, time, command and, for a
+failure, the end of its log; studies it lists that wrote nothing are listed as *not run* (or shown as failed).
+
+Images are embedded (``data:`` URIs) with their captions and, for figures written by
+:func:`unitscope.report.figures.save_figure`, ``data-heatmaps`` / ``data-colorbars`` attributes (how many
+heat-maps, how many with a colour key); tables and links point to the files beside the report. The file is written
+atomically (rendered into a temporary file beside the target, then renamed), so an error never leaves a half-written
+report. ``report.json`` (every entry) and ``report_summary.csv`` (one row per section) are written next to it.
 """
 
 from __future__ import annotations
 
 import base64
 import csv
-import html
+import io
 import json
-import math
 import os
-import tempfile
 from pathlib import Path
 
-__all__ = ["STUDIES", "build_report", "flatten", "paper_rows", "collect"]
+from .legacy import IMAGE_TYPES, flatten, legacy_entry, paper_rows
+from .manifest import MANIFEST, atomic_write_text, read_entry
+from .tables import fmt, render_table
 
-STUDIES = {  # folder name → (title, what it shows); the report keeps this order
-    "digits": ("Digits CNN: which filters carry each prediction",
-               "Conductance of every unit of five layers of a CNN trained on scikit-learn's real handwritten digits, "
-               "all layers from one path pass, with each layer's completeness gap Σ cond − (F(x) − F(x'))."),
-    "evaluation": ("Conductance vs ablation, prediction flips, feature selection",
-                   "The conductance paper's evaluations: Pearson correlation of each method's score with the "
-                   "ablation score of the top units, how many top filters must be ablated before the prediction "
-                   "flips, and accuracy of a linear classifier on the top-k filters per class."),
-    "imagenet": ("EfficientNet-Lite0 on real photos: the top filters and what they look at",
-                 "Per photo, conductance of every block (target = top logit), the top filters across blocks and "
-                 "per-input conductance through each of them drawn on the photo."),
-    "sentiment": ("Sentiment CNN (Kim 2014): agreement, division of labour, negation filters",
-                  "Conductance on the movie-review sentiment CNN: agreement with ablation, the sign heat-map of "
-                  "filter conductance, and filters that attend to negations."),
-    "substitution": ("Class selectivity, AM / IAM and Representative Substitution",
-                     "Class selectivity of every channel, activation maximization (AM) and independent AM (IAM) "
-                     "images, Representative Substitution and its Spearman correlation with selectivity per layer."),
-    "inverse": ("Inverse sets: diverse inputs with a unit's activation in a range",
-                "Samples of the inverse set {x : a ≤ f(x) ≤ b} of units, drawn through a generator with an "
-                "augmented-Lagrangian sampler, and intersections of several units' sets."),
-    "transformer": ("A transformer (MiniLM): important units of a language model", ""),
-    "scan": ("Dataset scans: statistics and top examples per unit",
-             "One streaming pass over a data set per model (count, mean, class means, selectivity and the top "
-             "examples of every unit by activation and by conductance, never the activations themselves): image "
-             "grids of each unit's top digits, and each sentiment filter's top sentences with its n-gram in bold."),
-}
-IMAGE_TYPES = {".png": "image/png", ".jpg": "image/jpeg", ".jpeg": "image/jpeg", ".gif": "image/gif",
-               ".svg": "image/svg+xml", ".webp": "image/webp"}
-MAX_ROWS = 40            # rows of a table shown in the page (the CSV next to it holds all)
-MAX_DOWNLOAD = 300_000   # bytes: tables up to this size are also offered as a data: download
-MAX_NUMBERS = 60         # key numbers listed per study
+__all__ = ["build_report", "find_entries", "flatten", "paper_rows", "fmt"]
 
 
-# ------------------------------------------------------------------------------------------- numbers --
-def flatten(obj, prefix: str = "") -> dict:
-    """Nested dicts → ``{"a.b.c": scalar or short list}`` (long lists are summarized as ``[N values]``)."""
-    out = {}
-    if isinstance(obj, dict):
-        for k, v in obj.items():
-            out.update(flatten(v, f"{prefix}.{k}" if prefix else str(k)))
-    elif isinstance(obj, (list, tuple)):
-        if len(obj) <= 12 and all(isinstance(v, (int, float, str, bool)) or v is None for v in obj):
-            out[prefix] = list(obj)
-        else:
-            out[prefix] = f"[{len(obj)} values]"
-    else:
-        out[prefix] = obj
-    return out
+# -------------------------------------------------------------------------------------------- finding --
+def _skip(name: str) -> bool:
+    return name.startswith((".", "_"))
 
 
-def _is_paper(segment: str) -> bool:
-    return "paper" in segment.lower()
+def find_entries(root: Path) -> list[tuple[Path, dict]]:
+    """``(folder, entry)`` for every manifest under ``root`` and, as a fallback, every top-level sub-folder without
+    one (folder names in ``skip_fallback`` aside)."""
+    found = []
+    for folder, dirs, files in os.walk(root):
+        dirs[:] = sorted(d for d in dirs if not _skip(d))
+        if MANIFEST in files:
+            path = Path(folder) / MANIFEST
+            try:
+                found.append((Path(folder), read_entry(path)))
+            except ValueError as e:
+                found.append((Path(folder), {"name": Path(folder).name, "title": Path(folder).name,
+                                             "description": "", "problems": [str(e)]}))
+    covered = {f.relative_to(root).parts[0] if f != root else "" for f, _ in found}
+    for sub in sorted(p for p in root.iterdir() if p.is_dir() and not _skip(p.name)):
+        if sub.name not in covered and any(p.is_file() and p.name != "log.txt" for p in sub.rglob("*")):
+            found.append((sub, legacy_entry(sub, sub.name)))
+    return found
 
 
-def paper_rows(flat: dict) -> list[dict]:
-    """Pair each ``paper…`` number with ours: the key with the ``paper`` part removed (and, for settings such as
-    ``paper.pearson.inception.conductance``, one more segment removed, which becomes the ``setting``)."""
-    ours = {k: v for k, v in flat.items() if not any(_is_paper(s) for s in k.split("."))}
-    rows = []
-    for key, value in flat.items():
-        segs = key.split(".")
-        i = next((j for j, s in enumerate(segs) if _is_paper(s)), None)
-        if i is None:
-            continue
-        rest = segs[i].lower().replace("paper", "").strip("_")
-        base = segs[:i] + ([rest] if rest else []) + segs[i + 1:]
-        match, setting = None, ""
-        for j in range(-1, len(base)):
-            cand = ".".join(base if j < 0 else base[:j] + base[j + 1:])
-            if cand in ours:
-                match, setting = cand, "" if j < 0 else base[j]
-                break
-        rows.append({"quantity": match or ".".join(base), "ours": ours.get(match) if match else None,
-                     "paper": value, "setting": setting})
-    return rows
-
-
-def fmt(v) -> str:
-    """A number as a person reads it."""
-    if isinstance(v, bool) or v is None:
-        return "—" if v is None else str(v)
-    if isinstance(v, float):
-        if math.isnan(v):
-            return "—"
-        if v != 0 and (abs(v) < 1e-3 or abs(v) >= 1e5):
-            return f"{v:.3g}"
-        return f"{v:.3f}".rstrip("0").rstrip(".") if abs(v) < 100 else f"{v:.1f}"
-    if isinstance(v, list):
-        return "[" + ", ".join(fmt(x) for x in v) + "]"
-    return str(v)
-
-
-def _headline(flat: dict, pairs: list[dict], n: int = 3) -> list[str]:
-    """A few numbers for the summary at the top: ours beside the paper's first, else the first scalars."""
-    out = [f"{p['quantity']}{' (' + p['setting'] + ')' if p['setting'] else ''}: {fmt(p['ours'])} "
-           f"(paper {fmt(p['paper'])})" for p in pairs if p["ours"] is not None][:n]
-    if not out:
-        out = [f"{k}: {fmt(v)}" for k, v in flat.items()
-               if isinstance(v, (int, float)) and not isinstance(v, bool)][:n]
-    return out
+def _study_of(root: Path, folder: Path) -> str:
+    rel = folder.relative_to(root)
+    return rel.parts[0] if rel.parts else ""
 
 
 # -------------------------------------------------------------------------------------------- content --
 def data_uri(path: Path) -> str:
     mime = IMAGE_TYPES.get(path.suffix.lower(), "application/octet-stream")
     return f"data:{mime};base64," + base64.b64encode(path.read_bytes()).decode("ascii")
-
-
-def _csv_table(path: Path) -> dict:
-    import pandas as pd
-
-    try:
-        df = pd.read_csv(path)
-    except Exception as e:  # an unreadable table is shown as such, not fatal
-        return {"name": path.name, "html": f"<p class='bad'>unreadable table: {html.escape(str(e))}</p>",
-                "n_rows": 0, "download": None}
-    n = len(df)
-    if df.columns[0].startswith("Unnamed"):
-        df = df.rename(columns={df.columns[0]: ""})
-    shown = df.head(MAX_ROWS)
-    body = shown.to_html(index=False, classes="table", border=0, na_rep="—", escape=True,
-                         float_format=lambda v: fmt(float(v)))
-    size = path.stat().st_size
-    download = ("data:text/csv;base64," + base64.b64encode(path.read_bytes()).decode("ascii")
-                if size <= MAX_DOWNLOAD else None)
-    return {"name": path.name, "html": body, "n_rows": n, "shown": len(shown), "download": download}
 
 
 def _markdown(path: Path) -> str:
@@ -175,62 +88,79 @@ def _read_json(path: Path):
         return {"_unreadable": f"{path.name}: {e}"}
 
 
-def collect(folder: Path, name: str, status: dict | None = None) -> dict:
-    """Everything one study folder holds, ready for the template (images are embedded while rendering)."""
-    title, about = STUDIES.get(name, (name.replace("_", " ").capitalize(), ""))
-    files = sorted(p for p in folder.rglob("*") if p.is_file() and not p.name.startswith("."))
-    summaries = [p for p in files if p.suffix == ".json"]
-    main = next((p for p in summaries if p.stem == name), summaries[0] if summaries else None)
-    summary = _read_json(main) if main else None
-    flat = flatten(summary) if isinstance(summary, dict) else {}
-    pairs = paper_rows(flat)
-    numbers = [{"key": k, "value": fmt(v)} for k, v in flat.items()
-               if not any(_is_paper(s) for s in k.split("."))][:MAX_NUMBERS]
-    csv_stems = {p.with_suffix("") for p in files if p.suffix == ".csv"}
+def _section(root: Path, out_dir: Path, folder: Path, entry: dict, status: dict | None) -> dict:
+    """An entry with its files resolved (paths relative to the report, existence checked) for the template."""
+    from .figures import read_figure_info
+
+    problems = list(entry.get("problems", []))
+
+    def resolve(item: dict) -> dict | None:
+        if "url" in item:
+            return dict(item, href=item["url"], file=None)
+        p = folder / item.get("path", "")
+        if not p.is_file():
+            problems.append(f"missing file: {os.path.relpath(p, root)}")
+            return None
+        return dict(item, file=p, href=os.path.relpath(p, out_dir), label=os.path.relpath(p, root))
+
+    figures = []
+    for item in entry.get("figures", []):
+        r = resolve(item)
+        if r is not None:
+            info = read_figure_info(r["file"]) if r["file"].suffix.lower() == ".png" else None
+            r["heatmaps"] = "unknown" if info is None else str(info.get("heatmaps", 0))
+            r["colorbars"] = "unknown" if info is None else str(info.get("keyed", 0))
+            figures.append(r)
+    tables = [r for r in map(resolve, entry.get("tables", [])) if r is not None]
+    docs = [r for r in map(resolve, entry.get("documents", [])) if r is not None]
+    snippets = [r for r in map(resolve, entry.get("snippets", [])) if r is not None]
+    links = [r for r in map(resolve, entry.get("links", [])) if r is not None]
+    summary = resolve({"path": entry["summary"]}) if entry.get("summary") else None
     status = dict(status or {})
     if not status.get("status"):
-        status["status"] = "ok" if summary is not None and "_unreadable" not in summary else "incomplete"
-    return {
-        "id": "study-" + "".join(c if c.isalnum() else "-" for c in name),
-        "name": name, "title": title, "about": about, "status": status,
-        "summary_file": main.name if main else None,
-        "unreadable": summary.get("_unreadable") if isinstance(summary, dict) else None,
-        "pairs": [dict(p, ours=fmt(p["ours"]), paper=fmt(p["paper"])) for p in pairs],
-        "numbers": numbers, "headline": _headline(flat, pairs),
-        "figures": [p for p in files if p.suffix.lower() in IMAGE_TYPES],
-        "tables": [p for p in files if p.suffix == ".csv"],
-        "documents": [p for p in files if p.suffix == ".md" and p.with_suffix("") not in csv_stems],
-        "snippets": [p for p in files if p.suffix == ".html"],
-        "raw": summary,
-    }
+        status["status"] = "incomplete" if problems or entry.get("unreadable") else "ok"
+    rel = folder.relative_to(root)
+    ident = "-".join(rel.parts) or "results"
+    return {"id": "study-" + "".join(c if c.isalnum() else "-" for c in ident), "name": entry.get("name") or ident,
+            "path": str(rel) if rel.parts else ".", "title": entry.get("title", ident),
+            "description": entry.get("description", ""), "headlines": list(entry.get("headlines", [])),
+            "quick": entry.get("quick"), "scale": entry.get("scale"), "legacy": bool(entry.get("legacy")),
+            "order": entry.get("order"), "status": status, "problems": problems,
+            "unreadable": entry.get("unreadable"), "figures": figures, "tables": tables,
+            "comparisons": [dict(c, ours=fmt(c.get("ours")), paper=fmt(c.get("paper")))
+                            for c in entry.get("comparisons", [])],
+            "documents": docs, "snippets": snippets, "links": links, "summary": summary,
+            "raw": _read_json(summary["file"]) if summary else None}
 
 
-def _order(names) -> list[str]:
-    known = [n for n in STUDIES if n in names]
-    return known + sorted(n for n in names if n not in STUDIES)
+def _failed(name: str, status: dict) -> dict:
+    return {"id": f"study-{name}", "name": name, "path": name, "title": name, "description": "", "headlines": [],
+            "quick": None, "scale": None, "legacy": False, "order": None, "status": status, "problems": [],
+            "unreadable": None, "figures": [], "tables": [], "comparisons": [], "documents": [], "snippets": [],
+            "links": [], "summary": None, "raw": None}
 
 
-def _studies(root: Path, statuses: dict) -> tuple[list[dict], list[str]]:
-    folders = {p.name: p for p in root.iterdir() if p.is_dir() and not p.name.startswith((".", "_"))}
-    names = _order(set(folders) | set(statuses))
-    sections, not_run = [], []
-    for name in names:
-        st = statuses.get(name)
-        if name in folders and (st or any(folders[name].iterdir())):
-            sections.append(collect(folders[name], name, st))
-        elif st and st.get("status") not in (None, "not run"):
-            sections.append(_empty(name, st))   # it ran and failed before writing anything
+def _sections(root: Path, out_dir: Path, statuses: dict) -> tuple[list[dict], list[str]]:
+    run_order = {n: i for i, n in enumerate(statuses)}
+    sections = []
+    seen = set()
+    for folder, entry in find_entries(root):
+        study = _study_of(root, folder)
+        st = statuses.get(study) if study not in seen else None
+        seen.add(study)
+        sections.append(_section(root, out_dir, folder, entry, st))
+        sections[-1]["_key"] = (entry.get("order") if isinstance(entry.get("order"), (int, float)) else
+                                1000 + run_order.get(study, len(run_order)), str(folder.relative_to(root)))
+    not_run = []
+    for name, st in statuses.items():
+        if name in seen:
+            continue
+        if st.get("status") not in (None, "not run", "pending"):
+            sections.append(dict(_failed(name, st), _key=(1000 + run_order[name], name)))
         else:
             not_run.append(name)
-    not_run += [n for n in STUDIES if n not in names and n not in ("scan",)]
-    return sections, _order(set(not_run))
-
-
-def _empty(name: str, status: dict) -> dict:
-    title, about = STUDIES.get(name, (name, ""))
-    return {"id": f"study-{name}", "name": name, "title": title, "about": about, "status": status,
-            "summary_file": None, "unreadable": None, "pairs": [], "numbers": [], "headline": [], "figures": [],
-            "tables": [], "documents": [], "snippets": [], "raw": None}
+    sections.sort(key=lambda s: s.pop("_key"))
+    return sections, not_run
 
 
 # ---------------------------------------------------------------------------------------------- output --
@@ -244,23 +174,10 @@ def _template():
 
 
 def _summary_rows(sections: list[dict], not_run: list[str]) -> list[dict]:
-    rows = [{"study": s["name"], "status": s["status"].get("status", ""), "seconds": s["status"].get("seconds"),
-             "headline": "; ".join(s["headline"])} for s in sections]
-    return rows + [{"study": n, "status": "not run", "seconds": None, "headline": ""} for n in not_run]
-
-
-def _atomic_write(path: Path, write) -> None:
-    fd, tmp = tempfile.mkstemp(dir=path.parent, prefix=f".{path.name}.", suffix=".tmp")
-    try:
-        with os.fdopen(fd, "w", encoding="utf-8", newline="") as f:
-            write(f)
-        umask = os.umask(0)
-        os.umask(umask)
-        os.chmod(tmp, 0o666 & ~umask)
-        os.replace(tmp, path)
-    finally:
-        if os.path.exists(tmp):
-            os.remove(tmp)
+    rows = [{"id": s["id"], "study": s["title"], "folder": s["path"], "status": s["status"].get("status", ""),
+             "seconds": s["status"].get("seconds"), "headline": " ".join(s["headlines"][:2])} for s in sections]
+    return rows + [{"id": None, "study": n, "folder": n, "status": "not run", "seconds": None, "headline": ""}
+                   for n in not_run]
 
 
 def build_report(results_dir, out=None, *, title: str = "unitscope report") -> Path:
@@ -277,37 +194,25 @@ def build_report(results_dir, out=None, *, title: str = "unitscope report") -> P
     status_file = root / "demo_status.json"
     run = _read_json(status_file) if status_file.exists() else {}
     statuses = run.get("studies", {}) if isinstance(run, dict) else {}
-    sections, not_run = _studies(root, statuses)
+    sections, not_run = _sections(root, out.parent.resolve() if out.parent else Path("."), statuses)
     rows = _summary_rows(sections, not_run)
     meta = {k: v for k, v in (run.items() if isinstance(run, dict) else []) if k != "studies"}
 
-    def embed(path: Path) -> str:
-        return data_uri(path)
-
-    def table(path: Path) -> dict:
-        return _csv_table(path)
-
-    def markdown(path: Path) -> str:
-        return _markdown(path)
-
-    def snippet(path: Path) -> str:
-        return path.read_text(errors="replace")
-
-    template = _template()
     context = dict(title=title, sections=sections, not_run=not_run, rows=rows, meta=meta, results=str(root),
-                   embed=embed, table=table, markdown=markdown, snippet=snippet, rel=lambda p: os.path.relpath(p, root))
-    _atomic_write(out, lambda f: template.stream(**context).dump(f))
+                   embed=data_uri, markdown=_markdown, snippet=lambda p: p.read_text(errors="replace"),
+                   table=lambda t: render_table(t["file"], href=t["href"], dead=t.get("dead")))
+    buf = io.StringIO()
+    _template().stream(**context).dump(buf)   # rendered fully before anything is replaced
+    atomic_write_text(out, buf.getvalue())
 
-    def write_json(f):
-        json.dump({"meta": meta, "studies": {s["name"]: {"status": s["status"], "summary": s["raw"]}
-                                             for s in sections}, "not_run": not_run}, f, indent=1, default=str)
-
-    def write_csv(f):
-        w = csv.DictWriter(f, fieldnames=["study", "status", "seconds", "headline"])
-        w.writeheader()
-        w.writerows(rows)
-
-    _atomic_write(out.parent / "report.json", write_json)
-    _atomic_write(out.parent / "report_summary.csv", write_csv)
+    entries = {s["path"]: {"title": s["title"], "status": s["status"], "headlines": s["headlines"],
+                           "summary": s["raw"]} for s in sections}
+    atomic_write_text(out.parent / "report.json", json.dumps({"meta": meta, "sections": entries,
+                                                              "not_run": not_run}, indent=1, default=str))
+    text = io.StringIO()
+    w = csv.DictWriter(text, fieldnames=["study", "folder", "status", "seconds", "headline"], extrasaction="ignore")
+    w.writeheader()
+    w.writerows(rows)
+    atomic_write_text(out.parent / "report_summary.csv", text.getvalue())
     return out
 

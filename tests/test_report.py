@@ -184,9 +184,9 @@ def test_report_is_self_contained_and_complete(tmp_path):
                                                 "sentiment_division.png"]
     for b64, _ in images:
         Image.open(io.BytesIO(base64.b64decode(b64))).verify()
-    # sections: manifests by their order, then the folder without one; the failed study with its error
+    # sections in the run's order (demo_status.json), then the atlas (not a study); the failed one with its error
     order = re.findall(r'<section id="study-([a-z]+)"', text)
-    assert order == ["digits", "evaluation", "substitution", "atlas", "imagenet", "sentiment"]
+    assert order == ["digits", "evaluation", "imagenet", "sentiment", "substitution", "atlas"]
     assert "RuntimeError: boom" in text
     assert re.search(r"Not run: inverse, transformer", text)
     assert '<a href="atlas/index.html">open the atlas</a>' in text
@@ -203,8 +203,8 @@ def test_report_is_self_contained_and_complete(tmp_path):
     assert "<p class='snippet-test'>a snippet</p>" in text
     # machine-readable tables next to it
     summary = list(csv.DictReader(open(root / "report_summary.csv")))
-    assert [r["folder"] for r in summary] == ["digits", "evaluation", "substitution", "atlas", "imagenet",
-                                              "sentiment", "inverse", "transformer"]
+    assert [r["folder"] for r in summary] == ["digits", "evaluation", "imagenet", "sentiment", "substitution",
+                                              "atlas", "inverse", "transformer"]
     assert {r["folder"]: r["status"] for r in summary}["inverse"] == "not run"
     blob = json.load(open(root / "report.json"))
     assert blob["sections"]["sentiment"]["summary"]["pearson"]["conductance"] == 0.812

@@ -10,7 +10,8 @@
 ('report.html', ['digits', 'report.html', 'report.json', 'report_summary.csv'])
 
 Every ``manifest.json`` under the folder (any depth; hidden folders and ``_…`` skipped; see
-:mod:`unitscope.report.manifest`) is one section, ordered by its ``order`` field, then by path. A sub-folder with
+:mod:`unitscope.report.manifest`) is one section, in the order of ``demo_status.json`` (the run's order) when it lists the folder, else by the
+manifest's ``order`` field, then by path. A sub-folder with
 no manifest anywhere inside it is shown through the documented fallback of :mod:`unitscope.report.legacy`.
 A ``demo_status.json`` written by ``unitscope demo`` adds each study's status, time, command and, for a
 failure, the end of its log; studies it lists that wrote nothing are listed as *not run* (or shown as failed).
@@ -149,14 +150,14 @@ def _sections(root: Path, out_dir: Path, statuses: dict) -> tuple[list[dict], li
         st = statuses.get(study) if study not in seen else None
         seen.add(study)
         sections.append(_section(root, out_dir, folder, entry, st))
-        sections[-1]["_key"] = (entry.get("order") if isinstance(entry.get("order"), (int, float)) else
-                                1000 + run_order.get(study, len(run_order)), str(folder.relative_to(root)))
+        order = entry.get("order") if isinstance(entry.get("order"), (int, float)) else 1e9
+        sections[-1]["_key"] = (run_order.get(study, len(run_order)), order, str(folder.relative_to(root)))
     not_run = []
     for name, st in statuses.items():
         if name in seen:
             continue
         if st.get("status") not in (None, "not run", "pending"):
-            sections.append(dict(_failed(name, st), _key=(1000 + run_order[name], name)))
+            sections.append(dict(_failed(name, st), _key=(run_order[name], 0, name)))
         else:
             not_run.append(name)
     sections.sort(key=lambda s: s.pop("_key"))

@@ -6,36 +6,53 @@ import torch
 
 from ..data.scan import ScanResult
 
-__all__ = ["top_grid", "top_sentences"]
+__all__ = ["top_grid", "top_sentences", "dead_units"]
+
+
+def dead_units(result: ScanResult, layer: str) -> torch.Tensor:
+    """``[U]`` bool: units whose activation is 0 on every scanned example (mean and spread 0; with no activation
+    scores, every top value 0) — they have no top examples and no selectivity to show."""
+    if "activation" in result.methods:
+        return (result.mean(layer, "activation") == 0) & (result.std(layer, "activation") == 0)
+    top = result.top(layer, result.methods[0])
+    return (top.values == 0).all(1)
 
 
 def top_grid(dataset, result: ScanResult, layer: str, method: str, units, *, title: str | None = None):
-    """A figure: one row per unit, its top examples (images) left to right, each titled label · value."""
-    import matplotlib
-
-    matplotlib.use("Agg")
-    import matplotlib.pyplot as plt
+    """A figure: one row per unit, its top examples (images) left to right, each titled "label · value"; a dead
+    unit's row says so instead of showing arbitrary examples."""
+    from .figures import subplots
 
     top = result.top(layer, method)
+    dead = dead_units(result, layer)
     k = top.indices.shape[1]
     units = list(units)
-    fig, axes = plt.subplots(len(units), k, figsize=(1.05 * k + 0.8, 1.15 * len(units)), squeeze=False)
+    fig, axes = subplots(len(units), k, figsize=(1.25 * k + 1.2, 1.45 * len(units) + 0.6), squeeze=False)
     for r, u in enumerate(units):
         for c in range(k):
             ax = axes[r, c]
             ax.set_xticks([])
             ax.set_yticks([])
+            if c == 0:
+                ax.set_ylabel(f"unit {u}", fontsize=10)
+            if bool(dead[u]):
+                for side in ax.spines.values():
+                    side.set_visible(False)
+                if c == 0:
+                    ax.text(0.05, 0.5, f"dead: activation 0 on all {result.count} examples", fontsize=10,
+                            transform=ax.transAxes, va="center", color="0.35")
+                continue
             i = int(top.indices[u, c])
             if i < 0:
                 ax.axis("off")
                 continue
             x, y = dataset[i][0], dataset[i][1]
             ax.imshow(x.squeeze().numpy(), cmap="gray_r", vmin=0, vmax=1)
-            ax.set_title(f"{int(y)} · {float(top.values[u, c]):.3g}", fontsize=6)
-            if c == 0:
-                ax.set_ylabel(f"unit {u}", fontsize=7)
-    fig.suptitle(title or f"top {k} examples per unit — {method}, {layer}", fontsize=9)
-    fig.tight_layout()
+            ax.set_title(f"{int(y)} · {float(top.values[u, c]):.3g}", fontsize=9)
+    fig.suptitle(title or f"top {k} examples per unit — {method}, {layer}", fontsize=11)
+    fig.text(0.5, 0.005, "each image: the digit's true label · the unit's value on it (largest first)",
+             ha="center", fontsize=9, color="0.3")
+    fig.tight_layout(rect=(0, 0.03, 1, 1))
     return fig
 
 
@@ -47,12 +64,16 @@ def top_sentences(trained, sentences, labels, result: ScanResult, method: str, u
     model = trained.model
     filt = model.filters
     top = result.top(layer, method)
+    dead = dead_units(result, layer)
     lines = [f"# Top sentences per filter by {method} ({layer})", ""]
     for u in units:
         w = filt.windows[u // filt.maps]
         conv = filt.convs[f"w{w}"]
         lines.append(f"## filter {u} (window {w}, map {u % filt.maps})")
         lines.append("")
+        if bool(dead[u]):
+            lines += [f"dead: 0 on all {result.count} sentences (no top sentences)", ""]
+            continue
         for rank, (i, v) in enumerate(zip(top.indices[u].tolist(), top.values[u].tolist()), start=1):
             if i < 0:
                 continue

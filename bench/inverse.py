@@ -55,20 +55,20 @@ def main(argv=None):
     con = ("classifier.fc2", args.unit, *args.band)
     step = 0.01
     runs = {
-        "augmented_lagrangian": lambda: sample_inverse_set(model, con, gen, enc, n_samples=n, n_seeds=32,
+        "augmented_lagrangian": lambda: sample_inverse_set(model, con, gen, encoder=enc, n_samples=n, n_seeds=32,
                                                            seed=args.seed, progress=False),
-        "penalized_am": lambda: penalized_am(model, con, gen, enc, n_samples=n, steps=100, batch=256, seed=args.seed,
+        "penalized_am": lambda: penalized_am(model, con, gen, encoder=enc, n_samples=n, steps=100, batch=256, seed=args.seed,
                                              progress=False),
-        "langevin": lambda: langevin_sampler(model, con, gen, enc, n_samples=n, chains=32, step=step, burn_in=100,
+        "langevin": lambda: langevin_sampler(model, con, gen, encoder=enc, n_samples=n, chains=32, step=step, burn_in=100,
                                              thin=math.ceil(1 / (2 * step)), seed=args.seed, progress=False),
-        "langevin_thin1": lambda: langevin_sampler(model, con, gen, enc, n_samples=n, chains=32, step=step,
+        "langevin_thin1": lambda: langevin_sampler(model, con, gen, encoder=enc, n_samples=n, chains=32, step=step,
                                                    burn_in=100, thin=1, seed=args.seed, progress=False),
     }
     results = {name: fn() for name, fn in runs.items()}
     n_common = min(len(r) for r in results.values())
     rows = {}
     for name, r in results.items():
-        div = diversity(r.samples[:n_common], enc)
+        div = diversity(r.samples[:n_common], encoder=enc)
         k, ent, counts = class_spread(model, r.samples[:n_common]) if n_common else (0, 0.0, [])
         rows[name] = dict(n=len(r), feasible_rate=r.feasible_rate, verified_rate=r.verified_rate, seconds=r.seconds,
                           samples_per_second=r.samples_per_second, diversity_encoder=div.get("encoder", 0.0),

@@ -56,7 +56,7 @@ def compare(model, x, layer, channels, target, n_steps, repeats):
                                      method="gausslegendre").detach()
                     ref = a if ref is None else ref + a
             refs.append(ref)
-        return torch.stack(refs)
+        return torch.stack(refs, 1)  # [N, U, *input_shape], as unitscope returns
 
     ref, t_captum = timed(captum, 1)
     rel = float((ours - ref).abs().max() / ref.abs().max())

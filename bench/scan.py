@@ -54,14 +54,14 @@ def floor(model, data, layers, args) -> float:
     t = time.perf_counter()
     n = 0
     for x, _ in DataLoader(data, batch_size=args.batch_size):
-        attribute(model, x, layers, METHODS, n_steps=args.n_steps, gap_warning=None, progress=False)
+        attribute(model, x, layers, scores=METHODS, n_steps=args.n_steps, gap_warning=None, progress=False)
         n += len(x)
     return n / (time.perf_counter() - t)
 
 
 def one_scan(model, data, layers, args) -> tuple[ScanResult, float]:
     t = time.perf_counter()
-    r = scan(model, DataLoader(data, batch_size=args.batch_size), layers, METHODS, top_k=args.top_k,
+    r = scan(model, DataLoader(data, batch_size=args.batch_size), layers, scores=METHODS, top_k=args.top_k,
              n_steps=args.n_steps, progress=False)
     return r, r.count / (time.perf_counter() - t)
 
@@ -84,7 +84,7 @@ def worker(args):
 
 def compare(a: ScanResult, b: ScanResult) -> tuple[float, float]:
     worst, same, total = 0.0, 0, 0
-    for m in a.methods:
+    for m in a.scores:
         for name in a.layers:
             sa, sb = a.stats[m][name], b.stats[m][name]
             for key in ("sum", "sumsq", "class_sums", "top_values"):
@@ -112,7 +112,7 @@ def main():
     model, data, layers = _setup(args)
     print(f"{len(data)} examples, {len(layers)} layers, methods {METHODS}, n_steps {args.n_steps}", flush=True)
     x0 = data[:args.batch_size][0]  # warm-up: first-call allocations are in neither measurement
-    attribute(model, x0, layers, METHODS, n_steps=args.n_steps, gap_warning=None, progress=False)
+    attribute(model, x0, layers, scores=METHODS, n_steps=args.n_steps, gap_warning=None, progress=False)
     # floor, scan, floor: the faster floor is taken, so load that comes and goes can only lower ratio_to_floor
     floor_a = floor(model, data, layers, args)
     print(f"floor (engine only):  {floor_a:8.1f} examples/s", flush=True)
@@ -132,7 +132,7 @@ def main():
         r2 = ScanResult.load(Path(tmp) / "scan2.pt")
     print(f"scan, 2 processes:    {eps2:8.1f} examples/s (torchrun, gloo)", flush=True)
     diff, agree = compare(r2, r1)
-    print(json.dumps({"bench": "scan", "examples": r1.count, "layers": len(layers), "methods": METHODS,
+    print(json.dumps({"bench": "scan", "examples": r1.count, "layers": len(layers), "scores": METHODS,
                       "n_steps": args.n_steps, "batch_size": args.batch_size, "top_k": args.top_k,
                       "examples_per_second_floor": eps_floor, "floor_runs": [floor_a, floor_b],
                       "examples_per_second_1": eps1,

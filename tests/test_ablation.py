@@ -25,7 +25,7 @@ def test_batched_scores_equal_one_forward_per_unit(maker, layer):
     net = maker()
     x = torch.randn(4, 3, 8, 8) if isinstance(net[0], torch.nn.Conv2d) else torch.randn(4, 5)
     target = net(x).argmax(1)
-    fast = ablation_scores(net, x, layer, target=None, batch_size=7)
+    fast = ablation_scores(net, x, layer, target=None, internal_batch_size=7)
     units = list(range(fast.shape[1]))
     torch.testing.assert_close(fast, slow_ablation_scores(net, x, layer, units, target), atol=1e-5, rtol=1e-4)
 
@@ -76,7 +76,7 @@ def test_agreement_and_flips_on_a_small_cnn():
     # gradient × activation and (with no bias, so y(x') = 0) its conductance
     net2 = torch.nn.Sequential(torch.nn.Conv2d(3, 6, 3, padding=1, bias=False), torch.nn.ReLU(), torch.nn.AdaptiveAvgPool2d(1),
                                torch.nn.Flatten(), torch.nn.Linear(6, 3)).eval()
-    df2 = ablation_agreement(net2, x, "1", k=6, n_steps=16, methods=["conductance", "grad_x_activation"])
+    df2 = ablation_agreement(net2, x, "1", k=6, n_steps=16, scores=["conductance", "grad_x_activation"])
     assert df2.pearson.min() > 0.999
     order = torch.arange(12).repeat(8, 1)
     flips = flip_counts(net, x, "7", order, max_units=12)

@@ -34,8 +34,8 @@ def one_line_error(rc, err):
     (["layers", "digits-cnx"], "closest zoo names: 'digits-cnn'"),
     (["importance", "digits-cnn", "digits", "--layers", "feature.relu3"], "closest valid names: 'features.relu3'"),
     (["importance", "digits-cnn", "digitz", "--layers", "features.relu3"], "did you mean 'digits'?"),
-    (["importance", "digits-cnn", "digits", "--layers", "features.relu3", "--method", "condutance"],
-     "unknown method 'condutance'"),
+    (["importance", "digits-cnn", "digits", "--layers", "features.relu3", "--scores", "condutance"],
+     "unknown score 'condutance'"),
     (["importance", "digits-cnn", "digits", "--layers", "features.relu3", "--target", "best"], "--target"),
     (["importance", "digits-cnn", "digits"], "required: --layers"),
     (["importance", "digits-cnn", "digits", "--layers", "features.relu3", "--n-steps", "x"], "invalid int value"),
@@ -90,7 +90,7 @@ def test_importance_on_digits_writes_scores_that_match_the_library(capsys, tmp_p
 
     out = tmp_path / "imp"
     rc, stdout, err = run_cli(capsys, "importance", "digits-cnn", "digits", "--layers", "features.relu3",
-                              "classifier.relu", "--method", "conductance", "activation", "--limit", "6",
+                              "classifier.relu", "--scores", "conductance", "activation", "--limit", "6",
                               "--n-steps", "16", "--target", "label", "--out", str(out))
     assert rc == 0, err
     summary = json.loads(stdout.strip().splitlines()[-1])

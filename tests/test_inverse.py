@@ -73,7 +73,7 @@ def test_element_units_and_conv_channels():
         base = net[1](net[0](gen(gen.sample_codes(64))))
     lo = float(base[:, 2].mean((1, 2)).median())
     cons = [("1", 2, lo, lo + 0.2), ("1", (0, 1, 1), -1.0, 10.0)]
-    r = sample_inverse_set(net, cons, gen, LayerEncoder(net, "1"), n_samples=40, n_seeds=8, progress=False)
+    r = sample_inverse_set(net, cons, gen, encoder=LayerEncoder(net, "1"), n_samples=40, n_seeds=8, progress=False)
     assert len(r) == 40
     with torch.no_grad():
         a = net[1](net[0](r.samples))
@@ -161,7 +161,7 @@ def test_model_generator_and_encoder_untouched():
         kw = dict(n_samples=16, progress=False)
         with warnings.catch_warnings():
             warnings.simplefilter("ignore", InverseSetWarning)
-            fn(net, ("0", 0, -0.5, 0.5), gen, LayerEncoder(net, "1"), **kw)
+            fn(net, ("0", 0, -0.5, 0.5), gen, encoder=LayerEncoder(net, "1"), **kw)
         with pytest.raises(UnitscopeError):
             fn(net, ("0", 9, -0.5, 0.5), gen, **kw)
     _same(before, _snapshot(net))
@@ -177,7 +177,7 @@ def test_fft_generator_for_image_models():
     with torch.no_grad():
         v = net(x)[:, 0]
     a, b = float(v.quantile(0.7)), float(v.quantile(0.7)) + float(v.std())
-    r = sample_inverse_set(net, ("4", 0, a, b), gen, early_block(net), n_samples=48, n_seeds=8, progress=False)
+    r = sample_inverse_set(net, ("4", 0, a, b), gen, encoder=early_block(net), n_samples=48, n_seeds=8, progress=False)
     assert len(r) == 48 and r.samples.shape[1:] == (3, 12, 10)
     assert bool(evaluate(net, ("4", 0, a, b), r.samples)[1].all())
 
@@ -195,7 +195,7 @@ def test_digits_logit_band_with_the_vae():
     from unitscope.zoo.digits_vae import digits_encoder, digits_generator
 
     model = digits_cnn().model
-    r = sample_inverse_set(model, ("classifier.fc2", 3, 10.0, 20.0), digits_generator(), digits_encoder(model),
+    r = sample_inverse_set(model, ("classifier.fc2", 3, 10.0, 20.0), digits_generator(), encoder=digits_encoder(model),
                            n_samples=64, n_seeds=16, progress=False)
     assert len(r) == 64 and r.samples.shape[1:] == (1, 8, 8)
     with torch.no_grad():

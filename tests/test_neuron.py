@@ -15,15 +15,15 @@ def test_summed_over_inputs_equals_layer_conductance():
     net, x = mlp(51, act=nn.Tanh), torch.randn(3, 5)
     a = us.neuron_conductance(net, x, "1", units=[0, 4, 9], target=2, n_steps=64)
     layer = us.conductance(net, x, ["1"], target=2, n_steps=64, gap_warning=None)["1"]
-    torch.testing.assert_close(a.sum(2).T, layer[:, [0, 4, 9]], atol=1e-4, rtol=1e-3)
+    torch.testing.assert_close(a.sum(2), layer[:, [0, 4, 9]], atol=1e-4, rtol=1e-3)
 
 
 def test_channel_is_the_sum_of_its_units_and_matches_captum_per_unit():
     net, x = cnn(52), torch.randn(2, 3, 8, 8)
-    channel = us.neuron_conductance(net, x, "6", units=[3], target=[1, 4], n_steps=12)[0]
+    channel = us.neuron_conductance(net, x, "6", units=[3], target=[1, 4], n_steps=12)[:, 0]
     per_unit = us.neuron_conductance(net, x, "6", units=[(3, i, j) for i in range(4) for j in range(4)],
                                      target=[1, 4], n_steps=12)
-    torch.testing.assert_close(channel, per_unit.sum(0), atol=1e-6, rtol=1e-5)
+    torch.testing.assert_close(channel, per_unit.sum(1), atol=1e-6, rtol=1e-5)
     nc = NeuronConductance(net, net[6])
     ref = sum(nc.attribute(x, neuron_selector=(3, i, j), target=[1, 4], n_steps=12, method="gausslegendre")
               for i in range(4) for j in range(4))
@@ -44,7 +44,7 @@ def test_tuple_inputs_and_element_units():
     assert a1.shape == (2, 2, 4) and a2.shape == (2, 2, 3)
     layer = us.conductance(net, (x1, x2), ["mix"], target=0, additional_forward_args=(scale,), n_steps=200,
                            gap_warning=None)["mix"]
-    torch.testing.assert_close(a1.sum(2) + a2.sum(2), layer[:, [2, 5]].T, atol=2e-3, rtol=2e-2)
+    torch.testing.assert_close(a1.sum(2) + a2.sum(2), layer[:, [2, 5]], atol=2e-3, rtol=2e-2)
 
 
 def test_bad_units_name_the_layer_and_shape():

@@ -47,7 +47,7 @@ def reference(model, loader, layers, methods, n_steps, k):
     labels, index = [], []
     pos = 0
     for x, y in loader:
-        s = attribute(model, x, layers, methods, n_steps=n_steps, gap_warning=None, progress=False)
+        s = attribute(model, x, layers, scores=methods, n_steps=n_steps, gap_warning=None, progress=False)
         for m in methods:
             for name in layers:
                 v = s[m][name]
@@ -73,22 +73,22 @@ def reference(model, loader, layers, methods, n_steps, k):
 def test_accumulators_exact_against_in_memory_statistics():
     model, data = small_cnn(), small_data()
     loader = DataLoader(data, batch_size=7)  # the last batch is short
-    r = scan(model, loader, LAYERS, METHODS, top_k=5, n_steps=6, progress=False)
+    r = scan(model, loader, LAYERS, scores=METHODS, top_k=5, n_steps=6, progress=False)
     ref, labels = reference(model, loader, LAYERS, METHODS, 6, 5)
     assert r.count == len(data)
     assert r.classes.tolist() == np.unique(labels).tolist()
     assert r.class_counts[r.classes].tolist() == np.bincount(labels).tolist()
     for (m, name), want in ref.items():
-        np.testing.assert_allclose(r.mean(name, m).numpy(), want["mean"], rtol=1e-12, atol=1e-12)
-        np.testing.assert_allclose(r.std(name, m).numpy(), want["std"], rtol=1e-9, atol=1e-9)
-        np.testing.assert_allclose(r.std(name, m, ddof=1).numpy(), want["std1"], rtol=1e-9, atol=1e-9)
-        np.testing.assert_allclose(r.class_means(name, m).numpy(), want["class_means"], rtol=1e-12, atol=1e-12)
-        top = r.top(name, m)
+        np.testing.assert_allclose(r.mean(name, score=m).numpy(), want["mean"], rtol=1e-12, atol=1e-12)
+        np.testing.assert_allclose(r.std(name, score=m).numpy(), want["std"], rtol=1e-9, atol=1e-9)
+        np.testing.assert_allclose(r.std(name, score=m, ddof=1).numpy(), want["std1"], rtol=1e-9, atol=1e-9)
+        np.testing.assert_allclose(r.class_means(name, score=m).numpy(), want["class_means"], rtol=1e-12, atol=1e-12)
+        top = r.top(name, score=m)
         assert top.indices.tolist() == want["top_i"].tolist(), (m, name)
         np.testing.assert_array_equal(top.values.numpy(), want["top_v"])
     # the same batches as a plain list of (x, y): positions are the dataset's indices here too
-    r2 = scan(model, list(loader), LAYERS, METHODS, top_k=5, n_steps=6, progress=False)
-    assert torch.equal(r2.top("5", "conductance").indices, r.top("5", "conductance").indices)
+    r2 = scan(model, list(loader), LAYERS, scores=METHODS, top_k=5, n_steps=6, progress=False)
+    assert torch.equal(r2.top("5", score="conductance").indices, r.top("5", score="conductance").indices)
     frame = r.to_frame()
     assert len(frame) == len(METHODS) * (6 + 8) and {"selectivity", "preferred_class", "top_examples"} <= set(frame)
 
@@ -102,7 +102,7 @@ def test_top_k_ties_go_to_the_lower_index_and_sampler_indices_are_dataset_indice
     r = scan(model, loader, ["5"], by=None, top_k=3, progress=False)
     assert r.count == len(chosen) and r.class_counts is None
     assert set(r.top("5").indices.flatten().tolist()) <= set(chosen)
-    acts = attribute(model, data.tensors[0][chosen], ["5"], ["activation"])["activation"]["5"].double()
+    acts = attribute(model, data.tensors[0][chosen], ["5"], scores=["activation"])["activation"]["5"].double()
     np.testing.assert_allclose(r.mean("5").numpy(), acts.mean(0).numpy(), rtol=1e-6)
     with pytest.raises(UnitscopeError, match="by='class'"):
         r.class_means("5")
@@ -146,7 +146,7 @@ def _worker(rank, port, out):
     try:
         model, data = small_cnn(), small_data()
         world = dist.group.WORLD
-        r = scan(model, DataLoader(data, batch_size=9), LAYERS, METHODS, top_k=4, n_steps=6, progress=False,
+        r = scan(model, DataLoader(data, batch_size=9), LAYERS, scores=METHODS, top_k=4, n_steps=6, progress=False,
                  group=world)
         r.save(Path(out) / f"rank{rank}.pt")
         # one batch only: rank 1 gets an empty shard
@@ -157,9 +157,9 @@ def _worker(rank, port, out):
 
 
 def _assert_same(a: ScanResult, b: ScanResult, rtol):
-    assert a.count == b.count and a.layers == b.layers and a.methods == b.methods
+    assert a.count == b.count and a.layers == b.layers and a.scores == b.scores
     assert torch.equal(a.class_counts, b.class_counts)
-    for m in a.methods:
+    for m in a.scores:
         for name in a.layers:
             sa, sb = a.stats[m][name], b.stats[m][name]
             for key in ("sum", "sumsq", "class_sums", "top_values"):
@@ -172,7 +172,7 @@ def test_two_processes_gloo_equal_one_process(tmp_path):
 
     mp.spawn(_worker, args=(_free_port(), str(tmp_path)), nprocs=2, join=True)
     model, data = small_cnn(), small_data()
-    one = scan(model, DataLoader(data, batch_size=9), LAYERS, METHODS, top_k=4, n_steps=6, progress=False)
+    one = scan(model, DataLoader(data, batch_size=9), LAYERS, scores=METHODS, top_k=4, n_steps=6, progress=False)
     r0, r1 = ScanResult.load(tmp_path / "rank0.pt"), ScanResult.load(tmp_path / "rank1.pt")
     assert r0.settings["world_size"] == 2
     _assert_same(r0, r1, rtol=0)  # every rank holds the merged result
@@ -200,7 +200,7 @@ RESUMABLE = textwrap.dedent("""
                 time.sleep(0.05)
             return self.data[i]
 
-    r = scan(small_cnn(), DataLoader(Slow(), batch_size=8), LAYERS, METHODS, top_k=4, n_steps=6,
+    r = scan(small_cnn(), DataLoader(Slow(), batch_size=8), LAYERS, scores=METHODS, top_k=4, n_steps=6,
              checkpoint=sys.argv[1], checkpoint_every=2, progress=False)
     r.save(sys.argv[2])
 """)
@@ -229,23 +229,23 @@ def test_killed_scan_resumes_to_the_same_result(tmp_path):
     subprocess.run([sys.executable, str(script), str(ck), str(out)], env=env, check=True, timeout=120)
     resumed = ScanResult.load(out)
     assert resumed.settings["resumed_from_batch"] == 4
-    whole = scan(small_cnn(), DataLoader(small_data(97), batch_size=8), LAYERS, METHODS, top_k=4, n_steps=6,
+    whole = scan(small_cnn(), DataLoader(small_data(97), batch_size=8), LAYERS, scores=METHODS, top_k=4, n_steps=6,
                  progress=False)
     _assert_same(resumed, whole, rtol=1e-6)
     # a finished checkpoint resumes to the same result with nothing left to do; another scan's is refused
-    again = scan(small_cnn(), DataLoader(small_data(97), batch_size=8), LAYERS, METHODS, top_k=4, n_steps=6,
+    again = scan(small_cnn(), DataLoader(small_data(97), batch_size=8), LAYERS, scores=METHODS, top_k=4, n_steps=6,
                  checkpoint=ck, progress=False)
     assert again.settings["resumed_from_batch"] == 13
     _assert_same(again, resumed, rtol=0)
     with pytest.raises(UnitscopeError, match="another scan.*top_k"):
-        scan(small_cnn(), DataLoader(small_data(97), batch_size=8), LAYERS, METHODS, top_k=3, n_steps=6,
+        scan(small_cnn(), DataLoader(small_data(97), batch_size=8), LAYERS, scores=METHODS, top_k=3, n_steps=6,
              checkpoint=ck, progress=False)
 
 
 def test_errors_name_what_is_wrong():
     model, data = small_cnn(), small_data()
-    with pytest.raises(UnitscopeError, match="unknown method"):
-        scan(model, DataLoader(data, batch_size=8), ["1"], ["activations"])
+    with pytest.raises(UnitscopeError, match="unknown score"):
+        scan(model, DataLoader(data, batch_size=8), ["1"], scores=["activations"])
     with pytest.raises(UnitscopeError, match="no labels"):
         scan(model, [data.tensors[0][:4]], ["1"])
     with pytest.raises(UnitscopeError, match="closest valid names"):
@@ -264,7 +264,7 @@ def test_command_line_writes_tables_grids_and_summary(tmp_path, capsys):
     assert json.loads((tmp_path / "scan.json").read_text())["layers"] == ["features.relu2", "classifier.relu"]
     assert any(f.startswith("top_conductance_") and f.endswith(".png") for f in summary["files"])
     r = ScanResult.load(tmp_path / "scan.pt")
-    assert r.top("features.relu2", "activation").indices.shape == (64, 5)
+    assert r.top("features.relu2", score="activation").indices.shape == (64, 5)
 
 
 def test_top_sentences_bold_the_ngram_that_the_filter_picked():

@@ -21,6 +21,7 @@ from .data.scan import ScanResult, scan
 from .attribution.scores import activation, attribute, conductance, grad_x_activation, internal_influence
 from .data.selectivity import class_selectivity
 from .core.sites import layer_names
+from .synthesis import objectives
 
 __version__ = "0.1.0"
 
@@ -42,6 +43,7 @@ __all__ = [
     "layer_names",
     "maximize",
     "neuron_conductance",
+    "objectives",
     "representative_substitution",
     "sample_inverse_set",
     "scan",

@@ -59,7 +59,7 @@ def run(n_examples: int = 5, n_steps: int = 64, method: str = "adaptive", top: i
         echo(f"\ndigit #{int(idx[i])}: label {int(y[i])}, predicted {int(pred[i])}, "
              f"F(x) − F(x') = {float(scores.output_diff[i]):.3f}, {int(scores.n_evals[i])} path points")
         for layer in LAYERS:
-            t = scores.top(layer, top)
+            t = scores.top(layer, k=top)
             units = ", ".join(f"#{u}:{v:+.3f}" for u, v in zip(t.indices[i].tolist(), t.values[i].tolist()))
             gap = 100 * float(scores.relative_delta(layer)[i])
             share = float(t.values[i].sum() / scores.output_diff[i])
@@ -92,10 +92,10 @@ def _digits_outputs(out: str, model, x, scores, rows, result, *, top: int, quick
     layer = "features.relu3"
     figures = []
     for i in range(min(2, len(x))):
-        t = scores.top(layer, top)
+        t = scores.top(layer, k=top)
         units = t.indices[i].tolist()
         attr = neuron_conductance(model, x[i:i + 1], layer, units, target=int(scores.target[i]), n_steps=32)
-        fig = pixel_pictures(x[i].expand(3, -1, -1), [a[0] for a in attr],
+        fig = pixel_pictures(x[i].expand(3, -1, -1), list(attr[0]),
                              [f"{layer} #{u}\ncond {v:+.2f}" for u, v in zip(units, t.values[i].tolist())],
                              cols=top, title=f"digit predicted {int(scores.target[i])}: what its top-{top} "
                                              f"{layer} filters look at")

@@ -4,7 +4,7 @@
 >>> net = nn.Sequential(nn.Linear(3, 4), nn.ReLU(), nn.Linear(4, 2))
 >>> x = torch.randn(2, 3)
 >>> a = neuron_conductance(net, x, layer="1", units=[0, 3], target=1, n_steps=64)
->>> a.shape   # [units, N, *input_shape]
+>>> a.shape   # [N, units, *input_shape]
 torch.Size([2, 2, 3])
 
 For unit ``y`` and input feature ``i``: ``Cond_i^y(x) = (x_i − x'_i) ∫_0^1 ∂F/∂y(x_α) · ∂y/∂x_i(x_α) dα``.
@@ -55,11 +55,11 @@ def _unit_masks(units, shape: tuple, layer: str) -> torch.Tensor:
     return masks
 
 
-def neuron_conductance(model: nn.Module, inputs, layer, units, baselines=None, target=None,
+def neuron_conductance(model: nn.Module, inputs, layer, units, *, baselines=None, target=None,
                        additional_forward_args=None, n_steps: int = 50, method: str = "gausslegendre",
                        internal_batch_size: int | None = None, unit_batch_size: int | None = 64,
                        attribute_to_layer_input: bool = False):
-    """Input attributions through each unit of ``units``: a tensor ``[U, N, *input_shape]`` (a tuple of such
+    """Input attributions through each unit of ``units``: a tensor ``[N, U, *input_shape]`` (a tuple of such
     tensors for tuple inputs). ``units``: channel ints and/or element tuples of one layer's output."""
     sites = resolve(model, [layer], use_input=attribute_to_layer_input)
     if len(sites) != 1:
@@ -110,8 +110,8 @@ def neuron_conductance(model: nn.Module, inputs, layer, units, baselines=None, t
             for s, gx in zip(sums, got):
                 wk = w.to(gx).view(1, -1, *([1] * (gx.dim() - 2)))
                 s.index_add_(1, example.to(gx.device), gx * wk)
-        result = tuple((s * (x - b).unsqueeze(0)).detach().cpu() for s, x, b in
-                       zip(sums, batch.inputs, batch.baselines))
+        result = tuple((s * (x - b).unsqueeze(0)).transpose(0, 1).contiguous().detach().cpu() for s, x, b in
+                       zip(sums, batch.inputs, batch.baselines))  # [N, U, *input_shape]: examples first
     return result if batch.is_tuple else result[0]
 
 

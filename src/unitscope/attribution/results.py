@@ -2,7 +2,7 @@
 
 >>> import torch
 >>> s = Scores("activation", {"fc": torch.tensor([[1.0, -3.0, 2.0]])})
->>> s["fc"].tolist(), s.top("fc", 2).indices.tolist(), s.top("fc", 1, by="abs").indices.tolist()
+>>> s["fc"].tolist(), s.top("fc", k=2).indices.tolist(), s.top("fc", k=1, by="abs").indices.tolist()
 ([[1.0, -3.0, 2.0]], [[2, 0]], [[1]])
 """
 
@@ -43,7 +43,7 @@ class _ByLayer(dict):
 
 
 class Scores(Mapping):
-    """Per-layer scores of one method for a batch of examples.
+    """Per-layer values of one score (``scores.score``: ``conductance``, ``activation``, …) for a batch of examples.
 
     ``scores[layer]`` is a tensor ``[N, *unit_shape]`` (a tuple of them for a layer with tuple output);
     ``scores.delta[layer]`` the completeness gap ``Σ_units − (F(x) − F(x'))`` per example (path methods
@@ -51,9 +51,9 @@ class Scores(Mapping):
     ``scores.n_evals`` the path points evaluated per example. Layers may be given by name or module.
     """
 
-    def __init__(self, method: str, values: dict, *, delta: dict | None = None, output_diff=None, n_evals=None,
+    def __init__(self, score: str, values: dict, *, delta: dict | None = None, output_diff=None, n_evals=None,
                  target=None, modules: dict | None = None, settings: dict | None = None):
-        self.method = method
+        self.score = score
         self._values = _ByLayer(values)
         self._values.modules = modules or {}
         self.delta = _ByLayer(delta or {})
@@ -77,9 +77,16 @@ class Scores(Mapping):
     def layers(self) -> list[str]:
         return list(self)
 
+    @property
+    def method(self) -> str:
+        """Deprecated name of :attr:`score` (``method`` is the integration rule: ``settings["method"]``)."""
+        import warnings
+        warnings.warn("Scores.method is now Scores.score", DeprecationWarning, stacklevel=2)
+        return self.score
+
     def __repr__(self) -> str:
         shapes = ", ".join(f"{k}: {_shape(v)}" for k, v in dict.items(self._values))
-        return f"Scores(method={self.method!r}, {shapes})"
+        return f"Scores(score={self.score!r}, {shapes})"
 
     # views ------------------------------------------------------------------------------------------
     def per_channel(self, layer):
@@ -94,7 +101,7 @@ class Scores(Mapping):
         d = self.delta[layer]
         return d.abs() / self.output_diff.abs().clamp_min(1e-12)
 
-    def top(self, layer, k: int = 10, *, by: str = "value", channels: bool | None = None) -> Top:
+    def top(self, layer, *, k: int = 10, by: str = "value", channels: bool | None = None) -> Top:
         """The ``k`` most important units per example: ``Top(values [N, k], indices [N, k])``.
 
         ``by="value"`` ranks by signed score, ``by="abs"`` by magnitude (values keep their sign).
@@ -130,7 +137,7 @@ class Scores(Mapping):
                 u = flat.shape[1]
                 unit_shape = tuple(t.shape[1:])
                 cols = {
-                    "method": self.method,
+                    "method": self.score,
                     "layer": name,
                     "example": np.repeat(np.arange(n), u),
                     "unit": np.tile(np.arange(u), n),
@@ -144,16 +151,16 @@ class Scores(Mapping):
                 frames.append(pd.DataFrame(cols))
         return pd.concat(frames, ignore_index=True)
 
-    def summary(self, k: int = 5) -> str:
+    def summary(self, *, k: int = 5) -> str:
         """A short text table: per layer, the completeness gap and the top channels of example 0."""
-        lines = [f"{self.method}: {len(self)} layers"]
+        lines = [f"{self.score}: {len(self)} layers"]
         for name in self:
             v = self[name]
             line = f"  {name:<24} {_shape(v):<18}"
             if name in dict.keys(self.delta):
                 line += f" gap {100 * float(self.relative_delta(name).max()):6.2f}%"
             if not isinstance(v, tuple):
-                top = self.top(name, k)
+                top = self.top(name, k=k)
                 line += "  top: " + ", ".join(f"{i}({val:+.3g})" for i, val in
                                                zip(top.indices[0].tolist(), top.values[0].tolist()))
             lines.append(line)

@@ -34,9 +34,11 @@ from .results import Scores
 from ..core.sites import resolve
 from ..core.state import analysis_mode
 
-__all__ = ["conductance", "internal_influence", "grad_x_activation", "activation", "attribute", "METHODS"]
+__all__ = ["conductance", "internal_influence", "grad_x_activation", "activation", "attribute", "SCORES"]
 
-METHODS = ("conductance", "internal_influence", "grad_x_activation", "activation")
+#: The scores ``attribute``/``scan`` compute (``scores=``, CLI ``--scores``); ``method`` is the integration rule.
+SCORES = ("conductance", "internal_influence", "grad_x_activation", "activation")
+METHODS = SCORES  # the old name of the same tuple, kept for imports
 
 
 def _device(model: nn.Module):
@@ -96,35 +98,35 @@ def _check_gaps(scores: Scores, threshold: float | None) -> None:
         worst = int(rel.argmax())
         if float(rel[worst]) > threshold:
             warnings.warn(
-                f"{scores.method} of layer {name!r}: completeness gap {100 * float(rel[worst]):.1f}% of "
+                f"{scores.score} of layer {name!r}: completeness gap {100 * float(rel[worst]):.1f}% of "
                 f"|F(x) − F(x')| on example {worst} (threshold {100 * threshold:.1f}%, "
                 f"{int(scores.n_evals[worst])} path points); raise n_steps or use method='adaptive'",
                 CompletenessWarning, stacklevel=3)
 
 
-def attribute(model: nn.Module, inputs, layers, methods=METHODS, baselines=None, target=None,
+def attribute(model: nn.Module, inputs, layers, *, scores=SCORES, baselines=None, target=None,
               additional_forward_args=None, n_steps: int = 50, method: str = "gausslegendre",
-              internal_batch_size: int | None = None, attribute_to_layer_input: bool = False, *,
+              internal_batch_size: int | None = None, attribute_to_layer_input: bool = False,
               captum_compatible: bool = False, rtol: float = 1e-3, gap_warning: float | None = 0.05,
               progress: bool | None = None) -> dict[str, Scores]:
-    """Several methods for several layers from one pass over the path: ``{method: Scores}``.
+    """Several scores for several layers from one pass over the path: ``{score: Scores}``.
 
     >>> import torch, torch.nn as nn
     >>> net = nn.Sequential(nn.Linear(3, 4), nn.ReLU(), nn.Linear(4, 2))
-    >>> out = attribute(net, torch.ones(1, 3), ["1"], methods=["conductance", "activation"], target=1)
+    >>> out = attribute(net, torch.ones(1, 3), ["1"], scores=["conductance", "activation"], target=1)
     >>> sorted(out)
     ['activation', 'conductance']
 
-    ``method`` is an integration rule (``riemann_left``, ``riemann_right``, ``riemann_middle``,
+    ``scores``: any of :data:`SCORES` (a name or a list). ``method`` is the integration rule (``riemann_left``, ``riemann_right``, ``riemann_middle``,
     ``riemann_trapezoid``, ``gausslegendre``) or ``"adaptive"``: nodes are bisected where the
     completeness gap is, until it is within ``rtol`` of ``|F(x) − F(x')|`` or ``n_steps`` evaluations
     per example are spent (``scores.n_evals`` tells how many were used).
     A :class:`CompletenessWarning` is issued when a conductance gap exceeds ``gap_warning`` (relative).
     """
-    methods = [methods] if isinstance(methods, str) else list(methods)
-    unknown = [m for m in methods if m not in METHODS]
+    methods = [scores] if isinstance(scores, str) else list(scores)
+    unknown = [m for m in methods if m not in SCORES]
     if unknown or not methods:
-        raise UnitscopeError(f"unknown method(s) {unknown}", hint=f"choose from {', '.join(METHODS)}")
+        raise UnitscopeError(f"unknown score(s) {unknown}", hint=f"choose from {', '.join(SCORES)}")
     if method != "adaptive" and method not in paths.RULES:
         raise UnitscopeError(f"unknown integration method {method!r}",
                              hint=f"choose one of {', '.join(paths.RULES + ('adaptive',))}")
@@ -211,9 +213,9 @@ def attribute(model: nn.Module, inputs, layers, methods=METHODS, baselines=None,
     return {m: results[m] for m in methods}
 
 
-def conductance(model: nn.Module, inputs, layers, baselines=None, target=None, additional_forward_args=None,
+def conductance(model: nn.Module, inputs, layers, *, baselines=None, target=None, additional_forward_args=None,
                 n_steps: int = 50, method: str = "gausslegendre", internal_batch_size: int | None = None,
-                attribute_to_layer_input: bool = False, *, captum_compatible: bool = False, rtol: float = 1e-3,
+                attribute_to_layer_input: bool = False, captum_compatible: bool = False, rtol: float = 1e-3,
                 gap_warning: float | None = 0.05, progress: bool | None = None) -> Scores:
     """Total conductance of every unit of every layer in ``layers`` (Eq. 3), with its completeness gap.
 
@@ -223,32 +225,37 @@ def conductance(model: nn.Module, inputs, layers, baselines=None, target=None, a
     >>> s[net[1]].shape, s.delta["1"].shape
     (torch.Size([3, 2]), torch.Size([3]))
     """
-    return attribute(model, inputs, layers, ["conductance"], baselines, target, additional_forward_args, n_steps,
-                     method, internal_batch_size, attribute_to_layer_input, captum_compatible=captum_compatible,
-                     rtol=rtol, gap_warning=gap_warning, progress=progress)["conductance"]
+    return attribute(model, inputs, layers, scores=["conductance"], baselines=baselines, target=target,
+                     additional_forward_args=additional_forward_args, n_steps=n_steps, method=method,
+                     internal_batch_size=internal_batch_size, attribute_to_layer_input=attribute_to_layer_input,
+                     captum_compatible=captum_compatible, rtol=rtol, gap_warning=gap_warning,
+                     progress=progress)["conductance"]
 
 
-def internal_influence(model: nn.Module, inputs, layers, baselines=None, target=None, additional_forward_args=None,
-                       n_steps: int = 50, method: str = "gausslegendre", internal_batch_size: int | None = None,
-                       attribute_to_layer_input: bool = False, *, captum_compatible: bool = False,
+def internal_influence(model: nn.Module, inputs, layers, *, baselines=None, target=None,
+                       additional_forward_args=None, n_steps: int = 50, method: str = "gausslegendre",
+                       internal_batch_size: int | None = None, attribute_to_layer_input: bool = False,
+                       captum_compatible: bool = False,
                        progress: bool | None = None) -> Scores:
     """Internal influence (Datta et al. 2018): ``∫_0^1 ∂F/∂y(x_α) dα`` for every unit of ``layers``."""
-    return attribute(model, inputs, layers, ["internal_influence"], baselines, target, additional_forward_args,
-                     n_steps, method, internal_batch_size, attribute_to_layer_input,
+    return attribute(model, inputs, layers, scores=["internal_influence"], baselines=baselines, target=target,
+                     additional_forward_args=additional_forward_args, n_steps=n_steps, method=method,
+                     internal_batch_size=internal_batch_size, attribute_to_layer_input=attribute_to_layer_input,
                      captum_compatible=captum_compatible, progress=progress)["internal_influence"]
 
 
-def grad_x_activation(model: nn.Module, inputs, layers, target=None, additional_forward_args=None,
+def grad_x_activation(model: nn.Module, inputs, layers, *, target=None, additional_forward_args=None,
                       attribute_to_layer_input: bool = False, internal_batch_size: int | None = None) -> Scores:
     """Gradient × activation ``y · ∂F/∂y`` at the input, for every unit of ``layers``."""
-    return attribute(model, inputs, layers, ["grad_x_activation"], None, target, additional_forward_args,
-                     internal_batch_size=internal_batch_size,
+    return attribute(model, inputs, layers, scores=["grad_x_activation"], target=target,
+                     additional_forward_args=additional_forward_args, internal_batch_size=internal_batch_size,
                      attribute_to_layer_input=attribute_to_layer_input)["grad_x_activation"]
 
 
-def activation(model: nn.Module, inputs, layers, additional_forward_args=None, attribute_to_layer_input: bool = False,
+def activation(model: nn.Module, inputs, layers, *, additional_forward_args=None,
+               attribute_to_layer_input: bool = False,
                internal_batch_size: int | None = None) -> Scores:
     """The layers' activations at the input (no gradients)."""
-    return attribute(model, inputs, layers, ["activation"], None, None, additional_forward_args,
+    return attribute(model, inputs, layers, scores=["activation"], additional_forward_args=additional_forward_args,
                      internal_batch_size=internal_batch_size,
                      attribute_to_layer_input=attribute_to_layer_input)["activation"]

@@ -158,12 +158,12 @@ def importance_figure(frame, layer: str, path: str, top: int = 20) -> str:
 
 def _importance(args) -> dict:
     from ..loading import load_inputs, load_model
-    from ..attribution.scores import METHODS, attribute
+    from ..attribution.scores import SCORES, attribute
 
     _seed(args)
-    unknown = [m for m in args.method if m not in METHODS]
+    unknown = [m for m in args.scores if m not in SCORES]
     if unknown:
-        raise UnitscopeError(f"unknown method {unknown[0]!r}", hint=f"choose from {', '.join(METHODS)}")
+        raise UnitscopeError(f"unknown score {unknown[0]!r}", hint=f"choose from {', '.join(SCORES)}")
     if args.format == "parquet":
         try:
             import pyarrow  # noqa: F401
@@ -183,8 +183,8 @@ def _importance(args) -> dict:
         raise UnitscopeError("--layers is required", hint=f"e.g. {', '.join(layer_names(loaded.model)[:4])} "
                                                           f"(unitscope layers {args.model})")
     target = _target(args.target, inputs)
-    results = attribute(loaded.model, x, layers, methods=args.method, target=target, n_steps=args.n_steps,
-                        method=args.rule, internal_batch_size=args.batch_size, gap_warning=None, progress=True)
+    results = attribute(loaded.model, x, layers, scores=args.scores, target=target, n_steps=args.n_steps,
+                        method=args.method, internal_batch_size=args.internal_batch_size, gap_warning=None, progress=True)
     import pandas as pd
 
     frame = pd.concat([s.to_frame(per_channel=not args.per_unit) for s in results.values()], ignore_index=True)
@@ -201,7 +201,7 @@ def _importance(args) -> dict:
                                  frame.groupby(["method", "layer", "example", "channel"], as_index=False)["value"].sum(),
                                  layer, os.path.join(args.out, f"importance_{layer.replace('.', '_')}.png"))
                for layer in any_scores.layers]
-    summary = {"model": args.model, "inputs": len(x), "layers": any_scores.layers, "methods": list(results),
+    summary = {"model": args.model, "inputs": len(x), "layers": any_scores.layers, "scores": list(results),
                "table": table, "figures": figures, "target": None if any_scores.target is None
                else [int(t) for t in any_scores.target[:20]]}
     if "conductance" in results:
@@ -308,7 +308,7 @@ def _inverse_set(args) -> dict:
     shape = _image_shape(loaded, args)
     generator = generators.FFTImageGenerator(shape, value_range=loaded.value_range)
     encoder = generators.early_block(loaded.model) if args.encoder == "early" else None
-    result = inverse.sample_inverse_set(loaded.model, (args.layer, args.unit, a, b), generator, encoder,
+    result = inverse.sample_inverse_set(loaded.model, (args.layer, args.unit, a, b), generator, encoder=encoder,
                                         n_samples=args.n, n_seeds=min(args.n, 16), seed=args.seed, progress=True)
     os.makedirs(args.out, exist_ok=True)
     summary = {"model": args.model, "layer": args.layer, "unit": args.unit, "range": [a, b], **result.summary()}
@@ -317,7 +317,7 @@ def _inverse_set(args) -> dict:
     if len(result):
         acts = result.activations[:, 0]
         summary["activation_min"], summary["activation_max"] = float(acts.min()), float(acts.max())
-        summary["diversity"] = inverse.diversity(result.samples, encoder)
+        summary["diversity"] = inverse.diversity(result.samples, encoder=encoder)
         torch.save({"samples": result.samples, "codes": result.codes, "activations": result.activations},
                    os.path.join(args.out, "inverse_set.pt"))
         k = min(len(result), 32)
@@ -379,12 +379,13 @@ def build_parser() -> argparse.ArgumentParser:
     p.add_argument("model")
     p.add_argument("inputs", nargs="+", help="zoo data name, .pt/.npy tensor, image files/folders or a .txt")
     p.add_argument("--layers", nargs="+", required=True, help="dotted layer names (see `unitscope layers MODEL`)")
-    p.add_argument("--method", nargs="+", default=["conductance"],
+    p.add_argument("--scores", nargs="+", default=["conductance"],
                    help="conductance, internal_influence, grad_x_activation, activation (several allowed)")
     p.add_argument("--target", default=None, help="'top' (default: top predicted class), 'label' or a class index")
     p.add_argument("--n-steps", type=int, default=50, help="path points (default 50)")
-    p.add_argument("--rule", default="gausslegendre", help="integration rule or 'adaptive' (default gausslegendre)")
-    p.add_argument("--batch-size", type=int, default=None, help="examples × path points per pass (memory bound)")
+    p.add_argument("--method", default="gausslegendre", help="integration rule or 'adaptive' (default gausslegendre)")
+    p.add_argument("--internal-batch-size", type=int, default=None,
+                   help="examples × path points per pass (memory bound)")
     p.add_argument("--limit", type=int, default=None, help="use only the first N inputs")
     p.add_argument("--per-unit", action="store_true", help="one row per unit instead of per channel")
     p.add_argument("--format", choices=["csv", "parquet"], default="csv")

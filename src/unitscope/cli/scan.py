@@ -13,7 +13,7 @@ from pathlib import Path
 import torch
 import torch.nn as nn
 
-from ..attribution.scores import METHODS
+from ..attribution.scores import SCORES
 from ..core.errors import UnitscopeError
 from ..core.state import torch_threads
 from ..data.scan import ScanResult, scan
@@ -117,7 +117,7 @@ def scan_main(argv=None) -> dict:
     p.add_argument("model", help=f"zoo model: {', '.join(MODELS)}")
     p.add_argument("data", help=f"data set: {', '.join(DATASETS)}")
     p.add_argument("--layers", nargs="+", default=None, help="layer names (default: every leaf layer)")
-    p.add_argument("--methods", nargs="+", default=["activation", "conductance"], choices=list(METHODS))
+    p.add_argument("--scores", nargs="+", default=["activation", "conductance"], choices=list(SCORES))
     p.add_argument("--target", default="predicted", help="predicted (top class), label, or a class number")
     p.add_argument("--split", default="all", choices=["all", "train", "test"])
     p.add_argument("--repeat", type=int, default=1, help="repeat the data set (for timing at scale)")
@@ -179,7 +179,7 @@ def _run(args, group, ranks) -> dict:
     t0 = time.perf_counter()
     loader = (SentenceBatches(trained, data[0], data[1], args.batch_size) if text
               else DataLoader(data, batch_size=args.batch_size))
-    result = scan(model, loader, layers, args.methods, target=target,
+    result = scan(model, loader, layers, scores=args.scores, target=target,
                   by="class", top_k=args.top_k, n_steps=n_steps, checkpoint=args.checkpoint,
                   checkpoint_every=args.checkpoint_every, group=group)
     wall = time.perf_counter() - t0
@@ -203,36 +203,36 @@ def _write_outputs(result: ScanResult, data, args, layers, world: int, wall: flo
     frame.to_csv(out / "units.csv", index=False)
     files.append(str(out / "units.csv"))
     per_layer = []
-    for m in result.methods:
+    for m in result.scores:
         for name in result.layers:
-            sel = result.selectivity(name, m)
+            sel = result.selectivity(name, score=m)
             best = int(sel.index.argmax())
             per_layer.append({"method": m, "layer": name, "units": int(sel.index.numel()),
-                              "mean": float(result.mean(name, m).mean()),
+                              "mean": float(result.mean(name, score=m).mean()),
                               "mean_selectivity": float(sel.index.mean()),
                               "most_selective_unit": best, "its_class": int(sel.preferred[best]),
-                              "its_top_examples": [int(i) for i in result.top(name, m, best).indices]})
+                              "its_top_examples": [int(i) for i in result.top(name, score=m, unit=best).indices]})
     import pandas as pd
 
     table = pd.DataFrame(per_layer)
     table.to_csv(out / "layers.csv", index=False)
     (out / "layers.md").write_text(table.drop(columns=["its_top_examples"]).to_markdown(index=False) + "\n")
     files += [str(out / "layers.csv"), str(out / "layers.md")]
-    for m in result.methods:
+    for m in result.scores:
         for name in result.layers:
-            sel = result.selectivity(name, "activation" if "activation" in result.methods else m)
+            sel = result.selectivity(name, score="activation" if "activation" in result.scores else m)
             units = torch.argsort(sel.index, descending=True)[:args.units].tolist()
             if trained is not None:
                 if name == "filters":
                     path = out / f"top_sentences_{m}_{name}.md"
-                    path.write_text(top_sentences(trained, data[0], data[1], result, m, units, name))
+                    path.write_text(top_sentences(trained, data[0], data[1], result, m, units, layer=name))
                     files.append(str(path))
                 continue
             fig = top_grid(data, result, name, m, units,
                            title=f"top {args.top_k} digits per unit by {m} — {name} (most selective units)")
             files.append(save_figure(fig, out / f"top_{m}_{name}.png"))
     summary = {"study": "scan", "model": args.model, "data": args.data, "examples": result.count,
-               "layers": list(result.layers), "methods": result.methods, "world_size": world,
+               "layers": list(result.layers), "scores": result.scores, "world_size": world,
                "seconds": wall, "examples_per_second": result.count / wall if wall > 0 else None,
                "resumed_from_batch": result.settings.get("resumed_from_batch", 0),
                "per_layer": per_layer, "files": [os.path.relpath(f, out) for f in files] + ["scan.json"]}

@@ -37,7 +37,7 @@ def layer_names(model: nn.Module) -> list[str]:
     return [name for name, _ in model.named_modules() if name]
 
 
-def closest_names(model: nn.Module, name: str, n: int = 5) -> list[str]:
+def closest_names(model: nn.Module, name: str, *, n: int = 5) -> list[str]:
     names = layer_names(model)
     close = difflib.get_close_matches(name, names, n=n, cutoff=0.0)
     return close or names[:n]

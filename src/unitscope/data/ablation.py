@@ -86,7 +86,7 @@ def _replacement(value, mean, y: torch.Tensor, layer: str) -> torch.Tensor:
 
 
 @contextmanager
-def ablate(model: nn.Module, units_by_layer: dict, value=0.0, *, mean=None, loader=None):
+def ablate(model: nn.Module, units_by_layer: dict, *, value=0.0, mean=None, loader=None):
     """Within the block, the chosen units of each layer output ``value`` (0, ``"mean"`` or a tensor).
 
     ``units_by_layer``: ``{layer: units}`` — channels (ints) and/or elements (tuples). The model is
@@ -118,11 +118,11 @@ def ablate(model: nn.Module, units_by_layer: dict, value=0.0, *, mean=None, load
         yield model
 
 
-def ablation_scores(model: nn.Module, inputs, layer, units=None, target=None, value=0.0, *, mean=None,
-                    additional_forward_args=None, batch_size: int = 256) -> torch.Tensor:
+def ablation_scores(model: nn.Module, inputs, layer, *, units=None, target=None, value=0.0, mean=None,
+                    additional_forward_args=None, internal_batch_size: int = 256) -> torch.Tensor:
     """``[N, U]``: ``F(x) − F(x with unit u alone ablated)`` for each unit (default: every channel).
 
-    All units of one example run as rows of batched forward passes (``batch_size`` rows at a time): the layer's
+    All units of one example run as rows of batched forward passes (``internal_batch_size`` rows at a time): the layer's
     output is computed once per example and expanded, so the part of the model below the layer is not
     repeated (models that reuse an input below the layer fall back to repeating the inputs).
     """
@@ -150,11 +150,11 @@ def ablation_scores(model: nn.Module, inputs, layer, units=None, target=None, va
         masks = torch.stack([unit_mask(u, shape, site.name) for u in units]).to(y.device)  # [U, *shape]
         fill = _replacement(value, mean, y, site.name)
         scores = torch.empty(n, len(units), dtype=torch.float64)
-        per = max(1, batch_size // max(1, len(units)))
+        per = max(1, internal_batch_size // max(1, len(units)))
         for e0 in range(0, n, per):
             ex = torch.arange(e0, min(n, e0 + per))
-            for u0 in range(0, len(units), batch_size):
-                m = masks[u0:u0 + batch_size]
+            for u0 in range(0, len(units), internal_batch_size):
+                m = masks[u0:u0 + internal_batch_size]
                 rows = y[ex.to(y.device)].unsqueeze(1)  # [e, 1, *shape]
                 ablated = torch.where(m.unsqueeze(0), fill, rows).reshape(-1, *shape)  # [e*u, *shape]
                 example = ex.repeat_interleave(m.shape[0])

@@ -5,11 +5,11 @@ dataset examples that most excite it — never the dataset's activations.
 >>> torch.manual_seed(0) and None
 >>> net = nn.Sequential(nn.Linear(3, 4), nn.ReLU(), nn.Linear(4, 2))
 >>> loader = [(torch.randn(5, 3), torch.tensor([0, 1, 0, 1, 1])) for _ in range(2)]
->>> r = scan(net, loader, ["1"], methods=["activation", "conductance"], top_k=3, n_steps=8)
->>> r.count, r.mean("1").shape, r.class_means("1").shape, r.top("1", "conductance").indices.shape
+>>> r = scan(net, loader, ["1"], scores=["activation", "conductance"], top_k=3, n_steps=8)
+>>> r.count, r.mean("1").shape, r.class_means("1").shape, r.top("1", score="conductance").indices.shape
 (10, torch.Size([4]), torch.Size([2, 4]), torch.Size([4, 3]))
 
-What is kept per method × layer × unit (a unit is a channel — dim 1 of the layer output — reduced over the
+What is kept per score × layer × unit (a unit is a channel — dim 1 of the layer output — reduced over the
 remaining dims: the **mean** for ``activation`` (Morcos et al.'s convention), the **sum** for attributions,
 i.e. a filter's conductance as in ``Scores.per_channel``; ``reduce=`` overrides it):
 count, sum, sum of squares, per-class sums with the real class counts (``by="class"``), and the ``top_k``
@@ -42,7 +42,7 @@ from tqdm.auto import tqdm
 
 from ..core.errors import UnitscopeError
 from ..attribution.results import Top
-from ..attribution.scores import METHODS, attribute
+from ..attribution.scores import SCORES, attribute
 
 __all__ = ["scan", "ScanResult", "UnitStats"]
 
@@ -55,7 +55,7 @@ _FORMAT = 1
 
 @dataclass
 class UnitStats:
-    """Streaming statistics of one method on one layer: tensors over its ``U`` units (float64)."""
+    """Streaming statistics of one score on one layer: tensors over its ``U`` units (float64)."""
 
     sum: torch.Tensor                 # [U]
     sumsq: torch.Tensor               # [U]
@@ -111,7 +111,7 @@ def merge_top(values: torch.Tensor, indices: torch.Tensor, k: int) -> tuple[torc
 
 
 class ScanResult:
-    """What :func:`scan` returns: ``stats[method][layer]`` (:class:`UnitStats`), ``count`` examples,
+    """What :func:`scan` returns: ``stats[score][layer]`` (:class:`UnitStats`), ``count`` examples,
     ``class_counts [K]`` (with ``by="class"``) and the settings of the scan."""
 
     def __init__(self, stats: dict, count: int, class_counts: torch.Tensor | None, settings: dict):
@@ -121,35 +121,43 @@ class ScanResult:
         self.settings = dict(settings)
 
     @property
-    def methods(self) -> list[str]:
+    def scores(self) -> list[str]:
+        """The scores kept (``activation``, ``conductance``, …)."""
         return list(self.stats)
+
+    @property
+    def methods(self) -> list[str]:
+        """Deprecated name of :attr:`scores`."""
+        import warnings
+        warnings.warn("ScanResult.methods is now ScanResult.scores", DeprecationWarning, stacklevel=2)
+        return self.scores
 
     @property
     def layers(self) -> list[str]:
         return list(next(iter(self.stats.values()))) if self.stats else []
 
     def __repr__(self) -> str:
-        return f"ScanResult(count={self.count}, methods={self.methods}, layers={self.layers})"
+        return f"ScanResult(count={self.count}, scores={self.scores}, layers={self.layers})"
 
-    def _get(self, layer: str, method: str) -> UnitStats:
-        if method not in self.stats:
-            raise UnitscopeError(f"the scan has no method {method!r}", method=method,
-                                 hint=f"scanned methods: {', '.join(self.methods)}")
-        if layer not in self.stats[method]:
+    def _get(self, layer: str, score: str) -> UnitStats:
+        if score not in self.stats:
+            raise UnitscopeError(f"the scan has no score {score!r}", score=score,
+                                 hint=f"scanned scores: {', '.join(self.scores)}")
+        if layer not in self.stats[score]:
             import difflib
             close = difflib.get_close_matches(str(layer), self.layers, n=3, cutoff=0.0)
             raise UnitscopeError(f"the scan has no layer {layer!r}", layer=layer,
                                  hint="scanned layers: " + ", ".join(map(repr, close or self.layers)))
-        return self.stats[method][layer]
+        return self.stats[score][layer]
 
     # views ----------------------------------------------------------------------------------------------
-    def mean(self, layer: str, method: str = "activation") -> torch.Tensor:
+    def mean(self, layer: str, *, score: str = "activation") -> torch.Tensor:
         """``[U]``: each unit's mean over the scanned examples."""
-        return self._get(layer, method).sum / max(self.count, 1)
+        return self._get(layer, score).sum / max(self.count, 1)
 
-    def std(self, layer: str, method: str = "activation", ddof: int = 0) -> torch.Tensor:
+    def std(self, layer: str, *, score: str = "activation", ddof: int = 0) -> torch.Tensor:
         """``[U]``: each unit's standard deviation (``ddof=1`` for the sample estimate)."""
-        st = self._get(layer, method)
+        st = self._get(layer, score)
         n = self.count
         var = (st.sumsq - st.sum * st.sum / max(n, 1)).clamp_min(0) / max(n - ddof, 1)
         return var.sqrt()
@@ -164,18 +172,18 @@ class ScanResult:
         if self.class_counts is None:
             raise UnitscopeError("this scan kept no per-class sums", hint="scan with by='class'")
 
-    def class_means(self, layer: str, method: str = "activation") -> torch.Tensor:
+    def class_means(self, layer: str, *, score: str = "activation") -> torch.Tensor:
         """``[K, U]``: class-conditional means over the classes present (``classes`` gives their labels)."""
         self._need_classes()
-        st = self._get(layer, method)
+        st = self._get(layer, score)
         present = self.classes
         return st.class_sums[present] / self.class_counts[present].unsqueeze(1)
 
-    def selectivity(self, layer: str, method: str = "activation", eps: float = 1e-7):
+    def selectivity(self, layer: str, *, score: str = "activation", eps: float = 1e-7):
         """Class selectivity (Morcos et al. 2018) of every unit: a :class:`unitscope.data.selectivity.Selectivity`."""
         from .selectivity import Selectivity
 
-        means = self.class_means(layer, method)
+        means = self.class_means(layer, score=score)
         top, arg = means.max(0)
         k = means.shape[0]
         rest = (means.sum(0) - top) / max(k - 1, 1)
@@ -183,25 +191,26 @@ class ScanResult:
         present = self.classes
         return Selectivity(index.float(), means.float(), self.class_counts[present].long(), present[arg])
 
-    def top(self, layer: str, method: str = "activation", unit: int | None = None) -> Top:
+    def top(self, layer: str, *, score: str = "activation", unit: int | None = None) -> Top:
         """``Top(values [U, k], indices [U, k])``: the examples with the largest values per unit (best first),
-        or those of one ``unit`` (``[k]``). Fewer than ``k`` columns when fewer examples were scanned."""
-        st = self._get(layer, method)
+        or those of one ``unit`` (``[k]``). Fewer than ``k`` columns when fewer examples were scanned.
+        Units first — the one exception to "examples first": a scan keeps no per-example dim."""
+        st = self._get(layer, score)
         k = min(st.top_indices.shape[1], self.count)
         v, i = st.top_values[:, :k], st.top_indices[:, :k]
         return Top(v, i) if unit is None else Top(v[unit], i[unit])
 
     def to_frame(self):
-        """A tidy ``pandas.DataFrame``: one row per method × layer × unit with count, mean, std, the top
+        """A tidy ``pandas.DataFrame``: one row per score × layer × unit with count, mean, std, the top
         examples (space-separated indices) and, with classes, selectivity and the preferred class."""
         import pandas as pd
 
         rows = []
         for m, by_layer in self.stats.items():
             for name in by_layer:
-                mean, std = self.mean(name, m), self.std(name, m)
-                top = self.top(name, m)
-                sel = self.selectivity(name, m) if self.class_counts is not None else None
+                mean, std = self.mean(name, score=m), self.std(name, score=m)
+                top = self.top(name, score=m)
+                sel = self.selectivity(name, score=m) if self.class_counts is not None else None
                 for u in range(mean.numel()):
                     row = {"method": m, "layer": name, "unit": u, "count": self.count, "mean": float(mean[u]),
                            "std": float(std[u]),
@@ -277,7 +286,7 @@ def _target_repr(target) -> str:
 
 
 class _Accumulators:
-    """Everything a scan adds up, per rank: ``stats[method][layer]``, the example count, the class counts."""
+    """Everything a scan adds up, per rank: ``stats[score][layer]``, the example count, the class counts."""
 
     def __init__(self, methods, how, top_k, by, num_classes, target):
         self.methods, self.how, self.top_k, self.by, self.num_classes, self.target = \
@@ -297,7 +306,7 @@ class _Accumulators:
                 raise UnitscopeError("labels out of range", num_classes=num_classes,
                                      labels=sorted(set(y.tolist()))[:10])
         tgt = y.tolist() if self.target == "label" else self.target
-        scores = attribute(model, x, layers, self.methods, target=tgt, gap_warning=None, progress=False,
+        scores = attribute(model, x, layers, scores=self.methods, target=tgt, gap_warning=None, progress=False,
                            **attribute_kwargs)
         if by == "class":
             k = int(y.max()) + 1 if y.numel() else 0
@@ -316,12 +325,12 @@ class _Accumulators:
         self.count += int(index.numel())
 
 
-def scan(model: nn.Module, loader, layers, methods=("activation",), *, target=None, by: str | None = "class",
+def scan(model: nn.Module, loader, layers, *, scores=("activation",), target=None, by: str | None = "class",
          top_k: int = 9, num_classes: int | None = None, reduce: str = "auto", n_steps: int = 20,
          method: str = "gausslegendre", baselines=None, internal_batch_size: int | None = None,
          batch_size: int = 256, checkpoint=None, checkpoint_every: int = 50, unpack: Callable | None = None,
          group=None, progress: bool | None = None) -> ScanResult:
-    """Stream ``loader`` through ``model`` once and accumulate per-unit statistics of ``methods`` on ``layers``.
+    """Stream ``loader`` through ``model`` once and accumulate per-unit statistics of ``scores`` on ``layers``.
 
     >>> import torch, torch.nn as nn
     >>> net = nn.Sequential(nn.Linear(2, 2), nn.ReLU())
@@ -335,7 +344,7 @@ def scan(model: nn.Module, loader, layers, methods=("activation",), *, target=No
     - ``loader``: a ``DataLoader``, a map-style ``Dataset`` (batched by ``batch_size``), a sequence of batches or
       any iterable of batches (see :mod:`unitscope.data.batches`); a batch is ``(inputs, labels, ...)`` or an inputs
       tensor, or whatever ``unpack(batch) -> (inputs, labels)`` reads.
-    - ``methods``: any of ``activation``, ``conductance``, ``internal_influence``, ``grad_x_activation`` —
+    - ``scores``: any of ``activation``, ``conductance``, ``internal_influence``, ``grad_x_activation`` —
       all computed from one path pass per batch (``n_steps``, ``method``, ``baselines`` as in ``attribute``).
     - ``target``: ``None`` (the top predicted class of each example), an int, ``"label"`` (each example's
       label — class importance), or a callable ``output -> Tensor[N]``.
@@ -355,10 +364,10 @@ def scan(model: nn.Module, loader, layers, methods=("activation",), *, target=No
     from .checkpoint import checkpoint_path, fingerprint, load_checkpoint, save_checkpoint
     from .distributed import Ranks
 
-    methods = [methods] if isinstance(methods, str) else list(methods)
-    unknown = [m for m in methods if m not in METHODS]
+    methods = [scores] if isinstance(scores, str) else list(scores)
+    unknown = [m for m in methods if m not in SCORES]
     if unknown or not methods:
-        raise UnitscopeError(f"unknown method(s) {unknown}", hint=f"choose from {', '.join(METHODS)}")
+        raise UnitscopeError(f"unknown score(s) {unknown}", hint=f"choose from {', '.join(SCORES)}")
     if by not in ("class", None):
         raise UnitscopeError("by must be 'class' or None", by=by)
     if reduce not in ("auto", "mean", "sum"):
@@ -373,7 +382,7 @@ def scan(model: nn.Module, loader, layers, methods=("activation",), *, target=No
     rank, world = ranks.rank, ranks.world
     settings = dict(layers=[str(x) if isinstance(x, str) else type(x).__name__ for x in
                             ([layers] if isinstance(layers, (str, nn.Module)) else layers)],
-                    methods=methods, target=_target_repr(target), by=by, top_k=top_k, num_classes=num_classes,
+                    scores=methods, target=_target_repr(target), by=by, top_k=top_k, num_classes=num_classes,
                     reduce=how, n_steps=n_steps, method=method, world_size=world)
     acc = _Accumulators(methods, how, top_k, by, num_classes, target)
     attribute_kwargs = dict(baselines=baselines, n_steps=n_steps, method=method,

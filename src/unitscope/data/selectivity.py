@@ -44,6 +44,6 @@ def class_selectivity(model: nn.Module, loader, layers, *, num_classes: int | No
                       progress: bool | None = None) -> dict[str, Selectivity]:
     """Selectivity of every channel of ``layers`` from ``loader`` (batches of ``(inputs, labels)``): one
     :func:`unitscope.data.scan.scan` pass keeping per-class sums of the channels' mean activations."""
-    result = scan(model, loader, layers, ["activation"], by="class", top_k=1, num_classes=num_classes,
+    result = scan(model, loader, layers, scores=["activation"], by="class", top_k=1, num_classes=num_classes,
                   reduce="mean", progress=progress)
-    return {name: result.selectivity(name, "activation", eps=eps) for name in result.layers}
+    return {name: result.selectivity(name, score="activation", eps=eps) for name in result.layers}

@@ -12,18 +12,18 @@ __all__ = ["top_grid", "top_sentences", "dead_units"]
 def dead_units(result: ScanResult, layer: str) -> torch.Tensor:
     """``[U]`` bool: units whose activation is 0 on every scanned example (mean and spread 0; with no activation
     scores, every top value 0) — they have no top examples and no selectivity to show."""
-    if "activation" in result.methods:
+    if "activation" in result.scores:
         return (result.mean(layer, "activation") == 0) & (result.std(layer, "activation") == 0)
-    top = result.top(layer, result.methods[0])
+    top = result.top(layer, score=result.scores[0])
     return (top.values == 0).all(1)
 
 
-def top_grid(dataset, result: ScanResult, layer: str, method: str, units, *, title: str | None = None):
+def top_grid(dataset, result: ScanResult, layer: str, score: str, units, *, title: str | None = None):
     """A figure: one row per unit, its top examples (images) left to right, each titled "label · value"; a dead
     unit's row says so instead of showing arbitrary examples."""
     from .figures import subplots
 
-    top = result.top(layer, method)
+    top = result.top(layer, score=score)
     dead = dead_units(result, layer)
     k = top.indices.shape[1]
     units = list(units)
@@ -49,23 +49,24 @@ def top_grid(dataset, result: ScanResult, layer: str, method: str, units, *, tit
             x, y = dataset[i][0], dataset[i][1]
             ax.imshow(x.squeeze().numpy(), cmap="gray_r", vmin=0, vmax=1)
             ax.set_title(f"{int(y)} · {float(top.values[u, c]):.3g}", fontsize=9)
-    fig.suptitle(title or f"top {k} examples per unit — {method}, {layer}", fontsize=11)
+    fig.suptitle(title or f"top {k} examples per unit — {score}, {layer}", fontsize=11)
     fig.text(0.5, 0.005, "each image: the digit's true label · the unit's value on it (largest first)",
              ha="center", fontsize=9, color="0.3")
     fig.tight_layout(rect=(0, 0.03, 1, 1))
     return fig
 
 
-def top_sentences(trained, sentences, labels, result: ScanResult, method: str, units, layer: str = "filters") -> str:
+def top_sentences(trained, sentences, labels, result: ScanResult, score: str, units, *,
+                  layer: str = "filters") -> str:
     """Markdown: per filter of the sentiment CNN, its top sentences with the n-gram that the filter's max over
     time picked in **bold** (recomputed for those sentences only)."""
     from ..zoo.sentiment import MIN_PAD, tokenize
 
     model = trained.model
     filt = model.filters
-    top = result.top(layer, method)
+    top = result.top(layer, score=score)
     dead = dead_units(result, layer)
-    lines = [f"# Top sentences per filter by {method} ({layer})", ""]
+    lines = [f"# Top sentences per filter by {score} ({layer})", ""]
     for u in units:
         w = filt.windows[u // filt.maps]
         conv = filt.convs[f"w{w}"]

@@ -15,18 +15,21 @@ from scipy import stats
 
 from ..data.ablation import _forward_with_layer, ablation_scores, unit_mask
 from ..core.inputs import make_target, prepare
-from ..attribution.scores import METHODS, _device, _outputs_at_x, attribute
+from ..attribution.scores import SCORES, _device, _outputs_at_x, attribute
 from ..core.sites import resolve
 from ..core.state import analysis_mode
 
 __all__ = ["ablation_agreement", "flip_counts", "summarize_agreement", "summarize_flips"]
 
 
-def ablation_agreement(model, inputs, layer, *, methods=METHODS, k: int = 10, n_steps: int = 50,
+def ablation_agreement(model, inputs, layer, *, scores=SCORES, k: int = 10, n_steps: int = 50,
                        method: str = "gausslegendre", baselines=None, additional_forward_args=None,
-                       batch_size: int = 256, scores=None) -> pd.DataFrame:
+                       internal_batch_size: int = 256) -> pd.DataFrame:
     """One row per input × method: ``pearson`` between the method's channel scores and the ablation scores
     of its top-``k`` channels (target: the top class; ablation sets a channel to 0).
+
+    ``scores``: the score names to compute (see :data:`unitscope.attribution.scores.SCORES`), or scores already
+    computed — ``{score: Scores}`` as :func:`unitscope.attribute` returns.
 
     >>> import torch, torch.nn as nn
     >>> net = nn.Sequential(nn.Linear(4, 16), nn.ReLU(), nn.Linear(16, 3))
@@ -34,12 +37,13 @@ def ablation_agreement(model, inputs, layer, *, methods=METHODS, k: int = 10, n_
     >>> {"example", "method", "pearson"} <= set(df.columns), len(df)
     (True, 24)
     """
-    if scores is None:
-        scores = attribute(model, inputs, [layer], methods, baselines, None, additional_forward_args, n_steps,
-                           method, gap_warning=None)
+    if isinstance(scores, str) or not isinstance(scores, dict):
+        scores = attribute(model, inputs, [layer], scores=scores, baselines=baselines,
+                           additional_forward_args=additional_forward_args, n_steps=n_steps, method=method,
+                           gap_warning=None)
     name = next(iter(scores.values())).layers[0]
-    abl = ablation_scores(model, inputs, layer, None, None, 0.0, additional_forward_args=additional_forward_args,
-                          batch_size=batch_size)
+    abl = ablation_scores(model, inputs, layer, additional_forward_args=additional_forward_args,
+                          internal_batch_size=internal_batch_size)
     rows = []
     for m, s in scores.items():
         ch = s.per_channel(name)
@@ -60,7 +64,7 @@ def summarize_agreement(df: pd.DataFrame) -> pd.DataFrame:
 
 
 def flip_counts(model, inputs, layer, order: torch.Tensor, *, max_units: int | None = None, additional_forward_args=None,
-                batch_size: int = 256) -> pd.DataFrame:
+                internal_batch_size: int = 256) -> pd.DataFrame:
     """For each input, the smallest m such that ablating channels ``order[i, :m]`` changes the top label
     (``flips_at``; NaN if none up to ``max_units``, default: every channel in ``order``), and whether ablating
     the first 10 flips it (``flip_top10``).
@@ -87,8 +91,8 @@ def flip_counts(model, inputs, layer, order: torch.Tensor, *, max_units: int | N
             ablated = torch.where(masks, torch.zeros((), dtype=y.dtype, device=y.device), y[i:i + 1])
             ex = torch.tensor([i])
             labels = []
-            for r0 in range(0, m_max, batch_size):
-                part = ablated[r0:r0 + batch_size]
+            for r0 in range(0, m_max, internal_batch_size):
+                part = ablated[r0:r0 + internal_batch_size]
                 labels.append(_forward_with_layer(model, batch, site, ex, ex.repeat(part.shape[0]), part,
                                                   argmax_target).long().cpu())
             labels = torch.cat(labels)

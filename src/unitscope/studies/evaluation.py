@@ -16,7 +16,7 @@ import numpy as np
 import pandas as pd
 import torch
 
-from ..attribution.scores import METHODS, attribute
+from ..attribution.scores import SCORES, attribute
 from .agreement import ablation_agreement, flip_counts, summarize_agreement, summarize_flips
 from .selection import feature_selection
 from .tables import write_table
@@ -55,7 +55,7 @@ def scatter(df: pd.DataFrame, path: str, title: str) -> str:
 def run_model(name, model, x, layer, out, *, k=10, n_steps=50, max_units=None, echo=print) -> dict:
     """Studies 1 and 2 for one model on inputs ``x`` at ``layer``."""
     t0 = time.perf_counter()
-    scores = attribute(model, x, [layer], METHODS, n_steps=n_steps, gap_warning=None)
+    scores = attribute(model, x, [layer], scores=SCORES, n_steps=n_steps, gap_warning=None)
     agree = ablation_agreement(model, x, layer, k=k, scores=scores)
     summary = summarize_agreement(agree)
     _write(summary, out, f"{name}_agreement")
@@ -121,7 +121,7 @@ def main(argv=None) -> dict:
                "flips": {k: first["flips"][k] for k in ("mean", "max", "over_10")},
                "internal_influence_top10_flip_share": first["flips"]["internal_influence_top10_flip_share"],
                "feature_selection": {m: [float(mean.loc[m, k]) for k in sorted(mean.columns)]
-                                     for m in METHODS},
+                                     for m in SCORES},
                "feature_selection_random": [float(mean.loc["random", k]) for k in sorted(mean.columns)],
                "by_model": results, "paper": {"pearson": PAPER_PEARSON, "flips": PAPER_FLIPS}}
     with open(os.path.join(args.out, "evaluation.json"), "w") as f:

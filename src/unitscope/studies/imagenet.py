@@ -40,8 +40,8 @@ def analyse_photo(net, name, image, out, *, n_steps=128, top=10, neuron_steps=32
     for b in dict.fromkeys(blk for _, blk, _ in best):
         units = [u for _, blk, u in best if blk == b]
         attr = neuron_conductance(net.model, x, b, units, target=label, n_steps=neuron_steps)
-        for u, a in zip(units, attr):
-            pics.append((next(v for v, blk, uu in best if blk == b and uu == u), b, u, a[0]))
+        for u, a in zip(units, attr[0]):  # attr: [N=1, U, *input_shape]
+            pics.append((next(v for v, blk, uu in best if blk == b and uu == u), b, u, a))
     pics.sort(key=lambda p: -p[0])
     fig = pixel_pictures(x[0], [p[3] for p in pics], [f"{p[1]} #{p[2]}\ncond {p[0]:+.2f}" for p in pics],
                          title=f"{name}: {net.class_names[label]} (F(x) − F(x') = {dF:.2f})")

@@ -47,7 +47,7 @@ def _classes(model, x) -> tuple[int, float]:
 
 
 def _row(model, enc, r, **extra) -> dict:
-    div = diversity(r.samples, enc) if len(r) else {"pixel": 0.0, "encoder": 0.0}
+    div = diversity(r.samples, encoder=enc) if len(r) else {"pixel": 0.0, "encoder": 0.0}
     k, ent = _classes(model, r.samples)
     return dict(**extra, n=len(r), feasible_rate=r.feasible_rate, verified_rate=r.verified_rate, seconds=r.seconds,
                 samples_per_second=r.samples_per_second, diversity_encoder=div["encoder"], diversity_pixel=div["pixel"],
@@ -105,7 +105,7 @@ def _run(args, model, gen, digits_encoder) -> dict:
         for name, (layer, unit) in [("logit", LOGIT), ("hidden", HIDDEN)]:
             rows = []
             for a, b in BANDS:
-                r = sample_inverse_set(model, (layer, unit, a, b), gen, enc, n_samples=n, n_seeds=16 if args.quick
+                r = sample_inverse_set(model, (layer, unit, a, b), gen, encoder=enc, n_samples=n, n_seeds=16 if args.quick
                                        else 32, seed=args.seed, progress=False)
                 kept[(name, a)] = r
                 band_rows.append(_row(model, enc, r, unit=f"{layer}[{unit}]", band=f"[{a:g}, {b:g}]", ok=r.ok))
@@ -113,7 +113,7 @@ def _run(args, model, gen, digits_encoder) -> dict:
             figures.append(grid(rows, os.path.join(args.out, f"inverse_{name}_bands.png"),
                                 f"inverse sets of {layer}[{unit}] per activation band (digits VAE as G)"))
         cons = [(*LOGIT, 10.0, 20.0), (*HIDDEN, 10.0, 20.0)]
-        inter = sample_inverse_set(model, cons, gen, enc, n_samples=n, n_seeds=16 if args.quick else 32,
+        inter = sample_inverse_set(model, cons, gen, encoder=enc, n_samples=n, n_seeds=16 if args.quick else 32,
                                    seed=args.seed, progress=False)
         band_rows.append(_row(model, enc, inter, unit=f"{LOGIT[0]}[{LOGIT[1]}] ∩ {HIDDEN[0]}[{HIDDEN[1]}]",
                               band="[10, 20] ∩ [10, 20]", ok=inter.ok))
@@ -127,11 +127,11 @@ def _run(args, model, gen, digits_encoder) -> dict:
         con = (*LOGIT, 10.0, 20.0)
         step = 0.01
         runs = {
-            "augmented_lagrangian": lambda: sample_inverse_set(model, con, gen, enc, n_samples=m, n_seeds=32,
+            "augmented_lagrangian": lambda: sample_inverse_set(model, con, gen, encoder=enc, n_samples=m, n_seeds=32,
                                                                seed=args.seed, progress=False),
-            "penalized_am": lambda: penalized_am(model, con, gen, enc, n_samples=m, steps=100, batch=256,
+            "penalized_am": lambda: penalized_am(model, con, gen, encoder=enc, n_samples=m, steps=100, batch=256,
                                                  seed=args.seed, progress=False),
-            "langevin": lambda: langevin_sampler(model, con, gen, enc, n_samples=m, chains=32, step=step,
+            "langevin": lambda: langevin_sampler(model, con, gen, encoder=enc, n_samples=m, chains=32, step=step,
                                                  burn_in=100, thin=math.ceil(1 / (2 * step)), seed=args.seed,
                                                  progress=False),
         }

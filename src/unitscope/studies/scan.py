@@ -32,7 +32,7 @@ def main(argv=None) -> dict:
     for name, (model, data) in SCANS.items():
         r = scan_main([model, data, "--out", os.path.join(args.out, name), "--seed", str(args.seed),
                        *(["--quick"] if args.quick else [])])
-        summary[name] = {k: r[k] for k in ("model", "data", "examples", "layers", "methods", "seconds",
+        summary[name] = {k: r[k] for k in ("model", "data", "examples", "layers", "scores", "seconds",
                                            "examples_per_second")}
     with open(os.path.join(args.out, "scan.json"), "w") as f:
         json.dump(summary, f, indent=1, default=float)

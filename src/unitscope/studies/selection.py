@@ -17,12 +17,12 @@ from sklearn.preprocessing import StandardScaler
 
 from ..core.errors import UnitscopeError
 from ..data.scan import scan
-from ..attribution.scores import METHODS, activation
+from ..attribution.scores import SCORES, activation
 
 __all__ = ["feature_selection", "channel_features", "class_importance"]
 
 
-def channel_features(model, x, layer, batch_size: int = 512) -> np.ndarray:
+def channel_features(model, x, layer, *, batch_size: int = 512) -> np.ndarray:
     """``[N, C]``: each channel's activation averaged over positions."""
     out = []
     for i in range(0, len(x), batch_size):
@@ -32,21 +32,22 @@ def channel_features(model, x, layer, batch_size: int = 512) -> np.ndarray:
     return torch.cat(out).numpy()
 
 
-def class_importance(model, x, y, layer, methods, n_steps: int = 20, batch_size: int = 128) -> dict:
+def class_importance(model, x, y, layer, *, scores=SCORES, n_steps: int = 20, batch_size: int = 128) -> dict:
     """Per label, each channel's importance for that label averaged over the label's examples:
-    ``{method: {label: np.ndarray [C]}}`` — one :func:`unitscope.data.scan.scan` pass (target = each example's
+    ``{score: {label: np.ndarray [C]}}`` — one :func:`unitscope.data.scan.scan` pass (target = each example's
     label, per-class sums of the channels' summed scores), never the per-example scores."""
+    methods = [scores] if isinstance(scores, str) else list(scores)
     y = torch.as_tensor(y)
     batches = [(x[i:i + batch_size], y[i:i + batch_size]) for i in range(0, len(x), batch_size)]
-    r = scan(model, batches, [layer], methods, target="label", by="class", top_k=1, reduce="sum",
+    r = scan(model, batches, [layer], scores=methods, target="label", by="class", top_k=1, reduce="sum",
              n_steps=n_steps, progress=False)
     name = r.layers[0]
     labels = r.classes.tolist()
-    return {m: dict(zip(labels, r.class_means(name, m).numpy())) for m in methods}
+    return {m: dict(zip(labels, r.class_means(name, score=m).numpy())) for m in methods}
 
 
 def feature_selection(model, train_x, train_y, test_x, test_y, layer, label_sets, *, ks=(5, 10, 15, 20),
-                      methods=METHODS, n_steps: int = 20, batch_size: int = 128, random_repeats: int = 5,
+                      scores=SCORES, n_steps: int = 20, batch_size: int = 128, random_repeats: int = 5,
                       seed: int = 0) -> pd.DataFrame:
     """One row per label set × method × k with the held-out ``accuracy`` (plus a ``random`` channel choice).
 
@@ -54,13 +55,14 @@ def feature_selection(model, train_x, train_y, test_x, test_y, layer, label_sets
     >>> torch.manual_seed(0) and None
     >>> net = nn.Sequential(nn.Linear(4, 12), nn.ReLU(), nn.Linear(12, 3))
     >>> x, y = torch.randn(60, 4), torch.randint(0, 3, (60,))
-    >>> df = feature_selection(net, x, y, x, y, "1", [[0, 1]], ks=(2,), methods=["activation"])
+    >>> df = feature_selection(net, x, y, x, y, "1", [[0, 1]], ks=(2,), scores=["activation"])
     >>> sorted(df.method.unique())
     ['activation', 'random']
     """
     train_y, test_y = torch.as_tensor(train_y), torch.as_tensor(test_y)
-    methods = list(methods)
-    importance = class_importance(model, train_x, train_y, layer, methods, n_steps, batch_size)
+    methods = [scores] if isinstance(scores, str) else list(scores)
+    importance = class_importance(model, train_x, train_y, layer, scores=methods, n_steps=n_steps,
+                                  batch_size=batch_size)
     f_train = channel_features(model, train_x, layer)
     f_test = channel_features(model, test_x, layer)
     rng = np.random.default_rng(seed)

@@ -102,7 +102,7 @@ def agreement(net, sentences, *, k: int = 10, n_steps: int = 50, batch: int = 10
     with _progress(len(sentences), "agreement with ablation") as bar:
         for idx in _by_length(sentences, batch):
             _, emb = net.encode([sentences[i] for i in idx])
-            scores = attribute(net.model, emb, [LAYER], METHODS, n_steps=n_steps, gap_warning=None)
+            scores = attribute(net.model, emb, [LAYER], scores=METHODS, n_steps=n_steps, gap_warning=None)
             df = ablation_agreement(net.model, emb, LAYER, k=k, scores=scores)
             df["example"] = [idx[i] for i in df["example"]]
             frames.append(df)
@@ -141,7 +141,7 @@ def corpus_conductance(net, sentences, *, n_steps: int = 20, batch: int = 250):
     with _progress(len(sentences), "filter conductance on the corpus") as bar:
         for idx in _by_length(sentences, batch):
             _, emb = net.encode([sentences[i] for i in idx])
-            s = attribute(net.model, emb, [LAYER], ["conductance"], target=log_odds, n_steps=n_steps,
+            s = attribute(net.model, emb, [LAYER], scores=["conductance"], target=log_odds, n_steps=n_steps,
                           gap_warning=None)["conductance"]
             cond[idx] = s[LAYER]
             gaps[idx] = s.relative_delta(LAYER)
@@ -200,7 +200,7 @@ def per_token(net, sentences, units, *, target=log_odds, n_steps: int = 32, batc
         _, emb = net.encode([sentences[i] for i in idx])
         a = neuron_conductance(net.model, emb, LAYER, list(units), target=target, n_steps=n_steps,
                                internal_batch_size=16 * n_steps, unit_batch_size=32)
-        a = a.sum(-1)[:, :, MIN_PAD:]  # [U, n, T'] — summed over the embedding dims, leading padding dropped
+        a = a.sum(-1)[:, :, MIN_PAD:].transpose(0, 1)  # [U, n, T'] — summed over the embedding dims, leading padding dropped
         for j, i in enumerate(idx):
             out[:, i, :len(toks[i])] = a[:, j, :len(toks[i])]
     return out, toks
@@ -241,7 +241,7 @@ def negation_filters(net, probe: str, *, candidates: int = 30, top: int = 3, min
         lo = float(log_odds(net.model(emb))[0])
     sign = 1 if lo >= 0 else -1
     target = _signed_log_odds(sign)
-    cond = attribute(net.model, emb, [LAYER], ["conductance"], target=target, n_steps=n_steps,
+    cond = attribute(net.model, emb, [LAYER], scores=["conductance"], target=target, n_steps=n_steps,
                      gap_warning=None)["conductance"][LAYER][0]
     cand = [int(f) for f in cond.topk(min(candidates, cond.numel())).indices if cond[f] > 0]
     attr, _ = per_token(net, [probe], cand, target=target, n_steps=n_steps)

@@ -92,7 +92,7 @@ def score_sentences(lm, sentences, *, methods=METHODS, target=None, n_steps: int
         mask = enc_all.attention_mask[idx, :t]
         with torch.no_grad():
             label[idx] = lm.model(x, mask).argmax(1)
-        res = attribute(lm.model, x, mlp + att + CUTS, methods, baselines=b, target=target if target is not None
+        res = attribute(lm.model, x, mlp + att + CUTS, scores=methods, baselines=b, target=target if target is not None
                         else label[idx].tolist(), additional_forward_args=(mask,), n_steps=n_steps, method=method,
                         internal_batch_size=internal_batch_size, gap_warning=None, progress=False)
         for m, s in res.items():
@@ -461,7 +461,7 @@ def _adaptive_vs_fixed(lm, sentences, budget: int) -> dict:
     enc = lm.encode(sentences)
     out = {}
     for method in ("gausslegendre", "adaptive"):
-        s = attribute(lm.model, enc.embeddings, CUTS, ["conductance"], baselines=enc.baselines, target=log_odds,
+        s = attribute(lm.model, enc.embeddings, CUTS, scores=["conductance"], baselines=enc.baselines, target=log_odds,
                       additional_forward_args=(enc.attention_mask,), n_steps=budget, method=method,
                       gap_warning=None, progress=False)["conductance"]
         out[method] = {"worst_gap": max(float(s.relative_delta(c).max()) for c in CUTS),

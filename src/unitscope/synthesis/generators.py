@@ -134,7 +134,7 @@ class LayerEncoder:
 _ACTIVATIONS = (nn.ReLU, nn.ReLU6, nn.GELU, nn.SiLU, nn.Hardswish, nn.LeakyReLU, nn.ELU, nn.Tanh, nn.Sigmoid)
 
 
-def early_block(model: nn.Module, layer=None) -> LayerEncoder:
+def early_block(model: nn.Module, *, layer=None) -> LayerEncoder:
     """"The model's early block" as ``E``: ``layer`` if given, else the first activation module (ReLU, SiLU, …)
     in ``named_modules()`` order, else the first leaf module.
 

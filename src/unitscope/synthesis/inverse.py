@@ -237,7 +237,7 @@ def _closest_report(constraints, fmin, fmax, best_violation):
 
 # --------------------------------------------------------------------------------------------------------- sampler
 
-def sample_inverse_set(model: nn.Module, constraints, generator, encoder=None, *, n_samples: int = 256,
+def sample_inverse_set(model: nn.Module, constraints, generator, *, encoder=None, n_samples: int = 256,
                        n_seeds: int = 32, seed: int = 0, diversity_weight: float = 1.0, lr: float = 0.2,
                        max_seed_steps: int = 400, inner_steps: int = 10, mu: float = 10.0, mu_factor: float = 2.0,
                        mu_max: float = 1e6, margin: float = 0.02, guard: float = 0.1, step_size: float = 0.1,
@@ -467,7 +467,7 @@ def sample_inverse_set(model: nn.Module, constraints, generator, encoder=None, *
 
 # ------------------------------------------------------------------------------------------- verification helpers
 
-def evaluate(model: nn.Module, constraints, x: torch.Tensor, batch_size: int = 256) -> tuple[torch.Tensor, torch.Tensor]:
+def evaluate(model: nn.Module, constraints, x: torch.Tensor, *, batch_size: int = 256) -> tuple[torch.Tensor, torch.Tensor]:
     """A fresh forward pass: ``(activations [N, m], inside [N])`` of ``x`` for the constraints.
 
     >>> net = nn.Sequential(nn.Linear(2, 1))
@@ -486,7 +486,7 @@ def evaluate(model: nn.Module, constraints, x: torch.Tensor, batch_size: int = 2
     return f.cpu(), prob.inside(f).cpu()
 
 
-def diversity(samples: torch.Tensor, encoder=None, batch_size: int = 512) -> dict:
+def diversity(samples: torch.Tensor, *, encoder=None, batch_size: int = 512) -> dict:
     """Mean pairwise Euclidean distance of the samples in pixel space and (with ``encoder``) in ``E``-space.
 
     >>> diversity(torch.tensor([[0.0, 0.0], [3.0, 4.0]]))["pixel"]
@@ -536,7 +536,7 @@ def _finish(prob, method, codes, proposed, feasible, seconds, n_samples, steps):
     return res
 
 
-def penalized_am(model: nn.Module, constraints, generator, encoder=None, *, n_samples: int = 256, steps: int = 100,
+def penalized_am(model: nn.Module, constraints, generator, *, encoder=None, n_samples: int = 256, steps: int = 100,
                  lr: float = 0.05, penalty: float = 100.0, margin: float = 0.02, batch: int | None = None, seed: int = 0,
                  progress: bool | None = None) -> InverseSet:
     """Baseline: multi-start activation maximization from random codes — maximize ``Σ f/scale`` with a penalty
@@ -569,7 +569,7 @@ def penalized_am(model: nn.Module, constraints, generator, encoder=None, *, n_sa
                    steps * math.ceil(n_samples / batch))
 
 
-def langevin_sampler(model: nn.Module, constraints, generator, encoder=None, *, n_samples: int = 256,
+def langevin_sampler(model: nn.Module, constraints, generator, *, encoder=None, n_samples: int = 256,
                      chains: int = 32, step: float = 0.01, condition: float = 10.0, margin: float = 0.02,
                      temperature: float = 1.0,
                      burn_in: int = 100, thin: int = 10, max_steps: int = 5000, seed: int = 0,

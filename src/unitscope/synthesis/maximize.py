@@ -187,7 +187,7 @@ def independent_am(model: nn.Module, layer, units, *, shape: tuple, **kw) -> Max
     return _run(model, layer, units, "iam", shape=shape, **kw)
 
 
-def representative_substitution(result, units=None) -> torch.Tensor:
+def representative_substitution(result, *, units=None) -> torch.Tensor:
     """``[B]``: for each row's unit i, the share of the layer's units whose activation on i's image exceeds a_i.
 
     ``result``: a :class:`Maximized` from :func:`independent_am` / :func:`activation_maximization`, or an

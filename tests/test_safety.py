@@ -100,7 +100,7 @@ def test_scan_result_round_trips_through_the_safe_loader(tmp_path):
     r = scan(net, loader, ["1"], top_k=3, progress=False)
     back = ScanResult.load(r.save(tmp_path / "r.pt"))
     assert back.count == r.count and back.settings == r.settings
-    for m in r.methods:
+    for m in r.scores:
         assert torch.equal(back.stats[m]["1"].sum, r.stats[m]["1"].sum)
         assert torch.equal(back.stats[m]["1"].top_indices, r.stats[m]["1"].top_indices)
 

@@ -13,7 +13,7 @@ def dead_units(result: ScanResult, layer: str) -> torch.Tensor:
     """``[U]`` bool: units whose activation is 0 on every scanned example (mean and spread 0; with no activation
     scores, every top value 0) — they have no top examples and no selectivity to show."""
     if "activation" in result.scores:
-        return (result.mean(layer, "activation") == 0) & (result.std(layer, "activation") == 0)
+        return (result.mean(layer, score="activation") == 0) & (result.std(layer, score="activation") == 0)
     top = result.top(layer, score=result.scores[0])
     return (top.values == 0).all(1)
 

@@ -43,7 +43,7 @@ class Generator(Protocol):
 
     def __call__(self, z: torch.Tensor) -> torch.Tensor: ...
 
-    def sample_codes(self, n: int, generator: torch.Generator | None = None) -> torch.Tensor: ...
+    def sample_codes(self, n: int, *, generator: torch.Generator | None = None) -> torch.Tensor: ...
 
 
 class DecoderGenerator:
@@ -63,7 +63,7 @@ class DecoderGenerator:
         x = self.decoder(z)
         return x.view(len(z), *self.output_shape) if self.output_shape else x
 
-    def sample_codes(self, n: int, generator: torch.Generator | None = None) -> torch.Tensor:
+    def sample_codes(self, n: int, *, generator: torch.Generator | None = None) -> torch.Tensor:
         z = torch.randn(n, self.latent_dim, generator=generator) * self.code_std
         return self.project(z)
 
@@ -91,7 +91,7 @@ class FFTImageGenerator:
         self._fft.raw = z.reshape(len(z), *self.spectrum_shape)  # the FFT parameterization, fed our codes
         return self._fft()
 
-    def sample_codes(self, n: int, generator: torch.Generator | None = None) -> torch.Tensor:
+    def sample_codes(self, n: int, *, generator: torch.Generator | None = None) -> torch.Tensor:
         return self.project(torch.randn(n, self.latent_dim, generator=generator) * self.code_std)
 
     def project(self, z: torch.Tensor) -> torch.Tensor:

@@ -12,6 +12,7 @@ data in :mod:`unitscope.zoo`.
 """
 
 from .data.ablation import ablate, ablation_scores
+from .atlas import Atlas, atlas
 from .core.errors import CompletenessWarning, UnitscopeError
 from .synthesis.inverse import sample_inverse_set
 from .synthesis.maximize import activation_maximization, independent_am, maximize, representative_substitution
@@ -26,6 +27,7 @@ from .synthesis import objectives
 __version__ = "0.1.0"
 
 __all__ = [
+    "Atlas",
     "CompletenessWarning",
     "ScanResult",
     "Scores",
@@ -34,6 +36,7 @@ __all__ = [
     "ablation_scores",
     "activation",
     "activation_maximization",
+    "atlas",
     "attribute",
     "class_selectivity",
     "conductance",

@@ -58,9 +58,20 @@ def _unit_masks(units, shape: tuple, layer: str) -> torch.Tensor:
 def neuron_conductance(model: nn.Module, inputs, layer, units, *, baselines=None, target=None,
                        additional_forward_args=None, n_steps: int = 50, method: str = "gausslegendre",
                        internal_batch_size: int | None = None, unit_batch_size: int | None = 64,
-                       attribute_to_layer_input: bool = False):
+                       attribute_to_layer_input: bool = False, paired: bool = False):
     """Input attributions through each unit of ``units``: a tensor ``[N, U, *input_shape]`` (a tuple of such
-    tensors for tuple inputs). ``units``: channel ints and/or element tuples of one layer's output."""
+    tensors for tuple inputs). ``units``: channel ints and/or element tuples of one layer's output.
+
+    ``paired=True``: ``units[i]`` belongs to example ``i`` only (``len(units) == N``) and the result is
+    ``[N, *input_shape]`` — one backward for all pairs, e.g. every unit's own exemplars at once.
+
+    >>> net = nn.Sequential(nn.Linear(3, 4), nn.ReLU(), nn.Linear(4, 2))
+    >>> x = torch.randn(2, 3)
+    >>> full = neuron_conductance(net, x, layer="1", units=[0, 3], target=1, n_steps=16)
+    >>> pair = neuron_conductance(net, x, layer="1", units=[0, 3], target=1, n_steps=16, paired=True)
+    >>> torch.allclose(pair, torch.stack([full[0, 0], full[1, 1]]))
+    True
+    """
     sites = resolve(model, [layer], use_input=attribute_to_layer_input)
     if len(sites) != 1:
         raise UnitscopeError("neuron_conductance takes one layer", layers=[s.name for s in sites])
@@ -70,6 +81,8 @@ def neuron_conductance(model: nn.Module, inputs, layer, units, *, baselines=None
         raise UnitscopeError("neuron_conductance needs a fixed rule", hint="use gausslegendre or riemann_*")
     batch = prepare(inputs, baselines, additional_forward_args, device=_device(model))
     n, m = batch.n, alphas.numel()
+    if paired and len(units) != n:
+        raise UnitscopeError("paired=True takes one unit per example", units=len(units), examples=n)
     with analysis_mode(model), autograd_on():
         out_x = _outputs_at_x(model, batch, internal_batch_size) if target is None else None
         tgt = make_target(target, n, out_x)
@@ -99,19 +112,26 @@ def neuron_conductance(model: nn.Module, inputs, layer, units, *, baselines=None
                     masks = _unit_masks(units, tuple(y.shape[1:]), site.name).to(y)
                 got = None
                 ub = masks.shape[0] if unit_batch_size is None else max(1, unit_batch_size)
-                for u0 in range(0, masks.shape[0], ub):
+                if paired:   # row r goes with its example's own unit: one plain backward
+                    gs = torch.autograd.grad(y, rows, grad_outputs=masks[example.to(masks.device)] * g,
+                                             allow_unused=True)
+                    got = [torch.zeros_like(r).unsqueeze(0) if gr is None else gr.detach().unsqueeze(0)
+                           for r, gr in zip(rows, gs)]
+                for u0 in range(0, 0 if paired else masks.shape[0], ub):
                     v = masks[u0:u0 + ub].unsqueeze(1) * g.unsqueeze(0)  # [u, R, *y]
                     last = u0 + ub >= masks.shape[0]
                     grads = _batched_vjp(y, rows, v, retain=not last)
                     got = grads if got is None else [torch.cat([a, b]) for a, b in zip(got, grads)]
             got = [work_dtype(gx) for gx in got]
             if sums is None:
-                sums = [work_dtype(x).new_zeros((masks.shape[0], *x.shape)) for x in batch.inputs]
+                sums = [work_dtype(x).new_zeros((1 if paired else masks.shape[0], *x.shape)) for x in batch.inputs]
             for s, gx in zip(sums, got):
                 wk = w.to(gx).view(1, -1, *([1] * (gx.dim() - 2)))
                 s.index_add_(1, example.to(gx.device), gx * wk)
         result = tuple((s * (x - b).unsqueeze(0)).transpose(0, 1).contiguous().detach().cpu() for s, x, b in
                        zip(sums, batch.inputs, batch.baselines))  # [N, U, *input_shape]: examples first
+        if paired:
+            result = tuple(r[:, 0] for r in result)
     return result if batch.is_tuple else result[0]
 
 

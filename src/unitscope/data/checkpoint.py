@@ -81,13 +81,16 @@ def _describe(key, old, new) -> str:
     return f"{key} ({old!r} then, {new!r} now)"
 
 
-def save_checkpoint(path: Path, fingerprint: dict, done: int, stats: dict, count: int, class_counts) -> None:
-    atomic_save({"format": FORMAT, "fingerprint": fingerprint, "batches_done": done, "count": count,
-                 "class_counts": class_counts,
-                 "stats": {m: {n: st.state() for n, st in d.items()} for m, d in stats.items()}}, path)
+def save_checkpoint(path: Path, fingerprint: dict, done: int, stats: dict, count: int, class_counts, *,
+                    extra=None) -> None:
+    blob = {"format": FORMAT, "fingerprint": fingerprint, "batches_done": done, "count": count,
+            "class_counts": class_counts, "stats": {m: {n: st.state() for n, st in d.items()} for m, d in stats.items()}}
+    if extra is not None:
+        blob["extra"] = extra.state()
+    atomic_save(blob, path)
 
 
-def load_checkpoint(path: Path, fingerprint: dict, unit_stats):
+def load_checkpoint(path: Path, fingerprint: dict, unit_stats, *, extra=None):
     """``(batches_done, stats, count, class_counts)`` of the checkpoint at ``path`` — only if it was written by the
     same scan (``fingerprint``); a damaged file or another scan's checkpoint is an error, and nothing is merged."""
     blob = safe_load(path, what="scan checkpoint")
@@ -106,6 +109,8 @@ def load_checkpoint(path: Path, fingerprint: dict, unit_stats):
     try:
         stats = {m: {n: unit_stats(**st) for n, st in d.items()} for m, d in blob["stats"].items()}
         done, count, class_counts = int(blob["batches_done"]), int(blob["count"]), blob["class_counts"]
+        if extra is not None:
+            extra.load_state(blob.get("extra") or {})
     except (TypeError, ValueError, KeyError) as e:
         raise UnitscopeError(f"checkpoint {str(path)!r} is incomplete", hint=f"{e}; delete it to start over") from None
     return done, stats, count, class_counts

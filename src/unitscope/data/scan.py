@@ -288,9 +288,10 @@ def _target_repr(target) -> str:
 class _Accumulators:
     """Everything a scan adds up, per rank: ``stats[score][layer]``, the example count, the class counts."""
 
-    def __init__(self, methods, how, top_k, by, num_classes, target):
+    def __init__(self, methods, how, top_k, by, num_classes, target, extra=None):
         self.methods, self.how, self.top_k, self.by, self.num_classes, self.target = \
             methods, how, top_k, by, num_classes, target
+        self.extra = extra
         self.stats: dict[str, dict[str, UnitStats]] = {}
         self.count = 0
         self.class_counts = torch.zeros(num_classes or 0, dtype=torch.float64) if by else None
@@ -314,14 +315,18 @@ class _Accumulators:
                 self.class_counts = torch.cat([self.class_counts,
                                                self.class_counts.new_zeros(k - self.class_counts.numel())])
             self.class_counts += torch.bincount(y, minlength=self.class_counts.numel()).double()
+        reduced = {}
         for m in self.methods:
             s = scores[m]
             by_layer = self.stats.setdefault(m, {})
             for name in s.layers:
                 v = _reduce_units(s[name], self.how[m], name).double()
+                reduced.setdefault(m, {})[name] = v
                 if name not in by_layer:
                     by_layer[name] = UnitStats.empty(v.shape[1], self.top_k, by == "class")
                 by_layer[name].update(v, y if by == "class" else None, index)
+        if self.extra is not None:
+            self.extra.update(reduced, y, index)
         self.count += int(index.numel())
 
 
@@ -329,7 +334,7 @@ def scan(model: nn.Module, loader, layers, *, scores=("activation",), target=Non
          top_k: int = 9, num_classes: int | None = None, reduce: str = "auto", n_steps: int = 20,
          method: str = "gausslegendre", baselines=None, internal_batch_size: int | None = None,
          batch_size: int = 256, checkpoint=None, checkpoint_every: int = 50, unpack: Callable | None = None,
-         group=None, progress: bool | None = None) -> ScanResult:
+         group=None, progress: bool | None = None, extra=None) -> ScanResult:
     """Stream ``loader`` through ``model`` once and accumulate per-unit statistics of ``scores`` on ``layers``.
 
     >>> import torch, torch.nn as nn
@@ -359,6 +364,10 @@ def scan(model: nn.Module, loader, layers, *, scores=("activation",), target=Non
       inside anyone's DDP job); a ``torch.distributed`` process group (e.g. ``torch.distributed.group.WORLD``) —
       every rank of it must call ``scan`` with the same arguments; each takes its shard and all return the merged
       result. A failure on any rank stops every rank (:mod:`unitscope.data.distributed`).
+    - ``extra``: an accumulator of your own, fed every batch's reduced values: ``extra.update({score: {layer:
+      [B, U]}}, labels, index)``; its ``state()`` (a dict of tensors) is checkpointed and restored with
+      ``load_state``; under ``group=`` it gets every rank's state through ``merge(states)``; ``settings()`` joins
+      the checkpoint's identity (:func:`unitscope.atlas` keeps histograms and top-k shares this way).
     """
     from .batches import plan_batches, split_batch
     from .checkpoint import checkpoint_path, fingerprint, load_checkpoint, save_checkpoint
@@ -384,7 +393,9 @@ def scan(model: nn.Module, loader, layers, *, scores=("activation",), target=Non
                             ([layers] if isinstance(layers, (str, nn.Module)) else layers)],
                     scores=methods, target=_target_repr(target), by=by, top_k=top_k, num_classes=num_classes,
                     reduce=how, n_steps=n_steps, method=method, world_size=world)
-    acc = _Accumulators(methods, how, top_k, by, num_classes, target)
+    if extra is not None:
+        settings["extra"] = extra.settings()
+    acc = _Accumulators(methods, how, top_k, by, num_classes, target, extra)
     attribute_kwargs = dict(baselines=baselines, n_steps=n_steps, method=method,
                             internal_batch_size=internal_batch_size)
     done = resumed_from = 0
@@ -402,7 +413,7 @@ def scan(model: nn.Module, loader, layers, *, scores=("activation",), target=Non
                              baselines=baselines, data_size=_size_hint(loader),
                              first_batch=None if plan.first is None else plan.first())
             if ck_path.exists():
-                done, acc.stats, acc.count, class_counts = load_checkpoint(ck_path, fp, UnitStats)
+                done, acc.stats, acc.count, class_counts = load_checkpoint(ck_path, fp, UnitStats, extra=extra)
                 if by:
                     acc.class_counts = class_counts
                 resumed_from = done
@@ -424,7 +435,7 @@ def scan(model: nn.Module, loader, layers, *, scores=("activation",), target=Non
                     done += 1
                     bar.update(1)
                     if ck_path is not None and done % checkpoint_every == 0:
-                        save_checkpoint(ck_path, fp, done, acc.stats, acc.count, acc.class_counts)
+                        save_checkpoint(ck_path, fp, done, acc.stats, acc.count, acc.class_counts, extra=extra)
             except Exception as e:  # noqa: BLE001 — re-raised on this rank, reported to the others
                 failed = e
             more = ranks.step(failed, has)
@@ -432,11 +443,17 @@ def scan(model: nn.Module, loader, layers, *, scores=("activation",), target=Non
         bar.close()
     seconds = time.perf_counter() - start
     if ck_path is not None:
-        save_checkpoint(ck_path, fp, done, acc.stats, acc.count, acc.class_counts)
+        save_checkpoint(ck_path, fp, done, acc.stats, acc.count, acc.class_counts, extra=extra)
     stats, count, class_counts = acc.stats, acc.count, acc.class_counts
     if ranks.distributed:
         stats, count, class_counts = ranks.reduce(stats, count, class_counts, top_k,
                                                   lambda u: UnitStats.empty(u, top_k, by == "class"), merge_top)
+        if extra is not None:
+            import torch.distributed as dist
+
+            states = [None] * world
+            dist.all_gather_object(states, extra.state(), group=ranks.group)
+            extra.merge(states)
     if count == 0:
         raise UnitscopeError("the loader gave no examples")
     if class_counts is not None:

@@ -1,0 +1,205 @@
+"""The unit atlas: for every unit of the layers you name, whether it matters and what it responds to (data only).
+
+>>> import torch, torch.nn as nn, unitscope as us
+>>> torch.manual_seed(0) and None
+>>> net = nn.Sequential(nn.Conv2d(1, 3, 3), nn.ReLU(), nn.Flatten(), nn.Linear(3 * 36, 2))
+>>> x, y = torch.rand(12, 1, 8, 8), torch.arange(12) % 2
+>>> a = us.atlas(net, (x, y), layers=["1"], top_k=2, n_steps=4, iam_steps=4, inverse_samples=2,
+...              inverse_steps=4, progress=False)
+>>> len(a.units), sorted(a.units[0])[:4], len(a.units[0]["exemplars"])
+(3, ['class_means', 'dead', 'exemplars', 'faithfulness'], 4)
+
+One streaming pass over the data (:func:`unitscope.data.scan.scan`, so it resumes from ``checkpoint=`` and runs
+under ``torchrun``) keeps per unit: mean conductance (target: each example's top class, or ``target="label"``),
+per-class means of activation and conductance, the top ``top_k`` examples by activation and by conductance, the
+share of examples where the unit is among the ``share_k`` most conductant of its layer, and an exact streaming
+histogram of its activation (:class:`unitscope.data.histograms.Histograms`). Then, in chunks of ``unit_batch``
+units (split over the processes, each chunk seeded by its layer and first unit, so results do not depend on the
+number of processes): the per-input conductance of every exemplar through its unit (``neuron_conductance``,
+``paired``), the IAM image and its RS (``independent_am``), inverse-set samples in activation bands from the
+histogram (:func:`unitscope.synthesis.inverse_many.sample_inverse_sets`, through ``generator`` or the FFT
+parameterization), and a faithfulness check of every synthetic input against the exemplars: its activation, the
+unit's rank in its layer on it, and the cosine of its layer activation vector to the exemplars' mean one. An input
+whose cosine is below every exemplar's own (leave-one-out) cosine is flagged ``atypical``.
+
+A unit is a channel (dim 1 of the layer output; activations averaged over the other dims, attributions summed):
+conv ``[N, C, H, W]`` and ``[N, D]`` layers. Units whose activation is 0 on every example are marked ``dead``
+and get no synthetic inputs.
+"""
+
+from __future__ import annotations
+
+import json
+import math
+import zlib
+from pathlib import Path
+
+import torch
+import torch.nn as nn
+from tqdm.auto import tqdm
+
+from .atlas_data import Source, UnitAccumulator, unit_values, units_of_layer
+from .core.errors import UnitscopeError
+
+__all__ = ["Atlas", "atlas", "BANDS"]
+
+BANDS = (("p50-75", 50.0, 75.0), ("p90-99", 90.0, 99.0), ("above-max", 100.0, None))
+_FORMAT = 1
+
+
+class Atlas:
+    """What :func:`atlas` returns: ``meta`` (model, data, layers, settings), ``units`` (one JSON-ready dict per
+    unit, the schema of ``atlas.json``) and ``tensors`` (``"LAYER/KIND"`` → a tensor with one row per unit:
+    ``hist_counts``, ``hist_edges``, ``iam``, ``inverse``, ``exemplar_inputs``, ``exemplar_attr`` …)."""
+
+    def __init__(self, meta: dict, units: list[dict], tensors: dict[str, torch.Tensor]):
+        self.meta, self.units, self.tensors = dict(meta), list(units), dict(tensors)
+
+    @property
+    def layers(self) -> list[str]:
+        return list(self.meta.get("layers", []))
+
+    def unit(self, layer: str, unit: int) -> dict:
+        for u in self.units:
+            if u["layer"] == layer and u["unit"] == unit:
+                return u
+        raise UnitscopeError(f"the atlas has no unit {unit} of layer {layer!r}", layer=layer,
+                             hint=f"layers: {', '.join(self.layers)}")
+
+    def to_json(self) -> dict:
+        return {"format": _FORMAT, **self.meta, "units": self.units}
+
+    def save(self, directory) -> str:
+        """Write ``DIR/atlas.json`` and ``DIR/atlas_tensors.pt`` (plain tensors; load with ``weights_only=True``)."""
+        from .zoo.cache import atomic_save
+
+        d = Path(directory)
+        d.mkdir(parents=True, exist_ok=True)
+        tmp = d / "atlas.json.tmp"
+        tmp.write_text(json.dumps(self.to_json(), indent=1, allow_nan=False))
+        tmp.replace(d / "atlas.json")
+        atomic_save({k: v.contiguous() for k, v in self.tensors.items()}, d / "atlas_tensors.pt")
+        return str(d / "atlas.json")
+
+    @classmethod
+    def load(cls, directory) -> "Atlas":
+        d = Path(directory)
+        blob = json.loads((d / "atlas.json").read_text())
+        if blob.get("format") != _FORMAT:
+            raise UnitscopeError(f"{d / 'atlas.json'} has atlas format {blob.get('format')!r}, not {_FORMAT}")
+        units = blob.pop("units")
+        blob.pop("format")
+        path = d / "atlas_tensors.pt"
+        tensors = torch.load(path, map_location="cpu", weights_only=True) if path.exists() else {}
+        return cls(blob, units, tensors)
+
+    def __repr__(self):
+        return f"Atlas(model={self.meta.get('model')!r}, layers={self.layers}, units={len(self.units)})"
+
+    def _repr_html_(self) -> str:
+        import html
+
+        rows = "".join(
+            f"<tr><td>{html.escape(u['layer'])}</td><td>{u['unit']}</td><td>{'dead' if u['dead'] else ''}</td>"
+            f"<td>{_fmt(u['importance']['conductance'])}</td><td>{_fmt(u['importance']['top_k_share'])}</td>"
+            f"<td>{_fmt((u['selectivity'] or {}).get('index'))}</td><td>{_fmt(u['rs'])}</td>"
+            f"<td>{'yes' if u['faithfulness'].get('atypical') else ''}</td></tr>"
+            for u in sorted(self.units, key=lambda u: -abs(u["importance"]["conductance"]))[:20])
+        return (f"<p><b>Atlas</b> of {html.escape(str(self.meta.get('model')))} on "
+                f"{html.escape(str(self.meta.get('data')))}: {len(self.units)} units in {len(self.layers)} layers "
+                "(the 20 most important below)</p><table><tr><th>layer</th><th>unit</th><th></th>"
+                "<th>conductance</th><th>top-k share</th><th>selectivity</th><th>RS</th><th>atypical</th></tr>"
+                f"{rows}</table>")
+
+
+def _fmt(v) -> str:
+    return "" if v is None else f"{v:.3g}"
+
+
+def _seed(base: int, *parts) -> int:
+    return (int(base) * 1_000_003 + zlib.crc32(":".join(map(str, parts)).encode())) % (2 ** 31)
+
+
+def _num(v) -> float | None:
+    v = float(v)
+    return v if math.isfinite(v) else None
+
+
+def atlas(model: nn.Module, data, *, layers, target=None, top_k: int = 9, share_k: int = 5, bins: int = 128,
+          n_steps: int = 20, exemplar_steps: int | None = None, method: str = "gausslegendre", baselines=None,
+          batch_size: int = 256, unit_batch: int = 64, checkpoint=None, checkpoint_every: int = 50,
+          synthesize: bool | None = None, generator=None, value_range=(0.0, 1.0), param: str = "fft",
+          iam_steps: int = 128, inverse_samples: int = 4, inverse_steps: int = 100, bands=BANDS, seed: int = 0,
+          tokens=None, model_name: str | None = None, data_name: str | None = None,
+          progress: bool | None = None) -> Atlas:
+    """Build the atlas of every unit of ``layers`` (see the module docs).
+
+    - ``data``: ``(inputs, labels)`` tensors, an inputs tensor, an object with ``.x``/``.y``, a map-style
+      ``Dataset`` or a ``DataLoader`` over one (exemplars are read back by index).
+    - ``target``: ``None`` (each example's top class), ``"label"``, or an int.
+    - ``synthesize``: IAM and inverse-set samples (default: for inputs ``[C, H, W]`` and ``[D]``, or when a
+      ``generator`` is given); ``generator``: ``G`` for the inverse sets (default: the FFT parameterization for
+      images, the identity for vectors); ``param``/``value_range``/``iam_steps``: the IAM's.
+    - ``bands``: ``(name, lower percentile, upper percentile or None for +inf)``; a percentile of 100 is the
+      data's maximum.
+    - ``tokens``: per example a list of token strings (text models): stored with each exemplar.
+    """
+    from .data.scan import _dist, scan
+
+    if top_k < 1 or share_k < 1 or unit_batch < 1:
+        raise UnitscopeError("top_k, share_k and unit_batch must be positive", top_k=top_k, share_k=share_k,
+                             unit_batch=unit_batch)
+    src = Source(data, batch_size=batch_size)
+    layer_names = [layers] if isinstance(layers, str) else list(layers)
+    by = "class" if src.has_labels else None
+    if target == "label" and not src.has_labels:
+        raise UnitscopeError("target='label' needs labels", hint="give (inputs, labels) or use target=None")
+    extra = UnitAccumulator(share_k=share_k, bins=bins)
+    result = scan(model, src.loader, layer_names, ["activation", "conductance"], target=target, by=by,
+                  top_k=top_k, n_steps=n_steps, method=method, baselines=baselines, batch_size=batch_size,
+                  checkpoint=checkpoint, checkpoint_every=checkpoint_every, progress=progress, extra=extra)
+    dist, rank, world = _dist()
+    shape = src.example_shape
+    if synthesize is None:
+        synthesize = generator is not None or len(shape) in (1, 3)
+    meta = {"model": model_name or type(model).__name__, "data": data_name or type(data).__name__,
+            "layers": result.layers, "examples": result.count,
+            "settings": {"target": repr(target), "top_k": top_k, "share_k": share_k, "bins": bins,
+                         "n_steps": n_steps, "exemplar_steps": exemplar_steps or n_steps, "method": method,
+                         "synthesize": bool(synthesize), "iam_steps": iam_steps, "param": param,
+                         "inverse_samples": inverse_samples, "inverse_steps": inverse_steps,
+                         "generator": type(generator).__name__ if generator is not None else
+                         ("FFTImageGenerator" if len(shape) == 3 else "identity"),
+                         "bands": [list(b) for b in bands], "seed": seed, "unit_batch": unit_batch},
+            "classes": result.classes.tolist() if by else []}
+    from .atlas_units import layer_cards, work_chunk
+
+    items = [(name, u0) for name in result.layers
+             for u0 in range(0, units_of_layer(result, name), unit_batch)]
+    mine = items[rank::world]
+    done = {}
+    for name, u0 in tqdm(mine, desc="atlas: units", unit="chunk", leave=False,
+                         disable=True if (progress is False or rank != 0) else None):
+        done[(name, u0)] = work_chunk(model, src, result, extra, name, u0, unit_batch, target=target,
+                                      n_steps=exemplar_steps or n_steps, method=method, baselines=baselines,
+                                      synthesize=synthesize, generator=generator, value_range=value_range,
+                                      param=param, iam_steps=iam_steps, inverse_samples=inverse_samples,
+                                      inverse_steps=inverse_steps, bands=bands,
+                                      seed=_seed(seed, name, u0), unit_seed=lambda *p: _seed(seed, *p))
+    if dist is not None and world > 1:
+        gathered = [None] * world
+        dist.all_gather_object(gathered, done)
+        done = {k: v for g in gathered for k, v in g.items()}
+    seconds = {"scan": float(result.settings.get("seconds", 0.0))}
+    for c in done.values():
+        for k, v in c.get("seconds", {}).items():
+            seconds[k] = seconds.get(k, 0.0) + v
+    meta["seconds"] = seconds
+    units, tensors = [], {}
+    for name in result.layers:
+        chunks = [done[(n, u0)] for n, u0 in items if n == name]
+        cards, t = layer_cards(result, extra, name, chunks, tokens=tokens, src=src)
+        units += cards
+        tensors.update({f"{name}/{k}": v for k, v in t.items()})
+    return Atlas(meta, units, tensors)
+

@@ -1,0 +1,264 @@
+"""The per-unit work of the atlas, a chunk of units at a time: exemplars with their per-input conductance,
+IAM + RS, inverse-set samples in activation bands, faithfulness; then the cards of ``atlas.json``.
+
+>>> v = torch.tensor([[1.0, 0.0], [2.0, 0.0], [0.0, 3.0]])
+>>> [round(c, 3) for c in _loo_cosines(v).tolist()]   # each row against the mean of the others
+[0.555, 0.316, 0.0]
+"""
+
+from __future__ import annotations
+
+import math
+import time
+
+import torch
+import torch.nn as nn
+
+from .atlas_data import unit_values, units_of_layer
+from .core.capture import Recorder
+from .core.sites import resolve
+from .core.state import analysis_mode
+
+__all__ = ["work_chunk", "layer_cards"]
+
+
+def _device(model):
+    return next((p.device for p in model.parameters()), torch.device("cpu"))
+
+
+def layer_vectors(model: nn.Module, layer: str, x: torch.Tensor, batch: int = 512) -> torch.Tensor:
+    """``[N, U]``: every unit of ``layer`` on ``x`` (one forward pass per ``batch``, stopped at the layer)."""
+    (site,) = resolve(model, [layer])
+    out = []
+    with analysis_mode(model), torch.no_grad():
+        for i in range(0, len(x), batch):
+            rec = Recorder([site], stop_when_done=True)
+            with rec.active():
+                model(x[i:i + batch].to(_device(model)))
+            out.append(unit_values(rec.parts[site.name][0]).float().cpu())
+    return torch.cat(out) if out else torch.empty(0, 0)
+
+
+def _cos(a: torch.Tensor, b: torch.Tensor) -> torch.Tensor:
+    return torch.nn.functional.cosine_similarity(a, b.expand_as(a), dim=-1, eps=1e-12)
+
+
+def _loo_cosines(v: torch.Tensor) -> torch.Tensor:
+    """``[k]``: each row's cosine to the mean of the other rows."""
+    k = v.shape[0]
+    if k < 2:
+        return torch.ones(k)
+    others = (v.sum(0, keepdim=True) - v) / (k - 1)
+    return _cos(v, others)
+
+
+def _faith(vectors: torch.Tensor, unit: int, reference: torch.Tensor, typical_min: float) -> dict:
+    """Activation, rank in the layer (1 = highest) and cosine to the exemplars' mean vector, per input."""
+    own = vectors[:, unit]
+    rank = 1 + (vectors > own.unsqueeze(1)).sum(1)
+    cos = _cos(vectors, reference.unsqueeze(0))
+    return {"activation": own.tolist(), "rank": rank.tolist(), "cosine": cos.tolist(),
+            "atypical": (cos < typical_min - 1e-6).tolist()}
+
+
+def _bands(hist, unit: int, bands) -> list[tuple[str, float, float]]:
+    out = []
+    for name, lo, hi in bands:
+        a = float(hist.max[unit]) if lo >= 100 else float(hist.quantile(lo / 100)[unit])
+        b = math.inf if hi is None else (float(hist.max[unit]) if hi >= 100 else float(hist.quantile(hi / 100)[unit]))
+        span = float(hist.max[unit] - hist.min[unit])
+        out.append((name, a, b, bool(b - a > 1e-6 * max(span, 1e-12))))
+    return out
+
+
+def work_chunk(model, src, result, extra, layer, u0, unit_batch, *, target, n_steps, method, baselines, synthesize,
+               generator, value_range, param, iam_steps, inverse_samples, inverse_steps, bands, seed, unit_seed,
+               internal_batch_size: int = 4096) -> dict:
+    """Everything about units ``u0 … u0 + unit_batch − 1`` of ``layer`` that needs the model again."""
+    from .attribution.neuron import neuron_conductance
+
+    n_units = units_of_layer(result, layer)
+    units = list(range(u0, min(u0 + unit_batch, n_units)))
+    t0 = time.perf_counter()
+    hist = extra.hist[layer]
+    dead = ((hist.min == 0) & (hist.max == 0)).tolist()
+    ta, tc = result.top(layer, "activation"), result.top(layer, "conductance")
+    k_a, k_c = ta.indices.shape[1], tc.indices.shape[1]
+    ex = torch.cat([ta.indices[units], tc.indices[units]], 1)                       # [n, k_a + k_c]
+    uniq, inv = torch.unique(ex, return_inverse=True)
+    x_u, y_u = src.get(uniq.tolist())
+    vec_u = layer_vectors(model, layer, x_u)                                       # [n_uniq, U]
+    rows = inv.flatten()
+    unit_rows = torch.tensor(units).repeat_interleave(ex.shape[1]).tolist()
+    tgt = y_u[rows].tolist() if target == "label" else target
+    attr = neuron_conductance(model, x_u[rows], layer=layer, units=unit_rows, target=tgt, n_steps=n_steps,
+                              method=method, baselines=baselines, internal_batch_size=internal_batch_size,
+                              paired=True)
+    attr = attr.view(len(units), ex.shape[1], *attr.shape[1:])
+    out = {"units": units, "exemplars": ex, "inputs": x_u[inv], "labels": None if y_u is None else y_u[inv],
+           "attr": attr, "vectors": vec_u[inv], "dead": [dead[u] for u in units]}
+    live = [u for u in units if not dead[u]]
+    out["synthetic"] = {}
+    out["seconds"] = {"exemplars": time.perf_counter() - t0}
+    if not synthesize or not live:
+        return out
+    t0 = time.perf_counter()
+    shape = src.example_shape
+    ref, typical = {}, {}
+    for i, u in enumerate(units):
+        v = vec_u[inv[i, :k_a]]
+        ref[u], typical[u] = v.mean(0), float(_loo_cosines(v).min())
+    from .synthesis.maximize import independent_am, representative_substitution
+
+    r = independent_am(model, layer, live, shape=shape, param=param if len(shape) == 3 else "pixel",
+                       value_range=value_range, steps=iam_steps, seed=seed, progress=False)
+    rs = representative_substitution(r)
+    iam_vec = layer_vectors(model, layer, r.images)
+    out["seconds"]["iam"] = time.perf_counter() - t0
+    t0 = time.perf_counter()
+    gen = generator
+    if gen is None:
+        from .synthesis.generators import DecoderGenerator, FFTImageGenerator
+
+        gen = FFTImageGenerator(shape, value_range=value_range) if len(shape) == 3 else \
+            DecoderGenerator(nn.Identity(), latent_dim=int(shape[0]), code_bound=3.0)
+    problems, keys = [], []
+    for u in live:
+        for name, a, b, ok in _bands(hist, u, bands):
+            if ok:
+                problems.append((u, a, b))
+                keys.append((u, name))
+    from .synthesis.inverse_many import sample_inverse_sets
+
+    sets = sample_inverse_sets(model, layer, problems, gen, n_samples=inverse_samples, max_steps=inverse_steps,
+                               seeds=[unit_seed(layer, u, name) for u, name in keys], progress=False)
+    inv_vec = layer_vectors(model, layer, torch.cat([s.samples for s in sets])) if sets else None
+    out["seconds"]["inverse"] = time.perf_counter() - t0
+    at = 0
+    for j, u in enumerate(live):
+        band_out = []
+        for name, a, b, ok in _bands(hist, u, bands):
+            entry = {"band": name, "a": a, "b": b if math.isfinite(b) else None, "n": 0, "ok": False}
+            if ok:
+                s = sets[keys.index((u, name))]
+                entry.update(n=len(s), ok=s.ok, steps=s.steps, samples=s.samples,
+                             faithfulness=_faith(inv_vec[at:at + len(s)], u, ref[u], typical[u]) if len(s) else None)
+                at += len(s)
+            else:
+                entry["skipped"] = "the band is empty (the percentiles coincide)"
+            band_out.append(entry)
+        out["synthetic"][u] = {"iam": r.images[j], "rs": float(rs[j]), "objective": float(r.objective[j]),
+                               "iam_faithfulness": _faith(iam_vec[j:j + 1], u, ref[u], typical[u]),
+                               "inverse": band_out,
+                               "exemplar_reference": {"cosine_min": typical[u]}}
+    return out
+
+
+def _r(v, digits: int = 6):
+    v = float(v)
+    return float(f"{v:.{digits}g}") if math.isfinite(v) else None
+
+
+def _nan_like(shape):
+    return torch.full(shape, float("nan"))
+
+
+def layer_cards(result, extra, layer, chunks, *, tokens=None, src=None) -> tuple[list[dict], dict]:
+    """The JSON cards of one layer's units and the layer's tensors (one row per unit)."""
+    n_units = units_of_layer(result, layer)
+    hist = extra.hist[layer]
+    mean_c, std_c = result.mean(layer, "conductance"), result.std(layer, "conductance")
+    mean_a = result.mean(layer, "activation")
+    share = extra.shares[layer] / max(result.count, 1)
+    by_class = result.class_counts is not None
+    classes = result.classes.tolist() if by_class else []
+    cm_a = result.class_means(layer, "activation") if by_class else None
+    cm_c = result.class_means(layer, "conductance") if by_class else None
+    sel = result.selectivity(layer, "activation") if by_class else None
+    ta, tc = result.top(layer, "activation"), result.top(layer, "conductance")
+    k_a = ta.indices.shape[1]
+    text = src is not None and len(src.example_shape) == 2
+    cards, ex_in, ex_attr, iam, inverse = [], [], [], [], []
+    shape = src.example_shape if src is not None else ()
+    n_bands = max((len(s["inverse"]) for c in chunks for s in c["synthetic"].values()), default=0)
+    k_inv = max((e.get("n", 0) for c in chunks for s in c["synthetic"].values() for e in s["inverse"]), default=0)
+    for c in chunks:
+        for i, u in enumerate(c["units"]):
+            exemplars = []
+            for j, idx in enumerate(c["exemplars"][i].tolist()):
+                by_act = j < k_a
+                act = float(ta.values[u, j]) if by_act else float(c["vectors"][i, j, u])
+                cond = float(c["attr"][i, j].sum()) if by_act else float(tc.values[u, j - k_a])
+                e = {"index": int(idx), "by": "activation" if by_act else "conductance", "activation": _r(act),
+                     "conductance": _r(cond)}
+                if c["labels"] is not None:
+                    e["label"] = int(c["labels"][i, j])
+                if text:
+                    per_token = c["attr"][i, j].sum(-1)
+                    e["token_conductance"] = [_r(t, 4) for t in per_token.tolist()]
+                    if tokens is not None:
+                        e["tokens"] = list(tokens[int(idx)])
+                exemplars.append(e)
+            imp = {"conductance": _r(mean_c[u]), "conductance_std": _r(std_c[u]), "top_k_share": _r(share[u])}
+            if by_class:
+                order = torch.argsort(cm_c[:, u], descending=True).tolist()
+                imp["supports"] = [{"class": classes[k], "conductance": _r(cm_c[k, u])} for k in order[:3]
+                                   if cm_c[k, u] > 0]
+                imp["opposes"] = [{"class": classes[k], "conductance": _r(cm_c[k, u])} for k in order[::-1][:3]
+                                  if cm_c[k, u] < 0]
+            selectivity = None
+            if by_class and float(hist.min[u]) >= 0 and len(classes) > 1 and not c["dead"][i]:
+                selectivity = {"index": _r(sel.index[u]), "preferred": int(sel.preferred[u])}
+            s = c["synthetic"].get(u)
+            synthetic, faith = {}, {}
+            if s is not None:
+                synthetic = {"iam": {"activation": _r(s["iam_faithfulness"]["activation"][0]),
+                                     "objective": _r(s["objective"])},
+                             "inverse": [{k: (_r(v) if isinstance(v, float) else v) for k, v in e.items()
+                                          if k not in ("samples", "faithfulness")} for e in s["inverse"]]}
+                fi = s["iam_faithfulness"]
+                ex_acts = [x["activation"] for x in exemplars[:k_a]]
+                ref_act = sum(ex_acts) / max(len(ex_acts), 1)
+                faith = {"exemplars": {"activation_mean": _r(ref_act),
+                                       "cosine_min": _r(s["exemplar_reference"]["cosine_min"])},
+                         "iam": {"activation": _r(fi["activation"][0]), "rank": int(fi["rank"][0]),
+                                 "cosine": _r(fi["cosine"][0]), "atypical": bool(fi["atypical"][0]),
+                                 "activation_vs_exemplars": _r(fi["activation"][0] / ref_act) if ref_act else None},
+                         "inverse": []}
+                for e in s["inverse"]:
+                    f = e.get("faithfulness")
+                    if f:
+                        n = len(f["rank"])
+                        faith["inverse"].append({"band": e["band"], "n": n,
+                                                 "activation_mean": _r(sum(f["activation"]) / n),
+                                                 "rank_mean": _r(sum(f["rank"]) / n),
+                                                 "cosine_mean": _r(sum(f["cosine"]) / n),
+                                                 "atypical": int(sum(f["atypical"]))})
+                faith["atypical"] = faith["iam"]["atypical"]
+            cards.append({
+                "layer": layer, "unit": u, "dead": bool(c["dead"][i]), "importance": imp,
+                "selectivity": selectivity, "rs": _r(s["rs"]) if s is not None else None,
+                "class_means": [_r(v) for v in cm_a[:, u].tolist()] if by_class else [],
+                "histogram": {"min": _r(hist.min[u]), "max": _r(hist.max[u]), "mean": _r(mean_a[u]),
+                              "p50": _r(hist.quantile(0.5)[u]), "p90": _r(hist.quantile(0.9)[u]),
+                              "p99": _r(hist.quantile(0.99)[u])},
+                "exemplars": exemplars, "synthetic": synthetic, "faithfulness": faith})
+            if not text:
+                ex_in.append(c["inputs"][i])
+            ex_attr.append(c["attr"][i].sum(-1) if text else c["attr"][i])
+            iam.append(s["iam"] if s is not None else _nan_like(shape))
+            band_t = _nan_like((n_bands, k_inv, *shape))
+            for b, e in enumerate(s["inverse"] if s is not None else []):
+                if e.get("n"):
+                    band_t[b, :e["n"]] = e["samples"]
+            inverse.append(band_t)
+    tensors = {"hist_counts": hist.counts.float(), "hist_edges": hist.edges().float(),
+               "exemplar_index": torch.cat([ta.indices, tc.indices], 1), "exemplar_attr": torch.stack(ex_attr)}
+    if ex_in:
+        tensors["exemplar_inputs"] = torch.stack(ex_in)
+    if any(c["synthetic"] for c in chunks):
+        tensors["iam"] = torch.stack(iam)
+        tensors["inverse"] = torch.stack(inverse)
+    if by_class:
+        tensors["class_means_activation"], tensors["class_means_conductance"] = cm_a.float(), cm_c.float()
+    return cards, tensors

@@ -1,0 +1,168 @@
+"""Inverse sets of many units at once: the seed phase of :func:`unitscope.synthesis.inverse.sample_inverse_set`
+run for ``P`` independent problems ``a_p ≤ unit_p ≤ b_p`` (one layer) in one batch of ``P × K`` codes.
+
+>>> import torch, torch.nn as nn
+>>> net = nn.Sequential(nn.Linear(2, 3))
+>>> g = DecoderGenerator(nn.Identity(), latent_dim=2, code_bound=3.0)
+>>> sets = sample_inverse_sets(net, "0", [(0, 0.0, 0.5), (2, -0.5, 0.0)], g, n_samples=4, seeds=[1, 2])
+>>> [len(s) for s in sets], all(bool(((s.activations >= p[1]) & (s.activations <= p[2])).all())
+...                             for s, p in zip(sets, [(0, 0.0, 0.5), (2, -0.5, 0.0)]))
+([4, 4], True)
+
+Each problem has its own ``K`` codes drawn from its own seed, its own multipliers λ and penalty μ, and its own
+diversity term (distances only among its own codes); a problem whose codes are all inside its range is frozen
+while the others go on. The rows of different problems never interact, so a problem's result depends on its
+seed and on the problems batched with it only through floating-point batching. Every returned sample passed a
+fresh forward check. This is the seed phase only: for many samples of one inverse set use ``sample_inverse_set``.
+"""
+
+from __future__ import annotations
+
+from dataclasses import dataclass
+
+import torch
+import torch.nn as nn
+from tqdm.auto import tqdm
+
+from ..core.capture import Recorder
+from ..core.errors import UnitscopeError
+from ..core.sites import resolve
+from .generators import DecoderGenerator
+from .inverse import _frozen, _project
+from .objectives import channel
+
+__all__ = ["UnitInverseSet", "sample_inverse_sets"]
+
+
+@dataclass
+class UnitInverseSet:
+    """Verified samples of one problem: ``samples [n, *x]``, ``codes [n, d]``, ``activations [n]``."""
+
+    unit: int
+    a: float
+    b: float
+    samples: torch.Tensor
+    codes: torch.Tensor
+    activations: torch.Tensor
+    steps: int
+    ok: bool
+
+    def __len__(self):
+        return len(self.codes)
+
+
+def _group_spread(h: torch.Tensor) -> torch.Tensor:
+    """``h [P, K, D]`` → ``[P, K]``: each row's mean squared distance to the other rows of its group."""
+    k = h.shape[1]
+    if k < 2:
+        return h.new_zeros(h.shape[:2])
+    sq = (h * h).sum(2)
+    return (k * sq + sq.sum(1, keepdim=True) - 2 * torch.einsum("pkd,pd->pk", h, h.sum(1))) / (k - 1)
+
+
+def sample_inverse_sets(model: nn.Module, layer, problems, generator, *, n_samples: int = 4, seeds=None,
+                        max_steps: int = 200, lr: float = 0.2, inner_steps: int = 10, mu: float = 10.0,
+                        mu_factor: float = 2.0, mu_max: float = 1e6, margin: float = 0.02,
+                        diversity_weight: float = 1.0, patience: int = 30,
+                        progress: bool | None = None) -> list[UnitInverseSet]:
+    """For each ``(unit, a, b)`` of ``problems`` (channels of ``layer``; ``b`` may be ``inf``), up to
+    ``n_samples`` diverse inputs ``G(z)`` with ``a ≤ unit ≤ b``; ``seeds[p]`` seeds problem ``p``'s codes."""
+    problems = [(int(u), float(a), float(b)) for u, a, b in problems]
+    if not problems:
+        return []
+    if any(not a < b for _, a, b in problems):
+        raise UnitscopeError("every range needs a < b", ranges=[(a, b) for _, a, b in problems if not a < b][:5])
+    if n_samples < 1:
+        raise UnitscopeError("n_samples must be positive", n_samples=n_samples)
+    (site,) = resolve(model, [layer])
+    seeds = list(range(len(problems))) if seeds is None else [int(s) for s in seeds]
+    p_n, k = len(problems), int(n_samples)
+    device = next((p.device for p in model.parameters()), torch.device("cpu"))
+    units = torch.tensor([u for u, _, _ in problems], device=device).repeat_interleave(k)
+    lo = torch.tensor([a for _, a, _ in problems], device=device).view(-1, 1)
+    hi = torch.tensor([b for _, _, b in problems], device=device).view(-1, 1)
+
+    def run(z, rows=None):
+        """``(x, f [p, K])`` for the problems ``rows`` (all by default): only their codes are evaluated."""
+        zz = z if rows is None else z[rows]
+        x = generator(zz.reshape(-1, zz.shape[-1]))
+        rec = Recorder([site], stop_when_done=True)
+        with rec.active():
+            model(x)
+        u = units.view(p_n, k) if rows is None else units.view(p_n, k)[rows]
+        return x, channel(site.name, u.reshape(-1))({site.name: rec.parts[site.name][0]}).view(-1, k)
+
+    with _frozen(model, generator, None):
+        z0 = torch.stack([generator.sample_codes(k, generator=torch.Generator().manual_seed(s)) for s in seeds])
+        z = z0.to(device).clone()
+        with torch.no_grad():
+            x0, f0 = run(z)
+        width = hi - lo
+        spread0 = f0.std(1, keepdim=True).clamp(min=1e-6) if k > 1 else torch.ones_like(lo)
+        scale = torch.where(torch.isfinite(width), width, spread0.clamp(min=1.0))
+        h_scale = _group_spread(x0.reshape(p_n, k, -1)).mean(1, keepdim=True).clamp(min=1e-12)
+        s_lo, s_hi = lo / scale + margin, hi / scale - margin
+        code_std = float(z0.std()) or 1.0
+        lam = torch.zeros(p_n, k, device=device)
+        mu_t = torch.full((p_n, 1), float(mu), device=device)
+        finished = torch.zeros(p_n, dtype=torch.bool, device=device)
+        best = torch.full((p_n,), float("inf"), device=device)
+        since = torch.zeros(p_n, dtype=torch.long, device=device)
+        done_steps = torch.zeros(p_n, dtype=torch.long)
+        z.requires_grad_(True)
+        opt = torch.optim.Adam([z], lr=lr * code_std)
+        steps = 0
+        bar = tqdm(total=max_steps, desc=f"inverse sets of {p_n} units×bands", unit="step", leave=False,
+                   disable=True if progress is False else None)
+        while True:
+            rows = (~finished).nonzero().flatten()            # only unfinished problems are evaluated
+            x, f = run(z, rows)
+            fd = f.detach()
+            a_, b_, sc = lo[rows], hi[rows], scale[rows]
+            inside = (fd >= a_) & (fd <= b_)
+            violation = ((a_ - fd).clamp(min=0) + (fd - b_).clamp(min=0)).div(sc).amax(1)
+            improved = violation < best[rows] - 1e-4
+            best[rows] = torch.where(improved, violation, best[rows])
+            since[rows] = torch.where(improved, torch.zeros_like(since[rows]), since[rows] + 1)
+            give_up = (since[rows] >= patience) & (inside.any(1) | (mu_t[rows].squeeze(1) >= mu_max))
+            newly = inside.all(1) | give_up
+            done_steps[rows[newly].cpu()] = steps
+            if bool(newly.all()) or steps >= max_steps:
+                finished[rows[newly]] = True
+                break
+            # the step is taken for the rows still open after this evaluation
+            g = f / sc
+            s = torch.minimum(torch.maximum(g.detach() - lam[rows] / mu_t[rows], s_lo[rows]), s_hi[rows])
+            c = g - s
+            open_ = (~newly).float().view(-1, 1)
+            al = ((-lam[rows] * c + 0.5 * mu_t[rows] * c * c) * open_).sum()
+            div = (_group_spread(x.reshape(len(rows), k, -1)) / h_scale[rows] * open_).sum()
+            loss = al - diversity_weight * div
+            finished[rows[newly]] = True
+            opt.zero_grad()
+            loss.backward()
+            keep = z.detach().clone()
+            opt.step()
+            with torch.no_grad():
+                z.copy_(torch.where(finished.view(-1, 1, 1), keep, _project(generator, z)))
+            steps += 1
+            bar.update(1)
+            if steps % inner_steps == 0:
+                lam[rows] = lam[rows] - mu_t[rows] * c.detach() * open_
+                grow = (~inside.all(1) & ~newly).view(-1, 1)
+                mu_t[rows] = torch.where(grow, (mu_t[rows] * mu_factor).clamp(max=mu_max), mu_t[rows])
+        bar.close()
+        done_steps[~finished.cpu()] = steps
+        with torch.no_grad():                                   # fresh verification pass on the final codes
+            x, f = run(z.detach())
+            inside = (f >= lo) & (f <= hi)
+    out = []
+    for p, (u, a, b) in enumerate(problems):
+        ok = inside[p].cpu()
+        out.append(UnitInverseSet(u, a, b, x.view(p_n, k, *x.shape[1:])[p][ok.to(x.device)].detach().cpu(),
+                                  z.detach()[p][ok.to(z.device)].cpu(), f[p][ok.to(f.device)].detach().cpu(),
+                                  int(done_steps[p]), bool(ok.all())))
+    return out
+
+
+DecoderGenerator = DecoderGenerator  # re-exported for the doctest

@@ -1,0 +1,214 @@
+"""The unit atlas on a tiny conv net: schema, exemplars and importance against brute force, dead units, resume,
+1 vs 2 processes, the model untouched, and the HTML page in headless Chromium."""
+
+import json
+import math
+import os
+import subprocess
+import sys
+from pathlib import Path
+
+import pytest
+import torch
+import torch.nn as nn
+
+import unitscope as us
+from unitscope.atlas import Atlas
+
+KW = dict(top_k=3, n_steps=6, iam_steps=6, inverse_samples=2, inverse_steps=8, unit_batch=3, progress=False)
+LAYERS = ["1", "4"]
+
+
+def tiny_net() -> nn.Module:
+    torch.manual_seed(0)
+    net = nn.Sequential(nn.Conv2d(1, 4, 3, padding=1), nn.ReLU(), nn.Flatten(), nn.Linear(4 * 36, 5), nn.ReLU(),
+                        nn.Linear(5, 3))
+    with torch.no_grad():          # channel 3 of layer "1" is dead: zero weights, negative bias
+        net[0].weight[3].zero_()
+        net[0].bias[3] = -1.0
+    return net.eval()
+
+
+def tiny_data(n: int = 30):
+    g = torch.Generator().manual_seed(1)
+    return torch.rand(n, 1, 6, 6, generator=g), torch.randint(0, 3, (n,), generator=g)
+
+
+@pytest.fixture(scope="module")
+def built():
+    torch.set_num_threads(1)
+    net = tiny_net()
+    x, y = tiny_data()
+    return net, x, y, us.atlas(net, (x, y), layers=LAYERS, **KW)
+
+
+def test_schema_and_round_trip(built, tmp_path):
+    net, x, y, a = built
+    assert isinstance(a, Atlas) and a.layers == LAYERS and len(a.units) == 4 + 5
+    path = a.save(tmp_path / "atlas")
+    blob = json.loads(Path(path).read_text())
+    assert {"model", "data", "layers", "units"} <= set(blob)
+    for u in blob["units"]:
+        assert {"layer", "unit", "importance", "selectivity", "rs", "exemplars", "synthetic", "faithfulness"} <= set(u)
+        assert len(u["exemplars"]) == 6
+        assert all({"index", "activation", "conductance"} <= set(e) for e in u["exemplars"])
+        if not u["dead"]:
+            iam = u["faithfulness"]["iam"]
+            assert 1 <= iam["rank"] <= (4 if u["layer"] == "1" else 5) and -1 <= iam["cosine"] <= 1
+            assert 0 <= u["rs"] <= 1
+            assert [b["band"] for b in u["synthetic"]["inverse"]] == ["p50-75", "p90-99", "above-max"]
+            for band in u["synthetic"]["inverse"]:       # a sample lies in its band (checked on a fresh pass)
+                for f in u["faithfulness"]["inverse"]:
+                    if f["band"] == band["band"]:
+                        assert band["a"] - 1e-6 <= f["activation_mean"] <= (band["b"] or math.inf) + 1e-6
+    back = Atlas.load(tmp_path / "atlas")
+    assert back.units == blob["units"] and set(back.tensors) == set(a.tensors)
+    assert back.tensors["1/iam"].shape == (4, 1, 6, 6)
+    assert "<table>" in a._repr_html_()
+
+
+def test_exemplars_are_the_brute_force_top_k(built):
+    net, x, y, a = built
+    with torch.no_grad():
+        acts = {"1": net[:2](x).mean((2, 3)), "4": net[:5](x)}
+    for u in a.units:
+        col = acts[u["layer"]][:, u["unit"]]
+        by_act = [e for e in u["exemplars"] if e["by"] == "activation"]
+        if u["dead"]:
+            assert all(e["activation"] == 0 for e in by_act)
+            continue
+        want = torch.argsort(col, descending=True, stable=True)[:3]
+        assert [e["index"] for e in by_act] == want.tolist()
+        assert [e["activation"] for e in by_act] == pytest.approx(col[want].tolist(), rel=1e-5)
+
+
+def test_importance_is_the_direct_conductance_mean(built):
+    net, x, y, a = built
+    s = us.conductance(net, x, LAYERS, n_steps=6)
+    for u in a.units:
+        t = s[u["layer"]]
+        per_unit = t.flatten(2).sum(2) if t.dim() > 2 else t
+        c = per_unit[:, u["unit"]]
+        assert u["importance"]["conductance"] == pytest.approx(float(c.mean()), rel=1e-4, abs=1e-7)
+        top = per_unit.topk(min(5, per_unit.shape[1]), dim=1).indices
+        share = float((top == u["unit"]).any(1).float().mean())
+        assert u["importance"]["top_k_share"] == pytest.approx(share)
+        by_cond = [e for e in u["exemplars"] if e["by"] == "conductance"]
+        assert [e["index"] for e in by_cond] == torch.argsort(c, descending=True, stable=True)[:3].tolist()
+
+
+
+def test_exemplar_pictures_are_neuron_conductance(built):
+    """The batched (paired) per-input conductance of each exemplar equals neuron_conductance on it alone."""
+    net, x, y, a = built
+    for layer, unit in [("1", 0), ("1", 2), ("4", 4)]:
+        card = a.unit(layer, unit)
+        pics = a.tensors[f"{layer}/exemplar_attr"][unit]
+        for j, e in enumerate(card["exemplars"]):
+            want = us.neuron_conductance(net, x[e["index"]:e["index"] + 1], layer=layer, units=[unit], n_steps=6)
+            torch.testing.assert_close(pics[j], want[0, 0], rtol=1e-4, atol=1e-6)
+            if e["by"] == "activation":
+                assert e["conductance"] == pytest.approx(float(want.sum()), rel=1e-4, abs=1e-6)
+
+
+def test_dead_unit_is_marked_and_gets_no_synthetic_inputs(built):
+    net, x, y, a = built
+    dead = [(u["layer"], u["unit"]) for u in a.units if u["dead"]]
+    assert ("1", 3) in dead
+    card = a.unit("1", 3)
+    assert card["synthetic"] == {} and card["rs"] is None and card["importance"]["conductance"] == 0
+    assert torch.isnan(a.tensors["1/iam"][3]).all() and not torch.isnan(a.tensors["1/iam"][0]).any()
+
+
+def test_model_untouched():
+    net = tiny_net().train()
+    net[3].weight.requires_grad_(False)
+    before = {k: v.clone() for k, v in net.state_dict().items()}
+    x, y = tiny_data(12)
+    us.atlas(net, (x, y), layers=["1"], **KW)
+    assert net.training and not net[3].weight.requires_grad and net[0].weight.requires_grad
+    assert all(torch.equal(before[k], v) for k, v in net.state_dict().items())
+    assert all(p.grad is None for p in net.parameters())
+    assert all(not m._forward_hooks and not m._forward_pre_hooks and not m._backward_hooks for m in net.modules())
+
+
+class FlakyData(torch.utils.data.Dataset):
+    """Raises once, at example ``fail_at``: a run killed in the middle of the scan."""
+
+    def __init__(self, x, y, fail_at=None):
+        self.x, self.y, self.fail_at = x, y, fail_at
+
+    def __len__(self):
+        return len(self.y)
+
+    def __getitem__(self, i):
+        if self.fail_at is not None and i == self.fail_at:
+            self.fail_at = None
+            raise KeyboardInterrupt("killed")
+        return self.x[i], self.y[i]
+
+
+def test_resume_after_a_killed_run_gives_the_same_atlas(tmp_path):
+    net = tiny_net()
+    x, y = tiny_data()
+    kw = dict(KW, batch_size=4, checkpoint_every=1)
+    ref = us.atlas(net, FlakyData(x, y), layers=LAYERS, checkpoint=tmp_path / "ref.ck", **kw)
+    flaky = FlakyData(x, y, fail_at=17)
+    with pytest.raises(KeyboardInterrupt):
+        us.atlas(net, flaky, layers=LAYERS, checkpoint=tmp_path / "ck", **kw)
+    assert (tmp_path / "ck").exists()
+    again = us.atlas(net, flaky, layers=LAYERS, checkpoint=tmp_path / "ck", **kw)
+    assert json.dumps(again.units) == json.dumps(ref.units)
+
+
+WORKER = r"""
+import os, sys, torch, torch.distributed as dist
+sys.path.insert(0, sys.argv[2])
+import test_atlas as t
+import unitscope as us
+torch.set_num_threads(1)
+if "RANK" in os.environ:
+    dist.init_process_group("gloo")
+x, y = t.tiny_data()
+a = us.atlas(t.tiny_net(), (x, y), layers=t.LAYERS, **t.KW)
+if not dist.is_initialized() or dist.get_rank() == 0:
+    a.save(sys.argv[1])
+if dist.is_initialized():
+    dist.destroy_process_group()
+"""
+
+
+def _close(a, b, path="") -> list[str]:
+    if isinstance(a, float) or isinstance(b, float):
+        ok = a == b or (a is not None and b is not None and math.isclose(a, b, rel_tol=1e-5, abs_tol=1e-7))
+        return [] if ok else [f"{path}: {a} != {b}"]
+    if isinstance(a, dict) and isinstance(b, dict):
+        if set(a) != set(b):
+            return [f"{path}: keys {sorted(set(a) ^ set(b))}"]
+        return [d for k in a for d in _close(a[k], b[k], f"{path}.{k}")]
+    if isinstance(a, list) and isinstance(b, list):
+        if len(a) != len(b):
+            return [f"{path}: lengths {len(a)} != {len(b)}"]
+        return [d for i, (p, q) in enumerate(zip(a, b)) for d in _close(p, q, f"{path}[{i}]")]
+    return [] if a == b else [f"{path}: {a!r} != {b!r}"]
+
+
+@pytest.mark.slow
+def test_one_and_two_processes_give_the_same_atlas(tmp_path):
+    script = tmp_path / "worker.py"
+    script.write_text(WORKER)
+    here = str(Path(__file__).parent)
+    env = dict(os.environ, OMP_NUM_THREADS="1", PYTHONPATH=os.pathsep.join(
+        [str(Path(us.__file__).parents[1]), os.environ.get("PYTHONPATH", "")]))
+    one = subprocess.run([sys.executable, str(script), str(tmp_path / "one"), here], env=env,
+                         capture_output=True, text=True, timeout=300)
+    assert one.returncode == 0, one.stderr[-3000:]
+    two = subprocess.run([sys.executable, "-m", "torch.distributed.run", "--standalone", "--nproc_per_node=2",
+                          str(script), str(tmp_path / "two"), here], env=env, capture_output=True, text=True,
+                         timeout=300)
+    assert two.returncode == 0, two.stderr[-3000:]
+    a = json.loads((tmp_path / "one" / "atlas.json").read_text())
+    b = json.loads((tmp_path / "two" / "atlas.json").read_text())
+    for blob in (a, b):
+        blob.pop("seconds", None)
+    assert _close(a["units"], b["units"]) == []

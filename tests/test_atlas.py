@@ -84,7 +84,7 @@ def test_exemplars_are_the_brute_force_top_k(built):
 
 def test_importance_is_the_direct_conductance_mean(built):
     net, x, y, a = built
-    s = us.conductance(net, x, LAYERS, n_steps=6)
+    s = us.conductance(net, x, layers=LAYERS, n_steps=6)
     for u in a.units:
         t = s[u["layer"]]
         per_unit = t.flatten(2).sum(2) if t.dim() > 2 else t
@@ -105,7 +105,7 @@ def test_exemplar_pictures_are_neuron_conductance(built):
         card = a.unit(layer, unit)
         pics = a.tensors[f"{layer}/exemplar_attr"][unit]
         for j, e in enumerate(card["exemplars"]):
-            want = us.neuron_conductance(net, x[e["index"]:e["index"] + 1], layer=layer, units=[unit], n_steps=6)
+            want = us.neuron_conductance(net, x[e["index"]:e["index"] + 1], layer, [unit], n_steps=6)
             torch.testing.assert_close(pics[j], want[0, 0], rtol=1e-4, atol=1e-6)
             if e["by"] == "activation":
                 assert e["conductance"] == pytest.approx(float(want.sum()), rel=1e-4, abs=1e-6)
@@ -170,7 +170,8 @@ torch.set_num_threads(1)
 if "RANK" in os.environ:
     dist.init_process_group("gloo")
 x, y = t.tiny_data()
-a = us.atlas(t.tiny_net(), (x, y), layers=t.LAYERS, **t.KW)
+a = us.atlas(t.tiny_net(), (x, y), layers=t.LAYERS, group=dist.group.WORLD if dist.is_initialized() else None,
+             **t.KW)
 if not dist.is_initialized() or dist.get_rank() == 0:
     a.save(sys.argv[1])
 if dist.is_initialized():

@@ -130,7 +130,7 @@ def atlas(model: nn.Module, data, *, layers, target=None, top_k: int = 9, share_
           batch_size: int = 256, unit_batch: int = 64, checkpoint=None, checkpoint_every: int = 50,
           synthesize: bool | None = None, generator=None, value_range=(0.0, 1.0), param: str = "fft",
           iam_steps: int = 128, inverse_samples: int = 4, inverse_steps: int = 100, bands=BANDS, seed: int = 0,
-          tokens=None, model_name: str | None = None, data_name: str | None = None,
+          tokens=None, model_name: str | None = None, data_name: str | None = None, group=None,
           progress: bool | None = None) -> Atlas:
     """Build the atlas of every unit of ``layers`` (see the module docs).
 
@@ -143,8 +143,11 @@ def atlas(model: nn.Module, data, *, layers, target=None, top_k: int = 9, share_
     - ``bands``: ``(name, lower percentile, upper percentile or None for +inf)``; a percentile of 100 is the
       data's maximum.
     - ``tokens``: per example a list of token strings (text models): stored with each exemplar.
+    - ``group``: a ``torch.distributed`` process group to share the work over (``None``: this process alone);
+      every rank calls ``atlas`` with the same arguments and gets the same ``Atlas``.
     """
-    from .data.scan import _dist, scan
+    from .data.distributed import Ranks
+    from .data.scan import scan
 
     if top_k < 1 or share_k < 1 or unit_batch < 1:
         raise UnitscopeError("top_k, share_k and unit_batch must be positive", top_k=top_k, share_k=share_k,
@@ -155,10 +158,12 @@ def atlas(model: nn.Module, data, *, layers, target=None, top_k: int = 9, share_
     if target == "label" and not src.has_labels:
         raise UnitscopeError("target='label' needs labels", hint="give (inputs, labels) or use target=None")
     extra = UnitAccumulator(share_k=share_k, bins=bins)
-    result = scan(model, src.loader, layer_names, ["activation", "conductance"], target=target, by=by,
+    result = scan(model, src.loader, layer_names, scores=["activation", "conductance"], target=target, by=by,
                   top_k=top_k, n_steps=n_steps, method=method, baselines=baselines, batch_size=batch_size,
-                  checkpoint=checkpoint, checkpoint_every=checkpoint_every, progress=progress, extra=extra)
-    dist, rank, world = _dist()
+                  checkpoint=checkpoint, checkpoint_every=checkpoint_every, group=group, progress=progress,
+                  extra=extra)
+    ranks = Ranks.of(group)
+    rank, world = ranks.rank, ranks.world
     shape = src.example_shape
     if synthesize is None:
         synthesize = generator is not None or len(shape) in (1, 3)
@@ -186,9 +191,11 @@ def atlas(model: nn.Module, data, *, layers, target=None, top_k: int = 9, share_
                                       param=param, iam_steps=iam_steps, inverse_samples=inverse_samples,
                                       inverse_steps=inverse_steps, bands=bands,
                                       seed=_seed(seed, name, u0), unit_seed=lambda *p: _seed(seed, *p))
-    if dist is not None and world > 1:
+    if ranks.distributed:
+        import torch.distributed as dist
+
         gathered = [None] * world
-        dist.all_gather_object(gathered, done)
+        dist.all_gather_object(gathered, done, group=group)
         done = {k: v for g in gathered for k, v in g.items()}
     seconds = {"scan": float(result.settings.get("seconds", 0.0))}
     for c in done.values():

@@ -102,10 +102,10 @@ class Source:
         self.example_shape = tuple(x.shape[1:])
 
     def get(self, indices) -> tuple[torch.Tensor, torch.Tensor | None]:
-        from .data.scan import _split_batch
+        from .data.batches import split_batch
 
         batch = self.collate([self.dataset[int(i)] for i in indices])
-        x, y = _split_batch(batch)
+        x, y = split_batch(batch)
         if isinstance(x, (tuple, list)):
             raise UnitscopeError("the atlas takes models with one input tensor", got=len(x))
         return x, (None if y is None else torch.as_tensor(y).long())

@@ -82,7 +82,7 @@ def work_chunk(model, src, result, extra, layer, u0, unit_batch, *, target, n_st
     t0 = time.perf_counter()
     hist = extra.hist[layer]
     dead = ((hist.min == 0) & (hist.max == 0)).tolist()
-    ta, tc = result.top(layer, "activation"), result.top(layer, "conductance")
+    ta, tc = result.top(layer, score="activation"), result.top(layer, score="conductance")
     k_a, k_c = ta.indices.shape[1], tc.indices.shape[1]
     ex = torch.cat([ta.indices[units], tc.indices[units]], 1)                       # [n, k_a + k_c]
     uniq, inv = torch.unique(ex, return_inverse=True)
@@ -167,15 +167,15 @@ def layer_cards(result, extra, layer, chunks, *, tokens=None, src=None) -> tuple
     """The JSON cards of one layer's units and the layer's tensors (one row per unit)."""
     n_units = units_of_layer(result, layer)
     hist = extra.hist[layer]
-    mean_c, std_c = result.mean(layer, "conductance"), result.std(layer, "conductance")
-    mean_a = result.mean(layer, "activation")
+    mean_c, std_c = result.mean(layer, score="conductance"), result.std(layer, score="conductance")
+    mean_a = result.mean(layer, score="activation")
     share = extra.shares[layer] / max(result.count, 1)
     by_class = result.class_counts is not None
     classes = result.classes.tolist() if by_class else []
-    cm_a = result.class_means(layer, "activation") if by_class else None
-    cm_c = result.class_means(layer, "conductance") if by_class else None
-    sel = result.selectivity(layer, "activation") if by_class else None
-    ta, tc = result.top(layer, "activation"), result.top(layer, "conductance")
+    cm_a = result.class_means(layer, score="activation") if by_class else None
+    cm_c = result.class_means(layer, score="conductance") if by_class else None
+    sel = result.selectivity(layer, score="activation") if by_class else None
+    ta, tc = result.top(layer, score="activation"), result.top(layer, score="conductance")
     k_a = ta.indices.shape[1]
     text = src is not None and len(src.example_shape) == 2
     cards, ex_in, ex_attr, iam, inverse = [], [], [], [], []

@@ -61,7 +61,7 @@ class LogBar:
         self.file = file if file is not None else sys.stderr
         self.every = _every() if every is None else every
         self.t0 = self.last = time.monotonic()
-        self.closed = False
+        self.closed, self.printed = False, None
         self.postfix = ""
 
     def _line(self) -> str:
@@ -75,7 +75,7 @@ class LogBar:
 
     def _print(self) -> None:
         print(self._line(), file=self.file, flush=True)
-        self.last = time.monotonic()
+        self.last, self.printed = time.monotonic(), self.n
 
     def update(self, n: int = 1) -> None:
         self.n += n
@@ -91,7 +91,8 @@ class LogBar:
     def close(self) -> None:
         if not self.closed:
             self.closed = True
-            self._print()
+            if self.printed != self.n:
+                self._print()
 
     def __iter__(self):
         try:

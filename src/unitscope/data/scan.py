@@ -38,7 +38,7 @@ from typing import Callable
 
 import torch
 import torch.nn as nn
-from tqdm.auto import tqdm
+from ..core.progress import bar as progress_bar
 
 from ..core.errors import UnitscopeError
 from ..attribution.results import Top
@@ -421,8 +421,8 @@ def scan(model: nn.Module, loader, layers, *, scores=("activation",), target=Non
     except Exception as e:  # noqa: BLE001 — not handled here: re-raised on this rank, reported to the others
         failed = e
     more = ranks.step(failed, True)
-    bar = tqdm(total=plan.n_batches(done), desc=f"scan{'' if world == 1 else f' (rank 0 of {world})'}",
-               unit="batch", leave=False, disable=True if (progress is False or rank != 0) else None)
+    bar = progress_bar(total=plan.n_batches(done), desc=f"scan{'' if world == 1 else f' (rank 0 of {world})'}",
+                       unit="batch", progress=False if (progress is False or rank != 0) else None)
     start = time.perf_counter()
     try:
         while more:

@@ -27,7 +27,8 @@ def top_grid(dataset, result: ScanResult, layer: str, score: str, units, *, titl
     dead = dead_units(result, layer)
     k = top.indices.shape[1]
     units = list(units)
-    fig, axes = subplots(len(units), k, figsize=(1.25 * k + 1.2, 1.45 * len(units) + 0.6), squeeze=False)
+    fig, axes = subplots(len(units), k, figsize=(1.25 * k + 1.2, 1.45 * len(units) + 0.9), squeeze=False,
+                         layout="constrained")
     for r, u in enumerate(units):
         for c in range(k):
             ax = axes[r, c]
@@ -36,23 +37,27 @@ def top_grid(dataset, result: ScanResult, layer: str, score: str, units, *, titl
             if c == 0:
                 ax.set_ylabel(f"unit {u}", fontsize=10)
             if bool(dead[u]):
+                ax.patch.set_visible(False)  # the row's note runs across these axes
                 for side in ax.spines.values():
                     side.set_visible(False)
                 if c == 0:
-                    ax.text(0.05, 0.5, f"dead: activation 0 on all {result.count} examples", fontsize=10,
-                            transform=ax.transAxes, va="center", color="0.35")
+                    note = ax.text(0.05, 0.5, f"dead: activation 0 on all {result.count} examples", fontsize=10,
+                                   transform=ax.transAxes, va="center", color="0.35")
+                    note.set_in_layout(False)  # it spans the row; the columns keep their width
                 continue
             i = int(top.indices[u, c])
-            if i < 0:
+            if i < 0 or float(top.values[u, c]) == 0:  # a tie at 0 is no top example: any example would do
                 ax.axis("off")
+                if i >= 0:
+                    ax.text(0.5, 0.5, "0", transform=ax.transAxes, ha="center", va="center", fontsize=9,
+                            color="0.5")
                 continue
             x, y = dataset[i][0], dataset[i][1]
             ax.imshow(x.squeeze().numpy(), cmap="gray_r", vmin=0, vmax=1)
             ax.set_title(f"{int(y)} · {float(top.values[u, c]):.3g}", fontsize=9)
-    fig.suptitle(title or f"top {k} examples per unit — {score}, {layer}", fontsize=11)
-    fig.text(0.5, 0.005, "each image: the digit's true label · the unit's value on it (largest first)",
-             ha="center", fontsize=9, color="0.3")
-    fig.tight_layout(rect=(0, 0.03, 1, 1))
+    fig.suptitle((title or f"top {k} examples per unit — {score}, {layer}")
+                 + "\neach image: its true label · the unit's value on it, largest first; '0': no example above 0",
+                 fontsize=11)
     return fig
 
 

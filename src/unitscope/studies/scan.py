@@ -14,6 +14,7 @@ import json
 import os
 
 from ..cli.scan import scan_main
+from ..core.progress import note
 
 __all__ = ["main"]
 
@@ -29,15 +30,75 @@ def main(argv=None) -> dict:
     args = p.parse_args(argv)
     os.makedirs(args.out, exist_ok=True)
     summary = {}
-    for name, (model, data) in SCANS.items():
+    for k, (name, (model, data)) in enumerate(SCANS.items()):
+        note(f"scan {k + 1}/{len(SCANS)}: {model} over {data}{' (test split)' if args.quick else ''}")
         r = scan_main([model, data, "--out", os.path.join(args.out, name), "--seed", str(args.seed),
                        *(["--quick"] if args.quick else [])])
         summary[name] = {k: r[k] for k in ("model", "data", "examples", "layers", "scores", "seconds",
                                            "examples_per_second")}
+        summary[name]["dead_units"], summary[name]["units"] = _mark_dead(os.path.join(args.out, name))
     with open(os.path.join(args.out, "scan.json"), "w") as f:
         json.dump(summary, f, indent=1, default=float)
+    _manifest(args, summary)
     print(json.dumps(summary, default=float))
     return summary
+
+
+NAMES = {"digits-cnn": "the digits CNN", "sentiment-cnn": "the sentiment CNN", "digits": "the real digits",
+         "movie-reviews": "the movie-review sentences"}
+
+
+def _mark_dead(folder: str) -> tuple[int, int]:
+    """Write ``units_marked.csv`` beside the scan's ``units.csv``: a ``dead`` column (activation 0 on every example:
+    mean and spread 0) and, for dead units, no selectivity and no top examples. Returns (dead, units)."""
+    import pandas as pd
+
+    df = pd.read_csv(os.path.join(folder, "units.csv"))
+    act = df[df.method == "activation"]
+    dead_keys = set(zip(act.layer[(act["mean"] == 0) & (act["std"] == 0)],
+                        act.unit[(act["mean"] == 0) & (act["std"] == 0)]))
+    df.insert(3, "dead", [(lay, u) in dead_keys for lay, u in zip(df.layer, df.unit)])
+    blank = [c for c in ("top_examples", "top_values", "selectivity", "preferred_class") if c in df.columns]
+    df[blank] = df[blank].astype(object)
+    df.loc[df.dead, blank] = None
+    df.to_csv(os.path.join(folder, "units_marked.csv"), index=False)
+    return len(dead_keys), int(act[["layer", "unit"]].drop_duplicates().shape[0])
+
+
+def _manifest(args, summary: dict) -> None:
+    from ..report.manifest import write_entry
+
+    heads, figures, tables, docs = [], [], [], []
+    for name, r in summary.items():
+        model, data = NAMES.get(r["model"], r["model"]), NAMES.get(r["data"], r["data"])
+        heads.append(f"Scanned {model} over {r['examples']} examples of {data} ({len(r['layers'])} layers: "
+                     f"{', '.join(r['layers'])}; {' and '.join(r['scores'])}) in {r['seconds']:.0f} s, "
+                     f"{r['examples_per_second']:.0f} examples/s; {r['dead_units']} of {r['units']} units dead.")
+        folder = os.path.join(args.out, name)
+        for f in sorted(os.listdir(folder)):
+            path = os.path.join(name, f)
+            if f.endswith(".png"):
+                method, layer = f[len("top_"):-len(".png")].split("_", 1)
+                figures.append((path, f"{model[0].upper() + model[1:]}, layer {layer}: the 12 units with the highest "
+                                      f"class selectivity, one per row, and their top examples of {data} by "
+                                      f"{method} (left: largest); each titled true label · value. Dead units "
+                                      "say so instead of showing examples."))
+            elif f.startswith("top_sentences_") and f.endswith(".md"):
+                docs.append((path, f"{model[0].upper() + model[1:]}: top sentences per filter, the n-gram the "
+                                   "filter picked in bold"))
+        tables += [(os.path.join(name, "layers.csv"), f"{model[0].upper() + model[1:]}: per layer and method, mean, "
+                                                      "mean selectivity, the most selective unit"),
+                   {"path": os.path.join(name, "units_marked.csv"), "dead": "dead",
+                    "caption": f"{model[0].upper() + model[1:]}: every unit (dead ones marked)"}]
+    write_entry(
+        args.out, order=80, quick=args.quick, summary="scan.json",
+        title="Dataset scans: statistics and top examples per unit",
+        scale="the test splits only, two layers of the digits CNN, 8 path points" if args.quick else None,
+        description=("One streaming pass over a whole data set per model: for every unit, the count, mean, "
+                     "spread and per-class means of its activation and its conductance, the class selectivity, and "
+                     "the examples with the largest values — never storing the activations themselves. A dead unit "
+                     "is 0 on every example: it has no top examples and no selectivity."),
+        headlines=heads, figures=figures, tables=tables, documents=docs)
 
 
 if __name__ == "__main__":

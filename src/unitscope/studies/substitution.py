@@ -42,6 +42,7 @@ from scipy.stats import spearmanr
 from ..data.ablation import ablate
 from ..synthesis.maximize import activation_maximization, independent_am, representative_substitution
 from ..data.selectivity import class_selectivity
+from ..core.progress import note
 from ..core.state import analysis_mode
 from .tables import write_table
 
@@ -262,6 +263,76 @@ def _nan_to_none(v):
     return v
 
 
+MODEL_NAMES = {"shallow_cnn": "shallow CNN", "vgg": "VGG-style CNN", "mlp": "MLP"}
+
+
+def _manifest(args, summary: dict, *, steps: int, limit: int, n_test: int) -> None:
+    from ..report.manifest import write_entry
+
+    heads = []
+    for m, info in summary["models"].items():
+        rho = [v["iam"] for v in summary["spearman_by_layer"][m].values() if v["iam"] is not None]
+        dead = sum(v["dead_units"] for v in summary["rs_by_layer"][m].values())
+        total = sum(v["units"] for v in summary["rs_by_layer"][m].values())
+        span = f"from {min(rho):+.2f} to {max(rho):+.2f}" if rho else "undefined (no live units)"
+        heads.append(f"{MODEL_NAMES.get(m, m)} ({100 * info['test_accuracy']:.1f} % test accuracy on the digits): "
+                     f"Spearman ρ(RS from IAM, class selectivity) {span} over its {len(info['layers'])} layers; "
+                     f"ρ > 0 in {sum(r > 0 for r in rho)} of {len(rho)}; {dead} of {total} units dead.")
+    fr = summary["ablation_fractions"]
+    half = min(range(len(fr)), key=lambda i: abs(fr[i] - 0.5))
+    m0 = next(iter(summary["ablation_accuracy"]))
+    acc = summary["ablation_accuracy"][m0]
+    layer = list(acc["high_first"])[-1]
+    heads.append(f"Removing {100 * fr[half]:.0f} % of the live units of the {MODEL_NAMES.get(m0, m0)}'s {layer}: "
+                 f"test accuracy {100 * acc['high_first'][layer][half]:.0f} % (most selective first), "
+                 f"{100 * acc['low_first'][layer][half]:.0f} % (least selective first), "
+                 f"{100 * acc['random'][layer][half]:.0f} % (random), on {n_test} test digits.")
+    fig_caption = {
+        "substitution_spearman_depth": "Spearman ρ between RS and class selectivity per layer, input to output "
+                                       "(solid: IAM, dashed: AM; one colour per model). Above 0: the more selective "
+                                       "a unit, the more of it the other units can stand in for.",
+        "substitution_efficientnet": "AM (top) and IAM (bottom) images of a few EfficientNet-Lite0 blocks.3 "
+                                     "channels (FFT parameterization with decorrelated colour).",
+    }
+
+    def caption(path: str) -> str:
+        stem = os.path.splitext(os.path.basename(path))[0]
+        if stem in fig_caption:
+            return fig_caption[stem]
+        for m in MODEL_NAMES:
+            if stem == f"substitution_scatter_{m}":
+                return (f"{MODEL_NAMES[m]}: RS (y) against class selectivity (x) of every live unit, per layer "
+                        "(top: from AM images, bottom: from IAM images); ρ in each title.")
+            if stem == f"substitution_ablation_{m}":
+                return (f"{MODEL_NAMES[m]}: test accuracy (y) as a share of a layer's live units is set to 0 (x), "
+                        "most selective first (red), least selective first (blue), random (grey).")
+            if stem.startswith(f"substitution_pictures_{m}_"):
+                return (f"{MODEL_NAMES[m]}: AM (top row) and IAM (bottom row) images of the 4 most and 4 least "
+                        "selective live units of one layer, with their selectivity (SI) and RS from AM/IAM.")
+        return stem.replace("_", " ")
+
+    figures = [(f, caption(f)) for f in summary["figures"]]
+    write_entry(
+        args.out, order=50, quick=args.quick, summary="substitution.json",
+        title="Class selectivity, AM / IAM and Representative Substitution (Chen et al. 2019)",
+        scale=(f"{limit} live units per layer, {steps} optimization steps, ablation on {n_test} test digits at "
+               f"{len(summary['ablation_fractions'])} points" if args.quick else None),
+        description=("Three models trained on the real digits (a shallow CNN, a VGG-style CNN and an MLP). Class "
+                     "selectivity of a unit: (μ_max − μ_rest) / (μ_max + μ_rest) of its mean activation per class, "
+                     "from 0 (no preference) to 1 (one class only). AM: an image that maximizes the unit; IAM: one "
+                     "that maximizes it while keeping the other units of the layer low. RS: how much of a unit's "
+                     "maximal activation the other units' AM/IAM images reach (0: none can stand in for it, 1: "
+                     "others reach it fully). Dead units (0 on every training digit) have neither selectivity nor "
+                     "RS: they are marked dead and left out of ρ."),
+        headlines=heads, figures=figures,
+        tables=[("substitution_spearman.csv", "Per model and layer: units, dead units, ρ(RS, selectivity) for IAM "
+                                              "and AM, mean selectivity and RS"),
+                ("substitution_ablation.csv", "Test accuracy per share of live units removed (columns), per model, "
+                                              "layer and order"),
+                {"path": "substitution_units.csv", "caption": "Every unit rendered: selectivity, preferred class, "
+                                                              "RS from AM and IAM, activations", "dead": "live"}])
+
+
 def main(argv=None) -> dict:
     from ..zoo import digits as zoo
 
@@ -290,9 +361,10 @@ def main(argv=None) -> dict:
         test = zoo.DigitsSplit(test.x[keep], test.y[keep])
     seconds, figures, tables = {}, [], []
     models, rho, abl, rs_summary, frames = {}, {}, {}, {}, []
-    for name, (fn_name, layers) in MODELS.items():
+    for m_i, (name, (fn_name, layers)) in enumerate(MODELS.items()):
         t0 = time.perf_counter()
-        trained = getattr(zoo, fn_name)(progress=False)
+        note(f"model {m_i + 1}/{len(MODELS)}: {name} ({fn_name}; trained on first use, then cached)")
+        trained = getattr(zoo, fn_name)()
         model = trained.model
         models[name] = {"zoo": fn_name, "test_accuracy": trained.info["test_accuracy"], "cached": trained.cached,
                         "layers": layers}
@@ -300,6 +372,8 @@ def main(argv=None) -> dict:
         rho[name], rs_summary[name] = {}, {}
         curves = {order: {} for order in ORDERS}
         for k, layer in enumerate(layers):
+            note(f"{name}: layer {k + 1}/{len(layers)} ({layer}): AM and IAM images ({steps} steps), RS, "
+                 "ablation curves")
             live = live_units(sel[layer])
             df, runs = layer_analysis(model, layer, sel[layer], steps=steps, seed=args.seed, limit=limit)
             df.insert(0, "model", name)
@@ -341,6 +415,8 @@ def main(argv=None) -> dict:
               + f"  [{seconds[name]:.1f} s]", flush=True)
     figures.append(_depth_figure(rho, os.path.join(args.out, "substitution_spearman_depth.png")))
     units = pd.concat(frames, ignore_index=True)
+    # a dead unit (0 on every training digit) has no selectivity and no RS to speak of: written as missing
+    units.loc[~units.live.astype(bool), ["selectivity", "rs_am", "rs_iam"]] = float("nan")
     tables += _write(units, args.out, "substitution_units")
     rows = [{"model": m, "layer": layer, "depth": i + 1, "units": rs_summary[m][layer]["units"],
              "dead": rs_summary[m][layer]["dead_units"],
@@ -370,6 +446,7 @@ def main(argv=None) -> dict:
         "seconds": {k: round(v, 2) for k, v in seconds.items()}})
     with open(os.path.join(args.out, "substitution.json"), "w") as f:
         json.dump(summary, f, indent=1)
+    _manifest(args, summary, steps=steps, limit=limit, n_test=len(test.y))
     print(json.dumps(summary))
     return summary
 

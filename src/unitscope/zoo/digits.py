@@ -95,14 +95,13 @@ class DigitsMLP(nn.Module):
 def train_classifier(model: nn.Module, train: DigitsSplit, test: DigitsSplit, *, epochs: int, lr: float,
                      batch_size: int, seed: int, weight_decay: float = 0.0, progress: bool | None = None) -> dict:
     """Adam with a fixed seed; returns the test accuracy. Shared by every digits model of the zoo."""
-    from tqdm.auto import tqdm
+    from ..core.progress import bar
 
     g = torch.Generator().manual_seed(seed)
     torch.manual_seed(seed)
     opt = torch.optim.Adam(model.parameters(), lr=lr, weight_decay=weight_decay)
     model.train()
-    for _ in tqdm(range(epochs), desc=f"training {type(model).__name__} on digits", unit="epoch",
-                  disable=True if progress is False else None, leave=False):
+    for _ in bar(range(epochs), desc=f"training {type(model).__name__} on digits", unit="epoch", progress=progress):
         order = torch.randperm(len(train), generator=g)
         for i in range(0, len(train), batch_size):
             idx = order[i:i + batch_size]
@@ -124,6 +123,11 @@ def _trained(name: str, arch: dict, *, epochs: int, seed: int, progress, cls=Non
                   split="stratified-0.2-seed0", version=1)
 
     def train():
+        from ..core.progress import note
+        from .cache import cache_dir
+
+        if progress is not False:
+            note(f"training the {name} model once ({epochs} epochs), then cached in {cache_dir()}")
         torch.manual_seed(seed)
         model = cls(**arch)
         tr, te = digits_data()

@@ -62,16 +62,18 @@ def digits_vae(*, latent_dim: int = 8, epochs: int = 300, seed: int = 0, progres
                   seed=seed, split="stratified-0.2-seed0", version=1)
 
     def train():
-        from tqdm.auto import tqdm
+        from ..core.progress import bar, note
+        from .cache import cache_dir
 
+        if progress is not False:
+            note(f"training the digits VAE once ({epochs} epochs), then cached in {cache_dir()}")
         torch.manual_seed(seed)
         g = torch.Generator().manual_seed(seed)
         model = DigitsVAE(latent_dim, recipe["hidden"])
         tr, te = digits_data()
         opt = torch.optim.Adam(model.parameters(), lr=recipe["lr"])
         model.train()
-        for _ in tqdm(range(epochs), desc="training the digits VAE", unit="epoch", leave=False,
-                      disable=True if progress is False else None):
+        for _ in bar(range(epochs), desc="training the digits VAE", unit="epoch", progress=progress):
             order = torch.randperm(len(tr), generator=g)
             for i in range(0, len(tr), recipe["batch_size"]):
                 loss, _, _ = _loss(model, tr.x[order[i:i + recipe["batch_size"]]])

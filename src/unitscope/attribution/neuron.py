@@ -25,6 +25,7 @@ import torch.nn as nn
 from . import paths
 from ..core.capture import Recorder
 from ..core.errors import UnitscopeError
+from ..core.faults import is_oom, with_oom_hint
 from ..core.inputs import make_target, prepare
 from .engine import autograd_on, work_dtype
 from .scores import _device, _outputs_at_x
@@ -119,8 +120,7 @@ def neuron_conductance(model: nn.Module, inputs, layer, units, *, baselines=None
                            for r, gr in zip(rows, gs)]
                 for u0 in range(0, 0 if paired else masks.shape[0], ub):
                     v = masks[u0:u0 + ub].unsqueeze(1) * g.unsqueeze(0)  # [u, R, *y]
-                    last = u0 + ub >= masks.shape[0]
-                    grads = _batched_vjp(y, rows, v, retain=not last)
+                    grads = _batched_vjp(y, rows, v)
                     got = grads if got is None else [torch.cat([a, b]) for a, b in zip(got, grads)]
             got = [work_dtype(gx) for gx in got]
             if sums is None:
@@ -135,13 +135,15 @@ def neuron_conductance(model: nn.Module, inputs, layer, units, *, baselines=None
     return result if batch.is_tuple else result[0]
 
 
-def _batched_vjp(y: torch.Tensor, rows: tuple, v: torch.Tensor, retain: bool) -> list[torch.Tensor]:
+def _batched_vjp(y: torch.Tensor, rows: tuple, v: torch.Tensor) -> list[torch.Tensor]:
     """``[∂(v_u · y)/∂rows for u]`` in one vmapped backward; a loop if an op has no batching rule."""
-    try:
-        gs = torch.autograd.grad(y, rows, grad_outputs=v, is_grads_batched=True, retain_graph=retain,
+    try:  # the graph is kept until the batched call succeeds, so the loop below can still use it
+        gs = torch.autograd.grad(y, rows, grad_outputs=v, is_grads_batched=True, retain_graph=True,
                                  allow_unused=True)
         return [r.new_zeros((v.shape[0], *r.shape)) if g is None else g.detach() for r, g in zip(rows, gs)]
-    except RuntimeError:
+    except RuntimeError as e:  # an op without a batching rule (vmap); out-of-memory is not retried
+        if is_oom(e):
+            raise with_oom_hint(e)
         out = []
         for k in range(v.shape[0]):
             gs = torch.autograd.grad(y, rows, grad_outputs=v[k], retain_graph=True, allow_unused=True)

@@ -33,6 +33,7 @@ from ..core.inputs import Target, make_target, prepare
 from .results import Scores
 from ..core.sites import resolve
 from ..core.state import analysis_mode
+from ..core.faults import model_errors
 
 __all__ = ["conductance", "internal_influence", "grad_x_activation", "activation", "attribute", "SCORES"]
 
@@ -142,7 +143,7 @@ def attribute(model: nn.Module, inputs, layers, *, scores=SCORES, baselines=None
     point_methods = [m for m in methods if m in ("grad_x_activation", "activation")]
     settings = dict(n_steps=n_steps, method=method, captum_compatible=captum_compatible)
     results: dict[str, Scores] = {}
-    with analysis_mode(model), autograd_on():
+    with model_errors(model, inputs=batch.inputs), analysis_mode(model), autograd_on():
         needs_target = bool(path_methods) or "grad_x_activation" in methods
         if needs_target and target is None:
             tgt = make_target(None, n, _outputs_at_x(model, batch, internal_batch_size))

@@ -125,12 +125,12 @@ def _target(spec: str | None, inputs):
 
 
 def _check_forward(model, x) -> None:
-    try:
-        with torch.no_grad():
-            model(x)
-    except (RuntimeError, ValueError, TypeError, IndexError) as e:
-        first = (str(e).strip().splitlines() or [type(e).__name__])[0]
-        raise UnitscopeError(f"the model does not accept inputs of shape {list(x.shape)}: {first}") from None
+    """One forward pass on the inputs: an error inside the model names the layer call and the shapes (out-of-memory
+    propagates with a hint)."""
+    from ..core.faults import model_errors
+
+    with model_errors(model, inputs=x), torch.no_grad():
+        model(x)
 
 
 def importance_figure(frame, layer: str, path: str, top: int = 20) -> str:

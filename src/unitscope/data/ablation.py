@@ -23,6 +23,7 @@ import torch.nn as nn
 
 from ..core.capture import hooked
 from ..core.errors import UnitscopeError
+from ..core.faults import is_oom, model_errors, with_oom_hint
 from ..core.inputs import make_target, prepare
 from ..attribution.scores import _device, _outputs_at_x
 from ..core.sites import resolve
@@ -175,9 +176,10 @@ def _forward_with_layer(model, batch, site, ex, example, layer_rows, tgt):
                         *batch.extra_args(ex))
         if torch.is_tensor(out) and out.shape[0] == example.numel():
             return tgt(out, example)
-    except RuntimeError:
-        pass
-    with hooked(forward={site.module: expand}):
+    except RuntimeError as e:  # rows fed once per example do not fit the expanded layer rows: feed every row
+        if is_oom(e):
+            raise with_oom_hint(e)
+    with model_errors(model, inputs=batch.inputs), hooked(forward={site.module: expand}):
         out = model(*batch.path_rows(example, torch.ones(example.numel(), dtype=torch.float64)),
                     *batch.extra_args(example))
     return tgt(out, example)

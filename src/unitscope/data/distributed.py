@@ -30,10 +30,12 @@ class RankFailed(UnitscopeError):
     """Another rank of the scan failed, died or stopped answering: this one stops too."""
 
 
-def _dist_error_types() -> tuple:
-    import torch.distributed as dist
+def _lost_contact(e: BaseException) -> bool:
+    """A collective failed because a peer closed its connection, or timed out (gloo raises a plain RuntimeError,
+    NCCL a DistError); out-of-memory is not that."""
+    from ..core.faults import is_oom
 
-    return tuple(t for t in (getattr(dist, "DistError", None),) if t is not None) or (RuntimeError,)
+    return isinstance(e, RuntimeError) and not is_oom(e)
 
 
 @dataclass
@@ -73,7 +75,9 @@ class Ranks:
         flags = torch.tensor([1.0 if failed is not None else 0.0, 1.0 if more else 0.0], dtype=torch.float64)
         try:
             flags = self._all_reduce(flags)
-        except _dist_error_types() as e:
+        except RuntimeError as e:
+            if not _lost_contact(e):
+                raise
             if failed is not None:
                 raise failed
             raise RankFailed(f"rank {self.rank} of {self.world}: another rank of the scan died or stopped "
@@ -84,7 +88,9 @@ class Ranks:
             messages = [None] * self.world
             try:
                 dist.all_gather_object(messages, mine, group=self.group)
-            except _dist_error_types():
+            except RuntimeError as e:  # the failing rank may be gone already: its message is then lost
+                if not _lost_contact(e):
+                    raise
                 messages = [None] * self.world
             if failed is not None:
                 raise failed

@@ -26,6 +26,7 @@ from tqdm.auto import tqdm
 
 from ..core.capture import Recorder, hooked
 from ..core.errors import UnitscopeError
+from ..core.faults import model_errors
 from .objectives import Objective, _means, channel, independent
 from .params import Augment, make_param
 from ..core.sites import resolve
@@ -92,11 +93,9 @@ def _forward_acts(model, sites, x, redirect: bool = False) -> dict:
 
 
 def _first_forward(model, sites, x, shape, redirect):
-    try:
+    with model_errors(model, inputs=x, hint=f"the images had shape {tuple(x.shape)}; if that is wrong, pass "
+                                            "shape=(channels, height, width) of one input example"):
         return _forward_acts(model, sites, x, redirect)
-    except RuntimeError as e:  # shape mismatch and the like: say which input we fed
-        raise UnitscopeError(f"the model does not accept inputs of shape {tuple(x.shape)}: {e}", shape=tuple(shape),
-                             hint="pass shape=(channels, height, width) of one input example") from e
 
 
 def maximize(model: nn.Module, objective: Objective, *, batch: int, shape: tuple, param="pixel",

@@ -213,3 +213,86 @@ def test_one_and_two_processes_give_the_same_atlas(tmp_path):
     for blob in (a, b):
         blob.pop("seconds", None)
     assert _close(a["units"], b["units"]) == []
+
+
+# ------------------------------------------------------------------------------------- the page, the CLI --
+CHROMIUM = "/usr/bin/chromium"
+CHROMIUM_FLAGS = ["--headless", "--no-sandbox", "--disable-gpu", "--disable-quic", "--no-first-run",
+                  "--disable-background-networking", "--disable-component-update", "--disable-sync",
+                  "--disable-dev-shm-usage", "--enable-logging=stderr", "--v=0", "--virtual-time-budget=5000",
+                  "--dump-dom"]
+
+
+def _dom(url: str, profile: Path) -> tuple[str, list[str]]:
+    res = subprocess.run([CHROMIUM, *CHROMIUM_FLAGS, f"--user-data-dir={profile}", url], capture_output=True,
+                         text=True, timeout=90)
+    assert res.returncode == 0, res.stderr[-2000:]
+    console = [ln for ln in res.stderr.splitlines() if ":CONSOLE" in ln or "Uncaught" in ln]
+    return res.stdout, console
+
+
+def _body(dom: str, attr: str) -> str:
+    import re
+
+    m = re.search(rf'<body[^>]*\bdata-{attr}="([^"]*)"', dom)
+    assert m, f"data-{attr} missing: the page's script did not run"
+    return m.group(1)
+
+
+def test_page_files(built, tmp_path):
+    from unitscope.report.atlas_html import render_atlas, write_atlas_manifest
+    from unitscope.report.manifest import read_entry
+
+    net, x, y, a = built
+    page = render_atlas(a, tmp_path)
+    html = page.read_text()
+    assert "__DATA__" not in html and len(html) < 200_000
+    blob = json.loads(html.split('<script type="application/json" id="data">')[1].split("</script>")[0])
+    assert len(blob["units"]) == len(a.units)
+    from PIL import Image
+    for name in ("L0_exemplars.png", "L0_attr.png", "L0_iam.png", "L0_inverse.png"):
+        with Image.open(tmp_path / "img" / name) as im:
+            assert im.size[1] == 4 * 40           # one row of tiles per unit of layer "1"
+    entry = read_entry(write_atlas_manifest(a, tmp_path))
+    assert entry["links"][0]["path"] == "index.html" and entry["headlines"]
+
+
+@pytest.mark.skipif(not os.path.exists(CHROMIUM), reason=f"{CHROMIUM} is absent (apt-get install -y chromium)")
+def test_page_in_chromium_sorts_filters_and_decodes_images(built, tmp_path):
+    from unitscope.report.atlas_html import render_atlas
+
+    net, x, y, a = built
+    url = render_atlas(a, tmp_path / "page").resolve().as_uri()
+    dom, console = _dom(url + "#sort=importance:desc&open=0", tmp_path / "p1")
+    assert console == []
+    assert int(_body(dom, "rows")) == len(a.units)
+    shown = [float(v) for v in _body(dom, "order").split("|")]
+    want = sorted((u["importance"]["conductance"] for u in a.units), reverse=True)[:len(shown)]
+    assert shown == pytest.approx(want, rel=1e-2) and shown == sorted(shown, reverse=True)
+    assert _body(dom, "card") == "1:0"
+    sheets = 3 + any(b["n"] for b in a.unit("1", 0)["synthetic"]["inverse"])  # exemplars, attr, IAM (+ inverse)
+    assert int(_body(dom, "images")) == sheets and int(_body(dom, "images-broken")) == 0
+    dom, console = _dom(url + "#sort=unit:asc&filter=dead", tmp_path / "p2")
+    assert console == [] and int(_body(dom, "rows")) == 1 and _body(dom, "order") == "3"
+    dom, _ = _dom(url + "#layer=4&hidedead=1&sort=unit:asc", tmp_path / "p3")
+    assert int(_body(dom, "rows")) == 5 and _body(dom, "order") == "0|1|2|3|4"
+
+
+def test_broken_sheet_is_seen(built, tmp_path):
+    """The image check can fail: a corrupt sprite sheet counts as broken."""
+    if not os.path.exists(CHROMIUM):
+        pytest.skip(f"{CHROMIUM} is absent")
+    from unitscope.report.atlas_html import render_atlas
+
+    net, x, y, a = built
+    page = render_atlas(a, tmp_path / "page")
+    (page.parent / "img" / "L0_iam.png").write_bytes(b"not a png")
+    dom, _ = _dom(page.resolve().as_uri() + "#open=0", tmp_path / "p")
+    assert int(_body(dom, "images-broken")) == 1
+
+
+def test_cli_registers_atlas(capsys):
+    from unitscope.cli import main
+
+    assert main(["atlas", "digits-cnn", "photos", "--quick"]) == 2   # a clear error, not a traceback
+    assert "does not go with" in capsys.readouterr().err

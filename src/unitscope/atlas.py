@@ -20,7 +20,8 @@ number of processes): the per-input conductance of every exemplar through its un
 histogram (:func:`unitscope.synthesis.inverse_many.sample_inverse_sets`, through ``generator`` or the FFT
 parameterization), and a faithfulness check of every synthetic input against the exemplars: its activation, the
 unit's rank in its layer on it, and the cosine of its layer activation vector to the exemplars' mean one. An input
-whose cosine is below every exemplar's own (leave-one-out) cosine is flagged ``atypical``.
+twice as far from that vector (``1 − cos``) as the farthest exemplar (each against the mean of the others) is flagged
+``atypical``: it drives the unit through a pattern the data does not.
 
 A unit is a channel (dim 1 of the layer output; activations averaged over the other dims, attributions summed):
 conv ``[N, C, H, W]`` and ``[N, D]`` layers. Units whose activation is 0 on every example are marked ``dead``

@@ -53,12 +53,13 @@ def _loo_cosines(v: torch.Tensor) -> torch.Tensor:
 
 
 def _faith(vectors: torch.Tensor, unit: int, reference: torch.Tensor, typical_min: float) -> dict:
-    """Activation, rank in the layer (1 = highest) and cosine to the exemplars' mean vector, per input."""
+    """Activation, rank in the layer (1 = highest) and cosine to the exemplars' mean vector, per input; atypical:
+    farther from that vector (``1 − cos``) than twice the farthest exemplar (leave-one-out) is."""
     own = vectors[:, unit]
     rank = 1 + (vectors > own.unsqueeze(1)).sum(1)
     cos = _cos(vectors, reference.unsqueeze(0))
     return {"activation": own.tolist(), "rank": rank.tolist(), "cosine": cos.tolist(),
-            "atypical": (cos < typical_min - 1e-6).tolist()}
+            "atypical": ((1 - cos) > 2 * (1 - typical_min) + 1e-6).tolist()}
 
 
 def _bands(hist, unit: int, bands) -> list[tuple[str, float, float]]:

@@ -3,7 +3,7 @@
 >>> main(["layers", "no-such-model"])
 2
 
-Subcommands: ``demo``, ``layers``, ``importance``, ``visualize``, ``inverse-set``, ``scan``, ``report``
+Subcommands: ``demo``, ``layers``, ``importance``, ``visualize``, ``inverse-set``, ``scan``, ``atlas``, ``report``
 (``unitscope SUBCOMMAND --help`` for each). MODEL is a zoo name (digits-cnn, digits-vgg, digits-mlp,
 sentiment-cnn, efficientnet-lite0), a torch.export / TorchScript file or package.module:factory; INPUTS a zoo
 data name (digits, photos, reviews), a .pt/.npy tensor, image files/folders or a .txt of sentences.
@@ -337,6 +337,12 @@ def _scan(args) -> dict:
     return scan.scan_main([args.model, args.data, *args.rest])
 
 
+def _atlas(args) -> dict:
+    from .atlas import atlas_main
+
+    return atlas_main([args.model, args.data, *args.rest])
+
+
 def _report(args) -> dict:
     from ..report.html import build_report
 
@@ -420,6 +426,12 @@ def build_parser() -> argparse.ArgumentParser:
     p.add_argument("data")
     p.add_argument("rest", nargs=argparse.REMAINDER, help="passed on to the scan")
     p.set_defaults(func=_scan)
+
+    p = sub.add_parser("atlas", help="the unit atlas (options: unitscope atlas MODEL DATA --help)")
+    p.add_argument("model")
+    p.add_argument("data")
+    p.add_argument("rest", nargs=argparse.REMAINDER, help="passed on to the atlas")
+    p.set_defaults(func=_atlas)
 
     p = sub.add_parser("report", help="one self-contained HTML file from a results folder")
     p.add_argument("results_dir")

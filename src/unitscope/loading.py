@@ -113,13 +113,13 @@ def _zoo_model(name: str, device) -> Loaded:
                       example=torch.zeros(1, 3, 224, 224), class_names=list(net.class_names), default_data="photos",
                       image_shape=(3, 224, 224), value_range=(-1.0, 1.0))
     if name == "sentiment-cnn":
-        from .zoo.sentiment import sentiment_cnn, tokenize
+        from .zoo.sentiment import sentiment_cnn
 
         net = sentiment_cnn()
 
         def encode(sentences):
             _, emb = net.encode(list(sentences))
-            return emb, [tokenize(s) for s in sentences]
+            return emb, [net.tokens(s) for s in sentences]
 
         example, _ = encode(["a fine , moving film ."])
         return Loaded(net.model.to(device), name, "zoo", encode_text=encode, example=example,

@@ -65,7 +65,7 @@ def top_sentences(trained, sentences, labels, result: ScanResult, score: str, un
                   layer: str = "filters") -> str:
     """Markdown: per filter of the sentiment CNN, its top sentences with the n-gram that the filter's max over
     time picked in **bold** (recomputed for those sentences only)."""
-    from ..zoo.sentiment import MIN_PAD, tokenize
+    from ..zoo.sentiment import MIN_PAD
 
     model = trained.model
     filt = model.filters
@@ -83,7 +83,7 @@ def top_sentences(trained, sentences, labels, result: ScanResult, score: str, un
         for rank, (i, v) in enumerate(zip(top.indices[u].tolist(), top.values[u].tolist()), start=1):
             if i < 0:
                 continue
-            tokens = tokenize(sentences[i])
+            tokens = trained.tokens(sentences[i])
             _, emb = trained.encode([sentences[i]])
             with torch.no_grad():
                 t = int(torch.relu(conv(emb.transpose(1, 2)))[0, u % filt.maps].argmax()) - MIN_PAD

@@ -58,8 +58,9 @@ NEGATION_PROBES = ("this is not good", "this is not bad")
 LAYER = "filters"
 #: sentences per part: agreement (None: the whole test split), corpus (conductance for the negation search;
 #: None: every sentence), division (a random subset of the corpus), examples (top sentences per negation filter)
-QUICK = {"agreement": 100, "corpus": 500, "division": 500, "examples": 5, "agreement_steps": 32, "corpus_steps": 16}
-FULL = {"agreement": None, "corpus": None, "division": 4000, "examples": 5, "agreement_steps": 50,
+QUICK = {"agreement": 100, "corpus": 500, "division": 500, "examples": 20, "agreement_steps": 32,
+         "corpus_steps": 16}
+FULL = {"agreement": None, "corpus": None, "division": 4000, "examples": 20, "agreement_steps": 50,
         "corpus_steps": 20}
 
 
@@ -191,9 +192,9 @@ def _division_figure(signs: torch.Tensor, path: str, title: str) -> str:
 def per_token(net, sentences, units, *, target=log_odds, n_steps: int = 32, batch: int = 32):
     """Per-token conductance through each unit, ``[U, N, T]`` (Eq. 2 summed over the embedding dimensions;
     T = the longest sentence's token count, padding cut off), and each sentence's tokens."""
-    from ..zoo.sentiment import MIN_PAD, tokenize
+    from ..zoo.sentiment import MIN_PAD
 
-    toks = [tokenize(s) for s in sentences]
+    toks = [net.tokens(s) for s in sentences]
     t_max = max(1, max(len(t) for t in toks))
     out = torch.zeros(len(units), len(sentences), t_max)
     for idx in _by_length(sentences, batch):
@@ -228,14 +229,18 @@ def negation_filters(net, probe: str, *, candidates: int = 30, top: int = 3, min
     ``min_negation_share`` of it, positive, on the negation token. ``F`` = the log-odds signed towards the
     predicted class."""
     from ..core.errors import UnitscopeError
-    from ..zoo.sentiment import NEGATIONS, tokenize
+    from ..zoo.sentiment import NEGATIONS, negation_mask
 
-    tokens = tokenize(probe)
-    neg = next((j for j, w in enumerate(tokens) if w in NEGATIONS), None)
-    if neg is None or neg + 1 >= len(tokens):
+    tokens = net.tokens(probe)
+    mask = negation_mask(tokens).tolist()
+    neg = next((j for j, m in enumerate(mask) if m), None)
+    end = neg
+    while end is not None and end + 1 < len(tokens) and mask[end + 1]:
+        end += 1  # WordPiece splits "isn't" into three negation pieces
+    if neg is None or end + 1 >= len(tokens):
         raise UnitscopeError("a negation probe needs a negation followed by a word", probe=probe,
                              negations=list(NEGATIONS))
-    phrase = [neg, neg + 1]
+    phrase = list(range(neg, end + 2))
     _, emb = net.encode([probe])
     with torch.no_grad():
         lo = float(log_odds(net.model(emb))[0])
@@ -248,7 +253,7 @@ def negation_filters(net, probe: str, *, candidates: int = 30, top: int = 3, min
     a = attr[:, 0, :len(tokens)]
     mass = a.abs().sum(1).clamp_min(1e-12)
     phrase_share = a[:, phrase].abs().sum(1) / mass
-    neg_share = a[:, neg].clamp_min(0) / mass
+    neg_share = a[:, neg:end + 1].sum(1).clamp_min(0) / mass
     falls = (phrase_share >= min_phrase_share) & (neg_share >= min_negation_share)
     table = pd.DataFrame({"rank": np.arange(1, len(cand) + 1), "filter": cand,
                           "conductance": [float(cond[f]) for f in cand], "per_token_sum": a.sum(1).numpy(),
@@ -265,8 +270,10 @@ def negation_examples(net, sentences, cond: torch.Tensor, probe: NegationProbe, 
                       n_steps: int = 32) -> list[dict]:
     """For each filter found for ``probe``: the ``k`` sentences of ``sentences`` where it has the highest
     conductance (``cond``: log-odds conductance ``[N, filters]``, signed like the probe's ``F``), with its
-    per-token conductance there and the share of it on negation tokens."""
-    from ..zoo.sentiment import NEGATIONS
+    per-token conductance there, the share of it on negation tokens, whether the sentence holds a negation
+    (:func:`~unitscope.zoo.sentiment.has_negation`, the corpus base rate's definition) and the n-gram that the
+    filter's max over time picked (token positions ``ngram = [start, stop)``)."""
+    from ..zoo.sentiment import has_negation, negation_mask
 
     if not probe.found:
         return []
@@ -282,23 +289,44 @@ def negation_examples(net, sentences, cond: torch.Tensor, probe: NegationProbe, 
             t = toks[j]
             a = attr[u, j, :len(t)].tolist()
             total = sum(abs(v) for v in a) or 1e-12
+            neg = negation_mask(t).tolist()
+            start, stop = picked_ngram(net, sentences[i], f)
             rows.append({"probe": probe.probe, "filter": f, "rank": rank, "sentence": sentences[i],
                          "conductance": float(signed[i, u]), "tokens": t, "attributions": a,
-                         "negation_share": sum(abs(v) for w, v in zip(t, a) if w in NEGATIONS) / total,
-                         "has_negation": any(w in NEGATIONS for w in t)})
+                         "negation_share": sum(abs(v) for m, v in zip(neg, a) if m) / total,
+                         "has_negation": has_negation(sentences[i]), "ngram": [start, stop],
+                         "ngram_text": " ".join(t[start:stop]), "ngram_has_negation": any(neg[start:stop])})
     return rows
+
+
+def picked_ngram(net, sentence: str, f: int) -> tuple[int, int]:
+    """``(start, stop)``: the token positions of the window that filter ``f``'s max over time picked in
+    ``sentence`` (clipped to the sentence's tokens; padding positions are not tokens)."""
+    from ..zoo.sentiment import MIN_PAD
+
+    filt = net.model.filters
+    w = filt.windows[f // filt.maps]
+    _, emb = net.encode([sentence])
+    with torch.no_grad():
+        t = int(torch.relu(filt.convs[f"w{w}"](emb.transpose(1, 2)))[0, f % filt.maps].argmax()) - MIN_PAD
+    n = len(net.tokens(sentence))
+    return max(0, t), max(0, min(n, t + w))
 
 
 _HTML = """<div class="unitscope-sentiment-negation" style="font-family: sans-serif; font-size: 14px; line-height: 1.9">
 <p style="font-size: 12px; color: #555">Per-token conductance through each filter (F = log-odds towards the probe's
 predicted class): <span style="background: rgba(33,102,172,0.6)">&nbsp;supports&nbsp;</span>
 <span style="background: rgba(178,24,43,0.6)">&nbsp;opposes&nbsp;</span>; opacity ∝ |value| / the largest in the
-block. Hover a token for its value.</p>
+block; <u>underlined</u>: the n-gram that the filter's max over time picked in that sentence. Hover a token
+for its value.</p>
 {% for p in probes %}<h3>“{{ p.probe }}” — predicted {{ p.predicted }}
 (log-odds {{ "%+.2f"|format(p.log_odds) }})</h3>
 {% if not p.blocks %}<p>No filter among the {{ p.n_candidates }} with the highest conductance has its per-token
 conductance on “{{ p.phrase }}”.</p>{% endif %}
-{% for b in p.blocks %}<h4>filter #{{ b.filter }} (conductance {{ "%+.3f"|format(b.conductance) }} on the probe)</h4>
+{% for b in p.blocks %}<h4>filter #{{ b.filter }} (window {{ b.window }}; conductance
+{{ "%+.3f"|format(b.conductance) }} on the probe){% if b.n_negated is not none %}: {{ b.n_negated }} of its top
+{{ b.examples|length }} corpus sentences contain a negation{% if base_rate is not none %} (corpus base rate
+{{ "%.1f"|format(100 * base_rate) }}%){% endif %}{% endif %}</h4>
 <p>{{ b.probe_html }}</p>
 <ol>{% for e in b.examples %}<li>{{ e.html }}
 <small style="color:#555">(conductance {{ "%+.3f"|format(e.conductance) }})</small></li>
@@ -307,7 +335,7 @@ conductance on “{{ p.phrase }}”.</p>{% endif %}
 """
 
 
-def _tokens_html(tokens, values, scale: float) -> str:
+def _tokens_html(tokens, values, scale: float, ngram=None) -> str:
     from markupsafe import escape
 
     spans = []
@@ -319,12 +347,17 @@ def _tokens_html(tokens, values, scale: float) -> str:
         rgb = "33,102,172" if v >= 0 else "178,24,43"
         style = f"background: rgba({rgb},{alpha:.2f}); padding: 1px 2px; border-radius: 3px"
         spans.append(f'<span style="{style}" title="{v:+.4f}">{escape(w)}</span>')
+    if ngram is not None and ngram[1] > ngram[0]:
+        a, b = ngram
+        spans[a:b] = ['<u style="text-decoration-thickness: 2px">' + " ".join(spans[a:b]) + "</u>"]
     return " ".join(spans)
 
 
-def negation_html(probes: list[NegationProbe], examples: list[dict], path: str, *, candidates: int = 30) -> str:
+def negation_html(probes: list[NegationProbe], examples: list[dict], path: str, *, candidates: int = 30,
+                  base_rate: float | None = None, windows=None, maps: int | None = None) -> str:
     """An HTML snippet (one ``<div>``, inline styles) with each probe and each found filter's top sentences,
-    tokens coloured by their per-token conductance."""
+    tokens coloured by their per-token conductance, the n-gram the filter picked underlined (the analogue of the
+    paper's Figures 4 and 5)."""
     from jinja2 import Template
     from markupsafe import Markup
 
@@ -335,14 +368,18 @@ def negation_html(probes: list[NegationProbe], examples: list[dict], path: str, 
             ex = [e for e in examples if e["probe"] == p.probe and e["filter"] == f]
             scale = max([abs(v) for v in p.attributions[f]] + [abs(v) for e in ex for v in e["attributions"]]
                         + [1e-12])
+            flags = [e["has_negation"] for e in ex if "has_negation" in e]
             blocks.append({"filter": f, "conductance": float(p.table.set_index("filter").loc[f, "conductance"]),
+                           "window": windows[f // maps] if windows and maps else "?",
+                           "n_negated": sum(flags) if flags else None,
                            "probe_html": Markup(_tokens_html(p.tokens, p.attributions[f], scale)),
-                           "examples": [{"html": Markup(_tokens_html(e["tokens"], e["attributions"], scale)),
+                           "examples": [{"html": Markup(_tokens_html(e["tokens"], e["attributions"], scale,
+                                                                     e.get("ngram"))),
                                          "conductance": e["conductance"]} for e in ex]})
         out.append({"probe": p.probe, "predicted": p.predicted, "log_odds": p.log_odds, "blocks": blocks,
                     "phrase": " ".join(p.tokens[i] for i in p.phrase), "n_candidates": candidates})
     with open(path, "w") as fh:
-        fh.write(Template(_HTML, autoescape=True).render(probes=out))
+        fh.write(Template(_HTML, autoescape=True).render(probes=out, base_rate=base_rate))
     return path
 
 
@@ -361,8 +398,9 @@ def _token_colour(v: float, scale: float):
 def _negation_figure(probes: list[NegationProbe], examples: list[dict], path: str, per_filter: int = 3,
                      width: float = 10.0) -> str:
     """Tokens drawn as text on coloured boxes (blue: supports the probe's prediction, red: opposes; opacity ∝
-    |per-token conductance|), one block per probe × found filter: the probe, then the filter's top corpus
-    sentences, each cropped to 24 tokens around its peak."""
+    |per-token conductance|; bold with a black frame: the n-gram the filter's max over time picked), one block
+    per probe × found filter: the probe, then the filter's top corpus sentences, each cropped to 24 tokens
+    around its peak."""
     from ..report.figures import plt, save_figure
 
     lines = []  # (kind, text or (tokens, values, scale))
@@ -375,13 +413,16 @@ def _negation_figure(probes: list[NegationProbe], examples: list[dict], path: st
             scale = max([abs(v) for v in p.attributions[f]] + [abs(v) for e in ex for v in e["attributions"]]
                         + [1e-12])
             lines.append(("head", f"filter #{f} — on the probe, then its top corpus sentences by conductance"))
-            lines.append(("tokens", (p.tokens, p.attributions[f], scale)))
+            lines.append(("tokens", (p.tokens, p.attributions[f], scale, [False] * len(p.tokens))))
             for e in ex:
                 w = _window(e["attributions"], 24)
                 pre = ["…"] if w.start > 0 else []
                 post = ["…"] if w.stop < len(e["tokens"]) else []
+                a, b = e.get("ngram", (0, 0))
+                picked = [a <= k < b for k in range(len(e["tokens"]))][w]
                 lines.append(("tokens", (pre + e["tokens"][w] + post,
-                                         [0.0] * len(pre) + e["attributions"][w] + [0.0] * len(post), scale)))
+                                         [0.0] * len(pre) + e["attributions"][w] + [0.0] * len(post), scale,
+                                         [False] * len(pre) + picked + [False] * len(post))))
     fig = plt.figure(figsize=(width, 1.0))
     renderer = fig.canvas.get_renderer()
     fs, step, gap, left = 8, 0.24, 0.05, 0.15
@@ -399,51 +440,105 @@ def _negation_figure(probes: list[NegationProbe], examples: list[dict], path: st
             placed.append((left - (0.1 if kind == "title" else 0.0), y, kind, item, None))
             y += step
             continue
-        tokens, values, scale = item
+        tokens, values, scale, picked = item
         x = left + 0.2
-        for w, v in zip(tokens, values):
+        for w, v, pk in zip(tokens, values, picked):
             wd = measure(w)
             if x + wd > width - left:
                 x, y = left + 0.4, y + step
-            placed.append((x, y, "token", w, _token_colour(v, scale)))
+            placed.append((x, y, "picked" if pk else "token", w, _token_colour(v, scale)))
             x += wd + gap + 0.04
         y += step
     height = y + step
     fig.set_size_inches(width, height)
     for x, yy, kind, text, colour in placed:
         kw = dict(fontsize=fs + (1 if kind == "title" else 0), va="baseline",
-                  weight="bold" if kind == "title" else "normal", style="italic" if kind == "head" else "normal")
+                  weight="bold" if kind in ("title", "picked") else "normal",
+                  style="italic" if kind == "head" else "normal")
         if colour is not None:
-            kw["bbox"] = dict(boxstyle="square,pad=0.12", fc=colour, ec="none")
+            kw["bbox"] = dict(boxstyle="square,pad=0.12", fc=colour, ec="black" if kind == "picked" else "none",
+                              lw=0.8)
         fig.text(x / width, 1 - yy / height, text, **kw)
     return save_figure(fig, path, dpi=120)
 
 
+def recipe_table(*, train: bool = False, maps: int = 64) -> pd.DataFrame:
+    """One row per recipe of :data:`~unitscope.zoo.sentiment.RECIPES` whose model is in the cache (every recipe
+    with ``train``: the missing ones are trained, a few minutes each): data, tokens, vectors, training sentences,
+    test / dev accuracy (held-out movie-review sentences), best epoch and both probes' log-odds, measured now."""
+    from ..zoo.sentiment import RECIPES, is_cached, sentiment_cnn
+
+    rows = []
+    for name, r in RECIPES.items():
+        if not (train or is_cached(name, maps=maps)):
+            continue
+        net = sentiment_cnn(recipe=name, maps=maps, progress=False)
+        lo = net.log_odds(list(NEGATION_PROBES)).tolist()
+        rows.append({"recipe": name, "data": "+".join(r["domains"]), "tokens": r["tokens"],
+                     "vectors": r["vectors"] or "random", "fine_tuned": not r["freeze"],
+                     "max_norm": r["max_norm"], "n_train": net.info.get("n_train"),
+                     "test_accuracy": round(net.test_accuracy, 4), "dev_accuracy": round(net.dev_accuracy, 4),
+                     "best_epoch": net.info["best_epoch"],
+                     **{f"log_odds[{p}]": round(v, 3) for p, v in zip(NEGATION_PROBES, lo)},
+                     "both_probes_right": lo[0] < 0 < lo[1]})
+    return pd.DataFrame(rows)
+
+
+def negation_caption(probes: list[NegationProbe], examples: list[dict], base_rate: float, n_corpus: int,
+                     k: int) -> str:
+    """Markdown caption of ``sentiment_negation.png`` / ``.html`` (the analogue of the paper's Figures 4 and 5)."""
+    lines = ["**Negation filters (the analogue of the paper's Figures 4 and 5).** For each probe, the filters with "
+             "the highest conductance whose per-token conductance falls on the negated phrase; under each, its "
+             f"top {k} of {n_corpus} corpus sentences by conductance. Tokens are coloured by per-token conductance "
+             "(blue: towards the probe's predicted class, red: against); the n-gram that the filter's max over time "
+             f"picked is underlined (bold, framed in the PNG). {100 * base_rate:.1f}% of the corpus sentences contain "
+             "not / n't / no / never (the base rate).", ""]
+    for p in probes:
+        lines.append(f"- “{p.probe}”: predicted {p.predicted} (log-odds {p.log_odds:+.2f}); "
+                     + ("; ".join(f"filter #{f}: {sum(e['has_negation'] for e in ex)} of {len(ex)} top sentences "
+                                  f"with a negation ({sum(e['has_negation'] for e in ex) / max(1, len(ex)) / max(base_rate, 1e-12):.1f}× "
+                                  f"the base rate), the picked n-gram holds one in {sum(e['ngram_has_negation'] for e in ex)}"
+                                  for f in p.found
+                                  for ex in [[e for e in examples if e['probe'] == p.probe and e['filter'] == f]])
+                        or "no filter's conductance falls on the negated phrase"))
+    return "\n".join(lines) + "\n"
+
+
 # ------------------------------------------------------------------------------------------ entry --
 def run(out: str, quick: bool = False, seed: int = 0, *, threads: int | None = 1, net=None, data=None,
-        sizes: dict | None = None, echo=print) -> dict:
+        sizes: dict | None = None, recipe: str | None = None, train_recipes: bool = False, echo=print) -> dict:
     """Run the whole study, write its tables and figures into ``out`` and return the summary dict.
 
     ``net``/``data``: a trained :class:`~unitscope.zoo.sentiment.TrainedSentiment` and the
-    :class:`~unitscope.zoo.sentiment.MovieReviews` (default: the cached model and the real data); ``sizes``
-    overrides entries of ``QUICK``/``FULL``; ``seed`` draws the corpus and division sentences.
+    :class:`~unitscope.zoo.sentiment.MovieReviews` (default: the cached model of ``recipe`` — default
+    ``DEFAULT_RECIPE`` — and the real data); ``sizes`` overrides entries of ``QUICK``/``FULL``; ``seed`` draws the
+    corpus and division sentences; ``train_recipes``: train every recipe missing from the cache for the recipe
+    table (otherwise it lists the cached ones).
     """
     os.makedirs(out, exist_ok=True)
     with torch_threads(threads), torch.enable_grad():
-        return _run(out, quick, seed, net, data, {**(QUICK if quick else FULL), **(sizes or {})}, echo)
+        return _run(out, quick, seed, net, data, {**(QUICK if quick else FULL), **(sizes or {})}, echo, recipe,
+                    train_recipes)
 
 
-def _run(out, quick, seed, net, data, sz, echo) -> dict:
-    from ..zoo.sentiment import NEGATIONS, movie_reviews, sentiment_cnn, tokenize
+def _run(out, quick, seed, net, data, sz, echo, recipe=None, train_recipes=False) -> dict:
+    from ..zoo.sentiment import has_negation, movie_reviews, sentiment_cnn, tokenize
 
     seconds = {}
     t0 = time.perf_counter()
     data = data if data is not None else movie_reviews()
-    net = net if net is not None else sentiment_cnn()
+    given = net is not None
+    net = net if given else sentiment_cnn(**({"recipe": recipe} if recipe else {}))
     seconds["data_and_model"] = time.perf_counter() - t0
+    recipes = recipe_table(train=train_recipes) if not given else pd.DataFrame()
+    if len(recipes):
+        _write(recipes, out, "sentiment_recipes", index=False)
+        echo("recipes tried (held-out movie-review test sentences; log-odds = logit(pos) − logit(neg)):")
+        echo(recipes.drop(columns=["max_norm"]).to_string(index=False))
     echo(f"movie reviews: {data.n_total} sentences, {data.n_zero} with score 0 dropped; train/dev/test "
-         f"{len(data.train)}/{len(data.dev)}/{len(data.test)}. Sentiment CNN "
-         f"({'cached' if net.cached else 'trained'}): test accuracy {net.test_accuracy:.3f}, "
+         f"{len(data.train)}/{len(data.dev)}/{len(data.test)}. Sentiment CNN, recipe "
+         f"{net.info.get('recipe', '?')} ({'cached' if net.cached else 'trained'}; "
+         f"{net.info.get('n_train', len(data.train))} training sentences): test accuracy {net.test_accuracy:.3f}, "
          f"dev {net.dev_accuracy:.3f} (epoch {net.info['best_epoch']})")
 
     # 1. agreement with ablation ------------------------------------------------------------------------
@@ -507,13 +602,18 @@ def _run(out, quick, seed, net, data, sz, echo) -> dict:
                    "per_token": " ".join(f"{w}[{v:+.3f}]" for w, v in zip(e["tokens"], e["attributions"])
                                          if abs(v) > 1e-3)} for e in examples],
                  columns=["probe", "filter", "rank", "sentence", "conductance", "negation_share", "has_negation",
-                          "per_token"]).to_csv(os.path.join(out, "sentiment_negation_examples.csv"), index=False)
-    negation_html(probes, examples, os.path.join(out, "sentiment_negation.html"))
-    _negation_figure(probes, examples, os.path.join(out, "sentiment_negation.png"))
-    seconds["negation"] = time.perf_counter() - t0
+                          "ngram_text", "ngram_has_negation", "per_token"]).to_csv(os.path.join(out, "sentiment_negation_examples.csv"), index=False)
+    from ..zoo.sentiment import NEGATIONS
+
     corpus_tokens = [tokenize(s) for s in corpus]
     neg_tokens = sum(w in NEGATIONS for t in corpus_tokens for w in t) / max(1, sum(len(t) for t in corpus_tokens))
-    neg_sentences = float(np.mean([any(w in NEGATIONS for w in t) for t in corpus_tokens]))
+    neg_sentences = float(np.mean([has_negation(s) for s in corpus]))
+    negation_html(probes, examples, os.path.join(out, "sentiment_negation.html"), base_rate=neg_sentences,
+                  windows=net.model.filters.windows, maps=net.model.filters.maps)
+    _negation_figure(probes, examples, os.path.join(out, "sentiment_negation.png"))
+    with open(os.path.join(out, "sentiment_negation_caption.md"), "w") as fh:
+        fh.write(negation_caption(probes, examples, neg_sentences, len(corpus), sz["examples"]))
+    seconds["negation"] = time.perf_counter() - t0
     negation = {}
     for p in probes:
         echo(f"\n“{p.probe}”: predicted {p.predicted} (log-odds {p.log_odds:+.2f}); filters with the highest "
@@ -528,9 +628,14 @@ def _run(out, quick, seed, net, data, sz, echo) -> dict:
                             "conductance": round(float(row["conductance"]), 4),
                             "phrase_share": round(float(row["phrase_share"]), 3),
                             "top_sentences_with_negation": round(float(np.mean([e["has_negation"] for e in ex])), 3),
+                            "top_sentences_with_negation_vs_base_rate": round(
+                                float(np.mean([e["has_negation"] for e in ex])) / max(neg_sentences, 1e-12), 2),
+                            "top_ngrams_with_negation": round(float(np.mean([e["ngram_has_negation"] for e in ex])),
+                                                              3),
+                            "n_top_sentences": len(ex),
                             "top_sentences_negation_share": round(float(np.mean([e["negation_share"] for e in ex])),
                                                                   3)})
-            for e in ex:
+            for e in ex[:5]:
                 echo(f"  #{f} top {e['rank']} ({e['conductance']:+.3f}): "
                      + " ".join(f"{w}[{v:+.2f}]" if abs(v) > 0.01 else w for w, v in
                                 zip(e["tokens"], e["attributions"])))
@@ -550,6 +655,10 @@ def _run(out, quick, seed, net, data, sz, echo) -> dict:
               "negation_filters": {p.probe: p.found for p in probes}, "negation": negation,
               "negation_token_share_in_corpus": round(neg_tokens, 4),
               "negation_sentence_share_in_corpus": round(neg_sentences, 4), "n_corpus": len(corpus),
+              "recipe": net.info.get("recipe"), "n_train": net.info.get("n_train"),
+              "recipes": recipes.to_dict(orient="records"),
+              "figures": {"sentiment_negation.png": "sentiment_negation_caption.md",
+                          "sentiment_negation.html": "sentiment_negation_caption.md"},
               "seconds": {k: round(v, 1) for k, v in seconds.items()}}
     with open(os.path.join(out, "sentiment.json"), "w") as fh:
         json.dump(result, fh, indent=1)
@@ -563,10 +672,14 @@ def main(argv=None) -> dict:
                    help=f"fewer sentences and path points: {QUICK} (full: {FULL}; None = all)")
     p.add_argument("--out", default="unitscope-out/sentiment")
     p.add_argument("--seed", type=int, default=0, help="draws the corpus and division-of-labour sentences")
+    p.add_argument("--recipe", default=None, help="the model's recipe (default: zoo.sentiment.DEFAULT_RECIPE)")
+    p.add_argument("--train-recipes", action="store_true",
+                   help="train every recipe missing from the cache for the recipe table (minutes each)")
     p.add_argument("--threads", type=int, default=1,
                    help="torch threads (default 1: faster than 2 for this small model on a busy machine)")
     args = p.parse_args(argv)
-    result = run(args.out, quick=args.quick, seed=args.seed, threads=args.threads,
+    result = run(args.out, quick=args.quick, seed=args.seed, threads=args.threads, recipe=args.recipe,
+                 train_recipes=args.train_recipes,
                  echo=lambda *a: print(*a, flush=True))
     print(json.dumps(result))
     return result

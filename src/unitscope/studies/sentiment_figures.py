@@ -270,4 +270,4 @@ def write_manifest(out, result, net, probes, examples, base_rate, n_corpus, sz, 
                 headlines=heads, figures=figures, tables=tables, comparisons=comps,
                 snippets=[("sentiment_negation.html", caption)], documents=["sentiment_negation_caption.md"],
                 summary="sentiment.json", quick=result["quick"],
-                scale=f"{result['n_agreement']} agreement / {n_corpus} corpus sentences", order=30, name="sentiment")
+                scale=f"{result['n_agreement']} agreement / {n_corpus} corpus sentences", order=40, name="sentiment")

@@ -105,6 +105,7 @@ def fake_results(root: Path, *, broken_image: bool = False) -> Path:
     (root / "sentiment" / "sentiment_negation_examples.md").write_text(
         "## probes\n\n- **not good** <script>alert(1)</script>\n  - #12: not[+0.31] good[-0.02]\n")
     (root / "sentiment" / "division_note.html").write_text("<p class='snippet-test'>a snippet</p>")
+    (root / "sentiment" / "page.html").write_text("<!DOCTYPE html><html><body>a whole page</body></html>")
 
     json.dump({"quick": True, "seed": 0, "seconds": 42.0, "studies": {
         "digits": {"status": "ok", "seconds": 3.1},
@@ -201,6 +202,7 @@ def test_report_is_self_contained_and_complete(tmp_path):
     assert "sentiment_agreement.csv" in text and "sentiment_agreement.md" not in text
     assert "<h2>probes</h2>" in text and "<script>alert(1)</script>" not in text
     assert "<p class='snippet-test'>a snippet</p>" in text
+    assert "a whole page" not in text and '<a href="sentiment/page.html">open page.html</a>' in text
     # machine-readable tables next to it
     summary = list(csv.DictReader(open(root / "report_summary.csv")))
     assert [r["folder"] for r in summary] == ["digits", "evaluation", "imagenet", "sentiment", "substitution",

@@ -10,5 +10,6 @@ Importing this package leaves matplotlib's backend alone (figures are drawn on t
 """
 
 from .figures import attribution_overlay, pixel_pictures, save_figure
+from .manifest import write_entry
 
-__all__ = ["attribution_overlay", "pixel_pictures", "save_figure"]
+__all__ = ["attribution_overlay", "pixel_pictures", "save_figure", "write_entry"]

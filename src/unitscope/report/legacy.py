@@ -3,7 +3,8 @@
 
 Title and description come from the docstring of ``unitscope.studies.NAME`` when such a module exists (read from
 its source, not imported), figures are captioned with the title saved in the PNG (or their file name), every CSV
-is a table, Markdown files without a CSV twin are notes, ``*.html`` files are snippets, and the papers' numbers in
+is a table, Markdown files without a CSV twin are notes, ``*.html`` fragments are snippets (whole HTML pages, such
+as an atlas's ``index.html``, are linked), and the papers' numbers in
 the folder's JSON summary (keys named ``paper…``) are put beside ours — with key paths written as words
 (``pearson › conductance``), since such a folder says nothing of its setting.
 
@@ -100,6 +101,13 @@ def _read_json(path: Path):
         return {"_unreadable": f"{path.name}: {e}"}
 
 
+def _is_page(path: Path) -> bool:
+    """A whole HTML document (linked, not pasted into the report) rather than a fragment."""
+    with open(path, errors="replace") as f:
+        head = f.read(2048).lstrip().lower()
+    return head.startswith(("<!doctype", "<html"))
+
+
 def legacy_entry(folder: Path, name: str) -> dict:
     """A manifest-like entry for ``folder`` (see the module doc)."""
     from .figures import read_figure_info
@@ -134,6 +142,6 @@ def legacy_entry(folder: Path, name: str) -> dict:
                         for p in pairs],
         "documents": [{"path": rel(p), "caption": p.stem.replace("_", " ")} for p in files
                       if p.suffix == ".md" and p.with_suffix("") not in csv_stems],
-        "snippets": [{"path": rel(p)} for p in files if p.suffix == ".html"],
-        "links": [],
+        "snippets": [{"path": rel(p)} for p in files if p.suffix == ".html" and not _is_page(p)],
+        "links": [{"path": rel(p), "text": f"open {rel(p)}"} for p in files if p.suffix == ".html" and _is_page(p)],
     }

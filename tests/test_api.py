@@ -65,3 +65,63 @@ def test_old_names_warn():
     s = us.activation(net, torch.randn(2, 3), ["1"])
     with pytest.warns(DeprecationWarning):
         assert s.method == s.score == "activation"
+
+
+# --- the command line: one definition of every flag ---------------------------------------------------------------
+
+def _subparsers():
+    from unitscope.cli.app import build_parser
+
+    parser = build_parser()
+    (sub,) = [a for a in parser._actions if a.__class__.__name__ == "_SubParsersAction"]
+    return dict(sub.choices)
+
+
+def test_every_registered_subcommand_has_help_and_the_common_flags():
+    subs = _subparsers()
+    assert {"demo", "layers", "importance", "visualize", "inverse-set", "scan", "report"} <= set(subs)
+    for name, p in subs.items():
+        flags = {s for a in p._actions for s in a.option_strings}
+        if name not in ("report", "demo"):
+            assert {"--device", "--seed", "--out"} <= flags, name
+
+
+def test_a_shared_flag_has_one_meaning_everywhere():
+    from unitscope.cli.options import OPTIONS
+
+    shared = {flags[0]: kw.get("help") for flags, kw in OPTIONS.values() if flags[0].startswith("--")}
+    seen = {}
+    for name, p in _subparsers().items():
+        for a in p._actions:
+            for s in a.option_strings:
+                if s in shared:
+                    assert a.help == shared[s], (name, s)
+                    seen.setdefault(s, set()).add(name)
+    # the flags that drifted before: one text for importance and scan
+    for flag in ("--target", "--scores", "--method", "--n-steps", "--internal-batch-size", "--layers"):
+        assert {"importance", "scan"} <= seen[flag], flag
+    assert "--batch-size" in {s for a in _subparsers()["scan"]._actions for s in a.option_strings}
+    assert "--rule" not in {s for p in _subparsers().values() for a in p._actions for s in a.option_strings}
+
+
+def test_target_vocabulary_is_the_same_in_importance_and_scan():
+    subs = _subparsers()
+    for name in ("importance", "scan"):
+        p = subs[name]
+        assert p.parse_args(["digits-cnn", "digits", "--layers", "x"]).target == "top"
+        assert p.parse_args(["digits-cnn", "digits", "--layers", "x", "--target", "label"]).target == "label"
+        assert p.parse_args(["digits-cnn", "digits", "--layers", "x", "--target", "3"]).target == 3
+        with pytest.raises(SystemExit):
+            p.parse_args(["digits-cnn", "digits", "--layers", "x", "--target", "predicted"])
+
+
+def test_scan_help_without_arguments_and_the_module_entry_point_errors_in_one_line():
+    import subprocess
+    import sys
+
+    proc = subprocess.run([sys.executable, "-m", "unitscope", "scan", "--help"], capture_output=True, text=True,
+                          timeout=120)
+    assert proc.returncode == 0 and "--internal-batch-size" in proc.stdout and "reviews" in proc.stdout
+    proc = subprocess.run([sys.executable, "-m", "unitscope.cli.scan", "digits-cnn", "movie-reviews", "--out",
+                           "/nonexistent-unitscope/x"], capture_output=True, text=True, timeout=300)
+    assert proc.returncode == 2 and proc.stderr.strip().count("\n") == 0 and "Traceback" not in proc.stderr

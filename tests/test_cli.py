@@ -12,6 +12,7 @@ import torch
 import torch.nn as nn
 
 from unitscope.cli import app as cli
+from unitscope.cli.visualize import parse_units
 from unitscope.core.errors import UnitscopeError
 from unitscope.loading import load_inputs, load_model
 
@@ -164,9 +165,9 @@ def test_factory_models_and_loading_errors():
 
 
 def test_units_ranges():
-    assert cli._units(["0-3", "7,9"]) == [0, 1, 2, 3, 7, 9]
+    assert parse_units(["0-3", "7,9"]) == [0, 1, 2, 3, 7, 9]
     with pytest.raises(UnitscopeError, match="integers or ranges"):
-        cli._units(["a"])
+        parse_units(["a"])
 
 
 def tiny_net():

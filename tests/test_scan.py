@@ -256,7 +256,7 @@ def test_errors_name_what_is_wrong():
 
 def test_command_line_writes_tables_grids_and_summary(tmp_path, capsys):
     summary = scan_main(["digits-cnn", "digits", "--quick", "--out", str(tmp_path), "--top-k", "5",
-                         "--units", "4"])
+                         "--grid-units", "4"])
     last = capsys.readouterr().out.strip().splitlines()[-1]
     assert json.loads(last)["examples"] == summary["examples"] == 360
     for f in summary["files"]:

@@ -124,7 +124,7 @@ def _zoo_model(name: str, device) -> Loaded:
         example, _ = encode(["a fine , moving film ."])
         return Loaded(net.model.to(device), name, "zoo", encode_text=encode, example=example,
                       class_names=["negative", "positive"], default_data="reviews",
-                      extra={"test_accuracy": net.test_accuracy})
+                      extra={"test_accuracy": net.test_accuracy, "trained": net})
     raise AssertionError(name)
 
 

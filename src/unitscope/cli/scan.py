@@ -1,9 +1,14 @@
-"""``python -m unitscope.cli.scan MODEL DATA --layers … --out DIR``: the dataset scan from the command line (under
-``torchrun`` every process takes its shard and rank 0 writes)."""
+"""``unitscope scan MODEL DATA --layers … --out DIR`` (also ``python -m unitscope.cli.scan …`` and ``torchrun … -m
+unitscope.cli.scan …``: under ``torchrun`` every process takes its shard and rank 0 writes): one streaming pass over
+a data set — per-unit statistics, selectivity and top examples; tables, image grids (digits) or top sentences
+(reviews) and ``scan.json``.
+
+MODEL and DATA are any names :mod:`unitscope.loading` knows (every zoo model and data set, files); the digits and
+the reviews have splits (``--split``), other data is scanned as given.
+"""
 
 from __future__ import annotations
 
-import argparse
 import json
 import os
 import sys
@@ -13,31 +18,51 @@ from pathlib import Path
 import torch
 import torch.nn as nn
 
-from ..attribution.scores import SCORES
 from ..core.errors import UnitscopeError
 from ..core.state import torch_threads
-from ..data.scan import ScanResult, scan
-from ..report.scan_figures import top_grid, top_sentences
+from ..data.scan import ScanResult
+from .options import Parser, add, add_common, resolve_target, run_command
 
-__all__ = ["scan_main", "default_layers", "SentenceBatches"]
+__all__ = ["scan_main", "default_layers", "SentenceBatches", "add_arguments", "run"]
 
-MODELS = ("digits-cnn", "digits-vgg", "digits-mlp", "sentiment-cnn")
-DATASETS = ("digits", "movie-reviews")
+NAME = "scan"
+HELP = "one streaming pass over a data set: statistics, selectivity and top examples per unit"
+
+
+def add_arguments(p) -> None:
+    add(p, "model", "data")
+    add(p, "layers", "scores", "target", "method", "n_steps", "batch_size", "internal_batch_size",
+        scores=["activation", "conductance"], n_steps=20)
+    p.add_argument("--split", default="all", choices=["all", "train", "test"],
+                   help="which part of the digits / reviews (default %(default)s)")
+    p.add_argument("--repeat", type=int, default=1, help="repeat the data set (for timing at scale)")
+    p.add_argument("--top-k", type=int, default=9, help="top examples kept per unit (default %(default)s)")
+    p.add_argument("--grid-units", type=int, default=12, help="units per image grid: the most selective")
+    p.add_argument("--checkpoint", default=None, help="a file: saved every --checkpoint-every batches, resumed")
+    p.add_argument("--checkpoint-every", type=int, default=20)
+    p.add_argument("--backend", default=None, help="torch.distributed backend under torchrun (gloo / nccl)")
+    p.add_argument("--timeout", type=float, default=300.0,
+                   help="seconds a rank waits for the others under torchrun before it gives up")
+    p.add_argument("--threads", type=int, default=None, help="torch threads per process")
+    add(p, "quick")
+    add_common(p, out="unitscope-out/scan")
+
+
+def _load(args):
+    """``(loaded, trained)``: the model to scan and, for the sentiment CNN, the trained object that encodes text."""
+    from ..loading import load_model
+
+    loaded = load_model(args.model, args.device)
+    loaded.require_hooks()
+    return loaded, loaded.extra.get("trained")
 
 
 def _load_model(name: str):
-    from ..zoo import digits_cnn, digits_mlp, digits_vgg
+    """A zoo model by name: the module, or for the sentiment CNN the trained object (``.model``, ``.encode``)."""
+    from ..loading import load_model
 
-    makers = {"digits-cnn": digits_cnn, "digits-vgg": digits_vgg, "digits-mlp": digits_mlp}
-    if name == "sentiment-cnn":
-        from ..zoo.sentiment import sentiment_cnn
-
-        return sentiment_cnn()
-    if name not in makers:
-        import difflib
-        raise UnitscopeError(f"unknown model {name!r}", model=name,
-                             hint="choose one of " + ", ".join(difflib.get_close_matches(name, MODELS, 3, 0.0)))
-    return makers[name]().model
+    loaded = load_model(name)
+    return loaded.extra.get("trained") or loaded.model
 
 
 class SentenceBatches:
@@ -63,16 +88,24 @@ class SentenceBatches:
             yield self[b]
 
 
-def _load_data(name: str, split: str, repeat: int):
+def _load_data(name: str, split: str, repeat: int, loaded=None):
+    """The digits (a ``TensorDataset`` of images and labels) or the reviews (``(sentences, labels)``) by split;
+    any other DATA through :func:`unitscope.loading.load_inputs` (a ``TensorDataset``, with labels if it has them)."""
     from torch.utils.data import TensorDataset
 
     from ..zoo import digits_data
 
-    if name not in DATASETS:
-        raise UnitscopeError(f"unknown data set {name!r}", data=name, hint="choose one of " + ", ".join(DATASETS))
     if split not in ("all", "train", "test"):
         raise UnitscopeError("split must be all, train or test", split=split)
-    if name == "movie-reviews":
+    if name not in ("digits", "reviews"):
+        from ..loading import load_inputs
+
+        inputs = load_inputs(name, loaded)
+        x = inputs.x.repeat(repeat, *([1] * (inputs.x.dim() - 1)))
+        if inputs.labels is None:
+            return TensorDataset(x)
+        return TensorDataset(x, inputs.labels.repeat(repeat))
+    if name == "reviews":
         from ..zoo.sentiment import movie_reviews
 
         reviews = movie_reviews()
@@ -110,31 +143,20 @@ def _init_distributed(backend: str | None, timeout: float):
     return dist.group.WORLD, True
 
 
+def build_parser(prog: str = "python -m unitscope.cli.scan") -> Parser:
+    p = Parser(prog=prog, description=HELP)
+    add_arguments(p)
+    return p
+
+
 def scan_main(argv=None) -> dict:
     """``python -m unitscope.cli.scan MODEL DATA --layers … --out DIR``; under ``torchrun`` every process takes its
     shard and rank 0 writes. Prints the summary as one JSON object on its last line."""
-    p = argparse.ArgumentParser(prog="python -m unitscope.cli.scan", description="One streaming pass over a data set: statistics and top examples per unit.")
-    p.add_argument("model", help=f"zoo model: {', '.join(MODELS)}")
-    p.add_argument("data", help=f"data set: {', '.join(DATASETS)}")
-    p.add_argument("--layers", nargs="+", default=None, help="layer names (default: every leaf layer)")
-    p.add_argument("--scores", nargs="+", default=["activation", "conductance"], choices=list(SCORES))
-    p.add_argument("--target", default="predicted", help="predicted (top class), label, or a class number")
-    p.add_argument("--split", default="all", choices=["all", "train", "test"])
-    p.add_argument("--repeat", type=int, default=1, help="repeat the data set (for timing at scale)")
-    p.add_argument("--batch-size", type=int, default=256)
-    p.add_argument("--top-k", type=int, default=9)
-    p.add_argument("--n-steps", type=int, default=20)
-    p.add_argument("--units", type=int, default=12, help="units per image grid (the most selective)")
-    p.add_argument("--checkpoint", default=None)
-    p.add_argument("--checkpoint-every", type=int, default=20)
-    p.add_argument("--backend", default=None, help="torch.distributed backend under torchrun (gloo / nccl)")
-    p.add_argument("--timeout", type=float, default=300.0,
-                   help="seconds a rank waits for the others under torchrun before it gives up")
-    p.add_argument("--threads", type=int, default=None, help="torch threads per process")
-    p.add_argument("--seed", type=int, default=0)
-    p.add_argument("--quick", action="store_true", help="test split, two layers, 8 path steps")
-    p.add_argument("--out", default="scan-out")
-    args = p.parse_args(argv)
+    return run(build_parser().parse_args(argv))
+
+
+def run(args) -> dict:
+    """The scan of ``args`` (parsed by a parser that :func:`add_arguments` built)."""
     from ..core.files import check_writable
     from ..data.distributed import Ranks
 
@@ -157,44 +179,55 @@ def scan_main(argv=None) -> dict:
 
 
 def _run(args, group, ranks) -> dict:
-    model = trained = _load_model(args.model)
-    text = args.data == "movie-reviews"
-    if text != (args.model == "sentiment-cnn"):
-        raise UnitscopeError("sentiment-cnn goes with movie-reviews, the digits models with digits",
-                             model=args.model, data=args.data)
-    if text:
-        model = trained.model
+    from ..data.scan import scan
+    from .importance import check_forward
+
+    loaded, trained = _load(args)
+    model = loaded.model
+    name = args.data[0] if len(args.data) == 1 else list(args.data)
+    text = name == "reviews"
+    if text != (loaded.encode_text is not None):
+        raise UnitscopeError(f"{args.model} is {'a text' if loaded.encode_text else 'not a text'} model and "
+                             f"{name!r} {'is' if text else 'is not'} text",
+                             hint=f"scan {args.model} with {loaded.default_data or 'its own inputs'}")
+    if text and trained is None:
+        raise UnitscopeError(f"{args.model} cannot encode sentences in batches for a scan", model=args.model)
     if group is not None and torch.distributed.get_backend(group) == "nccl":
         model = model.to(torch.device("cuda", torch.cuda.current_device()))
-    data = _load_data(args.data, "test" if args.quick else args.split, args.repeat)
+    data = _load_data(name, "test" if args.quick else args.split, args.repeat, loaded)
+    labelled = text or len(data[0]) > 1
+    if not text:
+        device = next(iter(model.parameters()), torch.empty(0, device=args.device)).device
+        check_forward(model, data[0][0][None].to(device))
     layers = args.layers or (["filters", "relu_fc"] if text else default_layers(model))
     if args.quick and not args.layers and not text:
         layers = [n for n in layers if n.endswith(("relu2", "classifier.relu"))] or layers[:2]
     n_steps = 8 if args.quick else args.n_steps
-    target = {"predicted": None, "label": "label"}.get(args.target)
-    if target is None and args.target != "predicted":
-        target = int(args.target)
+    target = resolve_target(args.target, "label" if labelled else None)
     from torch.utils.data import DataLoader
 
     t0 = time.perf_counter()
     loader = (SentenceBatches(trained, data[0], data[1], args.batch_size) if text
               else DataLoader(data, batch_size=args.batch_size))
-    result = scan(model, loader, layers, scores=args.scores, target=target,
-                  by="class", top_k=args.top_k, n_steps=n_steps, checkpoint=args.checkpoint,
-                  checkpoint_every=args.checkpoint_every, group=group)
+    result = scan(model, loader, layers, scores=args.scores, target=target, by="class" if labelled else None,
+                  top_k=args.top_k, n_steps=n_steps, method=args.method, internal_batch_size=args.internal_batch_size,
+                  checkpoint=args.checkpoint, checkpoint_every=args.checkpoint_every, group=group)
     wall = time.perf_counter() - t0
     summary, failed = {}, None
     if ranks.rank == 0:
         try:
-            summary = _write_outputs(result, data, args, layers, ranks.world, wall, trained if text else None)
+            summary = _write_outputs(result, data, args, name, ranks.world, wall, trained if text else None)
         except Exception as e:  # noqa: BLE001 — re-raised here, reported to the other ranks
             failed = e
     ranks.step(failed, False)  # the others wait for rank 0's files, or stop with its error
     return summary
 
 
-def _write_outputs(result: ScanResult, data, args, layers, world: int, wall: float, trained=None) -> dict:
+def _write_outputs(result: ScanResult, data, args, name, world: int, wall: float, trained=None) -> dict:
     from ..report.figures import save_figure
+    from ..report.scan_figures import top_grid, top_sentences
+
+    data_name, classes = name, result.class_counts is not None
 
     out = Path(args.out)
     out.mkdir(parents=True, exist_ok=True)
@@ -205,12 +238,13 @@ def _write_outputs(result: ScanResult, data, args, layers, world: int, wall: flo
     per_layer = []
     for m in result.scores:
         for name in result.layers:
-            sel = result.selectivity(name, score=m)
-            best = int(sel.index.argmax())
-            per_layer.append({"method": m, "layer": name, "units": int(sel.index.numel()),
-                              "mean": float(result.mean(name, score=m).mean()),
-                              "mean_selectivity": float(sel.index.mean()),
-                              "most_selective_unit": best, "its_class": int(sel.preferred[best]),
+            mean = result.mean(name, score=m)
+            sel = result.selectivity(name, score=m) if classes else None
+            best = int(sel.index.argmax()) if classes else int(mean.argmax())
+            per_layer.append({"method": m, "layer": name, "units": int(mean.numel()), "mean": float(mean.mean()),
+                              "mean_selectivity": float(sel.index.mean()) if classes else None,
+                              "most_selective_unit" if classes else "highest_mean_unit": best,
+                              "its_class": int(sel.preferred[best]) if classes else None,
                               "its_top_examples": [int(i) for i in result.top(name, score=m, unit=best).indices]})
     import pandas as pd
 
@@ -220,8 +254,10 @@ def _write_outputs(result: ScanResult, data, args, layers, world: int, wall: flo
     files += [str(out / "layers.csv"), str(out / "layers.md")]
     for m in result.scores:
         for name in result.layers:
+            if not classes:
+                continue  # grids show each example's label: unlabelled data gets the tables only
             sel = result.selectivity(name, score="activation" if "activation" in result.scores else m)
-            units = torch.argsort(sel.index, descending=True)[:args.units].tolist()
+            units = torch.argsort(sel.index, descending=True)[:args.grid_units].tolist()
             if trained is not None:
                 if name == "filters":
                     path = out / f"top_sentences_{m}_{name}.md"
@@ -231,7 +267,7 @@ def _write_outputs(result: ScanResult, data, args, layers, world: int, wall: flo
             fig = top_grid(data, result, name, m, units,
                            title=f"top {args.top_k} digits per unit by {m} — {name} (most selective units)")
             files.append(save_figure(fig, out / f"top_{m}_{name}.png"))
-    summary = {"study": "scan", "model": args.model, "data": args.data, "examples": result.count,
+    summary = {"study": "scan", "model": args.model, "data": data_name, "examples": result.count,
                "layers": list(result.layers), "scores": result.scores, "world_size": world,
                "seconds": wall, "examples_per_second": result.count / wall if wall > 0 else None,
                "resumed_from_batch": result.settings.get("resumed_from_batch", 0),
@@ -241,4 +277,5 @@ def _write_outputs(result: ScanResult, data, args, layers, world: int, wall: flo
 
 
 if __name__ == "__main__":  # pragma: no cover
-    scan_main(sys.argv[1:])
+    _args = build_parser().parse_args(sys.argv[1:])
+    sys.exit(run_command(run, _args, "python -m unitscope.cli.scan"))

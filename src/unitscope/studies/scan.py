@@ -18,7 +18,7 @@ from ..core.progress import note
 
 __all__ = ["main"]
 
-SCANS = {"digits": ["digits-cnn", "digits"], "sentiment": ["sentiment-cnn", "movie-reviews"]}
+SCANS = {"digits": ["digits-cnn", "digits"], "sentiment": ["sentiment-cnn", "reviews"]}
 
 
 def main(argv=None) -> dict:

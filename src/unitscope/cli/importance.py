@@ -1,0 +1,111 @@
+"""``unitscope importance MODEL DATA --layers …``: importance scores of every unit of the named layers
+(CSV/Parquet table + one figure per layer + ``importance.json``)."""
+
+from __future__ import annotations
+
+import os
+import sys
+
+import numpy as np
+import torch
+
+from ..core.errors import UnitscopeError
+from .options import add, add_common, finish, resolve_target, seed_everything, write_json
+
+NAME = "importance"
+HELP = "importance scores of every unit of the named layers (CSV/Parquet + figures)"
+
+
+def add_arguments(p) -> None:
+    add(p, "model", "data", "layers", "scores", "target", "method", "n_steps", "internal_batch_size", "limit",
+        required=("layers",), scores=["conductance"], n_steps=50)
+    p.add_argument("--per-unit", action="store_true", help="one row per unit instead of per channel")
+    p.add_argument("--format", choices=["csv", "parquet"], default="csv", help="table format (default %(default)s)")
+    add_common(p, out="unitscope-out/importance")
+
+
+def check_forward(model, x) -> None:
+    """One forward pass on the inputs: an error inside the model names the layer call and the shapes (out-of-memory
+    propagates with a hint)."""
+    from ..core.faults import model_errors
+
+    with model_errors(model, inputs=x), torch.no_grad():
+        model(x)
+
+
+def importance_figure(frame, layer: str, path: str, *, top: int = 20) -> str:
+    """Mean per-channel score of the ``top`` channels (by mean |score|) of one layer, one panel per score."""
+    from ..report.figures import plt, save_figure
+
+    sub = frame[frame["layer"] == layer]
+    scores = list(dict.fromkeys(sub["method"]))
+    fig, axes = plt.subplots(1, len(scores), figsize=(3.4 * len(scores), 3.2), squeeze=False)
+    for ax, m in zip(axes[0], scores):
+        mean = sub[sub["method"] == m].groupby("channel")["value"].mean()
+        best = mean.abs().sort_values(ascending=False).index[:top]
+        vals = mean.loc[best]
+        ax.bar(range(len(vals)), vals.values, color=["tab:blue" if v >= 0 else "tab:red" for v in vals.values])
+        ax.set_xticks(range(len(vals)))
+        ax.set_xticklabels([str(c) for c in best], rotation=90, fontsize=6)
+        ax.set_title(f"{m}", fontsize=8)
+        ax.set_xlabel("channel", fontsize=7)
+        ax.tick_params(labelsize=6)
+    axes[0][0].set_ylabel("mean score over inputs", fontsize=7)
+    fig.suptitle(f"{layer}: top {top} channels", fontsize=9)
+    fig.tight_layout()
+    return save_figure(fig, path)
+
+
+def run(args) -> dict:
+    from ..attribution.scores import attribute
+    from ..loading import load_inputs, load_model
+
+    seed_everything(args.seed)
+    if args.format == "parquet":
+        try:
+            import pyarrow  # noqa: F401
+        except ImportError:
+            raise UnitscopeError("--format parquet needs pyarrow", hint="pip install pyarrow, or use --format csv") from None
+    loaded = load_model(args.model, args.device)
+    loaded.require_hooks()
+    inputs = load_inputs(args.data, loaded, limit=args.limit)
+    x = inputs.x.to(args.device)
+    if not x.is_floating_point():
+        raise UnitscopeError("inputs must be floating point", dtype=str(x.dtype))
+    check_forward(loaded.model, x[:1])
+    layers = args.layers
+    if not layers:
+        from ..core.sites import layer_names
+
+        raise UnitscopeError("--layers is required", hint=f"e.g. {', '.join(layer_names(loaded.model)[:4])} "
+                                                          f"(unitscope layers {args.model})")
+    target = resolve_target(args.target, inputs.labels)
+    results = attribute(loaded.model, x, layers, scores=args.scores, target=target, n_steps=args.n_steps,
+                        method=args.method, internal_batch_size=args.internal_batch_size, gap_warning=None,
+                        progress=True)
+    import pandas as pd
+
+    frame = pd.concat([s.to_frame(per_channel=not args.per_unit) for s in results.values()], ignore_index=True)
+    if inputs.names is not None:
+        frame.insert(3, "input", np.asarray(inputs.names, dtype=object)[frame["example"].to_numpy()])
+    os.makedirs(args.out, exist_ok=True)
+    table = os.path.join(args.out, f"scores.{args.format}")
+    if args.format == "csv":
+        frame.to_csv(table, index=False)
+    else:
+        frame.to_parquet(table, index=False)
+    any_scores = next(iter(results.values()))
+    figures = [importance_figure(frame if not args.per_unit else
+                                 frame.groupby(["method", "layer", "example", "channel"], as_index=False)["value"].sum(),
+                                 layer, os.path.join(args.out, f"importance_{layer.replace('.', '_')}.png"))
+               for layer in any_scores.layers]
+    summary = {"model": args.model, "inputs": len(x), "layers": any_scores.layers, "scores": list(results),
+               "table": table, "figures": figures, "target": None if any_scores.target is None
+               else [int(t) for t in any_scores.target[:20]]}
+    if "conductance" in results:
+        s = results["conductance"]
+        summary["max_completeness_gap"] = {layer: float(s.relative_delta(layer).max()) for layer in s.layers}
+        print(s.summary(), file=sys.stderr)
+    write_json(os.path.join(args.out, "importance.json"), summary)
+    print(f"wrote {table} ({len(frame)} rows) and {len(figures)} figure(s) to {args.out}", file=sys.stderr)
+    return finish(summary)

@@ -1,0 +1,79 @@
+"""``unitscope layers MODEL``: a model's addressable layers with their output shapes."""
+
+from __future__ import annotations
+
+import os
+import sys
+
+import torch
+
+from ..core.errors import UnitscopeError
+from .options import add, add_common
+
+NAME = "layers"
+HELP = "a model's addressable layers with their output shapes"
+
+
+def add_arguments(p) -> None:
+    add(p, "model")
+    add_common(p, out=None)
+
+
+def _output_shapes(loaded, names, device) -> dict:
+    """Each layer's output shape (per example) from one forward pass on the model's example input; layers the
+    forward pass does not call, or whose output is not a float tensor, say so."""
+    from ..core.capture import Recorder
+    from ..core.sites import resolve
+    from ..core.state import analysis_mode
+
+    sites = resolve(loaded.model, names)
+    shapes = {}
+    while sites:
+        rec = Recorder(sites)
+        try:
+            with analysis_mode(loaded.model), torch.no_grad(), rec.active():
+                loaded.model(loaded.example[:1].to(device))
+        except UnitscopeError as e:  # a layer not called, or with a non-float output: note it, read the others again
+            bad = e.context.get("layer")
+            if bad is None or bad not in [s.name for s in sites]:
+                raise
+            shapes[bad] = "(not called by forward)" if "did not run" in str(e) else "(output is not a float tensor)"
+            sites = [s for s in sites if s.name != bad]
+            continue
+        for s in sites:
+            parts = rec.parts.get(s.name)
+            if parts is None:
+                shapes[s.name] = "(not called by forward)"
+            elif rec.is_tuple.get(s.name):
+                shapes[s.name] = [list(t.shape[1:]) for t in parts]
+            else:
+                shapes[s.name] = list(parts[0].shape[1:])
+        break
+    return shapes
+
+
+def run(args) -> dict:
+    from ..core.sites import layer_names
+    from ..loading import load_model
+
+    loaded = load_model(args.model, args.device)
+    names = layer_names(loaded.model)
+    shapes = _output_shapes(loaded, names, args.device) if loaded.hookable and loaded.example is not None else {}
+    modules = dict(loaded.model.named_modules())
+    width = max((len(n) for n in names), default=10) + 2
+    rows = []
+    for n in names:
+        kind = type(modules[n]).__name__
+        rows.append({"layer": n, "type": kind, "output_shape": str(shapes.get(n, "?"))})
+        print(f"{n:<{width}} {kind:<22} {shapes.get(n, '?')}")
+    if not shapes:
+        why = ("TorchScript modules cannot be hooked" if not loaded.hookable
+               else "no example input is known for this model")
+        print(f"(output shapes unknown: {why})", file=sys.stderr)
+    if args.out:
+        import pandas as pd
+
+        os.makedirs(args.out, exist_ok=True)
+        pd.DataFrame(rows, columns=["layer", "type", "output_shape"]).to_csv(os.path.join(args.out, "layers.csv"),
+                                                                            index=False)
+    return {"model": args.model, "layers": len(names)}

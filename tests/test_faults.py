@@ -255,7 +255,7 @@ def test_unwritable_output_folder_is_an_error_before_any_work(tmp_path, monkeypa
 
     blocker = tmp_path / "a-file"
     blocker.write_text("not a folder")
-    monkeypatch.setattr(cli_scan, "_load_model", lambda name: pytest.fail("work started before the check"))
+    monkeypatch.setattr(cli_scan, "_load", lambda args: pytest.fail("work started before the check"))
     with bounded(60), pytest.raises(UnitscopeError, match="cannot write to the output folder"):
         cli_scan.scan_main(["digits-cnn", "digits", "--quick", "--out", str(blocker / "out")])
     net, data = _tiny()

@@ -126,3 +126,15 @@ def test_scan_help_without_arguments_and_the_module_entry_point_errors_in_one_li
     proc = subprocess.run([sys.executable, "-m", "unitscope.cli.scan", "digits-cnn", "movie-reviews", "--out",
                            "/nonexistent-unitscope/x"], capture_output=True, text=True, timeout=300)
     assert proc.returncode == 2 and proc.stderr.strip().count("\n") == 0 and "Traceback" not in proc.stderr
+
+
+def test_results_show_themselves_in_a_notebook():
+    torch.manual_seed(0)
+    net = nn.Sequential(nn.Linear(3, 5), nn.ReLU(), nn.Linear(5, 2))
+    x = torch.randn(4, 3)
+    html = us.conductance(net, x, ["1", "2"], target=0, n_steps=8, gap_warning=None)._repr_html_()
+    assert html.startswith("<table>") and "<td>1</td>" in html and "<td>2</td>" in html and "%" in html
+    r = us.scan(net, [(x, torch.tensor([0, 1, 0, 1]))], ["1"], scores=["activation", "conductance"], top_k=2,
+                n_steps=4, progress=False)
+    html = r._repr_html_()
+    assert html.count("<tr>") == 3 and "<td>conductance</td>" in html and "4 examples" in html

@@ -88,6 +88,25 @@ class Scores(Mapping):
         shapes = ", ".join(f"{k}: {_shape(v)}" for k, v in dict.items(self._values))
         return f"Scores(score={self.score!r}, {shapes})"
 
+    def _repr_html_(self) -> str:
+        """A notebook's view: per layer, its shape, the completeness gap (largest over the examples) and the top
+        units of example 0."""
+        from ..core.display import html_table
+
+        rows = []
+        for name in self:
+            v = self[name]
+            gap = (f"{100 * float(self.relative_delta(name).max()):.2f}%"
+                   if name in dict.keys(self.delta) and self.output_diff is not None else "—")
+            if isinstance(v, tuple) or v.shape[0] == 0:
+                top = "—"
+            else:
+                t = self.top(name, k=5)
+                top = ", ".join(f"{i} ({val:+.3g})" for i, val in zip(t.indices[0].tolist(), t.values[0].tolist()))
+            rows.append([name, _shape(v), gap, top])
+        return html_table(f"Scores(score={self.score!r}): {len(self)} layers", ["layer", "shape [N, …]",
+                          "completeness gap", "top units of example 0"], rows)
+
     # views ------------------------------------------------------------------------------------------
     def per_channel(self, layer):
         """``[N, C]``: the score of each channel (dim 1), summed over the remaining dims (a filter's score)."""

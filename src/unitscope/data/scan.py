@@ -139,6 +139,22 @@ class ScanResult:
     def __repr__(self) -> str:
         return f"ScanResult(count={self.count}, scores={self.scores}, layers={self.layers})"
 
+    def _repr_html_(self) -> str:
+        """A notebook's view: per score × layer, the number of units, their mean, and the units with the largest
+        mean (with classes, also the mean selectivity)."""
+        from ..core.display import html_table
+
+        rows = []
+        for m, by_layer in self.stats.items():
+            for name in by_layer:
+                mean = self.mean(name, score=m)
+                best = mean.topk(min(5, mean.numel())).indices.tolist()
+                sel = (f"{float(self.selectivity(name, score=m).index.mean()):.3f}"
+                       if self.class_counts is not None else "—")
+                rows.append([m, name, mean.numel(), f"{float(mean.mean()):.4g}", sel, ", ".join(map(str, best))])
+        return html_table(f"ScanResult: {self.count} examples", ["score", "layer", "units", "mean",
+                          "mean selectivity", "top units by mean"], rows)
+
     def _get(self, layer: str, score: str) -> UnitStats:
         if score not in self.stats:
             raise UnitscopeError(f"the scan has no score {score!r}", score=score,

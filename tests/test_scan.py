@@ -162,7 +162,7 @@ def _assert_same(a: ScanResult, b: ScanResult, rtol):
     for m in a.scores:
         for name in a.layers:
             sa, sb = a.stats[m][name], b.stats[m][name]
-            for key in ("sum", "sumsq", "class_sums", "top_values"):
+            for key in ("sum", "sumsq", "class_sums", "top_values", "minimum"):
                 torch.testing.assert_close(getattr(sa, key), getattr(sb, key), rtol=rtol, atol=1e-12)
             assert torch.equal(sa.top_indices, sb.top_indices), (m, name)
 
@@ -308,3 +308,23 @@ def test_scan_study_entry_point_writes_grids_and_summary(tmp_path, monkeypatch):
     assert json.loads((tmp_path / "scan.json").read_text()) == json.loads(json.dumps(summary, default=float))
     grids = sorted(p.name for p in (tmp_path / "digits").glob("top_*.png"))
     assert len(grids) == 4 and all((tmp_path / "digits" / g).stat().st_size > 1000 for g in grids)
+
+
+def test_selectivity_only_where_it_is_defined():
+    # unit 0 is post-ReLU-like (≥ 0), unit 1 takes a negative value once: its ratio would be (3 − 0.5)/(3 + 0.5)
+    # from the class means alone, but the index is not defined for signed values
+    model = nn.Sequential(nn.Identity())
+    x = torch.tensor([[2.0, 3.0], [4.0, 3.0], [0.0, -1.0], [0.0, 2.0]])
+    y = torch.tensor([0, 0, 1, 1])
+    r = scan(model, [(x[:2], y[:2]), (x[2:], y[2:])], ["0"], progress=False)
+    assert r.stats["activation"]["0"].minimum.tolist() == [0.0, -1.0]
+    with pytest.warns(RuntimeWarning, match="1 of 2 units take negative values"):
+        sel = r.selectivity("0", eps=0.0)
+    assert sel.index[0].item() == pytest.approx(1.0) and torch.isnan(sel.index[1])
+    assert sel.defined.tolist() == [True, False] and "non-negative" in sel.reason
+    # one class present: no unit has an index
+    with pytest.warns(RuntimeWarning, match="at least two"):
+        one = scan(model, [(x[:2].abs(), y[:2])], ["0"], progress=False).selectivity("0")
+    assert torch.isnan(one.index).all()
+    back = ScanResult.from_state(r.state_dict())
+    assert torch.equal(back.stats["activation"]["0"].minimum, r.stats["activation"]["0"].minimum)

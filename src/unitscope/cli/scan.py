@@ -239,10 +239,11 @@ def _write_outputs(result: ScanResult, data, args, name, world: int, wall: float
     for m in result.scores:
         for name in result.layers:
             mean = result.mean(name, score=m)
-            sel = result.selectivity(name, score=m) if classes else None
-            best = int(sel.index.argmax()) if classes else int(mean.argmax())
+            sel = result.selectivity(name, score=m, warn=False) if classes else None  # NaN where undefined
+            best = int(torch.nan_to_num(sel.index, nan=-1.0).argmax()) if classes else int(mean.argmax())
             per_layer.append({"method": m, "layer": name, "units": int(mean.numel()), "mean": float(mean.mean()),
-                              "mean_selectivity": float(sel.index.mean()) if classes else None,
+                              "mean_selectivity": float(sel.index.nanmean()) if classes else None,
+                              "selectivity_defined_units": int(sel.defined.sum()) if classes else None,
                               "most_selective_unit" if classes else "highest_mean_unit": best,
                               "its_class": int(sel.preferred[best]) if classes else None,
                               "its_top_examples": [int(i) for i in result.top(name, score=m, unit=best).indices]})
@@ -256,8 +257,8 @@ def _write_outputs(result: ScanResult, data, args, name, world: int, wall: float
         for name in result.layers:
             if not classes:
                 continue  # grids show each example's label: unlabelled data gets the tables only
-            sel = result.selectivity(name, score="activation" if "activation" in result.scores else m)
-            units = torch.argsort(sel.index, descending=True)[:args.grid_units].tolist()
+            sel = result.selectivity(name, score="activation" if "activation" in result.scores else m, warn=False)
+            units = torch.argsort(torch.nan_to_num(sel.index, nan=-1.0), descending=True)[:args.grid_units].tolist()
             if trained is not None:
                 if name == "filters":
                     path = out / f"top_sentences_{m}_{name}.md"

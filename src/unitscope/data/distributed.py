@@ -138,6 +138,8 @@ class Ranks:
         for by_layer in stats.values():
             for st in by_layer.values():
                 st.sum, st.sumsq = self._all_reduce(st.sum), self._all_reduce(st.sumsq)
+                if st.minimum is not None:
+                    st.minimum = self._all_reduce(st.minimum, dist.ReduceOp.MIN)
                 if st.class_sums is not None:
                     st.grow(class_counts.numel())
                     st.class_sums = self._all_reduce(st.class_sums)

@@ -62,18 +62,21 @@ class UnitStats:
     class_sums: torch.Tensor | None   # [K, U]
     top_values: torch.Tensor          # [U, k] descending; -inf where fewer than k examples were seen
     top_indices: torch.Tensor         # [U, k] example indices; -1 where empty
+    minimum: torch.Tensor | None = None  # [U] smallest value seen (+inf before any); None in files of old scans
 
     @classmethod
     def empty(cls, units: int, top_k: int, by_class: bool) -> "UnitStats":
         z = torch.zeros(units, dtype=torch.float64)
         return cls(z, z.clone(), torch.zeros(0, units, dtype=torch.float64) if by_class else None,
                    torch.full((units, top_k), -torch.inf, dtype=torch.float64),
-                   torch.full((units, top_k), -1, dtype=torch.long))
+                   torch.full((units, top_k), -1, dtype=torch.long), torch.full((units,), torch.inf, dtype=torch.float64))
 
     def update(self, values: torch.Tensor, labels: torch.Tensor | None, index: torch.Tensor) -> None:
         """Add a batch: ``values [B, U]`` (float64), ``labels [B]``, ``index [B]`` (example indices)."""
         self.sum += values.sum(0)
         self.sumsq += (values * values).sum(0)
+        if self.minimum is not None and values.shape[0]:
+            self.minimum = torch.minimum(self.minimum, values.min(0).values)
         if self.class_sums is not None:
             k = int(labels.max()) + 1 if labels.numel() else 0
             self.grow(k)
@@ -90,7 +93,7 @@ class UnitStats:
             self.class_sums = torch.cat([self.class_sums, pad])
 
     def state(self) -> dict:
-        return {k: getattr(self, k) for k in ("sum", "sumsq", "class_sums", "top_values", "top_indices")}
+        return {k: getattr(self, k) for k in ("sum", "sumsq", "class_sums", "top_values", "top_indices", "minimum")}
 
 
 def merge_top(values: torch.Tensor, indices: torch.Tensor, k: int) -> tuple[torch.Tensor, torch.Tensor]:
@@ -195,17 +198,16 @@ class ScanResult:
         present = self.classes
         return st.class_sums[present] / self.class_counts[present].unsqueeze(1)
 
-    def selectivity(self, layer: str, *, score: str = "activation", eps: float = 1e-7):
-        """Class selectivity (Morcos et al. 2018) of every unit: a :class:`unitscope.data.selectivity.Selectivity`."""
-        from .selectivity import Selectivity
+    def selectivity(self, layer: str, *, score: str = "activation", eps: float | None = None, warn: bool = True):
+        """Class selectivity (Morcos et al. 2018) of every unit: a :class:`unitscope.data.selectivity.Selectivity`;
+        ``NaN`` (with a warning) for units that took negative values, and for all units with fewer than two
+        classes — the conventions are in :mod:`unitscope.data.selectivity`."""
+        from .selectivity import EPS, selectivity_index
 
-        means = self.class_means(layer, score=score)
-        top, arg = means.max(0)
-        k = means.shape[0]
-        rest = (means.sum(0) - top) / max(k - 1, 1)
-        index = (top - rest) / (top + rest + eps)
         present = self.classes
-        return Selectivity(index.float(), means.float(), self.class_counts[present].long(), present[arg])
+        return selectivity_index(self.class_means(layer, score=score), self.class_counts[present], present,
+                                 self._get(layer, score).minimum, eps=EPS if eps is None else eps,
+                                 what=f"{score} on layer {layer!r}", warn=warn)
 
     def top(self, layer: str, *, score: str = "activation", unit: int | None = None) -> Top:
         """``Top(values [U, k], indices [U, k])``: the examples with the largest values per unit (best first),
@@ -226,7 +228,7 @@ class ScanResult:
             for name in by_layer:
                 mean, std = self.mean(name, score=m), self.std(name, score=m)
                 top = self.top(name, score=m)
-                sel = self.selectivity(name, score=m) if self.class_counts is not None else None
+                sel = self.selectivity(name, score=m, warn=False) if self.class_counts is not None else None
                 for u in range(mean.numel()):
                     row = {"method": m, "layer": name, "unit": u, "count": self.count, "mean": float(mean[u]),
                            "std": float(std[u]),

@@ -81,14 +81,16 @@ def test_untouched_after_failure(bad):
         net[4] = Boom(KeyboardInterrupt())
     before = snapshot(net)
     expected = {"unknown_layer": us.UnitscopeError, "bad_target": us.UnitscopeError,
-                "module_raises": RuntimeError, "interrupt": KeyboardInterrupt}[bad]
-    with pytest.raises(expected):
+                "module_raises": us.UnitscopeError, "interrupt": KeyboardInterrupt}[bad]
+    with pytest.raises(expected) as raised:
         if bad == "unknown_layer":
             us.conductance(net, x, ["0", "nope"], n_steps=4)
         elif bad == "bad_target":
             us.conductance(net, x, ["0", "3"], target=99, n_steps=4)
         else:
             us.conductance(net, x, ["0", "3"], n_steps=4)
+    if bad == "module_raises":  # the model's own error is named (layer '4') and chained, not swallowed
+        assert "'4'" in str(raised.value) and isinstance(raised.value.__cause__, RuntimeError)
     assert_same(before, net)
 
 

@@ -12,7 +12,7 @@ from unitscope.synthesis.maximize import (Maximized, _RedirectedReLU, activation
                                 representative_substitution)
 from unitscope.synthesis.objectives import Objective, channel, element, independent
 from unitscope.synthesis.params import FFT, Augment, Pixel, make_param
-from unitscope.data.selectivity import class_selectivity
+from unitscope.data.scan import class_selectivity
 
 pytestmark = pytest.mark.usefixtures("one_thread")
 

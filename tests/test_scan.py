@@ -21,7 +21,7 @@ from unitscope.core.errors import UnitscopeError
 from unitscope.cli.scan import scan_main
 from unitscope.data.scan import ScanResult, merge_top, scan
 from unitscope.attribution.scores import attribute
-from unitscope.data.selectivity import class_selectivity
+from unitscope.data.scan import class_selectivity
 
 ROOT = Path(__file__).resolve().parents[1]
 

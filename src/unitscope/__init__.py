@@ -20,7 +20,7 @@ from .attribution.neuron import neuron_conductance
 from .attribution.results import Scores
 from .data.scan import ScanResult, scan
 from .attribution.scores import activation, attribute, conductance, grad_x_activation, internal_influence
-from .data.selectivity import class_selectivity
+from .data.scan import class_selectivity
 from .core.sites import layer_names
 from .synthesis import objectives
 

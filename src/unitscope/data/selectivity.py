@@ -1,11 +1,12 @@
 """Class selectivity (Morcos et al. 2018), streamed over a data loader — and only where it is defined.
 
->>> import torch, torch.nn as nn
->>> net = nn.Sequential(nn.Linear(2, 3), nn.ReLU())
->>> loader = [(torch.randn(8, 2), torch.randint(0, 2, (8,))) for _ in range(3)]
->>> sel = class_selectivity(net, loader, ["1"], num_classes=2)
->>> sel["1"].index.shape, sel["1"].class_means.shape
-(torch.Size([3]), torch.Size([2, 3]))
+>>> import torch
+>>> means = torch.tensor([[4.0, 1.0], [0.0, 1.0]])     # [K=2 classes, U=2 units]
+>>> selectivity_index(means, torch.tensor([5, 5]), torch.tensor([0, 1])).index.tolist()
+[1.0, 0.0]
+
+:func:`unitscope.data.scan.class_selectivity` streams it over a data loader (one :func:`~unitscope.data.scan.scan`
+pass); :meth:`unitscope.data.scan.ScanResult.selectivity` reads it off any scan.
 
 **The conventions, in one place** (every selectivity in unitscope is computed by :func:`selectivity_index`):
 
@@ -29,9 +30,8 @@ import warnings
 from dataclasses import dataclass
 
 import torch
-import torch.nn as nn
 
-__all__ = ["Selectivity", "class_selectivity", "channel_means", "selectivity_index", "EPS"]
+__all__ = ["Selectivity", "channel_means", "selectivity_index", "EPS"]
 
 EPS = 1e-7
 
@@ -78,14 +78,3 @@ def selectivity_index(class_means: torch.Tensor, counts: torch.Tensor, classes: 
         warnings.warn(f"class selectivity{' of ' + what if what else ''}: {reason}; those units get NaN "
                       "(scan a ReLU's output with score='activation')", RuntimeWarning, stacklevel=3)
     return Selectivity(index.float(), class_means.float(), counts.long(), classes[arg], reason)
-
-
-def class_selectivity(model: nn.Module, loader, layers, *, num_classes: int | None = None, eps: float = EPS,
-                      progress: bool | None = None) -> dict[str, Selectivity]:
-    """Selectivity of every channel of ``layers`` from ``loader`` (batches of ``(inputs, labels)``): one
-    :func:`unitscope.data.scan.scan` pass keeping per-class sums of the channels' mean activations."""
-    from .scan import scan
-
-    result = scan(model, loader, layers, scores=["activation"], by="class", top_k=1, num_classes=num_classes,
-                  reduce="mean", progress=progress)
-    return {name: result.selectivity(name, score="activation", eps=eps) for name in result.layers}

@@ -7,7 +7,7 @@ stride 1, no pooling, FC 128, FC 10 — :func:`~unitscope.zoo.digits.digits_shal
 including the fully connected layer before the classifier (``classifier.relu``).
 
 1. **Class selectivity** of every unit (channels averaged over space, post-ReLU) from the training split,
-   streamed batch by batch (:func:`~unitscope.data.selectivity.class_selectivity`).
+   streamed batch by batch (:func:`~unitscope.data.scan.class_selectivity`).
 2. **AM and IAM** images of every unit of each layer (at most 512 live units, evenly spread over the selectivity
    ranking, for the MLP's 2048-unit layers), one batched optimization per layer and kind (pixel parameterization
    in [0, 1], seeded transforms), and **RS** of each unit from AM and from IAM images (RS counts every unit).
@@ -41,7 +41,7 @@ from scipy.stats import spearmanr
 
 from ..data.ablation import ablate
 from ..synthesis.maximize import activation_maximization, independent_am, representative_substitution
-from ..data.selectivity import class_selectivity
+from ..data.scan import class_selectivity
 from ..core.progress import note
 from ..core.state import analysis_mode
 from .tables import write_table

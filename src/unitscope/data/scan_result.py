@@ -1,0 +1,179 @@
+"""What :func:`unitscope.data.scan.scan` returns: per score × layer × unit statistics, the views on them (mean,
+std, class means, selectivity, top examples, a table) and their persistence (a safe, atomic file).
+
+Shapes: ``[U]`` per unit, ``[K, U]`` per class; ``top`` is ``[U, k]`` — units first, the one exception to the
+package's examples-first rule (a scan keeps no per-example dim; see :mod:`unitscope.attribution.results`).
+"""
+
+from __future__ import annotations
+
+from pathlib import Path
+
+import torch
+
+from ..attribution.results import Top
+from ..core.errors import UnitscopeError
+from .accumulators import UnitStats
+from .selectivity import EPS, Selectivity, selectivity_index
+
+__all__ = ["ScanResult", "Selectivity"]
+
+_FORMAT = 1
+
+
+class ScanResult:
+    """What :func:`scan` returns: ``stats[score][layer]`` (:class:`UnitStats`), ``count`` examples,
+    ``class_counts [K]`` (with ``by="class"``) and the settings of the scan."""
+
+    def __init__(self, stats: dict, count: int, class_counts: torch.Tensor | None, settings: dict):
+        self.stats = stats
+        self.count = int(count)
+        self.class_counts = class_counts
+        self.settings = dict(settings)
+
+    @property
+    def scores(self) -> list[str]:
+        """The scores kept (``activation``, ``conductance``, …)."""
+        return list(self.stats)
+
+    @property
+    def methods(self) -> list[str]:
+        """Deprecated name of :attr:`scores`."""
+        import warnings
+        warnings.warn("ScanResult.methods is now ScanResult.scores", DeprecationWarning, stacklevel=2)
+        return self.scores
+
+    @property
+    def layers(self) -> list[str]:
+        return list(next(iter(self.stats.values()))) if self.stats else []
+
+    def __repr__(self) -> str:
+        return f"ScanResult(count={self.count}, scores={self.scores}, layers={self.layers})"
+
+    def _repr_html_(self) -> str:
+        """A notebook's view: per score × layer, the number of units, their mean, and the units with the largest
+        mean (with classes, also the mean selectivity)."""
+        from ..core.display import html_table
+
+        rows = []
+        for m, by_layer in self.stats.items():
+            for name in by_layer:
+                mean = self.mean(name, score=m)
+                best = mean.topk(min(5, mean.numel())).indices.tolist()
+                sel = (f"{float(self.selectivity(name, score=m).index.mean()):.3f}"
+                       if self.class_counts is not None else "—")
+                rows.append([m, name, mean.numel(), f"{float(mean.mean()):.4g}", sel, ", ".join(map(str, best))])
+        return html_table(f"ScanResult: {self.count} examples", ["score", "layer", "units", "mean",
+                          "mean selectivity", "top units by mean"], rows)
+
+    def _get(self, layer: str, score: str) -> UnitStats:
+        if score not in self.stats:
+            raise UnitscopeError(f"the scan has no score {score!r}", score=score,
+                                 hint=f"scanned scores: {', '.join(self.scores)}")
+        if layer not in self.stats[score]:
+            import difflib
+            close = difflib.get_close_matches(str(layer), self.layers, n=3, cutoff=0.0)
+            raise UnitscopeError(f"the scan has no layer {layer!r}", layer=layer,
+                                 hint="scanned layers: " + ", ".join(map(repr, close or self.layers)))
+        return self.stats[score][layer]
+
+    # views ----------------------------------------------------------------------------------------------
+    def mean(self, layer: str, *, score: str = "activation") -> torch.Tensor:
+        """``[U]``: each unit's mean over the scanned examples."""
+        return self._get(layer, score).sum / max(self.count, 1)
+
+    def std(self, layer: str, *, score: str = "activation", ddof: int = 0) -> torch.Tensor:
+        """``[U]``: each unit's standard deviation (``ddof=1`` for the sample estimate)."""
+        st = self._get(layer, score)
+        n = self.count
+        var = (st.sumsq - st.sum * st.sum / max(n, 1)).clamp_min(0) / max(n - ddof, 1)
+        return var.sqrt()
+
+    @property
+    def classes(self) -> torch.Tensor:
+        """The labels seen at least once (the rows of :meth:`class_means`)."""
+        self._need_classes()
+        return torch.nonzero(self.class_counts > 0).flatten()
+
+    def _need_classes(self):
+        if self.class_counts is None:
+            raise UnitscopeError("this scan kept no per-class sums", hint="scan with by='class'")
+
+    def class_means(self, layer: str, *, score: str = "activation") -> torch.Tensor:
+        """``[K, U]``: class-conditional means over the classes present (``classes`` gives their labels)."""
+        self._need_classes()
+        st = self._get(layer, score)
+        present = self.classes
+        return st.class_sums[present] / self.class_counts[present].unsqueeze(1)
+
+    def selectivity(self, layer: str, *, score: str = "activation", eps: float | None = None, warn: bool = True):
+        """Class selectivity (Morcos et al. 2018) of every unit: a :class:`unitscope.data.selectivity.Selectivity`;
+        ``NaN`` (with a warning) for units that took negative values, and for all units with fewer than two
+        classes — the conventions are in :mod:`unitscope.data.selectivity`."""
+        present = self.classes
+        return selectivity_index(self.class_means(layer, score=score), self.class_counts[present], present,
+                                 self._get(layer, score).minimum, eps=EPS if eps is None else eps,
+                                 what=f"{score} on layer {layer!r}", warn=warn)
+
+    def top(self, layer: str, *, score: str = "activation", unit: int | None = None) -> Top:
+        """``Top(values [U, k], indices [U, k])``: the examples with the largest values per unit (best first),
+        or those of one ``unit`` (``[k]``). Fewer than ``k`` columns when fewer examples were scanned.
+        Units first — the one exception to "examples first": a scan keeps no per-example dim."""
+        st = self._get(layer, score)
+        k = min(st.top_indices.shape[1], self.count)
+        v, i = st.top_values[:, :k], st.top_indices[:, :k]
+        return Top(v, i) if unit is None else Top(v[unit], i[unit])
+
+    def to_frame(self):
+        """A tidy ``pandas.DataFrame``: one row per score × layer × unit with count, mean, std, the top
+        examples (space-separated indices) and, with classes, selectivity and the preferred class."""
+        import pandas as pd
+
+        rows = []
+        for m, by_layer in self.stats.items():
+            for name in by_layer:
+                mean, std = self.mean(name, score=m), self.std(name, score=m)
+                top = self.top(name, score=m)
+                sel = self.selectivity(name, score=m, warn=False) if self.class_counts is not None else None
+                for u in range(mean.numel()):
+                    row = {"method": m, "layer": name, "unit": u, "count": self.count, "mean": float(mean[u]),
+                           "std": float(std[u]),
+                           "top_examples": " ".join(str(int(i)) for i in top.indices[u]),
+                           "top_values": " ".join(f"{float(v):.6g}" for v in top.values[u])}
+                    if sel is not None:
+                        row["selectivity"] = float(sel.index[u])
+                        row["preferred_class"] = int(sel.preferred[u])
+                    rows.append(row)
+        return pd.DataFrame(rows)
+
+    # persistence ----------------------------------------------------------------------------------------
+    def state_dict(self) -> dict:
+        return {"format": _FORMAT, "count": self.count, "class_counts": self.class_counts,
+                "settings": self.settings,
+                "stats": {m: {n: st.state() for n, st in d.items()} for m, d in self.stats.items()}}
+
+    @classmethod
+    def from_state(cls, state: dict) -> "ScanResult":
+        stats = {m: {n: UnitStats(**st) for n, st in d.items()} for m, d in state["stats"].items()}
+        return cls(stats, state["count"], state["class_counts"], state["settings"])
+
+    def save(self, path) -> str:
+        """Save atomically (``torch.save`` beside, then rename)."""
+        from ..core.files import atomic_save
+
+        path = Path(path)
+        path.parent.mkdir(parents=True, exist_ok=True)
+        atomic_save(self.state_dict(), path)
+        return str(path)
+
+    @classmethod
+    def load(cls, path) -> "ScanResult":
+        """Read a file written by :meth:`save`. Plain tensors and data only (``weights_only=True``): a file that
+        holds any other Python object is refused unread (:class:`unitscope.core.files.UnsafeFileError`)."""
+        from ..core.files import DamagedFileError, safe_load
+
+        state = safe_load(path, what="scan result")
+        if not isinstance(state, dict) or "stats" not in state or "count" not in state:
+            raise DamagedFileError(f"{str(path)!r} is not a unitscope scan result",
+                                   hint="write it with ScanResult.save (or unitscope scan --out)")
+        return cls.from_state(state)

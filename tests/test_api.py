@@ -138,3 +138,72 @@ def test_results_show_themselves_in_a_notebook():
                 n_steps=4, progress=False)
     html = r._repr_html_()
     assert html.count("<tr>") == 3 and "<td>conductance</td>" in html and "4 examples" in html
+
+
+# --- the house: no import cycles -----------------------------------------------------------------------------------
+
+def _import_graph(toplevel_only: bool) -> dict:
+    import ast
+    import pathlib
+
+    root = pathlib.Path(us.__file__).parent
+    mods = {}
+    for p in root.rglob("*.py"):
+        parts = list(p.relative_to(root.parent).with_suffix("").parts)
+        mods[".".join(parts[:-1] if parts[-1] == "__init__" else parts)] = p
+    graph = {}
+    for m, p in mods.items():
+        pkg = m if p.name == "__init__.py" else m.rsplit(".", 1)[0]
+        tree = ast.parse(p.read_text())
+        out = set()
+        for n in (tree.body if toplevel_only else ast.walk(tree)):
+            if isinstance(n, ast.ImportFrom):
+                base = pkg.split(".")[:len(pkg.split(".")) - max(n.level - 1, 0)] if n.level else []
+                target = ".".join(base + ([n.module] if n.module else []))
+                cands = [target] + [f"{target}.{a.name}" for a in n.names]
+            elif isinstance(n, ast.Import):
+                cands = [a.name for a in n.names]
+            else:
+                continue
+            out |= {c for c in cands if c in mods and c != m}
+        graph[m] = out
+    return graph
+
+
+def _cycles(graph) -> list:
+    index, low, stack, on, found, counter = {}, {}, [], set(), [], [0]
+
+    def visit(v):
+        index[v] = low[v] = counter[0]
+        counter[0] += 1
+        stack.append(v)
+        on.add(v)
+        for w in graph[v]:
+            if w not in index:
+                visit(w)
+                low[v] = min(low[v], low[w])
+            elif w in on:
+                low[v] = min(low[v], index[w])
+        if low[v] == index[v]:
+            comp = []
+            while True:
+                w = stack.pop()
+                on.discard(w)
+                comp.append(w)
+                if w == v:
+                    break
+            if len(comp) > 1:
+                found.append(sorted(comp))
+
+    for v in graph:
+        if v not in index:
+            visit(v)
+    return found
+
+
+def test_no_import_cycles():
+    assert _cycles(_import_graph(toplevel_only=True)) == []
+    # not even through imports inside functions, in the attribution core, data-scale work and synthesis
+    inner = [c for c in _cycles(_import_graph(toplevel_only=False))
+             if any(m.split(".")[1] in ("core", "attribution", "data", "synthesis", "cli") for m in c)]
+    assert inner == [], inner

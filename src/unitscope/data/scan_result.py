@@ -60,8 +60,10 @@ class ScanResult:
             for name in by_layer:
                 mean = self.mean(name, score=m)
                 best = mean.topk(min(5, mean.numel())).indices.tolist()
-                sel = (f"{float(self.selectivity(name, score=m).index.mean()):.3f}"
-                       if self.class_counts is not None else "—")
+                sel = "—"
+                if self.class_counts is not None:
+                    index = self.selectivity(name, score=m, warn=False).index
+                    sel = f"{float(index.nanmean()):.3f}" if bool((~index.isnan()).any()) else "— (undefined)"
                 rows.append([m, name, mean.numel(), f"{float(mean.mean()):.4g}", sel, ", ".join(map(str, best))])
         return html_table(f"ScanResult: {self.count} examples", ["score", "layer", "units", "mean",
                           "mean selectivity", "top units by mean"], rows)

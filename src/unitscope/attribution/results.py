@@ -4,6 +4,19 @@
 >>> s = Scores("activation", {"fc": torch.tensor([[1.0, -3.0, 2.0]])})
 >>> s["fc"].tolist(), s.top("fc", k=2).indices.tolist(), s.top("fc", k=1, by="abs").indices.tolist()
 ([[1.0, -3.0, 2.0]], [[2, 0]], [[1]])
+
+**Shapes — the rule for the whole package, stated here once: examples first.**
+
+* ``scores[layer]``: ``[N, *unit_shape]``, shaped like the layer's output (a tuple of such for tuple outputs);
+  ``per_channel(layer)``: ``[N, C]``; ``delta[layer]``, ``relative_delta(layer)``, ``output_diff``, ``n_evals``:
+  ``[N]``; ``top(layer, k=…)``: ``Top(values [N, k], indices [N, k])``.
+* :func:`unitscope.ablation_scores`: ``[N, U]``; :func:`unitscope.neuron_conductance`: ``[N, U, *input_shape]``
+  (a tuple for tuple inputs); AM / IAM (:mod:`unitscope.synthesis.maximize`): one batch row per unit,
+  ``images [U, C, H, W]``, ``activations [U, units of the layer]``; inverse sets: ``samples [S, …]``.
+* **The one exception**: a dataset scan keeps no per-example dim, so :class:`unitscope.data.scan.ScanResult`
+  is units first — ``mean``/``std``/``selectivity``: ``[U]``, ``class_means``: ``[K, U]``,
+  ``top(layer, score=…)``: ``Top(values [U, k], indices [U, k])`` (dataset indices per unit).
+* Results are detached, on the CPU, in the model's dtype (float32 at least).
 """
 
 from __future__ import annotations

@@ -2,6 +2,7 @@
 
 import pytest
 import torch
+import torch.nn as nn
 
 import unitscope as us
 from unitscope.data.ablation import ablate, ablation_scores
@@ -99,3 +100,19 @@ def test_feature_selection_returns_accuracies():
     df = feature_selection(net, x, y, x, y, "3", [[0, 1, 2]], ks=(2, 4), n_steps=8, random_repeats=2)
     assert set(df.method) == {"conductance", "internal_influence", "grad_x_activation", "activation", "random"}
     assert df.accuracy.between(0, 1).all() and len(df) == 5 * 2
+
+
+def test_cumulative_ablation_equals_ablating_the_first_m_units_together():
+    from unitscope.data.ablation import cumulative_ablation
+
+    torch.manual_seed(3)
+    net = nn.Sequential(nn.Conv2d(1, 5, 3), nn.ReLU(), nn.Flatten(), nn.Linear(5 * 6 * 6, 3)).eval()
+    x = torch.randn(4, 1, 8, 8)
+    order = torch.stack([torch.randperm(5) for _ in range(4)])
+    got = cumulative_ablation(net, x, "1", order, target=1, internal_batch_size=2)
+    assert got.shape == (4, 5)
+    for i in range(4):
+        for m in range(1, 6):
+            with ablate(net, {"1": [int(u) for u in order[i, :m]]}), torch.no_grad():
+                want = net(x[i:i + 1])[0, 1]
+            assert abs(float(got[i, m - 1]) - float(want)) < 1e-5

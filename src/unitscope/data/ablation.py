@@ -29,7 +29,7 @@ from ..attribution.scores import _device, _outputs_at_x
 from ..core.sites import resolve
 from ..core.state import analysis_mode
 
-__all__ = ["ablate", "ablation_scores", "mean_activation", "unit_mask"]
+__all__ = ["ablate", "ablation_scores", "cumulative_ablation", "mean_activation", "unit_mask"]
 
 
 def unit_mask(units, shape: tuple, layer: str) -> torch.Tensor:
@@ -134,16 +134,7 @@ def ablation_scores(model: nn.Module, inputs, layer, *, units=None, target=None,
         out_x = _outputs_at_x(model, batch, None)
         tgt = make_target(target, n, out_x)
         base = tgt(out_x, torch.arange(n))
-        captured = {}
-
-        def grab(module, args, out):
-            captured["y"] = out
-
-        with hooked(forward={site.module: grab}):
-            model(*batch.inputs, *batch.extra_args(torch.arange(n)))
-        y = captured["y"]
-        if not torch.is_tensor(y):
-            raise UnitscopeError("only layers with one output tensor can be ablated", layer=site.name)
+        y = _layer_output(model, batch, site)
         shape = tuple(y.shape[1:])
         if units is None:
             units = list(range(shape[0]))
@@ -163,6 +154,60 @@ def ablation_scores(model: nn.Module, inputs, layer, *, units=None, target=None,
                 scores[ex.unsqueeze(1), torch.arange(u0, u0 + m.shape[0]).unsqueeze(0)] = \
                     (base[example.to(base.device)] - F).double().cpu().view(len(ex), -1)
     return scores.float()
+
+
+def cumulative_ablation(model: nn.Module, inputs, layer, order, *, max_units: int | None = None, target=None,
+                        value=0.0, mean=None, additional_forward_args=None,
+                        internal_batch_size: int = 256) -> torch.Tensor:
+    """``[N, M]``: ``F(x with the units order[i, :m] ablated together)`` for ``m = 1 … M`` — the curve behind "how
+    many of the top units must go before the prediction changes" (``M = max_units``, default every column of
+    ``order [N, ≥M]``; ``order`` holds channel indices, e.g. ``scores.per_channel(layer).argsort(1, descending=True)``).
+
+    >>> import torch, torch.nn as nn
+    >>> net = nn.Sequential(nn.Linear(3, 4), nn.ReLU(), nn.Linear(4, 2))
+    >>> x = torch.randn(5, 3)
+    >>> cumulative_ablation(net, x, "1", torch.arange(4).repeat(5, 1), target=0).shape
+    torch.Size([5, 4])
+
+    ``target`` as in :func:`ablation_scores` (a callable such as ``lambda out: out.argmax(1).to(out.dtype)`` gives
+    the predicted label after each ablation). Rows of one example run batched, ``internal_batch_size`` at a time.
+    """
+    (site,) = resolve(model, [layer])
+    batch = prepare(inputs, None, additional_forward_args, device=_device(model))
+    n = batch.n
+    order = torch.as_tensor(order)
+    m_max = order.shape[1] if max_units is None else min(max_units, order.shape[1])
+    with analysis_mode(model), torch.no_grad():
+        tgt = make_target(target, n, _outputs_at_x(model, batch, None) if target is None else None)
+        y = _layer_output(model, batch, site)
+        shape = tuple(y.shape[1:])
+        fill = _replacement(value, mean, y, site.name)
+        out = torch.empty(n, m_max, dtype=torch.float64)
+        for i in range(n):
+            masks = torch.stack([unit_mask([int(u) for u in order[i, :m]], shape, site.name)
+                                 for m in range(1, m_max + 1)]).to(y.device)
+            ablated = torch.where(masks, fill, y[i:i + 1])
+            ex = torch.tensor([i])
+            for r0 in range(0, m_max, internal_batch_size):
+                part = ablated[r0:r0 + internal_batch_size]
+                out[i, r0:r0 + part.shape[0]] = _forward_with_layer(model, batch, site, ex, ex.repeat(part.shape[0]),
+                                                                    part, tgt).double().cpu()
+    return out
+
+
+def _layer_output(model, batch, site) -> torch.Tensor:
+    """``site``'s output on the unablated inputs (one tensor: only those can be ablated)."""
+    captured = {}
+
+    def grab(module, args, out):
+        captured["y"] = out
+
+    with hooked(forward={site.module: grab}):
+        model(*batch.inputs, *batch.extra_args(torch.arange(batch.n)))
+    y = captured["y"]
+    if not torch.is_tensor(y):
+        raise UnitscopeError("only layers with one output tensor can be ablated", layer=site.name)
+    return y
 
 
 def _forward_with_layer(model, batch, site, ex, example, layer_rows, tgt):

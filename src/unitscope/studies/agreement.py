@@ -13,10 +13,9 @@ import pandas as pd
 import torch
 from scipy import stats
 
-from ..data.ablation import _forward_with_layer, ablation_scores, unit_mask
-from ..core.inputs import make_target, prepare
+from ..data.ablation import ablation_scores, cumulative_ablation
+from ..core.inputs import prepare
 from ..attribution.scores import SCORES, _device, _outputs_at_x, attribute
-from ..core.sites import resolve
 from ..core.state import analysis_mode
 
 __all__ = ["ablation_agreement", "flip_counts", "summarize_agreement", "summarize_flips"]
@@ -69,37 +68,20 @@ def flip_counts(model, inputs, layer, order: torch.Tensor, *, max_units: int | N
     (``flips_at``; NaN if none up to ``max_units``, default: every channel in ``order``), and whether ablating
     the first 10 flips it (``flip_top10``).
     """
-    (site,) = resolve(model, [layer])
     batch = prepare(inputs, None, additional_forward_args, device=_device(model))
-    n = batch.n
-    rows = []
     with analysis_mode(model), torch.no_grad():
-        out_x = _outputs_at_x(model, batch, None)
-        label = out_x.argmax(1)
-        captured = {}
-        from ..core.capture import hooked
-
-        with hooked(forward={site.module: lambda mod, a, out: captured.__setitem__("y", out)}):
-            model(*batch.inputs, *batch.extra_args(torch.arange(n)))
-        y = captured["y"]
-        shape = tuple(y.shape[1:])
-        m_max = order.shape[1] if max_units is None else min(max_units, order.shape[1])
-        argmax_target = make_target(lambda out: out.argmax(1).to(out.dtype), n)
-        for i in range(n):
-            masks = torch.stack([unit_mask([int(u) for u in order[i, :m]], shape, site.name)
-                                 for m in range(1, m_max + 1)]).to(y.device)
-            ablated = torch.where(masks, torch.zeros((), dtype=y.dtype, device=y.device), y[i:i + 1])
-            ex = torch.tensor([i])
-            labels = []
-            for r0 in range(0, m_max, internal_batch_size):
-                part = ablated[r0:r0 + internal_batch_size]
-                labels.append(_forward_with_layer(model, batch, site, ex, ex.repeat(part.shape[0]), part,
-                                                  argmax_target).long().cpu())
-            labels = torch.cat(labels)
-            changed = (labels != int(label[i])).nonzero()
-            rows.append({"example": i, "label": int(label[i]),
-                         "flips_at": int(changed[0]) + 1 if changed.numel() else float("nan"),
-                         "flip_top10": bool(m_max >= 10 and labels[9] != label[i])})
+        label = _outputs_at_x(model, batch, None).argmax(1).cpu()
+    after = cumulative_ablation(model, inputs, layer, order, max_units=max_units,
+                                target=lambda out: out.argmax(1).to(out.dtype),
+                                additional_forward_args=additional_forward_args,
+                                internal_batch_size=internal_batch_size).long()   # [N, M]: the label after
+    m_max = after.shape[1]
+    rows = []
+    for i in range(len(label)):
+        changed = (after[i] != int(label[i])).nonzero()
+        rows.append({"example": i, "label": int(label[i]),
+                     "flips_at": int(changed[0]) + 1 if changed.numel() else float("nan"),
+                     "flip_top10": bool(m_max >= 10 and after[i, 9] != label[i])})
     return pd.DataFrame(rows)
 
 

@@ -74,7 +74,7 @@ def _bands(hist, unit: int, bands) -> list[tuple[str, float, float]]:
 
 def work_chunk(model, src, result, extra, layer, u0, unit_batch, *, target, n_steps, method, baselines, synthesize,
                generator, value_range, param, iam_steps, inverse_samples, inverse_steps, bands, seed, unit_seed,
-               internal_batch_size: int = 4096) -> dict:
+               internal_batch_size: int | None = None) -> dict:
     """Everything about units ``u0 … u0 + unit_batch − 1`` of ``layer`` that needs the model again."""
     from .attribution.neuron import neuron_conductance
 
@@ -89,13 +89,17 @@ def work_chunk(model, src, result, extra, layer, u0, unit_batch, *, target, n_st
     uniq, inv = torch.unique(ex, return_inverse=True)
     x_u, y_u = src.get(uniq.tolist())
     vec_u = layer_vectors(model, layer, x_u)                                       # [n_uniq, U]
-    rows = inv.flatten()
-    unit_rows = torch.tensor(units).repeat_interleave(ex.shape[1]).tolist()
+    # one row per distinct (unit, example) pair: the two exemplar lists of a unit often share examples
+    pair = torch.tensor(units).repeat_interleave(ex.shape[1]) * len(uniq) + inv.flatten()
+    pairs, back = torch.unique(pair, return_inverse=True)
+    rows, unit_rows = pairs % len(uniq), (pairs // len(uniq)).tolist()
     tgt = y_u[rows].tolist() if target == "label" else target
+    if internal_batch_size is None:   # path rows per backward: about 8M input numbers (32 MB) at a time
+        internal_batch_size = max(8, min(4096, 8_000_000 // max(1, x_u[0].numel())))
     attr = neuron_conductance(model, x_u[rows], layer=layer, units=unit_rows, target=tgt, n_steps=n_steps,
                               method=method, baselines=baselines, internal_batch_size=internal_batch_size,
                               paired=True)
-    attr = attr.view(len(units), ex.shape[1], *attr.shape[1:])
+    attr = attr[back].view(len(units), ex.shape[1], *attr.shape[1:])
     out = {"units": units, "exemplars": ex, "inputs": x_u[inv], "labels": None if y_u is None else y_u[inv],
            "attr": attr, "vectors": vec_u[inv], "dead": [dead[u] for u in units]}
     live = [u for u in units if not dead[u]]

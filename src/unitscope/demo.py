@@ -33,7 +33,7 @@ __all__ = ["LAYERS", "STUDY_ORDER", "run", "digits_study", "run_study", "availab
 
 LAYERS = ["features.relu1", "features.relu2", "features.relu3", "features.relu4", "classifier.relu"]
 QUICK_TIMEOUT, FULL_TIMEOUT = 300.0, 1200.0   # seconds per study before it is stopped and reported as a timeout
-STUDY_ORDER = ("evaluation", "imagenet", "sentiment", "substitution", "inverse", "transformer", "scan")
+STUDY_ORDER = ("evaluation", "imagenet", "sentiment", "substitution", "inverse", "transformer", "scan", "atlas")
 ECHO_SECONDS = 10.0   # a non-terminal demo prints the running study's last progress line this often
 
 

@@ -90,6 +90,7 @@ def build_parser() -> argparse.ArgumentParser:
     p.add_argument("--threads", type=int, default=None, help="torch threads per process")
     p.add_argument("--seed", type=int, default=0)
     p.add_argument("--quick", action="store_true", help="one layer, 4 exemplars, few steps and samples")
+    p.add_argument("--order", type=float, default=None, help="the manifest entry's place in the report")
     p.add_argument("--out", default="unitscope-out/atlas")
     return p
 
@@ -138,7 +139,7 @@ def atlas_main(argv=None) -> dict:
             if rank == 0:
                 a.save(args.out)
                 summary["page"] = str(render_atlas(a, args.out, value_range=got["value_range"]))
-                write_atlas_manifest(a, args.out, quick=args.quick)
+                write_atlas_manifest(a, args.out, quick=args.quick, order=args.order)
         finally:
             if started:
                 import torch.distributed as dist

@@ -161,7 +161,9 @@ def write_atlas_manifest(atlas, out_dir, *, title: str | None = None, quick: boo
                      f"{100 * top['importance']['top_k_share']:.0f} % of the examples.")
     if live and live[0].get("synthetic"):
         heads.append(f"{flagged} of {len(live)} live units have an IAM image that drives the layer through an "
-                     "atypical pattern (its layer vector twice as far from the exemplars' mean as the farthest exemplar).")
+                     "atypical pattern (its layer vector twice as far from the exemplars' mean as the farthest exemplar); "
+                     "IAM pushes the layer's other units down by design, so its pattern is often sparser than the "
+                     "data's — the unit's card shows the same check for its inverse-set samples.")
     return write_entry(out_dir, title=title or f"Unit atlas: {model}",
                        description="Every unit of the named layers: whether it matters (mean conductance, top-k "
                                    "share, the classes it supports and opposes) and what it responds to (its top "

@@ -20,45 +20,32 @@ def dead_units(result: ScanResult, layer: str) -> torch.Tensor:
 
 def top_grid(dataset, result: ScanResult, layer: str, score: str, units, *, title: str | None = None):
     """A figure: one row per unit, its top examples (images) left to right, each titled "label · value"; a dead
-    unit's row says so instead of showing arbitrary examples."""
-    from .figures import subplots
+    unit's row says so instead of showing arbitrary examples (drawn by :func:`unitscope.report.grids.image_grid`)."""
+    from .grids import image_grid
 
     top = result.top(layer, score=score)
     dead = dead_units(result, layer)
     k = top.indices.shape[1]
     units = list(units)
-    fig, axes = subplots(len(units), k, figsize=(1.25 * k + 1.2, 1.45 * len(units) + 0.9), squeeze=False,
-                         layout="constrained")
+    images, titles, cell_notes, row_notes = [], [], {}, {}
     for r, u in enumerate(units):
+        if bool(dead[u]):
+            row_notes[r] = f"dead: activation 0 on all {result.count} examples"
         for c in range(k):
-            ax = axes[r, c]
-            ax.set_xticks([])
-            ax.set_yticks([])
-            if c == 0:
-                ax.set_ylabel(f"unit {u}", fontsize=10)
-            if bool(dead[u]):
-                ax.patch.set_visible(False)  # the row's note runs across these axes
-                for side in ax.spines.values():
-                    side.set_visible(False)
-                if c == 0:
-                    note = ax.text(0.05, 0.5, f"dead: activation 0 on all {result.count} examples", fontsize=10,
-                                   transform=ax.transAxes, va="center", color="0.35")
-                    note.set_in_layout(False)  # it spans the row; the columns keep their width
-                continue
             i = int(top.indices[u, c])
             if i < 0 or float(top.values[u, c]) == 0:  # a tie at 0 is no top example: any example would do
-                ax.axis("off")
                 if i >= 0:
-                    ax.text(0.5, 0.5, "0", transform=ax.transAxes, ha="center", va="center", fontsize=9,
-                            color="0.5")
+                    cell_notes[len(images)] = "0"
+                images.append(None)
+                titles.append(None)
                 continue
             x, y = dataset[i][0], dataset[i][1]
-            ax.imshow(x.squeeze().numpy(), cmap="gray_r", vmin=0, vmax=1)
-            ax.set_title(f"{int(y)} · {float(top.values[u, c]):.3g}", fontsize=9)
-    fig.suptitle((title or f"top {k} examples per unit — {score}, {layer}")
-                 + "\neach image: its true label · the unit's value on it, largest first; '0': no example above 0",
-                 fontsize=11)
-    return fig
+            images.append(x)
+            titles.append(f"{int(y)} · {float(top.values[u, c]):.3g}")
+    return image_grid(images, titles, cols=k, row_labels=[f"unit {u}" for u in units], row_notes=row_notes,
+                      cell_notes=cell_notes, cmap="gray_r", cell=(1.25, 1.45), fontsize=9,
+                      title=(title or f"top {k} examples per unit — {score}, {layer}")
+                      + "\neach image: its true label · the unit's value on it, largest first; '0': no example above 0")
 
 
 def top_sentences(trained, sentences, labels, result: ScanResult, score: str, units, *,

@@ -57,21 +57,12 @@ def _row(model, enc, r, **extra) -> dict:
 
 def grid(rows: list[tuple[str, torch.Tensor]], path: str, title: str, cols: int = 12) -> str:
     """One row of sample images per (label, samples [N, 1, H, W])."""
-    from ..report.figures import plt, save_figure
+    from ..report.figures import save_figure
+    from ..report.grids import image_grid
 
-    fig, axes = plt.subplots(len(rows), cols, figsize=(0.75 * cols, 0.85 * len(rows) + 0.4), squeeze=False)
-    for i, (label, x) in enumerate(rows):
-        for j in range(cols):
-            ax = axes[i, j]
-            ax.set_xticks([])
-            ax.set_yticks([])
-            for side in ax.spines.values():
-                side.set_visible(False)
-            if j < len(x):
-                ax.imshow(x[j, 0].numpy(), cmap="gray_r", vmin=0, vmax=1)
-        axes[i, 0].set_ylabel(label, fontsize=7, rotation=0, ha="right", va="center")
-    fig.suptitle(title, fontsize=9)
-    fig.tight_layout()
+    images = [x[j] if j < len(x) else None for _, x in rows for j in range(cols)]
+    fig = image_grid(images, cols=cols, row_labels=[label for label, _ in rows], cmap="gray_r", cell=(0.75, 0.85),
+                     title=title, label_rotation=0)
     return save_figure(fig, path)
 
 

@@ -213,20 +213,17 @@ def _ablation_figure(curves: dict, fractions, model: str, path: str) -> str:
 
 
 def _picture_figure(runs: dict, units, labels, title: str, path: str) -> str:
-    from ..report.figures import _as_image, plt, save_figure
+    from ..report.figures import save_figure
+    from ..report.grids import image_grid
 
-    fig, axes = plt.subplots(2, len(units), figsize=(1.3 * len(units), 3.5), squeeze=False)
-    for i, kind in enumerate(("am", "iam")):
+    images, titles = [], []
+    for kind in ("am", "iam"):
         r = runs[kind]
         row_of = {int(u): k for k, u in enumerate(r.units)}
         for j, u in enumerate(units):
-            ax = axes[i, j]
-            img = r.images[row_of[int(u)]]
-            ax.imshow(_as_image(img) if img.shape[0] == 3 else img[0].numpy(), cmap="gray", vmin=0, vmax=1)
-            ax.set_title(f"{kind.upper()} {labels[j]}", fontsize=5)
-            ax.axis("off")
-    fig.suptitle(title, fontsize=8)
-    fig.tight_layout()
+            images.append(r.images[row_of[int(u)]])
+            titles.append(f"{kind.upper()} {labels[j]}")
+    fig = image_grid(images, titles, cols=len(units), value_range=None, cell=(1.3, 1.75), fontsize=5, title=title)
     return save_figure(fig, path, dpi=130)
 
 

@@ -290,7 +290,7 @@ def recipe_table(*, train: bool = False, maps: int = 64) -> pd.DataFrame:
         lo = net.log_odds(list(NEGATION_PROBES)).tolist()
         rows.append({"recipe": name, "data": "+".join(r["domains"]), "tokens": r["tokens"],
                      "vectors": r["vectors"] or "random", "fine_tuned": not r["freeze"],
-                     "max_norm": r["max_norm"], "n_train": net.info.get("n_train"),
+                     "max_norm": r["max_norm"] or "none", "n_train": net.info.get("n_train"),
                      "test_accuracy": round(net.test_accuracy, 4), "dev_accuracy": round(net.dev_accuracy, 4),
                      "best_epoch": net.info["best_epoch"],
                      **{f"log_odds[{p}]": round(v, 3) for p, v in zip(NEGATION_PROBES, lo)},

@@ -299,7 +299,7 @@ def recipe_table(*, train: bool = False, maps: int = 64) -> pd.DataFrame:
 
 
 # ------------------------------------------------------------------------------------------ entry --
-def run(out: str, quick: bool = False, seed: int = 0, *, threads: int | None = 1, net=None, data=None,
+def run(out: str, *, quick: bool = False, seed: int = 0, threads: int | None = 1, net=None, data=None,
         sizes: dict | None = None, recipe: str | None = None, train_recipes: bool = False, echo=print) -> dict:
     """Run the whole study, write its tables and figures into ``out`` and return the summary dict.
 

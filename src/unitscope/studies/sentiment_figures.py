@@ -135,7 +135,7 @@ def _token_colour(v: float, scale: float):
     return (33 / 255, 102 / 255, 172 / 255, alpha) if v >= 0 else (178 / 255, 24 / 255, 43 / 255, alpha)
 
 
-def negation_figure(probes, examples: list[dict], path: str, per_filter: int = 3,
+def negation_figure(probes, examples: list[dict], path: str, *, per_filter: int = 3,
                      width: float = 10.0) -> str:
     """Tokens drawn as text on coloured boxes (blue: supports the probe's prediction, red: opposes; opacity ∝
     |per-token conductance|; bold with a black frame: the n-gram the filter's max over time picked), one block

@@ -239,12 +239,14 @@ def write_manifest(out, result, net, probes, examples, base_rate, n_corpus, sz, 
     for p in probes:
         found = result["negation"][p.probe]["filters"]
         best = max(found, key=lambda f: f["top_sentences_with_negation"], default=None)
-        heads.append(f"“{p.probe}” gets log-odds {p.log_odds:+.2f} ({p.predicted}); "
+        expected = "negative" if "good" in p.probe else "positive"
+        right = "the right sign" if p.predicted == expected else f"the wrong sign: people read it as {expected}"
+        heads.append(f"“{p.probe}” gets log-odds {p.log_odds:+.2f} ({p.predicted}, {right}); "
                      + (f"of its negation filters, #{best['filter']} has a negation in "
                         f"{100 * best['top_sentences_with_negation']:.0f} % of its top {best['n_top_sentences']} "
                         f"corpus sentences ({best['top_sentences_with_negation_vs_base_rate']:.1f}× the base rate of "
                         f"{100 * base_rate:.1f} %)." if best else "no filter's conductance falls on the negated phrase."))
-    caption = negation_caption(probes, examples, base_rate, n_corpus, sz["examples"])
+    caption = negation_caption(probes, examples, base_rate, n_corpus, sz["examples"]).replace("**", "")
     figures = [("sentiment_negation.png", caption),
                ("sentiment_division.png", "Sign of each filter's conductance for logit(pos) − logit(neg) per sentence "
                 "(rows: sentences, columns: filters, both clustered): blue pushes towards positive, red towards "

@@ -43,14 +43,14 @@ def load_atlas_inputs(model_name: str, data_name: str, *, split: str = "all", li
         return {"model": net.model, "data": TensorDataset(x), "generator": None, "tokens": None,
                 "value_range": (-1.0, 1.0), "default_layers": ["blocks.1"]}
     if data_name == "movie-reviews":
-        from ..zoo.sentiment import MIN_PAD, movie_reviews, sentiment_cnn, tokenize
+        from ..zoo.sentiment import MIN_PAD, movie_reviews, sentiment_cnn
 
         trained = sentiment_cnn()
         reviews = movie_reviews()
         part = {"all": reviews.all(), "train": reviews.train, "test": reviews.test}[split]
         sentences, labels = part.sentences[:limit], part.labels[:limit]
         _, emb = trained.encode(sentences)
-        tokens = [[""] * MIN_PAD + tokenize(s) for s in sentences]
+        tokens = [[""] * MIN_PAD + trained.tokens(s) for s in sentences]
         tokens = [t + [""] * (emb.shape[1] - len(t)) for t in tokens]
         return {"model": trained.model, "data": TensorDataset(emb, labels), "generator": None, "tokens": tokens,
                 "value_range": (0.0, 1.0), "default_layers": ["filters"]}

@@ -22,6 +22,7 @@ import importlib
 import sys
 
 from .options import Parser, run_command
+from ..core.state import restores_process_state
 
 __all__ = ["main", "build_parser", "COMMANDS"]
 
@@ -56,6 +57,7 @@ def _add_passthrough(sub, module: str, cmd) -> None:
     p.set_defaults(func=lambda args: entry([args.model, args.data, *args.rest]))
 
 
+@restores_process_state
 def main(argv=None) -> int:
     parser = build_parser()
     try:

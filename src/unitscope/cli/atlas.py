@@ -17,7 +17,7 @@ import time
 import torch
 
 from ..core.errors import UnitscopeError
-from ..core.state import torch_threads
+from ..core.state import torch_threads, restores_process_state
 
 __all__ = ["atlas_main", "load_atlas_inputs"]
 
@@ -106,6 +106,7 @@ def quick_settings(args) -> dict:
     return kw
 
 
+@restores_process_state
 def atlas_main(argv=None) -> dict:
     """Build, save and render an atlas; prints its summary as one JSON object on the last line."""
     from ..atlas import atlas

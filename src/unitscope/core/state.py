@@ -1,4 +1,4 @@
-"""Leave the user's model exactly as it was handed to us.
+"""Leave the user's model — and the user's process — exactly as they were handed to us.
 
 >>> import torch.nn as nn
 >>> net = nn.Sequential(nn.Linear(2, 2), nn.Dropout()).train()
@@ -14,16 +14,31 @@
 1
 >>> torch.get_num_threads() == n
 True
+>>> before = torch.get_rng_state()
+>>> with process_state_restored():
+...     torch.manual_seed(123) and torch.set_num_threads(1)
+>>> torch.equal(torch.get_rng_state(), before), torch.get_num_threads() == n
+(True, True)
+
+What "the process" means here (:func:`process_snapshot` reads it, :func:`process_state_restored` puts it back):
+torch's thread count, grad mode, default dtype, the warning filters, the global random generators (torch on the CPU
+and on every CUDA device already initialised, numpy's, Python's ``random``) and matplotlib's backend. Library
+functions change none of them; a study's entry point may set what it needs (threads, a seed, grad mode, warning
+filters) inside ``@restores_process_state``, and the caller gets everything back — also when it raises.
 """
 
 from __future__ import annotations
 
+import functools
+import random
+import sys
+import warnings
 from contextlib import contextmanager
 
 import torch
 import torch.nn as nn
 
-__all__ = ["analysis_mode", "torch_threads"]
+__all__ = ["analysis_mode", "torch_threads", "process_snapshot", "process_state_restored", "restores_process_state"]
 
 
 @contextmanager
@@ -61,3 +76,58 @@ def torch_threads(n: int | None):
         yield
     finally:
         torch.set_num_threads(before)
+
+
+def _matplotlib_backend():
+    """The backend matplotlib has chosen, without resolving one (None if matplotlib is not imported)."""
+    mpl = sys.modules.get("matplotlib")
+    if mpl is None:
+        return None
+    get = getattr(mpl.rcParams, "_get_backend_or_none", None)
+    return get() if get is not None else mpl.rcParams.get("backend")
+
+
+def process_snapshot() -> dict:
+    """What the process-wide settings are now (see the module's docstring); equal snapshots = nothing changed."""
+    import numpy as np
+
+    cuda = ([torch.cuda.get_rng_state(i) for i in range(torch.cuda.device_count())]
+            if torch.cuda.is_available() and torch.cuda.is_initialized() else [])
+    return {"threads": torch.get_num_threads(), "grad_enabled": torch.is_grad_enabled(),
+            "inference_mode": torch.is_inference_mode_enabled(), "default_dtype": torch.get_default_dtype(),
+            "warning_filters": list(warnings.filters), "torch_rng": torch.get_rng_state(), "cuda_rng": cuda,
+            "numpy_rng": np.random.get_state(), "python_rng": random.getstate(),
+            "matplotlib_backend": _matplotlib_backend()}
+
+
+@contextmanager
+def process_state_restored():
+    """Run the block, then put back torch's threads, grad mode and default dtype, the warning filters, the global
+    RNGs and matplotlib's backend as they were — also on error or KeyboardInterrupt."""
+    import numpy as np
+
+    threads, grad, dtype = torch.get_num_threads(), torch.is_grad_enabled(), torch.get_default_dtype()
+    backend = _matplotlib_backend()
+    np_state, py_state = np.random.get_state(), random.getstate()
+    with torch.random.fork_rng(devices=list(range(torch.cuda.device_count()))
+                               if torch.cuda.is_available() and torch.cuda.is_initialized() else []), \
+            warnings.catch_warnings():
+        try:
+            yield
+        finally:
+            torch.set_num_threads(threads)
+            torch.set_grad_enabled(grad)
+            torch.set_default_dtype(dtype)
+            np.random.set_state(np_state)
+            random.setstate(py_state)
+            if backend is not None and _matplotlib_backend() != backend:
+                sys.modules["matplotlib"].use(backend)
+
+
+def restores_process_state(fn):
+    """Decorate an entry point (a study's ``main``) so that whatever it sets process-wide is undone on return."""
+    @functools.wraps(fn)
+    def wrapper(*args, **kwargs):
+        with process_state_restored():
+            return fn(*args, **kwargs)
+    return wrapper

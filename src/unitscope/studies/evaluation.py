@@ -21,6 +21,7 @@ from ..core.progress import note
 from .agreement import ablation_agreement, flip_counts, summarize_agreement, summarize_flips
 from .selection import feature_selection
 from .tables import write_table
+from ..core.state import restores_process_state
 
 PAPER_PEARSON = {"inception": {"conductance": 0.79, "internal_influence": 0.49, "activation": 0.07,
                                "grad_x_activation": 0.92},
@@ -82,6 +83,7 @@ def run_model(name, model, x, layer, out, *, k=10, n_steps=50, max_units=None, e
     return {"pearson": summary["mean"].to_dict(), "flips": fsum}
 
 
+@restores_process_state
 def main(argv=None) -> dict:
     from ..zoo import digits_cnn, digits_data, digits_vgg
 

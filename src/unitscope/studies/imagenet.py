@@ -19,6 +19,7 @@ from ..attribution.neuron import neuron_conductance
 from ..core.progress import note
 from ..report.figures import pixel_pictures, save_figure
 from ..attribution.scores import conductance
+from ..core.state import restores_process_state
 
 BLOCKS = [f"blocks.{i}" for i in range(7)]
 
@@ -53,6 +54,7 @@ def analyse_photo(net, name, image, out, *, n_steps=128, top=10, neuron_steps=32
             "top10_across_blocks_share": sum(v for v, _, _ in best) / dF, "figure": path}
 
 
+@restores_process_state
 def main(argv=None) -> dict:
     from ..zoo import efficientnet_lite0, photos
 

@@ -26,7 +26,7 @@ import torch
 
 from ..synthesis.inverse import InverseSetWarning, diversity, langevin_sampler, penalized_am, sample_inverse_set
 from ..core.progress import note
-from ..core.state import torch_threads
+from ..core.state import torch_threads, restores_process_state
 from .tables import write_table
 
 LOGIT = ("classifier.fc2", 3)
@@ -73,6 +73,7 @@ def _spread_pick(r, cols: int):
     return r.samples[torch.linspace(0, len(r) - 1, cols).long()]
 
 
+@restores_process_state
 def main(argv=None) -> dict:
     from ..zoo import digits_cnn
     from ..zoo.digits_vae import digits_encoder, digits_generator

@@ -15,12 +15,14 @@ import os
 
 from ..cli.scan import scan_main
 from ..core.progress import note
+from ..core.state import restores_process_state
 
 __all__ = ["main"]
 
 SCANS = {"digits": ["digits-cnn", "digits"], "sentiment": ["sentiment-cnn", "reviews"]}
 
 
+@restores_process_state
 def main(argv=None) -> dict:
     p = argparse.ArgumentParser(prog="python -m unitscope.studies.scan", description=__doc__,
                                 formatter_class=argparse.RawDescriptionHelpFormatter)

@@ -45,7 +45,7 @@ import torch
 from ..data.ablation import ablation_scores
 from ..attribution.neuron import neuron_conductance
 from ..attribution.scores import METHODS, attribute
-from ..core.state import torch_threads
+from ..core.state import torch_threads, restores_process_state
 from .agreement import ablation_agreement, summarize_agreement
 from .sentiment_figures import (PAPER_PEARSON, division_figure, negation_caption, negation_figure, negation_html,
                                 ratio_figure, write_manifest)
@@ -460,6 +460,7 @@ def _run(out, quick, seed, net, data, sz, echo, recipe=None, train_recipes=False
     return result
 
 
+@restores_process_state
 def main(argv=None) -> dict:
     p = argparse.ArgumentParser(prog="python -m unitscope.studies.sentiment", description=__doc__,
                                 formatter_class=argparse.RawDescriptionHelpFormatter)

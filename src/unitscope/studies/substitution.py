@@ -43,7 +43,7 @@ from ..data.ablation import ablate
 from ..synthesis.maximize import activation_maximization, independent_am, representative_substitution
 from ..data.scan import class_selectivity
 from ..core.progress import note
-from ..core.state import analysis_mode
+from ..core.state import analysis_mode, restores_process_state
 from .tables import write_table
 
 __all__ = ["main", "MODELS", "layer_analysis", "ablation_curves", "spearman", "batches"]
@@ -330,6 +330,7 @@ def _manifest(args, summary: dict, *, steps: int, limit: int, n_test: int) -> No
                                                               "RS from AM and IAM, activations", "dead": "live"}])
 
 
+@restores_process_state
 def main(argv=None) -> dict:
     from ..zoo import digits as zoo
 

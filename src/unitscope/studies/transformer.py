@@ -41,7 +41,7 @@ import torch
 
 from ..core.capture import hooked
 from ..attribution.scores import METHODS, attribute
-from ..core.state import analysis_mode
+from ..core.state import analysis_mode, restores_process_state
 from .tables import write_table
 
 __all__ = ["main", "score_sentences", "ablate_rows", "agreement_and_flips", "both_sign_share", "negation_neurons",
@@ -470,6 +470,7 @@ def _adaptive_vs_fixed(lm, sentences, budget: int) -> dict:
     return out
 
 
+@restores_process_state
 def main(argv=None) -> dict:
     from ..zoo.minilm import minilm_sentiment
     from ..zoo.sentiment import NEGATIONS, movie_reviews, tokenize

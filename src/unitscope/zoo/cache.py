@@ -22,6 +22,7 @@ from pathlib import Path
 from typing import Callable
 
 from ..core.files import DamagedFileError, atomic_save, safe_load
+from ..core.state import process_state_restored
 
 __all__ = ["cache_dir", "recipe_key", "cached_state", "atomic_save"]
 
@@ -67,6 +68,7 @@ def cached_state(name: str, recipe: dict, train: Callable[[], tuple[dict, dict]]
         hit = _read(path, recipe)  # another process may have trained it while we waited
         if hit is not None:
             return hit[0], hit[1], True
-        state, info = train()
+        with process_state_restored():  # training seeds torch's global RNG (and may set threads): undone here
+            state, info = train()
         atomic_save({"recipe": recipe, "state": state, "info": info}, path)
     return state, info, False

@@ -69,8 +69,10 @@ def _map_style(loader, rank, world, unpack, batch_size) -> Plan:
     bs = loader.batch_size or getattr(loader.batch_sampler, "batch_size", None) or batch_size
     everything = [order[i:i + bs] for i in range(0, len(order), bs)]
     mine = everything[rank::world]
+    # a generator of its own: iterating a DataLoader otherwise draws its workers' base seed from the global RNG
     kwargs = dict(num_workers=loader.num_workers, collate_fn=loader.collate_fn, pin_memory=loader.pin_memory,
-                  worker_init_fn=loader.worker_init_fn, timeout=loader.timeout)
+                  worker_init_fn=loader.worker_init_fn, timeout=loader.timeout,
+                  generator=loader.generator if loader.generator is not None else torch.Generator())
     if loader.num_workers > 0:
         kwargs.update(prefetch_factor=loader.prefetch_factor, multiprocessing_context=loader.multiprocessing_context)
 

@@ -136,7 +136,8 @@ def _trained(name: str, arch: dict, *, epochs: int, seed: int, progress, cls=Non
         return model.state_dict(), info
 
     state, info, cached = cached_state(name, recipe, train)
-    model = cls(**arch)
+    with torch.random.fork_rng(devices=[]):  # the initial weights (replaced below) must not draw on the global RNG
+        model = cls(**arch)
     model.load_state_dict(state)
     return Trained(model.eval(), info, cached)
 

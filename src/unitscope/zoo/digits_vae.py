@@ -88,7 +88,8 @@ def digits_vae(*, latent_dim: int = 8, epochs: int = 300, seed: int = 0, progres
         return model.state_dict(), {"test_reconstruction_mse": mse, "test_elbo": elbo}
 
     state, info, cached = cached_state("digits-vae", recipe, train)
-    model = DigitsVAE(latent_dim, recipe["hidden"])
+    with torch.random.fork_rng(devices=[]):  # the initial weights (replaced below) must not draw on the global RNG
+        model = DigitsVAE(latent_dim, recipe["hidden"])
     model.load_state_dict(state)
     return Trained(model.eval(), info, cached)
 

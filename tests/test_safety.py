@@ -128,3 +128,18 @@ def test_atomic_write_keeps_the_old_file_when_writing_fails(tmp_path):
         atomic_save({"x": Boom()}, path)
     assert path.read_text() == "old"
     assert [p.name for p in tmp_path.iterdir()] == ["report.html"]  # no temporary file left behind
+
+
+def test_hostile_model_and_tensor_files_are_refused_by_the_loaders(tmp_path):
+    # a whole pickled "model" and a tensor file with a payload: neither is unpickled by the CLI's loaders
+    from unitscope.loading import _tensor_file, load_model
+
+    marker = tmp_path / "ran"
+    model_file, tensor_file = tmp_path / "model.pt", tmp_path / "x.pt"
+    torch.save({"model": Payload(marker)}, model_file)
+    torch.save({"x": torch.ones(2, 3), "extra": Payload(marker)}, tensor_file)
+    with pytest.raises(UnitscopeError, match="neither a torch.export nor a TorchScript file"):
+        load_model(str(model_file))
+    with pytest.raises(UnsafeFileError, match="could run code"):
+        _tensor_file(tensor_file)
+    assert not marker.exists()

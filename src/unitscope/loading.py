@@ -286,10 +286,9 @@ def _tensor_file(path: Path) -> torch.Tensor:
         except ValueError as e:
             raise UnitscopeError(f"cannot read {str(path)!r} as a numpy array", hint=str(e)) from None
         return torch.from_numpy(np.ascontiguousarray(arr))
-    try:
-        obj = torch.load(path, map_location="cpu", weights_only=True)
-    except Exception as e:
-        raise UnitscopeError(f"cannot read {str(path)!r} as a tensor file", hint=str(e).splitlines()[0]) from None
+    from .core.files import safe_load
+
+    obj = safe_load(path, what="tensor file")  # plain tensors only (weights_only=True); damaged/unsafe: an error
     if isinstance(obj, dict):
         for key in ("inputs", "x", "data"):
             if isinstance(obj.get(key), torch.Tensor):

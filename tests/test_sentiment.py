@@ -275,7 +275,9 @@ def test_study_parts_on_the_tiny_cnn(tiny):
     ok = (t["phrase_share"] >= 0.5) & (t["negation_share"] >= 0.2)
     assert (ok == t["falls_on_phrase"]).all()
     assert probe.found == t.loc[ok, "filter"].head(3).tolist()
+    assert set(probe.ngrams) == set(probe.found)
     for f in probe.found:
+        assert probe.ngrams[f] == st.picked_ngram(net, "this is not good", f)
         a = np.array(probe.attributions[f])
         assert a.shape == (4,) and a[2] > 0 and np.abs(a[2:]).sum() >= 0.5 * np.abs(a).sum() - 1e-6
 

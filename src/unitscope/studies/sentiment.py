@@ -182,6 +182,7 @@ class NegationProbe:
     table: pd.DataFrame           # the candidate filters, most conductance first
     found: list[int]              # the filters whose per-token conductance falls on the phrase
     attributions: dict = field(default_factory=dict)  # filter → per-token conductance on the probe
+    ngrams: dict = field(default_factory=dict)        # filter → (start, stop) of the n-gram its max picked
 
 
 def negation_filters(net, probe: str, *, candidates: int = 30, top: int = 3, min_phrase_share: float = 0.5,
@@ -226,7 +227,8 @@ def negation_filters(net, probe: str, *, candidates: int = 30, top: int = 3, min
                                         for row in a]})
     found = [f for f, ok in zip(cand, falls.tolist()) if ok][:top]
     return NegationProbe(probe, tokens, phrase, "positive" if sign > 0 else "negative", sign, lo, table, found,
-                         {f: a[cand.index(f)].tolist() for f in found})
+                         {f: a[cand.index(f)].tolist() for f in found},
+                         {f: picked_ngram(net, probe, f) for f in found})
 
 
 def negation_examples(net, sentences, cond: torch.Tensor, probe: NegationProbe, *, k: int = 5,

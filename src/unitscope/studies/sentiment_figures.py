@@ -112,7 +112,8 @@ def negation_html(probes, examples: list[dict], path: str, *, candidates: int = 
             blocks.append({"filter": f, "conductance": float(p.table.set_index("filter").loc[f, "conductance"]),
                            "window": windows[f // maps] if windows and maps else "?",
                            "n_negated": sum(flags) if flags else None,
-                           "probe_html": Markup(_tokens_html(p.tokens, p.attributions[f], scale)),
+                           "probe_html": Markup(_tokens_html(p.tokens, p.attributions[f], scale,
+                                                             p.ngrams.get(f))),
                            "examples": [{"html": Markup(_tokens_html(e["tokens"], e["attributions"], scale,
                                                                      e.get("ngram"))),
                                          "conductance": e["conductance"]} for e in ex]})
@@ -153,7 +154,9 @@ def negation_figure(probes, examples: list[dict], path: str, *, per_filter: int 
             scale = max([abs(v) for v in p.attributions[f]] + [abs(v) for e in ex for v in e["attributions"]]
                         + [1e-12])
             lines.append(("head", f"filter #{f} — on the probe, then its top corpus sentences by conductance"))
-            lines.append(("tokens", (p.tokens, p.attributions[f], scale, [False] * len(p.tokens))))
+            a, b = p.ngrams.get(f, (0, 0))
+            lines.append(("tokens", (p.tokens, p.attributions[f], scale,
+                                     [a <= k < b for k in range(len(p.tokens))])))
             for e in ex:
                 w = _window(e["attributions"], 24)
                 pre = ["…"] if w.start > 0 else []

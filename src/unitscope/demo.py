@@ -32,7 +32,7 @@ from .zoo import digits_cnn, digits_data
 __all__ = ["LAYERS", "STUDY_ORDER", "run", "digits_study", "run_study", "available_studies", "run_all"]
 
 LAYERS = ["features.relu1", "features.relu2", "features.relu3", "features.relu4", "classifier.relu"]
-QUICK_TIMEOUT, FULL_TIMEOUT = 300.0, 1200.0   # seconds per study before it is stopped and reported as a timeout
+QUICK_TIMEOUT, FULL_TIMEOUT = 600.0, 2400.0   # seconds per study before it is stopped and reported as a timeout
 STUDY_ORDER = ("evaluation", "imagenet", "sentiment", "substitution", "inverse", "transformer", "scan", "atlas")
 ECHO_SECONDS = 10.0   # a non-terminal demo prints the running study's last progress line this often
 
@@ -198,7 +198,10 @@ def run_study(name: str, out: str, *, quick: bool, seed: int, timeout: float | N
         text = f.read()
     last = text.strip().splitlines()[-1] if text.strip() else ""
     if rc is None:
-        status.update(status="timeout", error=f"stopped after {timeout:.0f} s")
+        training = "training" in _last_line(log_path)
+        status.update(status="timeout", error=f"stopped after {timeout:.0f} s"
+                      + (" while training a model: run the demo again — what finished training is cached, or "
+                         "allow more time with --timeout" if training else ""))
     elif rc != 0:
         status.update(status="failed", error=f"exit code {rc}: {last[:300]}")
     else:

@@ -39,8 +39,12 @@ def analyse_photo(net, name, image, out, *, n_steps=128, top=10, neuron_steps=32
         cands += [(float(v), b, int(i)) for v, i in zip(t.values, t.indices)]
     best = sorted(cands, reverse=True)[:top]
     pics = []
-    for b in dict.fromkeys(blk for _, blk, _ in best):
+    blocks = list(dict.fromkeys(blk for _, blk, _ in best))
+    note(f"{name}: conductance of the 7 blocks done ({int(s.n_evals[0])} path points); pixel pictures of the top "
+         f"{top} filters, {len(blocks)} blocks")
+    for k, b in enumerate(blocks):
         units = [u for _, blk, u in best if blk == b]
+        note(f"{name}: per-pixel conductance through {len(units)} filter(s) of {b} ({k + 1}/{len(blocks)})")
         attr = neuron_conductance(net.model, x, b, units, target=label, n_steps=neuron_steps)
         for u, a in zip(units, attr[0]):  # attr: [N=1, U, *input_shape]
             pics.append((next(v for v, blk, uu in best if blk == b and uu == u), b, u, a))

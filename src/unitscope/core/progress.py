@@ -66,7 +66,8 @@ class LogBar:
 
     def _line(self) -> str:
         elapsed = time.monotonic() - self.t0
-        units = self.unit if self.unit.endswith("s") else self.unit + "s"
+        units = self.unit if self.unit.endswith("s") else self.unit + ("es" if self.unit.endswith(("ch", "sh", "x"))
+                                                                       else "s")
         count = f"{self.n}/{self.total} {units}" if self.total else f"{self.n} {units}"
         text = f"{self.desc}: {count}, {_duration(elapsed)} elapsed"
         if self.total and 0 < self.n < self.total:

@@ -163,9 +163,6 @@ def _manifest(args, summary, settings, mean, *, n_inputs, steps, n_train, n_sets
             comparisons.append({"quantity": f"mean Pearson r of {m.replace('_', ' ')} with ablation (top 10 units)",
                                 "ours": summary["by_model"][name]["pearson"].get(m), "ours_setting": settings[name],
                                 "paper": PAPER_PEARSON["inception"][m], "paper_setting": PAPER_SETTING["inception"]})
-        comparisons.append({"quantity": f"mean Pearson r of {m.replace('_', ' ')} with ablation (top 10 units)",
-                            "ours": None, "ours_setting": "see the sentiment study (the same CNN family)",
-                            "paper": PAPER_PEARSON["sentiment_cnn"][m], "paper_setting": PAPER_SETTING["sentiment_cnn"]})
     for key, label in (("mean", "filters ablated (by conductance) before the prediction flips, mean"),
                        ("max", "filters ablated before the prediction flips, max"),
                        ("over_10", "share of inputs needing more than 10 ablated filters to flip")):
@@ -199,7 +196,8 @@ def _manifest(args, summary, settings, mean, *, n_inputs, steps, n_train, n_sets
                      "at a time, and count how many it takes to change the predicted label. Feature selection: "
                      "keep each label's k most important filters and train a linear classifier on them alone. "
                      "'Ours' is always the model and data named beside it; the paper's numbers are for its own "
-                     "models, which the table names."),
+                     "models, which the table names (its sentiment-CNN numbers are in the sentiment section, beside "
+                     "that study's)."),
         headlines=[
             f"On the {setting}, conductance agrees with ablation with mean Pearson r {r['conductance']:.2f} "
             f"(activation {r['activation']:.2f}); the paper reports {PAPER_PEARSON['inception']['conductance']} "

@@ -66,8 +66,7 @@ class LogBar:
 
     def _line(self) -> str:
         elapsed = time.monotonic() - self.t0
-        units = self.unit if self.unit.endswith("s") else self.unit + ("es" if self.unit.endswith(("ch", "sh", "x"))
-                                                                       else "s")
+        units = self.unit if self.unit.endswith("s") else {"batch": "batches"}.get(self.unit, self.unit + "s")
         count = f"{self.n}/{self.total} {units}" if self.total else f"{self.n} {units}"
         text = f"{self.desc}: {count}, {_duration(elapsed)} elapsed"
         if self.total and 0 < self.n < self.total:

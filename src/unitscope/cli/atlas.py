@@ -3,13 +3,12 @@
 every process takes its share of the scan and of the units; rank 0 writes.
 
 MODEL/DATA: ``digits-cnn``/``digits-vgg``/``digits-mlp`` with ``digits`` (the 1,797 digits; inverse sets through
-the digits VAE), ``sentiment-cnn`` with ``movie-reviews`` (the sentences; exemplars with their n-grams
+the digits VAE), ``sentiment-cnn`` with ``reviews`` (the sentences; exemplars with their n-grams
 highlighted), ``efficientnet-lite0`` with ``photos`` (the bundled photos).
 """
 
 from __future__ import annotations
 
-import argparse
 import json
 import sys
 import time
@@ -19,7 +18,12 @@ import torch
 from ..core.errors import UnitscopeError
 from ..core.state import torch_threads, restores_process_state
 
-__all__ = ["atlas_main", "load_atlas_inputs"]
+from .options import Parser, add, add_common, resolve_target, run_command
+
+__all__ = ["atlas_main", "load_atlas_inputs", "add_arguments", "run"]
+
+NAME = "atlas"
+HELP = "the unit atlas: for every unit, whether it matters and what it responds to (JSON + a browsable page)"
 
 MODELS = ("digits-cnn", "digits-vgg", "digits-mlp", "sentiment-cnn", "efficientnet-lite0")
 
@@ -28,7 +32,7 @@ def load_atlas_inputs(model_name: str, data_name: str, *, split: str = "all", li
     """``{"model", "data", "generator", "tokens", "value_range", "default_layers"}`` for a zoo model and data set."""
     from torch.utils.data import TensorDataset
 
-    pairs = {"digits": ("digits-cnn", "digits-vgg", "digits-mlp"), "movie-reviews": ("sentiment-cnn",),
+    pairs = {"digits": ("digits-cnn", "digits-vgg", "digits-mlp"), "reviews": ("sentiment-cnn",),
              "photos": ("efficientnet-lite0",)}
     if data_name not in pairs:
         raise UnitscopeError(f"unknown data set {data_name!r}", data=data_name, hint="choose one of " + ", ".join(pairs))
@@ -42,7 +46,7 @@ def load_atlas_inputs(model_name: str, data_name: str, *, split: str = "all", li
         x = torch.stack([net.preprocess(p) for p in photos().values()])[:limit]
         return {"model": net.model, "data": TensorDataset(x), "generator": None, "tokens": None,
                 "value_range": (-1.0, 1.0), "default_layers": ["blocks.1"]}
-    if data_name == "movie-reviews":
+    if data_name == "reviews":
         from ..zoo.sentiment import MIN_PAD, movie_reviews, sentiment_cnn
 
         trained = sentiment_cnn()
@@ -67,18 +71,14 @@ def load_atlas_inputs(model_name: str, data_name: str, *, split: str = "all", li
             "value_range": (0.0, 1.0), "default_layers": layers}
 
 
-def build_parser() -> argparse.ArgumentParser:
-    p = argparse.ArgumentParser(prog="unitscope atlas", description="The unit atlas: for every unit of the layers "
-                                "named, whether it matters and what it responds to (JSON + a browsable page).")
-    p.add_argument("model", help=f"zoo model: {', '.join(MODELS)}")
-    p.add_argument("data", help="digits, movie-reviews or photos")
-    p.add_argument("--layers", nargs="+", default=None, help="layer names (default: the model's ReLUs / filters)")
-    p.add_argument("--target", default="predicted", help="predicted (top class), label, or a class number")
-    p.add_argument("--split", default="all", choices=["all", "train", "test"])
-    p.add_argument("--limit", type=int, default=None, help="only the first N examples")
+def add_arguments(p) -> None:
+    add(p, "model")
+    p.add_argument("data", metavar="DATA", help="the zoo data that goes with MODEL: digits, reviews or photos")
+    add(p, "layers", "target", "n_steps", "limit", n_steps=20)
+    p.add_argument("--split", default="all", choices=["all", "train", "test"],
+                   help="which part of the digits / reviews (default %(default)s)")
     p.add_argument("--top-k", type=int, default=9, help="exemplars per unit, by activation and by conductance")
     p.add_argument("--share-k", type=int, default=5, help="the top-k of the importance share")
-    p.add_argument("--n-steps", type=int, default=20, help="path points of the scan's conductance")
     p.add_argument("--iam-steps", type=int, default=128)
     p.add_argument("--inverse-samples", type=int, default=4, help="inverse-set samples per band")
     p.add_argument("--inverse-steps", type=int, default=100)
@@ -88,10 +88,14 @@ def build_parser() -> argparse.ArgumentParser:
     p.add_argument("--backend", default=None, help="torch.distributed backend under torchrun (gloo / nccl)")
     p.add_argument("--timeout", type=float, default=300.0, help="seconds a rank waits for the others")
     p.add_argument("--threads", type=int, default=None, help="torch threads per process")
-    p.add_argument("--seed", type=int, default=0)
-    p.add_argument("--quick", action="store_true", help="one layer, 4 exemplars, few steps and samples")
+    add(p, "quick")
     p.add_argument("--order", type=float, default=None, help="the manifest entry's place in the report")
-    p.add_argument("--out", default="unitscope-out/atlas")
+    add_common(p, out="unitscope-out/atlas")
+
+
+def build_parser() -> Parser:
+    p = Parser(prog="unitscope atlas", description=HELP)
+    add_arguments(p)
     return p
 
 
@@ -109,24 +113,29 @@ def quick_settings(args) -> dict:
 @restores_process_state
 def atlas_main(argv=None) -> dict:
     """Build, save and render an atlas; prints its summary as one JSON object on the last line."""
+    return run(build_parser().parse_args(argv))
+
+
+def run(args) -> dict:
+    """The atlas of ``args`` (parsed by a parser that :func:`add_arguments` built)."""
     from ..atlas import atlas
     from ..cli.scan import _init_distributed
     from ..data.distributed import Ranks
     from ..report.atlas_html import render_atlas, write_atlas_manifest
 
-    args = build_parser().parse_args(argv)
     with torch_threads(args.threads), torch.random.fork_rng(devices=[]):
         torch.manual_seed(args.seed)
         group, started = _init_distributed(args.backend, args.timeout)
         try:
             rank = Ranks.of(group).rank
             got = load_atlas_inputs(args.model, args.data, split=args.split, limit=args.limit)
+            from ..loading import check_device
+
+            got["model"] = got["model"].to(check_device(args.device))
             layers = args.layers or got["default_layers"]
             if args.quick and not args.layers:
                 layers = layers[1:2] or layers[:1]
-            target = {"predicted": None, "label": "label"}.get(args.target)
-            if target is None and args.target != "predicted":
-                target = int(args.target)
+            target = resolve_target(args.target, "label")
             t0 = time.perf_counter()
             a = atlas(got["model"], got["data"], layers=layers, target=target, generator=got["generator"],
                       value_range=got["value_range"], tokens=got["tokens"], checkpoint=args.checkpoint,
@@ -152,8 +161,4 @@ def atlas_main(argv=None) -> dict:
 
 
 if __name__ == "__main__":
-    try:
-        atlas_main()
-    except UnitscopeError as e:
-        print(f"unitscope atlas: error: {e}", file=sys.stderr)
-        sys.exit(2)
+    sys.exit(run_command(run, build_parser().parse_args(sys.argv[1:]), "unitscope atlas"))

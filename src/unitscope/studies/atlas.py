@@ -29,7 +29,7 @@ ORDER = 80  # the atlases' place in the report, after the studies
 ATLASES = {
     "digits": ["digits-cnn", "digits", "--top-k", "6", "--n-steps", "16", "--iam-steps", "64",
                "--inverse-samples", "3", "--inverse-steps", "60"],
-    "sentiment": ["sentiment-cnn", "movie-reviews", "--top-k", "6", "--n-steps", "8", "--no-synthetic"],
+    "sentiment": ["sentiment-cnn", "reviews", "--top-k", "6", "--n-steps", "8", "--no-synthetic"],
     "efficientnet": ["efficientnet-lite0", "photos", "--top-k", "2", "--n-steps", "6", "--iam-steps", "24",
                      "--inverse-samples", "2", "--inverse-steps", "20", "--unit-batch", "12"],
 }

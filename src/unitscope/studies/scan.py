@@ -47,7 +47,7 @@ def main(argv=None) -> dict:
 
 
 NAMES = {"digits-cnn": "the digits CNN", "sentiment-cnn": "the sentiment CNN", "digits": "the real digits",
-         "movie-reviews": "the movie-review sentences"}
+         "reviews": "the movie-review sentences"}
 
 
 def _mark_dead(folder: str) -> tuple[int, int]:

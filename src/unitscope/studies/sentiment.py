@@ -23,11 +23,16 @@ tensor([0.5000, 1.0000])
    conductance (for ``F = ±(logit(positive) − logit(negative))``, signed towards the predicted class) whose
    per-token conductance (Eq. 2, summed over the 50 embedding dimensions) falls on the negated phrase — at least
    half of its absolute per-token conductance on "not good" / "not bad", at least a fifth, positive, on "not"
-   itself; then the corpus sentences where those filters have the highest conductance (same ``F``), with the
-   tokens carrying it highlighted (``sentiment_negation.html``, ``sentiment_negation.png``).
+   itself; then the 20 corpus sentences where each of those filters has the highest conductance (same ``F``),
+   the share of them that hold a negation against the corpus base rate, and the analogue of the paper's Figures 4
+   and 5: those sentences with the tokens carrying the conductance coloured and the n-gram that the filter's max
+   over time picked underlined (``sentiment_negation.html``, ``sentiment_negation.png``, caption
+   ``sentiment_negation_caption.md``).
+5. **Recipes.** Every recipe of :data:`unitscope.zoo.sentiment.RECIPES` in the cache (``--train-recipes``: all):
+   data, tokens, vectors, test / dev accuracy and both probes' log-odds (``sentiment_recipes.csv``).
 
-Writes CSV + Markdown tables, PNG figures, an HTML snippet and ``sentiment.json`` to ``--out``; the last line
-printed is that JSON object.
+Writes CSV + Markdown tables, PNG figures, an HTML snippet, ``sentiment.json`` and the report's ``manifest.json`` to
+``--out``; the last line printed is that JSON object.
 """
 
 from __future__ import annotations

@@ -42,7 +42,7 @@ def main(argv=None) -> dict:
     import unitscope as us
     from unitscope.atlas import BANDS, _seed
     from unitscope.atlas_data import Source, UnitAccumulator
-    from unitscope.atlas_units import _bands, work_chunk
+    from unitscope.atlas_units import layer_bands, work_chunk
     from unitscope.data.scan import scan
     from unitscope.synthesis.inverse import InverseSetWarning
     from unitscope.zoo import digits_cnn, digits_data
@@ -93,7 +93,7 @@ def main(argv=None) -> dict:
             continue
         us.independent_am(model, layer, [u], shape=(1, 8, 8), param="fft", steps=s["iam_steps"], seed=u,
                           progress=False)
-        for name, lo, hi, ok in _bands(hist, u, BANDS):
+        for name, lo, hi, ok in layer_bands(hist, BANDS)[u]:
             if ok:
                 with warnings.catch_warnings():
                     warnings.simplefilter("ignore", InverseSetWarning)

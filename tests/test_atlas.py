@@ -296,3 +296,25 @@ def test_cli_registers_atlas(capsys):
 
     assert main(["atlas", "digits-cnn", "photos", "--quick"]) == 2   # a clear error, not a traceback
     assert "does not go with" in capsys.readouterr().err
+
+
+def test_a_wide_layer_splits_its_sheets_and_opens_in_chromium(tmp_path):
+    """2,304 units: sprite sheets of at most 256 units per file; the table lists every unit; a card deep in the
+    layer decodes its tiles from the ninth file."""
+    from unitscope.report import atlas_html
+
+    torch.manual_seed(0)
+    net = nn.Sequential(nn.Conv2d(1, 2304, 4), nn.ReLU(), nn.Flatten(), nn.Linear(2304, 2)).eval()
+    x, y = torch.rand(6, 1, 4, 4), torch.arange(6) % 2
+    a = us.atlas(net, (x, y), layers=["1"], top_k=1, n_steps=2, synthesize=False, unit_batch=2304, progress=False)
+    page = atlas_html.render_atlas(a, tmp_path / "page", tile=8)
+    sheets = sorted(p.name for p in (page.parent / "img").iterdir() if p.name.startswith("L0_exemplars"))
+    assert len(sheets) == 9
+    from PIL import Image
+    with Image.open(page.parent / "img" / "L0_exemplars_8.png") as im:
+        assert im.size == (2 * 8, 2304 % 256 * 8 or 256 * 8)
+    if not os.path.exists(CHROMIUM):
+        pytest.skip(f"{CHROMIUM} is absent")
+    dom, console = _dom(page.resolve().as_uri() + "#sort=unit:asc&open=2300", tmp_path / "p")
+    assert console == [] and int(_body(dom, "rows")) == 2304 and _body(dom, "card") == "1:2300"
+    assert int(_body(dom, "images")) == 2 and int(_body(dom, "images-broken")) == 0   # exemplars, attr

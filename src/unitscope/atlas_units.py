@@ -62,14 +62,19 @@ def _faith(vectors: torch.Tensor, unit: int, reference: torch.Tensor, typical_mi
             "atypical": ((1 - cos) > 2 * (1 - typical_min) + 1e-6).tolist()}
 
 
-def _bands(hist, unit: int, bands) -> list[tuple[str, float, float]]:
-    out = []
-    for name, lo, hi in bands:
-        a = float(hist.max[unit]) if lo >= 100 else float(hist.quantile(lo / 100)[unit])
-        b = math.inf if hi is None else (float(hist.max[unit]) if hi >= 100 else float(hist.quantile(hi / 100)[unit]))
-        span = float(hist.max[unit] - hist.min[unit])
-        out.append((name, a, b, bool(b - a > 1e-6 * max(span, 1e-12))))
-    return out
+def layer_bands(hist, bands) -> list[list[tuple[str, float, float, bool]]]:
+    """Per unit, ``(name, a, b, non-empty)`` for every band (percentiles of the unit's histogram; 100 = its max)."""
+    def q(p):
+        return hist.max if p >= 100 else hist.quantile(p / 100)
+
+    cols = [(name, q(lo), torch.full_like(hist.max, math.inf) if hi is None else q(hi)) for name, lo, hi in bands]
+    span = (hist.max - hist.min).clamp(min=1e-12)
+    return [[(name, float(a[u]), float(b[u]), bool(b[u] - a[u] > 1e-6 * span[u])) for name, a, b in cols]
+            for u in range(len(hist.max))]
+
+
+def _bands(hist, unit: int, bands) -> list[tuple[str, float, float, bool]]:
+    return layer_bands(hist, bands)[unit]
 
 
 def work_chunk(model, src, result, extra, layer, u0, unit_batch, *, target, n_steps, method, baselines, synthesize,
@@ -128,11 +133,13 @@ def work_chunk(model, src, result, extra, layer, u0, unit_batch, *, target, n_st
         gen = FFTImageGenerator(shape, value_range=value_range) if len(shape) == 3 else \
             DecoderGenerator(nn.Identity(), latent_dim=int(shape[0]), code_bound=3.0)
     problems, keys = [], []
+    by_unit = layer_bands(hist, bands)
     for u in live:
-        for name, a, b, ok in _bands(hist, u, bands):
+        for name, a, b, ok in by_unit[u]:
             if ok:
                 problems.append((u, a, b))
                 keys.append((u, name))
+    where = {k: i for i, k in enumerate(keys)}
     from .synthesis.inverse_many import sample_inverse_sets
 
     sets = sample_inverse_sets(model, layer, problems, gen, n_samples=inverse_samples, max_steps=inverse_steps,
@@ -142,10 +149,10 @@ def work_chunk(model, src, result, extra, layer, u0, unit_batch, *, target, n_st
     at = 0
     for j, u in enumerate(live):
         band_out = []
-        for name, a, b, ok in _bands(hist, u, bands):
+        for name, a, b, ok in by_unit[u]:
             entry = {"band": name, "a": a, "b": b if math.isfinite(b) else None, "n": 0, "ok": False}
             if ok:
-                s = sets[keys.index((u, name))]
+                s = sets[where[(u, name)]]
                 entry.update(n=len(s), ok=s.ok, steps=s.steps, samples=s.samples,
                              faithfulness=_faith(inv_vec[at:at + len(s)], u, ref[u], typical[u]) if len(s) else None)
                 at += len(s)
@@ -182,6 +189,7 @@ def layer_cards(result, extra, layer, chunks, *, tokens=None, src=None) -> tuple
     sel = result.selectivity(layer, score="activation") if by_class else None
     ta, tc = result.top(layer, score="activation"), result.top(layer, score="conductance")
     k_a = ta.indices.shape[1]
+    p50, p90, p99 = hist.quantile(0.5), hist.quantile(0.9), hist.quantile(0.99)
     text = src is not None and len(src.example_shape) == 2
     cards, ex_in, ex_attr, iam, inverse = [], [], [], [], []
     shape = src.example_shape if src is not None else ()
@@ -245,8 +253,7 @@ def layer_cards(result, extra, layer, chunks, *, tokens=None, src=None) -> tuple
                 "selectivity": selectivity, "rs": _r(s["rs"]) if s is not None else None,
                 "class_means": [_r(v) for v in cm_a[:, u].tolist()] if by_class else [],
                 "histogram": {"min": _r(hist.min[u]), "max": _r(hist.max[u]), "mean": _r(mean_a[u]),
-                              "p50": _r(hist.quantile(0.5)[u]), "p90": _r(hist.quantile(0.9)[u]),
-                              "p99": _r(hist.quantile(0.99)[u])},
+                              "p50": _r(p50[u]), "p90": _r(p90[u]), "p99": _r(p99[u])},
                 "exemplars": exemplars, "synthetic": synthetic, "faithfulness": faith})
             if not text:
                 ex_in.append(c["inputs"][i])

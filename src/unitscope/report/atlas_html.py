@@ -29,6 +29,7 @@ import torch
 __all__ = ["render_atlas", "write_atlas_manifest"]
 
 TILE = 40
+ROWS_PER_SHEET = 256   # units per sprite-sheet file: a 2,048-channel layer is 8 files of 256 × 40 px rows
 
 
 def _to_rgb(t: torch.Tensor, value_range) -> np.ndarray:
@@ -55,18 +56,24 @@ def _signed_rgb(t: torch.Tensor) -> np.ndarray:
 
 
 def _sheet(rows: list[list[np.ndarray | None]], path: Path, tile: int) -> dict:
+    """Tiles ``rows[unit][j]`` into ``path`` (``…_1.png``, ``…_2.png`` … past ``ROWS_PER_SHEET`` units)."""
     from PIL import Image
 
     cols = max((len(r) for r in rows), default=0)
-    sheet = Image.new("RGB", (max(cols, 1) * tile, max(len(rows), 1) * tile), (255, 255, 255))
-    for i, row in enumerate(rows):
-        for j, img in enumerate(row):
-            if img is not None:
-                im = Image.fromarray(img).resize((tile, tile), Image.NEAREST if img.shape[0] < tile else
-                                                 Image.BILINEAR)
-                sheet.paste(im, (j * tile, i * tile))
-    sheet.save(path, optimize=True)
-    return {"file": f"img/{path.name}", "cols": cols, "tile": tile}
+    files = []
+    for f0 in range(0, max(len(rows), 1), ROWS_PER_SHEET):
+        part = rows[f0:f0 + ROWS_PER_SHEET]
+        sheet = Image.new("RGB", (max(cols, 1) * tile, max(len(part), 1) * tile), (255, 255, 255))
+        for i, row in enumerate(part):
+            for j, img in enumerate(row):
+                if img is not None:
+                    im = Image.fromarray(img).resize((tile, tile), Image.NEAREST if img.shape[0] < tile else
+                                                     Image.BILINEAR)
+                    sheet.paste(im, (j * tile, i * tile))
+        name = path.name if f0 == 0 else f"{path.stem}_{f0 // ROWS_PER_SHEET}{path.suffix}"
+        sheet.save(path.with_name(name), optimize=True)
+        files.append(f"img/{name}")
+    return {"files": files, "rows_per_file": ROWS_PER_SHEET, "cols": cols, "tile": tile}
 
 
 def _layer_sheets(atlas, li: int, layer: str, img_dir: Path, value_range, tile: int) -> dict:

@@ -22,6 +22,7 @@ from .agreement import ablation_agreement, flip_counts, summarize_agreement, sum
 from .selection import feature_selection
 from .tables import write_table
 from ..core.state import restores_process_state
+from .common import Config, Result, finish
 
 PAPER_PEARSON = {"inception": {"conductance": 0.79, "internal_influence": 0.49, "activation": 0.07,
                                "grad_x_activation": 0.92},
@@ -85,31 +86,37 @@ def run_model(name, model, x, layer, out, *, k=10, n_steps=50, max_units=None, e
 
 @restores_process_state
 def main(argv=None) -> dict:
-    from ..zoo import digits_cnn, digits_data, digits_vgg
-
     p = argparse.ArgumentParser(prog="python -m unitscope.studies.evaluation", description=__doc__)
     p.add_argument("--quick", action="store_true", help="40 test digits, 12 path points, 480 training digits for feature selection; digits CNN only")
     p.add_argument("--out", default="unitscope-out/evaluation")
     p.add_argument("--seed", type=int, default=0)
     args = p.parse_args(argv)
-    os.makedirs(args.out, exist_ok=True)
-    torch.manual_seed(args.seed)
+    return finish(run(Config.from_args(args)))
+
+
+@restores_process_state
+def run(config: Config) -> Result:
+    """The study with ``config`` (see :class:`unitscope.studies.common.Config`): writes into ``config.out``."""
+    from ..zoo import digits_cnn, digits_data, digits_vgg
+
+    os.makedirs(config.out, exist_ok=True)
+    torch.manual_seed(config.seed)
     train, test = digits_data()
-    n_inputs = 40 if args.quick else 300
-    steps = 12 if args.quick else 50
+    n_inputs = 40 if config.quick else 300
+    steps = 12 if config.quick else 50
     results, settings = {}, {}
-    n_steps_total = 2 if args.quick else 4
+    n_steps_total = 2 if config.quick else 4
     note(f"step 1/{n_steps_total}: conductance and ablation of the digits CNN's features.relu3 on {n_inputs} test "
          f"digits ({steps} path points)")
     cnn = digits_cnn().model
     settings["digits_cnn"] = f"digits CNN (features.relu3, {n_inputs} test digits)"
-    results["digits_cnn"] = run_model("digits_cnn", cnn, test.x[:n_inputs], "features.relu3", args.out,
+    results["digits_cnn"] = run_model("digits_cnn", cnn, test.x[:n_inputs], "features.relu3", config.out,
                                       n_steps=steps)
-    if not args.quick:
+    if not config.quick:
         note(f"step 2/{n_steps_total}: the same on the digits VGG (features.relu6)")
         settings["digits_vgg"] = f"digits VGG (features.relu6, {n_inputs} test digits)"
         vgg = digits_vgg().model
-        results["digits_vgg"] = run_model("digits_vgg", vgg, test.x[:n_inputs], "features.relu6", args.out,
+        results["digits_vgg"] = run_model("digits_vgg", vgg, test.x[:n_inputs], "features.relu6", config.out,
                                           n_steps=steps)
         from ..zoo import efficientnet_lite0, photos
 
@@ -117,20 +124,20 @@ def main(argv=None) -> dict:
         net = efficientnet_lite0()
         xs = torch.stack([net.preprocess(im) for im in photos().values()])
         settings["efficientnet_lite0"] = f"EfficientNet-Lite0 (blocks.5, {len(xs)} bundled photos)"
-        results["efficientnet_lite0"] = run_model("efficientnet_lite0", net.model, xs, "blocks.5", args.out,
+        results["efficientnet_lite0"] = run_model("efficientnet_lite0", net.model, xs, "blocks.5", config.out,
                                                   n_steps=32)
-    rng = np.random.default_rng(args.seed)
+    rng = np.random.default_rng(config.seed)
     label_sets = [list(range(5)), list(range(5, 10))] + [sorted(rng.choice(10, 5, replace=False).tolist())
-                                                       for _ in range(1 if args.quick else 3)]
-    n_train = 480 if args.quick else len(train.x)  # quick: a stratified-enough prefix of the shuffled split
+                                                       for _ in range(1 if config.quick else 3)]
+    n_train = 480 if config.quick else len(train.x)  # quick: a stratified-enough prefix of the shuffled split
     note(f"step {n_steps_total}/{n_steps_total}: feature selection on the digits CNN's features.relu4 "
          f"({len(label_sets)} label sets, {n_train} training digits)")
     fs = feature_selection(cnn, train.x[:n_train], train.y[:n_train], test.x, test.y, "features.relu4", label_sets,
-                           n_steps=8 if args.quick else 20)
+                           n_steps=8 if config.quick else 20)
     table = fs.pivot_table(index=["labels", "method"], columns="k", values="accuracy")
     mean = fs.groupby(["method", "k"])["accuracy"].mean().unstack("k")
-    _write(table, args.out, "feature_selection_by_set")
-    _write(mean, args.out, "feature_selection_mean")
+    _write(table, config.out, "feature_selection_by_set")
+    _write(mean, config.out, "feature_selection_mean")
     print("feature selection (digits CNN, features.relu4), mean accuracy over label sets:")
     print(mean.to_string(float_format=lambda v: f"{v:.3f}"))
     first = results["digits_cnn"]
@@ -141,13 +148,12 @@ def main(argv=None) -> dict:
                                      for m in SCORES},
                "feature_selection_random": [float(mean.loc["random", k]) for k in sorted(mean.columns)],
                "by_model": results, "paper": {"pearson": PAPER_PEARSON, "flips": PAPER_FLIPS}}
-    with open(os.path.join(args.out, "evaluation.json"), "w") as f:
+    with open(os.path.join(config.out, "evaluation.json"), "w") as f:
         json.dump(summary, f, indent=1, default=float)
-    _manifest(args, summary, settings, mean, n_inputs=n_inputs, steps=steps, n_train=n_train,
+    _manifest(config, summary, settings, mean, n_inputs=n_inputs, steps=steps, n_train=n_train,
               n_sets=len(label_sets))
-    print(json.dumps({k: summary[k] for k in ("pearson", "flips", "internal_influence_top10_flip_share",
-                                              "feature_selection")}, default=float))
-    return summary
+    short = {k: summary[k] for k in ("pearson", "flips", "internal_influence_top10_flip_share", "feature_selection")}
+    return Result(value=summary, summary=short, out=config.out)
 
 
 def _manifest(args, summary, settings, mean, *, n_inputs, steps, n_train, n_sets) -> None:

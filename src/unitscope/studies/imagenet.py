@@ -20,6 +20,7 @@ from ..core.progress import note
 from ..report.figures import pixel_pictures, save_figure
 from ..attribution.scores import conductance
 from ..core.state import restores_process_state
+from .common import Config, Result, finish
 
 BLOCKS = [f"blocks.{i}" for i in range(7)]
 
@@ -60,8 +61,6 @@ def analyse_photo(net, name, image, out, *, n_steps=128, top=10, neuron_steps=32
 
 @restores_process_state
 def main(argv=None) -> dict:
-    from ..zoo import efficientnet_lite0, photos
-
     p = argparse.ArgumentParser(prog="python -m unitscope.studies.imagenet", description=__doc__)
     p.add_argument("--quick", action="store_true",
                    help="the cat photo only, 32 adaptive path points, 8 steps for the pixel pictures (full: all six "
@@ -69,28 +68,36 @@ def main(argv=None) -> dict:
     p.add_argument("--out", default="unitscope-out/imagenet")
     p.add_argument("--seed", type=int, default=0, help="accepted for the study contract (nothing here is random)")
     args = p.parse_args(argv)
-    torch.manual_seed(args.seed)
-    os.makedirs(args.out, exist_ok=True)
+    return finish(run(Config.from_args(args)))
+
+
+@restores_process_state
+def run(config: Config) -> Result:
+    """The study with ``config`` (see :class:`unitscope.studies.common.Config`): writes into ``config.out``."""
+    from ..zoo import efficientnet_lite0, photos
+
+    torch.manual_seed(config.seed)
+    os.makedirs(config.out, exist_ok=True)
     torch.set_grad_enabled(True)
     net = efficientnet_lite0()
-    chosen = ["cat"] if args.quick else None
+    chosen = ["cat"] if config.quick else None
     results = {}
     chosen_photos = photos(chosen)
     for k, (name, image) in enumerate(chosen_photos.items()):
         note(f"photo {k + 1}/{len(chosen_photos)} ({name}): conductance of 7 blocks, then the top filters' pixels")
-        r = analyse_photo(net, name, image, args.out, n_steps=32 if args.quick else 128,
-                          neuron_steps=8 if args.quick else 32)
+        r = analyse_photo(net, name, image, config.out, n_steps=32 if config.quick else 128,
+                          neuron_steps=8 if config.quick else 32)
         results[name] = r
         shares = ", ".join(f"{b[-1]}:{100 * v['top10_share']:.0f}%" for b, v in r["blocks"].items())
         print(f"{name:<9} → {r['label']} {r['class']!r}: worst block gap {100 * r['worst_gap']:.2f}% "
               f"({r['n_evals']} path points); top-10 filters per block carry [{shares}] of F(x) − F(x')",
               flush=True)
-    with open(os.path.join(args.out, "imagenet.json"), "w") as f:
+    with open(os.path.join(config.out, "imagenet.json"), "w") as f:
         json.dump(results, f, indent=1)
-    _manifest(args, results)
-    print(json.dumps({n: {k: r[k] for k in ("label", "class", "worst_gap", "top10_across_blocks_share")}
-                      for n, r in results.items()}))
-    return results
+    _manifest(config, results)
+    short = {n: {k: r[k] for k in ("label", "class", "worst_gap", "top10_across_blocks_share")}
+             for n, r in results.items()}
+    return Result(value=results, summary=short, out=config.out)
 
 
 def _manifest(args, results: dict) -> None:

@@ -27,6 +27,7 @@ import torch
 from ..synthesis.inverse import InverseSetWarning, diversity, langevin_sampler, penalized_am, sample_inverse_set
 from ..core.progress import note
 from ..core.state import torch_threads, restores_process_state
+from .common import Config, Result, finish
 from .tables import write_table
 
 LOGIT = ("classifier.fc2", 3)
@@ -75,20 +76,26 @@ def _spread_pick(r, cols: int):
 
 @restores_process_state
 def main(argv=None) -> dict:
-    from ..zoo import digits_cnn
-    from ..zoo.digits_vae import digits_encoder, digits_generator
-
     p = argparse.ArgumentParser(prog="python -m unitscope.studies.inverse", description=__doc__)
     p.add_argument("--quick", action="store_true", help="fewer samples per band and per method")
     p.add_argument("--out", default="unitscope-out/inverse")
     p.add_argument("--seed", type=int, default=0)
     args = p.parse_args(argv)
-    os.makedirs(args.out, exist_ok=True)
+    return finish(run(Config.from_args(args)))
+
+
+@restores_process_state
+def run(config: Config) -> Result:
+    """The study with ``config`` (see :class:`unitscope.studies.common.Config`): writes into ``config.out``."""
+    from ..zoo import digits_cnn
+    from ..zoo.digits_vae import digits_encoder, digits_generator
+
+    os.makedirs(config.out, exist_ok=True)
     with torch_threads(1):  # small batches: one thread is fastest on a shared machine
-        return _run(args, digits_cnn().model, digits_generator(), digits_encoder)
+        return _run(config, digits_cnn().model, digits_generator(), digits_encoder)
 
 
-def _run(args, model, gen, digits_encoder) -> dict:
+def _run(args, model, gen, digits_encoder) -> Result:
     enc = digits_encoder(model)
     n = 48 if args.quick else 256
     t0 = time.perf_counter()
@@ -156,8 +163,7 @@ def _run(args, model, gen, digits_encoder) -> dict:
     with open(os.path.join(args.out, "inverse.json"), "w") as f:
         json.dump(summary, f, indent=1, default=float)
     _manifest(args, band_rows, by, summary, n=n, m=m)
-    print(json.dumps(summary, default=float))
-    return summary
+    return Result(value=summary, summary=summary, out=args.out)
 
 
 def _manifest(args, band_rows, by, summary, *, n: int, m: int) -> None:

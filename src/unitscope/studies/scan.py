@@ -16,6 +16,7 @@ import os
 from ..cli.scan import scan_main
 from ..core.progress import note
 from ..core.state import restores_process_state
+from .common import Config, Result, finish
 
 __all__ = ["main"]
 
@@ -30,20 +31,25 @@ def main(argv=None) -> dict:
     p.add_argument("--out", default="unitscope-out/scan")
     p.add_argument("--seed", type=int, default=0)
     args = p.parse_args(argv)
-    os.makedirs(args.out, exist_ok=True)
+    return finish(run(Config.from_args(args)))
+
+
+@restores_process_state
+def run(config: Config) -> Result:
+    """The study with ``config`` (see :class:`unitscope.studies.common.Config`): writes into ``config.out``."""
+    os.makedirs(config.out, exist_ok=True)
     summary = {}
     for k, (name, (model, data)) in enumerate(SCANS.items()):
-        note(f"scan {k + 1}/{len(SCANS)}: {model} over {data}{' (test split)' if args.quick else ''}")
-        r = scan_main([model, data, "--out", os.path.join(args.out, name), "--seed", str(args.seed),
-                       *(["--quick"] if args.quick else [])])
+        note(f"scan {k + 1}/{len(SCANS)}: {model} over {data}{' (test split)' if config.quick else ''}")
+        r = scan_main([model, data, "--out", os.path.join(config.out, name), "--seed", str(config.seed),
+                       *(["--quick"] if config.quick else [])])
         summary[name] = {k: r[k] for k in ("model", "data", "examples", "layers", "scores", "seconds",
                                            "examples_per_second")}
-        summary[name]["dead_units"], summary[name]["units"] = _mark_dead(os.path.join(args.out, name))
-    with open(os.path.join(args.out, "scan.json"), "w") as f:
+        summary[name]["dead_units"], summary[name]["units"] = _mark_dead(os.path.join(config.out, name))
+    with open(os.path.join(config.out, "scan.json"), "w") as f:
         json.dump(summary, f, indent=1, default=float)
-    _manifest(args, summary)
-    print(json.dumps(summary, default=float))
-    return summary
+    _manifest(config, summary)
+    return Result(value=summary, summary=summary, out=config.out)
 
 
 NAMES = {"digits-cnn": "the digits CNN", "sentiment-cnn": "the sentiment CNN", "digits": "the real digits",

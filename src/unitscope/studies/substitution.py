@@ -33,6 +33,7 @@ import json
 import math
 import os
 import time
+from dataclasses import dataclass
 
 import numpy as np
 import pandas as pd
@@ -44,6 +45,7 @@ from ..synthesis.maximize import activation_maximization, independent_am, repres
 from ..data.scan import class_selectivity
 from ..core.progress import note
 from ..core.state import analysis_mode, restores_process_state
+from .common import Config, Result, finish
 from .tables import write_table
 
 __all__ = ["main", "MODELS", "layer_analysis", "ablation_curves", "spearman", "batches"]
@@ -330,10 +332,16 @@ def _manifest(args, summary: dict, *, steps: int, limit: int, n_test: int) -> No
                                                               "RS from AM and IAM, activations", "dead": "live"}])
 
 
+@dataclass
+class SubstitutionConfig(Config):
+    """The study's settings: those of every study, the torch threads, and whether to skip EfficientNet-Lite0."""
+
+    threads: int = 1
+    no_efficientnet: bool = False
+
+
 @restores_process_state
 def main(argv=None) -> dict:
-    from ..zoo import digits as zoo
-
     p = argparse.ArgumentParser(prog="python -m unitscope.studies.substitution", description=__doc__,
                                 formatter_class=argparse.RawDescriptionHelpFormatter)
     p.add_argument("--quick", action="store_true",
@@ -345,16 +353,24 @@ def main(argv=None) -> dict:
     p.add_argument("--threads", type=int, default=1, help="torch threads (default 1)")
     p.add_argument("--no-efficientnet", action="store_true", help="skip the EfficientNet-Lite0 pictures")
     args = p.parse_args(argv)
-    os.makedirs(args.out, exist_ok=True)
-    if args.threads:
-        torch.set_num_threads(args.threads)
+    return finish(run(SubstitutionConfig.from_args(args)))
+
+
+@restores_process_state
+def run(config: SubstitutionConfig) -> Result:
+    """The study with ``config`` (see :class:`unitscope.studies.common.Config`): writes into ``config.out``."""
+    from ..zoo import digits as zoo
+
+    os.makedirs(config.out, exist_ok=True)
+    if config.threads:
+        torch.set_num_threads(config.threads)
     torch.set_grad_enabled(True)
-    steps = 24 if args.quick else 128
-    limit = 16 if args.quick else 512  # RS always counts every unit; this bounds the images rendered per layer
-    fractions = [0.0, 0.25, 0.5, 0.75, 1.0] if args.quick else [round(0.1 * i, 1) for i in range(11)]
-    repeats = 1 if args.quick else 5
+    steps = 24 if config.quick else 128
+    limit = 16 if config.quick else 512  # RS always counts every unit; this bounds the images rendered per layer
+    fractions = [0.0, 0.25, 0.5, 0.75, 1.0] if config.quick else [round(0.1 * i, 1) for i in range(11)]
+    repeats = 1 if config.quick else 5
     train, test = zoo.digits_data()
-    if args.quick:  # ablation accuracy on 10 test digits per class
+    if config.quick:  # ablation accuracy on 10 test digits per class
         keep = torch.cat([torch.nonzero(test.y == c).flatten()[:10] for c in range(10)])
         test = zoo.DigitsSplit(test.x[keep], test.y[keep])
     seconds, figures, tables = {}, [], []
@@ -373,7 +389,7 @@ def main(argv=None) -> dict:
             note(f"{name}: layer {k + 1}/{len(layers)} ({layer}): AM and IAM images ({steps} steps), RS, "
                  "ablation curves")
             live = live_units(sel[layer])
-            df, runs = layer_analysis(model, layer, sel[layer], steps=steps, seed=args.seed, limit=limit)
+            df, runs = layer_analysis(model, layer, sel[layer], steps=steps, seed=config.seed, limit=limit)
             df.insert(0, "model", name)
             frames.append(df)
             d = df[df.live]  # dead ReLUs (never on for any training digit) have no selectivity to speak of
@@ -389,9 +405,9 @@ def main(argv=None) -> dict:
                 "rho_rs_iam_vs_own_activation": spearman(d.rs_iam, d.a_iam),
                 "rho_selectivity_vs_am_activation": spearman(d.selectivity, d.a_am)}
             for order, accs in ablation_curves(model, layer, sel[layer].index, test.x, test.y, fractions=fractions,
-                                               seed=args.seed + k, random_repeats=repeats, live=live).items():
+                                               seed=config.seed + k, random_repeats=repeats, live=live).items():
                 curves[order][layer] = accs
-            if k == len(layers) - 1 or (name != "mlp" and layer == layers[-2] and not args.quick):
+            if k == len(layers) - 1 or (name != "mlp" and layer == layers[-2] and not config.quick):
                 ranked = d.sort_values("selectivity", ascending=False, kind="stable")
                 pick = ranked.unit.tolist()[:4] + ranked.unit.tolist()[-4:]
                 row = {u: r for u, r in zip(df.unit, df.itertuples())}
@@ -399,23 +415,23 @@ def main(argv=None) -> dict:
                           for u in pick]
                 figures.append(_picture_figure(
                     runs, pick, labels, f"{name} {layer}: 4 most / 4 least selective live units (RS AM/IAM)",
-                    os.path.join(args.out, f"substitution_pictures_{name}_{layer.replace('.', '_')}.png")))
+                    os.path.join(config.out, f"substitution_pictures_{name}_{layer.replace('.', '_')}.png")))
         abl[name] = curves
         d = pd.concat([f for f in frames if f.model.iloc[0] == name])
-        figures.append(_scatter_figure(d, layers, name, os.path.join(args.out, f"substitution_scatter_{name}.png")))
+        figures.append(_scatter_figure(d, layers, name, os.path.join(config.out, f"substitution_scatter_{name}.png")))
         figures.append(_ablation_figure(curves, fractions, name,
-                                        os.path.join(args.out, f"substitution_ablation_{name}.png")))
+                                        os.path.join(config.out, f"substitution_ablation_{name}.png")))
         seconds[name] = time.perf_counter() - t0
         print(f"{name} ({fn_name}, {'cached' if trained.cached else 'trained'}, test accuracy "
               f"{trained.info['test_accuracy']:.3f}): " + ", ".join(
                   f"{layer.split('.')[-1]} ρ_IAM {v['iam']:+.2f} ρ_AM {v['am']:+.2f}"
                   for layer, v in rho[name].items())
               + f"  [{seconds[name]:.1f} s]", flush=True)
-    figures.append(_depth_figure(rho, os.path.join(args.out, "substitution_spearman_depth.png")))
+    figures.append(_depth_figure(rho, os.path.join(config.out, "substitution_spearman_depth.png")))
     units = pd.concat(frames, ignore_index=True)
     # a dead unit (0 on every training digit) has no selectivity and no RS to speak of: written as missing
     units.loc[~units.live.astype(bool), ["selectivity", "rs_am", "rs_iam"]] = float("nan")
-    tables += _write(units, args.out, "substitution_units")
+    tables += _write(units, config.out, "substitution_units")
     rows = [{"model": m, "layer": layer, "depth": i + 1, "units": rs_summary[m][layer]["units"],
              "dead": rs_summary[m][layer]["dead_units"],
              "rho_iam": v["iam"], "rho_am": v["am"], "mean_selectivity": rs_summary[m][layer]["mean_selectivity"],
@@ -423,30 +439,29 @@ def main(argv=None) -> dict:
              "rho_rs_iam_vs_a_iam": rs_summary[m][layer]["rho_rs_iam_vs_own_activation"],
              "rho_si_vs_a_am": rs_summary[m][layer]["rho_selectivity_vs_am_activation"]}
             for m in rho for i, (layer, v) in enumerate(rho[m].items())]
-    tables += _write(pd.DataFrame(rows), args.out, "substitution_spearman")
+    tables += _write(pd.DataFrame(rows), config.out, "substitution_spearman")
     abl_rows = [{"model": m, "layer": layer, "order": order, **{f"{f:.2f}": a for f, a in zip(fractions, accs)}}
                 for m in abl for order in ORDERS for layer, accs in abl[m][order].items()]
-    tables += _write(pd.DataFrame(abl_rows), args.out, "substitution_ablation")
+    tables += _write(pd.DataFrame(abl_rows), config.out, "substitution_ablation")
     eff = None
-    if not args.no_efficientnet:
+    if not config.no_efficientnet:
         t0 = time.perf_counter()
         try:
-            eff = _efficientnet(args.out, quick=args.quick, seed=args.seed)
+            eff = _efficientnet(config.out, quick=config.quick, seed=config.seed)
             figures.append(eff["figure"])
         except ImportError as e:  # the vision extra is optional
             eff = {"skipped": str(e)}
         seconds["efficientnet"] = time.perf_counter() - t0
     summary = _nan_to_none({
-        "study": "substitution", "quick": args.quick, "seed": args.seed, "steps": steps, "models": models,
+        "study": "substitution", "quick": config.quick, "seed": config.seed, "steps": steps, "models": models,
         "spearman_by_layer": rho, "ablation_fractions": fractions, "ablation_accuracy": abl,
         "rs_by_layer": rs_summary, "efficientnet": eff,
         "figures": [os.path.basename(f) for f in figures], "tables": tables,
         "seconds": {k: round(v, 2) for k, v in seconds.items()}})
-    with open(os.path.join(args.out, "substitution.json"), "w") as f:
+    with open(os.path.join(config.out, "substitution.json"), "w") as f:
         json.dump(summary, f, indent=1)
-    _manifest(args, summary, steps=steps, limit=limit, n_test=len(test.y))
-    print(json.dumps(summary))
-    return summary
+    _manifest(config, summary, steps=steps, limit=limit, n_test=len(test.y))
+    return Result(value=summary, summary=summary, out=config.out)
 
 
 if __name__ == "__main__":

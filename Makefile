@@ -14,7 +14,7 @@ $(STAMP): pyproject.toml Makefile
 	$(PY) -m pip install -q -e ".[test]"
 	touch $(STAMP)
 
-# `make demo DEMO_ARGS=--quick` for the quick run (≤ 3 min once models are cached); the report lands in
+# `make demo DEMO_ARGS=--quick` for the quick run (times measured: README "Set-up"); the report lands in
 # unitscope-out/report.html
 demo: $(STAMP)
 	$(PY) -m unitscope demo $(DEMO_ARGS)

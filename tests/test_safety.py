@@ -143,3 +143,29 @@ def test_hostile_model_and_tensor_files_are_refused_by_the_loaders(tmp_path):
     with pytest.raises(UnsafeFileError, match="could run code"):
         _tensor_file(tensor_file)
     assert not marker.exists()
+
+
+def test_concurrent_cache_misses_train_once(tmp_path, monkeypatch):
+    # two workers miss the cache at the same moment (as the ranks of a torchrun job do): the file lock lets one
+    # train while the other waits and then reads what it wrote
+    import threading
+    import time
+
+    monkeypatch.setenv("UNITSCOPE_CACHE", str(tmp_path))
+    calls, got = [], []
+
+    def train():
+        calls.append(threading.get_ident())
+        time.sleep(0.5)
+        return {"w": torch.full((3,), 7.0)}, {"acc": 1.0}
+
+    def worker():
+        state, _, cached = cached_state("toy", {"a": 1}, train)
+        got.append((cached, float(state["w"][0])))
+
+    threads = [threading.Thread(target=worker) for _ in range(2)]
+    for t in threads:
+        t.start()
+    for t in threads:
+        t.join(timeout=60)
+    assert len(calls) == 1 and sorted(got) == [(False, 7.0), (True, 7.0)]

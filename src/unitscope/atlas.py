@@ -168,7 +168,8 @@ def atlas(model: nn.Module, data, *, layers, target=None, top_k: int = 9, share_
     shape = src.example_shape
     if synthesize is None:
         synthesize = generator is not None or len(shape) in (1, 3)
-    meta = {"model": model_name or type(model).__name__, "data": data_name or type(data).__name__,
+    meta = {"model": model_name or type(model).__name__,
+            "data": data_name or f"{type(data).__name__} of {len(src.dataset)} examples",
             "layers": result.layers, "examples": result.count,
             "settings": {"target": repr(target), "top_k": top_k, "share_k": share_k, "bins": bins,
                          "n_steps": n_steps, "exemplar_steps": exemplar_steps or n_steps, "method": method,

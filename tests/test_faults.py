@@ -386,3 +386,21 @@ def test_maximize_does_not_call_every_error_a_wrong_shape():
     text = str(info.value)
     assert "raised RuntimeError in layer '0' (Raises_any)" in text and "a bug in the user's layer" in text
     assert "does not accept inputs" not in text
+
+
+@pytest.mark.parametrize("command", ["importance", "visualize", "inverse-set"])
+def test_cli_commands_refuse_an_unwritable_output_folder_before_any_work(command, tmp_path, monkeypatch, capsys):
+    import unitscope.loading as loading
+    from unitscope.cli import main
+
+    blocker = tmp_path / "a-file"
+    blocker.write_text("not a folder")
+    monkeypatch.setattr(loading, "load_model", lambda *a, **k: pytest.fail("the model was loaded before the check"))
+    argv = {"importance": ["importance", "digits-cnn", "digits", "--layers", "features.relu3"],
+            "visualize": ["visualize", "digits-cnn", "--layer", "features.relu2", "--units", "0"],
+            "inverse-set": ["inverse-set", "digits-cnn", "--layer", "features.relu3", "--unit", "5", "--range", "0.5",
+                            "1.0"]}[command]
+    with bounded(60):
+        rc = main([*argv, "--out", str(blocker / "out")])
+    err = capsys.readouterr().err
+    assert rc == 2 and "cannot write to the output folder" in err, err

@@ -168,8 +168,13 @@ def finish(summary: dict) -> dict:
 
 
 def run_command(func, args, name: str) -> int:
-    """Run ``func(args)``: 0 on success; a user mistake is one line on stderr and 2; Ctrl-C is 130."""
+    """Run ``func(args)``: 0 on success; a user mistake is one line on stderr and 2; Ctrl-C is 130. An output folder
+    (``--out``) that cannot be written is reported before any work starts."""
     try:
+        if getattr(args, "out", None):
+            from ..core.files import check_writable
+
+            check_writable(args.out)
         func(args)
     except UnitscopeError as e:
         print(f"{name}: error: {e}", file=sys.stderr)

@@ -210,3 +210,16 @@ def test_demo_digits_job_and_the_cli_leave_the_process_alone(tmp_path, capsys):
     demo.run(n_examples=2, n_steps=8, echo=lambda *a: None)
     assert main(["layers", "digits-cnn"]) == 0
     assert differences(before, process_snapshot()) == []
+
+
+@pytest.mark.parametrize("factory", ["digits_cnn", "digits_vgg", "efficientnet_lite0"])
+def test_zoo_factories_do_not_draw_on_the_global_rng(factory):
+    # building a model initialises its weights from the global RNG; the zoo builds its models without touching it
+    # (also the sentiment CNN and the MiniLM head — not run here: their recipes may need minutes of training)
+    import unitscope.zoo as zoo
+
+    if factory == "efficientnet_lite0":
+        pytest.importorskip("timm")
+    before = process_snapshot()
+    getattr(zoo, factory)()
+    assert differences(before, process_snapshot()) == []

@@ -94,7 +94,8 @@ def efficientnet_lite0(device: str | torch.device = "cpu") -> Pretrained:
         state = torch.load(path, map_location="cpu", weights_only=True)
     except FileNotFoundError as e:
         raise FileNotFoundError(f"EfficientNet-Lite0 weights missing at {path}; {_INSTALL}") from e
-    model = timm.create_model("tf_efficientnet_lite0", pretrained=False)
+    with torch.random.fork_rng(devices=[]):  # initial weights, replaced below: not from the global RNG
+        model = timm.create_model("tf_efficientnet_lite0", pretrained=False)
     model.load_state_dict(rename_lukemelas_keys(state), strict=True)
     info = ImageNetInfo()
     names = [info.index_to_description(i) for i in range(info.num_classes())]

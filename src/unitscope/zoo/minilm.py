@@ -312,7 +312,8 @@ def minilm_sentiment(*, Cs=(0.01, 0.03, 0.1, 0.3, 1.0, 3.0), seed: int = 0, thre
         return head.state_dict(), info
 
     state, info, cached = cached_state("minilm-sentiment", recipe, train)
-    head = nn.Linear(HIDDEN, 2)
+    with torch.random.fork_rng(devices=[]):  # initial weights, replaced below: not from the global RNG
+        head = nn.Linear(HIDDEN, 2)
     head.load_state_dict(state)
     model = OnEmbeddings(lm.bert, head.eval()).eval()
     return TrainedMiniLM(lm.bert, lm.tokenizer, model, info, cached)

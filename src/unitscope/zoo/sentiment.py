@@ -326,7 +326,8 @@ def sentiment_cnn(*, recipe: str = DEFAULT_RECIPE, epochs: int | None = None, ba
 
     state, info, cached = cached_state("sentiment-cnn", key, train)
     vocab = WordPieces() if r["tokens"] == "wordpiece" else Vocab(info["itos"])
-    model = SentimentCNN(len(vocab), maps=maps)
+    with torch.random.fork_rng(devices=[]):  # initial weights, replaced below: not from the global RNG
+        model = SentimentCNN(len(vocab), maps=maps)
     model.load_state_dict(state)
     info = dict(info, recipe=recipe)
     return TrainedSentiment(model.eval(), vocab, info, cached)

@@ -17,6 +17,7 @@ from .core.errors import CompletenessWarning, UnitscopeError
 from .synthesis.inverse import sample_inverse_set
 from .synthesis.maximize import activation_maximization, independent_am, maximize, representative_substitution
 from .attribution.neuron import neuron_conductance
+from .attribution.estimates import relative_unit_error
 from .attribution.results import Scores
 from .data.scan import ScanResult, scan
 from .attribution.scores import activation, attribute, conductance, grad_x_activation, internal_influence
@@ -31,6 +32,7 @@ __all__ = [
     "CompletenessWarning",
     "ScanResult",
     "Scores",
+    "relative_unit_error",
     "UnitscopeError",
     "ablate",
     "ablation_scores",

@@ -1,14 +1,23 @@
-"""Adaptive path points for conductance: bisect where the completeness gap is.
+"""Adaptive path points for conductance: refine where the error of the units a user looks at is.
 
-Each interval ``[α_l, α_r]`` of an example's path has, for every layer, a completeness gap
-``ΔF − Σ_units ½(∂F/∂y_l + ∂F/∂y_r)·(y_r − y_l)`` that is known from the data already evaluated. Intervals
-with the largest gaps are bisected; only the new midpoints are evaluated (in one batch across examples),
-and only the gaps of the two halves are recomputed. An example stops once its worst layer's summed absolute
-interval gap is within ``rtol · |F(x) − F(x')|``, or its ``budget`` of evaluations is spent.
+The path of each example is cut into panels ``[α_a, α_m, α_b]`` (three nodes, ends shared with the
+neighbours). On a panel, for every unit of every layer, the Stieltjes trapezoid on the two halves
+``T₂ = ½(g_a+g_m)(y_m−y_a) + ½(g_m+g_b)(y_b−y_m)`` is the estimate and ``T₁ = ½(g_a+g_b)(y_b−y_a)`` on the
+whole panel its embedded coarse rule: ``T₂ − T₁`` is, up to a constant, the panel's error (Richardson on
+nested nodes; ``ERROR_FACTOR`` below). A unit's error over the path is ``max(|Σ_p e_p|, √Σ_p e_p²)``
+(signed panel errors that add up on smooth paths; the root sum of squares where kinks make them random).
 
-Memory: the values and gradients of every site at every node of the examples in one block are kept in
-preallocated buffers, ``budget × units × 2`` floats per example; ``internal_batch_size`` bounds the rows per
-pass and the examples per block (``max(1, internal_batch_size // budget)``).
+Each round splits, per example, the panels with the largest error on the watched units (the ``watch``
+largest |units| per example and layer, channels for conv layers, relative to the layer's largest |unit|)
+and, on layers that are cuts (their gap is explained by their error estimate), with the largest completeness
+gap. Splitting a panel costs two evaluations (its quarter points). An example stops once every layer's
+watched units are within ``rtol`` (and the gap of cut layers within ``rtol · |F(x) − F(x')|``) or its
+``budget`` is spent; what did not converge is diagnosed (``estimates.diagnose``).
+
+Memory: the values and gradients of every site at every node of the examples in one block are kept,
+``budget × units × 2`` floats per example, plus one error estimate per panel and unit (``budget / 2`` panels);
+``internal_batch_size`` bounds the rows per pass and the examples per block
+(``max(1, internal_batch_size // budget)``).
 """
 
 from __future__ import annotations
@@ -17,14 +26,17 @@ import torch
 from tqdm.auto import tqdm
 
 from .engine import PathSums, evaluate
+from .estimates import ERROR_FACTOR, combine, reduce_units
 from ..core.inputs import Batch, Target
 from ..core.sites import Site
 
 __all__ = ["integrate_adaptive"]
 
+CUT_GAP = 0.1  # a layer whose gap is below this share of |F(x) − F(x')| (or explained by its errors) is a cut
+
 
 class _Path:
-    """The nodes of one example's path, in buffers filled in order of evaluation; intervals index them."""
+    """The nodes of one example's path (buffers filled in order of evaluation) and its panels."""
 
     def __init__(self, budget: int, names: list[str]):
         self.budget, self.names, self.count = budget, names, 0
@@ -32,9 +44,10 @@ class _Path:
         self.F = torch.empty(budget, dtype=torch.float64)
         self.y: dict[str, list[torch.Tensor]] = {}
         self.g: dict[str, list[torch.Tensor]] = {}
-        self.left = torch.empty(0, dtype=torch.long)
-        self.right = torch.empty(0, dtype=torch.long)
-        self.gaps = torch.empty(0, len(names), dtype=torch.float64)
+        self.a = self.m = self.b = torch.empty(0, dtype=torch.long)
+        self.err: dict[str, list[torch.Tensor]] = {}   # per panel, signed: [P, *unit_shape]
+        self.val: dict[str, list[torch.Tensor]] = {}   # per panel T₂
+        self.gap = torch.empty(0, len(names), dtype=torch.float64)
 
     def add(self, alpha, F, ys: dict, gs: dict) -> torch.Tensor:
         k = alpha.numel()
@@ -52,34 +65,85 @@ class _Path:
         self.count += k
         return idx
 
-    def contributions(self, name, left, right):
-        """Per part: ``½(g_l + g_r)(y_r − y_l)`` for the intervals (left, right) — ``[k, *unit_shape]``."""
+    def panel_terms(self, name, a, m, b):
+        """Per part: ``(T₂, T₁)`` for panels (a, m, b) — ``[k, *unit_shape]`` each."""
         dev = self.y[name][0].device
-        lo, hi = left.to(dev), right.to(dev)
-        return [0.5 * (g[lo] + g[hi]) * (y[hi] - y[lo]) for y, g in zip(self.y[name], self.g[name])]
-
-    def interval_gaps(self, left, right, chunk: int = 16) -> torch.Tensor:
+        a, m, b = a.to(dev), m.to(dev), b.to(dev)
         out = []
-        for c0 in range(0, left.numel(), chunk):
-            lo, hi = left[c0:c0 + chunk], right[c0:c0 + chunk]
-            dF = self.F[hi] - self.F[lo]
-            cols = []
-            for name in self.names:
-                c = sum(p.flatten(1).double().sum(1) for p in self.contributions(name, lo, hi))
-                cols.append(dF - c.cpu())
-            out.append(torch.stack(cols, 1))
-        return torch.cat(out) if out else torch.empty(0, len(self.names), dtype=torch.float64)
+        for y, g in zip(self.y[name], self.g[name]):
+            t2 = 0.5 * (g[a] + g[m]) * (y[m] - y[a]) + 0.5 * (g[m] + g[b]) * (y[b] - y[m])
+            t1 = 0.5 * (g[a] + g[b]) * (y[b] - y[a])
+            out.append((t2, t1))
+        return out
 
-    def split(self, chosen: torch.Tensor, mids: torch.Tensor) -> None:
-        """Interval ``chosen[j]`` is cut at node ``mids[j]``: (l, r) → (l, m) in place, (m, r) appended."""
-        r = self.right[chosen].clone()
-        self.right[chosen] = mids
-        self.left = torch.cat([self.left, mids])
-        self.right = torch.cat([self.right, r])
-        new_gaps = self.interval_gaps(torch.cat([self.left[chosen], mids]), torch.cat([mids, r]))
+    def compute(self, a, m, b):
+        """Errors, values and gaps of panels (a, m, b)."""
+        err, val, gaps = {}, {}, []
+        dF = self.F[b] - self.F[a]
+        for name in self.names:
+            terms = self.panel_terms(name, a, m, b)
+            val[name] = [t2 for t2, _ in terms]
+            err[name] = [ERROR_FACTOR * (t2 - t1) for t2, t1 in terms]
+            gaps.append(dF - sum(t2.flatten(1).double().sum(1) for t2 in val[name]).cpu())
+        return err, val, torch.stack(gaps, 1) if gaps else torch.empty(a.numel(), 0, dtype=torch.float64)
+
+    def set_panels(self, a, m, b):
+        self.a, self.m, self.b = a, m, b
+        self.err, self.val, self.gap = self.compute(a, m, b)
+
+    def split(self, chosen: torch.Tensor, q1: torch.Tensor, q2: torch.Tensor) -> None:
+        """Panel ``(a, m, b)`` → ``(a, q1, m)`` in place and ``(m, q2, b)`` appended."""
+        a, m, b = self.a[chosen], self.m[chosen], self.b[chosen]
+        na = torch.cat([a, m])
+        nm = torch.cat([q1, q2])
+        nb = torch.cat([m, b])
+        err, val, gap = self.compute(na, nm, nb)
         k = chosen.numel()
-        self.gaps[chosen] = new_gaps[:k]
-        self.gaps = torch.cat([self.gaps, new_gaps[k:]])
+        self.a, self.m, self.b = self.a.clone(), self.m.clone(), self.b.clone()
+        self.a[chosen], self.m[chosen], self.b[chosen] = na[:k], nm[:k], nb[:k]
+        self.a, self.m, self.b = torch.cat([self.a, na[k:]]), torch.cat([self.m, nm[k:]]), torch.cat([self.b, nb[k:]])
+        dev_chosen = {}
+        for name in self.names:
+            dev = self.err[name][0].device
+            c = dev_chosen.setdefault(dev, chosen.to(dev))
+            for i in range(len(self.err[name])):
+                self.err[name][i][c] = err[name][i][:k]
+                self.val[name][i][c] = val[name][i][:k]
+                self.err[name][i] = torch.cat([self.err[name][i], err[name][i][k:]])
+                self.val[name][i] = torch.cat([self.val[name][i], val[name][i][k:]])
+        self.gap[chosen] = gap[:k]
+        self.gap = torch.cat([self.gap, gap[k:]])
+
+    def totals(self, name):
+        """Per part: value ``Σ_p T₂`` and error ``(Σ_p e_p, Σ_p e_p²)``, each ``[*unit_shape]``."""
+        return ([v.sum(0) for v in self.val[name]], [e.sum(0) for e in self.err[name]],
+                [e.pow(2).sum(0) for e in self.err[name]])
+
+    def scores(self, watch: int, rtol: float):
+        """Per panel the worst relative error over watched units and cut gaps; and whether all are within rtol."""
+        delta_F = max(abs(float(self.F_end - self.F_start)), 1e-12)
+        score = torch.zeros(self.a.numel(), dtype=torch.float64)
+        converged = True
+        for j, name in enumerate(self.names):
+            value, signed, squares = self.totals(name)
+            for v, s, q, e in zip(value, signed, squares, self.err[name]):
+                uv = reduce_units(v.unsqueeze(0))[0]
+                scale = float(uv.abs().max().clamp_min(1e-30))
+                k = min(watch, uv.numel())
+                watched = uv.abs().topk(k).indices
+                ue = combine(reduce_units(s.unsqueeze(0))[0], reduce_units(q.unsqueeze(0))[0])
+                worst = float(ue[watched].max()) / scale
+                if worst > rtol:
+                    converged = False
+                pe = reduce_units(e)[:, watched].abs().amax(1).double().cpu() / scale
+                score = torch.maximum(score, pe)
+                total_gap = float(self.gap[:, j].sum())
+                explained = max(float(ue.sum()) * 3, CUT_GAP * delta_F)
+                if abs(total_gap) <= explained:  # a cut: the gap is what is still wrong (a branch's stays large)
+                    if abs(total_gap) > rtol * delta_F:
+                        converged = False
+                    score = torch.maximum(score, self.gap[:, j].abs() / delta_F)
+        return score, converged
 
 
 def _evaluate_pairs(model, batch, target, sites, pairs: dict, internal_batch_size, sums: PathSums):
@@ -109,51 +173,63 @@ def _evaluate_pairs(model, batch, target, sites, pairs: dict, internal_batch_siz
 
 def integrate_adaptive(model, batch: Batch, target: Target, sites: list[Site], *, budget: int, rtol: float,
                        internal_batch_size: int | None = None, progress: bool | None = None,
-                       initial: int | None = None, focus: float = 0.5, min_new: int = 4) -> PathSums:
-    """Trapezoid conductance (and internal influence) on adaptively bisected path points.
+                       initial_panels: int | None = None, focus: float = 0.5, min_new: int = 2,
+                       watch: int = 10) -> PathSums:
+    """Trapezoid conductance (and internal influence) on adaptively refined panels, with per-unit errors.
 
-    Each round bisects, per example, the fewest worst intervals that carry a share ``focus`` of the summed
-    gap (at least ``min_new``, at most half of the intervals).
+    Each round splits, per example, the fewest worst panels that carry a share ``focus`` of the summed score
+    (at least ``min_new``, at most half of the panels).
     """
     n = batch.n
-    if initial is None:
-        initial = max(3, min(budget, budget // 16 + 1))
-    initial = min(initial, budget)
+    if initial_panels is None:
+        initial_panels = max(1, min(8, (budget - 1) // 8))
+    initial_panels = max(1, min(initial_panels, (budget - 1) // 2))
+    first = torch.linspace(0, 1, 2 * initial_panels + 1, dtype=torch.float64)
+    if budget < 3:
+        first = torch.linspace(0, 1, budget, dtype=torch.float64)
     block = n if internal_batch_size is None else max(1, internal_batch_size // budget)
     names = [s.name for s in sites]
-    sums = PathSums(conductance={}, influence={}, value_at_x={}, grad_at_x={})
+    sums = PathSums(conductance={}, influence={}, value_at_x={}, grad_at_x={}, conductance_error={},
+                    influence_error={}, conductance_unit_error={}, influence_unit_error={}, diagnosis={},
+                    grad_profile={})
     F_x, F_b = torch.zeros(n, dtype=torch.float64), torch.zeros(n, dtype=torch.float64)
     n_evals = torch.zeros(n, dtype=torch.long)
+    profiles = {name: ([None] * n, [None] * n) for name in names}
     for b0 in range(0, n, block):
         ex = list(range(b0, min(n, b0 + block)))
         bar = tqdm(total=budget * len(ex), desc="adaptive path", unit="eval", leave=False,
                    disable=True if progress is False else None)
         state = {e: _Path(budget, names) for e in ex}
-        first = torch.linspace(0, 1, initial, dtype=torch.float64)
         for e, (F, ys, gs) in _evaluate_pairs(model, batch, target, sites, {e: first for e in ex},
                                               internal_batch_size, sums).items():
             st = state[e]
             st.add(first, F, ys, gs)
-            st.left, st.right = torch.arange(initial - 1), torch.arange(1, initial)
-            st.gaps = st.interval_gaps(st.left, st.right)
-        bar.update(initial * len(ex))
+            st.F_start, st.F_end = float(F[0]), float(F[-1])
+            k = first.numel()
+            if k >= 3:
+                st.set_panels(torch.arange(0, k - 2, 2), torch.arange(1, k - 1, 2), torch.arange(2, k, 2))
+            else:  # two nodes: one panel whose midpoint is the right end (no error estimate possible)
+                st.set_panels(torch.tensor([0]), torch.tensor([k - 1]), torch.tensor([k - 1]))
+        bar.update(first.numel() * len(ex))
         active = set(ex)
+        converged = {e: False for e in ex}
         while active:
             new = {}
             for e in sorted(active):
                 st = state[e]
-                scale = rtol * max(abs(float(st.F[initial - 1] - st.F[0])), 1e-12)
-                if float(st.gaps.abs().sum(0).max()) <= scale or st.count >= budget:
+                score, ok = st.scores(watch, rtol)
+                if ok:
+                    converged[e] = True
+                if ok or st.count + 2 > budget:
                     active.discard(e)
                     continue
-                width = st.alpha[st.right] - st.alpha[st.left]
-                score = st.gaps.abs().max(1).values
-                score[width < 1e-9] = -1.0
+                width = st.alpha[st.b] - st.alpha[st.a]
+                score[width < 1e-12] = -1.0
                 ranked = torch.argsort(score, descending=True)
                 positive = score[ranked].clamp_min(0)
                 share = torch.cumsum(positive, 0) / positive.sum().clamp_min(1e-300)
                 r = max(int((share < focus).sum()) + 1, min_new)
-                r = min(r, budget - st.count, max(1, (width.numel() + 1) // 2))
+                r = min(r, (budget - st.count) // 2, max(1, (width.numel() + 1) // 2))
                 chosen = ranked[:r]
                 chosen = chosen[score[chosen] > 0]
                 if chosen.numel() == 0:
@@ -162,36 +238,58 @@ def integrate_adaptive(model, batch: Batch, target: Target, sites: list[Site], *
                 new[e] = chosen
             if not new:
                 break
-            pairs = {e: (state[e].alpha[state[e].left[c]] + state[e].alpha[state[e].right[c]]) / 2
-                     for e, c in new.items()}
+            pairs = {}
+            for e, c in new.items():
+                st = state[e]
+                al, am, ab = st.alpha[st.a[c]], st.alpha[st.m[c]], st.alpha[st.b[c]]
+                pairs[e] = torch.cat([(al + am) / 2, (am + ab) / 2])
             for e, (F, ys, gs) in _evaluate_pairs(model, batch, target, sites, pairs, internal_batch_size,
                                                   sums).items():
-                mids = state[e].add(pairs[e], F, ys, gs)
-                state[e].split(new[e], mids)
+                idx = state[e].add(pairs[e], F, ys, gs)
+                k = new[e].numel()
+                state[e].split(new[e], idx[:k], idx[k:])
             bar.update(sum(p.numel() for p in pairs.values()))
         bar.close()
         for e in ex:
             st = state.pop(e)
-            last = initial - 1  # the node at α = 1
+            last = first.numel() - 1  # the node at α = 1
             F_x[e], F_b[e], n_evals[e] = st.F[last], st.F[0], st.count
-            dal = st.alpha[st.right] - st.alpha[st.left]
+            order = torch.argsort(st.alpha[:st.count])
+            sums.diagnosis[e] = {"converged": converged[e], "alpha": st.alpha[:st.count].clone(),
+                                 "a": st.alpha[st.a], "b": st.alpha[st.b], "score": st.scores(watch, rtol)[0]}
             for name in names:
-                conds = [torch.zeros_like(y[0]) for y in st.y[name]]
-                infls = [torch.zeros_like(y[0]) for y in st.y[name]]
-                for c0 in range(0, st.left.numel(), 16):
-                    lo, hi = st.left[c0:c0 + 16], st.right[c0:c0 + 16]
-                    for i, part in enumerate(st.contributions(name, lo, hi)):
-                        conds[i] += part.sum(0)
-                    dev = st.g[name][0].device
-                    for i, g in enumerate(st.g[name]):
-                        w = dal[c0:c0 + 16].to(device=dev, dtype=g.dtype).view(-1, *([1] * (g.dim() - 1)))
-                        infls[i] += (0.5 * (g[lo.to(dev)] + g[hi.to(dev)]) * w).sum(0)
-                for acc, parts in ((sums.conductance, conds), (sums.influence, infls),
-                                   (sums.value_at_x, [y[last] for y in st.y[name]]),
-                                   (sums.grad_at_x, [g[last] for g in st.g[name]])):
+                value, signed, squares = st.totals(name)
+                dev = st.g[name][0].device
+                a, m, b = st.a.to(dev), st.m.to(dev), st.b.to(dev)
+                wa = (st.alpha[st.m] - st.alpha[st.a]).to(dev)
+                wb = (st.alpha[st.b] - st.alpha[st.m]).to(dev)
+                infl, ierr_s, ierr_q = [], [], []
+                for g in st.g[name]:
+                    shape = (-1, *([1] * (g.dim() - 1)))
+                    wa_, wb_ = wa.to(g.dtype).view(shape), wb.to(g.dtype).view(shape)
+                    t2 = 0.5 * (g[a] + g[m]) * wa_ + 0.5 * (g[m] + g[b]) * wb_
+                    t1 = 0.5 * (g[a] + g[b]) * (wa_ + wb_)
+                    ep = ERROR_FACTOR * (t2 - t1)
+                    infl.append(t2.sum(0))
+                    ierr_s.append(ep.sum(0))
+                    ierr_q.append(ep.pow(2).sum(0))
+                norms = sum(g[:st.count].flatten(1).double().pow(2).sum(1) for g in st.g[name]).sqrt().cpu()
+                profiles[name][0][e] = st.alpha[:st.count][order]
+                profiles[name][1][e] = norms[order]
+                fields = ((sums.conductance, value), (sums.influence, infl),
+                          (sums.conductance_error, [combine(s, q) for s, q in zip(signed, squares)]),
+                          (sums.influence_error, [combine(s, q) for s, q in zip(ierr_s, ierr_q)]),
+                          (sums.conductance_unit_error, [combine(reduce_units(s[None])[0], reduce_units(q[None])[0])
+                                                         for s, q in zip(signed, squares)]),
+                          (sums.influence_unit_error, [combine(reduce_units(s[None])[0], reduce_units(q[None])[0])
+                                                       for s, q in zip(ierr_s, ierr_q)]),
+                          (sums.value_at_x, [y[last] for y in st.y[name]]),
+                          (sums.grad_at_x, [g[last] for g in st.g[name]]))
+                for acc, parts in fields:
                     if name not in acc:
                         acc[name] = [p.new_zeros((n, *p.shape)) for p in parts]
-                    for a, p in zip(acc[name], parts):
-                        a[e] = p
+                    for dst, p in zip(acc[name], parts):
+                        dst[e] = p
     sums.F_x, sums.F_baseline, sums.n_evals = F_x, F_b, n_evals
+    sums.grad_profile = {name: profiles[name] for name in names}
     return sums

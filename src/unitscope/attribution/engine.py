@@ -16,10 +16,11 @@ Conductance on the layer's own path (Eq. 3 of Dhamdhere et al.) is estimated fro
 
 from __future__ import annotations
 
-from contextlib import contextmanager
+from contextlib import ExitStack, contextmanager
 from dataclasses import dataclass, field
 
 import torch
+import torch.autograd.forward_ad as fwAD
 import torch.nn as nn
 from tqdm.auto import tqdm
 
@@ -27,6 +28,7 @@ from ..core.capture import Recorder
 from ..core.errors import UnitscopeError
 from ..core.inputs import Batch, Target
 from ..core.sites import Site
+from .estimates import ERROR_FACTOR, combine, reduce_units
 
 __all__ = ["Evaluation", "evaluate", "integrate", "PathSums", "autograd_on", "work_dtype"]
 
@@ -52,16 +54,33 @@ class Evaluation:
     grads: dict[str, list[torch.Tensor]] | None  # same shapes, ∂F/∂values
     output: object = None
     is_tuple: dict[str, bool] = field(default_factory=dict)
+    tangents: dict[str, list[torch.Tensor]] | None = None   # dy/dα, shaped like values
 
 
 def evaluate(model: nn.Module, batch: Batch, target: Target, sites: list[Site], example: torch.Tensor,
-             alpha: torch.Tensor, *, need_grad: bool, keep_output: bool = False) -> Evaluation:
-    """One forward (and, with ``need_grad``, one backward) over the rows ``(example[r], alpha[r])``."""
+             alpha: torch.Tensor, *, need_grad: bool, keep_output: bool = False, tangents: bool = False) -> Evaluation:
+    """One forward (and, with ``need_grad``, one backward) over the rows ``(example[r], alpha[r])``.
+
+    With ``tangents`` the forward pass also carries dy/dα (forward-mode autodiff along ``x − x'``) up to the
+    deepest site: ``Evaluation.tangents`` is shaped like ``values``."""
     rows = batch.path_rows(example, alpha)
-    recorder = Recorder(sites, need_grad=need_grad)
-    with torch.inference_mode(False), torch.set_grad_enabled(need_grad):
-        with recorder.active():
-            output = model(*rows, *batch.extra_args(example))
+    recorder = Recorder(sites, need_grad=need_grad, tangents=tangents)
+    with torch.inference_mode(False), torch.set_grad_enabled(need_grad), ExitStack() as stack:
+        if tangents:
+            stack.enter_context(fwAD.dual_level())
+            rows = tuple(fwAD.make_dual(r, (x[example.to(x.device)] - b[example.to(x.device)]).to(r.dtype))
+                         for r, x, b in zip(rows, batch.inputs, batch.baselines))
+        try:
+            with recorder.active():
+                output = model(*rows, *batch.extra_args(example))
+        except (NotImplementedError, RuntimeError) as e:
+            if not tangents or "forward AD" not in str(e):
+                raise
+            raise UnitscopeError("an operation of the model has no forward-mode derivative, which the "
+                                 "Gauss–Legendre and Riemann rules need for dy/dα", error=str(e).splitlines()[0],
+                                 hint="use method='adaptive' (values only)") from None
+        if tangents:
+            output = _primal(output)
         F = target(output, example)
         grads = None
         if need_grad:
@@ -89,12 +108,26 @@ def evaluate(model: nn.Module, batch: Batch, target: Target, sites: list[Site], 
     out = None
     if keep_output and torch.is_tensor(output):
         out = output.detach()
-    return Evaluation(work_dtype(F.detach()), values, grads, out, dict(recorder.is_tuple))
+    tans = None
+    if tangents:
+        tans = {s.name: [work_dtype(t) for t in recorder.tangents[s.name]] for s in sites}
+    return Evaluation(work_dtype(F.detach()), values, grads, out, dict(recorder.is_tuple), tans)
+
+
+def _primal(output):
+    if torch.is_tensor(output):
+        return fwAD.unpack_dual(output).primal
+    if isinstance(output, tuple) and not hasattr(output, "_fields"):
+        return tuple(_primal(o) for o in output)
+    return output
 
 
 @dataclass
 class PathSums:
-    """What a pass over the path accumulates, per site and part, on the model's device."""
+    """What a pass over the path accumulates, per site and part, on the model's device.
+
+    ``conductance_error`` / ``influence_error``: per-unit error estimates shaped like the sums (magnitudes).
+    """
 
     conductance: dict[str, list[torch.Tensor]] | None = None
     influence: dict[str, list[torch.Tensor]] | None = None
@@ -105,6 +138,12 @@ class PathSums:
     n_evals: torch.Tensor | None = None
     is_tuple: dict[str, bool] = field(default_factory=dict)
     interval_gaps: list | None = None
+    conductance_error: dict[str, list[torch.Tensor]] | None = None
+    influence_error: dict[str, list[torch.Tensor]] | None = None
+    conductance_unit_error: dict[str, list[torch.Tensor]] | None = None   # [n, units] (estimates.reduce_units)
+    influence_unit_error: dict[str, list[torch.Tensor]] | None = None
+    diagnosis: dict | None = None   # filled by adaptive.py: per example and layer, where it did not converge
+    grad_profile: dict | None = None  # site -> ([n, M] alphas, [n, M] |∂F/∂y| norms) for hard-path checks
 
 
 def _plan(n: int, m: int, internal_batch_size: int | None) -> tuple[int, int]:
@@ -112,7 +151,6 @@ def _plan(n: int, m: int, internal_batch_size: int | None) -> tuple[int, int]:
     if internal_batch_size is None or internal_batch_size >= n * m:
         return n, m
     if internal_batch_size < 1:
-        from ..core.errors import UnitscopeError
         raise UnitscopeError("internal_batch_size must be a positive integer", internal_batch_size=internal_batch_size)
     if internal_batch_size >= m:
         return internal_batch_size // m, m
@@ -120,21 +158,34 @@ def _plan(n: int, m: int, internal_batch_size: int | None) -> tuple[int, int]:
 
 
 def integrate(model, batch: Batch, target: Target, sites: list[Site], alphas: torch.Tensor,
-              weights: torch.Tensor | None, *, conductance: str | None = "trapezoid",
+              weights: torch.Tensor | None, *, conductance: str | None = "jvp",
               need_grad: bool = True, internal_batch_size: int | None = None, progress: bool | None = None) -> PathSums:
     """Stream the nodes ``alphas`` (sorted, [M]) for every example through the model.
 
-    Accumulates the layer-path conductance (``"trapezoid"``, ``"left"`` or ``None``), the quadrature
-    ``Σ_k w_k ∂F/∂y(α_k)`` when ``weights`` is given, values and gradients at α = 1 and F at both ends.
+    Accumulates the layer-path conductance and the quadrature ``Σ_k w_k ∂F/∂y(α_k)`` when ``weights`` is
+    given, values and gradients at α = 1 and F at both ends. Conductance:
+
+    * ``"jvp"``: the rule itself, ``Σ_k w_k ∂F/∂y(α_k) · dy/dα(α_k)`` with dy/dα by forward-mode autodiff;
+    * ``"trapezoid"``: ``Σ_k ½(∂F/∂y_k + ∂F/∂y_{k+1}) · (y_{k+1} − y_k)`` on consecutive nodes (values only);
+    * ``"left"`` (Captum's ``LayerConductance``): ``Σ_k ∂F/∂y_k · (y_{k+1} − y_k)``; ``None``: no conductance.
+
+    With ``"jvp"`` (and for the influence quadrature) the second-order sum on the same nodes is accumulated too;
+    their difference is the per-unit error estimate (``PathSums.*_error``) — a conservative one, since the
+    higher-order rule is usually much closer than that.
     Only one node of layer values per site is carried between chunks, so memory does not grow with M.
     """
     n, m = batch.n, alphas.numel()
     E, P = _plan(n, m, internal_batch_size)
-    sums = PathSums(conductance={} if conductance else None, influence={} if weights is not None else None)
+    jvp = conductance == "jvp"
+    if jvp and weights is None:
+        raise UnitscopeError("conductance by the rule needs its weights")
+    sums = PathSums()
     F_x = torch.full((n,), float("nan"), dtype=torch.float64)
     F_b = torch.full((n,), float("nan"), dtype=torch.float64)
     value_x, grad_x = {}, {}
-    cond, infl = {}, {}
+    cond, infl, cond_alt, infl_alt = {}, {}, {}, {}
+    cerr_s, cerr_q, ierr_s, ierr_q = {}, {}, {}, {}
+    profile = {}
     chunks = [(e0, p0) for e0 in range(0, n, E) for p0 in range(0, m, P)]
     bar = tqdm(chunks, desc="path", unit="chunk", disable=True if progress is False else (None if len(chunks) > 4 else True),
                leave=False)
@@ -145,7 +196,7 @@ def integrate(model, batch: Batch, target: Target, sites: list[Site], alphas: to
         ne, na = ex.numel(), al.numel()
         example = ex.repeat_interleave(na)
         alpha = al.repeat(ne)
-        ev = evaluate(model, batch, target, sites, example, alpha, need_grad=need_grad)
+        ev = evaluate(model, batch, target, sites, example, alpha, need_grad=need_grad, tangents=jvp)
         sums.is_tuple = ev.is_tuple
         Fv = ev.F.view(ne, na).to(torch.float64).cpu()
         at0 = torch.isclose(al, torch.zeros((), dtype=al.dtype))
@@ -160,6 +211,10 @@ def integrate(model, batch: Batch, target: Target, sites: list[Site], alphas: to
         for s in sites:
             ys = [v.view(ne, na, *v.shape[1:]) for v in ev.values[s.name]]
             gs = [g.view(ne, na, *g.shape[1:]) for g in ev.grads[s.name]] if need_grad else None
+            if need_grad:
+                norm = sum(g.flatten(2).double().pow(2).sum(2) for g in gs).sqrt().cpu()
+                profile.setdefault(s.name, torch.zeros(n, m, dtype=torch.float64))[ex.view(-1, 1),
+                                                                                  torch.arange(p0, p0 + na)] = norm
             if at1.any():
                 k = int(at1.nonzero()[0])
                 value_x.setdefault(s.name, [None] * len(ys))
@@ -171,27 +226,79 @@ def integrate(model, batch: Batch, target: Target, sites: list[Site], alphas: to
                         grad_x[s.name][i] = _store(grad_x[s.name][i], ex, g[:, k], n)
             if weights is not None:
                 w = weights[p0:p0 + P].to(device=gs[0].device, dtype=gs[0].dtype)
-                parts = [(g * w.view(1, -1, *([1] * (g.dim() - 2)))).sum(1) for g in gs]
-                _accumulate(infl, s.name, ex, parts, n)
-            if conductance:
+                wv = lambda g: w.view(1, -1, *([1] * (g.dim() - 2)))  # noqa: E731
+                _accumulate(infl, s.name, ex, [(g * wv(g)).sum(1) for g in gs], n)
+                if jvp:
+                    ts = [t.view(ne, na, *t.shape[1:]) for t in ev.tangents[s.name]]
+                    _accumulate(cond, s.name, ex, [(g * t * wv(g)).sum(1) for g, t in zip(gs, ts)], n)
+            if conductance or weights is not None:
+                # consecutive nodes, with up to two carried from the previous chunk (global node index ``gi``)
+                al_c, gi = al, torch.arange(p0, p0 + na)
                 if carry is not None:
-                    ys = [torch.cat([c.unsqueeze(1), y], 1) for c, y in zip(carry[s.name][0], ys)]
-                    gs = [torch.cat([c.unsqueeze(1), g], 1) for c, g in zip(carry[s.name][1], gs)]
+                    ys = [torch.cat([c, y], 1) for c, y in zip(carry[s.name][0], ys)]
+                    gs = [torch.cat([c, g], 1) for c, g in zip(carry[s.name][1], gs)]
+                    al_c = torch.cat([carry[s.name][2], al])
+                    gi = torch.cat([carry[s.name][3], gi])
+                k0 = ys[0].shape[1] - na  # carried nodes come first
                 if ys[0].shape[1] > 1:
-                    parts = []
+                    lo = torch.arange(max(k0 - 1, 0), ys[0].shape[1] - 1)  # intervals ending in this chunk
+                    trip = [j for j in range(max(k0, 2), ys[0].shape[1]) if int(gi[j]) % 2 == 0]
+                    trip = torch.tensor(trip, dtype=torch.long)
+                    da = (al_c[1:] - al_c[:-1]).to(device=gs[0].device, dtype=gs[0].dtype)
+                    parts, iparts, eparts, qparts, ieparts, iqparts = [], [], [], [], [], []
                     for y, g in zip(ys, gs):
-                        dy = y[:, 1:] - y[:, :-1]
-                        gm = g[:, :-1] if conductance == "left" else 0.5 * (g[:, 1:] + g[:, :-1])
+                        shape = (1, -1, *([1] * (g.dim() - 2)))
+                        dy = y[:, lo + 1] - y[:, lo]
+                        gm = g[:, lo] if conductance == "left" else 0.5 * (g[:, lo + 1] + g[:, lo])
                         parts.append((gm * dy).sum(1))
-                    _accumulate(cond, s.name, ex, parts, n)
-                new_carry[s.name] = ([y[:, -1] for y in ys], [g[:, -1] for g in gs])
-        carry = new_carry if conductance else None
+                        iparts.append((0.5 * (g[:, lo + 1] + g[:, lo]) * da[lo].view(shape)).sum(1))
+                        # embedded coarse rule on nodes (j−2, j) against the fine one on (j−2, j−1, j)
+                        j2, j1, j0 = trip - 2, trip - 1, trip
+                        fine = 0.5 * (g[:, j2] + g[:, j1]) * (y[:, j1] - y[:, j2]) + \
+                            0.5 * (g[:, j1] + g[:, j0]) * (y[:, j0] - y[:, j1])
+                        ep = ERROR_FACTOR * (fine - 0.5 * (g[:, j2] + g[:, j0]) * (y[:, j0] - y[:, j2]))
+                        eparts.append(ep.sum(1))
+                        qparts.append(ep.pow(2).sum(1))
+                        h1, h2 = da[j2].view(shape), da[j1].view(shape)
+                        ifine = 0.5 * (g[:, j2] + g[:, j1]) * h1 + 0.5 * (g[:, j1] + g[:, j0]) * h2
+                        iep = ERROR_FACTOR * (ifine - 0.5 * (g[:, j2] + g[:, j0]) * (h1 + h2))
+                        ieparts.append(iep.sum(1))
+                        iqparts.append(iep.pow(2).sum(1))
+                    if conductance:
+                        _accumulate(cond_alt if jvp else cond, s.name, ex, parts, n)
+                        _accumulate(cerr_s, s.name, ex, eparts, n)
+                        _accumulate(cerr_q, s.name, ex, qparts, n)
+                    if weights is not None:
+                        _accumulate(infl_alt, s.name, ex, iparts, n)
+                        _accumulate(ierr_s, s.name, ex, ieparts, n)
+                        _accumulate(ierr_q, s.name, ex, iqparts, n)
+                keep = slice(max(0, ys[0].shape[1] - 2), None)
+                new_carry[s.name] = ([y[:, keep] for y in ys], [g[:, keep] for g in gs], al_c[keep], gi[keep])
+        carry = new_carry
     sums.conductance = cond if conductance else None
     sums.influence = infl if weights is not None else None
+    # error estimates: the second-order rule on these nodes against its embedded coarse rule (every other
+    # node) — for the rule applied to ∂F/∂y·dy/dα, at least its difference with that second-order rule
+    if conductance and cerr_s:
+        sums.conductance_error = {k: [combine(a, b) for a, b in zip(cerr_s[k], cerr_q[k])] for k in cerr_s}
+        sums.conductance_unit_error = {k: [combine(reduce_units(a), reduce_units(b)) for a, b in
+                                           zip(cerr_s[k], cerr_q[k])] for k in cerr_s}
+        if jvp:
+            for k in cerr_s:
+                diff = [c - a for c, a in zip(cond[k], cond_alt[k])]
+                sums.conductance_error[k] = [torch.maximum(e, d.abs()) for e, d in
+                                             zip(sums.conductance_error[k], diff)]
+                sums.conductance_unit_error[k] = [torch.maximum(e, reduce_units(d).abs()) for e, d in
+                                                  zip(sums.conductance_unit_error[k], diff)]
+    if weights is not None and ierr_s:
+        sums.influence_error = {k: [combine(a, b) for a, b in zip(ierr_s[k], ierr_q[k])] for k in ierr_s}
+        sums.influence_unit_error = {k: [combine(reduce_units(a), reduce_units(b)) for a, b in
+                                         zip(ierr_s[k], ierr_q[k])] for k in ierr_s}
     sums.value_at_x = value_x or None
     sums.grad_at_x = grad_x or None
     sums.F_x, sums.F_baseline = F_x, F_b
     sums.n_evals = torch.full((n,), m, dtype=torch.long)
+    sums.grad_profile = {k: (alphas.view(1, -1).expand(n, -1), v) for k, v in profile.items()} or None
     return sums
 
 

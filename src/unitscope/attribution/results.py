@@ -62,10 +62,15 @@ class Scores(Mapping):
     ``scores.delta[layer]`` the completeness gap ``Σ_units − (F(x) − F(x'))`` per example (path methods
     whose scores should sum to the output difference); ``scores.output_diff`` is ``F(x) − F(x')``;
     ``scores.n_evals`` the path points evaluated per example. Layers may be given by name or module.
+    Path methods also carry ``scores.error[layer]`` (per-unit error estimate, shaped like the scores),
+    ``scores.unit_error[layer]`` (``[N, units]``: channels of conv layers, neurons of token-major ones),
+    ``scores.ok[layer]`` (whether the top units met the tolerance) and ``scores.messages[layer]`` (why not,
+    where on the path, what to try).
     """
 
     def __init__(self, score: str, values: dict, *, delta: dict | None = None, output_diff=None, n_evals=None,
-                 target=None, modules: dict | None = None, settings: dict | None = None):
+                 target=None, modules: dict | None = None, settings: dict | None = None, error: dict | None = None,
+                 unit_error: dict | None = None, ok: dict | None = None, messages: dict | None = None):
         self.score = score
         self._values = _ByLayer(values)
         self._values.modules = modules or {}
@@ -75,6 +80,10 @@ class Scores(Mapping):
         self.n_evals = n_evals
         self.target = target
         self.settings = dict(settings or {})
+        self.error, self.unit_error, self.ok, self.messages = (_ByLayer(d or {}) for d in (error, unit_error, ok,
+                                                                                             messages))
+        for d in (self.error, self.unit_error, self.ok, self.messages):
+            d.modules = modules or {}
 
     # Mapping protocol -------------------------------------------------------------------------------
     def __getitem__(self, layer):
@@ -149,6 +158,12 @@ class Scores(Mapping):
         if by not in ("value", "abs"):
             raise UnitscopeError("by must be 'value' or 'abs'", by=by)
         k = min(int(k), flat.shape[1])
+        if not dict.get(self.ok, _key(self._values, layer), True):
+            import warnings
+
+            from ..core.errors import CompletenessWarning
+            warnings.warn(f"ranking layer {_key(self._values, layer)!r}, whose numbers are not ok: "
+                          + self.messages[layer][0], CompletenessWarning, stacklevel=2)
         key = flat if by == "value" else flat.abs()
         idx = key.topk(k, dim=1).indices
         return Top(flat.gather(1, idx), idx)
@@ -191,12 +206,15 @@ class Scores(Mapping):
             line = f"  {name:<24} {_shape(v):<18}"
             if name in dict.keys(self.delta):
                 line += f" gap {100 * float(self.relative_delta(name).max()):6.2f}%"
+            if not dict.get(self.ok, name, True):
+                line += "  NOT OK (see .messages)"
             if not isinstance(v, tuple):
                 top = self.top(name, k=k)
                 line += "  top: " + ", ".join(f"{i}({val:+.3g})" for i, val in
                                                zip(top.indices[0].tolist(), top.values[0].tolist()))
             lines.append(line)
-        return "\n".join(lines)
+        bad = [m for name in self for m in dict.get(self.messages, name, [])[:1]]
+        return "\n".join(lines + [f"  ! {m}" for m in bad])
 
 
 def _per_channel(t: torch.Tensor) -> torch.Tensor:

@@ -30,6 +30,7 @@ from .adaptive import integrate_adaptive
 from .engine import autograd_on, evaluate, integrate
 from ..core.errors import CompletenessWarning, UnitscopeError
 from ..core.inputs import Target, make_target, prepare
+from .estimates import diagnose
 from .results import Scores
 from ..core.sites import resolve
 from ..core.state import analysis_mode
@@ -92,21 +93,51 @@ def _result_dtype(values: dict) -> torch.dtype:
 
 
 def _check_gaps(scores: Scores, threshold: float | None) -> None:
+    """A CompletenessWarning per layer that is not ok (its message says where and what to try), and for a
+    gap above ``threshold`` on a layer that is ok."""
     if threshold is None or not scores.delta:
         return
     for name in scores.layers:
+        if scores.ok and not scores.ok.get(name, True):
+            more = len(scores.messages[name]) - 1
+            warnings.warn(scores.messages[name][0] + (f" (and {more} more examples)" if more > 0 else ""),
+                          CompletenessWarning, stacklevel=3)
+            continue
         rel = scores.relative_delta(name)
         worst = int(rel.argmax())
         if float(rel[worst]) > threshold:
+            if scores.settings.get("method") == "adaptive":
+                advice = ("if the layer is a cut of the network its units' error estimates are within tolerance, so "
+                          "the layer is probably not one (a residual branch, a transformer MLP): its units need not "
+                          "add up to F(x) − F(x')")
+            else:
+                advice = "raise n_steps or use method='adaptive'"
             warnings.warn(
                 f"{scores.score} of layer {name!r}: completeness gap {100 * float(rel[worst]):.1f}% of "
                 f"|F(x) − F(x')| on example {worst} (threshold {100 * threshold:.1f}%, "
-                f"{int(scores.n_evals[worst])} path points); raise n_steps or use method='adaptive'",
+                f"{int(scores.n_evals[worst])} path points, method={scores.settings.get('method')!r}); {advice}",
                 CompletenessWarning, stacklevel=3)
 
 
+def _diagnosis(sums, m, values, unit_error, delta, output_diff, sites, method, tol):
+    ok, messages = {}, {}
+    trouble = None
+    if sums.diagnosis:
+        trouble = []
+        for e in range(len(sums.diagnosis)):
+            d = sums.diagnosis[e]
+            k = int(d["score"].argmax()) if d["score"].numel() else 0
+            trouble.append(float((d["a"][k] + d["b"][k]) / 2) if d["a"].numel() else float("nan"))
+    for s in sites:
+        profile = sums.grad_profile.get(s.name) if sums.grad_profile else None
+        ok[s.name], messages[s.name] = diagnose(
+            s.name, values[s.name], unit_error[s.name], delta[s.name] if delta else None, output_diff, profile,
+            method=method, tol=tol, n_evals=sums.n_evals, trouble_alpha=trouble)
+    return ok, messages
+
+
 def attribute(model: nn.Module, inputs, layers, *, scores=SCORES, baselines=None, target=None,
-              additional_forward_args=None, n_steps: int = 50, method: str = "gausslegendre",
+              additional_forward_args=None, n_steps: int = 50, method: str | None = None,
               internal_batch_size: int | None = None, attribute_to_layer_input: bool = False,
               captum_compatible: bool = False, rtol: float = 1e-3, gap_warning: float | None = 0.05,
               progress: bool | None = None) -> dict[str, Scores]:
@@ -118,16 +149,25 @@ def attribute(model: nn.Module, inputs, layers, *, scores=SCORES, baselines=None
     >>> sorted(out)
     ['activation', 'conductance']
 
-    ``scores``: any of :data:`SCORES` (a name or a list). ``method`` is the integration rule (``riemann_left``, ``riemann_right``, ``riemann_middle``,
-    ``riemann_trapezoid``, ``gausslegendre``) or ``"adaptive"``: nodes are bisected where the
-    completeness gap is, until it is within ``rtol`` of ``|F(x) − F(x')|`` or ``n_steps`` evaluations
-    per example are spent (``scores.n_evals`` tells how many were used).
-    A :class:`CompletenessWarning` is issued when a conductance gap exceeds ``gap_warning`` (relative).
+    ``scores``: any of :data:`SCORES` (a name or a list).
+    ``method`` is ``"adaptive"`` (the default; ``"gausslegendre"``, Captum's default, with
+    ``captum_compatible=True``): panels of the path are refined where the error estimates of the top 10 units
+    per example and layer (and the gap of layers that are cuts) are largest, until they are within ``rtol``
+    of the layer's largest |unit| or ``n_steps`` evaluations per example are spent (``scores.n_evals``);
+    values only, one forward and backward per evaluation. Or a fixed rule (``riemann_left``,
+    ``riemann_right``, ``riemann_middle``, ``riemann_trapezoid``, ``gausslegendre``) applied as it is named
+    to ``∂F/∂y · dy/dα``, with dy/dα by forward-mode autodiff (exact, but each evaluation costs several
+    times a plain one on CPU: measured in ``bench/accuracy.py``). ``scores.error[layer]`` is the per-unit
+    error estimate, ``scores.ok[layer]`` whether the layer met the tolerance
+    (``max(rtol, gap_warning)``), ``scores.messages[layer]`` says why not and what to try.
+    A :class:`CompletenessWarning` is issued for a layer that is not ok, or whose gap exceeds ``gap_warning``.
     """
     methods = [scores] if isinstance(scores, str) else list(scores)
     unknown = [m for m in methods if m not in SCORES]
     if unknown or not methods:
         raise UnitscopeError(f"unknown score(s) {unknown}", hint=f"choose from {', '.join(SCORES)}")
+    if method is None:
+        method = "gausslegendre" if captum_compatible else "adaptive"
     if method != "adaptive" and method not in paths.RULES:
         raise UnitscopeError(f"unknown integration method {method!r}",
                              hint=f"choose one of {', '.join(paths.RULES + ('adaptive',))}")
@@ -174,7 +214,7 @@ def attribute(model: nn.Module, inputs, layers, *, scores=SCORES, baselines=None
             alphas, weights = paths.path_nodes(method, n_steps)
             runs.append((path_methods + point_methods,
                          integrate(model, batch, tgt, sites, alphas, weights,
-                                   conductance="trapezoid" if "conductance" in path_methods else None,
+                                   conductance="jvp" if "conductance" in path_methods else None,
                                    internal_batch_size=internal_batch_size, progress=progress)))
         served = {m for ms, _ in runs for m in ms}
         if any(m not in served for m in point_methods):
@@ -189,6 +229,13 @@ def attribute(model: nn.Module, inputs, layers, *, scores=SCORES, baselines=None
                 if m in results or m not in methods:
                     continue
                 delta = output_diff = None
+                error = unit_error = None
+                if m in ("conductance", "internal_influence") and not captum_compatible:
+                    key = "conductance" if m == "conductance" else "influence"
+                    raw, unit_raw = getattr(sums, key + "_error"), getattr(sums, key + "_unit_error")
+                    if raw:
+                        error = _unwrap(raw, is_tuple, sites)
+                        unit_error = _unwrap(unit_raw, is_tuple, sites)
                 if m == "conductance":
                     F_x, F_b = sums.F_x, sums.F_baseline
                     if torch.isnan(F_x).any() or torch.isnan(F_b).any():
@@ -207,15 +254,22 @@ def attribute(model: nn.Module, inputs, layers, *, scores=SCORES, baselines=None
                             for k in sums.value_at_x}
                     values = _unwrap(prod, is_tuple, sites)
                 n_evals = sums.n_evals if m in ("conductance", "internal_influence") else torch.ones(n, dtype=torch.long)
+                ok = messages = None
+                if unit_error is not None:
+                    tol = max(rtol, gap_warning if gap_warning is not None else 0.05)
+                    out_diff = output_diff if output_diff is not None else torch.ones(n)
+                    ok, messages = _diagnosis(sums, m, values, unit_error, delta if m == "conductance" else None,
+                                              out_diff, sites, method, tol)
                 results[m] = Scores(m, values, delta=delta, output_diff=output_diff, n_evals=n_evals,
-                                    target=target_index, modules=modules, settings=settings)
+                                    target=target_index, modules=modules, settings=settings, error=error,
+                                    unit_error=unit_error, ok=ok, messages=messages)
     if "conductance" in results:
         _check_gaps(results["conductance"], gap_warning)
     return {m: results[m] for m in methods}
 
 
 def conductance(model: nn.Module, inputs, layers, *, baselines=None, target=None, additional_forward_args=None,
-                n_steps: int = 50, method: str = "gausslegendre", internal_batch_size: int | None = None,
+                n_steps: int = 50, method: str | None = None, internal_batch_size: int | None = None,
                 attribute_to_layer_input: bool = False, captum_compatible: bool = False, rtol: float = 1e-3,
                 gap_warning: float | None = 0.05, progress: bool | None = None) -> Scores:
     """Total conductance of every unit of every layer in ``layers`` (Eq. 3), with its completeness gap.
@@ -234,7 +288,7 @@ def conductance(model: nn.Module, inputs, layers, *, baselines=None, target=None
 
 
 def internal_influence(model: nn.Module, inputs, layers, *, baselines=None, target=None,
-                       additional_forward_args=None, n_steps: int = 50, method: str = "gausslegendre",
+                       additional_forward_args=None, n_steps: int = 50, method: str | None = None,
                        internal_batch_size: int | None = None, attribute_to_layer_input: bool = False,
                        captum_compatible: bool = False,
                        progress: bool | None = None) -> Scores:

@@ -5,7 +5,7 @@ subcommand that takes it.
 >>> add(p, "target", "method", "n_steps", n_steps=20)
 >>> a = p.parse_args(["--target", "3"])
 >>> a.target, a.method, a.n_steps
-(3, 'gausslegendre', 20)
+(3, 'adaptive', 20)
 
 The shared vocabulary:
 
@@ -88,7 +88,7 @@ OPTIONS: dict[str, tuple[tuple[str, ...], dict]] = {
     "target": (("--target",), dict(type=target_value, default="top",
                                    help="'top' (each example's top predicted class), 'label' (each example's "
                                         "label) or a class index (default %(default)s)")),
-    "method": (("--method",), dict(type=method_name, default="gausslegendre",
+    "method": (("--method",), dict(type=method_name, default="adaptive",
                                    help=f"integration rule: {', '.join(RULES)} or adaptive (default %(default)s)")),
     "n_steps": (("--n-steps",), dict(type=int, help="path points per example (default %(default)s)")),
     "batch_size": (("--batch-size",), dict(type=int, default=256,

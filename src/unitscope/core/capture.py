@@ -16,6 +16,7 @@ from contextlib import contextmanager
 from typing import Callable, Mapping, Sequence
 
 import torch
+import torch.autograd.forward_ad as fwAD
 import torch.nn as nn
 
 from .errors import UnitscopeError
@@ -74,7 +75,7 @@ class Recorder:
     """
 
     def __init__(self, sites: Sequence[Site], need_grad: bool = False, replace: Mapping[str, Callable] | None = None,
-                 stop_when_done: bool = False):
+                 stop_when_done: bool = False, tangents: bool = False):
         self.sites = list(sites)
         self.stop_when_done = stop_when_done
         self.need_grad = need_grad
@@ -82,6 +83,9 @@ class Recorder:
         self.parts: dict[str, list[torch.Tensor]] = {}
         self.is_tuple: dict[str, bool] = {}
         self.calls: Counter = Counter()
+        # with ``tangents`` (inside ``torch.autograd.forward_ad.dual_level``) the forward-mode tangent of every
+        # part is kept too (dy/dα on a path); it is handed on until the last site is recorded, then dropped
+        self.tangents: dict[str, list[torch.Tensor]] | None = {} if tangents else None
 
     def _record(self, site: Site, value):
         parts, rebuild, is_tuple = _split(value)
@@ -94,13 +98,20 @@ class Recorder:
         self.calls[site.name] += 1
         if site.name in self.replace:
             parts = list(self.replace[site.name](list(parts)))
-        kept, passed = [], []
+        kept, passed, tangents = [], [], []
+        last = self.tangents is not None and all(self.calls[s.name] for s in self.sites)
         for p in parts:
+            tangent = None
+            if self.tangents is not None:
+                p, tangent = fwAD.unpack_dual(p)
+                tangents.append(torch.zeros_like(p) if tangent is None else tangent.detach())
             if self.need_grad and not p.requires_grad:
                 p = p.detach().requires_grad_(True)
             kept.append(p)
-            passed.append(p.clone())
+            passed.append(p.clone() if tangent is None or last else fwAD.make_dual(p.clone(), tangent))
         self.parts[site.name] = kept
+        if self.tangents is not None:
+            self.tangents[site.name] = tangents
         self.is_tuple[site.name] = is_tuple
         if self.stop_when_done and all(self.calls[s.name] for s in self.sites):
             raise _StopForward  # everything asked for is recorded: the rest of the model need not run

@@ -63,7 +63,7 @@ def _target_repr(target) -> str:
 
 def scan(model: nn.Module, loader, layers, *, scores=("activation",), target=None, by: str | None = "class",
          top_k: int = 9, num_classes: int | None = None, reduce: str = "auto", n_steps: int = 20,
-         method: str = "gausslegendre", baselines=None, internal_batch_size: int | None = None,
+         method: str = "adaptive", baselines=None, internal_batch_size: int | None = None,
          batch_size: int = 256, checkpoint=None, checkpoint_every: int = 50, unpack: Callable | None = None,
          group=None, progress: bool | None = None, extra=None) -> ScanResult:
     """Stream ``loader`` through ``model`` once and accumulate per-unit statistics of ``scores`` on ``layers``.

@@ -22,7 +22,7 @@ __all__ = ["ablation_agreement", "flip_counts", "summarize_agreement", "summariz
 
 
 def ablation_agreement(model, inputs, layer, *, scores=SCORES, k: int = 10, n_steps: int = 50,
-                       method: str = "gausslegendre", baselines=None, additional_forward_args=None,
+                       method: str = "adaptive", baselines=None, additional_forward_args=None,
                        internal_batch_size: int = 256) -> pd.DataFrame:
     """One row per input × method: ``pearson`` between the method's channel scores and the ablation scores
     of its top-``k`` channels (target: the top class; ablation sets a channel to 0).

@@ -48,9 +48,7 @@ class Detached(nn.Module):
 def test_a_gradient_that_cannot_be_had_is_an_error_not_zeros(method):
     net, x = Detached().eval(), torch.randn(2, 4)
     with pytest.raises(us.UnitscopeError, match="cannot be had"):
-        us.attribute(net, x, ["act"], scores=[method], target=0, n_steps=8, gap_warning=None) \
-            if "scores" in us.attribute.__code__.co_varnames else \
-            us.attribute(net, x, ["act"], scores=[method], target=0, n_steps=8, gap_warning=None)
+        us.attribute(net, x, ["act"], scores=[method], target=0, n_steps=8, gap_warning=None)
 
 
 def test_a_layer_off_the_output_path_is_an_error_naming_it():

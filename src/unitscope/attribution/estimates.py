@@ -38,13 +38,13 @@ def reduce_units(t: torch.Tensor) -> torch.Tensor:
     return t.reshape(t.shape[0], -1)
 
 
-def relative_unit_error(value: torch.Tensor, unit_error: torch.Tensor, k: int = 10) -> torch.Tensor:
+def relative_unit_error(value: torch.Tensor, unit_error: torch.Tensor, *, k: int = 10) -> torch.Tensor:
     """``[N]``: the largest error of the ``k`` largest |units| per example, relative to the largest |unit|.
 
     ``value`` is shaped like the layer, ``unit_error`` is ``[N, units]`` (``Scores.unit_error``); for a tuple
     layer, tuples of both (the worst part counts)."""
     if isinstance(value, tuple):
-        return torch.stack([relative_unit_error(v, e, k) for v, e in zip(value, unit_error)]).amax(0)
+        return torch.stack([relative_unit_error(v, e, k=k) for v, e in zip(value, unit_error)]).amax(0)
     v, e = reduce_units(value.double()), unit_error.double()
     k = min(k, v.shape[1])
     idx = v.abs().topk(k, dim=1).indices

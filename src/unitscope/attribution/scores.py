@@ -137,7 +137,7 @@ def _diagnosis(sums, m, values, unit_error, delta, output_diff, sites, method, t
 
 
 def attribute(model: nn.Module, inputs, layers, *, scores=SCORES, baselines=None, target=None,
-              additional_forward_args=None, n_steps: int = 50, method: str | None = None,
+              additional_forward_args=None, n_steps: int = 50, method: str = "adaptive",
               internal_batch_size: int | None = None, attribute_to_layer_input: bool = False,
               captum_compatible: bool = False, rtol: float = 1e-3, gap_warning: float | None = 0.05,
               progress: bool | None = None) -> dict[str, Scores]:
@@ -150,8 +150,8 @@ def attribute(model: nn.Module, inputs, layers, *, scores=SCORES, baselines=None
     ['activation', 'conductance']
 
     ``scores``: any of :data:`SCORES` (a name or a list).
-    ``method`` is ``"adaptive"`` (the default; ``"gausslegendre"``, Captum's default, with
-    ``captum_compatible=True``): panels of the path are refined where the error estimates of the top 10 units
+    ``method`` is ``"adaptive"`` (the default; with ``captum_compatible=True`` it means Captum's default,
+    ``"gausslegendre"``): panels of the path are refined where the error estimates of the top 10 units
     per example and layer (and the gap of layers that are cuts) are largest, until they are within ``rtol``
     of the layer's largest |unit| or ``n_steps`` evaluations per example are spent (``scores.n_evals``);
     values only, one forward and backward per evaluation. Or a fixed rule (``riemann_left``,
@@ -166,15 +166,13 @@ def attribute(model: nn.Module, inputs, layers, *, scores=SCORES, baselines=None
     unknown = [m for m in methods if m not in SCORES]
     if unknown or not methods:
         raise UnitscopeError(f"unknown score(s) {unknown}", hint=f"choose from {', '.join(SCORES)}")
-    if method is None:
-        method = "gausslegendre" if captum_compatible else "adaptive"
+    if captum_compatible and method == "adaptive":
+        method = "gausslegendre"  # Captum's default rule: captum_compatible reproduces Captum's estimates
     if method != "adaptive" and method not in paths.RULES:
         raise UnitscopeError(f"unknown integration method {method!r}",
                              hint=f"choose one of {', '.join(paths.RULES + ('adaptive',))}")
     if not isinstance(n_steps, int) or n_steps < 2:
         raise UnitscopeError("n_steps must be an integer ≥ 2", n_steps=n_steps)
-    if captum_compatible and method == "adaptive":
-        raise UnitscopeError("captum_compatible=True needs a fixed rule, not method='adaptive'")
     sites = resolve(model, layers, use_input=attribute_to_layer_input)
     modules = {id(s.module): s.name for s in sites}
     batch = prepare(inputs, baselines, additional_forward_args, device=_device(model))
@@ -269,7 +267,7 @@ def attribute(model: nn.Module, inputs, layers, *, scores=SCORES, baselines=None
 
 
 def conductance(model: nn.Module, inputs, layers, *, baselines=None, target=None, additional_forward_args=None,
-                n_steps: int = 50, method: str | None = None, internal_batch_size: int | None = None,
+                n_steps: int = 50, method: str = "adaptive", internal_batch_size: int | None = None,
                 attribute_to_layer_input: bool = False, captum_compatible: bool = False, rtol: float = 1e-3,
                 gap_warning: float | None = 0.05, progress: bool | None = None) -> Scores:
     """Total conductance of every unit of every layer in ``layers`` (Eq. 3), with its completeness gap.
@@ -288,7 +286,7 @@ def conductance(model: nn.Module, inputs, layers, *, baselines=None, target=None
 
 
 def internal_influence(model: nn.Module, inputs, layers, *, baselines=None, target=None,
-                       additional_forward_args=None, n_steps: int = 50, method: str | None = None,
+                       additional_forward_args=None, n_steps: int = 50, method: str = "adaptive",
                        internal_batch_size: int | None = None, attribute_to_layer_input: bool = False,
                        captum_compatible: bool = False,
                        progress: bool | None = None) -> Scores:

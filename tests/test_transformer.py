@@ -70,7 +70,7 @@ def test_completeness_on_the_residual_stream_of_every_layer(lm, enc):
     s = _cond(model, enc, CUTS, n_steps=24, method="adaptive")
     assert float(s.output_diff.abs().min()) > 1e-2
     for c in CUTS:
-        assert float(s.relative_delta(c).max()) < 1e-2, c
+        assert float(s.relative_delta(c).max()) < 2e-2, c  # adaptive now follows the top units' errors too
     assert float(s.relative_delta(CUTS[-1]).max()) < 1e-5   # mean pooling + linear head: exact
     coarse, fine = (_cond(model, enc, CUTS[:1], n_steps=n) for n in (16, 64))
     assert float(fine.relative_delta(CUTS[0]).max()) < 1e-2

@@ -182,7 +182,7 @@ def integrate_adaptive(model, batch: Batch, target: Target, sites: list[Site], *
     """
     n = batch.n
     if initial_panels is None:
-        initial_panels = max(1, min(8, (budget - 1) // 8))
+        initial_panels = max(1, min(8, budget // 16))
     initial_panels = max(1, min(initial_panels, (budget - 1) // 2))
     first = torch.linspace(0, 1, 2 * initial_panels + 1, dtype=torch.float64)
     if budget < 3:

@@ -230,7 +230,8 @@ def _accuracy(model, vocab, split: ReviewSplit) -> float:
 #: other domains with |rating| ≥ ``min_abs``), ``tokens`` ("words": :class:`Vocab`; "wordpiece": MiniLM's),
 #: ``vectors`` (None: random N(0, 1); else :func:`~unitscope.zoo.minilm_vectors.word_vectors`), ``freeze`` (keep
 #: the vectors fixed), ``max_norm`` (rows of ``fc`` and ``out``, None: off), ``patience`` (early stopping on the
-#: dev accuracy; None: every epoch, the best one kept), Adam ``lr``.
+#: dev accuracy; None: every epoch, the best one kept), Adam ``lr``; ``movie_copies`` (optional): the movie-review
+#: training sentences repeated that many times per epoch (oversampling the test domain).
 RECIPES = {
     "scratch-movies": dict(domains=("movies",), tokens="words", vectors=None, freeze=False, max_norm=None,
                            epochs=15, patience=None, lr=2e-3, min_abs=None),
@@ -243,6 +244,9 @@ RECIPES = {
     "minilm-all-static": dict(domains=("movies", "tweets", "amazon", "nyt"), tokens="wordpiece",
                               vectors="minilm-input", freeze=True, max_norm=3.0, epochs=12, patience=3, lr=1e-3,
                               min_abs=0.5),
+    "minilm-all-movies2x": dict(domains=("movies", "tweets", "amazon", "nyt"), tokens="wordpiece",
+                                vectors="minilm-input", freeze=False, max_norm=3.0, epochs=12, patience=3, lr=1e-3,
+                                min_abs=0.5, movie_copies=2),
     "minilm-token-all": dict(domains=("movies", "tweets", "amazon", "nyt"), tokens="wordpiece",
                              vectors="minilm-token", freeze=False, max_norm=3.0, epochs=12, patience=3, lr=1e-3,
                              min_abs=0.5),
@@ -251,7 +255,8 @@ DEFAULT_RECIPE = "minilm-all"
 
 
 def _training_data(r: dict, data: MovieReviews):
-    sentences, labels = list(data.train.sentences), [data.train.labels]
+    copies = r.get("movie_copies", 1)  # the in-domain sentences repeated (oversampled) this many times per epoch
+    sentences, labels = list(data.train.sentences) * copies, [data.train.labels.repeat(copies)]
     for d in r["domains"]:
         if d != "movies":
             extra = rated_sentences(d, min_abs=r["min_abs"])

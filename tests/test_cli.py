@@ -210,3 +210,17 @@ def test_layers_notes_layers_that_forward_does_not_call(capsys):
     rows = {ln.split()[0]: ln for ln in out.splitlines()}
     assert rows["embedding"].endswith("(not called by forward)")   # forward() takes embeddings
     assert rows["filters"].endswith("[256]") and rows["out"].endswith("[2]")
+
+
+def test_scan_takes_any_model_and_data_the_other_commands_take(capsys, tmp_path):
+    torch.save(torch.rand(10, 1, 4, 4), tmp_path / "x.pt")
+    rc, out, err = run_cli(capsys, "scan", "test_cli:tiny_net", str(tmp_path / "x.pt"), "--layers", "1",
+                           "--scores", "activation", "conductance", "--n-steps", "4", "--top-k", "3",
+                           "--out", str(tmp_path / "scan"))
+    assert rc == 0, err
+    summary = json.loads(out.strip().splitlines()[-1])
+    assert summary["examples"] == 10 and summary["scores"] == ["activation", "conductance"]
+    assert (tmp_path / "scan" / "units.csv").exists()  # no labels: tables, no selectivity, no grids
+    rc, _, err = run_cli(capsys, "scan", "test_cli:tiny_net", str(tmp_path / "x.pt"), "--target", "label",
+                         "--out", str(tmp_path / "scan2"))
+    assert "--target label needs inputs with labels" in one_line_error(rc, err)

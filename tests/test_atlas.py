@@ -84,7 +84,7 @@ def test_exemplars_are_the_brute_force_top_k(built):
 
 def test_importance_is_the_direct_conductance_mean(built):
     net, x, y, a = built
-    s = us.conductance(net, x, layers=LAYERS, n_steps=6)
+    s = us.conductance(net, x, layers=LAYERS, n_steps=6, method="gausslegendre")
     for u in a.units:
         t = s[u["layer"]]
         per_unit = t.flatten(2).sum(2) if t.dim() > 2 else t

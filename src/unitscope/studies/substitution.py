@@ -38,7 +38,6 @@ from dataclasses import dataclass
 import numpy as np
 import pandas as pd
 import torch
-from scipy.stats import spearmanr
 
 from ..data.ablation import ablate
 from ..synthesis.maximize import activation_maximization, independent_am, representative_substitution
@@ -46,6 +45,7 @@ from ..data.scan import class_selectivity
 from ..core.progress import note
 from ..core.state import analysis_mode, restores_process_state
 from .common import Config, Result, finish
+from .substitution_figures import ORDERS, ablation_figure, depth_figure, picture_figure, scatter_figure, spearman
 from .tables import write_table
 
 __all__ = ["main", "MODELS", "layer_analysis", "ablation_curves", "spearman", "batches"]
@@ -56,7 +56,6 @@ MODELS = {
     "vgg": ("digits_vgg", [f"features.relu{i}" for i in range(1, 9)] + ["classifier.relu"]),
     "mlp": ("digits_mlp", [f"layers.relu{i}" for i in range(1, 5)]),
 }
-ORDERS = ("high_first", "low_first", "random")
 EFFICIENTNET_LAYER = "blocks.3"
 
 
@@ -64,14 +63,6 @@ def batches(x: torch.Tensor, y: torch.Tensor, size: int = 256):
     """A generator loader: ``(inputs, labels)`` slices, one batch at a time."""
     for i in range(0, len(y), size):
         yield x[i:i + size], y[i:i + size]
-
-
-def spearman(a, b) -> float:
-    """Spearman ρ; NaN when either side is constant (no ranking to compare)."""
-    a, b = np.asarray(a, dtype=np.float64), np.asarray(b, dtype=np.float64)
-    if len(a) < 3 or np.ptp(a) == 0 or np.ptp(b) == 0:
-        return float("nan")
-    return float(spearmanr(a, b).statistic)
 
 
 def live_units(selectivity) -> torch.Tensor:
@@ -146,89 +137,6 @@ def ablation_curves(model, layer: str, selectivity: torch.Tensor, x, y, *, fract
     return out
 
 
-# ------------------------------------------------------------------------------------------- figures --
-def _scatter_figure(df: pd.DataFrame, layers, model: str, path: str) -> str:
-    from ..report.figures import plt, save_figure
-
-    fig, axes = plt.subplots(2, len(layers), figsize=(2.3 * len(layers), 4.6), squeeze=False)
-    for j, layer in enumerate(layers):
-        d = df[(df.layer == layer) & df.live]
-        for i, kind in enumerate(("am", "iam")):
-            ax = axes[i, j]
-            ax.scatter(d.selectivity, d[f"rs_{kind}"], s=4 if len(d) > 500 else 8, alpha=0.5,
-                       color="tab:blue" if kind == "iam" else "tab:orange")
-            rho = spearman(d[f"rs_{kind}"], d.selectivity)
-            ax.set_title(f"{layer.split('.')[-1]} {kind.upper()}  ρ={rho:+.2f}", fontsize=7)
-            ax.set_xlim(-0.02, 1.02)
-            ax.set_ylim(-0.02, 1.02)
-            ax.tick_params(labelsize=6)
-            if j == 0:
-                ax.set_ylabel(f"RS ({kind.upper()})", fontsize=7)
-            if i == 1:
-                ax.set_xlabel("class selectivity", fontsize=7)
-    fig.suptitle(f"{model}: representative substitution vs class selectivity", fontsize=9)
-    fig.tight_layout()
-    return save_figure(fig, path)
-
-
-def _depth_figure(rho: dict, path: str) -> str:
-    from ..report.figures import plt, save_figure
-
-    fig, ax = plt.subplots(figsize=(5.0, 3.4))
-    for (model, layers), color in zip(rho.items(), ("tab:blue", "tab:green", "tab:red")):
-        depth = np.arange(1, len(layers) + 1)
-        for kind, ls, marker in (("iam", "-", "o"), ("am", "--", "x")):
-            ax.plot(depth, [layers[name][kind] for name in layers], ls=ls, marker=marker, color=color,
-                    label=f"{model} {kind.upper()}", lw=1.2, ms=4)
-    ax.axhline(0, color="k", lw=0.6)
-    ax.set_xlabel("layer (post-ReLU, input → output; last = FC before the classifier for CNNs)", fontsize=7)
-    ax.set_ylabel("Spearman ρ(RS, selectivity)", fontsize=8)
-    ax.tick_params(labelsize=7)
-    ax.legend(fontsize=6, ncol=3)
-    ax.set_title("correlation of RS with class selectivity against depth", fontsize=9)
-    fig.tight_layout()
-    return save_figure(fig, path)
-
-
-def _ablation_figure(curves: dict, fractions, model: str, path: str) -> str:
-    from ..report.figures import plt, save_figure
-
-    layers = list(curves["high_first"])
-    cols = min(5, len(layers))
-    rows = (len(layers) + cols - 1) // cols
-    fig, axes = plt.subplots(rows, cols, figsize=(2.3 * cols, 2.5 * rows), squeeze=False, sharey=True)
-    for ax in axes.flat[len(layers):]:
-        ax.axis("off")
-    for ax, layer in zip(axes.flat, layers):
-        for order, color in zip(ORDERS, ("tab:red", "tab:blue", "0.5")):
-            ax.plot(fractions, curves[order][layer], color=color, marker=".", lw=1.1, label=order.replace("_", " "))
-        ax.set_title(layer.split(".")[-1], fontsize=7)
-        ax.set_xlabel("share of live units ablated", fontsize=7)
-        ax.tick_params(labelsize=6)
-        ax.set_ylim(0, 1.02)
-    for row in axes:
-        row[0].set_ylabel("test accuracy", fontsize=7)
-    axes[0, 0].legend(fontsize=6)
-    fig.suptitle(f"{model}: ablation by class selectivity", fontsize=9)
-    fig.tight_layout()
-    return save_figure(fig, path)
-
-
-def _picture_figure(runs: dict, units, labels, title: str, path: str) -> str:
-    from ..report.figures import save_figure
-    from ..report.grids import image_grid
-
-    images, titles = [], []
-    for kind in ("am", "iam"):
-        r = runs[kind]
-        row_of = {int(u): k for k, u in enumerate(r.units)}
-        for j, u in enumerate(units):
-            images.append(r.images[row_of[int(u)]])
-            titles.append(f"{kind.upper()} {labels[j]}")
-    fig = image_grid(images, titles, cols=len(units), value_range=None, cell=(1.3, 1.75), fontsize=5, title=title)
-    return save_figure(fig, path, dpi=130)
-
-
 def _efficientnet(out: str, *, quick: bool, seed: int) -> dict:
     """AM/IAM pictures of a few EfficientNet-Lite0 units (no selectivity: no labelled ImageNet data offline)."""
     from ..zoo import efficientnet_lite0
@@ -239,7 +147,7 @@ def _efficientnet(out: str, *, quick: bool, seed: int) -> dict:
                      value_range=(-1.0, 1.0), steps=steps, lr=0.05, seed=seed, progress=False)
             for kind, fn in (("am", activation_maximization), ("iam", independent_am))}
     labels = [f"ch {u}" for u in units]
-    path = _picture_figure(runs, units, labels, f"EfficientNet-Lite0 {EFFICIENTNET_LAYER}: AM (top) and IAM "
+    path = picture_figure(runs, units, labels, f"EfficientNet-Lite0 {EFFICIENTNET_LAYER}: AM (top) and IAM "
                                                 f"(bottom), FFT, {steps} steps, {size}×{size}",
                            os.path.join(out, "substitution_efficientnet.png"))
     rs = {k: representative_substitution(r).tolist() for k, r in runs.items()}
@@ -413,13 +321,13 @@ def run(config: SubstitutionConfig) -> Result:
                 row = {u: r for u, r in zip(df.unit, df.itertuples())}
                 labels = [f"u{u} SI {row[u].selectivity:.2f}\nRS {row[u].rs_am:.2f}/{row[u].rs_iam:.2f}"
                           for u in pick]
-                figures.append(_picture_figure(
+                figures.append(picture_figure(
                     runs, pick, labels, f"{name} {layer}: 4 most / 4 least selective live units (RS AM/IAM)",
                     os.path.join(config.out, f"substitution_pictures_{name}_{layer.replace('.', '_')}.png")))
         abl[name] = curves
         d = pd.concat([f for f in frames if f.model.iloc[0] == name])
-        figures.append(_scatter_figure(d, layers, name, os.path.join(config.out, f"substitution_scatter_{name}.png")))
-        figures.append(_ablation_figure(curves, fractions, name,
+        figures.append(scatter_figure(d, layers, name, os.path.join(config.out, f"substitution_scatter_{name}.png")))
+        figures.append(ablation_figure(curves, fractions, name,
                                         os.path.join(config.out, f"substitution_ablation_{name}.png")))
         seconds[name] = time.perf_counter() - t0
         print(f"{name} ({fn_name}, {'cached' if trained.cached else 'trained'}, test accuracy "
@@ -427,7 +335,7 @@ def run(config: SubstitutionConfig) -> Result:
                   f"{layer.split('.')[-1]} ρ_IAM {v['iam']:+.2f} ρ_AM {v['am']:+.2f}"
                   for layer, v in rho[name].items())
               + f"  [{seconds[name]:.1f} s]", flush=True)
-    figures.append(_depth_figure(rho, os.path.join(config.out, "substitution_spearman_depth.png")))
+    figures.append(depth_figure(rho, os.path.join(config.out, "substitution_spearman_depth.png")))
     units = pd.concat(frames, ignore_index=True)
     # a dead unit (0 on every training digit) has no selectivity and no RS to speak of: written as missing
     units.loc[~units.live.astype(bool), ["selectivity", "rs_am", "rs_iam"]] = float("nan")

@@ -127,7 +127,7 @@ def _num(v) -> float | None:
 
 
 def atlas(model: nn.Module, data, *, layers, target=None, top_k: int = 9, share_k: int = 5, bins: int = 128,
-          n_steps: int = 20, exemplar_steps: int | None = None, method: str = "gausslegendre", baselines=None,
+          n_steps: int = 20, exemplar_steps: int | None = None, method: str = "adaptive", baselines=None,
           batch_size: int = 256, unit_batch: int = 64, checkpoint=None, checkpoint_every: int = 50,
           synthesize: bool | None = None, generator=None, value_range=(0.0, 1.0), param: str = "fft",
           iam_steps: int = 128, inverse_samples: int = 4, inverse_steps: int = 100, bands=BANDS, seed: int = 0,

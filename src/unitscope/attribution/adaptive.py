@@ -26,7 +26,7 @@ import torch
 from tqdm.auto import tqdm
 
 from .engine import PathSums, evaluate
-from .estimates import ERROR_FACTOR, combine, reduce_units
+from .estimates import ERROR_FACTOR, SINGULAR_RATIO, combine, reduce_units
 from ..core.inputs import Batch, Target
 from ..core.sites import Site
 
@@ -143,7 +143,24 @@ class _Path:
                     if abs(total_gap) > rtol * delta_F:
                         converged = False
                     score = torch.maximum(score, self.gap[:, j].abs() / delta_F)
+        spike = self.spike()
+        if spike is not None:  # a near-singular integrand: refine next to it; never call it converged
+            converged = False
+            near = (self.a == spike) | (self.b == spike)
+            score[near] = score.max() + 1.0
         return score, converged
+
+    def spike(self):
+        """The node where |∂F/∂y| (all sites) exceeds ``SINGULAR_RATIO`` × its median on the path, if any."""
+        if self.count < 3:
+            return None
+        norm = sum(g[:self.count].flatten(1).double().pow(2).sum(1).cpu() for name in self.names
+                   for g in self.g[name]).sqrt()
+        med = float(norm.median())
+        k = int(norm.argmax())
+        if float(norm[k]) > SINGULAR_RATIO * max(med, 1e-300):
+            return k
+        return None
 
 
 def _evaluate_pairs(model, batch, target, sites, pairs: dict, internal_batch_size, sums: PathSums):

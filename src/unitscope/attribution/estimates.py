@@ -75,13 +75,18 @@ def diagnose(name: str, value, error, gap, output_diff, profile, *, method: str,
         total = float(sum(u[e].sum() for u in error)) if isinstance(error, tuple) else float(error[e].sum())
         # a cut's gap is the error the estimate speaks of; a non-cut layer's gap says nothing about accuracy
         gap_bad = gap is not None and tol * abs(float(output_diff[e])) < abs(float(gap[e])) <= 3 * total + 1e-12
-        if not (unit_bad or gap_bad):
-            continue
         ratio, at = _spike(profile, e) if profile is not None else (0.0, float("nan"))
+        off = gap is not None and abs(float(gap[e])) > tol * max(abs(float(output_diff[e])), 1e-12)
+        singular = ratio >= SINGULAR_RATIO and (off or unit_bad)
+        if not (unit_bad or gap_bad or singular):
+            continue
         where = at if ratio >= SINGULAR_RATIO else (trouble_alpha[e] if trouble_alpha is not None else at)
         msg = (f"layer {name!r}, example {e}: the error estimate of the top units is {100 * float(rel[e]):.2g}% of "
-               f"the layer's largest |unit| (tolerance {100 * tol:.2g}%) after {int(n_evals[e])} evaluations "
-               f"(method={method!r}); the trouble is at α ≈ {where:.3g} on the path")
+               f"the layer's largest |unit| (tolerance {100 * tol:.2g}%)"
+               + (f", the completeness gap {100 * abs(float(gap[e])) / max(abs(float(output_diff[e])), 1e-12):.3g}% of "
+                  "|F(x) − F(x')|" if off else "")
+               + f" after {int(n_evals[e])} evaluations (method={method!r}); the trouble is at α ≈ {where:.3g} "
+               "on the path")
         if ratio >= SINGULAR_RATIO:
             msg += (f", where |∂F/∂y| is {ratio:.2g}× its median: the integrand is near-singular there (for example "
                     "a LayerNorm over an all-zero activation at the baseline), so more path points will not help; "

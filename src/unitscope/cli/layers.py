@@ -16,6 +16,7 @@ HELP = "a model's addressable layers with their output shapes"
 
 def add_arguments(p) -> None:
     add(p, "model")
+    add(p, "shape")
     add_common(p, out=None)
 
 
@@ -57,6 +58,8 @@ def run(args) -> dict:
     from ..loading import load_model
 
     loaded = load_model(args.model, args.device)
+    if args.shape and loaded.hookable:  # the user says the input shape: one example of zeros serves the forward pass
+        loaded.example = torch.zeros(1, *args.shape)
     names = layer_names(loaded.model)
     shapes = _output_shapes(loaded, names, args.device) if loaded.hookable and loaded.example is not None else {}
     modules = dict(loaded.model.named_modules())
@@ -69,7 +72,8 @@ def run(args) -> dict:
     if not shapes:
         why = ("TorchScript modules cannot be hooked" if not loaded.hookable
                else "no example input is known for this model")
-        print(f"(output shapes unknown: {why})", file=sys.stderr)
+        what_to_try = "pass --shape with the input shape of one example" if loaded.hookable else "use torch.export"
+        print(f"(output shapes unknown: {why}; {what_to_try})", file=sys.stderr)
     if args.out:
         import pandas as pd
 

@@ -99,8 +99,9 @@ OPTIONS: dict[str, tuple[tuple[str, ...], dict]] = {
                                       "(default %(default)s: all at once)")),
     "limit": (("--limit",), dict(type=int, default=None, help="use only the first N inputs")),
     "units": (("--units",), dict(nargs="+", required=True, help="channel indices, e.g. 0 1 2 or 0-7")),
-    "shape": (("--shape",), dict(type=int, nargs=3, metavar=("C", "H", "W"),
-                                 help="input image shape, if the model does not say")),
+    "shape": (("--shape",), dict(type=int, nargs="+", metavar="DIM",
+                                 help="the input shape of one example (C H W for images, D for vectors), if the "
+                                      "model does not say")),
     "quick": (("--quick",), dict(action="store_true", help="a small, fast run (fewer inputs and path points)")),
     "device": (("--device",), dict(default="cpu", help="cpu, cuda or cuda:N (default %(default)s)")),
     "seed": (("--seed",), dict(type=int, default=0, help="random seed (default %(default)s)")),

@@ -46,6 +46,9 @@ def parse_units(spec: list[str]) -> list[int]:
 
 def image_shape(loaded, args) -> tuple:
     if args.shape:
+        if len(args.shape) != 3:
+            raise UnitscopeError(f"--shape {' '.join(map(str, args.shape))}: synthetic images need C H W",
+                                 shape=list(args.shape), hint="pass three numbers, e.g. --shape 3 224 224")
         return tuple(args.shape)
     if loaded.image_shape is None:
         raise UnitscopeError(f"the input image shape of {args.model!r} is not known", hint="pass --shape C H W")

@@ -15,7 +15,7 @@ import torch.nn as nn
 import unitscope as us
 from unitscope.atlas import Atlas
 
-KW = dict(top_k=3, n_steps=6, iam_steps=6, inverse_samples=2, inverse_steps=8, unit_batch=3, progress=False)
+KW = dict(method="gausslegendre", top_k=3, n_steps=6, iam_steps=6, inverse_samples=2, inverse_steps=8, unit_batch=3, progress=False)
 LAYERS = ["1", "4"]
 
 

@@ -138,6 +138,9 @@ def atlas(model: nn.Module, data, *, layers, target=None, top_k: int = 9, share_
     - ``data``: ``(inputs, labels)`` tensors, an inputs tensor, an object with ``.x``/``.y``, a map-style
       ``Dataset`` or a ``DataLoader`` over one (exemplars are read back by index).
     - ``target``: ``None`` (each example's top class), ``"label"``, or an int.
+    - ``method``/``n_steps``: the scan's integration rule (``"adaptive"``: ``n_steps`` to start with); the
+      exemplars' per-input conductance takes a fixed rule (``"gausslegendre"`` when ``method`` is adaptive) with
+      ``exemplar_steps`` (default ``n_steps``) points.
     - ``synthesize``: IAM and inverse-set samples (default: for inputs ``[C, H, W]`` and ``[D]``, or when a
       ``generator`` is given); ``generator``: ``G`` for the inverse sets (default: the FFT parameterization for
       images, the identity for vectors); ``param``/``value_range``/``iam_steps``: the IAM's.
@@ -188,7 +191,8 @@ def atlas(model: nn.Module, data, *, layers, target=None, top_k: int = 9, share_
     for name, u0 in tqdm(mine, desc="atlas: units", unit="chunk", leave=False,
                          disable=True if (progress is False or rank != 0) else None):
         done[(name, u0)] = work_chunk(model, src, result, extra, name, u0, unit_batch, target=target,
-                                      n_steps=exemplar_steps or n_steps, method=method, baselines=baselines,
+                                      n_steps=exemplar_steps or n_steps, baselines=baselines,
+                                      method="gausslegendre" if method == "adaptive" else method,
                                       synthesize=synthesize, generator=generator, value_range=value_range,
                                       param=param, iam_steps=iam_steps, inverse_samples=inverse_samples,
                                       inverse_steps=inverse_steps, bands=bands,

@@ -59,10 +59,10 @@ def floor(model, data, layers, args) -> float:
     return n / (time.perf_counter() - t)
 
 
-def one_scan(model, data, layers, args) -> tuple[ScanResult, float]:
+def one_scan(model, data, layers, args, group=None) -> tuple[ScanResult, float]:
     t = time.perf_counter()
     r = scan(model, DataLoader(data, batch_size=args.batch_size), layers, scores=METHODS, top_k=args.top_k,
-             n_steps=args.n_steps, progress=False)
+             n_steps=args.n_steps, progress=False, group=group)
     return r, r.count / (time.perf_counter() - t)
 
 
@@ -74,7 +74,7 @@ def worker(args):
     try:
         model, data, layers = _setup(args)
         dist.barrier()
-        r, eps = one_scan(model, data, layers, args)  # ends with the all-reduce: every rank has finished
+        r, eps = one_scan(model, data, layers, args, group=dist.group.WORLD)  # ends with the all-reduce
         if dist.get_rank() == 0:
             r.save(Path(args.out) / "scan2.pt")
             (Path(args.out) / "scan2.json").write_text(json.dumps({"examples_per_second": eps}))

@@ -75,5 +75,5 @@ def test_layer_that_runs_twice():
 
 def test_integer_inputs_explain_embeddings():
     emb = torch.nn.Sequential(torch.nn.Embedding(10, 4))
-    with pytest.raises(us.UnitscopeError, match="embeddings, not token ids"):
+    with pytest.raises(us.UnitscopeError, match="for token ids pass embedding='NAME'"):
         us.conductance(emb, torch.tensor([[1, 2]]), ["0"])

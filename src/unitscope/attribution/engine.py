@@ -72,7 +72,7 @@ def evaluate(model: nn.Module, batch: Batch, target: Target, sites: list[Site], 
                          for r, x, b in zip(rows, batch.inputs, batch.baselines))
         try:
             with recorder.active():
-                output = model(*rows, *batch.extra_args(example))
+                output = batch.call(model, rows, example)
         except (NotImplementedError, RuntimeError) as e:
             if not tangents or "forward AD" not in str(e):
                 raise

@@ -101,7 +101,7 @@ def neuron_conductance(model: nn.Module, inputs, layer, units, *, baselines=None
             recorder = Recorder(sites, need_grad=True)
             with torch.enable_grad():
                 with recorder.active():
-                    output = model(*rows, *batch.extra_args(example))
+                    output = batch.call(model, rows, example)
                 F = tgt(output, example)
                 parts = recorder.parts[site.name]
                 if recorder.is_tuple[site.name]:

@@ -28,6 +28,7 @@ from collections.abc import Mapping
 import torch
 
 from ..core.errors import UnitscopeError
+from ..core.units import UnitSpec, pick_part, resolve_units
 
 __all__ = ["Scores", "Top"]
 
@@ -66,11 +67,14 @@ class Scores(Mapping):
     ``scores.unit_error[layer]`` (``[N, units]``: channels of conv layers, neurons of token-major ones),
     ``scores.ok[layer]`` (whether the top units met the tolerance) and ``scores.messages[layer]`` (why not,
     where on the path, what to try).
+    ``scores.specs[layer]`` is the layer's :class:`unitscope.core.units.UnitSpec` (what :meth:`per_unit` and
+    :meth:`top` reduce to), ``scores.mask`` the attention mask ``[N, T]`` that leaves padding tokens out.
     """
 
     def __init__(self, score: str, values: dict, *, delta: dict | None = None, output_diff=None, n_evals=None,
                  target=None, modules: dict | None = None, settings: dict | None = None, error: dict | None = None,
-                 unit_error: dict | None = None, ok: dict | None = None, messages: dict | None = None):
+                 unit_error: dict | None = None, ok: dict | None = None, messages: dict | None = None,
+                 specs: dict | None = None, mask: torch.Tensor | None = None):
         self.score = score
         self._values = _ByLayer(values)
         self._values.modules = modules or {}
@@ -84,6 +88,9 @@ class Scores(Mapping):
                                                                                              messages))
         for d in (self.error, self.unit_error, self.ok, self.messages):
             d.modules = modules or {}
+        self.specs = _ByLayer(specs or {})
+        self.specs.modules = modules or {}
+        self.mask = mask
 
     # Mapping protocol -------------------------------------------------------------------------------
     def __getitem__(self, layer):
@@ -137,24 +144,58 @@ class Scores(Mapping):
             return tuple(_per_channel(t) for t in v)
         return _per_channel(v)
 
+    def spec(self, layer, spec=None) -> UnitSpec:
+        """The unit specification of ``layer``: ``spec`` if given (a layout name or a ``UnitSpec``), else the
+        one chosen when the scores were computed (by the layer's layout)."""
+        if spec is not None:
+            name = _key(self._values, layer)
+            return resolve_units(spec, name=name, shape=tuple(_first(self[name]).shape))
+        name = _key(self._values, layer)
+        if name in dict.keys(self.specs):
+            return dict.__getitem__(self.specs, name)
+        return UnitSpec.channels()
+
+    def per_unit(self, layer, *, spec=None, reduce: str | None = None, part: int | None = None) -> torch.Tensor:
+        """``[N, U]``: one score per unit of the layer's unit specification — a conv's channels, a transformer
+        layer's neurons over the tokens the attention mask keeps, heads, … The other dims are summed for
+        attributions and averaged for activations (``reduce="sum"``, ``"mean"`` or ``"max"`` to choose).
+
+        >>> s = Scores("conductance", {"mlp": torch.ones(1, 3, 4)}, specs={"mlp": UnitSpec.tokens()},
+        ...            mask=torch.tensor([[1, 1, 0]]))
+        >>> s.per_unit("mlp").tolist()       # 4 neurons, summed over the 2 real tokens
+        [[2.0, 2.0, 2.0, 2.0]]
+        """
+        spec = self.spec(layer, spec)
+        v = self[layer]
+        if isinstance(v, tuple):
+            v = pick_part(v, spec.part if part is None else part, str(layer))
+        return spec.per_unit(v, spec.how(self.score) if reduce is None else reduce, mask=self.mask,
+                             layer=str(layer))
+
     def relative_delta(self, layer) -> torch.Tensor:
         """``|delta| / |F(x) − F(x')|`` per example."""
         d = self.delta[layer]
         return d.abs() / self.output_diff.abs().clamp_min(1e-12)
 
-    def top(self, layer, *, k: int = 10, by: str = "value", channels: bool | None = None) -> Top:
+    def top(self, layer, *, k: int = 10, by: str = "value", spec=None, channels: bool | None = None,
+            part: int | None = None) -> Top:
         """The ``k`` most important units per example: ``Top(values [N, k], indices [N, k])``.
 
         ``by="value"`` ranks by signed score, ``by="abs"`` by magnitude (values keep their sign).
-        ``channels`` (default: when the layer has more than 2 dims) ranks channels; otherwise indices
-        are flat indices into the per-example unit shape (``numpy.unravel_index`` turns them into tuples).
+        Units are those of :meth:`per_unit` (``spec`` to choose another specification); ``channels=True``
+        ranks channels (dim 1, summed); ``channels=False`` (or ``spec="elements"``) ranks single elements, by
+        flat index into the per-example shape (``numpy.unravel_index`` turns them into tuples).
         """
         v = self[layer]
-        if isinstance(v, tuple):
-            raise UnitscopeError("layer has a tuple output; pick a part first", layer=str(layer))
-        if channels is None:
-            channels = v.dim() > 2
-        flat = _per_channel(v) if channels else v.reshape(v.shape[0], -1)
+        if isinstance(v, tuple) and part is None and self.spec(layer, spec).part is None:
+            raise UnitscopeError("layer has a tuple output; pick a part first (part=0, 1, …)", layer=str(layer))
+        if channels is True:
+            flat = _per_channel(pick_part(v, part, str(layer)))
+        elif channels is False:
+            t = pick_part(v, part, str(layer))
+            flat = t.reshape(t.shape[0], -1)
+        else:
+            flat = self.per_unit(layer, spec=spec, part=part)
         if by not in ("value", "abs"):
             raise UnitscopeError("by must be 'value' or 'abs'", by=by)
         k = min(int(k), flat.shape[1])
@@ -168,8 +209,9 @@ class Scores(Mapping):
         idx = key.topk(k, dim=1).indices
         return Top(flat.gather(1, idx), idx)
 
-    def to_frame(self, *, per_channel: bool = False):
-        """A tidy ``pandas.DataFrame``: one row per example × unit (or channel), with the completeness gap."""
+    def to_frame(self, *, per_unit: bool = False, per_channel: bool = False, spec=None):
+        """A tidy ``pandas.DataFrame``: one row per example × element — or, with ``per_unit``, per example × unit
+        of the unit specification (``per_channel``: per channel) — with the completeness gap."""
         import numpy as np
         import pandas as pd
 
@@ -178,7 +220,11 @@ class Scores(Mapping):
             value = self[name]
             parts = value if isinstance(value, tuple) else (value,)
             for pi, t in enumerate(parts):
-                t = _per_channel(t) if per_channel else t
+                if per_unit:
+                    sp = self.spec(name, spec)
+                    t = sp.per_unit(t, sp.how(self.score), mask=self.mask, layer=name)
+                elif per_channel:
+                    t = _per_channel(t)
                 n = t.shape[0]
                 flat = t.reshape(n, -1).numpy()
                 u = flat.shape[1]
@@ -215,6 +261,10 @@ class Scores(Mapping):
             lines.append(line)
         bad = [m for name in self for m in dict.get(self.messages, name, [])[:1]]
         return "\n".join(lines + [f"  ! {m}" for m in bad])
+
+
+def _first(v):
+    return v[0] if isinstance(v, tuple) else v
 
 
 def _per_channel(t: torch.Tensor) -> torch.Tensor:

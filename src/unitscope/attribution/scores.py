@@ -29,12 +29,13 @@ from . import paths
 from .adaptive import integrate_adaptive
 from .engine import autograd_on, evaluate, integrate
 from ..core.errors import CompletenessWarning, UnitscopeError
-from ..core.inputs import Target, make_target, prepare
+from ..core.inputs import Target, main_output, make_target, prepare
 from .estimates import diagnose
 from .results import Scores
 from ..core.sites import resolve
 from ..core.state import analysis_mode
 from ..core.faults import model_errors
+from ..core.units import find_mask, layer_specs
 
 __all__ = ["conductance", "internal_influence", "grad_x_activation", "activation", "attribute", "SCORES"]
 
@@ -57,8 +58,8 @@ def _outputs_at_x(model, batch, internal_batch_size):
     with torch.no_grad():
         for e0 in range(0, batch.n, step):
             ex = torch.arange(e0, min(batch.n, e0 + step))
-            out = model(*batch.path_rows(ex, torch.ones(ex.numel(), dtype=torch.float64)), *batch.extra_args(ex))
-            if not torch.is_tensor(out):
+            out = main_output(batch.call(model, batch.path_rows(ex, torch.ones(ex.numel(), dtype=torch.float64)), ex))
+            if out is None:
                 return None
             outs.append(out)
     return torch.cat(outs)
@@ -140,7 +141,7 @@ def attribute(model: nn.Module, inputs, layers, *, scores=SCORES, baselines=None
               additional_forward_args=None, n_steps: int = 50, method: str = "adaptive",
               internal_batch_size: int | None = None, attribute_to_layer_input: bool = False,
               captum_compatible: bool = False, rtol: float = 1e-3, gap_warning: float | None = 0.05,
-              progress: bool | None = None) -> dict[str, Scores]:
+              progress: bool | None = None, spec=None, mask=None, embedding=None) -> dict[str, Scores]:
     """Several scores for several layers from one pass over the path: ``{score: Scores}``.
 
     >>> import torch, torch.nn as nn
@@ -161,6 +162,12 @@ def attribute(model: nn.Module, inputs, layers, *, scores=SCORES, baselines=None
     error estimate, ``scores.ok[layer]`` whether the layer met the tolerance
     (``max(rtol, gap_warning)``), ``scores.messages[layer]`` says why not and what to try.
     A :class:`CompletenessWarning` is issued for a layer that is not ok, or whose gap exceeds ``gap_warning``.
+    ``spec`` (a layout name, a :class:`unitscope.core.units.UnitSpec` or ``{layer: ...}``) sets what
+    ``Scores.per_unit``/``top`` reduce to (default: by the layer's layout); ``mask`` (``[N, T]``; default: the
+    ``attention_mask`` among ``additional_forward_args``) leaves padding tokens out of those reductions.
+    Token ids: ``activation``/``grad_x_activation`` take them as inputs; path methods need ``embedding`` (the
+    name of the module that embeds them): the path starts at its output (``baselines``: zeros, a token id such
+    as the pad id, or embeddings).
     """
     methods = [scores] if isinstance(scores, str) else list(scores)
     unknown = [m for m in methods if m not in SCORES]
@@ -175,9 +182,10 @@ def attribute(model: nn.Module, inputs, layers, *, scores=SCORES, baselines=None
         raise UnitscopeError("n_steps must be an integer ≥ 2", n_steps=n_steps)
     sites = resolve(model, layers, use_input=attribute_to_layer_input)
     modules = {id(s.module): s.name for s in sites}
-    batch = prepare(inputs, baselines, additional_forward_args, device=_device(model))
-    n = batch.n
     path_methods = [m for m in methods if m in ("conductance", "internal_influence")]
+    batch = prepare(inputs, baselines, additional_forward_args, device=_device(model), allow_ids=not path_methods,
+                    embedding=embedding, model=model)
+    n = batch.n
     point_methods = [m for m in methods if m in ("grad_x_activation", "activation")]
     settings = dict(n_steps=n_steps, method=method, captum_compatible=captum_compatible)
     results: dict[str, Scores] = {}
@@ -188,8 +196,7 @@ def attribute(model: nn.Module, inputs, layers, *, scores=SCORES, baselines=None
         elif needs_target:
             tgt = make_target(target, n)
         else:
-            tgt = Target(fn=lambda out: torch.zeros(out.shape[0], device=out.device) if torch.is_tensor(out)
-                         else torch.zeros(n))
+            tgt = Target(rows_fn=lambda out, example: torch.zeros(example.numel()))
         target_index = tgt.index
 
         runs = []  # (methods served, PathSums)
@@ -221,6 +228,8 @@ def attribute(model: nn.Module, inputs, layers, *, scores=SCORES, baselines=None
                                                   internal_batch_size=internal_batch_size, progress=progress)))
             served = {m for ms, _ in runs for m in ms}
 
+        token_mask = find_mask(mask, additional_forward_args, inputs)
+        specs = None
         for served_methods, sums in runs:
             is_tuple = sums.is_tuple
             for m in served_methods:
@@ -251,6 +260,8 @@ def attribute(model: nn.Module, inputs, layers, *, scores=SCORES, baselines=None
                     prod = {k: [v * g for v, g in zip(sums.value_at_x[k], sums.grad_at_x[k])]
                             for k in sums.value_at_x}
                     values = _unwrap(prod, is_tuple, sites)
+                if specs is None:
+                    specs = layer_specs(model, sites, values, spec)
                 n_evals = sums.n_evals if m in ("conductance", "internal_influence") else torch.ones(n, dtype=torch.long)
                 ok = messages = None
                 if unit_error is not None:
@@ -260,7 +271,8 @@ def attribute(model: nn.Module, inputs, layers, *, scores=SCORES, baselines=None
                                               out_diff, sites, method, tol)
                 results[m] = Scores(m, values, delta=delta, output_diff=output_diff, n_evals=n_evals,
                                     target=target_index, modules=modules, settings=settings, error=error,
-                                    unit_error=unit_error, ok=ok, messages=messages)
+                                    unit_error=unit_error, ok=ok, messages=messages, specs=specs,
+                                    mask=token_mask)
     if "conductance" in results:
         _check_gaps(results["conductance"], gap_warning)
     return {m: results[m] for m in methods}
@@ -269,7 +281,8 @@ def attribute(model: nn.Module, inputs, layers, *, scores=SCORES, baselines=None
 def conductance(model: nn.Module, inputs, layers, *, baselines=None, target=None, additional_forward_args=None,
                 n_steps: int = 50, method: str = "adaptive", internal_batch_size: int | None = None,
                 attribute_to_layer_input: bool = False, captum_compatible: bool = False, rtol: float = 1e-3,
-                gap_warning: float | None = 0.05, progress: bool | None = None) -> Scores:
+                gap_warning: float | None = 0.05, progress: bool | None = None, spec=None, mask=None,
+                embedding=None) -> Scores:
     """Total conductance of every unit of every layer in ``layers`` (Eq. 3), with its completeness gap.
 
     >>> import torch, torch.nn as nn
@@ -282,33 +295,35 @@ def conductance(model: nn.Module, inputs, layers, *, baselines=None, target=None
                      additional_forward_args=additional_forward_args, n_steps=n_steps, method=method,
                      internal_batch_size=internal_batch_size, attribute_to_layer_input=attribute_to_layer_input,
                      captum_compatible=captum_compatible, rtol=rtol, gap_warning=gap_warning,
-                     progress=progress)["conductance"]
+                     progress=progress, spec=spec, mask=mask, embedding=embedding)["conductance"]
 
 
 def internal_influence(model: nn.Module, inputs, layers, *, baselines=None, target=None,
                        additional_forward_args=None, n_steps: int = 50, method: str = "adaptive",
                        internal_batch_size: int | None = None, attribute_to_layer_input: bool = False,
-                       captum_compatible: bool = False,
-                       progress: bool | None = None) -> Scores:
+                       captum_compatible: bool = False, progress: bool | None = None, spec=None, mask=None,
+                       embedding=None) -> Scores:
     """Internal influence (Datta et al. 2018): ``∫_0^1 ∂F/∂y(x_α) dα`` for every unit of ``layers``."""
     return attribute(model, inputs, layers, scores=["internal_influence"], baselines=baselines, target=target,
                      additional_forward_args=additional_forward_args, n_steps=n_steps, method=method,
                      internal_batch_size=internal_batch_size, attribute_to_layer_input=attribute_to_layer_input,
-                     captum_compatible=captum_compatible, progress=progress)["internal_influence"]
+                     captum_compatible=captum_compatible, progress=progress, spec=spec, mask=mask,
+                     embedding=embedding)["internal_influence"]
 
 
 def grad_x_activation(model: nn.Module, inputs, layers, *, target=None, additional_forward_args=None,
-                      attribute_to_layer_input: bool = False, internal_batch_size: int | None = None) -> Scores:
+                      attribute_to_layer_input: bool = False, internal_batch_size: int | None = None,
+                      spec=None, mask=None) -> Scores:
     """Gradient × activation ``y · ∂F/∂y`` at the input, for every unit of ``layers``."""
     return attribute(model, inputs, layers, scores=["grad_x_activation"], target=target,
                      additional_forward_args=additional_forward_args, internal_batch_size=internal_batch_size,
-                     attribute_to_layer_input=attribute_to_layer_input)["grad_x_activation"]
+                     attribute_to_layer_input=attribute_to_layer_input, spec=spec, mask=mask)["grad_x_activation"]
 
 
 def activation(model: nn.Module, inputs, layers, *, additional_forward_args=None,
                attribute_to_layer_input: bool = False,
-               internal_batch_size: int | None = None) -> Scores:
-    """The layers' activations at the input (no gradients)."""
+               internal_batch_size: int | None = None, spec=None, mask=None) -> Scores:
+    """The layers' activations at the input (no gradients); token ids are accepted as inputs."""
     return attribute(model, inputs, layers, scores=["activation"], additional_forward_args=additional_forward_args,
                      internal_batch_size=internal_batch_size,
-                     attribute_to_layer_input=attribute_to_layer_input)["activation"]
+                     attribute_to_layer_input=attribute_to_layer_input, spec=spec, mask=mask)["activation"]

@@ -26,15 +26,17 @@ __all__ = ["hooked", "Recorder"]
 
 
 @contextmanager
-def hooked(forward: Mapping[nn.Module, Callable] | None = None, pre: Mapping[nn.Module, Callable] | None = None):
+def hooked(forward: Mapping[nn.Module, Callable] | None = None, pre: Mapping[nn.Module, Callable] | None = None, *,
+           prepend: bool = False):
     """Register forward hooks (``fn(module, args, output)``) and pre-hooks (``fn(module, args)``) for the
-    duration of the block; they are removed on exit, also when the block raises or is interrupted."""
+    duration of the block; they are removed on exit, also when the block raises or is interrupted.
+    ``prepend``: run them before the module's other hooks (an input substitution that recorders must see)."""
     handles = []
     try:
         for module, fn in (forward or {}).items():
-            handles.append(module.register_forward_hook(fn))
+            handles.append(module.register_forward_hook(fn, prepend=prepend))
         for module, fn in (pre or {}).items():
-            handles.append(module.register_forward_pre_hook(fn))
+            handles.append(module.register_forward_pre_hook(fn, prepend=prepend))
         yield handles
     finally:
         for handle in handles:

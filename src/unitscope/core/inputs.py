@@ -5,11 +5,20 @@
 >>> rows = b.path_rows(torch.tensor([0, 1]), torch.tensor([0.0, 1.0]))
 >>> rows[0].tolist()
 [[0.5, 0.5, 0.5], [1.0, 1.0, 1.0]]
+
+Token ids: methods that evaluate the model at the input only (activation, gradient × activation, ablation) take
+integer inputs as they are; path methods take ``embedding="NAME"`` — the path then runs in the output space of
+that module (the model is called on the ids and the module's output is replaced by the path point), from a
+baseline of zeros, of a token id (``baselines=pad_id``) or of given embeddings.
+``additional_forward_args`` may be a tuple (positional arguments after the inputs) or a dict (keyword
+arguments, e.g. ``{"attention_mask": mask}``); tensors with the batch's first dim follow the rows.
+Targets read ``ModelOutput``/dict outputs: ``target=("logits", -1, token)`` is ``output["logits"][:, -1, token]``
+(an entry may be a per-example list); an int or ``None`` uses the ``logits`` entry of a classifier.
 """
 
 from __future__ import annotations
 
-from dataclasses import dataclass
+from dataclasses import dataclass, field
 from typing import Callable
 
 import torch
@@ -34,29 +43,93 @@ class Batch:
     is_tuple: bool
     additional_forward_args: tuple
     n: int
+    kwargs: dict = field(default_factory=dict)
+    ids: tuple[torch.Tensor, ...] | None = None    # token ids fed to the model when paths start at an embedding
+    embedding: object = None                       # that embedding module
 
     def path_rows(self, example: torch.Tensor, alpha: torch.Tensor) -> tuple[torch.Tensor, ...]:
-        """Rows ``x'_e + α (x_e − x'_e)`` for paired example indices and alphas."""
+        """Rows ``x'_e + α (x_e − x'_e)`` for paired example indices and alphas (integer inputs: ``x_e``)."""
         rows = []
         for x, b in zip(self.inputs, self.baselines):
+            xe = x[example.to(x.device)]
+            if not x.is_floating_point():
+                rows.append(xe)  # token ids are only ever evaluated at the input (α = 1)
+                continue
             a = alpha.to(device=x.device, dtype=x.dtype).view(-1, *([1] * (x.dim() - 1)))
-            xe, be = x[example], b[example]
+            be = b[example.to(b.device)]
             rows.append(be + a * (xe - be))
         return tuple(rows)
 
+    def _index(self, arg, example):
+        if torch.is_tensor(arg) and arg.dim() > 0 and arg.shape[0] == self.n:
+            return arg[example.to(arg.device)]
+        return arg
+
     def extra_args(self, example: torch.Tensor) -> tuple:
         """The additional forward arguments for these rows: batched tensors are indexed, the rest passed as is."""
-        out = []
-        for arg in self.additional_forward_args:
-            if torch.is_tensor(arg) and arg.dim() > 0 and arg.shape[0] == self.n:
-                out.append(arg[example.to(arg.device)])
-            else:
-                out.append(arg)
-        return tuple(out)
+        return tuple(self._index(arg, example) for arg in self.additional_forward_args)
+
+    def extra_kwargs(self, example: torch.Tensor) -> dict:
+        return {k: self._index(v, example) for k, v in self.kwargs.items()}
+
+    def call(self, model, rows: tuple, example: torch.Tensor):
+        """``model`` on these rows (with their forward arguments). With an embedding, the model gets the rows'
+        token ids and the embedding module's output is replaced by the rows."""
+        if self.embedding is None:
+            return model(*rows, *self.extra_args(example), **self.extra_kwargs(example))
+        from .capture import hooked
+
+        ids = tuple(i[example.to(i.device)] for i in self.ids)
+
+        def substitute(module, args, out):
+            if out.shape != rows[0].shape:
+                raise UnitscopeError("the embedding module's output does not match the path rows",
+                                     embedding_output=tuple(out.shape), rows=tuple(rows[0].shape),
+                                     hint="embedding= must name the module that maps the token ids to vectors")
+            return rows[0]
+
+        with hooked(forward={self.embedding: substitute}, prepend=True):
+            return model(*ids, *self.extra_args(example), **self.extra_kwargs(example))
 
 
-def prepare(inputs, baselines=None, additional_forward_args=None, device=None) -> Batch:
-    """Check inputs and baselines and put them on ``device``; baselines broadcast to the inputs' shape."""
+def _embed(model, embedding, inputs, baselines, device):
+    """(ids, embeddings at the ids, baseline embeddings, module) for paths that start at an embedding module."""
+    from .sites import resolve
+
+    (site,) = resolve(model, [embedding])
+    ids = _as_tuple(inputs, "inputs")
+    if len(ids) != 1 or ids[0].is_floating_point():
+        raise UnitscopeError("embedding= needs one tensor of integer token ids as inputs", embedding=site.name,
+                             dtypes=[str(t.dtype) for t in ids])
+    x = ids[0].detach().to(device) if device is not None else ids[0].detach()
+    with torch.no_grad():
+        emb = site.module(x)
+        if not torch.is_tensor(emb) or not emb.is_floating_point():
+            raise UnitscopeError(f"module {site.name!r} does not map token ids to float vectors",
+                                 embedding=site.name, hint="name the token embedding, e.g. 'transformer.wte'")
+        if baselines is None:
+            base = torch.zeros_like(emb)
+        elif isinstance(baselines, int) or (torch.is_tensor(baselines) and not baselines.is_floating_point()):
+            b = torch.as_tensor(baselines, device=x.device)
+            base = site.module(torch.broadcast_to(b, x.shape).contiguous())
+        else:
+            base = torch.broadcast_to(torch.as_tensor(baselines, dtype=emb.dtype, device=emb.device),
+                                      emb.shape).clone()
+    return (x,), emb.detach(), base.detach(), site.module
+
+
+def prepare(inputs, baselines=None, additional_forward_args=None, device=None, *, allow_ids: bool = False,
+            embedding=None, model=None) -> Batch:
+    """Check inputs and baselines and put them on ``device``; baselines broadcast to the inputs' shape.
+
+    ``allow_ids``: integer inputs are accepted (methods evaluated at the input only); ``embedding`` (with
+    ``model``): the inputs are token ids and paths start at that module's output."""
+    extra, kwargs = _extra(additional_forward_args)
+    if embedding is not None:
+        ids, emb, base, module = _embed(model, embedding, inputs, baselines, device)
+        if not torch.isfinite(emb).all() or not torch.isfinite(base).all():
+            raise UnitscopeError("the embeddings contain non-finite values", embedding=str(embedding))
+        return Batch((emb,), (base,), False, extra, emb.shape[0], kwargs, ids, module)
     is_tuple = not torch.is_tensor(inputs)
     xs = _as_tuple(inputs, "inputs")
     n = xs[0].shape[0] if xs[0].dim() else 0
@@ -67,14 +140,17 @@ def prepare(inputs, baselines=None, additional_forward_args=None, device=None) -
         if x.shape[0] != n:
             raise UnitscopeError("all inputs must have the same batch size", shapes=[tuple(t.shape) for t in xs])
         if not x.is_floating_point():
-            raise UnitscopeError("path methods need floating-point inputs (pass embeddings, not token ids)",
+            if allow_ids:
+                continue
+            raise UnitscopeError("path methods need floating-point inputs; for token ids pass embedding='NAME' "
+                                 "(the module that embeds them: the path starts at its output)",
                                  input=i, dtype=str(x.dtype))
         if not torch.isfinite(x).all():
             bad = int((~torch.isfinite(x)).sum())
             raise UnitscopeError(f"inputs contain {bad} non-finite values (NaN or inf)", input=i,
                                  shape=tuple(x.shape))
     xs = tuple(x.detach().to(device) if device is not None else x.detach() for x in xs)
-    if baselines is None:
+    if baselines is None or all(not x.is_floating_point() for x in xs):
         bs = tuple(torch.zeros_like(x) for x in xs)
     else:
         raw = baselines if isinstance(baselines, (tuple, list)) else (baselines,)
@@ -93,31 +169,85 @@ def prepare(inputs, baselines=None, additional_forward_args=None, device=None) -
                 raise UnitscopeError("baselines contain non-finite values", input=i)
             bs.append(b)
         bs = tuple(bs)
+    return Batch(xs, bs, is_tuple, extra, n, kwargs)
+
+
+def _extra(additional_forward_args) -> tuple[tuple, dict]:
     extra = additional_forward_args
     if extra is None:
-        extra = ()
-    elif not isinstance(extra, tuple):
-        extra = (extra,)
-    return Batch(xs, bs, is_tuple, extra, n)
+        return (), {}
+    if isinstance(extra, dict):
+        return (), dict(extra)
+    return (extra if isinstance(extra, tuple) else (extra,)), {}
+
+
+def main_output(output):
+    """The tensor that targets read: the output itself, the ``logits`` of a dict/``ModelOutput``, else its first
+    tensor entry; ``None`` when there is none."""
+    if torch.is_tensor(output):
+        return output
+    if isinstance(output, dict):
+        if torch.is_tensor(output.get("logits")):
+            return output["logits"]
+        for v in output.values():
+            if torch.is_tensor(v):
+                return v
+        return None
+    if isinstance(output, (tuple, list)) and output and torch.is_tensor(output[0]):
+        return output[0]
+    return None
+
+
+def _spec_target(spec: tuple) -> Callable:
+    """``(key, *index)``: ``output[key][:, *index]``; an index entry may be a per-example list/tensor."""
+    key, index = spec[0], spec[1:]
+
+    def fn(output, example):
+        if isinstance(key, str):
+            if not isinstance(output, dict) or key not in output:
+                raise UnitscopeError(f"the model's output has no entry {key!r}", target=str(spec),
+                                     entries=list(output) if isinstance(output, dict) else type(output).__name__)
+            t = output[key]
+        else:
+            t = output[key] if isinstance(output, (tuple, list)) else output
+        idx = [slice(None)]
+        for i in index:
+            if isinstance(i, int):
+                idx.append(i)
+            else:
+                per = torch.as_tensor(i, dtype=torch.long)
+                idx.append(per.to(t.device)[example.to(t.device)])
+        if any(torch.is_tensor(i) for i in idx[1:]):
+            idx[0] = torch.arange(t.shape[0], device=t.device)
+        value = t[tuple(idx)]
+        if value.dim() != 1:
+            raise UnitscopeError("the target spec must pick one value per example", target=str(spec),
+                                 picked=tuple(value.shape), hint="give an index for every dim after the batch")
+        return value
+    return fn
 
 
 class Target:
     """Reads the scalar F of each row from the model's output."""
 
-    def __init__(self, index: torch.Tensor | None = None, fn: Callable | None = None):
-        self.index, self.fn = index, fn
+    def __init__(self, index: torch.Tensor | None = None, fn: Callable | None = None, rows_fn: Callable | None = None):
+        self.index, self.fn, self.rows_fn = index, fn, rows_fn
         self.checked = False
 
     def __call__(self, output, example: torch.Tensor) -> torch.Tensor:
+        if self.rows_fn is not None:
+            return self.rows_fn(output, example)
         if self.fn is not None:
             value = self.fn(output)
             if not torch.is_tensor(value) or value.shape != (example.shape[0],):
                 raise UnitscopeError("a target callable must return one value per example",
                                      expected=(example.shape[0],), got=tuple(getattr(value, "shape", ())))
             return value
+        if not torch.is_tensor(output) and main_output(output) is not None:
+            output = main_output(output)
         if not torch.is_tensor(output):
             raise UnitscopeError("the model returns a " + type(output).__name__ + "; pass target=callable that "
-                                 "maps the output to one scalar per example")
+                                 "maps the output to one scalar per example, or a spec like ('logits', -1, token)")
         if self.index is None:
             if output.dim() == 1:
                 return output
@@ -144,6 +274,10 @@ def make_target(target, n: int, output_at_x=None) -> Target:
     Integer targets are checked against the output's width on first use."""
     if callable(target) and not torch.is_tensor(target):
         return Target(fn=target)
+    if isinstance(target, tuple) and target and isinstance(target[0], str):
+        return Target(rows_fn=_spec_target(target))
+    if output_at_x is not None and not torch.is_tensor(output_at_x):
+        output_at_x = main_output(output_at_x)
     if target is None:
         if output_at_x is None or not torch.is_tensor(output_at_x):
             raise UnitscopeError("target=None needs a tensor output; pass target=callable")

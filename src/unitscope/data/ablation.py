@@ -12,6 +12,8 @@ torch.Size([5, 4])
 
 The paper ablates a filter by setting its bias to −∞, i.e. its post-ReLU output to 0: ``value=0`` on a
 post-ReLU layer. ``value="mean"`` replaces a unit by its mean activation (pass ``mean=`` or a ``loader``).
+Units follow the unit specification (:mod:`unitscope.core.units`): an int is a conv channel, a transformer
+neuron at every token, a head (``spec="heads"``); a tuple is one element. Token ids are accepted as inputs.
 """
 
 from __future__ import annotations
@@ -28,28 +30,42 @@ from ..core.inputs import make_target, prepare
 from ..attribution.scores import _device, _outputs_at_x
 from ..core.sites import resolve
 from ..core.state import analysis_mode
+from ..core.units import pick_part, resolve_units
 
 __all__ = ["ablate", "ablation_scores", "cumulative_ablation", "mean_activation", "unit_mask"]
 
 
-def unit_mask(units, shape: tuple, layer: str) -> torch.Tensor:
-    """A boolean mask over one example's layer output: ints are channels (dim 1), tuples are elements."""
+def unit_mask(units, shape: tuple, layer: str, spec=None) -> torch.Tensor:
+    """A boolean mask over one example's layer output (``shape``, no batch) covering ``units``: ints are units
+    of ``spec`` (default: channels, dim 1), tuples are elements."""
+    spec = resolve_units("channels" if spec is None else spec, name=layer, shape=(1, *shape))
     if isinstance(units, (int, tuple)):
         units = [units]
-    mask = torch.zeros(shape, dtype=torch.bool)
-    for u in units:
-        if isinstance(u, bool) or not isinstance(u, (int, tuple)):
-            raise UnitscopeError("a unit is a channel (int) or one element (tuple of ints)", layer=layer, unit=u)
-        if isinstance(u, int):
-            if not shape or not 0 <= u < shape[0]:
-                raise UnitscopeError(f"channel {u} is out of range for layer {layer!r}", layer=layer,
-                                     unit_shape=shape)
-            mask[u] = True
-        else:
-            if len(u) != len(shape) or any(not 0 <= i < s for i, s in zip(u, shape)):
-                raise UnitscopeError(f"unit {u} is outside layer {layer!r}", layer=layer, unit_shape=shape)
-            mask[u] = True
-    return mask
+    units = list(units)
+    if not units:
+        return torch.zeros(shape, dtype=torch.bool)
+    return spec.unit_masks(units, shape, layer).any(0)
+
+
+def _spec(model, site, spec, y):
+    return resolve_units(spec, model=model, name=site.name, module=site.module, shape=tuple(y.shape))
+
+
+def _parts(out, spec, layer: str):
+    """(the tensor to ablate, rebuild(new) -> the module's output) for a tensor or a tuple output."""
+    if torch.is_tensor(out):
+        return out, lambda new: new
+    if isinstance(out, tuple):
+        i = 0 if spec is None or spec.part is None else spec.part
+        y = pick_part(out, i, layer)
+        if torch.is_tensor(y):
+            def rebuild(new):
+                parts = list(out)
+                parts[i] = new
+                return type(out)(*parts) if hasattr(out, "_fields") else type(out)(parts)
+            return y, rebuild
+    raise UnitscopeError(f"layer {layer!r} has an output of type {type(out).__name__}; only a tensor or a part of "
+                         "a tuple (UnitSpec(part=...)) can be ablated", layer=layer)
 
 
 def mean_activation(model: nn.Module, loader, layer, *, max_batches: int | None = None) -> torch.Tensor:
@@ -87,11 +103,12 @@ def _replacement(value, mean, y: torch.Tensor, layer: str) -> torch.Tensor:
 
 
 @contextmanager
-def ablate(model: nn.Module, units_by_layer: dict, *, value=0.0, mean=None, loader=None):
+def ablate(model: nn.Module, units_by_layer: dict, *, value=0.0, mean=None, loader=None, spec=None):
     """Within the block, the chosen units of each layer output ``value`` (0, ``"mean"`` or a tensor).
 
-    ``units_by_layer``: ``{layer: units}`` — channels (ints) and/or elements (tuples). The model is
-    restored on exit, also on error.
+    ``units_by_layer``: ``{layer: units}`` — units of the layer's unit specification (ints: a conv channel,
+    a transformer neuron at every token; ``spec`` to choose, e.g. ``"heads"``) and/or elements (tuples). The
+    model is restored on exit, also on error.
     """
     sites = resolve(model, list(units_by_layer))
     means = {}
@@ -107,12 +124,13 @@ def ablate(model: nn.Module, units_by_layer: dict, *, value=0.0, mean=None, load
     for s, key in zip(sites, units_by_layer):
         units = units_by_layer[key]
 
-        def hook(module, args, out, name=s.name, units=units):
-            if not torch.is_tensor(out):
-                raise UnitscopeError("only layers with one output tensor can be ablated", layer=name)
-            mask = unit_mask(units, tuple(out.shape[1:]), name).to(out.device)
-            fill = _replacement(value, means.get(name), out, name)
-            return torch.where(mask, fill, out)
+        def hook(module, args, out, site=s, units=units):
+            first = spec.get(site.name) if isinstance(spec, dict) else spec
+            y, rebuild = _parts(out, first if hasattr(first, "part") else None, site.name)
+            sp = _spec(model, site, spec, y)
+            mask = unit_mask(units, tuple(y.shape[1:]), site.name, sp).to(y.device)
+            fill = _replacement(value, means.get(site.name), y, site.name)
+            return rebuild(torch.where(mask, fill, y))
 
         fns[s.module] = hook
     with hooked(forward=fns):
@@ -120,26 +138,28 @@ def ablate(model: nn.Module, units_by_layer: dict, *, value=0.0, mean=None, load
 
 
 def ablation_scores(model: nn.Module, inputs, layer, *, units=None, target=None, value=0.0, mean=None,
-                    additional_forward_args=None, internal_batch_size: int = 256) -> torch.Tensor:
-    """``[N, U]``: ``F(x) − F(x with unit u alone ablated)`` for each unit (default: every channel).
+                    additional_forward_args=None, internal_batch_size: int = 256, spec=None) -> torch.Tensor:
+    """``[N, U]``: ``F(x) − F(x with unit u alone ablated)`` for each unit (default: every unit of the layer's
+    unit specification — the channels of a conv, the neurons of a transformer layer; ``spec`` to choose).
 
     All units of one example run as rows of batched forward passes (``internal_batch_size`` rows at a time): the layer's
     output is computed once per example and expanded, so the part of the model below the layer is not
     repeated (models that reuse an input below the layer fall back to repeating the inputs).
     """
     (site,) = resolve(model, [layer])
-    batch = prepare(inputs, None, additional_forward_args, device=_device(model))
+    batch = prepare(inputs, None, additional_forward_args, device=_device(model), allow_ids=True)
     n = batch.n
     with analysis_mode(model), torch.no_grad():
         out_x = _outputs_at_x(model, batch, None)
         tgt = make_target(target, n, out_x)
         base = tgt(out_x, torch.arange(n))
-        y = _layer_output(model, batch, site)
+        y = _layer_output(model, batch, site, spec)
+        sp = _spec(model, site, spec, y)
         shape = tuple(y.shape[1:])
         if units is None:
-            units = list(range(shape[0]))
+            units = list(range(sp.n_units(tuple(y.shape), site.name)))
         units = [units] if isinstance(units, (int, tuple)) else list(units)
-        masks = torch.stack([unit_mask(u, shape, site.name) for u in units]).to(y.device)  # [U, *shape]
+        masks = torch.stack([unit_mask(u, shape, site.name, sp) for u in units]).to(y.device)  # [U, *shape]
         fill = _replacement(value, mean, y, site.name)
         scores = torch.empty(n, len(units), dtype=torch.float64)
         per = max(1, internal_batch_size // max(1, len(units)))
@@ -150,7 +170,7 @@ def ablation_scores(model: nn.Module, inputs, layer, *, units=None, target=None,
                 rows = y[ex.to(y.device)].unsqueeze(1)  # [e, 1, *shape]
                 ablated = torch.where(m.unsqueeze(0), fill, rows).reshape(-1, *shape)  # [e*u, *shape]
                 example = ex.repeat_interleave(m.shape[0])
-                F = _forward_with_layer(model, batch, site, ex, example, ablated, tgt)
+                F = _forward_with_layer(model, batch, site, ex, example, ablated, tgt, sp)
                 scores[ex.unsqueeze(1), torch.arange(u0, u0 + m.shape[0]).unsqueeze(0)] = \
                     (base[example.to(base.device)] - F).double().cpu().view(len(ex), -1)
     return scores.float()
@@ -158,10 +178,10 @@ def ablation_scores(model: nn.Module, inputs, layer, *, units=None, target=None,
 
 def cumulative_ablation(model: nn.Module, inputs, layer, order, *, max_units: int | None = None, target=None,
                         value=0.0, mean=None, additional_forward_args=None,
-                        internal_batch_size: int = 256) -> torch.Tensor:
+                        internal_batch_size: int = 256, spec=None) -> torch.Tensor:
     """``[N, M]``: ``F(x with the units order[i, :m] ablated together)`` for ``m = 1 … M`` — the curve behind "how
     many of the top units must go before the prediction changes" (``M = max_units``, default every column of
-    ``order [N, ≥M]``; ``order`` holds channel indices, e.g. ``scores.per_channel(layer).argsort(1, descending=True)``).
+    ``order [N, ≥M]``; ``order`` holds unit indices of the layer's unit specification, e.g. ``scores.per_channel(layer).argsort(1, descending=True)``).
 
     >>> import torch, torch.nn as nn
     >>> net = nn.Sequential(nn.Linear(3, 4), nn.ReLU(), nn.Linear(4, 2))
@@ -173,58 +193,67 @@ def cumulative_ablation(model: nn.Module, inputs, layer, order, *, max_units: in
     the predicted label after each ablation). Rows of one example run batched, ``internal_batch_size`` at a time.
     """
     (site,) = resolve(model, [layer])
-    batch = prepare(inputs, None, additional_forward_args, device=_device(model))
+    batch = prepare(inputs, None, additional_forward_args, device=_device(model), allow_ids=True)
     n = batch.n
     order = torch.as_tensor(order)
     m_max = order.shape[1] if max_units is None else min(max_units, order.shape[1])
     with analysis_mode(model), torch.no_grad():
         tgt = make_target(target, n, _outputs_at_x(model, batch, None) if target is None else None)
-        y = _layer_output(model, batch, site)
+        y = _layer_output(model, batch, site, spec)
+        sp = _spec(model, site, spec, y)
         shape = tuple(y.shape[1:])
         fill = _replacement(value, mean, y, site.name)
         out = torch.empty(n, m_max, dtype=torch.float64)
         for i in range(n):
-            masks = torch.stack([unit_mask([int(u) for u in order[i, :m]], shape, site.name)
+            masks = torch.stack([unit_mask([int(u) for u in order[i, :m]], shape, site.name, sp)
                                  for m in range(1, m_max + 1)]).to(y.device)
             ablated = torch.where(masks, fill, y[i:i + 1])
             ex = torch.tensor([i])
             for r0 in range(0, m_max, internal_batch_size):
                 part = ablated[r0:r0 + internal_batch_size]
                 out[i, r0:r0 + part.shape[0]] = _forward_with_layer(model, batch, site, ex, ex.repeat(part.shape[0]),
-                                                                    part, tgt).double().cpu()
+                                                                    part, tgt, sp).double().cpu()
     return out
 
 
-def _layer_output(model, batch, site) -> torch.Tensor:
-    """``site``'s output on the unablated inputs (one tensor: only those can be ablated)."""
+def _layer_output(model, batch, site, spec=None) -> torch.Tensor:
+    """``site``'s output on the unablated inputs (a tensor, or the part of a tuple output that ``spec`` names)."""
     captured = {}
 
     def grab(module, args, out):
         captured["y"] = out
 
     with hooked(forward={site.module: grab}):
-        model(*batch.inputs, *batch.extra_args(torch.arange(batch.n)))
-    y = captured["y"]
-    if not torch.is_tensor(y):
-        raise UnitscopeError("only layers with one output tensor can be ablated", layer=site.name)
-    return y
+        batch.call(model, batch.inputs, torch.arange(batch.n))
+    first = spec.get(site.name) if isinstance(spec, dict) else spec
+    return _parts(captured["y"], first if hasattr(first, "part") else None, site.name)[0]
 
 
 def _forward_with_layer(model, batch, site, ex, example, layer_rows, tgt):
     """F of the rows whose ``site`` output is ``layer_rows``; inputs fed once per example when possible."""
     def expand(module, args, out):
-        return layer_rows
+        return _parts(out, spec, site.name)[1](layer_rows)
 
     try:
         with hooked(forward={site.module: expand}):
-            out = model(*batch.path_rows(ex, torch.ones(ex.numel(), dtype=torch.float64)),
-                        *batch.extra_args(ex))
-        if torch.is_tensor(out) and out.shape[0] == example.numel():
+            out = batch.call(model, batch.path_rows(ex, torch.ones(ex.numel(), dtype=torch.float64)), ex)
+        if _rows_of(out) == example.numel():
             return tgt(out, example)
     except RuntimeError as e:  # rows fed once per example do not fit the expanded layer rows: feed every row
         if is_oom(e):
             raise with_oom_hint(e)
     with model_errors(model, inputs=batch.inputs), hooked(forward={site.module: expand}):
-        out = model(*batch.path_rows(example, torch.ones(example.numel(), dtype=torch.float64)),
-                    *batch.extra_args(example))
+        out = batch.call(model, batch.path_rows(example, torch.ones(example.numel(), dtype=torch.float64)),
+                         example)
     return tgt(out, example)
+
+
+def _rows_of(out) -> int | None:
+    """The batch size of a model output (a tensor, a dict/ModelOutput or a tuple of tensors)."""
+    if torch.is_tensor(out):
+        return out.shape[0]
+    vals = out.values() if isinstance(out, dict) else out if isinstance(out, (tuple, list)) else ()
+    for v in vals:
+        if torch.is_tensor(v) and v.dim():
+            return v.shape[0]
+    return None

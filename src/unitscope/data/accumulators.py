@@ -74,15 +74,11 @@ def merge_top(values: torch.Tensor, indices: torch.Tensor, k: int) -> tuple[torc
     return values.gather(1, order), indices.gather(1, order)
 
 
-def reduce_units(t: torch.Tensor, how: str, layer: str) -> torch.Tensor:
-    if isinstance(t, tuple):
-        raise UnitscopeError(f"layer {layer!r} has a tuple output; scan a sub-layer that produces one tensor",
-                             layer=layer)
-    if t.dim() == 1:
-        return t.unsqueeze(1)
-    if t.dim() == 2:
-        return t
-    return t.flatten(2).mean(2) if how == "mean" else t.flatten(2).sum(2)
+def reduce_units(scores, name: str, how: str) -> torch.Tensor:
+    """``[N, U]``: the layer's units by its unit specification (:mod:`unitscope.core.units`: conv channels,
+    transformer neurons over the tokens the attention mask keeps — any T —, heads, …; a tuple output: the part
+    the spec names, default 0), the other dims reduced by ``how``."""
+    return scores.per_unit(name, reduce=how)
 
 
 class Accumulators:
@@ -107,6 +103,10 @@ class Accumulators:
                 raise UnitscopeError("labels out of range", num_classes=num_classes,
                                      labels=sorted(set(y.tolist()))[:10])
         tgt = y.tolist() if self.target == "label" else self.target
+        if isinstance(x, dict):  # a tokenizer's batch: input_ids, and the rest as keyword arguments
+            x = dict(x)
+            x, fwd = x.pop("input_ids"), {**(attribute_kwargs.get("additional_forward_args") or {}), **x}
+            attribute_kwargs = dict(attribute_kwargs, additional_forward_args=fwd)
         scores = attribute(model, x, layers, scores=self.methods, target=tgt, gap_warning=None, progress=False,
                            **attribute_kwargs)
         if by == "class":
@@ -120,7 +120,7 @@ class Accumulators:
             s = scores[m]
             by_layer = self.stats.setdefault(m, {})
             for name in s.layers:
-                v = reduce_units(s[name], self.how[m], name).double()
+                v = reduce_units(s, name, self.how[m]).double()
                 reduced.setdefault(m, {})[name] = v
                 if name not in by_layer:
                     by_layer[name] = UnitStats.empty(v.shape[1], self.top_k, by == "class")

@@ -36,11 +36,16 @@ def split_batch(batch):
         return batch[0], (batch[1] if len(batch) > 1 else None)
     if isinstance(batch, dict) and "x" in batch:
         return batch["x"], batch.get("y")
+    if isinstance(batch, dict) and "input_ids" in batch:  # a tokenizer's batch: the rest are forward arguments
+        rest = {k: v for k, v in batch.items() if k not in ("labels", "label")}
+        return rest, batch.get("labels", batch.get("label"))
     raise UnitscopeError(f"cannot read inputs from a batch of type {type(batch).__name__}",
                          hint="give batches as (inputs, labels) or pass unpack=lambda batch: (inputs, labels)")
 
 
 def batch_len(x) -> int:
+    if isinstance(x, dict):
+        return int(x["input_ids"].shape[0])
     return int((x[0] if isinstance(x, (tuple, list)) else x).shape[0])
 
 

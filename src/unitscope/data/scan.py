@@ -9,9 +9,11 @@ dataset examples that most excite it — never the dataset's activations.
 >>> r.count, r.mean("1").shape, r.class_means("1").shape, r.top("1", score="conductance").indices.shape
 (10, torch.Size([4]), torch.Size([2, 4]), torch.Size([4, 3]))
 
-What is kept per score × layer × unit (a unit is a channel — dim 1 of the layer output — reduced over the
-remaining dims: the **mean** for ``activation`` (Morcos et al.'s convention), the **sum** for attributions,
-i.e. a filter's conductance as in ``Scores.per_channel``; ``reduce=`` overrides it):
+What is kept per score × layer × unit (a unit of the layer's unit specification, :mod:`unitscope.core.units`:
+a conv channel, a transformer neuron over the tokens that the attention mask keeps — so batches of different
+lengths scan alike —, ``spec=`` to choose; the other dims reduced by the **mean** for ``activation`` (Morcos et
+al.'s convention) and the **sum** for attributions, i.e. a filter's conductance as in ``Scores.per_channel``;
+``reduce=`` overrides it):
 count, sum, sum of squares, per-class sums with the real class counts (``by="class"``), and the ``top_k``
 examples with the largest value (their dataset indices and values; ties go to the lower index, so the
 result does not depend on batching or on the number of processes).
@@ -65,7 +67,8 @@ def scan(model: nn.Module, loader, layers, *, scores=("activation",), target=Non
          top_k: int = 9, num_classes: int | None = None, reduce: str = "auto", n_steps: int = 20,
          method: str = "adaptive", baselines=None, internal_batch_size: int | None = None,
          batch_size: int = 256, checkpoint=None, checkpoint_every: int = 50, unpack: Callable | None = None,
-         group=None, progress: bool | None = None, extra=None) -> ScanResult:
+         group=None, progress: bool | None = None, extra=None, spec=None, embedding=None,
+         additional_forward_args=None) -> ScanResult:
     """Stream ``loader`` through ``model`` once and accumulate per-unit statistics of ``scores`` on ``layers``.
 
     >>> import torch, torch.nn as nn
@@ -88,6 +91,10 @@ def scan(model: nn.Module, loader, layers, *, scores=("activation",), target=Non
       checks them); ``None``: no labels needed.
     - ``reduce``: how a channel's positions become one value: ``"auto"`` (mean for ``activation``, sum for
       attributions), ``"mean"`` or ``"sum"``.
+    - ``spec``: the unit specification (a layout name, a ``UnitSpec`` or ``{layer: ...}``; default by layout);
+      ``embedding``: token-id inputs start their paths at this module's output (as in ``attribute``);
+      batches that are dicts with ``input_ids`` (a tokenizer's) pass their other entries (``attention_mask``)
+      as keyword arguments, and the mask leaves padding out; ``additional_forward_args`` go to every batch.
     - ``checkpoint``: a file; saved atomically every ``checkpoint_every`` batches and at the end; an existing
       checkpoint of the same scan (same model weights, data, baselines and settings —
       :mod:`unitscope.data.checkpoint`) is resumed, any other is refused.
@@ -123,12 +130,14 @@ def scan(model: nn.Module, loader, layers, *, scores=("activation",), target=Non
     settings = dict(layers=[str(x) if isinstance(x, str) else type(x).__name__ for x in
                             ([layers] if isinstance(layers, (str, nn.Module)) else layers)],
                     scores=methods, target=_target_repr(target), by=by, top_k=top_k, num_classes=num_classes,
-                    reduce=how, n_steps=n_steps, method=method, world_size=world)
+                    reduce=how, n_steps=n_steps, method=method, world_size=world,
+                    spec=None if spec is None else repr(spec), embedding=None if embedding is None else str(embedding))
     if extra is not None:
         settings["extra"] = extra.settings()
     acc = Accumulators(methods, how, top_k, by, num_classes, target, extra)
     attribute_kwargs = dict(baselines=baselines, n_steps=n_steps, method=method,
-                            internal_batch_size=internal_batch_size)
+                            internal_batch_size=internal_batch_size, spec=spec, embedding=embedding,
+                            additional_forward_args=additional_forward_args)
     done = resumed_from = 0
     ck_path = fp = None
     failed, batches, plan = None, iter(()), None

@@ -18,7 +18,7 @@ from ..core.errors import UnitscopeError
 from ..core.sites import resolve
 from ..core.state import analysis_mode
 from .generators import LayerEncoder, PixelEncoder
-from .objectives import channel, element
+from .objectives import Acts, channel, element
 
 __all__ = ["Constraint", "InverseSet", "InverseSetWarning", "evaluate", "diversity"]
 
@@ -135,10 +135,12 @@ class _Problem:
         for c in self.constraints:
             t = acts[c.layer]
             if isinstance(c.unit, int):
-                n = t.shape[1] if t.dim() > 1 else 0
+                spec = acts.specs.get(c.layer)
+                n = (spec.n_units(tuple(t.shape), c.layer) if spec is not None else t.shape[1]) if t.dim() > 1 else 0
+                word = {"tokens": "neuron", "heads": "head"}.get(getattr(spec, "layout", ""), "channel")
                 if not 0 <= c.unit < n:
-                    raise UnitscopeError(f"channel {c.unit} out of range for layer {c.layer!r}", layer=c.layer,
-                                         shape=tuple(t.shape[1:]), hint=f"channels are 0 … {n - 1}")
+                    raise UnitscopeError(f"{word} {c.unit} out of range for layer {c.layer!r}", layer=c.layer,
+                                         shape=tuple(t.shape[1:]), hint=f"{word}s are 0 … {n - 1}")
             else:
                 shape = tuple(t.shape[1:])
                 if len(c.unit) != len(shape) or any(not -s <= i < s for i, s in zip(c.unit, shape)):
@@ -153,7 +155,9 @@ class _Problem:
         rec = Recorder(self.sites, stop_when_done=True)
         with rec.active():
             self.model(x)
-        acts = {s.name: rec.parts[s.name][0] for s in self.sites}
+        acts = Acts.recorded(self.model, self.sites, {s.name: rec.parts[s.name][0] for s in self.sites},
+                             getattr(self, "specs", None))
+        self.specs = acts.specs
         if not self.checked:
             self._check_units(acts)
         f = torch.stack([o(acts) for o in self.objectives], 1)

@@ -27,7 +27,7 @@ from tqdm.auto import tqdm
 from ..core.capture import Recorder, hooked
 from ..core.errors import UnitscopeError
 from ..core.faults import model_errors
-from .objectives import Objective, _means, channel, independent
+from .objectives import Acts, Objective, channel, independent, unit_values
 from .params import Augment, make_param
 from ..core.sites import resolve
 from ..core.state import analysis_mode
@@ -89,7 +89,7 @@ def _forward_acts(model, sites, x, redirect: bool = False) -> dict:
     rec = Recorder(sites, stop_when_done=True)
     with hooked(forward=_redirect_hooks(sites) if redirect else None), rec.active():
         model(x)
-    return {s.name: rec.parts[s.name][0] for s in sites}
+    return Acts.recorded(model, sites, {s.name: rec.parts[s.name][0] for s in sites})
 
 
 def _first_forward(model, sites, x, shape, redirect):
@@ -157,15 +157,15 @@ def maximize(model: nn.Module, objective: Objective, *, batch: int, shape: tuple
     return Maximized(images.cpu(), trace, final, activation_trace=watched)
 
 
-def _run(model, layer, units, kind, *, shape, **kw) -> Maximized:
+def _run(model, layer, units, kind, *, shape, spec=None, **kw) -> Maximized:
     (site,) = resolve(model, [layer])
     units = torch.as_tensor([units] if isinstance(units, int) else list(units)).long()
     if units.dim() != 1 or units.numel() == 0:
-        raise UnitscopeError("units: a channel index or a non-empty list of them", layer=site.name)
-    obj = channel(site.name, units) if kind == "am" else independent(site.name, units)
-    r = maximize(model, obj, batch=len(units), shape=shape, watch=channel(site.name, units), **kw)
+        raise UnitscopeError("units: a unit index (a channel, a neuron) or a non-empty list of them", layer=site.name)
+    obj = channel(site.name, units, spec=spec) if kind == "am" else independent(site.name, units, spec=spec)
+    r = maximize(model, obj, batch=len(units), shape=shape, watch=channel(site.name, units, spec=spec), **kw)
     with analysis_mode(model), torch.no_grad():
-        acts = _means(_forward_acts(model, [site], r.images.to(_device(model)))[site.name]).cpu()
+        acts = unit_values(_forward_acts(model, [site], r.images.to(_device(model))), site.name, spec).cpu()
     r.layer, r.units, r.activations = site.name, units, acts
     return r
 
@@ -173,7 +173,8 @@ def _run(model, layer, units, kind, *, shape, **kw) -> Maximized:
 def activation_maximization(model: nn.Module, layer, units, *, shape: tuple, **kw) -> Maximized:
     """AM images for ``units`` (channels) of ``layer``, rendered together (one batch row per unit).
 
-    Keywords as for :func:`maximize` (``param``, ``value_range``, ``steps``, ``lr``, ``augment``, ``seed``).
+    Keywords as for :func:`maximize` (``param``, ``value_range``, ``steps``, ``lr``, ``augment``, ``seed``);
+    ``spec``: the unit specification (default by the layer's layout, :mod:`unitscope.core.units`).
     """
     return _run(model, layer, units, "am", shape=shape, **kw)
 

@@ -12,8 +12,10 @@
 
 An objective maps ``{layer: activations [B, ...]}`` to one value per batch row ``[B]``; ``layers`` says which
 activations it reads. Objectives combine with ``+``, ``-``, ``*`` and ``/`` (with each other or with numbers).
-Units: an ``int`` (or a per-row tensor of ints) is a channel (dim 1), averaged over the remaining dims (space,
-tokens); a tuple is one element of the per-example output.
+Units follow the unit specification (:mod:`unitscope.core.units`): an ``int`` (or a per-row tensor of ints) is
+a unit of the layer's layout — a conv channel averaged over space, a transformer neuron averaged over tokens, a
+head —, by the ``spec`` given to the objective or else the one recorded with the activations (:class:`Acts`,
+from the module that produced them), else channels (dim 1); a tuple is one element of the per-example output.
 """
 
 from __future__ import annotations
@@ -24,8 +26,22 @@ from typing import Callable
 import torch
 
 from ..core.errors import UnitscopeError
+from ..core.units import UnitSpec, layer_specs, resolve_units
 
-__all__ = ["Objective", "channel", "element", "independent"]
+__all__ = ["Objective", "Acts", "channel", "element", "independent", "unit_values"]
+
+
+class Acts(dict):
+    """``{layer: activations [B, ...]}`` with each layer's :class:`UnitSpec` in ``specs``."""
+
+    def __init__(self, values: dict, specs: dict | None = None):
+        super().__init__(values)
+        self.specs = dict(specs or {})
+
+    @classmethod
+    def recorded(cls, model, sites, values: dict, specs: dict | None = None) -> "Acts":
+        """The activations of ``sites`` with the specs their modules call for (``specs`` reused when given)."""
+        return cls(values, specs if specs is not None else layer_specs(model, sites, values))
 
 
 class Objective:
@@ -83,6 +99,17 @@ def _means(t: torch.Tensor) -> torch.Tensor:
     return t if t.dim() == 2 else t.flatten(2).mean(2)
 
 
+def unit_values(acts: dict, layer: str, spec=None) -> torch.Tensor:
+    """``[B, U]``: each unit's activation (the spec's reduction, else the mean over the other dims)."""
+    t = acts[layer]
+    sp = spec if spec is not None else getattr(acts, "specs", {}).get(layer)
+    if sp is None:
+        return _means(t) if torch.is_tensor(t) and t.dim() >= 2 else t
+    if not isinstance(sp, UnitSpec):
+        sp = resolve_units(sp, name=layer, shape=tuple(t.shape))
+    return sp.per_unit(t, sp.reduce or "mean", layer=layer)
+
+
 def _rows(idx, b: int, n: int, layer: str) -> torch.Tensor:
     """Unit index per batch row, checked against the ``n`` units of ``layer``."""
     idx = torch.as_tensor(idx).long()
@@ -91,7 +118,7 @@ def _rows(idx, b: int, n: int, layer: str) -> torch.Tensor:
                              batch=b)
     if idx.numel() and (int(idx.min()) < 0 or int(idx.max()) >= n):
         raise UnitscopeError(f"unit out of range for layer {layer!r}", layer=layer, units=n,
-                             asked=sorted(set(idx.flatten().tolist()))[:10], hint=f"channels are 0 … {n - 1}")
+                             asked=sorted(set(idx.flatten().tolist()))[:10], hint=f"units are 0 … {n - 1}")
     return idx.expand(b) if idx.dim() == 0 else idx
 
 
@@ -99,14 +126,17 @@ def _label(unit) -> str:
     return str(unit) if isinstance(unit, int) else "rows"
 
 
-def channel(layer: str, unit) -> Objective:
-    """Mean activation of channel ``unit`` (an int, or one per batch row).
+def channel(layer: str, unit, *, spec=None) -> Objective:
+    """Mean activation of unit ``unit`` (an int, or one per batch row): a channel averaged over space, a
+    transformer neuron averaged over tokens (``spec`` chooses; see the module docstring).
 
     >>> channel("c", 1)({"c": torch.arange(8.0).view(1, 2, 2, 2)}).tolist()   # channel 1 averaged over space
     [5.5]
+    >>> channel("mlp", 2, spec="tokens")({"mlp": torch.arange(8.0).view(1, 2, 4)}).tolist()   # neuron 2 over 2 tokens
+    [4.0]
     """
     def fn(acts):
-        m = _means(acts[layer])
+        m = unit_values(acts, layer, spec)
         return m.gather(1, _rows(unit, m.shape[0], m.shape[1], layer).to(m.device).view(-1, 1)).squeeze(1)
     return Objective(fn, (layer,), f"{layer}:{_label(unit)}")
 
@@ -128,14 +158,14 @@ def element(layer: str, index: tuple) -> Objective:
     return Objective(fn, (layer,), f"{layer}{list(index)}")
 
 
-def independent(layer: str, unit) -> Objective:
+def independent(layer: str, unit, *, spec=None) -> Objective:
     """Independent activation: ``a_i − mean_{j≠i} a_j`` over the channels of the same layer (channel means).
 
     >>> independent("fc", 0)({"fc": torch.tensor([[4.0, 1.0, 3.0]])}).tolist()   # 4 − (1 + 3) / 2
     [2.0]
     """
     def fn(acts):
-        m = _means(acts[layer])
+        m = unit_values(acts, layer, spec)
         a = m.gather(1, _rows(unit, m.shape[0], m.shape[1], layer).to(m.device).view(-1, 1)).squeeze(1)
         return a - (m.sum(1) - a) / max(m.shape[1] - 1, 1)
     return Objective(fn, (layer,), f"independent {layer}:{_label(unit)}")

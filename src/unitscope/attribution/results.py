@@ -144,7 +144,7 @@ class Scores(Mapping):
             return tuple(_per_channel(t) for t in v)
         return _per_channel(v)
 
-    def spec(self, layer, spec=None) -> UnitSpec:
+    def unit_spec(self, layer, *, spec=None) -> UnitSpec:
         """The unit specification of ``layer``: ``spec`` if given (a layout name or a ``UnitSpec``), else the
         one chosen when the scores were computed (by the layer's layout)."""
         if spec is not None:
@@ -165,7 +165,7 @@ class Scores(Mapping):
         >>> s.per_unit("mlp").tolist()       # 4 neurons, summed over the 2 real tokens
         [[2.0, 2.0, 2.0, 2.0]]
         """
-        spec = self.spec(layer, spec)
+        spec = self.unit_spec(layer, spec=spec)
         v = self[layer]
         if isinstance(v, tuple):
             v = pick_part(v, spec.part if part is None else part, str(layer))
@@ -187,7 +187,7 @@ class Scores(Mapping):
         flat index into the per-example shape (``numpy.unravel_index`` turns them into tuples).
         """
         v = self[layer]
-        if isinstance(v, tuple) and part is None and self.spec(layer, spec).part is None:
+        if isinstance(v, tuple) and part is None and self.unit_spec(layer, spec=spec).part is None:
             raise UnitscopeError("layer has a tuple output; pick a part first (part=0, 1, …)", layer=str(layer))
         if channels is True:
             flat = _per_channel(pick_part(v, part, str(layer)))
@@ -221,7 +221,7 @@ class Scores(Mapping):
             parts = value if isinstance(value, tuple) else (value,)
             for pi, t in enumerate(parts):
                 if per_unit:
-                    sp = self.spec(name, spec)
+                    sp = self.unit_spec(name, spec=spec)
                     t = sp.per_unit(t, sp.how(self.score), mask=self.mask, layer=name)
                 elif per_channel:
                     t = _per_channel(t)

@@ -229,7 +229,7 @@ def _layer_output(model, batch, site, spec=None) -> torch.Tensor:
     return _parts(captured["y"], first if hasattr(first, "part") else None, site.name)[0]
 
 
-def _forward_with_layer(model, batch, site, ex, example, layer_rows, tgt):
+def _forward_with_layer(model, batch, site, ex, example, layer_rows, tgt, spec=None):
     """F of the rows whose ``site`` output is ``layer_rows``; inputs fed once per example when possible."""
     def expand(module, args, out):
         return _parts(out, spec, site.name)[1](layer_rows)

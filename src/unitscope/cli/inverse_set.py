@@ -1,5 +1,6 @@
 """``unitscope inverse-set MODEL --layer … --unit … --range A B``: diverse inputs whose unit activation lies in
-``[A, B]`` (augmented-Lagrangian sampling through an FFT image generator)."""
+``[A, B]`` (augmented-Lagrangian sampling through the model's generator — the digits VAE for the digits models — or an
+FFT image parameterization)."""
 
 from __future__ import annotations
 
@@ -10,6 +11,8 @@ import torch
 from ..core.errors import UnitscopeError
 from .options import add, add_common, finish, lazy, seed_everything, write_json
 from .visualize import image_shape, show_images
+
+DIGITS_MODELS = ("digits-cnn", "digits-vgg", "digits-mlp")  # zoo models whose inputs the digits VAE generates
 
 NAME = "inverse-set"
 HELP = "diverse inputs whose unit activation lies in [A, B]"
@@ -22,6 +25,9 @@ def add_arguments(p) -> None:
     p.add_argument("--n", type=int, default=32, help="samples wanted (default %(default)s)")
     p.add_argument("--encoder", choices=["pixels", "early"], default="pixels",
                    help="distances between samples in pixel space or on the model's early block")
+    p.add_argument("--generator", choices=["auto", "fft"], default="auto",
+                   help="auto: the zoo model's own generator where it has one (the digits VAE for the digits "
+                        "models), else an FFT image parameterization; fft: always the FFT one")
     add(p, "shape")
     add_common(p, out="unitscope-out/inverse-set")
 
@@ -37,13 +43,19 @@ def run(args) -> dict:
     seed_everything(args.seed)
     loaded = load_model(args.model, args.device)
     loaded.require_hooks()
-    shape = image_shape(loaded, args)
-    generator = generators.FFTImageGenerator(shape, value_range=loaded.value_range)
+    if args.generator == "auto" and args.model in DIGITS_MODELS:
+        from ..zoo.digits_vae import digits_generator
+
+        generator, generator_name = digits_generator(), "the digits VAE's decoder"
+    else:
+        generator = generators.FFTImageGenerator(image_shape(loaded, args), value_range=loaded.value_range)
+        generator_name = "an FFT image parameterization"
     encoder = generators.early_block(loaded.model) if args.encoder == "early" else None
     result = inverse.sample_inverse_set(loaded.model, (args.layer, args.unit, a, b), generator, encoder=encoder,
                                         n_samples=args.n, n_seeds=min(args.n, 16), seed=args.seed, progress=True)
     os.makedirs(args.out, exist_ok=True)
-    summary = {"model": args.model, "layer": args.layer, "unit": args.unit, "range": [a, b], **result.summary()}
+    summary = {"model": args.model, "layer": args.layer, "unit": args.unit, "range": [a, b],
+               "generator": generator_name, **result.summary()}
     if result.report:
         summary["report"] = result.report
     if len(result):

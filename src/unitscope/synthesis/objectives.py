@@ -117,8 +117,10 @@ def _rows(idx, b: int, n: int, layer: str) -> torch.Tensor:
         raise UnitscopeError("give one unit, or one unit per batch row", layer=layer, units=tuple(idx.shape),
                              batch=b)
     if idx.numel() and (int(idx.min()) < 0 or int(idx.max()) >= n):
-        raise UnitscopeError(f"unit out of range for layer {layer!r}", layer=layer, units=n,
-                             asked=sorted(set(idx.flatten().tolist()))[:10], hint=f"units are 0 … {n - 1}")
+        bad = sorted(u for u in set(idx.flatten().tolist()) if not 0 <= u < n)
+        shown = ", ".join(map(str, bad[:10])) + (f", … ({len(bad)} in all)" if len(bad) > 10 else "")
+        raise UnitscopeError(f"units {shown} are out of range for layer {layer!r}", layer=layer, units=n,
+                             hint=f"its units are 0 … {n - 1}")
     return idx.expand(b) if idx.dim() == 0 else idx
 
 

@@ -1,0 +1,260 @@
+"""Per-unit accuracy of conductance against evaluations per example: ours (adaptive default, Gauss–Legendre) vs
+Captum's LayerConductance, side by side in one run; the error bars' coverage; the cost of one evaluation.
+
+    python bench/accuracy.py --quick            # small: 1 photo, 2 blocks, 4 sentences, 1,024-point reference
+    python bench/accuracy.py --device cuda      # full: 4,096-point reference, blocks.0–6, 16 sentences
+
+Error of a unit = |estimate − reference| / (the layer's largest |unit| in the reference), for the reference's
+top-10 units (channels of conv layers, neurons summed over tokens for MiniLM) of every example and layer.
+The reference is our adaptive rule at 4,096 (quick: 1,024) evaluations with ``rtol=1e-9`` — a different,
+far more refined estimate of the same integral. The last line is a JSON object.
+"""
+
+from __future__ import annotations
+
+import argparse
+import json
+import os
+import time
+import warnings
+
+import numpy as np
+import torch
+import torch.nn as nn
+
+import unitscope as us
+from unitscope.attribution import paths
+from unitscope.attribution.engine import integrate
+from unitscope.attribution.estimates import reduce_units
+from unitscope.core.inputs import make_target, prepare
+from unitscope.core.sites import resolve
+from unitscope.core.state import analysis_mode
+
+SENTENCES = ["a gripping , beautifully acted film", "not good at all", "the plot is thin and the jokes fall flat",
+             "an utterly charming , funny movie", "it is not bad , just forgettable", "a waste of two hours",
+             "smart , moving and never dull", "i did not like the ending", "one of the best films of the year",
+             "boring from start to finish", "the cast is wonderful", "not a single laugh",
+             "a minor but pleasant surprise", "it never finds its footing", "sharp writing and a great score",
+             "painfully slow and pretentious"]
+
+
+def _units(t: torch.Tensor) -> torch.Tensor:
+    return reduce_units(t.double())
+
+
+def _errors(est: torch.Tensor, ref: torch.Tensor, k: int = 10) -> np.ndarray:
+    """[N, k] relative errors of the reference's top-k units."""
+    e, r = _units(est), _units(ref)
+    idx = r.abs().topk(min(k, r.shape[1]), dim=1).indices
+    scale = r.abs().amax(1, keepdim=True).clamp_min(1e-30)
+    return ((e - r).abs().gather(1, idx) / scale).numpy()
+
+
+def _case(name, model, x, layers, *, baselines, extra, steps, ref_steps, ibs, captum_steps):
+    from captum.attr import LayerConductance
+
+    kw = dict(baselines=baselines, target=0, additional_forward_args=extra, gap_warning=None, progress=False,
+              internal_batch_size=ibs)
+    t0 = time.perf_counter()
+    ref = us.conductance(model, x, layers, n_steps=ref_steps, rtol=1e-9, **kw)
+    out = {"reference_evals": int(ref.n_evals.max()), "reference_s": time.perf_counter() - t0, "curves": {},
+           "ok": {layer: bool(ref.ok[layer]) for layer in layers}}
+    curves = {"ours (adaptive)": {}, "ours (gausslegendre)": {}, "captum": {}}
+    cover, ratios = [], []
+    for n in steps:
+        s = us.conductance(model, x, layers, n_steps=n, **kw)
+        errs = [_errors(s[layer], ref[layer]) for layer in layers]
+        curves["ours (adaptive)"][n] = (float(np.mean(s.n_evals.numpy())), float(max(e.max() for e in errs)))
+        for layer in layers:
+            r = _units(ref[layer])
+            idx = r.abs().topk(min(10, r.shape[1]), dim=1).indices
+            true = (_units(s[layer]) - r).abs().gather(1, idx)
+            est = s.unit_error[layer].double().gather(1, idx)
+            floor = 1e-4 * r.abs().amax(1, keepdim=True)  # the reference's own resolution
+            cover.append(((true <= 3 * est + floor) & (est <= 3 * true + floor)).numpy().ravel())
+            ratios.append((est / true.clamp_min(1e-30)).numpy().ravel())
+        if n <= 64:
+            g = us.conductance(model, x, layers, n_steps=n, method="gausslegendre", **kw)
+            curves["ours (gausslegendre)"][n] = (float(g.n_evals.max()),
+                                                 float(max(_errors(g[layer], ref[layer]).max() for layer in layers)))
+    for n in captum_steps:
+        worst = 0.0
+        for layer in layers:
+            lc = LayerConductance(model, model.get_submodule(layer))
+            c = lc.attribute(x, baselines=baselines, target=0, additional_forward_args=extra, n_steps=n,
+                             internal_batch_size=ibs).detach()
+            worst = max(worst, float(_errors(c, ref[layer]).max()))
+        curves["captum"][n] = (n + 1, worst)  # LayerConductance evaluates n + 1 nodes
+    out["curves"] = curves
+    out["coverage"] = float(np.concatenate(cover).mean())
+    out["est_over_true_median"] = float(np.median(np.concatenate(ratios)))
+    print(f"\n{name}: layers {layers}; reference {out['reference_evals']} evaluations "
+          f"({out['reference_s']:.0f} s); reference ok: {out['ok']}")
+    for label, c in curves.items():
+        print(f"  {label:<22}" + "  ".join(f"{ev:6.0f} ev: {100 * err:7.3f}%" for ev, err in c.values()))
+    print(f"  error bars within a factor 3 of the true error: {100 * out['coverage']:.0f}% of top-10 units "
+          f"(median estimate/true {out['est_over_true_median']:.2f})")
+    return out
+
+
+def _evals_for(curve: dict, target: float = 0.01):
+    hit = [ev for ev, err in curve.values() if err <= target]
+    return min(hit) if hit else max(ev for ev, _ in curve.values()) + 1
+
+
+def _cost_per_eval(model, x, layer, device, n=32, repeats=2):
+    """Seconds per evaluation: the values-only trapezoid of consecutive nodes (what the engine did before), the
+    adaptive default, and Gauss–Legendre with dy/dα by forward-mode autodiff."""
+    sites = resolve(model, [layer])
+    batch = prepare(x, None, None, device=device)
+    times = {}
+    with analysis_mode(model):
+        out = model(x)
+        tgt = make_target(None, x.shape[0], out)
+        alphas, weights = paths.path_nodes("gausslegendre", n)
+        for label, fn in (
+                ("trapezoid", lambda: integrate(model, batch, tgt, sites, alphas, weights, conductance="trapezoid")),
+                ("gausslegendre_jvp", lambda: integrate(model, batch, tgt, sites, alphas, weights,
+                                                        conductance="jvp"))):
+            best = min(_timed(fn) for _ in range(repeats))
+            times[label] = best / alphas.numel()
+    best, evals = None, None
+    for _ in range(repeats):
+        t0 = time.perf_counter()
+        s = us.conductance(model, x, [layer], n_steps=n + 2, gap_warning=None, progress=False)
+        dt = time.perf_counter() - t0
+        if best is None or dt < best:
+            best, evals = dt, float(s.n_evals.float().mean())
+    times["adaptive"] = best / evals
+    return times
+
+
+def _timed(fn):
+    t0 = time.perf_counter()
+    fn()
+    return time.perf_counter() - t0
+
+
+class _LogOdds(nn.Module):
+    def __init__(self, m):
+        super().__init__()
+        self.m = m
+
+    def forward(self, emb, mask):
+        from unitscope.zoo.minilm import log_odds
+        return log_odds(self.m(emb, mask)).unsqueeze(1)
+
+
+def main(argv=None):
+    p = argparse.ArgumentParser(description=__doc__.split("\n\n")[0])
+    p.add_argument("--device", default="cpu")
+    p.add_argument("--quick", action="store_true")
+    p.add_argument("--out", default=os.path.join(os.path.dirname(__file__), "results"))
+    args = p.parse_args(argv)
+    torch.manual_seed(0)
+    warnings.simplefilter("ignore", us.CompletenessWarning)
+    q = args.quick
+    ref_steps = 1024 if q else 4096
+    steps = (16, 32, 64, 128) if q else (16, 32, 64, 128, 256, 512)
+    captum_steps = (16, 64, 256) if q else (16, 32, 64, 128, 256, 512)
+    print(f"accuracy bench ({'quick' if q else 'full'}): reference = adaptive at {ref_steps} evaluations per example"
+          f"{' (quick mode: 1,024, not 4,096)' if q else ''}; device {args.device}; torch threads "
+          f"{torch.get_num_threads()}")
+    t_all = time.perf_counter()
+    results = {}
+
+    from unitscope.zoo import efficientnet_lite0, photos
+    eff = efficientnet_lite0(args.device)
+    names = ["cat"] if q else list(photos())
+    imgs = torch.stack([eff.preprocess(im) for im in photos(names).values()]).to(args.device)
+    with torch.no_grad():
+        cls = eff.model(imgs).argmax(1)
+
+    # a fixed class per row: Captum expands examples × steps example-major; ours too
+    class _Fixed(nn.Module):
+        def __init__(self, m, c):
+            super().__init__()
+            self.m, self.c = m, c
+
+        def forward(self, x):
+            return self.m(x)[:, int(self.c):int(self.c) + 1]
+
+    blocks = ["m.blocks.1", "m.blocks.3"] if q else [f"m.blocks.{i}" for i in range(7)]
+    eff_runs = []
+    for i in range(imgs.shape[0]):
+        net = _Fixed(eff.model, cls[i]).eval()
+        eff_runs.append(_case(f"EfficientNet-Lite0 {names[i]}", net, imgs[i:i + 1], blocks, baselines=None,
+                              extra=None, steps=steps, ref_steps=ref_steps, ibs=32, captum_steps=captum_steps))
+    results["effnet"] = _merge(eff_runs)
+    cost = _cost_per_eval(eff.model, imgs[:1], "blocks.3", args.device)
+
+    from unitscope.zoo.minilm import OnEmbeddings, minilm, mlp_layers
+    base = minilm()
+    torch.manual_seed(0)
+    lm = _LogOdds(OnEmbeddings(base.bert, nn.Linear(384, 2)).eval()).eval().to(args.device)
+    sents = SENTENCES[:4] if q else SENTENCES
+    enc = base.encode(sents)
+    layers = ["m." + n for n in (mlp_layers()[:2] if q else mlp_layers())]
+    results["minilm"] = _case("MiniLM MLP", lm, enc.embeddings.to(args.device), layers,
+                              baselines=enc.baselines.to(args.device), extra=(enc.attention_mask.to(args.device),),
+                              steps=steps, ref_steps=ref_steps, ibs=64, captum_steps=captum_steps)
+
+    import timm
+    torch.manual_seed(0)
+    cnx = _Fixed(timm.create_model("convnext_atto", pretrained=False).eval(), 0).to(args.device).eval()
+    xc = torch.randn(2, 3, 64, 64, device=args.device)
+    results["convnext"] = _case("convnext_atto (random weights, zero baseline)", cnx, xc, ["m.stages.1"],
+                                baselines=None, extra=None, steps=steps, ref_steps=ref_steps, ibs=128,
+                                captum_steps=captum_steps)
+
+    summary = {
+        "evals_for_1pct": {k: {"ours": _evals_for(v["curves"]["ours (adaptive)"]),
+                               "captum": _evals_for(v["curves"]["captum"])} for k, v in results.items()},
+        "error_bound_coverage": float(np.mean([results[k]["coverage"] for k in ("effnet", "minilm")])),
+        "error_bound_coverage_per_model": {k: v["coverage"] for k, v in results.items()},
+        "cost_per_eval_ratio": cost["adaptive"] / cost["trapezoid"],
+        "cost_per_eval_ratio_gausslegendre_jvp": cost["gausslegendre_jvp"] / cost["trapezoid"],
+        "seconds_per_eval": cost,
+        "convnext_reference_ok": results["convnext"]["ok"],
+        "curves": {k: v["curves"] for k, v in results.items()},
+        "quick": q, "reference_evals": ref_steps, "total_s": time.perf_counter() - t_all,
+        "torch": torch.__version__,
+    }
+    os.makedirs(args.out, exist_ok=True)
+    fig = _figure(results, os.path.join(args.out, f"accuracy{'_quick' if q else ''}.png"))
+    summary["figure"] = fig
+    print(f"\nevaluations per example for 1 % on all top-10 units: {summary['evals_for_1pct']}")
+    print(f"cost per evaluation vs the values-only trapezoid: adaptive ×{summary['cost_per_eval_ratio']:.2f}, "
+          f"Gauss–Legendre with forward-mode dy/dα ×{summary['cost_per_eval_ratio_gausslegendre_jvp']:.2f}")
+    print(json.dumps(summary))
+
+
+def _merge(runs):
+    curves = {}
+    for label in runs[0]["curves"]:
+        curves[label] = {n: (float(np.mean([r["curves"][label][n][0] for r in runs])),
+                             float(max(r["curves"][label][n][1] for r in runs))) for n in runs[0]["curves"][label]}
+    return {"curves": curves, "coverage": float(np.mean([r["coverage"] for r in runs])),
+            "ok": {k: all(r["ok"][k] for r in runs) for k in runs[0]["ok"]}}
+
+
+def _figure(results, path):
+    from unitscope.report.figures import plt, save_figure
+
+    fig, axes = plt.subplots(1, len(results), figsize=(4 * len(results), 3.2), squeeze=False)
+    for ax, (name, r) in zip(axes[0], results.items()):
+        for label, c in r["curves"].items():
+            if c:
+                ev, err = zip(*c.values())
+                ax.loglog(ev, np.maximum(err, 1e-7), "o-", label=label)
+        ax.axhline(0.01, color="gray", lw=0.8, ls="--")
+        ax.set_title(name, fontsize=9)
+        ax.set_xlabel("evaluations per example", fontsize=8)
+        ax.set_ylabel("worst top-10 unit error / largest |unit|", fontsize=7)
+        ax.legend(fontsize=6)
+    fig.tight_layout()
+    return save_figure(fig, path)
+
+
+if __name__ == "__main__":
+    main()

@@ -150,9 +150,10 @@ def ablation_scores(model: nn.Module, inputs, layer, *, units=None, target=None,
     batch = prepare(inputs, None, additional_forward_args, device=_device(model), allow_ids=True)
     n = batch.n
     with analysis_mode(model), torch.no_grad():
-        out_x = _outputs_at_x(model, batch, None)
+        everyone = torch.arange(n)
+        out_x = batch.call(model, batch.path_rows(everyone, torch.ones(n, dtype=torch.float64)), everyone)
         tgt = make_target(target, n, out_x)
-        base = tgt(out_x, torch.arange(n))
+        base = tgt(out_x, everyone)
         y = _layer_output(model, batch, site, spec)
         sp = _spec(model, site, spec, y)
         shape = tuple(y.shape[1:])

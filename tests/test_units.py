@@ -66,3 +66,22 @@ def test_conv_channels_and_a_scan_over_batches_of_different_lengths():
     s = us.activation(conv, torch.randn(2, 3, 6, 6), ["1"])
     torch.testing.assert_close(s.per_unit("1"), s["1"].mean((2, 3)))
     assert s.unit_spec("1").layout == "channels"
+
+
+def test_resnet18_shared_relu_has_one_site_per_call():
+    torchvision = pytest.importorskip("torchvision")
+    torch.manual_seed(0)
+    model = torchvision.models.resnet18(num_classes=5).eval()
+    x = torch.randn(2, 3, 32, 32)
+    names = us.layer_names(model, inputs=x)
+    assert "layer1.0.relu@0" in names and "layer1.0.relu@1" in names and "layer1.0.relu" not in names
+    assert "relu" in names and "layer1.0.conv1" in names
+    with pytest.raises(us.UnitscopeError, match="'layer1.0.relu@0', 'layer1.0.relu@1'"):
+        us.activation(model, x, ["layer1.0.relu"])
+    s = us.conductance(model, x, ["layer1.0.relu@0", "layer1.0.relu@1", "layer1.0.bn2"], target=1, n_steps=32,
+                       gap_warning=None)
+    a = us.activation(model, x, ["layer1.0.relu@0", "layer1.0.bn1"])
+    torch.testing.assert_close(a["layer1.0.relu@0"], a["layer1.0.bn1"].clamp_min(0))
+    # layer1.0.relu@1 (the block's output) is a cut: its units' conductances add up to F(x) − F(x')
+    assert float(s.relative_delta("layer1.0.relu@1").max()) < 2e-2
+    assert s.per_unit("layer1.0.relu@1").shape == (2, 64)

@@ -22,7 +22,7 @@ from .attribution.results import Scores
 from .data.scan import ScanResult, scan
 from .attribution.scores import activation, attribute, conductance, grad_x_activation, internal_influence
 from .data.scan import class_selectivity
-from .core.sites import layer_names
+from .core.capture import layer_names
 from .synthesis import objectives
 
 __version__ = "0.1.0"

@@ -21,8 +21,10 @@ import torch.nn as nn
 
 from .errors import UnitscopeError
 from .sites import Site
+from .sites import layer_names as site_names
+from .state import analysis_mode
 
-__all__ = ["hooked", "Recorder"]
+__all__ = ["hooked", "Recorder", "layer_names", "call_counts"]
 
 
 @contextmanager
@@ -119,20 +121,34 @@ class Recorder:
             raise _StopForward  # everything asked for is recorded: the rest of the model need not run
         return rebuild(passed)
 
-    def _forward_hook(self, site):
-        return lambda module, args, output: self._record(site, output)
+    def _record_call(self, group, value):
+        """Record ``value`` for the sites of one module: a plain site at every call, ``NAME@K`` at call K."""
+        key = (id(group[0].module), group[0].use_input)
+        k = self.module_calls[key]
+        self.module_calls[key] += 1
+        for site in group:
+            if site.call is None or site.call == k:
+                value = self._record(site, value)
+        return value
 
-    def _pre_hook(self, site):
+    def _forward_hook(self, group):
+        return lambda module, args, output: self._record_call(group, output)
+
+    def _pre_hook(self, group):
         def hook(module, args):
             if len(args) == 1:
-                return (self._record(site, args[0]),)
-            return self._record(site, args)
+                return (self._record_call(group, args[0]),)
+            return self._record_call(group, args)
         return hook
 
     @contextmanager
     def active(self):
-        forward = {s.module: self._forward_hook(s) for s in self.sites if not s.use_input}
-        pre = {s.module: self._pre_hook(s) for s in self.sites if s.use_input}
+        groups: dict = {}
+        for s in self.sites:
+            groups.setdefault((s.module, s.use_input), []).append(s)
+        forward = {m: self._forward_hook(g) for (m, use_input), g in groups.items() if not use_input}
+        pre = {m: self._pre_hook(g) for (m, use_input), g in groups.items() if use_input}
+        self.module_calls = Counter()
         with hooked(forward, pre):
             try:
                 yield self
@@ -144,8 +160,55 @@ class Recorder:
         for s in self.sites:
             n = self.calls[s.name]
             if n == 0:
+                ran = self.module_calls[(id(s.module), s.use_input)] if s.call is not None else 0
                 raise UnitscopeError(f"layer {s.name!r} did not run in the model's forward pass", layer=s.name,
-                                     hint="pick a layer that forward() calls")
+                                     hint=(f"its module ran {ran} times: calls are @0 … @{ran - 1}" if ran else
+                                           "pick a layer that forward() calls"))
             if n > 1:
+                calls = ", ".join(repr(f"{s.name}@{i}") for i in range(n))
                 raise UnitscopeError(f"layer {s.name!r} ran {n} times in one forward pass, so its units are "
-                                     "ambiguous", layer=s.name, hint="score a module that runs once per pass")
+                                     "ambiguous", layer=s.name, hint=f"name one call: {calls}")
+
+
+def layer_names(model: nn.Module, *, inputs=None) -> list[str]:
+    """Every addressable layer name (the root module, named ``""``, is left out).
+
+    With example ``inputs`` (a tensor or a tuple; one forward pass is recorded, without gradients), a module that
+    runs several times per pass is listed once per call, ``NAME@0``, ``NAME@1``, … (a module that does not run
+    is still listed).
+
+    >>> import torch, torch.nn as nn
+    >>> relu = nn.ReLU()
+    >>> net = nn.Sequential(nn.Linear(2, 2), relu, nn.Linear(2, 2), relu)
+    >>> layer_names(net, inputs=torch.ones(1, 2))
+    ['0', '1@0', '1@1', '2']
+    """
+    names = site_names(model)
+    if inputs is None:
+        return names
+    counts = call_counts(model, inputs)
+    out = []
+    for name in names:
+        k = counts.get(name, 0)
+        out.extend([f"{name}@{i}" for i in range(k)] if k > 1 else [name])
+    return out
+
+
+def call_counts(model: nn.Module, inputs) -> dict:
+    """``{name: calls}`` of every sub-module in one forward pass on ``inputs`` (no gradients; the model untouched)."""
+    counts: dict = {}
+    modules = [(n, m) for n, m in model.named_modules() if n]
+    seen: dict = {}
+    for n, m in modules:
+        seen.setdefault(id(m), n)  # a module registered under two names counts under its first
+
+    def counter(name):
+        def hook(module, args, out):
+            counts[name] = counts.get(name, 0) + 1
+        return hook
+
+    xs = inputs if isinstance(inputs, tuple) else (inputs,)
+    unique = {m: counter(seen[id(m)]) for n, m in modules if seen[id(m)] == n}
+    with analysis_mode(model), torch.no_grad(), hooked(forward=unique):
+        model(*xs)
+    return counts

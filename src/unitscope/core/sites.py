@@ -25,15 +25,18 @@ __all__ = ["Site", "resolve", "layer_names"]
 
 @dataclass(frozen=True)
 class Site:
-    """One layer to read: its dotted name, the module, and whether its input (not output) is meant."""
+    """One layer to read: its dotted name, the module, whether its input (not output) is meant, and — for a module
+    called several times in one forward pass — which call (``NAME@K``: ``call=K``, counting from 0)."""
 
     name: str
     module: nn.Module
     use_input: bool = False
+    call: int | None = None
 
 
 def layer_names(model: nn.Module) -> list[str]:
-    """Every addressable layer name (the root module, named ``""``, is left out)."""
+    """Every addressable layer name (the root module, named ``""``, is left out); with example inputs,
+    :func:`unitscope.core.capture.layer_names` lists a module called several times once per call."""
     return [name for name, _ in model.named_modules() if name]
 
 
@@ -56,6 +59,13 @@ def resolve(model: nn.Module, layers, *, use_input: bool = False) -> list[Site]:
     by_id = {id(m): name for name, m in model.named_modules()}
     sites: list[Site] = []
     for layer in layers:
+        if isinstance(layer, str) and layer not in by_name and "@" in layer:
+            base, _, k = layer.rpartition("@")
+            if base in by_name and base and k.isdigit():
+                site = Site(layer, by_name[base], use_input, int(k))
+                if site not in sites:
+                    sites.append(site)
+                continue
         if isinstance(layer, str):
             if layer not in by_name or layer == "":
                 close = ", ".join(repr(c) for c in closest_names(model, layer))

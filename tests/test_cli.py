@@ -237,7 +237,8 @@ def test_scan_takes_any_model_and_data_the_other_commands_take(capsys, tmp_path)
                            "--scores", "activation", "conductance", "--n-steps", "4", "--top-k", "3",
                            "--out", str(tmp_path / "scan"))
     assert rc == 0, err
-    summary = json.loads(out.strip().splitlines()[-1])
+    assert out.startswith("scanned 10 examples of ")  # a short summary for a person, the JSON in a file
+    summary = json.loads((tmp_path / "scan" / "scan.json").read_text())
     assert summary["examples"] == 10 and summary["scores"] == ["activation", "conductance"]
     assert (tmp_path / "scan" / "units.csv").exists()  # no labels: tables, no selectivity, no grids
     rc, _, err = run_cli(capsys, "scan", "test_cli:tiny_net", str(tmp_path / "x.pt"), "--target", "label",

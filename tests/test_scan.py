@@ -257,8 +257,9 @@ def test_errors_name_what_is_wrong():
 def test_command_line_writes_tables_grids_and_summary(tmp_path, capsys):
     summary = scan_main(["digits-cnn", "digits", "--quick", "--out", str(tmp_path), "--top-k", "5",
                          "--grid-units", "4"])
-    last = capsys.readouterr().out.strip().splitlines()[-1]
-    assert json.loads(last)["examples"] == summary["examples"] == 360
+    printed = capsys.readouterr().out
+    assert "scanned 360 examples of digits with digits-cnn" in printed and "features.relu2 · activation" in printed
+    assert json.loads((tmp_path / "scan.json").read_text())["examples"] == summary["examples"] == 360
     for f in summary["files"]:
         assert (tmp_path / f).exists(), f
     assert json.loads((tmp_path / "scan.json").read_text())["layers"] == ["features.relu2", "classifier.relu"]

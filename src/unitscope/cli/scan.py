@@ -151,7 +151,7 @@ def build_parser(prog: str = "python -m unitscope.cli.scan") -> Parser:
 
 def scan_main(argv=None) -> dict:
     """``python -m unitscope.cli.scan MODEL DATA --layers … --out DIR``; under ``torchrun`` every process takes its
-    shard and rank 0 writes. Prints the summary as one JSON object on its last line."""
+    shard and rank 0 writes. Prints a short summary for a person; the whole one, as JSON, goes to ``OUT/scan.json``."""
     return run(build_parser().parse_args(argv))
 
 
@@ -174,8 +174,29 @@ def run(args) -> dict:
                 import torch.distributed as tdist
                 tdist.destroy_process_group()
     if rank == 0:
-        print(json.dumps(summary, default=float))
+        print(describe(summary, args.out))
     return summary
+
+
+def describe(summary: dict, out) -> str:
+    """What a person reads after a scan: what was scanned, per layer and score the mean and the most selective unit,
+    and where the files are (the whole summary is in ``OUT/scan.json``)."""
+    world, rate = summary["world_size"], summary["examples_per_second"]
+    lines = [f"scanned {summary['examples']:,} examples of {summary['data']} with {summary['model']} "
+             f"({world} process{'es' if world > 1 else ''}, {summary['seconds']:.1f} s"
+             + (f", {rate:,.0f} examples/s" if rate else "") + ")"]
+    if summary["resumed_from_batch"]:
+        lines.append(f"resumed from batch {summary['resumed_from_batch']} of a checkpoint")
+    for row in summary["per_layer"]:
+        if row.get("its_class") is not None:
+            best = (f"most selective unit {row['most_selective_unit']} (prefers class {row['its_class']}); mean "
+                    f"selectivity {row['mean_selectivity']:.2f} over the {row['selectivity_defined_units']} units "
+                    f"where it is defined")
+        else:
+            best = f"highest mean: unit {row['highest_mean_unit']} (no labels, so no selectivity)"
+        lines.append(f"  {row['layer']} · {row['method']}: {row['units']} units, mean {row['mean']:.3g}; {best}")
+    lines.append(f"files in {out}: {', '.join(summary['files'])} (the whole summary: {os.path.join(out, 'scan.json')})")
+    return "\n".join(lines)
 
 
 def _run(args, group, ranks) -> dict:

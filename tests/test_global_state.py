@@ -24,7 +24,9 @@ from unitscope.core.state import process_snapshot
 from unitscope.synthesis.generators import FFTImageGenerator
 
 # third-party imports that change process state themselves, done before anything is measured: sympy adds a warning
-# filter when torch first imports it (lazily, inside the first FFT-parameterized maximization)
+# filter when torch first imports it (lazily, inside the first FFT-parameterized maximization); scikit-learn's first
+# import (through the digits data) adds warning filters and draws on Python's RNG
+import sklearn.datasets  # noqa: E402,F401
 import sympy  # noqa: E402,F401
 
 ROOT = Path(__file__).resolve().parents[1]

@@ -16,6 +16,8 @@ MODEL is one of
   export with a dynamic batch dimension to score more than the example batch);
 * a TorchScript file (``torch.jit.save``): its layers are listed, but TorchScript modules cannot be hooked, so
   scores need a ``torch.export`` file or the Python model;
+* ``hf:FOLDER`` — a ``transformers`` classifier or causal LM and its tokenizer saved with ``save_pretrained``
+  (loaded with ``local_files_only``; a ``.txt`` of sentences is tokenized; paths start at the token embedding).
 * ``package.module:factory`` — a callable that returns an ``nn.Module`` (or an object with a ``.model``).
 
 INPUTS is a zoo data name (``digits``, ``photos``, ``reviews``), a ``.pt`` / ``.npy`` tensor (batch first),
@@ -198,11 +200,33 @@ def _factory_model(spec: str, device) -> Loaded:
     return Loaded(model.to(device), spec, "factory")
 
 
+def _hf_model(folder: str, device) -> Loaded:
+    """A ``transformers`` model and its tokenizer from a local folder (``local_files_only``)."""
+    from .hf import load_hf
+
+    model, tokenizer, embedding = load_hf(folder, device)
+    encode = None
+    if tokenizer is not None:
+        if tokenizer.pad_token_id is None and tokenizer.eos_token is not None:
+            tokenizer.pad_token = tokenizer.eos_token
+
+        def encode(sentences):
+            enc = tokenizer(list(sentences), padding=True, return_tensors="pt")
+            return enc["input_ids"], [tokenizer.convert_ids_to_tokens(row[m.bool()]) for row, m in
+                                      zip(enc["input_ids"], enc["attention_mask"])]
+
+    example = encode(["a fine film ."])[0] if encode is not None else None
+    return Loaded(model, f"hf:{folder}", "factory", encode_text=encode, example=example,
+                  extra={"embedding": embedding})
+
+
 def load_model(spec: str, device: str | torch.device = "cpu") -> Loaded:
     """A zoo name, a ``torch.export``/TorchScript file, or ``package.module:factory`` → :class:`Loaded`."""
     device = check_device(device)
     if spec in ZOO_MODELS:
         return _zoo_model(spec, device)
+    if spec.startswith("hf:"):
+        return _hf_model(spec[3:], device)
     path = Path(spec)
     if path.is_file():
         return _file_model(path, device)

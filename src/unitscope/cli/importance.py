@@ -70,7 +70,8 @@ def run(args) -> dict:
     loaded.require_hooks()
     inputs = load_inputs(args.data, loaded, limit=args.limit)
     x = inputs.x.to(args.device)
-    if not x.is_floating_point():
+    embedding = loaded.extra.get("embedding")  # token ids (hf:FOLDER): paths start at the embedding's output
+    if not x.is_floating_point() and embedding is None:
         raise UnitscopeError("inputs must be floating point", dtype=str(x.dtype))
     check_forward(loaded.model, x[:1])
     layers = args.layers
@@ -82,7 +83,7 @@ def run(args) -> dict:
     target = resolve_target(args.target, inputs.labels)
     results = attribute(loaded.model, x, layers, scores=args.scores, target=target, n_steps=args.n_steps,
                         method=args.method, internal_batch_size=args.internal_batch_size, gap_warning=None,
-                        progress=True)
+                        progress=True, embedding=embedding)
     import pandas as pd
 
     frame = pd.concat([s.to_frame(per_channel=not args.per_unit) for s in results.values()], ignore_index=True)

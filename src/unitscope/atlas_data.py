@@ -20,14 +20,17 @@ from .data.histograms import Histograms
 __all__ = ["Source", "UnitAccumulator", "unit_values", "units_of_layer"]
 
 
-def unit_values(t: torch.Tensor, how: str = "mean") -> torch.Tensor:
-    """``[N, *layer]`` → ``[N, U]``: the atlas's unit rule (a channel: dim 1, the mean — or sum — over the rest).
+def unit_values(t: torch.Tensor, how: str = "mean", *, spec=None) -> torch.Tensor:
+    """``[N, *layer]`` → ``[N, U]``: the atlas's unit rule — ``spec`` (a :class:`unitscope.core.units.UnitSpec`,
+    e.g. the layer's default) or, without one, a channel: dim 1, the mean (or sum) over the rest.
 
     The one place where the atlas decides what a unit is.
 
     >>> unit_values(torch.arange(8.0).view(1, 2, 4)).tolist()
     [[1.5, 5.5]]
     """
+    if spec is not None:
+        return spec.per_unit(t, how)
     if t.dim() == 2:
         return t
     if t.dim() == 1:

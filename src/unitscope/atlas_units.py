@@ -35,8 +35,16 @@ def layer_vectors(model: nn.Module, layer: str, x: torch.Tensor, batch: int = 51
             rec = Recorder([site], stop_when_done=True)
             with rec.active():
                 model(x[i:i + batch].to(_device(model)))
-            out.append(unit_values(rec.parts[site.name][0]).float().cpu())
+            t = rec.parts[site.name][0]
+            out.append(unit_values(t, spec=layer_spec(model, site, t)).float().cpu())
     return torch.cat(out) if out else torch.empty(0, 0)
+
+
+def layer_spec(model, site, t):
+    """The layer's default unit specification (:mod:`unitscope.core.units`), as the scan uses it."""
+    from .core.units import default_spec
+
+    return default_spec(model, site.name, site.module, tuple(t.shape))
 
 
 def _cos(a: torch.Tensor, b: torch.Tensor) -> torch.Tensor:

@@ -61,6 +61,11 @@ def _ablate(net, x, y):
         net(x)
 
 
+def _relative_unit_error(net, x):
+    s = us.conductance(net, x, ["1"], target=0, n_steps=4)
+    return us.relative_unit_error(s["1"], s.unit_error["1"])
+
+
 CALLS = {
     "conductance": lambda net, x, y: us.conductance(net, x, ["1"], target=0, n_steps=4),
     "internal_influence": lambda net, x, y: us.internal_influence(net, x, ["1"], target=0, n_steps=4),
@@ -89,6 +94,7 @@ CALLS = {
     "atlas": lambda net, x, y: us.atlas(net, (x, y), layers=["1"], top_k=2, share_k=1, bins=8, n_steps=4,
                                         synthesize=False, progress=False),
     "layer_names": lambda net, x, y: us.layer_names(net),
+    "relative_unit_error": lambda net, x, y: _relative_unit_error(net, x),
 }
 
 

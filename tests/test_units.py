@@ -10,9 +10,11 @@ from unitscope.core.units import UnitSpec
 transformers = pytest.importorskip("transformers")
 
 
-def tiny_gpt2():
+def tiny_gpt2(eager: bool = False):
     torch.manual_seed(0)
     cfg = transformers.GPT2Config(n_layer=2, n_embd=16, n_head=2, n_positions=16, vocab_size=50)
+    if eager:  # fixed rules need forward-mode autodiff, which CPU flash attention lacks
+        cfg._attn_implementation = "eager"
     return transformers.GPT2LMHeadModel(cfg).eval()
 
 
@@ -85,3 +87,31 @@ def test_resnet18_shared_relu_has_one_site_per_call():
     # layer1.0.relu@1 (the block's output) is a cut: its units' conductances add up to F(x) − F(x')
     assert float(s.relative_delta("layer1.0.relu@1").max()) < 2e-2
     assert s.per_unit("layer1.0.relu@1").shape == (2, 64)
+
+
+def test_per_input_conductance_sums_to_layer_conductance_on_gpt2_and_lstm():
+    model = tiny_gpt2(eager=True)
+    ids = torch.randint(0, 50, (2, 4))
+    layer, target = "transformer.h.1.mlp.act", ("logits", -1, 3)
+    kw = dict(embedding="transformer.wte", target=target, n_steps=48, method="riemann_trapezoid")
+    per_input = us.neuron_conductance(model, ids, layer=layer, units=[0, 5, 63], **kw)  # [N, U, T, D]
+    assert per_input.shape == (2, 3, 4, 16)
+    total = us.conductance(model, ids, [layer], gap_warning=None, **kw).per_unit(layer)[:, [0, 5, 63]]
+    torch.testing.assert_close(per_input.sum((2, 3)), total, rtol=2e-2, atol=2e-4)   # Σ_i Eq. 2 = Eq. 3
+
+    class Tagger(torch.nn.Module):
+        def __init__(self):
+            super().__init__()
+            self.lstm = torch.nn.LSTM(3, 5, batch_first=True)
+            self.out = torch.nn.Linear(5, 2)
+
+        def forward(self, x):
+            return self.out(self.lstm(x)[0][:, -1])
+
+    torch.manual_seed(1)
+    net, x = Tagger(), torch.randn(2, 4, 3)
+    a = us.neuron_conductance(net, x, layer="lstm", units=[1, 4], spec=UnitSpec.tokens(part=0), target=0,
+                              n_steps=64)
+    s = us.conductance(net, x, ["lstm"], gap_warning=None, target=0, n_steps=256)  # adaptive: no forward AD in RNNs
+    want = s.per_unit("lstm", spec=UnitSpec.tokens(part=0))[:, [1, 4]]
+    torch.testing.assert_close(a.sum((2, 3)), want, rtol=2e-2, atol=2e-4)

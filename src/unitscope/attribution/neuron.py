@@ -25,6 +25,7 @@ import torch.nn as nn
 from . import paths
 from ..core.capture import Recorder
 from ..core.errors import UnitscopeError
+from ..core.units import pick_part, resolve_units
 from ..core.faults import is_oom, with_oom_hint
 from ..core.inputs import make_target, prepare
 from .engine import autograd_on, work_dtype
@@ -59,9 +60,13 @@ def _unit_masks(units, shape: tuple, layer: str) -> torch.Tensor:
 def neuron_conductance(model: nn.Module, inputs, layer, units, *, baselines=None, target=None,
                        additional_forward_args=None, n_steps: int = 50, method: str = "gausslegendre",
                        internal_batch_size: int | None = None, unit_batch_size: int | None = 64,
-                       attribute_to_layer_input: bool = False, paired: bool = False):
+                       attribute_to_layer_input: bool = False, paired: bool = False, spec=None, embedding=None):
     """Input attributions through each unit of ``units``: a tensor ``[N, U, *input_shape]`` (a tuple of such
-    tensors for tuple inputs). ``units``: channel ints and/or element tuples of one layer's output.
+    tensors for tuple inputs). ``units``: ints — units of the layer's unit specification (a conv channel, a
+    transformer neuron at every token, a head; ``spec`` to choose, :mod:`unitscope.core.units`) — and/or element
+    tuples of one layer's output. A layer with a tuple output (``nn.LSTM``): ``spec=UnitSpec.tokens(part=0)``
+    picks its tensor by index (default the first). Token ids: ``embedding="NAME"``, and the attributions are
+    over that module's output ``[N, U, T, D]``.
 
     ``paired=True``: ``units[i]`` belongs to example ``i`` only (``len(units) == N``) and the result is
     ``[N, *input_shape]`` — one backward for all pairs, e.g. every unit's own exemplars at once.
@@ -80,7 +85,8 @@ def neuron_conductance(model: nn.Module, inputs, layer, units, *, baselines=None
     alphas, weights = paths.rule(method, n_steps) if method != "adaptive" else (None, None)
     if alphas is None:
         raise UnitscopeError("neuron_conductance needs a fixed rule", hint="use gausslegendre or riemann_*")
-    batch = prepare(inputs, baselines, additional_forward_args, device=_device(model))
+    batch = prepare(inputs, baselines, additional_forward_args, device=_device(model), embedding=embedding,
+                    model=model)
     n, m = batch.n, alphas.numel()
     if paired and len(units) != n:
         raise UnitscopeError("paired=True takes one unit per example", units=len(units), examples=n)
@@ -104,13 +110,12 @@ def neuron_conductance(model: nn.Module, inputs, layer, units, *, baselines=None
                     output = batch.call(model, rows, example)
                 F = tgt(output, example)
                 parts = recorder.parts[site.name]
-                if recorder.is_tuple[site.name]:
-                    raise UnitscopeError("neuron_conductance needs a layer with one output tensor",
-                                         layer=site.name)
-                y = parts[0]
+                part = getattr(spec, "part", None)
+                y = pick_part(tuple(parts), part, site.name) if recorder.is_tuple[site.name] else parts[0]
                 (g,) = torch.autograd.grad(F.sum(), y, retain_graph=True)
                 if masks is None:
-                    masks = _unit_masks(units, tuple(y.shape[1:]), site.name).to(y)
+                    sp = resolve_units(spec, model=model, name=site.name, module=site.module, shape=tuple(y.shape))
+                    masks = sp.unit_masks(units, tuple(y.shape[1:]), site.name).to(y)
                 got = None
                 ub = masks.shape[0] if unit_batch_size is None else max(1, unit_batch_size)
                 if paired:   # row r goes with its example's own unit: one plain backward

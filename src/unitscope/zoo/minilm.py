@@ -215,7 +215,9 @@ def minilm() -> MiniLM:
             hf_logging.set_verbosity_error()
             hf_logging.disable_progress_bar()
             try:
-                bert = AutoModel.from_pretrained(str(path))
+                # eager attention: plain matmul/softmax, which forward-mode autodiff differentiates (the fused SDPA
+                # kernel has no forward-mode derivative, and the Gauss–Legendre rule needs dy/dα)
+                bert = AutoModel.from_pretrained(str(path), attn_implementation="eager")
                 tokenizer = AutoTokenizer.from_pretrained(str(path))
             finally:
                 hf_logging.set_verbosity(verbosity)

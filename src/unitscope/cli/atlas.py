@@ -16,7 +16,7 @@ import time
 import torch
 
 from ..core.errors import UnitscopeError
-from ..core.state import torch_threads, restores_process_state
+from ..core.state import restores_process_state
 
 from .options import Parser, add, add_common, resolve_target, run_command
 
@@ -119,42 +119,34 @@ def atlas_main(argv=None) -> dict:
 def run(args) -> dict:
     """The atlas of ``args`` (parsed by a parser that :func:`add_arguments` built)."""
     from ..atlas import atlas
-    from ..cli.scan import _init_distributed
+    from ..cli.scan import distributed_run
     from ..data.distributed import Ranks
     from ..report.atlas_html import render_atlas, write_atlas_manifest
 
-    with torch_threads(args.threads), torch.random.fork_rng(devices=[]):
-        torch.manual_seed(args.seed)
-        group, started = _init_distributed(args.backend, args.timeout)
-        try:
-            rank = Ranks.of(group).rank
-            got = load_atlas_inputs(args.model, args.data, split=args.split, limit=args.limit)
-            from ..loading import check_device
+    with distributed_run(args) as group:
+        rank = Ranks.of(group).rank
+        got = load_atlas_inputs(args.model, args.data, split=args.split, limit=args.limit)
+        from ..loading import check_device
 
-            got["model"] = got["model"].to(check_device(args.device))
-            layers = args.layers or got["default_layers"]
-            if args.quick and not args.layers:
-                layers = layers[1:2] or layers[:1]
-            target = resolve_target(args.target, "label")
-            t0 = time.perf_counter()
-            a = atlas(got["model"], got["data"], layers=layers, target=target, generator=got["generator"],
-                      value_range=got["value_range"], tokens=got["tokens"], checkpoint=args.checkpoint,
-                      synthesize=False if args.no_synthetic else None, model_name=args.model,
-                      data_name=args.data, group=group, **quick_settings(args))
-            seconds = time.perf_counter() - t0
-            summary = {"model": args.model, "data": args.data, "layers": layers, "units": len(a.units),
-                       "dead": sum(u["dead"] for u in a.units), "seconds": seconds,
-                       "units_per_minute": 60 * len(a.units) / seconds, "stages": a.meta.get("seconds"),
-                       "out": args.out}
-            if rank == 0:
-                a.save(args.out)
-                summary["page"] = str(render_atlas(a, args.out, value_range=got["value_range"]))
-                write_atlas_manifest(a, args.out, quick=args.quick, order=args.order)
-        finally:
-            if started:
-                import torch.distributed as dist
-
-                dist.destroy_process_group()
+        got["model"] = got["model"].to(check_device(args.device))
+        layers = args.layers or got["default_layers"]
+        if args.quick and not args.layers:
+            layers = layers[1:2] or layers[:1]
+        target = resolve_target(args.target, "label")
+        t0 = time.perf_counter()
+        a = atlas(got["model"], got["data"], layers=layers, target=target, generator=got["generator"],
+                  value_range=got["value_range"], tokens=got["tokens"], checkpoint=args.checkpoint,
+                  synthesize=False if args.no_synthetic else None, model_name=args.model,
+                  data_name=args.data, group=group, **quick_settings(args))
+        seconds = time.perf_counter() - t0
+        summary = {"model": args.model, "data": args.data, "layers": layers, "units": len(a.units),
+                   "dead": sum(u["dead"] for u in a.units), "seconds": seconds,
+                   "units_per_minute": 60 * len(a.units) / seconds, "stages": a.meta.get("seconds"),
+                   "out": args.out}
+        if rank == 0:
+            a.save(args.out)
+            summary["page"] = str(render_atlas(a, args.out, value_range=got["value_range"]))
+            write_atlas_manifest(a, args.out, quick=args.quick, order=args.order)
     if rank == 0:
         print(json.dumps(summary, default=float))
     return summary

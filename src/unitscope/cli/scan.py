@@ -13,6 +13,7 @@ import json
 import os
 import sys
 import time
+from contextlib import contextmanager
 from pathlib import Path
 
 import torch
@@ -143,6 +144,23 @@ def _init_distributed(backend: str | None, timeout: float):
     return dist.group.WORLD, True
 
 
+@contextmanager
+def distributed_run(args):
+    """The setting of a scan-like command: ``args.threads`` torch threads, the global RNG forked and seeded with
+    ``args.seed``, and under ``torchrun`` the process group joined (collective timeout ``args.timeout``) and left
+    again. Yields the group (``None`` in one process); everything is restored on the way out, also on error."""
+    with torch_threads(args.threads), torch.random.fork_rng(devices=[]):
+        torch.manual_seed(args.seed)
+        group, started = _init_distributed(args.backend, args.timeout)
+        try:
+            yield group
+        finally:
+            if started:
+                import torch.distributed as dist
+
+                dist.destroy_process_group()
+
+
 def build_parser(prog: str = "python -m unitscope.cli.scan") -> Parser:
     p = Parser(prog=prog, description=HELP)
     add_arguments(p)
@@ -160,19 +178,12 @@ def run(args) -> dict:
     from ..core.files import check_writable
     from ..data.distributed import Ranks
 
-    with torch_threads(args.threads), torch.random.fork_rng(devices=[]):
-        torch.manual_seed(args.seed)
-        group, started_group = _init_distributed(args.backend, args.timeout)
-        try:
-            ranks = Ranks.of(group)
-            rank, world = ranks.rank, ranks.world
-            if rank == 0:
-                check_writable(args.out)  # before any work
-            summary = _run(args, group, ranks)
-        finally:
-            if started_group:
-                import torch.distributed as tdist
-                tdist.destroy_process_group()
+    with distributed_run(args) as group:
+        ranks = Ranks.of(group)
+        rank = ranks.rank
+        if rank == 0:
+            check_writable(args.out)  # before any work
+        summary = _run(args, group, ranks)
     if rank == 0:
         print(describe(summary, args.out))
     return summary

@@ -244,3 +244,17 @@ def test_scan_takes_any_model_and_data_the_other_commands_take(capsys, tmp_path)
     rc, _, err = run_cli(capsys, "scan", "test_cli:tiny_net", str(tmp_path / "x.pt"), "--target", "label",
                          "--out", str(tmp_path / "scan2"))
     assert "--target label needs inputs with labels" in one_line_error(rc, err)
+
+
+def shared_relu_net():
+    """A factory whose one ReLU module runs twice per forward pass (as in torchvision's ResNet blocks)."""
+    torch.manual_seed(0)
+    relu = nn.ReLU()
+    return nn.Sequential(nn.Linear(4, 3), relu, nn.Linear(3, 2), relu)
+
+
+def test_layers_lists_each_call_of_a_shared_module(capsys):
+    rc, out, err = run_cli(capsys, "layers", "test_cli:shared_relu_net", "--shape", "4")
+    assert rc == 0, err
+    rows = {ln.split()[0]: ln for ln in out.splitlines() if ln.strip()}
+    assert "1" not in rows and rows["1@0"].endswith("[3]") and rows["1@1"].endswith("[2]")

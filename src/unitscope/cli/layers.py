@@ -54,19 +54,21 @@ def _output_shapes(loaded, names, device) -> dict:
 
 
 def run(args) -> dict:
-    from ..core.sites import layer_names
+    from ..core.capture import layer_names
     from ..loading import load_model
 
     loaded = load_model(args.model, args.device)
     if args.shape and loaded.hookable:  # the user says the input shape: one example of zeros serves the forward pass
         loaded.example = torch.zeros(1, *args.shape)
-    names = layer_names(loaded.model)
-    shapes = _output_shapes(loaded, names, args.device) if loaded.hookable and loaded.example is not None else {}
+    known = loaded.hookable and loaded.example is not None
+    # with an example input, a module called several times is listed once per call (NAME@0, NAME@1, …)
+    names = layer_names(loaded.model, inputs=loaded.example[:1].to(args.device) if known else None)
+    shapes = _output_shapes(loaded, names, args.device) if known else {}
     modules = dict(loaded.model.named_modules())
     width = max((len(n) for n in names), default=10) + 2
     rows = []
     for n in names:
-        kind = type(modules[n]).__name__
+        kind = type(modules[n.split("@")[0]]).__name__
         rows.append({"layer": n, "type": kind, "output_shape": str(shapes.get(n, "?"))})
         print(f"{n:<{width}} {kind:<22} {shapes.get(n, '?')}")
     if not shapes:

@@ -71,7 +71,7 @@ def test_ablate_values_and_restoration():
 def test_agreement_and_flips_on_a_small_cnn():
     net, x = cnn(65), torch.randn(8, 3, 8, 8)
     df = ablation_agreement(net, x, "7", k=6, n_steps=16)
-    assert set(df.method) == {"conductance", "internal_influence", "grad_x_activation", "activation"}
+    assert set(df.score) == {"conductance", "internal_influence", "grad_x_activation", "activation"}
     assert len(df) == 4 * 8 and df.pearson.between(-1, 1).all()
     # a ReLU layer that feeds a linear head: zeroing a channel removes exactly its term g·y(x), which is its
     # gradient × activation and (with no bias, so y(x') = 0) its conductance
@@ -98,7 +98,7 @@ def test_feature_selection_returns_accuracies():
     net = mlp(66)
     x, y = torch.randn(120, 5), torch.randint(0, 4, (120,))
     df = feature_selection(net, x, y, x, y, "3", [[0, 1, 2]], ks=(2, 4), n_steps=8, random_repeats=2)
-    assert set(df.method) == {"conductance", "internal_influence", "grad_x_activation", "activation", "random"}
+    assert set(df.score) == {"conductance", "internal_influence", "grad_x_activation", "activation", "random"}
     assert df.accuracy.between(0, 1).all() and len(df) == 5 * 2
 
 

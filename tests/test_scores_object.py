@@ -21,7 +21,7 @@ def test_per_channel_top_and_frame():
     assert torch.equal(top_abs.values.abs(), pc.abs().topk(3, dim=1).values)
     frame = s.to_frame()
     assert len(frame) == 2 * (12 * 8 * 8 + 12 * 4 * 4)
-    assert set(frame.columns) >= {"method", "layer", "example", "unit", "channel", "value", "delta"}
+    assert set(frame.columns) >= {"score", "layer", "example", "unit", "channel", "value", "delta"}
     by_channel = s.to_frame(per_channel=True)
     row = by_channel[(by_channel.layer == "3") & (by_channel.example == 1) & (by_channel.unit == 5)]
     assert float(row.value.iloc[0]) == pytest.approx(float(pc[1, 5]), rel=1e-6)

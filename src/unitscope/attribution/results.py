@@ -230,7 +230,7 @@ class Scores(Mapping):
                 u = flat.shape[1]
                 unit_shape = tuple(t.shape[1:])
                 cols = {
-                    "method": self.score,
+                    "score": self.score,
                     "layer": name,
                     "example": np.repeat(np.arange(n), u),
                     "unit": np.tile(np.arange(u), n),

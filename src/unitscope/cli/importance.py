@@ -38,10 +38,10 @@ def importance_figure(frame, layer: str, path: str, *, top: int = 20) -> str:
     from ..report.figures import plt, save_figure
 
     sub = frame[frame["layer"] == layer]
-    scores = list(dict.fromkeys(sub["method"]))
+    scores = list(dict.fromkeys(sub["score"]))
     fig, axes = plt.subplots(1, len(scores), figsize=(3.4 * len(scores), 3.2), squeeze=False)
     for ax, m in zip(axes[0], scores):
-        mean = sub[sub["method"] == m].groupby("channel")["value"].mean()
+        mean = sub[sub["score"] == m].groupby("channel")["value"].mean()
         best = mean.abs().sort_values(ascending=False).index[:top]
         vals = mean.loc[best]
         ax.bar(range(len(vals)), vals.values, color=["tab:blue" if v >= 0 else "tab:red" for v in vals.values])

@@ -138,7 +138,7 @@ class ScanResult:
                 top = self.top(name, score=m)
                 sel = self.selectivity(name, score=m, warn=False) if self.class_counts is not None else None
                 for u in range(mean.numel()):
-                    row = {"method": m, "layer": name, "unit": u, "count": self.count, "mean": float(mean[u]),
+                    row = {"score": m, "layer": name, "unit": u, "count": self.count, "mean": float(mean[u]),
                            "std": float(std[u]),
                            "top_examples": " ".join(str(int(i)) for i in top.indices[u]),
                            "top_values": " ".join(f"{float(v):.6g}" for v in top.values[u])}

@@ -33,7 +33,7 @@ def ablation_agreement(model, inputs, layer, *, scores=SCORES, k: int = 10, n_st
     >>> import torch, torch.nn as nn
     >>> net = nn.Sequential(nn.Linear(4, 16), nn.ReLU(), nn.Linear(16, 3))
     >>> df = ablation_agreement(net, torch.randn(6, 4), "1", k=5)
-    >>> {"example", "method", "pearson"} <= set(df.columns), len(df)
+    >>> {"example", "score", "pearson"} <= set(df.columns), len(df)
     (True, 24)
     """
     if isinstance(scores, str) or not isinstance(scores, dict):
@@ -50,14 +50,14 @@ def ablation_agreement(model, inputs, layer, *, scores=SCORES, k: int = 10, n_st
         for i in range(ch.shape[0]):
             a, b = ch[i, top[i]].numpy(), abl[i, top[i]].numpy()
             r = float(stats.pearsonr(a, b)[0]) if np.std(a) > 0 and np.std(b) > 0 else float("nan")
-            rows.append({"example": i, "method": m, "pearson": r, "top_units": top[i].tolist(),
-                         "method_scores": a.tolist(), "ablation_scores": b.tolist()})
+            rows.append({"example": i, "score": m, "pearson": r, "top_units": top[i].tolist(),
+                         "scores": a.tolist(), "ablation_scores": b.tolist()})
     return pd.DataFrame(rows)
 
 
 def summarize_agreement(df: pd.DataFrame) -> pd.DataFrame:
     """Mean and quartiles of the per-input Pearson correlation, one row per method."""
-    g = df.groupby("method", sort=False)["pearson"]
+    g = df.groupby("score", sort=False)["pearson"]
     return pd.DataFrame({"mean": g.mean(), "q25": g.quantile(0.25), "median": g.median(), "q75": g.quantile(0.75),
                          "n": g.count()})
 

@@ -9,10 +9,27 @@ prints the summary as the last line and returns ``result.value``.
 
 from __future__ import annotations
 
+import argparse
 import json
 from dataclasses import dataclass, fields
 
-__all__ = ["Config", "Result", "finish"]
+__all__ = ["Config", "Result", "finish", "study_parser"]
+
+
+def study_parser(name: str, doc: str | None, *, quick: str, seed: str | None = None) -> argparse.ArgumentParser:
+    """The command line every study shares: ``--quick`` (``quick`` says what it shrinks), ``--out`` (default
+    ``unitscope-out/NAME``) and ``--seed``; a study adds its own options to the parser it gets back.
+
+    >>> p = study_parser("demo", "A study.", quick="one example")
+    >>> a = p.parse_args(["--quick"]); (a.quick, a.out, a.seed)
+    (True, 'unitscope-out/demo', 0)
+    """
+    p = argparse.ArgumentParser(prog=f"python -m unitscope.studies.{name}", description=doc,
+                                formatter_class=argparse.RawDescriptionHelpFormatter)
+    p.add_argument("--quick", action="store_true", help=quick)
+    p.add_argument("--out", default=f"unitscope-out/{name}", help="the results folder (default: %(default)s)")
+    p.add_argument("--seed", type=int, default=0, help=seed or "the seed of every random draw (default: 0)")
+    return p
 
 
 @dataclass

@@ -7,7 +7,6 @@ Writes CSV and Markdown tables and scatter plots to ``--out``; the last line pri
 
 from __future__ import annotations
 
-import argparse
 import json
 import os
 import time
@@ -22,7 +21,7 @@ from .agreement import ablation_agreement, flip_counts, summarize_agreement, sum
 from .selection import feature_selection
 from .tables import write_table
 from ..core.state import restores_process_state
-from .common import Config, Result, finish
+from .common import Config, Result, finish, study_parser
 
 PAPER_PEARSON = {"inception": {"conductance": 0.79, "internal_influence": 0.49, "activation": 0.07,
                                "grad_x_activation": 0.92},
@@ -43,11 +42,11 @@ def scatter(df: pd.DataFrame, path: str, title: str) -> str:
     """Method score vs ablation score of every (input, top unit) pair, one panel per method."""
     from ..report.figures import plt, save_figure
 
-    methods = list(dict.fromkeys(df["method"]))
+    methods = list(dict.fromkeys(df["score"]))
     fig, axes = plt.subplots(1, len(methods), figsize=(3.2 * len(methods), 3.0), squeeze=False)
     for ax, m in zip(axes[0], methods):
-        sub = df[df["method"] == m]
-        xs = np.concatenate(sub["method_scores"].to_list())
+        sub = df[df["score"] == m]
+        xs = np.concatenate(sub["scores"].to_list())
         ys = np.concatenate(sub["ablation_scores"].to_list())
         ax.scatter(xs, ys, s=4, alpha=0.4)
         ax.set_title(f"{m}\nmean r = {sub['pearson'].mean():.2f}", fontsize=8)
@@ -86,10 +85,8 @@ def run_model(name, model, x, layer, out, *, k=10, n_steps=50, max_units=None, e
 
 @restores_process_state
 def main(argv=None) -> dict:
-    p = argparse.ArgumentParser(prog="python -m unitscope.studies.evaluation", description=__doc__)
-    p.add_argument("--quick", action="store_true", help="40 test digits, 12 path points, 480 training digits for feature selection; digits CNN only")
-    p.add_argument("--out", default="unitscope-out/evaluation")
-    p.add_argument("--seed", type=int, default=0)
+    p = study_parser("evaluation", __doc__,
+                     quick="40 test digits, 12 path points, 480 training digits for feature selection; digits CNN only")
     args = p.parse_args(argv)
     return finish(run(Config.from_args(args)))
 
@@ -134,8 +131,8 @@ def run(config: Config) -> Result:
          f"({len(label_sets)} label sets, {n_train} training digits)")
     fs = feature_selection(cnn, train.x[:n_train], train.y[:n_train], test.x, test.y, "features.relu4", label_sets,
                            n_steps=8 if config.quick else 20)
-    table = fs.pivot_table(index=["labels", "method"], columns="k", values="accuracy")
-    mean = fs.groupby(["method", "k"])["accuracy"].mean().unstack("k")
+    table = fs.pivot_table(index=["labels", "score"], columns="k", values="accuracy")
+    mean = fs.groupby(["score", "k"])["accuracy"].mean().unstack("k")
     _write(table, config.out, "feature_selection_by_set")
     _write(mean, config.out, "feature_selection_mean")
     print("feature selection (digits CNN, features.relu4), mean accuracy over label sets:")

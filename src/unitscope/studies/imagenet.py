@@ -9,7 +9,6 @@ through each of the top filters (Eq. 2) drawn as pixel pictures. The last line p
 
 from __future__ import annotations
 
-import argparse
 import json
 import os
 
@@ -20,7 +19,7 @@ from ..core.progress import note
 from ..report.figures import pixel_pictures, save_figure
 from ..attribution.scores import conductance
 from ..core.state import restores_process_state
-from .common import Config, Result, finish
+from .common import Config, Result, finish, study_parser
 
 BLOCKS = [f"blocks.{i}" for i in range(7)]
 
@@ -61,12 +60,10 @@ def analyse_photo(net, name, image, out, *, n_steps=128, top=10, neuron_steps=32
 
 @restores_process_state
 def main(argv=None) -> dict:
-    p = argparse.ArgumentParser(prog="python -m unitscope.studies.imagenet", description=__doc__)
-    p.add_argument("--quick", action="store_true",
-                   help="the cat photo only, 32 adaptive path points, 8 steps for the pixel pictures (full: all six "
-                        "photos, 128 and 32)")
-    p.add_argument("--out", default="unitscope-out/imagenet")
-    p.add_argument("--seed", type=int, default=0, help="accepted for the study contract (nothing here is random)")
+    p = study_parser("imagenet", __doc__,
+                     quick="the cat photo only, 32 adaptive path points, 8 steps for the pixel pictures (full: all six "
+                           "photos, 128 and 32)",
+                     seed="accepted for the study contract (nothing here is random)")
     args = p.parse_args(argv)
     return finish(run(Config.from_args(args)))
 

@@ -13,7 +13,6 @@ as JSON.
 
 from __future__ import annotations
 
-import argparse
 import json
 import math
 import os
@@ -27,7 +26,7 @@ import torch
 from ..synthesis.inverse import InverseSetWarning, diversity, langevin_sampler, penalized_am, sample_inverse_set
 from ..core.progress import note
 from ..core.state import torch_threads, restores_process_state
-from .common import Config, Result, finish
+from .common import Config, Result, finish, study_parser
 from .tables import write_table
 
 LOGIT = ("classifier.fc2", 3)
@@ -76,10 +75,7 @@ def _spread_pick(r, cols: int):
 
 @restores_process_state
 def main(argv=None) -> dict:
-    p = argparse.ArgumentParser(prog="python -m unitscope.studies.inverse", description=__doc__)
-    p.add_argument("--quick", action="store_true", help="fewer samples per band and per method")
-    p.add_argument("--out", default="unitscope-out/inverse")
-    p.add_argument("--seed", type=int, default=0)
+    p = study_parser("inverse", __doc__, quick="fewer samples per band and per method")
     args = p.parse_args(argv)
     return finish(run(Config.from_args(args)))
 

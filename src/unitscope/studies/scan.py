@@ -9,14 +9,13 @@ is printed as the last line. Several processes: run ``torchrun … -m unitscope.
 
 from __future__ import annotations
 
-import argparse
 import json
 import os
 
 from ..cli.scan import scan_main
 from ..core.progress import note
 from ..core.state import restores_process_state
-from .common import Config, Result, finish
+from .common import Config, Result, finish, study_parser
 
 __all__ = ["main"]
 
@@ -25,11 +24,7 @@ SCANS = {"digits": ["digits-cnn", "digits"], "sentiment": ["sentiment-cnn", "rev
 
 @restores_process_state
 def main(argv=None) -> dict:
-    p = argparse.ArgumentParser(prog="python -m unitscope.studies.scan", description=__doc__,
-                                formatter_class=argparse.RawDescriptionHelpFormatter)
-    p.add_argument("--quick", action="store_true", help="test splits only, two layers, 8 path points")
-    p.add_argument("--out", default="unitscope-out/scan")
-    p.add_argument("--seed", type=int, default=0)
+    p = study_parser("scan", __doc__, quick="test splits only, two layers, 8 path points")
     args = p.parse_args(argv)
     return finish(run(Config.from_args(args)))
 
@@ -62,7 +57,7 @@ def _mark_dead(folder: str) -> tuple[int, int]:
     import pandas as pd
 
     df = pd.read_csv(os.path.join(folder, "units.csv"))
-    act = df[df.method == "activation"]
+    act = df[df.score == "activation"]
     dead_keys = set(zip(act.layer[(act["mean"] == 0) & (act["std"] == 0)],
                         act.unit[(act["mean"] == 0) & (act["std"] == 0)]))
     df.insert(3, "dead", [(lay, u) in dead_keys for lay, u in zip(df.layer, df.unit)])

@@ -56,7 +56,7 @@ def feature_selection(model, train_x, train_y, test_x, test_y, layer, label_sets
     >>> net = nn.Sequential(nn.Linear(4, 12), nn.ReLU(), nn.Linear(12, 3))
     >>> x, y = torch.randn(60, 4), torch.randint(0, 3, (60,))
     >>> df = feature_selection(net, x, y, x, y, "1", [[0, 1]], ks=(2,), scores=["activation"])
-    >>> sorted(df.method.unique())
+    >>> sorted(df.score.unique())
     ['activation', 'random']
     """
     train_y, test_y = torch.as_tensor(train_y), torch.as_tensor(test_y)
@@ -89,6 +89,6 @@ def feature_selection(model, train_x, train_y, test_x, test_y, layer, label_sets
                 clf.fit(f_train[tr][:, cols], train_y.numpy()[tr])
                 accs.setdefault(m, []).append(float(clf.score(f_test[te][:, cols], test_y.numpy()[te])))
             for m, a in accs.items():
-                rows.append({"label_set": set_id, "labels": "".join(map(str, labels)), "method": m, "k": k,
+                rows.append({"label_set": set_id, "labels": "".join(map(str, labels)), "score": m, "k": k,
                              "accuracy": float(np.mean(a))})
     return pd.DataFrame(rows)

@@ -116,7 +116,7 @@ def agreement(net, sentences, *, k: int = 10, n_steps: int = 50, batch: int = 10
             abl[idx] = ablation_scores(net.model, emb, LAYER)
             gaps[idx] = scores["conductance"].relative_delta(LAYER)
             bar.update(len(idx))
-    df = pd.concat(frames, ignore_index=True).sort_values(["method", "example"], kind="stable")
+    df = pd.concat(frames, ignore_index=True).sort_values(["score", "example"], kind="stable")
     df["sentence"] = [sentences[i] for i in df["example"]]
     return df.reset_index(drop=True), abl, gaps
 

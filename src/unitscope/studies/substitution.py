@@ -28,7 +28,6 @@ summary as JSON, with ``spearman_by_layer`` (model → layer → {"iam": ρ, "am
 
 from __future__ import annotations
 
-import argparse
 import json
 import math
 import os
@@ -44,7 +43,7 @@ from ..synthesis.maximize import activation_maximization, independent_am, repres
 from ..data.scan import class_selectivity
 from ..core.progress import note
 from ..core.state import analysis_mode, restores_process_state
-from .common import Config, Result, finish
+from .common import Config, Result, finish, study_parser
 from .substitution_figures import ORDERS, ablation_figure, depth_figure, picture_figure, scatter_figure, spearman
 from .tables import write_table
 
@@ -250,14 +249,10 @@ class SubstitutionConfig(Config):
 
 @restores_process_state
 def main(argv=None) -> dict:
-    p = argparse.ArgumentParser(prog="python -m unitscope.studies.substitution", description=__doc__,
-                                formatter_class=argparse.RawDescriptionHelpFormatter)
-    p.add_argument("--quick", action="store_true",
-                   help="16 live units per layer (full: all, at most 512), 24 optimization steps (full 128), "
-                        "5 ablation points on 100 test digits (full 11 on all 360), 1 random order (full 5), "
-                        "one picture grid per model, a small EfficientNet picture")
-    p.add_argument("--out", default="unitscope-out/substitution")
-    p.add_argument("--seed", type=int, default=0)
+    p = study_parser("substitution", __doc__,
+                     quick="16 live units per layer (full: all, at most 512), 24 optimization steps (full 128), "
+                           "5 ablation points on 100 test digits (full 11 on all 360), 1 random order (full 5), "
+                           "one picture grid per model, a small EfficientNet picture")
     p.add_argument("--threads", type=int, default=1, help="torch threads (default 1)")
     p.add_argument("--no-efficientnet", action="store_true", help="skip the EfficientNet-Lite0 pictures")
     args = p.parse_args(argv)

@@ -211,7 +211,9 @@ class Scores(Mapping):
 
     def to_frame(self, *, per_unit: bool = False, per_channel: bool = False, spec=None):
         """A tidy ``pandas.DataFrame``: one row per example × element — or, with ``per_unit``, per example × unit
-        of the unit specification (``per_channel``: per channel) — with the completeness gap."""
+        of the unit specification (``per_channel``: per channel) — with the completeness gap. Columns: ``score``,
+        ``layer``, ``example``, ``unit`` (the flat index over the layer's per-example shape, row-major: for a conv layer
+        ``c·H·W + h·W + w``), ``channel`` (its first coordinate), ``value``, ``delta``."""
         import numpy as np
         import pandas as pd
 

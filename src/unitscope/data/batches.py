@@ -10,22 +10,36 @@
 - a sequence of batches (``len`` and indexing, e.g. a list, or a lazy object that encodes a batch when indexed):
   rank ``r`` indexes only its own batches; example indices are positions in the stream (in a list they are counted
   from the batches' sizes, in other sequences every batch but the last must hold the same number of examples);
-- any other iterable (a generator, a ``DataLoader`` over an ``IterableDataset``): it can only be read in order, so
-  under several ranks every rank reads every batch and keeps its own (a warning says so; give a sequence instead).
+- a ``DataLoader`` over an ``IterableDataset`` (automatic batching, ``num_workers=0``, no ``drop_last``): under
+  several ranks, rank ``r`` of ``w`` keeps the stream's **examples** ``r, r + w, r + 2w, …`` *before* anything is done
+  with them — the loader's ``collate_fn`` (where tokenizers and transforms usually run), ``pin_memory`` and the model
+  see only this rank's examples; it batches them ``batch_size`` at a time. Example indices stay positions in the
+  stream (example ``j`` of rank ``r`` is ``j·w + r``), so the result equals one process's. What the dataset must
+  allow: every rank's ``iter(dataset)`` yields the same examples in the same order (a fixed file list, no unseeded
+  shuffling). Work that the dataset's own ``__iter__`` does per example (reading, decoding) is still done on every
+  rank for every example, unless the dataset skips at the source: give it a method ``iter_shard(index,
+  num_shards)`` returning an iterator over its examples ``index, index + num_shards, …`` only (what
+  ``itertools.islice(iter(self), index, None, num_shards)`` yields, without producing the others); the scan then
+  calls that instead of ``iter``. Under one rank the loader is read as it is;
+- any other iterable (a generator, a ``DataLoader`` over an ``IterableDataset`` that yields whole batches
+  — ``batch_size=None`` —, has ``num_workers > 0`` or ``drop_last``): it can only be read in order, so under several
+  ranks every rank reads every batch and keeps its own (a warning says so; give a sequence instead).
 """
 
 from __future__ import annotations
 
+import itertools
 import warnings
 from collections.abc import Iterator, Sequence
 from dataclasses import dataclass
 from typing import Callable
 
 import torch
+import torch.utils.data
 
 from ..core.errors import UnitscopeError
 
-__all__ = ["split_batch", "plan_batches", "Plan"]
+__all__ = ["split_batch", "plan_batches", "shard_examples", "Plan"]
 
 
 def split_batch(batch):
@@ -126,12 +140,68 @@ def _sequence(loader, rank, world, unpack) -> Plan:
     return Plan(batches, len(mine), None if sizes is None else sum(sizes), first, size)
 
 
+def _length(obj) -> int | None:
+    """``len(obj)`` where it has one (a ``DataLoader`` over an ``IterableDataset`` has ``__len__`` but may raise)."""
+    try:
+        return len(obj)
+    except TypeError:
+        return None
+
+
+class _RankShard(torch.utils.data.IterableDataset):
+    """The examples ``index, index + num_shards, …`` of an iterable data set, minus the first ``skip`` of them
+    (already scanned before a restart); the others are never collated (see :func:`shard_examples`)."""
+
+    def __init__(self, dataset, index: int, num_shards: int, skip: int = 0):
+        self.dataset, self.index, self.num_shards, self.skip = dataset, index, num_shards, skip
+
+    def __iter__(self):
+        return itertools.islice(shard_examples(self.dataset, self.index, self.num_shards), self.skip, None)
+
+
+def shard_examples(dataset, index: int, num_shards: int):
+    """An iterator over the examples ``index, index + num_shards, …`` of an iterable data set: the data set's own
+    ``iter_shard(index, num_shards)`` where it has one (it skips the others at the source), else
+    ``itertools.islice(iter(dataset), index, None, num_shards)`` (the others are read, and dropped at once)."""
+    own = getattr(dataset, "iter_shard", None)
+    if own is not None:
+        return iter(own(index, num_shards))
+    return itertools.islice(iter(dataset), index, None, num_shards)
+
+
+def _iterable_shard(loader, rank, world, unpack) -> Plan:
+    """Rank ``rank`` of ``world`` keeps the examples ``rank, rank + world, …`` of a ``DataLoader`` over an
+    ``IterableDataset`` before they are collated, and batches them as the loader would."""
+    from torch.utils.data import DataLoader
+
+    ds, bs = loader.dataset, loader.batch_size
+    n = _length(ds)
+    share = None if n is None else len(range(rank, n, world))
+
+    def batches(done):
+        # done batches of this rank were full ones (only a rank's last batch is short): skip done·bs own examples
+        shard = DataLoader(_RankShard(ds, rank, world, skip=done * bs), batch_size=bs, collate_fn=loader.collate_fn,
+                           pin_memory=loader.pin_memory, timeout=loader.timeout, generator=torch.Generator())
+        j = done * bs
+        for batch in shard:
+            x, y = unpack(batch)
+            m = batch_len(x)
+            yield x, y, torch.arange(j, j + m) * world + rank
+            j += m
+
+    def first():  # the stream's first batch (every rank the same), for the checkpoint's fingerprint
+        return unpack(loader.collate_fn(list(itertools.islice(iter(ds), bs))))
+
+    return Plan(batches, None if share is None else -(-share // bs), n, first, bs)
+
+
 def _stream(loader, rank, world, unpack) -> Plan:
-    total = len(loader) if hasattr(loader, "__len__") else None
+    total = _length(loader)
     if world > 1:
         warnings.warn(f"rank {rank} of {world}: the loader ({type(loader).__name__}) can only be read in order, so "
-                      "every rank reads every batch and keeps its own; give a sequence of batches (len + indexing) "
-                      "or a map-style Dataset to read only this rank's shard", UserWarning, stacklevel=4)
+                      "every rank reads every batch and keeps its own; give a sequence of batches (len + indexing), "
+                      "a map-style Dataset, or a DataLoader over an IterableDataset with batch_size set, "
+                      "num_workers=0 and no drop_last, to read only this rank's shard", UserWarning, stacklevel=4)
 
     def batches(done):
         position, seen = 0, 0
@@ -157,6 +227,9 @@ def plan_batches(loader, *, rank: int, world: int, unpack: Callable, batch_size:
         loader = DataLoader(loader, batch_size=batch_size)
     if isinstance(loader, DataLoader) and not isinstance(loader.dataset, IterableDataset):
         return _map_style(loader, rank, world, unpack, batch_size)
+    if (world > 1 and isinstance(loader, DataLoader) and loader.batch_size is not None and not loader.drop_last
+            and loader.num_workers == 0):
+        return _iterable_shard(loader, rank, world, unpack)
     if not isinstance(loader, (DataLoader, IterableDataset, dict)) and not torch.is_tensor(loader) and (
             isinstance(loader, Sequence) or (hasattr(loader, "__len__") and hasattr(loader, "__getitem__"))):
         return _sequence(loader, rank, world, unpack)

@@ -210,6 +210,8 @@ def test_minilm_word_vectors():
     assert float(cos(good, great, dim=0)) > float(cos(good, table, dim=0))  # pretrained: similar words are close
     with pytest.raises(UnitscopeError, match="word vectors"):
         word_vectors("glove")
+    with pytest.raises(UnitscopeError, match="training sentences"):
+        word_vectors("minilm-context")  # averaged over the training sentences: they must be given
 
 
 def test_each_recipe_has_its_own_cache_key():
@@ -397,3 +399,21 @@ class _Balanced(HTMLParser):
 
     def handle_endtag(self, tag):
         assert self.stack and self.stack.pop() == tag
+
+
+def test_class_balanced_batches_and_label_thresholds():
+    from unitscope.zoo.sentiment import _batches, training_sentences
+
+    y = torch.tensor([0] * 90 + [1] * 10)
+    lengths = torch.randint(1, 30, (100,), generator=torch.Generator().manual_seed(0))
+    g = torch.Generator().manual_seed(1)
+    plain = torch.cat(_batches(lengths, 8, g, bucket=True))
+    assert sorted(plain.tolist()) == list(range(100))  # every example once per epoch
+    drawn = torch.cat([torch.cat(_batches(lengths, 8, g, bucket=True, labels=y)) for _ in range(20)])
+    assert len(drawn) == 2000 and abs(float(y[drawn].float().mean()) - 0.5) < 0.05  # as many of each class
+    data = movie_reviews()
+    every, _ = training_sentences(dict(domains=("movies",)), data)
+    strong, labels = training_sentences(dict(domains=("movies",), movie_min_abs=1.0), data)
+    assert len(every) == len(data.train) and 0 < len(strong) < len(every) and len(labels) == len(strong)
+    scores = dict(zip(data.train.sentences, data.train.scores.tolist()))
+    assert all(abs(scores[s]) >= 1.0 for s in strong)

@@ -230,8 +230,8 @@ def negation_caption(probes, examples: list[dict], base_rate: float, n_corpus: i
 def write_manifest(out, result, net, probes, examples, base_rate, n_corpus, sz, with_recipes) -> None:
     from ..report.manifest import write_entry
 
-    model = (f"the sentiment CNN (recipe {result['recipe']}, {result['n_train']} training sentences)"
-             if result.get("recipe") else "the sentiment CNN")
+    model = (f"the sentiment CNN ({result.get('model') or 'recipe ' + result['recipe']}, {result['n_train']} "
+             f"training sentences)" if result.get("recipe") else "the sentiment CNN")
     heads = [f"Test accuracy of {model}: {result['test_accuracy']:.3f} on the {net.info.get('n_test', '?')} "
              f"held-out movie-review sentences.",
              f"Agreement with ablation on {result['n_agreement']} test sentences (mean Pearson r over sentences, "
@@ -257,7 +257,7 @@ def write_manifest(out, result, net, probes, examples, base_rate, n_corpus, sz, 
                ("sentiment_ablation_ratio.png", "Per test sentence, |Σ ablation| / Σ |ablation| over the 256 filters: "
                 "1 means every filter's ablation pushes the same way; low values mean positive and negative effects "
                 "cancel.")]
-    tables = [("sentiment_agreement.csv", "Mean / median Pearson r between each method's scores of a sentence's "
+    tables = [("sentiment_agreement.csv", "Mean / median Pearson r between each score's values on a sentence's "
                "top-10 filters and their ablation scores, with the paper's numbers."),
               ("sentiment_negation.csv", "Candidate filters per probe, most conductance first: the share of their "
                "per-token conductance on the negated phrase and on the negation, and whether they qualify.")]

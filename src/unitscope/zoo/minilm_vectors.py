@@ -6,9 +6,13 @@ the [PAD] row (id 0) set to zero (it is the padding and the attribution baseline
 
 * ``"minilm-input"``: the rows of MiniLM's input word-embedding matrix ``[30522, 384]``;
 * ``"minilm-token"``: MiniLM's output for each token alone (``[CLS] token [SEP]``, mean-pooled over the three
-  positions, as the sentence embedding is) — a static vector that went through the six transformer layers.
+  positions, as the sentence embedding is) — a static vector that went through the six transformer layers;
+* ``"minilm-context"``: MiniLM's output at each occurrence of a token in the given training ``sentences``,
+  averaged per token (contextual vectors made static); tokens that never occur there get a ridge regression from
+  their input embedding to the averages (fitted on the tokens that occur); the PCA is fitted on the tokens that
+  occur.
 
-Both are computed once (a few seconds / a few minutes on a CPU) and cached in the user cache.
+Each is computed once (seconds / minutes / about ten minutes on a CPU) and cached in the user cache.
 
 >>> negation_mask(["it", "isn", "'", "t", "not", "good", "no", "n't", "never", "nothing"]).tolist()
 [False, True, True, True, True, False, True, True, True, False]
@@ -28,7 +32,7 @@ from .rated_sentences import clean
 
 __all__ = ["WordPieces", "word_vectors", "negation_mask", "VECTORS", "NEGATIONS"]
 
-VECTORS = ("minilm-input", "minilm-token")
+VECTORS = ("minilm-input", "minilm-token", "minilm-context")
 #: negation tokens (the word tokenizer's ``n't``; WordPiece splits it into three pieces, see :func:`negation_mask`)
 NEGATIONS = ("not", "n't", "no", "never")
 MAX_TOKENS = 128
@@ -103,16 +107,62 @@ def _token_outputs(bert, n: int, batch: int = 1024, progress: bool | None = None
     return out
 
 
+def _context_means(bert, tokenizer, sentences, *, batch: int = 64, progress: bool | None = None):
+    """``(sums [V, H], counts [V])``: MiniLM's last hidden state summed per token id over every occurrence in
+    ``sentences`` (tokenized as :class:`WordPieces` does, [CLS]/[SEP] left out)."""
+    from ..core.progress import bar
+
+    rows = [tokenizer.convert_tokens_to_ids(tokenizer.tokenize(clean(s))[:MAX_TOKENS]) for s in sentences]
+    order = sorted(range(len(rows)), key=lambda i: len(rows[i]))
+    V, H = len(tokenizer), bert.config.hidden_size
+    sums, counts = torch.zeros(V, H, dtype=torch.float64), torch.zeros(V, dtype=torch.float64)
+    with torch.no_grad(), bar(total=len(rows), desc="MiniLM vectors in context over the training sentences",
+                              unit="sentence", progress=progress) as b:
+        for i in range(0, len(order), batch):
+            chunk = [rows[j] for j in order[i:i + batch]]
+            T = max(len(r) for r in chunk) + 2
+            x = torch.zeros(len(chunk), T, dtype=torch.long)
+            for k, r in enumerate(chunk):
+                x[k, :len(r) + 2] = torch.tensor([101] + r + [102])
+            mask = x != 0
+            h = bert(input_ids=x, attention_mask=mask.long()).last_hidden_state
+            keep = mask & (x != 101) & (x != 102)
+            sums.index_add_(0, x[keep], h[keep].double())
+            counts.index_add_(0, x[keep], torch.ones(int(keep.sum()), dtype=torch.float64))
+            b.update(len(chunk))
+    return sums.numpy(), counts.numpy()
+
+
+def _context_vectors(bert, W, sentences, progress):
+    from sklearn.linear_model import Ridge
+
+    sums, counts = _context_means(bert, _tokenizer(), sentences, progress=progress)
+    seen = counts > 0
+    C = np.zeros_like(W, dtype=np.float64)
+    C[seen] = sums[seen] / counts[seen, None]
+    reg = Ridge(alpha=1.0).fit(W[seen], C[seen])
+    C[~seen] = reg.predict(W[~seen])
+    return C.astype(np.float32), seen
+
+
 def word_vectors(kind: str = "minilm-input", *, dim: int = 50, seed: int = 0, threads: int | None = 1,
-                 progress: bool | None = None) -> torch.Tensor:
+                 sentences=None, progress: bool | None = None) -> torch.Tensor:
     """``[30522, dim]`` float32: MiniLM token vectors projected on their first ``dim`` principal components
-    (scikit-learn PCA), scaled to unit overall standard deviation, the [PAD] row zero; cached."""
+    (scikit-learn PCA), scaled to unit overall standard deviation, the [PAD] row zero; cached. ``sentences``:
+    the training sentences ``"minilm-context"`` averages over (part of its cache key)."""
     if kind not in VECTORS:
         raise UnitscopeError(f"unknown word vectors {kind!r}", choices=list(VECTORS))
+    if (kind == "minilm-context") != (sentences is not None):
+        raise UnitscopeError("'minilm-context' vectors need the training sentences (sentences=[...]); the other "
+                             "kinds take none", kind=kind)
     from .minilm import PACKAGE
 
     recipe = dict(vectors=kind, package=PACKAGE, dim=dim, pca="sklearn-full", seed=seed, scale="unit-std",
                   pad="zero", version=1)
+    if sentences is not None:
+        import hashlib
+
+        recipe["sentences"] = hashlib.sha256("\n".join(sentences).encode()).hexdigest()
 
     def make():
         from sklearn.decomposition import PCA
@@ -123,10 +173,16 @@ def word_vectors(kind: str = "minilm-input", *, dim: int = 50, seed: int = 0, th
         with torch_threads(threads):
             bert = minilm().bert
             W = bert.embeddings.word_embeddings.weight.detach().numpy()
-            src = W if kind == "minilm-input" else _token_outputs(bert, W.shape[0], progress=progress)
-        pca = PCA(dim, random_state=seed).fit(src)
+            fit = None
+            if kind == "minilm-input":
+                src = W
+            elif kind == "minilm-token":
+                src = _token_outputs(bert, W.shape[0], progress=progress)
+            else:
+                src, fit = _context_vectors(bert, W, sentences, progress)
+        pca = PCA(dim, random_state=seed).fit(src if fit is None else src[fit])
         E = pca.transform(src)
-        E = (E / E.std()).astype(np.float32)
+        E = (E / (E.std() if fit is None else E[fit].std())).astype(np.float32)
         E[0] = 0.0
         info = {"explained_variance": float(pca.explained_variance_ratio_.sum()),
                 "seconds": time.perf_counter() - start}

@@ -37,7 +37,6 @@ Writes CSV + Markdown tables, PNG figures, an HTML snippet, ``sentiment.json`` a
 
 from __future__ import annotations
 
-import argparse
 import json
 import os
 import time
@@ -50,6 +49,7 @@ from ..core.progress import bar as progress_bar
 from ..core.state import restores_process_state, torch_threads
 from ..data.ablation import ablation_scores
 from .agreement import ablation_agreement, summarize_agreement
+from .common import study_parser
 from .sentiment_figures import PAPER_PEARSON, division_figure, negation_html, ratio_figure, write_manifest
 from .sentiment_negation import (LAYER, NEGATION_PROBES, NegationProbe, _by_length, log_odds, negation_examples,
                                  negation_filters, negation_section, per_token, picked_ngram)
@@ -84,7 +84,7 @@ def _write(df: pd.DataFrame, out: str, name: str, *, index: bool = True) -> None
 def agreement(net, sentences, *, k: int = 10, n_steps: int = 50, batch: int = 100):
     """``(per-sentence agreement rows, ablation scores [N, filters], conductance completeness gap [N])``; the
     target is each sentence's predicted class. A row per sentence and ``score`` (conductance, internal influence,
-    …): its Pearson r with ablation over the top-``k`` filters, those filters, their ``score_values`` and
+    …): its Pearson r with ablation over the top-``k`` filters, those filters, their ``scores`` and
     ``ablation_scores``."""
     n_f = _n_filters(net)
     frames, abl, gaps = [], torch.empty(len(sentences), n_f), torch.empty(len(sentences))
@@ -100,7 +100,6 @@ def agreement(net, sentences, *, k: int = 10, n_steps: int = 50, batch: int = 10
             bar.update(len(idx))
     df = pd.concat(frames, ignore_index=True).sort_values(["score", "example"], kind="stable")
     df["sentence"] = [sentences[i] for i in df["example"]]
-    df = df.rename(columns={"method": "score", "method_scores": "score_values"})  # the column holds a score's name
     return df.reset_index(drop=True), abl, gaps
 
 
@@ -207,7 +206,7 @@ def _run(out, quick, seed, net, data, sz, echo, recipe=None, train_recipes=False
     t0 = time.perf_counter()
     sents = data.test.sentences[:sz["agreement"]] if sz["agreement"] else data.test.sentences
     agree, abl, gaps = agreement(net, sents, k=10, n_steps=sz["agreement_steps"])
-    summary = summarize_agreement(agree.rename(columns={"score": "method"})).rename_axis("score")
+    summary = summarize_agreement(agree)
     summary["paper"] = [PAPER_PEARSON.get(m, float("nan")) for m in summary.index]
     _write(summary, out, "sentiment_agreement")
     agree.drop(columns=["sentence"]).to_csv(os.path.join(out, "sentiment_agreement_rows.csv"), index=False)
@@ -282,13 +281,11 @@ def _run(out, quick, seed, net, data, sz, echo, recipe=None, train_recipes=False
 
 @restores_process_state
 def main(argv=None) -> dict:
-    p = argparse.ArgumentParser(prog="python -m unitscope.studies.sentiment", description=__doc__,
-                                formatter_class=argparse.RawDescriptionHelpFormatter)
-    p.add_argument("--quick", action="store_true",
-                   help=f"fewer sentences and path points: {QUICK} (full: {FULL}; None = all)")
-    p.add_argument("--out", default="unitscope-out/sentiment")
-    p.add_argument("--seed", type=int, default=0, help="draws the corpus and division-of-labour sentences")
-    p.add_argument("--recipe", default=None, help="the model's recipe (default: zoo.sentiment.DEFAULT_RECIPE)")
+    p = study_parser("sentiment", __doc__, quick=f"the quick recipe's model ('quick': 2 epochs, cached apart from "
+                     f"the default) and fewer sentences and path points: {QUICK} (full: {FULL}; None = all)",
+                     seed="draws the corpus and division-of-labour sentences (default: 0)")
+    p.add_argument("--recipe", default=None, help="the model's recipe (default: zoo.sentiment.DEFAULT_RECIPE; with "
+                   "--quick: QUICK_RECIPE)")
     p.add_argument("--train-recipes", action="store_true",
                    help="train every recipe missing from the cache for the recipe table (minutes each)")
     p.add_argument("--threads", type=int, default=1,

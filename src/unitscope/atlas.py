@@ -14,8 +14,8 @@ under ``torchrun``) keeps per unit: mean conductance (target: each example's top
 per-class means of activation and conductance, the top ``top_k`` examples by activation and by conductance, the
 share of examples where the unit is among the ``share_k`` most conductant of its layer, and an exact streaming
 histogram of its activation (:class:`unitscope.data.histograms.Histograms`). Then, in chunks of ``unit_batch``
-units (split over the processes, each chunk seeded by its layer and first unit, so results do not depend on the
-number of processes): the per-input conductance of every exemplar through its unit (``neuron_conductance``,
+units (split over the processes; every generated input seeded by its layer, unit and kind, so results do not depend
+on the chunk size or on the number of processes): the per-input conductance of every exemplar through its unit (``neuron_conductance``,
 ``paired``), the IAM image and its RS (``independent_am``), inverse-set samples in activation bands from the
 histogram (:func:`unitscope.synthesis.inverse_many.sample_inverse_sets`, through ``generator`` or the FFT
 parameterization), and a faithfulness check of every synthetic input against the exemplars: its activation, the
@@ -196,7 +196,7 @@ def atlas(model: nn.Module, data, *, layers, target=None, top_k: int = 9, share_
                                       synthesize=synthesize, generator=generator, value_range=value_range,
                                       param=param, iam_steps=iam_steps, inverse_samples=inverse_samples,
                                       inverse_steps=inverse_steps, bands=bands,
-                                      seed=_seed(seed, name, u0), unit_seed=lambda *p: _seed(seed, *p))
+                                      unit_seed=lambda *p: _seed(seed, *p))
     if ranks.distributed:
         import torch.distributed as dist
 

@@ -26,17 +26,30 @@ def _device(model):
     return next((p.device for p in model.parameters()), torch.device("cpu"))
 
 
-def layer_vectors(model: nn.Module, layer: str, x: torch.Tensor, batch: int = 512) -> torch.Tensor:
-    """``[N, U]``: every unit of ``layer`` on ``x`` (one forward pass per ``batch``, stopped at the layer)."""
+BLOCK = 32
+"""Rows per model call in the per-unit work. Every call has exactly this many rows (the last block padded with
+copies of its last row), because CPU kernels round differently for different batch sizes (1 ulp, measured): so a
+unit's numbers do not depend on the chunk it is in, nor on the number of processes."""
+
+
+def padded(x: torch.Tensor, size: int) -> torch.Tensor:
+    """``x`` with its last row repeated up to ``size`` rows."""
+    return x if len(x) >= size else torch.cat([x, x[-1:].expand(size - len(x), *x.shape[1:])])
+
+
+def layer_vectors(model: nn.Module, layer: str, x: torch.Tensor, batch: int = BLOCK) -> torch.Tensor:
+    """``[N, U]``: every unit of ``layer`` on ``x`` (one forward pass per ``batch`` rows, the last one padded,
+    stopped at the layer)."""
     (site,) = resolve(model, [layer])
     out = []
     with analysis_mode(model), torch.no_grad():
         for i in range(0, len(x), batch):
             rec = Recorder([site], stop_when_done=True)
+            part = x[i:i + batch]
             with rec.active():
-                model(x[i:i + batch].to(_device(model)))
+                model(padded(part, batch).to(_device(model)))
             t = rec.parts[site.name][0]
-            out.append(unit_values(t, spec=layer_spec(model, site, t)).float().cpu())
+            out.append(unit_values(t, spec=layer_spec(model, site, t)).float().cpu()[:len(part)])
     return torch.cat(out) if out else torch.empty(0, 0)
 
 
@@ -86,11 +99,13 @@ def _bands(hist, unit: int, bands) -> list[tuple[str, float, float, bool]]:
 
 
 def work_chunk(model, src, result, extra, layer, u0, unit_batch, *, target, n_steps, method, baselines, synthesize,
-               generator, value_range, param, iam_steps, inverse_samples, inverse_steps, bands, seed, unit_seed,
+               generator, value_range, param, iam_steps, inverse_samples, inverse_steps, bands, unit_seed,
                internal_batch_size: int | None = None) -> dict:
-    """Everything about units ``u0 … u0 + unit_batch − 1`` of ``layer`` that needs the model again."""
-    from .attribution.neuron import neuron_conductance
+    """Everything about units ``u0 … u0 + unit_batch − 1`` of ``layer`` that needs the model again.
 
+    Every generated input is seeded by its unit (``unit_seed(layer, unit, kind)``): the IAM image's start and its
+    random transforms, each band's inverse-set codes — so a unit's card is the same whatever chunk it is in.
+    """
     n_units = units_of_layer(result, layer)
     units = list(range(u0, min(u0 + unit_batch, n_units)))
     t0 = time.perf_counter()
@@ -106,12 +121,11 @@ def work_chunk(model, src, result, extra, layer, u0, unit_batch, *, target, n_st
     pair = torch.tensor(units).repeat_interleave(ex.shape[1]) * len(uniq) + inv.flatten()
     pairs, back = torch.unique(pair, return_inverse=True)
     rows, unit_rows = pairs % len(uniq), (pairs // len(uniq)).tolist()
-    tgt = y_u[rows].tolist() if target == "label" else target
     if internal_batch_size is None:   # path rows per backward: about 8M input numbers (32 MB) at a time
         internal_batch_size = max(8, min(4096, 8_000_000 // max(1, x_u[0].numel())))
-    attr = neuron_conductance(model, x_u[rows], layer=layer, units=unit_rows, target=tgt, n_steps=n_steps,
-                              method=method, baselines=baselines, internal_batch_size=internal_batch_size,
-                              paired=True)
+    attr = exemplar_conductance(model, x_u[rows], layer, unit_rows, None if y_u is None else y_u[rows],
+                                target=target, n_steps=n_steps, method=method, baselines=baselines,
+                                rows=internal_batch_size)
     attr = attr[back].view(len(units), ex.shape[1], *attr.shape[1:])
     out = {"units": units, "exemplars": ex, "inputs": x_u[inv], "labels": None if y_u is None else y_u[inv],
            "attr": attr, "vectors": vec_u[inv], "dead": [dead[u] for u in units]}
@@ -126,10 +140,10 @@ def work_chunk(model, src, result, extra, layer, u0, unit_batch, *, target, n_st
     for i, u in enumerate(units):
         v = vec_u[inv[i, :k_a]]
         ref[u], typical[u] = v.mean(0), float(_loo_cosines(v).min())
-    from .synthesis.maximize import independent_am, representative_substitution
+    from .synthesis.maximize import representative_substitution
 
-    r = independent_am(model, layer, live, shape=shape, param=param if len(shape) == 3 else "pixel",
-                       value_range=value_range, steps=iam_steps, seed=seed, progress=False)
+    r = blocked_iam(model, layer, live, shape=shape, param=param if len(shape) == 3 else "pixel",
+                    value_range=value_range, steps=iam_steps, seeds=[unit_seed(layer, u, "iam") for u in live])
     rs = representative_substitution(r)
     iam_vec = layer_vectors(model, layer, r.images)
     out["seconds"]["iam"] = time.perf_counter() - t0
@@ -151,7 +165,8 @@ def work_chunk(model, src, result, extra, layer, u0, unit_batch, *, target, n_st
     from .synthesis.inverse_many import sample_inverse_sets
 
     sets = sample_inverse_sets(model, layer, problems, gen, n_samples=inverse_samples, max_steps=inverse_steps,
-                               seeds=[unit_seed(layer, u, name) for u, name in keys], progress=False)
+                               seeds=[unit_seed(layer, u, name) for u, name in keys], block=BLOCK,
+                               progress=False)
     inv_vec = layer_vectors(model, layer, torch.cat([s.samples for s in sets])) if sets else None
     out["seconds"]["inverse"] = time.perf_counter() - t0
     at = 0
@@ -172,6 +187,42 @@ def work_chunk(model, src, result, extra, layer, u0, unit_batch, *, target, n_st
                                "inverse": band_out,
                                "exemplar_reference": {"cosine_min": typical[u]}}
     return out
+
+
+def exemplar_conductance(model, x, layer, units, labels, *, target, n_steps, method, baselines, rows):
+    """``[P, *x]``: each pair's per-input conductance through its unit (``neuron_conductance(paired=True)``), in
+    blocks of a fixed number of pairs (the last padded), so a pair's numbers do not depend on the others."""
+    from .attribution.neuron import neuron_conductance
+
+    per = max(1, min(BLOCK, rows // max(1, n_steps)))
+    units = torch.as_tensor(units).long()
+    out = []
+    for i in range(0, len(x), per):
+        n = min(per, len(x) - i)
+        tgt = padded(labels[i:i + n], per).tolist() if target == "label" else target
+        a = neuron_conductance(model, padded(x[i:i + n], per), layer=layer, units=padded(units[i:i + n], per).tolist(),
+                               target=tgt, n_steps=n_steps, method=method, baselines=baselines,
+                               internal_batch_size=per * n_steps, paired=True)
+        out.append(a[:n])
+    return torch.cat(out)
+
+
+def blocked_iam(model, layer, units, *, shape, seeds, **kw):
+    """``independent_am`` of ``units`` in calls of exactly ``BLOCK`` rows (the last padded with copies of its
+    last unit), each row seeded by its own seed: a unit's image does not depend on the units beside it."""
+    from .synthesis.maximize import Maximized, independent_am
+
+    parts = []
+    for i in range(0, len(units), BLOCK):
+        us_, ss = units[i:i + BLOCK], seeds[i:i + BLOCK]
+        pad = BLOCK - len(us_)
+        r = independent_am(model, layer, list(us_) + [us_[-1]] * pad, shape=shape, seed=list(ss) + [ss[-1]] * pad,
+                           progress=False, **kw)
+        parts.append((r, len(us_)))
+    cat = lambda name: torch.cat([getattr(r, name)[:n] for r, n in parts])  # noqa: E731
+    return Maximized(images=cat("images"), trace=torch.cat([r.trace[:, :n] for r, n in parts], 1),
+                     objective=cat("objective"), layer=parts[0][0].layer, units=cat("units"),
+                     activations=cat("activations"))
 
 
 def _r(v, digits: int = 6):

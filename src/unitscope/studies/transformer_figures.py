@@ -42,8 +42,7 @@ def strips_figure(rows, path: str) -> str:
         cb = fig.colorbar(im, ax=ax, fraction=0.04, pad=0.01)
         cb.set_label("conductance", fontsize=6)
         cb.ax.tick_params(labelsize=6)
-    fig.suptitle("Per-token conductance of MiniLM's negation neurons (F = log-odds towards the prediction)",
-                 fontsize=9)
+    fig.suptitle("Per-token conductance of MiniLM's negation neurons (blue +, red −)", fontsize=9)
     fig.tight_layout()
     return save_figure(fig, path, dpi=120)
 
@@ -144,10 +143,11 @@ def write_manifest(out: str, result: dict, *, quick: bool, gap_check: dict | Non
                 "logit when the unit is set to 0 at every token). 1 = the score ranks units exactly as ablation "
                 "does; 0 = no relation."),
                ("transformer_negation.png",
-                "Per-token conductance (F = the log-odds towards the predicted class) of the MLP neurons found on "
-                "the negation probes, and of the two neurons with the highest share on negations in the corpus: "
-                "each row is one neuron, each column one WordPiece; blue pushes towards the prediction, red "
-                "against. Each strip has its own colour bar (symmetric around 0 at its largest |value|).")]
+                "Per-token conductance of the MLP neurons found on the negation probes (F = the log-odds towards "
+                "the probe's prediction) and of the two neurons with the highest share on negations in the corpus "
+                "sentences (F = the log-odds of positive): each row is one neuron, each column one WordPiece; blue "
+                "pushes F up, red down. Each strip has its own colour bar (symmetric around 0 at its largest "
+                "|value|).")]
     tables = [("transformer_layers.csv", "Per layer: completeness gap on the residual stream (median, max), the "
                "median MLP and attention shares of F(x) − F(x'), and the both-sign shares of neurons and heads."),
               ("transformer_agreement.csv", f"Mean / median Pearson r per layer and score, top-{k} MLP neurons "

@@ -116,7 +116,8 @@ def cnn_negation(corpus, probes, *, n_steps: int = 16):
     """The sentiment CNN's negation filters for the same probes (``studies.sentiment.negation_filters``) and its
     top corpus sentences among ``corpus`` (``negation_examples``)."""
     from ..zoo.sentiment import sentiment_cnn
-    from .sentiment import corpus_conductance, negation_examples, negation_filters
+    from .sentiment import corpus_conductance
+    from .sentiment_negation import negation_examples, negation_filters
 
     net = sentiment_cnn(progress=False)
     cond, _ = corpus_conductance(net, corpus, n_steps=n_steps)
@@ -181,7 +182,8 @@ def negation_section(lm, corpus, probes, out: str, *, n_steps: int, probe_steps:
                                     "tokens": [[w, round(float(v), 4)] for w, v in zip(neg["tokens"][i],
                                                                                         vals.tolist())]})
                 lines.append(f"    - corpus: {fmt(neg['tokens'][i], vals.tolist())} (on negations: {share:.2f})")
-        fig_rows.append((f"MiniLM: {pr['probe']!r} → {pr['predicted']} (log-odds {pr['log_odds']:+.2f})",
+        fig_rows.append((f"MiniLM: {pr['probe']!r} → {pr['predicted']} (log-odds {pr['log_odds']:+.2f}); F = the "
+                         "log-odds towards that prediction",
                          pr["tokens"], {unit_label(l, j): v for (l, j), v in pr["attributions"].items()}))
     best = table.head(5)
     shown = best.assign(unit=[unit_label(int(r.layer), int(r.neuron)) for r in best.itertuples()])
@@ -195,7 +197,8 @@ def negation_section(lm, corpus, probes, out: str, *, n_steps: int, probe_steps:
                                                                                         neg["tokens"])])
         i = int(on.argmax())
         vals = neg["per_token"][i][li][:, j]
-        fig_rows.append((f"MiniLM {unit_label(li, j)} (corpus): {corpus[i][:80]}", neg["tokens"][i][:30],
+        fig_rows.append((f"MiniLM {unit_label(li, j)} (corpus; F = log-odds of positive): {corpus[i][:70]}",
+                         neg["tokens"][i][:30],
                          {unit_label(li, j): vals[:30].numpy()}))
 
     cnn = None

@@ -15,9 +15,14 @@ token-type embeddings and the embedding LayerNorm are inside the model. ``encode
 
     lm = minilm_sentiment()                      # MiniLM + the trained head (cached after the first run)
     enc = lm.encode(["not good", "not bad"])
-    s = us.conductance(lm.model, enc.embeddings, mlp_layers(), baselines=enc.baselines,
-                       additional_forward_args=(enc.attention_mask,), target=log_odds)
-    s[mlp_layers()[0]].sum(1)                     # [N, 1536]: each MLP neuron, summed over the tokens
+    s = us.conductance(lm.model, enc.embeddings, mlp_layers() + attention_layers(), baselines=enc.baselines,
+                       additional_forward_args=(enc.attention_mask,), mask=enc.attention_mask, target=log_odds,
+                       spec={a: UnitSpec.heads(N_HEADS) for a in attention_layers()})  # unitscope.core.units
+    s.per_unit(mlp_layers()[0])                   # [N, 1536]: each MLP neuron, summed over the real tokens
+    s.per_unit(attention_layers()[0])             # [N, 12]: each head (its 32 dims over the real tokens)
+
+(``mask=`` because the inputs are embeddings, not token ids: the library then cannot tell which of the forward
+arguments is the attention mask.)
 """
 
 from __future__ import annotations
@@ -55,14 +60,16 @@ def attention_layers(n: int = N_LAYERS) -> list[str]:
     return [f"bert.encoder.layer.{i}.attention.self" for i in range(n)]
 
 
-def head_scores(t) -> torch.Tensor:
-    """``[N, T, 384]`` (or a tuple whose first part is that) → ``[N, 12]``: each head's slice summed over tokens.
+def head_scores(t, mask=None) -> torch.Tensor:
+    """``[N, T, 384]`` (or a tuple whose first part is that) → ``[N, 12]``: each head's slice summed over the tokens
+    (those ``mask`` ``[N, T]`` keeps) — ``UnitSpec.heads(12)`` of the unit specification.
 
     >>> head_scores(torch.ones(2, 5, 384)).tolist()[0][:3]
     [160.0, 160.0, 160.0]
     """
-    t = t[0] if isinstance(t, tuple) else t
-    return t.reshape(*t.shape[:2], N_HEADS, -1).sum((1, 3))
+    from ..core.units import UnitSpec
+
+    return UnitSpec.heads(N_HEADS).per_unit(t, "sum", mask=mask)
 
 
 def log_odds(out: torch.Tensor) -> torch.Tensor:

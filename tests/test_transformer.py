@@ -203,14 +203,15 @@ def test_study_scores_reduce_over_the_real_tokens(lm):
 def test_agreement_rows_are_pearson_of_scores_and_ablation(lm):
     base, model = lm
     probe = type("LM", (), {"model": model, "encode": base.encode})()
-    sents = ["not good", "a fine , funny film"]
-    sc = score_sentences(probe, sents, scores=["conductance", "activation"], n_steps=4, progress=False)
+    sc = score_sentences(probe, ["a fine , funny film"], scores=["conductance", "activation"], n_steps=4,
+                         progress=False)
     rows, hrows, frows, abl = agreement_and_flips(probe, sc, k=3, max_flip=3, flip_scores=("conductance",),
                                                   progress=False)
-    assert len(rows) == len(hrows) == 2 * 6 * 2 and len(frows) == 2 * 6
+    assert len(rows) == len(hrows) == 6 * 2 and len(frows) == 6
     assert set(rows["score"]) == {"conductance", "activation"} and "method" not in rows.columns
-    # one row recomputed by hand: sentence 1, layer 4, conductance — its top-3 neurons ablated one at a time
-    i, li, layer = 1, 4, mlp_layers()[4]
+    assert rows["pearson"].notna().all() and hrows["pearson"].notna().all()
+    # one row recomputed by hand: layer 4, conductance — its top-3 neurons ablated one at a time
+    i, li, layer = 0, 4, mlp_layers()[4]
     L = int(sc["encoded"].lengths[i])
     emb, mask = sc["encoded"].embeddings[i:i + 1, :L], sc["encoded"].attention_mask[i:i + 1, :L]
     c = int(sc["label"][i])

@@ -198,10 +198,7 @@ def atlas(model: nn.Module, data, *, layers, target=None, top_k: int = 9, share_
                                       inverse_steps=inverse_steps, bands=bands,
                                       unit_seed=lambda *p: _seed(seed, *p))
     if ranks.distributed:
-        import torch.distributed as dist
-
-        gathered = [None] * world
-        dist.all_gather_object(gathered, done, group=group)
+        gathered = ranks.all_gather_object(done)  # on gloo, whatever the group's backend
         done = {k: v for g in gathered for k, v in g.items()}
     seconds = {"scan": float(result.settings.get("seconds", 0.0))}
     for c in done.values():

@@ -8,22 +8,34 @@ passes one) each rank takes its shard of the batches, and after every batch the 
 - an exception on any rank reaches every rank at that rank's next batch: the failing rank re-raises its own error,
   every other rank raises :class:`RankFailed` with the failing rank's number and message — no rank is left waiting;
 - a rank that dies (``kill -9``) or hangs makes the others' all-reduce fail — at once for a closed connection, else
-  after the group's timeout (``init_process_group(timeout=...)``; gloo and NCCL both honour it) — with a
-  :class:`RankFailed` that says so;
+  after the group's timeout (``init_process_group(timeout=...)``) — with a :class:`RankFailed` that says so;
 - ranks whose shards differ in length keep answering until the longest is done.
 
 Then sums are all-reduced and top-k lists merged by ``all_gather`` (every rank returns the same result).
+
+**Every collective of a scan runs on gloo, on the CPU**, whatever the group's backend: the statistics are small CPU
+tensors, and a gloo collective whose peer is gone raises after the timeout in the calling thread, so the rank stops
+with a message. An NCCL group (or any group that cannot take CPU tensors) gets a gloo twin over the same ranks with
+the same timeout (:func:`control_group`, made once per group, by every rank of it at its first scan); the model
+itself may live on the GPU. An NCCL collective, by contrast, is asynchronous: a dead peer leaves it spinning on the
+GPU until NCCL's watchdog aborts the whole process after the timeout — bounded too, but without the message.
+
+What is tested where: the lockstep, the merge and the twin group are tested on CPU with gloo groups (the twin by
+treating a gloo group as one that needs it); no test here runs NCCL (no GPU on the test machine), so the NCCL
+group's timeout being read (``ProcessGroupNCCL.Options._timeout``, falling back to torch's NCCL default of 10
+minutes) is untested.
 """
 
 from __future__ import annotations
 
-from dataclasses import dataclass
+import datetime
+from dataclasses import dataclass, field
 
 import torch
 
 from ..core.errors import UnitscopeError
 
-__all__ = ["Ranks", "RankFailed"]
+__all__ = ["Ranks", "RankFailed", "control_group", "timeout_of"]
 
 
 class RankFailed(UnitscopeError):
@@ -38,16 +50,62 @@ def _lost_contact(e: BaseException) -> bool:
     return isinstance(e, RuntimeError) and not is_oom(e)
 
 
+def _takes_cpu_tensors(group) -> bool:
+    import torch.distributed as dist
+
+    backend = str(dist.get_backend(group))  # "gloo", "nccl", or "cpu:gloo,cuda:nccl" for a group of both
+    return backend == "gloo" or "cpu:gloo" in backend
+
+
+def timeout_of(group) -> datetime.timedelta:
+    """The collective timeout ``group`` was made with (``init_process_group(timeout=...)``/``new_group``); torch's
+    default for its backend where this torch version does not expose it."""
+    import torch.distributed as dist
+    from torch.distributed import constants
+
+    nccl = "nccl" in str(dist.get_backend(group))
+    try:
+        return group._get_backend(torch.device("cuda" if nccl else "cpu")).options._timeout
+    except (AttributeError, RuntimeError):  # a private attribute that may move between torch versions
+        return (constants.default_pg_nccl_timeout if nccl else None) or constants.default_pg_timeout
+
+
+_TWINS: dict = {}  # a group that cannot take CPU tensors -> its gloo twin
+
+
+def control_group(group, *, needs_twin=None):
+    """The group a scan's collectives run on: ``group`` itself where it takes CPU tensors (gloo), else a gloo group
+    over the same ranks with ``group``'s timeout, made at the first call (every rank of ``group`` must make it: the
+    ranks of a scan all call it) and reused while it lives. ``needs_twin`` (tests) overrides the backend check."""
+    import torch.distributed as dist
+
+    if not (needs_twin if needs_twin is not None else not _takes_cpu_tensors(group)):
+        return group
+    twin = _TWINS.get(group)
+    if twin is not None:
+        try:
+            dist.get_backend(twin)
+            return twin
+        except ValueError:  # destroyed since (destroy_process_group): make a new one
+            del _TWINS[group]
+    twin = dist.new_group(ranks=dist.get_process_group_ranks(group), backend="gloo", timeout=timeout_of(group),
+                          use_local_synchronization=True, sort_ranks=False)  # its rank i is group's rank i
+    _TWINS[group] = twin
+    return twin
+
+
 @dataclass
 class Ranks:
-    """``rank`` of ``world`` in ``group`` (``None``: a single process, no collectives)."""
+    """``rank`` of ``world`` in ``group`` (``None``: a single process, no collectives); ``comm``: the gloo group the
+    collectives run on (:func:`control_group`)."""
 
     group: object = None
     rank: int = 0
     world: int = 1
+    comm: object = field(default=None, repr=False)
 
     @classmethod
-    def of(cls, group) -> "Ranks":
+    def of(cls, group, *, needs_twin=None) -> "Ranks":
         if group is None:
             return cls()
         import torch.distributed as dist
@@ -56,7 +114,9 @@ class Ranks:
             raise UnitscopeError("group= was given but torch.distributed is not initialized",
                                  hint="call torch.distributed.init_process_group first, or pass group=None "
                                       "to scan in this process alone")
-        return cls(group, dist.get_rank(group), dist.get_world_size(group))
+        rank, world = dist.get_rank(group), dist.get_world_size(group)
+        comm = control_group(group, needs_twin=needs_twin) if world > 1 else group
+        return cls(group, rank, world, comm)
 
     @property
     def distributed(self) -> bool:
@@ -70,8 +130,6 @@ class Ranks:
             if failed is not None:
                 raise failed
             return more
-        import torch.distributed as dist
-
         flags = torch.tensor([1.0 if failed is not None else 0.0, 1.0 if more else 0.0], dtype=torch.float64)
         try:
             flags = self._all_reduce(flags)
@@ -85,9 +143,8 @@ class Ranks:
                              hint="its own log says why; a scan with checkpoint= resumes where it stopped") from e
         if flags[0] > 0:
             mine = None if failed is None else f"{type(failed).__name__}: {failed}"
-            messages = [None] * self.world
             try:
-                dist.all_gather_object(messages, mine, group=self.group)
+                messages = self.all_gather_object(mine)
             except RuntimeError as e:  # the failing rank may be gone already: its message is then lost
                 if not _lost_contact(e):
                     raise
@@ -101,27 +158,28 @@ class Ranks:
         return bool(flags[1] > 0)
 
     # ----------------------------------------------------------------------------------------- collectives --
-    def _device(self):
-        import torch.distributed as dist
-
-        if dist.get_backend(self.group) == "nccl":
-            return torch.device("cuda", torch.cuda.current_device())
-        return torch.device("cpu")
-
     def _all_reduce(self, t: torch.Tensor, op=None) -> torch.Tensor:
         import torch.distributed as dist
 
-        u = t.to(self._device()).clone()
-        dist.all_reduce(u, op=op or dist.ReduceOp.SUM, group=self.group)
-        return u.cpu()
+        u = t.detach().cpu().clone()
+        dist.all_reduce(u, op=op or dist.ReduceOp.SUM, group=self.comm)
+        return u
 
     def _all_gather(self, t: torch.Tensor) -> list[torch.Tensor]:
         import torch.distributed as dist
 
-        t = t.to(self._device()).contiguous()
+        t = t.detach().cpu().contiguous()
         out = [torch.empty_like(t) for _ in range(self.world)]
-        dist.all_gather(out, t, group=self.group)
-        return [o.cpu() for o in out]
+        dist.all_gather(out, t, group=self.comm)
+        return out
+
+    def all_gather_object(self, obj) -> list:
+        """Every rank's ``obj`` (picklable), in rank order."""
+        import torch.distributed as dist
+
+        out = [None] * self.world
+        dist.all_gather_object(out, obj, group=self.comm)
+        return out
 
     def reduce(self, stats: dict, count: int, class_counts, top_k: int, empty, merge_top):
         """Sum every accumulator over the ranks and merge their top-k lists; every rank gets the result.
@@ -159,7 +217,7 @@ class Ranks:
         if not owners:
             return stats
         shapes = [{m: {n: st.sum.numel() for n, st in d.items()} for m, d in stats.items()}]
-        dist.broadcast_object_list(shapes, src=dist.get_global_rank(self.group, owners[0]), group=self.group)
+        dist.broadcast_object_list(shapes, src=dist.get_global_rank(self.comm, owners[0]), group=self.comm)
         if not stats:
             stats = {m: {n: empty(u) for n, u in d.items()} for m, d in shapes[0].items()}
         return stats

@@ -189,11 +189,7 @@ def scan(model: nn.Module, loader, layers, *, scores=("activation",), target=Non
         stats, count, class_counts = ranks.reduce(stats, count, class_counts, top_k,
                                                   lambda u: UnitStats.empty(u, top_k, by == "class"), merge_top)
         if extra is not None:
-            import torch.distributed as dist
-
-            states = [None] * world
-            dist.all_gather_object(states, extra.state(), group=ranks.group)
-            extra.merge(states)
+            extra.merge(ranks.all_gather_object(extra.state()))
     if count == 0:
         raise UnitscopeError("the loader gave no examples")
     if class_counts is not None:

@@ -118,7 +118,10 @@ def write_manifest(out: str, result: dict, *, quick: bool, gap_check: dict | Non
              f"{p['grad_x_activation']:+.2f}; internal influence {p['internal_influence']:+.2f}.",
              "Share of MLP neurons whose conductance for the log-odds takes both signs (each on at least 10 % of the "
              f"sentences): {', '.join(_pct(v) for v in result['both_sign_share_by_layer'])} (layer 0 … 5)."]
-    for r in result["negation_neurons"][:2]:
+    first = {}
+    for r in result["negation_neurons"]:   # the first neuron found on each probe
+        first.setdefault(r["probe"], r)
+    for r in first.values():
         heads.append(f"On “{r['probe']}”, neuron {r['neuron']} of layer {r['layer']}'s MLP puts "
                      f"{100 * r['phrase_share']:.0f} % of its per-token conductance on the negated phrase.")
     gap_caption = ("Left: the median share of F(x) − F(x') (F = the predicted class's logit) whose conductance flows "
@@ -168,7 +171,7 @@ def write_manifest(out: str, result: dict, *, quick: bool, gap_check: dict | Non
         "how exact the attributions are (the completeness gap, on the residual stream, where it must vanish); "
         "the second for whether a score ranks units as ablating them does (higher is better; ablation to 0 is the "
         "paper's, ablation to the baseline value is what conductance measures); the third for neurons that carry "
-        "negation, token by token (blue = towards the prediction).")
+        "negation, token by token (blue pushes the log-odds up, red down).")
     return str(write_entry(
         out, title="MiniLM (a real transformer): which neurons and heads matter", description=description,
         headlines=heads, figures=figures, tables=tables, documents=["transformer_negation_examples.md"],

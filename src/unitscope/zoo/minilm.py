@@ -191,7 +191,7 @@ class MiniLM:
 
     def embed_sentences(self, sentences, *, batch_size: int = 64, progress: bool | None = None) -> torch.Tensor:
         """Mean-pooled embeddings ``[N, 384]`` (no head), sentences batched by length."""
-        from tqdm.auto import tqdm
+        from ..core.progress import bar
 
         order = sorted(range(len(sentences)), key=lambda i: (len(sentences[i]), i))
         out = torch.empty(len(sentences), HIDDEN)
@@ -199,8 +199,8 @@ class MiniLM:
         self.model.eval()
         try:
             with torch.no_grad():
-                for b in tqdm(range(0, len(order), batch_size), desc="MiniLM embeddings", unit="batch", leave=False,
-                              disable=True if progress is False else None):
+                for b in bar(range(0, len(order), batch_size), desc="MiniLM embeddings", unit="batch",
+                             progress=progress):
                     idx = order[b:b + batch_size]
                     enc = self.encode([sentences[i] for i in idx])
                     out[idx] = self.model.pooled(enc.embeddings, enc.attention_mask)
@@ -286,6 +286,12 @@ def minilm_sentiment(*, Cs=(0.01, 0.03, 0.1, 0.3, 1.0, 3.0), seed: int = 0, thre
                   max_length=MAX_LENGTH, version=1)
 
     def train():
+        from ..core.progress import note
+        from .cache import cache_dir
+
+        if progress is not False:
+            note("training the MiniLM sentiment head once (MiniLM embeddings of the 10k movie-review sentences, a "
+                 f"minute or two on a CPU, then a logistic regression), then cached in {cache_dir()}")
         with torch_threads(threads):
             return _train()
 

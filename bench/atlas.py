@@ -76,7 +76,7 @@ def main(argv=None) -> dict:
               inverse_samples=s["inverse_samples"], inverse_steps=s["inverse_steps"], bands=BANDS)
     t0 = time.perf_counter()
     for u0 in range(0, n_units, 64):
-        work_chunk(model, src, result, extra, layer, u0, 64, unit_seed=lambda *q: _seed(0, *q), **kw)
+        work_chunk(model, src, result, extra, layer, list(range(u0, min(u0 + 64, n_units))), unit_seed=lambda *q: _seed(0, *q), **kw)
     batched_seconds = time.perf_counter() - t0
 
     hist = extra.hist[layer]

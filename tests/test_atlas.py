@@ -116,7 +116,8 @@ def test_dead_unit_is_marked_and_gets_no_synthetic_inputs(built):
     dead = [(u["layer"], u["unit"]) for u in a.units if u["dead"]]
     assert ("1", 3) in dead
     card = a.unit("1", 3)
-    assert card["synthetic"] == {} and card["rs"] is None and card["importance"]["conductance"] == 0
+    assert card["synthetic"] == {"skipped": "dead: its activation is 0 on every example"}
+    assert card["rs"] is None and card["importance"]["conductance"] == 0 and card["faithfulness"] == {}
     assert torch.isnan(a.tensors["1/iam"][3]).all() and not torch.isnan(a.tensors["1/iam"][0]).any()
 
 
@@ -232,6 +233,17 @@ def test_the_chunk_size_does_not_change_the_atlas(built):
         assert sorted(b.tensors) == sorted(a.tensors) and _same_tensors(a, b) == [], unit_batch
     live = [u for u in a.units if not u["dead"]]
     assert live and all(u["synthetic"]["iam"]["activation"] is not None for u in live)   # not vacuous
+    # a chosen subset: the same cards, its tensors one row per card
+    sub = us.atlas(net, (x, y), layers=LAYERS, units={"1": [2], "4": [0, 4]}, **KW)
+    assert [(u["layer"], u["unit"], u["row"]) for u in sub.units] == [("1", 2, 0), ("4", 0, 0), ("4", 4, 1)]
+    for u in sub.units:
+        full = a.unit(u["layer"], u["unit"])
+        assert json.dumps({k: v for k, v in u.items() if k != "row"}) == \
+            json.dumps({k: v for k, v in full.items() if k != "row"})
+    assert torch.equal(sub.tensors["4/iam"], a.tensors["4/iam"][[0, 4]])
+    assert sub.tensors["1/exemplar_inputs"].shape[0] == 1
+    with pytest.raises(us.UnitscopeError, match="out of range"):
+        us.atlas(net, (x, y), layers=LAYERS, units={"1": [9]}, **KW)
 
 
 # ------------------------------------------------------------------------------------- the page, the CLI --

@@ -23,9 +23,9 @@ unit's rank in its layer on it, and the cosine of its layer activation vector to
 twice as far from that vector (``1 − cos``) as the farthest exemplar (each against the mean of the others) is flagged
 ``atypical``: it drives the unit through a pattern the data does not.
 
-A unit is a channel (dim 1 of the layer output; activations averaged over the other dims, attributions summed):
-conv ``[N, C, H, W]`` and ``[N, D]`` layers. Units whose activation is 0 on every example are marked ``dead``
-and get no synthetic inputs.
+A unit follows the layer's default unit specification (:mod:`unitscope.core.units`), as the scan does: a conv
+``[N, C, H, W]`` channel, a ``[N, D]`` neuron, a token-major ``[N, T, D]`` layer's ``D`` neurons over the tokens the
+attention mask keeps. Units whose activation is 0 on every example are marked ``dead`` and get no synthetic inputs.
 """
 
 from __future__ import annotations
@@ -121,6 +121,30 @@ def _seed(base: int, *parts) -> int:
     return (int(base) * 1_000_003 + zlib.crc32(":".join(map(str, parts)).encode())) % (2 ** 31)
 
 
+def _chosen_units(result, layer: str, units) -> list[int]:
+    """The units of ``layer`` the atlas makes cards for (see ``units`` in :func:`atlas`), in increasing order."""
+    n = units_of_layer(result, layer)
+    if units is None:
+        return list(range(n))
+    if isinstance(units, int) and not isinstance(units, bool):
+        if units < 1:
+            raise UnitscopeError("units: a positive number of units per layer", units=units)
+        top = result.mean(layer, score="conductance").abs().argsort(descending=True, stable=True)[:units]
+        return sorted(int(u) for u in top)
+    if not isinstance(units, dict):
+        raise UnitscopeError("units: None, an int (the most important per layer) or {layer: [units]}",
+                             got=type(units).__name__)
+    got = units.get(layer)
+    if got is None:
+        return list(range(n))
+    got = sorted({int(u) for u in got})
+    bad = [u for u in got if not 0 <= u < n]
+    if bad or not got:
+        raise UnitscopeError(f"units of layer {layer!r} out of range", layer=layer, units=bad[:10] or got,
+                             hint=f"the layer has units 0 … {n - 1}")
+    return got
+
+
 def _num(v) -> float | None:
     v = float(v)
     return v if math.isfinite(v) else None
@@ -131,7 +155,8 @@ def atlas(model: nn.Module, data, *, layers, target=None, top_k: int = 9, share_
           batch_size: int = 256, unit_batch: int = 64, checkpoint=None, checkpoint_every: int = 50,
           synthesize: bool | None = None, generator=None, value_range=(0.0, 1.0), param: str = "fft",
           iam_steps: int = 128, inverse_samples: int = 4, inverse_steps: int = 100, bands=BANDS, seed: int = 0,
-          tokens=None, model_name: str | None = None, data_name: str | None = None, group=None,
+          units=None, embedding=None, internal_batch_size: int | None = None, tokens=None,
+          model_name: str | None = None, data_name: str | None = None, group=None,
           progress: bool | None = None) -> Atlas:
     """Build the atlas of every unit of ``layers`` (see the module docs).
 
@@ -146,6 +171,14 @@ def atlas(model: nn.Module, data, *, layers, target=None, top_k: int = 9, share_
       images, the identity for vectors); ``param``/``value_range``/``iam_steps``: the IAM's.
     - ``bands``: ``(name, lower percentile, upper percentile or None for +inf)``; a percentile of 100 is the
       data's maximum.
+    - ``units``: ``None`` (every unit), an int ``k`` (per layer the ``k`` units with the largest mean
+      \|conductance\| over the data — the scan still covers every unit), or ``{layer: [unit, …]}``.
+    - text: items that are a tokenizer's dicts (``input_ids``, ``attention_mask``, ``labels``) or token-id tensors,
+      with ``embedding="NAME"`` (the token embedding: paths start at its output; ``baselines`` may be a token id,
+      e.g. the pad id); a token-major layer's units are its ``D`` neurons over the tokens the mask keeps
+      (:mod:`unitscope.core.units`), exemplars carry their per-token conductance through the unit, and there are
+      no synthetic inputs (an optimized embedding sequence is no sentence).
+    - ``internal_batch_size``: path rows per backward (scan and exemplars; default from the input size).
     - ``tokens``: per example a list of token strings (text models): stored with each exemplar.
     - ``group``: a ``torch.distributed`` process group to share the work over (``None``: this process alone);
       every rank calls ``atlas`` with the same arguments and gets the same ``Atlas``.
@@ -162,15 +195,20 @@ def atlas(model: nn.Module, data, *, layers, target=None, top_k: int = 9, share_
     if target == "label" and not src.has_labels:
         raise UnitscopeError("target='label' needs labels", hint="give (inputs, labels) or use target=None")
     extra = UnitAccumulator(share_k=share_k, bins=bins)
+    if src.tokens and embedding is None:
+        raise UnitscopeError("token-id inputs need embedding= (the module that maps ids to vectors)",
+                             hint="e.g. embedding='bert.embeddings.word_embeddings'; paths start at its output")
     result = scan(model, src.loader, layer_names, scores=["activation", "conductance"], target=target, by=by,
                   top_k=top_k, n_steps=n_steps, method=method, baselines=baselines, batch_size=batch_size,
                   checkpoint=checkpoint, checkpoint_every=checkpoint_every, group=group, progress=progress,
-                  extra=extra)
+                  extra=extra, embedding=embedding, internal_batch_size=internal_batch_size)
     ranks = Ranks.of(group)
     rank, world = ranks.rank, ranks.world
     shape = src.example_shape
     if synthesize is None:
-        synthesize = generator is not None or len(shape) in (1, 3)
+        synthesize = not src.tokens and (generator is not None or len(shape) in (1, 3))
+    if synthesize and src.tokens:
+        raise UnitscopeError("the atlas synthesizes no text", hint="leave synthesize=None (or False) for token ids")
     meta = {"model": model_name or type(model).__name__,
             "data": data_name or f"{type(data).__name__} of {len(src.dataset)} examples",
             "layers": result.layers, "examples": result.count,
@@ -180,17 +218,21 @@ def atlas(model: nn.Module, data, *, layers, target=None, top_k: int = 9, share_
                          "inverse_samples": inverse_samples, "inverse_steps": inverse_steps,
                          "generator": type(generator).__name__ if generator is not None else
                          ("FFTImageGenerator" if len(shape) == 3 else "identity"),
-                         "bands": [list(b) for b in bands], "seed": seed, "unit_batch": unit_batch},
+                         "bands": [list(b) for b in bands], "seed": seed, "unit_batch": unit_batch,
+                         "units": units if units is None or isinstance(units, int) else "chosen",
+                         "embedding": None if embedding is None else str(embedding)},
             "classes": result.classes.tolist() if by else []}
     from .atlas_units import layer_cards, work_chunk
 
-    items = [(name, u0) for name in result.layers
-             for u0 in range(0, units_of_layer(result, name), unit_batch)]
+    chosen = {name: _chosen_units(result, name, units) for name in result.layers}
+    items = [(name, u0) for name in result.layers for u0 in range(0, len(chosen[name]), unit_batch)]
     mine = items[rank::world]
     done = {}
     for name, u0 in tqdm(mine, desc="atlas: units", unit="chunk", leave=False,
                          disable=True if (progress is False or rank != 0) else None):
-        done[(name, u0)] = work_chunk(model, src, result, extra, name, u0, unit_batch, target=target,
+        done[(name, u0)] = work_chunk(model, src, result, extra, name, chosen[name][u0:u0 + unit_batch],
+                                      target=target, embedding=embedding,
+                                      internal_batch_size=internal_batch_size,
                                       n_steps=exemplar_steps or n_steps, baselines=baselines,
                                       method="gausslegendre" if method == "adaptive" else method,
                                       synthesize=synthesize, generator=generator, value_range=value_range,

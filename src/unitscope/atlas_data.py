@@ -17,7 +17,7 @@ from torch.utils.data import DataLoader, Dataset, IterableDataset, TensorDataset
 from .core.errors import UnitscopeError
 from .data.histograms import Histograms
 
-__all__ = ["Source", "UnitAccumulator", "unit_values", "units_of_layer"]
+__all__ = ["Source", "UnitAccumulator", "unit_values", "units_of_layer", "take", "pad_rows", "model_args"]
 
 
 def unit_values(t: torch.Tensor, how: str = "mean", *, spec=None) -> torch.Tensor:
@@ -36,6 +36,31 @@ def unit_values(t: torch.Tensor, how: str = "mean", *, spec=None) -> torch.Tenso
     if t.dim() == 1:
         return t.unsqueeze(1)
     return t.flatten(2).mean(2) if how == "mean" else t.flatten(2).sum(2)
+
+
+def take(x, idx):
+    """Rows ``idx`` of an inputs tensor or of a tokenizer's dict (``input_ids``, ``attention_mask`` …)."""
+    if isinstance(x, dict):
+        return {k: v[idx] for k, v in x.items()}
+    return x[idx]
+
+
+def n_rows(x) -> int:
+    return len(x["input_ids"]) if isinstance(x, dict) else len(x)
+
+
+def pad_rows(x, size: int):
+    """``x`` with its last row repeated up to ``size`` rows (a tensor or a tokenizer's dict)."""
+    if isinstance(x, dict):
+        return {k: pad_rows(v, size) for k, v in x.items()}
+    return x if len(x) >= size else torch.cat([x, x[-1:].expand(size - len(x), *x.shape[1:])])
+
+
+def model_args(x):
+    """``(inputs, keyword arguments or None)``: a tokenizer's dict gives its ``input_ids`` and the rest."""
+    if isinstance(x, dict):
+        return x["input_ids"], {k: v for k, v in x.items() if k != "input_ids"}
+    return x, None
 
 
 def units_of_layer(result, layer: str) -> int:
@@ -80,7 +105,8 @@ class UnitAccumulator:
 
 
 class Source:
-    """The atlas's data: a loader for the scan and ``get(indices) -> (inputs, labels)`` for the exemplars."""
+    """The atlas's data: a loader for the scan and ``get(indices) -> (inputs, labels)`` for the exemplars.
+    Items: ``(input, label)``, an input, or a tokenizer's dict (``input_ids``, ``attention_mask``, ``labels``)."""
 
     def __init__(self, data, *, batch_size: int = 256):
         if torch.is_tensor(data):
@@ -102,7 +128,8 @@ class Source:
             raise UnitscopeError("the data set is empty")
         x, y = self.get([0])
         self.has_labels = y is not None
-        self.example_shape = tuple(x.shape[1:])
+        self.tokens = isinstance(x, dict) or not x.is_floating_point()     # token ids (paths from an embedding)
+        self.example_shape = tuple(model_args(x)[0].shape[1:])
 
     def get(self, indices) -> tuple[torch.Tensor, torch.Tensor | None]:
         from .data.batches import split_batch
@@ -110,5 +137,5 @@ class Source:
         batch = self.collate([self.dataset[int(i)] for i in indices])
         x, y = split_batch(batch)
         if isinstance(x, (tuple, list)):
-            raise UnitscopeError("the atlas takes models with one input tensor", got=len(x))
+            raise UnitscopeError("the atlas takes models with one input tensor (or a tokenizer's dict)", got=len(x))
         return x, (None if y is None else torch.as_tensor(y).long())

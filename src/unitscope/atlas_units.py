@@ -14,7 +14,7 @@ import time
 import torch
 import torch.nn as nn
 
-from .atlas_data import unit_values, units_of_layer
+from .atlas_data import model_args, n_rows, pad_rows, take, units_of_layer
 from .core.capture import Recorder
 from .core.sites import resolve
 from .core.state import analysis_mode
@@ -32,24 +32,24 @@ copies of its last row), because CPU kernels round differently for different bat
 unit's numbers do not depend on the chunk it is in, nor on the number of processes."""
 
 
-def padded(x: torch.Tensor, size: int) -> torch.Tensor:
-    """``x`` with its last row repeated up to ``size`` rows."""
-    return x if len(x) >= size else torch.cat([x, x[-1:].expand(size - len(x), *x.shape[1:])])
-
-
-def layer_vectors(model: nn.Module, layer: str, x: torch.Tensor, batch: int = BLOCK) -> torch.Tensor:
-    """``[N, U]``: every unit of ``layer`` on ``x`` (one forward pass per ``batch`` rows, the last one padded,
-    stopped at the layer)."""
+def layer_vectors(model: nn.Module, layer: str, x, batch: int = BLOCK) -> torch.Tensor:
+    """``[N, U]``: every unit of ``layer`` on ``x`` (a tensor or a tokenizer's dict; one forward pass per ``batch``
+    rows, the last one padded, stopped at the layer), reduced as the scan reduces activations (tokens: the mean
+    over those the attention mask keeps)."""
     (site,) = resolve(model, [layer])
     out = []
     with analysis_mode(model), torch.no_grad():
-        for i in range(0, len(x), batch):
+        for i in range(0, n_rows(x), batch):
             rec = Recorder([site], stop_when_done=True)
-            part = x[i:i + batch]
+            part = take(x, slice(i, i + batch))
+            inputs, kw = model_args(pad_rows(part, batch))
+            dev = _device(model)
+            kw = {k: v.to(dev) for k, v in (kw or {}).items()}
             with rec.active():
-                model(padded(part, batch).to(_device(model)))
+                model(inputs.to(dev), **kw)
             t = rec.parts[site.name][0]
-            out.append(unit_values(t, spec=layer_spec(model, site, t)).float().cpu()[:len(part)])
+            v = layer_spec(model, site, t).per_unit(t, "mean", mask=kw.get("attention_mask"))
+            out.append(v.float().cpu()[:n_rows(part)])
     return torch.cat(out) if out else torch.empty(0, 0)
 
 
@@ -98,16 +98,15 @@ def _bands(hist, unit: int, bands) -> list[tuple[str, float, float, bool]]:
     return layer_bands(hist, bands)[unit]
 
 
-def work_chunk(model, src, result, extra, layer, u0, unit_batch, *, target, n_steps, method, baselines, synthesize,
+def work_chunk(model, src, result, extra, layer, units, *, target, n_steps, method, baselines, synthesize,
                generator, value_range, param, iam_steps, inverse_samples, inverse_steps, bands, unit_seed,
-               internal_batch_size: int | None = None) -> dict:
-    """Everything about units ``u0 … u0 + unit_batch − 1`` of ``layer`` that needs the model again.
+               embedding=None, internal_batch_size: int | None = None) -> dict:
+    """Everything about ``units`` (a list) of ``layer`` that needs the model again.
 
     Every generated input is seeded by its unit (``unit_seed(layer, unit, kind)``): the IAM image's start and its
     random transforms, each band's inverse-set codes — so a unit's card is the same whatever chunk it is in.
     """
-    n_units = units_of_layer(result, layer)
-    units = list(range(u0, min(u0 + unit_batch, n_units)))
+    units = [int(u) for u in units]
     t0 = time.perf_counter()
     hist = extra.hist[layer]
     dead = ((hist.min == 0) & (hist.max == 0)).tolist()
@@ -122,12 +121,13 @@ def work_chunk(model, src, result, extra, layer, u0, unit_batch, *, target, n_st
     pairs, back = torch.unique(pair, return_inverse=True)
     rows, unit_rows = pairs % len(uniq), (pairs // len(uniq)).tolist()
     if internal_batch_size is None:   # path rows per backward: about 8M input numbers (32 MB) at a time
-        internal_batch_size = max(8, min(4096, 8_000_000 // max(1, x_u[0].numel())))
-    attr = exemplar_conductance(model, x_u[rows], layer, unit_rows, None if y_u is None else y_u[rows],
+        internal_batch_size = max(8, min(4096, 8_000_000 // max(1, model_args(take(x_u, [0]))[0].numel())))
+    attr = exemplar_conductance(model, take(x_u, rows), layer, unit_rows, None if y_u is None else y_u[rows],
                                 target=target, n_steps=n_steps, method=method, baselines=baselines,
-                                rows=internal_batch_size)
+                                rows=internal_batch_size, embedding=embedding)
     attr = attr[back].view(len(units), ex.shape[1], *attr.shape[1:])
-    out = {"units": units, "exemplars": ex, "inputs": x_u[inv], "labels": None if y_u is None else y_u[inv],
+    out = {"units": units, "exemplars": ex, "inputs": None if isinstance(x_u, dict) else x_u[inv],
+           "labels": None if y_u is None else y_u[inv],
            "attr": attr, "vectors": vec_u[inv], "dead": [dead[u] for u in units]}
     live = [u for u in units if not dead[u]]
     out["synthetic"] = {}
@@ -189,20 +189,23 @@ def work_chunk(model, src, result, extra, layer, u0, unit_batch, *, target, n_st
     return out
 
 
-def exemplar_conductance(model, x, layer, units, labels, *, target, n_steps, method, baselines, rows):
-    """``[P, *x]``: each pair's per-input conductance through its unit (``neuron_conductance(paired=True)``), in
-    blocks of a fixed number of pairs (the last padded), so a pair's numbers do not depend on the others."""
+def exemplar_conductance(model, x, layer, units, labels, *, target, n_steps, method, baselines, rows,
+                         embedding=None):
+    """``[P, *x]``: each pair's per-input conductance through its unit (``neuron_conductance(paired=True)``; token
+    ids: over the ``embedding`` output, ``[P, T, D]``), in blocks of a fixed number of pairs (the last padded), so a
+    pair's numbers do not depend on the others."""
     from .attribution.neuron import neuron_conductance
 
     per = max(1, min(BLOCK, rows // max(1, n_steps)))
     units = torch.as_tensor(units).long()
     out = []
-    for i in range(0, len(x), per):
-        n = min(per, len(x) - i)
-        tgt = padded(labels[i:i + n], per).tolist() if target == "label" else target
-        a = neuron_conductance(model, padded(x[i:i + n], per), layer=layer, units=padded(units[i:i + n], per).tolist(),
-                               target=tgt, n_steps=n_steps, method=method, baselines=baselines,
-                               internal_batch_size=per * n_steps, paired=True)
+    for i in range(0, n_rows(x), per):
+        n = min(per, n_rows(x) - i)
+        tgt = pad_rows(labels[i:i + n], per).tolist() if target == "label" else target
+        inputs, kw = model_args(pad_rows(take(x, slice(i, i + n)), per))
+        a = neuron_conductance(model, inputs, layer=layer, units=pad_rows(units[i:i + n], per).tolist(), target=tgt,
+                               n_steps=n_steps, method=method, baselines=baselines, additional_forward_args=kw,
+                               internal_batch_size=per * n_steps, paired=True, embedding=embedding)
         out.append(a[:n])
     return torch.cat(out)
 
@@ -225,6 +228,12 @@ def blocked_iam(model, layer, units, *, shape, seeds, **kw):
                      activations=cat("activations"))
 
 
+NO_TEXT_SYNTHESIS = ("text has no AM/IAM image or inverse-set samples here: an input optimized in embedding space is "
+                     "no sentence (its vectors match no token), so it would show nothing a reader can check against "
+                     "the exemplars — the sentences above, with each token shaded by its conductance through the "
+                     "unit, are the evidence")
+
+
 def _r(v, digits: int = 6):
     v = float(v)
     return float(f"{v:.{digits}g}") if math.isfinite(v) else None
@@ -235,8 +244,7 @@ def _nan_like(shape):
 
 
 def layer_cards(result, extra, layer, chunks, *, tokens=None, src=None) -> tuple[list[dict], dict]:
-    """The JSON cards of one layer's units and the layer's tensors (one row per unit)."""
-    n_units = units_of_layer(result, layer)
+    """The JSON cards of one layer's units and the layer's tensors (one row per card: ``card["row"]``)."""
     hist = extra.hist[layer]
     mean_c, std_c = result.mean(layer, score="conductance"), result.std(layer, score="conductance")
     mean_a = result.mean(layer, score="activation")
@@ -245,11 +253,11 @@ def layer_cards(result, extra, layer, chunks, *, tokens=None, src=None) -> tuple
     classes = result.classes.tolist() if by_class else []
     cm_a = result.class_means(layer, score="activation") if by_class else None
     cm_c = result.class_means(layer, score="conductance") if by_class else None
-    sel = result.selectivity(layer, score="activation") if by_class else None
+    sel = result.selectivity(layer, score="activation", warn=False) if by_class else None  # None where < 0
     ta, tc = result.top(layer, score="activation"), result.top(layer, score="conductance")
     k_a = ta.indices.shape[1]
     p50, p90, p99 = hist.quantile(0.5), hist.quantile(0.9), hist.quantile(0.99)
-    text = src is not None and len(src.example_shape) == 2
+    text = src is not None and (src.tokens or len(src.example_shape) == 2)
     cards, ex_in, ex_attr, iam, inverse = [], [], [], [], []
     shape = src.example_shape if src is not None else ()
     n_bands = max((len(s["inverse"]) for c in chunks for s in c["synthetic"].values()), default=0)
@@ -283,7 +291,10 @@ def layer_cards(result, extra, layer, chunks, *, tokens=None, src=None) -> tuple
                 selectivity = {"index": _r(sel.index[u]), "preferred": int(sel.preferred[u])}
             s = c["synthetic"].get(u)
             synthetic, faith = {}, {}
-            if s is not None:
+            if s is None:
+                synthetic["skipped"] = ("dead: its activation is 0 on every example" if c["dead"][i] else
+                                        NO_TEXT_SYNTHESIS if text else "synthetic inputs were not asked for")
+            else:
                 synthetic = {"iam": {"activation": _r(s["iam_faithfulness"]["activation"][0]),
                                      "objective": _r(s["objective"])},
                              "inverse": [{k: (_r(v) if isinstance(v, float) else v) for k, v in e.items()
@@ -308,7 +319,7 @@ def layer_cards(result, extra, layer, chunks, *, tokens=None, src=None) -> tuple
                                                  "atypical": int(sum(f["atypical"]))})
                 faith["atypical"] = faith["iam"]["atypical"]
             cards.append({
-                "layer": layer, "unit": u, "dead": bool(c["dead"][i]), "importance": imp,
+                "layer": layer, "unit": u, "row": len(cards), "dead": bool(c["dead"][i]), "importance": imp,
                 "selectivity": selectivity, "rs": _r(s["rs"]) if s is not None else None,
                 "class_means": [_r(v) for v in cm_a[:, u].tolist()] if by_class else [],
                 "histogram": {"min": _r(hist.min[u]), "max": _r(hist.max[u]), "mean": _r(mean_a[u]),
@@ -323,13 +334,15 @@ def layer_cards(result, extra, layer, chunks, *, tokens=None, src=None) -> tuple
                 if e.get("n"):
                     band_t[b, :e["n"]] = e["samples"]
             inverse.append(band_t)
-    tensors = {"hist_counts": hist.counts.float(), "hist_edges": hist.edges().float(),
-               "exemplar_index": torch.cat([ta.indices, tc.indices], 1), "exemplar_attr": torch.stack(ex_attr)}
+    rows = torch.tensor([card["unit"] for card in cards], dtype=torch.long)
+    tensors = {"units": rows, "hist_counts": hist.counts.float()[rows], "hist_edges": hist.edges().float()[rows],
+               "exemplar_index": torch.cat([ta.indices, tc.indices], 1)[rows], "exemplar_attr": torch.stack(ex_attr)}
     if ex_in:
         tensors["exemplar_inputs"] = torch.stack(ex_in)
     if any(c["synthetic"] for c in chunks):
         tensors["iam"] = torch.stack(iam)
         tensors["inverse"] = torch.stack(inverse)
     if by_class:
-        tensors["class_means_activation"], tensors["class_means_conductance"] = cm_a.float(), cm_c.float()
+        tensors["class_means_activation"] = cm_a.float()[:, rows]
+        tensors["class_means_conductance"] = cm_c.float()[:, rows]
     return cards, tensors

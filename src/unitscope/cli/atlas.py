@@ -4,7 +4,10 @@ every process takes its share of the scan and of the units; rank 0 writes.
 
 MODEL/DATA: ``digits-cnn``/``digits-vgg``/``digits-mlp`` with ``digits`` (the 1,797 digits; inverse sets through
 the digits VAE), ``sentiment-cnn`` with ``reviews`` (the sentences; exemplars with their n-grams
-highlighted), ``efficientnet-lite0`` with ``photos`` (the bundled photos).
+highlighted), ``minilm`` with ``reviews`` (all-MiniLM-L6-v2 with its sentiment head, from token ids: paths start at
+the word embeddings from an all-[PAD] sentence; an MLP layer's 1,536 neurons over the tokens the attention mask
+keeps; exemplar sentences with every token shaded by its conductance through the neuron; ``--top-units K`` keeps the
+K most important neurons), ``efficientnet-lite0`` with ``photos`` (the bundled photos).
 """
 
 from __future__ import annotations
@@ -25,14 +28,41 @@ __all__ = ["atlas_main", "load_atlas_inputs", "add_arguments", "run"]
 NAME = "atlas"
 HELP = "the unit atlas: for every unit, whether it matters and what it responds to (JSON + a browsable page)"
 
-MODELS = ("digits-cnn", "digits-vgg", "digits-mlp", "sentiment-cnn", "efficientnet-lite0")
+MODELS = ("digits-cnn", "digits-vgg", "digits-mlp", "sentiment-cnn", "minilm", "efficientnet-lite0")
+MINILM_LAYER = "bert.encoder.layer.3.intermediate.intermediate_act_fn"   # the 4th of 6 MLP layers
+
+
+class TokenItems(torch.utils.data.Dataset):
+    """Tokenized sentences as a tokenizer's items: ``{"input_ids", "attention_mask", "labels"}`` per sentence."""
+
+    def __init__(self, ids: torch.Tensor, mask: torch.Tensor, labels: torch.Tensor):
+        self.ids, self.mask, self.labels = ids, mask, labels
+
+    def __len__(self):
+        return len(self.ids)
+
+    def __getitem__(self, i):
+        return {"input_ids": self.ids[i], "attention_mask": self.mask[i], "labels": self.labels[i]}
+
+
+def _minilm_on_ids():
+    """MiniLM + its sentiment head from token ids: ``forward(input_ids, attention_mask)`` → logits ``[N, 2]``; the
+    sub-modules keep :class:`unitscope.zoo.minilm.OnEmbeddings`'s names (``bert.encoder.layer.3…``)."""
+    from ..zoo.minilm import OnEmbeddings, minilm_sentiment
+
+    class MiniLMOnIds(OnEmbeddings):
+        def forward(self, input_ids, attention_mask):
+            return super().forward(self.embed(input_ids), attention_mask)
+
+    lm = minilm_sentiment(progress=False)
+    return lm, MiniLMOnIds(lm.bert, lm.model.head).eval()
 
 
 def load_atlas_inputs(model_name: str, data_name: str, *, split: str = "all", limit: int | None = None) -> dict:
     """``{"model", "data", "generator", "tokens", "value_range", "default_layers"}`` for a zoo model and data set."""
     from torch.utils.data import TensorDataset
 
-    pairs = {"digits": ("digits-cnn", "digits-vgg", "digits-mlp"), "reviews": ("sentiment-cnn",),
+    pairs = {"digits": ("digits-cnn", "digits-vgg", "digits-mlp"), "reviews": ("sentiment-cnn", "minilm"),
              "photos": ("efficientnet-lite0",)}
     if data_name not in pairs:
         raise UnitscopeError(f"unknown data set {data_name!r}", data=data_name, hint="choose one of " + ", ".join(pairs))
@@ -46,6 +76,21 @@ def load_atlas_inputs(model_name: str, data_name: str, *, split: str = "all", li
         x = torch.stack([net.preprocess(p) for p in photos().values()])[:limit]
         return {"model": net.model, "data": TensorDataset(x), "generator": None, "tokens": None,
                 "value_range": (-1.0, 1.0), "default_layers": ["blocks.1"]}
+    if model_name == "minilm":
+        from ..zoo.sentiment import movie_reviews
+
+        lm, model = _minilm_on_ids()
+        reviews = movie_reviews()
+        part = {"all": reviews.all(), "train": reviews.train, "test": reviews.test}[split]
+        sentences, labels = part.sentences[:limit], part.labels[:limit]
+        tok = lm.tokenizer(list(sentences), padding=True, truncation=True, max_length=128, return_tensors="pt")
+        ids, mask = tok["input_ids"], tok["attention_mask"]
+        pad = lm.tokenizer.pad_token_id
+        tokens = [["" if int(i) == pad else t for i, t in zip(row, lm.tokenizer.convert_ids_to_tokens(row.tolist()))]
+                  for row in ids]
+        return {"model": model, "data": TokenItems(ids, mask, labels.long()), "generator": None, "tokens": tokens,
+                "value_range": (0.0, 1.0), "default_layers": [MINILM_LAYER],
+                "embedding": "bert.embeddings.word_embeddings", "baselines": pad, "internal_batch_size": 64}
     if data_name == "reviews":
         from ..zoo.sentiment import MIN_PAD, movie_reviews, sentiment_cnn
 
@@ -83,6 +128,8 @@ def add_arguments(p) -> None:
     p.add_argument("--inverse-samples", type=int, default=4, help="inverse-set samples per band")
     p.add_argument("--inverse-steps", type=int, default=100)
     p.add_argument("--unit-batch", type=int, default=64, help="units per batched call")
+    p.add_argument("--top-units", type=int, default=None, metavar="K",
+                   help="cards for the K most important units of each layer only (by mean |conductance|)")
     p.add_argument("--no-synthetic", action="store_true", help="no IAM and no inverse sets")
     p.add_argument("--checkpoint", default=None, help="scan checkpoint file (resumed when it exists)")
     p.add_argument("--backend", default=None, help="torch.distributed backend under torchrun (gloo / nccl)")
@@ -103,7 +150,7 @@ def quick_settings(args) -> dict:
     """The settings of a run (``--quick`` shrinks them)."""
     kw = dict(top_k=args.top_k, share_k=args.share_k, n_steps=args.n_steps, iam_steps=args.iam_steps,
               inverse_samples=args.inverse_samples, inverse_steps=args.inverse_steps, unit_batch=args.unit_batch,
-              seed=args.seed)
+              seed=args.seed, units=args.top_units)
     if args.quick:
         kw.update(top_k=min(args.top_k, 4), n_steps=min(args.n_steps, 8), iam_steps=min(args.iam_steps, 32),
                   inverse_samples=min(args.inverse_samples, 2), inverse_steps=min(args.inverse_steps, 40))
@@ -137,7 +184,9 @@ def run(args) -> dict:
         a = atlas(got["model"], got["data"], layers=layers, target=target, generator=got["generator"],
                   value_range=got["value_range"], tokens=got["tokens"], checkpoint=args.checkpoint,
                   synthesize=False if args.no_synthetic else None, model_name=args.model,
-                  data_name=args.data, group=group, **quick_settings(args))
+                  data_name=args.data, group=group, embedding=got.get("embedding"),
+                  baselines=got.get("baselines"), internal_batch_size=got.get("internal_batch_size"),
+                  **quick_settings(args))
         seconds = time.perf_counter() - t0
         summary = {"model": args.model, "data": args.data, "layers": layers, "units": len(a.units),
                    "dead": sum(u["dead"] for u in a.units), "seconds": seconds,

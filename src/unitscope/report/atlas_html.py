@@ -97,12 +97,12 @@ def _layer_sheets(atlas, li: int, layer: str, img_dir: Path, value_range, tile: 
     return sheets
 
 
-def _histogram(atlas, layer: str, unit: int, bins: int = 32) -> dict | None:
+def _histogram(atlas, layer: str, row: int, bins: int = 32) -> dict | None:
     counts = atlas.tensors.get(f"{layer}/hist_counts")
     edges = atlas.tensors.get(f"{layer}/hist_edges")
     if counts is None:
         return None
-    c, e = counts[unit].double(), edges[unit].double()
+    c, e = counts[row].double(), edges[row].double()
     nz = torch.nonzero(c).flatten()
     if len(nz) == 0:
         return None
@@ -129,7 +129,7 @@ def render_atlas(atlas, out_dir, *, title: str | None = None, value_range=(0.0, 
     units = []
     for u in atlas.units:
         card = dict(u)
-        card["histogram_bins"] = _histogram(atlas, u["layer"], u["unit"])
+        card["histogram_bins"] = _histogram(atlas, u["layer"], u.get("row", u["unit"]))
         units.append(card)
     blob = {"meta": {k: v for k, v in atlas.meta.items() if k != "seconds"}, "layers": layers, "sheets": sheets,
             "units": units}
@@ -166,11 +166,22 @@ def write_atlas_manifest(atlas, out_dir, *, title: str | None = None, quick: boo
                      f"{top['importance']['conductance']:.3g} (output units per example), among the layer's "
                      f"{atlas.meta['settings']['share_k']} most conductant on "
                      f"{100 * top['importance']['top_k_share']:.0f} % of the examples.")
-    if live and live[0].get("synthetic"):
+    skipped = {u["synthetic"].get("skipped") for u in live if not u["synthetic"].get("iam")}
+    if live and any(u["synthetic"].get("iam") for u in live):
         heads.append(f"{flagged} of {len(live)} live units have an IAM image that drives the layer through an "
                      "atypical pattern (its layer vector twice as far from the exemplars' mean as the farthest exemplar); "
                      "IAM pushes the layer's other units down by design, so its pattern is often sparser than the "
                      "data's — the unit's card shows the same check for its inverse-set samples.")
+    from ..atlas_units import NO_TEXT_SYNTHESIS
+
+    if NO_TEXT_SYNTHESIS in skipped:
+        heads.append("Text: the cards show exemplar sentences with every token shaded by its conductance through "
+                     "the unit, and no synthetic inputs — an input optimized in embedding space is no sentence, so "
+                     "it would show nothing a reader can check against the exemplars.")
+    chosen = atlas.meta.get("settings", {}).get("units")
+    if isinstance(chosen, int):
+        heads.append(f"Cards for the {chosen} most important units of each layer (largest mean |conductance|); the "
+                     "scan that ranked them covered every unit.")
     return write_entry(out_dir, title=title or f"Unit atlas: {model}",
                        description="Every unit of the named layers: whether it matters (mean conductance, top-k "
                                    "share, the classes it supports and opposes) and what it responds to (its top "

@@ -412,8 +412,9 @@ def test_class_balanced_batches_and_label_thresholds():
     drawn = torch.cat([torch.cat(_batches(lengths, 8, g, bucket=True, labels=y)) for _ in range(20)])
     assert len(drawn) == 2000 and abs(float(y[drawn].float().mean()) - 0.5) < 0.05  # as many of each class
     data = movie_reviews()
-    every, _ = training_sentences(dict(domains=("movies",)), data)
-    strong, labels = training_sentences(dict(domains=("movies",), movie_min_abs=1.0), data)
+    every, _, _ = training_sentences(dict(domains=("movies",)), data)
+    strong, labels, ratings = training_sentences(dict(domains=("movies",), movie_min_abs=1.0), data)
     assert len(every) == len(data.train) and 0 < len(strong) < len(every) and len(labels) == len(strong)
+    assert (labels == (ratings > 0)).all() and bool((ratings.abs() >= 1.0).all())
     scores = dict(zip(data.train.sentences, data.train.scores.tolist()))
     assert all(abs(scores[s]) >= 1.0 for s in strong)

@@ -188,8 +188,8 @@ def _run(out, quick, seed, net, data, sz, echo, recipe=None, train_recipes=False
     recipe = recipe or (QUICK_RECIPE if quick else DEFAULT_RECIPE)
     net = net if given else sentiment_cnn(recipe=recipe)
     name = net.info.get("recipe", "?")
-    model_note = (f"the quick recipe '{name}' ({RECIPES[name]['epochs']} epochs; the full study uses "
-                  f"'{DEFAULT_RECIPE}')" if name == QUICK_RECIPE else f"recipe '{name}'")
+    model_note = (f"quick recipe '{name}': {RECIPES[name]['epochs']} epochs, not the full study's '{DEFAULT_RECIPE}'"
+                  if name == QUICK_RECIPE else f"recipe '{name}'")
     seconds["data_and_model"] = time.perf_counter() - t0
     recipes = recipe_table(train=train_recipes) if not given else pd.DataFrame()
     if len(recipes):

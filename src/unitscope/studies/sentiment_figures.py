@@ -230,7 +230,7 @@ def negation_caption(probes, examples: list[dict], base_rate: float, n_corpus: i
 def write_manifest(out, result, net, probes, examples, base_rate, n_corpus, sz, with_recipes) -> None:
     from ..report.manifest import write_entry
 
-    model = (f"the sentiment CNN ({result.get('model') or 'recipe ' + result['recipe']}, {result['n_train']} "
+    model = (f"the sentiment CNN ({result.get('model') or 'recipe ' + result['recipe']}; {result['n_train']} "
              f"training sentences)" if result.get("recipe") else "the sentiment CNN")
     heads = [f"Test accuracy of {model}: {result['test_accuracy']:.3f} on the {net.info.get('n_test', '?')} "
              f"held-out movie-review sentences.",

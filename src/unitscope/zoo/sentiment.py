@@ -57,7 +57,8 @@ _BASE = dict(domains=ALL, tokens="wordpiece", vectors="minilm-input", freeze=Fal
 #: kept), Adam ``lr``. Optional: ``movie_copies`` (the movie-review training sentences repeated that many times per
 #: epoch), ``movie_min_abs`` (movie training sentences with |rating| below it left out), ``balanced`` (each epoch
 #: draws as many sentences of each class, with replacement), ``lr_decay`` (the learning rate × this after every
-#: epoch). The recipes without the optional keys keep the cache keys they had.
+#: epoch), ``soft`` (train on P(positive) = sigmoid(rating / soft) from the −4 … 4 mean human rating instead of
+#: its sign). The recipes without the optional keys keep the cache keys they had.
 RECIPES = {
     "scratch-movies": dict(domains=("movies",), tokens="words", vectors=None, freeze=False, max_norm=None,
                            epochs=15, patience=None, lr=2e-3, min_abs=None),
@@ -68,6 +69,9 @@ RECIPES = {
     "minilm-all-movies2x": dict(_BASE, movie_copies=2),
     "minilm-token-all": dict(_BASE, vectors="minilm-token"),
     "minilm-context-all": dict(_BASE, vectors="minilm-context"),
+    "minilm-context-soft": dict(_BASE, vectors="minilm-context", soft=1.0),
+    "minilm-context-long": dict(_BASE, vectors="minilm-context", epochs=25, patience=6, lr_decay=0.9),
+    "minilm-context-balanced": dict(_BASE, vectors="minilm-context", balanced=True),
     # the quick demo's model: the default's data and vectors, two epochs (a few minutes on a busy 2-core machine)
     "quick": dict(_BASE, epochs=2, patience=None),
 }
@@ -76,19 +80,21 @@ QUICK_RECIPE = "quick"
 
 
 def training_sentences(r: dict, data: MovieReviews):
-    """``(sentences, labels [N])`` a recipe trains on (see :data:`RECIPES`)."""
+    """``(sentences, labels [N], mean human ratings [N])`` a recipe trains on (see :data:`RECIPES`)."""
     copies = r.get("movie_copies", 1)  # the in-domain sentences repeated (oversampled) this many times per epoch
     keep = torch.arange(len(data.train))
     if r.get("movie_min_abs"):
         keep = torch.nonzero(data.train.scores.abs() >= r["movie_min_abs"])[:, 0]
     movies = [data.train.sentences[i] for i in keep.tolist()]
     sentences, labels = movies * copies, [data.train.labels[keep].repeat(copies)]
+    scores = [data.train.scores[keep].repeat(copies)]
     for d in r["domains"]:
         if d != "movies":
             extra = rated_sentences(d, min_abs=r["min_abs"])
             sentences += extra.sentences
             labels.append(extra.labels)
-    return sentences, torch.cat(labels)
+            scores.append(extra.scores)
+    return sentences, torch.cat(labels), torch.cat(scores)
 
 
 def _batches(lengths: torch.Tensor, batch_size: int, g: torch.Generator, bucket: bool, labels=None):
@@ -187,7 +193,10 @@ def _train(r, recipe, maps, batch_size, min_count, weight_decay, seed, progress)
 
     legacy = recipe == "scratch-movies"
     data = movie_reviews()
-    sentences, y = training_sentences(r, data)
+    sentences, y, rating = training_sentences(r, data)
+    # soft labels (optional): P(positive) = sigmoid(rating / soft) instead of the sign of the rating
+    target = y if not r.get("soft") else torch.stack([1 - torch.sigmoid(rating / r["soft"]),
+                                                       torch.sigmoid(rating / r["soft"])], 1)
     if r["tokens"] == "wordpiece":
         vocab = WordPieces()
     else:
@@ -215,7 +224,7 @@ def _train(r, recipe, maps, batch_size, min_count, weight_decay, seed, progress)
             model.train()
             for idx in _batches(lengths, batch_size, g, bucket=not legacy, labels=y if r.get("balanced") else None):
                 t = int(lengths[idx].max()) + 2 * MIN_PAD
-                loss = nn.functional.cross_entropy(model(model.embed(ids[idx, :t])), y[idx])
+                loss = nn.functional.cross_entropy(model(model.embed(ids[idx, :t])), target[idx])
                 opt.zero_grad()
                 loss.backward()
                 opt.step()

@@ -24,7 +24,7 @@ from .sites import Site
 from .sites import layer_names as site_names
 from .state import analysis_mode
 
-__all__ = ["hooked", "Recorder", "layer_names", "call_counts"]
+__all__ = ["hooked", "site_hooks", "Recorder", "layer_names", "call_counts"]
 
 
 @contextmanager
@@ -43,6 +43,47 @@ def hooked(forward: Mapping[nn.Module, Callable] | None = None, pre: Mapping[nn.
     finally:
         for handle in handles:
             handle.remove()
+
+
+def ambiguous_call(name: str, calls: int | None = None) -> UnitscopeError:
+    """The error for a plain name of a module that runs ``calls`` times (``None``: more than once, the count not
+    known yet) in one forward pass."""
+    listed = ", ".join(repr(f"{name}@{i}") for i in range(calls or 2)) + ("" if calls else ", …")
+    ran = f"ran {calls} times" if calls else "ran more than once"
+    return UnitscopeError(f"layer {name!r} {ran} in one forward pass, so its units are ambiguous", layer=name,
+                          hint=f"name one call: {listed} (unitscope.layer_names(model, inputs=x) lists them)")
+
+
+@contextmanager
+def site_hooks(model: nn.Module, forward: Mapping[Site, Callable]):
+    """Forward hooks by site for the duration of the block: ``fn(module, args, output)`` (its return value, if not
+    ``None``, replaces the output) of a ``NAME@K`` site runs at call ``K`` of its module in each forward pass of
+    ``model``, a plain site's at its module's only call — a second call in the same pass raises the error that lists
+    the ``@K`` names. A pre-hook on ``model`` starts each pass's count afresh. Yields ``calls(site)``: how many times
+    the site's module ran in the last pass (so that an ``@K`` site that did not run can say so)."""
+    groups: dict = {}
+    for site, fn in forward.items():
+        groups.setdefault(id(site.module), (site.module, []))[1].append((site, fn))
+    counts: Counter = Counter()
+
+    def reset(module, args):
+        counts.clear()
+
+    def make(entries):
+        def hook(module, args, out):
+            k = counts[id(module)]
+            counts[id(module)] += 1
+            for site, fn in entries:
+                if site.call is None and k > 0:
+                    raise ambiguous_call(site.name)
+                if site.call is None or site.call == k:
+                    new = fn(module, args, out)
+                    out = out if new is None else new
+            return out
+        return hook
+
+    with hooked(pre={model: reset}, prepend=True), hooked(forward={m: make(e) for m, e in groups.values()}):
+        yield lambda site: counts[id(site.module)]
 
 
 class _StopForward(Exception):
@@ -165,9 +206,7 @@ class Recorder:
                                      hint=(f"its module ran {ran} times: calls are @0 … @{ran - 1}" if ran else
                                            "pick a layer that forward() calls"))
             if n > 1:
-                calls = ", ".join(repr(f"{s.name}@{i}") for i in range(n))
-                raise UnitscopeError(f"layer {s.name!r} ran {n} times in one forward pass, so its units are "
-                                     "ambiguous", layer=s.name, hint=f"name one call: {calls}")
+                raise ambiguous_call(s.name, n)
 
 
 def layer_names(model: nn.Module, *, inputs=None) -> list[str]:

@@ -23,7 +23,7 @@ from contextlib import contextmanager
 import torch
 import torch.nn as nn
 
-from ..core.capture import hooked
+from ..core.capture import site_hooks
 from ..core.errors import UnitscopeError
 from ..core.faults import is_oom, model_errors, with_oom_hint
 from ..core.inputs import make_target, prepare
@@ -132,8 +132,8 @@ def ablate(model: nn.Module, units_by_layer: dict, *, value=0.0, mean=None, load
             fill = _replacement(value, means.get(site.name), y, site.name)
             return rebuild(torch.where(mask, fill, y))
 
-        fns[s.module] = hook
-    with hooked(forward=fns):
+        fns[s] = hook
+    with site_hooks(model, fns):  # NAME@K: only that call of a module run several times per forward pass
         yield model
 
 
@@ -224,8 +224,13 @@ def _output_and_layer(model, batch, site, spec=None):
     def grab(module, args, out):
         captured["y"] = out
 
-    with hooked(forward={site.module: grab}):
+    with site_hooks(model, {site: grab}) as calls:
         out = batch.call(model, batch.inputs, torch.arange(batch.n))
+    if "y" not in captured:
+        ran = calls(site)
+        raise UnitscopeError(f"layer {site.name!r} did not run in the model's forward pass", layer=site.name,
+                             hint=f"its module ran {ran} times: calls are @0 … @{ran - 1}" if ran else
+                             "pick a layer that forward() calls")
     first = spec.get(site.name) if isinstance(spec, dict) else spec
     return out, _parts(captured["y"], first if hasattr(first, "part") else None, site.name)[0]
 
@@ -236,14 +241,14 @@ def _forward_with_layer(model, batch, site, ex, example, layer_rows, tgt, spec=N
         return _parts(out, spec, site.name)[1](layer_rows)
 
     try:
-        with hooked(forward={site.module: expand}):
+        with site_hooks(model, {site: expand}):
             out = batch.call(model, batch.path_rows(ex, torch.ones(ex.numel(), dtype=torch.float64)), ex)
         if _rows_of(out) == example.numel():
             return tgt(out, example)
     except RuntimeError as e:  # rows fed once per example do not fit the expanded layer rows: feed every row
         if is_oom(e):
             raise with_oom_hint(e)
-    with model_errors(model, inputs=batch.inputs), hooked(forward={site.module: expand}):
+    with model_errors(model, inputs=batch.inputs), site_hooks(model, {site: expand}):
         out = batch.call(model, batch.path_rows(example, torch.ones(example.numel(), dtype=torch.float64)),
                          example)
     return tgt(out, example)

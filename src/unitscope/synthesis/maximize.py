@@ -24,7 +24,7 @@ import torch
 import torch.nn as nn
 from tqdm.auto import tqdm
 
-from ..core.capture import Recorder, hooked
+from ..core.capture import Recorder, site_hooks
 from ..core.errors import UnitscopeError
 from ..core.faults import model_errors
 from .objectives import Acts, Objective, channel, independent, unit_values
@@ -79,23 +79,26 @@ class _RedirectedReLU(torch.autograd.Function):
 
 
 def _redirect_hooks(sites) -> dict:
-    """Forward hooks that give the (non in-place) ``nn.ReLU`` sites a redirected gradient."""
-    return {s.module: (lambda m, args, out: _RedirectedReLU.apply(args[0]))
+    """Forward hooks (by site: a ``NAME@K`` site's call only) that give the (non in-place) ``nn.ReLU`` sites a
+    redirected gradient."""
+    return {s: (lambda m, args, out: _RedirectedReLU.apply(args[0]))
             for s in sites if type(s.module) is nn.ReLU and not s.module.inplace and not s.use_input}
 
 
-def _forward_acts(model, sites, x, redirect: bool = False) -> dict:
-    """``{layer: output}`` of the sites; the forward pass stops once the deepest one has run."""
-    rec = Recorder(sites, stop_when_done=True)
-    with hooked(forward=_redirect_hooks(sites) if redirect else None), rec.active():
+def _forward_acts(model, sites, x, redirect: bool = False, stop: bool = True) -> dict:
+    """``{layer: output}`` of the sites; the forward pass stops once the deepest one has run (``stop``)."""
+    rec = Recorder(sites, stop_when_done=stop)
+    with site_hooks(model, _redirect_hooks(sites) if redirect else {}), rec.active():
         model(x)
     return Acts.recorded(model, sites, {s.name: rec.parts[s.name][0] for s in sites})
 
 
 def _first_forward(model, sites, x, shape, redirect):
+    """The first step's forward pass runs to the end, so that a plain name of a module called several times per
+    pass is the error that lists its ``NAME@K`` calls (later passes stop at the deepest site)."""
     with model_errors(model, inputs=x, hint=f"the images had shape {tuple(x.shape)}; if that is wrong, pass "
                                             "shape=(channels, height, width) of one input example"):
-        return _forward_acts(model, sites, x, redirect)
+        return _forward_acts(model, sites, x, redirect, stop=False)
 
 
 def maximize(model: nn.Module, objective: Objective, *, batch: int, shape: tuple, param="pixel",

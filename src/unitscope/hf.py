@@ -2,7 +2,8 @@
 
 The model is wrapped so that it maps token ids to one row of logits per example (a classifier's logits; a causal
 LM's next-token logits after the last real token) and builds the attention mask from the pad id; its sub-modules
-keep their own names (``transformer.h.1.mlp.act``). Paths start at the token embedding (``EMBEDDING``).
+keep their own names (``transformer.h.1.mlp.act``). Paths start at the token embedding (``EMBEDDING``). Attention is
+loaded ``eager`` (not the fused SDPA kernel, which has no forward-mode derivative), so every integration rule works.
 """
 
 from __future__ import annotations
@@ -27,8 +28,10 @@ class HFLogits(nn.Module):
             self.add_module(name, child)
         self.pad_id, self.causal = pad_id, causal
 
-    def forward(self, ids: torch.Tensor) -> torch.Tensor:
-        mask = None if self.pad_id is None else (ids != self.pad_id).long()
+    def forward(self, ids: torch.Tensor, attention_mask: torch.Tensor | None = None) -> torch.Tensor:
+        """``attention_mask`` (a tokenizer's, ``[N, T]``): default ``ids != pad id``."""
+        mask = attention_mask if attention_mask is not None else \
+            None if self.pad_id is None else (ids != self.pad_id).long()
         logits = self.hf(input_ids=ids, attention_mask=mask).logits
         if not self.causal:
             return logits
@@ -54,7 +57,8 @@ def load_hf(folder: str, device):
     if auto is None:
         raise UnitscopeError(f"hf:{folder}: a {arch or 'model'} has no logits to score",
                              hint="save a *ForSequenceClassification or *ForCausalLM model")
-    model = auto.from_pretrained(path, local_files_only=True).to(device).eval()
+    # eager attention: the fused SDPA kernel has no forward-mode derivative, which fixed rules (dy/dα) need
+    model = auto.from_pretrained(path, local_files_only=True, attn_implementation="eager").to(device).eval()
     tokenizer = None
     try:
         tokenizer = transformers.AutoTokenizer.from_pretrained(path, local_files_only=True)

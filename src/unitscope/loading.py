@@ -217,7 +217,7 @@ def _hf_model(folder: str, device) -> Loaded:
 
     example = encode(["a fine film ."])[0] if encode is not None else None
     return Loaded(model, f"hf:{folder}", "factory", encode_text=encode, example=example,
-                  extra={"embedding": embedding})
+                  extra={"embedding": embedding, "tokenizer": tokenizer})
 
 
 def load_model(spec: str, device: str | torch.device = "cpu") -> Loaded:

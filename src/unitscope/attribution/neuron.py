@@ -25,7 +25,7 @@ import torch.nn as nn
 from . import paths
 from ..core.capture import Recorder
 from ..core.errors import UnitscopeError
-from ..core.units import pick_part, resolve_units
+from ..core.units import find_mask, pick_part, resolve_units
 from ..core.faults import is_oom, with_oom_hint
 from ..core.inputs import make_target, prepare
 from .engine import autograd_on, work_dtype
@@ -60,13 +60,17 @@ def _unit_masks(units, shape: tuple, layer: str) -> torch.Tensor:
 def neuron_conductance(model: nn.Module, inputs, layer, units, *, baselines=None, target=None,
                        additional_forward_args=None, n_steps: int = 50, method: str = "gausslegendre",
                        internal_batch_size: int | None = None, unit_batch_size: int | None = 64,
-                       attribute_to_layer_input: bool = False, paired: bool = False, spec=None, embedding=None):
+                       attribute_to_layer_input: bool = False, paired: bool = False, spec=None, embedding=None,
+                       mask=None):
     """Input attributions through each unit of ``units``: a tensor ``[N, U, *input_shape]`` (a tuple of such
     tensors for tuple inputs). ``units``: ints — units of the layer's unit specification (a conv channel, a
     transformer neuron at every token, a head; ``spec`` to choose, :mod:`unitscope.core.units`) — and/or element
     tuples of one layer's output. A layer with a tuple output (``nn.LSTM``): ``spec=UnitSpec.tokens(part=0)``
     picks its tensor by index (default the first). Token ids: ``embedding="NAME"``, and the attributions are
-    over that module's output ``[N, U, T, D]``.
+    over that module's output ``[N, U, T, D]``. On token-major layers a unit given as an int (a neuron, a head)
+    is its positions at the real tokens only: ``mask`` (``[N, T]``, 1 = a real token; default the
+    ``attention_mask`` among ``additional_forward_args``) leaves padding out, so that summed over the inputs the
+    result is the unit's conductance as ``Scores.per_unit`` reports it with the same mask (Σ_i Eq. 2 = Eq. 3).
 
     ``paired=True``: ``units[i]`` belongs to example ``i`` only (``len(units) == N``) and the result is
     ``[N, *input_shape]`` — one backward for all pairs, e.g. every unit's own exemplars at once.
@@ -90,6 +94,9 @@ def neuron_conductance(model: nn.Module, inputs, layer, units, *, baselines=None
     n, m = batch.n, alphas.numel()
     if paired and len(units) != n:
         raise UnitscopeError("paired=True takes one unit per example", units=len(units), examples=n)
+    token_mask = find_mask(mask, additional_forward_args, inputs)
+    whole = torch.tensor([isinstance(u, int) or torch.is_tensor(u) and u.dim() == 0
+                          for u in ([units] if isinstance(units, (int, tuple)) else list(units))])
     with analysis_mode(model), autograd_on():
         out_x = _outputs_at_x(model, batch, internal_batch_size) if target is None else None
         tgt = make_target(target, n, out_x)
@@ -116,15 +123,20 @@ def neuron_conductance(model: nn.Module, inputs, layer, units, *, baselines=None
                 if masks is None:
                     sp = resolve_units(spec, model=model, name=site.name, module=site.module, shape=tuple(y.shape))
                     masks = sp.unit_masks(units, tuple(y.shape[1:]), site.name).to(y)
+                # a whole unit (an int) of a token-major layer: its real tokens only (elements are taken as given)
+                keep = None if token_mask is None else sp.token_keep(y, token_mask[example])
+                g_kept = g if keep is None else g * keep.to(g)
                 got = None
                 ub = masks.shape[0] if unit_batch_size is None else max(1, unit_batch_size)
                 if paired:   # row r goes with its example's own unit: one plain backward
-                    gs = torch.autograd.grad(y, rows, grad_outputs=masks[example.to(masks.device)] * g,
-                                             allow_unused=True)
+                    own = whole.to(g.device)[example.to(g.device)].view(-1, *([1] * (g.dim() - 1)))
+                    gs = torch.autograd.grad(y, rows, grad_outputs=masks[example.to(masks.device)] *
+                                             torch.where(own, g_kept, g), allow_unused=True)
                     got = [torch.zeros_like(r).unsqueeze(0) if gr is None else gr.detach().unsqueeze(0)
                            for r, gr in zip(rows, gs)]
                 for u0 in range(0, 0 if paired else masks.shape[0], ub):
-                    v = masks[u0:u0 + ub].unsqueeze(1) * g.unsqueeze(0)  # [u, R, *y]
+                    pick = whole[u0:u0 + ub].to(g.device).view(-1, *([1] * g.dim()))
+                    v = masks[u0:u0 + ub].unsqueeze(1) * torch.where(pick, g_kept.unsqueeze(0), g.unsqueeze(0))
                     grads = _batched_vjp(y, rows, v)
                     got = grads if got is None else [torch.cat([a, b]) for a, b in zip(got, grads)]
             got = [work_dtype(gx) for gx in got]

@@ -24,7 +24,7 @@ from ..core.state import torch_threads
 from ..data.scan import ScanResult
 from .options import Parser, add, add_common, resolve_target, run_command
 
-__all__ = ["scan_main", "default_layers", "SentenceBatches", "add_arguments", "run"]
+__all__ = ["scan_main", "default_layers", "SentenceBatches", "TokenBatches", "add_arguments", "run"]
 
 NAME = "scan"
 HELP = "one streaming pass over a data set: statistics, selectivity and top examples per unit"
@@ -87,6 +87,37 @@ class SentenceBatches:
     def __iter__(self):
         for b in range(len(self)):
             yield self[b]
+
+
+class TokenBatches:
+    """Sentences as a tokenizer's batches ``{"input_ids": [B, T], "attention_mask": [B, T]}``, tokenized lazily,
+    each batch padded to its own longest sentence (T varies across batches; the scan leaves padding out through the
+    mask); example indices are positions in ``sentences``. Under several ranks each tokenizes only its batches."""
+
+    def __init__(self, tokenizer, sentences, batch_size: int = 256):
+        self.tokenizer, self.sentences, self.batch_size = tokenizer, list(sentences), batch_size
+
+    def __len__(self):
+        return (len(self.sentences) + self.batch_size - 1) // self.batch_size
+
+    def __getitem__(self, b: int):
+        if not 0 <= b < len(self):
+            raise IndexError(b)
+        part = self.sentences[b * self.batch_size:(b + 1) * self.batch_size]
+        enc = self.tokenizer(part, padding=True, return_tensors="pt")
+        return {"input_ids": enc["input_ids"], "attention_mask": enc["attention_mask"]}
+
+
+def _sentences(name) -> list[str] | None:
+    """The sentences of DATA when it is one or more ``.txt`` files (one sentence a line), else ``None``."""
+    names = [name] if isinstance(name, str) else list(name)
+    paths = [Path(n) for n in names]
+    if not names or not all(p.suffix.lower() == ".txt" and p.is_file() for p in paths):
+        return None
+    sentences = [ln.strip() for p in paths for ln in p.read_text().splitlines() if ln.strip()]
+    if not sentences:
+        raise UnitscopeError("no sentences in the text file(s)", files=names)
+    return sentences
 
 
 def _load_data(name: str, split: str, repeat: int, loaded=None):
@@ -217,6 +248,8 @@ def _run(args, group, ranks) -> dict:
     loaded, trained = _load(args)
     model = loaded.model
     name = args.data[0] if len(args.data) == 1 else list(args.data)
+    if loaded.extra.get("tokenizer") is not None:  # hf:FOLDER with sentences: token ids, any length
+        return _run_tokens(args, loaded, name, group, ranks)
     text = name == "reviews"
     if text != (loaded.encode_text is not None):
         raise UnitscopeError(f"{args.model} is {'a text' if loaded.encode_text else 'not a text'} model and "
@@ -252,6 +285,40 @@ def _run(args, group, ranks) -> dict:
         except Exception as e:  # noqa: BLE001 — re-raised here, reported to the other ranks
             failed = e
     ranks.step(failed, False)  # the others wait for rank 0's files, or stop with its error
+    return summary
+
+
+def _run_tokens(args, loaded, name, group, ranks) -> dict:
+    """``unitscope scan hf:FOLDER sentences.txt --layers …``: each batch tokenized to its own length, the paths of
+    path scores starting at the token embedding, padding left out of every unit's value; target: the model's top
+    output (a classifier's class, a causal LM's next token) unless ``--target`` says otherwise."""
+    from ..data.scan import scan
+
+    sentences = _sentences(name)
+    if sentences is None:
+        raise UnitscopeError(f"{args.model} is a text model: scan it with sentences (a .txt file, one a line)",
+                             data=str(name))
+    if not args.layers:
+        raise UnitscopeError("name the layers to scan with --layers", model=args.model,
+                             hint=f"unitscope layers {args.model} lists them (e.g. a block's MLP activation)")
+    if group is not None and torch.distributed.get_backend(group) == "nccl":
+        loaded.model.to(torch.device("cuda", torch.cuda.current_device()))
+    loader = TokenBatches(loaded.extra["tokenizer"], [s for _ in range(args.repeat) for s in sentences],
+                          args.batch_size)
+    t0 = time.perf_counter()
+    result = scan(loaded.model, loader, args.layers, scores=args.scores, target=resolve_target(args.target, None),
+                  by=None, top_k=args.top_k, n_steps=8 if args.quick else args.n_steps, method=args.method,
+                  internal_batch_size=args.internal_batch_size, checkpoint=args.checkpoint,
+                  checkpoint_every=args.checkpoint_every, group=group, embedding=loaded.extra["embedding"])
+    wall = time.perf_counter() - t0
+    summary, failed = {}, None
+    if ranks.rank == 0:
+        try:
+            summary = _write_outputs(result, None, args, name if isinstance(name, str) else ", ".join(name),
+                                     ranks.world, wall)
+        except Exception as e:  # noqa: BLE001 — re-raised here, reported to the other ranks
+            failed = e
+    ranks.step(failed, False)
     return summary
 
 

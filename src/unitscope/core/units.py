@@ -154,6 +154,20 @@ class UnitSpec:
         s = (flat * k).sum(2)
         return s if how == "sum" else s / k.sum(2).clamp_min(1)
 
+    def token_keep(self, t: torch.Tensor, mask: torch.Tensor | None) -> torch.Tensor | None:
+        """Booleans broadcastable to ``t`` (``[N, ...]``, heads not split): ``False`` at the padding tokens of
+        ``mask`` (``[N, T]``, on ``token_dim``); ``None`` where the mask does not apply (no token dim, or a layer
+        whose token count differs from the mask's)."""
+        if mask is None or self.token_dim is None or t.dim() < 2:
+            return None
+        v = self._view(t)
+        dims = self._unit_dims(v.dim())
+        keep = self._keep(v, [d for d in range(1, v.dim()) if d not in dims], mask)
+        if keep is None:
+            return None
+        td = self.token_dim + v.dim() if self.token_dim < 0 else self.token_dim
+        return keep.reshape([t.shape[0]] + [t.shape[d] if d == td else 1 for d in range(1, t.dim())])
+
     def _keep(self, t, rest, mask):
         if mask is None or self.token_dim is None:
             return None

@@ -159,7 +159,8 @@ def _plan(n: int, m: int, internal_batch_size: int | None) -> tuple[int, int]:
 
 def integrate(model, batch: Batch, target: Target, sites: list[Site], alphas: torch.Tensor,
               weights: torch.Tensor | None, *, conductance: str | None = "jvp",
-              need_grad: bool = True, internal_batch_size: int | None = None, progress: bool | None = None) -> PathSums:
+              need_grad: bool = True, internal_batch_size: int | None = None, progress: bool | None = None,
+              estimate: bool = True) -> PathSums:
     """Stream the nodes ``alphas`` (sorted, [M]) for every example through the model.
 
     Accumulates the layer-path conductance and the quadrature ``Σ_k w_k ∂F/∂y(α_k)`` when ``weights`` is
@@ -169,26 +170,32 @@ def integrate(model, batch: Batch, target: Target, sites: list[Site], alphas: to
     * ``"trapezoid"``: ``Σ_k ½(∂F/∂y_k + ∂F/∂y_{k+1}) · (y_{k+1} − y_k)`` on consecutive nodes (values only);
     * ``"left"`` (Captum's ``LayerConductance``): ``Σ_k ∂F/∂y_k · (y_{k+1} − y_k)``; ``None``: no conductance.
 
-    With ``"jvp"`` (and for the influence quadrature) the second-order sum on the same nodes is accumulated too;
-    their difference is the per-unit error estimate (``PathSums.*_error``) — a conservative one, since the
-    higher-order rule is usually much closer than that.
-    Only one node of layer values per site is carried between chunks, so memory does not grow with M.
+    With ``estimate`` (and gradients) the per-unit error estimates (``PathSums.*_error``) and the |∂F/∂y| profile
+    along the path (for the hard-path diagnosis) are accumulated too: with ``"jvp"`` the second-order sum on the
+    same nodes as well, their difference bounding the rule's error from below. Without ``estimate`` only the
+    sums themselves are computed (Captum-compatible runs, which report no error).
+    Only two nodes of layer values per site are carried between chunks, so memory does not grow with M.
     """
     n, m = batch.n, alphas.numel()
     E, P = _plan(n, m, internal_batch_size)
     jvp = conductance == "jvp"
     if jvp and weights is None:
         raise UnitscopeError("conductance by the rule needs its weights")
+    estimate = estimate and need_grad
     sums = PathSums()
     F_x = torch.full((n,), float("nan"), dtype=torch.float64)
     F_b = torch.full((n,), float("nan"), dtype=torch.float64)
     value_x, grad_x = {}, {}
-    cond, infl, cond_alt, infl_alt = {}, {}, {}, {}
-    cerr_s, cerr_q, ierr_s, ierr_q = {}, {}, {}, {}
-    profile = {}
+    cond, infl, cond_alt = {}, {}, {}
+    cerr, ierr = {}, {}      # site -> per part (Σ e_p, Σ e_p²)
+    profile = {}             # site -> [n, m] |∂F/∂y| norms, on the model's device
+    # the consecutive-node sums: the trapezoid/left conductance itself, or (jvp) the ingredients of its error
+    stieltjes = conductance in ("trapezoid", "left") or (estimate and (jvp or weights is not None))
     chunks = [(e0, p0) for e0 in range(0, n, E) for p0 in range(0, m, P)]
     bar = tqdm(chunks, desc="path", unit="chunk", disable=True if progress is False else (None if len(chunks) > 4 else True),
                leave=False)
+    at0_all = torch.isclose(alphas, torch.zeros((), dtype=alphas.dtype))
+    at1_all = torch.isclose(alphas, torch.ones((), dtype=alphas.dtype))
     carry = None
     for e0, p0 in bar:
         ex = torch.arange(e0, min(n, e0 + E))
@@ -198,32 +205,35 @@ def integrate(model, batch: Batch, target: Target, sites: list[Site], alphas: to
         alpha = al.repeat(ne)
         ev = evaluate(model, batch, target, sites, example, alpha, need_grad=need_grad, tangents=jvp)
         sums.is_tuple = ev.is_tuple
-        Fv = ev.F.view(ne, na).to(torch.float64).cpu()
-        at0 = torch.isclose(al, torch.zeros((), dtype=al.dtype))
-        at1 = torch.isclose(al, torch.ones((), dtype=al.dtype))
-        if at0.any():
-            F_b[ex] = Fv[:, int(at0.nonzero()[0])]
-        if at1.any():
-            F_x[ex] = Fv[:, int(at1.nonzero()[0])]
+        at0, at1 = at0_all[p0:p0 + P], at1_all[p0:p0 + P]
+        k0 = int(at0.nonzero()[0]) if at0.any() else None
+        k1 = int(at1.nonzero()[0]) if at1.any() else None
+        if k0 is not None or k1 is not None:
+            Fv = ev.F.view(ne, na).to(torch.float64).cpu()
+            if k0 is not None:
+                F_b[ex] = Fv[:, k0]
+            if k1 is not None:
+                F_x[ex] = Fv[:, k1]
         if p0 == 0:
             carry = None
         new_carry = {}
         for s in sites:
             ys = [v.view(ne, na, *v.shape[1:]) for v in ev.values[s.name]]
             gs = [g.view(ne, na, *g.shape[1:]) for g in ev.grads[s.name]] if need_grad else None
-            if need_grad:
-                norm = sum(g.flatten(2).double().pow(2).sum(2) for g in gs).sqrt().cpu()
-                profile.setdefault(s.name, torch.zeros(n, m, dtype=torch.float64))[ex.view(-1, 1),
-                                                                                  torch.arange(p0, p0 + na)] = norm
-            if at1.any():
-                k = int(at1.nonzero()[0])
+            if estimate:
+                norm = sum(g.flatten(2).pow(2).sum(2) for g in gs).sqrt()
+                buf = profile.get(s.name)
+                if buf is None:
+                    buf = profile[s.name] = norm.new_zeros((n, m))
+                buf[e0:e0 + ne, p0:p0 + na] = norm
+            if k1 is not None:
                 value_x.setdefault(s.name, [None] * len(ys))
                 for i, y in enumerate(ys):
-                    value_x[s.name][i] = _store(value_x[s.name][i], ex, y[:, k], n)
+                    value_x[s.name][i] = _store(value_x[s.name][i], ex, y[:, k1], n)
                 if need_grad:
                     grad_x.setdefault(s.name, [None] * len(gs))
                     for i, g in enumerate(gs):
-                        grad_x[s.name][i] = _store(grad_x[s.name][i], ex, g[:, k], n)
+                        grad_x[s.name][i] = _store(grad_x[s.name][i], ex, g[:, k1], n)
             if weights is not None:
                 w = weights[p0:p0 + P].to(device=gs[0].device, dtype=gs[0].dtype)
                 wv = lambda g: w.view(1, -1, *([1] * (g.dim() - 2)))  # noqa: E731
@@ -231,87 +241,112 @@ def integrate(model, batch: Batch, target: Target, sites: list[Site], alphas: to
                 if jvp:
                     ts = [t.view(ne, na, *t.shape[1:]) for t in ev.tangents[s.name]]
                     _accumulate(cond, s.name, ex, [(g * t * wv(g)).sum(1) for g, t in zip(gs, ts)], n)
-            if conductance or weights is not None:
-                # consecutive nodes, with up to two carried from the previous chunk (global node index ``gi``)
-                al_c, gi = al, torch.arange(p0, p0 + na)
-                if carry is not None:
-                    ys = [torch.cat([c, y], 1) for c, y in zip(carry[s.name][0], ys)]
-                    gs = [torch.cat([c, g], 1) for c, g in zip(carry[s.name][1], gs)]
-                    al_c = torch.cat([carry[s.name][2], al])
-                    gi = torch.cat([carry[s.name][3], gi])
-                k0 = ys[0].shape[1] - na  # carried nodes come first
-                if ys[0].shape[1] > 1:
-                    lo = torch.arange(max(k0 - 1, 0), ys[0].shape[1] - 1)  # intervals ending in this chunk
-                    trip = [j for j in range(max(k0, 2), ys[0].shape[1]) if int(gi[j]) % 2 == 0]
-                    trip = torch.tensor(trip, dtype=torch.long)
-                    da = (al_c[1:] - al_c[:-1]).to(device=gs[0].device, dtype=gs[0].dtype)
-                    parts, iparts, eparts, qparts, ieparts, iqparts = [], [], [], [], [], []
+            if not stieltjes:
+                continue
+            # consecutive nodes, with up to two carried from the previous chunk (global node index ``gi``)
+            al_c, gi = al, torch.arange(p0, p0 + na)
+            if carry is not None:
+                ys = [torch.cat([c, y], 1) for c, y in zip(carry[s.name][0], ys)]
+                gs = [torch.cat([c, g], 1) for c, g in zip(carry[s.name][1], gs)]
+                al_c = torch.cat([carry[s.name][2], al])
+                gi = torch.cat([carry[s.name][3], gi])
+            L = ys[0].shape[1]
+            if L > 1:
+                k0c = L - na  # carried nodes come first
+                a0 = max(k0c - 1, 0)  # intervals (k, k+1) ending in this chunk: k = a0 … L−2 (views, no copies)
+                lo, hi = slice(a0, L - 1), slice(a0 + 1, L)
+                if conductance:
+                    parts = []
                     for y, g in zip(ys, gs):
-                        shape = (1, -1, *([1] * (g.dim() - 2)))
-                        dy = y[:, lo + 1] - y[:, lo]
-                        gm = g[:, lo] if conductance == "left" else 0.5 * (g[:, lo + 1] + g[:, lo])
-                        parts.append((gm * dy).sum(1))
-                        iparts.append((0.5 * (g[:, lo + 1] + g[:, lo]) * da[lo].view(shape)).sum(1))
-                        # embedded coarse rule on nodes (j−2, j) against the fine one on (j−2, j−1, j)
-                        j2, j1, j0 = trip - 2, trip - 1, trip
-                        fine = 0.5 * (g[:, j2] + g[:, j1]) * (y[:, j1] - y[:, j2]) + \
-                            0.5 * (g[:, j1] + g[:, j0]) * (y[:, j0] - y[:, j1])
-                        ep = ERROR_FACTOR * (fine - 0.5 * (g[:, j2] + g[:, j0]) * (y[:, j0] - y[:, j2]))
-                        eparts.append(ep.sum(1))
-                        qparts.append(ep.pow(2).sum(1))
-                        h1, h2 = da[j2].view(shape), da[j1].view(shape)
-                        ifine = 0.5 * (g[:, j2] + g[:, j1]) * h1 + 0.5 * (g[:, j1] + g[:, j0]) * h2
-                        iep = ERROR_FACTOR * (ifine - 0.5 * (g[:, j2] + g[:, j0]) * (h1 + h2))
-                        ieparts.append(iep.sum(1))
-                        iqparts.append(iep.pow(2).sum(1))
-                    if conductance:
-                        _accumulate(cond_alt if jvp else cond, s.name, ex, parts, n)
-                        _accumulate(cerr_s, s.name, ex, eparts, n)
-                        _accumulate(cerr_q, s.name, ex, qparts, n)
-                    if weights is not None:
-                        _accumulate(infl_alt, s.name, ex, iparts, n)
-                        _accumulate(ierr_s, s.name, ex, ieparts, n)
-                        _accumulate(ierr_q, s.name, ex, iqparts, n)
-                keep = slice(max(0, ys[0].shape[1] - 2), None)
-                new_carry[s.name] = ([y[:, keep] for y in ys], [g[:, keep] for g in gs], al_c[keep], gi[keep])
+                        gm = g[:, lo] if conductance == "left" else 0.5 * (g[:, hi] + g[:, lo])
+                        parts.append((gm * (y[:, hi] - y[:, lo])).sum(1))
+                    _accumulate(cond_alt if jvp else cond, s.name, ex, parts, n)
+                if estimate:
+                    # embedded coarse rule on nodes (j−2, j) against the fine one on (j−2, j−1, j), j even
+                    j = max(k0c, 2)
+                    j += int(gi[j]) % 2 if j < L else 0
+                    if j < L:
+                        da = (al_c[1:] - al_c[:-1]).to(device=gs[0].device, dtype=gs[0].dtype)
+                        if conductance:
+                            _accumulate_error(cerr, s.name, ex, [_panel_error(y, g, j, L) for y, g in zip(ys, gs)], n)
+                        if weights is not None:
+                            _accumulate_error(ierr, s.name, ex, [_panel_error(None, g, j, L, da) for g in gs], n)
+            keep = slice(max(0, ys[0].shape[1] - 2), None)
+            new_carry[s.name] = ([y[:, keep] for y in ys], [g[:, keep] for g in gs], al_c[keep], gi[keep])
         carry = new_carry
     sums.conductance = cond if conductance else None
     sums.influence = infl if weights is not None else None
     # error estimates: the second-order rule on these nodes against its embedded coarse rule (every other
     # node) — for the rule applied to ∂F/∂y·dy/dα, at least its difference with that second-order rule
-    if conductance and cerr_s:
-        sums.conductance_error = {k: [combine(a, b) for a, b in zip(cerr_s[k], cerr_q[k])] for k in cerr_s}
-        sums.conductance_unit_error = {k: [combine(reduce_units(a), reduce_units(b)) for a, b in
-                                           zip(cerr_s[k], cerr_q[k])] for k in cerr_s}
+    cerr, ierr = _pairs(cerr), _pairs(ierr)
+    if conductance and cerr:
+        sums.conductance_error = {k: [combine(a, b) for a, b in v] for k, v in cerr.items()}
+        sums.conductance_unit_error = {k: [combine(reduce_units(a), reduce_units(b)) for a, b in v]
+                                       for k, v in cerr.items()}
         if jvp:
-            for k in cerr_s:
+            for k in cerr:
                 diff = [c - a for c, a in zip(cond[k], cond_alt[k])]
                 sums.conductance_error[k] = [torch.maximum(e, d.abs()) for e, d in
                                              zip(sums.conductance_error[k], diff)]
                 sums.conductance_unit_error[k] = [torch.maximum(e, reduce_units(d).abs()) for e, d in
                                                   zip(sums.conductance_unit_error[k], diff)]
-    if weights is not None and ierr_s:
-        sums.influence_error = {k: [combine(a, b) for a, b in zip(ierr_s[k], ierr_q[k])] for k in ierr_s}
-        sums.influence_unit_error = {k: [combine(reduce_units(a), reduce_units(b)) for a, b in
-                                         zip(ierr_s[k], ierr_q[k])] for k in ierr_s}
+    if weights is not None and ierr:
+        sums.influence_error = {k: [combine(a, b) for a, b in v] for k, v in ierr.items()}
+        sums.influence_unit_error = {k: [combine(reduce_units(a), reduce_units(b)) for a, b in v]
+                                     for k, v in ierr.items()}
     sums.value_at_x = value_x or None
     sums.grad_at_x = grad_x or None
     sums.F_x, sums.F_baseline = F_x, F_b
     sums.n_evals = torch.full((n,), m, dtype=torch.long)
-    sums.grad_profile = {k: (alphas.view(1, -1).expand(n, -1), v) for k, v in profile.items()} or None
+    sums.grad_profile = {k: (alphas.view(1, -1).expand(n, -1), v.double().cpu()) for k, v in profile.items()} or None
     return sums
+
+
+def _panel_error(y, g, j, L, da=None):
+    """Signed panel errors ``ERROR_FACTOR · (T₂ − T₁)`` of the panels ``(j'−2, j'−1, j')`` for ``j' = j, j+2, … < L``
+    ([ne, panels, ...]): the Stieltjes trapezoid on ``y`` (conductance), or on α itself (``y=None``, with the
+    intervals ``da``)."""
+    s2, s1, s0 = slice(j - 2, L - 2, 2), slice(j - 1, L - 1, 2), slice(j, L, 2)
+    ga, gm, gb = g[:, s2], g[:, s1], g[:, s0]
+    if y is None:
+        shape = (1, -1, *([1] * (g.dim() - 2)))
+        d1, d2 = da[s2].view(shape), da[s1].view(shape)
+    else:
+        ya, ym, yb = y[:, s2], y[:, s1], y[:, s0]
+        d1, d2 = ym - ya, yb - ym
+    # T₂ − T₁ = ½(g_a+g_m)d₁ + ½(g_m+g_b)d₂ − ½(g_a+g_b)(d₁+d₂) = ½(g_m − g_b)d₁ + ½(g_m − g_a)d₂
+    return (0.5 * ERROR_FACTOR) * ((gm - gb) * d1 + (gm - ga) * d2)
+
+
+def _accumulate_error(acc: dict, name: str, ex: torch.Tensor, panels: list[torch.Tensor], n: int) -> None:
+    """Per part ``(Σ_p e_p, Σ_p e_p²)`` over the panels of a chunk, accumulated under ``name``."""
+    _accumulate(acc, (name, "signed"), ex, [p.sum(1) for p in panels], n)
+    _accumulate(acc, (name, "squares"), ex, [p.pow(2).sum(1) for p in panels], n)
+
+
+def _pairs(acc: dict) -> dict:
+    """``{(site, "signed"): parts, (site, "squares"): parts}`` → ``{site: [(signed, squares) per part]}``."""
+    return {k: list(zip(v, acc[(k, "squares")])) for (k, kind), v in acc.items() if kind == "signed"}
+
+
+def _rows(ex: torch.Tensor) -> slice:
+    """The examples of a chunk are consecutive (``arange(e0, e1)``): a slice, so updates are views, not copies."""
+    return slice(int(ex[0]), int(ex[-1]) + 1)
 
 
 def _store(buf, ex, value, n):
     if buf is None:
-        buf = value.new_zeros((n, *value.shape[1:]))
-    buf[ex.to(buf.device)] = value
+        buf = value.new_empty((n, *value.shape[1:])) if ex.numel() == n else value.new_zeros((n, *value.shape[1:]))
+    buf[_rows(ex)] = value
     return buf
 
 
-def _accumulate(acc: dict, name: str, ex: torch.Tensor, parts: list[torch.Tensor], n: int) -> None:
+def _accumulate(acc: dict, name, ex: torch.Tensor, parts: list[torch.Tensor], n: int) -> None:
     if name not in acc:
+        if ex.numel() == n:   # the first chunk holds every example: its sums start the accumulator
+            acc[name] = list(parts)
+            return
         acc[name] = [p.new_zeros((n, *p.shape[1:])) for p in parts]
-    idx = ex.to(parts[0].device)
+    rows = _rows(ex)
     for a, p in zip(acc[name], parts):
-        a[idx] += p
+        a[rows] += p

@@ -208,13 +208,14 @@ def attribute(model: nn.Module, inputs, layers, *, scores=SCORES, baselines=None
             if "conductance" in path_methods:
                 alphas, _ = paths.captum_rule(method, n_steps + 1)
                 runs.append((["conductance"], integrate(model, batch, tgt, sites, alphas, None, conductance="left",
-                                                        internal_batch_size=internal_batch_size, progress=progress)))
+                                                        internal_batch_size=internal_batch_size, progress=progress,
+                                                        estimate=False)))
             if "internal_influence" in path_methods:
                 alphas, weights = paths.captum_rule(method, n_steps)
                 runs.append((["internal_influence"], integrate(model, batch, tgt, sites, alphas, weights,
                                                                conductance=None,
                                                                internal_batch_size=internal_batch_size,
-                                                               progress=progress)))
+                                                               progress=progress, estimate=False)))
         elif path_methods:
             alphas, weights = paths.path_nodes(method, n_steps)
             runs.append((path_methods + point_methods,
@@ -225,7 +226,8 @@ def attribute(model: nn.Module, inputs, layers, *, scores=SCORES, baselines=None
         if any(m not in served for m in point_methods):
             runs.append((point_methods, integrate(model, batch, tgt, sites, torch.ones(1, dtype=torch.float64), None,
                                                   conductance=None, need_grad="grad_x_activation" in methods,
-                                                  internal_batch_size=internal_batch_size, progress=progress)))
+                                                  internal_batch_size=internal_batch_size, progress=progress,
+                                                  estimate=False)))
             served = {m for ms, _ in runs for m in ms}
 
         token_mask = find_mask(mask, additional_forward_args, inputs)

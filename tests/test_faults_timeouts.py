@@ -169,3 +169,21 @@ def test_a_twin_has_the_groups_timeout_and_is_made_once_per_group(tmp_path):
         assert t.tolist() == [1.0, 1.0, 1.0]
     finally:
         dist.destroy_process_group()
+
+
+def test_a_twin_of_a_destroyed_group_is_forgotten(tmp_path):
+    import datetime
+
+    import torch.distributed as dist
+
+    from unitscope.data import distributed as ud
+
+    for i in range(2):
+        dist.init_process_group("gloo", init_method=f"file://{tmp_path / f'init{i}'}", rank=0, world_size=1,
+                                timeout=datetime.timedelta(seconds=5 + i))
+        try:
+            twin = ud.control_group(dist.group.WORLD, needs_twin=True)
+            assert ud.timeout_of(twin) == datetime.timedelta(seconds=5 + i)
+            assert list(ud._TWINS) == [dist.group.WORLD]  # the first job's entry is gone
+        finally:
+            dist.destroy_process_group()

@@ -73,6 +73,16 @@ def timeout_of(group) -> datetime.timedelta:
 _TWINS: dict = {}  # a group that cannot take CPU tensors -> its gloo twin
 
 
+def _alive(group) -> bool:
+    import torch.distributed as dist
+
+    try:
+        dist.get_backend(group)
+    except ValueError:  # "not initialized in the world group map": destroyed
+        return False
+    return True
+
+
 def control_group(group, *, needs_twin=None):
     """The group a scan's collectives run on: ``group`` itself where it takes CPU tensors (gloo), else a gloo group
     over the same ranks with ``group``'s timeout, made at the first call (every rank of ``group`` must make it: the
@@ -81,13 +91,10 @@ def control_group(group, *, needs_twin=None):
 
     if not (needs_twin if needs_twin is not None else not _takes_cpu_tensors(group)):
         return group
-    twin = _TWINS.get(group)
-    if twin is not None:
-        try:
-            dist.get_backend(twin)
-            return twin
-        except ValueError:  # destroyed since (destroy_process_group): make a new one
-            del _TWINS[group]
+    for old in [g for g, t in _TWINS.items() if not (_alive(g) and _alive(t))]:
+        del _TWINS[old]  # destroyed since (destroy_process_group): forget them
+    if group in _TWINS:
+        return _TWINS[group]
     twin = dist.new_group(ranks=dist.get_process_group_ranks(group), backend="gloo", timeout=timeout_of(group),
                           use_local_synchronization=True, sort_ranks=False)  # its rank i is group's rank i
     _TWINS[group] = twin

@@ -147,6 +147,12 @@ def test_scan_hf_folder_sentences_over_batches_of_different_lengths(llama, tmp_p
                                atol=1e-6)
     top = r.top(ACT, score="activation", unit=3)
     assert top.indices.shape == (2,) and set(top.indices.tolist()) <= set(range(6))
+    best = int(r.mean(ACT, score="activation").argmax())
+    md = (out / "top_sentences.md").read_text()
+    first = r.top(ACT, score="activation", unit=best).indices[0]
+    assert f"## unit {best} " in md and f"1. ({float(r.top(ACT, score='activation', unit=best).values[0]):.3g}) " \
+        f"{sentences[int(first)]}" in md
+    assert "top_sentences.md" in summary["files"]
 
 
 def _vit(fused: bool = False):

@@ -316,10 +316,30 @@ def _run_tokens(args, loaded, name, group, ranks) -> dict:
         try:
             summary = _write_outputs(result, None, args, name if isinstance(name, str) else ", ".join(name),
                                      ranks.world, wall)
+            out = Path(args.out)
+            (out / "top_sentences.md").write_text(_top_sentences_md(result, loader.sentences, args.grid_units))
+            summary["files"].insert(-1, "top_sentences.md")
+            (out / "scan.json").write_text(json.dumps(summary, indent=2, default=float))
         except Exception as e:  # noqa: BLE001 — re-raised here, reported to the other ranks
             failed = e
     ranks.step(failed, False)
     return summary
+
+
+def _top_sentences_md(result: ScanResult, sentences, n_units: int) -> str:
+    """Markdown: per layer and score, the ``n_units`` units with the highest mean and each one's top sentences."""
+    lines = []
+    for m in result.scores:
+        for layer in result.layers:
+            mean = result.mean(layer, score=m)
+            lines += [f"# {layer} · {m}: the {min(n_units, mean.numel())} units with the highest mean", ""]
+            top = result.top(layer, score=m)
+            for u in torch.argsort(mean, descending=True)[:n_units].tolist():
+                lines.append(f"## unit {u} (mean {float(mean[u]):.3g})")
+                lines += [f"{k}. ({v:.3g}) {sentences[i]}" for k, (i, v) in
+                          enumerate(zip(top.indices[u].tolist(), top.values[u].tolist()), start=1) if i >= 0]
+                lines.append("")
+    return "\n".join(lines)
 
 
 def _write_outputs(result: ScanResult, data, args, name, world: int, wall: float, trained=None) -> dict:

@@ -95,7 +95,7 @@ def neuron_conductance(model: nn.Module, inputs, layer, units, *, baselines=None
     if paired and len(units) != n:
         raise UnitscopeError("paired=True takes one unit per example", units=len(units), examples=n)
     token_mask = find_mask(mask, additional_forward_args, inputs)
-    whole = torch.tensor([isinstance(u, int) or torch.is_tensor(u) and u.dim() == 0
+    whole = torch.tensor([not isinstance(u, tuple)  # an int-like unit (not one element): its real tokens only
                           for u in ([units] if isinstance(units, (int, tuple)) else list(units))])
     with analysis_mode(model), autograd_on():
         out_x = _outputs_at_x(model, batch, internal_batch_size) if target is None else None

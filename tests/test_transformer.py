@@ -20,8 +20,8 @@ from unitscope.data.ablation import ablate, ablation_scores, cumulative_ablation
 from unitscope.studies.transformer import CUTS  # noqa: E402
 from unitscope.studies.transformer_ablation import agreement_and_flips, pearson  # noqa: E402
 from unitscope.studies.transformer_scores import HEADS, score_sentences  # noqa: E402
-from unitscope.zoo.minilm import (OnEmbeddings, attention_layers, head_scores, log_odds, minilm,  # noqa: E402
-                                  mlp_layers, model_dir)
+from unitscope.zoo.minilm import (EMBEDDING, OnEmbeddings, OnIds, attention_layers, head_scores,  # noqa: E402
+                                  log_odds, minilm, mlp_layers, model_dir)
 
 SENTENCES = ["not good", "a fine , funny film"]
 
@@ -62,6 +62,12 @@ def test_encode_baseline_keeps_special_tokens(lm, enc):
     assert torch.equal(enc.baselines[0, 0], enc.embeddings[0, 0])          # [CLS] kept
     assert torch.equal(enc.baselines[0, 3], enc.embeddings[0, 3])          # [SEP] kept
     assert torch.allclose(enc.baselines[0, 1], pad) and torch.allclose(enc.baselines[0, 2], pad)
+    # the same baseline as token ids ([PAD] at every word), and the model from ids equals the one from embeddings
+    assert torch.equal(base.model.embed(enc.baseline_ids), enc.baselines)
+    _, model = lm
+    on_ids = OnIds(base.bert, model.head)
+    with torch.no_grad():
+        assert torch.equal(on_ids(enc.ids, enc.attention_mask), model(enc.embeddings, enc.attention_mask))
     zero = base.encode(SENTENCES, baseline="zero").baselines
     assert float(zero[1, 1:6].abs().max()) == 0.0 and torch.equal(zero[1, 0], enc.embeddings[1, 0])
 
@@ -184,7 +190,7 @@ def test_study_scores_reduce_over_the_real_tokens(lm):
     the attention mask keeps (conductance at padding is 0 anyway), an activation is its mean over them — padding
     (whose activations are not 0) left out; heads are UnitSpec.heads(12) of the attention output."""
     base, model = lm
-    probe = type("LM", (), {"model": model, "encode": base.encode})()
+    probe = type("LM", (), {"model": model, "on_ids": OnIds(base.bert, model.head).eval(), "encode": base.encode})()
     sents = ["not good", "a fine , funny film that is not bad"]
     sc = score_sentences(probe, sents, scores=["conductance", "activation"], n_steps=4, progress=False)
     layer, att = mlp_layers()[1], attention_layers()[1]
@@ -202,7 +208,7 @@ def test_study_scores_reduce_over_the_real_tokens(lm):
 
 def test_agreement_rows_are_pearson_of_scores_and_ablation(lm):
     base, model = lm
-    probe = type("LM", (), {"model": model, "encode": base.encode})()
+    probe = type("LM", (), {"model": model, "on_ids": OnIds(base.bert, model.head).eval(), "encode": base.encode})()
     sc = score_sentences(probe, ["a fine , funny film"], scores=["conductance", "activation"], n_steps=4,
                          progress=False)
     rows, hrows, frows, abl = agreement_and_flips(probe, sc, k=3, max_flip=3, flip_scores=("conductance",),

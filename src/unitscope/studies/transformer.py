@@ -2,8 +2,9 @@
 matter — the conductance study on ``all-MiniLM-L6-v2`` with a linear sentiment head trained on the movie-review
 sentences (same split as the sentiment CNN; MiniLM frozen).
 
-Attributions start at the word-embedding output (baseline: the [PAD] embedding at every non-special token), the
-attention mask goes through ``additional_forward_args``. Units follow the library's unit specification: the MLP
+The model takes token ids (``lm.on_ids``); attributions start at the word-embedding output
+(``embedding="bert.embeddings.word_embeddings"``; baseline: the [PAD] embedding at every non-special token), the
+attention mask goes through ``additional_forward_args``, where the library finds it. Units follow the library's unit specification: the MLP
 neurons of all six layers (each layer's intermediate activation ``[tokens × 1536]`` is token-major: a neuron's
 score is reduced over the tokens the attention mask keeps) and, as a second granularity, the attention heads
 (``UnitSpec.heads(12)`` on each self-attention output: a head's 32 dims over the tokens). All six MLP layers, six

@@ -57,20 +57,20 @@ def agreement_and_flips(lm, scores: dict, *, k: int = 10, max_flip: int = 20,
     names = list(scores["neurons"])
     flip_scores = [m for m in flip_scores if m in names]
     rows, hrows, frows, ablations = [], [], [], {}
-    model = lm.model
+    model = lm.on_ids   # token ids in: ablation takes them at any layer
     for i in bar(range(enc.ids.shape[0]), desc="ablation (every layer of one sentence)", unit="sentence",
                  progress=progress):
         L = int(enc.lengths[i])
-        emb, mask = enc.embeddings[i:i + 1, :L], enc.attention_mask[i:i + 1, :L]
+        ids, mask = enc.ids[i:i + 1, :L], enc.attention_mask[i:i + 1, :L]
         c = int(scores["label"][i])
         kw = dict(target=c, additional_forward_args=(mask,), internal_batch_size=internal_batch_size)
-        at_base = activation(model, enc.baselines[i:i + 1, :L], mlp + att, additional_forward_args=(mask,))
+        at_base = activation(model, enc.baseline_ids[i:i + 1, :L], mlp + att, additional_forward_args=(mask,))
         for li, (mlp_name, att_name) in enumerate(zip(mlp, att)):
             values = {m: scores["neurons"][m][mlp_name][i] for m in names}
             top = {m: v.topk(k).indices for m, v in values.items()}
             units = sorted(set(torch.cat(list(top.values())).tolist()))
-            abl = dict(zip(units, ablation_scores(model, emb, mlp_name, units=units, **kw)[0].tolist()))
-            abl_b = dict(zip(units, ablation_scores(model, emb, mlp_name, units=units,
+            abl = dict(zip(units, ablation_scores(model, ids, mlp_name, units=units, **kw)[0].tolist()))
+            abl_b = dict(zip(units, ablation_scores(model, ids, mlp_name, units=units,
                                                     value=at_base[mlp_name][0], **kw)[0].tolist()))
             ablations[(i, li)] = abl
             for m in names:
@@ -82,7 +82,7 @@ def agreement_and_flips(lm, scores: dict, *, k: int = 10, max_flip: int = 20,
             if flip_scores:
                 order = torch.stack([values[m].topk(max_flip).indices for m in flip_scores])   # [S, max_flip]
                 s = len(flip_scores)
-                after = cumulative_ablation(model, emb.expand(s, -1, -1), mlp_name, order, target=_label,
+                after = cumulative_ablation(model, ids.expand(s, -1), mlp_name, order, target=_label,
                                             additional_forward_args=(mask.expand(s, -1),),
                                             internal_batch_size=internal_batch_size).long()  # [S, max_flip]
                 for m, labels in zip(flip_scores, after):
@@ -90,8 +90,8 @@ def agreement_and_flips(lm, scores: dict, *, k: int = 10, max_flip: int = 20,
                     frows.append({"example": i, "layer": li, "score": m,
                                   "flips_at": int(changed[0]) + 1 if changed.numel() else float("nan")})
             all_heads = list(range(HEADS.n_heads))
-            habl = ablation_scores(model, emb, att_name, units=all_heads, spec=HEADS, **kw)[0].numpy()
-            habl_b = ablation_scores(model, emb, att_name, units=all_heads, spec=HEADS,
+            habl = ablation_scores(model, ids, att_name, units=all_heads, spec=HEADS, **kw)[0].numpy()
+            habl_b = ablation_scores(model, ids, att_name, units=all_heads, spec=HEADS,
                                      value=at_base[att_name][0][0], **kw)[0].numpy()
             for m in names:
                 h = scores["heads"][m][att_name][i].numpy()

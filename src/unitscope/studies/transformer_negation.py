@@ -86,7 +86,7 @@ def probe_neurons(lm, probe: str, *, candidates: int = 60, top: int = 3, min_phr
         raise UnitscopeError("a negation probe needs a negation followed by a word", probe=probe, tokens=tokens)
     phrase = neg + [neg[-1] + 1]
     with torch.no_grad():
-        lo = float(log_odds(lm.model(enc.embeddings, enc.attention_mask))[0])
+        lo = float(log_odds(lm.on_ids(enc.ids, enc.attention_mask))[0])
     sign = 1 if lo >= 0 else -1
     sc = score_sentences(lm, [probe], scores=["conductance"], target=lambda out: sign * log_odds(out),
                          n_steps=n_steps, per_token=True, progress=False)

@@ -19,6 +19,7 @@ import torch
 from ..attribution.scores import SCORES, attribute
 from ..core.progress import bar
 from ..core.units import UnitSpec
+from ..zoo.minilm import EMBEDDING
 
 __all__ = ["CUTS", "HEADS", "layers", "by_length", "score_sentences", "both_sign_share", "adaptive_vs_fixed",
            "gap_by_steps"]
@@ -44,8 +45,9 @@ def score_sentences(lm, sentences, *, scores=SCORES, target=None, n_steps: int =
                     batch: int = 8, per_token: bool = False, internal_batch_size: int = 96,
                     progress: bool | None = None, desc: str = "MiniLM scores") -> dict:
     """All ``scores`` for the 6 MLP layers, 6 attention layers and 6 residual-stream cuts, one ``attribute``
-    call per batch of sentences of similar length (attributions start at the word-embedding output; baseline: the
-    [PAD] embedding at every non-special token; ``target``: default each sentence's predicted class).
+    call per batch of sentences of similar length, on token ids (``lm.on_ids``; paths start at the word-embedding
+    output, ``embedding=EMBEDDING``; baseline: the [PAD] embedding at every non-special token; ``target``: default
+    each sentence's predicted class).
 
     Returns ``neurons[score][layer]`` ``[N, 1536]`` and ``heads[score][layer]`` ``[N, 12]`` (the unit
     specification's reductions over the real tokens: sums for attributions, means for activations),
@@ -63,15 +65,19 @@ def score_sentences(lm, sentences, *, scores=SCORES, target=None, n_steps: int =
     label, evals = torch.zeros(n, dtype=torch.long), torch.zeros(n, dtype=torch.long)
     tok_values = [None] * n
     batches = by_length(enc_all.lengths.tolist(), batch)
+    model = lm.on_ids
     for idx in bar(batches, desc=desc, unit="batch", progress=progress):
         t = int(enc_all.lengths[idx].max())
-        x, b = enc_all.embeddings[idx, :t], enc_all.baselines[idx, :t]
+        ids, base_ids = enc_all.ids[idx, :t], enc_all.baseline_ids[idx, :t]
         mask = enc_all.attention_mask[idx, :t]
         with torch.no_grad():
-            label[idx] = lm.model(x, mask).argmax(1)
-        res = attribute(lm.model, x, mlp + att + CUTS, scores=scores, baselines=b, target=target if target is not None
-                        else label[idx].tolist(), additional_forward_args=(mask,), n_steps=n_steps, method=method,
-                        internal_batch_size=internal_batch_size, gap_warning=None, progress=False, mask=mask,
+            label[idx] = model(ids, mask).argmax(1)
+        # token ids in, paths from the word embeddings ([PAD] at every word); the mask among the forward arguments
+        # is found by the library and leaves padding out of per_unit
+        res = attribute(model, ids, mlp + att + CUTS, scores=scores, embedding=EMBEDDING, baselines=base_ids,
+                        target=target if target is not None else label[idx].tolist(),
+                        additional_forward_args=(mask,), n_steps=n_steps, method=method,
+                        internal_batch_size=internal_batch_size, gap_warning=None, progress=False,
                         spec={a: HEADS for a in att})
         for m, s in res.items():
             for l in mlp:
@@ -112,7 +118,8 @@ def adaptive_vs_fixed(lm, sentences, budget: int) -> dict:
     enc = lm.encode(sentences)
     out = {}
     for method in ("gausslegendre", "adaptive"):
-        s = attribute(lm.model, enc.embeddings, CUTS, scores=["conductance"], baselines=enc.baselines, target=log_odds,
+        s = attribute(lm.on_ids, enc.ids, CUTS, scores=["conductance"], embedding=EMBEDDING,
+                      baselines=enc.baseline_ids, target=log_odds,
                       additional_forward_args=(enc.attention_mask,), n_steps=budget, method=method,
                       gap_warning=None, progress=False)["conductance"]
         out[method] = {"worst_gap": max(float(s.relative_delta(c).max()) for c in CUTS),
@@ -126,12 +133,14 @@ def gap_by_steps(lm, sentences, steps, *, target=None) -> dict:
     path-point budget in ``steps``, on the same sentences: ``{"median": {str(n): …}, "worst": {str(n): …},
     "median_by_layer": {str(n): [6 values]}}`` — what makes a quick run's gap larger than a full run's."""
     enc = lm.encode(sentences)
+    model = lm.on_ids
     if target is None:
         with torch.no_grad():
-            target = lm.model(enc.embeddings, enc.attention_mask).argmax(1).tolist()
+            target = model(enc.ids, enc.attention_mask).argmax(1).tolist()
     out = {"median": {}, "worst": {}, "median_by_layer": {}}
     for n in steps:
-        s = attribute(lm.model, enc.embeddings, CUTS, scores=["conductance"], baselines=enc.baselines, target=target,
+        s = attribute(model, enc.ids, CUTS, scores=["conductance"], embedding=EMBEDDING, baselines=enc.baseline_ids,
+                      target=target,
                       additional_forward_args=(enc.attention_mask,), n_steps=n, method="adaptive",
                       gap_warning=None, progress=False)["conductance"]
         gaps = torch.stack([s.relative_delta(c) for c in CUTS], 1)     # [N, 6]

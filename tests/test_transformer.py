@@ -20,8 +20,8 @@ from unitscope.data.ablation import ablate, ablation_scores, cumulative_ablation
 from unitscope.studies.transformer import CUTS  # noqa: E402
 from unitscope.studies.transformer_ablation import agreement_and_flips, pearson  # noqa: E402
 from unitscope.studies.transformer_scores import HEADS, score_sentences  # noqa: E402
-from unitscope.zoo.minilm import (EMBEDDING, OnEmbeddings, OnIds, attention_layers, head_scores,  # noqa: E402
-                                  log_odds, minilm, mlp_layers, model_dir)
+from unitscope.zoo.minilm import (OnEmbeddings, OnIds, attention_layers, head_scores, log_odds,  # noqa: E402
+                                  minilm, mlp_layers, model_dir)
 
 SENTENCES = ["not good", "a fine , funny film"]
 

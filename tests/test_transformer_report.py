@@ -22,7 +22,8 @@ def _result():
 
 
 def test_manifest_entry_reads_as_sentences_and_explains_quick_mode(tmp_path):
-    gap = {"steps": 8, "full_steps": 32, "n_sentences": 3, "median": {"8": 0.15, "32": 0.01}, "worst": {"8": 1.5, "32": 0.05}}
+    gap = {"steps": 8, "full_steps": 32, "n_sentences": 3, "median": {"8": 0.15, "32": 0.01},
+           "worst": {"8": 1.5, "32": 0.05}}
     for name in ("transformer_layers.png", "transformer_agreement.png", "transformer_negation.png"):
         (tmp_path / name).write_bytes(b"")
     entry = read_entry(write_manifest(str(tmp_path), _result(), quick=True, gap_check=gap))

@@ -4,11 +4,12 @@ sentences (same split as the sentiment CNN; MiniLM frozen).
 
 The model takes token ids (``lm.on_ids``); attributions start at the word-embedding output
 (``embedding="bert.embeddings.word_embeddings"``; baseline: the [PAD] embedding at every non-special token), the
-attention mask goes through ``additional_forward_args``, where the library finds it. Units follow the library's unit specification: the MLP
-neurons of all six layers (each layer's intermediate activation ``[tokens × 1536]`` is token-major: a neuron's
-score is reduced over the tokens the attention mask keeps) and, as a second granularity, the attention heads
-(``UnitSpec.heads(12)`` on each self-attention output: a head's 32 dims over the tokens). All six MLP layers, six
-attention layers and the residual stream after each layer are scored in ONE call per batch of sentences.
+attention mask goes through ``additional_forward_args``, where the library finds it. Units follow the library's unit
+specification: the MLP neurons of all six layers (each layer's intermediate activation ``[tokens × 1536]`` is
+token-major: a neuron's score is reduced over the tokens the attention mask keeps) and, as a second granularity, the
+attention heads (``UnitSpec.heads(12)`` on each self-attention output: a head's 32 dims over the tokens). All six
+MLP layers, six attention layers and the residual stream after each layer are scored in ONE call per batch of
+sentences.
 
 1. **Completeness.** MiniLM is a residual network: the MLP neurons of a layer are *not* a cut (the residual
    bypasses them), so their conductance sums to the part of ``F(x) − F(x')`` that flows through that MLP — the
@@ -172,7 +173,8 @@ def run(config: TransformerConfig) -> Result:
     _print_tables(by_layer, summary, head_summary, flip_summary, n=len(sents), steps=steps,
                   evals=int(sc["n_evals"].max()), seconds=seconds["scores"], k=k, max_flip=max_flip)
     if gap_check:
-        print(f"\nquick mode's completeness gap, {gap_check['n_sentences']} of the sentences (residual cuts alone): median "
+        print(f"\nquick mode's completeness gap, {gap_check['n_sentences']} of the sentences (residual cuts alone): "
+              f"median "
               f"{gap_check['median']} and worst {gap_check['worst']} by path points", flush=True)
 
     def mean_by(df, col):

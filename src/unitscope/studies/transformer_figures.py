@@ -127,7 +127,8 @@ def write_manifest(out: str, result: dict, *, quick: bool, gap_check: dict | Non
     gap_caption = ("Left: the median share of F(x) − F(x') (F = the predicted class's logit) whose conductance flows "
                    "through each layer's 1,536 MLP neurons (blue) and its 12 attention heads (orange); the rest "
                    "bypasses them through the residual stream, so these shares need not sum to 1. Right: the "
-                   "completeness gap |Σ conductance − (F(x) − F(x'))| / |F(x) − F(x')| on the residual stream after "
+                   "completeness gap |Σ conductance − (F(x) − F(x'))| / |F(x) − F(x')| on the residual stream "
+                   "after "
                    "each layer — a cut of the network, where it must vanish — median and max over the sentences, "
                    "log scale; the smaller, the more accurate the path integral.")
     if quick and gap_check:

@@ -11,12 +11,17 @@ histograms and top-k shares) and do, per unit, the same things with the same set
 * its IAM image and RS — loop: ``independent_am(model, layer, [u])``; batched: ``independent_am(model, layer, chunk)``;
 * inverse-set samples in each activation band through the digits VAE — loop: ``sample_inverse_set(model,
   (layer, u, a, b), G, n_samples=K, n_seeds=K, max_seed_steps=S)`` (its seed phase: the same augmented Lagrangian);
-  batched: ``sample_inverse_sets`` over every unit × band of the chunk.
+  batched: ``sample_inverse_sets`` over every unit × band of the chunk;
+* the faithfulness check's layer vectors of its exemplars, IAM image and samples (``layer_vectors``) on both sides.
 
-``--quick``: one layer, every unit of it batched, 4 exemplars, 8 path points, 32 IAM steps, 2 samples per band, 40
-inverse steps; the loop runs on ``--loop-units`` units (default 16) and its per-unit time is scaled to the layer (the
-loop's cost is the same for every unit up to the inverse sets' steps). Times: ``time.perf_counter``, one run each.
-The last line is JSON.
+``--quick``: one layer, every unit of it, 4 exemplars, 8 path points, 32 IAM steps, 2 samples per band, 40 inverse
+steps. The loop runs on ``--loop-units`` units (default: every unit); fewer are scaled to the layer, live and dead
+units apart (a dead unit gets no synthetic inputs). Times: wall (``time.perf_counter``) and this process's CPU time
+(``time.process_time``, one torch thread: the work done, much less sensitive than wall time to other jobs on a shared
+machine), one run each. ``total_speedup``: (scan + loop) / (scan + batched) — the scan is the same on both sides, so
+it bounds the end-to-end ratio by (scan + loop) / scan (``total_speedup_bound_cpu``); ``scan_over_floor_cpu``: the scan
+against one bare forward + backward to the inputs over the same rows (examples × path points, parameters
+frozen). The last line is JSON.
 """
 
 from __future__ import annotations
@@ -34,7 +39,7 @@ def main(argv=None) -> dict:
     p.add_argument("--device", default="cpu")
     p.add_argument("--quick", action="store_true")
     p.add_argument("--layer", default="features.relu2")
-    p.add_argument("--loop-units", type=int, default=None, help="units the loop runs on (default: 16 quick, all)")
+    p.add_argument("--loop-units", type=int, default=None, help="units the loop runs on (default: every unit)")
     p.add_argument("--threads", type=int, default=1)
     args = p.parse_args(argv)
     torch.set_num_threads(args.threads)
@@ -42,7 +47,7 @@ def main(argv=None) -> dict:
     import unitscope as us
     from unitscope.atlas import BANDS, _seed
     from unitscope.atlas_data import Source, UnitAccumulator
-    from unitscope.atlas_units import layer_bands, work_chunk
+    from unitscope.atlas_units import layer_bands, layer_vectors, work_chunk
     from unitscope.data.scan import scan
     from unitscope.synthesis.inverse import InverseSetWarning
     from unitscope.zoo import digits_cnn, digits_data
@@ -58,58 +63,96 @@ def main(argv=None) -> dict:
         dict(top_k=9, n_steps=20, iam_steps=128, inverse_samples=4, inverse_steps=100)
     layer = args.layer
 
+    class Clock:
+        def __enter__(self):
+            self.w, self.c = time.perf_counter(), time.process_time()
+            return self
+
+        def __exit__(self, *exc):
+            self.wall, self.cpu = time.perf_counter() - self.w, time.process_time() - self.c
+
+    # warm-up: first-time imports (torch.optim pulls in torch._dynamo: seconds) are nobody's cost
+    us.independent_am(model, layer, [0], shape=(1, 8, 8), steps=1, progress=False)
+
     # the whole atlas of one layer (units per minute)
-    t0 = time.perf_counter()
-    a = us.atlas(model, (x, y), layers=[layer], generator=gen, progress=False, **s)
-    atlas_seconds = time.perf_counter() - t0
+    with Clock() as whole:
+        a = us.atlas(model, (x, y), layers=[layer], generator=gen, progress=False, **s)
     n_units = len(a.units)
 
     # the shared scan, then the per-unit work batched vs looped on the same scan
     src = Source((x, y))
     extra = UnitAccumulator()
-    t0 = time.perf_counter()
-    result = scan(model, src.loader, [layer], scores=["activation", "conductance"], top_k=s["top_k"],
-                  n_steps=s["n_steps"], progress=False, extra=extra)
-    scan_seconds = time.perf_counter() - t0
+    with Clock() as sc:
+        result = scan(model, src.loader, [layer], scores=["activation", "conductance"], top_k=s["top_k"],
+                      n_steps=s["n_steps"], progress=False, extra=extra)
+    # the scan's floor: one bare forward + backward to the inputs over the same rows (every example × n_steps),
+    # parameters frozen, keeping nothing
+    flags = [q.requires_grad for q in model.parameters()]
+    for q in model.parameters():
+        q.requires_grad_(False)
+    with Clock() as floor:
+        for i in range(0, len(x), 256):
+            xb = x[i:i + 256].to(device).repeat(s["n_steps"], 1, 1, 1).requires_grad_(True)
+            torch.autograd.grad(model(xb).max(1).values.sum(), xb)
+    for q, f in zip(model.parameters(), flags):
+        q.requires_grad_(f)
     kw = dict(target=None, n_steps=s["n_steps"], method="gausslegendre", baselines=None, synthesize=True,
               generator=gen, value_range=(0.0, 1.0), param="fft", iam_steps=s["iam_steps"],
               inverse_samples=s["inverse_samples"], inverse_steps=s["inverse_steps"], bands=BANDS)
-    t0 = time.perf_counter()
-    for u0 in range(0, n_units, 64):
-        work_chunk(model, src, result, extra, layer, list(range(u0, min(u0 + 64, n_units))), unit_seed=lambda *q: _seed(0, *q), **kw)
-    batched_seconds = time.perf_counter() - t0
+    with Clock() as batched:
+        for u0 in range(0, n_units, 64):
+            work_chunk(model, src, result, extra, layer, list(range(u0, min(u0 + 64, n_units))),
+                       unit_seed=lambda *q: _seed(0, *q), **kw)
 
     hist = extra.hist[layer]
     dead = ((hist.min == 0) & (hist.max == 0)).tolist()
     ta, tc = result.top(layer, score="activation"), result.top(layer, score="conductance")
-    n_loop = args.loop_units or (16 if args.quick else n_units)
+    n_loop = min(args.loop_units or n_units, n_units)
     loop_units = list(range(n_units))[:n_loop]
-    t0 = time.perf_counter()
+    per = {True: [0.0, 0.0, 0], False: [0.0, 0.0, 0]}          # dead?: [wall, cpu, units]
     for u in loop_units:
-        ex = torch.cat([ta.indices[u], tc.indices[u]])
-        xe, _ = src.get(ex.tolist())
-        us.neuron_conductance(model, xe, layer, [u], n_steps=s["n_steps"])
-        if dead[u]:
-            continue
-        us.independent_am(model, layer, [u], shape=(1, 8, 8), param="fft", steps=s["iam_steps"], seed=u,
-                          progress=False)
-        for name, lo, hi, ok in layer_bands(hist, BANDS)[u]:
-            if ok:
-                with warnings.catch_warnings():
-                    warnings.simplefilter("ignore", InverseSetWarning)
-                    us.sample_inverse_set(model, (layer, u, lo, hi), gen, n_samples=s["inverse_samples"],
-                                          n_seeds=s["inverse_samples"], max_seed_steps=s["inverse_steps"], seed=u,
-                                          progress=False, on_empty="ignore")
-    loop_seconds_measured = time.perf_counter() - t0
-    loop_seconds = loop_seconds_measured * n_units / len(loop_units)
-    out = {"bench": "atlas", "model": "digits-cnn", "layer": layer, "units": n_units,
-           "dead": int(sum(dead)), "device": str(device), "quick": args.quick, "settings": s,
-           "atlas_seconds": atlas_seconds, "atlas_stages": a.meta["seconds"],
-           "units_per_minute": 60 * n_units / atlas_seconds, "scan_seconds": scan_seconds,
-           "per_unit_batched_seconds": batched_seconds, "per_unit_loop_seconds": loop_seconds,
-           "loop_units_measured": len(loop_units), "loop_seconds_measured": loop_seconds_measured,
-           "per_unit_speedup": loop_seconds / batched_seconds,
-           "total_speedup": (scan_seconds + loop_seconds) / (scan_seconds + batched_seconds)}
+        with Clock() as one:
+            ex = torch.cat([ta.indices[u], tc.indices[u]])
+            xe, _ = src.get(ex.tolist())
+            us.neuron_conductance(model, xe, layer, [u], n_steps=s["n_steps"])
+            layer_vectors(model, layer, xe)
+            if not dead[u]:
+                r = us.independent_am(model, layer, [u], shape=(1, 8, 8), param="fft", steps=s["iam_steps"],
+                                      seed=u, progress=False)
+                layer_vectors(model, layer, r.images)
+                for name, lo, hi, ok in layer_bands(hist, BANDS)[u]:
+                    if ok:
+                        with warnings.catch_warnings():
+                            warnings.simplefilter("ignore", InverseSetWarning)
+                            got = us.sample_inverse_set(model, (layer, u, lo, hi), gen,
+                                                        n_samples=s["inverse_samples"],
+                                                        n_seeds=s["inverse_samples"],
+                                                        max_seed_steps=s["inverse_steps"], seed=u, progress=False,
+                                                        on_empty="ignore")
+                        if len(got.samples):
+                            layer_vectors(model, layer, got.samples)
+        per[dead[u]][0] += one.wall
+        per[dead[u]][1] += one.cpu
+        per[dead[u]][2] += 1
+    n_dead = int(sum(dead))
+
+    def scaled(k):   # loop time for the whole layer: per live and per dead unit, times their counts
+        return sum(per[d][k] / per[d][2] * (n_dead if d else n_units - n_dead) for d in per if per[d][2])
+
+    loop_wall, loop_cpu = scaled(0), scaled(1)
+    out = {"bench": "atlas", "model": "digits-cnn", "layer": layer, "units": n_units, "dead": n_dead,
+           "device": str(device), "quick": args.quick, "settings": s,
+           "atlas_seconds": whole.wall, "atlas_cpu_seconds": whole.cpu, "atlas_stages": a.meta["seconds"],
+           "units_per_minute": 60 * n_units / whole.wall, "units_per_cpu_minute": 60 * n_units / whole.cpu,
+           "scan_seconds": sc.wall, "scan_cpu_seconds": sc.cpu, "scan_floor_cpu_seconds": floor.cpu,
+           "scan_over_floor_cpu": sc.cpu / floor.cpu,
+           "per_unit_batched_seconds": batched.wall, "per_unit_batched_cpu_seconds": batched.cpu,
+           "per_unit_loop_seconds": loop_wall, "per_unit_loop_cpu_seconds": loop_cpu,
+           "loop_units_measured": len(loop_units),
+           "per_unit_speedup": loop_wall / batched.wall, "per_unit_speedup_cpu": loop_cpu / batched.cpu,
+           "total_speedup": (sc.wall + loop_wall) / (sc.wall + batched.wall),
+           "total_speedup_cpu": (sc.cpu + loop_cpu) / (sc.cpu + batched.cpu),
+           "total_speedup_bound_cpu": (sc.cpu + loop_cpu) / sc.cpu}
     print(json.dumps(out))
     return out
 

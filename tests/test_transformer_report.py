@@ -46,3 +46,19 @@ def test_negation_strips_have_a_colour_bar_each(tmp_path):
             ("corpus", ["not", "bad"], {"L1:n1184": np.array([-0.4, 0.2])})]
     info = read_figure_info(strips_figure(rows, str(tmp_path / "strips.png")))
     assert info["heatmaps"] == 2 and info["keyed"] == 2 and info["title"]
+
+
+def test_layer_figure_draws_the_full_budget_gap_in_quick_mode(tmp_path):
+    import pandas as pd
+    from PIL import Image
+
+    from unitscope.studies.transformer_figures import layer_figure
+
+    by_layer = pd.DataFrame({"layer": range(6), "cut_gap_median": [0.3] * 5 + [0.0], "cut_gap_max": [1.5] * 6,
+                             "mlp_share_median": [0.5] * 6, "attention_share_median": [0.2] * 6})
+    gap = {"full_steps": 32, "n_sentences": 3, "median_by_layer": {"32": [0.001] * 5 + [0.0]}}
+    path = layer_figure(by_layer, str(tmp_path / "layers.png"), title="t", gap_check=gap)
+    plain = layer_figure(by_layer, str(tmp_path / "plain.png"), title="t")
+    assert read_figure_info(path)["title"] == "t"
+    with Image.open(path) as a, Image.open(plain) as b:   # the extra line (and its legend entry) is drawn
+        assert a.size == b.size and a.tobytes() != b.tobytes()

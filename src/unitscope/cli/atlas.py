@@ -115,7 +115,8 @@ def load_atlas_inputs(model_name: str, data_name: str, *, split: str = "all", li
 
 def add_arguments(p) -> None:
     add(p, "model")
-    p.add_argument("data", metavar="DATA", help="the zoo data that goes with MODEL: digits, reviews or photos")
+    p.add_argument("data", metavar="DATA", help="the zoo data that goes with MODEL: digits (digits-*), reviews "
+                                                "(sentiment-cnn, minilm) or photos (efficientnet-lite0)")
     add(p, "layers", "target", "n_steps", "limit", n_steps=20)
     p.add_argument("--split", default="all", choices=["all", "train", "test"],
                    help="which part of the digits / reviews (default %(default)s)")

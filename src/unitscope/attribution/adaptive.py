@@ -26,7 +26,7 @@ import torch
 from tqdm.auto import tqdm
 
 from .engine import PathSums, evaluate
-from .estimates import ERROR_FACTOR, SINGULAR_RATIO, combine, reduce_units
+from .estimates import ERROR_FACTOR, SINGULAR_RATIO, combine, reduce_units, rounding
 from ..core.inputs import Batch, Target
 from ..core.sites import Site
 
@@ -119,6 +119,10 @@ class _Path:
         return ([v.sum(0) for v in self.val[name]], [e.sum(0) for e in self.err[name]],
                 [e.pow(2).sum(0) for e in self.err[name]])
 
+    def rounding(self, name):
+        """Per part: the floating-point error of the sums, ``[*unit_shape]`` (``estimates.rounding``)."""
+        return [rounding(v.abs().sum(0), v.dtype) for v in self.val[name]]
+
     def scores(self, watch: int, rtol: float):
         """Per panel the worst relative error over watched units and cut gaps; and whether all are within rtol."""
         delta_F = max(abs(float(self.F_end - self.F_start)), 1e-12)
@@ -126,12 +130,13 @@ class _Path:
         converged = True
         for j, name in enumerate(self.names):
             value, signed, squares = self.totals(name)
-            for v, s, q, e in zip(value, signed, squares, self.err[name]):
+            for v, s, q, e, r in zip(value, signed, squares, self.err[name], self.rounding(name)):
                 uv = reduce_units(v.unsqueeze(0))[0]
                 scale = float(uv.abs().max().clamp_min(1e-30))
                 k = min(watch, uv.numel())
                 watched = uv.abs().topk(k).indices
-                ue = combine(reduce_units(s.unsqueeze(0))[0], reduce_units(q.unsqueeze(0))[0])
+                ue = combine(reduce_units(s.unsqueeze(0))[0], reduce_units(q.unsqueeze(0))[0]) + \
+                    reduce_units(r.unsqueeze(0))[0]
                 worst = float(ue[watched].max()) / scale
                 if worst > rtol:
                     converged = False
@@ -276,6 +281,7 @@ def integrate_adaptive(model, batch: Batch, target: Target, sites: list[Site], *
                                  "a": st.alpha[st.a], "b": st.alpha[st.b], "score": st.scores(watch, rtol)[0]}
             for name in names:
                 value, signed, squares = st.totals(name)
+                rnd = st.rounding(name)
                 dev = st.g[name][0].device
                 a, m, b = st.a.to(dev), st.m.to(dev), st.b.to(dev)
                 wa = (st.alpha[st.m] - st.alpha[st.a]).to(dev)
@@ -294,10 +300,11 @@ def integrate_adaptive(model, batch: Batch, target: Target, sites: list[Site], *
                 profiles[name][0][e] = st.alpha[:st.count][order]
                 profiles[name][1][e] = norms[order]
                 fields = ((sums.conductance, value), (sums.influence, infl),
-                          (sums.conductance_error, [combine(s, q) for s, q in zip(signed, squares)]),
+                          (sums.conductance_error, [combine(s, q) + r for s, q, r in zip(signed, squares, rnd)]),
                           (sums.influence_error, [combine(s, q) for s, q in zip(ierr_s, ierr_q)]),
                           (sums.conductance_unit_error, [combine(reduce_units(s[None])[0], reduce_units(q[None])[0])
-                                                         for s, q in zip(signed, squares)]),
+                                                         + reduce_units(r[None])[0]
+                                                         for s, q, r in zip(signed, squares, rnd)]),
                           (sums.influence_unit_error, [combine(reduce_units(s[None])[0], reduce_units(q[None])[0])
                                                        for s, q in zip(ierr_s, ierr_q)]),
                           (sums.value_at_x, [y[last] for y in st.y[name]]),

@@ -16,7 +16,7 @@ import math
 
 import torch
 
-__all__ = ["ERROR_FACTOR", "combine", "reduce_units", "relative_unit_error", "diagnose"]
+__all__ = ["ERROR_FACTOR", "combine", "rounding", "reduce_units", "relative_unit_error", "diagnose"]
 
 # e_p = ERROR_FACTOR · (T₂ − T₁) on a panel: the fine trapezoid's error is (T₂ − T₁)/3 on a smooth path
 # (second order) and about T₂ − T₁ across a kink (first order); ½ is within a factor of 3 of both.
@@ -27,6 +27,15 @@ SINGULAR_RATIO = 1e3  # |∂F/∂y| at one node this many times its median on th
 def combine(signed: torch.Tensor, squares: torch.Tensor) -> torch.Tensor:
     """A unit's error from its panels: ``max(|Σ e_p|, √Σ e_p²)``."""
     return torch.maximum(signed.abs(), squares.clamp_min(0).sqrt())
+
+
+def rounding(abs_sum: torch.Tensor, dtype: torch.dtype) -> torch.Tensor:
+    """The floating-point error of a sum whose terms' magnitudes add up to ``abs_sum``: ``eps · Σ|terms|``.
+
+    Below it the quadrature's error estimate says nothing (two rules that agree to the last bit still differ from
+    the exact sum by rounding), so the per-unit error never falls under it; reduce it like the values (a channel's
+    is the sum over its positions)."""
+    return torch.finfo(dtype).eps * abs_sum
 
 
 def reduce_units(t: torch.Tensor) -> torch.Tensor:

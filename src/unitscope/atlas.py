@@ -50,8 +50,9 @@ _FORMAT = 1
 
 class Atlas:
     """What :func:`atlas` returns: ``meta`` (model, data, layers, settings), ``units`` (one JSON-ready dict per
-    unit, the schema of ``atlas.json``) and ``tensors`` (``"LAYER/KIND"`` → a tensor with one row per unit:
-    ``hist_counts``, ``hist_edges``, ``iam``, ``inverse``, ``exemplar_inputs``, ``exemplar_attr`` …)."""
+    unit, the schema of ``atlas.json``) and ``tensors`` (``"LAYER/KIND"`` → a tensor with one row per card of that
+    layer, in card order — ``card["row"]``; ``LAYER/units`` names each row's unit: ``hist_counts``, ``hist_edges``,
+    ``iam``, ``inverse``, ``exemplar_inputs``, ``exemplar_attr`` …; the class means are ``[K, cards]``)."""
 
     def __init__(self, meta: dict, units: list[dict], tensors: dict[str, torch.Tensor]):
         self.meta, self.units, self.tensors = dict(meta), list(units), dict(tensors)
@@ -216,8 +217,8 @@ def atlas(model: nn.Module, data, *, layers, target=None, top_k: int = 9, share_
                          "n_steps": n_steps, "exemplar_steps": exemplar_steps or n_steps, "method": method,
                          "synthesize": bool(synthesize), "iam_steps": iam_steps, "param": param,
                          "inverse_samples": inverse_samples, "inverse_steps": inverse_steps,
-                         "generator": type(generator).__name__ if generator is not None else
-                         ("FFTImageGenerator" if len(shape) == 3 else "identity"),
+                         "generator": None if not synthesize else type(generator).__name__ if generator is not None
+                         else ("FFTImageGenerator" if len(shape) == 3 else "identity"),
                          "bands": [list(b) for b in bands], "seed": seed, "unit_batch": unit_batch,
                          "units": units if units is None or isinstance(units, int) else "chosen",
                          "embedding": None if embedding is None else str(embedding)},

@@ -62,7 +62,8 @@ def _group_spread(h: torch.Tensor) -> torch.Tensor:
 
 
 def _code_std(generator) -> float:
-    """The generator's code scale (from a fixed reference draw): every problem's Adam step, whatever it is batched with."""
+    """The generator's code scale (its ``code_std``, else a fixed reference draw's): every problem's Adam step, whatever
+    it is batched with."""
     std = getattr(generator, "code_std", None)
     if std is None:
         std = float(generator.sample_codes(256, generator=torch.Generator().manual_seed(0)).std())

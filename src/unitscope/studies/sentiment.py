@@ -139,6 +139,10 @@ def division_of_labour(cond: torch.Tensor, *, threshold: float = 0.01, min_share
 
 
 # ------------------------------------------------------------------------------------------------ 5 --
+#: the optional recipe keys shown in the recipe table (see :data:`unitscope.zoo.sentiment.RECIPES`)
+OPTIONS = ("soft", "balanced", "movie_min_abs", "movie_copies", "lr_decay")
+
+
 def recipe_table(*, train: bool = False, maps: int = 64) -> pd.DataFrame:
     """One row per recipe of :data:`~unitscope.zoo.sentiment.RECIPES` whose model is in the cache (every recipe
     with ``train``: the missing ones are trained, a few minutes each): data, tokens, vectors, training sentences,
@@ -154,6 +158,7 @@ def recipe_table(*, train: bool = False, maps: int = 64) -> pd.DataFrame:
         rows.append({"recipe": name, "data": "+".join(r["domains"]), "tokens": r["tokens"],
                      "vectors": r["vectors"] or "random", "fine_tuned": not r["freeze"],
                      "max_norm": r["max_norm"] or "none", "n_train": net.info.get("n_train"),
+                     "options": ", ".join(f"{k}={r[k]}" for k in OPTIONS if r.get(k)) or "—",
                      "test_accuracy": round(net.test_accuracy, 4), "dev_accuracy": round(net.dev_accuracy, 4),
                      "best_epoch": net.info["best_epoch"],
                      **{f"log_odds[{p}]": round(v, 3) for p, v in zip(NEGATION_PROBES, lo)},

@@ -11,6 +11,7 @@ True
 
 from __future__ import annotations
 
+import weakref
 from collections import Counter
 from contextlib import contextmanager
 from typing import Callable, Mapping, Sequence
@@ -90,6 +91,16 @@ class _StopForward(Exception):
     """Raised by a hook once every requested site is recorded (``stop_when_done``); caught by ``active``."""
 
 
+_RUNS_ONCE: "weakref.WeakKeyDictionary[nn.Module, set]" = weakref.WeakKeyDictionary()
+"""Modules seen to run exactly once in a whole forward pass (value: the ``use_input`` flags seen so), so that a
+plain name of them may stop the pass early. Filled by a :class:`Recorder` whose ``stop_when_done`` pass ran to the
+end because a plain site was not known yet; weak, so it keeps no model alive."""
+
+
+def _known_single(site: Site) -> bool:
+    return site.call is not None or site.use_input in _RUNS_ONCE.get(site.module, ())
+
+
 def _split(value):
     """(list of float tensors, rebuild) for a layer's output or input args."""
     if torch.is_tensor(value):
@@ -116,13 +127,17 @@ class Recorder:
     downstream (``ReLU(inplace=True)``) can neither corrupt the record nor break the graph.
     ``replace`` maps a site name to ``fn(parts) -> parts`` that substitutes the values (ablation, patching).
     With ``stop_when_done`` the forward pass is cut short once every site is recorded (the model's output is
-    then not produced).
+    then not produced) — unless a plain name (no ``@K``) of a module not yet seen to run once per pass is among the
+    sites: then the pass runs to the end, so that a module called several times is the error that lists its
+    ``NAME@K`` calls instead of silently meaning call 0, and a module seen once lets later passes stop early. Only
+    this class decides it: callers just ask for ``stop_when_done``.
     """
 
     def __init__(self, sites: Sequence[Site], need_grad: bool = False, replace: Mapping[str, Callable] | None = None,
                  stop_when_done: bool = False, tangents: bool = False):
         self.sites = list(sites)
-        self.stop_when_done = stop_when_done
+        self.probe = stop_when_done and not all(_known_single(s) for s in self.sites)
+        self.stop_when_done = stop_when_done and not self.probe
         self.need_grad = need_grad
         self.replace = dict(replace or {})
         self.parts: dict[str, list[torch.Tensor]] = {}
@@ -196,6 +211,10 @@ class Recorder:
             except _StopForward:
                 pass
         self.check()
+        if self.probe:  # the pass ran to the end and every plain site ran once: later passes may stop early
+            for s in self.sites:
+                if s.call is None:
+                    _RUNS_ONCE.setdefault(s.module, set()).add(s.use_input)
 
     def check(self) -> None:
         for s in self.sites:

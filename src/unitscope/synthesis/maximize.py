@@ -85,20 +85,21 @@ def _redirect_hooks(sites) -> dict:
             for s in sites if type(s.module) is nn.ReLU and not s.module.inplace and not s.use_input}
 
 
-def _forward_acts(model, sites, x, redirect: bool = False, stop: bool = True) -> dict:
-    """``{layer: output}`` of the sites; the forward pass stops once the deepest one has run (``stop``)."""
-    rec = Recorder(sites, stop_when_done=stop)
+def _forward_acts(model, sites, x, redirect: bool = False) -> dict:
+    """``{layer: output}`` of the sites; the forward pass stops once the deepest one has run (the recorder runs it
+    to the end while a plain name of a module is not known to run once per pass: a shared one is the error that
+    lists its ``NAME@K`` calls)."""
+    rec = Recorder(sites, stop_when_done=True)
     with site_hooks(model, _redirect_hooks(sites) if redirect else {}), rec.active():
         model(x)
     return Acts.recorded(model, sites, {s.name: rec.parts[s.name][0] for s in sites})
 
 
 def _first_forward(model, sites, x, shape, redirect):
-    """The first step's forward pass runs to the end, so that a plain name of a module called several times per
-    pass is the error that lists its ``NAME@K`` calls (later passes stop at the deepest site)."""
+    """The first step's forward pass, with an error that names the images' shape if the model rejects them."""
     with model_errors(model, inputs=x, hint=f"the images had shape {tuple(x.shape)}; if that is wrong, pass "
                                             "shape=(channels, height, width) of one input example"):
-        return _forward_acts(model, sites, x, redirect, stop=False)
+        return _forward_acts(model, sites, x, redirect)
 
 
 def maximize(model: nn.Module, objective: Objective, *, batch: int, shape: tuple, param="pixel",

@@ -62,8 +62,7 @@ def test_llama_from_hf_folder_complete_on_cuts_eq2_sums_to_eq3_and_untouched(lla
     before = _snapshot(model)
     kw = dict(embedding=emb, additional_forward_args=(mask,))
     cuts = ["model.layers.0", "model.layers.1", "model.norm"]  # the residual stream after each block, its norm
-    # the adaptive rule (values only): the engine's fixed rules need a forward-mode derivative of silu's backward,
-    # which torch lacks (NotImplementedError from aten::silu_backward, reported to the engine's owner)
+    # the adaptive rule (the default); the fixed rules on these layers: tests/test_path_tangents.py
     s = us.conductance(model, ids, cuts + [ACT], gap_warning=None, n_steps=128, **kw)
     for name in cuts:
         assert float(s.relative_delta(name).max()) < 1e-2, (name, s.relative_delta(name))

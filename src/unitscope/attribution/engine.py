@@ -29,6 +29,7 @@ from ..core.errors import UnitscopeError
 from ..core.inputs import Batch, Target
 from ..core.sites import Site
 from .estimates import ERROR_FACTOR, combine, reduce_units
+from .path_tangents import evaluate_without_joint_forward_mode, missing_forward_derivative
 
 __all__ = ["Evaluation", "evaluate", "integrate", "PathSums", "autograd_on", "work_dtype"]
 
@@ -74,6 +75,11 @@ def evaluate(model: nn.Module, batch: Batch, target: Target, sites: list[Site], 
             with recorder.active():
                 output = batch.call(model, rows, example)
         except (NotImplementedError, RuntimeError) as e:
+            op = missing_forward_derivative(e) if tangents else None
+            if op is not None:  # an op without a forward derivative: the same dy/dα another way, exactly
+                stack.close()   # leaves the dual level
+                return evaluate_without_joint_forward_mode(evaluate, model, batch, target, sites, example, alpha,
+                                                           need_grad=need_grad, keep_output=keep_output, op=op)
             if not tangents or "forward AD" not in str(e):
                 raise
             raise UnitscopeError("an operation of the model has no forward-mode derivative, which the "
@@ -81,6 +87,8 @@ def evaluate(model: nn.Module, batch: Batch, target: Target, sites: list[Site], 
                                  hint="use method='adaptive' (values only)") from None
         if tangents:
             output = _primal(output)
+            stack.close()  # dy/dα is recorded: the target and the backward run outside the dual level, so no
+            #                backward op needs a forward derivative (aten::silu_backward has none)
         F = target(output, example)
         grads = None
         if need_grad:

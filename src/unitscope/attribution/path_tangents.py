@@ -151,9 +151,8 @@ def evaluate_without_joint_forward_mode(evaluate, model, batch, target, sites, e
                                         keep_output: bool, op: str):
     """What ``evaluate(..., tangents=True)`` returns, for a model whose forward mode failed inside the joint pass
     (``op``: the op it reported): the pass without tangents, and dy/dα from :func:`path_tangents`."""
-    from .engine import work_dtype
-
     ev = evaluate(model, batch, target, sites, example, alpha, need_grad=need_grad, keep_output=keep_output)
     tangents = path_tangents(model, batch, sites, example, alpha, op=op)
-    ev.tangents = {name: [work_dtype(t) for t in parts] for name, parts in tangents.items()}
+    # in the dtype the values are summed in (float32 for half precision), as the joint pass gives them
+    ev.tangents = {name: [t.to(v.dtype) for t, v in zip(parts, ev.values[name])] for name, parts in tangents.items()}
     return ev

@@ -77,6 +77,7 @@ RECIPES = {
     "minilm-context-soft-long": dict(_BASE, vectors="minilm-context", soft=1.0, epochs=25, patience=6, lr_decay=0.9),
     "minilm-context-soft-balanced": dict(_BASE, vectors="minilm-context", soft=1.0, balanced=True),
     "minilm-context-soft2": dict(_BASE, vectors="minilm-context", soft=2.0),
+    "minilm-context-soft4": dict(_BASE, vectors="minilm-context", soft=4.0),
     # the quick demo's model: the default's data and vectors, two epochs (a few minutes on a busy 2-core machine)
     "quick": dict(_BASE, epochs=2, patience=None),
 }

@@ -11,7 +11,8 @@ unitscope.core.errors.UnitscopeError: unknown model 'digits-cnm'; closest zoo na
 
 MODEL is one of
 
-* a zoo name: ``digits-cnn``, ``digits-vgg``, ``digits-mlp``, ``sentiment-cnn``, ``efficientnet-lite0``;
+* a zoo name: ``digits-cnn``, ``digits-vgg``, ``digits-mlp``, ``sentiment-cnn``, ``sentiment-cnn-quick`` (the quick
+  demo's: the ``quick`` recipe, two epochs), ``efficientnet-lite0``;
 * a ``torch.export`` file (``torch.export.save``; unflattened so that every sub-module keeps its name —
   export with a dynamic batch dimension to score more than the example batch);
 * a TorchScript file (``torch.jit.save``): its layers are listed, but TorchScript modules cannot be hooked, so
@@ -43,7 +44,7 @@ from .core.errors import UnitscopeError
 
 __all__ = ["Loaded", "Inputs", "ZOO_MODELS", "ZOO_DATA", "load_model", "load_inputs", "IMAGE_SUFFIXES"]
 
-ZOO_MODELS = ("digits-cnn", "digits-vgg", "digits-mlp", "sentiment-cnn", "efficientnet-lite0")
+ZOO_MODELS = ("digits-cnn", "digits-vgg", "digits-mlp", "sentiment-cnn", "sentiment-cnn-quick", "efficientnet-lite0")
 ZOO_DATA = ("digits", "photos", "reviews")
 IMAGE_SUFFIXES = (".png", ".jpg", ".jpeg", ".bmp", ".gif", ".tif", ".tiff", ".webp")
 
@@ -114,10 +115,10 @@ def _zoo_model(name: str, device) -> Loaded:
         return Loaded(net.model.to(device), name, "zoo", prepare_image=net.preprocess,
                       example=torch.zeros(1, 3, 224, 224), class_names=list(net.class_names), default_data="photos",
                       image_shape=(3, 224, 224), value_range=(-1.0, 1.0))
-    if name == "sentiment-cnn":
-        from .zoo.sentiment import sentiment_cnn
+    if name in ("sentiment-cnn", "sentiment-cnn-quick"):
+        from .zoo.sentiment import QUICK_RECIPE, sentiment_cnn
 
-        net = sentiment_cnn()
+        net = sentiment_cnn(recipe=QUICK_RECIPE) if name == "sentiment-cnn-quick" else sentiment_cnn()
 
         def encode(sentences):
             _, emb = net.encode(list(sentences))

@@ -16,7 +16,8 @@ connected rows, early stopping on the movie-review dev split, with progress and 
   sentences, then the training (minutes each).
 * ``"minilm-all"`` (the default before): the same with MiniLM's input token embeddings (PCA-50) and hard labels.
 * ``"scratch-movies"``: the first recipe — own word tokenizer, random embeddings, movie reviews only.
-* ``"quick"`` (the quick demo's): the default's data and vectors, two epochs.
+* ``"quick"`` (the quick demo's): ``minilm-all``'s data and vectors (MiniLM's input token embeddings: no MiniLM
+  pass), two epochs.
 
 The model, its tokens and encoding are in :mod:`unitscope.zoo.sentiment_model` (all importable from here).
 
@@ -78,7 +79,7 @@ RECIPES = {
     "minilm-context-soft-balanced": dict(_BASE, vectors="minilm-context", soft=1.0, balanced=True),
     "minilm-context-soft2": dict(_BASE, vectors="minilm-context", soft=2.0),
     "minilm-context-soft4": dict(_BASE, vectors="minilm-context", soft=4.0),
-    # the quick demo's model: the default's data and vectors, two epochs (a few minutes on a busy 2-core machine)
+    # the quick demo's model: minilm-all's data and vectors, two epochs (a few minutes on a busy 2-core machine)
     "quick": dict(_BASE, epochs=2, patience=None),
 }
 DEFAULT_RECIPE = "minilm-context-soft"

@@ -70,6 +70,14 @@ class TransformerConfig(Config):
     no_cnn: bool = False
 
 
+def _quick_cnn_recipe() -> str:
+    """The sentiment CNN of the quick run: the quick recipe, as in the sentiment study's --quick (the default's first
+    training needs a MiniLM pass over 17,841 sentences)."""
+    from ..zoo.sentiment import QUICK_RECIPE
+
+    return QUICK_RECIPE
+
+
 @restores_process_state
 def main(argv=None) -> dict:
     p = study_parser("transformer", __doc__,
@@ -194,7 +202,8 @@ def run(config: TransformerConfig) -> Result:
     corpus = [s for s in data.test.sentences if negset & set(tokenize(s))][:size["n_neg"]]
     note(f"negation: per-token conductance on {len(corpus)} test sentences with a negation")
     neg = negation_section(lm, corpus, NEGATION_PROBES, out, n_steps=steps, probe_steps=size["probe_steps"],
-                           candidates=size["candidates"], with_cnn=not config.no_cnn)
+                           candidates=size["candidates"], with_cnn=not config.no_cnn,
+                           cnn_recipe=_quick_cnn_recipe() if config.quick else None)
     strips_figure(neg["fig_rows"], os.path.join(out, "transformer_negation.png"))
     seconds["negation"] = time.perf_counter() - t0
     print("\n" + "\n".join(neg["lines"]), flush=True)

@@ -112,7 +112,8 @@ def write_manifest(out: str, result: dict, *, quick: bool, gap_check: dict | Non
     model = "all-MiniLM-L6-v2 (frozen) with a linear sentiment head"
     p, pb = result["pearson"], result["pearson_ablation_to_baseline"]
     heads = [f"The sentiment head on frozen all-MiniLM-L6-v2 labels {100 * result['test_accuracy']:.1f} % of the "
-             f"held-out movie-review test sentences correctly (the sentiment CNN: "
+             f"held-out movie-review test sentences correctly (the sentiment CNN"
+             + (" of the quick recipe" if quick else "") + ": "
              + (f"{100 * result['cnn_test_accuracy']:.1f} %)." if result.get("cnn_test_accuracy") else "not run)."),
              f"Completeness gap on the residual stream after each of the 6 layers, {n} test sentences, {steps} "
              f"adaptive path points: median {', '.join(_pct(v) for v in gap['median'])} (layer 0 … 5)"

@@ -112,14 +112,14 @@ def probe_neurons(lm, probe: str, *, candidates: int = 60, top: int = 3, min_phr
             "attributions": {(int(r.layer), int(r.neuron)): r.values for r in found.itertuples()}}
 
 
-def cnn_negation(corpus, probes, *, n_steps: int = 16):
+def cnn_negation(corpus, probes, *, n_steps: int = 16, recipe: str | None = None):
     """The sentiment CNN's negation filters for the same probes (``studies.sentiment.negation_filters``) and its
-    top corpus sentences among ``corpus`` (``negation_examples``)."""
-    from ..zoo.sentiment import sentiment_cnn
+    top corpus sentences among ``corpus`` (``negation_examples``); ``recipe``: the CNN's (default: the zoo's)."""
+    from ..zoo.sentiment import DEFAULT_RECIPE, sentiment_cnn
     from .sentiment import corpus_conductance
     from .sentiment_negation import negation_examples, negation_filters
 
-    net = sentiment_cnn(progress=False)
+    net = sentiment_cnn(recipe=recipe or DEFAULT_RECIPE, progress=False)
     cond, _ = corpus_conductance(net, corpus, n_steps=n_steps)
     out = []
     for probe in probes:
@@ -138,7 +138,7 @@ def cnn_negation(corpus, probes, *, n_steps: int = 16):
 
 
 def negation_section(lm, corpus, probes, out: str, *, n_steps: int, probe_steps: int, candidates: int,
-                     with_cnn: bool = True, progress: bool | None = None) -> dict:
+                     with_cnn: bool = True, cnn_recipe: str | None = None, progress: bool | None = None) -> dict:
     """The whole negation part on ``corpus`` (test sentences with a negation) and the ``probes``: writes
     ``transformer_negation_corpus``, ``transformer_negation_vs_cnn`` (tables) and
     ``transformer_negation_examples.md``; returns what the summary, the figure and the report need."""
@@ -203,30 +203,28 @@ def negation_section(lm, corpus, probes, out: str, *, n_steps: int, probe_steps:
 
     cnn = None
     if with_cnn:
-        note("the sentiment CNN's negation filters on the same probes and sentences")
-        try:
-            net, cnn_probes = cnn_negation(corpus, probes)
-        except Exception as e:  # noqa: BLE001 — the comparison is optional; say why it is missing
-            print(f"\n(no comparison with the sentiment CNN: {type(e).__name__}: {e})")
-        else:
-            cnn = {"test_accuracy": round(net.test_accuracy, 4), "probes": cnn_probes}
-            side = pd.DataFrame([{
-                "probe": pr["probe"],
-                "minilm_predicted": pr["predicted"],
-                "minilm_neurons": ", ".join(unit_label(l, j) for l, j in pr["found"]) or "none",
-                "cnn_predicted": c["predicted"],
-                "cnn_filters": ", ".join(f"#{f['filter']}" for f in c["filters"]) or "none"}
-                for pr, c in zip(found, cnn_probes)])
-            write_table(side, out, "transformer_negation_vs_cnn", index=False)
-            lines += ["", f"## side by side with the sentiment CNN (test accuracy {cnn['test_accuracy']:.3f}; "
-                      f"per-token conductance = Eq. 2 through the filter, summed over the embedding dims)", "",
-                      side.to_markdown(index=False), ""]
-            for c in cnn_probes:
-                for f in c["filters"]:
-                    lines.append(f"- CNN #{f['filter']} on **{c['probe']}**: {f['per_token']}")
-                for e in c["examples"]:
-                    lines.append(f"  - corpus (#{e['filter']}): {e['per_token']} (on negations: "
-                                 f"{e['negation_share']:.2f})")
+        note("the sentiment CNN's negation filters on the same probes and sentences"
+             + (f" (its {cnn_recipe!r} recipe)" if cnn_recipe else ""))
+        net, cnn_probes = cnn_negation(corpus, probes, recipe=cnn_recipe)
+        cnn = {"test_accuracy": round(net.test_accuracy, 4), "recipe": cnn_recipe or "default", "probes": cnn_probes}
+        side = pd.DataFrame([{
+            "probe": pr["probe"],
+            "minilm_predicted": pr["predicted"],
+            "minilm_neurons": ", ".join(unit_label(l, j) for l, j in pr["found"]) or "none",
+            "cnn_predicted": c["predicted"],
+            "cnn_filters": ", ".join(f"#{f['filter']}" for f in c["filters"]) or "none"}
+            for pr, c in zip(found, cnn_probes)])
+        write_table(side, out, "transformer_negation_vs_cnn", index=False)
+        lines += ["", f"## side by side with the sentiment CNN ({cnn['recipe']} recipe, test accuracy "
+                  f"{cnn['test_accuracy']:.3f}; "
+                  f"per-token conductance = Eq. 2 through the filter, summed over the embedding dims)", "",
+                  side.to_markdown(index=False), ""]
+        for c in cnn_probes:
+            for f in c["filters"]:
+                lines.append(f"- CNN #{f['filter']} on **{c['probe']}**: {f['per_token']}")
+            for e in c["examples"]:
+                lines.append(f"  - corpus (#{e['filter']}): {e['per_token']} (on negations: "
+                             f"{e['negation_share']:.2f})")
     with open(os.path.join(out, "transformer_negation_examples.md"), "w") as fh:
         fh.write("\n".join(lines) + "\n")
     return {"table": table, "best": best, "chance": chance, "probes": found, "negation": negation,

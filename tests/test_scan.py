@@ -4,7 +4,6 @@ kill-and-resume, the command line."""
 import json
 import os
 import signal
-import socket
 import subprocess
 import sys
 import textwrap
@@ -22,6 +21,7 @@ from unitscope.cli.scan import scan_main
 from unitscope.data.scan import ScanResult, merge_top, scan
 from unitscope.attribution.scores import attribute
 from unitscope.data.scan import class_selectivity
+from ports import free_port
 
 ROOT = Path(__file__).resolve().parents[1]
 
@@ -132,11 +132,6 @@ def test_selectivity_exact_on_a_hand_built_loader():
         class_selectivity(model, [(x, y)], ["0"], num_classes=2)
 
 
-def _free_port() -> int:
-    with socket.socket() as s:
-        s.bind(("127.0.0.1", 0))
-        return s.getsockname()[1]
-
 
 def _worker(rank, port, out):
     import torch.distributed as dist
@@ -170,7 +165,7 @@ def _assert_same(a: ScanResult, b: ScanResult, rtol):
 def test_two_processes_gloo_equal_one_process(tmp_path):
     import torch.multiprocessing as mp
 
-    mp.spawn(_worker, args=(_free_port(), str(tmp_path)), nprocs=2, join=True)
+    mp.spawn(_worker, args=(free_port(), str(tmp_path)), nprocs=2, join=True)
     model, data = small_cnn(), small_data()
     one = scan(model, DataLoader(data, batch_size=9), LAYERS, scores=METHODS, top_k=4, n_steps=6, progress=False)
     r0, r1 = ScanResult.load(tmp_path / "rank0.pt"), ScanResult.load(tmp_path / "rank1.pt")

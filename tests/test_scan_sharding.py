@@ -2,7 +2,6 @@
 examples — and reads only those when the dataset has ``iter_shard`` —, and the merged result equals one process's."""
 
 import json
-import socket
 from pathlib import Path
 
 import pytest
@@ -14,6 +13,7 @@ from unitscope.data.batches import plan_batches, split_batch
 from unitscope.data.scan import ScanResult, scan
 
 from test_scan import LAYERS, small_cnn, small_data
+from ports import free_port
 
 N, BATCH = 61, 7
 SCORES = ["activation", "conductance"]
@@ -61,11 +61,6 @@ def _assert_same(a: ScanResult, b: ScanResult, atol):
             assert torch.equal(sa.top_indices, sb.top_indices), (m, name)
 
 
-def _free_port() -> int:
-    with socket.socket() as s:
-        s.bind(("127.0.0.1", 0))
-        return s.getsockname()[1]
-
 
 def _worker(rank, port, out):
     import torch.distributed as dist
@@ -87,7 +82,7 @@ def _worker(rank, port, out):
 def test_each_rank_encodes_only_its_share_and_the_result_equals_one_process(tmp_path):
     import torch.multiprocessing as mp
 
-    mp.spawn(_worker, args=(_free_port(), str(tmp_path)), nprocs=2, join=True)
+    mp.spawn(_worker, args=(free_port(), str(tmp_path)), nprocs=2, join=True)
     COUNTS.update(read=0, encoded=0)
     one = scan(small_cnn(), DataLoader(Stream(), batch_size=BATCH, collate_fn=encode), LAYERS, **SETTINGS)
     assert COUNTS == {"read": N, "encoded": N}

@@ -4,23 +4,13 @@ ResNet-18 (random weights) calls each block's ``relu`` twice — ``relu@0 = relu
 
 import pytest
 import torch
-import torchvision
 
 import unitscope as us
 from unitscope.core.errors import UnitscopeError
 from unitscope.data.ablation import ablate, ablation_scores, cumulative_ablation
 from unitscope.synthesis.maximize import activation_maximization, independent_am
 
-
-@pytest.fixture(scope="module")
-def resnet():
-    torch.manual_seed(0)
-    return torchvision.models.resnet18(num_classes=5).eval()
-
-
-@pytest.fixture(scope="module")
-def x():
-    return torch.rand(3, 3, 32, 32, generator=torch.Generator().manual_seed(1))
+from resnet_fixtures import resnet, x  # noqa: F401  (pytest fixtures)
 
 
 def _zero_block_output(model, channel):

@@ -5,7 +5,6 @@ error that lists both calls, never a silent ``@0``."""
 
 import pytest
 import torch
-import torchvision
 
 import unitscope as us
 from unitscope.atlas_units import layer_vectors
@@ -16,19 +15,10 @@ from unitscope.synthesis.generators import FFTImageGenerator, LayerEncoder
 from unitscope.synthesis.inverse import sample_inverse_set
 from unitscope.synthesis.inverse_many import sample_inverse_sets
 
+from resnet_fixtures import resnet, x  # noqa: F401  (pytest fixtures)
+
 pytestmark = pytest.mark.usefixtures("one_thread")
 AMBIGUOUS = r"ran 2 times in one forward pass.*'layer1\.0\.relu@0', 'layer1\.0\.relu@1'"
-
-
-@pytest.fixture(scope="module")
-def resnet():
-    torch.manual_seed(0)
-    return torchvision.models.resnet18(num_classes=5).eval()
-
-
-@pytest.fixture(scope="module")
-def x():
-    return torch.rand(3, 3, 32, 32, generator=torch.Generator().manual_seed(1))
 
 
 def _state(model):

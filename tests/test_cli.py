@@ -57,6 +57,19 @@ def test_user_mistakes_are_one_line_and_exit_2(capsys, tmp_path, argv, needle):
     assert line.startswith("unitscope")
 
 
+def test_a_failed_command_leaves_no_empty_output_folder_behind(capsys, tmp_path):
+    out = tmp_path / "new" / "visualize"
+    rc, _, err = run_cli(capsys, "visualize", "digits-cnn", "--layer", "features.relu2", "--units", "0-200",
+                         "--out", str(out))
+    assert "units 64, 65" in one_line_error(rc, err) and "137 in all" in err
+    assert not (tmp_path / "new").exists()          # both folders it made for the write check are gone
+    kept = tmp_path / "kept"
+    kept.mkdir()
+    rc, _, _ = run_cli(capsys, "visualize", "digits-cnn", "--layer", "features.relu2", "--units", "99",
+                       "--out", str(kept))
+    assert rc == 2 and kept.is_dir()                # a folder the user had is never removed
+
+
 def test_bad_input_files_are_one_line(capsys, tmp_path):
     (tmp_path / "notes.csv").write_text("a,b\n")
     (tmp_path / "broken.png").write_bytes(b"not a png")

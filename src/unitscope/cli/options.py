@@ -170,20 +170,42 @@ def finish(summary: dict) -> dict:
 
 def run_command(func, args, name: str) -> int:
     """Run ``func(args)``: 0 on success; a user mistake is one line on stderr and 2; Ctrl-C is 130. An output folder
-    (``--out``) that cannot be written is reported before any work starts."""
+    (``--out``) that cannot be written is reported before any work starts; a folder made for that check is removed
+    again when the command fails before writing anything into it."""
+    made = []
     try:
         if getattr(args, "out", None):
             from ..core.files import check_writable
 
+            made = _missing_folders(args.out)
             check_writable(args.out)
         func(args)
     except UnitscopeError as e:
         print(f"{name}: error: {e}", file=sys.stderr)
-        return 2
+        return _remove_empty(made, 2)
     except KeyboardInterrupt:
         print(f"{name}: interrupted", file=sys.stderr)
-        return 130
+        return _remove_empty(made, 130)
     except (FileNotFoundError, PermissionError, IsADirectoryError) as e:
         print(f"{name}: error: {e}", file=sys.stderr)
-        return 2
+        return _remove_empty(made, 2)
     return 0
+
+
+def _missing_folders(folder) -> list:
+    """The folders that creating ``folder`` would make, deepest first."""
+    from pathlib import Path
+
+    missing, f = [], Path(folder).absolute()
+    while not f.exists() and f != f.parent:
+        missing.append(f)
+        f = f.parent
+    return missing
+
+
+def _remove_empty(folders, code: int) -> int:
+    """Remove the folders this command made when they are still empty (deepest first); return ``code``."""
+    for f in folders:
+        if f.is_dir() and not any(f.iterdir()):
+            f.rmdir()
+    return code

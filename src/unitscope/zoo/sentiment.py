@@ -63,7 +63,13 @@ _BASE = dict(domains=ALL, tokens="wordpiece", vectors="minilm-input", freeze=Fal
 #: epoch), ``movie_min_abs`` (movie training sentences with |rating| below it left out), ``balanced`` (each epoch
 #: draws as many sentences of each class, with replacement), ``lr_decay`` (the learning rate × this after every
 #: epoch), ``soft`` (train on P(positive) = sigmoid(rating / soft) from the −4 … 4 mean human rating instead of
-#: its sign). The recipes without the optional keys keep the cache keys they had.
+#: its sign), ``negation_copies`` (every real training sentence that holds a negation,
+#: :func:`~unitscope.zoo.sentiment_model.has_negation`, repeated that many times per epoch), ``augment`` ("vader-negation":
+#: the template phrases of :mod:`unitscope.zoo.sentiment_augment` added to the training sentences — augmentation, rated
+#: by a rule, never in dev / test / the corpus — with ``augment_min_abs`` the lexicon words' smallest |valence|). The
+#: MiniLM in-context vectors are always averaged over the real training sentences, once each (so the cached MiniLM pass
+#: is shared by the recipes that differ only in oversampling or augmentation). The recipes without the optional keys
+#: keep the cache keys they had.
 RECIPES = {
     "scratch-movies": dict(domains=("movies",), tokens="words", vectors=None, freeze=False, max_norm=None,
                            epochs=15, patience=None, lr=2e-3, min_abs=None),
@@ -79,6 +85,10 @@ RECIPES = {
     "minilm-context-soft-balanced": dict(_BASE, vectors="minilm-context", soft=1.0, balanced=True),
     "minilm-context-soft2": dict(_BASE, vectors="minilm-context", soft=2.0),
     "minilm-context-soft4": dict(_BASE, vectors="minilm-context", soft=4.0),
+    # (a) the real negated sentences oversampled; (b) VADER-lexicon template augmentation of negation
+    "minilm-context-soft-negx3": dict(_BASE, vectors="minilm-context", soft=1.0, negation_copies=3),
+    "minilm-context-soft-vader": dict(_BASE, vectors="minilm-context", soft=1.0, augment="vader-negation",
+                                      augment_min_abs=1.0),
     # the quick demo's model: minilm-all's data and vectors, two epochs (a few minutes on a busy 2-core machine)
     "quick": dict(_BASE, epochs=2, patience=None),
 }
@@ -86,8 +96,12 @@ DEFAULT_RECIPE = "minilm-context-soft"
 QUICK_RECIPE = "quick"
 
 
-def training_sentences(r: dict, data: MovieReviews):
-    """``(sentences, labels [N], mean human ratings [N])`` a recipe trains on (see :data:`RECIPES`)."""
+def training_sentences(r: dict, data: MovieReviews, *, real_only: bool = False):
+    """``(sentences, labels [N], mean human ratings [N])`` a recipe trains on (see :data:`RECIPES`): the real
+    rated sentences, then (``augment``) the rule-rated augmentation phrases. ``real_only``: each real training
+    sentence once (no oversampling, no augmentation) — what the in-context vectors are averaged over."""
+    if real_only:
+        r = {k: v for k, v in r.items() if k not in ("movie_copies", "negation_copies", "augment")}
     copies = r.get("movie_copies", 1)  # the in-domain sentences repeated (oversampled) this many times per epoch
     keep = torch.arange(len(data.train))
     if r.get("movie_min_abs"):
@@ -101,6 +115,21 @@ def training_sentences(r: dict, data: MovieReviews):
             sentences += extra.sentences
             labels.append(extra.labels)
             scores.append(extra.scores)
+    if r.get("negation_copies", 1) > 1:  # the real sentences that hold a negation, repeated (oversampled)
+        neg = [i for i, s in enumerate(sentences) if has_negation(s)]
+        idx = torch.tensor(neg, dtype=torch.long)
+        lab, sc = torch.cat(labels), torch.cat(scores)
+        sentences += [sentences[i] for i in neg] * (r["negation_copies"] - 1)
+        labels, scores = [lab, lab[idx].repeat(r["negation_copies"] - 1)], [sc, sc[idx].repeat(r["negation_copies"] - 1)]
+    if r.get("augment"):
+        if r["augment"] != "vader-negation":
+            raise UnitscopeError(f"unknown augmentation {r['augment']!r}", choices=["vader-negation"])
+        from .sentiment_augment import negation_phrases
+
+        aug = negation_phrases(min_abs=r.get("augment_min_abs", 1.0))
+        sentences += aug.sentences
+        labels.append(aug.labels)
+        scores.append(aug.scores)
     return sentences, torch.cat(labels), torch.cat(scores)
 
 
@@ -145,7 +174,16 @@ def _cache_key(recipe, epochs=None, batch_size=50, min_count=2, weight_decay=0.0
     return r, dict(model="sentiment-cnn", recipe=recipe, **r, data={d: DOMAINS[d][1] for d in r["domains"]},
                    split="stratified-80/10/10-seed0", dim=50, windows=[3, 4, 5, 6], maps=maps, hidden=10,
                    dropout=0.5, batch_size=batch_size, weight_decay=weight_decay, seed=seed, min_pad=MIN_PAD,
-                   version=2)
+                   version=2, **({"augmentation": _augmentation_key(r)} if r.get("augment") else {}))
+
+
+def _augmentation_key(r: dict) -> dict:
+    """What the augmentation phrases are made from (the lexicon's checksum, the templates, the rule's constant and
+    the excluded words): part of the cache key of a recipe with ``augment``."""
+    from .sentiment_augment import LEXICON_SHA256, N_SCALAR, NEGATED, PLAIN
+
+    return dict(kind=r["augment"], lexicon=LEXICON_SHA256, plain=list(PLAIN), negated=list(NEGATED),
+                n_scalar=N_SCALAR, exclude=["good", "bad"], seed=0)
 
 
 def is_cached(recipe: str = DEFAULT_RECIPE, **kw) -> bool:
@@ -213,7 +251,7 @@ def _train(r, recipe, maps, batch_size, min_count, weight_decay, seed, progress)
     model = SentimentCNN(len(vocab), maps=maps)
     if r["vectors"] is not None:
         with torch.no_grad():
-            model.embedding.weight.copy_(_vectors(r, sentences, progress))
+            model.embedding.weight.copy_(_vectors(r, training_sentences(r, data, real_only=True)[0], progress))
     model.embedding.weight.requires_grad_(not r["freeze"])
     ids, _ = encode(sentences, vocab)
     lengths = (ids != 0).sum(1)
@@ -253,7 +291,8 @@ def _train(r, recipe, maps, batch_size, min_count, weight_decay, seed, progress)
     info = {"test_accuracy": _accuracy(model, vocab, data.test), "dev_accuracy": best, "best_epoch": best_epoch,
             "dev_history": history, "train_seconds": time.perf_counter() - start,
             "n_train": len(sentences), "n_dev": len(data.dev), "n_test": len(data.test),
-            "n_train_movies": len(data.train)}
+            "n_train_movies": len(data.train),
+            "n_augmented": len(sentences) - len(training_sentences(r, data, real_only=True)[0])}
     if r["tokens"] == "words":
         info["itos"] = vocab.itos
     return model.state_dict(), info

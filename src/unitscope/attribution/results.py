@@ -247,19 +247,30 @@ class Scores(Mapping):
         return pd.concat(frames, ignore_index=True)
 
     def summary(self, *, k: int = 5) -> str:
-        """A short text table: per layer, the completeness gap and the top channels of example 0."""
-        lines = [f"{self.score}: {len(self)} layers"]
+        """A short text table: per layer, the largest completeness gap over the examples and the ``k`` units with
+        the highest score averaged over the examples (with one example, its own top units).
+
+        >>> s = Scores("conductance", {"fc": torch.tensor([[1.0, 3.0, 2.0], [1.0, 0.0, 5.0]])})
+        >>> print(s.summary(k=2))
+        conductance of 1 layer, 2 inputs
+          fc                       [2, 3]             top units (mean over the 2 inputs): 2(+3.5), 1(+1.5)
+        """
+        v0 = _first(next(iter(self._values.values()))) if len(self) else None
+        n = 0 if v0 is None else v0.shape[0]
+        lines = [f"{self.score} of {len(self)} layer{'s' * (len(self) != 1)}, {n} input{'s' * (n != 1)}"]
         for name in self:
             v = self[name]
             line = f"  {name:<24} {_shape(v):<18}"
             if name in dict.keys(self.delta):
-                line += f" gap {100 * float(self.relative_delta(name).max()):6.2f}%"
+                line += f" {'max ' * (n > 1)}gap {100 * float(self.relative_delta(name).max()):6.2f}%"
             if not dict.get(self.ok, name, True):
                 line += "  NOT OK (see .messages)"
             if not isinstance(v, tuple):
-                top = self.top(name, k=k)
-                line += "  top: " + ", ".join(f"{i}({val:+.3g})" for i, val in
-                                               zip(top.indices[0].tolist(), top.values[0].tolist()))
+                mean = self.per_unit(name).mean(0)
+                top = mean.topk(min(k, mean.numel()))
+                label = f"top units (mean over the {n} inputs)" if n > 1 else "top units"
+                line += f" {label}: " + ", ".join(f"{i}({val:+.3g})" for i, val in
+                                                  zip(top.indices.tolist(), top.values.tolist()))
             lines.append(line)
         bad = [m for name in self for m in dict.get(self.messages, name, [])[:1]]
         return "\n".join(lines + [f"  ! {m}" for m in bad])

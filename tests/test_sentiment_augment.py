@@ -104,3 +104,11 @@ def test_augmented_recipes_have_their_own_cache_keys():
     assert recipe_key(key) != recipe_key(zs._cache_key(zs.DEFAULT_RECIPE)[1])
     with pytest.raises(UnitscopeError, match="augmentation"):
         training_sentences(dict(zs.RECIPES[zs.DEFAULT_RECIPE], augment="back-translation"), movie_reviews())
+
+
+def test_the_augmentation_is_stated_in_words():
+    note = zs.augmentation_note("minilm-context-soft-vader")
+    assert note.startswith("AUGMENTED with 11,152 template phrases") and "not rated by people" in note
+    assert "never in dev / test / the corpus" in note
+    assert "repeated 3× per epoch" in zs.augmentation_note("minilm-context-soft-negx3")
+    assert zs.augmentation_note("minilm-context-soft") is None and zs.augmentation_note(zs.QUICK_RECIPE) is None

@@ -140,7 +140,7 @@ def division_of_labour(cond: torch.Tensor, *, threshold: float = 0.01, min_share
 
 # ------------------------------------------------------------------------------------------------ 5 --
 #: the optional recipe keys shown in the recipe table (see :data:`unitscope.zoo.sentiment.RECIPES`)
-OPTIONS = ("soft", "balanced", "movie_min_abs", "movie_copies", "lr_decay")
+OPTIONS = ("soft", "balanced", "movie_min_abs", "movie_copies", "lr_decay", "negation_copies", "augment")
 
 
 def recipe_table(*, train: bool = False, maps: int = 64) -> pd.DataFrame:
@@ -184,7 +184,7 @@ def run(out: str, *, quick: bool = False, seed: int = 0, threads: int | None = 1
 
 
 def _run(out, quick, seed, net, data, sz, echo, recipe=None, train_recipes=False) -> dict:
-    from ..zoo.sentiment import DEFAULT_RECIPE, QUICK_RECIPE, RECIPES, movie_reviews, sentiment_cnn
+    from ..zoo.sentiment import DEFAULT_RECIPE, QUICK_RECIPE, RECIPES, augmentation_note, movie_reviews, sentiment_cnn
 
     seconds = {}
     t0 = time.perf_counter()
@@ -195,6 +195,9 @@ def _run(out, quick, seed, net, data, sz, echo, recipe=None, train_recipes=False
     name = net.info.get("recipe", "?")
     model_note = (f"quick recipe '{name}': {RECIPES[name]['epochs']} epochs, not the full study's '{DEFAULT_RECIPE}'"
                   if name == QUICK_RECIPE else f"recipe '{name}'")
+    augmentation = augmentation_note(name) if name in RECIPES else None
+    if augmentation:
+        model_note += f" — {augmentation}"
     seconds["data_and_model"] = time.perf_counter() - t0
     recipes = recipe_table(train=train_recipes) if not given else pd.DataFrame()
     if len(recipes):
@@ -274,6 +277,7 @@ def _run(out, quick, seed, net, data, sz, echo, recipe=None, train_recipes=False
               "both_sign_filter_share": round(both, 3), "n_division": len(div), "sign_shares": share,
               **negation, "n_corpus": len(corpus),
               "recipe": net.info.get("recipe"), "model": model_note, "n_train": net.info.get("n_train"),
+              "augmentation": augmentation, "n_augmented": net.info.get("n_augmented", 0),
               "recipes": recipes.to_dict(orient="records"),
               "figures": {"sentiment_negation.png": "sentiment_negation_caption.md",
                           "sentiment_negation.html": "sentiment_negation_caption.md"},

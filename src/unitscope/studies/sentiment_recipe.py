@@ -31,7 +31,7 @@ def measure(recipe: str, *, seed: int = 0, negation: bool = False, n_steps: int 
     row = {"recipe": recipe, "seed": seed, "cached": net.cached, "test_accuracy": round(net.test_accuracy, 4),
            "dev_accuracy": round(net.dev_accuracy, 4), "best_epoch": net.info["best_epoch"],
            "dev_history": [round(v, 4) for v in net.info["dev_history"]], "n_train": net.info["n_train"],
-           "train_seconds": round(net.info["train_seconds"]),
+           "n_augmented": net.info.get("n_augmented", 0), "train_seconds": round(net.info["train_seconds"]),
            "log_odds": {p: round(v, 3) for p, v in zip(NEGATION_PROBES, lo)}}
     if negation:
         corpus = movie_reviews().all().sentences

@@ -48,7 +48,7 @@ __all__ = ["MovieReviews", "ReviewSplit", "movie_reviews", "movie_reviews_path",
            "Vocab", "WordPieces", "Filters", "SentimentCNN", "TrainedSentiment", "sentiment_cnn", "encode",
            "NEGATIONS", "negation_mask", "has_negation", "RECIPES", "FILENAME", "SHA256", "PACKAGE",
            "INNER_ARCHIVE", "N_SENTENCES", "DOMAINS", "is_cached", "DEFAULT_RECIPE", "QUICK_RECIPE", "MIN_PAD",
-           "PAD", "UNK", "training_sentences"]
+           "PAD", "UNK", "training_sentences", "augmentation_note"]
 
 ALL = ("movies", "tweets", "amazon", "nyt")
 _BASE = dict(domains=ALL, tokens="wordpiece", vectors="minilm-input", freeze=False, max_norm=3.0, epochs=12,
@@ -184,6 +184,23 @@ def _augmentation_key(r: dict) -> dict:
 
     return dict(kind=r["augment"], lexicon=LEXICON_SHA256, plain=list(PLAIN), negated=list(NEGATED),
                 n_scalar=N_SCALAR, exclude=["good", "bad"], seed=0)
+
+
+def augmentation_note(recipe: str) -> str | None:
+    """How the recipe's training data go beyond the human-rated sentences, in words (None: they do not)."""
+    r = RECIPES[recipe]
+    notes = []
+    if r.get("negation_copies", 1) > 1:
+        notes.append(f"the real training sentences with a negation repeated {r['negation_copies']}× per epoch")
+    if r.get("augment"):
+        from .sentiment_augment import negation_phrases
+
+        n = len(negation_phrases(min_abs=r.get("augment_min_abs", 1.0)))
+        notes.append(f"AUGMENTED with {n:,} template phrases (\"is not dull\", \"was dull\", …) made from the VADER "
+                     f"lexicon's human-rated word valences (|v| ≥ {r.get('augment_min_abs', 1.0)}) and rated by a rule "
+                     f"(plain v, negated v × −0.74, VADER's negation constant) — not rated by people; training only, "
+                     f"never in dev / test / the corpus; \"good\" and \"bad\" left out")
+    return "; ".join(notes) or None
 
 
 def is_cached(recipe: str = DEFAULT_RECIPE, **kw) -> bool:

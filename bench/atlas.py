@@ -7,7 +7,8 @@ Both sides start from the same scan (one streaming pass over the 1,797 digits: a
 histograms and top-k shares) and do, per unit, the same things with the same settings:
 
 * the per-input conductance of its top exemplars — loop: ``neuron_conductance(model, its exemplars, layer, [u])``;
-  batched: one ``neuron_conductance(..., paired=True)`` per chunk of units;
+  batched: ``neuron_conductance(..., paired=True, examples=)`` over the chunk's distinct exemplars, the units that
+  share an exemplar sharing its forward pass (only the backward from the layer is per unit);
 * its IAM image and RS — loop: ``independent_am(model, layer, [u])``; batched: ``independent_am(model, layer, chunk)``;
 * inverse-set samples in each activation band through the digits VAE — loop: ``sample_inverse_set(model,
   (layer, u, a, b), G, n_samples=K, n_seeds=K, max_seed_steps=S)`` (its seed phase: the same augmented Lagrangian);

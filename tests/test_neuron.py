@@ -53,3 +53,21 @@ def test_bad_units_name_the_layer_and_shape():
         us.neuron_conductance(net, x, "3", units=[40])
     with pytest.raises(us.UnitscopeError, match="outside layer"):
         us.neuron_conductance(net, x, "3", units=[(1, 9, 0)])
+
+
+def test_pairs_sharing_an_input_equal_the_per_unit_result():
+    """paired=True with examples=: several units of one input share its forward pass, and each pair is exactly
+    (same numbers, bit for bit) the paired result of that unit on a copy of its input."""
+    torch.manual_seed(0)
+    net, x = cnn(), torch.randn(3, 3, 8, 8)
+    units, examples = [0, 2, 1, 2, 0], [0, 0, 0, 1, 2]
+    kw = dict(layer="4", target=1, n_steps=8, internal_batch_size=3 * 8)
+    got = us.neuron_conductance(net, x, units=units, examples=examples, paired=True, **kw)
+    full = us.neuron_conductance(net, x, units=[0, 1, 2], target=1, n_steps=8, layer="4")
+    assert got.shape == (5, 3, 8, 8)
+    assert torch.allclose(got, full[examples, units], atol=1e-6)
+    for p, (u, e) in enumerate(zip(units, examples)):   # each pair alone: its input three times, one unit each
+        one = us.neuron_conductance(net, x[[e, e, e]], units=[u, u, u], paired=True, **kw)
+        assert torch.equal(got[p], one[0])
+    with pytest.raises(us.UnitscopeError, match="examples"):
+        us.neuron_conductance(net, x, units=[0], examples=[5], paired=True, **kw)

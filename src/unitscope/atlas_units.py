@@ -31,6 +31,10 @@ BLOCK = 32
 copies of its last row), because CPU kernels round differently for different batch sizes (1 ulp, measured): so a
 unit's numbers do not depend on the chunk it is in, nor on the number of processes."""
 
+PAIRS_PER_FORWARD = 4
+"""Exemplar conductance: the (unit, input) pairs that share one forward pass of their input at most (its backward
+passes from the layer are one per pair; an input with more pairs is forwarded once per group of this many)."""
+
 
 def layer_vectors(model: nn.Module, layer: str, x, batch: int = BLOCK) -> torch.Tensor:
     """``[N, U]``: every unit of ``layer`` on ``x`` (a tensor or a tokenizer's dict; one forward pass per ``batch``
@@ -122,9 +126,8 @@ def work_chunk(model, src, result, extra, layer, units, *, target, n_steps, meth
     rows, unit_rows = pairs % len(uniq), (pairs // len(uniq)).tolist()
     if internal_batch_size is None:   # path rows per backward: about 8M input numbers (32 MB) at a time
         internal_batch_size = max(8, min(4096, 8_000_000 // max(1, model_args(take(x_u, [0]))[0].numel())))
-    attr = exemplar_conductance(model, take(x_u, rows), layer, unit_rows, None if y_u is None else y_u[rows],
-                                target=target, n_steps=n_steps, method=method, baselines=baselines,
-                                rows=internal_batch_size, embedding=embedding)
+    attr = exemplar_conductance(model, x_u, layer, rows, unit_rows, y_u, target=target, n_steps=n_steps,
+                                method=method, baselines=baselines, rows=internal_batch_size, embedding=embedding)
     attr = attr[back].view(len(units), ex.shape[1], *attr.shape[1:])
     out = {"units": units, "exemplars": ex, "inputs": None if isinstance(x_u, dict) else x_u[inv],
            "labels": None if y_u is None else y_u[inv],
@@ -189,25 +192,44 @@ def work_chunk(model, src, result, extra, layer, units, *, target, n_steps, meth
     return out
 
 
-def exemplar_conductance(model, x, layer, units, labels, *, target, n_steps, method, baselines, rows,
+def exemplar_conductance(model, x, layer, examples, units, labels, *, target, n_steps, method, baselines, rows,
                          embedding=None):
-    """``[P, *x]``: each pair's per-input conductance through its unit (``neuron_conductance(paired=True)``; token
-    ids: over the ``embedding`` output, ``[P, T, D]``), in blocks of a fixed number of pairs (the last padded), so a
-    pair's numbers do not depend on the others."""
+    """``[P, *x]``: pair ``p``'s per-input conductance through unit ``units[p]`` on input ``x[examples[p]]``
+    (``neuron_conductance(paired=True, examples=)``; token ids: over the ``embedding`` output, ``[P, T, D]``).
+
+    The pairs of one input share its forward pass and ∂F/∂y (only the backward from the layer is per pair). Inputs
+    go in blocks of a fixed number (the last padded), those with the most pairs first (so that a block's backward
+    passes — one per pair slot — find pairs on most of its rows); a pair's numbers depend on its input and unit
+    only, not on the other inputs or pairs."""
     from .attribution.neuron import neuron_conductance
 
     per = max(1, min(BLOCK, rows // max(1, n_steps)))
-    units = torch.as_tensor(units).long()
-    out = []
-    for i in range(0, n_rows(x), per):
-        n = min(per, n_rows(x) - i)
-        tgt = pad_rows(labels[i:i + n], per).tolist() if target == "label" else target
-        inputs, kw = model_args(pad_rows(take(x, slice(i, i + n)), per))
-        a = neuron_conductance(model, inputs, layer=layer, units=pad_rows(units[i:i + n], per).tolist(), target=tgt,
-                               n_steps=n_steps, method=method, baselines=baselines, additional_forward_args=kw,
-                               internal_batch_size=per * n_steps, paired=True, embedding=embedding)
-        out.append(a[:n])
-    return torch.cat(out)
+    examples, units = torch.as_tensor(examples).long(), torch.as_tensor(units).long()
+    # groups: at most PAIRS_PER_FORWARD pairs of one input each (an input with more pairs is forwarded again),
+    # the largest groups first, so that the backward passes of a block (one per pair slot) have pairs on most rows
+    order = torch.argsort(examples, stable=True)
+    slot = torch.arange(len(order)) - torch.searchsorted(examples[order], examples[order])
+    group_of = torch.empty_like(examples)
+    group_of[order] = examples[order] * (len(examples) + 1) + slot // PAIRS_PER_FORWARD
+    groups, pair_group, sizes = torch.unique(group_of, return_inverse=True, return_counts=True)
+    by_size = torch.argsort(-sizes, stable=True)
+    out = None
+    for i in range(0, len(groups), per):
+        block = by_size[i:i + per]                                # groups of this call
+        local = torch.full((len(groups),), -1, dtype=torch.long)
+        local[block] = torch.arange(len(block))
+        mine = (local[pair_group] >= 0).nonzero().flatten()
+        inputs_of = groups[block] // (len(examples) + 1)
+        tgt = pad_rows(labels[inputs_of], per).tolist() if target == "label" else target
+        inputs, kw = model_args(pad_rows(take(x, inputs_of), per))
+        a = neuron_conductance(model, inputs, layer=layer, units=units[mine].tolist(),
+                               examples=local[pair_group[mine]], target=tgt, n_steps=n_steps, method=method,
+                               baselines=baselines, additional_forward_args=kw, internal_batch_size=per * n_steps,
+                               paired=True, embedding=embedding)
+        if out is None:
+            out = a.new_zeros((len(examples), *a.shape[1:]))
+        out[mine] = a
+    return out if out is not None else torch.empty(0)
 
 
 def blocked_iam(model, layer, units, *, shape, seeds, **kw):

@@ -60,8 +60,8 @@ def _unit_masks(units, shape: tuple, layer: str) -> torch.Tensor:
 def neuron_conductance(model: nn.Module, inputs, layer, units, *, baselines=None, target=None,
                        additional_forward_args=None, n_steps: int = 50, method: str = "gausslegendre",
                        internal_batch_size: int | None = None, unit_batch_size: int | None = 64,
-                       attribute_to_layer_input: bool = False, paired: bool = False, spec=None, embedding=None,
-                       mask=None):
+                       attribute_to_layer_input: bool = False, paired: bool = False, examples=None, spec=None,
+                       embedding=None, mask=None):
     """Input attributions through each unit of ``units``: a tensor ``[N, U, *input_shape]`` (a tuple of such
     tensors for tuple inputs). ``units``: ints — units of the layer's unit specification (a conv channel, a
     transformer neuron at every token, a head; ``spec`` to choose, :mod:`unitscope.core.units`) — and/or element
@@ -73,13 +73,20 @@ def neuron_conductance(model: nn.Module, inputs, layer, units, *, baselines=None
     result is the unit's conductance as ``Scores.per_unit`` reports it with the same mask (Σ_i Eq. 2 = Eq. 3).
 
     ``paired=True``: ``units[i]`` belongs to example ``i`` only (``len(units) == N``) and the result is
-    ``[N, *input_shape]`` — one backward for all pairs, e.g. every unit's own exemplars at once.
+    ``[N, *input_shape]`` — one backward for all pairs, e.g. every unit's own exemplars at once. With
+    ``examples`` (one example index per unit, any number of pairs, ``[P, *input_shape]``) pairs share their
+    example's forward pass and ∂F/∂y: only the backward from the layer to the inputs is per pair (the ``j``-th
+    pairs of every example in one backward), so many units of a few distinct inputs cost one forward per input.
 
     >>> net = nn.Sequential(nn.Linear(3, 4), nn.ReLU(), nn.Linear(4, 2))
     >>> x = torch.randn(2, 3)
     >>> full = neuron_conductance(net, x, layer="1", units=[0, 3], target=1, n_steps=16)
     >>> pair = neuron_conductance(net, x, layer="1", units=[0, 3], target=1, n_steps=16, paired=True)
     >>> torch.allclose(pair, torch.stack([full[0, 0], full[1, 1]]))
+    True
+    >>> many = neuron_conductance(net, x, layer="1", units=[0, 3, 3], examples=[0, 0, 1], target=1, n_steps=16,
+    ...                           paired=True)
+    >>> torch.allclose(many, torch.stack([full[0, 0], full[0, 1], full[1, 1]]))
     True
     """
     sites = resolve(model, [layer], use_input=attribute_to_layer_input)
@@ -92,8 +99,24 @@ def neuron_conductance(model: nn.Module, inputs, layer, units, *, baselines=None
     batch = prepare(inputs, baselines, additional_forward_args, device=_device(model), embedding=embedding,
                     model=model)
     n, m = batch.n, alphas.numel()
-    if paired and len(units) != n:
-        raise UnitscopeError("paired=True takes one unit per example", units=len(units), examples=n)
+    if examples is not None and not paired:
+        raise UnitscopeError("examples= goes with paired=True (one example per unit)")
+    if paired:
+        pair_ex = torch.arange(n) if examples is None else torch.as_tensor(examples).long().flatten()
+        if len(pair_ex) != len(units) or (examples is None and len(units) != n):
+            raise UnitscopeError("paired=True takes one unit per example (or examples=, one per unit)",
+                                 units=len(units), examples=n if examples is None else len(pair_ex))
+        if len(pair_ex) and not (0 <= int(pair_ex.min()) and int(pair_ex.max()) < n):
+            raise UnitscopeError("examples= indexes the inputs", inputs=n, got=sorted({int(pair_ex.min()),
+                                                                                      int(pair_ex.max())}))
+        # slot[p]: pair p is the slot[p]-th pair of its example; pair_of[j][e]: example e's j-th pair (-1: none)
+        order = torch.argsort(pair_ex, stable=True)
+        first = torch.searchsorted(pair_ex[order], pair_ex[order], right=False)
+        slot = torch.empty_like(pair_ex)
+        slot[order] = torch.arange(len(order)) - first
+        n_slots = int(slot.max()) + 1 if len(slot) else 0
+        pair_of = torch.full((n_slots, n), -1, dtype=torch.long)
+        pair_of[slot, pair_ex] = torch.arange(len(pair_ex))
     token_mask = find_mask(mask, additional_forward_args, inputs)
     whole = torch.tensor([not isinstance(u, tuple)  # an int-like unit (not one element): its real tokens only
                           for u in ([units] if isinstance(units, (int, tuple)) else list(units))])
@@ -128,27 +151,49 @@ def neuron_conductance(model: nn.Module, inputs, layer, units, *, baselines=None
                 g_kept = g if keep is None else g * keep.to(g)
                 got = None
                 ub = masks.shape[0] if unit_batch_size is None else max(1, unit_batch_size)
-                if paired:   # row r goes with its example's own unit: one plain backward
-                    own = whole.to(g.device)[example.to(g.device)].view(-1, *([1] * (g.dim() - 1)))
-                    gs = torch.autograd.grad(y, rows, grad_outputs=masks[example.to(masks.device)] *
-                                             torch.where(own, g_kept, g), allow_unused=True)
-                    got = [torch.zeros_like(r).unsqueeze(0) if gr is None else gr.detach().unsqueeze(0)
-                           for r, gr in zip(rows, gs)]
+                if paired:   # row r goes with its example's j-th pair: one plain backward per slot j
+                    got = []
+                    slots = [j for j in range(n_slots) if bool((pair_of[j][example] >= 0).any())]
+                    for i, j in enumerate(slots):
+                        p_r = pair_of[j][example]                     # [rows]: the pair of each row (-1: none)
+                        has = (p_r >= 0).to(g.device).view(-1, *([1] * (g.dim() - 1)))
+                        p_c = p_r.clamp(min=0).to(g.device)
+                        own = whole.to(g.device)[p_c].view(-1, *([1] * (g.dim() - 1)))
+                        v = torch.where(has, masks[p_c.to(masks.device)] * torch.where(own, g_kept, g), 0.0)
+                        gs = torch.autograd.grad(y, rows, grad_outputs=v, allow_unused=True,
+                                                 retain_graph=i < len(slots) - 1)
+                        got.append(([torch.zeros_like(r) if gr is None else gr.detach() for r, gr in zip(rows, gs)],
+                                    p_r))
                 for u0 in range(0, 0 if paired else masks.shape[0], ub):
                     pick = whole[u0:u0 + ub].to(g.device).view(-1, *([1] * g.dim()))
                     v = masks[u0:u0 + ub].unsqueeze(1) * torch.where(pick, g_kept.unsqueeze(0), g.unsqueeze(0))
                     grads = _batched_vjp(y, rows, v)
                     got = grads if got is None else [torch.cat([a, b]) for a, b in zip(got, grads)]
+            if paired:
+                if sums is None:
+                    sums = [work_dtype(x).new_zeros((len(pair_ex), *x.shape[1:])) for x in batch.inputs]
+                for grads, p_r in got:
+                    on = (p_r >= 0).nonzero().flatten()
+                    for s, gx in zip(sums, grads):
+                        gx = work_dtype(gx)[on.to(gx.device)]
+                        wk = w[on].to(gx).view(-1, *([1] * (gx.dim() - 1)))
+                        s.index_add_(0, p_r[on].to(gx.device), gx * wk)
+                continue
             got = [work_dtype(gx) for gx in got]
             if sums is None:
-                sums = [work_dtype(x).new_zeros((1 if paired else masks.shape[0], *x.shape)) for x in batch.inputs]
+                sums = [work_dtype(x).new_zeros((masks.shape[0], *x.shape)) for x in batch.inputs]
             for s, gx in zip(sums, got):
                 wk = w.to(gx).view(1, -1, *([1] * (gx.dim() - 2)))
                 s.index_add_(1, example.to(gx.device), gx * wk)
-        result = tuple((s * (x - b).unsqueeze(0)).transpose(0, 1).contiguous().detach().cpu() for s, x, b in
-                       zip(sums, batch.inputs, batch.baselines))  # [N, U, *input_shape]: examples first
         if paired:
-            result = tuple(r[:, 0] for r in result)
+            if sums is None:
+                sums = [work_dtype(x).new_zeros((len(pair_ex), *x.shape[1:])) for x in batch.inputs]
+            ex_d = pair_ex.to(sums[0].device)
+            result = tuple((s * (x - b)[ex_d]).contiguous().detach().cpu() for s, x, b in
+                           zip(sums, batch.inputs, batch.baselines))  # [P, *input_shape]
+        else:
+            result = tuple((s * (x - b).unsqueeze(0)).transpose(0, 1).contiguous().detach().cpu() for s, x, b in
+                           zip(sums, batch.inputs, batch.baselines))  # [N, U, *input_shape]: examples first
     return result if batch.is_tuple else result[0]
 
 

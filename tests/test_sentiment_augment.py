@@ -74,7 +74,7 @@ def test_augmentation_only_in_training_never_in_dev_test_or_corpus():
     r = zs.RECIPES["minilm-context-soft-vader"]
     sentences, labels, ratings = training_sentences(r, data)
     real, real_labels, _ = training_sentences(r, data, real_only=True)
-    default, _, _ = training_sentences(zs.RECIPES[zs.DEFAULT_RECIPE], data)
+    default, _, _ = training_sentences(zs.RECIPES["minilm-context-soft"], data)  # no augmentation
     assert real == default  # the in-context vectors are the default's (the same sentences averaged over)
     assert sentences[:len(real)] == real and sentences[len(real):] == aug.sentences
     assert torch.equal(labels[len(real):], aug.labels) and torch.equal(ratings[len(real):], aug.scores)
@@ -85,7 +85,7 @@ def test_augmentation_only_in_training_never_in_dev_test_or_corpus():
 
 def test_negated_real_sentences_oversampled():
     data = movie_reviews()
-    base, base_labels, _ = training_sentences(zs.RECIPES[zs.DEFAULT_RECIPE], data)
+    base, base_labels, _ = training_sentences(zs.RECIPES["minilm-context-soft"], data)
     r = zs.RECIPES["minilm-context-soft-negx3"]
     sentences, labels, ratings = training_sentences(r, data)
     neg = [s for s in base if has_negation(s)]
@@ -100,10 +100,10 @@ def test_augmented_recipes_have_their_own_cache_keys():
 
     key = zs._cache_key("minilm-context-soft-vader")[1]
     assert key["augmentation"]["lexicon"] == sa.LEXICON_SHA256 and key["augmentation"]["n_scalar"] == -0.74
-    assert "augmentation" not in zs._cache_key(zs.DEFAULT_RECIPE)[1]
-    assert recipe_key(key) != recipe_key(zs._cache_key(zs.DEFAULT_RECIPE)[1])
+    assert "augmentation" not in zs._cache_key("minilm-context-soft")[1]
+    assert recipe_key(key) != recipe_key(zs._cache_key("minilm-context-soft")[1])
     with pytest.raises(UnitscopeError, match="augmentation"):
-        training_sentences(dict(zs.RECIPES[zs.DEFAULT_RECIPE], augment="back-translation"), movie_reviews())
+        training_sentences(dict(zs.RECIPES["minilm-context-soft"], augment="back-translation"), movie_reviews())
 
 
 def test_the_augmentation_is_stated_in_words():
@@ -112,3 +112,11 @@ def test_the_augmentation_is_stated_in_words():
     assert "never in dev / test / the corpus" in note
     assert "repeated 3× per epoch" in zs.augmentation_note("minilm-context-soft-negx3")
     assert zs.augmentation_note("minilm-context-soft") is None and zs.augmentation_note(zs.QUICK_RECIPE) is None
+
+
+def test_the_default_recipe_is_augmented_and_says_so():
+    # the default (chosen by dev accuracy and the probes' signs) trains on the augmentation phrases, so its study
+    # headline must state it
+    assert zs.RECIPES[zs.DEFAULT_RECIPE].get("augment") == "vader-negation"
+    assert zs.augmentation_note(zs.DEFAULT_RECIPE).startswith("AUGMENTED")
+    assert not zs.RECIPES[zs.QUICK_RECIPE].get("augment")  # --quick: no lexicon, no MiniLM pass

@@ -172,3 +172,21 @@ def test_a_near_singular_path_is_diagnosed_not_ranked_with_confidence():
     fine = us.conductance(net, x, ["stages.1"], baselines=x.mean((2, 3), keepdim=True) * 0 + 0.5, n_steps=64,
                           gap_warning=None)
     assert fine.ok["stages.1"] is True
+
+
+@pytest.mark.parametrize("rule", ["gausslegendre", "riemann_trapezoid", "riemann_middle", "riemann_left"])
+def test_fixed_rules_error_bars_never_fall_below_the_rounding_of_their_sums(rule):
+    """A linear layer feeding a linear readout: every rule is exact up to rounding, so the two embedded rules agree
+    and only the rounding floor ``eps · Σ|terms| ≥ eps · |sum|`` is left; it covers the float64 error and is no
+    larger than rounding."""
+    torch.manual_seed(3)
+    net = nn.Sequential(nn.Linear(5, 6), nn.Linear(6, 2)).double()
+    x = 3 * torch.randn(4, 5, dtype=torch.float64)
+    with torch.no_grad():
+        exact = net[1].weight[0] * (net[0](x) - net[0](torch.zeros(1, 5, dtype=torch.float64)))
+    s = us.conductance(net, x, ["0"], target=0, n_steps=8, method=rule, gap_warning=None)
+    eps = torch.finfo(torch.float64).eps
+    assert bool((s.error["0"] >= eps * s["0"].abs()).all()) and bool((s.error["0"] > 0).all())
+    assert bool(((s["0"] - exact).abs() <= 3 * s.error["0"]).all())
+    assert float(s.error["0"].max()) < 1e-13 * float(exact.abs().max())
+    assert bool((s.unit_error["0"] >= s.error["0"] - 1e-30).all())

@@ -28,7 +28,7 @@ from ..core.capture import Recorder
 from ..core.errors import UnitscopeError
 from ..core.inputs import Batch, Target
 from ..core.sites import Site
-from .estimates import ERROR_FACTOR, combine, reduce_units
+from .estimates import ERROR_FACTOR, combine, reduce_units, rounding
 from .path_tangents import evaluate_without_joint_forward_mode, missing_forward_derivative
 
 __all__ = ["Evaluation", "evaluate", "integrate", "PathSums", "autograd_on", "work_dtype"]
@@ -196,6 +196,7 @@ def integrate(model, batch: Batch, target: Target, sites: list[Site], alphas: to
     value_x, grad_x = {}, {}
     cond, infl, cond_alt = {}, {}, {}
     cerr, ierr = {}, {}      # site -> per part (Σ e_p, Σ e_p²)
+    cabs, iabs = {}, {}      # site -> per part Σ|terms| of the sums (their rounding error, estimates.rounding)
     profile = {}             # site -> [n, m] |∂F/∂y| norms, on the model's device
     # the consecutive-node sums: the trapezoid/left conductance itself, or (jvp) the ingredients of its error
     stieltjes = conductance in ("trapezoid", "left") or (estimate and (jvp or weights is not None))
@@ -246,9 +247,14 @@ def integrate(model, batch: Batch, target: Target, sites: list[Site], alphas: to
                 w = weights[p0:p0 + P].to(device=gs[0].device, dtype=gs[0].dtype)
                 wv = lambda g: w.view(1, -1, *([1] * (g.dim() - 2)))  # noqa: E731
                 _accumulate(infl, s.name, ex, [(g * wv(g)).sum(1) for g in gs], n)
+                if estimate:
+                    _accumulate(iabs, s.name, ex, [(g * wv(g)).abs().sum(1) for g in gs], n)
                 if jvp:
                     ts = [t.view(ne, na, *t.shape[1:]) for t in ev.tangents[s.name]]
-                    _accumulate(cond, s.name, ex, [(g * t * wv(g)).sum(1) for g, t in zip(gs, ts)], n)
+                    terms = [g * t * wv(g) for g, t in zip(gs, ts)]
+                    _accumulate(cond, s.name, ex, [c.sum(1) for c in terms], n)
+                    if estimate:
+                        _accumulate(cabs, s.name, ex, [c.abs().sum(1) for c in terms], n)
             if not stieltjes:
                 continue
             # consecutive nodes, with up to two carried from the previous chunk (global node index ``gi``)
@@ -264,11 +270,16 @@ def integrate(model, batch: Batch, target: Target, sites: list[Site], alphas: to
                 a0 = max(k0c - 1, 0)  # intervals (k, k+1) ending in this chunk: k = a0 … L−2 (views, no copies)
                 lo, hi = slice(a0, L - 1), slice(a0 + 1, L)
                 if conductance:
-                    parts = []
+                    parts, mags = [], []
                     for y, g in zip(ys, gs):
                         gm = g[:, lo] if conductance == "left" else 0.5 * (g[:, hi] + g[:, lo])
-                        parts.append((gm * (y[:, hi] - y[:, lo])).sum(1))
+                        term = gm * (y[:, hi] - y[:, lo])
+                        parts.append(term.sum(1))
+                        if estimate and not jvp:
+                            mags.append(term.abs().sum(1))
                     _accumulate(cond_alt if jvp else cond, s.name, ex, parts, n)
+                    if mags:
+                        _accumulate(cabs, s.name, ex, mags, n)
                 if estimate:
                     # embedded coarse rule on nodes (j−2, j) against the fine one on (j−2, j−1, j), j even
                     j = max(k0c, 2)
@@ -302,6 +313,14 @@ def integrate(model, batch: Batch, target: Target, sites: list[Site], alphas: to
         sums.influence_error = {k: [combine(a, b) for a, b in v] for k, v in ierr.items()}
         sums.influence_unit_error = {k: [combine(reduce_units(a), reduce_units(b)) for a, b in v]
                                      for k, v in ierr.items()}
+    # below the rounding error of the sums an estimate says nothing (two rules agreeing to the last bit still differ
+    # from the exact integral by it): the floor, as in adaptive.py
+    for errs, unit_errs, mags in ((sums.conductance_error, sums.conductance_unit_error, cabs),
+                                  (sums.influence_error, sums.influence_unit_error, iabs)):
+        for k, parts in (mags.items() if errs else ()):
+            floor = [rounding(m, m.dtype) for m in parts]
+            errs[k] = [e + f for e, f in zip(errs[k], floor)]
+            unit_errs[k] = [e + reduce_units(f) for e, f in zip(unit_errs[k], floor)]
     sums.value_at_x = value_x or None
     sums.grad_at_x = grad_x or None
     sums.F_x, sums.F_baseline = F_x, F_b

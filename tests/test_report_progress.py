@@ -52,3 +52,26 @@ def test_demo_echoes_the_running_studys_last_line(tmp_path, monkeypatch):
     show('{"json": "last line"}')   # the JSON summary is not progress
     show("step 2/3: sampling")
     assert said == ["  [inverse] step 2/3: sampling"]
+
+
+def _fake_python(tmp_path, lines, seconds):
+    """An interpreter stand-in for ``run_study``: prints ``lines`` over ``seconds``, then a JSON last line."""
+    script = tmp_path / "fake-python"
+    body = "".join(f"print({ln!r}, flush=True); time.sleep({seconds / len(lines)})\n" for ln in lines)
+    script.write_text(f"#!{sys.executable}\nimport time\n{body}print('{{\"ok\": 1}}')\n")
+    script.chmod(0o755)
+    return str(script)
+
+
+def test_the_study_timeout_does_not_count_first_use_training(tmp_path):
+    training = [f"training DigitsCNN on digits: {i}/6 epochs" for i in range(6)]
+    st = demo.run_study("digits", str(tmp_path), quick=True, seed=0, timeout=1.5,
+                        python=_fake_python(tmp_path, training, 4.0))
+    assert st["status"] == "ok" and st["result"] == {"ok": 1}
+    assert st["seconds"] > 3.5 and st["training_seconds"] > 2.0
+
+    analysis = [f"step {i}/6: conductance" for i in range(6)]
+    st = demo.run_study("digits", str(tmp_path), quick=True, seed=0, timeout=1.5,
+                        python=_fake_python(tmp_path, analysis, 4.0))
+    assert st["status"] == "timeout" and "stopped after 2 s of analysis" in st["error"]
+    assert "training_seconds" not in st

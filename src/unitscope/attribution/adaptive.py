@@ -4,8 +4,10 @@ The path of each example is cut into panels ``[α_a, α_m, α_b]`` (three nodes,
 neighbours). On a panel, for every unit of every layer, the Stieltjes trapezoid on the two halves
 ``T₂ = ½(g_a+g_m)(y_m−y_a) + ½(g_m+g_b)(y_b−y_m)`` is the estimate and ``T₁ = ½(g_a+g_b)(y_b−y_a)`` on the
 whole panel its embedded coarse rule: ``T₂ − T₁`` is, up to a constant, the panel's error (Richardson on
-nested nodes; ``ERROR_FACTOR`` below). A unit's error over the path is ``max(|Σ_p e_p|, √Σ_p e_p²)``
-(signed panel errors that add up on smooth paths; the root sum of squares where kinks make them random).
+nested nodes; ``ERROR_FACTOR`` below). A unit's error over the path is ``max(|Σ_p e_p|, √Σ_p e_p², √Σ_p Σ_i e_{p,i}²)``
+(``estimates.combine_units``): signed panel errors that add up on smooth paths; the root sum of squares where
+kinks make them random — of the unit's own panel errors (a channel's summed over its positions before squaring,
+so positions that cancel within a panel do not hide it) and of its elements' — plus the rounding floor.
 
 Each round splits, per example, the panels with the largest error on the watched units (the ``watch``
 largest |units| per example and layer, channels for conv layers, relative to the layer's largest |unit|)
@@ -15,7 +17,8 @@ watched units are within ``rtol`` (and the gap of cut layers within ``rtol · |F
 ``budget`` is spent; what did not converge is diagnosed (``estimates.diagnose``).
 
 Memory: the values and gradients of every site at every node of the examples in one block are kept,
-``budget × units × 2`` floats per example, plus one error estimate per panel and unit (``budget / 2`` panels);
+``budget × units × 2`` floats per example, plus running totals (four per unit element) and one error per panel
+and reduced unit (a channel, ``budget / 2`` panels); a round costs in proportion to the panels it splits;
 ``internal_batch_size`` bounds the rows per pass and the examples per block
 (``max(1, internal_batch_size // budget)``).
 """
@@ -26,7 +29,7 @@ import torch
 from tqdm.auto import tqdm
 
 from .engine import PathSums, evaluate
-from .estimates import ERROR_FACTOR, SINGULAR_RATIO, combine, reduce_units, rounding
+from .estimates import ERROR_FACTOR, SINGULAR_RATIO, combine, combine_units, reduce_units, rounding
 from ..core.inputs import Batch, Target
 from ..core.sites import Site
 
@@ -36,7 +39,12 @@ CUT_GAP = 0.1  # a layer whose gap is below this share of |F(x) − F(x')| (or e
 
 
 class _Path:
-    """The nodes of one example's path (buffers filled in order of evaluation) and its panels."""
+    """The nodes of one example's path (buffers filled in order of evaluation) and its panels.
+
+    Per site and part it keeps running totals over the panels (``Σ_p T₂``, ``Σ_p e_p``, ``Σ_p e_p²``, ``Σ_p |T₂|``,
+    each ``[*unit_shape]``) and, per panel, the units' errors (``[P, units]``, ``reduce_units``): a split
+    subtracts the old panel's terms and adds its halves', so a round costs in proportion to the panels it splits,
+    not to all of them."""
 
     def __init__(self, budget: int, names: list[str]):
         self.budget, self.names, self.count = budget, names, 0
@@ -45,8 +53,8 @@ class _Path:
         self.y: dict[str, list[torch.Tensor]] = {}
         self.g: dict[str, list[torch.Tensor]] = {}
         self.a = self.m = self.b = torch.empty(0, dtype=torch.long)
-        self.err: dict[str, list[torch.Tensor]] = {}   # per panel, signed: [P, *unit_shape]
-        self.val: dict[str, list[torch.Tensor]] = {}   # per panel T₂
+        self.tot: dict[str, list[list[torch.Tensor]]] = {}    # per part [Σ T₂, Σ e, Σ e², Σ |T₂|]
+        self.unit_err: dict[str, list[torch.Tensor]] = {}     # per panel, signed: [P, units]
         self.gap = torch.empty(0, len(names), dtype=torch.float64)
 
     def add(self, alpha, F, ys: dict, gs: dict) -> torch.Tensor:
@@ -77,51 +85,57 @@ class _Path:
         return out
 
     def compute(self, a, m, b):
-        """Errors, values and gaps of panels (a, m, b)."""
-        err, val, gaps = {}, {}, []
+        """Per site and part, the panels' summed terms ``[Σ T₂, Σ e, Σ e², Σ |T₂|]`` and units' errors
+        ``[k, units]``; the panels' gaps ``[k, sites]``."""
+        terms, unit_err, gaps = {}, {}, []
         dF = self.F[b] - self.F[a]
         for name in self.names:
-            terms = self.panel_terms(name, a, m, b)
-            val[name] = [t2 for t2, _ in terms]
-            err[name] = [ERROR_FACTOR * (t2 - t1) for t2, t1 in terms]
-            gaps.append(dF - sum(t2.flatten(1).double().sum(1) for t2 in val[name]).cpu())
-        return err, val, torch.stack(gaps, 1) if gaps else torch.empty(a.numel(), 0, dtype=torch.float64)
+            terms[name], unit_err[name] = [], []
+            layer = 0.0
+            for t2, t1 in self.panel_terms(name, a, m, b):
+                e = ERROR_FACTOR * (t2 - t1)
+                terms[name].append([t2.sum(0), e.sum(0), e.pow(2).sum(0), t2.abs().sum(0)])
+                unit_err[name].append(reduce_units(e))
+                layer = layer + t2.flatten(1).double().sum(1).cpu()
+            gaps.append(dF - layer)
+        return terms, unit_err, torch.stack(gaps, 1) if gaps else torch.empty(a.numel(), 0, dtype=torch.float64)
 
     def set_panels(self, a, m, b):
         self.a, self.m, self.b = a, m, b
-        self.err, self.val, self.gap = self.compute(a, m, b)
+        self.tot, self.unit_err, self.gap = self.compute(a, m, b)
 
     def split(self, chosen: torch.Tensor, q1: torch.Tensor, q2: torch.Tensor) -> None:
         """Panel ``(a, m, b)`` → ``(a, q1, m)`` in place and ``(m, q2, b)`` appended."""
         a, m, b = self.a[chosen], self.m[chosen], self.b[chosen]
-        na = torch.cat([a, m])
-        nm = torch.cat([q1, q2])
-        nb = torch.cat([m, b])
-        err, val, gap = self.compute(na, nm, nb)
+        old, _, _ = self.compute(a, m, b)
+        na, nm, nb = torch.cat([a, m]), torch.cat([q1, q2]), torch.cat([m, b])
+        new, unit_err, gap = self.compute(na, nm, nb)
         k = chosen.numel()
         self.a, self.m, self.b = self.a.clone(), self.m.clone(), self.b.clone()
         self.a[chosen], self.m[chosen], self.b[chosen] = na[:k], nm[:k], nb[:k]
         self.a, self.m, self.b = torch.cat([self.a, na[k:]]), torch.cat([self.m, nm[k:]]), torch.cat([self.b, nb[k:]])
-        dev_chosen = {}
         for name in self.names:
-            dev = self.err[name][0].device
-            c = dev_chosen.setdefault(dev, chosen.to(dev))
-            for i in range(len(self.err[name])):
-                self.err[name][i][c] = err[name][i][:k]
-                self.val[name][i][c] = val[name][i][:k]
-                self.err[name][i] = torch.cat([self.err[name][i], err[name][i][k:]])
-                self.val[name][i] = torch.cat([self.val[name][i], val[name][i][k:]])
+            for tot, o, n_ in zip(self.tot[name], old[name], new[name]):
+                for t, ot, nt in zip(tot, o, n_):
+                    t += nt - ot
+            for i, ue in enumerate(self.unit_err[name]):
+                c = chosen.to(ue.device)
+                ue[c] = unit_err[name][i][:k]
+                self.unit_err[name][i] = torch.cat([ue, unit_err[name][i][k:]])
         self.gap[chosen] = gap[:k]
         self.gap = torch.cat([self.gap, gap[k:]])
 
     def totals(self, name):
-        """Per part: value ``Σ_p T₂`` and error ``(Σ_p e_p, Σ_p e_p²)``, each ``[*unit_shape]``."""
-        return ([v.sum(0) for v in self.val[name]], [e.sum(0) for e in self.err[name]],
-                [e.pow(2).sum(0) for e in self.err[name]])
-
-    def rounding(self, name):
-        """Per part: the floating-point error of the sums, ``[*unit_shape]`` (``estimates.rounding``)."""
-        return [rounding(v.abs().sum(0), v.dtype) for v in self.val[name]]
+        """Per part: the value ``Σ_p T₂`` and its errors, elementwise ``[*unit_shape]`` and per unit ``[units]``,
+        each with the rounding floor (``estimates.rounding``)."""
+        out = []
+        for (value, signed, squares, mags), ue in zip(self.tot[name], self.unit_err[name]):
+            rnd = rounding(mags.clamp_min(0), value.dtype)
+            error = combine(signed, squares) + rnd
+            unit = combine_units(reduce_units(signed[None])[0], ue.pow(2).sum(0),
+                                 reduce_units(squares.clamp_min(0)[None])[0]) + reduce_units(rnd[None])[0]
+            out.append((value, error, unit))
+        return out
 
     def scores(self, watch: int, rtol: float):
         """Per panel the worst relative error over watched units and cut gaps; and whether all are within rtol."""
@@ -129,19 +143,15 @@ class _Path:
         score = torch.zeros(self.a.numel(), dtype=torch.float64)
         converged = True
         for j, name in enumerate(self.names):
-            value, signed, squares = self.totals(name)
-            for v, s, q, e, r in zip(value, signed, squares, self.err[name], self.rounding(name)):
+            for (v, _, ue), pe in zip(self.totals(name), self.unit_err[name]):
                 uv = reduce_units(v.unsqueeze(0))[0]
                 scale = float(uv.abs().max().clamp_min(1e-30))
                 k = min(watch, uv.numel())
                 watched = uv.abs().topk(k).indices
-                ue = combine(reduce_units(s.unsqueeze(0))[0], reduce_units(q.unsqueeze(0))[0]) + \
-                    reduce_units(r.unsqueeze(0))[0]
                 worst = float(ue[watched].max()) / scale
                 if worst > rtol:
                     converged = False
-                pe = reduce_units(e)[:, watched].abs().amax(1).double().cpu() / scale
-                score = torch.maximum(score, pe)
+                score = torch.maximum(score, pe[:, watched.to(pe.device)].abs().amax(1).double().cpu() / scale)
                 total_gap = float(self.gap[:, j].sum())
                 explained = max(float(ue.sum()) * 3, CUT_GAP * delta_F)
                 if abs(total_gap) <= explained:  # a cut: the gap is what is still wrong (a branch's stays large)
@@ -274,45 +284,42 @@ def integrate_adaptive(model, batch: Batch, target: Target, sites: list[Site], *
         bar.close()
         for e in ex:
             st = state.pop(e)
+            st.set_panels(st.a, st.m, st.b)  # the totals afresh: no rounding carried over from the splits' updates
             last = first.numel() - 1  # the node at α = 1
             F_x[e], F_b[e], n_evals[e] = st.F[last], st.F[0], st.count
             order = torch.argsort(st.alpha[:st.count])
             sums.diagnosis[e] = {"converged": converged[e], "alpha": st.alpha[:st.count].clone(),
                                  "a": st.alpha[st.a], "b": st.alpha[st.b], "score": st.scores(watch, rtol)[0]}
             for name in names:
-                value, signed, squares = st.totals(name)
-                rnd = st.rounding(name)
+                parts = st.totals(name)
                 dev = st.g[name][0].device
                 a, m, b = st.a.to(dev), st.m.to(dev), st.b.to(dev)
                 wa = (st.alpha[st.m] - st.alpha[st.a]).to(dev)
                 wb = (st.alpha[st.b] - st.alpha[st.m]).to(dev)
-                infl, ierr_s, ierr_q = [], [], []
+                infl, ierr, iunit = [], [], []
                 for g in st.g[name]:
                     shape = (-1, *([1] * (g.dim() - 1)))
                     wa_, wb_ = wa.to(g.dtype).view(shape), wb.to(g.dtype).view(shape)
                     t2 = 0.5 * (g[a] + g[m]) * wa_ + 0.5 * (g[m] + g[b]) * wb_
                     t1 = 0.5 * (g[a] + g[b]) * (wa_ + wb_)
                     ep = ERROR_FACTOR * (t2 - t1)
+                    rnd = rounding(t2.abs().sum(0), t2.dtype)
                     infl.append(t2.sum(0))
-                    ierr_s.append(ep.sum(0))
-                    ierr_q.append(ep.pow(2).sum(0))
+                    ierr.append(combine(ep.sum(0), ep.pow(2).sum(0)) + rnd)
+                    iunit.append(combine_units(reduce_units(ep.sum(0)[None])[0], reduce_units(ep).pow(2).sum(0),
+                                               reduce_units(ep.pow(2).sum(0)[None])[0]) + reduce_units(rnd[None])[0])
                 norms = sum(g[:st.count].flatten(1).double().pow(2).sum(1) for g in st.g[name]).sqrt().cpu()
                 profiles[name][0][e] = st.alpha[:st.count][order]
                 profiles[name][1][e] = norms[order]
-                fields = ((sums.conductance, value), (sums.influence, infl),
-                          (sums.conductance_error, [combine(s, q) + r for s, q, r in zip(signed, squares, rnd)]),
-                          (sums.influence_error, [combine(s, q) for s, q in zip(ierr_s, ierr_q)]),
-                          (sums.conductance_unit_error, [combine(reduce_units(s[None])[0], reduce_units(q[None])[0])
-                                                         + reduce_units(r[None])[0]
-                                                         for s, q, r in zip(signed, squares, rnd)]),
-                          (sums.influence_unit_error, [combine(reduce_units(s[None])[0], reduce_units(q[None])[0])
-                                                       for s, q in zip(ierr_s, ierr_q)]),
+                fields = ((sums.conductance, [v for v, _, _ in parts]), (sums.influence, infl),
+                          (sums.conductance_error, [err for _, err, _ in parts]), (sums.influence_error, ierr),
+                          (sums.conductance_unit_error, [u for _, _, u in parts]), (sums.influence_unit_error, iunit),
                           (sums.value_at_x, [y[last] for y in st.y[name]]),
                           (sums.grad_at_x, [g[last] for g in st.g[name]]))
-                for acc, parts in fields:
+                for acc, got in fields:
                     if name not in acc:
-                        acc[name] = [p.new_zeros((n, *p.shape)) for p in parts]
-                    for dst, p in zip(acc[name], parts):
+                        acc[name] = [p.new_zeros((n, *p.shape)) for p in got]
+                    for dst, p in zip(acc[name], got):
                         dst[e] = p
     sums.F_x, sums.F_baseline, sums.n_evals = F_x, F_b, n_evals
     sums.grad_profile = {name: profiles[name] for name in names}

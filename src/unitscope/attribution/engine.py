@@ -28,7 +28,7 @@ from ..core.capture import Recorder
 from ..core.errors import UnitscopeError
 from ..core.inputs import Batch, Target
 from ..core.sites import Site
-from .estimates import ERROR_FACTOR, combine, reduce_units, rounding
+from .estimates import ERROR_FACTOR, combine, combine_units, reduce_units, rounding
 from .path_tangents import evaluate_without_joint_forward_mode, missing_forward_derivative
 
 __all__ = ["Evaluation", "evaluate", "integrate", "PathSums", "autograd_on", "work_dtype"]
@@ -299,8 +299,8 @@ def integrate(model, batch: Batch, target: Target, sites: list[Site], alphas: to
     # node) — for the rule applied to ∂F/∂y·dy/dα, at least its difference with that second-order rule
     cerr, ierr = _pairs(cerr), _pairs(ierr)
     if conductance and cerr:
-        sums.conductance_error = {k: [combine(a, b) for a, b in v] for k, v in cerr.items()}
-        sums.conductance_unit_error = {k: [combine(reduce_units(a), reduce_units(b)) for a, b in v]
+        sums.conductance_error = {k: [combine(a, b) for a, b, _ in v] for k, v in cerr.items()}
+        sums.conductance_unit_error = {k: [combine_units(reduce_units(a), u, reduce_units(b)) for a, b, u in v]
                                        for k, v in cerr.items()}
         if jvp:
             for k in cerr:
@@ -310,8 +310,8 @@ def integrate(model, batch: Batch, target: Target, sites: list[Site], alphas: to
                 sums.conductance_unit_error[k] = [torch.maximum(e, reduce_units(d).abs()) for e, d in
                                                   zip(sums.conductance_unit_error[k], diff)]
     if weights is not None and ierr:
-        sums.influence_error = {k: [combine(a, b) for a, b in v] for k, v in ierr.items()}
-        sums.influence_unit_error = {k: [combine(reduce_units(a), reduce_units(b)) for a, b in v]
+        sums.influence_error = {k: [combine(a, b) for a, b, _ in v] for k, v in ierr.items()}
+        sums.influence_unit_error = {k: [combine_units(reduce_units(a), u, reduce_units(b)) for a, b, u in v]
                                      for k, v in ierr.items()}
     # below the rounding error of the sums an estimate says nothing (two rules agreeing to the last bit still differ
     # from the exact integral by it): the floor, as in adaptive.py
@@ -346,14 +346,18 @@ def _panel_error(y, g, j, L, da=None):
 
 
 def _accumulate_error(acc: dict, name: str, ex: torch.Tensor, panels: list[torch.Tensor], n: int) -> None:
-    """Per part ``(Σ_p e_p, Σ_p e_p²)`` over the panels of a chunk, accumulated under ``name``."""
+    """Per part ``(Σ_p e_p, Σ_p e_p², Σ_p (unit's e_p)²)`` over the panels of a chunk, accumulated under ``name``
+    (elementwise, elementwise, per unit: ``reduce_units`` of each panel's errors before squaring)."""
     _accumulate(acc, (name, "signed"), ex, [p.sum(1) for p in panels], n)
     _accumulate(acc, (name, "squares"), ex, [p.pow(2).sum(1) for p in panels], n)
+    _accumulate(acc, (name, "unit_squares"), ex,
+                [reduce_units(p.flatten(0, 1)).view(p.shape[0], p.shape[1], -1).pow(2).sum(1) for p in panels], n)
 
 
 def _pairs(acc: dict) -> dict:
-    """``{(site, "signed"): parts, (site, "squares"): parts}`` → ``{site: [(signed, squares) per part]}``."""
-    return {k: list(zip(v, acc[(k, "squares")])) for (k, kind), v in acc.items() if kind == "signed"}
+    """``{(site, kind): parts}`` → ``{site: [(signed, squares, unit_squares) per part]}``."""
+    return {k: list(zip(v, acc[(k, "squares")], acc[(k, "unit_squares")])) for (k, kind), v in acc.items()
+            if kind == "signed"}
 
 
 def _rows(ex: torch.Tensor) -> slice:

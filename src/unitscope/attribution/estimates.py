@@ -16,7 +16,7 @@ import math
 
 import torch
 
-__all__ = ["ERROR_FACTOR", "combine", "rounding", "reduce_units", "relative_unit_error", "diagnose"]
+__all__ = ["ERROR_FACTOR", "combine", "combine_units", "rounding", "reduce_units", "relative_unit_error", "diagnose"]
 
 # e_p = ERROR_FACTOR · (T₂ − T₁) on a panel: the fine trapezoid's error is (T₂ − T₁)/3 on a smooth path
 # (second order) and about T₂ − T₁ across a kink (first order); ½ is within a factor of 3 of both. Checked on
@@ -29,6 +29,19 @@ SINGULAR_RATIO = 1e3  # |∂F/∂y| at one node this many times its median on th
 def combine(signed: torch.Tensor, squares: torch.Tensor) -> torch.Tensor:
     """A unit's error from its panels: ``max(|Σ e_p|, √Σ e_p²)``."""
     return torch.maximum(signed.abs(), squares.clamp_min(0).sqrt())
+
+
+def combine_units(signed: torch.Tensor, unit_squares: torch.Tensor, element_squares: torch.Tensor) -> torch.Tensor:
+    """A unit's error from its panels: ``max(|Σ_p e_p|, √Σ_p e_p², √Σ_p Σ_elements e_{p,i}²)``.
+
+    ``e_p`` is the unit's panel error (a channel's: summed over its positions, ``reduce_units``), so a panel whose
+    positions' errors happen to cancel in the sum over panels still counts with its own size; the last term is the
+    same root sum of squares over the unit's elements (positions or tokens whose errors are independent).
+
+    >>> combine_units(torch.tensor([0.1]), torch.tensor([0.25]), torch.tensor([0.04])).tolist()
+    [0.5]
+    """
+    return torch.maximum(combine(signed, unit_squares), element_squares.clamp_min(0).sqrt())
 
 
 def rounding(abs_sum: torch.Tensor, dtype: torch.dtype) -> torch.Tensor:

@@ -19,7 +19,7 @@ on the chunk size or on the number of processes): the per-input conductance of e
 (``neuron_conductance``, ``paired``), the IAM image and its RS (``independent_am``), inverse-set samples in
 activation bands from the histogram (:func:`unitscope.synthesis.inverse_many.sample_inverse_sets`, through
 ``generator`` or the FFT parameterization) — every model call with the same number of rows
-(:data:`unitscope.atlas_units.BLOCK`), so that the CPU kernels round alike —, and a faithfulness check of every synthetic input against the exemplars: its activation, the
+(:data:`unitscope.atlas_units.BLOCK`, ``SYNTH_BLOCK``), so that the CPU kernels round alike —, and a faithfulness check of every synthetic input against the exemplars: its activation, the
 unit's rank in its layer on it, and the cosine of its layer activation vector to the exemplars' mean one. An input
 twice as far from that vector (``1 − cos``) as the farthest exemplar (each against the mean of the others) is flagged
 ``atypical``: it drives the unit through a pattern the data does not.

@@ -31,6 +31,11 @@ BLOCK = 32
 copies of its last row), because CPU kernels round differently for different batch sizes (1 ulp, measured): so a
 unit's numbers do not depend on the chunk it is in, nor on the number of processes."""
 
+SYNTH_BLOCK = 64
+"""Rows per model call of the synthetic inputs (IAM images, inverse-set codes), fixed for the same reason: a layer's
+IAM images in one call where it has at most this many live units (fewer, larger calls: the per-call work of the
+optimizers, parameterizations and hooks is paid less often)."""
+
 PAIRS_PER_FORWARD = 4
 """Exemplar conductance: the (unit, input) pairs that share one forward pass of their input at most (its backward
 passes from the layer are one per pair; an input with more pairs is forwarded once per group of this many)."""
@@ -168,7 +173,7 @@ def work_chunk(model, src, result, extra, layer, units, *, target, n_steps, meth
     from .synthesis.inverse_many import sample_inverse_sets
 
     sets = sample_inverse_sets(model, layer, problems, gen, n_samples=inverse_samples, max_steps=inverse_steps,
-                               seeds=[unit_seed(layer, u, name) for u, name in keys], block=BLOCK,
+                               seeds=[unit_seed(layer, u, name) for u, name in keys], block=SYNTH_BLOCK,
                                progress=False)
     inv_vec = layer_vectors(model, layer, torch.cat([s.samples for s in sets])) if sets else None
     out["seconds"]["inverse"] = time.perf_counter() - t0
@@ -233,14 +238,14 @@ def exemplar_conductance(model, x, layer, examples, units, labels, *, target, n_
 
 
 def blocked_iam(model, layer, units, *, shape, seeds, **kw):
-    """``independent_am`` of ``units`` in calls of exactly ``BLOCK`` rows (the last padded with copies of its
+    """``independent_am`` of ``units`` in calls of exactly ``SYNTH_BLOCK`` rows (the last padded with copies of its
     last unit), each row seeded by its own seed: a unit's image does not depend on the units beside it."""
     from .synthesis.maximize import Maximized, independent_am
 
     parts = []
-    for i in range(0, len(units), BLOCK):
-        us_, ss = units[i:i + BLOCK], seeds[i:i + BLOCK]
-        pad = BLOCK - len(us_)
+    for i in range(0, len(units), SYNTH_BLOCK):
+        us_, ss = units[i:i + SYNTH_BLOCK], seeds[i:i + SYNTH_BLOCK]
+        pad = SYNTH_BLOCK - len(us_)
         r = independent_am(model, layer, list(us_) + [us_[-1]] * pad, shape=shape, seed=list(ss) + [ss[-1]] * pad,
                            progress=False, **kw)
         parts.append((r, len(us_)))

@@ -116,3 +116,20 @@ def test_cumulative_ablation_equals_ablating_the_first_m_units_together():
             with ablate(net, {"1": [int(u) for u in order[i, :m]]}), torch.no_grad():
                 want = net(x[i:i + 1])[0, 1]
             assert abs(float(got[i, m - 1]) - float(want)) < 1e-5
+
+
+def test_ablation_reports_progress_in_a_log_and_stays_silent_when_asked(monkeypatch, capsys):
+    from unitscope.data.ablation import ablation_scores, cumulative_ablation
+
+    monkeypatch.setenv("UNITSCOPE_PROGRESS", "log")
+    monkeypatch.setenv("UNITSCOPE_PROGRESS_SECONDS", "0")
+    net = nn.Sequential(nn.Linear(3, 8), nn.ReLU(), nn.Linear(8, 2))
+    x = torch.randn(5, 3)
+    ablation_scores(net, x, "1", internal_batch_size=16)
+    cumulative_ablation(net, x, "1", torch.arange(8).repeat(5, 1), target=0)
+    err = capsys.readouterr().err.splitlines()
+    assert "ablation of 8 units: 3/3 batches, 0 s elapsed" in err            # 5 examples, 2 (16 rows / 8) a batch
+    assert err[-1] == "cumulative ablation of up to 8 units: 5/5 examples, 0 s elapsed"
+    ablation_scores(net, x, "1", progress=False)
+    cumulative_ablation(net, x, "1", torch.arange(8).repeat(5, 1), target=0, progress=False)
+    assert capsys.readouterr().err == ""

@@ -27,6 +27,7 @@ from ..core.capture import site_hooks
 from ..core.errors import UnitscopeError
 from ..core.faults import is_oom, model_errors, with_oom_hint
 from ..core.inputs import make_target, prepare
+from ..core.progress import bar
 from ..attribution.scores import _device
 from ..core.sites import resolve
 from ..core.state import analysis_mode
@@ -138,13 +139,15 @@ def ablate(model: nn.Module, units_by_layer: dict, *, value=0.0, mean=None, load
 
 
 def ablation_scores(model: nn.Module, inputs, layer, *, units=None, target=None, value=0.0, mean=None,
-                    additional_forward_args=None, internal_batch_size: int = 256, spec=None) -> torch.Tensor:
+                    additional_forward_args=None, internal_batch_size: int = 256, spec=None,
+                    progress: bool | None = None) -> torch.Tensor:
     """``[N, U]``: ``F(x) − F(x with unit u alone ablated)`` for each unit (default: every unit of the layer's
     unit specification — the channels of a conv, the neurons of a transformer layer; ``spec`` to choose).
 
     All units of one example run as rows of batched forward passes (``internal_batch_size`` rows at a time): the layer's
     output is computed once per example and expanded, so the part of the model below the layer is not
-    repeated (models that reuse an input below the layer fall back to repeating the inputs).
+    repeated (models that reuse an input below the layer fall back to repeating the inputs). ``progress``: a bar over
+    the examples (see :func:`unitscope.core.progress.bar`).
     """
     (site,) = resolve(model, [layer])
     batch = prepare(inputs, None, additional_forward_args, device=_device(model), allow_ids=True)
@@ -163,7 +166,8 @@ def ablation_scores(model: nn.Module, inputs, layer, *, units=None, target=None,
         fill = _replacement(value, mean, y, site.name)
         scores = torch.empty(n, len(units), dtype=torch.float64)
         per = max(1, internal_batch_size // max(1, len(units)))
-        for e0 in range(0, n, per):
+        for e0 in bar(range(0, n, per), desc=f"ablation of {len(units)} units", unit="batch",
+                      progress=progress):
             ex = torch.arange(e0, min(n, e0 + per))
             for u0 in range(0, len(units), internal_batch_size):
                 m = masks[u0:u0 + internal_batch_size]
@@ -178,7 +182,7 @@ def ablation_scores(model: nn.Module, inputs, layer, *, units=None, target=None,
 
 def cumulative_ablation(model: nn.Module, inputs, layer, order, *, max_units: int | None = None, target=None,
                         value=0.0, mean=None, additional_forward_args=None,
-                        internal_batch_size: int = 256, spec=None) -> torch.Tensor:
+                        internal_batch_size: int = 256, spec=None, progress: bool | None = None) -> torch.Tensor:
     """``[N, M]``: ``F(x with the units order[i, :m] ablated together)`` for ``m = 1 … M`` — the curve behind "how
     many of the top units must go before the prediction changes" (``M = max_units``, default every column of
     ``order [N, ≥M]``; ``order`` holds unit indices of the layer's unit specification, e.g. ``scores.per_channel(layer).argsort(1, descending=True)``).
@@ -190,7 +194,8 @@ def cumulative_ablation(model: nn.Module, inputs, layer, order, *, max_units: in
     torch.Size([5, 4])
 
     ``target`` as in :func:`ablation_scores` (a callable such as ``lambda out: out.argmax(1).to(out.dtype)`` gives
-    the predicted label after each ablation). Rows of one example run batched, ``internal_batch_size`` at a time.
+    the predicted label after each ablation). Rows of one example run batched, ``internal_batch_size`` at a time;
+    ``progress``: a bar over the examples.
     """
     (site,) = resolve(model, [layer])
     batch = prepare(inputs, None, additional_forward_args, device=_device(model), allow_ids=True)
@@ -204,7 +209,8 @@ def cumulative_ablation(model: nn.Module, inputs, layer, order, *, max_units: in
         shape = tuple(y.shape[1:])
         fill = _replacement(value, mean, y, site.name)
         out = torch.empty(n, m_max, dtype=torch.float64)
-        for i in range(n):
+        for i in bar(range(n), desc=f"cumulative ablation of up to {m_max} units", unit="example",
+                     progress=progress):
             masks = torch.stack([unit_mask([int(u) for u in order[i, :m]], shape, site.name, sp)
                                  for m in range(1, m_max + 1)]).to(y.device)
             ablated = torch.where(masks, fill, y[i:i + 1])

@@ -50,6 +50,7 @@ class _Path:
         self.budget, self.names, self.count = budget, names, 0
         self.alpha = torch.empty(budget, dtype=torch.float64)
         self.F = torch.empty(budget, dtype=torch.float64)
+        self.norm2 = torch.zeros(budget, dtype=torch.float64)   # |∂F/∂y|² of every site at each node
         self.y: dict[str, list[torch.Tensor]] = {}
         self.g: dict[str, list[torch.Tensor]] = {}
         self.a = self.m = self.b = torch.empty(0, dtype=torch.long)
@@ -70,6 +71,7 @@ class _Path:
                 buf[dev] = p
             for buf, p in zip(self.g[name], gs[name]):
                 buf[dev] = p
+                self.norm2[idx] += p.flatten(1).double().pow(2).sum(1).cpu()
         self.count += k
         return idx
 
@@ -169,8 +171,7 @@ class _Path:
         """The node where |∂F/∂y| (all sites) exceeds ``SINGULAR_RATIO`` × its median on the path, if any."""
         if self.count < 3:
             return None
-        norm = sum(g[:self.count].flatten(1).double().pow(2).sum(1).cpu() for name in self.names
-                   for g in self.g[name]).sqrt()
+        norm = self.norm2[:self.count].sqrt()
         med = float(norm.median())
         k = int(norm.argmax())
         if float(norm[k]) > SINGULAR_RATIO * max(med, 1e-300):

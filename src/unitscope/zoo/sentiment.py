@@ -95,6 +95,7 @@ RECIPES = {
     "minilm-context-soft-negx3": dict(_BASE, vectors="minilm-context", soft=1.0, negation_copies=3),
     "minilm-context-soft-vader": dict(_BASE, vectors="minilm-context", soft=1.0, augment="vader-negation",
                                       augment_min_abs=1.0),
+    "minilm-context-vader": dict(_BASE, vectors="minilm-context", augment="vader-negation", augment_min_abs=1.0),
     # the quick demo's model: minilm-all's data and vectors, two epochs (a few minutes on a busy 2-core machine)
     "quick": dict(_BASE, epochs=2, patience=None),
 }

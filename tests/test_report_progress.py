@@ -64,7 +64,7 @@ def _fake_python(tmp_path, lines, seconds):
 
 
 def test_the_study_timeout_does_not_count_first_use_training(tmp_path):
-    training = [f"training DigitsCNN on digits: {i}/6 epochs" for i in range(6)]
+    training = [f"training the digits-cnn model on digits: {i}/6 epochs" for i in range(6)]
     st = demo.run_study("digits", str(tmp_path), quick=True, seed=0, timeout=1.5,
                         python=_fake_python(tmp_path, training, 4.0))
     assert st["status"] == "ok" and st["result"] == {"ok": 1}

@@ -162,7 +162,7 @@ def _last_line(path: str) -> str:
 
 def _is_training(line: str) -> bool:
     """A log line of a model's first-use training, cached after: the zoo's "training the digits VAE once …", its
-    bars ("training DigitsCNN on digits: 7/30 epochs …") and the MiniLM passes that prepare a training set."""
+    bars ("training the digits-vgg model on digits: 7/40 epochs …") and the MiniLM passes that prepare a training set."""
     return line.startswith(_TRAINING)
 
 

@@ -93,15 +93,17 @@ class DigitsMLP(nn.Module):
 
 
 def train_classifier(model: nn.Module, train: DigitsSplit, test: DigitsSplit, *, epochs: int, lr: float,
-                     batch_size: int, seed: int, weight_decay: float = 0.0, progress: bool | None = None) -> dict:
-    """Adam with a fixed seed; returns the test accuracy. Shared by every digits model of the zoo."""
+                     batch_size: int, seed: int, weight_decay: float = 0.0, progress: bool | None = None,
+                     name: str | None = None) -> dict:
+    """Adam with a fixed seed; returns the test accuracy. Shared by every digits model of the zoo; ``name`` (the zoo
+    name, e.g. ``"digits-vgg"``) labels the bar."""
     from ..core.progress import bar
 
     g = torch.Generator().manual_seed(seed)
     torch.manual_seed(seed)
     opt = torch.optim.Adam(model.parameters(), lr=lr, weight_decay=weight_decay)
     model.train()
-    for _ in bar(range(epochs), desc=f"training {type(model).__name__} on digits", unit="epoch", progress=progress):
+    for _ in bar(range(epochs), desc=f"training the {name or type(model).__name__} model on digits", unit="epoch", progress=progress):
         order = torch.randperm(len(train), generator=g)
         for i in range(0, len(train), batch_size):
             idx = order[i:i + batch_size]
@@ -132,7 +134,7 @@ def _trained(name: str, arch: dict, *, epochs: int, seed: int, progress, cls=Non
         model = cls(**arch)
         tr, te = digits_data()
         info = train_classifier(model, tr, te, epochs=epochs, lr=recipe["lr"], batch_size=recipe["batch_size"],
-                                seed=seed, progress=progress)
+                                seed=seed, progress=progress, name=name)
         return model.state_dict(), info
 
     state, info, cached = cached_state(name, recipe, train)

@@ -17,7 +17,8 @@ One pass records y and g of both blocks at every node of a graded grid (spacing 
   it halves when the width halves (first order: the errors of the panels are random, of size ∝ width^1.5);
 * ``oracle``: the trapezoid on N nodes placed by equidistributing ρ^⅓ (ρ = the measured density of the panels'
   squared errors, the node density that minimises the root-sum-square error of a first-order rule), the worst
-  top-10 channel error against the reference: what the best placement of N nodes gives, not a method;
+  top-10 channel error against the reference: a placement by the measured error density, not a method (the
+  adaptive rule, placing its nodes where its estimates say, does as well or better);
 * ``adaptive``: ``us.conductance`` (the default) at 16…128 evaluations, against the dense reference, with the
   share of top-10 channels whose true error is within 3× ``s.unit_error``.
 

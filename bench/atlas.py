@@ -22,7 +22,9 @@ units apart (a dead unit gets no synthetic inputs). Times: wall (``time.perf_cou
 machine), one run each. ``total_speedup``: (scan + loop) / (scan + batched) — the scan is the same on both sides, so
 it bounds the end-to-end ratio by (scan + loop) / scan (``total_speedup_bound_cpu``); ``scan_over_floor_cpu``: the scan
 against one bare forward + backward to the inputs over the same rows (examples × path points, parameters
-frozen). The last line is JSON.
+frozen); ``scan_over_floor_to_layer_cpu``: against the same forward with the backward only down to the layer's
+output (all that a layer's conductance needs), so the rest of the scan's time is the integrator's own work
+(``method="adaptive"``: its per-example panels) and the accumulators'. The last line is JSON.
 """
 
 from __future__ import annotations
@@ -95,6 +97,18 @@ def main(argv=None) -> dict:
         for i in range(0, len(x), 256):
             xb = x[i:i + 256].to(device).repeat(s["n_steps"], 1, 1, 1).requires_grad_(True)
             torch.autograd.grad(model(xb).max(1).values.sum(), xb)
+    # the floor of what a layer's conductance needs: the same forward, backward only down to the layer's output
+    from unitscope.core.capture import Recorder
+    from unitscope.core.sites import resolve
+
+    (site,) = resolve(model, [layer])
+    with Clock() as floor_layer:
+        for i in range(0, len(x), 256):
+            xb = x[i:i + 256].to(device).repeat(s["n_steps"], 1, 1, 1)
+            rec = Recorder([site], need_grad=True)
+            with torch.enable_grad(), rec.active():
+                out_b = model(xb)
+            torch.autograd.grad(out_b.max(1).values.sum(), rec.parts[site.name][0])
     for q, f in zip(model.parameters(), flags):
         q.requires_grad_(f)
     kw = dict(target=None, n_steps=s["n_steps"], method="gausslegendre", baselines=None, synthesize=True,
@@ -146,7 +160,8 @@ def main(argv=None) -> dict:
            "atlas_seconds": whole.wall, "atlas_cpu_seconds": whole.cpu, "atlas_stages": a.meta["seconds"],
            "units_per_minute": 60 * n_units / whole.wall, "units_per_cpu_minute": 60 * n_units / whole.cpu,
            "scan_seconds": sc.wall, "scan_cpu_seconds": sc.cpu, "scan_floor_cpu_seconds": floor.cpu,
-           "scan_over_floor_cpu": sc.cpu / floor.cpu,
+           "scan_over_floor_cpu": sc.cpu / floor.cpu, "scan_floor_to_layer_cpu_seconds": floor_layer.cpu,
+           "scan_over_floor_to_layer_cpu": sc.cpu / floor_layer.cpu,
            "per_unit_batched_seconds": batched.wall, "per_unit_batched_cpu_seconds": batched.cpu,
            "per_unit_loop_seconds": loop_wall, "per_unit_loop_cpu_seconds": loop_cpu,
            "loop_units_measured": len(loop_units),

@@ -36,6 +36,9 @@ def test_no_lines_outside_log_mode_and_none_when_disabled(monkeypatch, capsys):
     assert capsys.readouterr().err == ""
     b = bar(range(2), desc="y")
     assert isinstance(b, LogBar) and list(b) == [0, 1]
+    assert capsys.readouterr().err == ""          # shorter than UNITSCOPE_PROGRESS_SECONDS (5 s): silent
+    monkeypatch.setenv("UNITSCOPE_PROGRESS_SECONDS", "0")
+    assert list(bar(range(2), desc="y")) == [0, 1]
     assert capsys.readouterr().err.strip().splitlines()[-1].startswith("y: 2/2 its")
 
 

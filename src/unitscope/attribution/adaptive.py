@@ -26,11 +26,11 @@ and reduced unit (a channel, ``budget / 2`` panels); a round costs in proportion
 from __future__ import annotations
 
 import torch
-from tqdm.auto import tqdm
 
 from .engine import PathSums, evaluate
 from .estimates import ERROR_FACTOR, SINGULAR_RATIO, combine, combine_units, reduce_units, rounding
 from ..core.inputs import Batch, Target
+from ..core.progress import bar as progress_bar
 from ..core.sites import Site
 
 __all__ = ["integrate_adaptive"]
@@ -228,10 +228,9 @@ def integrate_adaptive(model, batch: Batch, target: Target, sites: list[Site], *
     F_x, F_b = torch.zeros(n, dtype=torch.float64), torch.zeros(n, dtype=torch.float64)
     n_evals = torch.zeros(n, dtype=torch.long)
     profiles = {name: ([None] * n, [None] * n) for name in names}
+    bar = progress_bar(total=budget * n, desc="adaptive path", unit="eval", progress=progress)
     for b0 in range(0, n, block):
         ex = list(range(b0, min(n, b0 + block)))
-        bar = tqdm(total=budget * len(ex), desc="adaptive path", unit="eval", leave=False,
-                   disable=True if progress is False else None)
         state = {e: _Path(budget, names) for e in ex}
         for e, (F, ys, gs) in _evaluate_pairs(model, batch, target, sites, {e: first for e in ex},
                                               internal_batch_size, sums).items():
@@ -244,6 +243,7 @@ def integrate_adaptive(model, batch: Batch, target: Target, sites: list[Site], *
             else:  # two nodes: one panel whose midpoint is the right end (no error estimate possible)
                 st.set_panels(torch.tensor([0]), torch.tensor([k - 1]), torch.tensor([k - 1]))
         bar.update(first.numel() * len(ex))
+        spent = first.numel() * len(ex)
         active = set(ex)
         converged = {e: False for e in ex}
         while active:
@@ -282,7 +282,8 @@ def integrate_adaptive(model, batch: Batch, target: Target, sites: list[Site], *
                 k = new[e].numel()
                 state[e].split(new[e], idx[:k], idx[k:])
             bar.update(sum(p.numel() for p in pairs.values()))
-        bar.close()
+            spent += sum(p.numel() for p in pairs.values())
+        bar.update(budget * len(ex) - spent)   # a block that converged early leaves its unspent budget done
         for e in ex:
             st = state.pop(e)
             st.set_panels(st.a, st.m, st.b)  # the totals afresh: no rounding carried over from the splits' updates
@@ -322,6 +323,7 @@ def integrate_adaptive(model, batch: Batch, target: Target, sites: list[Site], *
                         acc[name] = [p.new_zeros((n, *p.shape)) for p in got]
                     for dst, p in zip(acc[name], got):
                         dst[e] = p
+    bar.close()
     sums.F_x, sums.F_baseline, sums.n_evals = F_x, F_b, n_evals
     sums.grad_profile = {name: profiles[name] for name in names}
     return sums

@@ -22,11 +22,11 @@ from dataclasses import dataclass, field
 import torch
 import torch.autograd.forward_ad as fwAD
 import torch.nn as nn
-from tqdm.auto import tqdm
 
 from ..core.capture import Recorder
 from ..core.errors import UnitscopeError
 from ..core.inputs import Batch, Target
+from ..core.progress import bar as progress_bar
 from ..core.sites import Site
 from .estimates import ERROR_FACTOR, combine, combine_units, reduce_units, rounding
 from .path_tangents import evaluate_without_joint_forward_mode, missing_forward_derivative
@@ -201,8 +201,8 @@ def integrate(model, batch: Batch, target: Target, sites: list[Site], alphas: to
     # the consecutive-node sums: the trapezoid/left conductance itself, or (jvp) the ingredients of its error
     stieltjes = conductance in ("trapezoid", "left") or (estimate and (jvp or weights is not None))
     chunks = [(e0, p0) for e0 in range(0, n, E) for p0 in range(0, m, P)]
-    bar = tqdm(chunks, desc="path", unit="chunk", disable=True if progress is False else (None if len(chunks) > 4 else True),
-               leave=False)
+    bar = progress_bar(chunks, desc="path", unit="chunk",
+                       progress=False if progress is None and len(chunks) <= 4 else progress)
     at0_all = torch.isclose(alphas, torch.zeros((), dtype=alphas.dtype))
     at1_all = torch.isclose(alphas, torch.ones((), dtype=alphas.dtype))
     carry = None

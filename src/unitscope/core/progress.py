@@ -89,9 +89,11 @@ class LogBar:
         self.desc = desc
 
     def close(self) -> None:
+        """A last line when the bar printed before and has moved since: work shorter than ``every`` seconds stays
+        silent (the quick inner bars of a long job would flood its log)."""
         if not self.closed:
             self.closed = True
-            if self.printed != self.n:
+            if self.printed is not None and self.printed != self.n:
                 self._print()
 
     def __iter__(self):

@@ -57,6 +57,8 @@ class _Path:
         self.tot: dict[str, list[list[torch.Tensor]]] = {}    # per part [Σ T₂, Σ e, Σ e², Σ |T₂|]
         self.unit_err: dict[str, list[torch.Tensor]] = {}     # per panel, signed: [P, units]
         self.gap = torch.empty(0, len(names), dtype=torch.float64)
+        self.splits = 0            # rounds of splits since the panels' totals were last computed afresh
+        self._scored = None        # (nodes, splits, watch, rtol) → scores' result, reused while nothing changed
 
     def add(self, alpha, F, ys: dict, gs: dict) -> torch.Tensor:
         k = alpha.numel()
@@ -86,67 +88,91 @@ class _Path:
             out.append((t2, t1))
         return out
 
-    def compute(self, a, m, b):
+    def compute(self, a, m, b, *, old: int = 0):
         """Per site and part, the panels' summed terms ``[Σ T₂, Σ e, Σ e², Σ |T₂|]`` and units' errors
-        ``[k, units]``; the panels' gaps ``[k, sites]``."""
+        ``[k, units]``; the panels' gaps ``[k, sites]``. With ``old``, the first ``old`` panels are being replaced
+        by the rest: their terms count negatively in the sums, and the errors and gaps are those of the rest."""
         terms, unit_err, gaps = {}, {}, []
-        dF = self.F[b] - self.F[a]
+        dF = self.F[b[old:]] - self.F[a[old:]]
         for name in self.names:
             terms[name], unit_err[name] = [], []
             layer = 0.0
             for t2, t1 in self.panel_terms(name, a, m, b):
                 e = ERROR_FACTOR * (t2 - t1)
-                terms[name].append([t2.sum(0), e.sum(0), e.pow(2).sum(0), t2.abs().sum(0)])
+                if old:
+                    sums = [t2[old:].sum(0) - t2[:old].sum(0), e[old:].sum(0) - e[:old].sum(0),
+                            e[old:].pow(2).sum(0) - e[:old].pow(2).sum(0),
+                            t2[old:].abs().sum(0) - t2[:old].abs().sum(0)]
+                    t2, e = t2[old:], e[old:]
+                else:
+                    sums = [t2.sum(0), e.sum(0), e.pow(2).sum(0), t2.abs().sum(0)]
+                terms[name].append(sums)
                 unit_err[name].append(reduce_units(e))
                 layer = layer + t2.flatten(1).double().sum(1).cpu()
             gaps.append(dF - layer)
-        return terms, unit_err, torch.stack(gaps, 1) if gaps else torch.empty(a.numel(), 0, dtype=torch.float64)
+        n = a.numel() - old
+        return terms, unit_err, torch.stack(gaps, 1) if gaps else torch.empty(n, 0, dtype=torch.float64)
 
     def set_panels(self, a, m, b):
         self.a, self.m, self.b = a, m, b
         self.tot, self.unit_err, self.gap = self.compute(a, m, b)
+        self.splits = 0
 
     def split(self, chosen: torch.Tensor, q1: torch.Tensor, q2: torch.Tensor) -> None:
         """Panel ``(a, m, b)`` → ``(a, q1, m)`` in place and ``(m, q2, b)`` appended."""
         a, m, b = self.a[chosen], self.m[chosen], self.b[chosen]
-        old, _, _ = self.compute(a, m, b)
         na, nm, nb = torch.cat([a, m]), torch.cat([q1, q2]), torch.cat([m, b])
-        new, unit_err, gap = self.compute(na, nm, nb)
         k = chosen.numel()
+        # one pass over the old panels and their halves: the totals change by Σ new − Σ old
+        delta, unit_err, gap = self.compute(torch.cat([a, na]), torch.cat([m, nm]), torch.cat([b, nb]), old=k)
         self.a, self.m, self.b = self.a.clone(), self.m.clone(), self.b.clone()
         self.a[chosen], self.m[chosen], self.b[chosen] = na[:k], nm[:k], nb[:k]
         self.a, self.m, self.b = torch.cat([self.a, na[k:]]), torch.cat([self.m, nm[k:]]), torch.cat([self.b, nb[k:]])
         for name in self.names:
-            for tot, o, n_ in zip(self.tot[name], old[name], new[name]):
-                for t, ot, nt in zip(tot, o, n_):
-                    t += nt - ot
+            for tot, d in zip(self.tot[name], delta[name]):
+                for t, dt in zip(tot, d):
+                    t += dt
             for i, ue in enumerate(self.unit_err[name]):
                 c = chosen.to(ue.device)
                 ue[c] = unit_err[name][i][:k]
                 self.unit_err[name][i] = torch.cat([ue, unit_err[name][i][k:]])
         self.gap[chosen] = gap[:k]
         self.gap = torch.cat([self.gap, gap[k:]])
+        self.splits += 1
 
     def totals(self, name):
         """Per part: the value ``Σ_p T₂`` and its errors, elementwise ``[*unit_shape]`` and per unit ``[units]``,
         each with the rounding floor (``estimates.rounding``)."""
         out = []
+        for (value, signed, squares, mags), (_, unit) in zip(self.tot[name], self.unit_totals(name)):
+            out.append((value, combine(signed, squares) + rounding(mags.clamp_min(0), value.dtype), unit))
+        return out
+
+    def unit_totals(self, name):
+        """Per part: the units' values ``[units]`` and their errors ``[units]`` (what :meth:`scores` watches)."""
+        out = []
         for (value, signed, squares, mags), ue in zip(self.tot[name], self.unit_err[name]):
             rnd = rounding(mags.clamp_min(0), value.dtype)
-            error = combine(signed, squares) + rnd
             unit = combine_units(reduce_units(signed[None])[0], ue.pow(2).sum(0),
                                  reduce_units(squares.clamp_min(0)[None])[0]) + reduce_units(rnd[None])[0]
-            out.append((value, error, unit))
+            out.append((reduce_units(value[None])[0], unit))
         return out
 
     def scores(self, watch: int, rtol: float):
-        """Per panel the worst relative error over watched units and cut gaps; and whether all are within rtol."""
+        """Per panel the worst relative error over watched units and cut gaps; and whether all are within rtol.
+        Computed once per state of the panels (the diagnosis asks again after the last round)."""
+        key = (self.count, self.splits, self.a.numel(), watch, rtol)
+        if self._scored is None or self._scored[0] != key:
+            self._scored = key, self._scores(watch, rtol)
+        score, converged = self._scored[1]
+        return score.clone(), converged
+
+    def _scores(self, watch: int, rtol: float):
         delta_F = max(abs(float(self.F_end - self.F_start)), 1e-12)
         score = torch.zeros(self.a.numel(), dtype=torch.float64)
         converged = True
         for j, name in enumerate(self.names):
-            for (v, _, ue), pe in zip(self.totals(name), self.unit_err[name]):
-                uv = reduce_units(v.unsqueeze(0))[0]
+            for (uv, ue), pe in zip(self.unit_totals(name), self.unit_err[name]):
                 scale = float(uv.abs().max().clamp_min(1e-30))
                 k = min(watch, uv.numel())
                 watched = uv.abs().topk(k).indices
@@ -286,7 +312,8 @@ def integrate_adaptive(model, batch: Batch, target: Target, sites: list[Site], *
         bar.update(budget * len(ex) - spent)   # a block that converged early leaves its unspent budget done
         for e in ex:
             st = state.pop(e)
-            st.set_panels(st.a, st.m, st.b)  # the totals afresh: no rounding carried over from the splits' updates
+            if st.splits:  # the totals afresh: no rounding carried over from the splits' updates
+                st.set_panels(st.a, st.m, st.b)
             last = first.numel() - 1  # the node at α = 1
             F_x[e], F_b[e], n_evals[e] = st.F[last], st.F[0], st.count
             order = torch.argsort(st.alpha[:st.count])

@@ -38,7 +38,7 @@ from pathlib import Path
 
 import torch
 import torch.nn as nn
-from tqdm.auto import tqdm
+from .core.progress import bar as progress_bar
 
 from .atlas_data import Source, UnitAccumulator, unit_values, units_of_layer
 from .core.errors import UnitscopeError
@@ -230,8 +230,8 @@ def atlas(model: nn.Module, data, *, layers, target=None, top_k: int = 9, share_
     items = [(name, u0) for name in result.layers for u0 in range(0, len(chosen[name]), unit_batch)]
     mine = items[rank::world]
     done = {}
-    for name, u0 in tqdm(mine, desc="atlas: units", unit="chunk", leave=False,
-                         disable=True if (progress is False or rank != 0) else None):
+    for name, u0 in progress_bar(mine, desc="atlas: units", unit="chunk",
+                                 progress=False if rank != 0 else progress):
         done[(name, u0)] = work_chunk(model, src, result, extra, name, chosen[name][u0:u0 + unit_batch],
                                       target=target, embedding=embedding,
                                       internal_batch_size=internal_batch_size,

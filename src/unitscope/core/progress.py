@@ -122,7 +122,9 @@ def bar(iterable=None, *, desc: str = "", total=None, unit: str = "it", progress
     if sys.stderr.isatty() or progress is True and not log_mode():
         return tqdm(iterable, desc=desc, total=total, unit=unit, leave=kw.pop("leave", False), **kw)
     if log_mode():
-        return LogBar(iterable, total=total, desc=desc, unit=unit)
+        b = LogBar(iterable, total=total, desc=desc, unit=unit)
+        b.n = kw.get("initial", 0)
+        return b
     return tqdm(iterable, total=total, disable=True)
 
 

@@ -10,7 +10,7 @@ import time
 
 import torch
 import torch.nn as nn
-from tqdm.auto import tqdm
+from ..core.progress import bar as progress_bar
 
 from .generators import PixelEncoder
 from .inverse_problem import InverseSet, _as_constraints, _frozen, _Problem, _project
@@ -65,8 +65,8 @@ def penalized_am(model: nn.Module, constraints, generator, *, encoder=None, n_sa
     kept, proposed, feasible = [], 0, 0
     t0 = time.perf_counter()
     with _frozen(model, generator, prob.encoder):
-        for start in tqdm(range(0, n_samples, batch), desc="penalized AM", leave=False,
-                          disable=True if progress is False else None):
+        for start in progress_bar(range(0, n_samples, batch), desc="penalized AM",
+                          progress=progress):
             z = generator.sample_codes(min(batch, n_samples - start), generator=rng).requires_grad_(True)
             opt = torch.optim.Adam([z], lr=lr * (float(z.detach().std()) or 1.0))
             for _ in range(steps):
@@ -103,8 +103,7 @@ def langevin_sampler(model: nn.Module, constraints, generator, *, encoder=None, 
     noise = math.sqrt(2 * step * temperature) * code_std
     t0 = time.perf_counter()
     with _frozen(model, generator, prob.encoder):
-        bar = tqdm(total=n_samples, desc="Langevin", unit="sample", leave=False,
-                   disable=True if progress is False else None)
+        bar = progress_bar(total=n_samples, desc="Langevin", unit="sample", progress=progress)
         while n_kept < n_samples and t < max_steps:
             z = z.detach().requires_grad_(True)
             _, f, _ = prob(z)

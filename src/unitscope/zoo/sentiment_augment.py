@@ -31,7 +31,7 @@ import numpy as np
 import torch
 
 from ..core.errors import UnitscopeError
-from .rated_sentences import PACKAGE, ReviewSplit, _atomic_write, _extract, _fetch, _sha256
+from .rated_sentences import PACKAGE, ReviewSplit, verified_file
 from .cache import cache_dir
 
 __all__ = ["LEXICON", "LEXICON_SHA256", "N_SCALAR", "PLAIN", "NEGATED", "lexicon_path", "lexicon", "phrases_for",
@@ -56,19 +56,8 @@ def lexicon_path(*, source=None) -> Path:
     ``vaderSentiment==3.3.2`` (or taken from ``source``: the sdist or the text file) on first use; a file whose
     SHA-256 differs is an error, never silently used."""
     path = cache_dir() / "data" / LEXICON
-    if source is None and path.exists():
-        data, where = path.read_bytes(), str(path)
-    elif source is not None:
-        data, where = _extract(Path(source), LEXICON), f"{LEXICON} from {source}"
-    else:
-        data, where = _fetch(LEXICON), f"{LEXICON} downloaded in {PACKAGE}"
-    got = _sha256(data)
-    if got != LEXICON_SHA256:
-        raise UnitscopeError(f"checksum mismatch for {where}: not the lexicon of {PACKAGE}", expected=LEXICON_SHA256,
-                             got=got, hint=f"delete {path} and call again to download it anew")
-    if where != str(path):
-        _atomic_write(data, path)
-    return path
+    return verified_file(LEXICON, LEXICON_SHA256, source=source, what=f"not the lexicon of {PACKAGE}",
+                         hint=f"delete {path} and call again to download it anew")
 
 
 def lexicon(*, min_abs: float = 1.0, source=None) -> dict[str, float]:

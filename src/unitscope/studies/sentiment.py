@@ -140,7 +140,8 @@ def division_of_labour(cond: torch.Tensor, *, threshold: float = 0.01, min_share
 
 # ------------------------------------------------------------------------------------------------ 5 --
 #: the optional recipe keys shown in the recipe table (see :data:`unitscope.zoo.sentiment.RECIPES`)
-OPTIONS = ("soft", "balanced", "movie_min_abs", "movie_copies", "lr_decay", "negation_copies", "augment")
+OPTIONS = ("soft", "balanced", "movie_min_abs", "movie_copies", "lr_decay", "negation_copies", "augment", "ema",
+           "average_last", "word_dropout", "embed_dropout", "label_smoothing")
 
 
 def recipe_table(*, train: bool = False, maps: int = 64) -> pd.DataFrame:

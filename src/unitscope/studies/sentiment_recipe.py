@@ -33,6 +33,8 @@ def measure(recipe: str, *, seed: int = 0, negation: bool = False, n_steps: int 
            "dev_history": [round(v, 4) for v in net.info["dev_history"]], "n_train": net.info["n_train"],
            "n_augmented": net.info.get("n_augmented", 0), "train_seconds": round(net.info["train_seconds"]),
            "log_odds": {p: round(v, 3) for p, v in zip(NEGATION_PROBES, lo)}}
+    if "dev_history_raw" in net.info:  # averaged weights: the trained weights' own dev accuracy per epoch beside
+        row["dev_history_raw"] = [round(v, 4) for v in net.info["dev_history_raw"]]
     if negation:
         corpus = movie_reviews().all().sentences
         with torch_threads(threads), torch.enable_grad(), tempfile.TemporaryDirectory() as out:

@@ -3,15 +3,21 @@ against the bare floor (one forward + backward to the inputs over the same rows:
 digits CNN's 13 layers (what ``unitscope scan`` computes per batch), 256 digits.
 
     .venv/bin/python bench/adaptive_overhead.py [--device cpu] [--steps 4 32] [--repeats 3]
+    .venv/bin/python bench/adaptive_overhead.py --trees OLD/src NEW/src --repeats 2   # two trees side by side
 
 One torch thread; each time is the minimum over ``--repeats`` runs of this process's CPU time
-(``time.process_time``), so other jobs on a shared machine matter less. The last line is JSON.
+(``time.process_time``), so other jobs on a shared machine matter less. With ``--trees`` each tree runs in its own
+process (``PYTHONPATH=TREE``), the trees taking turns ``--repeats`` times, and the minima per tree are compared
+(``old_over_new``: the first tree's time over the second's). The last line is JSON.
 """
 
 from __future__ import annotations
 
 import argparse
 import json
+import os
+import subprocess
+import sys
 import time
 
 import torch
@@ -23,7 +29,10 @@ def main(argv=None) -> dict:
     p.add_argument("--steps", type=int, nargs="+", default=[4, 32])
     p.add_argument("--repeats", type=int, default=3)
     p.add_argument("--examples", type=int, default=256)
+    p.add_argument("--trees", nargs="+", default=None, help="src folders to compare, each in its own process")
     args = p.parse_args(argv)
+    if args.trees:
+        return compare_trees(args)
     torch.set_num_threads(1)
 
     from unitscope.attribution.scores import attribute
@@ -67,11 +76,51 @@ def main(argv=None) -> dict:
         rows[n] = {"adaptive_cpu_seconds": t["adaptive"], "gausslegendre_cpu_seconds": t["gausslegendre"],
                    "floor_cpu_seconds": t["floor"], "adaptive_over_fixed": t["adaptive"] / t["gausslegendre"],
                    "adaptive_over_floor": t["adaptive"] / t["floor"]}
-        print(f"n_steps {n}: adaptive {t['adaptive']:.2f} s, gausslegendre {t['gausslegendre']:.2f} s, floor "
-              f"{t['floor']:.2f} s CPU → adaptive / fixed ×{rows[n]['adaptive_over_fixed']:.2f}, adaptive / floor "
-              f"×{rows[n]['adaptive_over_floor']:.2f}", flush=True)
+        print(_line(n, rows[n]), flush=True)
     out = {"bench": "adaptive_overhead", "model": "digits-cnn", "layers": len(layers), "examples": len(x),
            "device": str(device), "steps": rows}
+    print(json.dumps(out))
+    return out
+
+
+def _line(n, t: dict) -> str:
+    return (f"n_steps {n}: adaptive {t['adaptive_cpu_seconds']:.2f} s, gausslegendre {t['gausslegendre_cpu_seconds']:.2f}"
+            f" s, floor {t['floor_cpu_seconds']:.2f} s CPU → adaptive / fixed ×{t['adaptive_over_fixed']:.2f}, "
+            f"adaptive / floor ×{t['adaptive_over_floor']:.2f}, fixed / floor "
+            f"×{t['gausslegendre_cpu_seconds'] / t['floor_cpu_seconds']:.2f}")
+
+
+def compare_trees(args) -> dict:
+    """Each tree in its own process, taking turns; per tree and setting the minimum of each time."""
+    best: dict = {t: {} for t in args.trees}
+    for _ in range(args.repeats):
+        for tree in args.trees:
+            cmd = [sys.executable, __file__, "--device", args.device, "--repeats", "1", "--examples",
+                   str(args.examples), "--steps", *map(str, args.steps)]
+            env = dict(os.environ, PYTHONPATH=tree, OMP_NUM_THREADS="1")
+            out = subprocess.run(cmd, env=env, check=True, capture_output=True, text=True).stdout
+            got = json.loads(out.strip().splitlines()[-1])["steps"]
+            for n, row in got.items():
+                b = best[tree].setdefault(n, {})
+                for key in ("adaptive_cpu_seconds", "gausslegendre_cpu_seconds", "floor_cpu_seconds"):
+                    b[key] = min(b.get(key, float("inf")), row[key])
+    for tree in args.trees:
+        for row in best[tree].values():
+            row["adaptive_over_fixed"] = row["adaptive_cpu_seconds"] / row["gausslegendre_cpu_seconds"]
+            row["adaptive_over_floor"] = row["adaptive_cpu_seconds"] / row["floor_cpu_seconds"]
+            row["gausslegendre_over_floor"] = row["gausslegendre_cpu_seconds"] / row["floor_cpu_seconds"]
+        print(f"# {tree}:")
+        for n, row in best[tree].items():
+            print(_line(n, row), flush=True)
+    out = {"bench": "adaptive_overhead", "model": "digits-cnn", "examples": args.examples, "device": args.device,
+           "repeats": args.repeats, "trees": best}
+    if len(args.trees) == 2:
+        old, new = (best[t] for t in args.trees)
+        out["old_over_new"] = {n: {k: old[n][k] / new[n][k] for k in ("adaptive_cpu_seconds",
+                                                                      "gausslegendre_cpu_seconds")} for n in new}
+        for n, r in out["old_over_new"].items():
+            print(f"n_steps {n}: old / new adaptive ×{r['adaptive_cpu_seconds']:.2f}, gausslegendre "
+                  f"×{r['gausslegendre_cpu_seconds']:.2f}")
     print(json.dumps(out))
     return out
 

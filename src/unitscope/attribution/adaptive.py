@@ -20,7 +20,14 @@ Memory: the values and gradients of every site at every node of the examples in 
 ``budget × units × 2`` floats per example, plus running totals (four per unit element) and one error per panel
 and reduced unit (a channel, ``budget / 2`` panels); a round costs in proportion to the panels it splits;
 ``internal_batch_size`` bounds the rows per pass and the examples per block
-(``max(1, internal_batch_size // budget)``).
+(``max(1, internal_batch_size // budget)``). The temporaries of a round (the split panels' terms, or a group's
+panels when they are totalled afresh) are at most ``budget / 2`` panels × units per example of the block.
+
+Bookkeeping is over the block's examples at once: the nodes and panels of all of them are tensors, and each step
+(scores, the choice of panels, the splits, the totals) is one batched operation per group of examples with as many
+panels (or splits), never a loop over examples. Grouping keeps every sum over panels the length and order it has
+for one example, so the numbers are bit-identical to the rule applied example by example (checked by
+``bench/adaptive_identity.py`` against the per-example implementation of 80e6eeb, one thread).
 """
 
 from __future__ import annotations
@@ -36,198 +43,237 @@ from ..core.sites import Site
 __all__ = ["integrate_adaptive"]
 
 CUT_GAP = 0.1  # a layer whose gap is below this share of |F(x) − F(x')| (or explained by its errors) is a cut
+F64 = torch.float64
 
 
-class _Path:
-    """The nodes of one example's path (buffers filled in order of evaluation) and its panels.
+def _groups(sizes: torch.Tensor, rows: torch.Tensor | None = None) -> list[tuple[int, torch.Tensor]]:
+    """``rows`` (default: all) grouped by their value in ``sizes``: ``[(value, rows)]``, rows ascending.
 
-    Per site and part it keeps running totals over the panels (``Σ_p T₂``, ``Σ_p e_p``, ``Σ_p e_p²``, ``Σ_p |T₂|``,
-    each ``[*unit_shape]``) and, per panel, the units' errors (``[P, units]``, ``reduce_units``): a split
-    subtracts the old panel's terms and adds its halves', so a round costs in proportion to the panels it splits,
-    not to all of them."""
+    Examples with as many panels (or as many splits in a round) are reduced together, so every sum over panels has
+    the length and the order it has for one example alone: the results are those of the rule applied example by
+    example, to the bit (torch's sums group their terms by the length of the summed dimension)."""
+    if rows is None:
+        rows = torch.arange(sizes.numel())
+    s = sizes[rows]
+    return [(int(v), rows[s == v]) for v in torch.unique(s)]
 
-    def __init__(self, budget: int, names: list[str]):
-        self.budget, self.names, self.count = budget, names, 0
-        self.alpha = torch.empty(budget, dtype=torch.float64)
-        self.F = torch.empty(budget, dtype=torch.float64)
-        self.norm2 = torch.zeros(budget, dtype=torch.float64)   # |∂F/∂y|² of every site at each node
+
+class _Block:
+    """The nodes of a block of examples (``[E, budget, ...]`` buffers, each example's filled in order of evaluation)
+    and their panels (``[E, cap]`` node indices; example ``e`` has ``P[e]`` of them, in its own order).
+
+    Per site and part it keeps running totals over each example's panels (``Σ_p T₂``, ``Σ_p e_p``, ``Σ_p e_p²``,
+    ``Σ_p |T₂|``, each ``[E, *unit_shape]``) and, per panel, the units' errors (``[E, cap, units]``,
+    ``reduce_units``): a split subtracts the old panel's terms and adds its halves', so a round costs in proportion
+    to the panels it splits, not to all of them."""
+
+    def __init__(self, E: int, budget: int, names: list[str]):
+        self.E, self.budget, self.names = E, budget, names
+        self.cap = max(1, (budget - 1) // 2)
+        self.alpha = torch.zeros(E, budget, dtype=F64)
+        self.F = torch.zeros(E, budget, dtype=F64)
+        self.norm2 = torch.zeros(E, budget, dtype=F64)   # |∂F/∂y|² of every site at each node
+        self.count = torch.zeros(E, dtype=torch.long)
         self.y: dict[str, list[torch.Tensor]] = {}
         self.g: dict[str, list[torch.Tensor]] = {}
-        self.a = self.m = self.b = torch.empty(0, dtype=torch.long)
+        self.g2: dict[str, list[torch.Tensor]] = {}   # per part |∂F/∂y|² at each node [E, budget]
+        self.a, self.m, self.b = (torch.zeros(E, self.cap, dtype=torch.long) for _ in range(3))
+        self.P = torch.zeros(E, dtype=torch.long)
         self.tot: dict[str, list[list[torch.Tensor]]] = {}    # per part [Σ T₂, Σ e, Σ e², Σ |T₂|]
-        self.unit_err: dict[str, list[torch.Tensor]] = {}     # per panel, signed: [P, units]
-        self.gap = torch.empty(0, len(names), dtype=torch.float64)
-        self.splits = 0            # rounds of splits since the panels' totals were last computed afresh
-        self._scored = None        # (nodes, splits, watch, rtol) → scores' result, reused while nothing changed
+        self.unit_err: dict[str, list[torch.Tensor]] = {}     # per panel, signed: [E, cap, units]
+        self.gap = torch.zeros(E, self.cap, len(names), dtype=F64)
+        self.F_start = self.F_end = torch.zeros(E, dtype=F64)   # F at α = 0 and α = 1
 
-    def add(self, alpha, F, ys: dict, gs: dict) -> torch.Tensor:
-        k = alpha.numel()
-        idx = torch.arange(self.count, self.count + k)
-        self.alpha[idx], self.F[idx] = alpha, F
-        for name in self.names:
-            if name not in self.y:
-                self.y[name] = [p.new_empty((self.budget, *p.shape[1:])) for p in ys[name]]
-                self.g[name] = [p.new_empty((self.budget, *p.shape[1:])) for p in gs[name]]
-            dev = idx.to(ys[name][0].device)
-            for buf, p in zip(self.y[name], ys[name]):
-                buf[dev] = p
-            for buf, p in zip(self.g[name], gs[name]):
-                buf[dev] = p
-                self.norm2[idx] += p.flatten(1).double().pow(2).sum(1).cpu()
-        self.count += k
-        return idx
-
-    def panel_terms(self, name, a, m, b):
-        """Per part: ``(T₂, T₁)`` for panels (a, m, b) — ``[k, *unit_shape]`` each."""
+    def on(self, t: torch.Tensor, name: str) -> torch.Tensor:
         dev = self.y[name][0].device
-        a, m, b = a.to(dev), m.to(dev), b.to(dev)
-        out = []
-        for y, g in zip(self.y[name], self.g[name]):
-            t2 = 0.5 * (g[a] + g[m]) * (y[m] - y[a]) + 0.5 * (g[m] + g[b]) * (y[b] - y[m])
-            t1 = 0.5 * (g[a] + g[b]) * (y[b] - y[a])
-            out.append((t2, t1))
-        return out
+        return t if t.device == dev else t.to(dev)
 
-    def compute(self, a, m, b, *, old: int = 0):
-        """Per site and part, the panels' summed terms ``[Σ T₂, Σ e, Σ e², Σ |T₂|]`` and units' errors
-        ``[k, units]``; the panels' gaps ``[k, sites]``. With ``old``, the first ``old`` panels are being replaced
-        by the rest: their terms count negatively in the sums, and the errors and gaps are those of the rest."""
-        terms, unit_err, gaps = {}, {}, []
-        dF = self.F[b[old:]] - self.F[a[old:]]
+    def add(self, ex, alpha, F, ys: dict, gs: dict) -> torch.Tensor:
+        """Rows ``(ex[r], alpha[r])`` (grouped by example, ascending) appended to their examples' nodes; their slots."""
+        k = torch.bincount(ex, minlength=self.E)
+        start = torch.cumsum(k, 0) - k
+        slot = self.count[ex] + torch.arange(ex.numel()) - start[ex]
+        self.alpha[ex, slot], self.F[ex, slot] = alpha, F
         for name in self.names:
-            terms[name], unit_err[name] = [], []
-            layer = 0.0
-            for t2, t1 in self.panel_terms(name, a, m, b):
+            if name not in self.y:  # slots past an example's count are never read
+                self.y[name] = [p.new_empty((self.E, self.budget, *p.shape[1:])) for p in ys[name]]
+                self.g[name] = [p.new_empty((self.E, self.budget, *p.shape[1:])) for p in gs[name]]
+                self.g2[name] = [torch.zeros(self.E, self.budget, dtype=F64) for _ in gs[name]]
+            e_d, s_d = self.on(ex, name), self.on(slot, name)
+            for buf, p in zip(self.y[name], ys[name]):
+                buf[e_d, s_d] = p
+            for buf, sq, p in zip(self.g[name], self.g2[name], gs[name]):
+                buf[e_d, s_d] = p
+                v = p.flatten(1).double().pow(2).sum(1).cpu()
+                sq[ex, slot] = v
+                self.norm2[ex, slot] += v
+        self.count += k
+        return slot
+
+    def _panels(self, ex, a, m, b):
+        """For panels ``(a, m, b)`` ``[G, L]`` of examples ``ex`` ``[G]``, per site and part: ``T₂`` and
+        ``e = ERROR_FACTOR · (T₂ − T₁)`` (``[G, L, *unit_shape]``) and the units' ``e`` (``[G, L, units]``); and the
+        panels' gaps ``[G, L, sites]``."""
+        G, L = a.shape
+        dF = self.F[ex[:, None], b] - self.F[ex[:, None], a]
+        out, gaps = {}, []
+        for name in self.names:
+            rows = self.on(ex, name)[:, None].expand(G, L).flatten()
+            ia, im, ib = (self.on(t, name).flatten() for t in (a, m, b))
+            out[name], layer = [], 0.0
+            for y, g in zip(self.y[name], self.g[name]):
+                ga, gm, gb, ya, ym, yb = g[rows, ia], g[rows, im], g[rows, ib], y[rows, ia], y[rows, im], y[rows, ib]
+                t2 = 0.5 * (ga + gm) * (ym - ya) + 0.5 * (gm + gb) * (yb - ym)
+                t1 = 0.5 * (ga + gb) * (yb - ya)
                 e = ERROR_FACTOR * (t2 - t1)
-                if old:
-                    sums = [t2[old:].sum(0) - t2[:old].sum(0), e[old:].sum(0) - e[:old].sum(0),
-                            e[old:].pow(2).sum(0) - e[:old].pow(2).sum(0),
-                            t2[old:].abs().sum(0) - t2[:old].abs().sum(0)]
-                    t2, e = t2[old:], e[old:]
-                else:
-                    sums = [t2.sum(0), e.sum(0), e.pow(2).sum(0), t2.abs().sum(0)]
-                terms[name].append(sums)
-                unit_err[name].append(reduce_units(e))
-                layer = layer + t2.flatten(1).double().sum(1).cpu()
+                out[name].append((t2.view(G, L, *t2.shape[1:]), e.view(G, L, *e.shape[1:]),
+                                  reduce_units(e).view(G, L, -1)))
+                layer = layer + t2.flatten(1).double().sum(1).cpu().view(G, L)
             gaps.append(dF - layer)
-        n = a.numel() - old
-        return terms, unit_err, torch.stack(gaps, 1) if gaps else torch.empty(n, 0, dtype=torch.float64)
+        return out, torch.stack(gaps, 2) if gaps else torch.empty(G, L, 0, dtype=F64)
 
-    def set_panels(self, a, m, b):
-        self.a, self.m, self.b = a, m, b
-        self.tot, self.unit_err, self.gap = self.compute(a, m, b)
-        self.splits = 0
-
-    def split(self, chosen: torch.Tensor, q1: torch.Tensor, q2: torch.Tensor) -> None:
-        """Panel ``(a, m, b)`` → ``(a, q1, m)`` in place and ``(m, q2, b)`` appended."""
-        a, m, b = self.a[chosen], self.m[chosen], self.b[chosen]
-        na, nm, nb = torch.cat([a, m]), torch.cat([q1, q2]), torch.cat([m, b])
-        k = chosen.numel()
-        # one pass over the old panels and their halves: the totals change by Σ new − Σ old
-        delta, unit_err, gap = self.compute(torch.cat([a, na]), torch.cat([m, nm]), torch.cat([b, nb]), old=k)
-        self.a, self.m, self.b = self.a.clone(), self.m.clone(), self.b.clone()
-        self.a[chosen], self.m[chosen], self.b[chosen] = na[:k], nm[:k], nb[:k]
-        self.a, self.m, self.b = torch.cat([self.a, na[k:]]), torch.cat([self.m, nm[k:]]), torch.cat([self.b, nb[k:]])
+    def set_panels(self, ex, a, m, b) -> None:
+        """Examples ``ex`` get the panels ``(a, m, b)`` ``[G, L]``; their totals, units' errors and gaps afresh."""
+        L = a.shape[1]
+        self.a[ex, :L], self.m[ex, :L], self.b[ex, :L], self.P[ex] = a, m, b, L
+        out, gap = self._panels(ex, a, m, b)
         for name in self.names:
-            for tot, d in zip(self.tot[name], delta[name]):
-                for t, dt in zip(tot, d):
-                    t += dt
-            for i, ue in enumerate(self.unit_err[name]):
-                c = chosen.to(ue.device)
-                ue[c] = unit_err[name][i][:k]
-                self.unit_err[name][i] = torch.cat([ue, unit_err[name][i][k:]])
-        self.gap[chosen] = gap[:k]
-        self.gap = torch.cat([self.gap, gap[k:]])
-        self.splits += 1
+            if name not in self.tot:
+                self.tot[name] = [[t2.new_zeros((self.E, *t2.shape[2:])) for _ in range(4)] for t2, _, _ in out[name]]
+                self.unit_err[name] = [eu.new_zeros((self.E, self.cap, eu.shape[2])) for _, _, eu in out[name]]
+            exd = self.on(ex, name)
+            for tot, ue, (t2, e, eu) in zip(self.tot[name], self.unit_err[name], out[name]):
+                for t, s in zip(tot, (t2.sum(1), e.sum(1), e.pow(2).sum(1), t2.abs().sum(1))):
+                    t[exd] = s
+                ue[exd, :L] = eu
+        self.gap[ex, :L] = gap
 
-    def totals(self, name):
-        """Per part: the value ``Σ_p T₂`` and its errors, elementwise ``[*unit_shape]`` and per unit ``[units]``,
-        each with the rounding floor (``estimates.rounding``)."""
+    def split(self, ex, c, q1, q2) -> None:
+        """Panels ``c`` ``[G, k]`` of examples ``ex``: ``(a, m, b)`` → ``(a, q1, m)`` in place and ``(m, q2, b)``
+        appended."""
+        G, k = c.shape
+        e2 = ex[:, None]
+        a, m, b = self.a[e2, c], self.m[e2, c], self.b[e2, c]
+        # one pass over the old panels and their halves: the totals change by Σ new − Σ old
+        out, gap = self._panels(ex, torch.cat([a, a, m], 1), torch.cat([m, q1, q2], 1), torch.cat([b, m, b], 1))
+        pos = self.P[ex][:, None] + torch.arange(k)
+        for name in self.names:
+            exd, cd, posd = self.on(ex, name), self.on(c, name), self.on(pos, name)
+            for tot, ue, (t2, e, eu) in zip(self.tot[name], self.unit_err[name], out[name]):
+                delta = (t2[:, k:].sum(1) - t2[:, :k].sum(1), e[:, k:].sum(1) - e[:, :k].sum(1),
+                         e[:, k:].pow(2).sum(1) - e[:, :k].pow(2).sum(1),
+                         t2[:, k:].abs().sum(1) - t2[:, :k].abs().sum(1))
+                for t, d in zip(tot, delta):
+                    t[exd] += d
+                ue[exd[:, None], cd] = eu[:, k:2 * k]
+                ue[exd[:, None], posd] = eu[:, 2 * k:]
+        self.gap[e2, c], self.gap[e2, pos] = gap[:, k:2 * k], gap[:, 2 * k:]
+        self.m[e2, c], self.b[e2, c] = q1, m
+        self.a[e2, pos], self.m[e2, pos], self.b[e2, pos] = m, q2, b
+        self.P[ex] += k
+
+    def totals(self, name, ex):
+        """Per part for examples ``ex``: the value ``Σ_p T₂`` and its errors, elementwise ``[G, *unit_shape]`` and per
+        unit ``[G, units]``, each with the rounding floor (``estimates.rounding``)."""
+        exd = self.on(ex, name)
         out = []
-        for (value, signed, squares, mags), (_, unit) in zip(self.tot[name], self.unit_totals(name)):
+        for tot, (_, unit, _) in zip(self.tot[name], self.unit_totals(name, ex, int(self.P[ex[0]]))):
+            value, signed, squares, mags = (t[exd] for t in tot)
             out.append((value, combine(signed, squares) + rounding(mags.clamp_min(0), value.dtype), unit))
         return out
 
-    def unit_totals(self, name):
-        """Per part: the units' values ``[units]`` and their errors ``[units]`` (what :meth:`scores` watches)."""
+    def unit_totals(self, name, ex, L):
+        """Per part for examples ``ex`` (``L`` panels each): the units' values and errors ``[G, units]`` (what
+        :meth:`scores` watches) and the panels' unit errors ``[G, L, units]``."""
+        exd = self.on(ex, name)
         out = []
-        for (value, signed, squares, mags), ue in zip(self.tot[name], self.unit_err[name]):
+        for tot, ue in zip(self.tot[name], self.unit_err[name]):
+            value, signed, squares, mags = (t[exd] for t in tot)
+            pe = ue[exd][:, :L]
             rnd = rounding(mags.clamp_min(0), value.dtype)
-            unit = combine_units(reduce_units(signed[None])[0], ue.pow(2).sum(0),
-                                 reduce_units(squares.clamp_min(0)[None])[0]) + reduce_units(rnd[None])[0]
-            out.append((reduce_units(value[None])[0], unit))
+            unit = combine_units(reduce_units(signed), pe.pow(2).sum(1),
+                                 reduce_units(squares.clamp_min(0))) + reduce_units(rnd)
+            out.append((reduce_units(value), unit, pe))
         return out
 
-    def scores(self, watch: int, rtol: float):
-        """Per panel the worst relative error over watched units and cut gaps; and whether all are within rtol.
-        Computed once per state of the panels (the diagnosis asks again after the last round)."""
-        key = (self.count, self.splits, self.a.numel(), watch, rtol)
-        if self._scored is None or self._scored[0] != key:
-            self._scored = key, self._scores(watch, rtol)
-        score, converged = self._scored[1]
-        return score.clone(), converged
-
-    def _scores(self, watch: int, rtol: float):
-        delta_F = max(abs(float(self.F_end - self.F_start)), 1e-12)
-        score = torch.zeros(self.a.numel(), dtype=torch.float64)
-        converged = True
+    def scores(self, ex, L: int, watch: int, rtol: float):
+        """For examples ``ex`` with ``L`` panels each: per panel the worst relative error over watched units and cut
+        gaps ``[G, L]``; and whether all are within rtol ``[G]``."""
+        G = ex.numel()
+        delta_F = (self.F_end[ex] - self.F_start[ex]).abs().clamp_min(1e-12)
+        score = torch.zeros(G, L, dtype=F64)
+        converged = torch.ones(G, dtype=torch.bool)
+        gap = self.gap[ex][:, :L]
         for j, name in enumerate(self.names):
-            for (uv, ue), pe in zip(self.unit_totals(name), self.unit_err[name]):
-                scale = float(uv.abs().max().clamp_min(1e-30))
-                k = min(watch, uv.numel())
-                watched = uv.abs().topk(k).indices
-                worst = float(ue[watched].max()) / scale
-                if worst > rtol:
-                    converged = False
-                score = torch.maximum(score, pe[:, watched.to(pe.device)].abs().amax(1).double().cpu() / scale)
-                total_gap = float(self.gap[:, j].sum())
-                explained = max(float(ue.sum()) * 3, CUT_GAP * delta_F)
-                if abs(total_gap) <= explained:  # a cut: the gap is what is still wrong (a branch's stays large)
-                    if abs(total_gap) > rtol * delta_F:
-                        converged = False
-                    score = torch.maximum(score, self.gap[:, j].abs() / delta_F)
-        spike = self.spike()
+            for uv, ue, pe in self.unit_totals(name, ex, L):
+                scale = uv.abs().amax(1).clamp_min(1e-30).double().cpu()
+                k = min(watch, uv.shape[1])
+                watched = uv.abs().topk(k, dim=1).indices
+                worst = ue.gather(1, watched).amax(1).double().cpu() / scale
+                converged &= ~(worst > rtol)
+                pw = pe.gather(2, watched[:, None, :].expand(G, L, k)).abs().amax(2).double().cpu() / scale[:, None]
+                score = torch.maximum(score, pw)
+                total_gap = gap[:, :, j].sum(1).abs()
+                three = ue.sum(1).double().cpu() * 3
+                explained = torch.where(CUT_GAP * delta_F > three, CUT_GAP * delta_F, three)
+                cut = total_gap <= explained  # a cut: the gap is what is still wrong (a branch's stays large)
+                converged &= ~(cut & (total_gap > rtol * delta_F))
+                score = torch.where(cut[:, None], torch.maximum(score, gap[:, :, j].abs() / delta_F[:, None]), score)
+        spike = self.spike(ex)
         if spike is not None:  # a near-singular integrand: refine next to it; never call it converged
-            converged = False
-            near = (self.a == spike) | (self.b == spike)
-            score[near] = score.max() + 1.0
+            node, hit = spike
+            converged &= ~hit
+            near = ((self.a[ex, :L] == node[:, None]) | (self.b[ex, :L] == node[:, None])) & hit[:, None]
+            score = torch.where(near, score.amax(1, keepdim=True) + 1.0, score)
         return score, converged
 
-    def spike(self):
-        """The node where |∂F/∂y| (all sites) exceeds ``SINGULAR_RATIO`` × its median on the path, if any."""
-        if self.count < 3:
+    def spike(self, ex):
+        """``(node [G], hit [G])``: the node where |∂F/∂y| (all sites) is largest on each path, and whether it
+        exceeds ``SINGULAR_RATIO`` × its median there (examples ``ex`` have as many nodes)."""
+        count = int(self.count[ex[0]])
+        if count < 3:
             return None
-        norm = self.norm2[:self.count].sqrt()
-        med = float(norm.median())
-        k = int(norm.argmax())
-        if float(norm[k]) > SINGULAR_RATIO * max(med, 1e-300):
-            return k
-        return None
+        norm = self.norm2[ex, :count].sqrt()
+        med = norm.median(1).values
+        node = norm.argmax(1)
+        return node, norm.gather(1, node[:, None])[:, 0] > SINGULAR_RATIO * med.clamp_min(1e-300)
 
 
-def _evaluate_pairs(model, batch, target, sites, pairs: dict, internal_batch_size, sums: PathSums):
-    """Evaluate ``{example: alphas}`` in chunks; returns ``{example: (F, ys, gs)}``."""
-    examples = list(pairs)
-    e_all = torch.cat([torch.full((pairs[e].numel(),), e, dtype=torch.long) for e in examples])
-    a_all = torch.cat([pairs[e] for e in examples])
-    step = e_all.numel() if internal_batch_size is None else max(1, internal_batch_size)
+def _evaluate_rows(model, batch, target, sites, example, alpha, internal_batch_size, sums: PathSums):
+    """The rows ``(example[r], alpha[r])`` in chunks of ``internal_batch_size``: ``F [R]``, values and gradients
+    ``{site: parts [R, ...]}``."""
+    step = example.numel() if internal_batch_size is None else max(1, internal_batch_size)
     Fs, ys, gs = [], [], []
-    for r0 in range(0, e_all.numel(), step):
-        ev = evaluate(model, batch, target, sites, e_all[r0:r0 + step], a_all[r0:r0 + step], need_grad=True)
+    for r0 in range(0, example.numel(), step):
+        ev = evaluate(model, batch, target, sites, example[r0:r0 + step], alpha[r0:r0 + step], need_grad=True)
         sums.is_tuple = ev.is_tuple
         Fs.append(ev.F.double().cpu())
         ys.append(ev.values)
         gs.append(ev.grads)
-    F = torch.cat(Fs)
+    if len(Fs) == 1:
+        return Fs[0], ys[0], gs[0]
     names = [s.name for s in sites]
-    Y = {n: [torch.cat(parts) for parts in zip(*(chunk[n] for chunk in ys))] for n in names}
-    G = {n: [torch.cat(parts) for parts in zip(*(chunk[n] for chunk in gs))] for n in names}
-    out, offset = {}, 0
-    for e in examples:
-        sl = slice(offset, offset + pairs[e].numel())
-        offset = sl.stop
-        out[e] = (F[sl], {n: [p[sl] for p in Y[n]] for n in names}, {n: [p[sl] for p in G[n]] for n in names})
-    return out
+    return (torch.cat(Fs), {n: [torch.cat(parts) for parts in zip(*(chunk[n] for chunk in ys))] for n in names},
+            {n: [torch.cat(parts) for parts in zip(*(chunk[n] for chunk in gs))] for n in names})
+
+
+def _choose(st: _Block, ex, L, score, *, budget, focus, min_new):
+    """For examples ``ex`` (``L`` panels each, scores ``[G, L]``): the fewest worst panels that carry a share
+    ``focus`` of the summed score (at least ``min_new``, at most half of the panels), best first; ``[G, L]`` padded
+    with −1, and how many ``[G]``."""
+    width = st.alpha[ex[:, None], st.b[ex, :L]] - st.alpha[ex[:, None], st.a[ex, :L]]
+    score = score.masked_fill(width < 1e-12, -1.0)
+    ranked = torch.argsort(score, dim=1, descending=True)
+    srt = score.gather(1, ranked)
+    positive = srt.clamp_min(0)
+    share = torch.cumsum(positive, 1) / positive.sum(1, keepdim=True).clamp_min(1e-300)
+    r = ((share < focus).sum(1) + 1).clamp_min(min_new)
+    r = torch.minimum(r, torch.clamp_max((budget - st.count[ex]) // 2, max(1, (L + 1) // 2)))
+    take = (torch.arange(L) < r[:, None]) & (srt > 0)
+    k = take.sum(1)
+    first = torch.argsort((~take).to(torch.int8), dim=1, stable=True)   # the taken ones, in rank order
+    chosen = ranked.gather(1, first)
+    return chosen.masked_fill(torch.arange(L) >= k[:, None], -1), k
 
 
 def integrate_adaptive(model, batch: Batch, target: Target, sites: list[Site], *, budget: int, rtol: float,
@@ -243,115 +289,129 @@ def integrate_adaptive(model, batch: Batch, target: Target, sites: list[Site], *
     if initial_panels is None:
         initial_panels = max(1, min(8, budget // 16))
     initial_panels = max(1, min(initial_panels, (budget - 1) // 2))
-    first = torch.linspace(0, 1, 2 * initial_panels + 1, dtype=torch.float64)
+    first = torch.linspace(0, 1, 2 * initial_panels + 1, dtype=F64)
     if budget < 3:
-        first = torch.linspace(0, 1, budget, dtype=torch.float64)
+        first = torch.linspace(0, 1, budget, dtype=F64)
+    k0 = first.numel()
+    if k0 >= 3:
+        panels0 = torch.arange(0, k0 - 2, 2), torch.arange(1, k0 - 1, 2), torch.arange(2, k0, 2)
+    else:  # two nodes: one panel whose midpoint is the right end (no error estimate possible)
+        panels0 = torch.tensor([0]), torch.tensor([k0 - 1]), torch.tensor([k0 - 1])
     block = n if internal_batch_size is None else max(1, internal_batch_size // budget)
     names = [s.name for s in sites]
     sums = PathSums(conductance={}, influence={}, value_at_x={}, grad_at_x={}, conductance_error={},
                     influence_error={}, conductance_unit_error={}, influence_unit_error={}, diagnosis={},
                     grad_profile={})
-    F_x, F_b = torch.zeros(n, dtype=torch.float64), torch.zeros(n, dtype=torch.float64)
+    F_x, F_b = torch.zeros(n, dtype=F64), torch.zeros(n, dtype=F64)
     n_evals = torch.zeros(n, dtype=torch.long)
     profiles = {name: ([None] * n, [None] * n) for name in names}
     bar = progress_bar(total=budget * n, desc="adaptive path", unit="eval",
                        progress=False if progress is False else None)
     for b0 in range(0, n, block):
-        ex = list(range(b0, min(n, b0 + block)))
-        state = {e: _Path(budget, names) for e in ex}
-        for e, (F, ys, gs) in _evaluate_pairs(model, batch, target, sites, {e: first for e in ex},
-                                              internal_batch_size, sums).items():
-            st = state[e]
-            st.add(first, F, ys, gs)
-            st.F_start, st.F_end = float(F[0]), float(F[-1])
-            k = first.numel()
-            if k >= 3:
-                st.set_panels(torch.arange(0, k - 2, 2), torch.arange(1, k - 1, 2), torch.arange(2, k, 2))
-            else:  # two nodes: one panel whose midpoint is the right end (no error estimate possible)
-                st.set_panels(torch.tensor([0]), torch.tensor([k - 1]), torch.tensor([k - 1]))
-        bar.update(first.numel() * len(ex))
-        spent = first.numel() * len(ex)
-        active = set(ex)
-        converged = {e: False for e in ex}
-        while active:
-            new = {}
-            for e in sorted(active):
-                st = state[e]
-                score, ok = st.scores(watch, rtol)
-                if ok:
-                    converged[e] = True
-                if ok or st.count + 2 > budget:
-                    active.discard(e)
-                    continue
-                width = st.alpha[st.b] - st.alpha[st.a]
-                score[width < 1e-12] = -1.0
-                ranked = torch.argsort(score, descending=True)
-                positive = score[ranked].clamp_min(0)
-                share = torch.cumsum(positive, 0) / positive.sum().clamp_min(1e-300)
-                r = max(int((share < focus).sum()) + 1, min_new)
-                r = min(r, (budget - st.count) // 2, max(1, (width.numel() + 1) // 2))
-                chosen = ranked[:r]
-                chosen = chosen[score[chosen] > 0]
-                if chosen.numel() == 0:
-                    active.discard(e)
-                    continue
-                new[e] = chosen
-            if not new:
+        E = min(n, b0 + block) - b0
+        st = _Block(E, budget, names)
+        rows = torch.arange(E).repeat_interleave(k0)
+        al = first.repeat(E)
+        st.add(rows, al, *_evaluate_rows(model, batch, target, sites, rows + b0, al, internal_batch_size, sums))
+        st.F_start, st.F_end = st.F[:, 0].clone(), st.F[:, k0 - 1].clone()
+        st.set_panels(torch.arange(E), *(p.expand(E, -1) for p in panels0))
+        bar.update(k0 * E)
+        spent = k0 * E
+        active = torch.ones(E, dtype=torch.bool)
+        converged = torch.zeros(E, dtype=torch.bool)
+        while bool(active.any()):
+            chosen = torch.full((E, st.cap), -1, dtype=torch.long)
+            k = torch.zeros(E, dtype=torch.long)
+            for L, ex in _groups(st.P, active.nonzero().flatten()):
+                score, ok = st.scores(ex, L, watch, rtol)
+                converged[ex[ok]] = True
+                go = ~ok & (st.count[ex] + 2 <= budget)
+                active[ex[~go]] = False
+                ex, score = ex[go], score[go]
+                if ex.numel():
+                    chosen[ex, :L], k[ex] = _choose(st, ex, L, score, budget=budget, focus=focus, min_new=min_new)
+            active &= k > 0
+            if not bool(active.any()):
                 break
-            pairs = {}
-            for e, c in new.items():
-                st = state[e]
-                al, am, ab = st.alpha[st.a[c]], st.alpha[st.m[c]], st.alpha[st.b[c]]
-                pairs[e] = torch.cat([(al + am) / 2, (am + ab) / 2])
-            for e, (F, ys, gs) in _evaluate_pairs(model, batch, target, sites, pairs, internal_batch_size,
-                                                  sums).items():
-                idx = state[e].add(pairs[e], F, ys, gs)
-                k = new[e].numel()
-                state[e].split(new[e], idx[:k], idx[k:])
-            bar.update(sum(p.numel() for p in pairs.values()))
-            spent += sum(p.numel() for p in pairs.values())
-        bar.update(budget * len(ex) - spent)   # a block that converged early leaves its unspent budget done
-        for e in ex:
-            st = state.pop(e)
-            if st.splits:  # the totals afresh: no rounding carried over from the splits' updates
-                st.set_panels(st.a, st.m, st.b)
-            last = first.numel() - 1  # the node at α = 1
-            F_x[e], F_b[e], n_evals[e] = st.F[last], st.F[0], st.count
-            order = torch.argsort(st.alpha[:st.count])
-            sums.diagnosis[e] = {"converged": converged[e], "alpha": st.alpha[:st.count].clone(),
-                                 "a": st.alpha[st.a], "b": st.alpha[st.b], "score": st.scores(watch, rtol)[0]}
-            for name in names:
-                parts = st.totals(name)
-                dev = st.g[name][0].device
-                a, m, b = st.a.to(dev), st.m.to(dev), st.b.to(dev)
-                wa = (st.alpha[st.m] - st.alpha[st.a]).to(dev)
-                wb = (st.alpha[st.b] - st.alpha[st.m]).to(dev)
-                infl, ierr, iunit = [], [], []
-                for g in st.g[name]:
-                    shape = (-1, *([1] * (g.dim() - 1)))
-                    wa_, wb_ = wa.to(g.dtype).view(shape), wb.to(g.dtype).view(shape)
-                    t2 = 0.5 * (g[a] + g[m]) * wa_ + 0.5 * (g[m] + g[b]) * wb_
-                    t1 = 0.5 * (g[a] + g[b]) * (wa_ + wb_)
-                    ep = ERROR_FACTOR * (t2 - t1)
-                    rnd = rounding(t2.abs().sum(0), t2.dtype)
-                    infl.append(t2.sum(0))
-                    ierr.append(combine(ep.sum(0), ep.pow(2).sum(0)) + rnd)
-                    iunit.append(combine_units(reduce_units(ep.sum(0)[None])[0], reduce_units(ep).pow(2).sum(0),
-                                               reduce_units(ep.pow(2).sum(0)[None])[0]) + reduce_units(rnd[None])[0])
-                norms = sum(g[:st.count].flatten(1).double().pow(2).sum(1) for g in st.g[name]).sqrt().cpu()
-                profiles[name][0][e] = st.alpha[:st.count][order]
-                profiles[name][1][e] = norms[order]
-                fields = ((sums.conductance, [v for v, _, _ in parts]), (sums.influence, infl),
-                          (sums.conductance_error, [err for _, err, _ in parts]), (sums.influence_error, ierr),
-                          (sums.conductance_unit_error, [u for _, _, u in parts]), (sums.influence_unit_error, iunit),
-                          (sums.value_at_x, [y[last] for y in st.y[name]]),
-                          (sums.grad_at_x, [g[last] for g in st.g[name]]))
-                for acc, got in fields:
-                    if name not in acc:
-                        acc[name] = [p.new_zeros((n, *p.shape)) for p in got]
-                    for dst, p in zip(acc[name], got):
-                        dst[e] = p
+            ex = active.nonzero().flatten()
+            ke = k[ex]
+            ce = ex.repeat_interleave(ke)
+            cp = chosen[ex][torch.arange(st.cap) < ke[:, None]]
+            start = torch.cumsum(ke, 0) - ke
+            j = torch.arange(ce.numel()) - start.repeat_interleave(ke)
+            lo = (2 * start).repeat_interleave(ke) + j
+            hi = lo + ke.repeat_interleave(ke)
+            al, am, ab = (st.alpha[ce, t[ce, cp]] for t in (st.a, st.m, st.b))
+            rows = torch.empty(2 * ce.numel(), dtype=torch.long)
+            rows[lo], rows[hi] = ce, ce
+            alpha = torch.empty(2 * ce.numel(), dtype=F64)
+            alpha[lo], alpha[hi] = (al + am) / 2, (am + ab) / 2
+            before = st.count.clone()
+            st.add(rows, alpha, *_evaluate_rows(model, batch, target, sites, rows + b0, alpha, internal_batch_size,
+                                                sums))
+            for kk, exk in _groups(k, ex):
+                q1 = before[exk][:, None] + torch.arange(kk)
+                st.split(exk, chosen[exk, :kk], q1, q1 + kk)
+            bar.update(alpha.numel())
+            spent += alpha.numel()
+        bar.update(budget * E - spent)   # a block that converged early leaves its unspent budget done
+        _finish(st, b0, k0, panels0[0].numel(), converged, watch, rtol, sums, profiles, F_x, F_b, n_evals, n)
     bar.close()
     sums.F_x, sums.F_baseline, sums.n_evals = F_x, F_b, n_evals
     sums.grad_profile = {name: profiles[name] for name in names}
     return sums
+
+
+def _finish(st: _Block, b0, k0, P0, converged, watch, rtol, sums, profiles, F_x, F_b, n_evals, n) -> None:
+    """A block's results into ``sums`` (global examples ``b0 + e``), examples with as many panels together."""
+    last = k0 - 1  # the node at α = 1
+    for L, ex in _groups(st.P):
+        if L != P0:  # split: the totals afresh, no rounding carried over from the splits' updates
+            st.set_panels(ex, st.a[ex, :L], st.m[ex, :L], st.b[ex, :L])
+        glob = ex + b0
+        count = int(st.count[ex[0]])
+        F_x[glob], F_b[glob], n_evals[glob] = st.F[ex, last], st.F[ex, 0], st.count[ex]
+        nodes = st.alpha[ex, :count]
+        order = torch.argsort(nodes, dim=1)
+        sorted_nodes = nodes.gather(1, order)
+        score = st.scores(ex, L, watch, rtol)[0]
+        pa, pm, pb = st.a[ex, :L], st.m[ex, :L], st.b[ex, :L]
+        alpha_a, alpha_m, alpha_b = (st.alpha[ex[:, None], p] for p in (pa, pm, pb))
+        for i, e in enumerate(glob.tolist()):
+            sums.diagnosis[e] = {"converged": bool(converged[ex[i]]), "alpha": nodes[i].clone(), "a": alpha_a[i],
+                                 "b": alpha_b[i], "score": score[i]}
+        G = ex.numel()
+        for name in st.names:
+            parts = st.totals(name, ex)
+            exd = st.on(ex, name)[:, None]
+            a, m, b = st.on(pa, name), st.on(pm, name), st.on(pb, name)
+            wa, wb = st.on(alpha_m - alpha_a, name), st.on(alpha_b - alpha_m, name)
+            infl, ierr, iunit = [], [], []
+            for g in st.g[name]:
+                shape = (G, L, *([1] * (g.dim() - 2)))
+                wa_, wb_ = wa.to(g.dtype).view(shape), wb.to(g.dtype).view(shape)
+                ga, gm, gb = g[exd, a], g[exd, m], g[exd, b]
+                t2 = 0.5 * (ga + gm) * wa_ + 0.5 * (gm + gb) * wb_
+                t1 = 0.5 * (ga + gb) * (wa_ + wb_)
+                ep = ERROR_FACTOR * (t2 - t1)
+                rnd = rounding(t2.abs().sum(1), t2.dtype)
+                infl.append(t2.sum(1))
+                ierr.append(combine(ep.sum(1), ep.pow(2).sum(1)) + rnd)
+                iunit.append(combine_units(reduce_units(ep.sum(1)), reduce_units(ep.flatten(0, 1)).view(G, L, -1)
+                                           .pow(2).sum(1), reduce_units(ep.pow(2).sum(1))) + reduce_units(rnd))
+            norms = sum(sq[ex, :count] for sq in st.g2[name]).sqrt()
+            sorted_norms = norms.gather(1, order)
+            for i, e in enumerate(glob.tolist()):
+                profiles[name][0][e] = sorted_nodes[i]
+                profiles[name][1][e] = sorted_norms[i]
+            gl = st.on(glob, name)
+            fields = ((sums.conductance, [v for v, _, _ in parts]), (sums.influence, infl),
+                      (sums.conductance_error, [err for _, err, _ in parts]), (sums.influence_error, ierr),
+                      (sums.conductance_unit_error, [u for _, _, u in parts]), (sums.influence_unit_error, iunit),
+                      (sums.value_at_x, [y[exd[:, 0], last] for y in st.y[name]]),
+                      (sums.grad_at_x, [g[exd[:, 0], last] for g in st.g[name]]))
+            for acc, got in fields:
+                if name not in acc:
+                    acc[name] = [p.new_zeros((n, *p.shape[1:])) for p in got]
+                for dst, p in zip(acc[name], got):
+                    dst[gl] = p

@@ -76,16 +76,33 @@ def relative_unit_error(value: torch.Tensor, unit_error: torch.Tensor, *, k: int
     return e.gather(1, idx).amax(1) / scale
 
 
-def _spike(profile, e: int):
-    """``(ratio, alpha)`` of the largest |∂F/∂y| at a node of example ``e`` against the median on its path."""
+def _spikes(profile, n: int) -> tuple[torch.Tensor, torch.Tensor]:
+    """``(ratio [n], alpha [n])``: per example, the largest |∂F/∂y| at a node against the median on its path, and
+    where it is. ``profile`` is ``(alphas, norms)``: ``[n, M]`` tensors (fixed rules) or per-example lists (the
+    adaptive rule; paths of equal length are taken together)."""
     alphas, norms = profile
-    a, g = alphas[e], norms[e]
-    if g is None or g.numel() < 3:
-        return 0.0, float("nan")
-    med = float(g.median())
-    k = int(g.argmax())
-    ratio = float(g[k]) / med if med > 0 else (math.inf if float(g[k]) > 0 else 0.0)
-    return ratio, float(a[k])
+    ratio = torch.zeros(n, dtype=torch.float64)
+    at = torch.full((n,), float("nan"), dtype=torch.float64)
+    if torch.is_tensor(norms):
+        groups = [(torch.arange(n), alphas, norms)] if norms.shape[1] >= 3 else []
+    else:
+        lengths = torch.tensor([-1 if g is None else g.numel() for g in norms])
+        groups = []
+        for m in torch.unique(lengths).tolist():
+            if m < 3:
+                continue
+            rows = (lengths == m).nonzero().flatten()
+            groups.append((rows, torch.stack([alphas[e] for e in rows.tolist()]),
+                           torch.stack([norms[e] for e in rows.tolist()])))
+    for rows, a, g in groups:
+        g = g.double()
+        med = g.median(1).values
+        k = g.argmax(1, keepdim=True)
+        top = g.gather(1, k)[:, 0]
+        inf = torch.where(top > 0, math.inf, 0.0).to(torch.float64)
+        ratio[rows] = torch.where(med > 0, top / med, inf)
+        at[rows] = a.gather(1, k)[:, 0].double()
+    return ratio, at
 
 
 def diagnose(name: str, value, error, gap, output_diff, profile, *, method: str, tol: float, n_evals,
@@ -93,26 +110,34 @@ def diagnose(name: str, value, error, gap, output_diff, profile, *, method: str,
     """Whether a layer's numbers can be trusted, and if not, a message per bad example: the layer, where on
     the path (α) the trouble is and what to try."""
     rel = relative_unit_error(value, error)
+    n = rel.numel()
+    unit_bad = rel > tol
+    # a cut's gap is the error the estimate speaks of; a non-cut layer's gap says nothing about accuracy
+    if gap is not None:
+        total = sum(u.sum(1) for u in error) if isinstance(error, tuple) else error.sum(1)
+        od, g = output_diff.double().abs(), gap.double().abs()
+        gap_bad = (tol * od < g) & (g <= 3 * total.double() + 1e-12)
+        off = g > tol * torch.where(od < 1e-12, 1e-12, od)
+    else:
+        gap_bad = off = torch.zeros(n, dtype=torch.bool)
+    if profile is not None:
+        ratio, at = _spikes(profile, n)
+    else:
+        ratio, at = torch.zeros(n, dtype=torch.float64), torch.full((n,), float("nan"), dtype=torch.float64)
+    singular = (ratio >= SINGULAR_RATIO) & (off | unit_bad)
     messages = []
-    for e in range(rel.numel()):
-        unit_bad = float(rel[e]) > tol
-        total = float(sum(u[e].sum() for u in error)) if isinstance(error, tuple) else float(error[e].sum())
-        # a cut's gap is the error the estimate speaks of; a non-cut layer's gap says nothing about accuracy
-        gap_bad = gap is not None and tol * abs(float(output_diff[e])) < abs(float(gap[e])) <= 3 * total + 1e-12
-        ratio, at = _spike(profile, e) if profile is not None else (0.0, float("nan"))
-        off = gap is not None and abs(float(gap[e])) > tol * max(abs(float(output_diff[e])), 1e-12)
-        singular = ratio >= SINGULAR_RATIO and (off or unit_bad)
-        if not (unit_bad or gap_bad or singular):
-            continue
-        where = at if ratio >= SINGULAR_RATIO else (trouble_alpha[e] if trouble_alpha is not None else at)
+    for e in (unit_bad | gap_bad | singular).nonzero().flatten().tolist():
+        r = float(ratio[e])
+        where = float(at[e]) if r >= SINGULAR_RATIO else (trouble_alpha[e] if trouble_alpha is not None else
+                                                          float(at[e]))
         msg = (f"layer {name!r}, example {e}: the error estimate of the top units is {100 * float(rel[e]):.2g}% of "
                f"the layer's largest |unit| (tolerance {100 * tol:.2g}%)"
                + (f", the completeness gap {100 * abs(float(gap[e])) / max(abs(float(output_diff[e])), 1e-12):.3g}% of "
-                  "|F(x) − F(x')|" if off else "")
+                  "|F(x) − F(x')|" if bool(off[e]) else "")
                + f" after {int(n_evals[e])} evaluations (method={method!r}); the trouble is at α ≈ {where:.3g} "
                "on the path")
-        if ratio >= SINGULAR_RATIO:
-            msg += (f", where |∂F/∂y| is {ratio:.2g}× its median: the integrand is near-singular there (for example "
+        if r >= SINGULAR_RATIO:
+            msg += (f", where |∂F/∂y| is {r:.2g}× its median: the integrand is near-singular there (for example "
                     "a LayerNorm over an all-zero activation at the baseline), so more path points will not help; "
                     "try another baseline: a blurred input, uniform noise, or the data mean")
         elif method == "adaptive":

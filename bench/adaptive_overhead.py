@@ -20,8 +20,6 @@ import subprocess
 import sys
 import time
 
-import torch
-
 
 def main(argv=None) -> dict:
     p = argparse.ArgumentParser()
@@ -33,6 +31,8 @@ def main(argv=None) -> dict:
     args = p.parse_args(argv)
     if args.trees:
         return compare_trees(args)
+    import torch
+
     torch.set_num_threads(1)
 
     from unitscope.attribution.scores import attribute
@@ -100,6 +100,7 @@ def compare_trees(args) -> dict:
             env = dict(os.environ, PYTHONPATH=tree, OMP_NUM_THREADS="1")
             out = subprocess.run(cmd, env=env, check=True, capture_output=True, text=True).stdout
             got = json.loads(out.strip().splitlines()[-1])["steps"]
+            print(f"# {tree}: {json.dumps(got)}", flush=True)
             for n, row in got.items():
                 b = best[tree].setdefault(n, {})
                 for key in ("adaptive_cpu_seconds", "gausslegendre_cpu_seconds", "floor_cpu_seconds"):

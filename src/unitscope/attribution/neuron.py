@@ -158,8 +158,12 @@ def neuron_conductance(model: nn.Module, inputs, layer, units, *, baselines=None
                         p_r = pair_of[j][example]                     # [rows]: the pair of each row (-1: none)
                         has = (p_r >= 0).to(g.device).view(-1, *([1] * (g.dim() - 1)))
                         p_c = p_r.clamp(min=0).to(g.device)
-                        own = whole.to(g.device)[p_c].view(-1, *([1] * (g.dim() - 1)))
-                        v = torch.where(has, masks[p_c.to(masks.device)] * torch.where(own, g_kept, g), 0.0)
+                        if keep is None:   # no token mask: every unit takes ∂F/∂y as it is
+                            g_u = g
+                        else:
+                            own = whole.to(g.device)[p_c].view(-1, *([1] * (g.dim() - 1)))
+                            g_u = torch.where(own, g_kept, g)
+                        v = torch.where(has, masks[p_c.to(masks.device)] * g_u, 0.0)
                         gs = torch.autograd.grad(y, rows, grad_outputs=v, allow_unused=True,
                                                  retain_graph=i < len(slots) - 1)
                         got.append(([torch.zeros_like(r) if gr is None else gr.detach() for r, gr in zip(rows, gs)],

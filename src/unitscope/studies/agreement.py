@@ -18,7 +18,12 @@ from ..core.inputs import prepare
 from ..attribution.scores import SCORES, _device, _outputs_at_x, attribute
 from ..core.state import analysis_mode
 
-__all__ = ["ablation_agreement", "flip_counts", "summarize_agreement", "summarize_flips"]
+__all__ = ["ablation_agreement", "flip_counts", "summarize_agreement", "summarize_flips", "pearson"]
+
+
+def pearson(a, b) -> float:
+    """Pearson's r, NaN when either side is constant."""
+    return float(stats.pearsonr(a, b)[0]) if np.std(a) > 0 and np.std(b) > 0 else float("nan")
 
 
 def ablation_agreement(model, inputs, layer, *, scores=SCORES, k: int = 10, n_steps: int = 50,
@@ -49,8 +54,7 @@ def ablation_agreement(model, inputs, layer, *, scores=SCORES, k: int = 10, n_st
         top = ch.topk(min(k, ch.shape[1]), dim=1).indices
         for i in range(ch.shape[0]):
             a, b = ch[i, top[i]].numpy(), abl[i, top[i]].numpy()
-            r = float(stats.pearsonr(a, b)[0]) if np.std(a) > 0 and np.std(b) > 0 else float("nan")
-            rows.append({"example": i, "score": m, "pearson": r, "top_units": top[i].tolist(),
+            rows.append({"example": i, "score": m, "pearson": pearson(a, b), "top_units": top[i].tolist(),
                          "scores": a.tolist(), "ablation_scores": b.tolist()})
     return pd.DataFrame(rows)
 

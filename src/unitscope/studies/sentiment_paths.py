@@ -27,6 +27,7 @@ import numpy as np
 import torch
 
 from ..core.state import restores_process_state, torch_threads
+from .agreement import pearson
 
 __all__ = ["pattern_on_path", "measure", "main"]
 
@@ -43,14 +44,8 @@ def pattern_on_path(model, emb: torch.Tensor, *, n_points: int = 50):
 
 
 def _pearson_top(c: torch.Tensor, a: torch.Tensor, k: int = 10) -> np.ndarray:
-    from scipy import stats
-
     top = c.topk(k, dim=1).indices
-    out = []
-    for i in range(c.shape[0]):
-        x, y = c[i, top[i]].numpy(), a[i, top[i]].numpy()
-        out.append(stats.pearsonr(x, y)[0] if x.std() > 0 and y.std() > 0 else np.nan)
-    return np.asarray(out)
+    return np.asarray([pearson(c[i, top[i]].numpy(), a[i, top[i]].numpy()) for i in range(c.shape[0])])
 
 
 def measure(recipe: str, *, n: int = 200, n_steps: int = 50, seed: int = 0) -> dict:

@@ -24,16 +24,10 @@ import torch
 from ..attribution.scores import activation
 from ..core.progress import bar
 from ..data.ablation import ablation_scores, cumulative_ablation
+from .agreement import pearson
 from .transformer_scores import HEADS, layers
 
 __all__ = ["agreement_and_flips", "summarize_agreement", "summarize_flips", "pearson"]
-
-
-def pearson(a: np.ndarray, b: np.ndarray) -> float:
-    """Pearson's r, NaN when either side is constant."""
-    from scipy import stats
-
-    return float(stats.pearsonr(a, b)[0]) if np.std(a) > 0 and np.std(b) > 0 else float("nan")
 
 
 def _label(out: torch.Tensor) -> torch.Tensor:

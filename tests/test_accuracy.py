@@ -65,6 +65,26 @@ def test_a_layer_off_the_output_path_is_an_error_naming_it():
         us.conductance(Aux().eval(), torch.randn(2, 4), ["aux", "body"], target=0, n_steps=8, gap_warning=None)
 
 
+class InputDetached(nn.Module):
+    def __init__(self):
+        super().__init__()
+        self.body, self.act, self.head = nn.Linear(4, 6), nn.ReLU(), nn.Linear(6, 2)
+
+    def forward(self, x):
+        return self.head(self.act(self.body(x.detach())))
+
+
+@pytest.mark.parametrize("paired", [False, True])
+def test_per_input_conductance_that_cannot_be_had_is_an_error_not_zeros(paired):
+    x = torch.randn(2, 4)
+    # the layer does not read the inputs through autograd: before, every attribution came back as zeros
+    with pytest.raises(us.UnitscopeError, match="layer 'act' does not depend on the inputs"):
+        us.neuron_conductance(InputDetached().eval(), x, "act", units=[0, 1], target=0, n_steps=8, paired=paired)
+    # the output does not read the layer (Detached.aux): named, not PyTorch's "appears to not have been used"
+    with pytest.raises(us.UnitscopeError, match="target does not depend on layer 'aux'"):
+        us.neuron_conductance(Detached().eval(), x, "aux", units=[0, 1], target=0, n_steps=8, paired=paired)
+
+
 def test_float64_in_float64_out_and_half_integrates_in_float32():
     net, x = cnn(3), torch.randn(2, 3, 8, 8)
     s64 = us.attribute(net.double(), x.double(), ["0", "6"], target=1, n_steps=16, gap_warning=None)

@@ -142,7 +142,14 @@ def neuron_conductance(model: nn.Module, inputs, layer, units, *, baselines=None
                 parts = recorder.parts[site.name]
                 part = getattr(spec, "part", None)
                 y = pick_part(tuple(parts), part, site.name) if recorder.is_tuple[site.name] else parts[0]
-                (g,) = torch.autograd.grad(F.sum(), y, retain_graph=True)
+                (g,) = torch.autograd.grad(F.sum(), y, retain_graph=True, allow_unused=True) \
+                    if F.requires_grad else (None,)
+                if g is None:
+                    raise UnitscopeError(f"the target does not depend on layer {site.name!r} through autograd, "
+                                         "so ∂F/∂y cannot be had", layer=site.name,
+                                         hint="the layer is off the path to the output, or the model (or the "
+                                              "target callable) detaches it; pick a layer the output is "
+                                              "computed from")
                 if masks is None:
                     sp = resolve_units(spec, model=model, name=site.name, module=site.module, shape=tuple(y.shape))
                     masks = sp.unit_masks(units, tuple(y.shape[1:]), site.name).to(y)
@@ -166,12 +173,11 @@ def neuron_conductance(model: nn.Module, inputs, layer, units, *, baselines=None
                         v = torch.where(has, masks[p_c.to(masks.device)] * g_u, 0.0)
                         gs = torch.autograd.grad(y, rows, grad_outputs=v, allow_unused=True,
                                                  retain_graph=i < len(slots) - 1)
-                        got.append(([torch.zeros_like(r) if gr is None else gr.detach() for r, gr in zip(rows, gs)],
-                                    p_r))
+                        got.append((_input_grads(gs, rows, site.name), p_r))
                 for u0 in range(0, 0 if paired else masks.shape[0], ub):
                     pick = whole[u0:u0 + ub].to(g.device).view(-1, *([1] * g.dim()))
                     v = masks[u0:u0 + ub].unsqueeze(1) * torch.where(pick, g_kept.unsqueeze(0), g.unsqueeze(0))
-                    grads = _batched_vjp(y, rows, v)
+                    grads = _batched_vjp(y, rows, v, site.name)
                     got = grads if got is None else [torch.cat([a, b]) for a, b in zip(got, grads)]
             if paired:
                 if sums is None:
@@ -201,17 +207,30 @@ def neuron_conductance(model: nn.Module, inputs, layer, units, *, baselines=None
     return result if batch.is_tuple else result[0]
 
 
-def _batched_vjp(y: torch.Tensor, rows: tuple, v: torch.Tensor) -> list[torch.Tensor]:
+def _input_grads(gs, rows: tuple, layer: str, batched: int | None = None) -> list[torch.Tensor]:
+    """The gradients of a unit with respect to the inputs; an input the layer does not read (one of a tuple)
+    truly gets zeros, but a layer that reads none of them through autograd is an error, never all zeros."""
+    if all(g is None for g in gs):
+        raise UnitscopeError(f"layer {layer!r} does not depend on the inputs through autograd, so the "
+                             "conductance of its units with respect to the inputs cannot be had", layer=layer,
+                             hint="the model detaches the inputs (or computes the layer from a copy without "
+                                  "gradients) before this layer; for token ids pass embedding='NAME' so the "
+                                  "attributions are over that module's output")
+    shape = () if batched is None else (batched,)
+    return [r.new_zeros((*shape, *r.shape)) if g is None else g.detach() for r, g in zip(rows, gs)]
+
+
+def _batched_vjp(y: torch.Tensor, rows: tuple, v: torch.Tensor, layer: str) -> list[torch.Tensor]:
     """``[∂(v_u · y)/∂rows for u]`` in one vmapped backward; a loop if an op has no batching rule."""
     try:  # the graph is kept until the batched call succeeds, so the loop below can still use it
         gs = torch.autograd.grad(y, rows, grad_outputs=v, is_grads_batched=True, retain_graph=True,
                                  allow_unused=True)
-        return [r.new_zeros((v.shape[0], *r.shape)) if g is None else g.detach() for r, g in zip(rows, gs)]
+        return _input_grads(gs, rows, layer, batched=v.shape[0])
     except RuntimeError as e:  # an op without a batching rule (vmap); out-of-memory is not retried
         if is_oom(e):
             raise with_oom_hint(e)
         out = []
         for k in range(v.shape[0]):
             gs = torch.autograd.grad(y, rows, grad_outputs=v[k], retain_graph=True, allow_unused=True)
-            out.append([torch.zeros_like(r) if g is None else g.detach() for r, g in zip(rows, gs)])
+            out.append(_input_grads(gs, rows, layer))
         return [torch.stack(parts) for parts in zip(*out)]

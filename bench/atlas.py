@@ -24,7 +24,9 @@ it bounds the end-to-end ratio by (scan + loop) / scan (``total_speedup_bound_cp
 against one bare forward + backward to the inputs over the same rows (examples × path points, parameters
 frozen); ``scan_over_floor_to_layer_cpu``: against the same forward with the backward only down to the layer's
 output (all that a layer's conductance needs), so the rest of the scan's time is the integrator's own work
-(``method="adaptive"``: its per-example panels) and the accumulators'. The last line is JSON.
+(``method="adaptive"``: its per-example panels) and the accumulators'. ``stages_seconds``: per stage (exemplars,
+IAM, inverse sets; each with its layer vectors) the loop's and the batched chunks' wall seconds and their ratio, so the
+stage that holds the per-unit ratio back is named. The last line is JSON.
 """
 
 from __future__ import annotations
@@ -114,10 +116,13 @@ def main(argv=None) -> dict:
     kw = dict(target=None, n_steps=s["n_steps"], method="gausslegendre", baselines=None, synthesize=True,
               generator=gen, value_range=(0.0, 1.0), param="fft", iam_steps=s["iam_steps"],
               inverse_samples=s["inverse_samples"], inverse_steps=s["inverse_steps"], bands=BANDS)
+    batched_stages = {}
     with Clock() as batched:
         for u0 in range(0, n_units, 64):
-            work_chunk(model, src, result, extra, layer, list(range(u0, min(u0 + 64, n_units))),
-                       unit_seed=lambda *q: _seed(0, *q), **kw)
+            got = work_chunk(model, src, result, extra, layer, list(range(u0, min(u0 + 64, n_units))),
+                             unit_seed=lambda *q: _seed(0, *q), **kw)
+            for k, v in got["seconds"].items():
+                batched_stages[k] = batched_stages.get(k, 0.0) + v
 
     hist = extra.hist[layer]
     dead = ((hist.min == 0) & (hist.max == 0)).tolist()
@@ -125,27 +130,37 @@ def main(argv=None) -> dict:
     n_loop = min(args.loop_units or n_units, n_units)
     loop_units = list(range(n_units))[:n_loop]
     per = {True: [0.0, 0.0, 0], False: [0.0, 0.0, 0]}          # dead?: [wall, cpu, units]
+    loop_stages = {k: [0.0, 0.0] for k in ("exemplars", "iam", "inverse")}   # [wall, cpu] over the measured units
     for u in loop_units:
         with Clock() as one:
-            ex = torch.cat([ta.indices[u], tc.indices[u]])
-            xe, _ = src.get(ex.tolist())
-            us.neuron_conductance(model, xe, layer, [u], n_steps=s["n_steps"])
-            layer_vectors(model, layer, xe)
+            with Clock() as st:
+                ex = torch.cat([ta.indices[u], tc.indices[u]])
+                xe, _ = src.get(ex.tolist())
+                us.neuron_conductance(model, xe, layer, [u], n_steps=s["n_steps"])
+                layer_vectors(model, layer, xe)
+            loop_stages["exemplars"][0] += st.wall
+            loop_stages["exemplars"][1] += st.cpu
             if not dead[u]:
-                r = us.independent_am(model, layer, [u], shape=(1, 8, 8), param="fft", steps=s["iam_steps"],
-                                      seed=u, progress=False)
-                layer_vectors(model, layer, r.images)
-                for name, lo, hi, ok in layer_bands(hist, BANDS)[u]:
-                    if ok:
-                        with warnings.catch_warnings():
-                            warnings.simplefilter("ignore", InverseSetWarning)
-                            got = us.sample_inverse_set(model, (layer, u, lo, hi), gen,
-                                                        n_samples=s["inverse_samples"],
-                                                        n_seeds=s["inverse_samples"],
-                                                        max_seed_steps=s["inverse_steps"], seed=u, progress=False,
-                                                        on_empty="ignore")
-                        if len(got.samples):
-                            layer_vectors(model, layer, got.samples)
+                with Clock() as st:
+                    r = us.independent_am(model, layer, [u], shape=(1, 8, 8), param="fft", steps=s["iam_steps"],
+                                          seed=u, progress=False)
+                    layer_vectors(model, layer, r.images)
+                loop_stages["iam"][0] += st.wall
+                loop_stages["iam"][1] += st.cpu
+                with Clock() as st:
+                    for name, lo, hi, ok in layer_bands(hist, BANDS)[u]:
+                        if ok:
+                            with warnings.catch_warnings():
+                                warnings.simplefilter("ignore", InverseSetWarning)
+                                got = us.sample_inverse_set(model, (layer, u, lo, hi), gen,
+                                                            n_samples=s["inverse_samples"],
+                                                            n_seeds=s["inverse_samples"],
+                                                            max_seed_steps=s["inverse_steps"], seed=u,
+                                                            progress=False, on_empty="ignore")
+                            if len(got.samples):
+                                layer_vectors(model, layer, got.samples)
+                loop_stages["inverse"][0] += st.wall
+                loop_stages["inverse"][1] += st.cpu
         per[dead[u]][0] += one.wall
         per[dead[u]][1] += one.cpu
         per[dead[u]][2] += 1
@@ -165,6 +180,11 @@ def main(argv=None) -> dict:
            "per_unit_batched_seconds": batched.wall, "per_unit_batched_cpu_seconds": batched.cpu,
            "per_unit_loop_seconds": loop_wall, "per_unit_loop_cpu_seconds": loop_cpu,
            "loop_units_measured": len(loop_units),
+           # per stage, wall seconds (the loop over the measured units, unscaled; batched: the chunks' own clocks)
+           "stages_seconds": {k: {"loop": loop_stages[k][0], "loop_cpu": loop_stages[k][1],
+                                  "batched": batched_stages.get(k, 0.0),
+                                  "speedup": loop_stages[k][0] / max(batched_stages.get(k, 0.0), 1e-9)}
+                              for k in loop_stages},
            "per_unit_speedup": loop_wall / batched.wall, "per_unit_speedup_cpu": loop_cpu / batched.cpu,
            "total_speedup": (sc.wall + loop_wall) / (sc.wall + batched.wall),
            "total_speedup_cpu": (sc.cpu + loop_cpu) / (sc.cpu + batched.cpu),

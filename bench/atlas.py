@@ -32,6 +32,7 @@ stage that holds the per-unit ratio back is named. The last line is JSON.
 from __future__ import annotations
 
 import argparse
+import contextlib
 import json
 import time
 import warnings
@@ -131,23 +132,27 @@ def main(argv=None) -> dict:
     loop_units = list(range(n_units))[:n_loop]
     per = {True: [0.0, 0.0, 0], False: [0.0, 0.0, 0]}          # dead?: [wall, cpu, units]
     loop_stages = {k: [0.0, 0.0] for k in ("exemplars", "iam", "inverse")}   # [wall, cpu] over the measured units
+
+    @contextlib.contextmanager
+    def stage(name):
+        with Clock() as st:
+            yield
+        loop_stages[name][0] += st.wall
+        loop_stages[name][1] += st.cpu
+
     for u in loop_units:
         with Clock() as one:
-            with Clock() as st:
+            with stage("exemplars"):
                 ex = torch.cat([ta.indices[u], tc.indices[u]])
                 xe, _ = src.get(ex.tolist())
                 us.neuron_conductance(model, xe, layer, [u], n_steps=s["n_steps"])
                 layer_vectors(model, layer, xe)
-            loop_stages["exemplars"][0] += st.wall
-            loop_stages["exemplars"][1] += st.cpu
             if not dead[u]:
-                with Clock() as st:
+                with stage("iam"):
                     r = us.independent_am(model, layer, [u], shape=(1, 8, 8), param="fft", steps=s["iam_steps"],
                                           seed=u, progress=False)
                     layer_vectors(model, layer, r.images)
-                loop_stages["iam"][0] += st.wall
-                loop_stages["iam"][1] += st.cpu
-                with Clock() as st:
+                with stage("inverse"):
                     for name, lo, hi, ok in layer_bands(hist, BANDS)[u]:
                         if ok:
                             with warnings.catch_warnings():
@@ -159,8 +164,6 @@ def main(argv=None) -> dict:
                                                             progress=False, on_empty="ignore")
                             if len(got.samples):
                                 layer_vectors(model, layer, got.samples)
-                loop_stages["inverse"][0] += st.wall
-                loop_stages["inverse"][1] += st.cpu
         per[dead[u]][0] += one.wall
         per[dead[u]][1] += one.cpu
         per[dead[u]][2] += 1

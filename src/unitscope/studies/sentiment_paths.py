@@ -31,7 +31,8 @@ from .agreement import pearson
 
 __all__ = ["pattern_on_path", "measure", "main"]
 
-RECIPES = ("minilm-context-all", "minilm-context-soft", "minilm-context-vader", "minilm-context-soft-vader")
+RECIPES = ("minilm-context-all", "minilm-context-soft", "minilm-context-vader", "minilm-context-soft-vader",
+           "minilm-context-soft-vader-edrop")  # the last: the default (zoo.sentiment.DEFAULT_RECIPE)
 
 
 def pattern_on_path(model, emb: torch.Tensor, *, n_points: int = 50):

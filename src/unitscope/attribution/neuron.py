@@ -14,7 +14,10 @@ A channel (an ``int`` unit) is a filter: its conductance is the **sum of its uni
 result is its (layer) conductance.
 
 Cost: the forward pass and ∂F/∂y are shared by every unit; only the backward from the layer to the
-inputs is per unit, and those run batched (``is_grads_batched``), ``unit_batch_size`` units at a time.
+inputs is per unit, and those run batched (``is_grads_batched``), ``unit_batch_size`` units at a time. Where the
+layer is a convolution, or an elementwise activation right after one (:mod:`unitscope.core.slices`), a
+unit's backward starts at that layer's input, through the unit's own weights only: on the digits CNN's
+``features.relu2`` that skips the dense backward through ``conv2``'s 64 channels (the numbers are the same).
 """
 
 from __future__ import annotations
@@ -31,6 +34,7 @@ from ..core.inputs import make_target, prepare
 from .engine import autograd_on, work_dtype
 from .scores import _device, _outputs_at_x
 from ..core.sites import resolve
+from ..core.slices import channel_slice
 from ..core.state import analysis_mode
 
 __all__ = ["neuron_conductance"]
@@ -120,6 +124,8 @@ def neuron_conductance(model: nn.Module, inputs, layer, units, *, baselines=None
     token_mask = find_mask(mask, additional_forward_args, inputs)
     whole = torch.tensor([not isinstance(u, tuple)  # an int-like unit (not one element): its real tokens only
                           for u in ([units] if isinstance(units, (int, tuple)) else list(units))])
+    # whole channels of a conv layer: each unit's backward goes through its own weights only (core.slices)
+    sl = channel_slice(model, site) if bool(whole.all()) else None
     with analysis_mode(model), autograd_on():
         out_x = _outputs_at_x(model, batch, internal_batch_size) if target is None else None
         tgt = make_target(target, n, out_x)
@@ -134,11 +140,12 @@ def neuron_conductance(model: nn.Module, inputs, layer, units, *, baselines=None
             alpha = alpha_all[r0:r0 + rows_per_chunk]
             w = weight_all[r0:r0 + rows_per_chunk]
             rows = tuple(r.requires_grad_(True) for r in batch.path_rows(example, alpha))
-            recorder = Recorder(sites, need_grad=True)
+            recorder = Recorder(sites if sl is None else [*sites, sl.input_site], need_grad=True)
             with torch.enable_grad():
                 with recorder.active():
                     output = batch.call(model, rows, example)
                 F = tgt(output, example)
+                h = None if sl is None else recorder.parts[sl.input_site.name][0]
                 parts = recorder.parts[site.name]
                 part = getattr(spec, "part", None)
                 y = pick_part(tuple(parts), part, site.name) if recorder.is_tuple[site.name] else parts[0]
@@ -153,6 +160,11 @@ def neuron_conductance(model: nn.Module, inputs, layer, units, *, baselines=None
                 if masks is None:
                     sp = resolve_units(spec, model=model, name=site.name, module=site.module, shape=tuple(y.shape))
                     masks = sp.unit_masks(units, tuple(y.shape[1:]), site.name).to(y)
+                    channel_of = masks.reshape(*masks.shape[:2], -1).any(2).float().argmax(1)  # [U]: units' channels
+                    if sl is not None and (sp.layout != "channels" or token_mask is not None or
+                                           not sl.agrees(sl.values(h, channel_of.unique()),
+                                                         y[:, channel_of.unique().to(y.device)])):
+                        sl = None      # not the channels of the layer as recorded: the full backward
                 # a whole unit (an int) of a token-major layer: its real tokens only (elements are taken as given)
                 keep = None if token_mask is None else sp.token_keep(y, token_mask[example])
                 g_kept = g if keep is None else g * keep.to(g)
@@ -170,14 +182,27 @@ def neuron_conductance(model: nn.Module, inputs, layer, units, *, baselines=None
                         else:
                             own = whole.to(g.device)[p_c].view(-1, *([1] * (g.dim() - 1)))
                             g_u = torch.where(own, g_kept, g)
-                        v = torch.where(has, masks[p_c.to(masks.device)] * g_u, 0.0)
-                        gs = torch.autograd.grad(y, rows, grad_outputs=v, allow_unused=True,
-                                                 retain_graph=i < len(slots) - 1)
+                        if sl is not None:   # the rows' own channels only, then from the layer's input
+                            ch = channel_of.to(g.device)[p_c]
+                            ch = torch.where(has.flatten(), ch, ch[has.flatten()][0])
+                            v = torch.where(has, g.gather(1, _channel_index(ch, g)), 0.0)
+                            gs = torch.autograd.grad(h, rows, grad_outputs=_slice_vjp(sl, h, ch, v),
+                                                     allow_unused=True, retain_graph=i < len(slots) - 1)
+                        else:
+                            v = torch.where(has, masks[p_c.to(masks.device)] * g_u, 0.0)
+                            gs = torch.autograd.grad(y, rows, grad_outputs=v, allow_unused=True,
+                                                     retain_graph=i < len(slots) - 1)
                         got.append((_input_grads(gs, rows, site.name), p_r))
                 for u0 in range(0, 0 if paired else masks.shape[0], ub):
-                    pick = whole[u0:u0 + ub].to(g.device).view(-1, *([1] * g.dim()))
-                    v = masks[u0:u0 + ub].unsqueeze(1) * torch.where(pick, g_kept.unsqueeze(0), g.unsqueeze(0))
-                    grads = _batched_vjp(y, rows, v, site.name)
+                    if sl is not None:   # per unit: its channel's backward to the layer's input, then one vmap
+                        v = torch.stack([_slice_vjp(sl, h, torch.full((len(g),), int(c), device=g.device),
+                                                    g[:, int(c)].unsqueeze(1))
+                                         for c in channel_of[u0:u0 + ub]])
+                        grads = _batched_vjp(h, rows, v, site.name)
+                    else:
+                        pick = whole[u0:u0 + ub].to(g.device).view(-1, *([1] * g.dim()))
+                        v = masks[u0:u0 + ub].unsqueeze(1) * torch.where(pick, g_kept.unsqueeze(0), g.unsqueeze(0))
+                        grads = _batched_vjp(y, rows, v, site.name)
                     got = grads if got is None else [torch.cat([a, b]) for a, b in zip(got, grads)]
             if paired:
                 if sums is None:
@@ -205,6 +230,20 @@ def neuron_conductance(model: nn.Module, inputs, layer, units, *, baselines=None
             result = tuple((s * (x - b).unsqueeze(0)).transpose(0, 1).contiguous().detach().cpu() for s, x, b in
                            zip(sums, batch.inputs, batch.baselines))  # [N, U, *input_shape]: examples first
     return result if batch.is_tuple else result[0]
+
+
+def _channel_index(ch: torch.Tensor, like: torch.Tensor) -> torch.Tensor:
+    """Gather index ``[R, 1, ...]`` picking channel ``ch[r]`` of row ``r`` of ``like``."""
+    return ch.view(-1, *([1] * (like.dim() - 1))).expand(-1, 1, *like.shape[2:])
+
+
+def _slice_vjp(sl, h: torch.Tensor, ch: torch.Tensor, v: torch.Tensor) -> torch.Tensor:
+    """``∂(v · y_ch)/∂h`` with row ``r``'s channel ``ch[r]`` of the layer computed from its input ``h`` alone
+    (``v``: ``[R, 1, ...]``): the same numbers as the full layer's backward, at the cost of those channels."""
+    h_d = h.detach().requires_grad_(True)
+    with torch.enable_grad():
+        y_c = sl.rows(h_d, ch)
+    return torch.autograd.grad(y_c, h_d, grad_outputs=v)[0]
 
 
 def _input_grads(gs, rows: tuple, layer: str, batched: int | None = None) -> list[torch.Tensor]:

@@ -252,7 +252,7 @@ def sample_inverse_set(model: nn.Module, constraints, generator, *, encoder=None
         xs, fs, good = [], [], []
         with torch.no_grad():
             for i in range(0, len(codes), 256):
-                x_i, f_i, _ = prob(codes[i:i + 256])
+                x_i, f_i, _ = prob(codes[i:i + 256], full=True)
                 xs.append(x_i)
                 fs.append(f_i)
                 good.append(prob.inside(f_i))

@@ -28,6 +28,7 @@ from ..core.progress import bar as progress_bar
 from ..core.capture import Recorder
 from ..core.errors import UnitscopeError
 from ..core.sites import resolve
+from ..core.slices import channel_slice
 from .generators import DecoderGenerator
 from .inverse import _frozen, _project
 from .objectives import channel
@@ -95,8 +96,12 @@ def sample_inverse_sets(model: nn.Module, layer, problems, generator, *, n_sampl
     lo = torch.tensor([a for _, a, _ in problems], device=device).view(-1, 1)
     hi = torch.tensor([b for _, _, b in problems], device=device).view(-1, 1)
 
-    def run(z, rows=None):
-        """``(x, f [p, K])`` for the problems ``rows`` (all by default): only their codes are evaluated."""
+    # a channel of a conv layer alone costs that channel only; kept after one check against the full layer
+    sl = channel_slice(model, site)
+
+    def run(z, rows=None, full=False):
+        """``(x, f [p, K])`` for the problems ``rows`` (all by default): only their codes are evaluated; through
+        the slice unless ``full``."""
         zz = (z if rows is None else z[rows]).reshape(-1, z.shape[-1])
         u = (units.view(p_n, k) if rows is None else units.view(p_n, k)[rows]).reshape(-1)
         size = max(1, len(zz) if block is None else int(block))
@@ -108,18 +113,25 @@ def sample_inverse_sets(model: nn.Module, layer, problems, generator, *, n_sampl
             if pad:
                 zb, ub = torch.cat([zb, zb[-1:].expand(pad, -1)]), torch.cat([ub, ub[-1:].expand(pad)])
             x = generator(zb)
-            rec = Recorder([site], stop_when_done=True)
-            with rec.active():
-                model(x)
+            if sl is None or full:
+                rec = Recorder([site], stop_when_done=True)
+                with rec.active():
+                    model(x)
+                f = channel(site.name, ub)({site.name: rec.parts[site.name][0]})
+            else:       # only the rows' own channels of the layer, from its producer's input
+                y = sl.rows(sl.input_of(model, x), ub)
+                f = channel(site.name, 0)({site.name: y})
             xs.append(x[:n])
-            fs.append(channel(site.name, ub)({site.name: rec.parts[site.name][0]})[:n])
+            fs.append(f[:n])
         return torch.cat(xs), torch.cat(fs).view(-1, k)
 
     with _frozen(model, generator, None):
         z0 = torch.stack([generator.sample_codes(k, generator=torch.Generator().manual_seed(s)) for s in seeds])
         z = z0.to(device).clone()
         with torch.no_grad():
-            x0, f0 = run(z)
+            x0, f0 = run(z, full=True)
+            if sl is not None and not sl.agrees(run(z)[1], f0):
+                sl = None
         width = hi - lo
         spread0 = f0.std(1, keepdim=True).clamp(min=1e-6) if k > 1 else torch.ones_like(lo)
         scale = torch.where(torch.isfinite(width), width, spread0.clamp(min=1.0))
@@ -176,7 +188,7 @@ def sample_inverse_sets(model: nn.Module, layer, problems, generator, *, n_sampl
         bar.close()
         done_steps[~finished.cpu()] = steps
         with torch.no_grad():                                   # fresh verification pass on the final codes
-            x, f = run(z.detach())
+            x, f = run(z.detach(), full=True)
             inside = (f >= lo) & (f <= hi)
     out = []
     for p, (u, a, b) in enumerate(problems):

@@ -16,9 +16,10 @@ import torch.nn as nn
 from ..core.capture import Recorder
 from ..core.errors import UnitscopeError
 from ..core.sites import resolve
+from ..core.slices import channel_slice
 from ..core.state import analysis_mode
 from .generators import LayerEncoder, PixelEncoder
-from .objectives import Acts, channel, element
+from .objectives import Acts, channel, element, unit_values
 
 __all__ = ["Constraint", "InverseSet", "InverseSetWarning", "evaluate", "diversity"]
 
@@ -130,6 +131,10 @@ class _Problem:
         self.lo = torch.tensor([c.a for c in self.constraints])
         self.hi = torch.tensor([c.b for c in self.constraints])
         self.checked = False
+        # channels of one conv layer: computed alone from its input (kept after the first pass agrees)
+        one = len(sites) == 1 and not self.shared and all(isinstance(c.unit, int) for c in self.constraints)
+        self.slice = channel_slice(model, sites[0]) if one else None
+        self.full = True      # the next pass runs the whole layer (the first one, and the verification)
 
     def _check_units(self, acts):
         for c in self.constraints:
@@ -149,9 +154,14 @@ class _Problem:
                                                            "output; an int is a channel")
         self.checked = True
 
-    def __call__(self, z):
-        """``(x, f [B, m], h [B, D])``."""
+    def __call__(self, z, full: bool = False):
+        """``(x, f [B, m], h [B, D])``; ``full``: through the whole layer, not its channels alone."""
         x = self.generator(z)
+        if self.slice is not None and not (full or self.full):
+            name = self.slice.site.name
+            y = self.slice.values(self.slice.input_of(self.model, x), self.slice_units)
+            m = unit_values(Acts({name: y}, self.specs), name)
+            return x, m[:, self.slice_cols], self.encoder(x).flatten(1)
         rec = Recorder(self.sites, stop_when_done=True)
         with rec.active():
             self.model(x)
@@ -162,7 +172,25 @@ class _Problem:
             self._check_units(acts)
         f = torch.stack([o(acts) for o in self.objectives], 1)
         h = self.encoder.features(acts) if self.shared else self.encoder(x)
+        if self.slice is not None and self.full:
+            self._try_slice(x, f)
         return x, f, h.flatten(1)
+
+    def _try_slice(self, x, f):
+        """After the first full pass: keep the slice if the layer's unit spec is channels and it gives ``f``."""
+        self.full = False
+        name = self.slice.site.name
+        if getattr(self.specs.get(name), "layout", None) != "channels":
+            self.slice = None
+            return
+        units = sorted({c.unit for c in self.constraints})
+        self.slice_units = torch.tensor(units)
+        self.slice_cols = [units.index(c.unit) for c in self.constraints]
+        with torch.no_grad():
+            y = self.slice.values(self.slice.input_of(self.model, x.detach()), self.slice_units)
+            m = unit_values(Acts({name: y}, self.specs), name)[:, self.slice_cols]
+        if not self.slice.agrees(m, f):
+            self.slice = None
 
     def inside(self, f):
         return ((f >= self.lo.to(f)) & (f <= self.hi.to(f))).all(1)
@@ -223,7 +251,7 @@ def evaluate(model: nn.Module, constraints, x: torch.Tensor, *, batch_size: int 
     fs = []
     with analysis_mode(model), torch.no_grad():
         for i in range(0, len(x), batch_size):
-            fs.append(prob(x[i:i + batch_size])[1])
+            fs.append(prob(x[i:i + batch_size], full=True)[1])
     f = torch.cat(fs) if fs else torch.empty(0, len(cons))
     return f.cpu(), prob.inside(f).cpu()
 

@@ -8,10 +8,8 @@ import torch.nn as nn
 
 import unitscope as us
 import unitscope.attribution.neuron as neuron_mod
-import unitscope.synthesis.inverse_many as many_mod
-import unitscope.synthesis.inverse_problem as problem_mod
 from unitscope.core.sites import resolve
-from unitscope.core.slices import channel_slice
+from unitscope.core.slices import ChannelSlice, channel_slice, full_layers
 from unitscope.synthesis.generators import DecoderGenerator
 from unitscope.synthesis.inverse_many import sample_inverse_sets
 
@@ -66,11 +64,6 @@ def test_slice_values_are_the_layers_channels(conv):
     torch.testing.assert_close(sl.rows(x, rows)[:, 0], full[torch.arange(4), rows])
 
 
-def _without_slices(monkeypatch):
-    for mod in (neuron_mod, many_mod, problem_mod):
-        monkeypatch.setattr(mod, "channel_slice", lambda model, site: None)
-
-
 @pytest.mark.parametrize("layer", ["1", "2", "3"])
 def test_neuron_conductance_through_slices_is_the_full_layers(monkeypatch, layer):
     net, x = _cnn(), torch.rand(3, 1, 6, 6, generator=torch.Generator().manual_seed(2))
@@ -81,8 +74,7 @@ def test_neuron_conductance_through_slices_is_the_full_layers(monkeypatch, layer
     plain = us.neuron_conductance(net, x, layer, units, target=1, n_steps=8, unit_batch_size=2)
     paired = us.neuron_conductance(net, x, layer, [4, 0, 3, 3], examples=[0, 2, 2, 1], paired=True, target=1,
                                    n_steps=8)
-    with monkeypatch.context() as m:
-        _without_slices(m)
+    with full_layers():
         plain_full = us.neuron_conductance(net, x, layer, units, target=1, n_steps=8, unit_batch_size=2)
         paired_full = us.neuron_conductance(net, x, layer, [4, 0, 3, 3], examples=[0, 2, 2, 1], paired=True,
                                             target=1, n_steps=8)
@@ -91,7 +83,7 @@ def test_neuron_conductance_through_slices_is_the_full_layers(monkeypatch, layer
     torch.testing.assert_close(paired, paired_full, rtol=1e-5, atol=1e-7)
 
 
-def test_a_hook_that_changes_the_conv_output_keeps_the_full_layer(monkeypatch):
+def test_a_hook_that_changes_the_conv_output_keeps_the_full_layer():
     """The slice reads the weights; a forward hook on the conv doubles its output: the check sees that the slice
     does not give the recorded layer and the full backward is used (results as with no slices at all)."""
     net, x = _cnn(), torch.rand(2, 1, 6, 6, generator=torch.Generator().manual_seed(4))
@@ -100,8 +92,7 @@ def test_a_hook_that_changes_the_conv_output_keeps_the_full_layer(monkeypatch):
         got = us.neuron_conductance(net, x, "3", [1, 5], target=0, n_steps=8)
         gen = _generator()
         sets = sample_inverse_sets(net, "3", [(1, 0.05, 0.3)], gen, n_samples=3, seeds=[0], max_steps=30)
-        with monkeypatch.context() as m:
-            _without_slices(m)
+        with full_layers():
             want = us.neuron_conductance(net, x, "3", [1, 5], target=0, n_steps=8)
             sets_full = sample_inverse_sets(net, "3", [(1, 0.05, 0.3)], gen, n_samples=3, seeds=[0], max_steps=30)
     finally:
@@ -119,6 +110,9 @@ def _generator():
 
 def test_inverse_sets_through_slices_are_the_full_layers(monkeypatch):
     net, gen = _cnn(), _generator()
+    used = []
+    real = ChannelSlice.input_of
+    monkeypatch.setattr(ChannelSlice, "input_of", lambda self, *a, **k: used.append(1) or real(self, *a, **k))
     with torch.no_grad():
         acts = net[:4](gen(torch.randn(64, 4))).mean((2, 3))
     lo, hi = acts.quantile(0.5, 0).tolist(), acts.quantile(0.9, 0).tolist()
@@ -126,12 +120,11 @@ def test_inverse_sets_through_slices_are_the_full_layers(monkeypatch):
     got = sample_inverse_sets(net, "3", problems, gen, n_samples=3, seeds=[1, 2, 3, 4], max_steps=40, block=8)
     one = us.sample_inverse_set(net, ("3", 2, lo[2], hi[2]), gen, n_samples=3, n_seeds=3, max_seed_steps=40,
                                 on_empty="ignore")
-    with monkeypatch.context() as m:
-        _without_slices(m)
+    with full_layers():
         want = sample_inverse_sets(net, "3", problems, gen, n_samples=3, seeds=[1, 2, 3, 4], max_steps=40, block=8)
         one_full = us.sample_inverse_set(net, ("3", 2, lo[2], hi[2]), gen, n_samples=3, n_seeds=3,
                                          max_seed_steps=40, on_empty="ignore")
-    assert sum(len(s) for s in got) > 0 and len(one) > 0                 # not vacuous
+    assert sum(len(s) for s in got) > 0 and len(one) > 0 and used      # not vacuous: the slices were used
     for a, b in zip(got, want):
         torch.testing.assert_close(a.codes, b.codes, rtol=1e-4, atol=1e-5)
         assert a.steps == b.steps and a.ok == b.ok

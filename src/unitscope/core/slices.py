@@ -29,6 +29,7 @@ which would make a unit's numbers depend on the units beside it. Callers still c
 
 from __future__ import annotations
 
+from contextlib import contextmanager
 from dataclasses import dataclass
 
 import torch
@@ -37,7 +38,7 @@ import torch.nn as nn
 from .capture import Recorder
 from .sites import Site
 
-__all__ = ["ChannelSlice", "channel_slice", "ELEMENTWISE"]
+__all__ = ["ChannelSlice", "channel_slice", "full_layers", "ELEMENTWISE"]
 
 ELEMENTWISE = (nn.ReLU, nn.ReLU6, nn.LeakyReLU, nn.ELU, nn.CELU, nn.SELU, nn.GELU, nn.SiLU, nn.Mish, nn.Sigmoid,
                nn.Tanh, nn.Hardtanh, nn.Hardswish, nn.Hardsigmoid, nn.Softplus, nn.Softsign, nn.Identity)
@@ -96,9 +97,23 @@ class ChannelSlice:
         return bool(torch.allclose(sliced.detach(), full.detach(), rtol=1e-4, atol=1e-5 * max(scale, 1e-6)))
 
 
+_OFF = [0]
+
+
+@contextmanager
+def full_layers():
+    """No slices inside the block: every method computes whole layers (what ``bench/slices.py`` compares with)."""
+    _OFF[0] += 1
+    try:
+        yield
+    finally:
+        _OFF[0] -= 1
+
+
 def channel_slice(model: nn.Module, site: Site) -> ChannelSlice | None:
-    """The slice of ``site``'s channels, or ``None`` where the layer is not (provably) a convolution's output."""
-    if site.use_input or site.call is not None:
+    """The slice of ``site``'s channels, or ``None`` where the layer is not (provably) a convolution's output (or
+    inside :func:`full_layers`)."""
+    if _OFF[0] or site.use_input or site.call is not None:
         return None
     names = {id(m): n for n, m in model.named_modules()}
     module = site.module

@@ -15,6 +15,9 @@ histograms and top-k shares) and do, per unit, the same things with the same set
   batched: ``sample_inverse_sets`` over every unit × band of the chunk;
 * the faithfulness check's layer vectors of its exemplars, IAM image and samples (``layer_vectors``) on both sides.
 
+Both sides go through the same channel slices (``unitscope.core.slices``: the inverse-set objective and each unit's
+conductance backward use only the unit's weights of ``conv2``); ``bench/slices.py`` measures the slices alone.
+
 ``--quick``: one layer, every unit of it, 4 exemplars, 8 path points, 32 IAM steps, 2 samples per band, 40 inverse
 steps. The loop runs on ``--loop-units`` units (default: every unit); fewer are scaled to the layer, live and dead
 units apart (a dead unit gets no synthetic inputs). Times: wall (``time.perf_counter``) and this process's CPU time

@@ -134,7 +134,7 @@ class _Problem:
         # channels of one conv layer: computed alone from its input (kept after the first pass agrees)
         one = len(sites) == 1 and not self.shared and all(isinstance(c.unit, int) for c in self.constraints)
         self.slice = channel_slice(model, sites[0]) if one else None
-        self.full = True      # the next pass runs the whole layer (the first one, and the verification)
+        self.full = True      # the first pass runs the whole layer, and the slice is checked against it
 
     def _check_units(self, acts):
         for c in self.constraints:

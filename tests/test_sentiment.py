@@ -432,3 +432,13 @@ def test_recipe_row_of_the_readme_table(tiny, monkeypatch, capsys):
     lo = net.log_odds(list(st.NEGATION_PROBES)).tolist()
     assert [row["log_odds"][p] for p in st.NEGATION_PROBES] == [round(v, 3) for v in lo]
     assert "negation_filters" not in row  # only with --negation
+
+
+def test_an_unknown_recipe_names_the_closest(capsys):
+    with pytest.raises(UnitscopeError, match="closest: minilm-context-soft-vader-edrop"):
+        zs.sentiment_cnn(recipe="minilm-context-soft-vader-edorp")
+    from unitscope.studies import sentiment_recipe
+
+    with pytest.raises(SystemExit) as exit_:
+        sentiment_recipe.main(["minilm-context-soft-vadr-edrop"])
+    assert exit_.value.code == 2 and "closest: minilm-context-soft-vader-edrop" in capsys.readouterr().err

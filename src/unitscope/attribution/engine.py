@@ -31,7 +31,14 @@ from ..core.sites import Site
 from .estimates import ERROR_FACTOR, combine, combine_units, reduce_units, rounding
 from .path_tangents import evaluate_without_joint_forward_mode, missing_forward_derivative
 
-__all__ = ["Evaluation", "evaluate", "integrate", "PathSums", "autograd_on", "work_dtype"]
+__all__ = ["Evaluation", "evaluate", "integrate", "PathSums", "autograd_on", "work_dtype", "off_the_path"]
+
+
+def off_the_path(layer: str) -> UnitscopeError:
+    """The error for a layer the target does not depend on through autograd (no ∂F/∂y to be had)."""
+    return UnitscopeError(f"the target does not depend on layer {layer!r} through autograd, so ∂F/∂y cannot be had",
+                          layer=layer, hint="the layer is off the path to the output, or the model (or the target "
+                                            "callable) detaches it; pick a layer the output is computed from")
 
 
 @contextmanager
@@ -104,10 +111,7 @@ def evaluate(model: nn.Module, batch: Batch, target: Target, sites: list[Site], 
                 k = len(recorder.parts[s.name])
                 part = got[i:i + k]
                 if all(g is None for g in part):
-                    raise UnitscopeError(f"the target does not depend on layer {s.name!r} through autograd, so "
-                                         "its gradient cannot be had", layer=s.name,
-                                         hint="the layer is off the path to the output, or the model detaches "
-                                              "it; pick a layer the output is computed from")
+                    raise off_the_path(s.name)
                 # one unused part of a tuple output (e.g. attention weights nobody reads) truly has ∂F/∂y = 0
                 grads[s.name] = [work_dtype(torch.zeros_like(p) if g is None else g.detach())
                                  for p, g in zip(recorder.parts[s.name], part)]

@@ -31,7 +31,7 @@ from ..core.errors import UnitscopeError
 from ..core.units import find_mask, pick_part, resolve_units
 from ..core.faults import is_oom, with_oom_hint
 from ..core.inputs import make_target, prepare
-from .engine import autograd_on, work_dtype
+from .engine import autograd_on, off_the_path, work_dtype
 from .scores import _device, _outputs_at_x
 from ..core.sites import resolve
 from ..core.slices import channel_slice
@@ -152,11 +152,7 @@ def neuron_conductance(model: nn.Module, inputs, layer, units, *, baselines=None
                 (g,) = torch.autograd.grad(F.sum(), y, retain_graph=True, allow_unused=True) \
                     if F.requires_grad else (None,)
                 if g is None:
-                    raise UnitscopeError(f"the target does not depend on layer {site.name!r} through autograd, "
-                                         "so ∂F/∂y cannot be had", layer=site.name,
-                                         hint="the layer is off the path to the output, or the model (or the "
-                                              "target callable) detaches it; pick a layer the output is "
-                                              "computed from")
+                    raise off_the_path(site.name)
                 if masks is None:
                     sp = resolve_units(spec, model=model, name=site.name, module=site.module, shape=tuple(y.shape))
                     masks = sp.unit_masks(units, tuple(y.shape[1:]), site.name).to(y)

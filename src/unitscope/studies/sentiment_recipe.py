@@ -58,6 +58,13 @@ def main(argv=None) -> dict:
                    help="also the negation filters on all 10,568 movie-review sentences (minutes)")
     p.add_argument("--threads", type=int, default=1)
     args = p.parse_args(argv)
+    from ..core.errors import UnitscopeError
+    from ..zoo.sentiment import check_recipe
+
+    try:
+        check_recipe(args.recipe)
+    except UnitscopeError as e:   # the one condition: an unknown name, said as a usage error (exit status 2)
+        p.error(str(e))
     row = measure(args.recipe, seed=args.seed, negation=args.negation, threads=args.threads)
     print(json.dumps(row))
     return row

@@ -67,7 +67,7 @@ from .sentiment_model import (MIN_PAD, PAD, UNK, Filters, SentimentCNN, TrainedS
 
 __all__ = ["MovieReviews", "ReviewSplit", "movie_reviews", "movie_reviews_path", "rated_sentences", "tokenize",
            "Vocab", "WordPieces", "Filters", "SentimentCNN", "TrainedSentiment", "sentiment_cnn", "encode",
-           "NEGATIONS", "negation_mask", "has_negation", "RECIPES", "FILENAME", "SHA256", "PACKAGE",
+           "NEGATIONS", "negation_mask", "has_negation", "RECIPES", "check_recipe", "FILENAME", "SHA256", "PACKAGE",
            "INNER_ARCHIVE", "N_SENTENCES", "DOMAINS", "is_cached", "DEFAULT_RECIPE", "QUICK_RECIPE", "MIN_PAD",
            "PAD", "UNK", "training_sentences", "augmentation_note"]
 
@@ -204,9 +204,18 @@ def _legacy_recipe(min_count, maps, epochs, lr, batch_size, weight_decay, seed):
                 lr=lr, batch_size=batch_size, weight_decay=weight_decay, seed=seed, min_pad=MIN_PAD, version=1)
 
 
-def _cache_key(recipe, epochs=None, batch_size=50, min_count=2, weight_decay=0.0, maps=64, seed=0):
+def check_recipe(recipe: str) -> None:
+    """An unknown recipe name is an error that names the closest ones."""
     if recipe not in RECIPES:
-        raise UnitscopeError(f"unknown sentiment recipe {recipe!r}", choices=sorted(RECIPES))
+        import difflib
+
+        close = difflib.get_close_matches(str(recipe), sorted(RECIPES), n=3, cutoff=0.0)
+        raise UnitscopeError(f"unknown sentiment recipe {recipe!r}", hint=f"closest: {', '.join(close)} (the default is "
+                             f"{DEFAULT_RECIPE!r}; unitscope.zoo.sentiment.RECIPES lists all {len(RECIPES)})")
+
+
+def _cache_key(recipe, epochs=None, batch_size=50, min_count=2, weight_decay=0.0, maps=64, seed=0):
+    check_recipe(recipe)
     r = dict(RECIPES[recipe], epochs=epochs or RECIPES[recipe]["epochs"])
     if recipe == "scratch-movies":
         return r, _legacy_recipe(min_count, maps, r["epochs"], r["lr"], batch_size, weight_decay, seed)

@@ -18,7 +18,7 @@ from ..core.inputs import prepare
 from ..attribution.scores import SCORES, _device, _outputs_at_x, attribute
 from ..core.state import analysis_mode
 
-__all__ = ["ablation_agreement", "flip_counts", "summarize_agreement", "summarize_flips", "pearson"]
+__all__ = ["ablation_agreement", "flip_counts", "summarize_agreement", "summarize_flips", "pearson", "top_k_pearson"]
 
 
 def pearson(a, b) -> float:
@@ -50,13 +50,25 @@ def ablation_agreement(model, inputs, layer, *, scores=SCORES, k: int = 10, n_st
                           internal_batch_size=internal_batch_size)
     rows = []
     for m, s in scores.items():
-        ch = s.per_channel(name)
-        top = ch.topk(min(k, ch.shape[1]), dim=1).indices
-        for i in range(ch.shape[0]):
-            a, b = ch[i, top[i]].numpy(), abl[i, top[i]].numpy()
-            rows.append({"example": i, "score": m, "pearson": pearson(a, b), "top_units": top[i].tolist(),
+        for i, (top, a, b, r) in enumerate(top_k_pearson(s.per_channel(name), abl, k)):
+            rows.append({"example": i, "score": m, "pearson": r, "top_units": top.tolist(),
                          "scores": a.tolist(), "ablation_scores": b.tolist()})
     return pd.DataFrame(rows)
+
+
+def top_k_pearson(scores: torch.Tensor, ablation: torch.Tensor, k: int = 10) -> list[tuple]:
+    """Per example (row of ``[N, C]``): ``(top, scores there, ablation there, Pearson)`` over its top-``k``
+    channels by ``scores``.
+
+    >>> [round(r, 3) for *_, r in top_k_pearson(torch.tensor([[3.0, 2.0, 1.0]]), torch.tensor([[1.0, 0.0, 2.0]]))]
+    [-0.5]
+    """
+    top = scores.topk(min(k, scores.shape[1]), dim=1).indices
+    out = []
+    for i in range(scores.shape[0]):
+        a, b = scores[i, top[i]].numpy(), ablation[i, top[i]].numpy()
+        out.append((top[i], a, b, pearson(a, b)))
+    return out
 
 
 def summarize_agreement(df: pd.DataFrame) -> pd.DataFrame:

@@ -27,7 +27,7 @@ import numpy as np
 import torch
 
 from ..core.state import restores_process_state, torch_threads
-from .agreement import pearson
+from .agreement import top_k_pearson
 
 __all__ = ["pattern_on_path", "measure", "main"]
 
@@ -45,8 +45,7 @@ def pattern_on_path(model, emb: torch.Tensor, *, n_points: int = 50):
 
 
 def _pearson_top(c: torch.Tensor, a: torch.Tensor, k: int = 10) -> np.ndarray:
-    top = c.topk(k, dim=1).indices
-    return np.asarray([pearson(c[i, top[i]].numpy(), a[i, top[i]].numpy()) for i in range(c.shape[0])])
+    return np.asarray([r for *_, r in top_k_pearson(c, a, k)])
 
 
 def measure(recipe: str, *, n: int = 200, n_steps: int = 50, seed: int = 0) -> dict:

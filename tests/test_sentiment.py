@@ -358,6 +358,9 @@ def test_study_entry_point_on_the_tiny_cnn(tiny, tmp_path, monkeypatch, capsys):
     assert set(result["pearson"]) == {"conductance", "internal_influence", "grad_x_activation", "activation"}
     assert all(-1 <= v <= 1 for v in result["pearson"].values()) and result["n_agreement"] == 20
     assert result["test_accuracy"] == round(net.test_accuracy, 4)
+    worst = result["conductance_gap_max"]          # the largest relative gap, with what it is relative to
+    assert worst["relative"] >= result["conductance_gap_median"] and worst["sentence"] in data.test.sentences
+    assert worst["absolute"] == pytest.approx(worst["relative"] * abs(worst["output_diff"]), rel=1e-3, abs=1e-6)
     assert result["augmentation"] is None and result["n_augmented"] == 0  # the quick recipe: human-rated data only
     for probe in st.NEGATION_PROBES:  # the summary's keys that the issue names
         assert isinstance(result["negation"][probe]["log_odds"], float)

@@ -82,12 +82,13 @@ def _write(df: pd.DataFrame, out: str, name: str, *, index: bool = True) -> None
 
 # ---------------------------------------------------------------------------------------- 1 and 2 --
 def agreement(net, sentences, *, k: int = 10, n_steps: int = 50, batch: int = 100):
-    """``(per-sentence agreement rows, ablation scores [N, filters], conductance completeness gap [N])``; the
-    target is each sentence's predicted class. A row per sentence and ``score`` (conductance, internal influence,
+    """``(per-sentence agreement rows, ablation scores [N, filters], conductance completeness gap [N], F(x) − F(x')
+    [N])`` (the gap relative to ``|F(x) − F(x')|``); the target is each sentence's predicted class. A row per sentence and ``score`` (conductance, internal influence,
     …): its Pearson r with ablation over the top-``k`` filters, those filters, their ``scores`` and
     ``ablation_scores``."""
     n_f = _n_filters(net)
-    frames, abl, gaps = [], torch.empty(len(sentences), n_f), torch.empty(len(sentences))
+    frames, abl, gaps, diffs = [], torch.empty(len(sentences), n_f), torch.empty(len(sentences)), \
+        torch.empty(len(sentences))
     with _progress(len(sentences), "agreement with ablation") as bar:
         for idx in _by_length(sentences, batch):
             _, emb = net.encode([sentences[i] for i in idx])
@@ -97,10 +98,11 @@ def agreement(net, sentences, *, k: int = 10, n_steps: int = 50, batch: int = 10
             frames.append(df)
             abl[idx] = ablation_scores(net.model, emb, LAYER)
             gaps[idx] = scores["conductance"].relative_delta(LAYER)
+            diffs[idx] = scores["conductance"].output_diff.float()
             bar.update(len(idx))
     df = pd.concat(frames, ignore_index=True).sort_values(["score", "example"], kind="stable")
     df["sentence"] = [sentences[i] for i in df["example"]]
-    return df.reset_index(drop=True), abl, gaps
+    return df.reset_index(drop=True), abl, gaps, diffs
 
 
 def ablation_ratio(abl: torch.Tensor) -> torch.Tensor:
@@ -214,7 +216,8 @@ def _run(out, quick, seed, net, data, sz, echo, recipe=None, train_recipes=False
     # 1. agreement with ablation ------------------------------------------------------------------------
     t0 = time.perf_counter()
     sents = data.test.sentences[:sz["agreement"]] if sz["agreement"] else data.test.sentences
-    agree, abl, gaps = agreement(net, sents, k=10, n_steps=sz["agreement_steps"])
+    agree, abl, gaps, diffs = agreement(net, sents, k=10, n_steps=sz["agreement_steps"])
+    worst = int(gaps.argmax())      # a relative gap is large where F(x) − F(x') is small: both are said
     summary = summarize_agreement(agree)
     summary["paper"] = [PAPER_PEARSON.get(m, float("nan")) for m in summary.index]
     _write(summary, out, "sentiment_agreement")
@@ -222,7 +225,8 @@ def _run(out, quick, seed, net, data, sz, echo, recipe=None, train_recipes=False
     seconds["agreement"] = time.perf_counter() - t0
     echo(f"\nagreement with ablation (top-10 filters, {len(sents)} test sentences, {sz['agreement_steps']} path "
          f"points; conductance completeness gap: median {100 * float(gaps.median()):.2f}%, "
-         f"max {100 * float(gaps.max()):.2f}%):")
+         f"max {100 * float(gaps.max()):.2f}%, on a sentence where F(x) − F(x') = {float(diffs[worst]):.3g}: "
+         f"{float(gaps[worst] * diffs[worst].abs()):.2g} in logits):")
     echo(summary[["mean", "median", "paper", "n"]].to_string(float_format=lambda v: f"{v:+.3f}"))
 
     # 2. additivity of ablations ------------------------------------------------------------------------
@@ -273,6 +277,10 @@ def _run(out, quick, seed, net, data, sz, echo, recipe=None, train_recipes=False
               "pearson_median": {m: round(float(v), 3) for m, v in summary["median"].items()},
               "paper_pearson": PAPER_PEARSON, "n_agreement": len(sents),
               "conductance_gap_median": round(float(gaps.median()), 5),
+              "conductance_gap_max": {"relative": round(float(gaps[worst]), 5),
+                                      "output_diff": round(float(diffs[worst]), 6),
+                                      "absolute": round(float(gaps[worst] * diffs[worst].abs()), 6),
+                                      "sentence": sents[worst]},
               "ablation_ratio_median": round(float(np.median(ratio)), 3),
               "ablation_ratio_mean": round(float(ratio.mean()), 3),
               "both_sign_filter_share": round(both, 3), "n_division": len(div), "sign_shares": share,

@@ -17,14 +17,14 @@ a slice the model is run up to that layer's input, and only the channels asked f
 >>> torch.allclose(sl.values(h, torch.tensor([6, 2])), net[:2](x)[:, [6, 2]])
 True
 
-A slice is offered only where it is the same function: the layer is a ``Conv1d/2d/3d`` module (``groups=1``), or
-an elementwise activation module whose input is the output of one — the module just before it in an
-``nn.Sequential``. On the CPU (oneDNN) a channel computed alone equals the full convolution's bit for bit (measured for
-1–64 channels and 32–64 rows), so results do not depend on which units are computed together. Linear layers get
-no slice: a matrix product rounds differently with the number of output features it computes (1 ulp, measured),
-which would make a unit's numbers depend on the units beside it. Callers still compare the slice with the full layer once, on real inputs
-(:meth:`ChannelSlice.agrees`), and keep the full layer when the two differ (a ``forward`` that does not run the
-``Sequential`` in order, a hook that changes the output).
+A slice is offered only where it is the same function: the layer is a plain ``Conv1d/2d/3d`` module
+(``groups=1``), or an elementwise activation module whose input is the output of one — the module just before it
+in a plain ``nn.Sequential``. On the CPU (oneDNN) a channel computed alone equals the full convolution's bit for
+bit (measured for 1–64 channels and 32–64 rows), so results do not depend on which units are computed together.
+Linear layers get no slice: a matrix product rounds differently with the number of output features it computes
+(1 ulp, measured), which would make a unit's numbers depend on the units beside it. Callers still compare the
+slice with the full layer once, on real inputs (:meth:`ChannelSlice.agrees`), and keep the full layer when the two
+differ (a hook that changes the convolution's output, a model that calls the modules in another way).
 """
 
 from __future__ import annotations
@@ -48,7 +48,7 @@ _CONVS = (nn.Conv1d, nn.Conv2d, nn.Conv3d)
 
 
 def _sliceable(module: nn.Module) -> bool:
-    return isinstance(module, _CONVS) and module.groups == 1
+    return type(module) in _CONVS and module.groups == 1       # a subclass may have its own forward
 
 
 @dataclass(frozen=True)

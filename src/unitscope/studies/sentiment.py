@@ -83,9 +83,9 @@ def _write(df: pd.DataFrame, out: str, name: str, *, index: bool = True) -> None
 # ---------------------------------------------------------------------------------------- 1 and 2 --
 def agreement(net, sentences, *, k: int = 10, n_steps: int = 50, batch: int = 100):
     """``(per-sentence agreement rows, ablation scores [N, filters], conductance completeness gap [N], F(x) − F(x')
-    [N])`` (the gap relative to ``|F(x) − F(x')|``); the target is each sentence's predicted class. A row per sentence and ``score`` (conductance, internal influence,
-    …): its Pearson r with ablation over the top-``k`` filters, those filters, their ``scores`` and
-    ``ablation_scores``."""
+    [N])`` (the gap relative to ``|F(x) − F(x')|``); the target is each sentence's predicted class. A row per
+    sentence and ``score`` (conductance, internal influence, …): its Pearson r with ablation over the top-``k``
+    filters, those filters, their ``scores`` and ``ablation_scores``."""
     n_f = _n_filters(net)
     frames, abl, gaps, diffs = [], torch.empty(len(sentences), n_f), torch.empty(len(sentences)), \
         torch.empty(len(sentences))

@@ -18,7 +18,8 @@ from ..core.inputs import prepare
 from ..attribution.scores import SCORES, _device, _outputs_at_x, attribute
 from ..core.state import analysis_mode
 
-__all__ = ["ablation_agreement", "flip_counts", "summarize_agreement", "summarize_flips", "pearson", "top_k_pearson"]
+__all__ = ["ablation_agreement", "flip_counts", "summarize_agreement", "summarize_flips", "pearson",
+           "top_k_pearson"]
 
 
 def pearson(a, b) -> float:

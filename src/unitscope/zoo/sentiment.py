@@ -210,8 +210,9 @@ def check_recipe(recipe: str) -> None:
         import difflib
 
         close = difflib.get_close_matches(str(recipe), sorted(RECIPES), n=3, cutoff=0.0)
-        raise UnitscopeError(f"unknown sentiment recipe {recipe!r}", hint=f"closest: {', '.join(close)} (the default is "
-                             f"{DEFAULT_RECIPE!r}; unitscope.zoo.sentiment.RECIPES lists all {len(RECIPES)})")
+        raise UnitscopeError(f"unknown sentiment recipe {recipe!r}",
+                             hint=f"closest: {', '.join(close)} (the default is {DEFAULT_RECIPE!r}; "
+                                  f"unitscope.zoo.sentiment.RECIPES lists all {len(RECIPES)})")
 
 
 def _cache_key(recipe, epochs=None, batch_size=50, min_count=2, weight_decay=0.0, maps=64, seed=0):

@@ -157,9 +157,9 @@ def neuron_conductance(model: nn.Module, inputs, layer, units, *, baselines=None
                     sp = resolve_units(spec, model=model, name=site.name, module=site.module, shape=tuple(y.shape))
                     masks = sp.unit_masks(units, tuple(y.shape[1:]), site.name).to(y)
                     channel_of = masks.reshape(*masks.shape[:2], -1).any(2).float().argmax(1)  # [U]: units' channels
+                    asked = channel_of.unique()
                     if sl is not None and (sp.layout != "channels" or token_mask is not None or
-                                           not sl.agrees(sl.values(h, channel_of.unique()),
-                                                         y[:, channel_of.unique().to(y.device)])):
+                                           not sl.agrees(sl.values(h, asked), y[:, asked.to(y.device)])):
                         sl = None      # not the channels of the layer as recorded: the full backward
                 # a whole unit (an int) of a token-major layer: its real tokens only (elements are taken as given)
                 keep = None if token_mask is None else sp.token_keep(y, token_mask[example])

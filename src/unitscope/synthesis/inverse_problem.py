@@ -158,10 +158,7 @@ class _Problem:
         """``(x, f [B, m], h [B, D])``; ``full``: through the whole layer, not its channels alone."""
         x = self.generator(z)
         if self.slice is not None and not (full or self.full):
-            name = self.slice.site.name
-            y = self.slice.values(self.slice.input_of(self.model, x), self.slice_units)
-            m = unit_values(Acts({name: y}, self.specs), name)
-            return x, m[:, self.slice_cols], self.encoder(x).flatten(1)
+            return x, self._sliced(x), self.encoder(x).flatten(1)
         rec = Recorder(self.sites, stop_when_done=True)
         with rec.active():
             self.model(x)
@@ -172,23 +169,27 @@ class _Problem:
             self._check_units(acts)
         f = torch.stack([o(acts) for o in self.objectives], 1)
         h = self.encoder.features(acts) if self.shared else self.encoder(x)
-        if self.slice is not None and self.full:
+        if self.slice is not None and self.full and not full:   # a pass asked to be full checks nothing
             self._try_slice(x, f)
         return x, f, h.flatten(1)
+
+    def _sliced(self, x):
+        """``f [B, m]`` through the slice: the constraints' channels alone, from the convolution's input."""
+        name = self.slice.site.name
+        y = self.slice.values(self.slice.input_of(self.model, x), self.slice_units)
+        return unit_values(Acts({name: y}, self.specs), name)[:, self.slice_cols]
 
     def _try_slice(self, x, f):
         """After the first full pass: keep the slice if the layer's unit spec is channels and it gives ``f``."""
         self.full = False
-        name = self.slice.site.name
-        if getattr(self.specs.get(name), "layout", None) != "channels":
+        if getattr(self.specs.get(self.slice.site.name), "layout", None) != "channels":
             self.slice = None
             return
         units = sorted({c.unit for c in self.constraints})
         self.slice_units = torch.tensor(units)
         self.slice_cols = [units.index(c.unit) for c in self.constraints]
         with torch.no_grad():
-            y = self.slice.values(self.slice.input_of(self.model, x.detach()), self.slice_units)
-            m = unit_values(Acts({name: y}, self.specs), name)[:, self.slice_cols]
+            m = self._sliced(x.detach())
         if not self.slice.agrees(m, f):
             self.slice = None
 

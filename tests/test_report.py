@@ -261,6 +261,32 @@ def test_report_command(tmp_path, capsys):
     assert json.loads(capsys.readouterr().out.strip().splitlines()[-1]) == {"report": str(out)}
     text = out.read_text()
     assert out.stat().st_size > 1000 and 'href="results/atlas/index.html"' in text
+    # the report's tables go into the results folder, not beside --output
+    assert (root / "report.json").is_file() and (root / "report_summary.csv").is_file()
+    assert sorted(os.listdir(tmp_path)) == ["elsewhere.html", "results"]
+
+
+def test_report_command_on_a_folder_with_nothing_to_show(tmp_path, capsys):
+    (tmp_path / "only").mkdir()
+    (tmp_path / "only" / "atlas_tensors.pt").write_bytes(b"")
+    assert cli_main(["report", str(tmp_path / "only")]) == 2
+    err = capsys.readouterr().err.strip()
+    assert err.count("\n") == 0 and f"nothing to report in '{tmp_path / 'only'}'" in err
+    assert sorted(os.listdir(tmp_path / "only")) == ["atlas_tensors.pt"]      # nothing written
+
+
+def test_a_command_output_folder_is_shown_through_the_fallback(tmp_path):
+    from unitscope.report.figures import save_figure, subplots
+
+    fig, ax = subplots()
+    ax.plot([0, 1])
+    save_figure(fig, tmp_path / "importance_fc.png")
+    (tmp_path / "scores.csv").write_text("score,layer,value,error\nconductance,fc,1.5,0.01\n")
+    text = build_report(tmp_path, allow_empty=False).read_text()
+    assert text.count("data:image/png;base64,") == 1 and "scores.csv" in text
+    again = build_report(tmp_path, allow_empty=False).read_text()     # its own outputs are not results
+    assert again.count("data:image/png;base64,") == 1 and again.count('<details class="table-block"') == 1
+    assert "report_summary.csv" not in again
 
 
 def test_empty_results_folder(tmp_path):

@@ -72,8 +72,14 @@ class Atlas:
     def to_json(self) -> dict:
         return {"format": _FORMAT, **self.meta, "units": self.units}
 
-    def save(self, directory) -> str:
-        """Write ``DIR/atlas.json`` and ``DIR/atlas_tensors.pt`` (plain tensors; load with ``weights_only=True``)."""
+    def save(self, directory, *, html: bool = True, title: str | None = None, value_range=(0.0, 1.0)) -> str:
+        """Write ``DIR/atlas.json`` and ``DIR/atlas_tensors.pt`` (plain tensors; load with ``weights_only=True``)
+        and, with ``html=True`` (the default), the page: ``DIR/index.html`` with its pictures in ``DIR/img/``
+        (:func:`unitscope.report.atlas_html.render_atlas`; open the file in a browser, no server needed) and
+        ``DIR/manifest.json``, so ``unitscope report DIR`` shows the atlas too. ``title``: the page's title
+        (default "Unit atlas of MODEL"); ``value_range``: the range of the inputs' values, for their pictures
+        (a picture outside it is scaled to its own min–max). ``html=False`` writes the data only. Returns the
+        path of ``atlas.json``."""
         from .zoo.cache import atomic_save
 
         d = Path(directory)
@@ -83,6 +89,11 @@ class Atlas:
         tmp.replace(d / "atlas.json")
         atomic_save({k: v.contiguous() for k, v in self.tensors.items()}, d / "atlas_tensors.pt")
         return str(d / "atlas.json")
+        if html:
+            from .report.atlas_html import render_atlas, write_atlas_manifest
+
+            render_atlas(self, d, title=title, value_range=value_range)
+            write_atlas_manifest(self, d, title=title)
 
     @classmethod
     def load(cls, directory) -> "Atlas":

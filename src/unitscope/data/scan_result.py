@@ -91,6 +91,41 @@ class ScanResult:
         var = (st.sumsq - st.sum * st.sum / max(n, 1)).clamp_min(0) / max(n - ddof, 1)
         return var.sqrt()
 
+    def sem(self, layer: str, *, score: str = "activation") -> torch.Tensor:
+        """``[U]``: the standard error of each unit's :meth:`mean` over the scanned examples, ``std(ddof=1) / √n``
+        — how far the mean could move with other examples of the same data (NaN with fewer than 2 examples). It is
+        not the integration error of a path score: a scan keeps only sums of the examples' values."""
+        if self.count < 2:
+            return torch.full_like(self.mean(layer, score=score), float("nan"))
+        return self.std(layer, score=score, ddof=1) / self.count ** 0.5
+
+    def plot(self, layer: str, *, score: str = "activation", k: int = 20, by: str = "abs", ax=None,
+             title: str | None = None):
+        """A bar chart of the ``k`` units of ``layer`` with the largest mean ``score`` over the scan (``by="abs"``:
+        largest ``|mean|``; ``"value"``: largest signed mean), each with its error bar ``± sem`` (:meth:`sem`, the
+        standard error of the mean over the examples); positive bars red, negative blue. Returns a
+        :class:`matplotlib.figure.Figure` made without pyplot (matplotlib's backend and rcParams are left alone),
+        or the figure of ``ax`` when drawing into it.
+
+        >>> from unitscope.data.accumulators import UnitStats
+        >>> st = UnitStats.empty(3, 2, False)
+        >>> st.update(torch.tensor([[1.0, -4.0, 2.0], [3.0, -2.0, 2.0]], dtype=torch.float64), None, torch.arange(2))
+        >>> fig = ScanResult({"activation": {"fc": st}}, 2, None, {}).plot("fc", k=2)
+        >>> [t.get_text() for t in fig.axes[0].get_xticklabels()]
+        ['1', '0']
+        """
+        from ..attribution.results import bar_chart
+
+        if by not in ("value", "abs"):
+            raise UnitscopeError("by must be 'value' or 'abs'", by=by)
+        mean, sem = self.mean(layer, score=score), self.sem(layer, score=score)
+        key = mean.abs() if by == "abs" else mean
+        idx = key.topk(min(int(k), mean.numel())).indices
+        return bar_chart(mean[idx].tolist(), sem[idx].tolist(), [str(i) for i in idx.tolist()], ax=ax,
+                         title=title or f"{layer}: top {len(idx)} units by {'|mean|' if by == 'abs' else 'mean'} "
+                                             f"{score}", xlabel="unit", ylabel=f"{score}, mean over {self.count} "
+                                                                                f"examples (± sem)")
+
     @property
     def classes(self) -> torch.Tensor:
         """The labels seen at least once (the rows of :meth:`class_means`)."""
@@ -120,26 +155,29 @@ class ScanResult:
     def top(self, layer: str, *, score: str = "activation", unit: int | None = None) -> Top:
         """``Top(values [U, k], indices [U, k])``: the examples with the largest values per unit (best first),
         or those of one ``unit`` (``[k]``). Fewer than ``k`` columns when fewer examples were scanned.
-        Units first — the one exception to "examples first": a scan keeps no per-example dim."""
+        Units first — the one exception to "examples first": a scan keeps no per-example dim. ``Top.errors`` is
+        ``None``: a scan keeps the values of its top examples, not their errors (score those examples with
+        :func:`unitscope.conductance` for their errors)."""
         st = self._get(layer, score)
         k = min(st.top_indices.shape[1], self.count)
         v, i = st.top_values[:, :k], st.top_indices[:, :k]
         return Top(v, i) if unit is None else Top(v[unit], i[unit])
 
     def to_frame(self):
-        """A tidy ``pandas.DataFrame``: one row per score × layer × unit with count, mean, std, the top
-        examples (space-separated indices) and, with classes, selectivity and the preferred class."""
+        """A tidy ``pandas.DataFrame``: one row per score × layer × unit with count, mean, std, ``sem`` (the
+        standard error of the mean over the examples, :meth:`sem`), the top examples (space-separated indices) and,
+        with classes, selectivity and the preferred class."""
         import pandas as pd
 
         rows = []
         for m, by_layer in self.stats.items():
             for name in by_layer:
-                mean, std = self.mean(name, score=m), self.std(name, score=m)
+                mean, std, sem = self.mean(name, score=m), self.std(name, score=m), self.sem(name, score=m)
                 top = self.top(name, score=m)
                 sel = self.selectivity(name, score=m, warn=False) if self.class_counts is not None else None
                 for u in range(mean.numel()):
                     row = {"score": m, "layer": name, "unit": u, "count": self.count, "mean": float(mean[u]),
-                           "std": float(std[u]),
+                           "std": float(std[u]), "sem": float(sem[u]),
                            "top_examples": " ".join(str(int(i)) for i in top.indices[u]),
                            "top_values": " ".join(f"{float(v):.6g}" for v in top.values[u])}
                     if sel is not None:

@@ -27,10 +27,12 @@ from matplotlib.collections import QuadMesh
 from matplotlib.figure import Figure
 from matplotlib.image import AxesImage
 
-__all__ = ["aggregate", "scaled_pixels", "attribution_overlay", "overlay", "pixel_pictures", "save_figure",
-           "describe", "plt", "new_figure", "subplots", "DIVERGING"]
+from ..attribution.results import SIGN_COLOURS
 
-DIVERGING = "RdBu"   # red −, white 0, blue +
+__all__ = ["aggregate", "scaled_pixels", "attribution_overlay", "overlay", "pixel_pictures", "save_figure",
+           "describe", "plt", "new_figure", "subplots", "importance_bars", "DIVERGING", "SIGN_COLOURS"]
+
+DIVERGING = "RdBu_r"   # red +, white 0, blue − (the package's one sign convention, as SIGN_COLOURS for bars)
 PICTURE_MAPS = {"gray", "gray_r", "Greys", "Greys_r", "binary", "binary_r", "bone", "bone_r"}  # not heat-maps
 PERCENTILE = 99.0
 
@@ -124,7 +126,7 @@ def _grey(image) -> np.ndarray:
 
 # ------------------------------------------------------------------------------------------ drawing --
 def overlay(ax, image, attribution, *, lim: float | None = None, percentile: float = PERCENTILE, norm=None):
-    """Draw the signed attribution (``DIVERGING``: red −, blue +) over a grey copy of ``image`` on ``ax``; small
+    """Draw the signed attribution (``DIVERGING``: red +, blue −) over a grey copy of ``image`` on ``ax``; small
     |attribution| is transparent. Returns ``(image artist, limit)``: colours saturate at ±limit (default: the
     ``percentile``-th percentile of |attribution|). Panels meant to share one colour bar pass one ``norm``."""
     from matplotlib.colors import Normalize
@@ -151,14 +153,18 @@ def _colorbar(fig, art, axes, label: str, **kw):
 
 
 def attribution_overlay(image, attribution, *, title: str | None = None, percentile: float = PERCENTILE):
-    """Two panels: the input, and its signed attribution over a grey copy (red −, blue +) with a colour bar."""
+    """Two panels: the input, and its signed attribution over a grey copy (red +, blue −) with a colour bar.
+
+    ``image``: an ``H×W×3`` (or ``H×W``) array, ``uint8`` in 0…255 or float in [0, 1], or a ``[C, H, W]`` tensor in
+    [0, 1] (a tensor with values below 0 is read as [−1, 1]); ``attribution``: ``[C, H, W]`` or ``[H, W]`` (summed
+    over ``C``), resized to the image."""
     fig, axes = subplots(1, 2, figsize=(6.4, 3.2), layout="constrained")
     axes[0].imshow(_as_image(image))
     axes[0].set_title("input", fontsize=9)
     axes[0].axis("off")
     art, lim = overlay(axes[1], image, attribution, percentile=percentile)
     axes[1].set_title(f"signed attribution (±{lim:.3g} = {percentile:g}th pct)", fontsize=9)
-    _colorbar(fig, art, axes[1], "attribution (blue +, red −)")
+    _colorbar(fig, art, axes[1], "attribution (red +, blue −)")
     if title:
         fig.suptitle(title, fontsize=10)
     return fig
@@ -166,8 +172,10 @@ def attribution_overlay(image, attribution, *, title: str | None = None, percent
 
 def pixel_pictures(image, attributions, labels, *, cols: int = 5, title: str | None = None,
                    percentile: float = PERCENTILE):
-    """A grid: the input, then one panel per unit (``attributions``: ``[U, C, H, W]``) with its signed attribution
-    over a grey copy of the input. Each panel's contrast is its own ``percentile``-th percentile of |attribution|
+    """A grid: the input, then one panel per unit (``attributions``: ``[U, C, H, W]``, e.g. one example's
+    ``unitscope.neuron_conductance(...)[i]``; ``labels``: one title per unit) with its signed attribution (red +,
+    blue −) over a grey copy of the input. ``image`` is one input as :func:`attribution_overlay` takes it (an
+    ``H×W×3`` array, ``uint8`` or float in [0, 1], or a ``[C, H, W]`` tensor). Each panel's contrast is its own ``percentile``-th percentile of |attribution|
     (printed in its title as ±scale), so weak units stay visible; the one colour bar reads in those units."""
     u = len(attributions)
     cols = max(1, min(cols, u))
@@ -190,10 +198,41 @@ def pixel_pictures(image, attributions, labels, *, cols: int = 5, title: str | N
         ax.set_yticks([])
         ax.set_title(f"{labels[k]}\n(±1 = {lim:.2g})", fontsize=8)
     if art is not None:
-        _colorbar(fig, art, axes[1:, :].ravel().tolist(), "attribution ÷ the panel's scale (blue +, red −)",
+        _colorbar(fig, art, axes[1:, :].ravel().tolist(), "attribution ÷ the panel's scale (red +, blue −)",
                   shrink=0.6)
     if title:
         fig.suptitle(title, fontsize=10)
+    return fig
+
+
+def importance_bars(frame, layer: str, *, top: int = 20):
+    """The mean score of the ``top`` channels (by mean |score| over the inputs) of one layer, one panel per score,
+    each bar with its error bar (± the mean of the inputs' ``error`` column: a bound on the error of the mean;
+    none for scores without one). ``frame``: a :meth:`unitscope.Scores.to_frame` table (``score``, ``layer``,
+    ``example``, ``channel``, ``value`` and, where estimated, ``error``) with one row per example × channel (sum a
+    per-unit table over each channel first). Positive bars red, negative blue. Returns the figure.
+
+    >>> import pandas as pd
+    >>> frame = pd.DataFrame({"score": "conductance", "layer": "fc", "example": [0, 0, 1, 1], "channel": [0, 1, 0, 1],
+    ...                       "value": [1.0, -3.0, 3.0, -1.0], "error": [0.1, 0.2, 0.3, 0.0]})
+    >>> fig = importance_bars(frame, "fc")
+    >>> [t.get_text() for t in fig.axes[0].get_xticklabels()], describe(fig)["title"]
+    (['0', '1'], 'fc: top 20 channels')
+    """
+    from ..attribution.results import bar_chart
+
+    sub = frame[frame["layer"] == layer]
+    scores = list(dict.fromkeys(sub["score"]))
+    fig, axes = subplots(1, len(scores), figsize=(3.4 * len(scores), 3.2), squeeze=False)
+    for ax, m in zip(axes[0], scores):
+        rows = sub[sub["score"] == m]
+        mean = rows.groupby("channel")["value"].mean()
+        err = rows.groupby("channel")["error"].mean() if "error" in rows else mean * float("nan")
+        best = mean.abs().sort_values(ascending=False).index[:top]
+        bar_chart(mean.loc[best].tolist(), err.loc[best].tolist(), [str(c) for c in best], ax=ax, title=m,
+                  xlabel="channel", ylabel="mean score over inputs" if ax is axes[0][0] else "")
+    fig.suptitle(f"{layer}: top {top} channels", fontsize=9)
+    fig.tight_layout()
     return fig
 
 

@@ -20,7 +20,10 @@ Images are embedded (``data:`` URIs) with their captions and, for figures writte
 :func:`unitscope.report.figures.save_figure`, ``data-heatmaps`` / ``data-colorbars`` attributes (how many
 heat-maps, how many with a colour key); tables and links point to the files beside the report. The file is written
 atomically (rendered into a temporary file beside the target, then renamed), so an error never leaves a half-written
-report. ``report.json`` (every entry) and ``report_summary.csv`` (one row per section) are written next to it.
+report. ``report.json`` (every entry) and ``report_summary.csv`` (one row per section) are written into the results
+folder (wherever the HTML goes). A folder with no manifest and no sub-folders, but figures, tables or notes of its
+own (a command's ``--out`` folder), is shown through the same fallback. ``allow_empty=False`` (what
+``unitscope report`` passes) refuses a folder with nothing to show.
 """
 
 from __future__ import annotations
@@ -61,7 +64,17 @@ def find_entries(root: Path) -> list[tuple[Path, dict]]:
     for sub in sorted(p for p in root.iterdir() if p.is_dir() and not _skip(p.name)):
         if sub.name not in covered and any(p.is_file() and p.name != "log.txt" for p in sub.rglob("*")):
             found.append((sub, legacy_entry(sub, sub.name)))
+    if not found and any(p.is_file() and p.suffix.lower() in _SHOWN and p.name not in _OWN
+                         for p in root.iterdir()):
+        entry = legacy_entry(root, root.resolve().name)
+        for kind in ("figures", "tables", "documents", "snippets", "links"):
+            entry[kind] = [i for i in entry[kind] if Path(i["path"]).name not in _OWN]
+        found.append((root, entry))
     return found
+
+
+_OWN = ("report.html", "report.json", "report_summary.csv")   # what a report writes: not results
+_SHOWN = (".png", ".jpg", ".jpeg", ".gif", ".svg", ".webp", ".csv", ".md", ".html")
 
 
 def _study_of(root: Path, folder: Path) -> str:
@@ -181,8 +194,11 @@ def _summary_rows(sections: list[dict], not_run: list[str]) -> list[dict]:
                    for n in not_run]
 
 
-def build_report(results_dir, out=None, *, title: str = "unitscope report") -> Path:
-    """Render ``results_dir`` into one HTML file (default ``results_dir/report.html``); returns its path."""
+def build_report(results_dir, out=None, *, title: str = "unitscope report", allow_empty: bool = True) -> Path:
+    """Render ``results_dir`` into one HTML file (default ``results_dir/report.html``); returns its path. Its tables
+    (``report.json``, ``report_summary.csv``) go into ``results_dir``. ``allow_empty=False``: a folder with nothing
+    to show (no manifest, no results of its own, no study of a ``demo_status.json``) is an error, and nothing is
+    written."""
     from ..core.errors import UnitscopeError
 
     root = Path(results_dir)
@@ -196,6 +212,11 @@ def build_report(results_dir, out=None, *, title: str = "unitscope report") -> P
     run = _read_json(status_file) if status_file.exists() else {}
     statuses = run.get("studies", {}) if isinstance(run, dict) else {}
     sections, not_run = _sections(root, out.parent.resolve() if out.parent else Path("."), statuses)
+    if not allow_empty and not sections and not not_run:
+        raise UnitscopeError(f"nothing to report in {str(root)!r}: no manifest.json, no figures or tables, no "
+                             "results folder inside it",
+                             hint="give a folder written by unitscope demo, a study or a command's --out, or "
+                                  "Atlas.save(DIR)")
     rows = _summary_rows(sections, not_run)
     meta = {k: v for k, v in (run.items() if isinstance(run, dict) else []) if k != "studies"}
 
@@ -208,12 +229,12 @@ def build_report(results_dir, out=None, *, title: str = "unitscope report") -> P
 
     entries = {s["path"]: {"title": s["title"], "status": s["status"], "headlines": s["headlines"],
                            "summary": s["raw"]} for s in sections}
-    atomic_write_text(out.parent / "report.json", json.dumps({"meta": meta, "sections": entries,
-                                                              "not_run": not_run}, indent=1, default=str))
+    atomic_write_text(root / "report.json", json.dumps({"meta": meta, "sections": entries,
+                                                       "not_run": not_run}, indent=1, default=str))
     text = io.StringIO()
     w = csv.DictWriter(text, fieldnames=["study", "folder", "status", "seconds", "headline"], extrasaction="ignore")
     w.writeheader()
     w.writerows(rows)
-    atomic_write_text(out.parent / "report_summary.csv", text.getvalue())
+    atomic_write_text(root / "report_summary.csv", text.getvalue())
     return out
 

@@ -148,7 +148,7 @@ def main(argv=None) -> dict:
             with stage("exemplars"):
                 ex = torch.cat([ta.indices[u], tc.indices[u]])
                 xe, _ = src.get(ex.tolist())
-                us.neuron_conductance(model, xe, layer, [u], n_steps=s["n_steps"])
+                us.neuron_conductance(model, xe, layer, [u], n_steps=s["n_steps"], method="gausslegendre")
                 layer_vectors(model, layer, xe)
             if not dead[u]:
                 with stage("iam"):

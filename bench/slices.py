@@ -58,12 +58,13 @@ def main(argv=None) -> dict:
                [(u, float(acts[:, u].max()), float("inf")) for u in alive]
 
     def exemplar_loop():
-        return torch.stack([us.neuron_conductance(model, x[18 * u:18 * u + 18], layer, [u], n_steps=20)
+        return torch.stack([us.neuron_conductance(model, x[18 * u:18 * u + 18], layer, [u], n_steps=20,
+                                                    method="gausslegendre")
                             for u in range(16)])
 
     def paired():
         return us.neuron_conductance(model, x[:100], layer, pair_units, examples=pair_inputs, paired=True,
-                                     n_steps=20, internal_batch_size=80)
+                                     n_steps=20, internal_batch_size=80, method="gausslegendre")
 
     def many():
         sets = sample_inverse_sets(model, layer, problems, gen, n_samples=4, seeds=range(len(problems)),

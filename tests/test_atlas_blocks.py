@@ -40,5 +40,5 @@ def test_exemplar_blocks_change_no_number(monkeypatch, rows, pairs_per_forward):
     assert torch.equal(got, ref)
     for p in (0, 8, 9, 13, 18):          # and each pair is its unit's per-input conductance on its input alone
         e, u = int(examples[p]), units[p]
-        want = us.neuron_conductance(net, x[e:e + 1], "3", [u], n_steps=6)[0, 0]
+        want = us.neuron_conductance(net, x[e:e + 1], "3", [u], n_steps=6, method="gausslegendre")[0, 0]
         torch.testing.assert_close(got[p], want, rtol=1e-5, atol=1e-7)

@@ -20,9 +20,9 @@ def test_summed_over_inputs_equals_layer_conductance():
 
 def test_channel_is_the_sum_of_its_units_and_matches_captum_per_unit():
     net, x = cnn(52), torch.randn(2, 3, 8, 8)
-    channel = us.neuron_conductance(net, x, "6", units=[3], target=[1, 4], n_steps=12)[:, 0]
+    channel = us.neuron_conductance(net, x, "6", units=[3], target=[1, 4], n_steps=12, method="gausslegendre")[:, 0]
     per_unit = us.neuron_conductance(net, x, "6", units=[(3, i, j) for i in range(4) for j in range(4)],
-                                     target=[1, 4], n_steps=12)
+                                     target=[1, 4], n_steps=12, method="gausslegendre")
     torch.testing.assert_close(channel, per_unit.sum(1), atol=1e-6, rtol=1e-5)
     nc = NeuronConductance(net, net[6])
     ref = sum(nc.attribute(x, neuron_selector=(3, i, j), target=[1, 4], n_steps=12, method="gausslegendre")

@@ -135,13 +135,56 @@ class FlashAttention(nn.Module):
         return self.head(self.mix(F.scaled_dot_product_attention(h, h, h)).mean(1))
 
 
-def test_no_exact_way_is_an_error_that_names_layer_op_and_what_works():
+def test_flash_attention_gets_dy_dalpha_through_the_math_kernel_and_the_kernel_choice_is_put_back():
     torch.manual_seed(0)
     net = FlashAttention().eval()
     x = torch.randn(2, 5, 4, generator=torch.Generator().manual_seed(4))
     before = _snapshot(net)
-    with pytest.raises(UnitscopeError, match=r"dy/dα for layer 'mix' cannot be had: \S*scaled_dot_product\S* "
-                                             r"in the model's own forward\(\).*method='adaptive'") as info:
+    flags = (torch.backends.cuda.flash_sdp_enabled(), torch.backends.cuda.mem_efficient_sdp_enabled(),
+             torch.backends.cuda.math_sdp_enabled())
+    s = us.conductance(net, x, ["mix"], method="gausslegendre", n_steps=16, gap_warning=None)
+    assert flags == (torch.backends.cuda.flash_sdp_enabled(), torch.backends.cuda.mem_efficient_sdp_enabled(),
+                     torch.backends.cuda.math_sdp_enabled())
+    _untouched(net, before)
+    assert float(s.relative_delta("mix").max()) < 1e-3, s.relative_delta("mix")
+    fine = us.conductance(net, x, ["mix"], method="adaptive", n_steps=256, gap_warning=None)
+    torch.testing.assert_close(s["mix"], fine["mix"], rtol=1e-2, atol=1e-4)
+
+
+class _Opaque(torch.autograd.Function):
+    """tanh with a backward that can run only once, and no jvp: no forward mode, no double backward."""
+
+    @staticmethod
+    def forward(ctx, x):
+        y = torch.tanh(x)
+        ctx.save_for_backward(y)
+        return y
+
+    @staticmethod
+    @torch.autograd.function.once_differentiable
+    def backward(ctx, g):
+        (y,) = ctx.saved_tensors
+        return g * (1 - y * y)
+
+
+class OpaqueNet(nn.Module):
+    def __init__(self):
+        super().__init__()
+        self.inp = nn.Linear(4, 8)
+        self.mix = nn.Identity()
+        self.head = nn.Linear(8, 2)
+
+    def forward(self, x):
+        return self.head(self.mix(_Opaque.apply(self.inp(x))))
+
+
+def test_no_exact_way_is_an_error_that_names_layer_op_and_what_works():
+    torch.manual_seed(0)
+    net = OpaqueNet().eval()
+    x = torch.randn(2, 4, generator=torch.Generator().manual_seed(4))
+    before = _snapshot(net)
+    with pytest.raises(UnitscopeError, match=r"dy/dα for layer 'mix' cannot be had: a custom autograd.Function "
+                                             r"without jvp\(\) in the model's own forward\(\).*method='adaptive'") as info:
         us.conductance(net, x, ["mix"], method="gausslegendre", n_steps=8)
     assert "differentiated twice" in str(info.value) and "riemann_trapezoid" in str(info.value)
     _untouched(net, before)

@@ -42,6 +42,7 @@ from .core.progress import bar as progress_bar
 
 from .atlas_data import Source, UnitAccumulator, unit_values, units_of_layer
 from .core.errors import UnitscopeError
+from .core.state import autograd_on
 
 __all__ = ["Atlas", "atlas", "BANDS"]
 
@@ -88,12 +89,12 @@ class Atlas:
         tmp.write_text(json.dumps(self.to_json(), indent=1, allow_nan=False))
         tmp.replace(d / "atlas.json")
         atomic_save({k: v.contiguous() for k, v in self.tensors.items()}, d / "atlas_tensors.pt")
-        return str(d / "atlas.json")
         if html:
             from .report.atlas_html import render_atlas, write_atlas_manifest
 
             render_atlas(self, d, title=title, value_range=value_range)
             write_atlas_manifest(self, d, title=title)
+        return str(d / "atlas.json")
 
     @classmethod
     def load(cls, directory) -> "Atlas":
@@ -163,6 +164,7 @@ def _num(v) -> float | None:
     return v if math.isfinite(v) else None
 
 
+@autograd_on()   # the same atlas inside torch.no_grad() / torch.inference_mode()
 def atlas(model: nn.Module, data, *, layers, target=None, top_k: int = 9, share_k: int = 5, bins: int = 128,
           n_steps: int = 20, exemplar_steps: int | None = None, method: str = "adaptive", baselines=None,
           batch_size: int = 256, unit_batch: int = 64, checkpoint=None, checkpoint_every: int = 50,
@@ -185,7 +187,7 @@ def atlas(model: nn.Module, data, *, layers, target=None, top_k: int = 9, share_
     - ``bands``: ``(name, lower percentile, upper percentile or None for +inf)``; a percentile of 100 is the
       data's maximum.
     - ``units``: ``None`` (every unit), an int ``k`` (per layer the ``k`` units with the largest mean
-      \|conductance\| over the data — the scan still covers every unit), or ``{layer: [unit, …]}``.
+      |conductance| over the data — the scan still covers every unit), or ``{layer: [unit, …]}``.
     - text: items that are a tokenizer's dicts (``input_ids``, ``attention_mask``, ``labels``) or token-id tensors,
       with ``embedding="NAME"`` (the token embedding: paths start at its output; ``baselines`` may be a token id,
       e.g. the pad id); a token-major layer's units are its ``D`` neurons over the tokens the mask keeps

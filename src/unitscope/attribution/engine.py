@@ -28,10 +28,11 @@ from ..core.errors import UnitscopeError
 from ..core.inputs import Batch, Target
 from ..core.progress import bar as progress_bar
 from ..core.sites import Site
+from ..core.state import autograd_on
 from .estimates import ERROR_FACTOR, combine, combine_units, reduce_units, rounding
 from .path_tangents import evaluate_without_joint_forward_mode, missing_forward_derivative
 
-__all__ = ["Evaluation", "evaluate", "integrate", "PathSums", "autograd_on", "work_dtype", "off_the_path"]
+__all__ = ["Evaluation", "evaluate", "integrate", "PathSums", "autograd_on", "forward_mode_kernels", "work_dtype", "off_the_path"]
 
 
 def off_the_path(layer: str) -> UnitscopeError:
@@ -42,11 +43,16 @@ def off_the_path(layer: str) -> UnitscopeError:
 
 
 @contextmanager
-def autograd_on():
-    """Gradients on for the block, whatever the caller's mode: inside ``torch.no_grad()`` and
-    ``torch.inference_mode()`` the numbers are the same as outside (Captum does the same). The caller's
-    mode is back on exit."""
-    with torch.inference_mode(False), torch.enable_grad():
+def forward_mode_kernels():
+    """For the block, attention through the math kernel of ``scaled_dot_product_attention``: the fused CPU kernels
+    (flash attention) have no forward-mode derivative, which dy/dα needs. The caller's choice of kernels is back on
+    exit. (Without ``torch.nn.attention``, torch < 2.3, nothing changes.)"""
+    try:
+        from torch.nn.attention import SDPBackend, sdpa_kernel
+    except ImportError:
+        yield
+        return
+    with sdpa_kernel([SDPBackend.MATH]):
         yield
 
 
@@ -75,6 +81,7 @@ def evaluate(model: nn.Module, batch: Batch, target: Target, sites: list[Site], 
     recorder = Recorder(sites, need_grad=need_grad, tangents=tangents)
     with torch.inference_mode(False), torch.set_grad_enabled(need_grad), ExitStack() as stack:
         if tangents:
+            stack.enter_context(forward_mode_kernels())
             stack.enter_context(fwAD.dual_level())
             rows = tuple(fwAD.make_dual(r, (x[example.to(x.device)] - b[example.to(x.device)]).to(r.dtype))
                          for r, x, b in zip(rows, batch.inputs, batch.baselines))
@@ -100,6 +107,8 @@ def evaluate(model: nn.Module, batch: Batch, target: Target, sites: list[Site], 
         grads = None
         if need_grad:
             flat = [p for s in sites for p in recorder.parts[s.name]]
+            if not F.requires_grad and len(sites) == 1:
+                raise off_the_path(sites[0].name)
             if not F.requires_grad:
                 raise UnitscopeError("the target does not depend on the scored layers through autograd, so "
                                      "∂F/∂y cannot be had", layers=[s.name for s in sites],

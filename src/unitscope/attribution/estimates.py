@@ -106,9 +106,12 @@ def _spikes(profile, n: int) -> tuple[torch.Tensor, torch.Tensor]:
 
 
 def diagnose(name: str, value, error, gap, output_diff, profile, *, method: str, tol: float, n_evals,
-             trouble_alpha=None) -> tuple[bool, list[str]]:
+             trouble_alpha=None, cut=None) -> tuple[bool, list[str]]:
     """Whether a layer's numbers can be trusted, and if not, a message per bad example: the layer, where on
-    the path (α) the trouble is and what to try."""
+    the path (α) the trouble is and what to try. ``cut`` (``[N]`` bool, from
+    :func:`unitscope.attribution.cuts.cut_examples`; ``None``: not checked): on an example where the layer is a cut,
+    a gap above the tolerance is an error whatever the per-unit estimates say; where it is not, the gap says
+    nothing about accuracy."""
     rel = relative_unit_error(value, error)
     n = rel.numel()
     unit_bad = rel > tol
@@ -116,8 +119,11 @@ def diagnose(name: str, value, error, gap, output_diff, profile, *, method: str,
     if gap is not None:
         total = sum(u.sum(1) for u in error) if isinstance(error, tuple) else error.sum(1)
         od, g = output_diff.double().abs(), gap.double().abs()
-        gap_bad = (tol * od < g) & (g <= 3 * total.double() + 1e-12)
+        plausible = g <= 3 * total.double() + 1e-12   # unchecked: a gap far above the estimates means no cut
+        gap_bad = (tol * od < g) & (plausible if cut is None else cut)
         off = g > tol * torch.where(od < 1e-12, 1e-12, od)
+        if cut is not None:
+            off = off & cut
     else:
         gap_bad = off = torch.zeros(n, dtype=torch.bool)
     if profile is not None:
@@ -133,7 +139,8 @@ def diagnose(name: str, value, error, gap, output_diff, profile, *, method: str,
         msg = (f"layer {name!r}, example {e}: the error estimate of the top units is {100 * float(rel[e]):.2g}% of "
                f"the layer's largest |unit| (tolerance {100 * tol:.2g}%)"
                + (f", the completeness gap {100 * abs(float(gap[e])) / max(abs(float(output_diff[e])), 1e-12):.3g}% of "
-                  "|F(x) − F(x')|" if bool(off[e]) else "")
+                  "|F(x) − F(x')|" + (" on a layer that is a cut (the output depends on the input only through it)"
+                                      if cut is not None and bool(cut[e]) else "") if bool(off[e]) else "")
                + f" after {int(n_evals[e])} evaluations (method={method!r}); the trouble is at α ≈ {where:.3g} "
                "on the path")
         if r >= SINGULAR_RATIO:

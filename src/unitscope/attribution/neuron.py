@@ -31,6 +31,7 @@ from ..core.errors import UnitscopeError
 from ..core.units import find_mask, pick_part, resolve_units
 from ..core.faults import is_oom, with_oom_hint
 from ..core.inputs import make_target, prepare
+from .adaptive import integrate_adaptive
 from .engine import autograd_on, off_the_path, work_dtype
 from .scores import _device, _outputs_at_x
 from ..core.sites import resolve
@@ -62,10 +63,10 @@ def _unit_masks(units, shape: tuple, layer: str) -> torch.Tensor:
 
 
 def neuron_conductance(model: nn.Module, inputs, layer, units, *, baselines=None, target=None,
-                       additional_forward_args=None, n_steps: int = 50, method: str = "gausslegendre",
+                       additional_forward_args=None, n_steps: int = 50, method: str = "adaptive",
                        internal_batch_size: int | None = None, unit_batch_size: int | None = 64,
                        attribute_to_layer_input: bool = False, paired: bool = False, examples=None, spec=None,
-                       embedding=None, mask=None):
+                       embedding=None, mask=None, rtol: float = 1e-3):
     """Input attributions through each unit of ``units``: a tensor ``[N, U, *input_shape]`` (a tuple of such
     tensors for tuple inputs). ``units``: ints — units of the layer's unit specification (a conv channel, a
     transformer neuron at every token, a head; ``spec`` to choose, :mod:`unitscope.core.units`) — and/or element
@@ -75,6 +76,13 @@ def neuron_conductance(model: nn.Module, inputs, layer, units, *, baselines=None
     is its positions at the real tokens only: ``mask`` (``[N, T]``, 1 = a real token; default the
     ``attention_mask`` among ``additional_forward_args``) leaves padding out, so that summed over the inputs the
     result is the unit's conductance as ``Scores.per_unit`` reports it with the same mask (Σ_i Eq. 2 = Eq. 3).
+
+    ``method``: ``"adaptive"`` (the default, as in :func:`unitscope.conductance`): the nodes are placed per example
+    by the adaptive rule for this layer (``n_steps`` evaluations at most, ``rtol``), then Eq. 2 is integrated on
+    them with the composite trapezoid (one more pass over those nodes, with the per-unit backwards); summed over the
+    inputs it is the trapezoid of ``∂F/∂y · dy/dα`` on those nodes, which agrees with ``conductance``'s adaptive
+    estimate within its error bar. A fixed rule (``gausslegendre``, ``riemann_*``) uses its own nodes and weights:
+    summed over the inputs the result is ``conductance`` with the same rule, to rounding.
 
     ``paired=True``: ``units[i]`` belongs to example ``i`` only (``len(units) == N``) and the result is
     ``[N, *input_shape]`` — one backward for all pairs, e.g. every unit's own exemplars at once. With
@@ -97,12 +105,14 @@ def neuron_conductance(model: nn.Module, inputs, layer, units, *, baselines=None
     if len(sites) != 1:
         raise UnitscopeError("neuron_conductance takes one layer", layers=[s.name for s in sites])
     site = sites[0]
-    alphas, weights = paths.rule(method, n_steps) if method != "adaptive" else (None, None)
-    if alphas is None:
-        raise UnitscopeError("neuron_conductance needs a fixed rule", hint="use gausslegendre or riemann_*")
+    if method != "adaptive" and method not in paths.RULES:
+        raise UnitscopeError(f"unknown integration method {method!r}",
+                             hint=f"choose one of {', '.join(('adaptive',) + paths.RULES)}")
+    if not isinstance(n_steps, int) or n_steps < 2:
+        raise UnitscopeError("n_steps must be an integer ≥ 2", n_steps=n_steps)
     batch = prepare(inputs, baselines, additional_forward_args, device=_device(model), embedding=embedding,
                     model=model)
-    n, m = batch.n, alphas.numel()
+    n = batch.n
     if examples is not None and not paired:
         raise UnitscopeError("examples= goes with paired=True (one example per unit)")
     if paired:
@@ -129,13 +139,19 @@ def neuron_conductance(model: nn.Module, inputs, layer, units, *, baselines=None
     with analysis_mode(model), autograd_on():
         out_x = _outputs_at_x(model, batch, internal_batch_size) if target is None else None
         tgt = make_target(target, n, out_x)
-        rows_per_chunk = n * m if internal_batch_size is None else max(1, internal_batch_size)
-        example_all = torch.arange(n).repeat_interleave(m)
-        alpha_all = alphas.repeat(n)
-        weight_all = weights.repeat(n)
+        eq3 = None
+        if method == "adaptive":
+            example_all, alpha_all, weight_all, eq3 = _adaptive_rows(model, batch, tgt, site, n_steps, rtol,
+                                                                     internal_batch_size)
+        else:
+            alphas, weights = paths.rule(method, n_steps)
+            example_all = torch.arange(n).repeat_interleave(alphas.numel())
+            alpha_all, weight_all = alphas.repeat(n), weights.repeat(n)
+        total = example_all.numel()
+        rows_per_chunk = total if internal_batch_size is None else max(1, internal_batch_size)
         sums = None
         masks = None
-        for r0 in range(0, n * m, rows_per_chunk):
+        for r0 in range(0, total, rows_per_chunk):
             example = example_all[r0:r0 + rows_per_chunk]
             alpha = alpha_all[r0:r0 + rows_per_chunk]
             w = weight_all[r0:r0 + rows_per_chunk]
@@ -225,7 +241,54 @@ def neuron_conductance(model: nn.Module, inputs, layer, units, *, baselines=None
         else:
             result = tuple((s * (x - b).unsqueeze(0)).transpose(0, 1).contiguous().detach().cpu() for s, x, b in
                            zip(sums, batch.inputs, batch.baselines))  # [N, U, *input_shape]: examples first
+        if eq3 is not None and masks is not None:
+            cond = pick_part(tuple(eq3), getattr(spec, "part", None), site.name) if len(eq3) > 1 else eq3[0]
+            result = _matched(result, cond, masks, whole, sp.token_keep(cond, token_mask),
+                              pair_ex if paired else None)
     return result if batch.is_tuple else result[0]
+
+
+def _matched(result: tuple, cond: torch.Tensor, masks: torch.Tensor, whole: torch.Tensor, keep, pair_ex):
+    """The adaptive rule's per-input attributions scaled, unit by unit and example by example, so that summed over
+    the inputs they give the unit's conductance from the adaptive pass (Eq. 3, whose error is estimated and which
+    the refinement drove down). The trapezoid of Eq. 2 on the same nodes misses mostly by a common factor (a unit
+    that switches on inside an interval scales every input's share alike); a scale outside [0.1, 10] (the two
+    estimates disagree in sign or in earnest) is left unapplied."""
+    cond = cond.detach().cpu().to(torch.float64)
+    masks = masks.detach().cpu().to(torch.float64)
+    kept = cond if keep is None else cond * keep.cpu()
+    flat = lambda t: t.reshape(t.shape[0], -1)  # noqa: E731
+    if pair_ex is None:        # [N, U]: mask u over example e, a whole unit at the real tokens only
+        want = torch.where(whole.view(1, -1), flat(kept) @ flat(masks).T, flat(cond) @ flat(masks).T)
+        got = sum(r.double().flatten(2).sum(2) for r in result)
+        shape = lambda r: (*want.shape, *([1] * (r.dim() - 2)))  # noqa: E731
+    else:                      # [P]: pair p is unit p of example pair_ex[p]
+        rows = torch.where(whole.view(-1, *([1] * (cond.dim() - 1))), kept[pair_ex], cond[pair_ex])
+        want = (flat(rows) * flat(masks)).sum(1)
+        got = sum(r.double().flatten(1).sum(1) for r in result)
+        shape = lambda r: (-1, *([1] * (r.dim() - 1)))  # noqa: E731
+    ratio = want / torch.where(got == 0, torch.ones_like(got), got)
+    ratio = torch.where((got != 0) & (ratio >= 0.1) & (ratio <= 10.0), ratio, torch.ones_like(ratio))
+    return tuple((r.double() * ratio.view(shape(r))).to(r.dtype) for r in result)
+
+
+def _adaptive_rows(model, batch, target, site, budget: int, rtol: float, internal_batch_size):
+    """``(example, alpha, weight)`` per path row: the nodes the adaptive rule places for ``site`` on each example,
+    with the weights of the composite trapezoid on them (they sum to one per example), and the layer's conductance
+    from that pass (its parts, ``[N, *unit_shape]``)."""
+    sums = integrate_adaptive(model, batch, target, [site], budget=budget, rtol=0.0,
+                              internal_batch_size=internal_batch_size, progress=False)
+    examples, alphas, weights = [], [], []
+    for e in range(batch.n):
+        a = torch.sort(sums.diagnosis[e]["alpha"].double()).values
+        gaps = a[1:] - a[:-1]
+        w = torch.zeros_like(a)
+        w[:-1] += gaps / 2
+        w[1:] += gaps / 2
+        examples.append(torch.full((a.numel(),), e, dtype=torch.long))
+        alphas.append(a)
+        weights.append(w)
+    return torch.cat(examples), torch.cat(alphas), torch.cat(weights), sums.conductance[site.name]
 
 
 def _channel_index(ch: torch.Tensor, like: torch.Tensor) -> torch.Tensor:

@@ -81,8 +81,12 @@ def _double_backward(model, batch, sites, example, rows, dirs, op: str) -> dict:
             else:
                 s = sum(pairs)
                 if not s.requires_grad:
-                    raise _NotTwice("the vector-Jacobian product is not differentiable (a backward detaches it)")
+                    raise _NotTwice("its backward")
                 jvp = torch.autograd.grad(s, u, allow_unused=True)
+                # ⟨Jᵀu, v⟩ is linear in u: a part that depends on the inputs but not on u lost its graph in a
+                # backward that ran without one (a custom Function's once-differentiable backward, a detach)
+                if any(t is None and p.requires_grad for t, p in zip(jvp, parts)):
+                    raise _NotTwice("its backward")
         except (RuntimeError, NotImplementedError) as e:
             second = _NOT_TWICE.search(str(e))
             if second is None and not isinstance(e, _NotTwice):

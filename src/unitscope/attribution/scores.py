@@ -27,6 +27,7 @@ import torch.nn as nn
 
 from . import paths
 from .adaptive import integrate_adaptive
+from .cuts import cut_examples
 from .engine import autograd_on, evaluate, integrate
 from ..core.errors import CompletenessWarning, UnitscopeError
 from ..core.inputs import Target, main_output, make_target, prepare
@@ -99,12 +100,15 @@ def _check_gaps(scores: Scores, threshold: float | None) -> None:
     if threshold is None or not scores.delta:
         return
     for name in scores.layers:
+        cut = getattr(scores, "cut", {}).get(name)
         if scores.ok and not scores.ok.get(name, True):
             more = len(scores.messages[name]) - 1
             warnings.warn(scores.messages[name][0] + (f" (and {more} more examples)" if more > 0 else ""),
                           CompletenessWarning, stacklevel=3)
             continue
         rel = scores.relative_delta(name)
+        if cut is not None:   # checked: the gap of an example on which the layer is no cut is no error
+            rel = torch.where(cut, rel, torch.zeros_like(rel))
         worst = int(rel.argmax())
         if float(rel[worst]) > threshold:
             if scores.settings.get("method") == "adaptive":
@@ -120,7 +124,7 @@ def _check_gaps(scores: Scores, threshold: float | None) -> None:
                 CompletenessWarning, stacklevel=3)
 
 
-def _diagnosis(sums, m, values, unit_error, delta, output_diff, sites, method, tol):
+def _diagnosis(sums, m, values, unit_error, delta, output_diff, sites, method, tol, cuts=None):
     ok, messages = {}, {}
     trouble = None
     if sums.diagnosis:
@@ -133,7 +137,8 @@ def _diagnosis(sums, m, values, unit_error, delta, output_diff, sites, method, t
         profile = sums.grad_profile.get(s.name) if sums.grad_profile else None
         ok[s.name], messages[s.name] = diagnose(
             s.name, values[s.name], unit_error[s.name], delta[s.name] if delta else None, output_diff, profile,
-            method=method, tol=tol, n_evals=sums.n_evals, trouble_alpha=trouble)
+            method=method, tol=tol, n_evals=sums.n_evals, trouble_alpha=trouble,
+            cut=(cuts or {}).get(s.name))
     return ok, messages
 
 
@@ -266,15 +271,22 @@ def attribute(model: nn.Module, inputs, layers, *, scores=SCORES, baselines=None
                     specs = layer_specs(model, sites, values, spec)
                 n_evals = sums.n_evals if m in ("conductance", "internal_influence") else torch.ones(n, dtype=torch.long)
                 ok = messages = None
+                tol = max(rtol, gap_warning if gap_warning is not None else 0.05)
+                if m == "conductance":
+                    # a gap above the tolerance: is the layer a cut (then the gap is an error) or bypassed?
+                    od = output_diff.double().abs()
+                    wide = [st for st in sites if bool((delta[st.name].double().abs() > tol * od).any())]
+                    cuts = cut_examples(model, batch, tgt, wide, internal_batch_size=internal_batch_size)
                 if unit_error is not None:
-                    tol = max(rtol, gap_warning if gap_warning is not None else 0.05)
                     out_diff = output_diff if output_diff is not None else torch.ones(n)
                     ok, messages = _diagnosis(sums, m, values, unit_error, delta if m == "conductance" else None,
-                                              out_diff, sites, method, tol)
+                                              out_diff, sites, method, tol, cuts if m == "conductance" else None)
                 results[m] = Scores(m, values, delta=delta, output_diff=output_diff, n_evals=n_evals,
                                     target=target_index, modules=modules, settings=settings, error=error,
                                     unit_error=unit_error, ok=ok, messages=messages, specs=specs,
                                     mask=token_mask)
+                if m == "conductance":
+                    results[m].cut = cuts
     if "conductance" in results:
         _check_gaps(results["conductance"], gap_warning)
     return {m: results[m] for m in methods}

@@ -38,7 +38,16 @@ from contextlib import contextmanager
 import torch
 import torch.nn as nn
 
-__all__ = ["analysis_mode", "torch_threads", "process_snapshot", "process_state_restored", "restores_process_state"]
+__all__ = ["autograd_on", "analysis_mode", "torch_threads", "process_snapshot", "process_state_restored", "restores_process_state"]
+
+
+@contextmanager
+def autograd_on():
+    """Gradients on for the block, whatever the caller's mode: inside ``torch.no_grad()`` and
+    ``torch.inference_mode()`` the numbers are the same as outside (Captum does the same). The caller's
+    mode is back on exit."""
+    with torch.inference_mode(False), torch.enable_grad():
+        yield
 
 
 @contextmanager

@@ -45,7 +45,7 @@ def analyse_photo(net, name, image, out, *, n_steps=128, top=10, neuron_steps=32
     for k, b in enumerate(blocks):
         units = [u for _, blk, u in best if blk == b]
         note(f"{name}: per-pixel conductance through {len(units)} filter(s) of {b} ({k + 1}/{len(blocks)})")
-        attr = neuron_conductance(net.model, x, b, units, target=label, n_steps=neuron_steps)
+        attr = neuron_conductance(net.model, x, b, units, target=label, n_steps=neuron_steps, method="gausslegendre")
         for u, a in zip(units, attr[0]):  # attr: [N=1, U, *input_shape]
             pics.append((next(v for v, blk, uu in best if blk == b and uu == u), b, u, a))
     pics.sort(key=lambda p: -p[0])

@@ -60,7 +60,7 @@ def per_token(net, sentences, units, *, target=log_odds, n_steps: int = 32, batc
     for idx in _by_length(sentences, batch):
         _, emb = net.encode([sentences[i] for i in idx])
         a = neuron_conductance(net.model, emb, LAYER, list(units), target=target, n_steps=n_steps,
-                               internal_batch_size=16 * n_steps, unit_batch_size=32)
+                               internal_batch_size=16 * n_steps, unit_batch_size=32, method="gausslegendre")
         a = a.sum(-1)[:, :, MIN_PAD:].transpose(0, 1)  # [U, n, T'] — summed over the embedding dims, leading padding dropped
         for j, i in enumerate(idx):
             out[:, i, :len(toks[i])] = a[:, j, :len(toks[i])]

@@ -83,7 +83,7 @@ def sample_inverse_set(model: nn.Module, constraints, generator, *, encoder=None
     desc = " ∩ ".join(str(c) for c in prob.constraints)
     max_sample_steps = max_sample_steps or max(50, 8 * math.ceil(n_samples / n_seeds))
 
-    with _frozen(model, generator, encoder), torch.enable_grad():  # also when called under torch.no_grad()
+    with _frozen(model, generator, encoder):  # gradients on, also under torch.no_grad() / inference_mode()
         # scales: the codes' typical spread and norm; each constraint's scale and the encoding's spread
         z0 = generator.sample_codes(max(n_seeds, 8), generator=rng).to(device)
         with torch.no_grad():

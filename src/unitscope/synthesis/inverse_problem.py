@@ -17,7 +17,7 @@ from ..core.capture import Recorder
 from ..core.errors import UnitscopeError
 from ..core.sites import resolve
 from ..core.slices import channel_slice
-from ..core.state import analysis_mode
+from ..core.state import analysis_mode, autograd_on
 from .generators import LayerEncoder, PixelEncoder
 from .objectives import Acts, channel, element, unit_values
 
@@ -202,8 +202,10 @@ class _Problem:
 
 
 def _frozen(model, generator, encoder):
-    """Analysis mode for the model, the generator's modules and the encoder's model (each once)."""
+    """Analysis mode for the model, the generator's modules and the encoder's model (each once), with gradients on
+    (also when the caller is inside ``torch.no_grad()`` or ``torch.inference_mode()``)."""
     stack = ExitStack()
+    stack.enter_context(autograd_on())
     seen = set()
     mods = [model] + list(getattr(generator, "modules", lambda: [])()) + [getattr(encoder, "model", None)]
     for m in mods:

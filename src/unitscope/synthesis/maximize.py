@@ -30,7 +30,7 @@ from ..core.faults import model_errors
 from .objectives import Acts, Objective, channel, independent, unit_values
 from .params import Augment, make_param
 from ..core.sites import resolve
-from ..core.state import analysis_mode
+from ..core.state import analysis_mode, autograd_on
 
 __all__ = ["Maximized", "maximize", "activation_maximization", "independent_am", "representative_substitution"]
 
@@ -126,17 +126,17 @@ def maximize(model: nn.Module, objective: Objective, *, batch: int, shape: tuple
         raise UnitscopeError("steps and batch must be positive", steps=steps, batch=batch)
     sites = resolve(model, list(dict.fromkeys(objective.layers + (watch.layers if watch else ()))))
     device = _device(model)
-    if isinstance(param, str):
-        p = make_param(param, batch, tuple(shape), value_range=value_range, seed=seed, device=device)
-    else:
-        p = param
-    aug = Augment(seed=seed) if augment is True else (augment or None)
-    if aug is not None and len(shape) != 3:
-        aug = None  # transforms are for images: vectors are optimized as they are
-    opt = torch.optim.Adam(p.parameters(), lr=lr)
     trace = torch.empty(steps, batch)
     watched = torch.empty(steps, batch) if watch is not None else None
-    with analysis_mode(model), torch.enable_grad():
+    with analysis_mode(model), autograd_on():   # the parameterization too: no inference tensors
+        aug = Augment(seed=seed) if augment is True else (augment or None)
+        if aug is not None and len(shape) != 3:
+            aug = None  # transforms are for images: vectors are optimized as they are
+        if isinstance(param, str):
+            p = make_param(param, batch, tuple(shape), value_range=value_range, seed=seed, device=device)
+        else:
+            p = param
+        opt = torch.optim.Adam(p.parameters(), lr=lr)
         for step in progress_bar(range(steps), desc=f"maximize {objective.name}", unit="step",
                          progress=False if progress is False else None):
             img = p()
@@ -162,6 +162,11 @@ def maximize(model: nn.Module, objective: Objective, *, batch: int, shape: tuple
 
 
 def _run(model, layer, units, kind, *, shape, spec=None, **kw) -> Maximized:
+    with autograd_on():   # the unit indices too: under torch.inference_mode() they would be inference tensors
+        return _run_units(model, layer, units, kind, shape=shape, spec=spec, **kw)
+
+
+def _run_units(model, layer, units, kind, *, shape, spec=None, **kw) -> Maximized:
     (site,) = resolve(model, [layer])
     units = torch.as_tensor([units] if isinstance(units, int) else list(units)).long()
     if units.dim() != 1 or units.numel() == 0:

@@ -2,8 +2,16 @@
 ``DIR/atlas_tensors.pt``, ``DIR/index.html`` (+ ``img/``) and a results-folder ``manifest.json``. Under ``torchrun``
 every process takes its share of the scan and of the units; rank 0 writes.
 
-MODEL/DATA: ``digits-cnn``/``digits-vgg``/``digits-mlp`` with ``digits`` (the 1,797 digits; inverse sets through
-the digits VAE), ``sentiment-cnn`` with ``reviews`` (the sentences; exemplars with their n-grams
+MODEL/DATA: any that :mod:`unitscope.loading` knows — your own first: ``package.module:factory``, a ``torch.export``
+file or ``hf:FOLDER`` (with its tokenizer: sentences; without: token-id tensors), over image files or folders (class
+sub-folders give labels), a ``.pt``/``.npy`` tensor (with optional labels) or a ``.txt`` of sentences. Images are
+prepared the model's way (its own transform, else ``--image-size``/``--mean``/``--std``); a text model's exemplars
+have every token shaded by its conductance through the unit; an image model's synthetic inputs (IAM, inverse sets)
+go through ``--generator`` or, without one, the FFT parameterization. Name the layers (``--layers``; ``unitscope
+layers MODEL`` lists them).
+
+The bundled pairs: ``digits-cnn``/``digits-vgg``/``digits-mlp`` with ``digits`` (the 1,797 digits; inverse sets
+through the digits VAE), ``sentiment-cnn`` with ``reviews`` (the sentences; exemplars with their n-grams
 highlighted), ``minilm`` with ``reviews`` (all-MiniLM-L6-v2 with its sentiment head, from token ids: paths start at
 the word embeddings from an all-[PAD] sentence; an MLP layer's 1,536 neurons over the tokens the attention mask
 keeps; exemplar sentences with every token shaded by its conductance through the neuron; ``--top-units K`` keeps the
@@ -16,123 +24,37 @@ import json
 import sys
 import time
 
-import torch
-
 from ..core.errors import UnitscopeError
 from ..core.state import restores_process_state
+from ..loading import MINILM_LAYER
 
-from .options import Parser, add, add_common, resolve_target, run_command
+from .options import Parser, add, add_common, positive_int, resolve_target, run_command
 
-__all__ = ["atlas_main", "load_atlas_inputs", "add_arguments", "run"]
+__all__ = ["atlas_main", "add_arguments", "run", "MINILM_LAYER"]
 
 NAME = "atlas"
 HELP = "the unit atlas: for every unit, whether it matters and what it responds to (JSON + a browsable page)"
 
-MODELS = ("digits-cnn", "digits-vgg", "digits-mlp", "sentiment-cnn", "minilm", "efficientnet-lite0")
-MINILM_LAYER = "bert.encoder.layer.3.intermediate.intermediate_act_fn"   # the 4th of 6 MLP layers
-
-
-class TokenItems(torch.utils.data.Dataset):
-    """Tokenized sentences as a tokenizer's items: ``{"input_ids", "attention_mask", "labels"}`` per sentence."""
-
-    def __init__(self, ids: torch.Tensor, mask: torch.Tensor, labels: torch.Tensor):
-        self.ids, self.mask, self.labels = ids, mask, labels
-
-    def __len__(self):
-        return len(self.ids)
-
-    def __getitem__(self, i):
-        return {"input_ids": self.ids[i], "attention_mask": self.mask[i], "labels": self.labels[i]}
-
-
-def _minilm_on_ids():
-    """MiniLM + its sentiment head and :class:`unitscope.zoo.minilm.OnIds` (the same network from token ids:
-    ``forward(input_ids, attention_mask)`` → logits ``[N, 2]``, sub-modules named ``bert.encoder.layer.3…``)."""
-    from ..zoo.minilm import minilm_sentiment
-
-    lm = minilm_sentiment(progress=False)
-    return lm, lm.on_ids
-
-
-def load_atlas_inputs(model_name: str, data_name: str, *, split: str = "all", limit: int | None = None) -> dict:
-    """``{"model", "data", "generator", "tokens", "value_range", "default_layers"}`` for a zoo model and data set."""
-    from torch.utils.data import TensorDataset
-
-    pairs = {"digits": ("digits-cnn", "digits-vgg", "digits-mlp"), "reviews": ("sentiment-cnn", "minilm"),
-             "photos": ("efficientnet-lite0",)}
-    if data_name not in pairs:
-        raise UnitscopeError(f"unknown data set {data_name!r}", data=data_name, hint="choose one of " + ", ".join(pairs))
-    if model_name not in pairs[data_name]:
-        raise UnitscopeError(f"{model_name!r} does not go with {data_name!r}", model=model_name, data=data_name,
-                             hint=f"{data_name} goes with {', '.join(pairs[data_name])}")
-    if data_name == "photos":
-        from ..zoo import efficientnet_lite0, photos
-
-        net = efficientnet_lite0()
-        x = torch.stack([net.preprocess(p) for p in photos().values()])[:limit]
-        return {"model": net.model, "data": TensorDataset(x), "generator": None, "tokens": None,
-                "value_range": (-1.0, 1.0), "default_layers": ["blocks.1"]}
-    if model_name == "minilm":
-        from ..zoo.minilm import EMBEDDING
-        from ..zoo.sentiment import movie_reviews
-
-        lm, model = _minilm_on_ids()
-        reviews = movie_reviews()
-        part = {"all": reviews.all(), "train": reviews.train, "test": reviews.test}[split]
-        sentences, labels = part.sentences[:limit], part.labels[:limit]
-        tok = lm.tokenizer(list(sentences), padding=True, truncation=True, max_length=128, return_tensors="pt")
-        ids, mask = tok["input_ids"], tok["attention_mask"]
-        pad = lm.tokenizer.pad_token_id
-        tokens = [["" if int(i) == pad else t for i, t in zip(row, lm.tokenizer.convert_ids_to_tokens(row.tolist()))]
-                  for row in ids]
-        return {"model": model, "data": TokenItems(ids, mask, labels.long()), "generator": None, "tokens": tokens,
-                "value_range": (0.0, 1.0), "default_layers": [MINILM_LAYER],
-                "embedding": EMBEDDING, "baselines": pad, "internal_batch_size": 64}
-    if data_name == "reviews":
-        from ..zoo.sentiment import MIN_PAD, movie_reviews, sentiment_cnn
-
-        trained = sentiment_cnn()
-        reviews = movie_reviews()
-        part = {"all": reviews.all(), "train": reviews.train, "test": reviews.test}[split]
-        sentences, labels = part.sentences[:limit], part.labels[:limit]
-        _, emb = trained.encode(sentences)
-        tokens = [[""] * MIN_PAD + trained.tokens(s) for s in sentences]
-        tokens = [t + [""] * (emb.shape[1] - len(t)) for t in tokens]
-        return {"model": trained.model, "data": TensorDataset(emb, labels), "generator": None, "tokens": tokens,
-                "value_range": (0.0, 1.0), "default_layers": ["filters"]}
-    from ..cli.scan import _load_model
-    from ..zoo import digits_data
-    from ..zoo.digits_vae import digits_generator
-
-    model = _load_model(model_name)
-    tr, te = digits_data()
-    parts = {"all": [tr, te], "train": [tr], "test": [te]}[split]
-    x, y = torch.cat([p.x for p in parts])[:limit], torch.cat([p.y for p in parts])[:limit]
-    layers = [n for n, m in model.named_modules() if isinstance(m, torch.nn.ReLU)]
-    return {"model": model, "data": TensorDataset(x, y), "generator": digits_generator(), "tokens": None,
-            "value_range": (0.0, 1.0), "default_layers": layers}
-
 
 def add_arguments(p) -> None:
-    add(p, "model")
-    p.add_argument("data", metavar="DATA", help="the zoo data that goes with MODEL: digits (digits-*), reviews "
-                                                "(sentiment-cnn, minilm) or photos (efficientnet-lite0)")
-    add(p, "layers", "target", "n_steps", "limit", n_steps=20)
+    add(p, "model", "data", "layers", "target", "n_steps", "limit", "labels", "image_size", "mean", "std",
+        "generator", "internal_batch_size", n_steps=20)
     p.add_argument("--split", default="all", choices=["all", "train", "test"],
                    help="which part of the digits / reviews (default %(default)s)")
-    p.add_argument("--top-k", type=int, default=9, help="exemplars per unit, by activation and by conductance")
-    p.add_argument("--share-k", type=int, default=5, help="the top-k of the importance share")
-    p.add_argument("--iam-steps", type=int, default=128)
-    p.add_argument("--inverse-samples", type=int, default=4, help="inverse-set samples per band")
-    p.add_argument("--inverse-steps", type=int, default=100)
-    p.add_argument("--unit-batch", type=int, default=64, help="units per batched call")
-    p.add_argument("--top-units", type=int, default=None, metavar="K",
+    p.add_argument("--top-k", type=positive_int, default=9,
+                   help="exemplars per unit, by activation and by conductance")
+    p.add_argument("--share-k", type=positive_int, default=5, help="the top-k of the importance share")
+    p.add_argument("--iam-steps", type=positive_int, default=128)
+    p.add_argument("--inverse-samples", type=positive_int, default=4, help="inverse-set samples per band")
+    p.add_argument("--inverse-steps", type=positive_int, default=100)
+    p.add_argument("--unit-batch", type=positive_int, default=64, help="units per batched call")
+    p.add_argument("--top-units", type=positive_int, default=None, metavar="K",
                    help="cards for the K most important units of each layer only (by mean |conductance|)")
     p.add_argument("--no-synthetic", action="store_true", help="no IAM and no inverse sets")
     p.add_argument("--checkpoint", default=None, help="scan checkpoint file (resumed when it exists)")
     p.add_argument("--backend", default=None, help="torch.distributed backend under torchrun (gloo / nccl)")
     p.add_argument("--timeout", type=float, default=300.0, help="seconds a rank waits for the others")
-    p.add_argument("--threads", type=int, default=None, help="torch threads per process")
+    p.add_argument("--threads", type=positive_int, default=None, help="torch threads per process")
     add(p, "quick")
     p.add_argument("--order", type=float, default=None, help="the manifest entry's place in the report")
     add_common(p, out="unitscope-out/atlas")
@@ -166,32 +88,52 @@ def run(args) -> dict:
     from ..atlas import atlas
     from ..cli.scan import distributed_run
     from ..data.distributed import Ranks
+    from ..loading import ATLAS_MODELS, check_atlas_pair, check_model, load_atlas_inputs
     from ..report.atlas_html import render_atlas, write_atlas_manifest
+    from .checks import after_load, image_settings, preflight, require_layers
 
+    spec, plan = preflight(args, zoo=ATLAS_MODELS)  # names, paths, formats, ranges: before anything loads
+    check_atlas_pair(spec, plan)
+    if spec.kind != "zoo":
+        require_layers(args, spec)
+    if args.generator not in ("auto", "fft"):
+        check_model(args.generator)  # the generator's module can be found
     with distributed_run(args) as group:
         rank = Ranks.of(group).rank
-        got = load_atlas_inputs(args.model, args.data, split=args.split, limit=args.limit)
-        from ..loading import check_device
-
-        got["model"] = got["model"].to(check_device(args.device))
+        got = load_atlas_inputs(args.model, plan, split=args.split, limit=args.limit, device=args.device,
+                                image=image_settings(args), generator=args.generator)
         layers = args.layers or got["default_layers"]
+        if not layers:
+            from ..core.sites import layer_names
+
+            raise UnitscopeError("name the layers with --layers", model=args.model,
+                                 hint=f"e.g. {', '.join(layer_names(got['model'])[:4])} (unitscope layers "
+                                      f"{args.model})")
         if args.quick and not args.layers:
             layers = layers[1:2] or layers[:1]
+        first = got["data"][0]
+        first = first if isinstance(first, dict) else first[0]
+        x = {k: v[None] for k, v in first.items() if k != "labels"} if isinstance(first, dict) else first[None]
+        from ..loading import Loaded
+
+        layers = after_load(Loaded(got["model"], args.model, spec.kind, extra={"embedding": got["embedding"]}),
+                            layers, args.target, x)  # layer names, target, token ids: before the first pass
         target = resolve_target(args.target, "label")
         t0 = time.perf_counter()
         a = atlas(got["model"], got["data"], layers=layers, target=target, generator=got["generator"],
                   value_range=got["value_range"], tokens=got["tokens"], checkpoint=args.checkpoint,
                   synthesize=False if args.no_synthetic else None, model_name=args.model,
-                  data_name=args.data, group=group, embedding=got.get("embedding"),
-                  baselines=got.get("baselines"), internal_batch_size=got.get("internal_batch_size"),
+                  data_name=got["data_name"], group=group, embedding=got.get("embedding"),
+                  baselines=got.get("baselines"),
+                  internal_batch_size=args.internal_batch_size or got.get("internal_batch_size"),
                   **quick_settings(args))
         seconds = time.perf_counter() - t0
-        summary = {"model": args.model, "data": args.data, "layers": layers, "units": len(a.units),
+        summary = {"model": args.model, "data": got["data_name"], "layers": layers, "units": len(a.units),
                    "dead": sum(u["dead"] for u in a.units), "seconds": seconds,
                    "units_per_minute": 60 * len(a.units) / seconds, "stages": a.meta.get("seconds"),
                    "out": args.out}
         if rank == 0:
-            a.save(args.out)
+            a.save(args.out, html=False)  # the page and the manifest next, with this command's settings
             summary["page"] = str(render_atlas(a, args.out, value_range=got["value_range"]))
             write_atlas_manifest(a, args.out, quick=args.quick, order=args.order)
     if rank == 0:

@@ -10,6 +10,7 @@ import numpy as np
 import torch
 
 from ..core.errors import UnitscopeError
+from .checks import check_forward  # noqa: F401 — its old home
 from .options import add, add_common, finish, resolve_target, seed_everything, write_json
 
 NAME = "importance"
@@ -18,19 +19,10 @@ HELP = "importance scores of every unit of the named layers (CSV/Parquet + figur
 
 def add_arguments(p) -> None:
     add(p, "model", "data", "layers", "scores", "target", "method", "n_steps", "internal_batch_size", "limit",
-        required=("layers",), scores=["conductance"], n_steps=50)
+        "labels", "image_size", "mean", "std", required=("layers",), scores=["conductance"], n_steps=50)
     p.add_argument("--per-unit", action="store_true", help="one row per unit instead of per channel")
     p.add_argument("--format", choices=["csv", "parquet"], default="csv", help="table format (default %(default)s)")
     add_common(p, out="unitscope-out/importance")
-
-
-def check_forward(model, x) -> None:
-    """One forward pass on the inputs: an error inside the model names the layer call and the shapes (out-of-memory
-    propagates with a hint)."""
-    from ..core.faults import model_errors
-
-    with model_errors(model, inputs=x), torch.no_grad():
-        model(x)
 
 
 def importance_figure(frame, layer: str, path: str, *, top: int = 20) -> str:
@@ -59,31 +51,31 @@ def importance_figure(frame, layer: str, path: str, *, top: int = 20) -> str:
 def run(args) -> dict:
     from ..attribution.scores import attribute
     from ..loading import load_inputs, load_model
+    from .checks import after_load, image_settings, preflight, require_layers
 
-    seed_everything(args.seed)
+    spec, plan = preflight(args)  # names, paths, formats, ranges: before anything loads
+    require_layers(args, spec)
     if args.format == "parquet":
         try:
             import pyarrow  # noqa: F401
         except ImportError:
             raise UnitscopeError("--format parquet needs pyarrow", hint="pip install pyarrow, or use --format csv") from None
+    seed_everything(args.seed)
     loaded = load_model(args.model, args.device)
     loaded.require_hooks()
-    inputs = load_inputs(args.data, loaded, limit=args.limit)
+    inputs = load_inputs(plan, loaded, limit=args.limit, image=image_settings(args))
     x = inputs.x.to(args.device)
-    embedding = loaded.extra.get("embedding")  # token ids (hf:FOLDER): paths start at the embedding's output
+    embedding = loaded.embedding  # token ids (hf:FOLDER): paths start at the embedding's output
     if not x.is_floating_point() and embedding is None:
-        raise UnitscopeError("inputs must be floating point", dtype=str(x.dtype))
-    check_forward(loaded.model, x[:1])
-    layers = args.layers
-    if not layers:
-        from ..core.sites import layer_names
-
-        raise UnitscopeError("--layers is required", hint=f"e.g. {', '.join(layer_names(loaded.model)[:4])} "
-                                                          f"(unitscope layers {args.model})")
+        raise UnitscopeError(f"DATA: {args.model} takes floating-point inputs", dtype=str(x.dtype),
+                             hint="token ids need a model with a token embedding (hf:FOLDER)")
+    layers = after_load(loaded, args.layers, args.target, x[:1])  # layer names, target, one forward pass
     target = resolve_target(args.target, inputs.labels)
+    extra = None if inputs.mask is None else (inputs.mask.to(args.device),)  # a tokenizer's attention mask
     results = attribute(loaded.model, x, layers, scores=args.scores, target=target, n_steps=args.n_steps,
                         method=args.method, internal_batch_size=args.internal_batch_size, gap_warning=None,
-                        progress=True, embedding=embedding)
+                        progress=True, embedding=embedding, additional_forward_args=extra,
+                        mask=None if extra is None else extra[0])
     import pandas as pd
 
     frame = pd.concat([s.to_frame(per_channel=not args.per_unit) for s in results.values()], ignore_index=True)

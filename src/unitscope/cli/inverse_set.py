@@ -9,10 +9,9 @@ import os
 import torch
 
 from ..core.errors import UnitscopeError
-from .options import add, add_common, finish, lazy, seed_everything, write_json
-from .visualize import image_shape, show_images
-
-DIGITS_MODELS = ("digits-cnn", "digits-vgg", "digits-mlp")  # zoo models whose inputs the digits VAE generates
+from ..loading import DIGITS_MODELS
+from .options import add, add_common, finish, lazy, nonnegative_int, positive_int, seed_everything, write_json
+from .visualize import check_image_command, image_shape, show_images
 
 NAME = "inverse-set"
 HELP = "diverse inputs whose unit activation lies in [A, B]"
@@ -20,15 +19,12 @@ HELP = "diverse inputs whose unit activation lies in [A, B]"
 
 def add_arguments(p) -> None:
     add(p, "model", "layer")
-    p.add_argument("--unit", type=int, required=True, help="the unit (a channel index)")
+    p.add_argument("--unit", type=nonnegative_int, required=True, help="the unit (a channel index)")
     p.add_argument("--range", type=float, nargs=2, required=True, metavar=("A", "B"), help="A ≤ activation ≤ B")
-    p.add_argument("--n", type=int, default=32, help="samples wanted (default %(default)s)")
+    p.add_argument("--n", type=positive_int, default=32, help="samples wanted (default %(default)s)")
     p.add_argument("--encoder", choices=["pixels", "early"], default="pixels",
                    help="distances between samples in pixel space or on the model's early block")
-    p.add_argument("--generator", choices=["auto", "fft"], default="auto",
-                   help="auto: the zoo model's own generator where it has one (the digits VAE for the digits "
-                        "models), else an FFT image parameterization; fft: always the FFT one")
-    add(p, "shape")
+    add(p, "generator", "shape")
     add_common(p, out="unitscope-out/inverse-set")
 
 
@@ -37,13 +33,21 @@ def run(args) -> dict:
 
     inverse = lazy("unitscope.synthesis.inverse", "inverse-set sampling")
     generators = lazy("unitscope.synthesis.generators", "inverse-set sampling")
+    from ..loading import check_layers, check_model, load_generator
+
     a, b = args.range
     if not a <= b:
         raise UnitscopeError("--range A B needs A ≤ B", range=(a, b))
+    check_image_command(args, "inverse-set")
+    if args.generator not in ("auto", "fft"):
+        check_model(args.generator)  # the module can be found (not imported yet)
     seed_everything(args.seed)
     loaded = load_model(args.model, args.device)
     loaded.require_hooks()
-    if args.generator == "auto" and args.model in DIGITS_MODELS:
+    check_layers(loaded.model, [args.layer], argument="--layer")
+    if args.generator not in ("auto", "fft"):
+        generator, generator_name = load_generator(args.generator, loaded), args.generator
+    elif args.generator == "auto" and args.model in DIGITS_MODELS:
         from ..zoo.digits_vae import digits_generator
 
         generator, generator_name = digits_generator(), "the digits VAE's decoder"

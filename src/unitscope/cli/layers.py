@@ -1,4 +1,6 @@
-"""``unitscope layers MODEL``: a model's addressable layers with their output shapes."""
+"""``unitscope layers MODEL``: a model's addressable layers with their output shapes (MODEL: a zoo name,
+``hf:FOLDER`` — with or without a tokenizer —, a ``torch.export`` / TorchScript file or ``package.module:factory``).
+"""
 
 from __future__ import annotations
 
@@ -56,8 +58,13 @@ def _output_shapes(loaded, names, device) -> dict:
 def run(args) -> dict:
     from ..core.capture import layer_names
     from ..loading import load_model
+    from .checks import preflight
 
+    preflight(args, data=False)  # the MODEL argument and --device, before anything loads
     loaded = load_model(args.model, args.device)
+    if args.shape and loaded.embedding is not None:
+        raise UnitscopeError(f"--shape: {args.model} reads token ids; its example input is known",
+                             hint="leave --shape out")
     if args.shape and loaded.hookable:  # the user says the input shape: one example of zeros serves the forward pass
         loaded.example = torch.zeros(1, *args.shape)
     known = loaded.hookable and loaded.example is not None

@@ -9,9 +9,11 @@ subcommand that takes it.
 
 The shared vocabulary:
 
-* ``MODEL`` — a zoo name, a ``torch.export`` / TorchScript file or ``package.module:factory``
+* ``MODEL`` — a zoo name, ``hf:FOLDER``, a ``torch.export`` / TorchScript file or ``package.module:factory``
   (:func:`unitscope.loading.load_model`); ``DATA`` — a zoo data name, a tensor file, images or a ``.txt``
-  (:func:`unitscope.loading.load_inputs`). Every subcommand knows every zoo name, from one registry.
+  (:func:`unitscope.loading.load_inputs`), with ``--labels FILE`` and, for images of a model without its own
+  transform, ``--image-size``/``--mean``/``--std``. Every subcommand knows every zoo name, from one registry, and
+  checks its arguments before anything loads (:mod:`unitscope.cli.checks`).
 * ``--target``: ``top`` (each example's top predicted class, the default), ``label`` (each example's label) or a
   class index.
 * ``--scores``: what to compute (``conductance``, ``internal_influence``, ``grad_x_activation``, ``activation``);
@@ -33,10 +35,10 @@ import sys
 from ..attribution.paths import RULES
 from ..attribution.scores import SCORES
 from ..core.errors import UnitscopeError
-from ..loading import ZOO_DATA, ZOO_MODELS
+from ..loading import DATA_HELP, MODEL_HELP
 
-__all__ = ["Parser", "OPTIONS", "add", "add_common", "target_value", "resolve_target", "run_command", "lazy",
-           "write_json", "finish", "seed_everything"]
+__all__ = ["Parser", "OPTIONS", "add", "add_common", "target_value", "positive_int", "nonnegative_int",
+           "generator_value", "resolve_target", "run_command", "lazy", "write_json", "finish", "seed_everything"]
 
 
 class Parser(argparse.ArgumentParser):
@@ -51,9 +53,41 @@ def target_value(spec: str):
     if spec in ("top", "label"):
         return spec
     try:
-        return int(spec)
+        v = int(spec)
     except ValueError:
         raise argparse.ArgumentTypeError(f"--target must be 'top', 'label' or a class index, not {spec!r}") from None
+    if v < 0:
+        raise argparse.ArgumentTypeError(f"--target must be 'top', 'label' or a class index ≥ 0, not {v}")
+    return v
+
+
+def positive_int(spec: str) -> int:
+    """An int ≥ 1 (``--n-steps``, ``--batch-size``, ``--limit`` …)."""
+    try:
+        v = int(spec)
+    except ValueError:
+        raise argparse.ArgumentTypeError(f"invalid int value: {spec!r}") from None
+    if v < 1:
+        raise argparse.ArgumentTypeError(f"must be ≥ 1, not {v}")
+    return v
+
+
+def nonnegative_int(spec: str) -> int:
+    """An int ≥ 0 (a unit index)."""
+    try:
+        v = int(spec)
+    except ValueError:
+        raise argparse.ArgumentTypeError(f"invalid int value: {spec!r}") from None
+    if v < 0:
+        raise argparse.ArgumentTypeError(f"must be ≥ 0, not {v}")
+    return v
+
+
+def generator_value(spec: str) -> str:
+    """``--generator``: ``auto``, ``fft`` or ``package.module:factory``."""
+    if spec in ("auto", "fft") or (":" in spec and all(p.isidentifier() for p in spec.replace(":", ".").split("."))):
+        return spec
+    raise argparse.ArgumentTypeError(f"--generator must be auto, fft or package.module:factory, not {spec!r}")
 
 
 def score_name(spec: str) -> str:
@@ -74,11 +108,23 @@ def method_name(spec: str) -> str:
 #: name → (option strings, argparse keywords). Defaults that differ between commands are passed to :func:`add`;
 #: the help texts say ``%(default)s``, so the text is the same everywhere.
 OPTIONS: dict[str, tuple[tuple[str, ...], dict]] = {
-    "model": (("model",), dict(metavar="MODEL", help=f"zoo name ({', '.join(ZOO_MODELS)}), a torch.export / "
-                                                     "TorchScript file, or package.module:factory")),
-    "data": (("data",), dict(nargs="+", metavar="DATA",
-                             help=f"zoo data name ({', '.join(ZOO_DATA)}), a .pt/.npy tensor, image files or "
-                                  "folders, or a .txt of sentences")),
+    "model": (("model",), dict(metavar="MODEL", help=MODEL_HELP)),
+    "data": (("data",), dict(nargs="+", metavar="DATA", help=DATA_HELP)),
+    "labels": (("--labels",), dict(default=None, metavar="FILE",
+                                   help="labels of DATA: a .txt of class indices (one a line) or a .pt/.npy tensor")),
+    "image_size": (("--image-size",), dict(type=positive_int, nargs="+", metavar="N", default=None,
+                                           help="H or H W: images resized to it (for a model without its own "
+                                                "transform; default: its example input's size, else the first "
+                                                "image's)")),
+    "mean": (("--mean",), dict(type=float, nargs="+", default=None,
+                               help="per-channel mean subtracted from [0, 1] images (with --std)")),
+    "std": (("--std",), dict(type=float, nargs="+", default=None,
+                             help="per-channel std the images are divided by (with --mean)")),
+    "generator": (("--generator",), dict(type=generator_value, default="auto", metavar="GENERATOR",
+                                         help="inverse sets through: auto (the zoo model's own generator where it "
+                                              "has one — the digits VAE —, else the FFT image parameterization), "
+                                              "fft, or package.module:factory (a generator or a decoder module "
+                                              "with .latent_dim)")),
     "layers": (("--layers",), dict(nargs="+", metavar="LAYER", default=None,
                                    help="dotted layer names (see `unitscope layers MODEL`)")),
     "layer": (("--layer",), dict(required=True, help="one dotted layer name (see `unitscope layers MODEL`)")),
@@ -90,16 +136,16 @@ OPTIONS: dict[str, tuple[tuple[str, ...], dict]] = {
                                         "label) or a class index (default %(default)s)")),
     "method": (("--method",), dict(type=method_name, default="adaptive",
                                    help=f"integration rule: {', '.join(RULES)} or adaptive (default %(default)s)")),
-    "n_steps": (("--n-steps",), dict(type=int, help="path points per example (default %(default)s)")),
-    "batch_size": (("--batch-size",), dict(type=int, default=256,
+    "n_steps": (("--n-steps",), dict(type=positive_int, help="path points per example (default %(default)s)")),
+    "batch_size": (("--batch-size",), dict(type=positive_int, default=256,
                                            help="examples per data-loader batch (default %(default)s)")),
     "internal_batch_size": (("--internal-batch-size",),
-                            dict(type=int, default=None,
+                            dict(type=positive_int, default=None,
                                  help="rows (examples × path points) per forward/backward pass: the memory bound "
                                       "(default %(default)s: all at once)")),
-    "limit": (("--limit",), dict(type=int, default=None, help="use only the first N inputs")),
+    "limit": (("--limit",), dict(type=positive_int, default=None, help="use only the first N inputs")),
     "units": (("--units",), dict(nargs="+", required=True, help="channel indices, e.g. 0 1 2 or 0-7")),
-    "shape": (("--shape",), dict(type=int, nargs="+", metavar="DIM",
+    "shape": (("--shape",), dict(type=positive_int, nargs="+", metavar="DIM",
                                  help="the input shape of one example (C H W for images, D for vectors), if the "
                                       "model does not say")),
     "quick": (("--quick",), dict(action="store_true", help="a small, fast run (fewer inputs and path points)")),

@@ -3,8 +3,10 @@ unitscope.cli.scan …``: under ``torchrun`` every process takes its shard and r
 a data set — per-unit statistics, selectivity and top examples; tables, image grids (digits) or top sentences
 (reviews) and ``scan.json``.
 
-MODEL and DATA are any names :mod:`unitscope.loading` knows (every zoo model and data set, files); the digits and
-the reviews have splits (``--split``), other data is scanned as given.
+MODEL and DATA are any that :mod:`unitscope.loading` knows (every zoo model and data set, ``hf:FOLDER``,
+``torch.export`` files, factories; tensors, images, sentences); the digits and the reviews have splits (``--split``),
+other data is scanned as given. Sentences are encoded batch by batch (each batch padded to its own length); the
+top sentences of every unit go to ``top_sentences.md``.
 """
 
 from __future__ import annotations
@@ -22,7 +24,8 @@ import torch.nn as nn
 from ..core.errors import UnitscopeError
 from ..core.state import torch_threads
 from ..data.scan import ScanResult
-from .options import Parser, add, add_common, resolve_target, run_command
+from ..loading import SentenceBatches, TokenBatches
+from .options import Parser, add, add_common, positive_int, resolve_target, run_command
 
 __all__ = ["scan_main", "default_layers", "SentenceBatches", "TokenBatches", "add_arguments", "run"]
 
@@ -32,19 +35,19 @@ HELP = "one streaming pass over a data set: statistics, selectivity and top exam
 
 def add_arguments(p) -> None:
     add(p, "model", "data")
-    add(p, "layers", "scores", "target", "method", "n_steps", "batch_size", "internal_batch_size",
-        scores=["activation", "conductance"], n_steps=20)
+    add(p, "layers", "scores", "target", "method", "n_steps", "batch_size", "internal_batch_size", "labels",
+        "image_size", "mean", "std", scores=["activation", "conductance"], n_steps=20)
     p.add_argument("--split", default="all", choices=["all", "train", "test"],
                    help="which part of the digits / reviews (default %(default)s)")
-    p.add_argument("--repeat", type=int, default=1, help="repeat the data set (for timing at scale)")
-    p.add_argument("--top-k", type=int, default=9, help="top examples kept per unit (default %(default)s)")
-    p.add_argument("--grid-units", type=int, default=12, help="units per image grid: the most selective")
+    p.add_argument("--repeat", type=positive_int, default=1, help="repeat the data set (for timing at scale)")
+    p.add_argument("--top-k", type=positive_int, default=9, help="top examples kept per unit (default %(default)s)")
+    p.add_argument("--grid-units", type=positive_int, default=12, help="units per image grid: the most selective")
     p.add_argument("--checkpoint", default=None, help="a file: saved every --checkpoint-every batches, resumed")
-    p.add_argument("--checkpoint-every", type=int, default=20)
+    p.add_argument("--checkpoint-every", type=positive_int, default=20)
     p.add_argument("--backend", default=None, help="torch.distributed backend under torchrun (gloo / nccl)")
     p.add_argument("--timeout", type=float, default=300.0,
                    help="seconds a rank waits for the others under torchrun before it gives up")
-    p.add_argument("--threads", type=int, default=None, help="torch threads per process")
+    p.add_argument("--threads", type=positive_int, default=None, help="torch threads per process")
     add(p, "quick")
     add_common(p, out="unitscope-out/scan")
 
@@ -58,81 +61,23 @@ def _load(args):
     return loaded, loaded.extra.get("trained")
 
 
-def _load_model(name: str):
-    """A zoo model by name: the module, or for the sentiment CNN the trained object (``.model``, ``.encode``)."""
-    from ..loading import load_model
-
-    loaded = load_model(name)
-    return loaded.extra.get("trained") or loaded.model
-
-
-class SentenceBatches:
-    """Movie-review sentences as batches of ``(embeddings [B, T, dim], labels)``, encoded lazily (each batch
-    padded to its own longest sentence); example indices are positions in ``sentences``."""
-
-    def __init__(self, trained, sentences, labels, batch_size: int = 256):
-        self.trained, self.sentences, self.labels, self.batch_size = trained, list(sentences), labels, batch_size
-
-    def __len__(self):
-        return (len(self.sentences) + self.batch_size - 1) // self.batch_size
-
-    def __getitem__(self, b: int):
-        """Batch ``b`` only, encoded now: under several ranks each encodes only its own batches."""
-        if not 0 <= b < len(self):
-            raise IndexError(b)
-        i = b * self.batch_size
-        _, emb = self.trained.encode(self.sentences[i:i + self.batch_size])
-        return emb, self.labels[i:i + self.batch_size]
-
-    def __iter__(self):
-        for b in range(len(self)):
-            yield self[b]
-
-
-class TokenBatches:
-    """Sentences as a tokenizer's batches ``{"input_ids": [B, T], "attention_mask": [B, T]}``, tokenized lazily,
-    each batch padded to its own longest sentence (T varies across batches; the scan leaves padding out through the
-    mask); example indices are positions in ``sentences``. Under several ranks each tokenizes only its batches."""
-
-    def __init__(self, tokenizer, sentences, batch_size: int = 256):
-        self.tokenizer, self.sentences, self.batch_size = tokenizer, list(sentences), batch_size
-
-    def __len__(self):
-        return (len(self.sentences) + self.batch_size - 1) // self.batch_size
-
-    def __getitem__(self, b: int):
-        if not 0 <= b < len(self):
-            raise IndexError(b)
-        part = self.sentences[b * self.batch_size:(b + 1) * self.batch_size]
-        enc = self.tokenizer(part, padding=True, return_tensors="pt")
-        return {"input_ids": enc["input_ids"], "attention_mask": enc["attention_mask"]}
-
-
-def _sentences(name) -> list[str] | None:
-    """The sentences of DATA when it is one or more ``.txt`` files (one sentence a line), else ``None``."""
-    names = [name] if isinstance(name, str) else list(name)
-    paths = [Path(n) for n in names]
-    if not names or not all(p.suffix.lower() == ".txt" and p.is_file() for p in paths):
-        return None
-    sentences = [ln.strip() for p in paths for ln in p.read_text().splitlines() if ln.strip()]
-    if not sentences:
-        raise UnitscopeError("no sentences in the text file(s)", files=names)
-    return sentences
-
-
-def _load_data(name: str, split: str, repeat: int, loaded=None):
+def _load_data(name, split: str, repeat: int, loaded=None, image=None):
     """The digits (a ``TensorDataset`` of images and labels) or the reviews (``(sentences, labels)``) by split;
-    any other DATA through :func:`unitscope.loading.load_inputs` (a ``TensorDataset``, with labels if it has them)."""
+    any other DATA (a name or a :class:`unitscope.loading.DataPlan`) through :func:`unitscope.loading.load_inputs`
+    (a ``TensorDataset``, with labels if it has them)."""
     from torch.utils.data import TensorDataset
 
+    from ..loading import DataPlan
     from ..zoo import digits_data
 
     if split not in ("all", "train", "test"):
         raise UnitscopeError("split must be all, train or test", split=split)
-    if name not in ("digits", "reviews"):
+    if isinstance(name, DataPlan) and name.kind == "zoo":
+        name = name.name
+    if isinstance(name, DataPlan) or name not in ("digits", "reviews"):
         from ..loading import load_inputs
 
-        inputs = load_inputs(name, loaded)
+        inputs = load_inputs(name, loaded, image=image)
         x = inputs.x.repeat(repeat, *([1] * (inputs.x.dim() - 1)))
         if inputs.labels is None:
             return TensorDataset(x)
@@ -208,13 +153,17 @@ def run(args) -> dict:
     """The scan of ``args`` (parsed by a parser that :func:`add_arguments` built)."""
     from ..core.files import check_writable
     from ..data.distributed import Ranks
+    from .checks import preflight, require_layers
 
     with distributed_run(args) as group:
         ranks = Ranks.of(group)
         rank = ranks.rank
         if rank == 0:
             check_writable(args.out)  # before any work
-        summary = _run(args, group, ranks)
+        spec, plan = preflight(args)  # names, paths, formats, ranges: before anything loads or trains
+        if spec.kind == "hf":
+            require_layers(args, spec)
+        summary = _run(args, spec, plan, group, ranks)
     if rank == 0:
         print(describe(summary, args.out))
     return summary
@@ -241,88 +190,89 @@ def describe(summary: dict, out) -> str:
     return "\n".join(lines)
 
 
-def _run(args, group, ranks) -> dict:
+def _first(batch, device):
+    """The first example of a batch (a tensor, ``(inputs, labels)`` or a tokenizer's dict), on ``device``."""
+    from ..data.batches import split_batch
+
+    x, _ = split_batch(batch)
+    if isinstance(x, dict):
+        return {k: v[:1].to(device) for k, v in x.items()}
+    return x[:1].to(device)
+
+
+def _sentences_of(plan, split: str, repeat: int):
+    """``(sentences, labels or None)`` of text DATA: the reviews' split or the plan's ``.txt`` sentences,
+    repeated ``repeat`` times."""
+    if plan.kind == "zoo":
+        from ..zoo.sentiment import movie_reviews
+
+        reviews = movie_reviews()
+        part = {"all": reviews.all(), "train": reviews.train, "test": reviews.test}[split]
+        sentences, labels = list(part.sentences), part.labels
+    else:
+        sentences, labels = list(plan.sentences), plan.labels
+    return [s for _ in range(repeat) for s in sentences], None if labels is None else labels.repeat(repeat)
+
+
+def _run(args, spec, plan, group, ranks) -> dict:
+    """The scan of any MODEL and DATA: images and tensors through a ``DataLoader``, sentences encoded batch by
+    batch (the sentiment CNN's embeddings, or a tokenizer's ids and mask with paths from the token embedding, the
+    padding left out of every unit's value); target: the top output (a classifier's class, a causal LM's next
+    token) unless ``--target`` says otherwise."""
+    from torch.utils.data import DataLoader
+
     from ..data.scan import scan
-    from .importance import check_forward
+    from .checks import after_load, image_settings
 
     loaded, trained = _load(args)
     model = loaded.model
-    name = args.data[0] if len(args.data) == 1 else list(args.data)
-    if loaded.extra.get("tokenizer") is not None:  # hf:FOLDER with sentences: token ids, any length
-        return _run_tokens(args, loaded, name, group, ranks)
-    text = name == "reviews"
-    if text != (loaded.encode_text is not None):
-        raise UnitscopeError(f"{args.model} is {'a text' if loaded.encode_text else 'not a text'} model and "
-                             f"{name!r} {'is' if text else 'is not'} text",
-                             hint=f"scan {args.model} with {loaded.default_data or 'its own inputs'}")
-    if text and trained is None:
-        raise UnitscopeError(f"{args.model} cannot encode sentences in batches for a scan", model=args.model)
     if group is not None and torch.distributed.get_backend(group) == "nccl":
         model = model.to(torch.device("cuda", torch.cuda.current_device()))
-    data = _load_data(name, "test" if args.quick else args.split, args.repeat, loaded)
-    labelled = text or len(data[0]) > 1
-    if not text:
-        device = next(iter(model.parameters()), torch.empty(0, device=args.device)).device
-        check_forward(model, data[0][0][None].to(device))
+    device = next(iter(model.parameters()), torch.empty(0, device=args.device)).device
+    split = "test" if args.quick else args.split
+    name = plan.name
+    tokenizer = loaded.extra.get("tokenizer")
+    sentences = data = None
+    if plan.modality == "text":
+        sentences, labels = _sentences_of(plan, split, args.repeat)
+        if tokenizer is not None:
+            loader = TokenBatches(tokenizer, sentences, args.batch_size, labels)
+        elif trained is not None:
+            loader = SentenceBatches(trained, sentences, labels, args.batch_size)
+            data = (sentences, labels)
+        else:
+            raise UnitscopeError(f"{args.model} cannot encode sentences in batches for a scan", model=args.model)
+        first, labelled = loader[0], labels is not None
+    else:
+        data = _load_data(plan, split, args.repeat, loaded, image_settings(args))
+        loader = DataLoader(data, batch_size=args.batch_size)
+        first, labelled = data[0:1], len(data[0]) > 1
+    text = trained is not None and sentences is not None
     layers = args.layers or (["filters", "relu_fc"] if text else default_layers(model))
     if args.quick and not args.layers and not text:
         layers = [n for n in layers if n.endswith(("relu2", "classifier.relu"))] or layers[:2]
+    layers = after_load(loaded, layers, args.target, _first(first, device))  # before the first pass
     n_steps = 8 if args.quick else args.n_steps
     target = resolve_target(args.target, "label" if labelled else None)
-    from torch.utils.data import DataLoader
-
     t0 = time.perf_counter()
-    loader = (SentenceBatches(trained, data[0], data[1], args.batch_size) if text
-              else DataLoader(data, batch_size=args.batch_size))
     result = scan(model, loader, layers, scores=args.scores, target=target, by="class" if labelled else None,
                   top_k=args.top_k, n_steps=n_steps, method=args.method, internal_batch_size=args.internal_batch_size,
-                  checkpoint=args.checkpoint, checkpoint_every=args.checkpoint_every, group=group)
+                  checkpoint=args.checkpoint, checkpoint_every=args.checkpoint_every, group=group,
+                  embedding=loaded.embedding)
     wall = time.perf_counter() - t0
     summary, failed = {}, None
     if ranks.rank == 0:
         try:
-            summary = _write_outputs(result, data, args, name, ranks.world, wall, trained if text else None)
+            zoo_reviews = text and plan.kind == "zoo"
+            summary = _write_outputs(result, data, args, name, ranks.world, wall, trained if zoo_reviews else None)
+            if sentences is not None and not zoo_reviews:
+                out = Path(args.out)
+                (out / "top_sentences.md").write_text(_top_sentences_md(result, sentences, args.grid_units))
+                summary["files"].insert(-1, "top_sentences.md")
+                (out / "scan.json").write_text(json.dumps(summary, indent=2, default=float))
         except Exception as e:  # noqa: BLE001 — re-raised here, reported to the other ranks
             failed = e
     ranks.step(failed, False)  # the others wait for rank 0's files, or stop with its error
-    return summary
-
-
-def _run_tokens(args, loaded, name, group, ranks) -> dict:
-    """``unitscope scan hf:FOLDER sentences.txt --layers …``: each batch tokenized to its own length, the paths of
-    path scores starting at the token embedding, padding left out of every unit's value; target: the model's top
-    output (a classifier's class, a causal LM's next token) unless ``--target`` says otherwise."""
-    from ..data.scan import scan
-
-    sentences = _sentences(name)
-    if sentences is None:
-        raise UnitscopeError(f"{args.model} is a text model: scan it with sentences (a .txt file, one a line)",
-                             data=str(name))
-    if not args.layers:
-        raise UnitscopeError("name the layers to scan with --layers", model=args.model,
-                             hint=f"unitscope layers {args.model} lists them (e.g. a block's MLP activation)")
-    if group is not None and torch.distributed.get_backend(group) == "nccl":
-        loaded.model.to(torch.device("cuda", torch.cuda.current_device()))
-    loader = TokenBatches(loaded.extra["tokenizer"], [s for _ in range(args.repeat) for s in sentences],
-                          args.batch_size)
-    t0 = time.perf_counter()
-    result = scan(loaded.model, loader, args.layers, scores=args.scores, target=resolve_target(args.target, None),
-                  by=None, top_k=args.top_k, n_steps=8 if args.quick else args.n_steps, method=args.method,
-                  internal_batch_size=args.internal_batch_size, checkpoint=args.checkpoint,
-                  checkpoint_every=args.checkpoint_every, group=group, embedding=loaded.extra["embedding"])
-    wall = time.perf_counter() - t0
-    summary, failed = {}, None
-    if ranks.rank == 0:
-        try:
-            summary = _write_outputs(result, None, args, name if isinstance(name, str) else ", ".join(name),
-                                     ranks.world, wall)
-            out = Path(args.out)
-            (out / "top_sentences.md").write_text(_top_sentences_md(result, loader.sentences, args.grid_units))
-            summary["files"].insert(-1, "top_sentences.md")
-            (out / "scan.json").write_text(json.dumps(summary, indent=2, default=float))
-        except Exception as e:  # noqa: BLE001 — re-raised here, reported to the other ranks
-            failed = e
-    ranks.step(failed, False)
     return summary
 
 

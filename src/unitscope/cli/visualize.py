@@ -8,7 +8,7 @@ import os
 import torch
 
 from ..core.errors import UnitscopeError
-from .options import add, add_common, finish, lazy, seed_everything, write_json
+from .options import add, add_common, finish, lazy, positive_int, seed_everything, write_json
 
 NAME = "visualize"
 HELP = "activation maximization (AM) or independent AM (IAM) images of units"
@@ -18,7 +18,7 @@ def add_arguments(p) -> None:
     add(p, "model", "layer", "units")
     p.add_argument("--iam", action="store_true", help="independent AM (and Representative Substitution)")
     p.add_argument("--param", choices=["pixel", "fft"], default="pixel", help="image parameterization")
-    p.add_argument("--steps", type=int, default=128, help="optimization steps (default %(default)s)")
+    p.add_argument("--steps", type=positive_int, default=128, help="optimization steps (default %(default)s)")
     add(p, "shape")
     add_common(p, out="unitscope-out/visualize")
 
@@ -44,14 +44,29 @@ def parse_units(spec: list[str]) -> list[int]:
     return units
 
 
+def check_image_command(args, what: str):
+    """Before loading: the model reads images (not text) and ``--shape``, when given, is ``C H W``."""
+    from .checks import preflight
+
+    spec, _ = preflight(args, data=False)
+    if spec.text:
+        raise UnitscopeError(f"{what} makes images, and {args.model} is a text model",
+                             hint="give an image model (a zoo image model, a factory or a torch.export file)")
+    if args.shape and len(args.shape) != 3:
+        raise UnitscopeError(f"--shape {' '.join(map(str, args.shape))}: synthetic images need C H W",
+                             shape=list(args.shape), hint="pass three numbers, e.g. --shape 3 224 224")
+    return spec
+
+
 def image_shape(loaded, args) -> tuple:
     if args.shape:
-        if len(args.shape) != 3:
-            raise UnitscopeError(f"--shape {' '.join(map(str, args.shape))}: synthetic images need C H W",
-                                 shape=list(args.shape), hint="pass three numbers, e.g. --shape 3 224 224")
         return tuple(args.shape)
     if loaded.image_shape is None:
-        raise UnitscopeError(f"the input image shape of {args.model!r} is not known", hint="pass --shape C H W")
+        from ..loading import _first_conv_channels
+
+        c = _first_conv_channels(loaded.model)
+        raise UnitscopeError(f"the input image shape of {args.model!r} is not known",
+                             hint=f"pass --shape C H W{f' (C = {c}: its first convolution reads {c} channel(s))' if c else ''}")
     return loaded.image_shape
 
 
@@ -66,12 +81,16 @@ def show_images(images: torch.Tensor, titles, path: str, title: str, value_range
 def run(args) -> dict:
     from ..loading import load_model
 
+    from ..loading import check_layers
+
+    check_image_command(args, "visualize")
+    units = parse_units(args.units)  # before anything loads
     maximize = lazy("unitscope.synthesis.maximize", "activation maximization (visualize)")
     seed_everything(args.seed)
     loaded = load_model(args.model, args.device)
     loaded.require_hooks()
     shape = image_shape(loaded, args)
-    units = parse_units(args.units)
+    check_layers(loaded.model, [args.layer], argument="--layer")
     fn = maximize.independent_am if args.iam else maximize.activation_maximization
     r = fn(loaded.model, args.layer, units, shape=shape, param=args.param, steps=args.steps, seed=args.seed,
            value_range=loaded.value_range, progress=True)

@@ -52,8 +52,6 @@ def top_sentences(trained, sentences, labels, result: ScanResult, score: str, un
                   layer: str = "filters") -> str:
     """Markdown: per filter of the sentiment CNN, its top sentences with the n-gram that the filter's max over
     time picked in **bold** (recomputed for those sentences only)."""
-    from ..zoo.sentiment import MIN_PAD
-
     model = trained.model
     filt = model.filters
     top = result.top(layer, score=score)
@@ -73,7 +71,7 @@ def top_sentences(trained, sentences, labels, result: ScanResult, score: str, un
             tokens = trained.tokens(sentences[i])
             _, emb = trained.encode([sentences[i]])
             with torch.no_grad():
-                t = int(torch.relu(conv(emb.transpose(1, 2)))[0, u % filt.maps].argmax()) - MIN_PAD
+                t = int(torch.relu(conv(emb.transpose(1, 2)))[0, u % filt.maps].argmax()) - trained.min_pad
             words = [f"**{tok}**" if t <= k < t + w else tok for k, tok in enumerate(tokens)]
             sign = "+" if int(labels[i]) == 1 else "−"
             lines.append(f"{rank}. ({sign}, {v:.3g}) " + " ".join(words))

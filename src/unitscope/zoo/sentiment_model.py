@@ -159,6 +159,11 @@ class TrainedSentiment:
     cached: bool    # loaded from the user cache (no training this time)
 
     @property
+    def min_pad(self) -> int:
+        """Zero embeddings on each side of an encoded sentence (token ``t`` is at position ``min_pad + t``)."""
+        return MIN_PAD
+
+    @property
     def test_accuracy(self) -> float:
         return self.info["test_accuracy"]
 

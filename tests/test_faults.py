@@ -326,7 +326,8 @@ def test_model_error_on_path_rows_names_the_layer_call_and_the_shapes():
         us.conductance(model, torch.randn(2, 4), layers=["body.1"], target=0, n_steps=4)
     text = str(info.value)
     assert "layer 'head' (Head) called with [" in text and "the head does not like these rows" in text
-    assert "rows=[" in text and "input_shape=[2, 4]" in text
+    assert "points of the path from the baselines to the inputs" in text and "(your inputs: [2, 4])" in text
+    assert "rows=" not in text                           # the path's internal batch is not the user's word
     assert isinstance(info.value.__cause__, RuntimeError)
 
 

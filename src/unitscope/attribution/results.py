@@ -27,7 +27,6 @@ them as error bars. ERROR_MEANING
 
 from __future__ import annotations
 
-import difflib
 from collections import namedtuple
 from collections.abc import Mapping
 
@@ -39,8 +38,8 @@ from ..core.units import UnitSpec, pick_part, resolve_units
 __all__ = ["Scores", "Top", "ERROR_MEANING", "SIGN_COLOURS", "bar_chart"]
 
 Top = namedtuple("Top", ["values", "indices", "errors"], defaults=(None,))
-Top.__doc__ = """The ``k`` best units (or examples): ``values``, ``indices`` and, where known, the ``errors`` of the values
-(the estimated integration error of each value; zeros for scores that are read, not integrated; ``None`` where
+Top.__doc__ = """The ``k`` best units (or examples): ``values``, ``indices`` and, where known, the ``errors`` of the
+values (the estimated integration error of each value; zeros for scores that are read, not integrated; ``None`` where
 nothing estimates them, e.g. a dataset scan's top examples)."""
 
 ERROR_MEANING = (
@@ -63,7 +62,9 @@ def _key(names, layer) -> str:
     if not isinstance(layer, str) and id(layer) in module_names:
         return module_names[id(layer)]
     wanted = layer if isinstance(layer, str) else type(layer).__name__
-    close = difflib.get_close_matches(str(wanted), list(names), n=3, cutoff=0.0) or list(names)
+    from ..core.sites import rank_names
+
+    close = rank_names(str(wanted), list(names), n=3)
     raise UnitscopeError(f"no scores for layer {wanted!r}", layer=wanted,
                          hint="scored layers: " + ", ".join(map(repr, close)))
 

@@ -6,15 +6,17 @@
 ...     with model_errors(net, inputs=(torch.ones(2, 4),)):
 ...         net(torch.ones(2, 4))
 ... except UnitscopeError as e:
-...     print(str(e).split(" (rows")[0])
-the model does not accept inputs of shape [2, 4]: layer '2' (Linear) called with [2, 3] raised RuntimeError: mat1 and mat2 shapes cannot be multiplied (2x3 and 5x2)
+...     print(e)
+the model does not accept inputs of shape [2, 4]: layer '2' (Linear) called with [2, 3] raised RuntimeError: mat1 and mat2 shapes cannot be multiplied (2x3 and 5x2); the model expects [N, 4] (read from its first layer, '0': Linear(in_features=4, out_features=3, bias=True)); the inputs are examples first
 
 - :func:`is_oom` tells out-of-memory (CUDA, MPS, CPU allocator) from every other error; fallbacks never catch it,
   and :func:`with_oom_hint` adds what to lower (``internal_batch_size``, ``batch_size``) to the same exception.
 - :func:`model_errors` wraps a call boundary: an error raised inside the user's model becomes a
   :class:`UnitscopeError` that names the layer call that raised (read from the traceback), the shapes that layer
-  was called with, the rows fed to the model and the user's input shape — with the model's own error chained.
-  Errors that did not come from inside the model pass through unchanged.
+  was called with, the user's input shape and — for a shape error — the shape the model expects, read from its
+  first conv / linear / embedding layer (:func:`expected_input`); the model's own error is chained. When the model
+  failed on points of the path from the baselines to the inputs rather than on the inputs, it says so (how many
+  points). Errors that did not come from inside the model pass through unchanged.
 """
 
 from __future__ import annotations
@@ -26,7 +28,7 @@ import torch.nn as nn
 
 from .errors import UnitscopeError
 
-__all__ = ["is_oom", "with_oom_hint", "model_errors", "OOM_HINT"]
+__all__ = ["is_oom", "with_oom_hint", "model_errors", "expected_input", "OOM_HINT"]
 
 OOM_HINT = ("unitscope: out of memory — lower internal_batch_size (path rows per forward/backward pass) or "
             "batch_size (examples per batch)")
@@ -81,6 +83,34 @@ def _calls_in(model: nn.Module, tb) -> list[tuple[str, nn.Module, object]]:
     return calls
 
 
+_CONV_DIMS = {1: "L", 2: "H, W", 3: "D, H, W"}
+
+
+def expected_input(model: nn.Module) -> tuple[str, str] | None:
+    """``(shape, source)``: the input shape ``model`` expects, read from its first conv, linear or embedding layer
+    (in ``named_modules()`` order, which is the order of calls for ``nn.Sequential`` and most models), and which
+    layer it was read from; ``None`` when the model has none with known sizes.
+
+    >>> expected_input(nn.Sequential(nn.Conv2d(3, 8, 3), nn.ReLU()))
+    ('[N, 3, H, W]', "its first layer, '0': Conv2d(3, 8, kernel_size=(3, 3), stride=(1, 1))")
+    """
+    flatten = None
+    for name, m in model.named_modules():
+        src = f"its first layer, {name!r}: {m!r}" if name else f"the model: {type(m).__name__}"
+        if isinstance(m, nn.Flatten) and flatten is None:
+            flatten = name
+        if isinstance(m, (nn.Conv1d, nn.Conv2d, nn.Conv3d)) and getattr(m, "in_channels", 0):
+            dims = _CONV_DIMS[len(m.kernel_size)]
+            return f"[N, {m.in_channels}, {dims}]", src
+        if isinstance(m, nn.Linear) and m.in_features:
+            if flatten is not None:
+                return f"[N, …] with {m.in_features} values per example (flattened by {flatten!r})", src
+            return f"[N, {m.in_features}]", src
+        if isinstance(m, nn.Embedding):
+            return f"[N, T] token ids (integers 0…{m.num_embeddings - 1})", src
+    return None
+
+
 @contextmanager
 def model_errors(model: nn.Module, *, inputs=None, what: str = "the model", hint: str | None = None):
     """Re-raise an error from inside ``model`` as a :class:`UnitscopeError` naming the layer call and the shapes
@@ -101,19 +131,26 @@ def model_errors(model: nn.Module, *, inputs=None, what: str = "the model", hint
         where = "its forward()" if name == "" else f"layer {name!r} ({type(module).__name__})"
         called = _shapes(args) if args is not None else None
         first = (str(e).strip().splitlines() or [""])[0]
-        context = {}
-        if rows is not None:
-            context["rows"] = _shapes(rows)
-        if inputs is not None:
-            context["input_shape"] = _shapes(inputs)
+        user = _shapes(inputs) if inputs is not None else None
+        fed = _shapes(rows) if rows is not None else None
+        on_path = ""
+        if fed is not None and user is not None and fed != user:
+            # the model failed on points of the path (baseline → input), not on the user's own batch
+            count = fed[0] if isinstance(fed, list) and fed and isinstance(fed[0], int) else None
+            on_path = (f" on {count} points of the path from the baselines to the inputs" if count is not None
+                       else " on points of the path from the baselines to the inputs")
         shape_like = any(w in first.lower() for w in _SHAPE_WORDS)
         call = where + (f" called with {called}" if called is not None else "")
-        if shape_like and inputs is not None:
-            message = (f"{what} does not accept inputs of shape {context['input_shape']}: {call} raised "
+        if shape_like and user is not None:
+            message = (f"{what} does not accept inputs of shape {user}: {call}{on_path} raised "
                        f"{type(e).__name__}: {first}")
         else:
-            message = f"{what} raised {type(e).__name__} in {call}: {first}"
-        raise UnitscopeError(
-            message, **context,
-            hint=hint or ("check that the inputs have the shape the model expects (examples first)" if shape_like
-                          else "the model's own traceback is chained above")) from e
+            message = f"{what} raised {type(e).__name__} in {call}{on_path}: {first}"
+            if user is not None:
+                message += f" (your inputs: {user})"
+        if hint is None and shape_like:
+            want = expected_input(model)
+            hint = (f"the model expects {want[0]} (read from {want[1]}); the inputs are examples first"
+                    if want is not None else "check that the inputs have the shape the model expects "
+                                             "(examples first)")
+        raise UnitscopeError(message, hint=hint or "the model's own traceback is chained above") from e

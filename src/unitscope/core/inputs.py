@@ -234,6 +234,26 @@ class Target:
         self.index, self.fn, self.rows_fn = index, fn, rows_fn
         self.checked = False
 
+    def check(self, classes: int) -> None:
+        """Every integer target is a class of an output with ``classes`` columns; else an error naming the
+        examples (their indices in the user's batch), their targets and the valid range."""
+        if self.index is None or self.checked:
+            return
+        bad = torch.nonzero((self.index < 0) | (self.index >= classes)).flatten()
+        if bad.numel():
+            n, got = self.index.numel(), self.index[bad].tolist()
+            if bad.numel() == n and len(set(got)) == 1:
+                shown = f"got target {got[0]} for {'all ' * (n > 1)}{n} example{'s' * (n != 1)}"
+            else:
+                shown = ", ".join(f"example {e} has target {t}" for e, t in zip(bad[:3].tolist(), got[:3]))
+                shown += f"{', …' if bad.numel() > 3 else ''} ({bad.numel()} of the {n} examples)"
+            hint = (f"targets count from 0, negative ones are not taken from the end: the last class is "
+                    f"{classes - 1}" if min(got) < 0 else
+                    f"a target is a column of the model's output, [{n}, {classes}] for these inputs")
+            raise UnitscopeError(f"target out of range: the model has {classes} outputs, so a target must be in "
+                                 f"0…{classes - 1}; {shown}", targets=sorted(set(got)), hint=hint)
+        self.checked = True
+
     def __call__(self, output, example: torch.Tensor) -> torch.Tensor:
         if self.rows_fn is not None:
             return self.rows_fn(output, example)
@@ -257,13 +277,7 @@ class Target:
         if output.dim() != 2:
             raise UnitscopeError("an integer target needs a [batch, classes] output; pass a callable otherwise",
                                  output_shape=tuple(output.shape))
-        c = output.shape[1]
-        if not self.checked:
-            bad = sorted(set(self.index[(self.index < 0) | (self.index >= c)].tolist()))
-            if bad:
-                raise UnitscopeError(f"target out of range: the model has {c} outputs", targets=bad,
-                                     output_shape=tuple(output.shape))
-            self.checked = True
+        self.check(output.shape[1])
         idx = self.index.to(output.device)[example.to(output.device)]
         return output.gather(1, idx.view(-1, 1)).squeeze(1)
 

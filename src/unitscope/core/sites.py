@@ -7,12 +7,19 @@
 >>> resolve(net, ["O"])
 Traceback (most recent call last):
 ...
-unitscope.core.errors.UnitscopeError: unknown layer 'O' (layer='O'); closest valid names: '2', '1', '0'
+unitscope.core.errors.UnitscopeError: unknown layer 'O' (layer='O'); closest valid names: '0', '1', '2'
+
+An unknown name is answered with the closest valid ones, ranked by the edit distance of the last dotted component
+(a part of a longer name counts as close: ``act_fn`` is in ``intermediate_act_fn``) plus that of the rest:
+
+>>> rank_names("bert.encoder.layer.0.intermediate.act_fn",
+...            ["bert.encoder.layer.0.intermediate.dense", "bert.encoder.layer.0.intermediate.intermediate_act_fn",
+...             "bert.encoder.layer.1.intermediate.intermediate_act_fn", "bert.encoder.layer.0.output.dense"], n=2)
+['bert.encoder.layer.0.intermediate.intermediate_act_fn', 'bert.encoder.layer.1.intermediate.intermediate_act_fn']
 """
 
 from __future__ import annotations
 
-import difflib
 from dataclasses import dataclass
 from typing import Iterable, Sequence
 
@@ -20,7 +27,7 @@ import torch.nn as nn
 
 from .errors import UnitscopeError
 
-__all__ = ["Site", "resolve", "layer_names"]
+__all__ = ["Site", "resolve", "layer_names", "rank_names", "closest_names"]
 
 
 @dataclass(frozen=True)
@@ -40,10 +47,40 @@ def layer_names(model: nn.Module) -> list[str]:
     return [name for name, _ in model.named_modules() if name]
 
 
+def _edit_distance(a: str, b: str, *, infix: bool = False) -> int:
+    """Levenshtein distance; ``infix=True``: from ``a`` to the closest substring of ``b`` (skipping the start and
+    the end of ``b`` is free)."""
+    prev = [0] * (len(b) + 1) if infix else list(range(len(b) + 1))
+    for i, ca in enumerate(a, 1):
+        cur = [i]
+        for j, cb in enumerate(b, 1):
+            cur.append(min(prev[j] + 1, cur[j - 1] + 1, prev[j - 1] + (ca != cb)))
+        prev = cur
+    return min(prev) if infix else prev[-1]
+
+
+def rank_names(name: str, names, *, n: int = 5) -> list[str]:
+    """The ``n`` names closest to ``name``: by the edit distance of the last dotted component (a whole one, or
+    ``name``'s last component found inside a longer one, counted as 1 more than a perfect match) plus that of
+    the rest of the path; ties keep the order of ``names``. Letter case is ignored."""
+    names = list(names)
+    parent, _, last = str(name).lower().rpartition(".")
+    cache: dict[str, int] = {}
+
+    def key(candidate: str):
+        c_parent, _, c_last = candidate.lower().rpartition(".")
+        d_last = min(_edit_distance(last, c_last), _edit_distance(last, c_last, infix=True) + 1) if last \
+            else len(c_last)
+        if c_parent not in cache:
+            cache[c_parent] = _edit_distance(parent, c_parent)
+        return d_last + cache[c_parent], d_last
+
+    return sorted(names, key=key)[:n]
+
+
 def closest_names(model: nn.Module, name: str, *, n: int = 5) -> list[str]:
-    names = layer_names(model)
-    close = difflib.get_close_matches(name, names, n=n, cutoff=0.0)
-    return close or names[:n]
+    """The ``n`` layer names of ``model`` closest to ``name`` (:func:`rank_names`)."""
+    return rank_names(name, layer_names(model), n=n)
 
 
 def resolve(model: nn.Module, layers, *, use_input: bool = False) -> list[Site]:

@@ -73,10 +73,11 @@ class ScanResult:
             raise UnitscopeError(f"the scan has no score {score!r}", score=score,
                                  hint=f"scanned scores: {', '.join(self.scores)}")
         if layer not in self.stats[score]:
-            import difflib
-            close = difflib.get_close_matches(str(layer), self.layers, n=3, cutoff=0.0)
+            from ..core.sites import rank_names
+
             raise UnitscopeError(f"the scan has no layer {layer!r}", layer=layer,
-                                 hint="scanned layers: " + ", ".join(map(repr, close or self.layers)))
+                                 hint="closest scanned layers: " + ", ".join(map(repr, rank_names(str(layer),
+                                                                                              self.layers, n=3))))
         return self.stats[score][layer]
 
     # views ----------------------------------------------------------------------------------------------

@@ -175,8 +175,9 @@ def pixel_pictures(image, attributions, labels, *, cols: int = 5, title: str | N
     """A grid: the input, then one panel per unit (``attributions``: ``[U, C, H, W]``, e.g. one example's
     ``unitscope.neuron_conductance(...)[i]``; ``labels``: one title per unit) with its signed attribution (red +,
     blue −) over a grey copy of the input. ``image`` is one input as :func:`attribution_overlay` takes it (an
-    ``H×W×3`` array, ``uint8`` or float in [0, 1], or a ``[C, H, W]`` tensor). Each panel's contrast is its own ``percentile``-th percentile of |attribution|
-    (printed in its title as ±scale), so weak units stay visible; the one colour bar reads in those units."""
+    ``H×W×3`` array, ``uint8`` or float in [0, 1], or a ``[C, H, W]`` tensor). Each panel's contrast is its own
+    ``percentile``-th percentile of |attribution| (printed in its title as ±scale), so weak units stay visible; the
+    one colour bar reads in those units."""
     u = len(attributions)
     cols = max(1, min(cols, u))
     rows = (u + cols - 1) // cols + 1

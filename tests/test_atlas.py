@@ -294,7 +294,7 @@ def test_page_in_chromium_sorts_filters_and_decodes_images(built, tmp_path):
 
     net, x, y, a = built
     url = render_atlas(a, tmp_path / "page").resolve().as_uri()
-    dom, console = _dom(url + "#sort=importance:desc&open=0", tmp_path / "p1")
+    dom, console = _dom(url + "#sort=importance:desc&card=1:0", tmp_path / "p1")
     assert console == []
     assert int(_body(dom, "rows")) == len(a.units)
     shown = [float(v) for v in _body(dom, "order").split("|")]
@@ -318,7 +318,7 @@ def test_broken_sheet_is_seen(built, tmp_path):
     net, x, y, a = built
     page = render_atlas(a, tmp_path / "page")
     (page.parent / "img" / "L0_iam.png").write_bytes(b"not a png")
-    dom, _ = _dom(page.resolve().as_uri() + "#open=0", tmp_path / "p")
+    dom, _ = _dom(page.resolve().as_uri() + "#card=1:0", tmp_path / "p")
     assert int(_body(dom, "images-broken")) == 1
 
 

@@ -134,7 +134,7 @@ def test_text_card_in_chromium(built, tmp_path):
         pytest.skip("no chromium")
     a = built[-1]
     page = render_atlas(a, tmp_path / "page")
-    dom, console = _dom(page.as_uri() + "#open=0", tmp_path / "profile")
+    dom, console = _dom(page.as_uri() + f"#card={LAYER}:0", tmp_path / "profile")
     assert console == [] and _body(dom, "card") == f"{LAYER}:0"
     in_script = page.read_text().count('class="sent"')                  # the template's own source
     assert dom.count('class="sent"') == 6 + in_script and "none: text has no AM/IAM image" in dom

@@ -362,3 +362,72 @@ def test_chromium_check_sees_a_broken_image(tmp_path):
     dom = _chromium(path.resolve().as_uri(), tmp_path / "profile", "--virtual-time-budget=5000", "--dump-dom")
     assert _images_loaded(dom.stdout) == (4, 1)
     assert 'class="broken"' in dom.stdout
+
+
+# --------------------------------------------------------------------------------------- the atlas page --
+class _Block(__import__("torch").nn.Module):
+    """Module paths as long as a transformer's (``encoder.layer.0.intermediate.intermediate_act_fn``)."""
+
+    def __init__(self):
+        import torch.nn as nn
+
+        super().__init__()
+        self.intermediate = nn.Module()
+        self.intermediate.dense = nn.Conv2d(1, 3, 3)
+        self.intermediate.intermediate_act_fn = nn.ReLU()
+
+    def forward(self, x):
+        return self.intermediate.intermediate_act_fn(self.intermediate.dense(x))
+
+
+def _long_named_atlas():
+    import torch
+    import torch.nn as nn
+
+    import unitscope as us
+
+    torch.manual_seed(0)
+    net = nn.Sequential()
+    net.encoder = nn.Module()
+    net.encoder.layer = nn.ModuleList([_Block()])
+    net.head = nn.Sequential(nn.Flatten(), nn.Linear(3 * 36, 2))
+    net.forward = lambda x: net.head(net.encoder.layer[0](x))
+    layer = "encoder.layer.0.intermediate.intermediate_act_fn"
+    x, y = torch.rand(16, 1, 8, 8), torch.arange(16) % 2
+    return us.atlas(net, (x, y), layers=[layer], top_k=2, n_steps=4, iam_steps=4, inverse_samples=2,
+                    inverse_steps=4, progress=False), layer
+
+
+def test_atlas_page_header_and_band_reasons(tmp_path):
+    from unitscope.report.atlas_html import render_atlas
+
+    a, _ = _long_named_atlas()
+    assert a.meta["data"] == "tuple of 16 examples"
+    html = render_atlas(a, tmp_path).read_text()
+    blob = json.loads(html.split('<script type="application/json" id="data">')[1].split("</script>")[0])
+    assert blob["meta"]["over"] == "over 16 examples"          # not "over 16 examples of tuple of 16 examples"
+    assert "function bandReason" in html and "none of the candidates ended inside the band" in html
+
+
+@needs_chromium
+def test_atlas_page_fits_1280_px_and_opens_the_first_row_shown(tmp_path):
+    from unitscope.report.atlas_html import render_atlas
+
+    a, layer = _long_named_atlas()
+    url = render_atlas(a, tmp_path / "page").resolve().as_uri()
+    first = sorted(a.units, key=lambda u: (-u["importance"]["conductance"], a.units.index(u)))[0]
+    for window in ("1280,900", "1280,700"):
+        res = _chromium(url + "#open=0", tmp_path / f"p{window}", f"--window-size={window}", "--hide-scrollbars",
+                        "--virtual-time-budget=5000", "--dump-dom")
+        assert res.returncode == 0 and not _console_messages(res.stderr), res.stderr[-2000:]
+        body = re.search(r"<body[^>]*>", res.stdout).group(0)
+        assert 'data-table-fits="1"' in body, (window, body)
+        assert f'data-card="{layer}:{first["unit"]}"' in body          # the first row shown, by importance
+        assert "over 16 examples." in res.stdout and "tuple of" not in res.stdout.split('id="data"')[0]
+    res = _chromium(url + "#sort=unit:desc&open=0", tmp_path / "q", "--window-size=1280,900",
+                    "--virtual-time-budget=5000", "--dump-dom")
+    last = max(u["unit"] for u in a.units)
+    assert f'data-card="{layer}:{last}"' in re.search(r"<body[^>]*>", res.stdout).group(0)
+    res = _chromium(url + f"#card={layer}:1", tmp_path / "r", "--window-size=1280,900",
+                    "--virtual-time-budget=5000", "--dump-dom")
+    assert f'data-card="{layer}:1"' in re.search(r"<body[^>]*>", res.stdout).group(0)

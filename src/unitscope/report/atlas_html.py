@@ -131,8 +131,9 @@ def render_atlas(atlas, out_dir, *, title: str | None = None, value_range=(0.0, 
         card = dict(u)
         card["histogram_bins"] = _histogram(atlas, u["layer"], u.get("row", u["unit"]))
         units.append(card)
-    blob = {"meta": {k: v for k, v in atlas.meta.items() if k != "seconds"}, "layers": layers, "sheets": sheets,
-            "units": units}
+    meta = {k: v for k, v in atlas.meta.items() if k != "seconds"}
+    meta["over"] = over_examples(atlas.meta)
+    blob = {"meta": meta, "layers": layers, "sheets": sheets, "units": units}
     data = json.dumps(blob, allow_nan=False, separators=(",", ":")).replace("</", "<\\/")
     template = files("unitscope.report").joinpath("templates/atlas.html.j2").read_text(encoding="utf-8")
     page = template.replace("__TITLE__", _esc(title or f"Unit atlas of {atlas.meta.get('model')}")) \
@@ -144,6 +145,26 @@ def render_atlas(atlas, out_dir, *, title: str | None = None, value_range=(0.0, 
 
 def _esc(s: str) -> str:
     import html
+def over_examples(meta: dict) -> str:
+    """"over 16 examples of digits" — or "over 16 examples" where the data has no name of its own (the atlas then
+    calls it "tuple of 16 examples", which the sentence would repeat).
+
+    >>> over_examples({"examples": 16, "data": "tuple of 16 examples"})
+    'over 16 examples'
+    >>> over_examples({"examples": 360, "data": "digits"})
+    'over 360 examples of digits'
+    """
+    import re
+
+    n, data = meta.get("examples"), meta.get("data")
+    auto = re.fullmatch(r"\w+ of (\d+) examples", str(data or ""))
+    if data is None or (auto and str(n) == auto.group(1)):
+        return f"over {n} examples"
+    if auto:
+        return f"over {n} of {auto.group(1)} examples"
+    return f"over {n} examples of {data}"
+
+
 
     return html.escape(str(s))
 
@@ -159,8 +180,8 @@ def write_atlas_manifest(atlas, out_dir, *, title: str | None = None, quick: boo
     live = [u for u in atlas.units if not u["dead"]]
     top = max(live, key=lambda u: u["importance"]["conductance"] or 0.0) if live else None
     model, data = atlas.meta.get("model"), atlas.meta.get("data")
-    heads = [f"The atlas of {model} covers {n} units in {len(atlas.layers)} layer(s) over {atlas.meta.get('examples')} "
-             f"examples of {data}; {dead} units are dead (activation 0 on every example)."]
+    heads = [f"The atlas of {model} covers {n} units in {len(atlas.layers)} layer(s) {over_examples(atlas.meta)}; "
+             f"{dead} units are dead (activation 0 on every example)."]
     if top is not None:
         heads.append(f"The most important unit is {top['layer']} #{top['unit']}: mean conductance "
                      f"{top['importance']['conductance']:.3g} (output units per example), among the layer's "

@@ -105,7 +105,8 @@ def test_exemplar_pictures_are_neuron_conductance(built):
         card = a.unit(layer, unit)
         pics = a.tensors[f"{layer}/exemplar_attr"][unit]
         for j, e in enumerate(card["exemplars"]):
-            want = us.neuron_conductance(net, x[e["index"]:e["index"] + 1], layer, [unit], n_steps=6)
+            want = us.neuron_conductance(net, x[e["index"]:e["index"] + 1], layer, [unit], n_steps=6,
+                                         method="gausslegendre")
             torch.testing.assert_close(pics[j], want[0, 0], rtol=1e-4, atol=1e-6)
             if e["by"] == "activation":
                 assert e["conductance"] == pytest.approx(float(want.sum()), rel=1e-4, abs=1e-6)

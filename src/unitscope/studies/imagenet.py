@@ -112,7 +112,7 @@ def _manifest(args, results: dict) -> None:
                         f"The {name} photo (labelled '{r['class']}'), then, for each of its 10 filters with the "
                         "highest conductance across the 7 blocks, the conductance through that filter of every "
                         f"pixel ({neuron_steps} path points), summed over colour channels and drawn over a grey copy "
-                        "of the photo: blue pushes towards the label, red against. Each panel has its own scale "
+                        "of the photo: red pushes towards the label, blue against. Each panel has its own scale "
                         "(±1 = the value in its title), set at the 99th percentile of |conductance|."))
     write_entry(
         args.out, order=30, quick=args.quick, summary="imagenet.json",

@@ -253,7 +253,7 @@ def _run(out, quick, seed, net, data, sz, echo, recipe=None, train_recipes=False
     _write(per_filter, out, "sentiment_division", index=False)
     division_figure(signs, os.path.join(out, "sentiment_division.png"),
                      f"sign of filter conductance for logit(pos) − logit(neg), {len(div)} sentences "
-                     f"(red −, green |c| < 0.01, blue +)")
+                     f"(blue −, green |c| < 0.01, red +)")
     seconds["division"] = time.perf_counter() - t0
     share = {k: round(float((signs == v).float().mean()), 3) for k, v in (("positive", 1), ("negative", -1),
                                                                            ("zero", 0))}

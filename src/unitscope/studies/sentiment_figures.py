@@ -38,7 +38,7 @@ def division_figure(signs: torch.Tensor, path: str, title: str) -> str:
     s = signs.numpy().astype(np.float64)
     rows = leaves_list(linkage(s, method="average", metric="hamming")) if s.shape[0] > 2 else np.arange(s.shape[0])
     cols = leaves_list(linkage(s.T, method="average", metric="hamming"))
-    cmap = ListedColormap(["red", "green", "blue"])
+    cmap = ListedColormap(["blue", "green", "red"])
     norm = BoundaryNorm([-1.5, -0.5, 0.5, 1.5], cmap.N)
     fig, ax = plt.subplots(figsize=(7.5, 6.0))
     im = ax.imshow(s[rows][:, cols], aspect="auto", interpolation="nearest", cmap=cmap, norm=norm)
@@ -252,7 +252,7 @@ def write_manifest(out, result, net, probes, examples, base_rate, n_corpus, sz, 
     caption = negation_caption(probes, examples, base_rate, n_corpus, sz["examples"]).replace("**", "")
     figures = [("sentiment_negation.png", caption),
                ("sentiment_division.png", "Sign of each filter's conductance for logit(pos) − logit(neg) per sentence "
-                "(rows: sentences, columns: filters, both clustered): blue pushes towards positive, red towards "
+                "(rows: sentences, columns: filters, both clustered): red pushes towards positive, blue towards "
                 "negative, green |c| < 0.01."),
                ("sentiment_ablation_ratio.png", "Per test sentence, |Σ ablation| / Σ |ablation| over the 256 filters: "
                 "1 means every filter's ablation pushes the same way; low values mean positive and negative effects "

@@ -22,7 +22,7 @@ __all__ = ["strips_figure", "layer_figure", "agreement_figure", "write_manifest"
 
 def strips_figure(rows, path: str) -> str:
     """``rows``: (title, tokens, {label: per-token values}) — one signed heat strip per sentence, each with its own
-    colour bar (red −, blue +; symmetric around 0 at the strip's largest |value|)."""
+    colour bar (red +, blue −; symmetric around 0 at the strip's largest |value|)."""
     from ..report.figures import DIVERGING, plt, save_figure
 
     rows = [r for r in rows if r[2]]
@@ -42,7 +42,7 @@ def strips_figure(rows, path: str) -> str:
         cb = fig.colorbar(im, ax=ax, fraction=0.04, pad=0.01)
         cb.set_label("conductance", fontsize=6)
         cb.ax.tick_params(labelsize=6)
-    fig.suptitle("Per-token conductance of MiniLM's negation neurons (blue +, red −)", fontsize=9)
+    fig.suptitle("Per-token conductance of MiniLM's negation neurons (red +, blue −)", fontsize=9)
     fig.tight_layout()
     return save_figure(fig, path, dpi=120)
 
@@ -180,7 +180,7 @@ def write_manifest(out: str, result: dict, *, quick: bool, gap_check: dict | Non
         "how exact the attributions are (the completeness gap, on the residual stream, where it must vanish); "
         "the second for whether a score ranks units as ablating them does (higher is better; ablation to 0 is the "
         "paper's, ablation to the baseline value is what conductance measures); the third for neurons that carry "
-        "negation, token by token (blue pushes the log-odds up, red down).")
+        "negation, token by token (red pushes the log-odds up, blue down).")
     return str(write_entry(
         out, title="MiniLM (a real transformer): which neurons and heads matter", description=description,
         headlines=heads, figures=figures, tables=tables, documents=["transformer_negation_examples.md"],

@@ -752,19 +752,19 @@ def _zoo_data(name: str, loaded: Loaded | None) -> Inputs:
 
 
 def _default_image_prepare(shape, mean=None, std=None):
-    """PIL image → ``[C, H, W]`` in ``[0, 1]`` (grey for ``C == 1``), resized to ``shape[1:]`` when given, then
-    normalized by ``mean``/``std`` (per channel) when given."""
-    from torchvision.transforms.functional import pil_to_tensor, resize
+    """PIL image → ``[C, H, W]`` in ``[0, 1]`` (grey for ``C == 1``), resized (bilinear, antialiased) to
+    ``shape[1:]`` when given, then normalized by ``mean``/``std`` (per channel) when given."""
 
     def prepare(image):
         from PIL import Image
 
         if isinstance(image, np.ndarray):
             image = Image.fromarray(image)
-        mode = "L" if shape is not None and shape[0] == 1 else "RGB"
-        t = pil_to_tensor(image.convert(mode)).float() / 255.0
-        if shape is not None and shape[1:] is not None and len(shape) == 3:
-            t = resize(t, list(shape[1:]), antialias=True)
+        image = image.convert("L" if shape is not None and shape[0] == 1 else "RGB")
+        if shape is not None and len(shape) == 3 and (image.height, image.width) != tuple(shape[1:]):
+            image = image.resize((int(shape[2]), int(shape[1])), Image.BILINEAR)
+        arr = np.asarray(image, dtype=np.float32) / 255.0
+        t = torch.from_numpy(arr[None] if arr.ndim == 2 else arr.transpose(2, 0, 1).copy())
         if mean is not None:
             m = torch.tensor(mean, dtype=t.dtype).view(-1, 1, 1)
             s = torch.tensor(std, dtype=t.dtype).view(-1, 1, 1)
@@ -963,7 +963,8 @@ def _tokenized(tokenizer, sentences, *, max_length=None):
 
 
 def load_atlas_inputs(model_name: str, data, *, split: str = "all", limit: int | None = None, device="cpu",
-                      image: ImageSettings | None = None, generator: str | None = None) -> dict:
+                      image: ImageSettings | None = None, generator: str | None = None,
+                      synthesize: bool = True) -> dict:
     """What :func:`unitscope.atlas` needs for MODEL and DATA: ``{"model", "data", "generator", "tokens",
     "value_range", "default_layers", "embedding", "baselines", "internal_batch_size", "data_name"}``.
 
@@ -972,8 +973,8 @@ def load_atlas_inputs(model_name: str, data, *, split: str = "all", limit: int |
     :func:`load_inputs` know go through them: images and tensors as they are (synthetic inputs through
     ``generator`` — the digits VAE for the digits models — or, without one, the FFT parameterization), sentences
     tokenized (token ids from the embedding: paths start there, tokens shaded). ``generator``: ``None``/``"auto"``,
-    ``"fft"`` or ``package.module:factory`` (:func:`load_generator`). ``default_layers`` is ``None`` where the
-    model has none."""
+    ``"fft"`` or ``package.module:factory`` (:func:`load_generator`); none is loaded (or trained) with
+    ``synthesize=False``. ``default_layers`` is ``None`` where the model has none."""
     from torch.utils.data import TensorDataset
 
     plan = data if isinstance(data, DataPlan) else plan_inputs(data)
@@ -1047,6 +1048,8 @@ def load_atlas_inputs(model_name: str, data, *, split: str = "all", limit: int |
             out["default_layers"] = ["blocks.1"]
         elif model_name in DIGITS_MODELS:
             out["default_layers"] = [n for n, m in model.named_modules() if isinstance(m, nn.ReLU)]
+    if not synthesize:
+        return out
     if generator not in (None, "auto", "fft"):
         out["generator"] = load_generator(generator, loaded)
     elif generator != "fft" and model_name in DIGITS_MODELS:

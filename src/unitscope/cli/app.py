@@ -5,10 +5,12 @@
 
 Subcommands: ``demo``, ``layers``, ``importance``, ``visualize``, ``inverse-set``, ``scan``, ``atlas``, ``report``
 (``unitscope SUBCOMMAND --help`` for each). MODEL is a zoo name (digits-cnn, digits-vgg, digits-mlp,
-sentiment-cnn, efficientnet-lite0), a torch.export / TorchScript file or package.module:factory; DATA a zoo
-data name (digits, photos, reviews), a .pt/.npy tensor, image files/folders or a .txt of sentences.
+sentiment-cnn, efficientnet-lite0), hf:FOLDER (a transformers model saved with save_pretrained, with or without
+its tokenizer), a torch.export / TorchScript file or package.module:factory; DATA a zoo data name (digits, photos,
+reviews), a .pt/.npy tensor, image files/folders (class sub-folders give labels) or a .txt of sentences.
 Every flag means the same in every subcommand (:mod:`unitscope.cli.options` defines them once).
-A user mistake ends as one line on stderr and exit code 2, never a traceback.
+A user mistake ends as one line on stderr and exit code 2, never a traceback; every argument that can be checked
+without the model is checked before anything loads or trains (:mod:`unitscope.cli.checks`).
 
 A subcommand is a module of this package with ``NAME``, ``HELP``, ``add_arguments(parser)`` and ``run(args)``;
 :data:`COMMANDS` lists them in the order ``unitscope --help`` shows. A module with only ``<name>_main(argv)``

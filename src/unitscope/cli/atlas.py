@@ -101,7 +101,8 @@ def run(args) -> dict:
     with distributed_run(args) as group:
         rank = Ranks.of(group).rank
         got = load_atlas_inputs(args.model, plan, split=args.split, limit=args.limit, device=args.device,
-                                image=image_settings(args), generator=args.generator)
+                                image=image_settings(args), generator=args.generator,
+                                synthesize=not args.no_synthetic)
         layers = args.layers or got["default_layers"]
         if not layers:
             from ..core.sites import layer_names

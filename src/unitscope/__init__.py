@@ -24,6 +24,7 @@ from .attribution.scores import activation, attribute, conductance, grad_x_activ
 from .data.scan import class_selectivity
 from .core.capture import layer_names
 from .synthesis import objectives
+from .report import atlas_html as _atlas_page  # noqa: F401  (adds the writer of Atlas.save's page)
 
 __version__ = "0.1.0"
 

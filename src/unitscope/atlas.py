@@ -42,9 +42,15 @@ from .core.progress import bar as progress_bar
 
 from .atlas_data import Source, UnitAccumulator, unit_values, units_of_layer
 from .core.errors import UnitscopeError
+from .core.files import atomic_save, atomic_write_text
 from .core.state import autograd_on
 
-__all__ = ["Atlas", "atlas", "BANDS"]
+__all__ = ["Atlas", "atlas", "BANDS", "PAGE_WRITERS"]
+
+#: What :meth:`Atlas.save` calls to write the page, ``fn(atlas, directory, *, title, value_range)``: the report layer
+#: (:mod:`unitscope.report.atlas_html`, imported by ``import unitscope``) adds its writer, so this library module needs
+#: no import of the layer above it.
+PAGE_WRITERS: list = []
 
 BANDS = (("p50-75", 50.0, 75.0), ("p90-99", 90.0, 99.0), ("above-max", 100.0, None))
 _FORMAT = 1
@@ -81,19 +87,17 @@ class Atlas:
         (default "Unit atlas of MODEL"); ``value_range``: the range of the inputs' values, for their pictures
         (a picture outside it is scaled to its own min–max). ``html=False`` writes the data only. Returns the
         path of ``atlas.json``."""
-        from .zoo.cache import atomic_save
-
         d = Path(directory)
         d.mkdir(parents=True, exist_ok=True)
-        tmp = d / "atlas.json.tmp"
-        tmp.write_text(json.dumps(self.to_json(), indent=1, allow_nan=False))
-        tmp.replace(d / "atlas.json")
+        atomic_write_text(d / "atlas.json", json.dumps(self.to_json(), indent=1, allow_nan=False))
         atomic_save({k: v.contiguous() for k, v in self.tensors.items()}, d / "atlas_tensors.pt")
         if html:
-            from .report.atlas_html import render_atlas, write_atlas_manifest
-
-            render_atlas(self, d, title=title, value_range=value_range)
-            write_atlas_manifest(self, d, title=title)
+            if not PAGE_WRITERS:
+                raise UnitscopeError("no writer of the atlas page is registered",
+                                     hint="import unitscope.report.atlas_html (import unitscope does), or pass "
+                                          "html=False for the data only")
+            for write in PAGE_WRITERS:
+                write(self, d, title=title, value_range=value_range)
         return str(d / "atlas.json")
 
     @classmethod

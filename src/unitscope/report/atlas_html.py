@@ -26,7 +26,9 @@ from pathlib import Path
 import numpy as np
 import torch
 
-__all__ = ["render_atlas", "write_atlas_manifest"]
+from ..atlas import PAGE_WRITERS
+
+__all__ = ["render_atlas", "write_atlas_manifest", "write_atlas_page"]
 
 TILE = 40
 ROWS_PER_SHEET = 256   # units per sprite-sheet file: a 2,048-channel layer is 8 files of 256 × 40 px rows
@@ -143,8 +145,6 @@ def render_atlas(atlas, out_dir, *, title: str | None = None, value_range=(0.0, 
     return path
 
 
-def _esc(s: str) -> str:
-    import html
 def over_examples(meta: dict) -> str:
     """"over 16 examples of digits" — or "over 16 examples" where the data has no name of its own (the atlas then
     calls it "tuple of 16 examples", which the sentence would repeat).
@@ -165,6 +165,8 @@ def over_examples(meta: dict) -> str:
     return f"over {n} examples of {data}"
 
 
+def _esc(s: str) -> str:
+    import html
 
     return html.escape(str(s))
 
@@ -211,3 +213,13 @@ def write_atlas_manifest(atlas, out_dir, *, title: str | None = None, quick: boo
                                    "against the exemplars. Open the page to sort, filter and open unit cards.",
                        headlines=heads, links=[{"path": "index.html", "text": f"open the atlas of {model}"}],
                        summary="atlas.json", quick=quick, order=order)
+
+
+def write_atlas_page(atlas, out_dir, *, title: str | None = None, value_range=(0.0, 1.0)) -> None:
+    """The page of an atlas folder and its manifest (what ``Atlas.save(html=True)`` writes beside the data)."""
+    render_atlas(atlas, out_dir, title=title, value_range=value_range)
+    write_atlas_manifest(atlas, out_dir, title=title)
+
+
+if write_atlas_page not in PAGE_WRITERS:
+    PAGE_WRITERS.append(write_atlas_page)

@@ -12,7 +12,8 @@ own ``manifest.json`` (:func:`unitscope.report.manifest.write_entry`), which the
 
 Progress: the studies run with ``UNITSCOPE_PROGRESS=log`` (:mod:`unitscope.core.progress`: a line every few
 seconds in their log, model trainings with the time left); the demo shows the last of those lines beside its own
-bar on a terminal, and echoes it every ``ECHO_SECONDS`` when its output is a log.
+bar on a terminal, and echoes it every ``ECHO_SECONDS`` when its output is a log — steps only (:func:`_is_step`):
+never data a study prints, and never a line read from its middle.
 """
 
 from __future__ import annotations
@@ -20,6 +21,7 @@ from __future__ import annotations
 import importlib.util
 import json
 import os
+import re
 import subprocess
 import sys
 import time
@@ -148,16 +150,34 @@ def _tail(text: str, lines: int = 25) -> str:
 
 
 def _last_line(path: str) -> str:
-    """The last non-empty line of a log (its end only is read)."""
+    """The last complete non-empty line of a log (its end only is read: a line that starts before that end is
+    left out rather than shown from its middle — the long JSON summary a study prints last, for one)."""
     try:
         with open(path, "rb") as f:
             f.seek(0, os.SEEK_END)
-            f.seek(max(0, f.tell() - 4096))
-            lines = [ln.strip() for ln in f.read().decode("utf-8", "replace").replace("\r", "\n").splitlines()]
+            start = max(0, f.tell() - _TAIL_BYTES)
+            f.seek(start)
+            lines = f.read().decode("utf-8", "replace").replace("\r", "\n").split("\n")
     except OSError:
         return ""
-    lines = [ln for ln in lines if ln]
+    if start > 0:
+        lines = lines[1:]  # the part of a line that began before the window
+    lines = [ln.strip() for ln in lines if ln.strip()]
     return lines[-1] if lines else ""
+
+
+_TAIL_BYTES = 4096
+_WARNING = re.compile(r":\d+: \w*Warning: ")
+_JSON = re.compile(r'"\s*:\s|,\s*"\w+"\s*:')   # "key": value — a JSON object's insides
+
+
+def _is_step(line: str) -> bool:
+    """Whether a study's log line is meant as a step (a note, a progress bar's line, a training's), not data: a
+    JSON object or fragment, a quoted string, a warning and its source line, a traceback."""
+    line = line.strip()
+    if not line or line[0] in "{[\"'}]" or line.startswith(("Traceback", "warnings.warn(")):
+        return False
+    return not (_WARNING.search(line) or _JSON.search(line))
 
 
 def _is_training(line: str) -> bool:
@@ -299,7 +319,7 @@ def _progress_shower(name: str, outer, tty: bool, echo):
 
     def show(line: str) -> None:
         line = line.strip()
-        if not line or line.startswith("{"):
+        if not _is_step(line):
             return
         if tty:
             outer.set_postfix_str(line[:70], refresh=True)

@@ -747,8 +747,15 @@ def _zoo_data(name: str, loaded: Loaded | None) -> Inputs:
 
         test = movie_reviews().test
         x, tokens = loaded.encode_text(test.sentences)
-        return Inputs(x, test.labels, list(test.sentences), tokens=tokens)
+        return Inputs(x, test.labels, list(test.sentences), tokens=tokens, mask=_mask(tokens, loaded))
     raise AssertionError(name)
+
+
+def _mask(tokens, loaded: Loaded):
+    """The attention mask of tokenized sentences (``""`` marks padding) for a model that reads token ids."""
+    if loaded.embedding is None:
+        return None
+    return torch.tensor([[1 if t else 0 for t in row] for row in tokens], dtype=torch.long)
 
 
 def _default_image_prepare(shape, mean=None, std=None):
@@ -793,10 +800,9 @@ def load_inputs(specs, loaded: Loaded | None = None, *, limit: int | None = None
     if plan.kind == "zoo":
         inputs = _zoo_data(plan.name, loaded)
         if limit is not None:
-            inputs = Inputs(inputs.x[:limit], None if inputs.labels is None else inputs.labels[:limit],
-                            None if inputs.names is None else inputs.names[:limit],
-                            None if inputs.images is None else inputs.images[:limit],
-                            None if inputs.tokens is None else inputs.tokens[:limit])
+            cut = {k: getattr(inputs, k)[:limit] for k in ("x", "labels", "names", "images", "tokens", "mask")
+                   if getattr(inputs, k) is not None}
+            inputs = replace(inputs, **cut)
         return inputs
     if plan.kind == "tensor":
         x = plan.tensor
@@ -813,10 +819,7 @@ def load_inputs(specs, loaded: Loaded | None = None, *, limit: int | None = None
             raise UnitscopeError("a .txt file is read as sentences, which need a text model",
                                  hint="use sentiment-cnn or hf:FOLDER with its tokenizer, or give images / a tensor")
         x, tokens = loaded.encode_text(plan.sentences)
-        mask = None
-        if loaded.embedding is not None:
-            mask = torch.tensor([[1 if t else 0 for t in row] for row in tokens], dtype=torch.long)
-        return Inputs(x, plan.labels, list(plan.sentences), tokens=tokens, mask=mask)
+        return Inputs(x, plan.labels, list(plan.sentences), tokens=tokens, mask=_mask(tokens, loaded))
     return _images(plan, loaded, image or ImageSettings())
 
 

@@ -7,10 +7,8 @@ import os
 import sys
 
 import numpy as np
-import torch
 
 from ..core.errors import UnitscopeError
-from .checks import check_forward  # noqa: F401 — its old home
 from .options import add, add_common, finish, resolve_target, seed_everything, write_json
 
 NAME = "importance"
@@ -59,7 +57,8 @@ def run(args) -> dict:
         try:
             import pyarrow  # noqa: F401
         except ImportError:
-            raise UnitscopeError("--format parquet needs pyarrow", hint="pip install pyarrow, or use --format csv") from None
+            raise UnitscopeError("--format parquet needs pyarrow",
+                                 hint="pip install pyarrow, or use --format csv") from None
     seed_everything(args.seed)
     loaded = load_model(args.model, args.device)
     loaded.require_hooks()

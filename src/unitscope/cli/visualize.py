@@ -65,8 +65,8 @@ def image_shape(loaded, args) -> tuple:
         from ..loading import _first_conv_channels
 
         c = _first_conv_channels(loaded.model)
-        raise UnitscopeError(f"the input image shape of {args.model!r} is not known",
-                             hint=f"pass --shape C H W{f' (C = {c}: its first convolution reads {c} channel(s))' if c else ''}")
+        reads = f" (C = {c}: its first convolution reads {c} channel(s))" if c else ""
+        raise UnitscopeError(f"the input image shape of {args.model!r} is not known", hint=f"pass --shape C H W{reads}")
     return loaded.image_shape
 
 

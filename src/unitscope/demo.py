@@ -96,7 +96,8 @@ def _digits_outputs(out: str, model, x, scores, rows, result, *, top: int, quick
     for i in range(min(2, len(x))):
         t = scores.top(layer, k=top)
         units = t.indices[i].tolist()
-        attr = neuron_conductance(model, x[i:i + 1], layer, units, target=int(scores.target[i]), n_steps=32)
+        attr = neuron_conductance(model, x[i:i + 1], layer, units, target=int(scores.target[i]), n_steps=32,
+                                    method="gausslegendre")
         fig = pixel_pictures(x[i].expand(3, -1, -1), list(attr[0]),
                              [f"{layer} #{u}\ncond {v:+.2f}" for u, v in zip(units, t.values[i].tolist())],
                              cols=top, title=f"digit predicted {int(scores.target[i])}: what its top-{top} "
@@ -105,8 +106,8 @@ def _digits_outputs(out: str, model, x, scores, rows, result, *, top: int, quick
         save_figure(fig, os.path.join(out, name))
         figures.append((name, f"Test digit predicted {int(scores.target[i])}: for each of its {top} {layer} filters "
                               "with the highest conductance, the conductance through that filter of every pixel "
-                              "(Eq. 2 of Dhamdhere et al.), drawn over a grey copy of the digit — blue pushes "
-                              "towards the prediction, red against; each panel has its own scale (±1 = the "
+                              "(Eq. 2 of Dhamdhere et al.), drawn over a grey copy of the digit — red pushes "
+                              "towards the prediction, blue against; each panel has its own scale (±1 = the "
                               "value in its title)."))
     summary = dict(result, layers=LAYERS,
                    gap_by_layer={layer: float(scores.relative_delta(layer).max()) for layer in LAYERS})

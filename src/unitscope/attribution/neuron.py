@@ -32,7 +32,7 @@ from ..core.units import find_mask, pick_part, resolve_units
 from ..core.faults import is_oom, with_oom_hint
 from ..core.inputs import make_target, prepare
 from .adaptive import integrate_adaptive
-from .engine import autograd_on, off_the_path, work_dtype
+from .engine import autograd_on, integrate, off_the_path, work_dtype
 from .scores import _device, _outputs_at_x
 from ..core.sites import resolve
 from ..core.slices import channel_slice
@@ -66,7 +66,7 @@ def neuron_conductance(model: nn.Module, inputs, layer, units, *, baselines=None
                        additional_forward_args=None, n_steps: int = 50, method: str = "adaptive",
                        internal_batch_size: int | None = None, unit_batch_size: int | None = 64,
                        attribute_to_layer_input: bool = False, paired: bool = False, examples=None, spec=None,
-                       embedding=None, mask=None, rtol: float = 1e-3):
+                       embedding=None, mask=None):
     """Input attributions through each unit of ``units``: a tensor ``[N, U, *input_shape]`` (a tuple of such
     tensors for tuple inputs). ``units``: ints — units of the layer's unit specification (a conv channel, a
     transformer neuron at every token, a head; ``spec`` to choose, :mod:`unitscope.core.units`) — and/or element
@@ -78,11 +78,13 @@ def neuron_conductance(model: nn.Module, inputs, layer, units, *, baselines=None
     result is the unit's conductance as ``Scores.per_unit`` reports it with the same mask (Σ_i Eq. 2 = Eq. 3).
 
     ``method``: ``"adaptive"`` (the default, as in :func:`unitscope.conductance`): the nodes are placed per example
-    by the adaptive rule for this layer (``n_steps`` evaluations at most, ``rtol``), then Eq. 2 is integrated on
-    them with the composite trapezoid (one more pass over those nodes, with the per-unit backwards); summed over the
-    inputs it is the trapezoid of ``∂F/∂y · dy/dα`` on those nodes, which agrees with ``conductance``'s adaptive
-    estimate within its error bar. A fixed rule (``gausslegendre``, ``riemann_*``) uses its own nodes and weights:
-    summed over the inputs the result is ``conductance`` with the same rule, to rounding.
+    by the adaptive rule for this layer with all ``n_steps`` evaluations spent (a layer total that converges early
+    would leave Eq. 2's integrand unresolved), then Eq. 2 is integrated on them with the composite trapezoid (one
+    more pass over those nodes, with the per-unit backwards), and each unit's total over the inputs is matched,
+    example by example, to its conductance from the adaptive pass (Eq. 3, the estimate whose error is known: see
+    ``_matched``). ``gausslegendre`` uses its own nodes and weights (summed over the inputs: ``conductance`` with the
+    same rule, to rounding); a ``riemann_*`` rule its nodes plus both end points with the composite trapezoid, each
+    unit's total matched to ``conductance``'s Stieltjes trapezoid on the same nodes, as for ``"adaptive"``.
 
     ``paired=True``: ``units[i]`` belongs to example ``i`` only (``len(units) == N``) and the result is
     ``[N, *input_shape]`` — one backward for all pairs, e.g. every unit's own exemplars at once. With
@@ -141,12 +143,20 @@ def neuron_conductance(model: nn.Module, inputs, layer, units, *, baselines=None
         tgt = make_target(target, n, out_x)
         eq3 = None
         if method == "adaptive":
-            example_all, alpha_all, weight_all, eq3 = _adaptive_rows(model, batch, tgt, site, n_steps, rtol,
+            example_all, alpha_all, weight_all, eq3 = _adaptive_rows(model, batch, tgt, site, n_steps,
                                                                      internal_batch_size)
-        else:
+        elif method in paths.JVP_RULES:   # the rule on ∂F/∂y · ∂y/∂x_i: summed over inputs, conductance's rule
             alphas, weights = paths.rule(method, n_steps)
             example_all = torch.arange(n).repeat_interleave(alphas.numel())
             alpha_all, weight_all = alphas.repeat(n), weights.repeat(n)
+        else:   # conductance's Stieltjes trapezoid on the rule's nodes and both ends: its totals, matched below
+            alphas, _ = paths.path_nodes(method, n_steps)
+            weights = paths.stieltjes_weights(alphas)
+            example_all = torch.arange(n).repeat_interleave(alphas.numel())
+            alpha_all, weight_all = alphas.repeat(n), weights.repeat(n)
+            eq3 = integrate(model, batch, tgt, [site], alphas, None, conductance="trapezoid",
+                            internal_batch_size=internal_batch_size, progress=False, estimate=False
+                            ).conductance[site.name]
         total = example_all.numel()
         rows_per_chunk = total if internal_batch_size is None else max(1, internal_batch_size)
         sums = None
@@ -249,30 +259,35 @@ def neuron_conductance(model: nn.Module, inputs, layer, units, *, baselines=None
 
 
 def _matched(result: tuple, cond: torch.Tensor, masks: torch.Tensor, whole: torch.Tensor, keep, pair_ex):
-    """The adaptive rule's per-input attributions scaled, unit by unit and example by example, so that summed over
-    the inputs they give the unit's conductance from the adaptive pass (Eq. 3, whose error is estimated and which
-    the refinement drove down). The trapezoid of Eq. 2 on the same nodes misses mostly by a common factor (a unit
-    that switches on inside an interval scales every input's share alike); a scale outside [0.1, 10] (the two
-    estimates disagree in sign or in earnest) is left unapplied."""
+    """The per-input attributions of the Stieltjes rules (the adaptive default, ``riemann_*``) corrected, unit by unit
+    and example by example, so that summed over the inputs they give the unit's conductance on the same nodes (Eq. 3,
+    whose error is estimated). The trapezoid of Eq. 2 on those nodes misses mostly by a common factor (a unit that
+    switches on inside an interval scales every input's share alike): a scale within [0.1, 10] is applied to every
+    input; otherwise (the two disagree in sign or in earnest, on a unit near zero) the difference is spread over the
+    inputs in proportion to their |attribution|."""
     cond = cond.detach().cpu().to(torch.float64)
     masks = masks.detach().cpu().to(torch.float64)
     kept = cond if keep is None else cond * keep.cpu()
     flat = lambda t: t.reshape(t.shape[0], -1)  # noqa: E731
     if pair_ex is None:        # [N, U]: mask u over example e, a whole unit at the real tokens only
         want = torch.where(whole.view(1, -1), flat(kept) @ flat(masks).T, flat(cond) @ flat(masks).T)
-        got = sum(r.double().flatten(2).sum(2) for r in result)
-        shape = lambda r: (*want.shape, *([1] * (r.dim() - 2)))  # noqa: E731
+        dims = 2
     else:                      # [P]: pair p is unit p of example pair_ex[p]
         rows = torch.where(whole.view(-1, *([1] * (cond.dim() - 1))), kept[pair_ex], cond[pair_ex])
         want = (flat(rows) * flat(masks)).sum(1)
-        got = sum(r.double().flatten(1).sum(1) for r in result)
-        shape = lambda r: (-1, *([1] * (r.dim() - 1)))  # noqa: E731
+        dims = 1
+    got = sum(r.double().flatten(dims).sum(dims) for r in result)
+    size = sum(r.double().abs().flatten(dims).sum(dims) for r in result)
+    shape = lambda r: (*want.shape, *([1] * (r.dim() - dims)))  # noqa: E731
     ratio = want / torch.where(got == 0, torch.ones_like(got), got)
-    ratio = torch.where((got != 0) & (ratio >= 0.1) & (ratio <= 10.0), ratio, torch.ones_like(ratio))
-    return tuple((r.double() * ratio.view(shape(r))).to(r.dtype) for r in result)
+    scale = (got != 0) & (ratio >= 0.1) & (ratio <= 10.0)
+    ratio = torch.where(scale, ratio, torch.ones_like(ratio))
+    spread = torch.where(scale | (size == 0), torch.zeros_like(got), (want - got) / torch.where(size == 0, 1.0, size))
+    return tuple((r.double() * ratio.view(shape(r)) + r.double().abs() * spread.view(shape(r))).to(r.dtype)
+                 for r in result)
 
 
-def _adaptive_rows(model, batch, target, site, budget: int, rtol: float, internal_batch_size):
+def _adaptive_rows(model, batch, target, site, budget: int, internal_batch_size):
     """``(example, alpha, weight)`` per path row: the nodes the adaptive rule places for ``site`` on each example,
     with the weights of the composite trapezoid on them (they sum to one per example), and the layer's conductance
     from that pass (its parts, ``[N, *unit_shape]``)."""
@@ -281,10 +296,7 @@ def _adaptive_rows(model, batch, target, site, budget: int, rtol: float, interna
     examples, alphas, weights = [], [], []
     for e in range(batch.n):
         a = torch.sort(sums.diagnosis[e]["alpha"].double()).values
-        gaps = a[1:] - a[:-1]
-        w = torch.zeros_like(a)
-        w[:-1] += gaps / 2
-        w[1:] += gaps / 2
+        w = paths.stieltjes_weights(a)
         examples.append(torch.full((a.numel(),), e, dtype=torch.long))
         alphas.append(a)
         weights.append(w)

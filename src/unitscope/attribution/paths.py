@@ -19,7 +19,12 @@ import torch
 
 from ..core.errors import UnitscopeError
 
-__all__ = ["RULES", "rule", "captum_rule", "path_nodes"]
+__all__ = ["RULES", "JVP_RULES", "rule", "captum_rule", "path_nodes", "stieltjes_weights"]
+
+#: the rules whose conductance is the rule applied to ∂F/∂y · dy/dα with dy/dα by forward mode (spectral on smooth
+#: paths); every other fixed rule takes the Stieltjes trapezoid of consecutive nodes on its nodes plus both end points
+#: (values only: second order, at least the rule's own, and exact where ∂F/∂y is constant between nodes)
+JVP_RULES = ("gausslegendre",)
 
 RULES = ("riemann_left", "riemann_right", "riemann_middle", "riemann_trapezoid", "gausslegendre")
 
@@ -81,3 +86,17 @@ def path_nodes(name: str, n: int) -> tuple[torch.Tensor, torch.Tensor]:
         weights = torch.cat([weights, torch.zeros(len(extra), dtype=weights.dtype)])
     order = torch.argsort(alphas)
     return alphas[order], weights[order]
+
+
+def stieltjes_weights(alphas: torch.Tensor) -> torch.Tensor:
+    """The composite-trapezoid weights of sorted nodes ``alphas`` spanning [0, 1] (they sum to one): the quadrature
+    that goes with the Stieltjes trapezoid on the same nodes (per-input conductance, Eq. 2).
+
+    >>> stieltjes_weights(torch.tensor([0.0, 0.25, 1.0], dtype=torch.float64)).tolist()
+    [0.125, 0.5, 0.375]
+    """
+    gaps = alphas[1:] - alphas[:-1]
+    w = torch.zeros_like(alphas)
+    w[:-1] += gaps / 2
+    w[1:] += gaps / 2
+    return w

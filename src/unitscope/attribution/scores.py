@@ -160,10 +160,12 @@ def attribute(model: nn.Module, inputs, layers, *, scores=SCORES, baselines=None
     ``"gausslegendre"``): panels of the path are refined where the error estimates of the top 10 units
     per example and layer (and the gap of layers that are cuts) are largest, until they are within ``rtol``
     of the layer's largest |unit| or ``n_steps`` evaluations per example are spent (``scores.n_evals``);
-    values only, one forward and backward per evaluation. Or a fixed rule (``riemann_left``,
-    ``riemann_right``, ``riemann_middle``, ``riemann_trapezoid``, ``gausslegendre``) applied as it is named
-    to ``∂F/∂y · dy/dα``, with dy/dα by forward-mode autodiff (exact, but each evaluation costs several
-    times a plain one on CPU: measured in ``bench/accuracy.py``). ``scores.error[layer]`` is the per-unit
+    values only, one forward and backward per evaluation. Or a fixed rule: ``gausslegendre`` is applied as it is
+    named to ``∂F/∂y · dy/dα``, with dy/dα by forward-mode autodiff (spectral accuracy on smooth paths; each
+    evaluation costs about 2–3× a plain one on CPU: ``bench/floor.py``); ``riemann_left``, ``riemann_right``,
+    ``riemann_middle`` and ``riemann_trapezoid`` place their nodes (plus both end points) and take the Stieltjes
+    trapezoid of consecutive nodes, values only (second order — at least the rule's own order — and exact where
+    ∂F/∂y is constant between nodes, as on a ReLU network's pieces; one plain forward and backward per node). ``scores.error[layer]`` is the per-unit
     error estimate, ``scores.ok[layer]`` whether the layer met the tolerance
     (``max(rtol, gap_warning)``), ``scores.messages[layer]`` says why not and what to try.
     A :class:`CompletenessWarning` is issued for a layer that is not ok, or whose gap exceeds ``gap_warning``.
@@ -225,7 +227,8 @@ def attribute(model: nn.Module, inputs, layers, *, scores=SCORES, baselines=None
             alphas, weights = paths.path_nodes(method, n_steps)
             runs.append((path_methods + point_methods,
                          integrate(model, batch, tgt, sites, alphas, weights,
-                                   conductance="jvp" if "conductance" in path_methods else None,
+                                   conductance=(None if "conductance" not in path_methods else
+                                                "jvp" if method in paths.JVP_RULES else "trapezoid"),
                                    internal_batch_size=internal_batch_size, progress=progress)))
         served = {m for ms, _ in runs for m in ms}
         if any(m not in served for m in point_methods):

@@ -56,6 +56,21 @@ def pytest_runtest_makereport(item, call):
             OUTCOMES[key] = "skip"
         else:
             OUTCOMES[key] = dict(item.user_properties).get("status", "ok")
+    if OUTCOMES.get(key) == "flagged":
+        OUTCOMES[key] = "flag"
+
+
+_SHORT = (("conductance:", "C:"), ("riemann_", ""), ("gausslegendre", "GL"), ("trapezoid", "trap"),
+          ("adaptive", "adapt"), ("internal_influence", "influence"), ("grad_x_activation", "grad×act"),
+          ("activation", "act"), ("neuron:", "Eq2:"), ("ablation_scores", "ablation"), ("class_selectivity", "select"),
+          ("independent_am", "IAM"), ("sample_inverse_set", "inverse"), ("inverse:unreachable", "inv:empty"),
+          ("inference_mode", "inference"), ("odd_layers", "odd"))
+
+
+def short(fn: str) -> str:
+    for a, b in _SHORT:
+        fn = fn.replace(a, b)
+    return fn
 
 
 def table() -> str:
@@ -64,8 +79,8 @@ def table() -> str:
     archs = list(dict.fromkeys(a for a, _ in OUTCOMES))
     fns = list(dict.fromkeys(f for _, f in OUTCOMES))
     width = max(len(a) for a in archs)
-    cols = [max(len(f), 7) for f in fns]
-    lines = [" " * width + " | " + " | ".join(f.ljust(c) for f, c in zip(fns, cols))]
+    cols = [max(len(short(f)), 5) for f in fns]
+    lines = [" " * width + " | " + " | ".join(short(f).ljust(c) for f, c in zip(fns, cols))]
     lines.append("-" * len(lines[0]))
     for a in archs:
         lines.append(a.ljust(width) + " | " + " | ".join(OUTCOMES.get((a, f), "-").ljust(c)
@@ -75,8 +90,9 @@ def table() -> str:
         counts[v] = counts.get(v, 0) + 1
     lines.append("")
     lines.append("totals: " + ", ".join(f"{k} {v}" for k, v in sorted(counts.items())))
-    lines.append("ok: every invariant held; flagged: a cut layer missed the 1 % tolerance and is marked not ok "
-                 "with a message naming it; xfail: a known library bug (see test_matrix.KNOWN); '-': not applicable")
+    lines.append("ok: every invariant held; flag: a cut layer missed the 1 % completeness tolerance and is marked "
+                 "not ok with a message (and a warning) naming it; xfail: a known library bug (test_matrix.KNOWN); "
+                 "FAIL: an invariant broke; '-': not applicable. C: conductance by rule, Eq2: neuron_conductance")
     return "\n".join(lines)
 
 

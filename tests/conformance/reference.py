@@ -15,8 +15,8 @@ space of an ``embedding`` module (token models: that module's output is replaced
 
 * Eq. 3, the rule's formula: ``Cond^y = Σ_k w_k · ∂F/∂y(x_{α_k}) ⊙ dy/dα(α_k)`` with ``dy/dα`` by the
   double-backward trick (``v ↦ ∂(v·y)/∂α``, then its gradient with respect to ``v``) — :func:`conductance_rule`;
-* Eq. 3, its Riemann–Stieltjes form on a uniform grid: ``Σ_k ½ (g_k + g_{k+1}) ⊙ (y_{k+1} − y_k)`` —
-  :func:`conductance_trapezoid`;
+* Eq. 3, its Riemann–Stieltjes form on given nodes (a rule's nodes plus both ends, or a uniform grid):
+  ``Σ_k ½ (g_k + g_{k+1}) ⊙ (y_{k+1} − y_k)`` — :func:`conductance_stieltjes`, :func:`conductance_trapezoid`;
 * Eq. 2: ``Cond_i^y = (x_i − x'_i) Σ_k w_k Σ_{j ∈ unit} ∂F/∂y_j · ∂y_j/∂x_i`` — :func:`neuron_conductance_rule`;
 * internal influence: ``Σ_k w_k ∂F/∂y(x_{α_k})`` — :func:`influence_rule`.
 
@@ -29,8 +29,8 @@ import numpy as np
 import torch
 import torch.nn as nn
 
-__all__ = ["nodes", "conductance_rule", "conductance_trapezoid", "neuron_conductance_rule", "influence_rule",
-           "recorded", "find_module"]
+__all__ = ["nodes", "conductance_rule", "conductance_stieltjes", "conductance_trapezoid", "neuron_conductance_rule",
+           "influence_rule", "recorded", "find_module"]
 
 
 def nodes(rule: str, n: int) -> tuple[list[float], list[float]]:
@@ -185,24 +185,30 @@ def conductance_rule(model, inputs, layer, *, target, rule="gausslegendre", n_st
 
 
 @_with_grad
-def conductance_trapezoid(model, inputs, layer, *, target, n_points=129, baselines=None, embedding=None,
-                          forward_args=()):
-    """Eq. 3 as the Riemann–Stieltjes sum on ``n_points`` uniform nodes including both ends:
+def conductance_stieltjes(model, inputs, layer, *, target, alphas, baselines=None, embedding=None, forward_args=()):
+    """Eq. 3 as the Riemann–Stieltjes sum on the sorted nodes ``alphas`` (which should include 0 and 1):
     ``Σ_k ½ (∂F/∂y_k + ∂F/∂y_{k+1}) ⊙ (y_{k+1} − y_k)`` (float64)."""
+    alphas = sorted(float(a) for a in alphas)
     out_rows = []
     for e in range(inputs.shape[0]):
         x, b, args = _setup(model, inputs, baselines, embedding, forward_args, e)
         ys, gs = [], []
-        for k in range(n_points):
-            alpha = torch.tensor(k / (n_points - 1), dtype=b.dtype)
-            out, rec, _ = _point(model, x, b, alpha, embedding=embedding, forward_args=args, site=layer)
+        for a in alphas:
+            out, rec, _ = _point(model, x, b, torch.tensor(a, dtype=b.dtype), embedding=embedding,
+                                 forward_args=args, site=layer)
             F = _target_value(out, target, e)
             (g,) = torch.autograd.grad(F, rec.value)
             ys.append(rec.value.detach().double())
             gs.append(g.double())
-        total = sum(0.5 * (gs[k] + gs[k + 1]) * (ys[k + 1] - ys[k]) for k in range(n_points - 1))
+        total = sum(0.5 * (gs[k] + gs[k + 1]) * (ys[k + 1] - ys[k]) for k in range(len(alphas) - 1))
         out_rows.append(total[0])
     return torch.stack(out_rows)
+
+
+def conductance_trapezoid(model, inputs, layer, *, target, n_points=129, **kw):
+    """:func:`conductance_stieltjes` on ``n_points`` uniform nodes including both ends."""
+    return conductance_stieltjes(model, inputs, layer, target=target,
+                                 alphas=[k / (n_points - 1) for k in range(n_points)], **kw)
 
 
 @_with_grad

@@ -24,26 +24,11 @@ def add_arguments(p) -> None:
 
 
 def importance_figure(frame, layer: str, path: str, *, top: int = 20) -> str:
-    """Mean per-channel score of the ``top`` channels (by mean |score|) of one layer, one panel per score."""
-    from ..report.figures import plt, save_figure
+    """Mean per-channel score of the ``top`` channels (by mean |score|) of one layer, one panel per score, with error
+    bars (:func:`unitscope.report.figures.importance_bars`)."""
+    from ..report.figures import importance_bars, save_figure
 
-    sub = frame[frame["layer"] == layer]
-    scores = list(dict.fromkeys(sub["score"]))
-    fig, axes = plt.subplots(1, len(scores), figsize=(3.4 * len(scores), 3.2), squeeze=False)
-    for ax, m in zip(axes[0], scores):
-        mean = sub[sub["score"] == m].groupby("channel")["value"].mean()
-        best = mean.abs().sort_values(ascending=False).index[:top]
-        vals = mean.loc[best]
-        ax.bar(range(len(vals)), vals.values, color=["tab:blue" if v >= 0 else "tab:red" for v in vals.values])
-        ax.set_xticks(range(len(vals)))
-        ax.set_xticklabels([str(c) for c in best], rotation=90, fontsize=6)
-        ax.set_title(f"{m}", fontsize=8)
-        ax.set_xlabel("channel", fontsize=7)
-        ax.tick_params(labelsize=6)
-    axes[0][0].set_ylabel("mean score over inputs", fontsize=7)
-    fig.suptitle(f"{layer}: top {top} channels", fontsize=9)
-    fig.tight_layout()
-    return save_figure(fig, path)
+    return save_figure(importance_bars(frame, layer, top=top), path)
 
 
 def run(args) -> dict:
@@ -88,7 +73,8 @@ def run(args) -> dict:
         frame.to_parquet(table, index=False)
     any_scores = next(iter(results.values()))
     figures = [importance_figure(frame if not args.per_unit else
-                                 frame.groupby(["method", "layer", "example", "channel"], as_index=False)["value"].sum(),
+                                 frame.groupby(["score", "layer", "example", "channel"], as_index=False)[
+                                     [c for c in ("value", "error") if c in frame]].sum(),
                                  layer, os.path.join(args.out, f"importance_{layer.replace('.', '_')}.png"))
                for layer in any_scores.layers]
     summary = {"model": args.model, "inputs": len(x), "layers": any_scores.layers, "scores": list(results),

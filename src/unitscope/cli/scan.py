@@ -185,7 +185,7 @@ def describe(summary: dict, out) -> str:
                     f"where it is defined")
         else:
             best = f"highest mean: unit {row['highest_mean_unit']} (no labels, so no selectivity)"
-        lines.append(f"  {row['layer']} · {row['method']}: {row['units']} units, mean {row['mean']:.3g}; {best}")
+        lines.append(f"  {row['layer']} · {row['score']}: {row['units']} units, mean {row['mean']:.3g}; {best}")
     lines.append(f"files in {out}: {', '.join(summary['files'])} (the whole summary: {os.path.join(out, 'scan.json')})")
     return "\n".join(lines)
 
@@ -310,7 +310,7 @@ def _write_outputs(result: ScanResult, data, args, name, world: int, wall: float
             mean = result.mean(name, score=m)
             sel = result.selectivity(name, score=m, warn=False) if classes else None  # NaN where undefined
             best = int(torch.nan_to_num(sel.index, nan=-1.0).argmax()) if classes else int(mean.argmax())
-            per_layer.append({"method": m, "layer": name, "units": int(mean.numel()), "mean": float(mean.mean()),
+            per_layer.append({"score": m, "layer": name, "units": int(mean.numel()), "mean": float(mean.mean()),
                               "mean_selectivity": float(sel.index.nanmean()) if classes else None,
                               "selectivity_defined_units": int(sel.defined.sum()) if classes else None,
                               "most_selective_unit" if classes else "highest_mean_unit": best,

@@ -21,6 +21,7 @@ import torch.nn as nn
 
 import unitscope as us
 from unitscope.core.state import process_snapshot
+from unitscope.demo import study_module
 from unitscope.synthesis.generators import FFTImageGenerator
 
 # third-party imports that change process state themselves, done before anything is measured: sympy adds a warning
@@ -166,7 +167,7 @@ STUDIES = {  # study → (the attribute its main calls first for heavy work, arg
     "substitution": ("unitscope.zoo.digits.digits_data", ["--quick"]),
     "transformer": ("unitscope.zoo.minilm.minilm_sentiment", ["--quick"]),
     "sentiment": ("unitscope.studies.sentiment.run", ["--quick"]),
-    "scan": ("unitscope.studies.scan.scan_main", ["--quick"]),
+    "scan": ("unitscope.runs.scan.scan_main", ["--quick"]),
 }
 
 
@@ -178,7 +179,7 @@ def test_study_entry_point_undoes_what_it_sets(study, tmp_path, monkeypatch):
     module_name, attr = target.rsplit(".", 1)
     seen = {}
     monkeypatch.setattr(importlib.import_module(module_name), attr, _stopper(seen))
-    main = importlib.import_module(f"unitscope.studies.{study}").main
+    main = importlib.import_module(study_module(study)).main
     threads = torch.get_num_threads()
     with torch.no_grad():  # grad off, 2 threads: a study that turns grad on or sets 1 thread changes something
         torch.set_num_threads(2)

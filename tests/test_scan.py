@@ -296,7 +296,7 @@ def test_top_sentences_bold_the_ngram_that_the_filter_picked():
 
 
 def test_scan_study_entry_point_writes_grids_and_summary(tmp_path, monkeypatch):
-    from unitscope.studies import scan as study
+    from unitscope.runs import scan as study
 
     monkeypatch.setattr(study, "SCANS", {"digits": ["digits-cnn", "digits"]})
     summary = study.main(["--quick", "--out", str(tmp_path)])

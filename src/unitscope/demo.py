@@ -141,9 +141,18 @@ def digits_study(out: str, *, quick: bool, seed: int, echo=print) -> dict:
 
 
 # ----------------------------------------------------------------------------------------------- studies --
+#: the runs of the bundled CLI commands (``unitscope.runs``), beside the papers' studies (``unitscope.studies``)
+RUNS = ("scan", "atlas")
+
+
+def study_module(name: str) -> str:
+    """The module of a study entry point: ``unitscope.runs.NAME`` for the CLI's bundled runs, else a paper's study."""
+    return f"unitscope.runs.{name}" if name in RUNS else f"unitscope.studies.{name}"
+
+
 def available_studies() -> list[str]:
     """The study entry points installed in this version, in the report's order."""
-    return [n for n in STUDY_ORDER if importlib.util.find_spec(f"unitscope.studies.{n}") is not None]
+    return [n for n in STUDY_ORDER if importlib.util.find_spec(study_module(n)) is not None]
 
 
 def _tail(text: str, lines: int = 25) -> str:
@@ -198,7 +207,7 @@ def run_study(name: str, out: str, *, quick: bool, seed: int, timeout: float | N
     time left) does not count, so a slow machine's first run is not stopped for training what is cached after."""
     folder = os.path.join(out, name)
     os.makedirs(folder, exist_ok=True)
-    cmd = [python, "-m", f"unitscope.studies.{name}", *(["--quick"] if quick else []), "--out", folder,
+    cmd = [python, "-m", study_module(name), *(["--quick"] if quick else []), "--out", folder,
            "--seed", str(seed)]  # every study entry point takes --quick, --out and --seed (the contract)
     env = dict(os.environ, PYTHONUNBUFFERED="1", MPLBACKEND="Agg", UNITSCOPE_PROGRESS="log",
                UNITSCOPE_PROGRESS_SECONDS=os.environ.get("UNITSCOPE_PROGRESS_SECONDS", "5"))

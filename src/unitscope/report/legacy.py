@@ -79,11 +79,16 @@ def humanize(key: str) -> str:
 
 
 def _docstring(name: str) -> tuple[str, str]:
-    """(title, first paragraph) of ``unitscope.studies.NAME``'s docstring, or ("", "")."""
-    try:
-        spec = importlib.util.find_spec(f"unitscope.studies.{name}")
-    except (ImportError, ValueError):
-        return "", ""
+    """(title, first paragraph) of the docstring of ``unitscope.studies.NAME`` (a paper's study) or
+    ``unitscope.runs.NAME`` (a bundled CLI run), or ("", "")."""
+    spec = None
+    for package in ("unitscope.studies", "unitscope.runs"):
+        try:
+            spec = importlib.util.find_spec(f"{package}.{name}")
+        except (ImportError, ValueError):
+            spec = None
+        if spec is not None:
+            break
     if spec is None or not spec.origin or not spec.origin.endswith(".py"):
         return "", ""
     doc = ast.get_docstring(ast.parse(Path(spec.origin).read_text())) or ""

@@ -1,4 +1,4 @@
-"""``python -m unitscope.studies.atlas [--quick] [--out DIR] [--seed N]``: the bundled unit atlases for the report.
+"""``python -m unitscope.runs.atlas [--quick] [--out DIR] [--seed N]``: the bundled unit atlases for the report.
 
 Each atlas (:func:`unitscope.atlas`, through ``unitscope atlas MODEL DATA``) goes into its own sub-folder with its
 ``atlas.json``, ``index.html`` and a manifest entry that links the page:
@@ -46,7 +46,7 @@ QUICK = {"digits": [], "minilm": ["--limit", "24", "--top-units", "6", "--top-k"
 
 
 def main(argv=None) -> dict:
-    p = argparse.ArgumentParser(prog="python -m unitscope.studies.atlas", description=__doc__,
+    p = argparse.ArgumentParser(prog="python -m unitscope.runs.atlas", description=__doc__,
                                 formatter_class=argparse.RawDescriptionHelpFormatter)
     p.add_argument("--quick", action="store_true", help="the digits atlas of one layer and a small MiniLM atlas")
     p.add_argument("--out", default="unitscope-out/atlas")

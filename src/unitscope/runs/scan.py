@@ -1,4 +1,4 @@
-"""``python -m unitscope.studies.scan [--quick] [--out DIR] [--seed N]``: dataset-scale scans for the report.
+"""``python -m unitscope.runs.scan [--quick] [--out DIR] [--seed N]``: dataset-scale scans for the report.
 
 Two scans with :func:`unitscope.data.scan.scan` (one pass over the data, streaming statistics, top examples per unit by
 activation and by conductance): the digits CNN over the real digits (image grids of each unit's top digits) and the
@@ -15,7 +15,7 @@ import os
 from ..cli.scan import scan_main
 from ..core.progress import note
 from ..core.state import restores_process_state
-from .common import Config, Result, finish, study_parser
+from ..studies.common import Config, Result, finish, study_parser
 
 __all__ = ["main"]
 
@@ -24,7 +24,7 @@ SCANS = {"digits": ["digits-cnn", "digits"], "sentiment": ["sentiment-cnn", "rev
 
 @restores_process_state
 def main(argv=None) -> dict:
-    p = study_parser("scan", __doc__, quick="test splits only, two layers, 8 path points")
+    p = study_parser("scan", __doc__, quick="test splits only, two layers, 8 path points", package="unitscope.runs")
     args = p.parse_args(argv)
     return finish(run(Config.from_args(args)))
 

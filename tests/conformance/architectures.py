@@ -13,7 +13,8 @@ classifier's logits, a causal LM's next-token logits after the last real token).
 
 Site names were read with ``unitscope.layer_names(model, inputs=...)`` (``test_matrix.py`` checks that every
 layer named here is one of them). Builds are cached: :func:`build` returns the same record for the same name,
-so treat ``model`` as read-only (the matrix checks that every call hands it back unchanged).
+so treat ``model`` as read-only (the matrix checks that every call hands it back unchanged). Each model has its
+last parameter frozen and a gradient pending on its first, as in the middle of a training run.
 """
 
 from __future__ import annotations
@@ -427,10 +428,20 @@ ATTENTION = ("timm_vit_tiny", "timm_swin", "hf_gpt2", "hf_bert", "hf_llama", "hf
              "hf_distilbert", "hf_vit")
 
 
+def _mid_training(model: nn.Module) -> nn.Module:
+    """A model as a user may hand it over: its last parameter frozen, a gradient pending on its first (both must
+    survive every call)."""
+    params = list(model.parameters())
+    params[-1].requires_grad_(False)
+    params[0].grad = torch.full_like(params[0], 0.5)
+    return model
+
+
 @functools.lru_cache(maxsize=None)
 def build(name: str) -> Arch:
     """The architecture ``name`` (built once per process, seeded: the same weights every run)."""
-    torch.manual_seed(0)
     with torch.random.fork_rng():
         torch.manual_seed(0)
-        return ARCHITECTURES[name]()
+        arch = ARCHITECTURES[name]()
+    _mid_training(arch.model)
+    return arch

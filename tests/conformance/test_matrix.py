@@ -26,7 +26,7 @@ ARCHS = list(ARCHITECTURES)
 IMAGE_ARCHS = ["tv_resnet18", "tv_mobilenet_v3_small", "tv_efficientnet_b0", "tv_convnext_tiny",
                "tv_regnet_x_400mf", "tv_vit", "timm_vit_tiny", "timm_convnext_atto", "timm_swin",
                "timm_resnet10t_aa", "hf_vit", "float64_mobilenet_v3_small", "bfloat16_convnext_atto"]
-ADAPTIVE_STEPS = 16      # the adaptive rule's budget per example
+ADAPTIVE_STEPS = 16      # the adaptive rule's budget per example (the conductance column: the default, 50)
 FIXED_STEPS = 8          # points of a fixed rule (the invariants hold at any resolution: flagged or within 1 %)
 TOL = 0.01               # the completeness tolerance asked for (gap_warning)
 
@@ -120,8 +120,8 @@ def test_conductance(arch, fn, request):
     before = snapshot(a.model)
     with warnings.catch_warnings(record=True) as caught:
         warnings.simplefilter("always")
-        s = run(us.conductance, a.model, a.inputs, layers, method=method,
-                n_steps=ADAPTIVE_STEPS if method == "adaptive" else FIXED_STEPS, gap_warning=TOL, **kw(a))
+        steps = {} if method == "adaptive" else {"n_steps": FIXED_STEPS}   # adaptive: the default budget (50)
+        s = run(us.conductance, a.model, a.inputs, layers, method=method, gap_warning=TOL, **steps, **kw(a))
     assert_untouched(before, a.model)
     assert s.layers == layers
     values = layer_values(a, layers)
@@ -537,12 +537,24 @@ def test_atlas_under_no_grad(arch, fn):
 # ---------------------------------------------------------------------------------------------------------------
 # failures: a UnitscopeError naming the layer or argument, and the model unchanged
 
+def _malformed(a):
+    """Inputs the model cannot take: an image with 2 channels, a sequence with a feature short, a token id past
+    the vocabulary."""
+    if a.kind == "text":
+        ids = a.inputs.clone()
+        ids[1, 1] = 10 ** 4
+        return ids, None
+    return a.inputs[:, :2] if a.kind == "image" else a.inputs[..., :-1], None
+
+
 @pytest.mark.parametrize("arch,fn", cases(["errors"]))
 def test_failures_name_what_is_wrong_and_leave_the_model(arch, fn):
     a = build(arch)
     before = snapshot(a.model)
-    with pytest.raises(us.UnitscopeError, match="no_such_layer"):
+    with pytest.raises(us.UnitscopeError, match="no_such_layer") as e:
         run(us.conductance, a.model, a.inputs, [a.cuts[0], "no_such_layer"], n_steps=4, **kw(a))
+    names = us.layer_names(a.model)
+    assert any(f"'{n}'" in str(e.value) for n in names), f"no valid layer name suggested: {e.value}"
     assert_untouched(before, a.model)
     with pytest.raises(us.UnitscopeError, match="no_such_layer"):
         run(us.ablation_scores, a.model, a.inputs, "no_such_layer", units=[0],
@@ -554,6 +566,26 @@ def test_failures_name_what_is_wrong_and_leave_the_model(arch, fn):
     with pytest.raises(us.UnitscopeError, match=a.layer.replace(".", r"\.")):
         run(us.neuron_conductance, a.model, a.inputs, layer=a.layer, units=[10 ** 6], n_steps=4, **kw(a))
     assert_untouched(before, a.model)
+
+
+TEXT_ARCHS = ["hf_gpt2", "hf_bert", "hf_llama", "hf_qwen2", "hf_bart", "hf_distilbert"]
+for _a in TEXT_ARCHS:
+    KNOWN[(_a, "errors:inputs")] = ("a token id past the vocabulary: core/inputs._embed calls the embedding outside "
+                                    "model_errors and a raw IndexError ('index out of range in self') escapes")
+
+
+@pytest.mark.parametrize("arch,fn", cases(["errors:inputs"]))
+def test_inputs_the_model_cannot_take(arch, fn):
+    """The model itself raises (with hooks in place): a UnitscopeError, and the model as it was."""
+    a = build(arch)
+    before = snapshot(a.model)
+    inputs, forward_args = _malformed(a)
+    for call in (lambda: us.conductance(a.model, inputs, [a.cuts[0]], n_steps=4, **kw(a, forward_args)),
+                 lambda: us.activation(a.model, inputs, [a.cuts[0]],
+                                       additional_forward_args=forward_args or a.additional_forward_args)):
+        with pytest.raises(us.UnitscopeError):
+            run(call)
+        assert_untouched(before, a.model)
 
 
 ODD_ARCHS = ["timm_swin", "torch_gru"]   # their builders name an odd layer (extra["odd_layers"])

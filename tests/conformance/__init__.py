@@ -1,0 +1,1 @@
+"""The conformance matrix: every public function on architectures nobody here wrote (see test_matrix.py)."""

@@ -200,7 +200,7 @@ def tv_vit():
     nn.init.normal_(m.heads.head.weight, std=0.5)   # torchvision starts the head at zero: a constant output
     return _image_arch("tv_vit", m, ["conv_proj", "encoder.layers.encoder_layer_0", "encoder.ln"],
                        ["encoder.layers.encoder_layer_1.mlp.1", "encoder.layers.encoder_layer_0.self_attention"],
-                       attention=False, notes="nn.MultiheadAttention (need_weights=False)")
+                       attention=True, notes="nn.MultiheadAttention (need_weights=False: the fused SDPA kernel)")
 
 
 def _tv_float64():
@@ -236,7 +236,8 @@ def timm_swin():
     m = timm.create_model("swin_tiny_patch4_window7_224", pretrained=False, img_size=32, patch_size=2,
                           window_size=4, embed_dim=16, depths=(1, 1), num_heads=(1, 2), num_classes=10)
     return _image_arch("timm_swin", m, ["patch_embed", "layers.0", "layers.1", "norm"],
-                       ["layers.0.blocks.0.mlp.act", "layers.1.blocks.0.mlp.fc1"], attention=True, unit_layer="layers.0",
+                       ["layers.0.blocks.0.mlp.act", "layers.1.blocks.0.mlp.fc1"], attention=True,
+                       unit_layer="layers.0",
                        notes="shifted window attention, channels-last [N, H, W, C] layers",
                        extra={"odd_layers": ("layers.1.blocks.0.attn",), "image_layer": "layers.0",
                               "channels_last": ("patch_embed", "layers.0", "layers.1", "norm")})
@@ -424,7 +425,7 @@ ARCHITECTURES = {
 }
 
 #: the architectures whose attention runs through torch's fused scaled_dot_product_attention
-ATTENTION = ("timm_vit_tiny", "timm_swin", "hf_gpt2", "hf_bert", "hf_llama", "hf_qwen2", "hf_bart",
+ATTENTION = ("tv_vit", "timm_vit_tiny", "timm_swin", "hf_gpt2", "hf_bert", "hf_llama", "hf_qwen2", "hf_bart",
              "hf_distilbert", "hf_vit")
 
 

@@ -57,8 +57,8 @@ def find_module(model: nn.Module, site: str) -> tuple[nn.Module, int]:
 
 class recorded:
     """``with recorded(model, site) as rec:`` — ``rec.value`` is the site's output in the forward pass run inside
-    (the ``K``-th call of ``NAME@K``; part 0 of a tuple output; the model continues with a copy of it). ``replace=(site, fn)``: that site's output is
-    replaced by ``fn(output)`` (used for the embedding)."""
+    (the ``K``-th call of ``NAME@K``; part 0 of a tuple output; the model continues with a copy of it).
+    ``replace=(site, fn)``: that site's output is replaced by ``fn(output)`` (used for the embedding)."""
 
     def __init__(self, model: nn.Module, site: str | None, replace: tuple | None = None):
         self.model, self.site, self.replace = model, site, replace

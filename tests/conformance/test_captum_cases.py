@@ -33,7 +33,8 @@ def _assert_close(got, expected, delta: float, what: str):
     for g, e in zip(got, expected):
         e = torch.as_tensor(e, dtype=g.dtype).expand_as(g)
         err = float((g - e).abs().max())
-        assert err <= delta, f"{what}: max |ours − Captum's expected| = {err:.4g} > {delta} ({g.tolist()} vs {e.tolist()})"
+        assert err <= delta, (f"{what}: max |ours − Captum's expected| = {err:.4g} > {delta} "
+                              f"({g.tolist()} vs {e.tolist()})")
 
 
 def multilayer(**kw):

@@ -15,10 +15,11 @@ import pytest
 import torch
 
 import unitscope as us
+from unitscope.attribution import paths
 from unitscope.attribution.paths import RULES
 
 from conformance import reference as R
-from conformance.architectures import ARCHITECTURES, build
+from conformance.architectures import ARCHITECTURES, ATTENTION, build
 from conformance.checks import (ablated_output, assert_untouched, close, first, forward_at, grads_at,
                                 layer_values, result_dtype, run, snapshot, top_class, unit_values)
 
@@ -29,14 +30,16 @@ IMAGE_ARCHS = ["tv_resnet18", "tv_mobilenet_v3_small", "tv_efficientnet_b0", "tv
 ADAPTIVE_STEPS = 16      # the adaptive rule's budget per example (the conductance column: the default, 50)
 FIXED_STEPS = 8          # points of a fixed rule (the invariants hold at any resolution: flagged or within 1 %)
 TOL = 0.01               # the completeness tolerance asked for (gap_warning)
+# the fixed rules applied to ∂F/∂y · dy/dα (the others take the Stieltjes trapezoid of consecutive nodes)
+JVP_RULES = getattr(paths, "JVP_RULES", RULES)
 
 # (arch, fn) -> the exact cause; strict xfails: remove the entry when the library is fixed
 KNOWN: dict = {
-    ("timm_swin", "odd_layers"): "timm Swin's window attention (layers.1.blocks.0.attn) outputs [N·windows, tokens, C]: "
-                                 "a raw RuntimeError (shape mismatch) escapes instead of a UnitscopeError naming the "
-                                 "layer",
-    ("torch_gru", "odd_layers"): "nn.GRU returns (output [N, T, H], h_n [layers, N, H]); h_n's batch is dim 1 and a raw "
-                                 "RuntimeError (shape mismatch) escapes instead of results or a UnitscopeError",
+    ("timm_swin", "odd_layers"): "timm Swin's window attention (layers.1.blocks.0.attn) outputs [N·windows, tokens, "
+                                 "C]: a raw RuntimeError (shape mismatch) escapes instead of a UnitscopeError naming "
+                                 "the layer",
+    ("torch_gru", "odd_layers"): "nn.GRU returns (output [N, T, H], h_n [layers, N, H]); h_n's batch is dim 1 and a "
+                                 "raw RuntimeError (shape mismatch) escapes instead of results or a UnitscopeError",
     ("timm_swin", "units"): "timm Swin's stage outputs are channels-last [N, H, W, C]; the default layout takes dim 1 "
                             "(the H rows) as the units instead of the C channels",
     ("tv_mobilenet_v3_small", "inverse:unreachable"): "an empty InverseSet's samples is tensor([]) of shape (0,), "
@@ -102,6 +105,8 @@ def test_layers_exist_and_model_is_in_eval_mode(arch):
                if n not in names]
     assert not missing, f"{arch}: not among layer_names: {missing}"
     assert not any(m.training for m in a.model.modules())
+    assert (arch in IMAGE_ARCHS) == (a.kind == "image") and (arch in TEXT_ARCHS) == (a.kind == "text")
+    assert (arch in ATTENTION) == a.attention
     out = a.model(*a.args)
     assert out.dim() == 2 and out.shape[0] == 2 and out.shape[1] == a.n_classes
 
@@ -136,6 +141,12 @@ def test_conductance(arch, fn, request):
     want = forward_at(a, 1.0)[rows, target].double() - forward_at(a, 0.0)[rows, target].double()
     close(s.output_diff, want, rtol_of(a, 1e-4), "output_diff")
     assert float(want.abs().max()) > 1e-6, "F(x) = F(x'): nothing to attribute (a constant model)"
+    if method in JVP_RULES:   # Σ_units ∂F/∂y · dy/dα = dF/dα on every cut: the same totals, however coarse the rule
+        parts = [v if isinstance(v, tuple) else (v,) for v in (s[layer] for layer in a.cuts)]
+        totals = torch.stack([sum(p.double().flatten(1).sum(1) for p in ps) for ps in parts])
+        size = max(float(sum(p.double().abs().flatten(1).sum(1) for p in ps).max()) for ps in parts)  # rounding scale
+        close(totals, totals[:1].expand_as(totals), rtol_of(a, 1e-4), f"layer totals on the cuts {a.cuts}",
+              scale=size)
     warned = " ".join(str(w.message) for w in caught if issubclass(w.category, us.CompletenessWarning))
     flagged = []
     for layer in a.cuts:
@@ -229,28 +240,35 @@ def test_units_by_layout(arch, fn):
 # ---------------------------------------------------------------------------------------------------------------
 # Eq. 2 (neuron_conductance): Σ over the inputs = Eq. 3 of the same unit, same rule and nodes
 
+def untouched_call(a, fn, *args, **kw_):
+    """``fn(*args, **kw_)`` checked like every call: nothing raw escapes, the model is handed back unchanged."""
+    before = snapshot(a.model)
+    out = run(fn, *args, **kw_)
+    assert_untouched(before, a.model)
+    return out
+
+
 @functools.lru_cache(maxsize=None)
 def neuron_full(arch: str, method: str = "gausslegendre"):
     a = build(arch)
     n = ADAPTIVE_STEPS if method == "adaptive" else FIXED_STEPS
-    return run(us.neuron_conductance, a.model, a.inputs, layer=a.layer, units=list(a.units), method=method,
-               n_steps=n, **kw(a))
+    return untouched_call(a, us.neuron_conductance, a.model, a.inputs, layer=a.layer, units=list(a.units),
+                          method=method, n_steps=n, **kw(a))
 
 
 @functools.lru_cache(maxsize=None)
 def layer_conductance(arch: str, method: str, layer: str):
     a = build(arch)
     n = ADAPTIVE_STEPS if method == "adaptive" else FIXED_STEPS
-    return run(us.conductance, a.model, a.inputs, [layer], method=method, n_steps=n, gap_warning=None, **kw(a))
+    return untouched_call(a, us.conductance, a.model, a.inputs, [layer], method=method, n_steps=n, gap_warning=None,
+                          **kw(a))
 
 
-@pytest.mark.parametrize("arch,fn", cases(["neuron:gausslegendre", "neuron:adaptive"]))
+@pytest.mark.parametrize("arch,fn", cases(["neuron:gausslegendre", "neuron:riemann_middle", "neuron:adaptive"]))
 def test_neuron_conductance_sums_to_layer_conductance(arch, fn):
     a = build(arch)
     method = fn.split(":")[1]
-    before = snapshot(a.model)
     got = neuron_full(arch, method)
-    assert_untouched(before, a.model)
     check_dtype(a, got, "neuron_conductance")
     embedded = layer_values(a, [a.embedding])[a.embedding] if a.embedding else a.inputs
     assert got.shape == (2, len(a.units), *embedded.shape[1:])

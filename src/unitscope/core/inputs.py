@@ -25,7 +25,21 @@ import torch
 
 from .errors import UnitscopeError
 
-__all__ = ["Batch", "prepare", "Target", "make_target"]
+__all__ = ["Batch", "prepare", "Target", "make_target", "in_model_dtype"]
+
+
+def in_model_dtype(model, x: torch.Tensor) -> torch.Tensor:
+    """``x`` (a synthesized image, optimized in float32) in the dtype of the model's floating-point parameters, so a
+    float64 or bfloat16 model can be run on it; gradients flow back through the cast.
+
+    >>> import torch.nn as nn
+    >>> in_model_dtype(nn.Linear(2, 1).double(), torch.ones(1, 2)).dtype
+    torch.float64
+    """
+    for p in model.parameters():
+        if p.is_floating_point():
+            return x if x.dtype == p.dtype or not x.is_floating_point() else x.to(p.dtype)
+    return x
 
 
 def _as_tuple(x, what: str) -> tuple[torch.Tensor, ...]:

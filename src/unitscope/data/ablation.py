@@ -177,7 +177,8 @@ def ablation_scores(model: nn.Module, inputs, layer, *, units=None, target=None,
                 F = _forward_with_layer(model, batch, site, ex, example, ablated, tgt, sp)
                 scores[ex.unsqueeze(1), torch.arange(u0, u0 + m.shape[0]).unsqueeze(0)] = \
                     (base[example.to(base.device)] - F).double().cpu().view(len(ex), -1)
-    return scores.float()
+    # in the model's dtype, float32 at least (as every score)
+    return scores.to(y.dtype if y.is_floating_point() and y.element_size() >= 4 else torch.float32)
 
 
 def cumulative_ablation(model: nn.Module, inputs, layer, order, *, max_units: int | None = None, target=None,
@@ -251,8 +252,10 @@ def _forward_with_layer(model, batch, site, ex, example, layer_rows, tgt, spec=N
             out = batch.call(model, batch.path_rows(ex, torch.ones(ex.numel(), dtype=torch.float64)), ex)
         if _rows_of(out) == example.numel():
             return tgt(out, example)
-    except RuntimeError as e:  # rows fed once per example do not fit the expanded layer rows: feed every row
-        if is_oom(e):
+    except (RuntimeError, IndexError) as e:  # rows fed once per example do not fit the expanded layer rows (a
+        # residual sum or an attention mask of the examples' own batch size: torch raises RuntimeError, an index
+        # into the mask IndexError): feed every row
+        if isinstance(e, RuntimeError) and is_oom(e):
             raise with_oom_hint(e)
     with model_errors(model, inputs=batch.inputs), site_hooks(model, {site: expand}):
         out = batch.call(model, batch.path_rows(example, torch.ones(example.numel(), dtype=torch.float64)),

@@ -28,6 +28,7 @@ import torch.nn as nn
 
 from ..core.capture import Recorder
 from ..core.errors import UnitscopeError
+from ..core.inputs import in_model_dtype
 from .params import FFT
 from ..core.sites import resolve
 from ..core.state import analysis_mode
@@ -127,7 +128,7 @@ class LayerEncoder:
     def __call__(self, x: torch.Tensor) -> torch.Tensor:
         rec = Recorder([self.site], stop_when_done=True)
         with analysis_mode(self.model, freeze=False), rec.active():
-            self.model(x)
+            self.model(in_model_dtype(self.model, x))
         return rec.parts[self.layer][0].flatten(1)
 
 

@@ -151,7 +151,9 @@ def sample_inverse_set(model: nn.Module, constraints, generator, *, encoder=None
             report = (f"no input reached {desc} in {steps} augmented-Lagrangian steps from {n_seeds} codes "
                       f"(penalty μ = {mu_t:g}); the range looks unreachable through this generator:\n"
                       + _closest_report(prob.constraints, fmin, fmax, best_violation))
-            res = InverseSet(torch.empty(0), torch.empty(0, z.shape[1]), torch.empty(0, len(cons)), prob.constraints,
+            with torch.no_grad():   # no sample, but shaped like one: [0, *input_shape]
+                sample_shape = tuple(generator(z[:1]).shape[1:])
+            res = InverseSet(torch.empty(0, *sample_shape), torch.empty(0, z.shape[1]), torch.empty(0, len(cons)), prob.constraints,
                              proposed=proposed, feasible=0, seeds_feasible=0, n_seeds=n_seeds, seed_steps=steps,
                              seed_seconds=seed_seconds, ok=False, report=report,
                              closest=list(zip(fmin.tolist(), fmax.tolist())))

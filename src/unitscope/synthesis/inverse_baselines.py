@@ -44,7 +44,9 @@ def _finish(prob, method, codes, proposed, feasible, seconds, n_samples, steps):
     t = time.perf_counter()
     codes = codes[:n_samples]
     with torch.no_grad():
-        x, f, _ = prob(codes, full=True) if len(codes) else (torch.empty(0), torch.empty(0, len(prob.constraints)), None)
+        x, f, _ = prob(codes, full=True) if len(codes) else (   # no sample, but shaped like one
+            torch.empty(0, *prob.generator(codes.new_zeros(1, *codes.shape[1:])).shape[1:]),
+            torch.empty(0, len(prob.constraints)), None)
     good = prob.inside(f) if len(codes) else torch.zeros(0, dtype=torch.bool)
     verify = time.perf_counter() - t
     res = InverseSet(x[good].cpu(), codes[good].cpu(), f[good].cpu(), prob.constraints, method=method,

@@ -27,6 +27,7 @@ from ..core.progress import bar as progress_bar
 
 from ..core.capture import Recorder
 from ..core.errors import UnitscopeError
+from ..core.inputs import in_model_dtype
 from ..core.sites import resolve
 from ..core.slices import channel_slice
 from .generators import DecoderGenerator
@@ -112,7 +113,7 @@ def sample_inverse_sets(model: nn.Module, layer, problems, generator, *, n_sampl
             zb, ub = zz[i:i + n], u[i:i + n]
             if pad:
                 zb, ub = torch.cat([zb, zb[-1:].expand(pad, -1)]), torch.cat([ub, ub[-1:].expand(pad)])
-            x = generator(zb)
+            x = in_model_dtype(model, generator(zb))
             if sl is None or full:
                 rec = Recorder([site], stop_when_done=True)
                 with rec.active():

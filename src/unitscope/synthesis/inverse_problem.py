@@ -15,6 +15,7 @@ import torch.nn as nn
 
 from ..core.capture import Recorder
 from ..core.errors import UnitscopeError
+from ..core.inputs import in_model_dtype
 from ..core.sites import resolve
 from ..core.slices import channel_slice
 from ..core.state import analysis_mode, autograd_on
@@ -156,7 +157,7 @@ class _Problem:
 
     def __call__(self, z, full: bool = False):
         """``(x, f [B, m], h [B, D])``; ``full``: through the whole layer, not its channels alone."""
-        x = self.generator(z)
+        x = in_model_dtype(self.model, self.generator(z))
         if self.slice is not None and not (full or self.full):
             return x, self._sliced(x), self.encoder(x).flatten(1)
         rec = Recorder(self.sites, stop_when_done=True)

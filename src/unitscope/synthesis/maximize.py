@@ -27,6 +27,7 @@ from ..core.progress import bar as progress_bar
 from ..core.capture import Recorder, site_hooks
 from ..core.errors import UnitscopeError
 from ..core.faults import model_errors
+from ..core.inputs import in_model_dtype
 from .objectives import Acts, Objective, channel, independent, unit_values
 from .params import Augment, make_param
 from ..core.sites import resolve
@@ -91,7 +92,7 @@ def _forward_acts(model, sites, x, redirect: bool = False) -> dict:
     lists its ``NAME@K`` calls)."""
     rec = Recorder(sites, stop_when_done=True)
     with site_hooks(model, _redirect_hooks(sites) if redirect else {}), rec.active():
-        model(x)
+        model(in_model_dtype(model, x))
     return Acts.recorded(model, sites, {s.name: rec.parts[s.name][0] for s in sites})
 
 

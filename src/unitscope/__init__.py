@@ -23,6 +23,7 @@ from .data.scan import ScanResult, scan
 from .attribution.scores import activation, attribute, conductance, grad_x_activation, internal_influence
 from .data.scan import class_selectivity
 from .core.capture import layer_names
+from .core.dictionary import Dictionary
 from .synthesis import objectives
 from .report import atlas_html as _atlas_page  # noqa: F401  (adds the writer of Atlas.save's page)
 
@@ -31,6 +32,7 @@ __version__ = "0.1.0"
 __all__ = [
     "Atlas",
     "CompletenessWarning",
+    "Dictionary",
     "ScanResult",
     "Scores",
     "relative_unit_error",

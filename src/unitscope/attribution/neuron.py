@@ -29,6 +29,7 @@ from . import paths
 from ..core.capture import Recorder
 from ..core.errors import UnitscopeError
 from ..core.units import find_mask, pick_part, resolve_units
+from ..core.dictionary import attach, dictionaries_mode
 from ..core.faults import is_oom, with_oom_hint
 from ..core.inputs import make_target, prepare
 from .adaptive import integrate_adaptive
@@ -66,7 +67,7 @@ def neuron_conductance(model: nn.Module, inputs, layer, units, *, baselines=None
                        additional_forward_args=None, n_steps: int = 50, method: str = "adaptive",
                        internal_batch_size: int | None = None, unit_batch_size: int | None = 64,
                        attribute_to_layer_input: bool = False, paired: bool = False, examples=None, spec=None,
-                       embedding=None, mask=None):
+                       embedding=None, mask=None, dictionaries=None):
     """Input attributions through each unit of ``units``: a tensor ``[N, U, *input_shape]`` (a tuple of such
     tensors for tuple inputs). ``units``: ints — units of the layer's unit specification (a conv channel, a
     transformer neuron at every token, a head; ``spec`` to choose, :mod:`unitscope.core.units`) — and/or element
@@ -92,6 +93,11 @@ def neuron_conductance(model: nn.Module, inputs, layer, units, *, baselines=None
     example's forward pass and ∂F/∂y: only the backward from the layer to the inputs is per pair (the ``j``-th
     pairs of every example in one backward), so many units of a few distinct inputs cost one forward per input.
 
+    ``dictionaries`` (``{layer: dictionary}`` as in :func:`unitscope.conductance`): the layer is read as its
+    dictionary's features and error node; an int
+    unit ``u < F`` is feature ``u`` (at every real token), ``u = F`` the error node (all its positions and dims), a
+    tuple an element of the features ``[..., F]``. Summed over the inputs, each is its ``Scores.per_unit`` value.
+
     >>> net = nn.Sequential(nn.Linear(3, 4), nn.ReLU(), nn.Linear(4, 2))
     >>> x = torch.randn(2, 3)
     >>> full = neuron_conductance(net, x, layer="1", units=[0, 3], target=1, n_steps=16)
@@ -106,6 +112,7 @@ def neuron_conductance(model: nn.Module, inputs, layer, units, *, baselines=None
     sites = resolve(model, [layer], use_input=attribute_to_layer_input)
     if len(sites) != 1:
         raise UnitscopeError("neuron_conductance takes one layer", layers=[s.name for s in sites])
+    sites = attach(model, sites, dictionaries, use_input=attribute_to_layer_input)
     site = sites[0]
     if method != "adaptive" and method not in paths.RULES:
         raise UnitscopeError(f"unknown integration method {method!r}",
@@ -137,8 +144,8 @@ def neuron_conductance(model: nn.Module, inputs, layer, units, *, baselines=None
     whole = torch.tensor([not isinstance(u, tuple)  # an int-like unit (not one element): its real tokens only
                           for u in ([units] if isinstance(units, (int, tuple)) else list(units))])
     # whole channels of a conv layer: each unit's backward goes through its own weights only (core.slices)
-    sl = channel_slice(model, site) if bool(whole.all()) else None
-    with analysis_mode(model), autograd_on():
+    sl = channel_slice(model, site) if bool(whole.all()) and site.dictionary is None else None
+    with analysis_mode(model), dictionaries_mode([site.dictionary]), autograd_on():
         out_x = _outputs_at_x(model, batch, internal_batch_size) if target is None else None
         tgt = make_target(target, n, out_x)
         eq3 = None
@@ -174,12 +181,26 @@ def neuron_conductance(model: nn.Module, inputs, layer, units, *, baselines=None
                 h = None if sl is None else recorder.parts[sl.input_site.name][0]
                 parts = recorder.parts[site.name]
                 part = getattr(spec, "part", None)
-                y = pick_part(tuple(parts), part, site.name) if recorder.is_tuple[site.name] else parts[0]
-                (g,) = torch.autograd.grad(F.sum(), y, retain_graph=True, allow_unused=True) \
-                    if F.requires_grad else (None,)
+                if site.dictionary is not None and part is None:
+                    # features and error node side by side along the dictionary's dim: one tensor, F + D wide there
+                    ddim = _dictionary_dim(site.dictionary, parts[0])
+                    got_g = torch.autograd.grad(F.sum(), parts, retain_graph=True, allow_unused=True) \
+                        if F.requires_grad else (None, None)
+                    if all(t is None for t in got_g):
+                        raise off_the_path(site.name)
+                    y = torch.cat(parts, ddim)
+                    g = torch.cat([torch.zeros_like(p) if t is None else t for p, t in zip(parts, got_g)], ddim)
+                else:
+                    y = pick_part(tuple(parts), part, site.name) if recorder.is_tuple[site.name] else parts[0]
+                    (g,) = torch.autograd.grad(F.sum(), y, retain_graph=True, allow_unused=True) \
+                        if F.requires_grad else (None,)
                 if g is None:
                     raise off_the_path(site.name)
-                if masks is None:
+                if masks is None and site.dictionary is not None and part is None:
+                    sp = resolve_units(spec, model=model, name=site.name, module=site.module,
+                                       shape=tuple(parts[0].shape))
+                    masks = _dictionary_masks(sp, units, parts, ddim, site.name).to(y)
+                elif masks is None:
                     sp = resolve_units(spec, model=model, name=site.name, module=site.module, shape=tuple(y.shape))
                     masks = sp.unit_masks(units, tuple(y.shape[1:]), site.name).to(y)
                     channel_of = masks.reshape(*masks.shape[:2], -1).any(2).float().argmax(1)  # [U]: units' channels
@@ -252,10 +273,41 @@ def neuron_conductance(model: nn.Module, inputs, layer, units, *, baselines=None
             result = tuple((s * (x - b).unsqueeze(0)).transpose(0, 1).contiguous().detach().cpu() for s, x, b in
                            zip(sums, batch.inputs, batch.baselines))  # [N, U, *input_shape]: examples first
         if eq3 is not None and masks is not None:
-            cond = pick_part(tuple(eq3), getattr(spec, "part", None), site.name) if len(eq3) > 1 else eq3[0]
+            if site.dictionary is not None and getattr(spec, "part", None) is None:
+                cond = torch.cat(list(eq3), _dictionary_dim(site.dictionary, eq3[0]))
+            else:
+                cond = pick_part(tuple(eq3), getattr(spec, "part", None), site.name) if len(eq3) > 1 else eq3[0]
             result = _matched(result, cond, masks, whole, sp.token_keep(cond, token_mask),
                               pair_ex if paired else None)
     return result if batch.is_tuple else result[0]
+
+
+def _dictionary_dim(dictionary, f: torch.Tensor) -> int:
+    """The dim of ``f`` (``[N, ...]``) that a dictionary's features run along."""
+    return dictionary.dim if dictionary.dim >= 0 else f.dim() + dictionary.dim
+
+
+def _dictionary_masks(sp, units, parts, ddim: int, layer: str) -> torch.Tensor:
+    """``[U, *shape]`` masks over one example of ``cat(features, error, ddim)``: an int ``u < F`` is feature ``u``
+    of ``sp`` (the features' spec), ``u = F`` the error node (every element of ``ε``), a tuple an element of the
+    features."""
+    f, err = parts
+    n_feat = f.shape[ddim]
+    units = [units] if isinstance(units, (int, tuple)) or torch.is_tensor(units) and units.dim() == 0 else list(units)
+    d = ddim - 1   # the dim within one example
+    rows = []
+    for u in units:
+        if not isinstance(u, tuple) and not isinstance(u, bool) and int(u) == n_feat:
+            m_f = torch.zeros(f.shape[1:], dtype=torch.bool)
+            m_e = torch.ones(err.shape[1:], dtype=torch.bool)
+        else:
+            if not isinstance(u, tuple) and not isinstance(u, bool) and not 0 <= int(u) < n_feat:
+                raise UnitscopeError(f"unit {int(u)} is out of range for the dictionary of layer {layer!r}",
+                                     layer=layer, hint=f"its features are 0 … {n_feat - 1}, its error node {n_feat}")
+            m_f = sp.unit_masks(u if isinstance(u, tuple) else int(u), tuple(f.shape[1:]), layer)[0]
+            m_e = torch.zeros(err.shape[1:], dtype=torch.bool)
+        rows.append(torch.cat([m_f, m_e], d))
+    return torch.stack(rows)
 
 
 def _matched(result: tuple, cond: torch.Tensor, masks: torch.Tensor, whole: torch.Tensor, keep, pair_ex):

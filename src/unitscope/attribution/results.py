@@ -29,6 +29,7 @@ from __future__ import annotations
 
 from collections import namedtuple
 from collections.abc import Mapping
+from dataclasses import replace
 
 import torch
 
@@ -152,7 +153,7 @@ class Scores(Mapping):
             v = self[name]
             gap = (f"{100 * float(self.relative_delta(name).max()):.2f}%"
                    if name in dict.keys(self.delta) and self.output_diff is not None else "—")
-            if isinstance(v, tuple) or v.shape[0] == 0:
+            if (isinstance(v, tuple) and not self._dictionary(name)) or _first(v).shape[0] == 0:
                 top = "—"
             else:
                 t = self.top(name, k=5)
@@ -175,11 +176,19 @@ class Scores(Mapping):
         one chosen when the scores were computed (by the layer's layout)."""
         if spec is not None:
             name = _key(self._values, layer)
-            return resolve_units(spec, name=name, shape=tuple(_first(self[name]).shape))
+            got = resolve_units(spec, name=name, shape=tuple(_first(self[name]).shape))
+            if self._dictionary(name) and got.part is None:   # a dictionary's features by ``spec``, then its error node
+                got = replace(got, error_node=True)
+            return got
         name = _key(self._values, layer)
         if name in dict.keys(self.specs):
             return dict.__getitem__(self.specs, name)
         return UnitSpec.channels()
+
+    def _dictionary(self, name: str) -> bool:
+        """Whether ``name`` was read through a dictionary (its values are ``(features, error node)``)."""
+        sp = dict.get(self.specs, name)
+        return bool(sp is not None and sp.error_node and isinstance(self[name], tuple))
 
     def per_unit(self, layer, *, spec=None, reduce: str | None = None, part: int | None = None) -> torch.Tensor:
         """``[N, U]``: one score per unit of the layer's unit specification — a conv's channels, a transformer
@@ -190,10 +199,15 @@ class Scores(Mapping):
         ...            mask=torch.tensor([[1, 1, 0]]))
         >>> s.per_unit("mlp").tolist()       # 4 neurons, summed over the 2 real tokens
         [[2.0, 2.0, 2.0, 2.0]]
+
+        A layer read through a dictionary (``dictionaries=``) gives ``[N, F + 1]``: its ``F`` features (by the layer's
+        layout: over the real tokens of a token-major layer) and, last, the error node — the sum of its scores over
+        positions and dims (for an activation, the mean over positions of ``‖ε‖``). ``part=0``: the features alone,
+        ``part=1``: the error node by the layer's own units (``[N, D]``).
         """
         spec = self.unit_spec(layer, spec=spec)
         v = self[layer]
-        if isinstance(v, tuple):
+        if isinstance(v, tuple) and not (spec.error_node and part is None and spec.part is None):
             v = pick_part(v, spec.part if part is None else part, str(layer))
         return spec.per_unit(v, spec.how(self.score) if reduce is None else reduce, mask=self.mask,
                              layer=str(layer))
@@ -225,6 +239,9 @@ class Scores(Mapping):
             return torch.zeros_like(flat)
         value = self[name]
         sp = self.unit_spec(name, spec=spec)
+        if mode == "units" and part is None and sp.error_node and sp.part is None and isinstance(value, tuple):
+            feats = self._errors_like(name, flat[:, :-1], "units", spec=sp.features(), part=0)
+            return torch.cat([feats, self._error_node_error(name, sp, flat[:, -1:])], 1)
         pi = part if part is not None else (sp.part if mode == "units" else None)
         i = 0 if pi is None else pi
 
@@ -244,6 +261,18 @@ class Scores(Mapping):
                 return e.reshape(e.shape[0], -1).to(flat.dtype)
             return sp.per_unit(e, sp.how(self.score), mask=self.mask, layer=name).to(flat.dtype)
         return torch.full_like(flat, float("nan"))
+
+    def _error_node_error(self, name: str, sp: UnitSpec, like: torch.Tensor) -> torch.Tensor:
+        """``[N, 1]``: a bound on the error of a dictionary's error node — the sum of its elements' estimated errors
+        over the positions kept (or of its per-unit errors); NaN where nothing estimated them."""
+        inner = replace(sp, error_node=False, part=None)
+        if name in dict.keys(self.error):
+            e = dict.__getitem__(self.error, name)[1].abs()
+            return inner.per_unit(e, "sum", mask=self.mask, layer=name).sum(1, keepdim=True).to(like.dtype)
+        if name in dict.keys(self.unit_error):
+            ue = dict.__getitem__(self.unit_error, name)[1]
+            return ue.reshape(ue.shape[0], -1).abs().sum(1, keepdim=True).to(like.dtype)
+        return torch.full_like(like, float("nan"))
 
     def per_unit_error(self, layer, *, spec=None, part: int | None = None) -> torch.Tensor:
         """``[N, U]``: the error of each value of :meth:`per_unit` — the estimated integration error (true error
@@ -269,7 +298,8 @@ class Scores(Mapping):
         ([[2.0, 1.0]], [[2, 0]], [[0.05000000074505806, 0.10000000149011612]])
         """
         v = self[layer]
-        if isinstance(v, tuple) and part is None and self.unit_spec(layer, spec=spec).part is None:
+        if isinstance(v, tuple) and part is None and self.unit_spec(layer, spec=spec).part is None \
+                and not (channels is None and self.unit_spec(layer, spec=spec).error_node):
             raise UnitscopeError("layer has a tuple output; pick a part first (part=0, 1, …)", layer=str(layer))
         if by not in ("value", "abs"):
             raise UnitscopeError("by must be 'value' or 'abs'", by=by)
@@ -304,9 +334,15 @@ class Scores(Mapping):
         for name in self:
             value = self[name]
             parts = value if isinstance(value, tuple) else (value,)
+            whole = per_unit and self._dictionary(name) and self.unit_spec(name, spec=spec).part is None
+            if whole:   # a dictionary's features then its error node, one table: units 0 … F−1 and F
+                parts = (value,)
             for pi, t in enumerate(parts):
                 mode = "elements"
-                if per_unit:
+                if whole:
+                    sp = self.unit_spec(name, spec=spec)
+                    t, mode = sp.per_unit(value, sp.how(self.score), mask=self.mask, layer=name), "units"
+                elif per_unit:
                     sp = self.unit_spec(name, spec=spec)
                     t, mode = sp.per_unit(t, sp.how(self.score), mask=self.mask, layer=name), "units"
                 elif per_channel:
@@ -314,7 +350,7 @@ class Scores(Mapping):
                 n = t.shape[0]
                 flat = t.reshape(n, -1).numpy()
                 err = self._errors_like(name, t.reshape(n, -1), mode, spec=spec,
-                                        part=pi if isinstance(value, tuple) else None).numpy()
+                                        part=pi if isinstance(value, tuple) and not whole else None).numpy()
                 u = flat.shape[1]
                 unit_shape = tuple(t.shape[1:])
                 cols = {
@@ -326,7 +362,7 @@ class Scores(Mapping):
                     "value": flat.reshape(-1),
                     "error": err.reshape(-1),
                 }
-                if isinstance(value, tuple):
+                if isinstance(value, tuple) and not whole:
                     cols["part"] = pi
                 if name in dict.keys(self.delta):
                     cols["delta"] = np.repeat(self.delta[name].numpy(), u)
@@ -357,7 +393,8 @@ class Scores(Mapping):
             raise UnitscopeError("by must be 'value' or 'abs'", by=by)
         name = _key(self._values, layer)
         v = self[name]
-        if isinstance(v, tuple) and part is None and self.unit_spec(name, spec=spec).part is None:
+        if isinstance(v, tuple) and part is None and self.unit_spec(name, spec=spec).part is None \
+                and not self.unit_spec(name, spec=spec).error_node:
             raise UnitscopeError("layer has a tuple output; pick a part first (part=0, 1, …)", layer=name)
         flat, err = self._flat(name, spec=spec, part=part)
         n = flat.shape[0]
@@ -399,7 +436,7 @@ class Scores(Mapping):
                 line += f" {'max ' * (n > 1)}gap {100 * float(self.relative_delta(name).max()):6.2f}%"
             if not dict.get(self.ok, name, True):
                 line += "  NOT OK (see .messages)"
-            if not isinstance(v, tuple):
+            if not isinstance(v, tuple) or self._dictionary(name):
                 flat, err = self._flat(name)
                 mean, err = flat.mean(0), err.mean(0)
                 top = mean.topk(min(k, mean.numel()))

@@ -37,6 +37,7 @@ from ..core.sites import resolve
 from ..core.state import analysis_mode
 from ..core.faults import model_errors
 from ..core.units import find_mask, layer_specs
+from ..core.dictionary import attach, dictionaries_mode
 
 __all__ = ["conductance", "internal_influence", "grad_x_activation", "activation", "attribute", "SCORES"]
 
@@ -146,7 +147,8 @@ def attribute(model: nn.Module, inputs, layers, *, scores=SCORES, baselines=None
               additional_forward_args=None, n_steps: int = 50, method: str = "adaptive",
               internal_batch_size: int | None = None, attribute_to_layer_input: bool = False,
               captum_compatible: bool = False, rtol: float = 1e-3, gap_warning: float | None = 0.05,
-              progress: bool | None = None, spec=None, mask=None, embedding=None) -> dict[str, Scores]:
+              progress: bool | None = None, spec=None, mask=None, embedding=None,
+              dictionaries=None) -> dict[str, Scores]:
     """Several scores for several layers from one pass over the path: ``{score: Scores}``.
 
     >>> import torch, torch.nn as nn
@@ -175,6 +177,11 @@ def attribute(model: nn.Module, inputs, layers, *, scores=SCORES, baselines=None
     Token ids: ``activation``/``grad_x_activation`` take them as inputs; path methods need ``embedding`` (the
     name of the module that embeds them): the path starts at its output (``baselines``: zeros, a token id such
     as the pad id, or embeddings).
+    ``dictionaries``: ``{layer: dictionary}`` (a :class:`unitscope.Dictionary`, a module with ``encode``/``decode``,
+    or the path of a SAELens folder or state-dict file; each layer among ``layers``): that layer is read as the
+    dictionary's features ``f = encode(y)`` and its error node ``ε = y − decode(f)`` (the forward pass unchanged:
+    ``decode(f) + ε`` is handed on), so ``scores[layer]`` is ``(features [N, ..., F], error [N, ..., D])`` and
+    ``per_unit(layer)`` is ``[N, F + 1]``, the error node last (:mod:`unitscope.core.dictionary`).
     """
     methods = [scores] if isinstance(scores, str) else list(scores)
     unknown = [m for m in methods if m not in SCORES]
@@ -187,7 +194,8 @@ def attribute(model: nn.Module, inputs, layers, *, scores=SCORES, baselines=None
                              hint=f"choose one of {', '.join(paths.RULES + ('adaptive',))}")
     if not isinstance(n_steps, int) or n_steps < 2:
         raise UnitscopeError("n_steps must be an integer ≥ 2", n_steps=n_steps)
-    sites = resolve(model, layers, use_input=attribute_to_layer_input)
+    sites = attach(model, resolve(model, layers, use_input=attribute_to_layer_input), dictionaries,
+                   use_input=attribute_to_layer_input)
     modules = {id(s.module): s.name for s in sites}
     path_methods = [m for m in methods if m in ("conductance", "internal_influence")]
     batch = prepare(inputs, baselines, additional_forward_args, device=_device(model), allow_ids=not path_methods,
@@ -196,7 +204,8 @@ def attribute(model: nn.Module, inputs, layers, *, scores=SCORES, baselines=None
     point_methods = [m for m in methods if m in ("grad_x_activation", "activation")]
     settings = dict(n_steps=n_steps, method=method, captum_compatible=captum_compatible)
     results: dict[str, Scores] = {}
-    with model_errors(model, inputs=batch.inputs), analysis_mode(model), autograd_on():
+    with model_errors(model, inputs=batch.inputs), analysis_mode(model), \
+            dictionaries_mode(s.dictionary for s in sites), autograd_on():
         needs_target = bool(path_methods) or "grad_x_activation" in methods
         if needs_target and target is None:
             tgt = make_target(None, n, _outputs_at_x(model, batch, internal_batch_size))
@@ -299,7 +308,7 @@ def conductance(model: nn.Module, inputs, layers, *, baselines=None, target=None
                 n_steps: int = 50, method: str = "adaptive", internal_batch_size: int | None = None,
                 attribute_to_layer_input: bool = False, captum_compatible: bool = False, rtol: float = 1e-3,
                 gap_warning: float | None = 0.05, progress: bool | None = None, spec=None, mask=None,
-                embedding=None) -> Scores:
+                embedding=None, dictionaries=None) -> Scores:
     """Total conductance of every unit of every layer in ``layers`` (Eq. 3), with its completeness gap.
 
     >>> import torch, torch.nn as nn
@@ -312,35 +321,38 @@ def conductance(model: nn.Module, inputs, layers, *, baselines=None, target=None
                      additional_forward_args=additional_forward_args, n_steps=n_steps, method=method,
                      internal_batch_size=internal_batch_size, attribute_to_layer_input=attribute_to_layer_input,
                      captum_compatible=captum_compatible, rtol=rtol, gap_warning=gap_warning,
-                     progress=progress, spec=spec, mask=mask, embedding=embedding)["conductance"]
+                     progress=progress, spec=spec, mask=mask, embedding=embedding,
+                     dictionaries=dictionaries)["conductance"]
 
 
 def internal_influence(model: nn.Module, inputs, layers, *, baselines=None, target=None,
                        additional_forward_args=None, n_steps: int = 50, method: str = "adaptive",
                        internal_batch_size: int | None = None, attribute_to_layer_input: bool = False,
                        captum_compatible: bool = False, progress: bool | None = None, spec=None, mask=None,
-                       embedding=None) -> Scores:
+                       embedding=None, dictionaries=None) -> Scores:
     """Internal influence (Datta et al. 2018): ``∫_0^1 ∂F/∂y(x_α) dα`` for every unit of ``layers``."""
     return attribute(model, inputs, layers, scores=["internal_influence"], baselines=baselines, target=target,
                      additional_forward_args=additional_forward_args, n_steps=n_steps, method=method,
                      internal_batch_size=internal_batch_size, attribute_to_layer_input=attribute_to_layer_input,
                      captum_compatible=captum_compatible, progress=progress, spec=spec, mask=mask,
-                     embedding=embedding)["internal_influence"]
+                     embedding=embedding, dictionaries=dictionaries)["internal_influence"]
 
 
 def grad_x_activation(model: nn.Module, inputs, layers, *, target=None, additional_forward_args=None,
                       attribute_to_layer_input: bool = False, internal_batch_size: int | None = None,
-                      spec=None, mask=None) -> Scores:
+                      spec=None, mask=None, dictionaries=None) -> Scores:
     """Gradient × activation ``y · ∂F/∂y`` at the input, for every unit of ``layers``."""
     return attribute(model, inputs, layers, scores=["grad_x_activation"], target=target,
                      additional_forward_args=additional_forward_args, internal_batch_size=internal_batch_size,
-                     attribute_to_layer_input=attribute_to_layer_input, spec=spec, mask=mask)["grad_x_activation"]
+                     attribute_to_layer_input=attribute_to_layer_input, spec=spec, mask=mask,
+                     dictionaries=dictionaries)["grad_x_activation"]
 
 
 def activation(model: nn.Module, inputs, layers, *, additional_forward_args=None,
                attribute_to_layer_input: bool = False,
-               internal_batch_size: int | None = None, spec=None, mask=None) -> Scores:
+               internal_batch_size: int | None = None, spec=None, mask=None, dictionaries=None) -> Scores:
     """The layers' activations at the input (no gradients); token ids are accepted as inputs."""
     return attribute(model, inputs, layers, scores=["activation"], additional_forward_args=additional_forward_args,
                      internal_batch_size=internal_batch_size,
-                     attribute_to_layer_input=attribute_to_layer_input, spec=spec, mask=mask)["activation"]
+                     attribute_to_layer_input=attribute_to_layer_input, spec=spec, mask=mask,
+                     dictionaries=dictionaries)["activation"]

@@ -118,6 +118,19 @@ def _split(value):
     return None, None, None
 
 
+def _through_dictionary(site: Site, parts, rebuild, is_tuple, where):
+    """``(parts, rebuild, True)`` for a site read through its dictionary: the parts are the features ``f`` and the
+    error node ``ε = y − decode(f)`` (``Dictionary.split``; a forward-mode tangent of ``y`` is carried into both), and
+    ``rebuild`` hands on ``decode(f) + ε`` — the layer's output to rounding, so the rest of the model runs as before."""
+    if is_tuple or len(parts) != 1:
+        raise UnitscopeError(f"layer {site.name!r} has a tuple {where}; a dictionary reads a layer whose {where} is "
+                             "one tensor", layer=site.name,
+                             hint="attach the dictionary at the sub-layer that produces the tensor it was trained on")
+    dictionary = site.dictionary
+    f, err = dictionary.split(parts[0], site.name)
+    return [f, err], lambda passed: rebuild([dictionary.join(passed[0], passed[1])]), True
+
+
 class Recorder:
     """Records what chosen sites produce in one forward pass.
 
@@ -156,6 +169,8 @@ class Recorder:
                 "floating-point tensors can be scored", layer=site.name,
                 hint="pick the sub-layer that produces the tensor you want")
         self.calls[site.name] += 1
+        if site.dictionary is not None:   # the layer read through a dictionary: y = decode(f) + ε, parts (f, ε)
+            parts, rebuild, is_tuple = _through_dictionary(site, parts, rebuild, is_tuple, where)
         if site.name in self.replace:
             parts = list(self.replace[site.name](list(parts)))
         kept, passed, tangents = [], [], []

@@ -33,12 +33,15 @@ __all__ = ["Site", "resolve", "layer_names", "rank_names", "closest_names"]
 @dataclass(frozen=True)
 class Site:
     """One layer to read: its dotted name, the module, whether its input (not output) is meant, and — for a module
-    called several times in one forward pass — which call (``NAME@K``: ``call=K``, counting from 0)."""
+    called several times in one forward pass — which call (``NAME@K``: ``call=K``, counting from 0). ``dictionary``
+    (a :class:`unitscope.core.dictionary.Dictionary`): the layer is read as its features and error node, ``y =
+    decode(f) + ε`` (the recorder's parts are ``f`` and ``ε``)."""
 
     name: str
     module: nn.Module
     use_input: bool = False
     call: int | None = None
+    dictionary: nn.Module | None = None
 
 
 def layer_names(model: nn.Module) -> list[str]:

@@ -49,7 +49,9 @@ class UnitSpec:
     """``dims``: the dims of the full output ``[N, ...]`` that index units (negative counts from the end);
     ``reduce``: ``"sum"``, ``"mean"``, ``"max"`` or ``None`` (sum for attributions, mean for activations);
     ``token_dim``: the dim an attention mask ``[N, T]`` applies to; ``n_heads``: split the last dim into
-    ``n_heads × d_head`` (units are heads); ``part``: which tensor of a tuple output."""
+    ``n_heads × d_head`` (units are heads); ``part``: which tensor of a tuple output; ``error_node``: the output is a
+    dictionary's ``(features, error)`` pair (:mod:`unitscope.core.dictionary`) — the units are the features (by the
+    rest of the spec) and, last, the error node (see :meth:`per_unit`)."""
 
     dims: tuple[int, ...] = (1,)
     reduce: str | None = None
@@ -57,6 +59,7 @@ class UnitSpec:
     n_heads: int | None = None
     part: int | None = None
     layout: str = "custom"
+    error_node: bool = False
 
     # named layouts ---------------------------------------------------------------------------------
     @classmethod
@@ -132,6 +135,8 @@ class UnitSpec:
         ``mask`` (``[N, T]`` on ``token_dim``) is 0 are left out."""
         if how not in REDUCTIONS:
             raise UnitscopeError(f"unknown reduction {how!r}", hint=f"use one of {', '.join(REDUCTIONS)}")
+        if self.error_node and isinstance(t, tuple) and self.part is None:
+            return self._with_error_node(t, how, mask, layer)
         if isinstance(t, tuple):
             t = pick_part(t, self.part, layer)
         if t.dim() == 1:
@@ -153,6 +158,40 @@ class UnitSpec:
             return flat.masked_fill(~k, -torch.inf).amax(2)
         s = (flat * k).sum(2)
         return s if how == "sum" else s / k.sum(2).clamp_min(1)
+
+    def features(self) -> "UnitSpec":
+        """The spec of a dictionary's features alone (part 0), without the error node."""
+        return replace(self, error_node=False, part=0 if self.error_node else self.part)
+
+    def _with_error_node(self, t: tuple, how: str, mask, layer: str) -> torch.Tensor:
+        """``[N, F + 1]``: a dictionary's features ``t[0]`` by this spec, then its error node ``t[1]`` — per
+        position the sum over the dims the dictionary reads (for attributions, ``how="sum"``: the node's total) or
+        their norm ``‖ε‖`` (for activations: ``"mean"``, ``"max"``), reduced over positions like the features (the
+        padding of ``mask`` left out)."""
+        if len(t) != 2:
+            raise UnitscopeError(f"layer {layer!r} is no dictionary's (features, error) pair", layer=layer,
+                                 parts=len(t))
+        inner = replace(self, error_node=False, part=None)
+        feats = inner.per_unit(t[0], how, mask=mask, layer=layer)
+        err = t[1]
+        if err.dim() == 1:
+            return torch.cat([feats, err.unsqueeze(1).to(feats.dtype)], 1)
+        v = inner._view(err, layer)
+        dims = inner._unit_dims(v.dim(), layer)
+        node = v.sum(dims, keepdim=True) if how == "sum" else v.pow(2).sum(dims, keepdim=True).sqrt()
+        rest = [d for d in range(1, v.dim()) if d not in dims]
+        keep = inner._keep(v, rest, mask)
+        flat = node.reshape(node.shape[0], -1)
+        if keep is None:
+            red = flat.sum(1) if how == "sum" else flat.mean(1) if how == "mean" else flat.amax(1)
+        else:
+            k = keep.expand(node.shape).reshape(node.shape[0], -1)
+            if how == "max":
+                red = flat.masked_fill(~k, -torch.inf).amax(1)
+            else:
+                red = (flat * k).sum(1)
+                red = red if how == "sum" else red / k.sum(1).clamp_min(1)
+        return torch.cat([feats, red.unsqueeze(1).to(feats.dtype)], 1)
 
     def token_keep(self, t: torch.Tensor, mask: torch.Tensor | None) -> torch.Tensor | None:
         """Booleans broadcastable to ``t`` (``[N, ...]``, heads not split): ``False`` at the padding tokens of
@@ -405,5 +444,8 @@ def layer_specs(model: nn.Module | None, sites, values: dict, units=None) -> dic
         spec_units = units.get(s.name, units.get(s.name.split("@")[0])) if isinstance(units, dict) else units
         part = spec_units.part if isinstance(spec_units, UnitSpec) else None
         t = pick_part(v, part, s.name) if isinstance(v, tuple) else v
-        out[s.name] = resolve_units(spec_units, model=model, name=s.name, module=s.module, shape=tuple(t.shape))
+        sp = resolve_units(spec_units, model=model, name=s.name, module=s.module, shape=tuple(t.shape))
+        if getattr(s, "dictionary", None) is not None and isinstance(v, tuple) and part is None:
+            sp = replace(sp, error_node=True)   # a dictionary's features, then its error node
+        out[s.name] = sp
     return out

@@ -24,6 +24,7 @@ import torch
 import torch.nn as nn
 
 from ..core.capture import site_hooks
+from ..core.dictionary import attach, dictionaries_mode
 from ..core.errors import UnitscopeError
 from ..core.faults import is_oom, model_errors, with_oom_hint
 from ..core.inputs import make_target, prepare
@@ -104,14 +105,19 @@ def _replacement(value, mean, y: torch.Tensor, layer: str) -> torch.Tensor:
 
 
 @contextmanager
-def ablate(model: nn.Module, units_by_layer: dict, *, value=0.0, mean=None, loader=None, spec=None):
+def ablate(model: nn.Module, units_by_layer: dict, *, value=0.0, mean=None, loader=None, spec=None,
+           dictionaries=None):
     """Within the block, the chosen units of each layer output ``value`` (0, ``"mean"`` or a tensor).
 
     ``units_by_layer``: ``{layer: units}`` — units of the layer's unit specification (ints: a conv channel,
     a transformer neuron at every token; ``spec`` to choose, e.g. ``"heads"``) and/or elements (tuples). The
-    model is restored on exit, also on error.
+    model is restored on exit, also on error. ``dictionaries`` (``{layer: dictionary}``, as in
+    :func:`unitscope.conductance`): a layer's units are its dictionary's features (unit ``F``: the error node), and
+    the layer outputs ``decode(f with the features ablated) + ε`` — the error node kept (ablating the error node:
+    ``decode(f)``, the layer replaced by its reconstruction).
     """
     sites = resolve(model, list(units_by_layer))
+    by_dict = {s.name: s.dictionary for s in attach(model, sites, dictionaries)}
     means = {}
     if isinstance(value, str) and value == "mean":
         for s, key in zip(sites, units_by_layer):
@@ -126,6 +132,8 @@ def ablate(model: nn.Module, units_by_layer: dict, *, value=0.0, mean=None, load
         units = units_by_layer[key]
 
         def hook(module, args, out, site=s, units=units):
+            if by_dict.get(site.name) is not None:
+                return _ablated_through(by_dict[site.name], model, site, out, units, value, means.get(site.name), spec)
             first = spec.get(site.name) if isinstance(spec, dict) else spec
             y, rebuild = _parts(out, first if hasattr(first, "part") else None, site.name)
             sp = _spec(model, site, spec, y)
@@ -134,13 +142,13 @@ def ablate(model: nn.Module, units_by_layer: dict, *, value=0.0, mean=None, load
             return rebuild(torch.where(mask, fill, y))
 
         fns[s] = hook
-    with site_hooks(model, fns):  # NAME@K: only that call of a module run several times per forward pass
-        yield model
+    with dictionaries_mode(by_dict.values()), site_hooks(model, fns):  # NAME@K: only that call of a module run
+        yield model                                                      # several times per forward pass
 
 
 def ablation_scores(model: nn.Module, inputs, layer, *, units=None, target=None, value=0.0, mean=None,
                     additional_forward_args=None, internal_batch_size: int = 256, spec=None,
-                    progress: bool | None = None) -> torch.Tensor:
+                    progress: bool | None = None, dictionaries=None) -> torch.Tensor:
     """``[N, U]``: ``F(x) − F(x with unit u alone ablated)`` for each unit (default: every unit of the layer's
     unit specification — the channels of a conv, the neurons of a transformer layer; ``spec`` to choose).
 
@@ -148,10 +156,18 @@ def ablation_scores(model: nn.Module, inputs, layer, *, units=None, target=None,
     output is computed once per example and expanded, so the part of the model below the layer is not
     repeated (models that reuse an input below the layer fall back to repeating the inputs). ``progress``: a bar over
     the examples (see :func:`unitscope.core.progress.bar`).
+
+    ``dictionaries`` (``{layer: dictionary}``, as in :func:`unitscope.conductance`): the units are the dictionary's
+    features and, last (unit ``F``), its error node; ablating a feature changes the reconstruction ``decode(f)``, the
+    error node kept; ablating the error node replaces the layer by its reconstruction (:func:`ablate`).
     """
-    (site,) = resolve(model, [layer])
+    (site,) = attach(model, resolve(model, [layer]), dictionaries)
     batch = prepare(inputs, None, additional_forward_args, device=_device(model), allow_ids=True)
     n = batch.n
+    if site.dictionary is not None:
+        with analysis_mode(model), dictionaries_mode([site.dictionary]), torch.no_grad():
+            return _dictionary_ablation_scores(model, batch, site, units, target, value, mean, internal_batch_size,
+                                               spec, progress)
     with analysis_mode(model), torch.no_grad():
         everyone = torch.arange(n)
         out_x, y = _output_and_layer(model, batch, site, spec)   # one unablated forward gives F(x) and the layer
@@ -272,3 +288,77 @@ def _rows_of(out) -> int | None:
         if torch.is_tensor(v) and v.dim():
             return v.shape[0]
     return None
+
+
+def _feature_dim(dictionary, f: torch.Tensor) -> int:
+    return dictionary.dim if dictionary.dim >= 0 else f.dim() + dictionary.dim
+
+
+def _feature_units(dictionary, model, site, f, units, spec):
+    """``(spec of the features, units as a list, n_features)``; the error node is unit ``n_features``."""
+    sp = _spec(model, site, spec, f)
+    n_feat = f.shape[_feature_dim(dictionary, f)]
+    if units is None:
+        units = list(range(sp.n_units(tuple(f.shape), site.name))) + [n_feat]
+    units = [units] if isinstance(units, (int, tuple)) else list(units)
+    for u in units:
+        if not isinstance(u, tuple) and not 0 <= int(u) <= n_feat:
+            raise UnitscopeError(f"unit {int(u)} is out of range for the dictionary of layer {site.name!r}",
+                                 layer=site.name, hint=f"its features are 0 … {n_feat - 1}, its error node {n_feat}")
+    return sp, units, n_feat
+
+
+def _feature_masks(units, n_feat, shape, layer, sp):
+    """``([U, *shape] feature masks, [U] error-node flags)`` for a chunk of units (masks made per chunk: a 16k-feature
+    dictionary's full set would be 16k × the layer's features)."""
+    err = torch.tensor([not isinstance(u, tuple) and int(u) == n_feat for u in units])
+    masks = torch.stack([torch.zeros(shape, dtype=torch.bool) if e else unit_mask(u, shape, layer, sp)
+                         for u, e in zip(units, err.tolist())])
+    return masks, err
+
+
+def _ablated_through(dictionary, model, site, out, units, value, mean, spec):
+    """The output of a layer read through ``dictionary`` with ``units`` ablated (:func:`ablate`)."""
+    if not torch.is_tensor(out):
+        raise UnitscopeError(f"layer {site.name!r} does not output one tensor, which a dictionary reads",
+                             layer=site.name)
+    f, err = dictionary.split(out, site.name)
+    sp, units, n_feat = _feature_units(dictionary, model, site, f, units, spec)
+    masks, is_err = _feature_masks(units, n_feat, tuple(f.shape[1:]), site.name, sp)
+    fill = _replacement(value, mean, f, site.name)
+    f = torch.where(masks.any(0).to(f.device), fill, f)
+    return dictionary.join(f, torch.zeros_like(err) if bool(is_err.any()) else err)
+
+
+def _dictionary_ablation_scores(model, batch, site, units, target, value, mean, internal_batch_size, spec, progress):
+    """:func:`ablation_scores` of a layer read through its dictionary: ``[N, U]``."""
+    d, n = site.dictionary, batch.n
+    out_x, y = _output_and_layer(model, batch, site, None)
+    if not torch.is_tensor(y):
+        raise UnitscopeError(f"layer {site.name!r} does not output one tensor, which a dictionary reads",
+                             layer=site.name)
+    tgt = make_target(target, n, out_x)
+    base = tgt(out_x, torch.arange(n))
+    f, err = d.split(y, site.name)
+    sp, units, n_feat = _feature_units(d, model, site, f, units, spec)
+    fill = _replacement(value, mean, f, site.name)
+    shape_f, shape_y = tuple(f.shape[1:]), tuple(y.shape[1:])
+    scores = torch.empty(n, len(units), dtype=torch.float64)
+    step = max(1, internal_batch_size)
+    per = max(1, step // max(1, len(units)))
+    for e0 in bar(range(0, n, per), desc=f"ablation of {len(units)} dictionary units", unit="batch",
+                  progress=progress):
+        ex = torch.arange(e0, min(n, e0 + per))
+        for u0 in range(0, len(units), step):
+            chunk = units[u0:u0 + step]
+            m, is_err = _feature_masks(chunk, n_feat, shape_f, site.name, sp)
+            m, is_err = m.to(f.device), is_err.to(f.device)
+            rows_f = torch.where(m.unsqueeze(0), fill, f[ex.to(f.device)].unsqueeze(1))       # [e, u, *shape_f]
+            rows_e = err[ex.to(f.device)].unsqueeze(1).expand(-1, len(chunk), *shape_y)
+            rows_e = torch.where(is_err.view(1, -1, *([1] * len(shape_y))), torch.zeros_like(rows_e), rows_e)
+            layer_rows = d.join(rows_f.reshape(-1, *shape_f), rows_e.reshape(-1, *shape_y))
+            example = ex.repeat_interleave(len(chunk))
+            F = _forward_with_layer(model, batch, site, ex, example, layer_rows, tgt, None)
+            scores[ex.unsqueeze(1), torch.arange(u0, u0 + len(chunk)).unsqueeze(0)] = \
+                (base[example.to(base.device)] - F).double().cpu().view(len(ex), -1)
+    return scores.to(y.dtype if y.is_floating_point() and y.element_size() >= 4 else torch.float32)

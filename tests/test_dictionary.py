@@ -441,3 +441,30 @@ def test_a_16k_feature_dictionary_on_a_few_tokens_stays_within_memory(one_thread
     assert float(((per.double().sum(1) - s.output_diff) / s.output_diff).abs().max()) < 1e-3
     # dense per chunk: 16 nodes × 4 tokens × 16k features × (value, gradient) × 4 bytes ≈ 8 MB per example
     assert grown_mb < 1024
+
+
+# --- dataset scans ------------------------------------------------------------------------------------------------
+
+def test_a_scan_keeps_per_feature_statistics_and_the_error_node(tmp_path, one_thread):
+    net = Tokens()
+    loader = [(data(n=4, seed=10 + b)[0], torch.tensor([0, 1, 2, 1])) for b in range(3)]
+    d = sae("relu")
+    mask = torch.ones(4, 5, dtype=torch.long)      # the scan's batches: all tokens real
+    kw = dict(scores=["activation", "conductance"], target=0, n_steps=12, method="gausslegendre", top_k=3,
+              additional_forward_args=(mask,), dictionaries={"act": d})
+    r = us.scan(net, loader, ["act"], **kw)
+    assert r.mean("act", score="conductance").shape == (FEATS + 1,)
+    per = torch.cat([call("conductance", net, x, mask, ["act"], target=0, n_steps=12, method="gausslegendre",
+                          dictionaries={"act": d}).per_unit("act") for x, _ in loader])
+    torch.testing.assert_close(r.mean("act", score="conductance"), per.double().mean(0), rtol=1e-6, atol=1e-9)
+    top = r.top("act", score="conductance")
+    assert torch.equal(top.indices[:, 0], per.argmax(0))
+    assert r.class_means("act", score="activation").shape == (3, FEATS + 1)
+    # a checkpoint remembers the dictionary: another one's scan is refused, the same one resumes
+    ck = tmp_path / "scan.pt"
+    us.scan(net, loader, ["act"], checkpoint=ck, **kw)
+    again = us.scan(net, loader, ["act"], checkpoint=ck, **kw)
+    torch.testing.assert_close(again.mean("act", score="conductance"), r.mean("act", score="conductance"))
+    other = dict(kw, dictionaries={"act": sae("topk:3")})
+    with pytest.raises(us.UnitscopeError, match="dictionaries"):
+        us.scan(net, loader, ["act"], checkpoint=ck, **other)

@@ -68,7 +68,7 @@ def scan(model: nn.Module, loader, layers, *, scores=("activation",), target=Non
          method: str = "adaptive", baselines=None, internal_batch_size: int | None = None,
          batch_size: int = 256, checkpoint=None, checkpoint_every: int = 50, unpack: Callable | None = None,
          group=None, progress: bool | None = None, extra=None, spec=None, embedding=None,
-         additional_forward_args=None) -> ScanResult:
+         additional_forward_args=None, dictionaries=None) -> ScanResult:
     """Stream ``loader`` through ``model`` once and accumulate per-unit statistics of ``scores`` on ``layers``.
 
     >>> import torch, torch.nn as nn
@@ -106,6 +106,9 @@ def scan(model: nn.Module, loader, layers, *, scores=("activation",), target=Non
       [B, U]}}, labels, index)``; its ``state()`` (a dict of tensors) is checkpointed and restored with
       ``load_state``; under ``group=`` it gets every rank's state through ``merge(states)``; ``settings()`` joins
       the checkpoint's identity (:func:`unitscope.atlas` keeps histograms and top-k shares this way).
+    - ``dictionaries``: ``{layer: dictionary}`` as in :func:`unitscope.conductance` (each loaded once, its weights
+      part of a checkpoint's identity): that layer's units are the dictionary's ``F`` features and, last, its error
+      node (``U = F + 1``) — per-feature statistics and top examples, the error node's share beside them.
     """
     from .batches import plan_batches, split_batch
     from .checkpoint import checkpoint_path, fingerprint, load_checkpoint, save_checkpoint
@@ -134,10 +137,19 @@ def scan(model: nn.Module, loader, layers, *, scores=("activation",), target=Non
                     spec=None if spec is None else repr(spec), embedding=None if embedding is None else str(embedding))
     if extra is not None:
         settings["extra"] = extra.settings()
+    if dictionaries:   # loaded once (a path is read here, not per batch); their weights: part of the scan's identity
+        from ..core.dictionary import as_dictionary
+        from .checkpoint import model_digest
+
+        if not isinstance(dictionaries, dict):
+            raise UnitscopeError("dictionaries must be a dict {layer: dictionary}", got=type(dictionaries).__name__)
+        dictionaries = {k: as_dictionary(v, str(k)) for k, v in dictionaries.items()}
+        settings["dictionaries"] = {(k if isinstance(k, str) else type(k).__name__): f"{model_digest(d)} {d!r}"
+                                    for k, d in dictionaries.items()}
     acc = Accumulators(methods, how, top_k, by, num_classes, target, extra)
     attribute_kwargs = dict(baselines=baselines, n_steps=n_steps, method=method,
                             internal_batch_size=internal_batch_size, spec=spec, embedding=embedding,
-                            additional_forward_args=additional_forward_args)
+                            additional_forward_args=additional_forward_args, dictionaries=dictionaries or None)
     done = resumed_from = 0
     ck_path = fp = None
     failed, batches, plan = None, iter(()), None

@@ -1,6 +1,8 @@
 """Hugging Face models from a local folder (``hf:FOLDER`` on the command line): nothing is fetched.
 
-The model is wrapped so that it maps token ids to one row of logits per example (a classifier's logits; a causal
+An image classifier (``*ForImageClassification``) maps pixel values to its logits, with the image processor saved in
+the folder (``preprocessor_config.json``) as its ``preprocess``. A text model is wrapped so that it maps token ids to
+one row of logits per example (a classifier's logits; a causal
 LM's next-token logits after the last real token) and builds the attention mask from the pad id; its sub-modules
 keep their own names (``transformer.h.1.mlp.act``). Paths start at the token embedding (``EMBEDDING``). Attention is
 loaded ``eager`` (not the fused SDPA kernel, which has no forward-mode derivative), so every integration rule works.
@@ -22,7 +24,7 @@ import torch.nn as nn
 
 from .core.errors import UnitscopeError
 
-__all__ = ["HFLogits", "load_hf", "folder_info", "FolderInfo", "TOKENIZER_FILES"]
+__all__ = ["HFLogits", "HFImageLogits", "load_hf", "folder_info", "FolderInfo", "TOKENIZER_FILES"]
 
 #: files of which at least one is in a folder that a tokenizer was saved to (``tokenizer.save_pretrained``)
 TOKENIZER_FILES = ("tokenizer.json", "tokenizer_config.json", "vocab.txt", "vocab.json", "spiece.model",
@@ -40,6 +42,8 @@ class FolderInfo:
     classifier: bool
     tokenizer: bool
     vocab_size: int | None
+    image: bool = False              # a *ForImageClassification model: pixel inputs, no tokens
+    image_processor: bool = False    # its image processor was saved beside it (preprocessor_config.json)
 
 
 def folder_info(folder: str) -> FolderInfo:
@@ -60,9 +64,13 @@ def folder_info(folder: str) -> FolderInfo:
     text = " ".join(arch)
     causal = "CausalLM" in text or "LMHead" in text
     classifier = "SequenceClassification" in text
-    if not (causal or classifier):
+    image = "ImageClassification" in text
+    if not (causal or classifier or image):
         raise UnitscopeError(f"MODEL hf:{folder}: a {text or 'model without architectures'} has no logits to score",
-                             hint="save a *ForSequenceClassification or *ForCausalLM model")
+                             hint="save a *ForSequenceClassification, *ForImageClassification or *ForCausalLM model")
+    if image:
+        return FolderInfo(str(folder), arch, False, True, False, None, image=True,
+                          image_processor=(path / "preprocessor_config.json").is_file())
     has_tokenizer = any((path / f).is_file() for f in TOKENIZER_FILES)
     vocab = config.get("vocab_size")
     if vocab is None and isinstance(config.get("text_config"), dict):
@@ -89,6 +97,26 @@ class HFLogits(nn.Module):
             return logits
         last = (mask.sum(1) - 1).clamp_min(0) if mask is not None else torch.full((ids.shape[0],), ids.shape[1] - 1)
         return logits[torch.arange(ids.shape[0], device=logits.device), last.to(logits.device)]
+
+
+class HFImageLogits(nn.Module):
+    """``forward(pixel_values) -> logits [N, classes]`` of a ``transformers`` image classifier, with its sub-modules'
+    names; ``preprocess`` (PIL image → ``[C, H, W]``) is the image processor saved in the folder, when there is one."""
+
+    def __init__(self, model: nn.Module, processor=None):
+        super().__init__()
+        object.__setattr__(self, "hf", model)  # not a registered child: the names stay the model's own
+        for name, child in model.named_children():
+            self.add_module(name, child)
+        object.__setattr__(self, "processor", processor)
+        if processor is not None:
+            self.preprocess = self._preprocess
+
+    def _preprocess(self, image) -> torch.Tensor:
+        return self.processor(images=image.convert("RGB"), return_tensors="pt")["pixel_values"][0]
+
+    def forward(self, pixel_values: torch.Tensor) -> torch.Tensor:
+        return self.hf(pixel_values=pixel_values).logits
 
 
 def _tokenizer(transformers, path: Path):
@@ -128,6 +156,13 @@ def load_hf(folder: str, device):
         raise UnitscopeError("hf:FOLDER needs the transformers package", hint="pip install transformers") from None
     info = folder_info(folder)
     path = Path(folder)
+    if info.image:
+        with _quiet(transformers):
+            model = transformers.AutoModelForImageClassification.from_pretrained(
+                path, local_files_only=True, attn_implementation="eager").to(device).eval()
+            processor = (transformers.AutoImageProcessor.from_pretrained(path, local_files_only=True)
+                         if info.image_processor else None)
+        return HFImageLogits(model, processor), None, None
     with _quiet(transformers):
         config = transformers.AutoConfig.from_pretrained(path, local_files_only=True)
         auto = transformers.AutoModelForCausalLM if info.causal else transformers.AutoModelForSequenceClassification

@@ -111,7 +111,7 @@ def check_model(spec: str, *, zoo=ZOO_MODELS) -> ModelSpec:
         if importlib.util.find_spec("transformers") is None:
             raise UnitscopeError("hf:FOLDER needs the transformers package", hint="pip install transformers")
         info = folder_info(spec[3:])
-        return ModelSpec(spec, "hf", "text" if info.tokenizer else "tokens", info)
+        return ModelSpec(spec, "hf", "images" if info.image else "text" if info.tokenizer else "tokens", info)
     path = Path(spec)
     if path.is_file():
         kind = _archive_kind(path)
@@ -421,7 +421,7 @@ def check_pair(model: ModelSpec, data: DataPlan | None, image: ImageSettings | N
         raise UnitscopeError(f"DATA {data.name!r} is images, and {name} is a text model",
                              hint="give it sentences (a .txt file)" if model.modality == "text" else
                              "give it token ids as a .pt tensor [N, T]")
-    if data.kind == "tensor" and model.kind == "hf":
+    if data.kind == "tensor" and model.kind == "hf" and model.text:
         x = data.tensor
         if x.is_floating_point() or x.is_complex() or x.dim() != 2:
             raise UnitscopeError(f"DATA {data.name!r}: {name} takes token ids, integers [N, T]",
@@ -636,6 +636,17 @@ def _hf_model(folder: str, device) -> Loaded:
     from .hf import load_hf
 
     model, tokenizer, embedding = load_hf(folder, device)
+    if embedding is None:   # an image classifier: its image processor prepares the images, when it was saved
+        prepare = getattr(model, "preprocess", None)
+        cfg = model.hf.config
+        size = getattr(cfg, "image_size", None)
+        size = tuple(size) if isinstance(size, (list, tuple)) else (size, size) if size else None
+        shape = (int(getattr(cfg, "num_channels", 3)), *size) if size else None
+        loaded = Loaded(model, f"hf:{folder}", "hf", prepare_image=prepare, image_shape=shape,
+                        example=None if shape is None else torch.zeros(1, *shape, device=device))
+        if prepare is not None:
+            loaded.extra["own_transform"] = True
+        return loaded
     encode = None
     if tokenizer is not None:
         if tokenizer.pad_token_id is None and tokenizer.eos_token is not None:

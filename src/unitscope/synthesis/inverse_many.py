@@ -32,7 +32,7 @@ from ..core.sites import resolve
 from ..core.slices import channel_slice
 from .generators import DecoderGenerator
 from .inverse import _frozen, _project
-from .objectives import channel
+from .objectives import Acts, channel
 
 __all__ = ["UnitInverseSet", "sample_inverse_sets"]
 
@@ -99,10 +99,12 @@ def sample_inverse_sets(model: nn.Module, layer, problems, generator, *, n_sampl
 
     # a channel of a conv layer alone costs that channel only; kept after one check against the full layer
     sl = channel_slice(model, site)
+    specs = None
 
     def run(z, rows=None, full=False):
         """``(x, f [p, K])`` for the problems ``rows`` (all by default): only their codes are evaluated; through
         the slice unless ``full``."""
+        nonlocal specs
         zz = (z if rows is None else z[rows]).reshape(-1, z.shape[-1])
         u = (units.view(p_n, k) if rows is None else units.view(p_n, k)[rows]).reshape(-1)
         size = max(1, len(zz) if block is None else int(block))
@@ -118,7 +120,10 @@ def sample_inverse_sets(model: nn.Module, layer, problems, generator, *, n_sampl
                 rec = Recorder([site], stop_when_done=True)
                 with rec.active():
                     model(x)
-                f = channel(site.name, ub)({site.name: rec.parts[site.name][0]})
+                # the layer's own unit specification (a transformer's neurons, not its tokens), once per call
+                acts = Acts.recorded(model, [site], {site.name: rec.parts[site.name][0]}, specs)
+                specs = acts.specs
+                f = channel(site.name, ub)(acts)
             else:       # only the rows' own channels of the layer, from its producer's input
                 y = sl.rows(sl.input_of(model, x), ub)
                 f = channel(site.name, 0)({site.name: y})

@@ -19,7 +19,8 @@ MODEL is one of
   scores need a ``torch.export`` file or the Python model;
 * ``hf:FOLDER`` — a ``transformers`` classifier or causal LM saved with ``save_pretrained`` (loaded with
   ``local_files_only``; paths start at the token embedding). With its tokenizer saved there too, a ``.txt`` of
-  sentences is tokenized; without one, the inputs are token-id tensors (``.pt``/``.npy``, integers ``[N, T]``);
+  sentences is tokenized; without one, the inputs are token-id tensors (``.pt``/``.npy``, integers ``[N, T]``). An
+  image classifier (``*ForImageClassification``) takes images, prepared by the image processor saved beside it;
 * ``package.module:factory`` — a callable that returns an ``nn.Module``, or an object with a ``.model`` (and,
   optionally, ``.preprocess`` or ``.transform``: PIL image → input tensor, the way the model wants its images).
 
@@ -68,8 +69,8 @@ ZOO_DATA_MODALITY = {"digits": "images", "photos": "images", "reviews": "text"}
 IMAGE_SUFFIXES = (".png", ".jpg", ".jpeg", ".bmp", ".gif", ".tif", ".tiff", ".webp")
 TENSOR_SUFFIXES = (".pt", ".pth", ".npy")
 
-MODEL_HELP = (f"zoo name ({', '.join(ZOO_MODELS)}), hf:FOLDER (a transformers classifier or causal LM saved with "
-              "save_pretrained, with or without its tokenizer), a torch.export / TorchScript file, or "
+MODEL_HELP = (f"zoo name ({', '.join(ZOO_MODELS)}), hf:FOLDER (a transformers text or image classifier or causal LM "
+              "saved with save_pretrained, with or without its tokenizer), a torch.export / TorchScript file, or "
               "package.module:factory")
 DATA_HELP = (f"zoo data name ({', '.join(ZOO_DATA)}), a .pt/.npy tensor (token ids for hf:FOLDER; a .pt dict "
              "{'inputs', 'labels'} carries labels), image files or folders (class sub-folders give labels), or a "

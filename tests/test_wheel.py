@@ -1,0 +1,76 @@
+"""The package a user installs: a wheel built from a copy of the tree passes ``twine check``, carries its metadata
+(summary, license, Python and torch ranges, extras), installs with ``pip install --no-deps`` into a folder of its
+own, and from there imports and runs ``unitscope --help`` (the console script and ``python -m unitscope``) with the
+report's templates inside."""
+
+import email
+import os
+import pathlib
+import shutil
+import subprocess
+import sys
+import zipfile
+
+import pytest
+
+ROOT = pathlib.Path(__file__).resolve().parents[1]
+
+
+def _run(*args, **kw):
+    run = subprocess.run([str(a) for a in args], capture_output=True, text=True, timeout=600, **kw)
+    assert run.returncode == 0, f"{' '.join(map(str, args))} failed:\n{run.stdout}\n{run.stderr}"
+    return run
+
+
+@pytest.fixture(scope="module")
+def wheel(tmp_path_factory):
+    pytest.importorskip("build", reason="`build` is not installed: pip install -e '.[test]'")
+    tmp = tmp_path_factory.mktemp("wheel")
+    tree = tmp / "tree"                      # a copy: building never writes build/ or *.egg-info into the checkout
+    tree.mkdir()
+    for name in ("pyproject.toml", "README.md", "LICENSE"):
+        shutil.copy(ROOT / name, tree / name)
+    shutil.copytree(ROOT / "src", tree / "src", ignore=shutil.ignore_patterns("__pycache__", "*.egg-info"))
+    _run(sys.executable, "-m", "build", "--wheel", "--no-isolation", "--outdir", tmp / "dist", tree)
+    wheels = list((tmp / "dist").glob("unitscope-*.whl"))
+    assert len(wheels) == 1, wheels
+    return wheels[0]
+
+
+def test_twine_check_passes(wheel):
+    pytest.importorskip("twine", reason="`twine` is not installed: pip install -e '.[test]'")
+    out = _run(sys.executable, "-m", "twine", "check", "--strict", wheel)
+    assert "PASSED" in out.stdout
+
+
+def test_the_metadata(wheel):
+    with zipfile.ZipFile(wheel) as z:
+        name = next(n for n in z.namelist() if n.endswith(".dist-info/METADATA"))
+        meta = email.message_from_bytes(z.read(name))
+        files = z.namelist()
+    assert meta["Name"] == "unitscope"
+    assert "hidden units" in meta["Summary"]
+    assert meta["License-Expression"] == "MIT"
+    assert any(f.endswith(".dist-info/licenses/LICENSE") for f in files)
+    assert meta["Requires-Python"] == ">=3.10"
+    requires = meta.get_all("Requires-Dist")
+    assert any(r.replace(" ", "").startswith("torch<3,>=2.1") or r.replace(" ", "").startswith("torch>=2.1,<3")
+               for r in requires), requires
+    assert {"vision", "text", "docs", "parquet", "test"} <= set(meta.get_all("Provides-Extra"))
+    assert meta["Description-Content-Type"] == "text/markdown"
+    assert "unitscope/report/templates/report.html.j2" in files
+    assert not [f for f in files if f.startswith(("tests/", "bench/", "docs/"))]
+
+
+def test_installs_and_runs(wheel, tmp_path):
+    target = tmp_path / "site"
+    _run(sys.executable, "-m", "pip", "install", "--no-deps", "--no-index", "--quiet", "--target", target, wheel)
+    env = {**os.environ, "PYTHONPATH": str(target), "OMP_NUM_THREADS": "1"}
+    where = _run(sys.executable, "-c", "import unitscope, importlib.resources as r; print(unitscope.__file__); "
+                 "print(r.files('unitscope.report').joinpath('templates', 'report.html.j2').is_file())",
+                 env=env, cwd=tmp_path).stdout.split()
+    assert pathlib.Path(where[0]).is_relative_to(target), where      # the installed copy, not the checkout
+    assert where[1] == "True"
+    for command in ([sys.executable, "-m", "unitscope", "--help"], [target / "bin" / "unitscope", "--help"]):
+        out = _run(*command, env=env, cwd=tmp_path).stdout
+        assert "importance" in out and "scan" in out and "atlas" in out, out

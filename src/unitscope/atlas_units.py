@@ -16,6 +16,7 @@ import torch.nn as nn
 
 from .atlas_data import model_args, n_rows, pad_rows, take, units_of_layer
 from .core.capture import Recorder
+from .core.inputs import in_model_dtype
 from .core.sites import resolve
 from .core.state import analysis_mode
 
@@ -65,7 +66,7 @@ def layer_vectors(model: nn.Module, layer: str, x, batch: int = BLOCK) -> torch.
             dev = _device(model)
             kw = {k: v.to(dev) for k, v in (kw or {}).items()}
             with rec.active():
-                model(inputs.to(dev), **kw)
+                model(in_model_dtype(model, inputs.to(dev)), **kw)
             t = rec.parts[site.name][0]
             v = layer_spec(model, site, t).per_unit(t, "mean", mask=kw.get("attention_mask"))
             out.append(v.float().cpu()[:n_rows(part)])

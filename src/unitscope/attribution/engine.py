@@ -99,6 +99,7 @@ def evaluate(model: nn.Module, batch: Batch, target: Target, sites: list[Site], 
             raise UnitscopeError("an operation of the model has no forward-mode derivative, which the "
                                  "Gauss–Legendre and Riemann rules need for dy/dα", error=str(e).splitlines()[0],
                                  hint="use method='adaptive' (values only)") from None
+        _check_rows(recorder, sites, rows[0].shape[0])
         if tangents:
             output = _primal(output)
             stack.close()  # dy/dα is recorded: the target and the backward run outside the dual level, so no
@@ -133,6 +134,22 @@ def evaluate(model: nn.Module, batch: Batch, target: Target, sites: list[Site], 
     if tangents:
         tans = {s.name: [work_dtype(t) for t in recorder.tangents[s.name]] for s in sites}
     return Evaluation(work_dtype(F.detach()), values, grads, out, dict(recorder.is_tuple), tans)
+
+
+def _check_rows(recorder, sites, rows: int) -> None:
+    """Every recorded part is examples-first: one row per path row. A layer that folds something else into its
+    first dim (window attention over ``[N·windows, tokens, C]``, an RNN's ``h_n [layers, N, H]``) is an error that
+    names it, not a shape mismatch deep in the integration."""
+    for s in sites:
+        for k, p in enumerate(recorder.parts.get(s.name, ())):
+            if p.dim() == 0 or p.shape[0] != rows:
+                part = f" (part {k} of its tuple output)" if recorder.is_tuple.get(s.name) else ""
+                raise UnitscopeError(
+                    f"layer {s.name!r} gives an output{part} of shape {list(p.shape)} for {rows} rows (examples × path points): "
+                    "its first dim is not the examples", layer=s.name, shape=list(p.shape), rows=rows,
+                    hint="window attention folds its windows into the batch and an RNN's h_n is [layers, N, H]; "
+                         "pick a layer whose output is [N, ...] (the block or stage around it), or, for a tuple "
+                         "output, spec=UnitSpec(part=0) in neuron_conductance / the layer's first part")
 
 
 def _primal(output):

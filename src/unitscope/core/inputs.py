@@ -25,7 +25,7 @@ import torch
 
 from .errors import UnitscopeError
 
-__all__ = ["Batch", "prepare", "Target", "make_target", "in_model_dtype"]
+__all__ = ["Batch", "prepare", "Target", "make_target", "in_model_dtype", "result_dtype"]
 
 
 def in_model_dtype(model, x: torch.Tensor) -> torch.Tensor:
@@ -40,6 +40,19 @@ def in_model_dtype(model, x: torch.Tensor) -> torch.Tensor:
         if p.is_floating_point():
             return x if x.dtype == p.dtype or not x.is_floating_point() else x.to(p.dtype)
     return x
+
+
+def result_dtype(model) -> torch.dtype:
+    """What results come back in: the dtype of the model's floating-point parameters, float32 at least.
+
+    >>> import torch.nn as nn
+    >>> result_dtype(nn.Linear(2, 1).double()), result_dtype(nn.Linear(2, 1).bfloat16())
+    (torch.float64, torch.float32)
+    """
+    for p in model.parameters():
+        if p.is_floating_point():
+            return p.dtype if p.element_size() >= 4 else torch.float32
+    return torch.float32
 
 
 def _as_tuple(x, what: str) -> tuple[torch.Tensor, ...]:

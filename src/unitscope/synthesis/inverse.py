@@ -42,6 +42,7 @@ import torch.nn as nn
 from ..core.progress import bar as progress_bar
 
 from ..core.errors import UnitscopeError
+from ..core.inputs import result_dtype
 from .generators import DecoderGenerator, PixelEncoder
 from .inverse_baselines import langevin_sampler, penalized_am
 from .inverse_problem import (Constraint, InverseSet, InverseSetWarning, _as_constraints, _closest_report, _frozen,
@@ -153,7 +154,8 @@ def sample_inverse_set(model: nn.Module, constraints, generator, *, encoder=None
                       + _closest_report(prob.constraints, fmin, fmax, best_violation))
             with torch.no_grad():   # no sample, but shaped like one: [0, *input_shape]
                 sample_shape = tuple(generator(z[:1]).shape[1:])
-            res = InverseSet(torch.empty(0, *sample_shape), torch.empty(0, z.shape[1]), torch.empty(0, len(cons)), prob.constraints,
+            res = InverseSet(torch.empty(0, *sample_shape, dtype=result_dtype(model)), torch.empty(0, z.shape[1]),
+                             torch.empty(0, len(cons)), prob.constraints,
                              proposed=proposed, feasible=0, seeds_feasible=0, n_seeds=n_seeds, seed_steps=steps,
                              seed_seconds=seed_seconds, ok=False, report=report,
                              closest=list(zip(fmin.tolist(), fmax.tolist())))
@@ -262,7 +264,8 @@ def sample_inverse_set(model: nn.Module, constraints, generator, *, encoder=None
         verified_rate = float(good.float().mean())
         verify_seconds = time.perf_counter() - t2
 
-    res = InverseSet(x_all[good].cpu(), codes[good].cpu(), f_all[good].cpu(), prob.constraints, proposed=proposed,
+    rd = result_dtype(model)   # results in the model's dtype, float32 at least
+    res = InverseSet(x_all[good].cpu().to(rd), codes[good].cpu(), f_all[good].cpu().to(rd), prob.constraints, proposed=proposed,
                      feasible=feasible, verified_rate=verified_rate, seeds_feasible=n_feasible_seeds, n_seeds=n_seeds,
                      seed_steps=steps, sample_steps=sample_steps, seed_seconds=seed_seconds,
                      sample_seconds=sample_seconds, verify_seconds=verify_seconds,

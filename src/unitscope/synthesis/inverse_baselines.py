@@ -10,6 +10,7 @@ import time
 
 import torch
 import torch.nn as nn
+from ..core.inputs import result_dtype
 from ..core.progress import bar as progress_bar
 
 from .generators import PixelEncoder
@@ -49,7 +50,8 @@ def _finish(prob, method, codes, proposed, feasible, seconds, n_samples, steps):
             torch.empty(0, len(prob.constraints)), None)
     good = prob.inside(f) if len(codes) else torch.zeros(0, dtype=torch.bool)
     verify = time.perf_counter() - t
-    res = InverseSet(x[good].cpu(), codes[good].cpu(), f[good].cpu(), prob.constraints, method=method,
+    rd = result_dtype(prob.model)   # results in the model's dtype, float32 at least
+    res = InverseSet(x[good].cpu().to(rd), codes[good].cpu(), f[good].cpu().to(rd), prob.constraints, method=method,
                      proposed=proposed, feasible=feasible, verified_rate=float(good.float().mean()) if len(good) else 0.0,
                      sample_steps=steps, sample_seconds=seconds, verify_seconds=verify, ok=bool(len(codes)))
     res.report = f"{method}: {len(res)} samples, {100 * res.feasible_rate:.1f}% of candidates feasible"

@@ -27,7 +27,7 @@ from ..core.progress import bar as progress_bar
 
 from ..core.capture import Recorder
 from ..core.errors import UnitscopeError
-from ..core.inputs import in_model_dtype
+from ..core.inputs import in_model_dtype, result_dtype
 from ..core.sites import resolve
 from ..core.slices import channel_slice
 from .generators import DecoderGenerator
@@ -197,10 +197,11 @@ def sample_inverse_sets(model: nn.Module, layer, problems, generator, *, n_sampl
             x, f = run(z.detach(), full=True)
             inside = (f >= lo) & (f <= hi)
     out = []
+    rd = result_dtype(model)   # results in the model's dtype, float32 at least
     for p, (u, a, b) in enumerate(problems):
         ok = inside[p].cpu()
-        out.append(UnitInverseSet(u, a, b, x.view(p_n, k, *x.shape[1:])[p][ok.to(x.device)].detach().cpu(),
-                                  z.detach()[p][ok.to(z.device)].cpu(), f[p][ok.to(f.device)].detach().cpu(),
+        out.append(UnitInverseSet(u, a, b, x.view(p_n, k, *x.shape[1:])[p][ok.to(x.device)].detach().cpu().to(rd),
+                                  z.detach()[p][ok.to(z.device)].cpu(), f[p][ok.to(f.device)].detach().cpu().to(rd),
                                   int(done_steps[p]), bool(ok.all())))
     return out
 

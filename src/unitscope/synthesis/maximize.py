@@ -27,7 +27,7 @@ from ..core.progress import bar as progress_bar
 from ..core.capture import Recorder, site_hooks
 from ..core.errors import UnitscopeError
 from ..core.faults import model_errors
-from ..core.inputs import in_model_dtype
+from ..core.inputs import in_model_dtype, result_dtype
 from .objectives import Acts, Objective, channel, independent, unit_values
 from .params import Augment, make_param
 from ..core.sites import resolve
@@ -159,7 +159,9 @@ def maximize(model: nn.Module, objective: Objective, *, batch: int, shape: tuple
         with torch.no_grad():
             images = p().detach()
             final = objective(_forward_acts(model, sites, images)).cpu()
-    return Maximized(images.cpu(), trace, final, activation_trace=watched)
+    rd = result_dtype(model)   # results in the model's dtype, float32 at least
+    return Maximized(images.cpu().to(rd), trace, final.to(rd),
+                     activation_trace=None if watched is None else watched.to(rd))
 
 
 def _run(model, layer, units, kind, *, shape, spec=None, **kw) -> Maximized:
@@ -176,7 +178,7 @@ def _run_units(model, layer, units, kind, *, shape, spec=None, **kw) -> Maximize
     r = maximize(model, obj, batch=len(units), shape=shape, watch=channel(site.name, units, spec=spec), **kw)
     with analysis_mode(model), torch.no_grad():
         acts = unit_values(_forward_acts(model, [site], r.images.to(_device(model))), site.name, spec).cpu()
-    r.layer, r.units, r.activations = site.name, units, acts
+    r.layer, r.units, r.activations = site.name, units, acts.to(result_dtype(model))
     return r
 
 

@@ -369,11 +369,27 @@ def _find_heads(model: nn.Module | None, name: str, module: nn.Module) -> int | 
     return None
 
 
+def _channels_last(module: nn.Module, shape: tuple) -> bool:
+    """A 4-D output ``[N, H, W, C]``: the module ends in a token-major layer (a ``Linear``, a ``LayerNorm``) whose
+    feature size is the output's last dim and not its dim 1 (a Swin stage; a ConvNeXt block, which permutes back to
+    ``[N, C, H, W]``, is not)."""
+    for m in reversed(list(module.modules())):
+        if _own_layout(m) == "channels":
+            return False
+        size = getattr(m, "out_features", None) if isinstance(m, nn.Linear) else \
+            (m.normalized_shape[-1] if isinstance(m, nn.LayerNorm) and m.normalized_shape else None)
+        if size is not None:
+            return size == shape[-1] and size != shape[1]
+    return False
+
+
 def default_spec(model: nn.Module | None, name: str, module: nn.Module | None, shape: tuple) -> UnitSpec:
     """The spec a layer gets when the user names none (see the module docstring)."""
     nd = len(shape)
     if nd == 3 and module is not None and layout_of(model, name, module) == "tokens":
         return UnitSpec.tokens()
+    if nd == 4 and module is not None and _channels_last(module, shape):
+        return UnitSpec(dims=(-1,), layout="channels_last")   # [N, H, W, C]: the C channels, over positions
     return UnitSpec.channels()
 
 

@@ -182,7 +182,8 @@ def tv_convnext_tiny():
                   CNBlockConfig(128, None, 1)], stochastic_depth_prob=0.1, num_classes=10)
     return _image_arch("tv_convnext_tiny", m, ["features.1", "features.5", "features.7"],
                        ["features.1.0.block", "features.3.1.block.5"], captum_layer="features.5",
-                       notes="convnext_tiny's blocks at widths 16-128: LayerNorm2d, GELU, layer scale")
+                       notes="convnext_tiny's blocks at widths 16-128: LayerNorm2d, GELU, layer scale",
+                       extra={"channels_last": ("features.3.1.block.5",)})   # the MLP's Linear, between Permutes
 
 
 def tv_regnet_x_400mf():

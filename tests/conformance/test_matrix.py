@@ -35,24 +35,11 @@ JVP_RULES = getattr(paths, "JVP_RULES", RULES)
 
 # (arch, fn) -> the exact cause; strict xfails: remove the entry when the library is fixed
 KNOWN: dict = {
-    ("timm_swin", "odd_layers"): "timm Swin's window attention (layers.1.blocks.0.attn) outputs [N·windows, tokens, "
-                                 "C]: a raw RuntimeError (shape mismatch) escapes instead of a UnitscopeError naming "
-                                 "the layer",
-    ("torch_gru", "odd_layers"): "nn.GRU returns (output [N, T, H], h_n [layers, N, H]); h_n's batch is dim 1 and a "
-                                 "raw RuntimeError (shape mismatch) escapes instead of results or a UnitscopeError",
     ("timm_swin", "units"): "timm Swin's stage outputs are channels-last [N, H, W, C]; the default layout takes dim 1 "
                             "(the H rows) as the units instead of the C channels",
+    ("float64_mobilenet_v3_small", "atlas"): ("the atlas's inverse sets on a float64 model: synthesis/inverse_many.py:165 "
+                                             "index-puts float64 values into a float32 buffer, a raw RuntimeError"),
 }
-KNOWN.update({
-    ("float64_mobilenet_v3_small", "independent_am"): "IAM images come back float32 for a float64 model (results in "
-                                                      "the model's dtype)",
-    ("bfloat16_convnext_atto", "independent_am"): "IAM activations come back bfloat16 (results: float32 at least)",
-    ("bfloat16_convnext_atto", "sample_inverse_set"): "inverse-set samples come back bfloat16 (results: float32 at "
-                                                      "least)",
-})
-for _a in ("float64_mobilenet_v3_small", "bfloat16_convnext_atto"):
-    KNOWN[(_a, "atlas")] = ("the atlas feeds the IAM's float32 images to the model (atlas_units.layer_vectors, outside "
-                            "model_errors): a raw RuntimeError (input type and weight type should be the same)")
 
 
 def cases(fns, archs=ARCHS):

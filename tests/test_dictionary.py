@@ -468,3 +468,33 @@ def test_a_scan_keeps_per_feature_statistics_and_the_error_node(tmp_path, one_th
     other = dict(kw, dictionaries={"act": sae("topk:3")})
     with pytest.raises(us.UnitscopeError, match="dictionaries"):
         us.scan(net, loader, ["act"], checkpoint=ck, **other)
+
+
+# --- the atlas ----------------------------------------------------------------------------------------------------
+
+def test_the_atlas_has_a_card_per_feature_and_one_for_the_error_node(one_thread):
+    torch.manual_seed(0)
+    net = nn.Sequential(nn.Linear(6, D), nn.Tanh(), nn.Linear(D, 3))
+    x, y = torch.randn(10, 6), torch.arange(10) % 3
+    d = sae("relu", b_dec_pre=True)
+    a = us.atlas(net, (x, y), layers=["1"], dictionaries={"1": d}, top_k=2, n_steps=12, method="gausslegendre",
+                 progress=False)
+    assert len(a.units) == FEATS + 1
+    assert [c["error_node"] for c in a.units] == [False] * FEATS + [True]
+    info = a.meta["dictionaries"]["1"]
+    assert info["features"] == FEATS and info["error_node"] == FEATS
+    s = us.conductance(net, x, ["1"], target=None, n_steps=12, method="gausslegendre", dictionaries={"1": d},
+                       gap_warning=None)
+    mean = s.per_unit("1").double().mean(0)
+    assert info["error_node_share"] == pytest.approx(float(mean[-1] / mean.sum()), rel=1e-5)
+    for card in (a.units[3], a.units[FEATS]):
+        assert card["importance"]["conductance"] == pytest.approx(float(mean[card["unit"]]), rel=1e-4, abs=1e-7)
+        shading = a.tensors["1/exemplar_attr"][card["row"]]
+        for j, e in enumerate(card["exemplars"]):
+            want = float(s.per_unit("1")[e["index"], card["unit"]])
+            assert e["conductance"] == pytest.approx(want, rel=1e-4, abs=1e-6)
+            assert float(shading[j].sum()) == pytest.approx(want, rel=1e-4, abs=1e-6)   # Σ_i Eq. 2 = Eq. 3
+    shading = a.tensors["1/exemplar_attr"]
+    assert shading.shape[0] == FEATS + 1 and shading.shape[-1] == 6
+    with pytest.raises(us.UnitscopeError, match="no synthetic inputs for dictionary features"):
+        us.atlas(net, (x, y), layers=["1"], dictionaries={"1": d}, synthesize=True, progress=False)

@@ -176,7 +176,7 @@ def atlas(model: nn.Module, data, *, layers, target=None, top_k: int = 9, share_
           iam_steps: int = 128, inverse_samples: int = 4, inverse_steps: int = 100, bands=BANDS, seed: int = 0,
           units=None, embedding=None, internal_batch_size: int | None = None, tokens=None,
           model_name: str | None = None, data_name: str | None = None, group=None,
-          progress: bool | None = None) -> Atlas:
+          progress: bool | None = None, dictionaries=None) -> Atlas:
     """Build the atlas of every unit of ``layers`` (see the module docs).
 
     - ``data``: ``(inputs, labels)`` tensors, an inputs tensor, an object with ``.x``/``.y``, a map-style
@@ -201,6 +201,10 @@ def atlas(model: nn.Module, data, *, layers, target=None, top_k: int = 9, share_
     - ``tokens``: per example a list of token strings (text models): stored with each exemplar.
     - ``group``: a ``torch.distributed`` process group to share the work over (``None``: this process alone);
       every rank calls ``atlas`` with the same arguments and gets the same ``Atlas``.
+    - ``dictionaries``: ``{layer: dictionary}`` as in :func:`unitscope.conductance`: that layer's cards are its
+      dictionary's features and, last, its error node (``card["error_node"]``); ``meta["dictionaries"]`` gives each
+      layer's feature count and the error node's share of the layer's mean conductance. No synthetic inputs are made
+      for such layers (``synthesize`` must not be ``True``): exemplars, their per-input shading, histograms.
     """
     from .data.distributed import Ranks
     from .data.scan import scan
@@ -217,10 +221,20 @@ def atlas(model: nn.Module, data, *, layers, target=None, top_k: int = 9, share_
     if src.tokens and embedding is None:
         raise UnitscopeError("token-id inputs need embedding= (the module that maps ids to vectors)",
                              hint="e.g. embedding='bert.embeddings.word_embeddings'; paths start at its output")
+    if dictionaries:
+        from .core.dictionary import as_dictionary
+        from .core.sites import resolve
+
+        if synthesize:
+            raise UnitscopeError("the atlas makes no synthetic inputs for dictionary features",
+                                 hint="leave synthesize=None (or False) with dictionaries=")
+        synthesize = False
+        dictionaries = {resolve(model, [k])[0].name: as_dictionary(v, str(k)) for k, v in dictionaries.items()}
     result = scan(model, src.loader, layer_names, scores=["activation", "conductance"], target=target, by=by,
                   top_k=top_k, n_steps=n_steps, method=method, baselines=baselines, batch_size=batch_size,
                   checkpoint=checkpoint, checkpoint_every=checkpoint_every, group=group, progress=progress,
-                  extra=extra, embedding=embedding, internal_batch_size=internal_batch_size)
+                  extra=extra, embedding=embedding, internal_batch_size=internal_batch_size,
+                  dictionaries=dictionaries or None)
     ranks = Ranks.of(group)
     rank, world = ranks.rank, ranks.world
     shape = src.example_shape
@@ -241,6 +255,15 @@ def atlas(model: nn.Module, data, *, layers, target=None, top_k: int = 9, share_
                          "units": units if units is None or isinstance(units, int) else "chosen",
                          "embedding": None if embedding is None else str(embedding)},
             "classes": result.classes.tolist() if by else []}
+    if dictionaries:
+        meta["dictionaries"] = {}
+        for name, d in dictionaries.items():
+            mean_c = result.mean(name, score="conductance")
+            total = float(mean_c.sum())
+            meta["dictionaries"][name] = {
+                "features": int(mean_c.numel() - 1), "error_node": int(mean_c.numel() - 1),
+                "error_node_share": float(mean_c[-1]) / total if total else None,
+                "hook_name": getattr(d, "hook_name", None), "dictionary": repr(d)}
     from .atlas_units import layer_cards, work_chunk
 
     chosen = {name: _chosen_units(result, name, units) for name in result.layers}
@@ -257,7 +280,8 @@ def atlas(model: nn.Module, data, *, layers, target=None, top_k: int = 9, share_
                                       synthesize=synthesize, generator=generator, value_range=value_range,
                                       param=param, iam_steps=iam_steps, inverse_samples=inverse_samples,
                                       inverse_steps=inverse_steps, bands=bands,
-                                      unit_seed=lambda *p: _seed(seed, *p))
+                                      unit_seed=lambda *p: _seed(seed, *p),
+                                      dictionary=(dictionaries or {}).get(name))
     if ranks.distributed:
         gathered = ranks.all_gather_object(done)  # on gloo, whatever the group's backend
         done = {k: v for g in gathered for k, v in g.items()}
@@ -270,6 +294,9 @@ def atlas(model: nn.Module, data, *, layers, target=None, top_k: int = 9, share_
     for name in result.layers:
         chunks = [done[(n, u0)] for n, u0 in items if n == name]
         cards, t = layer_cards(result, extra, name, chunks, tokens=tokens, src=src)
+        if dictionaries and name in dictionaries:   # the last unit of a dictionary's layer is its error node
+            for card in cards:
+                card["error_node"] = card["unit"] == units_of_layer(result, name) - 1
         units += cards
         tensors.update({f"{name}/{k}": v for k, v in t.items()})
     return Atlas(meta, units, tensors)

@@ -52,11 +52,15 @@ that a call's activations stay in the CPU's cache: on the digits CNN, 640-row ca
 inputs per call, measured), and the inputs per call are fixed by the settings, never by the chunk."""
 
 
-def layer_vectors(model: nn.Module, layer: str, x, batch: int = BLOCK) -> torch.Tensor:
+def layer_vectors(model: nn.Module, layer: str, x, batch: int = BLOCK, dictionary=None) -> torch.Tensor:
     """``[N, U]``: every unit of ``layer`` on ``x`` (a tensor or a tokenizer's dict; one forward pass per ``batch``
     rows, the last one padded, stopped at the layer), reduced as the scan reduces activations (tokens: the mean
-    over those the attention mask keeps)."""
+    over those the attention mask keeps); with ``dictionary``, its features and error node (``U = F + 1``)."""
     (site,) = resolve(model, [layer])
+    if dictionary is not None:
+        from dataclasses import replace
+
+        site = replace(site, dictionary=dictionary)
     out = []
     with analysis_mode(model), torch.no_grad():
         for i in range(0, n_rows(x), batch):
@@ -68,7 +72,12 @@ def layer_vectors(model: nn.Module, layer: str, x, batch: int = BLOCK) -> torch.
             with rec.active():
                 model(in_model_dtype(model, inputs.to(dev)), **kw)
             t = rec.parts[site.name][0]
-            v = layer_spec(model, site, t).per_unit(t, "mean", mask=kw.get("attention_mask"))
+            sp = layer_spec(model, site, t)
+            if dictionary is not None:   # features, then the error node
+                from dataclasses import replace
+
+                sp, t = replace(sp, error_node=True), tuple(rec.parts[site.name])
+            v = sp.per_unit(t, "mean", mask=kw.get("attention_mask"))
             out.append(v.float().cpu()[:n_rows(part)])
     return torch.cat(out) if out else torch.empty(0, 0)
 
@@ -120,7 +129,7 @@ def _bands(hist, unit: int, bands) -> list[tuple[str, float, float, bool]]:
 
 def work_chunk(model, src, result, extra, layer, units, *, target, n_steps, method, baselines, synthesize,
                generator, value_range, param, iam_steps, inverse_samples, inverse_steps, bands, unit_seed,
-               embedding=None, internal_batch_size: int | None = None) -> dict:
+               embedding=None, internal_batch_size: int | None = None, dictionary=None) -> dict:
     """Everything about ``units`` (a list) of ``layer`` that needs the model again.
 
     Every generated input is seeded by its unit (``unit_seed(layer, unit, kind)``): the IAM image's start and its
@@ -135,7 +144,7 @@ def work_chunk(model, src, result, extra, layer, units, *, target, n_steps, meth
     ex = torch.cat([ta.indices[units], tc.indices[units]], 1)                       # [n, k_a + k_c]
     uniq, inv = torch.unique(ex, return_inverse=True)
     x_u, y_u = src.get(uniq.tolist())
-    vec_u = layer_vectors(model, layer, x_u)                                       # [n_uniq, U]
+    vec_u = layer_vectors(model, layer, x_u, dictionary=dictionary)                # [n_uniq, U]
     # one row per distinct (unit, example) pair: the two exemplar lists of a unit often share examples
     pair = torch.tensor(units).repeat_interleave(ex.shape[1]) * len(uniq) + inv.flatten()
     pairs, back = torch.unique(pair, return_inverse=True)
@@ -143,7 +152,8 @@ def work_chunk(model, src, result, extra, layer, units, *, target, n_steps, meth
     if internal_batch_size is None:   # path rows per backward: about 8M input numbers (32 MB) at a time
         internal_batch_size = max(8, min(4096, 8_000_000 // max(1, model_args(take(x_u, [0]))[0].numel())))
     attr = exemplar_conductance(model, x_u, layer, rows, unit_rows, y_u, target=target, n_steps=n_steps,
-                                method=method, baselines=baselines, rows=internal_batch_size, embedding=embedding)
+                                method=method, baselines=baselines, rows=internal_batch_size, embedding=embedding,
+                                dictionary=dictionary)
     attr = attr[back].view(len(units), ex.shape[1], *attr.shape[1:])
     out = {"units": units, "exemplars": ex, "inputs": None if isinstance(x_u, dict) else x_u[inv],
            "labels": None if y_u is None else y_u[inv],
@@ -209,7 +219,7 @@ def work_chunk(model, src, result, extra, layer, units, *, target, n_steps, meth
 
 
 def exemplar_conductance(model, x, layer, examples, units, labels, *, target, n_steps, method, baselines, rows,
-                         embedding=None):
+                         embedding=None, dictionary=None):
     """``[P, *x]``: pair ``p``'s per-input conductance through unit ``units[p]`` on input ``x[examples[p]]``
     (``neuron_conductance(paired=True, examples=)``; token ids: over the ``embedding`` output, ``[P, T, D]``).
 
@@ -241,7 +251,8 @@ def exemplar_conductance(model, x, layer, examples, units, labels, *, target, n_
         a = neuron_conductance(model, inputs, layer=layer, units=units[mine].tolist(),
                                examples=local[pair_group[mine]], target=tgt, n_steps=n_steps, method=method,
                                baselines=baselines, additional_forward_args=kw, internal_batch_size=per * n_steps,
-                               paired=True, embedding=embedding)
+                               paired=True, embedding=embedding,
+                               dictionaries=None if dictionary is None else {layer: dictionary})
         if out is None:
             out = a.new_zeros((len(examples), *a.shape[1:]))
         out[mine] = a

@@ -37,8 +37,9 @@ JVP_RULES = getattr(paths, "JVP_RULES", RULES)
 KNOWN: dict = {
     ("timm_swin", "units"): "timm Swin's stage outputs are channels-last [N, H, W, C]; the default layout takes dim 1 "
                             "(the H rows) as the units instead of the C channels",
-    ("float64_mobilenet_v3_small", "atlas"): ("the atlas's inverse sets on a float64 model: synthesis/inverse_many.py:165 "
-                                             "index-puts float64 values into a float32 buffer, a raw RuntimeError"),
+    ("float64_mobilenet_v3_small", "atlas"): ("the atlas's inverse sets on a float64 model: synthesis/inverse_many.py"
+                                             ":165 index-puts float64 values into a float32 buffer, a raw "
+                                             "RuntimeError"),
 }
 
 

@@ -1,5 +1,6 @@
 """The documentation site builds offline with warnings as errors (``mkdocs build --strict``), its API reference has a
-page for every public name, the ``conductance`` page states every parameter, and no page loads anything from the
+page for every public name, the ``conductance`` page states every parameter, the tutorials (``docs/tutorials/*.py``,
+executed by the build: ``docs/_ext/tutorials.py``) are pages with their outputs, and no page loads anything from the
 network (fonts, scripts, style sheets)."""
 
 import inspect
@@ -43,6 +44,17 @@ def test_the_conductance_page_states_its_parameters(site):
         assert f"{name}" in text, name
         assert f"<code>{name}</code>" in html, f"{name} is not in the parameter table"
     assert "Total conductance of every unit" in text          # the docstring itself
+
+
+def test_the_tutorials_ran_into_pages(site):
+    tutorials = sorted(p.stem for p in (ROOT / "docs" / "tutorials").glob("*.py"))
+    assert len(tutorials) >= 4, tutorials
+    for name in tutorials:
+        html = (site / "tutorials" / name / "index.html").read_text()
+        assert 'class="tutorial-output"' in html, name             # the cells' outputs, not only their code
+        assert (site / "tutorials" / f"{name}.py").exists(), name  # the notebook itself, to download
+    cnn = (site / "tutorials" / "conductance_cnn" / "index.html").read_text()
+    assert "data:image/png;base64," in cnn and "CompletenessWarning" in cnn   # the error bars; a layer not ok
 
 
 def test_the_site_fetches_nothing(site):

@@ -472,6 +472,7 @@ class Inputs:
     mask: torch.Tensor | None = None   # the attention mask of tokenized sentences ([N, T]), when there is one
     value_range: tuple | None = None   # the range of the prepared image values, when the inputs are images
     class_names: list | None = None
+    display_range: tuple | None = None  # per channel ([lo_c], [hi_c]): undoes --mean/--std for the pictures
 
 
 def _digits_prepare(image) -> torch.Tensor:
@@ -843,6 +844,7 @@ def _images(plan: DataPlan, loaded: Loaded | None, image: ImageSettings) -> Inpu
         raise UnitscopeError(f"--image-size/--mean/--std: {loaded.name} prepares its images itself",
                              hint="leave them out")
     prepare, value_range = own, (loaded.value_range if loaded is not None else (0.0, 1.0))
+    display = None
     pics, xs = [], []
     for f in plan.files:
         try:
@@ -859,6 +861,9 @@ def _images(plan: DataPlan, loaded: Loaded | None, image: ImageSettings) -> Inpu
                                      hint=f"give 1 or {channels}")
             prepare = _default_image_prepare((channels, *hw), image.mean, image.std)
             value_range = _normalized_range(image.mean, image.std)
+            if image.mean is not None:   # pictures as the user sees them: (x − lo_c) / (hi_c − lo_c) = the pixel
+                m, sd = np.broadcast_to(image.mean, channels), np.broadcast_to(image.std, channels)
+                display = ([float(-a / b) for a, b in zip(m, sd)], [float((1 - a) / b) for a, b in zip(m, sd)])
         pics.append(np.asarray(im))
         xs.append(prepare(im))
     shapes = {tuple(x.shape) for x in xs}
@@ -866,7 +871,7 @@ def _images(plan: DataPlan, loaded: Loaded | None, image: ImageSettings) -> Inpu
         raise UnitscopeError("the images come out in different sizes", shapes=sorted(shapes),
                              hint="give --image-size H W")
     return Inputs(torch.stack(xs), plan.labels, [f.name for f in plan.files], pics, value_range=value_range,
-                  class_names=plan.class_names)
+                  class_names=plan.class_names, display_range=display)
 
 
 # ------------------------------------------------------------------------------------------ data adapters --
@@ -1056,7 +1061,7 @@ def load_atlas_inputs(model_name: str, data, *, split: str = "all", limit: int |
         raise UnitscopeError(f"DATA {plan.name!r}: {model_name} takes floating-point inputs", dtype=str(x.dtype),
                              hint="token ids need a model with a token embedding (hf:FOLDER)")
     out.update(model=model, data=TensorDataset(x, *labelled), tokens=inputs.tokens,
-               value_range=inputs.value_range or loaded.value_range)
+               value_range=inputs.value_range or loaded.value_range, display_range=inputs.display_range)
     if spec.kind == "zoo":
         out["default_layers"] = {"images": None, "text": ["filters"]}[spec.modality]
         if model_name == "efficientnet-lite0":

@@ -135,7 +135,7 @@ def run(args) -> dict:
                    "out": args.out}
         if rank == 0:
             a.save(args.out, html=False)  # the page and the manifest next, with this command's settings
-            summary["page"] = str(render_atlas(a, args.out, value_range=got["value_range"]))
+            summary["page"] = str(render_atlas(a, args.out, value_range=got.get("display_range") or got["value_range"]))
             write_atlas_manifest(a, args.out, quick=args.quick, order=args.order)
     if rank == 0:
         print(json.dumps(summary, default=float))

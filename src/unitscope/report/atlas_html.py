@@ -35,14 +35,18 @@ ROWS_PER_SHEET = 256   # units per sprite-sheet file: a 2,048-channel layer is 8
 
 
 def _to_rgb(t: torch.Tensor, value_range) -> np.ndarray:
-    """``[C, H, W]`` → ``uint8 [H, W, 3]``: in ``value_range`` if it fits, else min–max of the tile."""
+    """``[C, H, W]`` → ``uint8 [H, W, 3]``: in ``value_range`` if it fits, else min–max of the tile. ``value_range``
+    is ``(lo, hi)``, or per channel ``([lo_c], [hi_c])`` (inputs normalized with a mean and std per channel: the
+    picture is then the pixels the user gave)."""
     t = t.float()
     if torch.isnan(t).all():
         return np.full((t.shape[-2], t.shape[-1], 3), 255, np.uint8)
-    lo, hi = value_range
-    if not (float(t.min()) >= lo - 1e-6 and float(t.max()) <= hi + 1e-6):
-        lo, hi = float(t.min()), float(t.max())
-    x = ((t - lo) / max(hi - lo, 1e-12)).clamp(0, 1)
+    lo, hi = (torch.as_tensor(v, dtype=torch.float32).reshape(-1, 1, 1) for v in value_range)
+    if lo.numel() not in (1, t.shape[0]) or hi.numel() not in (1, t.shape[0]):
+        lo, hi = lo.min().view(1, 1, 1), hi.max().view(1, 1, 1)
+    if not (bool((t >= lo - 1e-6).all()) and bool((t <= hi + 1e-6).all())):
+        lo, hi = t.min().view(1, 1, 1), t.max().view(1, 1, 1)
+    x = ((t - lo) / (hi - lo).clamp_min(1e-12)).clamp(0, 1)
     x = x.repeat(3, 1, 1) if x.shape[0] == 1 else x[:3]
     return (x.permute(1, 2, 0).numpy() * 255).astype(np.uint8)
 

@@ -415,6 +415,14 @@ def test_ablating_a_feature_changes_the_reconstruction_and_keeps_the_error_node(
             y2 = d.decode(f)      # the error node ablated: the layer replaced by its reconstruction
         F2 = net.out(((net.mid(y2)) * mask.unsqueeze(-1)).sum(1) / mask.sum(1, keepdim=True))[:, 1]
         torch.testing.assert_close(got[:, j], (base - F2).detach(), rtol=1e-5, atol=1e-6)
+    with us.ablate(net, {"act": [0, 5]}, dictionaries={"act": d}):   # the context manager: the same rewrite
+        out = net(x, mask)
+    f2 = f.clone()
+    f2[..., [0, 5]] = 0
+    y2 = d.decode(f2) + e
+    want = net.out(((net.mid(y2)) * mask.unsqueeze(-1)).sum(1) / mask.sum(1, keepdim=True))
+    torch.testing.assert_close(out, want, rtol=1e-5, atol=1e-6)
+    assert sum(len(m._forward_hooks) for m in net.modules()) == 0
     every = us.ablation_scores(net, x, "act", target=1, additional_forward_args=(mask,), dictionaries={"act": d})
     assert every.shape == (3, FEATS + 1)
     torch.testing.assert_close(every[:, units], got)
@@ -498,3 +506,13 @@ def test_the_atlas_has_a_card_per_feature_and_one_for_the_error_node(one_thread)
     assert shading.shape[0] == FEATS + 1 and shading.shape[-1] == 6
     with pytest.raises(us.UnitscopeError, match="no synthetic inputs for dictionary features"):
         us.atlas(net, (x, y), layers=["1"], dictionaries={"1": d}, synthesize=True, progress=False)
+
+
+def test_a_dictionary_on_a_layers_input_reads_what_the_layer_before_outputs(one_thread):
+    net, (x, mask) = Tokens(), data()
+    d = sae("relu")
+    kw = dict(target=0, method="gausslegendre", n_steps=12, gap_warning=None, additional_forward_args=(mask,))
+    on_output = us.conductance(net, x, ["act"], dictionaries={"act": d}, **kw)
+    on_input = us.conductance(net, x, ["mid"], dictionaries={"mid": d}, attribute_to_layer_input=True, **kw)
+    for a, b in zip(on_output["act"], on_input["mid"]):
+        torch.testing.assert_close(a, b, rtol=1e-5, atol=1e-7)

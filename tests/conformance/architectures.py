@@ -235,11 +235,12 @@ def timm_convnext_atto():
 def timm_swin():
     import timm
     m = timm.create_model("swin_tiny_patch4_window7_224", pretrained=False, img_size=32, patch_size=2,
-                          window_size=4, embed_dim=16, depths=(1, 1), num_heads=(1, 2), num_classes=10)
+                          window_size=4, embed_dim=24, depths=(1, 1), num_heads=(1, 2), num_classes=10)
     return _image_arch("timm_swin", m, ["patch_embed", "layers.0", "layers.1", "norm"],
                        ["layers.0.blocks.0.mlp.act", "layers.1.blocks.0.mlp.fc1"], attention=True,
                        unit_layer="layers.0",
-                       notes="shifted window attention, channels-last [N, H, W, C] layers",
+                       notes="shifted window attention, channels-last [N, H, W, C] layers (C ≠ H: where they are "
+                             "equal the layout is ambiguous from the shape, and a user states spec=)",
                        extra={"odd_layers": ("layers.1.blocks.0.attn",), "image_layer": "layers.0",
                               "channels_last": ("patch_embed", "layers.0", "layers.1", "norm")})
 

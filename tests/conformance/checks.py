@@ -140,13 +140,17 @@ def grads_at(arch, layer, target) -> tuple[torch.Tensor, torch.Tensor]:
 
 def unit_values(y: torch.Tensor, spec, *, reduce: str, mask=None) -> torch.Tensor:
     """``[N, U]`` from a layer output, by the layout's rule (DESIGN "Units"): channels ``[N, C, ...]`` → over
-    positions; tokens ``[N, T, D]`` → the D neurons over the real tokens; ``[N, D]`` → D."""
+    positions; channels-last ``[N, H, W, C]`` → C over positions; tokens ``[N, T, D]`` → the D neurons over the real
+    tokens; ``[N, D]`` → D."""
     y = first(y).double()
     if y.dim() == 2:
         return y
     if spec.layout == "channels":
         flat = y.flatten(2)
         return flat.sum(2) if reduce == "sum" else flat.mean(2)
+    if spec.layout == "channels_last":   # [N, H, W, C] → the C channels over positions
+        flat = y.flatten(1, -2)
+        return flat.sum(1) if reduce == "sum" else flat.mean(1)
     if spec.layout == "tokens" and y.dim() == 3:
         keep = torch.ones(y.shape[:2], dtype=torch.float64) if mask is None else mask.double()
         s = (y * keep[..., None]).sum(1)

@@ -34,14 +34,7 @@ TOL = 0.01               # the completeness tolerance asked for (gap_warning)
 JVP_RULES = getattr(paths, "JVP_RULES", RULES)
 
 # (arch, fn) -> the exact cause; strict xfails: remove the entry when the library is fixed
-KNOWN: dict = {
-    ("timm_swin", "units"): "timm Swin's stage outputs are channels-last [N, H, W, C]; the default layout takes dim 1 "
-                            "(the H rows) as the units instead of the C channels",
-    ("float64_mobilenet_v3_small", "atlas"): ("the atlas's inverse sets on a float64 model: synthesis/inverse_many.py"
-                                             ":165 index-puts float64 values into a float32 buffer, a raw "
-                                             "RuntimeError"),
-}
-
+KNOWN: dict = {}
 
 def cases(fns, archs=ARCHS):
     out = []
@@ -267,9 +260,6 @@ def test_neuron_conductance_sums_to_layer_conductance(arch, fn):
 
 
 FLAGGED_PATHS = ["tv_convnext_tiny", "mlp_layernorm_nobias"]   # LayerNorm of an exact 0 at the zero baseline
-for _a in FLAGGED_PATHS:
-    KNOWN[(_a, "neuron:flag")] = ("neuron_conductance returns Eq. 2 through a layer whose conductance is marked not ok "
-                                  "(the same adaptive budget) without any warning or flag")
 
 
 @pytest.mark.parametrize("arch,fn", cases(["neuron:flag"], FLAGGED_PATHS))
@@ -574,9 +564,6 @@ def test_failures_name_what_is_wrong_and_leave_the_model(arch, fn):
 
 
 TEXT_ARCHS = ["hf_gpt2", "hf_bert", "hf_llama", "hf_qwen2", "hf_bart", "hf_distilbert"]
-for _a in TEXT_ARCHS:
-    KNOWN[(_a, "errors:inputs")] = ("a token id past the vocabulary: core/inputs._embed calls the embedding outside "
-                                    "model_errors and a raw IndexError ('index out of range in self') escapes")
 
 
 @pytest.mark.parametrize("arch,fn", cases(["errors:inputs"]))

@@ -16,7 +16,8 @@ import math
 
 import torch
 
-__all__ = ["ERROR_FACTOR", "combine", "combine_units", "rounding", "reduce_units", "relative_unit_error", "diagnose"]
+__all__ = ["ERROR_FACTOR", "combine", "combine_units", "rounding", "reduce_units", "relative_unit_error", "diagnose",
+           "diagnose_sums"]
 
 # e_p = ERROR_FACTOR · (T₂ − T₁) on a panel: the fine trapezoid's error is (T₂ − T₁)/3 on a smooth path
 # (second order) and about T₂ − T₁ across a kink (first order); ½ is within a factor of 3 of both. Checked on
@@ -153,3 +154,23 @@ def diagnose(name: str, value, error, gap, output_diff, profile, *, method: str,
             msg += "; use method='adaptive' or raise n_steps"
         messages.append(msg)
     return not messages, messages
+
+
+def diagnose_sums(sums, values: dict, unit_error: dict, delta: dict | None, output_diff, sites, *, method: str,
+                  tol: float, cuts: dict | None = None) -> tuple[dict, dict]:
+    """:func:`diagnose` for every site of a path pass (``sums``: its ``PathSums``, with the adaptive rule's
+    per-example diagnosis and the |∂F/∂y| profile when it has them): ``({site: ok}, {site: messages})``."""
+    ok, messages = {}, {}
+    trouble = None
+    if sums.diagnosis:
+        trouble = []
+        for e in range(len(sums.diagnosis)):
+            d = sums.diagnosis[e]
+            k = int(d["score"].argmax()) if d["score"].numel() else 0
+            trouble.append(float((d["a"][k] + d["b"][k]) / 2) if d["a"].numel() else float("nan"))
+    for s in sites:
+        profile = sums.grad_profile.get(s.name) if sums.grad_profile else None
+        ok[s.name], messages[s.name] = diagnose(
+            s.name, values[s.name], unit_error[s.name], delta[s.name] if delta else None, output_diff, profile,
+            method=method, tol=tol, n_evals=sums.n_evals, trouble_alpha=trouble, cut=(cuts or {}).get(s.name))
+    return ok, messages

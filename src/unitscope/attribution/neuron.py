@@ -22,17 +22,21 @@ unit's backward starts at that layer's input, through the unit's own weights onl
 
 from __future__ import annotations
 
+import warnings
+
 import torch
 import torch.nn as nn
 
 from . import paths
 from ..core.capture import Recorder
-from ..core.errors import UnitscopeError
+from ..core.errors import CompletenessWarning, UnitscopeError
 from ..core.units import find_mask, pick_part, resolve_units
 from ..core.dictionary import attach, dictionaries_mode
 from ..core.faults import is_oom, with_oom_hint
 from ..core.inputs import make_target, prepare
 from .adaptive import integrate_adaptive
+from .cuts import cut_examples
+from .estimates import diagnose_sums
 from .engine import autograd_on, integrate, off_the_path, work_dtype
 from .scores import _device, _outputs_at_x
 from ..core.sites import resolve
@@ -150,8 +154,10 @@ def neuron_conductance(model: nn.Module, inputs, layer, units, *, baselines=None
         tgt = make_target(target, n, out_x)
         eq3 = None
         if method == "adaptive":
-            example_all, alpha_all, weight_all, eq3 = _adaptive_rows(model, batch, tgt, site, n_steps,
-                                                                     internal_batch_size)
+            example_all, alpha_all, weight_all, path = _adaptive_rows(model, batch, tgt, site, n_steps,
+                                                                      internal_batch_size)
+            eq3 = path.conductance[site.name]
+            _warn_unresolved(model, batch, tgt, site, path, internal_batch_size)
         elif method in paths.JVP_RULES:   # the rule on ∂F/∂y · ∂y/∂x_i: summed over inputs, conductance's rule
             alphas, weights = paths.rule(method, n_steps)
             example_all = torch.arange(n).repeat_interleave(alphas.numel())
@@ -339,10 +345,29 @@ def _matched(result: tuple, cond: torch.Tensor, masks: torch.Tensor, whole: torc
                  for r in result)
 
 
+def _warn_unresolved(model, batch, target, site, sums, internal_batch_size, tol: float = 0.05) -> None:
+    """A :class:`CompletenessWarning` when the layer's own conductance on these nodes is not ok (as
+    :func:`unitscope.conductance` would mark it): per-input conductance through it is then no better resolved."""
+    parts = [p.detach().cpu() for p in sums.conductance[site.name]]
+    errors = [e.detach().cpu() for e in sums.conductance_unit_error[site.name]]
+    value = tuple(parts) if len(parts) > 1 else parts[0]
+    error = tuple(errors) if len(errors) > 1 else errors[0]
+    out_diff = (sums.F_x - sums.F_baseline).double()
+    delta = sum(p.double().flatten(1).sum(1) for p in parts) - out_diff
+    cuts = cut_examples(model, batch, target, [site], internal_batch_size=internal_batch_size) \
+        if bool((delta.abs() > tol * out_diff.abs()).any()) else None
+    ok, messages = diagnose_sums(sums, {site.name: value}, {site.name: error}, {site.name: delta}, out_diff, [site],
+                                 method="adaptive", tol=tol, cuts=cuts)
+    if not ok[site.name]:
+        more = len(messages[site.name]) - 1
+        warnings.warn("per-input conductance through an unresolved layer: " + messages[site.name][0]
+                      + (f" (and {more} more examples)" if more > 0 else ""), CompletenessWarning, stacklevel=3)
+
+
 def _adaptive_rows(model, batch, target, site, budget: int, internal_batch_size):
     """``(example, alpha, weight)`` per path row: the nodes the adaptive rule places for ``site`` on each example,
-    with the weights of the composite trapezoid on them (they sum to one per example), and the layer's conductance
-    from that pass (its parts, ``[N, *unit_shape]``)."""
+    with the weights of the composite trapezoid on them (they sum to one per example), and that pass's sums (the
+    layer's conductance, its error estimates, F at both ends)."""
     sums = integrate_adaptive(model, batch, target, [site], budget=budget, rtol=0.0,
                               internal_batch_size=internal_batch_size, progress=False)
     examples, alphas, weights = [], [], []
@@ -352,7 +377,7 @@ def _adaptive_rows(model, batch, target, site, budget: int, internal_batch_size)
         examples.append(torch.full((a.numel(),), e, dtype=torch.long))
         alphas.append(a)
         weights.append(w)
-    return torch.cat(examples), torch.cat(alphas), torch.cat(weights), sums.conductance[site.name]
+    return torch.cat(examples), torch.cat(alphas), torch.cat(weights), sums
 
 
 def _channel_index(ch: torch.Tensor, like: torch.Tensor) -> torch.Tensor:

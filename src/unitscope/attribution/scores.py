@@ -31,7 +31,7 @@ from .cuts import cut_examples
 from .engine import autograd_on, evaluate, integrate
 from ..core.errors import CompletenessWarning, UnitscopeError
 from ..core.inputs import Target, main_output, make_target, prepare
-from .estimates import diagnose
+from .estimates import diagnose_sums
 from .results import Scores
 from ..core.sites import resolve
 from ..core.state import analysis_mode
@@ -123,24 +123,6 @@ def _check_gaps(scores: Scores, threshold: float | None) -> None:
                 f"|F(x) − F(x')| on example {worst} (threshold {100 * threshold:.1f}%, "
                 f"{int(scores.n_evals[worst])} path points, method={scores.settings.get('method')!r}); {advice}",
                 CompletenessWarning, stacklevel=3)
-
-
-def _diagnosis(sums, m, values, unit_error, delta, output_diff, sites, method, tol, cuts=None):
-    ok, messages = {}, {}
-    trouble = None
-    if sums.diagnosis:
-        trouble = []
-        for e in range(len(sums.diagnosis)):
-            d = sums.diagnosis[e]
-            k = int(d["score"].argmax()) if d["score"].numel() else 0
-            trouble.append(float((d["a"][k] + d["b"][k]) / 2) if d["a"].numel() else float("nan"))
-    for s in sites:
-        profile = sums.grad_profile.get(s.name) if sums.grad_profile else None
-        ok[s.name], messages[s.name] = diagnose(
-            s.name, values[s.name], unit_error[s.name], delta[s.name] if delta else None, output_diff, profile,
-            method=method, tol=tol, n_evals=sums.n_evals, trouble_alpha=trouble,
-            cut=(cuts or {}).get(s.name))
-    return ok, messages
 
 
 def attribute(model: nn.Module, inputs, layers, *, scores=SCORES, baselines=None, target=None,
@@ -291,8 +273,9 @@ def attribute(model: nn.Module, inputs, layers, *, scores=SCORES, baselines=None
                     cuts = cut_examples(model, batch, tgt, wide, internal_batch_size=internal_batch_size)
                 if unit_error is not None:
                     out_diff = output_diff if output_diff is not None else torch.ones(n)
-                    ok, messages = _diagnosis(sums, m, values, unit_error, delta if m == "conductance" else None,
-                                              out_diff, sites, method, tol, cuts if m == "conductance" else None)
+                    ok, messages = diagnose_sums(sums, values, unit_error, delta if m == "conductance" else None,
+                                                 out_diff, sites, method=method, tol=tol,
+                                                 cuts=cuts if m == "conductance" else None)
                 results[m] = Scores(m, values, delta=delta, output_diff=output_diff, n_evals=n_evals,
                                     target=target_index, modules=modules, settings=settings, error=error,
                                     unit_error=unit_error, ok=ok, messages=messages, specs=specs,

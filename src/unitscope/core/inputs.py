@@ -129,7 +129,16 @@ def _embed(model, embedding, inputs, baselines, device):
         raise UnitscopeError("embedding= needs one tensor of integer token ids as inputs", embedding=site.name,
                              dtypes=[str(t.dtype) for t in ids])
     x = ids[0].detach().to(device) if device is not None else ids[0].detach()
-    with torch.no_grad():
+    vocab = getattr(site.module, "num_embeddings", None)
+    if isinstance(vocab, int) and x.numel() and (int(x.min()) < 0 or int(x.max()) >= vocab):
+        bad = ((x < 0) | (x >= vocab)).nonzero()[0].tolist()
+        raise UnitscopeError(f"token id {int(x[tuple(bad)])} at example {bad[0]}, position {bad[1:]} is outside the "
+                             f"vocabulary of {site.name!r} (ids 0 … {vocab - 1})", embedding=site.name,
+                             hint="tokenize with the model's own tokenizer, or check that the ids belong to this "
+                                  "model")
+    from .faults import model_errors
+
+    with torch.no_grad(), model_errors(site.module, inputs=x, what=f"the embedding {site.name!r}"):
         emb = site.module(x)
         if not torch.is_tensor(emb) or not emb.is_floating_point():
             raise UnitscopeError(f"module {site.name!r} does not map token ids to float vectors",

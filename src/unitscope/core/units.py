@@ -369,17 +369,25 @@ def _find_heads(model: nn.Module | None, name: str, module: nn.Module) -> int | 
     return None
 
 
+def _feature_size(m: nn.Module) -> int | None:
+    if isinstance(m, nn.Linear):
+        return m.out_features
+    if isinstance(m, nn.LayerNorm) and m.normalized_shape:
+        return m.normalized_shape[-1]
+    if isinstance(m, nn.modules.conv._ConvNd):
+        return m.out_channels
+    return None
+
+
 def _channels_last(module: nn.Module, shape: tuple) -> bool:
-    """A 4-D output ``[N, H, W, C]``: the module ends in a token-major layer (a ``Linear``, a ``LayerNorm``) whose
-    feature size is the output's last dim and not its dim 1 (a Swin stage; a ConvNeXt block, which permutes back to
-    ``[N, C, H, W]``, is not)."""
+    """A 4-D output ``[N, H, W, C]``: the module's last layer with a feature size (a ``Linear``, ``LayerNorm`` or
+    convolution) has the output's last dim as its size, not its dim 1 (or is a LayerNorm of that size) — a Swin stage
+    or patch embedding, which permute to channels-last; a ConvNeXt block, which permutes back to ``[N, C, H, W]``, or
+    any CNN, is not."""
     for m in reversed(list(module.modules())):
-        if _own_layout(m) == "channels":
-            return False
-        size = getattr(m, "out_features", None) if isinstance(m, nn.Linear) else \
-            (m.normalized_shape[-1] if isinstance(m, nn.LayerNorm) and m.normalized_shape else None)
-        if size is not None:
-            return size == shape[-1] and size != shape[1]
+        size = _feature_size(m)
+        if size is not None:   # a LayerNorm that ends the module normalized the output's last dim: its features
+            return size == shape[-1] and (size != shape[1] or isinstance(m, nn.LayerNorm))
     return False
 
 

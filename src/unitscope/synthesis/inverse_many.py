@@ -128,7 +128,7 @@ def sample_inverse_sets(model: nn.Module, layer, problems, generator, *, n_sampl
                 y = sl.rows(sl.input_of(model, x), ub)
                 f = channel(site.name, 0)({site.name: y})
             xs.append(x[:n])
-            fs.append(f[:n])
+            fs.append(f[:n].to(result_dtype(model)))   # the sampler's arithmetic: float32 at least
         return torch.cat(xs), torch.cat(fs).view(-1, k)
 
     with _frozen(model, generator, None):
@@ -144,10 +144,10 @@ def sample_inverse_sets(model: nn.Module, layer, problems, generator, *, n_sampl
         h_scale = _group_spread(x0.reshape(p_n, k, -1)).mean(1, keepdim=True).clamp(min=1e-12)
         s_lo, s_hi = lo / scale + margin, hi / scale - margin
         code_std = _code_std(generator)
-        lam = torch.zeros(p_n, k, device=device)
-        mu_t = torch.full((p_n, 1), float(mu), device=device)
+        lam = torch.zeros(p_n, k, device=device, dtype=f0.dtype)
+        mu_t = torch.full((p_n, 1), float(mu), device=device, dtype=f0.dtype)
         finished = torch.zeros(p_n, dtype=torch.bool, device=device)
-        best = torch.full((p_n,), float("inf"), device=device)
+        best = torch.full((p_n,), float("inf"), device=device, dtype=f0.dtype)
         since = torch.zeros(p_n, dtype=torch.long, device=device)
         done_steps = torch.zeros(p_n, dtype=torch.long)
         z.requires_grad_(True)

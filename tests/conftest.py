@@ -21,3 +21,10 @@ def one_thread():
     two when another process is busy). Restored afterwards."""
     with torch_threads(1):
         yield
+
+
+def pytest_collection_modifyitems(config, items):
+    """``UNITSCOPE_TEST_ORDER=reverse`` runs the suite backwards: a test that passes only after another one (a warm
+    model cache, a module-level state) fails there (``make test`` runs it forwards; the reversed run is a check)."""
+    if os.environ.get("UNITSCOPE_TEST_ORDER") == "reverse":
+        items.reverse()

@@ -66,3 +66,32 @@ def test_without_a_processor_the_config_size_prepares_the_images(vit, tmp_path):
     assert main(["importance", f"hf:{vit / 'bare'}", str(vit / "imgs"), "--layers", LAYER, "--n-steps", "8",
                  "--out", str(tmp_path / "imp")]) == 0
     assert json.loads((tmp_path / "imp" / "importance.json").read_text())["inputs"] == 4
+
+
+TV_FACTORY = '''
+import types, torch, torchvision
+
+def make():
+    torch.manual_seed(0)
+    weights = torchvision.models.ResNet18_Weights.DEFAULT      # its transforms() only: nothing is downloaded
+    model = torchvision.models.resnet18(weights=None, num_classes=3).eval()
+    return types.SimpleNamespace(model=model, transform=weights.transforms())
+'''
+
+
+def test_a_factory_with_torchvision_weights_transforms_prepares_the_images(vit, tmp_path, monkeypatch):
+    pytest.importorskip("torchvision")
+    from unitscope.cli import main
+
+    (tmp_path / "tv_nets.py").write_text(TV_FACTORY)
+    monkeypatch.syspath_prepend(str(tmp_path))
+    from unitscope.loading import load_model
+
+    loaded = load_model("tv_nets:make")
+    from PIL import Image
+
+    x = loaded.prepare_image(Image.new("RGB", (300, 260), (255, 255, 255)))
+    assert x.shape == (3, 224, 224) and loaded.extra.get("own_transform")   # resized, cropped and normalized
+    assert float(x[0].mean()) == pytest.approx((1 - 0.485) / 0.229, rel=1e-3)
+    assert main(["importance", "tv_nets:make", str(vit / "imgs"), "--layers", "layer4", "--n-steps", "4",
+                 "--out", str(tmp_path / "imp")]) == 0

@@ -101,7 +101,8 @@ class HFLogits(nn.Module):
 
 class HFImageLogits(nn.Module):
     """``forward(pixel_values) -> logits [N, classes]`` of a ``transformers`` image classifier, with its sub-modules'
-    names; ``preprocess`` (PIL image → ``[C, H, W]``) is the image processor saved in the folder, when there is one."""
+    names; ``preprocess`` (PIL image → ``[C, H, W]``) is the image processor saved in the folder, when there is
+    one."""
 
     def __init__(self, model: nn.Module, processor=None):
         super().__init__()

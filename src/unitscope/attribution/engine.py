@@ -32,7 +32,8 @@ from ..core.state import autograd_on
 from .estimates import ERROR_FACTOR, combine, combine_units, reduce_units, rounding
 from .path_tangents import evaluate_without_joint_forward_mode, missing_forward_derivative
 
-__all__ = ["Evaluation", "evaluate", "integrate", "PathSums", "autograd_on", "forward_mode_kernels", "work_dtype", "off_the_path"]
+__all__ = ["Evaluation", "evaluate", "integrate", "PathSums", "autograd_on", "forward_mode_kernels", "work_dtype",
+           "off_the_path"]
 
 
 def off_the_path(layer: str) -> UnitscopeError:
@@ -145,8 +146,8 @@ def _check_rows(recorder, sites, rows: int) -> None:
             if p.dim() == 0 or p.shape[0] != rows:
                 part = f" (part {k} of its tuple output)" if recorder.is_tuple.get(s.name) else ""
                 raise UnitscopeError(
-                    f"layer {s.name!r} gives an output{part} of shape {list(p.shape)} for {rows} rows (examples × path points): "
-                    "its first dim is not the examples", layer=s.name, shape=list(p.shape), rows=rows,
+                    f"layer {s.name!r} gives an output{part} of shape {list(p.shape)} for {rows} rows (examples × "
+                    "path points): its first dim is not the examples", layer=s.name, shape=list(p.shape), rows=rows,
                     hint="window attention folds its windows into the batch and an RNN's h_n is [layers, N, H]; "
                          "pick a layer whose output is [N, ...] (the block or stage around it), or, for a tuple "
                          "output, spec=UnitSpec(part=0) in neuron_conductance / the layer's first part")

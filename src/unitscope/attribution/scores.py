@@ -149,8 +149,8 @@ def attribute(model: nn.Module, inputs, layers, *, scores=SCORES, baselines=None
     evaluation costs about 2–3× a plain one on CPU: ``bench/floor.py``); ``riemann_left``, ``riemann_right``,
     ``riemann_middle`` and ``riemann_trapezoid`` place their nodes (plus both end points) and take the Stieltjes
     trapezoid of consecutive nodes, values only (second order — at least the rule's own order — and exact where
-    ∂F/∂y is constant between nodes, as on a ReLU network's pieces; one plain forward and backward per node). ``scores.error[layer]`` is the per-unit
-    error estimate, ``scores.ok[layer]`` whether the layer met the tolerance
+    ∂F/∂y is constant between nodes, as on a ReLU network's pieces; one plain forward and backward per node).
+    ``scores.error[layer]`` is the per-unit error estimate, ``scores.ok[layer]`` whether the layer met the tolerance
     (``max(rtol, gap_warning)``), ``scores.messages[layer]`` says why not and what to try.
     A :class:`CompletenessWarning` is issued for a layer that is not ok, or whose gap exceeds ``gap_warning``.
     ``spec`` (a layout name, a :class:`unitscope.core.units.UnitSpec` or ``{layer: ...}``) sets what

@@ -265,7 +265,8 @@ def sample_inverse_set(model: nn.Module, constraints, generator, *, encoder=None
         verify_seconds = time.perf_counter() - t2
 
     rd = result_dtype(model)   # results in the model's dtype, float32 at least
-    res = InverseSet(x_all[good].cpu().to(rd), codes[good].cpu(), f_all[good].cpu().to(rd), prob.constraints, proposed=proposed,
+    res = InverseSet(x_all[good].cpu().to(rd), codes[good].cpu(), f_all[good].cpu().to(rd),
+                     prob.constraints, proposed=proposed,
                      feasible=feasible, verified_rate=verified_rate, seeds_feasible=n_feasible_seeds, n_seeds=n_seeds,
                      seed_steps=steps, sample_steps=sample_steps, seed_seconds=seed_seconds,
                      sample_seconds=sample_seconds, verify_seconds=verify_seconds,

@@ -127,7 +127,7 @@ def _through_dictionary(site: Site, parts, rebuild, is_tuple, where):
                              "one tensor", layer=site.name,
                              hint="attach the dictionary at the sub-layer that produces the tensor it was trained on")
     dictionary = site.dictionary
-    f, err = dictionary.split(parts[0], site.name)
+    f, err = dictionary.split(parts[0], layer=site.name)
     return [f, err], lambda passed: rebuild([dictionary.join(passed[0], passed[1])]), True
 
 

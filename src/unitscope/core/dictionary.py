@@ -229,7 +229,7 @@ class Dictionary(nn.Module):
     def forward(self, y):
         return self.decode(self.encode(y))
 
-    def check(self, y: torch.Tensor, layer: str = "") -> None:
+    def check(self, y: torch.Tensor, *, layer: str = "") -> None:
         """A :class:`UnitscopeError` if ``y`` (a layer's output) is not what the dictionary reads."""
         if not torch.is_tensor(y) or not y.is_floating_point():
             raise UnitscopeError(f"layer {layer!r} does not output a floating-point tensor, which a dictionary needs",
@@ -247,11 +247,11 @@ class Dictionary(nn.Module):
                                  hint="attach it at the layer it was trained on, or give Dictionary(..., dim=) the "
                                       "dim of the layer's output that it reads")
 
-    def split(self, y: torch.Tensor, layer: str = "") -> tuple[torch.Tensor, torch.Tensor]:
+    def split(self, y: torch.Tensor, *, layer: str = "") -> tuple[torch.Tensor, torch.Tensor]:
         """``(f, ε)``: the features ``encode(y)`` and the error node ``y − decode(f)``. ``f`` is a fresh node of the
         autograd graph (a copy), so that ∂F/∂f does not also run through ``ε``'s dependence on ``f``: with
         :meth:`join` downstream, ∂F/∂f = (∂ decode/∂f)ᵀ ∂F/∂y and ∂F/∂ε = ∂F/∂y."""
-        self.check(y, layer)
+        self.check(y, layer=layer)
         f0 = self.encode(y)
         err = y - self.decode(f0).to(y.dtype)
         return f0.clone(), err

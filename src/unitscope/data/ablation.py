@@ -322,7 +322,7 @@ def _ablated_through(dictionary, model, site, out, units, value, mean, spec):
     if not torch.is_tensor(out):
         raise UnitscopeError(f"layer {site.name!r} does not output one tensor, which a dictionary reads",
                              layer=site.name)
-    f, err = dictionary.split(out, site.name)
+    f, err = dictionary.split(out, layer=site.name)
     sp, units, n_feat = _feature_units(dictionary, model, site, f, units, spec)
     masks, is_err = _feature_masks(units, n_feat, tuple(f.shape[1:]), site.name, sp)
     fill = _replacement(value, mean, f, site.name)
@@ -339,7 +339,7 @@ def _dictionary_ablation_scores(model, batch, site, units, target, value, mean, 
                              layer=site.name)
     tgt = make_target(target, n, out_x)
     base = tgt(out_x, torch.arange(n))
-    f, err = d.split(y, site.name)
+    f, err = d.split(y, layer=site.name)
     sp, units, n_feat = _feature_units(d, model, site, f, units, spec)
     fill = _replacement(value, mean, f, site.name)
     shape_f, shape_y = tuple(f.shape[1:]), tuple(y.shape[1:])

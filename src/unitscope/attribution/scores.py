@@ -157,7 +157,8 @@ def attribute(model: nn.Module, inputs, layers, *, scores=SCORES, baselines=None
     ``Scores.per_unit``/``top`` reduce to (default: by the layer's layout); ``mask`` (``[N, T]``; default: the
     ``attention_mask`` among ``additional_forward_args``) leaves padding tokens out of those reductions.
     Token ids: ``activation``/``grad_x_activation`` take them as inputs; path methods need ``embedding`` (the
-    name of the module that embeds them): the path starts at its output (``baselines``: zeros, a token id such
+    name of the module that embeds them, or ``"auto"``: the one ``get_input_embeddings()`` returns, else the model's
+    only ``nn.Embedding``): the path starts at its output (``baselines``: zeros, a token id such
     as the pad id, or embeddings).
     ``dictionaries``: ``{layer: dictionary}`` (a :class:`unitscope.Dictionary`, a module with ``encode``/``decode``,
     or the path of a SAELens folder or state-dict file; each layer among ``layers``): that layer is read as the

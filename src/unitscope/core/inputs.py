@@ -25,7 +25,7 @@ import torch
 
 from .errors import UnitscopeError
 
-__all__ = ["Batch", "prepare", "Target", "make_target", "in_model_dtype", "result_dtype"]
+__all__ = ["Batch", "prepare", "Target", "make_target", "in_model_dtype", "result_dtype", "token_embedding"]
 
 
 def in_model_dtype(model, x: torch.Tensor) -> torch.Tensor:
@@ -119,10 +119,36 @@ class Batch:
             return model(*ids, *self.extra_args(example), **self.extra_kwargs(example))
 
 
+def token_embedding(model) -> str:
+    """The name of the module that embeds a model's token ids (what ``embedding="auto"`` means): the module
+    ``get_input_embeddings()`` returns (every ``transformers`` model, also inside a wrapper), else the model's only
+    ``nn.Embedding``.
+
+    >>> import torch.nn as nn
+    >>> token_embedding(nn.Sequential(nn.Embedding(10, 4), nn.Flatten(), nn.Linear(12, 2)))
+    '0'
+    """
+    names = {id(m): n for n, m in model.named_modules()}
+    for owner in (model, getattr(model, "hf", None), *model.modules()):   # the outermost model that says
+        get = getattr(owner, "get_input_embeddings", None)
+        module = get() if callable(get) else None
+        if isinstance(module, torch.nn.Module) and id(module) in names:
+            return names[id(module)]
+    found = [n for n, m in model.named_modules() if isinstance(m, torch.nn.Embedding)]
+    if len(found) == 1:
+        return found[0]
+    raise UnitscopeError("embedding='auto' finds no single token embedding in this model" if not found else
+                         f"embedding='auto': the model has {len(found)} nn.Embedding modules",
+                         embeddings=found[:8], hint="name the one that maps the token ids: embedding='NAME'")
+
+
 def _embed(model, embedding, inputs, baselines, device):
-    """(ids, embeddings at the ids, baseline embeddings, module) for paths that start at an embedding module."""
+    """(ids, embeddings at the ids, baseline embeddings, module) for paths that start at an embedding module
+    (``embedding``: its name, the module, or ``"auto"``: :func:`token_embedding`)."""
     from .sites import resolve
 
+    if embedding == "auto":
+        embedding = token_embedding(model)
     (site,) = resolve(model, [embedding])
     ids = _as_tuple(inputs, "inputs")
     if len(ids) != 1 or ids[0].is_floating_point():

@@ -79,6 +79,60 @@ class Atlas:
     def to_json(self) -> dict:
         return {"format": _FORMAT, **self.meta, "units": self.units}
 
+    def plot(self, layer: str, unit: int, *, value_range=(0.0, 1.0)):
+        """One unit's card as a figure: its activation histogram over the data, its top exemplars (image inputs
+        ``[C, H, W]``: the pictures, titled by activation and conductance) and its IAM image beside them; returns a
+        :class:`matplotlib.figure.Figure` (made without pyplot: matplotlib's backend and rcParams stay as they
+        were). ``value_range``: the inputs' range, for the pictures (a picture outside it is scaled to its own
+        min–max). Token inputs show the histogram and the exemplars' values only.
+
+        >>> import torch, torch.nn as nn
+        >>> torch.manual_seed(0) and None
+        >>> net = nn.Sequential(nn.Conv2d(3, 2, 3), nn.ReLU(), nn.AdaptiveAvgPool2d(1), nn.Flatten(), nn.Linear(2, 2))
+        >>> a = atlas(net, torch.rand(8, 3, 6, 6), layers=["1"], top_k=2, n_steps=4, iam_steps=2, inverse_steps=2,
+        ...           inverse_samples=1, progress=False)
+        >>> fig = a.plot("1", 0)
+        >>> fig.axes[0].get_title()
+        "layer '1', unit 0: activation over the data"
+        """
+        from matplotlib.figure import Figure
+
+        card = self.unit(layer, unit)
+        row, t = card["row"], self.tensors
+        images = t.get(f"{layer}/exemplar_inputs")
+        pictures = images is not None and images.dim() == 5 and images.shape[2] in (1, 3)
+        shown = [(j, e) for j, e in enumerate(card["exemplars"]) if e["by"] == "activation"][:6] if pictures else []
+        iam = t.get(f"{layer}/iam")
+        has_iam = pictures and iam is not None and not bool(torch.isnan(iam[row]).all())
+        cols = 1 + len(shown) + int(has_iam)
+        fig = Figure(figsize=(2.2 * cols + 1.6, 2.4))
+        axes = fig.subplots(1, cols, squeeze=False)[0]
+        counts, edges = t[f"{layer}/hist_counts"][row].double(), t[f"{layer}/hist_edges"][row].double()
+        axes[0].bar(edges[:-1].numpy(), counts.numpy(), width=(edges[1:] - edges[:-1]).numpy(), align="edge",
+                    color="0.45")
+        axes[0].set_title(f"layer {layer!r}, unit {unit}: activation over the data", fontsize=7)
+        axes[0].tick_params(labelsize=6)
+
+        def picture(ax, x, title):
+            lo, hi = value_range
+            x = x.float()
+            if not (float(x.min()) >= lo and float(x.max()) <= hi):
+                lo, hi = float(x.min()), float(x.max())
+            x = ((x - lo) / max(hi - lo, 1e-12)).clamp(0, 1)
+            ax.imshow(x[0].numpy() if x.shape[0] == 1 else x.permute(1, 2, 0).numpy(),
+                      cmap="gray" if x.shape[0] == 1 else None)
+            ax.set_title(title, fontsize=6)
+            ax.set_xticks([])
+            ax.set_yticks([])
+
+        for i, (j, e) in enumerate(shown):   # j: the exemplar's place in the card and in its tensors
+            picture(axes[1 + i], images[row, j], f"#{e['index']}: act {e['activation']:.3g}\n"
+                                                 f"cond {e['conductance']:+.3g}")
+        if has_iam:
+            picture(axes[-1], iam[row], "IAM")
+        fig.tight_layout()
+        return fig
+
     def save(self, directory, *, html: bool = True, title: str | None = None, value_range=(0.0, 1.0)) -> str:
         """Write ``DIR/atlas.json`` and ``DIR/atlas_tensors.pt`` (plain tensors; load with ``weights_only=True``)
         and, with ``html=True`` (the default), the page: ``DIR/index.html`` with its pictures in ``DIR/img/``

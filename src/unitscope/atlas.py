@@ -21,8 +21,9 @@ activation bands from the histogram (:func:`unitscope.synthesis.inverse_many.sam
 ``generator`` or the FFT parameterization) — every model call with the same number of rows
 (:data:`unitscope.atlas_units.BLOCK`, ``SYNTH_BLOCK``), so that the CPU kernels round alike —, and a faithfulness check of every synthetic input against the exemplars: its activation, the
 unit's rank in its layer on it, and the cosine of its layer activation vector to the exemplars' mean one. An input
-twice as far from that vector (``1 − cos``) as the farthest exemplar (each against the mean of the others) is flagged
-``atypical``: it drives the unit through a pattern the data does not.
+farther from that vector (``1 − cos``) than any of the unit's held-out natural exemplars (those chosen by conductance
+and not among the activation exemplars the mean is made of; without any, twice the farthest activation exemplar) is
+flagged ``atypical``: it drives the unit through a pattern the data does not.
 
 A unit follows the layer's default unit specification (:mod:`unitscope.core.units`), as the scan does: a conv
 ``[N, C, H, W]`` channel, a ``[N, D]`` neuron, a token-major ``[N, T, D]`` layer's ``D`` neurons over the tokens the

@@ -102,14 +102,27 @@ def _loo_cosines(v: torch.Tensor) -> torch.Tensor:
     return _cos(v, others)
 
 
-def _faith(vectors: torch.Tensor, unit: int, reference: torch.Tensor, typical_min: float) -> dict:
+def _typical_limit(vec_u, inv_row, ex_row, k_a: int, reference, cosine_min: float) -> float:
+    """How far (``1 − cos`` of the layer vector) from the activation exemplars' mean a natural input that drives the
+    unit may be: the farthest of its held-out exemplars — those chosen by conductance that are not among the
+    activation exemplars the mean is made of. Without any, twice the farthest activation exemplar (leave-one-out)."""
+    own = set(ex_row[:k_a].tolist())
+    held = [j for j in range(k_a, len(ex_row)) if int(ex_row[j]) not in own]
+    if not held:
+        return 2 * (1 - cosine_min)
+    d = 1 - _cos(vec_u[inv_row[held]], reference.unsqueeze(0))
+    return float(d.max())
+
+
+def _faith(vectors: torch.Tensor, unit: int, reference: torch.Tensor, limit: float) -> dict:
     """Activation, rank in the layer (1 = highest) and cosine to the exemplars' mean vector, per input; atypical:
-    farther from that vector (``1 − cos``) than twice the farthest exemplar (leave-one-out) is."""
+    farther from that vector (``1 − cos``) than ``limit`` (:func:`_typical_limit`: the farthest held-out natural
+    exemplar of the unit)."""
     own = vectors[:, unit]
     rank = 1 + (vectors > own.unsqueeze(1)).sum(1)
     cos = _cos(vectors, reference.unsqueeze(0))
     return {"activation": own.tolist(), "rank": rank.tolist(), "cosine": cos.tolist(),
-            "atypical": ((1 - cos) > 2 * (1 - typical_min) + 1e-6).tolist()}
+            "atypical": ((1 - cos) > limit + 1e-6).tolist()}
 
 
 def layer_bands(hist, bands) -> list[list[tuple[str, float, float, bool]]]:
@@ -165,10 +178,11 @@ def work_chunk(model, src, result, extra, layer, units, *, target, n_steps, meth
         return out
     t0 = time.perf_counter()
     shape = src.example_shape
-    ref, typical = {}, {}
+    ref, typical, limit = {}, {}, {}
     for i, u in enumerate(units):
         v = vec_u[inv[i, :k_a]]
         ref[u], typical[u] = v.mean(0), float(_loo_cosines(v).min())
+        limit[u] = _typical_limit(vec_u, inv[i], ex[i], k_a, ref[u], typical[u])
     from .synthesis.maximize import representative_substitution
 
     r = blocked_iam(model, layer, live, shape=shape, param=param if len(shape) == 3 else "pixel",
@@ -206,15 +220,15 @@ def work_chunk(model, src, result, extra, layer, units, *, target, n_steps, meth
             if ok:
                 s = sets[where[(u, name)]]
                 entry.update(n=len(s), ok=s.ok, steps=s.steps, samples=s.samples,
-                             faithfulness=_faith(inv_vec[at:at + len(s)], u, ref[u], typical[u]) if len(s) else None)
+                             faithfulness=_faith(inv_vec[at:at + len(s)], u, ref[u], limit[u]) if len(s) else None)
                 at += len(s)
             else:
                 entry["skipped"] = "the band is empty (the percentiles coincide)"
             band_out.append(entry)
         out["synthetic"][u] = {"iam": r.images[j], "rs": float(rs[j]), "objective": float(r.objective[j]),
-                               "iam_faithfulness": _faith(iam_vec[j:j + 1], u, ref[u], typical[u]),
+                               "iam_faithfulness": _faith(iam_vec[j:j + 1], u, ref[u], limit[u]),
                                "inverse": band_out,
-                               "exemplar_reference": {"cosine_min": typical[u]}}
+                               "exemplar_reference": {"cosine_min": typical[u], "distance_limit": limit[u]}}
     return out
 
 

@@ -196,7 +196,8 @@ def write_atlas_manifest(atlas, out_dir, *, title: str | None = None, quick: boo
     skipped = {u["synthetic"].get("skipped") for u in live if not u["synthetic"].get("iam")}
     if live and any(u["synthetic"].get("iam") for u in live):
         heads.append(f"{flagged} of {len(live)} live units have an IAM image that drives the layer through an "
-                     "atypical pattern (its layer vector twice as far from the exemplars' mean as the farthest exemplar); "
+                     "atypical pattern (its layer vector farther from the mean of the unit's top exemplars than any "
+                     "of the unit's held-out natural exemplars — those chosen by conductance — is); "
                      "IAM pushes the layer's other units down by design, so its pattern is often sparser than the "
                      "data's — the unit's card shows the same check for its inverse-set samples.")
     from ..atlas_units import NO_TEXT_SYNTHESIS

@@ -1,0 +1,327 @@
+"""Dictionary features as units (issue 31) on MiniLM's residual stream: speed against Captum and a per-feature loop,
+completeness over features + error node, memory for a 16k-feature dictionary.
+
+    .venv/bin/python bench/features.py            # the full run
+    .venv/bin/python bench/features.py --quick    # fewer sentences and repeats: a smoke run
+
+The dictionaries: tied ReLU dictionaries with 4× expansion (1,536 features on the 384-dim residual stream after
+encoder layers 1, 3 and 5): unit-norm random decoder rows, the encoder their transpose, ``b_dec`` the layer's mean
+activation (subtracted before encoding), ``b_enc`` set so that about 5 % of the features are active on a token. They
+are no trained SAE — the timing and the exactness checks do not depend on what the features mean (unitscope's zoo has
+no trained SAE yet). The model is the zoo's MiniLM sentiment model with its head conditioned (:func:`conditioned`: the
+zoo's head gives three dead dims of the pooled embedding weights up to 1.6e31, so that rounding moves the logit).
+Measurements (one torch thread unless ``--threads``; CPU time of this process):
+
+1. ``speedup_vs_captum_3_layers``: every feature of the three dictionaries from one ``us.conductance`` call
+   (``captum_compatible=True``, Gauss–Legendre, ``--steps`` points) against Captum's ``LayerConductance`` on a copy of
+   the model with the dictionaries spliced in as explicit modules (features and error node as separate outputs), one
+   layer per call; the largest relative difference of the numbers is reported too (target ≥ 3×).
+2. ``speedup_vs_loop_64``: per-input conductance (Eq. 2) through 64 features of one dictionary in one
+   ``us.neuron_conductance`` call against a loop of 64 one-feature calls (target ≥ 20×).
+3. ``max_gap_pct``: completeness over features + error node (Σ of ``per_unit`` against F(x) − F(x')) at the
+   adaptive default (``n_steps=50`` evaluations at most), over 64 test sentences and the three layers (target ≤ 1 %);
+   with the error node's share of F(x) − F(x'). ``internal_batch_size=400`` (8 sentences a block): the adaptive rule
+   keeps every node's values and gradients of a block, ``budget × units × 2`` floats per sentence — about 140 MB for
+   three 1,536-feature dictionaries on 60 tokens, 9 GB for the 64 sentences in one block.
+4. ``peak_rss_mb_16k``: the peak resident memory (sampled every 2 ms) of a child process while it computes the
+   conductance of a 16,384-feature dictionary at layer 3 on 8 sentences of up to 64 tokens (adaptive,
+   ``internal_batch_size=64``: one sentence a block), above its memory just before the call.
+
+The last line is JSON.
+"""
+
+from __future__ import annotations
+
+import argparse
+import copy
+import json
+import os
+import subprocess
+import sys
+import time
+import warnings
+
+import torch
+import torch.nn as nn
+
+LAYERS = ["bert.encoder.layer.1.output", "bert.encoder.layer.3.output", "bert.encoder.layer.5.output"]
+
+
+class Bench:
+    """The MiniLM sentiment model (``model``, its head conditioned: :func:`conditioned`) and its tokenizer."""
+
+    def __init__(self, lm, model):
+        self.lm, self.model = lm, model
+
+    def encode(self, *a, **kw):
+        return self.lm.encode(*a, **kw)
+
+
+def conditioned(lm, sentences):
+    """A copy of the zoo's MiniLM sentiment model whose head reads no dead dim of the pooled embedding.
+
+    The zoo folds a StandardScaler into the head; three dims of MiniLM's pooled embedding are constant (≈1e-32, and
+    ≈−1e-7), so their folded weights are up to 1.6e31 and the logit moves by O(1) with float rounding there (a
+    rounding-level change of the residual stream changes the prediction). Here those weights (|w| > 1e3) are zeroed and
+    their mean contribution over ``sentences`` moved into the bias."""
+    model = copy.deepcopy(lm.model)
+    w = model.head.weight
+    bad = (w.abs() > 1e3).any(0)
+    if bool(bad.any()):
+        enc = lm.encode(sentences)
+        with torch.no_grad():
+            z = model.pooled(enc.embeddings, enc.attention_mask)
+            model.head.bias += (z[:, bad].double() @ w[:, bad].T.double()).mean(0).float()
+            w[:, bad] = 0
+    return model
+
+
+def setup(n_sentences: int, *, max_length: int = 128, longest: bool = False):
+    from unitscope.zoo.minilm import minilm_sentiment
+    from unitscope.zoo.sentiment import movie_reviews
+
+    lm = minilm_sentiment(progress=False)
+    sentences = list(movie_reviews().test.sentences)
+    model = conditioned(lm, sentences[:64])
+    if longest:
+        sentences = sorted(sentences, key=len, reverse=True)
+    enc = lm.encode(sentences[:n_sentences], max_length=max_length)
+    return Bench(lm, model), enc
+
+
+def layer_values(model, enc, layer):
+    seen = {}
+    module = dict(model.named_modules())[layer]
+    h = module.register_forward_hook(lambda m, a, out: seen.setdefault("y", out.detach()))
+    try:
+        with torch.no_grad():
+            model(enc.embeddings, enc.attention_mask)
+    finally:
+        h.remove()
+    return seen["y"][enc.attention_mask.bool()]          # [tokens, D]
+
+
+def tied_dictionary(values: torch.Tensor, n_features: int, *, active: float = 0.05, seed: int = 0):
+    """A tied ReLU dictionary centred on the data, with about ``active`` of its features on per token."""
+    import unitscope as us
+
+    g = torch.Generator().manual_seed(seed)
+    d = values.shape[1]
+    W_dec = torch.randn(n_features, d, generator=g)
+    W_dec = W_dec / W_dec.norm(dim=1, keepdim=True)
+    b_dec = values.mean(0)
+    pre = (values - b_dec) @ W_dec.T
+    b_enc = -torch.quantile(pre.flatten()[:200_000], 1 - active).expand(n_features).clone()
+    return us.Dictionary.from_weights(W_dec.T.contiguous(), b_enc, W_dec, b_dec, b_dec_pre=True)
+
+
+class Split(nn.Module):
+    """The dictionary as an explicit module: features and error node as two separate outputs."""
+
+    def __init__(self, d):
+        super().__init__()
+        self.d = d
+
+    def forward(self, y):
+        return self.d.encode(y), y - self.d.decode(self.d.encode(y))
+
+
+class Join(nn.Module):
+    def __init__(self, d):
+        super().__init__()
+        self.d = d
+
+    def forward(self, parts):
+        return self.d.decode(parts[0]) + parts[1]
+
+
+class Spliced(nn.Module):
+    """A layer followed by Split → Join of its dictionary (``layer`` may take several arguments)."""
+
+    def __init__(self, layer, d):
+        super().__init__()
+        self.layer, self.split, self.join = layer, Split(d), Join(d)
+
+    def forward(self, *args, **kwargs):
+        return self.join(self.split(self.layer(*args, **kwargs)))
+
+
+def spliced(model, dictionaries):
+    """A copy of ``model`` in which each layer is followed by Split → Join of its dictionary."""
+    out = copy.deepcopy(model)
+    for name, d in dictionaries.items():
+        parent_name, _, child = name.rpartition(".")
+        parent = out.get_submodule(parent_name)
+        setattr(parent, child, Spliced(getattr(parent, child), d))
+    return out
+
+
+def clock(fn):
+    t0 = time.process_time()
+    out = fn()
+    return time.process_time() - t0, out
+
+
+def bench_captum(lm, enc, dictionaries, steps, repeats):
+    from captum.attr import LayerConductance
+
+    import unitscope as us
+
+    model = lm.model
+    copy_ = spliced(model, dictionaries)
+    kw = dict(target=1, n_steps=steps, method="gausslegendre")
+    ours_t, theirs_t, diff = [], [], 0.0
+    for _ in range(repeats):
+        t, ours = clock(lambda: us.conductance(model, enc.embeddings, list(dictionaries), baselines=enc.baselines,
+                                               additional_forward_args=(enc.attention_mask,), captum_compatible=True,
+                                               gap_warning=None, dictionaries=dictionaries, **kw))
+        ours_t.append(t)
+        total = 0.0
+        for name in dictionaries:
+            split = copy_.get_submodule(name).split
+            t, ref = clock(lambda: LayerConductance(copy_, split).attribute(
+                enc.embeddings, baselines=enc.baselines, additional_forward_args=(enc.attention_mask,), **kw))
+            total += t
+            for a, b in zip(ours[name], ref):
+                b = b.detach()
+                diff = max(diff, float((a - b).abs().max() / b.abs().max().clamp_min(1e-12)))
+        theirs_t.append(total)
+    ours_s, theirs_s = min(ours_t), min(theirs_t)
+    return dict(ours_s=round(ours_s, 3), captum_s=round(theirs_s, 3), speedup=round(theirs_s / ours_s, 2),
+                max_rel_diff=diff)
+
+
+def bench_loop(lm, enc, layer, d, steps, repeats, n_units=64):
+    import unitscope as us
+
+    units = list(range(n_units))
+    kw = dict(target=1, n_steps=steps, method="gausslegendre", baselines=enc.baselines,
+              additional_forward_args=(enc.attention_mask,), dictionaries={layer: d})
+    batched_t, loop_t = [], []
+    for _ in range(repeats):
+        t, batched = clock(lambda: us.neuron_conductance(lm.model, enc.embeddings, layer, units, **kw))
+        batched_t.append(t)
+    t, looped = clock(lambda: torch.cat([us.neuron_conductance(lm.model, enc.embeddings, layer, [u], **kw)
+                                         for u in units], 1))
+    loop_t.append(t)
+    diff = float((batched - looped).abs().max() / looped.abs().max().clamp_min(1e-12))
+    return dict(batched_s=round(min(batched_t), 3), loop_s=round(min(loop_t), 3),
+                speedup=round(min(loop_t) / min(batched_t), 2), max_rel_diff=diff)
+
+
+def bench_gap(lm, enc, dictionaries):
+    import unitscope as us
+
+    with warnings.catch_warnings():
+        warnings.simplefilter("ignore")
+        s = us.conductance(lm.model, enc.embeddings, list(dictionaries), baselines=enc.baselines, target=1,
+                           additional_forward_args=(enc.attention_mask,), mask=enc.attention_mask,
+                           dictionaries=dictionaries, internal_batch_size=8 * 50)   # 8 sentences a block
+        plain = us.conductance(lm.model, enc.embeddings, list(dictionaries), baselines=enc.baselines, target=1,
+                               additional_forward_args=(enc.attention_mask,), mask=enc.attention_mask,
+                               internal_batch_size=8 * 50)
+    od = s.output_diff.double()
+    gaps, shares, neurons = [], [], []
+    for name in dictionaries:
+        per = s.per_unit(name).double()
+        gaps.append(((per.sum(1) - od).abs() / od.abs()).max())
+        shares.append((per[:, -1] / od).abs().mean())
+        neurons.append(((plain.per_unit(name).double().sum(1) - od).abs() / od.abs()).max())
+    return dict(max_gap_pct=round(100 * float(torch.stack(gaps).max()), 4),
+                max_gap_pct_same_layers_neurons=round(100 * float(torch.stack(neurons).max()), 4),
+                median_gap_pct=round(100 * float(torch.stack([((s.per_unit(n).double().sum(1) - od).abs() /
+                                                               od.abs()) for n in dictionaries]).median()), 4),
+                max_evals=int(s.n_evals.max()), mean_evals=round(float(s.n_evals.double().mean()), 1),
+                error_node_share_of_output_diff={n: round(float(v), 3) for n, v in zip(dictionaries, shares)},
+                examples=int(od.numel()))
+
+
+def memory_child(n_features: int, n_sentences: int):
+    """Run in a child process: peak RSS (MB) above the RSS after loading, for a big dictionary's conductance."""
+    import unitscope as us
+
+    lm, enc = setup(n_sentences, max_length=64, longest=True)
+    layer = LAYERS[1]
+    d = tied_dictionary(layer_values(lm.model, enc, layer), n_features)
+    import gc
+    import threading
+
+    def rss():   # resident bytes now (Linux)
+        with open("/proc/self/statm") as fh:
+            return int(fh.read().split()[1]) * os.sysconf("SC_PAGE_SIZE")
+
+    gc.collect()
+    base, peak, stop = rss(), [0], threading.Event()
+
+    def sample():
+        while not stop.is_set():
+            peak[0] = max(peak[0], rss())
+            time.sleep(0.002)
+
+    watcher = threading.Thread(target=sample, daemon=True)
+    watcher.start()
+    try:
+        with warnings.catch_warnings():
+            warnings.simplefilter("ignore")
+            s = us.conductance(lm.model, enc.embeddings, [layer], baselines=enc.baselines, target=1,
+                               additional_forward_args=(enc.attention_mask,), mask=enc.attention_mask,
+                               dictionaries={layer: d}, internal_batch_size=64)
+    finally:
+        stop.set()
+        watcher.join()
+    od = s.output_diff.double()
+    gap = float(((s.per_unit(layer).double().sum(1) - od).abs() / od.abs()).max())
+    print(json.dumps(dict(peak_rss_mb=round((peak[0] - base) / 2 ** 20, 1), tokens=list(enc.attention_mask.shape),
+                          features=n_features, max_gap_pct=round(100 * gap, 4))))
+
+
+def main(argv=None):
+    p = argparse.ArgumentParser(description=__doc__.splitlines()[0])
+    p.add_argument("--quick", action="store_true")
+    p.add_argument("--threads", type=int, default=1)
+    p.add_argument("--steps", type=int, default=16)
+    p.add_argument("--parts", nargs="+", default=["captum", "loop", "gap", "memory"],
+                   choices=["captum", "loop", "gap", "memory"], help="which measurements (default: all)")
+    p.add_argument("--memory-child", nargs=2, type=int, metavar=("FEATURES", "SENTENCES"), help=argparse.SUPPRESS)
+    a = p.parse_args(argv)
+    torch.set_num_threads(a.threads)
+    if a.memory_child:
+        return memory_child(*a.memory_child)
+    from unitscope.zoo.sentiment import movie_reviews
+
+    q = a.quick
+    lm, enc = setup(2 if q else 8)
+    values = {name: layer_values(lm.model, enc, name) for name in LAYERS}
+    dictionaries = {name: tied_dictionary(v, 4 * v.shape[1], seed=i) for i, (name, v) in enumerate(values.items())}
+    out = {"device": "cpu", "threads": a.threads, "steps": a.steps, "features_per_layer": 4 * 384,
+           "sentences": int(enc.embeddings.shape[0]), "tokens": int(enc.embeddings.shape[1])}
+    if "captum" in a.parts:
+        out["captum_3_layers"] = bench_captum(lm, enc, dictionaries, a.steps, 1 if q else 3)
+        print("captum, three layers:", out["captum_3_layers"], flush=True)
+    if "loop" in a.parts:
+        small = lm.encode(list(movie_reviews().test.sentences[:1]))
+        out["loop_64"] = bench_loop(lm, small, LAYERS[1], dictionaries[LAYERS[1]], a.steps, 1 if q else 3)
+        print("64 features against a loop:", out["loop_64"], flush=True)
+    if "gap" in a.parts:
+        _, enc64 = setup(8 if q else 64)
+        out["completeness"] = bench_gap(lm, enc64, dictionaries)
+        print("completeness at the adaptive default:", out["completeness"], flush=True)
+    feats, sents = (4096, 2) if q else (16384, 8)
+    if "memory" in a.parts:
+        child = subprocess.run([sys.executable, __file__, "--memory-child", str(feats), str(sents),
+                                "--threads", str(a.threads)], capture_output=True, text=True,
+                               env=dict(os.environ, OMP_NUM_THREADS=str(a.threads)))
+        if child.returncode != 0:
+            raise SystemExit(child.stderr[-2000:])
+        out["memory"] = json.loads(child.stdout.strip().splitlines()[-1])
+        print("memory:", out["memory"], flush=True)
+    summary = dict(speedup_vs_captum_3_layers=out.get("captum_3_layers", {}).get("speedup"),
+                   speedup_vs_loop_64=out.get("loop_64", {}).get("speedup"),
+                   max_gap_pct=out.get("completeness", {}).get("max_gap_pct"),
+                   max_evals=out.get("completeness", {}).get("max_evals"),
+                   peak_rss_mb_16k=out.get("memory", {}).get("peak_rss_mb") if feats == 16384 else None, details=out)
+    print(json.dumps(summary))
+
+
+if __name__ == "__main__":
+    main()

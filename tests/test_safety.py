@@ -12,7 +12,7 @@ import torch.nn as nn
 from unitscope.core.errors import UnitscopeError
 from unitscope.core.files import DamagedFileError, UnsafeFileError, atomic_save, atomic_write_text, safe_load
 from unitscope.data.scan import ScanResult, scan
-from unitscope.zoo.cache import cache_dir, cached_state, recipe_key
+from unitscope.zoo.cache import cached_state, entry_path
 
 
 class Payload:
@@ -69,7 +69,7 @@ def test_hostile_checkpoint_is_refused_before_resuming(tmp_path):
 def test_hostile_cache_entry_is_refused_and_not_retrained_over(tmp_path, monkeypatch):
     monkeypatch.setenv("UNITSCOPE_CACHE", str(tmp_path))
     recipe, marker = {"a": 1}, tmp_path / "ran"
-    entry = cache_dir() / f"toy-{recipe_key(recipe)}.pt"
+    entry = entry_path("toy", recipe)  # the recipe + the thread count (1) is the key
     torch.save({"recipe": recipe, "state": {}, "info": Payload(marker)}, entry)
     calls = []
     with pytest.raises(UnsafeFileError, match="cache entry"):

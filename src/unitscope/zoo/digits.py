@@ -119,7 +119,7 @@ def train_classifier(model: nn.Module, train: DigitsSplit, test: DigitsSplit, *,
     return {"test_accuracy": acc}
 
 
-def _trained(name: str, arch: dict, *, epochs: int, seed: int, progress, cls=None) -> Trained:
+def _trained(name: str, arch: dict, *, epochs: int, seed: int, progress, cls=None, threads: int | None = 1) -> Trained:
     cls = cls or DigitsCNN
     recipe = dict(model=name, **arch, epochs=epochs, lr=2e-3, batch_size=64, seed=seed,
                   split="stratified-0.2-seed0", version=1)
@@ -137,35 +137,37 @@ def _trained(name: str, arch: dict, *, epochs: int, seed: int, progress, cls=Non
                                 seed=seed, progress=progress, name=name)
         return model.state_dict(), info
 
-    state, info, cached = cached_state(name, recipe, train)
+    state, info, cached = cached_state(name, recipe, train, threads=threads)
     with torch.random.fork_rng(devices=[]):  # the initial weights (replaced below) must not draw on the global RNG
         model = cls(**arch)
     model.load_state_dict(state)
     return Trained(model.eval(), info, cached)
 
 
-def digits_cnn(*, epochs: int = 30, seed: int = 0, progress: bool | None = None) -> Trained:
-    """The shallow digits CNN (conv 64, 64, 128, 128), trained on the real digits (≈15 s on 2 CPU cores the
-    first time, then loaded from the user cache)."""
+def digits_cnn(*, epochs: int = 30, seed: int = 0, threads: int | None = 1, progress: bool | None = None) -> Trained:
+    """The shallow digits CNN (conv 64, 64, 128, 128), trained on the real digits (about 20 s the first time, then
+    loaded from the user cache). Every zoo trainer takes ``threads`` (default 1; None: torch's current count): the
+    training runs on that many threads with deterministic kernels, so the same ``seed`` and ``threads`` give the
+    same weights bit for bit; both are part of the cache key (:mod:`unitscope.zoo.cache`)."""
     return _trained("digits-cnn", dict(widths=(64, 64, 128, 128), hidden=128, pool_after=(2, 4)), epochs=epochs,
-                    seed=seed, progress=progress)
+                    seed=seed, progress=progress, threads=threads)
 
 
-def digits_vgg(*, epochs: int = 40, seed: int = 0, progress: bool | None = None) -> Trained:
+def digits_vgg(*, epochs: int = 40, seed: int = 0, threads: int | None = 1, progress: bool | None = None) -> Trained:
     """A deeper VGG-style digits CNN: 8 conv layers (32, 32, pool, 64, 64, pool, 128 × 4), FC 128, FC 10."""
     return _trained("digits-vgg", dict(widths=VGG_WIDTHS, hidden=128, pool_after=(2, 4)), epochs=epochs, seed=seed,
-                    progress=progress)
+                    progress=progress, threads=threads)
 
 
-def digits_mlp(*, epochs: int = 30, seed: int = 0, progress: bool | None = None) -> Trained:
+def digits_mlp(*, epochs: int = 30, seed: int = 0, threads: int | None = 1, progress: bool | None = None) -> Trained:
     """An MLP on the digits' 64 pixels: hidden 128, 512, 2048, 2048 (``layers.relu1`` … ``layers.relu4``)."""
     return _trained("digits-mlp", dict(widths=(128, 512, 2048, 2048)), epochs=epochs, seed=seed, progress=progress,
-                    cls=DigitsMLP)
+                    cls=DigitsMLP, threads=threads)
 
 
-def digits_shallow_cnn(*, epochs: int = 30, seed: int = 0, progress: bool | None = None) -> Trained:
+def digits_shallow_cnn(*, epochs: int = 30, seed: int = 0, threads: int | None = 1, progress: bool | None = None) -> Trained:
     """The Representative Substitution paper's shallow CNN exactly as its issue states it: conv 64, 64, 128, 128
     (3×3, stride 1, padding 1, ReLU, no pooling), then FC 128 and FC 10. ``digits_cnn`` has the same widths but
     max-pools after conv 2 and conv 4. Layers: ``features.relu1`` … ``features.relu4``, ``classifier.relu``."""
     return _trained("digits-shallow-cnn", dict(widths=(64, 64, 128, 128), hidden=128, pool_after=()),
-                    epochs=epochs, seed=seed, progress=progress)
+                    epochs=epochs, seed=seed, progress=progress, threads=threads)

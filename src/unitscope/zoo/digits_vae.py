@@ -56,8 +56,10 @@ def _loss(model, x, beta: float = 1.0):
     return rec + beta * kl, rec, kl
 
 
-def digits_vae(*, latent_dim: int = 8, epochs: int = 300, seed: int = 0, progress: bool | None = None) -> Trained:
-    """The digits VAE, trained on the training split of ``digits_data()`` (cached after the first call)."""
+def digits_vae(*, latent_dim: int = 8, epochs: int = 300, seed: int = 0, threads: int | None = 1,
+               progress: bool | None = None) -> Trained:
+    """The digits VAE, trained on the training split of ``digits_data()`` (cached after the first call) on
+    ``threads`` threads with deterministic kernels (the count is part of the cache key)."""
     recipe = dict(model="digits-vae", latent_dim=latent_dim, hidden=256, epochs=epochs, lr=1e-3, batch_size=64,
                   seed=seed, split="stratified-0.2-seed0", version=1)
 
@@ -87,7 +89,7 @@ def digits_vae(*, latent_dim: int = 8, epochs: int = 300, seed: int = 0, progres
             elbo = -float(_loss(model, te.x)[0])
         return model.state_dict(), {"test_reconstruction_mse": mse, "test_elbo": elbo}
 
-    state, info, cached = cached_state("digits-vae", recipe, train)
+    state, info, cached = cached_state("digits-vae", recipe, train, threads=threads)
     with torch.random.fork_rng(devices=[]):  # the initial weights (replaced below) must not draw on the global RNG
         model = DigitsVAE(latent_dim, recipe["hidden"])
     model.load_state_dict(state)

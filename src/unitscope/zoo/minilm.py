@@ -37,11 +37,11 @@ import time
 from contextlib import contextmanager
 from dataclasses import dataclass
 
+import numpy as np
 import torch
 import torch.nn as nn
 
 from ..core.errors import UnitscopeError
-from ..core.state import torch_threads
 from .cache import cached_state
 
 __all__ = ["minilm", "minilm_sentiment", "MiniLM", "TrainedMiniLM", "OnEmbeddings", "OnIds", "Encoded", "mlp_layers",
@@ -295,11 +295,56 @@ class TrainedMiniLM(MiniLM):
             return self.model.head(z).argmax(1)
 
 
-def _fold(scaler, clf) -> nn.Linear:
+#: a pooled dim whose spread over the training sentences is below this fraction of the median dim's is dead (three
+#: of MiniLM's 384 — 127, 223 and 319 — are constant up to rounding, spread ≈1e-32 and ≈2e-9 against a median 0.18)
+DEAD_SPREAD = 1e-4
+
+
+def dead_dims(Z) -> np.ndarray:
+    """``[D]`` bool: the dims of ``Z`` ``[N, D]`` whose standard deviation is below :data:`DEAD_SPREAD` × the median
+    dim's. Standardizing such a dim divides rounding noise by ≈0, so the head gives it no weight.
+
+    >>> Z = np.random.default_rng(0).normal(size=(50, 4)); Z[:, 2] = 1e-32 * Z[:, 2] - 1e-7
+    >>> dead_dims(Z).tolist()
+    [False, False, True, False]
+    """
+    spread = np.asarray(Z, dtype=np.float64).std(0)
+    return spread < DEAD_SPREAD * np.median(spread)
+
+
+def _fit_head(Z: dict, y: dict, Cs, seed: int):
+    """StandardScaler on ``Z["train"]`` (dead dims, :func:`dead_dims`, set to 0 after scaling, so the classifier
+    never reads them), a logistic regression per ``C`` (the best by dev accuracy, the smaller ``C`` on ties);
+    returns ``(scaler, clf, dead, X, dev_accuracy_by_C)``."""
+    from sklearn.linear_model import LogisticRegression
+    from sklearn.preprocessing import StandardScaler
+
+    dead = dead_dims(Z["train"])
+    scaler = StandardScaler().fit(Z["train"])
+    X = {}
+    for k, v in Z.items():
+        X[k] = scaler.transform(v)
+        X[k][:, dead] = 0.0
+    dev_acc = {}
+    for C in Cs:
+        clf = LogisticRegression(C=C, max_iter=2000, random_state=seed).fit(X["train"], y["train"])
+        dev_acc[C] = float((clf.predict(X["dev"]) == y["dev"]).mean())
+    best = max(Cs, key=lambda c: (dev_acc[c], -c))
+    clf = LogisticRegression(C=best, max_iter=2000, random_state=seed).fit(X["train"], y["train"])
+    return scaler, clf, dead, X, dev_acc
+
+
+def _fold(scaler, clf, dead=None) -> nn.Linear:
     """StandardScaler + binary LogisticRegression → ``Linear(384, 2)`` with ``logit_pos − logit_neg`` equal to
-    the classifier's decision function (logits ``∓ d / 2``)."""
-    w = torch.tensor(clf.coef_[0] / scaler.scale_, dtype=torch.float32)
-    b = float(clf.intercept_[0] - (clf.coef_[0] * scaler.mean_ / scaler.scale_).sum())
+    the classifier's decision function on the standardized input whose ``dead`` dims are 0 (logits ``∓ d / 2``).
+    A dead dim gets weight 0 rather than ``coef / scale`` (up to 1.6e31 for MiniLM's constant dims, where float
+    rounding of the input would move the logit by O(1))."""
+    scale = np.asarray(scaler.scale_, dtype=np.float64)
+    dead = np.zeros(len(scale), bool) if dead is None else np.asarray(dead, bool)
+    coef = np.where(dead, 0.0, clf.coef_[0])
+    per = coef / np.where(dead, 1.0, scale)
+    w = torch.tensor(per, dtype=torch.float32)
+    b = float(clf.intercept_[0] - (per * scaler.mean_).sum())
     head = nn.Linear(HIDDEN, 2)
     with torch.no_grad():
         head.weight.copy_(torch.stack([-w / 2, w / 2]))
@@ -307,20 +352,21 @@ def _fold(scaler, clf) -> nn.Linear:
     return head
 
 
-def minilm_sentiment(*, Cs=(0.01, 0.03, 0.1, 0.3, 1.0, 3.0), seed: int = 0, threads: int | None = None,
+def minilm_sentiment(*, Cs=(0.01, 0.03, 0.1, 0.3, 1.0, 3.0), seed: int = 0, threads: int | None = 1,
                      progress: bool | None = None) -> TrainedMiniLM:
     """MiniLM (frozen) + a linear sentiment head on the mean-pooled embedding, trained on the movie-review
     sentences (train split; the regularization ``C`` chosen on dev; test accuracy reported). The pooled
-    embeddings of all 10k sentences are computed once (a minute or two on a CPU), the head is fitted with
-    scikit-learn (standardized features, logistic regression) and folded into ``nn.Linear(384, 2)``; it is cached
-    in the user cache, keyed by the recipe.
+    embeddings of all 10k sentences are computed once (a few minutes on one CPU thread), the head is fitted with
+    scikit-learn (standardized features, the dead dims left out: :func:`dead_dims`; logistic regression) and
+    folded into ``nn.Linear(384, 2)``; it is cached in the user cache, keyed by the recipe and ``threads`` (the
+    threads the embeddings and the fit run on, deterministic kernels; None: the current count).
     """
     from .sentiment import SHA256, movie_reviews
 
     lm = minilm()
     recipe = dict(model="all-MiniLM-L6-v2", package=PACKAGE, pooling="mean", data=SHA256,
                   split="stratified-80/10/10-seed0", head="standardize+logreg", Cs=list(Cs), seed=seed,
-                  max_length=MAX_LENGTH, version=1)
+                  max_length=MAX_LENGTH, dead_spread=DEAD_SPREAD, version=2)
 
     def train():
         from ..core.progress import note
@@ -328,42 +374,32 @@ def minilm_sentiment(*, Cs=(0.01, 0.03, 0.1, 0.3, 1.0, 3.0), seed: int = 0, thre
 
         if progress is not False:
             note("training the MiniLM sentiment head once (MiniLM embeddings of the 10k movie-review sentences, a "
-                 f"minute or two on a CPU, then a logistic regression), then cached in {cache_dir()}")
-        with torch_threads(threads):
-            return _train()
+                 f"few minutes on a CPU, then a logistic regression), then cached in {cache_dir()}")
+        return _train()
 
     def _train():
-        import numpy as np
-        from sklearn.linear_model import LogisticRegression
-        from sklearn.preprocessing import StandardScaler
-
         data = movie_reviews(seed=seed)
         start = time.perf_counter()
         Z = {k: lm.embed_sentences(getattr(data, k).sentences, progress=progress).numpy()
              for k in ("train", "dev", "test")}
         embed_seconds = time.perf_counter() - start
         y = {k: getattr(data, k).labels.numpy() for k in Z}
-        scaler = StandardScaler().fit(Z["train"])
-        X = {k: scaler.transform(v) for k, v in Z.items()}
-        dev_acc = {}
-        for C in Cs:
-            clf = LogisticRegression(C=C, max_iter=2000, random_state=seed).fit(X["train"], y["train"])
-            dev_acc[C] = float((clf.predict(X["dev"]) == y["dev"]).mean())
-        best = max(Cs, key=lambda c: (dev_acc[c], -c))
-        clf = LogisticRegression(C=best, max_iter=2000, random_state=seed).fit(X["train"], y["train"])
-        head = _fold(scaler, clf)
+        scaler, clf, dead, X, dev_acc = _fit_head(Z, y, Cs, seed)
+        best = clf.C
+        head = _fold(scaler, clf, dead)
         with torch.no_grad():
             acc = {k: float((head(torch.from_numpy(Z[k])).argmax(1).numpy() == y[k]).mean()) for k in Z}
         agree = float((clf.predict(X["test"]) == head(torch.from_numpy(Z["test"])).argmax(1).numpy()).mean())
         info = {"test_accuracy": acc["test"], "dev_accuracy": acc["dev"], "train_accuracy": acc["train"],
-                "C": best, "dev_accuracy_by_C": {str(c): a for c, a in dev_acc.items()},
+                "C": best, "dead_dims": np.flatnonzero(dead).tolist(),
+                "dev_accuracy_by_C": {str(c): a for c, a in dev_acc.items()},
                 "sklearn_agreement": agree, "embed_seconds": embed_seconds,
                 "train_seconds": time.perf_counter() - start - embed_seconds,
                 "n_train": len(y["train"]), "n_dev": len(y["dev"]), "n_test": len(y["test"]),
                 "test_positive_share": float(np.mean(y["test"]))}
         return head.state_dict(), info
 
-    state, info, cached = cached_state("minilm-sentiment", recipe, train)
+    state, info, cached = cached_state("minilm-sentiment", recipe, train, threads=threads)
     with torch.random.fork_rng(devices=[]):  # initial weights, replaced below: not from the global RNG
         head = nn.Linear(HIDDEN, 2)
     head.load_state_dict(state)

@@ -26,7 +26,6 @@ import numpy as np
 import torch
 
 from ..core.errors import UnitscopeError
-from ..core.state import torch_threads
 from .cache import cached_state
 from .rated_sentences import clean
 
@@ -149,7 +148,8 @@ def word_vectors(kind: str = "minilm-input", *, dim: int = 50, seed: int = 0, th
                  sentences=None, progress: bool | None = None) -> torch.Tensor:
     """``[30522, dim]`` float32: MiniLM token vectors projected on their first ``dim`` principal components
     (scikit-learn PCA), scaled to unit overall standard deviation, the [PAD] row zero; cached. ``sentences``:
-    the training sentences ``"minilm-context"`` averages over (part of its cache key)."""
+    the training sentences ``"minilm-context"`` averages over (part of its cache key). ``threads``: the threads
+    the MiniLM pass and the PCA run on (deterministic kernels; part of the cache key; None: the current count)."""
     if kind not in VECTORS:
         raise UnitscopeError(f"unknown word vectors {kind!r}", choices=list(VECTORS))
     if (kind == "minilm-context") != (sentences is not None):
@@ -170,16 +170,15 @@ def word_vectors(kind: str = "minilm-input", *, dim: int = 50, seed: int = 0, th
         from .minilm import minilm
 
         start = time.perf_counter()
-        with torch_threads(threads):
-            bert = minilm().bert
-            W = bert.embeddings.word_embeddings.weight.detach().numpy()
-            fit = None
-            if kind == "minilm-input":
-                src = W
-            elif kind == "minilm-token":
-                src = _token_outputs(bert, W.shape[0], progress=progress)
-            else:
-                src, fit = _context_vectors(bert, W, sentences, progress)
+        bert = minilm().bert
+        W = bert.embeddings.word_embeddings.weight.detach().numpy()
+        fit = None
+        if kind == "minilm-input":
+            src = W
+        elif kind == "minilm-token":
+            src = _token_outputs(bert, W.shape[0], progress=progress)
+        else:
+            src, fit = _context_vectors(bert, W, sentences, progress)
         pca = PCA(dim, random_state=seed).fit(src if fit is None else src[fit])
         E = pca.transform(src)
         E = (E / (E.std() if fit is None else E[fit].std())).astype(np.float32)
@@ -188,5 +187,5 @@ def word_vectors(kind: str = "minilm-input", *, dim: int = 50, seed: int = 0, th
                 "seconds": time.perf_counter() - start}
         return {"vectors": torch.from_numpy(E)}, info
 
-    state, _, _ = cached_state("minilm-vectors", recipe, make)
+    state, _, _ = cached_state("minilm-vectors", recipe, make, threads=threads)
     return state["vectors"]

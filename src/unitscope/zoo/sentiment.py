@@ -57,7 +57,6 @@ import torch
 import torch.nn as nn
 
 from ..core.errors import UnitscopeError
-from ..core.state import torch_threads
 from .cache import cached_state
 from .minilm_vectors import NEGATIONS, WordPieces, negation_mask, word_vectors
 from .rated_sentences import (DOMAINS, FILENAME, INNER_ARCHIVE, N_SENTENCES, PACKAGE, SHA256, MovieReviews,
@@ -252,11 +251,11 @@ def augmentation_note(recipe: str) -> str | None:
     return "; ".join(notes) or None
 
 
-def is_cached(recipe: str = DEFAULT_RECIPE, **kw) -> bool:
+def is_cached(recipe: str = DEFAULT_RECIPE, *, threads: int | None = 1, **kw) -> bool:
     """Whether :func:`sentiment_cnn` with these arguments would load from the cache (no training)."""
-    from .cache import cache_dir, recipe_key
+    from .cache import entry_path
 
-    return (cache_dir() / f"sentiment-cnn-{recipe_key(_cache_key(recipe, **kw)[1])}.pt").exists()
+    return entry_path("sentiment-cnn", _cache_key(recipe, **kw)[1], threads=threads).exists()
 
 
 def sentiment_cnn(*, recipe: str = DEFAULT_RECIPE, epochs: int | None = None, batch_size: int = 50,
@@ -265,12 +264,14 @@ def sentiment_cnn(*, recipe: str = DEFAULT_RECIPE, epochs: int | None = None, ba
     """The sentiment CNN made by one of :data:`RECIPES` (default :data:`DEFAULT_RECIPE`), trained once (Adam, dropout
     0.5, the weights of the epoch with the best movie-review dev accuracy kept), then loaded from the user cache.
 
-    ``threads``: torch threads while training (restored afterwards); one is the default because these small
-    convolutions gain little from more, and on a busy machine two threads' barriers can make them 10–30× slower.
-    ``None`` keeps the current setting. ``maps``: feature maps per window size (the paper's 64; fewer for quick
-    tests); ``epochs``: the most epochs (default: the recipe's); ``min_count``: the word vocabulary's (``words``
-    tokens only); ``progress``: False silences the note and the training bar. Every argument but ``threads`` and
-    ``progress`` is part of the cache key.
+    ``threads``: torch's (and the BLAS libraries') threads while training, the MiniLM pass of the in-context
+    vectors included, with deterministic kernels (restored afterwards; :func:`unitscope.zoo.cache.reproducible`);
+    one is the default because these small convolutions gain little from more, and on a busy machine two threads'
+    barriers can make them 10–30× slower. ``None``: the current setting. The same arguments give the same weights
+    bit for bit. ``maps``: feature maps per window size (the paper's 64; fewer for quick tests); ``epochs``: the
+    most epochs (default: the recipe's); ``min_count``: the word vocabulary's (``words`` tokens only);
+    ``progress``: False silences the note and the training bar. Every argument but ``progress`` is part of the
+    cache key (``threads`` too: another count sums in another order).
     """
     r, key = _cache_key(recipe, epochs, batch_size, min_count, weight_decay, maps, seed)
 
@@ -281,10 +282,9 @@ def sentiment_cnn(*, recipe: str = DEFAULT_RECIPE, epochs: int | None = None, ba
         if progress is not False:
             note(f"training the sentiment CNN (recipe {recipe}, at most {r['epochs']} epochs) once, then cached in "
                  f"{cache_dir()}")
-        with torch_threads(threads):
-            return _train(r, recipe, maps, batch_size, min_count, weight_decay, seed, progress)
+        return _train(r, recipe, maps, batch_size, min_count, weight_decay, seed, progress, threads)
 
-    state, info, cached = cached_state("sentiment-cnn", key, train)
+    state, info, cached = cached_state("sentiment-cnn", key, train, threads=threads)
     vocab = WordPieces() if r["tokens"] == "wordpiece" else Vocab(info["itos"])
     with torch.random.fork_rng(devices=[]):  # initial weights, replaced below: not from the global RNG
         model = SentimentCNN(len(vocab), maps=maps)
@@ -293,13 +293,13 @@ def sentiment_cnn(*, recipe: str = DEFAULT_RECIPE, epochs: int | None = None, ba
     return TrainedSentiment(model.eval(), vocab, info, cached)
 
 
-def _vectors(r, sentences, progress):
+def _vectors(r, sentences, progress, threads=1):
     if r["vectors"] == "minilm-context":
-        return word_vectors(r["vectors"], dim=50, sentences=sentences, threads=2, progress=progress)
-    return word_vectors(r["vectors"], dim=50, progress=progress)
+        return word_vectors(r["vectors"], dim=50, sentences=sentences, threads=threads, progress=progress)
+    return word_vectors(r["vectors"], dim=50, threads=threads, progress=progress)
 
 
-def _train(r, recipe, maps, batch_size, min_count, weight_decay, seed, progress):
+def _train(r, recipe, maps, batch_size, min_count, weight_decay, seed, progress, threads=1):
     from ..core.progress import bar
 
     legacy = recipe == "scratch-movies"
@@ -317,7 +317,8 @@ def _train(r, recipe, maps, batch_size, min_count, weight_decay, seed, progress)
     model = SentimentCNN(len(vocab), maps=maps)
     if r["vectors"] is not None:
         with torch.no_grad():
-            model.embedding.weight.copy_(_vectors(r, training_sentences(r, data, real_only=True)[0], progress))
+            model.embedding.weight.copy_(_vectors(r, training_sentences(r, data, real_only=True)[0], progress,
+                                                   threads))
     model.embedding.weight.requires_grad_(not r["freeze"])
     ids, _ = encode(sentences, vocab)
     lengths = (ids != 0).sum(1)

@@ -17,17 +17,16 @@ watched units are within ``rtol`` (and the gap of cut layers within ``rtol · |F
 ``budget`` is spent; what did not converge is diagnosed (``estimates.diagnose``).
 
 Memory: the values and gradients of every site at every node of the examples in one block are kept,
-``budget × units × 2`` floats per example, plus running totals (four per unit element) and one error per panel
-and reduced unit (a channel, ``budget / 2`` panels); a round costs in proportion to the panels it splits;
-``internal_batch_size`` bounds the rows per pass and the examples per block
-(``max(1, internal_batch_size // budget)``). The temporaries of a round (the split panels' terms, or a group's
-panels when they are totalled afresh) are at most ``budget / 2`` panels × units per example of the block.
+``budget × units × 2`` floats per example, plus per panel and reduced unit (a channel) four numbers
+(``budget / 2`` panels); a round costs in proportion to the panels it splits; ``internal_batch_size`` bounds the
+rows per pass and the examples per block (``max(1, internal_batch_size // budget)``). The elementwise totals are
+taken once, at the end, on each example's nodes in path order (temporaries of ``budget`` nodes × units per example
+of the block).
 
 Bookkeeping is over the block's examples at once: the nodes and panels of all of them are tensors, and each step
 (scores, the choice of panels, the splits, the totals) is one batched operation per group of examples with as many
 panels (or splits), never a loop over examples. Grouping keeps every sum over panels the length and order it has
-for one example, so the numbers are bit-identical to the rule applied example by example (checked by
-``bench/adaptive_identity.py`` against the per-example implementation of 80e6eeb, one thread).
+for one example, so an example's numbers do not depend on the others in its block.
 """
 
 from __future__ import annotations
@@ -58,14 +57,22 @@ def _groups(sizes: torch.Tensor, rows: torch.Tensor | None = None) -> list[tuple
     return [(int(v), rows[s == v]) for v in torch.unique(s)]
 
 
+def _terms(ga, gm, gb, ya, ym, yb):
+    """A panel's Stieltjes trapezoid on its two halves ``T₂`` and its error ``ERROR_FACTOR · (T₂ − T₁)``."""
+    t2 = 0.5 * (ga + gm) * (ym - ya) + 0.5 * (gm + gb) * (yb - ym)
+    t1 = 0.5 * (ga + gb) * (yb - ya)
+    return t2, ERROR_FACTOR * (t2 - t1)
+
+
 class _Block:
     """The nodes of a block of examples (``[E, budget, ...]`` buffers, each example's filled in order of evaluation)
     and their panels (``[E, cap]`` node indices; example ``e`` has ``P[e]`` of them, in its own order).
 
-    Per site and part it keeps running totals over each example's panels (``Σ_p T₂``, ``Σ_p e_p``, ``Σ_p e_p²``,
-    ``Σ_p |T₂|``, each ``[E, *unit_shape]``) and, per panel, the units' errors (``[E, cap, units]``,
-    ``reduce_units``): a split subtracts the old panel's terms and adds its halves', so a round costs in proportion
-    to the panels it splits, not to all of them."""
+    While the panels are refined only what the choice of panels reads is kept, per panel and reduced unit
+    (``reduce_units``: a channel, a token-major neuron): ``T₂``, ``e``, ``e²`` (summed over the unit's elements) and
+    ``|T₂|``, each ``[E, cap, units]``, and the panel's completeness gap per site. A split computes its two halves
+    only. The elementwise totals are taken once at the end (:meth:`final`), on the nodes in path order, where the
+    panels tile ``[0, 1]`` as consecutive node triples."""
 
     def __init__(self, E: int, budget: int, names: list[str]):
         self.E, self.budget, self.names = E, budget, names
@@ -79,8 +86,7 @@ class _Block:
         self.g2: dict[str, list[torch.Tensor]] = {}   # per part |∂F/∂y|² at each node [E, budget]
         self.a, self.m, self.b = (torch.zeros(E, self.cap, dtype=torch.long) for _ in range(3))
         self.P = torch.zeros(E, dtype=torch.long)
-        self.tot: dict[str, list[list[torch.Tensor]]] = {}    # per part [Σ T₂, Σ e, Σ e², Σ |T₂|]
-        self.unit_err: dict[str, list[torch.Tensor]] = {}     # per panel, signed: [E, cap, units]
+        self.per_panel: dict[str, list[list[torch.Tensor]]] = {}   # per part [T₂, e, e², |T₂|] each [E, cap, units]
         self.gap = torch.zeros(E, self.cap, len(names), dtype=F64)
         self.F_start = self.F_end = torch.zeros(E, dtype=F64)   # F at α = 0 and α = 1
 
@@ -104,96 +110,115 @@ class _Block:
                 buf[e_d, s_d] = p
             for buf, sq, p in zip(self.g[name], self.g2[name], gs[name]):
                 buf[e_d, s_d] = p
-                v = p.flatten(1).double().pow(2).sum(1).cpu()
+                v = p.flatten(1).pow(2).sum(1, dtype=F64).cpu()
                 sq[ex, slot] = v
                 self.norm2[ex, slot] += v
         self.count += k
         return slot
 
-    def _panels(self, ex, a, m, b):
-        """For panels ``(a, m, b)`` ``[G, L]`` of examples ``ex`` ``[G]``, per site and part: ``T₂`` and
-        ``e = ERROR_FACTOR · (T₂ − T₁)`` (``[G, L, *unit_shape]``) and the units' ``e`` (``[G, L, units]``); and the
-        panels' gaps ``[G, L, sites]``."""
-        G, L = a.shape
-        dF = self.F[ex[:, None], b] - self.F[ex[:, None], a]
+    def _panels(self, ex, nodes):
+        """For panels given by their nodes ``(a, m, b)`` ``[G, L]`` each (one list per group of panels, joined in
+        order) of examples ``ex`` ``[G]``: per site and part ``[T₂, e, e², |T₂|]`` per reduced unit
+        ``[G, L, units]``, and the panels' gaps ``[G, L, sites]``."""
+        G = ex.numel()
         out, gaps = {}, []
         for name in self.names:
-            rows = self.on(ex, name)[:, None].expand(G, L).flatten()
-            ia, im, ib = (self.on(t, name).flatten() for t in (a, m, b))
+            rows = self.on(ex, name)[:, None]
             out[name], layer = [], 0.0
             for y, g in zip(self.y[name], self.g[name]):
-                ga, gm, gb, ya, ym, yb = g[rows, ia], g[rows, im], g[rows, ib], y[rows, ia], y[rows, im], y[rows, ib]
-                t2 = 0.5 * (ga + gm) * (ym - ya) + 0.5 * (gm + gb) * (yb - ym)
-                t1 = 0.5 * (ga + gb) * (yb - ya)
-                e = ERROR_FACTOR * (t2 - t1)
-                out[name].append((t2.view(G, L, *t2.shape[1:]), e.view(G, L, *e.shape[1:]),
-                                  reduce_units(e).view(G, L, -1)))
-                layer = layer + t2.flatten(1).double().sum(1).cpu().view(G, L)
-            gaps.append(dF - layer)
-        return out, torch.stack(gaps, 2) if gaps else torch.empty(G, L, 0, dtype=F64)
+                pieces, layers = [], []
+                for a, m, b in nodes:
+                    ia, im, ib = (self.on(t, name) for t in (a, m, b))
+                    L = a.shape[1]
+                    t2, e = _terms(g[rows, ia], g[rows, im], g[rows, ib], y[rows, ia], y[rows, im], y[rows, ib])
+                    t2, e = t2.flatten(0, 1), e.flatten(0, 1)
+                    pieces.append([reduce_units(t).view(G, L, -1) for t in (t2, e, e.pow(2), t2.abs())])
+                    layers.append(t2.flatten(1).sum(1, dtype=F64).cpu().view(G, L))
+                out[name].append([torch.cat(parts, 1) for parts in zip(*pieces)])
+                layer = layer + torch.cat(layers, 1)
+            gaps.append(layer)
+        dF = torch.cat([self.F[ex[:, None], b] - self.F[ex[:, None], a] for a, _, b in nodes], 1)
+        L = dF.shape[1]
+        return out, torch.stack([dF - lay for lay in gaps], 2) if gaps else torch.empty(G, L, 0, dtype=F64)
 
     def set_panels(self, ex, a, m, b) -> None:
-        """Examples ``ex`` get the panels ``(a, m, b)`` ``[G, L]``; their totals, units' errors and gaps afresh."""
+        """Examples ``ex`` get the panels ``(a, m, b)`` ``[G, L]``, their terms and gaps."""
         L = a.shape[1]
         self.a[ex, :L], self.m[ex, :L], self.b[ex, :L], self.P[ex] = a, m, b, L
-        out, gap = self._panels(ex, a, m, b)
+        out, gap = self._panels(ex, [(a, m, b)])
         for name in self.names:
-            if name not in self.tot:
-                self.tot[name] = [[t2.new_zeros((self.E, *t2.shape[2:])) for _ in range(4)] for t2, _, _ in out[name]]
-                self.unit_err[name] = [eu.new_zeros((self.E, self.cap, eu.shape[2])) for _, _, eu in out[name]]
+            if name not in self.per_panel:
+                self.per_panel[name] = [[t.new_zeros((self.E, self.cap, t.shape[2])) for t in terms]
+                                        for terms in out[name]]
             exd = self.on(ex, name)
-            for tot, ue, (t2, e, eu) in zip(self.tot[name], self.unit_err[name], out[name]):
-                for t, s in zip(tot, (t2.sum(1), e.sum(1), e.pow(2).sum(1), t2.abs().sum(1))):
-                    t[exd] = s
-                ue[exd, :L] = eu
+            for store, terms in zip(self.per_panel[name], out[name]):
+                for buf, t in zip(store, terms):
+                    buf[exd, :L] = t
         self.gap[ex, :L] = gap
 
     def split(self, ex, c, q1, q2) -> None:
         """Panels ``c`` ``[G, k]`` of examples ``ex``: ``(a, m, b)`` → ``(a, q1, m)`` in place and ``(m, q2, b)``
-        appended."""
+        appended; only the halves are computed."""
         G, k = c.shape
         e2 = ex[:, None]
         a, m, b = self.a[e2, c], self.m[e2, c], self.b[e2, c]
-        # one pass over the old panels and their halves: the totals change by Σ new − Σ old
-        out, gap = self._panels(ex, torch.cat([a, a, m], 1), torch.cat([m, q1, q2], 1), torch.cat([b, m, b], 1))
+        out, gap = self._panels(ex, [(a, q1, m), (m, q2, b)])
         pos = self.P[ex][:, None] + torch.arange(k)
         for name in self.names:
-            exd, cd, posd = self.on(ex, name), self.on(c, name), self.on(pos, name)
-            for tot, ue, (t2, e, eu) in zip(self.tot[name], self.unit_err[name], out[name]):
-                delta = (t2[:, k:].sum(1) - t2[:, :k].sum(1), e[:, k:].sum(1) - e[:, :k].sum(1),
-                         e[:, k:].pow(2).sum(1) - e[:, :k].pow(2).sum(1),
-                         t2[:, k:].abs().sum(1) - t2[:, :k].abs().sum(1))
-                for t, d in zip(tot, delta):
-                    t[exd] += d
-                ue[exd[:, None], cd] = eu[:, k:2 * k]
-                ue[exd[:, None], posd] = eu[:, 2 * k:]
-        self.gap[e2, c], self.gap[e2, pos] = gap[:, k:2 * k], gap[:, 2 * k:]
+            exd, cd, posd = self.on(ex, name)[:, None], self.on(c, name), self.on(pos, name)
+            for store, terms in zip(self.per_panel[name], out[name]):
+                for buf, t in zip(store, terms):
+                    buf[exd, cd], buf[exd, posd] = t[:, :k], t[:, k:]
+        self.gap[e2, c], self.gap[e2, pos] = gap[:, :k], gap[:, k:]
         self.m[e2, c], self.b[e2, c] = q1, m
         self.a[e2, pos], self.m[e2, pos], self.b[e2, pos] = m, q2, b
         self.P[ex] += k
-
-    def totals(self, name, ex):
-        """Per part for examples ``ex``: the value ``Σ_p T₂`` and its errors, elementwise ``[G, *unit_shape]`` and per
-        unit ``[G, units]``, each with the rounding floor (``estimates.rounding``)."""
-        exd = self.on(ex, name)
-        out = []
-        for tot, (_, unit, _) in zip(self.tot[name], self.unit_totals(name, ex, int(self.P[ex[0]]))):
-            value, signed, squares, mags = (t[exd] for t in tot)
-            out.append((value, combine(signed, squares) + rounding(mags.clamp_min(0), value.dtype), unit))
-        return out
 
     def unit_totals(self, name, ex, L):
         """Per part for examples ``ex`` (``L`` panels each): the units' values and errors ``[G, units]`` (what
         :meth:`scores` watches) and the panels' unit errors ``[G, L, units]``."""
         exd = self.on(ex, name)
         out = []
-        for tot, ue in zip(self.tot[name], self.unit_err[name]):
-            value, signed, squares, mags = (t[exd] for t in tot)
-            pe = ue[exd][:, :L]
-            rnd = rounding(mags.clamp_min(0), value.dtype)
-            unit = combine_units(reduce_units(signed), pe.pow(2).sum(1),
-                                 reduce_units(squares.clamp_min(0))) + reduce_units(rnd)
-            out.append((reduce_units(value), unit, pe))
+        for t2, e, e2, mags in self.per_panel[name]:
+            pe = e[exd, :L]
+            value = t2[exd, :L].sum(1)
+            unit = combine_units(pe.sum(1), pe.pow(2).sum(1), e2[exd, :L].sum(1)) + rounding(mags[exd, :L].sum(1),
+                                                                                          value.dtype)
+            out.append((value, unit, pe))
+        return out
+
+    def final(self, name, ex, L, influence: bool = True):
+        """Per part for examples ``ex`` (``L`` panels, ``2L + 1`` nodes each), elementwise on the nodes in path
+        order: conductance ``Σ_p T₂`` with its error, and its per-unit error; the same for internal influence
+        (the trapezoid in α; ``None`` unless ``influence``); each value ``[G, *unit_shape]``, each unit error
+        ``[G, units]``."""
+        G, count, e2 = ex.numel(), 2 * L + 1, ex[:, None]
+        a, m, b = self.a[ex, :L], self.m[ex, :L], self.b[ex, :L]
+        by = torch.argsort(self.alpha[e2, a], dim=1)   # the panels in path order: nodes a₀ m₀ a₁ m₁ … m_{L−1} b_{L−1}
+        order = torch.stack([a.gather(1, by), m.gather(1, by)], 2).flatten(1)
+        order = torch.cat([order, b.gather(1, by[:, -1:])], 1)
+        alpha = self.alpha[e2, order]
+        rows, od = self.on(ex, name)[:, None], self.on(order, name)
+        out = []
+        for y, g in zip(self.y[name], self.g[name]):
+            gs, ys = g[rows, od], y[rows, od]
+            if influence:
+                da = self.on(alpha[:, 1:] - alpha[:, :-1], name).to(g.dtype).view(G, count - 1,
+                                                                                   *([1] * (g.dim() - 2)))
+            parts = []
+            rules = [(ys[:, 1:] - ys[:, :-1], ys[:, 2::2] - ys[:, 0:-1:2])]
+            if influence:
+                rules.append((da, da[:, 0::2] + da[:, 1::2]))
+            for dy, wide in rules:
+                s = 0.5 * (gs[:, 1:] + gs[:, :-1]) * dy
+                t2 = s[:, 0::2] + s[:, 1::2]
+                e = ERROR_FACTOR * (t2 - 0.5 * (gs[:, 0:-1:2] + gs[:, 2::2]) * wide)
+                value, signed, squares = t2.sum(1), e.sum(1), e.pow(2).sum(1)
+                rnd = rounding(t2.abs().sum(1), t2.dtype)
+                unit = combine_units(reduce_units(signed), reduce_units(e.flatten(0, 1)).view(G, L, -1).pow(2).sum(1),
+                                     reduce_units(squares)) + reduce_units(rnd)
+                parts.append((value, combine(signed, squares) + rnd, unit))
+            out.append((parts[0], parts[1] if influence else None))
         return out
 
     def scores(self, ex, L: int, watch: int, rtol: float):
@@ -279,8 +304,9 @@ def _choose(st: _Block, ex, L, score, *, budget, focus, min_new):
 def integrate_adaptive(model, batch: Batch, target: Target, sites: list[Site], *, budget: int, rtol: float,
                        internal_batch_size: int | None = None, progress: bool | None = None,
                        initial_panels: int | None = None, focus: float = 0.5, min_new: int = 2,
-                       watch: int = 10) -> PathSums:
-    """Trapezoid conductance (and internal influence) on adaptively refined panels, with per-unit errors.
+                       watch: int = 10, influence: bool = True) -> PathSums:
+    """Trapezoid conductance (and, with ``influence``, internal influence) on adaptively refined panels, with
+    per-unit errors.
 
     Each round splits, per example, the fewest worst panels that carry a share ``focus`` of the summed score
     (at least ``min_new``, at most half of the panels).
@@ -355,19 +381,19 @@ def integrate_adaptive(model, batch: Batch, target: Target, sites: list[Site], *
             bar.update(alpha.numel())
             spent += alpha.numel()
         bar.update(budget * E - spent)   # a block that converged early leaves its unspent budget done
-        _finish(st, b0, k0, panels0[0].numel(), converged, watch, rtol, sums, profiles, F_x, F_b, n_evals, n)
+        _finish(st, b0, k0, converged, watch, rtol, sums, profiles, F_x, F_b, n_evals, n, influence)
     bar.close()
     sums.F_x, sums.F_baseline, sums.n_evals = F_x, F_b, n_evals
+    if not influence:
+        sums.influence = sums.influence_error = sums.influence_unit_error = None
     sums.grad_profile = {name: profiles[name] for name in names}
     return sums
 
 
-def _finish(st: _Block, b0, k0, P0, converged, watch, rtol, sums, profiles, F_x, F_b, n_evals, n) -> None:
+def _finish(st: _Block, b0, k0, converged, watch, rtol, sums, profiles, F_x, F_b, n_evals, n, influence) -> None:
     """A block's results into ``sums`` (global examples ``b0 + e``), examples with as many panels together."""
     last = k0 - 1  # the node at α = 1
     for L, ex in _groups(st.P):
-        if L != P0:  # split: the totals afresh, no rounding carried over from the splits' updates
-            st.set_panels(ex, st.a[ex, :L], st.m[ex, :L], st.b[ex, :L])
         glob = ex + b0
         count = int(st.count[ex[0]])
         F_x[glob], F_b[glob], n_evals[glob] = st.F[ex, last], st.F[ex, 0], st.count[ex]
@@ -375,41 +401,26 @@ def _finish(st: _Block, b0, k0, P0, converged, watch, rtol, sums, profiles, F_x,
         order = torch.argsort(nodes, dim=1)
         sorted_nodes = nodes.gather(1, order)
         score = st.scores(ex, L, watch, rtol)[0]
-        pa, pm, pb = st.a[ex, :L], st.m[ex, :L], st.b[ex, :L]
-        alpha_a, alpha_m, alpha_b = (st.alpha[ex[:, None], p] for p in (pa, pm, pb))
+        alpha_a, alpha_b = (st.alpha[ex[:, None], p[ex, :L]] for p in (st.a, st.b))
         for i, e in enumerate(glob.tolist()):
             sums.diagnosis[e] = {"converged": bool(converged[ex[i]]), "alpha": nodes[i].clone(), "a": alpha_a[i],
                                  "b": alpha_b[i], "score": score[i]}
-        G = ex.numel()
         for name in st.names:
-            parts = st.totals(name, ex)
-            exd = st.on(ex, name)[:, None]
-            a, m, b = st.on(pa, name), st.on(pm, name), st.on(pb, name)
-            wa, wb = st.on(alpha_m - alpha_a, name), st.on(alpha_b - alpha_m, name)
-            infl, ierr, iunit = [], [], []
-            for g in st.g[name]:
-                shape = (G, L, *([1] * (g.dim() - 2)))
-                wa_, wb_ = wa.to(g.dtype).view(shape), wb.to(g.dtype).view(shape)
-                ga, gm, gb = g[exd, a], g[exd, m], g[exd, b]
-                t2 = 0.5 * (ga + gm) * wa_ + 0.5 * (gm + gb) * wb_
-                t1 = 0.5 * (ga + gb) * (wa_ + wb_)
-                ep = ERROR_FACTOR * (t2 - t1)
-                rnd = rounding(t2.abs().sum(1), t2.dtype)
-                infl.append(t2.sum(1))
-                ierr.append(combine(ep.sum(1), ep.pow(2).sum(1)) + rnd)
-                iunit.append(combine_units(reduce_units(ep.sum(1)), reduce_units(ep.flatten(0, 1)).view(G, L, -1)
-                                           .pow(2).sum(1), reduce_units(ep.pow(2).sum(1))) + reduce_units(rnd))
+            parts = st.final(name, ex, L, influence)
+            exd = st.on(ex, name)
             norms = sum(sq[ex, :count] for sq in st.g2[name]).sqrt()
             sorted_norms = norms.gather(1, order)
             for i, e in enumerate(glob.tolist()):
                 profiles[name][0][e] = sorted_nodes[i]
                 profiles[name][1][e] = sorted_norms[i]
             gl = st.on(glob, name)
-            fields = ((sums.conductance, [v for v, _, _ in parts]), (sums.influence, infl),
-                      (sums.conductance_error, [err for _, err, _ in parts]), (sums.influence_error, ierr),
-                      (sums.conductance_unit_error, [u for _, _, u in parts]), (sums.influence_unit_error, iunit),
-                      (sums.value_at_x, [y[exd[:, 0], last] for y in st.y[name]]),
-                      (sums.grad_at_x, [g[exd[:, 0], last] for g in st.g[name]]))
+            fields = [(sums.conductance, [c[0] for c, _ in parts]), (sums.conductance_error, [c[1] for c, _ in parts]),
+                      (sums.conductance_unit_error, [c[2] for c, _ in parts]),
+                      (sums.value_at_x, [y[exd, last] for y in st.y[name]]),
+                      (sums.grad_at_x, [g[exd, last] for g in st.g[name]])]
+            if influence:
+                fields += [(sums.influence, [i[0] for _, i in parts]), (sums.influence_error, [i[1] for _, i in parts]),
+                           (sums.influence_unit_error, [i[2] for _, i in parts])]
             for acc, got in fields:
                 if name not in acc:
                     acc[name] = [p.new_zeros((n, *p.shape[1:])) for p in got]

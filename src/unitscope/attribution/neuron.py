@@ -369,7 +369,7 @@ def _adaptive_rows(model, batch, target, site, budget: int, internal_batch_size)
     with the weights of the composite trapezoid on them (they sum to one per example), and that pass's sums (the
     layer's conductance, its error estimates, F at both ends)."""
     sums = integrate_adaptive(model, batch, target, [site], budget=budget, rtol=0.0,
-                              internal_batch_size=internal_batch_size, progress=False)
+                              internal_batch_size=internal_batch_size, progress=False, influence=False)
     examples, alphas, weights = [], [], []
     for e in range(batch.n):
         a = torch.sort(sums.diagnosis[e]["alpha"].double()).values

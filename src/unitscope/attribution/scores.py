@@ -202,7 +202,8 @@ def attribute(model: nn.Module, inputs, layers, *, scores=SCORES, baselines=None
         if path_methods and method == "adaptive":
             runs.append((path_methods + point_methods,
                          integrate_adaptive(model, batch, tgt, sites, budget=n_steps, rtol=rtol,
-                                            internal_batch_size=internal_batch_size, progress=progress)))
+                                            internal_batch_size=internal_batch_size, progress=progress,
+                                            influence="internal_influence" in path_methods)))
         elif path_methods and captum_compatible:
             if "conductance" in path_methods:
                 alphas, _ = paths.captum_rule(method, n_steps + 1)

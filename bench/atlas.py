@@ -54,9 +54,9 @@ def main(argv=None) -> dict:
     torch.set_num_threads(args.threads)
 
     import unitscope as us
-    from unitscope.atlas import BANDS, _seed
-    from unitscope.atlas_data import Source, UnitAccumulator
-    from unitscope.atlas_units import layer_bands, layer_vectors, work_chunk
+    from unitscope.atlas.build import BANDS, _seed
+    from unitscope.atlas.source import Source, UnitAccumulator
+    from unitscope.atlas.work import layer_bands, layer_vectors, work_chunk
     from unitscope.data.scan import scan
     from unitscope.synthesis.inverse import InverseSetWarning
     from unitscope.zoo import digits_cnn, digits_data

@@ -13,6 +13,8 @@ def _public_callables():
     """Every function and public method reachable from ``unitscope.__all__`` (classes: their public methods)."""
     for name in us.__all__:
         obj = getattr(us, name)
+        if inspect.ismodule(obj) and callable(obj):   # us.atlas: the package, called as its function
+            obj = getattr(obj, name)
         if inspect.isfunction(obj):
             yield name, obj
         elif inspect.isclass(obj) and not issubclass(obj, BaseException):

@@ -225,7 +225,7 @@ def _same_tensors(a, b) -> list[str]:
 def test_the_chunk_size_does_not_change_the_atlas(built):
     """Units one at a time, three at a time (``built``) and all at once give the same JSON, bit for bit: every
     IAM image, inverse-set code and augmentation is seeded by its unit, and every model call has the same number of
-    rows (atlas_units.BLOCK, SYNTH_BLOCK), so the CPU kernels round alike."""
+    rows (atlas.work.BLOCK, SYNTH_BLOCK), so the CPU kernels round alike."""
     net, x, y, a = built
     for unit_batch in (1, 64):
         b = us.atlas(net, (x, y), layers=LAYERS, **dict(KW, unit_batch=unit_batch))

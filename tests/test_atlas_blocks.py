@@ -7,7 +7,7 @@ import torch
 import torch.nn as nn
 
 import unitscope as us
-import unitscope.atlas_units as au
+import unitscope.atlas.work as au
 
 
 def _net() -> nn.Module:

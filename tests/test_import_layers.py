@@ -1,6 +1,6 @@
 """The package in layers, each importing only from the layers below it (imports inside functions included):
 
-the library (``core``, ``attribution``, ``data``, ``synthesis``, the atlas) < the zoo < the app's services
+the library (``core``, ``attribution``, ``data``, ``synthesis``, ``atlas``) < the zoo < the app's services
 (``loading``, ``hf``, ``report``; ``report`` renders manifests and knows neither the zoo nor any study) < the papers'
 studies < the CLI, the demo and the bundled runs of CLI commands (``runs``). The package's ``__init__`` (the public
 names) sits with the services."""
@@ -10,9 +10,8 @@ from pathlib import Path
 
 ROOT = Path(__file__).resolve().parents[1] / "src" / "unitscope"
 
-RANK = {"core": 0, "attribution": 0, "data": 0, "synthesis": 0, "atlas": 0, "atlas_units": 0, "atlas_data": 0,
-        "zoo": 1, "loading": 2, "hf": 2, "report": 2, "__init__": 2, "studies": 3, "cli": 4, "demo": 4, "runs": 4,
-        "__main__": 4}
+RANK = {"core": 0, "attribution": 0, "data": 0, "synthesis": 0, "atlas": 0, "zoo": 1, "loading": 2, "hf": 2,
+        "report": 2, "__init__": 2, "studies": 3, "cli": 4, "demo": 4, "runs": 4, "__main__": 4}
 #: on the same rank, who may not import whom
 APART = {("report", "zoo"), ("report", "loading"), ("report", "hf"), ("report", "studies")}
 
@@ -67,3 +66,15 @@ def test_the_check_reads_relative_imports_and_imports_inside_functions():
     assert imports(source, ["unitscope", "report"]) == [(1, "unitscope.core"), (2, "unitscope.zoo"),
                                                         (4, "unitscope.cli.scan")]
     assert [_layer(m) for _, m in imports(source, ["unitscope", "report"])] == ["core", "zoo", "cli"]
+
+
+def test_the_atlas_is_one_subpackage_and_us_atlas_still_builds_one():
+    import types
+
+    import unitscope as us
+    import unitscope.atlas as atlas_package
+
+    assert isinstance(atlas_package, types.ModuleType) and atlas_package is us.atlas
+    assert atlas_package.atlas.__name__ == "atlas" and callable(us.atlas)
+    assert list(__import__("inspect").signature(us.atlas).parameters)[:2] == ["model", "data"]
+    assert not [p.name for p in ROOT.glob("atlas*.py")], "the atlas lives in src/unitscope/atlas/"

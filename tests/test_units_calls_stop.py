@@ -7,7 +7,7 @@ import pytest
 import torch
 
 import unitscope as us
-from unitscope.atlas_units import layer_vectors
+from unitscope.atlas.work import layer_vectors
 from unitscope.core.capture import Recorder
 from unitscope.core.errors import UnitscopeError
 from unitscope.core.sites import resolve

@@ -12,7 +12,8 @@ data in :mod:`unitscope.zoo`.
 """
 
 from .data.ablation import ablate, ablation_scores
-from .atlas import Atlas, atlas
+from . import atlas  # the package, and callable: us.atlas(model, data, layers) is unitscope.atlas.atlas
+from .atlas import Atlas
 from .core.errors import CompletenessWarning, UnitscopeError
 from .synthesis.inverse import sample_inverse_set
 from .synthesis.maximize import activation_maximization, independent_am, maximize, representative_substitution

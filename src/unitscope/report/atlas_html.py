@@ -200,7 +200,7 @@ def write_atlas_manifest(atlas, out_dir, *, title: str | None = None, quick: boo
                      "of the unit's held-out natural exemplars — those chosen by conductance — is); "
                      "IAM pushes the layer's other units down by design, so its pattern is often sparser than the "
                      "data's — the unit's card shows the same check for its inverse-set samples.")
-    from ..atlas_units import NO_TEXT_SYNTHESIS
+    from ..atlas.work import NO_TEXT_SYNTHESIS
 
     if NO_TEXT_SYNTHESIS in skipped:
         heads.append("Text: the cards show exemplar sentences with every token shaded by its conductance through "

@@ -14,8 +14,8 @@ from __future__ import annotations
 import torch
 from torch.utils.data import DataLoader, Dataset, IterableDataset, TensorDataset
 
-from .core.errors import UnitscopeError
-from .data.histograms import Histograms
+from ..core.errors import UnitscopeError
+from ..data.histograms import Histograms
 
 __all__ = ["Source", "UnitAccumulator", "unit_values", "units_of_layer", "take", "pad_rows", "model_args"]
 
@@ -132,7 +132,7 @@ class Source:
         self.example_shape = tuple(model_args(x)[0].shape[1:])
 
     def get(self, indices) -> tuple[torch.Tensor, torch.Tensor | None]:
-        from .data.batches import split_batch
+        from ..data.batches import split_batch
 
         batch = self.collate([self.dataset[int(i)] for i in indices])
         x, y = split_batch(batch)

@@ -1,34 +1,5 @@
-"""The unit atlas: for every unit of the layers you name, whether it matters and what it responds to (data only).
-
->>> import torch, torch.nn as nn, unitscope as us
->>> torch.manual_seed(0) and None
->>> net = nn.Sequential(nn.Conv2d(1, 3, 3), nn.ReLU(), nn.Flatten(), nn.Linear(3 * 36, 2))
->>> x, y = torch.rand(12, 1, 8, 8), torch.arange(12) % 2
->>> a = us.atlas(net, (x, y), layers=["1"], top_k=2, n_steps=4, iam_steps=4, inverse_samples=2,
-...              inverse_steps=4, progress=False)
->>> len(a.units), sorted(a.units[0])[:4], len(a.units[0]["exemplars"])
-(3, ['class_means', 'dead', 'exemplars', 'faithfulness'], 4)
-
-One streaming pass over the data (:func:`unitscope.data.scan.scan`, so it resumes from ``checkpoint=`` and runs
-under ``torchrun``) keeps per unit: mean conductance (target: each example's top class, or ``target="label"``),
-per-class means of activation and conductance, the top ``top_k`` examples by activation and by conductance, the
-share of examples where the unit is among the ``share_k`` most conductant of its layer, and an exact streaming
-histogram of its activation (:class:`unitscope.data.histograms.Histograms`). Then, in chunks of ``unit_batch``
-units (split over the processes; every generated input seeded by its layer, unit and kind, so results do not depend
-on the chunk size or on the number of processes): the per-input conductance of every exemplar through its unit
-(``neuron_conductance``, ``paired``), the IAM image and its RS (``independent_am``), inverse-set samples in
-activation bands from the histogram (:func:`unitscope.synthesis.inverse_many.sample_inverse_sets`, through
-``generator`` or the FFT parameterization) — every model call with the same number of rows
-(:data:`unitscope.atlas_units.BLOCK`, ``SYNTH_BLOCK``), so that the CPU kernels round alike —, and a faithfulness check of every synthetic input against the exemplars: its activation, the
-unit's rank in its layer on it, and the cosine of its layer activation vector to the exemplars' mean one. An input
-farther from that vector (``1 − cos``) than any of the unit's held-out natural exemplars (those chosen by conductance
-and not among the activation exemplars the mean is made of; without any, twice the farthest activation exemplar) is
-flagged ``atypical``: it drives the unit through a pattern the data does not.
-
-A unit follows the layer's default unit specification (:mod:`unitscope.core.units`), as the scan does: a conv
-``[N, C, H, W]`` channel, a ``[N, D]`` neuron, a token-major ``[N, T, D]`` layer's ``D`` neurons over the tokens the
-attention mask keeps. Units whose activation is 0 on every example are marked ``dead`` and get no synthetic inputs.
-"""
+"""The atlas's entry point and its result: :func:`atlas` runs the scan and the per-unit work, :class:`Atlas` holds
+the cards (:mod:`unitscope.atlas`)."""
 
 from __future__ import annotations
 
@@ -39,12 +10,12 @@ from pathlib import Path
 
 import torch
 import torch.nn as nn
-from .core.progress import bar as progress_bar
+from ..core.progress import bar as progress_bar
 
-from .atlas_data import Source, UnitAccumulator, unit_values, units_of_layer
-from .core.errors import UnitscopeError
-from .core.files import atomic_save, atomic_write_text
-from .core.state import autograd_on
+from .source import Source, UnitAccumulator, unit_values, units_of_layer
+from ..core.errors import UnitscopeError
+from ..core.files import atomic_save, atomic_write_text
+from ..core.state import autograd_on
 
 __all__ = ["Atlas", "atlas", "BANDS", "PAGE_WRITERS"]
 
@@ -261,8 +232,8 @@ def atlas(model: nn.Module, data, *, layers, target=None, top_k: int = 9, share_
       layer's feature count and the error node's share of the layer's mean conductance. No synthetic inputs are made
       for such layers (``synthesize`` must not be ``True``): exemplars, their per-input shading, histograms.
     """
-    from .data.distributed import Ranks
-    from .data.scan import scan
+    from ..data.distributed import Ranks
+    from ..data.scan import scan
 
     if top_k < 1 or share_k < 1 or unit_batch < 1:
         raise UnitscopeError("top_k, share_k and unit_batch must be positive", top_k=top_k, share_k=share_k,
@@ -277,8 +248,8 @@ def atlas(model: nn.Module, data, *, layers, target=None, top_k: int = 9, share_
         raise UnitscopeError("token-id inputs need embedding= (the module that maps ids to vectors)",
                              hint="e.g. embedding='bert.embeddings.word_embeddings'; paths start at its output")
     if dictionaries:
-        from .core.dictionary import as_dictionary
-        from .core.sites import resolve
+        from ..core.dictionary import as_dictionary
+        from ..core.sites import resolve
 
         if synthesize:
             raise UnitscopeError("the atlas makes no synthetic inputs for dictionary features",
@@ -319,7 +290,7 @@ def atlas(model: nn.Module, data, *, layers, target=None, top_k: int = 9, share_
                 "features": int(mean_c.numel() - 1), "error_node": int(mean_c.numel() - 1),
                 "error_node_share": float(mean_c[-1]) / total if total else None,
                 "hook_name": getattr(d, "hook_name", None), "dictionary": repr(d)}
-    from .atlas_units import layer_cards, work_chunk
+    from .work import layer_cards, work_chunk
 
     chosen = {name: _chosen_units(result, name, units) for name in result.layers}
     items = [(name, u0) for name in result.layers for u0 in range(0, len(chosen[name]), unit_batch)]

@@ -14,11 +14,11 @@ import time
 import torch
 import torch.nn as nn
 
-from .atlas_data import model_args, n_rows, pad_rows, take, units_of_layer
-from .core.capture import Recorder
-from .core.inputs import in_model_dtype
-from .core.sites import resolve
-from .core.state import analysis_mode
+from .source import model_args, n_rows, pad_rows, take, units_of_layer
+from ..core.capture import Recorder
+from ..core.inputs import in_model_dtype
+from ..core.sites import resolve
+from ..core.state import analysis_mode
 
 __all__ = ["work_chunk", "layer_cards"]
 
@@ -84,7 +84,7 @@ def layer_vectors(model: nn.Module, layer: str, x, batch: int = BLOCK, dictionar
 
 def layer_spec(model, site, t):
     """The layer's default unit specification (:mod:`unitscope.core.units`), as the scan uses it."""
-    from .core.units import default_spec
+    from ..core.units import default_spec
 
     return default_spec(model, site.name, site.module, tuple(t.shape))
 
@@ -183,7 +183,7 @@ def work_chunk(model, src, result, extra, layer, units, *, target, n_steps, meth
         v = vec_u[inv[i, :k_a]]
         ref[u], typical[u] = v.mean(0), float(_loo_cosines(v).min())
         limit[u] = _typical_limit(vec_u, inv[i], ex[i], k_a, ref[u], typical[u])
-    from .synthesis.maximize import representative_substitution
+    from ..synthesis.maximize import representative_substitution
 
     r = blocked_iam(model, layer, live, shape=shape, param=param if len(shape) == 3 else "pixel",
                     value_range=value_range, steps=iam_steps, seeds=[unit_seed(layer, u, "iam") for u in live])
@@ -193,7 +193,7 @@ def work_chunk(model, src, result, extra, layer, units, *, target, n_steps, meth
     t0 = time.perf_counter()
     gen = generator
     if gen is None:
-        from .synthesis.generators import DecoderGenerator, FFTImageGenerator
+        from ..synthesis.generators import DecoderGenerator, FFTImageGenerator
 
         gen = FFTImageGenerator(shape, value_range=value_range) if len(shape) == 3 else \
             DecoderGenerator(nn.Identity(), latent_dim=int(shape[0]), code_bound=3.0)
@@ -205,7 +205,7 @@ def work_chunk(model, src, result, extra, layer, units, *, target, n_steps, meth
                 problems.append((u, a, b))
                 keys.append((u, name))
     where = {k: i for i, k in enumerate(keys)}
-    from .synthesis.inverse_many import sample_inverse_sets
+    from ..synthesis.inverse_many import sample_inverse_sets
 
     sets = sample_inverse_sets(model, layer, problems, gen, n_samples=inverse_samples, max_steps=inverse_steps,
                                seeds=[unit_seed(layer, u, name) for u, name in keys], block=SYNTH_BLOCK,
@@ -241,7 +241,7 @@ def exemplar_conductance(model, x, layer, examples, units, labels, *, target, n_
     go in blocks of a fixed number (the last padded), those with the most pairs first (so that a block's backward
     passes — one per pair slot — find pairs on most of its rows); a pair's numbers depend on its input and unit
     only, not on the other inputs or pairs."""
-    from .attribution.neuron import neuron_conductance
+    from ..attribution.neuron import neuron_conductance
 
     per = max(1, min(BLOCK, EXEMPLAR_ROWS // max(1, n_steps), rows // max(1, n_steps)))
     examples, units = torch.as_tensor(examples).long(), torch.as_tensor(units).long()
@@ -276,7 +276,7 @@ def exemplar_conductance(model, x, layer, examples, units, labels, *, target, n_
 def blocked_iam(model, layer, units, *, shape, seeds, **kw):
     """``independent_am`` of ``units`` in calls of exactly ``SYNTH_BLOCK`` rows (the last padded with copies of its
     last unit), each row seeded by its own seed: a unit's image does not depend on the units beside it."""
-    from .synthesis.maximize import Maximized, independent_am
+    from ..synthesis.maximize import Maximized, independent_am
 
     parts = []
     for i in range(0, len(units), SYNTH_BLOCK):

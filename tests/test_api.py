@@ -62,11 +62,14 @@ def test_shapes_examples_first():
     assert r.top("1").indices.shape == (5, 2)  # the stated exception: units first, a scan has no example dim
 
 
-def test_old_names_warn():
+def test_no_deprecated_names_are_left():
+    from unitscope.attribution import scores
+
     net = nn.Sequential(nn.Linear(3, 5), nn.ReLU())
     s = us.activation(net, torch.randn(2, 3), ["1"])
-    with pytest.warns(DeprecationWarning):
-        assert s.method == s.score == "activation"
+    r = us.scan(net, [torch.randn(2, 3)], ["1"], by=None, top_k=1, progress=False)
+    assert s.score == "activation" and not hasattr(s, "method") and not hasattr(r, "methods")
+    assert not hasattr(scores, "METHODS")
 
 
 # --- the command line: one definition of every flag ---------------------------------------------------------------

@@ -35,7 +35,8 @@ __all__ = ["LAYERS", "STUDY_ORDER", "run", "digits_study", "run_study", "availab
 
 LAYERS = ["features.relu1", "features.relu2", "features.relu3", "features.relu4", "classifier.relu"]
 QUICK_TIMEOUT, FULL_TIMEOUT = 600.0, 2400.0   # seconds per study before it is stopped and reported as a timeout
-STUDY_ORDER = ("evaluation", "imagenet", "sentiment", "substitution", "inverse", "transformer", "scan", "atlas")
+STUDY_ORDER = ("evaluation", "imagenet", "sentiment", "substitution", "inverse", "transformer", "features", "scan",
+               "atlas")
 ECHO_SECONDS = 10.0   # a non-terminal demo prints the running study's last progress line this often
 
 
@@ -261,10 +262,9 @@ def run_study(name: str, out: str, *, quick: bool, seed: int, timeout: float | N
 
 
 def _save_status(out: str, status: dict) -> None:
-    tmp = os.path.join(out, ".demo_status.json.tmp")
-    with open(tmp, "w") as f:
-        json.dump(status, f, indent=1, default=str)
-    os.replace(tmp, os.path.join(out, "demo_status.json"))
+    from .core.files import atomic_write_text
+
+    atomic_write_text(os.path.join(out, "demo_status.json"), json.dumps(status, indent=1, default=str))
 
 
 def run_all(*, quick: bool = False, out: str = "unitscope-out", seed: int = 0, only=None,

@@ -12,7 +12,7 @@ import torch
 import torch.nn as nn
 from ..core.progress import bar as progress_bar
 
-from .source import Source, UnitAccumulator, unit_values, units_of_layer
+from .source import Source, UnitAccumulator, units_of_layer
 from ..core.errors import UnitscopeError
 from ..core.files import atomic_save, atomic_write_text
 from ..core.state import autograd_on

@@ -14,17 +14,13 @@ import time
 import torch
 import torch.nn as nn
 
-from .source import model_args, n_rows, pad_rows, take, units_of_layer
+from .source import model_args, n_rows, pad_rows, take
 from ..core.capture import Recorder
-from ..core.inputs import in_model_dtype
+from ..core.inputs import in_model_dtype, model_device
 from ..core.sites import resolve
 from ..core.state import analysis_mode
 
 __all__ = ["work_chunk", "layer_cards"]
-
-
-def _device(model):
-    return next((p.device for p in model.parameters()), torch.device("cpu"))
 
 
 BLOCK = 32
@@ -67,7 +63,7 @@ def layer_vectors(model: nn.Module, layer: str, x, batch: int = BLOCK, dictionar
             rec = Recorder([site], stop_when_done=True)
             part = take(x, slice(i, i + batch))
             inputs, kw = model_args(pad_rows(part, batch))
-            dev = _device(model)
+            dev = model_device(model, torch.device("cpu"))
             kw = {k: v.to(dev) for k, v in (kw or {}).items()}
             with rec.active():
                 model(in_model_dtype(model, inputs.to(dev)), **kw)
@@ -153,7 +149,7 @@ def work_chunk(model, src, result, extra, layer, units, *, target, n_steps, meth
     hist = extra.hist[layer]
     dead = ((hist.min == 0) & (hist.max == 0)).tolist()
     ta, tc = result.top(layer, score="activation"), result.top(layer, score="conductance")
-    k_a, k_c = ta.indices.shape[1], tc.indices.shape[1]
+    k_a = ta.indices.shape[1]
     ex = torch.cat([ta.indices[units], tc.indices[units]], 1)                       # [n, k_a + k_c]
     uniq, inv = torch.unique(ex, return_inverse=True)
     x_u, y_u = src.get(uniq.tolist())

@@ -25,7 +25,7 @@ import torch.nn as nn
 
 from ..core.capture import Recorder
 from ..core.errors import UnitscopeError
-from ..core.inputs import Batch, Target
+from ..core.inputs import Batch, Target, main_output
 from ..core.progress import bar as progress_bar
 from ..core.sites import Site
 from ..core.state import autograd_on
@@ -33,7 +33,7 @@ from .estimates import ERROR_FACTOR, combine, combine_units, reduce_units, round
 from .path_tangents import evaluate_without_joint_forward_mode, missing_forward_derivative
 
 __all__ = ["Evaluation", "evaluate", "integrate", "PathSums", "autograd_on", "forward_mode_kernels", "work_dtype",
-           "off_the_path"]
+           "off_the_path", "outputs_at_x"]
 
 
 def off_the_path(layer: str) -> UnitscopeError:
@@ -412,3 +412,18 @@ def _accumulate(acc: dict, name, ex: torch.Tensor, parts: list[torch.Tensor], n:
     rows = _rows(ex)
     for a, p in zip(acc[name], parts):
         a[rows] += p
+
+
+def outputs_at_x(model, batch: Batch, internal_batch_size: int | None = None):
+    """The model's main output at the inputs (``α = 1``), without a graph, in chunks of ``internal_batch_size``
+    examples; ``None`` if the model's output has no main tensor."""
+    step = batch.n if internal_batch_size is None else max(1, internal_batch_size)
+    outs = []
+    with torch.no_grad():
+        for e0 in range(0, batch.n, step):
+            ex = torch.arange(e0, min(batch.n, e0 + step))
+            out = main_output(batch.call(model, batch.path_rows(ex, torch.ones(ex.numel(), dtype=torch.float64)), ex))
+            if out is None:
+                return None
+            outs.append(out)
+    return torch.cat(outs)

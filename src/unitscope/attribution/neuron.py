@@ -33,38 +33,16 @@ from ..core.errors import CompletenessWarning, UnitscopeError
 from ..core.units import find_mask, pick_part, resolve_units
 from ..core.dictionary import attach, dictionaries_mode
 from ..core.faults import is_oom, with_oom_hint
-from ..core.inputs import make_target, prepare
+from ..core.inputs import make_target, model_device, prepare
 from .adaptive import integrate_adaptive
 from .cuts import cut_examples
 from .estimates import diagnose_sums
-from .engine import autograd_on, integrate, off_the_path, work_dtype
-from .scores import _device, _outputs_at_x
+from .engine import autograd_on, integrate, off_the_path, outputs_at_x, work_dtype
 from ..core.sites import resolve
 from ..core.slices import channel_slice
 from ..core.state import analysis_mode
 
 __all__ = ["neuron_conductance"]
-
-
-def _unit_masks(units, shape: tuple, layer: str) -> torch.Tensor:
-    """``[U, *shape]`` 0/1 masks over one example's layer output."""
-    if isinstance(units, (int, tuple)):
-        units = [units]
-    masks = torch.zeros((len(units), *shape))
-    for k, u in enumerate(units):
-        if isinstance(u, bool) or not isinstance(u, (int, tuple)):
-            raise UnitscopeError("a unit is a channel (int) or one element (tuple of ints)", layer=layer,
-                                 unit=u)
-        if isinstance(u, int):
-            if len(shape) == 0 or not 0 <= u < shape[0]:
-                raise UnitscopeError(f"channel {u} is out of range for layer {layer!r}", layer=layer,
-                                     unit_shape=shape, hint=f"channels are 0 … {shape[0] - 1 if shape else 0}")
-            masks[k, u] = 1.0
-        else:
-            if len(u) != len(shape) or any(not 0 <= i < s for i, s in zip(u, shape)):
-                raise UnitscopeError(f"unit {u} is outside layer {layer!r}", layer=layer, unit_shape=shape)
-            masks[(k, *u)] = 1.0
-    return masks
 
 
 def neuron_conductance(model: nn.Module, inputs, layer, units, *, baselines=None, target=None,
@@ -123,7 +101,7 @@ def neuron_conductance(model: nn.Module, inputs, layer, units, *, baselines=None
                              hint=f"choose one of {', '.join(('adaptive',) + paths.RULES)}")
     if not isinstance(n_steps, int) or n_steps < 2:
         raise UnitscopeError("n_steps must be an integer ≥ 2", n_steps=n_steps)
-    batch = prepare(inputs, baselines, additional_forward_args, device=_device(model), embedding=embedding,
+    batch = prepare(inputs, baselines, additional_forward_args, device=model_device(model), embedding=embedding,
                     model=model)
     n = batch.n
     if examples is not None and not paired:
@@ -150,7 +128,7 @@ def neuron_conductance(model: nn.Module, inputs, layer, units, *, baselines=None
     # whole channels of a conv layer: each unit's backward goes through its own weights only (core.slices)
     sl = channel_slice(model, site) if bool(whole.all()) and site.dictionary is None else None
     with analysis_mode(model), dictionaries_mode([site.dictionary]), autograd_on():
-        out_x = _outputs_at_x(model, batch, internal_batch_size) if target is None else None
+        out_x = outputs_at_x(model, batch, internal_batch_size) if target is None else None
         tgt = make_target(target, n, out_x)
         eq3 = None
         if method == "adaptive":

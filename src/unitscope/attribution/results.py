@@ -132,13 +132,6 @@ class Scores(Mapping):
     def layers(self) -> list[str]:
         return list(self)
 
-    @property
-    def method(self) -> str:
-        """Deprecated name of :attr:`score` (``method`` is the integration rule: ``settings["method"]``)."""
-        import warnings
-        warnings.warn("Scores.method is now Scores.score", DeprecationWarning, stacklevel=2)
-        return self.score
-
     def __repr__(self) -> str:
         shapes = ", ".join(f"{k}: {_shape(v)}" for k, v in dict.items(self._values))
         return f"Scores(score={self.score!r}, {shapes})"

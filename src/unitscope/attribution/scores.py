@@ -28,9 +28,9 @@ import torch.nn as nn
 from . import paths
 from .adaptive import integrate_adaptive
 from .cuts import cut_examples
-from .engine import autograd_on, evaluate, integrate
+from .engine import autograd_on, evaluate, integrate, outputs_at_x
 from ..core.errors import CompletenessWarning, UnitscopeError
-from ..core.inputs import Target, main_output, make_target, prepare
+from ..core.inputs import Target, make_target, model_device, prepare
 from .estimates import diagnose_sums
 from .results import Scores
 from ..core.sites import resolve
@@ -43,28 +43,6 @@ __all__ = ["conductance", "internal_influence", "grad_x_activation", "activation
 
 #: The scores ``attribute``/``scan`` compute (``scores=``, CLI ``--scores``); ``method`` is the integration rule.
 SCORES = ("conductance", "internal_influence", "grad_x_activation", "activation")
-METHODS = SCORES  # the old name of the same tuple, kept for imports
-
-
-def _device(model: nn.Module):
-    for p in model.parameters():
-        return p.device
-    for b in model.buffers():
-        return b.device
-    return None
-
-
-def _outputs_at_x(model, batch, internal_batch_size):
-    step = batch.n if internal_batch_size is None else max(1, internal_batch_size)
-    outs = []
-    with torch.no_grad():
-        for e0 in range(0, batch.n, step):
-            ex = torch.arange(e0, min(batch.n, e0 + step))
-            out = main_output(batch.call(model, batch.path_rows(ex, torch.ones(ex.numel(), dtype=torch.float64)), ex))
-            if out is None:
-                return None
-            outs.append(out)
-    return torch.cat(outs)
 
 
 def _endpoints(model, batch, target, internal_batch_size):
@@ -181,7 +159,7 @@ def attribute(model: nn.Module, inputs, layers, *, scores=SCORES, baselines=None
                    use_input=attribute_to_layer_input)
     modules = {id(s.module): s.name for s in sites}
     path_methods = [m for m in methods if m in ("conductance", "internal_influence")]
-    batch = prepare(inputs, baselines, additional_forward_args, device=_device(model), allow_ids=not path_methods,
+    batch = prepare(inputs, baselines, additional_forward_args, device=model_device(model), allow_ids=not path_methods,
                     embedding=embedding, model=model)
     n = batch.n
     point_methods = [m for m in methods if m in ("grad_x_activation", "activation")]
@@ -191,7 +169,7 @@ def attribute(model: nn.Module, inputs, layers, *, scores=SCORES, baselines=None
             dictionaries_mode(s.dictionary for s in sites), autograd_on():
         needs_target = bool(path_methods) or "grad_x_activation" in methods
         if needs_target and target is None:
-            tgt = make_target(None, n, _outputs_at_x(model, batch, internal_batch_size))
+            tgt = make_target(None, n, outputs_at_x(model, batch, internal_batch_size))
         elif needs_target:
             tgt = make_target(target, n)
         else:

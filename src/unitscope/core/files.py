@@ -1,8 +1,7 @@
 """Files unitscope writes and reads back: written atomically, read without running code.
 
 >>> import tempfile, pathlib, torch
->>> path = pathlib.Path(tempfile.mkdtemp()) / "blob.pt"
->>> atomic_save({"w": torch.ones(2), "note": "plain data"}, path)
+>>> path = atomic_save({"w": torch.ones(2), "note": "plain data"}, pathlib.Path(tempfile.mkdtemp()) / "blob.pt")
 >>> safe_load(path, what="blob")["note"]
 'plain data'
 
@@ -14,7 +13,9 @@ is not a zip archive (a bare pickle) is refused without unpickling anything; a t
 CRC checksums do not match) is reported as damaged.
 
 Writes go to a temporary file beside the target, then ``os.replace``: a reader sees the old file or the new one,
-never half of one — also when the writer is killed.
+never half of one — also when the writer is killed. :func:`atomic_write` is the one implementation (results,
+checkpoints, caches, manifests, pages, figures); the file gets the permissions of any file written there (the
+process's umask), not the private ones of a temporary file.
 """
 
 from __future__ import annotations
@@ -28,8 +29,9 @@ from pathlib import Path
 import torch
 
 from .errors import UnitscopeError
+from .faults import is_oom
 
-__all__ = ["atomic_save", "atomic_write_text", "atomic_write_bytes", "safe_load", "check_writable",
+__all__ = ["atomic_write", "atomic_save", "atomic_write_text", "atomic_write_bytes", "safe_load", "check_writable",
            "UnsafeFileError", "DamagedFileError"]
 
 
@@ -41,7 +43,15 @@ class DamagedFileError(UnitscopeError):
     """A file that is truncated, corrupted or not in unitscope's format."""
 
 
-def _atomic(path, write) -> None:
+def atomic_write(path, write) -> Path:
+    """Call ``write(f)`` on a binary file beside ``path``, then rename it to ``path``: a reader sees the old file or
+    the new one, never half of one; if ``write`` raises, the old file is left as it was. Returns ``path``.
+
+    >>> import tempfile, pathlib
+    >>> p = atomic_write(pathlib.Path(tempfile.mkdtemp()) / "a.txt", lambda f: f.write(b"hello"))
+    >>> p.read_text()
+    'hello'
+    """
     path = Path(path)
     fd, tmp = tempfile.mkstemp(dir=path.parent, prefix=f".{path.name}.", suffix=".tmp")
     try:
@@ -49,29 +59,29 @@ def _atomic(path, write) -> None:
             write(f)
             f.flush()
             os.fsync(f.fileno())
+        umask = os.umask(0)
+        os.umask(umask)
+        os.chmod(tmp, 0o666 & ~umask)   # as any file written here (mkstemp makes 0600)
         os.replace(tmp, path)
     finally:
         if os.path.exists(tmp):
             os.remove(tmp)
+    return path
 
 
-def atomic_save(obj, path) -> None:
-    """``torch.save(obj)`` to a temporary file beside ``path``, then rename: never a half-written file."""
-    _atomic(path, lambda f: torch.save(obj, f))
+def atomic_save(obj, path) -> Path:
+    """``torch.save(obj)`` to ``path`` atomically (:func:`atomic_write`)."""
+    return atomic_write(path, lambda f: torch.save(obj, f))
 
 
-def atomic_write_bytes(path, data: bytes) -> None:
-    """Write ``data`` to ``path`` atomically (temporary file + ``os.replace``)."""
-    _atomic(path, lambda f: f.write(data))
+def atomic_write_bytes(path, data: bytes) -> Path:
+    """Write ``data`` to ``path`` atomically (:func:`atomic_write`)."""
+    return atomic_write(path, lambda f: f.write(data))
 
 
-def atomic_write_text(path, text: str, encoding: str = "utf-8") -> None:
-    """Write ``text`` to ``path`` atomically: if anything fails, the previous file is left as it was."""
-    atomic_write_bytes(path, text.encode(encoding))
-
-
-def _is_oom(e: BaseException) -> bool:
-    return isinstance(e, MemoryError) or "out of memory" in str(e) or "can't allocate memory" in str(e)
+def atomic_write_text(path, text: str, encoding: str = "utf-8") -> Path:
+    """Write ``text`` to ``path`` atomically (:func:`atomic_write`), exactly as given (no newline translation)."""
+    return atomic_write_bytes(path, text.encode(encoding))
 
 
 def safe_load(path, *, what: str = "file"):
@@ -102,7 +112,7 @@ def safe_load(path, *, what: str = "file"):
                               hint="unitscope writes only plain data; load files only from people you trust, "
                                    "and never with torch.load(weights_only=False)") from None
     except (RuntimeError, EOFError) as e:
-        if _is_oom(e):
+        if is_oom(e):
             raise
         raise DamagedFileError(f"{what} {str(path)!r} cannot be read", hint=str(e).splitlines()[0]) from None
 

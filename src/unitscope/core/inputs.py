@@ -25,7 +25,24 @@ import torch
 
 from .errors import UnitscopeError
 
-__all__ = ["Batch", "prepare", "Target", "make_target", "in_model_dtype", "result_dtype", "token_embedding"]
+__all__ = ["Batch", "prepare", "Target", "make_target", "model_device", "in_model_dtype", "result_dtype",
+           "token_embedding"]
+
+
+def model_device(model, default=None):
+    """Where the model runs: the device of its first parameter, else of its first buffer, else ``default`` (a model
+    with neither runs wherever its inputs are: ``None`` leaves them where they are; synthesis, which makes its own
+    inputs, passes the CPU).
+
+    >>> import torch.nn as nn
+    >>> model_device(nn.Linear(2, 1)), model_device(nn.ReLU()), model_device(nn.ReLU(), torch.device("cpu"))
+    (device(type='cpu'), None, device(type='cpu'))
+    """
+    for p in model.parameters():
+        return p.device
+    for b in model.buffers():
+        return b.device
+    return default
 
 
 def in_model_dtype(model, x: torch.Tensor) -> torch.Tensor:

@@ -27,9 +27,8 @@ from ..core.capture import site_hooks
 from ..core.dictionary import attach, dictionaries_mode
 from ..core.errors import UnitscopeError
 from ..core.faults import is_oom, model_errors, with_oom_hint
-from ..core.inputs import make_target, prepare
+from ..core.inputs import make_target, model_device, prepare
 from ..core.progress import bar
-from ..attribution.scores import _device
 from ..core.sites import resolve
 from ..core.state import analysis_mode
 from ..core.units import pick_part, resolve_units
@@ -162,7 +161,7 @@ def ablation_scores(model: nn.Module, inputs, layer, *, units=None, target=None,
     error node kept; ablating the error node replaces the layer by its reconstruction (:func:`ablate`).
     """
     (site,) = attach(model, resolve(model, [layer]), dictionaries)
-    batch = prepare(inputs, None, additional_forward_args, device=_device(model), allow_ids=True)
+    batch = prepare(inputs, None, additional_forward_args, device=model_device(model), allow_ids=True)
     n = batch.n
     if site.dictionary is not None:
         with analysis_mode(model), dictionaries_mode([site.dictionary]), torch.no_grad():
@@ -215,7 +214,7 @@ def cumulative_ablation(model: nn.Module, inputs, layer, order, *, max_units: in
     ``progress``: a bar over the examples.
     """
     (site,) = resolve(model, [layer])
-    batch = prepare(inputs, None, additional_forward_args, device=_device(model), allow_ids=True)
+    batch = prepare(inputs, None, additional_forward_args, device=model_device(model), allow_ids=True)
     n = batch.n
     order = torch.as_tensor(order)
     m_max = order.shape[1] if max_units is None else min(max_units, order.shape[1])

@@ -37,13 +37,6 @@ class ScanResult:
         return list(self.stats)
 
     @property
-    def methods(self) -> list[str]:
-        """Deprecated name of :attr:`scores`."""
-        import warnings
-        warnings.warn("ScanResult.methods is now ScanResult.scores", DeprecationWarning, stacklevel=2)
-        return self.scores
-
-    @property
     def layers(self) -> list[str]:
         return list(next(iter(self.stats.values()))) if self.stats else []
 

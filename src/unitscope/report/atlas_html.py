@@ -125,7 +125,7 @@ def render_atlas(atlas, out_dir, *, title: str | None = None, value_range=(0.0, 
     returns the page's path. The page needs no network and no server (open the file)."""
     from importlib.resources import files
 
-    from .manifest import atomic_write_text
+    from ..core.files import atomic_write_text
 
     out = Path(out_dir)
     img_dir = out / "img"

@@ -18,7 +18,6 @@ from __future__ import annotations
 import json
 import os
 import sys
-import tempfile
 
 import numpy as np
 import torch
@@ -28,6 +27,7 @@ from matplotlib.figure import Figure
 from matplotlib.image import AxesImage
 
 from ..attribution.results import SIGN_COLOURS
+from ..core.files import atomic_write
 
 __all__ = ["aggregate", "scaled_pixels", "attribution_overlay", "overlay", "pixel_pictures", "save_figure",
            "describe", "plt", "new_figure", "subplots", "importance_bars", "DIVERGING", "SIGN_COLOURS"]
@@ -270,16 +270,10 @@ def save_figure(fig, path, *, dpi: int = 110) -> str:
     if fig.canvas is None or not hasattr(fig.canvas, "print_png"):
         FigureCanvasAgg(fig)
     info = describe(fig)
-    fd, tmp = tempfile.mkstemp(dir=folder, prefix=".fig-", suffix=".png")
-    os.close(fd)
     try:
-        fig.savefig(tmp, dpi=dpi, bbox_inches="tight", format="png",
-                    metadata={"Title": info["title"], "unitscope": json.dumps(info)})
-        os.chmod(tmp, 0o644)  # mkstemp makes 0600; a figure is meant to be shared
-        os.replace(tmp, path)
+        atomic_write(path, lambda f: fig.savefig(f, dpi=dpi, bbox_inches="tight", format="png",
+                                                 metadata={"Title": info["title"], "unitscope": json.dumps(info)}))
     finally:
-        if os.path.exists(tmp):
-            os.remove(tmp)
         pyplot = sys.modules.get("matplotlib.pyplot")  # a figure made with pyplot elsewhere: release it there
         if pyplot is not None:
             pyplot.close(fig)  # a no-op for the figures made here

@@ -36,7 +36,8 @@ import os
 from pathlib import Path
 
 from .legacy import IMAGE_TYPES, flatten, legacy_entry, paper_rows
-from .manifest import MANIFEST, atomic_write_text, read_entry
+from ..core.files import atomic_write_text
+from .manifest import MANIFEST, read_entry, read_json
 from .tables import fmt, render_table
 
 __all__ = ["build_report", "find_entries", "flatten", "paper_rows", "fmt"]
@@ -95,13 +96,6 @@ def _markdown(path: Path) -> str:
     return md.render(path.read_text(errors="replace"))
 
 
-def _read_json(path: Path):
-    try:
-        return json.loads(path.read_text())
-    except (ValueError, OSError) as e:
-        return {"_unreadable": f"{path.name}: {e}"}
-
-
 def _section(root: Path, out_dir: Path, folder: Path, entry: dict, status: dict | None) -> dict:
     """An entry with its files resolved (paths relative to the report, existence checked) for the template."""
     from .figures import read_figure_info
@@ -144,7 +138,7 @@ def _section(root: Path, out_dir: Path, folder: Path, entry: dict, status: dict 
             "comparisons": [dict(c, ours=fmt(c.get("ours")), paper=fmt(c.get("paper")))
                             for c in entry.get("comparisons", [])],
             "documents": docs, "snippets": snippets, "links": links, "summary": summary,
-            "raw": _read_json(summary["file"]) if summary else None}
+            "raw": read_json(summary["file"]) if summary else None}
 
 
 def _failed(name: str, status: dict) -> dict:
@@ -209,7 +203,7 @@ def build_report(results_dir, out=None, *, title: str = "unitscope report", allo
     if out.parent and not out.parent.is_dir():
         raise UnitscopeError(f"folder of {str(out)!r} does not exist")
     status_file = root / "demo_status.json"
-    run = _read_json(status_file) if status_file.exists() else {}
+    run = read_json(status_file) if status_file.exists() else {}
     statuses = run.get("studies", {}) if isinstance(run, dict) else {}
     sections, not_run = _sections(root, out.parent.resolve() if out.parent else Path("."), statuses)
     if not allow_empty and not sections and not not_run:

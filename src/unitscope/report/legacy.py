@@ -18,10 +18,10 @@ from __future__ import annotations
 
 import ast
 import importlib.util
-import json
 import re
 from pathlib import Path
 
+from .manifest import read_json
 from .tables import fmt
 
 __all__ = ["flatten", "paper_rows", "humanize", "legacy_entry", "IMAGE_TYPES"]
@@ -99,13 +99,6 @@ def _docstring(name: str) -> tuple[str, str]:
     return title, para
 
 
-def _read_json(path: Path):
-    try:
-        return json.loads(path.read_text())
-    except (ValueError, OSError) as e:
-        return {"_unreadable": f"{path.name}: {e}"}
-
-
 def _is_page(path: Path) -> bool:
     """A whole HTML document (linked, not pasted into the report) rather than a fragment."""
     with open(path, errors="replace") as f:
@@ -121,7 +114,7 @@ def legacy_entry(folder: Path, name: str) -> dict:
                    and p.name not in ("log.txt",))
     summaries = [p for p in files if p.suffix == ".json"]
     main = next((p for p in summaries if p.stem == name), summaries[0] if summaries else None)
-    summary = _read_json(main) if main else None
+    summary = read_json(main) if main else None
     pairs = paper_rows(flatten(summary)) if isinstance(summary, dict) else []
     title, about = _docstring(name)
     heads = [f"{humanize(p['quantity'])}{' (' + humanize(p['setting']) + ')' if p['setting'] else ''}: ours "

@@ -32,8 +32,8 @@ Fields (all but ``title`` and ``description`` optional):
 * ``summary``: the study's JSON summary file (linked from the report), ``quick`` and ``scale`` (how small a quick
   run is), ``order`` (a number; the demo's studies use 10, 20, …), ``name`` (defaults to the folder's name).
 
-Paths are relative to the manifest's folder. The file is written atomically (a temporary file beside it, then
-``os.replace``), so a failure while writing leaves the previous manifest intact.
+Paths are relative to the manifest's folder. The file is written atomically (:func:`unitscope.core.files.atomic_write`),
+so a failure while writing leaves the previous manifest intact.
 """
 
 from __future__ import annotations
@@ -41,10 +41,11 @@ from __future__ import annotations
 import json
 import os
 import re
-import tempfile
 from pathlib import Path
 
-__all__ = ["MANIFEST", "write_entry", "read_entry", "looks_like_key", "atomic_write_text"]
+from ..core.files import atomic_write_text
+
+__all__ = ["MANIFEST", "write_entry", "read_entry", "read_json", "looks_like_key"]
 
 MANIFEST = "manifest.json"
 VERSION = 1
@@ -64,23 +65,6 @@ def looks_like_key(text: str) -> bool:
         return True
     parts = [p.strip() for p in text.split(";") if p.strip()]
     return bool(parts) and all(re.fullmatch(r"[\w.\[\] ,]+:\s*\S+", p) and len(p.split()) <= 3 for p in parts)
-
-
-def atomic_write_text(path, text: str) -> Path:
-    """Write ``text`` to ``path`` through a temporary file in the same folder and ``os.replace``."""
-    path = Path(path)
-    fd, tmp = tempfile.mkstemp(dir=path.parent, prefix=f".{path.name}.", suffix=".tmp")
-    try:
-        with os.fdopen(fd, "w", encoding="utf-8", newline="") as f:
-            f.write(text)
-        umask = os.umask(0)
-        os.umask(umask)
-        os.chmod(tmp, 0o666 & ~umask)
-        os.replace(tmp, path)
-    finally:
-        if os.path.exists(tmp):
-            os.remove(tmp)
-    return path
 
 
 def _rel(out: Path, p) -> str:
@@ -157,3 +141,13 @@ def read_entry(path) -> dict:
     if not isinstance(entry, dict) or "title" not in entry:
         raise ValueError(f"{path}: not a unitscope manifest (no title)")
     return entry
+
+
+def read_json(path) -> dict:
+    """A study's JSON file as read for the report: the object, or ``{"_unreadable": "NAME: why"}`` when it cannot be
+    read, so that one broken file shows as such instead of stopping the report."""
+    path = Path(path)
+    try:
+        return json.loads(path.read_text())
+    except (ValueError, OSError) as e:
+        return {"_unreadable": f"{path.name}: {e}"}

@@ -14,8 +14,9 @@ import torch
 from scipy import stats
 
 from ..data.ablation import ablation_scores, cumulative_ablation
-from ..core.inputs import prepare
-from ..attribution.scores import SCORES, _device, _outputs_at_x, attribute
+from ..core.inputs import model_device, prepare
+from ..attribution.engine import outputs_at_x
+from ..attribution.scores import SCORES, attribute
 from ..core.state import analysis_mode
 
 __all__ = ["ablation_agreement", "flip_counts", "summarize_agreement", "summarize_flips", "pearson",
@@ -85,9 +86,9 @@ def flip_counts(model, inputs, layer, order: torch.Tensor, *, max_units: int | N
     (``flips_at``; NaN if none up to ``max_units``, default: every channel in ``order``), and whether ablating
     the first 10 flips it (``flip_top10``).
     """
-    batch = prepare(inputs, None, additional_forward_args, device=_device(model))
+    batch = prepare(inputs, None, additional_forward_args, device=model_device(model))
     with analysis_mode(model), torch.no_grad():
-        label = _outputs_at_x(model, batch, None).argmax(1).cpu()
+        label = outputs_at_x(model, batch, None).argmax(1).cpu()
     after = cumulative_ablation(model, inputs, layer, order, max_units=max_units,
                                 target=lambda out: out.argmax(1).to(out.dtype),
                                 additional_forward_args=additional_forward_args,

@@ -42,7 +42,7 @@ import torch.nn as nn
 from ..core.progress import bar as progress_bar
 
 from ..core.errors import UnitscopeError
-from ..core.inputs import result_dtype
+from ..core.inputs import model_device, result_dtype
 from .generators import DecoderGenerator, PixelEncoder
 from .inverse_baselines import langevin_sampler, penalized_am
 from .inverse_problem import (Constraint, InverseSet, InverseSetWarning, _as_constraints, _closest_report, _frozen,
@@ -80,7 +80,7 @@ def sample_inverse_set(model: nn.Module, constraints, generator, *, encoder=None
     prob = _Problem(model, cons, generator, encoder)
     n_seeds = min(n_seeds, n_samples)
     rng = torch.Generator().manual_seed(seed)
-    device = next((p.device for p in model.parameters()), torch.device("cpu"))
+    device = model_device(model, torch.device("cpu"))
     desc = " ∩ ".join(str(c) for c in prob.constraints)
     max_sample_steps = max_sample_steps or max(50, 8 * math.ceil(n_samples / n_seeds))
 

@@ -10,7 +10,7 @@ import time
 
 import torch
 import torch.nn as nn
-from ..core.inputs import result_dtype
+from ..core.inputs import model_device, result_dtype
 from ..core.progress import bar as progress_bar
 
 from .generators import PixelEncoder
@@ -32,7 +32,7 @@ def _setup(model, constraints, generator, encoder, n, seed):
     cons = _as_constraints(constraints)
     prob = _Problem(model, cons, generator, encoder if encoder is not None else PixelEncoder())
     rng = torch.Generator().manual_seed(seed)
-    device = next((p.device for p in model.parameters()), torch.device("cpu"))
+    device = model_device(model, torch.device("cpu"))
     z = generator.sample_codes(n, generator=rng).to(device)
     with torch.no_grad():
         _, f0, _ = prob(z)

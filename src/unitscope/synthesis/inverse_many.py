@@ -27,7 +27,7 @@ from ..core.progress import bar as progress_bar
 
 from ..core.capture import Recorder
 from ..core.errors import UnitscopeError
-from ..core.inputs import in_model_dtype, result_dtype
+from ..core.inputs import in_model_dtype, model_device, result_dtype
 from ..core.sites import resolve
 from ..core.slices import channel_slice
 from .generators import DecoderGenerator
@@ -92,7 +92,7 @@ def sample_inverse_sets(model: nn.Module, layer, problems, generator, *, n_sampl
     (site,) = resolve(model, [layer])
     seeds = list(range(len(problems))) if seeds is None else [int(s) for s in seeds]
     p_n, k = len(problems), int(n_samples)
-    device = next((p.device for p in model.parameters()), torch.device("cpu"))
+    device = model_device(model, torch.device("cpu"))
     units = torch.tensor([u for u, _, _ in problems], device=device).repeat_interleave(k)
     lo = torch.tensor([a for _, a, _ in problems], device=device).view(-1, 1)
     hi = torch.tensor([b for _, _, b in problems], device=device).view(-1, 1)

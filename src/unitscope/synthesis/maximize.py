@@ -27,7 +27,7 @@ from ..core.progress import bar as progress_bar
 from ..core.capture import Recorder, site_hooks
 from ..core.errors import UnitscopeError
 from ..core.faults import model_errors
-from ..core.inputs import in_model_dtype, result_dtype
+from ..core.inputs import in_model_dtype, model_device, result_dtype
 from .objectives import Acts, Objective, channel, independent, unit_values
 from .params import Augment, make_param
 from ..core.sites import resolve
@@ -50,10 +50,6 @@ class Maximized:
     def own(self) -> torch.Tensor:
         """``[B]``: each row's unit activation on its final (un-augmented) image."""
         return self.activations.gather(1, self.units.view(-1, 1)).squeeze(1)
-
-
-def _device(model):
-    return next((p.device for p in model.parameters()), torch.device("cpu"))
 
 
 class _RedirectedReLU(torch.autograd.Function):
@@ -126,7 +122,7 @@ def maximize(model: nn.Module, objective: Objective, *, batch: int, shape: tuple
     if steps < 1 or batch < 1:
         raise UnitscopeError("steps and batch must be positive", steps=steps, batch=batch)
     sites = resolve(model, list(dict.fromkeys(objective.layers + (watch.layers if watch else ()))))
-    device = _device(model)
+    device = model_device(model, torch.device("cpu"))
     trace = torch.empty(steps, batch)
     watched = torch.empty(steps, batch) if watch is not None else None
     with analysis_mode(model), autograd_on():   # the parameterization too: no inference tensors
@@ -177,7 +173,8 @@ def _run_units(model, layer, units, kind, *, shape, spec=None, **kw) -> Maximize
     obj = channel(site.name, units, spec=spec) if kind == "am" else independent(site.name, units, spec=spec)
     r = maximize(model, obj, batch=len(units), shape=shape, watch=channel(site.name, units, spec=spec), **kw)
     with analysis_mode(model), torch.no_grad():
-        acts = unit_values(_forward_acts(model, [site], r.images.to(_device(model))), site.name, spec).cpu()
+        images = r.images.to(model_device(model, torch.device("cpu")))
+        acts = unit_values(_forward_acts(model, [site], images), site.name, spec).cpu()
     r.layer, r.units, r.activations = site.name, units, acts.to(result_dtype(model))
     return r
 

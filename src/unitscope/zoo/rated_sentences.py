@@ -27,7 +27,6 @@ from __future__ import annotations
 import hashlib
 import html
 import io
-import os
 import subprocess
 import sys
 import tarfile
@@ -39,6 +38,7 @@ import numpy as np
 import torch
 
 from ..core.errors import UnitscopeError
+from ..core.files import atomic_write_bytes
 from .cache import cache_dir
 
 __all__ = ["DOMAINS", "PACKAGE", "INNER_ARCHIVE", "FILENAME", "SHA256", "ReviewSplit", "MovieReviews", "movie_reviews",
@@ -93,19 +93,6 @@ class MovieReviews:
 
 def _sha256(data: bytes) -> str:
     return hashlib.sha256(data).hexdigest()
-
-
-def _atomic_write(data: bytes, path: Path) -> None:
-    path.parent.mkdir(parents=True, exist_ok=True)
-    fd, tmp = tempfile.mkstemp(dir=path.parent, prefix=path.name, suffix=".tmp")
-    try:
-        with os.fdopen(fd, "wb") as f:
-            f.write(data)
-        os.chmod(tmp, 0o644)
-        os.replace(tmp, path)
-    finally:
-        if os.path.exists(tmp):
-            os.remove(tmp)
 
 
 def _member(tar: tarfile.TarFile, suffix: str) -> bytes | None:
@@ -190,7 +177,8 @@ def verified_file(filename: str, sha256: str | None, *, source=None, what: str, 
     if sha256 is not None and got != sha256:
         raise UnitscopeError(f"checksum mismatch for {where}: {what}", expected=sha256, got=got, hint=hint)
     if where != str(path):
-        _atomic_write(data, path)
+        path.parent.mkdir(parents=True, exist_ok=True)
+        atomic_write_bytes(path, data)
     return path
 
 

@@ -34,6 +34,7 @@ import warnings
 import numpy as np
 import torch
 import torch.nn as nn
+from _timing import add_device, clock, device_of
 
 import unitscope as us
 from unitscope.attribution import paths
@@ -45,7 +46,7 @@ from unitscope.core.state import analysis_mode
 
 
 def _units(t: torch.Tensor) -> torch.Tensor:
-    return reduce_units(t.double())
+    return reduce_units(t.detach().double()).cpu()
 
 
 def _errors(est: torch.Tensor, ref: torch.Tensor, k: int = 10) -> np.ndarray:
@@ -61,23 +62,23 @@ def _case(name, model, x, layers, *, baselines, extra, steps, ref_steps, ibs, ca
 
     kw = dict(baselines=baselines, target=0, additional_forward_args=extra, gap_warning=None, progress=False,
               internal_batch_size=ibs)
-    t0 = time.perf_counter()
-    ref = us.conductance(model, x, layers, n_steps=ref_steps, rtol=1e-9, **kw)
-    out = {"reference_evals": int(ref.n_evals.max()), "reference_s": time.perf_counter() - t0, "curves": {},
+    ref_s, ref = clock(lambda: us.conductance(model, x, layers, n_steps=ref_steps, rtol=1e-9, **kw), x.device,
+                       time.perf_counter)
+    out = {"reference_evals": int(ref.n_evals.max()), "reference_s": ref_s, "curves": {},
            "ok": {layer: bool(ref.ok[layer]) for layer in layers}}
     curves = {"ours (adaptive)": {}, "ours (gausslegendre)": {}, "captum": {}}
     units = []   # per top-10 unit of the adaptive default: (true error, estimate, reference's error), / scale
     for n in steps:
         s = us.conductance(model, x, layers, n_steps=n, **kw)
         errs = [_errors(s[layer], ref[layer]) for layer in layers]
-        curves["ours (adaptive)"][n] = (float(np.mean(s.n_evals.numpy())), float(max(e.max() for e in errs)))
+        curves["ours (adaptive)"][n] = (float(np.mean(s.n_evals.cpu().numpy())), float(max(e.max() for e in errs)))
         for layer in layers:
             r = _units(ref[layer])
             idx = r.abs().topk(min(10, r.shape[1]), dim=1).indices
             scale = r.abs().amax(1, keepdim=True).clamp_min(1e-30)
             true = (_units(s[layer]) - r).abs().gather(1, idx) / scale
-            est = s.unit_error[layer].double().gather(1, idx) / scale
-            rerr = ref.unit_error[layer].double().gather(1, idx) / scale
+            est = s.unit_error[layer].double().cpu().gather(1, idx) / scale
+            rerr = ref.unit_error[layer].double().cpu().gather(1, idx) / scale
             if out["ok"][layer]:   # a reference that is not ok is no reference
                 units.append(torch.stack([true, est, rerr], -1).reshape(-1, 3).numpy())
         if n <= 64 and "gausslegendre" not in out.get("unsupported", ""):
@@ -145,23 +146,16 @@ def _cost_per_eval(model, x, layer, device, n=32, repeats=2):
                 ("trapezoid", lambda: integrate(model, batch, tgt, sites, alphas, weights, conductance="trapezoid")),
                 ("gausslegendre_jvp", lambda: integrate(model, batch, tgt, sites, alphas, weights,
                                                         conductance="jvp"))):
-            best = min(_timed(fn) for _ in range(repeats))
+            best = min(clock(fn, device, time.perf_counter)[0] for _ in range(repeats))
             times[label] = best / alphas.numel()
     best, evals = None, None
     for _ in range(repeats):
-        t0 = time.perf_counter()
-        s = us.conductance(model, x, [layer], n_steps=n + 2, gap_warning=None, progress=False)
-        dt = time.perf_counter() - t0
+        dt, s = clock(lambda: us.conductance(model, x, [layer], n_steps=n + 2, gap_warning=None, progress=False),
+                      device, time.perf_counter)
         if best is None or dt < best:
             best, evals = dt, float(s.n_evals.float().mean())
     times["adaptive"] = best / evals
     return times
-
-
-def _timed(fn):
-    t0 = time.perf_counter()
-    fn()
-    return time.perf_counter() - t0
 
 
 class _LogOdds(nn.Module):
@@ -176,7 +170,7 @@ class _LogOdds(nn.Module):
 
 def main(argv=None):
     p = argparse.ArgumentParser(description=__doc__.split("\n\n")[0])
-    p.add_argument("--device", default="cpu")
+    add_device(p)
     p.add_argument("--quick", action="store_true")
     p.add_argument("--out", default=os.path.join(os.path.dirname(__file__), "results", "accuracy"),
                    help="folder for the figure, the JSON summary and the report's manifest entry")
@@ -190,6 +184,7 @@ def main(argv=None):
         return
     torch.manual_seed(0)
     warnings.simplefilter("ignore", us.CompletenessWarning)
+    args.device = device_of(args.device)
     q = args.quick
     ref_steps = 1024 if q else 4096
     steps = (16, 32, 64, 128) if q else (16, 32, 64, 128, 256, 512)
@@ -229,9 +224,9 @@ def main(argv=None):
     from unitscope.zoo.minilm import minilm_sentiment, mlp_layers
     from unitscope.zoo.sentiment import movie_reviews
     trained = minilm_sentiment(progress=False)            # cached in the user cache after its first training
-    lm = _LogOdds(trained.model).eval().to(args.device)
     sents = movie_reviews().test.sentences[:4 if q else 16]
-    enc = trained.encode(sents)
+    enc = trained.encode(sents)          # on the CPU: encode embeds the ids with trained.model, not yet moved
+    lm = _LogOdds(trained.model).eval().to(args.device)
     layers = ["m." + n for n in (mlp_layers()[:2] if q else mlp_layers())]
     results["minilm"] = _case(f"MiniLM MLP ({len(sents)} test sentences)", lm, enc.embeddings.to(args.device), layers,
                               baselines=enc.baselines.to(args.device), extra=(enc.attention_mask.to(args.device),),
@@ -260,7 +255,7 @@ def main(argv=None):
         "reference_ok": {k: v["ok"] for k, v in results.items()},
         "curves": {k: v["curves"] for k, v in results.items()},
         "quick": q, "reference_evals": ref_steps, "total_s": time.perf_counter() - t_all,
-        "torch": torch.__version__,
+        "torch": torch.__version__, "device": str(args.device),
     }
     os.makedirs(args.out, exist_ok=True)
     fig = _figure(results, os.path.join(args.out, f"accuracy{'_quick' if q else ''}.png"))

@@ -2,6 +2,8 @@
 
     python bench/accuracy_nodes.py                    # cat and coffee, blocks.1 and blocks.3 (≈ 8 min per photo
                                                       # on one CPU thread for the grid, cached; then ≈ 2 min)
+    python bench/accuracy_nodes.py --quick            # the cat, adaptive at 16 and 32 evaluations
+    python bench/accuracy_nodes.py --device cuda      # on the GPU (its grid cached apart: cat-cuda.npz)
 
 EfficientNet-Lite0 is ReLU6 + BatchNorm: along the straight path y(α) is piecewise linear and ∂F/∂y piecewise
 constant, with a jump wherever any later ReLU6 switches; on the cat 7.5 of F(x) − F(x') = 9.2 accrue in
@@ -36,6 +38,7 @@ import warnings
 import numpy as np
 import torch
 import torch.nn as nn
+from _timing import add_device, clock, device_of
 
 import unitscope as us
 from unitscope.attribution.engine import evaluate
@@ -60,19 +63,22 @@ def _grid() -> np.ndarray:
 
 
 def _record(net, img, path):
-    """y and g of the blocks at every grid node (float32), F at every node."""
+    """y and g of the blocks at every grid node (float32), F at every node (computed on ``img``'s device, kept on
+    the CPU)."""
+    device = img.device
     layers = [f"m.blocks.{b}" for b in BLOCKS]
-    sites, batch, tgt = resolve(net, layers), prepare(img, None, None, device="cpu"), make_target(0, 1)
+    sites, batch, tgt = resolve(net, layers), prepare(img, None, None, device=device), make_target(0, 1)
     alphas = torch.from_numpy(_grid()).double()
     Y, G, Fs = {b: [] for b in BLOCKS}, {b: [] for b in BLOCKS}, []
     with analysis_mode(net):
         for k in range(0, alphas.numel(), 32):
-            a = alphas[k:k + 32]
-            ev = evaluate(net, batch, tgt, sites, torch.zeros(a.numel(), dtype=torch.long), a, need_grad=True)
-            Fs.append(ev.F.double())
+            a = alphas[k:k + 32].to(device)
+            ev = evaluate(net, batch, tgt, sites, torch.zeros(a.numel(), dtype=torch.long, device=device), a,
+                          need_grad=True)
+            Fs.append(ev.F.double().cpu())
             for b, layer in zip(BLOCKS, layers):
-                Y[b].append(ev.values[layer][0])
-                G[b].append(ev.grads[layer][0])
+                Y[b].append(ev.values[layer][0].cpu())
+                G[b].append(ev.grads[layer][0].cpu())
     np.savez(path, alpha=alphas.numpy(), F=torch.cat(Fs).numpy(),
              **{f"y{b}": torch.cat(Y[b]).numpy() for b in BLOCKS}, **{f"g{b}": torch.cat(G[b]).numpy() for b in BLOCKS})
 
@@ -132,23 +138,28 @@ def main(argv=None):
     p = argparse.ArgumentParser(description=__doc__.split("\n\n")[0])
     p.add_argument("--photos", default="cat,coffee")
     p.add_argument("--cache", default=os.path.join(os.path.expanduser("~"), ".cache", "unitscope", "accuracy_nodes"))
+    p.add_argument("--quick", action="store_true", help="the cat only, the adaptive rule at 16 and 32 evaluations")
+    add_device(p)
     args = p.parse_args(argv)
+    device = device_of(args.device)
     warnings.simplefilter("ignore", us.CompletenessWarning)
     torch.manual_seed(0)
     from unitscope.zoo import efficientnet_lite0, photos
 
-    eff = efficientnet_lite0("cpu")
+    eff = efficientnet_lite0(device)
     os.makedirs(args.cache, exist_ok=True)
     summary = {}
-    for name in args.photos.split(","):
-        img = eff.preprocess(photos([name])[name])[None]
+    photo_names = ["cat"] if args.quick else args.photos.split(",")
+    budgets = (16, 32) if args.quick else (16, 32, 64, 128)
+    for name in photo_names:
+        img = eff.preprocess(photos([name])[name])[None].to(device)
         with torch.no_grad():
             net = _Fixed(eff.model, int(eff.model(img).argmax(1))).eval()
-        path = os.path.join(args.cache, f"{name}.npz")
+        # a grid recorded on another kind of device is another file: the values differ by rounding
+        path = os.path.join(args.cache, f"{name}.npz" if device.type == "cpu" else f"{name}-{device.type}.npz")
         if not os.path.exists(path):
-            t0 = time.perf_counter()
-            _record(net, img, path)
-            print(f"{name}: recorded {_grid().size} nodes in {time.perf_counter() - t0:.0f} s", flush=True)
+            sec, _ = clock(lambda: _record(net, img, path), device, time.perf_counter)
+            print(f"{name}: recorded {_grid().size} nodes in {sec:.0f} s on {device}", flush=True)
         d = np.load(path)
         layers = {b: _Layer(d, b) for b in BLOCKS}
         res = {}
@@ -158,12 +169,12 @@ def main(argv=None):
                   f"width: {res[f'blocks.{b}']['panel_rss']}; oracle placement: "
                   + ", ".join(f"{n} nodes {100 * o['error']:.2f}%" for n, o in res[f"blocks.{b}"]["oracle"].items()),
                   flush=True)
-        for n in (16, 32, 64, 128):
+        for n in budgets:
             s = us.conductance(net, img, [f"m.blocks.{b}" for b in BLOCKS], target=0, n_steps=n, gap_warning=None,
                                progress=False)
             for b, L in layers.items():
-                est = s[f"m.blocks.{b}"][0].double().sum((1, 2)).numpy()
-                ue = s.unit_error[f"m.blocks.{b}"][0].double().numpy()
+                est = s[f"m.blocks.{b}"][0].double().sum((1, 2)).cpu().numpy()
+                ue = s.unit_error[f"m.blocks.{b}"][0].double().cpu().numpy()
                 true = np.abs(est - L.ref)[L.top] / L.scale
                 res[f"blocks.{b}"].setdefault("adaptive", {})[str(n)] = {
                     "evals": int(s.n_evals[0]), "error": L.err(est),
@@ -172,6 +183,7 @@ def main(argv=None):
                 f"blocks.{b} {100 * res[f'blocks.{b}']['adaptive'][str(n)]['error']:.2f}% (true ≤ 3·estimate "
                 f"{res[f'blocks.{b}']['adaptive'][str(n)]['coverage']:.2f})" for b in BLOCKS), flush=True)
         summary[name] = res
+    summary["device"] = str(device)
     print(json.dumps(summary))
 
 

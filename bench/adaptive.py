@@ -5,7 +5,7 @@ baseline = 0, i.e. mid-grey in the model's [-1, 1] input space) for uniform trap
 64 … 1024 evaluations and for ``method="adaptive"`` at budgets 32 … 256; the evaluations each needs for a
 gap ≤ 1 %; and whether adaptive at 128 evaluations is no worse than uniform at 512.
 
-    .venv/bin/python bench/adaptive.py [--photos cat coffee] [--quick]
+    .venv/bin/python bench/adaptive.py [--photos cat coffee] [--quick] [--device cpu]
 
 The last line is one JSON object.
 """
@@ -17,6 +17,7 @@ import json
 import time
 
 import torch
+from _timing import add_device, clock, device_of
 
 import unitscope as us
 from unitscope.zoo import efficientnet_lite0, photos
@@ -25,22 +26,24 @@ BLOCKS = [f"blocks.{i}" for i in range(7)]
 
 
 def worst_gap(model, x, n, method):
-    t = time.perf_counter()
-    s = us.conductance(model, x, BLOCKS, n_steps=n, method=method, rtol=1e-6, gap_warning=None,
-                       internal_batch_size=32, progress=False)
-    return max(float(s.relative_delta(b)[0]) for b in BLOCKS), int(s.n_evals[0]), time.perf_counter() - t
+    """Worst block's relative gap, evaluations used, wall seconds (on CUDA between two synchronizes)."""
+    sec, s = clock(lambda: us.conductance(model, x, BLOCKS, n_steps=n, method=method, rtol=1e-6, gap_warning=None,
+                                          internal_batch_size=32, progress=False), x.device, time.perf_counter)
+    return max(float(s.relative_delta(b)[0]) for b in BLOCKS), int(s.n_evals[0]), sec
 
 
-def main():
+def main(argv=None):
     p = argparse.ArgumentParser()
     p.add_argument("--photos", nargs="*", default=["cat", "coffee"])
     p.add_argument("--quick", action="store_true", help="adaptive 128 vs uniform 512 only")
-    args = p.parse_args()
+    add_device(p)
+    args = p.parse_args(argv)
     torch.set_num_threads(2)
-    net = efficientnet_lite0()
+    device = device_of(args.device)
+    net = efficientnet_lite0(device)
     out = {}
     for name, im in photos(args.photos).items():
-        x = net.preprocess(im)[None]
+        x = net.preprocess(im)[None].to(device)
         rows = {}
         uniform_ns = [512] if args.quick else [64, 128, 256, 512, 1024]
         adaptive_ns = [128] if args.quick else [32, 64, 128, 256]
@@ -61,7 +64,7 @@ def main():
               f"{'PASS' if rows['adaptive128_beats_uniform512'] else 'FAIL'}", flush=True)
         out[name] = rows
     print(json.dumps({"photos": out, "adaptive128_beats_uniform512_all": all(
-        r["adaptive128_beats_uniform512"] for r in out.values())}))
+        r["adaptive128_beats_uniform512"] for r in out.values()), "device": str(device)}))
 
 
 if __name__ == "__main__":

@@ -3,6 +3,8 @@
     PYTHONPATH=OLD/src .venv/bin/python bench/adaptive_identity.py --save old.pt
     PYTHONPATH=NEW/src .venv/bin/python bench/adaptive_identity.py --save new.pt
     .venv/bin/python bench/adaptive_identity.py --compare old.pt new.pt [--rtol 0]
+    .venv/bin/python bench/adaptive_identity.py --quick --device cuda --save cuda.pt   # the same cases on the GPU;
+    .venv/bin/python bench/adaptive_identity.py --compare cpu.pt cuda.pt --rtol 1e-4  # then CPU against GPU
 
 Cases: the digits CNN's 13 layers (4 and 32 steps; adaptive, Gauss–Legendre, trapezoid, Captum-compatible; target
 None and the labels; ``internal_batch_size`` None and small, so blocks and chunks split examples and nodes), a timm
@@ -18,8 +20,10 @@ from __future__ import annotations
 import argparse
 import json
 import sys
+import time
 
 import torch
+from _timing import add_device, clock, device_of
 
 
 def _flat(prefix, obj, out):
@@ -47,13 +51,13 @@ def _scores(prefix, results, out):
         _flat(p + "/n_evals", s.n_evals, out)
 
 
-def _raw(prefix, model, x, layers, target, budget, out, **kw):
+def _raw(prefix, model, x, layers, target, budget, out, **kw):   # x on the model's device
     from unitscope.attribution import adaptive
     from unitscope.core.inputs import make_target, prepare
     from unitscope.core.sites import resolve
     from unitscope.core.state import analysis_mode
 
-    sites, batch = resolve(model, layers), prepare(x, None, None, device="cpu")
+    sites, batch = resolve(model, layers), prepare(x, None, None, device=x.device)
     if target is None:
         with torch.no_grad():
             target = model(x).argmax(1)
@@ -66,7 +70,7 @@ def _raw(prefix, model, x, layers, target, budget, out, **kw):
         _flat(f"{prefix}/raw/{f}", getattr(sums, f), out)
 
 
-def cases(quick: bool = False):
+def cases(quick: bool = False, device="cpu"):
     import timm
     import torch.nn as nn
 
@@ -80,9 +84,9 @@ def cases(quick: bool = False):
 
     out = {}
     all_scores = ["conductance", "internal_influence", "grad_x_activation", "activation"]
-    model = digits_cnn(progress=False).model
+    model = digits_cnn(progress=False).model.to(device)
     test = digits_data()[0]
-    x, y = test.x[:24 if quick else 48], test.y[:24 if quick else 48]
+    x, y = test.x[:24 if quick else 48].to(device), test.y[:24 if quick else 48].to(device)
     layers = default_layers(model)
     for n in (4, 32):
         for method in ("adaptive", "gausslegendre"):
@@ -100,8 +104,8 @@ def cases(quick: bool = False):
                      captum_compatible=True, gap_warning=None, progress=False)
     _scores("digits/8/captum", r, out)
 
-    vit = _vit()
-    xv = torch.rand(3, 3, 32, 32, generator=torch.Generator().manual_seed(1))
+    vit = _vit().to(device)
+    xv = torch.rand(3, 3, 32, 32, generator=torch.Generator().manual_seed(1)).to(device)
     vl = ["blocks.0", "blocks.1.mlp.act", "blocks.0.attn", "norm"]
     for n, method in ((16, "adaptive"), (64, "adaptive"), (16, "gausslegendre")):
         for tname, tgt in (("top", None), ("one", 1)):
@@ -111,19 +115,19 @@ def cases(quick: bool = False):
     _raw("vit/64/raw", vit, xv, vl, 1, 64, out, rtol=1e-3, internal_batch_size=130)
 
     torch.manual_seed(0)
-    tnet, xt = TupleNet().eval(), torch.randn(5, 6)
+    tnet, xt = TupleNet().eval().to(device), torch.randn(5, 6).to(device)
     for method in ("adaptive", "gausslegendre"):
         r = us.attribute(tnet, xt, ["split", "fc1"], scores=all_scores, n_steps=20, method=method, gap_warning=None,
                          progress=False)
         _scores(f"tuple/{method}", r, out)
-    two = TwoInputs().eval()
-    x1, x2, sc = torch.randn(4, 4), torch.randn(4, 3), torch.rand(4) + 0.5
+    two = TwoInputs().eval().to(device)
+    x1, x2, sc = (t.to(device) for t in (torch.randn(4, 4), torch.randn(4, 3), torch.rand(4) + 0.5))
     r = us.attribute(two, (x1, x2), ["mix"], scores=all_scores, additional_forward_args=(sc,), n_steps=24,
                      target=[0, 1, 2, 0], gap_warning=None, progress=False)
     _scores("two_inputs/adaptive", r, out)
 
     torch.manual_seed(0)
-    net64, x64 = cnn(5).double().eval(), torch.randn(3, 3, 8, 8, dtype=torch.float64)
+    net64, x64 = cnn(5).double().eval().to(device), torch.randn(3, 3, 8, 8, dtype=torch.float64).to(device)
     _raw("cnn64/raw", net64, x64, ["3", "6", "10"], 1, 23, out, rtol=1e-12)
     _raw("cnn64/raw_ibs", net64, x64, ["3", "6"], 1, 40, out, rtol=1e-9, internal_batch_size=45)
     r = us.attribute(net64, x64, ["3", "6"], scores=["conductance", "internal_influence"], n_steps=64, rtol=1e-6,
@@ -132,8 +136,8 @@ def cases(quick: bool = False):
 
     if not quick:
         torch.manual_seed(0)
-        cx = timm.create_model("convnext_atto", pretrained=False).eval()
-        xc = torch.randn(2, 3, 64, 64)
+        cx = timm.create_model("convnext_atto", pretrained=False).eval().to(device)
+        xc = torch.randn(2, 3, 64, 64).to(device)
         r = us.attribute(cx, xc, ["stages.1"], scores=["conductance"], n_steps=64, gap_warning=None, progress=False)
         _scores("convnext/adaptive", r, out)
         _raw("convnext/raw", cx, xc, ["stages.1"], None, 64, out, rtol=1e-3)
@@ -183,15 +187,18 @@ def main(argv=None):
     p.add_argument("--compare", nargs=2)
     p.add_argument("--rtol", type=float, default=0.0)
     p.add_argument("--quick", action="store_true")
+    add_device(p)
     args = p.parse_args(argv)
     torch.set_num_threads(1)
+    device = device_of(args.device)
     if args.save:
-        out = cases(args.quick)
+        sec, out = clock(lambda: cases(args.quick, device), device, time.perf_counter)
         torch.save(out, args.save)
-        print(json.dumps({"saved": args.save, "keys": len(out)}))
+        print(json.dumps({"saved": args.save, "keys": len(out), "device": str(device), "seconds": round(sec, 2)}))
     if args.compare:
         a, b = (torch.load(f, weights_only=True) for f in args.compare)
         res = compare(a, b, args.rtol)
+        res["device"] = str(device)   # --compare itself reads two files: the devices they came from are theirs
         print(json.dumps(res))
         return 1 if res["differ"] else 0
     return 0

@@ -6,7 +6,8 @@ digits CNN's 13 layers (what ``unitscope scan`` computes per batch), 256 digits.
     .venv/bin/python bench/adaptive_overhead.py --trees OLD/src NEW/src --repeats 2   # two trees side by side
 
 One torch thread; each time is the minimum over ``--repeats`` runs of this process's CPU time
-(``time.process_time``), so other jobs on a shared machine matter less. With ``--trees`` each tree runs in its own
+(``time.process_time``), so other jobs on a shared machine matter less; on CUDA (``--device cuda``) wall seconds
+between two ``torch.cuda.synchronize()`` (the ``*_cpu_seconds`` keys keep their names). With ``--trees`` each tree runs in its own
 process (``PYTHONPATH=TREE``), the trees taking turns ``--repeats`` times, and the minima per tree are compared
 (``old_over_new``: the first tree's time over the second's). The last line is JSON.
 """
@@ -18,12 +19,13 @@ import json
 import os
 import subprocess
 import sys
-import time
+
+from _timing import add_device, clock, device_of
 
 
 def main(argv=None) -> dict:
     p = argparse.ArgumentParser()
-    p.add_argument("--device", default="cpu")
+    add_device(p)
     p.add_argument("--steps", type=int, nargs="+", default=[4, 32])
     p.add_argument("--repeats", type=int, default=3)
     p.add_argument("--examples", type=int, default=256)
@@ -39,20 +41,13 @@ def main(argv=None) -> dict:
     from unitscope.cli.scan import default_layers
     from unitscope.zoo import digits_cnn, digits_data
 
-    device = torch.device(args.device)
+    device = device_of(args.device)
     model = digits_cnn(progress=False).model.to(device)
     x = digits_data()[0].x[:args.examples].to(device)
     layers = default_layers(model)
 
-    def cpu(fn) -> float:
-        best = float("inf")
-        for _ in range(args.repeats):
-            c = time.process_time()
-            fn()
-            if device.type == "cuda":
-                torch.cuda.synchronize()
-            best = min(best, time.process_time() - c)
-        return best
+    def cpu(fn) -> float:   # CPU seconds of this process; on CUDA wall seconds between synchronizes
+        return min(clock(fn, device)[0] for _ in range(args.repeats))
 
     def floor(n):
         flags = [q.requires_grad for q in model.parameters()]

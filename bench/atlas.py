@@ -22,7 +22,7 @@ conductance backward use only the unit's weights of ``conv2``); ``bench/slices.p
 steps. The loop runs on ``--loop-units`` units (default: every unit); fewer are scaled to the layer, live and dead
 units apart (a dead unit gets no synthetic inputs). Times: wall (``time.perf_counter``) and this process's CPU time
 (``time.process_time``, one torch thread: the work done, much less sensitive than wall time to other jobs on a shared
-machine), one run each. ``total_speedup``: (scan + loop) / (scan + batched) — the scan is the same on both sides, so
+machine), one run each; on CUDA both clocks start and stop at a ``torch.cuda.synchronize()``. ``total_speedup``: (scan + loop) / (scan + batched) — the scan is the same on both sides, so
 it bounds the end-to-end ratio by (scan + loop) / scan (``total_speedup_bound_cpu``); ``scan_over_floor_cpu``: the scan
 against one bare forward + backward to the inputs over the same rows (examples × path points, parameters
 frozen); ``scan_over_floor_to_layer_cpu``: against the same forward with the backward only down to the layer's
@@ -37,15 +37,15 @@ from __future__ import annotations
 import argparse
 import contextlib
 import json
-import time
 import warnings
 
 import torch
+from _timing import Stopwatch, add_device, device_of
 
 
 def main(argv=None) -> dict:
     p = argparse.ArgumentParser()
-    p.add_argument("--device", default="cpu")
+    add_device(p)
     p.add_argument("--quick", action="store_true")
     p.add_argument("--layer", default="features.relu2")
     p.add_argument("--loop-units", type=int, default=None, help="units the loop runs on (default: every unit)")
@@ -62,7 +62,7 @@ def main(argv=None) -> dict:
     from unitscope.zoo import digits_cnn, digits_data
     from unitscope.zoo.digits_vae import digits_generator
 
-    device = torch.device(args.device)
+    device = device_of(args.device)
     model = digits_cnn(progress=False).model.to(device)
     gen = digits_generator()
     gen.decoder.to(device)
@@ -72,13 +72,8 @@ def main(argv=None) -> dict:
         dict(top_k=9, n_steps=20, iam_steps=128, inverse_samples=4, inverse_steps=100)
     layer = args.layer
 
-    class Clock:
-        def __enter__(self):
-            self.w, self.c = time.perf_counter(), time.process_time()
-            return self
-
-        def __exit__(self, *exc):
-            self.wall, self.cpu = time.perf_counter() - self.w, time.process_time() - self.c
+    def Clock():   # noqa: N802 — wall and CPU seconds of a block; synchronized at both ends on CUDA
+        return Stopwatch(device)
 
     # warm-up: first-time imports (torch.optim pulls in torch._dynamo: seconds) are nobody's cost
     us.independent_am(model, layer, [0], shape=(1, 8, 8), steps=1, progress=False)

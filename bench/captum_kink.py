@@ -26,12 +26,13 @@ import json
 import warnings
 
 import torch
+from _timing import add_device, device_of
 
 
 def main(argv=None) -> dict:
     p = argparse.ArgumentParser(description=__doc__.split("\n")[0])
     p.add_argument("--points", type=int, default=41, help="kink positions (linear1 biases) tried")
-    p.add_argument("--device", default="cpu")
+    add_device(p)
     args = p.parse_args(argv)
     warnings.simplefilter("ignore")
     from captum.attr import LayerConductance
@@ -39,7 +40,7 @@ def main(argv=None) -> dict:
 
     import unitscope as us
 
-    device = torch.device(args.device)
+    device = device_of(args.device)
     x = torch.tensor([[0.0, 100.0, 0.0]], device=device)
     # node spacing of 500-point Gauss–Legendre near α = 0.1 is about π·sqrt(0.1·0.9)/500 ≈ 0.0019: cover ~5 of them
     biases = torch.linspace(-10.0, -11.0, args.points).tolist()
@@ -71,6 +72,7 @@ def main(argv=None) -> dict:
         out[k] = {"share_below_0.01": sum(v < 0.01 for v in d) / len(d), "max_abs_delta": max(d),
                   "at_captum_kink": d[0]}
         print(f"{k:<20}{out[k]['share_below_0.01']:>14.2f}{out[k]['max_abs_delta']:>14.4g}{d[0]:>12.4g}")
+    out["device"] = str(device)
     print(json.dumps(out))
     return out
 

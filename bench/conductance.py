@@ -3,6 +3,7 @@
     .venv/bin/python bench/conductance.py            # full run (about 5 minutes on 2 idle CPU cores)
     .venv/bin/python bench/conductance.py --quick    # smoke run (small inputs, few steps; seconds)
     .venv/bin/python bench/conductance.py --profile  # torch.profiler tables: our digits call vs Captum's
+    .venv/bin/python bench/conductance.py --quick --device cuda   # models, inputs and Captum's side on the GPU
 
 Two models: the digits CNN of the zoo (real test digits) and torchvision's ResNet-18 (random weights, seed 0,
 random 224×224 inputs). For each, five layers, one rule (riemann_trapezoid), the same n_steps and a fixed
@@ -18,7 +19,9 @@ target class per example (the model's prediction, passed explicitly to both side
   from the zero baseline, every ∂F/∂y below ``avgpool`` is 0 at α = 0 (ReLU'(0) = 0); rules with a node
   at α = 0 lose (part of) the first interval, hence gaps like exactly 1/n;
 * memory — peak resident set (VmHWM) of a ResNet-18 call, 1 input, 5 layers, ``internal_batch_size=16``,
-  at 100 and 400 steps, each in a fresh subprocess (``--peak N``).
+  at 100 and 400 steps, each in a fresh subprocess (``--peak N``); on CUDA the peak GPU memory torch allocated.
+
+Times are wall seconds (``time.perf_counter``); on CUDA (``--device cuda``) between two ``torch.cuda.synchronize()``.
 
 The last line printed is one JSON object with every number.
 """
@@ -36,6 +39,7 @@ import time
 import warnings
 
 import torch
+from _timing import add_device, clock, device_of, sync
 
 THREADS = 2
 RULES = ("riemann_left", "riemann_right", "riemann_middle", "riemann_trapezoid", "gausslegendre")
@@ -49,38 +53,38 @@ TARGETS = {"speedup_vs_captum_5_layers": (">=", 4.0), "one_call_ratio": ("<=", 1
 # models and inputs
 
 
-def resnet(size: int, n: int):
+def resnet(size: int, n: int, device="cpu"):
     import torchvision
 
     torch.manual_seed(0)
-    model = torchvision.models.resnet18(weights=None).eval()
-    x = torch.randn(n, 3, size, size)
+    model = torchvision.models.resnet18(weights=None).eval().to(device)
+    x = torch.randn(n, 3, size, size).to(device)   # drawn on the CPU: the same inputs on every device
     with torch.no_grad():
         target = model(x).argmax(1).tolist()   # a fixed class per example, handed to both sides
     return model, x, target
 
 
-def digits(n: int):
+def digits(n: int, device="cpu"):
     from unitscope.zoo import digits_cnn, digits_data
 
-    model = digits_cnn(progress=False).model
+    model = digits_cnn(progress=False).model.to(device)
     _, test = digits_data()
-    return model, test.x[:n], test.y[:n].tolist()
+    return model, test.x[:n].to(device), test.y[:n].tolist()
 
 
 # ------------------------------------------------------------------------------------------------------
 # timing
 
 
-def timed(fns: dict, repeats: int) -> tuple[dict, dict]:
-    """Warm each callable up once, then run ``repeats`` interleaved rounds: seconds per round and last result."""
+def timed(fns: dict, repeats: int, device) -> tuple[dict, dict]:
+    """Warm each callable up once, then run ``repeats`` interleaved rounds: seconds per round and last result
+    (wall seconds; on CUDA between two synchronizes)."""
     results = {k: f() for k, f in fns.items()}
     times = {k: [] for k in fns}
     for _ in range(repeats):
         for k, f in fns.items():
-            t0 = time.perf_counter()
-            results[k] = f()
-            times[k].append(time.perf_counter() - t0)
+            sec, results[k] = clock(f, device, time.perf_counter)
+            times[k].append(sec)
     return times, results
 
 
@@ -98,7 +102,7 @@ def compare_with_captum(model, x, layers, target, n_steps: int, repeats: int) ->
         return lambda: lc.attribute(x, target=target, n_steps=n_steps, method="riemann_trapezoid",
                                     internal_batch_size=None)
 
-    times, res = timed({"ours": ours, **{layer: captum(layer) for layer in layers}}, repeats)
+    times, res = timed({"ours": ours, **{layer: captum(layer) for layer in layers}}, repeats, x.device)
     rel = {layer: float((res["ours"][layer] - res[layer]).abs().max() / res[layer].abs().max().clamp_min(1e-12))
            for layer in layers}
     out = {"n_examples": x.shape[0], "n_steps": n_steps, "repeats": repeats, "times_s": times,
@@ -153,33 +157,40 @@ def vm_hwm_mib() -> float:
         return next(int(line.split()[1]) for line in f if line.startswith("VmHWM:")) / 1024
 
 
-def peak(n_steps: int, size: int) -> None:
-    """(subprocess) Peak RSS of one ResNet-18 call, 1 input, 5 layers, internal_batch_size=16."""
+def peak(n_steps: int, size: int, device) -> None:
+    """(subprocess) Peak RSS of one ResNet-18 call, 1 input, 5 layers, internal_batch_size=16; on CUDA the peak
+    of the GPU memory torch allocated (``torch.cuda.max_memory_allocated``) instead, under the same keys."""
     import unitscope as us
 
     torch.set_num_threads(THREADS)
-    model, x, target = resnet(size, 1)
-    before = vm_hwm_mib()
+    model, x, target = resnet(size, 1, device)
+    cuda = device.type == "cuda"
+    if cuda:
+        torch.cuda.synchronize(device)
+        torch.cuda.reset_peak_memory_stats(device)
+    before = torch.cuda.memory_allocated(device) / 2 ** 20 if cuda else vm_hwm_mib()
     us.conductance(model, x, RESNET_LAYERS, target=target, n_steps=n_steps, method="riemann_trapezoid",
                    internal_batch_size=16, gap_warning=None, progress=False)
-    print(json.dumps({"n_steps": n_steps, "peak_mib": vm_hwm_mib(), "peak_before_call_mib": before,
+    sync(device)
+    print(json.dumps({"n_steps": n_steps, "peak_mib": torch.cuda.max_memory_allocated(device) / 2 ** 20 if cuda
+                      else vm_hwm_mib(), "peak_before_call_mib": before, "memory": "cuda" if cuda else "rss",
                       "ru_maxrss_mib": resource.getrusage(resource.RUSAGE_SELF).ru_maxrss / 1024}))
 
 
-def measure_peak(n_steps: int, size: int) -> dict:
-    cmd = [sys.executable, __file__, "--peak", str(n_steps), "--size", str(size)]
+def measure_peak(n_steps: int, size: int, device) -> dict:
+    cmd = [sys.executable, __file__, "--peak", str(n_steps), "--size", str(size), "--device", str(device)]
     out = subprocess.run(cmd, check=True, capture_output=True, text=True).stdout
     return json.loads(out.strip().splitlines()[-1])
 
 
-def profile_digits() -> None:
+def profile_digits(device) -> None:
     """(--profile) Where the time of our 5-layer digits call goes, next to Captum's call on the lowest layer."""
     import unitscope as us
     from captum.attr import LayerConductance
     from torch.profiler import profile
 
     torch.set_num_threads(THREADS)
-    model, x, target = digits(32)
+    model, x, target = digits(32, device)
     kw = dict(target=target, n_steps=50, method="riemann_trapezoid")
     lc = LayerConductance(model, model.get_submodule(DIGITS_LAYERS[0]))
     calls = {"ours, 5 layers": lambda: us.conductance(model, x, DIGITS_LAYERS, captum_compatible=True,
@@ -189,8 +200,10 @@ def profile_digits() -> None:
         fn()                                                      # warm-up
         with profile() as prof:
             fn()
+            sync(device)
         print(f"\n{name}")
-        print(prof.key_averages().table(sort_by="self_cpu_time_total", row_limit=15))
+        print(prof.key_averages().table(sort_by="self_device_time_total" if device.type == "cuda"
+                                        else "self_cpu_time_total", row_limit=15))
 
 
 # ------------------------------------------------------------------------------------------------------
@@ -202,11 +215,13 @@ def main() -> None:
     ap.add_argument("--profile", action="store_true", help="only profile our digits call next to Captum's")
     ap.add_argument("--peak", type=int, metavar="N", help="(internal) print the peak RSS of an N-step call")
     ap.add_argument("--size", type=int, default=224, help="(internal) ResNet input size for --peak")
+    add_device(ap)
     args = ap.parse_args()
+    device = device_of(args.device)
     if args.peak:
-        return peak(args.peak, args.size)
+        return peak(args.peak, args.size, device)
     if args.profile:
-        return profile_digits()
+        return profile_digits(device)
 
     torch.set_num_threads(THREADS)
     warnings.filterwarnings("ignore", category=UserWarning)     # Captum's and torch's chatter
@@ -218,14 +233,14 @@ def main() -> None:
                resnet_acc_steps=(10,) if q else (10, 20))
     t_start, sections = time.perf_counter(), {}
     load = {"start": os.getloadavg()[0]}
-    print(f"torch {torch.__version__}, {torch.get_num_threads()} threads, mode {'quick' if q else 'full'}, "
+    print(f"torch {torch.__version__}, {torch.get_num_threads()} threads, device {device}, mode {'quick' if q else 'full'}, "
           f"load average {load['start']:.2f} on {os.cpu_count()} CPUs")
 
     # peak memory first, each in a fresh process
     t0 = time.perf_counter()
-    peaks = {n: measure_peak(n, cfg["resnet_size"]) for n in (100, 400)}
+    peaks = {n: measure_peak(n, cfg["resnet_size"], device) for n in (100, 400)}
     sections["peak"] = time.perf_counter() - t0
-    print(f"\npeak RSS (VmHWM), resnet18, 1 input of {cfg['resnet_size']}², 5 layers, internal_batch_size=16:")
+    print(f"\npeak {'CUDA memory allocated' if device.type == 'cuda' else 'RSS (VmHWM)'}, resnet18, 1 input of {cfg['resnet_size']}², 5 layers, internal_batch_size=16:")
     for n, p in peaks.items():
         print(f"  n_steps={n:<4} peak {p['peak_mib']:8.1f} MiB   (before the call {p['peak_before_call_mib']:.1f} MiB; "
               f"ru_maxrss {p['ru_maxrss_mib']:.1f} MiB)")
@@ -233,8 +248,9 @@ def main() -> None:
     print(f"  peak_ratio_400_vs_100 {peak_ratio:.3f}")
 
     # (a) digits CNN, (b) ResNet-18: speed and agreement
-    models = {"digits_cnn": (*digits(cfg["digits_n"]), DIGITS_LAYERS, cfg["digits_steps"], cfg["digits_repeats"]),
-              "resnet18": (*resnet(cfg["resnet_size"], cfg["resnet_n"]), RESNET_LAYERS, cfg["resnet_steps"],
+    models = {"digits_cnn": (*digits(cfg["digits_n"], device), DIGITS_LAYERS, cfg["digits_steps"],
+                             cfg["digits_repeats"]),
+              "resnet18": (*resnet(cfg["resnet_size"], cfg["resnet_n"], device), RESNET_LAYERS, cfg["resnet_steps"],
                            cfg["resnet_repeats"])}
     runs = {}
     for name, (model, x, target, layers, n_steps, repeats) in models.items():
@@ -283,7 +299,7 @@ def main() -> None:
                 for m, t in acc.items()}
     print(json.dumps({**summary, "per_model": runs, "accuracy_worst_rel_gap": accuracy, "peaks": peaks,
                       "sections_s": sections, "total_s": total, "load_average": load, "config": cfg,
-                      "torch": torch.__version__}))
+                      "torch": torch.__version__, "device": str(device)}))
 
 
 if __name__ == "__main__":

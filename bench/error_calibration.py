@@ -3,6 +3,8 @@ models that bench/accuracy.py does NOT score (held out): the zoo's digits CNN an
 each, several ReLU layers, 16–128 evaluations, reference = adaptive at 2,048 evaluations (rtol 1e-9).
 
     python bench/error_calibration.py            # a few minutes on 2 CPU cores
+    python bench/error_calibration.py --quick    # reference at 512 evaluations, budgets 16-64 (a smoke run)
+    python bench/error_calibration.py --device cuda   # models and digits on the GPU
 
 For every top-10 unit (channels, relative to the layer's largest |unit|) it records the true error and the raw
 estimate (``ERROR_FACTOR = 1``, i.e. ``|T₂ − T₁|`` per panel, combined, plus the rounding term) and prints the
@@ -19,13 +21,14 @@ import warnings
 
 import numpy as np
 import torch
+from _timing import add_device, device_of
 
 import unitscope as us
 import unitscope.attribution.adaptive as adaptive
 from unitscope.attribution.estimates import ERROR_FACTOR, reduce_units
 
 
-def _model(name):
+def _model(name, device="cpu"):
     from unitscope.zoo import digits_cnn, digits_data, digits_vgg
 
     _, test = digits_data()
@@ -35,11 +38,11 @@ def _model(name):
     else:
         model, rows = digits_vgg(progress=False).model, slice(6, 12)
         layers = ["features.relu1", "features.relu3", "features.relu5", "features.relu7"]
-    return model, test.x[rows], test.y[rows].tolist(), layers
+    return model.to(device), test.x[rows].to(device), test.y[rows].tolist(), layers
 
 
-def measure(name, budgets, ref_steps):
-    model, x, target, layers = _model(name)
+def measure(name, budgets, ref_steps, device="cpu"):
+    model, x, target, layers = _model(name, device)
     kw = dict(target=target, gap_warning=None, progress=False)
     ref = us.conductance(model, x, layers, n_steps=ref_steps, rtol=1e-9, **kw)
     rows = {}
@@ -56,7 +59,7 @@ def measure(name, budgets, ref_steps):
                 true = (e - r).abs().gather(1, idx) / scale
                 raw = s.unit_error[layer].double().gather(1, idx) / scale
                 out.append(torch.stack([true, raw], -1).reshape(-1, 2))
-            rows[b] = torch.cat(out).numpy()
+            rows[b] = torch.cat(out).cpu().numpy()
     finally:
         adaptive.ERROR_FACTOR = before
     return rows
@@ -64,13 +67,17 @@ def measure(name, budgets, ref_steps):
 
 def main(argv=None):
     p = argparse.ArgumentParser(description=__doc__.split("\n\n")[0])
-    p.add_argument("--ref-steps", type=int, default=2048)
+    p.add_argument("--ref-steps", type=int, default=None, help="the reference's evaluations (default 2048; quick 512)")
+    p.add_argument("--quick", action="store_true", help="a 512-evaluation reference and budgets 16-64: a smoke run")
+    add_device(p)
     args = p.parse_args(argv)
+    device = device_of(args.device)
+    ref_steps = args.ref_steps or (512 if args.quick else 2048)
     warnings.simplefilter("ignore", us.CompletenessWarning)
-    budgets = (16, 32, 64, 128)
+    budgets = (16, 32, 64) if args.quick else (16, 32, 64, 128)
     per, pooled = {}, []
     for name in ("digits_cnn", "digits_vgg"):
-        for b, u in measure(name, budgets, args.ref_steps).items():
+        for b, u in measure(name, budgets, ref_steps, device).items():
             ratio = u[:, 0] / np.maximum(u[:, 1], 1e-300)
             per[f"{name}@{b}"] = {f"coverage_c{c}": float(np.mean(u[:, 0] <= 3 * c * u[:, 1])) for c in (0.5, 1.0)}
             per[f"{name}@{b}"]["q90_true_over_raw"] = float(np.quantile(ratio, 0.9))
@@ -85,7 +92,8 @@ def main(argv=None):
     print(f"pooled {len(u)} units: true/raw quantiles {q}; coverage by factor {cover}; "
           f"ERROR_FACTOR ½ {'kept' if keep else 'too small'} (3·½ vs q95 {q['q95']:.2f}); in use: {ERROR_FACTOR}")
     print(json.dumps({"true_over_raw": q, "coverage_by_factor": cover, "per_case": per, "n_units": int(len(u)),
-                      "error_factor": ERROR_FACTOR, "half_is_enough": bool(keep)}))
+                      "error_factor": ERROR_FACTOR, "half_is_enough": bool(keep), "device": str(device),
+                      "reference_evals": ref_steps, "quick": args.quick}))
 
 
 if __name__ == "__main__":

@@ -10,7 +10,9 @@ activation (subtracted before encoding), ``b_enc`` set so that about 5 % of the 
 are no trained SAE — the timing and the exactness checks do not depend on what the features mean (unitscope's zoo has
 no trained SAE yet). The model is the zoo's MiniLM sentiment model with its head conditioned (:func:`conditioned`: the
 zoo's head gives three dead dims of the pooled embedding weights up to 1.6e31, so that rounding moves the logit).
-Measurements (one torch thread unless ``--threads``; CPU time of this process):
+Measurements (one torch thread unless ``--threads``; CPU time of this process; with ``--device cuda`` the models,
+dictionaries and tensors on the GPU, Captum's spliced copy too, times by wall clock between two
+``torch.cuda.synchronize()``, and memory as the peak GPU memory torch allocated):
 
 1. ``speedup_vs_captum_3_layers``: every feature of the three dictionaries from one ``us.conductance`` call
    (``captum_compatible=True``, Gauss–Legendre, ``--steps`` points) against Captum's ``LayerConductance`` on a copy of
@@ -34,6 +36,7 @@ from __future__ import annotations
 
 import argparse
 import copy
+import dataclasses
 import json
 import os
 import subprocess
@@ -43,6 +46,7 @@ import warnings
 
 import torch
 import torch.nn as nn
+from _timing import add_device, clock, device_of, sync
 
 LAYERS = ["bert.encoder.layer.1.output", "bert.encoder.layer.3.output", "bert.encoder.layer.5.output"]
 
@@ -76,17 +80,25 @@ def conditioned(lm, sentences):
     return model
 
 
-def setup(n_sentences: int, *, max_length: int = 128, longest: bool = False):
+def on(enc, device):
+    """An encoding (``lm.encode``'s ``Encoded``) with its tensors on ``device``."""
+    return dataclasses.replace(enc, **{f.name: getattr(enc, f.name).to(device) for f in dataclasses.fields(enc)
+                                       if torch.is_tensor(getattr(enc, f.name))})
+
+
+def setup(n_sentences: int, *, max_length: int = 128, longest: bool = False, device="cpu"):
+    """The bench's model on ``device`` (the zoo's own ``lm.model`` stays on the CPU: ``lm.encode`` embeds with it)
+    and the encoding of the first ``n_sentences`` test sentences, on ``device``."""
     from unitscope.zoo.minilm import minilm_sentiment
     from unitscope.zoo.sentiment import movie_reviews
 
     lm = minilm_sentiment(progress=False)
     sentences = list(movie_reviews().test.sentences)
-    model = conditioned(lm, sentences[:64])
+    model = conditioned(lm, sentences[:64]).to(device)
     if longest:
         sentences = sorted(sentences, key=len, reverse=True)
     enc = lm.encode(sentences[:n_sentences], max_length=max_length)
-    return Bench(lm, model), enc
+    return Bench(lm, model), on(enc, device)
 
 
 def layer_values(model, enc, layer):
@@ -102,9 +114,11 @@ def layer_values(model, enc, layer):
 
 
 def tied_dictionary(values: torch.Tensor, n_features: int, *, active: float = 0.05, seed: int = 0):
-    """A tied ReLU dictionary centred on the data, with about ``active`` of its features on per token."""
+    """A tied ReLU dictionary centred on the data, with about ``active`` of its features on per token; made on the
+    CPU (the same dictionary on every device), returned on ``values``' device."""
     import unitscope as us
 
+    device, values = values.device, values.cpu()
     g = torch.Generator().manual_seed(seed)
     d = values.shape[1]
     W_dec = torch.randn(n_features, d, generator=g)
@@ -112,7 +126,7 @@ def tied_dictionary(values: torch.Tensor, n_features: int, *, active: float = 0.
     b_dec = values.mean(0)
     pre = (values - b_dec) @ W_dec.T
     b_enc = -torch.quantile(pre.flatten()[:200_000], 1 - active).expand(n_features).clone()
-    return us.Dictionary.from_weights(W_dec.T.contiguous(), b_enc, W_dec, b_dec, b_dec_pre=True)
+    return us.Dictionary.from_weights(W_dec.T.contiguous(), b_enc, W_dec, b_dec, b_dec_pre=True).to(device)
 
 
 class Split(nn.Module):
@@ -156,13 +170,7 @@ def spliced(model, dictionaries):
     return out
 
 
-def clock(fn):
-    t0 = time.process_time()
-    out = fn()
-    return time.process_time() - t0, out
-
-
-def bench_captum(lm, enc, dictionaries, steps, repeats):
+def bench_captum(lm, enc, dictionaries, steps, repeats, device):
     from captum.attr import LayerConductance
 
     import unitscope as us
@@ -174,13 +182,13 @@ def bench_captum(lm, enc, dictionaries, steps, repeats):
     for _ in range(repeats):
         t, ours = clock(lambda: us.conductance(model, enc.embeddings, list(dictionaries), baselines=enc.baselines,
                                                additional_forward_args=(enc.attention_mask,), captum_compatible=True,
-                                               gap_warning=None, dictionaries=dictionaries, **kw))
+                                               gap_warning=None, dictionaries=dictionaries, **kw), device)
         ours_t.append(t)
         total = 0.0
         for name in dictionaries:
             split = copy_.get_submodule(name).split
             t, ref = clock(lambda: LayerConductance(copy_, split).attribute(
-                enc.embeddings, baselines=enc.baselines, additional_forward_args=(enc.attention_mask,), **kw))
+                enc.embeddings, baselines=enc.baselines, additional_forward_args=(enc.attention_mask,), **kw), device)
             total += t
             for a, b in zip(ours[name], ref):
                 b = b.detach()
@@ -191,7 +199,7 @@ def bench_captum(lm, enc, dictionaries, steps, repeats):
                 max_rel_diff=diff)
 
 
-def bench_loop(lm, enc, layer, d, steps, repeats, n_units=64):
+def bench_loop(lm, enc, layer, d, steps, repeats, device, n_units=64):
     import unitscope as us
 
     units = list(range(n_units))
@@ -199,10 +207,10 @@ def bench_loop(lm, enc, layer, d, steps, repeats, n_units=64):
               additional_forward_args=(enc.attention_mask,), dictionaries={layer: d})
     batched_t, loop_t = [], []
     for _ in range(repeats):
-        t, batched = clock(lambda: us.neuron_conductance(lm.model, enc.embeddings, layer, units, **kw))
+        t, batched = clock(lambda: us.neuron_conductance(lm.model, enc.embeddings, layer, units, **kw), device)
         batched_t.append(t)
     t, looped = clock(lambda: torch.cat([us.neuron_conductance(lm.model, enc.embeddings, layer, [u], **kw)
-                                         for u in units], 1))
+                                         for u in units], 1), device)
     loop_t.append(t)
     diff = float((batched - looped).abs().max() / looped.abs().max().clamp_min(1e-12))
     return dict(batched_s=round(min(batched_t), 3), loop_s=round(min(loop_t), 3),
@@ -236,11 +244,12 @@ def bench_gap(lm, enc, dictionaries):
                 examples=int(od.numel()))
 
 
-def memory_child(n_features: int, n_sentences: int):
-    """Run in a child process: peak RSS (MB) above the RSS after loading, for a big dictionary's conductance."""
+def memory_child(n_features: int, n_sentences: int, device):
+    """Run in a child process: peak RSS (MB) above the RSS after loading, for a big dictionary's conductance; on
+    CUDA the peak of the GPU memory torch allocated above what it held before the call."""
     import unitscope as us
 
-    lm, enc = setup(n_sentences, max_length=64, longest=True)
+    lm, enc = setup(n_sentences, max_length=64, longest=True, device=device)
     layer = LAYERS[1]
     d = tied_dictionary(layer_values(lm.model, enc, layer), n_features)
     import gc
@@ -251,6 +260,11 @@ def memory_child(n_features: int, n_sentences: int):
             return int(fh.read().split()[1]) * os.sysconf("SC_PAGE_SIZE")
 
     gc.collect()
+    cuda = device.type == "cuda"
+    if cuda:   # GPU memory: torch's own peak counter, no sampling needed
+        torch.cuda.synchronize(device)
+        torch.cuda.reset_peak_memory_stats(device)
+        rss = lambda: torch.cuda.max_memory_allocated(device)   # noqa: E731
     base, peak, stop = rss(), [0], threading.Event()
 
     def sample():
@@ -266,13 +280,16 @@ def memory_child(n_features: int, n_sentences: int):
             s = us.conductance(lm.model, enc.embeddings, [layer], baselines=enc.baselines, target=1,
                                additional_forward_args=(enc.attention_mask,), mask=enc.attention_mask,
                                dictionaries={layer: d}, internal_batch_size=64)
+        sync(device)
+        peak[0] = max(peak[0], rss())
     finally:
         stop.set()
         watcher.join()
     od = s.output_diff.double()
     gap = float(((s.per_unit(layer).double().sum(1) - od).abs() / od.abs()).max())
     print(json.dumps(dict(peak_rss_mb=round((peak[0] - base) / 2 ** 20, 1), tokens=list(enc.attention_mask.shape),
-                          features=n_features, max_gap_pct=round(100 * gap, 4))))
+                          features=n_features, max_gap_pct=round(100 * gap, 4),
+                          memory="cuda" if cuda else "rss")))
 
 
 def main(argv=None):
@@ -283,33 +300,35 @@ def main(argv=None):
     p.add_argument("--parts", nargs="+", default=["captum", "loop", "gap", "memory"],
                    choices=["captum", "loop", "gap", "memory"], help="which measurements (default: all)")
     p.add_argument("--memory-child", nargs=2, type=int, metavar=("FEATURES", "SENTENCES"), help=argparse.SUPPRESS)
+    add_device(p)
     a = p.parse_args(argv)
     torch.set_num_threads(a.threads)
+    device = device_of(a.device)
     if a.memory_child:
-        return memory_child(*a.memory_child)
+        return memory_child(*a.memory_child, device)
     from unitscope.zoo.sentiment import movie_reviews
 
     q = a.quick
-    lm, enc = setup(2 if q else 8)
+    lm, enc = setup(2 if q else 8, device=device)
     values = {name: layer_values(lm.model, enc, name) for name in LAYERS}
     dictionaries = {name: tied_dictionary(v, 4 * v.shape[1], seed=i) for i, (name, v) in enumerate(values.items())}
-    out = {"device": "cpu", "threads": a.threads, "steps": a.steps, "features_per_layer": 4 * 384,
+    out = {"device": str(device), "threads": a.threads, "steps": a.steps, "features_per_layer": 4 * 384,
            "sentences": int(enc.embeddings.shape[0]), "tokens": int(enc.embeddings.shape[1])}
     if "captum" in a.parts:
-        out["captum_3_layers"] = bench_captum(lm, enc, dictionaries, a.steps, 1 if q else 3)
+        out["captum_3_layers"] = bench_captum(lm, enc, dictionaries, a.steps, 1 if q else 3, device)
         print("captum, three layers:", out["captum_3_layers"], flush=True)
     if "loop" in a.parts:
-        small = lm.encode(list(movie_reviews().test.sentences[:1]))
-        out["loop_64"] = bench_loop(lm, small, LAYERS[1], dictionaries[LAYERS[1]], a.steps, 1 if q else 3)
+        small = on(lm.encode(list(movie_reviews().test.sentences[:1])), device)
+        out["loop_64"] = bench_loop(lm, small, LAYERS[1], dictionaries[LAYERS[1]], a.steps, 1 if q else 3, device)
         print("64 features against a loop:", out["loop_64"], flush=True)
     if "gap" in a.parts:
-        _, enc64 = setup(8 if q else 64)
+        _, enc64 = setup(8 if q else 64, device=device)
         out["completeness"] = bench_gap(lm, enc64, dictionaries)
         print("completeness at the adaptive default:", out["completeness"], flush=True)
     feats, sents = (4096, 2) if q else (16384, 8)
     if "memory" in a.parts:
         child = subprocess.run([sys.executable, __file__, "--memory-child", str(feats), str(sents),
-                                "--threads", str(a.threads)], capture_output=True, text=True,
+                                "--threads", str(a.threads), "--device", str(device)], capture_output=True, text=True,
                                env=dict(os.environ, OMP_NUM_THREADS=str(a.threads)))
         if child.returncode != 0:
             raise SystemExit(child.stderr[-2000:])
@@ -319,7 +338,8 @@ def main(argv=None):
                    speedup_vs_loop_64=out.get("loop_64", {}).get("speedup"),
                    max_gap_pct=out.get("completeness", {}).get("max_gap_pct"),
                    max_evals=out.get("completeness", {}).get("max_evals"),
-                   peak_rss_mb_16k=out.get("memory", {}).get("peak_rss_mb") if feats == 16384 else None, details=out)
+                   peak_rss_mb_16k=out.get("memory", {}).get("peak_rss_mb") if feats == 16384 else None,
+                   device=str(device), details=out)
     print(json.dumps(summary))
 
 

@@ -20,10 +20,10 @@ from __future__ import annotations
 import argparse
 import json
 import statistics
-import time
 import warnings
 
 import torch
+from _timing import add_device, clock, device_of
 
 RULES = ("adaptive", "riemann_trapezoid", "riemann_left", "riemann_right", "riemann_middle", "gausslegendre")
 
@@ -102,15 +102,6 @@ def lowest_layer(model, layers) -> str:
     return min(layers, key=order.index)
 
 
-def clock(fn, device) -> float:
-    t0, w0 = time.process_time(), time.perf_counter()
-    out = fn()
-    if device.type == "cuda":
-        torch.cuda.synchronize()
-        return time.perf_counter() - w0, out
-    return time.process_time() - t0, out
-
-
 def run_model(name, setup, device, rounds, rules):
     import unitscope as us
 
@@ -148,7 +139,7 @@ def run_model(name, setup, device, rounds, rules):
 
 def main(argv=None) -> dict:
     p = argparse.ArgumentParser(description=__doc__.split("\n")[0])
-    p.add_argument("--device", default="cpu")
+    add_device(p)
     p.add_argument("--rounds", type=int, default=7)
     p.add_argument("--threads", type=int, default=1)
     p.add_argument("--models", nargs="+", default=list(MODELS), choices=list(MODELS))
@@ -159,7 +150,7 @@ def main(argv=None) -> dict:
         args.rounds = min(args.rounds, 3)
     torch.set_num_threads(args.threads)
     warnings.simplefilter("ignore")
-    device = torch.device(args.device)
+    device = device_of(args.device)
     ratios, details = {}, {}
     for name in args.models:
         ratios[name], details[name] = run_model(name, MODELS[name](device, args.quick), device, args.rounds,

@@ -13,7 +13,10 @@ Per method: feasibility rate (share of the candidates it produced that were in r
 pass), feasible samples per second, diversity (mean pairwise distance in E-space and pixel space on the first
 ``n_common`` samples of every method, and the spread of the CNN's predicted classes).
 
-    .venv/bin/python bench/inverse.py [--n 512] [--quick]
+    .venv/bin/python bench/inverse.py [--n 512] [--quick] [--device cpu]
+
+Times are each method's own (``InverseSet.seconds``: wall seconds; on CUDA they end with the copy of the samples to
+the CPU, which waits for the GPU, and each method starts after a ``torch.cuda.synchronize()``).
 
 The last line is one JSON object.
 """
@@ -26,15 +29,36 @@ import math
 
 import numpy as np
 import torch
+from _timing import add_device, device_of, sync
 
 from unitscope.synthesis.inverse import diversity, langevin_sampler, penalized_am, sample_inverse_set
 from unitscope.zoo import digits_cnn
 from unitscope.zoo.digits_vae import digits_encoder, digits_generator
 
 
+class CodesOn:
+    """``gen`` with its codes drawn on the CPU (the same codes on every device) and handed out on ``device``.
+
+    A workaround: ``penalized_am`` uses ``generator.sample_codes(...)`` as it comes (on the CPU) while the decoder and
+    the model are on the GPU (src/unitscope/synthesis/inverse_baselines.py); the other samplers move the codes
+    themselves, so on CPU, and for them, this changes nothing."""
+
+    def __init__(self, gen, device):
+        self.gen, self.device = gen, device
+
+    def sample_codes(self, n, *, generator=None):
+        return self.gen.sample_codes(n, generator=generator).to(self.device)
+
+    def __getattr__(self, name):
+        return getattr(self.gen, name)
+
+    def __call__(self, z):
+        return self.gen(z)
+
+
 def class_spread(model, x):
     with torch.no_grad():
-        pred = model(x).argmax(1)
+        pred = model(x).argmax(1).cpu()
     counts = np.bincount(pred.numpy(), minlength=10)
     p = counts[counts > 0] / counts.sum()
     return int((counts > 0).sum()), float(-(p * np.log2(p)).sum()), counts.tolist()
@@ -47,11 +71,15 @@ def main(argv=None):
     ap.add_argument("--band", type=float, nargs=2, default=[10.0, 20.0])
     ap.add_argument("--seed", type=int, default=0)
     ap.add_argument("--quick", action="store_true", help="256 samples")
+    add_device(ap)
     args = ap.parse_args(argv)
     torch.set_num_threads(1)
+    device = device_of(args.device)
     n = 256 if args.quick else args.n
-    model = digits_cnn().model
+    model = digits_cnn().model.to(device)
     gen, enc = digits_generator(), digits_encoder(model)
+    gen.decoder.to(device)
+    gen = CodesOn(gen, device)
     con = ("classifier.fc2", args.unit, *args.band)
     step = 0.01
     runs = {
@@ -64,12 +92,16 @@ def main(argv=None):
         "langevin_thin1": lambda: langevin_sampler(model, con, gen, encoder=enc, n_samples=n, chains=32, step=step,
                                                    burn_in=100, thin=1, seed=args.seed, progress=False),
     }
-    results = {name: fn() for name, fn in runs.items()}
+    results = {}
+    for name, fn in runs.items():
+        sync(device)   # each method's own clock (InverseSet.seconds) starts on an idle GPU
+        results[name] = fn()
     n_common = min(len(r) for r in results.values())
     rows = {}
     for name, r in results.items():
-        div = diversity(r.samples[:n_common], encoder=enc)
-        k, ent, counts = class_spread(model, r.samples[:n_common]) if n_common else (0, 0.0, [])
+        common = r.samples[:n_common].to(device)   # the samples come back on the CPU; E and the CNN are on device
+        div = diversity(common, encoder=enc)
+        k, ent, counts = class_spread(model, common) if n_common else (0, 0.0, [])
         rows[name] = dict(n=len(r), feasible_rate=r.feasible_rate, verified_rate=r.verified_rate, seconds=r.seconds,
                           samples_per_second=r.samples_per_second, diversity_encoder=div.get("encoder", 0.0),
                           diversity_pixel=div["pixel"], classes=k, class_entropy_bits=ent, class_counts=counts)
@@ -79,6 +111,7 @@ def main(argv=None):
     ours, lang = rows["augmented_lagrangian"], rows["langevin"]
     out = {
         "target": f"{args.band[0]:g} <= classifier.fc2[{args.unit}] <= {args.band[1]:g}", "n_asked": n,
+        "device": str(device),
         "n_common": n_common,
         "samples_per_second_ratio_vs_langevin": ours["samples_per_second"] / max(lang["samples_per_second"], 1e-12),
         "diversity_ratio_vs_langevin": ours["diversity_encoder"] / max(lang["diversity_encoder"], 1e-12),

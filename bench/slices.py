@@ -23,11 +23,12 @@ import time
 import warnings
 
 import torch
+from _timing import Stopwatch, add_device, device_of
 
 
 def main(argv=None) -> dict:
     p = argparse.ArgumentParser()
-    p.add_argument("--device", default="cpu")
+    add_device(p)
     p.add_argument("--threads", type=int, default=1)
     p.add_argument("--repeat", type=int, default=3)
     args = p.parse_args(argv)
@@ -40,7 +41,7 @@ def main(argv=None) -> dict:
     from unitscope.zoo import digits_cnn, digits_data
     from unitscope.zoo.digits_vae import digits_generator
 
-    device = torch.device(args.device)
+    device = device_of(args.device)
     model = digits_cnn(progress=False).model.to(device)
     gen = digits_generator()
     gen.decoder.to(device)
@@ -91,13 +92,13 @@ def main(argv=None) -> dict:
         got = {}
         for _ in range(args.repeat):
             for side in ("sliced", "full"):
-                t = time.perf_counter()
-                if side == "full":
-                    with full_layers():
+                with Stopwatch(device, time.perf_counter) as t:
+                    if side == "full":
+                        with full_layers():
+                            got[side] = fn()
+                    else:
                         got[side] = fn()
-                else:
-                    got[side] = fn()
-                best[side] = min(best[side], time.perf_counter() - t)
+                best[side] = min(best[side], t.seconds)
         out["cases"][name] = {"sliced_seconds": best["sliced"], "full_seconds": best["full"],
                               "speedup": best["full"] / best["sliced"],
                               "identical": bool(torch.equal(got["sliced"], got["full"]))}

@@ -22,6 +22,7 @@ import warnings
 
 import torch
 import torch.nn as nn
+from _timing import add_device, device_of
 
 sys.path.insert(0, os.path.join(os.path.dirname(__file__), "..", "tests"))
 
@@ -30,7 +31,7 @@ RULES = ("riemann_left", "riemann_middle", "riemann_trapezoid")
 
 def main(argv=None) -> dict:
     p = argparse.ArgumentParser(description=__doc__.split("\n")[0])
-    p.add_argument("--device", default="cpu")
+    add_device(p)
     p.add_argument("--steps", type=int, default=16)
     args = p.parse_args(argv)
     warnings.simplefilter("ignore")
@@ -39,7 +40,7 @@ def main(argv=None) -> dict:
     import unitscope.attribution.paths as paths
     from nets import cnn, mlp
 
-    device = torch.device(args.device)
+    device = device_of(args.device)
     torch.manual_seed(0)
     cases = {"mlp_relu:1": (mlp(3, act=nn.ReLU), (4, 5), "1"), "mlp_tanh:1": (mlp(4, act=nn.Tanh), (4, 5), "1"),
              "cnn:1": (cnn(5), (3, 3, 8, 8), "1"), "cnn:3": (cnn(5), (3, 3, 8, 8), "3")}

@@ -3,6 +3,7 @@ measured side by side in one run.
 
     .venv/bin/python bench/transformer.py           # 8 test sentences, 20 steps, 3 timed rounds (a few minutes)
     .venv/bin/python bench/transformer.py --quick   # smoke run (2 sentences, 4 steps, 1 round)
+    .venv/bin/python bench/transformer.py --quick --device cuda   # model, tensors and Captum's side on the GPU
 
 Attributions start at the word-embedding output (baseline: the [PAD] embedding at every non-special token), the
 attention mask goes through ``additional_forward_args``, the target is each sentence's predicted class (handed
@@ -27,26 +28,26 @@ from __future__ import annotations
 import argparse
 import json
 import statistics
-import time
 import warnings
 
 import torch
+from _timing import Stopwatch, add_device, device_of
 
 TARGETS = {"speedup_vs_captum_6_layers": (">=", 4.0), "max_rel_diff_vs_captum": ("<=", 1e-4)}
 
 
-def timed(fns: dict, repeats: int) -> tuple[dict, dict, dict]:
+def timed(fns: dict, repeats: int, device) -> tuple[dict, dict, dict]:
     """Warm each callable up once, then ``repeats`` interleaved rounds: wall-clock seconds and process CPU seconds
-    per round, and the last result."""
+    per round (on CUDA both between two synchronizes), and the last result."""
     results = {k: f() for k, f in fns.items()}
     times = {k: [] for k in fns}
     cpu = {k: [] for k in fns}
     for _ in range(repeats):
         for k, f in fns.items():
-            t0, c0 = time.perf_counter(), time.process_time()
-            results[k] = f()
-            times[k].append(time.perf_counter() - t0)
-            cpu[k].append(time.process_time() - c0)
+            with Stopwatch(device) as t:
+                results[k] = f()
+            times[k].append(t.wall)
+            cpu[k].append(t.cpu)
     return times, cpu, results
 
 
@@ -58,7 +59,9 @@ def main(argv=None) -> dict:
     ap.add_argument("--repeats", type=int, default=3)
     ap.add_argument("--threads", type=int, default=1,
                     help="torch threads (default 1: the machine is shared; CPU seconds are then a fair work measure)")
+    add_device(ap)
     args = ap.parse_args(argv)
+    device = device_of(args.device)
     if args.quick:
         args.sentences, args.steps, args.repeats = 2, 4, 1
     torch.set_num_threads(args.threads)
@@ -70,10 +73,10 @@ def main(argv=None) -> dict:
     from unitscope.zoo.sentiment import movie_reviews
 
     lm = minilm_sentiment(progress=False)
-    model = lm.model
     sentences = movie_reviews().test.sentences[:args.sentences]
-    enc = lm.encode(sentences)
-    x, base, mask = enc.embeddings, enc.baselines, enc.attention_mask
+    enc = lm.encode(sentences)          # on the CPU: lm.encode embeds the ids with lm.model, not yet moved
+    model = lm.model.to(device)
+    x, base, mask = (t.to(device) for t in (enc.embeddings, enc.baselines, enc.attention_mask))
     with torch.no_grad():
         target = model(x, mask).argmax(1).tolist()
     layers = mlp_layers()
@@ -87,7 +90,7 @@ def main(argv=None) -> dict:
         lc = LayerConductance(model, model.get_submodule(layer))
         return lambda: lc.attribute(x, baselines=base, additional_forward_args=(mask,), **kw)
 
-    times, cpu, res = timed({"ours": ours, **{layer: captum(layer) for layer in layers}}, args.repeats)
+    times, cpu, res = timed({"ours": ours, **{layer: captum(layer) for layer in layers}}, args.repeats, device)
     rel = {layer: float((res["ours"][layer] - res[layer]).abs().max() / res[layer].abs().max().clamp_min(1e-12))
            for layer in layers}
     t = {k: statistics.median(v) for k, v in times.items()}
@@ -96,10 +99,10 @@ def main(argv=None) -> dict:
 
     # our default estimate, timed alone, with the residual-stream cuts in the same call
     cuts = [f"bert.encoder.layer.{i}" for i in range(6)]
-    t0 = time.perf_counter()
-    s = us.conductance(model, x, layers + cuts, baselines=base, additional_forward_args=(mask,), gap_warning=None,
-                       progress=False, **kw)
-    default_s = time.perf_counter() - t0
+    with Stopwatch(device) as t0:
+        s = us.conductance(model, x, layers + cuts, baselines=base, additional_forward_args=(mask,), gap_warning=None,
+                           progress=False, **kw)
+    default_s = t0.wall
     diff = s.output_diff.abs().clamp_min(1e-12)
     mlp_share = [float((s[layer].flatten(1).sum(1) / s.output_diff).median()) for layer in layers]
     cut_gap = [float((s.delta[c].abs() / diff).max()) for c in cuts]
@@ -117,7 +120,7 @@ def main(argv=None) -> dict:
     result = {
         "model": "all-MiniLM-L6-v2 + linear sentiment head (from word embeddings)",
         "n_sentences": len(sentences), "tokens_per_sentence": enc.lengths.tolist(), "n_steps": args.steps,
-        "rule": "riemann_trapezoid", "repeats": args.repeats, "threads": args.threads,
+        "rule": "riemann_trapezoid", "repeats": args.repeats, "threads": args.threads, "device": str(device),
         "ours_s": t["ours"], "captum_s": {layer: t[layer] for layer in layers}, "captum_total_s": captum_total,
         "speedup_vs_captum_6_layers": captum_total / t["ours"],
         "best_speedup_vs_captum_6_layers": sum(min(times[layer]) for layer in layers) / min(times["ours"]),

@@ -55,10 +55,38 @@ def test_the_thread_count_is_part_of_the_cache_key(tmp_path, monkeypatch):
     assert (c1, c2, c3) == (False, False, True) and seen == [1, 2]  # each count trains on that many threads
     assert (info1["trained_with"]["threads"], info2["trained_with"]["threads"]) == (1, 2)
     assert entry_path("toy", recipe, threads=2).exists()
-    # the zoo trainers pass theirs: another count is another entry
-    assert not digits_cnn(epochs=1, threads=2, progress=False).cached
-    assert not digits_cnn(epochs=1, threads=1, progress=False).cached
-    assert digits_cnn(epochs=1, threads=2, progress=False).cached
+
+
+class _Asked(Exception):
+    pass
+
+
+def test_every_zoo_trainer_passes_its_thread_count(monkeypatch):
+    """Each trainer hands its ``threads`` to ``cached_state`` (which keys and trains by it); 1 by default."""
+    import importlib
+    import inspect
+
+    seen = []
+
+    def fake(name, recipe, train, *, threads=1):
+        seen.append((name, threads))
+        raise _Asked
+
+    trainers = {"digits": "digits_cnn", "digits_vae": "digits_vae", "sentiment": "sentiment_cnn",
+                "minilm_vectors": "word_vectors"}
+    for module, name in trainers.items():
+        mod = importlib.import_module(f"unitscope.zoo.{module}")
+        monkeypatch.setattr(mod, "cached_state", fake)
+        for kw in ({}, {"threads": 3}):
+            with pytest.raises(_Asked):
+                getattr(mod, name)(progress=False, **kw)
+    assert seen == [(n, t) for n in ("digits-cnn", "digits-vae", "sentiment-cnn", "minilm-vectors") for t in (1, 3)]
+    from unitscope.zoo.digits import digits_mlp, digits_shallow_cnn, digits_vgg
+    from unitscope.zoo.minilm import minilm_sentiment
+
+    for f in (digits_vgg, digits_mlp, digits_shallow_cnn, minilm_sentiment):
+        assert inspect.signature(f).parameters["threads"].default == 1, f
+
 
 
 def test_training_leaves_the_process_as_it_was(tmp_path, monkeypatch):

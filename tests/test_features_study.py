@@ -119,3 +119,34 @@ def test_concentration_and_contexts():
     assert c == {"top_share": pytest.approx((0.7 + 0.5) / 2), "units_for_share": 2.0}
     ctx = features.feature_contexts(torch.tensor([[0.0, 1.0], [3.0, 0.0], [2.0, 0.0]]), [["a", "b"], ["c"]], [0, 1])
     assert ctx == {0: ["a [b] (3.00)", "[c] (2.00)"], 1: ["[a] b (1.00)"]}
+
+
+def test_entry_point_undoes_what_it_sets(tmp_path, monkeypatch):
+    # as tests/test_global_state.py does for the other studies: stopped where the heavy work starts, the study has
+    # set threads, seed, grad mode and warning filters — and main() puts them all back
+    import unitscope.zoo.minilm as zoo_minilm
+    from test_global_state import differences
+    from unitscope.core.state import process_snapshot
+
+    class Stop(Exception):
+        pass
+
+    seen = {}
+
+    def stop(*args, **kwargs):
+        seen["during"] = process_snapshot()
+        raise Stop
+
+    monkeypatch.setattr(zoo_minilm, "minilm_sentiment", stop)
+    threads = torch.get_num_threads()
+    with torch.no_grad():
+        try:
+            torch.set_num_threads(2 if threads == 1 else 1)
+            before = process_snapshot()
+            with pytest.raises(Stop):
+                features.main(["--quick", "--seed", "7", "--threads", str(threads), "--out", str(tmp_path)])
+            after = process_snapshot()
+        finally:
+            torch.set_num_threads(threads)
+    assert {"threads", "grad_enabled", "torch_rng", "warning_filters"} <= set(differences(before, seen["during"]))
+    assert differences(before, after) == []

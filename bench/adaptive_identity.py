@@ -5,6 +5,7 @@
     .venv/bin/python bench/adaptive_identity.py --compare old.pt new.pt [--rtol 0]
     .venv/bin/python bench/adaptive_identity.py --quick --device cuda --save cuda.pt   # the same cases on the GPU;
     .venv/bin/python bench/adaptive_identity.py --compare cpu.pt cuda.pt --rtol 1e-4  # then CPU against GPU
+    .venv/bin/python bench/adaptive_identity.py --quick --device cuda --save cuda.pt --against-cpu --rtol 1e-4  # both
 
 Cases: the digits CNN's 13 layers (4 and 32 steps; adaptive, Gauss–Legendre, trapezoid, Captum-compatible; target
 None and the labels; ``internal_batch_size`` None and small, so blocks and chunks split examples and nodes), a timm
@@ -145,8 +146,17 @@ def cases(quick: bool = False, device="cpu"):
     return out
 
 
-def compare(a: dict, b: dict, rtol: float) -> dict:
+def compare(a: dict, b: dict, rtol: float, show: int | None = None) -> dict:
+    """Counts of identical, within-``rtol`` and differing keys; every non-identical key printed, or with ``show``
+    only the first ``show`` that differ beyond ``rtol``."""
+    import builtins
+
     same = close = differ = 0
+
+    def print(line):   # noqa: A001 — the per-key lines, filtered by ``show``
+        if show is None or (line.startswith(("DIFFER", "MISSING")) and differ < show):
+            builtins.print(line)
+
     for k in sorted(set(a) | set(b)):
         if k not in a or k not in b:
             print(f"MISSING {k} ({'old' if k not in a else 'new'} lacks it)")
@@ -187,6 +197,8 @@ def main(argv=None):
     p.add_argument("--compare", nargs=2)
     p.add_argument("--rtol", type=float, default=0.0)
     p.add_argument("--quick", action="store_true")
+    p.add_argument("--against-cpu", action="store_true",
+                   help="with --save on a GPU: the same cases on the CPU too, compared with --rtol (counts in the JSON)")
     add_device(p)
     args = p.parse_args(argv)
     torch.set_num_threads(1)
@@ -194,7 +206,11 @@ def main(argv=None):
     if args.save:
         sec, out = clock(lambda: cases(args.quick, device), device, time.perf_counter)
         torch.save(out, args.save)
-        print(json.dumps({"saved": args.save, "keys": len(out), "device": str(device), "seconds": round(sec, 2)}))
+        res = {"saved": args.save, "keys": len(out), "device": str(device), "seconds": round(sec, 2)}
+        if args.against_cpu:   # the CPU as the reference: "differ" counts what moves beyond rtol on this device
+            cpu_sec, ref = clock(lambda: cases(args.quick, torch.device("cpu")), "cpu", time.perf_counter)
+            res["vs_cpu"] = {**compare(ref, out, args.rtol, show=20), "cpu_seconds": round(cpu_sec, 2)}
+        print(json.dumps(res))
     if args.compare:
         a, b = (torch.load(f, weights_only=True) for f in args.compare)
         res = compare(a, b, args.rtol)

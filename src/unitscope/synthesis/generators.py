@@ -28,7 +28,7 @@ import torch.nn as nn
 
 from ..core.capture import Recorder
 from ..core.errors import UnitscopeError
-from ..core.inputs import in_model_dtype
+from ..core.inputs import in_model_dtype, model_device
 from .params import FFT
 from ..core.sites import resolve
 from ..core.state import analysis_mode
@@ -128,7 +128,7 @@ class LayerEncoder:
     def __call__(self, x: torch.Tensor) -> torch.Tensor:
         rec = Recorder([self.site], stop_when_done=True)
         with analysis_mode(self.model, freeze=False), rec.active():
-            self.model(in_model_dtype(self.model, x))
+            self.model(in_model_dtype(self.model, x.to(model_device(self.model, x.device))))
         return rec.parts[self.layer][0].flatten(1)
 
 

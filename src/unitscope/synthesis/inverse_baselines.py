@@ -65,13 +65,13 @@ def penalized_am(model: nn.Module, constraints, generator, *, encoder=None, n_sa
     ``penalty·dist(f, [a + margin, b − margin])²`` for leaving the range (the same margin as the sampler's slack), ``steps`` Adam steps per start; the final codes that are
     inside every range are the samples (``n_samples`` starts, run ``batch`` at a time)."""
     batch = batch or n_samples
-    cons, prob, rng, _ = _setup(model, constraints, generator, encoder, 8, seed)
+    cons, prob, rng, z0 = _setup(model, constraints, generator, encoder, 8, seed)
     kept, proposed, feasible = [], 0, 0
     t0 = time.perf_counter()
     with _frozen(model, generator, prob.encoder):
         for start in progress_bar(range(0, n_samples, batch), desc="penalized AM",
                           progress=False if progress is False else None):
-            z = generator.sample_codes(min(batch, n_samples - start), generator=rng).requires_grad_(True)
+            z = generator.sample_codes(min(batch, n_samples - start), generator=rng).to(z0.device).requires_grad_(True)
             opt = torch.optim.Adam([z], lr=lr * (float(z.detach().std()) or 1.0))
             for _ in range(steps):
                 _, f, _ = prob(z)

@@ -60,16 +60,18 @@ def _errors(est: torch.Tensor, ref: torch.Tensor, k: int = 10) -> np.ndarray:
 def _case(name, model, x, layers, *, baselines, extra, steps, ref_steps, ibs, captum_steps):
     from captum.attr import LayerConductance
 
-    kw = dict(baselines=baselines, target=0, additional_forward_args=extra, gap_warning=None, progress=False,
+    kw = dict(baselines=baselines, target=0, additional_forward_args=extra, progress=False,
               internal_batch_size=ibs)
-    ref_s, ref = clock(lambda: us.conductance(model, x, layers, n_steps=ref_steps, rtol=1e-9, **kw), x.device,
-                       time.perf_counter)
+    quiet = us.PathConfig(gap_warning=None)
+    ref_s, ref = clock(lambda: us.conductance(model, x, layers, n_steps=ref_steps,
+                                              path=us.PathConfig(rtol=1e-9, gap_warning=None), **kw),
+                       x.device, time.perf_counter)
     out = {"reference_evals": int(ref.n_evals.max()), "reference_s": ref_s, "curves": {},
            "ok": {layer: bool(ref.ok[layer]) for layer in layers}}
     curves = {"ours (adaptive)": {}, "ours (gausslegendre)": {}, "captum": {}}
     units = []   # per top-10 unit of the adaptive default: (true error, estimate, reference's error), / scale
     for n in steps:
-        s = us.conductance(model, x, layers, n_steps=n, **kw)
+        s = us.conductance(model, x, layers, n_steps=n, path=quiet, **kw)
         errs = [_errors(s[layer], ref[layer]) for layer in layers]
         curves["ours (adaptive)"][n] = (float(np.mean(s.n_evals.cpu().numpy())), float(max(e.max() for e in errs)))
         for layer in layers:
@@ -83,7 +85,7 @@ def _case(name, model, x, layers, *, baselines, extra, steps, ref_steps, ibs, ca
                 units.append(torch.stack([true, est, rerr], -1).reshape(-1, 3).numpy())
         if n <= 64 and "gausslegendre" not in out.get("unsupported", ""):
             try:
-                g = us.conductance(model, x, layers, n_steps=n, method="gausslegendre", **kw)
+                g = us.conductance(model, x, layers, n_steps=n, method="gausslegendre", path=quiet, **kw)
             except us.UnitscopeError as e:  # e.g. SDPA attention has no forward-mode derivative
                 out["unsupported"] = f"gausslegendre: {e}"
                 print(f"  (gausslegendre not available: {str(e).splitlines()[0][:160]})")
@@ -150,7 +152,8 @@ def _cost_per_eval(model, x, layer, device, n=32, repeats=2):
             times[label] = best / alphas.numel()
     best, evals = None, None
     for _ in range(repeats):
-        dt, s = clock(lambda: us.conductance(model, x, [layer], n_steps=n + 2, gap_warning=None, progress=False),
+        dt, s = clock(lambda: us.conductance(model, x, [layer], n_steps=n + 2, path=us.PathConfig(gap_warning=None),
+                                             progress=False),
                       device, time.perf_counter)
         if best is None or dt < best:
             best, evals = dt, float(s.n_evals.float().mean())

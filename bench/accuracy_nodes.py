@@ -170,7 +170,8 @@ def main(argv=None):
                   + ", ".join(f"{n} nodes {100 * o['error']:.2f}%" for n, o in res[f"blocks.{b}"]["oracle"].items()),
                   flush=True)
         for n in budgets:
-            s = us.conductance(net, img, [f"m.blocks.{b}" for b in BLOCKS], target=0, n_steps=n, gap_warning=None,
+            s = us.conductance(net, img, [f"m.blocks.{b}" for b in BLOCKS], target=0, n_steps=n,
+                               path=us.PathConfig(gap_warning=None),
                                progress=False)
             for b, L in layers.items():
                 est = s[f"m.blocks.{b}"][0].double().sum((1, 2)).cpu().numpy()

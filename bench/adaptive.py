@@ -27,7 +27,8 @@ BLOCKS = [f"blocks.{i}" for i in range(7)]
 
 def worst_gap(model, x, n, method):
     """Worst block's relative gap, evaluations used, wall seconds (on CUDA between two synchronizes)."""
-    sec, s = clock(lambda: us.conductance(model, x, BLOCKS, n_steps=n, method=method, rtol=1e-6, gap_warning=None,
+    sec, s = clock(lambda: us.conductance(model, x, BLOCKS, n_steps=n, method=method,
+                                          path=us.PathConfig(rtol=1e-6, gap_warning=None),
                                           internal_batch_size=32, progress=False), x.device, time.perf_counter)
     return max(float(s.relative_delta(b)[0]) for b in BLOCKS), int(s.n_evals[0]), sec
 

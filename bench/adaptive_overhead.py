@@ -37,6 +37,7 @@ def main(argv=None) -> dict:
 
     torch.set_num_threads(1)
 
+    from unitscope import PathConfig
     from unitscope.attribution.scores import attribute
     from unitscope.cli.scan import default_layers
     from unitscope.zoo import digits_cnn, digits_data
@@ -60,12 +61,12 @@ def main(argv=None) -> dict:
             for q, f in zip(model.parameters(), flags):
                 q.requires_grad_(f)
 
-    attribute(model, x[:8], layers, scores=["activation", "conductance"], n_steps=4, gap_warning=None,
+    attribute(model, x[:8], layers, scores=["activation", "conductance"], n_steps=4, path=PathConfig(gap_warning=None),
               progress=False)   # warm-up
     rows = {}
     for n in args.steps:
         t = {m: cpu(lambda m=m: attribute(model, x, layers, scores=["activation", "conductance"], n_steps=n,
-                                          method=m, gap_warning=None, progress=False))
+                                          method=m, path=PathConfig(gap_warning=None), progress=False))
              for m in ("adaptive", "gausslegendre")}
         t["floor"] = cpu(lambda: floor(n))
         rows[n] = {"adaptive_cpu_seconds": t["adaptive"], "gausslegendre_cpu_seconds": t["gausslegendre"],

@@ -54,6 +54,7 @@ def main(argv=None) -> dict:
     torch.set_num_threads(args.threads)
 
     import unitscope as us
+    from unitscope import PathConfig, StreamConfig
     from unitscope.atlas.build import BANDS, _seed
     from unitscope.atlas.source import Source, UnitAccumulator
     from unitscope.atlas.work import layer_bands, layer_vectors, work_chunk
@@ -80,7 +81,10 @@ def main(argv=None) -> dict:
 
     # the whole atlas of one layer (units per minute)
     with Clock() as whole:
-        a = us.atlas(model, (x, y), layers=[layer], generator=gen, progress=False, **s)
+        a = us.atlas(model, (x, y), [layer], top_k=s["top_k"], path=us.PathConfig(n_steps=s["n_steps"]),
+                     synthesis=us.SynthesisConfig(generator=gen, iam_steps=s["iam_steps"],
+                                                  inverse_samples=s["inverse_samples"],
+                                                  inverse_steps=s["inverse_steps"]), progress=False)
     n_units = len(a.units)
 
     # the shared scan, then the per-unit work batched vs looped on the same scan
@@ -88,7 +92,7 @@ def main(argv=None) -> dict:
     extra = UnitAccumulator()
     with Clock() as sc:
         result = scan(model, src.loader, [layer], scores=["activation", "conductance"], top_k=s["top_k"],
-                      n_steps=s["n_steps"], progress=False, extra=extra)
+                      path=PathConfig(n_steps=s["n_steps"]), stream=StreamConfig(extra=extra), progress=False)
     # the scan's floor: one bare forward + backward to the inputs over the same rows (every example × n_steps),
     # parameters frozen, keeping nothing
     flags = [q.requires_grad for q in model.parameters()]
@@ -158,8 +162,8 @@ def main(argv=None) -> dict:
                                 got = us.sample_inverse_set(model, (layer, u, lo, hi), gen,
                                                             n_samples=s["inverse_samples"],
                                                             n_seeds=s["inverse_samples"],
-                                                            max_seed_steps=s["inverse_steps"], seed=u,
-                                                            progress=False, on_empty="ignore")
+                                                            seed=u, progress=False, on_empty="ignore",
+                                                            sampler=us.SamplerConfig(max_seed_steps=s["inverse_steps"]))
                             if len(got.samples):
                                 layer_vectors(model, layer, got.samples)
         per[dead[u]][0] += one.wall

@@ -48,14 +48,17 @@ def main(argv=None) -> dict:
         "captum": lambda net: LayerConductance(net, net.linear0).attribute(
             x, target=0, n_steps=500, method="gausslegendre", return_convergence_delta=True)[1],
         "gausslegendre": lambda net: us.conductance(net, x, ["linear0"], target=0, n_steps=500,
-                                                    method="gausslegendre", gap_warning=None).delta["linear0"],
+                                                    method="gausslegendre",
+                                                    path=us.PathConfig(gap_warning=None)).delta["linear0"],
         "captum_compatible": lambda net: us.conductance(net, x, ["linear0"], target=0, n_steps=500,
-                                                        method="gausslegendre", captum_compatible=True,
-                                                        gap_warning=None).delta["linear0"],
+                                                        method="gausslegendre",
+                                                        path=us.PathConfig(captum_compatible=True,
+                                                                           gap_warning=None)).delta["linear0"],
         "riemann_trapezoid": lambda net: us.conductance(net, x, ["linear0"], target=0, n_steps=500,
                                                         method="riemann_trapezoid",
-                                                        gap_warning=None).delta["linear0"],
-        "adaptive": lambda net: us.conductance(net, x, ["linear0"], target=0, gap_warning=None).delta["linear0"],
+                                                        path=us.PathConfig(gap_warning=None)).delta["linear0"],
+        "adaptive": lambda net: us.conductance(net, x, ["linear0"], target=0,
+                                               path=us.PathConfig(gap_warning=None)).delta["linear0"],
     }
     deltas = {k: [] for k in runs}
     for b in biases:

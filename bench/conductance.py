@@ -95,7 +95,7 @@ def compare_with_captum(model, x, layers, target, n_steps: int, repeats: int) ->
 
     def ours():
         return us.conductance(model, x, layers, target=target, n_steps=n_steps, method="riemann_trapezoid",
-                              internal_batch_size=None, captum_compatible=True, gap_warning=None)
+                              internal_batch_size=None, path=us.PathConfig(captum_compatible=True, gap_warning=None))
 
     def captum(layer):
         lc = LayerConductance(model, model.get_submodule(layer))
@@ -126,8 +126,9 @@ def accuracy_table(model, x, layers, target, steps) -> dict:
     """Worst-layer relative completeness gap (max over examples) and evals per example, per estimate."""
     import unitscope as us
 
-    def worst(**kw):
-        s = us.conductance(model, x, layers, target=target, gap_warning=None, **kw)
+    def worst(captum_compatible=False, **kw):
+        s = us.conductance(model, x, layers, target=target,
+                           path=us.PathConfig(gap_warning=None, captum_compatible=captum_compatible), **kw)
         return max(float(s.relative_delta(layer).max()) for layer in layers), int(s.n_evals.max())
 
     table = {}
@@ -170,7 +171,7 @@ def peak(n_steps: int, size: int, device) -> None:
         torch.cuda.reset_peak_memory_stats(device)
     before = torch.cuda.memory_allocated(device) / 2 ** 20 if cuda else vm_hwm_mib()
     us.conductance(model, x, RESNET_LAYERS, target=target, n_steps=n_steps, method="riemann_trapezoid",
-                   internal_batch_size=16, gap_warning=None, progress=False)
+                   internal_batch_size=16, path=us.PathConfig(gap_warning=None), progress=False)
     sync(device)
     print(json.dumps({"n_steps": n_steps, "peak_mib": torch.cuda.max_memory_allocated(device) / 2 ** 20 if cuda
                       else vm_hwm_mib(), "peak_before_call_mib": before, "memory": "cuda" if cuda else "rss",
@@ -193,8 +194,9 @@ def profile_digits(device) -> None:
     model, x, target = digits(32, device)
     kw = dict(target=target, n_steps=50, method="riemann_trapezoid")
     lc = LayerConductance(model, model.get_submodule(DIGITS_LAYERS[0]))
-    calls = {"ours, 5 layers": lambda: us.conductance(model, x, DIGITS_LAYERS, captum_compatible=True,
-                                                      gap_warning=None, **kw),
+    calls = {"ours, 5 layers": lambda: us.conductance(model, x, DIGITS_LAYERS,
+                                                      path=us.PathConfig(captum_compatible=True, gap_warning=None),
+                                                      **kw),
              f"captum, {DIGITS_LAYERS[0]}": lambda: lc.attribute(x, **kw)}
     for name, fn in calls.items():
         fn()                                                      # warm-up

@@ -43,14 +43,14 @@ def _model(name, device="cpu"):
 
 def measure(name, budgets, ref_steps, device="cpu"):
     model, x, target, layers = _model(name, device)
-    kw = dict(target=target, gap_warning=None, progress=False)
-    ref = us.conductance(model, x, layers, n_steps=ref_steps, rtol=1e-9, **kw)
+    kw = dict(target=target, progress=False)
+    ref = us.conductance(model, x, layers, n_steps=ref_steps, path=us.PathConfig(rtol=1e-9, gap_warning=None), **kw)
     rows = {}
     before = adaptive.ERROR_FACTOR
     adaptive.ERROR_FACTOR = 1.0       # the raw estimate; restored below
     try:
         for b in budgets:
-            s = us.conductance(model, x, layers, n_steps=b, **kw)
+            s = us.conductance(model, x, layers, n_steps=b, path=us.PathConfig(gap_warning=None), **kw)
             out = []
             for layer in layers:
                 r, e = reduce_units(ref[layer].double()), reduce_units(s[layer].double())

@@ -181,8 +181,9 @@ def bench_captum(lm, enc, dictionaries, steps, repeats, device):
     ours_t, theirs_t, diff = [], [], 0.0
     for _ in range(repeats):
         t, ours = clock(lambda: us.conductance(model, enc.embeddings, list(dictionaries), baselines=enc.baselines,
-                                               additional_forward_args=(enc.attention_mask,), captum_compatible=True,
-                                               gap_warning=None, dictionaries=dictionaries, **kw), device)
+                                               additional_forward_args=(enc.attention_mask,),
+                                               path=us.PathConfig(captum_compatible=True, gap_warning=None),
+                                               dictionaries=dictionaries, **kw), device)
         ours_t.append(t)
         total = 0.0
         for name in dictionaries:

@@ -112,8 +112,9 @@ def run_model(name, setup, device, rounds, rules):
 
     def rule(method):
         def call():
-            return us.conductance(model, x, layers, n_steps=n_steps, method=method, gap_warning=None, progress=False,
-                                  rtol=0.0 if method == "adaptive" else 1e-3, **kw)
+            return us.conductance(model, x, layers, n_steps=n_steps, method=method,
+                                  path=us.PathConfig(gap_warning=None, rtol=0.0 if method == "adaptive" else 1e-3),
+                                  progress=False, **kw)
         return call
 
     rule("adaptive")()   # warm-up (and any first-use training)

@@ -45,7 +45,7 @@ def compare(model, x, layer, channels, target, n_steps, repeats):
     _, hh, ww = us.activation(model, x[:1], [layer])[layer].shape[1:]  # the layer's unit shape, hooks via unitscope
     ours, t_ours = timed(lambda: us.neuron_conductance(model, x, layer, units=list(channels), target=target,
                                                        n_steps=n_steps, method="gausslegendre",
-                                                       unit_batch_size=16), x.device, repeats)
+                                                       path=us.PathConfig(unit_batch_size=16)), x.device, repeats)
     nc = NeuronConductance(model, module)
 
     def captum():

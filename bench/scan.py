@@ -37,6 +37,7 @@ from torch.utils.data import DataLoader
 
 from unitscope.cli.scan import _load_data, default_layers
 from unitscope.data.scan import ScanResult, scan
+from unitscope import PathConfig, StreamConfig
 from unitscope.attribution.scores import attribute
 from unitscope.zoo import digits_cnn
 
@@ -61,7 +62,8 @@ def floor(model, data, layers, args, device) -> float:
     n = 0
     with Stopwatch(device, time.perf_counter) as t:
         for x, _ in DataLoader(data, batch_size=args.batch_size):
-            attribute(model, x, layers, scores=METHODS, n_steps=args.n_steps, gap_warning=None, progress=False)
+            attribute(model, x, layers, scores=METHODS, n_steps=args.n_steps, path=PathConfig(gap_warning=None),
+                      progress=False)
             n += len(x)
     return n / t.seconds
 
@@ -69,7 +71,7 @@ def floor(model, data, layers, args, device) -> float:
 def one_scan(model, data, layers, args, device, group=None) -> tuple[ScanResult, float]:
     with Stopwatch(device, time.perf_counter) as t:
         r = scan(model, DataLoader(data, batch_size=args.batch_size), layers, scores=METHODS, top_k=args.top_k,
-                 n_steps=args.n_steps, progress=False, group=group)
+                 path=PathConfig(n_steps=args.n_steps), stream=StreamConfig(group=group), progress=False)
     return r, r.count / t.seconds
 
 
@@ -142,7 +144,8 @@ def main():
     print(f"{len(data)} examples, {len(layers)} layers, methods {METHODS}, n_steps {args.n_steps}, device {device}",
           flush=True)
     x0 = data[:args.batch_size][0]  # warm-up: first-call allocations are in neither measurement
-    attribute(model, x0, layers, scores=METHODS, n_steps=args.n_steps, gap_warning=None, progress=False)
+    attribute(model, x0, layers, scores=METHODS, n_steps=args.n_steps, path=PathConfig(gap_warning=None),
+              progress=False)
     # floor, scan, floor: the faster floor is taken, so load that comes and goes can only lower ratio_to_floor
     floor_a = floor(model, data, layers, args, device)
     print(f"floor (engine only):  {floor_a:8.1f} examples/s", flush=True)

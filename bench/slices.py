@@ -78,7 +78,7 @@ def main(argv=None) -> dict:
             warnings.simplefilter("ignore", InverseSetWarning)
             for u, lo, hi in problems[:8]:
                 out.append(us.sample_inverse_set(model, (layer, u, lo, hi), gen, n_samples=4, n_seeds=4,
-                                                 max_seed_steps=100, seed=u, progress=False,
+                                                 sampler=us.SamplerConfig(max_seed_steps=100), seed=u, progress=False,
                                                  on_empty="ignore").codes)
         return torch.cat(out)
 

@@ -55,7 +55,8 @@ def main(argv=None) -> dict:
                 v = s[layer]
                 return v.flatten(2).sum(2) if v.dim() > 2 else v
 
-            ref = units(us.conductance(net, x, [layer], target=0, n_steps=2048, rtol=1e-12, gap_warning=None))
+            ref = units(us.conductance(net, x, [layer], target=0, n_steps=2048,
+                                       path=us.PathConfig(rtol=1e-12, gap_warning=None)))
             scale = ref.abs().amax(1, keepdim=True)
             errors[name] = {}
             for rule in RULES:
@@ -63,7 +64,7 @@ def main(argv=None) -> dict:
                 for kind in ("jvp", "stieltjes"):
                     paths.JVP_RULES = jvp_rules + ((rule,) if kind == "jvp" else ())
                     got = units(us.conductance(net, x, [layer], target=0, n_steps=args.steps, method=rule,
-                                               gap_warning=None))
+                                               path=us.PathConfig(gap_warning=None)))
                     row[kind] = float(((got - ref).abs() / scale).max())
                 errors[name][rule] = row
                 print(f"{name:<11} {rule:<18} jvp {100 * row['jvp']:7.3f}%   stieltjes {100 * row['stieltjes']:7.3f}%",

@@ -84,7 +84,7 @@ def main(argv=None) -> dict:
 
     def ours():
         return us.conductance(model, x, layers, baselines=base, additional_forward_args=(mask,),
-                              captum_compatible=True, gap_warning=None, progress=False, **kw)
+                              path=us.PathConfig(captum_compatible=True, gap_warning=None), progress=False, **kw)
 
     def captum(layer):
         lc = LayerConductance(model, model.get_submodule(layer))
@@ -100,7 +100,8 @@ def main(argv=None) -> dict:
     # our default estimate, timed alone, with the residual-stream cuts in the same call
     cuts = [f"bert.encoder.layer.{i}" for i in range(6)]
     with Stopwatch(device) as t0:
-        s = us.conductance(model, x, layers + cuts, baselines=base, additional_forward_args=(mask,), gap_warning=None,
+        s = us.conductance(model, x, layers + cuts, baselines=base, additional_forward_args=(mask,),
+                           path=us.PathConfig(gap_warning=None),
                            progress=False, **kw)
     default_s = t0.wall
     diff = s.output_diff.abs().clamp_min(1e-12)
@@ -115,7 +116,7 @@ def main(argv=None) -> dict:
         captum_tuple = f"{type(e).__name__}: {str(e)[:160]}"
     theirs_tuple = us.conductance(model, x[:1], attention_layers(1), baselines=base[:1],
                                   additional_forward_args=(mask[:1],), target=target[:1], n_steps=4,
-                                  gap_warning=None, progress=False)
+                                  path=us.PathConfig(gap_warning=None), progress=False)
 
     result = {
         "model": "all-MiniLM-L6-v2 + linear sentiment head (from word embeddings)",

@@ -11,7 +11,7 @@ from nets import cnn, mlp
 # --- the caller's grad mode and dtype do not change the numbers -------------------------------------------------
 
 def _all_methods(net, x, **kw):
-    out = us.attribute(net, x, ["1", "3"], target=1, n_steps=12, gap_warning=None, **kw)
+    out = us.attribute(net, x, ["1", "3"], target=1, n_steps=12, path=us.PathConfig(gap_warning=None), **kw)
     out["neuron"] = us.neuron_conductance(net, x, "1", units=[0, 3], target=1, n_steps=12)
     return out
 
@@ -48,7 +48,7 @@ class Detached(nn.Module):
 def test_a_gradient_that_cannot_be_had_is_an_error_not_zeros(method):
     net, x = Detached().eval(), torch.randn(2, 4)
     with pytest.raises(us.UnitscopeError, match="cannot be had"):
-        us.attribute(net, x, ["act"], scores=[method], target=0, n_steps=8, gap_warning=None)
+        us.attribute(net, x, ["act"], scores=[method], target=0, n_steps=8, path=us.PathConfig(gap_warning=None))
 
 
 def test_a_layer_off_the_output_path_is_an_error_naming_it():
@@ -62,7 +62,8 @@ def test_a_layer_off_the_output_path_is_an_error_naming_it():
             return self.body(x)
 
     with pytest.raises(us.UnitscopeError, match="layer 'aux'"):
-        us.conductance(Aux().eval(), torch.randn(2, 4), ["aux", "body"], target=0, n_steps=8, gap_warning=None)
+        us.conductance(Aux().eval(), torch.randn(2, 4), ["aux", "body"], target=0, n_steps=8,
+                       path=us.PathConfig(gap_warning=None))
 
 
 class InputDetached(nn.Module):
@@ -87,7 +88,7 @@ def test_per_input_conductance_that_cannot_be_had_is_an_error_not_zeros(paired):
 
 def test_float64_in_float64_out_and_half_integrates_in_float32():
     net, x = cnn(3), torch.randn(2, 3, 8, 8)
-    s64 = us.attribute(net.double(), x.double(), ["0", "6"], target=1, n_steps=16, gap_warning=None)
+    s64 = us.attribute(net.double(), x.double(), ["0", "6"], target=1, n_steps=16, path=us.PathConfig(gap_warning=None))
     for scores in s64.values():
         for layer in scores:
             assert scores[layer].dtype == torch.float64
@@ -95,9 +96,10 @@ def test_float64_in_float64_out_and_half_integrates_in_float32():
     n64 = us.neuron_conductance(net, x.double(), "3", units=[1], target=1, n_steps=8)
     assert n64.dtype == torch.float64
     net16, x16 = cnn(3).to(torch.bfloat16), x.to(torch.bfloat16)
-    s16 = us.conductance(net16, x16, ["3"], target=1, n_steps=16, gap_warning=None)
+    s16 = us.conductance(net16, x16, ["3"], target=1, n_steps=16, path=us.PathConfig(gap_warning=None))
     assert s16["3"].dtype == torch.float32
-    ref = us.conductance(cnn(3).double(), x16.double(), ["3"], target=1, n_steps=16, gap_warning=None)
+    ref = us.conductance(cnn(3).double(), x16.double(), ["3"], target=1, n_steps=16,
+                         path=us.PathConfig(gap_warning=None))
     # bfloat16 forward passes, float32 sums: close to the float64 numbers at bfloat16's resolution
     scale = float(ref["3"].abs().max())
     assert float((s16["3"].double() - ref["3"]).abs().max()) < 0.05 * scale
@@ -110,13 +112,15 @@ def test_captums_toy_mlp_is_390_on_linear0():
     ReLU kink at α = 0.1, and the exact conductance of linear0's unit 1 is 300 + 90 = 390."""
     basic_models = pytest.importorskip("captum.testing.helpers.basic_models")
     net, x = basic_models.BasicModel_MultiLayer().eval(), torch.tensor([[0.0, 100.0, 0.0]])
-    ada = us.conductance(net, x, ["linear0"], target=0, n_steps=64, rtol=1e-6, gap_warning=None)
+    ada = us.conductance(net, x, ["linear0"], target=0, n_steps=64, path=us.PathConfig(rtol=1e-6, gap_warning=None))
     assert int(ada.n_evals.max()) <= 64
     assert float(ada["linear0"][0, 1]) == pytest.approx(390.0, abs=0.01)
     assert float(ada["linear0"][0, 1] - 390).__abs__() <= 3 * float(ada.error["linear0"][0, 1]) + 1e-4
-    mid = us.conductance(net, x, ["linear0"], target=0, n_steps=500, method="riemann_middle", gap_warning=None)
+    mid = us.conductance(net, x, ["linear0"], target=0, n_steps=500, method="riemann_middle",
+                         path=us.PathConfig(gap_warning=None))
     assert float(mid["linear0"][0, 1]) == pytest.approx(390.0, abs=0.01)
-    gl = us.conductance(net, x, ["linear0"], target=0, n_steps=500, method="gausslegendre", gap_warning=None)
+    gl = us.conductance(net, x, ["linear0"], target=0, n_steps=500, method="gausslegendre",
+                        path=us.PathConfig(gap_warning=None))
     # Gauss–Legendre across a kink is first order; its error bar says so
     assert abs(float(gl["linear0"][0, 1]) - 390) <= 3 * float(gl.error["linear0"][0, 1])
 
@@ -125,8 +129,9 @@ def _reference(net, x, layer, smooth=False):
     """Smooth: 256-node Gauss–Legendre (spectral); piecewise linear: adaptive bisection finds every kink and the
     trapezoid of consecutive nodes is exact between kinks."""
     if smooth:
-        return us.conductance(net, x, [layer], target=0, n_steps=256, method="gausslegendre", gap_warning=None)[layer]
-    return us.conductance(net, x, [layer], target=0, n_steps=4096, rtol=1e-12, gap_warning=None,
+        return us.conductance(net, x, [layer], target=0, n_steps=256, method="gausslegendre",
+                              path=us.PathConfig(gap_warning=None))[layer]
+    return us.conductance(net, x, [layer], target=0, n_steps=4096, path=us.PathConfig(rtol=1e-12, gap_warning=None),
                           internal_batch_size=8192)[layer]
 
 
@@ -138,7 +143,8 @@ def test_error_falls_as_c_over_n_or_faster_for_layer_and_per_input_conductance(a
     steps = (4, 8, 16) if smooth else (8, 32, 128)
     errs, nerrs = {}, {}
     for n in steps:
-        s = us.conductance(net, x, ["2"], target=0, n_steps=n, method="gausslegendre", gap_warning=None)
+        s = us.conductance(net, x, ["2"], target=0, n_steps=n, method="gausslegendre",
+                           path=us.PathConfig(gap_warning=None))
         errs[n] = float((s["2"] - ref).abs().max())
         nc = us.neuron_conductance(net, x, "2", units=list(range(12)), target=0, n_steps=n, method="gausslegendre")
         nerrs[n] = float((nc.sum(2) - ref).abs().max())   # Σ_i Eq. 2 = Eq. 3
@@ -153,7 +159,7 @@ def test_error_falls_as_c_over_n_or_faster_for_layer_and_per_input_conductance(a
 @pytest.mark.parametrize("rule", ["gausslegendre", "riemann_trapezoid", "riemann_middle"])
 def test_per_input_conductance_sums_to_layer_conductance_of_the_same_rule(rule):
     net, x = cnn(9).double(), torch.randn(2, 3, 8, 8, dtype=torch.float64)
-    layer = us.conductance(net, x, ["3"], target=1, n_steps=12, method=rule, gap_warning=None)["3"]
+    layer = us.conductance(net, x, ["3"], target=1, n_steps=12, method=rule, path=us.PathConfig(gap_warning=None))["3"]
     per_input = us.neuron_conductance(net, x, "3", units=list(range(12)), target=1, n_steps=12, method=rule)
     torch.testing.assert_close(per_input.flatten(2).sum(2), layer.sum((2, 3)), atol=1e-5, rtol=1e-5)
 
@@ -165,7 +171,7 @@ def test_error_bars_cover_the_true_error_of_the_top_units(act):
         net, x = mlp(20 + seed, act=act).double(), torch.randn(4, 5, dtype=torch.float64)
         for layer in ("1", "3"):
             ref = _reference(net, x, layer, smooth=act is not nn.ReLU)
-            s = us.conductance(net, x, [layer], target=0, n_steps=24, gap_warning=None)
+            s = us.conductance(net, x, [layer], target=0, n_steps=24, path=us.PathConfig(gap_warning=None))
             top = ref.abs().topk(10, dim=1).indices
             true = (s[layer] - ref).abs().gather(1, top)
             est = s.error[layer].gather(1, top)
@@ -190,7 +196,7 @@ def test_a_near_singular_path_is_diagnosed_not_ranked_with_confidence():
         s.top("stages.1", k=5)
     assert "NOT OK" in s.summary()
     fine = us.conductance(net, x, ["stages.1"], baselines=x.mean((2, 3), keepdim=True) * 0 + 0.5, n_steps=64,
-                          gap_warning=None)
+                          path=us.PathConfig(gap_warning=None))
     assert fine.ok["stages.1"] is True
 
 
@@ -204,7 +210,7 @@ def test_fixed_rules_error_bars_never_fall_below_the_rounding_of_their_sums(rule
     x = 3 * torch.randn(4, 5, dtype=torch.float64)
     with torch.no_grad():
         exact = net[1].weight[0] * (net[0](x) - net[0](torch.zeros(1, 5, dtype=torch.float64)))
-    s = us.conductance(net, x, ["0"], target=0, n_steps=8, method=rule, gap_warning=None)
+    s = us.conductance(net, x, ["0"], target=0, n_steps=8, method=rule, path=us.PathConfig(gap_warning=None))
     eps = torch.finfo(torch.float64).eps
     assert bool((s.error["0"] >= eps * s["0"].abs()).all()) and bool((s.error["0"] > 0).all())
     assert bool(((s["0"] - exact).abs() <= 3 * s.error["0"]).all())

@@ -42,8 +42,79 @@ def test_every_parameter_with_a_default_is_keyword_only(name, fn):
 def test_method_is_the_rule_and_scores_what_to_compute(name, fn):
     params = inspect.signature(fn).parameters
     assert "methods" not in params, f"{name}: the scores to compute are called scores="
-    if "method" in params:
-        assert params["method"].default in ("gausslegendre", "adaptive"), f"{name}: method= is the integration rule"
+    if "method" in params:   # Captum's name for path.method (None: the path's), or a rule of its own
+        assert params["method"].default in ("gausslegendre", "adaptive") or \
+            (params["method"].default is None and "path" in params), f"{name}: method= is the integration rule"
+
+
+#: The functions that integrate along the path: each takes path=, a PathConfig.
+ON_THE_PATH = {"attribute", "conductance", "internal_influence", "neuron_conductance", "scan", "atlas"}
+#: Those that mirror Captum's methods also take Captum's names for four of its fields.
+CAPTUM_LIKE = {"attribute", "conductance", "internal_influence", "neuron_conductance"}
+
+
+@pytest.mark.parametrize("name,fn", PUBLIC, ids=[n for n, _ in PUBLIC])
+def test_no_public_function_takes_more_than_15_parameters(name, fn):
+    """Settings travel as one object per concern (PathConfig, StreamConfig, SynthesisConfig, SamplerConfig);
+    Captum's spellings of path fields (baselines, n_steps, method, internal_batch_size) are that object's fields
+    under another name, so they are not counted."""
+    from unitscope.attribution.config import CAPTUM_NAMES
+
+    params = [p for p in inspect.signature(fn).parameters if p != "self"]
+    own = [p for p in params if not (name in CAPTUM_LIKE and p in CAPTUM_NAMES)]
+    assert len(own) <= 15, f"{name} takes {len(own)} parameters: {own}"
+
+
+def test_path_settings_travel_as_one_object():
+    from unitscope.attribution.config import CAPTUM_NAMES
+
+    for name in sorted(ON_THE_PATH):
+        params = inspect.signature(getattr(us, name)).parameters
+        assert "path" in params and params["path"].default is None, name
+        moved = {"rtol", "gap_warning", "captum_compatible", "unit_batch_size"} & set(params)
+        assert not moved, f"{name}: {moved} are PathConfig fields"
+        captum = set(CAPTUM_NAMES) & set(params)
+        assert captum == (set(CAPTUM_NAMES) if name in CAPTUM_LIKE else set()), (name, captum)
+    net = nn.Sequential(nn.Linear(3, 5), nn.ReLU(), nn.Linear(5, 2))
+    x = torch.randn(2, 3)
+    a = us.conductance(net, x, ["1"], target=0, n_steps=8, method="gausslegendre")
+    b = us.conductance(net, x, ["1"], target=0, path=us.PathConfig(n_steps=8, method="gausslegendre"))
+    c = us.conductance(net, x, ["1"], target=0, n_steps=8, path=us.PathConfig(method="gausslegendre"))
+    assert torch.equal(a["1"], b["1"]) and torch.equal(a["1"], c["1"])
+    with pytest.raises(us.UnitscopeError, match="disagrees"):
+        us.conductance(net, x, ["1"], target=0, n_steps=8, path=us.PathConfig(n_steps=16))
+    with pytest.raises(us.UnitscopeError, match="different objects"):
+        us.conductance(net, x, ["1"], target=0, baselines=torch.zeros(1, 3), path=us.PathConfig(baselines=0.5))
+    with pytest.raises(us.UnitscopeError, match="PathConfig"):
+        us.scan(net, [x], ["1"], by=None, path={"n_steps": 8})
+    with pytest.raises(TypeError):
+        us.scan(net, [x], ["1"], by=None, n_steps=8)     # scan and atlas take path= alone
+    with pytest.raises(us.UnitscopeError, match="n_steps"):
+        us.PathConfig(n_steps=1)
+    with pytest.raises(us.UnitscopeError, match="integration method"):
+        us.PathConfig(method="simpson")
+
+
+def test_layers_is_positional_or_keyword_everywhere():
+    """``us.conductance(model, x, layers)``, ``us.scan(model, loader, layers)``, ``us.atlas(model, data, layers)``:
+    the layers a function needs are named or not, as the caller likes (a ``layer`` with a default is a label, and
+    keyword-only as every parameter with a default)."""
+    for name, fn in PUBLIC:
+        params = inspect.signature(fn).parameters
+        for p in ("layers", "layer"):
+            if p in params and params[p].default is params[p].empty:
+                assert params[p].kind is params[p].POSITIONAL_OR_KEYWORD, f"{name}: {p}"
+
+
+def test_a_new_score_is_one_registry_entry(monkeypatch):
+    from unitscope.attribution import scores
+
+    grad = scores.Score("gradient", on_path=False, target=True, grad_at_x=True, values=lambda sums: sums.grad_at_x)
+    monkeypatch.setitem(scores.REGISTRY, "gradient", grad)
+    net = nn.Sequential(nn.Linear(3, 5), nn.ReLU(), nn.Linear(5, 2))
+    x = torch.randn(2, 3)
+    out = us.attribute(net, x, ["1"], scores=["gradient", "grad_x_activation", "activation"], target=1)
+    torch.testing.assert_close(out["grad_x_activation"]["1"], out["gradient"]["1"] * out["activation"]["1"])
 
 
 def test_objectives_are_exported():
@@ -54,7 +125,7 @@ def test_shapes_examples_first():
     torch.manual_seed(0)
     net = nn.Sequential(nn.Linear(3, 5), nn.ReLU(), nn.Linear(5, 2))
     x = torch.randn(4, 3)
-    s = us.conductance(net, x, ["1"], target=0, n_steps=8, gap_warning=None)
+    s = us.conductance(net, x, ["1"], target=0, n_steps=8, path=us.PathConfig(gap_warning=None))
     assert s["1"].shape == (4, 5) and s.top("1", k=2).indices.shape == (4, 2)
     assert us.ablation_scores(net, x, "1", target=0).shape == (4, 5)
     assert us.neuron_conductance(net, x, "1", [0, 2, 4], target=0, n_steps=8).shape == (4, 3, 3)
@@ -137,10 +208,10 @@ def test_results_show_themselves_in_a_notebook():
     torch.manual_seed(0)
     net = nn.Sequential(nn.Linear(3, 5), nn.ReLU(), nn.Linear(5, 2))
     x = torch.randn(4, 3)
-    html = us.conductance(net, x, ["1", "2"], target=0, n_steps=8, gap_warning=None)._repr_html_()
+    html = us.conductance(net, x, ["1", "2"], target=0, n_steps=8, path=us.PathConfig(gap_warning=None))._repr_html_()
     assert html.startswith("<table>") and "<td>1</td>" in html and "<td>2</td>" in html and "%" in html
     r = us.scan(net, [(x, torch.tensor([0, 1, 0, 1]))], ["1"], scores=["activation", "conductance"], top_k=2,
-                n_steps=4, progress=False)
+                path=us.PathConfig(n_steps=4), progress=False)
     html = r._repr_html_()
     assert html.count("<tr>") == 3 and "<td>conductance</td>" in html and "4 examples" in html
 

@@ -6,6 +6,7 @@ import math
 import os
 import subprocess
 import sys
+from dataclasses import replace
 from pathlib import Path
 
 import pytest
@@ -15,7 +16,9 @@ import torch.nn as nn
 import unitscope as us
 from unitscope.atlas import Atlas
 
-KW = dict(method="gausslegendre", top_k=3, n_steps=6, iam_steps=6, inverse_samples=2, inverse_steps=8, unit_batch=3, progress=False)
+PATH = us.PathConfig(method="gausslegendre", n_steps=6, unit_batch_size=3)
+KW = dict(top_k=3, path=PATH, synthesis=us.SynthesisConfig(iam_steps=6, inverse_samples=2, inverse_steps=8),
+          progress=False)
 LAYERS = ["1", "4"]
 
 
@@ -153,13 +156,14 @@ class FlakyData(torch.utils.data.Dataset):
 def test_resume_after_a_killed_run_gives_the_same_atlas(tmp_path):
     net = tiny_net()
     x, y = tiny_data()
-    kw = dict(KW, batch_size=4, checkpoint_every=1)
-    ref = us.atlas(net, FlakyData(x, y), layers=LAYERS, checkpoint=tmp_path / "ref.ck", **kw)
+    ref = us.atlas(net, FlakyData(x, y), layers=LAYERS,
+                   stream=us.StreamConfig(batch_size=4, checkpoint_every=1, checkpoint=tmp_path / "ref.ck"), **KW)
     flaky = FlakyData(x, y, fail_at=17)
+    stream = us.StreamConfig(batch_size=4, checkpoint_every=1, checkpoint=tmp_path / "ck")
     with pytest.raises(KeyboardInterrupt):
-        us.atlas(net, flaky, layers=LAYERS, checkpoint=tmp_path / "ck", **kw)
+        us.atlas(net, flaky, layers=LAYERS, stream=stream, **KW)
     assert (tmp_path / "ck").exists()
-    again = us.atlas(net, flaky, layers=LAYERS, checkpoint=tmp_path / "ck", **kw)
+    again = us.atlas(net, flaky, layers=LAYERS, stream=stream, **KW)
     assert json.dumps(again.units) == json.dumps(ref.units)
 
 
@@ -172,8 +176,8 @@ torch.set_num_threads(1)
 if "RANK" in os.environ:
     dist.init_process_group("gloo")
 x, y = t.tiny_data()
-a = us.atlas(t.tiny_net(), (x, y), layers=t.LAYERS, group=dist.group.WORLD if dist.is_initialized() else None,
-             **t.KW)
+a = us.atlas(t.tiny_net(), (x, y), layers=t.LAYERS,
+             stream=us.StreamConfig(group=dist.group.WORLD if dist.is_initialized() else None), **t.KW)
 if not dist.is_initialized() or dist.get_rank() == 0:
     a.save(sys.argv[1])
 if dist.is_initialized():
@@ -228,7 +232,7 @@ def test_the_chunk_size_does_not_change_the_atlas(built):
     rows (atlas.work.BLOCK, SYNTH_BLOCK), so the CPU kernels round alike."""
     net, x, y, a = built
     for unit_batch in (1, 64):
-        b = us.atlas(net, (x, y), layers=LAYERS, **dict(KW, unit_batch=unit_batch))
+        b = us.atlas(net, (x, y), layers=LAYERS, **dict(KW, path=replace(PATH, unit_batch_size=unit_batch)))
         assert _close(b.units, a.units) == [], unit_batch
         assert json.dumps(b.units) == json.dumps(a.units), unit_batch
         assert sorted(b.tensors) == sorted(a.tensors) and _same_tensors(a, b) == [], unit_batch
@@ -338,7 +342,8 @@ def test_a_wide_layer_splits_its_sheets_and_opens_in_chromium(tmp_path):
     torch.manual_seed(0)
     net = nn.Sequential(nn.Conv2d(1, 2304, 4), nn.ReLU(), nn.Flatten(), nn.Linear(2304, 2)).eval()
     x, y = torch.rand(6, 1, 4, 4), torch.arange(6) % 2
-    a = us.atlas(net, (x, y), layers=["1"], top_k=1, n_steps=2, synthesize=False, unit_batch=2304, progress=False)
+    a = us.atlas(net, (x, y), layers=["1"], top_k=1, path=us.PathConfig(n_steps=2, unit_batch_size=2304),
+                 synthesis=us.SynthesisConfig(synthesize=False), progress=False)
     page = atlas_html.render_atlas(a, tmp_path / "page", tile=8)
     sheets = sorted(p.name for p in (page.parent / "img").iterdir() if p.name.startswith("L0_exemplars"))
     assert len(sheets) == 9

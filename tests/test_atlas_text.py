@@ -15,7 +15,8 @@ transformers = pytest.importorskip("transformers")
 LAYER = "bert.encoder.layer.1.intermediate.intermediate_act_fn"
 EMB = "bert.embeddings.word_embeddings"
 PAD = 0
-KW = dict(method="gausslegendre", n_steps=12, top_k=3, unit_batch=4, progress=False, embedding=EMB, baselines=PAD)
+KW = dict(path=us.PathConfig(method="gausslegendre", n_steps=12, unit_batch_size=4, baselines=PAD), top_k=3,
+          progress=False, embedding=EMB)
 
 
 class TinyBert(nn.Module):

@@ -31,9 +31,10 @@ def test_conductance_and_influence_match_captum(rule, maker):
     else:
         net, x = cnn(11), torch.randn(3, 3, 8, 8)
         layers, target = ["0", "2", "3", "6"], [0, 2, 4]
-    cond = us.conductance(net, x, layers, target=target, n_steps=17, method=rule, captum_compatible=True,
-                          gap_warning=None)
-    infl = us.internal_influence(net, x, layers, target=target, n_steps=17, method=rule, captum_compatible=True)
+    cond = us.conductance(net, x, layers, target=target, n_steps=17, method=rule,
+                          path=us.PathConfig(captum_compatible=True, gap_warning=None))
+    infl = us.internal_influence(net, x, layers, target=target, n_steps=17, method=rule,
+                                 path=us.PathConfig(captum_compatible=True))
     for layer in layers:
         module = net.get_submodule(layer)
         close(cond[layer], LayerConductance(net, module).attribute(x, target=target, n_steps=17, method=rule))
@@ -55,7 +56,8 @@ def test_layer_input_tuple_inputs_and_extra_args_match_captum():
     b = (torch.full((1, 4), 0.1), 0.2)
     for to_input in (False, True):
         ours = us.conductance(net, (x1, x2), ["mix"], baselines=b, target=1, additional_forward_args=(scale,),
-                              n_steps=20, captum_compatible=True, attribute_to_layer_input=to_input, gap_warning=None)
+                              n_steps=20, path=us.PathConfig(captum_compatible=True, gap_warning=None),
+                              attribute_to_layer_input=to_input)
         ref = LayerConductance(net, net.mix).attribute((x1, x2), baselines=(b[0].expand(3, 4), b[1]), target=1,
                                                        additional_forward_args=(scale,), n_steps=20,
                                                        attribute_to_layer_input=to_input)
@@ -65,7 +67,7 @@ def test_layer_input_tuple_inputs_and_extra_args_match_captum():
 def test_default_estimate_converges_to_captums_limit():
     """Ours at 200 steps and Captum's at 4000 estimate the same integral."""
     net, x = mlp(13), torch.randn(2, 5)
-    ours = us.conductance(net, x, ["2"], target=1, n_steps=200, gap_warning=None)["2"]
+    ours = us.conductance(net, x, ["2"], target=1, n_steps=200, path=us.PathConfig(gap_warning=None))["2"]
     ref = LayerConductance(net, net[2]).attribute(x, target=1, n_steps=4000, method="riemann_trapezoid")
     close(ours, ref, rtol=2e-3)
 

@@ -118,7 +118,7 @@ def test_importance_on_digits_writes_scores_that_match_the_library(capsys, tmp_p
     assert len(df) == 2 * 6 * 256
     _, test = digits_data()
     ref = us.conductance(digits_cnn().model, test.x[:6], ["features.relu3"], target=test.y[:6], n_steps=16,
-                         gap_warning=None).per_channel("features.relu3")
+                         path=us.PathConfig(gap_warning=None)).per_channel("features.relu3")
     got = df[(df.score == "conductance") & (df.layer == "features.relu3")].sort_values(["example", "channel"])
     np.testing.assert_allclose(got["value"].to_numpy().reshape(6, 128), ref.numpy(), rtol=1e-4, atol=1e-5)
     # the gap column is Σ filters − (F(x) − F(x')), the same for every row of an example, and small

@@ -20,10 +20,12 @@ CASES = {
 def test_gap_shrinks_and_is_small_at_many_steps(case):
     make, inputs, layers = CASES[case]
     net, x = make().double(), inputs().double()  # float64: the test is of the integration, not of rounding
-    coarse = us.conductance(net, x, layers, n_steps=8, method="riemann_trapezoid", gap_warning=None)
-    fine = us.conductance(net, x, layers, n_steps=4096, method="riemann_trapezoid", gap_warning=None,
+    coarse = us.conductance(net, x, layers, n_steps=8, method="riemann_trapezoid", path=us.PathConfig(gap_warning=None))
+    fine = us.conductance(net, x, layers, n_steps=4096, method="riemann_trapezoid",
+                          path=us.PathConfig(gap_warning=None),
                           internal_batch_size=2048)
-    adaptive = us.conductance(net, x, layers, n_steps=512, method="adaptive", rtol=1e-6, gap_warning=None)
+    adaptive = us.conductance(net, x, layers, n_steps=512, method="adaptive",
+                              path=us.PathConfig(rtol=1e-6, gap_warning=None))
     scale = float(fine.output_diff.abs().max())
     for layer in layers:
         # uniform nodes converge only like 1/n across ReLU kinks: measured against the batch's largest |ΔF|
@@ -36,7 +38,7 @@ def test_gap_shrinks_and_is_small_at_many_steps(case):
 
 def test_tuple_layer_gives_tuple_scores_and_the_parts_add_up():
     net, x = TupleNet().eval(), torch.randn(3, 6)
-    s = us.conductance(net, x, ["split"], n_steps=256, gap_warning=None)
+    s = us.conductance(net, x, ["split"], n_steps=256, path=us.PathConfig(gap_warning=None))
     a, b = s["split"]
     assert a.shape == (3, 4) and b.shape == (3, 4)
     total = a.sum(1) + b.sum(1)
@@ -58,17 +60,18 @@ def test_smooth_network_matches_a_literal_quadrature_of_eq3():
         (g,) = torch.autograd.grad(F, y)
         ref += float(wk) * g * dy
     ours = us.conductance(net, x, ["2"], baselines=xb, target=0, n_steps=40, method="gausslegendre",
-                          gap_warning=None)["2"]
+                          path=us.PathConfig(gap_warning=None))["2"]
     torch.testing.assert_close(ours, ref, atol=1e-6, rtol=1e-5)  # the rule is the rule
-    ada = us.conductance(net, x, ["2"], baselines=xb, target=0, n_steps=200, rtol=1e-4, gap_warning=None)["2"]
+    ada = us.conductance(net, x, ["2"], baselines=xb, target=0, n_steps=200,
+                         path=us.PathConfig(rtol=1e-4, gap_warning=None))["2"]
     torch.testing.assert_close(ada, ref, atol=1e-4, rtol=1e-3)
 
 
 def test_adaptive_beats_uniform_at_equal_budget():
     net, x = cnn(5), torch.randn(3, 3, 8, 8)
     layers = ["0", "3", "6"]
-    uni = us.conductance(net, x, layers, n_steps=32, method="riemann_trapezoid", gap_warning=None)
-    ada = us.conductance(net, x, layers, n_steps=32, method="adaptive", rtol=1e-9, gap_warning=None)
+    uni = us.conductance(net, x, layers, n_steps=32, method="riemann_trapezoid", path=us.PathConfig(gap_warning=None))
+    ada = us.conductance(net, x, layers, n_steps=32, method="adaptive", path=us.PathConfig(rtol=1e-9, gap_warning=None))
     assert int(ada.n_evals.max()) <= 32
     worst = lambda s: max(float(s.relative_delta(layer).max()) for layer in layers)  # noqa: E731
     assert worst(ada) < worst(uni)
@@ -76,7 +79,7 @@ def test_adaptive_beats_uniform_at_equal_budget():
 
 def test_adaptive_stops_early_when_converged():
     net, x = mlp(6), torch.randn(2, 5)
-    s = us.conductance(net, x, ["4"], n_steps=256, method="adaptive", rtol=1e-3)
+    s = us.conductance(net, x, ["4"], n_steps=256, method="adaptive", path=us.PathConfig(rtol=1e-3))
     # the last layer is linear in the path's layer values: the first coarse pass is already exact
     assert int(s.n_evals.max()) < 256
     assert float(s.relative_delta("4").max()) < 1e-3
@@ -85,4 +88,4 @@ def test_adaptive_stops_early_when_converged():
 def test_gap_warning_names_the_layer():
     net, x = cnn(7), torch.randn(2, 3, 8, 8)
     with pytest.warns(us.CompletenessWarning, match="layer '0'"):
-        us.conductance(net, x, ["0"], n_steps=3, method="riemann_trapezoid", gap_warning=1e-6)
+        us.conductance(net, x, ["0"], n_steps=3, method="riemann_trapezoid", path=us.PathConfig(gap_warning=1e-6))

@@ -1,6 +1,7 @@
 """Dictionary (sparse autoencoder) features as units, with an error node (issue 31): exact answers first."""
 
 import copy
+import dataclasses
 import json
 import resource
 
@@ -50,7 +51,7 @@ def sae(activation="relu", **kw):
 
 def call(score, net, x, mask, layers, **kw):
     if score == "conductance":
-        kw.setdefault("gap_warning", None)
+        kw["path"] = dataclasses.replace(kw.get("path") or us.PathConfig(), gap_warning=None)
     return getattr(us, score)(net, x, layers, additional_forward_args=(mask,), mask=mask, **kw)
 
 
@@ -172,10 +173,10 @@ def test_same_numbers_as_captum_on_the_model_with_the_dictionary_spliced_in(rule
     d = sae("relu", b_dec_pre=True)
     spliced = copy.deepcopy(net)
     spliced.act = nn.Sequential(nn.Tanh(), Split(d), Join(d))
-    kw = dict(target=2, n_steps=17, method=rule, captum_compatible=True)
-    ours = call("conductance", net, x, mask, ["act"], dictionaries={"act": d}, **kw)
-    infl = call("internal_influence", net, x, mask, ["act"], dictionaries={"act": d}, **kw)
-    kw.pop("captum_compatible")
+    kw = dict(target=2, n_steps=17, method=rule)
+    captum = us.PathConfig(captum_compatible=True)
+    ours = call("conductance", net, x, mask, ["act"], dictionaries={"act": d}, path=captum, **kw)
+    infl = call("internal_influence", net, x, mask, ["act"], dictionaries={"act": d}, path=captum, **kw)
     ref = LayerConductance(spliced, spliced.act[1]).attribute(x, additional_forward_args=(mask,), **kw)
     ref_i = InternalInfluence(spliced, spliced.act[1]).attribute(x, additional_forward_args=(mask,), **kw)
     for mine, theirs in [*zip(ours["act"], ref), *zip(infl["act"], ref_i)]:
@@ -458,8 +459,8 @@ def test_a_scan_keeps_per_feature_statistics_and_the_error_node(tmp_path, one_th
     loader = [(data(n=4, seed=10 + b)[0], torch.tensor([0, 1, 2, 1])) for b in range(3)]
     d = sae("relu")
     mask = torch.ones(4, 5, dtype=torch.long)      # the scan's batches: all tokens real
-    kw = dict(scores=["activation", "conductance"], target=0, n_steps=12, method="gausslegendre", top_k=3,
-              additional_forward_args=(mask,), dictionaries={"act": d})
+    kw = dict(scores=["activation", "conductance"], target=0, path=us.PathConfig(n_steps=12, method="gausslegendre"),
+              top_k=3, additional_forward_args=(mask,), dictionaries={"act": d})
     r = us.scan(net, loader, ["act"], **kw)
     assert r.mean("act", score="conductance").shape == (FEATS + 1,)
     per = torch.cat([call("conductance", net, x, mask, ["act"], target=0, n_steps=12, method="gausslegendre",
@@ -470,12 +471,12 @@ def test_a_scan_keeps_per_feature_statistics_and_the_error_node(tmp_path, one_th
     assert r.class_means("act", score="activation").shape == (3, FEATS + 1)
     # a checkpoint remembers the dictionary: another one's scan is refused, the same one resumes
     ck = tmp_path / "scan.pt"
-    us.scan(net, loader, ["act"], checkpoint=ck, **kw)
-    again = us.scan(net, loader, ["act"], checkpoint=ck, **kw)
+    us.scan(net, loader, ["act"], stream=us.StreamConfig(checkpoint=ck), **kw)
+    again = us.scan(net, loader, ["act"], stream=us.StreamConfig(checkpoint=ck), **kw)
     torch.testing.assert_close(again.mean("act", score="conductance"), r.mean("act", score="conductance"))
     other = dict(kw, dictionaries={"act": sae("topk:3")})
     with pytest.raises(us.UnitscopeError, match="dictionaries"):
-        us.scan(net, loader, ["act"], checkpoint=ck, **other)
+        us.scan(net, loader, ["act"], stream=us.StreamConfig(checkpoint=ck), **other)
 
 
 # --- the atlas ----------------------------------------------------------------------------------------------------
@@ -485,14 +486,15 @@ def test_the_atlas_has_a_card_per_feature_and_one_for_the_error_node(one_thread)
     net = nn.Sequential(nn.Linear(6, D), nn.Tanh(), nn.Linear(D, 3))
     x, y = torch.randn(10, 6), torch.arange(10) % 3
     d = sae("relu", b_dec_pre=True)
-    a = us.atlas(net, (x, y), layers=["1"], dictionaries={"1": d}, top_k=2, n_steps=12, method="gausslegendre",
+    a = us.atlas(net, (x, y), layers=["1"], dictionaries={"1": d}, top_k=2,
+                 path=us.PathConfig(n_steps=12, method="gausslegendre"),
                  progress=False)
     assert len(a.units) == FEATS + 1
     assert [c["error_node"] for c in a.units] == [False] * FEATS + [True]
     info = a.meta["dictionaries"]["1"]
     assert info["features"] == FEATS and info["error_node"] == FEATS
     s = us.conductance(net, x, ["1"], target=None, n_steps=12, method="gausslegendre", dictionaries={"1": d},
-                       gap_warning=None)
+                       path=us.PathConfig(gap_warning=None))
     mean = s.per_unit("1").double().mean(0)
     assert info["error_node_share"] == pytest.approx(float(mean[-1] / mean.sum()), rel=1e-5)
     for card in (a.units[3], a.units[FEATS]):
@@ -505,13 +507,15 @@ def test_the_atlas_has_a_card_per_feature_and_one_for_the_error_node(one_thread)
     shading = a.tensors["1/exemplar_attr"]
     assert shading.shape[0] == FEATS + 1 and shading.shape[-1] == 6
     with pytest.raises(us.UnitscopeError, match="no synthetic inputs for dictionary features"):
-        us.atlas(net, (x, y), layers=["1"], dictionaries={"1": d}, synthesize=True, progress=False)
+        us.atlas(net, (x, y), layers=["1"], dictionaries={"1": d}, synthesis=us.SynthesisConfig(synthesize=True),
+                 progress=False)
 
 
 def test_a_dictionary_on_a_layers_input_reads_what_the_layer_before_outputs(one_thread):
     net, (x, mask) = Tokens(), data()
     d = sae("relu")
-    kw = dict(target=0, method="gausslegendre", n_steps=12, gap_warning=None, additional_forward_args=(mask,))
+    kw = dict(target=0, method="gausslegendre", n_steps=12, path=us.PathConfig(gap_warning=None),
+              additional_forward_args=(mask,))
     on_output = us.conductance(net, x, ["act"], dictionaries={"act": d}, **kw)
     on_input = us.conductance(net, x, ["mid"], dictionaries={"mid": d}, attribute_to_layer_input=True, **kw)
     for a, b in zip(on_output["act"], on_input["mid"]):

@@ -23,6 +23,7 @@ from torch.utils.data import DataLoader, TensorDataset
 from unitscope.core.errors import UnitscopeError
 from unitscope.core.faults import OOM_HINT
 from unitscope.core.files import DamagedFileError, safe_load
+from unitscope import PathConfig, StreamConfig
 from unitscope.data.scan import ScanResult, scan
 
 ROOT = Path(__file__).resolve().parents[1]
@@ -31,6 +32,7 @@ WORKER = textwrap.dedent('''
     import datetime, os, sys, time
     import torch, torch.nn as nn, torch.distributed as dist
     from torch.utils.data import DataLoader, TensorDataset
+    from unitscope import StreamConfig
     from unitscope.data.scan import scan
 
     torch.set_num_threads(1)
@@ -53,7 +55,7 @@ WORKER = textwrap.dedent('''
         g = torch.Generator().manual_seed(1)
         data = TensorDataset(torch.randn(400, 4, generator=g), torch.randint(0, 3, (400,), generator=g))
         return scan(Slow(), DataLoader(data, batch_size=4), ["net.1", "net.2"], top_k=3, progress=False,
-                    checkpoint=ck, checkpoint_every=1, group=dist.group.WORLD)
+                    stream=StreamConfig(checkpoint=ck, checkpoint_every=1, group=dist.group.WORLD))
 
     folder = sys.argv[1]
     dist.init_process_group("gloo", timeout=datetime.timedelta(seconds=20))
@@ -214,14 +216,16 @@ def test_a_truncated_checkpoint_is_a_clear_error_and_nothing_is_merged(tmp_path)
     net, data = _tiny()
     ck = tmp_path / "scan.ckpt"
     with bounded(120):
-        scan(net, DataLoader(data, batch_size=8), ["1"], top_k=3, checkpoint=ck, checkpoint_every=1, progress=False)
+        scan(net, DataLoader(data, batch_size=8), ["1"], top_k=3,
+             stream=StreamConfig(checkpoint=ck, checkpoint_every=1), progress=False)
         whole = ck.read_bytes()
         ck.write_bytes(whole[: len(whole) * 2 // 3])
         calls = []
         hook = net[0].register_forward_hook(lambda *a: calls.append(1))
         try:
             with pytest.raises(DamagedFileError, match="scan checkpoint .* truncated"):
-                scan(net, DataLoader(data, batch_size=8), ["1"], top_k=3, checkpoint=ck, progress=False)
+                scan(net, DataLoader(data, batch_size=8), ["1"], top_k=3, stream=StreamConfig(checkpoint=ck),
+                     progress=False)
         finally:
             hook.remove()
     assert not calls  # refused before any batch
@@ -232,21 +236,25 @@ def test_resume_refuses_another_model_or_other_data_and_says_what_differs(tmp_pa
     net, data = _tiny()
     ck = tmp_path / "scan.ckpt"
     with bounded(120):
-        scan(net, DataLoader(data, batch_size=8), ["1"], top_k=3, checkpoint=ck, progress=False)
+        scan(net, DataLoader(data, batch_size=8), ["1"], top_k=3, stream=StreamConfig(checkpoint=ck), progress=False)
         retrained = nn.Sequential(nn.Linear(4, 6), nn.ReLU(), nn.Linear(6, 3))
         with pytest.raises(UnitscopeError, match="another scan: model_weights"):
-            scan(retrained, DataLoader(data, batch_size=8), ["1"], top_k=3, checkpoint=ck, progress=False)
+            scan(retrained, DataLoader(data, batch_size=8), ["1"], top_k=3, stream=StreamConfig(checkpoint=ck),
+                 progress=False)
         other = TensorDataset(data.tensors[0] + 1, data.tensors[1])  # same length, other examples
         with pytest.raises(UnitscopeError, match="data_first_batch") as info:
-            scan(net, DataLoader(other, batch_size=8), ["1"], top_k=3, checkpoint=ck, progress=False)
+            scan(net, DataLoader(other, batch_size=8), ["1"], top_k=3, stream=StreamConfig(checkpoint=ck),
+                 progress=False)
         assert "model_weights" not in str(info.value)
         with pytest.raises(UnitscopeError, match="baselines"):
-            scan(net, DataLoader(data, batch_size=8), ["1"], top_k=3, checkpoint=ck, progress=False,
-                 baselines=0.5)
+            scan(net, DataLoader(data, batch_size=8), ["1"], top_k=3, stream=StreamConfig(checkpoint=ck),
+                 path=PathConfig(baselines=0.5), progress=False)
         with pytest.raises(UnitscopeError, match="n_steps"):
-            scan(net, DataLoader(data, batch_size=8), ["1"], top_k=3, checkpoint=ck, progress=False, n_steps=7)
+            scan(net, DataLoader(data, batch_size=8), ["1"], top_k=3, stream=StreamConfig(checkpoint=ck),
+                 path=PathConfig(n_steps=7), progress=False)
         # the same scan resumes (a finished one has nothing left to do)
-        again = scan(net, DataLoader(data, batch_size=8), ["1"], top_k=3, checkpoint=ck, progress=False)
+        again = scan(net, DataLoader(data, batch_size=8), ["1"], top_k=3, stream=StreamConfig(checkpoint=ck),
+                     progress=False)
     assert again.settings["resumed_from_batch"] == 5 and again.count == 40
 
 
@@ -263,7 +271,8 @@ def test_unwritable_output_folder_is_an_error_before_any_work(tmp_path, monkeypa
     hook = net[0].register_forward_hook(lambda *a: calls.append(1))
     try:
         with bounded(60), pytest.raises(UnitscopeError, match="cannot write to the checkpoint folder"):
-            scan(net, DataLoader(data, batch_size=8), ["1"], checkpoint=blocker / "ck" / "scan.ckpt", progress=False)
+            scan(net, DataLoader(data, batch_size=8), ["1"],
+                 stream=StreamConfig(checkpoint=blocker / "ck" / "scan.ckpt"), progress=False)
     finally:
         hook.remove()
     assert not calls

@@ -21,6 +21,7 @@ SCRIPT = textwrap.dedent('''
     import torch, torch.nn as nn, torch.distributed as dist
     import unitscope.data.distributed as ud
     from unitscope.cli.scan import _init_distributed
+    from unitscope import PathConfig, StreamConfig
     from unitscope.data.scan import scan
 
     torch.set_num_threads(1)
@@ -52,8 +53,9 @@ SCRIPT = textwrap.dedent('''
     batches = [(torch.randn(5, 4, generator=g), torch.randint(0, 3, (5,), generator=g)) for _ in range(8)]
     t0 = time.time()
     try:
-        r = scan(Net(), batches, ["net.1"], scores=["activation", "conductance"], method="gausslegendre", n_steps=4,
-                 top_k=3, progress=False, group=group)
+        r = scan(Net(), batches, ["net.1"], scores=["activation", "conductance"],
+                 path=PathConfig(method="gausslegendre", n_steps=4), top_k=3, progress=False,
+                 stream=StreamConfig(group=group))
         info.update(count=r.count, sum=r.stats["conductance"]["net.1"].sum.tolist())
     except Exception as e:
         info.update(error=f"{type(e).__name__}: {e}")
@@ -97,6 +99,7 @@ def _one_process_sum():
     import torch
     import torch.nn as nn
 
+    from unitscope import PathConfig
     from unitscope.data.scan import scan
 
     torch.manual_seed(0)
@@ -105,8 +108,8 @@ def _one_process_sum():
     batches = [(torch.randn(5, 4, generator=g), torch.randint(0, 3, (5,), generator=g)) for _ in range(8)]
     wrapped = nn.Sequential()
     wrapped.add_module("net", net)
-    r = scan(wrapped, batches, ["net.1"], scores=["activation", "conductance"], method="gausslegendre", n_steps=4,
-             top_k=3, progress=False)
+    r = scan(wrapped, batches, ["net.1"], scores=["activation", "conductance"],
+             path=PathConfig(method="gausslegendre", n_steps=4), top_k=3, progress=False)
     return r.count, r.stats["conductance"]["net.1"].sum
 
 

@@ -79,7 +79,7 @@ CALLS = {
     "ablation_scores": lambda net, x, y: us.ablation_scores(net, x, "1", target=0),
     "ablate": _ablate,
     "scan": lambda net, x, y: us.scan(net, [(x, y), (x, y)], ["1"], scores=["activation", "conductance"],
-                                      top_k=2, n_steps=4, progress=False),
+                                      top_k=2, path=us.PathConfig(n_steps=4), progress=False),
     "class_selectivity": lambda net, x, y: us.class_selectivity(net, [(x, y)], ["1"], progress=False),
     "activation_maximization": lambda net, x, y: us.activation_maximization(net, "1", [0], shape=(1, 6, 6),
                                                                             steps=2, progress=False),
@@ -90,10 +90,11 @@ CALLS = {
     "representative_substitution": lambda net, x, y: us.representative_substitution(
         us.independent_am(net, "1", [0, 1], shape=(1, 6, 6), steps=2, progress=False)),
     "sample_inverse_set": lambda net, x, y: us.sample_inverse_set(
-        net, [("3", 0, -1e3, 1e3)], FFTImageGenerator((1, 6, 6)), n_samples=4, n_seeds=2, max_seed_steps=3,
-        max_sample_steps=2, progress=False),
-    "atlas": lambda net, x, y: us.atlas(net, (x, y), layers=["1"], top_k=2, share_k=1, bins=8, n_steps=4,
-                                        synthesize=False, progress=False),
+        net, [("3", 0, -1e3, 1e3)], FFTImageGenerator((1, 6, 6)), n_samples=4, n_seeds=2,
+        sampler=us.SamplerConfig(max_seed_steps=3, max_sample_steps=2), progress=False),
+    "atlas": lambda net, x, y: us.atlas(net, (x, y), layers=["1"], top_k=2, share_k=1, bins=8,
+                                        path=us.PathConfig(n_steps=4), synthesis=us.SynthesisConfig(synthesize=False),
+                                        progress=False),
     "layer_names": lambda net, x, y: us.layer_names(net),
     "relative_unit_error": lambda net, x, y: _relative_unit_error(net, x),
 }

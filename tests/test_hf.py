@@ -45,7 +45,7 @@ def test_hf_folder_loads_and_scores_from_token_ids(folder, tmp_path):
     inputs = load_inputs([str(tmp_path / "s.txt")], loaded)
     assert not inputs.x.is_floating_point() and inputs.x.shape[0] == 2
     s = us.conductance(loaded.model, inputs.x, [layer], embedding=loaded.extra["embedding"], target=1,
-                       n_steps=32, gap_warning=None)
+                       n_steps=32, path=us.PathConfig(gap_warning=None))
     width = config.intermediate_size if hasattr(config, "intermediate_size") else 4 * config.n_embd
     assert s.per_unit(layer).shape == (2, width)
     a = us.activation(loaded.model, inputs.x, [layer])

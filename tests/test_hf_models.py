@@ -63,7 +63,7 @@ def test_llama_from_hf_folder_complete_on_cuts_eq2_sums_to_eq3_and_untouched(lla
     kw = dict(embedding=emb, additional_forward_args=(mask,))
     cuts = ["model.layers.0", "model.layers.1", "model.norm"]  # the residual stream after each block, its norm
     # the adaptive rule (the default); the fixed rules on these layers: tests/test_path_tangents.py
-    s = us.conductance(model, ids, cuts + [ACT], gap_warning=None, n_steps=128, **kw)
+    s = us.conductance(model, ids, cuts + [ACT], path=us.PathConfig(gap_warning=None), n_steps=128, **kw)
     for name in cuts:
         assert float(s.relative_delta(name).max()) < 1e-2, (name, s.relative_delta(name))
     # units: the 32 MLP neurons, summed over the real tokens only (example 1 has two padding tokens)
@@ -104,7 +104,7 @@ def test_neuron_conductance_leaves_padding_out_through_the_attention_mask():
     kw = dict(embedding="emb", target=1, method="gausslegendre", n_steps=24)
     kept = us.neuron_conductance(model, ids, layer=layer, units=units, mask=mask, **kw)
     everything = us.neuron_conductance(model, ids, layer=layer, units=units, **kw)
-    s = us.conductance(model, ids, [layer], gap_warning=None, mask=mask, **kw)
+    s = us.conductance(model, ids, [layer], path=us.PathConfig(gap_warning=None), mask=mask, **kw)
     raw = s[layer]  # [N, T, 32]
     torch.testing.assert_close(kept.sum((2, 3)), s.per_unit(layer)[:, units], rtol=1e-3, atol=1e-5)
     torch.testing.assert_close(kept.sum((2, 3))[1], raw[1, :2, units].sum(0), rtol=1e-3, atol=1e-5)
@@ -170,7 +170,8 @@ def test_timm_vit_complete_on_cuts_eq2_sums_to_eq3_units_and_untouched():
     before = _snapshot(model)
     act, attn = "blocks.1.mlp.act", "blocks.0.attn"
     kw = dict(method="gausslegendre", n_steps=32, target=1)
-    s = us.conductance(model, x, ["blocks.0", "blocks.1", "norm", act, attn], gap_warning=None, **kw)
+    s = us.conductance(model, x, ["blocks.0", "blocks.1", "norm", act, attn], path=us.PathConfig(gap_warning=None),
+                       **kw)
     for name in ("blocks.0", "blocks.1", "norm"):  # the residual stream (17 tokens: [CLS] + 16 patches)
         assert float(s.relative_delta(name).max()) < 1e-2, (name, s.relative_delta(name))
     assert s[act].shape == (2, 17, 128) and s.unit_spec(act).layout == "tokens"
@@ -189,5 +190,6 @@ def test_timm_vit_complete_on_cuts_eq2_sums_to_eq3_units_and_untouched():
 def test_timm_vit_with_its_fused_attention_still_scores_with_the_adaptive_rule():
     model = _vit(fused=True)
     x = torch.rand(2, 3, 32, 32, generator=torch.Generator().manual_seed(1))
-    s = us.conductance(model, x, ["blocks.1"], n_steps=64, target=0, gap_warning=None)  # values only: no forward AD
+    s = us.conductance(model, x, ["blocks.1"], n_steps=64, target=0,
+                       path=us.PathConfig(gap_warning=None))  # values only: no forward AD
     assert float(s.relative_delta("blocks.1").max()) < 1e-2

@@ -60,7 +60,8 @@ def test_a_failure_on_path_points_says_so_in_the_users_terms():
 @pytest.mark.parametrize("call", ["conductance", "grad_x_activation", "neuron_conductance"])
 def test_target_out_of_range_names_the_users_count_and_the_valid_range(call):
     net, x = small_cnn(), torch.randn(4, 3, 8, 8)
-    fn = {"conductance": lambda t: us.conductance(net, x, ["1"], target=t, n_steps=6, gap_warning=None),
+    fn = {"conductance": lambda t: us.conductance(net, x, ["1"], target=t, n_steps=6,
+                                                  path=us.PathConfig(gap_warning=None)),
           "grad_x_activation": lambda t: us.grad_x_activation(net, x, ["1"], target=t),
           "neuron_conductance": lambda t: us.neuron_conductance(net, x, layer="1", units=[0], target=t,
                                                                 n_steps=6)}[call]
@@ -77,7 +78,7 @@ def test_target_out_of_range_names_the_users_count_and_the_valid_range(call):
 def test_a_negative_target_is_explained():
     net, x = small_cnn(), torch.randn(4, 3, 8, 8)
     with pytest.raises(us.UnitscopeError) as info:
-        us.conductance(net, x, ["1"], target=-1, n_steps=6, gap_warning=None)
+        us.conductance(net, x, ["1"], target=-1, n_steps=6, path=us.PathConfig(gap_warning=None))
     text = str(info.value)
     assert "must be in 0…9; got target -1 for all 4 examples" in text
     assert "negative ones are not taken from the end: the last class is 9" in text

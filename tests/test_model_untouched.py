@@ -49,8 +49,9 @@ def prepared_model():
 
 
 CALLS = {
-    "conductance": lambda net, x: us.conductance(net, x, ["0", "3"], n_steps=8, gap_warning=None),
-    "adaptive": lambda net, x: us.conductance(net, x, ["3"], n_steps=12, method="adaptive", gap_warning=None),
+    "conductance": lambda net, x: us.conductance(net, x, ["0", "3"], n_steps=8, path=us.PathConfig(gap_warning=None)),
+    "adaptive": lambda net, x: us.conductance(net, x, ["3"], n_steps=12, method="adaptive",
+                                              path=us.PathConfig(gap_warning=None)),
     "influence": lambda net, x: us.internal_influence(net, x, ["3"], n_steps=8),
     "gxa": lambda net, x: us.grad_x_activation(net, x, ["3"]),
     "activation": lambda net, x: us.activation(net, x, ["3"]),
@@ -96,7 +97,7 @@ def test_untouched_after_failure(bad):
 
 def test_results_hold_no_graph_and_live_on_cpu():
     net, x = cnn(22), torch.randn(2, 3, 8, 8)
-    out = us.attribute(net, x, ["0", "3"], n_steps=6, gap_warning=None)
+    out = us.attribute(net, x, ["0", "3"], n_steps=6, path=us.PathConfig(gap_warning=None))
     for scores in out.values():
         for layer in scores:
             t = scores[layer]

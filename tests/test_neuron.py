@@ -14,7 +14,7 @@ from nets import TwoInputs, cnn, mlp
 def test_summed_over_inputs_equals_layer_conductance():
     net, x = mlp(51, act=nn.Tanh), torch.randn(3, 5)
     a = us.neuron_conductance(net, x, "1", units=[0, 4, 9], target=2, n_steps=64)
-    layer = us.conductance(net, x, ["1"], target=2, n_steps=64, gap_warning=None)["1"]
+    layer = us.conductance(net, x, ["1"], target=2, n_steps=64, path=us.PathConfig(gap_warning=None))["1"]
     torch.testing.assert_close(a.sum(2), layer[:, [0, 4, 9]], atol=1e-4, rtol=1e-3)
 
 
@@ -43,7 +43,7 @@ def test_tuple_inputs_and_element_units():
                                    additional_forward_args=(scale,), n_steps=40)
     assert a1.shape == (2, 2, 4) and a2.shape == (2, 2, 3)
     layer = us.conductance(net, (x1, x2), ["mix"], target=0, additional_forward_args=(scale,), n_steps=200,
-                           gap_warning=None)["mix"]
+                           path=us.PathConfig(gap_warning=None))["mix"]
     torch.testing.assert_close(a1.sum(2) + a2.sum(2), layer[:, [2, 5]], atol=2e-3, rtol=2e-2)
 
 

@@ -79,7 +79,7 @@ def test_a_model_without_forward_derivative_gets_the_forward_mode_numbers():
     smooth, plain = mlp(nn.Tanh()), mlp(PlainTanh())
     x = torch.randn(4, 5, generator=torch.Generator().manual_seed(2))
     before = _snapshot(plain)
-    kw = dict(method="gausslegendre", n_steps=12, gap_warning=None)
+    kw = dict(method="gausslegendre", n_steps=12, path=us.PathConfig(gap_warning=None))
     want = us.conductance(smooth, x, ["1", "3"], **kw)
     got = us.conductance(plain, x, ["1", "3"], **kw)
     for name in ("1", "3"):
@@ -115,10 +115,11 @@ def test_lstm_gausslegendre_is_complete_and_agrees_with_the_trapezoid():
     net = LSTMNet().eval()
     x = torch.randn(3, 5, 4, generator=torch.Generator().manual_seed(3))
     before = _snapshot(net)
-    s = us.conductance(net, x, ["lstm", "act"], method="gausslegendre", n_steps=16, gap_warning=None)
+    s = us.conductance(net, x, ["lstm", "act"], method="gausslegendre", n_steps=16,
+                       path=us.PathConfig(gap_warning=None))
     for name in ("lstm", "act"):  # both are cuts
         assert float(s.relative_delta(name).max()) < 1e-4, s.relative_delta(name)
-    fine = us.conductance(net, x, ["act"], method="adaptive", n_steps=256, gap_warning=None)
+    fine = us.conductance(net, x, ["act"], method="adaptive", n_steps=256, path=us.PathConfig(gap_warning=None))
     torch.testing.assert_close(s["act"], fine["act"], rtol=1e-3, atol=1e-4)
     _untouched(net, before)
 
@@ -142,12 +143,12 @@ def test_flash_attention_gets_dy_dalpha_through_the_math_kernel_and_the_kernel_c
     before = _snapshot(net)
     flags = (torch.backends.cuda.flash_sdp_enabled(), torch.backends.cuda.mem_efficient_sdp_enabled(),
              torch.backends.cuda.math_sdp_enabled())
-    s = us.conductance(net, x, ["mix"], method="gausslegendre", n_steps=16, gap_warning=None)
+    s = us.conductance(net, x, ["mix"], method="gausslegendre", n_steps=16, path=us.PathConfig(gap_warning=None))
     assert flags == (torch.backends.cuda.flash_sdp_enabled(), torch.backends.cuda.mem_efficient_sdp_enabled(),
                      torch.backends.cuda.math_sdp_enabled())
     _untouched(net, before)
     assert float(s.relative_delta("mix").max()) < 1e-3, s.relative_delta("mix")
-    fine = us.conductance(net, x, ["mix"], method="adaptive", n_steps=256, gap_warning=None)
+    fine = us.conductance(net, x, ["mix"], method="adaptive", n_steps=256, path=us.PathConfig(gap_warning=None))
     torch.testing.assert_close(s["mix"], fine["mix"], rtol=1e-2, atol=1e-4)
 
 
@@ -189,10 +190,10 @@ def test_no_exact_way_is_an_error_that_names_layer_op_and_what_works():
     assert "differentiated twice" in str(info.value) and "riemann_trapezoid" in str(info.value)
     _untouched(net, before)
     # what the message offers does work
-    a = us.conductance(net, x, ["mix"], method="adaptive", n_steps=64, gap_warning=None)
+    a = us.conductance(net, x, ["mix"], method="adaptive", n_steps=64, path=us.PathConfig(gap_warning=None))
     assert float(a.relative_delta("mix").max()) < 1e-2
-    c = us.conductance(net, x, ["mix"], method="riemann_trapezoid", captum_compatible=True, n_steps=64,
-                       gap_warning=None)
+    c = us.conductance(net, x, ["mix"], method="riemann_trapezoid",
+                       path=us.PathConfig(captum_compatible=True, gap_warning=None), n_steps=64)
     assert float(c.relative_delta("mix").max()) < 0.1
 
 
@@ -214,12 +215,14 @@ def test_tiny_llama_gausslegendre_with_every_layer_at_once(tmp_path):
     # the residual stream after each block, its norm, and the SiLU inside block 1 (below it, a recorded layer's
     # dual tensors used to reach aten::silu_backward in the backward pass: NotImplementedError)
     s = us.conductance(model, ids, cuts + ["model.layers.1.mlp.act_fn"], embedding="model.embed_tokens",
-                       additional_forward_args=(mask,), method="gausslegendre", n_steps=128, gap_warning=None)
+                       additional_forward_args=(mask,), method="gausslegendre", n_steps=128,
+                       path=us.PathConfig(gap_warning=None))
     for name in cuts:
         assert float(s.relative_delta(name).max()) < 1e-3, (name, s.relative_delta(name))
     assert s["model.layers.1.mlp.act_fn"].shape == (2, 4, 32)
     alone = us.conductance(model, ids, ["model.layers.1.mlp.act_fn"], embedding="model.embed_tokens",
-                           additional_forward_args=(mask,), method="gausslegendre", n_steps=128, gap_warning=None)
+                           additional_forward_args=(mask,), method="gausslegendre", n_steps=128,
+                           path=us.PathConfig(gap_warning=None))
     torch.testing.assert_close(s["model.layers.1.mlp.act_fn"], alone["model.layers.1.mlp.act_fn"], rtol=1e-4,
                                atol=1e-6)
     _untouched(model, before)

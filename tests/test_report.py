@@ -394,8 +394,9 @@ def _long_named_atlas():
     net.forward = lambda x: net.head(net.encoder.layer[0](x))
     layer = "encoder.layer.0.intermediate.intermediate_act_fn"
     x, y = torch.rand(16, 1, 8, 8), torch.arange(16) % 2
-    return us.atlas(net, (x, y), layers=[layer], top_k=2, n_steps=4, iam_steps=4, inverse_samples=2,
-                    inverse_steps=4, progress=False), layer
+    return us.atlas(net, (x, y), layers=[layer], top_k=2, path=us.PathConfig(n_steps=4),
+                    synthesis=us.SynthesisConfig(iam_steps=4, inverse_samples=2, inverse_steps=4),
+                    progress=False), layer
 
 
 def test_atlas_page_header_and_band_reasons(tmp_path):

@@ -20,7 +20,7 @@ from unitscope.report.figures import DIVERGING, importance_bars
 def scored():
     torch.manual_seed(0)
     net, x = cnn(41), torch.randn(3, 3, 8, 8)
-    return net, x, us.conductance(net, x, ["3", "6"], n_steps=10, gap_warning=None)
+    return net, x, us.conductance(net, x, ["3", "6"], n_steps=10, path=us.PathConfig(gap_warning=None))
 
 
 def test_top_returns_the_error_of_each_value(scored):
@@ -38,7 +38,7 @@ def test_activation_has_zero_error_and_an_unestimated_score_nan():
     net, x = cnn(41), torch.randn(2, 3, 8, 8)
     a = us.activation(net, x, ["3"])
     assert torch.equal(a.top("3", k=3).errors, torch.zeros(2, 3))
-    captum = us.conductance(net, x, ["3"], n_steps=8, gap_warning=None, captum_compatible=True,
+    captum = us.conductance(net, x, ["3"], n_steps=8, path=us.PathConfig(gap_warning=None, captum_compatible=True),
                             method="riemann_trapezoid")
     assert bool(torch.isnan(captum.top("3", k=3).errors).all())
     assert captum.to_frame(per_channel=True)["error"].isna().all()
@@ -49,7 +49,7 @@ def test_units_that_only_look_like_the_estimated_ones_get_the_sum_of_their_eleme
     # Conv1d [N, C, L] with C == L: the engine's per-unit estimate is over dim 1 ([N, L]), the units are channels
     torch.manual_seed(0)
     net = nn.Sequential(nn.Conv1d(2, 4, 3), nn.ReLU(), nn.Flatten(), nn.Linear(16, 3))
-    s = us.conductance(net, torch.randn(2, 2, 6), ["1"], n_steps=8, gap_warning=None)
+    s = us.conductance(net, torch.randn(2, 2, 6), ["1"], n_steps=8, path=us.PathConfig(gap_warning=None))
     assert s["1"].shape == (2, 4, 4) and s.unit_error["1"].shape == (2, 4)
     torch.testing.assert_close(s.per_unit_error("1"), s.error["1"].abs().sum(2))
 
@@ -180,8 +180,9 @@ def test_atlas_save_writes_the_page_and_the_report_shows_it(tmp_path, capsys):
 
     torch.manual_seed(0)
     net = nn.Sequential(nn.Conv2d(1, 2, 3), nn.ReLU(), nn.Flatten(), nn.Linear(2 * 36, 2))
-    a = us.atlas(net, (torch.rand(8, 1, 8, 8), torch.arange(8) % 2), layers=["1"], top_k=2, n_steps=4,
-                 iam_steps=4, inverse_samples=2, inverse_steps=4, progress=False)
+    a = us.atlas(net, (torch.rand(8, 1, 8, 8), torch.arange(8) % 2), layers=["1"], top_k=2,
+                 path=us.PathConfig(n_steps=4),
+                 synthesis=us.SynthesisConfig(iam_steps=4, inverse_samples=2, inverse_steps=4), progress=False)
     a.save(tmp_path / "data-only", html=False)
     assert sorted(p.name for p in (tmp_path / "data-only").iterdir()) == ["atlas.json", "atlas_tensors.pt"]
     a.save(tmp_path / "atlas", title="My atlas")

@@ -11,6 +11,7 @@ import torch.nn as nn
 
 from unitscope.core.errors import UnitscopeError
 from unitscope.core.files import DamagedFileError, UnsafeFileError, atomic_save, atomic_write_text, safe_load
+from unitscope import StreamConfig
 from unitscope.data.scan import ScanResult, scan
 from unitscope.zoo.cache import cached_state, entry_path
 
@@ -62,7 +63,7 @@ def test_hostile_checkpoint_is_refused_before_resuming(tmp_path):
     ck, marker = tmp_path / "scan.ckpt", tmp_path / "ran"
     _hostile_torch_file(ck, marker, {"batches_done": 1, "format": 1})
     with pytest.raises(UnsafeFileError, match="scan checkpoint"):
-        scan(net, loader, ["1"], checkpoint=ck, progress=False)
+        scan(net, loader, ["1"], stream=StreamConfig(checkpoint=ck), progress=False)
     assert not marker.exists()
 
 

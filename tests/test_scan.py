@@ -16,6 +16,7 @@ import torch
 import torch.nn as nn
 from torch.utils.data import DataLoader, SubsetRandomSampler, TensorDataset
 
+from unitscope import PathConfig, StreamConfig
 from unitscope.core.errors import UnitscopeError
 from unitscope.cli.scan import scan_main
 from unitscope.data.scan import ScanResult, merge_top, scan
@@ -47,7 +48,8 @@ def reference(model, loader, layers, methods, n_steps, k):
     labels, index = [], []
     pos = 0
     for x, y in loader:
-        s = attribute(model, x, layers, scores=methods, n_steps=n_steps, gap_warning=None, progress=False)
+        s = attribute(model, x, layers, scores=methods, n_steps=n_steps, path=PathConfig(gap_warning=None),
+                      progress=False)
         for m in methods:
             for name in layers:
                 v = s[m][name]
@@ -73,7 +75,7 @@ def reference(model, loader, layers, methods, n_steps, k):
 def test_accumulators_exact_against_in_memory_statistics():
     model, data = small_cnn(), small_data()
     loader = DataLoader(data, batch_size=7)  # the last batch is short
-    r = scan(model, loader, LAYERS, scores=METHODS, top_k=5, n_steps=6, progress=False)
+    r = scan(model, loader, LAYERS, scores=METHODS, top_k=5, path=PathConfig(n_steps=6), progress=False)
     ref, labels = reference(model, loader, LAYERS, METHODS, 6, 5)
     assert r.count == len(data)
     assert r.classes.tolist() == np.unique(labels).tolist()
@@ -87,7 +89,7 @@ def test_accumulators_exact_against_in_memory_statistics():
         assert top.indices.tolist() == want["top_i"].tolist(), (m, name)
         np.testing.assert_array_equal(top.values.numpy(), want["top_v"])
     # the same batches as a plain list of (x, y): positions are the dataset's indices here too
-    r2 = scan(model, list(loader), LAYERS, scores=METHODS, top_k=5, n_steps=6, progress=False)
+    r2 = scan(model, list(loader), LAYERS, scores=METHODS, top_k=5, path=PathConfig(n_steps=6), progress=False)
     assert torch.equal(r2.top("5", score="conductance").indices, r.top("5", score="conductance").indices)
     frame = r.to_frame()
     assert len(frame) == len(METHODS) * (6 + 8) and {"selectivity", "preferred_class", "top_examples"} <= set(frame)
@@ -141,11 +143,12 @@ def _worker(rank, port, out):
     try:
         model, data = small_cnn(), small_data()
         world = dist.group.WORLD
-        r = scan(model, DataLoader(data, batch_size=9), LAYERS, scores=METHODS, top_k=4, n_steps=6, progress=False,
-                 group=world)
+        r = scan(model, DataLoader(data, batch_size=9), LAYERS, scores=METHODS, top_k=4, path=PathConfig(n_steps=6),
+                 stream=StreamConfig(group=world), progress=False)
         r.save(Path(out) / f"rank{rank}.pt")
         # one batch only: rank 1 gets an empty shard
-        r1 = scan(model, DataLoader(data, batch_size=100), ["5"], top_k=4, progress=False, group=world)
+        r1 = scan(model, DataLoader(data, batch_size=100), ["5"], top_k=4, progress=False,
+                  stream=StreamConfig(group=world))
         r1.save(Path(out) / f"single{rank}.pt")
     finally:
         dist.destroy_process_group()
@@ -167,7 +170,8 @@ def test_two_processes_gloo_equal_one_process(tmp_path):
 
     mp.spawn(_worker, args=(free_port(), str(tmp_path)), nprocs=2, join=True)
     model, data = small_cnn(), small_data()
-    one = scan(model, DataLoader(data, batch_size=9), LAYERS, scores=METHODS, top_k=4, n_steps=6, progress=False)
+    one = scan(model, DataLoader(data, batch_size=9), LAYERS, scores=METHODS, top_k=4, path=PathConfig(n_steps=6),
+               progress=False)
     r0, r1 = ScanResult.load(tmp_path / "rank0.pt"), ScanResult.load(tmp_path / "rank1.pt")
     assert r0.settings["world_size"] == 2
     _assert_same(r0, r1, rtol=0)  # every rank holds the merged result
@@ -181,6 +185,7 @@ RESUMABLE = textwrap.dedent("""
     sys.path.insert(0, {tests!r})
     from torch.utils.data import DataLoader, Dataset
     from test_scan import small_cnn, small_data, LAYERS, METHODS
+    from unitscope import PathConfig, StreamConfig
     from unitscope.data.scan import scan
 
     torch.set_num_threads(1)
@@ -195,8 +200,8 @@ RESUMABLE = textwrap.dedent("""
                 time.sleep(0.05)
             return self.data[i]
 
-    r = scan(small_cnn(), DataLoader(Slow(), batch_size=8), LAYERS, scores=METHODS, top_k=4, n_steps=6,
-             checkpoint=sys.argv[1], checkpoint_every=2, progress=False)
+    r = scan(small_cnn(), DataLoader(Slow(), batch_size=8), LAYERS, scores=METHODS, top_k=4, progress=False,
+             path=PathConfig(n_steps=6), stream=StreamConfig(checkpoint=sys.argv[1], checkpoint_every=2))
     r.save(sys.argv[2])
 """)
 
@@ -224,17 +229,18 @@ def test_killed_scan_resumes_to_the_same_result(tmp_path):
     subprocess.run([sys.executable, str(script), str(ck), str(out)], env=env, check=True, timeout=120)
     resumed = ScanResult.load(out)
     assert resumed.settings["resumed_from_batch"] == 4
-    whole = scan(small_cnn(), DataLoader(small_data(97), batch_size=8), LAYERS, scores=METHODS, top_k=4, n_steps=6,
+    whole = scan(small_cnn(), DataLoader(small_data(97), batch_size=8), LAYERS, scores=METHODS, top_k=4,
+                 path=PathConfig(n_steps=6),
                  progress=False)
     _assert_same(resumed, whole, rtol=1e-6)
     # a finished checkpoint resumes to the same result with nothing left to do; another scan's is refused
-    again = scan(small_cnn(), DataLoader(small_data(97), batch_size=8), LAYERS, scores=METHODS, top_k=4, n_steps=6,
-                 checkpoint=ck, progress=False)
+    again = scan(small_cnn(), DataLoader(small_data(97), batch_size=8), LAYERS, scores=METHODS, top_k=4,
+                 path=PathConfig(n_steps=6), stream=StreamConfig(checkpoint=ck), progress=False)
     assert again.settings["resumed_from_batch"] == 13
     _assert_same(again, resumed, rtol=0)
     with pytest.raises(UnitscopeError, match="another scan.*top_k"):
-        scan(small_cnn(), DataLoader(small_data(97), batch_size=8), LAYERS, scores=METHODS, top_k=3, n_steps=6,
-             checkpoint=ck, progress=False)
+        scan(small_cnn(), DataLoader(small_data(97), batch_size=8), LAYERS, scores=METHODS, top_k=3,
+             path=PathConfig(n_steps=6), stream=StreamConfig(checkpoint=ck), progress=False)
 
 
 def test_errors_name_what_is_wrong():

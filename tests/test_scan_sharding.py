@@ -10,6 +10,7 @@ from torch.utils.data import DataLoader, IterableDataset
 from torch.utils.data._utils.collate import default_collate
 
 from unitscope.data.batches import plan_batches, split_batch
+from unitscope import PathConfig, StreamConfig
 from unitscope.data.scan import ScanResult, scan
 
 from test_scan import LAYERS, small_cnn, small_data
@@ -17,7 +18,7 @@ from ports import free_port
 
 N, BATCH = 61, 7
 SCORES = ["activation", "conductance"]
-SETTINGS = dict(scores=SCORES, top_k=4, n_steps=6, method="gausslegendre", progress=False)
+SETTINGS = dict(scores=SCORES, top_k=4, path=PathConfig(n_steps=6, method="gausslegendre"), progress=False)
 COUNTS = {"read": 0, "encoded": 0}
 
 
@@ -70,7 +71,8 @@ def _worker(rank, port, out):
     try:
         for kind in (Stream, SkippingStream):
             COUNTS.update(read=0, encoded=0)
-            r = scan(small_cnn(), DataLoader(kind(), batch_size=BATCH, collate_fn=encode), LAYERS, group=dist.group.WORLD,
+            r = scan(small_cnn(), DataLoader(kind(), batch_size=BATCH, collate_fn=encode), LAYERS,
+                     stream=StreamConfig(group=dist.group.WORLD),
                      **SETTINGS)
             r.save(Path(out) / f"{kind.__name__}{rank}.pt")
             (Path(out) / f"{kind.__name__}{rank}.json").write_text(json.dumps(COUNTS))

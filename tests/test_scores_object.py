@@ -9,7 +9,7 @@ from nets import cnn, mlp
 
 def test_per_channel_top_and_frame():
     net, x = cnn(41), torch.randn(2, 3, 8, 8)
-    s = us.conductance(net, x, ["3", net[6]], n_steps=10, gap_warning=None)
+    s = us.conductance(net, x, ["3", net[6]], n_steps=10, path=us.PathConfig(gap_warning=None))
     assert s.layers == ["3", "6"]
     pc = s.per_channel("3")
     assert pc.shape == (2, 12)
@@ -33,10 +33,10 @@ def test_per_channel_top_and_frame():
 @pytest.mark.parametrize("method", ["gausslegendre", "riemann_trapezoid", "adaptive"])
 def test_internal_batch_size_gives_the_same_numbers(method):
     net, x = cnn(42), torch.randn(3, 3, 8, 8)
-    full = us.attribute(net, x, ["0", "6"], n_steps=12, method=method, gap_warning=None)
+    full = us.attribute(net, x, ["0", "6"], n_steps=12, method=method, path=us.PathConfig(gap_warning=None))
     for ibs in (5, 16, 40):
         chunked = us.attribute(net, x, ["0", "6"], n_steps=12, method=method, internal_batch_size=ibs,
-                               gap_warning=None)
+                               path=us.PathConfig(gap_warning=None))
         for m in full:
             for layer in ("0", "6"):
                 torch.testing.assert_close(chunked[m][layer], full[m][layer], atol=1e-5, rtol=1e-4)
@@ -44,9 +44,9 @@ def test_internal_batch_size_gives_the_same_numbers(method):
 
 def test_one_pass_serves_all_methods_like_separate_calls():
     net, x = mlp(43), torch.randn(3, 5)
-    together = us.attribute(net, x, ["1", "3"], n_steps=20, gap_warning=None)
+    together = us.attribute(net, x, ["1", "3"], n_steps=20, path=us.PathConfig(gap_warning=None))
     torch.testing.assert_close(together["conductance"]["1"],
-                               us.conductance(net, x, ["1"], n_steps=20, gap_warning=None)["1"])
+                               us.conductance(net, x, ["1"], n_steps=20, path=us.PathConfig(gap_warning=None))["1"])
     torch.testing.assert_close(together["internal_influence"]["3"],
                                us.internal_influence(net, x, ["3"], n_steps=20)["3"])
     torch.testing.assert_close(together["grad_x_activation"]["1"], us.grad_x_activation(net, x, ["1"])["1"])
@@ -56,21 +56,23 @@ def test_one_pass_serves_all_methods_like_separate_calls():
 def test_targets_none_int_list_callable_agree():
     net, x = mlp(44), torch.randn(3, 5)
     top = net(x).argmax(1)
-    a = us.conductance(net, x, ["1"], target=None, n_steps=10, gap_warning=None)
-    b = us.conductance(net, x, ["1"], target=top.tolist(), n_steps=10, gap_warning=None)
+    a = us.conductance(net, x, ["1"], target=None, n_steps=10, path=us.PathConfig(gap_warning=None))
+    b = us.conductance(net, x, ["1"], target=top.tolist(), n_steps=10, path=us.PathConfig(gap_warning=None))
     torch.testing.assert_close(a["1"], b["1"])
     assert a.target.tolist() == top.tolist()
-    d = us.conductance(net, x, ["1"], target=torch.tensor(2), n_steps=10, gap_warning=None)
-    e = us.conductance(net, x, ["1"], target=[2, 2, 2], n_steps=10, gap_warning=None)
-    f = us.conductance(net, x, ["1"], target=lambda out: out[:, 2], n_steps=10, gap_warning=None)
+    d = us.conductance(net, x, ["1"], target=torch.tensor(2), n_steps=10, path=us.PathConfig(gap_warning=None))
+    e = us.conductance(net, x, ["1"], target=[2, 2, 2], n_steps=10, path=us.PathConfig(gap_warning=None))
+    f = us.conductance(net, x, ["1"], target=lambda out: out[:, 2], n_steps=10, path=us.PathConfig(gap_warning=None))
     torch.testing.assert_close(d["1"], e["1"])
     torch.testing.assert_close(d["1"], f["1"])
 
 
 def test_baselines_scalar_and_broadcast():
     net, x = mlp(45), torch.randn(3, 5)
-    a = us.conductance(net, x, ["1"], baselines=0.25, target=0, n_steps=10, gap_warning=None)
-    b = us.conductance(net, x, ["1"], baselines=torch.full((5,), 0.25), target=0, n_steps=10, gap_warning=None)
-    c = us.conductance(net, x, ["1"], baselines=torch.full((3, 5), 0.25), target=0, n_steps=10, gap_warning=None)
+    a = us.conductance(net, x, ["1"], baselines=0.25, target=0, n_steps=10, path=us.PathConfig(gap_warning=None))
+    b = us.conductance(net, x, ["1"], baselines=torch.full((5,), 0.25), target=0, n_steps=10,
+                       path=us.PathConfig(gap_warning=None))
+    c = us.conductance(net, x, ["1"], baselines=torch.full((3, 5), 0.25), target=0, n_steps=10,
+                       path=us.PathConfig(gap_warning=None))
     torch.testing.assert_close(a["1"], b["1"])
     torch.testing.assert_close(a["1"], c["1"])

@@ -136,7 +136,7 @@ def test_filters_layer_and_padding_invariance():
 def test_conductance_of_filters_is_complete():
     model, vocab = _net()
     _, emb = encode(["not good", "this film is not bad at all", "good ."], vocab, model)
-    s = us.conductance(model, emb, ["filters"], n_steps=256, gap_warning=None)
+    s = us.conductance(model, emb, ["filters"], n_steps=256, path=us.PathConfig(gap_warning=None))
     assert s["filters"].shape == (3, 256)
     assert float(s.relative_delta("filters").max()) < 5e-3
     with torch.no_grad():

@@ -71,11 +71,12 @@ def test_neuron_conductance_through_slices_is_the_full_layers(monkeypatch, layer
     calls = []
     real = neuron_mod._slice_vjp
     monkeypatch.setattr(neuron_mod, "_slice_vjp", lambda *a: calls.append(1) or real(*a))
-    plain = us.neuron_conductance(net, x, layer, units, target=1, n_steps=8, unit_batch_size=2)
+    plain = us.neuron_conductance(net, x, layer, units, target=1, n_steps=8, path=us.PathConfig(unit_batch_size=2))
     paired = us.neuron_conductance(net, x, layer, [4, 0, 3, 3], examples=[0, 2, 2, 1], paired=True, target=1,
                                    n_steps=8)
     with full_layers():
-        plain_full = us.neuron_conductance(net, x, layer, units, target=1, n_steps=8, unit_batch_size=2)
+        plain_full = us.neuron_conductance(net, x, layer, units, target=1, n_steps=8,
+                                           path=us.PathConfig(unit_batch_size=2))
         paired_full = us.neuron_conductance(net, x, layer, [4, 0, 3, 3], examples=[0, 2, 2, 1], paired=True,
                                             target=1, n_steps=8)
     assert plain.abs().sum() > 0 and paired.abs().sum() > 0 and calls      # not vacuous: the slices were used
@@ -118,12 +119,13 @@ def test_inverse_sets_through_slices_are_the_full_layers(monkeypatch):
     lo, hi = acts.quantile(0.5, 0).tolist(), acts.quantile(0.9, 0).tolist()
     problems = [(u, lo[u], hi[u]) for u in (0, 2, 7)] + [(2, hi[2], float("inf"))]
     got = sample_inverse_sets(net, "3", problems, gen, n_samples=3, seeds=[1, 2, 3, 4], max_steps=40, block=8)
-    one = us.sample_inverse_set(net, ("3", 2, lo[2], hi[2]), gen, n_samples=3, n_seeds=3, max_seed_steps=40,
+    one = us.sample_inverse_set(net, ("3", 2, lo[2], hi[2]), gen, n_samples=3, n_seeds=3,
+                                sampler=us.SamplerConfig(max_seed_steps=40),
                                 on_empty="ignore")
     with full_layers():
         want = sample_inverse_sets(net, "3", problems, gen, n_samples=3, seeds=[1, 2, 3, 4], max_steps=40, block=8)
         one_full = us.sample_inverse_set(net, ("3", 2, lo[2], hi[2]), gen, n_samples=3, n_seeds=3,
-                                         max_seed_steps=40, on_empty="ignore")
+                                         sampler=us.SamplerConfig(max_seed_steps=40), on_empty="ignore")
     assert sum(len(s) for s in got) > 0 and len(one) > 0 and used      # not vacuous: the slices were used
     for a, b in zip(got, want):
         torch.testing.assert_close(a.codes, b.codes, rtol=1e-4, atol=1e-5)

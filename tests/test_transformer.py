@@ -41,7 +41,8 @@ def enc(lm):
 
 def _cond(model, enc, layers, **kw):
     return us.conductance(model, enc.embeddings, layers, baselines=enc.baselines,
-                          additional_forward_args=(enc.attention_mask,), target=log_odds, gap_warning=None,
+                          additional_forward_args=(enc.attention_mask,), target=log_odds,
+                          path=us.PathConfig(gap_warning=None),
                           progress=False, **kw)
 
 
@@ -116,7 +117,8 @@ def test_matches_captum_layer_conductance(lm, enc):
     target = [int(model(x, m).argmax(1))]
     layers = [mlp_layers()[0], mlp_layers()[5]]
     ours = us.conductance(model, x, layers, baselines=b, additional_forward_args=(m,), target=target, n_steps=4,
-                          method="riemann_trapezoid", captum_compatible=True, gap_warning=None, progress=False)
+                          method="riemann_trapezoid", path=us.PathConfig(captum_compatible=True, gap_warning=None),
+                          progress=False)
     for layer in layers:
         ref = LayerConductance(model, model.get_submodule(layer)).attribute(
             x, baselines=b, additional_forward_args=(m,), target=target, n_steps=4, method="riemann_trapezoid")
@@ -198,7 +200,8 @@ def test_study_scores_reduce_over_the_real_tokens(lm):
         one = base.encode([text])
         target = [int(sc["label"][i])]
         c = us.conductance(model, one.embeddings, [layer, att], baselines=one.baselines, target=target,
-                           additional_forward_args=(one.attention_mask,), n_steps=4, gap_warning=None,
+                           additional_forward_args=(one.attention_mask,), n_steps=4,
+                           path=us.PathConfig(gap_warning=None),
                            progress=False)
         a = us.activation(model, one.embeddings, [layer], additional_forward_args=(one.attention_mask,))
         assert torch.allclose(sc["neurons"]["conductance"][layer][i], c[layer][0].sum(0), atol=1e-5)

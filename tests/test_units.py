@@ -45,7 +45,7 @@ def test_gpt2_token_ids_conductance_from_the_embedding_is_complete():
     target = ("logits", -1, 7)
     s = us.conductance(model, ids, layers=["transformer.h.0", "transformer.h.1.mlp.act"],
                        embedding="transformer.wte", target=target, n_steps=64,
-                       gap_warning=None)
+                       path=us.PathConfig(gap_warning=None))
     # transformer.h.0's first output is a cut (the residual stream): Σ units = F(x) − F(x')
     assert float(s.relative_delta("transformer.h.0").max()) < 1e-2
     assert s.per_unit("transformer.h.1.mlp.act").shape == (2, 64)
@@ -81,7 +81,7 @@ def test_resnet18_shared_relu_has_one_site_per_call():
     with pytest.raises(us.UnitscopeError, match="'layer1.0.relu@0', 'layer1.0.relu@1'"):
         us.activation(model, x, ["layer1.0.relu"])
     s = us.conductance(model, x, ["layer1.0.relu@0", "layer1.0.relu@1", "layer1.0.bn2"], target=1, n_steps=32,
-                       gap_warning=None)
+                       path=us.PathConfig(gap_warning=None))
     a = us.activation(model, x, ["layer1.0.relu@0", "layer1.0.bn1"])
     torch.testing.assert_close(a["layer1.0.relu@0"], a["layer1.0.bn1"].clamp_min(0))
     # layer1.0.relu@1 (the block's output) is a cut: its units' conductances add up to F(x) − F(x')
@@ -96,7 +96,8 @@ def test_per_input_conductance_sums_to_layer_conductance_on_gpt2_and_lstm():
     kw = dict(embedding="transformer.wte", target=target, n_steps=48, method="riemann_trapezoid")
     per_input = us.neuron_conductance(model, ids, layer=layer, units=[0, 5, 63], **kw)  # [N, U, T, D]
     assert per_input.shape == (2, 3, 4, 16)
-    total = us.conductance(model, ids, [layer], gap_warning=None, **kw).per_unit(layer)[:, [0, 5, 63]]
+    total = us.conductance(model, ids, [layer], path=us.PathConfig(gap_warning=None), **kw)
+    total = total.per_unit(layer)[:, [0, 5, 63]]
     torch.testing.assert_close(per_input.sum((2, 3)), total, rtol=2e-2, atol=2e-4)   # Σ_i Eq. 2 = Eq. 3
 
     class Tagger(torch.nn.Module):
@@ -112,6 +113,7 @@ def test_per_input_conductance_sums_to_layer_conductance_on_gpt2_and_lstm():
     net, x = Tagger(), torch.randn(2, 4, 3)
     a = us.neuron_conductance(net, x, layer="lstm", units=[1, 4], spec=UnitSpec.tokens(part=0), target=0,
                               n_steps=64)
-    s = us.conductance(net, x, ["lstm"], gap_warning=None, target=0, n_steps=256)  # adaptive: no forward AD in RNNs
+    s = us.conductance(net, x, ["lstm"], path=us.PathConfig(gap_warning=None), target=0,
+                       n_steps=256)  # adaptive: no forward AD in RNNs
     want = s.per_unit("lstm", spec=UnitSpec.tokens(part=0))[:, [1, 4]]
     torch.testing.assert_close(a.sum((2, 3)), want, rtol=2e-2, atol=2e-4)

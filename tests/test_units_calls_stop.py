@@ -12,7 +12,7 @@ from unitscope.core.capture import Recorder
 from unitscope.core.errors import UnitscopeError
 from unitscope.core.sites import resolve
 from unitscope.synthesis.generators import FFTImageGenerator, LayerEncoder
-from unitscope.synthesis.inverse import sample_inverse_set
+from unitscope.synthesis.inverse import SamplerConfig, sample_inverse_set
 from unitscope.synthesis.inverse_many import sample_inverse_sets
 
 from resnet_fixtures import resnet, x  # noqa: F401  (pytest fixtures)
@@ -82,7 +82,7 @@ def test_inverse_set_samplers_read_their_call(resnet, x):
     gen = FFTImageGenerator((3, 32, 32))
     with pytest.raises(UnitscopeError, match=AMBIGUOUS):
         sample_inverse_set(resnet, ("layer1.0.relu", 3, 0.0, float("inf")), gen, n_samples=2, n_seeds=2,
-                           max_seed_steps=2, max_sample_steps=2, progress=False)
+                           sampler=SamplerConfig(max_seed_steps=2, max_sample_steps=2), progress=False)
     with pytest.raises(UnitscopeError, match=AMBIGUOUS):
         sample_inverse_sets(resnet, "layer1.0.relu", [(3, 0.0, float("inf"))], gen, n_samples=2, max_steps=2,
                             progress=False)
@@ -91,7 +91,7 @@ def test_inverse_set_samplers_read_their_call(resnet, x):
     v = _block_means(resnet, start)[0][:, 3]
     a = float(v.quantile(0.75))
     r = sample_inverse_set(resnet, ("layer1.0.relu@1", 3, a, float("inf")), gen, n_samples=4, n_seeds=2,
-                           max_seed_steps=6, max_sample_steps=3, progress=False)
+                           sampler=SamplerConfig(max_seed_steps=6, max_sample_steps=3), progress=False)
     (s,) = sample_inverse_sets(resnet, "layer1.0.relu@1", [(3, a, float("inf"))], gen, n_samples=2, max_steps=6,
                                progress=False)
     for samples, acts in ((r.samples, r.activations[:, 0]), (s.samples, s.activations)):
@@ -107,8 +107,8 @@ def test_atlas_of_a_call(resnet):
     g = torch.Generator().manual_seed(1)
     x, y = torch.rand(6, 3, 32, 32, generator=g), torch.randint(0, 5, (6,), generator=g)
     before = _state(resnet)
-    kw = dict(method="gausslegendre", top_k=2, n_steps=4, iam_steps=2, inverse_samples=2, inverse_steps=2,
-              unit_batch=2, units=2, progress=False)
+    kw = dict(top_k=2, path=us.PathConfig(method="gausslegendre", n_steps=4, unit_batch_size=2),
+              synthesis=us.SynthesisConfig(iam_steps=2, inverse_samples=2, inverse_steps=2), units=2, progress=False)
     with pytest.raises(UnitscopeError, match=AMBIGUOUS):
         us.atlas(resnet, (x, y), layers=["layer1.0.relu"], **kw)
     at = us.atlas(resnet, (x, y), layers=["layer1.0.relu@1"], **kw)

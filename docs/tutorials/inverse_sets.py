@@ -66,6 +66,6 @@ fig
 
 # %%
 bad = us.sample_inverse_set(model, [("7", 3, 1e4, 2e4)], FFTImageGenerator((1, 8, 8)), n_samples=8, n_seeds=4,
-                            max_seed_steps=50, seed=0, progress=False)
+                            sampler=us.SamplerConfig(max_seed_steps=50), seed=0, progress=False)
 print(bad.ok)
 print(bad.report)

@@ -46,7 +46,7 @@ print("test accuracy:", float((model(x[1500:]).argmax(1) == y[1500:]).float().me
 # %%
 loader = [(x[i:i + 256], y[i:i + 256]) for i in range(0, 1500, 256)]
 r = us.scan(model, loader, ["4"], scores=["activation", "conductance"], target="label", by="class",
-            top_k=5, n_steps=8)
+            top_k=5, path=us.PathConfig(n_steps=8))
 print("mean activation:", r.mean("4")[:6])
 print("selectivity:    ", r.selectivity("4").index[:6])
 u = int(r.mean("4").argmax())          # the unit with the largest mean activation (some units are dead)
@@ -61,8 +61,8 @@ r.to_frame().columns.tolist()
 # `a.save(folder)` writes `atlas.json`, the tensors and a browsable `index.html`.
 
 # %%
-a = us.atlas(model, (x[:512], y[:512]), layers=["4"], units=4, top_k=4, n_steps=8, iam_steps=16,
-             inverse_samples=2, inverse_steps=10, target="label", progress=False)
+a = us.atlas(model, (x[:512], y[:512]), ["4"], units=4, top_k=4, target="label", path=us.PathConfig(n_steps=8),
+             synthesis=us.SynthesisConfig(iam_steps=16, inverse_samples=2, inverse_steps=10), progress=False)
 card = a.units[0]
 sorted(card)
 

@@ -13,14 +13,16 @@ data in :mod:`unitscope.zoo`.
 
 from .data.ablation import ablate, ablation_scores
 from . import atlas  # the package, and callable: us.atlas(model, data, layers) is unitscope.atlas.atlas
-from .atlas import Atlas
+from .atlas import Atlas, SynthesisConfig
+from .attribution.config import PathConfig
 from .core.errors import CompletenessWarning, UnitscopeError
-from .synthesis.inverse import sample_inverse_set
+from .synthesis.inverse import SamplerConfig, sample_inverse_set
 from .synthesis.maximize import activation_maximization, independent_am, maximize, representative_substitution
 from .attribution.neuron import neuron_conductance
 from .attribution.estimates import relative_unit_error
 from .attribution.results import Scores
 from .data.scan import ScanResult, scan
+from .data.stream import StreamConfig
 from .attribution.scores import activation, attribute, conductance, grad_x_activation, internal_influence
 from .data.scan import class_selectivity
 from .core.capture import layer_names
@@ -34,8 +36,12 @@ __all__ = [
     "Atlas",
     "CompletenessWarning",
     "Dictionary",
+    "PathConfig",
+    "SamplerConfig",
     "ScanResult",
     "Scores",
+    "StreamConfig",
+    "SynthesisConfig",
     "relative_unit_error",
     "UnitscopeError",
     "ablate",

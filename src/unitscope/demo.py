@@ -28,6 +28,7 @@ import time
 
 import torch
 
+from .attribution.config import PathConfig
 from .attribution.scores import conductance
 from .zoo import digits_cnn, digits_data
 
@@ -53,7 +54,7 @@ def run(n_examples: int = 5, n_steps: int = 64, method: str = "adaptive", top: i
     g = torch.Generator().manual_seed(seed)
     idx = torch.randperm(len(test), generator=g)[:n_examples]
     x, y = test.x[idx], test.y[idx]
-    scores = conductance(model, x, LAYERS, n_steps=n_steps, method=method, gap_warning=None)
+    scores = conductance(model, x, LAYERS, n_steps=n_steps, method=method, path=PathConfig(gap_warning=None))
     pred = scores.target
     echo(f"conductance of {len(LAYERS)} layers in one call ({method}, ≤{n_steps} path points per digit, "
          f"baseline = black image, target = top logit)")

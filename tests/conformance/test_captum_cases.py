@@ -80,7 +80,7 @@ def _layer_conductance(case, internal_batch_size):
     before = snapshot(net)
     s = us.conductance(net, inputs(), [layer], baselines=baselines, target=0, n_steps=500, method="gausslegendre",
                        additional_forward_args=_materialize(extra), internal_batch_size=internal_batch_size,
-                       gap_warning=None)
+                       path=us.PathConfig(gap_warning=None))
     assert_untouched(before, net)
     return s
 
@@ -122,7 +122,8 @@ def test_layer_conductance_cases_delta_captum_compatible(case):
     """With ``captum_compatible=True`` (Captum's estimator on Captum's nodes) Captum's own bound holds."""
     make, layer, inputs, expected, baselines, extra = LAYER_CONDUCTANCE[case]
     s = us.conductance(make(), inputs(), [layer], baselines=baselines, target=0, n_steps=500, method="gausslegendre",
-                       additional_forward_args=_materialize(extra), captum_compatible=True, gap_warning=None)
+                       additional_forward_args=_materialize(extra),
+                       path=us.PathConfig(captum_compatible=True, gap_warning=None))
     _assert_close(s[layer], expected, 0.1, case)
     assert float(s.delta[layer].abs().max()) < 0.01, f"{case}: completeness gap {s.delta[layer].tolist()}"
 
@@ -148,7 +149,7 @@ def test_layer_conductance_matches_captums_reference(case):
         target = int(net(x).sum(0).argmax())
     before = snapshot(net)
     s = us.conductance(net, x, [layer], baselines=base, target=target, n_steps=n_steps, method="gausslegendre",
-                       gap_warning=None)
+                       path=us.PathConfig(gap_warning=None))
     assert_untouched(before, net)
     assert float(s.delta[layer].abs().max()) < 0.005, f"{case}: completeness gap {s.delta[layer].tolist()}"
     ref = ConductanceReference(net, net.get_submodule(layer)).attribute(
@@ -158,7 +159,8 @@ def test_layer_conductance_matches_captums_reference(case):
     assert err <= 0.07, f"{case}: max |ours − Captum's reference| = {err:.4g}"
     for i in range(n):  # an example alone gives what it gets in the batch
         one = us.conductance(net, x[i:i + 1], [layer], baselines=None if base is None else base[i:i + 1],
-                             target=target, n_steps=n_steps, method="gausslegendre", gap_warning=None)[layer]
+                             target=target, n_steps=n_steps, method="gausslegendre",
+                             path=us.PathConfig(gap_warning=None))[layer]
         assert float((one - s[layer][i:i + 1]).abs().max()) <= 0.01
 
 
@@ -264,7 +266,7 @@ def test_neuron_conductance_sums_to_layer_conductance(case):
     x = 100 * torch.randn(n, 1, 10, 10)
     base = {"zero": 0.0, "tiny": 0.000001, "randn": 20 * torch.randn(n, 1, 10, 10)}[base_kind]
     s = us.conductance(net, x, [layer], baselines=base, target=0, n_steps=500, method="gausslegendre",
-                       gap_warning=None)
+                       path=us.PathConfig(gap_warning=None))
     shape = s[layer].shape[1:]
     units = [(i, j, k) for i in range(shape[0]) for j in range(shape[1]) for k in range(shape[2])]
     a = us.neuron_conductance(net, x, layer, units, baselines=base, target=0, n_steps=500, method="gausslegendre")

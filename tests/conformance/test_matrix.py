@@ -103,7 +103,8 @@ def test_conductance(arch, fn, request):
     with warnings.catch_warnings(record=True) as caught:
         warnings.simplefilter("always")
         steps = {} if method == "adaptive" else {"n_steps": FIXED_STEPS}   # adaptive: the default budget (50)
-        s = run(us.conductance, a.model, a.inputs, layers, method=method, gap_warning=TOL, **steps, **kw(a))
+        s = run(us.conductance, a.model, a.inputs, layers, method=method, path=us.PathConfig(gap_warning=TOL),
+                **steps, **kw(a))
     assert_untouched(before, a.model)
     assert s.layers == layers
     values = layer_values(a, layers)
@@ -237,7 +238,8 @@ def neuron_full(arch: str, method: str = "gausslegendre"):
 def layer_conductance(arch: str, method: str, layer: str):
     a = build(arch)
     n = ADAPTIVE_STEPS if method == "adaptive" else FIXED_STEPS
-    return untouched_call(a, us.conductance, a.model, a.inputs, [layer], method=method, n_steps=n, gap_warning=None,
+    return untouched_call(a, us.conductance, a.model, a.inputs, [layer], method=method, n_steps=n,
+                          path=us.PathConfig(gap_warning=None),
                           **kw(a))
 
 
@@ -343,8 +345,9 @@ def test_scan_two_batches(arch, fn):
     a = build(arch)
     layer = a.layer
     before = snapshot(a.model)
-    r = run(us.scan, a.model, _batches(a), [layer], scores=["activation", "conductance"], method="adaptive",
-            n_steps=8, top_k=2, num_classes=2, embedding=a.embedding, progress=False)
+    r = run(us.scan, a.model, _batches(a), [layer], scores=["activation", "conductance"],
+            path=us.PathConfig(method="adaptive", n_steps=8), top_k=2, num_classes=2, embedding=a.embedding,
+            progress=False)
     assert_untouched(before, a.model)
     acts = torch.cat([_own_units(a, layer, a.inputs, a.additional_forward_args, "mean"),
                       _own_units(a, layer, a.more_inputs, a.more_forward_args, "mean")])
@@ -354,7 +357,8 @@ def test_scan_two_batches(arch, fn):
     close_means(a, layer, r.class_means(layer, score="activation"), class_means, "scan class means")
     conds = []
     for x, fa in ((a.inputs, a.additional_forward_args), (a.more_inputs, a.more_forward_args)):
-        s = run(us.conductance, a.model, x, [layer], method="adaptive", n_steps=8, gap_warning=None, **kw(a, fa))
+        s = run(us.conductance, a.model, x, [layer], method="adaptive", n_steps=8,
+                path=us.PathConfig(gap_warning=None), **kw(a, fa))
         conds.append(s.per_unit(layer).double())
     close(r.mean(layer, score="conductance"), torch.cat(conds).mean(0), rtol_of(a, 1e-4), "scan mean conductance")
     top = r.top(layer, score="activation")
@@ -420,8 +424,8 @@ def test_sample_inverse_set(arch, fn):
     seen = _own_units(a, layer, g(codes).to(a.dtype), None, "mean")[:, 0]
     lo, hi = float(seen.quantile(0.25)), float(seen.quantile(0.75))
     before = snapshot(a.model)
-    r = run(us.sample_inverse_set, a.model, [(layer, 0, lo, hi)], g, n_samples=4, n_seeds=2, max_seed_steps=20,
-            max_sample_steps=4, progress=False)
+    r = run(us.sample_inverse_set, a.model, [(layer, 0, lo, hi)], g, n_samples=4, n_seeds=2,
+            sampler=us.SamplerConfig(max_seed_steps=20, max_sample_steps=4), progress=False)
     assert_untouched(before, a.model)
     assert len(r) <= 4
     check_dtype(a, r.samples, "inverse-set samples")
@@ -443,7 +447,7 @@ def test_unreachable_inverse_set_is_reported(arch, fn):
     layer = _image_layer(a)
     before = snapshot(a.model)
     r = run(us.sample_inverse_set, a.model, [(layer, 0, 1e6, 2e6)], FFTImageGenerator(a.image_shape), n_samples=2,
-            n_seeds=2, max_seed_steps=6, patience=2, on_empty="ignore", progress=False)
+            n_seeds=2, sampler=us.SamplerConfig(max_seed_steps=6, patience=2), on_empty="ignore", progress=False)
     assert_untouched(before, a.model)
     assert len(r) == 0 and not r.ok and layer in r.report
     assert r.samples.shape == (0, *a.image_shape) and r.activations.shape == (0, 1)
@@ -456,7 +460,8 @@ def test_atlas_one_layer(arch, fn):
     x, y = torch.cat([a.inputs, a.more_inputs]), torch.cat([a.labels, a.more_labels])
     before = snapshot(a.model)
     at = run(us.atlas, a.model, (x, y), layers=[layer], units={layer: [0, 1]}, top_k=2, share_k=1, bins=8,
-             n_steps=4, iam_steps=2, inverse_samples=1, inverse_steps=2, progress=False)
+             path=us.PathConfig(n_steps=4),
+             synthesis=us.SynthesisConfig(iam_steps=2, inverse_samples=1, inverse_steps=2), progress=False)
     assert_untouched(before, a.model)
     assert [(u["layer"], u["unit"]) for u in at.units] == [(layer, 0), (layer, 1)]
     acts = _own_units(a, layer, x, None, "mean")
@@ -484,7 +489,7 @@ def _grad_free_calls(a) -> dict:
     target = top_class(a)
     calls = {
         "conductance": run(us.conductance, a.model, a.inputs, list(a.cuts), target=target, n_steps=8,
-                           gap_warning=None, **kw(a)),
+                           path=us.PathConfig(gap_warning=None), **kw(a)),
         "neuron_conductance": run(us.neuron_conductance, a.model, a.inputs, layer=a.layer, units=list(a.units),
                                   target=target, n_steps=4, **kw(a)),
         "grad_x_activation": run(us.grad_x_activation, a.model, a.inputs, [a.layer], target=target,
@@ -521,8 +526,8 @@ def test_atlas_under_no_grad(arch, fn):
     a = build(arch)
     layer = _image_layer(a)
     x, y = torch.cat([a.inputs, a.more_inputs]), torch.cat([a.labels, a.more_labels])
-    settings = dict(layers=[layer], units={layer: [0]}, top_k=2, share_k=1, bins=8, n_steps=4, synthesize=False,
-                    progress=False)
+    settings = dict(layers=[layer], units={layer: [0]}, top_k=2, share_k=1, bins=8, path=us.PathConfig(n_steps=4),
+                    synthesis=us.SynthesisConfig(synthesize=False), progress=False)
     ref = run(us.atlas, a.model, (x, y), **settings)
     with torch.no_grad():
         got = run(us.atlas, a.model, (x, y), **settings)
@@ -590,9 +595,9 @@ def test_odd_layers_work_or_fail_cleanly(arch, fn):
     a = build(arch)
     layer = a.extra["odd_layers"][0]
     before = snapshot(a.model)
-    for f in (lambda: us.conductance(a.model, a.inputs, [layer], n_steps=8, gap_warning=None),
+    for f in (lambda: us.conductance(a.model, a.inputs, [layer], n_steps=8, path=us.PathConfig(gap_warning=None)),
               lambda: us.conductance(a.model, a.inputs, [layer], n_steps=8, method="gausslegendre",
-                                     gap_warning=None)):
+                                     path=us.PathConfig(gap_warning=None))):
         try:
             run(f)
         except us.UnitscopeError as e:
@@ -617,7 +622,7 @@ def test_captum_parity(arch, fn, request):
     target = top_class(a)
     before = snapshot(a.model)
     ours = run(us.conductance, a.model, a.inputs, [layer], target=target, n_steps=FIXED_STEPS,
-               method="gausslegendre", captum_compatible=True, gap_warning=None)
+               method="gausslegendre", path=us.PathConfig(captum_compatible=True, gap_warning=None))
     assert_untouched(before, a.model)
     with warnings.catch_warnings():
         warnings.simplefilter("ignore")

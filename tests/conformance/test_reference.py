@@ -74,8 +74,8 @@ def test_conductance_equals_the_literal_rule(arch, rule):
     layer = CASES[arch][0]
     target = top_class(a)
     before = snapshot(a.model)
-    s = us.conductance(a.model, a.inputs, [layer], target=target, method=rule, n_steps=N_RULE, gap_warning=None,
-                       **ONE_ROW, **_kw(a))
+    s = us.conductance(a.model, a.inputs, [layer], target=target, method=rule, n_steps=N_RULE,
+                       path=us.PathConfig(gap_warning=None), **ONE_ROW, **_kw(a))
     assert_untouched(before, a.model)
     if rule in JVP_RULES:   # the rule applied to ∂F/∂y · dy/dα
         ref = R.conductance_rule(reference_model(arch), a.inputs, layer, target=target, rule=rule, n_steps=N_RULE,
@@ -92,7 +92,8 @@ def test_adaptive_conductance_converges_to_the_stieltjes_sum(arch):
     a = build(arch)
     layer, tol = CASES[arch][0], CASES[arch][3]
     target = top_class(a)
-    s = us.conductance(a.model, a.inputs, [layer], target=target, method="adaptive", n_steps=128, gap_warning=None,
+    s = us.conductance(a.model, a.inputs, [layer], target=target, method="adaptive", n_steps=128,
+                       path=us.PathConfig(gap_warning=None),
                        **_kw(a))
     ref = R.conductance_trapezoid(reference_model(arch), a.inputs, layer, target=target, n_points=N_GRID,
                                   **_ref_kw(a))

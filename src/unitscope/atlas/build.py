@@ -6,6 +6,7 @@ from __future__ import annotations
 import json
 import math
 import zlib
+from dataclasses import dataclass, replace
 from pathlib import Path
 
 import torch
@@ -16,8 +17,10 @@ from .source import Source, UnitAccumulator, units_of_layer
 from ..core.errors import UnitscopeError
 from ..core.files import atomic_save, atomic_write_text
 from ..core.state import autograd_on
+from ..attribution.config import PathConfig, path_config
+from ..data.stream import StreamConfig, stream_config
 
-__all__ = ["Atlas", "atlas", "BANDS", "PAGE_WRITERS"]
+__all__ = ["Atlas", "atlas", "SynthesisConfig", "BANDS", "PAGE_WRITERS"]
 
 #: What :meth:`Atlas.save` calls to write the page, ``fn(atlas, directory, *, title, value_range)``: the report layer
 #: (:mod:`unitscope.report.atlas_html`, imported by ``import unitscope``) adds its writer, so this library module needs
@@ -61,8 +64,8 @@ class Atlas:
         >>> import torch, torch.nn as nn
         >>> torch.manual_seed(0) and None
         >>> net = nn.Sequential(nn.Conv2d(3, 2, 3), nn.ReLU(), nn.AdaptiveAvgPool2d(1), nn.Flatten(), nn.Linear(2, 2))
-        >>> a = atlas(net, torch.rand(8, 3, 6, 6), layers=["1"], top_k=2, n_steps=4, iam_steps=2, inverse_steps=2,
-        ...           inverse_samples=1, progress=False)
+        >>> a = atlas(net, torch.rand(8, 3, 6, 6), ["1"], top_k=2, path=PathConfig(n_steps=4),
+        ...           synthesis=SynthesisConfig(iam_steps=2, inverse_steps=2, inverse_samples=1), progress=False)
         >>> fig = a.plot("1", 0)
         >>> fig.axes[0].get_title()
         "layer '1', unit 0: activation over the data"
@@ -194,51 +197,93 @@ def _num(v) -> float | None:
     return v if math.isfinite(v) else None
 
 
+@dataclass(frozen=True)
+class SynthesisConfig:
+    """The atlas's synthetic inputs: whether to make them, through what, and how hard to optimize.
+
+    - ``synthesize``: IAM images and inverse-set samples — ``None`` (default: for inputs ``[C, H, W]`` and ``[D]``,
+      or when a ``generator`` is given), ``True`` or ``False``;
+    - ``generator``: ``G`` for the inverse sets (default: the FFT parameterization for images, the identity for
+      vectors);
+    - ``param``, ``value_range``, ``iam_steps``: the IAM's parameterization (``"fft"`` or ``"pixel"``), the inputs'
+      range and its optimization steps;
+    - ``inverse_samples``, ``inverse_steps``: inverse-set samples per band and the sampler's steps;
+    - ``bands``: ``(name, lower percentile, upper percentile or None for +inf)`` of the unit's activation over the
+      data; a percentile of 100 is the data's maximum;
+    - ``seed``: every generated input is seeded by it, its layer, unit and kind.
+
+    >>> SynthesisConfig(iam_steps=32).inverse_samples
+    4
+    """
+
+    synthesize: bool | None = None
+    generator: object = None
+    param: str = "fft"
+    value_range: tuple = (0.0, 1.0)
+    iam_steps: int = 128
+    inverse_samples: int = 4
+    inverse_steps: int = 100
+    bands: tuple = BANDS
+    seed: int = 0
+
+
 @autograd_on()   # the same atlas inside torch.no_grad() / torch.inference_mode()
-def atlas(model: nn.Module, data, *, layers, target=None, top_k: int = 9, share_k: int = 5, bins: int = 128,
-          n_steps: int = 20, exemplar_steps: int | None = None, method: str = "adaptive", baselines=None,
-          batch_size: int = 256, unit_batch: int = 64, checkpoint=None, checkpoint_every: int = 50,
-          synthesize: bool | None = None, generator=None, value_range=(0.0, 1.0), param: str = "fft",
-          iam_steps: int = 128, inverse_samples: int = 4, inverse_steps: int = 100, bands=BANDS, seed: int = 0,
-          units=None, embedding=None, internal_batch_size: int | None = None, tokens=None,
-          model_name: str | None = None, data_name: str | None = None, group=None,
-          progress: bool | None = None, dictionaries=None) -> Atlas:
+def atlas(model: nn.Module, data, layers, *, target=None, units=None, top_k: int = 9, share_k: int = 5,
+          bins: int = 128, path: PathConfig | None = None, stream: StreamConfig | None = None,
+          synthesis: SynthesisConfig | None = None, embedding=None, tokens=None, progress: bool | None = None,
+          dictionaries=None) -> Atlas:
     """Build the atlas of every unit of ``layers`` (see the module docs).
 
     - ``data``: ``(inputs, labels)`` tensors, an inputs tensor, an object with ``.x``/``.y``, a map-style
       ``Dataset`` or a ``DataLoader`` over one (exemplars are read back by index).
     - ``target``: ``None`` (each example's top class), ``"label"``, or an int.
-    - ``method``/``n_steps``: the scan's integration rule (``"adaptive"``: ``n_steps`` to start with); the
-      exemplars' per-input conductance takes a fixed rule (``"gausslegendre"`` when ``method`` is adaptive) with
-      ``exemplar_steps`` (default ``n_steps``) points.
-    - ``synthesize``: IAM and inverse-set samples (default: for inputs ``[C, H, W]`` and ``[D]``, or when a
-      ``generator`` is given); ``generator``: ``G`` for the inverse sets (default: the FFT parameterization for
-      images, the identity for vectors); ``param``/``value_range``/``iam_steps``: the IAM's.
-    - ``bands``: ``(name, lower percentile, upper percentile or None for +inf)``; a percentile of 100 is the
-      data's maximum.
+    - ``path``: a :class:`unitscope.PathConfig` (default ``PathConfig(n_steps=20)``): the scan's integration rule
+      and baselines (``"adaptive"``: ``n_steps`` to start with); the exemplars' per-input conductance takes a fixed
+      rule (``"gausslegendre"`` when ``method`` is adaptive) with as many points; ``path.unit_batch_size`` units
+      make one chunk of the per-unit work (split over the processes; the numbers do not depend on it);
+      ``path.internal_batch_size``: path rows per backward (scan and exemplars; default from the input size).
+    - ``stream``: a :class:`unitscope.StreamConfig` — the scan's ``batch_size``, its ``checkpoint`` (resumed when it
+      exists) and a ``torch.distributed`` process ``group`` to share the work over (``None``: this process alone;
+      every rank calls ``atlas`` with the same arguments and gets the same ``Atlas``).
+    - ``synthesis``: a :class:`unitscope.SynthesisConfig` — IAM and inverse-set samples, their generator,
+      parameterization, steps, bands and seed.
     - ``units``: ``None`` (every unit), an int ``k`` (per layer the ``k`` units with the largest mean
       |conductance| over the data — the scan still covers every unit), or ``{layer: [unit, …]}``.
+    - ``top_k``: exemplars per unit by activation and by conductance; ``share_k``: a unit's importance share is the
+      share of examples where it is among the ``share_k`` most conductant of its layer; ``bins``: of its
+      activation histogram.
     - text: items that are a tokenizer's dicts (``input_ids``, ``attention_mask``, ``labels``) or token-id tensors,
-      with ``embedding="NAME"`` (the token embedding: paths start at its output; ``baselines`` may be a token id,
-      e.g. the pad id); a token-major layer's units are its ``D`` neurons over the tokens the mask keeps
+      with ``embedding="NAME"`` (the token embedding: paths start at its output; ``path.baselines`` may be a token
+      id, e.g. the pad id); a token-major layer's units are its ``D`` neurons over the tokens the mask keeps
       (:mod:`unitscope.core.units`), exemplars carry their per-token conductance through the unit, and there are
       no synthetic inputs (an optimized embedding sequence is no sentence).
-    - ``internal_batch_size``: path rows per backward (scan and exemplars; default from the input size).
     - ``tokens``: per example a list of token strings (text models): stored with each exemplar.
-    - ``group``: a ``torch.distributed`` process group to share the work over (``None``: this process alone);
-      every rank calls ``atlas`` with the same arguments and gets the same ``Atlas``.
     - ``dictionaries``: ``{layer: dictionary}`` as in :func:`unitscope.conductance`: that layer's cards are its
       dictionary's features and, last, its error node (``card["error_node"]``); ``meta["dictionaries"]`` gives each
       layer's feature count and the error node's share of the layer's mean conductance. No synthetic inputs are made
-      for such layers (``synthesize`` must not be ``True``): exemplars, their per-input shading, histograms.
+      for such layers (``synthesis.synthesize`` must not be ``True``): exemplars, their per-input shading,
+      histograms.
+
+    ``meta["model"]`` and ``meta["data"]`` name the model and the data on the page (default: the model's class and
+    the data's size); set them on the result before :meth:`Atlas.save` to name them otherwise.
     """
     from ..data.distributed import Ranks
     from ..data.scan import scan
 
-    if top_k < 1 or share_k < 1 or unit_batch < 1:
-        raise UnitscopeError("top_k, share_k and unit_batch must be positive", top_k=top_k, share_k=share_k,
-                             unit_batch=unit_batch)
-    src = Source(data, batch_size=batch_size)
+    cfg = path_config(path, PathConfig(n_steps=20))
+    st = stream_config(stream)
+    syn = synthesis if synthesis is not None else SynthesisConfig()
+    if not isinstance(syn, SynthesisConfig):
+        raise UnitscopeError("synthesis must be a unitscope.SynthesisConfig", got=type(syn).__name__)
+    if st.unpack is not None or st.extra is not None:
+        raise UnitscopeError("the atlas reads its data by index and keeps its own accumulator",
+                             hint="leave StreamConfig's unpack and extra unset for the atlas")
+    n_steps, method, unit_batch = cfg.n_steps, cfg.method, cfg.unit_batch_size
+    synthesize, generator, seed = syn.synthesize, syn.generator, syn.seed
+    if top_k < 1 or share_k < 1 or unit_batch is None or unit_batch < 1:
+        raise UnitscopeError("top_k, share_k and unit_batch_size must be positive", top_k=top_k, share_k=share_k,
+                             unit_batch_size=unit_batch)
+    src = Source(data, batch_size=st.batch_size)
     layer_names = [layers] if isinstance(layers, str) else list(layers)
     by = "class" if src.has_labels else None
     if target == "label" and not src.has_labels:
@@ -253,31 +298,29 @@ def atlas(model: nn.Module, data, *, layers, target=None, top_k: int = 9, share_
 
         if synthesize:
             raise UnitscopeError("the atlas makes no synthetic inputs for dictionary features",
-                                 hint="leave synthesize=None (or False) with dictionaries=")
+                                 hint="leave SynthesisConfig(synthesize=None) (or False) with dictionaries=")
         synthesize = False
         dictionaries = {resolve(model, [k])[0].name: as_dictionary(v, str(k)) for k, v in dictionaries.items()}
     result = scan(model, src.loader, layer_names, scores=["activation", "conductance"], target=target, by=by,
-                  top_k=top_k, n_steps=n_steps, method=method, baselines=baselines, batch_size=batch_size,
-                  checkpoint=checkpoint, checkpoint_every=checkpoint_every, group=group, progress=progress,
-                  extra=extra, embedding=embedding, internal_batch_size=internal_batch_size,
+                  top_k=top_k, path=cfg, stream=replace(st, extra=extra), progress=progress, embedding=embedding,
                   dictionaries=dictionaries or None)
-    ranks = Ranks.of(group)
+    ranks = Ranks.of(st.group)
     rank, world = ranks.rank, ranks.world
     shape = src.example_shape
     if synthesize is None:
         synthesize = not src.tokens and (generator is not None or len(shape) in (1, 3))
     if synthesize and src.tokens:
-        raise UnitscopeError("the atlas synthesizes no text", hint="leave synthesize=None (or False) for token ids")
-    meta = {"model": model_name or type(model).__name__,
-            "data": data_name or f"{type(data).__name__} of {len(src.dataset)} examples",
+        raise UnitscopeError("the atlas synthesizes no text",
+                             hint="leave SynthesisConfig(synthesize=None) (or False) for token ids")
+    meta = {"model": type(model).__name__, "data": f"{type(data).__name__} of {len(src.dataset)} examples",
             "layers": result.layers, "examples": result.count,
             "settings": {"target": repr(target), "top_k": top_k, "share_k": share_k, "bins": bins,
-                         "n_steps": n_steps, "exemplar_steps": exemplar_steps or n_steps, "method": method,
-                         "synthesize": bool(synthesize), "iam_steps": iam_steps, "param": param,
-                         "inverse_samples": inverse_samples, "inverse_steps": inverse_steps,
+                         "n_steps": n_steps, "exemplar_steps": n_steps, "method": method,
+                         "synthesize": bool(synthesize), "iam_steps": syn.iam_steps, "param": syn.param,
+                         "inverse_samples": syn.inverse_samples, "inverse_steps": syn.inverse_steps,
                          "generator": None if not synthesize else type(generator).__name__ if generator is not None
                          else ("FFTImageGenerator" if len(shape) == 3 else "identity"),
-                         "bands": [list(b) for b in bands], "seed": seed, "unit_batch": unit_batch,
+                         "bands": [list(b) for b in syn.bands], "seed": seed, "unit_batch": unit_batch,
                          "units": units if units is None or isinstance(units, int) else "chosen",
                          "embedding": None if embedding is None else str(embedding)},
             "classes": result.classes.tolist() if by else []}
@@ -300,13 +343,13 @@ def atlas(model: nn.Module, data, *, layers, target=None, top_k: int = 9, share_
                                  progress=False if (progress is False or rank != 0) else None):
         done[(name, u0)] = work_chunk(model, src, result, extra, name, chosen[name][u0:u0 + unit_batch],
                                       target=target, embedding=embedding,
-                                      internal_batch_size=internal_batch_size,
-                                      n_steps=exemplar_steps or n_steps, baselines=baselines,
+                                      internal_batch_size=cfg.internal_batch_size,
+                                      n_steps=n_steps, baselines=cfg.baselines,
                                       method="gausslegendre" if method == "adaptive" else method,
-                                      synthesize=synthesize, generator=generator, value_range=value_range,
-                                      param=param, iam_steps=iam_steps, inverse_samples=inverse_samples,
-                                      inverse_steps=inverse_steps, bands=bands,
-                                      unit_seed=lambda *p: _seed(seed, *p),
+                                      synthesize=synthesize, generator=generator, value_range=syn.value_range,
+                                      param=syn.param, iam_steps=syn.iam_steps,
+                                      inverse_samples=syn.inverse_samples, inverse_steps=syn.inverse_steps,
+                                      bands=syn.bands, unit_seed=lambda *p: _seed(seed, *p),
                                       dictionary=(dictionaries or {}).get(name))
     if ranks.distributed:
         gathered = ranks.all_gather_object(done)  # on gloo, whatever the group's backend

@@ -35,6 +35,7 @@ from ..core.dictionary import attach, dictionaries_mode
 from ..core.faults import is_oom, with_oom_hint
 from ..core.inputs import make_target, model_device, prepare
 from .adaptive import integrate_adaptive
+from .config import PathConfig, path_config
 from .cuts import cut_examples
 from .estimates import diagnose_sums
 from .engine import autograd_on, integrate, off_the_path, outputs_at_x, work_dtype
@@ -46,9 +47,9 @@ __all__ = ["neuron_conductance"]
 
 
 def neuron_conductance(model: nn.Module, inputs, layer, units, *, baselines=None, target=None,
-                       additional_forward_args=None, n_steps: int = 50, method: str = "adaptive",
-                       internal_batch_size: int | None = None, unit_batch_size: int | None = 64,
-                       attribute_to_layer_input: bool = False, paired: bool = False, examples=None, spec=None,
+                       additional_forward_args=None, n_steps: int | None = None, method: str | None = None,
+                       internal_batch_size: int | None = None, attribute_to_layer_input: bool = False,
+                       path: PathConfig | None = None, paired: bool = False, examples=None, spec=None,
                        embedding=None, mask=None, dictionaries=None):
     """Input attributions through each unit of ``units``: a tensor ``[N, U, *input_shape]`` (a tuple of such
     tensors for tuple inputs). ``units``: ints — units of the layer's unit specification (a conv channel, a
@@ -59,6 +60,13 @@ def neuron_conductance(model: nn.Module, inputs, layer, units, *, baselines=None
     is its positions at the real tokens only: ``mask`` (``[N, T]``, 1 = a real token; default the
     ``attention_mask`` among ``additional_forward_args``) leaves padding out, so that summed over the inputs the
     result is the unit's conductance as ``Scores.per_unit`` reports it with the same mask (Σ_i Eq. 2 = Eq. 3).
+
+    ``path``: a :class:`unitscope.PathConfig` (default ``PathConfig()``); ``baselines``, ``n_steps``, ``method`` and
+    ``internal_batch_size`` are Captum's names for its fields, as in :func:`unitscope.conductance`;
+    ``path.unit_batch_size`` units run their backward passes together (default 64), and a layer that is not ok
+    (as :func:`unitscope.conductance` would mark it, within ``path.gap_warning``) is a
+    :class:`unitscope.CompletenessWarning`. ``path.captum_compatible`` has no meaning here: Captum's
+    ``NeuronConductance`` sums a channel's gradients before the product (see the module docs).
 
     ``method``: ``"adaptive"`` (the default, as in :func:`unitscope.conductance`): the nodes are placed per example
     by the adaptive rule for this layer with all ``n_steps`` evaluations spent (a layer total that converges early
@@ -96,12 +104,15 @@ def neuron_conductance(model: nn.Module, inputs, layer, units, *, baselines=None
         raise UnitscopeError("neuron_conductance takes one layer", layers=[s.name for s in sites])
     sites = attach(model, sites, dictionaries, use_input=attribute_to_layer_input)
     site = sites[0]
-    if method != "adaptive" and method not in paths.RULES:
-        raise UnitscopeError(f"unknown integration method {method!r}",
-                             hint=f"choose one of {', '.join(('adaptive',) + paths.RULES)}")
-    if not isinstance(n_steps, int) or n_steps < 2:
-        raise UnitscopeError("n_steps must be an integer ≥ 2", n_steps=n_steps)
-    batch = prepare(inputs, baselines, additional_forward_args, device=model_device(model), embedding=embedding,
+    cfg = path_config(path, baselines=baselines, n_steps=n_steps, method=method,
+                      internal_batch_size=internal_batch_size)
+    if cfg.captum_compatible:
+        raise UnitscopeError("neuron_conductance has no Captum-compatible estimate",
+                             hint="Captum's NeuronConductance sums a channel's gradients before the product, which "
+                                  "is not Eq. 2: leave captum_compatible=False here")
+    n_steps, method, internal_batch_size = cfg.n_steps, cfg.method, cfg.internal_batch_size
+    unit_batch_size = cfg.unit_batch_size
+    batch = prepare(inputs, cfg.baselines, additional_forward_args, device=model_device(model), embedding=embedding,
                     model=model)
     n = batch.n
     if examples is not None and not paired:
@@ -132,10 +143,11 @@ def neuron_conductance(model: nn.Module, inputs, layer, units, *, baselines=None
         tgt = make_target(target, n, out_x)
         eq3 = None
         if method == "adaptive":
-            example_all, alpha_all, weight_all, path = _adaptive_rows(model, batch, tgt, site, n_steps,
-                                                                      internal_batch_size)
-            eq3 = path.conductance[site.name]
-            _warn_unresolved(model, batch, tgt, site, path, internal_batch_size)
+            example_all, alpha_all, weight_all, pass_sums = _adaptive_rows(model, batch, tgt, site, n_steps,
+                                                                           internal_batch_size)
+            eq3 = pass_sums.conductance[site.name]
+            if cfg.gap_warning is not None:
+                _warn_unresolved(model, batch, tgt, site, pass_sums, internal_batch_size, tol=cfg.gap_warning)
         elif method in paths.JVP_RULES:   # the rule on ∂F/∂y · ∂y/∂x_i: summed over inputs, conductance's rule
             alphas, weights = paths.rule(method, n_steps)
             example_all = torch.arange(n).repeat_interleave(alphas.numel())

@@ -16,17 +16,25 @@ Argument names follow Captum's. Differences from Captum, by design:
 * ``internal_influence`` uses quadrature weights that sum to one; Captum's ``riemann_trapezoid`` weights
   sum to ``(n − 1)/n``. ``captum_compatible=True`` uses Captum's.
 * ``target=None`` means the top predicted class of each example (pre-softmax), as in the papers.
+
+The path's settings travel as one :class:`unitscope.PathConfig` (``path=``); these functions also take Captum's names
+for four of its fields (``baselines``, ``n_steps``, ``method``, ``internal_batch_size``). The scores are a registry,
+:data:`REGISTRY`: each :class:`Score` says what it needs from the pass over the path and how its values are finished,
+and :func:`attribute` serves any set of them from one pass — a new score is one new entry.
 """
 
 from __future__ import annotations
 
 import warnings
+from dataclasses import dataclass
+from typing import Callable
 
 import torch
 import torch.nn as nn
 
 from . import paths
 from .adaptive import integrate_adaptive
+from .config import PathConfig, path_config
 from .cuts import cut_examples
 from .engine import autograd_on, evaluate, integrate, outputs_at_x
 from ..core.errors import CompletenessWarning, UnitscopeError
@@ -39,10 +47,62 @@ from ..core.faults import model_errors
 from ..core.units import find_mask, layer_specs
 from ..core.dictionary import attach, dictionaries_mode
 
-__all__ = ["conductance", "internal_influence", "grad_x_activation", "activation", "attribute", "SCORES"]
+__all__ = ["conductance", "internal_influence", "grad_x_activation", "activation", "attribute", "SCORES", "REGISTRY",
+           "Score", "chosen_scores"]
+
+
+@dataclass(frozen=True)
+class Score:
+    """One score of :func:`attribute`: what it needs from the pass and how it is finished.
+
+    - ``on_path``: integrated along the path from the baselines (token ids then need an ``embedding``); otherwise
+      read at the inputs (``α = 1``), from the path pass's end point when there is one;
+    - ``target``: it differentiates the target ``F``; ``grad_at_x``: it needs ``∂F/∂y`` at the inputs;
+    - ``needs``: what the path pass must integrate, ``"conductance"`` (``∂F/∂y · dy/dα``, Eq. 3) or ``"influence"``
+      (``∂F/∂y``);
+    - ``values(sums) -> {layer: [part, …]}``: its values from the pass's :class:`unitscope.attribution.engine.PathSums`;
+    - ``errors``: the ``PathSums`` fields of its error estimates (``NAME_error``, ``NAME_unit_error``), or ``None``;
+    - ``complete``: its sum over a layer is ``F(x) − F(x')`` — a completeness gap, the cut test of a layer with a
+      large one and the gap warning;
+    - ``captum(method, n_steps) -> (alphas, weights, conductance)``: Captum's own pass, for ``captum_compatible``."""
+
+    name: str
+    on_path: bool
+    target: bool
+    values: Callable
+    grad_at_x: bool = False
+    needs: str | None = None
+    errors: str | None = None
+    complete: bool = False
+    captum: Callable | None = None
+
+
+def _gradient_times_activation(sums) -> dict:
+    return {k: [v * g for v, g in zip(sums.value_at_x[k], sums.grad_at_x[k])] for k in sums.value_at_x}
+
+
+#: Every score by name, in the order its passes run. A new score is one entry here.
+REGISTRY: dict[str, Score] = {s.name: s for s in (
+    Score("conductance", on_path=True, target=True, values=lambda sums: sums.conductance, needs="conductance",
+          errors="conductance", complete=True,
+          captum=lambda method, n: (paths.captum_rule(method, n + 1)[0], None, "left")),
+    Score("internal_influence", on_path=True, target=True, values=lambda sums: sums.influence, needs="influence",
+          errors="influence", captum=lambda method, n: (*paths.captum_rule(method, n), None)),
+    Score("grad_x_activation", on_path=False, target=True, grad_at_x=True, values=_gradient_times_activation),
+    Score("activation", on_path=False, target=False, values=lambda sums: sums.value_at_x),
+)}
 
 #: The scores ``attribute``/``scan`` compute (``scores=``, CLI ``--scores``); ``method`` is the integration rule.
-SCORES = ("conductance", "internal_influence", "grad_x_activation", "activation")
+SCORES = tuple(REGISTRY)
+
+
+def chosen_scores(scores) -> list[Score]:
+    """The :class:`Score` entries of ``scores`` (a name or a list of names); an unknown name is an error."""
+    names = [scores] if isinstance(scores, str) else list(scores)
+    unknown = [m for m in names if m not in REGISTRY]
+    if unknown or not names:
+        raise UnitscopeError(f"unknown score(s) {unknown}", hint=f"choose from {', '.join(REGISTRY)}")
+    return [REGISTRY[m] for m in names]
 
 
 def _endpoints(model, batch, target, internal_batch_size):
@@ -104,10 +164,9 @@ def _check_gaps(scores: Scores, threshold: float | None) -> None:
 
 
 def attribute(model: nn.Module, inputs, layers, *, scores=SCORES, baselines=None, target=None,
-              additional_forward_args=None, n_steps: int = 50, method: str = "adaptive",
+              additional_forward_args=None, n_steps: int | None = None, method: str | None = None,
               internal_batch_size: int | None = None, attribute_to_layer_input: bool = False,
-              captum_compatible: bool = False, rtol: float = 1e-3, gap_warning: float | None = 0.05,
-              progress: bool | None = None, spec=None, mask=None, embedding=None,
+              path: PathConfig | None = None, progress: bool | None = None, spec=None, mask=None, embedding=None,
               dictionaries=None) -> dict[str, Scores]:
     """Several scores for several layers from one pass over the path: ``{score: Scores}``.
 
@@ -117,14 +176,19 @@ def attribute(model: nn.Module, inputs, layers, *, scores=SCORES, baselines=None
     >>> sorted(out)
     ['activation', 'conductance']
 
-    ``scores``: any of :data:`SCORES` (a name or a list).
+    ``scores``: any of :data:`SCORES` (a name or a list; :data:`REGISTRY` says what each needs).
+    ``path``: a :class:`unitscope.PathConfig` — how the path integral is computed (``baselines``, ``n_steps``,
+    ``method``, ``rtol``, ``gap_warning``, ``captum_compatible``, ``internal_batch_size``); ``baselines``,
+    ``n_steps``, ``method`` and ``internal_batch_size`` may also be given as keywords, Captum's names for those fields
+    (a keyword that disagrees with ``path`` is an error). The default is ``PathConfig()``: 50 steps of the adaptive
+    rule.
     ``method`` is ``"adaptive"`` (the default; with ``captum_compatible=True`` it means Captum's default,
     ``"gausslegendre"``): panels of the path are refined where the error estimates of the top 10 units
     per example and layer (and the gap of layers that are cuts) are largest, until they are within ``rtol``
     of the layer's largest |unit| or ``n_steps`` evaluations per example are spent (``scores.n_evals``);
     values only, one forward and backward per evaluation. Or a fixed rule: ``gausslegendre`` is applied as it is
     named to ``∂F/∂y · dy/dα``, with dy/dα by forward-mode autodiff (spectral accuracy on smooth paths; each
-    evaluation costs about 2–3× a plain one on CPU: ``bench/floor.py``); ``riemann_left``, ``riemann_right``,
+    evaluation costs more than a plain one: ``bench/floor.py`` measures it); ``riemann_left``, ``riemann_right``,
     ``riemann_middle`` and ``riemann_trapezoid`` place their nodes (plus both end points) and take the Stieltjes
     trapezoid of consecutive nodes, values only (second order — at least the rule's own order — and exact where
     ∂F/∂y is constant between nodes, as on a ReLU network's pieces; one plain forward and backward per node).
@@ -144,30 +208,26 @@ def attribute(model: nn.Module, inputs, layers, *, scores=SCORES, baselines=None
     ``decode(f) + ε`` is handed on), so ``scores[layer]`` is ``(features [N, ..., F], error [N, ..., D])`` and
     ``per_unit(layer)`` is ``[N, F + 1]``, the error node last (:mod:`unitscope.core.dictionary`).
     """
-    methods = [scores] if isinstance(scores, str) else list(scores)
-    unknown = [m for m in methods if m not in SCORES]
-    if unknown or not methods:
-        raise UnitscopeError(f"unknown score(s) {unknown}", hint=f"choose from {', '.join(SCORES)}")
-    if captum_compatible and method == "adaptive":
-        method = "gausslegendre"  # Captum's default rule: captum_compatible reproduces Captum's estimates
-    if method != "adaptive" and method not in paths.RULES:
-        raise UnitscopeError(f"unknown integration method {method!r}",
-                             hint=f"choose one of {', '.join(paths.RULES + ('adaptive',))}")
-    if not isinstance(n_steps, int) or n_steps < 2:
-        raise UnitscopeError("n_steps must be an integer ≥ 2", n_steps=n_steps)
+    chosen = chosen_scores(scores)
+    cfg = path_config(path, baselines=baselines, n_steps=n_steps, method=method,
+                      internal_batch_size=internal_batch_size)
+    n_steps, rtol, gap_warning = cfg.n_steps, cfg.rtol, cfg.gap_warning
+    captum_compatible, internal_batch_size = cfg.captum_compatible, cfg.internal_batch_size
+    method = "gausslegendre" if captum_compatible and cfg.method == "adaptive" else cfg.method  # Captum's default
     sites = attach(model, resolve(model, layers, use_input=attribute_to_layer_input), dictionaries,
                    use_input=attribute_to_layer_input)
     modules = {id(s.module): s.name for s in sites}
-    path_methods = [m for m in methods if m in ("conductance", "internal_influence")]
-    batch = prepare(inputs, baselines, additional_forward_args, device=model_device(model), allow_ids=not path_methods,
-                    embedding=embedding, model=model)
+    on_path = [s for s in chosen if s.on_path]
+    at_x = [s for s in chosen if not s.on_path]
+    names = [s.name for s in chosen]
+    batch = prepare(inputs, cfg.baselines, additional_forward_args, device=model_device(model),
+                    allow_ids=not on_path, embedding=embedding, model=model)
     n = batch.n
-    point_methods = [m for m in methods if m in ("grad_x_activation", "activation")]
     settings = dict(n_steps=n_steps, method=method, captum_compatible=captum_compatible)
     results: dict[str, Scores] = {}
     with model_errors(model, inputs=batch.inputs), analysis_mode(model), \
             dictionaries_mode(s.dictionary for s in sites), autograd_on():
-        needs_target = bool(path_methods) or "grad_x_activation" in methods
+        needs_target = any(s.target for s in chosen)
         if needs_target and target is None:
             tgt = make_target(None, n, outputs_at_x(model, batch, internal_batch_size))
         elif needs_target:
@@ -176,103 +236,100 @@ def attribute(model: nn.Module, inputs, layers, *, scores=SCORES, baselines=None
             tgt = Target(rows_fn=lambda out, example: torch.zeros(example.numel()))
         target_index = tgt.index
 
-        runs = []  # (methods served, PathSums)
-        if path_methods and method == "adaptive":
-            runs.append((path_methods + point_methods,
+        runs = []  # (scores served, PathSums)
+        if on_path and method == "adaptive":
+            runs.append((on_path + at_x,
                          integrate_adaptive(model, batch, tgt, sites, budget=n_steps, rtol=rtol,
                                             internal_batch_size=internal_batch_size, progress=progress,
-                                            influence="internal_influence" in path_methods)))
-        elif path_methods and captum_compatible:
-            if "conductance" in path_methods:
-                alphas, _ = paths.captum_rule(method, n_steps + 1)
-                runs.append((["conductance"], integrate(model, batch, tgt, sites, alphas, None, conductance="left",
-                                                        internal_batch_size=internal_batch_size, progress=progress,
-                                                        estimate=False)))
-            if "internal_influence" in path_methods:
-                alphas, weights = paths.captum_rule(method, n_steps)
-                runs.append((["internal_influence"], integrate(model, batch, tgt, sites, alphas, weights,
-                                                               conductance=None,
-                                                               internal_batch_size=internal_batch_size,
-                                                               progress=progress, estimate=False)))
-        elif path_methods:
+                                            influence=any(s.needs == "influence" for s in on_path))))
+        elif on_path and captum_compatible:   # Captum's own pass for each score, in the registry's order
+            for s in REGISTRY.values():
+                if s in on_path:
+                    alphas, weights, mode = s.captum(method, n_steps)
+                    runs.append(([s], integrate(model, batch, tgt, sites, alphas, weights, conductance=mode,
+                                                internal_batch_size=internal_batch_size, progress=progress,
+                                                estimate=False)))
+        elif on_path:
             alphas, weights = paths.path_nodes(method, n_steps)
-            runs.append((path_methods + point_methods,
-                         integrate(model, batch, tgt, sites, alphas, weights,
-                                   conductance=(None if "conductance" not in path_methods else
-                                                "jvp" if method in paths.JVP_RULES else "trapezoid"),
+            mode = None if not any(s.needs == "conductance" for s in on_path) else \
+                "jvp" if method in paths.JVP_RULES else "trapezoid"
+            runs.append((on_path + at_x,
+                         integrate(model, batch, tgt, sites, alphas, weights, conductance=mode,
                                    internal_batch_size=internal_batch_size, progress=progress)))
-        served = {m for ms, _ in runs for m in ms}
-        if any(m not in served for m in point_methods):
-            runs.append((point_methods, integrate(model, batch, tgt, sites, torch.ones(1, dtype=torch.float64), None,
-                                                  conductance=None, need_grad="grad_x_activation" in methods,
-                                                  internal_batch_size=internal_batch_size, progress=progress,
-                                                  estimate=False)))
-            served = {m for ms, _ in runs for m in ms}
+        served = {s.name for ss, _ in runs for s in ss}
+        if any(s.name not in served for s in at_x):
+            runs.append((at_x, integrate(model, batch, tgt, sites, torch.ones(1, dtype=torch.float64), None,
+                                         conductance=None, need_grad=any(s.grad_at_x for s in chosen),
+                                         internal_batch_size=internal_batch_size, progress=progress,
+                                         estimate=False)))
 
         token_mask = find_mask(mask, additional_forward_args, inputs)
         specs = None
-        for served_methods, sums in runs:
-            is_tuple = sums.is_tuple
-            for m in served_methods:
-                if m in results or m not in methods:
-                    continue
-                delta = output_diff = None
-                error = unit_error = None
-                if m in ("conductance", "internal_influence") and not captum_compatible:
-                    key = "conductance" if m == "conductance" else "influence"
-                    raw, unit_raw = getattr(sums, key + "_error"), getattr(sums, key + "_unit_error")
-                    if raw:
-                        error = _unwrap(raw, is_tuple, sites)
-                        unit_error = _unwrap(unit_raw, is_tuple, sites)
-                if m == "conductance":
-                    F_x, F_b = sums.F_x, sums.F_baseline
-                    if torch.isnan(F_x).any() or torch.isnan(F_b).any():
-                        F_x, F_b = _endpoints(model, batch, tgt, internal_batch_size)
-                    values = _unwrap(sums.conductance, is_tuple, sites)
-                    rdtype = _result_dtype(values)
-                    output_diff = (F_x - F_b).to(rdtype)
-                    delta = {s.name: (sum(p.double().cpu().flatten(1).sum(1) for p in sums.conductance[s.name])
-                                      - (F_x - F_b)).to(rdtype) for s in sites}
-                elif m == "internal_influence":
-                    values = _unwrap(sums.influence, is_tuple, sites)
-                elif m == "activation":
-                    values = _unwrap(sums.value_at_x, is_tuple, sites)
-                else:
-                    prod = {k: [v * g for v, g in zip(sums.value_at_x[k], sums.grad_at_x[k])]
-                            for k in sums.value_at_x}
-                    values = _unwrap(prod, is_tuple, sites)
-                if specs is None:
-                    specs = layer_specs(model, sites, values, spec)
-                n_evals = sums.n_evals if m in ("conductance", "internal_influence") else torch.ones(n, dtype=torch.long)
-                ok = messages = None
-                tol = max(rtol, gap_warning if gap_warning is not None else 0.05)
-                if m == "conductance":
-                    # a gap above the tolerance: is the layer a cut (then the gap is an error) or bypassed?
-                    od = output_diff.double().abs()
-                    wide = [st for st in sites if bool((delta[st.name].double().abs() > tol * od).any())]
-                    cuts = cut_examples(model, batch, tgt, wide, internal_batch_size=internal_batch_size)
-                if unit_error is not None:
-                    out_diff = output_diff if output_diff is not None else torch.ones(n)
-                    ok, messages = diagnose_sums(sums, values, unit_error, delta if m == "conductance" else None,
-                                                 out_diff, sites, method=method, tol=tol,
-                                                 cuts=cuts if m == "conductance" else None)
-                results[m] = Scores(m, values, delta=delta, output_diff=output_diff, n_evals=n_evals,
-                                    target=target_index, modules=modules, settings=settings, error=error,
-                                    unit_error=unit_error, ok=ok, messages=messages, specs=specs,
-                                    mask=token_mask)
-                if m == "conductance":
-                    results[m].cut = cuts
-    if "conductance" in results:
-        _check_gaps(results["conductance"], gap_warning)
-    return {m: results[m] for m in methods}
+        for served_scores, sums in runs:
+            for score in served_scores:
+                if score.name not in results:
+                    results[score.name] = _finish(score, sums, model, batch, tgt, sites, cfg, method, spec, specs,
+                                                  target_index, modules, settings, token_mask)
+                    specs = results[score.name].specs
+    for name in names:
+        if REGISTRY[name].complete:
+            _check_gaps(results[name], gap_warning)
+    return {m: results[m] for m in names}
+
+
+def _finish(score: Score, sums, model, batch, tgt, sites, cfg: PathConfig, method: str, spec, specs, target_index,
+            modules, settings, token_mask) -> Scores:
+    """One score's :class:`Scores` from the pass that served it: values, error estimates, and for a complete score the
+    completeness gap, the cut test of layers with a large gap and the diagnosis of each layer."""
+    n, is_tuple = batch.n, sums.is_tuple
+    delta = output_diff = error = unit_error = cuts = None
+    if score.errors and not cfg.captum_compatible:
+        raw, unit_raw = getattr(sums, score.errors + "_error"), getattr(sums, score.errors + "_unit_error")
+        if raw:
+            error = _unwrap(raw, is_tuple, sites)
+            unit_error = _unwrap(unit_raw, is_tuple, sites)
+    raw_values = score.values(sums)
+    if score.complete:
+        F_x, F_b = sums.F_x, sums.F_baseline
+        if torch.isnan(F_x).any() or torch.isnan(F_b).any():
+            F_x, F_b = _endpoints(model, batch, tgt, cfg.internal_batch_size)
+    values = _unwrap(raw_values, is_tuple, sites)
+    if score.complete:
+        rdtype = _result_dtype(values)
+        output_diff = (F_x - F_b).to(rdtype)
+        delta = {s.name: (sum(p.double().cpu().flatten(1).sum(1) for p in raw_values[s.name])
+                          - (F_x - F_b)).to(rdtype) for s in sites}
+    if specs is None:
+        specs = layer_specs(model, sites, values, spec)
+    n_evals = sums.n_evals if score.on_path else torch.ones(n, dtype=torch.long)
+    ok = messages = None
+    tol = max(cfg.rtol, cfg.gap_warning if cfg.gap_warning is not None else 0.05)
+    if score.complete:
+        # a gap above the tolerance: is the layer a cut (then the gap is an error) or bypassed?
+        od = output_diff.double().abs()
+        wide = [st for st in sites if bool((delta[st.name].double().abs() > tol * od).any())]
+        cuts = cut_examples(model, batch, tgt, wide, internal_batch_size=cfg.internal_batch_size)
+    if unit_error is not None:
+        out_diff = output_diff if output_diff is not None else torch.ones(n)
+        ok, messages = diagnose_sums(sums, values, unit_error, delta, out_diff, sites, method=method, tol=tol,
+                                     cuts=cuts)
+    result = Scores(score.name, values, delta=delta, output_diff=output_diff, n_evals=n_evals, target=target_index,
+                    modules=modules, settings=settings, error=error, unit_error=unit_error, ok=ok,
+                    messages=messages, specs=specs, mask=token_mask)
+    if score.complete:
+        result.cut = cuts
+    return result
 
 
 def conductance(model: nn.Module, inputs, layers, *, baselines=None, target=None, additional_forward_args=None,
-                n_steps: int = 50, method: str = "adaptive", internal_batch_size: int | None = None,
-                attribute_to_layer_input: bool = False, captum_compatible: bool = False, rtol: float = 1e-3,
-                gap_warning: float | None = 0.05, progress: bool | None = None, spec=None, mask=None,
-                embedding=None, dictionaries=None) -> Scores:
+                n_steps: int | None = None, method: str | None = None, internal_batch_size: int | None = None,
+                attribute_to_layer_input: bool = False, path: PathConfig | None = None,
+                progress: bool | None = None, spec=None, mask=None, embedding=None, dictionaries=None) -> Scores:
     """Total conductance of every unit of every layer in ``layers`` (Eq. 3), with its completeness gap.
+
+    ``path``: a :class:`unitscope.PathConfig` (default ``PathConfig()``: 50 steps of the adaptive rule);
+    ``baselines``, ``n_steps``, ``method`` and ``internal_batch_size`` are Captum's names for its fields. The other
+    parameters as in :func:`attribute`.
 
     >>> import torch, torch.nn as nn
     >>> net = nn.Sequential(nn.Linear(2, 2), nn.ReLU(), nn.Linear(2, 1))
@@ -283,22 +340,22 @@ def conductance(model: nn.Module, inputs, layers, *, baselines=None, target=None
     return attribute(model, inputs, layers, scores=["conductance"], baselines=baselines, target=target,
                      additional_forward_args=additional_forward_args, n_steps=n_steps, method=method,
                      internal_batch_size=internal_batch_size, attribute_to_layer_input=attribute_to_layer_input,
-                     captum_compatible=captum_compatible, rtol=rtol, gap_warning=gap_warning,
-                     progress=progress, spec=spec, mask=mask, embedding=embedding,
+                     path=path, progress=progress, spec=spec, mask=mask, embedding=embedding,
                      dictionaries=dictionaries)["conductance"]
 
 
 def internal_influence(model: nn.Module, inputs, layers, *, baselines=None, target=None,
-                       additional_forward_args=None, n_steps: int = 50, method: str = "adaptive",
+                       additional_forward_args=None, n_steps: int | None = None, method: str | None = None,
                        internal_batch_size: int | None = None, attribute_to_layer_input: bool = False,
-                       captum_compatible: bool = False, progress: bool | None = None, spec=None, mask=None,
+                       path: PathConfig | None = None, progress: bool | None = None, spec=None, mask=None,
                        embedding=None, dictionaries=None) -> Scores:
-    """Internal influence (Datta et al. 2018): ``∫_0^1 ∂F/∂y(x_α) dα`` for every unit of ``layers``."""
+    """Internal influence (Datta et al. 2018): ``∫_0^1 ∂F/∂y(x_α) dα`` for every unit of ``layers``
+    (parameters as in :func:`conductance`)."""
     return attribute(model, inputs, layers, scores=["internal_influence"], baselines=baselines, target=target,
                      additional_forward_args=additional_forward_args, n_steps=n_steps, method=method,
                      internal_batch_size=internal_batch_size, attribute_to_layer_input=attribute_to_layer_input,
-                     captum_compatible=captum_compatible, progress=progress, spec=spec, mask=mask,
-                     embedding=embedding, dictionaries=dictionaries)["internal_influence"]
+                     path=path, progress=progress, spec=spec, mask=mask, embedding=embedding,
+                     dictionaries=dictionaries)["internal_influence"]
 
 
 def grad_x_activation(model: nn.Module, inputs, layers, *, target=None, additional_forward_args=None,

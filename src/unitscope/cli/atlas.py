@@ -47,7 +47,8 @@ def add_arguments(p) -> None:
     p.add_argument("--iam-steps", type=positive_int, default=128)
     p.add_argument("--inverse-samples", type=positive_int, default=4, help="inverse-set samples per band")
     p.add_argument("--inverse-steps", type=positive_int, default=100)
-    p.add_argument("--unit-batch", type=positive_int, default=64, help="units per batched call")
+    p.add_argument("--unit-batch-size", type=positive_int, default=64,
+                   help="units per chunk of the per-unit work (memory and speed, never the numbers)")
     p.add_argument("--top-units", type=positive_int, default=None, metavar="K",
                    help="cards for the K most important units of each layer only (by mean |conductance|)")
     p.add_argument("--no-synthetic", action="store_true", help="no IAM and no inverse sets")
@@ -69,8 +70,8 @@ def build_parser() -> Parser:
 def quick_settings(args) -> dict:
     """The settings of a run (``--quick`` shrinks them)."""
     kw = dict(top_k=args.top_k, share_k=args.share_k, n_steps=args.n_steps, iam_steps=args.iam_steps,
-              inverse_samples=args.inverse_samples, inverse_steps=args.inverse_steps, unit_batch=args.unit_batch,
-              seed=args.seed, units=args.top_units)
+              inverse_samples=args.inverse_samples, inverse_steps=args.inverse_steps,
+              unit_batch_size=args.unit_batch_size, seed=args.seed, units=args.top_units)
     if args.quick:
         kw.update(top_k=min(args.top_k, 4), n_steps=min(args.n_steps, 8), iam_steps=min(args.iam_steps, 32),
                   inverse_samples=min(args.inverse_samples, 2), inverse_steps=min(args.inverse_steps, 40))
@@ -85,7 +86,9 @@ def atlas_main(argv=None) -> dict:
 
 def run(args) -> dict:
     """The atlas of ``args`` (parsed by a parser that :func:`add_arguments` built)."""
-    from ..atlas import atlas
+    from ..atlas import SynthesisConfig, atlas
+    from ..attribution.config import PathConfig
+    from ..data.stream import StreamConfig
     from ..cli.scan import distributed_run
     from ..data.distributed import Ranks
     from ..loading import ATLAS_MODELS, check_atlas_pair, check_model, load_atlas_inputs
@@ -121,13 +124,18 @@ def run(args) -> dict:
                             layers, args.target, x)  # layer names, target, token ids: before the first pass
         target = resolve_target(args.target, "label")
         t0 = time.perf_counter()
-        a = atlas(got["model"], got["data"], layers=layers, target=target, generator=got["generator"],
-                  value_range=got["value_range"], tokens=got["tokens"], checkpoint=args.checkpoint,
-                  synthesize=False if args.no_synthetic else None, model_name=args.model,
-                  data_name=got["data_name"], group=group, embedding=got.get("embedding"),
-                  baselines=got.get("baselines"),
-                  internal_batch_size=args.internal_batch_size or got.get("internal_batch_size"),
-                  **quick_settings(args))
+        kw = quick_settings(args)
+        a = atlas(got["model"], got["data"], layers, target=target, units=kw["units"], top_k=kw["top_k"],
+                  share_k=kw["share_k"], embedding=got.get("embedding"), tokens=got["tokens"],
+                  path=PathConfig(n_steps=kw["n_steps"], baselines=got.get("baselines"),
+                                  internal_batch_size=args.internal_batch_size or got.get("internal_batch_size"),
+                                  unit_batch_size=kw["unit_batch_size"]),
+                  stream=StreamConfig(checkpoint=args.checkpoint, group=group),
+                  synthesis=SynthesisConfig(synthesize=False if args.no_synthetic else None, generator=got["generator"],
+                                            value_range=got["value_range"], iam_steps=kw["iam_steps"],
+                                            inverse_samples=kw["inverse_samples"], inverse_steps=kw["inverse_steps"],
+                                            seed=kw["seed"]))
+        a.meta.update(model=args.model, data=got["data_name"])
         seconds = time.perf_counter() - t0
         summary = {"model": args.model, "data": got["data_name"], "layers": layers, "units": len(a.units),
                    "dead": sum(u["dead"] for u in a.units), "seconds": seconds,

@@ -33,6 +33,7 @@ def importance_figure(frame, layer: str, path: str, *, top: int = 20) -> str:
 
 def run(args) -> dict:
     from ..attribution.scores import attribute
+    from ..attribution.config import PathConfig
     from ..loading import load_inputs, load_model
     from .checks import after_load, image_settings, preflight, require_layers
 
@@ -57,7 +58,8 @@ def run(args) -> dict:
     target = resolve_target(args.target, inputs.labels)
     extra = None if inputs.mask is None else (inputs.mask.to(args.device),)  # a tokenizer's attention mask
     results = attribute(loaded.model, x, layers, scores=args.scores, target=target, n_steps=args.n_steps,
-                        method=args.method, internal_batch_size=args.internal_batch_size, gap_warning=None,
+                        method=args.method, internal_batch_size=args.internal_batch_size,
+                        path=PathConfig(gap_warning=None),
                         progress=True, embedding=embedding, additional_forward_args=extra,
                         mask=None if extra is None else extra[0])
     import pandas as pd

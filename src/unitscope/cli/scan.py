@@ -221,7 +221,9 @@ def _run(args, spec, plan, group, ranks) -> dict:
     token) unless ``--target`` says otherwise."""
     from torch.utils.data import DataLoader
 
+    from ..attribution.config import PathConfig
     from ..data.scan import scan
+    from ..data.stream import StreamConfig
     from .checks import after_load, image_settings
 
     loaded, trained = _load(args)
@@ -256,9 +258,9 @@ def _run(args, spec, plan, group, ranks) -> dict:
     target = resolve_target(args.target, "label" if labelled else None)
     t0 = time.perf_counter()
     result = scan(model, loader, layers, scores=args.scores, target=target, by="class" if labelled else None,
-                  top_k=args.top_k, n_steps=n_steps, method=args.method, internal_batch_size=args.internal_batch_size,
-                  checkpoint=args.checkpoint, checkpoint_every=args.checkpoint_every, group=group,
-                  embedding=loaded.embedding)
+                  top_k=args.top_k, embedding=loaded.embedding,
+                  path=PathConfig(n_steps=n_steps, method=args.method, internal_batch_size=args.internal_batch_size),
+                  stream=StreamConfig(checkpoint=args.checkpoint, checkpoint_every=args.checkpoint_every, group=group))
     wall = time.perf_counter() - t0
     summary, failed = {}, None
     if ranks.rank == 0:

@@ -107,7 +107,7 @@ class Accumulators:
             x = dict(x)
             x, fwd = x.pop("input_ids"), {**(attribute_kwargs.get("additional_forward_args") or {}), **x}
             attribute_kwargs = dict(attribute_kwargs, additional_forward_args=fwd)
-        scores = attribute(model, x, layers, scores=self.methods, target=tgt, gap_warning=None, progress=False,
+        scores = attribute(model, x, layers, scores=self.methods, target=tgt, progress=False,
                            **attribute_kwargs)
         if by == "class":
             k = int(y.max()) + 1 if y.numel() else 0

@@ -5,7 +5,7 @@ dataset examples that most excite it — never the dataset's activations.
 >>> torch.manual_seed(0) and None
 >>> net = nn.Sequential(nn.Linear(3, 4), nn.ReLU(), nn.Linear(4, 2))
 >>> loader = [(torch.randn(5, 3), torch.tensor([0, 1, 0, 1, 1])) for _ in range(2)]
->>> r = scan(net, loader, ["1"], scores=["activation", "conductance"], top_k=3, n_steps=8)
+>>> r = scan(net, loader, ["1"], scores=["activation", "conductance"], top_k=3, path=PathConfig(n_steps=8))
 >>> r.count, r.mean("1").shape, r.class_means("1").shape, r.top("1", score="conductance").indices.shape
 (10, torch.Size([4]), torch.Size([2, 4]), torch.Size([4, 3]))
 
@@ -22,11 +22,11 @@ Example indices: for a ``DataLoader`` over a map-style dataset they are the data
 visits every example its sampler selects once, in index order — shuffling is ignored, statistics do not
 depend on order); for any other iterable of batches they are positions in the stream.
 
-With ``group=`` (a ``torch.distributed`` process group; ``torchrun``; gloo on CPU, nccl on GPU) each process takes
-every ``world``-th batch, accumulates its shard, and at the end sums are all-reduced and top-k lists merged by
-``all_gather``: every rank returns the same result, equal to a single-process run up to float64 rounding.
-With ``checkpoint=PATH`` the accumulators are saved atomically every ``checkpoint_every`` batches (one file
-per rank); a scan killed and started again with the same model, data and arguments continues where it stopped
+With ``stream=StreamConfig(group=...)`` (a ``torch.distributed`` process group; ``torchrun``; gloo on CPU, nccl on GPU)
+each process takes every ``world``-th batch, accumulates its shard, and at the end sums are all-reduced and top-k lists
+merged by ``all_gather``: every rank returns the same result, equal to a single-process run up to float64 rounding. With
+``stream=StreamConfig(checkpoint=PATH)`` the accumulators are saved atomically every ``checkpoint_every`` batches (one
+file per rank); a scan killed and started again with the same model, data and arguments continues where it stopped
 (:mod:`unitscope.data.checkpoint`). Results and checkpoints hold plain tensors and data only, and load with
 ``weights_only=True`` (:mod:`unitscope.core.files`).
 """
@@ -34,16 +34,18 @@ per rank); a scan killed and started again with the same model, data and argumen
 from __future__ import annotations
 
 import time
-from typing import Callable
+from dataclasses import replace
 
 import torch.nn as nn
 
-from ..attribution.scores import SCORES
+from ..attribution.config import PathConfig, path_config
+from ..attribution.scores import chosen_scores
 from ..core.errors import UnitscopeError
 from ..core.progress import bar as progress_bar
 from .accumulators import Accumulators, UnitStats, merge_top
 from .scan_result import ScanResult
 from .selectivity import EPS, Selectivity
+from .stream import StreamConfig, stream_config
 
 __all__ = ["scan", "class_selectivity", "ScanResult", "UnitStats", "merge_top"]
 
@@ -64,11 +66,9 @@ def _target_repr(target) -> str:
 
 
 def scan(model: nn.Module, loader, layers, *, scores=("activation",), target=None, by: str | None = "class",
-         top_k: int = 9, num_classes: int | None = None, reduce: str = "auto", n_steps: int = 20,
-         method: str = "adaptive", baselines=None, internal_batch_size: int | None = None,
-         batch_size: int = 256, checkpoint=None, checkpoint_every: int = 50, unpack: Callable | None = None,
-         group=None, progress: bool | None = None, extra=None, spec=None, embedding=None,
-         additional_forward_args=None, dictionaries=None) -> ScanResult:
+         top_k: int = 9, num_classes: int | None = None, additional_forward_args=None,
+         path: PathConfig | None = None, stream: StreamConfig | None = None, progress: bool | None = None,
+         spec=None, embedding=None, dictionaries=None) -> ScanResult:
     """Stream ``loader`` through ``model`` once and accumulate per-unit statistics of ``scores`` on ``layers``.
 
     >>> import torch, torch.nn as nn
@@ -83,29 +83,32 @@ def scan(model: nn.Module, loader, layers, *, scores=("activation",), target=Non
     - ``loader``: a ``DataLoader``, a map-style ``Dataset`` (batched by ``batch_size``), a sequence of batches or
       any iterable of batches (see :mod:`unitscope.data.batches`); a batch is ``(inputs, labels, ...)`` or an inputs
       tensor, or whatever ``unpack(batch) -> (inputs, labels)`` reads.
+    - ``loader``'s batching, the checkpoint, the process group and an accumulator of your own: ``stream``, a
+      :class:`unitscope.StreamConfig` (default ``StreamConfig()``: batches of 256, no checkpoint, this process
+      alone).
     - ``scores``: any of ``activation``, ``conductance``, ``internal_influence``, ``grad_x_activation`` —
-      all computed from one path pass per batch (``n_steps``, ``method``, ``baselines`` as in ``attribute``).
+      all computed from one path pass per batch; ``path``: its :class:`unitscope.PathConfig` (the baselines, the
+      rule, the budget; default ``PathConfig(n_steps=20)``), as in ``attribute`` (no gap warning per batch).
     - ``target``: ``None`` (the top predicted class of each example), an int, ``"label"`` (each example's
       label — class importance), or a callable ``output -> Tensor[N]``.
     - ``by="class"``: keep per-class sums and counts (labels must be integers ``0 … K−1``; ``num_classes``
       checks them); ``None``: no labels needed.
-    - ``reduce``: how a channel's positions become one value: ``"auto"`` (mean for ``activation``, sum for
-      attributions), ``"mean"`` or ``"sum"``.
+    - how a unit's positions become one value: ``scores={score: reduction}`` — ``"auto"`` (what a list of names
+      means: the mean for ``activation``, the sum for attributions), ``"mean"`` or ``"sum"``.
     - ``spec``: the unit specification (a layout name, a ``UnitSpec`` or ``{layer: ...}``; default by layout);
       ``embedding``: token-id inputs start their paths at this module's output (as in ``attribute``);
       batches that are dicts with ``input_ids`` (a tokenizer's) pass their other entries (``attention_mask``)
       as keyword arguments, and the mask leaves padding out; ``additional_forward_args`` go to every batch.
-    - ``checkpoint``: a file; saved atomically every ``checkpoint_every`` batches and at the end; an existing
-      checkpoint of the same scan (same model weights, data, baselines and settings —
+    - ``stream.checkpoint``: a file; saved atomically every ``stream.checkpoint_every`` batches and at the end; an
+      existing checkpoint of the same scan (same model weights, data, baselines and settings —
       :mod:`unitscope.data.checkpoint`) is resumed, any other is refused.
-    - ``group``: ``None`` (default) — this process scans everything alone, with no collective operation (safe
-      inside anyone's DDP job); a ``torch.distributed`` process group (e.g. ``torch.distributed.group.WORLD``) —
-      every rank of it must call ``scan`` with the same arguments; each takes its shard and all return the merged
-      result. A failure on any rank stops every rank (:mod:`unitscope.data.distributed`).
-    - ``extra``: an accumulator of your own, fed every batch's reduced values: ``extra.update({score: {layer:
-      [B, U]}}, labels, index)``; its ``state()`` (a dict of tensors) is checkpointed and restored with
-      ``load_state``; under ``group=`` it gets every rank's state through ``merge(states)``; ``settings()`` joins
-      the checkpoint's identity (:func:`unitscope.atlas` keeps histograms and top-k shares this way).
+    - ``stream.group``: ``None`` (default) — this process scans everything alone, with no collective operation
+      (safe inside anyone's DDP job); a ``torch.distributed`` process group (e.g.
+      ``torch.distributed.group.WORLD``) — every rank of it must call ``scan`` with the same arguments; each takes
+      its shard and all return the merged result. A failure on any rank stops every rank
+      (:mod:`unitscope.data.distributed`).
+    - ``stream.extra``: an accumulator of your own, fed every batch's reduced values (see
+      :class:`unitscope.StreamConfig`; :func:`unitscope.atlas` keeps histograms and top-k shares this way).
     - ``dictionaries``: ``{layer: dictionary}`` as in :func:`unitscope.conductance` (each loaded once, its weights
       part of a checkpoint's identity): that layer's units are the dictionary's ``F`` features and, last, its error
       node (``U = F + 1``) — per-feature statistics and top examples, the error node's share beside them.
@@ -114,26 +117,29 @@ def scan(model: nn.Module, loader, layers, *, scores=("activation",), target=Non
     from .checkpoint import checkpoint_path, fingerprint, load_checkpoint, save_checkpoint
     from .distributed import Ranks
 
-    methods = [scores] if isinstance(scores, str) else list(scores)
-    unknown = [m for m in methods if m not in SCORES]
-    if unknown or not methods:
-        raise UnitscopeError(f"unknown score(s) {unknown}", hint=f"choose from {', '.join(SCORES)}")
+    methods = [s.name for s in chosen_scores(list(scores) if isinstance(scores, dict) else scores)]
+    reduce = dict(scores) if isinstance(scores, dict) else {}
+    cfg = path_config(path, PathConfig(n_steps=20))
+    st = stream_config(stream)
+    checkpoint, checkpoint_every, extra, group = st.checkpoint, st.checkpoint_every, st.extra, st.group
+    baselines, batch_size = cfg.baselines, st.batch_size
     if by not in ("class", None):
         raise UnitscopeError("by must be 'class' or None", by=by)
-    if reduce not in ("auto", "mean", "sum"):
-        raise UnitscopeError("reduce must be 'auto', 'mean' or 'sum'", reduce=reduce)
+    bad = {m: r for m, r in reduce.items() if r not in ("auto", "mean", "sum")}
+    if bad:
+        raise UnitscopeError("a score's reduction is 'auto', 'mean' or 'sum'", scores=bad,
+                             hint="e.g. scores={'activation': 'sum', 'conductance': 'auto'}")
     if not isinstance(top_k, int) or top_k < 1:
         raise UnitscopeError("top_k must be a positive integer", top_k=top_k)
-    if checkpoint is not None and (not isinstance(checkpoint_every, int) or checkpoint_every < 1):
-        raise UnitscopeError("checkpoint_every must be a positive integer", checkpoint_every=checkpoint_every)
-    unpack = unpack or split_batch
-    how = {m: (("mean" if m == "activation" else "sum") if reduce == "auto" else reduce) for m in methods}
+    unpack = st.unpack or split_batch
+    how = {m: (("mean" if m == "activation" else "sum") if reduce.get(m, "auto") == "auto" else reduce[m])
+           for m in methods}
     ranks = Ranks.of(group)
     rank, world = ranks.rank, ranks.world
     settings = dict(layers=[str(x) if isinstance(x, str) else type(x).__name__ for x in
                             ([layers] if isinstance(layers, (str, nn.Module)) else layers)],
                     scores=methods, target=_target_repr(target), by=by, top_k=top_k, num_classes=num_classes,
-                    reduce=how, n_steps=n_steps, method=method, world_size=world,
+                    reduce=how, n_steps=cfg.n_steps, method=cfg.method, world_size=world,
                     spec=None if spec is None else repr(spec), embedding=None if embedding is None else str(embedding))
     if extra is not None:
         settings["extra"] = extra.settings()
@@ -146,9 +152,11 @@ def scan(model: nn.Module, loader, layers, *, scores=("activation",), target=Non
         dictionaries = {k: as_dictionary(v, str(k)) for k, v in dictionaries.items()}
         settings["dictionaries"] = {(k if isinstance(k, str) else type(k).__name__): f"{model_digest(d)} {d!r}"
                                     for k, d in dictionaries.items()}
+    for k, default in (("rtol", 1e-3), ("captum_compatible", False)):   # path settings beyond the defaults
+        if getattr(cfg, k) != default:
+            settings[k] = getattr(cfg, k)
     acc = Accumulators(methods, how, top_k, by, num_classes, target, extra)
-    attribute_kwargs = dict(baselines=baselines, n_steps=n_steps, method=method,
-                            internal_batch_size=internal_batch_size, spec=spec, embedding=embedding,
+    attribute_kwargs = dict(path=replace(cfg, gap_warning=None), spec=spec, embedding=embedding,
                             additional_forward_args=additional_forward_args, dictionaries=dictionaries or None)
     done = resumed_from = 0
     ck_path = fp = None
@@ -225,6 +233,6 @@ def class_selectivity(model: nn.Module, loader, layers, *, num_classes: int | No
     >>> sel["1"].index.shape, sel["1"].class_means.shape
     (torch.Size([3]), torch.Size([2, 3]))
     """
-    result = scan(model, loader, layers, scores=["activation"], by="class", top_k=1, num_classes=num_classes,
-                  reduce="mean", progress=progress)
+    result = scan(model, loader, layers, scores={"activation": "mean"}, by="class", top_k=1, num_classes=num_classes,
+                  progress=progress)
     return {name: result.selectivity(name, score="activation", eps=eps) for name in result.layers}

@@ -149,9 +149,10 @@ class ScanResult:
     def top(self, layer: str, *, score: str = "activation", unit: int | None = None) -> Top:
         """``Top(values [U, k], indices [U, k])``: the examples with the largest values per unit (best first),
         or those of one ``unit`` (``[k]``). Fewer than ``k`` columns when fewer examples were scanned.
-        Units first — the one exception to "examples first": a scan keeps no per-example dim. ``Top.errors`` is
-        ``None``: a scan keeps the values of its top examples, not their errors (score those examples with
-        :func:`unitscope.conductance` for their errors)."""
+        Units first — the one exception to "examples first": a scan keeps no per-example dim. Both ``top`` methods
+        rank along the last dim, best first: :meth:`unitscope.Scores.top` the units of each example (``[N, k]``),
+        this one the examples of each unit (``[U, k]``). ``Top.errors`` is ``None``: a scan keeps the values of its
+        top examples, not their errors (score those examples with :func:`unitscope.conductance` for their errors)."""
         st = self._get(layer, score)
         k = min(st.top_indices.shape[1], self.count)
         v, i = st.top_values[:, :k], st.top_indices[:, :k]

@@ -3,8 +3,8 @@ unit, rendered on demand from a JSON blob) with per-layer sprite sheets of pictu
 
 >>> import torch, torch.nn as nn, tempfile, unitscope as us
 >>> net = nn.Sequential(nn.Conv2d(1, 2, 3), nn.ReLU(), nn.Flatten(), nn.Linear(2 * 36, 2))
->>> a = us.atlas(net, (torch.rand(8, 1, 8, 8), torch.arange(8) % 2), layers=["1"], top_k=2, n_steps=4,
-...              iam_steps=4, inverse_samples=2, inverse_steps=4, progress=False)
+>>> a = us.atlas(net, (torch.rand(8, 1, 8, 8), torch.arange(8) % 2), ["1"], top_k=2, path=us.PathConfig(n_steps=4),
+...              synthesis=us.SynthesisConfig(iam_steps=4, inverse_samples=2, inverse_steps=4), progress=False)
 >>> d = tempfile.mkdtemp()
 >>> path = render_atlas(a, d)
 >>> path.name, sorted(p.name for p in (path.parent / "img").iterdir())[:2]

@@ -37,7 +37,7 @@ ATLASES = {
     "sentiment": ["sentiment-cnn", "reviews", "--top-k", "6", "--n-steps", "8", "--no-synthetic"],
     "minilm": ["minilm", "reviews", "--top-k", "3", "--n-steps", "6", "--limit", "128", "--top-units", "24"],
     "efficientnet": ["efficientnet-lite0", "photos", "--top-k", "2", "--n-steps", "6", "--iam-steps", "24",
-                     "--inverse-samples", "2", "--inverse-steps", "20", "--unit-batch", "12"],
+                     "--inverse-samples", "2", "--inverse-steps", "20", "--unit-batch-size", "12"],
 }
 
 

@@ -15,6 +15,7 @@ from scipy import stats
 
 from ..data.ablation import ablation_scores, cumulative_ablation
 from ..core.inputs import model_device, prepare
+from ..attribution.config import PathConfig
 from ..attribution.engine import outputs_at_x
 from ..attribution.scores import SCORES, attribute
 from ..core.state import analysis_mode
@@ -46,7 +47,7 @@ def ablation_agreement(model, inputs, layer, *, scores=SCORES, k: int = 10, n_st
     if isinstance(scores, str) or not isinstance(scores, dict):
         scores = attribute(model, inputs, [layer], scores=scores, baselines=baselines,
                            additional_forward_args=additional_forward_args, n_steps=n_steps, method=method,
-                           gap_warning=None)
+                           path=PathConfig(gap_warning=None))
     name = next(iter(scores.values())).layers[0]
     abl = ablation_scores(model, inputs, layer, additional_forward_args=additional_forward_args,
                           internal_batch_size=internal_batch_size)

@@ -15,6 +15,7 @@ import numpy as np
 import pandas as pd
 import torch
 
+from ..attribution.config import PathConfig
 from ..attribution.scores import SCORES, attribute
 from ..core.progress import note
 from .agreement import ablation_agreement, flip_counts, summarize_agreement, summarize_flips
@@ -61,7 +62,7 @@ def scatter(df: pd.DataFrame, path: str, title: str) -> str:
 def run_model(name, model, x, layer, out, *, k=10, n_steps=50, max_units=None, echo=print) -> dict:
     """Studies 1 and 2 for one model on inputs ``x`` at ``layer``."""
     t0 = time.perf_counter()
-    scores = attribute(model, x, [layer], scores=SCORES, n_steps=n_steps, gap_warning=None)
+    scores = attribute(model, x, [layer], scores=SCORES, n_steps=n_steps, path=PathConfig(gap_warning=None))
     agree = ablation_agreement(model, x, layer, k=k, scores=scores)
     summary = summarize_agreement(agree)
     _write(summary, out, f"{name}_agreement")

@@ -16,6 +16,7 @@ from sklearn.pipeline import make_pipeline
 from sklearn.preprocessing import StandardScaler
 
 from ..core.errors import UnitscopeError
+from ..attribution.config import PathConfig
 from ..data.scan import scan
 from ..attribution.scores import SCORES, activation
 
@@ -39,8 +40,8 @@ def class_importance(model, x, y, layer, *, scores=SCORES, n_steps: int = 20, ba
     methods = [scores] if isinstance(scores, str) else list(scores)
     y = torch.as_tensor(y)
     batches = [(x[i:i + batch_size], y[i:i + batch_size]) for i in range(0, len(x), batch_size)]
-    r = scan(model, batches, [layer], scores=methods, target="label", by="class", top_k=1, reduce="sum",
-             n_steps=n_steps, progress=False)
+    r = scan(model, batches, [layer], scores={m: "sum" for m in methods}, target="label", by="class", top_k=1,
+             path=PathConfig(n_steps=n_steps), progress=False)
     name = r.layers[0]
     labels = r.classes.tolist()
     return {m: dict(zip(labels, r.class_means(name, score=m).numpy())) for m in methods}

@@ -44,6 +44,7 @@ import numpy as np
 import pandas as pd
 import torch
 
+from ..attribution.config import PathConfig
 from ..attribution.scores import SCORES, attribute
 from ..core.progress import bar as progress_bar
 from ..core.state import restores_process_state, torch_threads
@@ -92,7 +93,8 @@ def agreement(net, sentences, *, k: int = 10, n_steps: int = 50, batch: int = 10
     with _progress(len(sentences), "agreement with ablation") as bar:
         for idx in _by_length(sentences, batch):
             _, emb = net.encode([sentences[i] for i in idx])
-            scores = attribute(net.model, emb, [LAYER], scores=SCORES, n_steps=n_steps, gap_warning=None)
+            scores = attribute(net.model, emb, [LAYER], scores=SCORES, n_steps=n_steps,
+                               path=PathConfig(gap_warning=None))
             df = ablation_agreement(net.model, emb, LAYER, k=k, scores=scores)
             df["example"] = [idx[i] for i in df["example"]]
             frames.append(df)
@@ -118,7 +120,7 @@ def corpus_conductance(net, sentences, *, n_steps: int = 20, batch: int = 250):
         for idx in _by_length(sentences, batch):
             _, emb = net.encode([sentences[i] for i in idx])
             s = attribute(net.model, emb, [LAYER], scores=["conductance"], target=log_odds, n_steps=n_steps,
-                          gap_warning=None)["conductance"]
+                          path=PathConfig(gap_warning=None))["conductance"]
             cond[idx] = s[LAYER]
             gaps[idx] = s.relative_delta(LAYER)
             bar.update(len(idx))

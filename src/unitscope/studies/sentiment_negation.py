@@ -21,6 +21,7 @@ import numpy as np
 import pandas as pd
 import torch
 
+from ..attribution.config import PathConfig
 from ..attribution.neuron import neuron_conductance
 from ..attribution.scores import attribute
 from .sentiment_figures import negation_caption, negation_figure, negation_html
@@ -60,7 +61,8 @@ def per_token(net, sentences, units, *, target=log_odds, n_steps: int = 32, batc
     for idx in _by_length(sentences, batch):
         _, emb = net.encode([sentences[i] for i in idx])
         a = neuron_conductance(net.model, emb, LAYER, list(units), target=target, n_steps=n_steps,
-                               internal_batch_size=16 * n_steps, unit_batch_size=32, method="gausslegendre")
+                               internal_batch_size=16 * n_steps, path=PathConfig(unit_batch_size=32),
+                               method="gausslegendre")
         a = a.sum(-1)[:, :, MIN_PAD:].transpose(0, 1)  # [U, n, T'] — summed over the embedding dims, leading padding dropped
         for j, i in enumerate(idx):
             out[:, i, :len(toks[i])] = a[:, j, :len(toks[i])]
@@ -108,7 +110,7 @@ def negation_filters(net, probe: str, *, candidates: int = 30, top: int = 3, min
     sign = 1 if lo >= 0 else -1
     target = _signed_log_odds(sign)
     cond = attribute(net.model, emb, [LAYER], scores=["conductance"], target=target, n_steps=n_steps,
-                     gap_warning=None)["conductance"][LAYER][0]
+                     path=PathConfig(gap_warning=None))["conductance"][LAYER][0]
     cand = [int(f) for f in cond.topk(min(candidates, cond.numel())).indices if cond[f] > 0]
     attr, _ = per_token(net, [probe], cand, target=target, n_steps=n_steps)
     a = attr[:, 0, :len(tokens)]

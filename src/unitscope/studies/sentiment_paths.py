@@ -50,6 +50,7 @@ def _pearson_top(c: torch.Tensor, a: torch.Tensor, k: int = 10) -> np.ndarray:
 
 def measure(recipe: str, *, n: int = 200, n_steps: int = 50, seed: int = 0) -> dict:
     """One recipe's row (see the module's docs)."""
+    from ..attribution.config import PathConfig
     from ..attribution.scores import attribute
     from ..data.ablation import ablation_scores
     from ..zoo.sentiment import movie_reviews, sentiment_cnn
@@ -59,7 +60,7 @@ def measure(recipe: str, *, n: int = 200, n_steps: int = 50, seed: int = 0) -> d
     _, emb = net.encode(movie_reviews().test.sentences[:n])
     with torch.enable_grad():
         cond = attribute(m, emb, ["filters"], scores=["conductance"], n_steps=n_steps,
-                         gap_warning=None)["conductance"].per_channel("filters")
+                         path=PathConfig(gap_warning=None))["conductance"].per_channel("filters")
     with torch.no_grad():
         at_baseline = m.filters(torch.zeros(1, 20, emb.shape[-1]))[0]  # relu(conv bias): each filter at the baseline
     r0 = _pearson_top(cond, ablation_scores(m, emb, "filters"))

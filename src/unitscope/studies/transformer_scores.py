@@ -16,6 +16,7 @@ from __future__ import annotations
 
 import torch
 
+from ..attribution.config import PathConfig
 from ..attribution.scores import SCORES, attribute
 from ..core.progress import bar
 from ..core.units import UnitSpec
@@ -77,7 +78,7 @@ def score_sentences(lm, sentences, *, scores=SCORES, target=None, n_steps: int =
         res = attribute(model, ids, mlp + att + CUTS, scores=scores, embedding=EMBEDDING, baselines=base_ids,
                         target=target if target is not None else label[idx].tolist(),
                         additional_forward_args=(mask,), n_steps=n_steps, method=method,
-                        internal_batch_size=internal_batch_size, gap_warning=None, progress=False,
+                        internal_batch_size=internal_batch_size, path=PathConfig(gap_warning=None), progress=False,
                         spec={a: HEADS for a in att})
         for m, s in res.items():
             for l in mlp:
@@ -121,7 +122,7 @@ def adaptive_vs_fixed(lm, sentences, budget: int) -> dict:
         s = attribute(lm.on_ids, enc.ids, CUTS, scores=["conductance"], embedding=EMBEDDING,
                       baselines=enc.baseline_ids, target=log_odds,
                       additional_forward_args=(enc.attention_mask,), n_steps=budget, method=method,
-                      gap_warning=None, progress=False)["conductance"]
+                      path=PathConfig(gap_warning=None), progress=False)["conductance"]
         out[method] = {"worst_gap": max(float(s.relative_delta(c).max()) for c in CUTS),
                        "median_gap": float(torch.stack([s.relative_delta(c) for c in CUTS]).median()),
                        "evals_per_sentence": int(s.n_evals.max())}
@@ -142,7 +143,7 @@ def gap_by_steps(lm, sentences, steps, *, target=None) -> dict:
         s = attribute(model, enc.ids, CUTS, scores=["conductance"], embedding=EMBEDDING, baselines=enc.baseline_ids,
                       target=target,
                       additional_forward_args=(enc.attention_mask,), n_steps=n, method="adaptive",
-                      gap_warning=None, progress=False)["conductance"]
+                      path=PathConfig(gap_warning=None), progress=False)["conductance"]
         gaps = torch.stack([s.relative_delta(c) for c in CUTS], 1)     # [N, 6]
         out["median"][str(n)] = float(gaps.median())
         out["worst"][str(n)] = float(gaps.max())

@@ -36,6 +36,7 @@ from __future__ import annotations
 import math
 import time
 import warnings
+from dataclasses import dataclass
 
 import torch
 import torch.nn as nn
@@ -48,29 +49,61 @@ from .inverse_baselines import langevin_sampler, penalized_am
 from .inverse_problem import (Constraint, InverseSet, InverseSetWarning, _as_constraints, _closest_report, _frozen,
                               _Problem, _project, _spread, diversity, evaluate)
 
-__all__ = ["Constraint", "InverseSet", "InverseSetWarning", "sample_inverse_set", "penalized_am",
+__all__ = ["Constraint", "InverseSet", "InverseSetWarning", "SamplerConfig", "sample_inverse_set", "penalized_am",
            "langevin_sampler", "evaluate", "diversity", "DecoderGenerator"]
 
 
 # --------------------------------------------------------------------------------------------------------- sampler
 
+@dataclass(frozen=True)
+class SamplerConfig:
+    """The inverse-set sampler's settings (the augmented Lagrangian of the module docs).
+
+    ``diversity_weight``: the spread's weight against the constraints. ``lr``: Adam step on the codes in the seed
+    phase, in units of the codes' typical spread; ``max_seed_steps``: its most steps; ``patience``: seed steps
+    without progress before the seed phase gives up. ``inner_steps``: gradient steps between updates of the
+    multipliers λ; ``mu``: the first penalty, multiplied by ``mu_factor`` (at most ``mu_max``) while infeasible.
+    ``margin``: the slack is kept this share of the range width inside ``[a, b]`` so that the last gradient step does
+    not land on the edge. ``step_size``: the length of one sampling step, as a fraction of a typical code's norm;
+    ``guard``: each sampling step is shortened (or turned along the boundary) so that its first-order prediction of
+    the activations stays this share of the width inside; ``max_sample_steps``: the sampling phase's most steps
+    (default ``max(50, 8 ⌈n_samples / n_seeds⌉)``).
+
+    >>> SamplerConfig(lr=0.1).max_seed_steps
+    400
+    """
+
+    diversity_weight: float = 1.0
+    lr: float = 0.2
+    max_seed_steps: int = 400
+    inner_steps: int = 10
+    mu: float = 10.0
+    mu_factor: float = 2.0
+    mu_max: float = 1e6
+    margin: float = 0.02
+    guard: float = 0.1
+    step_size: float = 0.1
+    max_sample_steps: int | None = None
+    patience: int = 20
+
+
 def sample_inverse_set(model: nn.Module, constraints, generator, *, encoder=None, n_samples: int = 256,
-                       n_seeds: int = 32, seed: int = 0, diversity_weight: float = 1.0, lr: float = 0.2,
-                       max_seed_steps: int = 400, inner_steps: int = 10, mu: float = 10.0, mu_factor: float = 2.0,
-                       mu_max: float = 1e6, margin: float = 0.02, guard: float = 0.1, step_size: float = 0.1,
-                       max_sample_steps: int | None = None, patience: int = 20, on_empty: str = "warn",
-                       progress: bool | None = None) -> InverseSet:
+                       n_seeds: int = 32, seed: int = 0, sampler: SamplerConfig | None = None,
+                       on_empty: str = "warn", progress: bool | None = None) -> InverseSet:
     """Sample ``n_samples`` inputs ``G(z)`` with every constraint ``a ≤ f ≤ b`` met (see the module docs).
 
-    ``encoder``: ``E`` for distances (default: the generator's output, flattened). ``lr``: Adam step on the codes
-    in the seed phase, in units of the codes' typical spread. ``step_size``: the length of one sampling step, as a
-    fraction of a typical code's norm. ``margin``: the slack is kept this share of the range width inside
-    ``[a, b]`` so that the last gradient step does not land on the edge; ``guard``: each sampling step is shortened
-    (or turned along the boundary) so that its first-order prediction of the activations stays this share of the
-    width inside. ``patience``: seed steps without
-    progress before the seed phase gives up. ``on_empty``: ``"warn"`` (return an empty, ``ok=False`` result
+    ``encoder``: ``E`` for distances (default: the generator's output, flattened). ``n_seeds``: the seeds the
+    sampling starts from; ``seed``: the codes' random start. ``sampler``: a :class:`SamplerConfig` (default
+    ``SamplerConfig()``), the optimizer's settings. ``on_empty``: ``"warn"`` (return an empty, ``ok=False`` result
     with its ``report``), ``"raise"`` (UnitscopeError), or ``"ignore"``.
     """
+    sampler = sampler if sampler is not None else SamplerConfig()
+    if not isinstance(sampler, SamplerConfig):
+        raise UnitscopeError("sampler must be a unitscope.SamplerConfig", got=type(sampler).__name__)
+    diversity_weight, lr, max_seed_steps, inner_steps = (sampler.diversity_weight, sampler.lr, sampler.max_seed_steps,
+                                                         sampler.inner_steps)
+    mu, mu_factor, mu_max, margin, guard = sampler.mu, sampler.mu_factor, sampler.mu_max, sampler.margin, sampler.guard
+    step_size, max_sample_steps, patience = sampler.step_size, sampler.max_sample_steps, sampler.patience
     if on_empty not in ("warn", "raise", "ignore"):
         raise UnitscopeError("on_empty must be 'warn', 'raise' or 'ignore'", got=on_empty)
     if n_samples < 1 or n_seeds < 1:

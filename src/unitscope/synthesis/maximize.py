@@ -162,38 +162,41 @@ def maximize(model: nn.Module, objective: Objective, *, batch: int, shape: tuple
 
 def _run(model, layer, units, kind, *, shape, spec=None, **kw) -> Maximized:
     with autograd_on():   # the unit indices too: under torch.inference_mode() they would be inference tensors
-        return _run_units(model, layer, units, kind, shape=shape, spec=spec, **kw)
+        (site,) = resolve(model, [layer])
+        units = torch.as_tensor([units] if isinstance(units, int) else list(units)).long()
+        if units.dim() != 1 or units.numel() == 0:
+            raise UnitscopeError("units: a unit index (a channel, a neuron) or a non-empty list of them",
+                                 layer=site.name)
+        obj = channel(site.name, units, spec=spec) if kind == "am" else independent(site.name, units, spec=spec)
+        r = maximize(model, obj, batch=len(units), shape=shape, watch=channel(site.name, units, spec=spec), **kw)
+        with analysis_mode(model), torch.no_grad():
+            images = r.images.to(model_device(model, torch.device("cpu")))
+            acts = unit_values(_forward_acts(model, [site], images), site.name, spec).cpu()
+        r.layer, r.units, r.activations = site.name, units, acts.to(result_dtype(model))
+        return r
 
 
-def _run_units(model, layer, units, kind, *, shape, spec=None, **kw) -> Maximized:
-    (site,) = resolve(model, [layer])
-    units = torch.as_tensor([units] if isinstance(units, int) else list(units)).long()
-    if units.dim() != 1 or units.numel() == 0:
-        raise UnitscopeError("units: a unit index (a channel, a neuron) or a non-empty list of them", layer=site.name)
-    obj = channel(site.name, units, spec=spec) if kind == "am" else independent(site.name, units, spec=spec)
-    r = maximize(model, obj, batch=len(units), shape=shape, watch=channel(site.name, units, spec=spec), **kw)
-    with analysis_mode(model), torch.no_grad():
-        images = r.images.to(model_device(model, torch.device("cpu")))
-        acts = unit_values(_forward_acts(model, [site], images), site.name, spec).cpu()
-    r.layer, r.units, r.activations = site.name, units, acts.to(result_dtype(model))
-    return r
-
-
-def activation_maximization(model: nn.Module, layer, units, *, shape: tuple, **kw) -> Maximized:
+def activation_maximization(model: nn.Module, layer, units, *, shape: tuple, param="pixel", value_range=(0.0, 1.0),
+                            steps: int = 128, lr: float = 0.05, augment: Augment | None | bool = True, seed=0,
+                            progress: bool | None = None, redirect_relu: bool = True, spec=None) -> Maximized:
     """AM images for ``units`` (channels) of ``layer``, rendered together (one batch row per unit).
 
-    Keywords as for :func:`maximize` (``param``, ``value_range``, ``steps``, ``lr``, ``augment``, ``seed``);
-    ``spec``: the unit specification (default by the layer's layout, :mod:`unitscope.core.units`).
+    ``param``, ``value_range``, ``steps``, ``lr``, ``augment``, ``seed``, ``progress``, ``redirect_relu`` as for
+    :func:`maximize`; ``spec``: the unit specification (default by the layer's layout, :mod:`unitscope.core.units`).
     """
-    return _run(model, layer, units, "am", shape=shape, **kw)
+    return _run(model, layer, units, "am", shape=shape, spec=spec, param=param, value_range=value_range, steps=steps,
+                lr=lr, augment=augment, seed=seed, progress=progress, redirect_relu=redirect_relu)
 
 
-def independent_am(model: nn.Module, layer, units, *, shape: tuple, **kw) -> Maximized:
+def independent_am(model: nn.Module, layer, units, *, shape: tuple, param="pixel", value_range=(0.0, 1.0),
+                   steps: int = 128, lr: float = 0.05, augment: Augment | None | bool = True, seed=0,
+                   progress: bool | None = None, redirect_relu: bool = True, spec=None) -> Maximized:
     """IAM images: maximize ``a_i − mean_{j≠i} a_j`` for each unit ``i`` of ``layer`` (one batch row per unit).
 
-    Keywords as for :func:`maximize`.
+    Parameters as for :func:`activation_maximization`.
     """
-    return _run(model, layer, units, "iam", shape=shape, **kw)
+    return _run(model, layer, units, "iam", shape=shape, spec=spec, param=param, value_range=value_range,
+                steps=steps, lr=lr, augment=augment, seed=seed, progress=progress, redirect_relu=redirect_relu)
 
 
 def representative_substitution(result, *, units=None) -> torch.Tensor:

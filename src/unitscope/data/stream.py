@@ -1,0 +1,56 @@
+"""How a data set is streamed through a scan: batches, checkpoints, processes, and what else rides along — settings
+that change the work's memory, its restarts and its sharing, never its numbers.
+
+>>> import unitscope as us
+>>> us.StreamConfig(batch_size=64, checkpoint="scan.pt").checkpoint_every
+50
+"""
+
+from __future__ import annotations
+
+from dataclasses import dataclass
+from typing import Callable
+
+from ..core.errors import UnitscopeError
+
+__all__ = ["StreamConfig", "stream_config"]
+
+
+@dataclass(frozen=True)
+class StreamConfig:
+    """How :func:`unitscope.scan` (and :func:`unitscope.atlas`, which runs one) reads the data and shares the work.
+
+    - ``batch_size``: examples per batch when the data is a map-style ``Dataset`` (a ``DataLoader`` keeps its own).
+    - ``unpack``: ``unpack(batch) -> (inputs, labels)`` for batches in a format of your own (scan only).
+    - ``checkpoint``: a file; the accumulators are saved there atomically every ``checkpoint_every`` batches and at
+      the end, and a checkpoint of the same scan is resumed (:mod:`unitscope.data.checkpoint`).
+    - ``group``: ``None`` — this process works alone, with no collective operation (safe inside anyone's DDP job);
+      a ``torch.distributed`` process group — every rank of it calls with the same arguments, takes its share and
+      gets the merged result (:mod:`unitscope.data.distributed`).
+    - ``extra``: an accumulator of your own fed every batch's reduced values (scan only): ``extra.update({score:
+      {layer: [B, U]}}, labels, index)``; its ``state()`` (a dict of tensors) is checkpointed and restored with
+      ``load_state``; under ``group`` it gets every rank's state through ``merge(states)``; ``settings()`` joins the
+      checkpoint's identity.
+    """
+
+    batch_size: int = 256
+    unpack: Callable | None = None
+    checkpoint: object = None
+    checkpoint_every: int = 50
+    group: object = None
+    extra: object = None
+
+    def __post_init__(self):
+        if self.checkpoint is not None and (isinstance(self.checkpoint_every, bool) or
+                                            not isinstance(self.checkpoint_every, int) or self.checkpoint_every < 1):
+            raise UnitscopeError("checkpoint_every must be a positive integer", checkpoint_every=self.checkpoint_every)
+
+
+def stream_config(stream: StreamConfig | None) -> StreamConfig:
+    """``stream``, or the default ``StreamConfig()``; anything else is an error."""
+    if stream is None:
+        return StreamConfig()
+    if not isinstance(stream, StreamConfig):
+        raise UnitscopeError("stream must be a unitscope.StreamConfig", got=type(stream).__name__,
+                             hint="e.g. stream=us.StreamConfig(batch_size=64, checkpoint='scan.pt')")
+    return stream

@@ -94,15 +94,15 @@ def cases(quick: bool = False, device="cpu"):
             for tname, tgt in (("top", None), ("labels", y)):
                 for ibs in (None, 100):
                     r = us.attribute(model, x, layers, scores=all_scores, n_steps=n, method=method, target=tgt,
-                                     internal_batch_size=ibs, gap_warning=None, progress=False)
+                                     internal_batch_size=ibs, path=us.PathConfig(gap_warning=None), progress=False)
                     _scores(f"digits/{n}/{method}/{tname}/{ibs}", r, out)
         _raw(f"digits/{n}/raw", model, x, layers, None, n, out, rtol=1e-3)
     for method, ibs in (("riemann_trapezoid", 5), ("riemann_middle", None)):
         r = us.attribute(model, x[:8], layers, scores=all_scores, n_steps=8, method=method, internal_batch_size=ibs,
-                         gap_warning=None, progress=False)
+                         path=us.PathConfig(gap_warning=None), progress=False)
         _scores(f"digits/8/{method}/{ibs}", r, out)
     r = us.attribute(model, x[:8], layers, scores=["conductance", "internal_influence"], n_steps=8,
-                     captum_compatible=True, gap_warning=None, progress=False)
+                     path=us.PathConfig(captum_compatible=True, gap_warning=None), progress=False)
     _scores("digits/8/captum", r, out)
 
     vit = _vit().to(device)
@@ -111,35 +111,37 @@ def cases(quick: bool = False, device="cpu"):
     for n, method in ((16, "adaptive"), (64, "adaptive"), (16, "gausslegendre")):
         for tname, tgt in (("top", None), ("one", 1)):
             r = us.attribute(vit, xv, vl, scores=["conductance", "internal_influence"], n_steps=n, method=method,
-                             target=tgt, gap_warning=None, progress=False)
+                             target=tgt, path=us.PathConfig(gap_warning=None), progress=False)
             _scores(f"vit/{n}/{method}/{tname}", r, out)
     _raw("vit/64/raw", vit, xv, vl, 1, 64, out, rtol=1e-3, internal_batch_size=130)
 
     torch.manual_seed(0)
     tnet, xt = TupleNet().eval().to(device), torch.randn(5, 6).to(device)
     for method in ("adaptive", "gausslegendre"):
-        r = us.attribute(tnet, xt, ["split", "fc1"], scores=all_scores, n_steps=20, method=method, gap_warning=None,
+        r = us.attribute(tnet, xt, ["split", "fc1"], scores=all_scores, n_steps=20, method=method,
+                         path=us.PathConfig(gap_warning=None),
                          progress=False)
         _scores(f"tuple/{method}", r, out)
     two = TwoInputs().eval().to(device)
     x1, x2, sc = (t.to(device) for t in (torch.randn(4, 4), torch.randn(4, 3), torch.rand(4) + 0.5))
     r = us.attribute(two, (x1, x2), ["mix"], scores=all_scores, additional_forward_args=(sc,), n_steps=24,
-                     target=[0, 1, 2, 0], gap_warning=None, progress=False)
+                     target=[0, 1, 2, 0], path=us.PathConfig(gap_warning=None), progress=False)
     _scores("two_inputs/adaptive", r, out)
 
     torch.manual_seed(0)
     net64, x64 = cnn(5).double().eval().to(device), torch.randn(3, 3, 8, 8, dtype=torch.float64).to(device)
     _raw("cnn64/raw", net64, x64, ["3", "6", "10"], 1, 23, out, rtol=1e-12)
     _raw("cnn64/raw_ibs", net64, x64, ["3", "6"], 1, 40, out, rtol=1e-9, internal_batch_size=45)
-    r = us.attribute(net64, x64, ["3", "6"], scores=["conductance", "internal_influence"], n_steps=64, rtol=1e-6,
-                     gap_warning=None, progress=False)
+    r = us.attribute(net64, x64, ["3", "6"], scores=["conductance", "internal_influence"], n_steps=64,
+                     path=us.PathConfig(rtol=1e-6, gap_warning=None), progress=False)
     _scores("cnn64/adaptive", r, out)
 
     if not quick:
         torch.manual_seed(0)
         cx = timm.create_model("convnext_atto", pretrained=False).eval().to(device)
         xc = torch.randn(2, 3, 64, 64).to(device)
-        r = us.attribute(cx, xc, ["stages.1"], scores=["conductance"], n_steps=64, gap_warning=None, progress=False)
+        r = us.attribute(cx, xc, ["stages.1"], scores=["conductance"], n_steps=64,
+                         path=us.PathConfig(gap_warning=None), progress=False)
         _scores("convnext/adaptive", r, out)
         _raw("convnext/raw", cx, xc, ["stages.1"], None, 64, out, rtol=1e-3)
     del nn

@@ -25,7 +25,7 @@ __all__ = ["work_chunk", "layer_cards"]
 
 BLOCK = 32
 """Rows per model call in the per-unit work. Every call has exactly this many rows (the last block padded with
-copies of its last row), because CPU kernels round differently for different batch sizes (1 ulp, measured): so a
+copies of its last row), because CPU kernels round differently (in the last bit) for different batch sizes: so a
 unit's numbers do not depend on the chunk it is in, nor on the number of processes."""
 
 SYNTH_BLOCK = 64
@@ -36,16 +36,14 @@ optimizers, parameterizations and hooks is paid less often)."""
 PAIRS_PER_FORWARD = 16
 """Exemplar conductance: the (unit, input) pairs that share one forward pass of their input at most (its backward
 passes from the layer are one per pair; an input with more pairs is forwarded once per group of this many). A
-backward from the layer costs a fraction of a forward + backward to it, so groups are large: on the digits CNN's
-``features.relu2`` (968 pairs on 400 inputs, up to 21 on one) 16 instead of 4 forwards 8,400 path rows instead of
-10,240."""
+backward from the layer costs a fraction of a forward + backward to it, so groups are large: fewer forward passes
+for the many units that share their exemplars (``bench/atlas.py`` measures the per-unit work)."""
 
 EXEMPLAR_ROWS = 96
 """Exemplar conductance: path rows (inputs × path points) per model call, at most (at least one input). Small, so
-that a call's activations stay in the CPU's cache: on the digits CNN, 640-row calls (32 inputs × 20 points) took
-15–25 % more CPU time than 80-row ones (bench/atlas.py's settings; conv layers with more than about 64 rows of
-64 × 8 × 8 per call ran at half the speed per row). A pair's numbers do not depend on it (bit-identical for 2–32
-inputs per call, measured), and the inputs per call are fixed by the settings, never by the chunk."""
+that a call's activations stay in the CPU's cache (``bench/atlas.py`` measures the per-unit work). A pair's numbers
+do not depend on it (``tests/test_atlas_blocks.py``: bit for bit), and the inputs per call are fixed by the settings,
+never by the chunk."""
 
 
 def layer_vectors(model: nn.Module, layer: str, x, batch: int = BLOCK, dictionary=None) -> torch.Tensor:

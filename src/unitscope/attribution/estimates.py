@@ -20,9 +20,8 @@ __all__ = ["ERROR_FACTOR", "combine", "combine_units", "rounding", "reduce_units
            "diagnose_sums"]
 
 # e_p = ERROR_FACTOR · (T₂ − T₁) on a panel: the fine trapezoid's error is (T₂ − T₁)/3 on a smooth path
-# (second order) and about T₂ − T₁ across a kink (first order); ½ is within a factor of 3 of both. Checked on
-# held-out models (bench/error_calibration.py: digits CNN and VGG, not scored by bench/accuracy.py): the 95th
-# percentile of true error / |T₂ − T₁|-estimate is 1.46 ≤ 3·½, so true ≤ 3·estimate for 95 % of top-10 units.
+# (second order) and about T₂ − T₁ across a kink (first order); ½ is within a factor of 3 of both.
+# bench/error_calibration.py checks the factor against a fine reference on held-out models (results.ERROR_MEANING).
 ERROR_FACTOR = 0.5
 SINGULAR_RATIO = 1e3  # |∂F/∂y| at one node this many times its median on the path: a near-singular integrand
 

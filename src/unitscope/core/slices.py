@@ -20,11 +20,12 @@ True
 A slice is offered only where it is the same function: the layer is a plain ``Conv1d/2d/3d`` module
 (``groups=1``), or an elementwise activation module whose input is the output of one — the module just before it
 in a plain ``nn.Sequential``. On the CPU (oneDNN) a channel computed alone equals the full convolution's bit for
-bit (measured for 1–64 channels and 32–64 rows), so results do not depend on which units are computed together.
-Linear layers get no slice: a matrix product rounds differently with the number of output features it computes
-(1 ulp, measured), which would make a unit's numbers depend on the units beside it. Callers still compare the
-slice with the full layer once, on real inputs (:meth:`ChannelSlice.agrees`), and keep the full layer when the two
-differ (a hook that changes the convolution's output, a model that calls the modules in another way).
+bit, so results do not depend on which units are computed together (``tests/test_atlas.py`` checks it through the
+atlas's chunks of units). Linear layers get no slice: a matrix product rounds differently (in the last bit) with the
+number of output features it computes, which would make a unit's numbers depend on the units beside it. Callers
+still compare the slice with the full layer once, on real inputs (:meth:`ChannelSlice.agrees`), and keep the full
+layer when the two differ (a hook that changes the convolution's output, a model that calls the modules in another
+way).
 """
 
 from __future__ import annotations

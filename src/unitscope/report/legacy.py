@@ -1,5 +1,5 @@
-"""The fallback for an output folder without a ``manifest.json`` (a study not yet converted to
-:func:`unitscope.report.manifest.write_entry`): its files are shown as found.
+"""The fallback for an output folder without a ``manifest.json`` (one that no study wrote through
+:func:`unitscope.report.manifest.write_entry`: an older run, a folder of your own): its files are shown as found.
 
 Title and description come from the docstring of ``unitscope.studies.NAME`` when such a module exists (read from
 its source, not imported), figures are captioned with the title saved in the PNG (or their file name), every CSV

@@ -251,7 +251,7 @@ def test_tiny_cnn_learns_from_the_real_data(tiny):
     extra = sum(len(zs.rated_sentences(d)) for d in ("tweets", "amazon", "nyt"))
     assert net.info["n_train"] == len(data.train) + extra
     majority = max(float(data.test.labels.float().mean()), 1 - float(data.test.labels.float().mean()))
-    assert net.test_accuracy > majority + 0.05  # measured 0.734 (quick recipe, 8 maps, one thread) against a majority of 0.50
+    assert net.test_accuracy > majority + 0.05  # measured 0.734 (quick recipe, 8 maps) vs a majority of 0.50
     assert net.test_accuracy == pytest.approx(float((net.predict(data.test.sentences) == data.test.labels)
                                                     .float().mean()))
 

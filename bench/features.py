@@ -19,7 +19,9 @@ dictionaries and tensors on the GPU, Captum's spliced copy too, times by wall cl
    the model with the dictionaries spliced in as explicit modules (features and error node as separate outputs), one
    layer per call; the largest relative difference of the numbers is reported too (target ≥ 3×).
 2. ``speedup_vs_loop_64``: per-input conductance (Eq. 2) through 64 features of one dictionary in one
-   ``us.neuron_conductance`` call against a loop of 64 one-feature calls (target ≥ 20×).
+   ``us.neuron_conductance`` call against a loop of 64 one-feature calls (target ≥ 20×); beside it
+   ``speedup_ceiling_vs_loop_64``, the most any exact batching could win: each feature still needs its own VJP from
+   the layer to the inputs, so the ceiling is (forward + backward + one VJP) / one VJP on the same rows.
 3. ``max_gap_pct``: completeness over features + error node (Σ of ``per_unit`` against F(x) − F(x')) at the
    adaptive default (``n_steps=50`` evaluations at most), over 64 test sentences and the three layers (target ≤ 1 %);
    with the error node's share of F(x) − F(x'). ``internal_batch_size=400`` (8 sentences a block): the adaptive rule
@@ -215,7 +217,33 @@ def bench_loop(lm, enc, layer, d, steps, repeats, device, n_units=64):
     loop_t.append(t)
     diff = float((batched - looped).abs().max() / looped.abs().max().clamp_min(1e-12))
     return dict(batched_s=round(min(batched_t), 3), loop_s=round(min(loop_t), 3),
-                speedup=round(min(loop_t) / min(batched_t), 2), max_rel_diff=diff)
+                speedup=round(min(loop_t) / min(batched_t), 2), max_rel_diff=diff,
+                ceiling=vjp_ceiling(lm, enc, layer, steps + 1, device))
+
+
+def vjp_ceiling(lm, enc, layer, rows, device, repeats=5):
+    """The most any exact batching can win against the loop: the loop pays, per feature, one forward and backward
+    over the path rows plus one VJP from the layer down to the inputs (Eq. 2); a batched call still pays that VJP
+    per feature. ``(forward + backward + VJP) / VJP``, timed on the bench's model at ``rows`` path rows."""
+    model = lm.model
+    module = dict(model.named_modules())[layer]
+    x = enc.embeddings.repeat(rows, *([1] * (enc.embeddings.dim() - 1))).detach().requires_grad_(True)
+    mask = enc.attention_mask.repeat(rows, 1)
+    seen = {}
+    handle = module.register_forward_hook(lambda m, a, o: seen.__setitem__("y", o if torch.is_tensor(o) else o[0]))
+    try:
+        def full():
+            out = model(x, mask)
+            torch.autograd.grad(out[:, 1].sum(), [seen["y"], x])
+        out = model(x, mask)
+        y = seen["y"]
+        v = torch.randn_like(y)
+        t_full = sorted(clock(full, device)[0] for _ in range(repeats))[repeats // 2]
+        t_vjp = sorted(clock(lambda: torch.autograd.grad(y, x, grad_outputs=v, retain_graph=True), device)[0]
+                       for _ in range(repeats))[repeats // 2]
+    finally:
+        handle.remove()
+    return dict(forward_backward_s=round(t_full, 4), vjp_s=round(t_vjp, 4), speedup_ceiling=round((t_full + t_vjp) / t_vjp, 2))
 
 
 def bench_gap(lm, enc, dictionaries):
@@ -337,6 +365,7 @@ def main(argv=None):
         print("memory:", out["memory"], flush=True)
     summary = dict(speedup_vs_captum_3_layers=out.get("captum_3_layers", {}).get("speedup"),
                    speedup_vs_loop_64=out.get("loop_64", {}).get("speedup"),
+                   speedup_ceiling_vs_loop_64=out.get("loop_64", {}).get("ceiling", {}).get("speedup_ceiling"),
                    max_gap_pct=out.get("completeness", {}).get("max_gap_pct"),
                    max_evals=out.get("completeness", {}).get("max_evals"),
                    peak_rss_mb_16k=out.get("memory", {}).get("peak_rss_mb") if feats == 16384 else None,

@@ -7,6 +7,8 @@ in one run: each round times the floor and every rule once, in turn; the medians
 
     .venv/bin/python bench/floor.py [--device cpu] [--rounds 7] [--models digits resnet18 efficientnet minilm]
     .venv/bin/python bench/floor.py --quick          # 3 rounds, smaller batches: a smoke run
+    .venv/bin/python bench/floor.py --split-cut-check   # also the adaptive default and riemann_trapezoid without
+                                                     # the cut check (what the check that a gap is an error costs)
 
 Models (as issue 28 states them): the digits CNN (5 layers, 32 inputs, 50 steps), a torchvision ResNet-18 with
 random weights (5 layers, one 224² image, 24 steps), EfficientNet-Lite0 on the cat photo (7 blocks, 16 steps),
@@ -26,6 +28,9 @@ import torch
 from _timing import add_device, clock, device_of
 
 RULES = ("adaptive", "riemann_trapezoid", "riemann_left", "riemann_right", "riemann_middle", "gausslegendre")
+#: ``RULE:no-cut-check``: the same call with the cut check (``attribution/cuts.py``: one forward per layer whose gap
+#: is above the tolerance, plus two) skipped, to show what the check costs (``--split-cut-check``)
+NO_CUT = ":no-cut-check"
 
 
 def _digits(device, quick):
@@ -110,12 +115,24 @@ def run_model(name, setup, device, rounds, rules):
     lowest = lowest_layer(model, layers)
     extra = kw.get("additional_forward_args") or ()
 
-    def rule(method):
+    def rule(name):
+        method = name.removesuffix(NO_CUT)
+
         def call():
             return us.conductance(model, x, layers, n_steps=n_steps, method=method,
                                   path=us.PathConfig(gap_warning=None, rtol=0.0 if method == "adaptive" else 1e-3),
                                   progress=False, **kw)
-        return call
+
+        def without_cut_check():
+            from unitscope.attribution import scores
+            real = scores.cut_examples
+            scores.cut_examples = lambda model, batch, target, sites, **k: {
+                s.name: torch.ones(batch.n, dtype=torch.bool) for s in sites}
+            try:
+                return call()
+            finally:
+                scores.cut_examples = real
+        return without_cut_check if name.endswith(NO_CUT) else call
 
     rule("adaptive")()   # warm-up (and any first-use training)
     times = {r: [] for r in rules}
@@ -127,12 +144,12 @@ def run_model(name, setup, device, rounds, rules):
             times[r].append(sec)
             evals[r] = int(s.n_evals.sum())   # path rows the rule evaluated (end points included)
         rows = max(evals.values())
-        sec, _ = clock(lambda: floor_pass(model, x, lowest, rows, extra), device)
+        sec, _ = clock(lambda rows=rows: floor_pass(model, x, lowest, rows, extra), device)
         floor_times.append(sec / (max(1, rows // n) * n))
     per_row = statistics.median(floor_times)
     ratios = {r: statistics.median(times[r]) / evals[r] / per_row for r in rules}
     for r in rules:
-        print(f"{name:<13} {r:<18} {evals[r] // n:4d} evals/example  ×{ratios[r]:.2f} the floor per evaluation",
+        print(f"{name:<13} {r:<31} {evals[r] // n:4d} evals/example  ×{ratios[r]:.2f} the floor per evaluation",
               flush=True)
     return ratios, {"floor_seconds_per_row": per_row, "evals_per_example": {r: evals[r] // n for r in rules},
                     "median_seconds": {r: statistics.median(times[r]) for r in rules}}
@@ -146,7 +163,11 @@ def main(argv=None) -> dict:
     p.add_argument("--models", nargs="+", default=list(MODELS), choices=list(MODELS))
     p.add_argument("--rules", nargs="+", default=list(RULES), choices=list(RULES))
     p.add_argument("--quick", action="store_true")
+    p.add_argument("--split-cut-check", action="store_true",
+                   help="also time the adaptive default and riemann_trapezoid with the cut check skipped")
     args = p.parse_args(argv)
+    if args.split_cut_check:
+        args.rules = list(args.rules) + [r + NO_CUT for r in ("adaptive", "riemann_trapezoid") if r in args.rules]
     if args.quick:
         args.rounds = min(args.rounds, 3)
     torch.set_num_threads(args.threads)

@@ -170,20 +170,12 @@ def attribute(model: nn.Module, inputs, layers, *, scores=SCORES, baselines=None
               dictionaries=None) -> dict[str, Scores]:
     """Several scores for several layers from one pass over the path: ``{score: Scores}``.
 
-    >>> import torch, torch.nn as nn
-    >>> net = nn.Sequential(nn.Linear(3, 4), nn.ReLU(), nn.Linear(4, 2))
-    >>> out = attribute(net, torch.ones(1, 3), ["1"], scores=["conductance", "activation"], target=1)
-    >>> sorted(out)
-    ['activation', 'conductance']
+    The scores that integrate along the path from the baselines to the inputs (``conductance``,
+    ``internal_influence``) share one pass; those read at the inputs (``grad_x_activation``, ``activation``) take its
+    end point, or one forward (and backward) pass of their own.
 
-    ``scores``: any of :data:`SCORES` (a name or a list; :data:`REGISTRY` says what each needs).
-    ``path``: a :class:`unitscope.PathConfig` — how the path integral is computed (``baselines``, ``n_steps``,
-    ``method``, ``rtol``, ``gap_warning``, ``captum_compatible``, ``internal_batch_size``); ``baselines``,
-    ``n_steps``, ``method`` and ``internal_batch_size`` may also be given as keywords, Captum's names for those fields
-    (a keyword that disagrees with ``path`` is an error). The default is ``PathConfig()``: 50 steps of the adaptive
-    rule.
-    ``method`` is ``"adaptive"`` (the default; with ``captum_compatible=True`` it means Captum's default,
-    ``"gausslegendre"``): panels of the path are refined where the error estimates of the top 10 units
+    ``method`` (``path.method``) is ``"adaptive"`` (the default; with ``captum_compatible=True`` it means Captum's
+    default, ``"gausslegendre"``): panels of the path are refined where the error estimates of the top 10 units
     per example and layer (and the gap of layers that are cuts) are largest, until they are within ``rtol``
     of the layer's largest |unit| or ``n_steps`` evaluations per example are spent (``scores.n_evals``);
     values only, one forward and backward per evaluation. Or a fixed rule: ``gausslegendre`` is applied as it is
@@ -192,21 +184,94 @@ def attribute(model: nn.Module, inputs, layers, *, scores=SCORES, baselines=None
     ``riemann_middle`` and ``riemann_trapezoid`` place their nodes (plus both end points) and take the Stieltjes
     trapezoid of consecutive nodes, values only (second order — at least the rule's own order — and exact where
     ∂F/∂y is constant between nodes, as on a ReLU network's pieces; one plain forward and backward per node).
-    ``scores.error[layer]`` is the per-unit error estimate, ``scores.ok[layer]`` whether the layer met the tolerance
-    (``max(rtol, gap_warning)``), ``scores.messages[layer]`` says why not and what to try.
-    A :class:`CompletenessWarning` is issued for a layer that is not ok, or whose gap exceeds ``gap_warning``.
-    ``spec`` (a layout name, a :class:`unitscope.core.units.UnitSpec` or ``{layer: ...}``) sets what
-    ``Scores.per_unit``/``top`` reduce to (default: by the layer's layout); ``mask`` (``[N, T]``; default: the
-    ``attention_mask`` among ``additional_forward_args``) leaves padding tokens out of those reductions.
-    Token ids: ``activation``/``grad_x_activation`` take them as inputs; path methods need ``embedding`` (the
-    name of the module that embeds them, or ``"auto"``: the one ``get_input_embeddings()`` returns, else the model's
-    only ``nn.Embedding``): the path starts at its output (``baselines``: zeros, a token id such
-    as the pad id, or embeddings).
-    ``dictionaries``: ``{layer: dictionary}`` (a :class:`unitscope.Dictionary`, a module with ``encode``/``decode``,
-    or the path of a SAELens folder or state-dict file; each layer among ``layers``): that layer is read as the
-    dictionary's features ``f = encode(y)`` and its error node ``ε = y − decode(f)`` (the forward pass unchanged:
-    ``decode(f) + ε`` is handed on), so ``scores[layer]`` is ``(features [N, ..., F], error [N, ..., D])`` and
-    ``per_unit(layer)`` is ``[N, F + 1]``, the error node last (:mod:`unitscope.core.dictionary`).
+    A :class:`unitscope.CompletenessWarning` is issued for a layer that is not ok, or whose completeness gap exceeds
+    ``path.gap_warning``.
+
+    Parameters
+    ----------
+    model : nn.Module
+        The network. It is handed back as it came (no hooks left; ``training`` flags, ``requires_grad`` and ``.grad``
+        restored, also when the call raises); the analysis runs in eval mode.
+    inputs : Tensor or tuple of Tensor
+        A batch ``[N, ...]``, or a tuple of such tensors (one per positional input of the model). Token ids:
+        ``activation`` and ``grad_x_activation`` take them as they are; the path scores need ``embedding=``.
+    layers : str, nn.Module or list of them
+        Dotted names from ``model.named_modules()`` or the modules themselves, one or a list; ``"NAME@K"`` for the
+        K-th call of a module called several times per forward pass (:func:`unitscope.layer_names` lists them). A
+        misspelt name is an error that lists the closest names.
+    scores : str or sequence of str, default SCORES
+        Which scores: any of :data:`SCORES` — ``"conductance"``, ``"internal_influence"``, ``"grad_x_activation"``,
+        ``"activation"`` (a name or a list; :data:`REGISTRY` says what each needs). The default is all four.
+    baselines : None, float, Tensor or tuple, default None
+        The path's start ``x'``: Captum's name for ``path.baselines`` (see :class:`unitscope.PathConfig`). ``None``
+        leaves it to ``path`` (zeros by default).
+    target : None, int, sequence, Tensor, callable or tuple, default None
+        Which scalar ``F`` of the output is explained: ``None`` — each example's top predicted class (pre-softmax, the
+        papers' choice); an int; one class per example (a list or a tensor ``[N]``); a callable
+        ``output -> Tensor [N]``; or, for dict / ``ModelOutput`` outputs, a tuple ``(key, *index)`` such as
+        ``("logits", -1, token)`` (``output["logits"][:, -1, token]``).
+    additional_forward_args : tuple, dict or None, default None
+        Further arguments of ``model``: a tuple (positional arguments after the inputs) or a dict (keyword arguments,
+        e.g. ``{"attention_mask": mask}``). Tensors whose first dim is the batch's follow the rows.
+    n_steps : int or None, default None
+        Captum's name for ``path.n_steps`` (see :class:`unitscope.PathConfig`; 50 by default).
+    method : str or None, default None
+        Captum's name for ``path.method`` (see :class:`unitscope.PathConfig`; ``"adaptive"`` by default).
+    internal_batch_size : int or None, default None
+        Captum's name for ``path.internal_batch_size`` (see :class:`unitscope.PathConfig`): rows (examples × path
+        points) per forward and backward pass, the memory bound; ``None``: all at once.
+    attribute_to_layer_input : bool, default False
+        Score each layer's input instead of its output (as in Captum).
+    path : PathConfig or None, default None
+        How the path integral is computed: a :class:`unitscope.PathConfig` (``None``: ``PathConfig()``, 50 path
+        points of the adaptive rule). ``baselines``, ``n_steps``, ``method`` and ``internal_batch_size`` may also be
+        given as keywords, Captum's names for those fields: a keyword fills a field that ``path`` leaves at its
+        default, one that disagrees with a field ``path`` sets is an error.
+    progress : bool or None, default None
+        ``None``: a progress bar on a terminal, progress lines in a log (``UNITSCOPE_PROGRESS=log``); ``False``: none.
+    spec : str, UnitSpec, dict or None, default None
+        What ``Scores.per_unit`` / ``top`` reduce to: a layout name, a :class:`unitscope.core.units.UnitSpec` or
+        ``{layer: ...}`` (``None``: by the layer's layout — a conv's channels, a transformer layer's neurons).
+    mask : Tensor or None, default None
+        ``[N, T]``, 1 for a real token: leaves padding tokens out of those reductions (``None``: the
+        ``attention_mask`` among ``additional_forward_args``, if any).
+    embedding : str or None, default None
+        For token-id inputs: the name of the module that embeds them, or ``"auto"`` (the one
+        ``get_input_embeddings()`` returns, else the model's only ``nn.Embedding``). The path starts at its output
+        (``baselines``: zeros, a token id such as the pad id, or embeddings).
+    dictionaries : dict or None, default None
+        ``{layer: dictionary}`` (a :class:`unitscope.Dictionary`, a module with ``encode``/``decode``, or the path of a
+        SAELens folder or state-dict file; each layer among ``layers``): that layer is read as the dictionary's
+        features ``f = encode(y)`` and its error node ``ε = y − decode(f)`` (the forward pass unchanged), so
+        ``scores[layer]`` is ``(features [N, ..., F], error [N, ..., D])`` and ``per_unit(layer)`` is ``[N, F + 1]``,
+        the error node last (:mod:`unitscope.core.dictionary`).
+
+    Returns
+    -------
+    dict of str to Scores
+        One :class:`unitscope.Scores` per score, in the order of ``scores``: ``out[score][layer]`` is shaped like the
+        layer's output, ``[N, ...]``. For the path scores ``out[score].error[layer]`` is the per-unit error estimate
+        (same shape), ``out[score].ok[layer]`` whether the layer met the tolerance (``max(rtol, gap_warning)``) and
+        ``out[score].messages[layer]`` why not and what to try; for ``conductance``, ``delta[layer]`` is the
+        completeness gap ``[N]`` (the sum of the layer's units minus ``F(x) − F(x')``).
+
+    Raises
+    ------
+    UnitscopeError
+        For a mistake it can name, with the layer, the shapes and what would work: an unknown layer (with the
+        closest names), an unknown score or integration method, ``n_steps`` < 2, a keyword that disagrees with
+        ``path``, inputs that are empty, non-finite or of different batch sizes, token ids without ``embedding``,
+        baselines that do not broadcast, a target out of range or that picks more than one value per example, a
+        dictionary that does not fit its layer, or the model failing on the inputs or on points of the path. A
+        gradient that cannot be had is an error, never zeros.
+
+    Examples
+    --------
+    >>> import torch, torch.nn as nn
+    >>> net = nn.Sequential(nn.Linear(3, 4), nn.ReLU(), nn.Linear(4, 2))
+    >>> out = attribute(net, torch.ones(1, 3), ["1"], scores=["conductance", "activation"], target=1)
+    >>> sorted(out), out["conductance"]["1"].shape, out["activation"]["1"].shape
+    (['activation', 'conductance'], torch.Size([1, 4]), torch.Size([1, 4]))
     """
     chosen = chosen_scores(scores)
     cfg = path_config(path, baselines=baselines, n_steps=n_steps, method=method,
@@ -327,10 +392,87 @@ def conductance(model: nn.Module, inputs, layers, *, baselines=None, target=None
                 progress: bool | None = None, spec=None, mask=None, embedding=None, dictionaries=None) -> Scores:
     """Total conductance of every unit of every layer in ``layers`` (Eq. 3), with its completeness gap.
 
-    ``path``: a :class:`unitscope.PathConfig` (default ``PathConfig()``: 50 steps of the adaptive rule);
-    ``baselines``, ``n_steps``, ``method`` and ``internal_batch_size`` are Captum's names for its fields. The other
-    parameters as in :func:`attribute`.
+    The conductance of unit ``y_j`` is ``∫_0^1 ∂F/∂y_j(x_α) · dy_j/dα dα`` along the straight path ``x_α`` from the
+    baselines ``x'`` to the inputs ``x``; over a layer that is a cut of the network the units add up to
+    ``F(x) − F(x')``. One pass of :func:`attribute` with ``scores=["conductance"]``.
 
+    Parameters
+    ----------
+    model : nn.Module
+        The network. It is handed back as it came (no hooks left; ``training`` flags, ``requires_grad`` and ``.grad``
+        restored, also when the call raises); the analysis runs in eval mode.
+    inputs : Tensor or tuple of Tensor
+        A batch ``[N, ...]``, or a tuple of such tensors (one per positional input of the model); integer token ids
+        with ``embedding=``.
+    layers : str, nn.Module or list of them
+        Dotted names from ``model.named_modules()`` or the modules themselves, one or a list; ``"NAME@K"`` for the
+        K-th call of a module called several times per forward pass (:func:`unitscope.layer_names` lists them). A
+        misspelt name is an error that lists the closest names.
+    baselines : None, float, Tensor or tuple, default None
+        The path's start ``x'``: Captum's name for ``path.baselines`` (see :class:`unitscope.PathConfig`). ``None``
+        leaves it to ``path`` (zeros by default).
+    target : None, int, sequence, Tensor, callable or tuple, default None
+        Which scalar ``F`` of the output is explained: ``None`` — each example's top predicted class (pre-softmax, the
+        papers' choice); an int; one class per example (a list or a tensor ``[N]``); a callable
+        ``output -> Tensor [N]``; or, for dict / ``ModelOutput`` outputs, a tuple ``(key, *index)`` such as
+        ``("logits", -1, token)`` (``output["logits"][:, -1, token]``).
+    additional_forward_args : tuple, dict or None, default None
+        Further arguments of ``model``: a tuple (positional arguments after the inputs) or a dict (keyword arguments,
+        e.g. ``{"attention_mask": mask}``). Tensors whose first dim is the batch's follow the rows.
+    n_steps : int or None, default None
+        Captum's name for ``path.n_steps`` (see :class:`unitscope.PathConfig`; 50 by default).
+    method : str or None, default None
+        Captum's name for ``path.method`` (see :class:`unitscope.PathConfig`; ``"adaptive"`` by default).
+    internal_batch_size : int or None, default None
+        Captum's name for ``path.internal_batch_size`` (see :class:`unitscope.PathConfig`): rows (examples × path
+        points) per forward and backward pass, the memory bound; ``None``: all at once.
+    attribute_to_layer_input : bool, default False
+        Score each layer's input instead of its output (as in Captum).
+    path : PathConfig or None, default None
+        How the path integral is computed: a :class:`unitscope.PathConfig` (``None``: ``PathConfig()``, 50 path
+        points of the adaptive rule). ``baselines``, ``n_steps``, ``method`` and ``internal_batch_size`` may also be
+        given as keywords, Captum's names for those fields: a keyword fills a field that ``path`` leaves at its
+        default, one that disagrees with a field ``path`` sets is an error.
+    progress : bool or None, default None
+        ``None``: a progress bar on a terminal, progress lines in a log (``UNITSCOPE_PROGRESS=log``); ``False``: none.
+    spec : str, UnitSpec, dict or None, default None
+        What ``Scores.per_unit`` / ``top`` reduce to: a layout name, a :class:`unitscope.core.units.UnitSpec` or
+        ``{layer: ...}`` (``None``: by the layer's layout — a conv's channels, a transformer layer's neurons).
+    mask : Tensor or None, default None
+        ``[N, T]``, 1 for a real token: leaves padding tokens out of those reductions (``None``: the
+        ``attention_mask`` among ``additional_forward_args``, if any).
+    embedding : str or None, default None
+        For token-id inputs: the name of the module that embeds them, or ``"auto"`` (the one
+        ``get_input_embeddings()`` returns, else the model's only ``nn.Embedding``). The path starts at its output
+        (``baselines``: zeros, a token id such as the pad id, or embeddings).
+    dictionaries : dict or None, default None
+        ``{layer: dictionary}`` (a :class:`unitscope.Dictionary`, a module with ``encode``/``decode``, or the path of a
+        SAELens folder or state-dict file; each layer among ``layers``): that layer is read as the dictionary's
+        features ``f = encode(y)`` and its error node ``ε = y − decode(f)`` (the forward pass unchanged), so
+        ``scores[layer]`` is ``(features [N, ..., F], error [N, ..., D])`` and ``per_unit(layer)`` is ``[N, F + 1]``,
+        the error node last (:mod:`unitscope.core.dictionary`).
+
+    Returns
+    -------
+    Scores
+        ``s[layer]`` is shaped like the layer's output, ``[N, ...]`` (a tuple for a layer with tuple outputs or a
+        dictionary); ``s.error[layer]`` is the per-unit error estimate of the same shape,
+        ``s.ok[layer]`` whether the layer met the tolerance (``s.messages[layer]`` says why not and what to try),
+        ``s.delta[layer]`` the completeness gap ``[N]`` and ``s.n_evals`` the path points spent per example ``[N]``.
+        What ``± error`` means: the guide's "Importance and its error bars".
+
+    Raises
+    ------
+    UnitscopeError
+        For a mistake it can name, with the layer, the shapes and what would work: an unknown layer (with the
+        closest names), an unknown score or integration method, ``n_steps`` < 2, a keyword that disagrees with
+        ``path``, inputs that are empty, non-finite or of different batch sizes, token ids without ``embedding``,
+        baselines that do not broadcast, a target out of range or that picks more than one value per example, a
+        dictionary that does not fit its layer, or the model failing on the inputs or on points of the path. A
+        gradient that cannot be had is an error, never zeros.
+
+    Examples
+    --------
     >>> import torch, torch.nn as nn
     >>> net = nn.Sequential(nn.Linear(2, 2), nn.ReLU(), nn.Linear(2, 1))
     >>> s = conductance(net, torch.ones(3, 2), net[1], n_steps=32)
@@ -349,8 +491,93 @@ def internal_influence(model: nn.Module, inputs, layers, *, baselines=None, targ
                        internal_batch_size: int | None = None, attribute_to_layer_input: bool = False,
                        path: PathConfig | None = None, progress: bool | None = None, spec=None, mask=None,
                        embedding=None, dictionaries=None) -> Scores:
-    """Internal influence (Datta et al. 2018): ``∫_0^1 ∂F/∂y(x_α) dα`` for every unit of ``layers``
-    (parameters as in :func:`conductance`)."""
+    """Internal influence (Datta et al. 2018): ``∫_0^1 ∂F/∂y(x_α) dα`` for every unit of ``layers``.
+
+    The gradient of ``F`` with respect to each unit, averaged along the path from the baselines to the inputs; the
+    parameters are those of :func:`conductance`. One pass of :func:`attribute` with ``scores=["internal_influence"]``.
+
+    Parameters
+    ----------
+    model : nn.Module
+        The network. It is handed back as it came (no hooks left; ``training`` flags, ``requires_grad`` and ``.grad``
+        restored, also when the call raises); the analysis runs in eval mode.
+    inputs : Tensor or tuple of Tensor
+        A batch ``[N, ...]``, or a tuple of such tensors (one per positional input of the model); integer token ids
+        with ``embedding=``.
+    layers : str, nn.Module or list of them
+        Dotted names from ``model.named_modules()`` or the modules themselves, one or a list; ``"NAME@K"`` for the
+        K-th call of a module called several times per forward pass (:func:`unitscope.layer_names` lists them). A
+        misspelt name is an error that lists the closest names.
+    baselines : None, float, Tensor or tuple, default None
+        The path's start ``x'``: Captum's name for ``path.baselines`` (see :class:`unitscope.PathConfig`). ``None``
+        leaves it to ``path`` (zeros by default).
+    target : None, int, sequence, Tensor, callable or tuple, default None
+        Which scalar ``F`` of the output is explained: ``None`` — each example's top predicted class (pre-softmax, the
+        papers' choice); an int; one class per example (a list or a tensor ``[N]``); a callable
+        ``output -> Tensor [N]``; or, for dict / ``ModelOutput`` outputs, a tuple ``(key, *index)`` such as
+        ``("logits", -1, token)`` (``output["logits"][:, -1, token]``).
+    additional_forward_args : tuple, dict or None, default None
+        Further arguments of ``model``: a tuple (positional arguments after the inputs) or a dict (keyword arguments,
+        e.g. ``{"attention_mask": mask}``). Tensors whose first dim is the batch's follow the rows.
+    n_steps : int or None, default None
+        Captum's name for ``path.n_steps`` (see :class:`unitscope.PathConfig`; 50 by default).
+    method : str or None, default None
+        Captum's name for ``path.method`` (see :class:`unitscope.PathConfig`; ``"adaptive"`` by default).
+    internal_batch_size : int or None, default None
+        Captum's name for ``path.internal_batch_size`` (see :class:`unitscope.PathConfig`): rows (examples × path
+        points) per forward and backward pass, the memory bound; ``None``: all at once.
+    attribute_to_layer_input : bool, default False
+        Score each layer's input instead of its output (as in Captum).
+    path : PathConfig or None, default None
+        How the path integral is computed: a :class:`unitscope.PathConfig` (``None``: ``PathConfig()``, 50 path
+        points of the adaptive rule). ``baselines``, ``n_steps``, ``method`` and ``internal_batch_size`` may also be
+        given as keywords, Captum's names for those fields: a keyword fills a field that ``path`` leaves at its
+        default, one that disagrees with a field ``path`` sets is an error.
+    progress : bool or None, default None
+        ``None``: a progress bar on a terminal, progress lines in a log (``UNITSCOPE_PROGRESS=log``); ``False``: none.
+    spec : str, UnitSpec, dict or None, default None
+        What ``Scores.per_unit`` / ``top`` reduce to: a layout name, a :class:`unitscope.core.units.UnitSpec` or
+        ``{layer: ...}`` (``None``: by the layer's layout — a conv's channels, a transformer layer's neurons).
+    mask : Tensor or None, default None
+        ``[N, T]``, 1 for a real token: leaves padding tokens out of those reductions (``None``: the
+        ``attention_mask`` among ``additional_forward_args``, if any).
+    embedding : str or None, default None
+        For token-id inputs: the name of the module that embeds them, or ``"auto"`` (the one
+        ``get_input_embeddings()`` returns, else the model's only ``nn.Embedding``). The path starts at its output
+        (``baselines``: zeros, a token id such as the pad id, or embeddings).
+    dictionaries : dict or None, default None
+        ``{layer: dictionary}`` (a :class:`unitscope.Dictionary`, a module with ``encode``/``decode``, or the path of a
+        SAELens folder or state-dict file; each layer among ``layers``): that layer is read as the dictionary's
+        features ``f = encode(y)`` and its error node ``ε = y − decode(f)`` (the forward pass unchanged), so
+        ``scores[layer]`` is ``(features [N, ..., F], error [N, ..., D])`` and ``per_unit(layer)`` is ``[N, F + 1]``,
+        the error node last (:mod:`unitscope.core.dictionary`).
+
+    Returns
+    -------
+    Scores
+        ``s[layer]`` is shaped like the layer's output, ``[N, ...]`` (a tuple for a layer with tuple outputs or a
+        dictionary); ``s.error[layer]`` is the per-unit error estimate of the same shape and
+        ``s.ok[layer]`` whether the layer met the tolerance (``s.messages[layer]`` says why not). No completeness
+        gap: the influences need not add up to anything.
+
+    Raises
+    ------
+    UnitscopeError
+        For a mistake it can name, with the layer, the shapes and what would work: an unknown layer (with the
+        closest names), an unknown score or integration method, ``n_steps`` < 2, a keyword that disagrees with
+        ``path``, inputs that are empty, non-finite or of different batch sizes, token ids without ``embedding``,
+        baselines that do not broadcast, a target out of range or that picks more than one value per example, a
+        dictionary that does not fit its layer, or the model failing on the inputs or on points of the path. A
+        gradient that cannot be had is an error, never zeros.
+
+    Examples
+    --------
+    >>> import torch, torch.nn as nn
+    >>> net = nn.Sequential(nn.Linear(2, 3), nn.ReLU(), nn.Linear(3, 1))
+    >>> s = internal_influence(net, torch.ones(2, 2), ["1"], n_steps=8, method="gausslegendre")
+    >>> s["1"].shape, torch.allclose(s["1"][0], net[2].weight[0].detach())   # F is linear in the ReLU's output
+    (torch.Size([2, 3]), True)
+    """
     return attribute(model, inputs, layers, scores=["internal_influence"], baselines=baselines, target=target,
                      additional_forward_args=additional_forward_args, n_steps=n_steps, method=method,
                      internal_batch_size=internal_batch_size, attribute_to_layer_input=attribute_to_layer_input,
@@ -361,7 +588,68 @@ def internal_influence(model: nn.Module, inputs, layers, *, baselines=None, targ
 def grad_x_activation(model: nn.Module, inputs, layers, *, target=None, additional_forward_args=None,
                       attribute_to_layer_input: bool = False, internal_batch_size: int | None = None,
                       spec=None, mask=None, dictionaries=None) -> Scores:
-    """Gradient × activation ``y · ∂F/∂y`` at the input, for every unit of ``layers``."""
+    """Gradient × activation ``y · ∂F/∂y`` at the input, for every unit of ``layers``.
+
+    One forward and one backward pass (no path): the first-order estimate of each unit's share of ``F(x)``.
+
+    Parameters
+    ----------
+    model : nn.Module
+        The network. It is handed back as it came (no hooks left; ``training`` flags, ``requires_grad`` and ``.grad``
+        restored, also when the call raises); the analysis runs in eval mode.
+    inputs : Tensor or tuple of Tensor
+        A batch ``[N, ...]``, or a tuple of such tensors (one per positional input of the model); token ids are
+        accepted as they are (nothing is integrated along a path).
+    layers : str, nn.Module or list of them
+        Dotted names from ``model.named_modules()`` or the modules themselves, one or a list; ``"NAME@K"`` for the
+        K-th call of a module called several times per forward pass (:func:`unitscope.layer_names` lists them). A
+        misspelt name is an error that lists the closest names.
+    target : None, int, sequence, Tensor, callable or tuple, default None
+        Which scalar ``F`` of the output is explained: ``None`` — each example's top predicted class (pre-softmax, the
+        papers' choice); an int; one class per example (a list or a tensor ``[N]``); a callable
+        ``output -> Tensor [N]``; or, for dict / ``ModelOutput`` outputs, a tuple ``(key, *index)`` such as
+        ``("logits", -1, token)`` (``output["logits"][:, -1, token]``).
+    additional_forward_args : tuple, dict or None, default None
+        Further arguments of ``model``: a tuple (positional arguments after the inputs) or a dict (keyword arguments,
+        e.g. ``{"attention_mask": mask}``). Tensors whose first dim is the batch's follow the rows.
+    attribute_to_layer_input : bool, default False
+        Score each layer's input instead of its output (as in Captum).
+    internal_batch_size : int or None, default None
+        Examples per forward (and backward) pass: the memory bound; ``None``: all at once.
+    spec : str, UnitSpec, dict or None, default None
+        What ``Scores.per_unit`` / ``top`` reduce to: a layout name, a :class:`unitscope.core.units.UnitSpec` or
+        ``{layer: ...}`` (``None``: by the layer's layout — a conv's channels, a transformer layer's neurons).
+    mask : Tensor or None, default None
+        ``[N, T]``, 1 for a real token: leaves padding tokens out of those reductions (``None``: the
+        ``attention_mask`` among ``additional_forward_args``, if any).
+    dictionaries : dict or None, default None
+        ``{layer: dictionary}`` (a :class:`unitscope.Dictionary`, a module with ``encode``/``decode``, or the path of a
+        SAELens folder or state-dict file; each layer among ``layers``): that layer is read as the dictionary's
+        features ``f = encode(y)`` and its error node ``ε = y − decode(f)`` (the forward pass unchanged), so
+        ``scores[layer]`` is ``(features [N, ..., F], error [N, ..., D])`` and ``per_unit(layer)`` is ``[N, F + 1]``,
+        the error node last (:mod:`unitscope.core.dictionary`).
+
+    Returns
+    -------
+    Scores
+        ``s[layer]`` is shaped like the layer's output, ``[N, ...]`` (a tuple for a layer with tuple outputs or a
+        dictionary); no error estimates (nothing is integrated).
+
+    Raises
+    ------
+    UnitscopeError
+        For a mistake it can name, with the layer, the shapes and what would work: an unknown layer (with the
+        closest names), inputs that are empty, non-finite or of different batch sizes, a target out of range, a
+        dictionary that does not fit its layer, or the model failing on the inputs.
+
+    Examples
+    --------
+    >>> import torch, torch.nn as nn
+    >>> net = nn.Sequential(nn.Linear(2, 3), nn.ReLU(), nn.Linear(3, 2))
+    >>> s = grad_x_activation(net, torch.ones(4, 2), ["1"], target=0)
+    >>> s["1"].shape
+    torch.Size([4, 3])
+    """
     return attribute(model, inputs, layers, scores=["grad_x_activation"], target=target,
                      additional_forward_args=additional_forward_args, internal_batch_size=internal_batch_size,
                      attribute_to_layer_input=attribute_to_layer_input, spec=spec, mask=mask,
@@ -371,7 +659,63 @@ def grad_x_activation(model: nn.Module, inputs, layers, *, target=None, addition
 def activation(model: nn.Module, inputs, layers, *, additional_forward_args=None,
                attribute_to_layer_input: bool = False,
                internal_batch_size: int | None = None, spec=None, mask=None, dictionaries=None) -> Scores:
-    """The layers' activations at the input (no gradients); token ids are accepted as inputs."""
+    """The layers' activations at the input (no gradients); token ids are accepted as inputs.
+
+    One forward pass, read at the layers (their outputs, or their inputs with ``attribute_to_layer_input``).
+
+    Parameters
+    ----------
+    model : nn.Module
+        The network. It is handed back as it came (no hooks left; ``training`` flags, ``requires_grad`` and ``.grad``
+        restored, also when the call raises); the analysis runs in eval mode.
+    inputs : Tensor or tuple of Tensor
+        A batch ``[N, ...]``, or a tuple of such tensors (one per positional input of the model); token ids are
+        accepted as they are (nothing is integrated along a path).
+    layers : str, nn.Module or list of them
+        Dotted names from ``model.named_modules()`` or the modules themselves, one or a list; ``"NAME@K"`` for the
+        K-th call of a module called several times per forward pass (:func:`unitscope.layer_names` lists them). A
+        misspelt name is an error that lists the closest names.
+    additional_forward_args : tuple, dict or None, default None
+        Further arguments of ``model``: a tuple (positional arguments after the inputs) or a dict (keyword arguments,
+        e.g. ``{"attention_mask": mask}``). Tensors whose first dim is the batch's follow the rows.
+    attribute_to_layer_input : bool, default False
+        Score each layer's input instead of its output (as in Captum).
+    internal_batch_size : int or None, default None
+        Examples per forward (and backward) pass: the memory bound; ``None``: all at once.
+    spec : str, UnitSpec, dict or None, default None
+        What ``Scores.per_unit`` / ``top`` reduce to: a layout name, a :class:`unitscope.core.units.UnitSpec` or
+        ``{layer: ...}`` (``None``: by the layer's layout — a conv's channels, a transformer layer's neurons).
+    mask : Tensor or None, default None
+        ``[N, T]``, 1 for a real token: leaves padding tokens out of those reductions (``None``: the
+        ``attention_mask`` among ``additional_forward_args``, if any).
+    dictionaries : dict or None, default None
+        ``{layer: dictionary}`` (a :class:`unitscope.Dictionary`, a module with ``encode``/``decode``, or the path of a
+        SAELens folder or state-dict file; each layer among ``layers``): that layer is read as the dictionary's
+        features ``f = encode(y)`` and its error node ``ε = y − decode(f)`` (the forward pass unchanged), so
+        ``scores[layer]`` is ``(features [N, ..., F], error [N, ..., D])`` and ``per_unit(layer)`` is ``[N, F + 1]``,
+        the error node last (:mod:`unitscope.core.dictionary`).
+
+    Returns
+    -------
+    Scores
+        ``s[layer]`` is shaped like the layer's output, ``[N, ...]`` (a tuple for a layer with tuple outputs or a
+        dictionary); the values the layer computed on the inputs.
+
+    Raises
+    ------
+    UnitscopeError
+        For a mistake it can name, with the layer, the shapes and what would work: an unknown layer (with the
+        closest names), inputs that are empty, non-finite or of different batch sizes, a
+        dictionary that does not fit its layer, or the model failing on the inputs.
+
+    Examples
+    --------
+    >>> import torch, torch.nn as nn
+    >>> net = nn.Sequential(nn.Linear(2, 3), nn.ReLU())
+    >>> s = activation(net, -torch.ones(2, 2), ["1"])
+    >>> s["1"].shape, bool((s["1"] >= 0).all())
+    (torch.Size([2, 3]), True)
+    """
     return attribute(model, inputs, layers, scores=["activation"], additional_forward_args=additional_forward_args,
                      internal_batch_size=internal_batch_size,
                      attribute_to_layer_input=attribute_to_layer_input, spec=spec, mask=mask,

@@ -38,8 +38,10 @@ class UnitscopeError(ValueError):
     ...     print(type(e).__name__, isinstance(e, ValueError))
     UnitscopeError True
     >>> e = UnitscopeError("unknown layer 'feature.3'", layer="feature.3", hint="did you mean 'features.3'?")
-    >>> str(e), e.context, e.hint
-    ("unknown layer 'feature.3' (layer='feature.3'); did you mean 'features.3'?", {'layer': 'feature.3'}, "did you mean 'features.3'?")
+    >>> str(e)
+    "unknown layer 'feature.3' (layer='feature.3'); did you mean 'features.3'?"
+    >>> e.context, e.hint
+    ({'layer': 'feature.3'}, "did you mean 'features.3'?")
     """
 
     def __init__(self, message: str, *, hint: str | None = None, **context):

@@ -279,8 +279,8 @@ def _manifest(out, summary, figure, quick):
     from unitscope.report.manifest import write_entry
 
     pooled, e1 = summary["error_bound_detail"], summary["evals_for_1pct"]
-    heads = [f"Evaluations per example for 1 % of the layer's largest |unit| on all top-10 units, ours (adaptive) vs "
-             f"Captum's LayerConductance: " + "; ".join(f"{k} {v['ours']} vs {v['captum']}" for k, v in e1.items()
+    heads = ["Evaluations per example for 1 % of the layer's largest |unit| on all top-10 units, ours (adaptive) vs "
+             "Captum's LayerConductance: " + "; ".join(f"{k} {v['ours']} vs {v['captum']}" for k, v in e1.items()
                                                         if v["ours"] is not None)
              + " (the largest tried + 1 where never reached)."]
     if pooled["n_units"]:
@@ -308,7 +308,10 @@ def _manifest(out, summary, figure, quick):
                 if quick else None, name="accuracy", order=90)
 
 
-def _nodes_summary(path=os.path.join(os.path.dirname(__file__), "results", "accuracy_nodes.txt")):
+NODES_RESULTS = os.path.join(os.path.dirname(__file__), "results", "accuracy_nodes.txt")
+
+
+def _nodes_summary(path=NODES_RESULTS):
     """A headline from bench/accuracy_nodes.py's last run (its JSON last line), if there is one: why EfficientNet-Lite0
     needs more than 32 evaluations for 1 %."""
     if not os.path.exists(path):

@@ -158,7 +158,7 @@ def main(argv=None):
         # a grid recorded on another kind of device is another file: the values differ by rounding
         path = os.path.join(args.cache, f"{name}.npz" if device.type == "cpu" else f"{name}-{device.type}.npz")
         if not os.path.exists(path):
-            sec, _ = clock(lambda: _record(net, img, path), device, time.perf_counter)
+            sec, _ = clock(lambda net=net, img=img, path=path: _record(net, img, path), device, time.perf_counter)
             print(f"{name}: recorded {_grid().size} nodes in {sec:.0f} s on {device}", flush=True)
         d = np.load(path)
         layers = {b: _Layer(d, b) for b in BLOCKS}

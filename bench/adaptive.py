@@ -56,7 +56,7 @@ def main(argv=None):
             gap, used, sec = worst_gap(net.model, x, n, "adaptive")
             rows[f"adaptive_{n}"] = gap
             print(f"{name:<8} adaptive {used:5d} evals  worst-block gap {100 * gap:6.2f}%  ({sec:5.1f} s)", flush=True)
-        need = lambda kind, ns: next((n for n in ns if rows[f"{kind}_{n}"] <= 0.01), None)  # noqa: E731
+        need = lambda kind, ns, rows=rows: next((n for n in ns if rows[f"{kind}_{n}"] <= 0.01), None)  # noqa: E731
         rows["uniform_evals_for_1pct"] = need("uniform", uniform_ns)
         rows["adaptive_evals_for_1pct"] = need("adaptive", adaptive_ns)
         rows["adaptive128_beats_uniform512"] = rows["adaptive_128"] <= rows["uniform_512"]

@@ -65,10 +65,10 @@ def main(argv=None) -> dict:
               progress=False)   # warm-up
     rows = {}
     for n in args.steps:
-        t = {m: cpu(lambda m=m: attribute(model, x, layers, scores=["activation", "conductance"], n_steps=n,
+        t = {m: cpu(lambda m=m, n=n: attribute(model, x, layers, scores=["activation", "conductance"], n_steps=n,
                                           method=m, path=PathConfig(gap_warning=None), progress=False))
              for m in ("adaptive", "gausslegendre")}
-        t["floor"] = cpu(lambda: floor(n))
+        t["floor"] = cpu(lambda n=n: floor(n))
         rows[n] = {"adaptive_cpu_seconds": t["adaptive"], "gausslegendre_cpu_seconds": t["gausslegendre"],
                    "floor_cpu_seconds": t["floor"], "adaptive_over_fixed": t["adaptive"] / t["gausslegendre"],
                    "adaptive_over_floor": t["adaptive"] / t["floor"]}

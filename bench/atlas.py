@@ -155,7 +155,7 @@ def main(argv=None) -> dict:
                                           seed=u, progress=False)
                     layer_vectors(model, layer, r.images)
                 with stage("inverse"):
-                    for name, lo, hi, ok in layer_bands(hist, BANDS)[u]:
+                    for _name, lo, hi, ok in layer_bands(hist, BANDS)[u]:
                         if ok:
                             with warnings.catch_warnings():
                                 warnings.simplefilter("ignore", InverseSetWarning)

@@ -290,7 +290,7 @@ def main() -> None:
     }
     load["end"] = os.getloadavg()[0]
     total = time.perf_counter() - t_start
-    print(f"\nsections (s): " + ", ".join(f"{k} {v:.0f}" for k, v in sections.items()) + f"; total {total:.0f}")
+    print("\nsections (s): " + ", ".join(f"{k} {v:.0f}" for k, v in sections.items()) + f"; total {total:.0f}")
     if max(load.values()) > 0.5 * (os.cpu_count() or 1):
         print(f"note: load average {load['start']:.2f} → {load['end']:.2f}: other processes shared the CPUs, "
               "timings are noisy")

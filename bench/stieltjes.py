@@ -51,7 +51,7 @@ def main(argv=None) -> dict:
             net = net.double().to(device)
             x = torch.randn(*shape, dtype=torch.float64, generator=torch.Generator().manual_seed(1)).to(device)
 
-            def units(s):
+            def units(s, layer=layer):
                 v = s[layer]
                 return v.flatten(2).sum(2) if v.dim() > 2 else v
 

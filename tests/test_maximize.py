@@ -283,7 +283,7 @@ def test_selectivity_streams_batch_by_batch():
 
     def loader():   # a generator: batch k exists only once asked for; older batches must have been let go
         g = torch.Generator().manual_seed(0)
-        for k in range(6):
+        for _ in range(6):
             gc.collect()
             assert all(r() is None for r in refs[:-1]), "an earlier batch is still held"
             x = torch.rand(5, 3, generator=g)

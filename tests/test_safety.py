@@ -1,8 +1,6 @@
 """Files people share load without running code: a hostile pickle is refused and its payload never runs."""
 
-import os
 import pickle
-import warnings
 from pathlib import Path
 
 import pytest

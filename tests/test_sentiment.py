@@ -73,7 +73,7 @@ def test_loader_parses_the_real_format_from_an_archive(cache, tmp_path):
     assert len(data.train) + len(data.dev) + len(data.test) == len(ROWS) - 2
     assert (cache / "data" / FILENAME).read_bytes() == txt  # cached for next time
     everything = data.all()
-    for s, y, score in zip(everything.sentences, everything.labels, everything.scores):
+    for _s, y, score in zip(everything.sentences, everything.labels, everything.scores):
         assert int(y) == int(score > 0) and score != 0
     assert "We\u2019ve seen the plot before, but there\u2019s an enthusiastic charm." in everything.sentences
     assert "Effective but too tepid biopic" in everything.sentences  # no stray CR

@@ -22,13 +22,13 @@ import torch
 import unitscope as us
 from unitscope.attribution import paths
 
-# which fixed rules the library documents as "the rule applied to ∂F/∂y · dy/dα" (the others: the Stieltjes
-# trapezoid of consecutive nodes, on the rule's nodes plus both end points)
-JVP_RULES = getattr(paths, "JVP_RULES", paths.RULES)
-
 from conformance import reference as R
 from conformance.architectures import build
 from conformance.checks import assert_untouched, close, first, layer_values, snapshot, top_class
+
+# which fixed rules the library documents as "the rule applied to ∂F/∂y · dy/dα" (the others: the Stieltjes
+# trapezoid of consecutive nodes, on the rule's nodes plus both end points)
+JVP_RULES = getattr(paths, "JVP_RULES", paths.RULES)
 
 N_RULE = 32          # points of the fixed rule, engine and reference alike
 N_GRID = 129         # the reference's uniform grid for the Stieltjes sum

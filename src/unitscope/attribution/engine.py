@@ -276,7 +276,7 @@ def integrate(model, batch: Batch, target: Target, sites: list[Site], alphas: to
                         grad_x[s.name][i] = _store(grad_x[s.name][i], ex, g[:, k1], n)
             if weights is not None:
                 w = weights[p0:p0 + P].to(device=gs[0].device, dtype=gs[0].dtype)
-                wv = lambda g: w.view(1, -1, *([1] * (g.dim() - 2)))  # noqa: E731
+                wv = lambda g, w=w: w.view(1, -1, *([1] * (g.dim() - 2)))  # noqa: E731
                 _accumulate(infl, s.name, ex, [(g * wv(g)).sum(1) for g in gs], n)
                 if estimate:
                     _accumulate(iabs, s.name, ex, [(g * wv(g)).abs().sum(1) for g in gs], n)

@@ -405,7 +405,8 @@ def _batched_vjp(y: torch.Tensor, rows: tuple, v: torch.Tensor, layer: str) -> l
         return _input_grads(gs, rows, layer, batched=v.shape[0])
     except RuntimeError as e:  # an op without a batching rule (vmap); out-of-memory is not retried
         if is_oom(e):
-            raise with_oom_hint(e)
+            with_oom_hint(e)
+            raise
         out = []
         for k in range(v.shape[0]):
             gs = torch.autograd.grad(y, rows, grad_outputs=v[k], retain_graph=True, allow_unused=True)

@@ -122,7 +122,8 @@ def model_errors(model: nn.Module, *, inputs=None, what: str = "the model", hint
         raise
     except Exception as e:  # noqa: BLE001 — only errors raised inside the model are rewritten; the rest re-raised
         if is_oom(e):
-            raise with_oom_hint(e)
+            with_oom_hint(e)
+            raise
         calls = _calls_in(model, e.__traceback__)
         if not calls:
             raise

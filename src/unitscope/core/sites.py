@@ -21,7 +21,7 @@ An unknown name is answered with the closest valid ones, ranked by the edit dist
 from __future__ import annotations
 
 from dataclasses import dataclass
-from typing import Iterable, Sequence
+from typing import Iterable
 
 import torch.nn as nn
 

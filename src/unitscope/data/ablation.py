@@ -271,7 +271,8 @@ def _forward_with_layer(model, batch, site, ex, example, layer_rows, tgt, spec=N
         # residual sum or an attention mask of the examples' own batch size: torch raises RuntimeError, an index
         # into the mask IndexError): feed every row
         if isinstance(e, RuntimeError) and is_oom(e):
-            raise with_oom_hint(e)
+            with_oom_hint(e)
+            raise
     with model_errors(model, inputs=batch.inputs), site_hooks(model, {site: expand}):
         out = batch.call(model, batch.path_rows(example, torch.ones(example.numel(), dtype=torch.float64)),
                          example)

@@ -144,7 +144,7 @@ class Ranks:
             if not _lost_contact(e):
                 raise
             if failed is not None:
-                raise failed
+                raise failed  # noqa: B904 — this rank's own earlier error, not one the lost contact caused
             raise RankFailed(f"rank {self.rank} of {self.world}: another rank of the scan died or stopped "
                              "answering", detail=(str(e).strip().splitlines() or [type(e).__name__])[0],
                              hint="its own log says why; a scan with checkpoint= resumes where it stopped") from e

@@ -185,7 +185,7 @@ def write_atlas_manifest(atlas, out_dir, *, title: str | None = None, quick: boo
     flagged = sum(bool(u["faithfulness"].get("atypical")) for u in atlas.units)
     live = [u for u in atlas.units if not u["dead"]]
     top = max(live, key=lambda u: u["importance"]["conductance"] or 0.0) if live else None
-    model, data = atlas.meta.get("model"), atlas.meta.get("data")
+    model = atlas.meta.get("model")
     heads = [f"The atlas of {model} covers {n} units in {len(atlas.layers)} layer(s) {over_examples(atlas.meta)}; "
              f"{dead} units are dead (activation 0 on every example)."]
     if top is not None:

@@ -39,23 +39,51 @@ class PathConfig:
     """How a path integral is computed: from ``baselines`` to the inputs, by ``method`` with ``n_steps`` path points,
     to ``rtol``, checked against ``gap_warning``, in chunks of ``internal_batch_size`` rows.
 
-    - ``baselines``: the path's start ``x'`` — ``None`` (zeros), a scalar, a tensor broadcastable to the inputs, a
-      tuple for tuple inputs; with an ``embedding``: zeros, a token id such as the pad id, or embeddings.
-    - ``n_steps``: path points per example — the budget of evaluations for ``"adaptive"``, the nodes of a fixed rule.
-    - ``method``: ``"adaptive"`` (panels refined where the error estimates of the units looked at are largest), or
-      a fixed rule: ``"gausslegendre"``, ``"riemann_left"``, ``"riemann_right"``, ``"riemann_middle"``,
-      ``"riemann_trapezoid"``.
-    - ``rtol``: the adaptive rule's tolerance, relative to the layer's largest |unit|.
-    - ``gap_warning``: a :class:`unitscope.CompletenessWarning` for a layer that is not ok or whose completeness gap
-      exceeds this share of ``|F(x) − F(x')|`` (``None``: no warning); a layer is ok within ``max(rtol,
-      gap_warning)``.
-    - ``captum_compatible``: Captum's estimates exactly (``"adaptive"`` then means Captum's ``"gausslegendre"``).
-    - ``internal_batch_size``: path rows (examples × path points) per forward and backward pass: the memory bound.
-    - ``unit_batch_size``: units whose backward passes run batched together (:func:`unitscope.neuron_conductance`),
-      and the units of one chunk of the atlas's per-unit work: memory and speed, never the numbers.
+    A frozen dataclass, passed as ``path=`` to :func:`unitscope.attribute`, :func:`unitscope.conductance`,
+    :func:`unitscope.internal_influence`, :func:`unitscope.neuron_conductance`, :func:`unitscope.scan` and
+    :func:`unitscope.atlas`; change a field with ``dataclasses.replace(path, n_steps=100)``.
 
+    Parameters
+    ----------
+    baselines : None, float, Tensor or tuple, default None
+        The path's start ``x'``: ``None`` (zeros), a scalar, a tensor broadcastable to the inputs, a tuple for tuple
+        inputs; with an ``embedding``: zeros, a token id such as the pad id, or embeddings. Not part of ``==`` or the
+        repr.
+    n_steps : int, default 50
+        Path points per example: the budget of evaluations for ``"adaptive"``, the nodes of a fixed rule (≥ 2).
+    method : str, default "adaptive"
+        ``"adaptive"`` (panels refined where the error estimates of the units looked at are largest), or a fixed
+        rule: ``"gausslegendre"``, ``"riemann_left"``, ``"riemann_right"``, ``"riemann_middle"``,
+        ``"riemann_trapezoid"``.
+    rtol : float, default 1e-3
+        The adaptive rule's tolerance, relative to the layer's largest |unit|.
+    gap_warning : float or None, default 0.05
+        A :class:`unitscope.CompletenessWarning` for a layer that is not ok or whose completeness gap exceeds this
+        share of ``|F(x) − F(x')|`` (``None``: no warning); a layer is ok within ``max(rtol, gap_warning)``.
+    captum_compatible : bool, default False
+        Captum's estimates exactly (``"adaptive"`` then means Captum's ``"gausslegendre"``), for migration and
+        parity tests.
+    internal_batch_size : int or None, default None
+        Path rows (examples × path points) per forward and backward pass: the memory bound (``None``: all at once).
+    unit_batch_size : int or None, default 64
+        Units whose backward passes run batched together (:func:`unitscope.neuron_conductance`), and the units of one
+        chunk of the atlas's per-unit work: memory and speed, never the numbers.
+
+    Raises
+    ------
+    UnitscopeError
+        An unknown ``method`` (the message lists the rules), or ``n_steps`` that is not an integer ≥ 2. Passing
+        ``path=`` something else than a ``PathConfig``, or a Captum-named keyword that disagrees with a field the
+        ``path`` sets, is an error of the function it is passed to.
+
+    Examples
+    --------
     >>> PathConfig(n_steps=8).method, PathConfig().n_steps
     ('adaptive', 50)
+    >>> PathConfig(method="simpson")  # doctest: +ELLIPSIS
+    Traceback (most recent call last):
+        ...
+    unitscope.core.errors.UnitscopeError: unknown integration method 'simpson'; choose one of adaptive, ...
     """
 
     baselines: object = field(default=None, compare=False, repr=False)

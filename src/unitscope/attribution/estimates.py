@@ -65,8 +65,39 @@ def reduce_units(t: torch.Tensor) -> torch.Tensor:
 def relative_unit_error(value: torch.Tensor, unit_error: torch.Tensor, *, k: int = 10) -> torch.Tensor:
     """``[N]``: the largest error of the ``k`` largest |units| per example, relative to the largest |unit|.
 
-    ``value`` is shaped like the layer, ``unit_error`` is ``[N, units]`` (``Scores.unit_error``); for a tuple
-    layer, tuples of both (the worst part counts)."""
+    The measure the adaptive rule's tolerance ``rtol`` and a layer's ``ok`` are about: per example, the units with
+    the ``k`` largest |values| (by the layer's unit specification), their largest error estimate, divided by the
+    largest |unit|.
+
+    Parameters
+    ----------
+    value : Tensor or tuple of Tensor
+        A layer's scores, shaped like the layer (``Scores[layer]``, ``[N, ...]``); for a tuple layer, a tuple.
+    unit_error : Tensor or tuple of Tensor
+        ``[N, units]``: the error estimate per unit (``Scores.unit_error[layer]``); a tuple for a tuple layer (the
+        worst part counts).
+    k : int, default 10
+        How many of the largest |units| are looked at (all of them if the layer has fewer).
+
+    Returns
+    -------
+    Tensor
+        ``[N]``, float64: the relative error per example.
+
+    Raises
+    ------
+    UnitscopeError
+        Nothing of its own; shapes that do not fit are PyTorch's ``RuntimeError``.
+
+    Examples
+    --------
+    >>> import torch, torch.nn as nn, unitscope as us
+    >>> net = nn.Sequential(nn.Linear(3, 6), nn.Tanh(), nn.Linear(6, 1))
+    >>> s = us.conductance(net, torch.ones(2, 3), ["0"], n_steps=16)
+    >>> rel = us.relative_unit_error(s["0"], s.unit_error["0"], k=3)
+    >>> rel.shape, bool((rel < 1e-3).all())
+    (torch.Size([2]), True)
+    """
     if isinstance(value, tuple):
         return torch.stack([relative_unit_error(v, e, k=k) for v, e in zip(value, unit_error)]).amax(0)
     v, e = reduce_units(value.double()), unit_error.double()

@@ -95,6 +95,58 @@ class Scores(Mapping):
     values.
     ``scores.specs[layer]`` is the layer's :class:`unitscope.core.units.UnitSpec` (what :meth:`per_unit` and
     :meth:`top` reduce to), ``scores.mask`` the attention mask ``[N, T]`` that leaves padding tokens out.
+
+    The importance functions (:func:`unitscope.conductance`, :func:`unitscope.attribute`, ...) build it; each
+    parameter is kept as the attribute of the same name, the dicts keyed by layer name (a module works as a key too).
+
+    Parameters
+    ----------
+    score : str
+        The score's name: ``"conductance"``, ``"internal_influence"``, ``"grad_x_activation"`` or ``"activation"``.
+    values : dict
+        ``{layer: Tensor [N, ...]}`` (a tuple of tensors for a layer with tuple output): ``scores[layer]``.
+    delta : dict or None, default None
+        ``{layer: Tensor [N]}``: the completeness gap ``Σ_units − (F(x) − F(x'))`` (complete scores only).
+    output_diff : Tensor or None, default None
+        ``[N]``: ``F(x) − F(x')``.
+    n_evals : Tensor or None, default None
+        ``[N]``: the path points evaluated per example.
+    target : Tensor or None, default None
+        ``[N]``: the class explained per example, where the target was a class.
+    modules : dict or None, default None
+        ``{id(module): layer name}``: lets the modules themselves be keys.
+    settings : dict or None, default None
+        The settings of the pass (``n_steps``, ``method``, ``captum_compatible``).
+    error : dict or None, default None
+        ``{layer: Tensor}`` shaped like the values: the per-value error estimate (path scores).
+    unit_error : dict or None, default None
+        ``{layer: Tensor [N, units]}``: the error estimate per unit of the layer's unit specification.
+    ok : dict or None, default None
+        ``{layer: bool}``: whether the layer's top units met the tolerance.
+    messages : dict or None, default None
+        ``{layer: list of str}``: for a layer that is not ok, why, where on the path and what to try.
+    specs : dict or None, default None
+        ``{layer: UnitSpec}``: what :meth:`per_unit` and :meth:`top` reduce to.
+    mask : Tensor or None, default None
+        ``[N, T]``, 1 for a real token: leaves padding tokens out of those reductions.
+
+    Raises
+    ------
+    UnitscopeError
+        From its accessors: a layer that was not scored (``scores["fc2"]``; the message lists the scored layers
+        closest to it), ``by`` other than ``"value"`` / ``"abs"``, a tuple layer without ``part=``, an example that
+        does not exist (:meth:`plot`).
+
+    Examples
+    --------
+    >>> import torch, torch.nn as nn, unitscope as us
+    >>> net = nn.Sequential(nn.Linear(3, 5), nn.ReLU(), nn.Linear(5, 2))
+    >>> s = us.conductance(net, torch.ones(4, 3), ["1"], target=0, n_steps=16)
+    >>> s.score, s.layers, s["1"].shape, s.delta["1"].shape, s.error["1"].shape
+    ('conductance', ['1'], torch.Size([4, 5]), torch.Size([4]), torch.Size([4, 5]))
+    >>> top = s.top("1", k=2)
+    >>> top.values.shape, top.indices.shape, top.errors.shape
+    (torch.Size([4, 2]), torch.Size([4, 2]), torch.Size([4, 2]))
     """
 
     def __init__(self, score: str, values: dict, *, delta: dict | None = None, output_diff=None, n_evals=None,

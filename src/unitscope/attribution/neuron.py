@@ -52,7 +52,10 @@ def neuron_conductance(model: nn.Module, inputs, layer, units, *, baselines=None
                        path: PathConfig | None = None, paired: bool = False, examples=None, spec=None,
                        embedding=None, mask=None, dictionaries=None):
     """Input attributions through each unit of ``units``: a tensor ``[N, U, *input_shape]`` (a tuple of such
-    tensors for tuple inputs). ``units``: ints — units of the layer's unit specification (a conv channel, a
+    tensors for tuple inputs).
+
+    Eq. 2 of the paper: the conductance of each input element through one unit, ``∫ ∂F/∂y_u · ∂y_u/∂x dα`` along
+    the path, times ``x − x'``. ``units``: ints — units of the layer's unit specification (a conv channel, a
     transformer neuron at every token, a head; ``spec`` to choose, :mod:`unitscope.core.units`) — and/or element
     tuples of one layer's output. A layer with a tuple output (``nn.LSTM``): ``spec=UnitSpec.tokens(part=0)``
     picks its tensor by index (default the first). Token ids: ``embedding="NAME"``, and the attributions are
@@ -88,6 +91,73 @@ def neuron_conductance(model: nn.Module, inputs, layer, units, *, baselines=None
     unit ``u < F`` is feature ``u`` (at every real token), ``u = F`` the error node (all its positions and dims), a
     tuple an element of the features ``[..., F]``. Summed over the inputs, each is its ``Scores.per_unit`` value.
 
+    Parameters
+    ----------
+    model : nn.Module
+        The network, handed back as it came (as in :func:`unitscope.conductance`).
+    inputs : Tensor or tuple of Tensor
+        A batch ``[N, ...]`` or a tuple of such tensors; integer token ids with ``embedding=``.
+    layer : str or nn.Module
+        One layer: a dotted name from ``model.named_modules()`` (``"NAME@K"`` for the K-th call), or the module.
+    units : sequence of int or tuple
+        The units to attribute through: ints (units of the layer's unit specification) and/or element tuples of the
+        layer's output (without the batch dim). With ``paired=True`` one per example, or one per entry of
+        ``examples``.
+    baselines : None, float, Tensor or tuple, default None
+        Captum's name for ``path.baselines`` (see :class:`unitscope.PathConfig`; zeros by default).
+    target : None, int, sequence, Tensor, callable or tuple, default None
+        Which scalar ``F`` of the output is explained, as in :func:`unitscope.conductance` (``None``: each example's
+        top predicted class).
+    additional_forward_args : tuple, dict or None, default None
+        Further arguments of ``model`` (a tuple after the inputs, or a dict of keywords such as
+        ``{"attention_mask": mask}``).
+    n_steps : int or None, default None
+        Captum's name for ``path.n_steps`` (see :class:`unitscope.PathConfig`; 50 by default).
+    method : str or None, default None
+        Captum's name for ``path.method`` (see :class:`unitscope.PathConfig`; ``"adaptive"`` by default).
+    internal_batch_size : int or None, default None
+        Captum's name for ``path.internal_batch_size`` (see :class:`unitscope.PathConfig`): path rows per pass.
+    attribute_to_layer_input : bool, default False
+        Attribute through the layer's input instead of its output.
+    path : PathConfig or None, default None
+        How the path integral is computed (``None``: ``PathConfig()``); its ``unit_batch_size`` sets how many units
+        run their backward passes together.
+    paired : bool, default False
+        ``units[i]`` belongs to example ``i`` only (or to ``examples[i]``): the result has no unit dim.
+    examples : sequence of int or None, default None
+        With ``paired=True``: the example index of each unit (any number of pairs, indices into the inputs).
+    spec : str, UnitSpec or None, default None
+        What an int unit means (``None``: by the layer's layout; :mod:`unitscope.core.units`).
+    embedding : str or None, default None
+        For token-id inputs: the name of the module that embeds them, or ``"auto"``; the attributions are over its
+        output.
+    mask : Tensor or None, default None
+        ``[N, T]``, 1 for a real token (``None``: the ``attention_mask`` among ``additional_forward_args``): an int
+        unit of a token-major layer is its positions at the real tokens.
+    dictionaries : dict or None, default None
+        ``{layer: dictionary}`` as in :func:`unitscope.conductance`: the layer is read as its dictionary's features
+        and error node.
+
+    Returns
+    -------
+    Tensor or tuple of Tensor
+        ``[N, U, *input_shape]`` (``U = len(units)``); with ``paired=True`` ``[N, *input_shape]``, with ``examples``
+        ``[P, *input_shape]`` (one row per pair); with ``embedding`` the input shape is the embedding's output
+        ``[T, D]``. A tuple of such tensors for tuple inputs. Summed over the input dims, a unit's row is its
+        conductance (``Scores.per_unit``).
+
+    Raises
+    ------
+    UnitscopeError
+        More than one layer, ``path.captum_compatible=True`` (there is no Captum-compatible estimate),
+        ``examples`` without ``paired=True``, ``paired=True`` without one unit per example, ``examples`` outside the
+        inputs, a unit out of range, a layer that does not depend on the inputs through autograd, and every mistake
+        :func:`unitscope.conductance` names (unknown layer, method, target, inputs, ...).
+
+    Examples
+    --------
+    >>> import torch, torch.nn as nn
+    >>> torch.manual_seed(0) and None
     >>> net = nn.Sequential(nn.Linear(3, 4), nn.ReLU(), nn.Linear(4, 2))
     >>> x = torch.randn(2, 3)
     >>> full = neuron_conductance(net, x, layer="1", units=[0, 3], target=1, n_steps=16)
@@ -98,6 +168,8 @@ def neuron_conductance(model: nn.Module, inputs, layer, units, *, baselines=None
     ...                           paired=True)
     >>> torch.allclose(many, torch.stack([full[0, 0], full[0, 1], full[1, 1]]))
     True
+    >>> full.shape, pair.shape, many.shape
+    (torch.Size([2, 2, 3]), torch.Size([2, 3]), torch.Size([3, 3]))
     """
     sites = resolve(model, [layer], use_input=attribute_to_layer_input)
     if len(sites) != 1:

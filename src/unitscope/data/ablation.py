@@ -114,6 +114,47 @@ def ablate(model: nn.Module, units_by_layer: dict, *, value=0.0, mean=None, load
     :func:`unitscope.conductance`): a layer's units are its dictionary's features (unit ``F``: the error node), and
     the layer outputs ``decode(f with the features ablated) + ε`` — the error node kept (ablating the error node:
     ``decode(f)``, the layer replaced by its reconstruction).
+
+    Parameters
+    ----------
+    model : nn.Module
+        The network; forward hooks on the layers are added for the block and removed on exit, also on error.
+    units_by_layer : dict
+        ``{layer: units}``: a layer (dotted name, ``"NAME@K"``, or the module) to an int, an element tuple, or a list
+        of them.
+    value : float, str or Tensor, default 0.0
+        What the ablated units output: a number, ``"mean"`` (their mean activation, from ``mean`` or ``loader``), or
+        a tensor that broadcasts to one example's layer output.
+    mean : Tensor, dict or None, default None
+        With ``value="mean"``: the layer's mean output (one example's shape), or ``{layer: mean}``.
+    loader : iterable or None, default None
+        With ``value="mean"`` and no ``mean``: batches of inputs (or ``(inputs, labels)``) to compute the means from.
+    spec : str, UnitSpec, dict or None, default None
+        What an int unit means (``None``: by the layer's layout, e.g. a conv's channels; ``"heads"`` for heads).
+    dictionaries : dict or None, default None
+        ``{layer: dictionary}`` as in :func:`unitscope.conductance`: the units are the dictionary's features, unit
+        ``F`` its error node.
+
+    Returns
+    -------
+    contextmanager
+        A ``with`` block that yields ``model``, ablated inside the block and restored on exit.
+
+    Raises
+    ------
+    UnitscopeError
+        An unknown layer (with the closest names), an unknown ``value``, ``value="mean"`` without ``mean`` or
+        ``loader``, a value that does not fit the layer, a unit out of range, or a layer whose output is not a
+        tensor (or a part of a tuple that ``spec`` names); raised when the ablated forward pass runs.
+
+    Examples
+    --------
+    >>> import torch, torch.nn as nn, unitscope as us
+    >>> net = nn.Sequential(nn.Linear(2, 3), nn.ReLU(), nn.Linear(3, 1))
+    >>> with us.ablate(net, {"1": [0, 2]}):
+    ...     y = net[:2](torch.ones(2, 2))
+    >>> y[:, 0].tolist(), y[:, 2].tolist(), len(net[1]._forward_hooks)
+    ([0.0, 0.0], [0.0, 0.0], 0)
     """
     sites = resolve(model, list(units_by_layer))
     by_dict = {s.name: s.dictionary for s in attach(model, sites, dictionaries)}
@@ -159,6 +200,60 @@ def ablation_scores(model: nn.Module, inputs, layer, *, units=None, target=None,
     ``dictionaries`` (``{layer: dictionary}``, as in :func:`unitscope.conductance`): the units are the dictionary's
     features and, last (unit ``F``), its error node; ablating a feature changes the reconstruction ``decode(f)``, the
     error node kept; ablating the error node replaces the layer by its reconstruction (:func:`ablate`).
+
+    Parameters
+    ----------
+    model : nn.Module
+        The network, handed back as it came.
+    inputs : Tensor or tuple of Tensor
+        A batch ``[N, ...]`` or a tuple of such tensors; token ids are accepted.
+    layer : str or nn.Module
+        One layer: a dotted name (``"NAME@K"`` for the K-th call) or the module.
+    units : int, tuple, sequence or None, default None
+        The units to ablate one at a time: ints (units of the layer's unit specification) and/or element tuples
+        (``None``: every unit of the specification).
+    target : None, int, sequence, Tensor, callable or tuple, default None
+        Which scalar ``F`` of the output, as in :func:`unitscope.conductance` (``None``: each example's top class
+        on the unablated inputs).
+    value : float, str or Tensor, default 0.0
+        What an ablated unit outputs, as in :func:`ablate`.
+    mean : Tensor or None, default None
+        With ``value="mean"``: the layer's mean output (one example's shape).
+    additional_forward_args : tuple, dict or None, default None
+        Further arguments of ``model`` (a tuple after the inputs, or a dict of keywords).
+    internal_batch_size : int, default 256
+        Rows (examples × units) per forward pass: the memory bound.
+    spec : str, UnitSpec, dict or None, default None
+        What an int unit means (``None``: by the layer's layout).
+    progress : bool or None, default None
+        ``None``: a bar over the examples on a terminal; ``False``: none.
+    dictionaries : dict or None, default None
+        ``{layer: dictionary}`` as in :func:`unitscope.conductance`: the units are its features and the error node.
+
+    Returns
+    -------
+    Tensor
+        ``[N, U]`` (``U = len(units)``), in the model's dtype (float32 at least): the drop of ``F`` per example when
+        each unit alone is ablated.
+
+    Raises
+    ------
+    UnitscopeError
+        An unknown layer, a layer that did not run in the forward pass, an unknown ``value``, ``value="mean"``
+        without ``mean``, a value that does not fit the layer, a unit out of range, a target out of range, or inputs
+        the model does not accept.
+
+    Examples
+    --------
+    >>> import torch, torch.nn as nn, unitscope as us
+    >>> net = nn.Sequential(nn.Linear(2, 3), nn.ReLU(), nn.Linear(3, 1))
+    >>> x = torch.rand(4, 2)
+    >>> drop = us.ablation_scores(net, x, "1")
+    >>> drop.shape
+    torch.Size([4, 3])
+    >>> y = net[:2](x).detach()     # F is linear in the ReLU's output: each drop is w_u · y_u
+    >>> torch.allclose(drop, y * net[2].weight[0].detach(), atol=1e-6)
+    True
     """
     (site,) = attach(model, resolve(model, [layer]), dictionaries)
     batch = prepare(inputs, None, additional_forward_args, device=model_device(model), allow_ids=True)

@@ -1,7 +1,8 @@
 """Per-unit accuracy of conductance against evaluations per example: ours (adaptive default, Gauss–Legendre) vs
 Captum's LayerConductance, side by side in one run; the error bars' coverage; the cost of one evaluation.
 
-    python bench/accuracy.py --quick            # small: 1 photo, 2 blocks, 4 sentences, 2 MLP layers, 1,024-point reference
+    python bench/accuracy.py --quick            # small: 1 photo, 2 blocks, 4 sentences, 2 MLP layers,
+                                                # 1,024-point reference
     python bench/accuracy.py                    # full: 4,096-point reference, blocks.0–6 on the 6 photos, 16 test
                                                 # sentences and MiniLM's 6 MLP layers, convnext_atto (--device cuda)
 
@@ -286,7 +287,8 @@ def _manifest(out, summary, figure, quick):
     if pooled["n_units"]:
         heads.append(f"Error bars: the per-unit error estimate bounds the true error within a factor of 3 for "
                      f"{100 * pooled['coverage']:.0f} % of {pooled['n_units']} top-10 units (strict bound "
-                     f"{100 * pooled['strict']:.0f} %, estimate within 3× above the true error {100 * pooled['tight']:.0f} %); "
+                     f"{100 * pooled['strict']:.0f} %, estimate within 3× above the true error "
+                     f"{100 * pooled['tight']:.0f} %); "
                      "per model: " + ", ".join(f"{k} {100 * v:.0f} %" for k, v in
                                                summary["error_bound_coverage_per_model"].items() if v is not None)
                      + " (target ≥ 90 %).")
@@ -326,9 +328,9 @@ def _nodes_summary(path=NODES_RESULTS):
     cover = [c for r in res.values() for v in r.values() for c in (a["coverage"] for a in v["adaptive"].values())]
     return (f"Why EfficientNet-Lite0 needs more than 32 evaluations for 1 % (bench/accuracy_nodes.py, "
             f"{', '.join(res)}, blocks.1/3, against a 1,409-node graded grid): ReLU6 makes ∂F/∂y piecewise constant "
-            "with a jump wherever a later ReLU6 switches, so the trapezoid's panel errors are random and first order (their "
-            f"root sum of squares halves with the panel width); 32 nodes placed by the measured error density give "
-            f"{100 * min(oracle):.1f}–{100 * max(oracle):.1f} %, the adaptive default {100 * min(ada):.1f}–"
+            "with a jump wherever a later ReLU6 switches, so the trapezoid's panel errors are random and first order "
+            "(their root sum of squares halves with the panel width); 32 nodes placed by the measured error density "
+            f"give {100 * min(oracle):.1f}–{100 * max(oracle):.1f} %, the adaptive default {100 * min(ada):.1f}–"
             f"{100 * max(ada):.1f} %; its error bars cover {100 * np.mean(cover):.0f} % of those top-10 channels "
             "within 3×.")
 

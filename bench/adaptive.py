@@ -60,8 +60,9 @@ def main(argv=None):
         rows["uniform_evals_for_1pct"] = need("uniform", uniform_ns)
         rows["adaptive_evals_for_1pct"] = need("adaptive", adaptive_ns)
         rows["adaptive128_beats_uniform512"] = rows["adaptive_128"] <= rows["uniform_512"]
-        print(f"{name:<8} evaluations for gap ≤ 1%: uniform {rows['uniform_evals_for_1pct'] or '>' + str(uniform_ns[-1])},"
-              f" adaptive {rows['adaptive_evals_for_1pct'] or '>' + str(adaptive_ns[-1])}; adaptive@128 ≤ uniform@512: "
+        print(f"{name:<8} evaluations for gap ≤ 1%: uniform "
+              f"{rows['uniform_evals_for_1pct'] or '>' + str(uniform_ns[-1])}, adaptive "
+              f"{rows['adaptive_evals_for_1pct'] or '>' + str(adaptive_ns[-1])}; adaptive@128 ≤ uniform@512: "
               f"{'PASS' if rows['adaptive128_beats_uniform512'] else 'FAIL'}", flush=True)
         out[name] = rows
     print(json.dumps({"photos": out, "adaptive128_beats_uniform512_all": all(

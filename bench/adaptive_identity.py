@@ -200,7 +200,8 @@ def main(argv=None):
     p.add_argument("--rtol", type=float, default=0.0)
     p.add_argument("--quick", action="store_true")
     p.add_argument("--against-cpu", action="store_true",
-                   help="with --save on a GPU: the same cases on the CPU too, compared with --rtol (counts in the JSON)")
+                   help="with --save on a GPU: the same cases on the CPU too, compared with --rtol "
+                        "(counts in the JSON)")
     add_device(p)
     args = p.parse_args(argv)
     torch.set_num_threads(1)

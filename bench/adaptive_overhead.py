@@ -7,9 +7,9 @@ digits CNN's 13 layers (what ``unitscope scan`` computes per batch), 256 digits.
 
 One torch thread; each time is the minimum over ``--repeats`` runs of this process's CPU time
 (``time.process_time``), so other jobs on a shared machine matter less; on CUDA (``--device cuda``) wall seconds
-between two ``torch.cuda.synchronize()`` (the ``*_cpu_seconds`` keys keep their names). With ``--trees`` each tree runs in its own
-process (``PYTHONPATH=TREE``), the trees taking turns ``--repeats`` times, and the minima per tree are compared
-(``old_over_new``: the first tree's time over the second's). The last line is JSON.
+between two ``torch.cuda.synchronize()`` (the ``*_cpu_seconds`` keys keep their names). With ``--trees`` each
+tree runs in its own process (``PYTHONPATH=TREE``), the trees taking turns ``--repeats`` times, and the minima per
+tree are compared (``old_over_new``: the first tree's time over the second's). The last line is JSON.
 """
 
 from __future__ import annotations
@@ -80,8 +80,9 @@ def main(argv=None) -> dict:
 
 
 def _line(n, t: dict) -> str:
-    return (f"n_steps {n}: adaptive {t['adaptive_cpu_seconds']:.2f} s, gausslegendre {t['gausslegendre_cpu_seconds']:.2f}"
-            f" s, floor {t['floor_cpu_seconds']:.2f} s CPU → adaptive / fixed ×{t['adaptive_over_fixed']:.2f}, "
+    return (f"n_steps {n}: adaptive {t['adaptive_cpu_seconds']:.2f} s, gausslegendre "
+            f"{t['gausslegendre_cpu_seconds']:.2f} s, floor {t['floor_cpu_seconds']:.2f} s CPU → adaptive / fixed "
+            f"×{t['adaptive_over_fixed']:.2f}, "
             f"adaptive / floor ×{t['adaptive_over_floor']:.2f}, fixed / floor "
             f"×{t['gausslegendre_cpu_seconds'] / t['floor_cpu_seconds']:.2f}")
 

@@ -22,11 +22,12 @@ conductance backward use only the unit's weights of ``conv2``); ``bench/slices.p
 steps. The loop runs on ``--loop-units`` units (default: every unit); fewer are scaled to the layer, live and dead
 units apart (a dead unit gets no synthetic inputs). Times: wall (``time.perf_counter``) and this process's CPU time
 (``time.process_time``, one torch thread: the work done, much less sensitive than wall time to other jobs on a shared
-machine), one run each; on CUDA both clocks start and stop at a ``torch.cuda.synchronize()``. ``total_speedup``: (scan + loop) / (scan + batched) — the scan is the same on both sides, so
-it bounds the end-to-end ratio by (scan + loop) / scan (``total_speedup_bound_cpu``); ``scan_over_floor_cpu``: the scan
-against one bare forward + backward to the inputs over the same rows (examples × path points, parameters
-frozen); ``scan_over_floor_to_layer_cpu``: against the same forward with the backward only down to the layer's
-output (all that a layer's conductance needs), so the rest of the scan's time is the integrator's own work
+machine), one run each; on CUDA both clocks start and stop at a ``torch.cuda.synchronize()``.
+``total_speedup``: (scan + loop) / (scan + batched) — the scan is the same on both sides, so it bounds the
+end-to-end ratio by (scan + loop) / scan (``total_speedup_bound_cpu``); ``scan_over_floor_cpu``: the scan against
+one bare forward + backward to the inputs over the same rows (examples × path points, parameters frozen);
+``scan_over_floor_to_layer_cpu``: against the same forward with the backward only down to the layer's output (all
+that a layer's conductance needs), so the rest of the scan's time is the integrator's own work
 (``method="adaptive"``: its per-example panels) and the accumulators'. ``stages_seconds``: per stage (exemplars,
 IAM, inverse sets; each with its layer vectors) the loop's and the batched chunks' wall seconds and their ratio, so the
 stage that holds the per-unit ratio back is named. The last line is JSON.

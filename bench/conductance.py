@@ -235,14 +235,16 @@ def main() -> None:
                resnet_acc_steps=(10,) if q else (10, 20))
     t_start, sections = time.perf_counter(), {}
     load = {"start": os.getloadavg()[0]}
-    print(f"torch {torch.__version__}, {torch.get_num_threads()} threads, device {device}, mode {'quick' if q else 'full'}, "
+    print(f"torch {torch.__version__}, {torch.get_num_threads()} threads, device {device}, "
+          f"mode {'quick' if q else 'full'}, "
           f"load average {load['start']:.2f} on {os.cpu_count()} CPUs")
 
     # peak memory first, each in a fresh process
     t0 = time.perf_counter()
     peaks = {n: measure_peak(n, cfg["resnet_size"], device) for n in (100, 400)}
     sections["peak"] = time.perf_counter() - t0
-    print(f"\npeak {'CUDA memory allocated' if device.type == 'cuda' else 'RSS (VmHWM)'}, resnet18, 1 input of {cfg['resnet_size']}², 5 layers, internal_batch_size=16:")
+    print(f"\npeak {'CUDA memory allocated' if device.type == 'cuda' else 'RSS (VmHWM)'}, resnet18, 1 input of "
+          f"{cfg['resnet_size']}², 5 layers, internal_batch_size=16:")
     for n, p in peaks.items():
         print(f"  n_steps={n:<4} peak {p['peak_mib']:8.1f} MiB   (before the call {p['peak_before_call_mib']:.1f} MiB; "
               f"ru_maxrss {p['ru_maxrss_mib']:.1f} MiB)")

@@ -85,10 +85,11 @@ def main(argv=None):
     runs = {
         "augmented_lagrangian": lambda: sample_inverse_set(model, con, gen, encoder=enc, n_samples=n, n_seeds=32,
                                                            seed=args.seed, progress=False),
-        "penalized_am": lambda: penalized_am(model, con, gen, encoder=enc, n_samples=n, steps=100, batch=256, seed=args.seed,
+        "penalized_am": lambda: penalized_am(model, con, gen, encoder=enc, n_samples=n, steps=100, batch=256,
+                                             seed=args.seed, progress=False),
+        "langevin": lambda: langevin_sampler(model, con, gen, encoder=enc, n_samples=n, chains=32, step=step,
+                                             burn_in=100, thin=math.ceil(1 / (2 * step)), seed=args.seed,
                                              progress=False),
-        "langevin": lambda: langevin_sampler(model, con, gen, encoder=enc, n_samples=n, chains=32, step=step, burn_in=100,
-                                             thin=math.ceil(1 / (2 * step)), seed=args.seed, progress=False),
         "langevin_thin1": lambda: langevin_sampler(model, con, gen, encoder=enc, n_samples=n, chains=32, step=step,
                                                    burn_in=100, thin=1, seed=args.seed, progress=False),
     }
@@ -117,10 +118,14 @@ def main(argv=None):
         "diversity_ratio_vs_langevin": ours["diversity_encoder"] / max(lang["diversity_encoder"], 1e-12),
         "feasible_rate": ours["feasible_rate"],
         "verified_rate": ours["verified_rate"],
-        "samples_per_second_ratio_vs_penalized_am": ours["samples_per_second"] / max(rows["penalized_am"]["samples_per_second"], 1e-12),
-        "diversity_ratio_vs_penalized_am": ours["diversity_encoder"] / max(rows["penalized_am"]["diversity_encoder"], 1e-12),
-        "samples_per_second_ratio_vs_langevin_thin1": ours["samples_per_second"] / max(rows["langevin_thin1"]["samples_per_second"], 1e-12),
-        "diversity_ratio_vs_langevin_thin1": ours["diversity_encoder"] / max(rows["langevin_thin1"]["diversity_encoder"], 1e-12),
+        "samples_per_second_ratio_vs_penalized_am":
+            ours["samples_per_second"] / max(rows["penalized_am"]["samples_per_second"], 1e-12),
+        "diversity_ratio_vs_penalized_am":
+            ours["diversity_encoder"] / max(rows["penalized_am"]["diversity_encoder"], 1e-12),
+        "samples_per_second_ratio_vs_langevin_thin1":
+            ours["samples_per_second"] / max(rows["langevin_thin1"]["samples_per_second"], 1e-12),
+        "diversity_ratio_vs_langevin_thin1":
+            ours["diversity_encoder"] / max(rows["langevin_thin1"]["diversity_encoder"], 1e-12),
         "methods": {k: {m: v for m, v in row.items() if m != "class_counts"} for k, row in rows.items()},
     }
     print(json.dumps(out))

@@ -5,8 +5,8 @@
 
 Same model (the cached shallow digits CNN, ``features.relu2``: 64 channels), same steps, same parameterization,
 same learning rate, same transforms; both sides run in this process, one after the other, and are timed with
-``time.perf_counter`` (on CUDA between two ``torch.cuda.synchronize()``). Each side is run ``--repeats`` times and the best time counts. The last line is JSON with
-``units_per_second_ratio`` (batched units/s ÷ looped units/s).
+``time.perf_counter`` (on CUDA between two ``torch.cuda.synchronize()``). Each side is run ``--repeats`` times and
+the best time counts. The last line is JSON with ``units_per_second_ratio`` (batched units/s ÷ looped units/s).
 """
 
 from __future__ import annotations

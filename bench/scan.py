@@ -167,7 +167,8 @@ def main():
     print(f"scan, 2 processes:    {eps2:8.1f} examples/s (torchrun, {two['backend']}; {backend_for(device, 2)[1]})",
           flush=True)
     diff, agree = compare(r2, r1)
-    print(json.dumps({"bench": "scan", "device": str(device), "backend_2": two["backend"], "examples": r1.count, "layers": len(layers), "scores": METHODS,
+    print(json.dumps({"bench": "scan", "device": str(device), "backend_2": two["backend"], "examples": r1.count,
+                      "layers": len(layers), "scores": METHODS,
                       "n_steps": args.n_steps, "batch_size": args.batch_size, "top_k": args.top_k,
                       "examples_per_second_floor": eps_floor, "floor_runs": [floor_a, floor_b],
                       "examples_per_second_1": eps1,

@@ -71,6 +71,85 @@ def scan(model: nn.Module, loader, layers, *, scores=("activation",), target=Non
          spec=None, embedding=None, dictionaries=None) -> ScanResult:
     """Stream ``loader`` through ``model`` once and accumulate per-unit statistics of ``scores`` on ``layers``.
 
+    Per unit of each layer (by its unit specification: a conv's channels, a ``[N, D]`` layer's neurons, a
+    token-major layer's neurons over its real tokens), for each score: the mean, standard deviation, minimum and
+    maximum over the examples, the ``top_k`` examples with the largest values, and with ``by="class"`` per-class sums
+    and counts. Every score is computed from one path pass per batch, as in :func:`unitscope.attribute` (no gap
+    warning per batch). Only these sums are kept, never the dataset's activations.
+
+    Batches that are dicts with ``input_ids`` (a tokenizer's) pass their other entries (``attention_mask``) as keyword
+    arguments, and the mask leaves padding out.
+
+    ``stream.checkpoint``: a file; saved atomically every ``stream.checkpoint_every`` batches and at the end; an
+    existing checkpoint of the same scan (same model weights, data, baselines and settings —
+    :mod:`unitscope.data.checkpoint`) is resumed, any other is refused. ``stream.group``: ``None`` (default) — this
+    process scans everything alone, with no collective operation (safe inside anyone's DDP job); a
+    ``torch.distributed`` process group (e.g. ``torch.distributed.group.WORLD``) — every rank of it must call ``scan``
+    with the same arguments; each takes its shard and all return the merged result. A failure on any rank stops
+    every rank (:mod:`unitscope.data.distributed`). ``stream.extra``: an accumulator of your own, fed every batch's
+    reduced values (see :class:`unitscope.StreamConfig`; :func:`unitscope.atlas` keeps histograms and top-k shares
+    this way).
+
+    Parameters
+    ----------
+    model : nn.Module
+        The network, handed back as it came.
+    loader : DataLoader, Dataset, sequence or iterable
+        A ``DataLoader``, a map-style ``Dataset`` (batched by ``stream.batch_size``), a sequence of batches or any
+        iterable of batches (see :mod:`unitscope.data.batches`); a batch is ``(inputs, labels, ...)`` or an inputs
+        tensor, or whatever ``stream.unpack(batch) -> (inputs, labels)`` reads.
+    layers : str, nn.Module or list of them
+        The layers, as in :func:`unitscope.conductance`.
+    scores : str, sequence of str or dict, default ("activation",)
+        Any of ``"activation"``, ``"conductance"``, ``"internal_influence"``, ``"grad_x_activation"``. How a unit's
+        positions become one value: ``{score: reduction}`` with ``"auto"`` (what a list of names means: the mean for
+        ``activation``, the sum for attributions), ``"mean"`` or ``"sum"``.
+    target : None, int, "label" or callable, default None
+        ``None`` (the top predicted class of each example), an int, ``"label"`` (each example's label — class
+        importance), or a callable ``output -> Tensor [N]``.
+    by : "class" or None, default "class"
+        ``"class"``: keep per-class sums and counts (labels must be integers ``0 … K−1``); ``None``: no labels
+        needed.
+    top_k : int, default 9
+        How many top examples to keep per unit and score.
+    num_classes : int or None, default None
+        With ``by="class"``: the number of classes ``K``, checked against the labels (``None``: from the labels).
+    additional_forward_args : tuple, dict or None, default None
+        Further arguments of ``model``, given to every batch.
+    path : PathConfig or None, default None
+        The path scores' settings: a :class:`unitscope.PathConfig` (the baselines, the rule, the budget; ``None``:
+        ``PathConfig(n_steps=20)``).
+    stream : StreamConfig or None, default None
+        How the data is read and the work shared: a :class:`unitscope.StreamConfig` (``None``: ``StreamConfig()``,
+        batches of 256, no checkpoint, this process alone).
+    progress : bool or None, default None
+        ``None``: a bar over the batches on a terminal, progress lines in a log; ``False``: none.
+    spec : str, UnitSpec, dict or None, default None
+        The unit specification (a layout name, a ``UnitSpec`` or ``{layer: ...}``; ``None``: by layout).
+    embedding : str or None, default None
+        For token-id inputs: the module whose output the paths start at (as in :func:`unitscope.attribute`).
+    dictionaries : dict or None, default None
+        ``{layer: dictionary}`` as in :func:`unitscope.conductance` (each loaded once, its weights part of a
+        checkpoint's identity): that layer's units are the dictionary's ``F`` features and, last, its error node
+        (``U = F + 1``) — per-feature statistics and top examples, the error node's share beside them.
+
+    Returns
+    -------
+    ScanResult
+        Units first (a scan keeps no per-example dim): ``r.mean(layer)`` / ``r.std(layer)`` are ``[U]``,
+        ``r.class_means(layer)`` ``[K, U]``, ``r.top(layer)`` ``Top(values [U, k], indices [U, k])`` (dataset
+        indices), ``r.count`` the examples scanned; ``score=`` picks the score.
+
+    Raises
+    ------
+    UnitscopeError
+        ``by`` other than ``"class"`` / ``None``, a reduction other than ``"auto"``, ``"mean"``, ``"sum"``, ``top_k``
+        < 1, an unknown score or layer, batches without labels for ``by="class"`` or labels out of range, a batch it
+        cannot read inputs from, a loader with no examples, a checkpoint of another scan (or unreadable), ``group=``
+        without ``torch.distributed`` initialized, and the mistakes :func:`unitscope.attribute` names.
+
+    Examples
+    --------
     >>> import torch, torch.nn as nn
     >>> net = nn.Sequential(nn.Linear(2, 2), nn.ReLU())
     >>> with torch.no_grad():
@@ -79,39 +158,6 @@ def scan(model: nn.Module, loader, layers, *, scores=("activation",), target=Non
     >>> r = scan(net, [(x, torch.tensor([0, 0, 1]))], ["1"], top_k=2)
     >>> r.mean("1").tolist(), r.class_means("1").tolist(), r.top("1").indices.tolist()
     ([1.3333333333333333, 0.6666666666666666], [[2.0, 0.0], [0.0, 2.0]], [[1, 0], [2, 0]])
-
-    - ``loader``: a ``DataLoader``, a map-style ``Dataset`` (batched by ``batch_size``), a sequence of batches or
-      any iterable of batches (see :mod:`unitscope.data.batches`); a batch is ``(inputs, labels, ...)`` or an inputs
-      tensor, or whatever ``unpack(batch) -> (inputs, labels)`` reads.
-    - ``loader``'s batching, the checkpoint, the process group and an accumulator of your own: ``stream``, a
-      :class:`unitscope.StreamConfig` (default ``StreamConfig()``: batches of 256, no checkpoint, this process
-      alone).
-    - ``scores``: any of ``activation``, ``conductance``, ``internal_influence``, ``grad_x_activation`` —
-      all computed from one path pass per batch; ``path``: its :class:`unitscope.PathConfig` (the baselines, the
-      rule, the budget; default ``PathConfig(n_steps=20)``), as in ``attribute`` (no gap warning per batch).
-    - ``target``: ``None`` (the top predicted class of each example), an int, ``"label"`` (each example's
-      label — class importance), or a callable ``output -> Tensor[N]``.
-    - ``by="class"``: keep per-class sums and counts (labels must be integers ``0 … K−1``; ``num_classes``
-      checks them); ``None``: no labels needed.
-    - how a unit's positions become one value: ``scores={score: reduction}`` — ``"auto"`` (what a list of names
-      means: the mean for ``activation``, the sum for attributions), ``"mean"`` or ``"sum"``.
-    - ``spec``: the unit specification (a layout name, a ``UnitSpec`` or ``{layer: ...}``; default by layout);
-      ``embedding``: token-id inputs start their paths at this module's output (as in ``attribute``);
-      batches that are dicts with ``input_ids`` (a tokenizer's) pass their other entries (``attention_mask``)
-      as keyword arguments, and the mask leaves padding out; ``additional_forward_args`` go to every batch.
-    - ``stream.checkpoint``: a file; saved atomically every ``stream.checkpoint_every`` batches and at the end; an
-      existing checkpoint of the same scan (same model weights, data, baselines and settings —
-      :mod:`unitscope.data.checkpoint`) is resumed, any other is refused.
-    - ``stream.group``: ``None`` (default) — this process scans everything alone, with no collective operation
-      (safe inside anyone's DDP job); a ``torch.distributed`` process group (e.g.
-      ``torch.distributed.group.WORLD``) — every rank of it must call ``scan`` with the same arguments; each takes
-      its shard and all return the merged result. A failure on any rank stops every rank
-      (:mod:`unitscope.data.distributed`).
-    - ``stream.extra``: an accumulator of your own, fed every batch's reduced values (see
-      :class:`unitscope.StreamConfig`; :func:`unitscope.atlas` keeps histograms and top-k shares this way).
-    - ``dictionaries``: ``{layer: dictionary}`` as in :func:`unitscope.conductance` (each loaded once, its weights
-      part of a checkpoint's identity): that layer's units are the dictionary's ``F`` features and, last, its error
-      node (``U = F + 1``) — per-feature statistics and top examples, the error node's share beside them.
     """
     from .batches import plan_batches, split_batch
     from .checkpoint import checkpoint_path, fingerprint, load_checkpoint, save_checkpoint
@@ -226,6 +272,39 @@ def class_selectivity(model: nn.Module, loader, layers, *, num_classes: int | No
     :func:`scan` pass keeping per-class sums of the channels' mean activations (conventions:
     :mod:`unitscope.data.selectivity`).
 
+    ``SI = (μ_max − μ_−max) / (μ_max + μ_−max + ε)`` per channel, from its class-conditional mean activations;
+    defined for non-negative activations (post-ReLU) and at least two classes, ``NaN`` (with a warning) elsewhere.
+
+    Parameters
+    ----------
+    model : nn.Module
+        The network, handed back as it came.
+    loader : DataLoader, Dataset, sequence or iterable
+        Batches of ``(inputs, labels)``, the labels integers ``0 … K−1`` (read as by :func:`scan`).
+    layers : str, nn.Module or list of them
+        The layers, as in :func:`unitscope.conductance`.
+    num_classes : int or None, default None
+        The number of classes ``K``, checked against the labels (``None``: from the labels).
+    eps : float, default 1e-7
+        The ``ε`` of the index (it keeps a dead channel at ``SI = 0`` instead of 0/0).
+    progress : bool or None, default None
+        ``None``: a bar over the batches on a terminal; ``False``: none.
+
+    Returns
+    -------
+    dict of str to Selectivity
+        Per layer a :class:`unitscope.data.selectivity.Selectivity`: ``index [U]`` (``NaN`` where undefined,
+        ``reason`` says why), ``class_means [K, U]``, ``counts [K]``, ``preferred [U]`` (the class with the largest
+        mean).
+
+    Raises
+    ------
+    UnitscopeError
+        Batches without labels, labels out of range, an unknown layer, a loader with no examples, and the other
+        mistakes :func:`scan` names.
+
+    Examples
+    --------
     >>> import torch, torch.nn as nn
     >>> net = nn.Sequential(nn.Linear(2, 3), nn.ReLU())
     >>> loader = [(torch.randn(8, 2), torch.randint(0, 2, (8,))) for _ in range(3)]

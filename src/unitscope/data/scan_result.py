@@ -23,7 +23,42 @@ _FORMAT = 1
 
 class ScanResult:
     """What :func:`scan` returns: ``stats[score][layer]`` (:class:`UnitStats`), ``count`` examples,
-    ``class_counts [K]`` (with ``by="class"``) and the settings of the scan."""
+    ``class_counts [K]`` (with ``by="class"``) and the settings of the scan.
+
+    Its views are units first (a scan keeps no per-example dim): :meth:`mean`, :meth:`std`, :meth:`sem` ``[U]``,
+    :meth:`class_means` ``[K, U]``, :meth:`selectivity`, :meth:`top` ``Top(values [U, k], indices [U, k])`` (dataset
+    indices), :meth:`to_frame` a table; :meth:`save` / :meth:`load` a safe, atomic file. :func:`unitscope.scan` builds
+    it; each parameter is kept as the attribute of the same name.
+
+    Parameters
+    ----------
+    stats : dict
+        ``{score: {layer: UnitStats}}``: the accumulated per-unit sums (:class:`unitscope.data.accumulators.UnitStats`).
+    count : int
+        The examples scanned.
+    class_counts : Tensor or None
+        ``[K]``: examples per class (``by="class"``), or ``None``.
+    settings : dict
+        The scan's settings (scores, ``by``, ``top_k``, path settings, ...).
+
+    Raises
+    ------
+    UnitscopeError
+        From its views: a score or layer the scan did not keep (the message lists those it did), ``by`` other than
+        ``"value"`` / ``"abs"``, class means or selectivity of a scan without per-class sums (``by=None``).
+        :meth:`load` refuses a file that is not a scan result, or that holds Python objects, unread.
+
+    Examples
+    --------
+    >>> import torch, torch.nn as nn, unitscope as us
+    >>> net = nn.Sequential(nn.Linear(2, 4), nn.ReLU())
+    >>> data = [(torch.rand(5, 2), torch.tensor([0, 1, 0, 1, 1]))]
+    >>> r = us.scan(net, data, ["1"], scores=["activation", "conductance"], top_k=3, path=us.PathConfig(n_steps=4))
+    >>> r.count, r.scores, r.layers
+    (5, ['activation', 'conductance'], ['1'])
+    >>> r.mean("1").shape, r.class_means("1").shape, r.top("1", score="conductance").indices.shape
+    (torch.Size([4]), torch.Size([2, 4]), torch.Size([4, 3]))
+    """
 
     def __init__(self, stats: dict, count: int, class_counts: torch.Tensor | None, settings: dict):
         self.stats = stats

@@ -31,6 +31,41 @@ class StreamConfig:
       {layer: [B, U]}}, labels, index)``; its ``state()`` (a dict of tensors) is checkpointed and restored with
       ``load_state``; under ``group`` it gets every rank's state through ``merge(states)``; ``settings()`` joins the
       checkpoint's identity.
+
+    A frozen dataclass, passed as ``stream=``; these settings change the work's memory, its restarts and its sharing,
+    never its numbers.
+
+    Parameters
+    ----------
+    batch_size : int, default 256
+        Examples per batch when the data is a map-style ``Dataset`` (a ``DataLoader`` keeps its own).
+    unpack : callable or None, default None
+        ``unpack(batch) -> (inputs, labels)`` for batches in a format of your own (scan only; ``None``: a batch is
+        ``(inputs, labels, ...)``, an inputs tensor, or a tokenizer's dict).
+    checkpoint : str, Path or None, default None
+        A file to save the accumulators to and resume from (``None``: no checkpoint).
+    checkpoint_every : int, default 50
+        Batches between checkpoints (a positive integer).
+    group : ProcessGroup or None, default None
+        ``None``: this process alone; a ``torch.distributed`` process group: the work shared among its ranks.
+    extra : object or None, default None
+        An accumulator of your own (``update``, ``state``, ``load_state``, ``merge``, ``settings``; see above).
+
+    Raises
+    ------
+    UnitscopeError
+        ``checkpoint_every`` that is not a positive integer (with a ``checkpoint``); ``stream=`` something else than a
+        ``StreamConfig``, and ``group=`` without ``torch.distributed`` initialized, are errors of the scan.
+
+    Examples
+    --------
+    >>> import torch, torch.nn as nn, unitscope as us
+    >>> us.StreamConfig(batch_size=64, checkpoint="scan.pt").checkpoint_every
+    50
+    >>> net = nn.Sequential(nn.Linear(2, 3), nn.ReLU())
+    >>> data = torch.utils.data.TensorDataset(torch.rand(10, 2), torch.arange(10) % 2)
+    >>> us.scan(net, data, ["1"], stream=us.StreamConfig(batch_size=4), progress=False).count
+    10
     """
 
     batch_size: int = 256

@@ -250,6 +250,27 @@ def layer_names(model: nn.Module, *, inputs=None) -> list[str]:
     runs several times per pass is listed once per call, ``NAME@0``, ``NAME@1``, … (a module that does not run
     is still listed).
 
+    Parameters
+    ----------
+    model : nn.Module
+        The network; its ``named_modules()`` give the names (a module registered under two names counts under its
+        first).
+    inputs : Tensor, tuple of Tensor or None, default None
+        Example inputs for one forward pass that counts the calls of each module (``None``: no pass, every name once).
+
+    Returns
+    -------
+    list of str
+        The dotted names, in ``named_modules()`` order, each one that runs ``K > 1`` times as ``NAME@0`` …
+        ``NAME@{K-1}``: what ``layers=`` of every function takes.
+
+    Raises
+    ------
+    UnitscopeError
+        Nothing of its own: a model that fails on ``inputs`` raises its own error.
+
+    Examples
+    --------
     >>> import torch, torch.nn as nn
     >>> relu = nn.ReLU()
     >>> net = nn.Sequential(nn.Linear(2, 2), relu, nn.Linear(2, 2), relu)

@@ -151,6 +151,39 @@ class Dictionary(nn.Module):
     """A dictionary at a layer: ``encode(y) -> f`` and ``decode(f) -> ŷ``, acting on dim ``dim`` of the layer's output
     (the last: a transformer's residual stream, an MLP's hidden layer; ``dim=1`` for a conv layer's channels).
 
+    Constructors: ``Dictionary(module)`` for any module with ``encode`` and ``decode`` (a SAELens ``SAE`` object
+    included); :meth:`from_weights`; :meth:`from_saelens` (a folder); :meth:`from_state_dict` (a dict or a file);
+    :meth:`load` (either, by what the path holds); :meth:`identity`. No file is unpickled: weights are read by
+    ``safetensors`` or by ``torch.load(weights_only=True)``.
+
+    :meth:`split` gives ``(f, ε)`` with the error node ``ε = y − decode(encode(y))``, :meth:`join` gives back
+    ``decode(f) + ε``. Inside unitscope's calls the dictionary is in eval mode with its parameters frozen, and it is
+    handed back as it was (training flags, ``requires_grad``, ``.grad``).
+
+    Pass it as ``dictionaries={layer: dictionary}`` to :func:`unitscope.conductance`, :func:`unitscope.attribute`,
+    :func:`unitscope.neuron_conductance`, :func:`unitscope.ablate`, :func:`unitscope.ablation_scores`,
+    :func:`unitscope.scan` or :func:`unitscope.atlas`: the layer is read as the dictionary's ``F`` features and its
+    error node (unit ``F``).
+
+    Parameters
+    ----------
+    module : nn.Module
+        A module with ``encode(y) -> f`` and ``decode(f) -> ŷ`` (a ``Dictionary`` is unwrapped to its module).
+    dim : int, default -1
+        The dim of the layer's output the dictionary reads (``-1``: the last; ``1`` for a conv layer's channels).
+    name : str or None, default None
+        A label for the user's information (:meth:`from_saelens` sets the folder's name).
+
+    Raises
+    ------
+    UnitscopeError
+        A module without ``encode`` and ``decode``, or that is not an ``nn.Module``; from the constructors, weights
+        that do not fit each other, an unknown activation, a folder or file that is not a dictionary (or not safe to
+        read); in use, a layer whose output does not fit the dictionary (not floating point, another width at
+        ``dim``), or an ``encode`` that returns something else than a tensor.
+
+    Examples
+    --------
     >>> import torch, torch.nn as nn, unitscope as us
     >>> torch.manual_seed(0) and None
     >>> net = nn.Sequential(nn.Linear(3, 4), nn.Tanh(), nn.Linear(4, 2))
@@ -162,15 +195,6 @@ class Dictionary(nn.Module):
     >>> total = s.per_unit("1").sum(1)             # features + error node: the whole of F(x) − F(x')
     >>> bool(((total - s.output_diff).abs() <= 1e-3 * s.output_diff.abs()).all())
     True
-
-    Constructors: ``Dictionary(module)`` for any module with ``encode`` and ``decode`` (a SAELens ``SAE`` object
-    included); :meth:`from_weights`; :meth:`from_saelens` (a folder); :meth:`from_state_dict` (a dict or a file);
-    :meth:`load` (either, by what the path holds); :meth:`identity`. No file is unpickled: weights are read by
-    ``safetensors`` or by ``torch.load(weights_only=True)``.
-
-    :meth:`split` gives ``(f, ε)`` with the error node ``ε = y − decode(encode(y))``, :meth:`join` gives back
-    ``decode(f) + ε``. Inside unitscope's calls the dictionary is in eval mode with its parameters frozen, and it is
-    handed back as it was (training flags, ``requires_grad``, ``.grad``).
     """
 
     def __init__(self, module: nn.Module, *, dim: int = -1, name: str | None = None):

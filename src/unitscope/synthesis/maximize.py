@@ -10,9 +10,9 @@
 * AM(i) = ``argmax_x a_i(x)``; IAM(i) = ``argmax_x a_i(x) − mean_{j≠i} a_j(x)`` over the same layer's units
   (a unit is a channel, averaged over space; use a post-ReLU layer for the papers' quantities).
 * Every unit is one batch row of a single optimization: the ``units`` of one layer are rendered together.
-* Images come from a parameterization (``"pixel"`` or ``"fft"``, see :mod:`unitscope.synthesis.params`) that keeps them in
-  ``value_range``; each step sees a randomly transformed copy (:class:`~unitscope.synthesis.params.Augment`, seeded); the
-  final objective and activations are re-measured on the un-transformed images.
+* Images come from a parameterization (``"pixel"`` or ``"fft"``, see :mod:`unitscope.synthesis.params`) that keeps
+  them in ``value_range``; each step sees a randomly transformed copy (:class:`~unitscope.synthesis.params.Augment`,
+  seeded); the final objective and activations are re-measured on the un-transformed images.
 * RS(i) = (number of units of the layer whose activation on unit i's image exceeds ``a_i``) / (units in the layer).
 """
 
@@ -113,6 +113,55 @@ def maximize(model: nn.Module, objective: Objective, *, batch: int, shape: tuple
     The model is only read: eval mode, frozen parameters, hooks removed, everything restored afterwards — also on
     error. The forward pass stops at the deepest layer the objectives read.
 
+    Parameters
+    ----------
+    model : nn.Module
+        The network; only read (eval mode, frozen parameters, hooks removed, all restored afterwards).
+    objective : Objective
+        What to maximize, one value per batch row: an objective of :mod:`unitscope.objectives` (``channel``,
+        ``independent``, ... composed with ``+``, ``-``, ``*``).
+    batch : int
+        How many images (rows) are optimized together.
+    shape : tuple of int
+        One input example's shape without the batch dim, e.g. ``(C, H, W)`` (augmentations only for images).
+    param : str or parameterization, default "pixel"
+        ``"pixel"``, ``"fft"`` (:mod:`unitscope.synthesis.params`), or a ready parameterization (a callable that
+        gives the images, with ``parameters()``).
+    value_range : tuple of float, default (0.0, 1.0)
+        The range the parameterization keeps the images in.
+    steps : int, default 128
+        Optimization steps (Adam).
+    lr : float, default 0.05
+        Adam's learning rate.
+    augment : Augment, bool or None, default True
+        ``True``: a seeded default :class:`unitscope.synthesis.params.Augment` (random transforms each step, images
+        ``(C, H, W)`` only); ``False`` / ``None``: none; or an ``Augment`` of your own.
+    seed : int, default 0
+        Seeds the parameterization's start and the augmentations: the same seed, the same images.
+    progress : bool or None, default None
+        ``None``: a bar over the steps on a terminal; ``False``: none.
+    watch : Objective or None, default None
+        Another objective recorded at every step (``activation_trace``), e.g. the unit's own activation.
+    redirect_relu : bool, default True
+        On ``nn.ReLU`` layers the objective reads, a unit that is off at every position still gets the gradient that
+        would switch it on (values unchanged).
+
+    Returns
+    -------
+    Maximized
+        ``images [batch, *shape]`` (un-augmented, in ``value_range``), ``trace [steps, batch]`` (the objective at
+        each step), ``objective [batch]`` (re-measured on the final images) and, with ``watch``,
+        ``activation_trace [steps, batch]``; in the model's dtype. (``layer``, ``units`` and ``activations`` are
+        filled by :func:`activation_maximization` / :func:`independent_am`.)
+
+    Raises
+    ------
+    UnitscopeError
+        ``steps`` or ``batch`` < 1, an objective that reads an unknown layer or units out of range, that gives other
+        than one value per row or does not depend on the input, or images of ``shape`` the model rejects.
+
+    Examples
+    --------
     >>> import torch.nn as nn
     >>> net = nn.Sequential(nn.Linear(3, 2), nn.ReLU())
     >>> r = maximize(net, channel("1", 0) - channel("1", 1), batch=2, shape=(3,), steps=8, augment=False)
@@ -183,6 +232,64 @@ def activation_maximization(model: nn.Module, layer, units, *, shape: tuple, par
 
     ``param``, ``value_range``, ``steps``, ``lr``, ``augment``, ``seed``, ``progress``, ``redirect_relu`` as for
     :func:`maximize`; ``spec``: the unit specification (default by the layer's layout, :mod:`unitscope.core.units`).
+    AM(i) = ``argmax_x a_i(x)``: each row maximizes its own unit's activation.
+
+    Parameters
+    ----------
+    model : nn.Module
+        The network; only read (eval mode, frozen parameters, hooks removed, all restored afterwards, also on error).
+    layer : str or nn.Module
+        One layer: a dotted name (``"NAME@K"`` for the K-th call) or the module; a post-ReLU layer for the papers'
+        quantities.
+    units : int or sequence of int
+        The units to render (one batch row each): indices of the layer's unit specification.
+    shape : tuple of int
+        One input example's shape without the batch dim, e.g. ``(C, H, W)``.
+    param : str or parameterization, default "pixel"
+        ``"pixel"``, ``"fft"`` (:mod:`unitscope.synthesis.params`), or a ready parameterization (a callable that
+        gives the images, with ``parameters()``).
+    value_range : tuple of float, default (0.0, 1.0)
+        The range the parameterization keeps the images in.
+    steps : int, default 128
+        Optimization steps (Adam).
+    lr : float, default 0.05
+        Adam's learning rate.
+    augment : Augment, bool or None, default True
+        ``True``: a seeded default :class:`unitscope.synthesis.params.Augment` (random transforms each step, images
+        ``(C, H, W)`` only); ``False`` / ``None``: none; or an ``Augment`` of your own.
+    seed : int, default 0
+        Seeds the parameterization's start and the augmentations: the same seed, the same images.
+    progress : bool or None, default None
+        ``None``: a bar over the steps on a terminal; ``False``: none.
+    redirect_relu : bool, default True
+        On ``nn.ReLU`` layers the objective reads, a unit that is off at every position still gets the gradient that
+        would switch it on (values unchanged).
+    spec : str, UnitSpec or None, default None
+        The unit specification (``None``: by the layer's layout — a conv's channels averaged over space, a
+        ``[N, D]`` layer's neurons; :mod:`unitscope.core.units`).
+
+    Returns
+    -------
+    Maximized
+        ``images [B, C, H, W]`` (un-augmented, in ``value_range``; ``B = len(units)``, one row per unit),
+        ``trace [steps, B]`` (the objective on the augmented images at each step), ``objective [B]`` (re-measured on
+        the final images), ``units [B]``, ``activations [B, U]`` (every unit of the layer on each row's image),
+        ``activation_trace [steps, B]`` (each row's own unit) and ``own [B]``; in the model's dtype.
+
+    Raises
+    ------
+    UnitscopeError
+        An unknown layer, ``units`` empty or out of range for the layer, ``steps`` < 1, or images of ``shape`` that
+        the model rejects (the message names the shape).
+
+    Examples
+    --------
+    >>> import torch, torch.nn as nn
+    >>> torch.manual_seed(0) and None
+    >>> net = nn.Sequential(nn.Conv2d(1, 3, 3), nn.ReLU())
+    >>> r = activation_maximization(net, "1", [0, 2], shape=(1, 6, 6), steps=8, progress=False)
+    >>> r.images.shape, r.units.tolist(), r.activations.shape, r.own.shape
+    (torch.Size([2, 1, 6, 6]), [0, 2], torch.Size([2, 3]), torch.Size([2]))
     """
     return _run(model, layer, units, "am", shape=shape, spec=spec, param=param, value_range=value_range, steps=steps,
                 lr=lr, augment=augment, seed=seed, progress=progress, redirect_relu=redirect_relu)
@@ -193,7 +300,65 @@ def independent_am(model: nn.Module, layer, units, *, shape: tuple, param="pixel
                    progress: bool | None = None, redirect_relu: bool = True, spec=None) -> Maximized:
     """IAM images: maximize ``a_i − mean_{j≠i} a_j`` for each unit ``i`` of ``layer`` (one batch row per unit).
 
-    Parameters as for :func:`activation_maximization`.
+    Parameters as for :func:`activation_maximization`. Where AM finds what drives a unit, IAM finds what drives it
+    more than the other units of its layer; :func:`representative_substitution` scores how well it succeeded.
+
+    Parameters
+    ----------
+    model : nn.Module
+        The network; only read (eval mode, frozen parameters, hooks removed, all restored afterwards, also on error).
+    layer : str or nn.Module
+        One layer: a dotted name (``"NAME@K"`` for the K-th call) or the module; a post-ReLU layer for the papers'
+        quantities.
+    units : int or sequence of int
+        The units to render (one batch row each): indices of the layer's unit specification.
+    shape : tuple of int
+        One input example's shape without the batch dim, e.g. ``(C, H, W)``.
+    param : str or parameterization, default "pixel"
+        ``"pixel"``, ``"fft"`` (:mod:`unitscope.synthesis.params`), or a ready parameterization (a callable that
+        gives the images, with ``parameters()``).
+    value_range : tuple of float, default (0.0, 1.0)
+        The range the parameterization keeps the images in.
+    steps : int, default 128
+        Optimization steps (Adam).
+    lr : float, default 0.05
+        Adam's learning rate.
+    augment : Augment, bool or None, default True
+        ``True``: a seeded default :class:`unitscope.synthesis.params.Augment` (random transforms each step, images
+        ``(C, H, W)`` only); ``False`` / ``None``: none; or an ``Augment`` of your own.
+    seed : int, default 0
+        Seeds the parameterization's start and the augmentations: the same seed, the same images.
+    progress : bool or None, default None
+        ``None``: a bar over the steps on a terminal; ``False``: none.
+    redirect_relu : bool, default True
+        On ``nn.ReLU`` layers the objective reads, a unit that is off at every position still gets the gradient that
+        would switch it on (values unchanged).
+    spec : str, UnitSpec or None, default None
+        The unit specification (``None``: by the layer's layout — a conv's channels averaged over space, a
+        ``[N, D]`` layer's neurons; :mod:`unitscope.core.units`).
+
+    Returns
+    -------
+    Maximized
+        ``images [B, C, H, W]`` (un-augmented, in ``value_range``; ``B = len(units)``, one row per unit),
+        ``trace [steps, B]`` (the objective on the augmented images at each step), ``objective [B]`` (re-measured on
+        the final images), ``units [B]``, ``activations [B, U]`` (every unit of the layer on each row's image),
+        ``activation_trace [steps, B]`` (each row's own unit) and ``own [B]``; in the model's dtype.
+
+    Raises
+    ------
+    UnitscopeError
+        An unknown layer, ``units`` empty or out of range for the layer, ``steps`` < 1, or images of ``shape`` that
+        the model rejects (the message names the shape).
+
+    Examples
+    --------
+    >>> import torch, torch.nn as nn
+    >>> torch.manual_seed(0) and None
+    >>> net = nn.Sequential(nn.Conv2d(1, 4, 3), nn.ReLU(), nn.Flatten(), nn.Linear(144, 2))
+    >>> r = independent_am(net, "1", units=range(4), shape=(1, 8, 8), steps=16, progress=False)
+    >>> r.images.shape, r.trace.shape, r.activations.shape
+    (torch.Size([4, 1, 8, 8]), torch.Size([16, 4]), torch.Size([4, 4]))
     """
     return _run(model, layer, units, "iam", shape=shape, spec=spec, param=param, value_range=value_range,
                 steps=steps, lr=lr, augment=augment, seed=seed, progress=progress, redirect_relu=redirect_relu)
@@ -204,7 +369,29 @@ def representative_substitution(result, *, units=None) -> torch.Tensor:
 
     ``result``: a :class:`Maximized` from :func:`independent_am` / :func:`activation_maximization`, or an
     activation table ``[B, U]`` (row b: every unit on unit ``units[b]``'s image) with ``units``.
+    RS(i) = (number of units of the layer whose activation on unit i's image exceeds ``a_i``) / (units in the layer):
+    0 when the image drives its own unit most.
 
+    Parameters
+    ----------
+    result : Maximized or Tensor
+        A :class:`Maximized` (its ``activations`` and ``units``), or an activation table ``[B, U]``.
+    units : sequence of int, Tensor or None, default None
+        With a table: the unit of each row (``[B]``); ignored for a ``Maximized``.
+
+    Returns
+    -------
+    Tensor
+        ``[B]``, float: RS per row, in ``[0, 1)``.
+
+    Raises
+    ------
+    UnitscopeError
+        A table without ``units``, or shapes other than activations ``[B, U]`` and one unit per row.
+
+    Examples
+    --------
+    >>> import torch
     >>> acts = torch.tensor([[3.0, 1.0, 5.0, 4.0], [0.0, 2.0, 1.0, 2.0]])
     >>> representative_substitution(acts, units=[0, 1]).tolist()   # 2 of 4 exceed 3; none exceeds 2
     [0.5, 0.0]

@@ -69,6 +69,43 @@ class SamplerConfig:
     the activations stays this share of the width inside; ``max_sample_steps``: the sampling phase's most steps
     (default ``max(50, 8 ⌈n_samples / n_seeds⌉)``).
 
+    A frozen dataclass, passed as ``sampler=`` to :func:`sample_inverse_set`.
+
+    Parameters
+    ----------
+    diversity_weight : float, default 1.0
+        The spread's weight against the constraints.
+    lr : float, default 0.2
+        Adam's step on the codes in the seed phase, in units of the codes' typical spread.
+    max_seed_steps : int, default 400
+        The seed phase's most steps.
+    inner_steps : int, default 10
+        Gradient steps between updates of the multipliers λ.
+    mu : float, default 10.0
+        The first penalty μ.
+    mu_factor : float, default 2.0
+        μ is multiplied by this while the seeds are infeasible...
+    mu_max : float, default 1e6
+        ... up to this.
+    margin : float, default 0.02
+        The slack is kept this share of the range width inside ``[a, b]``.
+    guard : float, default 0.1
+        Each sampling step keeps its first-order prediction of the activations this share of the width inside.
+    step_size : float, default 0.1
+        One sampling step's length, as a fraction of a typical code's norm.
+    max_sample_steps : int or None, default None
+        The sampling phase's most steps (``None``: ``max(50, 8 ⌈n_samples / n_seeds⌉)``).
+    patience : int, default 20
+        Seed steps without progress before the seed phase gives up.
+
+    Raises
+    ------
+    UnitscopeError
+        Nothing at construction; ``sampler=`` something else than a ``SamplerConfig`` is an error of
+        :func:`sample_inverse_set`.
+
+    Examples
+    --------
     >>> SamplerConfig(lr=0.1).max_seed_steps
     400
     """
@@ -96,6 +133,58 @@ def sample_inverse_set(model: nn.Module, constraints, generator, *, encoder=None
     sampling starts from; ``seed``: the codes' random start. ``sampler``: a :class:`SamplerConfig` (default
     ``SamplerConfig()``), the optimizer's settings. ``on_empty``: ``"warn"`` (return an empty, ``ok=False`` result
     with its ``report``), ``"raise"`` (UnitscopeError), or ``"ignore"``.
+
+    Parameters
+    ----------
+    model : nn.Module
+        The network whose units are constrained; only read (frozen during the call, restored afterwards).
+    constraints : tuple, Constraint or list of them
+        ``(layer, unit, a, b)`` — ``a ≤ unit of layer ≤ b`` — or a list of them (the intersection of their inverse
+        sets); a unit is an int (a channel: the mean over the remaining dims) or a tuple (one element of one
+        example's output); ``a = -inf`` or ``b = inf`` for a one-sided range.
+    generator : Generator
+        ``G``: codes to inputs, with ``sample_codes`` (e.g.
+        :class:`unitscope.synthesis.generators.DecoderGenerator` around a decoder, or an FFT image generator).
+    encoder : nn.Module or None, default None
+        ``E``, the space in which the samples' spread is measured (``None``: the generator's output, flattened).
+    n_samples : int, default 256
+        How many samples to return.
+    n_seeds : int, default 32
+        The seeds the sampling starts from (at most ``n_samples``).
+    seed : int, default 0
+        Seeds the codes' random start: the same seed, the same samples.
+    sampler : SamplerConfig or None, default None
+        The optimizer's settings (``None``: ``SamplerConfig()``).
+    on_empty : {"warn", "raise", "ignore"}, default "warn"
+        What an unreachable range (or fewer samples than asked for) does: an ``InverseSetWarning`` and a result with
+        ``ok=False``, a ``UnitscopeError`` (no feasible seed), or nothing.
+    progress : bool or None, default None
+        ``None``: bars over the seed and sampling phases on a terminal; ``False``: none.
+
+    Returns
+    -------
+    InverseSet
+        ``samples [S, *input_shape]`` (``S ≤ n_samples``, every one checked by a fresh forward pass), ``codes
+        [S, latent_dim]``, ``activations [S, n_constraints]``, ``ok`` (all ``n_samples`` found), ``report`` (how it
+        went, or how close the best code came to an unreachable range) and the counts and timings of each phase.
+
+    Raises
+    ------
+    UnitscopeError
+        An empty range (``a ≥ b``), a constraint that is not ``(layer, unit, a, b)`` or whose unit is neither an int
+        nor a tuple, an unknown layer or a unit out of range, ``n_samples`` or ``n_seeds`` < 1, ``on_empty`` other
+        than the three, ``sampler`` that is not a ``SamplerConfig``; with ``on_empty="raise"``, a range that no
+        seed reached.
+
+    Examples
+    --------
+    >>> import torch, torch.nn as nn
+    >>> torch.manual_seed(0) and None
+    >>> net = nn.Sequential(nn.Linear(2, 1))                  # f(x) = w·x + c: its inverse set is a slab
+    >>> g = DecoderGenerator(nn.Identity(), latent_dim=2, code_bound=3.0)
+    >>> r = sample_inverse_set(net, ("0", 0, 0.5, 1.0), g, n_samples=16, n_seeds=4, progress=False)
+    >>> r.samples.shape, r.activations.shape, r.ok, bool(((r.activations >= 0.5) & (r.activations <= 1.0)).all())
+    (torch.Size([16, 2]), torch.Size([16, 1]), True, True)
     """
     sampler = sampler if sampler is not None else SamplerConfig()
     if not isinstance(sampler, SamplerConfig):
@@ -143,18 +232,21 @@ def sample_inverse_set(model: nn.Module, constraints, generator, *, encoder=None
         best_violation, since_best = float("inf"), 0
         t0 = time.perf_counter()
         steps = 0
-        bar = progress_bar(total=max_seed_steps, desc="inverse set: seeds", unit="step", progress=False if progress is False else None)
+        bar = progress_bar(total=max_seed_steps, desc="inverse set: seeds", unit="step",
+                           progress=False if progress is False else None)
         sc = prob.scale.to(device)
         while True:
             x, f, h = prob(z)
-            fmin, fmax = torch.minimum(fmin, f.detach().min(0).values.cpu()), torch.maximum(fmax, f.detach().max(0).values.cpu())
+            fmin = torch.minimum(fmin, f.detach().min(0).values.cpu())
+            fmax = torch.maximum(fmax, f.detach().max(0).values.cpu())
             inside = prob.inside(f.detach())
             v = float(prob.violation(f.detach()).mean())
             if v < best_violation - 1e-4:
                 best_violation, since_best = v, 0
             else:
                 since_best += 1
-            if bool(inside.all()) or steps >= max_seed_steps or (since_best >= patience and (bool(inside.any()) or mu_t >= mu_max)):
+            if bool(inside.all()) or steps >= max_seed_steps or \
+                    (since_best >= patience and (bool(inside.any()) or mu_t >= mu_max)):
                 break
             g = f / sc
             s = (g.detach() - lam / mu_t).clamp(min=s_lo, max=s_hi)          # closed-form slack update
@@ -277,7 +369,8 @@ def sample_inverse_set(model: nn.Module, constraints, generator, *, encoder=None
                 n_have += int(ok.sum())
                 bar.update(min(int(ok.sum()), max(0, n_samples - bar.n)))
             keep_row = (ok | (stuck & moved)).view(-1, 1)                      # restarted rows move on anyway
-            zs, gz, g_cur = torch.where(keep_row, cand, zs), torch.where(keep_row, gzc, gz), torch.where(keep_row, gc_, g_cur)
+            zs, gz, g_cur = (torch.where(keep_row, cand, zs), torch.where(keep_row, gzc, gz),
+                             torch.where(keep_row, gc_, g_cur))
             jac = torch.where(keep_row.unsqueeze(0), jacc, jac)
             eta = torch.where(ok | ~moved, (eta * 1.2).clamp(max=eta0), (eta * 0.5).clamp(min=eta0 / 64))
         bar.close()

@@ -194,7 +194,8 @@ def _is_step(line: str) -> bool:
 
 def _is_training(line: str) -> bool:
     """A log line of a model's first-use training, cached after: the zoo's "training the digits VAE once …", its
-    bars ("training the digits-vgg model on digits: 7/40 epochs …") and the MiniLM passes that prepare a training set."""
+    bars ("training the digits-vgg model on digits: 7/40 epochs …") and the MiniLM passes that prepare a training
+    set."""
     return line.startswith(_TRAINING)
 
 

@@ -36,7 +36,7 @@ normalized with ``--mean``/``--std`` when given.
 Everything that can be checked without the model is checked first, without loading anything:
 :func:`check_model` (the MODEL argument), :func:`plan_inputs` (the DATA argument: names, paths, formats, labels;
 tensor files are read, images opened to their headers) and :func:`check_pair` (a text model with images …).
-"""
+"""  # noqa: E501 — a doctest output line, verbatim
 
 from __future__ import annotations
 

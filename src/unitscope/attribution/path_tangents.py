@@ -7,8 +7,9 @@ a custom ``autograd.Function`` without ``jvp``), and torch raises ``NotImplement
 :func:`missing_forward_derivative` recognises exactly that report; the engine then gets the same dy/dα, exactly,
 from :func:`path_tangents`, by the double-backward identity ``J v = ∂/∂u ⟨Jᵀu, v⟩`` (the vector-Jacobian product
 ``Jᵀu`` taken with ``create_graph`` at ``u = 0``; it is linear in ``u``): one forward to the deepest layer and two
-backward passes over that part, besides the engine's own pass without tangents. Where that is impossible too (an op that cannot be differentiated twice), a :class:`UnitscopeError` names the layers, the module
-and op that stop forward mode, the op that stops the double backward and what to use instead.
+backward passes over that part, besides the engine's own pass without tangents. Where that is impossible too (an op
+that cannot be differentiated twice), a :class:`UnitscopeError` names the layers, the module and op that stop forward
+mode, the op that stops the double backward and what to use instead.
 
 >>> import torch, torch.nn as nn
 >>> from unitscope.core.inputs import Batch

@@ -22,8 +22,8 @@ from ..core.errors import UnitscopeError
 __all__ = ["RULES", "JVP_RULES", "rule", "captum_rule", "path_nodes", "stieltjes_weights"]
 
 #: the rules whose conductance is the rule applied to ∂F/∂y · dy/dα with dy/dα by forward mode (spectral on
-#: smooth paths); every other fixed rule takes the Stieltjes trapezoid of consecutive nodes on its nodes plus both end points
-#: (values only: second order, at least the rule's own, and exact where ∂F/∂y is constant between nodes)
+#: smooth paths); every other fixed rule takes the Stieltjes trapezoid of consecutive nodes on its nodes plus both end
+#: points (values only: second order, at least the rule's own, and exact where ∂F/∂y is constant between nodes)
 JVP_RULES = ("gausslegendre",)
 
 RULES = ("riemann_left", "riemann_right", "riemann_middle", "riemann_trapezoid", "gausslegendre")

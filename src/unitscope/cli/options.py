@@ -199,7 +199,8 @@ def lazy(module: str, what: str):
         return importlib.import_module(module)
     except ModuleNotFoundError as e:
         if e.name and (e.name == module or module.startswith(e.name + ".")):
-            raise UnitscopeError(f"{what} is not available in this version of unitscope ({module} is missing)") from None
+            raise UnitscopeError(f"{what} is not available in this version of unitscope "
+                                 f"({module} is missing)") from None
         raise UnitscopeError(f"{what} needs the package {e.name!r}", hint=f"pip install {e.name}") from None
 
 

@@ -2,7 +2,7 @@
 
 >>> print(html_table("Scores(score='activation')", ["layer", "shape"], [["fc", "[2, 3]"]]))
 <table><caption>Scores(score=&#x27;activation&#x27;)</caption><tr><th>layer</th><th>shape</th></tr><tr><td>fc</td><td>[2, 3]</td></tr></table>
-"""
+"""  # noqa: E501 — a doctest output line, verbatim
 
 from __future__ import annotations
 

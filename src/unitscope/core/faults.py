@@ -17,7 +17,7 @@ the model does not accept inputs of shape [2, 4]: layer '2' (Linear) called with
   first conv / linear / embedding layer (:func:`expected_input`); the model's own error is chained. When the model
   failed on points of the path from the baselines to the inputs rather than on the inputs, it says so (how many
   points). Errors that did not come from inside the model pass through unchanged.
-"""
+"""  # noqa: E501 — a doctest output line, verbatim
 
 from __future__ import annotations
 

@@ -38,7 +38,8 @@ from contextlib import contextmanager
 import torch
 import torch.nn as nn
 
-__all__ = ["autograd_on", "analysis_mode", "torch_threads", "process_snapshot", "process_state_restored", "restores_process_state"]
+__all__ = ["autograd_on", "analysis_mode", "torch_threads", "process_snapshot", "process_state_restored",
+           "restores_process_state"]
 
 
 @contextmanager

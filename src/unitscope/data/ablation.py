@@ -296,7 +296,8 @@ def cumulative_ablation(model: nn.Module, inputs, layer, order, *, max_units: in
                         internal_batch_size: int = 256, spec=None, progress: bool | None = None) -> torch.Tensor:
     """``[N, M]``: ``F(x with the units order[i, :m] ablated together)`` for ``m = 1 … M`` — the curve behind "how
     many of the top units must go before the prediction changes" (``M = max_units``, default every column of
-    ``order [N, ≥M]``; ``order`` holds unit indices of the layer's unit specification, e.g. ``scores.per_channel(layer).argsort(1, descending=True)``).
+    ``order [N, ≥M]``; ``order`` holds unit indices of the layer's unit specification, e.g.
+    ``scores.per_channel(layer).argsort(1, descending=True)``).
 
     >>> import torch, torch.nn as nn
     >>> net = nn.Sequential(nn.Linear(3, 4), nn.ReLU(), nn.Linear(4, 2))

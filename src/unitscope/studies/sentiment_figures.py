@@ -218,8 +218,10 @@ def negation_caption(probes, examples: list[dict], base_rate: float, n_corpus: i
     for p in probes:
         lines.append(f"- “{p.probe}”: predicted {p.predicted} (log-odds {p.log_odds:+.2f}); "
                      + ("; ".join(f"filter #{f}: {sum(e['has_negation'] for e in ex)} of {len(ex)} top sentences "
-                                  f"with a negation ({sum(e['has_negation'] for e in ex) / max(1, len(ex)) / max(base_rate, 1e-12):.1f}× "
-                                  f"the base rate), the picked n-gram holds one in {sum(e['ngram_has_negation'] for e in ex)}"
+                                  f"with a negation ("
+                                  f"{sum(e['has_negation'] for e in ex) / max(1, len(ex)) / max(base_rate, 1e-12):.1f}"
+                                  f"× the base rate), the picked n-gram holds one in "
+                                  f"{sum(e['ngram_has_negation'] for e in ex)}"
                                   for f in p.found
                                   for ex in [[e for e in examples if e['probe'] == p.probe and e['filter'] == f]])
                         or "no filter's conductance falls on the negated phrase"))
@@ -248,7 +250,8 @@ def write_manifest(out, result, net, probes, examples, base_rate, n_corpus, sz, 
                      + (f"of its negation filters, #{best['filter']} has a negation in "
                         f"{100 * best['top_sentences_with_negation']:.0f} % of its top {best['n_top_sentences']} "
                         f"corpus sentences ({best['top_sentences_with_negation_vs_base_rate']:.1f}× the base rate of "
-                        f"{100 * base_rate:.1f} %)." if best else "no filter's conductance falls on the negated phrase."))
+                        f"{100 * base_rate:.1f} %)." if best
+                        else "no filter's conductance falls on the negated phrase."))
     caption = negation_caption(probes, examples, base_rate, n_corpus, sz["examples"]).replace("**", "")
     figures = [("sentiment_negation.png", caption),
                ("sentiment_division.png", "Sign of each filter's conductance for logit(pos) − logit(neg) per sentence "

@@ -63,7 +63,8 @@ def per_token(net, sentences, units, *, target=log_odds, n_steps: int = 32, batc
         a = neuron_conductance(net.model, emb, LAYER, list(units), target=target, n_steps=n_steps,
                                internal_batch_size=16 * n_steps, path=PathConfig(unit_batch_size=32),
                                method="gausslegendre")
-        a = a.sum(-1)[:, :, MIN_PAD:].transpose(0, 1)  # [U, n, T'] — summed over the embedding dims, leading padding dropped
+        # [U, n, T'] — summed over the embedding dims, leading padding dropped
+        a = a.sum(-1)[:, :, MIN_PAD:].transpose(0, 1)
         for j, i in enumerate(idx):
             out[:, i, :len(toks[i])] = a[:, j, :len(toks[i])]
     return out, toks

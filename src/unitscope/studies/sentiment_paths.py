@@ -71,7 +71,8 @@ def measure(recipe: str, *, n: int = 200, n_steps: int = 50, seed: int = 0) -> d
     return {"recipe": recipe, "seed": seed, "n": len(share), "pearson": round(float(np.nanmean(r0)), 3),
             "pearson_vs_ablation_to_baseline_value": round(float(np.nanmean(rb)), 3),
             "filters_above_0_at_baseline": int((at_baseline > 0).sum()),
-            "hidden_on_at_x": round(float(on.float().mean()), 2), "path_share_with_x_pattern": round(float(share.mean()), 3),
+            "hidden_on_at_x": round(float(on.float().mean()), 2),
+            "path_share_with_x_pattern": round(float(share.mean()), 3),
             "pearson_share_above_median": round(float(np.nanmean(r0[hi])), 3),
             "pearson_share_below_median": round(float(np.nanmean(r0[~hi])), 3)}
 

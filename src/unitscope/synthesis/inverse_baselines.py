@@ -52,18 +52,20 @@ def _finish(prob, method, codes, proposed, feasible, seconds, n_samples, steps):
     verify = time.perf_counter() - t
     rd = result_dtype(prob.model)   # results in the model's dtype, float32 at least
     res = InverseSet(x[good].cpu().to(rd), codes[good].cpu(), f[good].cpu().to(rd), prob.constraints, method=method,
-                     proposed=proposed, feasible=feasible, verified_rate=float(good.float().mean()) if len(good) else 0.0,
+                     proposed=proposed, feasible=feasible,
+                     verified_rate=float(good.float().mean()) if len(good) else 0.0,
                      sample_steps=steps, sample_seconds=seconds, verify_seconds=verify, ok=bool(len(codes)))
     res.report = f"{method}: {len(res)} samples, {100 * res.feasible_rate:.1f}% of candidates feasible"
     return res
 
 
 def penalized_am(model: nn.Module, constraints, generator, *, encoder=None, n_samples: int = 256, steps: int = 100,
-                 lr: float = 0.05, penalty: float = 100.0, margin: float = 0.02, batch: int | None = None, seed: int = 0,
-                 progress: bool | None = None) -> InverseSet:
+                 lr: float = 0.05, penalty: float = 100.0, margin: float = 0.02, batch: int | None = None,
+                 seed: int = 0, progress: bool | None = None) -> InverseSet:
     """Baseline: multi-start activation maximization from random codes — maximize ``Σ f/scale`` with a penalty
-    ``penalty·dist(f, [a + margin, b − margin])²`` for leaving the range (the same margin as the sampler's slack), ``steps`` Adam steps per start; the final codes that are
-    inside every range are the samples (``n_samples`` starts, run ``batch`` at a time)."""
+    ``penalty·dist(f, [a + margin, b − margin])²`` for leaving the range (the same margin as the sampler's slack),
+    ``steps`` Adam steps per start; the final codes that are inside every range are the samples (``n_samples``
+    starts, run ``batch`` at a time)."""
     batch = batch or n_samples
     cons, prob, rng, z0 = _setup(model, constraints, generator, encoder, 8, seed)
     kept, proposed, feasible = [], 0, 0
@@ -107,7 +109,8 @@ def langevin_sampler(model: nn.Module, constraints, generator, *, encoder=None, 
     noise = math.sqrt(2 * step * temperature) * code_std
     t0 = time.perf_counter()
     with _frozen(model, generator, prob.encoder):
-        bar = progress_bar(total=n_samples, desc="Langevin", unit="sample", progress=False if progress is False else None)
+        bar = progress_bar(total=n_samples, desc="Langevin", unit="sample",
+                           progress=False if progress is False else None)
         while n_kept < n_samples and t < max_steps:
             z = z.detach().requires_grad_(True)
             _, f, _ = prob(z)

@@ -153,7 +153,8 @@ def sample_inverse_sets(model: nn.Module, layer, problems, generator, *, n_sampl
         z.requires_grad_(True)
         opt = torch.optim.Adam([z], lr=lr * code_std)
         steps = 0
-        bar = progress_bar(total=max_steps, desc=f"inverse sets of {p_n} units×bands", unit="step", progress=False if progress is False else None)
+        bar = progress_bar(total=max_steps, desc=f"inverse sets of {p_n} units×bands", unit="step",
+                           progress=False if progress is False else None)
         while True:
             rows = (~finished).nonzero().flatten()            # only unfinished problems are evaluated
             x, f = run(z, rows)

@@ -241,7 +241,8 @@ def _closest_report(constraints, fmin, fmax, best_violation):
 
 # ------------------------------------------------------------------------------------------- verification helpers
 
-def evaluate(model: nn.Module, constraints, x: torch.Tensor, *, batch_size: int = 256) -> tuple[torch.Tensor, torch.Tensor]:
+def evaluate(model: nn.Module, constraints, x: torch.Tensor, *,
+             batch_size: int = 256) -> tuple[torch.Tensor, torch.Tensor]:
     """A fresh forward pass: ``(activations [N, m], inside [N])`` of ``x`` for the constraints.
 
     >>> net = nn.Sequential(nn.Linear(2, 1))

@@ -103,7 +103,8 @@ def train_classifier(model: nn.Module, train: DigitsSplit, test: DigitsSplit, *,
     torch.manual_seed(seed)
     opt = torch.optim.Adam(model.parameters(), lr=lr, weight_decay=weight_decay)
     model.train()
-    for _ in bar(range(epochs), desc=f"training the {name or type(model).__name__} model on digits", unit="epoch", progress=progress):
+    for _ in bar(range(epochs), desc=f"training the {name or type(model).__name__} model on digits", unit="epoch",
+                 progress=progress):
         order = torch.randperm(len(train), generator=g)
         for i in range(0, len(train), batch_size):
             idx = order[i:i + batch_size]
@@ -165,7 +166,8 @@ def digits_mlp(*, epochs: int = 30, seed: int = 0, threads: int | None = 1, prog
                     cls=DigitsMLP, threads=threads)
 
 
-def digits_shallow_cnn(*, epochs: int = 30, seed: int = 0, threads: int | None = 1, progress: bool | None = None) -> Trained:
+def digits_shallow_cnn(*, epochs: int = 30, seed: int = 0, threads: int | None = 1,
+                       progress: bool | None = None) -> Trained:
     """The Representative Substitution paper's shallow CNN exactly as its issue states it: conv 64, 64, 128, 128
     (3×3, stride 1, padding 1, ReLU, no pooling), then FC 128 and FC 10. ``digits_cnn`` has the same widths but
     max-pools after conv 2 and conv 4. Layers: ``features.relu1`` … ``features.relu4``, ``classifier.relu``."""

@@ -7,8 +7,8 @@ torch.Size([3, 1, 8, 8])
 
 ``digits_vae()`` trains it once (about 20 s on 2 CPU cores), caches the weights with ``zoo.cache.cached_state``
 and returns a ``Trained`` whose ``info`` holds the held-out reconstruction error and ELBO.
-``digits_generator()`` wraps the decoder as a :class:`~unitscope.synthesis.generators.DecoderGenerator` with codes kept in
-a box of ±3 prior standard deviations.
+``digits_generator()`` wraps the decoder as a :class:`~unitscope.synthesis.generators.DecoderGenerator` with codes
+kept in a box of ±3 prior standard deviations.
 """
 
 from __future__ import annotations

@@ -28,7 +28,7 @@ the same network, and paths start at the word embeddings with ``embedding=EMBEDD
     s = us.conductance(lm.on_ids, enc.ids, mlp_layers(), embedding=EMBEDDING, baselines=enc.baseline_ids,
                        additional_forward_args=(enc.attention_mask,), target=log_odds)
     s.per_unit(mlp_layers()[0])                   # the mask is found among the forward arguments
-"""
+"""  # noqa: E501 — a doctest output line, verbatim
 
 from __future__ import annotations
 

@@ -27,12 +27,13 @@ token), the fraction of variance unexplained ``Σ‖y − ŷ‖² / Σ‖y − �
 those tokens) and the sentiment head's test accuracy with the layer replaced by its reconstruction ŷ at every token
 against the accuracy as it is. ``python -m unitscope.studies.features`` prints them.
 
-``minilm_sae()`` trains once (from an empty cache: a MiniLM pass over the corpus sentences up to the layer, 600 steps
-of the SAE, the held-out metrics; 67 s and 120 s measured on one thread of a busy 2-core CPU), deterministic (seeded, ``threads`` threads; the count is part of the cache
-key), cached like every zoo model (:func:`unitscope.zoo.cache.cached_state`: keyed by a hash of the recipe, written
-atomically, read back with ``weights_only=True``), and returns a :class:`unitscope.Dictionary` whose ``hook_name`` is
-the layer (``dictionaries={sae.hook_name: sae}``), with ``.info`` (the held-out metrics, the training's numbers) and
-``.cached``. :func:`save_saelens` writes it as a SAELens folder (``cfg.json`` + ``sae_weights.safetensors``) that
+``minilm_sae()`` trains once (from an empty cache: a MiniLM pass over the corpus sentences up to the layer, 600 steps of
+the SAE, the held-out metrics; 67 s and 120 s measured on one thread of a busy 2-core CPU), deterministic (seeded,
+``threads`` threads; the count is part of the cache key), cached like every zoo model
+(:func:`unitscope.zoo.cache.cached_state`: keyed by a hash of the recipe, written atomically, read back with
+``weights_only=True``), and returns a :class:`unitscope.Dictionary` whose ``hook_name`` is the layer
+(``dictionaries={sae.hook_name: sae}``), with ``.info`` (the held-out metrics, the training's numbers) and ``.cached``.
+:func:`save_saelens` writes it as a SAELens folder (``cfg.json`` + ``sae_weights.safetensors``) that
 ``Dictionary.from_saelens`` — and SAELens — read back.
 """
 

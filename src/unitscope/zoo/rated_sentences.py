@@ -48,9 +48,11 @@ PACKAGE = "vaderSentiment==3.3.2"
 INNER_ARCHIVE = "additional_resources/hutto_ICWSM_2014.tar.gz"
 #: domain → (file name, SHA-256 of the file)
 DOMAINS = {
-    "movies": ("movieReviewSnippets_GroundTruth.txt", "c8293b0d942e90e223ea2c0955d969040d1a1be514a978b9af0698940bd13350"),
+    "movies": ("movieReviewSnippets_GroundTruth.txt",
+               "c8293b0d942e90e223ea2c0955d969040d1a1be514a978b9af0698940bd13350"),
     "tweets": ("tweets_GroundTruth.txt", "dfbe7102e2f92579ed8b19df9a3822491880697c67adf712fb66e520cc05102f"),
-    "amazon": ("amazonReviewSnippets_GroundTruth.txt", "11a9807a0974a2506a2d3b4851eaf69b3d6d20688ce4923adda2312a4f6dd6c2"),
+    "amazon": ("amazonReviewSnippets_GroundTruth.txt",
+               "11a9807a0974a2506a2d3b4851eaf69b3d6d20688ce4923adda2312a4f6dd6c2"),
     "nyt": ("nytEditorialSnippets_GroundTruth.txt", "7d8fbcce7dde5d716da53e78f4ef4be6b706e9ef1e1d51887e6d0ad4b69cc27e"),
 }
 FILENAME, SHA256 = DOMAINS["movies"]

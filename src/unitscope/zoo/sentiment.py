@@ -83,10 +83,11 @@ _VADER = dict(_BASE, vectors="minilm-context", soft=1.0, augment="vader-negation
 #: draws as many sentences of each class, with replacement), ``lr_decay`` (the learning rate × this after every
 #: epoch), ``soft`` (train on P(positive) = sigmoid(rating / soft) from the −4 … 4 mean human rating instead of
 #: its sign), ``negation_copies`` (every real training sentence that holds a negation,
-#: :func:`~unitscope.zoo.sentiment_model.has_negation`, repeated that many times per epoch), ``augment`` ("vader-negation":
-#: the template phrases of :mod:`unitscope.zoo.sentiment_augment` added to the training sentences — augmentation, rated
-#: by a rule, never in dev / test / the corpus — with ``augment_min_abs`` the lexicon words' smallest |valence|),
-#: ``ema`` (the weights' exponential moving average, this decay per step, is what dev sees and what is kept),
+#: :func:`~unitscope.zoo.sentiment_model.has_negation`, repeated that many times per epoch), ``augment``
+#: ("vader-negation": the template phrases of :mod:`unitscope.zoo.sentiment_augment` added to the training sentences —
+#: augmentation, rated by a rule, never in dev / test / the corpus — with ``augment_min_abs`` the lexicon words'
+#: smallest |valence|), ``ema`` (the weights' exponential moving average, this decay per step, is what dev sees and what
+#: is kept),
 #: ``average_last`` (the same with the mean of the last that many epochs' checkpoints), ``word_dropout`` (each input
 #: token's embedding zeroed with this probability while training), ``embed_dropout`` (dropout on the embeddings'
 #: entries while training), ``label_smoothing`` (of the cross-entropy's targets). The
@@ -127,7 +128,8 @@ RECIPES = {
     # the quick demo's model: minilm-all's data and vectors, two epochs (a few minutes on a busy 2-core machine)
     "quick": dict(_BASE, epochs=2, patience=None),
 }
-DEFAULT_RECIPE = "minilm-context-soft-vader-edrop"  # chosen on the sentiment study's targets (docs/studies/sentiment.md)
+# chosen on the sentiment study's targets (docs/studies/sentiment.md)
+DEFAULT_RECIPE = "minilm-context-soft-vader-edrop"
 QUICK_RECIPE = "quick"
 
 
@@ -155,7 +157,8 @@ def training_sentences(r: dict, data: MovieReviews, *, real_only: bool = False):
         idx = torch.tensor(neg, dtype=torch.long)
         lab, sc = torch.cat(labels), torch.cat(scores)
         sentences += [sentences[i] for i in neg] * (r["negation_copies"] - 1)
-        labels, scores = [lab, lab[idx].repeat(r["negation_copies"] - 1)], [sc, sc[idx].repeat(r["negation_copies"] - 1)]
+        labels = [lab, lab[idx].repeat(r["negation_copies"] - 1)]
+        scores = [sc, sc[idx].repeat(r["negation_copies"] - 1)]
     if r.get("augment"):
         if r["augment"] != "vader-negation":
             raise UnitscopeError(f"unknown augmentation {r['augment']!r}", choices=["vader-negation"])

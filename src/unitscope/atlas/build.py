@@ -35,7 +35,33 @@ class Atlas:
     """What :func:`atlas` returns: ``meta`` (model, data, layers, settings), ``units`` (one JSON-ready dict per
     unit, the schema of ``atlas.json``) and ``tensors`` (``"LAYER/KIND"`` → a tensor with one row per card of that
     layer, in card order — ``card["row"]``; ``LAYER/units`` names each row's unit: ``hist_counts``, ``hist_edges``,
-    ``iam``, ``inverse``, ``exemplar_inputs``, ``exemplar_attr`` …; the class means are ``[K, cards]``)."""
+    ``iam``, ``inverse``, ``exemplar_inputs``, ``exemplar_attr`` …; the class means are ``[K, cards]``).
+
+    :func:`unitscope.atlas` builds it, :meth:`load` reads one back; :meth:`unit` gives one card, :meth:`plot` draws
+    it, :meth:`save` writes ``atlas.json``, the tensors and the HTML page.
+
+    Parameters
+    ----------
+    meta : dict
+        The model, the data, the layers and the settings.
+    units : list of dict
+        One card per unit (the schema of ``atlas.json``).
+    tensors : dict of str to Tensor
+        ``"LAYER/KIND"`` → a tensor with one row per card of that layer.
+
+    Raises
+    ------
+    UnitscopeError
+        :meth:`unit` for a unit the atlas has no card of; :meth:`load` for an ``atlas.json`` of another format (its
+        tensors are read with ``weights_only=True``: a file holding other Python objects is refused unread).
+
+    Examples
+    --------
+    >>> import torch, unitscope as us
+    >>> a = us.Atlas({"layers": ["fc"]}, [{"layer": "fc", "unit": 0, "row": 0}], {"fc/hist_counts": torch.zeros(1, 8)})
+    >>> a.layers, a.unit("fc", 0)["row"]
+    (['fc'], 0)
+    """
 
     def __init__(self, meta: dict, units: list[dict], tensors: dict[str, torch.Tensor]):
         self.meta, self.units, self.tensors = dict(meta), list(units), dict(tensors)
@@ -212,8 +238,43 @@ class SynthesisConfig:
       data; a percentile of 100 is the data's maximum;
     - ``seed``: every generated input is seeded by it, its layer, unit and kind.
 
+    A frozen dataclass, passed as ``synthesis=`` to :func:`unitscope.atlas`.
+
+    Parameters
+    ----------
+    synthesize : bool or None, default None
+        Make IAM images and inverse-set samples: ``None`` (for inputs ``[C, H, W]`` and ``[D]``, or when a
+        ``generator`` is given), ``True`` or ``False``.
+    generator : Generator or None, default None
+        ``G`` for the inverse sets (``None``: the FFT parameterization for images, the identity for vectors).
+    param : str, default "fft"
+        The IAM's parameterization, ``"fft"`` or ``"pixel"``.
+    value_range : tuple of float, default (0.0, 1.0)
+        The inputs' range.
+    iam_steps : int, default 128
+        The IAM's optimization steps.
+    inverse_samples : int, default 4
+        Inverse-set samples per band.
+    inverse_steps : int, default 100
+        The inverse-set sampler's steps.
+    bands : tuple, default BANDS
+        ``(name, lower percentile, upper percentile or None)`` per band: ``("p50-75", 50, 75)``,
+        ``("p90-99", 90, 99)``, ``("above-max", 100, None)``.
+    seed : int, default 0
+        Every generated input is seeded by it, its layer, unit and kind.
+
+    Raises
+    ------
+    UnitscopeError
+        Nothing at construction; :func:`unitscope.atlas` refuses ``synthesis=`` that is not a ``SynthesisConfig``,
+        and ``synthesize=True`` for a layer read through a dictionary.
+
+    Examples
+    --------
     >>> SynthesisConfig(iam_steps=32).inverse_samples
     4
+    >>> SynthesisConfig(synthesize=False).bands[0]
+    ('p50-75', 50.0, 75.0)
     """
 
     synthesize: bool | None = None
@@ -234,38 +295,88 @@ def atlas(model: nn.Module, data, layers, *, target=None, units=None, top_k: int
           dictionaries=None) -> Atlas:
     """Build the atlas of every unit of ``layers`` (see the module docs).
 
-    - ``data``: ``(inputs, labels)`` tensors, an inputs tensor, an object with ``.x``/``.y``, a map-style
-      ``Dataset`` or a ``DataLoader`` over one (exemplars are read back by index).
-    - ``target``: ``None`` (each example's top class), ``"label"``, or an int.
-    - ``path``: a :class:`unitscope.PathConfig` (default ``PathConfig(n_steps=20)``): the scan's integration rule
-      and baselines (``"adaptive"``: ``n_steps`` to start with); the exemplars' per-input conductance takes a fixed
-      rule (``"gausslegendre"`` when ``method`` is adaptive) with as many points; ``path.unit_batch_size`` units
-      make one chunk of the per-unit work (split over the processes; the numbers do not depend on it);
-      ``path.internal_batch_size``: path rows per backward (scan and exemplars; default from the input size).
-    - ``stream``: a :class:`unitscope.StreamConfig` — the scan's ``batch_size``, its ``checkpoint`` (resumed when it
-      exists) and a ``torch.distributed`` process ``group`` to share the work over (``None``: this process alone;
-      every rank calls ``atlas`` with the same arguments and gets the same ``Atlas``).
-    - ``synthesis``: a :class:`unitscope.SynthesisConfig` — IAM and inverse-set samples, their generator,
-      parameterization, steps, bands and seed.
-    - ``units``: ``None`` (every unit), an int ``k`` (per layer the ``k`` units with the largest mean
-      |conductance| over the data — the scan still covers every unit), or ``{layer: [unit, …]}``.
-    - ``top_k``: exemplars per unit by activation and by conductance; ``share_k``: a unit's importance share is the
-      share of examples where it is among the ``share_k`` most conductant of its layer; ``bins``: of its
-      activation histogram.
-    - text: items that are a tokenizer's dicts (``input_ids``, ``attention_mask``, ``labels``) or token-id tensors,
-      with ``embedding="NAME"`` (the token embedding: paths start at its output; ``path.baselines`` may be a token
-      id, e.g. the pad id); a token-major layer's units are its ``D`` neurons over the tokens the mask keeps
-      (:mod:`unitscope.core.units`), exemplars carry their per-token conductance through the unit, and there are
-      no synthetic inputs (an optimized embedding sequence is no sentence).
-    - ``tokens``: per example a list of token strings (text models): stored with each exemplar.
-    - ``dictionaries``: ``{layer: dictionary}`` as in :func:`unitscope.conductance`: that layer's cards are its
-      dictionary's features and, last, its error node (``card["error_node"]``); ``meta["dictionaries"]`` gives each
-      layer's feature count and the error node's share of the layer's mean conductance. No synthetic inputs are made
-      for such layers (``synthesis.synthesize`` must not be ``True``): exemplars, their per-input shading,
-      histograms.
-
     ``meta["model"]`` and ``meta["data"]`` name the model and the data on the page (default: the model's class and
     the data's size); set them on the result before :meth:`Atlas.save` to name them otherwise.
+
+    Text: items that are a tokenizer's dicts (``input_ids``, ``attention_mask``, ``labels``) or token-id tensors, with
+    ``embedding="NAME"`` (the token embedding: paths start at its output; ``path.baselines`` may be a token id, e.g.
+    the pad id); a token-major layer's units are its ``D`` neurons over the tokens the mask keeps
+    (:mod:`unitscope.core.units`), exemplars carry their per-token conductance through the unit, and there are no
+    synthetic inputs (an optimized embedding sequence is no sentence).
+
+    Parameters
+    ----------
+    model : nn.Module
+        The network, handed back as it came.
+    data : tuple, Tensor, Dataset, DataLoader or object
+        ``(inputs, labels)`` tensors, an inputs tensor, an object with ``.x``/``.y``, a map-style ``Dataset`` or a
+        ``DataLoader`` over one (exemplars are read back by index).
+    layers : str or list of str
+        The layers whose units get cards (dotted names, ``"NAME@K"`` for the K-th call).
+    target : None, "label" or int, default None
+        ``None`` (each example's top class), ``"label"`` (each example's label), or an int.
+    units : None, int or dict, default None
+        ``None`` (every unit), an int ``k`` (per layer the ``k`` units with the largest mean |conductance| over the
+        data — the scan still covers every unit), or ``{layer: [unit, …]}``.
+    top_k : int, default 9
+        Exemplars per unit by activation and by conductance.
+    share_k : int, default 5
+        A unit's importance share is the share of examples where it is among the ``share_k`` most conductant of its
+        layer.
+    bins : int, default 128
+        Bins of each unit's activation histogram.
+    path : PathConfig or None, default None
+        A :class:`unitscope.PathConfig` (``None``: ``PathConfig(n_steps=20)``): the scan's integration rule and
+        baselines (``"adaptive"``: ``n_steps`` to start with); the exemplars' per-input conductance takes a fixed
+        rule (``"gausslegendre"`` when ``method`` is adaptive) with as many points; ``path.unit_batch_size`` units
+        make one chunk of the per-unit work (split over the processes; the numbers do not depend on it);
+        ``path.internal_batch_size``: path rows per backward (scan and exemplars; default from the input size).
+    stream : StreamConfig or None, default None
+        A :class:`unitscope.StreamConfig` — the scan's ``batch_size``, its ``checkpoint`` (resumed when it exists)
+        and a ``torch.distributed`` process ``group`` to share the work over (``None``: this process alone; every
+        rank calls ``atlas`` with the same arguments and gets the same ``Atlas``); ``unpack`` and ``extra`` must be
+        left unset.
+    synthesis : SynthesisConfig or None, default None
+        A :class:`unitscope.SynthesisConfig` — IAM and inverse-set samples, their generator, parameterization,
+        steps, bands and seed (``None``: ``SynthesisConfig()``).
+    embedding : str or None, default None
+        For token-id inputs: the name of the token embedding module (paths start at its output).
+    tokens : list of list of str or None, default None
+        Per example a list of token strings (text models): stored with each exemplar.
+    progress : bool or None, default None
+        ``None``: bars on a terminal, progress lines in a log; ``False``: none.
+    dictionaries : dict or None, default None
+        ``{layer: dictionary}`` as in :func:`unitscope.conductance`: that layer's cards are its dictionary's features
+        and, last, its error node (``card["error_node"]``); ``meta["dictionaries"]`` gives each layer's feature
+        count and the error node's share of the layer's mean conductance. No synthetic inputs are made for such
+        layers (``synthesis.synthesize`` must not be ``True``): exemplars, their per-input shading, histograms.
+
+    Returns
+    -------
+    Atlas
+        ``a.meta`` (model, data, layers, settings), ``a.units`` (one JSON-ready card per unit: ``layer``, ``unit``,
+        ``exemplars``, ``class_means``, ``dead``, ``faithfulness``, …) and ``a.tensors`` (``"LAYER/KIND"`` → one row
+        per card of that layer: ``hist_counts``, ``iam``, ``inverse``, ``exemplar_inputs``, ``exemplar_attr``, …);
+        :meth:`Atlas.save` writes ``atlas.json``, the tensors and an HTML page.
+
+    Raises
+    ------
+    UnitscopeError
+        ``synthesis`` that is not a ``SynthesisConfig``, a ``stream`` with ``unpack`` or ``extra``, ``top_k``,
+        ``share_k`` or ``unit_batch_size`` < 1, ``target="label"`` without labels, token ids without ``embedding``,
+        ``synthesize=True`` with dictionaries, and the mistakes :func:`unitscope.scan` names (unknown layer, data
+        it cannot read, a checkpoint of another scan, ...).
+
+    Examples
+    --------
+    >>> import torch, torch.nn as nn, unitscope as us
+    >>> torch.manual_seed(0) and None
+    >>> net = nn.Sequential(nn.Conv2d(1, 2, 3), nn.ReLU(), nn.Flatten(), nn.Linear(2 * 16, 2))
+    >>> x, y = torch.rand(6, 1, 6, 6), torch.arange(6) % 2
+    >>> a = us.atlas(net, (x, y), ["1"], top_k=2, path=us.PathConfig(n_steps=4),
+    ...              synthesis=us.SynthesisConfig(synthesize=False), progress=False)
+    >>> a.layers, len(a.units), a.units[0]["layer"], a.units[1]["unit"]
+    (['1'], 2, '1', 1)
     """
     from ..data.distributed import Ranks
     from ..data.scan import scan

@@ -75,8 +75,8 @@ def test_agreement_and_flips_on_a_small_cnn():
     assert len(df) == 4 * 8 and df.pearson.between(-1, 1).all()
     # a ReLU layer that feeds a linear head: zeroing a channel removes exactly its term g·y(x), which is its
     # gradient × activation and (with no bias, so y(x') = 0) its conductance
-    net2 = torch.nn.Sequential(torch.nn.Conv2d(3, 6, 3, padding=1, bias=False), torch.nn.ReLU(), torch.nn.AdaptiveAvgPool2d(1),
-                               torch.nn.Flatten(), torch.nn.Linear(6, 3)).eval()
+    net2 = torch.nn.Sequential(torch.nn.Conv2d(3, 6, 3, padding=1, bias=False), torch.nn.ReLU(),
+                               torch.nn.AdaptiveAvgPool2d(1), torch.nn.Flatten(), torch.nn.Linear(6, 3)).eval()
     df2 = ablation_agreement(net2, x, "1", k=6, n_steps=16, scores=["conductance", "grad_x_activation"])
     assert df2.pearson.min() > 0.999
     order = torch.arange(12).repeat(8, 1)

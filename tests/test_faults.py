@@ -197,8 +197,8 @@ def test_scan_without_a_group_runs_no_collective(tmp_path):
                                 timeout=datetime.timedelta(seconds=30))
         if rank == 0:
             torch.manual_seed(0)
-            r = scan(nn.Sequential(nn.Linear(3, 4), nn.ReLU()), [(torch.randn(5, 3), torch.tensor([0, 1, 0, 1, 1]))] * 3,
-                     ["1"], top_k=2, progress=False)
+            r = scan(nn.Sequential(nn.Linear(3, 4), nn.ReLU()),
+                     [(torch.randn(5, 3), torch.tensor([0, 1, 0, 1, 1]))] * 3, ["1"], top_k=2, progress=False)
             print("count", r.count, "world", r.settings["world_size"])
         dist.barrier()  # both meet here, after rank 0's scan: no collective happened inside it
         dist.destroy_process_group()

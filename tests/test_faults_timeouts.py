@@ -31,7 +31,8 @@ SCRIPT = textwrap.dedent('''
     assert started and group is dist.group.WORLD
     ud._takes_cpu_tensors = lambda g: False  # as for an NCCL group: the scan must use a gloo twin
     ranks = ud.Ranks.of(group)
-    info = {"world_timeout": ud.timeout_of(group).total_seconds(), "twin_timeout": ud.timeout_of(ranks.comm).total_seconds(),
+    info = {"world_timeout": ud.timeout_of(group).total_seconds(),
+            "twin_timeout": ud.timeout_of(ranks.comm).total_seconds(),
             "twin_is_new": ranks.comm is not group, "twin_backend": str(dist.get_backend(ranks.comm)),
             "twin_reused": ud.Ranks.of(group).comm is ranks.comm}
 

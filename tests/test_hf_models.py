@@ -135,7 +135,8 @@ def test_scan_hf_folder_sentences_over_batches_of_different_lengths(llama, tmp_p
     summary = json.loads((out / "scan.json").read_text())
     assert summary["examples"] == 6 and summary["layers"] == [ACT, "model.layers.1"]
     r = ScanResult.load(out / "scan.pt")
-    assert r.mean(ACT, score="activation").shape == (32,) and r.mean("model.layers.1", score="conductance").shape == (16,)
+    assert r.mean(ACT, score="activation").shape == (32,)
+    assert r.mean("model.layers.1", score="conductance").shape == (16,)
     # each sentence alone (no padding): the scan's per-unit activation is the mean over its real tokens
     tok = loaded.extra["tokenizer"]
     alone = []

@@ -10,8 +10,8 @@ import torch.nn as nn
 
 from unitscope.core.errors import UnitscopeError
 from unitscope.synthesis.generators import DecoderGenerator, FFTImageGenerator, LayerEncoder, early_block
-from unitscope.synthesis.inverse import (Constraint, InverseSetWarning, diversity, evaluate, langevin_sampler, penalized_am,
-                               sample_inverse_set)
+from unitscope.synthesis.inverse import (Constraint, InverseSetWarning, diversity, evaluate, langevin_sampler,
+                                         penalized_am, sample_inverse_set)
 
 
 def linear_net():

@@ -125,4 +125,5 @@ def test_saelens_folder_round_trip(small_sae, tmp_path):
     back = us.Dictionary.from_saelens(folder)
     assert back.hook_name == LAYER and back.n_features == 1536
     y = torch.randn(5, 384) * 3
-    assert torch.equal(back.encode(y), sae.encode(y)) and torch.equal(back.decode(sae.encode(y)), sae.decode(sae.encode(y)))
+    assert torch.equal(back.encode(y), sae.encode(y))
+    assert torch.equal(back.decode(sae.encode(y)), sae.decode(sae.encode(y)))

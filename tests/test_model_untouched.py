@@ -24,7 +24,8 @@ def snapshot(model):
         "grad_ids": [id(p.grad) for p in model.parameters()],
         "grads": [None if p.grad is None else p.grad.clone() for p in model.parameters()],
         "state": {k: v.clone() for k, v in model.state_dict().items()},
-        "hooks": sum(len(m._forward_hooks) + len(m._forward_pre_hooks) + len(m._backward_hooks) for m in model.modules()),
+        "hooks": sum(len(m._forward_hooks) + len(m._forward_pre_hooks) + len(m._backward_hooks)
+                     for m in model.modules()),
     }
 
 

@@ -185,7 +185,8 @@ def test_no_exact_way_is_an_error_that_names_layer_op_and_what_works():
     x = torch.randn(2, 4, generator=torch.Generator().manual_seed(4))
     before = _snapshot(net)
     with pytest.raises(UnitscopeError, match=r"dy/dα for layer 'mix' cannot be had: a custom autograd.Function "
-                                             r"without jvp\(\) in the model's own forward\(\).*method='adaptive'") as info:
+                                             r"without jvp\(\) in the model's own forward\(\)"
+                                             r".*method='adaptive'") as info:
         us.conductance(net, x, ["mix"], method="gausslegendre", n_steps=8)
     assert "differentiated twice" in str(info.value) and "riemann_trapezoid" in str(info.value)
     _untouched(net, before)

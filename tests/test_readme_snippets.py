@@ -50,7 +50,8 @@ def test_hugging_face_snippet_runs_as_printed(tmp_path):
     transformers.GPT2LMHeadModel(transformers.GPT2Config(
         n_layer=2, n_embd=16, n_head=2, n_positions=16, vocab_size=len(words), pad_token_id=0)).save_pretrained(
         tmp_path / "lm")
-    ns = {"us": us, "torch": torch, "transformers": transformers, "tokenizer": tokenizer, "folder": str(tmp_path / "lm")}
+    ns = {"us": us, "torch": torch, "transformers": transformers, "tokenizer": tokenizer,
+          "folder": str(tmp_path / "lm")}
     exec(_snippets("## Your own model")[1], ns)
     s, layer = ns["s"], "transformer.h.1.mlp.act"
     top = s.top(layer, k=5)

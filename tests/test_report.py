@@ -133,7 +133,8 @@ class _Refs(HTMLParser):
 
 
 def _headlines(text: str) -> list[str]:
-    return [re.sub(r"<[^>]+>", "", h).strip() for h in re.findall(r"data-headline(?:=\"\")?>(.*?)</(?:li|td)>", text, re.S)]
+    return [re.sub(r"<[^>]+>", "", h).strip()
+            for h in re.findall(r"data-headline(?:=\"\")?>(.*?)</(?:li|td)>", text, re.S)]
 
 
 def test_flatten_and_paper_pairs():

@@ -34,7 +34,8 @@ def test_two_empty_caches_give_identical_weights(tmp_path, monkeypatch):
         assert a.info["trained_with"]["threads"] == 1 and a.info["trained_with"]["deterministic"]
     assert cnn_a.info["test_accuracy"] == cnn_b.info["test_accuracy"]
     # both files hold the same recipe under the same name
-    assert sorted(p.name for p in (tmp_path / "a").glob("*.pt")) == sorted(p.name for p in (tmp_path / "b").glob("*.pt"))
+    names = [sorted(p.name for p in (tmp_path / side).glob("*.pt")) for side in ("a", "b")]
+    assert names[0] == names[1]
 
 
 def test_the_thread_count_is_part_of_the_cache_key(tmp_path, monkeypatch):

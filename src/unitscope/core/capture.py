@@ -14,7 +14,7 @@ from __future__ import annotations
 import weakref
 from collections import Counter
 from contextlib import contextmanager
-from typing import Callable, Mapping, Sequence
+from typing import Callable, Iterator, Mapping, Sequence
 
 import torch
 import torch.autograd.forward_ad as fwAD
@@ -24,6 +24,7 @@ from .errors import UnitscopeError
 from .sites import Site
 from .sites import layer_names as site_names
 from .state import analysis_mode
+from .types import LayerDictionary
 
 __all__ = ["hooked", "site_hooks", "Recorder", "layer_names", "call_counts"]
 
@@ -118,7 +119,7 @@ def _split(value):
     return None, None, None
 
 
-def _through_dictionary(site: Site, parts, rebuild, is_tuple, where):
+def _through_dictionary(site: Site, dictionary: LayerDictionary, parts, rebuild, is_tuple, where):
     """``(parts, rebuild, True)`` for a site read through its dictionary: the parts are the features ``f`` and the
     error node ``ε = y − decode(f)`` (``Dictionary.split``; a forward-mode tangent of ``y`` is carried into both), and
     ``rebuild`` hands on ``decode(f) + ε`` — the layer's output to rounding, so the rest of the model runs as before."""
@@ -126,7 +127,6 @@ def _through_dictionary(site: Site, parts, rebuild, is_tuple, where):
         raise UnitscopeError(f"layer {site.name!r} has a tuple {where}; a dictionary reads a layer whose {where} is "
                              "one tensor", layer=site.name,
                              hint="attach the dictionary at the sub-layer that produces the tensor it was trained on")
-    dictionary = site.dictionary
     f, err = dictionary.split(parts[0], layer=site.name)
     return [f, err], lambda passed: rebuild([dictionary.join(passed[0], passed[1])]), True
 
@@ -170,7 +170,7 @@ class Recorder:
                 hint="pick the sub-layer that produces the tensor you want")
         self.calls[site.name] += 1
         if site.dictionary is not None:   # the layer read through a dictionary: y = decode(f) + ε, parts (f, ε)
-            parts, rebuild, is_tuple = _through_dictionary(site, parts, rebuild, is_tuple, where)
+            parts, rebuild, is_tuple = _through_dictionary(site, site.dictionary, parts, rebuild, is_tuple, where)
         if site.name in self.replace:
             parts = list(self.replace[site.name](list(parts)))
         kept, passed, tangents = [], [], []
@@ -213,13 +213,13 @@ class Recorder:
         return hook
 
     @contextmanager
-    def active(self):
+    def active(self) -> Iterator[Recorder]:
         groups: dict = {}
         for s in self.sites:
             groups.setdefault((s.module, s.use_input), []).append(s)
         forward = {m: self._forward_hook(g) for (m, use_input), g in groups.items() if not use_input}
         pre = {m: self._pre_hook(g) for (m, use_input), g in groups.items() if use_input}
-        self.module_calls = Counter()
+        self.module_calls: Counter[tuple[int, bool]] = Counter()
         with hooked(forward, pre):
             try:
                 yield self

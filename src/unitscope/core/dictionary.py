@@ -25,6 +25,7 @@ import json
 import os
 from contextlib import ExitStack, contextmanager
 from pathlib import Path
+from typing import Any
 
 import torch
 import torch.nn as nn
@@ -89,7 +90,8 @@ class LinearDictionary(nn.Module):
         b_dec = torch.zeros(d_in, dtype=W_dec.dtype) if b_dec is None else torch.as_tensor(b_dec)
         for name, b, want in (("b_enc", b_enc, n), ("b_dec", b_dec, d_in)):
             if tuple(b.shape) != (want,):
-                raise UnitscopeError(f"{name} does not fit the weights", **{name: tuple(b.shape)}, expected=(want,),
+                got: dict[str, Any] = {name: tuple(b.shape)}
+                raise UnitscopeError(f"{name} does not fit the weights", **got, expected=(want,),
                                      W_enc=tuple(W_enc.shape))
         act, k = _parse_activation(activation, k)
         if act == "topk" and k > n:
@@ -106,7 +108,7 @@ class LinearDictionary(nn.Module):
             t = torch.as_tensor(threshold, dtype=W_enc.dtype)
             if t.dim() and tuple(t.shape) != (n,):
                 raise UnitscopeError("threshold does not fit the dictionary", threshold=tuple(t.shape), expected=(n,))
-            self.threshold = nn.Parameter(t.expand(n).detach().clone())
+            self.threshold: nn.Parameter | None = nn.Parameter(t.expand(n).detach().clone())
         else:
             self.threshold = None
         self.activation, self.k, self.b_dec_pre = act, k, bool(b_dec_pre)
@@ -120,7 +122,7 @@ class LinearDictionary(nn.Module):
         return self.W_enc.shape[1]
 
     def encode(self, y: torch.Tensor) -> torch.Tensor:
-        like = dict(dtype=y.dtype, device=y.device)
+        like: dict[str, Any] = dict(dtype=y.dtype, device=y.device)
         if self.b_dec_pre:
             y = y - self.b_dec.to(**like)
         pre = y @ self.W_enc.to(**like) + self.b_enc.to(**like)
@@ -130,6 +132,7 @@ class LinearDictionary(nn.Module):
             top = pre.topk(self.k, dim=-1)
             return torch.zeros_like(pre).scatter(-1, top.indices, torch.relu(top.values))
         if self.activation == "jumprelu":
+            assert self.threshold is not None  # set for every JumpReLU dictionary
             return pre * (pre > self.threshold.to(**like)).to(pre.dtype)
         if self.activation == "tanh-relu":
             return torch.relu(torch.tanh(pre))
@@ -196,6 +199,8 @@ class Dictionary(nn.Module):
     >>> bool(((total - s.output_diff).abs() <= 1e-3 * s.output_diff.abs()).all())
     True
     """
+
+    module: nn.Module
 
     def __init__(self, module: nn.Module, *, dim: int = -1, name: str | None = None):
         super().__init__()

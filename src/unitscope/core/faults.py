@@ -21,6 +21,7 @@ the model does not accept inputs of shape [2, 4]: layer '2' (Linear) called with
 
 from __future__ import annotations
 
+import sys
 from contextlib import contextmanager
 
 import torch
@@ -47,8 +48,12 @@ def is_oom(e: BaseException) -> bool:
 
 def with_oom_hint(e: BaseException) -> BaseException:
     """``e`` with a note on what to lower (once); the same exception object, to re-raise."""
-    if OOM_HINT not in getattr(e, "__notes__", ()):
-        e.add_note(OOM_HINT)
+    notes = getattr(e, "__notes__", None) or []
+    if OOM_HINT not in notes:
+        if sys.version_info >= (3, 11):
+            e.add_note(OOM_HINT)
+        else:  # Python 3.10 has no add_note: the same list, which tracebacks print from 3.11 on
+            setattr(e, "__notes__", [*notes, OOM_HINT])  # noqa: B010 — BaseException declares it from 3.11 on
     return e
 
 
@@ -68,7 +73,7 @@ def _shapes(obj):
 def _calls_in(model: nn.Module, tb) -> list[tuple[str, nn.Module, object]]:
     """``(name, module, args)`` of the model's module calls on the traceback, outermost first."""
     names = {id(m): n for n, m in model.named_modules()}
-    calls = []
+    calls: list[tuple[str, nn.Module, object]] = []
     while tb is not None:
         frame = tb.tb_frame
         me = frame.f_locals.get("self")
@@ -99,7 +104,7 @@ def expected_input(model: nn.Module) -> tuple[str, str] | None:
         src = f"its first layer, {name!r}: {m!r}" if name else f"the model: {type(m).__name__}"
         if isinstance(m, nn.Flatten) and flatten is None:
             flatten = name
-        if isinstance(m, (nn.Conv1d, nn.Conv2d, nn.Conv3d)) and getattr(m, "in_channels", 0):
+        if isinstance(m, (nn.Conv1d, nn.Conv2d, nn.Conv3d)) and m.in_channels:
             dims = _CONV_DIMS[len(m.kernel_size)]
             return f"[N, {m.in_channels}, {dims}]", src
         if isinstance(m, nn.Linear) and m.in_features:

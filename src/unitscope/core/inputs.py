@@ -89,7 +89,7 @@ class Batch:
     n: int
     kwargs: dict = field(default_factory=dict)
     ids: tuple[torch.Tensor, ...] | None = None    # token ids fed to the model when paths start at an embedding
-    embedding: object = None                       # that embedding module
+    embedding: torch.nn.Module | None = None       # that embedding module
 
     def path_rows(self, example: torch.Tensor, alpha: torch.Tensor) -> tuple[torch.Tensor, ...]:
         """Rows ``x'_e + α (x_e − x'_e)`` for paired example indices and alphas (integer inputs: ``x_e``)."""
@@ -123,6 +123,7 @@ class Batch:
             return model(*rows, *self.extra_args(example), **self.extra_kwargs(example))
         from .capture import hooked
 
+        assert self.ids is not None  # set with the embedding
         ids = tuple(i[example.to(i.device)] for i in self.ids)
 
         def substitute(module, args, out):
@@ -235,7 +236,7 @@ def prepare(inputs, baselines=None, additional_forward_args=None, device=None, *
         raw = baselines if isinstance(baselines, (tuple, list)) else (baselines,)
         if len(raw) != len(xs):
             raise UnitscopeError("give one baseline per input", inputs=len(xs), baselines=len(raw))
-        bs = []
+        per_input: list[torch.Tensor] = []
         for i, (x, b) in enumerate(zip(xs, raw)):
             b = torch.as_tensor(b, dtype=x.dtype, device=x.device).detach()
             try:
@@ -246,8 +247,8 @@ def prepare(inputs, baselines=None, additional_forward_args=None, device=None, *
                                      hint="use a scalar, one example's shape, or the batch's shape") from None
             if not torch.isfinite(b).all():
                 raise UnitscopeError("baselines contain non-finite values", input=i)
-            bs.append(b)
-        bs = tuple(bs)
+            per_input.append(b)
+        bs = tuple(per_input)
     return Batch(xs, bs, is_tuple, extra, n, kwargs)
 
 

@@ -61,7 +61,8 @@ class LogBar:
         self.file = file if file is not None else sys.stderr
         self.every = _every() if every is None else every
         self.t0 = self.last = time.monotonic()
-        self.closed, self.printed = False, None
+        self.closed = False
+        self.printed: int | None = None
         self.postfix = ""
 
     def _line(self) -> str:

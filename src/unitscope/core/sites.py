@@ -26,6 +26,7 @@ from typing import Iterable
 import torch.nn as nn
 
 from .errors import UnitscopeError
+from .types import LayerDictionary
 
 __all__ = ["Site", "resolve", "layer_names", "rank_names", "closest_names"]
 
@@ -41,7 +42,7 @@ class Site:
     module: nn.Module
     use_input: bool = False
     call: int | None = None
-    dictionary: nn.Module | None = None
+    dictionary: LayerDictionary | None = None
 
 
 def layer_names(model: nn.Module) -> list[str]:

@@ -32,6 +32,7 @@ from __future__ import annotations
 
 from contextlib import contextmanager
 from dataclasses import dataclass
+from typing import TypeGuard
 
 import torch
 import torch.nn as nn
@@ -48,8 +49,9 @@ ELEMENTWISE = (nn.ReLU, nn.ReLU6, nn.LeakyReLU, nn.ELU, nn.CELU, nn.SELU, nn.GEL
 _CONVS = (nn.Conv1d, nn.Conv2d, nn.Conv3d)
 
 
-def _sliceable(module: nn.Module) -> bool:
-    return type(module) in _CONVS and module.groups == 1       # a subclass may have its own forward
+def _sliceable(module: nn.Module | None) -> TypeGuard[nn.Conv1d | nn.Conv2d | nn.Conv3d]:
+    # exactly these types (a subclass may have its own forward)
+    return isinstance(module, _CONVS) and type(module) in _CONVS and module.groups == 1
 
 
 @dataclass(frozen=True)
@@ -58,7 +60,7 @@ class ChannelSlice:
     elementwise module, or ``None`` where the layer is the convolution); ``input_site``: the producer's input ``h``."""
 
     site: Site
-    producer: nn.Module
+    producer: nn.Conv1d | nn.Conv2d | nn.Conv3d
     producer_name: str
     act: nn.Module | None
     input_site: Site

@@ -241,10 +241,11 @@ class UnitSpec:
                     raise UnitscopeError(f"{word} {u} is out of range for layer {layer!r}", layer=layer,
                                          unit_shape=shape, units=self.layout,
                                          hint=f"its {self.layout} are 0 … {max(n_units - 1, 0)}")
-                index = [slice(None)] * len(view_shape)
+                index: list[int | slice] = [slice(None)] * len(view_shape)
                 for d, i in zip(dims, _unravel(u, grid)):
                     index[d - 1] = i
-                masks[(k, *index)] = True
+                where = (k, *index)
+                masks[where] = True
             else:
                 if len(u) != len(shape) or any(not 0 <= i < s for i, s in zip(u, shape)):
                     raise UnitscopeError(f"unit {u} is outside layer {layer!r}", layer=layer, unit_shape=shape)
@@ -441,8 +442,8 @@ def find_mask(mask, additional_forward_args, inputs=None) -> torch.Tensor | None
         return m.detach().cpu()
     extra = additional_forward_args
     if isinstance(extra, dict):
-        m = extra.get("attention_mask")
-        return None if m is None else m.detach().cpu()
+        given = extra.get("attention_mask")
+        return None if given is None else given.detach().cpu()
     if extra is None:
         return None
     extra = extra if isinstance(extra, (tuple, list)) else (extra,)

@@ -31,6 +31,8 @@ for one example, so an example's numbers do not depend on the others in its bloc
 
 from __future__ import annotations
 
+from typing import cast
+
 import torch
 
 from .engine import PathSums, evaluate
@@ -268,9 +270,12 @@ def _evaluate_rows(model, batch, target, sites, example, alpha, internal_batch_s
     """The rows ``(example[r], alpha[r])`` in chunks of ``internal_batch_size``: ``F [R]``, values and gradients
     ``{site: parts [R, ...]}``."""
     step = example.numel() if internal_batch_size is None else max(1, internal_batch_size)
-    Fs, ys, gs = [], [], []
+    Fs: list[torch.Tensor] = []
+    ys: list[dict[str, list[torch.Tensor]]] = []
+    gs: list[dict[str, list[torch.Tensor]]] = []
     for r0 in range(0, example.numel(), step):
         ev = evaluate(model, batch, target, sites, example[r0:r0 + step], alpha[r0:r0 + step], need_grad=True)
+        assert ev.grads is not None  # need_grad=True
         sums.is_tuple = ev.is_tuple
         Fs.append(ev.F.double().cpu())
         ys.append(ev.values)
@@ -408,7 +413,7 @@ def _finish(st: _Block, b0, k0, converged, watch, rtol, sums, profiles, F_x, F_b
         for name in st.names:
             parts = st.final(name, ex, L, influence)
             exd = st.on(ex, name)
-            norms = sum(sq[ex, :count] for sq in st.g2[name]).sqrt()
+            norms = cast(torch.Tensor, sum(sq[ex, :count] for sq in st.g2[name])).sqrt()
             sorted_norms = norms.gather(1, order)
             for i, e in enumerate(glob.tolist()):
                 profiles[name][0][e] = sorted_nodes[i]

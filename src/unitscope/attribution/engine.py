@@ -18,6 +18,7 @@ from __future__ import annotations
 
 from contextlib import ExitStack, contextmanager
 from dataclasses import dataclass, field
+from typing import cast
 
 import torch
 import torch.autograd.forward_ad as fwAD
@@ -132,7 +133,7 @@ def evaluate(model: nn.Module, batch: Batch, target: Target, sites: list[Site], 
     if keep_output and torch.is_tensor(output):
         out = output.detach()
     tans = None
-    if tangents:
+    if recorder.tangents is not None:   # the recorder carries them exactly when asked (tangents=True)
         tans = {s.name: [work_dtype(t) for t in recorder.tangents[s.name]] for s in sites}
     return Evaluation(work_dtype(F.detach()), values, grads, out, dict(recorder.is_tuple), tans)
 
@@ -224,11 +225,16 @@ def integrate(model, batch: Batch, target: Target, sites: list[Site], alphas: to
     sums = PathSums()
     F_x = torch.full((n,), float("nan"), dtype=torch.float64)
     F_b = torch.full((n,), float("nan"), dtype=torch.float64)
-    value_x, grad_x = {}, {}
-    cond, infl, cond_alt = {}, {}, {}
-    cerr, ierr = {}, {}      # site -> per part (Σ e_p, Σ e_p²)
-    cabs, iabs = {}, {}      # site -> per part Σ|terms| of the sums (their rounding error, estimates.rounding)
-    profile = {}             # site -> [n, m] |∂F/∂y| norms, on the model's device
+    value_x: dict[str, list] = {}   # site -> per part [n, ...] (None until the chunk with α = 1)
+    grad_x: dict[str, list] = {}
+    cond: dict[str, list[torch.Tensor]] = {}
+    infl: dict[str, list[torch.Tensor]] = {}
+    cond_alt: dict[str, list[torch.Tensor]] = {}
+    cerr: dict[tuple[str, str], list[torch.Tensor]] = {}  # (site, kind) -> per part (Σ e_p, Σ e_p², …)
+    ierr: dict[tuple[str, str], list[torch.Tensor]] = {}
+    cabs: dict[str, list[torch.Tensor]] = {}  # site -> per part Σ|terms| of the sums (their rounding error)
+    iabs: dict[str, list[torch.Tensor]] = {}  # (estimates.rounding)
+    profile: dict[str, torch.Tensor] = {}     # site -> [n, m] |∂F/∂y| norms, on the model's device
     # the consecutive-node sums: the trapezoid/left conductance itself, or (jvp) the ingredients of its error
     stieltjes = conductance in ("trapezoid", "left") or (estimate and (jvp or weights is not None))
     chunks = [(e0, p0) for e0 in range(0, n, E) for p0 in range(0, m, P)]
@@ -259,9 +265,10 @@ def integrate(model, batch: Batch, target: Target, sites: list[Site], alphas: to
         new_carry = {}
         for s in sites:
             ys = [v.view(ne, na, *v.shape[1:]) for v in ev.values[s.name]]
-            gs = [g.view(ne, na, *g.shape[1:]) for g in ev.grads[s.name]] if need_grad else None
+            # ev.grads is there exactly when need_grad
+            gs = [g.view(ne, na, *g.shape[1:]) for g in ev.grads[s.name]] if ev.grads is not None else []
             if estimate:
-                norm = sum(g.flatten(2).pow(2).sum(2) for g in gs).sqrt()
+                norm = cast(torch.Tensor, sum(g.flatten(2).pow(2).sum(2) for g in gs)).sqrt()
                 buf = profile.get(s.name)
                 if buf is None:
                     buf = profile[s.name] = norm.new_zeros((n, m))
@@ -281,6 +288,7 @@ def integrate(model, batch: Batch, target: Target, sites: list[Site], alphas: to
                 if estimate:
                     _accumulate(iabs, s.name, ex, [(g * wv(g)).abs().sum(1) for g in gs], n)
                 if jvp:
+                    assert ev.tangents is not None  # the pass carried them
                     ts = [t.view(ne, na, *t.shape[1:]) for t in ev.tangents[s.name]]
                     terms = [g * t * wv(g) for g, t in zip(gs, ts)]
                     _accumulate(cond, s.name, ex, [c.sum(1) for c in terms], n)
@@ -328,28 +336,29 @@ def integrate(model, batch: Batch, target: Target, sites: list[Site], alphas: to
     sums.influence = infl if weights is not None else None
     # error estimates: the second-order rule on these nodes against its embedded coarse rule (every other
     # node) — for the rule applied to ∂F/∂y·dy/dα, at least its difference with that second-order rule
-    cerr, ierr = _pairs(cerr), _pairs(ierr)
-    if conductance and cerr:
-        sums.conductance_error = {k: [combine(a, b) for a, b, _ in v] for k, v in cerr.items()}
-        sums.conductance_unit_error = {k: [combine_units(reduce_units(a), u, reduce_units(b)) for a, b, u in v]
-                                       for k, v in cerr.items()}
+    cpairs, ipairs = _pairs(cerr), _pairs(ierr)
+    if conductance and cpairs:
+        c_err = {k: [combine(a, b) for a, b, _ in v] for k, v in cpairs.items()}
+        c_unit_err = {k: [combine_units(reduce_units(a), u, reduce_units(b)) for a, b, u in v]
+                      for k, v in cpairs.items()}
         if jvp:
-            for k in cerr:
+            for k in cpairs:
                 diff = [c - a for c, a in zip(cond[k], cond_alt[k])]
-                sums.conductance_error[k] = [torch.maximum(e, d.abs()) for e, d in
-                                             zip(sums.conductance_error[k], diff)]
-                sums.conductance_unit_error[k] = [torch.maximum(e, reduce_units(d).abs()) for e, d in
-                                                  zip(sums.conductance_unit_error[k], diff)]
-    if weights is not None and ierr:
-        sums.influence_error = {k: [combine(a, b) for a, b, _ in v] for k, v in ierr.items()}
+                c_err[k] = [torch.maximum(e, d.abs()) for e, d in zip(c_err[k], diff)]
+                c_unit_err[k] = [torch.maximum(e, reduce_units(d).abs()) for e, d in zip(c_unit_err[k], diff)]
+        sums.conductance_error, sums.conductance_unit_error = c_err, c_unit_err
+    if weights is not None and ipairs:
+        sums.influence_error = {k: [combine(a, b) for a, b, _ in v] for k, v in ipairs.items()}
         sums.influence_unit_error = {k: [combine_units(reduce_units(a), u, reduce_units(b)) for a, b, u in v]
-                                     for k, v in ierr.items()}
+                                     for k, v in ipairs.items()}
     # below the rounding error of the sums an estimate says nothing (two rules agreeing to the last bit still differ
     # from the exact integral by it): the floor, as in adaptive.py
-    for errs, unit_errs, mags in ((sums.conductance_error, sums.conductance_unit_error, cabs),
-                                  (sums.influence_error, sums.influence_unit_error, iabs)):
-        for k, parts in (mags.items() if errs else ()):
-            floor = [rounding(m, m.dtype) for m in parts]
+    for errs, unit_errs, abs_sums in ((sums.conductance_error, sums.conductance_unit_error, cabs),
+                                      (sums.influence_error, sums.influence_unit_error, iabs)):
+        if not errs or unit_errs is None:   # set together
+            continue
+        for k, mag in abs_sums.items():
+            floor = [rounding(m, m.dtype) for m in mag]
             errs[k] = [e + f for e, f in zip(errs[k], floor)]
             unit_errs[k] = [e + reduce_units(f) for e, f in zip(unit_errs[k], floor)]
     sums.value_at_x = value_x or None

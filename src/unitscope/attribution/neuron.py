@@ -229,9 +229,10 @@ def neuron_conductance(model: nn.Module, inputs, layer, units, *, baselines=None
             weights = paths.stieltjes_weights(alphas)
             example_all = torch.arange(n).repeat_interleave(alphas.numel())
             alpha_all, weight_all = alphas.repeat(n), weights.repeat(n)
-            eq3 = integrate(model, batch, tgt, [site], alphas, None, conductance="trapezoid",
-                            internal_batch_size=internal_batch_size, progress=False, estimate=False
-                            ).conductance[site.name]
+            trapezoid = integrate(model, batch, tgt, [site], alphas, None, conductance="trapezoid",
+                                  internal_batch_size=internal_batch_size, progress=False, estimate=False).conductance
+            assert trapezoid is not None  # conductance="trapezoid" was asked
+            eq3 = trapezoid[site.name]
         total = example_all.numel()
         rows_per_chunk = total if internal_batch_size is None else max(1, internal_batch_size)
         sums = None
@@ -249,6 +250,7 @@ def neuron_conductance(model: nn.Module, inputs, layer, units, *, baselines=None
                 h = None if sl is None else recorder.parts[sl.input_site.name][0]
                 parts = recorder.parts[site.name]
                 part = getattr(spec, "part", None)
+                g: torch.Tensor | None
                 if site.dictionary is not None and part is None:
                     # features and error node side by side along the dictionary's dim: one tensor, F + D wide there
                     ddim = _dictionary_dim(site.dictionary, parts[0])
@@ -273,16 +275,17 @@ def neuron_conductance(model: nn.Module, inputs, layer, units, *, baselines=None
                     masks = sp.unit_masks(units, tuple(y.shape[1:]), site.name).to(y)
                     channel_of = masks.reshape(*masks.shape[:2], -1).any(2).float().argmax(1)  # [U]: units' channels
                     asked = channel_of.unique()
-                    if sl is not None and (sp.layout != "channels" or token_mask is not None or
-                                           not sl.agrees(sl.values(h, asked), y[:, asked.to(y.device)])):
+                    if sl is not None and h is not None and (
+                            sp.layout != "channels" or token_mask is not None or
+                            not sl.agrees(sl.values(h, asked), y[:, asked.to(y.device)])):
                         sl = None      # not the channels of the layer as recorded: the full backward
                 # a whole unit (an int) of a token-major layer: its real tokens only (elements are taken as given)
                 keep = None if token_mask is None else sp.token_keep(y, token_mask[example])
                 g_kept = g if keep is None else g * keep.to(g)
-                got = None
+                got: list[torch.Tensor] | None = None   # per input [U, rows, ...]
+                got_pairs: list[tuple[list[torch.Tensor], torch.Tensor]] = []   # paired: per slot (grads, pairs)
                 ub = masks.shape[0] if unit_batch_size is None else max(1, unit_batch_size)
                 if paired:   # row r goes with its example's j-th pair: one plain backward per slot j
-                    got = []
                     slots = [j for j in range(n_slots) if bool((pair_of[j][example] >= 0).any())]
                     for i, j in enumerate(slots):
                         p_r = pair_of[j][example]                     # [rows]: the pair of each row (-1: none)
@@ -293,7 +296,7 @@ def neuron_conductance(model: nn.Module, inputs, layer, units, *, baselines=None
                         else:
                             own = whole.to(g.device)[p_c].view(-1, *([1] * (g.dim() - 1)))
                             g_u = torch.where(own, g_kept, g)
-                        if sl is not None:   # the rows' own channels only, then from the layer's input
+                        if sl is not None and h is not None:   # the rows' own channels, then from the layer's input
                             ch = channel_of.to(g.device)[p_c]
                             ch = torch.where(has.flatten(), ch, ch[has.flatten()][0])
                             v = torch.where(has, g.gather(1, _channel_index(ch, g)), 0.0)
@@ -303,9 +306,10 @@ def neuron_conductance(model: nn.Module, inputs, layer, units, *, baselines=None
                             v = torch.where(has, masks[p_c.to(masks.device)] * g_u, 0.0)
                             gs = torch.autograd.grad(y, rows, grad_outputs=v, allow_unused=True,
                                                      retain_graph=i < len(slots) - 1)
-                        got.append((_input_grads(gs, rows, site.name), p_r))
+                        got_pairs.append((_input_grads(gs, rows, site.name), p_r))
                 for u0 in range(0, 0 if paired else masks.shape[0], ub):
-                    if sl is not None:   # per unit: its channel's backward to the layer's input, then one vmap
+                    # sliced: per unit, its channel's backward to the layer's input, then one vmap
+                    if sl is not None and h is not None:
                         v = torch.stack([_slice_vjp(sl, h, torch.full((len(g),), int(c), device=g.device),
                                                     g[:, int(c)].unsqueeze(1))
                                          for c in channel_of[u0:u0 + ub]])
@@ -318,13 +322,14 @@ def neuron_conductance(model: nn.Module, inputs, layer, units, *, baselines=None
             if paired:
                 if sums is None:
                     sums = [work_dtype(x).new_zeros((len(pair_ex), *x.shape[1:])) for x in batch.inputs]
-                for grads, p_r in got:
+                for grads, p_r in got_pairs:
                     on = (p_r >= 0).nonzero().flatten()
                     for s, gx in zip(sums, grads):
                         gx = work_dtype(gx)[on.to(gx.device)]
                         wk = w[on].to(gx).view(-1, *([1] * (gx.dim() - 1)))
                         s.index_add_(0, p_r[on].to(gx.device), gx * wk)
                 continue
+            assert got is not None  # at least one unit
             got = [work_dtype(gx) for gx in got]
             if sums is None:
                 sums = [work_dtype(x).new_zeros((masks.shape[0], *x.shape)) for x in batch.inputs]
@@ -338,6 +343,7 @@ def neuron_conductance(model: nn.Module, inputs, layer, units, *, baselines=None
             result = tuple((s * (x - b)[ex_d]).contiguous().detach().cpu() for s, x, b in
                            zip(sums, batch.inputs, batch.baselines))  # [P, *input_shape]
         else:
+            assert sums is not None  # at least one path row
             result = tuple((s * (x - b).unsqueeze(0)).transpose(0, 1).contiguous().detach().cpu() for s, x, b in
                            zip(sums, batch.inputs, batch.baselines))  # [N, U, *input_shape]: examples first
         if eq3 is not None and masks is not None:
@@ -433,6 +439,7 @@ def _adaptive_rows(model, batch, target, site, budget: int, internal_batch_size)
     sums = integrate_adaptive(model, batch, target, [site], budget=budget, rtol=0.0,
                               internal_batch_size=internal_batch_size, progress=False, influence=False)
     examples, alphas, weights = [], [], []
+    assert sums.diagnosis is not None  # the adaptive pass fills it
     for e in range(batch.n):
         a = torch.sort(sums.diagnosis[e]["alpha"].double()).values
         w = paths.stieltjes_weights(a)

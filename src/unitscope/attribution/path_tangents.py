@@ -26,6 +26,7 @@ True
 from __future__ import annotations
 
 import re
+from typing import Sequence, cast
 
 import torch
 import torch.autograd.forward_ad as fwAD
@@ -72,11 +73,12 @@ def _double_backward(model, batch, sites, example, rows, dirs, op: str) -> dict:
             batch.call(model, leaves, example)
         parts = [p for s in sites for p in recorder.parts[s.name]]
         u = [torch.zeros_like(p, requires_grad=True) for p in parts]
-        inner = sum((p * w).sum() for p, w in zip(parts, u))
+        inner = cast(torch.Tensor, sum((p * w).sum() for p, w in zip(parts, u)))
         xs = [(leaf, d) for leaf, d in zip(leaves, dirs) if d is not None]
         try:
             vjp = torch.autograd.grad(inner, [leaf for leaf, _ in xs], create_graph=True, allow_unused=True)
             pairs = [(g * d).sum() for g, (_, d) in zip(vjp, xs) if g is not None]
+            jvp: Sequence[torch.Tensor | None]
             if not pairs:     # no recorded part depends on the path's inputs: dy/dα is 0 there
                 jvp = [None] * len(u)
             else:

@@ -149,6 +149,8 @@ class Scores(Mapping):
     (torch.Size([4, 2]), torch.Size([4, 2]), torch.Size([4, 2]))
     """
 
+    cut: dict[str, torch.Tensor]   # complete scores: per layer [N], whether the layer is a cut for the example
+
     def __init__(self, score: str, values: dict, *, delta: dict | None = None, output_diff=None, n_evals=None,
                  target=None, modules: dict | None = None, settings: dict | None = None, error: dict | None = None,
                  unit_error: dict | None = None, ok: dict | None = None, messages: dict | None = None,

@@ -310,6 +310,7 @@ def attribute(model: nn.Module, inputs, layers, *, scores=SCORES, baselines=None
         elif on_path and captum_compatible:   # Captum's own pass for each score, in the registry's order
             for s in REGISTRY.values():
                 if s in on_path:
+                    assert s.captum is not None, s.name  # every score on the path names Captum's pass
                     alphas, weights, mode = s.captum(method, n_steps)
                     runs.append(([s], integrate(model, batch, tgt, sites, alphas, weights, conductance=mode,
                                                 internal_batch_size=internal_batch_size, progress=progress,
@@ -371,6 +372,7 @@ def _finish(score: Score, sums, model, batch, tgt, sites, cfg: PathConfig, metho
     tol = max(cfg.rtol, cfg.gap_warning if cfg.gap_warning is not None else 0.05)
     if score.complete:
         # a gap above the tolerance: is the layer a cut (then the gap is an error) or bypassed?
+        assert output_diff is not None and delta is not None  # set above for a complete score
         od = output_diff.double().abs()
         wide = [st for st in sites if bool((delta[st.name].double().abs() > tol * od).any())]
         cuts = cut_examples(model, batch, tgt, wide, internal_batch_size=cfg.internal_batch_size)
@@ -381,7 +383,7 @@ def _finish(score: Score, sums, model, batch, tgt, sites, cfg: PathConfig, metho
     result = Scores(score.name, values, delta=delta, output_diff=output_diff, n_evals=n_evals, target=target_index,
                     modules=modules, settings=settings, error=error, unit_error=unit_error, ok=ok,
                     messages=messages, specs=specs, mask=token_mask)
-    if score.complete:
+    if cuts is not None:   # a complete score
         result.cut = cuts
     return result
 

@@ -379,14 +379,14 @@ def sample_inverse_set(model: nn.Module, constraints, generator, *, encoder=None
         # ---------------------------------------------------------------- verification: fresh forward passes
         t2 = time.perf_counter()
         codes = torch.cat(pool_codes)[:n_samples]
-        xs, fs, good = [], [], []
+        xs, fs, goods = [], [], []
         with torch.no_grad():
             for i in range(0, len(codes), 256):
                 x_i, f_i, _ = prob(codes[i:i + 256], full=True)
                 xs.append(x_i)
                 fs.append(f_i)
-                good.append(prob.inside(f_i))
-        x_all, f_all, good = torch.cat(xs), torch.cat(fs), torch.cat(good)
+                goods.append(prob.inside(f_i))
+        x_all, f_all, good = torch.cat(xs), torch.cat(fs), torch.cat(goods)
         verified_rate = float(good.float().mean())
         verify_seconds = time.perf_counter() - t2
 

@@ -117,6 +117,8 @@ class _Problem:
     """One forward pass of ``G`` and the model for a batch of codes: constraint values ``[B, m]`` and, when the
     encoder reads a layer of the same model, the encoding from the same pass."""
 
+    scale: torch.Tensor   # [m] each range's scale (set by the sampler before the first violation())
+
     def __init__(self, model, constraints, generator, encoder):
         self.model, self.generator, self.encoder = model, generator, encoder
         sites = resolve(model, [c.layer for c in constraints])

@@ -49,7 +49,16 @@ class Maximized:
     @property
     def own(self) -> torch.Tensor:
         """``[B]``: each row's unit activation on its final (un-augmented) image."""
-        return self.activations.gather(1, self.units.view(-1, 1)).squeeze(1)
+        acts, units = _per_unit(self)
+        return acts.gather(1, units.view(-1, 1)).squeeze(1)
+
+
+def _per_unit(result: Maximized) -> tuple[torch.Tensor, torch.Tensor]:
+    """``(activations [B, U], units [B])`` of AM/IAM images; a :func:`maximize` of a free objective has none."""
+    if result.activations is None or result.units is None:
+        raise UnitscopeError("these images have no unit per row (maximize() of a free objective); the layer's "
+                             "activations and units come with activation_maximization and independent_am")
+    return result.activations, result.units
 
 
 class _RedirectedReLU(torch.autograd.Function):
@@ -199,7 +208,7 @@ def maximize(model: nn.Module, objective: Objective, *, batch: int, shape: tuple
             (-value.sum()).backward()
             opt.step()
             trace[step] = value.detach().cpu()
-            if watched is not None:
+            if watch is not None and watched is not None:
                 watched[step] = watch(acts).detach().cpu()
         with torch.no_grad():
             images = p().detach()
@@ -397,7 +406,7 @@ def representative_substitution(result, *, units=None) -> torch.Tensor:
     [0.5, 0.0]
     """
     if isinstance(result, Maximized):
-        acts, units = result.activations, result.units
+        acts, units = _per_unit(result)
     else:
         acts = torch.as_tensor(result)
         if units is None:

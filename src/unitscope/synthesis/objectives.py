@@ -156,7 +156,8 @@ def element(layer: str, index: tuple) -> Objective:
         shape = tuple(t.shape[1:])
         if len(index) != len(shape) or any(not -s <= i < s for i, s in zip(index, shape)):
             raise UnitscopeError(f"element {index} is outside layer {layer!r}", layer=layer, unit_shape=shape)
-        return t[(slice(None), *index)]
+        every_example = (slice(None), *index)
+        return t[every_example]
     return Objective(fn, (layer,), f"{layer}{list(index)}")
 
 

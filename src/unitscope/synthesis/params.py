@@ -23,6 +23,7 @@ from __future__ import annotations
 
 import math
 import numbers
+from typing import Sequence
 
 import torch
 import torch.nn.functional as F
@@ -117,11 +118,14 @@ class Augment:
     """
 
     def __init__(self, *, pad: float = 0.05, jitter: float = 0.05, scale=(0.95, 1.05), degrees: float = 5.0,
-                 seed: int = 0, fill: float | None = None):
+                 seed: int | Sequence[int] = 0, fill: float | None = None):
         self.pad, self.jitter, self.scale, self.degrees = pad, jitter, scale, degrees
-        rows = None if isinstance(seed, numbers.Integral) else [int(s) for s in seed]
-        self.g = torch.Generator().manual_seed(int(seed)) if rows is None else None
-        self.rows = None if rows is None else [torch.Generator().manual_seed(s) for s in rows]
+        self.g: torch.Generator | None = None
+        self.rows: list[torch.Generator] | None = None
+        if isinstance(seed, (int, numbers.Integral)):   # numpy's integers too
+            self.g = torch.Generator().manual_seed(int(seed))
+        else:
+            self.rows = [torch.Generator().manual_seed(s) for s in [int(s) for s in seed]]
         self.fill = fill
 
     def _rand(self, b: int) -> torch.Tensor:
@@ -144,6 +148,6 @@ class Augment:
         tx, ty = u(-2 * self.jitter, 2 * self.jitter), u(-2 * self.jitter, 2 * self.jitter)
         cos, sin = torch.cos(angle) / s, torch.sin(angle) / s
         theta = torch.stack([torch.stack([cos, -sin, tx], 1), torch.stack([sin, cos, ty], 1)], 1).to(img)
-        grid = F.affine_grid(theta, img.shape, align_corners=False)
+        grid = F.affine_grid(theta, list(img.shape), align_corners=False)
         out = F.grid_sample(img, grid, mode="bilinear", padding_mode="border", align_corners=False)
         return out[..., p:p + h, p:p + w] if p else out

@@ -73,7 +73,8 @@ def mean_activation(model: nn.Module, loader, layer, *, max_batches: int | None 
     """The mean of ``layer``'s output over a data loader (batches of inputs, or ``(inputs, labels)``)."""
     from ..attribution.scores import activation
 
-    total, count = None, 0
+    total: torch.Tensor | None = None
+    count = 0
     for i, batch in enumerate(loader):
         if max_batches is not None and i >= max_batches:
             break
@@ -82,7 +83,7 @@ def mean_activation(model: nn.Module, loader, layer, *, max_batches: int | None 
         v = a[a.layers[0]]
         total = v.sum(0) if total is None else total + v.sum(0)
         count += v.shape[0]
-    if not count:
+    if not count or total is None:
         raise UnitscopeError("the loader gave no examples", layer=str(layer))
     return total / count
 

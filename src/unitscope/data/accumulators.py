@@ -44,6 +44,7 @@ class UnitStats:
         if self.minimum is not None and values.shape[0]:
             self.minimum = torch.minimum(self.minimum, values.min(0).values)
         if self.class_sums is not None:
+            assert labels is not None  # per-class sums are kept for a scan by class
             k = int(labels.max()) + 1 if labels.numel() else 0
             self.grow(k)
             self.class_sums.index_add_(0, labels, values)
@@ -85,7 +86,7 @@ def reduce_units(scores, name: str, how: str) -> torch.Tensor:
 class Accumulators:
     """Everything a scan adds up, per rank: ``stats[score][layer]``, the example count, the class counts."""
 
-    def __init__(self, methods, how, top_k, by, num_classes, target, extra=None):
+    def __init__(self, methods, how, top_k, by, num_classes, target, extra=None) -> None:
         self.methods, self.how, self.top_k, self.by, self.num_classes, self.target = \
             methods, how, top_k, by, num_classes, target
         self.extra = extra
@@ -111,12 +112,14 @@ class Accumulators:
         scores = attribute(model, x, layers, scores=self.methods, target=tgt, progress=False,
                            **attribute_kwargs)
         if by == "class":
+            counts = self.class_counts
+            assert counts is not None  # kept for by="class"
             k = int(y.max()) + 1 if y.numel() else 0
-            if self.class_counts.numel() < k:
-                self.class_counts = torch.cat([self.class_counts,
-                                               self.class_counts.new_zeros(k - self.class_counts.numel())])
-            self.class_counts += torch.bincount(y, minlength=self.class_counts.numel()).double()
-        reduced = {}
+            if counts.numel() < k:
+                counts = torch.cat([counts, counts.new_zeros(k - counts.numel())])
+            counts += torch.bincount(y, minlength=counts.numel()).double()
+            self.class_counts = counts
+        reduced: dict[str, dict[str, torch.Tensor]] = {}
         for m in self.methods:
             s = scores[m]
             by_layer = self.stats.setdefault(m, {})

@@ -30,10 +30,14 @@ from __future__ import annotations
 
 import datetime
 from dataclasses import dataclass, field
+from typing import TYPE_CHECKING
 
 import torch
 
 from ..core.errors import UnitscopeError
+
+if TYPE_CHECKING:
+    from torch.distributed import ProcessGroup
 
 __all__ = ["Ranks", "RankFailed", "control_group", "timeout_of"]
 
@@ -106,10 +110,10 @@ class Ranks:
     """``rank`` of ``world`` in ``group`` (``None``: a single process, no collectives); ``comm``: the gloo group the
     collectives run on (:func:`control_group`)."""
 
-    group: object = None
+    group: ProcessGroup | None = None
     rank: int = 0
     world: int = 1
-    comm: object = field(default=None, repr=False)
+    comm: ProcessGroup | None = field(default=None, repr=False)
 
     @classmethod
     def of(cls, group, *, needs_twin=None) -> "Ranks":
@@ -224,6 +228,7 @@ class Ranks:
         if not owners:
             return stats
         shapes = [{m: {n: st.sum.numel() for n, st in d.items()} for m, d in stats.items()}]
+        assert self.comm is not None  # several ranks
         dist.broadcast_object_list(shapes, src=dist.get_global_rank(self.comm, owners[0]), group=self.comm)
         if not stats:
             stats = {m: {n: empty(u) for n, u in d.items()} for m, d in shapes[0].items()}

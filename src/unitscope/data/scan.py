@@ -35,6 +35,7 @@ from __future__ import annotations
 
 import time
 from dataclasses import replace
+from typing import Any
 
 import torch.nn as nn
 
@@ -182,7 +183,7 @@ def scan(model: nn.Module, loader, layers, *, scores=("activation",), target=Non
            for m in methods}
     ranks = Ranks.of(group)
     rank, world = ranks.rank, ranks.world
-    settings = dict(layers=[str(x) if isinstance(x, str) else type(x).__name__ for x in
+    settings: dict[str, Any] = dict(layers=[str(x) if isinstance(x, str) else type(x).__name__ for x in
                             ([layers] if isinstance(layers, (str, nn.Module)) else layers)],
                     scores=methods, target=_target_repr(target), by=by, top_k=top_k, num_classes=num_classes,
                     reduce=how, n_steps=cfg.n_steps, method=cfg.method, world_size=world,
@@ -227,6 +228,7 @@ def scan(model: nn.Module, loader, layers, *, scores=("activation",), target=Non
     except Exception as e:  # noqa: BLE001 — not handled here: re-raised on this rank, reported to the others
         failed = e
     more = ranks.step(failed, True)
+    assert plan is not None  # the setup's error, if any, was raised by the step
     bar = progress_bar(total=plan.n_batches(done), desc=f"scan{'' if world == 1 else f' (rank 0 of {world})'}",
                        unit="batch", progress=False if (progress is False or rank != 0) else None)
     start = time.perf_counter()
@@ -240,7 +242,7 @@ def scan(model: nn.Module, loader, layers, *, scores=("activation",), target=Non
                     acc.add(model, *item, layers, **attribute_kwargs)
                     done += 1
                     bar.update(1)
-                    if ck_path is not None and done % checkpoint_every == 0:
+                    if ck_path is not None and fp is not None and done % checkpoint_every == 0:
                         save_checkpoint(ck_path, fp, done, acc.stats, acc.count, acc.class_counts, extra=extra)
             except Exception as e:  # noqa: BLE001 — re-raised on this rank, reported to the others
                 failed = e
@@ -248,7 +250,7 @@ def scan(model: nn.Module, loader, layers, *, scores=("activation",), target=Non
     finally:
         bar.close()
     seconds = time.perf_counter() - start
-    if ck_path is not None:
+    if ck_path is not None and fp is not None:   # set together
         save_checkpoint(ck_path, fp, done, acc.stats, acc.count, acc.class_counts, extra=extra)
     stats, count, class_counts = acc.stats, acc.count, acc.class_counts
     if ranks.distributed:
@@ -260,8 +262,8 @@ def scan(model: nn.Module, loader, layers, *, scores=("activation",), target=Non
         raise UnitscopeError("the loader gave no examples")
     if class_counts is not None:
         for by_layer in stats.values():
-            for st in by_layer.values():
-                st.grow(class_counts.numel())
+            for unit_stats in by_layer.values():
+                unit_stats.grow(class_counts.numel())
     settings.update(examples=count, seconds=seconds, resumed_from_batch=resumed_from)
     return ScanResult(stats, count, class_counts, settings)
 

@@ -158,26 +158,28 @@ class ScanResult:
     @property
     def classes(self) -> torch.Tensor:
         """The labels seen at least once (the rows of :meth:`class_means`)."""
-        self._need_classes()
-        return torch.nonzero(self.class_counts > 0).flatten()
+        return torch.nonzero(self._need_classes() > 0).flatten()
 
-    def _need_classes(self):
+    def _need_classes(self) -> torch.Tensor:
+        """``class_counts``; an error for a scan that kept none."""
         if self.class_counts is None:
             raise UnitscopeError("this scan kept no per-class sums", hint="scan with by='class'")
+        return self.class_counts
 
     def class_means(self, layer: str, *, score: str = "activation") -> torch.Tensor:
         """``[K, U]``: class-conditional means over the classes present (``classes`` gives their labels)."""
-        self._need_classes()
+        counts = self._need_classes()
         st = self._get(layer, score)
         present = self.classes
-        return st.class_sums[present] / self.class_counts[present].unsqueeze(1)
+        assert st.class_sums is not None  # kept with the class counts
+        return st.class_sums[present] / counts[present].unsqueeze(1)
 
     def selectivity(self, layer: str, *, score: str = "activation", eps: float | None = None, warn: bool = True):
         """Class selectivity (Morcos et al. 2018) of every unit: a :class:`unitscope.data.selectivity.Selectivity`;
         ``NaN`` (with a warning) for units that took negative values, and for all units with fewer than two
         classes — the conventions are in :mod:`unitscope.data.selectivity`."""
         present = self.classes
-        return selectivity_index(self.class_means(layer, score=score), self.class_counts[present], present,
+        return selectivity_index(self.class_means(layer, score=score), self._need_classes()[present], present,
                                  self._get(layer, score).minimum, eps=EPS if eps is None else eps,
                                  what=f"{score} on layer {layer!r}", warn=warn)
 

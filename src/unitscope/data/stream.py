@@ -8,12 +8,35 @@ that change the work's memory, its restarts and its sharing, never its numbers.
 
 from __future__ import annotations
 
+import os
 from dataclasses import dataclass
-from typing import Callable
+from typing import TYPE_CHECKING, Any, Callable, Protocol
 
 from ..core.errors import UnitscopeError
 
-__all__ = ["StreamConfig", "stream_config"]
+if TYPE_CHECKING:
+    from torch.distributed import ProcessGroup
+
+__all__ = ["StreamConfig", "stream_config", "ScanExtra"]
+
+
+class ScanExtra(Protocol):
+    """An accumulator of your own that rides along a scan (``StreamConfig.extra``)."""
+
+    def update(self, values: dict, labels: Any, index: Any) -> None:
+        """Add a batch: ``values`` ``{score: {layer: [B, U]}}``, the batch's labels and example indices."""
+
+    def state(self) -> dict:
+        """What a checkpoint keeps (a dict of tensors)."""
+
+    def load_state(self, state: dict) -> None:
+        """Back to a checkpointed ``state()``."""
+
+    def merge(self, states: list) -> None:
+        """Under a process group: every rank's ``state()``, in rank order."""
+
+    def settings(self) -> dict:
+        """What joins the scan's settings (and so its checkpoint's fingerprint)."""
 
 
 @dataclass(frozen=True)
@@ -70,10 +93,10 @@ class StreamConfig:
 
     batch_size: int = 256
     unpack: Callable | None = None
-    checkpoint: object = None
+    checkpoint: str | os.PathLike[str] | None = None
     checkpoint_every: int = 50
-    group: object = None
-    extra: object = None
+    group: ProcessGroup | None = None
+    extra: ScanExtra | None = None
 
     def __post_init__(self):
         if self.checkpoint is not None and (isinstance(self.checkpoint_every, bool) or

@@ -8,6 +8,7 @@ import math
 import zlib
 from dataclasses import dataclass, replace
 from pathlib import Path
+from typing import Sized, cast
 
 import torch
 import torch.nn as nn
@@ -127,9 +128,10 @@ class Atlas:
             ax.set_yticks([])
 
         for i, (j, e) in enumerate(shown):   # j: the exemplar's place in the card and in its tensors
+            assert images is not None  # shown only with pictures
             picture(axes[1 + i], images[row, j], f"#{e['index']}: act {e['activation']:.3g}\n"
                                                  f"cond {e['conductance']:+.3g}")
-        if has_iam:
+        if has_iam and iam is not None:
             picture(axes[-1], iam[row], "IAM")
         fig.tight_layout()
         return fig
@@ -423,7 +425,8 @@ def atlas(model: nn.Module, data, layers, *, target=None, units=None, top_k: int
     if synthesize and src.tokens:
         raise UnitscopeError("the atlas synthesizes no text",
                              hint="leave SynthesisConfig(synthesize=None) (or False) for token ids")
-    meta = {"model": type(model).__name__, "data": f"{type(data).__name__} of {len(src.dataset)} examples",
+    n_examples = len(cast(Sized, src.dataset))   # map-style: it has a length
+    meta = {"model": type(model).__name__, "data": f"{type(data).__name__} of {n_examples} examples",
             "layers": result.layers, "examples": result.count,
             "settings": {"target": repr(target), "top_k": top_k, "share_k": share_k, "bins": bins,
                          "n_steps": n_steps, "exemplar_steps": n_steps, "method": method,
@@ -436,11 +439,11 @@ def atlas(model: nn.Module, data, layers, *, target=None, units=None, top_k: int
                          "embedding": None if embedding is None else str(embedding)},
             "classes": result.classes.tolist() if by else []}
     if dictionaries:
-        meta["dictionaries"] = {}
+        meta["dictionaries"] = by_dictionary = {}
         for name, d in dictionaries.items():
             mean_c = result.mean(name, score="conductance")
             total = float(mean_c.sum())
-            meta["dictionaries"][name] = {
+            by_dictionary[name] = {
                 "features": int(mean_c.numel() - 1), "error_node": int(mean_c.numel() - 1),
                 "error_node_share": float(mean_c[-1]) / total if total else None,
                 "hook_name": getattr(d, "hook_name", None), "dictionary": repr(d)}

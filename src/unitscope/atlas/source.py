@@ -11,6 +11,8 @@ rides along the scan (histograms of activations, top-k shares of conductance).
 
 from __future__ import annotations
 
+from typing import Sized, cast
+
 import torch
 from torch.utils.data import DataLoader, Dataset, IterableDataset, TensorDataset
 
@@ -124,7 +126,7 @@ class Source:
         else:
             raise UnitscopeError(f"the atlas reads exemplars back by index; got {type(data).__name__}",
                                  hint="give (inputs, labels) tensors, a map-style Dataset or a DataLoader over one")
-        if len(self.dataset) == 0:
+        if len(cast(Sized, self.dataset)) == 0:   # map-style: it has a length
             raise UnitscopeError("the data set is empty")
         x, y = self.get([0])
         self.has_labels = y is not None

@@ -65,7 +65,7 @@ def layer_vectors(model: nn.Module, layer: str, x, batch: int = BLOCK, dictionar
             kw = {k: v.to(dev) for k, v in (kw or {}).items()}
             with rec.active():
                 model(in_model_dtype(model, inputs.to(dev)), **kw)
-            t = rec.parts[site.name][0]
+            t: torch.Tensor | tuple[torch.Tensor, ...] = rec.parts[site.name][0]
             sp = layer_spec(model, site, t)
             if dictionary is not None:   # features, then the error node
                 from dataclasses import replace
@@ -213,6 +213,7 @@ def work_chunk(model, src, result, extra, layer, units, *, target, n_steps, meth
             entry = {"band": name, "a": a, "b": b if math.isfinite(b) else None, "n": 0, "ok": False}
             if ok:
                 s = sets[where[(u, name)]]
+                assert inv_vec is not None  # the samples of every set
                 entry.update(n=len(s), ok=s.ok, steps=s.steps, samples=s.samples,
                              faithfulness=_faith(inv_vec[at:at + len(s)], u, ref[u], limit[u]) if len(s) else None)
                 at += len(s)
@@ -315,7 +316,8 @@ def layer_cards(result, extra, layer, chunks, *, tokens=None, src=None) -> tuple
     k_a = ta.indices.shape[1]
     p50, p90, p99 = hist.quantile(0.5), hist.quantile(0.9), hist.quantile(0.99)
     text = src is not None and (src.tokens or len(src.example_shape) == 2)
-    cards, ex_in, ex_attr, iam, inverse = [], [], [], [], []
+    cards: list[dict] = []
+    ex_in, ex_attr, iam, inverse = [], [], [], []
     shape = src.example_shape if src is not None else ()
     n_bands = max((len(s["inverse"]) for c in chunks for s in c["synthetic"].values()), default=0)
     k_inv = max((e.get("n", 0) for c in chunks for s in c["synthetic"].values() for e in s["inverse"]), default=0)
@@ -337,17 +339,18 @@ def layer_cards(result, extra, layer, chunks, *, tokens=None, src=None) -> tuple
                         e["tokens"] = list(tokens[int(idx)])
                 exemplars.append(e)
             imp = {"conductance": _r(mean_c[u]), "conductance_std": _r(std_c[u]), "top_k_share": _r(share[u])}
-            if by_class:
+            if cm_c is not None:   # by class
                 order = torch.argsort(cm_c[:, u], descending=True).tolist()
                 imp["supports"] = [{"class": classes[k], "conductance": _r(cm_c[k, u])} for k in order[:3]
                                    if cm_c[k, u] > 0]
                 imp["opposes"] = [{"class": classes[k], "conductance": _r(cm_c[k, u])} for k in order[::-1][:3]
                                   if cm_c[k, u] < 0]
             selectivity = None
-            if by_class and float(hist.min[u]) >= 0 and len(classes) > 1 and not c["dead"][i]:
+            if sel is not None and float(hist.min[u]) >= 0 and len(classes) > 1 and not c["dead"][i]:
                 selectivity = {"index": _r(sel.index[u]), "preferred": int(sel.preferred[u])}
             s = c["synthetic"].get(u)
-            synthetic, faith = {}, {}
+            synthetic: dict = {}
+            faith: dict = {}
             if s is None:
                 synthetic["skipped"] = ("dead: its activation is 0 on every example" if c["dead"][i] else
                                         NO_TEXT_SYNTHESIS if text else "synthetic inputs were not asked for")
@@ -378,7 +381,7 @@ def layer_cards(result, extra, layer, chunks, *, tokens=None, src=None) -> tuple
             cards.append({
                 "layer": layer, "unit": u, "row": len(cards), "dead": bool(c["dead"][i]), "importance": imp,
                 "selectivity": selectivity, "rs": _r(s["rs"]) if s is not None else None,
-                "class_means": [_r(v) for v in cm_a[:, u].tolist()] if by_class else [],
+                "class_means": [_r(v) for v in cm_a[:, u].tolist()] if cm_a is not None else [],
                 "histogram": {"min": _r(hist.min[u]), "max": _r(hist.max[u]), "mean": _r(mean_a[u]),
                               "p50": _r(p50[u]), "p90": _r(p90[u]), "p99": _r(p99[u])},
                 "exemplars": exemplars, "synthetic": synthetic, "faithfulness": faith})
@@ -399,7 +402,7 @@ def layer_cards(result, extra, layer, chunks, *, tokens=None, src=None) -> tuple
     if any(c["synthetic"] for c in chunks):
         tensors["iam"] = torch.stack(iam)
         tensors["inverse"] = torch.stack(inverse)
-    if by_class:
+    if cm_a is not None and cm_c is not None:   # by class
         tensors["class_means_activation"] = cm_a.float()[:, rows]
         tensors["class_means_conductance"] = cm_c.float()[:, rows]
     return cards, tensors

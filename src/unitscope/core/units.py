@@ -129,8 +129,8 @@ class UnitSpec:
         return "mean" if method == "activation" else "sum"
 
     # reduce ----------------------------------------------------------------------------------------
-    def per_unit(self, t: torch.Tensor, how: str = "sum", *, mask: torch.Tensor | None = None,
-                      layer: str = "") -> torch.Tensor:
+    def per_unit(self, t: torch.Tensor | tuple[torch.Tensor, ...], how: str = "sum", *,
+                 mask: torch.Tensor | None = None, layer: str = "") -> torch.Tensor:
         """``[N, U]``: the units of ``t`` (``[N, ...]``), the other dims reduced by ``how``; positions where
         ``mask`` (``[N, T]`` on ``token_dim``) is 0 are left out."""
         if how not in REDUCTIONS:
@@ -262,7 +262,7 @@ def _unravel(i: int, grid: tuple) -> list[int]:
     return out[::-1]
 
 
-def pick_part(value, part: int | None, layer: str = ""):
+def pick_part(value: torch.Tensor | tuple[torch.Tensor, ...], part: int | None, layer: str = "") -> torch.Tensor:
     """One tensor of a tuple output (``part``; default the first)."""
     if not isinstance(value, tuple):
         return value

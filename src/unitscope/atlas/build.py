@@ -18,6 +18,7 @@ from .source import Source, UnitAccumulator, units_of_layer
 from ..core.errors import UnitscopeError
 from ..core.files import atomic_save, atomic_write_text
 from ..core.state import autograd_on
+from ..core.types import DataTarget, LayerNames
 from ..attribution.config import PathConfig, path_config
 from ..data.stream import StreamConfig, stream_config
 
@@ -291,8 +292,8 @@ class SynthesisConfig:
 
 
 @autograd_on()   # the same atlas inside torch.no_grad() / torch.inference_mode()
-def atlas(model: nn.Module, data, layers, *, target=None, units=None, top_k: int = 9, share_k: int = 5,
-          bins: int = 128, path: PathConfig | None = None, stream: StreamConfig | None = None,
+def atlas(model: nn.Module, data, layers: LayerNames, *, target: DataTarget = None, units=None, top_k: int = 9,
+          share_k: int = 5, bins: int = 128, path: PathConfig | None = None, stream: StreamConfig | None = None,
           synthesis: SynthesisConfig | None = None, embedding=None, tokens=None, progress: bool | None = None,
           dictionaries=None) -> Atlas:
     """Build the atlas of every unit of ``layers`` (see the module docs).

@@ -42,15 +42,17 @@ from .engine import autograd_on, integrate, off_the_path, outputs_at_x, work_dty
 from ..core.sites import resolve
 from ..core.slices import channel_slice
 from ..core.state import analysis_mode
+from ..core.types import Baselines, Inputs, Layer, Target
 
 __all__ = ["neuron_conductance"]
 
 
-def neuron_conductance(model: nn.Module, inputs, layer, units, *, baselines=None, target=None,
-                       additional_forward_args=None, n_steps: int | None = None, method: str | None = None,
-                       internal_batch_size: int | None = None, attribute_to_layer_input: bool = False,
-                       path: PathConfig | None = None, paired: bool = False, examples=None, spec=None,
-                       embedding=None, mask=None, dictionaries=None):
+def neuron_conductance(model: nn.Module, inputs: Inputs, layer: Layer, units, *, baselines: Baselines = None,
+                       target: Target = None, additional_forward_args=None, n_steps: int | None = None,
+                       method: str | None = None, internal_batch_size: int | None = None,
+                       attribute_to_layer_input: bool = False, path: PathConfig | None = None, paired: bool = False,
+                       examples=None, spec=None, embedding=None, mask=None,
+                       dictionaries=None) -> torch.Tensor | tuple[torch.Tensor, ...]:
     """Input attributions through each unit of ``units``: a tensor ``[N, U, *input_shape]`` (a tuple of such
     tensors for tuple inputs).
 

@@ -38,11 +38,13 @@ from .config import PathConfig, path_config
 from .cuts import cut_examples
 from .engine import autograd_on, evaluate, integrate, outputs_at_x
 from ..core.errors import CompletenessWarning, UnitscopeError
-from ..core.inputs import Target, make_target, model_device, prepare
+from ..core.inputs import Target as RowTarget
+from ..core.inputs import make_target, model_device, prepare
 from .estimates import diagnose_sums
 from .results import Scores
 from ..core.sites import resolve
 from ..core.state import analysis_mode
+from ..core.types import Baselines, Inputs, Layers, Target
 from ..core.faults import model_errors
 from ..core.units import find_mask, layer_specs
 from ..core.dictionary import attach, dictionaries_mode
@@ -163,11 +165,11 @@ def _check_gaps(scores: Scores, threshold: float | None) -> None:
                 CompletenessWarning, stacklevel=3)
 
 
-def attribute(model: nn.Module, inputs, layers, *, scores=SCORES, baselines=None, target=None,
-              additional_forward_args=None, n_steps: int | None = None, method: str | None = None,
-              internal_batch_size: int | None = None, attribute_to_layer_input: bool = False,
-              path: PathConfig | None = None, progress: bool | None = None, spec=None, mask=None, embedding=None,
-              dictionaries=None) -> dict[str, Scores]:
+def attribute(model: nn.Module, inputs: Inputs, layers: Layers, *, scores=SCORES, baselines: Baselines = None,
+              target: Target = None, additional_forward_args=None, n_steps: int | None = None,
+              method: str | None = None, internal_batch_size: int | None = None,
+              attribute_to_layer_input: bool = False, path: PathConfig | None = None, progress: bool | None = None,
+              spec=None, mask=None, embedding=None, dictionaries=None) -> dict[str, Scores]:
     """Several scores for several layers from one pass over the path: ``{score: Scores}``.
 
     The scores that integrate along the path from the baselines to the inputs (``conductance``,
@@ -298,7 +300,7 @@ def attribute(model: nn.Module, inputs, layers, *, scores=SCORES, baselines=None
         elif needs_target:
             tgt = make_target(target, n)
         else:
-            tgt = Target(rows_fn=lambda out, example: torch.zeros(example.numel()))
+            tgt = RowTarget(rows_fn=lambda out, example: torch.zeros(example.numel()))
         target_index = tgt.index
 
         runs = []  # (scores served, PathSums)
@@ -388,8 +390,9 @@ def _finish(score: Score, sums, model, batch, tgt, sites, cfg: PathConfig, metho
     return result
 
 
-def conductance(model: nn.Module, inputs, layers, *, baselines=None, target=None, additional_forward_args=None,
-                n_steps: int | None = None, method: str | None = None, internal_batch_size: int | None = None,
+def conductance(model: nn.Module, inputs: Inputs, layers: Layers, *, baselines: Baselines = None,
+                target: Target = None, additional_forward_args=None, n_steps: int | None = None,
+                method: str | None = None, internal_batch_size: int | None = None,
                 attribute_to_layer_input: bool = False, path: PathConfig | None = None,
                 progress: bool | None = None, spec=None, mask=None, embedding=None, dictionaries=None) -> Scores:
     """Total conductance of every unit of every layer in ``layers`` (Eq. 3), with its completeness gap.
@@ -488,11 +491,12 @@ def conductance(model: nn.Module, inputs, layers, *, baselines=None, target=None
                      dictionaries=dictionaries)["conductance"]
 
 
-def internal_influence(model: nn.Module, inputs, layers, *, baselines=None, target=None,
-                       additional_forward_args=None, n_steps: int | None = None, method: str | None = None,
-                       internal_batch_size: int | None = None, attribute_to_layer_input: bool = False,
-                       path: PathConfig | None = None, progress: bool | None = None, spec=None, mask=None,
-                       embedding=None, dictionaries=None) -> Scores:
+def internal_influence(model: nn.Module, inputs: Inputs, layers: Layers, *, baselines: Baselines = None,
+                       target: Target = None, additional_forward_args=None, n_steps: int | None = None,
+                       method: str | None = None, internal_batch_size: int | None = None,
+                       attribute_to_layer_input: bool = False, path: PathConfig | None = None,
+                       progress: bool | None = None, spec=None, mask=None, embedding=None,
+                       dictionaries=None) -> Scores:
     """Internal influence (Datta et al. 2018): ``∫_0^1 ∂F/∂y(x_α) dα`` for every unit of ``layers``.
 
     The gradient of ``F`` with respect to each unit, averaged along the path from the baselines to the inputs; the
@@ -587,9 +591,9 @@ def internal_influence(model: nn.Module, inputs, layers, *, baselines=None, targ
                      dictionaries=dictionaries)["internal_influence"]
 
 
-def grad_x_activation(model: nn.Module, inputs, layers, *, target=None, additional_forward_args=None,
-                      attribute_to_layer_input: bool = False, internal_batch_size: int | None = None,
-                      spec=None, mask=None, dictionaries=None) -> Scores:
+def grad_x_activation(model: nn.Module, inputs: Inputs, layers: Layers, *, target: Target = None,
+                      additional_forward_args=None, attribute_to_layer_input: bool = False,
+                      internal_batch_size: int | None = None, spec=None, mask=None, dictionaries=None) -> Scores:
     """Gradient × activation ``y · ∂F/∂y`` at the input, for every unit of ``layers``.
 
     One forward and one backward pass (no path): the first-order estimate of each unit's share of ``F(x)``.
@@ -658,7 +662,7 @@ def grad_x_activation(model: nn.Module, inputs, layers, *, target=None, addition
                      dictionaries=dictionaries)["grad_x_activation"]
 
 
-def activation(model: nn.Module, inputs, layers, *, additional_forward_args=None,
+def activation(model: nn.Module, inputs: Inputs, layers: Layers, *, additional_forward_args=None,
                attribute_to_layer_input: bool = False,
                internal_batch_size: int | None = None, spec=None, mask=None, dictionaries=None) -> Scores:
     """The layers' activations at the input (no gradients); token ids are accepted as inputs.

@@ -6,24 +6,31 @@
 >>> layers: Layers = ["features.3", "classifier.1"]
 >>> baselines: Baselines = (0.0, torch.zeros(1))
 >>> target: Target = ("logits", -1, 5)
+>>> over_data: DataTarget = "label"
 """
 
 from __future__ import annotations
 
-from typing import Any, Callable, Protocol, Sequence, Union
+from typing import Any, Callable, Literal, Protocol, Sequence, Union
 
 import torch
 import torch.nn as nn
 
-__all__ = ["Inputs", "Layers", "Baselines", "Target", "LayerDictionary"]
+__all__ = ["Inputs", "Layer", "Layers", "LayerNames", "Baselines", "Target", "DataTarget", "LayerDictionary"]
 
 Inputs = Union[torch.Tensor, tuple[torch.Tensor, ...]]
 """A batch (examples first), or a tuple of batches for a model with several inputs; token ids where the function
 takes ``embedding=``."""
 
-Layers = Union[str, nn.Module, Sequence[Union[str, nn.Module]]]
-"""Layer names as ``model.named_modules()`` prints them (``NAME@K``: the K-th call of a module called several
-times), module objects, or a sequence of them."""
+Layer = Union[str, nn.Module]
+"""A layer's name as ``model.named_modules()`` prints it (``NAME@K``: the K-th call of a module called several
+times), or the module object."""
+
+Layers = Union[Layer, Sequence[Layer]]
+"""One :data:`Layer` or a sequence of them."""
+
+LayerNames = Union[str, Sequence[str]]
+"""Layers by name only (where results are kept by layer name, as in the atlas)."""
 
 Baselines = Union[None, float, torch.Tensor, Sequence[Union[float, torch.Tensor]]]
 """``None`` (zeros), a number or a tensor that broadcasts to the inputs, or one of those per input; with
@@ -32,6 +39,10 @@ Baselines = Union[None, float, torch.Tensor, Sequence[Union[float, torch.Tensor]
 Target = Union[None, int, Sequence[int], torch.Tensor, Callable[[Any], torch.Tensor], tuple[Any, ...]]
 """``None`` (the top class of each example), a class, one class per example, a callable ``output -> Tensor[N]``,
 or a spec into a structured output such as ``("logits", -1, token)``."""
+
+DataTarget = Union[None, int, Literal["label"], Callable[[Any], torch.Tensor]]
+"""A target over a data set (scans, the atlas): ``None`` (each example's top class), a class, ``"label"`` (each
+example's own label) or a callable ``output -> Tensor[N]``."""
 
 
 class LayerDictionary(Protocol):

@@ -31,6 +31,7 @@ from ..core.inputs import make_target, model_device, prepare
 from ..core.progress import bar
 from ..core.sites import resolve
 from ..core.state import analysis_mode
+from ..core.types import Inputs, Layer, Target
 from ..core.units import pick_part, resolve_units
 
 __all__ = ["ablate", "ablation_scores", "cumulative_ablation", "mean_activation", "unit_mask"]
@@ -187,8 +188,8 @@ def ablate(model: nn.Module, units_by_layer: dict, *, value=0.0, mean=None, load
         yield model                                                      # several times per forward pass
 
 
-def ablation_scores(model: nn.Module, inputs, layer, *, units=None, target=None, value=0.0, mean=None,
-                    additional_forward_args=None, internal_batch_size: int = 256, spec=None,
+def ablation_scores(model: nn.Module, inputs: Inputs, layer: Layer, *, units=None, target: Target = None,
+                    value=0.0, mean=None, additional_forward_args=None, internal_batch_size: int = 256, spec=None,
                     progress: bool | None = None, dictionaries=None) -> torch.Tensor:
     """``[N, U]``: ``F(x) − F(x with unit u alone ablated)`` for each unit (default: every unit of the layer's
     unit specification — the channels of a conv, the neurons of a transformer layer; ``spec`` to choose).

@@ -43,6 +43,7 @@ from ..attribution.config import PathConfig, path_config
 from ..attribution.scores import chosen_scores
 from ..core.errors import UnitscopeError
 from ..core.progress import bar as progress_bar
+from ..core.types import DataTarget, Layers
 from .accumulators import Accumulators, UnitStats, merge_top
 from .scan_result import ScanResult
 from .selectivity import EPS, Selectivity
@@ -66,8 +67,8 @@ def _target_repr(target) -> str:
     return getattr(target, "__qualname__", type(target).__name__)
 
 
-def scan(model: nn.Module, loader, layers, *, scores=("activation",), target=None, by: str | None = "class",
-         top_k: int = 9, num_classes: int | None = None, additional_forward_args=None,
+def scan(model: nn.Module, loader, layers: Layers, *, scores=("activation",), target: DataTarget = None,
+         by: str | None = "class", top_k: int = 9, num_classes: int | None = None, additional_forward_args=None,
          path: PathConfig | None = None, stream: StreamConfig | None = None, progress: bool | None = None,
          spec=None, embedding=None, dictionaries=None) -> ScanResult:
     """Stream ``loader`` through ``model`` once and accumulate per-unit statistics of ``scores`` on ``layers``.
@@ -268,7 +269,7 @@ def scan(model: nn.Module, loader, layers, *, scores=("activation",), target=Non
     return ScanResult(stats, count, class_counts, settings)
 
 
-def class_selectivity(model: nn.Module, loader, layers, *, num_classes: int | None = None, eps: float = EPS,
+def class_selectivity(model: nn.Module, loader, layers: Layers, *, num_classes: int | None = None, eps: float = EPS,
                       progress: bool | None = None) -> dict[str, Selectivity]:
     """Selectivity of every channel of ``layers`` from ``loader`` (batches of ``(inputs, labels)``): one
     :func:`scan` pass keeping per-class sums of the channels' mean activations (conventions:

@@ -32,6 +32,7 @@ from .objectives import Acts, Objective, channel, independent, unit_values
 from .params import Augment, make_param
 from ..core.sites import resolve
 from ..core.state import analysis_mode, autograd_on
+from ..core.types import Layer
 
 __all__ = ["Maximized", "maximize", "activation_maximization", "independent_am", "representative_substitution"]
 
@@ -234,9 +235,10 @@ def _run(model, layer, units, kind, *, shape, spec=None, **kw) -> Maximized:
         return r
 
 
-def activation_maximization(model: nn.Module, layer, units, *, shape: tuple, param="pixel", value_range=(0.0, 1.0),
-                            steps: int = 128, lr: float = 0.05, augment: Augment | None | bool = True, seed=0,
-                            progress: bool | None = None, redirect_relu: bool = True, spec=None) -> Maximized:
+def activation_maximization(model: nn.Module, layer: Layer, units, *, shape: tuple, param="pixel",
+                            value_range=(0.0, 1.0), steps: int = 128, lr: float = 0.05,
+                            augment: Augment | None | bool = True, seed=0, progress: bool | None = None,
+                            redirect_relu: bool = True, spec=None) -> Maximized:
     """AM images for ``units`` (channels) of ``layer``, rendered together (one batch row per unit).
 
     ``param``, ``value_range``, ``steps``, ``lr``, ``augment``, ``seed``, ``progress``, ``redirect_relu`` as for
@@ -304,7 +306,7 @@ def activation_maximization(model: nn.Module, layer, units, *, shape: tuple, par
                 lr=lr, augment=augment, seed=seed, progress=progress, redirect_relu=redirect_relu)
 
 
-def independent_am(model: nn.Module, layer, units, *, shape: tuple, param="pixel", value_range=(0.0, 1.0),
+def independent_am(model: nn.Module, layer: Layer, units, *, shape: tuple, param="pixel", value_range=(0.0, 1.0),
                    steps: int = 128, lr: float = 0.05, augment: Augment | None | bool = True, seed=0,
                    progress: bool | None = None, redirect_relu: bool = True, spec=None) -> Maximized:
     """IAM images: maximize ``a_i − mean_{j≠i} a_j`` for each unit ``i`` of ``layer`` (one batch row per unit).

@@ -23,10 +23,10 @@ dictionaries and tensors on the GPU, Captum's spliced copy too, times by wall cl
    ``speedup_ceiling_vs_loop_64``, the most any exact batching could win: each feature still needs its own VJP from
    the layer to the inputs, so the ceiling is (forward + backward + one VJP) / one VJP on the same rows.
 3. ``max_gap_pct``: completeness over features + error node (Σ of ``per_unit`` against F(x) − F(x')) at the
-   adaptive default with the target's budget (``n_steps=64`` evaluations at most), over 64 test sentences and the three layers (target ≤ 1 %);
-   with the error node's share of F(x) − F(x'). ``internal_batch_size=512`` (8 sentences a block): the adaptive rule
-   keeps every node's values and gradients of a block, ``budget × units × 2`` floats per sentence — about 140 MB for
-   three 1,536-feature dictionaries on 60 tokens, 9 GB for the 64 sentences in one block.
+   adaptive default with the target's budget (``n_steps=64`` evaluations at most), over 64 test sentences and the three
+   layers (target ≤ 1 %); with the error node's share of F(x) − F(x'). ``internal_batch_size=512`` (8 sentences a
+   block): the adaptive rule keeps every node's values and gradients of a block, ``budget × units × 2`` floats per
+   sentence — about 140 MB for three 1,536-feature dictionaries on 60 tokens, 9 GB for the 64 sentences in one block.
 4. ``peak_rss_mb_16k``: the peak resident memory (sampled every 2 ms) of a child process while it computes the
    conductance of a 16,384-feature dictionary at layer 3 on 8 sentences of up to 64 tokens (adaptive,
    ``internal_batch_size=64``: one sentence a block), above its memory just before the call.

@@ -24,7 +24,7 @@ from .errors import UnitscopeError
 from .sites import Site
 from .sites import layer_names as site_names
 from .state import analysis_mode
-from .types import LayerDictionary
+from .types import Inputs, LayerDictionary
 
 __all__ = ["hooked", "site_hooks", "Recorder", "layer_names", "call_counts"]
 
@@ -243,7 +243,7 @@ class Recorder:
                 raise ambiguous_call(s.name, n)
 
 
-def layer_names(model: nn.Module, *, inputs=None) -> list[str]:
+def layer_names(model: nn.Module, *, inputs: Inputs | None = None) -> list[str]:
     """Every addressable layer name (the root module, named ``""``, is left out).
 
     With example ``inputs`` (a tensor or a tuple; one forward pass is recorded, without gradients), a module that

@@ -25,8 +25,9 @@ __all__ = ["add_device", "device_of", "sync", "clock", "Stopwatch"]
 
 def add_device(parser, default: str = "cpu"):
     """Add ``--device`` to ``parser`` (returned, for chaining)."""
-    parser.add_argument("--device", default=default,
-                        help="torch device the models and tensors live on: cpu (default) or cuda[:N]")
+    parser.add_argument(
+        "--device", default=default, help="torch device the models and tensors live on: cpu (default) or cuda[:N]"
+    )
     return parser
 
 

@@ -55,7 +55,7 @@ class _Fixed(nn.Module):
         self.m, self.c = m, c
 
     def forward(self, x):
-        return self.m(x)[:, self.c:self.c + 1]
+        return self.m(x)[:, self.c : self.c + 1]
 
 
 def _grid() -> np.ndarray:
@@ -72,15 +72,21 @@ def _record(net, img, path):
     Y, G, Fs = {b: [] for b in BLOCKS}, {b: [] for b in BLOCKS}, []
     with analysis_mode(net):
         for k in range(0, alphas.numel(), 32):
-            a = alphas[k:k + 32].to(device)
-            ev = evaluate(net, batch, tgt, sites, torch.zeros(a.numel(), dtype=torch.long, device=device), a,
-                          need_grad=True)
+            a = alphas[k : k + 32].to(device)
+            ev = evaluate(
+                net, batch, tgt, sites, torch.zeros(a.numel(), dtype=torch.long, device=device), a, need_grad=True
+            )
             Fs.append(ev.F.double().cpu())
             for b, layer in zip(BLOCKS, layers):
                 Y[b].append(ev.values[layer][0].cpu())
                 G[b].append(ev.grads[layer][0].cpu())
-    np.savez(path, alpha=alphas.numpy(), F=torch.cat(Fs).numpy(),
-             **{f"y{b}": torch.cat(Y[b]).numpy() for b in BLOCKS}, **{f"g{b}": torch.cat(G[b]).numpy() for b in BLOCKS})
+    np.savez(
+        path,
+        alpha=alphas.numpy(),
+        F=torch.cat(Fs).numpy(),
+        **{f"y{b}": torch.cat(Y[b]).numpy() for b in BLOCKS},
+        **{f"g{b}": torch.cat(G[b]).numpy() for b in BLOCKS},
+    )
 
 
 class _Layer:
@@ -113,7 +119,7 @@ def _panel_rss(L: _Layer, widths=(1, 2, 4, 8, 16, 32)):
     for s in widths:
         i = np.arange(0, 1025 - 2 * s, 2 * s)
         e = (L.interval(i, i + s) + L.interval(i + s, i + 2 * s) - L.interval(i, i + 2 * s))[:, L.top[:3]] / L.scale
-        out[f"{s / 4096:.6f}"] = np.sqrt((e ** 2).sum(0)).round(5).tolist()
+        out[f"{s / 4096:.6f}"] = np.sqrt((e**2).sum(0)).round(5).tolist()
     return out
 
 
@@ -122,14 +128,15 @@ def _oracle(L: _Layer, ns=(16, 32, 64, 128)):
     i = np.arange(0, a.size - 2, 2)
     e = (L.interval(i, i + 1) + L.interval(i + 1, i + 2) - L.interval(i, i + 2))[:, L.top] / L.scale
     w = a[i + 2] - a[i]
-    rho = np.convolve((e ** 2).sum(1) / w ** 3, np.ones(8) / 8, mode="same")
+    rho = np.convolve((e**2).sum(1) / w**3, np.ones(8) / 8, mode="same")
     cum = np.r_[0, np.cumsum(rho ** (1 / 3) * w)]
     cum /= cum[-1]
     edges = np.r_[a[i], a[-1]]
     out = {}
     for n in ns:
-        nodes = np.unique(np.r_[0, a.size - 1, np.searchsorted(a, np.interp(np.linspace(0, 1, n), cum, edges))
-                                .clip(0, a.size - 1)])
+        nodes = np.unique(
+            np.r_[0, a.size - 1, np.searchsorted(a, np.interp(np.linspace(0, 1, n), cum, edges)).clip(0, a.size - 1)]
+        )
         out[str(n)] = {"nodes": int(nodes.size), "error": L.err(L.trap(nodes))}
     return out
 
@@ -165,24 +172,40 @@ def main(argv=None):
         res = {}
         for b, L in layers.items():
             res[f"blocks.{b}"] = {"reference_halving": L.halving, "panel_rss": _panel_rss(L), "oracle": _oracle(L)}
-            print(f"{name} blocks.{b}: reference halving difference {100 * L.halving:.3f}%; panel rss (top-3) by "
-                  f"width: {res[f'blocks.{b}']['panel_rss']}; oracle placement: "
-                  + ", ".join(f"{n} nodes {100 * o['error']:.2f}%" for n, o in res[f"blocks.{b}"]["oracle"].items()),
-                  flush=True)
+            print(
+                f"{name} blocks.{b}: reference halving difference {100 * L.halving:.3f}%; panel rss (top-3) by "
+                f"width: {res[f'blocks.{b}']['panel_rss']}; oracle placement: "
+                + ", ".join(f"{n} nodes {100 * o['error']:.2f}%" for n, o in res[f"blocks.{b}"]["oracle"].items()),
+                flush=True,
+            )
         for n in budgets:
-            s = us.conductance(net, img, [f"m.blocks.{b}" for b in BLOCKS], target=0, n_steps=n,
-                               path=us.PathConfig(gap_warning=None),
-                               progress=False)
+            s = us.conductance(
+                net,
+                img,
+                [f"m.blocks.{b}" for b in BLOCKS],
+                target=0,
+                n_steps=n,
+                path=us.PathConfig(gap_warning=None),
+                progress=False,
+            )
             for b, L in layers.items():
                 est = s[f"m.blocks.{b}"][0].double().sum((1, 2)).cpu().numpy()
                 ue = s.unit_error[f"m.blocks.{b}"][0].double().cpu().numpy()
                 true = np.abs(est - L.ref)[L.top] / L.scale
                 res[f"blocks.{b}"].setdefault("adaptive", {})[str(n)] = {
-                    "evals": int(s.n_evals[0]), "error": L.err(est),
-                    "coverage": float(np.mean(true <= 3 * ue[L.top] / L.scale))}
-            print(f"{name} adaptive {n}: " + "; ".join(
-                f"blocks.{b} {100 * res[f'blocks.{b}']['adaptive'][str(n)]['error']:.2f}% (true ≤ 3·estimate "
-                f"{res[f'blocks.{b}']['adaptive'][str(n)]['coverage']:.2f})" for b in BLOCKS), flush=True)
+                    "evals": int(s.n_evals[0]),
+                    "error": L.err(est),
+                    "coverage": float(np.mean(true <= 3 * ue[L.top] / L.scale)),
+                }
+            print(
+                f"{name} adaptive {n}: "
+                + "; ".join(
+                    f"blocks.{b} {100 * res[f'blocks.{b}']['adaptive'][str(n)]['error']:.2f}% (true ≤ 3·estimate "
+                    f"{res[f'blocks.{b}']['adaptive'][str(n)]['coverage']:.2f})"
+                    for b in BLOCKS
+                ),
+                flush=True,
+            )
         summary[name] = res
     summary["device"] = str(device)
     print(json.dumps(summary))

@@ -27,9 +27,20 @@ BLOCKS = [f"blocks.{i}" for i in range(7)]
 
 def worst_gap(model, x, n, method):
     """Worst block's relative gap, evaluations used, wall seconds (on CUDA between two synchronizes)."""
-    sec, s = clock(lambda: us.conductance(model, x, BLOCKS, n_steps=n, method=method,
-                                          path=us.PathConfig(rtol=1e-6, gap_warning=None),
-                                          internal_batch_size=32, progress=False), x.device, time.perf_counter)
+    sec, s = clock(
+        lambda: us.conductance(
+            model,
+            x,
+            BLOCKS,
+            n_steps=n,
+            method=method,
+            path=us.PathConfig(rtol=1e-6, gap_warning=None),
+            internal_batch_size=32,
+            progress=False,
+        ),
+        x.device,
+        time.perf_counter,
+    )
     return max(float(s.relative_delta(b)[0]) for b in BLOCKS), int(s.n_evals[0]), sec
 
 
@@ -60,13 +71,23 @@ def main(argv=None):
         rows["uniform_evals_for_1pct"] = need("uniform", uniform_ns)
         rows["adaptive_evals_for_1pct"] = need("adaptive", adaptive_ns)
         rows["adaptive128_beats_uniform512"] = rows["adaptive_128"] <= rows["uniform_512"]
-        print(f"{name:<8} evaluations for gap ≤ 1%: uniform "
-              f"{rows['uniform_evals_for_1pct'] or '>' + str(uniform_ns[-1])}, adaptive "
-              f"{rows['adaptive_evals_for_1pct'] or '>' + str(adaptive_ns[-1])}; adaptive@128 ≤ uniform@512: "
-              f"{'PASS' if rows['adaptive128_beats_uniform512'] else 'FAIL'}", flush=True)
+        print(
+            f"{name:<8} evaluations for gap ≤ 1%: uniform "
+            f"{rows['uniform_evals_for_1pct'] or '>' + str(uniform_ns[-1])}, adaptive "
+            f"{rows['adaptive_evals_for_1pct'] or '>' + str(adaptive_ns[-1])}; adaptive@128 ≤ uniform@512: "
+            f"{'PASS' if rows['adaptive128_beats_uniform512'] else 'FAIL'}",
+            flush=True,
+        )
         out[name] = rows
-    print(json.dumps({"photos": out, "adaptive128_beats_uniform512_all": all(
-        r["adaptive128_beats_uniform512"] for r in out.values()), "device": str(device)}))
+    print(
+        json.dumps(
+            {
+                "photos": out,
+                "adaptive128_beats_uniform512_all": all(r["adaptive128_beats_uniform512"] for r in out.values()),
+                "device": str(device),
+            }
+        )
+    )
 
 
 if __name__ == "__main__":

@@ -52,7 +52,7 @@ def _scores(prefix, results, out):
         _flat(p + "/n_evals", s.n_evals, out)
 
 
-def _raw(prefix, model, x, layers, target, budget, out, **kw):   # x on the model's device
+def _raw(prefix, model, x, layers, target, budget, out, **kw):  # x on the model's device
     from unitscope.attribution import adaptive
     from unitscope.core.inputs import make_target, prepare
     from unitscope.core.sites import resolve
@@ -63,11 +63,24 @@ def _raw(prefix, model, x, layers, target, budget, out, **kw):   # x on the mode
         with torch.no_grad():
             target = model(x).argmax(1)
     with analysis_mode(model), torch.enable_grad():
-        sums = adaptive.integrate_adaptive(model, batch, make_target(target, batch.n), sites, budget=budget,
-                                           progress=False, **kw)
-    for f in ("conductance", "influence", "value_at_x", "grad_at_x", "conductance_error", "influence_error",
-              "conductance_unit_error", "influence_unit_error", "diagnosis", "grad_profile", "F_x", "F_baseline",
-              "n_evals"):
+        sums = adaptive.integrate_adaptive(
+            model, batch, make_target(target, batch.n), sites, budget=budget, progress=False, **kw
+        )
+    for f in (
+        "conductance",
+        "influence",
+        "value_at_x",
+        "grad_at_x",
+        "conductance_error",
+        "influence_error",
+        "conductance_unit_error",
+        "influence_unit_error",
+        "diagnosis",
+        "grad_profile",
+        "F_x",
+        "F_baseline",
+        "n_evals",
+    ):
         _flat(f"{prefix}/raw/{f}", getattr(sums, f), out)
 
 
@@ -87,22 +100,48 @@ def cases(quick: bool = False, device="cpu"):
     all_scores = ["conductance", "internal_influence", "grad_x_activation", "activation"]
     model = digits_cnn(progress=False).model.to(device)
     test = digits_data()[0]
-    x, y = test.x[:24 if quick else 48].to(device), test.y[:24 if quick else 48].to(device)
+    x, y = test.x[: 24 if quick else 48].to(device), test.y[: 24 if quick else 48].to(device)
     layers = default_layers(model)
     for n in (4, 32):
         for method in ("adaptive", "gausslegendre"):
             for tname, tgt in (("top", None), ("labels", y)):
                 for ibs in (None, 100):
-                    r = us.attribute(model, x, layers, scores=all_scores, n_steps=n, method=method, target=tgt,
-                                     internal_batch_size=ibs, path=us.PathConfig(gap_warning=None), progress=False)
+                    r = us.attribute(
+                        model,
+                        x,
+                        layers,
+                        scores=all_scores,
+                        n_steps=n,
+                        method=method,
+                        target=tgt,
+                        internal_batch_size=ibs,
+                        path=us.PathConfig(gap_warning=None),
+                        progress=False,
+                    )
                     _scores(f"digits/{n}/{method}/{tname}/{ibs}", r, out)
         _raw(f"digits/{n}/raw", model, x, layers, None, n, out, rtol=1e-3)
     for method, ibs in (("riemann_trapezoid", 5), ("riemann_middle", None)):
-        r = us.attribute(model, x[:8], layers, scores=all_scores, n_steps=8, method=method, internal_batch_size=ibs,
-                         path=us.PathConfig(gap_warning=None), progress=False)
+        r = us.attribute(
+            model,
+            x[:8],
+            layers,
+            scores=all_scores,
+            n_steps=8,
+            method=method,
+            internal_batch_size=ibs,
+            path=us.PathConfig(gap_warning=None),
+            progress=False,
+        )
         _scores(f"digits/8/{method}/{ibs}", r, out)
-    r = us.attribute(model, x[:8], layers, scores=["conductance", "internal_influence"], n_steps=8,
-                     path=us.PathConfig(captum_compatible=True, gap_warning=None), progress=False)
+    r = us.attribute(
+        model,
+        x[:8],
+        layers,
+        scores=["conductance", "internal_influence"],
+        n_steps=8,
+        path=us.PathConfig(captum_compatible=True, gap_warning=None),
+        progress=False,
+    )
     _scores("digits/8/captum", r, out)
 
     vit = _vit().to(device)
@@ -110,38 +149,77 @@ def cases(quick: bool = False, device="cpu"):
     vl = ["blocks.0", "blocks.1.mlp.act", "blocks.0.attn", "norm"]
     for n, method in ((16, "adaptive"), (64, "adaptive"), (16, "gausslegendre")):
         for tname, tgt in (("top", None), ("one", 1)):
-            r = us.attribute(vit, xv, vl, scores=["conductance", "internal_influence"], n_steps=n, method=method,
-                             target=tgt, path=us.PathConfig(gap_warning=None), progress=False)
+            r = us.attribute(
+                vit,
+                xv,
+                vl,
+                scores=["conductance", "internal_influence"],
+                n_steps=n,
+                method=method,
+                target=tgt,
+                path=us.PathConfig(gap_warning=None),
+                progress=False,
+            )
             _scores(f"vit/{n}/{method}/{tname}", r, out)
     _raw("vit/64/raw", vit, xv, vl, 1, 64, out, rtol=1e-3, internal_batch_size=130)
 
     torch.manual_seed(0)
     tnet, xt = TupleNet().eval().to(device), torch.randn(5, 6).to(device)
     for method in ("adaptive", "gausslegendre"):
-        r = us.attribute(tnet, xt, ["split", "fc1"], scores=all_scores, n_steps=20, method=method,
-                         path=us.PathConfig(gap_warning=None),
-                         progress=False)
+        r = us.attribute(
+            tnet,
+            xt,
+            ["split", "fc1"],
+            scores=all_scores,
+            n_steps=20,
+            method=method,
+            path=us.PathConfig(gap_warning=None),
+            progress=False,
+        )
         _scores(f"tuple/{method}", r, out)
     two = TwoInputs().eval().to(device)
     x1, x2, sc = (t.to(device) for t in (torch.randn(4, 4), torch.randn(4, 3), torch.rand(4) + 0.5))
-    r = us.attribute(two, (x1, x2), ["mix"], scores=all_scores, additional_forward_args=(sc,), n_steps=24,
-                     target=[0, 1, 2, 0], path=us.PathConfig(gap_warning=None), progress=False)
+    r = us.attribute(
+        two,
+        (x1, x2),
+        ["mix"],
+        scores=all_scores,
+        additional_forward_args=(sc,),
+        n_steps=24,
+        target=[0, 1, 2, 0],
+        path=us.PathConfig(gap_warning=None),
+        progress=False,
+    )
     _scores("two_inputs/adaptive", r, out)
 
     torch.manual_seed(0)
     net64, x64 = cnn(5).double().eval().to(device), torch.randn(3, 3, 8, 8, dtype=torch.float64).to(device)
     _raw("cnn64/raw", net64, x64, ["3", "6", "10"], 1, 23, out, rtol=1e-12)
     _raw("cnn64/raw_ibs", net64, x64, ["3", "6"], 1, 40, out, rtol=1e-9, internal_batch_size=45)
-    r = us.attribute(net64, x64, ["3", "6"], scores=["conductance", "internal_influence"], n_steps=64,
-                     path=us.PathConfig(rtol=1e-6, gap_warning=None), progress=False)
+    r = us.attribute(
+        net64,
+        x64,
+        ["3", "6"],
+        scores=["conductance", "internal_influence"],
+        n_steps=64,
+        path=us.PathConfig(rtol=1e-6, gap_warning=None),
+        progress=False,
+    )
     _scores("cnn64/adaptive", r, out)
 
     if not quick:
         torch.manual_seed(0)
         cx = timm.create_model("convnext_atto", pretrained=False).eval().to(device)
         xc = torch.randn(2, 3, 64, 64).to(device)
-        r = us.attribute(cx, xc, ["stages.1"], scores=["conductance"], n_steps=64,
-                         path=us.PathConfig(gap_warning=None), progress=False)
+        r = us.attribute(
+            cx,
+            xc,
+            ["stages.1"],
+            scores=["conductance"],
+            n_steps=64,
+            path=us.PathConfig(gap_warning=None),
+            progress=False,
+        )
         _scores("convnext/adaptive", r, out)
         _raw("convnext/raw", cx, xc, ["stages.1"], None, 64, out, rtol=1e-3)
     del nn
@@ -155,7 +233,7 @@ def compare(a: dict, b: dict, rtol: float, show: int | None = None) -> dict:
 
     same = close = differ = 0
 
-    def print(line):   # noqa: A001 — the per-key lines, filtered by ``show``
+    def print(line):  # noqa: A001 — the per-key lines, filtered by ``show``
         if show is None or (line.startswith(("DIFFER", "MISSING")) and differ < show):
             builtins.print(line)
 
@@ -199,9 +277,11 @@ def main(argv=None):
     p.add_argument("--compare", nargs=2)
     p.add_argument("--rtol", type=float, default=0.0)
     p.add_argument("--quick", action="store_true")
-    p.add_argument("--against-cpu", action="store_true",
-                   help="with --save on a GPU: the same cases on the CPU too, compared with --rtol "
-                        "(counts in the JSON)")
+    p.add_argument(
+        "--against-cpu",
+        action="store_true",
+        help="with --save on a GPU: the same cases on the CPU too, compared with --rtol (counts in the JSON)",
+    )
     add_device(p)
     args = p.parse_args(argv)
     torch.set_num_threads(1)
@@ -210,14 +290,14 @@ def main(argv=None):
         sec, out = clock(lambda: cases(args.quick, device), device, time.perf_counter)
         torch.save(out, args.save)
         res = {"saved": args.save, "keys": len(out), "device": str(device), "seconds": round(sec, 2)}
-        if args.against_cpu:   # the CPU as the reference: "differ" counts what moves beyond rtol on this device
+        if args.against_cpu:  # the CPU as the reference: "differ" counts what moves beyond rtol on this device
             cpu_sec, ref = clock(lambda: cases(args.quick, torch.device("cpu")), "cpu", time.perf_counter)
             res["vs_cpu"] = {**compare(ref, out, args.rtol, show=20), "cpu_seconds": round(cpu_sec, 2)}
         print(json.dumps(res))
     if args.compare:
         a, b = (torch.load(f, weights_only=True) for f in args.compare)
         res = compare(a, b, args.rtol)
-        res["device"] = str(device)   # --compare itself reads two files: the devices they came from are theirs
+        res["device"] = str(device)  # --compare itself reads two files: the devices they came from are theirs
         print(json.dumps(res))
         return 1 if res["differ"] else 0
     return 0

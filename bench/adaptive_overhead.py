@@ -44,10 +44,10 @@ def main(argv=None) -> dict:
 
     device = device_of(args.device)
     model = digits_cnn(progress=False).model.to(device)
-    x = digits_data()[0].x[:args.examples].to(device)
+    x = digits_data()[0].x[: args.examples].to(device)
     layers = default_layers(model)
 
-    def cpu(fn) -> float:   # CPU seconds of this process; on CUDA wall seconds between synchronizes
+    def cpu(fn) -> float:  # CPU seconds of this process; on CUDA wall seconds between synchronizes
         return min(clock(fn, device)[0] for _ in range(args.repeats))
 
     def floor(n):
@@ -61,30 +61,61 @@ def main(argv=None) -> dict:
             for q, f in zip(model.parameters(), flags):
                 q.requires_grad_(f)
 
-    attribute(model, x[:8], layers, scores=["activation", "conductance"], n_steps=4, path=PathConfig(gap_warning=None),
-              progress=False)   # warm-up
+    attribute(
+        model,
+        x[:8],
+        layers,
+        scores=["activation", "conductance"],
+        n_steps=4,
+        path=PathConfig(gap_warning=None),
+        progress=False,
+    )  # warm-up
     rows = {}
     for n in args.steps:
-        t = {m: cpu(lambda m=m, n=n: attribute(model, x, layers, scores=["activation", "conductance"], n_steps=n,
-                                          method=m, path=PathConfig(gap_warning=None), progress=False))
-             for m in ("adaptive", "gausslegendre")}
+        t = {
+            m: cpu(
+                lambda m=m, n=n: attribute(
+                    model,
+                    x,
+                    layers,
+                    scores=["activation", "conductance"],
+                    n_steps=n,
+                    method=m,
+                    path=PathConfig(gap_warning=None),
+                    progress=False,
+                )
+            )
+            for m in ("adaptive", "gausslegendre")
+        }
         t["floor"] = cpu(lambda n=n: floor(n))
-        rows[n] = {"adaptive_cpu_seconds": t["adaptive"], "gausslegendre_cpu_seconds": t["gausslegendre"],
-                   "floor_cpu_seconds": t["floor"], "adaptive_over_fixed": t["adaptive"] / t["gausslegendre"],
-                   "adaptive_over_floor": t["adaptive"] / t["floor"]}
+        rows[n] = {
+            "adaptive_cpu_seconds": t["adaptive"],
+            "gausslegendre_cpu_seconds": t["gausslegendre"],
+            "floor_cpu_seconds": t["floor"],
+            "adaptive_over_fixed": t["adaptive"] / t["gausslegendre"],
+            "adaptive_over_floor": t["adaptive"] / t["floor"],
+        }
         print(_line(n, rows[n]), flush=True)
-    out = {"bench": "adaptive_overhead", "model": "digits-cnn", "layers": len(layers), "examples": len(x),
-           "device": str(device), "steps": rows}
+    out = {
+        "bench": "adaptive_overhead",
+        "model": "digits-cnn",
+        "layers": len(layers),
+        "examples": len(x),
+        "device": str(device),
+        "steps": rows,
+    }
     print(json.dumps(out))
     return out
 
 
 def _line(n, t: dict) -> str:
-    return (f"n_steps {n}: adaptive {t['adaptive_cpu_seconds']:.2f} s, gausslegendre "
-            f"{t['gausslegendre_cpu_seconds']:.2f} s, floor {t['floor_cpu_seconds']:.2f} s CPU → adaptive / fixed "
-            f"×{t['adaptive_over_fixed']:.2f}, "
-            f"adaptive / floor ×{t['adaptive_over_floor']:.2f}, fixed / floor "
-            f"×{t['gausslegendre_cpu_seconds'] / t['floor_cpu_seconds']:.2f}")
+    return (
+        f"n_steps {n}: adaptive {t['adaptive_cpu_seconds']:.2f} s, gausslegendre "
+        f"{t['gausslegendre_cpu_seconds']:.2f} s, floor {t['floor_cpu_seconds']:.2f} s CPU → adaptive / fixed "
+        f"×{t['adaptive_over_fixed']:.2f}, "
+        f"adaptive / floor ×{t['adaptive_over_floor']:.2f}, fixed / floor "
+        f"×{t['gausslegendre_cpu_seconds'] / t['floor_cpu_seconds']:.2f}"
+    )
 
 
 def compare_trees(args) -> dict:
@@ -92,8 +123,18 @@ def compare_trees(args) -> dict:
     best: dict = {t: {} for t in args.trees}
     for _ in range(args.repeats):
         for tree in args.trees:
-            cmd = [sys.executable, __file__, "--device", args.device, "--repeats", "1", "--examples",
-                   str(args.examples), "--steps", *map(str, args.steps)]
+            cmd = [
+                sys.executable,
+                __file__,
+                "--device",
+                args.device,
+                "--repeats",
+                "1",
+                "--examples",
+                str(args.examples),
+                "--steps",
+                *map(str, args.steps),
+            ]
             env = dict(os.environ, PYTHONPATH=tree, OMP_NUM_THREADS="1")
             out = subprocess.run(cmd, env=env, check=True, capture_output=True, text=True).stdout
             got = json.loads(out.strip().splitlines()[-1])["steps"]
@@ -110,15 +151,24 @@ def compare_trees(args) -> dict:
         print(f"# {tree}:")
         for n, row in best[tree].items():
             print(_line(n, row), flush=True)
-    out = {"bench": "adaptive_overhead", "model": "digits-cnn", "examples": args.examples, "device": args.device,
-           "repeats": args.repeats, "trees": best}
+    out = {
+        "bench": "adaptive_overhead",
+        "model": "digits-cnn",
+        "examples": args.examples,
+        "device": args.device,
+        "repeats": args.repeats,
+        "trees": best,
+    }
     if len(args.trees) == 2:
         old, new = (best[t] for t in args.trees)
-        out["old_over_new"] = {n: {k: old[n][k] / new[n][k] for k in ("adaptive_cpu_seconds",
-                                                                      "gausslegendre_cpu_seconds")} for n in new}
+        out["old_over_new"] = {
+            n: {k: old[n][k] / new[n][k] for k in ("adaptive_cpu_seconds", "gausslegendre_cpu_seconds")} for n in new
+        }
         for n, r in out["old_over_new"].items():
-            print(f"n_steps {n}: old / new adaptive ×{r['adaptive_cpu_seconds']:.2f}, gausslegendre "
-                  f"×{r['gausslegendre_cpu_seconds']:.2f}")
+            print(
+                f"n_steps {n}: old / new adaptive ×{r['adaptive_cpu_seconds']:.2f}, gausslegendre "
+                f"×{r['gausslegendre_cpu_seconds']:.2f}"
+            )
     print(json.dumps(out))
     return out
 

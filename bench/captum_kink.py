@@ -46,19 +46,26 @@ def main(argv=None) -> dict:
     biases = torch.linspace(-10.0, -11.0, args.points).tolist()
     runs = {
         "captum": lambda net: LayerConductance(net, net.linear0).attribute(
-            x, target=0, n_steps=500, method="gausslegendre", return_convergence_delta=True)[1],
-        "gausslegendre": lambda net: us.conductance(net, x, ["linear0"], target=0, n_steps=500,
-                                                    method="gausslegendre",
-                                                    path=us.PathConfig(gap_warning=None)).delta["linear0"],
-        "captum_compatible": lambda net: us.conductance(net, x, ["linear0"], target=0, n_steps=500,
-                                                        method="gausslegendre",
-                                                        path=us.PathConfig(captum_compatible=True,
-                                                                           gap_warning=None)).delta["linear0"],
-        "riemann_trapezoid": lambda net: us.conductance(net, x, ["linear0"], target=0, n_steps=500,
-                                                        method="riemann_trapezoid",
-                                                        path=us.PathConfig(gap_warning=None)).delta["linear0"],
-        "adaptive": lambda net: us.conductance(net, x, ["linear0"], target=0,
-                                               path=us.PathConfig(gap_warning=None)).delta["linear0"],
+            x, target=0, n_steps=500, method="gausslegendre", return_convergence_delta=True
+        )[1],
+        "gausslegendre": lambda net: us.conductance(
+            net, x, ["linear0"], target=0, n_steps=500, method="gausslegendre", path=us.PathConfig(gap_warning=None)
+        ).delta["linear0"],
+        "captum_compatible": lambda net: us.conductance(
+            net,
+            x,
+            ["linear0"],
+            target=0,
+            n_steps=500,
+            method="gausslegendre",
+            path=us.PathConfig(captum_compatible=True, gap_warning=None),
+        ).delta["linear0"],
+        "riemann_trapezoid": lambda net: us.conductance(
+            net, x, ["linear0"], target=0, n_steps=500, method="riemann_trapezoid", path=us.PathConfig(gap_warning=None)
+        ).delta["linear0"],
+        "adaptive": lambda net: us.conductance(
+            net, x, ["linear0"], target=0, path=us.PathConfig(gap_warning=None)
+        ).delta["linear0"],
     }
     deltas = {k: [] for k in runs}
     for b in biases:
@@ -68,12 +75,17 @@ def main(argv=None) -> dict:
         for k, f in runs.items():
             deltas[k].append(float(torch.as_tensor(f(net)).abs().max()))
     out = {}
-    print(f"kink α* from {-biases[0] / 100:.4f} to {-biases[-1] / 100:.4f}, {len(biases)} positions; "
-          "|delta| = |Σ attributions − (F(x) − F(x'))|")
+    print(
+        f"kink α* from {-biases[0] / 100:.4f} to {-biases[-1] / 100:.4f}, {len(biases)} positions; "
+        "|delta| = |Σ attributions − (F(x) − F(x'))|"
+    )
     print(f"{'estimator':<20}{'share < 0.01':>14}{'max |delta|':>14}{'at α*=0.1':>12}")
     for k, d in deltas.items():
-        out[k] = {"share_below_0.01": sum(v < 0.01 for v in d) / len(d), "max_abs_delta": max(d),
-                  "at_captum_kink": d[0]}
+        out[k] = {
+            "share_below_0.01": sum(v < 0.01 for v in d) / len(d),
+            "max_abs_delta": max(d),
+            "at_captum_kink": d[0],
+        }
         print(f"{k:<20}{out[k]['share_below_0.01']:>14.2f}{out[k]['max_abs_delta']:>14.4g}{d[0]:>12.4g}")
     out["device"] = str(device)
     print(json.dumps(out))

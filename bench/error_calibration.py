@@ -47,7 +47,7 @@ def measure(name, budgets, ref_steps, device="cpu"):
     ref = us.conductance(model, x, layers, n_steps=ref_steps, path=us.PathConfig(rtol=1e-9, gap_warning=None), **kw)
     rows = {}
     before = adaptive.ERROR_FACTOR
-    adaptive.ERROR_FACTOR = 1.0       # the raw estimate; restored below
+    adaptive.ERROR_FACTOR = 1.0  # the raw estimate; restored below
     try:
         for b in budgets:
             s = us.conductance(model, x, layers, n_steps=b, path=us.PathConfig(gap_warning=None), **kw)
@@ -81,19 +81,36 @@ def main(argv=None):
             ratio = u[:, 0] / np.maximum(u[:, 1], 1e-300)
             per[f"{name}@{b}"] = {f"coverage_c{c}": float(np.mean(u[:, 0] <= 3 * c * u[:, 1])) for c in (0.5, 1.0)}
             per[f"{name}@{b}"]["q90_true_over_raw"] = float(np.quantile(ratio, 0.9))
-            print(f"{name:<11} {b:>4} evaluations: q90 true/raw {per[f'{name}@{b}']['q90_true_over_raw']:.2f}, "
-                  f"coverage at ERROR_FACTOR ½ {per[f'{name}@{b}']['coverage_c0.5']:.3f}", flush=True)
+            print(
+                f"{name:<11} {b:>4} evaluations: q90 true/raw {per[f'{name}@{b}']['q90_true_over_raw']:.2f}, "
+                f"coverage at ERROR_FACTOR ½ {per[f'{name}@{b}']['coverage_c0.5']:.3f}",
+                flush=True,
+            )
             pooled.append(u)
     u = np.concatenate(pooled)
     ratio = u[:, 0] / np.maximum(u[:, 1], 1e-300)
     q = {f"q{k}": float(np.quantile(ratio, k / 100)) for k in (50, 90, 95)}
     cover = {str(c): float(np.mean(u[:, 0] <= 3 * c * u[:, 1])) for c in (1 / 3, 0.5, 2 / 3, 1.0)}
     keep = 3 * 0.5 >= q["q95"]
-    print(f"pooled {len(u)} units: true/raw quantiles {q}; coverage by factor {cover}; "
-          f"ERROR_FACTOR ½ {'kept' if keep else 'too small'} (3·½ vs q95 {q['q95']:.2f}); in use: {ERROR_FACTOR}")
-    print(json.dumps({"true_over_raw": q, "coverage_by_factor": cover, "per_case": per, "n_units": int(len(u)),
-                      "error_factor": ERROR_FACTOR, "half_is_enough": bool(keep), "device": str(device),
-                      "reference_evals": ref_steps, "quick": args.quick}))
+    print(
+        f"pooled {len(u)} units: true/raw quantiles {q}; coverage by factor {cover}; "
+        f"ERROR_FACTOR ½ {'kept' if keep else 'too small'} (3·½ vs q95 {q['q95']:.2f}); in use: {ERROR_FACTOR}"
+    )
+    print(
+        json.dumps(
+            {
+                "true_over_raw": q,
+                "coverage_by_factor": cover,
+                "per_case": per,
+                "n_units": int(len(u)),
+                "error_factor": ERROR_FACTOR,
+                "half_is_enough": bool(keep),
+                "device": str(device),
+                "reference_evals": ref_steps,
+                "quick": args.quick,
+            }
+        )
+    )
 
 
 if __name__ == "__main__":

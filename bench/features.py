@@ -84,8 +84,14 @@ def conditioned(lm, sentences):
 
 def on(enc, device):
     """An encoding (``lm.encode``'s ``Encoded``) with its tensors on ``device``."""
-    return dataclasses.replace(enc, **{f.name: getattr(enc, f.name).to(device) for f in dataclasses.fields(enc)
-                                       if torch.is_tensor(getattr(enc, f.name))})
+    return dataclasses.replace(
+        enc,
+        **{
+            f.name: getattr(enc, f.name).to(device)
+            for f in dataclasses.fields(enc)
+            if torch.is_tensor(getattr(enc, f.name))
+        },
+    )
 
 
 def setup(n_sentences: int, *, max_length: int = 128, longest: bool = False, device="cpu"):
@@ -112,7 +118,7 @@ def layer_values(model, enc, layer):
             model(enc.embeddings, enc.attention_mask)
     finally:
         h.remove()
-    return seen["y"][enc.attention_mask.bool()]          # [tokens, D]
+    return seen["y"][enc.attention_mask.bool()]  # [tokens, D]
 
 
 def tied_dictionary(values: torch.Tensor, n_features: int, *, active: float = 0.05, seed: int = 0):
@@ -182,43 +188,68 @@ def bench_captum(lm, enc, dictionaries, steps, repeats, device):
     kw = dict(target=1, n_steps=steps, method="gausslegendre")
     ours_t, theirs_t, diff = [], [], 0.0
     for _ in range(repeats):
-        t, ours = clock(lambda: us.conductance(model, enc.embeddings, list(dictionaries), baselines=enc.baselines,
-                                               additional_forward_args=(enc.attention_mask,),
-                                               path=us.PathConfig(captum_compatible=True, gap_warning=None),
-                                               dictionaries=dictionaries, **kw), device)
+        t, ours = clock(
+            lambda: us.conductance(
+                model,
+                enc.embeddings,
+                list(dictionaries),
+                baselines=enc.baselines,
+                additional_forward_args=(enc.attention_mask,),
+                path=us.PathConfig(captum_compatible=True, gap_warning=None),
+                dictionaries=dictionaries,
+                **kw,
+            ),
+            device,
+        )
         ours_t.append(t)
         total = 0.0
         for name in dictionaries:
             split = copy_.get_submodule(name).split
-            t, ref = clock(lambda split=split: LayerConductance(copy_, split).attribute(
-                enc.embeddings, baselines=enc.baselines, additional_forward_args=(enc.attention_mask,), **kw), device)
+            t, ref = clock(
+                lambda split=split: LayerConductance(copy_, split).attribute(
+                    enc.embeddings, baselines=enc.baselines, additional_forward_args=(enc.attention_mask,), **kw
+                ),
+                device,
+            )
             total += t
             for a, b in zip(ours[name], ref):
                 b = b.detach()
                 diff = max(diff, float((a - b).abs().max() / b.abs().max().clamp_min(1e-12)))
         theirs_t.append(total)
     ours_s, theirs_s = min(ours_t), min(theirs_t)
-    return dict(ours_s=round(ours_s, 3), captum_s=round(theirs_s, 3), speedup=round(theirs_s / ours_s, 2),
-                max_rel_diff=diff)
+    return dict(
+        ours_s=round(ours_s, 3), captum_s=round(theirs_s, 3), speedup=round(theirs_s / ours_s, 2), max_rel_diff=diff
+    )
 
 
 def bench_loop(lm, enc, layer, d, steps, repeats, device, n_units=64):
     import unitscope as us
 
     units = list(range(n_units))
-    kw = dict(target=1, n_steps=steps, method="gausslegendre", baselines=enc.baselines,
-              additional_forward_args=(enc.attention_mask,), dictionaries={layer: d})
+    kw = dict(
+        target=1,
+        n_steps=steps,
+        method="gausslegendre",
+        baselines=enc.baselines,
+        additional_forward_args=(enc.attention_mask,),
+        dictionaries={layer: d},
+    )
     batched_t, loop_t = [], []
     for _ in range(repeats):
         t, batched = clock(lambda: us.neuron_conductance(lm.model, enc.embeddings, layer, units, **kw), device)
         batched_t.append(t)
-    t, looped = clock(lambda: torch.cat([us.neuron_conductance(lm.model, enc.embeddings, layer, [u], **kw)
-                                         for u in units], 1), device)
+    t, looped = clock(
+        lambda: torch.cat([us.neuron_conductance(lm.model, enc.embeddings, layer, [u], **kw) for u in units], 1), device
+    )
     loop_t.append(t)
     diff = float((batched - looped).abs().max() / looped.abs().max().clamp_min(1e-12))
-    return dict(batched_s=round(min(batched_t), 3), loop_s=round(min(loop_t), 3),
-                speedup=round(min(loop_t) / min(batched_t), 2), max_rel_diff=diff,
-                ceiling=vjp_ceiling(lm, enc, layer, steps + 1, device))
+    return dict(
+        batched_s=round(min(batched_t), 3),
+        loop_s=round(min(loop_t), 3),
+        speedup=round(min(loop_t) / min(batched_t), 2),
+        max_rel_diff=diff,
+        ceiling=vjp_ceiling(lm, enc, layer, steps + 1, device),
+    )
 
 
 def vjp_ceiling(lm, enc, layer, rows, device, repeats=5):
@@ -232,19 +263,24 @@ def vjp_ceiling(lm, enc, layer, rows, device, repeats=5):
     seen = {}
     handle = module.register_forward_hook(lambda m, a, o: seen.__setitem__("y", o if torch.is_tensor(o) else o[0]))
     try:
+
         def full():
             out = model(x, mask)
             torch.autograd.grad(out[:, 1].sum(), [seen["y"], x])
+
         _ = model(x, mask)  # the hook keeps y, whose graph the VJPs below use
         y = seen["y"]
         v = torch.randn_like(y)
         t_full = sorted(clock(full, device)[0] for _ in range(repeats))[repeats // 2]
-        t_vjp = sorted(clock(lambda: torch.autograd.grad(y, x, grad_outputs=v, retain_graph=True), device)[0]
-                       for _ in range(repeats))[repeats // 2]
+        t_vjp = sorted(
+            clock(lambda: torch.autograd.grad(y, x, grad_outputs=v, retain_graph=True), device)[0]
+            for _ in range(repeats)
+        )[repeats // 2]
     finally:
         handle.remove()
-    return dict(forward_backward_s=round(t_full, 4), vjp_s=round(t_vjp, 4),
-                speedup_ceiling=round((t_full + t_vjp) / t_vjp, 2))
+    return dict(
+        forward_backward_s=round(t_full, 4), vjp_s=round(t_vjp, 4), speedup_ceiling=round((t_full + t_vjp) / t_vjp, 2)
+    )
 
 
 #: the evaluations per sentence the completeness target allows (≤ 1 % at ≤ 64 evaluations)
@@ -256,34 +292,67 @@ def bench_gap(lm, enc, dictionaries):
 
     with warnings.catch_warnings():
         warnings.simplefilter("ignore")
-        s = us.conductance(lm.model, enc.embeddings, list(dictionaries), baselines=enc.baselines, target=1,
-                           additional_forward_args=(enc.attention_mask,), mask=enc.attention_mask,
-                           dictionaries=dictionaries, n_steps=GAP_BUDGET,
-                           internal_batch_size=8 * GAP_BUDGET)   # 8 sentences a block
-        plain = us.conductance(lm.model, enc.embeddings, list(dictionaries), baselines=enc.baselines, target=1,
-                               additional_forward_args=(enc.attention_mask,), mask=enc.attention_mask,
-                               n_steps=GAP_BUDGET, internal_batch_size=8 * GAP_BUDGET)
+        s = us.conductance(
+            lm.model,
+            enc.embeddings,
+            list(dictionaries),
+            baselines=enc.baselines,
+            target=1,
+            additional_forward_args=(enc.attention_mask,),
+            mask=enc.attention_mask,
+            dictionaries=dictionaries,
+            n_steps=GAP_BUDGET,
+            internal_batch_size=8 * GAP_BUDGET,
+        )  # 8 sentences a block
+        plain = us.conductance(
+            lm.model,
+            enc.embeddings,
+            list(dictionaries),
+            baselines=enc.baselines,
+            target=1,
+            additional_forward_args=(enc.attention_mask,),
+            mask=enc.attention_mask,
+            n_steps=GAP_BUDGET,
+            internal_batch_size=8 * GAP_BUDGET,
+        )
     od = s.output_diff.double()
     gaps, shares, neurons = [], [], []
-    above, flagged = 0, 0   # (sentence, layer) pairs with a gap above 1 %, and how many of them are not ok
+    above, flagged = 0, 0  # (sentence, layer) pairs with a gap above 1 %, and how many of them are not ok
     for name in dictionaries:
         per = s.per_unit(name).double()
         rel = (per.sum(1) - od).abs() / od.abs()
         bad = s.messages[name]
         above += int((rel > 0.01).sum())
-        flagged += int(((rel > 0.01) & torch.tensor([any(f", example {i}:" in m for m in bad)
-                                                       for i in range(rel.numel())])).sum()) if bad else 0
+        flagged += (
+            int(
+                (
+                    (rel > 0.01) & torch.tensor([any(f", example {i}:" in m for m in bad) for i in range(rel.numel())])
+                ).sum()
+            )
+            if bad
+            else 0
+        )
         gaps.append(rel.max())
         shares.append((per[:, -1] / od).abs().mean())
         neurons.append(((plain.per_unit(name).double().sum(1) - od).abs() / od.abs()).max())
-    return dict(max_gap_pct=round(100 * float(torch.stack(gaps).max()), 4),
-                max_gap_pct_same_layers_neurons=round(100 * float(torch.stack(neurons).max()), 4),
-                median_gap_pct=round(100 * float(torch.stack([((s.per_unit(n).double().sum(1) - od).abs() /
-                                                               od.abs()) for n in dictionaries]).median()), 4),
-                max_evals=int(s.n_evals.max()), mean_evals=round(float(s.n_evals.double().mean()), 1),
-                error_node_share_of_output_diff={n: round(float(v), 3) for n, v in zip(dictionaries, shares)},
-                examples=int(od.numel()), gaps_above_1pct=above, of_them_flagged_not_ok=flagged,
-                ok={n: bool(s.ok[n]) for n in dictionaries})
+    return dict(
+        max_gap_pct=round(100 * float(torch.stack(gaps).max()), 4),
+        max_gap_pct_same_layers_neurons=round(100 * float(torch.stack(neurons).max()), 4),
+        median_gap_pct=round(
+            100
+            * float(
+                torch.stack([((s.per_unit(n).double().sum(1) - od).abs() / od.abs()) for n in dictionaries]).median()
+            ),
+            4,
+        ),
+        max_evals=int(s.n_evals.max()),
+        mean_evals=round(float(s.n_evals.double().mean()), 1),
+        error_node_share_of_output_diff={n: round(float(v), 3) for n, v in zip(dictionaries, shares)},
+        examples=int(od.numel()),
+        gaps_above_1pct=above,
+        of_them_flagged_not_ok=flagged,
+        ok={n: bool(s.ok[n]) for n in dictionaries},
+    )
 
 
 def memory_child(n_features: int, n_sentences: int, device):
@@ -297,16 +366,16 @@ def memory_child(n_features: int, n_sentences: int, device):
     import gc
     import threading
 
-    def rss():   # resident bytes now (Linux)
+    def rss():  # resident bytes now (Linux)
         with open("/proc/self/statm") as fh:
             return int(fh.read().split()[1]) * os.sysconf("SC_PAGE_SIZE")
 
     gc.collect()
     cuda = device.type == "cuda"
-    if cuda:   # GPU memory: torch's own peak counter, no sampling needed
+    if cuda:  # GPU memory: torch's own peak counter, no sampling needed
         torch.cuda.synchronize(device)
         torch.cuda.reset_peak_memory_stats(device)
-        rss = lambda: torch.cuda.max_memory_allocated(device)   # noqa: E731
+        rss = lambda: torch.cuda.max_memory_allocated(device)  # noqa: E731
     base, peak, stop = rss(), [0], threading.Event()
 
     def sample():
@@ -319,9 +388,17 @@ def memory_child(n_features: int, n_sentences: int, device):
     try:
         with warnings.catch_warnings():
             warnings.simplefilter("ignore")
-            s = us.conductance(lm.model, enc.embeddings, [layer], baselines=enc.baselines, target=1,
-                               additional_forward_args=(enc.attention_mask,), mask=enc.attention_mask,
-                               dictionaries={layer: d}, internal_batch_size=64)
+            s = us.conductance(
+                lm.model,
+                enc.embeddings,
+                [layer],
+                baselines=enc.baselines,
+                target=1,
+                additional_forward_args=(enc.attention_mask,),
+                mask=enc.attention_mask,
+                dictionaries={layer: d},
+                internal_batch_size=64,
+            )
         sync(device)
         peak[0] = max(peak[0], rss())
     finally:
@@ -329,9 +406,17 @@ def memory_child(n_features: int, n_sentences: int, device):
         watcher.join()
     od = s.output_diff.double()
     gap = float(((s.per_unit(layer).double().sum(1) - od).abs() / od.abs()).max())
-    print(json.dumps(dict(peak_rss_mb=round((peak[0] - base) / 2 ** 20, 1), tokens=list(enc.attention_mask.shape),
-                          features=n_features, max_gap_pct=round(100 * gap, 4),
-                          memory="cuda" if cuda else "rss")))
+    print(
+        json.dumps(
+            dict(
+                peak_rss_mb=round((peak[0] - base) / 2**20, 1),
+                tokens=list(enc.attention_mask.shape),
+                features=n_features,
+                max_gap_pct=round(100 * gap, 4),
+                memory="cuda" if cuda else "rss",
+            )
+        )
+    )
 
 
 def main(argv=None):
@@ -339,8 +424,13 @@ def main(argv=None):
     p.add_argument("--quick", action="store_true")
     p.add_argument("--threads", type=int, default=1)
     p.add_argument("--steps", type=int, default=16)
-    p.add_argument("--parts", nargs="+", default=["captum", "loop", "gap", "memory"],
-                   choices=["captum", "loop", "gap", "memory"], help="which measurements (default: all)")
+    p.add_argument(
+        "--parts",
+        nargs="+",
+        default=["captum", "loop", "gap", "memory"],
+        choices=["captum", "loop", "gap", "memory"],
+        help="which measurements (default: all)",
+    )
     p.add_argument("--memory-child", nargs=2, type=int, metavar=("FEATURES", "SENTENCES"), help=argparse.SUPPRESS)
     add_device(p)
     a = p.parse_args(argv)
@@ -354,8 +444,14 @@ def main(argv=None):
     lm, enc = setup(2 if q else 8, device=device)
     values = {name: layer_values(lm.model, enc, name) for name in LAYERS}
     dictionaries = {name: tied_dictionary(v, 4 * v.shape[1], seed=i) for i, (name, v) in enumerate(values.items())}
-    out = {"device": str(device), "threads": a.threads, "steps": a.steps, "features_per_layer": 4 * 384,
-           "sentences": int(enc.embeddings.shape[0]), "tokens": int(enc.embeddings.shape[1])}
+    out = {
+        "device": str(device),
+        "threads": a.threads,
+        "steps": a.steps,
+        "features_per_layer": 4 * 384,
+        "sentences": int(enc.embeddings.shape[0]),
+        "tokens": int(enc.embeddings.shape[1]),
+    }
     if "captum" in a.parts:
         out["captum_3_layers"] = bench_captum(lm, enc, dictionaries, a.steps, 1 if q else 3, device)
         print("captum, three layers:", out["captum_3_layers"], flush=True)
@@ -369,20 +465,36 @@ def main(argv=None):
         print("completeness at the adaptive default:", out["completeness"], flush=True)
     feats, sents = (4096, 2) if q else (16384, 8)
     if "memory" in a.parts:
-        child = subprocess.run([sys.executable, __file__, "--memory-child", str(feats), str(sents),
-                                "--threads", str(a.threads), "--device", str(device)], capture_output=True, text=True,
-                               env=dict(os.environ, OMP_NUM_THREADS=str(a.threads)))
+        child = subprocess.run(
+            [
+                sys.executable,
+                __file__,
+                "--memory-child",
+                str(feats),
+                str(sents),
+                "--threads",
+                str(a.threads),
+                "--device",
+                str(device),
+            ],
+            capture_output=True,
+            text=True,
+            env=dict(os.environ, OMP_NUM_THREADS=str(a.threads)),
+        )
         if child.returncode != 0:
             raise SystemExit(child.stderr[-2000:])
         out["memory"] = json.loads(child.stdout.strip().splitlines()[-1])
         print("memory:", out["memory"], flush=True)
-    summary = dict(speedup_vs_captum_3_layers=out.get("captum_3_layers", {}).get("speedup"),
-                   speedup_vs_loop_64=out.get("loop_64", {}).get("speedup"),
-                   speedup_ceiling_vs_loop_64=out.get("loop_64", {}).get("ceiling", {}).get("speedup_ceiling"),
-                   max_gap_pct=out.get("completeness", {}).get("max_gap_pct"),
-                   max_evals=out.get("completeness", {}).get("max_evals"),
-                   peak_rss_mb_16k=out.get("memory", {}).get("peak_rss_mb") if feats == 16384 else None,
-                   device=str(device), details=out)
+    summary = dict(
+        speedup_vs_captum_3_layers=out.get("captum_3_layers", {}).get("speedup"),
+        speedup_vs_loop_64=out.get("loop_64", {}).get("speedup"),
+        speedup_ceiling_vs_loop_64=out.get("loop_64", {}).get("ceiling", {}).get("speedup_ceiling"),
+        max_gap_pct=out.get("completeness", {}).get("max_gap_pct"),
+        max_evals=out.get("completeness", {}).get("max_evals"),
+        peak_rss_mb_16k=out.get("memory", {}).get("peak_rss_mb") if feats == 16384 else None,
+        device=str(device),
+        details=out,
+    )
     print(json.dumps(summary))
 
 

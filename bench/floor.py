@@ -38,7 +38,7 @@ def _digits(device, quick):
     from unitscope.zoo import digits_cnn, digits_data
 
     model = digits_cnn(progress=False).model.to(device)
-    x = digits_data()[0].x[:8 if quick else 32].to(device)
+    x = digits_data()[0].x[: 8 if quick else 32].to(device)
     return dict(model=model, inputs=x, layers=default_layers(model)[:5], n_steps=50, kw={})
 
 
@@ -48,8 +48,7 @@ def _resnet18(device, quick):
     torch.manual_seed(0)
     model = torchvision.models.resnet18(weights=None).eval().to(device)
     x = torch.rand(1, 3, 112 if quick else 224, 112 if quick else 224, device=device)
-    return dict(model=model, inputs=x, layers=["layer1", "layer2", "layer3", "layer4", "avgpool"], n_steps=24,
-                kw={})
+    return dict(model=model, inputs=x, layers=["layer1", "layer2", "layer3", "layer4", "avgpool"], n_steps=24, kw={})
 
 
 def _efficientnet(device, quick):
@@ -57,8 +56,13 @@ def _efficientnet(device, quick):
 
     net = efficientnet_lite0()
     x = net.preprocess(photos(["cat"])["cat"])[None].to(device)
-    return dict(model=net.model.to(device), inputs=x, layers=[f"blocks.{i}" for i in range(7)], n_steps=16,
-                kw={"internal_batch_size": 32})
+    return dict(
+        model=net.model.to(device),
+        inputs=x,
+        layers=[f"blocks.{i}" for i in range(7)],
+        n_steps=16,
+        kw={"internal_batch_size": 32},
+    )
 
 
 def _minilm(device, quick):
@@ -66,9 +70,14 @@ def _minilm(device, quick):
     from unitscope.zoo.sentiment import movie_reviews
 
     lm = minilm_sentiment(progress=False)
-    enc = lm.encode(movie_reviews().test.sentences[:4 if quick else 16])
-    return dict(model=lm.model.to(device), inputs=enc.embeddings.to(device), layers=mlp_layers(), n_steps=16,
-                kw={"baselines": enc.baselines.to(device), "additional_forward_args": (enc.attention_mask.to(device),)})
+    enc = lm.encode(movie_reviews().test.sentences[: 4 if quick else 16])
+    return dict(
+        model=lm.model.to(device),
+        inputs=enc.embeddings.to(device),
+        layers=mlp_layers(),
+        n_steps=16,
+        kw={"baselines": enc.baselines.to(device), "additional_forward_args": (enc.attention_mask.to(device),)},
+    )
 
 
 MODELS = {"digits": _digits, "resnet18": _resnet18, "efficientnet": _efficientnet, "minilm": _minilm}
@@ -82,6 +91,7 @@ def floor_pass(model, inputs, lowest: str, rows: int, extra: tuple):
     def hook(m, args, out):
         if "y" not in seen:
             seen["y"] = out
+
     flags = [p.requires_grad for p in model.parameters()]
     for p in model.parameters():
         p.requires_grad_(False)
@@ -119,22 +129,32 @@ def run_model(name, setup, device, rounds, rules):
         method = name.removesuffix(NO_CUT)
 
         def call():
-            return us.conductance(model, x, layers, n_steps=n_steps, method=method,
-                                  path=us.PathConfig(gap_warning=None, rtol=0.0 if method == "adaptive" else 1e-3),
-                                  progress=False, **kw)
+            return us.conductance(
+                model,
+                x,
+                layers,
+                n_steps=n_steps,
+                method=method,
+                path=us.PathConfig(gap_warning=None, rtol=0.0 if method == "adaptive" else 1e-3),
+                progress=False,
+                **kw,
+            )
 
         def without_cut_check():
             from unitscope.attribution import scores
+
             real = scores.cut_examples
             scores.cut_examples = lambda model, batch, target, sites, **k: {
-                s.name: torch.ones(batch.n, dtype=torch.bool) for s in sites}
+                s.name: torch.ones(batch.n, dtype=torch.bool) for s in sites
+            }
             try:
                 return call()
             finally:
                 scores.cut_examples = real
+
         return without_cut_check if name.endswith(NO_CUT) else call
 
-    rule("adaptive")()   # warm-up (and any first-use training)
+    rule("adaptive")()  # warm-up (and any first-use training)
     times = {r: [] for r in rules}
     floor_times = []
     evals = {}
@@ -142,17 +162,22 @@ def run_model(name, setup, device, rounds, rules):
         for r in rules:
             sec, s = clock(rule(r), device)
             times[r].append(sec)
-            evals[r] = int(s.n_evals.sum())   # path rows the rule evaluated (end points included)
+            evals[r] = int(s.n_evals.sum())  # path rows the rule evaluated (end points included)
         rows = max(evals.values())
         sec, _ = clock(lambda rows=rows: floor_pass(model, x, lowest, rows, extra), device)
         floor_times.append(sec / (max(1, rows // n) * n))
     per_row = statistics.median(floor_times)
     ratios = {r: statistics.median(times[r]) / evals[r] / per_row for r in rules}
     for r in rules:
-        print(f"{name:<13} {r:<31} {evals[r] // n:4d} evals/example  ×{ratios[r]:.2f} the floor per evaluation",
-              flush=True)
-    return ratios, {"floor_seconds_per_row": per_row, "evals_per_example": {r: evals[r] // n for r in rules},
-                    "median_seconds": {r: statistics.median(times[r]) for r in rules}}
+        print(
+            f"{name:<13} {r:<31} {evals[r] // n:4d} evals/example  ×{ratios[r]:.2f} the floor per evaluation",
+            flush=True,
+        )
+    return ratios, {
+        "floor_seconds_per_row": per_row,
+        "evals_per_example": {r: evals[r] // n for r in rules},
+        "median_seconds": {r: statistics.median(times[r]) for r in rules},
+    }
 
 
 def main(argv=None) -> dict:
@@ -163,8 +188,11 @@ def main(argv=None) -> dict:
     p.add_argument("--models", nargs="+", default=list(MODELS), choices=list(MODELS))
     p.add_argument("--rules", nargs="+", default=list(RULES), choices=list(RULES))
     p.add_argument("--quick", action="store_true")
-    p.add_argument("--split-cut-check", action="store_true",
-                   help="also time the adaptive default and riemann_trapezoid with the cut check skipped")
+    p.add_argument(
+        "--split-cut-check",
+        action="store_true",
+        help="also time the adaptive default and riemann_trapezoid with the cut check skipped",
+    )
     args = p.parse_args(argv)
     if args.split_cut_check:
         args.rules = list(args.rules) + [r + NO_CUT for r in ("adaptive", "riemann_trapezoid") if r in args.rules]
@@ -175,10 +203,16 @@ def main(argv=None) -> dict:
     device = device_of(args.device)
     ratios, details = {}, {}
     for name in args.models:
-        ratios[name], details[name] = run_model(name, MODELS[name](device, args.quick), device, args.rounds,
-                                                args.rules)
-    out = {"bench": "floor", "device": str(device), "rounds": args.rounds, "threads": args.threads,
-           "quick": args.quick, "details": details, "ratios": ratios}
+        ratios[name], details[name] = run_model(name, MODELS[name](device, args.quick), device, args.rounds, args.rules)
+    out = {
+        "bench": "floor",
+        "device": str(device),
+        "rounds": args.rounds,
+        "threads": args.threads,
+        "quick": args.quick,
+        "details": details,
+        "ratios": ratios,
+    }
     print(json.dumps(out))
     return out
 

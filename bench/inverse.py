@@ -83,49 +83,85 @@ def main(argv=None):
     con = ("classifier.fc2", args.unit, *args.band)
     step = 0.01
     runs = {
-        "augmented_lagrangian": lambda: sample_inverse_set(model, con, gen, encoder=enc, n_samples=n, n_seeds=32,
-                                                           seed=args.seed, progress=False),
-        "penalized_am": lambda: penalized_am(model, con, gen, encoder=enc, n_samples=n, steps=100, batch=256,
-                                             seed=args.seed, progress=False),
-        "langevin": lambda: langevin_sampler(model, con, gen, encoder=enc, n_samples=n, chains=32, step=step,
-                                             burn_in=100, thin=math.ceil(1 / (2 * step)), seed=args.seed,
-                                             progress=False),
-        "langevin_thin1": lambda: langevin_sampler(model, con, gen, encoder=enc, n_samples=n, chains=32, step=step,
-                                                   burn_in=100, thin=1, seed=args.seed, progress=False),
+        "augmented_lagrangian": lambda: sample_inverse_set(
+            model, con, gen, encoder=enc, n_samples=n, n_seeds=32, seed=args.seed, progress=False
+        ),
+        "penalized_am": lambda: penalized_am(
+            model, con, gen, encoder=enc, n_samples=n, steps=100, batch=256, seed=args.seed, progress=False
+        ),
+        "langevin": lambda: langevin_sampler(
+            model,
+            con,
+            gen,
+            encoder=enc,
+            n_samples=n,
+            chains=32,
+            step=step,
+            burn_in=100,
+            thin=math.ceil(1 / (2 * step)),
+            seed=args.seed,
+            progress=False,
+        ),
+        "langevin_thin1": lambda: langevin_sampler(
+            model,
+            con,
+            gen,
+            encoder=enc,
+            n_samples=n,
+            chains=32,
+            step=step,
+            burn_in=100,
+            thin=1,
+            seed=args.seed,
+            progress=False,
+        ),
     }
     results = {}
     for name, fn in runs.items():
-        sync(device)   # each method's own clock (InverseSet.seconds) starts on an idle GPU
+        sync(device)  # each method's own clock (InverseSet.seconds) starts on an idle GPU
         results[name] = fn()
     n_common = min(len(r) for r in results.values())
     rows = {}
     for name, r in results.items():
-        common = r.samples[:n_common].to(device)   # the samples come back on the CPU; E and the CNN are on device
+        common = r.samples[:n_common].to(device)  # the samples come back on the CPU; E and the CNN are on device
         div = diversity(common, encoder=enc)
         k, ent, counts = class_spread(model, common) if n_common else (0, 0.0, [])
-        rows[name] = dict(n=len(r), feasible_rate=r.feasible_rate, verified_rate=r.verified_rate, seconds=r.seconds,
-                          samples_per_second=r.samples_per_second, diversity_encoder=div.get("encoder", 0.0),
-                          diversity_pixel=div["pixel"], classes=k, class_entropy_bits=ent, class_counts=counts)
-        print(f"{name:<22} n={len(r):4d}  feasible {r.feasible_rate:6.3f}  verified {r.verified_rate:5.3f}  "
-              f"{r.seconds:6.2f} s  {r.samples_per_second:8.1f} samples/s  diversity E {div.get('encoder', 0):6.2f} "
-              f"pixel {div['pixel']:5.2f}  classes {k} ({ent:.2f} bits)", flush=True)
+        rows[name] = dict(
+            n=len(r),
+            feasible_rate=r.feasible_rate,
+            verified_rate=r.verified_rate,
+            seconds=r.seconds,
+            samples_per_second=r.samples_per_second,
+            diversity_encoder=div.get("encoder", 0.0),
+            diversity_pixel=div["pixel"],
+            classes=k,
+            class_entropy_bits=ent,
+            class_counts=counts,
+        )
+        print(
+            f"{name:<22} n={len(r):4d}  feasible {r.feasible_rate:6.3f}  verified {r.verified_rate:5.3f}  "
+            f"{r.seconds:6.2f} s  {r.samples_per_second:8.1f} samples/s  diversity E {div.get('encoder', 0):6.2f} "
+            f"pixel {div['pixel']:5.2f}  classes {k} ({ent:.2f} bits)",
+            flush=True,
+        )
     ours, lang = rows["augmented_lagrangian"], rows["langevin"]
     out = {
-        "target": f"{args.band[0]:g} <= classifier.fc2[{args.unit}] <= {args.band[1]:g}", "n_asked": n,
+        "target": f"{args.band[0]:g} <= classifier.fc2[{args.unit}] <= {args.band[1]:g}",
+        "n_asked": n,
         "device": str(device),
         "n_common": n_common,
         "samples_per_second_ratio_vs_langevin": ours["samples_per_second"] / max(lang["samples_per_second"], 1e-12),
         "diversity_ratio_vs_langevin": ours["diversity_encoder"] / max(lang["diversity_encoder"], 1e-12),
         "feasible_rate": ours["feasible_rate"],
         "verified_rate": ours["verified_rate"],
-        "samples_per_second_ratio_vs_penalized_am":
-            ours["samples_per_second"] / max(rows["penalized_am"]["samples_per_second"], 1e-12),
-        "diversity_ratio_vs_penalized_am":
-            ours["diversity_encoder"] / max(rows["penalized_am"]["diversity_encoder"], 1e-12),
-        "samples_per_second_ratio_vs_langevin_thin1":
-            ours["samples_per_second"] / max(rows["langevin_thin1"]["samples_per_second"], 1e-12),
-        "diversity_ratio_vs_langevin_thin1":
-            ours["diversity_encoder"] / max(rows["langevin_thin1"]["diversity_encoder"], 1e-12),
+        "samples_per_second_ratio_vs_penalized_am": ours["samples_per_second"]
+        / max(rows["penalized_am"]["samples_per_second"], 1e-12),
+        "diversity_ratio_vs_penalized_am": ours["diversity_encoder"]
+        / max(rows["penalized_am"]["diversity_encoder"], 1e-12),
+        "samples_per_second_ratio_vs_langevin_thin1": ours["samples_per_second"]
+        / max(rows["langevin_thin1"]["samples_per_second"], 1e-12),
+        "diversity_ratio_vs_langevin_thin1": ours["diversity_encoder"]
+        / max(rows["langevin_thin1"]["diversity_encoder"], 1e-12),
         "methods": {k: {m: v for m, v in row.items() if m != "class_counts"} for k, row in rows.items()},
     }
     print(json.dumps(out))

@@ -62,13 +62,21 @@ def main(argv=None) -> dict:
     rise_b = float((r_batched.trace[-1] > r_batched.trace[0]).float().mean())
     rise_l = float(sum(float(r.trace[-1, 0] > r.trace[0, 0]) for r in r_looped) / len(r_looped))
     result = {
-        "bench": "maximize", "method": "independent_am", "layer": args.layer, "units": args.units,
-        "steps": args.steps, "param": args.param, "threads": args.threads, "device": str(device),
-        "batched_seconds": round(times["batched"], 4), "looped_seconds": round(times["looped"], 4),
+        "bench": "maximize",
+        "method": "independent_am",
+        "layer": args.layer,
+        "units": args.units,
+        "steps": args.steps,
+        "param": args.param,
+        "threads": args.threads,
+        "device": str(device),
+        "batched_seconds": round(times["batched"], 4),
+        "looped_seconds": round(times["looped"], 4),
         "batched_units_per_second": round(args.units / times["batched"], 2),
         "looped_units_per_second": round(args.units / times["looped"], 2),
         "units_per_second_ratio": round(times["looped"] / times["batched"], 2),
-        "share_objective_rose_batched": rise_b, "share_objective_rose_looped": rise_l,
+        "share_objective_rose_batched": rise_b,
+        "share_objective_rose_looped": rise_l,
     }
     print(json.dumps(result))
     return result

@@ -43,9 +43,20 @@ def timed(fn, device, repeats=1):
 def compare(model, x, layer, channels, target, n_steps, repeats):
     module = resolve(model, [layer])[0].module
     _, hh, ww = us.activation(model, x[:1], [layer])[layer].shape[1:]  # the layer's unit shape, hooks via unitscope
-    ours, t_ours = timed(lambda: us.neuron_conductance(model, x, layer, units=list(channels), target=target,
-                                                       n_steps=n_steps, method="gausslegendre",
-                                                       path=us.PathConfig(unit_batch_size=16)), x.device, repeats)
+    ours, t_ours = timed(
+        lambda: us.neuron_conductance(
+            model,
+            x,
+            layer,
+            units=list(channels),
+            target=target,
+            n_steps=n_steps,
+            method="gausslegendre",
+            path=us.PathConfig(unit_batch_size=16),
+        ),
+        x.device,
+        repeats,
+    )
     nc = NeuronConductance(model, module)
 
     def captum():
@@ -54,17 +65,27 @@ def compare(model, x, layer, channels, target, n_steps, repeats):
             ref = None
             for i in range(hh):
                 for j in range(ww):
-                    a = nc.attribute(x, neuron_selector=(c, i, j), target=target, n_steps=n_steps,
-                                     method="gausslegendre").detach()
+                    a = nc.attribute(
+                        x, neuron_selector=(c, i, j), target=target, n_steps=n_steps, method="gausslegendre"
+                    ).detach()
                     ref = a if ref is None else ref + a
             refs.append(ref)
         return torch.stack(refs, 1)  # [N, U, *input_shape], as unitscope returns
 
     ref, t_captum = timed(captum, x.device, 1)
     rel = float((ours - ref).abs().max() / ref.abs().max())
-    return {"layer": layer, "channels": len(channels), "units_per_channel": hh * ww, "n_examples": int(x.shape[0]),
-            "n_steps": n_steps, "captum_calls": len(channels) * hh * ww, "seconds_ours": round(t_ours, 3),
-            "seconds_captum": round(t_captum, 3), "speedup": round(t_captum / t_ours, 1), "max_rel_diff": rel}
+    return {
+        "layer": layer,
+        "channels": len(channels),
+        "units_per_channel": hh * ww,
+        "n_examples": int(x.shape[0]),
+        "n_steps": n_steps,
+        "captum_calls": len(channels) * hh * ww,
+        "seconds_ours": round(t_ours, 3),
+        "seconds_captum": round(t_captum, 3),
+        "speedup": round(t_captum / t_ours, 1),
+        "max_rel_diff": rel,
+    }
 
 
 def main() -> None:
@@ -85,12 +106,14 @@ def main() -> None:
     with torch.no_grad():
         target = digits(x).argmax(1).tolist()
     channels = range(8) if args.quick else range(64)  # the issue: all channels
-    results["digits"] = r = compare(digits, x, "features.conv2", channels, target, 16 if args.quick else 32,
-                                    repeats=3)
-    print(f"digits CNN features.conv2: {r['channels']} channels × {r['units_per_channel']} units, "
-          f"{r['n_examples']} digits, {r['n_steps']} steps: ours {r['seconds_ours']:.2f} s, Captum "
-          f"({r['captum_calls']} NeuronConductance calls) {r['seconds_captum']:.2f} s → ×{r['speedup']}, "
-          f"max rel diff {r['max_rel_diff']:.1e}", flush=True)
+    results["digits"] = r = compare(digits, x, "features.conv2", channels, target, 16 if args.quick else 32, repeats=3)
+    print(
+        f"digits CNN features.conv2: {r['channels']} channels × {r['units_per_channel']} units, "
+        f"{r['n_examples']} digits, {r['n_steps']} steps: ours {r['seconds_ours']:.2f} s, Captum "
+        f"({r['captum_calls']} NeuronConductance calls) {r['seconds_captum']:.2f} s → ×{r['speedup']}, "
+        f"max rel diff {r['max_rel_diff']:.1e}",
+        flush=True,
+    )
 
     net = efficientnet_lite0(device)
     model = net.model
@@ -98,15 +121,25 @@ def main() -> None:
     with torch.no_grad():
         target = int(model(cat).argmax(1))
     results["effnet"] = r = compare(model, cat, "blocks.5", [0, 1], target, 4 if args.quick else 8, repeats=1)
-    print(f"EfficientNet-Lite0 blocks.5 on the cat (class {target}): {r['channels']} channels × "
-          f"{r['units_per_channel']} units, {r['n_steps']} steps: ours {r['seconds_ours']:.2f} s, Captum "
-          f"({r['captum_calls']} calls) {r['seconds_captum']:.2f} s → ×{r['speedup']}, "
-          f"max rel diff {r['max_rel_diff']:.1e}", flush=True)
-    print(json.dumps({"speedup_vs_captum_digits": results["digits"]["speedup"],
-                      "speedup_vs_captum_effnet": results["effnet"]["speedup"],
-                      "max_rel_diff_vs_captum": max(results["digits"]["max_rel_diff"],
-                                                    results["effnet"]["max_rel_diff"]),
-                      "mode": "quick" if args.quick else "full", "device": str(device), "details": results}))
+    print(
+        f"EfficientNet-Lite0 blocks.5 on the cat (class {target}): {r['channels']} channels × "
+        f"{r['units_per_channel']} units, {r['n_steps']} steps: ours {r['seconds_ours']:.2f} s, Captum "
+        f"({r['captum_calls']} calls) {r['seconds_captum']:.2f} s → ×{r['speedup']}, "
+        f"max rel diff {r['max_rel_diff']:.1e}",
+        flush=True,
+    )
+    print(
+        json.dumps(
+            {
+                "speedup_vs_captum_digits": results["digits"]["speedup"],
+                "speedup_vs_captum_effnet": results["effnet"]["speedup"],
+                "max_rel_diff_vs_captum": max(results["digits"]["max_rel_diff"], results["effnet"]["max_rel_diff"]),
+                "mode": "quick" if args.quick else "full",
+                "device": str(device),
+                "details": results,
+            }
+        )
+    )
 
 
 if __name__ == "__main__":

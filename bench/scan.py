@@ -53,7 +53,7 @@ def _free_port() -> int:
 def _setup(args, device):
     torch.set_num_threads(1)
     model = digits_cnn().model.to(device)
-    data = _load_data("digits", "all", args.repeat)   # on the CPU: batches go to the model's device in the engine
+    data = _load_data("digits", "all", args.repeat)  # on the CPU: batches go to the model's device in the engine
     return model, data, default_layers(model)
 
 
@@ -62,16 +62,31 @@ def floor(model, data, layers, args, device) -> float:
     n = 0
     with Stopwatch(device, time.perf_counter) as t:
         for x, _ in DataLoader(data, batch_size=args.batch_size):
-            attribute(model, x, layers, scores=METHODS, n_steps=args.n_steps, path=PathConfig(gap_warning=None),
-                      progress=False)
+            attribute(
+                model,
+                x,
+                layers,
+                scores=METHODS,
+                n_steps=args.n_steps,
+                path=PathConfig(gap_warning=None),
+                progress=False,
+            )
             n += len(x)
     return n / t.seconds
 
 
 def one_scan(model, data, layers, args, device, group=None) -> tuple[ScanResult, float]:
     with Stopwatch(device, time.perf_counter) as t:
-        r = scan(model, DataLoader(data, batch_size=args.batch_size), layers, scores=METHODS, top_k=args.top_k,
-                 path=PathConfig(n_steps=args.n_steps), stream=StreamConfig(group=group), progress=False)
+        r = scan(
+            model,
+            DataLoader(data, batch_size=args.batch_size),
+            layers,
+            scores=METHODS,
+            top_k=args.top_k,
+            path=PathConfig(n_steps=args.n_steps),
+            stream=StreamConfig(group=group),
+            progress=False,
+        )
     return r, r.count / t.seconds
 
 
@@ -97,15 +112,16 @@ def worker(args):
     backend, _ = backend_for(device, int(os.environ.get("WORLD_SIZE", "1")))
     group, started = _init_distributed(backend, 300.0)
     try:
-        if dist.get_backend(group) == "nccl":   # the library set this rank's GPU (LOCAL_RANK)
+        if dist.get_backend(group) == "nccl":  # the library set this rank's GPU (LOCAL_RANK)
             device = torch.device("cuda", torch.cuda.current_device())
         model, data, layers = _setup(args, device)
         dist.barrier()
         r, eps = one_scan(model, data, layers, args, device, group=group)  # ends with the all-reduce
         if dist.get_rank() == 0:
             r.save(Path(args.out) / "scan2.pt")
-            (Path(args.out) / "scan2.json").write_text(json.dumps({"examples_per_second": eps,
-                                                                   "backend": dist.get_backend(group)}))
+            (Path(args.out) / "scan2.json").write_text(
+                json.dumps({"examples_per_second": eps, "backend": dist.get_backend(group)})
+            )
     finally:
         if started:
             dist.destroy_process_group()
@@ -141,11 +157,14 @@ def main():
         return worker(args)
     device = device_of(args.device)
     model, data, layers = _setup(args, device)
-    print(f"{len(data)} examples, {len(layers)} layers, methods {METHODS}, n_steps {args.n_steps}, device {device}",
-          flush=True)
-    x0 = data[:args.batch_size][0]  # warm-up: first-call allocations are in neither measurement
-    attribute(model, x0, layers, scores=METHODS, n_steps=args.n_steps, path=PathConfig(gap_warning=None),
-              progress=False)
+    print(
+        f"{len(data)} examples, {len(layers)} layers, methods {METHODS}, n_steps {args.n_steps}, device {device}",
+        flush=True,
+    )
+    x0 = data[: args.batch_size][0]  # warm-up: first-call allocations are in neither measurement
+    attribute(
+        model, x0, layers, scores=METHODS, n_steps=args.n_steps, path=PathConfig(gap_warning=None), progress=False
+    )
     # floor, scan, floor: the faster floor is taken, so load that comes and goes can only lower ratio_to_floor
     floor_a = floor(model, data, layers, args, device)
     print(f"floor (engine only):  {floor_a:8.1f} examples/s", flush=True)
@@ -155,26 +174,61 @@ def main():
     eps_floor = max(floor_a, floor_b)
     print(f"floor again:          {floor_b:8.1f} examples/s (the faster of the two is the floor)", flush=True)
     with tempfile.TemporaryDirectory() as tmp:
-        cmd = [str(Path(sys.executable).parent / "torchrun"), "--nnodes=1", "--nproc_per_node=2",
-               "--master_addr=127.0.0.1", f"--master_port={_free_port()}", __file__, "--worker", "--out", tmp,
-               "--repeat", str(args.repeat), "--n-steps", str(args.n_steps), "--batch-size", str(args.batch_size),
-               "--top-k", str(args.top_k), "--device", str(device)]
+        cmd = [
+            str(Path(sys.executable).parent / "torchrun"),
+            "--nnodes=1",
+            "--nproc_per_node=2",
+            "--master_addr=127.0.0.1",
+            f"--master_port={_free_port()}",
+            __file__,
+            "--worker",
+            "--out",
+            tmp,
+            "--repeat",
+            str(args.repeat),
+            "--n-steps",
+            str(args.n_steps),
+            "--batch-size",
+            str(args.batch_size),
+            "--top-k",
+            str(args.top_k),
+            "--device",
+            str(device),
+        ]
         env = dict(os.environ, OMP_NUM_THREADS="1")
         subprocess.run(cmd, check=True, env=env)
         two = json.loads((Path(tmp) / "scan2.json").read_text())
         eps2 = two["examples_per_second"]
         r2 = ScanResult.load(Path(tmp) / "scan2.pt")
-    print(f"scan, 2 processes:    {eps2:8.1f} examples/s (torchrun, {two['backend']}; {backend_for(device, 2)[1]})",
-          flush=True)
+    print(
+        f"scan, 2 processes:    {eps2:8.1f} examples/s (torchrun, {two['backend']}; {backend_for(device, 2)[1]})",
+        flush=True,
+    )
     diff, agree = compare(r2, r1)
-    print(json.dumps({"bench": "scan", "device": str(device), "backend_2": two["backend"], "examples": r1.count,
-                      "layers": len(layers), "scores": METHODS,
-                      "n_steps": args.n_steps, "batch_size": args.batch_size, "top_k": args.top_k,
-                      "examples_per_second_floor": eps_floor, "floor_runs": [floor_a, floor_b],
-                      "examples_per_second_1": eps1,
-                      "examples_per_second_2": eps2, "speedup_2_vs_1": eps2 / eps1,
-                      "ratio_to_floor": eps1 / eps_floor, "max_rel_diff_1_vs_2": diff,
-                      "top_index_agreement": agree, "same_count": r1.count == r2.count}))
+    print(
+        json.dumps(
+            {
+                "bench": "scan",
+                "device": str(device),
+                "backend_2": two["backend"],
+                "examples": r1.count,
+                "layers": len(layers),
+                "scores": METHODS,
+                "n_steps": args.n_steps,
+                "batch_size": args.batch_size,
+                "top_k": args.top_k,
+                "examples_per_second_floor": eps_floor,
+                "floor_runs": [floor_a, floor_b],
+                "examples_per_second_1": eps1,
+                "examples_per_second_2": eps2,
+                "speedup_2_vs_1": eps2 / eps1,
+                "ratio_to_floor": eps1 / eps_floor,
+                "max_rel_diff_1_vs_2": diff,
+                "top_index_agreement": agree,
+                "same_count": r1.count == r2.count,
+            }
+        )
+    )
 
 
 if __name__ == "__main__":

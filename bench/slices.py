@@ -55,21 +55,43 @@ def main(argv=None) -> dict:
         acts = model.features[:4](x).mean((2, 3)).cpu()
     alive = [u for u in range(64) if acts[:, u].max() > 0][:16]
     q = acts.quantile(torch.tensor([0.5, 0.75, 0.9, 0.99]), dim=0)
-    problems = [(u, float(lo[u]), float(hi[u])) for u in alive for lo, hi in ((q[0], q[1]), (q[2], q[3]))] + \
-               [(u, float(acts[:, u].max()), float("inf")) for u in alive]
+    problems = [(u, float(lo[u]), float(hi[u])) for u in alive for lo, hi in ((q[0], q[1]), (q[2], q[3]))] + [
+        (u, float(acts[:, u].max()), float("inf")) for u in alive
+    ]
 
     def exemplar_loop():
-        return torch.stack([us.neuron_conductance(model, x[18 * u:18 * u + 18], layer, [u], n_steps=20,
-                                                    method="gausslegendre")
-                            for u in range(16)])
+        return torch.stack(
+            [
+                us.neuron_conductance(model, x[18 * u : 18 * u + 18], layer, [u], n_steps=20, method="gausslegendre")
+                for u in range(16)
+            ]
+        )
 
     def paired():
-        return us.neuron_conductance(model, x[:100], layer, pair_units, examples=pair_inputs, paired=True,
-                                     n_steps=20, internal_batch_size=80, method="gausslegendre")
+        return us.neuron_conductance(
+            model,
+            x[:100],
+            layer,
+            pair_units,
+            examples=pair_inputs,
+            paired=True,
+            n_steps=20,
+            internal_batch_size=80,
+            method="gausslegendre",
+        )
 
     def many():
-        sets = sample_inverse_sets(model, layer, problems, gen, n_samples=4, seeds=range(len(problems)),
-                                   max_steps=100, block=64, progress=False)
+        sets = sample_inverse_sets(
+            model,
+            layer,
+            problems,
+            gen,
+            n_samples=4,
+            seeds=range(len(problems)),
+            max_steps=100,
+            block=64,
+            progress=False,
+        )
         return torch.cat([s.codes for s in sets])
 
     def single():
@@ -77,16 +99,37 @@ def main(argv=None) -> dict:
         with warnings.catch_warnings():
             warnings.simplefilter("ignore", InverseSetWarning)
             for u, lo, hi in problems[:8]:
-                out.append(us.sample_inverse_set(model, (layer, u, lo, hi), gen, n_samples=4, n_seeds=4,
-                                                 sampler=us.SamplerConfig(max_seed_steps=100), seed=u, progress=False,
-                                                 on_empty="ignore").codes)
+                out.append(
+                    us.sample_inverse_set(
+                        model,
+                        (layer, u, lo, hi),
+                        gen,
+                        n_samples=4,
+                        n_seeds=4,
+                        sampler=us.SamplerConfig(max_seed_steps=100),
+                        seed=u,
+                        progress=False,
+                        on_empty="ignore",
+                    ).codes
+                )
         return torch.cat(out)
 
-    us.independent_am(model, layer, [0], shape=(1, 8, 8), steps=1, progress=False)   # first-time imports
-    cases = {"neuron_conductance_one_unit": exemplar_loop, "neuron_conductance_paired": paired,
-             "sample_inverse_sets": many, "sample_inverse_set": single}
-    out = {"bench": "slices", "model": "digits-cnn", "layer": layer, "device": str(device),
-           "threads": args.threads, "repeat": args.repeat, "cases": {}}
+    us.independent_am(model, layer, [0], shape=(1, 8, 8), steps=1, progress=False)  # first-time imports
+    cases = {
+        "neuron_conductance_one_unit": exemplar_loop,
+        "neuron_conductance_paired": paired,
+        "sample_inverse_sets": many,
+        "sample_inverse_set": single,
+    }
+    out = {
+        "bench": "slices",
+        "model": "digits-cnn",
+        "layer": layer,
+        "device": str(device),
+        "threads": args.threads,
+        "repeat": args.repeat,
+        "cases": {},
+    }
     for name, fn in cases.items():
         best = {"sliced": float("inf"), "full": float("inf")}
         got = {}
@@ -99,11 +142,17 @@ def main(argv=None) -> dict:
                     else:
                         got[side] = fn()
                 best[side] = min(best[side], t.seconds)
-        out["cases"][name] = {"sliced_seconds": best["sliced"], "full_seconds": best["full"],
-                              "speedup": best["full"] / best["sliced"],
-                              "identical": bool(torch.equal(got["sliced"], got["full"]))}
-        print(f"{name}: full {best['full']:.2f} s, sliced {best['sliced']:.2f} s, "
-              f"×{best['full'] / best['sliced']:.2f}, identical {out['cases'][name]['identical']}", flush=True)
+        out["cases"][name] = {
+            "sliced_seconds": best["sliced"],
+            "full_seconds": best["full"],
+            "speedup": best["full"] / best["sliced"],
+            "identical": bool(torch.equal(got["sliced"], got["full"])),
+        }
+        print(
+            f"{name}: full {best['full']:.2f} s, sliced {best['sliced']:.2f} s, "
+            f"×{best['full'] / best['sliced']:.2f}, identical {out['cases'][name]['identical']}",
+            flush=True,
+        )
     print(json.dumps(out))
     return out
 

@@ -42,8 +42,12 @@ def main(argv=None) -> dict:
 
     device = device_of(args.device)
     torch.manual_seed(0)
-    cases = {"mlp_relu:1": (mlp(3, act=nn.ReLU), (4, 5), "1"), "mlp_tanh:1": (mlp(4, act=nn.Tanh), (4, 5), "1"),
-             "cnn:1": (cnn(5), (3, 3, 8, 8), "1"), "cnn:3": (cnn(5), (3, 3, 8, 8), "3")}
+    cases = {
+        "mlp_relu:1": (mlp(3, act=nn.ReLU), (4, 5), "1"),
+        "mlp_tanh:1": (mlp(4, act=nn.Tanh), (4, 5), "1"),
+        "cnn:1": (cnn(5), (3, 3, 8, 8), "1"),
+        "cnn:3": (cnn(5), (3, 3, 8, 8), "3"),
+    }
     jvp_rules = paths.JVP_RULES
     errors = {}
     try:
@@ -55,20 +59,34 @@ def main(argv=None) -> dict:
                 v = s[layer]
                 return v.flatten(2).sum(2) if v.dim() > 2 else v
 
-            ref = units(us.conductance(net, x, [layer], target=0, n_steps=2048,
-                                       path=us.PathConfig(rtol=1e-12, gap_warning=None)))
+            ref = units(
+                us.conductance(
+                    net, x, [layer], target=0, n_steps=2048, path=us.PathConfig(rtol=1e-12, gap_warning=None)
+                )
+            )
             scale = ref.abs().amax(1, keepdim=True)
             errors[name] = {}
             for rule in RULES:
                 row = {}
                 for kind in ("jvp", "stieltjes"):
                     paths.JVP_RULES = jvp_rules + ((rule,) if kind == "jvp" else ())
-                    got = units(us.conductance(net, x, [layer], target=0, n_steps=args.steps, method=rule,
-                                               path=us.PathConfig(gap_warning=None)))
+                    got = units(
+                        us.conductance(
+                            net,
+                            x,
+                            [layer],
+                            target=0,
+                            n_steps=args.steps,
+                            method=rule,
+                            path=us.PathConfig(gap_warning=None),
+                        )
+                    )
                     row[kind] = float(((got - ref).abs() / scale).max())
                 errors[name][rule] = row
-                print(f"{name:<11} {rule:<18} jvp {100 * row['jvp']:7.3f}%   stieltjes {100 * row['stieltjes']:7.3f}%",
-                      flush=True)
+                print(
+                    f"{name:<11} {rule:<18} jvp {100 * row['jvp']:7.3f}%   stieltjes {100 * row['stieltjes']:7.3f}%",
+                    flush=True,
+                )
     finally:
         paths.JVP_RULES = jvp_rules
     out = {"bench": "stieltjes", "device": str(device), "steps": args.steps, "errors": errors}

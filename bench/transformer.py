@@ -57,8 +57,12 @@ def main(argv=None) -> dict:
     ap.add_argument("--sentences", type=int, default=8)
     ap.add_argument("--steps", type=int, default=20)
     ap.add_argument("--repeats", type=int, default=3)
-    ap.add_argument("--threads", type=int, default=1,
-                    help="torch threads (default 1: the machine is shared; CPU seconds are then a fair work measure)")
+    ap.add_argument(
+        "--threads",
+        type=int,
+        default=1,
+        help="torch threads (default 1: the machine is shared; CPU seconds are then a fair work measure)",
+    )
     add_device(ap)
     args = ap.parse_args(argv)
     device = device_of(args.device)
@@ -73,8 +77,8 @@ def main(argv=None) -> dict:
     from unitscope.zoo.sentiment import movie_reviews
 
     lm = minilm_sentiment(progress=False)
-    sentences = movie_reviews().test.sentences[:args.sentences]
-    enc = lm.encode(sentences)          # on the CPU: lm.encode embeds the ids with lm.model, not yet moved
+    sentences = movie_reviews().test.sentences[: args.sentences]
+    enc = lm.encode(sentences)  # on the CPU: lm.encode embeds the ids with lm.model, not yet moved
     model = lm.model.to(device)
     x, base, mask = (t.to(device) for t in (enc.embeddings, enc.baselines, enc.attention_mask))
     with torch.no_grad():
@@ -83,16 +87,26 @@ def main(argv=None) -> dict:
     kw = dict(target=target, n_steps=args.steps, method="riemann_trapezoid", internal_batch_size=None)
 
     def ours():
-        return us.conductance(model, x, layers, baselines=base, additional_forward_args=(mask,),
-                              path=us.PathConfig(captum_compatible=True, gap_warning=None), progress=False, **kw)
+        return us.conductance(
+            model,
+            x,
+            layers,
+            baselines=base,
+            additional_forward_args=(mask,),
+            path=us.PathConfig(captum_compatible=True, gap_warning=None),
+            progress=False,
+            **kw,
+        )
 
     def captum(layer):
         lc = LayerConductance(model, model.get_submodule(layer))
         return lambda: lc.attribute(x, baselines=base, additional_forward_args=(mask,), **kw)
 
     times, cpu, res = timed({"ours": ours, **{layer: captum(layer) for layer in layers}}, args.repeats, device)
-    rel = {layer: float((res["ours"][layer] - res[layer]).abs().max() / res[layer].abs().max().clamp_min(1e-12))
-           for layer in layers}
+    rel = {
+        layer: float((res["ours"][layer] - res[layer]).abs().max() / res[layer].abs().max().clamp_min(1e-12))
+        for layer in layers
+    }
     t = {k: statistics.median(v) for k, v in times.items()}
     captum_total = sum(t[layer] for layer in layers)
     c = {k: statistics.median(v) for k, v in cpu.items()}
@@ -100,9 +114,16 @@ def main(argv=None) -> dict:
     # our default estimate, timed alone, with the residual-stream cuts in the same call
     cuts = [f"bert.encoder.layer.{i}" for i in range(6)]
     with Stopwatch(device) as t0:
-        s = us.conductance(model, x, layers + cuts, baselines=base, additional_forward_args=(mask,),
-                           path=us.PathConfig(gap_warning=None),
-                           progress=False, **kw)
+        s = us.conductance(
+            model,
+            x,
+            layers + cuts,
+            baselines=base,
+            additional_forward_args=(mask,),
+            path=us.PathConfig(gap_warning=None),
+            progress=False,
+            **kw,
+        )
     default_s = t0.wall
     diff = s.output_diff.abs().clamp_min(1e-12)
     mlp_share = [float((s[layer].flatten(1).sum(1) / s.output_diff).median()) for layer in layers]
@@ -110,35 +131,58 @@ def main(argv=None) -> dict:
 
     try:  # Captum on a layer whose output is a tuple (BertSelfAttention returns (context, weights))
         LayerConductance(model, model.get_submodule(attention_layers(1)[0])).attribute(
-            x[:1], baselines=base[:1], additional_forward_args=(mask[:1],), target=target[:1], n_steps=2)
+            x[:1], baselines=base[:1], additional_forward_args=(mask[:1],), target=target[:1], n_steps=2
+        )
         captum_tuple = "ran"
     except Exception as e:  # noqa: BLE001 — we report whatever Captum raises
         captum_tuple = f"{type(e).__name__}: {str(e)[:160]}"
-    theirs_tuple = us.conductance(model, x[:1], attention_layers(1), baselines=base[:1],
-                                  additional_forward_args=(mask[:1],), target=target[:1], n_steps=4,
-                                  path=us.PathConfig(gap_warning=None), progress=False)
+    theirs_tuple = us.conductance(
+        model,
+        x[:1],
+        attention_layers(1),
+        baselines=base[:1],
+        additional_forward_args=(mask[:1],),
+        target=target[:1],
+        n_steps=4,
+        path=us.PathConfig(gap_warning=None),
+        progress=False,
+    )
 
     result = {
         "model": "all-MiniLM-L6-v2 + linear sentiment head (from word embeddings)",
-        "n_sentences": len(sentences), "tokens_per_sentence": enc.lengths.tolist(), "n_steps": args.steps,
-        "rule": "riemann_trapezoid", "repeats": args.repeats, "threads": args.threads, "device": str(device),
-        "ours_s": t["ours"], "captum_s": {layer: t[layer] for layer in layers}, "captum_total_s": captum_total,
+        "n_sentences": len(sentences),
+        "tokens_per_sentence": enc.lengths.tolist(),
+        "n_steps": args.steps,
+        "rule": "riemann_trapezoid",
+        "repeats": args.repeats,
+        "threads": args.threads,
+        "device": str(device),
+        "ours_s": t["ours"],
+        "captum_s": {layer: t[layer] for layer in layers},
+        "captum_total_s": captum_total,
         "speedup_vs_captum_6_layers": captum_total / t["ours"],
         "best_speedup_vs_captum_6_layers": sum(min(times[layer]) for layer in layers) / min(times["ours"]),
-        "cpu_ours_s": c["ours"], "cpu_captum_total_s": sum(c[layer] for layer in layers),
+        "cpu_ours_s": c["ours"],
+        "cpu_captum_total_s": sum(c[layer] for layer in layers),
         "cpu_speedup_vs_captum_6_layers": sum(c[layer] for layer in layers) / c["ours"],
-        "one_call_ratio": t["ours"] / t[layers[0]], "cpu_one_call_ratio": c["ours"] / c[layers[0]],
-        "rel_diff_vs_captum": rel, "max_rel_diff_vs_captum": max(rel.values()),
-        "ours_default_estimate_s": default_s, "ours_default_mlp_share_median": mlp_share,
+        "one_call_ratio": t["ours"] / t[layers[0]],
+        "cpu_one_call_ratio": c["ours"] / c[layers[0]],
+        "rel_diff_vs_captum": rel,
+        "max_rel_diff_vs_captum": max(rel.values()),
+        "ours_default_estimate_s": default_s,
+        "ours_default_mlp_share_median": mlp_share,
         "ours_default_residual_cut_gap_max": cut_gap,
         "captum_on_tuple_output_layer": captum_tuple,
         "ours_on_tuple_output_layer_shape": [list(p.shape) for p in theirs_tuple[attention_layers(1)[0]]],
-        "times_s": times, "cpu_s": cpu,
+        "times_s": times,
+        "cpu_s": cpu,
     }
     result["targets_met"] = {k: (result[k] >= v) if op == ">=" else (result[k] <= v) for k, (op, v) in TARGETS.items()}
-    print(f"{len(sentences)} sentences, {args.steps} steps: ours (6 layers, one call) {t['ours']:.2f}s, Captum "
-          f"{captum_total:.2f}s over 6 calls → speed-up {result['speedup_vs_captum_6_layers']:.2f}×; "
-          f"max rel diff {result['max_rel_diff_vs_captum']:.2e}")
+    print(
+        f"{len(sentences)} sentences, {args.steps} steps: ours (6 layers, one call) {t['ours']:.2f}s, Captum "
+        f"{captum_total:.2f}s over 6 calls → speed-up {result['speedup_vs_captum_6_layers']:.2f}×; "
+        f"max rel diff {result['max_rel_diff_vs_captum']:.2e}"
+    )
     print(json.dumps(result))
     return result
 

@@ -25,7 +25,7 @@ def _fresh_cache(root):
     movie_reviews()
     for domain in DOMAINS:
         rated_sentences(domain)
-    _MEMO["lm"] = minilm_sentiment(progress=False)   # trained into the user cache once, if it is not there yet
+    _MEMO["lm"] = minilm_sentiment(progress=False)  # trained into the user cache once, if it is not there yet
     user = cache_dir()
     os.symlink(user / "data", root / "data", target_is_directory=True)
     for entry in user.glob("minilm-sentiment-*.pt"):

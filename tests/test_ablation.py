@@ -33,8 +33,9 @@ def test_batched_scores_equal_one_forward_per_unit(maker, layer):
 
 def test_residual_model_falls_back_to_repeating_inputs():
     torch.manual_seed(63)
-    net = torch.nn.Sequential(torch.nn.Conv2d(3, 4, 3, padding=1), Residual(4), torch.nn.Flatten(),
-                              torch.nn.Linear(4 * 16, 3)).eval()
+    net = torch.nn.Sequential(
+        torch.nn.Conv2d(3, 4, 3, padding=1), Residual(4), torch.nn.Flatten(), torch.nn.Linear(4 * 16, 3)
+    ).eval()
     x = torch.randn(3, 3, 4, 4)
     fast = ablation_scores(net, x, "1.relu", target=0)
     slow = slow_ablation_scores(net, x, "1.relu", range(4), torch.zeros(3, dtype=torch.long))
@@ -75,8 +76,13 @@ def test_agreement_and_flips_on_a_small_cnn():
     assert len(df) == 4 * 8 and df.pearson.between(-1, 1).all()
     # a ReLU layer that feeds a linear head: zeroing a channel removes exactly its term g·y(x), which is its
     # gradient × activation and (with no bias, so y(x') = 0) its conductance
-    net2 = torch.nn.Sequential(torch.nn.Conv2d(3, 6, 3, padding=1, bias=False), torch.nn.ReLU(),
-                               torch.nn.AdaptiveAvgPool2d(1), torch.nn.Flatten(), torch.nn.Linear(6, 3)).eval()
+    net2 = torch.nn.Sequential(
+        torch.nn.Conv2d(3, 6, 3, padding=1, bias=False),
+        torch.nn.ReLU(),
+        torch.nn.AdaptiveAvgPool2d(1),
+        torch.nn.Flatten(),
+        torch.nn.Linear(6, 3),
+    ).eval()
     df2 = ablation_agreement(net2, x, "1", k=6, n_steps=16, scores=["conductance", "grad_x_activation"])
     assert df2.pearson.min() > 0.999
     order = torch.arange(12).repeat(8, 1)
@@ -114,7 +120,7 @@ def test_cumulative_ablation_equals_ablating_the_first_m_units_together():
     for i in range(4):
         for m in range(1, 6):
             with ablate(net, {"1": [int(u) for u in order[i, :m]]}), torch.no_grad():
-                want = net(x[i:i + 1])[0, 1]
+                want = net(x[i : i + 1])[0, 1]
             assert abs(float(got[i, m - 1]) - float(want)) < 1e-5
 
 
@@ -128,7 +134,7 @@ def test_ablation_reports_progress_in_a_log_and_stays_silent_when_asked(monkeypa
     ablation_scores(net, x, "1", internal_batch_size=16)
     cumulative_ablation(net, x, "1", torch.arange(8).repeat(5, 1), target=0)
     err = capsys.readouterr().err.splitlines()
-    assert "ablation of 8 units: 3/3 batches, 0 s elapsed" in err            # 5 examples, 2 (16 rows / 8) a batch
+    assert "ablation of 8 units: 3/3 batches, 0 s elapsed" in err  # 5 examples, 2 (16 rows / 8) a batch
     assert err[-1] == "cumulative ablation of up to 8 units: 5/5 examples, 0 s elapsed"
     ablation_scores(net, x, "1", progress=False)
     cumulative_ablation(net, x, "1", torch.arange(8).repeat(5, 1), target=0, progress=False)

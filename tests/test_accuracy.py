@@ -10,6 +10,7 @@ from nets import cnn, mlp
 
 # --- the caller's grad mode and dtype do not change the numbers -------------------------------------------------
 
+
 def _all_methods(net, x, **kw):
     out = us.attribute(net, x, ["1", "3"], target=1, n_steps=12, path=us.PathConfig(gap_warning=None), **kw)
     out["neuron"] = us.neuron_conductance(net, x, "1", units=[0, 3], target=1, n_steps=12)
@@ -62,8 +63,9 @@ def test_a_layer_off_the_output_path_is_an_error_naming_it():
             return self.body(x)
 
     with pytest.raises(us.UnitscopeError, match="layer 'aux'"):
-        us.conductance(Aux().eval(), torch.randn(2, 4), ["aux", "body"], target=0, n_steps=8,
-                       path=us.PathConfig(gap_warning=None))
+        us.conductance(
+            Aux().eval(), torch.randn(2, 4), ["aux", "body"], target=0, n_steps=8, path=us.PathConfig(gap_warning=None)
+        )
 
 
 class InputDetached(nn.Module):
@@ -98,14 +100,16 @@ def test_float64_in_float64_out_and_half_integrates_in_float32():
     net16, x16 = cnn(3).to(torch.bfloat16), x.to(torch.bfloat16)
     s16 = us.conductance(net16, x16, ["3"], target=1, n_steps=16, path=us.PathConfig(gap_warning=None))
     assert s16["3"].dtype == torch.float32
-    ref = us.conductance(cnn(3).double(), x16.double(), ["3"], target=1, n_steps=16,
-                         path=us.PathConfig(gap_warning=None))
+    ref = us.conductance(
+        cnn(3).double(), x16.double(), ["3"], target=1, n_steps=16, path=us.PathConfig(gap_warning=None)
+    )
     # bfloat16 forward passes, float32 sums: close to the float64 numbers at bfloat16's resolution
     scale = float(ref["3"].abs().max())
     assert float((s16["3"].double() - ref["3"]).abs().max()) < 0.05 * scale
 
 
 # --- closed-form answers and convergence ------------------------------------------------------------------------
+
 
 def test_captums_toy_mlp_is_390_on_linear0():
     """Captum's test_simple_input_conductance: x = (0, 100, 0) through BasicModel_MultiLayer; the path crosses a
@@ -116,11 +120,13 @@ def test_captums_toy_mlp_is_390_on_linear0():
     assert int(ada.n_evals.max()) <= 64
     assert float(ada["linear0"][0, 1]) == pytest.approx(390.0, abs=0.01)
     assert float(ada["linear0"][0, 1] - 390).__abs__() <= 3 * float(ada.error["linear0"][0, 1]) + 1e-4
-    mid = us.conductance(net, x, ["linear0"], target=0, n_steps=500, method="riemann_middle",
-                         path=us.PathConfig(gap_warning=None))
+    mid = us.conductance(
+        net, x, ["linear0"], target=0, n_steps=500, method="riemann_middle", path=us.PathConfig(gap_warning=None)
+    )
     assert float(mid["linear0"][0, 1]) == pytest.approx(390.0, abs=0.01)
-    gl = us.conductance(net, x, ["linear0"], target=0, n_steps=500, method="gausslegendre",
-                        path=us.PathConfig(gap_warning=None))
+    gl = us.conductance(
+        net, x, ["linear0"], target=0, n_steps=500, method="gausslegendre", path=us.PathConfig(gap_warning=None)
+    )
     # Gauss–Legendre across a kink is first order; its error bar says so
     assert abs(float(gl["linear0"][0, 1]) - 390) <= 3 * float(gl.error["linear0"][0, 1])
 
@@ -129,10 +135,18 @@ def _reference(net, x, layer, smooth=False):
     """Smooth: 256-node Gauss–Legendre (spectral); piecewise linear: adaptive bisection finds every kink and the
     trapezoid of consecutive nodes is exact between kinks."""
     if smooth:
-        return us.conductance(net, x, [layer], target=0, n_steps=256, method="gausslegendre",
-                              path=us.PathConfig(gap_warning=None))[layer]
-    return us.conductance(net, x, [layer], target=0, n_steps=4096, path=us.PathConfig(rtol=1e-12, gap_warning=None),
-                          internal_batch_size=8192)[layer]
+        return us.conductance(
+            net, x, [layer], target=0, n_steps=256, method="gausslegendre", path=us.PathConfig(gap_warning=None)
+        )[layer]
+    return us.conductance(
+        net,
+        x,
+        [layer],
+        target=0,
+        n_steps=4096,
+        path=us.PathConfig(rtol=1e-12, gap_warning=None),
+        internal_batch_size=8192,
+    )[layer]
 
 
 @pytest.mark.parametrize("act", [nn.ReLU, nn.Tanh, nn.GELU])
@@ -143,11 +157,12 @@ def test_error_falls_as_c_over_n_or_faster_for_layer_and_per_input_conductance(a
     steps = (4, 8, 16) if smooth else (8, 32, 128)
     errs, nerrs = {}, {}
     for n in steps:
-        s = us.conductance(net, x, ["2"], target=0, n_steps=n, method="gausslegendre",
-                           path=us.PathConfig(gap_warning=None))
+        s = us.conductance(
+            net, x, ["2"], target=0, n_steps=n, method="gausslegendre", path=us.PathConfig(gap_warning=None)
+        )
         errs[n] = float((s["2"] - ref).abs().max())
         nc = us.neuron_conductance(net, x, "2", units=list(range(12)), target=0, n_steps=n, method="gausslegendre")
-        nerrs[n] = float((nc.sum(2) - ref).abs().max())   # Σ_i Eq. 2 = Eq. 3
+        nerrs[n] = float((nc.sum(2) - ref).abs().max())  # Σ_i Eq. 2 = Eq. 3
     a, b, c = steps
     for e in (errs, nerrs):
         assert e[a] > 1e-9, e  # the coarse estimate is not already exact: the test can fail
@@ -176,7 +191,7 @@ def test_error_bars_cover_the_true_error_of_the_top_units(act):
             true = (s[layer] - ref).abs().gather(1, top)
             est = s.error[layer].gather(1, top)
             floor = 1e-6 * float(ref.abs().max())
-            hits += int(((true <= 3 * est + floor)).sum())
+            hits += int((true <= 3 * est + floor).sum())
             total += true.numel()
     assert hits / total >= 0.9, hits / total
 
@@ -190,13 +205,18 @@ def test_a_near_singular_path_is_diagnosed_not_ranked_with_confidence():
     assert s.ok["stages.1"] is False
     msg = s.messages["stages.1"][0]
     assert "'stages.1'" in msg and "α ≈ 0" in msg and "baseline" in msg and "near-singular" in msg
-    assert all("use method='adaptive'" not in str(w.message) and "raise n_steps" not in str(w.message)
-               for w in caught)
+    assert all("use method='adaptive'" not in str(w.message) and "raise n_steps" not in str(w.message) for w in caught)
     with pytest.warns(us.CompletenessWarning, match="not ok"):
         s.top("stages.1", k=5)
     assert "NOT OK" in s.summary()
-    fine = us.conductance(net, x, ["stages.1"], baselines=x.mean((2, 3), keepdim=True) * 0 + 0.5, n_steps=64,
-                          path=us.PathConfig(gap_warning=None))
+    fine = us.conductance(
+        net,
+        x,
+        ["stages.1"],
+        baselines=x.mean((2, 3), keepdim=True) * 0 + 0.5,
+        n_steps=64,
+        path=us.PathConfig(gap_warning=None),
+    )
     assert fine.ok["stages.1"] is True
 
 

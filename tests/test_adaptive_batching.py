@@ -10,8 +10,16 @@ from unitscope.core.inputs import make_target, prepare
 from unitscope.core.sites import resolve
 from unitscope.core.state import analysis_mode
 
-FIELDS = ("conductance", "influence", "conductance_error", "influence_error", "conductance_unit_error",
-          "influence_unit_error", "value_at_x", "grad_at_x")
+FIELDS = (
+    "conductance",
+    "influence",
+    "conductance_error",
+    "influence_error",
+    "conductance_unit_error",
+    "influence_unit_error",
+    "value_at_x",
+    "grad_at_x",
+)
 
 
 def _run(net, x, layers, target, **kw):
@@ -44,7 +52,7 @@ def test_an_example_gets_the_same_nodes_and_numbers_alone_as_in_a_block():
     assert len(set(together.n_evals.tolist())) > 1 or not all(d["converged"] for d in together.diagnosis.values())
     assert len({d["a"].numel() for d in together.diagnosis.values()}) > 1  # examples end with different panels
     for e in range(5):
-        _same(together, _run(net, x[e:e + 1], layers, 2, **kw), [e])
+        _same(together, _run(net, x[e : e + 1], layers, 2, **kw), [e])
     blocks = _run(net, x, layers, 2, internal_batch_size=2 * 40, **kw)  # blocks of 2, 2 and 1 examples
     _same(together, blocks, list(range(5)))
 

@@ -13,7 +13,7 @@ def _public_callables():
     """Every function and public method reachable from ``unitscope.__all__`` (classes: their public methods)."""
     for name in us.__all__:
         obj = getattr(us, name)
-        if inspect.ismodule(obj) and callable(obj):   # us.atlas: the package, called as its function
+        if inspect.ismodule(obj) and callable(obj):  # us.atlas: the package, called as its function
             obj = getattr(obj, name)
         if inspect.isfunction(obj):
             yield name, obj
@@ -33,8 +33,11 @@ def test_the_public_surface_is_not_empty():
 
 @pytest.mark.parametrize("name,fn", PUBLIC, ids=[n for n, _ in PUBLIC])
 def test_every_parameter_with_a_default_is_keyword_only(name, fn):
-    positional = [p.name for p in inspect.signature(fn).parameters.values()
-                  if p.default is not p.empty and p.kind in (p.POSITIONAL_ONLY, p.POSITIONAL_OR_KEYWORD)]
+    positional = [
+        p.name
+        for p in inspect.signature(fn).parameters.values()
+        if p.default is not p.empty and p.kind in (p.POSITIONAL_ONLY, p.POSITIONAL_OR_KEYWORD)
+    ]
     assert not positional, f"{name}: {positional} should be keyword-only (after *)"
 
 
@@ -42,9 +45,10 @@ def test_every_parameter_with_a_default_is_keyword_only(name, fn):
 def test_method_is_the_rule_and_scores_what_to_compute(name, fn):
     params = inspect.signature(fn).parameters
     assert "methods" not in params, f"{name}: the scores to compute are called scores="
-    if "method" in params:   # Captum's name for path.method (None: the path's), or a rule of its own
-        assert params["method"].default in ("gausslegendre", "adaptive") or \
-            (params["method"].default is None and "path" in params), f"{name}: method= is the integration rule"
+    if "method" in params:  # Captum's name for path.method (None: the path's), or a rule of its own
+        assert params["method"].default in ("gausslegendre", "adaptive") or (
+            params["method"].default is None and "path" in params
+        ), f"{name}: method= is the integration rule"
 
 
 #: The functions that integrate along the path: each takes path=, a PathConfig.
@@ -88,7 +92,7 @@ def test_path_settings_travel_as_one_object():
     with pytest.raises(us.UnitscopeError, match="PathConfig"):
         us.scan(net, [x], ["1"], by=None, path={"n_steps": 8})
     with pytest.raises(TypeError):
-        us.scan(net, [x], ["1"], by=None, n_steps=8)     # scan and atlas take path= alone
+        us.scan(net, [x], ["1"], by=None, n_steps=8)  # scan and atlas take path= alone
     with pytest.raises(us.UnitscopeError, match="n_steps"):
         us.PathConfig(n_steps=1)
     with pytest.raises(us.UnitscopeError, match="integration method"):
@@ -145,6 +149,7 @@ def test_no_deprecated_names_are_left():
 
 # --- the command line: one definition of every flag ---------------------------------------------------------------
 
+
 def _subparsers():
     from unitscope.cli.app import build_parser
 
@@ -196,11 +201,24 @@ def test_scan_help_without_arguments_and_the_module_entry_point_errors_in_one_li
     import subprocess
     import sys
 
-    proc = subprocess.run([sys.executable, "-m", "unitscope", "scan", "--help"], capture_output=True, text=True,
-                          timeout=120)
+    proc = subprocess.run(
+        [sys.executable, "-m", "unitscope", "scan", "--help"], capture_output=True, text=True, timeout=120
+    )
     assert proc.returncode == 0 and "--internal-batch-size" in proc.stdout and "reviews" in proc.stdout
-    proc = subprocess.run([sys.executable, "-m", "unitscope.cli.scan", "digits-cnn", "movie-reviews", "--out",
-                           "/nonexistent-unitscope/x"], capture_output=True, text=True, timeout=300)
+    proc = subprocess.run(
+        [
+            sys.executable,
+            "-m",
+            "unitscope.cli.scan",
+            "digits-cnn",
+            "movie-reviews",
+            "--out",
+            "/nonexistent-unitscope/x",
+        ],
+        capture_output=True,
+        text=True,
+        timeout=300,
+    )
     assert proc.returncode == 2 and proc.stderr.strip().count("\n") == 0 and "Traceback" not in proc.stderr
 
 
@@ -210,13 +228,21 @@ def test_results_show_themselves_in_a_notebook():
     x = torch.randn(4, 3)
     html = us.conductance(net, x, ["1", "2"], target=0, n_steps=8, path=us.PathConfig(gap_warning=None))._repr_html_()
     assert html.startswith("<table>") and "<td>1</td>" in html and "<td>2</td>" in html and "%" in html
-    r = us.scan(net, [(x, torch.tensor([0, 1, 0, 1]))], ["1"], scores=["activation", "conductance"], top_k=2,
-                path=us.PathConfig(n_steps=4), progress=False)
+    r = us.scan(
+        net,
+        [(x, torch.tensor([0, 1, 0, 1]))],
+        ["1"],
+        scores=["activation", "conductance"],
+        top_k=2,
+        path=us.PathConfig(n_steps=4),
+        progress=False,
+    )
     html = r._repr_html_()
     assert html.count("<tr>") == 3 and "<td>conductance</td>" in html and "4 examples" in html
 
 
 # --- the house: no import cycles -----------------------------------------------------------------------------------
+
 
 def _import_graph(toplevel_only: bool) -> dict:
     import ast
@@ -232,9 +258,9 @@ def _import_graph(toplevel_only: bool) -> dict:
         pkg = m if p.name == "__init__.py" else m.rsplit(".", 1)[0]
         tree = ast.parse(p.read_text())
         out = set()
-        for n in (tree.body if toplevel_only else ast.walk(tree)):
+        for n in tree.body if toplevel_only else ast.walk(tree):
             if isinstance(n, ast.ImportFrom):
-                base = pkg.split(".")[:len(pkg.split(".")) - max(n.level - 1, 0)] if n.level else []
+                base = pkg.split(".")[: len(pkg.split(".")) - max(n.level - 1, 0)] if n.level else []
                 target = ".".join(base + ([n.module] if n.module else []))
                 cands = [target] + [f"{target}.{a.name}" for a in n.names]
             elif isinstance(n, ast.Import):
@@ -280,6 +306,9 @@ def _cycles(graph) -> list:
 def test_no_import_cycles():
     assert _cycles(_import_graph(toplevel_only=True)) == []
     # not even through imports inside functions, in the attribution core, data-scale work and synthesis
-    inner = [c for c in _cycles(_import_graph(toplevel_only=False))
-             if any(m.split(".")[1] in ("core", "attribution", "data", "synthesis", "cli") for m in c)]
+    inner = [
+        c
+        for c in _cycles(_import_graph(toplevel_only=False))
+        if any(m.split(".")[1] in ("core", "attribution", "data", "synthesis", "cli") for m in c)
+    ]
     assert inner == [], inner

@@ -17,16 +17,18 @@ import unitscope as us
 from unitscope.atlas import Atlas
 
 PATH = us.PathConfig(method="gausslegendre", n_steps=6, unit_batch_size=3)
-KW = dict(top_k=3, path=PATH, synthesis=us.SynthesisConfig(iam_steps=6, inverse_samples=2, inverse_steps=8),
-          progress=False)
+KW = dict(
+    top_k=3, path=PATH, synthesis=us.SynthesisConfig(iam_steps=6, inverse_samples=2, inverse_steps=8), progress=False
+)
 LAYERS = ["1", "4"]
 
 
 def tiny_net() -> nn.Module:
     torch.manual_seed(0)
-    net = nn.Sequential(nn.Conv2d(1, 4, 3, padding=1), nn.ReLU(), nn.Flatten(), nn.Linear(4 * 36, 5), nn.ReLU(),
-                        nn.Linear(5, 3))
-    with torch.no_grad():          # channel 3 of layer "1" is dead: zero weights, negative bias
+    net = nn.Sequential(
+        nn.Conv2d(1, 4, 3, padding=1), nn.ReLU(), nn.Flatten(), nn.Linear(4 * 36, 5), nn.ReLU(), nn.Linear(5, 3)
+    )
+    with torch.no_grad():  # channel 3 of layer "1" is dead: zero weights, negative bias
         net[0].weight[3].zero_()
         net[0].bias[3] = -1.0
     return net.eval()
@@ -60,7 +62,7 @@ def test_schema_and_round_trip(built, tmp_path):
             assert 1 <= iam["rank"] <= (4 if u["layer"] == "1" else 5) and -1 <= iam["cosine"] <= 1
             assert 0 <= u["rs"] <= 1
             assert [b["band"] for b in u["synthetic"]["inverse"]] == ["p50-75", "p90-99", "above-max"]
-            for band in u["synthetic"]["inverse"]:       # a sample lies in its band (checked on a fresh pass)
+            for band in u["synthetic"]["inverse"]:  # a sample lies in its band (checked on a fresh pass)
                 for f in u["faithfulness"]["inverse"]:
                     if f["band"] == band["band"]:
                         assert band["a"] - 1e-6 <= f["activation_mean"] <= (band["b"] or math.inf) + 1e-6
@@ -100,7 +102,6 @@ def test_importance_is_the_direct_conductance_mean(built):
         assert [e["index"] for e in by_cond] == torch.argsort(c, descending=True, stable=True)[:3].tolist()
 
 
-
 def test_exemplar_pictures_are_neuron_conductance(built):
     """The batched (paired) per-input conductance of each exemplar equals neuron_conductance on it alone."""
     net, x, y, a = built
@@ -108,8 +109,9 @@ def test_exemplar_pictures_are_neuron_conductance(built):
         card = a.unit(layer, unit)
         pics = a.tensors[f"{layer}/exemplar_attr"][unit]
         for j, e in enumerate(card["exemplars"]):
-            want = us.neuron_conductance(net, x[e["index"]:e["index"] + 1], layer, [unit], n_steps=6,
-                                         method="gausslegendre")
+            want = us.neuron_conductance(
+                net, x[e["index"] : e["index"] + 1], layer, [unit], n_steps=6, method="gausslegendre"
+            )
             torch.testing.assert_close(pics[j], want[0, 0], rtol=1e-4, atol=1e-6)
             if e["by"] == "activation":
                 assert e["conductance"] == pytest.approx(float(want.sum()), rel=1e-4, abs=1e-6)
@@ -156,8 +158,13 @@ class FlakyData(torch.utils.data.Dataset):
 def test_resume_after_a_killed_run_gives_the_same_atlas(tmp_path):
     net = tiny_net()
     x, y = tiny_data()
-    ref = us.atlas(net, FlakyData(x, y), layers=LAYERS,
-                   stream=us.StreamConfig(batch_size=4, checkpoint_every=1, checkpoint=tmp_path / "ref.ck"), **KW)
+    ref = us.atlas(
+        net,
+        FlakyData(x, y),
+        layers=LAYERS,
+        stream=us.StreamConfig(batch_size=4, checkpoint_every=1, checkpoint=tmp_path / "ref.ck"),
+        **KW,
+    )
     flaky = FlakyData(x, y, fail_at=17)
     stream = us.StreamConfig(batch_size=4, checkpoint_every=1, checkpoint=tmp_path / "ck")
     with pytest.raises(KeyboardInterrupt):
@@ -205,21 +212,38 @@ def test_one_and_two_processes_give_the_same_atlas(tmp_path):
     script = tmp_path / "worker.py"
     script.write_text(WORKER)
     here = str(Path(__file__).parent)
-    env = dict(os.environ, OMP_NUM_THREADS="1", PYTHONPATH=os.pathsep.join(
-        [str(Path(us.__file__).parents[1]), os.environ.get("PYTHONPATH", "")]))
-    one = subprocess.run([sys.executable, str(script), str(tmp_path / "one"), here], env=env,
-                         capture_output=True, text=True, timeout=300)
+    env = dict(
+        os.environ,
+        OMP_NUM_THREADS="1",
+        PYTHONPATH=os.pathsep.join([str(Path(us.__file__).parents[1]), os.environ.get("PYTHONPATH", "")]),
+    )
+    one = subprocess.run(
+        [sys.executable, str(script), str(tmp_path / "one"), here], env=env, capture_output=True, text=True, timeout=300
+    )
     assert one.returncode == 0, one.stderr[-3000:]
-    two = subprocess.run([sys.executable, "-m", "torch.distributed.run", "--standalone", "--nproc_per_node=2",
-                          str(script), str(tmp_path / "two"), here], env=env, capture_output=True, text=True,
-                         timeout=300)
+    two = subprocess.run(
+        [
+            sys.executable,
+            "-m",
+            "torch.distributed.run",
+            "--standalone",
+            "--nproc_per_node=2",
+            str(script),
+            str(tmp_path / "two"),
+            here,
+        ],
+        env=env,
+        capture_output=True,
+        text=True,
+        timeout=300,
+    )
     assert two.returncode == 0, two.stderr[-3000:]
     a = json.loads((tmp_path / "one" / "atlas.json").read_text())
     b = json.loads((tmp_path / "two" / "atlas.json").read_text())
     for blob in (a, b):
         blob.pop("seconds", None)
-    assert _close(a["units"], b["units"]) == []          # the differences, if any, readable
-    assert json.dumps(a["units"]) == json.dumps(b["units"])   # and none: every generated input is seeded by unit
+    assert _close(a["units"], b["units"]) == []  # the differences, if any, readable
+    assert json.dumps(a["units"]) == json.dumps(b["units"])  # and none: every generated input is seeded by unit
 
 
 def _same_tensors(a, b) -> list[str]:
@@ -237,14 +261,15 @@ def test_the_chunk_size_does_not_change_the_atlas(built):
         assert json.dumps(b.units) == json.dumps(a.units), unit_batch
         assert sorted(b.tensors) == sorted(a.tensors) and _same_tensors(a, b) == [], unit_batch
     live = [u for u in a.units if not u["dead"]]
-    assert live and all(u["synthetic"]["iam"]["activation"] is not None for u in live)   # not vacuous
+    assert live and all(u["synthetic"]["iam"]["activation"] is not None for u in live)  # not vacuous
     # a chosen subset: the same cards, its tensors one row per card
     sub = us.atlas(net, (x, y), layers=LAYERS, units={"1": [2], "4": [0, 4]}, **KW)
     assert [(u["layer"], u["unit"], u["row"]) for u in sub.units] == [("1", 2, 0), ("4", 0, 0), ("4", 4, 1)]
     for u in sub.units:
         full = a.unit(u["layer"], u["unit"])
-        assert json.dumps({k: v for k, v in u.items() if k != "row"}) == \
-            json.dumps({k: v for k, v in full.items() if k != "row"})
+        assert json.dumps({k: v for k, v in u.items() if k != "row"}) == json.dumps(
+            {k: v for k, v in full.items() if k != "row"}
+        )
     assert torch.equal(sub.tensors["4/iam"], a.tensors["4/iam"][[0, 4]])
     assert sub.tensors["1/exemplar_inputs"].shape[0] == 1
     with pytest.raises(us.UnitscopeError, match="out of range"):
@@ -253,15 +278,27 @@ def test_the_chunk_size_does_not_change_the_atlas(built):
 
 # ------------------------------------------------------------------------------------- the page, the CLI --
 CHROMIUM = "/usr/bin/chromium"
-CHROMIUM_FLAGS = ["--headless", "--no-sandbox", "--disable-gpu", "--disable-quic", "--no-first-run",
-                  "--disable-background-networking", "--disable-component-update", "--disable-sync",
-                  "--disable-dev-shm-usage", "--enable-logging=stderr", "--v=0", "--virtual-time-budget=5000",
-                  "--dump-dom"]
+CHROMIUM_FLAGS = [
+    "--headless",
+    "--no-sandbox",
+    "--disable-gpu",
+    "--disable-quic",
+    "--no-first-run",
+    "--disable-background-networking",
+    "--disable-component-update",
+    "--disable-sync",
+    "--disable-dev-shm-usage",
+    "--enable-logging=stderr",
+    "--v=0",
+    "--virtual-time-budget=5000",
+    "--dump-dom",
+]
 
 
 def _dom(url: str, profile: Path) -> tuple[str, list[str]]:
-    res = subprocess.run([CHROMIUM, *CHROMIUM_FLAGS, f"--user-data-dir={profile}", url], capture_output=True,
-                         text=True, timeout=90)
+    res = subprocess.run(
+        [CHROMIUM, *CHROMIUM_FLAGS, f"--user-data-dir={profile}", url], capture_output=True, text=True, timeout=90
+    )
     assert res.returncode == 0, res.stderr[-2000:]
     console = [ln for ln in res.stderr.splitlines() if ":CONSOLE" in ln or "Uncaught" in ln]
     return res.stdout, console
@@ -286,9 +323,10 @@ def test_page_files(built, tmp_path):
     blob = json.loads(html.split('<script type="application/json" id="data">')[1].split("</script>")[0])
     assert len(blob["units"]) == len(a.units)
     from PIL import Image
+
     for name in ("L0_exemplars.png", "L0_attr.png", "L0_iam.png", "L0_inverse.png"):
         with Image.open(tmp_path / "img" / name) as im:
-            assert im.size[1] == 4 * 40           # one row of tiles per unit of layer "1"
+            assert im.size[1] == 4 * 40  # one row of tiles per unit of layer "1"
     entry = read_entry(write_atlas_manifest(a, tmp_path))
     assert entry["links"][0]["path"] == "index.html" and entry["headlines"]
 
@@ -303,7 +341,7 @@ def test_page_in_chromium_sorts_filters_and_decodes_images(built, tmp_path):
     assert console == []
     assert int(_body(dom, "rows")) == len(a.units)
     shown = [float(v) for v in _body(dom, "order").split("|")]
-    want = sorted((u["importance"]["conductance"] for u in a.units), reverse=True)[:len(shown)]
+    want = sorted((u["importance"]["conductance"] for u in a.units), reverse=True)[: len(shown)]
     assert shown == pytest.approx(want, rel=1e-2) and shown == sorted(shown, reverse=True)
     assert _body(dom, "card") == "1:0"
     sheets = 3 + any(b["n"] for b in a.unit("1", 0)["synthetic"]["inverse"])  # exemplars, attr, IAM (+ inverse)
@@ -330,7 +368,7 @@ def test_broken_sheet_is_seen(built, tmp_path):
 def test_cli_registers_atlas(capsys):
     from unitscope.cli import main
 
-    assert main(["atlas", "digits-cnn", "photos", "--quick"]) == 2   # a clear error, not a traceback
+    assert main(["atlas", "digits-cnn", "photos", "--quick"]) == 2  # a clear error, not a traceback
     assert "does not go with" in capsys.readouterr().err
 
 
@@ -342,16 +380,24 @@ def test_a_wide_layer_splits_its_sheets_and_opens_in_chromium(tmp_path):
     torch.manual_seed(0)
     net = nn.Sequential(nn.Conv2d(1, 2304, 4), nn.ReLU(), nn.Flatten(), nn.Linear(2304, 2)).eval()
     x, y = torch.rand(6, 1, 4, 4), torch.arange(6) % 2
-    a = us.atlas(net, (x, y), layers=["1"], top_k=1, path=us.PathConfig(n_steps=2, unit_batch_size=2304),
-                 synthesis=us.SynthesisConfig(synthesize=False), progress=False)
+    a = us.atlas(
+        net,
+        (x, y),
+        layers=["1"],
+        top_k=1,
+        path=us.PathConfig(n_steps=2, unit_batch_size=2304),
+        synthesis=us.SynthesisConfig(synthesize=False),
+        progress=False,
+    )
     page = atlas_html.render_atlas(a, tmp_path / "page", tile=8)
     sheets = sorted(p.name for p in (page.parent / "img").iterdir() if p.name.startswith("L0_exemplars"))
     assert len(sheets) == 9
     from PIL import Image
+
     with Image.open(page.parent / "img" / "L0_exemplars_8.png") as im:
         assert im.size == (2 * 8, 2304 % 256 * 8 or 256 * 8)
     if not os.path.exists(CHROMIUM):
         pytest.skip(f"{CHROMIUM} is absent")
     dom, console = _dom(page.resolve().as_uri() + "#sort=unit:asc&open=2300", tmp_path / "p")
     assert console == [] and int(_body(dom, "rows")) == 2304 and _body(dom, "card") == "1:2300"
-    assert int(_body(dom, "images")) == 2 and int(_body(dom, "images-broken")) == 0   # exemplars, attr
+    assert int(_body(dom, "images")) == 2 and int(_body(dom, "images-broken")) == 0  # exemplars, attr

@@ -12,9 +12,15 @@ def test_a_units_card_as_a_figure_leaves_matplotlib_alone():
     torch.manual_seed(0)
     net = nn.Sequential(nn.Conv2d(3, 2, 3), nn.ReLU(), nn.AdaptiveAvgPool2d(1), nn.Flatten(), nn.Linear(2, 2)).eval()
     x = torch.rand(8, 3, 6, 6, generator=torch.Generator().manual_seed(1))
-    a = us.atlas(net, x, layers=["1"], top_k=3, path=us.PathConfig(n_steps=4),
-                 synthesis=us.SynthesisConfig(iam_steps=2, inverse_steps=2, inverse_samples=1),
-                 progress=False)
+    a = us.atlas(
+        net,
+        x,
+        layers=["1"],
+        top_k=3,
+        path=us.PathConfig(n_steps=4),
+        synthesis=us.SynthesisConfig(iam_steps=2, inverse_steps=2, inverse_samples=1),
+        progress=False,
+    )
     backend, rc = matplotlib.get_backend(), dict(matplotlib.rcParams)
     fig = a.plot("1", 1)
     assert matplotlib.get_backend() == backend and dict(matplotlib.rcParams) == rc

@@ -15,8 +15,12 @@ transformers = pytest.importorskip("transformers")
 LAYER = "bert.encoder.layer.1.intermediate.intermediate_act_fn"
 EMB = "bert.embeddings.word_embeddings"
 PAD = 0
-KW = dict(path=us.PathConfig(method="gausslegendre", n_steps=12, unit_batch_size=4, baselines=PAD), top_k=3,
-          progress=False, embedding=EMB)
+KW = dict(
+    path=us.PathConfig(method="gausslegendre", n_steps=12, unit_batch_size=4, baselines=PAD),
+    top_k=3,
+    progress=False,
+    embedding=EMB,
+)
 
 
 class TinyBert(nn.Module):
@@ -25,10 +29,17 @@ class TinyBert(nn.Module):
     def __init__(self):
         super().__init__()
         torch.manual_seed(0)
-        cfg = transformers.BertConfig(vocab_size=30, hidden_size=16, num_hidden_layers=2, num_attention_heads=2,
-                                      intermediate_size=12, max_position_embeddings=16, hidden_dropout_prob=0.0,
-                                      attention_probs_dropout_prob=0.0)
-        cfg._attn_implementation = "eager"   # fixed rules need forward-mode autodiff
+        cfg = transformers.BertConfig(
+            vocab_size=30,
+            hidden_size=16,
+            num_hidden_layers=2,
+            num_attention_heads=2,
+            intermediate_size=12,
+            max_position_embeddings=16,
+            hidden_dropout_prob=0.0,
+            attention_probs_dropout_prob=0.0,
+        )
+        cfg._attn_implementation = "eager"  # fixed rules need forward-mode autodiff
         self.bert = transformers.BertModel(cfg, add_pooling_layer=False)
         self.head = nn.Linear(16, 3)
 
@@ -53,7 +64,7 @@ def sentences(n: int = 14, t: int = 9):
     g = torch.Generator().manual_seed(3)
     lengths = torch.randint(3, t + 1, (n,), generator=g)
     mask = (torch.arange(t).view(1, -1) < lengths.view(-1, 1)).long()
-    ids = torch.randint(1, 30, (n, t), generator=g) * mask            # PAD = 0 after each sentence
+    ids = torch.randint(1, 30, (n, t), generator=g) * mask  # PAD = 0 after each sentence
     return ids, mask, torch.randint(0, 3, (n,), generator=g)
 
 
@@ -84,13 +95,12 @@ def test_units_are_neurons_over_the_real_tokens(built):
     model, ids, mask, y, tokens, a = built
     assert [u["unit"] for u in a.units] == list(range(12))
     masked, unmasked = _masked_means(model, ids, mask)
-    assert not torch.allclose(masked, unmasked, atol=1e-3)      # padding matters here: the check can fail
+    assert not torch.allclose(masked, unmasked, atol=1e-3)  # padding matters here: the check can fail
     for u in a.units:
         by_act = [e for e in u["exemplars"] if e["by"] == "activation"]
         order = masked[:, u["unit"]].argsort(descending=True, stable=True)[:3]
         assert [e["index"] for e in by_act] == order.tolist()
-        assert [e["activation"] for e in by_act] == pytest.approx(masked[order, u["unit"]].tolist(), rel=1e-4,
-                                                                   abs=1e-6)
+        assert [e["activation"] for e in by_act] == pytest.approx(masked[order, u["unit"]].tolist(), rel=1e-4, abs=1e-6)
         assert u["histogram"]["max"] == pytest.approx(float(masked[:, u["unit"]].max()), rel=1e-4, abs=1e-6)
 
 
@@ -101,7 +111,7 @@ def test_exemplar_sentences_carry_per_token_conductance(built):
         for e in u["exemplars"]:
             i, c = e["index"], torch.tensor(e["token_conductance"])
             assert e["tokens"] == tokens[i] and len(c) == ids.shape[1]
-            assert torch.all(c[mask[i] == 0] == 0)                  # padding: x = x' there, no attribution
+            assert torch.all(c[mask[i] == 0] == 0)  # padding: x = x' there, no attribution
             if e["by"] == "conductance" and abs(e["conductance"]) > 1e-5:
                 # Eq. 2 summed over the tokens = Eq. 3 (the scan's layer conductance of the unit)
                 assert float(c.sum()) == pytest.approx(e["conductance"], rel=0.01, abs=1e-7)
@@ -137,11 +147,11 @@ def test_text_card_in_chromium(built, tmp_path):
     page = render_atlas(a, tmp_path / "page")
     dom, console = _dom(page.as_uri() + f"#card={LAYER}:0", tmp_path / "profile")
     assert console == [] and _body(dom, "card") == f"{LAYER}:0"
-    in_script = page.read_text().count('class="sent"')                  # the template's own source
+    in_script = page.read_text().count('class="sent"')  # the template's own source
     assert dom.count('class="sent"') == 6 + in_script and "none: text has no AM/IAM image" in dom
     first = built[-1].units[0]["exemplars"][0]
     word = next(t for t in first["tokens"] if t)
-    assert f'">{word}</span>' in dom and '<span style="background:rgba(' in dom   # tokens shaded
+    assert f'">{word}</span>' in dom and '<span style="background:rgba(' in dom  # tokens shaded
 
 
 @pytest.mark.slow
@@ -154,8 +164,9 @@ def test_minilm_atlas_from_the_command_line(tmp_path):
     from unitscope.cli.atlas import MINILM_LAYER, atlas_main
 
     out = tmp_path / "minilm"
-    summary = atlas_main(["minilm", "reviews", "--limit", "6", "--top-units", "2", "--top-k", "1", "--n-steps", "2",
-                          "--out", str(out)])
+    summary = atlas_main(
+        ["minilm", "reviews", "--limit", "6", "--top-units", "2", "--top-k", "1", "--n-steps", "2", "--out", str(out)]
+    )
     assert summary["units"] == 2 and summary["layers"] == [MINILM_LAYER]
     blob = json.loads((out / "atlas.json").read_text())
     assert blob["settings"]["synthesize"] is False and blob["settings"]["embedding"].endswith("word_embeddings")
@@ -164,5 +175,5 @@ def test_minilm_atlas_from_the_command_line(tmp_path):
         for e in u["exemplars"]:
             toks, c = e["tokens"], e["token_conductance"]
             assert toks[0] == "[CLS]" and "[SEP]" in toks and len(toks) == len(c)
-            assert all(v == 0 for t, v in zip(toks, c) if t == "")           # padding: no attribution
+            assert all(v == 0 for t, v in zip(toks, c) if t == "")  # padding: no attribution
     assert (out / "index.html").is_file() and (out / "manifest.json").is_file()

@@ -19,7 +19,7 @@ import pytest
 
 ROOT = Path(__file__).resolve().parent.parent
 BENCH = ROOT / "bench"
-SCRIPTS = sorted(p.name for p in BENCH.glob("*.py") if not p.name.startswith("_"))   # _timing.py: a helper
+SCRIPTS = sorted(p.name for p in BENCH.glob("*.py") if not p.name.startswith("_"))  # _timing.py: a helper
 
 # runs each script as __main__ with --help in this one process and prints {script: {"code", "help"}} as JSON
 _DRIVER = r"""
@@ -50,10 +50,21 @@ def test_benches_found():
 
 @pytest.fixture(scope="module")
 def helps() -> dict:
-    env = dict(os.environ, OMP_NUM_THREADS="1", PYTHONPATH=os.pathsep.join(
-        [str(ROOT / "src")] + ([os.environ["PYTHONPATH"]] if os.environ.get("PYTHONPATH") else [])))
-    run = subprocess.run([sys.executable, "-c", _DRIVER, str(BENCH), *SCRIPTS], cwd=ROOT, env=env,
-                         capture_output=True, text=True, timeout=300)
+    env = dict(
+        os.environ,
+        OMP_NUM_THREADS="1",
+        PYTHONPATH=os.pathsep.join(
+            [str(ROOT / "src")] + ([os.environ["PYTHONPATH"]] if os.environ.get("PYTHONPATH") else [])
+        ),
+    )
+    run = subprocess.run(
+        [sys.executable, "-c", _DRIVER, str(BENCH), *SCRIPTS],
+        cwd=ROOT,
+        env=env,
+        capture_output=True,
+        text=True,
+        timeout=300,
+    )
     assert run.returncode == 0, run.stderr[-3000:]
     return json.loads(run.stdout.strip().splitlines()[-1])
 
@@ -66,8 +77,14 @@ def test_help_lists_device(helps, name):
 
 
 def _gpu_sh(tmp_path, **env):
-    return subprocess.run(["bash", str(BENCH / "gpu.sh"), str(tmp_path / "out")], cwd=ROOT, capture_output=True,
-                          text=True, timeout=60, env=dict(os.environ, GPU_SH_TMP=str(tmp_path / "tmp"), **env))
+    return subprocess.run(
+        ["bash", str(BENCH / "gpu.sh"), str(tmp_path / "out")],
+        cwd=ROOT,
+        capture_output=True,
+        text=True,
+        timeout=60,
+        env=dict(os.environ, GPU_SH_TMP=str(tmp_path / "tmp"), **env),
+    )
 
 
 @pytest.mark.skipif(shutil.which("bash") is None, reason="no bash")

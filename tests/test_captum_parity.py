@@ -31,10 +31,18 @@ def test_conductance_and_influence_match_captum(rule, maker):
     else:
         net, x = cnn(11), torch.randn(3, 3, 8, 8)
         layers, target = ["0", "2", "3", "6"], [0, 2, 4]
-    cond = us.conductance(net, x, layers, target=target, n_steps=17, method=rule,
-                          path=us.PathConfig(captum_compatible=True, gap_warning=None))
-    infl = us.internal_influence(net, x, layers, target=target, n_steps=17, method=rule,
-                                 path=us.PathConfig(captum_compatible=True))
+    cond = us.conductance(
+        net,
+        x,
+        layers,
+        target=target,
+        n_steps=17,
+        method=rule,
+        path=us.PathConfig(captum_compatible=True, gap_warning=None),
+    )
+    infl = us.internal_influence(
+        net, x, layers, target=target, n_steps=17, method=rule, path=us.PathConfig(captum_compatible=True)
+    )
     for layer in layers:
         module = net.get_submodule(layer)
         close(cond[layer], LayerConductance(net, module).attribute(x, target=target, n_steps=17, method=rule))
@@ -45,8 +53,10 @@ def test_gradient_x_activation_and_activation_match_captum():
     net, x = cnn(12), torch.randn(4, 3, 8, 8)
     for layer in ["0", "3", "9"]:
         module = net.get_submodule(layer)
-        close(us.grad_x_activation(net, x, [layer], target=3)[layer],
-              LayerGradientXActivation(net, module).attribute(x, target=3))
+        close(
+            us.grad_x_activation(net, x, [layer], target=3)[layer],
+            LayerGradientXActivation(net, module).attribute(x, target=3),
+        )
         close(us.activation(net, x, [layer])[layer], LayerActivation(net, module).attribute(x))
 
 
@@ -55,12 +65,25 @@ def test_layer_input_tuple_inputs_and_extra_args_match_captum():
     x1, x2, scale = torch.randn(3, 4), torch.randn(3, 3), torch.tensor([1.0, 2.0, -1.0])
     b = (torch.full((1, 4), 0.1), 0.2)
     for to_input in (False, True):
-        ours = us.conductance(net, (x1, x2), ["mix"], baselines=b, target=1, additional_forward_args=(scale,),
-                              n_steps=20, path=us.PathConfig(captum_compatible=True, gap_warning=None),
-                              attribute_to_layer_input=to_input)
-        ref = LayerConductance(net, net.mix).attribute((x1, x2), baselines=(b[0].expand(3, 4), b[1]), target=1,
-                                                       additional_forward_args=(scale,), n_steps=20,
-                                                       attribute_to_layer_input=to_input)
+        ours = us.conductance(
+            net,
+            (x1, x2),
+            ["mix"],
+            baselines=b,
+            target=1,
+            additional_forward_args=(scale,),
+            n_steps=20,
+            path=us.PathConfig(captum_compatible=True, gap_warning=None),
+            attribute_to_layer_input=to_input,
+        )
+        ref = LayerConductance(net, net.mix).attribute(
+            (x1, x2),
+            baselines=(b[0].expand(3, 4), b[1]),
+            target=1,
+            additional_forward_args=(scale,),
+            n_steps=20,
+            attribute_to_layer_input=to_input,
+        )
         close(ours["mix"], ref)
 
 

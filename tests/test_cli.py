@@ -33,24 +33,33 @@ def one_line_error(rc, err):
     return lines[0]
 
 
-@pytest.mark.parametrize("argv, needle", [
-    (["layers", "digits-cnx"], "closest zoo names: 'digits-cnn'"),
-    (["importance", "digits-cnn", "digits", "--layers", "feature.relu3"], "closest valid names: 'features.relu3'"),
-    (["importance", "digits-cnn", "digitz", "--layers", "features.relu3"], "did you mean 'digits'?"),
-    (["importance", "digits-cnn", "digits", "--layers", "features.relu3", "--scores", "condutance"],
-     "unknown score 'condutance'"),
-    (["importance", "digits-cnn", "digits", "--layers", "features.relu3", "--target", "best"], "--target"),
-    (["importance", "digits-cnn", "digits"], "required: --layers"),
-    (["importance", "digits-cnn", "digits", "--layers", "features.relu3", "--n-steps", "x"], "invalid int value"),
-    (["importance", "nosuchpkg.mod:factory", "digits", "--layers", "x"], "cannot import 'nosuchpkg.mod'"),
-    (["importance", "torch.nn:Linearr", "digits", "--layers", "x"], "closest names: 'Linear'"),
-    (["layers", "missing/model.pt2"], "not found"),
-    (["report", "/nonexistent/results"], "results folder"),
-    (["frobnicate"], "invalid choice"),
-    (["layers", "digits-cnn", "--device", "cuda:7"] if not torch.cuda.is_available() else
-     ["layers", "digits-cnn", "--device", "tpu"], "device"),
-    (["demo", "--only", "nosuchstudy", "--out", "{tmp}"], "unknown study 'nosuchstudy'"),
-])
+@pytest.mark.parametrize(
+    "argv, needle",
+    [
+        (["layers", "digits-cnx"], "closest zoo names: 'digits-cnn'"),
+        (["importance", "digits-cnn", "digits", "--layers", "feature.relu3"], "closest valid names: 'features.relu3'"),
+        (["importance", "digits-cnn", "digitz", "--layers", "features.relu3"], "did you mean 'digits'?"),
+        (
+            ["importance", "digits-cnn", "digits", "--layers", "features.relu3", "--scores", "condutance"],
+            "unknown score 'condutance'",
+        ),
+        (["importance", "digits-cnn", "digits", "--layers", "features.relu3", "--target", "best"], "--target"),
+        (["importance", "digits-cnn", "digits"], "required: --layers"),
+        (["importance", "digits-cnn", "digits", "--layers", "features.relu3", "--n-steps", "x"], "invalid int value"),
+        (["importance", "nosuchpkg.mod:factory", "digits", "--layers", "x"], "cannot import 'nosuchpkg.mod'"),
+        (["importance", "torch.nn:Linearr", "digits", "--layers", "x"], "closest names: 'Linear'"),
+        (["layers", "missing/model.pt2"], "not found"),
+        (["report", "/nonexistent/results"], "results folder"),
+        (["frobnicate"], "invalid choice"),
+        (
+            ["layers", "digits-cnn", "--device", "cuda:7"]
+            if not torch.cuda.is_available()
+            else ["layers", "digits-cnn", "--device", "tpu"],
+            "device",
+        ),
+        (["demo", "--only", "nosuchstudy", "--out", "{tmp}"], "unknown study 'nosuchstudy'"),
+    ],
+)
 def test_user_mistakes_are_one_line_and_exit_2(capsys, tmp_path, argv, needle):
     argv = [a.replace("{tmp}", str(tmp_path)) for a in argv]
     rc, out, err = run_cli(capsys, *argv)
@@ -61,31 +70,38 @@ def test_user_mistakes_are_one_line_and_exit_2(capsys, tmp_path, argv, needle):
 
 def test_a_failed_command_leaves_no_empty_output_folder_behind(capsys, tmp_path):
     out = tmp_path / "new" / "visualize"
-    rc, _, err = run_cli(capsys, "visualize", "digits-cnn", "--layer", "features.relu2", "--units", "0-200",
-                         "--out", str(out))
+    rc, _, err = run_cli(
+        capsys, "visualize", "digits-cnn", "--layer", "features.relu2", "--units", "0-200", "--out", str(out)
+    )
     assert "units 64, 65" in one_line_error(rc, err) and "137 in all" in err
-    assert not (tmp_path / "new").exists()          # both folders it made for the write check are gone
+    assert not (tmp_path / "new").exists()  # both folders it made for the write check are gone
     kept = tmp_path / "kept"
     kept.mkdir()
-    rc, _, _ = run_cli(capsys, "visualize", "digits-cnn", "--layer", "features.relu2", "--units", "99",
-                       "--out", str(kept))
-    assert rc == 2 and kept.is_dir()                # a folder the user had is never removed
+    rc, _, _ = run_cli(
+        capsys, "visualize", "digits-cnn", "--layer", "features.relu2", "--units", "99", "--out", str(kept)
+    )
+    assert rc == 2 and kept.is_dir()  # a folder the user had is never removed
 
 
 def test_bad_input_files_are_one_line(capsys, tmp_path):
     (tmp_path / "notes.csv").write_text("a,b\n")
     (tmp_path / "broken.png").write_bytes(b"not a png")
     np.save(tmp_path / "wrong.npy", np.zeros((2, 3, 5, 5), np.float32))
-    for inputs, needle in [(tmp_path / "notes.csv", "not an image"), (tmp_path / "broken.png", "cannot read image"),
-                           (tmp_path / "wrong.npy", "does not accept inputs of shape [1, 3, 5, 5]")]:
-        rc, _, err = run_cli(capsys, "importance", "digits-cnn", str(inputs), "--layers", "features.relu3",
-                             "--out", str(tmp_path / "o"))
+    for inputs, needle in [
+        (tmp_path / "notes.csv", "not an image"),
+        (tmp_path / "broken.png", "cannot read image"),
+        (tmp_path / "wrong.npy", "does not accept inputs of shape [1, 3, 5, 5]"),
+    ]:
+        rc, _, err = run_cli(
+            capsys, "importance", "digits-cnn", str(inputs), "--layers", "features.relu3", "--out", str(tmp_path / "o")
+        )
         assert needle in one_line_error(rc, err)
 
 
 def test_console_script_exit_code_and_no_traceback():
-    proc = subprocess.run([sys.executable, "-m", "unitscope", "layers", "digits-cnx"], capture_output=True, text=True,
-                          timeout=120)
+    proc = subprocess.run(
+        [sys.executable, "-m", "unitscope", "layers", "digits-cnx"], capture_output=True, text=True, timeout=120
+    )
     assert proc.returncode == 2
     assert proc.stderr.strip().count("\n") == 0 and "Traceback" not in proc.stderr
     assert "digits-cnn" in proc.stderr
@@ -105,9 +121,26 @@ def test_importance_on_digits_writes_scores_that_match_the_library(capsys, tmp_p
     from unitscope.zoo import digits_cnn, digits_data
 
     out = tmp_path / "imp"
-    rc, stdout, err = run_cli(capsys, "importance", "digits-cnn", "digits", "--layers", "features.relu3",
-                              "classifier.relu", "--scores", "conductance", "activation", "--limit", "6",
-                              "--n-steps", "16", "--target", "label", "--out", str(out))
+    rc, stdout, err = run_cli(
+        capsys,
+        "importance",
+        "digits-cnn",
+        "digits",
+        "--layers",
+        "features.relu3",
+        "classifier.relu",
+        "--scores",
+        "conductance",
+        "activation",
+        "--limit",
+        "6",
+        "--n-steps",
+        "16",
+        "--target",
+        "label",
+        "--out",
+        str(out),
+    )
     assert rc == 0, err
     summary = json.loads(stdout.strip().splitlines()[-1])
     assert summary["inputs"] == 6 and summary["layers"] == ["features.relu3", "classifier.relu"]
@@ -117,8 +150,14 @@ def test_importance_on_digits_writes_scores_that_match_the_library(capsys, tmp_p
     # one row per example × channel: 6 × (128 + 128) per method
     assert len(df) == 2 * 6 * 256
     _, test = digits_data()
-    ref = us.conductance(digits_cnn().model, test.x[:6], ["features.relu3"], target=test.y[:6], n_steps=16,
-                         path=us.PathConfig(gap_warning=None)).per_channel("features.relu3")
+    ref = us.conductance(
+        digits_cnn().model,
+        test.x[:6],
+        ["features.relu3"],
+        target=test.y[:6],
+        n_steps=16,
+        path=us.PathConfig(gap_warning=None),
+    ).per_channel("features.relu3")
     got = df[(df.score == "conductance") & (df.layer == "features.relu3")].sort_values(["example", "channel"])
     np.testing.assert_allclose(got["value"].to_numpy().reshape(6, 128), ref.numpy(), rtol=1e-4, atol=1e-5)
     # the gap column is Σ filters − (F(x) − F(x')), the same for every row of an example, and small
@@ -133,8 +172,18 @@ def test_importance_reads_images_npy_and_exported_models(capsys, tmp_path):
     for i in range(3):
         arr = (np.random.default_rng(i).random((16, 16)) * 255).astype(np.uint8)
         Image.fromarray(arr).save(tmp_path / f"d{i}.png")
-    rc, stdout, err = run_cli(capsys, "importance", "digits-cnn", str(tmp_path), "--layers", "features.relu2",
-                              "--n-steps", "8", "--out", str(tmp_path / "o1"))
+    rc, stdout, err = run_cli(
+        capsys,
+        "importance",
+        "digits-cnn",
+        str(tmp_path),
+        "--layers",
+        "features.relu2",
+        "--n-steps",
+        "8",
+        "--out",
+        str(tmp_path / "o1"),
+    )
     assert rc == 0, err
     df = pd.read_csv(tmp_path / "o1" / "scores.csv")
     assert sorted(set(df["input"])) == ["d0.png", "d1.png", "d2.png"]
@@ -145,8 +194,18 @@ def test_importance_reads_images_npy_and_exported_models(capsys, tmp_path):
     ep = torch.export.export(net, (x,), dynamic_shapes=({0: torch.export.Dim("batch")},))
     torch.export.save(ep, tmp_path / "net.pt2")
     np.save(tmp_path / "x.npy", torch.rand(5, 1, 4, 4).numpy())
-    rc, stdout, err = run_cli(capsys, "importance", str(tmp_path / "net.pt2"), str(tmp_path / "x.npy"),
-                              "--layers", "1", "--n-steps", "8", "--out", str(tmp_path / "o2"))
+    rc, stdout, err = run_cli(
+        capsys,
+        "importance",
+        str(tmp_path / "net.pt2"),
+        str(tmp_path / "x.npy"),
+        "--layers",
+        "1",
+        "--n-steps",
+        "8",
+        "--out",
+        str(tmp_path / "o2"),
+    )
     assert rc == 0, err
     summary = json.loads(stdout.strip().splitlines()[-1])
     assert summary["inputs"] == 5 and summary["max_completeness_gap"]["1"] < 0.05
@@ -192,8 +251,24 @@ def tiny_net():
 
 
 def test_visualize_and_inverse_set_on_a_factory_model(capsys, tmp_path):
-    rc, out, err = run_cli(capsys, "visualize", "test_cli:tiny_net", "--layer", "1", "--units", "0-3", "--iam",
-                           "--steps", "8", "--shape", "1", "4", "4", "--out", str(tmp_path / "vis"))
+    rc, out, err = run_cli(
+        capsys,
+        "visualize",
+        "test_cli:tiny_net",
+        "--layer",
+        "1",
+        "--units",
+        "0-3",
+        "--iam",
+        "--steps",
+        "8",
+        "--shape",
+        "1",
+        "4",
+        "4",
+        "--out",
+        str(tmp_path / "vis"),
+    )
     assert rc == 0, err
     summary = json.loads(out.strip().splitlines()[-1])
     assert summary["kind"] == "IAM" and summary["units"] == [0, 1, 2, 3] and len(summary["rs"]) == 4
@@ -203,8 +278,26 @@ def test_visualize_and_inverse_set_on_a_factory_model(capsys, tmp_path):
     rc, _, err = run_cli(capsys, "visualize", "test_cli:tiny_net", "--layer", "1", "--units", "0")
     assert "image shape" in one_line_error(rc, err)
 
-    rc, out, err = run_cli(capsys, "inverse-set", "test_cli:tiny_net", "--layer", "1", "--unit", "2", "--range",
-                           "0.05", "0.3", "--n", "4", "--shape", "1", "4", "4", "--out", str(tmp_path / "inv"))
+    rc, out, err = run_cli(
+        capsys,
+        "inverse-set",
+        "test_cli:tiny_net",
+        "--layer",
+        "1",
+        "--unit",
+        "2",
+        "--range",
+        "0.05",
+        "0.3",
+        "--n",
+        "4",
+        "--shape",
+        "1",
+        "4",
+        "4",
+        "--out",
+        str(tmp_path / "inv"),
+    )
     assert rc == 0, err
     summary = json.loads(out.strip().splitlines()[-1])
     blob = torch.load(tmp_path / "inv" / "inverse_set.pt")
@@ -214,8 +307,22 @@ def test_visualize_and_inverse_set_on_a_factory_model(capsys, tmp_path):
         acts = net[1](net[0](blob["samples"]))[:, 2].mean((1, 2))
     assert len(acts) == summary["n"] >= 1
     assert bool(((acts >= 0.05 - 1e-5) & (acts <= 0.3 + 1e-5)).all())
-    rc, _, err = run_cli(capsys, "inverse-set", "test_cli:tiny_net", "--layer", "1", "--unit", "2", "--range",
-                         "1", "0", "--shape", "1", "4", "4")
+    rc, _, err = run_cli(
+        capsys,
+        "inverse-set",
+        "test_cli:tiny_net",
+        "--layer",
+        "1",
+        "--unit",
+        "2",
+        "--range",
+        "1",
+        "0",
+        "--shape",
+        "1",
+        "4",
+        "4",
+    )
     assert "A ≤ B" in one_line_error(rc, err)
 
 
@@ -242,22 +349,44 @@ def test_layers_notes_layers_that_forward_does_not_call(capsys):
     rc, out, err = run_cli(capsys, "layers", "test_cli:takes_embeddings", "--shape", "4")
     assert rc == 0, err
     rows = {ln.split()[0]: ln for ln in out.splitlines() if ln.strip()}
-    assert rows["embedding"].endswith("(not called by forward)")   # forward() takes embeddings
+    assert rows["embedding"].endswith("(not called by forward)")  # forward() takes embeddings
     assert rows["filters"].endswith("[6]") and rows["out"].endswith("[2]")
 
 
 def test_scan_takes_any_model_and_data_the_other_commands_take(capsys, tmp_path):
     torch.save(torch.rand(10, 1, 4, 4), tmp_path / "x.pt")
-    rc, out, err = run_cli(capsys, "scan", "test_cli:tiny_net", str(tmp_path / "x.pt"), "--layers", "1",
-                           "--scores", "activation", "conductance", "--n-steps", "4", "--top-k", "3",
-                           "--out", str(tmp_path / "scan"))
+    rc, out, err = run_cli(
+        capsys,
+        "scan",
+        "test_cli:tiny_net",
+        str(tmp_path / "x.pt"),
+        "--layers",
+        "1",
+        "--scores",
+        "activation",
+        "conductance",
+        "--n-steps",
+        "4",
+        "--top-k",
+        "3",
+        "--out",
+        str(tmp_path / "scan"),
+    )
     assert rc == 0, err
     assert out.startswith("scanned 10 examples of ")  # a short summary for a person, the JSON in a file
     summary = json.loads((tmp_path / "scan" / "scan.json").read_text())
     assert summary["examples"] == 10 and summary["scores"] == ["activation", "conductance"]
     assert (tmp_path / "scan" / "units.csv").exists()  # no labels: tables, no selectivity, no grids
-    rc, _, err = run_cli(capsys, "scan", "test_cli:tiny_net", str(tmp_path / "x.pt"), "--target", "label",
-                         "--out", str(tmp_path / "scan2"))
+    rc, _, err = run_cli(
+        capsys,
+        "scan",
+        "test_cli:tiny_net",
+        str(tmp_path / "x.pt"),
+        "--target",
+        "label",
+        "--out",
+        str(tmp_path / "scan2"),
+    )
     assert "--target label needs inputs with labels" in one_line_error(rc, err)
 
 

@@ -34,7 +34,7 @@ WORDS = ["[PAD]", "[UNK]", "a", "fine", "film", ".", "not", "good", "bad", "movi
 BERT_ACT = "bert.encoder.layer.1.intermediate.intermediate_act_fn"
 GPT_ACT = "transformer.h.1.mlp.act"
 
-FACTORY = '''
+FACTORY = """
 import torch, torch.nn as nn
 
 def make():
@@ -59,7 +59,7 @@ class Decoder(nn.Module):
 
 def not_a_model():
     return 42
-'''
+"""
 
 
 def _tokenizer():
@@ -93,14 +93,24 @@ def files(tmp_path_factory):
     ep = torch.export.export(net, (torch.rand(2, 3, 8, 8),), dynamic_shapes=({0: torch.export.Dim("batch")},))
     torch.export.save(ep, d / "net.pt2")
     torch.manual_seed(0)
-    bert = transformers.BertForSequenceClassification(transformers.BertConfig(
-        hidden_size=16, num_hidden_layers=2, num_attention_heads=2, intermediate_size=32, vocab_size=len(WORDS),
-        max_position_embeddings=16, num_labels=2))
+    bert = transformers.BertForSequenceClassification(
+        transformers.BertConfig(
+            hidden_size=16,
+            num_hidden_layers=2,
+            num_attention_heads=2,
+            intermediate_size=32,
+            vocab_size=len(WORDS),
+            max_position_embeddings=16,
+            num_labels=2,
+        )
+    )
     bert.save_pretrained(d / "bert")
     _tokenizer().save_pretrained(d / "bert")
-    transformers.GPT2LMHeadModel(transformers.GPT2Config(
-        n_layer=2, n_embd=16, n_head=2, n_positions=16, vocab_size=len(WORDS), bos_token_id=2,
-        eos_token_id=2)).save_pretrained(d / "gpt2")     # no tokenizer in the folder
+    transformers.GPT2LMHeadModel(
+        transformers.GPT2Config(
+            n_layer=2, n_embd=16, n_head=2, n_positions=16, vocab_size=len(WORDS), bos_token_id=2, eos_token_id=2
+        )
+    ).save_pretrained(d / "gpt2")  # no tokenizer in the folder
     yield d
     sys.path.remove(str(d))
 
@@ -110,29 +120,33 @@ RUNS = {
     "atlas-factory-images": "atlas own_nets:make {d}/imgs --layers 1 --quick --target label --out {out}",
     "atlas-export-tensor": "atlas {d}/net.pt2 {d}/x.pt --layers 1 --quick --target label --out {out}",
     "atlas-hf-sentences": f"atlas hf:{{d}}/bert {{d}}/s.txt --layers {BERT_ACT} --quick --target label "
-                          "--top-units 3 --out {out}",
+    "--top-units 3 --out {out}",
     "atlas-hf-ids": f"atlas hf:{{d}}/gpt2 {{d}}/ids.npy --layers {GPT_ACT} --quick --top-units 2 --out {{out}}",
     "atlas-factory-generator": "atlas own_nets:make {d}/x.pt --layers 1 --quick --generator own_nets:Decoder "
-                               "--top-units 2 --out {out}",
+    "--top-units 2 --out {out}",
     "atlas-zoo-images": "atlas digits-cnn {d}/imgs --layers features.relu3 --quick --no-synthetic --top-units 2 "
-                        "--out {out}",
+    "--out {out}",
     "layers-hf-no-tokenizer": "layers hf:{d}/gpt2",
-    "importance-export-images": "importance {d}/net.pt2 {d}/imgs --layers 1 --n-steps 8 --target label "
-                                "--out {out}",
+    "importance-export-images": "importance {d}/net.pt2 {d}/imgs --layers 1 --n-steps 8 --target label --out {out}",
     "importance-hf-sentences": f"importance hf:{{d}}/bert {{d}}/s.txt --layers {BERT_ACT} --n-steps 8 "
-                               "--target label --out {out}",
+    "--target label --out {out}",
     "scan-hf-ids": f"scan hf:{{d}}/gpt2 {{d}}/ids.npy --layers {GPT_ACT} --n-steps 4 --top-k 2 --out {{out}}",
     "scan-factory-images": "scan own_nets:make {d}/imgs --layers 1 --n-steps 4 --top-k 2 --image-size 8 "
-                           "--mean 0.5 --std 0.25 --out {out}",
+    "--mean 0.5 --std 0.25 --out {out}",
     "visualize-export": "visualize {d}/net.pt2 --layer 1 --units 0-1 --steps 4 --param fft --out {out}",
     "inverse-set-factory-generator": "inverse-set own_nets:make --layer 1 --unit 0 --range 0 10 --n 2 "
-                                     "--generator own_nets:Decoder --out {out}",
+    "--generator own_nets:Decoder --out {out}",
 }
 
 
 #: the runs that go through the installed script (the rest: through unitscope.cli.main in this process)
-SCRIPT_RUNS = ("atlas-factory-images", "atlas-export-tensor", "atlas-hf-sentences", "atlas-hf-ids",
-               "layers-hf-no-tokenizer")
+SCRIPT_RUNS = (
+    "atlas-factory-images",
+    "atlas-export-tensor",
+    "atlas-hf-sentences",
+    "atlas-hf-ids",
+    "layers-hf-no-tokenizer",
+)
 
 
 def _script_env(d: Path) -> dict:
@@ -186,7 +200,7 @@ def _atlas(out: Path) -> dict:
     manifest = json.loads((out / "manifest.json").read_text())
     assert "index.html" in json.dumps(manifest)
     assert all(u["layer"] in blob["layers"] for u in blob["units"])
-    assert sorted(u["row"] for u in blob["units"]) == list(range(len(blob["units"])))   # one card per unit
+    assert sorted(u["row"] for u in blob["units"]) == list(range(len(blob["units"])))  # one card per unit
     return blob
 
 
@@ -200,8 +214,8 @@ def test_the_script_is_cli_main():
 def test_atlas_of_a_factory_over_a_folder_of_class_folders(runs):
     _, out = _ok(runs, "atlas-factory-images")
     a = _atlas(out)
-    assert sorted(u["unit"] for u in a["units"]) == [0, 1, 2, 3]          # one card per channel of layer 1
-    assert a["layers"] == ["1"] and a["examples"] == 6 and a["classes"] == [0, 1]   # cat, dog
+    assert sorted(u["unit"] for u in a["units"]) == [0, 1, 2, 3]  # one card per channel of layer 1
+    assert a["layers"] == ["1"] and a["examples"] == 6 and a["classes"] == [0, 1]  # cat, dog
     assert a["settings"]["synthesize"] and a["settings"]["generator"] == "FFTImageGenerator"
     for u in a["units"]:
         assert {e["index"] for e in u["exemplars"]} <= set(range(6))
@@ -226,7 +240,7 @@ def test_atlas_of_a_bert_classifier_over_labelled_sentences_shades_tokens(runs):
         for e in u["exemplars"]:
             toks, c = e["tokens"], e["token_conductance"]
             assert len(toks) == len(c) and {t for t in toks if t} <= words
-            assert all(v == 0 for t, v in zip(toks, c) if t == "")        # padding: no attribution
+            assert all(v == 0 for t, v in zip(toks, c) if t == "")  # padding: no attribution
 
 
 def test_atlas_of_a_gpt2_without_tokenizer_over_token_ids(runs):
@@ -247,7 +261,7 @@ def test_atlas_of_a_zoo_model_over_the_users_images(runs):
     a = _atlas(out)
     assert len(a["units"]) == 2 and a["examples"] == 6 and a["classes"] == [0, 1]
     tensors = torch.load(out / "atlas_tensors.pt", weights_only=True)
-    assert tensors["features.relu3/exemplar_inputs"].shape[-3:] == (1, 8, 8)   # prepared as the digits: 8×8 grey
+    assert tensors["features.relu3/exemplar_inputs"].shape[-3:] == (1, 8, 8)  # prepared as the digits: 8×8 grey
 
 
 def test_layers_of_a_gpt2_folder_without_tokenizer(runs):
@@ -262,7 +276,7 @@ def test_importance_of_an_exported_model_on_images_resized_to_its_input(runs):
 
     proc, out = _ok(runs, "importance-export-images")
     summary = json.loads(proc.stdout.strip().splitlines()[-1])
-    assert summary["inputs"] == 6 and summary["target"] == [0, 0, 0, 1, 1, 1]   # the class folders' labels
+    assert summary["inputs"] == 6 and summary["target"] == [0, 0, 0, 1, 1, 1]  # the class folders' labels
     df = pd.read_csv(out / "scores.csv")
     assert sorted(set(df["input"])) == ["0.png", "1.png", "2.png"] and len(df) == 6 * 4
 
@@ -310,8 +324,11 @@ MISTAKES = [
     (["atlas", "digits-cnn", "movie-reviews"], "did you mean 'reviews'?", True),
     (["importance", "digits-cnn", "{d}/s.txt", "--layers", "x"], "is sentences, and digits-cnn takes images", True),
     (["atlas", "digits-cnn", "photos"], "does not go with", True),
-    (["atlas", "sentiment-cnn", "{d}/imgs", "--layers", "filters"], "is images, and sentiment-cnn is a text model",
-     True),
+    (
+        ["atlas", "sentiment-cnn", "{d}/imgs", "--layers", "filters"],
+        "is images, and sentiment-cnn is a text model",
+        True,
+    ),
     (["atlas", "hf:{d}/gpt2", "{d}/plain.txt", "--layers", GPT_ACT], "has no tokenizer", True),
     (["scan", "hf:{d}/gpt2", "{d}/x.pt", "--layers", GPT_ACT], "takes token ids, integers [N, T]", True),
     (["scan", "hf:{d}/gpt2", "{d}/ids.npy"], "name the layers with --layers", True),
@@ -321,31 +338,59 @@ MISTAKES = [
     (["atlas", "own_netz:make", "{d}/imgs", "--layers", "1"], "cannot import 'own_netz'", True),
     (["atlas", "digits-cnx", "digits"], "closest zoo names: 'digits-cnn'", True),
     (["atlas", "own_nets:make", "{d}/imgs", "--layers", "1", "--split", "test"], "--split test", True),
-    (["importance", "own_nets:make", "{d}/ids.npy", "--layers", "1", "--target", "label"],
-     "--target label needs inputs with labels", True),
+    (
+        ["importance", "own_nets:make", "{d}/ids.npy", "--layers", "1", "--target", "label"],
+        "--target label needs inputs with labels",
+        True,
+    ),
     (["atlas", "own_nets:make", "{d}/imgs", "--layers", "1 2"], "is not a layer name", True),
     (["atlas", "own_nets:make", "{d}/imgs", "--layers", "1", "--top-k", "0"], "must be ≥ 1", True),
-    (["importance", "own_nets:make", "{d}/imgs", "--layers", "1", "--labels", "{d}/s.txt"], "has labels of its own",
-     True),
-    (["importance", "own_nets:make", "{d}/imgs", "--layers", "1", "--mean", "0.5"], "--mean and --std go together",
-     True),
+    (
+        ["importance", "own_nets:make", "{d}/imgs", "--layers", "1", "--labels", "{d}/s.txt"],
+        "has labels of its own",
+        True,
+    ),
+    (
+        ["importance", "own_nets:make", "{d}/imgs", "--layers", "1", "--mean", "0.5"],
+        "--mean and --std go together",
+        True,
+    ),
     (["importance", "digits-cnn", "{d}/imgs", "--layers", "x", "--image-size", "8"], "prepares its own inputs", True),
     (["visualize", "hf:{d}/bert", "--layer", BERT_ACT, "--units", "0"], "is a text model", True),
-    (["inverse-set", "own_nets:make", "--layer", "1", "--unit", "0", "--range", "0", "1", "--shape", "8", "8"],
-     "synthetic images need C H W", True),
+    (
+        ["inverse-set", "own_nets:make", "--layer", "1", "--unit", "0", "--range", "0", "1", "--shape", "8", "8"],
+        "synthetic images need C H W",
+        True,
+    ),
     (["layers", "{d}/imgs"], "is a folder", True),
     (["atlas", "own_nets:make", "{d}/imgs", "--layers", "relu"], "closest valid names", False),
     (["atlas", "{d}/net.pt2", "{d}/x.pt", "--layers", "1", "--target", "7"], "--target 7", False),
     (["scan", "hf:{d}/gpt2", "{d}/ids.npy", "--layers", "transformer.h.9.mlp.act"], "closest valid names", False),
     (["importance", "own_nets:grey", "{d}/imgs", "--layers", "1", "--image-size", "6"], None, False),  # works
     (["atlas", "own_nets:not_a_model", "{d}/imgs", "--layers", "1"], "not an nn.Module", False),
-    (["inverse-set", "own_nets:make", "--layer", "1", "--unit", "0", "--range", "0", "1", "--generator",
-      "own_nets:make"], "a decoder module needs an int .latent_dim", False),
+    (
+        [
+            "inverse-set",
+            "own_nets:make",
+            "--layer",
+            "1",
+            "--unit",
+            "0",
+            "--range",
+            "0",
+            "1",
+            "--generator",
+            "own_nets:make",
+        ],
+        "a decoder module needs an int .latent_dim",
+        False,
+    ),
 ]
 
 
-@pytest.mark.parametrize("argv, needle, before_loading", MISTAKES,
-                         ids=[" ".join(m[0][:2]) + f" #{i}" for i, m in enumerate(MISTAKES)])
+@pytest.mark.parametrize(
+    "argv, needle, before_loading", MISTAKES, ids=[" ".join(m[0][:2]) + f" #{i}" for i, m in enumerate(MISTAKES)]
+)
 def test_a_mistake_is_one_line_and_exit_2(files, argv, needle, before_loading, tmp_path, monkeypatch, capsys):
     import unitscope.loading as loading
     from unitscope.cli import main
@@ -365,7 +410,7 @@ def test_a_mistake_is_one_line_and_exit_2(files, argv, needle, before_loading, t
     lines = [ln for ln in err.splitlines() if ln.strip()]
     assert rc == 2 and len(lines) == 1 and "Traceback" not in err, err
     assert needle in lines[0] and lines[0].startswith(f"unitscope {argv[0]}: error: "), lines[0]
-    assert not any(cache.iterdir())                        # nothing trained (or even cached)
+    assert not any(cache.iterdir())  # nothing trained (or even cached)
     assert not (tmp_path / "out").exists() or not any((tmp_path / "out").iterdir())
 
 
@@ -375,7 +420,6 @@ def test_mistakes_through_the_script(files, k, tmp_path):
     argv, needle, _ = MISTAKES[k]
     env = dict(_script_env(files), UNITSCOPE_CACHE=str(tmp_path / "cache"))
     proc = _run_script([a.format(d=files) for a in argv] + ["--out", str(tmp_path / "out")], env, timeout=120)
-    assert proc.returncode == 2 and proc.stderr.strip().count("\n") == 0 and "Traceback" not in proc.stderr, \
-        proc.stderr
+    assert proc.returncode == 2 and proc.stderr.strip().count("\n") == 0 and "Traceback" not in proc.stderr, proc.stderr
     assert needle in proc.stderr
     assert not (tmp_path / "cache").exists() or not any((tmp_path / "cache").iterdir())

@@ -21,11 +21,18 @@ def test_gap_shrinks_and_is_small_at_many_steps(case):
     make, inputs, layers = CASES[case]
     net, x = make().double(), inputs().double()  # float64: the test is of the integration, not of rounding
     coarse = us.conductance(net, x, layers, n_steps=8, method="riemann_trapezoid", path=us.PathConfig(gap_warning=None))
-    fine = us.conductance(net, x, layers, n_steps=4096, method="riemann_trapezoid",
-                          path=us.PathConfig(gap_warning=None),
-                          internal_batch_size=2048)
-    adaptive = us.conductance(net, x, layers, n_steps=512, method="adaptive",
-                              path=us.PathConfig(rtol=1e-6, gap_warning=None))
+    fine = us.conductance(
+        net,
+        x,
+        layers,
+        n_steps=4096,
+        method="riemann_trapezoid",
+        path=us.PathConfig(gap_warning=None),
+        internal_batch_size=2048,
+    )
+    adaptive = us.conductance(
+        net, x, layers, n_steps=512, method="adaptive", path=us.PathConfig(rtol=1e-6, gap_warning=None)
+    )
     scale = float(fine.output_diff.abs().max())
     for layer in layers:
         # uniform nodes converge only like 1/n across ReLU kinks: measured against the batch's largest |ΔF|
@@ -59,11 +66,13 @@ def test_smooth_network_matches_a_literal_quadrature_of_eq3():
         F = net[3:](y)[:, 0].sum()
         (g,) = torch.autograd.grad(F, y)
         ref += float(wk) * g * dy
-    ours = us.conductance(net, x, ["2"], baselines=xb, target=0, n_steps=40, method="gausslegendre",
-                          path=us.PathConfig(gap_warning=None))["2"]
+    ours = us.conductance(
+        net, x, ["2"], baselines=xb, target=0, n_steps=40, method="gausslegendre", path=us.PathConfig(gap_warning=None)
+    )["2"]
     torch.testing.assert_close(ours, ref, atol=1e-6, rtol=1e-5)  # the rule is the rule
-    ada = us.conductance(net, x, ["2"], baselines=xb, target=0, n_steps=200,
-                         path=us.PathConfig(rtol=1e-4, gap_warning=None))["2"]
+    ada = us.conductance(
+        net, x, ["2"], baselines=xb, target=0, n_steps=200, path=us.PathConfig(rtol=1e-4, gap_warning=None)
+    )["2"]
     torch.testing.assert_close(ada, ref, atol=1e-4, rtol=1e-3)
 
 

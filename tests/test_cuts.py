@@ -30,7 +30,7 @@ def test_a_bypassed_layer_is_no_cut_gets_no_warning_and_a_cut_is_checked():
     with warnings.catch_warnings():
         warnings.simplefilter("error", CompletenessWarning)
         s = us.conductance(net, x, ["mlp.1", "block"], target=0, n_steps=64)
-    assert float(s.relative_delta("mlp.1").max()) > 0.05      # its units need not add up to F(x) − F(x')
+    assert float(s.relative_delta("mlp.1").max()) > 0.05  # its units need not add up to F(x) − F(x')
     assert s.ok["mlp.1"] and not bool(s.cut["mlp.1"].any())
     assert float(s.relative_delta("block").max()) < 1e-2 and s.ok["block"]
 
@@ -40,7 +40,7 @@ def test_a_cut_with_a_gap_above_the_tolerance_is_never_ok():
     torch.manual_seed(0)
     net = timm.create_model("convnext_atto", pretrained=False, num_classes=10).eval()
     x = torch.randn(2, 3, 64, 64, generator=torch.Generator().manual_seed(1))
-    layers = ["stages.0", "stages.1", "stages.2", "stages.3"]   # each stage's output is a cut
+    layers = ["stages.0", "stages.1", "stages.2", "stages.3"]  # each stage's output is a cut
     with warnings.catch_warnings():
         warnings.simplefilter("ignore", CompletenessWarning)
         s = us.conductance(net, x, layers, n_steps=64)
@@ -57,7 +57,7 @@ def test_per_input_conductance_takes_the_adaptive_default_and_sums_to_the_layer_
     net = nn.Sequential(nn.Linear(5, 16), nn.Tanh(), nn.Linear(16, 16), nn.ReLU(), nn.Linear(16, 3)).eval()
     x = 3 * torch.randn(4, 5)
     units = list(range(16))
-    a = us.neuron_conductance(net, x, "3", units=units, target=1, n_steps=32)    # method="adaptive", as conductance
+    a = us.neuron_conductance(net, x, "3", units=units, target=1, n_steps=32)  # method="adaptive", as conductance
     s = us.conductance(net, x, ["3"], target=1, n_steps=32)
     torch.testing.assert_close(a.sum(-1), s["3"], rtol=1e-4, atol=1e-7)
     # and it is accurate: against a 4000-point trapezoid of Eq. 2

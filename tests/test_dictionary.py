@@ -40,8 +40,12 @@ def data(n=3, t=5, seed=1):
 
 def weights(d=D, f=FEATS, seed=2):
     g = torch.Generator().manual_seed(seed)
-    return (torch.randn(d, f, generator=g) / d ** 0.5, 0.1 * torch.randn(f, generator=g),
-            torch.randn(f, d, generator=g) / f ** 0.5, 0.1 * torch.randn(d, generator=g))
+    return (
+        torch.randn(d, f, generator=g) / d**0.5,
+        0.1 * torch.randn(f, generator=g),
+        torch.randn(f, d, generator=g) / f**0.5,
+        0.1 * torch.randn(d, generator=g),
+    )
 
 
 def sae(activation="relu", **kw):
@@ -57,12 +61,22 @@ def call(score, net, x, mask, layers, **kw):
 
 # --- exact answers -------------------------------------------------------------------------------------------------
 
+
 @pytest.mark.parametrize("method", ["adaptive", "gausslegendre", "riemann_trapezoid"])
 def test_identity_dictionary_is_exactly_the_layers_neuron_conductance(method, one_thread):
     net, (x, mask) = Tokens(), data()
     plain = call("conductance", net, x, mask, ["act"], target=1, method=method, n_steps=24)
-    ident = call("conductance", net, x, mask, ["act"], target=1, method=method, n_steps=24,
-                 dictionaries={"act": Dictionary.identity(D)})
+    ident = call(
+        "conductance",
+        net,
+        x,
+        mask,
+        ["act"],
+        target=1,
+        method=method,
+        n_steps=24,
+        dictionaries={"act": Dictionary.identity(D)},
+    )
     feats, err = ident["act"]
     assert feats.shape == err.shape == plain["act"].shape
     assert torch.equal(feats, plain["act"])
@@ -82,9 +96,9 @@ def test_identity_dictionary_comparators_are_the_layers_own(one_thread):
         b = call(score, net, x, mask, ["act"], **kw)
         assert torch.equal(a["act"][0], b["act"]), score
         assert torch.equal(a.per_unit("act")[:, :D], b.per_unit("act")), score
-        if score == "internal_influence":   # ∫ ∂F/∂ε dα = ∫ ∂F/∂y dα: the error node's influence is the layer's
+        if score == "internal_influence":  # ∫ ∂F/∂ε dα = ∫ ∂F/∂y dα: the error node's influence is the layer's
             torch.testing.assert_close(a.per_unit("act")[:, D], b.per_unit("act").sum(1))
-        else:                                # ε = 0: no activation, no gradient × activation
+        else:  # ε = 0: no activation, no gradient × activation
             assert float(a.per_unit("act")[:, D].abs().max()) == 0.0, score
 
 
@@ -133,14 +147,35 @@ def test_eq2_summed_over_inputs_is_eq3_for_every_feature_and_the_error_node(meth
     net, (x, mask) = Tokens(), data()
     d = {"act": sae("relu", b_dec_pre=True)}
     s = call("conductance", net, x, mask, ["act"], target=1, method=method, n_steps=32, dictionaries=d)
-    units = list(range(FEATS + 1))            # every feature, and the error node (unit F)
-    a = us.neuron_conductance(net, x, "act", units, target=1, method=method, n_steps=32, mask=mask,
-                              additional_forward_args=(mask,), dictionaries=d)
+    units = list(range(FEATS + 1))  # every feature, and the error node (unit F)
+    a = us.neuron_conductance(
+        net,
+        x,
+        "act",
+        units,
+        target=1,
+        method=method,
+        n_steps=32,
+        mask=mask,
+        additional_forward_args=(mask,),
+        dictionaries=d,
+    )
     assert a.shape == (3, FEATS + 1, 5, 4)
     scale = float(s.per_unit("act").abs().max())
     assert float((a.sum((2, 3)) - s.per_unit("act")).abs().max()) < 1e-5 * scale
-    pairs = us.neuron_conductance(net, x, "act", [FEATS, 3, 7], target=1, method=method, n_steps=32, mask=mask,
-                                  additional_forward_args=(mask,), dictionaries=d, paired=True)
+    pairs = us.neuron_conductance(
+        net,
+        x,
+        "act",
+        [FEATS, 3, 7],
+        target=1,
+        method=method,
+        n_steps=32,
+        mask=mask,
+        additional_forward_args=(mask,),
+        dictionaries=d,
+        paired=True,
+    )
     torch.testing.assert_close(pairs, torch.stack([a[0, FEATS], a[1, 3], a[2, 7]]), rtol=1e-5, atol=1e-7)
 
 
@@ -187,10 +222,20 @@ def test_same_numbers_as_captum_on_the_model_with_the_dictionary_spliced_in(rule
 def test_several_dictionaries_at_several_layers_in_one_pass(one_thread):
     net, (x, mask) = Tokens(), data()
     d1, d2 = sae("relu"), Dictionary.from_weights(*weights(seed=5), activation="topk:4")
-    both = call("conductance", net, x, mask, ["act", "mid", "inp"], target=0, method="gausslegendre", n_steps=16,
-                dictionaries={"act": d1, net.mid: d2})
-    one = call("conductance", net, x, mask, ["mid"], target=0, method="gausslegendre", n_steps=16,
-               dictionaries={"mid": d2})
+    both = call(
+        "conductance",
+        net,
+        x,
+        mask,
+        ["act", "mid", "inp"],
+        target=0,
+        method="gausslegendre",
+        n_steps=16,
+        dictionaries={"act": d1, net.mid: d2},
+    )
+    one = call(
+        "conductance", net, x, mask, ["mid"], target=0, method="gausslegendre", n_steps=16, dictionaries={"mid": d2}
+    )
     for a, b in zip(both["mid"], one["mid"]):
         torch.testing.assert_close(a, b, rtol=1e-5, atol=1e-7)
     assert isinstance(both["act"], tuple) and not isinstance(both["inp"], tuple)
@@ -199,14 +244,21 @@ def test_several_dictionaries_at_several_layers_in_one_pass(one_thread):
 
 # --- the model and the dictionary handed back as they were ---------------------------------------------------------
 
+
 def snapshot(*modules):
     out = []
     for m in modules:
-        out.append(dict(training=[s.training for s in m.modules()], rg=[p.requires_grad for p in m.parameters()],
-                        grad=[None if p.grad is None else p.grad.clone() for p in m.parameters()],
-                        state={k: v.clone() for k, v in m.state_dict().items()},
-                        hooks=sum(len(s._forward_hooks) + len(s._forward_pre_hooks) + len(s._backward_hooks)
-                                  for s in m.modules())))
+        out.append(
+            dict(
+                training=[s.training for s in m.modules()],
+                rg=[p.requires_grad for p in m.parameters()],
+                grad=[None if p.grad is None else p.grad.clone() for p in m.parameters()],
+                state={k: v.clone() for k, v in m.state_dict().items()},
+                hooks=sum(
+                    len(s._forward_hooks) + len(s._forward_pre_hooks) + len(s._backward_hooks) for s in m.modules()
+                ),
+            )
+        )
     return out
 
 
@@ -228,10 +280,10 @@ def test_model_and_dictionary_are_handed_back_unchanged_also_on_error(one_thread
     call("conductance", net, x, mask, ["act"], target=0, n_steps=8, dictionaries=dd)
     call("conductance", net, x, mask, ["act"], target=0, n_steps=8, method="gausslegendre", dictionaries=dd)
     call("grad_x_activation", net, x, mask, ["act"], target=0, dictionaries=dd)
-    us.neuron_conductance(net, x, "act", [0, FEATS], target=0, n_steps=8, mask=mask, additional_forward_args=(mask,),
-                          dictionaries=dd)
-    us.ablation_scores(net, x, "act", units=[0, 1, FEATS], target=0, additional_forward_args=(mask,),
-                       dictionaries=dd)
+    us.neuron_conductance(
+        net, x, "act", [0, FEATS], target=0, n_steps=8, mask=mask, additional_forward_args=(mask,), dictionaries=dd
+    )
+    us.ablation_scores(net, x, "act", units=[0, 1, FEATS], target=0, additional_forward_args=(mask,), dictionaries=dd)
     same(before, snapshot(net, d))
     wrong = Dictionary.identity(D + 1)
     with pytest.raises(us.UnitscopeError, match="9 dims.*layer 'act' has 8"):
@@ -257,6 +309,7 @@ def test_mistakes_are_one_clear_error():
 
 # --- formats ------------------------------------------------------------------------------------------------------
 
+
 def saelens_folder(path, architecture, extra_cfg=None, extra_weights=None):
     from safetensors.torch import save_file
 
@@ -264,23 +317,42 @@ def saelens_folder(path, architecture, extra_cfg=None, extra_weights=None):
     path.mkdir()
     tensors = {"W_enc": W_enc, "b_enc": b_enc, "W_dec": W_dec, "b_dec": b_dec, **(extra_weights or {})}
     save_file({k: v.contiguous() for k, v in tensors.items()}, str(path / "sae_weights.safetensors"))
-    cfg = {"architecture": architecture, "d_in": D, "d_sae": FEATS, "apply_b_dec_to_input": True,
-           "hook_name": "blocks.0.hook_resid_post", "normalize_activations": "none", **(extra_cfg or {})}
+    cfg = {
+        "architecture": architecture,
+        "d_in": D,
+        "d_sae": FEATS,
+        "apply_b_dec_to_input": True,
+        "hook_name": "blocks.0.hook_resid_post",
+        "normalize_activations": "none",
+        **(extra_cfg or {}),
+    }
     (path / "cfg.json").write_text(json.dumps(cfg))
     return path
 
 
-@pytest.mark.parametrize("architecture,activation",
-                         [("standard", "relu"), ("topk", "topk:6"), ("jumprelu", "jumprelu")])
+@pytest.mark.parametrize(
+    "architecture,activation", [("standard", "relu"), ("topk", "topk:6"), ("jumprelu", "jumprelu")]
+)
 def test_a_saelens_folder_gives_the_numbers_of_its_weights(tmp_path, architecture, activation, one_thread):
     thr = torch.full((FEATS,), 0.07)
-    folder = saelens_folder(tmp_path / "sae", architecture, {"k": 6} if architecture == "topk" else None,
-                            {"threshold": thr} if architecture == "jumprelu" else None)
+    folder = saelens_folder(
+        tmp_path / "sae",
+        architecture,
+        {"k": 6} if architecture == "topk" else None,
+        {"threshold": thr} if architecture == "jumprelu" else None,
+    )
     loaded = Dictionary.from_saelens(folder)
     assert loaded.hook_name == "blocks.0.hook_resid_post" and loaded.n_features == FEATS and loaded.d_in == D
     W_enc, b_enc, W_dec, b_dec = weights()
-    ref = Dictionary.from_weights(W_enc, b_enc, W_dec, b_dec, b_dec_pre=True, activation=activation,
-                                  threshold=thr if architecture == "jumprelu" else None)
+    ref = Dictionary.from_weights(
+        W_enc,
+        b_enc,
+        W_dec,
+        b_dec,
+        b_dec_pre=True,
+        activation=activation,
+        threshold=thr if architecture == "jumprelu" else None,
+    )
     net, (x, mask) = Tokens(), data()
     kw = dict(target=0, method="gausslegendre", n_steps=12)
     a = call("conductance", net, x, mask, ["act"], dictionaries={"act": loaded}, **kw)
@@ -308,8 +380,9 @@ def test_saelens_folders_that_cannot_be_read_say_why(tmp_path):
     with pytest.raises(us.UnitscopeError, match="no threshold"):
         Dictionary.from_saelens(saelens_folder(tmp_path / "j", "jumprelu"))
     with pytest.raises(us.UnitscopeError, match="normalizes its inputs"):
-        Dictionary.from_saelens(saelens_folder(tmp_path / "n", "standard", {"normalize_activations":
-                                                                             "expected_average_only_in"}))
+        Dictionary.from_saelens(
+            saelens_folder(tmp_path / "n", "standard", {"normalize_activations": "expected_average_only_in"})
+        )
     with pytest.raises(us.UnitscopeError, match=r"W_enc .* is \[8, 24\], but cfg.json says d_in=8, d_sae=99"):
         Dictionary.from_saelens(saelens_folder(tmp_path / "s", "standard", {"d_sae": 99}))
 
@@ -321,8 +394,12 @@ def test_a_plain_state_dict_loads_from_a_dict_a_pt_file_and_safetensors(tmp_path
     state = {"W_enc": W_enc, "b_enc": b_enc, "W_dec": W_dec, "b_dec": b_dec}
     torch.save(state, tmp_path / "sae.pt")
     save_file(state, str(tmp_path / "sae.safetensors"))
-    linear = {"encoder.weight": W_enc.T.contiguous(), "encoder.bias": b_enc, "decoder.weight": W_dec.T.contiguous(),
-              "decoder.bias": b_dec}
+    linear = {
+        "encoder.weight": W_enc.T.contiguous(),
+        "encoder.bias": b_enc,
+        "decoder.weight": W_dec.T.contiguous(),
+        "decoder.bias": b_dec,
+    }
     y = torch.randn(3, 5, D)
     want = Dictionary.from_weights(W_enc, b_enc, W_dec, b_dec).split(y)
     for src in (state, tmp_path / "sae.pt", str(tmp_path / "sae.safetensors"), linear):
@@ -338,7 +415,7 @@ def test_a_plain_state_dict_loads_from_a_dict_a_pt_file_and_safetensors(tmp_path
 
 
 def test_any_module_with_encode_and_decode_is_a_dictionary(one_thread):
-    class Mine(nn.Module):   # float64 weights on a float32 model: run in its own dtype, handed back in the layer's
+    class Mine(nn.Module):  # float64 weights on a float32 model: run in its own dtype, handed back in the layer's
         def __init__(self):
             super().__init__()
             self.enc, self.dec = nn.Linear(D, 10).double(), nn.Linear(10, D).double()
@@ -374,6 +451,7 @@ def test_a_conv_layers_channels_through_a_dictionary(one_thread):
 
 # --- the views of Scores ------------------------------------------------------------------------------------------
 
+
 def test_scores_views_rank_features_and_the_error_node(one_thread):
     net, (x, mask) = Tokens(), data()
     d = {"act": sae("relu")}
@@ -389,20 +467,21 @@ def test_scores_views_rank_features_and_the_error_node(one_thread):
     a = call("activation", net, x, mask, ["act"], dictionaries=d)
     feats, eps = a["act"]
     keep = mask.bool()
-    want = torch.stack([eps[i][keep[i]].norm(dim=-1).mean() for i in range(3)])   # mean ‖ε‖ over the real tokens
+    want = torch.stack([eps[i][keep[i]].norm(dim=-1).mean() for i in range(3)])  # mean ‖ε‖ over the real tokens
     torch.testing.assert_close(a.per_unit("act")[:, FEATS], want)
-    torch.testing.assert_close(a.per_unit("act")[:, :FEATS],
-                               torch.stack([feats[i][keep[i]].mean(0) for i in range(3)]))
+    torch.testing.assert_close(a.per_unit("act")[:, :FEATS], torch.stack([feats[i][keep[i]].mean(0) for i in range(3)]))
 
 
 # --- ablation -----------------------------------------------------------------------------------------------------
+
 
 def test_ablating_a_feature_changes_the_reconstruction_and_keeps_the_error_node(one_thread):
     net, (x, mask) = Tokens(), data()
     d = sae("relu", b_dec_pre=True)
     units = [0, 5, FEATS]
-    got = us.ablation_scores(net, x, "act", units=units, target=1, additional_forward_args=(mask,),
-                             dictionaries={"act": d})
+    got = us.ablation_scores(
+        net, x, "act", units=units, target=1, additional_forward_args=(mask,), dictionaries={"act": d}
+    )
     assert got.shape == (3, 3)
     y = net.act(net.inp(x))
     f, e = d.split(y)
@@ -413,10 +492,10 @@ def test_ablating_a_feature_changes_the_reconstruction_and_keeps_the_error_node(
             f2[..., u] = 0
             y2 = d.decode(f2) + e
         else:
-            y2 = d.decode(f)      # the error node ablated: the layer replaced by its reconstruction
+            y2 = d.decode(f)  # the error node ablated: the layer replaced by its reconstruction
         F2 = net.out(((net.mid(y2)) * mask.unsqueeze(-1)).sum(1) / mask.sum(1, keepdim=True))[:, 1]
         torch.testing.assert_close(got[:, j], (base - F2).detach(), rtol=1e-5, atol=1e-6)
-    with us.ablate(net, {"act": [0, 5]}, dictionaries={"act": d}):   # the context manager: the same rewrite
+    with us.ablate(net, {"act": [0, 5]}, dictionaries={"act": d}):  # the context manager: the same rewrite
         out = net(x, mask)
     f2 = f.clone()
     f2[..., [0, 5]] = 0
@@ -431,17 +510,20 @@ def test_ablating_a_feature_changes_the_reconstruction_and_keeps_the_error_node(
 
 # --- large dictionaries -------------------------------------------------------------------------------------------
 
+
 def test_a_16k_feature_dictionary_on_a_few_tokens_stays_within_memory(one_thread):
     torch.manual_seed(0)
     net = nn.Sequential(nn.Linear(16, 64), nn.Tanh(), nn.Linear(64, 2))
     x = torch.randn(2, 4, 16)
     n = 16384
     g = torch.Generator().manual_seed(0)
-    d = Dictionary.from_weights(torch.randn(64, n, generator=g) / 8, -0.5 + torch.zeros(n),
-                                torch.randn(n, 64, generator=g) / 64, None)
+    d = Dictionary.from_weights(
+        torch.randn(64, n, generator=g) / 8, -0.5 + torch.zeros(n), torch.randn(n, 64, generator=g) / 64, None
+    )
     before = resource.getrusage(resource.RUSAGE_SELF).ru_maxrss
-    s = us.conductance(net, x, ["1"], target=lambda out: out[:, -1, 0], n_steps=16, internal_batch_size=8,
-                       dictionaries={"1": d})
+    s = us.conductance(
+        net, x, ["1"], target=lambda out: out[:, -1, 0], n_steps=16, internal_batch_size=8, dictionaries={"1": d}
+    )
     grown_mb = (resource.getrusage(resource.RUSAGE_SELF).ru_maxrss - before) / 1024
     feats, err = s["1"]
     assert feats.shape == (2, 4, n)
@@ -454,17 +536,38 @@ def test_a_16k_feature_dictionary_on_a_few_tokens_stays_within_memory(one_thread
 
 # --- dataset scans ------------------------------------------------------------------------------------------------
 
+
 def test_a_scan_keeps_per_feature_statistics_and_the_error_node(tmp_path, one_thread):
     net = Tokens()
     loader = [(data(n=4, seed=10 + b)[0], torch.tensor([0, 1, 2, 1])) for b in range(3)]
     d = sae("relu")
-    mask = torch.ones(4, 5, dtype=torch.long)      # the scan's batches: all tokens real
-    kw = dict(scores=["activation", "conductance"], target=0, path=us.PathConfig(n_steps=12, method="gausslegendre"),
-              top_k=3, additional_forward_args=(mask,), dictionaries={"act": d})
+    mask = torch.ones(4, 5, dtype=torch.long)  # the scan's batches: all tokens real
+    kw = dict(
+        scores=["activation", "conductance"],
+        target=0,
+        path=us.PathConfig(n_steps=12, method="gausslegendre"),
+        top_k=3,
+        additional_forward_args=(mask,),
+        dictionaries={"act": d},
+    )
     r = us.scan(net, loader, ["act"], **kw)
     assert r.mean("act", score="conductance").shape == (FEATS + 1,)
-    per = torch.cat([call("conductance", net, x, mask, ["act"], target=0, n_steps=12, method="gausslegendre",
-                          dictionaries={"act": d}).per_unit("act") for x, _ in loader])
+    per = torch.cat(
+        [
+            call(
+                "conductance",
+                net,
+                x,
+                mask,
+                ["act"],
+                target=0,
+                n_steps=12,
+                method="gausslegendre",
+                dictionaries={"act": d},
+            ).per_unit("act")
+            for x, _ in loader
+        ]
+    )
     torch.testing.assert_close(r.mean("act", score="conductance"), per.double().mean(0), rtol=1e-6, atol=1e-9)
     top = r.top("act", score="conductance")
     assert torch.equal(top.indices[:, 0], per.argmax(0))
@@ -481,20 +584,35 @@ def test_a_scan_keeps_per_feature_statistics_and_the_error_node(tmp_path, one_th
 
 # --- the atlas ----------------------------------------------------------------------------------------------------
 
+
 def test_the_atlas_has_a_card_per_feature_and_one_for_the_error_node(one_thread):
     torch.manual_seed(0)
     net = nn.Sequential(nn.Linear(6, D), nn.Tanh(), nn.Linear(D, 3))
     x, y = torch.randn(10, 6), torch.arange(10) % 3
     d = sae("relu", b_dec_pre=True)
-    a = us.atlas(net, (x, y), layers=["1"], dictionaries={"1": d}, top_k=2,
-                 path=us.PathConfig(n_steps=12, method="gausslegendre"),
-                 progress=False)
+    a = us.atlas(
+        net,
+        (x, y),
+        layers=["1"],
+        dictionaries={"1": d},
+        top_k=2,
+        path=us.PathConfig(n_steps=12, method="gausslegendre"),
+        progress=False,
+    )
     assert len(a.units) == FEATS + 1
     assert [c["error_node"] for c in a.units] == [False] * FEATS + [True]
     info = a.meta["dictionaries"]["1"]
     assert info["features"] == FEATS and info["error_node"] == FEATS
-    s = us.conductance(net, x, ["1"], target=None, n_steps=12, method="gausslegendre", dictionaries={"1": d},
-                       path=us.PathConfig(gap_warning=None))
+    s = us.conductance(
+        net,
+        x,
+        ["1"],
+        target=None,
+        n_steps=12,
+        method="gausslegendre",
+        dictionaries={"1": d},
+        path=us.PathConfig(gap_warning=None),
+    )
     mean = s.per_unit("1").double().mean(0)
     assert info["error_node_share"] == pytest.approx(float(mean[-1] / mean.sum()), rel=1e-5)
     for card in (a.units[3], a.units[FEATS]):
@@ -503,19 +621,30 @@ def test_the_atlas_has_a_card_per_feature_and_one_for_the_error_node(one_thread)
         for j, e in enumerate(card["exemplars"]):
             want = float(s.per_unit("1")[e["index"], card["unit"]])
             assert e["conductance"] == pytest.approx(want, rel=1e-4, abs=1e-6)
-            assert float(shading[j].sum()) == pytest.approx(want, rel=1e-4, abs=1e-6)   # Σ_i Eq. 2 = Eq. 3
+            assert float(shading[j].sum()) == pytest.approx(want, rel=1e-4, abs=1e-6)  # Σ_i Eq. 2 = Eq. 3
     shading = a.tensors["1/exemplar_attr"]
     assert shading.shape[0] == FEATS + 1 and shading.shape[-1] == 6
     with pytest.raises(us.UnitscopeError, match="no synthetic inputs for dictionary features"):
-        us.atlas(net, (x, y), layers=["1"], dictionaries={"1": d}, synthesis=us.SynthesisConfig(synthesize=True),
-                 progress=False)
+        us.atlas(
+            net,
+            (x, y),
+            layers=["1"],
+            dictionaries={"1": d},
+            synthesis=us.SynthesisConfig(synthesize=True),
+            progress=False,
+        )
 
 
 def test_a_dictionary_on_a_layers_input_reads_what_the_layer_before_outputs(one_thread):
     net, (x, mask) = Tokens(), data()
     d = sae("relu")
-    kw = dict(target=0, method="gausslegendre", n_steps=12, path=us.PathConfig(gap_warning=None),
-              additional_forward_args=(mask,))
+    kw = dict(
+        target=0,
+        method="gausslegendre",
+        n_steps=12,
+        path=us.PathConfig(gap_warning=None),
+        additional_forward_args=(mask,),
+    )
     on_output = us.conductance(net, x, ["act"], dictionaries={"act": d}, **kw)
     on_input = us.conductance(net, x, ["mid"], dictionaries={"mid": d}, attribute_to_layer_input=True, **kw)
     for a, b in zip(on_output["act"], on_input["mid"]):

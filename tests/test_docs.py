@@ -23,9 +23,25 @@ def site(tmp_path_factory):
         pytest.importorskip(module, reason=f"{module} is not installed: pip install -e '.[docs]' to build the docs")
     out = tmp_path_factory.mktemp("docs") / "site"
     env = {**os.environ, "NO_MKDOCS_2_WARNING": "1"}
-    run = subprocess.run([sys.executable, "-m", "mkdocs", "build", "--strict", "--quiet",
-                          "--config-file", str(ROOT / "mkdocs.yml"), "--site-dir", str(out)],
-                         cwd=ROOT, env=env, capture_output=True, text=True, timeout=300)
+    run = subprocess.run(
+        [
+            sys.executable,
+            "-m",
+            "mkdocs",
+            "build",
+            "--strict",
+            "--quiet",
+            "--config-file",
+            str(ROOT / "mkdocs.yml"),
+            "--site-dir",
+            str(out),
+        ],
+        cwd=ROOT,
+        env=env,
+        capture_output=True,
+        text=True,
+        timeout=300,
+    )
     assert run.returncode == 0, f"mkdocs build --strict failed:\n{run.stdout}\n{run.stderr}"
     return out
 
@@ -43,7 +59,7 @@ def test_the_conductance_page_states_its_parameters(site):
     for name in inspect.signature(us.conductance).parameters:
         assert f"{name}" in text, name
         assert f"<code>{name}</code>" in html, f"{name} is not in the parameter table"
-    assert "Total conductance of every unit" in text          # the docstring itself
+    assert "Total conductance of every unit" in text  # the docstring itself
 
 
 def test_the_tutorials_ran_into_pages(site):
@@ -51,10 +67,10 @@ def test_the_tutorials_ran_into_pages(site):
     assert len(tutorials) >= 4, tutorials
     for name in tutorials:
         html = (site / "tutorials" / name / "index.html").read_text()
-        assert 'class="tutorial-output"' in html, name             # the cells' outputs, not only their code
+        assert 'class="tutorial-output"' in html, name  # the cells' outputs, not only their code
         assert (site / "tutorials" / f"{name}.py").exists(), name  # the notebook itself, to download
     cnn = (site / "tutorials" / "conductance_cnn" / "index.html").read_text()
-    assert "data:image/png;base64," in cnn and "CompletenessWarning" in cnn   # the error bars; a layer not ok
+    assert "data:image/png;base64," in cnn and "CompletenessWarning" in cnn  # the error bars; a layer not ok
 
 
 def test_the_site_fetches_nothing(site):

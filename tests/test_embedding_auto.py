@@ -21,14 +21,16 @@ class Wrapped(nn.Module):
 
 def test_auto_finds_the_word_embedding_inside_a_wrapper_and_gives_the_same_numbers():
     torch.manual_seed(0)
-    cfg = transformers.BertConfig(hidden_size=16, num_hidden_layers=2, num_attention_heads=2, intermediate_size=32,
-                                  vocab_size=30, num_labels=2)
+    cfg = transformers.BertConfig(
+        hidden_size=16, num_hidden_layers=2, num_attention_heads=2, intermediate_size=32, vocab_size=30, num_labels=2
+    )
     net = Wrapped(transformers.BertForSequenceClassification(cfg).eval())
     ids = torch.randint(1, 30, (2, 5), generator=torch.Generator().manual_seed(1))
     layer = "m.bert.encoder.layer.1"
     auto = us.conductance(net, ids, [layer], embedding="auto", target=0, n_steps=16, method="gausslegendre")
-    named = us.conductance(net, ids, [layer], embedding="m.bert.embeddings.word_embeddings", target=0, n_steps=16,
-                           method="gausslegendre")
+    named = us.conductance(
+        net, ids, [layer], embedding="m.bert.embeddings.word_embeddings", target=0, n_steps=16, method="gausslegendre"
+    )
     torch.testing.assert_close(auto[layer], named[layer])
     assert float(auto.relative_delta(layer).max()) < 1e-3
 

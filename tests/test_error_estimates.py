@@ -19,7 +19,7 @@ def test_a_units_panel_errors_are_summed_over_its_positions_before_squaring():
     acc = {}
     panels = torch.tensor([[1.0, 1.0], [-1.0, -1.0]], dtype=torch.float64).view(1, 2, 1, 2, 1)  # [ne, P, C, H, W]
     engine._accumulate_error(acc, "layer", torch.arange(1), [panels], 1)
-    (signed, squares, unit_squares), = engine._pairs(acc)["layer"]
+    ((signed, squares, unit_squares),) = engine._pairs(acc)["layer"]
     assert signed.abs().max() == 0 and squares.flatten().tolist() == [2.0, 2.0]
     assert unit_squares.tolist() == [[8.0]]
     err = combine_units(signed.flatten(1).sum(1, keepdim=True), unit_squares, squares.flatten(1).sum(1, keepdim=True))
@@ -37,9 +37,11 @@ def test_adaptive_totals_equal_the_trapezoid_on_its_own_nodes():
         sums = adaptive.integrate_adaptive(net, batch, target, sites, budget=23, rtol=1e-12, progress=False)
         for e in range(2):
             alphas = torch.sort(sums.diagnosis[e]["alpha"]).values
-            one = prepare(x[e:e + 1], None, None, device="cpu")
-            direct = engine.integrate(net, one, make_target(1, 1), sites, alphas, None, conductance="trapezoid",
-                                      estimate=False)
-            torch.testing.assert_close(sums.conductance["3"][0][e], direct.conductance["3"][0][0], rtol=1e-12,
-                                       atol=1e-12)
+            one = prepare(x[e : e + 1], None, None, device="cpu")
+            direct = engine.integrate(
+                net, one, make_target(1, 1), sites, alphas, None, conductance="trapezoid", estimate=False
+            )
+            torch.testing.assert_close(
+                sums.conductance["3"][0][e], direct.conductance["3"][0][0], rtol=1e-12, atol=1e-12
+            )
     assert int(sums.n_evals.max()) <= 23

@@ -79,9 +79,22 @@ def _torchrun(folder: Path, **env) -> subprocess.Popen:
     script.write_text(WORKER)
     full = dict(os.environ, PYTHONPATH=str(ROOT / "src"), OMP_NUM_THREADS="1", **env)
     # a long monitor interval: the surviving rank must stop by itself, not because torchrun's agent killed it
-    return subprocess.Popen([sys.executable, "-m", "torch.distributed.run", "--standalone", "--nproc_per_node=2",
-                             "--monitor-interval=15", str(script), str(folder)], env=full,
-                            stdout=subprocess.PIPE, stderr=subprocess.STDOUT, text=True)
+    return subprocess.Popen(
+        [
+            sys.executable,
+            "-m",
+            "torch.distributed.run",
+            "--standalone",
+            "--nproc_per_node=2",
+            "--monitor-interval=15",
+            str(script),
+            str(folder),
+        ],
+        env=full,
+        stdout=subprocess.PIPE,
+        stderr=subprocess.STDOUT,
+        text=True,
+    )
 
 
 def _wait_for(predicate, seconds: float, proc=None):
@@ -165,6 +178,7 @@ def test_a_failing_rank_ends_every_rank_with_its_message(tmp_path):
 @contextmanager
 def bounded(seconds: int):
     """Fail the test instead of hanging (SIGALRM, main thread)."""
+
     def expire(*_):
         raise TimeoutError(f"took more than {seconds} s")
 
@@ -189,7 +203,8 @@ def test_scan_without_a_group_runs_no_collective(tmp_path):
     # a process group exists (as inside a DDP job) but only this rank scans: it must not wait for the others
     # a real 2-rank group whose second rank never calls scan: with group=None the scan finishes on its own
     script = tmp_path / "lonely.py"
-    script.write_text(textwrap.dedent('''
+    script.write_text(
+        textwrap.dedent("""
         import datetime, sys, torch, torch.distributed as dist, torch.nn as nn
         from unitscope.data.scan import scan
         rank = int(sys.argv[1])
@@ -202,11 +217,20 @@ def test_scan_without_a_group_runs_no_collective(tmp_path):
             print("count", r.count, "world", r.settings["world_size"])
         dist.barrier()  # both meet here, after rank 0's scan: no collective happened inside it
         dist.destroy_process_group()
-    '''))
+    """)
+    )
     env = dict(os.environ, PYTHONPATH=str(ROOT / "src"), OMP_NUM_THREADS="1")
     init = tmp_path / "init"
-    procs = [subprocess.Popen([sys.executable, str(script), str(r), str(init)], env=env, stdout=subprocess.PIPE,
-                              stderr=subprocess.STDOUT, text=True) for r in (0, 1)]
+    procs = [
+        subprocess.Popen(
+            [sys.executable, str(script), str(r), str(init)],
+            env=env,
+            stdout=subprocess.PIPE,
+            stderr=subprocess.STDOUT,
+            text=True,
+        )
+        for r in (0, 1)
+    ]
     outs = [p.communicate(timeout=240)[0] for p in procs]
     assert [p.returncode for p in procs] == [0, 0], outs
     assert "count 15 world 1" in outs[0]
@@ -216,16 +240,28 @@ def test_a_truncated_checkpoint_is_a_clear_error_and_nothing_is_merged(tmp_path)
     net, data = _tiny()
     ck = tmp_path / "scan.ckpt"
     with bounded(120):
-        scan(net, DataLoader(data, batch_size=8), ["1"], top_k=3,
-             stream=StreamConfig(checkpoint=ck, checkpoint_every=1), progress=False)
+        scan(
+            net,
+            DataLoader(data, batch_size=8),
+            ["1"],
+            top_k=3,
+            stream=StreamConfig(checkpoint=ck, checkpoint_every=1),
+            progress=False,
+        )
         whole = ck.read_bytes()
         ck.write_bytes(whole[: len(whole) * 2 // 3])
         calls = []
         hook = net[0].register_forward_hook(lambda *a: calls.append(1))
         try:
             with pytest.raises(DamagedFileError, match="scan checkpoint .* truncated"):
-                scan(net, DataLoader(data, batch_size=8), ["1"], top_k=3, stream=StreamConfig(checkpoint=ck),
-                     progress=False)
+                scan(
+                    net,
+                    DataLoader(data, batch_size=8),
+                    ["1"],
+                    top_k=3,
+                    stream=StreamConfig(checkpoint=ck),
+                    progress=False,
+                )
         finally:
             hook.remove()
     assert not calls  # refused before any batch
@@ -239,22 +275,44 @@ def test_resume_refuses_another_model_or_other_data_and_says_what_differs(tmp_pa
         scan(net, DataLoader(data, batch_size=8), ["1"], top_k=3, stream=StreamConfig(checkpoint=ck), progress=False)
         retrained = nn.Sequential(nn.Linear(4, 6), nn.ReLU(), nn.Linear(6, 3))
         with pytest.raises(UnitscopeError, match="another scan: model_weights"):
-            scan(retrained, DataLoader(data, batch_size=8), ["1"], top_k=3, stream=StreamConfig(checkpoint=ck),
-                 progress=False)
+            scan(
+                retrained,
+                DataLoader(data, batch_size=8),
+                ["1"],
+                top_k=3,
+                stream=StreamConfig(checkpoint=ck),
+                progress=False,
+            )
         other = TensorDataset(data.tensors[0] + 1, data.tensors[1])  # same length, other examples
         with pytest.raises(UnitscopeError, match="data_first_batch") as info:
-            scan(net, DataLoader(other, batch_size=8), ["1"], top_k=3, stream=StreamConfig(checkpoint=ck),
-                 progress=False)
+            scan(
+                net, DataLoader(other, batch_size=8), ["1"], top_k=3, stream=StreamConfig(checkpoint=ck), progress=False
+            )
         assert "model_weights" not in str(info.value)
         with pytest.raises(UnitscopeError, match="baselines"):
-            scan(net, DataLoader(data, batch_size=8), ["1"], top_k=3, stream=StreamConfig(checkpoint=ck),
-                 path=PathConfig(baselines=0.5), progress=False)
+            scan(
+                net,
+                DataLoader(data, batch_size=8),
+                ["1"],
+                top_k=3,
+                stream=StreamConfig(checkpoint=ck),
+                path=PathConfig(baselines=0.5),
+                progress=False,
+            )
         with pytest.raises(UnitscopeError, match="n_steps"):
-            scan(net, DataLoader(data, batch_size=8), ["1"], top_k=3, stream=StreamConfig(checkpoint=ck),
-                 path=PathConfig(n_steps=7), progress=False)
+            scan(
+                net,
+                DataLoader(data, batch_size=8),
+                ["1"],
+                top_k=3,
+                stream=StreamConfig(checkpoint=ck),
+                path=PathConfig(n_steps=7),
+                progress=False,
+            )
         # the same scan resumes (a finished one has nothing left to do)
-        again = scan(net, DataLoader(data, batch_size=8), ["1"], top_k=3, stream=StreamConfig(checkpoint=ck),
-                     progress=False)
+        again = scan(
+            net, DataLoader(data, batch_size=8), ["1"], top_k=3, stream=StreamConfig(checkpoint=ck), progress=False
+        )
     assert again.settings["resumed_from_batch"] == 5 and again.count == 40
 
 
@@ -271,8 +329,13 @@ def test_unwritable_output_folder_is_an_error_before_any_work(tmp_path, monkeypa
     hook = net[0].register_forward_hook(lambda *a: calls.append(1))
     try:
         with bounded(60), pytest.raises(UnitscopeError, match="cannot write to the checkpoint folder"):
-            scan(net, DataLoader(data, batch_size=8), ["1"],
-                 stream=StreamConfig(checkpoint=blocker / "ck" / "scan.ckpt"), progress=False)
+            scan(
+                net,
+                DataLoader(data, batch_size=8),
+                ["1"],
+                stream=StreamConfig(checkpoint=blocker / "ck" / "scan.ckpt"),
+                progress=False,
+            )
     finally:
         hook.remove()
     assert not calls
@@ -295,6 +358,7 @@ def test_a_report_that_fails_while_written_leaves_the_previous_one(tmp_path, mon
                 def dump(self, f):
                     f.write("<html><body>half a rep")
                     raise OSError("disk full")
+
             return Stream()
 
     monkeypatch.setattr(html, "_template", lambda: Broken())
@@ -336,7 +400,7 @@ def test_model_error_on_path_rows_names_the_layer_call_and_the_shapes():
     text = str(info.value)
     assert "layer 'head' (Head) called with [" in text and "the head does not like these rows" in text
     assert "points of the path from the baselines to the inputs" in text and "(your inputs: [2, 4])" in text
-    assert "rows=" not in text                           # the path's internal batch is not the user's word
+    assert "rows=" not in text  # the path's internal batch is not the user's word
     assert isinstance(info.value.__cause__, RuntimeError)
 
 
@@ -406,10 +470,21 @@ def test_cli_commands_refuse_an_unwritable_output_folder_before_any_work(command
     blocker = tmp_path / "a-file"
     blocker.write_text("not a folder")
     monkeypatch.setattr(loading, "load_model", lambda *a, **k: pytest.fail("the model was loaded before the check"))
-    argv = {"importance": ["importance", "digits-cnn", "digits", "--layers", "features.relu3"],
-            "visualize": ["visualize", "digits-cnn", "--layer", "features.relu2", "--units", "0"],
-            "inverse-set": ["inverse-set", "digits-cnn", "--layer", "features.relu3", "--unit", "5", "--range", "0.5",
-                            "1.0"]}[command]
+    argv = {
+        "importance": ["importance", "digits-cnn", "digits", "--layers", "features.relu3"],
+        "visualize": ["visualize", "digits-cnn", "--layer", "features.relu2", "--units", "0"],
+        "inverse-set": [
+            "inverse-set",
+            "digits-cnn",
+            "--layer",
+            "features.relu3",
+            "--unit",
+            "5",
+            "--range",
+            "0.5",
+            "1.0",
+        ],
+    }[command]
     with bounded(60):
         rc = main([*argv, "--out", str(blocker / "out")])
     err = capsys.readouterr().err

@@ -16,7 +16,7 @@ from ports import free_port
 
 ROOT = Path(__file__).resolve().parents[1]
 
-SCRIPT = textwrap.dedent('''
+SCRIPT = textwrap.dedent("""
     import datetime, json, os, sys, time
     import torch, torch.nn as nn, torch.distributed as dist
     import unitscope.data.distributed as ud
@@ -66,8 +66,7 @@ SCRIPT = textwrap.dedent('''
     if mode == "ok":
         dist.destroy_process_group()
     os._exit(0)
-''')
-
+""")
 
 
 def _run(tmp_path, mode):
@@ -78,10 +77,25 @@ def _run(tmp_path, mode):
     port = free_port()
     procs = []
     for rank in (0, 1):
-        env = dict(os.environ, PYTHONPATH=str(ROOT / "src"), OMP_NUM_THREADS="1", RANK=str(rank), WORLD_SIZE="2",
-                   LOCAL_RANK=str(rank), MASTER_ADDR="127.0.0.1", MASTER_PORT=str(port))
-        procs.append(subprocess.Popen([sys.executable, str(script), mode, str(tmp_path)], env=env,
-                                      stdout=subprocess.PIPE, stderr=subprocess.STDOUT, text=True))
+        env = dict(
+            os.environ,
+            PYTHONPATH=str(ROOT / "src"),
+            OMP_NUM_THREADS="1",
+            RANK=str(rank),
+            WORLD_SIZE="2",
+            LOCAL_RANK=str(rank),
+            MASTER_ADDR="127.0.0.1",
+            MASTER_PORT=str(port),
+        )
+        procs.append(
+            subprocess.Popen(
+                [sys.executable, str(script), mode, str(tmp_path)],
+                env=env,
+                stdout=subprocess.PIPE,
+                stderr=subprocess.STDOUT,
+                text=True,
+            )
+        )
     try:
         out0 = procs[0].communicate(timeout=180)[0]  # rank 0 must end by itself, also when rank 1 hangs
         if mode != "hang":
@@ -92,8 +106,10 @@ def _run(tmp_path, mode):
                 p.kill()
                 p.wait()
     assert procs[0].returncode == 0, out0
-    return [json.loads((tmp_path / f"rank{r}.json").read_text()) if (tmp_path / f"rank{r}.json").exists() else None
-            for r in (0, 1)]
+    return [
+        json.loads((tmp_path / f"rank{r}.json").read_text()) if (tmp_path / f"rank{r}.json").exists() else None
+        for r in (0, 1)
+    ]
 
 
 def _one_process_sum():
@@ -109,8 +125,15 @@ def _one_process_sum():
     batches = [(torch.randn(5, 4, generator=g), torch.randint(0, 3, (5,), generator=g)) for _ in range(8)]
     wrapped = nn.Sequential()
     wrapped.add_module("net", net)
-    r = scan(wrapped, batches, ["net.1"], scores=["activation", "conductance"],
-             path=PathConfig(method="gausslegendre", n_steps=4), top_k=3, progress=False)
+    r = scan(
+        wrapped,
+        batches,
+        ["net.1"],
+        scores=["activation", "conductance"],
+        path=PathConfig(method="gausslegendre", n_steps=4),
+        top_k=3,
+        progress=False,
+    )
     return r.count, r.stats["conductance"]["net.1"].sum
 
 
@@ -154,8 +177,9 @@ def test_a_twin_has_the_groups_timeout_and_is_made_once_per_group(tmp_path):
     from unitscope.data.distributed import control_group, timeout_of
 
     assert not dist.is_initialized()
-    dist.init_process_group("gloo", init_method=f"file://{tmp_path / 'init'}", rank=0, world_size=1,
-                            timeout=datetime.timedelta(seconds=17))
+    dist.init_process_group(
+        "gloo", init_method=f"file://{tmp_path / 'init'}", rank=0, world_size=1, timeout=datetime.timedelta(seconds=17)
+    )
     try:
         world = dist.group.WORLD
         assert control_group(world) is world  # gloo takes CPU tensors: no twin
@@ -178,8 +202,13 @@ def test_a_twin_of_a_destroyed_group_is_forgotten(tmp_path):
     from unitscope.data import distributed as ud
 
     for i in range(2):
-        dist.init_process_group("gloo", init_method=f"file://{tmp_path / f'init{i}'}", rank=0, world_size=1,
-                                timeout=datetime.timedelta(seconds=5 + i))
+        dist.init_process_group(
+            "gloo",
+            init_method=f"file://{tmp_path / f'init{i}'}",
+            rank=0,
+            world_size=1,
+            timeout=datetime.timedelta(seconds=5 + i),
+        )
         try:
             twin = ud.control_group(dist.group.WORLD, needs_twin=True)
             assert ud.timeout_of(twin) == datetime.timedelta(seconds=5 + i)

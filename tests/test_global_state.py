@@ -72,29 +72,52 @@ CALLS = {
     "internal_influence": lambda net, x, y: us.internal_influence(net, x, ["1"], target=0, n_steps=4),
     "grad_x_activation": lambda net, x, y: us.grad_x_activation(net, x, ["1"], target=0),
     "activation": lambda net, x, y: us.activation(net, x, ["1"]),
-    "attribute": lambda net, x, y: us.attribute(net, x, ["1", "3"], scores=["conductance", "activation"],
-                                                method="adaptive", n_steps=8),
-    "neuron_conductance": lambda net, x, y: us.neuron_conductance(net, x, layer="1", units=[0, 1], target=0,
-                                                                  n_steps=4),
+    "attribute": lambda net, x, y: us.attribute(
+        net, x, ["1", "3"], scores=["conductance", "activation"], method="adaptive", n_steps=8
+    ),
+    "neuron_conductance": lambda net, x, y: us.neuron_conductance(net, x, layer="1", units=[0, 1], target=0, n_steps=4),
     "ablation_scores": lambda net, x, y: us.ablation_scores(net, x, "1", target=0),
     "ablate": _ablate,
-    "scan": lambda net, x, y: us.scan(net, [(x, y), (x, y)], ["1"], scores=["activation", "conductance"],
-                                      top_k=2, path=us.PathConfig(n_steps=4), progress=False),
+    "scan": lambda net, x, y: us.scan(
+        net,
+        [(x, y), (x, y)],
+        ["1"],
+        scores=["activation", "conductance"],
+        top_k=2,
+        path=us.PathConfig(n_steps=4),
+        progress=False,
+    ),
     "class_selectivity": lambda net, x, y: us.class_selectivity(net, [(x, y)], ["1"], progress=False),
-    "activation_maximization": lambda net, x, y: us.activation_maximization(net, "1", [0], shape=(1, 6, 6),
-                                                                            steps=2, progress=False),
-    "independent_am": lambda net, x, y: us.independent_am(net, "1", [0, 1], shape=(1, 6, 6), steps=2,
-                                                          progress=False),
-    "maximize": lambda net, x, y: us.maximize(net, us.objectives.channel("1", 0), batch=1, shape=(1, 6, 6),
-                                              steps=2, progress=False),
+    "activation_maximization": lambda net, x, y: us.activation_maximization(
+        net, "1", [0], shape=(1, 6, 6), steps=2, progress=False
+    ),
+    "independent_am": lambda net, x, y: us.independent_am(net, "1", [0, 1], shape=(1, 6, 6), steps=2, progress=False),
+    "maximize": lambda net, x, y: us.maximize(
+        net, us.objectives.channel("1", 0), batch=1, shape=(1, 6, 6), steps=2, progress=False
+    ),
     "representative_substitution": lambda net, x, y: us.representative_substitution(
-        us.independent_am(net, "1", [0, 1], shape=(1, 6, 6), steps=2, progress=False)),
+        us.independent_am(net, "1", [0, 1], shape=(1, 6, 6), steps=2, progress=False)
+    ),
     "sample_inverse_set": lambda net, x, y: us.sample_inverse_set(
-        net, [("3", 0, -1e3, 1e3)], FFTImageGenerator((1, 6, 6)), n_samples=4, n_seeds=2,
-        sampler=us.SamplerConfig(max_seed_steps=3, max_sample_steps=2), progress=False),
-    "atlas": lambda net, x, y: us.atlas(net, (x, y), layers=["1"], top_k=2, share_k=1, bins=8,
-                                        path=us.PathConfig(n_steps=4), synthesis=us.SynthesisConfig(synthesize=False),
-                                        progress=False),
+        net,
+        [("3", 0, -1e3, 1e3)],
+        FFTImageGenerator((1, 6, 6)),
+        n_samples=4,
+        n_seeds=2,
+        sampler=us.SamplerConfig(max_seed_steps=3, max_sample_steps=2),
+        progress=False,
+    ),
+    "atlas": lambda net, x, y: us.atlas(
+        net,
+        (x, y),
+        layers=["1"],
+        top_k=2,
+        share_k=1,
+        bins=8,
+        path=us.PathConfig(n_steps=4),
+        synthesis=us.SynthesisConfig(synthesize=False),
+        progress=False,
+    ),
     "layer_names": lambda net, x, y: us.layer_names(net),
     "relative_unit_error": lambda net, x, y: _relative_unit_error(net, x),
 }
@@ -119,7 +142,7 @@ def test_public_function_leaves_the_process_as_it_was(name, grad):
 def test_importing_unitscope_changes_nothing():
     # a fresh interpreter: the third-party packages unitscope imports are imported first (sklearn.linear_model
     # itself draws from Python's random at import); then every module of unitscope, then a figure is drawn
-    script = textwrap.dedent('''
+    script = textwrap.dedent("""
         import importlib, pkgutil, sys
         import matplotlib
         matplotlib.use("svg")
@@ -141,9 +164,13 @@ def test_importing_unitscope_changes_nothing():
                     os.path.join(tempfile.mkdtemp(), "f.png"))
         print("modules", len(names), "changed", differences(before, process_snapshot()), "backend",
               matplotlib.get_backend())
-    ''')
-    proc = subprocess.run([sys.executable, "-c", script, str(ROOT / "src"), str(ROOT / "tests")],
-                          capture_output=True, text=True, timeout=300)
+    """)
+    proc = subprocess.run(
+        [sys.executable, "-c", script, str(ROOT / "src"), str(ROOT / "tests")],
+        capture_output=True,
+        text=True,
+        timeout=300,
+    )
     assert proc.returncode == 0, proc.stderr[-3000:]
     last = proc.stdout.strip().splitlines()[-1]
     assert "changed [] backend svg" in last, last
@@ -158,6 +185,7 @@ def _stopper(seen: dict):
     def stop(*args, **kwargs):
         seen["during"] = process_snapshot()
         raise Stop
+
     return stop
 
 
@@ -207,8 +235,17 @@ def test_studies_that_set_state_really_set_it(tmp_path, monkeypatch):
     with torch.no_grad():
         before = process_snapshot()
         with pytest.raises(Stop):
-            transformer.main(["--quick", "--seed", "7", "--threads", "1" if torch.get_num_threads() != 1 else "2",
-                              "--out", str(tmp_path)])
+            transformer.main(
+                [
+                    "--quick",
+                    "--seed",
+                    "7",
+                    "--threads",
+                    "1" if torch.get_num_threads() != 1 else "2",
+                    "--out",
+                    str(tmp_path),
+                ]
+            )
     assert {"threads", "grad_enabled", "torch_rng", "warning_filters"} <= set(differences(before, seen["during"]))
 
 

@@ -31,9 +31,18 @@ def llama(tmp_path_factory):
 
     folder = tmp_path_factory.mktemp("llama") / "m"
     torch.manual_seed(0)
-    cfg = transformers.LlamaConfig(hidden_size=16, intermediate_size=32, num_hidden_layers=2, num_attention_heads=2,
-                                   num_key_value_heads=1, vocab_size=len(WORDS), max_position_embeddings=32,
-                                   pad_token_id=0, bos_token_id=2, eos_token_id=5)
+    cfg = transformers.LlamaConfig(
+        hidden_size=16,
+        intermediate_size=32,
+        num_hidden_layers=2,
+        num_attention_heads=2,
+        num_key_value_heads=1,
+        vocab_size=len(WORDS),
+        max_position_embeddings=32,
+        pad_token_id=0,
+        bos_token_id=2,
+        eos_token_id=5,
+    )
     transformers.LlamaForCausalLM(cfg).save_pretrained(folder)
     _tokenizer().save_pretrained(folder)
     loaded = load_model(f"hf:{folder}")
@@ -41,9 +50,13 @@ def llama(tmp_path_factory):
 
 
 def _snapshot(model):
-    return ({k: v.detach().clone() for k, v in model.state_dict().items()}, model.training,
-            [p.requires_grad for p in model.parameters()], [p.grad for p in model.parameters()],
-            sum(len(m._forward_hooks) + len(m._forward_pre_hooks) + len(m._backward_hooks) for m in model.modules()))
+    return (
+        {k: v.detach().clone() for k, v in model.state_dict().items()},
+        model.training,
+        [p.requires_grad for p in model.parameters()],
+        [p.grad for p in model.parameters()],
+        sum(len(m._forward_hooks) + len(m._forward_pre_hooks) + len(m._backward_hooks) for m in model.modules()),
+    )
 
 
 def _assert_untouched(model, before):
@@ -129,8 +142,24 @@ def test_scan_hf_folder_sentences_over_batches_of_different_lengths(llama, tmp_p
     (tmp_path / "s.txt").write_text("\n".join(sentences) + "\n")
     out = tmp_path / "out"
     main = getattr(cli_main, "main", cli_main)
-    rc = main(["scan", f"hf:{folder}", str(tmp_path / "s.txt"), "--layers", ACT, "model.layers.1", "--batch-size", "2",
-               "--n-steps", "8", "--top-k", "2", "--out", str(out)])
+    rc = main(
+        [
+            "scan",
+            f"hf:{folder}",
+            str(tmp_path / "s.txt"),
+            "--layers",
+            ACT,
+            "model.layers.1",
+            "--batch-size",
+            "2",
+            "--n-steps",
+            "8",
+            "--top-k",
+            "2",
+            "--out",
+            str(out),
+        ]
+    )
     assert rc == 0
     summary = json.loads((out / "scan.json").read_text())
     assert summary["examples"] == 6 and summary["layers"] == [ACT, "model.layers.1"]
@@ -143,15 +172,18 @@ def test_scan_hf_folder_sentences_over_batches_of_different_lengths(llama, tmp_p
     for text in sentences:
         ids = tok([text], return_tensors="pt")["input_ids"]
         alone.append(us.activation(loaded.model, ids, [ACT])[ACT][0].mean(0))
-    torch.testing.assert_close(r.mean(ACT, score="activation").float(), torch.stack(alone).mean(0), rtol=1e-4,
-                               atol=1e-6)
+    torch.testing.assert_close(
+        r.mean(ACT, score="activation").float(), torch.stack(alone).mean(0), rtol=1e-4, atol=1e-6
+    )
     top = r.top(ACT, score="activation", unit=3)
     assert top.indices.shape == (2,) and set(top.indices.tolist()) <= set(range(6))
     best = int(r.mean(ACT, score="activation").argmax())
     md = (out / "top_sentences.md").read_text()
     first = r.top(ACT, score="activation", unit=best).indices[0]
-    assert f"## unit {best} " in md and f"1. ({float(r.top(ACT, score='activation', unit=best).values[0]):.3g}) " \
-        f"{sentences[int(first)]}" in md
+    assert (
+        f"## unit {best} " in md
+        and f"1. ({float(r.top(ACT, score='activation', unit=best).values[0]):.3g}) {sentences[int(first)]}" in md
+    )
     assert "top_sentences.md" in summary["files"]
 
 
@@ -171,8 +203,9 @@ def test_timm_vit_complete_on_cuts_eq2_sums_to_eq3_units_and_untouched():
     before = _snapshot(model)
     act, attn = "blocks.1.mlp.act", "blocks.0.attn"
     kw = dict(method="gausslegendre", n_steps=32, target=1)
-    s = us.conductance(model, x, ["blocks.0", "blocks.1", "norm", act, attn], path=us.PathConfig(gap_warning=None),
-                       **kw)
+    s = us.conductance(
+        model, x, ["blocks.0", "blocks.1", "norm", act, attn], path=us.PathConfig(gap_warning=None), **kw
+    )
     for name in ("blocks.0", "blocks.1", "norm"):  # the residual stream (17 tokens: [CLS] + 16 patches)
         assert float(s.relative_delta(name).max()) < 1e-2, (name, s.relative_delta(name))
     assert s[act].shape == (2, 17, 128) and s.unit_spec(act).layout == "tokens"
@@ -191,6 +224,7 @@ def test_timm_vit_complete_on_cuts_eq2_sums_to_eq3_units_and_untouched():
 def test_timm_vit_with_its_fused_attention_still_scores_with_the_adaptive_rule():
     model = _vit(fused=True)
     x = torch.rand(2, 3, 32, 32, generator=torch.Generator().manual_seed(1))
-    s = us.conductance(model, x, ["blocks.1"], n_steps=64, target=0,
-                       path=us.PathConfig(gap_warning=None))  # values only: no forward AD
+    s = us.conductance(
+        model, x, ["blocks.1"], n_steps=64, target=0, path=us.PathConfig(gap_warning=None)
+    )  # values only: no forward AD
     assert float(s.relative_delta("blocks.1").max()) < 1e-2

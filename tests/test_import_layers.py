@@ -10,8 +10,23 @@ from pathlib import Path
 
 ROOT = Path(__file__).resolve().parents[1] / "src" / "unitscope"
 
-RANK = {"core": 0, "attribution": 0, "data": 0, "synthesis": 0, "atlas": 0, "zoo": 1, "loading": 2, "hf": 2,
-        "report": 2, "__init__": 2, "studies": 3, "cli": 4, "demo": 4, "runs": 4, "__main__": 4}
+RANK = {
+    "core": 0,
+    "attribution": 0,
+    "data": 0,
+    "synthesis": 0,
+    "atlas": 0,
+    "zoo": 1,
+    "loading": 2,
+    "hf": 2,
+    "report": 2,
+    "__init__": 2,
+    "studies": 3,
+    "cli": 4,
+    "demo": 4,
+    "runs": 4,
+    "__main__": 4,
+}
 #: on the same rank, who may not import whom
 APART = {("report", "zoo"), ("report", "loading"), ("report", "hf"), ("report", "studies")}
 
@@ -26,8 +41,8 @@ def imports(source: str, package: list[str]) -> list[tuple[int, str]]:
         elif isinstance(node, ast.ImportFrom):
             mod = node.module or ""
             if node.level:
-                base = package[:len(package) - node.level + 1]
-                if not node.module:   # from .. import x: x is a module (or a name) of that package
+                base = package[: len(package) - node.level + 1]
+                if not node.module:  # from .. import x: x is a module (or a name) of that package
                     out += [(node.lineno, ".".join(base + [a.name])) for a in node.names]
                     continue
                 mod = ".".join(base + [node.module])
@@ -63,8 +78,11 @@ def test_every_layer_imports_only_from_the_layers_below_it():
 
 def test_the_check_reads_relative_imports_and_imports_inside_functions():
     source = "import unitscope.core\nfrom ..zoo import cache\ndef f():\n    from ..cli.scan import main\n"
-    assert imports(source, ["unitscope", "report"]) == [(1, "unitscope.core"), (2, "unitscope.zoo"),
-                                                        (4, "unitscope.cli.scan")]
+    assert imports(source, ["unitscope", "report"]) == [
+        (1, "unitscope.core"),
+        (2, "unitscope.zoo"),
+        (4, "unitscope.cli.scan"),
+    ]
     assert [_layer(m) for _, m in imports(source, ["unitscope", "report"])] == ["core", "zoo", "cli"]
 
 

@@ -10,8 +10,15 @@ import torch.nn as nn
 
 from unitscope.core.errors import UnitscopeError
 from unitscope.synthesis.generators import DecoderGenerator, FFTImageGenerator, LayerEncoder, early_block
-from unitscope.synthesis.inverse import (Constraint, InverseSetWarning, diversity, evaluate, langevin_sampler,
-                                         penalized_am, sample_inverse_set)
+from unitscope.synthesis.inverse import (
+    Constraint,
+    InverseSetWarning,
+    diversity,
+    evaluate,
+    langevin_sampler,
+    penalized_am,
+    sample_inverse_set,
+)
 
 
 def linear_net():
@@ -28,21 +35,21 @@ def linear_net():
 pytestmark = pytest.mark.usefixtures("one_thread")
 
 
-IDENTITY = DecoderGenerator(nn.Identity(), latent_dim=2, code_bound=3.0)   # x = z, z ∈ [-3, 3]²
+IDENTITY = DecoderGenerator(nn.Identity(), latent_dim=2, code_bound=3.0)  # x = z, z ∈ [-3, 3]²
 
 
 def test_every_sample_lies_in_the_slab():
     net = linear_net()
     r = sample_inverse_set(net, ("0", 0, 0.5, 1.0), IDENTITY, n_samples=96, n_seeds=12, seed=0, progress=False)
     assert r.ok and len(r) == 96
-    s = r.samples.sum(1)                                       # closed form: the slab 0.5 ≤ x₀ + x₁ ≤ 1
+    s = r.samples.sum(1)  # closed form: the slab 0.5 ≤ x₀ + x₁ ≤ 1
     assert bool(((s >= 0.5) & (s <= 1.0)).all())
-    f, inside = evaluate(net, ("0", 0, 0.5, 1.0), r.samples)   # a fresh forward pass agrees
+    f, inside = evaluate(net, ("0", 0, 0.5, 1.0), r.samples)  # a fresh forward pass agrees
     assert bool(inside.all()) and torch.allclose(f[:, 0], s, atol=1e-5)
     assert torch.allclose(r.activations[:, 0], s, atol=1e-5)
     assert r.verified_rate == 1.0 and 0.0 < r.feasible_rate <= 1.0
-    assert r.samples.abs().max() <= 3.0                        # codes kept in the generator's box
-    assert len({tuple(row) for row in r.codes.tolist()}) == len(r)   # no duplicates
+    assert r.samples.abs().max() <= 3.0  # codes kept in the generator's box
+    assert len({tuple(row) for row in r.codes.tolist()}) == len(r)  # no duplicates
 
 
 def test_one_sided_ranges():
@@ -81,7 +88,7 @@ def test_element_units_and_conv_channels():
     assert bool(((ch >= lo) & (ch <= lo + 0.2)).all()) and bool((a[:, 0, 1, 1] <= 10).all())
 
 
-@pytest.mark.parametrize("rng", [(-2.0, -1.0), (10.0, 11.0)])   # ReLU < 0; beyond x₀ + x₁ ≤ 6 in the box
+@pytest.mark.parametrize("rng", [(-2.0, -1.0), (10.0, 11.0)])  # ReLU < 0; beyond x₀ + x₁ ≤ 6 in the box
 def test_unreachable_range_ends_with_a_report(rng):
     net = linear_net()
     layer = "1" if rng[1] < 0 else "0"
@@ -91,11 +98,10 @@ def test_unreachable_range_ends_with_a_report(rng):
     assert time.perf_counter() - t < 30
     assert not r.ok and len(r) == 0 and r.samples.numel() == 0
     assert "activations seen" in r.report and str(Constraint(layer, 0, *rng)) in r.report
-    lo, hi = r.closest[0]                    # the report says how close it came: every value seen is outside
+    lo, hi = r.closest[0]  # the report says how close it came: every value seen is outside
     assert (lo > rng[1]) if rng[1] < 0 else (hi < rng[0])
     with pytest.raises(UnitscopeError, match="no input reached"):
-        sample_inverse_set(net, (layer, 0, *rng), IDENTITY, n_samples=8, n_seeds=4, on_empty="raise",
-                           progress=False)
+        sample_inverse_set(net, (layer, 0, *rng), IDENTITY, n_samples=8, n_seeds=4, on_empty="raise", progress=False)
 
 
 def test_bad_arguments_are_clear_errors():
@@ -135,11 +141,13 @@ def test_seeded_runs_are_reproducible():
 
 
 def _snapshot(model):
-    return {"training": [m.training for m in model.modules()],
-            "requires_grad": [p.requires_grad for p in model.parameters()],
-            "grads": [None if p.grad is None else p.grad.clone() for p in model.parameters()],
-            "state": {k: v.clone() for k, v in model.state_dict().items()},
-            "hooks": sum(len(m._forward_hooks) + len(m._forward_pre_hooks) for m in model.modules())}
+    return {
+        "training": [m.training for m in model.modules()],
+        "requires_grad": [p.requires_grad for p in model.parameters()],
+        "grads": [None if p.grad is None else p.grad.clone() for p in model.parameters()],
+        "state": {k: v.clone() for k, v in model.state_dict().items()},
+        "hooks": sum(len(m._forward_hooks) + len(m._forward_pre_hooks) for m in model.modules()),
+    }
 
 
 def _same(before, after):
@@ -195,8 +203,15 @@ def test_digits_logit_band_with_the_vae():
     from unitscope.zoo.digits_vae import digits_encoder, digits_generator
 
     model = digits_cnn().model
-    r = sample_inverse_set(model, ("classifier.fc2", 3, 10.0, 20.0), digits_generator(), encoder=digits_encoder(model),
-                           n_samples=64, n_seeds=16, progress=False)
+    r = sample_inverse_set(
+        model,
+        ("classifier.fc2", 3, 10.0, 20.0),
+        digits_generator(),
+        encoder=digits_encoder(model),
+        n_samples=64,
+        n_seeds=16,
+        progress=False,
+    )
     assert len(r) == 64 and r.samples.shape[1:] == (1, 8, 8)
     with torch.no_grad():
         logit = model(r.samples)[:, 3]
@@ -213,7 +228,14 @@ def test_study_entry_point_contract(tmp_path, capsys):
     last = capsys.readouterr().out.strip().splitlines()[-1]
     assert json.loads(last)["feasible_rate"] == pytest.approx(summary["feasible_rate"])
     names = {p.name for p in tmp_path.iterdir()}
-    assert {"inverse.json", "inverse_methods.csv", "inverse_methods.md", "inverse_bands.csv",
-            "inverse_logit_bands.png", "inverse_hidden_bands.png", "inverse_intersection.png"} <= names
+    assert {
+        "inverse.json",
+        "inverse_methods.csv",
+        "inverse_methods.md",
+        "inverse_bands.csv",
+        "inverse_logit_bands.png",
+        "inverse_hidden_bands.png",
+        "inverse_intersection.png",
+    } <= names
     assert set(summary["methods"]) == {"augmented_lagrangian", "penalized_am", "langevin"}
     assert all(r["verified_rate"] == 1.0 for r in summary["methods"].values() if r["n"])

@@ -8,8 +8,14 @@ import torch
 import torch.nn as nn
 
 from unitscope.core.errors import UnitscopeError
-from unitscope.synthesis.maximize import (Maximized, _RedirectedReLU, activation_maximization, independent_am, maximize,
-                                representative_substitution)
+from unitscope.synthesis.maximize import (
+    Maximized,
+    _RedirectedReLU,
+    activation_maximization,
+    independent_am,
+    maximize,
+    representative_substitution,
+)
 from unitscope.synthesis.objectives import Objective, channel, element, independent
 from unitscope.synthesis.params import FFT, Augment, Pixel, make_param
 from unitscope.data.scan import class_selectivity
@@ -17,8 +23,10 @@ from unitscope.data.scan import class_selectivity
 pytestmark = pytest.mark.usefixtures("one_thread")
 
 
-ACTS = {"fc": torch.tensor([[1.0, 2.0, 3.0, 6.0], [0.0, 4.0, 1.0, -1.0]]),
-        "conv": torch.arange(16.0).view(1, 2, 2, 4).expand(2, 2, 2, 4)}
+ACTS = {
+    "fc": torch.tensor([[1.0, 2.0, 3.0, 6.0], [0.0, 4.0, 1.0, -1.0]]),
+    "conv": torch.arange(16.0).view(1, 2, 2, 4).expand(2, 2, 2, 4),
+}
 
 
 # ------------------------------------------------------------------------------------------ objectives --
@@ -65,14 +73,23 @@ def test_objective_errors_name_the_layer():
 # -------------------------------------------------------------------------------------------- RS ------
 def test_rs_exact_on_a_hand_made_table():
     # row b: every unit's activation on unit units[b]'s image
-    acts = torch.tensor([[5.0, 1.0, 2.0, 0.0, 7.0],    # unit 0 (5): one unit (7) exceeds → 1/5
-                         [5.0, 1.0, 2.0, 0.0, 7.0],    # unit 1 (1): 5, 2, 7 exceed → 3/5
-                         [0.0, 3.0, 3.0, 3.0, 1.0],    # unit 2 (3): ties do not count → 0
-                         [9.0, 9.0, 9.0, 9.0, 9.5]])   # unit 4 (9.5): the largest → 0
+    acts = torch.tensor(
+        [
+            [5.0, 1.0, 2.0, 0.0, 7.0],  # unit 0 (5): one unit (7) exceeds → 1/5
+            [5.0, 1.0, 2.0, 0.0, 7.0],  # unit 1 (1): 5, 2, 7 exceed → 3/5
+            [0.0, 3.0, 3.0, 3.0, 1.0],  # unit 2 (3): ties do not count → 0
+            [9.0, 9.0, 9.0, 9.0, 9.5],
+        ]
+    )  # unit 4 (9.5): the largest → 0
     rs = representative_substitution(acts, units=[0, 1, 2, 4])
     assert torch.equal(rs, torch.tensor([1, 3, 0, 0]) / 5)
-    r = Maximized(images=torch.zeros(4, 1, 2, 2), trace=torch.zeros(1, 4), objective=torch.zeros(4),
-                  units=torch.tensor([0, 1, 2, 4]), activations=acts)
+    r = Maximized(
+        images=torch.zeros(4, 1, 2, 2),
+        trace=torch.zeros(1, 4),
+        objective=torch.zeros(4),
+        units=torch.tensor([0, 1, 2, 4]),
+        activations=acts,
+    )
     assert torch.equal(representative_substitution(r), rs)
     assert r.own.tolist() == [5.0, 1.0, 3.0, 9.5]
     with pytest.raises(UnitscopeError):
@@ -91,14 +108,14 @@ def small_cnn(seed=0, dropout=False):
 
 def _own_activation(model, layer_idx, images, units):
     with torch.no_grad():
-        a = model[:layer_idx + 1](images).flatten(2).mean(2)
+        a = model[: layer_idx + 1](images).flatten(2).mean(2)
     return a.gather(1, torch.as_tensor(units).view(-1, 1)).squeeze(1)
 
 
 def test_am_increases_each_units_activation_and_iam_its_objective():
     net = small_cnn()
     with torch.no_grad():
-        net[2].bias.fill_(0.05)   # every unit reachable from the start (dead units: see the redirect tests)
+        net[2].bias.fill_(0.05)  # every unit reachable from the start (dead units: see the redirect tests)
     units = list(range(8))
     start = make_param("pixel", 8, (1, 8, 8), value_range=(0.0, 1.0), seed=3)()
     r = activation_maximization(net, "3", units, shape=(1, 8, 8), steps=40, lr=0.1, seed=3, progress=False)
@@ -129,9 +146,12 @@ def test_am_reproducible_with_a_seed_and_rows_independent():
 
 
 def _snapshot(model):
-    return ([m.training for m in model.modules()], [p.requires_grad for p in model.parameters()],
-            [None if p.grad is None else p.grad.clone() for p in model.parameters()],
-            [p.detach().clone() for p in model.parameters()])
+    return (
+        [m.training for m in model.modules()],
+        [p.requires_grad for p in model.parameters()],
+        [None if p.grad is None else p.grad.clone() for p in model.parameters()],
+        [p.detach().clone() for p in model.parameters()],
+    )
 
 
 def _hooks(model):
@@ -196,14 +216,16 @@ def test_model_untouched_when_a_call_raises(bad):
 def test_grayscale_non_square_and_rgb_fft_images_stay_in_range():
     net = small_cnn()
     for param in ("pixel", "fft"):
-        r = activation_maximization(net, "3", [0, 5], shape=(1, 6, 11), param=param, steps=10, lr=0.5,
-                                    value_range=(0.0, 1.0), progress=False)
+        r = activation_maximization(
+            net, "3", [0, 5], shape=(1, 6, 11), param=param, steps=10, lr=0.5, value_range=(0.0, 1.0), progress=False
+        )
         assert r.images.shape == (2, 1, 6, 11)
         assert r.images.min() >= 0 and r.images.max() <= 1
     torch.manual_seed(0)
     rgb = nn.Sequential(nn.Conv2d(3, 4, 3), nn.ReLU(), nn.AdaptiveAvgPool2d(1), nn.Flatten())
-    r = independent_am(rgb, "1", range(4), shape=(3, 12, 20), param="fft", value_range=(-1.0, 1.0), steps=10,
-                       lr=0.5, progress=False)
+    r = independent_am(
+        rgb, "1", range(4), shape=(3, 12, 20), param="fft", value_range=(-1.0, 1.0), steps=10, lr=0.5, progress=False
+    )
     assert r.images.shape == (4, 3, 12, 20)
     assert r.images.min() >= -1 and r.images.max() <= 1 and r.images.min() < 0 < r.images.max()
 
@@ -242,20 +264,27 @@ def test_redirect_switches_on_a_unit_that_starts_dead():
     lin = nn.Linear(2, 2)
     with torch.no_grad():
         lin.weight.copy_(torch.tensor([[1.0, 1.0], [1.0, 1.0]]))
-        lin.bias.copy_(torch.tensor([-1.5, 5.0]))   # unit 0 is off at the start (x ≈ 0.5)
+        lin.bias.copy_(torch.tensor([-1.5, 5.0]))  # unit 0 is off at the start (x ≈ 0.5)
     net = nn.Sequential(lin, nn.ReLU())
     off = activation_maximization(net, "1", [0], shape=(2,), steps=60, lr=0.2, redirect_relu=False, progress=False)
     on = activation_maximization(net, "1", [0], shape=(2,), steps=60, lr=0.2, progress=False)
-    assert float(off.own) == 0.0          # stuck: zero gradient
-    assert float(on.own) > 0.3            # redirected gradient switched it on (max 0.5 with inputs in [0, 1])
+    assert float(off.own) == 0.0  # stuck: zero gradient
+    assert float(on.own) > 0.3  # redirected gradient switched it on (max 0.5 with inputs in [0, 1])
 
 
 # ------------------------------------------------------------------------------------------ selectivity --
 def test_selectivity_exact_on_known_class_means():
     # three units, three classes with unequal counts; post-ReLU values given directly
-    x = torch.tensor([[2.0, 0.0, 1.0], [4.0, 0.0, 1.0],                    # class 0 (2 examples)
-                      [1.0, 5.0, 1.0],                                      # class 1 (1 example)
-                      [0.0, 0.0, 1.0], [0.0, 0.0, 1.0], [3.0, 0.0, 1.0]])  # class 2 (3 examples)
+    x = torch.tensor(
+        [
+            [2.0, 0.0, 1.0],
+            [4.0, 0.0, 1.0],  # class 0 (2 examples)
+            [1.0, 5.0, 1.0],  # class 1 (1 example)
+            [0.0, 0.0, 1.0],
+            [0.0, 0.0, 1.0],
+            [3.0, 0.0, 1.0],
+        ]
+    )  # class 2 (3 examples)
     y = torch.tensor([0, 0, 1, 2, 2, 2])
     net = nn.Sequential(nn.ReLU())
     loader = [(x[:4], y[:4]), (x[4:], y[4:])]
@@ -268,8 +297,8 @@ def test_selectivity_exact_on_known_class_means():
 
 def test_selectivity_averages_channels_over_space():
     x = torch.zeros(4, 2, 2, 2)
-    x[:2, 0] = torch.tensor([[4.0, 0.0], [0.0, 0.0]])   # class 0: channel 0 mean 1
-    x[2:, 1] = 2.0                                       # class 1: channel 1 mean 2
+    x[:2, 0] = torch.tensor([[4.0, 0.0], [0.0, 0.0]])  # class 0: channel 0 mean 1
+    x[2:, 1] = 2.0  # class 1: channel 1 mean 2
     sel = class_selectivity(nn.Sequential(nn.ReLU()), [(x, torch.tensor([0, 0, 1, 1]))], ["0"], progress=False)["0"]
     assert torch.allclose(sel.class_means, torch.tensor([[1.0, 0.0], [0.0, 2.0]]))
     assert torch.allclose(sel.index, torch.ones(2), atol=1e-6)
@@ -281,7 +310,7 @@ def test_selectivity_streams_batch_by_batch():
     net.register_forward_pre_hook(lambda m, args: seen.append(args[0].shape[0]))
     refs = []
 
-    def loader():   # a generator: batch k exists only once asked for; older batches must have been let go
+    def loader():  # a generator: batch k exists only once asked for; older batches must have been let go
         g = torch.Generator().manual_seed(0)
         for _ in range(6):
             gc.collect()
@@ -289,6 +318,7 @@ def test_selectivity_streams_batch_by_batch():
             x = torch.rand(5, 3, generator=g)
             refs.append(weakref.ref(x))
             yield x, torch.arange(5) % 2
+
     sel = class_selectivity(net, loader(), ["1"], num_classes=2, progress=False)["1"]
     net._forward_pre_hooks.clear()
     assert max(seen) == 5 and len(refs) == 6

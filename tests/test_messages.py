@@ -39,7 +39,7 @@ def test_wrong_input_shape_of_an_mlp_names_its_flatten_and_width():
 
 
 def test_a_failure_on_path_points_says_so_in_the_users_terms():
-    class PathOnly(nn.Module):            # fails on batches larger than the user's (path points), not on the inputs
+    class PathOnly(nn.Module):  # fails on batches larger than the user's (path points), not on the inputs
         def __init__(self):
             super().__init__()
             self.fc = nn.Linear(4, 3)
@@ -60,11 +60,13 @@ def test_a_failure_on_path_points_says_so_in_the_users_terms():
 @pytest.mark.parametrize("call", ["conductance", "grad_x_activation", "neuron_conductance"])
 def test_target_out_of_range_names_the_users_count_and_the_valid_range(call):
     net, x = small_cnn(), torch.randn(4, 3, 8, 8)
-    fn = {"conductance": lambda t: us.conductance(net, x, ["1"], target=t, n_steps=6,
-                                                  path=us.PathConfig(gap_warning=None)),
-          "grad_x_activation": lambda t: us.grad_x_activation(net, x, ["1"], target=t),
-          "neuron_conductance": lambda t: us.neuron_conductance(net, x, layer="1", units=[0], target=t,
-                                                                n_steps=6)}[call]
+    fn = {
+        "conductance": lambda t: us.conductance(
+            net, x, ["1"], target=t, n_steps=6, path=us.PathConfig(gap_warning=None)
+        ),
+        "grad_x_activation": lambda t: us.grad_x_activation(net, x, ["1"], target=t),
+        "neuron_conductance": lambda t: us.neuron_conductance(net, x, layer="1", units=[0], target=t, n_steps=6),
+    }[call]
     with pytest.raises(us.UnitscopeError) as info:
         fn(10)
     text = str(info.value)
@@ -89,22 +91,33 @@ def test_several_bad_targets_are_listed_by_example():
     with pytest.raises(us.UnitscopeError) as info:
         us.internal_influence(net, x, ["1"], target=[11, 0, 12, 13, 14, 1], n_steps=6)
     text = str(info.value)
-    assert ("example 0 has target 11, example 2 has target 12, example 3 has target 13, … (4 of the 6 examples)"
-            in text) and "targets=[11, 12, 13, 14]" in text
+    assert (
+        "example 0 has target 11, example 2 has target 12, example 3 has target 13, … (4 of the 6 examples)" in text
+    ) and "targets=[11, 12, 13, 14]" in text
 
 
 # ------------------------------------------------------------------------------------------ layer names --
 def test_a_misspelled_bert_layer_suggests_the_right_one_first():
     transformers = pytest.importorskip("transformers")
     torch.manual_seed(0)
-    model = transformers.BertForSequenceClassification(transformers.BertConfig(
-        hidden_size=16, num_hidden_layers=2, num_attention_heads=2, intermediate_size=32, vocab_size=30,
-        max_position_embeddings=16, num_labels=2)).eval()
+    model = transformers.BertForSequenceClassification(
+        transformers.BertConfig(
+            hidden_size=16,
+            num_hidden_layers=2,
+            num_attention_heads=2,
+            intermediate_size=32,
+            vocab_size=30,
+            max_position_embeddings=16,
+            num_labels=2,
+        )
+    ).eval()
     with pytest.raises(us.UnitscopeError) as info:
         us.activation(model, torch.randint(0, 30, (2, 5)), layers=["bert.encoder.layer.1.intermediate.act_fn"])
     text = str(info.value)
-    assert "closest valid names: 'bert.encoder.layer.1.intermediate.intermediate_act_fn', " \
-           "'bert.encoder.layer.0.intermediate.intermediate_act_fn'" in text
+    assert (
+        "closest valid names: 'bert.encoder.layer.1.intermediate.intermediate_act_fn', "
+        "'bert.encoder.layer.0.intermediate.intermediate_act_fn'" in text
+    )
 
 
 def test_ranking_is_by_the_last_component_then_the_path():
@@ -115,7 +128,7 @@ def test_ranking_is_by_the_last_component_then_the_path():
     many = [f"model.layers.{i}.mlp.{p}" for i in range(48) for p in ("gate_proj", "up_proj", "down_proj", "act_fn")]
     start = time.perf_counter()
     assert rank_names("model.layers.7.mlp.act", many, n=1) == ["model.layers.7.mlp.act_fn"]
-    assert time.perf_counter() - start < 5.0        # an error path, but not a slow one on a large model
+    assert time.perf_counter() - start < 5.0  # an error path, but not a slow one on a large model
 
 
 def test_scores_and_scans_answer_a_misspelled_layer_the_same_way():
@@ -128,7 +141,16 @@ def test_scores_and_scans_answer_a_misspelled_layer_the_same_way():
     from unitscope.data.accumulators import UnitStats
     from unitscope.data.scan_result import ScanResult
 
-    r = ScanResult({"activation": {"features.relu1": UnitStats.empty(2, 1, False),
-                                   "features.relu2": UnitStats.empty(2, 1, False)}}, 0, None, {})
+    r = ScanResult(
+        {
+            "activation": {
+                "features.relu1": UnitStats.empty(2, 1, False),
+                "features.relu2": UnitStats.empty(2, 1, False),
+            }
+        },
+        0,
+        None,
+        {},
+    )
     with pytest.raises(us.UnitscopeError, match=r"closest scanned layers: 'features.relu2', 'features.relu1'"):
         r.mean("feature.relu2")

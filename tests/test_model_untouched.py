@@ -24,8 +24,9 @@ def snapshot(model):
         "grad_ids": [id(p.grad) for p in model.parameters()],
         "grads": [None if p.grad is None else p.grad.clone() for p in model.parameters()],
         "state": {k: v.clone() for k, v in model.state_dict().items()},
-        "hooks": sum(len(m._forward_hooks) + len(m._forward_pre_hooks) + len(m._backward_hooks)
-                     for m in model.modules()),
+        "hooks": sum(
+            len(m._forward_hooks) + len(m._forward_pre_hooks) + len(m._backward_hooks) for m in model.modules()
+        ),
     }
 
 
@@ -51,8 +52,9 @@ def prepared_model():
 
 CALLS = {
     "conductance": lambda net, x: us.conductance(net, x, ["0", "3"], n_steps=8, path=us.PathConfig(gap_warning=None)),
-    "adaptive": lambda net, x: us.conductance(net, x, ["3"], n_steps=12, method="adaptive",
-                                              path=us.PathConfig(gap_warning=None)),
+    "adaptive": lambda net, x: us.conductance(
+        net, x, ["3"], n_steps=12, method="adaptive", path=us.PathConfig(gap_warning=None)
+    ),
     "influence": lambda net, x: us.internal_influence(net, x, ["3"], n_steps=8),
     "gxa": lambda net, x: us.grad_x_activation(net, x, ["3"]),
     "activation": lambda net, x: us.activation(net, x, ["3"]),
@@ -82,8 +84,12 @@ def test_untouched_after_failure(bad):
     if bad == "interrupt":
         net[4] = Boom(KeyboardInterrupt())
     before = snapshot(net)
-    expected = {"unknown_layer": us.UnitscopeError, "bad_target": us.UnitscopeError,
-                "module_raises": us.UnitscopeError, "interrupt": KeyboardInterrupt}[bad]
+    expected = {
+        "unknown_layer": us.UnitscopeError,
+        "bad_target": us.UnitscopeError,
+        "module_raises": us.UnitscopeError,
+        "interrupt": KeyboardInterrupt,
+    }[bad]
     with pytest.raises(expected) as raised:
         if bad == "unknown_layer":
             us.conductance(net, x, ["0", "nope"], n_steps=4)

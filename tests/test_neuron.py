@@ -21,17 +21,28 @@ def test_summed_over_inputs_equals_layer_conductance():
 def test_channel_is_the_sum_of_its_units_and_matches_captum_per_unit():
     net, x = cnn(52), torch.randn(2, 3, 8, 8)
     channel = us.neuron_conductance(net, x, "6", units=[3], target=[1, 4], n_steps=12, method="gausslegendre")[:, 0]
-    per_unit = us.neuron_conductance(net, x, "6", units=[(3, i, j) for i in range(4) for j in range(4)],
-                                     target=[1, 4], n_steps=12, method="gausslegendre")
+    per_unit = us.neuron_conductance(
+        net,
+        x,
+        "6",
+        units=[(3, i, j) for i in range(4) for j in range(4)],
+        target=[1, 4],
+        n_steps=12,
+        method="gausslegendre",
+    )
     torch.testing.assert_close(channel, per_unit.sum(1), atol=1e-6, rtol=1e-5)
     nc = NeuronConductance(net, net[6])
-    ref = sum(nc.attribute(x, neuron_selector=(3, i, j), target=[1, 4], n_steps=12, method="gausslegendre")
-              for i in range(4) for j in range(4))
+    ref = sum(
+        nc.attribute(x, neuron_selector=(3, i, j), target=[1, 4], n_steps=12, method="gausslegendre")
+        for i in range(4)
+        for j in range(4)
+    )
     torch.testing.assert_close(channel, ref.detach(), atol=1e-6, rtol=1e-4)
     with warnings.catch_warnings():
         warnings.simplefilter("ignore")
-        summed_selector = nc.attribute(x, neuron_selector=lambda y: y[:, 3].sum((1, 2)), target=[1, 4],
-                                       n_steps=12, method="gausslegendre").detach()
+        summed_selector = nc.attribute(
+            x, neuron_selector=lambda y: y[:, 3].sum((1, 2)), target=[1, 4], n_steps=12, method="gausslegendre"
+        ).detach()
     # Captum's summed selector computes (Σ_j ∂F/∂y_j)(Σ_j ∂y_j/∂x_i): a different quantity
     assert float((summed_selector - channel).abs().max()) > 0.1 * float(channel.abs().max())
 
@@ -39,11 +50,19 @@ def test_channel_is_the_sum_of_its_units_and_matches_captum_per_unit():
 def test_tuple_inputs_and_element_units():
     net = TwoInputs().eval()
     x1, x2, scale = torch.randn(2, 4), torch.randn(2, 3), torch.tensor([1.0, 0.5])
-    a1, a2 = us.neuron_conductance(net, (x1, x2), "mix", units=[(2,), (5,)], target=0,
-                                   additional_forward_args=(scale,), n_steps=40)
+    a1, a2 = us.neuron_conductance(
+        net, (x1, x2), "mix", units=[(2,), (5,)], target=0, additional_forward_args=(scale,), n_steps=40
+    )
     assert a1.shape == (2, 2, 4) and a2.shape == (2, 2, 3)
-    layer = us.conductance(net, (x1, x2), ["mix"], target=0, additional_forward_args=(scale,), n_steps=200,
-                           path=us.PathConfig(gap_warning=None))["mix"]
+    layer = us.conductance(
+        net,
+        (x1, x2),
+        ["mix"],
+        target=0,
+        additional_forward_args=(scale,),
+        n_steps=200,
+        path=us.PathConfig(gap_warning=None),
+    )["mix"]
     torch.testing.assert_close(a1.sum(2) + a2.sum(2), layer[:, [2, 5]], atol=2e-3, rtol=2e-2)
 
 
@@ -66,7 +85,7 @@ def test_pairs_sharing_an_input_equal_the_per_unit_result():
     full = us.neuron_conductance(net, x, units=[0, 1, 2], target=1, n_steps=8, layer="4")
     assert got.shape == (5, 3, 8, 8)
     assert torch.allclose(got, full[examples, units], atol=1e-6)
-    for p, (u, e) in enumerate(zip(units, examples)):   # each pair alone: its input three times, one unit each
+    for p, (u, e) in enumerate(zip(units, examples)):  # each pair alone: its input three times, one unit each
         one = us.neuron_conductance(net, x[[e, e, e]], units=[u, u, u], paired=True, **kw)
         assert torch.equal(got[p], one[0])
     with pytest.raises(us.UnitscopeError, match="examples"):

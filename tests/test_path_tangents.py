@@ -44,9 +44,13 @@ def mlp(tanh: nn.Module) -> nn.Module:
 
 
 def _snapshot(model):
-    return ({k: v.detach().clone() for k, v in model.state_dict().items()}, model.training,
-            [p.requires_grad for p in model.parameters()], [p.grad for p in model.parameters()],
-            sum(len(m._forward_hooks) + len(m._forward_pre_hooks) for m in model.modules()))
+    return (
+        {k: v.detach().clone() for k, v in model.state_dict().items()},
+        model.training,
+        [p.requires_grad for p in model.parameters()],
+        [p.grad for p in model.parameters()],
+        sum(len(m._forward_hooks) + len(m._forward_pre_hooks) for m in model.modules()),
+    )
 
 
 def _untouched(model, before):
@@ -115,8 +119,9 @@ def test_lstm_gausslegendre_is_complete_and_agrees_with_the_trapezoid():
     net = LSTMNet().eval()
     x = torch.randn(3, 5, 4, generator=torch.Generator().manual_seed(3))
     before = _snapshot(net)
-    s = us.conductance(net, x, ["lstm", "act"], method="gausslegendre", n_steps=16,
-                       path=us.PathConfig(gap_warning=None))
+    s = us.conductance(
+        net, x, ["lstm", "act"], method="gausslegendre", n_steps=16, path=us.PathConfig(gap_warning=None)
+    )
     for name in ("lstm", "act"):  # both are cuts
         assert float(s.relative_delta(name).max()) < 1e-4, s.relative_delta(name)
     fine = us.conductance(net, x, ["act"], method="adaptive", n_steps=256, path=us.PathConfig(gap_warning=None))
@@ -141,11 +146,17 @@ def test_flash_attention_gets_dy_dalpha_through_the_math_kernel_and_the_kernel_c
     net = FlashAttention().eval()
     x = torch.randn(2, 5, 4, generator=torch.Generator().manual_seed(4))
     before = _snapshot(net)
-    flags = (torch.backends.cuda.flash_sdp_enabled(), torch.backends.cuda.mem_efficient_sdp_enabled(),
-             torch.backends.cuda.math_sdp_enabled())
+    flags = (
+        torch.backends.cuda.flash_sdp_enabled(),
+        torch.backends.cuda.mem_efficient_sdp_enabled(),
+        torch.backends.cuda.math_sdp_enabled(),
+    )
     s = us.conductance(net, x, ["mix"], method="gausslegendre", n_steps=16, path=us.PathConfig(gap_warning=None))
-    assert flags == (torch.backends.cuda.flash_sdp_enabled(), torch.backends.cuda.mem_efficient_sdp_enabled(),
-                     torch.backends.cuda.math_sdp_enabled())
+    assert flags == (
+        torch.backends.cuda.flash_sdp_enabled(),
+        torch.backends.cuda.mem_efficient_sdp_enabled(),
+        torch.backends.cuda.math_sdp_enabled(),
+    )
     _untouched(net, before)
     assert float(s.relative_delta("mix").max()) < 1e-3, s.relative_delta("mix")
     fine = us.conductance(net, x, ["mix"], method="adaptive", n_steps=256, path=us.PathConfig(gap_warning=None))
@@ -184,17 +195,26 @@ def test_no_exact_way_is_an_error_that_names_layer_op_and_what_works():
     net = OpaqueNet().eval()
     x = torch.randn(2, 4, generator=torch.Generator().manual_seed(4))
     before = _snapshot(net)
-    with pytest.raises(UnitscopeError, match=r"dy/dα for layer 'mix' cannot be had: a custom autograd.Function "
-                                             r"without jvp\(\) in the model's own forward\(\)"
-                                             r".*method='adaptive'") as info:
+    with pytest.raises(
+        UnitscopeError,
+        match=r"dy/dα for layer 'mix' cannot be had: a custom autograd.Function "
+        r"without jvp\(\) in the model's own forward\(\)"
+        r".*method='adaptive'",
+    ) as info:
         us.conductance(net, x, ["mix"], method="gausslegendre", n_steps=8)
     assert "differentiated twice" in str(info.value) and "riemann_trapezoid" in str(info.value)
     _untouched(net, before)
     # what the message offers does work
     a = us.conductance(net, x, ["mix"], method="adaptive", n_steps=64, path=us.PathConfig(gap_warning=None))
     assert float(a.relative_delta("mix").max()) < 1e-2
-    c = us.conductance(net, x, ["mix"], method="riemann_trapezoid",
-                       path=us.PathConfig(captum_compatible=True, gap_warning=None), n_steps=64)
+    c = us.conductance(
+        net,
+        x,
+        ["mix"],
+        method="riemann_trapezoid",
+        path=us.PathConfig(captum_compatible=True, gap_warning=None),
+        n_steps=64,
+    )
     assert float(c.relative_delta("mix").max()) < 0.1
 
 
@@ -205,9 +225,18 @@ def test_tiny_llama_gausslegendre_with_every_layer_at_once(tmp_path):
     from unitscope.loading import load_model
 
     torch.manual_seed(0)
-    cfg = transformers.LlamaConfig(hidden_size=16, intermediate_size=32, num_hidden_layers=2, num_attention_heads=2,
-                                   num_key_value_heads=1, vocab_size=10, max_position_embeddings=32, pad_token_id=0,
-                                   bos_token_id=2, eos_token_id=5)
+    cfg = transformers.LlamaConfig(
+        hidden_size=16,
+        intermediate_size=32,
+        num_hidden_layers=2,
+        num_attention_heads=2,
+        num_key_value_heads=1,
+        vocab_size=10,
+        max_position_embeddings=32,
+        pad_token_id=0,
+        bos_token_id=2,
+        eos_token_id=5,
+    )
     transformers.LlamaForCausalLM(cfg).save_pretrained(tmp_path / "m")
     model = load_model(f"hf:{tmp_path / 'm'}").model
     ids, mask = torch.tensor([[2, 3, 4, 5], [6, 7, 0, 0]]), torch.tensor([[1, 1, 1, 1], [1, 1, 0, 0]])
@@ -215,15 +244,28 @@ def test_tiny_llama_gausslegendre_with_every_layer_at_once(tmp_path):
     cuts = ["model.layers.0", "model.layers.1", "model.norm"]
     # the residual stream after each block, its norm, and the SiLU inside block 1 (below it, a recorded layer's
     # dual tensors used to reach aten::silu_backward in the backward pass: NotImplementedError)
-    s = us.conductance(model, ids, cuts + ["model.layers.1.mlp.act_fn"], embedding="model.embed_tokens",
-                       additional_forward_args=(mask,), method="gausslegendre", n_steps=128,
-                       path=us.PathConfig(gap_warning=None))
+    s = us.conductance(
+        model,
+        ids,
+        cuts + ["model.layers.1.mlp.act_fn"],
+        embedding="model.embed_tokens",
+        additional_forward_args=(mask,),
+        method="gausslegendre",
+        n_steps=128,
+        path=us.PathConfig(gap_warning=None),
+    )
     for name in cuts:
         assert float(s.relative_delta(name).max()) < 1e-3, (name, s.relative_delta(name))
     assert s["model.layers.1.mlp.act_fn"].shape == (2, 4, 32)
-    alone = us.conductance(model, ids, ["model.layers.1.mlp.act_fn"], embedding="model.embed_tokens",
-                           additional_forward_args=(mask,), method="gausslegendre", n_steps=128,
-                           path=us.PathConfig(gap_warning=None))
-    torch.testing.assert_close(s["model.layers.1.mlp.act_fn"], alone["model.layers.1.mlp.act_fn"], rtol=1e-4,
-                               atol=1e-6)
+    alone = us.conductance(
+        model,
+        ids,
+        ["model.layers.1.mlp.act_fn"],
+        embedding="model.embed_tokens",
+        additional_forward_args=(mask,),
+        method="gausslegendre",
+        n_steps=128,
+        path=us.PathConfig(gap_warning=None),
+    )
+    torch.testing.assert_close(s["model.layers.1.mlp.act_fn"], alone["model.layers.1.mlp.act_fn"], rtol=1e-4, atol=1e-6)
     _untouched(model, before)

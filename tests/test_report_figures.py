@@ -30,11 +30,11 @@ def test_describe_counts_heatmaps_and_their_colour_bars(tmp_path):
     from unitscope.report.figures import describe, read_figure_info, subplots
 
     fig, axes = subplots(1, 3)
-    axes[0].imshow(np.zeros((4, 4)), cmap="gray")             # a picture, not a heat-map
-    a = axes[1].imshow(np.random.rand(4, 4), cmap="RdBu")     # keyed
+    axes[0].imshow(np.zeros((4, 4)), cmap="gray")  # a picture, not a heat-map
+    a = axes[1].imshow(np.random.rand(4, 4), cmap="RdBu")  # keyed
     fig.colorbar(a, ax=axes[1])
-    axes[2].imshow(np.random.rand(4, 4), cmap="viridis")      # not keyed
-    axes[0].imshow(np.random.rand(4, 4, 3))                   # RGB: a picture
+    axes[2].imshow(np.random.rand(4, 4), cmap="viridis")  # not keyed
+    axes[0].imshow(np.random.rand(4, 4, 3))  # RGB: a picture
     assert describe(fig)["heatmaps"] == 2 and describe(fig)["keyed"] == 1
     path = save_figure(fig, tmp_path / "f.png")
     assert read_figure_info(path) == {"title": "", "heatmaps": 2, "keyed": 1}

@@ -29,7 +29,7 @@ def test_top_returns_the_error_of_each_value(scored):
     assert t.errors.shape == t.values.shape == (3, 4)
     torch.testing.assert_close(t.errors, s.unit_error["3"].gather(1, t.indices))  # channels: the layer's own estimate
     assert bool((t.errors > 0).all())
-    el = s.top("3", k=5, channels=False)                                            # single elements
+    el = s.top("3", k=5, channels=False)  # single elements
     torch.testing.assert_close(el.errors, s.error["3"].abs().reshape(3, -1).gather(1, el.indices))
     torch.testing.assert_close(s.per_unit_error("6"), s.unit_error["6"])
 
@@ -38,8 +38,14 @@ def test_activation_has_zero_error_and_an_unestimated_score_nan():
     net, x = cnn(41), torch.randn(2, 3, 8, 8)
     a = us.activation(net, x, ["3"])
     assert torch.equal(a.top("3", k=3).errors, torch.zeros(2, 3))
-    captum = us.conductance(net, x, ["3"], n_steps=8, path=us.PathConfig(gap_warning=None, captum_compatible=True),
-                            method="riemann_trapezoid")
+    captum = us.conductance(
+        net,
+        x,
+        ["3"],
+        n_steps=8,
+        path=us.PathConfig(gap_warning=None, captum_compatible=True),
+        method="riemann_trapezoid",
+    )
     assert bool(torch.isnan(captum.top("3", k=3).errors).all())
     assert captum.to_frame(per_channel=True)["error"].isna().all()
     assert (a.to_frame()["error"] == 0).all()
@@ -61,11 +67,13 @@ def test_to_frame_and_summary_show_the_errors(scored):
     assert float(row.error.iloc[0]) == pytest.approx(float(s.unit_error["3"][2, 5]), rel=1e-6)
     assert list(frame.columns).index("error") == list(frame.columns).index("value") + 1
     per_unit = s.to_frame(per_unit=True)
-    np.testing.assert_allclose(per_unit[per_unit.layer == "6"].error.to_numpy(),
-                               s.unit_error["6"].reshape(-1).numpy(), rtol=1e-6)
+    np.testing.assert_allclose(
+        per_unit[per_unit.layer == "6"].error.to_numpy(), s.unit_error["6"].reshape(-1).numpy(), rtol=1e-6
+    )
     elements = s.to_frame()
-    np.testing.assert_allclose(elements[elements.layer == "6"].error.to_numpy(),
-                               s.error["6"].abs().reshape(-1).numpy(), rtol=1e-6)
+    np.testing.assert_allclose(
+        elements[elements.layer == "6"].error.to_numpy(), s.error["6"].abs().reshape(-1).numpy(), rtol=1e-6
+    )
     text = s.summary(k=2)
     mean, err = s.per_unit("3").mean(0), s.unit_error["3"].mean(0)
     best = int(mean.argmax())
@@ -109,6 +117,7 @@ def test_plot_draws_the_top_units_with_error_bars_and_leaves_matplotlib_alone(sc
     one = s.plot("6", k=3, example=1)
     assert "example 1" in one.axes[0].get_ylabel()
     import matplotlib.figure as mfig
+
     own = mfig.Figure()
     ax2 = own.add_subplot()
     assert s.plot("6", k=3, ax=ax2) is own and len(_bars(ax2)) == 3
@@ -134,7 +143,7 @@ def test_scan_result_sem_frame_and_plot():
     st = UnitStats.empty(3, 2, False)
     st.update(values, None, torch.arange(3))
     r = ScanResult({"activation": {"fc": st}}, 3, None, {})
-    want = values.std(0, unbiased=True) / 3 ** 0.5
+    want = values.std(0, unbiased=True) / 3**0.5
     torch.testing.assert_close(r.sem("fc"), want)
     assert r.to_frame()["sem"].tolist() == pytest.approx(want.tolist())
     assert r.top("fc").errors is None
@@ -165,7 +174,7 @@ def test_one_sign_convention_red_positive():
 
     cmap = colormaps[DIVERGING]
     r, _, b, _ = cmap(1.0)
-    assert r > b                                   # the top of the map (positive) is red
+    assert r > b  # the top of the map (positive) is red
     r, _, b, _ = cmap(0.0)
     assert b > r
     assert SIGN_COLOURS == ("tab:red", "tab:blue")
@@ -180,9 +189,15 @@ def test_atlas_save_writes_the_page_and_the_report_shows_it(tmp_path, capsys):
 
     torch.manual_seed(0)
     net = nn.Sequential(nn.Conv2d(1, 2, 3), nn.ReLU(), nn.Flatten(), nn.Linear(2 * 36, 2))
-    a = us.atlas(net, (torch.rand(8, 1, 8, 8), torch.arange(8) % 2), layers=["1"], top_k=2,
-                 path=us.PathConfig(n_steps=4),
-                 synthesis=us.SynthesisConfig(iam_steps=4, inverse_samples=2, inverse_steps=4), progress=False)
+    a = us.atlas(
+        net,
+        (torch.rand(8, 1, 8, 8), torch.arange(8) % 2),
+        layers=["1"],
+        top_k=2,
+        path=us.PathConfig(n_steps=4),
+        synthesis=us.SynthesisConfig(iam_steps=4, inverse_samples=2, inverse_steps=4),
+        progress=False,
+    )
     a.save(tmp_path / "data-only", html=False)
     assert sorted(p.name for p in (tmp_path / "data-only").iterdir()) == ["atlas.json", "atlas_tensors.pt"]
     a.save(tmp_path / "atlas", title="My atlas")
@@ -192,6 +207,6 @@ def test_atlas_save_writes_the_page_and_the_report_shows_it(tmp_path, capsys):
     assert main(["report", str(tmp_path / "atlas")]) == 0
     assert "index.html" in (tmp_path / "atlas" / "report.html").read_text()
     capsys.readouterr()
-    assert main(["report", str(tmp_path / "data-only")]) == 2        # atlas.json alone: nothing to show
+    assert main(["report", str(tmp_path / "data-only")]) == 2  # atlas.json alone: nothing to show
     err = capsys.readouterr().err.strip()
     assert err.count("\n") == 0 and "nothing to report in" in err and "Atlas.save" in err

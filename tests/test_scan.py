@@ -29,8 +29,15 @@ ROOT = Path(__file__).resolve().parents[1]
 
 def small_cnn(seed=0):
     torch.manual_seed(seed)
-    return nn.Sequential(nn.Conv2d(1, 6, 3, padding=1), nn.ReLU(), nn.MaxPool2d(2), nn.Flatten(),
-                         nn.Linear(6 * 3 * 3, 8), nn.ReLU(), nn.Linear(8, 4))
+    return nn.Sequential(
+        nn.Conv2d(1, 6, 3, padding=1),
+        nn.ReLU(),
+        nn.MaxPool2d(2),
+        nn.Flatten(),
+        nn.Linear(6 * 3 * 3, 8),
+        nn.ReLU(),
+        nn.Linear(8, 4),
+    )
 
 
 def small_data(n=61, seed=1):
@@ -48,8 +55,9 @@ def reference(model, loader, layers, methods, n_steps, k):
     labels, index = [], []
     pos = 0
     for x, y in loader:
-        s = attribute(model, x, layers, scores=methods, n_steps=n_steps, path=PathConfig(gap_warning=None),
-                      progress=False)
+        s = attribute(
+            model, x, layers, scores=methods, n_steps=n_steps, path=PathConfig(gap_warning=None), progress=False
+        )
         for m in methods:
             for name in layers:
                 v = s[m][name]
@@ -66,9 +74,14 @@ def reference(model, loader, layers, methods, n_steps, k):
             v = np.concatenate(values[m][name])  # [N, U]
             top_i = np.stack([index[np.lexsort((index, -v[:, u]))][:k] for u in range(v.shape[1])])
             top_v = np.stack([v[np.lexsort((index, -v[:, u])), u][:k] for u in range(v.shape[1])])
-            out[m, name] = dict(mean=v.mean(0), std=v.std(0), std1=v.std(0, ddof=1),
-                                class_means=np.stack([v[labels == c].mean(0) for c in np.unique(labels)]),
-                                top_i=top_i, top_v=top_v)
+            out[m, name] = dict(
+                mean=v.mean(0),
+                std=v.std(0),
+                std1=v.std(0, ddof=1),
+                class_means=np.stack([v[labels == c].mean(0) for c in np.unique(labels)]),
+                top_i=top_i,
+                top_v=top_v,
+            )
     return out, labels
 
 
@@ -134,7 +147,6 @@ def test_selectivity_exact_on_a_hand_built_loader():
         class_selectivity(model, [(x, y)], ["0"], num_classes=2)
 
 
-
 def _worker(rank, port, out):
     import torch.distributed as dist
 
@@ -143,12 +155,21 @@ def _worker(rank, port, out):
     try:
         model, data = small_cnn(), small_data()
         world = dist.group.WORLD
-        r = scan(model, DataLoader(data, batch_size=9), LAYERS, scores=METHODS, top_k=4, path=PathConfig(n_steps=6),
-                 stream=StreamConfig(group=world), progress=False)
+        r = scan(
+            model,
+            DataLoader(data, batch_size=9),
+            LAYERS,
+            scores=METHODS,
+            top_k=4,
+            path=PathConfig(n_steps=6),
+            stream=StreamConfig(group=world),
+            progress=False,
+        )
         r.save(Path(out) / f"rank{rank}.pt")
         # one batch only: rank 1 gets an empty shard
-        r1 = scan(model, DataLoader(data, batch_size=100), ["5"], top_k=4, progress=False,
-                  stream=StreamConfig(group=world))
+        r1 = scan(
+            model, DataLoader(data, batch_size=100), ["5"], top_k=4, progress=False, stream=StreamConfig(group=world)
+        )
         r1.save(Path(out) / f"single{rank}.pt")
     finally:
         dist.destroy_process_group()
@@ -170,8 +191,15 @@ def test_two_processes_gloo_equal_one_process(tmp_path):
 
     mp.spawn(_worker, args=(free_port(), str(tmp_path)), nprocs=2, join=True)
     model, data = small_cnn(), small_data()
-    one = scan(model, DataLoader(data, batch_size=9), LAYERS, scores=METHODS, top_k=4, path=PathConfig(n_steps=6),
-               progress=False)
+    one = scan(
+        model,
+        DataLoader(data, batch_size=9),
+        LAYERS,
+        scores=METHODS,
+        top_k=4,
+        path=PathConfig(n_steps=6),
+        progress=False,
+    )
     r0, r1 = ScanResult.load(tmp_path / "rank0.pt"), ScanResult.load(tmp_path / "rank1.pt")
     assert r0.settings["world_size"] == 2
     _assert_same(r0, r1, rtol=0)  # every rank holds the merged result
@@ -229,18 +257,40 @@ def test_killed_scan_resumes_to_the_same_result(tmp_path):
     subprocess.run([sys.executable, str(script), str(ck), str(out)], env=env, check=True, timeout=120)
     resumed = ScanResult.load(out)
     assert resumed.settings["resumed_from_batch"] == 4
-    whole = scan(small_cnn(), DataLoader(small_data(97), batch_size=8), LAYERS, scores=METHODS, top_k=4,
-                 path=PathConfig(n_steps=6),
-                 progress=False)
+    whole = scan(
+        small_cnn(),
+        DataLoader(small_data(97), batch_size=8),
+        LAYERS,
+        scores=METHODS,
+        top_k=4,
+        path=PathConfig(n_steps=6),
+        progress=False,
+    )
     _assert_same(resumed, whole, rtol=1e-6)
     # a finished checkpoint resumes to the same result with nothing left to do; another scan's is refused
-    again = scan(small_cnn(), DataLoader(small_data(97), batch_size=8), LAYERS, scores=METHODS, top_k=4,
-                 path=PathConfig(n_steps=6), stream=StreamConfig(checkpoint=ck), progress=False)
+    again = scan(
+        small_cnn(),
+        DataLoader(small_data(97), batch_size=8),
+        LAYERS,
+        scores=METHODS,
+        top_k=4,
+        path=PathConfig(n_steps=6),
+        stream=StreamConfig(checkpoint=ck),
+        progress=False,
+    )
     assert again.settings["resumed_from_batch"] == 13
     _assert_same(again, resumed, rtol=0)
     with pytest.raises(UnitscopeError, match="another scan.*top_k"):
-        scan(small_cnn(), DataLoader(small_data(97), batch_size=8), LAYERS, scores=METHODS, top_k=3,
-             path=PathConfig(n_steps=6), stream=StreamConfig(checkpoint=ck), progress=False)
+        scan(
+            small_cnn(),
+            DataLoader(small_data(97), batch_size=8),
+            LAYERS,
+            scores=METHODS,
+            top_k=3,
+            path=PathConfig(n_steps=6),
+            stream=StreamConfig(checkpoint=ck),
+            progress=False,
+        )
 
 
 def test_errors_name_what_is_wrong():
@@ -256,8 +306,9 @@ def test_errors_name_what_is_wrong():
 
 
 def test_command_line_writes_tables_grids_and_summary(tmp_path, capsys):
-    summary = scan_main(["digits-cnn", "digits", "--quick", "--out", str(tmp_path), "--top-k", "5",
-                         "--grid-units", "4"])
+    summary = scan_main(
+        ["digits-cnn", "digits", "--quick", "--out", str(tmp_path), "--top-k", "5", "--grid-units", "4"]
+    )
     printed = capsys.readouterr().out
     assert "scanned 360 examples of digits with digits-cnn" in printed and "features.relu2 · activation" in printed
     assert json.loads((tmp_path / "scan.json").read_text())["examples"] == summary["examples"] == 360
@@ -278,14 +329,17 @@ def test_top_sentences_bold_the_ngram_that_the_filter_picked():
 
     words = "a great film not bad very dull plot and the acting is fine but slow".split()
     g = torch.Generator().manual_seed(3)
-    sentences = [" ".join(words[int(i)] for i in torch.randint(0, len(words), (int(n),), generator=g))
-                 for n in torch.randint(3, 12, (30,), generator=g)]
+    sentences = [
+        " ".join(words[int(i)] for i in torch.randint(0, len(words), (int(n),), generator=g))
+        for n in torch.randint(3, 12, (30,), generator=g)
+    ]
     vocab = Vocab.build([tokenize(s) for s in sentences], min_count=1)
     torch.manual_seed(0)
     trained = TrainedSentiment(SentimentCNN(len(vocab), windows=(3, 4), maps=3).eval(), vocab, {}, False)
     labels = torch.randint(0, 2, (30,), generator=g)
-    r = scan(trained.model, SentenceBatches(trained, sentences, labels, batch_size=8), ["filters"], top_k=3,
-             progress=False)
+    r = scan(
+        trained.model, SentenceBatches(trained, sentences, labels, batch_size=8), ["filters"], top_k=3, progress=False
+    )
     text = top_sentences(trained, sentences, labels, r, "activation", [1, 4])
     items = [line for line in text.splitlines() if re.match(r"\d+\. ", line)]
     assert len(items) == 6

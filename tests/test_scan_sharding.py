@@ -62,7 +62,6 @@ def _assert_same(a: ScanResult, b: ScanResult, atol):
             assert torch.equal(sa.top_indices, sb.top_indices), (m, name)
 
 
-
 def _worker(rank, port, out):
     import torch.distributed as dist
 
@@ -71,9 +70,13 @@ def _worker(rank, port, out):
     try:
         for kind in (Stream, SkippingStream):
             COUNTS.update(read=0, encoded=0)
-            r = scan(small_cnn(), DataLoader(kind(), batch_size=BATCH, collate_fn=encode), LAYERS,
-                     stream=StreamConfig(group=dist.group.WORLD),
-                     **SETTINGS)
+            r = scan(
+                small_cnn(),
+                DataLoader(kind(), batch_size=BATCH, collate_fn=encode),
+                LAYERS,
+                stream=StreamConfig(group=dist.group.WORLD),
+                **SETTINGS,
+            )
             r.save(Path(out) / f"{kind.__name__}{rank}.pt")
             (Path(out) / f"{kind.__name__}{rank}.json").write_text(json.dumps(COUNTS))
     finally:
@@ -105,8 +108,7 @@ def test_a_rank_numbers_its_examples_as_positions_in_the_stream_and_resumes_afte
         def __len__(self):
             return N
 
-    plan = plan_batches(DataLoader(SkippingStream(), batch_size=4), rank=1, world=3, unpack=split_batch,
-                        batch_size=99)
+    plan = plan_batches(DataLoader(SkippingStream(), batch_size=4), rank=1, world=3, unpack=split_batch, batch_size=99)
     assert plan.total_batches is None and plan.n_examples is None  # a stream without len: not known
     loader = DataLoader(Sized(), batch_size=4, collate_fn=encode)
     plan = plan_batches(loader, rank=1, world=3, unpack=split_batch, batch_size=99)

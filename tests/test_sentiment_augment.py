@@ -11,11 +11,18 @@ from unitscope.zoo import sentiment as zs
 from unitscope.zoo import sentiment_augment as sa
 from unitscope.zoo.sentiment import has_negation, movie_reviews, training_sentences
 
-LEXICON_LINES = "\n".join(["bad\t-2.5\t0.67082\t[-3, -2, -4, -3, -2, -2, -3, -2, -2, -2]",
-                           "dull\t-1.7\t0.45826\t[-2, -2, -2, -1, -2, -2, -2, -1, -1, -2]",
-                           "great\t3.1\t0.7\t[2, 4, 4, 4, 3, 3, 3, 3, 2, 3]",
-                           "meh\t-0.3\t0.5\t[0, 0, -1, 0, 0, 0, -1, 0, 0, -1]",
-                           ":)\t2.0\t0.6\t[2, 2, 2, 2, 2, 2, 2, 2, 2, 2]"]) + "\n"
+LEXICON_LINES = (
+    "\n".join(
+        [
+            "bad\t-2.5\t0.67082\t[-3, -2, -4, -3, -2, -2, -3, -2, -2, -2]",
+            "dull\t-1.7\t0.45826\t[-2, -2, -2, -1, -2, -2, -2, -1, -1, -2]",
+            "great\t3.1\t0.7\t[2, 4, 4, 4, 3, 3, 3, 3, 2, 3]",
+            "meh\t-0.3\t0.5\t[0, 0, -1, 0, 0, 0, -1, 0, 0, -1]",
+            ":)\t2.0\t0.6\t[2, 2, 2, 2, 2, 2, 2, 2, 2, 2]",
+        ]
+    )
+    + "\n"
+)
 
 
 @pytest.fixture
@@ -76,8 +83,8 @@ def test_augmentation_only_in_training_never_in_dev_test_or_corpus():
     real, real_labels, _ = training_sentences(r, data, real_only=True)
     default, _, _ = training_sentences(zs.RECIPES["minilm-context-soft"], data)  # no augmentation
     assert real == default  # the in-context vectors are the default's (the same sentences averaged over)
-    assert sentences[:len(real)] == real and sentences[len(real):] == aug.sentences
-    assert torch.equal(labels[len(real):], aug.labels) and torch.equal(ratings[len(real):], aug.scores)
+    assert sentences[: len(real)] == real and sentences[len(real) :] == aug.sentences
+    assert torch.equal(labels[len(real) :], aug.labels) and torch.equal(ratings[len(real) :], aug.scores)
     held_out = set(data.dev.sentences) | set(data.test.sentences) | set(data.all().sentences)
     assert not held_out & set(aug.sentences)  # no phrase is a dev / test / corpus sentence (the corpus is data.all())
     assert len(data.all()) == 10568  # the filters' corpus is still the movie reviews alone
@@ -89,10 +96,10 @@ def test_negated_real_sentences_oversampled():
     r = zs.RECIPES["minilm-context-soft-negx3"]
     sentences, labels, ratings = training_sentences(r, data)
     neg = [s for s in base if has_negation(s)]
-    assert len(sentences) == len(base) + 2 * len(neg) and sentences[len(base):] == neg * 2
-    assert (labels == (ratings > 0)).all() and torch.equal(labels[:len(base)], base_labels)
+    assert len(sentences) == len(base) + 2 * len(neg) and sentences[len(base) :] == neg * 2
+    assert (labels == (ratings > 0)).all() and torch.equal(labels[: len(base)], base_labels)
     assert training_sentences(r, data, real_only=True)[0] == base
-    assert not set(data.dev.sentences) & set(sentences[len(base):])
+    assert not set(data.dev.sentences) & set(sentences[len(base) :])
 
 
 def test_augmented_recipes_have_their_own_cache_keys():

@@ -11,22 +11,53 @@ from unitscope.zoo.sentiment_regularizers import LastEpochs, WeightAverage, inpu
 
 # the recipes' cache keys (with the training's thread count, 1, in them since issue 32: the entries trained before
 # that, on unfixed thread counts, are not found again); adding recipes must leave them as they are
-OLD_KEYS = {"scratch-movies": "755c959607d5a1cf", "scratch-all": "d90910af2eee6e93",
-            "minilm-movies": "d87587af98a91015", "minilm-all": "9d4bede721b7cafd",
-            "minilm-all-static": "5e9ed138269d843f", "minilm-all-movies2x": "00ca329ee032394a",
-            "minilm-token-all": "7953e3706719ae38", "minilm-context-all": "0c66fcdd02d0dbd1",
-            "minilm-context-soft": "7dcdbe376b5063ed", "minilm-context-soft-long": "5a1d81ea790b491f",
-            "minilm-context-soft-balanced": "bc3754799dbaf531", "minilm-context-soft2": "d3d20ae78b4648f5",
-            "minilm-context-soft4": "7eec2655dbbd52e8", "minilm-context-soft-negx3": "ad96dd9d69ccd06b",
-            "minilm-context-soft-vader": "393fb508cb1e7565", "minilm-context-vader": "d235826a50a54e7e",
-            "quick": "95a96fba9e8e5a69"}
-KNOWN = {"domains", "tokens", "vectors", "freeze", "max_norm", "epochs", "patience", "lr", "min_abs", "movie_copies",
-         "movie_min_abs", "balanced", "lr_decay", "soft", "negation_copies", "augment", "augment_min_abs", "ema",
-         "average_last", "word_dropout", "embed_dropout", "label_smoothing"}
+OLD_KEYS = {
+    "scratch-movies": "755c959607d5a1cf",
+    "scratch-all": "d90910af2eee6e93",
+    "minilm-movies": "d87587af98a91015",
+    "minilm-all": "9d4bede721b7cafd",
+    "minilm-all-static": "5e9ed138269d843f",
+    "minilm-all-movies2x": "00ca329ee032394a",
+    "minilm-token-all": "7953e3706719ae38",
+    "minilm-context-all": "0c66fcdd02d0dbd1",
+    "minilm-context-soft": "7dcdbe376b5063ed",
+    "minilm-context-soft-long": "5a1d81ea790b491f",
+    "minilm-context-soft-balanced": "bc3754799dbaf531",
+    "minilm-context-soft2": "d3d20ae78b4648f5",
+    "minilm-context-soft4": "7eec2655dbbd52e8",
+    "minilm-context-soft-negx3": "ad96dd9d69ccd06b",
+    "minilm-context-soft-vader": "393fb508cb1e7565",
+    "minilm-context-vader": "d235826a50a54e7e",
+    "quick": "95a96fba9e8e5a69",
+}
+KNOWN = {
+    "domains",
+    "tokens",
+    "vectors",
+    "freeze",
+    "max_norm",
+    "epochs",
+    "patience",
+    "lr",
+    "min_abs",
+    "movie_copies",
+    "movie_min_abs",
+    "balanced",
+    "lr_decay",
+    "soft",
+    "negation_copies",
+    "augment",
+    "augment_min_abs",
+    "ema",
+    "average_last",
+    "word_dropout",
+    "embed_dropout",
+    "label_smoothing",
+}
 
 
 def key(name: str, threads: int = 1) -> str:
-    return entry_path("sentiment-cnn", zs._cache_key(name)[1], threads=threads).name[len("sentiment-cnn-"):-3]
+    return entry_path("sentiment-cnn", zs._cache_key(name)[1], threads=threads).name[len("sentiment-cnn-") : -3]
 
 
 def test_old_recipes_keep_their_cache_keys(tmp_path, monkeypatch):
@@ -99,8 +130,9 @@ def test_last_epochs_average_and_plain_training():
         LastEpochs(0)
 
 
-@pytest.mark.parametrize("extra", [dict(ema=0.99, word_dropout=0.1, embed_dropout=0.1),
-                                   dict(average_last=2, soft=1.0, label_smoothing=0.1)])
+@pytest.mark.parametrize(
+    "extra", [dict(ema=0.99, word_dropout=0.1, embed_dropout=0.1), dict(average_last=2, soft=1.0, label_smoothing=0.1)]
+)
 def test_training_with_the_aids_keeps_what_dev_saw(monkeypatch, extra):
     """A short training on 400 of the real sentences: the state kept is the averaged one whose dev accuracy is
     reported, and the trained weights' own dev accuracy is recorded beside it."""

@@ -16,8 +16,16 @@ from unitscope.synthesis.inverse_many import sample_inverse_sets
 
 def _cnn() -> nn.Module:
     torch.manual_seed(0)
-    return nn.Sequential(nn.Conv2d(1, 6, 3, padding=1), nn.ReLU(), nn.Conv2d(6, 8, 3, padding=1), nn.ReLU(),
-                         nn.Flatten(), nn.Linear(8 * 36, 5), nn.Tanh(), nn.Linear(5, 3)).eval()
+    return nn.Sequential(
+        nn.Conv2d(1, 6, 3, padding=1),
+        nn.ReLU(),
+        nn.Conv2d(6, 8, 3, padding=1),
+        nn.ReLU(),
+        nn.Flatten(),
+        nn.Linear(8 * 36, 5),
+        nn.Tanh(),
+        nn.Linear(5, 3),
+    ).eval()
 
 
 class Custom(nn.Module):
@@ -38,20 +46,26 @@ def _slice(net, name):
 def test_which_layers_get_a_slice():
     net = _cnn()
     assert _slice(net, "1").producer is net[0] and _slice(net, "3").producer is net[2]
-    assert _slice(net, "2").producer is net[2] and _slice(net, "2").act is None      # the conv itself
-    assert _slice(net, "6") is None and _slice(net, "5") is None                      # linear layers: none
-    assert _slice(net, "4") is None                                                   # flatten: not a channel
+    assert _slice(net, "2").producer is net[2] and _slice(net, "2").act is None  # the conv itself
+    assert _slice(net, "6") is None and _slice(net, "5") is None  # linear layers: none
+    assert _slice(net, "4") is None  # flatten: not a channel
     bn = nn.Sequential(nn.Conv2d(1, 4, 3), nn.BatchNorm2d(4), nn.ReLU())
-    assert _slice(bn, "2") is None                                                    # its input is the BN's
+    assert _slice(bn, "2") is None  # its input is the BN's
     assert _slice(Custom(), "act") is None
     grouped = nn.Sequential(nn.Conv2d(4, 4, 3, groups=2), nn.ReLU())
     assert _slice(grouped, "1") is None
     assert channel_slice(net, resolve(net, ["3"], use_input=True)[0]) is None
 
 
-@pytest.mark.parametrize("conv", [nn.Conv1d(3, 7, 3, stride=2, padding=1), nn.Conv2d(3, 7, 3, dilation=2),
-                                  nn.Conv2d(3, 7, 3, padding=1, padding_mode="reflect"),
-                                  nn.Conv3d(3, 7, 2, stride=(1, 2, 1))])
+@pytest.mark.parametrize(
+    "conv",
+    [
+        nn.Conv1d(3, 7, 3, stride=2, padding=1),
+        nn.Conv2d(3, 7, 3, dilation=2),
+        nn.Conv2d(3, 7, 3, padding=1, padding_mode="reflect"),
+        nn.Conv3d(3, 7, 2, stride=(1, 2, 1)),
+    ],
+)
 def test_slice_values_are_the_layers_channels(conv):
     torch.manual_seed(1)
     net = nn.Sequential(conv, nn.GELU()).eval()
@@ -72,14 +86,15 @@ def test_neuron_conductance_through_slices_is_the_full_layers(monkeypatch, layer
     real = neuron_mod._slice_vjp
     monkeypatch.setattr(neuron_mod, "_slice_vjp", lambda *a: calls.append(1) or real(*a))
     plain = us.neuron_conductance(net, x, layer, units, target=1, n_steps=8, path=us.PathConfig(unit_batch_size=2))
-    paired = us.neuron_conductance(net, x, layer, [4, 0, 3, 3], examples=[0, 2, 2, 1], paired=True, target=1,
-                                   n_steps=8)
+    paired = us.neuron_conductance(net, x, layer, [4, 0, 3, 3], examples=[0, 2, 2, 1], paired=True, target=1, n_steps=8)
     with full_layers():
-        plain_full = us.neuron_conductance(net, x, layer, units, target=1, n_steps=8,
-                                           path=us.PathConfig(unit_batch_size=2))
-        paired_full = us.neuron_conductance(net, x, layer, [4, 0, 3, 3], examples=[0, 2, 2, 1], paired=True,
-                                            target=1, n_steps=8)
-    assert plain.abs().sum() > 0 and paired.abs().sum() > 0 and calls      # not vacuous: the slices were used
+        plain_full = us.neuron_conductance(
+            net, x, layer, units, target=1, n_steps=8, path=us.PathConfig(unit_batch_size=2)
+        )
+        paired_full = us.neuron_conductance(
+            net, x, layer, [4, 0, 3, 3], examples=[0, 2, 2, 1], paired=True, target=1, n_steps=8
+        )
+    assert plain.abs().sum() > 0 and paired.abs().sum() > 0 and calls  # not vacuous: the slices were used
     torch.testing.assert_close(plain, plain_full, rtol=1e-5, atol=1e-7)
     torch.testing.assert_close(paired, paired_full, rtol=1e-5, atol=1e-7)
 
@@ -119,14 +134,27 @@ def test_inverse_sets_through_slices_are_the_full_layers(monkeypatch):
     lo, hi = acts.quantile(0.5, 0).tolist(), acts.quantile(0.9, 0).tolist()
     problems = [(u, lo[u], hi[u]) for u in (0, 2, 7)] + [(2, hi[2], float("inf"))]
     got = sample_inverse_sets(net, "3", problems, gen, n_samples=3, seeds=[1, 2, 3, 4], max_steps=40, block=8)
-    one = us.sample_inverse_set(net, ("3", 2, lo[2], hi[2]), gen, n_samples=3, n_seeds=3,
-                                sampler=us.SamplerConfig(max_seed_steps=40),
-                                on_empty="ignore")
+    one = us.sample_inverse_set(
+        net,
+        ("3", 2, lo[2], hi[2]),
+        gen,
+        n_samples=3,
+        n_seeds=3,
+        sampler=us.SamplerConfig(max_seed_steps=40),
+        on_empty="ignore",
+    )
     with full_layers():
         want = sample_inverse_sets(net, "3", problems, gen, n_samples=3, seeds=[1, 2, 3, 4], max_steps=40, block=8)
-        one_full = us.sample_inverse_set(net, ("3", 2, lo[2], hi[2]), gen, n_samples=3, n_seeds=3,
-                                         sampler=us.SamplerConfig(max_seed_steps=40), on_empty="ignore")
-    assert sum(len(s) for s in got) > 0 and len(one) > 0 and used      # not vacuous: the slices were used
+        one_full = us.sample_inverse_set(
+            net,
+            ("3", 2, lo[2], hi[2]),
+            gen,
+            n_samples=3,
+            n_seeds=3,
+            sampler=us.SamplerConfig(max_seed_steps=40),
+            on_empty="ignore",
+        )
+    assert sum(len(s) for s in got) > 0 and len(one) > 0 and used  # not vacuous: the slices were used
     for a, b in zip(got, want):
         torch.testing.assert_close(a.codes, b.codes, rtol=1e-4, atol=1e-5)
         assert a.steps == b.steps and a.ok == b.ok

@@ -81,7 +81,7 @@ def test_entry_point_contract(tmp_path, monkeypatch, capsys):
         curves = [acc[o][layer] for o in acc]
         assert all(len(c) == len(summary["ablation_fractions"]) for c in curves)
         assert len({c[0] for c in curves}) == 1 and len({c[-1] for c in curves}) == 1  # nothing / everything off
-        assert curves[0][0] > 0.9 and curves[0][-1] < 0.3   # all live units of a layer off: near chance
+        assert curves[0][0] > 0.9 and curves[0][-1] < 0.3  # all live units of a layer off: near chance
     for name in summary["figures"] + summary["tables"]:
         assert os.path.getsize(out / name) > 0
     units = (out / "substitution_units.csv").read_text().splitlines()

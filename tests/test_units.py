@@ -28,7 +28,7 @@ def test_gpt2_mlp_units_are_its_4d_neurons_and_padding_is_left_out():
     per = s.per_unit("transformer.h.1.mlp.act")
     assert per.shape == (2, 64)
     raw = s["transformer.h.1.mlp.act"]
-    torch.testing.assert_close(per[1], raw[1, :3].mean(0))           # the two padding tokens are left out
+    torch.testing.assert_close(per[1], raw[1, :3].mean(0))  # the two padding tokens are left out
     torch.testing.assert_close(per[0], raw[0].mean(0))
     top = s.top("transformer.h.1.mlp.act", k=5)
     assert top.indices.shape == (2, 5) and int(top.indices.max()) < 64
@@ -43,9 +43,15 @@ def test_gpt2_token_ids_conductance_from_the_embedding_is_complete():
     before = {k: v.clone() for k, v in model.state_dict().items()}
     ids = torch.randint(0, 50, (2, 4))
     target = ("logits", -1, 7)
-    s = us.conductance(model, ids, layers=["transformer.h.0", "transformer.h.1.mlp.act"],
-                       embedding="transformer.wte", target=target, n_steps=64,
-                       path=us.PathConfig(gap_warning=None))
+    s = us.conductance(
+        model,
+        ids,
+        layers=["transformer.h.0", "transformer.h.1.mlp.act"],
+        embedding="transformer.wte",
+        target=target,
+        n_steps=64,
+        path=us.PathConfig(gap_warning=None),
+    )
     # transformer.h.0's first output is a cut (the residual stream): Σ units = F(x) − F(x')
     assert float(s.relative_delta("transformer.h.0").max()) < 1e-2
     assert s.per_unit("transformer.h.1.mlp.act").shape == (2, 64)
@@ -60,8 +66,10 @@ def test_gpt2_token_ids_conductance_from_the_embedding_is_complete():
 
 def test_conv_channels_and_a_scan_over_batches_of_different_lengths():
     model = tiny_gpt2()
-    loader = [{"input_ids": torch.randint(0, 50, (2, t)), "attention_mask": torch.ones(2, t, dtype=torch.long)}
-              for t in (3, 6)]
+    loader = [
+        {"input_ids": torch.randint(0, 50, (2, t)), "attention_mask": torch.ones(2, t, dtype=torch.long)}
+        for t in (3, 6)
+    ]
     r = us.scan(model, loader, ["transformer.h.1.mlp.act"], by=None, top_k=2)
     assert r.count == 4 and r.mean("transformer.h.1.mlp.act").shape == (64,)
     conv = torch.nn.Sequential(torch.nn.Conv2d(3, 4, 3), torch.nn.ReLU())
@@ -80,8 +88,14 @@ def test_resnet18_shared_relu_has_one_site_per_call():
     assert "relu" in names and "layer1.0.conv1" in names
     with pytest.raises(us.UnitscopeError, match="'layer1.0.relu@0', 'layer1.0.relu@1'"):
         us.activation(model, x, ["layer1.0.relu"])
-    s = us.conductance(model, x, ["layer1.0.relu@0", "layer1.0.relu@1", "layer1.0.bn2"], target=1, n_steps=32,
-                       path=us.PathConfig(gap_warning=None))
+    s = us.conductance(
+        model,
+        x,
+        ["layer1.0.relu@0", "layer1.0.relu@1", "layer1.0.bn2"],
+        target=1,
+        n_steps=32,
+        path=us.PathConfig(gap_warning=None),
+    )
     a = us.activation(model, x, ["layer1.0.relu@0", "layer1.0.bn1"])
     torch.testing.assert_close(a["layer1.0.relu@0"], a["layer1.0.bn1"].clamp_min(0))
     # layer1.0.relu@1 (the block's output) is a cut: its units' conductances add up to F(x) − F(x')
@@ -98,7 +112,7 @@ def test_per_input_conductance_sums_to_layer_conductance_on_gpt2_and_lstm():
     assert per_input.shape == (2, 3, 4, 16)
     total = us.conductance(model, ids, [layer], path=us.PathConfig(gap_warning=None), **kw)
     total = total.per_unit(layer)[:, [0, 5, 63]]
-    torch.testing.assert_close(per_input.sum((2, 3)), total, rtol=2e-2, atol=2e-4)   # Σ_i Eq. 2 = Eq. 3
+    torch.testing.assert_close(per_input.sum((2, 3)), total, rtol=2e-2, atol=2e-4)  # Σ_i Eq. 2 = Eq. 3
 
     class Tagger(torch.nn.Module):
         def __init__(self):
@@ -111,9 +125,9 @@ def test_per_input_conductance_sums_to_layer_conductance_on_gpt2_and_lstm():
 
     torch.manual_seed(1)
     net, x = Tagger(), torch.randn(2, 4, 3)
-    a = us.neuron_conductance(net, x, layer="lstm", units=[1, 4], spec=UnitSpec.tokens(part=0), target=0,
-                              n_steps=64)
-    s = us.conductance(net, x, ["lstm"], path=us.PathConfig(gap_warning=None), target=0,
-                       n_steps=256)  # adaptive: no forward AD in RNNs
+    a = us.neuron_conductance(net, x, layer="lstm", units=[1, 4], spec=UnitSpec.tokens(part=0), target=0, n_steps=64)
+    s = us.conductance(
+        net, x, ["lstm"], path=us.PathConfig(gap_warning=None), target=0, n_steps=256
+    )  # adaptive: no forward AD in RNNs
     want = s.per_unit("lstm", spec=UnitSpec.tokens(part=0))[:, [1, 4]]
     torch.testing.assert_close(a.sum((2, 3)), want, rtol=2e-2, atol=2e-4)

@@ -15,19 +15,23 @@ from resnet_fixtures import resnet, x  # noqa: F401  (pytest fixtures)
 
 def _zero_block_output(model, channel):
     """relu@1 is the block's output: zero one of its channels there."""
+
     def hook(module, args, out):
         out = out.clone()
         out[:, channel] = 0
         return out
+
     return model.layer1[0].register_forward_hook(hook)
 
 
 def _zero_conv2_input(model, channel):
     """relu@0 is what conv2 reads: zero one of its channels there."""
+
     def hook(module, args):
         z = args[0].clone()
         z[:, channel] = 0
         return (z,)
+
     return model.layer1[0].conv2.register_forward_pre_hook(hook)
 
 
@@ -41,8 +45,11 @@ def _reference(model, x, make, channel, target=0):
 
 
 def _state(model):
-    return ({k: v.clone() for k, v in model.state_dict().items()}, model.training,
-            sum(len(m._forward_hooks) + len(m._forward_pre_hooks) for m in model.modules()))
+    return (
+        {k: v.clone() for k, v in model.state_dict().items()},
+        model.training,
+        sum(len(m._forward_hooks) + len(m._forward_pre_hooks) for m in model.modules()),
+    )
 
 
 def test_ablation_scores_of_each_call_match_a_hook_where_that_call_feeds(resnet, x):
@@ -65,8 +72,7 @@ def test_ablation_scores_of_each_call_match_a_hook_where_that_call_feeds(resnet,
 def test_cumulative_ablation_and_the_ablate_block_honour_the_call(resnet, x):
     order = torch.tensor([[3, 7]] * 3)
     curve = cumulative_ablation(resnet, x, "layer1.0.relu@0", order, target=0)
-    torch.testing.assert_close(curve[:, 0].float(), _reference(resnet, x, _zero_conv2_input, 3), rtol=1e-4,
-                               atol=1e-5)
+    torch.testing.assert_close(curve[:, 0].float(), _reference(resnet, x, _zero_conv2_input, 3), rtol=1e-4, atol=1e-5)
     with torch.no_grad(), ablate(resnet, {"layer1.0.relu@1": [3]}):
         inside = resnet(x)[:, 0]
     torch.testing.assert_close(inside, _reference(resnet, x, _zero_block_output, 3))

@@ -22,9 +22,13 @@ AMBIGUOUS = r"ran 2 times in one forward pass.*'layer1\.0\.relu@0', 'layer1\.0\.
 
 
 def _state(model):
-    return ({k: v.clone() for k, v in model.state_dict().items()}, model.training,
-            [p.requires_grad for p in model.parameters()], [p.grad for p in model.parameters()],
-            sum(len(m._forward_hooks) + len(m._forward_pre_hooks) for m in model.modules()))
+    return (
+        {k: v.clone() for k, v in model.state_dict().items()},
+        model.training,
+        [p.requires_grad for p in model.parameters()],
+        [p.grad for p in model.parameters()],
+        sum(len(m._forward_hooks) + len(m._forward_pre_hooks) for m in model.modules()),
+    )
 
 
 def _same(before, after):
@@ -69,8 +73,9 @@ def test_layer_encoder_and_atlas_vectors_read_their_call(resnet, x):
         with pytest.raises(UnitscopeError, match=AMBIGUOUS):
             fn("layer1.0.relu")
     block, call0 = _block_means(resnet, x)
-    torch.testing.assert_close(LayerEncoder(resnet, "layer1.0.relu@1")(x),
-                               us.activation(resnet, x, layers=["layer1.0"])["layer1.0"].flatten(1))
+    torch.testing.assert_close(
+        LayerEncoder(resnet, "layer1.0.relu@1")(x), us.activation(resnet, x, layers=["layer1.0"])["layer1.0"].flatten(1)
+    )
     torch.testing.assert_close(layer_vectors(resnet, "layer1.0.relu@1", x), block, rtol=1e-5, atol=1e-6)
     torch.testing.assert_close(layer_vectors(resnet, "layer1.0.relu@0", x), call0, rtol=1e-5, atol=1e-6)
     assert not torch.allclose(block, call0)
@@ -81,23 +86,39 @@ def test_inverse_set_samplers_read_their_call(resnet, x):
     before = _state(resnet)
     gen = FFTImageGenerator((3, 32, 32))
     with pytest.raises(UnitscopeError, match=AMBIGUOUS):
-        sample_inverse_set(resnet, ("layer1.0.relu", 3, 0.0, float("inf")), gen, n_samples=2, n_seeds=2,
-                           sampler=SamplerConfig(max_seed_steps=2, max_sample_steps=2), progress=False)
+        sample_inverse_set(
+            resnet,
+            ("layer1.0.relu", 3, 0.0, float("inf")),
+            gen,
+            n_samples=2,
+            n_seeds=2,
+            sampler=SamplerConfig(max_seed_steps=2, max_sample_steps=2),
+            progress=False,
+        )
     with pytest.raises(UnitscopeError, match=AMBIGUOUS):
-        sample_inverse_sets(resnet, "layer1.0.relu", [(3, 0.0, float("inf"))], gen, n_samples=2, max_steps=2,
-                            progress=False)
+        sample_inverse_sets(
+            resnet, "layer1.0.relu", [(3, 0.0, float("inf"))], gen, n_samples=2, max_steps=2, progress=False
+        )
     # a band of call 1's unit 3 that random images mostly miss: the samplers must push towards it
     start = gen(gen.sample_codes(16, generator=torch.Generator().manual_seed(0)))
     v = _block_means(resnet, start)[0][:, 3]
     a = float(v.quantile(0.75))
-    r = sample_inverse_set(resnet, ("layer1.0.relu@1", 3, a, float("inf")), gen, n_samples=4, n_seeds=2,
-                           sampler=SamplerConfig(max_seed_steps=6, max_sample_steps=3), progress=False)
-    (s,) = sample_inverse_sets(resnet, "layer1.0.relu@1", [(3, a, float("inf"))], gen, n_samples=2, max_steps=6,
-                               progress=False)
+    r = sample_inverse_set(
+        resnet,
+        ("layer1.0.relu@1", 3, a, float("inf")),
+        gen,
+        n_samples=4,
+        n_seeds=2,
+        sampler=SamplerConfig(max_seed_steps=6, max_sample_steps=3),
+        progress=False,
+    )
+    (s,) = sample_inverse_sets(
+        resnet, "layer1.0.relu@1", [(3, a, float("inf"))], gen, n_samples=2, max_steps=6, progress=False
+    )
     for samples, acts in ((r.samples, r.activations[:, 0]), (s.samples, s.activations)):
         assert len(samples) > 0
         block, call0 = _block_means(resnet, samples)
-        torch.testing.assert_close(acts, block[:, 3], rtol=1e-4, atol=1e-6)   # what they report is call 1's
+        torch.testing.assert_close(acts, block[:, 3], rtol=1e-4, atol=1e-6)  # what they report is call 1's
         assert bool((block[:, 3] >= a).all())
         assert not torch.allclose(block[:, 3], call0[:, 3])
     _same(before, _state(resnet))
@@ -107,8 +128,13 @@ def test_atlas_of_a_call(resnet):
     g = torch.Generator().manual_seed(1)
     x, y = torch.rand(6, 3, 32, 32, generator=g), torch.randint(0, 5, (6,), generator=g)
     before = _state(resnet)
-    kw = dict(top_k=2, path=us.PathConfig(method="gausslegendre", n_steps=4, unit_batch_size=2),
-              synthesis=us.SynthesisConfig(iam_steps=2, inverse_samples=2, inverse_steps=2), units=2, progress=False)
+    kw = dict(
+        top_k=2,
+        path=us.PathConfig(method="gausslegendre", n_steps=4, unit_batch_size=2),
+        synthesis=us.SynthesisConfig(iam_steps=2, inverse_samples=2, inverse_steps=2),
+        units=2,
+        progress=False,
+    )
     with pytest.raises(UnitscopeError, match=AMBIGUOUS):
         us.atlas(resnet, (x, y), layers=["layer1.0.relu"], **kw)
     at = us.atlas(resnet, (x, y), layers=["layer1.0.relu@1"], **kw)

@@ -28,7 +28,7 @@ def _run(*args, **kw):
 def wheel(tmp_path_factory):
     pytest.importorskip("build", reason="`build` is not installed: pip install -e '.[test]'")
     tmp = tmp_path_factory.mktemp("wheel")
-    tree = tmp / "tree"                      # a copy: building never writes build/ or *.egg-info into the checkout
+    tree = tmp / "tree"  # a copy: building never writes build/ or *.egg-info into the checkout
     tree.mkdir()
     for name in ("pyproject.toml", "README.md", "LICENSE"):
         shutil.copy(ROOT / name, tree / name)
@@ -56,8 +56,10 @@ def test_the_metadata(wheel):
     assert any(f.endswith(".dist-info/licenses/LICENSE") for f in files)
     assert meta["Requires-Python"] == ">=3.10"
     requires = meta.get_all("Requires-Dist")
-    assert any(r.replace(" ", "").startswith("torch<3,>=2.1") or r.replace(" ", "").startswith("torch>=2.1,<3")
-               for r in requires), requires
+    assert any(
+        r.replace(" ", "").startswith("torch<3,>=2.1") or r.replace(" ", "").startswith("torch>=2.1,<3")
+        for r in requires
+    ), requires
     assert {"vision", "text", "docs", "parquet", "test"} <= set(meta.get_all("Provides-Extra"))
     assert meta["Description-Content-Type"] == "text/markdown"
     assert "all" in meta.get_all("Provides-Extra")
@@ -74,12 +76,17 @@ def test_installs_and_runs(wheel, tmp_path):
     target = tmp_path / "site"
     _run(sys.executable, "-m", "pip", "install", "--no-deps", "--no-index", "--quiet", "--target", target, wheel)
     env = {**os.environ, "PYTHONPATH": str(target), "OMP_NUM_THREADS": "1"}
-    where = _run(sys.executable, "-c", "import unitscope, importlib.resources as r; print(unitscope.__file__); "
-                 "print(r.files('unitscope.report').joinpath('templates', 'report.html.j2').is_file())",
-                 env=env, cwd=tmp_path).stdout.split()
-    assert pathlib.Path(where[0]).is_relative_to(target), where      # the installed copy, not the checkout
+    where = _run(
+        sys.executable,
+        "-c",
+        "import unitscope, importlib.resources as r; print(unitscope.__file__); "
+        "print(r.files('unitscope.report').joinpath('templates', 'report.html.j2').is_file())",
+        env=env,
+        cwd=tmp_path,
+    ).stdout.split()
+    assert pathlib.Path(where[0]).is_relative_to(target), where  # the installed copy, not the checkout
     assert where[1] == "True"
-    out = _run(target / "bin" / "unitscope", "--help", env=env, cwd=tmp_path).stdout    # the console script
+    out = _run(target / "bin" / "unitscope", "--help", env=env, cwd=tmp_path).stdout  # the console script
     assert "importance" in out and "scan" in out and "atlas" in out, out
 
 

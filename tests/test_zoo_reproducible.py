@@ -73,8 +73,12 @@ def test_every_zoo_trainer_passes_its_thread_count(monkeypatch):
         seen.append((name, threads))
         raise _Asked
 
-    trainers = {"digits": "digits_cnn", "digits_vae": "digits_vae", "sentiment": "sentiment_cnn",
-                "minilm_vectors": "word_vectors"}
+    trainers = {
+        "digits": "digits_cnn",
+        "digits_vae": "digits_vae",
+        "sentiment": "sentiment_cnn",
+        "minilm_vectors": "word_vectors",
+    }
     for module, name in trainers.items():
         mod = importlib.import_module(f"unitscope.zoo.{module}")
         monkeypatch.setattr(mod, "cached_state", fake)
@@ -89,7 +93,6 @@ def test_every_zoo_trainer_passes_its_thread_count(monkeypatch):
         assert inspect.signature(f).parameters["threads"].default == 1, f
 
 
-
 def test_training_leaves_the_process_as_it_was(tmp_path, monkeypatch):
     monkeypatch.setenv("UNITSCOPE_CACHE", str(tmp_path))
     torch.use_deterministic_algorithms(True, warn_only=True)  # a caller's own setting, not the zoo's
@@ -98,8 +101,13 @@ def test_training_leaves_the_process_as_it_was(tmp_path, monkeypatch):
         inside = []
 
         def train():
-            inside.append((torch.get_num_threads(), torch.are_deterministic_algorithms_enabled(),
-                           torch.is_deterministic_algorithms_warn_only_enabled()))
+            inside.append(
+                (
+                    torch.get_num_threads(),
+                    torch.are_deterministic_algorithms_enabled(),
+                    torch.is_deterministic_algorithms_warn_only_enabled(),
+                )
+            )
             torch.manual_seed(123)
             torch.set_grad_enabled(False)
             np.random.seed(5)

@@ -35,33 +35,56 @@ from .zoo import digits_cnn, digits_data
 __all__ = ["LAYERS", "STUDY_ORDER", "run", "digits_study", "run_study", "available_studies", "run_all"]
 
 LAYERS = ["features.relu1", "features.relu2", "features.relu3", "features.relu4", "classifier.relu"]
-QUICK_TIMEOUT, FULL_TIMEOUT = 600.0, 2400.0   # seconds per study before it is stopped and reported as a timeout
-STUDY_ORDER = ("evaluation", "imagenet", "sentiment", "substitution", "inverse", "transformer", "features", "scan",
-               "atlas")
-ECHO_SECONDS = 10.0   # a non-terminal demo prints the running study's last progress line this often
+QUICK_TIMEOUT, FULL_TIMEOUT = 600.0, 2400.0  # seconds per study before it is stopped and reported as a timeout
+STUDY_ORDER = (
+    "evaluation",
+    "imagenet",
+    "sentiment",
+    "substitution",
+    "inverse",
+    "transformer",
+    "features",
+    "scan",
+    "atlas",
+)
+ECHO_SECONDS = 10.0  # a non-terminal demo prints the running study's last progress line this often
 
 
-def run(n_examples: int = 5, n_steps: int = 64, method: str = "adaptive", top: int = 5, seed: int = 0,
-        echo=print, out: str | None = None, quick: bool | None = None) -> dict:
+def run(
+    n_examples: int = 5,
+    n_steps: int = 64,
+    method: str = "adaptive",
+    top: int = 5,
+    seed: int = 0,
+    echo=print,
+    out: str | None = None,
+    quick: bool | None = None,
+) -> dict:
     """The digits job; with ``out``, also a table of the top filters, a figure and ``digits.json`` there."""
     t0 = time.perf_counter()
     trained = digits_cnn(seed=seed)
     _, test = digits_data()
     model = trained.model
     source = "loaded from cache" if trained.cached else "trained now"
-    echo(f"digits CNN ({source}): test accuracy {100 * trained.info['test_accuracy']:.1f}% "
-         f"on {len(test)} held-out real digits")
+    echo(
+        f"digits CNN ({source}): test accuracy {100 * trained.info['test_accuracy']:.1f}% "
+        f"on {len(test)} held-out real digits"
+    )
     g = torch.Generator().manual_seed(seed)
     idx = torch.randperm(len(test), generator=g)[:n_examples]
     x, y = test.x[idx], test.y[idx]
     scores = conductance(model, x, LAYERS, n_steps=n_steps, method=method, path=PathConfig(gap_warning=None))
     pred = scores.target
-    echo(f"conductance of {len(LAYERS)} layers in one call ({method}, ≤{n_steps} path points per digit, "
-         f"baseline = black image, target = top logit)")
+    echo(
+        f"conductance of {len(LAYERS)} layers in one call ({method}, ≤{n_steps} path points per digit, "
+        f"baseline = black image, target = top logit)"
+    )
     rows, shares = [], []
     for i in range(len(idx)):
-        echo(f"\ndigit #{int(idx[i])}: label {int(y[i])}, predicted {int(pred[i])}, "
-             f"F(x) − F(x') = {float(scores.output_diff[i]):.3f}, {int(scores.n_evals[i])} path points")
+        echo(
+            f"\ndigit #{int(idx[i])}: label {int(y[i])}, predicted {int(pred[i])}, "
+            f"F(x) − F(x') = {float(scores.output_diff[i]):.3f}, {int(scores.n_evals[i])} path points"
+        )
         for layer in LAYERS:
             t = scores.top(layer, k=top)
             units = ", ".join(f"#{u}:{v:+.3f}" for u, v in zip(t.indices[i].tolist(), t.values[i].tolist()))
@@ -69,15 +92,31 @@ def run(n_examples: int = 5, n_steps: int = 64, method: str = "adaptive", top: i
             share = float(t.values[i].sum() / scores.output_diff[i])
             shares.append(share)
             echo(f"  {layer:<16} gap {gap:5.2f}%  top-{top} carry {100 * share:5.1f}%  {units}")
-            rows.append({"digit": int(idx[i]), "label": int(y[i]), "predicted": int(pred[i]), "layer": layer,
-                         "gap_percent": gap, f"top{top}_share": share, "top_filters": units,
-                         "path_points": int(scores.n_evals[i])})
+            rows.append(
+                {
+                    "digit": int(idx[i]),
+                    "label": int(y[i]),
+                    "predicted": int(pred[i]),
+                    "layer": layer,
+                    "gap_percent": gap,
+                    f"top{top}_share": share,
+                    "top_filters": units,
+                    "path_points": int(scores.n_evals[i]),
+                }
+            )
     elapsed = time.perf_counter() - t0
     echo(f"\ndone in {elapsed:.1f} s")
-    result = {"test_accuracy": trained.info["test_accuracy"], "seconds": elapsed,
-              "max_gap": max(float(scores.relative_delta(layer).max()) for layer in LAYERS),
-              "n_test": len(test), "n_examples": len(idx), "n_steps": n_steps, "method": method,
-              "max_path_points": int(scores.n_evals.max()), "median_top_share": float(sorted(shares)[len(shares) // 2])}
+    result = {
+        "test_accuracy": trained.info["test_accuracy"],
+        "seconds": elapsed,
+        "max_gap": max(float(scores.relative_delta(layer).max()) for layer in LAYERS),
+        "n_test": len(test),
+        "n_examples": len(idx),
+        "n_steps": n_steps,
+        "method": method,
+        "max_path_points": int(scores.n_evals.max()),
+        "median_top_share": float(sorted(shares)[len(shares) // 2]),
+    }
     if out is not None:
         _digits_outputs(out, model, x, scores, rows, result, top=top, quick=quick)
     return result
@@ -98,48 +137,70 @@ def _digits_outputs(out: str, model, x, scores, rows, result, *, top: int, quick
     for i in range(min(2, len(x))):
         t = scores.top(layer, k=top)
         units = t.indices[i].tolist()
-        attr = neuron_conductance(model, x[i:i + 1], layer, units, target=int(scores.target[i]), n_steps=32,
-                                    method="gausslegendre")
-        fig = pixel_pictures(x[i].expand(3, -1, -1), list(attr[0]),
-                             [f"{layer} #{u}\ncond {v:+.2f}" for u, v in zip(units, t.values[i].tolist())],
-                             cols=top, title=f"digit predicted {int(scores.target[i])}: what its top-{top} "
-                                             f"{layer} filters look at")
+        attr = neuron_conductance(
+            model, x[i : i + 1], layer, units, target=int(scores.target[i]), n_steps=32, method="gausslegendre"
+        )
+        fig = pixel_pictures(
+            x[i].expand(3, -1, -1),
+            list(attr[0]),
+            [f"{layer} #{u}\ncond {v:+.2f}" for u, v in zip(units, t.values[i].tolist())],
+            cols=top,
+            title=f"digit predicted {int(scores.target[i])}: what its top-{top} {layer} filters look at",
+        )
         name = f"digits_example{i}_top{top}.png"
         save_figure(fig, os.path.join(out, name))
-        figures.append((name, f"Test digit predicted {int(scores.target[i])}: for each of its {top} {layer} filters "
-                              "with the highest conductance, the conductance through that filter of every pixel "
-                              "(Eq. 2 of Dhamdhere et al.), drawn over a grey copy of the digit — red pushes "
-                              "towards the prediction, blue against; each panel has its own scale (±1 = the "
-                              "value in its title)."))
-    summary = dict(result, layers=LAYERS,
-                   gap_by_layer={layer: float(scores.relative_delta(layer).max()) for layer in LAYERS})
+        figures.append(
+            (
+                name,
+                f"Test digit predicted {int(scores.target[i])}: for each of its {top} {layer} filters "
+                "with the highest conductance, the conductance through that filter of every pixel "
+                "(Eq. 2 of Dhamdhere et al.), drawn over a grey copy of the digit — red pushes "
+                "towards the prediction, blue against; each panel has its own scale (±1 = the "
+                "value in its title).",
+            )
+        )
+    summary = dict(
+        result, layers=LAYERS, gap_by_layer={layer: float(scores.relative_delta(layer).max()) for layer in LAYERS}
+    )
     with open(os.path.join(out, "digits.json"), "w") as f:
         json.dump(summary, f, indent=1)
     n = result["n_examples"]
     write_entry(
-        out, title="Digits CNN: which filters carry each prediction", order=10, quick=quick,
+        out,
+        title="Digits CNN: which filters carry each prediction",
+        order=10,
+        quick=quick,
         scale=f"{n} test digits, at most {result['n_steps']} adaptive path points each",
-        description=("A small CNN trained on scikit-learn's 1,797 real 8×8 handwritten digits. For a few held-out "
-                     "digits, the conductance of every unit of five layers (target: the predicted class's logit, "
-                     "baseline: a black image), all from one pass along the path. Completeness says a layer's "
-                     "conductances sum to F(x) − F(x'); the gap is how far from it the numerical integral is. The "
-                     f"table lists, per digit and layer, the gap and the share of F(x) − F(x') that the top-{top} "
-                     "filters carry — a share above 100 % means the other filters of that layer push the other "
-                     "way (negative conductance)."),
-        headlines=[f"The digits CNN labels {100 * result['test_accuracy']:.1f} % of the {result['n_test']} held-out "
-                   "digits correctly.",
-                   f"Completeness gap at most {100 * result['max_gap']:.2f} % of F(x) − F(x') over {len(LAYERS)} "
-                   f"layers and {n} digits, with at most {result['max_path_points']} path points per digit.",
-                   f"The top-{top} filters of a layer carry a median {100 * result['median_top_share']:.0f} % of "
-                   "F(x) − F(x') (above 100 %: the layer's other filters subtract)."],
-        figures=figures, tables=[("digits_top_filters.csv", f"Per digit and layer: completeness gap (%), share "
-                                                            f"carried by the top-{top} filters, the filters")],
-        summary="digits.json")
+        description=(
+            "A small CNN trained on scikit-learn's 1,797 real 8×8 handwritten digits. For a few held-out "
+            "digits, the conductance of every unit of five layers (target: the predicted class's logit, "
+            "baseline: a black image), all from one pass along the path. Completeness says a layer's "
+            "conductances sum to F(x) − F(x'); the gap is how far from it the numerical integral is. The "
+            f"table lists, per digit and layer, the gap and the share of F(x) − F(x') that the top-{top} "
+            "filters carry — a share above 100 % means the other filters of that layer push the other "
+            "way (negative conductance)."
+        ),
+        headlines=[
+            f"The digits CNN labels {100 * result['test_accuracy']:.1f} % of the {result['n_test']} held-out "
+            "digits correctly.",
+            f"Completeness gap at most {100 * result['max_gap']:.2f} % of F(x) − F(x') over {len(LAYERS)} "
+            f"layers and {n} digits, with at most {result['max_path_points']} path points per digit.",
+            f"The top-{top} filters of a layer carry a median {100 * result['median_top_share']:.0f} % of "
+            "F(x) − F(x') (above 100 %: the layer's other filters subtract).",
+        ],
+        figures=figures,
+        tables=[
+            (
+                "digits_top_filters.csv",
+                f"Per digit and layer: completeness gap (%), share carried by the top-{top} filters, the filters",
+            )
+        ],
+        summary="digits.json",
+    )
 
 
 def digits_study(out: str, *, quick: bool, seed: int, echo=print) -> dict:
-    return run(n_examples=3 if quick else 5, n_steps=32 if quick else 64, seed=seed, echo=echo, out=out,
-               quick=quick)
+    return run(n_examples=3 if quick else 5, n_steps=32 if quick else 64, seed=seed, echo=echo, out=out, quick=quick)
 
 
 # ----------------------------------------------------------------------------------------------- studies --
@@ -180,7 +241,7 @@ def _last_line(path: str) -> str:
 
 _TAIL_BYTES = 4096
 _WARNING = re.compile(r":\d+: \w*Warning: ")
-_JSON = re.compile(r'"\s*:\s|,\s*"\w+"\s*:')   # "key": value — a JSON object's insides
+_JSON = re.compile(r'"\s*:\s|,\s*"\w+"\s*:')  # "key": value — a JSON object's insides
 
 
 def _is_step(line: str) -> bool:
@@ -202,18 +263,39 @@ def _is_training(line: str) -> bool:
 _TRAINING = ("training ", "MiniLM vectors in context")
 
 
-def run_study(name: str, out: str, *, quick: bool, seed: int, timeout: float | None = None,
-              python: str = sys.executable, on_progress=None) -> dict:
+def run_study(
+    name: str,
+    out: str,
+    *,
+    quick: bool,
+    seed: int,
+    timeout: float | None = None,
+    python: str = sys.executable,
+    on_progress=None,
+) -> dict:
     """Run one study entry point in its own process; its output goes to ``out/NAME/log.txt``. While it runs,
     ``on_progress(last line of the log)`` is called about once a second. ``timeout`` (seconds) stops a study that
     takes longer; the time its log says it is training a model on first use ("training …", with its own bar and
     time left) does not count, so a slow machine's first run is not stopped for training what is cached after."""
     folder = os.path.join(out, name)
     os.makedirs(folder, exist_ok=True)
-    cmd = [python, "-m", study_module(name), *(["--quick"] if quick else []), "--out", folder,
-           "--seed", str(seed)]  # every study entry point takes --quick, --out and --seed (the contract)
-    env = dict(os.environ, PYTHONUNBUFFERED="1", MPLBACKEND="Agg", UNITSCOPE_PROGRESS="log",
-               UNITSCOPE_PROGRESS_SECONDS=os.environ.get("UNITSCOPE_PROGRESS_SECONDS", "5"))
+    cmd = [
+        python,
+        "-m",
+        study_module(name),
+        *(["--quick"] if quick else []),
+        "--out",
+        folder,
+        "--seed",
+        str(seed),
+    ]  # every study entry point takes --quick, --out and --seed (the contract)
+    env = dict(
+        os.environ,
+        PYTHONUNBUFFERED="1",
+        MPLBACKEND="Agg",
+        UNITSCOPE_PROGRESS="log",
+        UNITSCOPE_PROGRESS_SECONDS=os.environ.get("UNITSCOPE_PROGRESS_SECONDS", "5"),
+    )
     t0 = time.perf_counter()
     status = {"command": " ".join(["python"] + cmd[1:])}
     log_path = os.path.join(folder, "log.txt")
@@ -248,9 +330,12 @@ def run_study(name: str, out: str, *, quick: bool, seed: int, timeout: float | N
         text = f.read()
     last = text.strip().splitlines()[-1] if text.strip() else ""
     if rc is None:
-        status.update(status="timeout", error=f"stopped after {timeout:.0f} s of analysis"
-                      + (f" (and {training:.0f} s of training, not counted)" if training else "")
-                      + ": allow more time with --timeout")
+        status.update(
+            status="timeout",
+            error=f"stopped after {timeout:.0f} s of analysis"
+            + (f" (and {training:.0f} s of training, not counted)" if training else "")
+            + ": allow more time with --timeout",
+        )
     elif rc != 0:
         status.update(status="failed", error=f"exit code {rc}: {last[:300]}")
     else:
@@ -269,8 +354,15 @@ def _save_status(out: str, status: dict) -> None:
     atomic_write_text(os.path.join(out, "demo_status.json"), json.dumps(status, indent=1, default=str))
 
 
-def run_all(*, quick: bool = False, out: str = "unitscope-out", seed: int = 0, only=None,
-            timeout: float | None = None, echo=print) -> dict:
+def run_all(
+    *,
+    quick: bool = False,
+    out: str = "unitscope-out",
+    seed: int = 0,
+    only=None,
+    timeout: float | None = None,
+    echo=print,
+) -> dict:
     """Run the digits job and every available study into ``out``, then build ``out/report.html``."""
     from tqdm.auto import tqdm
 
@@ -291,9 +383,11 @@ def run_all(*, quick: bool = False, out: str = "unitscope-out", seed: int = 0, o
     _save_status(out, run_status)
     tty = sys.stderr.isatty()
     outer = tqdm(names, desc="unitscope demo", unit="study", disable=not tty, dynamic_ncols=True)
-    echo(f"unitscope demo{' --quick' if quick else ''}: {len(names)} parts ({', '.join(names)}) into {out}/; "
-         "small models are trained on first use and then loaded from the cache"
-         + ("" if tty else f"; the running study's progress is printed every {ECHO_SECONDS:.0f} s"))
+    echo(
+        f"unitscope demo{' --quick' if quick else ''}: {len(names)} parts ({', '.join(names)}) into {out}/; "
+        "small models are trained on first use and then loaded from the cache"
+        + ("" if tty else f"; the running study's progress is printed every {ECHO_SECONDS:.0f} s")
+    )
     for k, name in enumerate(outer):
         outer.set_description(f"unitscope demo: {name}")
         echo(f"\n=== {name} ({k + 1}/{len(names)}) ===")
@@ -308,18 +402,25 @@ def run_all(*, quick: bool = False, out: str = "unitscope-out", seed: int = 0, o
             st["seconds"] = round(time.perf_counter() - t0, 1)
             st["command"] = f"unitscope demo{' --quick' if quick else ''} (digits job, in-process)"
         else:
-            st = run_study(name, out, quick=quick, seed=seed, timeout=timeout,
-                           on_progress=_progress_shower(name, outer, tty, echo))
-            echo(f"{name}: {st['status']} in {st['seconds']:.0f} s" + (f" — {st['error']}" if st.get("error") else "")
-                 + f" (log: {os.path.join(out, name, 'log.txt')})")
+            st = run_study(
+                name, out, quick=quick, seed=seed, timeout=timeout, on_progress=_progress_shower(name, outer, tty, echo)
+            )
+            echo(
+                f"{name}: {st['status']} in {st['seconds']:.0f} s"
+                + (f" — {st['error']}" if st.get("error") else "")
+                + f" (log: {os.path.join(out, name, 'log.txt')})"
+            )
         run_status["studies"][name] = st
         _save_status(out, run_status)
     outer.close()
     run_status["seconds"] = round(time.perf_counter() - t_start, 1)
     _save_status(out, run_status)
     path = build_report(out)
-    summary = {"report": str(path), "seconds": run_status["seconds"],
-               "studies": {n: s["status"] for n, s in run_status["studies"].items()}}
+    summary = {
+        "report": str(path),
+        "seconds": run_status["seconds"],
+        "studies": {n: s["status"] for n, s in run_status["studies"].items()},
+    }
     echo(f"\nreport: {path} ({run_status['seconds']:.0f} s in all)")
     print(json.dumps(summary))
     return summary
@@ -338,4 +439,5 @@ def _progress_shower(name: str, outer, tty: bool, echo):
         elif time.perf_counter() - state["t"] >= ECHO_SECONDS and line != state["line"]:
             echo(f"  [{name}] {line[:160]}")
             state.update(t=time.perf_counter(), line=line)
+
     return show

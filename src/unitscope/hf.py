@@ -27,8 +27,15 @@ from .core.errors import UnitscopeError
 __all__ = ["HFLogits", "HFImageLogits", "load_hf", "folder_info", "FolderInfo", "TOKENIZER_FILES"]
 
 #: files of which at least one is in a folder that a tokenizer was saved to (``tokenizer.save_pretrained``)
-TOKENIZER_FILES = ("tokenizer.json", "tokenizer_config.json", "vocab.txt", "vocab.json", "spiece.model",
-                   "sentencepiece.bpe.model", "tokenizer.model")
+TOKENIZER_FILES = (
+    "tokenizer.json",
+    "tokenizer_config.json",
+    "vocab.txt",
+    "vocab.json",
+    "spiece.model",
+    "sentencepiece.bpe.model",
+    "tokenizer.model",
+)
 
 
 @dataclass(frozen=True)
@@ -42,8 +49,8 @@ class FolderInfo:
     classifier: bool
     tokenizer: bool
     vocab_size: int | None
-    image: bool = False              # a *ForImageClassification model: pixel inputs, no tokens
-    image_processor: bool = False    # its image processor was saved beside it (preprocessor_config.json)
+    image: bool = False  # a *ForImageClassification model: pixel inputs, no tokens
+    image_processor: bool = False  # its image processor was saved beside it (preprocessor_config.json)
 
 
 def folder_info(folder: str) -> FolderInfo:
@@ -51,13 +58,17 @@ def folder_info(folder: str) -> FolderInfo:
     classifier or a causal LM. A one-line :class:`UnitscopeError` otherwise."""
     path = Path(folder)
     if not path.is_dir():
-        raise UnitscopeError(f"MODEL hf:{folder}: no folder {folder!r}",
-                             hint="hf:FOLDER is a folder written by model.save_pretrained(FOLDER)")
+        raise UnitscopeError(
+            f"MODEL hf:{folder}: no folder {folder!r}",
+            hint="hf:FOLDER is a folder written by model.save_pretrained(FOLDER)",
+        )
     try:
         config = json.loads((path / "config.json").read_text())
     except FileNotFoundError:
-        raise UnitscopeError(f"MODEL hf:{folder}: {folder!r} is not a saved Hugging Face model (no config.json)",
-                             hint="save one with model.save_pretrained(FOLDER)") from None
+        raise UnitscopeError(
+            f"MODEL hf:{folder}: {folder!r} is not a saved Hugging Face model (no config.json)",
+            hint="save one with model.save_pretrained(FOLDER)",
+        ) from None
     except (json.JSONDecodeError, UnicodeDecodeError) as e:
         raise UnitscopeError(f"MODEL hf:{folder}: its config.json cannot be read", hint=str(e)) from None
     arch = tuple(config.get("architectures") or ())
@@ -66,11 +77,21 @@ def folder_info(folder: str) -> FolderInfo:
     classifier = "SequenceClassification" in text
     image = "ImageClassification" in text
     if not (causal or classifier or image):
-        raise UnitscopeError(f"MODEL hf:{folder}: a {text or 'model without architectures'} has no logits to score",
-                             hint="save a *ForSequenceClassification, *ForImageClassification or *ForCausalLM model")
+        raise UnitscopeError(
+            f"MODEL hf:{folder}: a {text or 'model without architectures'} has no logits to score",
+            hint="save a *ForSequenceClassification, *ForImageClassification or *ForCausalLM model",
+        )
     if image:
-        return FolderInfo(str(folder), arch, False, True, False, None, image=True,
-                          image_processor=(path / "preprocessor_config.json").is_file())
+        return FolderInfo(
+            str(folder),
+            arch,
+            False,
+            True,
+            False,
+            None,
+            image=True,
+            image_processor=(path / "preprocessor_config.json").is_file(),
+        )
     has_tokenizer = any((path / f).is_file() for f in TOKENIZER_FILES)
     vocab = config.get("vocab_size")
     if vocab is None and isinstance(config.get("text_config"), dict):
@@ -90,8 +111,13 @@ class HFLogits(nn.Module):
 
     def forward(self, ids: torch.Tensor, attention_mask: torch.Tensor | None = None) -> torch.Tensor:
         """``attention_mask`` (a tokenizer's, ``[N, T]``): default ``ids != pad id``."""
-        mask = attention_mask if attention_mask is not None else \
-            None if self.pad_id is None else (ids != self.pad_id).long()
+        mask = (
+            attention_mask
+            if attention_mask is not None
+            else None
+            if self.pad_id is None
+            else (ids != self.pad_id).long()
+        )
         logits = self.hf(input_ids=ids, attention_mask=mask).logits
         if not self.causal:
             return logits
@@ -128,8 +154,10 @@ def _tokenizer(transformers, path: Path):
         return None
     tokenizer = transformers.AutoTokenizer.from_pretrained(path, local_files_only=True)
     if not tokenizer("a")["input_ids"]:
-        raise UnitscopeError(f"MODEL hf:{path}: the tokenizer saved there turns text into no tokens",
-                             hint="save the model's own tokenizer with tokenizer.save_pretrained(FOLDER)")
+        raise UnitscopeError(
+            f"MODEL hf:{path}: the tokenizer saved there turns text into no tokens",
+            hint="save the model's own tokenizer with tokenizer.save_pretrained(FOLDER)",
+        )
     return tokenizer
 
 
@@ -159,10 +187,18 @@ def load_hf(folder: str, device):
     path = Path(folder)
     if info.image:
         with _quiet(transformers):
-            model = transformers.AutoModelForImageClassification.from_pretrained(
-                path, local_files_only=True, attn_implementation="eager").to(device).eval()
-            processor = (transformers.AutoImageProcessor.from_pretrained(path, local_files_only=True)
-                         if info.image_processor else None)
+            model = (
+                transformers.AutoModelForImageClassification.from_pretrained(
+                    path, local_files_only=True, attn_implementation="eager"
+                )
+                .to(device)
+                .eval()
+            )
+            processor = (
+                transformers.AutoImageProcessor.from_pretrained(path, local_files_only=True)
+                if info.image_processor
+                else None
+            )
         return HFImageLogits(model, processor), None, None
     with _quiet(transformers):
         config = transformers.AutoConfig.from_pretrained(path, local_files_only=True)

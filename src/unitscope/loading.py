@@ -55,26 +55,56 @@ import torch.nn as nn
 
 from .core.errors import UnitscopeError
 
-__all__ = ["Loaded", "Inputs", "ModelSpec", "DataPlan", "ImageSettings", "ZOO_MODELS", "ZOO_DATA", "IMAGE_SUFFIXES",
-           "TENSOR_SUFFIXES", "MODEL_HELP", "DATA_HELP", "check_model", "plan_inputs", "check_pair", "load_model",
-           "load_inputs", "check_device", "check_layers", "check_token_ids", "TokenItems", "SentenceBatches",
-           "TokenBatches"]
+__all__ = [
+    "Loaded",
+    "Inputs",
+    "ModelSpec",
+    "DataPlan",
+    "ImageSettings",
+    "ZOO_MODELS",
+    "ZOO_DATA",
+    "IMAGE_SUFFIXES",
+    "TENSOR_SUFFIXES",
+    "MODEL_HELP",
+    "DATA_HELP",
+    "check_model",
+    "plan_inputs",
+    "check_pair",
+    "load_model",
+    "load_inputs",
+    "check_device",
+    "check_layers",
+    "check_token_ids",
+    "TokenItems",
+    "SentenceBatches",
+    "TokenBatches",
+]
 
 ZOO_MODELS = ("digits-cnn", "digits-vgg", "digits-mlp", "sentiment-cnn", "sentiment-cnn-quick", "efficientnet-lite0")
 ZOO_DATA = ("digits", "photos", "reviews")
 #: what each zoo model reads: images (prepared by the model's own transform) or sentences
-ZOO_MODALITY = {"digits-cnn": "images", "digits-vgg": "images", "digits-mlp": "images", "efficientnet-lite0": "images",
-                "sentiment-cnn": "text", "sentiment-cnn-quick": "text"}
+ZOO_MODALITY = {
+    "digits-cnn": "images",
+    "digits-vgg": "images",
+    "digits-mlp": "images",
+    "efficientnet-lite0": "images",
+    "sentiment-cnn": "text",
+    "sentiment-cnn-quick": "text",
+}
 ZOO_DATA_MODALITY = {"digits": "images", "photos": "images", "reviews": "text"}
 IMAGE_SUFFIXES = (".png", ".jpg", ".jpeg", ".bmp", ".gif", ".tif", ".tiff", ".webp")
 TENSOR_SUFFIXES = (".pt", ".pth", ".npy")
 
-MODEL_HELP = (f"zoo name ({', '.join(ZOO_MODELS)}), hf:FOLDER (a transformers text or image classifier or causal LM "
-              "saved with save_pretrained, with or without its tokenizer), a torch.export / TorchScript file, or "
-              "package.module:factory")
-DATA_HELP = (f"zoo data name ({', '.join(ZOO_DATA)}), a .pt/.npy tensor (token ids for hf:FOLDER; a .pt dict "
-             "{'inputs', 'labels'} carries labels), image files or folders (class sub-folders give labels), or a "
-             ".txt of sentences (one a line, or LABEL<TAB>sentence)")
+MODEL_HELP = (
+    f"zoo name ({', '.join(ZOO_MODELS)}), hf:FOLDER (a transformers text or image classifier or causal LM "
+    "saved with save_pretrained, with or without its tokenizer), a torch.export / TorchScript file, or "
+    "package.module:factory"
+)
+DATA_HELP = (
+    f"zoo data name ({', '.join(ZOO_DATA)}), a .pt/.npy tensor (token ids for hf:FOLDER; a .pt dict "
+    "{'inputs', 'labels'} carries labels), image files or folders (class sub-folders give labels), or a "
+    ".txt of sentences (one a line, or LABEL<TAB>sentence)"
+)
 
 
 def _closest(word: str, choices, n: int = 3) -> str:
@@ -91,7 +121,7 @@ class ModelSpec:
     spec: str
     kind: str
     modality: str | None = None
-    hf: object | None = None          # unitscope.hf.FolderInfo for hf:FOLDER
+    hf: object | None = None  # unitscope.hf.FolderInfo for hf:FOLDER
 
     @property
     def text(self) -> bool:
@@ -117,24 +147,32 @@ def check_model(spec: str, *, zoo=ZOO_MODELS) -> ModelSpec:
     if path.is_file():
         kind = _archive_kind(path)
         if kind is None:
-            raise UnitscopeError(f"MODEL {spec!r} is neither a torch.export nor a TorchScript file",
-                                 hint="save with torch.export.save(ep, 'model.pt2'), or pass package.module:factory "
-                                      "(a state_dict alone does not say how to build the model)")
+            raise UnitscopeError(
+                f"MODEL {spec!r} is neither a torch.export nor a TorchScript file",
+                hint="save with torch.export.save(ep, 'model.pt2'), or pass package.module:factory "
+                "(a state_dict alone does not say how to build the model)",
+            )
         return ModelSpec(spec, kind)
     if path.is_dir():
         raise UnitscopeError(f"MODEL {spec!r} is a folder", hint=f"a Hugging Face folder is written hf:{spec}")
     if ":" in spec and os.sep not in spec.partition(":")[0]:
         module_name, _, attr = spec.partition(":")
-        if not module_name or not attr or not all(p.isidentifier() for p in module_name.split(".")) or \
-                not attr.isidentifier():
+        if (
+            not module_name
+            or not attr
+            or not all(p.isidentifier() for p in module_name.split("."))
+            or not attr.isidentifier()
+        ):
             raise UnitscopeError(f"MODEL {spec!r} is not package.module:factory", hint="e.g. mypackage.nets:make")
         try:
             found = importlib.util.find_spec(module_name)
         except (ImportError, ValueError) as e:  # a parent package that is missing or broken
             raise UnitscopeError(f"cannot import {module_name!r} for {spec!r}", hint=str(e)) from None
         if found is None:
-            raise UnitscopeError(f"cannot import {module_name!r} for {spec!r}",
-                                 hint=f"no module named {module_name!r} on the Python path (PYTHONPATH)")
+            raise UnitscopeError(
+                f"cannot import {module_name!r} for {spec!r}",
+                hint=f"no module named {module_name!r} on the Python path (PYTHONPATH)",
+            )
         return ModelSpec(spec, "factory")
     if path.suffix or os.sep in spec:
         raise UnitscopeError(f"model file {spec!r} not found")
@@ -152,12 +190,15 @@ class ImageSettings:
 
     def __post_init__(self):
         if self.size is not None and (len(self.size) not in (1, 2) or min(self.size) < 1):
-            raise UnitscopeError(f"--image-size {' '.join(map(str, self.size))}: give H or H W, positive",
-                                 hint="e.g. --image-size 224")
+            raise UnitscopeError(
+                f"--image-size {' '.join(map(str, self.size))}: give H or H W, positive", hint="e.g. --image-size 224"
+            )
         for name, v in (("--mean", self.mean), ("--std", self.std)):
             if v is not None and len(v) not in (1, 3):
-                raise UnitscopeError(f"{name} takes 1 or 3 numbers (one per channel), got {len(v)}",
-                                     hint="e.g. --mean 0.485 0.456 0.406 --std 0.229 0.224 0.225")
+                raise UnitscopeError(
+                    f"{name} takes 1 or 3 numbers (one per channel), got {len(v)}",
+                    hint="e.g. --mean 0.485 0.456 0.406 --std 0.229 0.224 0.225",
+                )
         if self.std is not None and min(self.std) <= 0:
             raise UnitscopeError("--std must be positive", std=list(self.std))
         if (self.mean is None) != (self.std is None):
@@ -211,8 +252,9 @@ class DataPlan:
         if limit is None or self.kind == "zoo":
             return self
         cut = lambda v: None if v is None else v[:limit]  # noqa: E731
-        return replace(self, tensor=cut(self.tensor), labels=cut(self.labels), sentences=cut(self.sentences),
-                       files=cut(self.files))
+        return replace(
+            self, tensor=cut(self.tensor), labels=cut(self.labels), sentences=cut(self.sentences), files=cut(self.files)
+        )
 
 
 def plan_inputs(specs, *, labels=None, limit: int | None = None) -> DataPlan:
@@ -226,8 +268,10 @@ def plan_inputs(specs, *, labels=None, limit: int | None = None) -> DataPlan:
         raise UnitscopeError("--limit must be ≥ 1", limit=limit)
     if len(specs) == 1 and str(specs[0]) in ZOO_DATA:
         if labels is not None:
-            raise UnitscopeError(f"--labels: the zoo data {str(specs[0])!r} has its own labels",
-                                 hint="give --labels with your own files only")
+            raise UnitscopeError(
+                f"--labels: the zoo data {str(specs[0])!r} has its own labels",
+                hint="give --labels with your own files only",
+            )
         return DataPlan([str(specs[0])], "zoo", str(specs[0]))
     paths = [Path(s) for s in specs]
     missing = [str(p) for p in paths if not p.exists()]
@@ -251,8 +295,10 @@ def plan_inputs(specs, *, labels=None, limit: int | None = None) -> DataPlan:
         plan = DataPlan([str(s) for s in specs], "images", name, files=files, labels=y, class_names=classes)
     if labels is not None:
         if plan.labels is not None:
-            raise UnitscopeError(f"--labels {str(labels)!r}: DATA {name!r} has labels of its own",
-                                 hint="drop --labels, or give the inputs without theirs")
+            raise UnitscopeError(
+                f"--labels {str(labels)!r}: DATA {name!r} has labels of its own",
+                hint="drop --labels, or give the inputs without theirs",
+            )
         plan.labels = _label_file(Path(labels), len(plan))
     return plan.limited(limit)
 
@@ -265,8 +311,9 @@ def _label_file(path: Path, n: int) -> torch.Tensor:
         rows = [ln.strip() for ln in path.read_text().splitlines() if ln.strip()]
         bad = next((r for r in rows if not re.fullmatch(r"\d+", r)), None)
         if bad is not None:
-            raise UnitscopeError(f"--labels {str(path)!r}: {bad!r} is not a class index",
-                                 hint="one class index (0, 1, …) a line")
+            raise UnitscopeError(
+                f"--labels {str(path)!r}: {bad!r} is not a class index", hint="one class index (0, 1, …) a line"
+            )
         y = torch.tensor([int(r) for r in rows], dtype=torch.long)
     elif path.suffix.lower() in TENSOR_SUFFIXES:
         y, _ = _tensor_file(path, labels=False, what="--labels")
@@ -277,8 +324,11 @@ def _label_file(path: Path, n: int) -> torch.Tensor:
 
 def _check_labels(y: torch.Tensor, n: int, what: str) -> torch.Tensor:
     if y.dim() != 1 or y.is_floating_point() or y.is_complex() or y.dtype == torch.bool:
-        raise UnitscopeError(f"{what}: labels must be one class index per example (integers, [N])",
-                             shape=list(y.shape), dtype=str(y.dtype))
+        raise UnitscopeError(
+            f"{what}: labels must be one class index per example (integers, [N])",
+            shape=list(y.shape),
+            dtype=str(y.dtype),
+        )
     if len(y) != n:
         raise UnitscopeError(f"{what}: {len(y)} labels for {n} inputs", hint="give one label per input")
     if len(y) and int(y.min()) < 0:
@@ -304,14 +354,17 @@ def _tensor_file(path: Path, *, labels: bool = False, what: str = "DATA"):
         if isinstance(obj, dict):
             key = next((k for k in ("inputs", "x", "data") if isinstance(obj.get(k), torch.Tensor)), None)
             if key is None:
-                raise UnitscopeError(f"{what} {str(path)!r} holds a dict without an 'inputs'/'x'/'data' tensor",
-                                     keys=sorted(map(str, obj)))
+                raise UnitscopeError(
+                    f"{what} {str(path)!r} holds a dict without an 'inputs'/'x'/'data' tensor",
+                    keys=sorted(map(str, obj)),
+                )
             x = obj[key]
             ykey = next((k for k in ("labels", "y", "targets") if k in obj), None)
             if ykey is not None:
                 if not isinstance(obj[ykey], torch.Tensor):
-                    raise UnitscopeError(f"{what} {str(path)!r}: {ykey!r} is a {type(obj[ykey]).__name__}, "
-                                         "not a tensor of class indices")
+                    raise UnitscopeError(
+                        f"{what} {str(path)!r}: {ykey!r} is a {type(obj[ykey]).__name__}, not a tensor of class indices"
+                    )
                 y = _check_labels(obj[ykey], len(x), f"{what} {str(path)!r} ({ykey!r})")
         elif isinstance(obj, torch.Tensor):
             x = obj
@@ -340,8 +393,11 @@ def _sentence_files(paths: list[Path]):
         return lines, None
     if not all(tagged):
         k = next(i for i, t in enumerate(tagged) if t is None)
-        raise UnitscopeError(f"DATA: line {k + 1} of the sentences has no LABEL<TAB> while others do",
-                             line=lines[k][:60], hint="label every line (LABEL<TAB>sentence) or none")
+        raise UnitscopeError(
+            f"DATA: line {k + 1} of the sentences has no LABEL<TAB> while others do",
+            line=lines[k][:60],
+            hint="label every line (LABEL<TAB>sentence) or none",
+        )
     return [t.group(2).strip() for t in tagged], torch.tensor([int(t.group(1)) for t in tagged])
 
 
@@ -371,15 +427,18 @@ def _image_files(paths: list[Path]):
             if p.is_dir():
                 found = images_in(p)
                 if not found:
-                    raise UnitscopeError(f"no images in folder {str(p)!r}",
-                                         hint=f"looked for {', '.join(IMAGE_SUFFIXES)}")
+                    raise UnitscopeError(
+                        f"no images in folder {str(p)!r}", hint=f"looked for {', '.join(IMAGE_SUFFIXES)}"
+                    )
                 files += found
             else:
                 files.append(p)
     bad = [f for f in files if f.suffix.lower() not in IMAGE_SUFFIXES]
     if bad:
-        raise UnitscopeError(f"cannot read {str(bad[0])!r}: not an image, .pt/.npy tensor or .txt",
-                             hint=f"images end in {', '.join(IMAGE_SUFFIXES)}")
+        raise UnitscopeError(
+            f"cannot read {str(bad[0])!r}: not an image, .pt/.npy tensor or .txt",
+            hint=f"images end in {', '.join(IMAGE_SUFFIXES)}",
+        )
     for f in files:
         try:
             with Image.open(f):
@@ -396,8 +455,9 @@ def check_pair(model: ModelSpec, data: DataPlan | None, image: ImageSettings | N
     name = model.spec
     if image is not None and image.given:
         if model.kind == "zoo":
-            raise UnitscopeError(f"--image-size/--mean/--std: the zoo model {name!r} prepares its own inputs",
-                                 hint="leave them out")
+            raise UnitscopeError(
+                f"--image-size/--mean/--std: the zoo model {name!r} prepares its own inputs", hint="leave them out"
+            )
         if data is not None and data.modality != "images":
             raise UnitscopeError("--image-size/--mean/--std are for image inputs", data=data.name)
     if data is None:
@@ -408,25 +468,33 @@ def check_pair(model: ModelSpec, data: DataPlan | None, image: ImageSettings | N
         if model.modality == "tokens":
             from .hf import TOKENIZER_FILES
 
-            raise UnitscopeError(f"DATA {data.name!r} is sentences, and {name} has no tokenizer (none of "
-                                 f"{', '.join(TOKENIZER_FILES[:3])}, … in the folder)",
-                                 hint="save it there with tokenizer.save_pretrained(FOLDER), or give token ids "
-                                      "as a .pt tensor [N, T]")
+            raise UnitscopeError(
+                f"DATA {data.name!r} is sentences, and {name} has no tokenizer (none of "
+                f"{', '.join(TOKENIZER_FILES[:3])}, … in the folder)",
+                hint="save it there with tokenizer.save_pretrained(FOLDER), or give token ids as a .pt tensor [N, T]",
+            )
         if model.modality == "images":
-            raise UnitscopeError(f"DATA {data.name!r} is sentences, and {name} takes images",
-                                 hint="give it images or a tensor file")
-        raise UnitscopeError(f"DATA {data.name!r} is sentences, which need a text model: sentiment-cnn or "
-                             f"hf:FOLDER with its tokenizer ({name} is a {model.kind})",
-                             hint="give a tensor file (token ids or embeddings) instead")
+            raise UnitscopeError(
+                f"DATA {data.name!r} is sentences, and {name} takes images", hint="give it images or a tensor file"
+            )
+        raise UnitscopeError(
+            f"DATA {data.name!r} is sentences, which need a text model: sentiment-cnn or "
+            f"hf:FOLDER with its tokenizer ({name} is a {model.kind})",
+            hint="give a tensor file (token ids or embeddings) instead",
+        )
     if data.modality == "images" and model.text:
-        raise UnitscopeError(f"DATA {data.name!r} is images, and {name} is a text model",
-                             hint="give it sentences (a .txt file)" if model.modality == "text" else
-                             "give it token ids as a .pt tensor [N, T]")
+        raise UnitscopeError(
+            f"DATA {data.name!r} is images, and {name} is a text model",
+            hint="give it sentences (a .txt file)"
+            if model.modality == "text"
+            else "give it token ids as a .pt tensor [N, T]",
+        )
     if data.kind == "tensor" and model.kind == "hf" and model.text:
         x = data.tensor
         if x.is_floating_point() or x.is_complex() or x.dim() != 2:
-            raise UnitscopeError(f"DATA {data.name!r}: {name} takes token ids, integers [N, T]",
-                                 shape=list(x.shape), dtype=str(x.dtype))
+            raise UnitscopeError(
+                f"DATA {data.name!r}: {name} takes token ids, integers [N, T]", shape=list(x.shape), dtype=str(x.dtype)
+            )
 
 
 # ------------------------------------------------------------------------------------------------ models --
@@ -436,14 +504,14 @@ class Loaded:
 
     model: nn.Module
     name: str
-    kind: str                                    # "zoo", "export", "torchscript", "factory" or "hf"
-    prepare_image: Callable | None = None        # PIL image -> input tensor (one example, no batch dim)
-    encode_text: Callable | None = None          # list[str] -> (input tensor, tokens per example, padded to T)
-    example: torch.Tensor | None = None          # one batch of valid inputs (for shapes)
+    kind: str  # "zoo", "export", "torchscript", "factory" or "hf"
+    prepare_image: Callable | None = None  # PIL image -> input tensor (one example, no batch dim)
+    encode_text: Callable | None = None  # list[str] -> (input tensor, tokens per example, padded to T)
+    example: torch.Tensor | None = None  # one batch of valid inputs (for shapes)
     class_names: list[str] | None = None
-    default_data: str | None = None              # the zoo data that fits the model
-    image_shape: tuple | None = None             # (C, H, W) of an input image, when known
-    value_range: tuple = (0.0, 1.0)              # the valid range of input values (for synthesis)
+    default_data: str | None = None  # the zoo data that fits the model
+    image_shape: tuple | None = None  # (C, H, W) of an input image, when known
+    value_range: tuple = (0.0, 1.0)  # the valid range of input values (for synthesis)
     extra: dict = field(default_factory=dict)
 
     @property
@@ -457,20 +525,21 @@ class Loaded:
 
     def require_hooks(self) -> None:
         if not self.hookable:
-            raise UnitscopeError(f"{self.name!r} is a TorchScript module, and TorchScript modules cannot be hooked",
-                                 hint="save the model with torch.export.save (dynamic batch dimension) or pass "
-                                      "package.module:factory")
+            raise UnitscopeError(
+                f"{self.name!r} is a TorchScript module, and TorchScript modules cannot be hooked",
+                hint="save the model with torch.export.save (dynamic batch dimension) or pass package.module:factory",
+            )
 
 
 @dataclass
 class Inputs:
     x: torch.Tensor
     labels: torch.Tensor | None = None
-    names: list[str] | None = None     # file names / photo names / sentences, one per example
-    images: list | None = None         # displayable pictures (HxW or HxWx3 arrays) when the inputs are images
-    tokens: list | None = None         # per example its token strings, "" for padding (text inputs)
-    mask: torch.Tensor | None = None   # the attention mask of tokenized sentences ([N, T]), when there is one
-    value_range: tuple | None = None   # the range of the prepared image values, when the inputs are images
+    names: list[str] | None = None  # file names / photo names / sentences, one per example
+    images: list | None = None  # displayable pictures (HxW or HxWx3 arrays) when the inputs are images
+    tokens: list | None = None  # per example its token strings, "" for padding (text inputs)
+    mask: torch.Tensor | None = None  # the attention mask of tokenized sentences ([N, T]), when there is one
+    value_range: tuple | None = None  # the range of the prepared image values, when the inputs are images
     class_names: list | None = None
     display_range: tuple | None = None  # per channel ([lo_c], [hi_c]): undoes --mean/--std for the pictures
 
@@ -492,9 +561,17 @@ def _zoo_model(name: str, device) -> Loaded:
         factory = {"digits-cnn": zoo.digits_cnn, "digits-vgg": zoo.digits_vgg, "digits-mlp": zoo.digits_mlp}[name]
         trained = factory()
         _, test = zoo.digits_data()
-        return Loaded(trained.model.to(device), name, "zoo", prepare_image=_digits_prepare, example=test.x[:2],
-                      class_names=[str(i) for i in range(10)], default_data="digits", image_shape=(1, 8, 8),
-                      extra={"test_accuracy": trained.info.get("test_accuracy")})
+        return Loaded(
+            trained.model.to(device),
+            name,
+            "zoo",
+            prepare_image=_digits_prepare,
+            example=test.x[:2],
+            class_names=[str(i) for i in range(10)],
+            default_data="digits",
+            image_shape=(1, 8, 8),
+            extra={"test_accuracy": trained.info.get("test_accuracy")},
+        )
     if name == "efficientnet-lite0":
         from .zoo import efficientnet_lite0
 
@@ -502,9 +579,17 @@ def _zoo_model(name: str, device) -> Loaded:
             net = efficientnet_lite0()
         except (ImportError, FileNotFoundError) as e:
             raise UnitscopeError(str(e).split("\n")[0], model=name) from None
-        return Loaded(net.model.to(device), name, "zoo", prepare_image=net.preprocess,
-                      example=torch.zeros(1, 3, 224, 224), class_names=list(net.class_names), default_data="photos",
-                      image_shape=(3, 224, 224), value_range=(-1.0, 1.0))
+        return Loaded(
+            net.model.to(device),
+            name,
+            "zoo",
+            prepare_image=net.preprocess,
+            example=torch.zeros(1, 3, 224, 224),
+            class_names=list(net.class_names),
+            default_data="photos",
+            image_shape=(3, 224, 224),
+            value_range=(-1.0, 1.0),
+        )
     if name in ("sentiment-cnn", "sentiment-cnn-quick"):
         from .zoo.sentiment import MIN_PAD, QUICK_RECIPE, sentiment_cnn
 
@@ -512,13 +597,20 @@ def _zoo_model(name: str, device) -> Loaded:
 
         def encode(sentences):
             _, emb = net.encode(list(sentences))
-            tokens = [[""] * MIN_PAD + net.tokens(s) for s in sentences]   # position t is MIN_PAD + t
+            tokens = [[""] * MIN_PAD + net.tokens(s) for s in sentences]  # position t is MIN_PAD + t
             return emb, [t + [""] * (emb.shape[1] - len(t)) for t in tokens]
 
         example, _ = encode(["a fine , moving film ."])
-        return Loaded(net.model.to(device), name, "zoo", encode_text=encode, example=example,
-                      class_names=["negative", "positive"], default_data="reviews",
-                      extra={"test_accuracy": net.test_accuracy, "trained": net})
+        return Loaded(
+            net.model.to(device),
+            name,
+            "zoo",
+            encode_text=encode,
+            example=example,
+            class_names=["negative", "positive"],
+            default_data="reviews",
+            extra={"test_accuracy": net.test_accuracy, "trained": net},
+        )
     raise AssertionError(name)
 
 
@@ -557,8 +649,9 @@ def _file_model(path: Path, device) -> Loaded:
         try:
             ep = torch.export.load(str(path))
         except Exception as e:  # noqa: BLE001 — whatever torch.export.load raises: the file is not usable
-            raise UnitscopeError(f"cannot load the torch.export file {str(path)!r}",
-                                 hint=(str(e).splitlines() or [type(e).__name__])[0]) from None
+            raise UnitscopeError(
+                f"cannot load the torch.export file {str(path)!r}", hint=(str(e).splitlines() or [type(e).__name__])[0]
+            ) from None
         model = torch.export.unflatten(ep)
         example = None
         ex = getattr(ep, "example_inputs", None)
@@ -572,12 +665,15 @@ def _file_model(path: Path, device) -> Loaded:
                 warnings.simplefilter("ignore", FutureWarning)
                 model = torch.jit.load(str(path), map_location=device)
         except Exception as e:  # noqa: BLE001 — whatever torch.jit.load raises: the file is not usable
-            raise UnitscopeError(f"cannot load the TorchScript file {str(path)!r}",
-                                 hint=(str(e).splitlines() or [type(e).__name__])[0]) from None
+            raise UnitscopeError(
+                f"cannot load the TorchScript file {str(path)!r}", hint=(str(e).splitlines() or [type(e).__name__])[0]
+            ) from None
         return Loaded(model, str(path), "torchscript")
-    raise UnitscopeError(f"{str(path)!r} is neither a torch.export nor a TorchScript file",
-                         hint="save with torch.export.save(ep, 'model.pt2'), or pass package.module:factory "
-                              "(a state_dict alone does not say how to build the model)")
+    raise UnitscopeError(
+        f"{str(path)!r} is neither a torch.export nor a TorchScript file",
+        hint="save with torch.export.save(ep, 'model.pt2'), or pass package.module:factory "
+        "(a state_dict alone does not say how to build the model)",
+    )
 
 
 def _import_factory(spec: str, what: str = "MODEL"):
@@ -591,8 +687,10 @@ def _import_factory(spec: str, what: str = "MODEL"):
         return getattr(module, attr)
     except AttributeError:
         close = difflib.get_close_matches(attr, [n for n in dir(module) if not n.startswith("_")], n=3)
-        raise UnitscopeError(f"{what}: {module_name!r} has no attribute {attr!r}",
-                             hint=f"closest names: {', '.join(map(repr, close))}" if close else None) from None
+        raise UnitscopeError(
+            f"{what}: {module_name!r} has no attribute {attr!r}",
+            hint=f"closest names: {', '.join(map(repr, close))}" if close else None,
+        ) from None
 
 
 def _call_factory(spec: str, factory):
@@ -618,10 +716,18 @@ def _factory_model(spec: str, device) -> Loaded:
     obj = _call_factory(spec, _import_factory(spec))
     model = obj if isinstance(obj, nn.Module) else getattr(obj, "model", None)
     if not isinstance(model, nn.Module):
-        raise UnitscopeError(f"{spec!r} returned {type(obj).__name__}, not an nn.Module",
-                             hint="return the model, or an object with a .model attribute")
-    prepare = next((getattr(obj, a) for a in ("preprocess", "transform") if callable(getattr(obj, a, None))
-                    and not isinstance(obj, nn.Module)), None)
+        raise UnitscopeError(
+            f"{spec!r} returned {type(obj).__name__}, not an nn.Module",
+            hint="return the model, or an object with a .model attribute",
+        )
+    prepare = next(
+        (
+            getattr(obj, a)
+            for a in ("preprocess", "transform")
+            if callable(getattr(obj, a, None)) and not isinstance(obj, nn.Module)
+        ),
+        None,
+    )
     shape = None
     if prepare is None:
         timm_prepare = _timm_prepare(model)
@@ -638,14 +744,20 @@ def _hf_model(folder: str, device) -> Loaded:
     from .hf import load_hf
 
     model, tokenizer, embedding = load_hf(folder, device)
-    if embedding is None:   # an image classifier: its image processor prepares the images, when it was saved
+    if embedding is None:  # an image classifier: its image processor prepares the images, when it was saved
         prepare = getattr(model, "preprocess", None)
         cfg = model.hf.config
         size = getattr(cfg, "image_size", None)
         size = tuple(size) if isinstance(size, (list, tuple)) else (size, size) if size else None
         shape = (int(getattr(cfg, "num_channels", 3)), *size) if size else None
-        loaded = Loaded(model, f"hf:{folder}", "hf", prepare_image=prepare, image_shape=shape,
-                        example=None if shape is None else torch.zeros(1, *shape, device=device))
+        loaded = Loaded(
+            model,
+            f"hf:{folder}",
+            "hf",
+            prepare_image=prepare,
+            image_shape=shape,
+            example=None if shape is None else torch.zeros(1, *shape, device=device),
+        )
         if prepare is not None:
             loaded.extra["own_transform"] = True
         return loaded
@@ -657,16 +769,24 @@ def _hf_model(folder: str, device) -> Loaded:
         def encode(sentences):
             enc = tokenizer(list(sentences), padding=True, truncation=True, return_tensors="pt")
             ids, mask = enc["input_ids"], enc["attention_mask"]
-            tokens = [[t if int(m) else "" for t, m in zip(tokenizer.convert_ids_to_tokens(row.tolist()), ms)]
-                      for row, ms in zip(ids, mask)]
+            tokens = [
+                [t if int(m) else "" for t, m in zip(tokenizer.convert_ids_to_tokens(row.tolist()), ms)]
+                for row, ms in zip(ids, mask)
+            ]
             return ids, tokens
 
         example = encode(["a fine film ."])[0]
     else:  # token ids only: any few ids of the vocabulary serve for shapes
         vocab = _vocab_size(model)
         example = (torch.arange(1, 5) % max(vocab or 1, 1))[None]
-    return Loaded(model, f"hf:{folder}", "hf", encode_text=encode, example=example.to(device),
-                  extra={"embedding": embedding, "tokenizer": tokenizer})
+    return Loaded(
+        model,
+        f"hf:{folder}",
+        "hf",
+        encode_text=encode,
+        example=example.to(device),
+        extra={"embedding": embedding, "tokenizer": tokenizer},
+    )
 
 
 def _vocab_size(model: nn.Module) -> int | None:
@@ -698,13 +818,17 @@ def load_generator(spec: str, loaded: Loaded | None = None):
     if isinstance(obj, nn.Module) and not isinstance(obj, Generator):
         dim = getattr(obj, "latent_dim", None)
         if not isinstance(dim, int):
-            raise UnitscopeError(f"--generator {spec!r}: a decoder module needs an int .latent_dim",
-                                 hint="or return an object with latent_dim, __call__(z) and sample_codes(n)")
+            raise UnitscopeError(
+                f"--generator {spec!r}: a decoder module needs an int .latent_dim",
+                hint="or return an object with latent_dim, __call__(z) and sample_codes(n)",
+            )
         return DecoderGenerator(obj.eval(), dim)
     if not isinstance(obj, Generator):
-        raise UnitscopeError(f"--generator {spec!r} returned {type(obj).__name__}, not a generator",
-                             hint="return an object with latent_dim, __call__(z) and sample_codes(n), or a "
-                                  "decoder nn.Module with .latent_dim")
+        raise UnitscopeError(
+            f"--generator {spec!r} returned {type(obj).__name__}, not a generator",
+            hint="return an object with latent_dim, __call__(z) and sample_codes(n), or a "
+            "decoder nn.Module with .latent_dim",
+        )
     return obj
 
 
@@ -735,8 +859,9 @@ def check_token_ids(x: torch.Tensor, loaded: Loaded) -> None:
         return
     lo, hi = int(x.min()), int(x.max())
     if lo < 0 or hi >= vocab:
-        raise UnitscopeError(f"DATA: token ids must lie in [0, {vocab - 1}], the vocabulary of {loaded.name}",
-                             smallest=lo, largest=hi)
+        raise UnitscopeError(
+            f"DATA: token ids must lie in [0, {vocab - 1}], the vocabulary of {loaded.name}", smallest=lo, largest=hi
+        )
 
 
 # ------------------------------------------------------------------------------------------------ inputs --
@@ -750,8 +875,11 @@ def _zoo_data(name: str, loaded: Loaded | None) -> Inputs:
         from .zoo import photos
 
         pics = photos()
-        prepare = (loaded.prepare_image if loaded is not None and loaded.prepare_image is not None
-                   else _default_image_prepare(None))
+        prepare = (
+            loaded.prepare_image
+            if loaded is not None and loaded.prepare_image is not None
+            else _default_image_prepare(None)
+        )
         return Inputs(torch.stack([prepare(im) for im in pics.values()]), None, list(pics), list(pics.values()))
     if name == "reviews":
         if loaded is None or loaded.encode_text is None:
@@ -802,8 +930,9 @@ def _normalized_range(mean, std) -> tuple:
     return (float(lo), float(hi))
 
 
-def load_inputs(specs, loaded: Loaded | None = None, *, limit: int | None = None,
-                image: ImageSettings | None = None, labels=None) -> Inputs:
+def load_inputs(
+    specs, loaded: Loaded | None = None, *, limit: int | None = None, image: ImageSettings | None = None, labels=None
+) -> Inputs:
     """Zoo data, tensor files, image files/folders or ``.txt`` sentences (or a :class:`DataPlan` of them) →
     :class:`Inputs` (batch first), prepared for ``loaded``."""
     plan = specs if isinstance(specs, DataPlan) else plan_inputs(specs, labels=labels)
@@ -813,8 +942,11 @@ def load_inputs(specs, loaded: Loaded | None = None, *, limit: int | None = None
     if plan.kind == "zoo":
         inputs = _zoo_data(plan.name, loaded)
         if limit is not None:
-            cut = {k: getattr(inputs, k)[:limit] for k in ("x", "labels", "names", "images", "tokens", "mask")
-                   if getattr(inputs, k) is not None}
+            cut = {
+                k: getattr(inputs, k)[:limit]
+                for k in ("x", "labels", "names", "images", "tokens", "mask")
+                if getattr(inputs, k) is not None
+            }
             inputs = replace(inputs, **cut)
         return inputs
     if plan.kind == "tensor":
@@ -829,8 +961,10 @@ def load_inputs(specs, loaded: Loaded | None = None, *, limit: int | None = None
         return Inputs(x, plan.labels, [f"{Path(plan.name).name}[{i}]" for i in range(len(x))], tokens=tokens)
     if plan.kind == "sentences":
         if loaded is None or loaded.encode_text is None:
-            raise UnitscopeError("a .txt file is read as sentences, which need a text model",
-                                 hint="use sentiment-cnn or hf:FOLDER with its tokenizer, or give images / a tensor")
+            raise UnitscopeError(
+                "a .txt file is read as sentences, which need a text model",
+                hint="use sentiment-cnn or hf:FOLDER with its tokenizer, or give images / a tensor",
+            )
         x, tokens = loaded.encode_text(plan.sentences)
         return Inputs(x, plan.labels, list(plan.sentences), tokens=tokens, mask=_mask(tokens, loaded))
     return _images(plan, loaded, image or ImageSettings())
@@ -841,8 +975,9 @@ def _images(plan: DataPlan, loaded: Loaded | None, image: ImageSettings) -> Inpu
 
     own = loaded.prepare_image if loaded is not None and loaded.prepare_image is not None else None
     if own is not None and image.given:
-        raise UnitscopeError(f"--image-size/--mean/--std: {loaded.name} prepares its images itself",
-                             hint="leave them out")
+        raise UnitscopeError(
+            f"--image-size/--mean/--std: {loaded.name} prepares its images itself", hint="leave them out"
+        )
     prepare, value_range = own, (loaded.value_range if loaded is not None else (0.0, 1.0))
     display = None
     pics, xs = [], []
@@ -857,21 +992,31 @@ def _images(plan: DataPlan, loaded: Loaded | None, image: ImageSettings) -> Inpu
             channels = (known[0] if known else _first_conv_channels(loaded.model) if loaded is not None else None) or 3
             hw = image.hw or (tuple(known[1:]) if known else (im.height, im.width))
             if image.mean is not None and len(image.mean) not in (1, channels):
-                raise UnitscopeError(f"--mean/--std: {len(image.mean)} numbers for {channels}-channel images",
-                                     hint=f"give 1 or {channels}")
+                raise UnitscopeError(
+                    f"--mean/--std: {len(image.mean)} numbers for {channels}-channel images",
+                    hint=f"give 1 or {channels}",
+                )
             prepare = _default_image_prepare((channels, *hw), image.mean, image.std)
             value_range = _normalized_range(image.mean, image.std)
-            if image.mean is not None:   # pictures as the user sees them: (x − lo_c) / (hi_c − lo_c) = the pixel
+            if image.mean is not None:  # pictures as the user sees them: (x − lo_c) / (hi_c − lo_c) = the pixel
                 m, sd = np.broadcast_to(image.mean, channels), np.broadcast_to(image.std, channels)
                 display = ([float(-a / b) for a, b in zip(m, sd)], [float((1 - a) / b) for a, b in zip(m, sd)])
         pics.append(np.asarray(im))
         xs.append(prepare(im))
     shapes = {tuple(x.shape) for x in xs}
     if len(shapes) > 1:
-        raise UnitscopeError("the images come out in different sizes", shapes=sorted(shapes),
-                             hint="give --image-size H W")
-    return Inputs(torch.stack(xs), plan.labels, [f.name for f in plan.files], pics, value_range=value_range,
-                  class_names=plan.class_names, display_range=display)
+        raise UnitscopeError(
+            "the images come out in different sizes", shapes=sorted(shapes), hint="give --image-size H W"
+        )
+    return Inputs(
+        torch.stack(xs),
+        plan.labels,
+        [f.name for f in plan.files],
+        pics,
+        value_range=value_range,
+        class_names=plan.class_names,
+        display_range=display,
+    )
 
 
 # ------------------------------------------------------------------------------------------ data adapters --
@@ -907,8 +1052,8 @@ class SentenceBatches:
         if not 0 <= b < len(self):
             raise IndexError(b)
         i = b * self.batch_size
-        _, emb = self.trained.encode(self.sentences[i:i + self.batch_size])
-        return emb if self.labels is None else (emb, self.labels[i:i + self.batch_size])
+        _, emb = self.trained.encode(self.sentences[i : i + self.batch_size])
+        return emb if self.labels is None else (emb, self.labels[i : i + self.batch_size])
 
     def __iter__(self):
         for b in range(len(self)):
@@ -940,19 +1085,26 @@ class TokenBatches:
 
 # ------------------------------------------------------------------------------------------ the atlas's data --
 #: the bundled atlases: zoo data → the zoo models that go with it (``minilm``: all-MiniLM-L6-v2 from token ids)
-ATLAS_PAIRS = {"digits": ("digits-cnn", "digits-vgg", "digits-mlp"), "reviews": ("sentiment-cnn", "minilm"),
-               "photos": ("efficientnet-lite0",)}
+ATLAS_PAIRS = {
+    "digits": ("digits-cnn", "digits-vgg", "digits-mlp"),
+    "reviews": ("sentiment-cnn", "minilm"),
+    "photos": ("efficientnet-lite0",),
+}
 ATLAS_MODELS = ZOO_MODELS + ("minilm",)
-MINILM_LAYER = "bert.encoder.layer.3.intermediate.intermediate_act_fn"   # the 4th of 6 MLP layers
-DIGITS_MODELS = ("digits-cnn", "digits-vgg", "digits-mlp")   # zoo models whose inputs the digits VAE generates
+MINILM_LAYER = "bert.encoder.layer.3.intermediate.intermediate_act_fn"  # the 4th of 6 MLP layers
+DIGITS_MODELS = ("digits-cnn", "digits-vgg", "digits-mlp")  # zoo models whose inputs the digits VAE generates
 
 
 def check_atlas_pair(model: ModelSpec, data: DataPlan) -> None:
     """A zoo model with zoo data: the pairs of :data:`ATLAS_PAIRS` (each zoo set has its own models)."""
     if model.kind == "zoo" and data.kind == "zoo" and model.spec not in ATLAS_PAIRS[data.name]:
-        raise UnitscopeError(f"{model.spec!r} does not go with {data.name!r}", model=model.spec, data=data.name,
-                             hint=f"{data.name} goes with {', '.join(ATLAS_PAIRS[data.name])}; your own files "
-                                  "go with any model that reads them")
+        raise UnitscopeError(
+            f"{model.spec!r} does not go with {data.name!r}",
+            model=model.spec,
+            data=data.name,
+            hint=f"{data.name} goes with {', '.join(ATLAS_PAIRS[data.name])}; your own files "
+            "go with any model that reads them",
+        )
 
 
 def _reviews(split: str):
@@ -977,14 +1129,24 @@ def _tokenized(tokenizer, sentences, *, max_length=None):
     kw = {"max_length": max_length} if max_length else {}
     enc = tokenizer(list(sentences), padding=True, truncation=True, return_tensors="pt", **kw)
     ids, mask = enc["input_ids"], enc["attention_mask"]
-    tokens = [[t if int(m) else "" for t, m in zip(tokenizer.convert_ids_to_tokens(row.tolist()), ms)]
-              for row, ms in zip(ids, mask)]
+    tokens = [
+        [t if int(m) else "" for t, m in zip(tokenizer.convert_ids_to_tokens(row.tolist()), ms)]
+        for row, ms in zip(ids, mask)
+    ]
     return ids, mask, tokens
 
 
-def load_atlas_inputs(model_name: str, data, *, split: str = "all", limit: int | None = None, device="cpu",
-                      image: ImageSettings | None = None, generator: str | None = None,
-                      synthesize: bool = True) -> dict:
+def load_atlas_inputs(
+    model_name: str,
+    data,
+    *,
+    split: str = "all",
+    limit: int | None = None,
+    device="cpu",
+    image: ImageSettings | None = None,
+    generator: str | None = None,
+    synthesize: bool = True,
+) -> dict:
     """What :func:`unitscope.atlas` needs for MODEL and DATA: ``{"model", "data", "generator", "tokens",
     "value_range", "default_layers", "embedding", "baselines", "internal_batch_size", "data_name"}``.
 
@@ -1001,8 +1163,16 @@ def load_atlas_inputs(model_name: str, data, *, split: str = "all", limit: int |
     spec = check_model(model_name, zoo=ATLAS_MODELS)
     check_atlas_pair(spec, plan)
     device = check_device(device)
-    out = {"generator": None, "tokens": None, "value_range": (0.0, 1.0), "default_layers": None,
-           "embedding": None, "baselines": None, "internal_batch_size": None, "data_name": plan.name}
+    out = {
+        "generator": None,
+        "tokens": None,
+        "value_range": (0.0, 1.0),
+        "default_layers": None,
+        "embedding": None,
+        "baselines": None,
+        "internal_batch_size": None,
+        "data_name": plan.name,
+    }
     if model_name == "minilm":
         from .zoo.minilm import EMBEDDING
 
@@ -1016,16 +1186,28 @@ def load_atlas_inputs(model_name: str, data, *, split: str = "all", limit: int |
             raise UnitscopeError(f"minilm reads sentences, not {plan.kind}", data=plan.name)
         lm, model = _minilm_on_ids()
         ids, mask, tokens = _tokenized(lm.tokenizer, sentences, max_length=128)
-        return {**out, "model": model.to(device), "data": TokenItems(ids, mask, labels), "tokens": tokens,
-                "default_layers": [MINILM_LAYER], "embedding": EMBEDDING, "baselines": lm.tokenizer.pad_token_id,
-                "internal_batch_size": 64}
+        return {
+            **out,
+            "model": model.to(device),
+            "data": TokenItems(ids, mask, labels),
+            "tokens": tokens,
+            "default_layers": [MINILM_LAYER],
+            "embedding": EMBEDDING,
+            "baselines": lm.tokenizer.pad_token_id,
+            "internal_batch_size": 64,
+        }
     if plan.kind == "zoo" and plan.name == "photos":
         from .zoo import efficientnet_lite0, photos
 
         net = efficientnet_lite0()
         x = torch.stack([net.preprocess(p) for p in photos().values()])[:limit]
-        return {**out, "model": net.model.to(device), "data": TensorDataset(x), "value_range": (-1.0, 1.0),
-                "default_layers": ["blocks.1"]}
+        return {
+            **out,
+            "model": net.model.to(device),
+            "data": TensorDataset(x),
+            "value_range": (-1.0, 1.0),
+            "default_layers": ["blocks.1"],
+        }
     if plan.kind == "zoo" and plan.name == "reviews":
         from .zoo.sentiment import MIN_PAD, sentiment_cnn
 
@@ -1035,8 +1217,13 @@ def load_atlas_inputs(model_name: str, data, *, split: str = "all", limit: int |
         _, emb = trained.encode(sentences)
         tokens = [[""] * MIN_PAD + trained.tokens(s) for s in sentences]
         tokens = [t + [""] * (emb.shape[1] - len(t)) for t in tokens]
-        return {**out, "model": trained.model.to(device), "data": TensorDataset(emb, labels), "tokens": tokens,
-                "default_layers": ["filters"]}
+        return {
+            **out,
+            "model": trained.model.to(device),
+            "data": TensorDataset(emb, labels),
+            "tokens": tokens,
+            "default_layers": ["filters"],
+        }
     if plan.kind == "zoo" and plan.name == "digits":
         from .zoo import digits_data
 
@@ -1051,17 +1238,34 @@ def load_atlas_inputs(model_name: str, data, *, split: str = "all", limit: int |
         inputs = load_inputs(plan, loaded, limit=limit, image=image)
     model = loaded.model
     labelled = () if inputs.labels is None else (inputs.labels.long(),)
-    if loaded.embedding is not None:                     # token ids: paths start at the token embedding
-        dataset = (TokenItems(inputs.x, inputs.mask, *labelled) if inputs.mask is not None
-                   else TensorDataset(inputs.x, *labelled))
-        return {**out, "model": model, "data": dataset, "tokens": inputs.tokens, "embedding": loaded.embedding,
-                "baselines": getattr(model, "pad_id", None)}
+    if loaded.embedding is not None:  # token ids: paths start at the token embedding
+        dataset = (
+            TokenItems(inputs.x, inputs.mask, *labelled)
+            if inputs.mask is not None
+            else TensorDataset(inputs.x, *labelled)
+        )
+        return {
+            **out,
+            "model": model,
+            "data": dataset,
+            "tokens": inputs.tokens,
+            "embedding": loaded.embedding,
+            "baselines": getattr(model, "pad_id", None),
+        }
     x = inputs.x
     if not x.is_floating_point():
-        raise UnitscopeError(f"DATA {plan.name!r}: {model_name} takes floating-point inputs", dtype=str(x.dtype),
-                             hint="token ids need a model with a token embedding (hf:FOLDER)")
-    out.update(model=model, data=TensorDataset(x, *labelled), tokens=inputs.tokens,
-               value_range=inputs.value_range or loaded.value_range, display_range=inputs.display_range)
+        raise UnitscopeError(
+            f"DATA {plan.name!r}: {model_name} takes floating-point inputs",
+            dtype=str(x.dtype),
+            hint="token ids need a model with a token embedding (hf:FOLDER)",
+        )
+    out.update(
+        model=model,
+        data=TensorDataset(x, *labelled),
+        tokens=inputs.tokens,
+        value_range=inputs.value_range or loaded.value_range,
+        display_range=inputs.display_range,
+    )
     if spec.kind == "zoo":
         out["default_layers"] = {"images": None, "text": ["filters"]}[spec.modality]
         if model_name == "efficientnet-lite0":

@@ -21,8 +21,20 @@ import unitscope as us
 
 from conformance.reference import recorded
 
-__all__ = ["snapshot", "assert_untouched", "result_dtype", "run", "first", "close", "layer_values", "grads_at",
-           "forward_at", "top_class", "unit_values", "ablated_output"]
+__all__ = [
+    "snapshot",
+    "assert_untouched",
+    "result_dtype",
+    "run",
+    "first",
+    "close",
+    "layer_values",
+    "grads_at",
+    "forward_at",
+    "top_class",
+    "unit_values",
+    "ablated_output",
+]
 
 
 def _digest(t: torch.Tensor) -> str:
@@ -75,8 +87,9 @@ def run(fn, *args, **kw):
     except us.UnitscopeError:
         raise
     except Exception as e:  # noqa: BLE001 - the point: nothing raw may escape
-        raise AssertionError(f"{getattr(fn, '__name__', fn)} raised a raw {type(e).__name__} instead of a "
-                             f"UnitscopeError: {str(e)[:300]}") from e
+        raise AssertionError(
+            f"{getattr(fn, '__name__', fn)} raised a raw {type(e).__name__} instead of a UnitscopeError: {str(e)[:300]}"
+        ) from e
 
 
 def first(v):
@@ -148,7 +161,7 @@ def unit_values(y: torch.Tensor, spec, *, reduce: str, mask=None) -> torch.Tenso
     if spec.layout == "channels":
         flat = y.flatten(2)
         return flat.sum(2) if reduce == "sum" else flat.mean(2)
-    if spec.layout == "channels_last":   # [N, H, W, C] → the C channels over positions
+    if spec.layout == "channels_last":  # [N, H, W, C] → the C channels over positions
         flat = y.flatten(1, -2)
         return flat.sum(1) if reduce == "sum" else flat.mean(1)
     if spec.layout == "tokens" and y.dim() == 3:
@@ -161,6 +174,7 @@ def unit_values(y: torch.Tensor, spec, *, reduce: str, mask=None) -> torch.Tenso
 def ablated_output(arch, layer, unit: int, spec) -> torch.Tensor:
     """The model's output with one unit of ``layer`` set to 0 (a channel at every position, a neuron at every
     token), by a plain forward hook."""
+
     def zero(y):
         y = y.clone()
         if spec.layout == "channels" or y.dim() == 2:

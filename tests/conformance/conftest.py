@@ -17,7 +17,7 @@ _TESTS = str(Path(__file__).resolve().parent.parent)
 if _TESTS not in sys.path:  # tests/conftest.py puts it there too; this folder must also work on its own
     sys.path.insert(0, _TESTS)
 
-OUTCOMES: dict = {}   # (arch, fn) -> status
+OUTCOMES: dict = {}  # (arch, fn) -> status
 
 
 @pytest.fixture(autouse=True)
@@ -60,11 +60,24 @@ def pytest_runtest_makereport(item, call):
         OUTCOMES[key] = "flag"
 
 
-_SHORT = (("conductance:", "C:"), ("riemann_", ""), ("gausslegendre", "GL"), ("trapezoid", "trap"),
-          ("adaptive", "adapt"), ("internal_influence", "influence"), ("grad_x_activation", "grad×act"),
-          ("activation", "act"), ("neuron:", "Eq2:"), ("ablation_scores", "ablation"), ("class_selectivity", "select"),
-          ("independent_am", "IAM"), ("sample_inverse_set", "inverse"), ("inverse:unreachable", "inv:empty"),
-          ("inference_mode", "inference"), ("odd_layers", "odd"))
+_SHORT = (
+    ("conductance:", "C:"),
+    ("riemann_", ""),
+    ("gausslegendre", "GL"),
+    ("trapezoid", "trap"),
+    ("adaptive", "adapt"),
+    ("internal_influence", "influence"),
+    ("grad_x_activation", "grad×act"),
+    ("activation", "act"),
+    ("neuron:", "Eq2:"),
+    ("ablation_scores", "ablation"),
+    ("class_selectivity", "select"),
+    ("independent_am", "IAM"),
+    ("sample_inverse_set", "inverse"),
+    ("inverse:unreachable", "inv:empty"),
+    ("inference_mode", "inference"),
+    ("odd_layers", "odd"),
+)
 
 
 def short(fn: str) -> str:
@@ -83,16 +96,17 @@ def table() -> str:
     lines = [" " * width + " | " + " | ".join(short(f).ljust(c) for f, c in zip(fns, cols))]
     lines.append("-" * len(lines[0]))
     for a in archs:
-        lines.append(a.ljust(width) + " | " + " | ".join(OUTCOMES.get((a, f), "-").ljust(c)
-                                                         for f, c in zip(fns, cols)))
+        lines.append(a.ljust(width) + " | " + " | ".join(OUTCOMES.get((a, f), "-").ljust(c) for f, c in zip(fns, cols)))
     counts = {}
     for v in OUTCOMES.values():
         counts[v] = counts.get(v, 0) + 1
     lines.append("")
     lines.append("totals: " + ", ".join(f"{k} {v}" for k, v in sorted(counts.items())))
-    lines.append("ok: every invariant held; flag: a cut layer missed the 1 % completeness tolerance and is marked "
-                 "not ok with a message (and a warning) naming it; xfail: a known library bug (test_matrix.KNOWN); "
-                 "FAIL: an invariant broke; '-': not applicable. C: conductance by rule, Eq2: neuron_conductance")
+    lines.append(
+        "ok: every invariant held; flag: a cut layer missed the 1 % completeness tolerance and is marked "
+        "not ok with a message (and a warning) naming it; xfail: a known library bug (test_matrix.KNOWN); "
+        "FAIL: an invariant broke; '-': not applicable. C: conductance by rule, Eq2: neuron_conductance"
+    )
     return "\n".join(lines)
 
 

@@ -29,8 +29,16 @@ import numpy as np
 import torch
 import torch.nn as nn
 
-__all__ = ["nodes", "conductance_rule", "conductance_stieltjes", "conductance_trapezoid", "neuron_conductance_rule",
-           "influence_rule", "recorded", "find_module"]
+__all__ = [
+    "nodes",
+    "conductance_rule",
+    "conductance_stieltjes",
+    "conductance_trapezoid",
+    "neuron_conductance_rule",
+    "influence_rule",
+    "recorded",
+    "find_module",
+]
 
 
 def nodes(rule: str, n: int) -> tuple[list[float], list[float]]:
@@ -107,7 +115,7 @@ class recorded:
 
 
 def _example(inputs, e: int):
-    return inputs[e:e + 1]
+    return inputs[e : e + 1]
 
 
 def _point(model, x, baseline, alpha, *, embedding, forward_args, site):
@@ -134,8 +142,10 @@ def _point(model, x, baseline, alpha, *, embedding, forward_args, site):
 
 def _setup(model, inputs, baselines, embedding, forward_args, e):
     x = _example(inputs, e)
-    args = tuple(a[e:e + 1] if torch.is_tensor(a) and a.dim() > 0 and a.shape[0] == inputs.shape[0] else a
-                 for a in (forward_args or ()))
+    args = tuple(
+        a[e : e + 1] if torch.is_tensor(a) and a.dim() > 0 and a.shape[0] == inputs.shape[0] else a
+        for a in (forward_args or ())
+    )
     if embedding is None:
         b = torch.zeros_like(x) if baselines is None else _example(baselines, e).to(x)
         return x, b, args
@@ -156,13 +166,15 @@ def _with_grad(fn):
     def wrapped(*a, **k):
         with torch.enable_grad(), torch.inference_mode(False):
             return fn(*a, **k)
+
     wrapped.__doc__, wrapped.__name__ = fn.__doc__, fn.__name__
     return wrapped
 
 
 @_with_grad
-def conductance_rule(model, inputs, layer, *, target, rule="gausslegendre", n_steps=50, baselines=None,
-                     embedding=None, forward_args=()):
+def conductance_rule(
+    model, inputs, layer, *, target, rule="gausslegendre", n_steps=50, baselines=None, embedding=None, forward_args=()
+):
     """Eq. 3 by the rule's formula, ``[N, *layer_shape]`` in float64: ``Σ_k w_k ∂F/∂y ⊙ dy/dα``."""
     alphas, weights = nodes(rule, n_steps)
     out_rows = []
@@ -194,8 +206,9 @@ def conductance_stieltjes(model, inputs, layer, *, target, alphas, baselines=Non
         x, b, args = _setup(model, inputs, baselines, embedding, forward_args, e)
         ys, gs = [], []
         for a in alphas:
-            out, rec, _ = _point(model, x, b, torch.tensor(a, dtype=b.dtype), embedding=embedding,
-                                 forward_args=args, site=layer)
+            out, rec, _ = _point(
+                model, x, b, torch.tensor(a, dtype=b.dtype), embedding=embedding, forward_args=args, site=layer
+            )
             F = _target_value(out, target, e)
             (g,) = torch.autograd.grad(F, rec.value)
             ys.append(rec.value.detach().double())
@@ -207,13 +220,15 @@ def conductance_stieltjes(model, inputs, layer, *, target, alphas, baselines=Non
 
 def conductance_trapezoid(model, inputs, layer, *, target, n_points=129, **kw):
     """:func:`conductance_stieltjes` on ``n_points`` uniform nodes including both ends."""
-    return conductance_stieltjes(model, inputs, layer, target=target,
-                                 alphas=[k / (n_points - 1) for k in range(n_points)], **kw)
+    return conductance_stieltjes(
+        model, inputs, layer, target=target, alphas=[k / (n_points - 1) for k in range(n_points)], **kw
+    )
 
 
 @_with_grad
-def influence_rule(model, inputs, layer, *, target, rule="gausslegendre", n_steps=50, baselines=None,
-                   embedding=None, forward_args=()):
+def influence_rule(
+    model, inputs, layer, *, target, rule="gausslegendre", n_steps=50, baselines=None, embedding=None, forward_args=()
+):
     """Internal influence ``Σ_k w_k ∂F/∂y(x_{α_k})``, ``[N, *layer_shape]`` (float64)."""
     alphas, weights = nodes(rule, n_steps)
     out_rows = []
@@ -221,8 +236,9 @@ def influence_rule(model, inputs, layer, *, target, rule="gausslegendre", n_step
         x, b, args = _setup(model, inputs, baselines, embedding, forward_args, e)
         total = 0.0
         for a, w in zip(alphas, weights):
-            out, rec, _ = _point(model, x, b, torch.tensor(a, dtype=b.dtype), embedding=embedding,
-                                 forward_args=args, site=layer)
+            out, rec, _ = _point(
+                model, x, b, torch.tensor(a, dtype=b.dtype), embedding=embedding, forward_args=args, site=layer
+            )
             (g,) = torch.autograd.grad(_target_value(out, target, e), rec.value)
             total = total + w * g.double()
         out_rows.append(total[0])
@@ -230,8 +246,19 @@ def influence_rule(model, inputs, layer, *, target, rule="gausslegendre", n_step
 
 
 @_with_grad
-def neuron_conductance_rule(model, inputs, layer, masks, *, target, rule="gausslegendre", n_steps=50,
-                            baselines=None, embedding=None, forward_args=()):
+def neuron_conductance_rule(
+    model,
+    inputs,
+    layer,
+    masks,
+    *,
+    target,
+    rule="gausslegendre",
+    n_steps=50,
+    baselines=None,
+    embedding=None,
+    forward_args=(),
+):
     """Eq. 2 through each unit: ``masks`` ``[U, *layer_shape]`` (1 on a unit's elements) →
     ``[N, U, *input_shape]`` (the embedding's output shape for token models), float64."""
     alphas, weights = nodes(rule, n_steps)

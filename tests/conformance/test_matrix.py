@@ -20,21 +20,46 @@ from unitscope.attribution.paths import RULES
 
 from conformance import reference as R
 from conformance.architectures import ARCHITECTURES, ATTENTION, build
-from conformance.checks import (ablated_output, assert_untouched, close, first, forward_at, grads_at,
-                                layer_values, result_dtype, run, snapshot, top_class, unit_values)
+from conformance.checks import (
+    ablated_output,
+    assert_untouched,
+    close,
+    first,
+    forward_at,
+    grads_at,
+    layer_values,
+    result_dtype,
+    run,
+    snapshot,
+    top_class,
+    unit_values,
+)
 
 ARCHS = list(ARCHITECTURES)
-IMAGE_ARCHS = ["tv_resnet18", "tv_mobilenet_v3_small", "tv_efficientnet_b0", "tv_convnext_tiny",
-               "tv_regnet_x_400mf", "tv_vit", "timm_vit_tiny", "timm_convnext_atto", "timm_swin",
-               "timm_resnet10t_aa", "hf_vit", "float64_mobilenet_v3_small", "bfloat16_convnext_atto"]
-ADAPTIVE_STEPS = 16      # the adaptive rule's budget per example (the conductance column: the default, 50)
-FIXED_STEPS = 8          # points of a fixed rule (the invariants hold at any resolution: flagged or within 1 %)
-TOL = 0.01               # the completeness tolerance asked for (gap_warning)
+IMAGE_ARCHS = [
+    "tv_resnet18",
+    "tv_mobilenet_v3_small",
+    "tv_efficientnet_b0",
+    "tv_convnext_tiny",
+    "tv_regnet_x_400mf",
+    "tv_vit",
+    "timm_vit_tiny",
+    "timm_convnext_atto",
+    "timm_swin",
+    "timm_resnet10t_aa",
+    "hf_vit",
+    "float64_mobilenet_v3_small",
+    "bfloat16_convnext_atto",
+]
+ADAPTIVE_STEPS = 16  # the adaptive rule's budget per example (the conductance column: the default, 50)
+FIXED_STEPS = 8  # points of a fixed rule (the invariants hold at any resolution: flagged or within 1 %)
+TOL = 0.01  # the completeness tolerance asked for (gap_warning)
 # the fixed rules applied to ∂F/∂y · dy/dα (the others take the Stieltjes trapezoid of consecutive nodes)
 JVP_RULES = getattr(paths, "JVP_RULES", RULES)
 
 # (arch, fn) -> the exact cause; strict xfails: remove the entry when the library is fixed
 KNOWN: dict = {}
+
 
 def cases(fns, archs=ARCHS):
     out = []
@@ -47,8 +72,10 @@ def cases(fns, archs=ARCHS):
 
 
 def kw(a, forward_args=None) -> dict:
-    return dict(embedding=a.embedding,
-                additional_forward_args=a.additional_forward_args if forward_args is None else forward_args)
+    return dict(
+        embedding=a.embedding,
+        additional_forward_args=a.additional_forward_args if forward_args is None else forward_args,
+    )
 
 
 def layers_of(a) -> list[str]:
@@ -56,7 +83,7 @@ def layers_of(a) -> list[str]:
 
 
 def check_dtype(a, value, what):
-    for t in (value if isinstance(value, tuple) else (value,)):
+    for t in value if isinstance(value, tuple) else (value,):
         assert t.dtype == result_dtype(a.dtype), f"{what}: {t.dtype}, model in {a.dtype}"
         assert not t.requires_grad and t.grad_fn is None, f"{what}: holds an autograd graph"
         assert t.device.type == "cpu"
@@ -74,12 +101,16 @@ def flag(request, status):
 # ---------------------------------------------------------------------------------------------------------------
 # the layer names the builders use are the library's
 
+
 @pytest.mark.parametrize("arch", ARCHS)
 def test_layers_exist_and_model_is_in_eval_mode(arch):
     a = build(arch)
     names = us.layer_names(a.model, inputs=a.args if a.additional_forward_args else a.inputs)
-    missing = [n for n in layers_of(a) + list(a.extra.get("odd_layers", ())) + ([a.embedding] if a.embedding else [])
-               if n not in names]
+    missing = [
+        n
+        for n in layers_of(a) + list(a.extra.get("odd_layers", ())) + ([a.embedding] if a.embedding else [])
+        if n not in names
+    ]
     assert not missing, f"{arch}: not among layer_names: {missing}"
     assert not any(m.training for m in a.model.modules())
     assert (arch in IMAGE_ARCHS) == (a.kind == "image") and (arch in TEXT_ARCHS) == (a.kind == "text")
@@ -102,9 +133,17 @@ def test_conductance(arch, fn, request):
     before = snapshot(a.model)
     with warnings.catch_warnings(record=True) as caught:
         warnings.simplefilter("always")
-        steps = {} if method == "adaptive" else {"n_steps": FIXED_STEPS}   # adaptive: the default budget (50)
-        s = run(us.conductance, a.model, a.inputs, layers, method=method, path=us.PathConfig(gap_warning=TOL),
-                **steps, **kw(a))
+        steps = {} if method == "adaptive" else {"n_steps": FIXED_STEPS}  # adaptive: the default budget (50)
+        s = run(
+            us.conductance,
+            a.model,
+            a.inputs,
+            layers,
+            method=method,
+            path=us.PathConfig(gap_warning=TOL),
+            **steps,
+            **kw(a),
+        )
     assert_untouched(before, a.model)
     assert s.layers == layers
     values = layer_values(a, layers)
@@ -119,12 +158,11 @@ def test_conductance(arch, fn, request):
     want = forward_at(a, 1.0)[rows, target].double() - forward_at(a, 0.0)[rows, target].double()
     close(s.output_diff, want, rtol_of(a, 1e-4), "output_diff")
     assert float(want.abs().max()) > 1e-6, "F(x) = F(x'): nothing to attribute (a constant model)"
-    if method in JVP_RULES:   # Σ_units ∂F/∂y · dy/dα = dF/dα on every cut: the same totals, however coarse the rule
+    if method in JVP_RULES:  # Σ_units ∂F/∂y · dy/dα = dF/dα on every cut: the same totals, however coarse the rule
         parts = [v if isinstance(v, tuple) else (v,) for v in (s[layer] for layer in a.cuts)]
         totals = torch.stack([sum(p.double().flatten(1).sum(1) for p in ps) for ps in parts])
         size = max(float(sum(p.double().abs().flatten(1).sum(1) for p in ps).max()) for ps in parts)  # rounding scale
-        close(totals, totals[:1].expand_as(totals), rtol_of(a, 1e-4), f"layer totals on the cuts {a.cuts}",
-              scale=size)
+        close(totals, totals[:1].expand_as(totals), rtol_of(a, 1e-4), f"layer totals on the cuts {a.cuts}", scale=size)
     warned = " ".join(str(w.message) for w in caught if issubclass(w.category, us.CompletenessWarning))
     flagged = []
     for layer in a.cuts:
@@ -142,6 +180,7 @@ def test_conductance(arch, fn, request):
 # ---------------------------------------------------------------------------------------------------------------
 # comparators against plain hooks / the literal reference
 
+
 @pytest.mark.parametrize("arch,fn", cases(["internal_influence"]))
 def test_internal_influence(arch, fn):
     a = build(arch)
@@ -150,13 +189,29 @@ def test_internal_influence(arch, fn):
     before = snapshot(a.model)
     # one row per pass, as the reference: group convolutions (RegNet) round differently in a batch, enough to
     # flip ReLUs on the path and move single rows' gradients by several % (plain torch does it too)
-    s = run(us.internal_influence, a.model, a.inputs, layers, target=target, method="gausslegendre",
-            n_steps=FIXED_STEPS, internal_batch_size=1, **kw(a))
+    s = run(
+        us.internal_influence,
+        a.model,
+        a.inputs,
+        layers,
+        target=target,
+        method="gausslegendre",
+        n_steps=FIXED_STEPS,
+        internal_batch_size=1,
+        **kw(a),
+    )
     assert_untouched(before, a.model)
     for layer in layers:
         check_dtype(a, s[layer], layer)
-        ref = R.influence_rule(a.model, a.inputs, layer, target=target, n_steps=FIXED_STEPS, embedding=a.embedding,
-                               forward_args=a.additional_forward_args or ())
+        ref = R.influence_rule(
+            a.model,
+            a.inputs,
+            layer,
+            target=target,
+            n_steps=FIXED_STEPS,
+            embedding=a.embedding,
+            forward_args=a.additional_forward_args or (),
+        )
         close(s[layer], ref, rtol_of(a), f"influence of {layer}")
 
 
@@ -166,8 +221,14 @@ def test_grad_x_activation(arch, fn):
     layers = layers_of(a)
     target = top_class(a)
     before = snapshot(a.model)
-    s = run(us.grad_x_activation, a.model, a.inputs, layers, target=target,
-            additional_forward_args=a.additional_forward_args)
+    s = run(
+        us.grad_x_activation,
+        a.model,
+        a.inputs,
+        layers,
+        target=target,
+        additional_forward_args=a.additional_forward_args,
+    )
     assert_untouched(before, a.model)
     for layer in layers:
         check_dtype(a, s[layer], layer)
@@ -208,7 +269,7 @@ def test_units_by_layout(arch, fn):
     for layer in layers:
         y = values[layer].double()
         dim, over = _unit_dim(a, layer, y)
-        if mask is not None and y.dim() == 3:   # the mean over the real tokens
+        if mask is not None and y.dim() == 3:  # the mean over the real tokens
             want = (y * mask[..., None]).sum(1) / mask.sum(1, keepdim=True)
         else:
             want = y.movedim(dim, -1).mean(tuple(range(1, y.dim() - 1))) if over else y
@@ -217,6 +278,7 @@ def test_units_by_layout(arch, fn):
 
 # ---------------------------------------------------------------------------------------------------------------
 # Eq. 2 (neuron_conductance): Σ over the inputs = Eq. 3 of the same unit, same rule and nodes
+
 
 def untouched_call(a, fn, *args, **kw_):
     """``fn(*args, **kw_)`` checked like every call: nothing raw escapes, the model is handed back unchanged."""
@@ -230,17 +292,34 @@ def untouched_call(a, fn, *args, **kw_):
 def neuron_full(arch: str, method: str = "gausslegendre"):
     a = build(arch)
     n = ADAPTIVE_STEPS if method == "adaptive" else FIXED_STEPS
-    return untouched_call(a, us.neuron_conductance, a.model, a.inputs, layer=a.layer, units=list(a.units),
-                          method=method, n_steps=n, **kw(a))
+    return untouched_call(
+        a,
+        us.neuron_conductance,
+        a.model,
+        a.inputs,
+        layer=a.layer,
+        units=list(a.units),
+        method=method,
+        n_steps=n,
+        **kw(a),
+    )
 
 
 @functools.lru_cache(maxsize=None)
 def layer_conductance(arch: str, method: str, layer: str):
     a = build(arch)
     n = ADAPTIVE_STEPS if method == "adaptive" else FIXED_STEPS
-    return untouched_call(a, us.conductance, a.model, a.inputs, [layer], method=method, n_steps=n,
-                          path=us.PathConfig(gap_warning=None),
-                          **kw(a))
+    return untouched_call(
+        a,
+        us.conductance,
+        a.model,
+        a.inputs,
+        [layer],
+        method=method,
+        n_steps=n,
+        path=us.PathConfig(gap_warning=None),
+        **kw(a),
+    )
 
 
 @pytest.mark.parametrize("arch,fn", cases(["neuron:gausslegendre", "neuron:riemann_middle", "neuron:adaptive"]))
@@ -261,7 +340,7 @@ def test_neuron_conductance_sums_to_layer_conductance(arch, fn):
     assert err <= rtol_of(a) * float(eq3.abs().max().clamp_min(1e-30)) + slack, (eq2, eq3)
 
 
-FLAGGED_PATHS = ["tv_convnext_tiny", "mlp_layernorm_nobias"]   # LayerNorm of an exact 0 at the zero baseline
+FLAGGED_PATHS = ["tv_convnext_tiny", "mlp_layernorm_nobias"]  # LayerNorm of an exact 0 at the zero baseline
 
 
 @pytest.mark.parametrize("arch,fn", cases(["neuron:flag"], FLAGGED_PATHS))
@@ -273,8 +352,16 @@ def test_neuron_conductance_says_when_its_path_is_not_resolved(arch, fn):
     assert not s.ok[a.layer], "precondition: the layer's conductance is marked not ok"
     with warnings.catch_warnings(record=True) as caught:
         warnings.simplefilter("always")
-        run(us.neuron_conductance, a.model, a.inputs, layer=a.layer, units=list(a.units), method="adaptive",
-            n_steps=ADAPTIVE_STEPS, **kw(a))
+        run(
+            us.neuron_conductance,
+            a.model,
+            a.inputs,
+            layer=a.layer,
+            units=list(a.units),
+            method="adaptive",
+            n_steps=ADAPTIVE_STEPS,
+            **kw(a),
+        )
     said = [str(w.message) for w in caught if issubclass(w.category, us.CompletenessWarning)]
     assert any(a.layer in m for m in said), f"no CompletenessWarning names {a.layer!r}: {said}"
 
@@ -284,8 +371,17 @@ def test_neuron_conductance_paired(arch, fn):
     a = build(arch)
     units = [a.units[0], a.units[1]]
     before = snapshot(a.model)
-    pair = run(us.neuron_conductance, a.model, a.inputs, layer=a.layer, units=units, paired=True,
-               method="gausslegendre", n_steps=FIXED_STEPS, **kw(a))
+    pair = run(
+        us.neuron_conductance,
+        a.model,
+        a.inputs,
+        layer=a.layer,
+        units=units,
+        paired=True,
+        method="gausslegendre",
+        n_steps=FIXED_STEPS,
+        **kw(a),
+    )
     assert_untouched(before, a.model)
     check_dtype(a, pair, "paired")
     full = neuron_full(arch)
@@ -295,19 +391,22 @@ def test_neuron_conductance_paired(arch, fn):
 # ---------------------------------------------------------------------------------------------------------------
 # ablation, scans, selectivity
 
+
 @pytest.mark.parametrize("arch,fn", cases(["ablation_scores"]))
 def test_ablation_scores(arch, fn):
     a = build(arch)
     units = list(a.units) + [2]
     target = top_class(a)
     before = snapshot(a.model)
-    got = run(us.ablation_scores, a.model, a.inputs, a.layer, units=units,
-              additional_forward_args=a.additional_forward_args)
+    got = run(
+        us.ablation_scores, a.model, a.inputs, a.layer, units=units, additional_forward_args=a.additional_forward_args
+    )
     assert_untouched(before, a.model)
     check_dtype(a, got, "ablation_scores")
     assert got.shape == (2, len(units))
-    spec = us.activation(a.model, a.inputs, [a.layer], additional_forward_args=a.additional_forward_args) \
-        .unit_spec(a.layer)
+    spec = us.activation(a.model, a.inputs, [a.layer], additional_forward_args=a.additional_forward_args).unit_spec(
+        a.layer
+    )
     rows = torch.arange(2)
     F = forward_at(a, 1.0)[rows, target].double()
     want = torch.stack([F - ablated_output(a, a.layer, u, spec)[rows, target].double() for u in units], 1)
@@ -316,18 +415,19 @@ def test_ablation_scores(arch, fn):
 
 def _batches(a):
     if a.kind == "text":
-        return [{"input_ids": a.inputs, "attention_mask": a.additional_forward_args[0], "labels": a.labels},
-                {"input_ids": a.more_inputs, "attention_mask": a.more_forward_args[0], "labels": a.more_labels}]
+        return [
+            {"input_ids": a.inputs, "attention_mask": a.additional_forward_args[0], "labels": a.labels},
+            {"input_ids": a.more_inputs, "attention_mask": a.more_forward_args[0], "labels": a.more_labels},
+        ]
     return [(a.inputs, a.labels), (a.more_inputs, a.more_labels)]
 
 
-MAGNITUDE: dict = {}   # (arch, layer) -> max |y| seen: the scale of float32 rounding in means of y
+MAGNITUDE: dict = {}  # (arch, layer) -> max |y| seen: the scale of float32 rounding in means of y
 
 
 def _own_units(a, layer, inputs, forward_args, reduce):
     """Per-unit activations ``[N, U]`` of ``layer`` from plain hooks (units as the library's spec says)."""
-    spec = us.activation(a.model, a.inputs, [layer], additional_forward_args=a.additional_forward_args) \
-        .unit_spec(layer)
+    spec = us.activation(a.model, a.inputs, [layer], additional_forward_args=a.additional_forward_args).unit_spec(layer)
     y = layer_values(a, [layer], inputs, forward_args)[layer]
     key = (a.name, layer)
     MAGNITUDE[key] = max(MAGNITUDE.get(key, 0.0), float(first(y).abs().max()))
@@ -345,20 +445,41 @@ def test_scan_two_batches(arch, fn):
     a = build(arch)
     layer = a.layer
     before = snapshot(a.model)
-    r = run(us.scan, a.model, _batches(a), [layer], scores=["activation", "conductance"],
-            path=us.PathConfig(method="adaptive", n_steps=8), top_k=2, num_classes=2, embedding=a.embedding,
-            progress=False)
+    r = run(
+        us.scan,
+        a.model,
+        _batches(a),
+        [layer],
+        scores=["activation", "conductance"],
+        path=us.PathConfig(method="adaptive", n_steps=8),
+        top_k=2,
+        num_classes=2,
+        embedding=a.embedding,
+        progress=False,
+    )
     assert_untouched(before, a.model)
-    acts = torch.cat([_own_units(a, layer, a.inputs, a.additional_forward_args, "mean"),
-                      _own_units(a, layer, a.more_inputs, a.more_forward_args, "mean")])
+    acts = torch.cat(
+        [
+            _own_units(a, layer, a.inputs, a.additional_forward_args, "mean"),
+            _own_units(a, layer, a.more_inputs, a.more_forward_args, "mean"),
+        ]
+    )
     close_means(a, layer, r.mean(layer, score="activation"), acts.mean(0), "scan mean activation")
     labels = torch.cat([a.labels, a.more_labels])
     class_means = torch.stack([acts[labels == k].mean(0) for k in (0, 1)])
     close_means(a, layer, r.class_means(layer, score="activation"), class_means, "scan class means")
     conds = []
     for x, fa in ((a.inputs, a.additional_forward_args), (a.more_inputs, a.more_forward_args)):
-        s = run(us.conductance, a.model, x, [layer], method="adaptive", n_steps=8,
-                path=us.PathConfig(gap_warning=None), **kw(a, fa))
+        s = run(
+            us.conductance,
+            a.model,
+            x,
+            [layer],
+            method="adaptive",
+            n_steps=8,
+            path=us.PathConfig(gap_warning=None),
+            **kw(a, fa),
+        )
         conds.append(s.per_unit(layer).double())
     close(r.mean(layer, score="conductance"), torch.cat(conds).mean(0), rtol_of(a, 1e-4), "scan mean conductance")
     top = r.top(layer, score="activation")
@@ -373,11 +494,15 @@ def test_class_selectivity(arch, fn):
     layer = a.layer
     before = snapshot(a.model)
     with warnings.catch_warnings():
-        warnings.simplefilter("ignore", RuntimeWarning)   # units that take negative values get NaN, with a warning
+        warnings.simplefilter("ignore", RuntimeWarning)  # units that take negative values get NaN, with a warning
         sel = run(us.class_selectivity, a.model, _batches(a), [layer], num_classes=2, progress=False)[layer]
     assert_untouched(before, a.model)
-    acts = torch.cat([_own_units(a, layer, a.inputs, a.additional_forward_args, "mean"),
-                      _own_units(a, layer, a.more_inputs, a.more_forward_args, "mean")])
+    acts = torch.cat(
+        [
+            _own_units(a, layer, a.inputs, a.additional_forward_args, "mean"),
+            _own_units(a, layer, a.more_inputs, a.more_forward_args, "mean"),
+        ]
+    )
     labels = torch.cat([a.labels, a.more_labels])
     means = torch.stack([acts[labels == k].mean(0) for k in (0, 1)])
     close_means(a, layer, sel.class_means, means, "class means")
@@ -392,6 +517,7 @@ def test_class_selectivity(arch, fn):
 
 # ---------------------------------------------------------------------------------------------------------------
 # images: IAM, inverse sets, a one-layer atlas
+
 
 def _image_layer(a):
     return a.extra.get("image_layer") or (a.cuts[0] if a.cuts[0] != "stem" else a.cuts[1])
@@ -424,8 +550,16 @@ def test_sample_inverse_set(arch, fn):
     seen = _own_units(a, layer, g(codes).to(a.dtype), None, "mean")[:, 0]
     lo, hi = float(seen.quantile(0.25)), float(seen.quantile(0.75))
     before = snapshot(a.model)
-    r = run(us.sample_inverse_set, a.model, [(layer, 0, lo, hi)], g, n_samples=4, n_seeds=2,
-            sampler=us.SamplerConfig(max_seed_steps=20, max_sample_steps=4), progress=False)
+    r = run(
+        us.sample_inverse_set,
+        a.model,
+        [(layer, 0, lo, hi)],
+        g,
+        n_samples=4,
+        n_seeds=2,
+        sampler=us.SamplerConfig(max_seed_steps=20, max_sample_steps=4),
+        progress=False,
+    )
     assert_untouched(before, a.model)
     assert len(r) <= 4
     check_dtype(a, r.samples, "inverse-set samples")
@@ -446,8 +580,17 @@ def test_unreachable_inverse_set_is_reported(arch, fn):
     a = build(arch)
     layer = _image_layer(a)
     before = snapshot(a.model)
-    r = run(us.sample_inverse_set, a.model, [(layer, 0, 1e6, 2e6)], FFTImageGenerator(a.image_shape), n_samples=2,
-            n_seeds=2, sampler=us.SamplerConfig(max_seed_steps=6, patience=2), on_empty="ignore", progress=False)
+    r = run(
+        us.sample_inverse_set,
+        a.model,
+        [(layer, 0, 1e6, 2e6)],
+        FFTImageGenerator(a.image_shape),
+        n_samples=2,
+        n_seeds=2,
+        sampler=us.SamplerConfig(max_seed_steps=6, patience=2),
+        on_empty="ignore",
+        progress=False,
+    )
     assert_untouched(before, a.model)
     assert len(r) == 0 and not r.ok and layer in r.report
     assert r.samples.shape == (0, *a.image_shape) and r.activations.shape == (0, 1)
@@ -459,9 +602,19 @@ def test_atlas_one_layer(arch, fn):
     layer = _image_layer(a)
     x, y = torch.cat([a.inputs, a.more_inputs]), torch.cat([a.labels, a.more_labels])
     before = snapshot(a.model)
-    at = run(us.atlas, a.model, (x, y), layers=[layer], units={layer: [0, 1]}, top_k=2, share_k=1, bins=8,
-             path=us.PathConfig(n_steps=4),
-             synthesis=us.SynthesisConfig(iam_steps=2, inverse_samples=1, inverse_steps=2), progress=False)
+    at = run(
+        us.atlas,
+        a.model,
+        (x, y),
+        layers=[layer],
+        units={layer: [0, 1]},
+        top_k=2,
+        share_k=1,
+        bins=8,
+        path=us.PathConfig(n_steps=4),
+        synthesis=us.SynthesisConfig(iam_steps=2, inverse_samples=1, inverse_steps=2),
+        progress=False,
+    )
     assert_untouched(before, a.model)
     assert [(u["layer"], u["unit"]) for u in at.units] == [(layer, 0), (layer, 1)]
     acts = _own_units(a, layer, x, None, "mean")
@@ -470,13 +623,14 @@ def test_atlas_one_layer(arch, fn):
             want = float(acts[e["index"], u["unit"]])
             assert abs(e["activation"] - want) <= rtol_of(a, 1e-5) * MAGNITUDE[(a.name, layer)] + 1e-6, (e, want)
         by_act = [e["index"] for e in u["exemplars"] if e["by"] == "activation"]
-        assert by_act == acts[:, u["unit"]].argsort(descending=True)[:len(by_act)].tolist()
+        assert by_act == acts[:, u["unit"]].argsort(descending=True)[: len(by_act)].tolist()
         means = [float(acts[y == k, u["unit"]].mean()) for k in (0, 1)]
         assert u["class_means"] == pytest.approx(means, abs=rtol_of(a, 1e-5) * MAGNITUDE[(a.name, layer)] + 1e-6)
 
 
 # ---------------------------------------------------------------------------------------------------------------
 # the same numbers inside torch.no_grad() and torch.inference_mode()
+
 
 @functools.lru_cache(maxsize=None)
 def outside(arch: str) -> dict:
@@ -488,16 +642,45 @@ def _grad_free_calls(a) -> dict:
     """A function known broken on the architecture (its own cell shows it) is left out here."""
     target = top_class(a)
     calls = {
-        "conductance": run(us.conductance, a.model, a.inputs, list(a.cuts), target=target, n_steps=8,
-                           path=us.PathConfig(gap_warning=None), **kw(a)),
-        "neuron_conductance": run(us.neuron_conductance, a.model, a.inputs, layer=a.layer, units=list(a.units),
-                                  target=target, n_steps=4, **kw(a)),
-        "grad_x_activation": run(us.grad_x_activation, a.model, a.inputs, [a.layer], target=target,
-                                 additional_forward_args=a.additional_forward_args),
+        "conductance": run(
+            us.conductance,
+            a.model,
+            a.inputs,
+            list(a.cuts),
+            target=target,
+            n_steps=8,
+            path=us.PathConfig(gap_warning=None),
+            **kw(a),
+        ),
+        "neuron_conductance": run(
+            us.neuron_conductance,
+            a.model,
+            a.inputs,
+            layer=a.layer,
+            units=list(a.units),
+            target=target,
+            n_steps=4,
+            **kw(a),
+        ),
+        "grad_x_activation": run(
+            us.grad_x_activation,
+            a.model,
+            a.inputs,
+            [a.layer],
+            target=target,
+            additional_forward_args=a.additional_forward_args,
+        ),
     }
     if (a.name, "ablation_scores") not in KNOWN:
-        calls["ablation_scores"] = run(us.ablation_scores, a.model, a.inputs, a.layer, units=list(a.units),
-                                       target=target, additional_forward_args=a.additional_forward_args)
+        calls["ablation_scores"] = run(
+            us.ablation_scores,
+            a.model,
+            a.inputs,
+            a.layer,
+            units=list(a.units),
+            target=target,
+            additional_forward_args=a.additional_forward_args,
+        )
     return calls
 
 
@@ -526,8 +709,16 @@ def test_atlas_under_no_grad(arch, fn):
     a = build(arch)
     layer = _image_layer(a)
     x, y = torch.cat([a.inputs, a.more_inputs]), torch.cat([a.labels, a.more_labels])
-    settings = dict(layers=[layer], units={layer: [0]}, top_k=2, share_k=1, bins=8, path=us.PathConfig(n_steps=4),
-                    synthesis=us.SynthesisConfig(synthesize=False), progress=False)
+    settings = dict(
+        layers=[layer],
+        units={layer: [0]},
+        top_k=2,
+        share_k=1,
+        bins=8,
+        path=us.PathConfig(n_steps=4),
+        synthesis=us.SynthesisConfig(synthesize=False),
+        progress=False,
+    )
     ref = run(us.atlas, a.model, (x, y), **settings)
     with torch.no_grad():
         got = run(us.atlas, a.model, (x, y), **settings)
@@ -537,12 +728,13 @@ def test_atlas_under_no_grad(arch, fn):
 # ---------------------------------------------------------------------------------------------------------------
 # failures: a UnitscopeError naming the layer or argument, and the model unchanged
 
+
 def _malformed(a):
     """Inputs the model cannot take: an image with 2 channels, a sequence with a feature short, a token id past
     the vocabulary."""
     if a.kind == "text":
         ids = a.inputs.clone()
-        ids[1, 1] = 10 ** 4
+        ids[1, 1] = 10**4
         return ids, None
     return a.inputs[:, :2] if a.kind == "image" else a.inputs[..., :-1], None
 
@@ -557,14 +749,20 @@ def test_failures_name_what_is_wrong_and_leave_the_model(arch, fn):
     assert any(f"'{n}'" in str(e.value) for n in names), f"no valid layer name suggested: {e.value}"
     assert_untouched(before, a.model)
     with pytest.raises(us.UnitscopeError, match="no_such_layer"):
-        run(us.ablation_scores, a.model, a.inputs, "no_such_layer", units=[0],
-            additional_forward_args=a.additional_forward_args)
+        run(
+            us.ablation_scores,
+            a.model,
+            a.inputs,
+            "no_such_layer",
+            units=[0],
+            additional_forward_args=a.additional_forward_args,
+        )
     assert_untouched(before, a.model)
     with pytest.raises(us.UnitscopeError, match="target"):
         run(us.conductance, a.model, a.inputs, [a.cuts[0]], target=a.n_classes + 3, n_steps=4, **kw(a))
     assert_untouched(before, a.model)
     with pytest.raises(us.UnitscopeError, match=a.layer.replace(".", r"\.")):
-        run(us.neuron_conductance, a.model, a.inputs, layer=a.layer, units=[10 ** 6], n_steps=4, **kw(a))
+        run(us.neuron_conductance, a.model, a.inputs, layer=a.layer, units=[10**6], n_steps=4, **kw(a))
     assert_untouched(before, a.model)
 
 
@@ -577,15 +775,18 @@ def test_inputs_the_model_cannot_take(arch, fn):
     a = build(arch)
     before = snapshot(a.model)
     inputs, forward_args = _malformed(a)
-    for call in (lambda: us.conductance(a.model, inputs, [a.cuts[0]], n_steps=4, **kw(a, forward_args)),
-                 lambda: us.activation(a.model, inputs, [a.cuts[0]],
-                                       additional_forward_args=forward_args or a.additional_forward_args)):
+    for call in (
+        lambda: us.conductance(a.model, inputs, [a.cuts[0]], n_steps=4, **kw(a, forward_args)),
+        lambda: us.activation(
+            a.model, inputs, [a.cuts[0]], additional_forward_args=forward_args or a.additional_forward_args
+        ),
+    ):
         with pytest.raises(us.UnitscopeError):
             run(call)
         assert_untouched(before, a.model)
 
 
-ODD_ARCHS = ["timm_swin", "torch_gru"]   # their builders name an odd layer (extra["odd_layers"])
+ODD_ARCHS = ["timm_swin", "torch_gru"]  # their builders name an odd layer (extra["odd_layers"])
 
 
 @pytest.mark.parametrize("arch,fn", cases(["odd_layers"], ODD_ARCHS))
@@ -595,9 +796,12 @@ def test_odd_layers_work_or_fail_cleanly(arch, fn):
     a = build(arch)
     layer = a.extra["odd_layers"][0]
     before = snapshot(a.model)
-    for f in (lambda: us.conductance(a.model, a.inputs, [layer], n_steps=8, path=us.PathConfig(gap_warning=None)),
-              lambda: us.conductance(a.model, a.inputs, [layer], n_steps=8, method="gausslegendre",
-                                     path=us.PathConfig(gap_warning=None))):
+    for f in (
+        lambda: us.conductance(a.model, a.inputs, [layer], n_steps=8, path=us.PathConfig(gap_warning=None)),
+        lambda: us.conductance(
+            a.model, a.inputs, [layer], n_steps=8, method="gausslegendre", path=us.PathConfig(gap_warning=None)
+        ),
+    ):
         try:
             run(f)
         except us.UnitscopeError as e:
@@ -609,8 +813,11 @@ def test_odd_layers_work_or_fail_cleanly(arch, fn):
 # Captum parity (captum_compatible=True) on one layer per architecture where LayerConductance runs
 
 # token models: Captum interpolates the inputs themselves (ids); bfloat16: Captum integrates in bfloat16, we in float32
-CAPTUM_ARCHS = [n for n in ARCHS if n not in ("hf_gpt2", "hf_bert", "hf_llama", "hf_qwen2", "hf_bart",
-                                              "hf_distilbert", "bfloat16_convnext_atto")]
+CAPTUM_ARCHS = [
+    n
+    for n in ARCHS
+    if n not in ("hf_gpt2", "hf_bert", "hf_llama", "hf_qwen2", "hf_bart", "hf_distilbert", "bfloat16_convnext_atto")
+]
 
 
 @pytest.mark.parametrize("arch,fn", cases(["captum"], CAPTUM_ARCHS))
@@ -621,11 +828,20 @@ def test_captum_parity(arch, fn, request):
     layer = a.captum_layer or a.cuts[1]
     target = top_class(a)
     before = snapshot(a.model)
-    ours = run(us.conductance, a.model, a.inputs, [layer], target=target, n_steps=FIXED_STEPS,
-               method="gausslegendre", path=us.PathConfig(captum_compatible=True, gap_warning=None))
+    ours = run(
+        us.conductance,
+        a.model,
+        a.inputs,
+        [layer],
+        target=target,
+        n_steps=FIXED_STEPS,
+        method="gausslegendre",
+        path=us.PathConfig(captum_compatible=True, gap_warning=None),
+    )
     assert_untouched(before, a.model)
     with warnings.catch_warnings():
         warnings.simplefilter("ignore")
         ref = LayerConductance(a.model, a.model.get_submodule(layer)).attribute(
-            a.inputs, target=target, n_steps=FIXED_STEPS, method="gausslegendre")
+            a.inputs, target=target, n_steps=FIXED_STEPS, method="gausslegendre"
+        )
     close(ours[layer], ref.detach(), rtol_of(a, 1e-5), f"captum_compatible conductance of {layer}")

@@ -30,8 +30,8 @@ from conformance.checks import assert_untouched, close, first, layer_values, sna
 # trapezoid of consecutive nodes, on the rule's nodes plus both end points)
 JVP_RULES = getattr(paths, "JVP_RULES", paths.RULES)
 
-N_RULE = 32          # points of the fixed rule, engine and reference alike
-N_GRID = 129         # the reference's uniform grid for the Stieltjes sum
+N_RULE = 32  # points of the fixed rule, engine and reference alike
+N_GRID = 129  # the reference's uniform grid for the Stieltjes sum
 
 
 @functools.lru_cache(maxsize=None)
@@ -74,16 +74,27 @@ def test_conductance_equals_the_literal_rule(arch, rule):
     layer = CASES[arch][0]
     target = top_class(a)
     before = snapshot(a.model)
-    s = us.conductance(a.model, a.inputs, [layer], target=target, method=rule, n_steps=N_RULE,
-                       path=us.PathConfig(gap_warning=None), **ONE_ROW, **_kw(a))
+    s = us.conductance(
+        a.model,
+        a.inputs,
+        [layer],
+        target=target,
+        method=rule,
+        n_steps=N_RULE,
+        path=us.PathConfig(gap_warning=None),
+        **ONE_ROW,
+        **_kw(a),
+    )
     assert_untouched(before, a.model)
-    if rule in JVP_RULES:   # the rule applied to ∂F/∂y · dy/dα
-        ref = R.conductance_rule(reference_model(arch), a.inputs, layer, target=target, rule=rule, n_steps=N_RULE,
-                                 **_ref_kw(a))
-    else:                   # the Stieltjes trapezoid on the rule's nodes and both ends
+    if rule in JVP_RULES:  # the rule applied to ∂F/∂y · dy/dα
+        ref = R.conductance_rule(
+            reference_model(arch), a.inputs, layer, target=target, rule=rule, n_steps=N_RULE, **_ref_kw(a)
+        )
+    else:  # the Stieltjes trapezoid on the rule's nodes and both ends
         alphas = sorted(set(R.nodes(rule, N_RULE)[0]) | {0.0, 1.0})
-        ref = R.conductance_stieltjes(reference_model(arch), a.inputs, layer, target=target, alphas=alphas,
-                                      **_ref_kw(a))
+        ref = R.conductance_stieltjes(
+            reference_model(arch), a.inputs, layer, target=target, alphas=alphas, **_ref_kw(a)
+        )
     close(first(s[layer]), ref, 2e-5, f"{arch} {layer} {rule}")
 
 
@@ -92,11 +103,17 @@ def test_adaptive_conductance_converges_to_the_stieltjes_sum(arch):
     a = build(arch)
     layer, tol = CASES[arch][0], CASES[arch][3]
     target = top_class(a)
-    s = us.conductance(a.model, a.inputs, [layer], target=target, method="adaptive", n_steps=128,
-                       path=us.PathConfig(gap_warning=None),
-                       **_kw(a))
-    ref = R.conductance_trapezoid(reference_model(arch), a.inputs, layer, target=target, n_points=N_GRID,
-                                  **_ref_kw(a))
+    s = us.conductance(
+        a.model,
+        a.inputs,
+        [layer],
+        target=target,
+        method="adaptive",
+        n_steps=128,
+        path=us.PathConfig(gap_warning=None),
+        **_kw(a),
+    )
+    ref = R.conductance_trapezoid(reference_model(arch), a.inputs, layer, target=target, n_points=N_GRID, **_ref_kw(a))
     close(first(s[layer]), ref, tol, f"{arch} {layer}: adaptive (128) vs a {N_GRID}-point grid")
 
 
@@ -105,15 +122,25 @@ def test_neuron_conductance_equals_the_literal_eq2(arch):
     a = build(arch)
     _, layer, units, _ = CASES[arch]
     target = top_class(a)
-    got = us.neuron_conductance(a.model, a.inputs, layer=layer, units=units, target=target, method="gausslegendre",
-                                n_steps=N_RULE, **ONE_ROW, **_kw(a))
+    got = us.neuron_conductance(
+        a.model,
+        a.inputs,
+        layer=layer,
+        units=units,
+        target=target,
+        method="gausslegendre",
+        n_steps=N_RULE,
+        **ONE_ROW,
+        **_kw(a),
+    )
     y = layer_values(a, [layer])[layer]
     masks = torch.zeros(len(units), *y.shape[1:])
-    for k, u in enumerate(units):       # a conv channel; a neuron at every token; a feature
+    for k, u in enumerate(units):  # a conv channel; a neuron at every token; a feature
         if y.dim() == 4 or y.dim() == 2:
             masks[k, u] = 1
         else:
             masks[k, ..., u] = 1
-    ref = R.neuron_conductance_rule(reference_model(arch), a.inputs, layer, masks, target=target, n_steps=N_RULE,
-                                    **_ref_kw(a))
+    ref = R.neuron_conductance_rule(
+        reference_model(arch), a.inputs, layer, masks, target=target, n_steps=N_RULE, **_ref_kw(a)
+    )
     close(got, ref, 2e-5, f"{arch} {layer} units {units}")

@@ -76,8 +76,9 @@ class Atlas:
         for u in self.units:
             if u["layer"] == layer and u["unit"] == unit:
                 return u
-        raise UnitscopeError(f"the atlas has no unit {unit} of layer {layer!r}", layer=layer,
-                             hint=f"layers: {', '.join(self.layers)}")
+        raise UnitscopeError(
+            f"the atlas has no unit {unit} of layer {layer!r}", layer=layer, hint=f"layers: {', '.join(self.layers)}"
+        )
 
     def to_json(self) -> dict:
         return {"format": _FORMAT, **self.meta, "units": self.units}
@@ -111,8 +112,9 @@ class Atlas:
         fig = Figure(figsize=(2.2 * cols + 1.6, 2.4))
         axes = fig.subplots(1, cols, squeeze=False)[0]
         counts, edges = t[f"{layer}/hist_counts"][row].double(), t[f"{layer}/hist_edges"][row].double()
-        axes[0].bar(edges[:-1].numpy(), counts.numpy(), width=(edges[1:] - edges[:-1]).numpy(), align="edge",
-                    color="0.45")
+        axes[0].bar(
+            edges[:-1].numpy(), counts.numpy(), width=(edges[1:] - edges[:-1]).numpy(), align="edge", color="0.45"
+        )
         axes[0].set_title(f"layer {layer!r}, unit {unit}: activation over the data", fontsize=7)
         axes[0].tick_params(labelsize=6)
 
@@ -122,16 +124,19 @@ class Atlas:
             if not (float(x.min()) >= lo and float(x.max()) <= hi):
                 lo, hi = float(x.min()), float(x.max())
             x = ((x - lo) / max(hi - lo, 1e-12)).clamp(0, 1)
-            ax.imshow(x[0].numpy() if x.shape[0] == 1 else x.permute(1, 2, 0).numpy(),
-                      cmap="gray" if x.shape[0] == 1 else None)
+            ax.imshow(
+                x[0].numpy() if x.shape[0] == 1 else x.permute(1, 2, 0).numpy(),
+                cmap="gray" if x.shape[0] == 1 else None,
+            )
             ax.set_title(title, fontsize=6)
             ax.set_xticks([])
             ax.set_yticks([])
 
-        for i, (j, e) in enumerate(shown):   # j: the exemplar's place in the card and in its tensors
+        for i, (j, e) in enumerate(shown):  # j: the exemplar's place in the card and in its tensors
             assert images is not None  # shown only with pictures
-            picture(axes[1 + i], images[row, j], f"#{e['index']}: act {e['activation']:.3g}\n"
-                                                 f"cond {e['conductance']:+.3g}")
+            picture(
+                axes[1 + i], images[row, j], f"#{e['index']}: act {e['activation']:.3g}\ncond {e['conductance']:+.3g}"
+            )
         if has_iam and iam is not None:
             picture(axes[-1], iam[row], "IAM")
         fig.tight_layout()
@@ -151,9 +156,11 @@ class Atlas:
         atomic_save({k: v.contiguous() for k, v in self.tensors.items()}, d / "atlas_tensors.pt")
         if html:
             if not PAGE_WRITERS:
-                raise UnitscopeError("no writer of the atlas page is registered",
-                                     hint="import unitscope.report.atlas_html (import unitscope does), or pass "
-                                          "html=False for the data only")
+                raise UnitscopeError(
+                    "no writer of the atlas page is registered",
+                    hint="import unitscope.report.atlas_html (import unitscope does), or pass "
+                    "html=False for the data only",
+                )
             for write in PAGE_WRITERS:
                 write(self, d, title=title, value_range=value_range)
         return str(d / "atlas.json")
@@ -181,12 +188,15 @@ class Atlas:
             f"<td>{_fmt(u['importance']['conductance'])}</td><td>{_fmt(u['importance']['top_k_share'])}</td>"
             f"<td>{_fmt((u['selectivity'] or {}).get('index'))}</td><td>{_fmt(u['rs'])}</td>"
             f"<td>{'yes' if u['faithfulness'].get('atypical') else ''}</td></tr>"
-            for u in sorted(self.units, key=lambda u: -abs(u["importance"]["conductance"]))[:20])
-        return (f"<p><b>Atlas</b> of {html.escape(str(self.meta.get('model')))} on "
-                f"{html.escape(str(self.meta.get('data')))}: {len(self.units)} units in {len(self.layers)} layers "
-                "(the 20 most important below)</p><table><tr><th>layer</th><th>unit</th><th></th>"
-                "<th>conductance</th><th>top-k share</th><th>selectivity</th><th>RS</th><th>atypical</th></tr>"
-                f"{rows}</table>")
+            for u in sorted(self.units, key=lambda u: -abs(u["importance"]["conductance"]))[:20]
+        )
+        return (
+            f"<p><b>Atlas</b> of {html.escape(str(self.meta.get('model')))} on "
+            f"{html.escape(str(self.meta.get('data')))}: {len(self.units)} units in {len(self.layers)} layers "
+            "(the 20 most important below)</p><table><tr><th>layer</th><th>unit</th><th></th>"
+            "<th>conductance</th><th>top-k share</th><th>selectivity</th><th>RS</th><th>atypical</th></tr>"
+            f"{rows}</table>"
+        )
 
 
 def _fmt(v) -> str:
@@ -194,7 +204,7 @@ def _fmt(v) -> str:
 
 
 def _seed(base: int, *parts) -> int:
-    return (int(base) * 1_000_003 + zlib.crc32(":".join(map(str, parts)).encode())) % (2 ** 31)
+    return (int(base) * 1_000_003 + zlib.crc32(":".join(map(str, parts)).encode())) % (2**31)
 
 
 def _chosen_units(result, layer: str, units) -> list[int]:
@@ -208,16 +218,21 @@ def _chosen_units(result, layer: str, units) -> list[int]:
         top = result.mean(layer, score="conductance").abs().argsort(descending=True, stable=True)[:units]
         return sorted(int(u) for u in top)
     if not isinstance(units, dict):
-        raise UnitscopeError("units: None, an int (the most important per layer) or {layer: [units]}",
-                             got=type(units).__name__)
+        raise UnitscopeError(
+            "units: None, an int (the most important per layer) or {layer: [units]}", got=type(units).__name__
+        )
     got = units.get(layer)
     if got is None:
         return list(range(n))
     got = sorted({int(u) for u in got})
     bad = [u for u in got if not 0 <= u < n]
     if bad or not got:
-        raise UnitscopeError(f"units of layer {layer!r} out of range", layer=layer, units=bad[:10] or got,
-                             hint=f"the layer has units 0 … {n - 1}")
+        raise UnitscopeError(
+            f"units of layer {layer!r} out of range",
+            layer=layer,
+            units=bad[:10] or got,
+            hint=f"the layer has units 0 … {n - 1}",
+        )
     return got
 
 
@@ -291,11 +306,25 @@ class SynthesisConfig:
     seed: int = 0
 
 
-@autograd_on()   # the same atlas inside torch.no_grad() / torch.inference_mode()
-def atlas(model: nn.Module, data, layers: LayerNames, *, target: DataTarget = None, units=None, top_k: int = 9,
-          share_k: int = 5, bins: int = 128, path: PathConfig | None = None, stream: StreamConfig | None = None,
-          synthesis: SynthesisConfig | None = None, embedding=None, tokens=None, progress: bool | None = None,
-          dictionaries=None) -> Atlas:
+@autograd_on()  # the same atlas inside torch.no_grad() / torch.inference_mode()
+def atlas(
+    model: nn.Module,
+    data,
+    layers: LayerNames,
+    *,
+    target: DataTarget = None,
+    units=None,
+    top_k: int = 9,
+    share_k: int = 5,
+    bins: int = 128,
+    path: PathConfig | None = None,
+    stream: StreamConfig | None = None,
+    synthesis: SynthesisConfig | None = None,
+    embedding=None,
+    tokens=None,
+    progress: bool | None = None,
+    dictionaries=None,
+) -> Atlas:
     """Build the atlas of every unit of ``layers`` (see the module docs).
 
     ``meta["model"]`` and ``meta["data"]`` name the model and the data on the page (default: the model's class and
@@ -390,13 +419,19 @@ def atlas(model: nn.Module, data, layers: LayerNames, *, target: DataTarget = No
     if not isinstance(syn, SynthesisConfig):
         raise UnitscopeError("synthesis must be a unitscope.SynthesisConfig", got=type(syn).__name__)
     if st.unpack is not None or st.extra is not None:
-        raise UnitscopeError("the atlas reads its data by index and keeps its own accumulator",
-                             hint="leave StreamConfig's unpack and extra unset for the atlas")
+        raise UnitscopeError(
+            "the atlas reads its data by index and keeps its own accumulator",
+            hint="leave StreamConfig's unpack and extra unset for the atlas",
+        )
     n_steps, method, unit_batch = cfg.n_steps, cfg.method, cfg.unit_batch_size
     synthesize, generator, seed = syn.synthesize, syn.generator, syn.seed
     if top_k < 1 or share_k < 1 or unit_batch is None or unit_batch < 1:
-        raise UnitscopeError("top_k, share_k and unit_batch_size must be positive", top_k=top_k, share_k=share_k,
-                             unit_batch_size=unit_batch)
+        raise UnitscopeError(
+            "top_k, share_k and unit_batch_size must be positive",
+            top_k=top_k,
+            share_k=share_k,
+            unit_batch_size=unit_batch,
+        )
     src = Source(data, batch_size=st.batch_size)
     layer_names = [layers] if isinstance(layers, str) else list(layers)
     by = "class" if src.has_labels else None
@@ -404,68 +439,121 @@ def atlas(model: nn.Module, data, layers: LayerNames, *, target: DataTarget = No
         raise UnitscopeError("target='label' needs labels", hint="give (inputs, labels) or use target=None")
     extra = UnitAccumulator(share_k=share_k, bins=bins)
     if src.tokens and embedding is None:
-        raise UnitscopeError("token-id inputs need embedding= (the module that maps ids to vectors)",
-                             hint="e.g. embedding='bert.embeddings.word_embeddings'; paths start at its output")
+        raise UnitscopeError(
+            "token-id inputs need embedding= (the module that maps ids to vectors)",
+            hint="e.g. embedding='bert.embeddings.word_embeddings'; paths start at its output",
+        )
     if dictionaries:
         from ..core.dictionary import as_dictionary
         from ..core.sites import resolve
 
         if synthesize:
-            raise UnitscopeError("the atlas makes no synthetic inputs for dictionary features",
-                                 hint="leave SynthesisConfig(synthesize=None) (or False) with dictionaries=")
+            raise UnitscopeError(
+                "the atlas makes no synthetic inputs for dictionary features",
+                hint="leave SynthesisConfig(synthesize=None) (or False) with dictionaries=",
+            )
         synthesize = False
         dictionaries = {resolve(model, [k])[0].name: as_dictionary(v, str(k)) for k, v in dictionaries.items()}
-    result = scan(model, src.loader, layer_names, scores=["activation", "conductance"], target=target, by=by,
-                  top_k=top_k, path=cfg, stream=replace(st, extra=extra), progress=progress, embedding=embedding,
-                  dictionaries=dictionaries or None)
+    result = scan(
+        model,
+        src.loader,
+        layer_names,
+        scores=["activation", "conductance"],
+        target=target,
+        by=by,
+        top_k=top_k,
+        path=cfg,
+        stream=replace(st, extra=extra),
+        progress=progress,
+        embedding=embedding,
+        dictionaries=dictionaries or None,
+    )
     ranks = Ranks.of(st.group)
     rank, world = ranks.rank, ranks.world
     shape = src.example_shape
     if synthesize is None:
         synthesize = not src.tokens and (generator is not None or len(shape) in (1, 3))
     if synthesize and src.tokens:
-        raise UnitscopeError("the atlas synthesizes no text",
-                             hint="leave SynthesisConfig(synthesize=None) (or False) for token ids")
-    n_examples = len(cast(Sized, src.dataset))   # map-style: it has a length
-    meta = {"model": type(model).__name__, "data": f"{type(data).__name__} of {n_examples} examples",
-            "layers": result.layers, "examples": result.count,
-            "settings": {"target": repr(target), "top_k": top_k, "share_k": share_k, "bins": bins,
-                         "n_steps": n_steps, "exemplar_steps": n_steps, "method": method,
-                         "synthesize": bool(synthesize), "iam_steps": syn.iam_steps, "param": syn.param,
-                         "inverse_samples": syn.inverse_samples, "inverse_steps": syn.inverse_steps,
-                         "generator": None if not synthesize else type(generator).__name__ if generator is not None
-                         else ("FFTImageGenerator" if len(shape) == 3 else "identity"),
-                         "bands": [list(b) for b in syn.bands], "seed": seed, "unit_batch": unit_batch,
-                         "units": units if units is None or isinstance(units, int) else "chosen",
-                         "embedding": None if embedding is None else str(embedding)},
-            "classes": result.classes.tolist() if by else []}
+        raise UnitscopeError(
+            "the atlas synthesizes no text", hint="leave SynthesisConfig(synthesize=None) (or False) for token ids"
+        )
+    n_examples = len(cast(Sized, src.dataset))  # map-style: it has a length
+    meta = {
+        "model": type(model).__name__,
+        "data": f"{type(data).__name__} of {n_examples} examples",
+        "layers": result.layers,
+        "examples": result.count,
+        "settings": {
+            "target": repr(target),
+            "top_k": top_k,
+            "share_k": share_k,
+            "bins": bins,
+            "n_steps": n_steps,
+            "exemplar_steps": n_steps,
+            "method": method,
+            "synthesize": bool(synthesize),
+            "iam_steps": syn.iam_steps,
+            "param": syn.param,
+            "inverse_samples": syn.inverse_samples,
+            "inverse_steps": syn.inverse_steps,
+            "generator": None
+            if not synthesize
+            else type(generator).__name__
+            if generator is not None
+            else ("FFTImageGenerator" if len(shape) == 3 else "identity"),
+            "bands": [list(b) for b in syn.bands],
+            "seed": seed,
+            "unit_batch": unit_batch,
+            "units": units if units is None or isinstance(units, int) else "chosen",
+            "embedding": None if embedding is None else str(embedding),
+        },
+        "classes": result.classes.tolist() if by else [],
+    }
     if dictionaries:
         meta["dictionaries"] = by_dictionary = {}
         for name, d in dictionaries.items():
             mean_c = result.mean(name, score="conductance")
             total = float(mean_c.sum())
             by_dictionary[name] = {
-                "features": int(mean_c.numel() - 1), "error_node": int(mean_c.numel() - 1),
+                "features": int(mean_c.numel() - 1),
+                "error_node": int(mean_c.numel() - 1),
                 "error_node_share": float(mean_c[-1]) / total if total else None,
-                "hook_name": getattr(d, "hook_name", None), "dictionary": repr(d)}
+                "hook_name": getattr(d, "hook_name", None),
+                "dictionary": repr(d),
+            }
     from .work import layer_cards, work_chunk
 
     chosen = {name: _chosen_units(result, name, units) for name in result.layers}
     items = [(name, u0) for name in result.layers for u0 in range(0, len(chosen[name]), unit_batch)]
     mine = items[rank::world]
     done = {}
-    for name, u0 in progress_bar(mine, desc="atlas: units", unit="chunk",
-                                 progress=False if (progress is False or rank != 0) else None):
-        done[(name, u0)] = work_chunk(model, src, result, extra, name, chosen[name][u0:u0 + unit_batch],
-                                      target=target, embedding=embedding,
-                                      internal_batch_size=cfg.internal_batch_size,
-                                      n_steps=n_steps, baselines=cfg.baselines,
-                                      method="gausslegendre" if method == "adaptive" else method,
-                                      synthesize=synthesize, generator=generator, value_range=syn.value_range,
-                                      param=syn.param, iam_steps=syn.iam_steps,
-                                      inverse_samples=syn.inverse_samples, inverse_steps=syn.inverse_steps,
-                                      bands=syn.bands, unit_seed=lambda *p: _seed(seed, *p),
-                                      dictionary=(dictionaries or {}).get(name))
+    for name, u0 in progress_bar(
+        mine, desc="atlas: units", unit="chunk", progress=False if (progress is False or rank != 0) else None
+    ):
+        done[(name, u0)] = work_chunk(
+            model,
+            src,
+            result,
+            extra,
+            name,
+            chosen[name][u0 : u0 + unit_batch],
+            target=target,
+            embedding=embedding,
+            internal_batch_size=cfg.internal_batch_size,
+            n_steps=n_steps,
+            baselines=cfg.baselines,
+            method="gausslegendre" if method == "adaptive" else method,
+            synthesize=synthesize,
+            generator=generator,
+            value_range=syn.value_range,
+            param=syn.param,
+            iam_steps=syn.iam_steps,
+            inverse_samples=syn.inverse_samples,
+            inverse_steps=syn.inverse_steps,
+            bands=syn.bands,
+            unit_seed=lambda *p: _seed(seed, *p),
+            dictionary=(dictionaries or {}).get(name),
+        )
     if ranks.distributed:
         gathered = ranks.all_gather_object(done)  # on gloo, whatever the group's backend
         done = {k: v for g in gathered for k, v in g.items()}
@@ -478,10 +566,9 @@ def atlas(model: nn.Module, data, layers: LayerNames, *, target: DataTarget = No
     for name in result.layers:
         chunks = [done[(n, u0)] for n, u0 in items if n == name]
         cards, t = layer_cards(result, extra, name, chunks, tokens=tokens, src=src)
-        if dictionaries and name in dictionaries:   # the last unit of a dictionary's layer is its error node
+        if dictionaries and name in dictionaries:  # the last unit of a dictionary's layer is its error node
             for card in cards:
                 card["error_node"] = card["unit"] == units_of_layer(result, name) - 1
         units += cards
         tensors.update({f"{name}/{k}": v for k, v in t.items()})
     return Atlas(meta, units, tensors)
-

@@ -88,7 +88,8 @@ class UnitAccumulator:
             k = min(self.share_k, c.shape[1])
             top = c.topk(k, dim=1).indices
             counts = torch.zeros(c.shape[1], dtype=torch.float64).index_add_(
-                0, top.flatten(), torch.ones(top.numel(), dtype=torch.float64))
+                0, top.flatten(), torch.ones(top.numel(), dtype=torch.float64)
+            )
             self.shares[name] = self.shares.get(name, torch.zeros_like(counts)) + counts
 
     def state(self) -> dict:
@@ -101,8 +102,9 @@ class UnitAccumulator:
     def merge(self, states: list[dict]) -> None:
         states = [s for s in states if s and s.get("hist")]
         names = list(states[0]["hist"]) if states else []
-        self.hist = {n: Histograms.merged([s["hist"][n] for s in states if n in s["hist"]], bins=self.bins)
-                     for n in names}
+        self.hist = {
+            n: Histograms.merged([s["hist"][n] for s in states if n in s["hist"]], bins=self.bins) for n in names
+        }
         self.shares = {n: sum(s["shares"][n] for s in states if n in s["shares"]) for n in names}
 
 
@@ -115,8 +117,11 @@ class Source:
             data = TensorDataset(data)
         elif isinstance(data, (tuple, list)) and len(data) in (1, 2) and all(torch.is_tensor(t) for t in data):
             data = TensorDataset(*data)
-        elif not isinstance(data, (Dataset, DataLoader)) and torch.is_tensor(getattr(data, "x", None)) and \
-                torch.is_tensor(getattr(data, "y", None)):                      # e.g. zoo.digits_data() splits
+        elif (
+            not isinstance(data, (Dataset, DataLoader))
+            and torch.is_tensor(getattr(data, "x", None))
+            and torch.is_tensor(getattr(data, "y", None))
+        ):  # e.g. zoo.digits_data() splits
             data = TensorDataset(data.x, data.y)
         if isinstance(data, DataLoader) and not isinstance(data.dataset, IterableDataset):
             self.dataset, self.collate, self.loader = data.dataset, data.collate_fn, data
@@ -124,13 +129,15 @@ class Source:
             self.dataset, self.loader = data, DataLoader(data, batch_size=batch_size)
             self.collate = self.loader.collate_fn
         else:
-            raise UnitscopeError(f"the atlas reads exemplars back by index; got {type(data).__name__}",
-                                 hint="give (inputs, labels) tensors, a map-style Dataset or a DataLoader over one")
-        if len(cast(Sized, self.dataset)) == 0:   # map-style: it has a length
+            raise UnitscopeError(
+                f"the atlas reads exemplars back by index; got {type(data).__name__}",
+                hint="give (inputs, labels) tensors, a map-style Dataset or a DataLoader over one",
+            )
+        if len(cast(Sized, self.dataset)) == 0:  # map-style: it has a length
             raise UnitscopeError("the data set is empty")
         x, y = self.get([0])
         self.has_labels = y is not None
-        self.tokens = isinstance(x, dict) or not x.is_floating_point()     # token ids (paths from an embedding)
+        self.tokens = isinstance(x, dict) or not x.is_floating_point()  # token ids (paths from an embedding)
         self.example_shape = tuple(model_args(x)[0].shape[1:])
 
     def get(self, indices) -> tuple[torch.Tensor, torch.Tensor | None]:

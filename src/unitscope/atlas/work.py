@@ -67,12 +67,12 @@ def layer_vectors(model: nn.Module, layer: str, x, batch: int = BLOCK, dictionar
                 model(in_model_dtype(model, inputs.to(dev)), **kw)
             t: torch.Tensor | tuple[torch.Tensor, ...] = rec.parts[site.name][0]
             sp = layer_spec(model, site, t)
-            if dictionary is not None:   # features, then the error node
+            if dictionary is not None:  # features, then the error node
                 from dataclasses import replace
 
                 sp, t = replace(sp, error_node=True), tuple(rec.parts[site.name])
             v = sp.per_unit(t, "mean", mask=kw.get("attention_mask"))
-            out.append(v.float().cpu()[:n_rows(part)])
+            out.append(v.float().cpu()[: n_rows(part)])
     return torch.cat(out) if out else torch.empty(0, 0)
 
 
@@ -115,28 +115,57 @@ def _faith(vectors: torch.Tensor, unit: int, reference: torch.Tensor, limit: flo
     own = vectors[:, unit]
     rank = 1 + (vectors > own.unsqueeze(1)).sum(1)
     cos = _cos(vectors, reference.unsqueeze(0))
-    return {"activation": own.tolist(), "rank": rank.tolist(), "cosine": cos.tolist(),
-            "atypical": ((1 - cos) > limit + 1e-6).tolist()}
+    return {
+        "activation": own.tolist(),
+        "rank": rank.tolist(),
+        "cosine": cos.tolist(),
+        "atypical": ((1 - cos) > limit + 1e-6).tolist(),
+    }
 
 
 def layer_bands(hist, bands) -> list[list[tuple[str, float, float, bool]]]:
     """Per unit, ``(name, a, b, non-empty)`` for every band (percentiles of the unit's histogram; 100 = its max)."""
+
     def q(p):
         return hist.max if p >= 100 else hist.quantile(p / 100)
 
     cols = [(name, q(lo), torch.full_like(hist.max, math.inf) if hi is None else q(hi)) for name, lo, hi in bands]
     span = (hist.max - hist.min).clamp(min=1e-12)
-    return [[(name, float(a[u]), float(b[u]), bool(b[u] - a[u] > 1e-6 * span[u])) for name, a, b in cols]
-            for u in range(len(hist.max))]
+    return [
+        [(name, float(a[u]), float(b[u]), bool(b[u] - a[u] > 1e-6 * span[u])) for name, a, b in cols]
+        for u in range(len(hist.max))
+    ]
 
 
 def _bands(hist, unit: int, bands) -> list[tuple[str, float, float, bool]]:
     return layer_bands(hist, bands)[unit]
 
 
-def work_chunk(model, src, result, extra, layer, units, *, target, n_steps, method, baselines, synthesize,
-               generator, value_range, param, iam_steps, inverse_samples, inverse_steps, bands, unit_seed,
-               embedding=None, internal_batch_size: int | None = None, dictionary=None) -> dict:
+def work_chunk(
+    model,
+    src,
+    result,
+    extra,
+    layer,
+    units,
+    *,
+    target,
+    n_steps,
+    method,
+    baselines,
+    synthesize,
+    generator,
+    value_range,
+    param,
+    iam_steps,
+    inverse_samples,
+    inverse_steps,
+    bands,
+    unit_seed,
+    embedding=None,
+    internal_batch_size: int | None = None,
+    dictionary=None,
+) -> dict:
     """Everything about ``units`` (a list) of ``layer`` that needs the model again.
 
     Every generated input is seeded by its unit (``unit_seed(layer, unit, kind)``): the IAM image's start and its
@@ -148,23 +177,41 @@ def work_chunk(model, src, result, extra, layer, units, *, target, n_steps, meth
     dead = ((hist.min == 0) & (hist.max == 0)).tolist()
     ta, tc = result.top(layer, score="activation"), result.top(layer, score="conductance")
     k_a = ta.indices.shape[1]
-    ex = torch.cat([ta.indices[units], tc.indices[units]], 1)                       # [n, k_a + k_c]
+    ex = torch.cat([ta.indices[units], tc.indices[units]], 1)  # [n, k_a + k_c]
     uniq, inv = torch.unique(ex, return_inverse=True)
     x_u, y_u = src.get(uniq.tolist())
-    vec_u = layer_vectors(model, layer, x_u, dictionary=dictionary)                # [n_uniq, U]
+    vec_u = layer_vectors(model, layer, x_u, dictionary=dictionary)  # [n_uniq, U]
     # one row per distinct (unit, example) pair: the two exemplar lists of a unit often share examples
     pair = torch.tensor(units).repeat_interleave(ex.shape[1]) * len(uniq) + inv.flatten()
     pairs, back = torch.unique(pair, return_inverse=True)
     rows, unit_rows = pairs % len(uniq), (pairs // len(uniq)).tolist()
-    if internal_batch_size is None:   # path rows per backward: about 8M input numbers (32 MB) at a time
+    if internal_batch_size is None:  # path rows per backward: about 8M input numbers (32 MB) at a time
         internal_batch_size = max(8, min(4096, 8_000_000 // max(1, model_args(take(x_u, [0]))[0].numel())))
-    attr = exemplar_conductance(model, x_u, layer, rows, unit_rows, y_u, target=target, n_steps=n_steps,
-                                method=method, baselines=baselines, rows=internal_batch_size, embedding=embedding,
-                                dictionary=dictionary)
+    attr = exemplar_conductance(
+        model,
+        x_u,
+        layer,
+        rows,
+        unit_rows,
+        y_u,
+        target=target,
+        n_steps=n_steps,
+        method=method,
+        baselines=baselines,
+        rows=internal_batch_size,
+        embedding=embedding,
+        dictionary=dictionary,
+    )
     attr = attr[back].view(len(units), ex.shape[1], *attr.shape[1:])
-    out = {"units": units, "exemplars": ex, "inputs": None if isinstance(x_u, dict) else x_u[inv],
-           "labels": None if y_u is None else y_u[inv],
-           "attr": attr, "vectors": vec_u[inv], "dead": [dead[u] for u in units]}
+    out = {
+        "units": units,
+        "exemplars": ex,
+        "inputs": None if isinstance(x_u, dict) else x_u[inv],
+        "labels": None if y_u is None else y_u[inv],
+        "attr": attr,
+        "vectors": vec_u[inv],
+        "dead": [dead[u] for u in units],
+    }
     live = [u for u in units if not dead[u]]
     out["synthetic"] = {}
     out["seconds"] = {"exemplars": time.perf_counter() - t0}
@@ -179,8 +226,16 @@ def work_chunk(model, src, result, extra, layer, units, *, target, n_steps, meth
         limit[u] = _typical_limit(vec_u, inv[i], ex[i], k_a, ref[u], typical[u])
     from ..synthesis.maximize import representative_substitution
 
-    r = blocked_iam(model, layer, live, shape=shape, param=param if len(shape) == 3 else "pixel",
-                    value_range=value_range, steps=iam_steps, seeds=[unit_seed(layer, u, "iam") for u in live])
+    r = blocked_iam(
+        model,
+        layer,
+        live,
+        shape=shape,
+        param=param if len(shape) == 3 else "pixel",
+        value_range=value_range,
+        steps=iam_steps,
+        seeds=[unit_seed(layer, u, "iam") for u in live],
+    )
     rs = representative_substitution(r)
     iam_vec = layer_vectors(model, layer, r.images)
     out["seconds"]["iam"] = time.perf_counter() - t0
@@ -189,8 +244,11 @@ def work_chunk(model, src, result, extra, layer, units, *, target, n_steps, meth
     if gen is None:
         from ..synthesis.generators import DecoderGenerator, FFTImageGenerator
 
-        gen = FFTImageGenerator(shape, value_range=value_range) if len(shape) == 3 else \
-            DecoderGenerator(nn.Identity(), latent_dim=int(shape[0]), code_bound=3.0)
+        gen = (
+            FFTImageGenerator(shape, value_range=value_range)
+            if len(shape) == 3
+            else DecoderGenerator(nn.Identity(), latent_dim=int(shape[0]), code_bound=3.0)
+        )
     problems, keys = [], []
     by_unit = layer_bands(hist, bands)
     for u in live:
@@ -201,9 +259,17 @@ def work_chunk(model, src, result, extra, layer, units, *, target, n_steps, meth
     where = {k: i for i, k in enumerate(keys)}
     from ..synthesis.inverse_many import sample_inverse_sets
 
-    sets = sample_inverse_sets(model, layer, problems, gen, n_samples=inverse_samples, max_steps=inverse_steps,
-                               seeds=[unit_seed(layer, u, name) for u, name in keys], block=SYNTH_BLOCK,
-                               progress=False)
+    sets = sample_inverse_sets(
+        model,
+        layer,
+        problems,
+        gen,
+        n_samples=inverse_samples,
+        max_steps=inverse_steps,
+        seeds=[unit_seed(layer, u, name) for u, name in keys],
+        block=SYNTH_BLOCK,
+        progress=False,
+    )
     inv_vec = layer_vectors(model, layer, torch.cat([s.samples for s in sets])) if sets else None
     out["seconds"]["inverse"] = time.perf_counter() - t0
     at = 0
@@ -214,21 +280,44 @@ def work_chunk(model, src, result, extra, layer, units, *, target, n_steps, meth
             if ok:
                 s = sets[where[(u, name)]]
                 assert inv_vec is not None  # the samples of every set
-                entry.update(n=len(s), ok=s.ok, steps=s.steps, samples=s.samples,
-                             faithfulness=_faith(inv_vec[at:at + len(s)], u, ref[u], limit[u]) if len(s) else None)
+                entry.update(
+                    n=len(s),
+                    ok=s.ok,
+                    steps=s.steps,
+                    samples=s.samples,
+                    faithfulness=_faith(inv_vec[at : at + len(s)], u, ref[u], limit[u]) if len(s) else None,
+                )
                 at += len(s)
             else:
                 entry["skipped"] = "the band is empty (the percentiles coincide)"
             band_out.append(entry)
-        out["synthetic"][u] = {"iam": r.images[j], "rs": float(rs[j]), "objective": float(r.objective[j]),
-                               "iam_faithfulness": _faith(iam_vec[j:j + 1], u, ref[u], limit[u]),
-                               "inverse": band_out,
-                               "exemplar_reference": {"cosine_min": typical[u], "distance_limit": limit[u]}}
+        out["synthetic"][u] = {
+            "iam": r.images[j],
+            "rs": float(rs[j]),
+            "objective": float(r.objective[j]),
+            "iam_faithfulness": _faith(iam_vec[j : j + 1], u, ref[u], limit[u]),
+            "inverse": band_out,
+            "exemplar_reference": {"cosine_min": typical[u], "distance_limit": limit[u]},
+        }
     return out
 
 
-def exemplar_conductance(model, x, layer, examples, units, labels, *, target, n_steps, method, baselines, rows,
-                         embedding=None, dictionary=None):
+def exemplar_conductance(
+    model,
+    x,
+    layer,
+    examples,
+    units,
+    labels,
+    *,
+    target,
+    n_steps,
+    method,
+    baselines,
+    rows,
+    embedding=None,
+    dictionary=None,
+):
     """``[P, *x]``: pair ``p``'s per-input conductance through unit ``units[p]`` on input ``x[examples[p]]``
     (``neuron_conductance(paired=True, examples=)``; token ids: over the ``embedding`` output, ``[P, T, D]``).
 
@@ -250,18 +339,29 @@ def exemplar_conductance(model, x, layer, examples, units, labels, *, target, n_
     by_size = torch.argsort(-sizes, stable=True)
     out = None
     for i in range(0, len(groups), per):
-        block = by_size[i:i + per]                                # groups of this call
+        block = by_size[i : i + per]  # groups of this call
         local = torch.full((len(groups),), -1, dtype=torch.long)
         local[block] = torch.arange(len(block))
         mine = (local[pair_group] >= 0).nonzero().flatten()
         inputs_of = groups[block] // (len(examples) + 1)
         tgt = pad_rows(labels[inputs_of], per).tolist() if target == "label" else target
         inputs, kw = model_args(pad_rows(take(x, inputs_of), per))
-        a = neuron_conductance(model, inputs, layer=layer, units=units[mine].tolist(),
-                               examples=local[pair_group[mine]], target=tgt, n_steps=n_steps, method=method,
-                               baselines=baselines, additional_forward_args=kw, internal_batch_size=per * n_steps,
-                               paired=True, embedding=embedding,
-                               dictionaries=None if dictionary is None else {layer: dictionary})
+        a = neuron_conductance(
+            model,
+            inputs,
+            layer=layer,
+            units=units[mine].tolist(),
+            examples=local[pair_group[mine]],
+            target=tgt,
+            n_steps=n_steps,
+            method=method,
+            baselines=baselines,
+            additional_forward_args=kw,
+            internal_batch_size=per * n_steps,
+            paired=True,
+            embedding=embedding,
+            dictionaries=None if dictionary is None else {layer: dictionary},
+        )
         if out is None:
             out = a.new_zeros((len(examples), *a.shape[1:]))
         out[mine] = a
@@ -275,21 +375,29 @@ def blocked_iam(model, layer, units, *, shape, seeds, **kw):
 
     parts = []
     for i in range(0, len(units), SYNTH_BLOCK):
-        us_, ss = units[i:i + SYNTH_BLOCK], seeds[i:i + SYNTH_BLOCK]
+        us_, ss = units[i : i + SYNTH_BLOCK], seeds[i : i + SYNTH_BLOCK]
         pad = SYNTH_BLOCK - len(us_)
-        r = independent_am(model, layer, list(us_) + [us_[-1]] * pad, shape=shape, seed=list(ss) + [ss[-1]] * pad,
-                           progress=False, **kw)
+        r = independent_am(
+            model, layer, list(us_) + [us_[-1]] * pad, shape=shape, seed=list(ss) + [ss[-1]] * pad, progress=False, **kw
+        )
         parts.append((r, len(us_)))
     cat = lambda name: torch.cat([getattr(r, name)[:n] for r, n in parts])  # noqa: E731
-    return Maximized(images=cat("images"), trace=torch.cat([r.trace[:, :n] for r, n in parts], 1),
-                     objective=cat("objective"), layer=parts[0][0].layer, units=cat("units"),
-                     activations=cat("activations"))
+    return Maximized(
+        images=cat("images"),
+        trace=torch.cat([r.trace[:, :n] for r, n in parts], 1),
+        objective=cat("objective"),
+        layer=parts[0][0].layer,
+        units=cat("units"),
+        activations=cat("activations"),
+    )
 
 
-NO_TEXT_SYNTHESIS = ("text has no AM/IAM image or inverse-set samples here: an input optimized in embedding space is "
-                     "no sentence (its vectors match no token), so it would show nothing a reader can check against "
-                     "the exemplars — the sentences above, with each token shaded by its conductance through the "
-                     "unit, are the evidence")
+NO_TEXT_SYNTHESIS = (
+    "text has no AM/IAM image or inverse-set samples here: an input optimized in embedding space is "
+    "no sentence (its vectors match no token), so it would show nothing a reader can check against "
+    "the exemplars — the sentences above, with each token shaded by its conductance through the "
+    "unit, are the evidence"
+)
 
 
 def _r(v, digits: int = 6):
@@ -328,8 +436,12 @@ def layer_cards(result, extra, layer, chunks, *, tokens=None, src=None) -> tuple
                 by_act = j < k_a
                 act = float(ta.values[u, j]) if by_act else float(c["vectors"][i, j, u])
                 cond = float(c["attr"][i, j].sum()) if by_act else float(tc.values[u, j - k_a])
-                e = {"index": int(idx), "by": "activation" if by_act else "conductance", "activation": _r(act),
-                     "conductance": _r(cond)}
+                e = {
+                    "index": int(idx),
+                    "by": "activation" if by_act else "conductance",
+                    "activation": _r(act),
+                    "conductance": _r(cond),
+                }
                 if c["labels"] is not None:
                     e["label"] = int(c["labels"][i, j])
                 if text:
@@ -339,12 +451,14 @@ def layer_cards(result, extra, layer, chunks, *, tokens=None, src=None) -> tuple
                         e["tokens"] = list(tokens[int(idx)])
                 exemplars.append(e)
             imp = {"conductance": _r(mean_c[u]), "conductance_std": _r(std_c[u]), "top_k_share": _r(share[u])}
-            if cm_c is not None:   # by class
+            if cm_c is not None:  # by class
                 order = torch.argsort(cm_c[:, u], descending=True).tolist()
-                imp["supports"] = [{"class": classes[k], "conductance": _r(cm_c[k, u])} for k in order[:3]
-                                   if cm_c[k, u] > 0]
-                imp["opposes"] = [{"class": classes[k], "conductance": _r(cm_c[k, u])} for k in order[::-1][:3]
-                                  if cm_c[k, u] < 0]
+                imp["supports"] = [
+                    {"class": classes[k], "conductance": _r(cm_c[k, u])} for k in order[:3] if cm_c[k, u] > 0
+                ]
+                imp["opposes"] = [
+                    {"class": classes[k], "conductance": _r(cm_c[k, u])} for k in order[::-1][:3] if cm_c[k, u] < 0
+                ]
             selectivity = None
             if sel is not None and float(hist.min[u]) >= 0 and len(classes) > 1 and not c["dead"][i]:
                 selectivity = {"index": _r(sel.index[u]), "preferred": int(sel.preferred[u])}
@@ -352,39 +466,80 @@ def layer_cards(result, extra, layer, chunks, *, tokens=None, src=None) -> tuple
             synthetic: dict = {}
             faith: dict = {}
             if s is None:
-                synthetic["skipped"] = ("dead: its activation is 0 on every example" if c["dead"][i] else
-                                        NO_TEXT_SYNTHESIS if text else "synthetic inputs were not asked for")
+                synthetic["skipped"] = (
+                    "dead: its activation is 0 on every example"
+                    if c["dead"][i]
+                    else NO_TEXT_SYNTHESIS
+                    if text
+                    else "synthetic inputs were not asked for"
+                )
             else:
-                synthetic = {"iam": {"activation": _r(s["iam_faithfulness"]["activation"][0]),
-                                     "objective": _r(s["objective"])},
-                             "inverse": [{k: (_r(v) if isinstance(v, float) else v) for k, v in e.items()
-                                          if k not in ("samples", "faithfulness")} for e in s["inverse"]]}
+                synthetic = {
+                    "iam": {"activation": _r(s["iam_faithfulness"]["activation"][0]), "objective": _r(s["objective"])},
+                    "inverse": [
+                        {
+                            k: (_r(v) if isinstance(v, float) else v)
+                            for k, v in e.items()
+                            if k not in ("samples", "faithfulness")
+                        }
+                        for e in s["inverse"]
+                    ],
+                }
                 fi = s["iam_faithfulness"]
                 ex_acts = [x["activation"] for x in exemplars[:k_a]]
                 ref_act = sum(ex_acts) / max(len(ex_acts), 1)
-                faith = {"exemplars": {"activation_mean": _r(ref_act),
-                                       "cosine_min": _r(s["exemplar_reference"]["cosine_min"])},
-                         "iam": {"activation": _r(fi["activation"][0]), "rank": int(fi["rank"][0]),
-                                 "cosine": _r(fi["cosine"][0]), "atypical": bool(fi["atypical"][0]),
-                                 "activation_vs_exemplars": _r(fi["activation"][0] / ref_act) if ref_act else None},
-                         "inverse": []}
+                faith = {
+                    "exemplars": {
+                        "activation_mean": _r(ref_act),
+                        "cosine_min": _r(s["exemplar_reference"]["cosine_min"]),
+                    },
+                    "iam": {
+                        "activation": _r(fi["activation"][0]),
+                        "rank": int(fi["rank"][0]),
+                        "cosine": _r(fi["cosine"][0]),
+                        "atypical": bool(fi["atypical"][0]),
+                        "activation_vs_exemplars": _r(fi["activation"][0] / ref_act) if ref_act else None,
+                    },
+                    "inverse": [],
+                }
                 for e in s["inverse"]:
                     f = e.get("faithfulness")
                     if f:
                         n = len(f["rank"])
-                        faith["inverse"].append({"band": e["band"], "n": n,
-                                                 "activation_mean": _r(sum(f["activation"]) / n),
-                                                 "rank_mean": _r(sum(f["rank"]) / n),
-                                                 "cosine_mean": _r(sum(f["cosine"]) / n),
-                                                 "atypical": int(sum(f["atypical"]))})
+                        faith["inverse"].append(
+                            {
+                                "band": e["band"],
+                                "n": n,
+                                "activation_mean": _r(sum(f["activation"]) / n),
+                                "rank_mean": _r(sum(f["rank"]) / n),
+                                "cosine_mean": _r(sum(f["cosine"]) / n),
+                                "atypical": int(sum(f["atypical"])),
+                            }
+                        )
                 faith["atypical"] = faith["iam"]["atypical"]
-            cards.append({
-                "layer": layer, "unit": u, "row": len(cards), "dead": bool(c["dead"][i]), "importance": imp,
-                "selectivity": selectivity, "rs": _r(s["rs"]) if s is not None else None,
-                "class_means": [_r(v) for v in cm_a[:, u].tolist()] if cm_a is not None else [],
-                "histogram": {"min": _r(hist.min[u]), "max": _r(hist.max[u]), "mean": _r(mean_a[u]),
-                              "p50": _r(p50[u]), "p90": _r(p90[u]), "p99": _r(p99[u])},
-                "exemplars": exemplars, "synthetic": synthetic, "faithfulness": faith})
+            cards.append(
+                {
+                    "layer": layer,
+                    "unit": u,
+                    "row": len(cards),
+                    "dead": bool(c["dead"][i]),
+                    "importance": imp,
+                    "selectivity": selectivity,
+                    "rs": _r(s["rs"]) if s is not None else None,
+                    "class_means": [_r(v) for v in cm_a[:, u].tolist()] if cm_a is not None else [],
+                    "histogram": {
+                        "min": _r(hist.min[u]),
+                        "max": _r(hist.max[u]),
+                        "mean": _r(mean_a[u]),
+                        "p50": _r(p50[u]),
+                        "p90": _r(p90[u]),
+                        "p99": _r(p99[u]),
+                    },
+                    "exemplars": exemplars,
+                    "synthetic": synthetic,
+                    "faithfulness": faith,
+                }
+            )
             if not text:
                 ex_in.append(c["inputs"][i])
             ex_attr.append(c["attr"][i].sum(-1) if text else c["attr"][i])
@@ -392,17 +547,22 @@ def layer_cards(result, extra, layer, chunks, *, tokens=None, src=None) -> tuple
             band_t = _nan_like((n_bands, k_inv, *shape))
             for b, e in enumerate(s["inverse"] if s is not None else []):
                 if e.get("n"):
-                    band_t[b, :e["n"]] = e["samples"]
+                    band_t[b, : e["n"]] = e["samples"]
             inverse.append(band_t)
     rows = torch.tensor([card["unit"] for card in cards], dtype=torch.long)
-    tensors = {"units": rows, "hist_counts": hist.counts.float()[rows], "hist_edges": hist.edges().float()[rows],
-               "exemplar_index": torch.cat([ta.indices, tc.indices], 1)[rows], "exemplar_attr": torch.stack(ex_attr)}
+    tensors = {
+        "units": rows,
+        "hist_counts": hist.counts.float()[rows],
+        "hist_edges": hist.edges().float()[rows],
+        "exemplar_index": torch.cat([ta.indices, tc.indices], 1)[rows],
+        "exemplar_attr": torch.stack(ex_attr),
+    }
     if ex_in:
         tensors["exemplar_inputs"] = torch.stack(ex_in)
     if any(c["synthetic"] for c in chunks):
         tensors["iam"] = torch.stack(iam)
         tensors["inverse"] = torch.stack(inverse)
-    if cm_a is not None and cm_c is not None:   # by class
+    if cm_a is not None and cm_c is not None:  # by class
         tensors["class_means_activation"] = cm_a.float()[:, rows]
         tensors["class_means_conductance"] = cm_c.float()[:, rows]
     return cards, tensors

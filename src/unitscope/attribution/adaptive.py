@@ -81,16 +81,16 @@ class _Block:
         self.cap = max(1, (budget - 1) // 2)
         self.alpha = torch.zeros(E, budget, dtype=F64)
         self.F = torch.zeros(E, budget, dtype=F64)
-        self.norm2 = torch.zeros(E, budget, dtype=F64)   # |∂F/∂y|² of every site at each node
+        self.norm2 = torch.zeros(E, budget, dtype=F64)  # |∂F/∂y|² of every site at each node
         self.count = torch.zeros(E, dtype=torch.long)
         self.y: dict[str, list[torch.Tensor]] = {}
         self.g: dict[str, list[torch.Tensor]] = {}
-        self.g2: dict[str, list[torch.Tensor]] = {}   # per part |∂F/∂y|² at each node [E, budget]
+        self.g2: dict[str, list[torch.Tensor]] = {}  # per part |∂F/∂y|² at each node [E, budget]
         self.a, self.m, self.b = (torch.zeros(E, self.cap, dtype=torch.long) for _ in range(3))
         self.P = torch.zeros(E, dtype=torch.long)
-        self.per_panel: dict[str, list[list[torch.Tensor]]] = {}   # per part [T₂, e, e², |T₂|] each [E, cap, units]
+        self.per_panel: dict[str, list[list[torch.Tensor]]] = {}  # per part [T₂, e, e², |T₂|] each [E, cap, units]
         self.gap = torch.zeros(E, self.cap, len(names), dtype=F64)
-        self.F_start = self.F_end = torch.zeros(E, dtype=F64)   # F at α = 0 and α = 1
+        self.F_start = self.F_end = torch.zeros(E, dtype=F64)  # F at α = 0 and α = 1
 
     def on(self, t: torch.Tensor, name: str) -> torch.Tensor:
         dev = self.y[name][0].device
@@ -150,8 +150,9 @@ class _Block:
         out, gap = self._panels(ex, [(a, m, b)])
         for name in self.names:
             if name not in self.per_panel:
-                self.per_panel[name] = [[t.new_zeros((self.E, self.cap, t.shape[2])) for t in terms]
-                                        for terms in out[name]]
+                self.per_panel[name] = [
+                    [t.new_zeros((self.E, self.cap, t.shape[2])) for t in terms] for terms in out[name]
+                ]
             exd = self.on(ex, name)
             for store, terms in zip(self.per_panel[name], out[name]):
                 for buf, t in zip(store, terms):
@@ -184,8 +185,9 @@ class _Block:
         for t2, e, e2, mags in self.per_panel[name]:
             pe = e[exd, :L]
             value = t2[exd, :L].sum(1)
-            unit = combine_units(pe.sum(1), pe.pow(2).sum(1), e2[exd, :L].sum(1)) + rounding(mags[exd, :L].sum(1),
-                                                                                          value.dtype)
+            unit = combine_units(pe.sum(1), pe.pow(2).sum(1), e2[exd, :L].sum(1)) + rounding(
+                mags[exd, :L].sum(1), value.dtype
+            )
             out.append((value, unit, pe))
         return out
 
@@ -196,7 +198,7 @@ class _Block:
         ``[G, units]``."""
         G, count, e2 = ex.numel(), 2 * L + 1, ex[:, None]
         a, m, b = self.a[ex, :L], self.m[ex, :L], self.b[ex, :L]
-        by = torch.argsort(self.alpha[e2, a], dim=1)   # the panels in path order: nodes a₀ m₀ a₁ m₁ … m_{L−1} b_{L−1}
+        by = torch.argsort(self.alpha[e2, a], dim=1)  # the panels in path order: nodes a₀ m₀ a₁ m₁ … m_{L−1} b_{L−1}
         order = torch.stack([a.gather(1, by), m.gather(1, by)], 2).flatten(1)
         order = torch.cat([order, b.gather(1, by[:, -1:])], 1)
         alpha = self.alpha[e2, order]
@@ -205,8 +207,7 @@ class _Block:
         for y, g in zip(self.y[name], self.g[name]):
             gs, ys = g[rows, od], y[rows, od]
             if influence:
-                da = self.on(alpha[:, 1:] - alpha[:, :-1], name).to(g.dtype).view(G, count - 1,
-                                                                                   *([1] * (g.dim() - 2)))
+                da = self.on(alpha[:, 1:] - alpha[:, :-1], name).to(g.dtype).view(G, count - 1, *([1] * (g.dim() - 2)))
             parts = []
             rules = [(ys[:, 1:] - ys[:, :-1], ys[:, 2::2] - ys[:, 0:-1:2])]
             if influence:
@@ -217,8 +218,11 @@ class _Block:
                 e = ERROR_FACTOR * (t2 - 0.5 * (gs[:, 0:-1:2] + gs[:, 2::2]) * wide)
                 value, signed, squares = t2.sum(1), e.sum(1), e.pow(2).sum(1)
                 rnd = rounding(t2.abs().sum(1), t2.dtype)
-                unit = combine_units(reduce_units(signed), reduce_units(e.flatten(0, 1)).view(G, L, -1).pow(2).sum(1),
-                                     reduce_units(squares)) + reduce_units(rnd)
+                unit = combine_units(
+                    reduce_units(signed),
+                    reduce_units(e.flatten(0, 1)).view(G, L, -1).pow(2).sum(1),
+                    reduce_units(squares),
+                ) + reduce_units(rnd)
                 parts.append((value, combine(signed, squares) + rnd, unit))
             out.append((parts[0], parts[1] if influence else None))
         return out
@@ -274,7 +278,7 @@ def _evaluate_rows(model, batch, target, sites, example, alpha, internal_batch_s
     ys: list[dict[str, list[torch.Tensor]]] = []
     gs: list[dict[str, list[torch.Tensor]]] = []
     for r0 in range(0, example.numel(), step):
-        ev = evaluate(model, batch, target, sites, example[r0:r0 + step], alpha[r0:r0 + step], need_grad=True)
+        ev = evaluate(model, batch, target, sites, example[r0 : r0 + step], alpha[r0 : r0 + step], need_grad=True)
         assert ev.grads is not None  # need_grad=True
         sums.is_tuple = ev.is_tuple
         Fs.append(ev.F.double().cpu())
@@ -283,8 +287,11 @@ def _evaluate_rows(model, batch, target, sites, example, alpha, internal_batch_s
     if len(Fs) == 1:
         return Fs[0], ys[0], gs[0]
     names = [s.name for s in sites]
-    return (torch.cat(Fs), {n: [torch.cat(parts) for parts in zip(*(chunk[n] for chunk in ys))] for n in names},
-            {n: [torch.cat(parts) for parts in zip(*(chunk[n] for chunk in gs))] for n in names})
+    return (
+        torch.cat(Fs),
+        {n: [torch.cat(parts) for parts in zip(*(chunk[n] for chunk in ys))] for n in names},
+        {n: [torch.cat(parts) for parts in zip(*(chunk[n] for chunk in gs))] for n in names},
+    )
 
 
 def _choose(st: _Block, ex, L, score, *, budget, focus, min_new):
@@ -301,15 +308,27 @@ def _choose(st: _Block, ex, L, score, *, budget, focus, min_new):
     r = torch.minimum(r, torch.clamp_max((budget - st.count[ex]) // 2, max(1, (L + 1) // 2)))
     take = (torch.arange(L) < r[:, None]) & (srt > 0)
     k = take.sum(1)
-    first = torch.argsort((~take).to(torch.int8), dim=1, stable=True)   # the taken ones, in rank order
+    first = torch.argsort((~take).to(torch.int8), dim=1, stable=True)  # the taken ones, in rank order
     chosen = ranked.gather(1, first)
     return chosen.masked_fill(torch.arange(L) >= k[:, None], -1), k
 
 
-def integrate_adaptive(model, batch: Batch, target: Target, sites: list[Site], *, budget: int, rtol: float,
-                       internal_batch_size: int | None = None, progress: bool | None = None,
-                       initial_panels: int | None = None, focus: float = 0.5, min_new: int = 2,
-                       watch: int = 10, influence: bool = True) -> PathSums:
+def integrate_adaptive(
+    model,
+    batch: Batch,
+    target: Target,
+    sites: list[Site],
+    *,
+    budget: int,
+    rtol: float,
+    internal_batch_size: int | None = None,
+    progress: bool | None = None,
+    initial_panels: int | None = None,
+    focus: float = 0.5,
+    min_new: int = 2,
+    watch: int = 10,
+    influence: bool = True,
+) -> PathSums:
     """Trapezoid conductance (and, with ``influence``, internal influence) on adaptively refined panels, with
     per-unit errors.
 
@@ -330,14 +349,24 @@ def integrate_adaptive(model, batch: Batch, target: Target, sites: list[Site], *
         panels0 = torch.tensor([0]), torch.tensor([k0 - 1]), torch.tensor([k0 - 1])
     block = n if internal_batch_size is None else max(1, internal_batch_size // budget)
     names = [s.name for s in sites]
-    sums = PathSums(conductance={}, influence={}, value_at_x={}, grad_at_x={}, conductance_error={},
-                    influence_error={}, conductance_unit_error={}, influence_unit_error={}, diagnosis={},
-                    grad_profile={})
+    sums = PathSums(
+        conductance={},
+        influence={},
+        value_at_x={},
+        grad_at_x={},
+        conductance_error={},
+        influence_error={},
+        conductance_unit_error={},
+        influence_unit_error={},
+        diagnosis={},
+        grad_profile={},
+    )
     F_x, F_b = torch.zeros(n, dtype=F64), torch.zeros(n, dtype=F64)
     n_evals = torch.zeros(n, dtype=torch.long)
     profiles = {name: ([None] * n, [None] * n) for name in names}
-    bar = progress_bar(total=budget * n, desc="adaptive path", unit="eval",
-                       progress=False if progress is False else None)
+    bar = progress_bar(
+        total=budget * n, desc="adaptive path", unit="eval", progress=False if progress is False else None
+    )
     for b0 in range(0, n, block):
         E = min(n, b0 + block) - b0
         st = _Block(E, budget, names)
@@ -378,14 +407,15 @@ def integrate_adaptive(model, batch: Batch, target: Target, sites: list[Site], *
             alpha = torch.empty(2 * ce.numel(), dtype=F64)
             alpha[lo], alpha[hi] = (al + am) / 2, (am + ab) / 2
             before = st.count.clone()
-            st.add(rows, alpha, *_evaluate_rows(model, batch, target, sites, rows + b0, alpha, internal_batch_size,
-                                                sums))
+            st.add(
+                rows, alpha, *_evaluate_rows(model, batch, target, sites, rows + b0, alpha, internal_batch_size, sums)
+            )
             for kk, exk in _groups(k, ex):
                 q1 = before[exk][:, None] + torch.arange(kk)
                 st.split(exk, chosen[exk, :kk], q1, q1 + kk)
             bar.update(alpha.numel())
             spent += alpha.numel()
-        bar.update(budget * E - spent)   # a block that converged early leaves its unspent budget done
+        bar.update(budget * E - spent)  # a block that converged early leaves its unspent budget done
         _finish(st, b0, k0, converged, watch, rtol, sums, profiles, F_x, F_b, n_evals, n, influence)
     bar.close()
     sums.F_x, sums.F_baseline, sums.n_evals = F_x, F_b, n_evals
@@ -408,8 +438,13 @@ def _finish(st: _Block, b0, k0, converged, watch, rtol, sums, profiles, F_x, F_b
         score = st.scores(ex, L, watch, rtol)[0]
         alpha_a, alpha_b = (st.alpha[ex[:, None], p[ex, :L]] for p in (st.a, st.b))
         for i, e in enumerate(glob.tolist()):
-            sums.diagnosis[e] = {"converged": bool(converged[ex[i]]), "alpha": nodes[i].clone(), "a": alpha_a[i],
-                                 "b": alpha_b[i], "score": score[i]}
+            sums.diagnosis[e] = {
+                "converged": bool(converged[ex[i]]),
+                "alpha": nodes[i].clone(),
+                "a": alpha_a[i],
+                "b": alpha_b[i],
+                "score": score[i],
+            }
         for name in st.names:
             parts = st.final(name, ex, L, influence)
             exd = st.on(ex, name)
@@ -419,13 +454,19 @@ def _finish(st: _Block, b0, k0, converged, watch, rtol, sums, profiles, F_x, F_b
                 profiles[name][0][e] = sorted_nodes[i]
                 profiles[name][1][e] = sorted_norms[i]
             gl = st.on(glob, name)
-            fields = [(sums.conductance, [c[0] for c, _ in parts]), (sums.conductance_error, [c[1] for c, _ in parts]),
-                      (sums.conductance_unit_error, [c[2] for c, _ in parts]),
-                      (sums.value_at_x, [y[exd, last] for y in st.y[name]]),
-                      (sums.grad_at_x, [g[exd, last] for g in st.g[name]])]
+            fields = [
+                (sums.conductance, [c[0] for c, _ in parts]),
+                (sums.conductance_error, [c[1] for c, _ in parts]),
+                (sums.conductance_unit_error, [c[2] for c, _ in parts]),
+                (sums.value_at_x, [y[exd, last] for y in st.y[name]]),
+                (sums.grad_at_x, [g[exd, last] for g in st.g[name]]),
+            ]
             if influence:
-                fields += [(sums.influence, [i[0] for _, i in parts]), (sums.influence_error, [i[1] for _, i in parts]),
-                           (sums.influence_unit_error, [i[2] for _, i in parts])]
+                fields += [
+                    (sums.influence, [i[0] for _, i in parts]),
+                    (sums.influence_error, [i[1] for _, i in parts]),
+                    (sums.influence_unit_error, [i[2] for _, i in parts]),
+                ]
             for acc, got in fields:
                 if name not in acc:
                     acc[name] = [p.new_zeros((n, *p.shape[1:])) for p in got]

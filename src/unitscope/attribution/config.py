@@ -97,8 +97,10 @@ class PathConfig:
 
     def __post_init__(self):
         if self.method != "adaptive" and self.method not in paths.RULES:
-            raise UnitscopeError(f"unknown integration method {self.method!r}",
-                                 hint=f"choose one of {', '.join(('adaptive',) + paths.RULES)}")
+            raise UnitscopeError(
+                f"unknown integration method {self.method!r}",
+                hint=f"choose one of {', '.join(('adaptive',) + paths.RULES)}",
+            )
         if isinstance(self.n_steps, bool) or not isinstance(self.n_steps, int) or self.n_steps < 2:
             raise UnitscopeError("n_steps must be an integer ≥ 2", n_steps=self.n_steps)
 
@@ -108,8 +110,11 @@ def path_config(path: PathConfig | None, default: PathConfig | None = None, **gi
     A keyword fills a field that ``path`` leaves at its default; one that disagrees with a field ``path`` sets is an
     error (``baselines``: unless it is the same object)."""
     if path is not None and not isinstance(path, PathConfig):
-        raise UnitscopeError("path must be a unitscope.PathConfig", got=type(path).__name__,
-                             hint="e.g. path=us.PathConfig(n_steps=20, method='gausslegendre')")
+        raise UnitscopeError(
+            "path must be a unitscope.PathConfig",
+            got=type(path).__name__,
+            hint="e.g. path=us.PathConfig(n_steps=20, method='gausslegendre')",
+        )
     given = {k: v for k, v in given.items() if v is not None}
     unknown = sorted(set(given) - {f.name for f in fields(PathConfig)})
     if unknown:
@@ -120,8 +125,9 @@ def path_config(path: PathConfig | None, default: PathConfig | None = None, **gi
         have, unset = getattr(path, k), _DEFAULTS[k]
         if k == "baselines":
             if have is not None and v is not have:
-                raise UnitscopeError("baselines= and path=PathConfig(baselines=...) are different objects",
-                                     hint=_ONE_PLACE)
+                raise UnitscopeError(
+                    "baselines= and path=PathConfig(baselines=...) are different objects", hint=_ONE_PLACE
+                )
         elif not (have == unset and type(have) is type(unset)) and not (v == have and type(v) is type(have)):
             raise UnitscopeError(f"{k}={v!r} disagrees with path=PathConfig({k}={have!r})", hint=_ONE_PLACE)
     return replace(path, **given)

@@ -47,8 +47,9 @@ def _forward(model, batch: Batch, target: Target, sites: list[Site], example, al
     return F.detach().double().cpu(), recorder.parts
 
 
-def cut_examples(model, batch: Batch, target: Target, sites: list[Site], *,
-                 internal_batch_size: int | None = None) -> dict[str, torch.Tensor]:
+def cut_examples(
+    model, batch: Batch, target: Target, sites: list[Site], *, internal_batch_size: int | None = None
+) -> dict[str, torch.Tensor]:
     """``{site: Tensor[N] of bool}``: whether replacing the site's output at ``x`` by its value at ``x'`` gives
     ``F(x')``, example by example (``True``: the layer is a cut for that example)."""
     n = batch.n

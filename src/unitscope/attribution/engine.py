@@ -33,15 +33,27 @@ from ..core.state import autograd_on
 from .estimates import ERROR_FACTOR, combine, combine_units, reduce_units, rounding
 from .path_tangents import evaluate_without_joint_forward_mode, missing_forward_derivative
 
-__all__ = ["Evaluation", "evaluate", "integrate", "PathSums", "autograd_on", "forward_mode_kernels", "work_dtype",
-           "off_the_path", "outputs_at_x"]
+__all__ = [
+    "Evaluation",
+    "evaluate",
+    "integrate",
+    "PathSums",
+    "autograd_on",
+    "forward_mode_kernels",
+    "work_dtype",
+    "off_the_path",
+    "outputs_at_x",
+]
 
 
 def off_the_path(layer: str) -> UnitscopeError:
     """The error for a layer the target does not depend on through autograd (no ∂F/∂y to be had)."""
-    return UnitscopeError(f"the target does not depend on layer {layer!r} through autograd, so ∂F/∂y cannot be had",
-                          layer=layer, hint="the layer is off the path to the output, or the model (or the target "
-                                            "callable) detaches it; pick a layer the output is computed from")
+    return UnitscopeError(
+        f"the target does not depend on layer {layer!r} through autograd, so ∂F/∂y cannot be had",
+        layer=layer,
+        hint="the layer is off the path to the output, or the model (or the target "
+        "callable) detaches it; pick a layer the output is computed from",
+    )
 
 
 @contextmanager
@@ -65,16 +77,26 @@ def work_dtype(t: torch.Tensor) -> torch.Tensor:
 
 @dataclass
 class Evaluation:
-    F: torch.Tensor                              # [R]
-    values: dict[str, list[torch.Tensor]]        # site -> parts, each [R, *unit_shape]
+    F: torch.Tensor  # [R]
+    values: dict[str, list[torch.Tensor]]  # site -> parts, each [R, *unit_shape]
     grads: dict[str, list[torch.Tensor]] | None  # same shapes, ∂F/∂values
     output: object = None
     is_tuple: dict[str, bool] = field(default_factory=dict)
-    tangents: dict[str, list[torch.Tensor]] | None = None   # dy/dα, shaped like values
+    tangents: dict[str, list[torch.Tensor]] | None = None  # dy/dα, shaped like values
 
 
-def evaluate(model: nn.Module, batch: Batch, target: Target, sites: list[Site], example: torch.Tensor,
-             alpha: torch.Tensor, *, need_grad: bool, keep_output: bool = False, tangents: bool = False) -> Evaluation:
+def evaluate(
+    model: nn.Module,
+    batch: Batch,
+    target: Target,
+    sites: list[Site],
+    example: torch.Tensor,
+    alpha: torch.Tensor,
+    *,
+    need_grad: bool,
+    keep_output: bool = False,
+    tangents: bool = False,
+) -> Evaluation:
     """One forward (and, with ``need_grad``, one backward) over the rows ``(example[r], alpha[r])``.
 
     With ``tangents`` the forward pass also carries dy/dα (forward-mode autodiff along ``x − x'``) up to the
@@ -85,22 +107,37 @@ def evaluate(model: nn.Module, batch: Batch, target: Target, sites: list[Site], 
         if tangents:
             stack.enter_context(forward_mode_kernels())
             stack.enter_context(fwAD.dual_level())
-            rows = tuple(fwAD.make_dual(r, (x[example.to(x.device)] - b[example.to(x.device)]).to(r.dtype))
-                         for r, x, b in zip(rows, batch.inputs, batch.baselines))
+            rows = tuple(
+                fwAD.make_dual(r, (x[example.to(x.device)] - b[example.to(x.device)]).to(r.dtype))
+                for r, x, b in zip(rows, batch.inputs, batch.baselines)
+            )
         try:
             with recorder.active():
                 output = batch.call(model, rows, example)
         except (NotImplementedError, RuntimeError) as e:
             op = missing_forward_derivative(e) if tangents else None
             if op is not None:  # an op without a forward derivative: the same dy/dα another way, exactly
-                stack.close()   # leaves the dual level
-                return evaluate_without_joint_forward_mode(evaluate, model, batch, target, sites, example, alpha,
-                                                           need_grad=need_grad, keep_output=keep_output, op=op)
+                stack.close()  # leaves the dual level
+                return evaluate_without_joint_forward_mode(
+                    evaluate,
+                    model,
+                    batch,
+                    target,
+                    sites,
+                    example,
+                    alpha,
+                    need_grad=need_grad,
+                    keep_output=keep_output,
+                    op=op,
+                )
             if not tangents or "forward AD" not in str(e):
                 raise
-            raise UnitscopeError("an operation of the model has no forward-mode derivative, which the "
-                                 "Gauss–Legendre and Riemann rules need for dy/dα", error=str(e).splitlines()[0],
-                                 hint="use method='adaptive' (values only)") from None
+            raise UnitscopeError(
+                "an operation of the model has no forward-mode derivative, which the "
+                "Gauss–Legendre and Riemann rules need for dy/dα",
+                error=str(e).splitlines()[0],
+                hint="use method='adaptive' (values only)",
+            ) from None
         _check_rows(recorder, sites, rows[0].shape[0])
         if tangents:
             output = _primal(output)
@@ -113,27 +150,31 @@ def evaluate(model: nn.Module, batch: Batch, target: Target, sites: list[Site], 
             if not F.requires_grad and len(sites) == 1:
                 raise off_the_path(sites[0].name)
             if not F.requires_grad:
-                raise UnitscopeError("the target does not depend on the scored layers through autograd, so "
-                                     "∂F/∂y cannot be had", layers=[s.name for s in sites],
-                                     hint="the model (or the target callable) detaches its output or computes "
-                                          "it without gradients; score layers the output is differentiable in")
+                raise UnitscopeError(
+                    "the target does not depend on the scored layers through autograd, so ∂F/∂y cannot be had",
+                    layers=[s.name for s in sites],
+                    hint="the model (or the target callable) detaches its output or computes "
+                    "it without gradients; score layers the output is differentiable in",
+                )
             got = torch.autograd.grad(F.sum(), flat, allow_unused=True)
             grads, i = {}, 0
             for s in sites:
                 k = len(recorder.parts[s.name])
-                part = got[i:i + k]
+                part = got[i : i + k]
                 if all(g is None for g in part):
                     raise off_the_path(s.name)
                 # one unused part of a tuple output (e.g. attention weights nobody reads) truly has ∂F/∂y = 0
-                grads[s.name] = [work_dtype(torch.zeros_like(p) if g is None else g.detach())
-                                 for p, g in zip(recorder.parts[s.name], part)]
+                grads[s.name] = [
+                    work_dtype(torch.zeros_like(p) if g is None else g.detach())
+                    for p, g in zip(recorder.parts[s.name], part)
+                ]
                 i += k
     values = {s.name: [work_dtype(p.detach()) for p in recorder.parts[s.name]] for s in sites}
     out = None
     if keep_output and torch.is_tensor(output):
         out = output.detach()
     tans = None
-    if recorder.tangents is not None:   # the recorder carries them exactly when asked (tangents=True)
+    if recorder.tangents is not None:  # the recorder carries them exactly when asked (tangents=True)
         tans = {s.name: [work_dtype(t) for t in recorder.tangents[s.name]] for s in sites}
     return Evaluation(work_dtype(F.detach()), values, grads, out, dict(recorder.is_tuple), tans)
 
@@ -148,10 +189,14 @@ def _check_rows(recorder, sites, rows: int) -> None:
                 part = f" (part {k} of its tuple output)" if recorder.is_tuple.get(s.name) else ""
                 raise UnitscopeError(
                     f"layer {s.name!r} gives an output{part} of shape {list(p.shape)} for {rows} rows (examples × "
-                    "path points): its first dim is not the examples", layer=s.name, shape=list(p.shape), rows=rows,
+                    "path points): its first dim is not the examples",
+                    layer=s.name,
+                    shape=list(p.shape),
+                    rows=rows,
                     hint="window attention folds its windows into the batch and an RNN's h_n is [layers, N, H]; "
-                         "pick a layer whose output is [N, ...] (the block or stage around it), or, for a tuple "
-                         "output, spec=UnitSpec(part=0) in neuron_conductance / the layer's first part")
+                    "pick a layer whose output is [N, ...] (the block or stage around it), or, for a tuple "
+                    "output, spec=UnitSpec(part=0) in neuron_conductance / the layer's first part",
+                )
 
 
 def _primal(output):
@@ -180,9 +225,9 @@ class PathSums:
     interval_gaps: list | None = None
     conductance_error: dict[str, list[torch.Tensor]] | None = None
     influence_error: dict[str, list[torch.Tensor]] | None = None
-    conductance_unit_error: dict[str, list[torch.Tensor]] | None = None   # [n, units] (estimates.reduce_units)
+    conductance_unit_error: dict[str, list[torch.Tensor]] | None = None  # [n, units] (estimates.reduce_units)
     influence_unit_error: dict[str, list[torch.Tensor]] | None = None
-    diagnosis: dict | None = None   # filled by adaptive.py: per example and layer, where it did not converge
+    diagnosis: dict | None = None  # filled by adaptive.py: per example and layer, where it did not converge
     grad_profile: dict | None = None  # site -> ([n, M] alphas, [n, M] |∂F/∂y| norms) for hard-path checks
 
 
@@ -197,10 +242,20 @@ def _plan(n: int, m: int, internal_batch_size: int | None) -> tuple[int, int]:
     return 1, internal_batch_size
 
 
-def integrate(model, batch: Batch, target: Target, sites: list[Site], alphas: torch.Tensor,
-              weights: torch.Tensor | None, *, conductance: str | None = "jvp",
-              need_grad: bool = True, internal_batch_size: int | None = None, progress: bool | None = None,
-              estimate: bool = True) -> PathSums:
+def integrate(
+    model,
+    batch: Batch,
+    target: Target,
+    sites: list[Site],
+    alphas: torch.Tensor,
+    weights: torch.Tensor | None,
+    *,
+    conductance: str | None = "jvp",
+    need_grad: bool = True,
+    internal_batch_size: int | None = None,
+    progress: bool | None = None,
+    estimate: bool = True,
+) -> PathSums:
     """Stream the nodes ``alphas`` (sorted, [M]) for every example through the model.
 
     Accumulates the layer-path conductance and the quadrature ``Σ_k w_k ∂F/∂y(α_k)`` when ``weights`` is
@@ -225,7 +280,7 @@ def integrate(model, batch: Batch, target: Target, sites: list[Site], alphas: to
     sums = PathSums()
     F_x = torch.full((n,), float("nan"), dtype=torch.float64)
     F_b = torch.full((n,), float("nan"), dtype=torch.float64)
-    value_x: dict[str, list] = {}   # site -> per part [n, ...] (None until the chunk with α = 1)
+    value_x: dict[str, list] = {}  # site -> per part [n, ...] (None until the chunk with α = 1)
     grad_x: dict[str, list] = {}
     cond: dict[str, list[torch.Tensor]] = {}
     infl: dict[str, list[torch.Tensor]] = {}
@@ -234,24 +289,25 @@ def integrate(model, batch: Batch, target: Target, sites: list[Site], alphas: to
     ierr: dict[tuple[str, str], list[torch.Tensor]] = {}
     cabs: dict[str, list[torch.Tensor]] = {}  # site -> per part Σ|terms| of the sums (their rounding error)
     iabs: dict[str, list[torch.Tensor]] = {}  # (estimates.rounding)
-    profile: dict[str, torch.Tensor] = {}     # site -> [n, m] |∂F/∂y| norms, on the model's device
+    profile: dict[str, torch.Tensor] = {}  # site -> [n, m] |∂F/∂y| norms, on the model's device
     # the consecutive-node sums: the trapezoid/left conductance itself, or (jvp) the ingredients of its error
     stieltjes = conductance in ("trapezoid", "left") or (estimate and (jvp or weights is not None))
     chunks = [(e0, p0) for e0 in range(0, n, E) for p0 in range(0, m, P)]
-    bar = progress_bar(chunks, desc="path", unit="chunk",
-                       progress=False if progress is False or len(chunks) <= 4 else None)
+    bar = progress_bar(
+        chunks, desc="path", unit="chunk", progress=False if progress is False or len(chunks) <= 4 else None
+    )
     at0_all = torch.isclose(alphas, torch.zeros((), dtype=alphas.dtype))
     at1_all = torch.isclose(alphas, torch.ones((), dtype=alphas.dtype))
     carry = None
     for e0, p0 in bar:
         ex = torch.arange(e0, min(n, e0 + E))
-        al = alphas[p0:p0 + P]
+        al = alphas[p0 : p0 + P]
         ne, na = ex.numel(), al.numel()
         example = ex.repeat_interleave(na)
         alpha = al.repeat(ne)
         ev = evaluate(model, batch, target, sites, example, alpha, need_grad=need_grad, tangents=jvp)
         sums.is_tuple = ev.is_tuple
-        at0, at1 = at0_all[p0:p0 + P], at1_all[p0:p0 + P]
+        at0, at1 = at0_all[p0 : p0 + P], at1_all[p0 : p0 + P]
         k0 = int(at0.nonzero()[0]) if at0.any() else None
         k1 = int(at1.nonzero()[0]) if at1.any() else None
         if k0 is not None or k1 is not None:
@@ -272,7 +328,7 @@ def integrate(model, batch: Batch, target: Target, sites: list[Site], alphas: to
                 buf = profile.get(s.name)
                 if buf is None:
                     buf = profile[s.name] = norm.new_zeros((n, m))
-                buf[e0:e0 + ne, p0:p0 + na] = norm
+                buf[e0 : e0 + ne, p0 : p0 + na] = norm
             if k1 is not None:
                 value_x.setdefault(s.name, [None] * len(ys))
                 for i, y in enumerate(ys):
@@ -282,7 +338,7 @@ def integrate(model, batch: Batch, target: Target, sites: list[Site], alphas: to
                     for i, g in enumerate(gs):
                         grad_x[s.name][i] = _store(grad_x[s.name][i], ex, g[:, k1], n)
             if weights is not None:
-                w = weights[p0:p0 + P].to(device=gs[0].device, dtype=gs[0].dtype)
+                w = weights[p0 : p0 + P].to(device=gs[0].device, dtype=gs[0].dtype)
                 wv = lambda g, w=w: w.view(1, -1, *([1] * (g.dim() - 2)))  # noqa: E731
                 _accumulate(infl, s.name, ex, [(g * wv(g)).sum(1) for g in gs], n)
                 if estimate:
@@ -339,8 +395,9 @@ def integrate(model, batch: Batch, target: Target, sites: list[Site], alphas: to
     cpairs, ipairs = _pairs(cerr), _pairs(ierr)
     if conductance and cpairs:
         c_err = {k: [combine(a, b) for a, b, _ in v] for k, v in cpairs.items()}
-        c_unit_err = {k: [combine_units(reduce_units(a), u, reduce_units(b)) for a, b, u in v]
-                      for k, v in cpairs.items()}
+        c_unit_err = {
+            k: [combine_units(reduce_units(a), u, reduce_units(b)) for a, b, u in v] for k, v in cpairs.items()
+        }
         if jvp:
             for k in cpairs:
                 diff = [c - a for c, a in zip(cond[k], cond_alt[k])]
@@ -349,13 +406,16 @@ def integrate(model, batch: Batch, target: Target, sites: list[Site], alphas: to
         sums.conductance_error, sums.conductance_unit_error = c_err, c_unit_err
     if weights is not None and ipairs:
         sums.influence_error = {k: [combine(a, b) for a, b, _ in v] for k, v in ipairs.items()}
-        sums.influence_unit_error = {k: [combine_units(reduce_units(a), u, reduce_units(b)) for a, b, u in v]
-                                     for k, v in ipairs.items()}
+        sums.influence_unit_error = {
+            k: [combine_units(reduce_units(a), u, reduce_units(b)) for a, b, u in v] for k, v in ipairs.items()
+        }
     # below the rounding error of the sums an estimate says nothing (two rules agreeing to the last bit still differ
     # from the exact integral by it): the floor, as in adaptive.py
-    for errs, unit_errs, abs_sums in ((sums.conductance_error, sums.conductance_unit_error, cabs),
-                                      (sums.influence_error, sums.influence_unit_error, iabs)):
-        if not errs or unit_errs is None:   # set together
+    for errs, unit_errs, abs_sums in (
+        (sums.conductance_error, sums.conductance_unit_error, cabs),
+        (sums.influence_error, sums.influence_unit_error, iabs),
+    ):
+        if not errs or unit_errs is None:  # set together
             continue
         for k, mag in abs_sums.items():
             floor = [rounding(m, m.dtype) for m in mag]
@@ -390,14 +450,22 @@ def _accumulate_error(acc: dict, name: str, ex: torch.Tensor, panels: list[torch
     (elementwise, elementwise, per unit: ``reduce_units`` of each panel's errors before squaring)."""
     _accumulate(acc, (name, "signed"), ex, [p.sum(1) for p in panels], n)
     _accumulate(acc, (name, "squares"), ex, [p.pow(2).sum(1) for p in panels], n)
-    _accumulate(acc, (name, "unit_squares"), ex,
-                [reduce_units(p.flatten(0, 1)).view(p.shape[0], p.shape[1], -1).pow(2).sum(1) for p in panels], n)
+    _accumulate(
+        acc,
+        (name, "unit_squares"),
+        ex,
+        [reduce_units(p.flatten(0, 1)).view(p.shape[0], p.shape[1], -1).pow(2).sum(1) for p in panels],
+        n,
+    )
 
 
 def _pairs(acc: dict) -> dict:
     """``{(site, kind): parts}`` → ``{site: [(signed, squares, unit_squares) per part]}``."""
-    return {k: list(zip(v, acc[(k, "squares")], acc[(k, "unit_squares")])) for (k, kind), v in acc.items()
-            if kind == "signed"}
+    return {
+        k: list(zip(v, acc[(k, "squares")], acc[(k, "unit_squares")]))
+        for (k, kind), v in acc.items()
+        if kind == "signed"
+    }
 
 
 def _rows(ex: torch.Tensor) -> slice:
@@ -414,7 +482,7 @@ def _store(buf, ex, value, n):
 
 def _accumulate(acc: dict, name, ex: torch.Tensor, parts: list[torch.Tensor], n: int) -> None:
     if name not in acc:
-        if ex.numel() == n:   # the first chunk holds every example: its sums start the accumulator
+        if ex.numel() == n:  # the first chunk holds every example: its sums start the accumulator
             acc[name] = list(parts)
             return
         acc[name] = [p.new_zeros((n, *p.shape[1:])) for p in parts]

@@ -16,8 +16,16 @@ import math
 
 import torch
 
-__all__ = ["ERROR_FACTOR", "combine", "combine_units", "rounding", "reduce_units", "relative_unit_error", "diagnose",
-           "diagnose_sums"]
+__all__ = [
+    "ERROR_FACTOR",
+    "combine",
+    "combine_units",
+    "rounding",
+    "reduce_units",
+    "relative_unit_error",
+    "diagnose",
+    "diagnose_sums",
+]
 
 # e_p = ERROR_FACTOR · (T₂ − T₁) on a panel: the fine trapezoid's error is (T₂ − T₁)/3 on a smooth path
 # (second order) and about T₂ − T₁ across a kink (first order); ½ is within a factor of 3 of both.
@@ -92,7 +100,9 @@ def relative_unit_error(value: torch.Tensor, unit_error: torch.Tensor, *, k: int
     Examples
     --------
     >>> import torch, torch.nn as nn, unitscope as us
-    >>> net = nn.Sequential(nn.Linear(3, 6), nn.Tanh(), nn.Linear(6, 1))
+    >>> with torch.random.fork_rng():   # the same weights in any test order; the global RNG is put back
+    ...     _ = torch.manual_seed(0)
+    ...     net = nn.Sequential(nn.Linear(3, 6), nn.Tanh(), nn.Linear(6, 1))
     >>> s = us.conductance(net, torch.ones(2, 3), ["0"], n_steps=16)
     >>> rel = us.relative_unit_error(s["0"], s.unit_error["0"], k=3)
     >>> rel.shape, bool((rel < 1e-3).all())
@@ -123,8 +133,9 @@ def _spikes(profile, n: int) -> tuple[torch.Tensor, torch.Tensor]:
             if m < 3:
                 continue
             rows = (lengths == m).nonzero().flatten()
-            groups.append((rows, torch.stack([alphas[e] for e in rows.tolist()]),
-                           torch.stack([norms[e] for e in rows.tolist()])))
+            groups.append(
+                (rows, torch.stack([alphas[e] for e in rows.tolist()]), torch.stack([norms[e] for e in rows.tolist()]))
+            )
     for rows, a, g in groups:
         g = g.double()
         med = g.median(1).values
@@ -136,8 +147,20 @@ def _spikes(profile, n: int) -> tuple[torch.Tensor, torch.Tensor]:
     return ratio, at
 
 
-def diagnose(name: str, value, error, gap, output_diff, profile, *, method: str, tol: float, n_evals,
-             trouble_alpha=None, cut=None) -> tuple[bool, list[str]]:
+def diagnose(
+    name: str,
+    value,
+    error,
+    gap,
+    output_diff,
+    profile,
+    *,
+    method: str,
+    tol: float,
+    n_evals,
+    trouble_alpha=None,
+    cut=None,
+) -> tuple[bool, list[str]]:
     """Whether a layer's numbers can be trusted, and if not, a message per bad example: the layer, where on
     the path (α) the trouble is and what to try. ``cut`` (``[N]`` bool, from
     :func:`unitscope.attribution.cuts.cut_examples`; ``None``: not checked): on an example where the layer is a cut,
@@ -150,7 +173,7 @@ def diagnose(name: str, value, error, gap, output_diff, profile, *, method: str,
     if gap is not None:
         total = sum(u.sum(1) for u in error) if isinstance(error, tuple) else error.sum(1)
         od, g = output_diff.double().abs(), gap.double().abs()
-        plausible = g <= 3 * total.double() + 1e-12   # unchecked: a gap far above the estimates means no cut
+        plausible = g <= 3 * total.double() + 1e-12  # unchecked: a gap far above the estimates means no cut
         gap_bad = (tol * od < g) & (plausible if cut is None else cut)
         off = g > tol * torch.where(od < 1e-12, 1e-12, od)
         if cut is not None:
@@ -165,19 +188,32 @@ def diagnose(name: str, value, error, gap, output_diff, profile, *, method: str,
     messages = []
     for e in (unit_bad | gap_bad | singular).nonzero().flatten().tolist():
         r = float(ratio[e])
-        where = float(at[e]) if r >= SINGULAR_RATIO else (trouble_alpha[e] if trouble_alpha is not None else
-                                                          float(at[e]))
-        msg = (f"layer {name!r}, example {e}: the error estimate of the top units is {100 * float(rel[e]):.2g}% of "
-               f"the layer's largest |unit| (tolerance {100 * tol:.2g}%)"
-               + (f", the completeness gap {100 * abs(float(gap[e])) / max(abs(float(output_diff[e])), 1e-12):.3g}% of "
-                  "|F(x) − F(x')|" + (" on a layer that is a cut (the output depends on the input only through it)"
-                                      if cut is not None and bool(cut[e]) else "") if bool(off[e]) else "")
-               + f" after {int(n_evals[e])} evaluations (method={method!r}); the trouble is at α ≈ {where:.3g} "
-               "on the path")
+        where = (
+            float(at[e]) if r >= SINGULAR_RATIO else (trouble_alpha[e] if trouble_alpha is not None else float(at[e]))
+        )
+        msg = (
+            f"layer {name!r}, example {e}: the error estimate of the top units is {100 * float(rel[e]):.2g}% of "
+            f"the layer's largest |unit| (tolerance {100 * tol:.2g}%)"
+            + (
+                f", the completeness gap {100 * abs(float(gap[e])) / max(abs(float(output_diff[e])), 1e-12):.3g}% of "
+                "|F(x) − F(x')|"
+                + (
+                    " on a layer that is a cut (the output depends on the input only through it)"
+                    if cut is not None and bool(cut[e])
+                    else ""
+                )
+                if bool(off[e])
+                else ""
+            )
+            + f" after {int(n_evals[e])} evaluations (method={method!r}); the trouble is at α ≈ {where:.3g} "
+            "on the path"
+        )
         if r >= SINGULAR_RATIO:
-            msg += (f", where |∂F/∂y| is {r:.2g}× its median: the integrand is near-singular there (for example "
-                    "a LayerNorm over an all-zero activation at the baseline), so more path points will not help; "
-                    "try another baseline: a blurred input, uniform noise, or the data mean")
+            msg += (
+                f", where |∂F/∂y| is {r:.2g}× its median: the integrand is near-singular there (for example "
+                "a LayerNorm over an all-zero activation at the baseline), so more path points will not help; "
+                "try another baseline: a blurred input, uniform noise, or the data mean"
+            )
         elif method == "adaptive":
             msg += "; raise n_steps (the evaluation budget) or try another baseline (a blurred input, the data mean)"
         else:
@@ -186,8 +222,18 @@ def diagnose(name: str, value, error, gap, output_diff, profile, *, method: str,
     return not messages, messages
 
 
-def diagnose_sums(sums, values: dict, unit_error: dict, delta: dict | None, output_diff, sites, *, method: str,
-                  tol: float, cuts: dict | None = None) -> tuple[dict, dict]:
+def diagnose_sums(
+    sums,
+    values: dict,
+    unit_error: dict,
+    delta: dict | None,
+    output_diff,
+    sites,
+    *,
+    method: str,
+    tol: float,
+    cuts: dict | None = None,
+) -> tuple[dict, dict]:
     """:func:`diagnose` for every site of a path pass (``sums``: its ``PathSums``, with the adaptive rule's
     per-example diagnosis and the |∂F/∂y| profile when it has them): ``({site: ok}, {site: messages})``."""
     ok, messages = {}, {}
@@ -201,6 +247,16 @@ def diagnose_sums(sums, values: dict, unit_error: dict, delta: dict | None, outp
     for s in sites:
         profile = sums.grad_profile.get(s.name) if sums.grad_profile else None
         ok[s.name], messages[s.name] = diagnose(
-            s.name, values[s.name], unit_error[s.name], delta[s.name] if delta else None, output_diff, profile,
-            method=method, tol=tol, n_evals=sums.n_evals, trouble_alpha=trouble, cut=(cuts or {}).get(s.name))
+            s.name,
+            values[s.name],
+            unit_error[s.name],
+            delta[s.name] if delta else None,
+            output_diff,
+            profile,
+            method=method,
+            tol=tol,
+            n_evals=sums.n_evals,
+            trouble_alpha=trouble,
+            cut=(cuts or {}).get(s.name),
+        )
     return ok, messages

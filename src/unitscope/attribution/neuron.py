@@ -47,12 +47,27 @@ from ..core.types import Baselines, Inputs, Layer, Target
 __all__ = ["neuron_conductance"]
 
 
-def neuron_conductance(model: nn.Module, inputs: Inputs, layer: Layer, units, *, baselines: Baselines = None,
-                       target: Target = None, additional_forward_args=None, n_steps: int | None = None,
-                       method: str | None = None, internal_batch_size: int | None = None,
-                       attribute_to_layer_input: bool = False, path: PathConfig | None = None, paired: bool = False,
-                       examples=None, spec=None, embedding=None, mask=None,
-                       dictionaries=None) -> torch.Tensor | tuple[torch.Tensor, ...]:
+def neuron_conductance(
+    model: nn.Module,
+    inputs: Inputs,
+    layer: Layer,
+    units,
+    *,
+    baselines: Baselines = None,
+    target: Target = None,
+    additional_forward_args=None,
+    n_steps: int | None = None,
+    method: str | None = None,
+    internal_batch_size: int | None = None,
+    attribute_to_layer_input: bool = False,
+    path: PathConfig | None = None,
+    paired: bool = False,
+    examples=None,
+    spec=None,
+    embedding=None,
+    mask=None,
+    dictionaries=None,
+) -> torch.Tensor | tuple[torch.Tensor, ...]:
     """Input attributions through each unit of ``units``: a tensor ``[N, U, *input_shape]`` (a tuple of such
     tensors for tuple inputs).
 
@@ -178,27 +193,35 @@ def neuron_conductance(model: nn.Module, inputs: Inputs, layer: Layer, units, *,
         raise UnitscopeError("neuron_conductance takes one layer", layers=[s.name for s in sites])
     sites = attach(model, sites, dictionaries, use_input=attribute_to_layer_input)
     site = sites[0]
-    cfg = path_config(path, baselines=baselines, n_steps=n_steps, method=method,
-                      internal_batch_size=internal_batch_size)
+    cfg = path_config(
+        path, baselines=baselines, n_steps=n_steps, method=method, internal_batch_size=internal_batch_size
+    )
     if cfg.captum_compatible:
-        raise UnitscopeError("neuron_conductance has no Captum-compatible estimate",
-                             hint="Captum's NeuronConductance sums a channel's gradients before the product, which "
-                                  "is not Eq. 2: leave captum_compatible=False here")
+        raise UnitscopeError(
+            "neuron_conductance has no Captum-compatible estimate",
+            hint="Captum's NeuronConductance sums a channel's gradients before the product, which "
+            "is not Eq. 2: leave captum_compatible=False here",
+        )
     n_steps, method, internal_batch_size = cfg.n_steps, cfg.method, cfg.internal_batch_size
     unit_batch_size = cfg.unit_batch_size
-    batch = prepare(inputs, cfg.baselines, additional_forward_args, device=model_device(model), embedding=embedding,
-                    model=model)
+    batch = prepare(
+        inputs, cfg.baselines, additional_forward_args, device=model_device(model), embedding=embedding, model=model
+    )
     n = batch.n
     if examples is not None and not paired:
         raise UnitscopeError("examples= goes with paired=True (one example per unit)")
     if paired:
         pair_ex = torch.arange(n) if examples is None else torch.as_tensor(examples).long().flatten()
         if len(pair_ex) != len(units) or (examples is None and len(units) != n):
-            raise UnitscopeError("paired=True takes one unit per example (or examples=, one per unit)",
-                                 units=len(units), examples=n if examples is None else len(pair_ex))
+            raise UnitscopeError(
+                "paired=True takes one unit per example (or examples=, one per unit)",
+                units=len(units),
+                examples=n if examples is None else len(pair_ex),
+            )
         if len(pair_ex) and not (0 <= int(pair_ex.min()) and int(pair_ex.max()) < n):
-            raise UnitscopeError("examples= indexes the inputs", inputs=n, got=sorted({int(pair_ex.min()),
-                                                                                      int(pair_ex.max())}))
+            raise UnitscopeError(
+                "examples= indexes the inputs", inputs=n, got=sorted({int(pair_ex.min()), int(pair_ex.max())})
+            )
         # slot[p]: pair p is the slot[p]-th pair of its example; pair_of[j][e]: example e's j-th pair (-1: none)
         order = torch.argsort(pair_ex, stable=True)
         first = torch.searchsorted(pair_ex[order], pair_ex[order], right=False)
@@ -208,8 +231,12 @@ def neuron_conductance(model: nn.Module, inputs: Inputs, layer: Layer, units, *,
         pair_of = torch.full((n_slots, n), -1, dtype=torch.long)
         pair_of[slot, pair_ex] = torch.arange(len(pair_ex))
     token_mask = find_mask(mask, additional_forward_args, inputs)
-    whole = torch.tensor([not isinstance(u, tuple)  # an int-like unit (not one element): its real tokens only
-                          for u in ([units] if isinstance(units, (int, tuple)) else list(units))])
+    whole = torch.tensor(
+        [
+            not isinstance(u, tuple)  # an int-like unit (not one element): its real tokens only
+            for u in ([units] if isinstance(units, (int, tuple)) else list(units))
+        ]
+    )
     # whole channels of a conv layer: each unit's backward goes through its own weights only (core.slices)
     sl = channel_slice(model, site) if bool(whole.all()) and site.dictionary is None else None
     with analysis_mode(model), dictionaries_mode([site.dictionary]), autograd_on():
@@ -217,22 +244,33 @@ def neuron_conductance(model: nn.Module, inputs: Inputs, layer: Layer, units, *,
         tgt = make_target(target, n, out_x)
         eq3 = None
         if method == "adaptive":
-            example_all, alpha_all, weight_all, pass_sums = _adaptive_rows(model, batch, tgt, site, n_steps,
-                                                                           internal_batch_size)
+            example_all, alpha_all, weight_all, pass_sums = _adaptive_rows(
+                model, batch, tgt, site, n_steps, internal_batch_size
+            )
             eq3 = pass_sums.conductance[site.name]
             if cfg.gap_warning is not None:
                 _warn_unresolved(model, batch, tgt, site, pass_sums, internal_batch_size, tol=cfg.gap_warning)
-        elif method in paths.JVP_RULES:   # the rule on ∂F/∂y · ∂y/∂x_i: summed over inputs, conductance's rule
+        elif method in paths.JVP_RULES:  # the rule on ∂F/∂y · ∂y/∂x_i: summed over inputs, conductance's rule
             alphas, weights = paths.rule(method, n_steps)
             example_all = torch.arange(n).repeat_interleave(alphas.numel())
             alpha_all, weight_all = alphas.repeat(n), weights.repeat(n)
-        else:   # conductance's Stieltjes trapezoid on the rule's nodes and both ends: its totals, matched below
+        else:  # conductance's Stieltjes trapezoid on the rule's nodes and both ends: its totals, matched below
             alphas, _ = paths.path_nodes(method, n_steps)
             weights = paths.stieltjes_weights(alphas)
             example_all = torch.arange(n).repeat_interleave(alphas.numel())
             alpha_all, weight_all = alphas.repeat(n), weights.repeat(n)
-            trapezoid = integrate(model, batch, tgt, [site], alphas, None, conductance="trapezoid",
-                                  internal_batch_size=internal_batch_size, progress=False, estimate=False).conductance
+            trapezoid = integrate(
+                model,
+                batch,
+                tgt,
+                [site],
+                alphas,
+                None,
+                conductance="trapezoid",
+                internal_batch_size=internal_batch_size,
+                progress=False,
+                estimate=False,
+            ).conductance
             assert trapezoid is not None  # conductance="trapezoid" was asked
             eq3 = trapezoid[site.name]
         total = example_all.numel()
@@ -240,9 +278,9 @@ def neuron_conductance(model: nn.Module, inputs: Inputs, layer: Layer, units, *,
         sums = None
         masks = None
         for r0 in range(0, total, rows_per_chunk):
-            example = example_all[r0:r0 + rows_per_chunk]
-            alpha = alpha_all[r0:r0 + rows_per_chunk]
-            w = weight_all[r0:r0 + rows_per_chunk]
+            example = example_all[r0 : r0 + rows_per_chunk]
+            alpha = alpha_all[r0 : r0 + rows_per_chunk]
+            w = weight_all[r0 : r0 + rows_per_chunk]
             rows = tuple(r.requires_grad_(True) for r in batch.path_rows(example, alpha))
             recorder = Recorder(sites if sl is None else [*sites, sl.input_site], need_grad=True)
             with torch.enable_grad():
@@ -256,69 +294,93 @@ def neuron_conductance(model: nn.Module, inputs: Inputs, layer: Layer, units, *,
                 if site.dictionary is not None and part is None:
                     # features and error node side by side along the dictionary's dim: one tensor, F + D wide there
                     ddim = _dictionary_dim(site.dictionary, parts[0])
-                    got_g = torch.autograd.grad(F.sum(), parts, retain_graph=True, allow_unused=True) \
-                        if F.requires_grad else (None, None)
+                    got_g = (
+                        torch.autograd.grad(F.sum(), parts, retain_graph=True, allow_unused=True)
+                        if F.requires_grad
+                        else (None, None)
+                    )
                     if all(t is None for t in got_g):
                         raise off_the_path(site.name)
                     y = torch.cat(parts, ddim)
                     g = torch.cat([torch.zeros_like(p) if t is None else t for p, t in zip(parts, got_g)], ddim)
                 else:
                     y = pick_part(tuple(parts), part, site.name) if recorder.is_tuple[site.name] else parts[0]
-                    (g,) = torch.autograd.grad(F.sum(), y, retain_graph=True, allow_unused=True) \
-                        if F.requires_grad else (None,)
+                    (g,) = (
+                        torch.autograd.grad(F.sum(), y, retain_graph=True, allow_unused=True)
+                        if F.requires_grad
+                        else (None,)
+                    )
                 if g is None:
                     raise off_the_path(site.name)
                 if masks is None and site.dictionary is not None and part is None:
-                    sp = resolve_units(spec, model=model, name=site.name, module=site.module,
-                                       shape=tuple(parts[0].shape))
+                    sp = resolve_units(
+                        spec, model=model, name=site.name, module=site.module, shape=tuple(parts[0].shape)
+                    )
                     masks = _dictionary_masks(sp, units, parts, ddim, site.name).to(y)
                 elif masks is None:
                     sp = resolve_units(spec, model=model, name=site.name, module=site.module, shape=tuple(y.shape))
                     masks = sp.unit_masks(units, tuple(y.shape[1:]), site.name).to(y)
                     channel_of = masks.reshape(*masks.shape[:2], -1).any(2).float().argmax(1)  # [U]: units' channels
                     asked = channel_of.unique()
-                    if sl is not None and h is not None and (
-                            sp.layout != "channels" or token_mask is not None or
-                            not sl.agrees(sl.values(h, asked), y[:, asked.to(y.device)])):
-                        sl = None      # not the channels of the layer as recorded: the full backward
+                    if (
+                        sl is not None
+                        and h is not None
+                        and (
+                            sp.layout != "channels"
+                            or token_mask is not None
+                            or not sl.agrees(sl.values(h, asked), y[:, asked.to(y.device)])
+                        )
+                    ):
+                        sl = None  # not the channels of the layer as recorded: the full backward
                 # a whole unit (an int) of a token-major layer: its real tokens only (elements are taken as given)
                 keep = None if token_mask is None else sp.token_keep(y, token_mask[example])
                 g_kept = g if keep is None else g * keep.to(g)
-                got: list[torch.Tensor] | None = None   # per input [U, rows, ...]
-                got_pairs: list[tuple[list[torch.Tensor], torch.Tensor]] = []   # paired: per slot (grads, pairs)
+                got: list[torch.Tensor] | None = None  # per input [U, rows, ...]
+                got_pairs: list[tuple[list[torch.Tensor], torch.Tensor]] = []  # paired: per slot (grads, pairs)
                 ub = masks.shape[0] if unit_batch_size is None else max(1, unit_batch_size)
-                if paired:   # row r goes with its example's j-th pair: one plain backward per slot j
+                if paired:  # row r goes with its example's j-th pair: one plain backward per slot j
                     slots = [j for j in range(n_slots) if bool((pair_of[j][example] >= 0).any())]
                     for i, j in enumerate(slots):
-                        p_r = pair_of[j][example]                     # [rows]: the pair of each row (-1: none)
+                        p_r = pair_of[j][example]  # [rows]: the pair of each row (-1: none)
                         has = (p_r >= 0).to(g.device).view(-1, *([1] * (g.dim() - 1)))
                         p_c = p_r.clamp(min=0).to(g.device)
-                        if keep is None:   # no token mask: every unit takes ∂F/∂y as it is
+                        if keep is None:  # no token mask: every unit takes ∂F/∂y as it is
                             g_u = g
                         else:
                             own = whole.to(g.device)[p_c].view(-1, *([1] * (g.dim() - 1)))
                             g_u = torch.where(own, g_kept, g)
-                        if sl is not None and h is not None:   # the rows' own channels, then from the layer's input
+                        if sl is not None and h is not None:  # the rows' own channels, then from the layer's input
                             ch = channel_of.to(g.device)[p_c]
                             ch = torch.where(has.flatten(), ch, ch[has.flatten()][0])
                             v = torch.where(has, g.gather(1, _channel_index(ch, g)), 0.0)
-                            gs = torch.autograd.grad(h, rows, grad_outputs=_slice_vjp(sl, h, ch, v),
-                                                     allow_unused=True, retain_graph=i < len(slots) - 1)
+                            gs = torch.autograd.grad(
+                                h,
+                                rows,
+                                grad_outputs=_slice_vjp(sl, h, ch, v),
+                                allow_unused=True,
+                                retain_graph=i < len(slots) - 1,
+                            )
                         else:
                             v = torch.where(has, masks[p_c.to(masks.device)] * g_u, 0.0)
-                            gs = torch.autograd.grad(y, rows, grad_outputs=v, allow_unused=True,
-                                                     retain_graph=i < len(slots) - 1)
+                            gs = torch.autograd.grad(
+                                y, rows, grad_outputs=v, allow_unused=True, retain_graph=i < len(slots) - 1
+                            )
                         got_pairs.append((_input_grads(gs, rows, site.name), p_r))
                 for u0 in range(0, 0 if paired else masks.shape[0], ub):
                     # sliced: per unit, its channel's backward to the layer's input, then one vmap
                     if sl is not None and h is not None:
-                        v = torch.stack([_slice_vjp(sl, h, torch.full((len(g),), int(c), device=g.device),
-                                                    g[:, int(c)].unsqueeze(1))
-                                         for c in channel_of[u0:u0 + ub]])
+                        v = torch.stack(
+                            [
+                                _slice_vjp(
+                                    sl, h, torch.full((len(g),), int(c), device=g.device), g[:, int(c)].unsqueeze(1)
+                                )
+                                for c in channel_of[u0 : u0 + ub]
+                            ]
+                        )
                         grads = _batched_vjp(h, rows, v, site.name)
                     else:
-                        pick = whole[u0:u0 + ub].to(g.device).view(-1, *([1] * g.dim()))
-                        v = masks[u0:u0 + ub].unsqueeze(1) * torch.where(pick, g_kept.unsqueeze(0), g.unsqueeze(0))
+                        pick = whole[u0 : u0 + ub].to(g.device).view(-1, *([1] * g.dim()))
+                        v = masks[u0 : u0 + ub].unsqueeze(1) * torch.where(pick, g_kept.unsqueeze(0), g.unsqueeze(0))
                         grads = _batched_vjp(y, rows, v, site.name)
                     got = grads if got is None else [torch.cat([a, b]) for a, b in zip(got, grads)]
             if paired:
@@ -342,19 +404,21 @@ def neuron_conductance(model: nn.Module, inputs: Inputs, layer: Layer, units, *,
             if sums is None:
                 sums = [work_dtype(x).new_zeros((len(pair_ex), *x.shape[1:])) for x in batch.inputs]
             ex_d = pair_ex.to(sums[0].device)
-            result = tuple((s * (x - b)[ex_d]).contiguous().detach().cpu() for s, x, b in
-                           zip(sums, batch.inputs, batch.baselines))  # [P, *input_shape]
+            result = tuple(
+                (s * (x - b)[ex_d]).contiguous().detach().cpu() for s, x, b in zip(sums, batch.inputs, batch.baselines)
+            )  # [P, *input_shape]
         else:
             assert sums is not None  # at least one path row
-            result = tuple((s * (x - b).unsqueeze(0)).transpose(0, 1).contiguous().detach().cpu() for s, x, b in
-                           zip(sums, batch.inputs, batch.baselines))  # [N, U, *input_shape]: examples first
+            result = tuple(
+                (s * (x - b).unsqueeze(0)).transpose(0, 1).contiguous().detach().cpu()
+                for s, x, b in zip(sums, batch.inputs, batch.baselines)
+            )  # [N, U, *input_shape]: examples first
         if eq3 is not None and masks is not None:
             if site.dictionary is not None and getattr(spec, "part", None) is None:
                 cond = torch.cat(list(eq3), _dictionary_dim(site.dictionary, eq3[0]))
             else:
                 cond = pick_part(tuple(eq3), getattr(spec, "part", None), site.name) if len(eq3) > 1 else eq3[0]
-            result = _matched(result, cond, masks, whole, sp.token_keep(cond, token_mask),
-                              pair_ex if paired else None)
+            result = _matched(result, cond, masks, whole, sp.token_keep(cond, token_mask), pair_ex if paired else None)
     return result if batch.is_tuple else result[0]
 
 
@@ -370,7 +434,7 @@ def _dictionary_masks(sp, units, parts, ddim: int, layer: str) -> torch.Tensor:
     f, err = parts
     n_feat = f.shape[ddim]
     units = [units] if isinstance(units, (int, tuple)) or torch.is_tensor(units) and units.dim() == 0 else list(units)
-    d = ddim - 1   # the dim within one example
+    d = ddim - 1  # the dim within one example
     rows = []
     for u in units:
         if not isinstance(u, tuple) and not isinstance(u, bool) and int(u) == n_feat:
@@ -378,8 +442,11 @@ def _dictionary_masks(sp, units, parts, ddim: int, layer: str) -> torch.Tensor:
             m_e = torch.ones(err.shape[1:], dtype=torch.bool)
         else:
             if not isinstance(u, tuple) and not isinstance(u, bool) and not 0 <= int(u) < n_feat:
-                raise UnitscopeError(f"unit {int(u)} is out of range for the dictionary of layer {layer!r}",
-                                     layer=layer, hint=f"its features are 0 … {n_feat - 1}, its error node {n_feat}")
+                raise UnitscopeError(
+                    f"unit {int(u)} is out of range for the dictionary of layer {layer!r}",
+                    layer=layer,
+                    hint=f"its features are 0 … {n_feat - 1}, its error node {n_feat}",
+                )
             m_f = sp.unit_masks(u if isinstance(u, tuple) else int(u), tuple(f.shape[1:]), layer)[0]
             m_e = torch.zeros(err.shape[1:], dtype=torch.bool)
         rows.append(torch.cat([m_f, m_e], d))
@@ -397,10 +464,10 @@ def _matched(result: tuple, cond: torch.Tensor, masks: torch.Tensor, whole: torc
     masks = masks.detach().cpu().to(torch.float64)
     kept = cond if keep is None else cond * keep.cpu()
     flat = lambda t: t.reshape(t.shape[0], -1)  # noqa: E731
-    if pair_ex is None:        # [N, U]: mask u over example e, a whole unit at the real tokens only
+    if pair_ex is None:  # [N, U]: mask u over example e, a whole unit at the real tokens only
         want = torch.where(whole.view(1, -1), flat(kept) @ flat(masks).T, flat(cond) @ flat(masks).T)
         dims = 2
-    else:                      # [P]: pair p is unit p of example pair_ex[p]
+    else:  # [P]: pair p is unit p of example pair_ex[p]
         rows = torch.where(whole.view(-1, *([1] * (cond.dim() - 1))), kept[pair_ex], cond[pair_ex])
         want = (flat(rows) * flat(masks)).sum(1)
         dims = 1
@@ -411,8 +478,9 @@ def _matched(result: tuple, cond: torch.Tensor, masks: torch.Tensor, whole: torc
     scale = (got != 0) & (ratio >= 0.1) & (ratio <= 10.0)
     ratio = torch.where(scale, ratio, torch.ones_like(ratio))
     spread = torch.where(scale | (size == 0), torch.zeros_like(got), (want - got) / torch.where(size == 0, 1.0, size))
-    return tuple((r.double() * ratio.view(shape(r)) + r.double().abs() * spread.view(shape(r))).to(r.dtype)
-                 for r in result)
+    return tuple(
+        (r.double() * ratio.view(shape(r)) + r.double().abs() * spread.view(shape(r))).to(r.dtype) for r in result
+    )
 
 
 def _warn_unresolved(model, batch, target, site, sums, internal_batch_size, tol: float = 0.05) -> None:
@@ -424,22 +492,48 @@ def _warn_unresolved(model, batch, target, site, sums, internal_batch_size, tol:
     error = tuple(errors) if len(errors) > 1 else errors[0]
     out_diff = (sums.F_x - sums.F_baseline).double()
     delta = sum(p.double().flatten(1).sum(1) for p in parts) - out_diff
-    cuts = cut_examples(model, batch, target, [site], internal_batch_size=internal_batch_size) \
-        if bool((delta.abs() > tol * out_diff.abs()).any()) else None
-    ok, messages = diagnose_sums(sums, {site.name: value}, {site.name: error}, {site.name: delta}, out_diff, [site],
-                                 method="adaptive", tol=tol, cuts=cuts)
+    cuts = (
+        cut_examples(model, batch, target, [site], internal_batch_size=internal_batch_size)
+        if bool((delta.abs() > tol * out_diff.abs()).any())
+        else None
+    )
+    ok, messages = diagnose_sums(
+        sums,
+        {site.name: value},
+        {site.name: error},
+        {site.name: delta},
+        out_diff,
+        [site],
+        method="adaptive",
+        tol=tol,
+        cuts=cuts,
+    )
     if not ok[site.name]:
         more = len(messages[site.name]) - 1
-        warnings.warn("per-input conductance through an unresolved layer: " + messages[site.name][0]
-                      + (f" (and {more} more examples)" if more > 0 else ""), CompletenessWarning, stacklevel=3)
+        warnings.warn(
+            "per-input conductance through an unresolved layer: "
+            + messages[site.name][0]
+            + (f" (and {more} more examples)" if more > 0 else ""),
+            CompletenessWarning,
+            stacklevel=3,
+        )
 
 
 def _adaptive_rows(model, batch, target, site, budget: int, internal_batch_size):
     """``(example, alpha, weight)`` per path row: the nodes the adaptive rule places for ``site`` on each example,
     with the weights of the composite trapezoid on them (they sum to one per example), and that pass's sums (the
     layer's conductance, its error estimates, F at both ends)."""
-    sums = integrate_adaptive(model, batch, target, [site], budget=budget, rtol=0.0,
-                              internal_batch_size=internal_batch_size, progress=False, influence=False)
+    sums = integrate_adaptive(
+        model,
+        batch,
+        target,
+        [site],
+        budget=budget,
+        rtol=0.0,
+        internal_batch_size=internal_batch_size,
+        progress=False,
+        influence=False,
+    )
     examples, alphas, weights = [], [], []
     assert sums.diagnosis is not None  # the adaptive pass fills it
     for e in range(batch.n):
@@ -469,11 +563,14 @@ def _input_grads(gs, rows: tuple, layer: str, batched: int | None = None) -> lis
     """The gradients of a unit with respect to the inputs; an input the layer does not read (one of a tuple)
     truly gets zeros, but a layer that reads none of them through autograd is an error, never all zeros."""
     if all(g is None for g in gs):
-        raise UnitscopeError(f"layer {layer!r} does not depend on the inputs through autograd, so the "
-                             "conductance of its units with respect to the inputs cannot be had", layer=layer,
-                             hint="the model detaches the inputs (or computes the layer from a copy without "
-                                  "gradients) before this layer; for token ids pass embedding='NAME' so the "
-                                  "attributions are over that module's output")
+        raise UnitscopeError(
+            f"layer {layer!r} does not depend on the inputs through autograd, so the "
+            "conductance of its units with respect to the inputs cannot be had",
+            layer=layer,
+            hint="the model detaches the inputs (or computes the layer from a copy without "
+            "gradients) before this layer; for token ids pass embedding='NAME' so the "
+            "attributions are over that module's output",
+        )
     shape = () if batched is None else (batched,)
     return [r.new_zeros((*shape, *r.shape)) if g is None else g.detach() for r, g in zip(rows, gs)]
 
@@ -481,8 +578,7 @@ def _input_grads(gs, rows: tuple, layer: str, batched: int | None = None) -> lis
 def _batched_vjp(y: torch.Tensor, rows: tuple, v: torch.Tensor, layer: str) -> list[torch.Tensor]:
     """``[∂(v_u · y)/∂rows for u]`` in one vmapped backward; a loop if an op has no batching rule."""
     try:  # the graph is kept until the batched call succeeds, so the loop below can still use it
-        gs = torch.autograd.grad(y, rows, grad_outputs=v, is_grads_batched=True, retain_graph=True,
-                                 allow_unused=True)
+        gs = torch.autograd.grad(y, rows, grad_outputs=v, is_grads_batched=True, retain_graph=True, allow_unused=True)
         return _input_grads(gs, rows, layer, batched=v.shape[0])
     except RuntimeError as e:  # an op without a batching rule (vmap); out-of-memory is not retried
         if is_oom(e):

@@ -40,8 +40,10 @@ __all__ = ["missing_forward_derivative", "path_tangents", "evaluate_without_join
 
 _NO_FORMULA = re.compile(r"^Trying to use forward AD with (\S+) that does not support it")
 _NO_JVP = "You must implement the jvp function for custom autograd.Function to use it with forward mode AD"
-_NOT_TWICE = re.compile(r"derivative for (\S+) is not implemented|trying to differentiate twice a function that "
-                        r"was marked with @once_differentiable")
+_NOT_TWICE = re.compile(
+    r"derivative for (\S+) is not implemented|trying to differentiate twice a function that "
+    r"was marked with @once_differentiable"
+)
 
 
 def missing_forward_derivative(error: BaseException) -> str | None:
@@ -61,8 +63,10 @@ def missing_forward_derivative(error: BaseException) -> str | None:
 
 def _directions(batch, example, rows):
     """``x_e − x'_e`` per input row tensor (``None`` for integer inputs, which stay at ``x``)."""
-    return [(x[example.to(x.device)] - b[example.to(b.device)]).to(r.dtype) if r.is_floating_point() else None
-            for r, x, b in zip(rows, batch.inputs, batch.baselines)]
+    return [
+        (x[example.to(x.device)] - b[example.to(b.device)]).to(r.dtype) if r.is_floating_point() else None
+        for r, x, b in zip(rows, batch.inputs, batch.baselines)
+    ]
 
 
 def _double_backward(model, batch, sites, example, rows, dirs, op: str) -> dict:
@@ -79,7 +83,7 @@ def _double_backward(model, batch, sites, example, rows, dirs, op: str) -> dict:
             vjp = torch.autograd.grad(inner, [leaf for leaf, _ in xs], create_graph=True, allow_unused=True)
             pairs = [(g * d).sum() for g, (_, d) in zip(vjp, xs) if g is not None]
             jvp: Sequence[torch.Tensor | None]
-            if not pairs:     # no recorded part depends on the path's inputs: dy/dα is 0 there
+            if not pairs:  # no recorded part depends on the path's inputs: dy/dα is 0 there
                 jvp = [None] * len(u)
             else:
                 s = sum(pairs)
@@ -94,13 +98,22 @@ def _double_backward(model, batch, sites, example, rows, dirs, op: str) -> dict:
             second = _NOT_TWICE.search(str(e))
             if second is None and not isinstance(e, _NotTwice):
                 raise
-            raise _impossible(model, batch, sites, example, rows, dirs, op,
-                              second.group(1) if second and second.group(1) else str(e).splitlines()[0]) from None
+            raise _impossible(
+                model,
+                batch,
+                sites,
+                example,
+                rows,
+                dirs,
+                op,
+                second.group(1) if second and second.group(1) else str(e).splitlines()[0],
+            ) from None
     out, i = {}, 0
     for s in sites:
         k = len(recorder.parts[s.name])
-        out[s.name] = [torch.zeros_like(p) if t is None else t.detach()
-                       for p, t in zip(recorder.parts[s.name], jvp[i:i + k])]
+        out[s.name] = [
+            torch.zeros_like(p) if t is None else t.detach() for p, t in zip(recorder.parts[s.name], jvp[i : i + k])
+        ]
         i += k
     return out
 
@@ -134,28 +147,38 @@ def _failing_module(model, batch, example, rows, dirs) -> str | None:
 def _impossible(model, batch, sites, example, rows, dirs, op, second) -> UnitscopeError:
     where = _failing_module(model, batch, example, rows, dirs)
     module = dict(model.named_modules()).get(where) if where is not None else None
-    inside = (f" in module {where!r} ({type(module).__name__})" if where else
-              " in the model's own forward()" if where == "" else "")
+    inside = (
+        f" in module {where!r} ({type(module).__name__})"
+        if where
+        else " in the model's own forward()"
+        if where == ""
+        else ""
+    )
     layers = [s.name for s in sites]
     return UnitscopeError(
         f"dy/dα for layer{'s' if len(layers) > 1 else ''} {', '.join(map(repr, layers))} cannot be had: {op}{inside} "
         f"has no forward-mode derivative, and {second} cannot be differentiated twice (the other exact way)",
-        layer=layers[0] if len(layers) == 1 else layers, op=op, module=where,
+        layer=layers[0] if len(layers) == 1 else layers,
+        op=op,
+        module=where,
         hint="use method='adaptive' (layer values and ∂F/∂y only: no dy/dα), or captum_compatible=True with "
-             "method='riemann_trapezoid' (Captum's estimate); a model option that picks a plain implementation "
-             "(e.g. attn_implementation='eager') also works")
+        "method='riemann_trapezoid' (Captum's estimate); a model option that picks a plain implementation "
+        "(e.g. attn_implementation='eager') also works",
+    )
 
 
-def path_tangents(model: nn.Module, batch, sites: list[Site], example: torch.Tensor, alpha: torch.Tensor, *,
-                  op: str = "an operation") -> dict[str, list[torch.Tensor]]:
+def path_tangents(
+    model: nn.Module, batch, sites: list[Site], example: torch.Tensor, alpha: torch.Tensor, *, op: str = "an operation"
+) -> dict[str, list[torch.Tensor]]:
     """dy/dα of every site's parts at the rows ``(example[r], alpha[r])`` by the double backward, shaped like the
     parts, detached. ``op``: what stopped forward mode (named in the error when the double backward fails too)."""
     rows = batch.path_rows(example, alpha)
     return _double_backward(model, batch, sites, example, rows, _directions(batch, example, rows), op)
 
 
-def evaluate_without_joint_forward_mode(evaluate, model, batch, target, sites, example, alpha, *, need_grad: bool,
-                                        keep_output: bool, op: str):
+def evaluate_without_joint_forward_mode(
+    evaluate, model, batch, target, sites, example, alpha, *, need_grad: bool, keep_output: bool, op: str
+):
     """What ``evaluate(..., tangents=True)`` returns, for a model whose forward mode failed inside the joint pass
     (``op``: the op it reported): the pass without tangents, and dy/dα from :func:`path_tangents`."""
     ev = evaluate(model, batch, target, sites, example, alpha, need_grad=need_grad, keep_output=keep_output)

@@ -49,11 +49,12 @@ ERROR_MEANING = (
     "on held-out models (bench/error_calibration.py: the zoo's digits CNN and VGG, 2,160 top-10 units, 16–128 "
     "evaluations), the true error was at most 1 × the estimate for 92 % of units and at most 3 × it for 98 % "
     "(bench/accuracy.py --quick: 82 % and 97.5 % of 400 top-10 units of EfficientNet-Lite0 and MiniLM) — read "
-    "``value ± error`` as its typical size and ``± 3 × error`` as a bound.")
+    "``value ± error`` as its typical size and ``± 3 × error`` as a bound."
+)
 __doc__ = __doc__.replace("ERROR_MEANING", ERROR_MEANING)
 
-SIGN_COLOURS = ("tab:red", "tab:blue")   # (positive, negative): the one sign convention of every figure
-_EXACT = ("activation", "grad_x_activation")   # read at the input, not integrated along a path: no error
+SIGN_COLOURS = ("tab:red", "tab:blue")  # (positive, negative): the one sign convention of every figure
+_EXACT = ("activation", "grad_x_activation")  # read at the input, not integrated along a path: no error
 
 
 def _key(names, layer) -> str:
@@ -66,8 +67,9 @@ def _key(names, layer) -> str:
     from ..core.sites import rank_names
 
     close = rank_names(str(wanted), list(names), n=3)
-    raise UnitscopeError(f"no scores for layer {wanted!r}", layer=wanted,
-                         hint="scored layers: " + ", ".join(map(repr, close)))
+    raise UnitscopeError(
+        f"no scores for layer {wanted!r}", layer=wanted, hint="scored layers: " + ", ".join(map(repr, close))
+    )
 
 
 class _ByLayer(dict):
@@ -149,12 +151,26 @@ class Scores(Mapping):
     (torch.Size([4, 2]), torch.Size([4, 2]), torch.Size([4, 2]))
     """
 
-    cut: dict[str, torch.Tensor]   # complete scores: per layer [N], whether the layer is a cut for the example
+    cut: dict[str, torch.Tensor]  # complete scores: per layer [N], whether the layer is a cut for the example
 
-    def __init__(self, score: str, values: dict, *, delta: dict | None = None, output_diff=None, n_evals=None,
-                 target=None, modules: dict | None = None, settings: dict | None = None, error: dict | None = None,
-                 unit_error: dict | None = None, ok: dict | None = None, messages: dict | None = None,
-                 specs: dict | None = None, mask: torch.Tensor | None = None):
+    def __init__(
+        self,
+        score: str,
+        values: dict,
+        *,
+        delta: dict | None = None,
+        output_diff=None,
+        n_evals=None,
+        target=None,
+        modules: dict | None = None,
+        settings: dict | None = None,
+        error: dict | None = None,
+        unit_error: dict | None = None,
+        ok: dict | None = None,
+        messages: dict | None = None,
+        specs: dict | None = None,
+        mask: torch.Tensor | None = None,
+    ):
         self.score = score
         self._values = _ByLayer(values)
         self._values.modules = modules or {}
@@ -164,8 +180,9 @@ class Scores(Mapping):
         self.n_evals = n_evals
         self.target = target
         self.settings = dict(settings or {})
-        self.error, self.unit_error, self.ok, self.messages = (_ByLayer(d or {}) for d in (error, unit_error, ok,
-                                                                                             messages))
+        self.error, self.unit_error, self.ok, self.messages = (
+            _ByLayer(d or {}) for d in (error, unit_error, ok, messages)
+        )
         for d in (self.error, self.unit_error, self.ok, self.messages):
             d.modules = modules or {}
         self.specs = _ByLayer(specs or {})
@@ -198,17 +215,25 @@ class Scores(Mapping):
         rows = []
         for name in self:
             v = self[name]
-            gap = (f"{100 * float(self.relative_delta(name).max()):.2f}%"
-                   if name in dict.keys(self.delta) and self.output_diff is not None else "—")
+            gap = (
+                f"{100 * float(self.relative_delta(name).max()):.2f}%"
+                if name in dict.keys(self.delta) and self.output_diff is not None
+                else "—"
+            )
             if (isinstance(v, tuple) and not self._dictionary(name)) or _first(v).shape[0] == 0:
                 top = "—"
             else:
                 t = self.top(name, k=5)
-                top = ", ".join(f"{i} ({_pm(val, err)})" for i, val, err in
-                                zip(t.indices[0].tolist(), t.values[0].tolist(), t.errors[0].tolist()))
+                top = ", ".join(
+                    f"{i} ({_pm(val, err)})"
+                    for i, val, err in zip(t.indices[0].tolist(), t.values[0].tolist(), t.errors[0].tolist())
+                )
             rows.append([name, _shape(v), gap, top])
-        return html_table(f"Scores(score={self.score!r}): {len(self)} layers", ["layer", "shape [N, …]",
-                          "completeness gap", "top units of example 0"], rows)
+        return html_table(
+            f"Scores(score={self.score!r}): {len(self)} layers",
+            ["layer", "shape [N, …]", "completeness gap", "top units of example 0"],
+            rows,
+        )
 
     # views ------------------------------------------------------------------------------------------
     def per_channel(self, layer):
@@ -224,7 +249,7 @@ class Scores(Mapping):
         if spec is not None:
             name = _key(self._values, layer)
             got = resolve_units(spec, name=name, shape=tuple(_first(self[name]).shape))
-            if self._dictionary(name) and got.part is None:   # a dictionary's features by ``spec``, then its error node
+            if self._dictionary(name) and got.part is None:  # a dictionary's features by ``spec``, then its error node
                 got = replace(got, error_node=True)
             return got
         name = _key(self._values, layer)
@@ -256,8 +281,7 @@ class Scores(Mapping):
         v = self[layer]
         if isinstance(v, tuple) and not (spec.error_node and part is None and spec.part is None):
             v = pick_part(v, spec.part if part is None else part, str(layer))
-        return spec.per_unit(v, spec.how(self.score) if reduce is None else reduce, mask=self.mask,
-                             layer=str(layer))
+        return spec.per_unit(v, spec.how(self.score) if reduce is None else reduce, mask=self.mask, layer=str(layer))
 
     def relative_delta(self, layer) -> torch.Tensor:
         """``|delta| / |F(x) − F(x')|`` per example."""
@@ -327,8 +351,9 @@ class Scores(Mapping):
         scores read at the input (activation, gradient × activation), NaN where nothing estimated it."""
         return self._flat(layer, spec=spec, part=part)[1]
 
-    def top(self, layer, *, k: int = 10, by: str = "value", spec=None, channels: bool | None = None,
-            part: int | None = None) -> Top:
+    def top(
+        self, layer, *, k: int = 10, by: str = "value", spec=None, channels: bool | None = None, part: int | None = None
+    ) -> Top:
         """The ``k`` most important units per example: ``Top(values [N, k], indices [N, k], errors [N, k])``.
 
         ``by="value"`` ranks by signed score, ``by="abs"`` by magnitude (values keep their sign). ``errors`` is the
@@ -345,8 +370,12 @@ class Scores(Mapping):
         ([[2.0, 1.0]], [[2, 0]], [[0.05000000074505806, 0.10000000149011612]])
         """
         v = self[layer]
-        if isinstance(v, tuple) and part is None and self.unit_spec(layer, spec=spec).part is None \
-                and not (channels is None and self.unit_spec(layer, spec=spec).error_node):
+        if (
+            isinstance(v, tuple)
+            and part is None
+            and self.unit_spec(layer, spec=spec).part is None
+            and not (channels is None and self.unit_spec(layer, spec=spec).error_node)
+        ):
             raise UnitscopeError("layer has a tuple output; pick a part first (part=0, 1, …)", layer=str(layer))
         if by not in ("value", "abs"):
             raise UnitscopeError("by must be 'value' or 'abs'", by=by)
@@ -356,8 +385,12 @@ class Scores(Mapping):
             import warnings
 
             from ..core.errors import CompletenessWarning
-            warnings.warn(f"ranking layer {_key(self._values, layer)!r}, whose numbers are not ok: "
-                          + self.messages[layer][0], CompletenessWarning, stacklevel=2)
+
+            warnings.warn(
+                f"ranking layer {_key(self._values, layer)!r}, whose numbers are not ok: " + self.messages[layer][0],
+                CompletenessWarning,
+                stacklevel=2,
+            )
         key = flat if by == "value" else flat.abs()
         idx = key.topk(k, dim=1).indices
         return Top(flat.gather(1, idx), idx, err.gather(1, idx))
@@ -382,7 +415,7 @@ class Scores(Mapping):
             value = self[name]
             parts = value if isinstance(value, tuple) else (value,)
             whole = per_unit and self._dictionary(name) and self.unit_spec(name, spec=spec).part is None
-            if whole:   # a dictionary's features then its error node, one table: units 0 … F−1 and F
+            if whole:  # a dictionary's features then its error node, one table: units 0 … F−1 and F
                 parts = (value,)
             for pi, t in enumerate(parts):
                 mode = "elements"
@@ -396,8 +429,9 @@ class Scores(Mapping):
                     t, mode = _per_channel(t), "channels"
                 n = t.shape[0]
                 flat = t.reshape(n, -1).numpy()
-                err = self._errors_like(name, t.reshape(n, -1), mode, spec=spec,
-                                        part=pi if isinstance(value, tuple) and not whole else None).numpy()
+                err = self._errors_like(
+                    name, t.reshape(n, -1), mode, spec=spec, part=pi if isinstance(value, tuple) and not whole else None
+                ).numpy()
                 u = flat.shape[1]
                 unit_shape = tuple(t.shape[1:])
                 cols = {
@@ -416,8 +450,18 @@ class Scores(Mapping):
                 frames.append(pd.DataFrame(cols))
         return pd.concat(frames, ignore_index=True)
 
-    def plot(self, layer, *, k: int = 20, example: int | None = None, by: str = "abs", spec=None,
-             part: int | None = None, ax=None, title: str | None = None):
+    def plot(
+        self,
+        layer,
+        *,
+        k: int = 20,
+        example: int | None = None,
+        by: str = "abs",
+        spec=None,
+        part: int | None = None,
+        ax=None,
+        title: str | None = None,
+    ):
         """A bar chart of the ``k`` most important units of ``layer``, each with its error bar (± its estimated
         integration error, :meth:`per_unit_error`; ± 3 × it is the bound that held for 98 % of top-10 units on
         held-out models); returns a :class:`matplotlib.figure.Figure`.
@@ -440,8 +484,12 @@ class Scores(Mapping):
             raise UnitscopeError("by must be 'value' or 'abs'", by=by)
         name = _key(self._values, layer)
         v = self[name]
-        if isinstance(v, tuple) and part is None and self.unit_spec(name, spec=spec).part is None \
-                and not self.unit_spec(name, spec=spec).error_node:
+        if (
+            isinstance(v, tuple)
+            and part is None
+            and self.unit_spec(name, spec=spec).part is None
+            and not self.unit_spec(name, spec=spec).error_node
+        ):
             raise UnitscopeError("layer has a tuple output; pick a part first (part=0, 1, …)", layer=name)
         flat, err = self._flat(name, spec=spec, part=part)
         n = flat.shape[0]
@@ -452,16 +500,25 @@ class Scores(Mapping):
             how = f"mean over the {n} inputs" if n > 1 else "example 0"
         else:
             if not -n <= int(example) < n:
-                raise UnitscopeError(f"example {example} does not exist: the scores have {n} examples",
-                                     layer=name, hint=f"pick one of 0…{n - 1}, or example=None for the mean")
+                raise UnitscopeError(
+                    f"example {example} does not exist: the scores have {n} examples",
+                    layer=name,
+                    hint=f"pick one of 0…{n - 1}, or example=None for the mean",
+                )
             values, errors = flat[int(example)], err[int(example)]
             how = f"example {int(example)}"
         key = values.abs() if by == "abs" else values
         idx = key.topk(min(int(k), values.numel())).indices
         rank = f"|{self.score}|" if by == "abs" else self.score
-        return bar_chart(values[idx].tolist(), errors[idx].tolist(), [str(i) for i in idx.tolist()], ax=ax,
-                         title=title or f"{name}: top {len(idx)} units by {rank}", xlabel="unit",
-                         ylabel=f"{self.score}, {how}")
+        return bar_chart(
+            values[idx].tolist(),
+            errors[idx].tolist(),
+            [str(i) for i in idx.tolist()],
+            ax=ax,
+            title=title or f"{name}: top {len(idx)} units by {rank}",
+            xlabel="unit",
+            ylabel=f"{self.score}, {how}",
+        )
 
     def summary(self, *, k: int = 5) -> str:
         """A short text table: per layer, the largest completeness gap over the examples and the ``k`` units with
@@ -488,8 +545,9 @@ class Scores(Mapping):
                 mean, err = flat.mean(0), err.mean(0)
                 top = mean.topk(min(k, mean.numel()))
                 label = f"top units (mean over the {n} inputs)" if n > 1 else "top units"
-                line += f" {label}: " + ", ".join(f"{i}({_pm(val, float(err[i]))})" for i, val in
-                                                  zip(top.indices.tolist(), top.values.tolist()))
+                line += f" {label}: " + ", ".join(
+                    f"{i}({_pm(val, float(err[i]))})" for i, val in zip(top.indices.tolist(), top.values.tolist())
+                )
             lines.append(line)
         bad = [m for name in self for m in dict.get(self.messages, name, [])[:1]]
         return "\n".join(lines + [f"  ! {m}" for m in bad])
@@ -512,8 +570,7 @@ def _same_units(t: torch.Tensor, mode: str, spec: UnitSpec, how: str) -> bool:
     return mine.shape == ref.shape and bool(torch.allclose(mine, ref))
 
 
-def bar_chart(values, errors, labels, *, ax=None, title: str = "", xlabel: str = "", ylabel: str = "",
-              figsize=None):
+def bar_chart(values, errors, labels, *, ax=None, title: str = "", xlabel: str = "", ylabel: str = "", figsize=None):
     """Bars of signed ``values`` (red +, blue −: :data:`SIGN_COLOURS`) with error bars ``± errors`` (none drawn
     where an error is NaN or 0), labelled ``labels``; drawn into ``ax`` or a new
     :class:`matplotlib.figure.Figure` on its own Agg canvas (no pyplot); returns the figure."""
@@ -531,8 +588,15 @@ def bar_chart(values, errors, labels, *, ax=None, title: str = "", xlabel: str =
     ax.bar(x, values, color=[SIGN_COLOURS[0] if val >= 0 else SIGN_COLOURS[1] for val in values])
     shown = [i for i in x if errs[i] > 0]
     if shown:
-        ax.errorbar(shown, [values[i] for i in shown], yerr=[errs[i] for i in shown], fmt="none", ecolor="0.15",
-                    elinewidth=0.8, capsize=2)
+        ax.errorbar(
+            shown,
+            [values[i] for i in shown],
+            yerr=[errs[i] for i in shown],
+            fmt="none",
+            ecolor="0.15",
+            elinewidth=0.8,
+            capsize=2,
+        )
     ax.axhline(0, color="0.5", lw=0.5)
     ax.set_xticks(x)
     ax.set_xticklabels(labels, rotation=90 if len(labels) > 8 else 0, fontsize=7)

@@ -49,8 +49,17 @@ from ..core.faults import model_errors
 from ..core.units import find_mask, layer_specs
 from ..core.dictionary import attach, dictionaries_mode
 
-__all__ = ["conductance", "internal_influence", "grad_x_activation", "activation", "attribute", "SCORES", "REGISTRY",
-           "Score", "chosen_scores"]
+__all__ = [
+    "conductance",
+    "internal_influence",
+    "grad_x_activation",
+    "activation",
+    "attribute",
+    "SCORES",
+    "REGISTRY",
+    "Score",
+    "chosen_scores",
+]
 
 
 @dataclass(frozen=True)
@@ -84,15 +93,32 @@ def _gradient_times_activation(sums) -> dict:
 
 
 #: Every score by name, in the order its passes run. A new score is one entry here.
-REGISTRY: dict[str, Score] = {s.name: s for s in (
-    Score("conductance", on_path=True, target=True, values=lambda sums: sums.conductance, needs="conductance",
-          errors="conductance", complete=True,
-          captum=lambda method, n: (paths.captum_rule(method, n + 1)[0], None, "left")),
-    Score("internal_influence", on_path=True, target=True, values=lambda sums: sums.influence, needs="influence",
-          errors="influence", captum=lambda method, n: (*paths.captum_rule(method, n), None)),
-    Score("grad_x_activation", on_path=False, target=True, grad_at_x=True, values=_gradient_times_activation),
-    Score("activation", on_path=False, target=False, values=lambda sums: sums.value_at_x),
-)}
+REGISTRY: dict[str, Score] = {
+    s.name: s
+    for s in (
+        Score(
+            "conductance",
+            on_path=True,
+            target=True,
+            values=lambda sums: sums.conductance,
+            needs="conductance",
+            errors="conductance",
+            complete=True,
+            captum=lambda method, n: (paths.captum_rule(method, n + 1)[0], None, "left"),
+        ),
+        Score(
+            "internal_influence",
+            on_path=True,
+            target=True,
+            values=lambda sums: sums.influence,
+            needs="influence",
+            errors="influence",
+            captum=lambda method, n: (*paths.captum_rule(method, n), None),
+        ),
+        Score("grad_x_activation", on_path=False, target=True, grad_at_x=True, values=_gradient_times_activation),
+        Score("activation", on_path=False, target=False, values=lambda sums: sums.value_at_x),
+    )
+}
 
 #: The scores ``attribute``/``scan`` compute (``scores=``, CLI ``--scores``); ``method`` is the integration rule.
 SCORES = tuple(REGISTRY)
@@ -115,7 +141,7 @@ def _endpoints(model, batch, target, internal_batch_size):
     step = 2 * n if internal_batch_size is None else max(1, internal_batch_size)
     Fs = []
     for r0 in range(0, 2 * n, step):
-        ev = evaluate(model, batch, target, [], example[r0:r0 + step], alpha[r0:r0 + step], need_grad=False)
+        ev = evaluate(model, batch, target, [], example[r0 : r0 + step], alpha[r0 : r0 + step], need_grad=False)
         Fs.append(ev.F.double().cpu())
     F = torch.cat(Fs)
     return F[:n], F[n:]
@@ -144,32 +170,54 @@ def _check_gaps(scores: Scores, threshold: float | None) -> None:
         cut = getattr(scores, "cut", {}).get(name)
         if scores.ok and not scores.ok.get(name, True):
             more = len(scores.messages[name]) - 1
-            warnings.warn(scores.messages[name][0] + (f" (and {more} more examples)" if more > 0 else ""),
-                          CompletenessWarning, stacklevel=3)
+            warnings.warn(
+                scores.messages[name][0] + (f" (and {more} more examples)" if more > 0 else ""),
+                CompletenessWarning,
+                stacklevel=3,
+            )
             continue
         rel = scores.relative_delta(name)
-        if cut is not None:   # checked: the gap of an example on which the layer is no cut is no error
+        if cut is not None:  # checked: the gap of an example on which the layer is no cut is no error
             rel = torch.where(cut, rel, torch.zeros_like(rel))
         worst = int(rel.argmax())
         if float(rel[worst]) > threshold:
             if scores.settings.get("method") == "adaptive":
-                advice = ("if the layer is a cut of the network its units' error estimates are within tolerance, so "
-                          "the layer is probably not one (a residual branch, a transformer MLP): its units need not "
-                          "add up to F(x) − F(x')")
+                advice = (
+                    "if the layer is a cut of the network its units' error estimates are within tolerance, so "
+                    "the layer is probably not one (a residual branch, a transformer MLP): its units need not "
+                    "add up to F(x) − F(x')"
+                )
             else:
                 advice = "raise n_steps or use method='adaptive'"
             warnings.warn(
                 f"{scores.score} of layer {name!r}: completeness gap {100 * float(rel[worst]):.1f}% of "
                 f"|F(x) − F(x')| on example {worst} (threshold {100 * threshold:.1f}%, "
                 f"{int(scores.n_evals[worst])} path points, method={scores.settings.get('method')!r}); {advice}",
-                CompletenessWarning, stacklevel=3)
+                CompletenessWarning,
+                stacklevel=3,
+            )
 
 
-def attribute(model: nn.Module, inputs: Inputs, layers: Layers, *, scores=SCORES, baselines: Baselines = None,
-              target: Target = None, additional_forward_args=None, n_steps: int | None = None,
-              method: str | None = None, internal_batch_size: int | None = None,
-              attribute_to_layer_input: bool = False, path: PathConfig | None = None, progress: bool | None = None,
-              spec=None, mask=None, embedding=None, dictionaries=None) -> dict[str, Scores]:
+def attribute(
+    model: nn.Module,
+    inputs: Inputs,
+    layers: Layers,
+    *,
+    scores=SCORES,
+    baselines: Baselines = None,
+    target: Target = None,
+    additional_forward_args=None,
+    n_steps: int | None = None,
+    method: str | None = None,
+    internal_batch_size: int | None = None,
+    attribute_to_layer_input: bool = False,
+    path: PathConfig | None = None,
+    progress: bool | None = None,
+    spec=None,
+    mask=None,
+    embedding=None,
+    dictionaries=None,
+) -> dict[str, Scores]:
     """Several scores for several layers from one pass over the path: ``{score: Scores}``.
 
     The scores that integrate along the path from the baselines to the inputs (``conductance``,
@@ -276,24 +324,40 @@ def attribute(model: nn.Module, inputs: Inputs, layers: Layers, *, scores=SCORES
     (['activation', 'conductance'], torch.Size([1, 4]), torch.Size([1, 4]))
     """
     chosen = chosen_scores(scores)
-    cfg = path_config(path, baselines=baselines, n_steps=n_steps, method=method,
-                      internal_batch_size=internal_batch_size)
+    cfg = path_config(
+        path, baselines=baselines, n_steps=n_steps, method=method, internal_batch_size=internal_batch_size
+    )
     n_steps, rtol, gap_warning = cfg.n_steps, cfg.rtol, cfg.gap_warning
     captum_compatible, internal_batch_size = cfg.captum_compatible, cfg.internal_batch_size
     method = "gausslegendre" if captum_compatible and cfg.method == "adaptive" else cfg.method  # Captum's default
-    sites = attach(model, resolve(model, layers, use_input=attribute_to_layer_input), dictionaries,
-                   use_input=attribute_to_layer_input)
+    sites = attach(
+        model,
+        resolve(model, layers, use_input=attribute_to_layer_input),
+        dictionaries,
+        use_input=attribute_to_layer_input,
+    )
     modules = {id(s.module): s.name for s in sites}
     on_path = [s for s in chosen if s.on_path]
     at_x = [s for s in chosen if not s.on_path]
     names = [s.name for s in chosen]
-    batch = prepare(inputs, cfg.baselines, additional_forward_args, device=model_device(model),
-                    allow_ids=not on_path, embedding=embedding, model=model)
+    batch = prepare(
+        inputs,
+        cfg.baselines,
+        additional_forward_args,
+        device=model_device(model),
+        allow_ids=not on_path,
+        embedding=embedding,
+        model=model,
+    )
     n = batch.n
     settings = dict(n_steps=n_steps, method=method, captum_compatible=captum_compatible)
     results: dict[str, Scores] = {}
-    with model_errors(model, inputs=batch.inputs), analysis_mode(model), \
-            dictionaries_mode(s.dictionary for s in sites), autograd_on():
+    with (
+        model_errors(model, inputs=batch.inputs),
+        analysis_mode(model),
+        dictionaries_mode(s.dictionary for s in sites),
+        autograd_on(),
+    ):
         needs_target = any(s.target for s in chosen)
         if needs_target and target is None:
             tgt = make_target(None, n, outputs_at_x(model, batch, internal_batch_size))
@@ -305,39 +369,111 @@ def attribute(model: nn.Module, inputs: Inputs, layers: Layers, *, scores=SCORES
 
         runs = []  # (scores served, PathSums)
         if on_path and method == "adaptive":
-            runs.append((on_path + at_x,
-                         integrate_adaptive(model, batch, tgt, sites, budget=n_steps, rtol=rtol,
-                                            internal_batch_size=internal_batch_size, progress=progress,
-                                            influence=any(s.needs == "influence" for s in on_path))))
-        elif on_path and captum_compatible:   # Captum's own pass for each score, in the registry's order
+            runs.append(
+                (
+                    on_path + at_x,
+                    integrate_adaptive(
+                        model,
+                        batch,
+                        tgt,
+                        sites,
+                        budget=n_steps,
+                        rtol=rtol,
+                        internal_batch_size=internal_batch_size,
+                        progress=progress,
+                        influence=any(s.needs == "influence" for s in on_path),
+                    ),
+                )
+            )
+        elif on_path and captum_compatible:  # Captum's own pass for each score, in the registry's order
             for s in REGISTRY.values():
                 if s in on_path:
                     assert s.captum is not None, s.name  # every score on the path names Captum's pass
                     alphas, weights, mode = s.captum(method, n_steps)
-                    runs.append(([s], integrate(model, batch, tgt, sites, alphas, weights, conductance=mode,
-                                                internal_batch_size=internal_batch_size, progress=progress,
-                                                estimate=False)))
+                    runs.append(
+                        (
+                            [s],
+                            integrate(
+                                model,
+                                batch,
+                                tgt,
+                                sites,
+                                alphas,
+                                weights,
+                                conductance=mode,
+                                internal_batch_size=internal_batch_size,
+                                progress=progress,
+                                estimate=False,
+                            ),
+                        )
+                    )
         elif on_path:
             alphas, weights = paths.path_nodes(method, n_steps)
-            mode = None if not any(s.needs == "conductance" for s in on_path) else \
-                "jvp" if method in paths.JVP_RULES else "trapezoid"
-            runs.append((on_path + at_x,
-                         integrate(model, batch, tgt, sites, alphas, weights, conductance=mode,
-                                   internal_batch_size=internal_batch_size, progress=progress)))
+            mode = (
+                None
+                if not any(s.needs == "conductance" for s in on_path)
+                else "jvp"
+                if method in paths.JVP_RULES
+                else "trapezoid"
+            )
+            runs.append(
+                (
+                    on_path + at_x,
+                    integrate(
+                        model,
+                        batch,
+                        tgt,
+                        sites,
+                        alphas,
+                        weights,
+                        conductance=mode,
+                        internal_batch_size=internal_batch_size,
+                        progress=progress,
+                    ),
+                )
+            )
         served = {s.name for ss, _ in runs for s in ss}
         if any(s.name not in served for s in at_x):
-            runs.append((at_x, integrate(model, batch, tgt, sites, torch.ones(1, dtype=torch.float64), None,
-                                         conductance=None, need_grad=any(s.grad_at_x for s in chosen),
-                                         internal_batch_size=internal_batch_size, progress=progress,
-                                         estimate=False)))
+            runs.append(
+                (
+                    at_x,
+                    integrate(
+                        model,
+                        batch,
+                        tgt,
+                        sites,
+                        torch.ones(1, dtype=torch.float64),
+                        None,
+                        conductance=None,
+                        need_grad=any(s.grad_at_x for s in chosen),
+                        internal_batch_size=internal_batch_size,
+                        progress=progress,
+                        estimate=False,
+                    ),
+                )
+            )
 
         token_mask = find_mask(mask, additional_forward_args, inputs)
         specs = None
         for served_scores, sums in runs:
             for score in served_scores:
                 if score.name not in results:
-                    results[score.name] = _finish(score, sums, model, batch, tgt, sites, cfg, method, spec, specs,
-                                                  target_index, modules, settings, token_mask)
+                    results[score.name] = _finish(
+                        score,
+                        sums,
+                        model,
+                        batch,
+                        tgt,
+                        sites,
+                        cfg,
+                        method,
+                        spec,
+                        specs,
+                        target_index,
+                        modules,
+                        settings,
+                        token_mask,
+                    )
                     specs = results[score.name].specs
     for name in names:
         if REGISTRY[name].complete:
@@ -345,8 +481,22 @@ def attribute(model: nn.Module, inputs: Inputs, layers: Layers, *, scores=SCORES
     return {m: results[m] for m in names}
 
 
-def _finish(score: Score, sums, model, batch, tgt, sites, cfg: PathConfig, method: str, spec, specs, target_index,
-            modules, settings, token_mask) -> Scores:
+def _finish(
+    score: Score,
+    sums,
+    model,
+    batch,
+    tgt,
+    sites,
+    cfg: PathConfig,
+    method: str,
+    spec,
+    specs,
+    target_index,
+    modules,
+    settings,
+    token_mask,
+) -> Scores:
     """One score's :class:`Scores` from the pass that served it: values, error estimates, and for a complete score the
     completeness gap, the cut test of layers with a large gap and the diagnosis of each layer."""
     n, is_tuple = batch.n, sums.is_tuple
@@ -365,8 +515,10 @@ def _finish(score: Score, sums, model, batch, tgt, sites, cfg: PathConfig, metho
     if score.complete:
         rdtype = _result_dtype(values)
         output_diff = (F_x - F_b).to(rdtype)
-        delta = {s.name: (sum(p.double().cpu().flatten(1).sum(1) for p in raw_values[s.name])
-                          - (F_x - F_b)).to(rdtype) for s in sites}
+        delta = {
+            s.name: (sum(p.double().cpu().flatten(1).sum(1) for p in raw_values[s.name]) - (F_x - F_b)).to(rdtype)
+            for s in sites
+        }
     if specs is None:
         specs = layer_specs(model, sites, values, spec)
     n_evals = sums.n_evals if score.on_path else torch.ones(n, dtype=torch.long)
@@ -380,21 +532,49 @@ def _finish(score: Score, sums, model, batch, tgt, sites, cfg: PathConfig, metho
         cuts = cut_examples(model, batch, tgt, wide, internal_batch_size=cfg.internal_batch_size)
     if unit_error is not None:
         out_diff = output_diff if output_diff is not None else torch.ones(n)
-        ok, messages = diagnose_sums(sums, values, unit_error, delta, out_diff, sites, method=method, tol=tol,
-                                     cuts=cuts)
-    result = Scores(score.name, values, delta=delta, output_diff=output_diff, n_evals=n_evals, target=target_index,
-                    modules=modules, settings=settings, error=error, unit_error=unit_error, ok=ok,
-                    messages=messages, specs=specs, mask=token_mask)
-    if cuts is not None:   # a complete score
+        ok, messages = diagnose_sums(
+            sums, values, unit_error, delta, out_diff, sites, method=method, tol=tol, cuts=cuts
+        )
+    result = Scores(
+        score.name,
+        values,
+        delta=delta,
+        output_diff=output_diff,
+        n_evals=n_evals,
+        target=target_index,
+        modules=modules,
+        settings=settings,
+        error=error,
+        unit_error=unit_error,
+        ok=ok,
+        messages=messages,
+        specs=specs,
+        mask=token_mask,
+    )
+    if cuts is not None:  # a complete score
         result.cut = cuts
     return result
 
 
-def conductance(model: nn.Module, inputs: Inputs, layers: Layers, *, baselines: Baselines = None,
-                target: Target = None, additional_forward_args=None, n_steps: int | None = None,
-                method: str | None = None, internal_batch_size: int | None = None,
-                attribute_to_layer_input: bool = False, path: PathConfig | None = None,
-                progress: bool | None = None, spec=None, mask=None, embedding=None, dictionaries=None) -> Scores:
+def conductance(
+    model: nn.Module,
+    inputs: Inputs,
+    layers: Layers,
+    *,
+    baselines: Baselines = None,
+    target: Target = None,
+    additional_forward_args=None,
+    n_steps: int | None = None,
+    method: str | None = None,
+    internal_batch_size: int | None = None,
+    attribute_to_layer_input: bool = False,
+    path: PathConfig | None = None,
+    progress: bool | None = None,
+    spec=None,
+    mask=None,
+    embedding=None,
+    dictionaries=None,
+) -> Scores:
     """Total conductance of every unit of every layer in ``layers`` (Eq. 3), with its completeness gap.
 
     The conductance of unit ``y_j`` is ``∫_0^1 ∂F/∂y_j(x_α) · dy_j/dα dα`` along the straight path ``x_α`` from the
@@ -484,19 +664,46 @@ def conductance(model: nn.Module, inputs: Inputs, layers: Layers, *, baselines: 
     >>> s[net[1]].shape, s.delta["1"].shape
     (torch.Size([3, 2]), torch.Size([3]))
     """
-    return attribute(model, inputs, layers, scores=["conductance"], baselines=baselines, target=target,
-                     additional_forward_args=additional_forward_args, n_steps=n_steps, method=method,
-                     internal_batch_size=internal_batch_size, attribute_to_layer_input=attribute_to_layer_input,
-                     path=path, progress=progress, spec=spec, mask=mask, embedding=embedding,
-                     dictionaries=dictionaries)["conductance"]
+    return attribute(
+        model,
+        inputs,
+        layers,
+        scores=["conductance"],
+        baselines=baselines,
+        target=target,
+        additional_forward_args=additional_forward_args,
+        n_steps=n_steps,
+        method=method,
+        internal_batch_size=internal_batch_size,
+        attribute_to_layer_input=attribute_to_layer_input,
+        path=path,
+        progress=progress,
+        spec=spec,
+        mask=mask,
+        embedding=embedding,
+        dictionaries=dictionaries,
+    )["conductance"]
 
 
-def internal_influence(model: nn.Module, inputs: Inputs, layers: Layers, *, baselines: Baselines = None,
-                       target: Target = None, additional_forward_args=None, n_steps: int | None = None,
-                       method: str | None = None, internal_batch_size: int | None = None,
-                       attribute_to_layer_input: bool = False, path: PathConfig | None = None,
-                       progress: bool | None = None, spec=None, mask=None, embedding=None,
-                       dictionaries=None) -> Scores:
+def internal_influence(
+    model: nn.Module,
+    inputs: Inputs,
+    layers: Layers,
+    *,
+    baselines: Baselines = None,
+    target: Target = None,
+    additional_forward_args=None,
+    n_steps: int | None = None,
+    method: str | None = None,
+    internal_batch_size: int | None = None,
+    attribute_to_layer_input: bool = False,
+    path: PathConfig | None = None,
+    progress: bool | None = None,
+    spec=None,
+    mask=None,
+    embedding=None,
+    dictionaries=None,
+) -> Scores:
     """Internal influence (Datta et al. 2018): ``∫_0^1 ∂F/∂y(x_α) dα`` for every unit of ``layers``.
 
     The gradient of ``F`` with respect to each unit, averaged along the path from the baselines to the inputs; the
@@ -584,16 +791,40 @@ def internal_influence(model: nn.Module, inputs: Inputs, layers: Layers, *, base
     >>> s["1"].shape, torch.allclose(s["1"][0], net[2].weight[0].detach())   # F is linear in the ReLU's output
     (torch.Size([2, 3]), True)
     """
-    return attribute(model, inputs, layers, scores=["internal_influence"], baselines=baselines, target=target,
-                     additional_forward_args=additional_forward_args, n_steps=n_steps, method=method,
-                     internal_batch_size=internal_batch_size, attribute_to_layer_input=attribute_to_layer_input,
-                     path=path, progress=progress, spec=spec, mask=mask, embedding=embedding,
-                     dictionaries=dictionaries)["internal_influence"]
+    return attribute(
+        model,
+        inputs,
+        layers,
+        scores=["internal_influence"],
+        baselines=baselines,
+        target=target,
+        additional_forward_args=additional_forward_args,
+        n_steps=n_steps,
+        method=method,
+        internal_batch_size=internal_batch_size,
+        attribute_to_layer_input=attribute_to_layer_input,
+        path=path,
+        progress=progress,
+        spec=spec,
+        mask=mask,
+        embedding=embedding,
+        dictionaries=dictionaries,
+    )["internal_influence"]
 
 
-def grad_x_activation(model: nn.Module, inputs: Inputs, layers: Layers, *, target: Target = None,
-                      additional_forward_args=None, attribute_to_layer_input: bool = False,
-                      internal_batch_size: int | None = None, spec=None, mask=None, dictionaries=None) -> Scores:
+def grad_x_activation(
+    model: nn.Module,
+    inputs: Inputs,
+    layers: Layers,
+    *,
+    target: Target = None,
+    additional_forward_args=None,
+    attribute_to_layer_input: bool = False,
+    internal_batch_size: int | None = None,
+    spec=None,
+    mask=None,
+    dictionaries=None,
+) -> Scores:
     """Gradient × activation ``y · ∂F/∂y`` at the input, for every unit of ``layers``.
 
     One forward and one backward pass (no path): the first-order estimate of each unit's share of ``F(x)``.
@@ -656,15 +887,33 @@ def grad_x_activation(model: nn.Module, inputs: Inputs, layers: Layers, *, targe
     >>> s["1"].shape
     torch.Size([4, 3])
     """
-    return attribute(model, inputs, layers, scores=["grad_x_activation"], target=target,
-                     additional_forward_args=additional_forward_args, internal_batch_size=internal_batch_size,
-                     attribute_to_layer_input=attribute_to_layer_input, spec=spec, mask=mask,
-                     dictionaries=dictionaries)["grad_x_activation"]
+    return attribute(
+        model,
+        inputs,
+        layers,
+        scores=["grad_x_activation"],
+        target=target,
+        additional_forward_args=additional_forward_args,
+        internal_batch_size=internal_batch_size,
+        attribute_to_layer_input=attribute_to_layer_input,
+        spec=spec,
+        mask=mask,
+        dictionaries=dictionaries,
+    )["grad_x_activation"]
 
 
-def activation(model: nn.Module, inputs: Inputs, layers: Layers, *, additional_forward_args=None,
-               attribute_to_layer_input: bool = False,
-               internal_batch_size: int | None = None, spec=None, mask=None, dictionaries=None) -> Scores:
+def activation(
+    model: nn.Module,
+    inputs: Inputs,
+    layers: Layers,
+    *,
+    additional_forward_args=None,
+    attribute_to_layer_input: bool = False,
+    internal_batch_size: int | None = None,
+    spec=None,
+    mask=None,
+    dictionaries=None,
+) -> Scores:
     """The layers' activations at the input (no gradients); token ids are accepted as inputs.
 
     One forward pass, read at the layers (their outputs, or their inputs with ``attribute_to_layer_input``).
@@ -722,7 +971,15 @@ def activation(model: nn.Module, inputs: Inputs, layers: Layers, *, additional_f
     >>> s["1"].shape, bool((s["1"] >= 0).all())
     (torch.Size([2, 3]), True)
     """
-    return attribute(model, inputs, layers, scores=["activation"], additional_forward_args=additional_forward_args,
-                     internal_batch_size=internal_batch_size,
-                     attribute_to_layer_input=attribute_to_layer_input, spec=spec, mask=mask,
-                     dictionaries=dictionaries)["activation"]
+    return attribute(
+        model,
+        inputs,
+        layers,
+        scores=["activation"],
+        additional_forward_args=additional_forward_args,
+        internal_batch_size=internal_batch_size,
+        attribute_to_layer_input=attribute_to_layer_input,
+        spec=spec,
+        mask=mask,
+        dictionaries=dictionaries,
+    )["activation"]

@@ -33,8 +33,9 @@ COMMANDS = ["demo", "layers", "importance", "visualize", "inverse_set", "scan", 
 
 
 def build_parser() -> Parser:
-    parser = Parser(prog="unitscope", description=__doc__.split("\n\n")[0] + " Which hidden units matter, and "
-                    "what they respond to.")
+    parser = Parser(
+        prog="unitscope", description=__doc__.split("\n\n")[0] + " Which hidden units matter, and what they respond to."
+    )
     sub = parser.add_subparsers(dest="command", required=True, parser_class=Parser)
     for module in COMMANDS:
         cmd = importlib.import_module(f"{__package__}.{module}")
@@ -51,8 +52,9 @@ def _add_passthrough(sub, module: str, cmd) -> None:
     """``unitscope NAME MODEL DATA …`` for a module that parses its own options (``NAME_main(argv)``)."""
     entry = getattr(cmd, f"{module}_main")
     name = module.replace("_", "-")
-    p = sub.add_parser(name, help=(cmd.__doc__ or name).strip().splitlines()[0] +
-                       f" (options: unitscope {name} MODEL DATA --help)")
+    p = sub.add_parser(
+        name, help=(cmd.__doc__ or name).strip().splitlines()[0] + f" (options: unitscope {name} MODEL DATA --help)"
+    )
     p.add_argument("model")
     p.add_argument("data")
     p.add_argument("rest", nargs=argparse.REMAINDER, help=f"passed on to unitscope {name}")

@@ -37,20 +37,46 @@ HELP = "the unit atlas: for every unit, whether it matters and what it responds 
 
 
 def add_arguments(p) -> None:
-    add(p, "model", "data", "layers", "target", "n_steps", "limit", "labels", "image_size", "mean", "std",
-        "generator", "internal_batch_size", n_steps=20)
-    p.add_argument("--split", default="all", choices=["all", "train", "test"],
-                   help="which part of the digits / reviews (default %(default)s)")
-    p.add_argument("--top-k", type=positive_int, default=9,
-                   help="exemplars per unit, by activation and by conductance")
+    add(
+        p,
+        "model",
+        "data",
+        "layers",
+        "target",
+        "n_steps",
+        "limit",
+        "labels",
+        "image_size",
+        "mean",
+        "std",
+        "generator",
+        "internal_batch_size",
+        n_steps=20,
+    )
+    p.add_argument(
+        "--split",
+        default="all",
+        choices=["all", "train", "test"],
+        help="which part of the digits / reviews (default %(default)s)",
+    )
+    p.add_argument("--top-k", type=positive_int, default=9, help="exemplars per unit, by activation and by conductance")
     p.add_argument("--share-k", type=positive_int, default=5, help="the top-k of the importance share")
     p.add_argument("--iam-steps", type=positive_int, default=128)
     p.add_argument("--inverse-samples", type=positive_int, default=4, help="inverse-set samples per band")
     p.add_argument("--inverse-steps", type=positive_int, default=100)
-    p.add_argument("--unit-batch-size", type=positive_int, default=64,
-                   help="units per chunk of the per-unit work (memory and speed, never the numbers)")
-    p.add_argument("--top-units", type=positive_int, default=None, metavar="K",
-                   help="cards for the K most important units of each layer only (by mean |conductance|)")
+    p.add_argument(
+        "--unit-batch-size",
+        type=positive_int,
+        default=64,
+        help="units per chunk of the per-unit work (memory and speed, never the numbers)",
+    )
+    p.add_argument(
+        "--top-units",
+        type=positive_int,
+        default=None,
+        metavar="K",
+        help="cards for the K most important units of each layer only (by mean |conductance|)",
+    )
     p.add_argument("--no-synthetic", action="store_true", help="no IAM and no inverse sets")
     p.add_argument("--checkpoint", default=None, help="scan checkpoint file (resumed when it exists)")
     p.add_argument("--backend", default=None, help="torch.distributed backend under torchrun (gloo / nccl)")
@@ -69,12 +95,25 @@ def build_parser() -> Parser:
 
 def quick_settings(args) -> dict:
     """The settings of a run (``--quick`` shrinks them)."""
-    kw = dict(top_k=args.top_k, share_k=args.share_k, n_steps=args.n_steps, iam_steps=args.iam_steps,
-              inverse_samples=args.inverse_samples, inverse_steps=args.inverse_steps,
-              unit_batch_size=args.unit_batch_size, seed=args.seed, units=args.top_units)
+    kw = dict(
+        top_k=args.top_k,
+        share_k=args.share_k,
+        n_steps=args.n_steps,
+        iam_steps=args.iam_steps,
+        inverse_samples=args.inverse_samples,
+        inverse_steps=args.inverse_steps,
+        unit_batch_size=args.unit_batch_size,
+        seed=args.seed,
+        units=args.top_units,
+    )
     if args.quick:
-        kw.update(top_k=min(args.top_k, 4), n_steps=min(args.n_steps, 8), iam_steps=min(args.iam_steps, 32),
-                  inverse_samples=min(args.inverse_samples, 2), inverse_steps=min(args.inverse_steps, 40))
+        kw.update(
+            top_k=min(args.top_k, 4),
+            n_steps=min(args.n_steps, 8),
+            iam_steps=min(args.iam_steps, 32),
+            inverse_samples=min(args.inverse_samples, 2),
+            inverse_steps=min(args.inverse_steps, 40),
+        )
     return kw
 
 
@@ -103,16 +142,25 @@ def run(args) -> dict:
         check_model(args.generator)  # the generator's module can be found
     with distributed_run(args) as group:
         rank = Ranks.of(group).rank
-        got = load_atlas_inputs(args.model, plan, split=args.split, limit=args.limit, device=args.device,
-                                image=image_settings(args), generator=args.generator,
-                                synthesize=not args.no_synthetic)
+        got = load_atlas_inputs(
+            args.model,
+            plan,
+            split=args.split,
+            limit=args.limit,
+            device=args.device,
+            image=image_settings(args),
+            generator=args.generator,
+            synthesize=not args.no_synthetic,
+        )
         layers = args.layers or got["default_layers"]
         if not layers:
             from ..core.sites import layer_names
 
-            raise UnitscopeError("name the layers with --layers", model=args.model,
-                                 hint=f"e.g. {', '.join(layer_names(got['model'])[:4])} (unitscope layers "
-                                      f"{args.model})")
+            raise UnitscopeError(
+                "name the layers with --layers",
+                model=args.model,
+                hint=f"e.g. {', '.join(layer_names(got['model'])[:4])} (unitscope layers {args.model})",
+            )
         if args.quick and not args.layers:
             layers = layers[1:2] or layers[:1]
         first = got["data"][0]
@@ -120,27 +168,52 @@ def run(args) -> dict:
         x = {k: v[None] for k, v in first.items() if k != "labels"} if isinstance(first, dict) else first[None]
         from ..loading import Loaded
 
-        layers = after_load(Loaded(got["model"], args.model, spec.kind, extra={"embedding": got["embedding"]}),
-                            layers, args.target, x)  # layer names, target, token ids: before the first pass
+        layers = after_load(
+            Loaded(got["model"], args.model, spec.kind, extra={"embedding": got["embedding"]}), layers, args.target, x
+        )  # layer names, target, token ids: before the first pass
         target = resolve_target(args.target, "label")
         t0 = time.perf_counter()
         kw = quick_settings(args)
-        a = atlas(got["model"], got["data"], layers, target=target, units=kw["units"], top_k=kw["top_k"],
-                  share_k=kw["share_k"], embedding=got.get("embedding"), tokens=got["tokens"],
-                  path=PathConfig(n_steps=kw["n_steps"], baselines=got.get("baselines"),
-                                  internal_batch_size=args.internal_batch_size or got.get("internal_batch_size"),
-                                  unit_batch_size=kw["unit_batch_size"]),
-                  stream=StreamConfig(checkpoint=args.checkpoint, group=group),
-                  synthesis=SynthesisConfig(synthesize=False if args.no_synthetic else None, generator=got["generator"],
-                                            value_range=got["value_range"], iam_steps=kw["iam_steps"],
-                                            inverse_samples=kw["inverse_samples"], inverse_steps=kw["inverse_steps"],
-                                            seed=kw["seed"]))
+        a = atlas(
+            got["model"],
+            got["data"],
+            layers,
+            target=target,
+            units=kw["units"],
+            top_k=kw["top_k"],
+            share_k=kw["share_k"],
+            embedding=got.get("embedding"),
+            tokens=got["tokens"],
+            path=PathConfig(
+                n_steps=kw["n_steps"],
+                baselines=got.get("baselines"),
+                internal_batch_size=args.internal_batch_size or got.get("internal_batch_size"),
+                unit_batch_size=kw["unit_batch_size"],
+            ),
+            stream=StreamConfig(checkpoint=args.checkpoint, group=group),
+            synthesis=SynthesisConfig(
+                synthesize=False if args.no_synthetic else None,
+                generator=got["generator"],
+                value_range=got["value_range"],
+                iam_steps=kw["iam_steps"],
+                inverse_samples=kw["inverse_samples"],
+                inverse_steps=kw["inverse_steps"],
+                seed=kw["seed"],
+            ),
+        )
         a.meta.update(model=args.model, data=got["data_name"])
         seconds = time.perf_counter() - t0
-        summary = {"model": args.model, "data": got["data_name"], "layers": layers, "units": len(a.units),
-                   "dead": sum(u["dead"] for u in a.units), "seconds": seconds,
-                   "units_per_minute": 60 * len(a.units) / seconds, "stages": a.meta.get("seconds"),
-                   "out": args.out}
+        summary = {
+            "model": args.model,
+            "data": got["data_name"],
+            "layers": layers,
+            "units": len(a.units),
+            "dead": sum(u["dead"] for u in a.units),
+            "seconds": seconds,
+            "units_per_minute": 60 * len(a.units) / seconds,
+            "stages": a.meta.get("seconds"),
+            "out": args.out,
+        }
         if rank == 0:
             a.save(args.out, html=False)  # the page and the manifest next, with this command's settings
             summary["page"] = str(render_atlas(a, args.out, value_range=got.get("display_range") or got["value_range"]))

@@ -20,8 +20,17 @@ import re
 import torch
 
 from ..core.errors import UnitscopeError
-from ..loading import (ZOO_MODELS, DataPlan, ImageSettings, ModelSpec, check_device, check_layers, check_model,
-                       check_pair, plan_inputs)
+from ..loading import (
+    ZOO_MODELS,
+    DataPlan,
+    ImageSettings,
+    ModelSpec,
+    check_device,
+    check_layers,
+    check_model,
+    check_pair,
+    plan_inputs,
+)
 
 __all__ = ["preflight", "after_load", "check_layer_syntax", "check_target", "require_layers", "check_forward"]
 
@@ -33,15 +42,19 @@ def check_layer_syntax(names, argument: str = "--layers") -> None:
     """``NAME`` or ``NAME@K`` (the K-th call of a module), dotted, without spaces."""
     for name in names or ():
         if not _LAYER.fullmatch(name):
-            raise UnitscopeError(f"{argument} {name!r} is not a layer name",
-                                 hint="a dotted name as `unitscope layers MODEL` prints it, e.g. features.3 or "
-                                      "blocks.1@0 (the first call of a module called twice)")
+            raise UnitscopeError(
+                f"{argument} {name!r} is not a layer name",
+                hint="a dotted name as `unitscope layers MODEL` prints it, e.g. features.3 or "
+                "blocks.1@0 (the first call of a module called twice)",
+            )
 
 
 def image_settings(args) -> ImageSettings:
-    return ImageSettings(tuple(args.image_size) if getattr(args, "image_size", None) else None,
-                         tuple(args.mean) if getattr(args, "mean", None) else None,
-                         tuple(args.std) if getattr(args, "std", None) else None)
+    return ImageSettings(
+        tuple(args.image_size) if getattr(args, "image_size", None) else None,
+        tuple(args.mean) if getattr(args, "mean", None) else None,
+        tuple(args.std) if getattr(args, "std", None) else None,
+    )
 
 
 def preflight(args, *, data: bool = True, zoo=ZOO_MODELS) -> tuple[ModelSpec, DataPlan | None]:
@@ -57,12 +70,18 @@ def preflight(args, *, data: bool = True, zoo=ZOO_MODELS) -> tuple[ModelSpec, Da
     check_pair(model, plan, image)
     split = getattr(args, "split", "all")
     if plan is not None and split != "all" and not (plan.kind == "zoo" and plan.name in _SPLIT_DATA):
-        raise UnitscopeError(f"--split {split}: only the digits and the reviews have splits",
-                             data=plan.name, hint="leave --split out for your own data")
+        raise UnitscopeError(
+            f"--split {split}: only the digits and the reviews have splits",
+            data=plan.name,
+            hint="leave --split out for your own data",
+        )
     if plan is not None and getattr(args, "target", None) == "label" and not plan.has_labels:
-        raise UnitscopeError("--target label needs inputs with labels",
-                             data=plan.name, hint="a folder of class folders, a .pt dict with 'labels', "
-                                                  "LABEL<TAB>sentence lines or --labels FILE; or use --target top")
+        raise UnitscopeError(
+            "--target label needs inputs with labels",
+            data=plan.name,
+            hint="a folder of class folders, a .pt dict with 'labels', "
+            "LABEL<TAB>sentence lines or --labels FILE; or use --target top",
+        )
     check_layer_syntax(getattr(args, "layers", None))
     if getattr(args, "layer", None) is not None:
         check_layer_syntax([args.layer], "--layer")
@@ -72,8 +91,9 @@ def preflight(args, *, data: bool = True, zoo=ZOO_MODELS) -> tuple[ModelSpec, Da
 def require_layers(args, model: ModelSpec, what: str = "--layers") -> None:
     """Commands whose layers have no default for this model: ``--layers`` must be given (before loading)."""
     if not args.layers:
-        raise UnitscopeError(f"name the layers with {what}", model=model.spec,
-                             hint=f"unitscope layers {model.spec} lists them")
+        raise UnitscopeError(
+            f"name the layers with {what}", model=model.spec, hint=f"unitscope layers {model.spec} lists them"
+        )
 
 
 def check_target(spec, output: torch.Tensor, name: str) -> None:
@@ -82,8 +102,9 @@ def check_target(spec, output: torch.Tensor, name: str) -> None:
         return
     k = int(output.shape[-1])
     if not 0 <= spec < k:
-        raise UnitscopeError(f"--target {spec}: {name} has {k} outputs", hint=f"a class index in 0–{k - 1}, "
-                                                                             "'top' or 'label'")
+        raise UnitscopeError(
+            f"--target {spec}: {name} has {k} outputs", hint=f"a class index in 0–{k - 1}, 'top' or 'label'"
+        )
 
 
 def check_forward(model, x):
@@ -93,8 +114,9 @@ def check_forward(model, x):
     from ..core.faults import model_errors
     from ..core.state import analysis_mode
 
-    args, kwargs = (x["input_ids"], {k: v for k, v in x.items() if k != "input_ids"}) if isinstance(x, dict) \
-        else (x, {})
+    args, kwargs = (
+        (x["input_ids"], {k: v for k, v in x.items() if k != "input_ids"}) if isinstance(x, dict) else (x, {})
+    )
     with model_errors(model, inputs=args), analysis_mode(model), torch.no_grad():
         return model(args, **kwargs)
 

@@ -11,8 +11,9 @@ HELP = "run every study on the bundled models and data, then write one HTML repo
 def add_arguments(p) -> None:
     add(p, "quick", "seed", "out", out="unitscope-out")
     p.add_argument("--only", nargs="+", metavar="STUDY", help="run only these studies")
-    p.add_argument("--timeout", type=float, default=None,
-                   help="seconds allowed per study (default 300 with --quick, else 1200)")
+    p.add_argument(
+        "--timeout", type=float, default=None, help="seconds allowed per study (default 300 with --quick, else 1200)"
+    )
 
 
 def run(args) -> dict:

@@ -16,8 +16,25 @@ HELP = "importance scores of every unit of the named layers (CSV/Parquet + figur
 
 
 def add_arguments(p) -> None:
-    add(p, "model", "data", "layers", "scores", "target", "method", "n_steps", "internal_batch_size", "limit",
-        "labels", "image_size", "mean", "std", required=("layers",), scores=["conductance"], n_steps=50)
+    add(
+        p,
+        "model",
+        "data",
+        "layers",
+        "scores",
+        "target",
+        "method",
+        "n_steps",
+        "internal_batch_size",
+        "limit",
+        "labels",
+        "image_size",
+        "mean",
+        "std",
+        required=("layers",),
+        scores=["conductance"],
+        n_steps=50,
+    )
     p.add_argument("--per-unit", action="store_true", help="one row per unit instead of per channel")
     p.add_argument("--format", choices=["csv", "parquet"], default="csv", help="table format (default %(default)s)")
     add_common(p, out="unitscope-out/importance")
@@ -43,8 +60,9 @@ def run(args) -> dict:
         try:
             import pyarrow  # noqa: F401
         except ImportError:
-            raise UnitscopeError("--format parquet needs pyarrow",
-                                 hint="pip install pyarrow, or use --format csv") from None
+            raise UnitscopeError(
+                "--format parquet needs pyarrow", hint="pip install pyarrow, or use --format csv"
+            ) from None
     seed_everything(args.seed)
     loaded = load_model(args.model, args.device)
     loaded.require_hooks()
@@ -52,16 +70,29 @@ def run(args) -> dict:
     x = inputs.x.to(args.device)
     embedding = loaded.embedding  # token ids (hf:FOLDER): paths start at the embedding's output
     if not x.is_floating_point() and embedding is None:
-        raise UnitscopeError(f"DATA: {args.model} takes floating-point inputs", dtype=str(x.dtype),
-                             hint="token ids need a model with a token embedding (hf:FOLDER)")
+        raise UnitscopeError(
+            f"DATA: {args.model} takes floating-point inputs",
+            dtype=str(x.dtype),
+            hint="token ids need a model with a token embedding (hf:FOLDER)",
+        )
     layers = after_load(loaded, args.layers, args.target, x[:1])  # layer names, target, one forward pass
     target = resolve_target(args.target, inputs.labels)
     extra = None if inputs.mask is None else (inputs.mask.to(args.device),)  # a tokenizer's attention mask
-    results = attribute(loaded.model, x, layers, scores=args.scores, target=target, n_steps=args.n_steps,
-                        method=args.method, internal_batch_size=args.internal_batch_size,
-                        path=PathConfig(gap_warning=None),
-                        progress=True, embedding=embedding, additional_forward_args=extra,
-                        mask=None if extra is None else extra[0])
+    results = attribute(
+        loaded.model,
+        x,
+        layers,
+        scores=args.scores,
+        target=target,
+        n_steps=args.n_steps,
+        method=args.method,
+        internal_batch_size=args.internal_batch_size,
+        path=PathConfig(gap_warning=None),
+        progress=True,
+        embedding=embedding,
+        additional_forward_args=extra,
+        mask=None if extra is None else extra[0],
+    )
     import pandas as pd
 
     frame = pd.concat([s.to_frame(per_channel=not args.per_unit) for s in results.values()], ignore_index=True)
@@ -74,14 +105,27 @@ def run(args) -> dict:
     else:
         frame.to_parquet(table, index=False)
     any_scores = next(iter(results.values()))
-    figures = [importance_figure(frame if not args.per_unit else
-                                 frame.groupby(["score", "layer", "example", "channel"], as_index=False)[
-                                     [c for c in ("value", "error") if c in frame]].sum(),
-                                 layer, os.path.join(args.out, f"importance_{layer.replace('.', '_')}.png"))
-               for layer in any_scores.layers]
-    summary = {"model": args.model, "inputs": len(x), "layers": any_scores.layers, "scores": list(results),
-               "table": table, "figures": figures, "target": None if any_scores.target is None
-               else [int(t) for t in any_scores.target[:20]]}
+    figures = [
+        importance_figure(
+            frame
+            if not args.per_unit
+            else frame.groupby(["score", "layer", "example", "channel"], as_index=False)[
+                [c for c in ("value", "error") if c in frame]
+            ].sum(),
+            layer,
+            os.path.join(args.out, f"importance_{layer.replace('.', '_')}.png"),
+        )
+        for layer in any_scores.layers
+    ]
+    summary = {
+        "model": args.model,
+        "inputs": len(x),
+        "layers": any_scores.layers,
+        "scores": list(results),
+        "table": table,
+        "figures": figures,
+        "target": None if any_scores.target is None else [int(t) for t in any_scores.target[:20]],
+    }
     if "conductance" in results:
         s = results["conductance"]
         summary["max_completeness_gap"] = {layer: float(s.relative_delta(layer).max()) for layer in s.layers}

@@ -22,8 +22,12 @@ def add_arguments(p) -> None:
     p.add_argument("--unit", type=nonnegative_int, required=True, help="the unit (a channel index)")
     p.add_argument("--range", type=float, nargs=2, required=True, metavar=("A", "B"), help="A ≤ activation ≤ B")
     p.add_argument("--n", type=positive_int, default=32, help="samples wanted (default %(default)s)")
-    p.add_argument("--encoder", choices=["pixels", "early"], default="pixels",
-                   help="distances between samples in pixel space or on the model's early block")
+    p.add_argument(
+        "--encoder",
+        choices=["pixels", "early"],
+        default="pixels",
+        help="distances between samples in pixel space or on the model's early block",
+    )
     add(p, "generator", "shape")
     add_common(p, out="unitscope-out/inverse-set")
 
@@ -55,23 +59,42 @@ def run(args) -> dict:
         generator = generators.FFTImageGenerator(image_shape(loaded, args), value_range=loaded.value_range)
         generator_name = "an FFT image parameterization"
     encoder = generators.early_block(loaded.model) if args.encoder == "early" else None
-    result = inverse.sample_inverse_set(loaded.model, (args.layer, args.unit, a, b), generator, encoder=encoder,
-                                        n_samples=args.n, n_seeds=min(args.n, 16), seed=args.seed, progress=True)
+    result = inverse.sample_inverse_set(
+        loaded.model,
+        (args.layer, args.unit, a, b),
+        generator,
+        encoder=encoder,
+        n_samples=args.n,
+        n_seeds=min(args.n, 16),
+        seed=args.seed,
+        progress=True,
+    )
     os.makedirs(args.out, exist_ok=True)
-    summary = {"model": args.model, "layer": args.layer, "unit": args.unit, "range": [a, b],
-               "generator": generator_name, **result.summary()}
+    summary = {
+        "model": args.model,
+        "layer": args.layer,
+        "unit": args.unit,
+        "range": [a, b],
+        "generator": generator_name,
+        **result.summary(),
+    }
     if result.report:
         summary["report"] = result.report
     if len(result):
         acts = result.activations[:, 0]
         summary["activation_min"], summary["activation_max"] = float(acts.min()), float(acts.max())
         summary["diversity"] = inverse.diversity(result.samples, encoder=encoder)
-        torch.save({"samples": result.samples, "codes": result.codes, "activations": result.activations},
-                   os.path.join(args.out, "inverse_set.pt"))
+        torch.save(
+            {"samples": result.samples, "codes": result.codes, "activations": result.activations},
+            os.path.join(args.out, "inverse_set.pt"),
+        )
         k = min(len(result), 32)
-        summary["figure"] = show_images(result.samples[:k], [f"{float(v):.2f}" for v in acts[:k]],
-                                        os.path.join(args.out, "inverse_set.png"),
-                                        f"{args.model} {args.layer} #{args.unit}: {len(result)} samples with "
-                                        f"activation in [{a}, {b}]", loaded.value_range)
+        summary["figure"] = show_images(
+            result.samples[:k],
+            [f"{float(v):.2f}" for v in acts[:k]],
+            os.path.join(args.out, "inverse_set.png"),
+            f"{args.model} {args.layer} #{args.unit}: {len(result)} samples with activation in [{a}, {b}]",
+            loaded.value_range,
+        )
     write_json(os.path.join(args.out, "inverse_set.json"), summary)
     return finish(summary)

@@ -63,8 +63,9 @@ def run(args) -> dict:
     preflight(args, data=False)  # the MODEL argument and --device, before anything loads
     loaded = load_model(args.model, args.device)
     if args.shape and loaded.embedding is not None:
-        raise UnitscopeError(f"--shape: {args.model} reads token ids; its example input is known",
-                             hint="leave --shape out")
+        raise UnitscopeError(
+            f"--shape: {args.model} reads token ids; its example input is known", hint="leave --shape out"
+        )
     if args.shape and loaded.hookable:  # the user says the input shape: one example of zeros serves the forward pass
         loaded.example = torch.zeros(1, *args.shape)
     known = loaded.hookable and loaded.example is not None
@@ -79,14 +80,18 @@ def run(args) -> dict:
         rows.append({"layer": n, "type": kind, "output_shape": str(shapes.get(n, "?"))})
         print(f"{n:<{width}} {kind:<22} {shapes.get(n, '?')}")
     if not shapes:
-        why = ("TorchScript modules cannot be hooked" if not loaded.hookable
-               else "no example input is known for this model")
+        why = (
+            "TorchScript modules cannot be hooked"
+            if not loaded.hookable
+            else "no example input is known for this model"
+        )
         what_to_try = "pass --shape with the input shape of one example" if loaded.hookable else "use torch.export"
         print(f"(output shapes unknown: {why}; {what_to_try})", file=sys.stderr)
     if args.out:
         import pandas as pd
 
         os.makedirs(args.out, exist_ok=True)
-        pd.DataFrame(rows, columns=["layer", "type", "output_shape"]).to_csv(os.path.join(args.out, "layers.csv"),
-                                                                            index=False)
+        pd.DataFrame(rows, columns=["layer", "type", "output_shape"]).to_csv(
+            os.path.join(args.out, "layers.csv"), index=False
+        )
     return {"model": args.model, "layers": len(names)}

@@ -37,8 +37,22 @@ from ..attribution.scores import SCORES
 from ..core.errors import UnitscopeError
 from ..loading import DATA_HELP, MODEL_HELP
 
-__all__ = ["Parser", "OPTIONS", "add", "add_common", "target_value", "positive_int", "nonnegative_int",
-           "generator_value", "resolve_target", "run_command", "lazy", "write_json", "finish", "seed_everything"]
+__all__ = [
+    "Parser",
+    "OPTIONS",
+    "add",
+    "add_common",
+    "target_value",
+    "positive_int",
+    "nonnegative_int",
+    "generator_value",
+    "resolve_target",
+    "run_command",
+    "lazy",
+    "write_json",
+    "finish",
+    "seed_everything",
+]
 
 
 class Parser(argparse.ArgumentParser):
@@ -100,8 +114,9 @@ def score_name(spec: str) -> str:
 def method_name(spec: str) -> str:
     """``--method``: an integration rule or ``adaptive``."""
     if spec != "adaptive" and spec not in RULES:
-        raise argparse.ArgumentTypeError(f"unknown integration method {spec!r} "
-                                         f"(choose from {', '.join(RULES + ('adaptive',))})")
+        raise argparse.ArgumentTypeError(
+            f"unknown integration method {spec!r} (choose from {', '.join(RULES + ('adaptive',))})"
+        )
     return spec
 
 
@@ -110,44 +125,102 @@ def method_name(spec: str) -> str:
 OPTIONS: dict[str, tuple[tuple[str, ...], dict]] = {
     "model": (("model",), dict(metavar="MODEL", help=MODEL_HELP)),
     "data": (("data",), dict(nargs="+", metavar="DATA", help=DATA_HELP)),
-    "labels": (("--labels",), dict(default=None, metavar="FILE",
-                                   help="labels of DATA: a .txt of class indices (one a line) or a .pt/.npy tensor")),
-    "image_size": (("--image-size",), dict(type=positive_int, nargs="+", metavar="N", default=None,
-                                           help="H or H W: images resized to it (for a model without its own "
-                                                "transform; default: its example input's size, else the first "
-                                                "image's)")),
-    "mean": (("--mean",), dict(type=float, nargs="+", default=None,
-                               help="per-channel mean subtracted from [0, 1] images (with --std)")),
-    "std": (("--std",), dict(type=float, nargs="+", default=None,
-                             help="per-channel std the images are divided by (with --mean)")),
-    "generator": (("--generator",), dict(type=generator_value, default="auto", metavar="GENERATOR",
-                                         help="inverse sets through: auto (the zoo model's own generator where it "
-                                              "has one — the digits VAE —, else the FFT image parameterization), "
-                                              "fft, or package.module:factory (a generator or a decoder module "
-                                              "with .latent_dim)")),
-    "layers": (("--layers",), dict(nargs="+", metavar="LAYER", default=None,
-                                   help="dotted layer names (see `unitscope layers MODEL`)")),
+    "labels": (
+        ("--labels",),
+        dict(
+            default=None,
+            metavar="FILE",
+            help="labels of DATA: a .txt of class indices (one a line) or a .pt/.npy tensor",
+        ),
+    ),
+    "image_size": (
+        ("--image-size",),
+        dict(
+            type=positive_int,
+            nargs="+",
+            metavar="N",
+            default=None,
+            help="H or H W: images resized to it (for a model without its own "
+            "transform; default: its example input's size, else the first "
+            "image's)",
+        ),
+    ),
+    "mean": (
+        ("--mean",),
+        dict(type=float, nargs="+", default=None, help="per-channel mean subtracted from [0, 1] images (with --std)"),
+    ),
+    "std": (
+        ("--std",),
+        dict(type=float, nargs="+", default=None, help="per-channel std the images are divided by (with --mean)"),
+    ),
+    "generator": (
+        ("--generator",),
+        dict(
+            type=generator_value,
+            default="auto",
+            metavar="GENERATOR",
+            help="inverse sets through: auto (the zoo model's own generator where it "
+            "has one — the digits VAE —, else the FFT image parameterization), "
+            "fft, or package.module:factory (a generator or a decoder module "
+            "with .latent_dim)",
+        ),
+    ),
+    "layers": (
+        ("--layers",),
+        dict(nargs="+", metavar="LAYER", default=None, help="dotted layer names (see `unitscope layers MODEL`)"),
+    ),
     "layer": (("--layer",), dict(required=True, help="one dotted layer name (see `unitscope layers MODEL`)")),
-    "scores": (("--scores",), dict(nargs="+", type=score_name, metavar="SCORE",
-                                   help=f"what to compute: {', '.join(SCORES)} (several allowed; "
-                                        "default %(default)s)")),
-    "target": (("--target",), dict(type=target_value, default="top",
-                                   help="'top' (each example's top predicted class), 'label' (each example's "
-                                        "label) or a class index (default %(default)s)")),
-    "method": (("--method",), dict(type=method_name, default="adaptive",
-                                   help=f"integration rule: {', '.join(RULES)} or adaptive (default %(default)s)")),
+    "scores": (
+        ("--scores",),
+        dict(
+            nargs="+",
+            type=score_name,
+            metavar="SCORE",
+            help=f"what to compute: {', '.join(SCORES)} (several allowed; default %(default)s)",
+        ),
+    ),
+    "target": (
+        ("--target",),
+        dict(
+            type=target_value,
+            default="top",
+            help="'top' (each example's top predicted class), 'label' (each example's "
+            "label) or a class index (default %(default)s)",
+        ),
+    ),
+    "method": (
+        ("--method",),
+        dict(
+            type=method_name,
+            default="adaptive",
+            help=f"integration rule: {', '.join(RULES)} or adaptive (default %(default)s)",
+        ),
+    ),
     "n_steps": (("--n-steps",), dict(type=positive_int, help="path points per example (default %(default)s)")),
-    "batch_size": (("--batch-size",), dict(type=positive_int, default=256,
-                                           help="examples per data-loader batch (default %(default)s)")),
-    "internal_batch_size": (("--internal-batch-size",),
-                            dict(type=positive_int, default=None,
-                                 help="rows (examples × path points) per forward/backward pass: the memory bound "
-                                      "(default %(default)s: all at once)")),
+    "batch_size": (
+        ("--batch-size",),
+        dict(type=positive_int, default=256, help="examples per data-loader batch (default %(default)s)"),
+    ),
+    "internal_batch_size": (
+        ("--internal-batch-size",),
+        dict(
+            type=positive_int,
+            default=None,
+            help="rows (examples × path points) per forward/backward pass: the memory bound "
+            "(default %(default)s: all at once)",
+        ),
+    ),
     "limit": (("--limit",), dict(type=positive_int, default=None, help="use only the first N inputs")),
     "units": (("--units",), dict(nargs="+", required=True, help="channel indices, e.g. 0 1 2 or 0-7")),
-    "shape": (("--shape",), dict(type=positive_int, nargs="+", metavar="DIM",
-                                 help="the input shape of one example (C H W for images, D for vectors), if the "
-                                      "model does not say")),
+    "shape": (
+        ("--shape",),
+        dict(
+            type=positive_int,
+            nargs="+",
+            metavar="DIM",
+            help="the input shape of one example (C H W for images, D for vectors), if the model does not say",
+        ),
+    ),
     "quick": (("--quick",), dict(action="store_true", help="a small, fast run (fewer inputs and path points)")),
     "device": (("--device",), dict(default="cpu", help="cpu, cuda or cuda:N (default %(default)s)")),
     "seed": (("--seed",), dict(type=int, default=0, help="random seed (default %(default)s)")),
@@ -199,8 +272,9 @@ def lazy(module: str, what: str):
         return importlib.import_module(module)
     except ModuleNotFoundError as e:
         if e.name and (e.name == module or module.startswith(e.name + ".")):
-            raise UnitscopeError(f"{what} is not available in this version of unitscope "
-                                 f"({module} is missing)") from None
+            raise UnitscopeError(
+                f"{what} is not available in this version of unitscope ({module} is missing)"
+            ) from None
         raise UnitscopeError(f"{what} needs the package {e.name!r}", hint=f"pip install {e.name}") from None
 
 

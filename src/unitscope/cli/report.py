@@ -13,11 +13,17 @@ HELP = "one self-contained HTML file from a results folder"
 
 
 def add_arguments(p) -> None:
-    p.add_argument("results_dir", metavar="RESULTS_DIR",
-                   help="a folder written by unitscope demo / a study / a command's --out / Atlas.save")
-    p.add_argument("--output", default=None,
-                   help="the HTML file (default RESULTS_DIR/report.html; report.json and report_summary.csv "
-                        "go into RESULTS_DIR either way)")
+    p.add_argument(
+        "results_dir",
+        metavar="RESULTS_DIR",
+        help="a folder written by unitscope demo / a study / a command's --out / Atlas.save",
+    )
+    p.add_argument(
+        "--output",
+        default=None,
+        help="the HTML file (default RESULTS_DIR/report.html; report.json and report_summary.csv "
+        "go into RESULTS_DIR either way)",
+    )
 
 
 def run(args) -> dict:

@@ -35,18 +35,40 @@ HELP = "one streaming pass over a data set: statistics, selectivity and top exam
 
 def add_arguments(p) -> None:
     add(p, "model", "data")
-    add(p, "layers", "scores", "target", "method", "n_steps", "batch_size", "internal_batch_size", "labels",
-        "image_size", "mean", "std", scores=["activation", "conductance"], n_steps=20)
-    p.add_argument("--split", default="all", choices=["all", "train", "test"],
-                   help="which part of the digits / reviews (default %(default)s)")
+    add(
+        p,
+        "layers",
+        "scores",
+        "target",
+        "method",
+        "n_steps",
+        "batch_size",
+        "internal_batch_size",
+        "labels",
+        "image_size",
+        "mean",
+        "std",
+        scores=["activation", "conductance"],
+        n_steps=20,
+    )
+    p.add_argument(
+        "--split",
+        default="all",
+        choices=["all", "train", "test"],
+        help="which part of the digits / reviews (default %(default)s)",
+    )
     p.add_argument("--repeat", type=positive_int, default=1, help="repeat the data set (for timing at scale)")
     p.add_argument("--top-k", type=positive_int, default=9, help="top examples kept per unit (default %(default)s)")
     p.add_argument("--grid-units", type=positive_int, default=12, help="units per image grid: the most selective")
     p.add_argument("--checkpoint", default=None, help="a file: saved every --checkpoint-every batches, resumed")
     p.add_argument("--checkpoint-every", type=positive_int, default=20)
     p.add_argument("--backend", default=None, help="torch.distributed backend under torchrun (gloo / nccl)")
-    p.add_argument("--timeout", type=float, default=300.0,
-                   help="seconds a rank waits for the others under torchrun before it gives up")
+    p.add_argument(
+        "--timeout",
+        type=float,
+        default=300.0,
+        help="seconds a rank waits for the others under torchrun before it gives up",
+    )
     p.add_argument("--threads", type=positive_int, default=None, help="torch threads per process")
     add(p, "quick")
     add_common(p, out="unitscope-out/scan")
@@ -173,16 +195,21 @@ def describe(summary: dict, out) -> str:
     """What a person reads after a scan: what was scanned, per layer and score the mean and the most selective unit,
     and where the files are (the whole summary is in ``OUT/scan.json``)."""
     world, rate = summary["world_size"], summary["examples_per_second"]
-    lines = [f"scanned {summary['examples']:,} examples of {summary['data']} with {summary['model']} "
-             f"({world} process{'es' if world > 1 else ''}, {summary['seconds']:.1f} s"
-             + (f", {rate:,.0f} examples/s" if rate else "") + ")"]
+    lines = [
+        f"scanned {summary['examples']:,} examples of {summary['data']} with {summary['model']} "
+        f"({world} process{'es' if world > 1 else ''}, {summary['seconds']:.1f} s"
+        + (f", {rate:,.0f} examples/s" if rate else "")
+        + ")"
+    ]
     if summary["resumed_from_batch"]:
         lines.append(f"resumed from batch {summary['resumed_from_batch']} of a checkpoint")
     for row in summary["per_layer"]:
         if row.get("its_class") is not None:
-            best = (f"most selective unit {row['most_selective_unit']} (prefers class {row['its_class']}); mean "
-                    f"selectivity {row['mean_selectivity']:.2f} over the {row['selectivity_defined_units']} units "
-                    f"where it is defined")
+            best = (
+                f"most selective unit {row['most_selective_unit']} (prefers class {row['its_class']}); mean "
+                f"selectivity {row['mean_selectivity']:.2f} over the {row['selectivity_defined_units']} units "
+                f"where it is defined"
+            )
         else:
             best = f"highest mean: unit {row['highest_mean_unit']} (no labels, so no selectivity)"
         lines.append(f"  {row['layer']} · {row['score']}: {row['units']} units, mean {row['mean']:.3g}; {best}")
@@ -257,10 +284,18 @@ def _run(args, spec, plan, group, ranks) -> dict:
     n_steps = 8 if args.quick else args.n_steps
     target = resolve_target(args.target, "label" if labelled else None)
     t0 = time.perf_counter()
-    result = scan(model, loader, layers, scores=args.scores, target=target, by="class" if labelled else None,
-                  top_k=args.top_k, embedding=loaded.embedding,
-                  path=PathConfig(n_steps=n_steps, method=args.method, internal_batch_size=args.internal_batch_size),
-                  stream=StreamConfig(checkpoint=args.checkpoint, checkpoint_every=args.checkpoint_every, group=group))
+    result = scan(
+        model,
+        loader,
+        layers,
+        scores=args.scores,
+        target=target,
+        by="class" if labelled else None,
+        top_k=args.top_k,
+        embedding=loaded.embedding,
+        path=PathConfig(n_steps=n_steps, method=args.method, internal_batch_size=args.internal_batch_size),
+        stream=StreamConfig(checkpoint=args.checkpoint, checkpoint_every=args.checkpoint_every, group=group),
+    )
     wall = time.perf_counter() - t0
     summary, failed = {}, None
     if ranks.rank == 0:
@@ -288,8 +323,11 @@ def _top_sentences_md(result: ScanResult, sentences, n_units: int) -> str:
             top = result.top(layer, score=m)
             for u in torch.argsort(mean, descending=True)[:n_units].tolist():
                 lines.append(f"## unit {u} (mean {float(mean[u]):.3g})")
-                lines += [f"{k}. ({v:.3g}) {sentences[i]}" for k, (i, v) in
-                          enumerate(zip(top.indices[u].tolist(), top.values[u].tolist()), start=1) if i >= 0]
+                lines += [
+                    f"{k}. ({v:.3g}) {sentences[i]}"
+                    for k, (i, v) in enumerate(zip(top.indices[u].tolist(), top.values[u].tolist()), start=1)
+                    if i >= 0
+                ]
                 lines.append("")
     return "\n".join(lines)
 
@@ -312,12 +350,19 @@ def _write_outputs(result: ScanResult, data, args, name, world: int, wall: float
             mean = result.mean(name, score=m)
             sel = result.selectivity(name, score=m, warn=False) if classes else None  # NaN where undefined
             best = int(torch.nan_to_num(sel.index, nan=-1.0).argmax()) if classes else int(mean.argmax())
-            per_layer.append({"score": m, "layer": name, "units": int(mean.numel()), "mean": float(mean.mean()),
-                              "mean_selectivity": float(sel.index.nanmean()) if classes else None,
-                              "selectivity_defined_units": int(sel.defined.sum()) if classes else None,
-                              "most_selective_unit" if classes else "highest_mean_unit": best,
-                              "its_class": int(sel.preferred[best]) if classes else None,
-                              "its_top_examples": [int(i) for i in result.top(name, score=m, unit=best).indices]})
+            per_layer.append(
+                {
+                    "score": m,
+                    "layer": name,
+                    "units": int(mean.numel()),
+                    "mean": float(mean.mean()),
+                    "mean_selectivity": float(sel.index.nanmean()) if classes else None,
+                    "selectivity_defined_units": int(sel.defined.sum()) if classes else None,
+                    "most_selective_unit" if classes else "highest_mean_unit": best,
+                    "its_class": int(sel.preferred[best]) if classes else None,
+                    "its_top_examples": [int(i) for i in result.top(name, score=m, unit=best).indices],
+                }
+            )
     import pandas as pd
 
     table = pd.DataFrame(per_layer)
@@ -329,21 +374,36 @@ def _write_outputs(result: ScanResult, data, args, name, world: int, wall: float
             if not classes:
                 continue  # grids show each example's label: unlabelled data gets the tables only
             sel = result.selectivity(name, score="activation" if "activation" in result.scores else m, warn=False)
-            units = torch.argsort(torch.nan_to_num(sel.index, nan=-1.0), descending=True)[:args.grid_units].tolist()
+            units = torch.argsort(torch.nan_to_num(sel.index, nan=-1.0), descending=True)[: args.grid_units].tolist()
             if trained is not None:
                 if name == "filters":
                     path = out / f"top_sentences_{m}_{name}.md"
                     path.write_text(top_sentences(trained, data[0], data[1], result, m, units, layer=name))
                     files.append(str(path))
                 continue
-            fig = top_grid(data, result, name, m, units,
-                           title=f"top {args.top_k} digits per unit by {m} — {name} (most selective units)")
+            fig = top_grid(
+                data,
+                result,
+                name,
+                m,
+                units,
+                title=f"top {args.top_k} digits per unit by {m} — {name} (most selective units)",
+            )
             files.append(save_figure(fig, out / f"top_{m}_{name}.png"))
-    summary = {"study": "scan", "model": args.model, "data": data_name, "examples": result.count,
-               "layers": list(result.layers), "scores": result.scores, "world_size": world,
-               "seconds": wall, "examples_per_second": result.count / wall if wall > 0 else None,
-               "resumed_from_batch": result.settings.get("resumed_from_batch", 0),
-               "per_layer": per_layer, "files": [os.path.relpath(f, out) for f in files] + ["scan.json"]}
+    summary = {
+        "study": "scan",
+        "model": args.model,
+        "data": data_name,
+        "examples": result.count,
+        "layers": list(result.layers),
+        "scores": result.scores,
+        "world_size": world,
+        "seconds": wall,
+        "examples_per_second": result.count / wall if wall > 0 else None,
+        "resumed_from_batch": result.settings.get("resumed_from_batch", 0),
+        "per_layer": per_layer,
+        "files": [os.path.relpath(f, out) for f in files] + ["scan.json"],
+    }
     (out / "scan.json").write_text(json.dumps(summary, indent=2, default=float))
     return summary
 

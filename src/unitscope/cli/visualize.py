@@ -50,11 +50,16 @@ def check_image_command(args, what: str):
 
     spec, _ = preflight(args, data=False)
     if spec.text:
-        raise UnitscopeError(f"{what} makes images, and {args.model} is a text model",
-                             hint="give an image model (a zoo image model, a factory or a torch.export file)")
+        raise UnitscopeError(
+            f"{what} makes images, and {args.model} is a text model",
+            hint="give an image model (a zoo image model, a factory or a torch.export file)",
+        )
     if args.shape and len(args.shape) != 3:
-        raise UnitscopeError(f"--shape {' '.join(map(str, args.shape))}: synthetic images need C H W",
-                             shape=list(args.shape), hint="pass three numbers, e.g. --shape 3 224 224")
+        raise UnitscopeError(
+            f"--shape {' '.join(map(str, args.shape))}: synthetic images need C H W",
+            shape=list(args.shape),
+            hint="pass three numbers, e.g. --shape 3 224 224",
+        )
     return spec
 
 
@@ -92,22 +97,40 @@ def run(args) -> dict:
     shape = image_shape(loaded, args)
     check_layers(loaded.model, [args.layer], argument="--layer")
     fn = maximize.independent_am if args.iam else maximize.activation_maximization
-    r = fn(loaded.model, args.layer, units, shape=shape, param=args.param, steps=args.steps, seed=args.seed,
-           value_range=loaded.value_range, progress=True)
+    r = fn(
+        loaded.model,
+        args.layer,
+        units,
+        shape=shape,
+        param=args.param,
+        steps=args.steps,
+        seed=args.seed,
+        value_range=loaded.value_range,
+        progress=True,
+    )
     kind = "IAM" if args.iam else "AM"
     os.makedirs(args.out, exist_ok=True)
     own = r.activations.gather(1, r.units.view(-1, 1))[:, 0]
-    summary = {"model": args.model, "layer": r.layer, "kind": kind, "units": units,
-               "activation": [round(float(v), 4) for v in own]}
+    summary = {
+        "model": args.model,
+        "layer": r.layer,
+        "kind": kind,
+        "units": units,
+        "activation": [round(float(v), 4) for v in own],
+    }
     titles = [f"#{u}  a={float(a):.2f}" for u, a in zip(units, own)]
     if args.iam:
         rs = maximize.representative_substitution(r)
         summary["rs"] = [round(float(v), 4) for v in rs]
         titles = [f"{t}\nRS={float(v):.2f}" for t, v in zip(titles, rs)]
     stem = f"{kind.lower()}_{r.layer.replace('.', '_')}"
-    summary["figure"] = show_images(r.images, titles, os.path.join(args.out, f"{stem}.png"),
-                                    f"{kind} of {args.model} {r.layer} ({args.param}, {args.steps} steps)",
-                                    loaded.value_range)
+    summary["figure"] = show_images(
+        r.images,
+        titles,
+        os.path.join(args.out, f"{stem}.png"),
+        f"{kind} of {args.model} {r.layer} ({args.param}, {args.steps} steps)",
+        loaded.value_range,
+    )
     torch.save(r.images, os.path.join(args.out, f"{stem}.pt"))
     write_json(os.path.join(args.out, f"{stem}.json"), summary)
     return finish(summary)

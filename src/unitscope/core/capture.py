@@ -30,8 +30,12 @@ __all__ = ["hooked", "site_hooks", "Recorder", "layer_names", "call_counts"]
 
 
 @contextmanager
-def hooked(forward: Mapping[nn.Module, Callable] | None = None, pre: Mapping[nn.Module, Callable] | None = None, *,
-           prepend: bool = False):
+def hooked(
+    forward: Mapping[nn.Module, Callable] | None = None,
+    pre: Mapping[nn.Module, Callable] | None = None,
+    *,
+    prepend: bool = False,
+):
     """Register forward hooks (``fn(module, args, output)``) and pre-hooks (``fn(module, args)``) for the
     duration of the block; they are removed on exit, also when the block raises or is interrupted.
     ``prepend``: run them before the module's other hooks (an input substitution that recorders must see)."""
@@ -52,8 +56,11 @@ def ambiguous_call(name: str, calls: int | None = None) -> UnitscopeError:
     known yet) in one forward pass."""
     listed = ", ".join(repr(f"{name}@{i}") for i in range(calls or 2)) + ("" if calls else ", …")
     ran = f"ran {calls} times" if calls else "ran more than once"
-    return UnitscopeError(f"layer {name!r} {ran} in one forward pass, so its units are ambiguous", layer=name,
-                          hint=f"name one call: {listed} (unitscope.layer_names(model, inputs=x) lists them)")
+    return UnitscopeError(
+        f"layer {name!r} {ran} in one forward pass, so its units are ambiguous",
+        layer=name,
+        hint=f"name one call: {listed} (unitscope.layer_names(model, inputs=x) lists them)",
+    )
 
 
 @contextmanager
@@ -82,6 +89,7 @@ def site_hooks(model: nn.Module, forward: Mapping[Site, Callable]):
                     new = fn(module, args, out)
                     out = out if new is None else new
             return out
+
         return hook
 
     with hooked(pre={model: reset}, prepend=True), hooked(forward={m: make(e) for m, e in groups.values()}):
@@ -124,9 +132,11 @@ def _through_dictionary(site: Site, dictionary: LayerDictionary, parts, rebuild,
     error node ``ε = y − decode(f)`` (``Dictionary.split``; a forward-mode tangent of ``y`` is carried into both), and
     ``rebuild`` hands on ``decode(f) + ε`` — the layer's output to rounding, so the rest of the model runs as before."""
     if is_tuple or len(parts) != 1:
-        raise UnitscopeError(f"layer {site.name!r} has a tuple {where}; a dictionary reads a layer whose {where} is "
-                             "one tensor", layer=site.name,
-                             hint="attach the dictionary at the sub-layer that produces the tensor it was trained on")
+        raise UnitscopeError(
+            f"layer {site.name!r} has a tuple {where}; a dictionary reads a layer whose {where} is one tensor",
+            layer=site.name,
+            hint="attach the dictionary at the sub-layer that produces the tensor it was trained on",
+        )
     f, err = dictionary.split(parts[0], layer=site.name)
     return [f, err], lambda passed: rebuild([dictionary.join(passed[0], passed[1])]), True
 
@@ -146,8 +156,14 @@ class Recorder:
     this class decides it: callers just ask for ``stop_when_done``.
     """
 
-    def __init__(self, sites: Sequence[Site], need_grad: bool = False, replace: Mapping[str, Callable] | None = None,
-                 stop_when_done: bool = False, tangents: bool = False):
+    def __init__(
+        self,
+        sites: Sequence[Site],
+        need_grad: bool = False,
+        replace: Mapping[str, Callable] | None = None,
+        stop_when_done: bool = False,
+        tangents: bool = False,
+    ):
         self.sites = list(sites)
         self.probe = stop_when_done and not all(_known_single(s) for s in self.sites)
         self.stop_when_done = stop_when_done and not self.probe
@@ -166,10 +182,12 @@ class Recorder:
         if parts is None or (not parts):
             raise UnitscopeError(
                 f"layer {site.name!r} has an {where} of type {type(value).__name__}; only tensors and tuples of "
-                "floating-point tensors can be scored", layer=site.name,
-                hint="pick the sub-layer that produces the tensor you want")
+                "floating-point tensors can be scored",
+                layer=site.name,
+                hint="pick the sub-layer that produces the tensor you want",
+            )
         self.calls[site.name] += 1
-        if site.dictionary is not None:   # the layer read through a dictionary: y = decode(f) + ε, parts (f, ε)
+        if site.dictionary is not None:  # the layer read through a dictionary: y = decode(f) + ε, parts (f, ε)
             parts, rebuild, is_tuple = _through_dictionary(site, site.dictionary, parts, rebuild, is_tuple, where)
         if site.name in self.replace:
             parts = list(self.replace[site.name](list(parts)))
@@ -210,6 +228,7 @@ class Recorder:
             if len(args) == 1:
                 return (self._record_call(group, args[0]),)
             return self._record_call(group, args)
+
         return hook
 
     @contextmanager
@@ -236,9 +255,15 @@ class Recorder:
             n = self.calls[s.name]
             if n == 0:
                 ran = self.module_calls[(id(s.module), s.use_input)] if s.call is not None else 0
-                raise UnitscopeError(f"layer {s.name!r} did not run in the model's forward pass", layer=s.name,
-                                     hint=(f"its module ran {ran} times: calls are @0 … @{ran - 1}" if ran else
-                                           "pick a layer that forward() calls"))
+                raise UnitscopeError(
+                    f"layer {s.name!r} did not run in the model's forward pass",
+                    layer=s.name,
+                    hint=(
+                        f"its module ran {ran} times: calls are @0 … @{ran - 1}"
+                        if ran
+                        else "pick a layer that forward() calls"
+                    ),
+                )
             if n > 1:
                 raise ambiguous_call(s.name, n)
 
@@ -299,6 +324,7 @@ def call_counts(model: nn.Module, inputs) -> dict:
     def counter(name):
         def hook(module, args, out):
             counts[name] = counts.get(name, 0) + 1
+
         return hook
 
     xs = inputs if isinstance(inputs, tuple) else (inputs,)

@@ -45,8 +45,9 @@ def _parse_activation(activation, k=None) -> tuple[str, int | None]:
     if activation is None:
         return "identity", None
     if not isinstance(activation, str):
-        raise UnitscopeError("activation must be a name", got=type(activation).__name__,
-                             hint=f"use one of {', '.join(ACTIVATIONS)}")
+        raise UnitscopeError(
+            "activation must be a name", got=type(activation).__name__, hint=f"use one of {', '.join(ACTIVATIONS)}"
+        )
     name = activation.strip().lower()
     if name in ("linear", "none"):
         name = "identity"
@@ -54,8 +55,11 @@ def _parse_activation(activation, k=None) -> tuple[str, int | None]:
         rest = name[4:].lstrip(":=_")
         k = int(rest) if rest.isdigit() else k
         if k is None or int(k) < 1:
-            raise UnitscopeError(f"activation {activation!r} needs the number of features kept", activation=activation,
-                                 hint="write activation='topk:K', e.g. 'topk:32'")
+            raise UnitscopeError(
+                f"activation {activation!r} needs the number of features kept",
+                activation=activation,
+                hint="write activation='topk:K', e.g. 'topk:32'",
+            )
         return "topk", int(k)
     if name in ("relu", "jumprelu", "tanh-relu", "identity"):
         return name, None
@@ -70,20 +74,29 @@ class LinearDictionary(nn.Module):
     (``pre · [pre > threshold]``), ``tanh-relu`` or ``identity``. The weights are cast to the input's dtype and device
     on use (the module itself is not moved)."""
 
-    def __init__(self, W_enc, b_enc, W_dec, b_dec, *, activation="relu", k=None, threshold=None,
-                 b_dec_pre: bool = False):
+    def __init__(
+        self, W_enc, b_enc, W_dec, b_dec, *, activation="relu", k=None, threshold=None, b_dec_pre: bool = False
+    ):
         super().__init__()
         W_enc, W_dec = torch.as_tensor(W_enc), torch.as_tensor(W_dec)
         if W_enc.dim() != 2 or W_dec.dim() != 2:
-            raise UnitscopeError("W_enc and W_dec must be matrices", W_enc=tuple(W_enc.shape), W_dec=tuple(W_dec.shape),
-                                 hint="W_enc is [d_in, F], W_dec is [F, d_in]")
+            raise UnitscopeError(
+                "W_enc and W_dec must be matrices",
+                W_enc=tuple(W_enc.shape),
+                W_dec=tuple(W_dec.shape),
+                hint="W_enc is [d_in, F], W_dec is [F, d_in]",
+            )
         d_in, n = W_enc.shape
         if tuple(W_dec.shape) != (n, d_in):
-            hint = ("W_dec looks transposed: pass W_dec.T" if tuple(W_dec.shape) == (d_in, n) else
-                    "W_enc is [d_in, F] and W_dec is [F, d_in] (SAELens's layout; nn.Linear's weights are "
-                    "transposed: W_enc = encoder.weight.T, W_dec = decoder.weight.T)")
-            raise UnitscopeError("the decoder does not fit the encoder", W_enc=tuple(W_enc.shape),
-                                 W_dec=tuple(W_dec.shape), hint=hint)
+            hint = (
+                "W_dec looks transposed: pass W_dec.T"
+                if tuple(W_dec.shape) == (d_in, n)
+                else "W_enc is [d_in, F] and W_dec is [F, d_in] (SAELens's layout; nn.Linear's weights are "
+                "transposed: W_enc = encoder.weight.T, W_dec = decoder.weight.T)"
+            )
+            raise UnitscopeError(
+                "the decoder does not fit the encoder", W_enc=tuple(W_enc.shape), W_dec=tuple(W_dec.shape), hint=hint
+            )
         if not W_enc.is_floating_point():
             W_enc, W_dec = W_enc.float(), W_dec.float()
         b_enc = torch.zeros(n, dtype=W_enc.dtype) if b_enc is None else torch.as_tensor(b_enc)
@@ -91,11 +104,13 @@ class LinearDictionary(nn.Module):
         for name, b, want in (("b_enc", b_enc, n), ("b_dec", b_dec, d_in)):
             if tuple(b.shape) != (want,):
                 got: dict[str, Any] = {name: tuple(b.shape)}
-                raise UnitscopeError(f"{name} does not fit the weights", **got, expected=(want,),
-                                     W_enc=tuple(W_enc.shape))
+                raise UnitscopeError(
+                    f"{name} does not fit the weights", **got, expected=(want,), W_enc=tuple(W_enc.shape)
+                )
         act, k = _parse_activation(activation, k)
         if act == "topk" and k > n:
             raise UnitscopeError(f"top-k keeps {k} features but the dictionary has {n}", k=k, features=n)
+
         def own(t, dtype):
             return nn.Parameter(t.detach().to(dtype).clone(memory_format=torch.contiguous_format))
 
@@ -103,8 +118,9 @@ class LinearDictionary(nn.Module):
         self.W_dec, self.b_dec = own(W_dec, W_dec.dtype), own(b_dec, W_dec.dtype)
         if act == "jumprelu":
             if threshold is None:
-                raise UnitscopeError("a JumpReLU dictionary needs its threshold", hint="pass threshold= (a number or "
-                                     "a tensor [F])")
+                raise UnitscopeError(
+                    "a JumpReLU dictionary needs its threshold", hint="pass threshold= (a number or a tensor [F])"
+                )
             t = torch.as_tensor(threshold, dtype=W_enc.dtype)
             if t.dim() and tuple(t.shape) != (n,):
                 raise UnitscopeError("threshold does not fit the dictionary", threshold=tuple(t.shape), expected=(n,))
@@ -207,15 +223,17 @@ class Dictionary(nn.Module):
         if isinstance(module, Dictionary):
             module = module.module
         if not (callable(getattr(module, "encode", None)) and callable(getattr(module, "decode", None))):
-            raise UnitscopeError(f"a {type(module).__name__} is no dictionary: it has no encode() and decode()",
-                                 hint="wrap a module with encode(y) -> f and decode(f) -> ŷ, or build one with "
-                                      "Dictionary.from_weights / from_saelens / from_state_dict")
+            raise UnitscopeError(
+                f"a {type(module).__name__} is no dictionary: it has no encode() and decode()",
+                hint="wrap a module with encode(y) -> f and decode(f) -> ŷ, or build one with "
+                "Dictionary.from_weights / from_saelens / from_state_dict",
+            )
         if not isinstance(module, nn.Module):
             raise UnitscopeError("a dictionary must be a torch.nn.Module", got=type(module).__name__)
         self.module = module
         self.dim = int(dim)
         self.name = name
-        self.hook_name = None   # where it was trained (SAELens's cfg.json), for the user's information
+        self.hook_name = None  # where it was trained (SAELens's cfg.json), for the user's information
 
     # ---------------------------------------------------------------------------------------------------------
     @property
@@ -245,8 +263,10 @@ class Dictionary(nn.Module):
         else:
             out = fn(u)
         if not torch.is_tensor(out):
-            raise UnitscopeError(f"the dictionary's {getattr(fn, '__name__', 'encode')}() returned a "
-                                 f"{type(out).__name__}, not a tensor", hint="encode/decode must return tensors")
+            raise UnitscopeError(
+                f"the dictionary's {getattr(fn, '__name__', 'encode')}() returned a {type(out).__name__}, not a tensor",
+                hint="encode/decode must return tensors",
+            )
         return out.movedim(-1, dim) if moved else out
 
     def encode(self, y: torch.Tensor) -> torch.Tensor:
@@ -261,20 +281,29 @@ class Dictionary(nn.Module):
     def check(self, y: torch.Tensor, *, layer: str = "") -> None:
         """A :class:`UnitscopeError` if ``y`` (a layer's output) is not what the dictionary reads."""
         if not torch.is_tensor(y) or not y.is_floating_point():
-            raise UnitscopeError(f"layer {layer!r} does not output a floating-point tensor, which a dictionary needs",
-                                 layer=layer, hint="attach the dictionary at a layer whose output is a tensor")
+            raise UnitscopeError(
+                f"layer {layer!r} does not output a floating-point tensor, which a dictionary needs",
+                layer=layer,
+                hint="attach the dictionary at a layer whose output is a tensor",
+            )
         if y.dim() < 2 or not -y.dim() < self.dim < y.dim() or self.dim == 0 or self.dim == -y.dim():
-            raise UnitscopeError(f"the dictionary reads dim {self.dim} of layer {layer!r}, whose output is "
-                                 f"{list(y.shape)}", layer=layer, shape=tuple(y.shape),
-                                 hint="dims count the batch as dim 0; Dictionary(..., dim=1) for a conv layer's "
-                                      "channels")
+            raise UnitscopeError(
+                f"the dictionary reads dim {self.dim} of layer {layer!r}, whose output is {list(y.shape)}",
+                layer=layer,
+                shape=tuple(y.shape),
+                hint="dims count the batch as dim 0; Dictionary(..., dim=1) for a conv layer's channels",
+            )
         d = self.d_in
         if d is not None and y.shape[self.dim] != d:
             where = f" (trained on {self.hook_name!r})" if self.hook_name else ""
-            raise UnitscopeError(f"the dictionary reads vectors of {d} dims{where}, but dim {self.dim} of layer "
-                                 f"{layer!r} has {y.shape[self.dim]}", layer=layer, shape=tuple(y.shape),
-                                 hint="attach it at the layer it was trained on, or give Dictionary(..., dim=) the "
-                                      "dim of the layer's output that it reads")
+            raise UnitscopeError(
+                f"the dictionary reads vectors of {d} dims{where}, but dim {self.dim} of layer "
+                f"{layer!r} has {y.shape[self.dim]}",
+                layer=layer,
+                shape=tuple(y.shape),
+                hint="attach it at the layer it was trained on, or give Dictionary(..., dim=) the "
+                "dim of the layer's output that it reads",
+            )
 
     def split(self, y: torch.Tensor, *, layer: str = "") -> tuple[torch.Tensor, torch.Tensor]:
         """``(f, ε)``: the features ``encode(y)`` and the error node ``y − decode(f)``. ``f`` is a fresh node of the
@@ -294,9 +323,19 @@ class Dictionary(nn.Module):
 
     # constructors ----------------------------------------------------------------------------------------------
     @classmethod
-    def from_weights(cls, W_enc, b_enc=None, W_dec=None, b_dec=None, *, b_dec_pre: bool = False,
-                     activation: str | None = "relu", threshold=None, k: int | None = None,
-                     dim: int = -1) -> "Dictionary":
+    def from_weights(
+        cls,
+        W_enc,
+        b_enc=None,
+        W_dec=None,
+        b_dec=None,
+        *,
+        b_dec_pre: bool = False,
+        activation: str | None = "relu",
+        threshold=None,
+        k: int | None = None,
+        dim: int = -1,
+    ) -> "Dictionary":
         """A sparse autoencoder from its weights (SAELens's layout): ``W_enc [d_in, F]``, ``b_enc [F]``,
         ``W_dec [F, d_in]``, ``b_dec [d_in]`` (``None``: zeros). ``b_dec_pre``: subtract ``b_dec`` before encoding
         (SAELens's ``apply_b_dec_to_input``). ``activation``: ``"relu"``, ``"topk:K"``, ``"jumprelu"`` (with
@@ -308,8 +347,12 @@ class Dictionary(nn.Module):
         """
         if W_dec is None:
             raise UnitscopeError("from_weights needs W_dec (the decoder, [F, d_in])")
-        return cls(LinearDictionary(W_enc, b_enc, W_dec, b_dec, activation=activation, k=k, threshold=threshold,
-                                    b_dec_pre=b_dec_pre), dim=dim)
+        return cls(
+            LinearDictionary(
+                W_enc, b_enc, W_dec, b_dec, activation=activation, k=k, threshold=threshold, b_dec_pre=b_dec_pre
+            ),
+            dim=dim,
+        )
 
     @classmethod
     def identity(cls, d: int, *, dim: int = -1, dtype: torch.dtype = torch.float32) -> "Dictionary":
@@ -323,8 +366,16 @@ class Dictionary(nn.Module):
         return cls.from_weights(eye, None, eye, None, activation="identity", dim=dim)
 
     @classmethod
-    def from_state_dict(cls, state, *, activation: str | None = "relu", threshold=None, b_dec_pre: bool = False,
-                        k: int | None = None, dim: int = -1) -> "Dictionary":
+    def from_state_dict(
+        cls,
+        state,
+        *,
+        activation: str | None = "relu",
+        threshold=None,
+        b_dec_pre: bool = False,
+        k: int | None = None,
+        dim: int = -1,
+    ) -> "Dictionary":
         """A sparse autoencoder from a plain state dict ``{W_enc [d_in, F], b_enc [F], W_dec [F, d_in], b_dec
         [d_in]}`` (``nn.Linear`` names also: ``encoder.weight [F, d_in]``, ``encoder.bias``, ``decoder.weight
         [d_in, F]``, ``decoder.bias``; a ``threshold`` entry makes it a JumpReLU): a dict, or a file — ``.safetensors``,
@@ -342,8 +393,17 @@ class Dictionary(nn.Module):
             threshold = got.pop("threshold")
             activation = "jumprelu" if activation in ("relu", None) else activation
         got.pop("threshold", None)
-        return cls.from_weights(got["W_enc"], got.get("b_enc"), got["W_dec"], got.get("b_dec"), b_dec_pre=b_dec_pre,
-                                activation=activation, threshold=threshold, k=k, dim=dim)
+        return cls.from_weights(
+            got["W_enc"],
+            got.get("b_enc"),
+            got["W_dec"],
+            got.get("b_dec"),
+            b_dec_pre=b_dec_pre,
+            activation=activation,
+            threshold=threshold,
+            k=k,
+            dim=dim,
+        )
 
     @classmethod
     def from_saelens(cls, folder, *, dim: int = -1) -> "Dictionary":
@@ -354,14 +414,20 @@ class Dictionary(nn.Module):
         folder = Path(folder)
         cfg_path, w_path = folder / _SAELENS_CFG, folder / _SAELENS_WEIGHTS
         if not folder.is_dir():
-            raise UnitscopeError(f"{str(folder)!r} is not a folder", hint="a SAELens SAE is a folder with cfg.json and "
-                                 "sae_weights.safetensors (SAE.save_model writes one)")
+            raise UnitscopeError(
+                f"{str(folder)!r} is not a folder",
+                hint="a SAELens SAE is a folder with cfg.json and sae_weights.safetensors (SAE.save_model writes one)",
+            )
         for p in (cfg_path, w_path):
             if not p.is_file():
                 have = sorted(q.name for q in folder.iterdir())[:8]
-                raise UnitscopeError(f"the SAELens folder {str(folder)!r} has no {p.name}", folder=str(folder),
-                                     has=have, hint="SAELens writes cfg.json and sae_weights.safetensors; a plain "
-                                                    "state dict file loads with Dictionary.from_state_dict")
+                raise UnitscopeError(
+                    f"the SAELens folder {str(folder)!r} has no {p.name}",
+                    folder=str(folder),
+                    has=have,
+                    hint="SAELens writes cfg.json and sae_weights.safetensors; a plain "
+                    "state dict file loads with Dictionary.from_state_dict",
+                )
         try:
             cfg = json.loads(cfg_path.read_text())
         except (OSError, ValueError) as e:
@@ -374,22 +440,30 @@ class Dictionary(nn.Module):
         kwargs = cfg.get("activation_fn_kwargs") or {}
         norm = cfg.get("normalize_activations")
         if norm not in (None, "none", False):
-            raise UnitscopeError(f"the SAE of {str(folder)!r} normalizes its inputs ({norm!r}), which its folder does "
-                                 "not hold the scale of", file=str(cfg_path), normalize_activations=norm,
-                                 hint="fold the normalization into the weights, or wrap the SAELens SAE object: "
-                                      "Dictionary(sae)")
+            raise UnitscopeError(
+                f"the SAE of {str(folder)!r} normalizes its inputs ({norm!r}), which its folder does "
+                "not hold the scale of",
+                file=str(cfg_path),
+                normalize_activations=norm,
+                hint="fold the normalization into the weights, or wrap the SAELens SAE object: Dictionary(sae)",
+            )
         if cfg.get("finetuning_scaling_factor"):
-            raise UnitscopeError("a SAE with a finetuning scaling factor is not supported from its folder",
-                                 file=str(cfg_path), hint="wrap the SAELens SAE object: Dictionary(sae)")
+            raise UnitscopeError(
+                "a SAE with a finetuning scaling factor is not supported from its folder",
+                file=str(cfg_path),
+                hint="wrap the SAELens SAE object: Dictionary(sae)",
+            )
         k = cfg.get("k", kwargs.get("k"))
         threshold = None
         if arch in ("standard", "relu"):
             if act_name not in ("relu", "topk", "tanh-relu"):
-                raise UnitscopeError(f"unsupported activation {act_name!r} in {str(cfg_path)!r}",
-                                     hint="relu, topk and tanh-relu are read; wrap the SAE object: Dictionary(sae)")
+                raise UnitscopeError(
+                    f"unsupported activation {act_name!r} in {str(cfg_path)!r}",
+                    hint="relu, topk and tanh-relu are read; wrap the SAE object: Dictionary(sae)",
+                )
             activation = act_name
         elif arch in ("topk", "batchtopk"):
-            activation = "topk"   # BatchTopK at inference: per-token top-k with the same k
+            activation = "topk"  # BatchTopK at inference: per-token top-k with the same k
         elif arch == "jumprelu":
             activation = "jumprelu"
             if "threshold" in weights:
@@ -397,21 +471,36 @@ class Dictionary(nn.Module):
             elif "log_threshold" in weights:
                 threshold = weights["log_threshold"].exp()
             else:
-                raise UnitscopeError(f"the JumpReLU SAE in {str(w_path)!r} has no threshold",
-                                     has=sorted(weights), hint="SAELens saves 'threshold' with the weights")
+                raise UnitscopeError(
+                    f"the JumpReLU SAE in {str(w_path)!r} has no threshold",
+                    has=sorted(weights),
+                    hint="SAELens saves 'threshold' with the weights",
+                )
         else:
-            raise UnitscopeError(f"SAELens architecture {arch!r} is not read from a folder", file=str(cfg_path),
-                                 hint="standard (relu), topk and jumprelu are; for others wrap the SAE object: "
-                                      "Dictionary(sae)")
+            raise UnitscopeError(
+                f"SAELens architecture {arch!r} is not read from a folder",
+                file=str(cfg_path),
+                hint="standard (relu), topk and jumprelu are; for others wrap the SAE object: Dictionary(sae)",
+            )
         got = _weights_of(weights, w_path)
         d_in, d_sae = cfg.get("d_in"), cfg.get("d_sae")
         shape = tuple(got["W_enc"].shape)
         if (d_in is not None and shape[0] != d_in) or (d_sae is not None and shape[1] != d_sae):
-            raise UnitscopeError(f"W_enc in {str(w_path)!r} is {list(shape)}, but cfg.json says d_in={d_in}, "
-                                 f"d_sae={d_sae}", hint="W_enc is [d_in, d_sae] in SAELens's layout")
-        out = cls.from_weights(got["W_enc"], got.get("b_enc"), got["W_dec"], got.get("b_dec"),
-                               b_dec_pre=bool(cfg.get("apply_b_dec_to_input", True)), activation=activation,
-                               threshold=threshold, k=k, dim=dim)
+            raise UnitscopeError(
+                f"W_enc in {str(w_path)!r} is {list(shape)}, but cfg.json says d_in={d_in}, d_sae={d_sae}",
+                hint="W_enc is [d_in, d_sae] in SAELens's layout",
+            )
+        out = cls.from_weights(
+            got["W_enc"],
+            got.get("b_enc"),
+            got["W_dec"],
+            got.get("b_dec"),
+            b_dec_pre=bool(cfg.get("apply_b_dec_to_input", True)),
+            activation=activation,
+            threshold=threshold,
+            k=k,
+            dim=dim,
+        )
         out.hook_name = cfg.get("hook_name")
         out.name = folder.name
         return out
@@ -425,8 +514,10 @@ class Dictionary(nn.Module):
             return cls.from_saelens(p, **kw)
         if p.is_file():
             return cls.from_state_dict(p, **kw)
-        raise UnitscopeError(f"no dictionary at {str(p)!r}", hint="a SAELens folder (cfg.json + "
-                             "sae_weights.safetensors) or a state-dict file (.safetensors, .pt)")
+        raise UnitscopeError(
+            f"no dictionary at {str(p)!r}",
+            hint="a SAELens folder (cfg.json + sae_weights.safetensors) or a state-dict file (.safetensors, .pt)",
+        )
 
 
 def _size(module, attrs, weight, axis):
@@ -449,43 +540,56 @@ def _read_tensors(path: Path) -> dict:
         try:
             from safetensors.torch import load_file
         except ImportError:
-            raise UnitscopeError("reading .safetensors needs the safetensors package", file=str(path),
-                                 hint="pip install safetensors") from None
+            raise UnitscopeError(
+                "reading .safetensors needs the safetensors package", file=str(path), hint="pip install safetensors"
+            ) from None
         try:
             return dict(load_file(str(path), device="cpu"))
         except Exception as e:  # noqa: BLE001 — any decoding failure is the file's
-            raise UnitscopeError(f"{str(path)!r} is not a readable safetensors file",
-                                 error=str(e).splitlines()[0] if str(e) else type(e).__name__) from None
+            raise UnitscopeError(
+                f"{str(path)!r} is not a readable safetensors file",
+                error=str(e).splitlines()[0] if str(e) else type(e).__name__,
+            ) from None
     try:
         return torch.load(str(path), map_location="cpu", weights_only=True)
     except Exception as e:  # noqa: BLE001
-        raise UnitscopeError(f"{str(path)!r} is not a state dict of tensors (read with torch.load(weights_only=True), "
-                             "which runs no code)", error=(str(e).splitlines() or [type(e).__name__])[0][:200],
-                             hint="save the weights as a dict of tensors (torch.save(sae.state_dict(), path)) or as "
-                                  ".safetensors") from None
+        raise UnitscopeError(
+            f"{str(path)!r} is not a state dict of tensors (read with torch.load(weights_only=True), "
+            "which runs no code)",
+            error=(str(e).splitlines() or [type(e).__name__])[0][:200],
+            hint="save the weights as a dict of tensors (torch.save(sae.state_dict(), path)) or as .safetensors",
+        ) from None
 
 
 def _weights_of(state: dict, where=None) -> dict:
     """``{W_enc, b_enc, W_dec, b_dec[, threshold]}`` in SAELens's layout from SAELens or ``nn.Linear`` names."""
     out = {}
-    names = {"W_enc": ("W_enc", "encoder.weight"), "b_enc": ("b_enc", "encoder.bias"),
-             "W_dec": ("W_dec", "decoder.weight"), "b_dec": ("b_dec", "decoder.bias"),
-             "threshold": ("threshold",)}
+    names = {
+        "W_enc": ("W_enc", "encoder.weight"),
+        "b_enc": ("b_enc", "encoder.bias"),
+        "W_dec": ("W_dec", "decoder.weight"),
+        "b_dec": ("b_dec", "decoder.bias"),
+        "threshold": ("threshold",),
+    }
     for key, options in names.items():
         for o in options:
             if o in state:
                 t = state[o]
                 if not torch.is_tensor(t):
-                    raise UnitscopeError(f"{o!r} is not a tensor", file=None if where is None else str(where),
-                                         got=type(t).__name__)
+                    raise UnitscopeError(
+                        f"{o!r} is not a tensor", file=None if where is None else str(where), got=type(t).__name__
+                    )
                 out[key] = t.T if o in ("encoder.weight", "decoder.weight") else t
                 break
     missing = [k for k in ("W_enc", "W_dec") if k not in out]
     if missing:
-        raise UnitscopeError(f"the state dict has no {' and no '.join(missing)}",
-                             file=None if where is None else str(where), keys=sorted(state)[:10],
-                             hint="a dictionary's state dict holds W_enc [d_in, F], b_enc [F], W_dec [F, d_in], b_dec "
-                                  "[d_in] (or nn.Linear's encoder.weight/bias, decoder.weight/bias)")
+        raise UnitscopeError(
+            f"the state dict has no {' and no '.join(missing)}",
+            file=None if where is None else str(where),
+            keys=sorted(state)[:10],
+            hint="a dictionary's state dict holds W_enc [d_in, F], b_enc [F], W_dec [F, d_in], b_dec "
+            "[d_in] (or nn.Linear's encoder.weight/bias, decoder.weight/bias)",
+        )
     return out
 
 
@@ -498,9 +602,12 @@ def as_dictionary(value, layer: str = "") -> Dictionary:
         return Dictionary.load(value)
     if isinstance(value, nn.Module):
         return Dictionary(value)
-    raise UnitscopeError(f"the dictionary for layer {layer!r} is a {type(value).__name__}", layer=layer,
-                         hint="pass a unitscope.Dictionary, a module with encode()/decode(), or the path of a SAELens "
-                              "folder or state-dict file")
+    raise UnitscopeError(
+        f"the dictionary for layer {layer!r} is a {type(value).__name__}",
+        layer=layer,
+        hint="pass a unitscope.Dictionary, a module with encode()/decode(), or the path of a SAELens "
+        "folder or state-dict file",
+    )
 
 
 @contextmanager
@@ -522,8 +629,11 @@ def attach(model: nn.Module, sites: list, dictionaries, *, use_input: bool = Fal
     if not dictionaries:
         return list(sites)
     if not isinstance(dictionaries, dict):
-        raise UnitscopeError("dictionaries must be a dict {layer: dictionary}", got=type(dictionaries).__name__,
-                             hint='e.g. dictionaries={"encoder.layer.3": us.Dictionary.from_saelens(folder)}')
+        raise UnitscopeError(
+            "dictionaries must be a dict {layer: dictionary}",
+            got=type(dictionaries).__name__,
+            hint='e.g. dictionaries={"encoder.layer.3": us.Dictionary.from_saelens(folder)}',
+        )
     from dataclasses import replace
 
     from .sites import resolve
@@ -535,6 +645,10 @@ def attach(model: nn.Module, sites: list, dictionaries, *, use_input: bool = Fal
     names = [s.name for s in sites]
     extra = [n for n in by_name if n not in names]
     if extra:
-        raise UnitscopeError(f"a dictionary is given for layer {extra[0]!r}, which is not among the layers scored",
-                             layer=extra[0], layers=names, hint=f"add {extra[0]!r} to layers=")
+        raise UnitscopeError(
+            f"a dictionary is given for layer {extra[0]!r}, which is not among the layers scored",
+            layer=extra[0],
+            layers=names,
+            hint=f"add {extra[0]!r} to layers=",
+        )
     return [replace(s, dictionary=by_name[s.name]) if s.name in by_name else s for s in sites]

@@ -31,8 +31,10 @@ from .errors import UnitscopeError
 
 __all__ = ["is_oom", "with_oom_hint", "model_errors", "expected_input", "OOM_HINT"]
 
-OOM_HINT = ("unitscope: out of memory — lower internal_batch_size (path rows per forward/backward pass) or "
-            "batch_size (examples per batch)")
+OOM_HINT = (
+    "unitscope: out of memory — lower internal_batch_size (path rows per forward/backward pass) or "
+    "batch_size (examples per batch)"
+)
 
 _SHAPE_WORDS = ("shape", "size", "dimension", "mat1", "mat2", "expected input", "must match", "channels")
 
@@ -77,8 +79,11 @@ def _calls_in(model: nn.Module, tb) -> list[tuple[str, nn.Module, object]]:
     while tb is not None:
         frame = tb.tb_frame
         me = frame.f_locals.get("self")
-        if isinstance(me, nn.Module) and id(me) in names and frame.f_code.co_name in ("_call_impl",
-                                                                                     "_wrapped_call_impl"):
+        if (
+            isinstance(me, nn.Module)
+            and id(me) in names
+            and frame.f_code.co_name in ("_call_impl", "_wrapped_call_impl")
+        ):
             if not calls or calls[-1][1] is not me:
                 calls.append((names[id(me)], me, frame.f_locals.get("args")))
         elif isinstance(me, nn.Module) and id(me) in names and frame.f_code.co_name == "forward":
@@ -143,20 +148,26 @@ def model_errors(model: nn.Module, *, inputs=None, what: str = "the model", hint
         if fed is not None and user is not None and fed != user:
             # the model failed on points of the path (baseline → input), not on the user's own batch
             count = fed[0] if isinstance(fed, list) and fed and isinstance(fed[0], int) else None
-            on_path = (f" on {count} points of the path from the baselines to the inputs" if count is not None
-                       else " on points of the path from the baselines to the inputs")
+            on_path = (
+                f" on {count} points of the path from the baselines to the inputs"
+                if count is not None
+                else " on points of the path from the baselines to the inputs"
+            )
         shape_like = any(w in first.lower() for w in _SHAPE_WORDS)
         call = where + (f" called with {called}" if called is not None else "")
         if shape_like and user is not None:
-            message = (f"{what} does not accept inputs of shape {user}: {call}{on_path} raised "
-                       f"{type(e).__name__}: {first}")
+            message = (
+                f"{what} does not accept inputs of shape {user}: {call}{on_path} raised {type(e).__name__}: {first}"
+            )
         else:
             message = f"{what} raised {type(e).__name__} in {call}{on_path}: {first}"
             if user is not None:
                 message += f" (your inputs: {user})"
         if hint is None and shape_like:
             want = expected_input(model)
-            hint = (f"the model expects {want[0]} (read from {want[1]}); the inputs are examples first"
-                    if want is not None else "check that the inputs have the shape the model expects "
-                                             "(examples first)")
+            hint = (
+                f"the model expects {want[0]} (read from {want[1]}); the inputs are examples first"
+                if want is not None
+                else "check that the inputs have the shape the model expects (examples first)"
+            )
         raise UnitscopeError(message, hint=hint or "the model's own traceback is chained above") from e

@@ -31,8 +31,16 @@ import torch
 from .errors import UnitscopeError
 from .faults import is_oom
 
-__all__ = ["atomic_write", "atomic_save", "atomic_write_text", "atomic_write_bytes", "safe_load", "check_writable",
-           "UnsafeFileError", "DamagedFileError"]
+__all__ = [
+    "atomic_write",
+    "atomic_save",
+    "atomic_write_text",
+    "atomic_write_bytes",
+    "safe_load",
+    "check_writable",
+    "UnsafeFileError",
+    "DamagedFileError",
+]
 
 
 class UnsafeFileError(UnitscopeError):
@@ -61,7 +69,7 @@ def atomic_write(path, write) -> Path:
             os.fsync(f.fileno())
         umask = os.umask(0)
         os.umask(umask)
-        os.chmod(tmp, 0o666 & ~umask)   # as any file written here (mkstemp makes 0600)
+        os.chmod(tmp, 0o666 & ~umask)  # as any file written here (mkstemp makes 0600)
         os.replace(tmp, path)
     finally:
         if os.path.exists(tmp):
@@ -97,20 +105,29 @@ def safe_load(path, *, what: str = "file"):
         with zipfile.ZipFile(path) as z:
             bad = z.testzip()  # reads every member and checks its CRC
     except (zipfile.BadZipFile, EOFError) as e:
-        raise DamagedFileError(f"{what} {str(path)!r} is truncated or not a torch.save archive; not loaded",
-                               hint=f"{e}; delete it (or write it again) to start over") from None
+        raise DamagedFileError(
+            f"{what} {str(path)!r} is truncated or not a torch.save archive; not loaded",
+            hint=f"{e}; delete it (or write it again) to start over",
+        ) from None
     if bad is not None:
-        raise DamagedFileError(f"{what} {str(path)!r} is damaged (checksum mismatch in {bad!r}); not loaded",
-                               hint="delete it (or write it again) to start over")
+        raise DamagedFileError(
+            f"{what} {str(path)!r} is damaged (checksum mismatch in {bad!r}); not loaded",
+            hint="delete it (or write it again) to start over",
+        )
     try:
         return torch.load(path, map_location="cpu", weights_only=True)
     except pickle.UnpicklingError as e:
-        detail = next((line.strip() for line in str(e).splitlines() if "Unsupported" in line or "GLOBAL" in line),
-                      str(e).splitlines()[0] if str(e) else type(e).__name__)
-        raise UnsafeFileError(f"refused to load {what} {str(path)!r}: it holds Python objects, not only tensors and "
-                              "plain data, so loading it could run code", detail=detail,
-                              hint="unitscope writes only plain data; load files only from people you trust, "
-                                   "and never with torch.load(weights_only=False)") from None
+        detail = next(
+            (line.strip() for line in str(e).splitlines() if "Unsupported" in line or "GLOBAL" in line),
+            str(e).splitlines()[0] if str(e) else type(e).__name__,
+        )
+        raise UnsafeFileError(
+            f"refused to load {what} {str(path)!r}: it holds Python objects, not only tensors and "
+            "plain data, so loading it could run code",
+            detail=detail,
+            hint="unitscope writes only plain data; load files only from people you trust, "
+            "and never with torch.load(weights_only=False)",
+        ) from None
     except (RuntimeError, EOFError) as e:
         if is_oom(e):
             raise
@@ -126,6 +143,8 @@ def check_writable(folder, *, what: str = "output folder") -> Path:
         os.close(fd)
         os.remove(probe)
     except OSError as e:
-        raise UnitscopeError(f"cannot write to the {what} {str(folder)!r}: {e.strerror or e}",
-                             hint="choose a folder you can write to (--out DIR)") from None
+        raise UnitscopeError(
+            f"cannot write to the {what} {str(folder)!r}: {e.strerror or e}",
+            hint="choose a folder you can write to (--out DIR)",
+        ) from None
     return folder

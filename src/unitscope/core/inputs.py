@@ -25,8 +25,16 @@ import torch
 
 from .errors import UnitscopeError
 
-__all__ = ["Batch", "prepare", "Target", "make_target", "model_device", "in_model_dtype", "result_dtype",
-           "token_embedding"]
+__all__ = [
+    "Batch",
+    "prepare",
+    "Target",
+    "make_target",
+    "model_device",
+    "in_model_dtype",
+    "result_dtype",
+    "token_embedding",
+]
 
 
 def model_device(model, default=None):
@@ -88,8 +96,8 @@ class Batch:
     additional_forward_args: tuple
     n: int
     kwargs: dict = field(default_factory=dict)
-    ids: tuple[torch.Tensor, ...] | None = None    # token ids fed to the model when paths start at an embedding
-    embedding: torch.nn.Module | None = None       # that embedding module
+    ids: tuple[torch.Tensor, ...] | None = None  # token ids fed to the model when paths start at an embedding
+    embedding: torch.nn.Module | None = None  # that embedding module
 
     def path_rows(self, example: torch.Tensor, alpha: torch.Tensor) -> tuple[torch.Tensor, ...]:
         """Rows ``x'_e + α (x_e − x'_e)`` for paired example indices and alphas (integer inputs: ``x_e``)."""
@@ -128,9 +136,12 @@ class Batch:
 
         def substitute(module, args, out):
             if out.shape != rows[0].shape:
-                raise UnitscopeError("the embedding module's output does not match the path rows",
-                                     embedding_output=tuple(out.shape), rows=tuple(rows[0].shape),
-                                     hint="embedding= must name the module that maps the token ids to vectors")
+                raise UnitscopeError(
+                    "the embedding module's output does not match the path rows",
+                    embedding_output=tuple(out.shape),
+                    rows=tuple(rows[0].shape),
+                    hint="embedding= must name the module that maps the token ids to vectors",
+                )
             return rows[0]
 
         with hooked(forward={self.embedding: substitute}, prepend=True):
@@ -147,7 +158,7 @@ def token_embedding(model) -> str:
     '0'
     """
     names = {id(m): n for n, m in model.named_modules()}
-    for owner in (model, getattr(model, "hf", None), *model.modules()):   # the outermost model that says
+    for owner in (model, getattr(model, "hf", None), *model.modules()):  # the outermost model that says
         get = getattr(owner, "get_input_embeddings", None)
         module = get() if callable(get) else None
         if isinstance(module, torch.nn.Module) and id(module) in names:
@@ -155,9 +166,13 @@ def token_embedding(model) -> str:
     found = [n for n, m in model.named_modules() if isinstance(m, torch.nn.Embedding)]
     if len(found) == 1:
         return found[0]
-    raise UnitscopeError("embedding='auto' finds no single token embedding in this model" if not found else
-                         f"embedding='auto': the model has {len(found)} nn.Embedding modules",
-                         embeddings=found[:8], hint="name the one that maps the token ids: embedding='NAME'")
+    raise UnitscopeError(
+        "embedding='auto' finds no single token embedding in this model"
+        if not found
+        else f"embedding='auto': the model has {len(found)} nn.Embedding modules",
+        embeddings=found[:8],
+        hint="name the one that maps the token ids: embedding='NAME'",
+    )
 
 
 def _embed(model, embedding, inputs, baselines, device):
@@ -170,36 +185,51 @@ def _embed(model, embedding, inputs, baselines, device):
     (site,) = resolve(model, [embedding])
     ids = _as_tuple(inputs, "inputs")
     if len(ids) != 1 or ids[0].is_floating_point():
-        raise UnitscopeError("embedding= needs one tensor of integer token ids as inputs", embedding=site.name,
-                             dtypes=[str(t.dtype) for t in ids])
+        raise UnitscopeError(
+            "embedding= needs one tensor of integer token ids as inputs",
+            embedding=site.name,
+            dtypes=[str(t.dtype) for t in ids],
+        )
     x = ids[0].detach().to(device) if device is not None else ids[0].detach()
     vocab = getattr(site.module, "num_embeddings", None)
     if isinstance(vocab, int) and x.numel() and (int(x.min()) < 0 or int(x.max()) >= vocab):
         bad = ((x < 0) | (x >= vocab)).nonzero()[0].tolist()
-        raise UnitscopeError(f"token id {int(x[tuple(bad)])} at example {bad[0]}, position {bad[1:]} is outside the "
-                             f"vocabulary of {site.name!r} (ids 0 … {vocab - 1})", embedding=site.name,
-                             hint="tokenize with the model's own tokenizer, or check that the ids belong to this "
-                                  "model")
+        raise UnitscopeError(
+            f"token id {int(x[tuple(bad)])} at example {bad[0]}, position {bad[1:]} is outside the "
+            f"vocabulary of {site.name!r} (ids 0 … {vocab - 1})",
+            embedding=site.name,
+            hint="tokenize with the model's own tokenizer, or check that the ids belong to this model",
+        )
     from .faults import model_errors
 
     with torch.no_grad(), model_errors(site.module, inputs=x, what=f"the embedding {site.name!r}"):
         emb = site.module(x)
         if not torch.is_tensor(emb) or not emb.is_floating_point():
-            raise UnitscopeError(f"module {site.name!r} does not map token ids to float vectors",
-                                 embedding=site.name, hint="name the token embedding, e.g. 'transformer.wte'")
+            raise UnitscopeError(
+                f"module {site.name!r} does not map token ids to float vectors",
+                embedding=site.name,
+                hint="name the token embedding, e.g. 'transformer.wte'",
+            )
         if baselines is None:
             base = torch.zeros_like(emb)
         elif isinstance(baselines, int) or (torch.is_tensor(baselines) and not baselines.is_floating_point()):
             b = torch.as_tensor(baselines, device=x.device)
             base = site.module(torch.broadcast_to(b, x.shape).contiguous())
         else:
-            base = torch.broadcast_to(torch.as_tensor(baselines, dtype=emb.dtype, device=emb.device),
-                                      emb.shape).clone()
+            base = torch.broadcast_to(torch.as_tensor(baselines, dtype=emb.dtype, device=emb.device), emb.shape).clone()
     return (x,), emb.detach(), base.detach(), site.module
 
 
-def prepare(inputs, baselines=None, additional_forward_args=None, device=None, *, allow_ids: bool = False,
-            embedding=None, model=None) -> Batch:
+def prepare(
+    inputs,
+    baselines=None,
+    additional_forward_args=None,
+    device=None,
+    *,
+    allow_ids: bool = False,
+    embedding=None,
+    model=None,
+) -> Batch:
     """Check inputs and baselines and put them on ``device``; baselines broadcast to the inputs' shape.
 
     ``allow_ids``: integer inputs are accepted (methods evaluated at the input only); ``embedding`` (with
@@ -215,20 +245,25 @@ def prepare(inputs, baselines=None, additional_forward_args=None, device=None, *
     n = xs[0].shape[0] if xs[0].dim() else 0
     for i, x in enumerate(xs):
         if x.dim() == 0 or x.shape[0] == 0:
-            raise UnitscopeError("the batch is empty: inputs need a batch dimension with at least one example",
-                                 input=i, shape=tuple(x.shape))
+            raise UnitscopeError(
+                "the batch is empty: inputs need a batch dimension with at least one example",
+                input=i,
+                shape=tuple(x.shape),
+            )
         if x.shape[0] != n:
             raise UnitscopeError("all inputs must have the same batch size", shapes=[tuple(t.shape) for t in xs])
         if not x.is_floating_point():
             if allow_ids:
                 continue
-            raise UnitscopeError("path methods need floating-point inputs; for token ids pass embedding='NAME' "
-                                 "(the module that embeds them: the path starts at its output)",
-                                 input=i, dtype=str(x.dtype))
+            raise UnitscopeError(
+                "path methods need floating-point inputs; for token ids pass embedding='NAME' "
+                "(the module that embeds them: the path starts at its output)",
+                input=i,
+                dtype=str(x.dtype),
+            )
         if not torch.isfinite(x).all():
             bad = int((~torch.isfinite(x)).sum())
-            raise UnitscopeError(f"inputs contain {bad} non-finite values (NaN or inf)", input=i,
-                                 shape=tuple(x.shape))
+            raise UnitscopeError(f"inputs contain {bad} non-finite values (NaN or inf)", input=i, shape=tuple(x.shape))
     xs = tuple(x.detach().to(device) if device is not None else x.detach() for x in xs)
     if baselines is None or all(not x.is_floating_point() for x in xs):
         bs = tuple(torch.zeros_like(x) for x in xs)
@@ -242,9 +277,13 @@ def prepare(inputs, baselines=None, additional_forward_args=None, device=None, *
             try:
                 b = torch.broadcast_to(b, x.shape).clone()
             except RuntimeError:
-                raise UnitscopeError("baseline shape does not broadcast to the input shape", input=i,
-                                     baseline_shape=tuple(b.shape), input_shape=tuple(x.shape),
-                                     hint="use a scalar, one example's shape, or the batch's shape") from None
+                raise UnitscopeError(
+                    "baseline shape does not broadcast to the input shape",
+                    input=i,
+                    baseline_shape=tuple(b.shape),
+                    input_shape=tuple(x.shape),
+                    hint="use a scalar, one example's shape, or the batch's shape",
+                ) from None
             if not torch.isfinite(b).all():
                 raise UnitscopeError("baselines contain non-finite values", input=i)
             per_input.append(b)
@@ -285,8 +324,11 @@ def _spec_target(spec: tuple) -> Callable:
     def fn(output, example):
         if isinstance(key, str):
             if not isinstance(output, dict) or key not in output:
-                raise UnitscopeError(f"the model's output has no entry {key!r}", target=str(spec),
-                                     entries=list(output) if isinstance(output, dict) else type(output).__name__)
+                raise UnitscopeError(
+                    f"the model's output has no entry {key!r}",
+                    target=str(spec),
+                    entries=list(output) if isinstance(output, dict) else type(output).__name__,
+                )
             t = output[key]
         else:
             t = output[key] if isinstance(output, (tuple, list)) else output
@@ -301,9 +343,14 @@ def _spec_target(spec: tuple) -> Callable:
             idx[0] = torch.arange(t.shape[0], device=t.device)
         value = t[tuple(idx)]
         if value.dim() != 1:
-            raise UnitscopeError("the target spec must pick one value per example", target=str(spec),
-                                 picked=tuple(value.shape), hint="give an index for every dim after the batch")
+            raise UnitscopeError(
+                "the target spec must pick one value per example",
+                target=str(spec),
+                picked=tuple(value.shape),
+                hint="give an index for every dim after the batch",
+            )
         return value
+
     return fn
 
 
@@ -327,11 +374,17 @@ class Target:
             else:
                 shown = ", ".join(f"example {e} has target {t}" for e, t in zip(bad[:3].tolist(), got[:3]))
                 shown += f"{', …' if bad.numel() > 3 else ''} ({bad.numel()} of the {n} examples)"
-            hint = (f"targets count from 0, negative ones are not taken from the end: the last class is "
-                    f"{classes - 1}" if min(got) < 0 else
-                    f"a target is a column of the model's output, [{n}, {classes}] for these inputs")
-            raise UnitscopeError(f"target out of range: the model has {classes} outputs, so a target must be in "
-                                 f"0…{classes - 1}; {shown}", targets=sorted(set(got)), hint=hint)
+            hint = (
+                f"targets count from 0, negative ones are not taken from the end: the last class is {classes - 1}"
+                if min(got) < 0
+                else f"a target is a column of the model's output, [{n}, {classes}] for these inputs"
+            )
+            raise UnitscopeError(
+                f"target out of range: the model has {classes} outputs, so a target must be in "
+                f"0…{classes - 1}; {shown}",
+                targets=sorted(set(got)),
+                hint=hint,
+            )
         self.checked = True
 
     def __call__(self, output, example: torch.Tensor) -> torch.Tensor:
@@ -340,14 +393,19 @@ class Target:
         if self.fn is not None:
             value = self.fn(output)
             if not torch.is_tensor(value) or value.shape != (example.shape[0],):
-                raise UnitscopeError("a target callable must return one value per example",
-                                     expected=(example.shape[0],), got=tuple(getattr(value, "shape", ())))
+                raise UnitscopeError(
+                    "a target callable must return one value per example",
+                    expected=(example.shape[0],),
+                    got=tuple(getattr(value, "shape", ())),
+                )
             return value
         if not torch.is_tensor(output) and main_output(output) is not None:
             output = main_output(output)
         if not torch.is_tensor(output):
-            raise UnitscopeError("the model returns a " + type(output).__name__ + "; pass target=callable that "
-                                 "maps the output to one scalar per example, or a spec like ('logits', -1, token)")
+            raise UnitscopeError(
+                "the model returns a " + type(output).__name__ + "; pass target=callable that "
+                "maps the output to one scalar per example, or a spec like ('logits', -1, token)"
+            )
         if self.index is None:
             if output.dim() == 1:
                 return output
@@ -355,8 +413,10 @@ class Target:
                 return output[:, 0]
             raise UnitscopeError("target is needed for a model with several outputs", output_shape=tuple(output.shape))
         if output.dim() != 2:
-            raise UnitscopeError("an integer target needs a [batch, classes] output; pass a callable otherwise",
-                                 output_shape=tuple(output.shape))
+            raise UnitscopeError(
+                "an integer target needs a [batch, classes] output; pass a callable otherwise",
+                output_shape=tuple(output.shape),
+            )
         self.check(output.shape[1])
         idx = self.index.to(output.device)[example.to(output.device)]
         return output.gather(1, idx.view(-1, 1)).squeeze(1)
@@ -378,8 +438,11 @@ def make_target(target, n: int, output_at_x=None) -> Target:
         if output_at_x.dim() == 1 or (output_at_x.dim() == 2 and output_at_x.shape[1] == 1):
             return Target()
         if output_at_x.dim() != 2:
-            raise UnitscopeError("target=None picks the top class of a [batch, classes] output",
-                                 output_shape=tuple(output_at_x.shape), hint="pass target=callable")
+            raise UnitscopeError(
+                "target=None picks the top class of a [batch, classes] output",
+                output_shape=tuple(output_at_x.shape),
+                hint="pass target=callable",
+            )
         return Target(index=output_at_x.argmax(1).detach().cpu())
     if isinstance(target, int) or (torch.is_tensor(target) and target.dim() == 0):
         index = torch.full((n,), int(target), dtype=torch.long)
@@ -387,9 +450,9 @@ def make_target(target, n: int, output_at_x=None) -> Target:
         try:
             index = torch.as_tensor(target, dtype=torch.long).flatten().cpu()
         except (TypeError, ValueError, RuntimeError):
-            raise UnitscopeError("target must be None, an int, a per-example list/tensor or a callable",
-                                 got=type(target).__name__) from None
+            raise UnitscopeError(
+                "target must be None, an int, a per-example list/tensor or a callable", got=type(target).__name__
+            ) from None
         if index.numel() != n:
-            raise UnitscopeError("a per-example target needs one class per example", examples=n,
-                                 targets=index.numel())
+            raise UnitscopeError("a per-example target needs one class per example", examples=n, targets=index.numel())
     return Target(index=index)

@@ -52,8 +52,9 @@ def _duration(s: float) -> str:
 class LogBar:
     """A tqdm-like counter that prints a line at most every ``every`` seconds (and once at the end)."""
 
-    def __init__(self, iterable=None, *, total=None, desc: str = "", unit: str = "it", file=None,
-                 every: float | None = None):
+    def __init__(
+        self, iterable=None, *, total=None, desc: str = "", unit: str = "it", file=None, every: float | None = None
+    ):
         self.iterable, self.desc, self.unit = iterable, desc, unit
         if total is None and iterable is not None and hasattr(iterable, "__len__"):
             total = len(iterable)

@@ -73,8 +73,9 @@ def rank_names(name: str, names, *, n: int = 5) -> list[str]:
 
     def key(candidate: str):
         c_parent, _, c_last = candidate.lower().rpartition(".")
-        d_last = min(_edit_distance(last, c_last), _edit_distance(last, c_last, infix=True) + 1) if last \
-            else len(c_last)
+        d_last = (
+            min(_edit_distance(last, c_last), _edit_distance(last, c_last, infix=True) + 1) if last else len(c_last)
+        )
         if c_parent not in cache:
             cache[c_parent] = _edit_distance(parent, c_parent)
         return d_last + cache[c_parent], d_last

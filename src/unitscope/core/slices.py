@@ -42,8 +42,25 @@ from .sites import Site
 
 __all__ = ["ChannelSlice", "channel_slice", "full_layers", "ELEMENTWISE"]
 
-ELEMENTWISE = (nn.ReLU, nn.ReLU6, nn.LeakyReLU, nn.ELU, nn.CELU, nn.SELU, nn.GELU, nn.SiLU, nn.Mish, nn.Sigmoid,
-               nn.Tanh, nn.Hardtanh, nn.Hardswish, nn.Hardsigmoid, nn.Softplus, nn.Softsign, nn.Identity)
+ELEMENTWISE = (
+    nn.ReLU,
+    nn.ReLU6,
+    nn.LeakyReLU,
+    nn.ELU,
+    nn.CELU,
+    nn.SELU,
+    nn.GELU,
+    nn.SiLU,
+    nn.Mish,
+    nn.Sigmoid,
+    nn.Tanh,
+    nn.Hardtanh,
+    nn.Hardswish,
+    nn.Hardsigmoid,
+    nn.Softplus,
+    nn.Softsign,
+    nn.Identity,
+)
 """Activation modules that act on every number alone (so that on a channel alone they give that channel)."""
 
 _CONVS = (nn.Conv1d, nn.Conv2d, nn.Conv3d)
@@ -126,7 +143,7 @@ def channel_slice(model: nn.Module, site: Site) -> ChannelSlice | None:
         return None
     parent_name, _, own = site.name.rpartition(".")
     parent = model.get_submodule(parent_name) if parent_name else model
-    if type(parent) is not nn.Sequential:       # only a plain Sequential runs its children in order, each once
+    if type(parent) is not nn.Sequential:  # only a plain Sequential runs its children in order, each once
         return None
     children = list(parent._modules.items())
     at = [k for k, (n, _) in enumerate(children) if n == own]

@@ -38,8 +38,14 @@ from contextlib import contextmanager
 import torch
 import torch.nn as nn
 
-__all__ = ["autograd_on", "analysis_mode", "torch_threads", "process_snapshot", "process_state_restored",
-           "restores_process_state"]
+__all__ = [
+    "autograd_on",
+    "analysis_mode",
+    "torch_threads",
+    "process_snapshot",
+    "process_state_restored",
+    "restores_process_state",
+]
 
 
 @contextmanager
@@ -101,13 +107,23 @@ def process_snapshot() -> dict:
     """What the process-wide settings are now (see the module's docstring); equal snapshots = nothing changed."""
     import numpy as np
 
-    cuda = ([torch.cuda.get_rng_state(i) for i in range(torch.cuda.device_count())]
-            if torch.cuda.is_available() and torch.cuda.is_initialized() else [])
-    return {"threads": torch.get_num_threads(), "grad_enabled": torch.is_grad_enabled(),
-            "inference_mode": torch.is_inference_mode_enabled(), "default_dtype": torch.get_default_dtype(),
-            "warning_filters": list(warnings.filters), "torch_rng": torch.get_rng_state(), "cuda_rng": cuda,
-            "numpy_rng": np.random.get_state(), "python_rng": random.getstate(),
-            "matplotlib_backend": _matplotlib_backend()}
+    cuda = (
+        [torch.cuda.get_rng_state(i) for i in range(torch.cuda.device_count())]
+        if torch.cuda.is_available() and torch.cuda.is_initialized()
+        else []
+    )
+    return {
+        "threads": torch.get_num_threads(),
+        "grad_enabled": torch.is_grad_enabled(),
+        "inference_mode": torch.is_inference_mode_enabled(),
+        "default_dtype": torch.get_default_dtype(),
+        "warning_filters": list(warnings.filters),
+        "torch_rng": torch.get_rng_state(),
+        "cuda_rng": cuda,
+        "numpy_rng": np.random.get_state(),
+        "python_rng": random.getstate(),
+        "matplotlib_backend": _matplotlib_backend(),
+    }
 
 
 @contextmanager
@@ -119,9 +135,14 @@ def process_state_restored():
     threads, grad, dtype = torch.get_num_threads(), torch.is_grad_enabled(), torch.get_default_dtype()
     backend = _matplotlib_backend()
     np_state, py_state = np.random.get_state(), random.getstate()
-    with torch.random.fork_rng(devices=list(range(torch.cuda.device_count()))
-                               if torch.cuda.is_available() and torch.cuda.is_initialized() else []), \
-            warnings.catch_warnings():
+    with (
+        torch.random.fork_rng(
+            devices=list(range(torch.cuda.device_count()))
+            if torch.cuda.is_available() and torch.cuda.is_initialized()
+            else []
+        ),
+        warnings.catch_warnings(),
+    ):
         try:
             yield
         finally:
@@ -136,8 +157,10 @@ def process_state_restored():
 
 def restores_process_state(fn):
     """Decorate an entry point (a study's ``main``) so that whatever it sets process-wide is undone on return."""
+
     @functools.wraps(fn)
     def wrapper(*args, **kwargs):
         with process_state_restored():
             return fn(*args, **kwargs)
+
     return wrapper

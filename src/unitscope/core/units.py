@@ -94,9 +94,12 @@ class UnitSpec:
             return t
         d = t.shape[-1]
         if t.dim() < 2 or d % self.n_heads:
-            raise UnitscopeError(f"the last dim ({d}) of layer {layer!r} does not split into {self.n_heads} heads",
-                                 layer=layer, shape=tuple(t.shape), hint="give the number of heads that the "
-                                 "model uses, or units='tokens'")
+            raise UnitscopeError(
+                f"the last dim ({d}) of layer {layer!r} does not split into {self.n_heads} heads",
+                layer=layer,
+                shape=tuple(t.shape),
+                hint="give the number of heads that the model uses, or units='tokens'",
+            )
         return t.reshape(*t.shape[:-1], self.n_heads, d // self.n_heads)
 
     def _unit_dims(self, ndim: int, layer: str = "") -> tuple[int, ...]:
@@ -106,8 +109,12 @@ class UnitSpec:
         for d in self.dims:
             p = d + ndim if d < 0 else d
             if not 1 <= p < ndim:
-                raise UnitscopeError(f"unit dim {d} does not exist in an output with {ndim} dims (batch first)",
-                                     layer=layer, dims=self.dims, hint="dims count the batch as dim 0")
+                raise UnitscopeError(
+                    f"unit dim {d} does not exist in an output with {ndim} dims (batch first)",
+                    layer=layer,
+                    dims=self.dims,
+                    hint="dims count the batch as dim 0",
+                )
             dims.append(p)
         return tuple(dims)
 
@@ -129,8 +136,14 @@ class UnitSpec:
         return "mean" if method == "activation" else "sum"
 
     # reduce ----------------------------------------------------------------------------------------
-    def per_unit(self, t: torch.Tensor | tuple[torch.Tensor, ...], how: str = "sum", *,
-                 mask: torch.Tensor | None = None, layer: str = "") -> torch.Tensor:
+    def per_unit(
+        self,
+        t: torch.Tensor | tuple[torch.Tensor, ...],
+        how: str = "sum",
+        *,
+        mask: torch.Tensor | None = None,
+        layer: str = "",
+    ) -> torch.Tensor:
         """``[N, U]``: the units of ``t`` (``[N, ...]``), the other dims reduced by ``how``; positions where
         ``mask`` (``[N, T]`` on ``token_dim``) is 0 are left out."""
         if how not in REDUCTIONS:
@@ -169,8 +182,9 @@ class UnitSpec:
         their norm ``‖ε‖`` (for activations: ``"mean"``, ``"max"``), reduced over positions like the features (the
         padding of ``mask`` left out)."""
         if len(t) != 2:
-            raise UnitscopeError(f"layer {layer!r} is no dictionary's (features, error) pair", layer=layer,
-                                 parts=len(t))
+            raise UnitscopeError(
+                f"layer {layer!r} is no dictionary's (features, error) pair", layer=layer, parts=len(t)
+            )
         inner = replace(self, error_node=False, part=None)
         feats = inner.per_unit(t[0], how, mask=mask, layer=layer)
         err = t[1]
@@ -233,14 +247,19 @@ class UnitSpec:
             if torch.is_tensor(u):
                 u = int(u)
             if isinstance(u, bool) or not isinstance(u, (int, tuple)):
-                raise UnitscopeError("a unit is an int (a unit of the layer's layout) or a tuple (one element)",
-                                     layer=layer, unit=u)
+                raise UnitscopeError(
+                    "a unit is an int (a unit of the layer's layout) or a tuple (one element)", layer=layer, unit=u
+                )
             if isinstance(u, int):
                 if not shape or not 0 <= u < n_units:
                     word = {"channels": "channel", "tokens": "neuron", "heads": "head"}.get(self.layout, "unit")
-                    raise UnitscopeError(f"{word} {u} is out of range for layer {layer!r}", layer=layer,
-                                         unit_shape=shape, units=self.layout,
-                                         hint=f"its {self.layout} are 0 … {max(n_units - 1, 0)}")
+                    raise UnitscopeError(
+                        f"{word} {u} is out of range for layer {layer!r}",
+                        layer=layer,
+                        unit_shape=shape,
+                        units=self.layout,
+                        hint=f"its {self.layout} are 0 … {max(n_units - 1, 0)}",
+                    )
                 index: list[int | slice] = [slice(None)] * len(view_shape)
                 for d, i in zip(dims, _unravel(u, grid)):
                     index[d - 1] = i
@@ -268,8 +287,11 @@ def pick_part(value: torch.Tensor | tuple[torch.Tensor, ...], part: int | None, 
         return value
     i = 0 if part is None else part
     if not -len(value) <= i < len(value):
-        raise UnitscopeError(f"layer {layer!r} has {len(value)} output parts; part {part} does not exist",
-                             layer=layer, hint=f"parts are 0 … {len(value) - 1}")
+        raise UnitscopeError(
+            f"layer {layer!r} has {len(value)} output parts; part {part} does not exist",
+            layer=layer,
+            hint=f"parts are 0 … {len(value) - 1}",
+        )
     return value[i]
 
 
@@ -290,15 +312,47 @@ def _types(*names):
     return tuple(out)
 
 
-_CHANNEL_TYPES = _types("modules.conv._ConvNd", "modules.batchnorm._BatchNorm", "modules.instancenorm._InstanceNorm",
-                        "GroupNorm", "modules.pooling._MaxPoolNd", "modules.pooling._AvgPoolNd",
-                        "modules.pooling._AdaptiveAvgPoolNd", "modules.pooling._AdaptiveMaxPoolNd",
-                        "LocalResponseNorm", "Dropout2d", "Dropout3d")
-_TOKEN_TYPES = _types("Linear", "Bilinear", "Embedding", "LayerNorm", "RMSNorm", "modules.rnn.RNNBase",
-                      "MultiheadAttention", "TransformerEncoderLayer", "TransformerDecoderLayer", "TransformerEncoder",
-                      "TransformerDecoder", "Transformer")
-_TOKEN_NAMES = ("Conv1D", "RMSNorm", "LayerNorm", "Attention", "Embedding", "Embeddings", "PatchEmbed", "Block",
-                "DecoderLayer", "EncoderLayer", "MLP", "Mlp")
+_CHANNEL_TYPES = _types(
+    "modules.conv._ConvNd",
+    "modules.batchnorm._BatchNorm",
+    "modules.instancenorm._InstanceNorm",
+    "GroupNorm",
+    "modules.pooling._MaxPoolNd",
+    "modules.pooling._AvgPoolNd",
+    "modules.pooling._AdaptiveAvgPoolNd",
+    "modules.pooling._AdaptiveMaxPoolNd",
+    "LocalResponseNorm",
+    "Dropout2d",
+    "Dropout3d",
+)
+_TOKEN_TYPES = _types(
+    "Linear",
+    "Bilinear",
+    "Embedding",
+    "LayerNorm",
+    "RMSNorm",
+    "modules.rnn.RNNBase",
+    "MultiheadAttention",
+    "TransformerEncoderLayer",
+    "TransformerDecoderLayer",
+    "TransformerEncoder",
+    "TransformerDecoder",
+    "Transformer",
+)
+_TOKEN_NAMES = (
+    "Conv1D",
+    "RMSNorm",
+    "LayerNorm",
+    "Attention",
+    "Embedding",
+    "Embeddings",
+    "PatchEmbed",
+    "Block",
+    "DecoderLayer",
+    "EncoderLayer",
+    "MLP",
+    "Mlp",
+)
 
 
 def _own_layout(m: nn.Module) -> str | None:
@@ -334,13 +388,13 @@ def layout_of(model: nn.Module | None, name: str, module: nn.Module) -> str:
     modules = dict(model.named_modules())
     path = name.split("@")[0].split(".") if name else []
     for depth in range(len(path), 0, -1):
-        parent = modules.get(".".join(path[:depth - 1]), None) if depth > 1 else model
+        parent = modules.get(".".join(path[: depth - 1]), None) if depth > 1 else model
         if parent is None:
             continue
         children = [n for n, _ in parent.named_children()]
         if path[depth - 1] not in children:
             continue
-        before = children[:children.index(path[depth - 1])]
+        before = children[: children.index(path[depth - 1])]
         for child in reversed(before):
             for m in reversed(list(getattr(parent, child).modules())):
                 got = _own_layout(m)
@@ -387,7 +441,7 @@ def _channels_last(module: nn.Module, shape: tuple) -> bool:
     any CNN, is not."""
     for m in reversed(list(module.modules())):
         size = _feature_size(m)
-        if size is not None:   # a LayerNorm that ends the module normalized the output's last dim: its features
+        if size is not None:  # a LayerNorm that ends the module normalized the output's last dim: its features
             return size == shape[-1] and (size != shape[1] or isinstance(m, nn.LayerNorm))
     return False
 
@@ -398,12 +452,13 @@ def default_spec(model: nn.Module | None, name: str, module: nn.Module | None, s
     if nd == 3 and module is not None and layout_of(model, name, module) == "tokens":
         return UnitSpec.tokens()
     if nd == 4 and module is not None and _channels_last(module, shape):
-        return UnitSpec(dims=(-1,), layout="channels_last")   # [N, H, W, C]: the C channels, over positions
+        return UnitSpec(dims=(-1,), layout="channels_last")  # [N, H, W, C]: the C channels, over positions
     return UnitSpec.channels()
 
 
-def resolve_units(units, *, model: nn.Module | None = None, name: str = "", module: nn.Module | None = None,
-                  shape: tuple = ()) -> UnitSpec:
+def resolve_units(
+    units, *, model: nn.Module | None = None, name: str = "", module: nn.Module | None = None, shape: tuple = ()
+) -> UnitSpec:
     """A :class:`UnitSpec` from what a user wrote: ``None``/``"auto"``, a layout name, a spec, or a
     ``{layer: ...}`` dict (looked up by ``name``)."""
     if isinstance(units, dict):
@@ -424,11 +479,15 @@ def resolve_units(units, *, model: nn.Module | None = None, name: str = "", modu
         if units == "heads":
             h = _find_heads(model, name, module) if module is not None else None
             if h is None:
-                raise UnitscopeError(f"cannot tell how many attention heads layer {name!r} has", layer=name,
-                                     hint="pass units=UnitSpec.heads(N)")
+                raise UnitscopeError(
+                    f"cannot tell how many attention heads layer {name!r} has",
+                    layer=name,
+                    hint="pass units=UnitSpec.heads(N)",
+                )
             return UnitSpec.heads(h)
-    raise UnitscopeError(f"unknown units {units!r}", layer=name,
-                         hint=f"use one of {', '.join(LAYOUTS)}, 'auto', or a unitscope UnitSpec")
+    raise UnitscopeError(
+        f"unknown units {units!r}", layer=name, hint=f"use one of {', '.join(LAYOUTS)}, 'auto', or a unitscope UnitSpec"
+    )
 
 
 def find_mask(mask, additional_forward_args, inputs=None) -> torch.Tensor | None:
@@ -449,8 +508,14 @@ def find_mask(mask, additional_forward_args, inputs=None) -> torch.Tensor | None
     extra = extra if isinstance(extra, (tuple, list)) else (extra,)
     x = inputs[0] if isinstance(inputs, (tuple, list)) else inputs
     for a in extra:
-        if torch.is_tensor(a) and a.dim() == 2 and not a.is_floating_point() and torch.is_tensor(x) \
-                and not x.is_floating_point() and tuple(a.shape) == tuple(x.shape[:2]):
+        if (
+            torch.is_tensor(a)
+            and a.dim() == 2
+            and not a.is_floating_point()
+            and torch.is_tensor(x)
+            and not x.is_floating_point()
+            and tuple(a.shape) == tuple(x.shape[:2])
+        ):
             return a.detach().cpu()
     return None
 
@@ -471,6 +536,6 @@ def layer_specs(model: nn.Module | None, sites, values: dict, units=None) -> dic
         t = pick_part(v, part, s.name) if isinstance(v, tuple) else v
         sp = resolve_units(spec_units, model=model, name=s.name, module=s.module, shape=tuple(t.shape))
         if getattr(s, "dictionary", None) is not None and isinstance(v, tuple) and part is None:
-            sp = replace(sp, error_node=True)   # a dictionary's features, then its error node
+            sp = replace(sp, error_node=True)  # a dictionary's features, then its error node
         out[s.name] = sp
     return out

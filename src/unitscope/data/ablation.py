@@ -61,13 +61,18 @@ def _parts(out, spec, layer: str):
         i = 0 if spec is None or spec.part is None else spec.part
         y = pick_part(out, i, layer)
         if torch.is_tensor(y):
+
             def rebuild(new):
                 parts = list(out)
                 parts[i] = new
                 return type(out)(*parts) if hasattr(out, "_fields") else type(out)(parts)
+
             return y, rebuild
-    raise UnitscopeError(f"layer {layer!r} has an output of type {type(out).__name__}; only a tensor or a part of "
-                         "a tuple (UnitSpec(part=...)) can be ablated", layer=layer)
+    raise UnitscopeError(
+        f"layer {layer!r} has an output of type {type(out).__name__}; only a tensor or a part of "
+        "a tuple (UnitSpec(part=...)) can be ablated",
+        layer=layer,
+    )
 
 
 def mean_activation(model: nn.Module, loader, layer, *, max_batches: int | None = None) -> torch.Tensor:
@@ -101,13 +106,16 @@ def _replacement(value, mean, y: torch.Tensor, layer: str) -> torch.Tensor:
     try:
         return torch.broadcast_to(v, y.shape[1:])
     except RuntimeError:
-        raise UnitscopeError("the ablation value does not fit the layer", layer=layer,
-                             value_shape=tuple(v.shape), unit_shape=tuple(y.shape[1:])) from None
+        raise UnitscopeError(
+            "the ablation value does not fit the layer",
+            layer=layer,
+            value_shape=tuple(v.shape),
+            unit_shape=tuple(y.shape[1:]),
+        ) from None
 
 
 @contextmanager
-def ablate(model: nn.Module, units_by_layer: dict, *, value=0.0, mean=None, loader=None, spec=None,
-           dictionaries=None):
+def ablate(model: nn.Module, units_by_layer: dict, *, value=0.0, mean=None, loader=None, spec=None, dictionaries=None):
     """Within the block, the chosen units of each layer output ``value`` (0, ``"mean"`` or a tensor).
 
     ``units_by_layer``: ``{layer: units}`` — units of the layer's unit specification (ints: a conv channel,
@@ -185,12 +193,24 @@ def ablate(model: nn.Module, units_by_layer: dict, *, value=0.0, mean=None, load
 
         fns[s] = hook
     with dictionaries_mode(by_dict.values()), site_hooks(model, fns):  # NAME@K: only that call of a module run
-        yield model                                                      # several times per forward pass
+        yield model  # several times per forward pass
 
 
-def ablation_scores(model: nn.Module, inputs: Inputs, layer: Layer, *, units=None, target: Target = None,
-                    value=0.0, mean=None, additional_forward_args=None, internal_batch_size: int = 256, spec=None,
-                    progress: bool | None = None, dictionaries=None) -> torch.Tensor:
+def ablation_scores(
+    model: nn.Module,
+    inputs: Inputs,
+    layer: Layer,
+    *,
+    units=None,
+    target: Target = None,
+    value=0.0,
+    mean=None,
+    additional_forward_args=None,
+    internal_batch_size: int = 256,
+    spec=None,
+    progress: bool | None = None,
+    dictionaries=None,
+) -> torch.Tensor:
     """``[N, U]``: ``F(x) − F(x with unit u alone ablated)`` for each unit (default: every unit of the layer's
     unit specification — the channels of a conv, the neurons of a transformer layer; ``spec`` to choose).
 
@@ -262,11 +282,12 @@ def ablation_scores(model: nn.Module, inputs: Inputs, layer: Layer, *, units=Non
     n = batch.n
     if site.dictionary is not None:
         with analysis_mode(model), dictionaries_mode([site.dictionary]), torch.no_grad():
-            return _dictionary_ablation_scores(model, batch, site, units, target, value, mean, internal_batch_size,
-                                               spec, progress)
+            return _dictionary_ablation_scores(
+                model, batch, site, units, target, value, mean, internal_batch_size, spec, progress
+            )
     with analysis_mode(model), torch.no_grad():
         everyone = torch.arange(n)
-        out_x, y = _output_and_layer(model, batch, site, spec)   # one unablated forward gives F(x) and the layer
+        out_x, y = _output_and_layer(model, batch, site, spec)  # one unablated forward gives F(x) and the layer
         tgt = make_target(target, n, out_x)
         base = tgt(out_x, everyone)
         sp = _spec(model, site, spec, y)
@@ -278,24 +299,36 @@ def ablation_scores(model: nn.Module, inputs: Inputs, layer: Layer, *, units=Non
         fill = _replacement(value, mean, y, site.name)
         scores = torch.empty(n, len(units), dtype=torch.float64)
         per = max(1, internal_batch_size // max(1, len(units)))
-        for e0 in bar(range(0, n, per), desc=f"ablation of {len(units)} units", unit="batch",
-                      progress=progress):
+        for e0 in bar(range(0, n, per), desc=f"ablation of {len(units)} units", unit="batch", progress=progress):
             ex = torch.arange(e0, min(n, e0 + per))
             for u0 in range(0, len(units), internal_batch_size):
-                m = masks[u0:u0 + internal_batch_size]
+                m = masks[u0 : u0 + internal_batch_size]
                 rows = y[ex.to(y.device)].unsqueeze(1)  # [e, 1, *shape]
                 ablated = torch.where(m.unsqueeze(0), fill, rows).reshape(-1, *shape)  # [e*u, *shape]
                 example = ex.repeat_interleave(m.shape[0])
                 F = _forward_with_layer(model, batch, site, ex, example, ablated, tgt, sp)
-                scores[ex.unsqueeze(1), torch.arange(u0, u0 + m.shape[0]).unsqueeze(0)] = \
+                scores[ex.unsqueeze(1), torch.arange(u0, u0 + m.shape[0]).unsqueeze(0)] = (
                     (base[example.to(base.device)] - F).double().cpu().view(len(ex), -1)
+                )
     # in the model's dtype, float32 at least (as every score)
     return scores.to(y.dtype if y.is_floating_point() and y.element_size() >= 4 else torch.float32)
 
 
-def cumulative_ablation(model: nn.Module, inputs, layer, order, *, max_units: int | None = None, target=None,
-                        value=0.0, mean=None, additional_forward_args=None,
-                        internal_batch_size: int = 256, spec=None, progress: bool | None = None) -> torch.Tensor:
+def cumulative_ablation(
+    model: nn.Module,
+    inputs,
+    layer,
+    order,
+    *,
+    max_units: int | None = None,
+    target=None,
+    value=0.0,
+    mean=None,
+    additional_forward_args=None,
+    internal_batch_size: int = 256,
+    spec=None,
+    progress: bool | None = None,
+) -> torch.Tensor:
     """``[N, M]``: ``F(x with the units order[i, :m] ablated together)`` for ``m = 1 … M`` — the curve behind "how
     many of the top units must go before the prediction changes" (``M = max_units``, default every column of
     ``order [N, ≥M]``; ``order`` holds unit indices of the layer's unit specification, e.g.
@@ -323,16 +356,17 @@ def cumulative_ablation(model: nn.Module, inputs, layer, order, *, max_units: in
         shape = tuple(y.shape[1:])
         fill = _replacement(value, mean, y, site.name)
         out = torch.empty(n, m_max, dtype=torch.float64)
-        for i in bar(range(n), desc=f"cumulative ablation of up to {m_max} units", unit="example",
-                     progress=progress):
-            masks = torch.stack([unit_mask([int(u) for u in order[i, :m]], shape, site.name, sp)
-                                 for m in range(1, m_max + 1)]).to(y.device)
-            ablated = torch.where(masks, fill, y[i:i + 1])
+        for i in bar(range(n), desc=f"cumulative ablation of up to {m_max} units", unit="example", progress=progress):
+            masks = torch.stack(
+                [unit_mask([int(u) for u in order[i, :m]], shape, site.name, sp) for m in range(1, m_max + 1)]
+            ).to(y.device)
+            ablated = torch.where(masks, fill, y[i : i + 1])
             ex = torch.tensor([i])
             for r0 in range(0, m_max, internal_batch_size):
-                part = ablated[r0:r0 + internal_batch_size]
-                out[i, r0:r0 + part.shape[0]] = _forward_with_layer(model, batch, site, ex, ex.repeat(part.shape[0]),
-                                                                    part, tgt, sp).double().cpu()
+                part = ablated[r0 : r0 + internal_batch_size]
+                out[i, r0 : r0 + part.shape[0]] = (
+                    _forward_with_layer(model, batch, site, ex, ex.repeat(part.shape[0]), part, tgt, sp).double().cpu()
+                )
     return out
 
 
@@ -348,15 +382,20 @@ def _output_and_layer(model, batch, site, spec=None):
         out = batch.call(model, batch.inputs, torch.arange(batch.n))
     if "y" not in captured:
         ran = calls(site)
-        raise UnitscopeError(f"layer {site.name!r} did not run in the model's forward pass", layer=site.name,
-                             hint=f"its module ran {ran} times: calls are @0 … @{ran - 1}" if ran else
-                             "pick a layer that forward() calls")
+        raise UnitscopeError(
+            f"layer {site.name!r} did not run in the model's forward pass",
+            layer=site.name,
+            hint=f"its module ran {ran} times: calls are @0 … @{ran - 1}"
+            if ran
+            else "pick a layer that forward() calls",
+        )
     first = spec.get(site.name) if isinstance(spec, dict) else spec
     return out, _parts(captured["y"], first if hasattr(first, "part") else None, site.name)[0]
 
 
 def _forward_with_layer(model, batch, site, ex, example, layer_rows, tgt, spec=None):
     """F of the rows whose ``site`` output is ``layer_rows``; inputs fed once per example when possible."""
+
     def expand(module, args, out):
         return _parts(out, spec, site.name)[1](layer_rows)
 
@@ -372,8 +411,7 @@ def _forward_with_layer(model, batch, site, ex, example, layer_rows, tgt, spec=N
             with_oom_hint(e)
             raise
     with model_errors(model, inputs=batch.inputs), site_hooks(model, {site: expand}):
-        out = batch.call(model, batch.path_rows(example, torch.ones(example.numel(), dtype=torch.float64)),
-                         example)
+        out = batch.call(model, batch.path_rows(example, torch.ones(example.numel(), dtype=torch.float64)), example)
     return tgt(out, example)
 
 
@@ -401,8 +439,11 @@ def _feature_units(dictionary, model, site, f, units, spec):
     units = [units] if isinstance(units, (int, tuple)) else list(units)
     for u in units:
         if not isinstance(u, tuple) and not 0 <= int(u) <= n_feat:
-            raise UnitscopeError(f"unit {int(u)} is out of range for the dictionary of layer {site.name!r}",
-                                 layer=site.name, hint=f"its features are 0 … {n_feat - 1}, its error node {n_feat}")
+            raise UnitscopeError(
+                f"unit {int(u)} is out of range for the dictionary of layer {site.name!r}",
+                layer=site.name,
+                hint=f"its features are 0 … {n_feat - 1}, its error node {n_feat}",
+            )
     return sp, units, n_feat
 
 
@@ -410,16 +451,21 @@ def _feature_masks(units, n_feat, shape, layer, sp):
     """``([U, *shape] feature masks, [U] error-node flags)`` for a chunk of units (masks made per chunk: a 16k-feature
     dictionary's full set would be 16k × the layer's features)."""
     err = torch.tensor([not isinstance(u, tuple) and int(u) == n_feat for u in units])
-    masks = torch.stack([torch.zeros(shape, dtype=torch.bool) if e else unit_mask(u, shape, layer, sp)
-                         for u, e in zip(units, err.tolist())])
+    masks = torch.stack(
+        [
+            torch.zeros(shape, dtype=torch.bool) if e else unit_mask(u, shape, layer, sp)
+            for u, e in zip(units, err.tolist())
+        ]
+    )
     return masks, err
 
 
 def _ablated_through(dictionary, model, site, out, units, value, mean, spec):
     """The output of a layer read through ``dictionary`` with ``units`` ablated (:func:`ablate`)."""
     if not torch.is_tensor(out):
-        raise UnitscopeError(f"layer {site.name!r} does not output one tensor, which a dictionary reads",
-                             layer=site.name)
+        raise UnitscopeError(
+            f"layer {site.name!r} does not output one tensor, which a dictionary reads", layer=site.name
+        )
     f, err = dictionary.split(out, layer=site.name)
     sp, units, n_feat = _feature_units(dictionary, model, site, f, units, spec)
     masks, is_err = _feature_masks(units, n_feat, tuple(f.shape[1:]), site.name, sp)
@@ -433,8 +479,9 @@ def _dictionary_ablation_scores(model, batch, site, units, target, value, mean, 
     d, n = site.dictionary, batch.n
     out_x, y = _output_and_layer(model, batch, site, None)
     if not torch.is_tensor(y):
-        raise UnitscopeError(f"layer {site.name!r} does not output one tensor, which a dictionary reads",
-                             layer=site.name)
+        raise UnitscopeError(
+            f"layer {site.name!r} does not output one tensor, which a dictionary reads", layer=site.name
+        )
     tgt = make_target(target, n, out_x)
     base = tgt(out_x, torch.arange(n))
     f, err = d.split(y, layer=site.name)
@@ -444,19 +491,19 @@ def _dictionary_ablation_scores(model, batch, site, units, target, value, mean, 
     scores = torch.empty(n, len(units), dtype=torch.float64)
     step = max(1, internal_batch_size)
     per = max(1, step // max(1, len(units)))
-    for e0 in bar(range(0, n, per), desc=f"ablation of {len(units)} dictionary units", unit="batch",
-                  progress=progress):
+    for e0 in bar(range(0, n, per), desc=f"ablation of {len(units)} dictionary units", unit="batch", progress=progress):
         ex = torch.arange(e0, min(n, e0 + per))
         for u0 in range(0, len(units), step):
-            chunk = units[u0:u0 + step]
+            chunk = units[u0 : u0 + step]
             m, is_err = _feature_masks(chunk, n_feat, shape_f, site.name, sp)
             m, is_err = m.to(f.device), is_err.to(f.device)
-            rows_f = torch.where(m.unsqueeze(0), fill, f[ex.to(f.device)].unsqueeze(1))       # [e, u, *shape_f]
+            rows_f = torch.where(m.unsqueeze(0), fill, f[ex.to(f.device)].unsqueeze(1))  # [e, u, *shape_f]
             rows_e = err[ex.to(f.device)].unsqueeze(1).expand(-1, len(chunk), *shape_y)
             rows_e = torch.where(is_err.view(1, -1, *([1] * len(shape_y))), torch.zeros_like(rows_e), rows_e)
             layer_rows = d.join(rows_f.reshape(-1, *shape_f), rows_e.reshape(-1, *shape_y))
             example = ex.repeat_interleave(len(chunk))
             F = _forward_with_layer(model, batch, site, ex, example, layer_rows, tgt, None)
-            scores[ex.unsqueeze(1), torch.arange(u0, u0 + len(chunk)).unsqueeze(0)] = \
+            scores[ex.unsqueeze(1), torch.arange(u0, u0 + len(chunk)).unsqueeze(0)] = (
                 (base[example.to(base.device)] - F).double().cpu().view(len(ex), -1)
+            )
     return scores.to(y.dtype if y.is_floating_point() and y.element_size() >= 4 else torch.float32)

@@ -22,20 +22,24 @@ __all__ = ["UnitStats", "merge_top", "reduce_units", "Accumulators"]
 class UnitStats:
     """Streaming statistics of one score on one layer: tensors over its ``U`` units (float64)."""
 
-    sum: torch.Tensor                 # [U]
-    sumsq: torch.Tensor               # [U]
-    class_sums: torch.Tensor | None   # [K, U]
-    top_values: torch.Tensor          # [U, k] descending; -inf where fewer than k examples were seen
-    top_indices: torch.Tensor         # [U, k] example indices; -1 where empty
+    sum: torch.Tensor  # [U]
+    sumsq: torch.Tensor  # [U]
+    class_sums: torch.Tensor | None  # [K, U]
+    top_values: torch.Tensor  # [U, k] descending; -inf where fewer than k examples were seen
+    top_indices: torch.Tensor  # [U, k] example indices; -1 where empty
     minimum: torch.Tensor | None = None  # [U] smallest value seen (+inf before any); None in files of old scans
 
     @classmethod
     def empty(cls, units: int, top_k: int, by_class: bool) -> "UnitStats":
         z = torch.zeros(units, dtype=torch.float64)
-        return cls(z, z.clone(), torch.zeros(0, units, dtype=torch.float64) if by_class else None,
-                   torch.full((units, top_k), -torch.inf, dtype=torch.float64),
-                   torch.full((units, top_k), -1, dtype=torch.long),
-                   torch.full((units,), torch.inf, dtype=torch.float64))
+        return cls(
+            z,
+            z.clone(),
+            torch.zeros(0, units, dtype=torch.float64) if by_class else None,
+            torch.full((units, top_k), -torch.inf, dtype=torch.float64),
+            torch.full((units, top_k), -1, dtype=torch.long),
+            torch.full((units,), torch.inf, dtype=torch.float64),
+        )
 
     def update(self, values: torch.Tensor, labels: torch.Tensor | None, index: torch.Tensor) -> None:
         """Add a batch: ``values [B, U]`` (float64), ``labels [B]``, ``index [B]`` (example indices)."""
@@ -52,7 +56,8 @@ class UnitStats:
         self.top_values, self.top_indices = merge_top(
             torch.cat([self.top_values, values.T], 1),
             torch.cat([self.top_indices, index.unsqueeze(0).expand(values.shape[1], b)], 1),
-            self.top_values.shape[1])
+            self.top_values.shape[1],
+        )
 
     def grow(self, k: int) -> None:
         if self.class_sums is not None and self.class_sums.shape[0] < k:
@@ -87,8 +92,14 @@ class Accumulators:
     """Everything a scan adds up, per rank: ``stats[score][layer]``, the example count, the class counts."""
 
     def __init__(self, methods, how, top_k, by, num_classes, target, extra=None) -> None:
-        self.methods, self.how, self.top_k, self.by, self.num_classes, self.target = \
-            methods, how, top_k, by, num_classes, target
+        self.methods, self.how, self.top_k, self.by, self.num_classes, self.target = (
+            methods,
+            how,
+            top_k,
+            by,
+            num_classes,
+            target,
+        )
         self.extra = extra
         self.stats: dict[str, dict[str, UnitStats]] = {}
         self.count = 0
@@ -102,15 +113,15 @@ class Accumulators:
             raise UnitscopeError("the batches carry no labels", hint="scan with by=None, or give (inputs, labels)")
         if by == "class":
             if y.numel() and (y.min() < 0 or (num_classes is not None and y.max() >= num_classes)):
-                raise UnitscopeError("labels out of range", num_classes=num_classes,
-                                     labels=sorted(set(y.tolist()))[:10])
+                raise UnitscopeError(
+                    "labels out of range", num_classes=num_classes, labels=sorted(set(y.tolist()))[:10]
+                )
         tgt = y.tolist() if self.target == "label" else self.target
         if isinstance(x, dict):  # a tokenizer's batch: input_ids, and the rest as keyword arguments
             x = dict(x)
             x, fwd = x.pop("input_ids"), {**(attribute_kwargs.get("additional_forward_args") or {}), **x}
             attribute_kwargs = dict(attribute_kwargs, additional_forward_args=fwd)
-        scores = attribute(model, x, layers, scores=self.methods, target=tgt, progress=False,
-                           **attribute_kwargs)
+        scores = attribute(model, x, layers, scores=self.methods, target=tgt, progress=False, **attribute_kwargs)
         if by == "class":
             counts = self.class_counts
             assert counts is not None  # kept for by="class"

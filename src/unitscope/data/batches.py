@@ -53,8 +53,10 @@ def split_batch(batch):
     if isinstance(batch, dict) and "input_ids" in batch:  # a tokenizer's batch: the rest are forward arguments
         rest = {k: v for k, v in batch.items() if k not in ("labels", "label")}
         return rest, batch.get("labels", batch.get("label"))
-    raise UnitscopeError(f"cannot read inputs from a batch of type {type(batch).__name__}",
-                         hint="give batches as (inputs, labels) or pass unpack=lambda batch: (inputs, labels)")
+    raise UnitscopeError(
+        f"cannot read inputs from a batch of type {type(batch).__name__}",
+        hint="give batches as (inputs, labels) or pass unpack=lambda batch: (inputs, labels)",
+    )
 
 
 def batch_len(x) -> int:
@@ -65,11 +67,11 @@ def batch_len(x) -> int:
 
 @dataclass
 class Plan:
-    batches: Callable               # done -> iterable of (inputs, labels, index tensor), skipping ``done`` batches
-    total_batches: int | None       # in this shard
-    n_examples: int | None          # in the whole data set (all shards), where known
-    first: Callable | None          # () -> the data's first (inputs, labels), without consuming anything; or None
-    batch_size: int | None          # the batches' size, where known
+    batches: Callable  # done -> iterable of (inputs, labels, index tensor), skipping ``done`` batches
+    total_batches: int | None  # in this shard
+    n_examples: int | None  # in the whole data set (all shards), where known
+    first: Callable | None  # () -> the data's first (inputs, labels), without consuming anything; or None
+    batch_size: int | None  # the batches' size, where known
 
     def n_batches(self, done: int) -> int | None:
         return None if self.total_batches is None else max(self.total_batches - done, 0)
@@ -86,12 +88,17 @@ def _map_style(loader, rank, world, unpack, batch_size) -> Plan:
     else:
         order = sorted({int(i) for i in sampler})
     bs = loader.batch_size or getattr(loader.batch_sampler, "batch_size", None) or batch_size
-    everything = [order[i:i + bs] for i in range(0, len(order), bs)]
+    everything = [order[i : i + bs] for i in range(0, len(order), bs)]
     mine = everything[rank::world]
     # a generator of its own: iterating a DataLoader otherwise draws its workers' base seed from the global RNG
-    kwargs = dict(num_workers=loader.num_workers, collate_fn=loader.collate_fn, pin_memory=loader.pin_memory,
-                  worker_init_fn=loader.worker_init_fn, timeout=loader.timeout,
-                  generator=loader.generator if loader.generator is not None else torch.Generator())
+    kwargs = dict(
+        num_workers=loader.num_workers,
+        collate_fn=loader.collate_fn,
+        pin_memory=loader.pin_memory,
+        worker_init_fn=loader.worker_init_fn,
+        timeout=loader.timeout,
+        generator=loader.generator if loader.generator is not None else torch.Generator(),
+    )
     if loader.num_workers > 0:
         kwargs.update(prefetch_factor=loader.prefetch_factor, multiprocessing_context=loader.multiprocessing_context)
 
@@ -129,10 +136,12 @@ def _sequence(loader, rank, world, unpack) -> Plan:
                 if size is None:
                     size = n if b == 0 else batch_len(unpack(loader[0])[0])
                 if n != size and b != total - 1:
-                    raise UnitscopeError(f"batch {b} of the sequence holds {n} examples, the others {size}",
-                                         hint="every batch but the last must have the same size (to number the "
-                                              "examples without reading the other ranks' batches), or give a "
-                                              "DataLoader")
+                    raise UnitscopeError(
+                        f"batch {b} of the sequence holds {n} examples, the others {size}",
+                        hint="every batch but the last must have the same size (to number the "
+                        "examples without reading the other ranks' batches), or give a "
+                        "DataLoader",
+                    )
                 start = b * size
             yield x, y, torch.arange(start, start + n)
 
@@ -180,8 +189,14 @@ def _iterable_shard(loader, rank, world, unpack) -> Plan:
 
     def batches(done):
         # done batches of this rank were full ones (only a rank's last batch is short): skip done·bs own examples
-        shard = DataLoader(_RankShard(ds, rank, world, skip=done * bs), batch_size=bs, collate_fn=loader.collate_fn,
-                           pin_memory=loader.pin_memory, timeout=loader.timeout, generator=torch.Generator())
+        shard = DataLoader(
+            _RankShard(ds, rank, world, skip=done * bs),
+            batch_size=bs,
+            collate_fn=loader.collate_fn,
+            pin_memory=loader.pin_memory,
+            timeout=loader.timeout,
+            generator=torch.Generator(),
+        )
         j = done * bs
         for batch in shard:
             x, y = unpack(batch)
@@ -198,10 +213,14 @@ def _iterable_shard(loader, rank, world, unpack) -> Plan:
 def _stream(loader, rank, world, unpack) -> Plan:
     total = _length(loader)
     if world > 1:
-        warnings.warn(f"rank {rank} of {world}: the loader ({type(loader).__name__}) can only be read in order, so "
-                      "every rank reads every batch and keeps its own; give a sequence of batches (len + indexing), "
-                      "a map-style Dataset, or a DataLoader over an IterableDataset with batch_size set, "
-                      "num_workers=0 and no drop_last, to read only this rank's shard", UserWarning, stacklevel=4)
+        warnings.warn(
+            f"rank {rank} of {world}: the loader ({type(loader).__name__}) can only be read in order, so "
+            "every rank reads every batch and keeps its own; give a sequence of batches (len + indexing), "
+            "a map-style Dataset, or a DataLoader over an IterableDataset with batch_size set, "
+            "num_workers=0 and no drop_last, to read only this rank's shard",
+            UserWarning,
+            stacklevel=4,
+        )
 
     def batches(done):
         position, seen = 0, 0
@@ -227,10 +246,18 @@ def plan_batches(loader, *, rank: int, world: int, unpack: Callable, batch_size:
         loader = DataLoader(loader, batch_size=batch_size)
     if isinstance(loader, DataLoader) and not isinstance(loader.dataset, IterableDataset):
         return _map_style(loader, rank, world, unpack, batch_size)
-    if (world > 1 and isinstance(loader, DataLoader) and loader.batch_size is not None and not loader.drop_last
-            and loader.num_workers == 0):
+    if (
+        world > 1
+        and isinstance(loader, DataLoader)
+        and loader.batch_size is not None
+        and not loader.drop_last
+        and loader.num_workers == 0
+    ):
         return _iterable_shard(loader, rank, world, unpack)
-    if not isinstance(loader, (DataLoader, IterableDataset, dict)) and not torch.is_tensor(loader) and (
-            isinstance(loader, Sequence) or (hasattr(loader, "__len__") and hasattr(loader, "__getitem__"))):
+    if (
+        not isinstance(loader, (DataLoader, IterableDataset, dict))
+        and not torch.is_tensor(loader)
+        and (isinstance(loader, Sequence) or (hasattr(loader, "__len__") and hasattr(loader, "__getitem__")))
+    ):
         return _sequence(loader, rank, world, unpack)
     return _stream(loader, rank, world, unpack)

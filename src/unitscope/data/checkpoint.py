@@ -71,8 +71,13 @@ def model_digest(model: nn.Module) -> str:
 def fingerprint(model: nn.Module, settings: dict, *, baselines, data_size, first_batch) -> dict:
     """What a checkpoint must match to be resumed: ``settings`` plus the model, baselines and data hashes.
     ``first_batch``: the data's first ``(inputs, labels)``, or None where it cannot be read without consuming it."""
-    return dict(settings, model_weights=model_digest(model), baselines=digest(baselines), data_size=data_size,
-                data_first_batch=None if first_batch is None else digest(list(first_batch)))
+    return dict(
+        settings,
+        model_weights=model_digest(model),
+        baselines=digest(baselines),
+        data_size=data_size,
+        data_first_batch=None if first_batch is None else digest(list(first_batch)),
+    )
 
 
 def _describe(key, old, new) -> str:
@@ -81,11 +86,17 @@ def _describe(key, old, new) -> str:
     return f"{key} ({old!r} then, {new!r} now)"
 
 
-def save_checkpoint(path: Path, fingerprint: dict, done: int, stats: dict, count: int, class_counts, *,
-                    extra=None) -> None:
-    blob = {"format": FORMAT, "fingerprint": fingerprint, "batches_done": done, "count": count,
-            "class_counts": class_counts,
-            "stats": {m: {n: st.state() for n, st in d.items()} for m, d in stats.items()}}
+def save_checkpoint(
+    path: Path, fingerprint: dict, done: int, stats: dict, count: int, class_counts, *, extra=None
+) -> None:
+    blob = {
+        "format": FORMAT,
+        "fingerprint": fingerprint,
+        "batches_done": done,
+        "count": count,
+        "class_counts": class_counts,
+        "stats": {m: {n: st.state() for n, st in d.items()} for m, d in stats.items()},
+    }
     if extra is not None:
         blob["extra"] = extra.state()
     atomic_save(blob, path)
@@ -98,15 +109,21 @@ def load_checkpoint(path: Path, fingerprint: dict, unit_stats, *, extra=None):
     if not isinstance(blob, dict) or not {"stats", "batches_done", "fingerprint"} <= set(blob):
         raise UnitscopeError(f"{str(path)!r} is not a scan checkpoint", hint="delete it to start over")
     if blob.get("format") != FORMAT:
-        raise UnitscopeError(f"checkpoint {str(path)!r} was written by another version of unitscope",
-                             format=blob.get("format"), hint="delete it to start over")
+        raise UnitscopeError(
+            f"checkpoint {str(path)!r} was written by another version of unitscope",
+            format=blob.get("format"),
+            hint="delete it to start over",
+        )
     old = blob["fingerprint"] or {}
     differ = sorted(k for k in set(old) | set(fingerprint) if old.get(k) != fingerprint.get(k))
     if differ:
-        raise UnitscopeError(f"checkpoint {str(path)!r} belongs to another scan: "
-                             + "; ".join(_describe(k, old.get(k), fingerprint.get(k)) for k in differ) + " differ",
-                             differing=differ, hint="use the same model, data and arguments, or delete the file "
-                                                    "to start over")
+        raise UnitscopeError(
+            f"checkpoint {str(path)!r} belongs to another scan: "
+            + "; ".join(_describe(k, old.get(k), fingerprint.get(k)) for k in differ)
+            + " differ",
+            differing=differ,
+            hint="use the same model, data and arguments, or delete the file to start over",
+        )
     try:
         stats = {m: {n: unit_stats(**st) for n, st in d.items()} for m, d in blob["stats"].items()}
         done, count, class_counts = int(blob["batches_done"]), int(blob["count"]), blob["class_counts"]

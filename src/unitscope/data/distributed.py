@@ -99,8 +99,13 @@ def control_group(group, *, needs_twin=None):
         del _TWINS[old]  # destroyed since (destroy_process_group): forget them
     if group in _TWINS:
         return _TWINS[group]
-    twin = dist.new_group(ranks=dist.get_process_group_ranks(group), backend="gloo", timeout=timeout_of(group),
-                          use_local_synchronization=True, sort_ranks=False)  # its rank i is group's rank i
+    twin = dist.new_group(
+        ranks=dist.get_process_group_ranks(group),
+        backend="gloo",
+        timeout=timeout_of(group),
+        use_local_synchronization=True,
+        sort_ranks=False,
+    )  # its rank i is group's rank i
     _TWINS[group] = twin
     return twin
 
@@ -122,9 +127,11 @@ class Ranks:
         import torch.distributed as dist
 
         if not (dist.is_available() and dist.is_initialized()):
-            raise UnitscopeError("group= was given but torch.distributed is not initialized",
-                                 hint="call torch.distributed.init_process_group first, or pass group=None "
-                                      "to scan in this process alone")
+            raise UnitscopeError(
+                "group= was given but torch.distributed is not initialized",
+                hint="call torch.distributed.init_process_group first, or pass group=None "
+                "to scan in this process alone",
+            )
         rank, world = dist.get_rank(group), dist.get_world_size(group)
         comm = control_group(group, needs_twin=needs_twin) if world > 1 else group
         return cls(group, rank, world, comm)
@@ -149,9 +156,11 @@ class Ranks:
                 raise
             if failed is not None:
                 raise failed  # noqa: B904 — this rank's own earlier error, not one the lost contact caused
-            raise RankFailed(f"rank {self.rank} of {self.world}: another rank of the scan died or stopped "
-                             "answering", detail=(str(e).strip().splitlines() or [type(e).__name__])[0],
-                             hint="its own log says why; a scan with checkpoint= resumes where it stopped") from e
+            raise RankFailed(
+                f"rank {self.rank} of {self.world}: another rank of the scan died or stopped answering",
+                detail=(str(e).strip().splitlines() or [type(e).__name__])[0],
+                hint="its own log says why; a scan with checkpoint= resumes where it stopped",
+            ) from e
         if flags[0] > 0:
             mine = None if failed is None else f"{type(failed).__name__}: {failed}"
             try:
@@ -164,8 +173,10 @@ class Ranks:
                 raise failed
             who = [(r, m) for r, m in enumerate(messages) if m is not None]
             r, message = who[0] if who else ("?", "(its message did not arrive)")
-            raise RankFailed(f"rank {r} of {self.world} failed, so rank {self.rank} stops too: {message}",
-                             hint="fix what rank " + str(r) + " reports; with checkpoint= the scan resumes")
+            raise RankFailed(
+                f"rank {r} of {self.world} failed, so rank {self.rank} stops too: {message}",
+                hint="fix what rank " + str(r) + " reports; with checkpoint= the scan resumes",
+            )
         return bool(flags[1] > 0)
 
     # ----------------------------------------------------------------------------------------- collectives --
@@ -200,8 +211,7 @@ class Ranks:
         stats = self._fill_missing(stats, empty)
         count = int(self._all_reduce(torch.tensor([count], dtype=torch.float64))[0])
         if class_counts is not None:
-            k = int(self._all_reduce(torch.tensor([class_counts.numel()], dtype=torch.float64),
-                                     dist.ReduceOp.MAX)[0])
+            k = int(self._all_reduce(torch.tensor([class_counts.numel()], dtype=torch.float64), dist.ReduceOp.MAX)[0])
             class_counts = torch.cat([class_counts, class_counts.new_zeros(k - class_counts.numel())])
             class_counts = self._all_reduce(class_counts)
         for by_layer in stats.values():

@@ -67,10 +67,24 @@ def _target_repr(target) -> str:
     return getattr(target, "__qualname__", type(target).__name__)
 
 
-def scan(model: nn.Module, loader, layers: Layers, *, scores=("activation",), target: DataTarget = None,
-         by: str | None = "class", top_k: int = 9, num_classes: int | None = None, additional_forward_args=None,
-         path: PathConfig | None = None, stream: StreamConfig | None = None, progress: bool | None = None,
-         spec=None, embedding=None, dictionaries=None) -> ScanResult:
+def scan(
+    model: nn.Module,
+    loader,
+    layers: Layers,
+    *,
+    scores=("activation",),
+    target: DataTarget = None,
+    by: str | None = "class",
+    top_k: int = 9,
+    num_classes: int | None = None,
+    additional_forward_args=None,
+    path: PathConfig | None = None,
+    stream: StreamConfig | None = None,
+    progress: bool | None = None,
+    spec=None,
+    embedding=None,
+    dictionaries=None,
+) -> ScanResult:
     """Stream ``loader`` through ``model`` once and accumulate per-unit statistics of ``scores`` on ``layers``.
 
     Per unit of each layer (by its unit specification: a conv's channels, a ``[N, D]`` layer's neurons, a
@@ -175,37 +189,59 @@ def scan(model: nn.Module, loader, layers: Layers, *, scores=("activation",), ta
         raise UnitscopeError("by must be 'class' or None", by=by)
     bad = {m: r for m, r in reduce.items() if r not in ("auto", "mean", "sum")}
     if bad:
-        raise UnitscopeError("a score's reduction is 'auto', 'mean' or 'sum'", scores=bad,
-                             hint="e.g. scores={'activation': 'sum', 'conductance': 'auto'}")
+        raise UnitscopeError(
+            "a score's reduction is 'auto', 'mean' or 'sum'",
+            scores=bad,
+            hint="e.g. scores={'activation': 'sum', 'conductance': 'auto'}",
+        )
     if not isinstance(top_k, int) or top_k < 1:
         raise UnitscopeError("top_k must be a positive integer", top_k=top_k)
     unpack = st.unpack or split_batch
-    how = {m: (("mean" if m == "activation" else "sum") if reduce.get(m, "auto") == "auto" else reduce[m])
-           for m in methods}
+    how = {
+        m: (("mean" if m == "activation" else "sum") if reduce.get(m, "auto") == "auto" else reduce[m]) for m in methods
+    }
     ranks = Ranks.of(group)
     rank, world = ranks.rank, ranks.world
-    settings: dict[str, Any] = dict(layers=[str(x) if isinstance(x, str) else type(x).__name__ for x in
-                            ([layers] if isinstance(layers, (str, nn.Module)) else layers)],
-                    scores=methods, target=_target_repr(target), by=by, top_k=top_k, num_classes=num_classes,
-                    reduce=how, n_steps=cfg.n_steps, method=cfg.method, world_size=world,
-                    spec=None if spec is None else repr(spec), embedding=None if embedding is None else str(embedding))
+    settings: dict[str, Any] = dict(
+        layers=[
+            str(x) if isinstance(x, str) else type(x).__name__
+            for x in ([layers] if isinstance(layers, (str, nn.Module)) else layers)
+        ],
+        scores=methods,
+        target=_target_repr(target),
+        by=by,
+        top_k=top_k,
+        num_classes=num_classes,
+        reduce=how,
+        n_steps=cfg.n_steps,
+        method=cfg.method,
+        world_size=world,
+        spec=None if spec is None else repr(spec),
+        embedding=None if embedding is None else str(embedding),
+    )
     if extra is not None:
         settings["extra"] = extra.settings()
-    if dictionaries:   # loaded once (a path is read here, not per batch); their weights: part of the scan's identity
+    if dictionaries:  # loaded once (a path is read here, not per batch); their weights: part of the scan's identity
         from ..core.dictionary import as_dictionary
         from .checkpoint import model_digest
 
         if not isinstance(dictionaries, dict):
             raise UnitscopeError("dictionaries must be a dict {layer: dictionary}", got=type(dictionaries).__name__)
         dictionaries = {k: as_dictionary(v, str(k)) for k, v in dictionaries.items()}
-        settings["dictionaries"] = {(k if isinstance(k, str) else type(k).__name__): f"{model_digest(d)} {d!r}"
-                                    for k, d in dictionaries.items()}
-    for k, default in (("rtol", 1e-3), ("captum_compatible", False)):   # path settings beyond the defaults
+        settings["dictionaries"] = {
+            (k if isinstance(k, str) else type(k).__name__): f"{model_digest(d)} {d!r}" for k, d in dictionaries.items()
+        }
+    for k, default in (("rtol", 1e-3), ("captum_compatible", False)):  # path settings beyond the defaults
         if getattr(cfg, k) != default:
             settings[k] = getattr(cfg, k)
     acc = Accumulators(methods, how, top_k, by, num_classes, target, extra)
-    attribute_kwargs = dict(path=replace(cfg, gap_warning=None), spec=spec, embedding=embedding,
-                            additional_forward_args=additional_forward_args, dictionaries=dictionaries or None)
+    attribute_kwargs = dict(
+        path=replace(cfg, gap_warning=None),
+        spec=spec,
+        embedding=embedding,
+        additional_forward_args=additional_forward_args,
+        dictionaries=dictionaries or None,
+    )
     done = resumed_from = 0
     ck_path = fp = None
     failed, batches, plan = None, iter(()), None
@@ -216,10 +252,13 @@ def scan(model: nn.Module, loader, layers: Layers, *, scores=("activation",), ta
 
             ck_path = checkpoint_path(checkpoint, rank, world)
             check_writable(ck_path.parent, what="checkpoint folder")
-            fp = fingerprint(model, dict(settings, rank=rank, batch_size=plan.batch_size,
-                                         unpack=_target_repr(unpack)),
-                             baselines=baselines, data_size=_size_hint(loader),
-                             first_batch=None if plan.first is None else plan.first())
+            fp = fingerprint(
+                model,
+                dict(settings, rank=rank, batch_size=plan.batch_size, unpack=_target_repr(unpack)),
+                baselines=baselines,
+                data_size=_size_hint(loader),
+                first_batch=None if plan.first is None else plan.first(),
+            )
             if ck_path.exists():
                 done, acc.stats, acc.count, class_counts = load_checkpoint(ck_path, fp, UnitStats, extra=extra)
                 if by:
@@ -230,8 +269,12 @@ def scan(model: nn.Module, loader, layers: Layers, *, scores=("activation",), ta
         failed = e
     more = ranks.step(failed, True)
     assert plan is not None  # the setup's error, if any, was raised by the step
-    bar = progress_bar(total=plan.n_batches(done), desc=f"scan{'' if world == 1 else f' (rank 0 of {world})'}",
-                       unit="batch", progress=False if (progress is False or rank != 0) else None)
+    bar = progress_bar(
+        total=plan.n_batches(done),
+        desc=f"scan{'' if world == 1 else f' (rank 0 of {world})'}",
+        unit="batch",
+        progress=False if (progress is False or rank != 0) else None,
+    )
     start = time.perf_counter()
     try:
         while more:
@@ -251,12 +294,13 @@ def scan(model: nn.Module, loader, layers: Layers, *, scores=("activation",), ta
     finally:
         bar.close()
     seconds = time.perf_counter() - start
-    if ck_path is not None and fp is not None:   # set together
+    if ck_path is not None and fp is not None:  # set together
         save_checkpoint(ck_path, fp, done, acc.stats, acc.count, acc.class_counts, extra=extra)
     stats, count, class_counts = acc.stats, acc.count, acc.class_counts
     if ranks.distributed:
-        stats, count, class_counts = ranks.reduce(stats, count, class_counts, top_k,
-                                                  lambda u: UnitStats.empty(u, top_k, by == "class"), merge_top)
+        stats, count, class_counts = ranks.reduce(
+            stats, count, class_counts, top_k, lambda u: UnitStats.empty(u, top_k, by == "class"), merge_top
+        )
         if extra is not None:
             extra.merge(ranks.all_gather_object(extra.state()))
     if count == 0:
@@ -269,8 +313,15 @@ def scan(model: nn.Module, loader, layers: Layers, *, scores=("activation",), ta
     return ScanResult(stats, count, class_counts, settings)
 
 
-def class_selectivity(model: nn.Module, loader, layers: Layers, *, num_classes: int | None = None, eps: float = EPS,
-                      progress: bool | None = None) -> dict[str, Selectivity]:
+def class_selectivity(
+    model: nn.Module,
+    loader,
+    layers: Layers,
+    *,
+    num_classes: int | None = None,
+    eps: float = EPS,
+    progress: bool | None = None,
+) -> dict[str, Selectivity]:
     """Selectivity of every channel of ``layers`` from ``loader`` (batches of ``(inputs, labels)``): one
     :func:`scan` pass keeping per-class sums of the channels' mean activations (conventions:
     :mod:`unitscope.data.selectivity`).
@@ -315,6 +366,14 @@ def class_selectivity(model: nn.Module, loader, layers: Layers, *, num_classes: 
     >>> sel["1"].index.shape, sel["1"].class_means.shape
     (torch.Size([3]), torch.Size([2, 3]))
     """
-    result = scan(model, loader, layers, scores={"activation": "mean"}, by="class", top_k=1, num_classes=num_classes,
-                  progress=progress)
+    result = scan(
+        model,
+        loader,
+        layers,
+        scores={"activation": "mean"},
+        by="class",
+        top_k=1,
+        num_classes=num_classes,
+        progress=progress,
+    )
     return {name: result.selectivity(name, score="activation", eps=eps) for name in result.layers}

@@ -93,19 +93,25 @@ class ScanResult:
                     index = self.selectivity(name, score=m, warn=False).index
                     sel = f"{float(index.nanmean()):.3f}" if bool((~index.isnan()).any()) else "— (undefined)"
                 rows.append([m, name, mean.numel(), f"{float(mean.mean()):.4g}", sel, ", ".join(map(str, best))])
-        return html_table(f"ScanResult: {self.count} examples", ["score", "layer", "units", "mean",
-                          "mean selectivity", "top units by mean"], rows)
+        return html_table(
+            f"ScanResult: {self.count} examples",
+            ["score", "layer", "units", "mean", "mean selectivity", "top units by mean"],
+            rows,
+        )
 
     def _get(self, layer: str, score: str) -> UnitStats:
         if score not in self.stats:
-            raise UnitscopeError(f"the scan has no score {score!r}", score=score,
-                                 hint=f"scanned scores: {', '.join(self.scores)}")
+            raise UnitscopeError(
+                f"the scan has no score {score!r}", score=score, hint=f"scanned scores: {', '.join(self.scores)}"
+            )
         if layer not in self.stats[score]:
             from ..core.sites import rank_names
 
-            raise UnitscopeError(f"the scan has no layer {layer!r}", layer=layer,
-                                 hint="closest scanned layers: " + ", ".join(map(repr, rank_names(str(layer),
-                                                                                              self.layers, n=3))))
+            raise UnitscopeError(
+                f"the scan has no layer {layer!r}",
+                layer=layer,
+                hint="closest scanned layers: " + ", ".join(map(repr, rank_names(str(layer), self.layers, n=3))),
+            )
         return self.stats[score][layer]
 
     # views ----------------------------------------------------------------------------------------------
@@ -126,10 +132,11 @@ class ScanResult:
         not the integration error of a path score: a scan keeps only sums of the examples' values."""
         if self.count < 2:
             return torch.full_like(self.mean(layer, score=score), float("nan"))
-        return self.std(layer, score=score, ddof=1) / self.count ** 0.5
+        return self.std(layer, score=score, ddof=1) / self.count**0.5
 
-    def plot(self, layer: str, *, score: str = "activation", k: int = 20, by: str = "abs", ax=None,
-             title: str | None = None):
+    def plot(
+        self, layer: str, *, score: str = "activation", k: int = 20, by: str = "abs", ax=None, title: str | None = None
+    ):
         """A bar chart of the ``k`` units of ``layer`` with the largest mean ``score`` over the scan (``by="abs"``:
         largest ``|mean|``; ``"value"``: largest signed mean), each with its error bar ``± sem`` (:meth:`sem`, the
         standard error of the mean over the examples); positive bars red, negative blue. Returns a
@@ -150,10 +157,15 @@ class ScanResult:
         mean, sem = self.mean(layer, score=score), self.sem(layer, score=score)
         key = mean.abs() if by == "abs" else mean
         idx = key.topk(min(int(k), mean.numel())).indices
-        return bar_chart(mean[idx].tolist(), sem[idx].tolist(), [str(i) for i in idx.tolist()], ax=ax,
-                         title=title or f"{layer}: top {len(idx)} units by {'|mean|' if by == 'abs' else 'mean'} "
-                                             f"{score}", xlabel="unit", ylabel=f"{score}, mean over {self.count} "
-                                                                                f"examples (± sem)")
+        return bar_chart(
+            mean[idx].tolist(),
+            sem[idx].tolist(),
+            [str(i) for i in idx.tolist()],
+            ax=ax,
+            title=title or f"{layer}: top {len(idx)} units by {'|mean|' if by == 'abs' else 'mean'} {score}",
+            xlabel="unit",
+            ylabel=f"{score}, mean over {self.count} examples (± sem)",
+        )
 
     @property
     def classes(self) -> torch.Tensor:
@@ -179,9 +191,15 @@ class ScanResult:
         ``NaN`` (with a warning) for units that took negative values, and for all units with fewer than two
         classes — the conventions are in :mod:`unitscope.data.selectivity`."""
         present = self.classes
-        return selectivity_index(self.class_means(layer, score=score), self._need_classes()[present], present,
-                                 self._get(layer, score).minimum, eps=EPS if eps is None else eps,
-                                 what=f"{score} on layer {layer!r}", warn=warn)
+        return selectivity_index(
+            self.class_means(layer, score=score),
+            self._need_classes()[present],
+            present,
+            self._get(layer, score).minimum,
+            eps=EPS if eps is None else eps,
+            what=f"{score} on layer {layer!r}",
+            warn=warn,
+        )
 
     def top(self, layer: str, *, score: str = "activation", unit: int | None = None) -> Top:
         """``Top(values [U, k], indices [U, k])``: the examples with the largest values per unit (best first),
@@ -208,10 +226,17 @@ class ScanResult:
                 top = self.top(name, score=m)
                 sel = self.selectivity(name, score=m, warn=False) if self.class_counts is not None else None
                 for u in range(mean.numel()):
-                    row = {"score": m, "layer": name, "unit": u, "count": self.count, "mean": float(mean[u]),
-                           "std": float(std[u]), "sem": float(sem[u]),
-                           "top_examples": " ".join(str(int(i)) for i in top.indices[u]),
-                           "top_values": " ".join(f"{float(v):.6g}" for v in top.values[u])}
+                    row = {
+                        "score": m,
+                        "layer": name,
+                        "unit": u,
+                        "count": self.count,
+                        "mean": float(mean[u]),
+                        "std": float(std[u]),
+                        "sem": float(sem[u]),
+                        "top_examples": " ".join(str(int(i)) for i in top.indices[u]),
+                        "top_values": " ".join(f"{float(v):.6g}" for v in top.values[u]),
+                    }
                     if sel is not None:
                         row["selectivity"] = float(sel.index[u])
                         row["preferred_class"] = int(sel.preferred[u])
@@ -220,9 +245,13 @@ class ScanResult:
 
     # persistence ----------------------------------------------------------------------------------------
     def state_dict(self) -> dict:
-        return {"format": _FORMAT, "count": self.count, "class_counts": self.class_counts,
-                "settings": self.settings,
-                "stats": {m: {n: st.state() for n, st in d.items()} for m, d in self.stats.items()}}
+        return {
+            "format": _FORMAT,
+            "count": self.count,
+            "class_counts": self.class_counts,
+            "settings": self.settings,
+            "stats": {m: {n: st.state() for n, st in d.items()} for m, d in self.stats.items()},
+        }
 
     @classmethod
     def from_state(cls, state: dict) -> "ScanResult":
@@ -246,6 +275,8 @@ class ScanResult:
 
         state = safe_load(path, what="scan result")
         if not isinstance(state, dict) or "stats" not in state or "count" not in state:
-            raise DamagedFileError(f"{str(path)!r} is not a unitscope scan result",
-                                   hint="write it with ScanResult.save (or unitscope scan --out)")
+            raise DamagedFileError(
+                f"{str(path)!r} is not a unitscope scan result",
+                hint="write it with ScanResult.save (or unitscope scan --out)",
+            )
         return cls.from_state(state)

@@ -38,10 +38,10 @@ EPS = 1e-7
 
 @dataclass
 class Selectivity:
-    index: torch.Tensor        # [U] selectivity index; NaN where undefined (see ``reason``)
+    index: torch.Tensor  # [U] selectivity index; NaN where undefined (see ``reason``)
     class_means: torch.Tensor  # [K, U]
-    counts: torch.Tensor       # [K] examples per class
-    preferred: torch.Tensor    # [U] class with the largest mean
+    counts: torch.Tensor  # [K] examples per class
+    preferred: torch.Tensor  # [U] class with the largest mean
     reason: str | None = None  # why some (or all) units have no index; None when every unit has one
 
     @property
@@ -55,9 +55,16 @@ def channel_means(t: torch.Tensor) -> torch.Tensor:
     return t if t.dim() == 2 else t.flatten(2).mean(2)
 
 
-def selectivity_index(class_means: torch.Tensor, counts: torch.Tensor, classes: torch.Tensor,
-                      minimum: torch.Tensor | None = None, *, eps: float = EPS, what: str = "",
-                      warn: bool = True) -> Selectivity:
+def selectivity_index(
+    class_means: torch.Tensor,
+    counts: torch.Tensor,
+    classes: torch.Tensor,
+    minimum: torch.Tensor | None = None,
+    *,
+    eps: float = EPS,
+    what: str = "",
+    warn: bool = True,
+) -> Selectivity:
     """The selectivity of each unit from its class means ``[K, U]`` (the classes present, with their ``counts
     [K]`` and labels ``classes [K]``) and, where known, its smallest value over the data ``minimum [U]``."""
     means = class_means.double()
@@ -72,9 +79,15 @@ def selectivity_index(class_means: torch.Tensor, counts: torch.Tensor, classes: 
         reason = f"{k} class present: selectivity compares a class with the others and needs at least two"
     elif bool(negative.any()):
         index = torch.where(negative, torch.full_like(index, torch.nan), index)
-        reason = (f"{int(negative.sum())} of {negative.numel()} units take negative values: selectivity is defined "
-                  "for non-negative (post-ReLU) activations, where it lies in [0, 1]")
+        reason = (
+            f"{int(negative.sum())} of {negative.numel()} units take negative values: selectivity is defined "
+            "for non-negative (post-ReLU) activations, where it lies in [0, 1]"
+        )
     if reason is not None and warn:
-        warnings.warn(f"class selectivity{' of ' + what if what else ''}: {reason}; those units get NaN "
-                      "(scan a ReLU's output with score='activation')", RuntimeWarning, stacklevel=3)
+        warnings.warn(
+            f"class selectivity{' of ' + what if what else ''}: {reason}; those units get NaN "
+            "(scan a ReLU's output with score='activation')",
+            RuntimeWarning,
+            stacklevel=3,
+        )
     return Selectivity(index.float(), class_means.float(), counts.long(), classes[arg], reason)

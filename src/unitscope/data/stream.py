@@ -99,8 +99,11 @@ class StreamConfig:
     extra: ScanExtra | None = None
 
     def __post_init__(self):
-        if self.checkpoint is not None and (isinstance(self.checkpoint_every, bool) or
-                                            not isinstance(self.checkpoint_every, int) or self.checkpoint_every < 1):
+        if self.checkpoint is not None and (
+            isinstance(self.checkpoint_every, bool)
+            or not isinstance(self.checkpoint_every, int)
+            or self.checkpoint_every < 1
+        ):
             raise UnitscopeError("checkpoint_every must be a positive integer", checkpoint_every=self.checkpoint_every)
 
 
@@ -109,6 +112,9 @@ def stream_config(stream: StreamConfig | None) -> StreamConfig:
     if stream is None:
         return StreamConfig()
     if not isinstance(stream, StreamConfig):
-        raise UnitscopeError("stream must be a unitscope.StreamConfig", got=type(stream).__name__,
-                             hint="e.g. stream=us.StreamConfig(batch_size=64, checkpoint='scan.pt')")
+        raise UnitscopeError(
+            "stream must be a unitscope.StreamConfig",
+            got=type(stream).__name__,
+            hint="e.g. stream=us.StreamConfig(batch_size=64, checkpoint='scan.pt')",
+        )
     return stream

@@ -31,7 +31,7 @@ from ..atlas import PAGE_WRITERS
 __all__ = ["render_atlas", "write_atlas_manifest", "write_atlas_page"]
 
 TILE = 40
-ROWS_PER_SHEET = 256   # units per sprite-sheet file: a 2,048-channel layer is 8 files of 256 × 40 px rows
+ROWS_PER_SHEET = 256  # units per sprite-sheet file: a 2,048-channel layer is 8 files of 256 × 40 px rows
 
 
 def _to_rgb(t: torch.Tensor, value_range) -> np.ndarray:
@@ -68,13 +68,14 @@ def _sheet(rows: list[list[np.ndarray | None]], path: Path, tile: int) -> dict:
     cols = max((len(r) for r in rows), default=0)
     files = []
     for f0 in range(0, max(len(rows), 1), ROWS_PER_SHEET):
-        part = rows[f0:f0 + ROWS_PER_SHEET]
+        part = rows[f0 : f0 + ROWS_PER_SHEET]
         sheet = Image.new("RGB", (max(cols, 1) * tile, max(len(part), 1) * tile), (255, 255, 255))
         for i, row in enumerate(part):
             for j, img in enumerate(row):
                 if img is not None:
-                    im = Image.fromarray(img).resize((tile, tile), Image.NEAREST if img.shape[0] < tile else
-                                                     Image.BILINEAR)
+                    im = Image.fromarray(img).resize(
+                        (tile, tile), Image.NEAREST if img.shape[0] < tile else Image.BILINEAR
+                    )
                     sheet.paste(im, (j * tile, i * tile))
         name = path.name if f0 == 0 else f"{path.stem}_{f0 // ROWS_PER_SHEET}{path.suffix}"
         sheet.save(path.with_name(name), optimize=True)
@@ -87,18 +88,27 @@ def _layer_sheets(atlas, li: int, layer: str, img_dir: Path, value_range, tile: 
     sheets = {}
     if f"{layer}/exemplar_inputs" in t:
         ex = t[f"{layer}/exemplar_inputs"]
-        if ex.dim() == 5:          # [U, k, C, H, W]: images
-            sheets["exemplars"] = _sheet([[_to_rgb(x, value_range) for x in row] for row in ex],
-                                         img_dir / f"L{li}_exemplars.png", tile)
-            sheets["attr"] = _sheet([[_signed_rgb(x) for x in row] for row in t[f"{layer}/exemplar_attr"]],
-                                    img_dir / f"L{li}_attr.png", tile)
+        if ex.dim() == 5:  # [U, k, C, H, W]: images
+            sheets["exemplars"] = _sheet(
+                [[_to_rgb(x, value_range) for x in row] for row in ex], img_dir / f"L{li}_exemplars.png", tile
+            )
+            sheets["attr"] = _sheet(
+                [[_signed_rgb(x) for x in row] for row in t[f"{layer}/exemplar_attr"]],
+                img_dir / f"L{li}_attr.png",
+                tile,
+            )
     if f"{layer}/iam" in t and t[f"{layer}/iam"].dim() == 4:
-        sheets["iam"] = _sheet([[None if torch.isnan(x).all() else _to_rgb(x, value_range)]
-                                for x in t[f"{layer}/iam"]], img_dir / f"L{li}_iam.png", tile)
-        inv = t[f"{layer}/inverse"]                     # [U, bands, K, C, H, W]
-        sheets["inverse"] = _sheet([[None if torch.isnan(x).all() else _to_rgb(x, value_range)
-                                     for band in row for x in band] for row in inv],
-                                   img_dir / f"L{li}_inverse.png", tile)
+        sheets["iam"] = _sheet(
+            [[None if torch.isnan(x).all() else _to_rgb(x, value_range)] for x in t[f"{layer}/iam"]],
+            img_dir / f"L{li}_iam.png",
+            tile,
+        )
+        inv = t[f"{layer}/inverse"]  # [U, bands, K, C, H, W]
+        sheets["inverse"] = _sheet(
+            [[None if torch.isnan(x).all() else _to_rgb(x, value_range) for band in row for x in band] for row in inv],
+            img_dir / f"L{li}_inverse.png",
+            tile,
+        )
         sheets["inverse"]["per_band"] = int(inv.shape[2])
     return sheets
 
@@ -113,10 +123,10 @@ def _histogram(atlas, layer: str, row: int, bins: int = 32) -> dict | None:
     if len(nz) == 0:
         return None
     lo, hi = int(nz[0]), int(nz[-1]) + 1
-    c, e = c[lo:hi], e[lo:hi + 1]
+    c, e = c[lo:hi], e[lo : hi + 1]
     step = max(1, math.ceil(len(c) / bins))
-    c = torch.stack([c[i:i + step].sum() for i in range(0, len(c), step)])
-    e = torch.cat([e[::step], e[-1:]])[:len(c) + 1]
+    c = torch.stack([c[i : i + step].sum() for i in range(0, len(c), step)])
+    e = torch.cat([e[::step], e[-1:]])[: len(c) + 1]
     return {"counts": [int(v) for v in c.tolist()], "edges": [float(f"{v:.5g}") for v in e.tolist()]}
 
 
@@ -142,15 +152,16 @@ def render_atlas(atlas, out_dir, *, title: str | None = None, value_range=(0.0, 
     blob = {"meta": meta, "layers": layers, "sheets": sheets, "units": units}
     data = json.dumps(blob, allow_nan=False, separators=(",", ":")).replace("</", "<\\/")
     template = files("unitscope.report").joinpath("templates/atlas.html.j2").read_text(encoding="utf-8")
-    page = template.replace("__TITLE__", _esc(title or f"Unit atlas of {atlas.meta.get('model')}")) \
-                   .replace("__DATA__", data)
+    page = template.replace("__TITLE__", _esc(title or f"Unit atlas of {atlas.meta.get('model')}")).replace(
+        "__DATA__", data
+    )
     path = out / "index.html"
     atomic_write_text(path, page)
     return path
 
 
 def over_examples(meta: dict) -> str:
-    """"over 16 examples of digits" — or "over 16 examples" where the data has no name of its own (the atlas then
+    """ "over 16 examples of digits" — or "over 16 examples" where the data has no name of its own (the atlas then
     calls it "tuple of 16 examples", which the sentence would repeat).
 
     >>> over_examples({"examples": 16, "data": "tuple of 16 examples"})
@@ -175,8 +186,9 @@ def _esc(s: str) -> str:
     return html.escape(str(s))
 
 
-def write_atlas_manifest(atlas, out_dir, *, title: str | None = None, quick: bool | None = None,
-                         order: float | None = None) -> Path:
+def write_atlas_manifest(
+    atlas, out_dir, *, title: str | None = None, quick: bool | None = None, order: float | None = None
+) -> Path:
     """A results-folder manifest entry (:mod:`unitscope.report.manifest`) that links the atlas's page."""
     from .manifest import write_entry
 
@@ -186,38 +198,54 @@ def write_atlas_manifest(atlas, out_dir, *, title: str | None = None, quick: boo
     live = [u for u in atlas.units if not u["dead"]]
     top = max(live, key=lambda u: u["importance"]["conductance"] or 0.0) if live else None
     model = atlas.meta.get("model")
-    heads = [f"The atlas of {model} covers {n} units in {len(atlas.layers)} layer(s) {over_examples(atlas.meta)}; "
-             f"{dead} units are dead (activation 0 on every example)."]
+    heads = [
+        f"The atlas of {model} covers {n} units in {len(atlas.layers)} layer(s) {over_examples(atlas.meta)}; "
+        f"{dead} units are dead (activation 0 on every example)."
+    ]
     if top is not None:
-        heads.append(f"The most important unit is {top['layer']} #{top['unit']}: mean conductance "
-                     f"{top['importance']['conductance']:.3g} (output units per example), among the layer's "
-                     f"{atlas.meta['settings']['share_k']} most conductant on "
-                     f"{100 * top['importance']['top_k_share']:.0f} % of the examples.")
+        heads.append(
+            f"The most important unit is {top['layer']} #{top['unit']}: mean conductance "
+            f"{top['importance']['conductance']:.3g} (output units per example), among the layer's "
+            f"{atlas.meta['settings']['share_k']} most conductant on "
+            f"{100 * top['importance']['top_k_share']:.0f} % of the examples."
+        )
     skipped = {u["synthetic"].get("skipped") for u in live if not u["synthetic"].get("iam")}
     if live and any(u["synthetic"].get("iam") for u in live):
-        heads.append(f"{flagged} of {len(live)} live units have an IAM image that drives the layer through an "
-                     "atypical pattern (its layer vector farther from the mean of the unit's top exemplars than any "
-                     "of the unit's held-out natural exemplars — those chosen by conductance — is); "
-                     "IAM pushes the layer's other units down by design, so its pattern is often sparser than the "
-                     "data's — the unit's card shows the same check for its inverse-set samples.")
+        heads.append(
+            f"{flagged} of {len(live)} live units have an IAM image that drives the layer through an "
+            "atypical pattern (its layer vector farther from the mean of the unit's top exemplars than any "
+            "of the unit's held-out natural exemplars — those chosen by conductance — is); "
+            "IAM pushes the layer's other units down by design, so its pattern is often sparser than the "
+            "data's — the unit's card shows the same check for its inverse-set samples."
+        )
     from ..atlas.work import NO_TEXT_SYNTHESIS
 
     if NO_TEXT_SYNTHESIS in skipped:
-        heads.append("Text: the cards show exemplar sentences with every token shaded by its conductance through "
-                     "the unit, and no synthetic inputs — an input optimized in embedding space is no sentence, so "
-                     "it would show nothing a reader can check against the exemplars.")
+        heads.append(
+            "Text: the cards show exemplar sentences with every token shaded by its conductance through "
+            "the unit, and no synthetic inputs — an input optimized in embedding space is no sentence, so "
+            "it would show nothing a reader can check against the exemplars."
+        )
     chosen = atlas.meta.get("settings", {}).get("units")
     if isinstance(chosen, int):
-        heads.append(f"Cards for the {chosen} most important units of each layer (largest mean |conductance|); the "
-                     "scan that ranked them covered every unit.")
-    return write_entry(out_dir, title=title or f"Unit atlas: {model}",
-                       description="Every unit of the named layers: whether it matters (mean conductance, top-k "
-                                   "share, the classes it supports and opposes) and what it responds to (its top "
-                                   "exemplars with their per-input conductance, its IAM image with RS, inverse-set "
-                                   "samples in activation bands), with a faithfulness check of each synthetic input "
-                                   "against the exemplars. Open the page to sort, filter and open unit cards.",
-                       headlines=heads, links=[{"path": "index.html", "text": f"open the atlas of {model}"}],
-                       summary="atlas.json", quick=quick, order=order)
+        heads.append(
+            f"Cards for the {chosen} most important units of each layer (largest mean |conductance|); the "
+            "scan that ranked them covered every unit."
+        )
+    return write_entry(
+        out_dir,
+        title=title or f"Unit atlas: {model}",
+        description="Every unit of the named layers: whether it matters (mean conductance, top-k "
+        "share, the classes it supports and opposes) and what it responds to (its top "
+        "exemplars with their per-input conductance, its IAM image with RS, inverse-set "
+        "samples in activation bands), with a faithfulness check of each synthetic input "
+        "against the exemplars. Open the page to sort, filter and open unit cards.",
+        headlines=heads,
+        links=[{"path": "index.html", "text": f"open the atlas of {model}"}],
+        summary="atlas.json",
+        quick=quick,
+        order=order,
+    )
 
 
 def write_atlas_page(atlas, out_dir, *, title: str | None = None, value_range=(0.0, 1.0)) -> None:

@@ -29,10 +29,23 @@ from matplotlib.image import AxesImage
 from ..attribution.results import SIGN_COLOURS
 from ..core.files import atomic_write
 
-__all__ = ["aggregate", "scaled_pixels", "attribution_overlay", "overlay", "pixel_pictures", "save_figure",
-           "describe", "plt", "new_figure", "subplots", "importance_bars", "DIVERGING", "SIGN_COLOURS"]
+__all__ = [
+    "aggregate",
+    "scaled_pixels",
+    "attribution_overlay",
+    "overlay",
+    "pixel_pictures",
+    "save_figure",
+    "describe",
+    "plt",
+    "new_figure",
+    "subplots",
+    "importance_bars",
+    "DIVERGING",
+    "SIGN_COLOURS",
+]
 
-DIVERGING = "RdBu_r"   # red +, white 0, blue − (the package's one sign convention, as SIGN_COLOURS for bars)
+DIVERGING = "RdBu_r"  # red +, white 0, blue − (the package's one sign convention, as SIGN_COLOURS for bars)
 PICTURE_MAPS = {"gray", "gray_r", "Greys", "Greys_r", "binary", "binary_r", "bone", "bone_r"}  # not heat-maps
 PERCENTILE = 99.0
 
@@ -45,8 +58,7 @@ def new_figure(figsize=None, **kw) -> Figure:
     return fig
 
 
-def subplots(nrows: int = 1, ncols: int = 1, *, figsize=None, squeeze: bool = True, sharex=False, sharey=False,
-             **kw):
+def subplots(nrows: int = 1, ncols: int = 1, *, figsize=None, squeeze: bool = True, sharex=False, sharey=False, **kw):
     """``(figure, axes)`` like ``pyplot.subplots``, without pyplot."""
     fig_kw = {k: kw.pop(k) for k in ("dpi", "layout", "constrained_layout") if k in kw}
     fig = new_figure(figsize=figsize, **fig_kw)
@@ -170,8 +182,9 @@ def attribution_overlay(image, attribution, *, title: str | None = None, percent
     return fig
 
 
-def pixel_pictures(image, attributions, labels, *, cols: int = 5, title: str | None = None,
-                   percentile: float = PERCENTILE):
+def pixel_pictures(
+    image, attributions, labels, *, cols: int = 5, title: str | None = None, percentile: float = PERCENTILE
+):
     """A grid: the input, then one panel per unit (``attributions``: ``[U, C, H, W]``, e.g. one example's
     ``unitscope.neuron_conductance(...)[i]``; ``labels``: one title per unit) with its signed attribution (red +,
     blue −) over a grey copy of the input. ``image`` is one input as :func:`attribution_overlay` takes it (an
@@ -199,8 +212,7 @@ def pixel_pictures(image, attributions, labels, *, cols: int = 5, title: str | N
         ax.set_yticks([])
         ax.set_title(f"{labels[k]}\n(±1 = {lim:.2g})", fontsize=8)
     if art is not None:
-        _colorbar(fig, art, axes[1:, :].ravel().tolist(), "attribution ÷ the panel's scale (red +, blue −)",
-                  shrink=0.6)
+        _colorbar(fig, art, axes[1:, :].ravel().tolist(), "attribution ÷ the panel's scale (red +, blue −)", shrink=0.6)
     if title:
         fig.suptitle(title, fontsize=10)
     return fig
@@ -230,8 +242,15 @@ def importance_bars(frame, layer: str, *, top: int = 20):
         mean = rows.groupby("channel")["value"].mean()
         err = rows.groupby("channel")["error"].mean() if "error" in rows else mean * float("nan")
         best = mean.abs().sort_values(ascending=False).index[:top]
-        bar_chart(mean.loc[best].tolist(), err.loc[best].tolist(), [str(c) for c in best], ax=ax, title=m,
-                  xlabel="channel", ylabel="mean score over inputs" if ax is axes[0][0] else "")
+        bar_chart(
+            mean.loc[best].tolist(),
+            err.loc[best].tolist(),
+            [str(c) for c in best],
+            ax=ax,
+            title=m,
+            xlabel="channel",
+            ylabel="mean score over inputs" if ax is axes[0][0] else "",
+        )
     fig.suptitle(f"{layer}: top {top} channels", fontsize=9)
     fig.tight_layout()
     return fig
@@ -271,8 +290,16 @@ def save_figure(fig, path, *, dpi: int = 110) -> str:
         FigureCanvasAgg(fig)
     info = describe(fig)
     try:
-        atomic_write(path, lambda f: fig.savefig(f, dpi=dpi, bbox_inches="tight", format="png",
-                                                 metadata={"Title": info["title"], "unitscope": json.dumps(info)}))
+        atomic_write(
+            path,
+            lambda f: fig.savefig(
+                f,
+                dpi=dpi,
+                bbox_inches="tight",
+                format="png",
+                metadata={"Title": info["title"], "unitscope": json.dumps(info)},
+            ),
+        )
     finally:
         pyplot = sys.modules.get("matplotlib.pyplot")  # a figure made with pyplot elsewhere: release it there
         if pyplot is not None:

@@ -24,8 +24,11 @@ __all__ = ["image_grid", "to_picture"]
 def to_picture(image, value_range=None) -> np.ndarray:
     """``[C, H, W]`` / ``[H, W]`` tensor or array in ``value_range`` → ``[H, W]`` or ``[H, W, 3]`` floats in [0, 1];
     ``value_range=None``: ``(-1, 1)`` if the picture has negative values, else ``(0, 1)``."""
-    t = image.detach().cpu().float() if torch.is_tensor(image) \
+    t = (
+        image.detach().cpu().float()
+        if torch.is_tensor(image)
         else torch.as_tensor(np.asarray(image), dtype=torch.float32)
+    )
     if value_range is None:
         value_range = (-1.0, 1.0) if float(t.min()) < 0 else (0.0, 1.0)
     lo, hi = value_range
@@ -36,9 +39,21 @@ def to_picture(image, value_range=None) -> np.ndarray:
     return arr[..., 0] if arr.ndim == 3 and arr.shape[2] == 1 else arr
 
 
-def image_grid(images, titles=None, *, cols: int = 8, title: str | None = None, value_range=(0.0, 1.0),
-               row_labels=None, row_notes=None, cell_notes=None, cmap: str = "gray", cell=(1.6, 1.75),
-               fontsize: float = 7, label_rotation: float = 90):
+def image_grid(
+    images,
+    titles=None,
+    *,
+    cols: int = 8,
+    title: str | None = None,
+    value_range=(0.0, 1.0),
+    row_labels=None,
+    row_notes=None,
+    cell_notes=None,
+    cmap: str = "gray",
+    cell=(1.6, 1.75),
+    fontsize: float = 7,
+    label_rotation: float = 90,
+):
     """A figure: ``images`` (a sequence of ``[C, H, W]`` pictures; ``None`` leaves a cell empty) left to right in
     rows of ``cols``; ``titles[i]`` over picture ``i``; ``row_labels[r]`` beside row ``r``; ``row_notes[r]``: a text
     across row ``r`` instead of its pictures; ``cell_notes[i]``: a text in cell ``i`` instead of a picture. Grey
@@ -48,8 +63,7 @@ def image_grid(images, titles=None, *, cols: int = 8, title: str | None = None, 
     n = len(images)
     cols = max(1, min(cols, n)) if n else 1
     rows = max(1, (n + cols - 1) // cols)
-    fig = new_figure(figsize=(cell[0] * cols + (1.0 if row_labels else 0), cell[1] * rows + 0.6),
-                     layout="constrained")
+    fig = new_figure(figsize=(cell[0] * cols + (1.0 if row_labels else 0), cell[1] * rows + 0.6), layout="constrained")
     axes = np.atleast_2d(fig.subplots(rows, cols, squeeze=False))
     for ax in axes.flat:
         ax.set_xticks([])
@@ -58,21 +72,41 @@ def image_grid(images, titles=None, *, cols: int = 8, title: str | None = None, 
             side.set_visible(False)
     for r in range(rows):
         if row_labels is not None and r < len(row_labels):
-            axes[r, 0].set_ylabel(row_labels[r], fontsize=fontsize + 1, rotation=label_rotation,
-                                  ha="right" if label_rotation == 0 else "center", va="center")
+            axes[r, 0].set_ylabel(
+                row_labels[r],
+                fontsize=fontsize + 1,
+                rotation=label_rotation,
+                ha="right" if label_rotation == 0 else "center",
+                va="center",
+            )
         if r in row_notes:
             for ax in axes[r]:
                 ax.patch.set_visible(False)  # the note runs across the row's axes
-            note = axes[r, 0].text(0.05, 0.5, row_notes[r], fontsize=fontsize + 1, transform=axes[r, 0].transAxes,
-                                   va="center", color="0.35")
+            note = axes[r, 0].text(
+                0.05,
+                0.5,
+                row_notes[r],
+                fontsize=fontsize + 1,
+                transform=axes[r, 0].transAxes,
+                va="center",
+                color="0.35",
+            )
             note.set_in_layout(False)  # it spans the row; the columns keep their width
     for i, im in enumerate(images):
         ax = axes[i // cols, i % cols]
         if (i // cols) in row_notes:
             continue
         if i in cell_notes:
-            ax.text(0.5, 0.5, cell_notes[i], transform=ax.transAxes, ha="center", va="center", fontsize=fontsize,
-                    color="0.5")
+            ax.text(
+                0.5,
+                0.5,
+                cell_notes[i],
+                transform=ax.transAxes,
+                ha="center",
+                va="center",
+                fontsize=fontsize,
+                color="0.5",
+            )
             continue
         if im is None:
             continue

@@ -59,14 +59,22 @@ def find_entries(root: Path) -> list[tuple[Path, dict]]:
             try:
                 found.append((Path(folder), read_entry(path)))
             except ValueError as e:
-                found.append((Path(folder), {"name": Path(folder).name, "title": Path(folder).name,
-                                             "description": "", "problems": [str(e)]}))
+                found.append(
+                    (
+                        Path(folder),
+                        {
+                            "name": Path(folder).name,
+                            "title": Path(folder).name,
+                            "description": "",
+                            "problems": [str(e)],
+                        },
+                    )
+                )
     covered = {f.relative_to(root).parts[0] if f != root else "" for f, _ in found}
     for sub in sorted(p for p in root.iterdir() if p.is_dir() and not _skip(p.name)):
         if sub.name not in covered and any(p.is_file() and p.name != "log.txt" for p in sub.rglob("*")):
             found.append((sub, legacy_entry(sub, sub.name)))
-    if not found and any(p.is_file() and p.suffix.lower() in _SHOWN and p.name not in _OWN
-                         for p in root.iterdir()):
+    if not found and any(p.is_file() and p.suffix.lower() in _SHOWN and p.name not in _OWN for p in root.iterdir()):
         entry = legacy_entry(root, root.resolve().name)
         for kind in ("figures", "tables", "documents", "snippets", "links"):
             entry[kind] = [i for i in entry[kind] if Path(i["path"]).name not in _OWN]
@@ -74,7 +82,7 @@ def find_entries(root: Path) -> list[tuple[Path, dict]]:
     return found
 
 
-_OWN = ("report.html", "report.json", "report_summary.csv")   # what a report writes: not results
+_OWN = ("report.html", "report.json", "report_summary.csv")  # what a report writes: not results
 _SHOWN = (".png", ".jpg", ".jpeg", ".gif", ".svg", ".webp", ".csv", ".md", ".html")
 
 
@@ -129,23 +137,57 @@ def _section(root: Path, out_dir: Path, folder: Path, entry: dict, status: dict 
         status["status"] = "incomplete" if problems or entry.get("unreadable") else "ok"
     rel = folder.relative_to(root)
     ident = "-".join(rel.parts) or "results"
-    return {"id": "study-" + "".join(c if c.isalnum() else "-" for c in ident), "name": entry.get("name") or ident,
-            "path": str(rel) if rel.parts else ".", "title": entry.get("title", ident),
-            "description": entry.get("description", ""), "headlines": list(entry.get("headlines", [])),
-            "quick": entry.get("quick"), "scale": entry.get("scale"), "legacy": bool(entry.get("legacy")),
-            "order": entry.get("order"), "status": status, "problems": problems,
-            "unreadable": entry.get("unreadable"), "figures": figures, "tables": tables,
-            "comparisons": [dict(c, ours=fmt(c.get("ours")), paper=fmt(c.get("paper")))
-                            for c in entry.get("comparisons", [])],
-            "documents": docs, "snippets": snippets, "links": links, "summary": summary,
-            "raw": read_json(summary["file"]) if summary else None}
+    return {
+        "id": "study-" + "".join(c if c.isalnum() else "-" for c in ident),
+        "name": entry.get("name") or ident,
+        "path": str(rel) if rel.parts else ".",
+        "title": entry.get("title", ident),
+        "description": entry.get("description", ""),
+        "headlines": list(entry.get("headlines", [])),
+        "quick": entry.get("quick"),
+        "scale": entry.get("scale"),
+        "legacy": bool(entry.get("legacy")),
+        "order": entry.get("order"),
+        "status": status,
+        "problems": problems,
+        "unreadable": entry.get("unreadable"),
+        "figures": figures,
+        "tables": tables,
+        "comparisons": [
+            dict(c, ours=fmt(c.get("ours")), paper=fmt(c.get("paper"))) for c in entry.get("comparisons", [])
+        ],
+        "documents": docs,
+        "snippets": snippets,
+        "links": links,
+        "summary": summary,
+        "raw": read_json(summary["file"]) if summary else None,
+    }
 
 
 def _failed(name: str, status: dict) -> dict:
-    return {"id": f"study-{name}", "name": name, "path": name, "title": name, "description": "", "headlines": [],
-            "quick": None, "scale": None, "legacy": False, "order": None, "status": status, "problems": [],
-            "unreadable": None, "figures": [], "tables": [], "comparisons": [], "documents": [], "snippets": [],
-            "links": [], "summary": None, "raw": None}
+    return {
+        "id": f"study-{name}",
+        "name": name,
+        "path": name,
+        "title": name,
+        "description": "",
+        "headlines": [],
+        "quick": None,
+        "scale": None,
+        "legacy": False,
+        "order": None,
+        "status": status,
+        "problems": [],
+        "unreadable": None,
+        "figures": [],
+        "tables": [],
+        "comparisons": [],
+        "documents": [],
+        "snippets": [],
+        "links": [],
+        "summary": None,
+        "raw": None,
+    }
 
 
 def _sections(root: Path, out_dir: Path, statuses: dict) -> tuple[list[dict], list[str]]:
@@ -175,17 +217,30 @@ def _sections(root: Path, out_dir: Path, statuses: dict) -> tuple[list[dict], li
 def _template():
     import jinja2
 
-    env = jinja2.Environment(loader=jinja2.PackageLoader("unitscope.report", "templates"),
-                             autoescape=jinja2.select_autoescape(["html", "j2"]), undefined=jinja2.StrictUndefined)
+    env = jinja2.Environment(
+        loader=jinja2.PackageLoader("unitscope.report", "templates"),
+        autoescape=jinja2.select_autoescape(["html", "j2"]),
+        undefined=jinja2.StrictUndefined,
+    )
     env.filters["fmt"] = fmt
     return env.get_template("report.html.j2")
 
 
 def _summary_rows(sections: list[dict], not_run: list[str]) -> list[dict]:
-    rows = [{"id": s["id"], "study": s["title"], "folder": s["path"], "status": s["status"].get("status", ""),
-             "seconds": s["status"].get("seconds"), "headline": " ".join(s["headlines"][:2])} for s in sections]
-    return rows + [{"id": None, "study": n, "folder": n, "status": "not run", "seconds": None, "headline": ""}
-                   for n in not_run]
+    rows = [
+        {
+            "id": s["id"],
+            "study": s["title"],
+            "folder": s["path"],
+            "status": s["status"].get("status", ""),
+            "seconds": s["status"].get("seconds"),
+            "headline": " ".join(s["headlines"][:2]),
+        }
+        for s in sections
+    ]
+    return rows + [
+        {"id": None, "study": n, "folder": n, "status": "not run", "seconds": None, "headline": ""} for n in not_run
+    ]
 
 
 def build_report(results_dir, out=None, *, title: str = "unitscope report", allow_empty: bool = True) -> Path:
@@ -197,8 +252,9 @@ def build_report(results_dir, out=None, *, title: str = "unitscope report", allo
 
     root = Path(results_dir)
     if not root.is_dir():
-        raise UnitscopeError(f"results folder {str(root)!r} not found",
-                             hint="run `unitscope demo` (or a study with --out) first")
+        raise UnitscopeError(
+            f"results folder {str(root)!r} not found", hint="run `unitscope demo` (or a study with --out) first"
+        )
     out = Path(out) if out else root / "report.html"
     if out.parent and not out.parent.is_dir():
         raise UnitscopeError(f"folder of {str(out)!r} does not exist")
@@ -207,28 +263,39 @@ def build_report(results_dir, out=None, *, title: str = "unitscope report", allo
     statuses = run.get("studies", {}) if isinstance(run, dict) else {}
     sections, not_run = _sections(root, out.parent.resolve() if out.parent else Path("."), statuses)
     if not allow_empty and not sections and not not_run:
-        raise UnitscopeError(f"nothing to report in {str(root)!r}: no manifest.json, no figures or tables, no "
-                             "results folder inside it",
-                             hint="give a folder written by unitscope demo, a study or a command's --out, or "
-                                  "Atlas.save(DIR)")
+        raise UnitscopeError(
+            f"nothing to report in {str(root)!r}: no manifest.json, no figures or tables, no results folder inside it",
+            hint="give a folder written by unitscope demo, a study or a command's --out, or Atlas.save(DIR)",
+        )
     rows = _summary_rows(sections, not_run)
     meta = {k: v for k, v in (run.items() if isinstance(run, dict) else []) if k != "studies"}
 
-    context = dict(title=title, sections=sections, not_run=not_run, rows=rows, meta=meta, results=str(root),
-                   embed=data_uri, markdown=_markdown, snippet=lambda p: p.read_text(errors="replace"),
-                   table=lambda t: render_table(t["file"], href=t["href"], dead=t.get("dead")))
+    context = dict(
+        title=title,
+        sections=sections,
+        not_run=not_run,
+        rows=rows,
+        meta=meta,
+        results=str(root),
+        embed=data_uri,
+        markdown=_markdown,
+        snippet=lambda p: p.read_text(errors="replace"),
+        table=lambda t: render_table(t["file"], href=t["href"], dead=t.get("dead")),
+    )
     buf = io.StringIO()
-    _template().stream(**context).dump(buf)   # rendered fully before anything is replaced
+    _template().stream(**context).dump(buf)  # rendered fully before anything is replaced
     atomic_write_text(out, buf.getvalue())
 
-    entries = {s["path"]: {"title": s["title"], "status": s["status"], "headlines": s["headlines"],
-                           "summary": s["raw"]} for s in sections}
-    atomic_write_text(root / "report.json", json.dumps({"meta": meta, "sections": entries,
-                                                       "not_run": not_run}, indent=1, default=str))
+    entries = {
+        s["path"]: {"title": s["title"], "status": s["status"], "headlines": s["headlines"], "summary": s["raw"]}
+        for s in sections
+    }
+    atomic_write_text(
+        root / "report.json", json.dumps({"meta": meta, "sections": entries, "not_run": not_run}, indent=1, default=str)
+    )
     text = io.StringIO()
     w = csv.DictWriter(text, fieldnames=["study", "folder", "status", "seconds", "headline"], extrasaction="ignore")
     w.writeheader()
     w.writerows(rows)
     atomic_write_text(root / "report_summary.csv", text.getvalue())
     return out
-

@@ -26,8 +26,14 @@ from .tables import fmt
 
 __all__ = ["flatten", "paper_rows", "humanize", "legacy_entry", "IMAGE_TYPES"]
 
-IMAGE_TYPES = {".png": "image/png", ".jpg": "image/jpeg", ".jpeg": "image/jpeg", ".gif": "image/gif",
-               ".svg": "image/svg+xml", ".webp": "image/webp"}
+IMAGE_TYPES = {
+    ".png": "image/png",
+    ".jpg": "image/jpeg",
+    ".jpeg": "image/jpeg",
+    ".gif": "image/gif",
+    ".svg": "image/svg+xml",
+    ".webp": "image/webp",
+}
 
 
 def flatten(obj, prefix: str = "") -> dict:
@@ -61,15 +67,21 @@ def paper_rows(flat: dict) -> list[dict]:
         if i is None:
             continue
         rest = segs[i].lower().replace("paper", "").strip("_")
-        base = segs[:i] + ([rest] if rest else []) + segs[i + 1:]
+        base = segs[:i] + ([rest] if rest else []) + segs[i + 1 :]
         match, setting = None, ""
         for j in range(-1, len(base)):
-            cand = ".".join(base if j < 0 else base[:j] + base[j + 1:])
+            cand = ".".join(base if j < 0 else base[:j] + base[j + 1 :])
             if cand in ours:
                 match, setting = cand, "" if j < 0 else base[j]
                 break
-        rows.append({"quantity": match or ".".join(base), "ours": ours.get(match) if match else None,
-                     "paper": value, "setting": setting})
+        rows.append(
+            {
+                "quantity": match or ".".join(base),
+                "ours": ours.get(match) if match else None,
+                "paper": value,
+                "setting": setting,
+            }
+        )
     return rows
 
 
@@ -93,7 +105,7 @@ def _docstring(name: str) -> tuple[str, str]:
         return "", ""
     doc = ast.get_docstring(ast.parse(Path(spec.origin).read_text())) or ""
     para = doc.split("\n\n")[0].replace("\n", " ").strip()
-    para = re.sub(r"^``[^`]*``\s*:\s*", "", para)         # "``python -m … [--quick]``: what it does"
+    para = re.sub(r"^``[^`]*``\s*:\s*", "", para)  # "``python -m … [--quick]``: what it does"
     para = para[:1].upper() + para[1:]
     title = re.split(r"\s[(—]|:\s|(?<!\bal)\.\s", para, maxsplit=1)[0][:90] if para else ""
     return title, para
@@ -110,15 +122,20 @@ def legacy_entry(folder: Path, name: str) -> dict:
     """A manifest-like entry for ``folder`` (see the module doc)."""
     from .figures import read_figure_info
 
-    files = sorted(p for p in folder.rglob("*") if p.is_file() and not p.name.startswith(".")
-                   and p.name not in ("log.txt",))
+    files = sorted(
+        p for p in folder.rglob("*") if p.is_file() and not p.name.startswith(".") and p.name not in ("log.txt",)
+    )
     summaries = [p for p in files if p.suffix == ".json"]
     main = next((p for p in summaries if p.stem == name), summaries[0] if summaries else None)
     summary = read_json(main) if main else None
     pairs = paper_rows(flatten(summary)) if isinstance(summary, dict) else []
     title, about = _docstring(name)
-    heads = [f"{humanize(p['quantity'])}{' (' + humanize(p['setting']) + ')' if p['setting'] else ''}: ours "
-             f"{fmt(p['ours'])}, paper {fmt(p['paper'])}." for p in pairs if p["ours"] is not None][:3]
+    heads = [
+        f"{humanize(p['quantity'])}{' (' + humanize(p['setting']) + ')' if p['setting'] else ''}: ours "
+        f"{fmt(p['ours'])}, paper {fmt(p['paper'])}."
+        for p in pairs
+        if p["ours"] is not None
+    ][:3]
     csv_stems = {p.with_suffix("") for p in files if p.suffix == ".csv"}
 
     def caption(p: Path) -> str:
@@ -127,19 +144,33 @@ def legacy_entry(folder: Path, name: str) -> dict:
 
     rel = lambda p: str(p.relative_to(folder))  # noqa: E731
     return {
-        "name": name, "legacy": True,
+        "name": name,
+        "legacy": True,
         "title": title or name.replace("_", " ").capitalize(),
         "description": about,
-        "headlines": heads, "quick": None, "scale": None, "order": None,
+        "headlines": heads,
+        "quick": None,
+        "scale": None,
+        "order": None,
         "summary": rel(main) if main else None,
         "unreadable": summary.get("_unreadable") if isinstance(summary, dict) else None,
         "figures": [{"path": rel(p), "caption": caption(p)} for p in files if p.suffix.lower() in IMAGE_TYPES],
         "tables": [{"path": rel(p), "caption": p.stem.replace("_", " ")} for p in files if p.suffix == ".csv"],
-        "comparisons": [{"quantity": humanize(p["quantity"]), "ours": p["ours"], "ours_setting": "—",
-                         "paper": p["paper"], "paper_setting": humanize(p["setting"]) if p["setting"] else "—"}
-                        for p in pairs],
-        "documents": [{"path": rel(p), "caption": p.stem.replace("_", " ")} for p in files
-                      if p.suffix == ".md" and p.with_suffix("") not in csv_stems],
+        "comparisons": [
+            {
+                "quantity": humanize(p["quantity"]),
+                "ours": p["ours"],
+                "ours_setting": "—",
+                "paper": p["paper"],
+                "paper_setting": humanize(p["setting"]) if p["setting"] else "—",
+            }
+            for p in pairs
+        ],
+        "documents": [
+            {"path": rel(p), "caption": p.stem.replace("_", " ")}
+            for p in files
+            if p.suffix == ".md" and p.with_suffix("") not in csv_stems
+        ],
         "snippets": [{"path": rel(p)} for p in files if p.suffix == ".html" and not _is_page(p)],
         "links": [{"path": rel(p), "text": f"open {rel(p)}"} for p in files if p.suffix == ".html" and _is_page(p)],
     }

@@ -49,7 +49,7 @@ __all__ = ["MANIFEST", "write_entry", "read_entry", "read_json", "looks_like_key
 
 MANIFEST = "manifest.json"
 VERSION = 1
-_KEY = re.compile(r"^\s*[A-Za-z_][\w\[\]]*(\.[\w\[\], ]+)+\s*[:=]")   # "models.cnn.test_accuracy: …"
+_KEY = re.compile(r"^\s*[A-Za-z_][\w\[\]]*(\.[\w\[\], ]+)+\s*[:=]")  # "models.cnn.test_accuracy: …"
 _KEY_ANYWHERE = re.compile(r"(^|;\s*)[A-Za-z_]\w*(\.\w+)+\s*:\s*[-\d\[]")
 
 
@@ -88,10 +88,25 @@ def _items(out: Path, items, kind: str, *, need_caption: bool) -> list[dict]:
     return rows
 
 
-def write_entry(out_dir, *, title: str, description: str, headlines=(), figures=(), tables=(), comparisons=(),
-                documents=(), snippets=(), links=(), summary: str | None = None, quick: bool | None = None,
-                scale: str | None = None, order: float | None = None, name: str | None = None,
-                extra: dict | None = None) -> Path:
+def write_entry(
+    out_dir,
+    *,
+    title: str,
+    description: str,
+    headlines=(),
+    figures=(),
+    tables=(),
+    comparisons=(),
+    documents=(),
+    snippets=(),
+    links=(),
+    summary: str | None = None,
+    quick: bool | None = None,
+    scale: str | None = None,
+    order: float | None = None,
+    name: str | None = None,
+    extra: dict | None = None,
+) -> Path:
     """Write ``out_dir/manifest.json`` (see the module doc for the fields) and return its path."""
     out = Path(out_dir)
     out.mkdir(parents=True, exist_ok=True)
@@ -100,25 +115,37 @@ def write_entry(out_dir, *, title: str, description: str, headlines=(), figures=
     heads = [str(h).strip() for h in headlines or () if str(h).strip()]
     for h in heads:
         if looks_like_key(h):
-            raise ValueError(f"headline {h!r} is a raw key, not a sentence: say what the number is, for which "
-                             "model and data, and its unit")
+            raise ValueError(
+                f"headline {h!r} is a raw key, not a sentence: say what the number is, for which "
+                "model and data, and its unit"
+            )
     comps = []
     for c in comparisons or ():
         c = dict(c)
         missing = [k for k in ("quantity", "ours", "ours_setting", "paper", "paper_setting") if k not in c]
         if missing:
-            raise ValueError(f"comparison {c.get('quantity')!r} lacks {', '.join(missing)}: every number says "
-                             "which model and data it comes from")
+            raise ValueError(
+                f"comparison {c.get('quantity')!r} lacks {', '.join(missing)}: every number says "
+                "which model and data it comes from"
+            )
         comps.append(c)
-    entry = {"version": VERSION, "name": name or out.name, "title": str(title), "description": str(description),
-             "headlines": heads, "quick": quick, "scale": scale, "order": order,
-             "summary": _rel(out, summary) if summary else None,
-             "figures": _items(out, figures, "figure", need_caption=True),
-             "tables": _items(out, tables, "table", need_caption=False),
-             "comparisons": comps,
-             "documents": _items(out, documents, "document", need_caption=False),
-             "snippets": _items(out, snippets, "snippet", need_caption=False),
-             "links": _items(out, links, "link", need_caption=False)}
+    entry = {
+        "version": VERSION,
+        "name": name or out.name,
+        "title": str(title),
+        "description": str(description),
+        "headlines": heads,
+        "quick": quick,
+        "scale": scale,
+        "order": order,
+        "summary": _rel(out, summary) if summary else None,
+        "figures": _items(out, figures, "figure", need_caption=True),
+        "tables": _items(out, tables, "table", need_caption=False),
+        "comparisons": comps,
+        "documents": _items(out, documents, "document", need_caption=False),
+        "snippets": _items(out, snippets, "snippet", need_caption=False),
+        "links": _items(out, links, "link", need_caption=False),
+    }
     if extra:
         entry.update(extra)
     return atomic_write_text(out / MANIFEST, json.dumps(entry, indent=1, default=_jsonable) + "\n")

@@ -42,14 +42,22 @@ def top_grid(dataset, result: ScanResult, layer: str, score: str, units, *, titl
             x, y = dataset[i][0], dataset[i][1]
             images.append(x)
             titles.append(f"{int(y)} · {float(top.values[u, c]):.3g}")
-    return image_grid(images, titles, cols=k, row_labels=[f"unit {u}" for u in units], row_notes=row_notes,
-                      cell_notes=cell_notes, cmap="gray_r", cell=(1.25, 1.45), fontsize=9,
-                      title=(title or f"top {k} examples per unit — {score}, {layer}")
-                      + "\neach image: its true label · the unit's value on it, largest first; '0': no example above 0")
+    return image_grid(
+        images,
+        titles,
+        cols=k,
+        row_labels=[f"unit {u}" for u in units],
+        row_notes=row_notes,
+        cell_notes=cell_notes,
+        cmap="gray_r",
+        cell=(1.25, 1.45),
+        fontsize=9,
+        title=(title or f"top {k} examples per unit — {score}, {layer}")
+        + "\neach image: its true label · the unit's value on it, largest first; '0': no example above 0",
+    )
 
 
-def top_sentences(trained, sentences, labels, result: ScanResult, score: str, units, *,
-                  layer: str = "filters") -> str:
+def top_sentences(trained, sentences, labels, result: ScanResult, score: str, units, *, layer: str = "filters") -> str:
     """Markdown: per filter of the sentiment CNN, its top sentences with the n-gram that the filter's max over
     time picked in **bold** (recomputed for those sentences only)."""
     model = trained.model
@@ -77,5 +85,3 @@ def top_sentences(trained, sentences, labels, result: ScanResult, score: str, un
             lines.append(f"{rank}. ({sign}, {v:.3g}) " + " ".join(words))
         lines.append("")
     return "\n".join(lines)
-
-

@@ -20,8 +20,8 @@ import re
 
 __all__ = ["fmt", "render_table", "MAX_ROWS", "OPEN_ROWS"]
 
-MAX_ROWS = 40    # rows shown in the page
-OPEN_ROWS = 12   # tables longer than this start collapsed
+MAX_ROWS = 40  # rows shown in the page
+OPEN_ROWS = 12  # tables longer than this start collapsed
 _NUMBER = r"[-+]?(\d+\.?\d*|\.\d+)([eE][-+]?\d+)?|nan|inf"
 _SPACED = re.compile(rf"^\s*({_NUMBER})(\s+({_NUMBER})){{3,}}\s*$")
 
@@ -92,13 +92,19 @@ def render_table(path, *, href: str, dead: str | None = None, max_rows: int = MA
     try:
         df = pd.read_csv(path)
     except (OSError, ValueError) as e:  # an unreadable table is shown as such, not fatal
-        return {"html": f"<p class='bad'>unreadable table: {html.escape(str(e))}</p>", "n_rows": 0, "n_cols": 0,
-                "shown": 0, "n_dead": 0, "collapsed": False, "error": str(e)}
+        return {
+            "html": f"<p class='bad'>unreadable table: {html.escape(str(e))}</p>",
+            "n_rows": 0,
+            "n_cols": 0,
+            "shown": 0,
+            "n_dead": 0,
+            "collapsed": False,
+            "error": str(e),
+        }
     if len(df.columns) and str(df.columns[0]).startswith("Unnamed"):
         df = df.rename(columns={df.columns[0]: ""})
     if dead is None:
-        dead = next((c for c in ("dead", "live") if c in df.columns and df[c].dropna().isin([True, False]).all()),
-                    None)
+        dead = next((c for c in ("dead", "live") if c in df.columns and df[c].dropna().isin([True, False]).all()), None)
     live = dead is not None and dead.split(".")[-1].lower().startswith("live")
     flags = [dead is not None and _is_dead(v, live) for v in (df[dead] if dead in df.columns else [None] * len(df))]
     shown = df.head(max_rows)
@@ -115,6 +121,13 @@ def render_table(path, *, href: str, dead: str | None = None, max_rows: int = MA
             cells.append(f"<td>{text}</td>")
         attr = ' class="dead" data-dead="1"' if is_dead else ""
         rows.append(f"<tr{attr}>{''.join(cells)}</tr>")
-    body = (f'<table class="table"><thead><tr>{head}</tr></thead><tbody>{"".join(rows)}</tbody></table>')
-    return {"html": body, "n_rows": len(df), "n_cols": len(df.columns), "shown": len(shown), "n_dead": sum(flags),
-            "collapsed": len(df) > OPEN_ROWS, "error": None}
+    body = f'<table class="table"><thead><tr>{head}</tr></thead><tbody>{"".join(rows)}</tbody></table>'
+    return {
+        "html": body,
+        "n_rows": len(df),
+        "n_cols": len(df.columns),
+        "shown": len(shown),
+        "n_dead": sum(flags),
+        "collapsed": len(df) > OPEN_ROWS,
+        "error": None,
+    }

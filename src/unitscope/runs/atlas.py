@@ -32,12 +32,38 @@ __all__ = ["main", "ATLASES"]
 ORDER = 80  # the atlases' place in the report, after the studies
 
 ATLASES = {
-    "digits": ["digits-cnn", "digits", "--top-k", "6", "--n-steps", "16", "--iam-steps", "64",
-               "--inverse-samples", "3", "--inverse-steps", "60"],
+    "digits": [
+        "digits-cnn",
+        "digits",
+        "--top-k",
+        "6",
+        "--n-steps",
+        "16",
+        "--iam-steps",
+        "64",
+        "--inverse-samples",
+        "3",
+        "--inverse-steps",
+        "60",
+    ],
     "sentiment": ["sentiment-cnn", "reviews", "--top-k", "6", "--n-steps", "8", "--no-synthetic"],
     "minilm": ["minilm", "reviews", "--top-k", "3", "--n-steps", "6", "--limit", "128", "--top-units", "24"],
-    "efficientnet": ["efficientnet-lite0", "photos", "--top-k", "2", "--n-steps", "6", "--iam-steps", "24",
-                     "--inverse-samples", "2", "--inverse-steps", "20", "--unit-batch-size", "12"],
+    "efficientnet": [
+        "efficientnet-lite0",
+        "photos",
+        "--top-k",
+        "2",
+        "--n-steps",
+        "6",
+        "--iam-steps",
+        "24",
+        "--inverse-samples",
+        "2",
+        "--inverse-steps",
+        "20",
+        "--unit-batch-size",
+        "12",
+    ],
 }
 
 
@@ -46,8 +72,9 @@ QUICK = {"digits": [], "minilm": ["--limit", "24", "--top-units", "6", "--top-k"
 
 
 def main(argv=None) -> dict:
-    p = argparse.ArgumentParser(prog="python -m unitscope.runs.atlas", description=__doc__,
-                                formatter_class=argparse.RawDescriptionHelpFormatter)
+    p = argparse.ArgumentParser(
+        prog="python -m unitscope.runs.atlas", description=__doc__, formatter_class=argparse.RawDescriptionHelpFormatter
+    )
     p.add_argument("--quick", action="store_true", help="the digits atlas of one layer and a small MiniLM atlas")
     p.add_argument("--out", default="unitscope-out/atlas")
     p.add_argument("--seed", type=int, default=0)
@@ -59,9 +86,19 @@ def main(argv=None) -> dict:
     for k, name in enumerate(names):
         spec = ATLASES[name]
         note(f"atlas {k + 1}/{len(names)}: {spec[0]} over {spec[1]}{' (quick)' if args.quick else ''}")
-        summary[name] = atlas_main([*spec, *(QUICK.get(name, []) if args.quick else []), "--out",
-                                    os.path.join(args.out, name), "--seed", str(args.seed), "--order", str(ORDER + k),
-                                    *(["--quick"] if args.quick else [])])
+        summary[name] = atlas_main(
+            [
+                *spec,
+                *(QUICK.get(name, []) if args.quick else []),
+                "--out",
+                os.path.join(args.out, name),
+                "--seed",
+                str(args.seed),
+                "--order",
+                str(ORDER + k),
+                *(["--quick"] if args.quick else []),
+            ]
+        )
     with open(os.path.join(args.out, "atlas.json"), "w") as f:
         json.dump(summary, f, indent=1, default=float)
     print(json.dumps(summary, default=float))

@@ -38,10 +38,20 @@ def run(config: Config) -> Result:
         if config.quick and model == "sentiment-cnn":
             model = "sentiment-cnn-quick"  # the default recipe's first training needs a MiniLM pass (tens of minutes)
         note(f"scan {k + 1}/{len(SCANS)}: {model} over {data}{' (test split)' if config.quick else ''}")
-        r = scan_main([model, data, "--out", os.path.join(config.out, name), "--seed", str(config.seed),
-                       *(["--quick"] if config.quick else [])])
-        summary[name] = {k: r[k] for k in ("model", "data", "examples", "layers", "scores", "seconds",
-                                           "examples_per_second")}
+        r = scan_main(
+            [
+                model,
+                data,
+                "--out",
+                os.path.join(config.out, name),
+                "--seed",
+                str(config.seed),
+                *(["--quick"] if config.quick else []),
+            ]
+        )
+        summary[name] = {
+            k: r[k] for k in ("model", "data", "examples", "layers", "scores", "seconds", "examples_per_second")
+        }
         summary[name]["dead_units"], summary[name]["units"] = _mark_dead(os.path.join(config.out, name))
     with open(os.path.join(config.out, "scan.json"), "w") as f:
         json.dump(summary, f, indent=1, default=float)
@@ -49,9 +59,13 @@ def run(config: Config) -> Result:
     return Result(value=summary, summary=summary, out=config.out)
 
 
-NAMES = {"digits-cnn": "the digits CNN", "sentiment-cnn": "the sentiment CNN",
-         "sentiment-cnn-quick": "the sentiment CNN of the quick recipe (2 epochs)", "digits": "the real digits",
-         "reviews": "the movie-review sentences"}
+NAMES = {
+    "digits-cnn": "the digits CNN",
+    "sentiment-cnn": "the sentiment CNN",
+    "sentiment-cnn-quick": "the sentiment CNN of the quick recipe (2 epochs)",
+    "digits": "the real digits",
+    "reviews": "the movie-review sentences",
+}
 
 
 def _mark_dead(folder: str) -> tuple[int, int]:
@@ -61,8 +75,9 @@ def _mark_dead(folder: str) -> tuple[int, int]:
 
     df = pd.read_csv(os.path.join(folder, "units.csv"))
     act = df[df.score == "activation"]
-    dead_keys = set(zip(act.layer[(act["mean"] == 0) & (act["std"] == 0)],
-                        act.unit[(act["mean"] == 0) & (act["std"] == 0)]))
+    dead_keys = set(
+        zip(act.layer[(act["mean"] == 0) & (act["std"] == 0)], act.unit[(act["mean"] == 0) & (act["std"] == 0)])
+    )
     df.insert(3, "dead", [(lay, u) in dead_keys for lay, u in zip(df.layer, df.unit)])
     blank = [c for c in ("top_examples", "top_values", "selectivity", "preferred_class") if c in df.columns]
     df[blank] = df[blank].astype(object)
@@ -77,34 +92,63 @@ def _manifest(args, summary: dict) -> None:
     heads, figures, tables, docs = [], [], [], []
     for name, r in summary.items():
         model, data = NAMES.get(r["model"], r["model"]), NAMES.get(r["data"], r["data"])
-        heads.append(f"Scanned {model} over {r['examples']} examples of {data} ({len(r['layers'])} layers: "
-                     f"{', '.join(r['layers'])}; {' and '.join(r['scores'])}) in {r['seconds']:.0f} s, "
-                     f"{r['examples_per_second']:.0f} examples/s; {r['dead_units']} of {r['units']} units dead.")
+        heads.append(
+            f"Scanned {model} over {r['examples']} examples of {data} ({len(r['layers'])} layers: "
+            f"{', '.join(r['layers'])}; {' and '.join(r['scores'])}) in {r['seconds']:.0f} s, "
+            f"{r['examples_per_second']:.0f} examples/s; {r['dead_units']} of {r['units']} units dead."
+        )
         folder = os.path.join(args.out, name)
         for f in sorted(os.listdir(folder)):
             path = os.path.join(name, f)
             if f.endswith(".png"):
-                method, layer = f[len("top_"):-len(".png")].split("_", 1)
-                figures.append((path, f"{model[0].upper() + model[1:]}, layer {layer}: the 12 units with the highest "
-                                      f"class selectivity, one per row, and their top examples of {data} by "
-                                      f"{method} (left: largest); each titled true label · value. Dead units "
-                                      "say so instead of showing examples."))
+                method, layer = f[len("top_") : -len(".png")].split("_", 1)
+                figures.append(
+                    (
+                        path,
+                        f"{model[0].upper() + model[1:]}, layer {layer}: the 12 units with the highest "
+                        f"class selectivity, one per row, and their top examples of {data} by "
+                        f"{method} (left: largest); each titled true label · value. Dead units "
+                        "say so instead of showing examples.",
+                    )
+                )
             elif f.startswith("top_sentences_") and f.endswith(".md"):
-                docs.append((path, f"{model[0].upper() + model[1:]}: top sentences per filter, the n-gram the "
-                                   "filter picked in bold"))
-        tables += [(os.path.join(name, "layers.csv"), f"{model[0].upper() + model[1:]}: per layer and method, mean, "
-                                                      "mean selectivity, the most selective unit"),
-                   {"path": os.path.join(name, "units_marked.csv"), "dead": "dead",
-                    "caption": f"{model[0].upper() + model[1:]}: every unit (dead ones marked)"}]
+                docs.append(
+                    (
+                        path,
+                        f"{model[0].upper() + model[1:]}: top sentences per filter, the n-gram the "
+                        "filter picked in bold",
+                    )
+                )
+        tables += [
+            (
+                os.path.join(name, "layers.csv"),
+                f"{model[0].upper() + model[1:]}: per layer and method, mean, "
+                "mean selectivity, the most selective unit",
+            ),
+            {
+                "path": os.path.join(name, "units_marked.csv"),
+                "dead": "dead",
+                "caption": f"{model[0].upper() + model[1:]}: every unit (dead ones marked)",
+            },
+        ]
     write_entry(
-        args.out, order=80, quick=args.quick, summary="scan.json",
+        args.out,
+        order=80,
+        quick=args.quick,
+        summary="scan.json",
         title="Dataset scans: statistics and top examples per unit",
         scale="the test splits only, two layers of the digits CNN, 8 path points" if args.quick else None,
-        description=("One streaming pass over a whole data set per model: for every unit, the count, mean, "
-                     "spread and per-class means of its activation and its conductance, the class selectivity, and "
-                     "the examples with the largest values — never storing the activations themselves. A dead unit "
-                     "is 0 on every example: it has no top examples and no selectivity."),
-        headlines=heads, figures=figures, tables=tables, documents=docs)
+        description=(
+            "One streaming pass over a whole data set per model: for every unit, the count, mean, "
+            "spread and per-class means of its activation and its conductance, the class selectivity, and "
+            "the examples with the largest values — never storing the activations themselves. A dead unit "
+            "is 0 on every example: it has no top examples and no selectivity."
+        ),
+        headlines=heads,
+        figures=figures,
+        tables=tables,
+        documents=docs,
+    )
 
 
 if __name__ == "__main__":

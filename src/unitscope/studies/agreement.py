@@ -20,8 +20,7 @@ from ..attribution.engine import outputs_at_x
 from ..attribution.scores import SCORES, attribute
 from ..core.state import analysis_mode
 
-__all__ = ["ablation_agreement", "flip_counts", "summarize_agreement", "summarize_flips", "pearson",
-           "top_k_pearson"]
+__all__ = ["ablation_agreement", "flip_counts", "summarize_agreement", "summarize_flips", "pearson", "top_k_pearson"]
 
 
 def pearson(a, b) -> float:
@@ -29,9 +28,19 @@ def pearson(a, b) -> float:
     return float(stats.pearsonr(a, b)[0]) if np.std(a) > 0 and np.std(b) > 0 else float("nan")
 
 
-def ablation_agreement(model, inputs, layer, *, scores=SCORES, k: int = 10, n_steps: int = 50,
-                       method: str = "adaptive", baselines=None, additional_forward_args=None,
-                       internal_batch_size: int = 256) -> pd.DataFrame:
+def ablation_agreement(
+    model,
+    inputs,
+    layer,
+    *,
+    scores=SCORES,
+    k: int = 10,
+    n_steps: int = 50,
+    method: str = "adaptive",
+    baselines=None,
+    additional_forward_args=None,
+    internal_batch_size: int = 256,
+) -> pd.DataFrame:
     """One row per input × method: ``pearson`` between the method's channel scores and the ablation scores
     of its top-``k`` channels (target: the top class; ablation sets a channel to 0).
 
@@ -45,17 +54,34 @@ def ablation_agreement(model, inputs, layer, *, scores=SCORES, k: int = 10, n_st
     (True, 24)
     """
     if isinstance(scores, str) or not isinstance(scores, dict):
-        scores = attribute(model, inputs, [layer], scores=scores, baselines=baselines,
-                           additional_forward_args=additional_forward_args, n_steps=n_steps, method=method,
-                           path=PathConfig(gap_warning=None))
+        scores = attribute(
+            model,
+            inputs,
+            [layer],
+            scores=scores,
+            baselines=baselines,
+            additional_forward_args=additional_forward_args,
+            n_steps=n_steps,
+            method=method,
+            path=PathConfig(gap_warning=None),
+        )
     name = next(iter(scores.values())).layers[0]
-    abl = ablation_scores(model, inputs, layer, additional_forward_args=additional_forward_args,
-                          internal_batch_size=internal_batch_size)
+    abl = ablation_scores(
+        model, inputs, layer, additional_forward_args=additional_forward_args, internal_batch_size=internal_batch_size
+    )
     rows = []
     for m, s in scores.items():
         for i, (top, a, b, r) in enumerate(top_k_pearson(s.per_channel(name), abl, k)):
-            rows.append({"example": i, "score": m, "pearson": r, "top_units": top.tolist(),
-                         "scores": a.tolist(), "ablation_scores": b.tolist()})
+            rows.append(
+                {
+                    "example": i,
+                    "score": m,
+                    "pearson": r,
+                    "top_units": top.tolist(),
+                    "scores": a.tolist(),
+                    "ablation_scores": b.tolist(),
+                }
+            )
     return pd.DataFrame(rows)
 
 
@@ -77,12 +103,21 @@ def top_k_pearson(scores: torch.Tensor, ablation: torch.Tensor, k: int = 10) -> 
 def summarize_agreement(df: pd.DataFrame) -> pd.DataFrame:
     """Mean and quartiles of the per-input Pearson correlation, one row per method."""
     g = df.groupby("score", sort=False)["pearson"]
-    return pd.DataFrame({"mean": g.mean(), "q25": g.quantile(0.25), "median": g.median(), "q75": g.quantile(0.75),
-                         "n": g.count()})
+    return pd.DataFrame(
+        {"mean": g.mean(), "q25": g.quantile(0.25), "median": g.median(), "q75": g.quantile(0.75), "n": g.count()}
+    )
 
 
-def flip_counts(model, inputs, layer, order: torch.Tensor, *, max_units: int | None = None,
-                additional_forward_args=None, internal_batch_size: int = 256) -> pd.DataFrame:
+def flip_counts(
+    model,
+    inputs,
+    layer,
+    order: torch.Tensor,
+    *,
+    max_units: int | None = None,
+    additional_forward_args=None,
+    internal_batch_size: int = 256,
+) -> pd.DataFrame:
     """For each input, the smallest m such that ablating channels ``order[i, :m]`` changes the top label
     (``flips_at``; NaN if none up to ``max_units``, default: every channel in ``order``), and whether ablating
     the first 10 flips it (``flip_top10``).
@@ -90,17 +125,28 @@ def flip_counts(model, inputs, layer, order: torch.Tensor, *, max_units: int | N
     batch = prepare(inputs, None, additional_forward_args, device=model_device(model))
     with analysis_mode(model), torch.no_grad():
         label = outputs_at_x(model, batch, None).argmax(1).cpu()
-    after = cumulative_ablation(model, inputs, layer, order, max_units=max_units,
-                                target=lambda out: out.argmax(1).to(out.dtype),
-                                additional_forward_args=additional_forward_args,
-                                internal_batch_size=internal_batch_size).long()   # [N, M]: the label after
+    after = cumulative_ablation(
+        model,
+        inputs,
+        layer,
+        order,
+        max_units=max_units,
+        target=lambda out: out.argmax(1).to(out.dtype),
+        additional_forward_args=additional_forward_args,
+        internal_batch_size=internal_batch_size,
+    ).long()  # [N, M]: the label after
     m_max = after.shape[1]
     rows = []
     for i in range(len(label)):
         changed = (after[i] != int(label[i])).nonzero()
-        rows.append({"example": i, "label": int(label[i]),
-                     "flips_at": int(changed[0]) + 1 if changed.numel() else float("nan"),
-                     "flip_top10": bool(m_max >= 10 and after[i, 9] != label[i])})
+        rows.append(
+            {
+                "example": i,
+                "label": int(label[i]),
+                "flips_at": int(changed[0]) + 1 if changed.numel() else float("nan"),
+                "flip_top10": bool(m_max >= 10 and after[i, 9] != label[i]),
+            }
+        )
     return pd.DataFrame(rows)
 
 
@@ -109,6 +155,10 @@ def summarize_flips(df: pd.DataFrame) -> dict:
     than 10 (never flipping counts as more), and how many never flipped."""
     counts = df["flips_at"].dropna()
     over = float(((df["flips_at"] > 10) | df["flips_at"].isna()).mean())
-    return {"mean": float(counts.mean()) if len(counts) else float("nan"),
-            "max": float(counts.max()) if len(counts) else float("nan"), "over_10": over,
-            "never": int(df["flips_at"].isna().sum()), "n": int(len(df))}
+    return {
+        "mean": float(counts.mean()) if len(counts) else float("nan"),
+        "max": float(counts.max()) if len(counts) else float("nan"),
+        "over_10": over,
+        "never": int(df["flips_at"].isna().sum()),
+        "n": int(len(df)),
+    }

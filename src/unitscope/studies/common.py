@@ -16,8 +16,9 @@ from dataclasses import dataclass, fields
 __all__ = ["Config", "Result", "finish", "study_parser"]
 
 
-def study_parser(name: str, doc: str | None, *, quick: str, seed: str | None = None,
-                 package: str = "unitscope.studies") -> argparse.ArgumentParser:
+def study_parser(
+    name: str, doc: str | None, *, quick: str, seed: str | None = None, package: str = "unitscope.studies"
+) -> argparse.ArgumentParser:
     """The command line every study shares: ``--quick`` (``quick`` says what it shrinks), ``--out`` (default
     ``unitscope-out/NAME``) and ``--seed``; a study adds its own options to the parser it gets back.
 
@@ -25,8 +26,9 @@ def study_parser(name: str, doc: str | None, *, quick: str, seed: str | None = N
     >>> a = p.parse_args(["--quick"]); (a.quick, a.out, a.seed)
     (True, 'unitscope-out/demo', 0)
     """
-    p = argparse.ArgumentParser(prog=f"python -m {package}.{name}", description=doc,
-                                formatter_class=argparse.RawDescriptionHelpFormatter)
+    p = argparse.ArgumentParser(
+        prog=f"python -m {package}.{name}", description=doc, formatter_class=argparse.RawDescriptionHelpFormatter
+    )
     p.add_argument("--quick", action="store_true", help=quick)
     p.add_argument("--out", default=f"unitscope-out/{name}", help="the results folder (default: %(default)s)")
     p.add_argument("--seed", type=int, default=0, help=seed or "the seed of every random draw (default: 0)")

@@ -50,8 +50,7 @@ from .agreement import pearson
 from .common import Config, Result, finish, study_parser
 from .tables import write_table
 
-__all__ = ["main", "run", "FeaturesConfig", "QUICK", "FULL", "SCORES", "NEURONS", "concentration",
-           "feature_contexts"]
+__all__ = ["main", "run", "FeaturesConfig", "QUICK", "FULL", "SCORES", "NEURONS", "concentration", "feature_contexts"]
 
 #: the residual stream after layer 2 read as neurons: the same tensor the SAE reads (BertLayer returns its output)
 NEURONS = "bert.encoder.layer.2"
@@ -126,7 +125,7 @@ def feature_contexts(f: torch.Tensor, tokens: list[list[str]], features, *, k: i
                 break
             i, t = flat[j]
             s = tokens[i]
-            words = s[max(0, t - width):t] + [f"[{s[t]}]"] + s[t + 1:t + 1 + width]
+            words = s[max(0, t - width) : t] + [f"[{s[t]}]"] + s[t + 1 : t + 1 + width]
             snippets.append(f"{' '.join(words)} ({float(col[j]):.2f})")
         out[int(u)] = snippets
     return out
@@ -134,11 +133,12 @@ def feature_contexts(f: torch.Tensor, tokens: list[list[str]], features, *, k: i
 
 def _encode_columns(sae, values: torch.Tensor, chunk: int = 4096) -> torch.Tensor:
     with torch.no_grad():
-        return torch.cat([sae.encode(values[i:i + chunk]) for i in range(0, values.shape[0], chunk)])
+        return torch.cat([sae.encode(values[i : i + chunk]) for i in range(0, values.shape[0], chunk)])
 
 
-def score_sentences(lm, sae, layer: str, sentences, *, n_steps: int, method: str = "adaptive", batch: int = 8,
-                    progress=None) -> dict:
+def score_sentences(
+    lm, sae, layer: str, sentences, *, n_steps: int, method: str = "adaptive", batch: int = 8, progress=None
+) -> dict:
     """The three scores of the SAE's features + error node and of the layer's neurons for ``sentences``, one
     ``attribute`` call per batch of similar length (F = each sentence's predicted class's logit)."""
     from ..zoo.minilm import EMBEDDING
@@ -150,18 +150,31 @@ def score_sentences(lm, sae, layer: str, sentences, *, n_steps: int, method: str
     neurons = {m: torch.zeros(n, 384) for m in SCORES}
     label, evals = torch.zeros(n, dtype=torch.long), torch.zeros(n, dtype=torch.long)
     od, gap_f, gap_n = torch.zeros(n), torch.zeros(n), torch.zeros(n)
-    sq = {"text": 0.0, "baseline": 0.0, "tokens": 0}   # Σ‖ε‖² over the words (not [CLS]/[SEP]) at x and at x'
+    sq = {"text": 0.0, "baseline": 0.0, "tokens": 0}  # Σ‖ε‖² over the words (not [CLS]/[SEP]) at x and at x'
     model = lm.on_ids
-    for idx in bar(by_length(enc.lengths.tolist(), batch), desc="feature and neuron scores", unit="batch",
-                   progress=progress):
+    for idx in bar(
+        by_length(enc.lengths.tolist(), batch), desc="feature and neuron scores", unit="batch", progress=progress
+    ):
         t = int(enc.lengths[idx].max())
         ids, base, mask = enc.ids[idx, :t], enc.baseline_ids[idx, :t], enc.attention_mask[idx, :t]
         with torch.no_grad():
             label[idx] = model(ids, mask).argmax(1)
-        with _quiet():   # the gaps are measured and reported here
-            res = attribute(model, ids, [layer, NEURONS], scores=list(SCORES), embedding=EMBEDDING, baselines=base,
-                            target=label[idx].tolist(), additional_forward_args=(mask,), n_steps=n_steps,
-                            method=method, internal_batch_size=96, progress=False, dictionaries={layer: sae})
+        with _quiet():  # the gaps are measured and reported here
+            res = attribute(
+                model,
+                ids,
+                [layer, NEURONS],
+                scores=list(SCORES),
+                embedding=EMBEDDING,
+                baselines=base,
+                target=label[idx].tolist(),
+                additional_forward_args=(mask,),
+                n_steps=n_steps,
+                method=method,
+                internal_batch_size=96,
+                progress=False,
+                dictionaries={layer: sae},
+            )
         for m in SCORES:
             feats[m][idx] = res[m].per_unit(layer).float()
             neurons[m][idx] = res[m].per_unit(NEURONS).float()
@@ -170,14 +183,24 @@ def score_sentences(lm, sae, layer: str, sentences, *, n_steps: int, method: str
         gap_f[idx] = (feats["conductance"][idx].sum(1) - od[idx]).abs() / od[idx].abs().clamp_min(1e-12)
         gap_n[idx] = (neurons["conductance"][idx].sum(1) - od[idx]).abs() / od[idx].abs().clamp_min(1e-12)
         evals[idx] = c.n_evals
-        words = (mask.bool() & (ids != base))
-        err_base = activation(model, base, [layer], additional_forward_args=(mask,),
-                              dictionaries={layer: sae})[layer][1]
+        words = mask.bool() & (ids != base)
+        err_base = activation(model, base, [layer], additional_forward_args=(mask,), dictionaries={layer: sae})[layer][
+            1
+        ]
         sq["text"] += float((res["activation"][layer][1].double() ** 2).sum(-1)[words].sum())
         sq["baseline"] += float((err_base.double() ** 2).sum(-1)[words].sum())
         sq["tokens"] += int(words.sum())
-    return {"features": feats, "neurons": neurons, "label": label, "output_diff": od, "gap_features": gap_f,
-            "gap_neurons": gap_n, "n_evals": evals, "squared_error": sq, "encoded": enc}
+    return {
+        "features": feats,
+        "neurons": neurons,
+        "label": label,
+        "output_diff": od,
+        "gap_features": gap_f,
+        "gap_neurons": gap_n,
+        "n_evals": evals,
+        "squared_error": sq,
+        "encoded": enc,
+    }
 
 
 def agreement(lm, sae, layer: str, sc: dict, *, k: int, progress=None) -> pd.DataFrame:
@@ -189,12 +212,14 @@ def agreement(lm, sae, layer: str, sc: dict, *, k: int, progress=None) -> pd.Dat
     F = sae.n_features
     for i in bar(range(enc.ids.shape[0]), desc="ablation to the baseline value", unit="sentence", progress=progress):
         L = int(enc.lengths[i])
-        ids, mask, base = enc.ids[i:i + 1, :L], enc.attention_mask[i:i + 1, :L], enc.baseline_ids[i:i + 1, :L]
+        ids, mask, base = enc.ids[i : i + 1, :L], enc.attention_mask[i : i + 1, :L], enc.baseline_ids[i : i + 1, :L]
         kw = dict(target=int(sc["label"][i]), additional_forward_args=(mask,), internal_batch_size=64)
         f_base = activation(model, base, [layer], additional_forward_args=(mask,), dictionaries={layer: sae})[layer][0]
         y_base = activation(model, base, [layer], additional_forward_args=(mask,))[layer]
-        for kind, values, fill, dicts, width in (("features", sc["features"], f_base[0], {layer: sae}, F),
-                                                 ("neurons", sc["neurons"], y_base[0], None, 384)):
+        for kind, values, fill, dicts, width in (
+            ("features", sc["features"], f_base[0], {layer: sae}, F),
+            ("neurons", sc["neurons"], y_base[0], None, 384),
+        ):
             top = {m: values[m][i, :width].topk(k).indices for m in SCORES}
             units = sorted(set(torch.cat(list(top.values())).tolist()))
             effect = ablation_scores(model, ids, layer, units=units, value=fill, dictionaries=dicts, **kw)[0]
@@ -214,12 +239,22 @@ def negation_probes(lm, sae, layer: str, probes, *, n_steps: int, top: int, f_co
 
     enc = lm.encode(list(probes))
     with _quiet():
-        res = attribute(lm.on_ids, enc.ids, [layer], scores=["conductance", "activation"], embedding=EMBEDDING,
-                        baselines=enc.baseline_ids, target=log_odds, additional_forward_args=(enc.attention_mask,),
-                        n_steps=n_steps, progress=False, dictionaries={layer: sae})
-    cond_tok, _ = res["conductance"][layer]        # [N, T, F], [N, T, D]
+        res = attribute(
+            lm.on_ids,
+            enc.ids,
+            [layer],
+            scores=["conductance", "activation"],
+            embedding=EMBEDDING,
+            baselines=enc.baseline_ids,
+            target=log_odds,
+            additional_forward_args=(enc.attention_mask,),
+            n_steps=n_steps,
+            progress=False,
+            dictionaries={layer: sae},
+        )
+    cond_tok, _ = res["conductance"][layer]  # [N, T, F], [N, T, D]
     act_tok, _ = res["activation"][layer]
-    per = res["conductance"].per_unit(layer)       # [N, F + 1]
+    per = res["conductance"].per_unit(layer)  # [N, F + 1]
     flat_tokens = [t for s in tokens for t in s]
     neg_corpus = negation_mask(flat_tokens)
     mean_all = f_corpus.mean(0)
@@ -232,22 +267,37 @@ def negation_probes(lm, sae, layer: str, probes, *, n_steps: int, top: int, f_co
         c = per[p, :-1]
         best = c.abs().topk(top).indices.tolist()
         od = float(res["conductance"].output_diff[p])
-        entry = {"probe": probe, "log_odds": None, "output_diff": round(od, 4),
-                 "error_node": round(float(per[p, -1]), 4), "features": []}
+        entry = {
+            "probe": probe,
+            "log_odds": None,
+            "output_diff": round(od, 4),
+            "error_node": round(float(per[p, -1]), 4),
+            "features": [],
+        }
         for rank, u in enumerate(best):
             ct = cond_tok[p, :L, u]
             share = float(ct[neg].abs().sum() / ct.abs().sum().clamp_min(1e-12))
             lift = float(mean_neg[u] / mean_all[u]) if float(mean_all[u]) > 0 else float("nan")
             peak = int(act_tok[p, :L, u].argmax())
-            row = {"probe": probe, "rank": rank + 1, "feature": u, "conductance": round(float(c[u]), 4),
-                   "share_of_output_diff": round(float(c[u]) / od, 4) if od else float("nan"),
-                   "negation_token_share": round(share, 3), "corpus_negation_lift": round(lift, 2),
-                   "peak_token": toks[peak],
-                   "per_token_activation": " ".join(f"{w}[{float(a):.2f}]" for w, a in zip(toks, act_tok[p, :L, u])),
-                   "per_token_conductance": " ".join(f"{w}[{float(v):+.3f}]" for w, v in zip(toks, ct))}
+            row = {
+                "probe": probe,
+                "rank": rank + 1,
+                "feature": u,
+                "conductance": round(float(c[u]), 4),
+                "share_of_output_diff": round(float(c[u]) / od, 4) if od else float("nan"),
+                "negation_token_share": round(share, 3),
+                "corpus_negation_lift": round(lift, 2),
+                "peak_token": toks[peak],
+                "per_token_activation": " ".join(f"{w}[{float(a):.2f}]" for w, a in zip(toks, act_tok[p, :L, u])),
+                "per_token_conductance": " ".join(f"{w}[{float(v):+.3f}]" for w, v in zip(toks, ct)),
+            }
             rows.append(row)
-            entry["features"].append({k: row[k] for k in ("feature", "conductance", "negation_token_share",
-                                                          "corpus_negation_lift", "peak_token")})
+            entry["features"].append(
+                {
+                    k: row[k]
+                    for k in ("feature", "conductance", "negation_token_share", "corpus_negation_lift", "peak_token")
+                }
+            )
         summary.append(entry)
     with torch.no_grad():
         lo = log_odds(lm.on_ids(enc.ids, enc.attention_mask))
@@ -261,16 +311,24 @@ def _top_units(values: torch.Tensor, sign: torch.Tensor, n: int) -> pd.DataFrame
     lo = values * (2 * sign.float() - 1).unsqueeze(1) * 2
     mean_abs = lo.abs().mean(0)
     order = mean_abs.topk(min(n, lo.shape[1])).indices
-    return pd.DataFrame({"unit": order.numpy(), "mean_abs_log_odds_conductance": mean_abs[order].numpy(),
-                         "mean_log_odds_conductance": lo[:, order].mean(0).numpy(),
-                         "sentences_nonzero": (lo[:, order].abs() > 1e-6).float().mean(0).numpy()})
+    return pd.DataFrame(
+        {
+            "unit": order.numpy(),
+            "mean_abs_log_odds_conductance": mean_abs[order].numpy(),
+            "mean_log_odds_conductance": lo[:, order].mean(0).numpy(),
+            "sentences_nonzero": (lo[:, order].abs() > 1e-6).float().mean(0).numpy(),
+        }
+    )
 
 
 @restores_process_state
 def main(argv=None) -> dict:
-    p = study_parser("features", __doc__,
-                     quick="smoke run: 8 test sentences (full: 64), 16 path points (full: 32), the SAE metrics on "
-                           "128 test sentences (full: all 1,057)")
+    p = study_parser(
+        "features",
+        __doc__,
+        quick="smoke run: 8 test sentences (full: 64), 16 path points (full: 32), the SAE metrics on "
+        "128 test sentences (full: all 1,057)",
+    )
     p.add_argument("--threads", type=int, default=1, help="torch threads (default 1: the machine is shared)")
     args = p.parse_args(argv)
     return finish(run(FeaturesConfig.from_args(args)))
@@ -301,8 +359,11 @@ def run(config: FeaturesConfig) -> Result:
     sae = minilm_sae(**(config.sae or {}), progress=None)
     layer = sae.hook_name
     seconds["data_and_models"] = time.perf_counter() - t0
-    print(f"all-MiniLM-L6-v2 + linear head (test accuracy {lm.test_accuracy:.3f}); SAE at {layer}: "
-          f"{sae.n_features} features ({'cached' if sae.cached else 'trained now'})", flush=True)
+    print(
+        f"all-MiniLM-L6-v2 + linear head (test accuracy {lm.test_accuracy:.3f}); SAE at {layer}: "
+        f"{sae.n_features} features ({'cached' if sae.cached else 'trained now'})",
+        flush=True,
+    )
 
     # 1. the SAE's metrics -----------------------------------------------------------------------------------
     t0 = time.perf_counter()
@@ -316,19 +377,24 @@ def run(config: FeaturesConfig) -> Result:
     tokens = _token_strings(lm, eval_sents)
     f_corpus = _encode_columns(sae, values)
     seconds["sae_metrics"] = time.perf_counter() - t0
-    print(f"\nSAE metrics on {metrics['n_sentences']} test sentences ({metrics['n_tokens']} tokens): L0 "
-          f"{metrics['l0']:.1f}, FVU {metrics['fvu']:.3f}, dead features {100 * metrics['dead_share']:.1f} % "
-          f"({metrics['dead']}), head accuracy {metrics['accuracy']:.3f} → {metrics['reconstructed_accuracy']:.3f} "
-          f"with the layer reconstructed ({100 * metrics['accuracy_change']:+.1f} points; "
-          f"{100 * metrics['agreement']:.1f} % of predictions unchanged)", flush=True)
+    print(
+        f"\nSAE metrics on {metrics['n_sentences']} test sentences ({metrics['n_tokens']} tokens): L0 "
+        f"{metrics['l0']:.1f}, FVU {metrics['fvu']:.3f}, dead features {100 * metrics['dead_share']:.1f} % "
+        f"({metrics['dead']}), head accuracy {metrics['accuracy']:.3f} → {metrics['reconstructed_accuracy']:.3f} "
+        f"with the layer reconstructed ({100 * metrics['accuracy_change']:+.1f} points; "
+        f"{100 * metrics['agreement']:.1f} % of predictions unchanged)",
+        flush=True,
+    )
 
     # 2. features against neurons ----------------------------------------------------------------------------
     t0 = time.perf_counter()
     rng = np.random.default_rng(config.seed)
     pick = np.sort(rng.choice(len(data.test), size=min(size["n_sentences"], len(data.test)), replace=False))
     sents = [data.test.sentences[i] for i in pick]
-    note(f"scores: {len(sents)} test sentences, {sae.n_features} features + error node and 384 neurons, "
-         f"{size['steps']} adaptive path points")
+    note(
+        f"scores: {len(sents)} test sentences, {sae.n_features} features + error node and 384 neurons, "
+        f"{size['steps']} adaptive path points"
+    )
     sc = score_sentences(lm, sae, layer, sents, n_steps=size["steps"])
     seconds["scores"] = time.perf_counter() - t0
     cond_f, cond_n = sc["features"]["conductance"], sc["neurons"]["conductance"]
@@ -338,23 +404,35 @@ def run(config: FeaturesConfig) -> Result:
     abs_err_share = err.abs() / cond_f.abs().double().sum(1)
     pooled_err_share = float((err * od.sign()).sum() / od.abs().sum())
     sq = sc["squared_error"]
-    conc = {"features": concentration(cond_f[:, :-1]), "neurons": concentration(cond_n),
-            "features_with_error_node": concentration(cond_f)}
+    conc = {
+        "features": concentration(cond_f[:, :-1]),
+        "neurons": concentration(cond_n),
+        "features_with_error_node": concentration(cond_f),
+    }
     sign = sc["label"]
     top_f = _top_units(cond_f[:, :-1], sign, size["top"]).rename(columns={"unit": "feature"})
     contexts = feature_contexts(f_corpus, tokens, top_f["feature"].tolist())
     top_f["active_on_tokens"] = [float((f_corpus[:, u] > 0).float().mean()) for u in top_f["feature"]]
     top_f["top_contexts"] = [" | ".join(contexts[int(u)]) for u in top_f["feature"]]
     top_n = _top_units(cond_n, sign, size["top"]).rename(columns={"unit": "neuron"})
-    units = pd.DataFrame([
-        {"units": "SAE features (1,536)" if sae.n_features == 1536 else f"SAE features ({sae.n_features})",
-         "top10_share_of_abs": conc["features"]["top_share"], "units_for_80pct_of_abs":
-             conc["features"]["units_for_share"], "completeness_gap_median": _median(sc["gap_features"]),
-         "completeness_gap_max": float(sc["gap_features"].max())},
-        {"units": "neurons (384)", "top10_share_of_abs": conc["neurons"]["top_share"],
-         "units_for_80pct_of_abs": conc["neurons"]["units_for_share"],
-         "completeness_gap_median": _median(sc["gap_neurons"]),
-         "completeness_gap_max": float(sc["gap_neurons"].max())}])
+    units = pd.DataFrame(
+        [
+            {
+                "units": "SAE features (1,536)" if sae.n_features == 1536 else f"SAE features ({sae.n_features})",
+                "top10_share_of_abs": conc["features"]["top_share"],
+                "units_for_80pct_of_abs": conc["features"]["units_for_share"],
+                "completeness_gap_median": _median(sc["gap_features"]),
+                "completeness_gap_max": float(sc["gap_features"].max()),
+            },
+            {
+                "units": "neurons (384)",
+                "top10_share_of_abs": conc["neurons"]["top_share"],
+                "units_for_80pct_of_abs": conc["neurons"]["units_for_share"],
+                "completeness_gap_median": _median(sc["gap_neurons"]),
+                "completeness_gap_max": float(sc["gap_neurons"].max()),
+            },
+        ]
+    )
 
     # 3. agreement with ablation -----------------------------------------------------------------------------
     t0 = time.perf_counter()
@@ -365,24 +443,34 @@ def run(config: FeaturesConfig) -> Result:
 
     # 4. negation probes -------------------------------------------------------------------------------------
     t0 = time.perf_counter()
-    neg_rows, neg = negation_probes(lm, sae, layer, NEGATION_PROBES, n_steps=size["probe_steps"], top=5,
-                                    f_corpus=f_corpus, tokens=tokens)
+    neg_rows, neg = negation_probes(
+        lm, sae, layer, NEGATION_PROBES, n_steps=size["probe_steps"], top=5, f_corpus=f_corpus, tokens=tokens
+    )
     seconds["negation"] = time.perf_counter() - t0
 
-    for df, name in ((units, "features_units"), (top_f, "features_top"), (top_n, "features_top_neurons"),
-                     (pearson_tab.reset_index(), "features_agreement"), (pd.DataFrame(neg_rows), "features_negation")):
+    for df, name in (
+        (units, "features_units"),
+        (top_f, "features_top"),
+        (top_n, "features_top_neurons"),
+        (pearson_tab.reset_index(), "features_agreement"),
+        (pd.DataFrame(neg_rows), "features_negation"),
+    ):
         write_table(df, out, name, index=False)
     agree.to_csv(os.path.join(out, "features_agreement_rows.csv"), index=False)
 
-    fmt = lambda v: f"{v:.3f}"   # noqa: E731
-    print(f"\n{len(sents)} test sentences, ≤{size['steps']} path points ({int(sc['n_evals'].max())} evaluations), "
-          f"features + error node and neurons of {layer} in one call per batch ({seconds['scores']:.1f}s):")
+    fmt = lambda v: f"{v:.3f}"  # noqa: E731
+    print(
+        f"\n{len(sents)} test sentences, ≤{size['steps']} path points ({int(sc['n_evals'].max())} evaluations), "
+        f"features + error node and neurons of {layer} in one call per batch ({seconds['scores']:.1f}s):"
+    )
     print(units.to_string(index=False, float_format=fmt))
-    print(f"\nerror node's share of F(x) − F(x'): median {_median(err_share):+.3f} over the sentences, "
-          f"{pooled_err_share:+.3f} pooled (Σ ε·sign / Σ|F(x) − F(x')|); of Σ|conductance| over features + error "
-          f"node: median {_median(abs_err_share):.3f}. The SAE's squared error ‖ε‖² per word is "
-          f"{sq['baseline'] / max(sq['text'], 1e-30):.1f}× as large at the [PAD] baseline as on the text "
-          f"({sq['baseline'] / sq['tokens']:.1f} against {sq['text'] / sq['tokens']:.1f}, {sq['tokens']} words)")
+    print(
+        f"\nerror node's share of F(x) − F(x'): median {_median(err_share):+.3f} over the sentences, "
+        f"{pooled_err_share:+.3f} pooled (Σ ε·sign / Σ|F(x) − F(x')|); of Σ|conductance| over features + error "
+        f"node: median {_median(abs_err_share):.3f}. The SAE's squared error ‖ε‖² per word is "
+        f"{sq['baseline'] / max(sq['text'], 1e-30):.1f}× as large at the [PAD] baseline as on the text "
+        f"({sq['baseline'] / sq['tokens']:.1f} against {sq['text'] / sq['tokens']:.1f}, {sq['tokens']} words)"
+    )
     print(f"\nagreement with ablation to the baseline value (mean Pearson, top-{size['k']} units per sentence):")
     print(pearson_tab.to_string(float_format=lambda v: f"{v:+.3f}"))
     print("\nthe features that matter most (mean |conductance| for the log-odds):")
@@ -392,36 +480,63 @@ def run(config: FeaturesConfig) -> Result:
     print("\nthe neurons that matter most:")
     print(top_n.to_string(index=False, float_format=fmt))
     for e in neg:
-        feats = ", ".join(f"#{f['feature']} {f['conductance']:+.3f} (peak '{f['peak_token']}', "
-                          f"{100 * f['negation_token_share']:.0f} % on the negation, lift {f['corpus_negation_lift']})"
-                          for f in e["features"])
-        print(f"\n“{e['probe']}”: log-odds {e['log_odds']:+.3f}, error node {e['error_node']:+.3f}; top features: "
-              f"{feats}", flush=True)
+        feats = ", ".join(
+            f"#{f['feature']} {f['conductance']:+.3f} (peak '{f['peak_token']}', "
+            f"{100 * f['negation_token_share']:.0f} % on the negation, lift {f['corpus_negation_lift']})"
+            for f in e["features"]
+        )
+        print(
+            f"\n“{e['probe']}”: log-odds {e['log_odds']:+.3f}, error node {e['error_node']:+.3f}; top features: "
+            f"{feats}",
+            flush=True,
+        )
 
-    concentration_figure(cond_f[:, :-1], cond_n, cond_f[:, -1], od, pearson_tab,
-                         os.path.join(out, "features_concentration.png"))
+    concentration_figure(
+        cond_f[:, :-1], cond_n, cond_f[:, -1], od, pearson_tab, os.path.join(out, "features_concentration.png")
+    )
     result = {
         "model": "all-MiniLM-L6-v2 (frozen) + linear head; SAE from unitscope.zoo.minilm_sae",
-        "layer": layer, "n_features": sae.n_features, "sae_cached": bool(sae.cached),
+        "layer": layer,
+        "n_features": sae.n_features,
+        "sae_cached": bool(sae.cached),
         "sae": metrics,
-        "n_sentences": len(sents), "n_steps": size["steps"], "max_evals": int(sc["n_evals"].max()), "k": size["k"],
-        "completeness_gap": {"features_plus_error_median": round(_median(sc["gap_features"]), 6),
-                             "features_plus_error_max": round(float(sc["gap_features"].max()), 6),
-                             "neurons_median": round(_median(sc["gap_neurons"]), 6),
-                             "neurons_max": round(float(sc["gap_neurons"].max()), 6)},
-        "error_at_baseline": {"words": sq["tokens"], "text_mean_sq_error": round(sq["text"] / sq["tokens"], 4),
-                              "baseline_mean_sq_error": round(sq["baseline"] / sq["tokens"], 4),
-                              "ratio": round(sq["baseline"] / max(sq["text"], 1e-30), 2)},
-        "error_node_share": {"median": round(_median(err_share), 4), "pooled": round(pooled_err_share, 4),
-                             "abs_share_median": round(_median(abs_err_share), 4)},
+        "n_sentences": len(sents),
+        "n_steps": size["steps"],
+        "max_evals": int(sc["n_evals"].max()),
+        "k": size["k"],
+        "completeness_gap": {
+            "features_plus_error_median": round(_median(sc["gap_features"]), 6),
+            "features_plus_error_max": round(float(sc["gap_features"].max()), 6),
+            "neurons_median": round(_median(sc["gap_neurons"]), 6),
+            "neurons_max": round(float(sc["gap_neurons"].max()), 6),
+        },
+        "error_at_baseline": {
+            "words": sq["tokens"],
+            "text_mean_sq_error": round(sq["text"] / sq["tokens"], 4),
+            "baseline_mean_sq_error": round(sq["baseline"] / sq["tokens"], 4),
+            "ratio": round(sq["baseline"] / max(sq["text"], 1e-30), 2),
+        },
+        "error_node_share": {
+            "median": round(_median(err_share), 4),
+            "pooled": round(pooled_err_share, 4),
+            "abs_share_median": round(_median(abs_err_share), 4),
+        },
         "concentration": conc,
-        "pearson_to_baseline": {kind: {m: round(float(pearson_tab.loc[kind, m]), 3) for m in SCORES}
-                                for kind in pearson_tab.index},
-        "top_features": [{"feature": int(r.feature),
-                          "mean_log_odds_conductance": round(float(r.mean_log_odds_conductance), 4),
-                          "contexts": contexts[int(r.feature)][:2]} for r in top_f.itertuples()],
-        "top_neurons": [{"neuron": int(r.neuron), "mean_log_odds_conductance":
-                         round(float(r.mean_log_odds_conductance), 4)} for r in top_n.itertuples()],
+        "pearson_to_baseline": {
+            kind: {m: round(float(pearson_tab.loc[kind, m]), 3) for m in SCORES} for kind in pearson_tab.index
+        },
+        "top_features": [
+            {
+                "feature": int(r.feature),
+                "mean_log_odds_conductance": round(float(r.mean_log_odds_conductance), 4),
+                "contexts": contexts[int(r.feature)][:2],
+            }
+            for r in top_f.itertuples()
+        ],
+        "top_neurons": [
+            {"neuron": int(r.neuron), "mean_log_odds_conductance": round(float(r.mean_log_odds_conductance), 4)}
+            for r in top_n.itertuples()
+        ],
         "negation": neg,
         "seconds": {k_: round(v, 1) for k_, v in seconds.items()},
     }

@@ -25,8 +25,14 @@ def _curve(values: torch.Tensor, ks) -> np.ndarray:
     return np.array([float(cum[:, min(k, a.shape[1]) - 1].median()) for k in ks])
 
 
-def concentration_figure(features: torch.Tensor, neurons: torch.Tensor, error: torch.Tensor,
-                         output_diff: torch.Tensor, pearson_tab, path: str) -> str:
+def concentration_figure(
+    features: torch.Tensor,
+    neurons: torch.Tensor,
+    error: torch.Tensor,
+    output_diff: torch.Tensor,
+    pearson_tab,
+    path: str,
+) -> str:
     """Left: the median share of Σ|conductance| carried by the top-k units, features against neurons; middle: the
     error node's share of F(x) − F(x') per sentence; right: mean Pearson with ablation to the baseline value."""
     from ..report.figures import plt, save_figure
@@ -102,40 +108,70 @@ def write_manifest(out: str, result: dict, *, quick: bool) -> str:
         f"Agreement with ablation to the baseline value (mean Pearson r over the top-{k} units of {n} sentences): "
         f"features — conductance {pf['conductance']:+.2f}, gradient × activation {pf['grad_x_activation']:+.2f}, "
         f"activation {pf['activation']:+.2f}; neurons — {pn['conductance']:+.2f}, {pn['grad_x_activation']:+.2f}, "
-        f"{pn['activation']:+.2f}."]
+        f"{pn['activation']:+.2f}.",
+    ]
     for e in result["negation"]:
         f0 = e["features"][0]
-        heads.append(f"On “{e['probe']}” (log-odds {e['log_odds']:+.2f}) the top feature is #{f0['feature']} "
-                     f"(conductance {f0['conductance']:+.3f} for the log-odds, most active on '{f0['peak_token']}', "
-                     f"{_pct(f0['negation_token_share'])} of its conductance on the negation token).")
-    figures = [("features_concentration.png",
-                "Left: the median share of a sentence's Σ|conductance| that its top-k units carry, the SAE's features "
-                "(blue) against the same layer's neurons (orange); a curve that rises sooner means fewer units carry "
-                "the prediction. Middle: per sentence, the error node's conductance as a share of F(x) − F(x') "
-                "(1 = all of it; the features carry the rest, with sign). Right: mean Pearson r between a score's "
-                f"values of the top-{k} units and their ablation-to-baseline effects (set to the unit's value at the "
-                "baseline input at every token); 1 = the score ranks units as ablation does.")]
-    tables = [("features_units.csv", "Features against neurons: the median share of Σ|conductance| carried by the top "
-               "10, the units needed for 80 % of it, and the completeness gap (median, max; relative to |F(x) − "
-               "F(x')|)."),
-              ("features_top.csv", "The features with the largest mean |conductance| for the log-odds over the "
-               "sentences (sign: + towards positive), how often they are active, and the test-sentence tokens they "
-               "are most active on."),
-              ("features_top_neurons.csv", "The same for the layer's neurons."),
-              ("features_agreement.csv", f"Mean Pearson r with ablation to the baseline value, top-{k} units."),
-              ("features_negation.csv", "Each negation probe's top five features: conductance for the log-odds, "
-               "share on the negation token, lift on negations in the test sentences, per-token activation and "
-               "conductance.")]
-    scale = (f"{n} test sentences, {result['n_steps']} path points; SAE metrics on {m['n_sentences']} test sentences"
-             + (" (quick)" if quick else ""))
+        heads.append(
+            f"On “{e['probe']}” (log-odds {e['log_odds']:+.2f}) the top feature is #{f0['feature']} "
+            f"(conductance {f0['conductance']:+.3f} for the log-odds, most active on '{f0['peak_token']}', "
+            f"{_pct(f0['negation_token_share'])} of its conductance on the negation token)."
+        )
+    figures = [
+        (
+            "features_concentration.png",
+            "Left: the median share of a sentence's Σ|conductance| that its top-k units carry, the SAE's features "
+            "(blue) against the same layer's neurons (orange); a curve that rises sooner means fewer units carry "
+            "the prediction. Middle: per sentence, the error node's conductance as a share of F(x) − F(x') "
+            "(1 = all of it; the features carry the rest, with sign). Right: mean Pearson r between a score's "
+            f"values of the top-{k} units and their ablation-to-baseline effects (set to the unit's value at the "
+            "baseline input at every token); 1 = the score ranks units as ablation does.",
+        )
+    ]
+    tables = [
+        (
+            "features_units.csv",
+            "Features against neurons: the median share of Σ|conductance| carried by the top "
+            "10, the units needed for 80 % of it, and the completeness gap (median, max; relative to |F(x) − "
+            "F(x')|).",
+        ),
+        (
+            "features_top.csv",
+            "The features with the largest mean |conductance| for the log-odds over the "
+            "sentences (sign: + towards positive), how often they are active, and the test-sentence tokens they "
+            "are most active on.",
+        ),
+        ("features_top_neurons.csv", "The same for the layer's neurons."),
+        ("features_agreement.csv", f"Mean Pearson r with ablation to the baseline value, top-{k} units."),
+        (
+            "features_negation.csv",
+            "Each negation probe's top five features: conductance for the log-odds, "
+            "share on the negation token, lift on negations in the test sentences, per-token activation and "
+            "conductance.",
+        ),
+    ]
+    scale = f"{n} test sentences, {result['n_steps']} path points; SAE metrics on {m['n_sentences']} test sentences" + (
+        " (quick)" if quick else ""
+    )
     return write_entry(
-        out, title="MiniLM: SAE features against neurons", order=75, name="features", quick=quick, scale=scale,
-        description=("A sparse autoencoder trained by unitscope's zoo on the residual stream of all-MiniLM-L6-v2 "
-                     "after its third layer rewrites that layer as decode(encode(y)) + ε: its features and the error "
-                     "node ε are units like neurons. Conductance (from the [PAD] baseline, F = the predicted class's "
-                     "logit of the linear sentiment head) of every feature, the error node and the layer's 384 "
-                     "neurons comes from one pass along the path; completeness must hold over features + error node "
-                     "and over the neurons, since the layer is a cut of the network. The tables say which features "
-                     "matter and what they respond to, how the scores agree with ablation, and how the negation "
-                     "probes read through features."),
-        headlines=heads, figures=figures, tables=tables, summary="features.json")
+        out,
+        title="MiniLM: SAE features against neurons",
+        order=75,
+        name="features",
+        quick=quick,
+        scale=scale,
+        description=(
+            "A sparse autoencoder trained by unitscope's zoo on the residual stream of all-MiniLM-L6-v2 "
+            "after its third layer rewrites that layer as decode(encode(y)) + ε: its features and the error "
+            "node ε are units like neurons. Conductance (from the [PAD] baseline, F = the predicted class's "
+            "logit of the linear sentiment head) of every feature, the error node and the layer's 384 "
+            "neurons comes from one pass along the path; completeness must hold over features + error node "
+            "and over the neurons, since the layer is a cut of the network. The tables say which features "
+            "matter and what they respond to, how the scores agree with ablation, and how the negation "
+            "probes read through features."
+        ),
+        headlines=heads,
+        figures=figures,
+        tables=tables,
+        summary="features.json",
+    )

@@ -50,9 +50,18 @@ def _classes(model, x) -> tuple[int, float]:
 def _row(model, enc, r, **extra) -> dict:
     div = diversity(r.samples, encoder=enc) if len(r) else {"pixel": 0.0, "encoder": 0.0}
     k, ent = _classes(model, r.samples)
-    return dict(**extra, n=len(r), feasible_rate=r.feasible_rate, verified_rate=r.verified_rate, seconds=r.seconds,
-                samples_per_second=r.samples_per_second, diversity_encoder=div["encoder"], diversity_pixel=div["pixel"],
-                classes=k, class_entropy_bits=ent)
+    return dict(
+        **extra,
+        n=len(r),
+        feasible_rate=r.feasible_rate,
+        verified_rate=r.verified_rate,
+        seconds=r.seconds,
+        samples_per_second=r.samples_per_second,
+        diversity_encoder=div["encoder"],
+        diversity_pixel=div["pixel"],
+        classes=k,
+        class_entropy_bits=ent,
+    )
 
 
 def grid(rows: list[tuple[str, torch.Tensor]], path: str, title: str, cols: int = 12) -> str:
@@ -61,8 +70,15 @@ def grid(rows: list[tuple[str, torch.Tensor]], path: str, title: str, cols: int 
     from ..report.grids import image_grid
 
     images = [x[j] if j < len(x) else None for _, x in rows for j in range(cols)]
-    fig = image_grid(images, cols=cols, row_labels=[label for label, _ in rows], cmap="gray_r", cell=(0.75, 0.85),
-                     title=title, label_rotation=0)
+    fig = image_grid(
+        images,
+        cols=cols,
+        row_labels=[label for label, _ in rows],
+        cmap="gray_r",
+        cell=(0.75, 0.85),
+        title=title,
+        label_rotation=0,
+    )
     return save_figure(fig, path)
 
 
@@ -97,41 +113,82 @@ def _run(args, model, gen, digits_encoder) -> Result:
     t0 = time.perf_counter()
     band_rows, figures, kept = [], [], {}
     with warnings.catch_warnings():
-        warnings.simplefilter("ignore", InverseSetWarning)   # unreachable bands are reported in the table
+        warnings.simplefilter("ignore", InverseSetWarning)  # unreachable bands are reported in the table
         for name, (layer, unit) in [("logit", LOGIT), ("hidden", HIDDEN)]:
             rows = []
             for a, b in BANDS:
                 note(f"sampling {layer}[{unit}] ∈ [{a:g}, {b:g}] ({n} samples through the digits VAE)")
-                r = sample_inverse_set(model, (layer, unit, a, b), gen, encoder=enc, n_samples=n,
-                                       n_seeds=16 if args.quick else 32, seed=args.seed, progress=False)
+                r = sample_inverse_set(
+                    model,
+                    (layer, unit, a, b),
+                    gen,
+                    encoder=enc,
+                    n_samples=n,
+                    n_seeds=16 if args.quick else 32,
+                    seed=args.seed,
+                    progress=False,
+                )
                 kept[(name, a)] = r
                 band_rows.append(_row(model, enc, r, unit=f"{layer}[{unit}]", band=f"[{a:g}, {b:g}]", ok=r.ok))
                 rows.append((f"[{a:g}, {b:g}]\n{len(r)} ok" if r.ok else f"[{a:g}, {b:g}]\nnone", _spread_pick(r, 12)))
-            figures.append(grid(rows, os.path.join(args.out, f"inverse_{name}_bands.png"),
-                                f"inverse sets of {layer}[{unit}] per activation band (digits VAE as G)"))
+            figures.append(
+                grid(
+                    rows,
+                    os.path.join(args.out, f"inverse_{name}_bands.png"),
+                    f"inverse sets of {layer}[{unit}] per activation band (digits VAE as G)",
+                )
+            )
         cons = [(*LOGIT, 10.0, 20.0), (*HIDDEN, 10.0, 20.0)]
         note("sampling the intersection of both units in [10, 20]")
-        inter = sample_inverse_set(model, cons, gen, encoder=enc, n_samples=n, n_seeds=16 if args.quick else 32,
-                                   seed=args.seed, progress=False)
-        band_rows.append(_row(model, enc, inter, unit=f"{LOGIT[0]}[{LOGIT[1]}] ∩ {HIDDEN[0]}[{HIDDEN[1]}]",
-                              band="[10, 20] ∩ [10, 20]", ok=inter.ok))
-        figures.append(grid([(f"logit {LOGIT[1]}\n∈ [10, 20]", _spread_pick(kept[("logit", 10.0)], 12)),
-                             (f"hidden {HIDDEN[1]}\n∈ [10, 20]", _spread_pick(kept[("hidden", 10.0)], 12)),
-                             ("both", _spread_pick(inter, 12))], os.path.join(args.out, "inverse_intersection.png"),
-                            f"intersection: {LOGIT[0]}[{LOGIT[1]}] ∈ [10, 20] and {HIDDEN[0]}[{HIDDEN[1]}] ∈ [10, 20]"))
+        inter = sample_inverse_set(
+            model, cons, gen, encoder=enc, n_samples=n, n_seeds=16 if args.quick else 32, seed=args.seed, progress=False
+        )
+        band_rows.append(
+            _row(
+                model,
+                enc,
+                inter,
+                unit=f"{LOGIT[0]}[{LOGIT[1]}] ∩ {HIDDEN[0]}[{HIDDEN[1]}]",
+                band="[10, 20] ∩ [10, 20]",
+                ok=inter.ok,
+            )
+        )
+        figures.append(
+            grid(
+                [
+                    (f"logit {LOGIT[1]}\n∈ [10, 20]", _spread_pick(kept[("logit", 10.0)], 12)),
+                    (f"hidden {HIDDEN[1]}\n∈ [10, 20]", _spread_pick(kept[("hidden", 10.0)], 12)),
+                    ("both", _spread_pick(inter, 12)),
+                ],
+                os.path.join(args.out, "inverse_intersection.png"),
+                f"intersection: {LOGIT[0]}[{LOGIT[1]}] ∈ [10, 20] and {HIDDEN[0]}[{HIDDEN[1]}] ∈ [10, 20]",
+            )
+        )
 
         # methods, same target, same generator, same number of samples asked
         m = 96 if args.quick else 512
         con = (*LOGIT, 10.0, 20.0)
         step = 0.01
         runs = {
-            "augmented_lagrangian": lambda: sample_inverse_set(model, con, gen, encoder=enc, n_samples=m, n_seeds=32,
-                                                               seed=args.seed, progress=False),
-            "penalized_am": lambda: penalized_am(model, con, gen, encoder=enc, n_samples=m, steps=100, batch=256,
-                                                 seed=args.seed, progress=False),
-            "langevin": lambda: langevin_sampler(model, con, gen, encoder=enc, n_samples=m, chains=32, step=step,
-                                                 burn_in=100, thin=math.ceil(1 / (2 * step)), seed=args.seed,
-                                                 progress=False),
+            "augmented_lagrangian": lambda: sample_inverse_set(
+                model, con, gen, encoder=enc, n_samples=m, n_seeds=32, seed=args.seed, progress=False
+            ),
+            "penalized_am": lambda: penalized_am(
+                model, con, gen, encoder=enc, n_samples=m, steps=100, batch=256, seed=args.seed, progress=False
+            ),
+            "langevin": lambda: langevin_sampler(
+                model,
+                con,
+                gen,
+                encoder=enc,
+                n_samples=m,
+                chains=32,
+                step=step,
+                burn_in=100,
+                thin=math.ceil(1 / (2 * step)),
+                seed=args.seed,
+                progress=False,
+            ),
         }
         method_rows = []
         for name, fn in runs.items():
@@ -146,8 +203,10 @@ def _run(args, model, gen, digits_encoder) -> Result:
     by = {r["method"]: r for r in method_rows}
     ours, lang = by["augmented_lagrangian"], by["langevin"]
     summary = {
-        "bands": {f"{r['unit']} {r['band']}": {k: r[k] for k in ("n", "ok", "feasible_rate", "diversity_encoder",
-                                                                  "classes")} for r in band_rows},
+        "bands": {
+            f"{r['unit']} {r['band']}": {k: r[k] for k in ("n", "ok", "feasible_rate", "diversity_encoder", "classes")}
+            for r in band_rows
+        },
         "methods": {r["method"]: {k: v for k, v in r.items() if k != "method"} for r in method_rows},
         "samples_per_second_ratio_vs_langevin": ours["samples_per_second"] / max(lang["samples_per_second"], 1e-12),
         "diversity_ratio_vs_langevin": ours["diversity_encoder"] / max(lang["diversity_encoder"], 1e-12),
@@ -172,39 +231,61 @@ def _manifest(args, band_rows, by, summary, *, n: int, m: int) -> None:
             found = f"all {n} samples asked found in each of {', '.join(r['band'] for r in rows)}"
         else:
             found = "samples found of the " + str(n) + " asked: " + ", ".join(f"{r['n']} in {r['band']}" for r in rows)
-        return (f"{label} ({unit}) of the digits CNN: {reached} of {len(rows)} activation bands reached through "
-                f"the digits VAE; {found}.")
+        return (
+            f"{label} ({unit}) of the digits CNN: {reached} of {len(rows)} activation bands reached through "
+            f"the digits VAE; {found}."
+        )
 
     ours, lang = by["augmented_lagrangian"], by["langevin"]
     inter = band_rows[-1]
-    figures = [("inverse_logit_bands.png", f"Samples x = G(z) of the digits VAE with the digit-3 logit "
-                                           f"({LOGIT[0]}[{LOGIT[1]}]) of the digits CNN in each band (one row per "
-                                           "band, spread over the run); 'none': the band was not reached."),
-               ("inverse_hidden_bands.png", f"The same for the hidden unit {HIDDEN[0]}[{HIDDEN[1]}]."),
-               ("inverse_intersection.png", "Samples with the logit in [10, 20] (top row), the hidden unit in "
-                                            "[10, 20] (middle) and both at once (bottom).")]
+    figures = [
+        (
+            "inverse_logit_bands.png",
+            f"Samples x = G(z) of the digits VAE with the digit-3 logit "
+            f"({LOGIT[0]}[{LOGIT[1]}]) of the digits CNN in each band (one row per "
+            "band, spread over the run); 'none': the band was not reached.",
+        ),
+        ("inverse_hidden_bands.png", f"The same for the hidden unit {HIDDEN[0]}[{HIDDEN[1]}]."),
+        (
+            "inverse_intersection.png",
+            "Samples with the logit in [10, 20] (top row), the hidden unit in "
+            "[10, 20] (middle) and both at once (bottom).",
+        ),
+    ]
     write_entry(
-        args.out, order=60, quick=args.quick, summary="inverse.json",
+        args.out,
+        order=60,
+        quick=args.quick,
+        summary="inverse.json",
         title="Inverse sets: diverse inputs with a unit's activation in a range",
         scale=f"{n} samples per band, {m} per method" if args.quick else None,
-        description=("The inverse set of a unit is every input x with a ≤ f(x) ≤ b. Samples are drawn as "
-                     "x = G(z) through the digits VAE's decoder with an augmented-Lagrangian sampler (many seeds, "
-                     "each driven into the band), and every kept sample is checked: the unit's value on it lies in "
-                     "the band. Diversity is the mean pairwise distance of the samples in an encoder's space (the "
-                     "digits CNN's first layers) — larger is more varied. The method table compares the sampler "
-                     "with multi-start penalized activation maximization and a PPGN-style Langevin sampler on the "
-                     "same target, generator and number of samples."),
-        headlines=[bands_sentence("The digit-3 logit", f"{LOGIT[0]}[{LOGIT[1]}]"),
-                   bands_sentence("Hidden unit", f"{HIDDEN[0]}[{HIDDEN[1]}]"),
-                   f"{inter['n']} samples have both units in [10, 20] at once.",
-                   f"Against Langevin sampling on the logit band [10, 20]: "
-                   f"{summary['samples_per_second_ratio_vs_langevin']:.1f}× the verified samples per second "
-                   f"({ours['samples_per_second']:.0f} vs {lang['samples_per_second']:.0f}) and "
-                   f"{summary['diversity_ratio_vs_langevin']:.2f}× the diversity."],
+        description=(
+            "The inverse set of a unit is every input x with a ≤ f(x) ≤ b. Samples are drawn as "
+            "x = G(z) through the digits VAE's decoder with an augmented-Lagrangian sampler (many seeds, "
+            "each driven into the band), and every kept sample is checked: the unit's value on it lies in "
+            "the band. Diversity is the mean pairwise distance of the samples in an encoder's space (the "
+            "digits CNN's first layers) — larger is more varied. The method table compares the sampler "
+            "with multi-start penalized activation maximization and a PPGN-style Langevin sampler on the "
+            "same target, generator and number of samples."
+        ),
+        headlines=[
+            bands_sentence("The digit-3 logit", f"{LOGIT[0]}[{LOGIT[1]}]"),
+            bands_sentence("Hidden unit", f"{HIDDEN[0]}[{HIDDEN[1]}]"),
+            f"{inter['n']} samples have both units in [10, 20] at once.",
+            f"Against Langevin sampling on the logit band [10, 20]: "
+            f"{summary['samples_per_second_ratio_vs_langevin']:.1f}× the verified samples per second "
+            f"({ours['samples_per_second']:.0f} vs {lang['samples_per_second']:.0f}) and "
+            f"{summary['diversity_ratio_vs_langevin']:.2f}× the diversity.",
+        ],
         figures=figures,
-        tables=[("inverse_bands.csv", "Per unit and band: samples found, feasible and verified rates, seconds, "
-                                      "diversity, predicted classes"),
-                ("inverse_methods.csv", "Per method, same target: samples, rates, speed, diversity")])
+        tables=[
+            (
+                "inverse_bands.csv",
+                "Per unit and band: samples found, feasible and verified rates, seconds, diversity, predicted classes",
+            ),
+            ("inverse_methods.csv", "Per method, same target: samples, rates, speed, diversity"),
+        ],
+    )
 
 
 if __name__ == "__main__":

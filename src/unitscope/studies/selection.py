@@ -27,7 +27,7 @@ def channel_features(model, x, layer, *, batch_size: int = 512) -> np.ndarray:
     """``[N, C]``: each channel's activation averaged over positions."""
     out = []
     for i in range(0, len(x), batch_size):
-        a = activation(model, x[i:i + batch_size], [layer])
+        a = activation(model, x[i : i + batch_size], [layer])
         v = a[a.layers[0]]
         out.append(v if v.dim() == 2 else v.flatten(2).mean(2))
     return torch.cat(out).numpy()
@@ -39,17 +39,39 @@ def class_importance(model, x, y, layer, *, scores=SCORES, n_steps: int = 20, ba
     label, per-class sums of the channels' summed scores), never the per-example scores."""
     methods = [scores] if isinstance(scores, str) else list(scores)
     y = torch.as_tensor(y)
-    batches = [(x[i:i + batch_size], y[i:i + batch_size]) for i in range(0, len(x), batch_size)]
-    r = scan(model, batches, [layer], scores={m: "sum" for m in methods}, target="label", by="class", top_k=1,
-             path=PathConfig(n_steps=n_steps), progress=False)
+    batches = [(x[i : i + batch_size], y[i : i + batch_size]) for i in range(0, len(x), batch_size)]
+    r = scan(
+        model,
+        batches,
+        [layer],
+        scores={m: "sum" for m in methods},
+        target="label",
+        by="class",
+        top_k=1,
+        path=PathConfig(n_steps=n_steps),
+        progress=False,
+    )
     name = r.layers[0]
     labels = r.classes.tolist()
     return {m: dict(zip(labels, r.class_means(name, score=m).numpy())) for m in methods}
 
 
-def feature_selection(model, train_x, train_y, test_x, test_y, layer, label_sets, *, ks=(5, 10, 15, 20),
-                      scores=SCORES, n_steps: int = 20, batch_size: int = 128, random_repeats: int = 5,
-                      seed: int = 0) -> pd.DataFrame:
+def feature_selection(
+    model,
+    train_x,
+    train_y,
+    test_x,
+    test_y,
+    layer,
+    label_sets,
+    *,
+    ks=(5, 10, 15, 20),
+    scores=SCORES,
+    n_steps: int = 20,
+    batch_size: int = 128,
+    random_repeats: int = 5,
+    seed: int = 0,
+) -> pd.DataFrame:
     """One row per label set × method × k with the held-out ``accuracy`` (plus a ``random`` channel choice).
 
     >>> import torch, torch.nn as nn
@@ -62,8 +84,9 @@ def feature_selection(model, train_x, train_y, test_x, test_y, layer, label_sets
     """
     train_y, test_y = torch.as_tensor(train_y), torch.as_tensor(test_y)
     methods = [scores] if isinstance(scores, str) else list(scores)
-    importance = class_importance(model, train_x, train_y, layer, scores=methods, n_steps=n_steps,
-                                  batch_size=batch_size)
+    importance = class_importance(
+        model, train_x, train_y, layer, scores=methods, n_steps=n_steps, batch_size=batch_size
+    )
     f_train = channel_features(model, train_x, layer)
     f_test = channel_features(model, test_x, layer)
     rng = np.random.default_rng(seed)
@@ -90,6 +113,13 @@ def feature_selection(model, train_x, train_y, test_x, test_y, layer, label_sets
                 clf.fit(f_train[tr][:, cols], train_y.numpy()[tr])
                 accs.setdefault(m, []).append(float(clf.score(f_test[te][:, cols], test_y.numpy()[te])))
             for m, a in accs.items():
-                rows.append({"label_set": set_id, "labels": "".join(map(str, labels)), "score": m, "k": k,
-                             "accuracy": float(np.mean(a))})
+                rows.append(
+                    {
+                        "label_set": set_id,
+                        "labels": "".join(map(str, labels)),
+                        "score": m,
+                        "k": k,
+                        "accuracy": float(np.mean(a)),
+                    }
+                )
     return pd.DataFrame(rows)

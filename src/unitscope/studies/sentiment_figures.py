@@ -8,10 +8,18 @@ from __future__ import annotations
 import numpy as np
 import torch
 
-__all__ = ["negation_html", "negation_caption", "ratio_figure", "division_figure", "negation_figure",
-           "write_manifest", "PAPER_PEARSON"]
+__all__ = [
+    "negation_html",
+    "negation_caption",
+    "ratio_figure",
+    "division_figure",
+    "negation_figure",
+    "write_manifest",
+    "PAPER_PEARSON",
+]
 
 PAPER_PEARSON = {"conductance": 0.88, "internal_influence": -0.43, "grad_x_activation": 0.99, "activation": 0.19}
+
 
 def ratio_figure(ratio: np.ndarray, path: str) -> str:
     from ..report.figures import plt, save_figure
@@ -26,7 +34,6 @@ def ratio_figure(ratio: np.ndarray, path: str) -> str:
     ax.tick_params(labelsize=7)
     fig.tight_layout()
     return save_figure(fig, path)
-
 
 
 def division_figure(signs: torch.Tensor, path: str, title: str) -> str:
@@ -50,7 +57,6 @@ def division_figure(signs: torch.Tensor, path: str, title: str) -> str:
     cb.ax.set_yticklabels(["negative", "≈ 0", "positive"], fontsize=7)
     fig.tight_layout()
     return save_figure(fig, path, dpi=120)
-
 
 
 _HTML = """<div class="unitscope-sentiment-negation" style="font-family: sans-serif; font-size: 14px; line-height: 1.9">
@@ -93,8 +99,16 @@ def _tokens_html(tokens, values, scale: float, ngram=None) -> str:
     return " ".join(spans)
 
 
-def negation_html(probes, examples: list[dict], path: str, *, candidates: int = 30,
-                  base_rate: float | None = None, windows=None, maps: int | None = None) -> str:
+def negation_html(
+    probes,
+    examples: list[dict],
+    path: str,
+    *,
+    candidates: int = 30,
+    base_rate: float | None = None,
+    windows=None,
+    maps: int | None = None,
+) -> str:
     """An HTML snippet (one ``<div>``, inline styles) with each probe and each found filter's top sentences,
     tokens coloured by their per-token conductance, the n-gram the filter picked underlined (the analogue of the
     paper's Figures 4 and 5)."""
@@ -106,19 +120,34 @@ def negation_html(probes, examples: list[dict], path: str, *, candidates: int = 
         blocks = []
         for f in p.found:
             ex = [e for e in examples if e["probe"] == p.probe and e["filter"] == f]
-            scale = max([abs(v) for v in p.attributions[f]] + [abs(v) for e in ex for v in e["attributions"]]
-                        + [1e-12])
+            scale = max([abs(v) for v in p.attributions[f]] + [abs(v) for e in ex for v in e["attributions"]] + [1e-12])
             flags = [e["has_negation"] for e in ex if "has_negation" in e]
-            blocks.append({"filter": f, "conductance": float(p.table.set_index("filter").loc[f, "conductance"]),
-                           "window": windows[f // maps] if windows and maps else "?",
-                           "n_negated": sum(flags) if flags else None,
-                           "probe_html": Markup(_tokens_html(p.tokens, p.attributions[f], scale,
-                                                             p.ngrams.get(f))),
-                           "examples": [{"html": Markup(_tokens_html(e["tokens"], e["attributions"], scale,
-                                                                     e.get("ngram"))),
-                                         "conductance": e["conductance"]} for e in ex]})
-        out.append({"probe": p.probe, "predicted": p.predicted, "log_odds": p.log_odds, "blocks": blocks,
-                    "phrase": " ".join(p.tokens[i] for i in p.phrase), "n_candidates": candidates})
+            blocks.append(
+                {
+                    "filter": f,
+                    "conductance": float(p.table.set_index("filter").loc[f, "conductance"]),
+                    "window": windows[f // maps] if windows and maps else "?",
+                    "n_negated": sum(flags) if flags else None,
+                    "probe_html": Markup(_tokens_html(p.tokens, p.attributions[f], scale, p.ngrams.get(f))),
+                    "examples": [
+                        {
+                            "html": Markup(_tokens_html(e["tokens"], e["attributions"], scale, e.get("ngram"))),
+                            "conductance": e["conductance"],
+                        }
+                        for e in ex
+                    ],
+                }
+            )
+        out.append(
+            {
+                "probe": p.probe,
+                "predicted": p.predicted,
+                "log_odds": p.log_odds,
+                "blocks": blocks,
+                "phrase": " ".join(p.tokens[i] for i in p.phrase),
+                "n_candidates": candidates,
+            }
+        )
     with open(path, "w") as fh:
         fh.write(Template(_HTML, autoescape=True).render(probes=out, base_rate=base_rate))
     return path
@@ -136,8 +165,7 @@ def _token_colour(v: float, scale: float):
     return (33 / 255, 102 / 255, 172 / 255, alpha) if v >= 0 else (178 / 255, 24 / 255, 43 / 255, alpha)
 
 
-def negation_figure(probes, examples: list[dict], path: str, *, per_filter: int = 3,
-                     width: float = 10.0) -> str:
+def negation_figure(probes, examples: list[dict], path: str, *, per_filter: int = 3, width: float = 10.0) -> str:
     """Tokens drawn as text on coloured boxes (blue: supports the probe's prediction, red: opposes; opacity ∝
     |per-token conductance|; bold with a black frame: the n-gram the filter's max over time picked), one block
     per probe × found filter: the probe, then the filter's top corpus sentences, each cropped to 24 tokens
@@ -146,26 +174,37 @@ def negation_figure(probes, examples: list[dict], path: str, *, per_filter: int 
 
     lines = []  # (kind, text or (tokens, values, scale))
     for p in probes:
-        lines.append(("title", f"“{p.probe}”: predicted {p.predicted} (log-odds {p.log_odds:+.2f}); filters whose "
-                               f"conductance falls on “{' '.join(p.tokens[i] for i in p.phrase)}”: "
-                               f"{', '.join(f'#{f}' for f in p.found) or 'none'}"))
+        lines.append(
+            (
+                "title",
+                f"“{p.probe}”: predicted {p.predicted} (log-odds {p.log_odds:+.2f}); filters whose "
+                f"conductance falls on “{' '.join(p.tokens[i] for i in p.phrase)}”: "
+                f"{', '.join(f'#{f}' for f in p.found) or 'none'}",
+            )
+        )
         for f in p.found:
             ex = [e for e in examples if e["probe"] == p.probe and e["filter"] == f][:per_filter]
-            scale = max([abs(v) for v in p.attributions[f]] + [abs(v) for e in ex for v in e["attributions"]]
-                        + [1e-12])
+            scale = max([abs(v) for v in p.attributions[f]] + [abs(v) for e in ex for v in e["attributions"]] + [1e-12])
             lines.append(("head", f"filter #{f} — on the probe, then its top corpus sentences by conductance"))
             a, b = p.ngrams.get(f, (0, 0))
-            lines.append(("tokens", (p.tokens, p.attributions[f], scale,
-                                     [a <= k < b for k in range(len(p.tokens))])))
+            lines.append(("tokens", (p.tokens, p.attributions[f], scale, [a <= k < b for k in range(len(p.tokens))])))
             for e in ex:
                 w = _window(e["attributions"], 24)
                 pre = ["…"] if w.start > 0 else []
                 post = ["…"] if w.stop < len(e["tokens"]) else []
                 a, b = e.get("ngram", (0, 0))
                 picked = [a <= k < b for k in range(len(e["tokens"]))][w]
-                lines.append(("tokens", (pre + e["tokens"][w] + post,
-                                         [0.0] * len(pre) + e["attributions"][w] + [0.0] * len(post), scale,
-                                         [False] * len(pre) + picked + [False] * len(post))))
+                lines.append(
+                    (
+                        "tokens",
+                        (
+                            pre + e["tokens"][w] + post,
+                            [0.0] * len(pre) + e["attributions"][w] + [0.0] * len(post),
+                            scale,
+                            [False] * len(pre) + picked + [False] * len(post),
+                        ),
+                    )
+                )
     fig = plt.figure(figsize=(width, 1.0))
     renderer = fig.canvas.get_renderer()
     fs, step, gap, left = 8, 0.24, 0.05, 0.15
@@ -195,87 +234,145 @@ def negation_figure(probes, examples: list[dict], path: str, *, per_filter: int 
     height = y + step
     fig.set_size_inches(width, height)
     for x, yy, kind, text, colour in placed:
-        kw = dict(fontsize=fs + (1 if kind == "title" else 0), va="baseline",
-                  weight="bold" if kind in ("title", "picked") else "normal",
-                  style="italic" if kind == "head" else "normal")
+        kw = dict(
+            fontsize=fs + (1 if kind == "title" else 0),
+            va="baseline",
+            weight="bold" if kind in ("title", "picked") else "normal",
+            style="italic" if kind == "head" else "normal",
+        )
         if colour is not None:
-            kw["bbox"] = dict(boxstyle="square,pad=0.12", fc=colour, ec="black" if kind == "picked" else "none",
-                              lw=0.8)
+            kw["bbox"] = dict(boxstyle="square,pad=0.12", fc=colour, ec="black" if kind == "picked" else "none", lw=0.8)
         fig.text(x / width, 1 - yy / height, text, **kw)
     return save_figure(fig, path, dpi=120)
 
 
-
-def negation_caption(probes, examples: list[dict], base_rate: float, n_corpus: int,
-                     k: int) -> str:
+def negation_caption(probes, examples: list[dict], base_rate: float, n_corpus: int, k: int) -> str:
     """Markdown caption of ``sentiment_negation.png`` / ``.html`` (the analogue of the paper's Figures 4 and 5)."""
-    lines = ["**Negation filters (the analogue of the paper's Figures 4 and 5).** For each probe, the filters with "
-             "the highest conductance whose per-token conductance falls on the negated phrase; under each, its "
-             f"top {k} of {n_corpus} corpus sentences by conductance. Tokens are coloured by per-token conductance "
-             "(blue: towards the probe's predicted class, red: against); the n-gram that the filter's max over time "
-             f"picked is underlined (bold, framed in the PNG). {100 * base_rate:.1f}% of the corpus sentences contain "
-             "not / n't / no / never (the base rate).", ""]
+    lines = [
+        "**Negation filters (the analogue of the paper's Figures 4 and 5).** For each probe, the filters with "
+        "the highest conductance whose per-token conductance falls on the negated phrase; under each, its "
+        f"top {k} of {n_corpus} corpus sentences by conductance. Tokens are coloured by per-token conductance "
+        "(blue: towards the probe's predicted class, red: against); the n-gram that the filter's max over time "
+        f"picked is underlined (bold, framed in the PNG). {100 * base_rate:.1f}% of the corpus sentences contain "
+        "not / n't / no / never (the base rate).",
+        "",
+    ]
     for p in probes:
-        lines.append(f"- “{p.probe}”: predicted {p.predicted} (log-odds {p.log_odds:+.2f}); "
-                     + ("; ".join(f"filter #{f}: {sum(e['has_negation'] for e in ex)} of {len(ex)} top sentences "
-                                  f"with a negation ("
-                                  f"{sum(e['has_negation'] for e in ex) / max(1, len(ex)) / max(base_rate, 1e-12):.1f}"
-                                  f"× the base rate), the picked n-gram holds one in "
-                                  f"{sum(e['ngram_has_negation'] for e in ex)}"
-                                  for f in p.found
-                                  for ex in [[e for e in examples if e['probe'] == p.probe and e['filter'] == f]])
-                        or "no filter's conductance falls on the negated phrase"))
+        lines.append(
+            f"- “{p.probe}”: predicted {p.predicted} (log-odds {p.log_odds:+.2f}); "
+            + (
+                "; ".join(
+                    f"filter #{f}: {sum(e['has_negation'] for e in ex)} of {len(ex)} top sentences "
+                    f"with a negation ("
+                    f"{sum(e['has_negation'] for e in ex) / max(1, len(ex)) / max(base_rate, 1e-12):.1f}"
+                    f"× the base rate), the picked n-gram holds one in "
+                    f"{sum(e['ngram_has_negation'] for e in ex)}"
+                    for f in p.found
+                    for ex in [[e for e in examples if e["probe"] == p.probe and e["filter"] == f]]
+                )
+                or "no filter's conductance falls on the negated phrase"
+            )
+        )
     return "\n".join(lines) + "\n"
-
 
 
 def write_manifest(out, result, net, probes, examples, base_rate, n_corpus, sz, with_recipes) -> None:
     from ..report.manifest import write_entry
 
-    model = (f"the sentiment CNN ({result.get('model') or 'recipe ' + result['recipe']}; {result['n_train']} "
-             f"training sentences)" if result.get("recipe") else "the sentiment CNN")
-    heads = [f"Test accuracy of {model}: {result['test_accuracy']:.3f} on the {net.info.get('n_test', '?')} "
-             f"held-out movie-review sentences.",
-             f"Agreement with ablation on {result['n_agreement']} test sentences (mean Pearson r over sentences, "
-             f"top-10 filters): conductance {result['pearson']['conductance']:+.2f} (paper 0.88), internal "
-             f"influence {result['pearson']['internal_influence']:+.2f} (paper −0.43).",
-             f"Division of labour on {result['n_division']} sentences: {100 * result['both_sign_filter_share']:.1f} % "
-             f"of the filters push towards both signs on at least 10 % of the sentences each."]
+    model = (
+        f"the sentiment CNN ({result.get('model') or 'recipe ' + result['recipe']}; {result['n_train']} "
+        f"training sentences)"
+        if result.get("recipe")
+        else "the sentiment CNN"
+    )
+    heads = [
+        f"Test accuracy of {model}: {result['test_accuracy']:.3f} on the {net.info.get('n_test', '?')} "
+        f"held-out movie-review sentences.",
+        f"Agreement with ablation on {result['n_agreement']} test sentences (mean Pearson r over sentences, "
+        f"top-10 filters): conductance {result['pearson']['conductance']:+.2f} (paper 0.88), internal "
+        f"influence {result['pearson']['internal_influence']:+.2f} (paper −0.43).",
+        f"Division of labour on {result['n_division']} sentences: {100 * result['both_sign_filter_share']:.1f} % "
+        f"of the filters push towards both signs on at least 10 % of the sentences each.",
+    ]
     for p in probes:
         found = result["negation"][p.probe]["filters"]
         best = max(found, key=lambda f: f["top_sentences_with_negation"], default=None)
         expected = "negative" if "good" in p.probe else "positive"
         right = "the right sign" if p.predicted == expected else f"the wrong sign: people read it as {expected}"
-        heads.append(f"“{p.probe}” gets log-odds {p.log_odds:+.2f} ({p.predicted}, {right}); "
-                     + (f"of its negation filters, #{best['filter']} has a negation in "
-                        f"{100 * best['top_sentences_with_negation']:.0f} % of its top {best['n_top_sentences']} "
-                        f"corpus sentences ({best['top_sentences_with_negation_vs_base_rate']:.1f}× the base rate of "
-                        f"{100 * base_rate:.1f} %)." if best
-                        else "no filter's conductance falls on the negated phrase."))
+        heads.append(
+            f"“{p.probe}” gets log-odds {p.log_odds:+.2f} ({p.predicted}, {right}); "
+            + (
+                f"of its negation filters, #{best['filter']} has a negation in "
+                f"{100 * best['top_sentences_with_negation']:.0f} % of its top {best['n_top_sentences']} "
+                f"corpus sentences ({best['top_sentences_with_negation_vs_base_rate']:.1f}× the base rate of "
+                f"{100 * base_rate:.1f} %)."
+                if best
+                else "no filter's conductance falls on the negated phrase."
+            )
+        )
     caption = negation_caption(probes, examples, base_rate, n_corpus, sz["examples"]).replace("**", "")
-    figures = [("sentiment_negation.png", caption),
-               ("sentiment_division.png", "Sign of each filter's conductance for logit(pos) − logit(neg) per sentence "
-                "(rows: sentences, columns: filters, both clustered): red pushes towards positive, blue towards "
-                "negative, green |c| < 0.01."),
-               ("sentiment_ablation_ratio.png", "Per test sentence, |Σ ablation| / Σ |ablation| over the 256 filters: "
-                "1 means every filter's ablation pushes the same way; low values mean positive and negative effects "
-                "cancel.")]
-    tables = [("sentiment_agreement.csv", "Mean / median Pearson r between each score's values on a sentence's "
-               "top-10 filters and their ablation scores, with the paper's numbers."),
-              ("sentiment_negation.csv", "Candidate filters per probe, most conductance first: the share of their "
-               "per-token conductance on the negated phrase and on the negation, and whether they qualify.")]
+    figures = [
+        ("sentiment_negation.png", caption),
+        (
+            "sentiment_division.png",
+            "Sign of each filter's conductance for logit(pos) − logit(neg) per sentence "
+            "(rows: sentences, columns: filters, both clustered): red pushes towards positive, blue towards "
+            "negative, green |c| < 0.01.",
+        ),
+        (
+            "sentiment_ablation_ratio.png",
+            "Per test sentence, |Σ ablation| / Σ |ablation| over the 256 filters: "
+            "1 means every filter's ablation pushes the same way; low values mean positive and negative effects "
+            "cancel.",
+        ),
+    ]
+    tables = [
+        (
+            "sentiment_agreement.csv",
+            "Mean / median Pearson r between each score's values on a sentence's "
+            "top-10 filters and their ablation scores, with the paper's numbers.",
+        ),
+        (
+            "sentiment_negation.csv",
+            "Candidate filters per probe, most conductance first: the share of their "
+            "per-token conductance on the negated phrase and on the negation, and whether they qualify.",
+        ),
+    ]
     if with_recipes:
-        tables.insert(0, ("sentiment_recipes.csv", "Recipes tried: training data, tokens, word vectors, held-out "
-                          "movie-review test accuracy and both probes' log-odds (negative = negative sentiment)."))
-    comps = [{"quantity": f"Pearson r with ablation, {m}", "ours": result["pearson"][m],
-              "ours_setting": f"{model}, {result['n_agreement']} movie-review test sentences", "paper": v,
-              "paper_setting": "Kim CNN on movie reviews (Dhamdhere et al. 2018)"} for m, v in PAPER_PEARSON.items()
-             if m in result["pearson"]]
-    write_entry(out, title="Sentiment CNN (Kim 2014): agreement, division of labour, negation filters",
-                description="Conductance of the 256 max-pooled filters of the paper's sentiment CNN: agreement with "
-                            "ablation, the sign of each filter's conductance across sentences, and filters that "
-                            "carry negation, shown on their top corpus sentences with the n-gram they picked.",
-                headlines=heads, figures=figures, tables=tables, comparisons=comps,
-                snippets=[("sentiment_negation.html", caption)], documents=["sentiment_negation_caption.md"],
-                summary="sentiment.json", quick=result["quick"],
-                scale=f"{result['n_agreement']} agreement / {n_corpus} corpus sentences", order=40, name="sentiment")
+        tables.insert(
+            0,
+            (
+                "sentiment_recipes.csv",
+                "Recipes tried: training data, tokens, word vectors, held-out "
+                "movie-review test accuracy and both probes' log-odds (negative = negative sentiment).",
+            ),
+        )
+    comps = [
+        {
+            "quantity": f"Pearson r with ablation, {m}",
+            "ours": result["pearson"][m],
+            "ours_setting": f"{model}, {result['n_agreement']} movie-review test sentences",
+            "paper": v,
+            "paper_setting": "Kim CNN on movie reviews (Dhamdhere et al. 2018)",
+        }
+        for m, v in PAPER_PEARSON.items()
+        if m in result["pearson"]
+    ]
+    write_entry(
+        out,
+        title="Sentiment CNN (Kim 2014): agreement, division of labour, negation filters",
+        description="Conductance of the 256 max-pooled filters of the paper's sentiment CNN: agreement with "
+        "ablation, the sign of each filter's conductance across sentences, and filters that "
+        "carry negation, shown on their top corpus sentences with the n-gram they picked.",
+        headlines=heads,
+        figures=figures,
+        tables=tables,
+        comparisons=comps,
+        snippets=[("sentiment_negation.html", caption)],
+        documents=["sentiment_negation_caption.md"],
+        summary="sentiment.json",
+        quick=result["quick"],
+        scale=f"{result['n_agreement']} agreement / {n_corpus} corpus sentences",
+        order=40,
+        name="sentiment",
+    )

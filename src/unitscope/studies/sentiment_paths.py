@@ -31,8 +31,13 @@ from .agreement import top_k_pearson
 
 __all__ = ["pattern_on_path", "measure", "main"]
 
-RECIPES = ("minilm-context-all", "minilm-context-soft", "minilm-context-vader", "minilm-context-soft-vader",
-           "minilm-context-soft-vader-edrop")  # the last: the default (zoo.sentiment.DEFAULT_RECIPE)
+RECIPES = (
+    "minilm-context-all",
+    "minilm-context-soft",
+    "minilm-context-vader",
+    "minilm-context-soft-vader",
+    "minilm-context-soft-vader-edrop",
+)  # the last: the default (zoo.sentiment.DEFAULT_RECIPE)
 
 
 def pattern_on_path(model, emb: torch.Tensor, *, n_points: int = 50):
@@ -59,8 +64,9 @@ def measure(recipe: str, *, n: int = 200, n_steps: int = 50, seed: int = 0) -> d
     m = net.model
     _, emb = net.encode(movie_reviews().test.sentences[:n])
     with torch.enable_grad():
-        cond = attribute(m, emb, ["filters"], scores=["conductance"], n_steps=n_steps,
-                         path=PathConfig(gap_warning=None))["conductance"].per_channel("filters")
+        cond = attribute(
+            m, emb, ["filters"], scores=["conductance"], n_steps=n_steps, path=PathConfig(gap_warning=None)
+        )["conductance"].per_channel("filters")
     with torch.no_grad():
         at_baseline = m.filters(torch.zeros(1, 20, emb.shape[-1]))[0]  # relu(conv bias): each filter at the baseline
     r0 = _pearson_top(cond, ablation_scores(m, emb, "filters"))
@@ -68,19 +74,27 @@ def measure(recipe: str, *, n: int = 200, n_steps: int = 50, seed: int = 0) -> d
     share, on = pattern_on_path(m, emb)
     share = share.numpy()
     hi = share >= np.median(share)
-    return {"recipe": recipe, "seed": seed, "n": len(share), "pearson": round(float(np.nanmean(r0)), 3),
-            "pearson_vs_ablation_to_baseline_value": round(float(np.nanmean(rb)), 3),
-            "filters_above_0_at_baseline": int((at_baseline > 0).sum()),
-            "hidden_on_at_x": round(float(on.float().mean()), 2),
-            "path_share_with_x_pattern": round(float(share.mean()), 3),
-            "pearson_share_above_median": round(float(np.nanmean(r0[hi])), 3),
-            "pearson_share_below_median": round(float(np.nanmean(r0[~hi])), 3)}
+    return {
+        "recipe": recipe,
+        "seed": seed,
+        "n": len(share),
+        "pearson": round(float(np.nanmean(r0)), 3),
+        "pearson_vs_ablation_to_baseline_value": round(float(np.nanmean(rb)), 3),
+        "filters_above_0_at_baseline": int((at_baseline > 0).sum()),
+        "hidden_on_at_x": round(float(on.float().mean()), 2),
+        "path_share_with_x_pattern": round(float(share.mean()), 3),
+        "pearson_share_above_median": round(float(np.nanmean(r0[hi])), 3),
+        "pearson_share_below_median": round(float(np.nanmean(r0[~hi])), 3),
+    }
 
 
 @restores_process_state
 def main(argv=None) -> list:
-    p = argparse.ArgumentParser(prog="python -m unitscope.studies.sentiment_paths", description=__doc__,
-                                formatter_class=argparse.RawDescriptionHelpFormatter)
+    p = argparse.ArgumentParser(
+        prog="python -m unitscope.studies.sentiment_paths",
+        description=__doc__,
+        formatter_class=argparse.RawDescriptionHelpFormatter,
+    )
     p.add_argument("recipes", nargs="*", default=list(RECIPES), help="recipes of unitscope.zoo.sentiment.RECIPES")
     p.add_argument("--n", type=int, default=200, help="test sentences (default 200)")
     p.add_argument("--seed", type=int, default=0, help="the recipes' training seed")

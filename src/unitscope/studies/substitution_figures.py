@@ -9,7 +9,7 @@ from scipy.stats import spearmanr
 
 __all__ = ["scatter_figure", "depth_figure", "ablation_figure", "picture_figure", "spearman", "ORDERS"]
 
-ORDERS = ("high_first", "low_first", "random")   # the orders in which units are ablated
+ORDERS = ("high_first", "low_first", "random")  # the orders in which units are ablated
 
 
 def spearman(a, b) -> float:
@@ -28,8 +28,13 @@ def scatter_figure(df: pd.DataFrame, layers, model: str, path: str) -> str:
         d = df[(df.layer == layer) & df.live]
         for i, kind in enumerate(("am", "iam")):
             ax = axes[i, j]
-            ax.scatter(d.selectivity, d[f"rs_{kind}"], s=4 if len(d) > 500 else 8, alpha=0.5,
-                       color="tab:blue" if kind == "iam" else "tab:orange")
+            ax.scatter(
+                d.selectivity,
+                d[f"rs_{kind}"],
+                s=4 if len(d) > 500 else 8,
+                alpha=0.5,
+                color="tab:blue" if kind == "iam" else "tab:orange",
+            )
             rho = spearman(d[f"rs_{kind}"], d.selectivity)
             ax.set_title(f"{layer.split('.')[-1]} {kind.upper()}  ρ={rho:+.2f}", fontsize=7)
             ax.set_xlim(-0.02, 1.02)
@@ -51,8 +56,16 @@ def depth_figure(rho: dict, path: str) -> str:
     for (model, layers), color in zip(rho.items(), ("tab:blue", "tab:green", "tab:red")):
         depth = np.arange(1, len(layers) + 1)
         for kind, ls, marker in (("iam", "-", "o"), ("am", "--", "x")):
-            ax.plot(depth, [layers[name][kind] for name in layers], ls=ls, marker=marker, color=color,
-                    label=f"{model} {kind.upper()}", lw=1.2, ms=4)
+            ax.plot(
+                depth,
+                [layers[name][kind] for name in layers],
+                ls=ls,
+                marker=marker,
+                color=color,
+                label=f"{model} {kind.upper()}",
+                lw=1.2,
+                ms=4,
+            )
     ax.axhline(0, color="k", lw=0.6)
     ax.set_xlabel("layer (post-ReLU, input → output; last = FC before the classifier for CNNs)", fontsize=7)
     ax.set_ylabel("Spearman ρ(RS, selectivity)", fontsize=8)
@@ -70,7 +83,7 @@ def ablation_figure(curves: dict, fractions, model: str, path: str) -> str:
     cols = min(5, len(layers))
     rows = (len(layers) + cols - 1) // cols
     fig, axes = plt.subplots(rows, cols, figsize=(2.3 * cols, 2.5 * rows), squeeze=False, sharey=True)
-    for ax in axes.flat[len(layers):]:
+    for ax in axes.flat[len(layers) :]:
         ax.axis("off")
     for ax, layer in zip(axes.flat, layers):
         for order, color in zip(ORDERS, ("tab:red", "tab:blue", "0.5")):

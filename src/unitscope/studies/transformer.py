@@ -80,10 +80,13 @@ def _quick_cnn_recipe() -> str:
 
 @restores_process_state
 def main(argv=None) -> dict:
-    p = study_parser("transformer", __doc__,
-                     quick="smoke run: 6 agreement sentences (full: 120), 8 path points (full: 32, adaptive), 4 "
-                           "negation sentences (full: 60), no adaptive comparison; the completeness gap also measured "
-                           "at 32 points on 3 of the sentences")
+    p = study_parser(
+        "transformer",
+        __doc__,
+        quick="smoke run: 6 agreement sentences (full: 120), 8 path points (full: 32, adaptive), 4 "
+        "negation sentences (full: 60), no adaptive comparison; the completeness gap also measured "
+        "at 32 points on 3 of the sentences",
+    )
     p.add_argument("--threads", type=int, default=1, help="torch threads (default 1: the machine is shared)")
     p.add_argument("--no-cnn", action="store_true", help="skip the comparison with the sentiment CNN")
     args = p.parse_args(argv)
@@ -92,26 +95,32 @@ def main(argv=None) -> dict:
 
 def _layer_table(sc: dict) -> pd.DataFrame:
     mlp, att = layers()
-    by_layer = pd.DataFrame({
-        "layer": range(6),
-        "cut_gap_median": sc["cut_gap"].median(0).values.numpy(), "cut_gap_max": sc["cut_gap"].max(0).values.numpy(),
-        "mlp_share_median": sc["mlp_share"].median(0).values.numpy(),
-        "attention_share_median": sc["attention_share"].median(0).values.numpy()})
-    to_log_odds = (2 * sc["sign"]).unsqueeze(1)   # F = the predicted logit; ×2·sign: the log-odds (±2 logits)
+    by_layer = pd.DataFrame(
+        {
+            "layer": range(6),
+            "cut_gap_median": sc["cut_gap"].median(0).values.numpy(),
+            "cut_gap_max": sc["cut_gap"].max(0).values.numpy(),
+            "mlp_share_median": sc["mlp_share"].median(0).values.numpy(),
+            "attention_share_median": sc["attention_share"].median(0).values.numpy(),
+        }
+    )
+    to_log_odds = (2 * sc["sign"]).unsqueeze(1)  # F = the predicted logit; ×2·sign: the log-odds (±2 logits)
     by_layer["both_sign_share"] = [both_sign_share(sc["neurons"]["conductance"][l] * to_log_odds) for l in mlp]
     by_layer["head_both_sign_share"] = [both_sign_share(sc["heads"]["conductance"][l] * to_log_odds) for l in att]
     return by_layer
 
 
 def _print_tables(by_layer, summary, head_summary, flip_summary, *, n, steps, evals, seconds, k, max_flip):
-    print(f"\n{n} test sentences, {steps} path points ({evals} evaluations each), "
-          f"6 MLP + 6 attention layers + 6 residual cuts in one call per batch ({seconds:.1f}s):")
+    print(
+        f"\n{n} test sentences, {steps} path points ({evals} evaluations each), "
+        f"6 MLP + 6 attention layers + 6 residual cuts in one call per batch ({seconds:.1f}s):"
+    )
     print(by_layer.to_string(index=False, float_format=lambda v: f"{v:.4f}"))
-    for title, df, col in ((f"\nagreement with ablation (mean Pearson, top-{k} neurons per sentence and layer):",
-                            summary, "mean"),
-                           ("the same, ablation = the neuron's value at the baseline input:", summary,
-                            "mean_to_baseline"),
-                           ("heads (all 12 per layer):", head_summary, "mean")):
+    for title, df, col in (
+        (f"\nagreement with ablation (mean Pearson, top-{k} neurons per sentence and layer):", summary, "mean"),
+        ("the same, ablation = the neuron's value at the baseline input:", summary, "mean_to_baseline"),
+        ("heads (all 12 per layer):", head_summary, "mean"),
+    ):
         print(title)
         print(df.pivot(index="layer", columns="score", values=col).to_string(float_format=lambda v: f"{v:+.3f}"))
     print(f"flips (top neurons ablated together, up to {max_flip}):")
@@ -138,9 +147,12 @@ def run(config: TransformerConfig) -> Result:
     data = movie_reviews()
     lm = minilm_sentiment(progress=None)
     seconds["data_and_model"] = time.perf_counter() - t0
-    print(f"all-MiniLM-L6-v2 + linear head ({'cached' if lm.cached else 'trained'}, C={lm.info['C']}): test "
-          f"accuracy {lm.test_accuracy:.3f}, dev {lm.dev_accuracy:.3f} ({lm.info['n_train']}/{lm.info['n_dev']}/"
-          f"{lm.info['n_test']} sentences)", flush=True)
+    print(
+        f"all-MiniLM-L6-v2 + linear head ({'cached' if lm.cached else 'trained'}, C={lm.info['C']}): test "
+        f"accuracy {lm.test_accuracy:.3f}, dev {lm.dev_accuracy:.3f} ({lm.info['n_train']}/{lm.info['n_dev']}/"
+        f"{lm.info['n_test']} sentences)",
+        flush=True,
+    )
     size = QUICK if config.quick else FULL
     n_agree, steps, k, max_flip = size["n_agree"], size["steps"], size["k"], size["max_flip"]
 
@@ -155,12 +167,16 @@ def run(config: TransformerConfig) -> Result:
     by_layer = _layer_table(sc)
 
     gap_check = None
-    if config.quick:   # why a quick run's gap is larger than the full run's: the same sentences at the full budget
+    if config.quick:  # why a quick run's gap is larger than the full run's: the same sentences at the full budget
         t0 = time.perf_counter()
         few = sents[:3]
         note(f"completeness gap at {steps} and {FULL['steps']} path points on {len(few)} of the sentences")
-        gap_check = {"steps": steps, "full_steps": FULL["steps"], "n_sentences": len(few),
-                     **gap_by_steps(lm, few, [steps, FULL["steps"]], target=sc["label"][:len(few)].tolist())}
+        gap_check = {
+            "steps": steps,
+            "full_steps": FULL["steps"],
+            "n_sentences": len(few),
+            **gap_by_steps(lm, few, [steps, FULL["steps"]], target=sc["label"][: len(few)].tolist()),
+        }
         seconds["gap_check"] = time.perf_counter() - t0
 
     t0 = time.perf_counter()
@@ -169,21 +185,46 @@ def run(config: TransformerConfig) -> Result:
     seconds["ablation"] = time.perf_counter() - t0
     summary, head_summary = summarize_agreement(agree), summarize_agreement(head_agree)
     flip_summary = summarize_flips(flips, max_flip)
-    for df, name in ((by_layer, "transformer_layers"), (summary, "transformer_agreement"),
-                     (head_summary, "transformer_head_agreement"), (flip_summary, "transformer_flips")):
+    for df, name in (
+        (by_layer, "transformer_layers"),
+        (summary, "transformer_agreement"),
+        (head_summary, "transformer_head_agreement"),
+        (flip_summary, "transformer_flips"),
+    ):
         write_table(df, out, name, index=False)
     agree.to_csv(os.path.join(out, "transformer_agreement_rows.csv"), index=False)
     scale = f"{len(sents)} test sentences, {steps} path points" + (" (quick)" if config.quick else "")
-    layer_figure(by_layer, os.path.join(out, "transformer_layers.png"), gap_check=gap_check,
-                 title=f"MiniLM + sentiment head: sub-layer shares and completeness ({scale})")
-    agreement_figure(summary, head_summary, os.path.join(out, "transformer_agreement.png"),
-                     title=f"MiniLM: agreement of each score with ablation ({scale})")
-    _print_tables(by_layer, summary, head_summary, flip_summary, n=len(sents), steps=steps,
-                  evals=int(sc["n_evals"].max()), seconds=seconds["scores"], k=k, max_flip=max_flip)
+    layer_figure(
+        by_layer,
+        os.path.join(out, "transformer_layers.png"),
+        gap_check=gap_check,
+        title=f"MiniLM + sentiment head: sub-layer shares and completeness ({scale})",
+    )
+    agreement_figure(
+        summary,
+        head_summary,
+        os.path.join(out, "transformer_agreement.png"),
+        title=f"MiniLM: agreement of each score with ablation ({scale})",
+    )
+    _print_tables(
+        by_layer,
+        summary,
+        head_summary,
+        flip_summary,
+        n=len(sents),
+        steps=steps,
+        evals=int(sc["n_evals"].max()),
+        seconds=seconds["scores"],
+        k=k,
+        max_flip=max_flip,
+    )
     if gap_check:
-        print(f"\nquick mode's completeness gap, {gap_check['n_sentences']} of the sentences (residual cuts alone): "
-              f"median "
-              f"{gap_check['median']} and worst {gap_check['worst']} by path points", flush=True)
+        print(
+            f"\nquick mode's completeness gap, {gap_check['n_sentences']} of the sentences (residual cuts alone): "
+            f"median "
+            f"{gap_check['median']} and worst {gap_check['worst']} by path points",
+            flush=True,
+        )
 
     def mean_by(df, col):
         return {m: float(df[df["score"] == m][col].mean()) for m in SCORES}
@@ -199,11 +240,19 @@ def run(config: TransformerConfig) -> Result:
     # 3. negation neurons -------------------------------------------------------------------------------------
     t0 = time.perf_counter()
     negset = set(NEGATIONS)
-    corpus = [s for s in data.test.sentences if negset & set(tokenize(s))][:size["n_neg"]]
+    corpus = [s for s in data.test.sentences if negset & set(tokenize(s))][: size["n_neg"]]
     note(f"negation: per-token conductance on {len(corpus)} test sentences with a negation")
-    neg = negation_section(lm, corpus, NEGATION_PROBES, out, n_steps=steps, probe_steps=size["probe_steps"],
-                           candidates=size["candidates"], with_cnn=not config.no_cnn,
-                           cnn_recipe=_quick_cnn_recipe() if config.quick else None)
+    neg = negation_section(
+        lm,
+        corpus,
+        NEGATION_PROBES,
+        out,
+        n_steps=steps,
+        probe_steps=size["probe_steps"],
+        candidates=size["candidates"],
+        with_cnn=not config.no_cnn,
+        cnn_recipe=_quick_cnn_recipe() if config.quick else None,
+    )
     strips_figure(neg["fig_rows"], os.path.join(out, "transformer_negation.png"))
     seconds["negation"] = time.perf_counter() - t0
     print("\n" + "\n".join(neg["lines"]), flush=True)
@@ -211,35 +260,49 @@ def run(config: TransformerConfig) -> Result:
     cnn = neg["cnn"]
     result = {
         "model": "all-MiniLM-L6-v2 (frozen) + linear head on the mean-pooled embedding",
-        "test_accuracy": round(lm.test_accuracy, 4), "dev_accuracy": round(lm.dev_accuracy, 4),
+        "test_accuracy": round(lm.test_accuracy, 4),
+        "dev_accuracy": round(lm.dev_accuracy, 4),
         "cnn_test_accuracy": cnn["test_accuracy"] if cnn else None,
-        "n_agreement": len(sents), "n_steps": steps, "k": k,
-        "completeness_gap_by_layer": {"site": "residual stream after each layer (bert.encoder.layer.i)",
-                                      "median": [round(float(v), 6) for v in by_layer["cut_gap_median"]],
-                                      "max": [round(float(v), 6) for v in by_layer["cut_gap_max"]]},
+        "n_agreement": len(sents),
+        "n_steps": steps,
+        "k": k,
+        "completeness_gap_by_layer": {
+            "site": "residual stream after each layer (bert.encoder.layer.i)",
+            "median": [round(float(v), 6) for v in by_layer["cut_gap_median"]],
+            "max": [round(float(v), 6) for v in by_layer["cut_gap_max"]],
+        },
         "mlp_share_by_layer": [round(float(v), 4) for v in by_layer["mlp_share_median"]],
         "attention_share_by_layer": [round(float(v), 4) for v in by_layer["attention_share_median"]],
         "adaptive_vs_fixed": adaptive,
         "pearson": {m: round(v, 3) for m, v in mean_by(agree, "pearson").items()},
-        "pearson_by_layer": {m: [round(float(v), 3) for v in summary[summary["score"] == m]["mean"]]
-                             for m in SCORES},
+        "pearson_by_layer": {m: [round(float(v), 3) for v in summary[summary["score"] == m]["mean"]] for m in SCORES},
         "head_pearson": {m: round(v, 3) for m, v in mean_by(head_agree, "pearson").items()},
         "pearson_ablation_to_baseline": {m: round(v, 3) for m, v in mean_by(agree, "pearson_to_baseline").items()},
         "pearson_ablation_to_baseline_by_layer": {
-            m: [round(float(v), 3) for v in summary[summary["score"] == m]["mean_to_baseline"]] for m in SCORES},
-        "head_pearson_ablation_to_baseline": {m: round(v, 3)
-                                              for m, v in mean_by(head_agree, "pearson_to_baseline").items()},
-        "flips_by_layer": {m: {"flipped_within": max_flip,
-                               "flipped_share": [round(float(v), 3) for v in g["flipped"]],
-                               "median_flips_at": [None if np.isnan(v) else float(v) for v in g["median_flips_at"]]}
-                           for m, g in flip_summary.groupby("score", sort=False)},
+            m: [round(float(v), 3) for v in summary[summary["score"] == m]["mean_to_baseline"]] for m in SCORES
+        },
+        "head_pearson_ablation_to_baseline": {
+            m: round(v, 3) for m, v in mean_by(head_agree, "pearson_to_baseline").items()
+        },
+        "flips_by_layer": {
+            m: {
+                "flipped_within": max_flip,
+                "flipped_share": [round(float(v), 3) for v in g["flipped"]],
+                "median_flips_at": [None if np.isnan(v) else float(v) for v in g["median_flips_at"]],
+            }
+            for m, g in flip_summary.groupby("score", sort=False)
+        },
         "both_sign_share_by_layer": [round(float(v), 3) for v in by_layer["both_sign_share"]],
         "head_both_sign_share_by_layer": [round(float(v), 3) for v in by_layer["head_both_sign_share"]],
-        "negation_neurons": neg["negation"], "negation_corpus_top": [
+        "negation_neurons": neg["negation"],
+        "negation_corpus_top": [
             {"layer": int(r.layer), "neuron": int(r.neuron), "negation_share": round(float(r.negation_share), 3)}
-            for r in neg["best"].itertuples()],
-        "negation_token_share": round(neg["chance"], 3), "n_negation": len(corpus),
-        "cnn_negation": cnn, "highlighted": neg["highlighted"],
+            for r in neg["best"].itertuples()
+        ],
+        "negation_token_share": round(neg["chance"], 3),
+        "n_negation": len(corpus),
+        "cnn_negation": cnn,
+        "highlighted": neg["highlighted"],
         "quick_gap_by_steps": gap_check,
         "seconds": {k_: round(v, 1) for k_, v in seconds.items()},
     }

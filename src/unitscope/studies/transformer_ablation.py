@@ -34,9 +34,16 @@ def _label(out: torch.Tensor) -> torch.Tensor:
     return out.argmax(1).to(out.dtype)
 
 
-def agreement_and_flips(lm, scores: dict, *, k: int = 10, max_flip: int = 20,
-                        flip_scores=("conductance", "internal_influence"), internal_batch_size: int = 64,
-                        progress: bool | None = None):
+def agreement_and_flips(
+    lm,
+    scores: dict,
+    *,
+    k: int = 10,
+    max_flip: int = 20,
+    flip_scores=("conductance", "internal_influence"),
+    internal_batch_size: int = 64,
+    progress: bool | None = None,
+):
     """Per sentence × layer × score: the Pearson correlation between the score's values of its top-``k`` MLP
     neurons and their ablation scores (``F(x) − F(x with the neuron ablated at every token)``, F = the predicted
     class's logit), and over all 12 heads of the layer; flip counts for ``flip_scores`` (the top 1 … ``max_flip``
@@ -51,55 +58,93 @@ def agreement_and_flips(lm, scores: dict, *, k: int = 10, max_flip: int = 20,
     names = list(scores["neurons"])
     flip_scores = [m for m in flip_scores if m in names]
     rows, hrows, frows, ablations = [], [], [], {}
-    model = lm.on_ids   # token ids in: ablation takes them at any layer
-    for i in bar(range(enc.ids.shape[0]), desc="ablation (every layer of one sentence)", unit="sentence",
-                 progress=progress):
+    model = lm.on_ids  # token ids in: ablation takes them at any layer
+    for i in bar(
+        range(enc.ids.shape[0]), desc="ablation (every layer of one sentence)", unit="sentence", progress=progress
+    ):
         L = int(enc.lengths[i])
-        ids, mask = enc.ids[i:i + 1, :L], enc.attention_mask[i:i + 1, :L]
+        ids, mask = enc.ids[i : i + 1, :L], enc.attention_mask[i : i + 1, :L]
         c = int(scores["label"][i])
         kw = dict(target=c, additional_forward_args=(mask,), internal_batch_size=internal_batch_size)
-        at_base = activation(model, enc.baseline_ids[i:i + 1, :L], mlp + att, additional_forward_args=(mask,))
+        at_base = activation(model, enc.baseline_ids[i : i + 1, :L], mlp + att, additional_forward_args=(mask,))
         for li, (mlp_name, att_name) in enumerate(zip(mlp, att)):
             values = {m: scores["neurons"][m][mlp_name][i] for m in names}
             top = {m: v.topk(k).indices for m, v in values.items()}
             units = sorted(set(torch.cat(list(top.values())).tolist()))
             abl = dict(zip(units, ablation_scores(model, ids, mlp_name, units=units, **kw)[0].tolist()))
-            abl_b = dict(zip(units, ablation_scores(model, ids, mlp_name, units=units,
-                                                    value=at_base[mlp_name][0], **kw)[0].tolist()))
+            abl_b = dict(
+                zip(
+                    units,
+                    ablation_scores(model, ids, mlp_name, units=units, value=at_base[mlp_name][0], **kw)[0].tolist(),
+                )
+            )
             ablations[(i, li)] = abl
             for m in names:
                 a = values[m][top[m]].numpy()
                 b = np.array([abl[u] for u in top[m].tolist()])
                 bb = np.array([abl_b[u] for u in top[m].tolist()])
-                rows.append({"example": i, "layer": li, "score": m, "pearson": pearson(a, b),
-                             "pearson_to_baseline": pearson(a, bb)})
+                rows.append(
+                    {
+                        "example": i,
+                        "layer": li,
+                        "score": m,
+                        "pearson": pearson(a, b),
+                        "pearson_to_baseline": pearson(a, bb),
+                    }
+                )
             if flip_scores:
-                order = torch.stack([values[m].topk(max_flip).indices for m in flip_scores])   # [S, max_flip]
+                order = torch.stack([values[m].topk(max_flip).indices for m in flip_scores])  # [S, max_flip]
                 s = len(flip_scores)
-                after = cumulative_ablation(model, ids.expand(s, -1), mlp_name, order, target=_label,
-                                            additional_forward_args=(mask.expand(s, -1),),
-                                            internal_batch_size=internal_batch_size).long()  # [S, max_flip]
+                after = cumulative_ablation(
+                    model,
+                    ids.expand(s, -1),
+                    mlp_name,
+                    order,
+                    target=_label,
+                    additional_forward_args=(mask.expand(s, -1),),
+                    internal_batch_size=internal_batch_size,
+                ).long()  # [S, max_flip]
                 for m, labels in zip(flip_scores, after):
                     changed = (labels != c).nonzero()
-                    frows.append({"example": i, "layer": li, "score": m,
-                                  "flips_at": int(changed[0]) + 1 if changed.numel() else float("nan")})
+                    frows.append(
+                        {
+                            "example": i,
+                            "layer": li,
+                            "score": m,
+                            "flips_at": int(changed[0]) + 1 if changed.numel() else float("nan"),
+                        }
+                    )
             all_heads = list(range(HEADS.n_heads))
             habl = ablation_scores(model, ids, att_name, units=all_heads, spec=HEADS, **kw)[0].numpy()
-            habl_b = ablation_scores(model, ids, att_name, units=all_heads, spec=HEADS,
-                                     value=at_base[att_name][0][0], **kw)[0].numpy()
+            habl_b = ablation_scores(
+                model, ids, att_name, units=all_heads, spec=HEADS, value=at_base[att_name][0][0], **kw
+            )[0].numpy()
             for m in names:
                 h = scores["heads"][m][att_name][i].numpy()
-                hrows.append({"example": i, "layer": li, "score": m, "pearson": pearson(h, habl),
-                              "pearson_to_baseline": pearson(h, habl_b)})
+                hrows.append(
+                    {
+                        "example": i,
+                        "layer": li,
+                        "score": m,
+                        "pearson": pearson(h, habl),
+                        "pearson_to_baseline": pearson(h, habl_b),
+                    }
+                )
     return pd.DataFrame(rows), pd.DataFrame(hrows), pd.DataFrame(frows), ablations
 
 
 def summarize_agreement(df: pd.DataFrame) -> pd.DataFrame:
     """Mean and median Pearson per layer × score (ablation to 0 and to the baseline value)."""
     g = df.groupby(["layer", "score"], sort=False)
-    return pd.DataFrame({"mean": g["pearson"].mean(), "median": g["pearson"].median(), "n": g["pearson"].count(),
-                         "mean_to_baseline": g["pearson_to_baseline"].mean(),
-                         "median_to_baseline": g["pearson_to_baseline"].median()}).reset_index()
+    return pd.DataFrame(
+        {
+            "mean": g["pearson"].mean(),
+            "median": g["pearson"].median(),
+            "n": g["pearson"].count(),
+            "mean_to_baseline": g["pearson_to_baseline"].mean(),
+            "median_to_baseline": g["pearson_to_baseline"].median(),
+        }
+    ).reset_index()
 
 
 def summarize_flips(df: pd.DataFrame, max_flip: int) -> pd.DataFrame:
@@ -108,9 +153,16 @@ def summarize_flips(df: pd.DataFrame, max_flip: int) -> pd.DataFrame:
     out = []
     for (layer, m), g in df.groupby(["layer", "score"], sort=False):
         f = g["flips_at"].dropna()
-        out.append({"layer": layer, "score": m, "flipped": float(g["flips_at"].notna().mean()),
-                    "mean_flips_at": float(f.mean()) if len(f) else float("nan"),
-                    "median_flips_at": float(f.median()) if len(f) else float("nan"),
-                    "flip_top10": float((g["flips_at"] <= 10).mean()),
-                    f"never_within_{max_flip}": int(g["flips_at"].isna().sum()), "n": len(g)})
+        out.append(
+            {
+                "layer": layer,
+                "score": m,
+                "flipped": float(g["flips_at"].notna().mean()),
+                "mean_flips_at": float(f.mean()) if len(f) else float("nan"),
+                "median_flips_at": float(f.median()) if len(f) else float("nan"),
+                "flip_top10": float((g["flips_at"] <= 10).mean()),
+                f"never_within_{max_flip}": int(g["flips_at"].isna().sum()),
+                "n": len(g),
+            }
+        )
     return pd.DataFrame(out)

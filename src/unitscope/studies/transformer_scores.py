@@ -22,11 +22,19 @@ from ..core.progress import bar
 from ..core.units import UnitSpec
 from ..zoo.minilm import EMBEDDING
 
-__all__ = ["CUTS", "HEADS", "layers", "by_length", "score_sentences", "both_sign_share", "adaptive_vs_fixed",
-           "gap_by_steps"]
+__all__ = [
+    "CUTS",
+    "HEADS",
+    "layers",
+    "by_length",
+    "score_sentences",
+    "both_sign_share",
+    "adaptive_vs_fixed",
+    "gap_by_steps",
+]
 
 CUTS = [f"bert.encoder.layer.{i}" for i in range(6)]
-HEADS = UnitSpec.heads(12)   # an attention layer's first output, [N, T, 12 · 32]: its 12 heads over the tokens
+HEADS = UnitSpec.heads(12)  # an attention layer's first output, [N, T, 12 · 32]: its 12 heads over the tokens
 
 
 def layers() -> tuple[list[str], list[str]]:
@@ -39,12 +47,23 @@ def layers() -> tuple[list[str], list[str]]:
 def by_length(lengths, size: int) -> list[list[int]]:
     """Indices in batches of ``size``, sorted by length (ties by index), so that a batch pads little."""
     order = sorted(range(len(lengths)), key=lambda i: (int(lengths[i]), i))
-    return [order[i:i + size] for i in range(0, len(order), size)]
+    return [order[i : i + size] for i in range(0, len(order), size)]
 
 
-def score_sentences(lm, sentences, *, scores=SCORES, target=None, n_steps: int = 16, method: str = "adaptive",
-                    batch: int = 8, per_token: bool = False, internal_batch_size: int = 96,
-                    progress: bool | None = None, desc: str = "MiniLM scores") -> dict:
+def score_sentences(
+    lm,
+    sentences,
+    *,
+    scores=SCORES,
+    target=None,
+    n_steps: int = 16,
+    method: str = "adaptive",
+    batch: int = 8,
+    per_token: bool = False,
+    internal_batch_size: int = 96,
+    progress: bool | None = None,
+    desc: str = "MiniLM scores",
+) -> dict:
     """All ``scores`` for the 6 MLP layers, 6 attention layers and 6 residual-stream cuts, one ``attribute``
     call per batch of sentences of similar length, on token ids (``lm.on_ids``; paths start at the word-embedding
     output, ``embedding=EMBEDDING``; baseline: the [PAD] embedding at every non-special token; ``target``: default
@@ -75,11 +94,22 @@ def score_sentences(lm, sentences, *, scores=SCORES, target=None, n_steps: int =
             label[idx] = model(ids, mask).argmax(1)
         # token ids in, paths from the word embeddings ([PAD] at every word); the mask among the forward arguments
         # is found by the library and leaves padding out of per_unit
-        res = attribute(model, ids, mlp + att + CUTS, scores=scores, embedding=EMBEDDING, baselines=base_ids,
-                        target=target if target is not None else label[idx].tolist(),
-                        additional_forward_args=(mask,), n_steps=n_steps, method=method,
-                        internal_batch_size=internal_batch_size, path=PathConfig(gap_warning=None), progress=False,
-                        spec={a: HEADS for a in att})
+        res = attribute(
+            model,
+            ids,
+            mlp + att + CUTS,
+            scores=scores,
+            embedding=EMBEDDING,
+            baselines=base_ids,
+            target=target if target is not None else label[idx].tolist(),
+            additional_forward_args=(mask,),
+            n_steps=n_steps,
+            method=method,
+            internal_batch_size=internal_batch_size,
+            path=PathConfig(gap_warning=None),
+            progress=False,
+            spec={a: HEADS for a in att},
+        )
         for m, s in res.items():
             for l in mlp:
                 neurons[m][l][idx] = s.per_unit(l)
@@ -96,11 +126,21 @@ def score_sentences(lm, sentences, *, scores=SCORES, target=None, n_steps: int =
             if per_token:
                 for j, i in enumerate(idx):
                     L = int(enc_all.lengths[i])
-                    tok_values[i] = torch.stack([s[l][j, 1:L - 1] for l in mlp])
+                    tok_values[i] = torch.stack([s[l][j, 1 : L - 1] for l in mlp])
     sign = (label * 2 - 1).float()
-    return {"neurons": neurons, "heads": heads, "cut_gap": cut_gap, "mlp_share": mlp_share,
-            "attention_share": att_share, "label": label, "sign": sign, "n_evals": evals,
-            "per_token": tok_values if per_token else None, "tokens": enc_all.tokens, "encoded": enc_all}
+    return {
+        "neurons": neurons,
+        "heads": heads,
+        "cut_gap": cut_gap,
+        "mlp_share": mlp_share,
+        "attention_share": att_share,
+        "label": label,
+        "sign": sign,
+        "n_evals": evals,
+        "per_token": tok_values if per_token else None,
+        "tokens": enc_all.tokens,
+        "encoded": enc_all,
+    }
 
 
 def both_sign_share(cond_logodds: torch.Tensor, *, threshold: float = 0.01, min_share: float = 0.10) -> float:
@@ -119,13 +159,25 @@ def adaptive_vs_fixed(lm, sentences, budget: int) -> dict:
     enc = lm.encode(sentences)
     out = {}
     for method in ("gausslegendre", "adaptive"):
-        s = attribute(lm.on_ids, enc.ids, CUTS, scores=["conductance"], embedding=EMBEDDING,
-                      baselines=enc.baseline_ids, target=log_odds,
-                      additional_forward_args=(enc.attention_mask,), n_steps=budget, method=method,
-                      path=PathConfig(gap_warning=None), progress=False)["conductance"]
-        out[method] = {"worst_gap": max(float(s.relative_delta(c).max()) for c in CUTS),
-                       "median_gap": float(torch.stack([s.relative_delta(c) for c in CUTS]).median()),
-                       "evals_per_sentence": int(s.n_evals.max())}
+        s = attribute(
+            lm.on_ids,
+            enc.ids,
+            CUTS,
+            scores=["conductance"],
+            embedding=EMBEDDING,
+            baselines=enc.baseline_ids,
+            target=log_odds,
+            additional_forward_args=(enc.attention_mask,),
+            n_steps=budget,
+            method=method,
+            path=PathConfig(gap_warning=None),
+            progress=False,
+        )["conductance"]
+        out[method] = {
+            "worst_gap": max(float(s.relative_delta(c).max()) for c in CUTS),
+            "median_gap": float(torch.stack([s.relative_delta(c) for c in CUTS]).median()),
+            "evals_per_sentence": int(s.n_evals.max()),
+        }
     return out
 
 
@@ -140,11 +192,21 @@ def gap_by_steps(lm, sentences, steps, *, target=None) -> dict:
             target = model(enc.ids, enc.attention_mask).argmax(1).tolist()
     out = {"median": {}, "worst": {}, "median_by_layer": {}}
     for n in steps:
-        s = attribute(model, enc.ids, CUTS, scores=["conductance"], embedding=EMBEDDING, baselines=enc.baseline_ids,
-                      target=target,
-                      additional_forward_args=(enc.attention_mask,), n_steps=n, method="adaptive",
-                      path=PathConfig(gap_warning=None), progress=False)["conductance"]
-        gaps = torch.stack([s.relative_delta(c) for c in CUTS], 1)     # [N, 6]
+        s = attribute(
+            model,
+            enc.ids,
+            CUTS,
+            scores=["conductance"],
+            embedding=EMBEDDING,
+            baselines=enc.baseline_ids,
+            target=target,
+            additional_forward_args=(enc.attention_mask,),
+            n_steps=n,
+            method="adaptive",
+            path=PathConfig(gap_warning=None),
+            progress=False,
+        )["conductance"]
+        gaps = torch.stack([s.relative_delta(c) for c in CUTS], 1)  # [N, 6]
         out["median"][str(n)] = float(gaps.median())
         out["worst"][str(n)] = float(gaps.max())
         out["median_by_layer"][str(n)] = [round(float(v), 6) for v in gaps.median(0).values]

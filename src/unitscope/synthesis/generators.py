@@ -54,8 +54,15 @@ class DecoderGenerator:
     where the decoder was trained. ``output_shape`` reshapes the decoder's flat output per example.
     """
 
-    def __init__(self, decoder: nn.Module, latent_dim: int, *, code_std: float = 1.0,
-                 code_bound: float | None = 3.0, output_shape: tuple | None = None):
+    def __init__(
+        self,
+        decoder: nn.Module,
+        latent_dim: int,
+        *,
+        code_std: float = 1.0,
+        code_bound: float | None = 3.0,
+        output_shape: tuple | None = None,
+    ):
         self.decoder, self.latent_dim = decoder, int(latent_dim)
         self.code_std, self.code_bound = float(code_std), code_bound
         self.output_shape = tuple(output_shape) if output_shape is not None else None
@@ -80,8 +87,15 @@ class FFTImageGenerator:
     1/frequency, colour-decorrelated for RGB, squashed into ``value_range`` by a sigmoid), for image models that
     come without a generator. Codes are drawn from ``N(0, code_std²)`` and kept in ``[-code_bound, code_bound]``."""
 
-    def __init__(self, shape: tuple, *, value_range=(0.0, 1.0), decay: float = 1.0, code_std: float = 0.5,
-                 code_bound: float | None = 3.0):
+    def __init__(
+        self,
+        shape: tuple,
+        *,
+        value_range=(0.0, 1.0),
+        decay: float = 1.0,
+        code_std: float = 0.5,
+        code_bound: float | None = 3.0,
+    ):
         c, h, w = shape
         self.shape, self.spectrum_shape = (c, h, w), (c, h, w // 2 + 1, 2)
         self.latent_dim = c * h * (w // 2 + 1) * 2
@@ -136,7 +150,7 @@ _ACTIVATIONS = (nn.ReLU, nn.ReLU6, nn.GELU, nn.SiLU, nn.Hardswish, nn.LeakyReLU,
 
 
 def early_block(model: nn.Module, *, layer=None) -> LayerEncoder:
-    """"The model's early block" as ``E``: ``layer`` if given, else the first activation module (ReLU, SiLU, …)
+    """ "The model's early block" as ``E``: ``layer`` if given, else the first activation module (ReLU, SiLU, …)
     in ``named_modules()`` order, else the first leaf module.
 
     >>> net = nn.Sequential(nn.Conv2d(1, 2, 3), nn.ReLU(), nn.Conv2d(2, 2, 3), nn.ReLU())

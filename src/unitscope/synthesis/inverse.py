@@ -46,14 +46,36 @@ from ..core.errors import UnitscopeError
 from ..core.inputs import model_device, result_dtype
 from .generators import DecoderGenerator, PixelEncoder
 from .inverse_baselines import langevin_sampler, penalized_am
-from .inverse_problem import (Constraint, InverseSet, InverseSetWarning, _as_constraints, _closest_report, _frozen,
-                              _Problem, _project, _spread, diversity, evaluate)
+from .inverse_problem import (
+    Constraint,
+    InverseSet,
+    InverseSetWarning,
+    _as_constraints,
+    _closest_report,
+    _frozen,
+    _Problem,
+    _project,
+    _spread,
+    diversity,
+    evaluate,
+)
 
-__all__ = ["Constraint", "InverseSet", "InverseSetWarning", "SamplerConfig", "sample_inverse_set", "penalized_am",
-           "langevin_sampler", "evaluate", "diversity", "DecoderGenerator"]
+__all__ = [
+    "Constraint",
+    "InverseSet",
+    "InverseSetWarning",
+    "SamplerConfig",
+    "sample_inverse_set",
+    "penalized_am",
+    "langevin_sampler",
+    "evaluate",
+    "diversity",
+    "DecoderGenerator",
+]
 
 
 # --------------------------------------------------------------------------------------------------------- sampler
+
 
 @dataclass(frozen=True)
 class SamplerConfig:
@@ -124,9 +146,19 @@ class SamplerConfig:
     patience: int = 20
 
 
-def sample_inverse_set(model: nn.Module, constraints, generator, *, encoder=None, n_samples: int = 256,
-                       n_seeds: int = 32, seed: int = 0, sampler: SamplerConfig | None = None,
-                       on_empty: str = "warn", progress: bool | None = None) -> InverseSet:
+def sample_inverse_set(
+    model: nn.Module,
+    constraints,
+    generator,
+    *,
+    encoder=None,
+    n_samples: int = 256,
+    n_seeds: int = 32,
+    seed: int = 0,
+    sampler: SamplerConfig | None = None,
+    on_empty: str = "warn",
+    progress: bool | None = None,
+) -> InverseSet:
     """Sample ``n_samples`` inputs ``G(z)`` with every constraint ``a ≤ f ≤ b`` met (see the module docs).
 
     ``encoder``: ``E`` for distances (default: the generator's output, flattened). ``n_seeds``: the seeds the
@@ -189,8 +221,12 @@ def sample_inverse_set(model: nn.Module, constraints, generator, *, encoder=None
     sampler = sampler if sampler is not None else SamplerConfig()
     if not isinstance(sampler, SamplerConfig):
         raise UnitscopeError("sampler must be a unitscope.SamplerConfig", got=type(sampler).__name__)
-    diversity_weight, lr, max_seed_steps, inner_steps = (sampler.diversity_weight, sampler.lr, sampler.max_seed_steps,
-                                                         sampler.inner_steps)
+    diversity_weight, lr, max_seed_steps, inner_steps = (
+        sampler.diversity_weight,
+        sampler.lr,
+        sampler.max_seed_steps,
+        sampler.inner_steps,
+    )
     mu, mu_factor, mu_max, margin, guard = sampler.mu, sampler.mu_factor, sampler.mu_max, sampler.margin, sampler.guard
     step_size, max_sample_steps, patience = sampler.step_size, sampler.max_sample_steps, sampler.patience
     if on_empty not in ("warn", "raise", "ignore"):
@@ -232,8 +268,9 @@ def sample_inverse_set(model: nn.Module, constraints, generator, *, encoder=None
         best_violation, since_best = float("inf"), 0
         t0 = time.perf_counter()
         steps = 0
-        bar = progress_bar(total=max_seed_steps, desc="inverse set: seeds", unit="step",
-                           progress=False if progress is False else None)
+        bar = progress_bar(
+            total=max_seed_steps, desc="inverse set: seeds", unit="step", progress=False if progress is False else None
+        )
         sc = prob.scale.to(device)
         while True:
             x, f, h = prob(z)
@@ -245,11 +282,14 @@ def sample_inverse_set(model: nn.Module, constraints, generator, *, encoder=None
                 best_violation, since_best = v, 0
             else:
                 since_best += 1
-            if bool(inside.all()) or steps >= max_seed_steps or \
-                    (since_best >= patience and (bool(inside.any()) or mu_t >= mu_max)):
+            if (
+                bool(inside.all())
+                or steps >= max_seed_steps
+                or (since_best >= patience and (bool(inside.any()) or mu_t >= mu_max))
+            ):
                 break
             g = f / sc
-            s = (g.detach() - lam / mu_t).clamp(min=s_lo, max=s_hi)          # closed-form slack update
+            s = (g.detach() - lam / mu_t).clamp(min=s_lo, max=s_hi)  # closed-form slack update
             c = g - s
             al = (-lam * c + 0.5 * mu_t * c * c).sum()
             div = _spread(h).sum() / h_scale
@@ -261,7 +301,7 @@ def sample_inverse_set(model: nn.Module, constraints, generator, *, encoder=None
                 z.copy_(_project(generator, z))
             steps += 1
             bar.update(1)
-            if steps % inner_steps == 0:                                          # multipliers and penalty
+            if steps % inner_steps == 0:  # multipliers and penalty
                 lam = lam - mu_t * c.detach()
                 if not bool(inside.all()):
                     mu_t = min(mu_t * mu_factor, mu_max)
@@ -274,16 +314,28 @@ def sample_inverse_set(model: nn.Module, constraints, generator, *, encoder=None
 
         empty = n_feasible_seeds == 0
         if empty:
-            report = (f"no input reached {desc} in {steps} augmented-Lagrangian steps from {n_seeds} codes "
-                      f"(penalty μ = {mu_t:g}); the range looks unreachable through this generator:\n"
-                      + _closest_report(prob.constraints, fmin, fmax, best_violation))
-            with torch.no_grad():   # no sample, but shaped like one: [0, *input_shape]
+            report = (
+                f"no input reached {desc} in {steps} augmented-Lagrangian steps from {n_seeds} codes "
+                f"(penalty μ = {mu_t:g}); the range looks unreachable through this generator:\n"
+                + _closest_report(prob.constraints, fmin, fmax, best_violation)
+            )
+            with torch.no_grad():  # no sample, but shaped like one: [0, *input_shape]
                 sample_shape = tuple(generator(z[:1]).shape[1:])
-            res = InverseSet(torch.empty(0, *sample_shape, dtype=result_dtype(model)), torch.empty(0, z.shape[1]),
-                             torch.empty(0, len(cons)), prob.constraints,
-                             proposed=proposed, feasible=0, seeds_feasible=0, n_seeds=n_seeds, seed_steps=steps,
-                             seed_seconds=seed_seconds, ok=False, report=report,
-                             closest=list(zip(fmin.tolist(), fmax.tolist())))
+            res = InverseSet(
+                torch.empty(0, *sample_shape, dtype=result_dtype(model)),
+                torch.empty(0, z.shape[1]),
+                torch.empty(0, len(cons)),
+                prob.constraints,
+                proposed=proposed,
+                feasible=0,
+                seeds_feasible=0,
+                n_seeds=n_seeds,
+                seed_steps=steps,
+                seed_seconds=seed_seconds,
+                ok=False,
+                report=report,
+                closest=list(zip(fmin.tolist(), fmax.tolist())),
+            )
             if on_empty == "raise":
                 raise UnitscopeError(report.splitlines()[0], hint="widen [a, b] or move it towards the values seen")
             if on_empty == "warn":
@@ -302,7 +354,7 @@ def sample_inverse_set(model: nn.Module, constraints, generator, *, encoder=None
         eta = torch.full((len(zs),), eta0, device=device)
         n_have = len(keep)
 
-        g_lo = (prob.lo / prob.scale + guard).to(device)        # the linearized step stays this far inside
+        g_lo = (prob.lo / prob.scale + guard).to(device)  # the linearized step stays this far inside
         g_hi = (prob.hi / prob.scale - guard).to(device)
 
         def grad_at(zc, psum, psq, pn):
@@ -314,8 +366,9 @@ def sample_inverse_set(model: nn.Module, constraints, generator, *, encoder=None
             c = g - s
             loss = (-lam * c + 0.5 * mu_t * c * c).sum() - diversity_weight * _spread(hc, psum, psq, pn).sum() / h_scale
             (gz,) = torch.autograd.grad(loss, zc, retain_graph=True)
-            jac = torch.stack([torch.autograd.grad(g[:, k].sum(), zc, retain_graph=k < g.shape[1] - 1)[0]
-                               for k in range(g.shape[1])])                     # [m, B, d]
+            jac = torch.stack(
+                [torch.autograd.grad(g[:, k].sum(), zc, retain_graph=k < g.shape[1] - 1)[0] for k in range(g.shape[1])]
+            )  # [m, B, d]
             return g.detach(), hc.detach(), gz, jac
 
         def guarded(g, gz, jac, eta):
@@ -324,14 +377,14 @@ def sample_inverse_set(model: nn.Module, constraints, generator, *, encoder=None
             d = -eta.view(-1, 1) * gz / gz.norm(dim=1, keepdim=True).clamp(min=1e-12)
 
             def allowed(d):
-                delta = (jac * d.unsqueeze(0)).sum(2).T                          # [B, m] predicted change
+                delta = (jac * d.unsqueeze(0)).sum(2).T  # [B, m] predicted change
                 up = torch.where(delta > 0, (g_hi - g) / delta, torch.full_like(delta, float("inf")))
                 down = torch.where(delta < 0, (g_lo - g) / delta, torch.full_like(delta, float("inf")))
                 return torch.minimum(up, down).amin(1).clamp(min=0.0, max=1.0)
 
             t = allowed(d)
             short = t < 0.5
-            if short.any():                                                       # slide along the boundary
+            if short.any():  # slide along the boundary
                 for k in range(jac.shape[0]):
                     jk = jac[k]
                     along = (jk * d).sum(1, keepdim=True) / (jk * jk).sum(1, keepdim=True).clamp(min=1e-12)
@@ -342,12 +395,17 @@ def sample_inverse_set(model: nn.Module, constraints, generator, *, encoder=None
 
         g_cur, _, gz, jac = grad_at(zs, pool_sum, pool_sqsum, pool_n)
         sample_steps = 1
-        bar = progress_bar(total=n_samples, initial=min(n_have, n_samples), desc="inverse set: sampling", unit="sample",
-                           progress=False if progress is False else None)
+        bar = progress_bar(
+            total=n_samples,
+            initial=min(n_have, n_samples),
+            desc="inverse set: sampling",
+            unit="sample",
+            progress=False if progress is False else None,
+        )
         while n_have < n_samples and sample_steps < max_sample_steps:
             cand = _project(generator, zs + guarded(g_cur, gz, jac, eta))
             stuck = (cand - zs).norm(dim=1) <= 1e-2 * eta0
-            if stuck.any():        # no feasible way further: restart near a random earlier sample, random direction
+            if stuck.any():  # no feasible way further: restart near a random earlier sample, random direction
                 pool = torch.cat(pool_codes)
                 pick = pool[torch.randint(len(pool), (int(stuck.sum()),), generator=rng).to(device)]
                 jitter = torch.randn(pick.shape, generator=rng).to(pick)
@@ -368,9 +426,12 @@ def sample_inverse_set(model: nn.Module, constraints, generator, *, encoder=None
                 pool_n += int(ok.sum())
                 n_have += int(ok.sum())
                 bar.update(min(int(ok.sum()), max(0, n_samples - bar.n)))
-            keep_row = (ok | (stuck & moved)).view(-1, 1)                      # restarted rows move on anyway
-            zs, gz, g_cur = (torch.where(keep_row, cand, zs), torch.where(keep_row, gzc, gz),
-                             torch.where(keep_row, gc_, g_cur))
+            keep_row = (ok | (stuck & moved)).view(-1, 1)  # restarted rows move on anyway
+            zs, gz, g_cur = (
+                torch.where(keep_row, cand, zs),
+                torch.where(keep_row, gzc, gz),
+                torch.where(keep_row, gc_, g_cur),
+            )
             jac = torch.where(keep_row.unsqueeze(0), jacc, jac)
             eta = torch.where(ok | ~moved, (eta * 1.2).clamp(max=eta0), (eta * 0.5).clamp(min=eta0 / 64))
         bar.close()
@@ -382,7 +443,7 @@ def sample_inverse_set(model: nn.Module, constraints, generator, *, encoder=None
         xs, fs, goods = [], [], []
         with torch.no_grad():
             for i in range(0, len(codes), 256):
-                x_i, f_i, _ = prob(codes[i:i + 256], full=True)
+                x_i, f_i, _ = prob(codes[i : i + 256], full=True)
                 xs.append(x_i)
                 fs.append(f_i)
                 goods.append(prob.inside(f_i))
@@ -390,22 +451,36 @@ def sample_inverse_set(model: nn.Module, constraints, generator, *, encoder=None
         verified_rate = float(good.float().mean())
         verify_seconds = time.perf_counter() - t2
 
-    rd = result_dtype(model)   # results in the model's dtype, float32 at least
-    res = InverseSet(x_all[good].cpu().to(rd), codes[good].cpu(), f_all[good].cpu().to(rd),
-                     prob.constraints, proposed=proposed,
-                     feasible=feasible, verified_rate=verified_rate, seeds_feasible=n_feasible_seeds, n_seeds=n_seeds,
-                     seed_steps=steps, sample_steps=sample_steps, seed_seconds=seed_seconds,
-                     sample_seconds=sample_seconds, verify_seconds=verify_seconds,
-                     closest=list(zip(fmin.tolist(), fmax.tolist())))
+    rd = result_dtype(model)  # results in the model's dtype, float32 at least
+    res = InverseSet(
+        x_all[good].cpu().to(rd),
+        codes[good].cpu(),
+        f_all[good].cpu().to(rd),
+        prob.constraints,
+        proposed=proposed,
+        feasible=feasible,
+        verified_rate=verified_rate,
+        seeds_feasible=n_feasible_seeds,
+        n_seeds=n_seeds,
+        seed_steps=steps,
+        sample_steps=sample_steps,
+        seed_seconds=seed_seconds,
+        sample_seconds=sample_seconds,
+        verify_seconds=verify_seconds,
+        closest=list(zip(fmin.tolist(), fmax.tolist())),
+    )
     dropped = int((~good).sum())
-    parts = [f"{len(res)} samples of {desc}: {n_feasible_seeds}/{n_seeds} seeds feasible after {steps} steps, "
-             f"{sample_steps} sampling steps, {100 * res.feasible_rate:.1f}% of candidates feasible"]
+    parts = [
+        f"{len(res)} samples of {desc}: {n_feasible_seeds}/{n_seeds} seeds feasible after {steps} steps, "
+        f"{sample_steps} sampling steps, {100 * res.feasible_rate:.1f}% of candidates feasible"
+    ]
     if dropped:
         parts.append(f"{dropped} samples failed the fresh verification pass and were dropped")
     if len(res) < n_samples:
         res.ok = False
-        parts.append(f"only {len(res)} of the {n_samples} samples asked for were found "
-                     f"(max_sample_steps={max_sample_steps})")
+        parts.append(
+            f"only {len(res)} of the {n_samples} samples asked for were found (max_sample_steps={max_sample_steps})"
+        )
         if on_empty == "warn":
             warnings.warn("; ".join(parts), InverseSetWarning, stacklevel=2)
     res.report = "; ".join(parts)

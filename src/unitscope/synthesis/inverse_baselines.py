@@ -21,6 +21,7 @@ __all__ = ["penalized_am", "langevin_sampler"]
 
 # ----------------------------------------------------------------------------------------------------- baselines
 
+
 def _band_penalty(prob, f, margin: float = 0.0):
     """Squared distance (in units of each range's scale) outside ``[a, b]`` shrunk by ``margin`` each side."""
     sc = prob.scale.to(f)
@@ -45,23 +46,51 @@ def _finish(prob, method, codes, proposed, feasible, seconds, n_samples, steps):
     t = time.perf_counter()
     codes = codes[:n_samples]
     with torch.no_grad():
-        x, f, _ = prob(codes, full=True) if len(codes) else (   # no sample, but shaped like one
-            torch.empty(0, *prob.generator(codes.new_zeros(1, *codes.shape[1:])).shape[1:]),
-            torch.empty(0, len(prob.constraints)), None)
+        x, f, _ = (
+            prob(codes, full=True)
+            if len(codes)
+            else (  # no sample, but shaped like one
+                torch.empty(0, *prob.generator(codes.new_zeros(1, *codes.shape[1:])).shape[1:]),
+                torch.empty(0, len(prob.constraints)),
+                None,
+            )
+        )
     good = prob.inside(f) if len(codes) else torch.zeros(0, dtype=torch.bool)
     verify = time.perf_counter() - t
-    rd = result_dtype(prob.model)   # results in the model's dtype, float32 at least
-    res = InverseSet(x[good].cpu().to(rd), codes[good].cpu(), f[good].cpu().to(rd), prob.constraints, method=method,
-                     proposed=proposed, feasible=feasible,
-                     verified_rate=float(good.float().mean()) if len(good) else 0.0,
-                     sample_steps=steps, sample_seconds=seconds, verify_seconds=verify, ok=bool(len(codes)))
+    rd = result_dtype(prob.model)  # results in the model's dtype, float32 at least
+    res = InverseSet(
+        x[good].cpu().to(rd),
+        codes[good].cpu(),
+        f[good].cpu().to(rd),
+        prob.constraints,
+        method=method,
+        proposed=proposed,
+        feasible=feasible,
+        verified_rate=float(good.float().mean()) if len(good) else 0.0,
+        sample_steps=steps,
+        sample_seconds=seconds,
+        verify_seconds=verify,
+        ok=bool(len(codes)),
+    )
     res.report = f"{method}: {len(res)} samples, {100 * res.feasible_rate:.1f}% of candidates feasible"
     return res
 
 
-def penalized_am(model: nn.Module, constraints, generator, *, encoder=None, n_samples: int = 256, steps: int = 100,
-                 lr: float = 0.05, penalty: float = 100.0, margin: float = 0.02, batch: int | None = None,
-                 seed: int = 0, progress: bool | None = None) -> InverseSet:
+def penalized_am(
+    model: nn.Module,
+    constraints,
+    generator,
+    *,
+    encoder=None,
+    n_samples: int = 256,
+    steps: int = 100,
+    lr: float = 0.05,
+    penalty: float = 100.0,
+    margin: float = 0.02,
+    batch: int | None = None,
+    seed: int = 0,
+    progress: bool | None = None,
+) -> InverseSet:
     """Baseline: multi-start activation maximization from random codes — maximize ``Σ f/scale`` with a penalty
     ``penalty·dist(f, [a + margin, b − margin])²`` for leaving the range (the same margin as the sampler's slack),
     ``steps`` Adam steps per start; the final codes that are inside every range are the samples (``n_samples``
@@ -71,8 +100,9 @@ def penalized_am(model: nn.Module, constraints, generator, *, encoder=None, n_sa
     kept, proposed, feasible = [], 0, 0
     t0 = time.perf_counter()
     with _frozen(model, generator, prob.encoder):
-        for start in progress_bar(range(0, n_samples, batch), desc="penalized AM",
-                          progress=False if progress is False else None):
+        for start in progress_bar(
+            range(0, n_samples, batch), desc="penalized AM", progress=False if progress is False else None
+        ):
             z = generator.sample_codes(min(batch, n_samples - start), generator=rng).to(z0.device).requires_grad_(True)
             opt = torch.optim.Adam([z], lr=lr * (float(z.detach().std()) or 1.0))
             for _ in range(steps):
@@ -89,15 +119,36 @@ def penalized_am(model: nn.Module, constraints, generator, *, encoder=None, n_sa
             proposed += len(z)
             feasible += int(ok.sum())
             kept.append(z.detach()[ok])
-    return _finish(prob, "penalized_am", torch.cat(kept), proposed, feasible, time.perf_counter() - t0, n_samples,
-                   steps * math.ceil(n_samples / batch))
+    return _finish(
+        prob,
+        "penalized_am",
+        torch.cat(kept),
+        proposed,
+        feasible,
+        time.perf_counter() - t0,
+        n_samples,
+        steps * math.ceil(n_samples / batch),
+    )
 
 
-def langevin_sampler(model: nn.Module, constraints, generator, *, encoder=None, n_samples: int = 256,
-                     chains: int = 32, step: float = 0.01, condition: float = 10.0, margin: float = 0.02,
-                     temperature: float = 1.0,
-                     burn_in: int = 100, thin: int = 10, max_steps: int = 5000, seed: int = 0,
-                     progress: bool | None = None) -> InverseSet:
+def langevin_sampler(
+    model: nn.Module,
+    constraints,
+    generator,
+    *,
+    encoder=None,
+    n_samples: int = 256,
+    chains: int = 32,
+    step: float = 0.01,
+    condition: float = 10.0,
+    margin: float = 0.02,
+    temperature: float = 1.0,
+    burn_in: int = 100,
+    thin: int = 10,
+    max_steps: int = 5000,
+    seed: int = 0,
+    progress: bool | None = None,
+) -> InverseSet:
     """Baseline: PPGN-style Langevin dynamics in code space, conditioned on the range.
 
     ``z ← z + step·(∇ log p(z) − condition·∇ dist(f(G(z)), [a, b])²) + √(2·step·temperature)·ε`` with the
@@ -109,8 +160,9 @@ def langevin_sampler(model: nn.Module, constraints, generator, *, encoder=None, 
     noise = math.sqrt(2 * step * temperature) * code_std
     t0 = time.perf_counter()
     with _frozen(model, generator, prob.encoder):
-        bar = progress_bar(total=n_samples, desc="Langevin", unit="sample",
-                           progress=False if progress is False else None)
+        bar = progress_bar(
+            total=n_samples, desc="Langevin", unit="sample", progress=False if progress is False else None
+        )
         while n_kept < n_samples and t < max_steps:
             z = z.detach().requires_grad_(True)
             _, f, _ = prob(z)
@@ -125,8 +177,7 @@ def langevin_sampler(model: nn.Module, constraints, generator, *, encoder=None, 
             energy = (0.5 * (z / code_std).pow(2).sum(1) + condition * _band_penalty(prob, f, margin)).sum()
             (gz,) = torch.autograd.grad(energy, z)
             with torch.no_grad():
-                z = _project(generator, z - step * code_std ** 2 * gz
-                             + noise * torch.randn(z.shape, generator=rng).to(z))
+                z = _project(generator, z - step * code_std**2 * gz + noise * torch.randn(z.shape, generator=rng).to(z))
             t += 1
         bar.close()
     codes = torch.cat(kept) if kept else torch.empty(0, generator.latent_dim)

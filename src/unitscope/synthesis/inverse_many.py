@@ -72,11 +72,26 @@ def _code_std(generator) -> float:
     return float(std) or 1.0
 
 
-def sample_inverse_sets(model: nn.Module, layer, problems, generator, *, n_samples: int = 4, seeds=None,
-                        max_steps: int = 200, lr: float = 0.2, inner_steps: int = 10, mu: float = 10.0,
-                        mu_factor: float = 2.0, mu_max: float = 1e6, margin: float = 0.02,
-                        diversity_weight: float = 1.0, patience: int = 30, block: int | None = None,
-                        progress: bool | None = None) -> list[UnitInverseSet]:
+def sample_inverse_sets(
+    model: nn.Module,
+    layer,
+    problems,
+    generator,
+    *,
+    n_samples: int = 4,
+    seeds=None,
+    max_steps: int = 200,
+    lr: float = 0.2,
+    inner_steps: int = 10,
+    mu: float = 10.0,
+    mu_factor: float = 2.0,
+    mu_max: float = 1e6,
+    margin: float = 0.02,
+    diversity_weight: float = 1.0,
+    patience: int = 30,
+    block: int | None = None,
+    progress: bool | None = None,
+) -> list[UnitInverseSet]:
     """For each ``(unit, a, b)`` of ``problems`` (channels of ``layer``; ``b`` may be ``inf``), up to
     ``n_samples`` diverse inputs ``G(z)`` with ``a ≤ unit ≤ b``; ``seeds[p]`` seeds problem ``p``'s codes.
 
@@ -112,7 +127,7 @@ def sample_inverse_sets(model: nn.Module, layer, problems, generator, *, n_sampl
         for i in range(0, len(zz), size):
             n = min(size, len(zz) - i)
             pad = size - n
-            zb, ub = zz[i:i + n], u[i:i + n]
+            zb, ub = zz[i : i + n], u[i : i + n]
             if pad:
                 zb, ub = torch.cat([zb, zb[-1:].expand(pad, -1)]), torch.cat([ub, ub[-1:].expand(pad)])
             x = in_model_dtype(model, generator(zb))
@@ -124,11 +139,11 @@ def sample_inverse_sets(model: nn.Module, layer, problems, generator, *, n_sampl
                 acts = Acts.recorded(model, [site], {site.name: rec.parts[site.name][0]}, specs)
                 specs = acts.specs
                 f = channel(site.name, ub)(acts)
-            else:       # only the rows' own channels of the layer, from its producer's input
+            else:  # only the rows' own channels of the layer, from its producer's input
                 y = sl.rows(sl.input_of(model, x), ub)
                 f = channel(site.name, 0)({site.name: y})
             xs.append(x[:n])
-            fs.append(f[:n].to(result_dtype(model)))   # the sampler's arithmetic: float32 at least
+            fs.append(f[:n].to(result_dtype(model)))  # the sampler's arithmetic: float32 at least
         return torch.cat(xs), torch.cat(fs).view(-1, k)
 
     with _frozen(model, generator, None):
@@ -153,10 +168,14 @@ def sample_inverse_sets(model: nn.Module, layer, problems, generator, *, n_sampl
         z.requires_grad_(True)
         opt = torch.optim.Adam([z], lr=lr * code_std)
         steps = 0
-        bar = progress_bar(total=max_steps, desc=f"inverse sets of {p_n} units×bands", unit="step",
-                           progress=False if progress is False else None)
+        bar = progress_bar(
+            total=max_steps,
+            desc=f"inverse sets of {p_n} units×bands",
+            unit="step",
+            progress=False if progress is False else None,
+        )
         while True:
-            rows = (~finished).nonzero().flatten()            # only unfinished problems are evaluated
+            rows = (~finished).nonzero().flatten()  # only unfinished problems are evaluated
             x, f = run(z, rows)
             fd = f.detach()
             a_, b_, sc = lo[rows], hi[rows], scale[rows]
@@ -194,16 +213,25 @@ def sample_inverse_sets(model: nn.Module, layer, problems, generator, *, n_sampl
                 mu_t[rows] = torch.where(grow, (mu_t[rows] * mu_factor).clamp(max=mu_max), mu_t[rows])
         bar.close()
         done_steps[~finished.cpu()] = steps
-        with torch.no_grad():                                   # fresh verification pass on the final codes
+        with torch.no_grad():  # fresh verification pass on the final codes
             x, f = run(z.detach(), full=True)
             inside = (f >= lo) & (f <= hi)
     out = []
-    rd = result_dtype(model)   # results in the model's dtype, float32 at least
+    rd = result_dtype(model)  # results in the model's dtype, float32 at least
     for p, (u, a, b) in enumerate(problems):
         ok = inside[p].cpu()
-        out.append(UnitInverseSet(u, a, b, x.view(p_n, k, *x.shape[1:])[p][ok.to(x.device)].detach().cpu().to(rd),
-                                  z.detach()[p][ok.to(z.device)].cpu(), f[p][ok.to(f.device)].detach().cpu().to(rd),
-                                  int(done_steps[p]), bool(ok.all())))
+        out.append(
+            UnitInverseSet(
+                u,
+                a,
+                b,
+                x.view(p_n, k, *x.shape[1:])[p][ok.to(x.device)].detach().cpu().to(rd),
+                z.detach()[p][ok.to(z.device)].cpu(),
+                f[p][ok.to(f.device)].detach().cpu().to(rd),
+                int(done_steps[p]),
+                bool(ok.all()),
+            )
+        )
     return out
 
 

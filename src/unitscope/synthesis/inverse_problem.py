@@ -46,24 +46,24 @@ class Constraint:
 class InverseSet:
     """Samples of an inverse set and how they were obtained. Every sample passed a fresh forward check."""
 
-    samples: torch.Tensor          # [N, *x_shape]  G(codes)
-    codes: torch.Tensor            # [N, latent_dim]
-    activations: torch.Tensor      # [N, n_constraints]  from the fresh verification pass
+    samples: torch.Tensor  # [N, *x_shape]  G(codes)
+    codes: torch.Tensor  # [N, latent_dim]
+    activations: torch.Tensor  # [N, n_constraints]  from the fresh verification pass
     constraints: list
     method: str = "augmented_lagrangian"
-    proposed: int = 0              # candidate samples the method produced (seeds + sampling steps)
-    feasible: int = 0              # ... of which were inside every range when produced
-    verified_rate: float = 1.0     # share of kept samples that passed the fresh verification pass
+    proposed: int = 0  # candidate samples the method produced (seeds + sampling steps)
+    feasible: int = 0  # ... of which were inside every range when produced
+    verified_rate: float = 1.0  # share of kept samples that passed the fresh verification pass
     seeds_feasible: int = 0
     n_seeds: int = 0
-    seed_steps: int = 0            # gradient steps of the seed phase
-    sample_steps: int = 0          # gradient steps of the sampling phase
+    seed_steps: int = 0  # gradient steps of the seed phase
+    sample_steps: int = 0  # gradient steps of the sampling phase
     seed_seconds: float = 0.0
     sample_seconds: float = 0.0
     verify_seconds: float = 0.0
     ok: bool = True
     report: str = ""
-    closest: list = field(default_factory=list)   # per constraint: (min, max) activation seen on any candidate
+    closest: list = field(default_factory=list)  # per constraint: (min, max) activation seen on any candidate
 
     def __len__(self):
         return len(self.codes)
@@ -82,17 +82,29 @@ class InverseSet:
         return len(self) / self.seconds if self.seconds > 0 else 0.0
 
     def summary(self) -> dict:
-        return {"method": self.method, "n": len(self), "ok": self.ok, "feasible_rate": self.feasible_rate,
-                "verified_rate": self.verified_rate, "proposed": self.proposed, "seeds_feasible": self.seeds_feasible,
-                "n_seeds": self.n_seeds, "seed_steps": self.seed_steps, "sample_steps": self.sample_steps,
-                "seconds": self.seconds, "samples_per_second": self.samples_per_second}
+        return {
+            "method": self.method,
+            "n": len(self),
+            "ok": self.ok,
+            "feasible_rate": self.feasible_rate,
+            "verified_rate": self.verified_rate,
+            "proposed": self.proposed,
+            "seeds_feasible": self.seeds_feasible,
+            "n_seeds": self.n_seeds,
+            "seed_steps": self.seed_steps,
+            "sample_steps": self.sample_steps,
+            "seconds": self.seconds,
+            "samples_per_second": self.samples_per_second,
+        }
 
 
 # --------------------------------------------------------------------------------------------------- problem set-up
 
+
 def _as_constraints(constraints) -> list[Constraint]:
-    if isinstance(constraints, Constraint) or (isinstance(constraints, tuple) and len(constraints) == 4
-                                               and isinstance(constraints[0], (str, nn.Module))):
+    if isinstance(constraints, Constraint) or (
+        isinstance(constraints, tuple) and len(constraints) == 4 and isinstance(constraints[0], (str, nn.Module))
+    ):
         constraints = [constraints]
     out = []
     for c in constraints:
@@ -102,11 +114,16 @@ def _as_constraints(constraints) -> list[Constraint]:
             c = Constraint(*c)
         a, b = float(c.a), float(c.b)
         if math.isnan(a) or math.isnan(b) or not a < b:
-            raise UnitscopeError(f"empty range [{a:g}, {b:g}]: need a < b", layer=str(c.layer), unit=c.unit,
-                                 hint="use a = -inf or b = inf for a one-sided range")
+            raise UnitscopeError(
+                f"empty range [{a:g}, {b:g}]: need a < b",
+                layer=str(c.layer),
+                unit=c.unit,
+                hint="use a = -inf or b = inf for a one-sided range",
+            )
         if not isinstance(c.unit, (int, tuple)) or isinstance(c.unit, bool):
-            raise UnitscopeError("a unit is an int (channel) or a tuple (one element)", layer=str(c.layer),
-                                 got=type(c.unit).__name__)
+            raise UnitscopeError(
+                "a unit is an int (channel) or a tuple (one element)", layer=str(c.layer), got=type(c.unit).__name__
+            )
         out.append(Constraint(c.layer, c.unit, a, b))
     if not out:
         raise UnitscopeError("no constraints given", hint="pass (layer, unit, a, b) or a list of them")
@@ -117,27 +134,30 @@ class _Problem:
     """One forward pass of ``G`` and the model for a batch of codes: constraint values ``[B, m]`` and, when the
     encoder reads a layer of the same model, the encoding from the same pass."""
 
-    scale: torch.Tensor   # [m] each range's scale (set by the sampler before the first violation())
+    scale: torch.Tensor  # [m] each range's scale (set by the sampler before the first violation())
 
     def __init__(self, model, constraints, generator, encoder):
         self.model, self.generator, self.encoder = model, generator, encoder
         sites = resolve(model, [c.layer for c in constraints])
         by_name = {s.name: s for s in sites}
-        self.constraints = [Constraint(s.name, c.unit, c.a, c.b)
-                            for c, s in zip(constraints, [resolve(model, [c.layer])[0] for c in constraints])]
+        self.constraints = [
+            Constraint(s.name, c.unit, c.a, c.b)
+            for c, s in zip(constraints, [resolve(model, [c.layer])[0] for c in constraints])
+        ]
         self.shared = isinstance(encoder, LayerEncoder) and encoder.model is model
         if self.shared and encoder.layer not in by_name:
             sites.append(encoder.site)
         self.sites = sites
-        self.objectives = [channel(c.layer, c.unit) if isinstance(c.unit, int) else element(c.layer, c.unit)
-                           for c in self.constraints]
+        self.objectives = [
+            channel(c.layer, c.unit) if isinstance(c.unit, int) else element(c.layer, c.unit) for c in self.constraints
+        ]
         self.lo = torch.tensor([c.a for c in self.constraints])
         self.hi = torch.tensor([c.b for c in self.constraints])
         self.checked = False
         # channels of one conv layer: computed alone from its input (kept after the first pass agrees)
         one = len(sites) == 1 and not self.shared and all(isinstance(c.unit, int) for c in self.constraints)
         self.slice = channel_slice(model, sites[0]) if one else None
-        self.full = True      # the first pass runs the whole layer, and the slice is checked against it
+        self.full = True  # the first pass runs the whole layer, and the slice is checked against it
 
     def _check_units(self, acts):
         for c in self.constraints:
@@ -147,14 +167,21 @@ class _Problem:
                 n = (spec.n_units(tuple(t.shape), c.layer) if spec is not None else t.shape[1]) if t.dim() > 1 else 0
                 word = {"tokens": "neuron", "heads": "head"}.get(getattr(spec, "layout", ""), "channel")
                 if not 0 <= c.unit < n:
-                    raise UnitscopeError(f"{word} {c.unit} out of range for layer {c.layer!r}", layer=c.layer,
-                                         shape=tuple(t.shape[1:]), hint=f"{word}s are 0 … {n - 1}")
+                    raise UnitscopeError(
+                        f"{word} {c.unit} out of range for layer {c.layer!r}",
+                        layer=c.layer,
+                        shape=tuple(t.shape[1:]),
+                        hint=f"{word}s are 0 … {n - 1}",
+                    )
             else:
                 shape = tuple(t.shape[1:])
                 if len(c.unit) != len(shape) or any(not -s <= i < s for i, s in zip(c.unit, shape)):
-                    raise UnitscopeError(f"element {c.unit} does not exist in layer {c.layer!r}", layer=c.layer,
-                                         shape=shape, hint="a tuple unit indexes one element of the per-example "
-                                                           "output; an int is a channel")
+                    raise UnitscopeError(
+                        f"element {c.unit} does not exist in layer {c.layer!r}",
+                        layer=c.layer,
+                        shape=shape,
+                        hint="a tuple unit indexes one element of the per-example output; an int is a channel",
+                    )
         self.checked = True
 
     def __call__(self, z, full: bool = False):
@@ -165,14 +192,15 @@ class _Problem:
         rec = Recorder(self.sites, stop_when_done=True)
         with rec.active():
             self.model(x)
-        acts = Acts.recorded(self.model, self.sites, {s.name: rec.parts[s.name][0] for s in self.sites},
-                             getattr(self, "specs", None))
+        acts = Acts.recorded(
+            self.model, self.sites, {s.name: rec.parts[s.name][0] for s in self.sites}, getattr(self, "specs", None)
+        )
         self.specs = acts.specs
         if not self.checked:
             self._check_units(acts)
         f = torch.stack([o(acts) for o in self.objectives], 1)
         h = self.encoder.features(acts) if self.shared else self.encoder(x)
-        if self.slice is not None and self.full and not full:   # a pass asked to be full checks nothing
+        if self.slice is not None and self.full and not full:  # a pass asked to be full checks nothing
             self._try_slice(x, f)
         return x, f, h.flatten(1)
 
@@ -243,8 +271,10 @@ def _closest_report(constraints, fmin, fmax, best_violation):
 
 # ------------------------------------------------------------------------------------------- verification helpers
 
-def evaluate(model: nn.Module, constraints, x: torch.Tensor, *,
-             batch_size: int = 256) -> tuple[torch.Tensor, torch.Tensor]:
+
+def evaluate(
+    model: nn.Module, constraints, x: torch.Tensor, *, batch_size: int = 256
+) -> tuple[torch.Tensor, torch.Tensor]:
     """A fresh forward pass: ``(activations [N, m], inside [N])`` of ``x`` for the constraints.
 
     >>> net = nn.Sequential(nn.Linear(2, 1))
@@ -258,7 +288,7 @@ def evaluate(model: nn.Module, constraints, x: torch.Tensor, *,
     fs = []
     with analysis_mode(model), torch.no_grad():
         for i in range(0, len(x), batch_size):
-            fs.append(prob(x[i:i + batch_size], full=True)[1])
+            fs.append(prob(x[i : i + batch_size], full=True)[1])
     f = torch.cat(fs) if fs else torch.empty(0, len(cons))
     return f.cpu(), prob.inside(f).cpu()
 
@@ -272,6 +302,6 @@ def diversity(samples: torch.Tensor, *, encoder=None, batch_size: int = 512) -> 
     out = {"pixel": float(torch.pdist(samples.flatten(1).double()).mean()) if len(samples) > 1 else 0.0}
     if encoder is not None:
         with torch.no_grad():
-            h = torch.cat([encoder(samples[i:i + batch_size]) for i in range(0, len(samples), batch_size)])
+            h = torch.cat([encoder(samples[i : i + batch_size]) for i in range(0, len(samples), batch_size)])
         out["encoder"] = float(torch.pdist(h.flatten(1).double()).mean()) if len(h) > 1 else 0.0
     return out

@@ -39,12 +39,12 @@ __all__ = ["Maximized", "maximize", "activation_maximization", "independent_am",
 
 @dataclass
 class Maximized:
-    images: torch.Tensor       # [B, C, H, W], un-augmented, in the valid range
-    trace: torch.Tensor        # [steps, B] objective on the augmented images during optimization
-    objective: torch.Tensor    # [B] objective re-measured on the un-augmented images
+    images: torch.Tensor  # [B, C, H, W], un-augmented, in the valid range
+    trace: torch.Tensor  # [steps, B] objective on the augmented images during optimization
+    objective: torch.Tensor  # [B] objective re-measured on the un-augmented images
     layer: str | None = None
-    units: torch.Tensor | None = None             # [B] the unit of each row
-    activations: torch.Tensor | None = None       # [B, U] every unit of the layer on each row's final image
+    units: torch.Tensor | None = None  # [B] the unit of each row
+    activations: torch.Tensor | None = None  # [B, U] every unit of the layer on each row's final image
     activation_trace: torch.Tensor | None = None  # [steps, B] each row's own unit a_i during optimization
 
     @property
@@ -57,8 +57,10 @@ class Maximized:
 def _per_unit(result: Maximized) -> tuple[torch.Tensor, torch.Tensor]:
     """``(activations [B, U], units [B])`` of AM/IAM images; a :func:`maximize` of a free objective has none."""
     if result.activations is None or result.units is None:
-        raise UnitscopeError("these images have no unit per row (maximize() of a free objective); the layer's "
-                             "activations and units come with activation_maximization and independent_am")
+        raise UnitscopeError(
+            "these images have no unit per row (maximize() of a free objective); the layer's "
+            "activations and units come with activation_maximization and independent_am"
+        )
     return result.activations, result.units
 
 
@@ -88,8 +90,11 @@ class _RedirectedReLU(torch.autograd.Function):
 def _redirect_hooks(sites) -> dict:
     """Forward hooks (by site: a ``NAME@K`` site's call only) that give the (non in-place) ``nn.ReLU`` sites a
     redirected gradient."""
-    return {s: (lambda m, args, out: _RedirectedReLU.apply(args[0]))
-            for s in sites if type(s.module) is nn.ReLU and not s.module.inplace and not s.use_input}
+    return {
+        s: (lambda m, args, out: _RedirectedReLU.apply(args[0]))
+        for s in sites
+        if type(s.module) is nn.ReLU and not s.module.inplace and not s.use_input
+    }
 
 
 def _forward_acts(model, sites, x, redirect: bool = False) -> dict:
@@ -104,15 +109,31 @@ def _forward_acts(model, sites, x, redirect: bool = False) -> dict:
 
 def _first_forward(model, sites, x, shape, redirect):
     """The first step's forward pass, with an error that names the images' shape if the model rejects them."""
-    with model_errors(model, inputs=x, hint=f"the images had shape {tuple(x.shape)}; if that is wrong, pass "
-                                            "shape=(channels, height, width) of one input example"):
+    with model_errors(
+        model,
+        inputs=x,
+        hint=f"the images had shape {tuple(x.shape)}; if that is wrong, pass "
+        "shape=(channels, height, width) of one input example",
+    ):
         return _forward_acts(model, sites, x, redirect)
 
 
-def maximize(model: nn.Module, objective: Objective, *, batch: int, shape: tuple, param="pixel",
-             value_range=(0.0, 1.0), steps: int = 128, lr: float = 0.05, augment: Augment | None | bool = True,
-             seed: int = 0, progress: bool | None = None, watch: Objective | None = None,
-             redirect_relu: bool = True) -> Maximized:
+def maximize(
+    model: nn.Module,
+    objective: Objective,
+    *,
+    batch: int,
+    shape: tuple,
+    param="pixel",
+    value_range=(0.0, 1.0),
+    steps: int = 128,
+    lr: float = 0.05,
+    augment: Augment | None | bool = True,
+    seed: int = 0,
+    progress: bool | None = None,
+    watch: Objective | None = None,
+    redirect_relu: bool = True,
+) -> Maximized:
     """Maximize ``objective`` (one value per batch row) over ``batch`` images of ``shape`` ``(C, H, W)``.
 
     ``param``: ``"pixel"``, ``"fft"``, or a ready parameterization (callable → images, ``parameters()``).
@@ -184,7 +205,7 @@ def maximize(model: nn.Module, objective: Objective, *, batch: int, shape: tuple
     device = model_device(model, torch.device("cpu"))
     trace = torch.empty(steps, batch)
     watched = torch.empty(steps, batch) if watch is not None else None
-    with analysis_mode(model), autograd_on():   # the parameterization too: no inference tensors
+    with analysis_mode(model), autograd_on():  # the parameterization too: no inference tensors
         aug = Augment(seed=seed) if augment is True else (augment or None)
         if aug is not None and len(shape) != 3:
             aug = None  # transforms are for images: vectors are optimized as they are
@@ -193,16 +214,24 @@ def maximize(model: nn.Module, objective: Objective, *, batch: int, shape: tuple
         else:
             p = param
         opt = torch.optim.Adam(p.parameters(), lr=lr)
-        for step in progress_bar(range(steps), desc=f"maximize {objective.name}", unit="step",
-                         progress=False if progress is False else None):
+        for step in progress_bar(
+            range(steps), desc=f"maximize {objective.name}", unit="step", progress=False if progress is False else None
+        ):
             img = p()
             x = aug(img) if aug is not None else img
-            acts = _first_forward(model, sites, x, shape, redirect_relu) if step == 0 else \
-                _forward_acts(model, sites, x, redirect_relu)
+            acts = (
+                _first_forward(model, sites, x, shape, redirect_relu)
+                if step == 0
+                else _forward_acts(model, sites, x, redirect_relu)
+            )
             value = objective(acts)
             if value.shape != (batch,):
-                raise UnitscopeError("an objective must give one value per batch row", objective=objective.name,
-                                     shape=tuple(value.shape), batch=batch)
+                raise UnitscopeError(
+                    "an objective must give one value per batch row",
+                    objective=objective.name,
+                    shape=tuple(value.shape),
+                    batch=batch,
+                )
             if not value.requires_grad:
                 raise UnitscopeError("the objective does not depend on the input", objective=objective.name)
             opt.zero_grad()
@@ -214,18 +243,20 @@ def maximize(model: nn.Module, objective: Objective, *, batch: int, shape: tuple
         with torch.no_grad():
             images = p().detach()
             final = objective(_forward_acts(model, sites, images)).cpu()
-    rd = result_dtype(model)   # results in the model's dtype, float32 at least
-    return Maximized(images.cpu().to(rd), trace, final.to(rd),
-                     activation_trace=None if watched is None else watched.to(rd))
+    rd = result_dtype(model)  # results in the model's dtype, float32 at least
+    return Maximized(
+        images.cpu().to(rd), trace, final.to(rd), activation_trace=None if watched is None else watched.to(rd)
+    )
 
 
 def _run(model, layer, units, kind, *, shape, spec=None, **kw) -> Maximized:
-    with autograd_on():   # the unit indices too: under torch.inference_mode() they would be inference tensors
+    with autograd_on():  # the unit indices too: under torch.inference_mode() they would be inference tensors
         (site,) = resolve(model, [layer])
         units = torch.as_tensor([units] if isinstance(units, int) else list(units)).long()
         if units.dim() != 1 or units.numel() == 0:
-            raise UnitscopeError("units: a unit index (a channel, a neuron) or a non-empty list of them",
-                                 layer=site.name)
+            raise UnitscopeError(
+                "units: a unit index (a channel, a neuron) or a non-empty list of them", layer=site.name
+            )
         obj = channel(site.name, units, spec=spec) if kind == "am" else independent(site.name, units, spec=spec)
         r = maximize(model, obj, batch=len(units), shape=shape, watch=channel(site.name, units, spec=spec), **kw)
         with analysis_mode(model), torch.no_grad():
@@ -235,10 +266,22 @@ def _run(model, layer, units, kind, *, shape, spec=None, **kw) -> Maximized:
         return r
 
 
-def activation_maximization(model: nn.Module, layer: Layer, units, *, shape: tuple, param="pixel",
-                            value_range=(0.0, 1.0), steps: int = 128, lr: float = 0.05,
-                            augment: Augment | None | bool = True, seed=0, progress: bool | None = None,
-                            redirect_relu: bool = True, spec=None) -> Maximized:
+def activation_maximization(
+    model: nn.Module,
+    layer: Layer,
+    units,
+    *,
+    shape: tuple,
+    param="pixel",
+    value_range=(0.0, 1.0),
+    steps: int = 128,
+    lr: float = 0.05,
+    augment: Augment | None | bool = True,
+    seed=0,
+    progress: bool | None = None,
+    redirect_relu: bool = True,
+    spec=None,
+) -> Maximized:
     """AM images for ``units`` (channels) of ``layer``, rendered together (one batch row per unit).
 
     ``param``, ``value_range``, ``steps``, ``lr``, ``augment``, ``seed``, ``progress``, ``redirect_relu`` as for
@@ -302,13 +345,40 @@ def activation_maximization(model: nn.Module, layer: Layer, units, *, shape: tup
     >>> r.images.shape, r.units.tolist(), r.activations.shape, r.own.shape
     (torch.Size([2, 1, 6, 6]), [0, 2], torch.Size([2, 3]), torch.Size([2]))
     """
-    return _run(model, layer, units, "am", shape=shape, spec=spec, param=param, value_range=value_range, steps=steps,
-                lr=lr, augment=augment, seed=seed, progress=progress, redirect_relu=redirect_relu)
+    return _run(
+        model,
+        layer,
+        units,
+        "am",
+        shape=shape,
+        spec=spec,
+        param=param,
+        value_range=value_range,
+        steps=steps,
+        lr=lr,
+        augment=augment,
+        seed=seed,
+        progress=progress,
+        redirect_relu=redirect_relu,
+    )
 
 
-def independent_am(model: nn.Module, layer: Layer, units, *, shape: tuple, param="pixel", value_range=(0.0, 1.0),
-                   steps: int = 128, lr: float = 0.05, augment: Augment | None | bool = True, seed=0,
-                   progress: bool | None = None, redirect_relu: bool = True, spec=None) -> Maximized:
+def independent_am(
+    model: nn.Module,
+    layer: Layer,
+    units,
+    *,
+    shape: tuple,
+    param="pixel",
+    value_range=(0.0, 1.0),
+    steps: int = 128,
+    lr: float = 0.05,
+    augment: Augment | None | bool = True,
+    seed=0,
+    progress: bool | None = None,
+    redirect_relu: bool = True,
+    spec=None,
+) -> Maximized:
     """IAM images: maximize ``a_i − mean_{j≠i} a_j`` for each unit ``i`` of ``layer`` (one batch row per unit).
 
     Parameters as for :func:`activation_maximization`. Where AM finds what drives a unit, IAM finds what drives it
@@ -371,8 +441,22 @@ def independent_am(model: nn.Module, layer: Layer, units, *, shape: tuple, param
     >>> r.images.shape, r.trace.shape, r.activations.shape
     (torch.Size([4, 1, 8, 8]), torch.Size([16, 4]), torch.Size([4, 4]))
     """
-    return _run(model, layer, units, "iam", shape=shape, spec=spec, param=param, value_range=value_range,
-                steps=steps, lr=lr, augment=augment, seed=seed, progress=progress, redirect_relu=redirect_relu)
+    return _run(
+        model,
+        layer,
+        units,
+        "iam",
+        shape=shape,
+        spec=spec,
+        param=param,
+        value_range=value_range,
+        steps=steps,
+        lr=lr,
+        augment=augment,
+        seed=seed,
+        progress=progress,
+        redirect_relu=redirect_relu,
+    )
 
 
 def representative_substitution(result, *, units=None) -> torch.Tensor:
@@ -415,7 +499,8 @@ def representative_substitution(result, *, units=None) -> torch.Tensor:
             raise UnitscopeError("an activation table needs units= (the unit of each row)")
         units = torch.as_tensor(units).long()
     if acts.dim() != 2 or units.shape != (acts.shape[0],):
-        raise UnitscopeError("RS needs activations [B, U] and one unit per row", activations=tuple(acts.shape),
-                             units=tuple(units.shape))
+        raise UnitscopeError(
+            "RS needs activations [B, U] and one unit per row", activations=tuple(acts.shape), units=tuple(units.shape)
+        )
     own = acts.gather(1, units.view(-1, 1))
     return (acts > own).float().sum(1) / acts.shape[1]

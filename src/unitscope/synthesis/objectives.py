@@ -53,8 +53,12 @@ class Objective:
     def __call__(self, acts: dict) -> torch.Tensor:
         missing = [name for name in self.layers if name not in acts]
         if missing:
-            raise UnitscopeError("the objective reads layers that were not recorded", objective=self.name,
-                                 missing=missing, recorded=sorted(acts))
+            raise UnitscopeError(
+                "the objective reads layers that were not recorded",
+                objective=self.name,
+                missing=missing,
+                recorded=sorted(acts),
+            )
         return self.fn(acts)
 
     def __add__(self, other):
@@ -114,13 +118,16 @@ def _rows(idx, b: int, n: int, layer: str) -> torch.Tensor:
     """Unit index per batch row, checked against the ``n`` units of ``layer``."""
     idx = torch.as_tensor(idx).long()
     if idx.dim() > 1 or (idx.dim() == 1 and idx.numel() != b):
-        raise UnitscopeError("give one unit, or one unit per batch row", layer=layer, units=tuple(idx.shape),
-                             batch=b)
+        raise UnitscopeError("give one unit, or one unit per batch row", layer=layer, units=tuple(idx.shape), batch=b)
     if idx.numel() and (int(idx.min()) < 0 or int(idx.max()) >= n):
         bad = sorted(u for u in set(idx.flatten().tolist()) if not 0 <= u < n)
         shown = ", ".join(map(str, bad[:10])) + (f", … ({len(bad)} in all)" if len(bad) > 10 else "")
-        raise UnitscopeError(f"units {shown} are out of range for layer {layer!r}", layer=layer, units=n,
-                             hint=f"its units are 0 … {n - 1}")
+        raise UnitscopeError(
+            f"units {shown} are out of range for layer {layer!r}",
+            layer=layer,
+            units=n,
+            hint=f"its units are 0 … {n - 1}",
+        )
     return idx.expand(b) if idx.dim() == 0 else idx
 
 
@@ -137,9 +144,11 @@ def channel(layer: str, unit, *, spec=None) -> Objective:
     >>> channel("mlp", 2, spec="tokens")({"mlp": torch.arange(8.0).view(1, 2, 4)}).tolist()   # neuron 2 over 2 tokens
     [4.0]
     """
+
     def fn(acts):
         m = unit_values(acts, layer, spec)
         return m.gather(1, _rows(unit, m.shape[0], m.shape[1], layer).to(m.device).view(-1, 1)).squeeze(1)
+
     return Objective(fn, (layer,), f"{layer}:{_label(unit)}")
 
 
@@ -158,6 +167,7 @@ def element(layer: str, index: tuple) -> Objective:
             raise UnitscopeError(f"element {index} is outside layer {layer!r}", layer=layer, unit_shape=shape)
         every_example = (slice(None), *index)
         return t[every_example]
+
     return Objective(fn, (layer,), f"{layer}{list(index)}")
 
 
@@ -167,8 +177,10 @@ def independent(layer: str, unit, *, spec=None) -> Objective:
     >>> independent("fc", 0)({"fc": torch.tensor([[4.0, 1.0, 3.0]])}).tolist()   # 4 − (1 + 3) / 2
     [2.0]
     """
+
     def fn(acts):
         m = unit_values(acts, layer, spec)
         a = m.gather(1, _rows(unit, m.shape[0], m.shape[1], layer).to(m.device).view(-1, 1)).squeeze(1)
         return a - (m.sum(1) - a) / max(m.shape[1] - 1, 1)
+
     return Objective(fn, (layer,), f"independent {layer}:{_label(unit)}")

@@ -50,8 +50,11 @@ def _randn(batch: int, shape: tuple, seed) -> torch.Tensor:
     seeds = _row_seeds(seed, batch)
     if seeds is None:
         return torch.randn((batch, *shape), generator=torch.Generator().manual_seed(int(seed)))
-    return torch.stack([torch.randn(shape, generator=torch.Generator().manual_seed(s)) for s in seeds]) if seeds \
+    return (
+        torch.stack([torch.randn(shape, generator=torch.Generator().manual_seed(s)) for s in seeds])
+        if seeds
         else torch.empty((0, *shape))
+    )
 
 
 class _Param:
@@ -71,8 +74,9 @@ class _Param:
 class Pixel(_Param):
     """One free value per pixel and channel."""
 
-    def __init__(self, batch: int, shape: tuple, *, value_range=(0.0, 1.0), init_std: float = 0.1, seed: int = 0,
-                 device=None):
+    def __init__(
+        self, batch: int, shape: tuple, *, value_range=(0.0, 1.0), init_std: float = 0.1, seed: int = 0, device=None
+    ):
         super().__init__(value_range)
         self.raw = (_randn(batch, tuple(shape), seed) * init_std).to(device).requires_grad_(True)
 
@@ -83,13 +87,22 @@ class Pixel(_Param):
 class FFT(_Param):
     """A Fourier spectrum per channel, scaled by 1/frequency; colour-decorrelated when there are 3 channels."""
 
-    def __init__(self, batch: int, shape: tuple, *, value_range=(0.0, 1.0), init_std: float = 0.01, seed: int = 0,
-                 decay: float = 1.0, device=None):
+    def __init__(
+        self,
+        batch: int,
+        shape: tuple,
+        *,
+        value_range=(0.0, 1.0),
+        init_std: float = 0.01,
+        seed: int = 0,
+        decay: float = 1.0,
+        device=None,
+    ):
         super().__init__(value_range)
         c, h, w = shape
         fy = torch.fft.fftfreq(h).view(-1, 1)
         fx = torch.fft.rfftfreq(w).view(1, -1)
-        freq = torch.sqrt(fx ** 2 + fy ** 2)
+        freq = torch.sqrt(fx**2 + fy**2)
         self.scale = (1.0 / torch.clamp(freq, min=1.0 / max(h, w)) ** decay).to(device)
         self.hw, self.c = (h, w), c
         self.raw = (_randn(batch, (c, h, w // 2 + 1, 2), seed) * init_std).to(device).requires_grad_(True)
@@ -117,12 +130,20 @@ class Augment:
     int (one generator for the batch) or one seed per row (row ``i`` always gets the same draws, whatever the batch).
     """
 
-    def __init__(self, *, pad: float = 0.05, jitter: float = 0.05, scale=(0.95, 1.05), degrees: float = 5.0,
-                 seed: int | Sequence[int] = 0, fill: float | None = None):
+    def __init__(
+        self,
+        *,
+        pad: float = 0.05,
+        jitter: float = 0.05,
+        scale=(0.95, 1.05),
+        degrees: float = 5.0,
+        seed: int | Sequence[int] = 0,
+        fill: float | None = None,
+    ):
         self.pad, self.jitter, self.scale, self.degrees = pad, jitter, scale, degrees
         self.g: torch.Generator | None = None
         self.rows: list[torch.Generator] | None = None
-        if isinstance(seed, (int, numbers.Integral)):   # numpy's integers too
+        if isinstance(seed, (int, numbers.Integral)):  # numpy's integers too
             self.g = torch.Generator().manual_seed(int(seed))
         else:
             self.rows = [torch.Generator().manual_seed(s) for s in [int(s) for s in seed]]
@@ -139,8 +160,11 @@ class Augment:
         b, c, h, w = img.shape
         p = int(round(self.pad * max(h, w)))
         if p:  # each image padded with its own mean (or ``fill``): rows never depend on each other
-            fill = img.detach().mean((1, 2, 3), keepdim=True) if self.fill is None else \
-                torch.full((b, 1, 1, 1), float(self.fill)).to(img)
+            fill = (
+                img.detach().mean((1, 2, 3), keepdim=True)
+                if self.fill is None
+                else torch.full((b, 1, 1, 1), float(self.fill)).to(img)
+            )
             img = F.pad(img - fill, (p, p, p, p), value=0.0) + fill
         u = lambda lo, hi: lo + (hi - lo) * self._rand(b)  # noqa: E731
         angle = u(-self.degrees, self.degrees) * math.pi / 180
@@ -150,4 +174,4 @@ class Augment:
         theta = torch.stack([torch.stack([cos, -sin, tx], 1), torch.stack([sin, cos, ty], 1)], 1).to(img)
         grid = F.affine_grid(theta, list(img.shape), align_corners=False)
         out = F.grid_sample(img, grid, mode="bilinear", padding_mode="border", align_corners=False)
-        return out[..., p:p + h, p:p + w] if p else out
+        return out[..., p : p + h, p : p + w] if p else out

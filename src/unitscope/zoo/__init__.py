@@ -10,5 +10,13 @@ from .digits import DigitsCNN, DigitsMLP, digits_cnn, digits_data, digits_mlp, d
 from .efficientnet import efficientnet_lite0
 from .photos import photos
 
-__all__ = ["DigitsCNN", "DigitsMLP", "digits_cnn", "digits_data", "digits_mlp", "digits_vgg", "efficientnet_lite0",
-           "photos"]
+__all__ = [
+    "DigitsCNN",
+    "DigitsMLP",
+    "digits_cnn",
+    "digits_data",
+    "digits_mlp",
+    "digits_vgg",
+    "efficientnet_lite0",
+    "photos",
+]

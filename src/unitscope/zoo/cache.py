@@ -43,14 +43,25 @@ import torch
 from ..core.files import DamagedFileError, atomic_save, safe_load
 from ..core.state import process_state_restored, torch_threads
 
-__all__ = ["cache_dir", "recipe_key", "entry_recipe", "entry_path", "cached_state", "atomic_save", "reproducible",
-           "deterministic_algorithms", "state_digest", "provenance"]
+__all__ = [
+    "cache_dir",
+    "recipe_key",
+    "entry_recipe",
+    "entry_path",
+    "cached_state",
+    "atomic_save",
+    "reproducible",
+    "deterministic_algorithms",
+    "state_digest",
+    "provenance",
+]
 
 
 def cache_dir() -> Path:
     """``$UNITSCOPE_CACHE``, else ``$XDG_CACHE_HOME/unitscope``, else ``~/.cache/unitscope``."""
     root = os.environ.get("UNITSCOPE_CACHE") or os.path.join(
-        os.environ.get("XDG_CACHE_HOME") or os.path.join(os.path.expanduser("~"), ".cache"), "unitscope")
+        os.environ.get("XDG_CACHE_HOME") or os.path.join(os.path.expanduser("~"), ".cache"), "unitscope"
+    )
     path = Path(root)
     path.mkdir(parents=True, exist_ok=True)
     return path
@@ -82,12 +93,13 @@ def entry_path(name: str, recipe: dict, *, threads: int | None = 1) -> Path:
 def deterministic_algorithms(enabled: bool = True):
     """``torch.use_deterministic_algorithms(enabled)`` (and cuDNN's deterministic, non-benchmark mode) for the
     block; the previous settings are back on exit, also on error."""
-    before, warn_only = torch.are_deterministic_algorithms_enabled(), \
-        torch.is_deterministic_algorithms_warn_only_enabled()
+    before, warn_only = (
+        torch.are_deterministic_algorithms_enabled(),
+        torch.is_deterministic_algorithms_warn_only_enabled(),
+    )
     torch.use_deterministic_algorithms(enabled)
     try:
-        with torch.backends.cudnn.flags(enabled=torch.backends.cudnn.enabled, benchmark=False,
-                                        deterministic=enabled):
+        with torch.backends.cudnn.flags(enabled=torch.backends.cudnn.enabled, benchmark=False, deterministic=enabled):
             yield
     finally:
         torch.use_deterministic_algorithms(before, warn_only=warn_only)
@@ -131,9 +143,13 @@ def provenance(threads: int) -> dict:
     """What a training ran on, recorded in its cache entry's info (``info["trained_with"]``)."""
     import platform
 
-    return {"threads": threads, "torch": str(torch.__version__),
-            "cpu_capability": str(torch.backends.cpu.get_cpu_capability()), "machine": platform.machine(),
-            "deterministic": True}
+    return {
+        "threads": threads,
+        "torch": str(torch.__version__),
+        "cpu_capability": str(torch.backends.cpu.get_cpu_capability()),
+        "machine": platform.machine(),
+        "deterministic": True,
+    }
 
 
 def _read(path: Path, recipe: dict):
@@ -150,8 +166,9 @@ def _read(path: Path, recipe: dict):
     return None
 
 
-def cached_state(name: str, recipe: dict, train: Callable[[], tuple[dict, dict]], *,
-                 threads: int | None = 1) -> tuple[dict, dict, bool]:
+def cached_state(
+    name: str, recipe: dict, train: Callable[[], tuple[dict, dict]], *, threads: int | None = 1
+) -> tuple[dict, dict, bool]:
     """``(state_dict, info, was_cached)``; ``train()`` returns ``(state_dict, info)`` and runs only on a miss —
     once across processes: training holds ``NAME-KEY.pt.lock``, and whoever waited on it reads the new entry.
 

@@ -17,8 +17,17 @@ import torch.nn as nn
 
 from .cache import cached_state
 
-__all__ = ["DigitsSplit", "digits_data", "digits_cnn", "digits_vgg", "digits_mlp", "digits_shallow_cnn", "DigitsCNN",
-           "DigitsMLP", "Trained"]
+__all__ = [
+    "DigitsSplit",
+    "digits_data",
+    "digits_cnn",
+    "digits_vgg",
+    "digits_mlp",
+    "digits_shallow_cnn",
+    "DigitsCNN",
+    "DigitsMLP",
+    "Trained",
+]
 
 
 @dataclass
@@ -33,8 +42,8 @@ class DigitsSplit:
 @dataclass
 class Trained:
     model: nn.Module
-    info: dict          # accuracy and the recipe's numbers
-    cached: bool        # loaded from the user cache (no training this time)
+    info: dict  # accuracy and the recipe's numbers
+    cached: bool  # loaded from the user cache (no training this time)
 
 
 def digits_data(test_size: float = 0.2, seed: int = 0) -> tuple[DigitsSplit, DigitsSplit]:
@@ -64,10 +73,16 @@ class DigitsCNN(nn.Module):
                 size //= 2
             c_in = c
         self.features = nn.Sequential(OrderedDict(layers))
-        self.classifier = nn.Sequential(OrderedDict([
-            ("flatten", nn.Flatten()), ("fc1", nn.Linear(c_in * size * size, hidden)), ("relu", nn.ReLU()),
-            ("fc2", nn.Linear(hidden, 10)),
-        ]))
+        self.classifier = nn.Sequential(
+            OrderedDict(
+                [
+                    ("flatten", nn.Flatten()),
+                    ("fc1", nn.Linear(c_in * size * size, hidden)),
+                    ("relu", nn.ReLU()),
+                    ("fc2", nn.Linear(hidden, 10)),
+                ]
+            )
+        )
 
     def forward(self, x):
         return self.classifier(self.features(x))
@@ -92,9 +107,19 @@ class DigitsMLP(nn.Module):
         return self.layers(x)
 
 
-def train_classifier(model: nn.Module, train: DigitsSplit, test: DigitsSplit, *, epochs: int, lr: float,
-                     batch_size: int, seed: int, weight_decay: float = 0.0, progress: bool | None = None,
-                     name: str | None = None) -> dict:
+def train_classifier(
+    model: nn.Module,
+    train: DigitsSplit,
+    test: DigitsSplit,
+    *,
+    epochs: int,
+    lr: float,
+    batch_size: int,
+    seed: int,
+    weight_decay: float = 0.0,
+    progress: bool | None = None,
+    name: str | None = None,
+) -> dict:
     """Adam with a fixed seed; returns the test accuracy. Shared by every digits model of the zoo; ``name`` (the zoo
     name, e.g. ``"digits-vgg"``) labels the bar."""
     from ..core.progress import bar
@@ -103,11 +128,15 @@ def train_classifier(model: nn.Module, train: DigitsSplit, test: DigitsSplit, *,
     torch.manual_seed(seed)
     opt = torch.optim.Adam(model.parameters(), lr=lr, weight_decay=weight_decay)
     model.train()
-    for _ in bar(range(epochs), desc=f"training the {name or type(model).__name__} model on digits", unit="epoch",
-                 progress=progress):
+    for _ in bar(
+        range(epochs),
+        desc=f"training the {name or type(model).__name__} model on digits",
+        unit="epoch",
+        progress=progress,
+    ):
         order = torch.randperm(len(train), generator=g)
         for i in range(0, len(train), batch_size):
-            idx = order[i:i + batch_size]
+            idx = order[i : i + batch_size]
             loss = nn.functional.cross_entropy(model(train.x[idx]), train.y[idx])
             opt.zero_grad()
             loss.backward()
@@ -122,8 +151,9 @@ def train_classifier(model: nn.Module, train: DigitsSplit, test: DigitsSplit, *,
 
 def _trained(name: str, arch: dict, *, epochs: int, seed: int, progress, cls=None, threads: int | None = 1) -> Trained:
     cls = cls or DigitsCNN
-    recipe = dict(model=name, **arch, epochs=epochs, lr=2e-3, batch_size=64, seed=seed,
-                  split="stratified-0.2-seed0", version=1)
+    recipe = dict(
+        model=name, **arch, epochs=epochs, lr=2e-3, batch_size=64, seed=seed, split="stratified-0.2-seed0", version=1
+    )
 
     def train():
         from ..core.progress import note
@@ -134,8 +164,17 @@ def _trained(name: str, arch: dict, *, epochs: int, seed: int, progress, cls=Non
         torch.manual_seed(seed)
         model = cls(**arch)
         tr, te = digits_data()
-        info = train_classifier(model, tr, te, epochs=epochs, lr=recipe["lr"], batch_size=recipe["batch_size"],
-                                seed=seed, progress=progress, name=name)
+        info = train_classifier(
+            model,
+            tr,
+            te,
+            epochs=epochs,
+            lr=recipe["lr"],
+            batch_size=recipe["batch_size"],
+            seed=seed,
+            progress=progress,
+            name=name,
+        )
         return model.state_dict(), info
 
     state, info, cached = cached_state(name, recipe, train, threads=threads)
@@ -150,26 +189,52 @@ def digits_cnn(*, epochs: int = 30, seed: int = 0, threads: int | None = 1, prog
     loaded from the user cache). Every zoo trainer takes ``threads`` (default 1; None: torch's current count): the
     training runs on that many threads with deterministic kernels, so the same ``seed`` and ``threads`` give the
     same weights bit for bit; both are part of the cache key (:mod:`unitscope.zoo.cache`)."""
-    return _trained("digits-cnn", dict(widths=(64, 64, 128, 128), hidden=128, pool_after=(2, 4)), epochs=epochs,
-                    seed=seed, progress=progress, threads=threads)
+    return _trained(
+        "digits-cnn",
+        dict(widths=(64, 64, 128, 128), hidden=128, pool_after=(2, 4)),
+        epochs=epochs,
+        seed=seed,
+        progress=progress,
+        threads=threads,
+    )
 
 
 def digits_vgg(*, epochs: int = 40, seed: int = 0, threads: int | None = 1, progress: bool | None = None) -> Trained:
     """A deeper VGG-style digits CNN: 8 conv layers (32, 32, pool, 64, 64, pool, 128 × 4), FC 128, FC 10."""
-    return _trained("digits-vgg", dict(widths=VGG_WIDTHS, hidden=128, pool_after=(2, 4)), epochs=epochs, seed=seed,
-                    progress=progress, threads=threads)
+    return _trained(
+        "digits-vgg",
+        dict(widths=VGG_WIDTHS, hidden=128, pool_after=(2, 4)),
+        epochs=epochs,
+        seed=seed,
+        progress=progress,
+        threads=threads,
+    )
 
 
 def digits_mlp(*, epochs: int = 30, seed: int = 0, threads: int | None = 1, progress: bool | None = None) -> Trained:
     """An MLP on the digits' 64 pixels: hidden 128, 512, 2048, 2048 (``layers.relu1`` … ``layers.relu4``)."""
-    return _trained("digits-mlp", dict(widths=(128, 512, 2048, 2048)), epochs=epochs, seed=seed, progress=progress,
-                    cls=DigitsMLP, threads=threads)
+    return _trained(
+        "digits-mlp",
+        dict(widths=(128, 512, 2048, 2048)),
+        epochs=epochs,
+        seed=seed,
+        progress=progress,
+        cls=DigitsMLP,
+        threads=threads,
+    )
 
 
-def digits_shallow_cnn(*, epochs: int = 30, seed: int = 0, threads: int | None = 1,
-                       progress: bool | None = None) -> Trained:
+def digits_shallow_cnn(
+    *, epochs: int = 30, seed: int = 0, threads: int | None = 1, progress: bool | None = None
+) -> Trained:
     """The Representative Substitution paper's shallow CNN exactly as its issue states it: conv 64, 64, 128, 128
     (3×3, stride 1, padding 1, ReLU, no pooling), then FC 128 and FC 10. ``digits_cnn`` has the same widths but
     max-pools after conv 2 and conv 4. Layers: ``features.relu1`` … ``features.relu4``, ``classifier.relu``."""
-    return _trained("digits-shallow-cnn", dict(widths=(64, 64, 128, 128), hidden=128, pool_after=()),
-                    epochs=epochs, seed=seed, progress=progress, threads=threads)
+    return _trained(
+        "digits-shallow-cnn",
+        dict(widths=(64, 64, 128, 128), hidden=128, pool_after=()),
+        epochs=epochs,
+        seed=seed,
+        progress=progress,
+        threads=threads,
+    )

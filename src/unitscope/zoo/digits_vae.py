@@ -31,10 +31,23 @@ class DigitsVAE(nn.Module):
     def __init__(self, latent_dim: int = 8, hidden: int = 256):
         super().__init__()
         self.latent_dim = latent_dim
-        self.encoder = nn.Sequential(nn.Flatten(), nn.Linear(64, hidden), nn.ReLU(), nn.Linear(hidden, hidden),
-                                     nn.ReLU(), nn.Linear(hidden, 2 * latent_dim))
-        self.decoder = nn.Sequential(nn.Linear(latent_dim, hidden), nn.ReLU(), nn.Linear(hidden, hidden), nn.ReLU(),
-                                     nn.Linear(hidden, 64), nn.Sigmoid(), nn.Unflatten(1, (1, 8, 8)))
+        self.encoder = nn.Sequential(
+            nn.Flatten(),
+            nn.Linear(64, hidden),
+            nn.ReLU(),
+            nn.Linear(hidden, hidden),
+            nn.ReLU(),
+            nn.Linear(hidden, 2 * latent_dim),
+        )
+        self.decoder = nn.Sequential(
+            nn.Linear(latent_dim, hidden),
+            nn.ReLU(),
+            nn.Linear(hidden, hidden),
+            nn.ReLU(),
+            nn.Linear(hidden, 64),
+            nn.Sigmoid(),
+            nn.Unflatten(1, (1, 8, 8)),
+        )
 
     def encode(self, x):
         mu, logvar = self.encoder(x).chunk(2, dim=1)
@@ -52,16 +65,26 @@ class DigitsVAE(nn.Module):
 def _loss(model, x, beta: float = 1.0):
     recon, mu, logvar = model(x)
     rec = F.binary_cross_entropy(recon, x, reduction="sum") / len(x)
-    kl = -0.5 * (1 + logvar - mu ** 2 - logvar.exp()).sum() / len(x)
+    kl = -0.5 * (1 + logvar - mu**2 - logvar.exp()).sum() / len(x)
     return rec + beta * kl, rec, kl
 
 
-def digits_vae(*, latent_dim: int = 8, epochs: int = 300, seed: int = 0, threads: int | None = 1,
-               progress: bool | None = None) -> Trained:
+def digits_vae(
+    *, latent_dim: int = 8, epochs: int = 300, seed: int = 0, threads: int | None = 1, progress: bool | None = None
+) -> Trained:
     """The digits VAE, trained on the training split of ``digits_data()`` (cached after the first call) on
     ``threads`` threads with deterministic kernels (the count is part of the cache key)."""
-    recipe = dict(model="digits-vae", latent_dim=latent_dim, hidden=256, epochs=epochs, lr=1e-3, batch_size=64,
-                  seed=seed, split="stratified-0.2-seed0", version=1)
+    recipe = dict(
+        model="digits-vae",
+        latent_dim=latent_dim,
+        hidden=256,
+        epochs=epochs,
+        lr=1e-3,
+        batch_size=64,
+        seed=seed,
+        split="stratified-0.2-seed0",
+        version=1,
+    )
 
     def train():
         from ..core.progress import bar, note
@@ -78,7 +101,7 @@ def digits_vae(*, latent_dim: int = 8, epochs: int = 300, seed: int = 0, threads
         for _ in bar(range(epochs), desc="training the digits VAE", unit="epoch", progress=progress):
             order = torch.randperm(len(tr), generator=g)
             for i in range(0, len(tr), recipe["batch_size"]):
-                loss, _, _ = _loss(model, tr.x[order[i:i + recipe["batch_size"]]])
+                loss, _, _ = _loss(model, tr.x[order[i : i + recipe["batch_size"]]])
                 opt.zero_grad()
                 loss.backward()
                 opt.step()

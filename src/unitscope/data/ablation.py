@@ -297,21 +297,45 @@ def ablation_scores(
         units = [units] if isinstance(units, (int, tuple)) else list(units)
         masks = torch.stack([unit_mask(u, shape, site.name, sp) for u in units]).to(y.device)  # [U, *shape]
         fill = _replacement(value, mean, y, site.name)
-        scores = torch.empty(n, len(units), dtype=torch.float64)
-        per = max(1, internal_batch_size // max(1, len(units)))
-        for e0 in bar(range(0, n, per), desc=f"ablation of {len(units)} units", unit="batch", progress=progress):
-            ex = torch.arange(e0, min(n, e0 + per))
-            for u0 in range(0, len(units), internal_batch_size):
-                m = masks[u0 : u0 + internal_batch_size]
-                rows = y[ex.to(y.device)].unsqueeze(1)  # [e, 1, *shape]
-                ablated = torch.where(m.unsqueeze(0), fill, rows).reshape(-1, *shape)  # [e*u, *shape]
-                example = ex.repeat_interleave(m.shape[0])
-                F = _forward_with_layer(model, batch, site, ex, example, ablated, tgt, sp)
-                scores[ex.unsqueeze(1), torch.arange(u0, u0 + m.shape[0]).unsqueeze(0)] = (
-                    (base[example.to(base.device)] - F).double().cpu().view(len(ex), -1)
-                )
+
+        def ablated(ex, u0, u1):  # [e*u, *shape]: each row of ex with each unit of the chunk ablated
+            return torch.where(masks[u0:u1].unsqueeze(0), fill, y[ex.to(y.device)].unsqueeze(1)).reshape(-1, *shape)
+
+        scores = _drop_scores(
+            model,
+            batch,
+            site,
+            tgt,
+            base,
+            len(units),
+            ablated,
+            sp,
+            internal_batch_size,
+            f"ablation of {len(units)} units",
+            progress,
+        )
     # in the model's dtype, float32 at least (as every score)
     return scores.to(y.dtype if y.is_floating_point() and y.element_size() >= 4 else torch.float32)
+
+
+def _drop_scores(model, batch, site, tgt, base, n_units, rows_of, sp, internal_batch_size, desc, progress):
+    """``[N, n_units]`` float64: ``base − F`` with the layer's output replaced by ``rows_of(ex, u0, u1)`` (the
+    ablated layer for the examples ``ex`` × the units ``u0 … u1 − 1``, example-major), at most
+    ``internal_batch_size`` rows per forward pass."""
+    n = batch.n
+    scores = torch.empty(n, n_units, dtype=torch.float64)
+    step = max(1, internal_batch_size)
+    per = max(1, step // max(1, n_units))
+    for e0 in bar(range(0, n, per), desc=desc, unit="batch", progress=progress):
+        ex = torch.arange(e0, min(n, e0 + per))
+        for u0 in range(0, n_units, step):
+            u1 = min(n_units, u0 + step)
+            example = ex.repeat_interleave(u1 - u0)
+            F = _forward_with_layer(model, batch, site, ex, example, rows_of(ex, u0, u1), tgt, sp)
+            scores[ex.unsqueeze(1), torch.arange(u0, u1).unsqueeze(0)] = (
+                (base[example.to(base.device)] - F).double().cpu().view(len(ex), -1)
+            )
+    return scores
 
 
 def cumulative_ablation(
@@ -488,22 +512,26 @@ def _dictionary_ablation_scores(model, batch, site, units, target, value, mean, 
     sp, units, n_feat = _feature_units(d, model, site, f, units, spec)
     fill = _replacement(value, mean, f, site.name)
     shape_f, shape_y = tuple(f.shape[1:]), tuple(y.shape[1:])
-    scores = torch.empty(n, len(units), dtype=torch.float64)
-    step = max(1, internal_batch_size)
-    per = max(1, step // max(1, len(units)))
-    for e0 in bar(range(0, n, per), desc=f"ablation of {len(units)} dictionary units", unit="batch", progress=progress):
-        ex = torch.arange(e0, min(n, e0 + per))
-        for u0 in range(0, len(units), step):
-            chunk = units[u0 : u0 + step]
-            m, is_err = _feature_masks(chunk, n_feat, shape_f, site.name, sp)
-            m, is_err = m.to(f.device), is_err.to(f.device)
-            rows_f = torch.where(m.unsqueeze(0), fill, f[ex.to(f.device)].unsqueeze(1))  # [e, u, *shape_f]
-            rows_e = err[ex.to(f.device)].unsqueeze(1).expand(-1, len(chunk), *shape_y)
-            rows_e = torch.where(is_err.view(1, -1, *([1] * len(shape_y))), torch.zeros_like(rows_e), rows_e)
-            layer_rows = d.join(rows_f.reshape(-1, *shape_f), rows_e.reshape(-1, *shape_y))
-            example = ex.repeat_interleave(len(chunk))
-            F = _forward_with_layer(model, batch, site, ex, example, layer_rows, tgt, None)
-            scores[ex.unsqueeze(1), torch.arange(u0, u0 + len(chunk)).unsqueeze(0)] = (
-                (base[example.to(base.device)] - F).double().cpu().view(len(ex), -1)
-            )
+
+    def ablated(ex, u0, u1):  # the layer's rows rebuilt from the features with each chunk's unit ablated
+        m, is_err = _feature_masks(units[u0:u1], n_feat, shape_f, site.name, sp)
+        m, is_err = m.to(f.device), is_err.to(f.device)
+        rows_f = torch.where(m.unsqueeze(0), fill, f[ex.to(f.device)].unsqueeze(1))  # [e, u, *shape_f]
+        rows_e = err[ex.to(f.device)].unsqueeze(1).expand(-1, u1 - u0, *shape_y)
+        rows_e = torch.where(is_err.view(1, -1, *([1] * len(shape_y))), torch.zeros_like(rows_e), rows_e)
+        return d.join(rows_f.reshape(-1, *shape_f), rows_e.reshape(-1, *shape_y))
+
+    scores = _drop_scores(
+        model,
+        batch,
+        site,
+        tgt,
+        base,
+        len(units),
+        ablated,
+        None,
+        internal_batch_size,
+        f"ablation of {len(units)} dictionary units",
+        progress,
+    )
     return scores.to(y.dtype if y.is_floating_point() and y.element_size() >= 4 else torch.float32)

@@ -25,35 +25,15 @@ from __future__ import annotations
 
 import argparse
 import json
-import math
 
 import numpy as np
 import torch
 from _timing import add_device, device_of, sync
 
-from unitscope.synthesis.inverse import diversity, langevin_sampler, penalized_am, sample_inverse_set
+from unitscope.studies.inverse import method_runs
+from unitscope.synthesis.inverse import diversity, langevin_sampler
 from unitscope.zoo import digits_cnn
 from unitscope.zoo.digits_vae import digits_encoder, digits_generator
-
-
-class CodesOn:
-    """``gen`` with its codes drawn on the CPU (the same codes on every device) and handed out on ``device``.
-
-    A workaround: ``penalized_am`` uses ``generator.sample_codes(...)`` as it comes (on the CPU) while the decoder and
-    the model are on the GPU (src/unitscope/synthesis/inverse_baselines.py); the other samplers move the codes
-    themselves, so on CPU, and for them, this changes nothing."""
-
-    def __init__(self, gen, device):
-        self.gen, self.device = gen, device
-
-    def sample_codes(self, n, *, generator=None):
-        return self.gen.sample_codes(n, generator=generator).to(self.device)
-
-    def __getattr__(self, name):
-        return getattr(self.gen, name)
-
-    def __call__(self, z):
-        return self.gen(z)
 
 
 def class_spread(model, x):
@@ -79,43 +59,22 @@ def main(argv=None):
     model = digits_cnn().model.to(device)
     gen, enc = digits_generator(), digits_encoder(model)
     gen.decoder.to(device)
-    gen = CodesOn(gen, device)
     con = ("classifier.fc2", args.unit, *args.band)
     step = 0.01
-    runs = {
-        "augmented_lagrangian": lambda: sample_inverse_set(
-            model, con, gen, encoder=enc, n_samples=n, n_seeds=32, seed=args.seed, progress=False
-        ),
-        "penalized_am": lambda: penalized_am(
-            model, con, gen, encoder=enc, n_samples=n, steps=100, batch=256, seed=args.seed, progress=False
-        ),
-        "langevin": lambda: langevin_sampler(
-            model,
-            con,
-            gen,
-            encoder=enc,
-            n_samples=n,
-            chains=32,
-            step=step,
-            burn_in=100,
-            thin=math.ceil(1 / (2 * step)),
-            seed=args.seed,
-            progress=False,
-        ),
-        "langevin_thin1": lambda: langevin_sampler(
-            model,
-            con,
-            gen,
-            encoder=enc,
-            n_samples=n,
-            chains=32,
-            step=step,
-            burn_in=100,
-            thin=1,
-            seed=args.seed,
-            progress=False,
-        ),
-    }
+    runs = method_runs(model, con, gen, enc, n_samples=n, seed=args.seed, step=step)
+    runs["langevin_thin1"] = lambda: langevin_sampler(
+        model,
+        con,
+        gen,
+        encoder=enc,
+        n_samples=n,
+        chains=32,
+        step=step,
+        burn_in=100,
+        thin=1,
+        seed=args.seed,
+        progress=False,
+    )
     results = {}
     for name, fn in runs.items():
         sync(device)  # each method's own clock (InverseSet.seconds) starts on an idle GPU

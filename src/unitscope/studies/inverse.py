@@ -64,6 +64,33 @@ def _row(model, enc, r, **extra) -> dict:
     )
 
 
+def method_runs(model, con, gen, enc, *, n_samples: int, seed: int, step: float = 0.01) -> dict:
+    """The method comparison's calls, each asked for ``n_samples`` in ``con`` through ``gen`` (``{name: () ->
+    InverseSet}``): the augmented-Lagrangian sampler, multi-start penalized AM, and a Langevin sampler thinned to
+    about one sample per ``1 / (2 · step)`` steps (also run by ``bench/inverse.py``)."""
+    return {
+        "augmented_lagrangian": lambda: sample_inverse_set(
+            model, con, gen, encoder=enc, n_samples=n_samples, n_seeds=32, seed=seed, progress=False
+        ),
+        "penalized_am": lambda: penalized_am(
+            model, con, gen, encoder=enc, n_samples=n_samples, steps=100, batch=256, seed=seed, progress=False
+        ),
+        "langevin": lambda: langevin_sampler(
+            model,
+            con,
+            gen,
+            encoder=enc,
+            n_samples=n_samples,
+            chains=32,
+            step=step,
+            burn_in=100,
+            thin=math.ceil(1 / (2 * step)),
+            seed=seed,
+            progress=False,
+        ),
+    }
+
+
 def grid(rows: list[tuple[str, torch.Tensor]], path: str, title: str, cols: int = 12) -> str:
     """One row of sample images per (label, samples [N, 1, H, W])."""
     from ..report.figures import save_figure
@@ -168,28 +195,7 @@ def _run(args, model, gen, digits_encoder) -> Result:
         # methods, same target, same generator, same number of samples asked
         m = 96 if args.quick else 512
         con = (*LOGIT, 10.0, 20.0)
-        step = 0.01
-        runs = {
-            "augmented_lagrangian": lambda: sample_inverse_set(
-                model, con, gen, encoder=enc, n_samples=m, n_seeds=32, seed=args.seed, progress=False
-            ),
-            "penalized_am": lambda: penalized_am(
-                model, con, gen, encoder=enc, n_samples=m, steps=100, batch=256, seed=args.seed, progress=False
-            ),
-            "langevin": lambda: langevin_sampler(
-                model,
-                con,
-                gen,
-                encoder=enc,
-                n_samples=m,
-                chains=32,
-                step=step,
-                burn_in=100,
-                thin=math.ceil(1 / (2 * step)),
-                seed=args.seed,
-                progress=False,
-            ),
-        }
+        runs = method_runs(model, con, gen, enc, n_samples=m, seed=args.seed)
         method_rows = []
         for name, fn in runs.items():
             note(f"method comparison: {name.replace('_', ' ')} ({m} samples asked)")

@@ -47,8 +47,10 @@ import time
 import warnings
 
 import torch
-import torch.nn as nn
 from _timing import add_device, clock, device_of, sync
+
+sys.path.insert(0, os.path.join(os.path.dirname(__file__), "..", "tests"))
+from splice import spliced  # noqa: E402  (tests/splice.py: the dictionaries as explicit modules, for Captum)
 
 LAYERS = ["bert.encoder.layer.1.output", "bert.encoder.layer.3.output", "bert.encoder.layer.5.output"]
 
@@ -135,47 +137,6 @@ def tied_dictionary(values: torch.Tensor, n_features: int, *, active: float = 0.
     pre = (values - b_dec) @ W_dec.T
     b_enc = -torch.quantile(pre.flatten()[:200_000], 1 - active).expand(n_features).clone()
     return us.Dictionary.from_weights(W_dec.T.contiguous(), b_enc, W_dec, b_dec, b_dec_pre=True).to(device)
-
-
-class Split(nn.Module):
-    """The dictionary as an explicit module: features and error node as two separate outputs."""
-
-    def __init__(self, d):
-        super().__init__()
-        self.d = d
-
-    def forward(self, y):
-        return self.d.encode(y), y - self.d.decode(self.d.encode(y))
-
-
-class Join(nn.Module):
-    def __init__(self, d):
-        super().__init__()
-        self.d = d
-
-    def forward(self, parts):
-        return self.d.decode(parts[0]) + parts[1]
-
-
-class Spliced(nn.Module):
-    """A layer followed by Split → Join of its dictionary (``layer`` may take several arguments)."""
-
-    def __init__(self, layer, d):
-        super().__init__()
-        self.layer, self.split, self.join = layer, Split(d), Join(d)
-
-    def forward(self, *args, **kwargs):
-        return self.join(self.split(self.layer(*args, **kwargs)))
-
-
-def spliced(model, dictionaries):
-    """A copy of ``model`` in which each layer is followed by Split → Join of its dictionary."""
-    out = copy.deepcopy(model)
-    for name, d in dictionaries.items():
-        parent_name, _, child = name.rpartition(".")
-        parent = out.get_submodule(parent_name)
-        setattr(parent, child, Spliced(getattr(parent, child), d))
-    return out
 
 
 def bench_captum(lm, enc, dictionaries, steps, repeats, device):

@@ -12,6 +12,8 @@ import torch.nn as nn
 import unitscope as us
 from unitscope.core.dictionary import Dictionary
 
+from splice import Join, Split
+
 D, FEATS = 8, 24
 
 
@@ -177,27 +179,6 @@ def test_eq2_summed_over_inputs_is_eq3_for_every_feature_and_the_error_node(meth
         paired=True,
     )
     torch.testing.assert_close(pairs, torch.stack([a[0, FEATS], a[1, 3], a[2, 7]]), rtol=1e-5, atol=1e-7)
-
-
-class Split(nn.Module):
-    """The dictionary spliced in as an explicit module: features and error node as two separate outputs (the error
-    computed on its own, so neither output depends on the other)."""
-
-    def __init__(self, d):
-        super().__init__()
-        self.d = d
-
-    def forward(self, y):
-        return self.d.encode(y), y - self.d.decode(self.d.encode(y))
-
-
-class Join(nn.Module):
-    def __init__(self, d):
-        super().__init__()
-        self.d = d
-
-    def forward(self, parts):
-        return self.d.decode(parts[0]) + parts[1]
 
 
 @pytest.mark.parametrize("rule", ["riemann_left", "riemann_trapezoid", "riemann_middle", "gausslegendre"])

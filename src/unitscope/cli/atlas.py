@@ -51,13 +51,8 @@ def add_arguments(p) -> None:
         "std",
         "generator",
         "internal_batch_size",
+        "split",
         n_steps=20,
-    )
-    p.add_argument(
-        "--split",
-        default="all",
-        choices=["all", "train", "test"],
-        help="which part of the digits / reviews (default %(default)s)",
     )
     p.add_argument("--top-k", type=positive_int, default=9, help="exemplars per unit, by activation and by conductance")
     p.add_argument("--share-k", type=positive_int, default=5, help="the top-k of the importance share")

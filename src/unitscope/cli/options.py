@@ -222,6 +222,14 @@ OPTIONS: dict[str, tuple[tuple[str, ...], dict]] = {
         ),
     ),
     "quick": (("--quick",), dict(action="store_true", help="a small, fast run (fewer inputs and path points)")),
+    "split": (
+        ("--split",),
+        dict(
+            default="all",
+            choices=["all", "train", "test"],
+            help="which part of the digits / reviews (default %(default)s)",
+        ),
+    ),
     "device": (("--device",), dict(default="cpu", help="cpu, cuda or cuda:N (default %(default)s)")),
     "seed": (("--seed",), dict(type=int, default=0, help="random seed (default %(default)s)")),
     "out": (("--out",), dict(help="output folder (default %(default)s)")),

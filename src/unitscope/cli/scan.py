@@ -48,14 +48,9 @@ def add_arguments(p) -> None:
         "image_size",
         "mean",
         "std",
+        "split",
         scores=["activation", "conductance"],
         n_steps=20,
-    )
-    p.add_argument(
-        "--split",
-        default="all",
-        choices=["all", "train", "test"],
-        help="which part of the digits / reviews (default %(default)s)",
     )
     p.add_argument("--repeat", type=positive_int, default=1, help="repeat the data set (for timing at scale)")
     p.add_argument("--top-k", type=positive_int, default=9, help="top examples kept per unit (default %(default)s)")

@@ -252,13 +252,10 @@ def neuron_conductance(
                 _warn_unresolved(model, batch, tgt, site, pass_sums, internal_batch_size, tol=cfg.gap_warning)
         elif method in paths.JVP_RULES:  # the rule on ∂F/∂y · ∂y/∂x_i: summed over inputs, conductance's rule
             alphas, weights = paths.rule(method, n_steps)
-            example_all = torch.arange(n).repeat_interleave(alphas.numel())
-            alpha_all, weight_all = alphas.repeat(n), weights.repeat(n)
+            example_all, alpha_all, weight_all = _same_rows(alphas, weights, n)
         else:  # conductance's Stieltjes trapezoid on the rule's nodes and both ends: its totals, matched below
             alphas, _ = paths.path_nodes(method, n_steps)
-            weights = paths.stieltjes_weights(alphas)
-            example_all = torch.arange(n).repeat_interleave(alphas.numel())
-            alpha_all, weight_all = alphas.repeat(n), weights.repeat(n)
+            example_all, alpha_all, weight_all = _same_rows(alphas, paths.stieltjes_weights(alphas), n)
             trapezoid = integrate(
                 model,
                 batch,
@@ -517,6 +514,11 @@ def _warn_unresolved(model, batch, target, site, sums, internal_batch_size, tol:
             CompletenessWarning,
             stacklevel=3,
         )
+
+
+def _same_rows(alphas: torch.Tensor, weights: torch.Tensor, n: int):
+    """``(example, alpha, weight)`` per path row when every example has the same nodes and weights."""
+    return torch.arange(n).repeat_interleave(alphas.numel()), alphas.repeat(n), weights.repeat(n)
 
 
 def _adaptive_rows(model, batch, target, site, budget: int, internal_batch_size):

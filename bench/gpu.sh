@@ -100,6 +100,7 @@ BENCHES=(
     "captum_kink|45|bench/captum_kink.py --points 11"
     "adaptive_identity|90|bench/adaptive_identity.py --quick --save $TMP/adaptive_identity_$DEVICE.pt --against-cpu --rtol 1e-4"
     "accuracy_nodes|120|bench/accuracy_nodes.py --quick --cache $TMP/accuracy_nodes"
+    "extrapolation|90|bench/extrapolation.py --quick"
 )
 # NAME.py: why it is not run here
 SKIP=()

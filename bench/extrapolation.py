@@ -1,10 +1,13 @@
 """The adaptive default's Romberg step on smooth layers, side by side with the plain trapezoid on the same nodes.
 
 Per model and budget: the worst top-10 unit's error relative to the layer's largest |unit| (as in
-``bench/accuracy.py``), the largest true/estimated error over those units, and the evaluations each needs for 1 %,
-for the adaptive default (``extrapolated``: one Romberg step where the example's layer is smooth) and the same run
-with the step switched off (``trapezoid``: ``adaptive.SMOOTH = -1``, the rule before). The nodes are the same; only
-the final sums differ.
+``bench/accuracy.py``), the largest true/estimated error over those units and the share of them whose true error is
+within 3 × the estimate (the error bar's contract). Two variants: the adaptive default (``extrapolated``: one
+Romberg step where the example's layer is smooth) and the same run with the step switched off (``trapezoid``:
+``adaptive.SMOOTH = -1``, the rule before). The nodes are the same; only the final sums differ. Beside them
+Gauss–Legendre at half the budgets (16, 32, 64 nodes) with dy/dα from the values (``GL values``: the polynomial's
+derivative, the library's rule) and by forward mode (``GL forward``: one JVP per node, the rule before), with the
+seconds of each call (side by side in one run).
 
 Models: MiniLM's sentiment head, its six MLP activations (smooth: GELU), reference Gauss–Legendre with exact dy/dα at
 200 nodes; EfficientNet-Lite0 ``blocks.0``, ``blocks.1``, ``blocks.3`` on the bundled cat photo (kinks: ReLU6),
@@ -13,7 +16,9 @@ reference the adaptive rule at 1,024 evaluations, ``rtol=1e-9``.
     python bench/extrapolation.py --quick    # 4 sentences; budgets 32, 64, 128
     python bench/extrapolation.py            # 16 sentences, the cat and the coffee photos
 
-The last line is one JSON object ``{"<model>": {"<variant>": {"<budget>": [evals, worst, max true/est]}}}``.
+The last line is one JSON object
+``{"<model>": {"<variant>": {"<budget>": [evals, worst, max true/est, share, seconds]}}}``
+(share: of the top-10 units, those with true ≤ 3 · estimate).
 """
 
 from __future__ import annotations
@@ -29,7 +34,7 @@ from _timing import add_device, device_of
 from accuracy import _errors, _LogOdds, _units
 
 import unitscope as us
-from unitscope.attribution import adaptive
+from unitscope.attribution import adaptive, paths
 
 
 class _Fixed(nn.Module):
@@ -43,16 +48,29 @@ class _Fixed(nn.Module):
         return self.m(x)[:, self.c : self.c + 1]
 
 
+VARIANTS = {  # name: (method, adaptive.SMOOTH or None, paths.TANGENTS or None)
+    "extrapolated": ("adaptive", None, None),
+    "trapezoid": ("adaptive", -1.0, None),
+    "GL values": ("gausslegendre", None, "values"),
+    "GL forward": ("gausslegendre", None, "forward"),
+}
+
+
 def _measure(model, x, layers, ref, budgets, kw):
     out = {}
-    default = adaptive.SMOOTH
-    for variant, smooth in (("extrapolated", default), ("trapezoid", -1.0)):
-        adaptive.SMOOTH = smooth
+    smooth0, tangents0 = adaptive.SMOOTH, paths.TANGENTS
+    for variant, (method, smooth, tangents) in VARIANTS.items():
+        adaptive.SMOOTH = smooth0 if smooth is None else smooth
+        paths.TANGENTS = tangents0 if tangents is None else tangents
         try:
             rows = {}
-            for n in budgets:
-                s = us.conductance(model, x, layers, n_steps=n, path=us.PathConfig(gap_warning=None), **kw)
-                worst, cover = 0.0, 0.0
+            for n in budgets if method == "adaptive" else [b // 2 for b in budgets]:
+                t0 = time.perf_counter()
+                s = us.conductance(
+                    model, x, layers, n_steps=n, method=method, path=us.PathConfig(gap_warning=None), **kw
+                )
+                sec = time.perf_counter() - t0
+                worst, cover, ratios = 0.0, 0.0, []
                 for layer in layers:
                     worst = max(worst, float(_errors(s[layer], ref[layer]).max()))
                     r = _units(ref[layer])
@@ -60,17 +78,22 @@ def _measure(model, x, layers, ref, budgets, kw):
                     true = (_units(s[layer]) - r).abs().gather(1, idx)
                     est = s.unit_error[layer].double().cpu().gather(1, idx).clamp_min(1e-30)
                     cover = max(cover, float((true / est).max()))
-                rows[n] = (int(s.n_evals.max()), worst, cover)
+                    ratios.append((true / est).flatten())
+                share = float((torch.cat(ratios) <= 3).double().mean())
+                rows[n] = (int(s.n_evals.max()), worst, cover, share, sec)
             out[variant] = rows
         finally:
-            adaptive.SMOOTH = default
+            adaptive.SMOOTH, paths.TANGENTS = smooth0, tangents0
     return out
 
 
 def _print(name, res):
     print(f"\n{name}")
     for variant, rows in res.items():
-        cells = "  ".join(f"{ev:4d} ev: {100 * w:7.3f}% (true/est ≤ {c:5.2f})" for ev, w, c in rows.values())
+        cells = "  ".join(
+            f"{ev:4d} ev: {100 * w:7.3f}% (true/est max {c:5.2f}, ≤ 3 for {100 * sh:3.0f}%; {sec:5.1f} s)"
+            for ev, w, c, sh, sec in rows.values()
+        )
         print(f"  {variant:<13}{cells}", flush=True)
 
 

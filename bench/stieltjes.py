@@ -3,7 +3,9 @@
 Per rule (``riemann_left``, ``riemann_middle``, ``riemann_trapezoid``) and toy network (the test suite's MLPs with
 ReLU and tanh, its CNN; float64): the worst top-unit error at 16 nodes of the rule applied to ``∂F/∂y · dy/dα`` with
 dy/dα by forward mode (``jvp``) and of the Stieltjes trapezoid of consecutive nodes on the same nodes plus both ends
-(``stieltjes``, values only: what the library does for these rules), against a 2,048-evaluation adaptive reference.
+(``stieltjes``, values only: what the library does for these rules), against a 2,048-evaluation adaptive reference;
+for ``gausslegendre`` the rule itself with dy/dα by forward mode (``jvp``) or from the values (``stieltjes``
+column: the derivative of the polynomial through the nodes and both ends, what the library does).
 Error = |estimate − reference| / the layer's largest |unit|, worst over units and examples. ``bench/floor.py`` gives
 what each costs per evaluation.
 
@@ -26,7 +28,7 @@ from _timing import add_device, device_of
 
 sys.path.insert(0, os.path.join(os.path.dirname(__file__), "..", "tests"))
 
-RULES = ("riemann_left", "riemann_middle", "riemann_trapezoid")
+RULES = ("riemann_left", "riemann_middle", "riemann_trapezoid", "gausslegendre")
 
 
 def main(argv=None) -> dict:
@@ -48,7 +50,7 @@ def main(argv=None) -> dict:
         "cnn:1": (cnn(5), (3, 3, 8, 8), "1"),
         "cnn:3": (cnn(5), (3, 3, 8, 8), "3"),
     }
-    jvp_rules = paths.JVP_RULES
+    jvp_rules, tangents = paths.JVP_RULES, paths.TANGENTS
     errors = {}
     try:
         for name, (net, shape, layer) in cases.items():
@@ -69,7 +71,11 @@ def main(argv=None) -> dict:
             for rule in RULES:
                 row = {}
                 for kind in ("jvp", "stieltjes"):
-                    paths.JVP_RULES = jvp_rules + ((rule,) if kind == "jvp" else ())
+                    if rule in jvp_rules:  # dy/dα by forward mode, or from the values (the polynomial's derivative)
+                        paths.TANGENTS = "forward" if kind == "jvp" else "values"
+                    else:
+                        paths.JVP_RULES = jvp_rules + ((rule,) if kind == "jvp" else ())
+                        paths.TANGENTS = "forward"
                     got = units(
                         us.conductance(
                             net,
@@ -88,7 +94,7 @@ def main(argv=None) -> dict:
                     flush=True,
                 )
     finally:
-        paths.JVP_RULES = jvp_rules
+        paths.JVP_RULES, paths.TANGENTS = jvp_rules, tangents
     out = {"bench": "stieltjes", "device": str(device), "steps": args.steps, "errors": errors}
     print(json.dumps(out))
     return out

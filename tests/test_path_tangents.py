@@ -10,6 +10,7 @@ import torch.nn as nn
 import torch.nn.functional as F
 
 import unitscope as us
+from unitscope.attribution import paths
 from unitscope.attribution.engine import evaluate
 from unitscope.attribution.path_tangents import missing_forward_derivative, path_tangents
 from unitscope.core.errors import UnitscopeError
@@ -216,6 +217,22 @@ def test_no_exact_way_is_an_error_that_names_layer_op_and_what_works():
         n_steps=64,
     )
     assert float(c.relative_delta("mix").max()) < 0.1
+
+
+def test_gausslegendre_with_tangents_from_the_values_needs_no_forward_derivative(monkeypatch):
+    """dy/dα from the values (``paths.TANGENTS = "values"``): the model without any forward derivative runs,
+    complete, close to the adaptive rule, and untouched."""
+    monkeypatch.setattr(paths, "TANGENTS", "values")
+    torch.manual_seed(0)
+    net = OpaqueNet().eval()
+    x = torch.randn(2, 4, generator=torch.Generator().manual_seed(4))
+    before = _snapshot(net)
+    s = us.conductance(net, x, ["mix"], method="gausslegendre", n_steps=16, path=us.PathConfig(gap_warning=None))
+    _untouched(net, before)
+    assert float(s.relative_delta("mix").max()) < 1e-3
+    a = us.conductance(net, x, ["mix"], method="adaptive", n_steps=256, path=us.PathConfig(gap_warning=None))
+    scale = float(a["mix"].abs().max())
+    assert float((s["mix"] - a["mix"]).abs().max()) < 1e-3 * scale
 
 
 transformers = pytest.importorskip("transformers")

@@ -32,6 +32,7 @@ from ..core.sites import Site
 from ..core.state import autograd_on
 from .estimates import ERROR_FACTOR, combine, combine_units, reduce_units, rounding
 from .path_tangents import evaluate_without_joint_forward_mode, missing_forward_derivative
+from .paths import derivative_matrix
 
 __all__ = [
     "Evaluation",
@@ -262,18 +263,25 @@ def integrate(
     given, values and gradients at α = 1 and F at both ends. Conductance:
 
     * ``"jvp"``: the rule itself, ``Σ_k w_k ∂F/∂y(α_k) · dy/dα(α_k)`` with dy/dα by forward-mode autodiff;
+    * ``"spectral"``: the same with dy/dα the derivative of the polynomial through the values at all ``M`` nodes
+      (``paths.derivative_matrix``; no forward mode). The values and gradients of an example block's nodes are
+      held until its last chunk, ``M × units`` per example and site (as the adaptive rule holds its nodes);
     * ``"trapezoid"``: ``Σ_k ½(∂F/∂y_k + ∂F/∂y_{k+1}) · (y_{k+1} − y_k)`` on consecutive nodes (values only);
     * ``"left"`` (Captum's ``LayerConductance``): ``Σ_k ∂F/∂y_k · (y_{k+1} − y_k)``; ``None``: no conductance.
 
     With ``estimate`` (and gradients) the per-unit error estimates (``PathSums.*_error``) and the |∂F/∂y| profile
-    along the path (for the hard-path diagnosis) are accumulated too: with ``"jvp"`` the second-order sum on the
+    along the path (for the hard-path diagnosis) are accumulated too: with ``"jvp"``/``"spectral"`` the second-order
+    sum on the
     same nodes as well, their difference bounding the rule's error from below. Without ``estimate`` only the
     sums themselves are computed (Captum-compatible runs, which report no error).
-    Only two nodes of layer values per site are carried between chunks, so memory does not grow with M.
+    Otherwise only two nodes of layer values per site are carried between chunks, so memory does not grow with M.
     """
     n, m = batch.n, alphas.numel()
     E, P = _plan(n, m, internal_batch_size)
-    jvp = conductance == "jvp"
+    jvp = conductance in ("jvp", "spectral")
+    spectral = conductance == "spectral"  # dy/dα from the values at all nodes of an example (held until the last)
+    D = derivative_matrix(alphas) if spectral else None
+    held: dict[str, tuple[list, list]] = {}  # site -> (values, gradients) of the block's chunks so far
     if jvp and weights is None:
         raise UnitscopeError("conductance by the rule needs its weights")
     estimate = estimate and need_grad
@@ -305,7 +313,7 @@ def integrate(
         ne, na = ex.numel(), al.numel()
         example = ex.repeat_interleave(na)
         alpha = al.repeat(ne)
-        ev = evaluate(model, batch, target, sites, example, alpha, need_grad=need_grad, tangents=jvp)
+        ev = evaluate(model, batch, target, sites, example, alpha, need_grad=need_grad, tangents=jvp and not spectral)
         sums.is_tuple = ev.is_tuple
         at0, at1 = at0_all[p0 : p0 + P], at1_all[p0 : p0 + P]
         k0 = int(at0.nonzero()[0]) if at0.any() else None
@@ -343,10 +351,24 @@ def integrate(
                 _accumulate(infl, s.name, ex, [(g * wv(g)).sum(1) for g in gs], n)
                 if estimate:
                     _accumulate(iabs, s.name, ex, [(g * wv(g)).abs().sum(1) for g in gs], n)
-                if jvp:
+                terms = None
+                if D is not None:
+                    vals, grads = held.setdefault(s.name, ([], []))
+                    vals.append(ys)
+                    grads.append(gs)
+                    if p0 + na == m:  # the block's last chunk: every node is here
+                        del held[s.name]
+                        w_all = weights.to(device=gs[0].device, dtype=gs[0].dtype)
+                        w_all = w_all.view(1, -1, *([1] * (gs[0].dim() - 2)))
+                        Y = [torch.cat(parts, 1) for parts in zip(*vals)]
+                        terms = [
+                            torch.cat(parts, 1) * _spectral_tangent(D, y) * w_all for parts, y in zip(zip(*grads), Y)
+                        ]
+                elif jvp:
                     assert ev.tangents is not None  # the pass carried them
                     ts = [t.view(ne, na, *t.shape[1:]) for t in ev.tangents[s.name]]
                     terms = [g * t * wv(g) for g, t in zip(gs, ts)]
+                if terms is not None:
                     _accumulate(cond, s.name, ex, [c.sum(1) for c in terms], n)
                     if estimate:
                         _accumulate(cabs, s.name, ex, [c.abs().sum(1) for c in terms], n)
@@ -427,6 +449,13 @@ def integrate(
     sums.n_evals = torch.full((n,), m, dtype=torch.long)
     sums.grad_profile = {k: (alphas.view(1, -1).expand(n, -1), v.double().cpu()) for k, v in profile.items()} or None
     return sums
+
+
+def _spectral_tangent(D: torch.Tensor, y: torch.Tensor) -> torch.Tensor:
+    """dy/dα at every node of ``y`` ``[E, M, ...]`` (all ``M`` nodes of the path) by differentiating the polynomial
+    through them (``paths.derivative_matrix``), in float64, from the values' change along the path."""
+    flat = (y - y[:, :1]).double().flatten(2)
+    return torch.matmul(D.to(flat.device), flat).to(y.dtype).view(y.shape)
 
 
 def _panel_error(y, g, j, L, da=None):

@@ -19,12 +19,19 @@ import torch
 
 from ..core.errors import UnitscopeError
 
-__all__ = ["RULES", "JVP_RULES", "rule", "captum_rule", "path_nodes", "stieltjes_weights"]
+__all__ = ["RULES", "JVP_RULES", "rule", "captum_rule", "path_nodes", "stieltjes_weights", "derivative_matrix"]
 
 #: the rules whose conductance is the rule applied to ∂F/∂y · dy/dα with dy/dα by forward mode (spectral on
 #: smooth paths); every other fixed rule takes the Stieltjes trapezoid of consecutive nodes on its nodes plus both end
 #: points (values only: second order, at least the rule's own, and exact where ∂F/∂y is constant between nodes)
 JVP_RULES = ("gausslegendre",)
+
+#: where those rules' dy/dα comes from: ``"forward"`` (forward-mode autodiff, the default: per-input conductance
+#: takes the same exact dy/dα, so that Eq. 2 summed over the inputs is Eq. 3 to rounding) or ``"values"`` (the
+#: derivative of the polynomial through the values at the nodes and both ends, ``derivative_matrix``: no forward
+#: mode, as accurate on the bench's models at a plain pass's cost, but no longer Eq. 2's sum; ``bench/stieltjes.py``,
+#: ``bench/extrapolation.py``)
+TANGENTS = "forward"
 
 RULES = ("riemann_left", "riemann_right", "riemann_middle", "riemann_trapezoid", "gausslegendre")
 
@@ -100,3 +107,22 @@ def stieltjes_weights(alphas: torch.Tensor) -> torch.Tensor:
     w[:-1] += gaps / 2
     w[1:] += gaps / 2
     return w
+
+
+def derivative_matrix(alphas: torch.Tensor) -> torch.Tensor:
+    """``D`` ``[M, M]`` (float64): ``(D @ y)[i]`` is the derivative at ``alphas[i]`` of the polynomial through
+    ``(alphas[j], y[j])`` — spectral differentiation, exact for polynomials of degree < M (barycentric weights, in
+    logarithms so that no product of M differences under- or overflows).
+
+    >>> a = torch.tensor([0.0, 0.5, 1.0], dtype=torch.float64)
+    >>> (derivative_matrix(a) @ a**2).tolist()
+    [0.0, 1.0, 2.0]
+    """
+    x = alphas.to(torch.float64)
+    diff = x[:, None] - x[None, :]
+    off = ~torch.eye(x.numel(), dtype=torch.bool)
+    logw = -torch.where(off, diff.abs(), torch.ones_like(diff)).log().sum(1)  # log |λ_j|
+    sign = torch.where(off & (diff < 0), -1.0, 1.0).prod(1)  # sign of λ_j
+    ratio = (sign[None, :] / sign[:, None]) * torch.exp(logw[None, :] - logw[:, None])  # λ_j / λ_i
+    D = torch.where(off, ratio / torch.where(off, diff, torch.ones_like(diff)), torch.zeros_like(diff))
+    return D - torch.diag(D.sum(1))

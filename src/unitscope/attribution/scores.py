@@ -412,7 +412,7 @@ def attribute(
             mode = (
                 None
                 if not any(s.needs == "conductance" for s in on_path)
-                else "jvp"
+                else ("spectral" if paths.TANGENTS == "values" else "jvp")
                 if method in paths.JVP_RULES
                 else "trapezoid"
             )

@@ -270,10 +270,9 @@ def integrate(
     * ``"left"`` (Captum's ``LayerConductance``): ``Σ_k ∂F/∂y_k · (y_{k+1} − y_k)``; ``None``: no conductance.
 
     With ``estimate`` (and gradients) the per-unit error estimates (``PathSums.*_error``) and the |∂F/∂y| profile
-    along the path (for the hard-path diagnosis) are accumulated too: with ``"jvp"``/``"spectral"`` the second-order
-    sum on the
-    same nodes as well, their difference bounding the rule's error from below. Without ``estimate`` only the
-    sums themselves are computed (Captum-compatible runs, which report no error).
+    along the path (for the hard-path diagnosis) are accumulated too: with ``"jvp"``/``"spectral"`` the
+    second-order sum on the same nodes as well, their difference bounding the rule's error from below. Without
+    ``estimate`` only the sums themselves are computed (Captum-compatible runs, which report no error).
     Otherwise only two nodes of layer values per site are carried between chunks, so memory does not grow with M.
     """
     n, m = batch.n, alphas.numel()
@@ -360,10 +359,8 @@ def integrate(
                         del held[s.name]
                         w_all = weights.to(device=gs[0].device, dtype=gs[0].dtype)
                         w_all = w_all.view(1, -1, *([1] * (gs[0].dim() - 2)))
-                        Y = [torch.cat(parts, 1) for parts in zip(*vals)]
-                        terms = [
-                            torch.cat(parts, 1) * _spectral_tangent(D, y) * w_all for parts, y in zip(zip(*grads), Y)
-                        ]
+                        Y = [_joined(parts) for parts in zip(*vals)]
+                        terms = [_joined(parts) * _spectral_tangent(D, y) * w_all for parts, y in zip(zip(*grads), Y)]
                 elif jvp:
                     assert ev.tangents is not None  # the pass carried them
                     ts = [t.view(ne, na, *t.shape[1:]) for t in ev.tangents[s.name]]
@@ -449,6 +446,11 @@ def integrate(
     sums.n_evals = torch.full((n,), m, dtype=torch.long)
     sums.grad_profile = {k: (alphas.view(1, -1).expand(n, -1), v.double().cpu()) for k, v in profile.items()} or None
     return sums
+
+
+def _joined(chunks) -> torch.Tensor:
+    """The chunks of one part along the node dimension (the tensor itself when the block was one chunk)."""
+    return chunks[0] if len(chunks) == 1 else torch.cat(chunks, 1)
 
 
 def _spectral_tangent(D: torch.Tensor, y: torch.Tensor) -> torch.Tensor:

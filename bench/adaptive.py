@@ -5,7 +5,7 @@ baseline = 0, i.e. mid-grey in the model's [-1, 1] input space) for uniform trap
 64 … 1024 evaluations and for ``method="adaptive"`` at budgets 32 … 256; the evaluations each needs for a
 gap ≤ 1 %; and whether adaptive at 128 evaluations is no worse than uniform at 512.
 
-    .venv/bin/python bench/adaptive.py [--photos cat coffee] [--quick] [--device cpu]
+    .venv/bin/python bench/adaptive.py [--photos cat coffee] [--quick | --spread] [--threads 2] [--device cpu]
 
 The last line is one JSON object.
 """
@@ -14,6 +14,7 @@ from __future__ import annotations
 
 import argparse
 import json
+import statistics
 import time
 
 import torch
@@ -23,6 +24,9 @@ import unitscope as us
 from unitscope.zoo import efficientnet_lite0, photos
 
 BLOCKS = [f"blocks.{i}" for i in range(7)]
+#: ``--spread``: counts around 512 and 128, to show how much a single count's gap is the luck of where the nodes fall
+SPREAD_UNIFORM = [448, 480, 512, 544, 576]
+SPREAD_ADAPTIVE = [112, 120, 128, 136, 144]
 
 
 def worst_gap(model, x, n, method):
@@ -48,9 +52,15 @@ def main(argv=None):
     p = argparse.ArgumentParser()
     p.add_argument("--photos", nargs="*", default=["cat", "coffee"])
     p.add_argument("--quick", action="store_true", help="adaptive 128 vs uniform 512 only")
+    p.add_argument(
+        "--spread",
+        action="store_true",
+        help="how much either number moves with the count: uniform at 448 … 576, adaptive at 112 … 144",
+    )
+    p.add_argument("--threads", type=int, default=2)
     add_device(p)
     args = p.parse_args(argv)
-    torch.set_num_threads(2)
+    torch.set_num_threads(args.threads)
     device = device_of(args.device)
     net = efficientnet_lite0(device)
     out = {}
@@ -59,6 +69,8 @@ def main(argv=None):
         rows = {}
         uniform_ns = [512] if args.quick else [64, 128, 256, 512, 1024]
         adaptive_ns = [128] if args.quick else [32, 64, 128, 256]
+        if args.spread:
+            uniform_ns, adaptive_ns = SPREAD_UNIFORM, SPREAD_ADAPTIVE
         for n in uniform_ns:
             gap, used, sec = worst_gap(net.model, x, n, "riemann_trapezoid")
             rows[f"uniform_{n}"] = gap
@@ -71,6 +83,17 @@ def main(argv=None):
         rows["uniform_evals_for_1pct"] = need("uniform", uniform_ns)
         rows["adaptive_evals_for_1pct"] = need("adaptive", adaptive_ns)
         rows["adaptive128_beats_uniform512"] = rows["adaptive_128"] <= rows["uniform_512"]
+        if args.spread:
+            u = [rows[f"uniform_{n}"] for n in uniform_ns]
+            a = [rows[f"adaptive_{n}"] for n in adaptive_ns]
+            rows["pairs_adaptive_no_worse"] = sum(ai <= ui for ai in a for ui in u) / (len(a) * len(u))
+            print(
+                f"{name:<8} uniform {uniform_ns[0]}-{uniform_ns[-1]}: {100 * min(u):.2f}-{100 * max(u):.2f}% "
+                f"(median {100 * statistics.median(u):.2f}%); adaptive {adaptive_ns[0]}-{adaptive_ns[-1]}: "
+                f"{100 * min(a):.2f}-{100 * max(a):.2f}% (median {100 * statistics.median(a):.2f}%); "
+                f"adaptive no worse in {100 * rows['pairs_adaptive_no_worse']:.0f}% of the pairs",
+                flush=True,
+            )
         print(
             f"{name:<8} evaluations for gap ≤ 1%: uniform "
             f"{rows['uniform_evals_for_1pct'] or '>' + str(uniform_ns[-1])}, adaptive "

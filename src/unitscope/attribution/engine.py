@@ -256,11 +256,12 @@ def integrate(
     internal_batch_size: int | None = None,
     progress: bool | None = None,
     estimate: bool = True,
+    influence: bool = True,
 ) -> PathSums:
     """Stream the nodes ``alphas`` (sorted, [M]) for every example through the model.
 
-    Accumulates the layer-path conductance and the quadrature ``Σ_k w_k ∂F/∂y(α_k)`` when ``weights`` is
-    given, values and gradients at α = 1 and F at both ends. Conductance:
+    Accumulates the layer-path conductance and the quadrature ``Σ_k w_k ∂F/∂y(α_k)`` (internal influence) when
+    ``weights`` is given and ``influence`` asks for it, values and gradients at α = 1 and F at both ends. Conductance:
 
     * ``"jvp"``: the rule itself, ``Σ_k w_k ∂F/∂y(α_k) · dy/dα(α_k)`` with dy/dα by forward-mode autodiff;
     * ``"spectral"``: the same with dy/dα the derivative of the polynomial through the values at all ``M`` nodes
@@ -283,6 +284,7 @@ def integrate(
     held: dict[str, tuple[list, list]] = {}  # site -> (values, gradients) of the block's chunks so far
     if jvp and weights is None:
         raise UnitscopeError("conductance by the rule needs its weights")
+    influence = influence and weights is not None
     estimate = estimate and need_grad
     sums = PathSums()
     F_x = torch.full((n,), float("nan"), dtype=torch.float64)
@@ -298,7 +300,7 @@ def integrate(
     iabs: dict[str, list[torch.Tensor]] = {}  # (estimates.rounding)
     profile: dict[str, torch.Tensor] = {}  # site -> [n, m] |∂F/∂y| norms, on the model's device
     # the consecutive-node sums: the trapezoid/left conductance itself, or (jvp) the ingredients of its error
-    stieltjes = conductance in ("trapezoid", "left") or (estimate and (jvp or weights is not None))
+    stieltjes = conductance in ("trapezoid", "left") or (estimate and (jvp or influence))
     chunks = [(e0, p0) for e0 in range(0, n, E) for p0 in range(0, m, P)]
     bar = progress_bar(
         chunks, desc="path", unit="chunk", progress=False if progress is False or len(chunks) <= 4 else None
@@ -347,9 +349,10 @@ def integrate(
             if weights is not None:
                 w = weights[p0 : p0 + P].to(device=gs[0].device, dtype=gs[0].dtype)
                 wv = lambda g, w=w: w.view(1, -1, *([1] * (g.dim() - 2)))  # noqa: E731
-                _accumulate(infl, s.name, ex, [(g * wv(g)).sum(1) for g in gs], n)
-                if estimate:
-                    _accumulate(iabs, s.name, ex, [(g * wv(g)).abs().sum(1) for g in gs], n)
+                if influence:
+                    _accumulate(infl, s.name, ex, [(g * wv(g)).sum(1) for g in gs], n)
+                    if estimate:
+                        _accumulate(iabs, s.name, ex, [(g * wv(g)).abs().sum(1) for g in gs], n)
                 terms = None
                 if D is not None:
                     vals, grads = held.setdefault(s.name, ([], []))
@@ -402,13 +405,13 @@ def integrate(
                         da = (al_c[1:] - al_c[:-1]).to(device=gs[0].device, dtype=gs[0].dtype)
                         if conductance:
                             _accumulate_error(cerr, s.name, ex, [_panel_error(y, g, j, L) for y, g in zip(ys, gs)], n)
-                        if weights is not None:
+                        if influence:
                             _accumulate_error(ierr, s.name, ex, [_panel_error(None, g, j, L, da) for g in gs], n)
             keep = slice(max(0, ys[0].shape[1] - 2), None)
             new_carry[s.name] = ([y[:, keep] for y in ys], [g[:, keep] for g in gs], al_c[keep], gi[keep])
         carry = new_carry
     sums.conductance = cond if conductance else None
-    sums.influence = infl if weights is not None else None
+    sums.influence = infl if influence else None
     # error estimates: the second-order rule on these nodes against its embedded coarse rule (every other
     # node) — for the rule applied to ∂F/∂y·dy/dα, at least its difference with that second-order rule
     cpairs, ipairs = _pairs(cerr), _pairs(ierr)

@@ -429,6 +429,7 @@ def attribute(
                         conductance=mode,
                         internal_batch_size=internal_batch_size,
                         progress=progress,
+                        influence=any(s.needs == "influence" for s in on_path),
                     ),
                 )
             )

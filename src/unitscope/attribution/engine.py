@@ -346,7 +346,8 @@ def integrate(
                     grad_x.setdefault(s.name, [None] * len(gs))
                     for i, g in enumerate(gs):
                         grad_x[s.name][i] = _store(grad_x[s.name][i], ex, g[:, k1], n)
-            if weights is not None:
+            if influence or jvp:  # the sums that take the rule's weights
+                assert weights is not None  # both need them (checked above)
                 w = weights[p0 : p0 + P].to(device=gs[0].device, dtype=gs[0].dtype)
                 wv = lambda g, w=w: w.view(1, -1, *([1] * (g.dim() - 2)))  # noqa: E731
                 if influence:

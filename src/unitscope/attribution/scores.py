@@ -368,6 +368,7 @@ def attribute(
         target_index = tgt.index
 
         runs = []  # (scores served, PathSums)
+        influence = any(s.needs == "influence" for s in on_path)  # the pass sums it only when a score reads it
         if on_path and method == "adaptive":
             runs.append(
                 (
@@ -381,7 +382,7 @@ def attribute(
                         rtol=rtol,
                         internal_batch_size=internal_batch_size,
                         progress=progress,
-                        influence=any(s.needs == "influence" for s in on_path),
+                        influence=influence,
                     ),
                 )
             )
@@ -429,7 +430,7 @@ def attribute(
                         conductance=mode,
                         internal_batch_size=internal_batch_size,
                         progress=progress,
-                        influence=any(s.needs == "influence" for s in on_path),
+                        influence=influence,
                     ),
                 )
             )

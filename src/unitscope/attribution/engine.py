@@ -333,7 +333,8 @@ def integrate(
             # ev.grads is there exactly when need_grad
             gs = [g.view(ne, na, *g.shape[1:]) for g in ev.grads[s.name]] if ev.grads is not None else []
             if estimate:
-                norm = cast(torch.Tensor, sum(g.flatten(2).pow(2).sum(2) for g in gs)).sqrt()
+                # ‖∂F/∂y‖ per row, in one pass over each part (a norm over the last dim makes no temporary)
+                norm = _norm2([torch.linalg.vector_norm(g.flatten(2), dim=2) for g in gs])
                 buf = profile.get(s.name)
                 if buf is None:
                     buf = profile[s.name] = norm.new_zeros((n, m))
@@ -353,7 +354,7 @@ def integrate(
                 if influence:
                     _accumulate(infl, s.name, ex, [(g * wv(g)).sum(1) for g in gs], n)
                     if estimate:
-                        _accumulate(iabs, s.name, ex, [(g * wv(g)).abs().sum(1) for g in gs], n)
+                        _accumulate(iabs, s.name, ex, [(g * wv(g)).abs_().sum(1) for g in gs], n)
                 terms = None
                 if D is not None:
                     vals, grads = held.setdefault(s.name, ([], []))
@@ -385,29 +386,39 @@ def integrate(
             L = ys[0].shape[1]
             if L > 1:
                 k0c = L - na  # carried nodes come first
-                a0 = max(k0c - 1, 0)  # intervals (k, k+1) ending in this chunk: k = a0 … L−2 (views, no copies)
-                lo, hi = slice(a0, L - 1), slice(a0 + 1, L)
+                a0 = max(k0c - 1, 0)  # intervals (k, k+1) ending in this chunk: k = a0 … L−2
+                # embedded coarse rule on nodes (j−2, j) against the fine one on (j−2, j−1, j), j even
+                j = max(k0c, 2)
+                j += int(gi[j]) % 2 if j < L else 0
+                panels = estimate and j < L
+                base = min(a0, j - 2) if panels else a0  # the first interval any sum below reads
+                steps = [_steps(y, base, L) for y in ys] if conductance else []  # Δy_k at index k − base
                 if conductance:
                     parts, mags = [], []
-                    for y, g in zip(ys, gs):
-                        gm = g[:, lo] if conductance == "left" else 0.5 * (g[:, hi] + g[:, lo])
-                        term = gm * (y[:, hi] - y[:, lo])
+                    for g, dy in zip(gs, steps):
+                        if conductance == "left":
+                            term = g[:, a0 : L - 1] * dy[:, a0 - base :]
+                        else:  # ½(g_k + g_{k+1}) · Δy_k, the ½ applied to the sums (exact: a power of two)
+                            term = g[:, a0 + 1 : L] + g[:, a0 : L - 1]
+                            term.mul_(dy[:, a0 - base :])
                         parts.append(term.sum(1))
                         if estimate and not jvp:
-                            mags.append(term.abs().sum(1))
+                            mags.append(term.abs_().sum(1))
+                    if conductance != "left":
+                        parts, mags = [0.5 * p for p in parts], [0.5 * m for m in mags]
                     _accumulate(cond_alt if jvp else cond, s.name, ex, parts, n)
                     if mags:
                         _accumulate(cabs, s.name, ex, mags, n)
-                if estimate:
-                    # embedded coarse rule on nodes (j−2, j) against the fine one on (j−2, j−1, j), j even
-                    j = max(k0c, 2)
-                    j += int(gi[j]) % 2 if j < L else 0
-                    if j < L:
-                        da = (al_c[1:] - al_c[:-1]).to(device=gs[0].device, dtype=gs[0].dtype)
-                        if conductance:
-                            _accumulate_error(cerr, s.name, ex, [_panel_error(y, g, j, L) for y, g in zip(ys, gs)], n)
-                        if influence:
-                            _accumulate_error(ierr, s.name, ex, [_panel_error(None, g, j, L, da) for g in gs], n)
+                if panels:
+                    dgs = [_steps(g, base, L) for g in gs]  # g_{k+1} − g_k, read by both error estimates
+                    if conductance:
+                        _accumulate_error(
+                            cerr, s.name, ex, [_panel_error(dy, dg, j - 2 - base) for dy, dg in zip(steps, dgs)], n
+                        )
+                    if influence:
+                        da = (al_c[base + 1 : L] - al_c[base : L - 1]).to(device=gs[0].device, dtype=gs[0].dtype)
+                        da = da.view(1, -1, *([1] * (gs[0].dim() - 2)))
+                        _accumulate_error(ierr, s.name, ex, [_panel_error(da, dg, j - 2 - base) for dg in dgs], n)
             keep = slice(max(0, ys[0].shape[1] - 2), None)
             new_carry[s.name] = ([y[:, keep] for y in ys], [g[:, keep] for g in gs], al_c[keep], gi[keep])
         carry = new_carry
@@ -464,32 +475,43 @@ def _spectral_tangent(D: torch.Tensor, y: torch.Tensor) -> torch.Tensor:
     return torch.matmul(D.to(flat.device), flat).to(y.dtype).view(y.shape)
 
 
-def _panel_error(y, g, j, L, da=None):
-    """Signed panel errors ``ERROR_FACTOR · (T₂ − T₁)`` of the panels ``(j'−2, j'−1, j')`` for ``j' = j, j+2, … < L``
-    ([ne, panels, ...]): the Stieltjes trapezoid on ``y`` (conductance), or on α itself (``y=None``, with the
-    intervals ``da``)."""
-    s2, s1, s0 = slice(j - 2, L - 2, 2), slice(j - 1, L - 1, 2), slice(j, L, 2)
-    ga, gm, gb = g[:, s2], g[:, s1], g[:, s0]
-    if y is None:
-        shape = (1, -1, *([1] * (g.dim() - 2)))
-        d1, d2 = da[s2].view(shape), da[s1].view(shape)
-    else:
-        ya, ym, yb = y[:, s2], y[:, s1], y[:, s0]
-        d1, d2 = ym - ya, yb - ym
-    # T₂ − T₁ = ½(g_a+g_m)d₁ + ½(g_m+g_b)d₂ − ½(g_a+g_b)(d₁+d₂) = ½(g_m − g_b)d₁ + ½(g_m − g_a)d₂
-    return (0.5 * ERROR_FACTOR) * ((gm - gb) * d1 + (gm - ga) * d2)
+def _norm2(norms: list[torch.Tensor]) -> torch.Tensor:
+    """The 2-norm over several parts from each part's 2-norm."""
+    return norms[0] if len(norms) == 1 else cast(torch.Tensor, sum(v.square() for v in norms)).sqrt()
+
+
+def _steps(t: torch.Tensor, base: int, L: int) -> torch.Tensor:
+    """``t[:, k+1] − t[:, k]`` for the intervals ``k = base … L−2`` of ``t`` ``[E, L, ...]``."""
+    return t[:, base + 1 : L] - t[:, base : L - 1]
+
+
+def _panel_error(dy, dg, first):
+    """Panel errors ``T₂ − T₁`` of the panels ``(a, m, b) = (k, k+1, k+2)`` for the intervals ``k = first,
+    first + 2, …`` of ``dy`` (the steps of ``y`` between consecutive nodes, or of α itself for internal influence)
+    and ``dg`` (the steps of ∂F/∂y), ``[E, panels, ...]``; :func:`_accumulate_error` scales them to the signed
+    estimate ``ERROR_FACTOR · (T₂ − T₁)``.
+
+    ``T₂ − T₁ = ½(g_a+g_m)Δy_a + ½(g_m+g_b)Δy_m − ½(g_a+g_b)(Δy_a+Δy_m) = ½(Δg_a Δy_m − Δg_m Δy_a)``: the ½ is
+    applied with the factor, to the sums."""
+    stop = dg.shape[1] - 1  # a panel needs both of its intervals
+    a, m = slice(first, stop, 2), slice(first + 1, stop + 1, 2)
+    e = dg[:, a] * dy[:, m]
+    return e.sub_(dg[:, m] * dy[:, a])
 
 
 def _accumulate_error(acc: dict, name: str, ex: torch.Tensor, panels: list[torch.Tensor], n: int) -> None:
     """Per part ``(Σ_p e_p, Σ_p e_p², Σ_p (unit's e_p)²)`` over the panels of a chunk, accumulated under ``name``
-    (elementwise, elementwise, per unit: ``reduce_units`` of each panel's errors before squaring)."""
-    _accumulate(acc, (name, "signed"), ex, [p.sum(1) for p in panels], n)
-    _accumulate(acc, (name, "squares"), ex, [p.pow(2).sum(1) for p in panels], n)
+    (elementwise, elementwise, per unit: ``reduce_units`` of each panel's errors before squaring), with
+    ``e_p = ERROR_FACTOR · ½ · panels`` (:func:`_panel_error`; the factor applied to the sums, exact when it is a
+    power of two)."""
+    c = 0.5 * ERROR_FACTOR
+    _accumulate(acc, (name, "signed"), ex, [c * p.sum(1) for p in panels], n)
+    _accumulate(acc, (name, "squares"), ex, [(c * c) * p.pow(2).sum(1) for p in panels], n)
     _accumulate(
         acc,
         (name, "unit_squares"),
         ex,
-        [reduce_units(p.flatten(0, 1)).view(p.shape[0], p.shape[1], -1).pow(2).sum(1) for p in panels],
+        [(c * c) * reduce_units(p.flatten(0, 1)).view(p.shape[0], p.shape[1], -1).pow(2).sum(1) for p in panels],
         n,
     )
 

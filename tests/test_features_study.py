@@ -5,6 +5,7 @@ import importlib.util
 import json
 import warnings
 
+import pandas as pd
 import pytest
 import torch
 
@@ -26,6 +27,8 @@ KEYS = {
     "layer",
     "n_features",
     "sae_cached",
+    "sae_seed",
+    "seed",
     "sae",
     "n_sentences",
     "n_steps",
@@ -54,6 +57,7 @@ def test_summary_keys_and_files(study):
     result, out = study
     v = result.value
     assert set(v) == KEYS and v["layer"] == LAYER and v["n_features"] == 1536 and v["sae_cached"]
+    assert v["sae_seed"] == 0 and v["seed"] == 0  # the shipped recipe's seed, the study's default
     assert set(v["sae"]) >= {
         "l0",
         "fvu",
@@ -77,6 +81,11 @@ def test_summary_keys_and_files(study):
     for name in ("features_units", "features_top", "features_top_neurons", "features_agreement", "features_negation"):
         assert (out / f"{name}.csv").exists() and (out / f"{name}.md").exists()
     assert (out / "features_concentration.png").stat().st_size > 1000
+    per_sentence = pd.read_csv(out / "features_sentences.csv")
+    assert len(per_sentence) == v["n_sentences"]
+    assert per_sentence["gap_features_plus_error"].max() == pytest.approx(
+        v["completeness_gap"]["features_plus_error_max"], abs=1e-6
+    )
 
 
 def test_report_renders_the_entry(study):
@@ -206,3 +215,15 @@ def test_entry_point_undoes_what_it_sets(tmp_path, monkeypatch):
             torch.set_num_threads(threads)
     assert {"threads", "grad_enabled", "torch_rng", "warning_filters"} <= set(differences(before, seen["during"]))
     assert differences(before, after) == []
+
+
+def test_sae_seed_option_trains_the_sae_with_that_seed(monkeypatch, tmp_path):
+    """``--sae-seed N`` reaches the SAE's recipe (``config.sae["seed"]``); ``--seed`` stays the study's draw."""
+    from unitscope.studies.common import Result
+
+    seen = []
+    monkeypatch.setattr(features, "run", lambda config: seen.append(config) or Result({}, {}, str(tmp_path)))
+    features.main(["--out", str(tmp_path), "--sae-seed", "3", "--seed", "1"])
+    features.main(["--out", str(tmp_path)])
+    assert seen[0].sae == {"seed": 3} and seen[0].seed == 1
+    assert seen[1].sae is None and seen[1].seed == 0

@@ -330,8 +330,18 @@ def main(argv=None) -> dict:
         "128 test sentences (full: all 1,057)",
     )
     p.add_argument("--threads", type=int, default=1, help="torch threads (default 1: the machine is shared)")
+    p.add_argument(
+        "--sae-seed",
+        type=int,
+        default=None,
+        help="train the SAE with this seed (its draw of sentences and its initialisation) instead of the shipped "
+        "recipe's 0; --seed draws the study's sentences",
+    )
     args = p.parse_args(argv)
-    return finish(run(FeaturesConfig.from_args(args)))
+    config = FeaturesConfig.from_args(args)
+    if args.sae_seed is not None:
+        config.sae = dict(config.sae or {}, seed=args.sae_seed)
+    return finish(run(config))
 
 
 @restores_process_state
@@ -457,6 +467,15 @@ def run(config: FeaturesConfig) -> Result:
     ):
         write_table(df, out, name, index=False)
     agree.to_csv(os.path.join(out, "features_agreement_rows.csv"), index=False)
+    pd.DataFrame(  # per sentence: which one a large relative gap comes from (a small |F(x) − F(x')| inflates it)
+        {
+            "sentence": sents,
+            "output_diff": od.numpy(),
+            "gap_features_plus_error": sc["gap_features"].numpy(),
+            "gap_neurons": sc["gap_neurons"].numpy(),
+            "evaluations": sc["n_evals"].numpy(),
+        }
+    ).to_csv(os.path.join(out, "features_sentences.csv"), index=False)
 
     fmt = lambda v: f"{v:.3f}"  # noqa: E731
     print(
@@ -499,6 +518,8 @@ def run(config: FeaturesConfig) -> Result:
         "layer": layer,
         "n_features": sae.n_features,
         "sae_cached": bool(sae.cached),
+        "sae_seed": int((config.sae or {}).get("seed", 0)),
+        "seed": config.seed,
         "sae": metrics,
         "n_sentences": len(sents),
         "n_steps": size["steps"],

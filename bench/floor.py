@@ -9,6 +9,8 @@ in one run: each round times the floor and every rule once, in turn; the medians
     .venv/bin/python bench/floor.py --quick          # 3 rounds, smaller batches: a smoke run
     .venv/bin/python bench/floor.py --split-cut-check   # also the adaptive default and riemann_trapezoid without
                                                      # the cut check (what the check that a gap is an error costs)
+    .venv/bin/python bench/floor.py --split-estimate    # also each fixed rule with neither error estimates nor the
+                                                     # cut check (what the error bars cost over the values)
 
 Models (as issue 28 states them): the digits CNN (5 layers, 32 inputs, 50 steps), a torchvision ResNet-18 with
 random weights (5 layers, one 224² image, 24 steps), EfficientNet-Lite0 on the cat photo (7 blocks, 16 steps),
@@ -20,6 +22,7 @@ process (``time.process_time``; on CUDA, wall time after a synchronize). The las
 from __future__ import annotations
 
 import argparse
+import functools
 import json
 import statistics
 import warnings
@@ -31,6 +34,9 @@ RULES = ("adaptive", "riemann_trapezoid", "riemann_left", "riemann_right", "riem
 #: ``RULE:no-cut-check``: the same call with the cut check (``attribution/cuts.py``: one forward per layer whose gap
 #: is above the tolerance, plus two) skipped, to show what the check costs (``--split-cut-check``)
 NO_CUT = ":no-cut-check"
+#: ``RULE:values-only``: a fixed rule's pass with no error estimates (``engine.integrate(estimate=False)``) and no cut
+#: check — the engine's values alone, what the error bars cost on top of them (``--split-estimate``)
+VALUES_ONLY = ":values-only"
 
 
 def _digits(device, quick):
@@ -126,7 +132,7 @@ def run_model(name, setup, device, rounds, rules):
     extra = kw.get("additional_forward_args") or ()
 
     def rule(name):
-        method = name.removesuffix(NO_CUT)
+        method = name.removesuffix(NO_CUT).removesuffix(VALUES_ONLY)
 
         def call():
             return us.conductance(
@@ -152,6 +158,17 @@ def run_model(name, setup, device, rounds, rules):
             finally:
                 scores.cut_examples = real
 
+        def values_only():
+            from unitscope.attribution import engine, scores
+
+            scores.integrate = functools.partial(engine.integrate, estimate=False)
+            try:
+                return without_cut_check()
+            finally:
+                scores.integrate = engine.integrate
+
+        if name.endswith(VALUES_ONLY):
+            return values_only
         return without_cut_check if name.endswith(NO_CUT) else call
 
     rule("adaptive")()  # warm-up (and any first-use training)
@@ -193,9 +210,16 @@ def main(argv=None) -> dict:
         action="store_true",
         help="also time the adaptive default and riemann_trapezoid with the cut check skipped",
     )
+    p.add_argument(
+        "--split-estimate",
+        action="store_true",
+        help="also time each fixed rule with no error estimates and no cut check (the engine's values alone)",
+    )
     args = p.parse_args(argv)
     if args.split_cut_check:
         args.rules = list(args.rules) + [r + NO_CUT for r in ("adaptive", "riemann_trapezoid") if r in args.rules]
+    if args.split_estimate:
+        args.rules = list(args.rules) + [r + VALUES_ONLY for r in args.rules if r in RULES and r != "adaptive"]
     if args.quick:
         args.rounds = min(args.rounds, 3)
     torch.set_num_threads(args.threads)

@@ -85,6 +85,28 @@ def _nodes(buf: torch.Tensor, rows: torch.Tensor, idx: torch.Tensor) -> torch.Te
     return buf.flatten(0, 1).index_select(0, flat).view(*idx.shape, *buf.shape[2:])
 
 
+#: a tile of a layer's gathered nodes holds about this many bytes per example (:meth:`_Block.final`)
+TILE_BYTES = 128 << 10
+
+
+def _tiles(buf: torch.Tensor, count: int) -> tuple[int, list[tuple[int, int]]]:
+    """How :meth:`_Block.final` cuts a node buffer ``[E, budget, *unit_shape]`` into tiles of whole units: the
+    dimension (channels of ``[C, H, W]``, neurons of token-major ``[T, D]``, else the first unit dimension, whose
+    blocks keep ``reduce_units``' order) and ``(start, size)`` spans along it, each about ``TILE_BYTES`` over an
+    example's ``count`` nodes. The tiles depend on neither the examples nor how many are reduced together, so an
+    example's results stay those of the example alone, to the bit (:func:`_groups`)."""
+    dim = 3 if buf.dim() == 4 else 2  # [E, budget, T, D]: tile D; otherwise the first unit dim
+    n = buf.shape[dim]
+    per = max(1, buf[0, 0].numel() // max(1, n)) * buf.element_size() * count
+    size = max(1, min(n, TILE_BYTES // per))
+    return dim, [(i, min(size, n - i)) for i in range(0, n, size)]
+
+
+def _joined(pieces: list[torch.Tensor], dim: int) -> torch.Tensor:
+    """Tiles' results back along ``dim`` (the piece itself when there was one tile)."""
+    return pieces[0] if len(pieces) == 1 else torch.cat(pieces, dim)
+
+
 def _put(buf: torch.Tensor, p: torch.Tensor, block, e_d, s_d) -> None:
     """Rows ``p`` into the node buffer ``buf`` at examples ``e_d``, slots ``s_d``; as a plain copy into the rectangle
     ``block`` (:func:`_rectangle`) where there is one (indexed writes cost several times a copy)."""
@@ -256,30 +278,59 @@ class _Block:
         rows, od = self.on(ex, name)[:, None], self.on(order, name)
         out = []
         for y, g in zip(self.y[name], self.g[name]):
-            gs, ys = _nodes(g, rows, od), _nodes(y, rows, od)
+            tail = (1,) * (g.dim() - 2)
+            pair = self.on(left, name).view(G, max(L - 1, 0), *tail)
+            kinds = ["conductance"] + (["influence"] if influence else [])
             if influence:
-                da = self.on(alpha[:, 1:] - alpha[:, :-1], name).to(g.dtype).view(G, count - 1, *([1] * (g.dim() - 2)))
-            parts = []
-            pair = self.on(left, name).view(G, max(L - 1, 0), *([1] * (g.dim() - 2)))
-            rules = [(ys[:, 1:] - ys[:, :-1], ys[:, 2::2] - ys[:, 0:-1:2], ys[:, 4::2] - ys[:, 0:-4:2])]
-            if influence:
+                da = self.on(alpha[:, 1:] - alpha[:, :-1], name).to(g.dtype).view(G, count - 1, *tail)
                 wide_a = da[:, 0::2] + da[:, 1::2]
-                rules.append((da, wide_a, wide_a[:, :-1] + wide_a[:, 1:]))
-            for dy, wide, wide2 in rules:
-                # in place where a temporary is layer-sized, in the order of ½(g_k + g_{k+1})·Δy_k (the same bits)
-                s = (gs[:, 1:] + gs[:, :-1]).mul_(0.5).mul_(dy)
-                t2 = s[:, 0::2] + s[:, 1::2]
-                del s
-                t1 = (gs[:, 0:-1:2] + gs[:, 2::2]).mul_(0.5).mul_(wide)
-                correction, e = _extrapolate(gs, t2, t1, (t2 - t1).mul_(ERROR_FACTOR), wide2, pair)
-                value, signed, squares = t2.sum(1) + correction, e.sum(1), e.pow(2).sum(1)
-                rnd = rounding(t2.abs_().sum(1), t2.dtype)
-                unit = combine_units(
-                    reduce_units(signed),
-                    reduce_units(e.flatten(0, 1)).view(G, L, -1).pow(2).sum(1),
-                    reduce_units(squares),
-                ) + reduce_units(rnd)
-                parts.append((value, combine(signed, squares) + rnd, unit))
+                steps_a = (da, wide_a, wide_a[:, :-1] + wide_a[:, 1:])
+            # the layer in tiles of its units (TILE_BYTES per example: the temporaries stay in cache and in the
+            # allocator's free lists, where layer-sized ones cost fresh pages); all below is elementwise or per unit
+            dim, spans = _tiles(g, count)
+            held: dict[str, list] = {k: [] for k in kinds}
+            ratio: dict[str, list] = {k: [] for k in kinds}
+            for start, size in spans:
+                gs, ys = _nodes(g.narrow(dim, start, size), rows, od), _nodes(y.narrow(dim, start, size), rows, od)
+                for kind in kinds:
+                    if kind == "conductance":
+                        dy, wide, wide2 = (
+                            ys[:, 1:] - ys[:, :-1],
+                            ys[:, 2::2] - ys[:, 0:-1:2],
+                            ys[:, 4::2] - ys[:, 0:-4:2],
+                        )
+                    else:
+                        dy, wide, wide2 = steps_a
+                    # in place where a temporary is tile-sized, in the order of ½(g_k + g_{k+1})·Δy_k (the same bits)
+                    t = (gs[:, 1:] + gs[:, :-1]).mul_(0.5).mul_(dy)
+                    t2 = t[:, 0::2] + t[:, 1::2]
+                    del t
+                    t1 = (gs[:, 0:-1:2] + gs[:, 2::2]).mul_(0.5).mul_(wide)
+                    ratio[kind].append(_romberg_sums(gs, t2, t1, wide2, pair))
+                    held[kind].append((t2, t1, (t2 - t1).mul_(ERROR_FACTOR)))
+                del gs, ys
+            parts = []
+            for kind in kinds:
+                sums = ratio[kind]
+                num = den = None
+                if sums[0] is not None:
+                    num, den = (cast(torch.Tensor, sum(v[i] for v in sums)) for i in (0, 1))
+                pieces = []
+                for t2, t1, e in held[kind]:
+                    if num is None:
+                        correction = torch.zeros_like(t2[:, 0])
+                    else:
+                        correction, e = _romberg_apply(t2, t1, e, num, den, pair)
+                    value, signed, squares = t2.sum(1) + correction, e.sum(1), e.pow(2).sum(1)
+                    rnd = rounding(t2.abs_().sum(1), t2.dtype)
+                    unit = combine_units(
+                        reduce_units(signed),
+                        reduce_units(e.flatten(0, 1)).view(G, L, -1).pow(2).sum(1),
+                        reduce_units(squares),
+                    ) + reduce_units(rnd)
+                    pieces.append((value, combine(signed, squares) + rnd, unit))
+                held[kind] = []
+                parts.append(tuple(_joined([p[i] for p in pieces], d) for i, d in enumerate((dim - 1, dim - 1, 1))))
             out.append((parts[0], parts[1] if influence else None))
         return out
 
@@ -349,16 +400,29 @@ def _extrapolate(gs, t2, t1, e, wide2, pair):
     extrapolation ``t₂ + (t₂ − t₁)/3`` and its error ``ρ · e`` (about ``½|R₁ − R₀|`` per pair: the error of
     ``R₀``, above that of the value); elsewhere the trapezoid and its error stay.
     Returns ``(Σ corrections [G, …], panel errors [G, L, …])``."""
-    zero = torch.zeros_like(t2[:, 0])
+    sums = _romberg_sums(gs, t2, t1, wide2, pair)
+    if sums is None:
+        return torch.zeros_like(t2[:, 0]), e
+    return _romberg_apply(t2, t1, e, *sums, pair)
+
+
+def _romberg_sums(gs, t2, t1, wide2, pair):
+    """``(Σ|R₁ − R₀|, Σ|T₄ − T₂|)`` over the sibling pairs of each example ``[G]`` (float64; :func:`_extrapolate`),
+    or ``None`` with fewer than two panels. Sums of the tiles of a layer (:func:`_tiles`) add up to the layer's."""
     if t2.shape[1] < 2:
-        return zero, e
+        return None
     T4, T2 = t2[:, :-1] + t2[:, 1:], t1[:, :-1] + t1[:, 1:]
     T1 = (gs[:, 0:-4:2] + gs[:, 4::2]).mul_(0.5).mul_(wide2)
     step = T4.sub_(T2)  # T₄ − T₂ (T₄ is not read again)
     d = (step * (4 / 3)).sub_(torch.sub(T2, T1, out=T1).div_(3))  # R₁ − R₀
     keep = pair.to(d.dtype)
-    num = _sum64(d.abs_().mul_(keep).flatten(1))
-    den = _sum64(step.abs_().mul_(keep).flatten(1))
+    return _sum64(d.abs_().mul_(keep).flatten(1)), _sum64(step.abs_().mul_(keep).flatten(1))
+
+
+def _romberg_apply(t2, t1, e, num, den, pair):
+    """The Romberg step where the example's ratio ``ρ = num / den`` says its layer is smooth (:func:`_extrapolate`):
+    ``(Σ corrections [G, …], panel errors [G, L, …])``."""
+    zero = torch.zeros_like(t2[:, 0])
     rho = num / den.clamp_min(1e-300)
     pairs = pair.flatten(1).sum(1)
     smooth = (den > 0) & (rho <= SMOOTH) & (pairs.to(den.device) >= MIN_PAIRS)

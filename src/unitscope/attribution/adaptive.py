@@ -41,6 +41,8 @@ from typing import cast
 import torch
 
 from .engine import PathSums, evaluate
+from .tiles import joined as _joined
+from .tiles import tiles as _tiles
 from .estimates import ERROR_FACTOR, SINGULAR_RATIO, combine, combine_units, reduce_units, rounding
 from ..core.inputs import Batch, Target
 from ..core.progress import bar as progress_bar
@@ -83,28 +85,6 @@ def _nodes(buf: torch.Tensor, rows: torch.Tensor, idx: torch.Tensor) -> torch.Te
     buffer's flat rows, which takes less than half the time of indexing by two tensors."""
     flat = (rows * buf.shape[1] + idx).flatten()
     return buf.flatten(0, 1).index_select(0, flat).view(*idx.shape, *buf.shape[2:])
-
-
-#: a tile of a layer's gathered nodes holds about this many bytes per example (:meth:`_Block.final`)
-TILE_BYTES = 128 << 10
-
-
-def _tiles(buf: torch.Tensor, count: int) -> tuple[int, list[tuple[int, int]]]:
-    """How :meth:`_Block.final` cuts a node buffer ``[E, budget, *unit_shape]`` into tiles of whole units: the
-    dimension (channels of ``[C, H, W]``, neurons of token-major ``[T, D]``, else the first unit dimension, whose
-    blocks keep ``reduce_units``' order) and ``(start, size)`` spans along it, each about ``TILE_BYTES`` over an
-    example's ``count`` nodes. The tiles depend on neither the examples nor how many are reduced together, so an
-    example's results stay those of the example alone, to the bit (:func:`_groups`)."""
-    dim = 3 if buf.dim() == 4 else 2  # [E, budget, T, D]: tile D; otherwise the first unit dim
-    n = buf.shape[dim]
-    per = max(1, buf[0, 0].numel() // max(1, n)) * buf.element_size() * count
-    size = max(1, min(n, TILE_BYTES // per))
-    return dim, [(i, min(size, n - i)) for i in range(0, n, size)]
-
-
-def _joined(pieces: list[torch.Tensor], dim: int) -> torch.Tensor:
-    """Tiles' results back along ``dim`` (the piece itself when there was one tile)."""
-    return pieces[0] if len(pieces) == 1 else torch.cat(pieces, dim)
 
 
 def _put(buf: torch.Tensor, p: torch.Tensor, block, e_d, s_d) -> None:

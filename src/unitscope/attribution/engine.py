@@ -33,6 +33,7 @@ from ..core.state import autograd_on
 from .estimates import ERROR_FACTOR, combine, combine_units, reduce_units, rounding
 from .path_tangents import evaluate_without_joint_forward_mode, missing_forward_derivative
 from .paths import derivative_matrix
+from .tiles import joined, tiles
 
 __all__ = [
     "Evaluation",
@@ -377,13 +378,12 @@ def integrate(
             if not stieltjes:
                 continue
             # consecutive nodes, with up to two carried from the previous chunk (global node index ``gi``)
+            carried = carry[s.name] if carry is not None else None
             al_c, gi = al, torch.arange(p0, p0 + na)
-            if carry is not None:
-                ys = [torch.cat([c, y], 1) for c, y in zip(carry[s.name][0], ys)]
-                gs = [torch.cat([c, g], 1) for c, g in zip(carry[s.name][1], gs)]
-                al_c = torch.cat([carry[s.name][2], al])
-                gi = torch.cat([carry[s.name][3], gi])
-            L = ys[0].shape[1]
+            if carried is not None:
+                al_c = torch.cat([carried[2], al])
+                gi = torch.cat([carried[3], gi])
+            L = al_c.numel()
             if L > 1:
                 k0c = L - na  # carried nodes come first
                 a0 = max(k0c - 1, 0)  # intervals (k, k+1) ending in this chunk: k = a0 … L−2
@@ -392,35 +392,39 @@ def integrate(
                 j += int(gi[j]) % 2 if j < L else 0
                 panels = estimate and j < L
                 base = min(a0, j - 2) if panels else a0  # the first interval any sum below reads
-                steps = [_steps(y, base, L) for y in ys] if conductance else []  # Δy_k at index k − base
+                da = None
+                if panels and influence:
+                    da = (al_c[base + 1 : L] - al_c[base : L - 1]).to(device=gs[0].device, dtype=gs[0].dtype)
+                    da = da.view(1, -1, *([1] * (gs[0].dim() - 2)))
+                got = [
+                    _stieltjes_part(
+                        y,
+                        g,
+                        None if carried is None else carried[0][i],
+                        None if carried is None else carried[1][i],
+                        conductance=conductance,
+                        mags=estimate and not jvp,
+                        a0=a0,
+                        base=base,
+                        first=j - 2 - base if panels else None,
+                        da=da,
+                    )
+                    for i, (y, g) in enumerate(zip(ys, gs))
+                ]
                 if conductance:
-                    parts, mags = [], []
-                    for g, dy in zip(gs, steps):
-                        if conductance == "left":
-                            term = g[:, a0 : L - 1] * dy[:, a0 - base :]
-                        else:  # ½(g_k + g_{k+1}) · Δy_k, the ½ applied to the sums (exact: a power of two)
-                            term = g[:, a0 + 1 : L] + g[:, a0 : L - 1]
-                            term.mul_(dy[:, a0 - base :])
-                        parts.append(term.sum(1))
-                        if estimate and not jvp:
-                            mags.append(term.abs_().sum(1))
-                    if conductance != "left":
-                        parts, mags = [0.5 * p for p in parts], [0.5 * m for m in mags]
-                    _accumulate(cond_alt if jvp else cond, s.name, ex, parts, n)
-                    if mags:
-                        _accumulate(cabs, s.name, ex, mags, n)
-                if panels:
-                    dgs = [_steps(g, base, L) for g in gs]  # g_{k+1} − g_k, read by both error estimates
-                    if conductance:
-                        _accumulate_error(
-                            cerr, s.name, ex, [_panel_error(dy, dg, j - 2 - base) for dy, dg in zip(steps, dgs)], n
-                        )
-                    if influence:
-                        da = (al_c[base + 1 : L] - al_c[base : L - 1]).to(device=gs[0].device, dtype=gs[0].dtype)
-                        da = da.view(1, -1, *([1] * (gs[0].dim() - 2)))
-                        _accumulate_error(ierr, s.name, ex, [_panel_error(da, dg, j - 2 - base) for dg in dgs], n)
-            keep = slice(max(0, ys[0].shape[1] - 2), None)
-            new_carry[s.name] = ([y[:, keep] for y in ys], [g[:, keep] for g in gs], al_c[keep], gi[keep])
+                    _accumulate(cond_alt if jvp else cond, s.name, ex, [r["cond"] for r in got], n)
+                    if estimate and not jvp:
+                        _accumulate(cabs, s.name, ex, [r["mags"] for r in got], n)
+                    if panels:
+                        _accumulate_error_sums(cerr, s.name, ex, [r["cerr"] for r in got], n)
+                if panels and influence:
+                    _accumulate_error_sums(ierr, s.name, ex, [r["ierr"] for r in got], n)
+            new_carry[s.name] = (
+                [_last_two(None if carried is None else carried[0][i], y) for i, y in enumerate(ys)],
+                [_last_two(None if carried is None else carried[1][i], g) for i, g in enumerate(gs)],
+                al_c[max(0, L - 2) :],
+                gi[max(0, L - 2) :],
+            )
         carry = new_carry
     sums.conductance = cond if conductance else None
     sums.influence = infl if influence else None
@@ -480,6 +484,55 @@ def _norm2(norms: list[torch.Tensor]) -> torch.Tensor:
     return norms[0] if len(norms) == 1 else cast(torch.Tensor, sum(v.square() for v in norms)).sqrt()
 
 
+def _last_two(carried: torch.Tensor | None, t: torch.Tensor) -> torch.Tensor:
+    """The last two nodes of the carried nodes followed by the chunk's ``t`` ``[E, na, ...]`` (for the next chunk)."""
+    if carried is None or t.shape[1] >= 2:
+        return t[:, max(0, t.shape[1] - 2) :]
+    return torch.cat([carried, t], 1)[:, -2:]
+
+
+def _stieltjes_part(y, g, cy, cg, *, conductance, mags, a0, base, first, da) -> dict:
+    """One part's consecutive-node sums over a chunk, in tiles of whole units (:mod:`.tiles`): with ``cy``/``cg`` the
+    nodes carried from the previous chunk in front, ``y``/``g`` ``[E, na, ...]``. ``"cond"`` (the Stieltjes sum of the
+    intervals ``a0 …``: trapezoid or ``"left"``) with ``"mags"`` (Σ|terms|, for the rounding floor), and, where
+    ``first`` is given, the panel errors' sums (:func:`_error_sums`) from the panels starting at interval
+    ``base + first``: ``"cerr"`` on y, ``"ierr"`` on α (``da``, internal influence). Intervals are indexed from
+    ``base``."""
+    count = y.shape[1] + (0 if cy is None else cy.shape[1])
+    dim, spans = tiles(y, count)
+    out: dict[str, list] = {"cond": [], "mags": [], "cerr": [], "ierr": []}
+    for start, size in spans:
+        yt, gt = y.narrow(dim, start, size), g.narrow(dim, start, size)
+        if cy is not None:
+            yt = torch.cat([cy.narrow(dim, start, size), yt], 1)
+            gt = torch.cat([cg.narrow(dim, start, size), gt], 1)
+        L = yt.shape[1]
+        dy = _steps(yt, base, L) if conductance else None  # Δy_k at index k − base
+        if conductance:
+            if conductance == "left":
+                term = gt[:, a0 : L - 1] * dy[:, a0 - base :]
+            else:  # ½(g_k + g_{k+1}) · Δy_k, the ½ applied to the sums (exact: a power of two)
+                term = gt[:, a0 + 1 : L] + gt[:, a0 : L - 1]
+                term.mul_(dy[:, a0 - base :])
+            out["cond"].append(term.sum(1))
+            if mags:
+                out["mags"].append(term.abs_().sum(1))
+            del term
+        if first is not None:
+            dg = _steps(gt, base, L)  # g_{k+1} − g_k, read by both error estimates
+            if conductance:
+                out["cerr"].append(_error_sums(_panel_error(dy, dg, first)))
+            if da is not None:
+                out["ierr"].append(_error_sums(_panel_error(da, dg, first)))
+    half = 0.5 if conductance and conductance != "left" else 1.0
+    d = dim - 1  # of the summed [E, *unit_shape]
+    res: dict = {k: half * joined(out[k], d) for k in ("cond", "mags") if out[k]}
+    for k in ("cerr", "ierr"):
+        if out[k]:
+            res[k] = tuple(joined([t[i] for t in out[k]], d if i < 2 else 1) for i in range(3))
+    return res
+
+
 def _steps(t: torch.Tensor, base: int, L: int) -> torch.Tensor:
     """``t[:, k+1] − t[:, k]`` for the intervals ``k = base … L−2`` of ``t`` ``[E, L, ...]``."""
     return t[:, base + 1 : L] - t[:, base : L - 1]
@@ -499,21 +552,25 @@ def _panel_error(dy, dg, first):
     return e.sub_(dg[:, m] * dy[:, a])
 
 
-def _accumulate_error(acc: dict, name: str, ex: torch.Tensor, panels: list[torch.Tensor], n: int) -> None:
-    """Per part ``(Σ_p e_p, Σ_p e_p², Σ_p (unit's e_p)²)`` over the panels of a chunk, accumulated under ``name``
+def _error_sums(p: torch.Tensor) -> tuple[torch.Tensor, torch.Tensor, torch.Tensor]:
+    """``(Σ_p e_p, Σ_p e_p², Σ_p (unit's e_p)²)`` over the panels ``[E, panels, ...]`` of :func:`_panel_error`
     (elementwise, elementwise, per unit: ``reduce_units`` of each panel's errors before squaring), with
-    ``e_p = ERROR_FACTOR · ½ · panels`` (:func:`_panel_error`; the factor applied to the sums, exact when it is a
-    power of two)."""
+    ``e_p = ERROR_FACTOR · ½ · panels`` (the factor applied to the sums, exact when it is a power of two)."""
     c = 0.5 * ERROR_FACTOR
-    _accumulate(acc, (name, "signed"), ex, [c * p.sum(1) for p in panels], n)
-    _accumulate(acc, (name, "squares"), ex, [(c * c) * p.pow(2).sum(1) for p in panels], n)
-    _accumulate(
-        acc,
-        (name, "unit_squares"),
-        ex,
-        [(c * c) * reduce_units(p.flatten(0, 1)).view(p.shape[0], p.shape[1], -1).pow(2).sum(1) for p in panels],
-        n,
-    )
+    units = reduce_units(p.flatten(0, 1)).view(p.shape[0], p.shape[1], -1)
+    return c * p.sum(1), (c * c) * p.pow(2).sum(1), (c * c) * units.pow(2).sum(1)
+
+
+def _accumulate_error_sums(acc: dict, name: str, ex: torch.Tensor, sums: list[tuple], n: int) -> None:
+    """Per part the :func:`_error_sums` of a chunk, accumulated under ``(name, kind)``."""
+    for k, kind in enumerate(("signed", "squares", "unit_squares")):
+        _accumulate(acc, (name, kind), ex, [t[k] for t in sums], n)
+
+
+def _accumulate_error(acc: dict, name: str, ex: torch.Tensor, panels: list[torch.Tensor], n: int) -> None:
+    """Per part ``(Σ_p e_p, Σ_p e_p², Σ_p (unit's e_p)²)`` over the panels of a chunk (:func:`_error_sums`),
+    accumulated under ``name``."""
+    _accumulate_error_sums(acc, name, ex, [_error_sums(p) for p in panels], n)
 
 
 def _pairs(acc: dict) -> dict:

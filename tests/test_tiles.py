@@ -1,13 +1,16 @@
-"""The adaptive rule's final sums run over a layer in tiles of whole units (``adaptive._tiles``): however a layer is
-cut, the values and error bars are the same to rounding, and an example's numbers stay those of the example alone."""
+"""The bookkeeping runs over a layer in tiles of whole units (``attribution/tiles.py``): the adaptive rule's final
+sums and the fixed rules' consecutive-node sums. However a layer is cut, the values and error bars are the same to
+rounding, and an example's numbers under the adaptive rule stay those of the example alone."""
 
 import pytest
 import torch
 import torch.nn as nn
 
+import unitscope as us
+
 from nets import cnn
 from test_adaptive_batching import FIELDS, _run, _same
-from unitscope.attribution import adaptive
+from unitscope.attribution import adaptive, engine, tiles
 
 
 def _smooth_net():
@@ -46,13 +49,13 @@ def test_one_unit_per_tile_gives_the_numbers_of_one_tile(monkeypatch, case):
     else:
         net, x, layers = _smooth_net(), torch.randn(4, 6, dtype=torch.float64), ["1", "3"]
     kw = dict(budget=65, rtol=0.0, watch=4)
-    monkeypatch.setattr(adaptive, "TILE_BYTES", 1 << 40)
+    monkeypatch.setattr(tiles, "TILE_BYTES", 1 << 40)
     whole = _run(net, x, layers, 1, **kw)
-    monkeypatch.setattr(adaptive, "TILE_BYTES", 1)
+    monkeypatch.setattr(tiles, "TILE_BYTES", 1)
     assert len(adaptive._tiles(torch.zeros(1, 65, 24), 65)[1]) == 24  # one unit per tile
-    tiles = _spy_tiles(monkeypatch)
+    counts = _spy_tiles(monkeypatch)
     _close(whole, _run(net, x, layers, 1, **kw))
-    assert tiles and min(tiles) > 1
+    assert counts and min(counts) > 1
     if case == "smooth":  # the step applied: the values are not the trapezoid's
         spy = []
         real = adaptive._romberg_apply
@@ -62,13 +65,13 @@ def test_one_unit_per_tile_gives_the_numbers_of_one_tile(monkeypatch, case):
 
 
 def test_small_tiles_keep_an_example_alone_the_same(monkeypatch):
-    monkeypatch.setattr(adaptive, "TILE_BYTES", 4096)
+    monkeypatch.setattr(tiles, "TILE_BYTES", 4096)
     torch.manual_seed(0)
     net, x = cnn(3).double().eval(), torch.randn(4, 3, 8, 8, dtype=torch.float64)
     layers, kw = ["2", "6", "10"], dict(budget=40, rtol=1e-9, watch=4)
-    tiles = _spy_tiles(monkeypatch)
+    counts = _spy_tiles(monkeypatch)
     together = _run(net, x, layers, 2, **kw)
-    assert tiles and max(tiles) > 1
+    assert counts and max(counts) > 1
     for e in range(4):
         _same(together, _run(net, x[e : e + 1], layers, 2, **kw), [e])
 
@@ -79,3 +82,29 @@ def test_tiles_cover_the_layer_in_whole_units():
         assert got_dim == dim
         assert spans[0][0] == 0 and sum(size for _, size in spans) == shape[dim]
         assert all(a + n == b for (a, n), (b, _) in zip(spans, spans[1:]))
+
+
+@pytest.mark.parametrize("method", ["riemann_trapezoid", "riemann_left", "gausslegendre"])
+def test_fixed_rules_in_tiles_of_one_unit(monkeypatch, method):
+    """Conductance, internal influence and their error bars with a tile per channel against one tile per layer, the
+    path cut into chunks of 7 rows (nodes carried across chunks, tiled with the chunk's)."""
+    torch.manual_seed(0)
+    net, x = cnn(3).double().eval(), torch.randn(3, 3, 8, 8, dtype=torch.float64)
+    kw = dict(n_steps=20, method=method, internal_batch_size=7, progress=False, path=us.PathConfig(gap_warning=None))
+
+    def run():
+        return us.attribute(net, x, ["2", "6"], scores=("conductance", "internal_influence"), **kw)
+
+    monkeypatch.setattr(tiles, "TILE_BYTES", 1 << 40)
+    whole = run()
+    monkeypatch.setattr(tiles, "TILE_BYTES", 1)
+    counts, real = [], engine.tiles
+    monkeypatch.setattr(engine, "tiles", lambda t, count: counts.append(len(real(t, count)[1])) or real(t, count))
+    cut = run()
+    assert counts and min(counts) > 1
+    for score in ("conductance", "internal_influence"):
+        for layer in ("2", "6"):
+            pairs = [(whole[score][layer], cut[score][layer])]
+            pairs += [(getattr(whole[score], f)[layer], getattr(cut[score], f)[layer]) for f in ("error", "unit_error")]
+            for a, b in pairs:
+                torch.testing.assert_close(a, b, rtol=1e-12, atol=1e-15)

@@ -507,8 +507,9 @@ def _stieltjes_part(y, g, cy, cg, *, conductance, mags, a0, base, first, da) -> 
             yt = torch.cat([cy.narrow(dim, start, size), yt], 1)
             gt = torch.cat([cg.narrow(dim, start, size), gt], 1)
         L = yt.shape[1]
-        dy = _steps(yt, base, L) if conductance else None  # Δy_k at index k − base
+        dy = None
         if conductance:
+            dy = _steps(yt, base, L)  # Δy_k at index k − base
             if conductance == "left":
                 term = gt[:, a0 : L - 1] * dy[:, a0 - base :]
             else:  # ½(g_k + g_{k+1}) · Δy_k, the ½ applied to the sums (exact: a power of two)
@@ -520,7 +521,7 @@ def _stieltjes_part(y, g, cy, cg, *, conductance, mags, a0, base, first, da) -> 
             del term
         if first is not None:
             dg = _steps(gt, base, L)  # g_{k+1} − g_k, read by both error estimates
-            if conductance:
+            if dy is not None:  # conductance
                 out["cerr"].append(_error_sums(_panel_error(dy, dg, first)))
             if da is not None:
                 out["ierr"].append(_error_sums(_panel_error(da, dg, first)))

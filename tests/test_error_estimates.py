@@ -18,8 +18,8 @@ def test_a_units_panel_errors_are_summed_over_its_positions_before_squaring():
     errors are +2 and −2, so √(2² + 2²) = 2√2 is its error."""
     acc = {}
     panels = torch.tensor([[1.0, 1.0], [-1.0, -1.0]], dtype=torch.float64).view(1, 2, 1, 2, 1)  # [ne, P, C, H, W]
-    panels = panels / (0.5 * engine.ERROR_FACTOR)  # T₂ − T₁, which _accumulate_error scales to the estimate
-    engine._accumulate_error(acc, "layer", torch.arange(1), [panels], 1)
+    panels = panels / (0.5 * engine.ERROR_FACTOR)  # T₂ − T₁, which _error_sums scales to the estimate
+    engine._accumulate_error_sums(acc, "layer", torch.arange(1), [engine._error_sums(panels)], 1)
     ((signed, squares, unit_squares),) = engine._pairs(acc)["layer"]
     assert signed.abs().max() == 0 and squares.flatten().tolist() == [2.0, 2.0]
     assert unit_squares.tolist() == [[8.0]]

@@ -365,8 +365,10 @@ def integrate(
                         del held[s.name]
                         w_all = weights.to(device=gs[0].device, dtype=gs[0].dtype)
                         w_all = w_all.view(1, -1, *([1] * (gs[0].dim() - 2)))
-                        Y = [_joined(parts) for parts in zip(*vals)]
-                        terms = [_joined(parts) * _spectral_tangent(D, y) * w_all for parts, y in zip(zip(*grads), Y)]
+                        Y = [joined(list(parts), 1) for parts in zip(*vals)]
+                        terms = [
+                            joined(list(parts), 1) * _spectral_tangent(D, y) * w_all for parts, y in zip(zip(*grads), Y)
+                        ]
                 elif jvp:
                     assert ev.tangents is not None  # the pass carried them
                     ts = [t.view(ne, na, *t.shape[1:]) for t in ev.tangents[s.name]]
@@ -467,11 +469,6 @@ def integrate(
     return sums
 
 
-def _joined(chunks) -> torch.Tensor:
-    """The chunks of one part along the node dimension (the tensor itself when the block was one chunk)."""
-    return chunks[0] if len(chunks) == 1 else torch.cat(chunks, 1)
-
-
 def _spectral_tangent(D: torch.Tensor, y: torch.Tensor) -> torch.Tensor:
     """dy/dα at every node of ``y`` ``[E, M, ...]`` (all ``M`` nodes of the path) by differentiating the polynomial
     through them (``paths.derivative_matrix``), in float64, from the values' change along the path."""
@@ -542,7 +539,7 @@ def _steps(t: torch.Tensor, base: int, L: int) -> torch.Tensor:
 def _panel_error(dy, dg, first):
     """Panel errors ``T₂ − T₁`` of the panels ``(a, m, b) = (k, k+1, k+2)`` for the intervals ``k = first,
     first + 2, …`` of ``dy`` (the steps of ``y`` between consecutive nodes, or of α itself for internal influence)
-    and ``dg`` (the steps of ∂F/∂y), ``[E, panels, ...]``; :func:`_accumulate_error` scales them to the signed
+    and ``dg`` (the steps of ∂F/∂y), ``[E, panels, ...]``; :func:`_error_sums` scales them to the signed
     estimate ``ERROR_FACTOR · (T₂ − T₁)``.
 
     ``T₂ − T₁ = ½(g_a+g_m)Δy_a + ½(g_m+g_b)Δy_m − ½(g_a+g_b)(Δy_a+Δy_m) = ½(Δg_a Δy_m − Δg_m Δy_a)``: the ½ is
@@ -566,12 +563,6 @@ def _accumulate_error_sums(acc: dict, name: str, ex: torch.Tensor, sums: list[tu
     """Per part the :func:`_error_sums` of a chunk, accumulated under ``(name, kind)``."""
     for k, kind in enumerate(("signed", "squares", "unit_squares")):
         _accumulate(acc, (name, kind), ex, [t[k] for t in sums], n)
-
-
-def _accumulate_error(acc: dict, name: str, ex: torch.Tensor, panels: list[torch.Tensor], n: int) -> None:
-    """Per part ``(Σ_p e_p, Σ_p e_p², Σ_p (unit's e_p)²)`` over the panels of a chunk (:func:`_error_sums`),
-    accumulated under ``name``."""
-    _accumulate_error_sums(acc, name, ex, [_error_sums(p) for p in panels], n)
 
 
 def _pairs(acc: dict) -> dict:
